@@ -1,0 +1,41 @@
+# tunelens — `make` builds ./tunelens (CPU-only when nvcc is absent), `make test` runs all tests.
+CC      ?= gcc
+CFLAGS  ?= -O2 -march=native -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -fopenmp -Isrc \
+           -I/usr/include/x86_64-linux-gnu/openblas-pthread -I/usr/include/openblas
+LDLIBS  += -lopenblas -lpcre2-8 -lcjson -lm -fopenmp
+TEST_LDLIBS = $(LDLIBS) -lcmocka
+
+SRC      := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
+OBJ      := $(SRC:%.c=build/%.o)
+TESTS    := $(basename $(notdir $(wildcard tests/test_*.c)))
+TEST_BIN := $(TESTS:%=build/tests/%)
+
+all: tunelens
+
+tunelens: build/src/main.o build/libtunelens.a
+	$(CC) -o $@ $^ $(LDLIBS)
+
+build/libtunelens.a: $(OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+build/tests/%: tests/%.c tests/test_util.h build/libtunelens.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< build/libtunelens.a $(TEST_LDLIBS)
+
+# Tests run from the repo root; fixtures that need downloads are fetched by tests/setup.sh.
+test: tunelens $(TEST_BIN)
+	@./tests/setup.sh
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
+	@./tests/cli_test.sh ./tunelens
+
+clean:
+	rm -rf build tunelens
+
+-include $(OBJ:.o=.d)
+.PHONY: all test clean

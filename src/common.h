@@ -1,0 +1,54 @@
+// common.h — error reporting, allocation and small helpers shared by every module.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+// Every fallible function takes an Error* and returns 0 on success, -1 on failure,
+// having written a message that names the file and the offset/line/key involved.
+typedef struct {
+    char msg[1024];
+} Error;
+
+#if defined(__GNUC__)
+#define PRINTF_LIKE(a, b) __attribute__((format(printf, a, b)))
+#else
+#define PRINTF_LIKE(a, b)
+#endif
+
+int err_set(Error *err, const char *fmt, ...) PRINTF_LIKE(2, 3);  // always returns -1
+// Prefix an existing message: "context: <old message>".
+int err_wrap(Error *err, const char *fmt, ...) PRINTF_LIKE(2, 3); // always returns -1
+
+// Allocation that never returns NULL: on failure prints "out of memory (N bytes)" and exits 1.
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+
+// A read-only memory map of a whole file.
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+    char path[512];
+} MappedFile;
+int map_file(MappedFile *m, const char *path, Error *err);
+void unmap_file(MappedFile *m);
+
+// Reads a whole (small) file into a NUL-terminated heap buffer.
+int read_file(const char *path, char **out, size_t *out_len, Error *err);
+// Writes atomically: temp file in the same folder, fsync, rename.
+int write_file_atomic(const char *path, const void *data, size_t len, Error *err);
+int file_exists(const char *path);
+int dir_exists(const char *path);
+
+double now_seconds(void);  // monotonic clock
+
+// bf16 / fp16 conversions.
+static inline float bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v = {.u = (uint32_t)h << 16};
+    return v.f;
+}
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);  // round to nearest even
+uint16_t f32_to_f16(float f);

@@ -1,0 +1,36 @@
+// tokenizer.h — byte-level BPE, token-for-token equal to Hugging Face `tokenizers`.
+// Loaded from tokenizer.json (+ tokenizer_config.json) or from a GGUF vocabulary.
+#pragma once
+#include "../common.h"
+#include "../formats/gguf.h"
+
+typedef struct Tokenizer Tokenizer;
+
+// tokenizer_config_path may be NULL (or a missing file): BOS/EOS then come from
+// tokenizer.json's post-processor and added tokens alone.
+int tokenizer_load_json(Tokenizer **out, const char *tokenizer_json_path,
+                        const char *tokenizer_config_path, Error *err);
+// From GGUF metadata: tokenizer.ggml.{model,pre,tokens,token_type,merges,bos_token_id,
+// eos_token_id,add_bos_token}. Pre-tokenizers: llama-bpe (llama3), smollm, gpt2 at least.
+int tokenizer_load_gguf(Tokenizer **out, const GGUFFile *g, Error *err);
+void tokenizer_free(Tokenizer *t);
+
+// encode as HF's tokenizer.encode(text) does by default: special/added tokens matched in the
+// raw text first, pre-tokenize, BPE, then the post-processor's BOS (when add_special != 0).
+// text must be valid UTF-8 (error otherwise, naming the byte offset). *ids is heap-allocated.
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_special,
+                     int **ids, int *n_ids, Error *err);
+// Decode to UTF-8 text (heap-allocated, NUL-terminated); invalid UTF-8 sequences become U+FFFD
+// as HF does. skip_special drops special tokens.
+char *tokenizer_decode(const Tokenizer *t, const int *ids, int n_ids, int skip_special);
+// The vocabulary string of a token as stored (e.g. "Ġ=") — NULL if out of range.
+const char *tokenizer_piece(const Tokenizer *t, int id);
+// Token id of an exact vocabulary string, -1 if absent.
+int tokenizer_piece_to_id(const Tokenizer *t, const char *piece);
+
+int tokenizer_vocab_size(const Tokenizer *t);   // highest id + 1 (added tokens included)
+int tokenizer_bos_id(const Tokenizer *t);       // -1 if none
+int tokenizer_adds_bos(const Tokenizer *t);     // does encode() prepend BOS?
+// EOS ids (Llama 3 instruct models have several). Returns the count, fills up to max.
+int tokenizer_eos_ids(const Tokenizer *t, int *ids, int max);
+int tokenizer_is_special(const Tokenizer *t, int id);
