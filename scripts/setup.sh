@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks to build and test tunelens, then builds it.
+# Run as root or with sudo available. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pkgs=(build-essential libopenblas-dev libpcre2-dev libcjson-dev libcmocka-dev python3 python3-pip
+      unzip ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "Installing: ${missing[*]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+make -j"$(nproc)" tunelens

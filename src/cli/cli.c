@@ -1,0 +1,117 @@
+// cli.c — flag parsing, model loading and output helpers shared by the commands.
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_unknown(const char *cmd, const char *flag) {
+    fprintf(stderr, "tunelens %s: unknown option '%s' (see tunelens %s --help)\n", cmd, flag, cmd);
+    return EXIT_USAGE;
+}
+
+int cli_missing(const char *cmd, const char *flag) {
+    fprintf(stderr, "tunelens %s: %s is required (see tunelens %s --help)\n", cmd, flag, cmd);
+    return EXIT_USAGE;
+}
+
+int cli_value(const char *cmd, int argc, char **argv, int *i, const char **out) {
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "tunelens %s: %s needs a value\n", cmd, argv[*i]);
+        return EXIT_USAGE;
+    }
+    *out = argv[++*i];
+    return 0;
+}
+
+int cli_int(const char *cmd, int argc, char **argv, int *i, long min, long max, int *out) {
+    const char *flag = argv[*i], *s;
+    if (cli_value(cmd, argc, argv, i, &s)) return EXIT_USAGE;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        fprintf(stderr, "tunelens %s: %s expects an integer in [%ld, %ld], got '%s'\n", cmd, flag,
+                min, max, s);
+        return EXIT_USAGE;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+int cli_double(const char *cmd, int argc, char **argv, int *i, double min, double max, double *out) {
+    const char *flag = argv[*i], *s;
+    if (cli_value(cmd, argc, argv, i, &s)) return EXIT_USAGE;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < min || v > max) {
+        fprintf(stderr, "tunelens %s: %s expects a number in [%g, %g], got '%s'\n", cmd, flag, min,
+                max, s);
+        return EXIT_USAGE;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_fail(const Error *err) {
+    fprintf(stderr, "tunelens: %s\n", err->msg);
+    return 1;
+}
+
+int cli_load_model(Model *m, const char *path, const char *adapter, Error *err) {
+    double t0 = now_seconds();
+    if (model_load(m, path, err)) return -1;
+    if (adapter && model_load_adapter(m, adapter, err)) {
+        model_free(m);
+        return -1;
+    }
+    fprintf(stderr, "Loaded %s (%d layers, hidden %d, vocab %d, %s)%s%s in %.2fs\n", m->name,
+            m->cfg.n_layers, m->cfg.dim, m->cfg.vocab_size, m->weight_dtype,
+            adapter ? " + adapter " : "", adapter ? adapter : "", now_seconds() - t0);
+    return 0;
+}
+
+int cli_encode(const Model *m, const char *text, int **ids, int *n, Error *err) {
+    return tokenizer_encode(m->tok, text, strlen(text), 1, ids, n, err);
+}
+
+char *cli_token_text(const Tokenizer *t, int id) { return tokenizer_decode(t, &id, 1, 0); }
+
+char *cli_token_display(const Tokenizer *t, int id) {
+    char *text = cli_token_text(t, id);
+    size_t n = strlen(text);
+    char *out = xmalloc(n * 4 + 3), *o = out;
+    *o++ = '\'';
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        switch (*p) {
+        case '\n': *o++ = '\\', *o++ = 'n'; break;
+        case '\t': *o++ = '\\', *o++ = 't'; break;
+        case '\r': *o++ = '\\', *o++ = 'r'; break;
+        case '\\': *o++ = '\\', *o++ = '\\'; break;
+        default:
+            if (*p < 0x20 || *p == 0x7f) o += sprintf(o, "\\x%02x", *p);
+            else *o++ = (char)*p;
+        }
+    }
+    *o++ = '\'';
+    *o = 0;
+    free(text);
+    return out;
+}
+
+int cli_write_json(const char *path, const cJSON *j, Error *err) {
+    char *text = cJSON_Print(j);
+    if (!text) return err_set(err, "out of memory while writing JSON");
+    int rc = 0;
+    if (!strcmp(path, "-")) {
+        printf("%s\n", text);
+    } else {
+        size_t n = strlen(text);
+        text[n] = '\n';  // replace the NUL: cJSON's buffer has room for it
+        rc = write_file_atomic(path, text, n + 1, err);
+    }
+    free(text);
+    return rc;
+}

@@ -1,0 +1,36 @@
+// cli.h — shared pieces of the command-line front end. Exit codes: 0 ok, 1 runtime error
+// (bad file, bad data), 2 usage error (unknown flag, bad number).
+#pragma once
+#include <cjson/cJSON.h>
+
+#include "../model/llama.h"
+
+#define EXIT_USAGE 2
+
+// Command entry points (argv[0] is the command name).
+int cmd_tokenize(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_lens(int argc, char **argv);
+
+// Flag parsing: each returns 0 or prints "tunelens CMD: ..." and returns EXIT_USAGE.
+int cli_value(const char *cmd, int argc, char **argv, int *i, const char **out);
+int cli_int(const char *cmd, int argc, char **argv, int *i, long min, long max, int *out);
+int cli_double(const char *cmd, int argc, char **argv, int *i, double min, double max, double *out);
+int cli_unknown(const char *cmd, const char *flag);
+int cli_missing(const char *cmd, const char *flag);
+
+// Prints "tunelens: <message>" to stderr and returns 1.
+int cli_fail(const Error *err);
+
+// Load a model (and an adapter, when adapter != NULL), with a line on stderr.
+int cli_load_model(Model *m, const char *path, const char *adapter, Error *err);
+// Encode text exactly as HF's tokenizer.encode(text) does.
+int cli_encode(const Model *m, const char *text, int **ids, int *n, Error *err);
+
+// A token as readable text: decoded, quoted, control characters escaped ('\n' etc.).
+// Returns a heap string.
+char *cli_token_display(const Tokenizer *t, int id);
+// A token's decoded text (heap string), for JSON.
+char *cli_token_text(const Tokenizer *t, int id);
+// Write JSON atomically ("-" = stdout).
+int cli_write_json(const char *path, const cJSON *j, Error *err);

@@ -1,0 +1,103 @@
+// generate.c — `tunelens generate --model M [--adapter A] --prompt P [--max-tokens N] [--json F]`
+#include <stdlib.h>
+#include <string.h>
+
+#include "../model/generate.h"
+#include "cli.h"
+
+static const char *USAGE =
+    "usage: tunelens generate --model M [--adapter A] --prompt P [--max-tokens N] [--json FILE]\n"
+    "  Greedy decoding with a KV cache; stops at EOS. Prints the continuation, then each token\n"
+    "  with its probability. --json FILE writes\n"
+    "  {\"prompt\":P,\"tokens\":[{\"id\",\"token\",\"prob\"}],\"text\":T} (FILE '-' = stdout).\n"
+    "  --max-tokens defaults to 100.\n";
+
+static void stream_token(void *ctx, int id, float prob) {
+    const Tokenizer *t = ctx;
+    char *s = cli_token_text(t, id);
+    fputs(s, stdout);
+    fflush(stdout);
+    free(s);
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *cmd = "generate", *model_path = NULL, *adapter = NULL, *prompt = NULL,
+               *json_path = NULL;
+    int max_tokens = 100, rc;
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            fputs(USAGE, stdout);
+            return 0;
+        } else if (!strcmp(f, "--model")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &model_path))) return rc;
+        } else if (!strcmp(f, "--adapter") || !strcmp(f, "--adapter-path")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &adapter))) return rc;
+        } else if (!strcmp(f, "--prompt")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &prompt))) return rc;
+        } else if (!strcmp(f, "--max-tokens")) {
+            if ((rc = cli_int(cmd, argc, argv, &i, 0, 1 << 20, &max_tokens))) return rc;
+        } else if (!strcmp(f, "--json")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &json_path))) return rc;
+        } else {
+            return cli_unknown(cmd, f);
+        }
+    }
+    if (!model_path) return cli_missing(cmd, "--model");
+    if (!prompt) return cli_missing(cmd, "--prompt");
+    Error err;
+    Model m;
+    if (cli_load_model(&m, model_path, adapter, &err)) return cli_fail(&err);
+    int *ids = NULL, n, n_out = 0;
+    GenToken *out = xmalloc(sizeof(GenToken) * (size_t)(max_tokens ? max_tokens : 1));
+    int to_stdout_json = json_path && !strcmp(json_path, "-");
+    if (!to_stdout_json) printf("%s", prompt);
+    double t0 = now_seconds();
+    rc = cli_encode(&m, prompt, &ids, &n, &err) ||
+         generate_greedy(&m, ids, n, max_tokens, out, &n_out, to_stdout_json ? NULL : stream_token,
+                         m.tok, &err);
+    double dt = now_seconds() - t0;
+    if (rc) goto fail;
+    if (!to_stdout_json) {
+        printf("\n\n");
+        for (int i = 0; i < n_out; i++) {
+            char *d = cli_token_display(m.tok, out[i].id);
+            printf("%4d  %-20s %6.2f%%\n", i + 1, d, 100.0 * out[i].prob);
+            free(d);
+        }
+        fprintf(stderr, "%d prompt tokens, %d generated in %.2fs (%.1f tokens/s)\n", n, n_out, dt,
+                dt > 0 ? n_out / dt : 0.0);
+    }
+    if (json_path) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "prompt", prompt);
+        cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
+        int *gen = xmalloc(sizeof(int) * (size_t)(n_out ? n_out : 1));
+        for (int i = 0; i < n_out; i++) {
+            cJSON *t = cJSON_CreateObject();
+            char *s = cli_token_text(m.tok, out[i].id);
+            cJSON_AddNumberToObject(t, "id", out[i].id);
+            cJSON_AddStringToObject(t, "token", s);
+            cJSON_AddNumberToObject(t, "prob", out[i].prob);
+            cJSON_AddItemToArray(toks, t);
+            free(s);
+            gen[i] = out[i].id;
+        }
+        char *text = tokenizer_decode(m.tok, gen, n_out, 0);
+        cJSON_AddStringToObject(j, "text", text);
+        free(text);
+        free(gen);
+        rc = cli_write_json(json_path, j, &err);
+        cJSON_Delete(j);
+        if (rc) goto fail;
+    }
+    free(ids);
+    free(out);
+    model_free(&m);
+    return 0;
+fail:
+    free(ids);
+    free(out);
+    model_free(&m);
+    return cli_fail(&err);
+}

@@ -1,0 +1,39 @@
+// lens.h — the logit lens: the residual stream after each block, unembedded through the
+// model's own final RMSNorm and head, softmax over the vocabulary, at the last position.
+#pragma once
+#include "../model/llama.h"
+
+typedef struct {
+    int id;
+    float prob;
+} TokenProb;
+
+typedef struct {
+    int layer;        // -1 = embedding output, i = output of block i
+    TokenProb *top;   // top_k, most probable first
+    int top_k;
+    double entropy;   // nats
+    TokenProb *tracked;
+    int *tracked_rank;  // 1 = most probable
+} LensLayer;
+
+typedef struct {
+    LensLayer *layers;
+    int n_layers;
+    int n_tracked;
+    TokenProb final;  // the model's own prediction (top-1 of the last layer)
+} LensResult;
+
+// probs ((L+1), V): row 0 is the embedding output (layer -1), row i+1 block i's output.
+// Only the last position of ids is unembedded.
+int lens_layer_probs(const Model *m, const int *ids, int n_ids, float *probs, Error *err);
+
+// layers: which of -1..L-1 to report (NULL = all blocks 0..L-1).
+int lens_run(const Model *m, const int *ids, int n_ids, int top_k, const int *layers,
+             int n_layers, const int *track_ids, int n_track, LensResult *out, Error *err);
+void lens_result_free(LensResult *r);
+
+// Helpers over one probability row (V).
+void top_k_probs(const float *probs, int V, int k, TokenProb *out);
+double entropy_nats(const float *probs, int V);
+int prob_rank(const float *probs, int V, int id);

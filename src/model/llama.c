@@ -1,0 +1,148 @@
+// llama.c — the forward pass, written once over the ops interface:
+// embed -> for each block (rmsnorm -> q/k/v -> rope -> attention -> o -> residual ->
+// rmsnorm -> gate/up -> swiglu -> down -> residual) -> final norm -> head.
+#include "llama.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../ops/ops.h"
+
+static int max_lora_rank(const Model *m) {
+    int r = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int p = 0; p < N_PROJ; p++)
+            if (m->blocks[l].lora[p].rank > r) r = m->blocks[l].lora[p].rank;
+    return r;
+}
+
+int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_seq, int keep_acts) {
+    const ModelConfig *c = &m->cfg;
+    memset(s, 0, sizeof *s);
+    s->B = B, s->T = T, s->max_seq = max_seq, s->keep_acts = keep_acts;
+    s->lora_rank_max = max_lora_rank(m);
+    size_t N = (size_t)B * T, C = c->dim, F = c->hidden_dim, L = c->n_layers;
+    size_t HD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim;
+    size_t La = keep_acts ? L : 1;  // layers whose activations are kept
+    size_t widest = C > F ? C : F;
+    if (HD > widest) widest = HD;
+    size_t V = c->vocab_size;
+    size_t sizes[] = {
+        L * B * max_seq * KVD, L * B * max_seq * KVD,  // k, v cache
+        (La + 1) * N * C,                                // resid (+ final)
+        La * N * C, La * N, La * N * HD,                 // attn_xn, attn_rstd, q
+        La * B * c->n_heads * T * max_seq,               // probs
+        La * N * HD, La * N * C, La * N * C, La * N,     // att_out, resid_mid, ffn_xn, ffn_rstd
+        La * N * F, La * N * F, La * N * F,              // gate, up, act
+        La * N_PROJ * N * (size_t)s->lora_rank_max,      // lora_xa
+        N * widest * 2,                                  // scratch (k/v of the new rows too)
+        N * C, N,                                        // final_xn, final_rstd
+        keep_acts ? N * V : V,                           // logits
+    };
+    float **dst[] = {&s->k_cache, &s->v_cache, &s->resid, &s->attn_xn, &s->attn_rstd, &s->q,
+                     &s->probs, &s->att_out, &s->resid_mid, &s->ffn_xn, &s->ffn_rstd, &s->gate,
+                     &s->up, &s->act, &s->lora_xa, &s->scratch, &s->final_xn, &s->final_rstd,
+                     &s->logits};
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += sizes[i];
+    float *arena = calloc(total, sizeof(float));
+    if (!arena) return -1;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        *dst[i] = arena;
+        arena += sizes[i];
+    }
+    s->pos_ids = xcalloc(N, sizeof(int));
+    return 0;
+}
+
+void forward_state_free(ForwardState *s) {
+    free(s->k_cache);  // the arena starts at k_cache
+    free(s->pos_ids);
+    memset(s, 0, sizeof *s);
+}
+
+// out (N, out) = in (N, in) @ W^T [+ scale * (in A) B]
+static void linear(const Block *b, Proj p, const ModelConfig *c, float *out, float *xa,
+                   const float *in, int N) {
+    int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
+    matmul_forward(out, in, b->w[p], N, IC, OC);
+    const LoraLinear *lo = &b->lora[p];
+    if (lo->rank) lora_forward(out, xa, in, lo->A, lo->B, N, IC, OC, lo->rank, lo->scale);
+}
+
+void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_logits,
+                   ResidualHook hook, void *hook_ctx) {
+    const ModelConfig *c = &m->cfg;
+    const int B = s->B, T = s->T, N = B * T, C = c->dim, F = c->hidden_dim;
+    const int H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim;
+    const int HD = H * D, KVD = Hkv * D, pos0 = s->pos, S = pos0 + T;
+    const int r = s->lora_rank_max;
+
+    // rope tables for positions [0, S): cheap next to the matmuls
+    float *cos_t = xmalloc(sizeof(float) * (size_t)S * (D / 2));
+    float *sin_t = xmalloc(sizeof(float) * (size_t)S * (D / 2));
+    rope_tables(cos_t, sin_t, m->inv_freq, S, D);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) s->pos_ids[b * T + t] = pos0 + t;
+
+    embedding_forward(s->resid, tokens, m->tok_embd, N, C);
+    if (hook) hook(hook_ctx, -1, s->resid, N, C);
+
+    float *k_new = s->scratch, *v_new = s->scratch + (size_t)N * KVD;
+    for (int l = 0; l < c->n_layers; l++) {
+        const Block *blk = &m->blocks[l];
+        size_t a = s->keep_acts ? (size_t)l : 0;  // activation slot
+        float *x = s->resid + (s->keep_acts ? (size_t)l * N * C : 0);
+        float *x_out = s->resid + (s->keep_acts ? (size_t)(l + 1) * N * C : 0);
+        float *xn = s->attn_xn + a * N * C, *q = s->q + a * N * HD;
+        float *att = s->att_out + a * N * HD, *mid = s->resid_mid + a * N * C;
+        float *fxn = s->ffn_xn + a * N * C;
+        float *gate = s->gate + a * N * F, *up = s->up + a * N * F, *act = s->act + a * N * F;
+        float *probs = s->probs + a * (size_t)B * H * T * s->max_seq;
+        float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
+#define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
+        float *kc = s->k_cache + (size_t)l * B * s->max_seq * KVD;
+        float *vc = s->v_cache + (size_t)l * B * s->max_seq * KVD;
+
+        // attention
+        rmsnorm_forward(xn, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
+        linear(blk, PROJ_Q, c, q, XA(PROJ_Q), xn, N);
+        linear(blk, PROJ_K, c, k_new, XA(PROJ_K), xn, N);
+        linear(blk, PROJ_V, c, v_new, XA(PROJ_V), xn, N);
+        rope_forward(q, cos_t, sin_t, s->pos_ids, N, H, D);
+        rope_forward(k_new, cos_t, sin_t, s->pos_ids, N, Hkv, D);
+        for (int b = 0; b < B; b++) {
+            size_t at = ((size_t)b * s->max_seq + pos0) * KVD;
+            memcpy(kc + at, k_new + (size_t)b * T * KVD, sizeof(float) * (size_t)T * KVD);
+            memcpy(vc + at, v_new + (size_t)b * T * KVD, sizeof(float) * (size_t)T * KVD);
+        }
+        attention_forward(att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D);
+        linear(blk, PROJ_O, c, s->scratch, XA(PROJ_O), att, N);
+        for (size_t i = 0; i < (size_t)N * C; i++) mid[i] = x[i] + s->scratch[i];
+
+        // MLP
+        rmsnorm_forward(fxn, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
+        linear(blk, PROJ_GATE, c, gate, XA(PROJ_GATE), fxn, N);
+        linear(blk, PROJ_UP, c, up, XA(PROJ_UP), fxn, N);
+        swiglu_forward(act, gate, up, (int64_t)N * F);
+        linear(blk, PROJ_DOWN, c, s->scratch, XA(PROJ_DOWN), act, N);
+        for (size_t i = 0; i < (size_t)N * C; i++) x_out[i] = mid[i] + s->scratch[i];
+#undef XA
+        if (hook) hook(hook_ctx, l, x_out, N, C);
+    }
+    float *final = s->resid + (s->keep_acts ? (size_t)c->n_layers * N * C : 0);
+    if (all_logits) {
+        rmsnorm_forward(s->final_xn, s->final_rstd, final, m->final_norm, N, C, c->norm_eps);
+        matmul_forward(s->logits, s->final_xn, m->head, N, C, c->vocab_size);
+    } else {
+        model_unembed(m, final + (size_t)(N - 1) * C, s->logits, s->final_xn);
+    }
+    s->pos += T;
+    free(cos_t);
+    free(sin_t);
+}
+
+void model_unembed(const Model *m, const float *resid, float *logits, float *scratch_c) {
+    rmsnorm_forward(scratch_c, NULL, resid, m->final_norm, 1, m->cfg.dim, m->cfg.norm_eps);
+    matmul_forward(logits, scratch_c, m->head, 1, m->cfg.dim, m->cfg.vocab_size);
+}

@@ -1,0 +1,105 @@
+// llama.h — the Llama-family model: weights, adapters, and the forward pass.
+#pragma once
+#include "../common.h"
+#include "../formats/gguf.h"
+#include "../tokenizer/tokenizer.h"
+#include "config.h"
+
+// The seven linear layers of a block, in mlx-lm / PEFT key order.
+typedef enum { PROJ_Q, PROJ_K, PROJ_V, PROJ_O, PROJ_GATE, PROJ_UP, PROJ_DOWN, N_PROJ } Proj;
+extern const char *const PROJ_NAMES[N_PROJ];   // "q_proj", ..., "down_proj"
+extern const char *const PROJ_PARENTS[N_PROJ]; // "self_attn" or "mlp"
+// Input and output width of a projection.
+int proj_in_dim(const ModelConfig *c, Proj p);
+int proj_out_dim(const ModelConfig *c, Proj p);
+
+// LoRA on one linear layer: y = W x + scale * (x A) B. rank 0 = none.
+typedef struct {
+    int rank;
+    float scale;
+    float *A;  // (in, r)
+    float *B;  // (r, out)
+} LoraLinear;
+
+typedef struct {
+    float *attn_norm;   // (C)
+    float *w[N_PROJ];   // HF layout (out, in): q (H*D, C), k/v (Hkv*D, C), o (C, H*D),
+                        // gate/up (F, C), down (C, F)
+    float *ffn_norm;    // (C)
+    LoraLinear lora[N_PROJ];
+} Block;
+
+typedef struct {
+    ModelConfig cfg;
+    Tokenizer *tok;
+    float *tok_embd;    // (V, C)
+    float *final_norm;  // (C)
+    float *head;        // (V, C); equals tok_embd when tied
+    Block *blocks;      // n_layers
+    float *inv_freq;    // (D/2)
+    // storage: all base weights live in one arena; adapter weights in another
+    float *arena;
+    size_t arena_floats;
+    float *adapter_arena;
+    size_t adapter_floats;
+    char path[512];
+    char name[256];     // for reports: folder or file name
+    int is_gguf;
+    const char *weight_dtype;  // as stored, e.g. "bf16", "Q4_1 (dequantized)"
+} Model;
+
+// Open a Hugging Face folder (config.json, *.safetensors, tokenizer.json) or a .gguf file:
+// config, tokenizer and every tensor's shape are validated, then weights converted to f32.
+int model_load(Model *m, const char *path, Error *err);
+void model_free(Model *m);
+
+// Apply an adapter folder: mlx-lm LoRA (adapters.safetensors + adapter_config.json), mlx-lm
+// full fine-tune (replaced block weights) or PEFT (adapter_model.safetensors).
+int model_load_adapter(Model *m, const char *dir, Error *err);
+
+// ---- forward pass
+// Buffers for a forward pass over B sequences of T new tokens. With keep_acts every layer's
+// activations are kept (for backward); otherwise one set is reused across layers.
+typedef struct {
+    int B, T, max_seq;  // max_seq: KV capacity per sequence
+    int keep_acts;
+    int pos;            // tokens already in the KV cache (single-sequence decoding)
+    float *k_cache, *v_cache;  // (L, B, max_seq, Hkv*D); post-rope keys
+    // per-layer activations, each (L or 1) x the size in the comment
+    float *resid;       // (B*T, C)   residual entering each block; [L] = final residual
+    float *attn_xn;     // (B*T, C)   RMSNorm output
+    float *attn_rstd;   // (B*T)
+    float *q;           // (B*T, H*D) post-rope
+    float *probs;       // (B, H, T, max_seq)
+    float *att_out;     // (B*T, H*D)
+    float *resid_mid;   // (B*T, C)
+    float *ffn_xn;      // (B*T, C)
+    float *ffn_rstd;    // (B*T)
+    float *gate, *up;   // (B*T, F)
+    float *act;         // (B*T, F)   silu(gate) * up
+    float *lora_xa;     // (B*T, r) per projection, when LoRA is on
+    float *scratch;     // (B*T, max(C, F, H*D))
+    float *final_xn;    // (B*T, C)
+    float *final_rstd;  // (B*T)
+    float *logits;      // (B*T, V) or (V) when only the last position is wanted
+    int *pos_ids;       // (B*T)
+    int lora_rank_max;
+} ForwardState;
+
+int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_seq, int keep_acts);
+void forward_state_free(ForwardState *s);
+
+// Called after the embedding (layer -1) and after each block i with the residual (B*T, C).
+typedef void (*ResidualHook)(void *ctx, int layer, const float *resid, int rows, int C);
+
+// Run tokens (B, T) at positions s->pos.. (B must be 1 when s->pos > 0). all_logits: logits
+// for every row (B*T, V), else only the last row's (V) in s->logits. Advances s->pos by T.
+void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_logits,
+                   ResidualHook hook, void *hook_ctx);
+
+// Final RMSNorm + head of one hidden state: resid (C) -> logits (V). The lens uses this.
+void model_unembed(const Model *m, const float *resid, float *logits, float *scratch_c);
+
+// The f32 parameter a Hugging Face tensor name refers to ("model.layers.3.mlp.up_proj.weight"),
+// with its shape; NULL if the model has none of that name.
+float *model_param_by_name(Model *m, const char *name, int64_t shape[2], int *ndim);

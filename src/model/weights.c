@@ -1,0 +1,288 @@
+// weights.c — open a model (HF folder or GGUF), validate every tensor, convert to f32.
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../formats/safetensors.h"
+#include "llama.h"
+
+const char *const PROJ_NAMES[N_PROJ] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                        "gate_proj", "up_proj", "down_proj"};
+const char *const PROJ_PARENTS[N_PROJ] = {"self_attn", "self_attn", "self_attn", "self_attn",
+                                          "mlp", "mlp", "mlp"};
+static const char *const GGUF_PROJ[N_PROJ] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                              "ffn_gate", "ffn_up", "ffn_down"};
+
+int proj_in_dim(const ModelConfig *c, Proj p) {
+    if (p == PROJ_O) return c->n_heads * c->head_dim;
+    if (p == PROJ_DOWN) return c->hidden_dim;
+    return c->dim;
+}
+
+int proj_out_dim(const ModelConfig *c, Proj p) {
+    switch (p) {
+    case PROJ_Q: return c->n_heads * c->head_dim;
+    case PROJ_K:
+    case PROJ_V: return c->n_kv_heads * c->head_dim;
+    case PROJ_GATE:
+    case PROJ_UP: return c->hidden_dim;
+    default: return c->dim;
+    }
+}
+
+// Where each named tensor goes and what shape it must have.
+typedef struct {
+    char name[128];
+    float *dst;
+    int ndim;
+    int64_t shape[2];
+    int unpermute_heads;  // GGUF q/k rows: interleaved rotary pairs -> HF rotate-half
+} Binding;
+
+// GGUF (llama.cpp) stores q/k rows of each head as interleaved pairs (2j, 2j+1); HF keeps
+// them as halves (j, j + D/2). w (n_heads*D, in) is rewritten in place to the HF order.
+static void unpermute_rotary_rows(float *w, int n_heads, int D, int64_t in) {
+    float *tmp = xmalloc(sizeof(float) * (size_t)D * (size_t)in);
+    int half = D / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *head = w + (int64_t)h * D * in;
+        for (int j = 0; j < half; j++)
+            for (int s = 0; s < 2; s++)
+                memcpy(tmp + (int64_t)(s * half + j) * in, head + (int64_t)(2 * j + s) * in,
+                       sizeof(float) * (size_t)in);
+        memcpy(head, tmp, sizeof(float) * (size_t)D * (size_t)in);
+    }
+    free(tmp);
+}
+
+static int bind_tensor(const TensorSet *ts, const Binding *b, const ModelConfig *c, Error *err) {
+    const TensorView *t = tensorset_find(ts, b->name);
+    if (!t) return err_set(err, "missing tensor '%s'", b->name);
+    int same = t->ndim == b->ndim;
+    for (int d = 0; same && d < b->ndim; d++) same = t->shape[d] == b->shape[d];
+    if (!same) {
+        char got[96] = "", want[96] = "";
+        for (int d = 0; d < t->ndim; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
+                     (long long)t->shape[d]);
+        for (int d = 0; d < b->ndim; d++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
+                     (long long)b->shape[d]);
+        return err_set(err, "%s: tensor '%s' has shape (%s) but the config implies (%s)",
+                       t->file, b->name, got, want);
+    }
+    if (tensor_to_f32(t, b->dst, err)) return -1;
+    if (b->unpermute_heads)
+        unpermute_rotary_rows(b->dst, b->unpermute_heads, c->head_dim, b->shape[1]);
+    return 0;
+}
+
+static void add_binding(Binding *list, int *n, const char *name, float *dst, int64_t d0,
+                        int64_t d1, int unpermute) {
+    Binding *b = &list[(*n)++];
+    snprintf(b->name, sizeof b->name, "%s", name);
+    b->dst = dst;
+    b->ndim = d1 ? 2 : 1;
+    b->shape[0] = d0;
+    b->shape[1] = d1;
+    b->unpermute_heads = unpermute;
+}
+
+// Carve the f32 arena and list the tensors that fill it.
+static Binding *plan_bindings(Model *m, int gguf, int has_head, int *n_out) {
+    const ModelConfig *c = &m->cfg;
+    int64_t C = c->dim, V = c->vocab_size;
+    m->arena_floats = (size_t)config_param_count(c);
+    if (c->tie_embeddings && has_head) m->arena_floats += (size_t)(V * C);  // untie on load
+    m->arena = xmalloc(sizeof(float) * m->arena_floats);
+    m->blocks = xcalloc((size_t)c->n_layers, sizeof(Block));
+    float *p = m->arena;
+    Binding *list = xcalloc((size_t)(3 + c->n_layers * (2 + N_PROJ)), sizeof(Binding));
+    int n = 0;
+    m->tok_embd = p, p += V * C;
+    add_binding(list, &n, gguf ? "token_embd.weight" : "model.embed_tokens.weight", m->tok_embd,
+                V, C, 0);
+    m->final_norm = p, p += C;
+    add_binding(list, &n, gguf ? "output_norm.weight" : "model.norm.weight", m->final_norm, C, 0, 0);
+    if (has_head) {
+        m->head = p, p += V * C;
+        add_binding(list, &n, gguf ? "output.weight" : "lm_head.weight", m->head, V, C, 0);
+    } else {
+        m->head = m->tok_embd;
+    }
+    char name[128];
+    for (int l = 0; l < c->n_layers; l++) {
+        Block *b = &m->blocks[l];
+        b->attn_norm = p, p += C;
+        b->ffn_norm = p, p += C;
+        if (gguf) snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        else snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        add_binding(list, &n, name, b->attn_norm, C, 0, 0);
+        if (gguf) snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+        else snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        add_binding(list, &n, name, b->ffn_norm, C, 0, 0);
+        for (int j = 0; j < N_PROJ; j++) {
+            int64_t out = proj_out_dim(c, j), in = proj_in_dim(c, j);
+            b->w[j] = p, p += out * in;
+            if (gguf) snprintf(name, sizeof name, "blk.%d.%s.weight", l, GGUF_PROJ[j]);
+            else snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, PROJ_PARENTS[j],
+                          PROJ_NAMES[j]);
+            int unpermute = !gguf ? 0 : j == PROJ_Q ? c->n_heads : j == PROJ_K ? c->n_kv_heads : 0;
+            add_binding(list, &n, name, b->w[j], out, in, unpermute);
+        }
+    }
+    *n_out = n;
+    return list;
+}
+
+static int bind_all(Model *m, const TensorSet *ts, int gguf, const char *source, Error *err) {
+    int has_head = tensorset_find(ts, gguf ? "output.weight" : "lm_head.weight") != NULL;
+    if (!has_head && !m->cfg.tie_embeddings) {
+        if (gguf) {
+            m->cfg.tie_embeddings = 1;
+        } else {
+            return err_set(err, "%s: tie_word_embeddings is false but there is no lm_head.weight",
+                           source);
+        }
+    }
+    int n;
+    Binding *list = plan_bindings(m, gguf, has_head, &n);
+    int rc = 0;
+    // Bindings are independent; tensor_to_f32 parallelizes inside each one.
+    for (int i = 0; i < n && rc == 0; i++) rc = bind_tensor(ts, &list[i], &m->cfg, err);
+    free(list);
+    if (rc) return err_wrap(err, "%s", source);
+    return 0;
+}
+
+static void copy_name(Model *m, const char *path) {
+    char *dup = xstrdup(path);
+    size_t len = strlen(dup);
+    while (len > 1 && dup[len - 1] == '/') dup[--len] = 0;
+    snprintf(m->name, sizeof m->name, "%s", basename(dup));
+    free(dup);
+}
+
+static void finish_config(Model *m) {
+    m->inv_freq = xmalloc(sizeof(float) * (size_t)(m->cfg.head_dim / 2));
+    config_rope_inv_freq(&m->cfg, m->inv_freq);
+    // EOS: the config's ids plus the tokenizer's
+    int ids[8];
+    int n = tokenizer_eos_ids(m->tok, ids, 8);
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < m->cfg.n_eos; j++) seen |= m->cfg.eos_ids[j] == ids[i];
+        if (!seen && m->cfg.n_eos < 8) m->cfg.eos_ids[m->cfg.n_eos++] = ids[i];
+    }
+    if (m->cfg.bos_id < 0) m->cfg.bos_id = tokenizer_bos_id(m->tok);
+}
+
+static int check_tokenizer(Model *m, const char *source, Error *err) {
+    int tv = tokenizer_vocab_size(m->tok);
+    if (tv > m->cfg.vocab_size)
+        return err_set(err, "%s: the tokenizer has %d tokens but the model's embedding only %d rows "
+                       "(a tokenizer of another model?)", source, tv, m->cfg.vocab_size);
+    return 0;
+}
+
+static int load_gguf(Model *m, const char *path, Error *err) {
+    GGUFFile g;
+    if (gguf_open(&g, path, err)) return -1;
+    int rc = -1;
+    if (config_from_gguf(&m->cfg, &g, err)) {
+        err_wrap(err, "%s", path);
+        goto done;
+    }
+    if (tokenizer_load_gguf(&m->tok, &g, err)) {
+        err_wrap(err, "%s", path);
+        goto done;
+    }
+    if (check_tokenizer(m, path, err) || bind_all(m, &g.tensors, 1, path, err)) goto done;
+    finish_config(m);
+    // Llama 3.1+ GGUFs carry llama3 rope scaling as per-frequency divisors.
+    const TensorView *rf = tensorset_find(&g.tensors, "rope_freqs.weight");
+    if (rf) {
+        int half = m->cfg.head_dim / 2;
+        if (tensor_numel(rf) != half) {
+            err_set(err, "%s: rope_freqs.weight has %lld values, expected %d", path,
+                    (long long)tensor_numel(rf), half);
+            goto done;
+        }
+        float *f = xmalloc(sizeof(float) * (size_t)half);
+        if (tensor_to_f32(rf, f, err)) {
+            free(f);
+            goto done;
+        }
+        for (int i = 0; i < half; i++) m->inv_freq[i] /= f[i];
+        free(f);
+    }
+    const TensorView *emb = tensorset_find(&g.tensors, "token_embd.weight");
+    static char dtype_desc[64];
+    snprintf(dtype_desc, sizeof dtype_desc, "GGUF %s (dequantized to f32)",
+             emb ? dtype_name(emb->dtype) : "?");
+    m->weight_dtype = dtype_desc;
+    m->is_gguf = 1;
+    rc = 0;
+done:
+    gguf_close(&g);
+    return rc;
+}
+
+static int load_hf_folder(Model *m, const char *dir, Error *err) {
+    char path[1024], cfg_path[1024];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
+    if (!file_exists(cfg_path))
+        return err_set(err, "%s: not a model folder (no config.json) and not a .gguf file", dir);
+    if (config_from_hf_json(&m->cfg, cfg_path, err)) return -1;
+    char tok_cfg[1024];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    snprintf(tok_cfg, sizeof tok_cfg, "%s/tokenizer_config.json", dir);
+    if (!file_exists(path)) return err_set(err, "%s: missing tokenizer.json", dir);
+    if (tokenizer_load_json(&m->tok, path, file_exists(tok_cfg) ? tok_cfg : NULL, err)) return -1;
+    if (check_tokenizer(m, dir, err)) return -1;
+    TensorSet ts = {0};
+    int rc;
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    if (file_exists(path)) {
+        rc = safetensors_load_index(&ts, path, err);
+    } else {
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        if (!file_exists(path)) {
+            return err_set(err, "%s: no model.safetensors or model.safetensors.index.json", dir);
+        }
+        rc = safetensors_load(&ts, path, err);
+    }
+    if (rc == 0) rc = bind_all(m, &ts, 0, dir, err);
+    if (rc == 0) {
+        const TensorView *emb = tensorset_find(&ts, "model.embed_tokens.weight");
+        m->weight_dtype = emb ? dtype_name(emb->dtype) : "?";
+        finish_config(m);
+    }
+    tensorset_free(&ts);
+    return rc;
+}
+
+int model_load(Model *m, const char *path, Error *err) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->path, sizeof m->path, "%s", path);
+    copy_name(m, path);
+    int rc;
+    if (dir_exists(path)) {
+        rc = load_hf_folder(m, path, err);
+    } else if (file_exists(path)) {
+        rc = load_gguf(m, path, err);
+    } else {
+        rc = err_set(err, "%s: no such model file or folder", path);
+    }
+    if (rc) model_free(m);
+    return rc;
+}
+
+void model_free(Model *m) {
+    if (m->tok) tokenizer_free(m->tok);
+    free(m->arena);
+    free(m->adapter_arena);
+    free(m->blocks);
+    free(m->inv_freq);
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# CLI behaviour: exit codes, messages, JSON keys. usage: tests/cli_test.sh ./tunelens
+set -uo pipefail
+BIN=${1:-./tunelens}
+TINY=tests/fixtures/tiny
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+check() {  # name, expected exit code, grep pattern for stderr+stdout, command...
+  local name=$1 want=$2 pat=$3; shift 3
+  "$@" >"$TMP/out" 2>&1; local rc=$?
+  if [ "$rc" -ne "$want" ]; then
+    echo "FAIL $name: exit $rc, expected $want"; sed 's/^/    /' "$TMP/out" | head -5; fails=$((fails+1)); return
+  fi
+  if [ -n "$pat" ] && ! grep -qE -- "$pat" "$TMP/out"; then
+    echo "FAIL $name: output lacks /$pat/"; sed 's/^/    /' "$TMP/out" | head -5; fails=$((fails+1)); return
+  fi
+  echo "ok   $name"
+}
+json_check() {  # name, python expression over j (the parsed JSON) that must be true, file
+  if python3 -c "import json,sys; j=json.load(open('$3')); sys.exit(0 if ($2) else 1)"; then echo "ok   $1"
+  else echo "FAIL $1: $2"; fails=$((fails+1)); fi
+}
+
+check "no args -> usage" 2 "usage" $BIN
+check "help" 0 "lens" $BIN --help
+check "unknown command" 2 "unknown command 'frobnicate'" $BIN frobnicate
+for c in tokenize generate lens; do
+  input=--prompt; [ $c = tokenize ] && input=--text
+  check "$c --help" 0 "usage: tunelens $c" $BIN $c --help
+  check "$c unknown flag" 2 "unknown option '--bogus'" $BIN $c --bogus
+  check "$c missing model" 2 "--model is required" $BIN $c $input x
+  check "$c missing input" 2 "$input is required" $BIN $c --model $TINY
+  check "$c model not found" 1 "/no/such/model" $BIN $c --model /no/such/model $input x
+done
+check "lens bad top-k" 2 "--top-k expects an integer" $BIN lens --model $TINY --prompt x --top-k abc
+check "lens negative top-k" 2 "--top-k expects an integer" $BIN lens --model $TINY --prompt x --top-k -3
+check "lens bad layers" 2 "--layers expects" $BIN lens --model $TINY --prompt x --layers 3,x
+check "lens layer out of range" 1 "layer 99 does not exist" $BIN lens --model $TINY --prompt x --layers 99
+check "generate bad max-tokens" 2 "--max-tokens expects" $BIN generate --model $TINY --prompt x --max-tokens 1e3
+check "missing value" 2 "needs a value" $BIN lens --model
+check "bad adapter" 1 "adapter folder not found" $BIN lens --model $TINY --prompt x --adapter /no/adapter
+printf 'ab\xffcd' > "$TMP/bad.txt"
+check "non-UTF-8 prompt" 1 "UTF-8" $BIN lens --model $TINY --prompt "$(cat "$TMP/bad.txt")"
+
+$BIN tokenize --model $TINY --text "89 - 34 = " --json >"$TMP/tok.json" 2>/dev/null
+json_check "tokenize ids" "j['ids']==[0,320,260,222,299,258,222] and j['tokens'][1]=='89'" "$TMP/tok.json"
+
+check "lens table" 0 "Final prediction" $BIN lens --model $TINY --prompt "89 - 34 = " --top-k 3 --track " 55" --embeddings
+check "lens json" 0 "" $BIN lens --model $TINY --prompt "89 - 34 = " --layers 1,3 --track 5 --json "$TMP/lens.json"
+json_check "lens json keys" "set(j)=={'model','prompt','tokens','layers','final'} and [l['layer'] for l in j['layers']]==[1,3] and set(j['layers'][0])>={'layer','top','entropy','tracked'} and set(j['layers'][0]['top'][0])=={'id','token','prob'} and set(j['layers'][0]['tracked'][0])=={'token','id','prob','rank'} and set(j['final'])=={'id','token','prob'}" "$TMP/lens.json"
+json_check "lens last layer = final" "j['layers'][-1]['top'][0]['id']==j['final']['id']" "$TMP/lens.json"
+
+check "generate json" 0 "" $BIN generate --model $TINY --prompt "7 * 8 = " --max-tokens 5 --json "$TMP/gen.json"
+json_check "generate json keys" "set(j)=={'prompt','tokens','text'} and len(j['tokens'])==5 and set(j['tokens'][0])=={'id','token','prob'} and [t['id'] for t in j['tokens']]==[288]*5" "$TMP/gen.json"
+check "generate with adapter" 0 "" $BIN generate --model $TINY --adapter $TINY/mlx_adapter --prompt "7 * 8 = " --max-tokens 3
+
+if [ "$fails" -ne 0 ]; then echo "$fails CLI check(s) failed"; exit 1; fi
+echo "all CLI checks passed"

@@ -1,0 +1,96 @@
+"""Float64 numpy reference of the Llama forward pass and the logit lens.
+
+Used to make reference fixtures where PyTorch is not available (the SmolLM2 GGUF on a CPU
+machine). make_fixtures.py checks it against transformers on the tiny model, so the two
+references agree before either is trusted.
+"""
+import numpy as np
+
+
+def rope_inv_freq(cfg):
+    d = cfg["head_dim"]
+    inv = 1.0 / (cfg["rope_theta"] ** (np.arange(0, d, 2, dtype=np.float64) / d))
+    rs = cfg.get("rope_scaling") or {}
+    kind = rs.get("rope_type", rs.get("type", "default"))
+    if kind == "linear":
+        inv = inv / rs["factor"]
+    elif kind == "llama3":
+        f, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+        orig = rs["original_max_position_embeddings"]
+        wavelen = 2 * np.pi / inv
+        smooth = (orig / wavelen - lo) / (hi - lo)
+        scaled = np.where(wavelen > orig / lo, inv / f, inv)
+        medium = (wavelen >= orig / hi) & (wavelen <= orig / lo)
+        inv = np.where(medium, (1 - smooth) * scaled / f + smooth * scaled, scaled)
+    return inv
+
+
+def rmsnorm(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def rope(x, inv, pos):
+    """x (T, H, D), HF rotate-half pairs (i, i + D/2)."""
+    ang = np.outer(pos, inv)  # (T, D/2)
+    cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def forward_residuals(w, cfg, ids):
+    """Residual stream after the embedding and after each block: list of (T, C) arrays.
+
+    w: dict of float64 arrays with HF names (model.layers.{i}.self_attn.q_proj.weight (out,in)).
+    """
+    H, Hkv, D = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    eps = cfg["rms_norm_eps"]
+    T = len(ids)
+    inv = rope_inv_freq(cfg)
+    pos = np.arange(T, dtype=np.float64)
+    x = w["model.embed_tokens.weight"][ids]
+    out = [x.copy()]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        h = rmsnorm(x, w[p + "input_layernorm.weight"], eps)
+        q = (h @ w[p + "self_attn.q_proj.weight"].T).reshape(T, H, D)
+        k = (h @ w[p + "self_attn.k_proj.weight"].T).reshape(T, Hkv, D)
+        v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(T, Hkv, D)
+        q, k = rope(q, inv, pos), rope(k, inv, pos)
+        rep = H // Hkv
+        k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)
+        att = np.einsum("thd,shd->hts", q, k) / np.sqrt(D) + mask
+        att = np.exp(att - att.max(-1, keepdims=True))
+        att /= att.sum(-1, keepdims=True)
+        o = np.einsum("hts,shd->thd", att, v).reshape(T, H * D)
+        x = x + o @ w[p + "self_attn.o_proj.weight"].T
+        h = rmsnorm(x, w[p + "post_attention_layernorm.weight"], eps)
+        g = h @ w[p + "mlp.gate_proj.weight"].T
+        u = h @ w[p + "mlp.up_proj.weight"].T
+        x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "mlp.down_proj.weight"].T
+        out.append(x.copy())
+    return out
+
+
+def lens_probs(w, cfg, ids):
+    """(L+1, V) softmax of the unembedded last position after the embedding and each block."""
+    head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
+    rows = []
+    for r in forward_residuals(w, cfg, ids):
+        z = rmsnorm(r[-1], w["model.norm.weight"], cfg["rms_norm_eps"]) @ head.T
+        z = np.exp(z - z.max())
+        rows.append(z / z.sum())
+    return np.array(rows)
+
+
+def greedy(w, cfg, ids, n, eos_ids):
+    ids = list(ids)
+    out = []
+    for _ in range(n):
+        nxt = int(np.argmax(lens_probs(w, cfg, ids)[-1]))
+        if nxt in eos_ids:
+            break
+        out.append(nxt)
+        ids.append(nxt)
+    return out

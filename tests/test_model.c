@@ -1,0 +1,292 @@
+// test_model.c — the model against transformers/PEFT references (tests/make_fixtures.py) and
+// SmolLM2-135M against a float64 reference from the same GGUF (make_smollm2_reference.py).
+#include <math.h>
+#include <unistd.h>
+
+#include "formats/safetensors.h"
+#include "lens/lens.h"
+#include "model/generate.h"
+#include "test_util.h"
+
+#define TINY FIXTURE("tiny")
+#define SMOL CACHED("SmolLM2-135M-Instruct.Q4_1.gguf")
+
+static int *json_ints(const cJSON *arr, int *n) {
+    *n = cJSON_GetArraySize(arr);
+    int *v = xmalloc(sizeof(int) * (size_t)(*n ? *n : 1));
+    for (int i = 0; i < *n; i++) v[i] = cJSON_GetArrayItem(arr, i)->valueint;
+    return v;
+}
+
+static Model load_ok(const char *path, const char *adapter) {
+    Model m;
+    Error err = {{0}};
+    if (model_load(&m, path, &err)) fail_msg("%s", err.msg);
+    if (adapter && model_load_adapter(&m, adapter, &err)) fail_msg("%s", err.msg);
+    return m;
+}
+
+// Our encoding of the prompt equals the reference ids; our lens equals the reference lens.
+static double max_lens_diff(const Model *m, const cJSON *case_, const char *what) {
+    int n_ref, n;
+    int *ref_ids = json_ints(cJSON_GetObjectItem(case_, "ids"), &n_ref), *ids;
+    const char *prompt = cJSON_GetObjectItem(case_, "prompt")->valuestring;
+    Error err;
+    assert_int_equal(tokenizer_encode(m->tok, prompt, strlen(prompt), 1, &ids, &n, &err), 0);
+    assert_int_equal(n, n_ref);
+    assert_memory_equal(ids, ref_ids, sizeof(int) * (size_t)n);
+    int L = m->cfg.n_layers, V = m->cfg.vocab_size;
+    float *probs = xmalloc(sizeof(float) * (size_t)(L + 1) * V);
+    assert_int_equal(lens_layer_probs(m, ids, n, probs, &err), 0);
+    const cJSON *ref = cJSON_GetObjectItem(case_, "lens_probs");
+    assert_int_equal(cJSON_GetArraySize(ref), L + 1);
+    double worst = 0;
+    for (int l = 0; l <= L; l++) {
+        const cJSON *row = cJSON_GetArrayItem(ref, l);
+        assert_int_equal(cJSON_GetArraySize(row), V);
+        int v = 0;
+        for (const cJSON *x = row->child; x; x = x->next, v++) {
+            double d = fabs(x->valuedouble - probs[(size_t)l * V + v]);
+            if (d > worst) worst = d;
+        }
+    }
+    printf("  %-8s %-26s max |dp| %.2e over %d layers x %d tokens\n", what, prompt, worst, L + 1, V);
+    free(probs);
+    free(ids);
+    free(ref_ids);
+    return worst;
+}
+
+static void test_tiny_lens_matches_transformers(void **state) {
+    cJSON *ref = load_json_fixture(TINY "/reference.json");
+    Model m = load_ok(TINY, NULL);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(ref, "prompts")) {
+        assert_true(max_lens_diff(&m, c, "base") < 1e-4);
+    }
+    model_free(&m);
+    cJSON_Delete(ref);
+}
+
+static void test_tiny_greedy_matches_transformers(void **state) {
+    cJSON *ref = load_json_fixture(TINY "/reference.json");
+    Model m = load_ok(TINY, NULL);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(ref, "prompts")) {
+        int n_ids, n_want, n_out;
+        int *ids = json_ints(cJSON_GetObjectItem(c, "ids"), &n_ids);
+        int *want = json_ints(cJSON_GetObjectItem(c, "greedy"), &n_want);
+        GenToken out[12];
+        Error err;
+        assert_int_equal(generate_greedy(&m, ids, n_ids, 12, out, &n_out, NULL, NULL, &err), 0);
+        assert_int_equal(n_out, n_want);
+        for (int i = 0; i < n_out; i++) assert_int_equal(out[i].id, want[i]);
+        free(ids);
+        free(want);
+    }
+    model_free(&m);
+    cJSON_Delete(ref);
+}
+
+static void test_tiny_adapters_match_peft(void **state) {
+    cJSON *ref = load_json_fixture(TINY "/reference.json");
+    const char *dirs[] = {TINY "/peft_adapter", TINY "/mlx_adapter", TINY "/full_adapter"};
+    const char *keys[] = {"lora", "lora", "full"};
+    for (int i = 0; i < 3; i++) {
+        Model m = load_ok(TINY, dirs[i]);
+        assert_true(max_lens_diff(&m, cJSON_GetObjectItem(ref, keys[i]), keys[i]) < 1e-4);
+        model_free(&m);
+    }
+    cJSON_Delete(ref);
+}
+
+// Same model written other ways: classic rope_scaling keys, an explicit lm_head, two shards.
+static void write_variant(const char *dir, int classic_config, int shards, int with_head) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s && cp " TINY "/tokenizer*.json %s", dir, dir, dir);
+    assert_int_equal(system(cmd), 0);
+    cJSON *cfg = load_json_fixture(TINY "/config.json");
+    if (classic_config) {
+        cJSON *rp = cJSON_DetachItemFromObject(cfg, "rope_parameters");
+        cJSON_AddNumberToObject(cfg, "rope_theta",
+                                cJSON_GetObjectItem(rp, "rope_theta")->valuedouble);
+        cJSON_DeleteItemFromObject(rp, "rope_theta");
+        cJSON_AddItemToObject(cfg, "rope_scaling", rp);
+    }
+    Error err;
+    char path[512];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text = cJSON_Print(cfg);
+    assert_int_equal(write_file_atomic(path, text, strlen(text), &err), 0);
+    free(text);
+    cJSON_Delete(cfg);
+    // tensors back out of the loaded tiny model, as bf16 (exact: the values are bf16)
+    Model m = load_ok(TINY, NULL);
+    TensorSet ts = {0};
+    assert_int_equal(safetensors_load(&ts, TINY "/model.safetensors", &err), 0);
+    int n = ts.n + with_head;
+    SafetensorsEntry *e = xcalloc((size_t)n, sizeof *e);
+    for (int i = 0; i < n; i++) {
+        const char *name = i < ts.n ? ts.tensors[i].name : "lm_head.weight";
+        int64_t shape[2];
+        int ndim;
+        float *src = i < ts.n ? model_param_by_name(&m, name, shape, &ndim) : m.head;
+        if (i == ts.n) ndim = 2, shape[0] = m.cfg.vocab_size, shape[1] = m.cfg.dim;
+        assert_non_null(src);
+        e[i] = (SafetensorsEntry){name, DT_BF16, ndim, {shape[0], shape[1]}, src};
+    }
+    if (shards == 1) {
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        assert_int_equal(safetensors_save(path, e, n, NULL, NULL, 0, &err), 0);
+    } else {
+        cJSON *idx = cJSON_CreateObject(), *map = cJSON_AddObjectToObject(idx, "weight_map");
+        int half = n / 2;
+        for (int s = 0; s < 2; s++) {
+            char shard[64];
+            snprintf(shard, sizeof shard, "model-0000%d-of-00002.safetensors", s + 1);
+            snprintf(path, sizeof path, "%s/%s", dir, shard);
+            int lo = s ? half : 0, hi = s ? n : half;
+            assert_int_equal(safetensors_save(path, e + lo, hi - lo, NULL, NULL, 0, &err), 0);
+            for (int i = lo; i < hi; i++) cJSON_AddStringToObject(map, e[i].name, shard);
+        }
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+        text = cJSON_Print(idx);
+        assert_int_equal(write_file_atomic(path, text, strlen(text), &err), 0);
+        free(text);
+        cJSON_Delete(idx);
+    }
+    free(e);
+    tensorset_free(&ts);
+    model_free(&m);
+}
+
+static void test_tiny_other_layouts(void **state) {
+    cJSON *ref = load_json_fixture(TINY "/reference.json");
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(ref, "prompts"), 1);
+    struct { int classic, shards, head; } v[] = {{1, 1, 0}, {0, 2, 0}, {1, 1, 1}};
+    for (int i = 0; i < 3; i++) {
+        const char *dir = "/tmp/tunelens_test_variant";
+        write_variant(dir, v[i].classic, v[i].shards, v[i].head);
+        Model m = load_ok(dir, NULL);
+        assert_int_equal(m.head == m.tok_embd, !v[i].head);
+        assert_true(max_lens_diff(&m, c, "variant") < 1e-4);
+        model_free(&m);
+    }
+    assert_int_equal(system("rm -rf /tmp/tunelens_test_variant"), 0);
+    cJSON_Delete(ref);
+}
+
+static void test_param_counts(void **state) {
+    // Llama-3.2-1B's shape: the numbers mlx-lm prints for it.
+    ModelConfig c = {.dim = 2048, .hidden_dim = 8192, .n_layers = 16, .n_heads = 32,
+                     .n_kv_heads = 8, .head_dim = 64, .vocab_size = 128256, .tie_embeddings = 1};
+    assert_int_equal(config_param_count(&c), 1235814400LL);
+    assert_int_equal(16 * config_block_param_count(&c), 973144064LL);
+}
+
+static void expect_load_error(const char *path, const char *adapter, const char *needle) {
+    Model m;
+    Error err = {{0}};
+    int rc = model_load(&m, path, &err);
+    if (rc == 0 && adapter) {
+        rc = model_load_adapter(&m, adapter, &err);
+        model_free(&m);
+    }
+    assert_int_equal(rc, -1);
+    if (!strstr(err.msg, needle)) fail_msg("error '%s' does not mention '%s'", err.msg, needle);
+}
+
+static void test_bad_models_give_clear_errors(void **state) {
+    expect_load_error("/nonexistent/model", NULL, "/nonexistent/model");
+    expect_load_error(TINY "/tokenizer.json", NULL, "tokenizer.json");  // not GGUF
+    const char *dir = "/tmp/tunelens_test_bad";
+    // config and weights disagree
+    write_variant(dir, 0, 1, 0);
+    assert_int_equal(system("sed -i -E 's/\"intermediate_size\":[[:space:]]*160/\"intermediate_size\": 128/' "
+                            "/tmp/tunelens_test_bad/config.json"), 0);
+    expect_load_error(dir, NULL, "shape");
+    // missing weights
+    write_variant(dir, 0, 1, 0);
+    assert_int_equal(system("rm /tmp/tunelens_test_bad/model.safetensors"), 0);
+    expect_load_error(dir, NULL, "model.safetensors");
+    // truncated weights
+    write_variant(dir, 0, 1, 0);
+    assert_int_equal(system("truncate -s 300000 /tmp/tunelens_test_bad/model.safetensors"), 0);
+    expect_load_error(dir, NULL, "model.safetensors");
+    // config.json broken
+    write_variant(dir, 0, 1, 0);
+    assert_int_equal(system("echo '{\"hidden_size\": 64,' > /tmp/tunelens_test_bad/config.json"), 0);
+    expect_load_error(dir, NULL, "config.json");
+    // adapter of another rank
+    assert_int_equal(system("rm -rf /tmp/tunelens_test_bad && cp -r " TINY "/peft_adapter "
+                            "/tmp/tunelens_test_bad && sed -i -E 's/\"r\":[[:space:]]*4,/\"r\": 8,/' "
+                            "/tmp/tunelens_test_bad/adapter_config.json"), 0);
+    expect_load_error(TINY, dir, "rank");
+    expect_load_error(TINY, "/nonexistent/adapter", "/nonexistent/adapter");
+    assert_int_equal(system("rm -rf /tmp/tunelens_test_bad"), 0);
+}
+
+static void test_smollm2_gguf_matches_reference(void **state) {
+    if (!have_cached(SMOL)) {
+        printf("  skipped: %s not fetched (run tests/setup.sh)\n", SMOL);
+        skip();
+    }
+    cJSON *ref = load_json_fixture(FIXTURE("smollm2/reference.json"));
+    Model m = load_ok(SMOL, NULL);
+    assert_int_equal(m.cfg.n_layers, 30);
+    int L = m.cfg.n_layers, V = m.cfg.vocab_size;
+    float *probs = xmalloc(sizeof(float) * (size_t)(L + 1) * V);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(ref, "prompts")) {
+        const char *prompt = cJSON_GetObjectItem(c, "prompt")->valuestring;
+        int n_ref, n, *ids, *ref_ids = json_ints(cJSON_GetObjectItem(c, "ids"), &n_ref);
+        Error err;
+        assert_int_equal(tokenizer_encode(m.tok, prompt, strlen(prompt), 1, &ids, &n, &err), 0);
+        assert_int_equal(n, n_ref);
+        assert_memory_equal(ids, ref_ids, sizeof(int) * (size_t)n);
+        assert_int_equal(lens_layer_probs(&m, ids, n, probs, &err), 0);
+        double worst = 0;
+        const cJSON *layer;
+        cJSON_ArrayForEach(layer, cJSON_GetObjectItem(c, "layers")) {
+            int l = cJSON_GetObjectItem(layer, "layer")->valueint, k = 0;
+            const cJSON *p = cJSON_GetObjectItem(layer, "probs")->child;
+            for (const cJSON *id = cJSON_GetObjectItem(layer, "ids")->child; id;
+                 id = id->next, p = p->next, k++) {
+                double d = fabs(p->valuedouble - probs[(size_t)(l + 1) * V + id->valueint]);
+                if (d > worst) worst = d;
+            }
+        }
+        printf("  smollm2  %-26s max |dp| %.2e (top-10 of every layer)\n", prompt, worst);
+        assert_true(worst < 1e-4);
+        int n_want, n_out, *want = json_ints(cJSON_GetObjectItem(c, "greedy"), &n_want);
+        GenToken out[8];
+        assert_int_equal(generate_greedy(&m, ids, n, n_want, out, &n_out, NULL, NULL, &err), 0);
+        int gen[8];
+        for (int i = 0; i < n_out; i++) gen[i] = out[i].id;
+        char *text = tokenizer_decode(m.tok, gen, n_out, 0);
+        printf("  greedy: %s%s\n", prompt, text);
+        assert_int_equal(n_out, n_want);
+        assert_memory_equal(gen, want, sizeof(int) * (size_t)n_out);
+        if (!strcmp(prompt, "The capital of France is")) assert_non_null(strstr(text, " Paris"));
+        free(text);
+        free(want);
+        free(ids);
+        free(ref_ids);
+    }
+    free(probs);
+    model_free(&m);
+    cJSON_Delete(ref);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_param_counts),
+        cmocka_unit_test(test_tiny_lens_matches_transformers),
+        cmocka_unit_test(test_tiny_greedy_matches_transformers),
+        cmocka_unit_test(test_tiny_adapters_match_peft),
+        cmocka_unit_test(test_tiny_other_layouts),
+        cmocka_unit_test(test_bad_models_give_clear_errors),
+        cmocka_unit_test(test_smollm2_gguf_matches_reference),
+    };
+    return cmocka_run_group_tests_name("model", tests, NULL, NULL);
+}
