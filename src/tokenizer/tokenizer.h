@@ -34,3 +34,12 @@ int tokenizer_adds_bos(const Tokenizer *t);     // does encode() prepend BOS?
 // EOS ids (Llama 3 instruct models have several). Returns the count, fills up to max.
 int tokenizer_eos_ids(const Tokenizer *t, int *ids, int max);
 int tokenizer_is_special(const Tokenizer *t, int id);
+
+// --- additions ---
+// As tokenizer_load_json, from memory: json[0..len) is tokenizer.json, config_json (may be NULL)
+// tokenizer_config.json; name is used in error messages in place of a path.
+int tokenizer_load_json_mem(Tokenizer **out, const char *json, size_t len, const char *config_json,
+                            size_t config_len, const char *name, Error *err);
+// tokenizer_eos_ids lists the configured EOS first (tokenizer_config.json's eos_token, GGUF's
+// eos/eot/eom ids), then the usual end-of-turn specials present in the vocabulary
+// (<|eot_id|>, <|eom_id|>, <|end_of_text|>, <|im_end|>, <|endoftext|>, ...), at most 8.
