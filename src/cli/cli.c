@@ -74,7 +74,13 @@ int cli_load_model(Model *m, const char *path, const char *adapter, Error *err) 
 }
 
 int cli_encode(const Model *m, const char *text, int **ids, int *n, Error *err) {
-    return tokenizer_encode(m->tok, text, strlen(text), 1, ids, n, err);
+    if (tokenizer_encode(m->tok, text, strlen(text), 1, ids, n, err)) return -1;
+    if (model_check_ids(m, *ids, *n, err)) {
+        free(*ids);
+        *ids = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 char *cli_token_text(const Tokenizer *t, int id) { return tokenizer_decode(t, &id, 1, 0); }

@@ -31,7 +31,7 @@ int cmd_tokenize(int argc, char **argv) {
     if (!text) return cli_missing(cmd, "--text");
     Error err;
     Model m;
-    if (cli_load_model(&m, model_path, NULL, &err)) return cli_fail(&err);
+    if (model_open(&m, model_path, &err)) return cli_fail(&err);  // no weights needed
     int *ids, n;
     if (cli_encode(&m, text, &ids, &n, &err)) {
         model_free(&m);

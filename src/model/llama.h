@@ -45,13 +45,26 @@ typedef struct {
     char path[512];
     char name[256];     // for reports: folder or file name
     int is_gguf;
-    const char *weight_dtype;  // as stored, e.g. "bf16", "Q4_1 (dequantized)"
+    char weight_dtype[48];     // as stored, e.g. "BF16, computed in f32"
+    // between model_open and model_materialize: the mapped files and what goes where
+    int is_open_only;
+    GGUFFile gguf;
+    TensorSet tensors;
+    void *pending;
+    int n_pending;
 } Model;
 
 // Open a Hugging Face folder (config.json, *.safetensors, tokenizer.json) or a .gguf file:
-// config, tokenizer and every tensor's shape are validated, then weights converted to f32.
+// config and tokenizer loaded, weight files mapped, every tensor's shape validated. No weight
+// is read yet (the tokenizer is usable; the forward pass is not).
+int model_open(Model *m, const char *path, Error *err);
+// Convert the mapped weights to f32 (dequantize, un-permute GGUF q/k) and unmap the files.
+int model_materialize(Model *m, Error *err);
+// model_open + model_materialize.
 int model_load(Model *m, const char *path, Error *err);
 void model_free(Model *m);
+// Every id inside the embedding (tokenizers may know a few more tokens than the model).
+int model_check_ids(const Model *m, const int *ids, int n, Error *err);
 
 // Apply an adapter folder: mlx-lm LoRA (adapters.safetensors + adapter_config.json), mlx-lm
 // full fine-tune (replaced block weights) or PEFT (adapter_model.safetensors).

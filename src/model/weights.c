@@ -55,9 +55,13 @@ static void unpermute_rotary_rows(float *w, int n_heads, int D, int64_t in) {
     free(tmp);
 }
 
-static int bind_tensor(const TensorSet *ts, const Binding *b, const ModelConfig *c, Error *err) {
+// The tensor a binding names, with its shape checked against the config.
+static const TensorView *check_binding(const TensorSet *ts, const Binding *b, Error *err) {
     const TensorView *t = tensorset_find(ts, b->name);
-    if (!t) return err_set(err, "missing tensor '%s'", b->name);
+    if (!t) {
+        err_set(err, "missing tensor '%s'", b->name);
+        return NULL;
+    }
     int same = t->ndim == b->ndim;
     for (int d = 0; same && d < b->ndim; d++) same = t->shape[d] == b->shape[d];
     if (!same) {
@@ -68,9 +72,16 @@ static int bind_tensor(const TensorSet *ts, const Binding *b, const ModelConfig 
         for (int d = 0; d < b->ndim; d++)
             snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
                      (long long)b->shape[d]);
-        return err_set(err, "%s: tensor '%s' has shape (%s) but the config implies (%s)",
-                       t->file, b->name, got, want);
+        err_set(err, "%s: tensor '%s' has shape (%s) but the config implies (%s)", t->file,
+                b->name, got, want);
+        return NULL;
     }
+    return t;
+}
+
+static int convert_binding(const TensorSet *ts, const Binding *b, const ModelConfig *c, Error *err) {
+    const TensorView *t = check_binding(ts, b, err);
+    if (!t) return -1;
     if (tensor_to_f32(t, b->dst, err)) return -1;
     if (b->unpermute_heads)
         unpermute_rotary_rows(b->dst, b->unpermute_heads, c->head_dim, b->shape[1]);
@@ -94,7 +105,8 @@ static Binding *plan_bindings(Model *m, int gguf, int has_head, int *n_out) {
     int64_t C = c->dim, V = c->vocab_size;
     m->arena_floats = (size_t)config_param_count(c);
     if (c->tie_embeddings && has_head) m->arena_floats += (size_t)(V * C);  // untie on load
-    m->arena = xmalloc(sizeof(float) * m->arena_floats);
+    m->arena = malloc(sizeof(float) * m->arena_floats);
+    if (!m->arena) return NULL;
     m->blocks = xcalloc((size_t)c->n_layers, sizeof(Block));
     float *p = m->arena;
     Binding *list = xcalloc((size_t)(3 + c->n_layers * (2 + N_PROJ)), sizeof(Binding));
@@ -135,6 +147,7 @@ static Binding *plan_bindings(Model *m, int gguf, int has_head, int *n_out) {
     return list;
 }
 
+// Check every tensor now; the f32 conversion waits for model_materialize.
 static int bind_all(Model *m, const TensorSet *ts, int gguf, const char *source, Error *err) {
     int has_head = tensorset_find(ts, gguf ? "output.weight" : "lm_head.weight") != NULL;
     if (!has_head && !m->cfg.tie_embeddings) {
@@ -147,11 +160,32 @@ static int bind_all(Model *m, const TensorSet *ts, int gguf, const char *source,
     }
     int n;
     Binding *list = plan_bindings(m, gguf, has_head, &n);
-    int rc = 0;
+    if (!list)
+        return err_set(err, "%s: not enough memory for %zu MB of f32 weights", source,
+                       m->arena_floats * sizeof(float) >> 20);
+    for (int i = 0; i < n; i++) {
+        if (!check_binding(ts, &list[i], err)) {
+            free(list);
+            return err_wrap(err, "%s", source);
+        }
+    }
+    m->pending = list;
+    m->n_pending = n;
+    return 0;
+}
+
+int model_materialize(Model *m, Error *err) {
+    const TensorSet *ts = m->is_gguf ? &m->gguf.tensors : &m->tensors;
+    Binding *list = m->pending;
     // Bindings are independent; tensor_to_f32 parallelizes inside each one.
-    for (int i = 0; i < n && rc == 0; i++) rc = bind_tensor(ts, &list[i], &m->cfg, err);
+    for (int i = 0; i < m->n_pending; i++)
+        if (convert_binding(ts, &list[i], &m->cfg, err)) return err_wrap(err, "%s", m->path);
     free(list);
-    if (rc) return err_wrap(err, "%s", source);
+    m->pending = NULL;
+    m->n_pending = 0;
+    if (m->is_gguf) gguf_close(&m->gguf);
+    else tensorset_free(&m->tensors);
+    m->is_open_only = 0;
     return 0;
 }
 
@@ -177,30 +211,34 @@ static void finish_config(Model *m) {
     if (m->cfg.bos_id < 0) m->cfg.bos_id = tokenizer_bos_id(m->tok);
 }
 
+// A tokenizer may know a few more tokens than the embedding has rows (Llama 3.2's tokenizer.json
+// is shared with the vision model's <|image|>); ids past the embedding are refused at encode.
+// Far more tokens than rows means the tokenizer belongs to another model.
 static int check_tokenizer(Model *m, const char *source, Error *err) {
     int tv = tokenizer_vocab_size(m->tok);
-    if (tv > m->cfg.vocab_size)
+    if (tv > m->cfg.vocab_size + 256)
         return err_set(err, "%s: the tokenizer has %d tokens but the model's embedding only %d rows "
                        "(a tokenizer of another model?)", source, tv, m->cfg.vocab_size);
     return 0;
 }
 
 static int load_gguf(Model *m, const char *path, Error *err) {
-    GGUFFile g;
-    if (gguf_open(&g, path, err)) return -1;
+    GGUFFile *gp = &m->gguf;  // stays open until model_materialize
+    if (gguf_open(gp, path, err)) return -1;
+    m->is_gguf = 1;
     int rc = -1;
-    if (config_from_gguf(&m->cfg, &g, err)) {
+    if (config_from_gguf(&m->cfg, gp, err)) {
         err_wrap(err, "%s", path);
         goto done;
     }
-    if (tokenizer_load_gguf(&m->tok, &g, err)) {
+    if (tokenizer_load_gguf(&m->tok, gp, err)) {
         err_wrap(err, "%s", path);
         goto done;
     }
-    if (check_tokenizer(m, path, err) || bind_all(m, &g.tensors, 1, path, err)) goto done;
+    if (check_tokenizer(m, path, err) || bind_all(m, &gp->tensors, 1, path, err)) goto done;
     finish_config(m);
     // Llama 3.1+ GGUFs carry llama3 rope scaling as per-frequency divisors.
-    const TensorView *rf = tensorset_find(&g.tensors, "rope_freqs.weight");
+    const TensorView *rf = tensorset_find(&gp->tensors, "rope_freqs.weight");
     if (rf) {
         int half = m->cfg.head_dim / 2;
         if (tensor_numel(rf) != half) {
@@ -216,15 +254,17 @@ static int load_gguf(Model *m, const char *path, Error *err) {
         for (int i = 0; i < half; i++) m->inv_freq[i] /= f[i];
         free(f);
     }
-    const TensorView *emb = tensorset_find(&g.tensors, "token_embd.weight");
-    static char dtype_desc[64];
-    snprintf(dtype_desc, sizeof dtype_desc, "GGUF %s (dequantized to f32)",
-             emb ? dtype_name(emb->dtype) : "?");
-    m->weight_dtype = dtype_desc;
-    m->is_gguf = 1;
+    // describe the file by the type that holds most of its values
+    int64_t per_type[DT_COUNT] = {0};
+    for (int i = 0; i < gp->tensors.n; i++)
+        per_type[gp->tensors.tensors[i].dtype] += tensor_numel(&gp->tensors.tensors[i]);
+    int main_type = 0;
+    for (int t = 1; t < DT_COUNT; t++)
+        if (per_type[t] > per_type[main_type]) main_type = t;
+    snprintf(m->weight_dtype, sizeof m->weight_dtype, "GGUF %s, computed in f32",
+             dtype_name(main_type));
     rc = 0;
 done:
-    gguf_close(&g);
     return rc;
 }
 
@@ -240,30 +280,31 @@ static int load_hf_folder(Model *m, const char *dir, Error *err) {
     if (!file_exists(path)) return err_set(err, "%s: missing tokenizer.json", dir);
     if (tokenizer_load_json(&m->tok, path, file_exists(tok_cfg) ? tok_cfg : NULL, err)) return -1;
     if (check_tokenizer(m, dir, err)) return -1;
-    TensorSet ts = {0};
+    TensorSet *ts = &m->tensors;
     int rc;
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     if (file_exists(path)) {
-        rc = safetensors_load_index(&ts, path, err);
+        rc = safetensors_load_index(ts, path, err);
     } else {
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
         if (!file_exists(path)) {
             return err_set(err, "%s: no model.safetensors or model.safetensors.index.json", dir);
         }
-        rc = safetensors_load(&ts, path, err);
+        rc = safetensors_load(ts, path, err);
     }
-    if (rc == 0) rc = bind_all(m, &ts, 0, dir, err);
+    if (rc == 0) rc = bind_all(m, ts, 0, dir, err);
     if (rc == 0) {
-        const TensorView *emb = tensorset_find(&ts, "model.embed_tokens.weight");
-        m->weight_dtype = emb ? dtype_name(emb->dtype) : "?";
+        const TensorView *emb = tensorset_find(ts, "model.embed_tokens.weight");
+        snprintf(m->weight_dtype, sizeof m->weight_dtype, "%s, computed in f32",
+                 emb ? dtype_name(emb->dtype) : "?");
         finish_config(m);
     }
-    tensorset_free(&ts);
     return rc;
 }
 
-int model_load(Model *m, const char *path, Error *err) {
+int model_open(Model *m, const char *path, Error *err) {
     memset(m, 0, sizeof *m);
+    m->is_open_only = 1;
     snprintf(m->path, sizeof m->path, "%s", path);
     copy_name(m, path);
     int rc;
@@ -278,11 +319,33 @@ int model_load(Model *m, const char *path, Error *err) {
     return rc;
 }
 
+int model_load(Model *m, const char *path, Error *err) {
+    if (model_open(m, path, err)) return -1;
+    if (model_materialize(m, err)) {
+        model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
 void model_free(Model *m) {
+    free(m->pending);
+    if (m->is_open_only) {
+        if (m->is_gguf) gguf_close(&m->gguf);
+        else tensorset_free(&m->tensors);
+    }
     if (m->tok) tokenizer_free(m->tok);
     free(m->arena);
     free(m->adapter_arena);
     free(m->blocks);
     free(m->inv_freq);
     memset(m, 0, sizeof *m);
+}
+
+int model_check_ids(const Model *m, const int *ids, int n, Error *err) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
+            return err_set(err, "token %d (id %d) is outside the model's %d-row embedding", i, ids[i],
+                           m->cfg.vocab_size);
+    return 0;
 }
