@@ -1,9 +1,12 @@
 # tunelens — `make` builds ./tunelens (CPU-only when nvcc is absent), `make test` runs all tests.
 CC      ?= gcc
 CFLAGS  ?= -O2 -march=native -g
+# OpenBLAS's OpenMP build shares libgomp's thread pool with our own OpenMP loops; the
+# pthreads build runs a second pool, and the two spin against each other on few cores.
+BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -fopenmp -Isrc \
-           -I/usr/include/x86_64-linux-gnu/openblas-pthread -I/usr/include/openblas
-LDLIBS  += -lopenblas -lpcre2-8 -lcjson -lm -fopenmp
+           -I/usr/include/x86_64-linux-gnu/openblas-openmp
+LDLIBS  += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lpcre2-8 -lcjson -lm -fopenmp
 TEST_LDLIBS = $(LDLIBS) -lcmocka
 
 SRC      := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))

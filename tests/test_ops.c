@@ -41,7 +41,9 @@ static float *copy_floats(const float *x, size_t n) {
 }
 
 // Normalized error: max_i |got_i - ref_i| / (|ref_i| + rms(ref) + tiny): relative where the
-// values are large, and relative to the array's scale where they cancel to ~0.
+// values are large, and relative to the array's scale where they cancel to ~0. With a base
+// (the pre-filled value of an accumulated gradient), got - base is compared, less the one
+// rounding of the final float add.
 static double norm_err(const float *got, const double *got_d, const float *base,
                        const double *ref, size_t n, size_t *worst) {
     double ss = 0.0;
@@ -49,9 +51,12 @@ static double norm_err(const float *got, const double *got_d, const float *base,
     double rms = n ? sqrt(ss / n) : 0.0, maxe = 0.0;
     *worst = 0;
     for (size_t i = 0; i < n; i++) {
-        double g = got ? (double)got[i] : got_d[i];
-        if (base) g -= base[i];
-        double e = fabs(g - ref[i]) / (fabs(ref[i]) + rms + 1e-30);
+        double g = got ? (double)got[i] : got_d[i], slack = 0.0;
+        if (base) {  // got = base + grad was rounded to float once: allow an ulp of |base|
+            g -= base[i];
+            slack = fabs(base[i]) * 0x1p-23;
+        }
+        double e = fmax(fabs(g - ref[i]) - slack, 0.0) / (fabs(ref[i]) + rms + 1e-30);
         if (!(e <= maxe)) {  // also catches NaN
             maxe = isnan(e) ? INFINITY : e;
             *worst = i;
@@ -182,7 +187,7 @@ static const char *lbl(const cJSON *c, const char *op, const char *what) {
 }
 
 #define FWD_TOL 1e-5   // float32 op vs float64 reference
-#define GRAD_TOL 2e-5  // float32 backward vs float64 gradient (analytic or finite differences)
+#define GRAD_TOL 1e-5  // float32 backward vs float64 gradient (analytic or finite differences)
 #define REF_TOL 1e-11  // this file's float64 forward vs numpy's float64 forward
 
 // ---------------------------------------------------------------------------------------------
@@ -1194,7 +1199,7 @@ static void run_benchmarks(void) {
         c.att = xmalloc(MB_C * 4), c.o = xmalloc(MB_C * 4), c.g = xmalloc(MB_F * 4);
         c.u = xmalloc(MB_F * 4), c.logits = xmalloc((size_t)MB_V * 4);
         int it;
-        double t = bench_seconds(1.0, &it, bench_model, &c);
+        double t = bench_seconds(0.6, &it, bench_model, &c);
         printf("SmolLM-135M-shaped fp32 decode, KV cache %4d: %6.1f ms/token = %5.1f tok/s "
                "(weights %.0f MB: %.1f GB/s)\n", S, t * 1e3, 1 / t, nw * 4 / 1e6,
                nw * 4 / t / 1e9);

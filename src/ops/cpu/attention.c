@@ -19,11 +19,57 @@ static inline int last_key(int t, int S, int q_offset) {
     return last < S ? last : S - 1;
 }
 
+// p[s] = x (D) . row s, for n rows `stride` floats apart. Four rows at a time: four
+// independent vectorized sums instead of one long dependency chain.
+static void dots(float *p, const float *x, const float *rows, size_t stride, int n, int D) {
+    int s = 0;
+    for (; s + 4 <= n; s += 4) {
+        const float *r0 = rows + s * stride, *r1 = r0 + stride, *r2 = r1 + stride,
+                    *r3 = r2 + stride;
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+        for (int d = 0; d < D; d++) {
+            a0 += x[d] * r0[d];
+            a1 += x[d] * r1[d];
+            a2 += x[d] * r2[d];
+            a3 += x[d] * r3[d];
+        }
+        p[s] = a0, p[s + 1] = a1, p[s + 2] = a2, p[s + 3] = a3;
+    }
+    for (; s < n; s++) {
+        const float *r = rows + s * stride;
+        float a = 0.0f;
+#pragma omp simd reduction(+ : a)
+        for (int d = 0; d < D; d++) a += x[d] * r[d];
+        p[s] = a;
+    }
+}
+
+// y (D) += sum_s p[s] * row s, for n rows `stride` floats apart (four rows per pass over y)
+static void weighted_sum(float *y, const float *p, const float *rows, size_t stride, int n,
+                         int D) {
+    int s = 0;
+    for (; s + 4 <= n; s += 4) {
+        const float *r0 = rows + s * stride, *r1 = r0 + stride, *r2 = r1 + stride,
+                    *r3 = r2 + stride;
+        const float p0 = p[s], p1 = p[s + 1], p2 = p[s + 2], p3 = p[s + 3];
+#pragma omp simd
+        for (int d = 0; d < D; d++) y[d] += (p0 * r0[d] + p1 * r1[d]) + (p2 * r2[d] + p3 * r3[d]);
+    }
+    for (; s < n; s++) {
+        const float *r = rows + s * stride;
+        const float ps = p[s];
+#pragma omp simd
+        for (int d = 0; d < D; d++) y[d] += ps * r[d];
+    }
+}
+
 // -> out (B,T,H,D); probs (B,H,T,S) (may be NULL), zero beyond the causal limit
 void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                        int B, int T, int S, int q_offset, int H, int Hkv, int D) {
     const int group = H / Hkv;
     const float scale = 1.0f / sqrtf((float)D);
+    const size_t stride = (size_t)Hkv * D;  // from one key (value) row to the next
     const int par = (int64_t)B * H * T * S * D >= PAR_MIN_MACS;
 #pragma omp parallel if (par)
     {
@@ -36,34 +82,29 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
                     const float *qt = q + (((size_t)b * T + t) * H + h) * D;
                     float *ot = out + (((size_t)b * T + t) * H + h) * D;
                     float *p = probs ? probs + (((size_t)b * H + h) * T + t) * S : scratch;
-                    const int kvh = h / group, last = last_key(t, S, q_offset);
+                    const int kvh = h / group, n = last_key(t, S, q_offset) + 1;
+                    const float *kb = k + ((size_t)b * S * Hkv + kvh) * D;
+                    const float *vb = v + ((size_t)b * S * Hkv + kvh) * D;
                     // scores and their max
+                    dots(p, qt, kb, stride, n, D);
                     float maxv = -INFINITY;
-                    for (int s = 0; s <= last; s++) {
-                        const float *ks = k + (((size_t)b * S + s) * Hkv + kvh) * D;
-                        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-                        for (int d = 0; d < D; d++) dot += qt[d] * ks[d];
-                        p[s] = dot * scale;
-                        if (p[s] > maxv) maxv = p[s];
+                    for (int s = 0; s < n; s++) {
+                        p[s] *= scale;
+                        maxv = p[s] > maxv ? p[s] : maxv;
                     }
                     // stable softmax, the normalizer summed in double
                     double sum = 0.0;
-                    for (int s = 0; s <= last; s++) {
+                    for (int s = 0; s < n; s++) {
                         p[s] = expf(p[s] - maxv);
                         sum += p[s];
                     }
-                    const float inv = last >= 0 ? (float)(1.0 / sum) : 0.0f;
-                    for (int s = 0; s <= last; s++) p[s] *= inv;
+                    const float inv = n > 0 ? (float)(1.0 / sum) : 0.0f;
+                    for (int s = 0; s < n; s++) p[s] *= inv;
                     if (probs)
-                        for (int s = last + 1; s < S; s++) p[s] = 0.0f;
+                        for (int s = n; s < S; s++) p[s] = 0.0f;
                     // weighted sum of the values
                     memset(ot, 0, (size_t)D * sizeof(float));
-                    for (int s = 0; s <= last; s++) {
-                        const float *vs = v + (((size_t)b * S + s) * Hkv + kvh) * D;
-                        const float ps = p[s];
-                        for (int d = 0; d < D; d++) ot[d] += ps * vs[d];
-                    }
+                    weighted_sum(ot, p, vb, stride, n, D);
                 }
             }
         }
@@ -75,13 +116,16 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
 //   dS_ts = P_ts (dP_ts - delta_t)      (softmax backward)
 //   dq_t += scale sum_s dS_ts k_s,  dk_s += scale sum_t dS_ts q_t,  dv_s += sum_t P_ts dout_t
 // Pass 1 runs over query rows (b,h,t) and owns dq_t; pass 2 runs over keys (b,kvh,s) and owns
-// dk_s, dv_s (summing over the query heads of the group), so neither pass races.
+// dk_s, dv_s (summing over the query heads of the group), so neither pass races. Sums start
+// from 0 in local buffers and are added to the gradients once, so pre-filled (accumulating)
+// gradients lose no precision.
 // dout (B,T,H,D), probs (B,H,T,S) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) += (any may be NULL)
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
                         const float *q, const float *k, const float *v, int B, int T, int S,
                         int q_offset, int H, int Hkv, int D) {
     const int group = H / Hkv;
     const float scale = 1.0f / sqrtf((float)D);
+    const size_t stride = (size_t)Hkv * D;
     float *tmp_probs = NULL;
     if (!probs) {  // not saved: recompute
         tmp_probs = xmalloc((size_t)B * H * T * S * sizeof(float));
@@ -97,7 +141,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
 #pragma omp parallel if (par)
     {
         float *dS = xmalloc((size_t)(S > 0 ? S : 1) * sizeof(float));
-        float *acc = xmalloc((size_t)D * sizeof(float));  // dq_t summed from 0, added once
+        float *acc = xmalloc((size_t)D * sizeof(float));
 #pragma omp for collapse(3) schedule(dynamic)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < H; h++) {
@@ -105,24 +149,17 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                     const size_t row = ((size_t)b * H + h) * T + t;
                     const float *p = probs + row * S;
                     const float *dot_ = dout + (((size_t)b * T + t) * H + h) * D;
-                    const int kvh = h / group, last = last_key(t, S, q_offset);
+                    const int kvh = h / group, n = last_key(t, S, q_offset) + 1;
+                    const float *kb = k + ((size_t)b * S * Hkv + kvh) * D;
+                    const float *vb = v + ((size_t)b * S * Hkv + kvh) * D;
+                    dots(dS, dot_, vb, stride, n, D);  // dP
                     double dl = 0.0;
-                    for (int s = 0; s <= last; s++) {
-                        const float *vs = v + (((size_t)b * S + s) * Hkv + kvh) * D;
-                        float dp = 0.0f;
-#pragma omp simd reduction(+ : dp)
-                        for (int d = 0; d < D; d++) dp += dot_[d] * vs[d];
-                        dS[s] = dp;
-                        dl += (double)p[s] * dp;
-                    }
+                    for (int s = 0; s < n; s++) dl += (double)p[s] * dS[s];
                     delta[row] = (float)dl;
                     if (!dq) continue;
+                    for (int s = 0; s < n; s++) dS[s] = scale * p[s] * (dS[s] - (float)dl);
                     memset(acc, 0, (size_t)D * sizeof(float));
-                    for (int s = 0; s <= last; s++) {
-                        const float *ks = k + (((size_t)b * S + s) * Hkv + kvh) * D;
-                        const float ds = scale * p[s] * (dS[s] - (float)dl);
-                        for (int d = 0; d < D; d++) acc[d] += ds * ks[d];
-                    }
+                    weighted_sum(acc, dS, kb, stride, n, D);
                     float *dqt = dq + (((size_t)b * T + t) * H + h) * D;
                     for (int d = 0; d < D; d++) dqt[d] += acc[d];
                 }
@@ -151,14 +188,17 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                                 const size_t row = ((size_t)b * H + h) * T + t;
                                 const float pts = probs[row * S + s];
                                 const float *dot_ = dout + (((size_t)b * T + t) * H + h) * D;
-                                if (dv)
+                                if (dv) {
+#pragma omp simd
                                     for (int d = 0; d < D; d++) dva[d] += pts * dot_[d];
+                                }
                                 if (dk) {
                                     const float *qt = q + (((size_t)b * T + t) * H + h) * D;
                                     float dp = 0.0f;
 #pragma omp simd reduction(+ : dp)
                                     for (int d = 0; d < D; d++) dp += dot_[d] * vs[d];
                                     const float ds = scale * pts * (dp - delta[row]);
+#pragma omp simd
                                     for (int d = 0; d < D; d++) dka[d] += ds * qt[d];
                                 }
                             }

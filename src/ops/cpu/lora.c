@@ -1,6 +1,7 @@
 // lora.c — low-rank adapter added to a linear layer: out += scale * (inp @ A) @ B.
-// Shapes: inp (N,IC), A (IC,r), B (r,OC), xa = inp @ A (N,r). BLAS only, never inside an
-// OpenMP parallel region.
+// Shapes: inp (N,IC), A (IC,r), B (r,OC), xa = inp @ A (N,r). BLAS for N > 1 (never inside an
+// OpenMP parallel region); N = 1 (decoding) is a few thousand multiply-adds done in plain
+// loops, which keeps OpenBLAS's worker threads asleep while decoding (see matmul.c).
 #include <cblas.h>
 #include <stdlib.h>
 
@@ -9,8 +10,12 @@
 
 // xa (N,r) = inp (N,IC) @ A (IC,r)
 static void lora_xa(float *xa, const float *inp, const float *A, int N, int IC, int r) {
-    if (N == 1) {  // xa (r) = A^T (r,IC) @ inp (IC)
-        cblas_sgemv(CblasRowMajor, CblasTrans, IC, r, 1.0f, A, r, inp, 1, 0.0f, xa, 1);
+    if (N == 1) {  // xa (r) = A^T (r,IC) @ inp (IC), walking A's rows contiguously
+        for (int j = 0; j < r; j++) xa[j] = 0.0f;
+        for (int i = 0; i < IC; i++) {
+            const float *a = A + (size_t)i * r, x = inp[i];
+            for (int j = 0; j < r; j++) xa[j] += x * a[j];
+        }
     } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, IC, 1.0f, inp, IC, A, r,
                     0.0f, xa, r);
@@ -23,8 +28,12 @@ void lora_forward(float *out, float *xa, const float *inp, const float *A, const
     if (N <= 0 || OC <= 0 || r <= 0) return;
     float *buf = xa ? xa : xmalloc((size_t)N * r * sizeof(float));
     lora_xa(buf, inp, A, N, IC, r);
-    if (N == 1) {  // out (OC) += scale * B^T (OC,r) @ xa (r)
-        cblas_sgemv(CblasRowMajor, CblasTrans, r, OC, scale, B, OC, buf, 1, 1.0f, out, 1);
+    if (N == 1) {  // out (OC) += scale * B^T (OC,r) @ xa (r), each sum formed before adding
+        for (int o = 0; o < OC; o++) {
+            float acc = 0.0f;
+            for (int j = 0; j < r; j++) acc += buf[j] * B[(size_t)j * OC + o];
+            out[o] += scale * acc;
+        }
     } else {       // out (N,OC) += scale * xa (N,r) @ B (r,OC)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, r, scale, buf, r, B, OC,
                     1.0f, out, OC);

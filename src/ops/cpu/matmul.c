@@ -13,6 +13,7 @@
 
 #include "ops/ops.h"
 
+#ifndef TUNELENS_BLAS_MATVEC
 // out (OC) = weight (OC,IC) @ inp (IC): four rows at a time (four independent sums, each
 // vectorized), rows split across the threads
 static void matvec(float *out, const float *inp, const float *weight, int IC, int OC) {
@@ -42,6 +43,7 @@ static void matvec(float *out, const float *inp, const float *weight, int IC, in
         }
     }
 }
+#endif
 
 // inp (N,IC), weight (OC,IC) -> out (N,OC), overwritten
 void matmul_forward(float *out, const float *inp, const float *weight, int N, int IC, int OC) {

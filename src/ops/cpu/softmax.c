@@ -32,8 +32,8 @@ static float max_of(const float *x, int V) {
     return m;
 }
 
-// one row, serial: p (V) = softmax(x (V)); returns log-sum-exp of x
-static double softmax_row(float *p, const float *x, int V) {
+// one row, serial: p (V) = softmax(x (V)) (p may be x)
+static void softmax_row(float *p, const float *x, int V) {
     const float maxv = max_of(x, V);
     double sum = 0.0;
     for (int i = 0; i < V; i++) {
@@ -42,7 +42,6 @@ static double softmax_row(float *p, const float *x, int V) {
     }
     const float inv = (float)(1.0 / sum);
     for (int i = 0; i < V; i++) p[i] *= inv;
-    return maxv + log(sum);
 }
 
 // one row, the work split across the threads (N = 1, e.g. sampling the next token)
