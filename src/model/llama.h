@@ -116,3 +116,34 @@ void model_unembed(const Model *m, const float *resid, float *logits, float *scr
 // The f32 parameter a Hugging Face tensor name refers to ("model.layers.3.mlp.up_proj.weight"),
 // with its shape; NULL if the model has none of that name.
 float *model_param_by_name(Model *m, const char *name, int64_t shape[2], int *ndim);
+
+// ---- training: gradients of the trainable weights (blocks >= first_layer)
+typedef struct {
+    float *attn_norm, *ffn_norm;  // (C)        full fine-tuning only
+    float *w[N_PROJ];             // (out, in)  full fine-tuning only
+    float *lora_A[N_PROJ];        // (in, r)    LoRA only, where the block has one
+    float *lora_B[N_PROJ];        // (r, out)
+} BlockGrads;
+
+typedef struct {
+    int first_layer;   // blocks [first_layer, L) train
+    int full;          // 1: every weight of those blocks; 0: their LoRA matrices
+    BlockGrads *blocks;  // n_layers entries; frozen ones all NULL
+    float *arena;      // every gradient, contiguous (zeroed by grads_zero)
+    size_t n_floats;
+    // backward scratch for B x T rows
+    int B, T;
+    float *scratch;
+} Grads;
+
+// Gradient buffers for the trainable weights of a forward state's shape (B, T).
+int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T);
+void grads_free(Grads *g);
+void grads_zero(Grads *g);
+
+// Forward (keep_acts, all logits) + mean cross-entropy over targets >= 0. Returns the loss.
+float model_loss(const Model *m, ForwardState *s, const int *inputs, const int *targets);
+// Backward of model_loss's mean loss (call right after it): g += dLoss/dW, scaled by
+// loss_scale (1 for one step; 1/k to average k accumulated steps).
+void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *g,
+                    float loss_scale);

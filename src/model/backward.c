@@ -1,0 +1,160 @@
+// backward.c — gradients of the mean cross-entropy, model_forward's list reversed:
+// head -> final norm -> for each trainable block, last first (down -> swiglu -> gate/up ->
+// norm -> residual -> o -> attention -> rope -> q/k/v -> norm -> residual).
+// Frozen blocks below the first trainable one are never visited: nothing there learns.
+#include <stdlib.h>
+#include <string.h>
+
+#include "../ops/ops.h"
+#include "llama.h"
+
+static size_t scratch_floats(const ModelConfig *c, int B, int T) {
+    size_t N = (size_t)B * T, C = c->dim, F = c->hidden_dim;
+    size_t HD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim;
+    // dresid, dnext, dxn, dmid, datt, dq, dk, dv, dact, dgate, dup, dlogits
+    return 4 * N * C + 2 * N * HD + 2 * N * KVD + 3 * N * F + N * (size_t)c->vocab_size;
+}
+
+int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T) {
+    const ModelConfig *c = &m->cfg;
+    memset(g, 0, sizeof *g);
+    g->first_layer = first_layer, g->full = full, g->B = B, g->T = T;
+    g->blocks = xcalloc((size_t)c->n_layers, sizeof(BlockGrads));
+    size_t n = 0;  // first pass counts, second pass carves
+    for (int pass = 0; pass < 2; pass++) {
+        float *p = g->arena;
+        for (int l = first_layer; l < c->n_layers; l++) {
+            BlockGrads *bg = &g->blocks[l];
+            const Block *b = &m->blocks[l];
+            if (full) {
+                if (pass) bg->attn_norm = p, bg->ffn_norm = p + c->dim;
+                p += 2 * c->dim, n += pass ? 0 : 2 * (size_t)c->dim;
+            }
+            for (int j = 0; j < N_PROJ; j++) {
+                size_t in = proj_in_dim(c, j), out = proj_out_dim(c, j);
+                if (full) {
+                    if (pass) bg->w[j] = p;
+                    p += in * out, n += pass ? 0 : in * out;
+                } else if (b->lora[j].rank) {
+                    size_t r = b->lora[j].rank;
+                    if (pass) bg->lora_A[j] = p, bg->lora_B[j] = p + in * r;
+                    p += (in + out) * r, n += pass ? 0 : (in + out) * r;
+                }
+            }
+        }
+        if (!pass) {
+            g->n_floats = n;
+            g->arena = calloc(n ? n : 1, sizeof(float));
+            g->scratch = calloc(scratch_floats(c, B, T), sizeof(float));
+            if (!g->arena || !g->scratch) {
+                grads_free(g);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+void grads_free(Grads *g) {
+    free(g->arena);
+    free(g->scratch);
+    free(g->blocks);
+    memset(g, 0, sizeof *g);
+}
+
+void grads_zero(Grads *g) { memset(g->arena, 0, sizeof(float) * g->n_floats); }
+
+float model_loss(const Model *m, ForwardState *s, const int *inputs, const int *targets) {
+    s->pos = 0;
+    model_forward(m, s, inputs, 1, NULL, NULL);
+    return cross_entropy_forward(NULL, s->logits, targets, s->B * s->T, m->cfg.vocab_size);
+}
+
+// dinp (N,IC) += dout @ W (+ LoRA); weight and LoRA gradients into bg. dinp may be NULL.
+static void linear_backward(const Block *b, BlockGrads *bg, Proj p, const ModelConfig *c,
+                            float *dinp, const float *dout, const float *inp, const float *xa,
+                            int N) {
+    int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
+    if (dinp || bg->w[p]) matmul_backward(dinp, bg->w[p], dout, inp, b->w[p], N, IC, OC);
+    const LoraLinear *lo = &b->lora[p];
+    if (lo->rank)
+        lora_backward(dinp, bg->lora_A[p], bg->lora_B[p], dout, inp, xa, lo->A, lo->B, N, IC, OC,
+                      lo->rank, lo->scale);
+}
+
+void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *g,
+                    float loss_scale) {
+    const ModelConfig *c = &m->cfg;
+    const int B = s->B, T = s->T, N = B * T, C = c->dim, F = c->hidden_dim, V = c->vocab_size;
+    const int H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, HD = H * D, KVD = Hkv * D;
+    const int r = s->lora_rank_max;
+    const size_t NC = (size_t)N * C, NF = (size_t)N * F;
+    float *dresid = g->scratch, *dnext = dresid + NC, *dxn = dnext + NC, *dmid = dxn + NC;
+    float *datt = dmid + NC, *dq = datt + (size_t)N * HD, *dk = dq + (size_t)N * HD;
+    float *dv = dk + (size_t)N * KVD, *dact = dv + (size_t)N * KVD, *dgate = dact + NF;
+    float *dup = dgate + NF, *dlogits = dup + NF;
+
+    float *cos_t = xmalloc(sizeof(float) * (size_t)T * (D / 2));
+    float *sin_t = xmalloc(sizeof(float) * (size_t)T * (D / 2));
+    rope_tables(cos_t, sin_t, m->inv_freq, T, D);
+
+    // head and final norm (frozen): only the gradient flowing into the residual
+    int n_targets = 0;
+    for (int i = 0; i < N; i++) n_targets += targets[i] >= 0;
+    cross_entropy_backward(dlogits, s->logits, targets, N, V,
+                           n_targets ? loss_scale / n_targets : 0.0f);
+    memset(dxn, 0, sizeof(float) * NC);
+    matmul_backward(dxn, NULL, dlogits, s->final_xn, m->head, N, C, V);
+    memset(dresid, 0, sizeof(float) * NC);
+    rmsnorm_backward(dresid, NULL, dxn, s->resid + (size_t)c->n_layers * NC, m->final_norm,
+                     s->final_rstd, N, C);
+
+    for (int l = c->n_layers - 1; l >= g->first_layer; l--) {
+        const Block *blk = &m->blocks[l];
+        BlockGrads *bg = &g->blocks[l];
+        const size_t a = (size_t)l;
+        const float *x = s->resid + a * NC, *mid = s->resid_mid + a * NC;
+        const float *xn = s->attn_xn + a * NC, *fxn = s->ffn_xn + a * NC;
+        const float *q = s->q + a * N * HD, *att = s->att_out + a * N * HD;
+        const float *gate = s->gate + a * NF, *up = s->up + a * NF, *act = s->act + a * NF;
+        const float *probs = s->probs + a * (size_t)B * H * T * s->max_seq;
+        const float *kc = s->k_cache + a * B * s->max_seq * KVD;
+        const float *vc = s->v_cache + a * B * s->max_seq * KVD;
+        const float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
+#define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
+
+        // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn)))
+        memset(dact, 0, sizeof(float) * NF);
+        linear_backward(blk, bg, PROJ_DOWN, c, dact, dresid, act, XA(PROJ_DOWN), N);
+        memset(dgate, 0, sizeof(float) * 2 * NF);  // dgate and dup are adjacent
+        swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
+        memset(dxn, 0, sizeof(float) * NC);
+        linear_backward(blk, bg, PROJ_GATE, c, dxn, dgate, fxn, XA(PROJ_GATE), N);
+        linear_backward(blk, bg, PROJ_UP, c, dxn, dup, fxn, XA(PROJ_UP), N);
+        memcpy(dmid, dresid, sizeof(float) * NC);
+        rmsnorm_backward(dmid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N, N, C);
+
+        // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn)))
+        memset(datt, 0, sizeof(float) * (size_t)N * HD);
+        linear_backward(blk, bg, PROJ_O, c, datt, dmid, att, XA(PROJ_O), N);
+        memset(dq, 0, sizeof(float) * (size_t)N * (HD + 2 * KVD));  // dq, dk, dv adjacent
+        attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D);
+        rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
+        rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
+        memset(dxn, 0, sizeof(float) * NC);
+        linear_backward(blk, bg, PROJ_Q, c, dxn, dq, xn, XA(PROJ_Q), N);
+        linear_backward(blk, bg, PROJ_K, c, dxn, dk, xn, XA(PROJ_K), N);
+        linear_backward(blk, bg, PROJ_V, c, dxn, dv, xn, XA(PROJ_V), N);
+        // below the first trainable block nothing learns: stop the residual gradient there
+        int below = l > g->first_layer;
+        if (below) memcpy(dnext, dmid, sizeof(float) * NC);
+        if (below || bg->attn_norm)
+            rmsnorm_backward(below ? dnext : NULL, bg->attn_norm, dxn, x, blk->attn_norm,
+                             s->attn_rstd + a * N, N, C);
+        float *tmp = dresid;
+        dresid = dnext, dnext = tmp;
+#undef XA
+    }
+    free(cos_t);
+    free(sin_t);
+}
