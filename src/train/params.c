@@ -1,0 +1,153 @@
+// params.c — trainable parameters (LoRA or full), their names, and the optimizer over them.
+#include "params.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../ops/ops.h"
+
+// splitmix64: a small seeded generator; uniform floats in [0, 1) from the top 24 bits
+static float next_uniform(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+void lora_attach(Model *m, int first_layer, int rank, float scale, unsigned key_mask,
+                 uint64_t seed) {
+    const ModelConfig *c = &m->cfg;
+    size_t floats = 0;
+    for (int l = first_layer; l < c->n_layers; l++)
+        for (int j = 0; j < N_PROJ; j++)
+            if (key_mask & (1u << j)) floats += (size_t)(proj_in_dim(c, j) + proj_out_dim(c, j)) * rank;
+    free(m->adapter_arena);
+    for (int l = 0; l < c->n_layers; l++) memset(m->blocks[l].lora, 0, sizeof m->blocks[l].lora);
+    m->adapter_arena = xcalloc(floats ? floats : 1, sizeof(float));
+    m->adapter_floats = floats;
+    float *p = m->adapter_arena;
+    uint64_t rng = seed;
+    for (int l = first_layer; l < c->n_layers; l++) {
+        for (int j = 0; j < N_PROJ; j++) {
+            if (!(key_mask & (1u << j))) continue;
+            int in = proj_in_dim(c, j), out = proj_out_dim(c, j);
+            LoraLinear *lo = &m->blocks[l].lora[j];
+            lo->rank = rank, lo->scale = scale;
+            lo->A = p, p += (size_t)in * rank;
+            lo->B = p, p += (size_t)rank * out;  // zero: the adapter starts as the identity
+            float bound = 1.0f / sqrtf((float)in);
+            for (size_t i = 0; i < (size_t)in * rank; i++)
+                lo->A[i] = bound * (2.0f * next_uniform(&rng) - 1.0f);
+        }
+    }
+}
+
+static void add_param(ParamList *pl, const char *name, float *data, float *grad, int64_t d0,
+                      int64_t d1) {
+    Param *p = &pl->p[pl->n++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->data = data, p->grad = grad;
+    p->ndim = d1 ? 2 : 1;
+    p->shape[0] = d0, p->shape[1] = d1;
+    p->n = d0 * (d1 ? d1 : 1);
+    pl->total += p->n;
+}
+
+void params_collect(ParamList *pl, Model *m, const Grads *g) {
+    const ModelConfig *c = &m->cfg;
+    memset(pl, 0, sizeof *pl);
+    pl->p = xcalloc((size_t)c->n_layers * (2 + 2 * N_PROJ), sizeof(Param));
+    char name[128];
+    for (int l = g->first_layer; l < c->n_layers; l++) {
+        Block *b = &m->blocks[l];
+        const BlockGrads *bg = &g->blocks[l];
+        if (g->full) {
+            snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+            add_param(pl, name, b->attn_norm, bg->attn_norm, c->dim, 0);
+            snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+            add_param(pl, name, b->ffn_norm, bg->ffn_norm, c->dim, 0);
+        }
+        for (int j = 0; j < N_PROJ; j++) {
+            int in = proj_in_dim(c, j), out = proj_out_dim(c, j);
+            if (g->full) {
+                snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, PROJ_PARENTS[j],
+                         PROJ_NAMES[j]);
+                add_param(pl, name, b->w[j], bg->w[j], out, in);
+            } else if (b->lora[j].rank) {
+                int r = b->lora[j].rank;
+                snprintf(name, sizeof name, "model.layers.%d.%s.%s.lora_a", l, PROJ_PARENTS[j],
+                         PROJ_NAMES[j]);
+                add_param(pl, name, b->lora[j].A, bg->lora_A[j], in, r);
+                snprintf(name, sizeof name, "model.layers.%d.%s.%s.lora_b", l, PROJ_PARENTS[j],
+                         PROJ_NAMES[j]);
+                add_param(pl, name, b->lora[j].B, bg->lora_B[j], r, out);
+            }
+        }
+    }
+}
+
+void params_free(ParamList *pl) {
+    free(pl->p);
+    memset(pl, 0, sizeof *pl);
+}
+
+int lora_keys_parse(const char *list, unsigned *mask, Error *err) {
+    *mask = 0;
+    char *dup = xstrdup(list), *save = NULL;
+    for (char *tok = strtok_r(dup, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        int found = -1;
+        for (int j = 0; j < N_PROJ; j++) {
+            char full[64];
+            snprintf(full, sizeof full, "%s.%s", PROJ_PARENTS[j], PROJ_NAMES[j]);
+            if (!strcmp(tok, full) || !strcmp(tok, PROJ_NAMES[j])) found = j;
+        }
+        if (found < 0) {
+            err_set(err, "unknown LoRA key '%s' (expected q_proj, k_proj, v_proj, o_proj, "
+                    "gate_proj, up_proj, down_proj, optionally prefixed self_attn./mlp.)", tok);
+            free(dup);
+            return -1;
+        }
+        *mask |= 1u << found;
+    }
+    free(dup);
+    if (!*mask) return err_set(err, "--lora-keys names no projection");
+    return 0;
+}
+
+int optimizer_init(Optimizer *o, OptimizerKind kind, const ParamList *pl) {
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    o->weight_decay = kind == OPT_ADAMW ? 0.01f : 0.0f;
+    o->n = pl->total;
+    if (kind != OPT_SGD) {
+        o->m = calloc((size_t)o->n ? (size_t)o->n : 1, sizeof(float));
+        o->v = calloc((size_t)o->n ? (size_t)o->n : 1, sizeof(float));
+        if (!o->m || !o->v) {
+            optimizer_free(o);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void optimizer_free(Optimizer *o) {
+    free(o->m);
+    free(o->v);
+    memset(o, 0, sizeof *o);
+}
+
+void optimizer_step(Optimizer *o, const ParamList *pl, float lr) {
+    int64_t off = 0;
+    for (int i = 0; i < pl->n; i++) {
+        const Param *p = &pl->p[i];
+        if (o->kind == OPT_SGD)
+            sgd_update(p->data, p->grad, p->n, lr);
+        else
+            adam_update(p->data, p->grad, o->m + off, o->v + off, p->n, lr, 0.9f, 0.999f, 1e-8f,
+                        o->weight_decay);
+        off += p->n;
+    }
+    o->step++;
+}

@@ -1,0 +1,46 @@
+// params.h — the trainable parameters of a fine-tuning run, by mlx-lm's names, and the
+// optimizer state over them.
+#pragma once
+#include "../model/llama.h"
+
+// One trainable tensor: its values (in the model), its gradient (in Grads) and its name in
+// mlx-lm's adapter files ("model.layers.3.self_attn.q_proj.lora_a", or the HF weight name).
+typedef struct {
+    char name[128];
+    float *data;
+    float *grad;
+    int64_t n;
+    int ndim;
+    int64_t shape[2];
+} Param;
+
+typedef struct {
+    Param *p;
+    int n;
+    int64_t total;  // values
+} ParamList;
+
+// Attach fresh LoRA matrices to the blocks [first_layer, L) for the projections in key_mask
+// (bit j = Proj j): A (in, r) uniform in +-1/sqrt(in), B (r, out) zero, as mlx-lm does.
+void lora_attach(Model *m, int first_layer, int rank, float scale, unsigned key_mask,
+                 uint64_t seed);
+// The trainable parameters: LoRA matrices (full = 0) or every weight of the trainable blocks.
+void params_collect(ParamList *pl, Model *m, const Grads *g);
+void params_free(ParamList *pl);
+// Parse mlx-lm --lora-keys style names ("self_attn.q_proj", "q_proj", "mlp.down_proj", ...),
+// comma separated. Returns -1 (with a message) for an unknown name.
+int lora_keys_parse(const char *list, unsigned *mask, Error *err);
+
+typedef enum { OPT_ADAM, OPT_ADAMW, OPT_SGD } OptimizerKind;
+
+typedef struct {
+    OptimizerKind kind;
+    float weight_decay;  // adamw: 0.01 (mlx's default)
+    float *m, *v;        // first and second moments, pl->total each (Adam/AdamW)
+    int64_t n;
+    int64_t step;
+} Optimizer;
+
+int optimizer_init(Optimizer *o, OptimizerKind kind, const ParamList *pl);
+void optimizer_free(Optimizer *o);
+void optimizer_step(Optimizer *o, const ParamList *pl, float lr);

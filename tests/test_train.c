@@ -1,0 +1,141 @@
+// test_train.c — training against PyTorch (tests/make_train_fixtures.py): from a fixed start,
+// 5 steps of mlx-lm's Adam on a fixed batch; every loss and the final weights must match.
+#include <math.h>
+
+#include "formats/safetensors.h"
+#include "test_util.h"
+#include "train/params.h"
+
+#define TINY FIXTURE("tiny")
+#define TRAIN FIXTURE("train")
+
+static int *flat_ints(const cJSON *rows, int *B, int *T) {
+    *B = cJSON_GetArraySize(rows);
+    *T = cJSON_GetArraySize(cJSON_GetArrayItem(rows, 0));
+    int *v = xmalloc(sizeof(int) * (size_t)(*B * *T)), i = 0;
+    const cJSON *row, *x;
+    cJSON_ArrayForEach(row, rows) {
+        cJSON_ArrayForEach(x, row) { v[i++] = x->valueint; }
+    }
+    return v;
+}
+
+// Max |ours - ref| relative to the largest |ref| of each tensor, over every trained tensor.
+static double compare_params(const ParamList *pl, const char *ref_path) {
+    TensorSet ts = {0};
+    Error err;
+    if (safetensors_load(&ts, ref_path, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(ts.n, pl->n);
+    double worst = 0;
+    for (int i = 0; i < pl->n; i++) {
+        const Param *p = &pl->p[i];
+        const TensorView *t = tensorset_find(&ts, p->name);
+        if (!t) fail_msg("reference lacks %s", p->name);
+        assert_int_equal(tensor_numel(t), p->n);
+        float *want = xmalloc(sizeof(float) * (size_t)p->n);
+        assert_int_equal(tensor_to_f32(t, want, &err), 0);
+        double scale = 0, diff = 0;
+        for (int64_t k = 0; k < p->n; k++) {
+            scale = fmax(scale, fabs(want[k]));
+            diff = fmax(diff, fabs(want[k] - p->data[k]));
+        }
+        if (scale > 0 && diff / scale > worst) worst = diff / scale;
+        free(want);
+    }
+    tensorset_free(&ts);
+    return worst;
+}
+
+static void run_trajectory(int full) {
+    cJSON *ref = load_json_fixture(TRAIN "/reference.json");
+    const cJSON *case_ = cJSON_GetObjectItem(ref, full ? "full" : "lora");
+    int B, T, B2, T2;
+    int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
+    int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B2, &T2);
+    float lr = (float)cJSON_GetObjectItem(case_, "lr")->valuedouble;
+    Model m;
+    Error err;
+    if (model_load(&m, TINY, &err)) fail_msg("%s", err.msg);
+    if (!full && model_load_adapter(&m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
+    ForwardState s;
+    Grads g;
+    ParamList pl;
+    Optimizer opt;
+    assert_int_equal(forward_state_init(&s, &m, B, T, T, 1), 0);
+    assert_int_equal(grads_init(&g, &m, 2, full, B, T), 0);
+    params_collect(&pl, &m, &g);
+    assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl), 0);
+    const cJSON *want = cJSON_GetObjectItem(case_, "losses")->child;
+    for (int step = 0; want; step++, want = want->next) {
+        grads_zero(&g);
+        float loss = model_loss(&m, &s, inputs, targets);
+        double rel = fabs(loss - want->valuedouble) / fabs(want->valuedouble);
+        printf("  %s step %d: loss %.6f, PyTorch %.6f, rel diff %.1e\n", full ? "full" : "lora",
+               step + 1, loss, want->valuedouble, rel);
+        assert_true(rel < 1e-4);
+        model_backward(&m, &s, targets, &g, 1.0f);
+        optimizer_step(&opt, &pl, lr);
+    }
+    float final = model_loss(&m, &s, inputs, targets);
+    double want_final = cJSON_GetObjectItem(case_, "final_loss")->valuedouble;
+    assert_true(fabs(final - want_final) / want_final < 1e-4);
+    double worst = compare_params(&pl, full ? TRAIN "/full_end.safetensors" : TRAIN "/lora_end.safetensors");
+    printf("  %s final weights: max |diff| / max |ref| = %.1e over %lld values\n",
+           full ? "full" : "lora", worst, (long long)pl.total);
+    assert_true(worst < 1e-4);
+    optimizer_free(&opt);
+    params_free(&pl);
+    grads_free(&g);
+    forward_state_free(&s);
+    model_free(&m);
+    free(inputs);
+    free(targets);
+    cJSON_Delete(ref);
+}
+
+static void test_lora_trajectory_matches_pytorch(void **state) { run_trajectory(0); }
+static void test_full_trajectory_matches_pytorch(void **state) { run_trajectory(1); }
+
+static void test_trainable_counts(void **state) {
+    // Llama-3.2-1B-shaped numbers printed by mlx-lm: LoRA rank 8 on all 7 projections of 16
+    // blocks = 5,636,096; full fine-tuning of 16 blocks = 973,144,064 (checked in test_model).
+    ModelConfig c = {.dim = 2048, .hidden_dim = 8192, .n_layers = 16, .n_heads = 32,
+                     .n_kv_heads = 8, .head_dim = 64, .vocab_size = 128256};
+    int64_t lora = 0;
+    for (int j = 0; j < N_PROJ; j++) lora += 8 * (proj_in_dim(&c, j) + proj_out_dim(&c, j));
+    assert_int_equal(16 * lora, 5636096);
+}
+
+static void test_lora_init_and_keys(void **state) {
+    Model m;
+    Error err;
+    if (model_load(&m, TINY, &err)) fail_msg("%s", err.msg);
+    unsigned mask;
+    assert_int_equal(lora_keys_parse("self_attn.q_proj,v_proj", &mask, &err), 0);
+    assert_int_equal(mask, (1u << PROJ_Q) | (1u << PROJ_V));
+    assert_int_equal(lora_keys_parse("q_proj,bogus", &mask, &err), -1);
+    assert_non_null(strstr(err.msg, "bogus"));
+    lora_attach(&m, 1, 8, 20.0f, 0x7f, 42);
+    assert_int_equal(m.blocks[0].lora[PROJ_Q].rank, 0);
+    const LoraLinear *lo = &m.blocks[3].lora[PROJ_DOWN];
+    assert_int_equal(lo->rank, 8);
+    float bound = 1.0f / sqrtf((float)m.cfg.hidden_dim), lo_min = 1, hi_max = -1;
+    for (int i = 0; i < m.cfg.hidden_dim * 8; i++) {
+        assert_true(fabsf(lo->A[i]) <= bound);
+        lo_min = fminf(lo_min, lo->A[i]);
+        hi_max = fmaxf(hi_max, lo->A[i]);
+    }
+    assert_true(hi_max > 0.9f * bound && lo_min < -0.9f * bound);  // spans the range
+    for (int i = 0; i < 8 * m.cfg.dim; i++) assert_true(lo->B[i] == 0.0f);
+    model_free(&m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_trainable_counts),
+        cmocka_unit_test(test_lora_init_and_keys),
+        cmocka_unit_test(test_lora_trajectory_matches_pytorch),
+        cmocka_unit_test(test_full_trajectory_matches_pytorch),
+    };
+    return cmocka_run_group_tests_name("train", tests, NULL, NULL);
+}
