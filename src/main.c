@@ -14,6 +14,10 @@ static const Command COMMANDS[] = {
     {"tokenize", cmd_tokenize, "encode text as the model's tokenizer does (ids and pieces)"},
     {"generate", cmd_generate, "greedy generation with a KV cache (optionally with an adapter)"},
     {"lens", cmd_lens, "logit lens: every layer's top tokens at the last position"},
+    {"data", cmd_data, "write training data (data math: arithmetic problems as jsonl)"},
+    {"train", cmd_train, "LoRA or full fine-tuning with mlx_lm.lora's flags"},
+    {"export-peft", cmd_export_peft, "convert an mlx-lm LoRA adapter to a PEFT adapter"},
+    {"fuse", cmd_fuse, "merge an adapter into the model and write a Hugging Face folder"},
 };
 
 static void usage(FILE *f) {

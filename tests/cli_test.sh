@@ -55,5 +55,35 @@ check "generate json" 0 "" $BIN generate --model $TINY --prompt "7 * 8 = " --max
 json_check "generate json keys" "set(j)=={'prompt','tokens','text'} and len(j['tokens'])==5 and set(j['tokens'][0])=={'id','token','prob'} and [t['id'] for t in j['tokens']]==[288]*5" "$TMP/gen.json"
 check "generate with adapter" 0 "" $BIN generate --model $TINY --adapter $TINY/mlx_adapter --prompt "7 * 8 = " --max-tokens 3
 
+# training (tiny model, arithmetic data written by the data command)
+check "data math" 0 "train.jsonl" $BIN data math --out "$TMP/data" --train 64 --valid 16 --test 16 --seed 1
+check "train --iters -3" 2 "--iters expects an integer" $BIN train --model $TINY --train --data "$TMP/data" --iters -3
+check "train bad lr" 2 "--learning-rate expects a number" $BIN train --model $TINY --train --data "$TMP/data" --learning-rate abc
+check "train bad type" 2 "--fine-tune-type must be lora or full" $BIN train --model $TINY --train --data "$TMP/data" --fine-tune-type half
+check "train nothing to do" 2 "nothing to do" $BIN train --model $TINY --data "$TMP/data"
+check "train missing data" 1 "train.jsonl" $BIN train --model $TINY --train --data "$TMP/nodata"
+check "train lora" 0 "Saved final weights" $BIN train --model $TINY --train --data "$TMP/data" --iters 12 --batch-size 4 --learning-rate 1e-3 --steps-per-report 4 --steps-per-eval 6 --save-every 8 --num-layers 2 --adapter-path "$TMP/ad" --test --quiet
+grep -q "Trainable parameters: [0-9.]*% (0.018M/0.205M)" "$TMP/out" && echo "ok   trainable line" || { echo "FAIL trainable line"; fails=$((fails+1)); }
+grep -qE "^Iter 4: Train loss [0-9.]+, Learning Rate 1.000e-03, It/sec [0-9.]+, Tokens/sec [0-9.]+, Trained Tokens [0-9]+, Peak mem [0-9.]+ GB$" "$TMP/out" && echo "ok   report line" || { echo "FAIL report line"; fails=$((fails+1)); }
+grep -qE "^Iter 1: Val loss [0-9.]+, Val took [0-9.]+s$" "$TMP/out" && grep -qE "^Test loss [0-9.]+, Test ppl [0-9.]+\.$" "$TMP/out" && echo "ok   val/test lines" || { echo "FAIL val/test lines"; fails=$((fails+1)); }
+[ -s "$TMP/ad/adapters.safetensors" ] && [ -s "$TMP/ad/0000008_adapters.safetensors" ] && echo "ok   adapter files" || { echo "FAIL adapter files"; fails=$((fails+1)); }
+python3 -c "
+import json,sys
+rows=[json.loads(l) for l in open('$TMP/ad/metrics.jsonl')]
+tr=[r for r in rows if 'train_loss' in r]; va=[r for r in rows if 'val_loss' in r]
+ok = [r['iter'] for r in tr]==[4,8,12] and [r['iter'] for r in va]==[1,6,12] and set(tr[0])=={'iter','train_loss','learning_rate','it_per_sec','tokens_per_sec','trained_tokens','peak_mem_gb'}
+c=json.load(open('$TMP/ad/adapter_config.json'))
+ok = ok and c['fine_tune_type']=='lora' and c['lora_parameters']['rank']==8 and c['num_layers']==2
+sys.exit(0 if ok else 1)" && echo "ok   metrics.jsonl + adapter_config.json" || { echo "FAIL metrics/config"; fails=$((fails+1)); }
+check "lens with trained adapter" 0 "Final prediction" $BIN lens --model $TINY --adapter "$TMP/ad" --prompt "12 + 7 = "
+check "resume adapter" 0 "Saved final weights" $BIN train --model $TINY --train --data "$TMP/data" --iters 2 --num-layers 2 --resume-adapter-file "$TMP/ad/adapters.safetensors" --adapter-path "$TMP/ad2" --quiet
+check "resume wrong shape" 1 "another" $BIN train --model $TINY --train --data "$TMP/data" --iters 2 --num-layers 3 --resume-adapter-file "$TMP/ad/adapters.safetensors" --adapter-path "$TMP/ad3" --quiet
+check "train full" 0 "Trainable parameters: [0-9.]+% \(0.086M/0.205M\)" $BIN train --model $TINY --train --data "$TMP/data" --iters 4 --fine-tune-type full --num-layers 2 --adapter-path "$TMP/full" --quiet
+check "lens with full adapter" 0 "Final prediction" $BIN lens --model $TINY --adapter "$TMP/full" --prompt "12 + 7 = "
+head -c 0 /dev/null > "$TMP/empty.jsonl"; mkdir -p "$TMP/small"; head -2 "$TMP/data/train.jsonl" > "$TMP/small/train.jsonl"; cp "$TMP/data/valid.jsonl" "$TMP/small/"
+check "too few examples" 1 "fewer than the batch size" $BIN train --model $TINY --train --data "$TMP/small" --batch-size 4 --adapter-path "$TMP/ad4"
+mkdir -p "$TMP/badjson"; printf '{"text": "1 + 1 = 2"}\n{"text": 3}\n' > "$TMP/badjson/train.jsonl"; cp "$TMP/data/valid.jsonl" "$TMP/badjson/"
+check "bad jsonl line" 1 "train.jsonl.*2" $BIN train --model $TINY --train --data "$TMP/badjson" --batch-size 1 --adapter-path "$TMP/ad5"
+
 if [ "$fails" -ne 0 ]; then echo "$fails CLI check(s) failed"; exit 1; fi
 echo "all CLI checks passed"

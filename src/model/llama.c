@@ -111,8 +111,11 @@ void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_l
         linear(blk, PROJ_V, c, v_new, XA(PROJ_V), xn, N);
         rope_forward(q, cos_t, sin_t, s->pos_ids, N, H, D);
         rope_forward(k_new, cos_t, sin_t, s->pos_ids, N, Hkv, D);
+        // attention reads each sequence's keys as S contiguous rows: a lone sequence keeps its
+        // cache at stride max_seq (it grows); a batch (always from position 0) packs at stride S
+        size_t seq_stride = B == 1 ? (size_t)s->max_seq : (size_t)S;
         for (int b = 0; b < B; b++) {
-            size_t at = ((size_t)b * s->max_seq + pos0) * KVD;
+            size_t at = ((size_t)b * seq_stride + pos0) * KVD;
             memcpy(kc + at, k_new + (size_t)b * T * KVD, sizeof(float) * (size_t)T * KVD);
             memcpy(vc + at, v_new + (size_t)b * T * KVD, sizeof(float) * (size_t)T * KVD);
         }

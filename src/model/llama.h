@@ -105,7 +105,8 @@ void forward_state_free(ForwardState *s);
 // Called after the embedding (layer -1) and after each block i with the residual (B*T, C).
 typedef void (*ResidualHook)(void *ctx, int layer, const float *resid, int rows, int C);
 
-// Run tokens (B, T) at positions s->pos.. (B must be 1 when s->pos > 0). all_logits: logits
+// Run tokens (B, T) at positions s->pos.. (B must be 1 when s->pos > 0). s->T may be lowered
+// below the size the state was made for (shorter batches, one-token decoding). all_logits: logits
 // for every row (B*T, V), else only the last row's (V) in s->logits. Advances s->pos by T.
 void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_logits,
                    ResidualHook hook, void *hook_ctx);

@@ -15,13 +15,16 @@ typedef struct {
     Example *ex;
     int n;
     int n_truncated;  // examples cut to max_seq_len (a warning is printed once per file)
+    char path[512];   // the file it came from, for messages
 } Dataset;
 
 // Load a jsonl file of {"text": ...} or {"prompt": ..., "completion": ...} lines (all lines
 // one kind). Each example is encoded as HF's tokenizer.encode does (BOS from the
 // post-processor), EOS appended unless already last; longer than max_seq_len -> truncated.
 // Errors name the file and line: invalid JSON, missing keys, non-string values, invalid UTF-8,
-// empty file. mask_prompt needs prompt/completion data.
+// empty file, ids >= vocab_limit (the model's embedding rows; <= 0: no check).
+// mask_prompt needs prompt/completion data. max_seq_len >= 2. data.c lists where we differ
+// from mlx-lm (prompt/completion without a chat template, blank lines, the warning).
 int dataset_load(Dataset *d, const char *path, const Tokenizer *tok, int vocab_limit,
                  int max_seq_len, int mask_prompt, Error *err);
 void dataset_free(Dataset *d);
@@ -81,12 +84,17 @@ int batch_iter_restore(BatchIter *it, const uint64_t *words, int n, Error *err);
 
 // `tunelens data math`: arithmetic problems "a op b = c", operands 1..max_operand,
 // subtraction never negative, test problems never in train. Writes DIR/{train,valid,test}.jsonl
-// atomically. ops: a string of + - * (and / for exact integer division).
+// atomically (DIR created if missing). ops: a string of + - * (and / for exact integer
+// division). Lines read {"text": "89 - 34 = 55"}. Test problems are distinct; valid and train
+// are independent draws that avoid every test problem (train may repeat itself and share
+// problems with valid, as the experiment's original script did). Each split has its own
+// stream derived from seed, so the test set does not change with --train or --valid.
 typedef struct {
     int n_train, n_valid, n_test;
     int max_operand;
     const char *ops;
     uint64_t seed;
+    int quiet;        // 1: no summary lines on stdout
 } MathDataSpec;
 // Checks the spec (counts, ops, operand range, enough distinct problems for the test set);
 // data_math_write calls it too. The CLI treats its failures as usage errors.

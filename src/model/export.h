@@ -1,0 +1,65 @@
+// export.h — write fine-tuning results back out for other tools: an mlx-lm LoRA adapter as a
+// PEFT adapter, and a model with its adapter merged in as a Hugging Face folder.
+#pragma once
+#include <cjson/cJSON.h>
+
+#include "../formats/tensor.h"
+#include "llama.h"
+
+// ---- PEFT adapters
+
+// What peft_export_mlx found in the mlx-lm adapter (for the CLI's summary line).
+typedef struct {
+    int rank;
+    float scale;            // mlx-lm lora_parameters.scale; PEFT lora_alpha = scale * rank
+    int n_pairs;            // (A, B) pairs written
+    int n_layers;           // distinct layers with LoRA
+    int first_layer, last_layer;
+    int layers_listed;      // 1: layers_to_transform lists them; 0: null (every layer from 0)
+    int has_proj[N_PROJ];   // which projections appear (target_modules)
+} PeftExport;
+
+// Convert an mlx-lm LoRA adapter folder (adapters.safetensors + adapter_config.json) into a
+// PEFT adapter in out_dir (created if missing): adapter_model.safetensors (float32, PEFT key
+// names and layouts) and adapter_config.json. base_model may be NULL (written as null). Needs
+// no model: shapes come from the tensors. info may be NULL.
+int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *base_model,
+                    PeftExport *info, Error *err);
+
+// ---- fused Hugging Face folders
+
+// Merge every LoRA pair into its base weight, W (out,in) += scale * (A B)^T, and drop the
+// adapter (the model then computes the same function without LoRA). Returns the pair count.
+int model_fuse_lora(Model *m);
+
+// What model_save_hf wrote.
+typedef struct {
+    int n_shards;           // 1: model.safetensors; else model-0000i-of-0000n + index
+    int64_t tensor_bytes;   // weight bytes written
+    int n_tensors;
+    int n_copied;           // tokenizer / generation files copied from an HF source
+    char copied[8][32];
+} HFSaveInfo;
+
+// Shard size at which model_save_hf starts a new file (the transformers default, 5 GB).
+#define HF_MAX_SHARD_BYTES ((size_t)5 << 30)
+
+// Write m as a Hugging Face folder in out_dir (created if missing): config.json, the weights
+// under their HF names in dtype (DT_F32, DT_BF16 or DT_F16), sharded past max_shard_bytes (0 =
+// HF_MAX_SHARD_BYTES). An HF source's config.json is copied (dtype updated) with its tokenizer
+// files; a GGUF source gets a generated config.json and generation_config.json, no tokenizer.
+int model_save_hf(Model *m, const char *out_dir, DType dtype, size_t max_shard_bytes,
+                  HFSaveInfo *info, Error *err);
+
+// config.json for a Llama model described only by ModelConfig (GGUF sources). inv_freq: the
+// model's rope frequencies, from which rope scaling the GGUF held only as a rope_freqs tensor
+// (Llama 3.1+) is recovered. NULL with a message when the frequencies fit no known scaling.
+cJSON *hf_config_from_model(const ModelConfig *c, const float *inv_freq, int tied,
+                            const char *torch_dtype, Error *err);
+
+// Identify c's rope scaling from the frequencies it produced: leaves c alone when they already
+// match, else sets llama3 parameters that reproduce them. -1 when nothing fits.
+int config_match_rope(ModelConfig *c, const float *inv_freq);
+
+// mkdir -p.
+int make_dirs(const char *path, Error *err);

@@ -1,0 +1,39 @@
+// trainer.h — `tunelens train`: LoRA or full fine-tuning with mlx_lm.lora's flags and output.
+#pragma once
+#include "../common.h"
+#include "params.h"
+
+typedef struct {
+    const char *model;
+    int train, test;
+    const char *data;              // folder with train/valid/test.jsonl
+    int full;                      // --fine-tune-type full
+    int num_layers;                // last N blocks (-1 = all)
+    int batch_size, iters, val_batches, test_batches;
+    double learning_rate;
+    OptimizerKind optimizer;
+    int steps_per_report, steps_per_eval, save_every;
+    const char *resume_adapter_file;
+    const char *adapter_path;
+    int max_seq_length, mask_prompt, grad_accumulation_steps, grad_checkpoint;
+    uint64_t seed;
+    int rank;
+    double scale, dropout;
+    const char *lora_keys;         // NULL = all seven projections
+    int cosine;                    // --lr-schedule cosine
+    int warmup;                    // linear warmup steps (from 0)
+    int quiet;                     // no progress bar (also when stdout is not a terminal)
+} TrainConfig;
+
+void train_config_defaults(TrainConfig *c);  // mlx-lm's defaults
+
+// Numbers a caller (the experiment report) wants back.
+typedef struct {
+    int64_t trainable, total;
+    double final_train_loss, final_val_loss, test_loss;
+    double tokens_per_sec, it_per_sec, peak_mem_gb, seconds;
+    int64_t trained_tokens;
+} TrainSummary;
+
+int train_run(const TrainConfig *c, TrainSummary *out, Error *err);
+double lr_at(const TrainConfig *c, int step);  // learning rate of optimizer step `step` (1-based)
