@@ -1,11 +1,11 @@
 # tunelens — `make` builds ./tunelens (CPU-only when nvcc is absent), `make test` runs all tests.
 CC      ?= gcc
-CFLAGS  ?= -O2 -march=native -g
+OPT     ?= -O2 -march=native -g   # e.g. make OPT="-O2 -march=x86-64-v3" for a portable build
 # OpenBLAS's OpenMP build shares libgomp's thread pool with our own OpenMP loops; the
 # pthreads build runs a second pool, and the two spin against each other on few cores.
 BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -fopenmp -Isrc \
-           -I/usr/include/x86_64-linux-gnu/openblas-openmp
+ALL_CFLAGS = $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -fopenmp -Isrc \
+           -I/usr/include/x86_64-linux-gnu/openblas-openmp $(CFLAGS)
 LDLIBS  += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lpcre2-8 -lcjson -lm -fopenmp
 TEST_LDLIBS = $(LDLIBS) -lcmocka
 
@@ -25,11 +25,11 @@ build/libtunelens.a: $(OBJ)
 
 build/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 build/tests/%: tests/%.c tests/test_util.h build/libtunelens.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $< build/libtunelens.a $(TEST_LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< build/libtunelens.a $(TEST_LDLIBS)
 
 # Tests run from the repo root; fixtures that need downloads are fetched by tests/setup.sh.
 test: tunelens $(TEST_BIN)

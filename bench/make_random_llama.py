@@ -1,6 +1,6 @@
 """Write a Llama-3.2-1B-shaped Hugging Face folder with random bf16 weights (2.5 GB).
 
-usage: python3 bench/make_random_llama.py OUT_DIR TOKENIZER_DIR
+usage: python3 bench/make_random_llama.py OUT_DIR TOKENIZER_DIR [llama1b|smollm2]
 The tokenizer folder must hold the Llama 3 tokenizer.json (+ tokenizer_config.json).
 Weights are written tensor by tensor, never all in memory.
 """
@@ -22,6 +22,12 @@ CONFIG = {
     "tie_word_embeddings": True, "bos_token_id": 128000, "eos_token_id": 128001,
     "torch_dtype": "bfloat16",
 }
+
+
+SMOLLM2 = dict(CONFIG, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+               num_attention_heads=9, num_key_value_heads=3, head_dim=64, vocab_size=49152,
+               max_position_embeddings=8192, rope_theta=100000.0, rope_scaling=None,
+               bos_token_id=1, eos_token_id=2)
 
 
 def tensors(c):
@@ -48,12 +54,13 @@ def bf16(a):
 
 def main():
     out, tok = sys.argv[1], sys.argv[2]
+    config = SMOLLM2 if len(sys.argv) > 3 and sys.argv[3] == "smollm2" else CONFIG
     os.makedirs(out, exist_ok=True)
-    json.dump(CONFIG, open(f"{out}/config.json", "w"), indent=2)
+    json.dump(config, open(f"{out}/config.json", "w"), indent=2)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         if os.path.exists(f"{tok}/{f}"):
             shutil.copy(f"{tok}/{f}", out)
-    header, offset, items = {}, 0, list(tensors(CONFIG))
+    header, offset, items = {}, 0, list(tensors(config))
     for name, shape in items:
         n = int(np.prod(shape)) * 2
         header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + n]}

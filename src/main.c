@@ -1,8 +1,35 @@
 // main.c — `tunelens COMMAND ...`: dispatch to one function per command.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+
+char *openblas_get_corename(void);
+
+// OpenBLAS picks its kernels from the CPU model when the library loads, and Debian's 0.3.21
+// often picks badly: inside VMs that hide the model it falls back to generic SSE3 ("Prescott",
+// 3-4x slower GEMMs on a cloud Xeon), and on AMD Zen 4 it uses AVX2 kernels although the CPU
+// has AVX-512 (SkylakeX kernels train 1.6x faster there). The choice is made before main runs,
+// so the remedy is to start once more with OPENBLAS_CORETYPE naming what the CPU can do.
+static void fix_blas_kernels(char **argv) {
+    const char *core = openblas_get_corename();
+    if (getenv("OPENBLAS_CORETYPE") || !core) return;
+    __builtin_cpu_init();
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    const char *want = NULL;
+    if (avx512 && strcasecmp(core, "SkylakeX") && strcasecmp(core, "Cooperlake") &&
+        strcasecmp(core, "SapphireRapids"))
+        want = "SkylakeX";
+    else if (!avx512 && __builtin_cpu_supports("avx2") && !strcasecmp(core, "Prescott"))
+        want = "Haswell";
+    if (!want) return;
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    execv("/proc/self/exe", argv);  // returns only on failure: carry on with the slower kernels
+}
 
 typedef struct {
     const char *name;
@@ -29,6 +56,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    fix_blas_kernels(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);

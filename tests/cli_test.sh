@@ -85,5 +85,30 @@ check "too few examples" 1 "fewer than the batch size" $BIN train --model $TINY 
 mkdir -p "$TMP/badjson"; printf '{"text": "1 + 1 = 2"}\n{"text": 3}\n' > "$TMP/badjson/train.jsonl"; cp "$TMP/data/valid.jsonl" "$TMP/badjson/"
 check "bad jsonl line" 1 "train.jsonl.*2" $BIN train --model $TINY --train --data "$TMP/badjson" --batch-size 1 --adapter-path "$TMP/ad5"
 
+# export-peft and fuse
+for c in export-peft fuse; do
+  check "$c --help" 0 "usage: tunelens $c" $BIN $c --help
+  check "$c unknown flag" 2 "unknown option '--bogus'" $BIN $c --bogus
+done
+check "export-peft missing adapter" 2 "--adapter is required" $BIN export-peft --out "$TMP/peft"
+check "export-peft missing out" 2 "--out is required" $BIN export-peft --adapter $TINY/mlx_adapter
+check "export-peft adapter not found" 1 "adapter folder not found" $BIN export-peft --adapter /no/adapter --out "$TMP/peft"
+check "export-peft full adapter" 1 "tunelens fuse" $BIN export-peft --adapter $TINY/full_adapter --out "$TMP/peft"
+check "export-peft out not writable" 1 "is not a folder" $BIN export-peft --adapter $TINY/mlx_adapter --out $TINY/config.json/out
+check "export-peft" 0 "28 LoRA pairs, r 4, lora_alpha 8" $BIN export-peft --adapter $TINY/mlx_adapter --out "$TMP/peft"
+json_check "export-peft config" "j['peft_type']=='LORA' and j['task_type']=='CAUSAL_LM' and j['r']==4 and j['lora_alpha']==8 and sorted(j['target_modules'])==sorted(['q_proj','k_proj','v_proj','o_proj','gate_proj','up_proj','down_proj']) and j['layers_to_transform'] is None and j['base_model_name_or_path'] is None" "$TMP/peft/adapter_config.json"
+check "lens with exported adapter" 0 "Final prediction" $BIN lens --model $TINY --adapter "$TMP/peft" --prompt "89 - 34 = "
+check "fuse missing model" 2 "--model is required" $BIN fuse --adapter $TINY/mlx_adapter --out "$TMP/fused"
+check "fuse missing adapter" 2 "--adapter is required" $BIN fuse --model $TINY --out "$TMP/fused"
+check "fuse bad dtype" 2 "--dtype expects bf16, f16 or f32" $BIN fuse --model $TINY --adapter $TINY/mlx_adapter --out "$TMP/fused" --dtype f8
+check "fuse adapter not found" 1 "adapter folder not found" $BIN fuse --model $TINY --adapter /no/adapter --out "$TMP/fused"
+check "fuse out not writable" 1 "is not a folder" $BIN fuse --model $TINY --adapter $TINY/mlx_adapter --out $TINY/config.json/out
+check "fuse into the source" 1 "is the source model" $BIN fuse --model $TINY --adapter $TINY/mlx_adapter --out $TINY
+check "fuse" 0 "Merged LoRA into 28 linear layers" $BIN fuse --model $TINY --adapter $TINY/mlx_adapter --out "$TMP/fused" --dtype f32
+json_check "fuse config" "j['dtype']=='float32' and j['model_type']=='llama' and j['rope_parameters']['factor']==8.0" "$TMP/fused/config.json"
+$BIN lens --model $TINY --adapter $TINY/mlx_adapter --prompt "89 - 34 = " --json "$TMP/lens_adapter.json" >/dev/null 2>&1
+$BIN lens --model "$TMP/fused" --prompt "89 - 34 = " --json "$TMP/lens_fused.json" >/dev/null 2>&1
+json_check "fused lens = lens with adapter" "all(a['id']==b['id'] and abs(a['prob']-b['prob'])<1e-4 for x,y in zip(j['layers'], json.load(open('$TMP/lens_adapter.json'))['layers']) for a,b in zip(x['top'], y['top']))" "$TMP/lens_fused.json"
+
 if [ "$fails" -ne 0 ]; then echo "$fails CLI check(s) failed"; exit 1; fi
 echo "all CLI checks passed"

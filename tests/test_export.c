@@ -4,6 +4,7 @@
 #include <math.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "formats/safetensors.h"
 #include "lens/lens.h"
 #include "model/export.h"
@@ -11,9 +12,6 @@
 
 #define TINY FIXTURE("tiny")
 #define SMOL CACHED("SmolLM2-135M-Instruct.Q4_1.gguf")
-
-int cmd_export_peft(int argc, char **argv);
-int cmd_fuse(int argc, char **argv);
 
 static char TMP[64];  // a fresh folder per run, removed at the end
 
