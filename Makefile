@@ -27,7 +27,7 @@ build/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
-build/tests/%: tests/%.c tests/test_util.h build/libtunelens.a
+build/tests/%: tests/%.c $(wildcard tests/*.h) build/libtunelens.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< build/libtunelens.a $(TEST_LDLIBS)
 

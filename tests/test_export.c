@@ -8,7 +8,7 @@
 #include "formats/safetensors.h"
 #include "lens/lens.h"
 #include "model/export.h"
-#include "test_util.h"
+#include "model_util.h"
 
 #define TINY FIXTURE("tiny")
 #define SMOL CACHED("SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -61,21 +61,6 @@ static void expect_cmd(CmdFn fn, int want_rc, const char *needle, const char *co
     int rc = run_cmd(fn, out, sizeof out, args);
     if (rc != want_rc) fail_msg("%s: exit %d, expected %d: %s", args[0], rc, want_rc, out);
     if (needle && !strstr(out, needle)) fail_msg("%s: output lacks '%s': %s", args[0], needle, out);
-}
-
-static int *json_ints(const cJSON *arr, int *n) {
-    *n = cJSON_GetArraySize(arr);
-    int *v = xmalloc(sizeof(int) * (size_t)(*n ? *n : 1));
-    for (int i = 0; i < *n; i++) v[i] = cJSON_GetArrayItem(arr, i)->valueint;
-    return v;
-}
-
-static Model load_ok(const char *path, const char *adapter) {
-    Model m;
-    Error err = {{0}};
-    if (model_load(&m, path, &err)) fail_msg("%s", err.msg);
-    if (adapter && model_load_adapter(&m, adapter, &err)) fail_msg("%s", err.msg);
-    return m;
 }
 
 // Largest |p - p_ref| of the lens at the reference case's last position, every layer.

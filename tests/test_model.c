@@ -6,25 +6,10 @@
 #include "formats/safetensors.h"
 #include "lens/lens.h"
 #include "model/generate.h"
-#include "test_util.h"
+#include "model_util.h"
 
 #define TINY FIXTURE("tiny")
 #define SMOL CACHED("SmolLM2-135M-Instruct.Q4_1.gguf")
-
-static int *json_ints(const cJSON *arr, int *n) {
-    *n = cJSON_GetArraySize(arr);
-    int *v = xmalloc(sizeof(int) * (size_t)(*n ? *n : 1));
-    for (int i = 0; i < *n; i++) v[i] = cJSON_GetArrayItem(arr, i)->valueint;
-    return v;
-}
-
-static Model load_ok(const char *path, const char *adapter) {
-    Model m;
-    Error err = {{0}};
-    if (model_load(&m, path, &err)) fail_msg("%s", err.msg);
-    if (adapter && model_load_adapter(&m, adapter, &err)) fail_msg("%s", err.msg);
-    return m;
-}
 
 // Our encoding of the prompt equals the reference ids; our lens equals the reference lens.
 static double max_lens_diff(const Model *m, const cJSON *case_, const char *what) {

@@ -29,3 +29,11 @@ static inline cJSON *load_json_fixture(const char *path) {
 
 // 1 when a cached download exists; tests that need it skip otherwise.
 static inline int have_cached(const char *path) { return file_exists(path); }
+
+// An integer JSON array as a heap array of ints.
+static inline int *json_ints(const cJSON *arr, int *n) {
+    *n = cJSON_GetArraySize(arr);
+    int *v = (int *)xmalloc(sizeof(int) * (size_t)(*n ? *n : 1));
+    for (int i = 0; i < *n; i++) v[i] = cJSON_GetArrayItem(arr, i)->valueint;
+    return v;
+}

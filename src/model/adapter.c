@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../formats/json_file.h"
 #include "../formats/safetensors.h"
 #include "llama.h"
 
@@ -67,21 +68,6 @@ static int parse_lora_key(const char *key, const char *prefix, const char *suffi
         }
     }
     return -1;
-}
-
-static cJSON *read_json(const char *path, Error *err) {
-    char *text;
-    if (read_file(path, &text, NULL, err)) return NULL;
-    cJSON *j = cJSON_Parse(text);
-    if (!j || !cJSON_IsObject(j)) {
-        const char *at = cJSON_GetErrorPtr();
-        err_set(err, "%s: invalid JSON%s near byte %ld", path, j ? " (expected an object)" : "",
-                at && !j ? (long)(at - text) : 0L);
-        cJSON_Delete(j);
-        j = NULL;
-    }
-    free(text);
-    return j;
 }
 
 static double json_number(const cJSON *obj, const char *key, double fallback) {
@@ -199,7 +185,7 @@ int model_load_adapter(Model *m, const char *dir, Error *err) {
     int rc = -1;
     snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", dir);
     if (!file_exists(cfg_path)) return err_set(err, "%s: missing adapter_config.json", dir);
-    if (!(cfg = read_json(cfg_path, err))) return -1;
+    if (!(cfg = json_read_object(cfg_path, err))) return -1;
     snprintf(w_path, sizeof w_path, "%s/adapter_model.safetensors", dir);
     if (file_exists(w_path)) {  // PEFT
         const cJSON *pt = cJSON_GetObjectItemCaseSensitive(cfg, "peft_type");

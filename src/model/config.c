@@ -1,6 +1,8 @@
 // config.c — ModelConfig from config.json (HF) or GGUF metadata.
 #include "config.h"
 
+#include "../formats/json_file.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -82,20 +84,9 @@ static void config_defaults(ModelConfig *c) {
 
 int config_from_hf_json(ModelConfig *c, const char *path, Error *err) {
     config_defaults(c);
-    char *text;
-    if (read_file(path, &text, NULL, err)) return -1;
-    cJSON *j = cJSON_Parse(text);
-    if (!j) {
-        const char *at = cJSON_GetErrorPtr();
-        long off = at ? (long)(at - text) : -1;
-        free(text);
-        return err_set(err, "%s: invalid JSON near byte %ld", path, off);
-    }
+    cJSON *j = json_read_object(path, err);
+    if (!j) return -1;
     int rc = -1;
-    if (!cJSON_IsObject(j)) {
-        err_set(err, "%s: expected a JSON object", path);
-        goto done;
-    }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
     if (cJSON_IsString(mt) && strcmp(mt->valuestring, "llama") != 0) {
         err_set(err, "%s: model_type \"%s\" is not supported (llama only)", path, mt->valuestring);
@@ -131,7 +122,6 @@ int config_from_hf_json(ModelConfig *c, const char *path, Error *err) {
     rc = config_validate(c, path, err);
 done:
     cJSON_Delete(j);
-    free(text);
     return rc;
 }
 

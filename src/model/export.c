@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../formats/json_file.h"
 #include "../formats/safetensors.h"
 
 #define MAX_LAYERS 1024  // config_validate's bound
@@ -36,21 +37,6 @@ int make_dirs(const char *path, Error *err) {
     }
     free(p);
     return rc;
-}
-
-static cJSON *read_json_object(const char *path, Error *err) {
-    char *text;
-    if (read_file(path, &text, NULL, err)) return NULL;
-    cJSON *j = cJSON_Parse(text);
-    if (!cJSON_IsObject(j)) {
-        const char *at = cJSON_GetErrorPtr();
-        err_set(err, "%s: invalid JSON%s near byte %ld", path, j ? " (expected an object)" : "",
-                at && !j ? (long)(at - text) : 0L);
-        cJSON_Delete(j);
-        j = NULL;
-    }
-    free(text);
-    return j;
 }
 
 // ---- JSON as Python's json.dump(indent=2) writes it, so config.json keeps its look: cJSON
@@ -201,7 +187,7 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
     const TensorView **pairs = NULL;  // [layer * N_PROJ + proj][a, b]
     SafetensorsEntry *entries = NULL;
     float *data = NULL;
-    cJSON *cfg = read_json_object(cfg_path, err), *out_cfg = NULL;
+    cJSON *cfg = json_read_object(cfg_path, err), *out_cfg = NULL;
     int rc = -1, n_entries = 0;
     if (!cfg) return -1;
     const cJSON *ft = cJSON_GetObjectItemCaseSensitive(cfg, "fine_tune_type");
@@ -622,7 +608,7 @@ static int write_hf_config(const Model *m, const char *dir, DType dtype, Error *
     char src[1024], dst[1024];
     snprintf(src, sizeof src, "%s/config.json", m->path);
     snprintf(dst, sizeof dst, "%s/config.json", dir);
-    cJSON *j = read_json_object(src, err);
+    cJSON *j = json_read_object(src, err);
     if (!j) return -1;
     const char *dt = torch_dtype_name(dtype);
     // transformers 4 reads torch_dtype, 5 reads dtype: update whichever the source has
