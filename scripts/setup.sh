@@ -3,7 +3,7 @@
 # Run as root or with sudo available. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(build-essential libopenblas-openmp-dev libpcre2-dev libcjson-dev libcmocka-dev python3 python3-pip
+pkgs=(build-essential libopenblas-openmp-dev libpcre2-dev libcjson-dev libcmocka-dev libcurl4-openssl-dev libzip-dev python3 python3-pip
       unzip ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
