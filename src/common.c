@@ -239,3 +239,56 @@ uint16_t f32_to_f16(float f) {
     if (rem > 0x1000 || (rem == 0x1000 && (out & 1))) out++;
     return sign | (uint16_t)out;
 }
+
+int make_dirs(const char *path, Error *err) {
+    char *p = xstrdup(path);
+    int rc = 0;
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s) continue;
+        char c = *s;
+        *s = 0;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            rc = err_set(err, "%s: cannot create folder: %s", p, strerror(errno));
+            break;
+        }
+        if (!dir_exists(p)) {
+            rc = err_set(err, "%s: exists and is not a folder", p);
+            break;
+        }
+        *s = c;
+        if (!c) break;
+    }
+    free(p);
+    return rc;
+}
+
+static void sb_reserve(StrBuf *b, size_t extra) {
+    if (b->len + extra + 1 <= b->cap) return;
+    b->cap = (b->len + extra + 1) * 2 > 256 ? (b->len + extra + 1) * 2 : 256;
+    b->p = xrealloc(b->p, b->cap);
+}
+
+void sb_append(StrBuf *b, const char *s, size_t n) {
+    sb_reserve(b, n);
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+void sb_printf(StrBuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    sb_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void sb_free(StrBuf *b) {
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}

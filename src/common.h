@@ -39,10 +39,21 @@ void unmap_file(MappedFile *m);
 int read_file(const char *path, char **out, size_t *out_len, Error *err);
 // Writes atomically: temp file in the same folder, fsync, rename.
 int write_file_atomic(const char *path, const void *data, size_t len, Error *err);
+// mkdir -p: every missing folder of path, an error if a part exists and is not a folder.
+int make_dirs(const char *path, Error *err);
 int file_exists(const char *path);
 int dir_exists(const char *path);
 
 double now_seconds(void);  // monotonic clock
+
+// A growable text buffer: sb_printf appends; s.p is NUL-terminated (NULL until first append).
+typedef struct {
+    char *p;
+    size_t len, cap;
+} StrBuf;
+void sb_printf(StrBuf *b, const char *fmt, ...) PRINTF_LIKE(2, 3);
+void sb_append(StrBuf *b, const char *s, size_t n);
+void sb_free(StrBuf *b);
 
 // bf16 / fp16 conversions.
 static inline float bf16_to_f32(uint16_t h) {

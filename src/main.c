@@ -38,6 +38,7 @@ typedef struct {
 } Command;
 
 static const Command COMMANDS[] = {
+    {"experiment", cmd_experiment, "the classifier-emergence study: data, LoRA + full training, lens, report"},
     {"tokenize", cmd_tokenize, "encode text as the model's tokenizer does (ids and pieces)"},
     {"generate", cmd_generate, "greedy generation with a KV cache (optionally with an adapter)"},
     {"lens", cmd_lens, "logit lens: every layer's top tokens at the last position"},
@@ -50,7 +51,7 @@ static const Command COMMANDS[] = {
 static void usage(FILE *f) {
     fprintf(f, "usage: tunelens COMMAND [options]   (tunelens COMMAND --help for details)\n\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+        fprintf(f, "  %-11s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
     fprintf(f, "\nModels: a Hugging Face folder (config.json, *.safetensors, tokenizer.json) or a "
                ".gguf file.\n");
 }

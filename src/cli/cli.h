@@ -15,6 +15,7 @@ int cmd_train(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_export_peft(int argc, char **argv);
 int cmd_fuse(int argc, char **argv);
+int cmd_experiment(int argc, char **argv);
 
 // Flag parsing: each returns 0 or prints "tunelens CMD: ..." and returns EXIT_USAGE.
 int cli_value(const char *cmd, int argc, char **argv, int *i, const char **out);

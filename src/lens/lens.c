@@ -17,7 +17,7 @@ static void keep_last_row(void *ctx, int layer, const float *resid, int rows, in
     memcpy(h->rows + (size_t)(layer + 1) * C, resid + (size_t)(rows - 1) * C, sizeof(float) * C);
 }
 
-int lens_layer_probs(const Model *m, const int *ids, int n_ids, float *probs, Error *err) {
+int lens_residuals(const Model *m, const int *ids, int n_ids, float *rows, Error *err) {
     const ModelConfig *c = &m->cfg;
     if (n_ids <= 0) return err_set(err, "the prompt has no tokens");
     if (n_ids > c->max_pos)
@@ -26,16 +26,28 @@ int lens_layer_probs(const Model *m, const int *ids, int n_ids, float *probs, Er
     ForwardState s;
     if (forward_state_init(&s, m, 1, n_ids, n_ids, 0))
         return err_set(err, "out of memory for a %d-token forward pass", n_ids);
-    HookCtx h = {xmalloc(sizeof(float) * (size_t)(c->n_layers + 1) * c->dim), c->dim};
+    HookCtx h = {rows, c->dim};
     model_forward(m, &s, ids, 0, keep_last_row, &h);
-    for (int l = 0; l <= c->n_layers; l++) {
-        float *row = probs + (size_t)l * c->vocab_size;
-        model_unembed(m, h.rows + (size_t)l * c->dim, row, s.final_xn);
-        softmax_forward(row, row, 1, c->vocab_size);
-    }
-    free(h.rows);
     forward_state_free(&s);
     return 0;
+}
+
+void lens_unembed_rows(const Model *m, const float *rows, int n, float *probs) {
+    const ModelConfig *c = &m->cfg;
+    float *xn = xmalloc(sizeof(float) * (size_t)n * c->dim);
+    rmsnorm_forward(xn, NULL, rows, m->final_norm, n, c->dim, c->norm_eps);
+    matmul_forward(probs, xn, m->head, n, c->dim, c->vocab_size);  // one GEMM for all rows
+    softmax_forward(probs, probs, n, c->vocab_size);
+    free(xn);
+}
+
+int lens_layer_probs(const Model *m, const int *ids, int n_ids, float *probs, Error *err) {
+    const ModelConfig *c = &m->cfg;
+    float *rows = xmalloc(sizeof(float) * (size_t)(c->n_layers + 1) * c->dim);
+    int rc = lens_residuals(m, ids, n_ids, rows, err);
+    if (rc == 0) lens_unembed_rows(m, rows, c->n_layers + 1, probs);
+    free(rows);
+    return rc;
 }
 
 void top_k_probs(const float *probs, int V, int k, TokenProb *out) {

@@ -28,6 +28,12 @@ typedef struct {
 // Only the last position of ids is unembedded.
 int lens_layer_probs(const Model *m, const int *ids, int n_ids, float *probs, Error *err);
 
+// The pieces of lens_layer_probs, for callers that batch many prompts: the last position's
+// residual after each layer, rows ((L+1), C); then final RMSNorm + head + softmax of n such
+// rows at once, rows (n, C) -> probs (n, V).
+int lens_residuals(const Model *m, const int *ids, int n_ids, float *rows, Error *err);
+void lens_unembed_rows(const Model *m, const float *rows, int n, float *probs);
+
 // layers: which of -1..L-1 to report (NULL = all blocks 0..L-1).
 int lens_run(const Model *m, const int *ids, int n_ids, int top_k, const int *layers,
              int n_layers, const int *track_ids, int n_track, LensResult *out, Error *err);

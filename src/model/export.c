@@ -17,28 +17,6 @@
 
 #define MAX_LAYERS 1024  // config_validate's bound
 
-int make_dirs(const char *path, Error *err) {
-    char *p = xstrdup(path);
-    int rc = 0;
-    for (char *s = p + 1;; s++) {
-        if (*s != '/' && *s) continue;
-        char c = *s;
-        *s = 0;
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-            rc = err_set(err, "%s: cannot create folder: %s", p, strerror(errno));
-            break;
-        }
-        if (!dir_exists(p)) {
-            rc = err_set(err, "%s: exists and is not a folder", p);
-            break;
-        }
-        *s = c;
-        if (!c) break;
-    }
-    free(p);
-    return rc;
-}
-
 // ---- JSON as Python's json.dump(indent=2) writes it, so config.json keeps its look: cJSON
 // alone would print tabs and turn "factor": 8.0 into 8, which transformers warns about.
 

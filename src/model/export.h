@@ -61,5 +61,3 @@ cJSON *hf_config_from_model(const ModelConfig *c, const float *inv_freq, int tie
 // match, else sets llama3 parameters that reproduce them. -1 when nothing fits.
 int config_match_rope(ModelConfig *c, const float *inv_freq);
 
-// mkdir -p.
-int make_dirs(const char *path, Error *err);

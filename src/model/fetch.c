@@ -28,21 +28,6 @@ void cache_dir(char *out, size_t cap) {
     else snprintf(out, cap, "%s/.cache/tunelens", h && *h ? h : ".");
 }
 
-static int make_dirs(const char *path, Error *err) {
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return err_set(err, "%s: cannot create: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return err_set(err, "%s: cannot create: %s", buf, strerror(errno));
-    return 0;
-}
-
 static int download(const char *url, const char *dest, Error *err) {
     FILE *f = fopen(dest, "wb");
     if (!f) return err_set(err, "%s: cannot create: %s", dest, strerror(errno));

@@ -107,7 +107,8 @@ typedef void (*ResidualHook)(void *ctx, int layer, const float *resid, int rows,
 
 // Run tokens (B, T) at positions s->pos.. (B must be 1 when s->pos > 0). s->T may be lowered
 // below the size the state was made for (shorter batches, one-token decoding). all_logits: logits
-// for every row (B*T, V), else only the last row's (V) in s->logits. Advances s->pos by T.
+// for every row (B*T, V) (the state must have keep_acts), else only the last row's (V) in
+// s->logits. Advances s->pos by T.
 void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_logits,
                    ResidualHook hook, void *hook_ctx);
 

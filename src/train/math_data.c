@@ -195,24 +195,6 @@ static void make_split(const Gen *g, uint64_t rng, int n, int distinct, const Ke
     }
 }
 
-static int mkdir_p(const char *dir, Error *err) {
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-        return err_set(err, "%s: path too long", dir);
-    for (char *p = path + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(path, 0755) != 0 && errno != EEXIST)
-                return err_set(err, "%s: cannot create directory: %s", path, strerror(errno));
-            *p = c;
-            if (!c) break;
-        }
-    }
-    if (!dir_exists(dir)) return err_set(err, "%s: exists and is not a directory", dir);
-    return 0;
-}
-
 int data_math_write(const char *dir, const MathDataSpec *spec, Error *err) {
     if (data_math_check(spec, err)) return -1;
     Gen g = {spec->ops, (int)strlen(spec->ops), spec->max_operand, NULL};
@@ -229,7 +211,7 @@ int data_math_write(const char *dir, const MathDataSpec *spec, Error *err) {
     for (int s = 0; s < 3; s++)  // test first: the others avoid its problems
         make_split(&g, stream(spec->seed, (uint64_t)s + 1), counts[s], s == 0, s ? &seen[0] : NULL,
                    &seen[s], &text[s], per_op[s]);
-    int rc = mkdir_p(dir, err);
+    int rc = make_dirs(dir, err);
     for (int s = 2; s >= 0 && !rc; s--) {
         char path[4200];
         snprintf(path, sizeof path, "%s/%s.jsonl", dir, names[s]);

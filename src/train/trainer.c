@@ -323,6 +323,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
                 out->final_train_loss = train_loss;
                 out->tokens_per_sec = tok_sec;
                 out->it_per_sec = it_sec;
+                out->train_seconds += train_time;
                 losses = 0, n_tokens = 0, steps = 0, train_time = 0;
             }
             if (c->save_every > 0 && iter % c->save_every == 0) {
@@ -335,6 +336,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
         }
         if (save_adapters(adapter_file, &pl, err)) goto done_iter;
         printf("Saved final weights to %s.\n", adapter_file);
+        if (out->train_seconds > 0) out->mean_tokens_per_sec = out->trained_tokens / out->train_seconds;
         rc = 0;
     done_iter:
         batch_free(&b);
@@ -351,6 +353,11 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
     }
     out->peak_mem_gb = peak_rss_gb();
     out->seconds = now_seconds() - t_start;
+    if (c->train) {
+        char summary_file[1024];
+        snprintf(summary_file, sizeof summary_file, "%s/train_summary.json", c->adapter_path);
+        if (train_summary_write(summary_file, c, out, err)) goto done;
+    }
     rc = 0;
 done:
     cJSON_Delete(metrics);
@@ -362,5 +369,31 @@ done:
     dataset_free(&valid);
     dataset_free(&test);
     model_free(&m);
+    return rc;
+}
+
+int train_summary_write(const char *path, const TrainConfig *c, const TrainSummary *s, Error *err) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "fine_tune_type", c->full ? "full" : "lora");
+    cJSON_AddNumberToObject(j, "num_layers", c->num_layers);
+    cJSON_AddNumberToObject(j, "iters", c->iters);
+    cJSON_AddNumberToObject(j, "batch_size", c->batch_size);
+    cJSON_AddNumberToObject(j, "learning_rate", c->learning_rate);
+    cJSON_AddNumberToObject(j, "seed", (double)c->seed);
+    cJSON_AddNumberToObject(j, "trainable_params", (double)s->trainable);
+    cJSON_AddNumberToObject(j, "total_params", (double)s->total);
+    cJSON_AddNumberToObject(j, "final_train_loss", s->final_train_loss);
+    cJSON_AddNumberToObject(j, "final_val_loss", s->final_val_loss);
+    cJSON_AddNumberToObject(j, "tokens_per_sec_last_report", s->tokens_per_sec);
+    cJSON_AddNumberToObject(j, "tokens_per_sec", s->mean_tokens_per_sec);
+    cJSON_AddNumberToObject(j, "it_per_sec_last_report", s->it_per_sec);
+    cJSON_AddNumberToObject(j, "trained_tokens", (double)s->trained_tokens);
+    cJSON_AddNumberToObject(j, "train_seconds", s->train_seconds);
+    cJSON_AddNumberToObject(j, "seconds", s->seconds);
+    cJSON_AddNumberToObject(j, "peak_mem_gb", s->peak_mem_gb);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    int rc = write_file_atomic(path, text, strlen(text), err);
+    free(text);
     return rc;
 }

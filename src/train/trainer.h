@@ -33,7 +33,13 @@ typedef struct {
     double final_train_loss, final_val_loss, test_loss;
     double tokens_per_sec, it_per_sec, peak_mem_gb, seconds;
     int64_t trained_tokens;
+    double train_seconds;          // time in training steps (evaluations excluded)
+    double mean_tokens_per_sec;    // trained_tokens / train_seconds
 } TrainSummary;
+
+// Writes the summary (and the run's settings) as JSON: the adapter folder's
+// train_summary.json, which `tunelens experiment` reads back.
+int train_summary_write(const char *path, const TrainConfig *c, const TrainSummary *s, Error *err);
 
 int train_run(const TrainConfig *c, TrainSummary *out, Error *err);
 double lr_at(const TrainConfig *c, int step);  // learning rate of optimizer step `step` (1-based)

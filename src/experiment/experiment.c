@@ -1,0 +1,239 @@
+// experiment.c — the stages of `tunelens experiment`, each saved as it finishes so that a re-run
+// with the same --out carries on where the last one stopped. Training runs as a child
+// `tunelens train` process: its output is mlx-lm's, and its peak memory is its own.
+#include "experiment.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../formats/json_file.h"
+#include "../model/fetch.h"
+#include "../train/data.h"
+
+void experiment_defaults(ExperimentConfig *c) {
+    memset(c, 0, sizeof *c);
+    c->out = "experiment";
+    c->iters = 500;
+    c->batch_size = 8;
+    c->num_layers = 16;
+    c->lora_lr = 1e-4;
+    c->full_lr = 1e-5;
+    c->n_train = 4500, c->n_valid = 500, c->n_test = 500;
+    c->exe = "/proc/self/exe";
+}
+
+typedef struct {
+    const ExperimentConfig *c;
+    const char *model;
+    int interactive;
+    double t_stage;
+    const char *variant;
+} Run;
+
+static void progress(void *ctx, const char *what, int done, int total) {
+    Run *r = ctx;
+    if (!r->interactive) return;
+    double el = now_seconds() - r->t_stage, left = done > 0 ? el / done * (total - done) : 0;
+    printf("\r  %s: %s %d/%d, %.0fs left%10s", r->variant, what, done, total, left, "");
+    fflush(stdout);
+}
+
+static void stage_header(int k, int n, const char *what) {
+    printf("\n==> [%d/%d] %s\n", k, n, what);
+    fflush(stdout);
+}
+
+// The settings that define the results: a re-run with other values must not mix them.
+static cJSON *settings_json(const ExperimentConfig *c, const char *model) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", model);
+    cJSON_AddNumberToObject(j, "iters", c->iters);
+    cJSON_AddNumberToObject(j, "batch_size", c->batch_size);
+    cJSON_AddNumberToObject(j, "num_layers", c->num_layers);
+    cJSON_AddNumberToObject(j, "lora_lr", c->lora_lr);
+    cJSON_AddNumberToObject(j, "full_lr", c->full_lr);
+    cJSON_AddNumberToObject(j, "seed", (double)c->seed);
+    cJSON_AddNumberToObject(j, "test_per_op", c->test_per_op);
+    cJSON_AddNumberToObject(j, "n_train", c->n_train);
+    cJSON_AddNumberToObject(j, "n_valid", c->n_valid);
+    cJSON_AddNumberToObject(j, "n_test", c->n_test);
+    cJSON_AddBoolToObject(j, "quick", c->quick);
+    cJSON_AddNumberToObject(j, "lora_rank", 8);
+    cJSON_AddNumberToObject(j, "lora_scale", 20);
+    return j;
+}
+
+static int write_json(const char *path, const cJSON *j, Error *err) {
+    char *text = cJSON_Print(j);
+    int rc = write_file_atomic(path, text, strlen(text), err);
+    free(text);
+    return rc;
+}
+
+// DIR/settings.json: written on the first run, compared on later ones.
+static int check_settings(const char *dir, const cJSON *settings, Error *err) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/settings.json", dir);
+    if (!file_exists(path)) return write_json(path, settings, err);
+    cJSON *old = json_read_object(path, err);
+    if (!old) return -1;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, settings) {
+        const cJSON *y = cJSON_GetObjectItemCaseSensitive(old, x->string);
+        if (!y || !cJSON_Compare(x, y, 1)) {
+            char *a = cJSON_PrintUnformatted(x), *b = y ? cJSON_PrintUnformatted(y) : xstrdup("none");
+            err_set(err, "%s holds an experiment with other settings (%s: %s there, %s now); "
+                    "use another --out, or delete that folder to start over", dir, x->string, b, a);
+            free(a), free(b);
+            cJSON_Delete(old);
+            return -1;
+        }
+    }
+    cJSON_Delete(old);
+    return 0;
+}
+
+// ---- stage: training, as a child `tunelens train`
+static int train_stage(Run *r, int full, const char *data, const char *adapter_dir, Error *err) {
+    const ExperimentConfig *c = r->c;
+    char iters[32], bs[32], lr[32], nl[32], seed[32], vb[32], spe[32];
+    snprintf(iters, sizeof iters, "%d", c->iters);
+    snprintf(bs, sizeof bs, "%d", c->batch_size);
+    snprintf(lr, sizeof lr, "%g", full ? c->full_lr : c->lora_lr);
+    snprintf(nl, sizeof nl, "%d", c->num_layers);
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
+    snprintf(vb, sizeof vb, "%d", c->quick ? 5 : 25);
+    snprintf(spe, sizeof spe, "%d", c->quick ? c->iters : 200);
+    const char *argv[40] = {"tunelens", "train", "--model", r->model, "--train", "--data", data,
+                            "--iters", iters, "--batch-size", bs, "--learning-rate", lr,
+                            "--num-layers", nl, "--seed", seed, "--adapter-path", adapter_dir,
+                            "--val-batches", vb, "--steps-per-eval", spe,
+                            "--fine-tune-type", full ? "full" : "lora", NULL};
+    if (!r->interactive) {
+        int n = 0;
+        while (argv[n]) n++;
+        argv[n] = "--quiet";
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) return err_set(err, "cannot start the training process: %s", strerror(errno));
+    if (pid == 0) {
+        execv(c->exe, (char *const *)argv);
+        fprintf(stderr, "tunelens: cannot run %s: %s\n", c->exe, strerror(errno));
+        _exit(127);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return err_set(err, "waiting for the training process: %s", strerror(errno));
+    if (WIFSIGNALED(status))
+        return err_set(err, "%s training was killed by signal %d; re-run the same command to "
+                       "start this stage again", full ? "full" : "LoRA", WTERMSIG(status));
+    if (WEXITSTATUS(status))
+        return err_set(err, "%s training failed (exit %d; its message is above)",
+                       full ? "full" : "LoRA", WEXITSTATUS(status));
+    return 0;
+}
+
+// ---- stage: one variant's evaluation
+static int eval_stage(Run *r, const char *variant, const char *adapter_dir, const Problem *probs,
+                      int n_probs, const char *out_path, Error *err) {
+    Model m;
+    if (model_load(&m, r->model, err)) return -1;
+    if (adapter_dir && model_load_adapter(&m, adapter_dir, err)) {
+        model_free(&m);
+        return -1;
+    }
+    r->variant = variant;
+    r->t_stage = now_seconds();
+    cJSON *j = evaluate_variant(&m, probs, n_probs, r->c->test_per_op, progress, r, err);
+    model_free(&m);
+    if (r->interactive) printf("\r%*s\r", 70, "");
+    if (!j) return -1;
+    cJSON_AddNumberToObject(j, "seconds", now_seconds() - r->t_stage);
+    int rc = write_json(out_path, j, err);
+    const cJSON *acc = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "test_accuracy"), "all");
+    if (!rc)
+        printf("  %s: exact match %.1f%% on %d test problems (%.1fs)\n", variant,
+               100 * cJSON_GetObjectItem(acc, "accuracy")->valuedouble,
+               cJSON_GetObjectItem(acc, "n")->valueint, now_seconds() - r->t_stage);
+    cJSON_Delete(j);
+    return rc;
+}
+
+int experiment_run(const ExperimentConfig *c, Error *err) {
+    char model[1024];
+    if (c->model) snprintf(model, sizeof model, "%s", c->model);
+    else if (default_model_path(model, sizeof model, err)) return -1;
+    if (make_dirs(c->out, err)) return -1;
+    cJSON *settings = settings_json(c, model);
+    if (check_settings(c->out, settings, err)) {
+        cJSON_Delete(settings);
+        return -1;
+    }
+    Run r = {c, model, isatty(STDOUT_FILENO), 0, ""};
+    const int n_stages = 7;
+    char data[1100], test[1200], lora[1100], full[1100], path[1200];
+    snprintf(data, sizeof data, "%s/data", c->out);
+    snprintf(test, sizeof test, "%s/test.jsonl", data);
+    snprintf(lora, sizeof lora, "%s/lora", c->out);
+    snprintf(full, sizeof full, "%s/full", c->out);
+    double t0 = now_seconds();
+    printf("Experiment: %s -> %s (%d iters, batch %d, LoRA lr %g, full lr %g, last %d layers%s)\n",
+           model, c->out, c->iters, c->batch_size, c->lora_lr, c->full_lr, c->num_layers,
+           c->quick ? ", quick" : "");
+
+    int rc = -1;
+    Problem *probs = NULL;
+    int n_probs = 0;
+    stage_header(1, n_stages, "Data: arithmetic problems");
+    if (file_exists(test)) printf("  done before: %s\n", data);
+    else {
+        MathDataSpec spec = {c->n_train, c->n_valid, c->n_test, 99, "+-*", c->seed, 0};
+        if (data_math_write(data, &spec, err)) goto done;
+    }
+    if (problems_load(test, &probs, &n_probs, err)) goto done;
+
+    struct { const char *variant, *title, *adapter; int train, full; } stages[] = {
+        {"base", "Evaluate the base model", NULL, 0, 0},
+        {"lora", "Train LoRA", lora, 1, 0},
+        {"lora", "Evaluate LoRA", lora, 0, 0},
+        {"full", "Train full fine-tuning", full, 1, 1},
+        {"full", "Evaluate full fine-tuning", full, 0, 0},
+    };
+    snprintf(path, sizeof path, "%s/eval", c->out);
+    if (make_dirs(path, err)) goto done;
+    for (int k = 0; k < 5; k++) {
+        stage_header(k + 2, n_stages, stages[k].title);
+        if (stages[k].train) {
+            snprintf(path, sizeof path, "%s/train_summary.json", stages[k].adapter);
+            if (file_exists(path)) {
+                printf("  done before: %s\n", stages[k].adapter);
+                continue;
+            }
+            if (train_stage(&r, stages[k].full, data, stages[k].adapter, err)) goto done;
+        } else {
+            snprintf(path, sizeof path, "%s/eval/%s.json", c->out, stages[k].variant);
+            if (file_exists(path)) {
+                printf("  done before: %s\n", path);
+                continue;
+            }
+            if (eval_stage(&r, stages[k].variant, stages[k].adapter, probs, n_probs, path, err))
+                goto done;
+        }
+    }
+    stage_header(7, n_stages, "Report");
+    cJSON_AddNumberToObject(settings, "seconds_this_run", now_seconds() - t0);
+    if (report_write(c->out, settings, err)) goto done;
+    printf("\nReport: %s/REPORT.md (numbers in %s/report.json, figures in %s/figures/)\n", c->out,
+           c->out, c->out);
+    rc = 0;
+done:
+    free(probs);
+    cJSON_Delete(settings);
+    return rc;
+}
