@@ -190,28 +190,30 @@ typedef struct {
     int *full, n_full, n_prompt;  // "a op b = c" ids; the prompt "a op b =" is its first n_prompt
 } Forced;
 
-static cJSON *exact_match(const Model *m, const VocabFacts *vf, const Problem *probs,
-                          const int *sel, int n_sel, ProgressFn progress, void *pctx, Error *err) {
+// ok[i] / p_correct[i]: problem sel[i] solved, and the probability of its answer's tokens.
+static int forced_match(const Model *m, const VocabFacts *vf, const Problem *probs,
+                        const int *sel, int n_sel, int *ok_out, double *p_out,
+                        ProgressFn progress, void *pctx, Error *err) {
     const int V = m->cfg.vocab_size;
-    int correct[N_OPS] = {0}, count[N_OPS] = {0};
-    double p_sum[N_OPS] = {0};
     Forced *f = xcalloc((size_t)n_sel, sizeof(Forced));
     int T = 1, rc = 0;
     for (int i = 0; i < n_sel && !rc; i++) {
         char *a = problem_text(&probs[sel[i]], 1, ""), *q = problem_text(&probs[sel[i]], 0, "");
-        int *qi, nq;
+        int *qi = NULL, nq;
         rc = encode(m, a, &f[i].full, &f[i].n_full, err) || encode(m, q, &qi, &nq, err);
         if (!rc && !is_prefix(qi, nq, f[i].full, f[i].n_full))
             rc = err_set(err, "'%s' is not tokenized as a prefix of '%s'; exact match by teacher "
                          "forcing needs it", q, a);
-        if (!rc) f[i].n_prompt = nq, free(qi);
+        if (!rc) f[i].n_prompt = nq;
         if (f[i].n_full > T) T = f[i].n_full;
-        free(a), free(q);
+        free(qi), free(a), free(q);
     }
     const int B = 16;
     ForwardState s;
+    int have_state = 0;
     if (!rc && forward_state_init(&s, m, B, T, T, 1))  // 1: room for every row's logits
         rc = err_set(err, "out of memory for a %d x %d evaluation batch", B, T);
+    else have_state = !rc;
     int *tokens = xcalloc((size_t)B * T, sizeof(int));
     for (int start = 0; start < n_sel && !rc; start += B) {
         for (int r = 0; r < B; r++) {  // rows past the end repeat the first problem
@@ -231,18 +233,33 @@ static cJSON *exact_match(const Model *m, const VocabFacts *vf, const Problem *p
                 logp += log_softmax_at(lg + (size_t)j * V, V, x->full[j + 1]);
             }
             ok &= !vf->digit_start[argmax(lg + (size_t)(x->n_full - 1) * V, V)];
-            int op = probs[sel[start + r]].op;
-            correct[op] += ok;
-            count[op]++;
-            p_sum[op] += exp(logp);
+            ok_out[start + r] = ok;
+            p_out[start + r] = exp(logp);
         }
         if (progress) progress(pctx, "exact match", start + B < n_sel ? start + B : n_sel, n_sel);
     }
-    if (T > 0 && !rc) forward_state_free(&s);
+    if (have_state) forward_state_free(&s);
     free(tokens);
     for (int i = 0; i < n_sel; i++) free(f[i].full);
     free(f);
-    if (rc) return NULL;
+    return rc;
+}
+
+static cJSON *exact_match(const Model *m, const VocabFacts *vf, const Problem *probs,
+                          const int *sel, int n_sel, ProgressFn progress, void *pctx, Error *err) {
+    int *ok = xmalloc(sizeof(int) * (size_t)n_sel);
+    double *pc = xmalloc(sizeof(double) * (size_t)n_sel);
+    if (forced_match(m, vf, probs, sel, n_sel, ok, pc, progress, pctx, err)) {
+        free(ok), free(pc);
+        return NULL;
+    }
+    int correct[N_OPS] = {0}, count[N_OPS] = {0};
+    double p_sum[N_OPS] = {0};
+    for (int i = 0; i < n_sel; i++) {
+        int op = probs[sel[i]].op;
+        correct[op] += ok[i], count[op]++, p_sum[op] += pc[i];
+    }
+    free(ok), free(pc);
     cJSON *o = cJSON_CreateObject();
     int all_c = 0, all_n = 0;
     for (int op = 0; op < N_OPS; op++) {
@@ -258,6 +275,17 @@ static cJSON *exact_match(const Model *m, const VocabFacts *vf, const Problem *p
     cJSON_AddNumberToObject(x, "correct", all_c);
     cJSON_AddNumberToObject(x, "accuracy", all_n ? (double)all_c / all_n : 0);
     return o;
+}
+
+int evaluate_exact_match(const Model *m, const Problem *probs, int n, int *ok, double *p_correct,
+                         Error *err) {
+    VocabFacts vf;
+    vocab_facts(m, &vf);
+    int *sel = xmalloc(sizeof(int) * (size_t)n);
+    for (int i = 0; i < n; i++) sel[i] = i;
+    int rc = forced_match(m, &vf, probs, sel, n, ok, p_correct, NULL, NULL, err);
+    free(sel), free(vf.digit_start), free(vf.not_word);
+    return rc;
 }
 
 // ---- the lens averaged per operation

@@ -45,5 +45,10 @@ typedef void (*ProgressFn)(void *ctx, const char *what, int done, int total);
 cJSON *evaluate_variant(const Model *m, const Problem *probs, int n_probs, int per_op,
                         ProgressFn progress, void *progress_ctx, Error *err);
 
+// Exact match of each problem, as greedy decoding of "a op b =" would judge it, computed by
+// teacher forcing (tests compare the two): ok (n), p_correct (n) the answer tokens' probability.
+int evaluate_exact_match(const Model *m, const Problem *probs, int n, int *ok, double *p_correct,
+                         Error *err);
+
 // ---- report.c: REPORT.md, report.json and figures/*.svg from the stages' JSON.
 int report_write(const char *dir, const cJSON *experiment, Error *err);
