@@ -21,6 +21,9 @@ static const char *USAGE =
     "  --seed N (0)  --rank N (8)  --scale X (20)  --dropout X (0; only 0 is supported)\n"
     "  --lora-keys q_proj,v_proj,...  (default: all seven linear layers)\n"
     "  --quiet                      no progress bar\n"
+    "  --resume                     continue from DIR/training_state.json, which every\n"
+    "                               checkpoint (and Ctrl-C) saves: weights, optimizer state,\n"
+    "                               data order; ends bit for bit as an uninterrupted run\n"
     "  Data: DIR/train.jsonl, valid.jsonl (and test.jsonl for --test), lines {\"text\": ...}\n"
     "  or {\"prompt\": ..., \"completion\": ...} (joined as plain text, no chat template).\n"
     "  Writes DIR/adapters.safetensors + adapter_config.json (mlx-lm format), checkpoints\n"
@@ -64,6 +67,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(f, "--mask-prompt")) c.mask_prompt = 1;
         else if (!strcmp(f, "--grad-checkpoint")) c.grad_checkpoint = 1;
         else if (!strcmp(f, "--quiet")) c.quiet = 1;
+        else if (!strcmp(f, "--resume")) c.resume = 1;
         else if (!strcmp(f, "--learning-rate")) {
             if ((rc = cli_double(cmd, argc, argv, &i, 0, 1e3, &c.learning_rate))) return rc;
         } else if (!strcmp(f, "--scale")) {
@@ -117,6 +121,9 @@ int cmd_train(int argc, char **argv) {
                         "base model\n");
     TrainSummary sum;
     Error err;
-    if (train_run(&c, &sum, &err)) return cli_fail(&err);
+    if (train_run(&c, &sum, &err)) {
+        cli_fail(&err);
+        return sum.interrupted ? 130 : 1;  // 130: the shell's code for an interrupted command
+    }
     return 0;
 }

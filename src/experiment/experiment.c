@@ -112,7 +112,8 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
                             "--iters", iters, "--batch-size", bs, "--learning-rate", lr,
                             "--num-layers", nl, "--seed", seed, "--adapter-path", adapter_dir,
                             "--val-batches", vb, "--steps-per-eval", spe,
-                            "--fine-tune-type", full ? "full" : "lora", NULL};
+                            "--fine-tune-type", full ? "full" : "lora",
+                            "--resume", NULL};  // a killed stage continues from its checkpoint
     if (!r->interactive) {
         int n = 0;
         while (argv[n]) n++;

@@ -5,12 +5,14 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../formats/json_file.h"
 #include "../formats/safetensors.h"
 #include "../ops/ops.h"
 #include "data.h"
@@ -92,7 +94,7 @@ static int save_adapters(const char *path, const ParamList *pl, Error *err) {
 }
 
 // adapter_config.json: every argument, as mlx-lm writes it, so the folder is self-describing.
-static int save_config(const TrainConfig *c, const char *path, Error *err) {
+static cJSON *config_json(const TrainConfig *c) {
     static const char *const opt_names[] = {"adam", "adamw", "sgd"};
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", c->model);
@@ -132,9 +134,19 @@ static int save_config(const TrainConfig *c, const char *path, Error *err) {
         snprintf(name, sizeof name, "%s.%s", PROJ_PARENTS[p], PROJ_NAMES[p]);
         cJSON_AddItemToArray(keys, cJSON_CreateString(name));
     }
+    return j;
+}
+
+static int save_json(const char *path, const cJSON *j, Error *err) {
     char *text = cJSON_Print(j);
     int rc = write_file_atomic(path, text, strlen(text), err);
     free(text);
+    return rc;
+}
+
+static int save_config(const TrainConfig *c, const char *path, Error *err) {
+    cJSON *j = config_json(c);
+    int rc = save_json(path, j, err);
     cJSON_Delete(j);
     return rc;
 }
@@ -159,6 +171,203 @@ static int resume_from(const ParamList *pl, const char *path, Error *err) {
     tensorset_free(&ts);
     return rc;
 }
+
+// ---- resumable state. A run saves, with each checkpoint, everything its future depends on:
+// the trained values, the optimizer's moments and step, the accumulated gradients (between
+// updates), the batch order and RNG, and the report accumulators. NNNNNNN_state.safetensors
+// holds the tensors; training_state.json, replaced atomically after it, names that file and
+// holds the rest, so a kill at any moment leaves a consistent pair. --resume continues from
+// it and ends bit for bit where an uninterrupted run would.
+typedef struct {
+    double losses, train_time, last_loss;
+    int64_t n_tokens;
+    int steps;
+} Accum;
+
+// Settings that shape the trajectory: a resumed run must share them.
+static const char *const STATE_KEYS[] = {"model", "fine_tune_type", "num_layers", "data",
+    "batch_size", "iters", "learning_rate", "optimizer", "max_seq_length", "mask_prompt",
+    "grad_accumulation_steps", "seed", "lr_schedule", "lora_parameters"};
+
+static int save_state(const TrainConfig *c, int iter, const ParamList *pl, const Optimizer *opt,
+                      const Grads *g, const BatchIter *it, const Accum *acc,
+                      const TrainSummary *out, Error *err) {
+    int mid_update = g->n_floats && iter % c->grad_accumulation_steps != 0;
+    int n = pl->n + 3;
+    SafetensorsEntry *e = xcalloc((size_t)n, sizeof *e);
+    char (*names)[160] = xcalloc((size_t)pl->n, sizeof *names);
+    int k = 0;
+    for (int i = 0; i < pl->n; i++) {
+        snprintf(names[i], sizeof names[i], "param/%s", pl->p[i].name);
+        e[k++] = (SafetensorsEntry){names[i], DT_F32, pl->p[i].ndim,
+                                    {pl->p[i].shape[0], pl->p[i].shape[1]}, pl->p[i].data};
+    }
+    if (opt->m) e[k++] = (SafetensorsEntry){"optimizer/m", DT_F32, 1, {opt->n}, opt->m};
+    if (opt->v) e[k++] = (SafetensorsEntry){"optimizer/v", DT_F32, 1, {opt->n}, opt->v};
+    if (mid_update) e[k++] = (SafetensorsEntry){"grads", DT_F32, 1, {(int64_t)g->n_floats}, g->arena};
+    char file[64], path[1200], old_file[1200] = "";
+    snprintf(file, sizeof file, "%07d_state.safetensors", iter);
+    snprintf(path, sizeof path, "%s/%s", c->adapter_path, file);
+    int rc = safetensors_save(path, e, k, NULL, NULL, 0, err);
+    free(e);
+    free(names);
+    if (rc) return -1;
+
+    char json_path[1200];
+    snprintf(json_path, sizeof json_path, "%s/training_state.json", c->adapter_path);
+    Error ignore;
+    cJSON *prev = file_exists(json_path) ? json_read_object(json_path, &ignore) : NULL;
+    const cJSON *pf = cJSON_GetObjectItem(prev, "state_file");
+    if (cJSON_IsString(pf) && strcmp(pf->valuestring, file) && !strchr(pf->valuestring, '/'))
+        snprintf(old_file, sizeof old_file, "%s/%s", c->adapter_path, pf->valuestring);
+    cJSON_Delete(prev);
+
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "iter", iter);
+    cJSON_AddStringToObject(j, "state_file", file);
+    cJSON_AddNumberToObject(j, "optimizer_step", (double)opt->step);
+    cJSON_AddBoolToObject(j, "has_grads", mid_update);
+    int nw = batch_iter_state_words(it);
+    uint64_t *words = xmalloc(sizeof(uint64_t) * (size_t)nw);
+    batch_iter_save(it, words, nw);
+    cJSON *wj = cJSON_AddArrayToObject(j, "batch_iter");  // hex: JSON numbers lose 64-bit values
+    for (int i = 0; i < nw; i++) {
+        char hex[20];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)words[i]);
+        cJSON_AddItemToArray(wj, cJSON_CreateString(hex));
+    }
+    free(words);
+    cJSON *a = cJSON_AddObjectToObject(j, "accumulators");
+    cJSON_AddNumberToObject(a, "losses", acc->losses);
+    cJSON_AddNumberToObject(a, "train_time", acc->train_time);
+    cJSON_AddNumberToObject(a, "last_loss", isfinite(acc->last_loss) ? acc->last_loss : 0);
+    cJSON_AddNumberToObject(a, "n_tokens", (double)acc->n_tokens);
+    cJSON_AddNumberToObject(a, "steps", acc->steps);
+    cJSON_AddNumberToObject(a, "trained_tokens", (double)out->trained_tokens);
+    cJSON_AddNumberToObject(a, "train_seconds", out->train_seconds);
+    cJSON_AddNumberToObject(a, "final_train_loss", out->final_train_loss);
+    cJSON_AddNumberToObject(a, "final_val_loss", out->final_val_loss);
+    cJSON_AddNumberToObject(a, "tokens_per_sec", out->tokens_per_sec);
+    cJSON_AddNumberToObject(a, "it_per_sec", out->it_per_sec);
+    cJSON_AddItemToObject(j, "config", config_json(c));
+    rc = save_json(json_path, j, err);
+    cJSON_Delete(j);
+    if (rc == 0 && old_file[0]) unlink(old_file);  // the new pair is in place: drop the old
+    return rc;
+}
+
+static int load_tensor(const TensorSet *ts, const char *path, const char *name, float *dst,
+                       int64_t n, Error *err) {
+    const TensorView *t = tensorset_find(ts, name);
+    if (!t) return err_set(err, "%s: no tensor '%s'", path, name);
+    if (t->dtype != DT_F32 || tensor_numel(t) != n)
+        return err_set(err, "%s: tensor '%s' is not %lld f32 values", path, name, (long long)n);
+    memcpy(dst, t->data, sizeof(float) * (size_t)n);
+    return 0;
+}
+
+// Returns the iteration the state was saved at (0 = none there: start from the beginning).
+static int restore_state(const TrainConfig *c, const ParamList *pl, Optimizer *opt, Grads *g,
+                         BatchIter *it, Accum *acc, TrainSummary *out, Error *err) {
+    char json_path[1200], path[1200];
+    snprintf(json_path, sizeof json_path, "%s/training_state.json", c->adapter_path);
+    if (!file_exists(json_path)) return 0;
+    cJSON *j = json_read_object(json_path, err);
+    if (!j) return -1;
+    int rc = -1, iter = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "iter"));
+    cJSON *now = config_json(c);
+    const cJSON *saved = cJSON_GetObjectItem(j, "config");
+    for (size_t i = 0; i < sizeof STATE_KEYS / sizeof STATE_KEYS[0]; i++) {
+        const cJSON *a = cJSON_GetObjectItem(saved, STATE_KEYS[i]), *b = cJSON_GetObjectItem(now, STATE_KEYS[i]);
+        if (!a != !b || (a && !cJSON_Compare(a, b, 1))) {
+            char *x = a ? cJSON_PrintUnformatted(a) : xstrdup("none"), *y = b ? cJSON_PrintUnformatted(b) : xstrdup("none");
+            err_set(err, "%s: saved by a run with %s %s, this run has %s; --resume needs the same "
+                    "settings (or another --adapter-path)", json_path, STATE_KEYS[i], x, y);
+            free(x), free(y);
+            goto out;
+        }
+    }
+    const cJSON *file = cJSON_GetObjectItem(j, "state_file"), *words = cJSON_GetObjectItem(j, "batch_iter");
+    if (!cJSON_IsString(file) || strchr(file->valuestring, '/') || !cJSON_IsArray(words) ||
+        iter < 1 || iter > c->iters) {
+        err_set(err, "%s: not a training state (state_file, batch_iter, iter 1..%d)", json_path, c->iters);
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/%s", c->adapter_path, file->valuestring);
+    TensorSet ts = {0};
+    if (safetensors_load(&ts, path, err)) goto out;
+    int bad = 0;
+    for (int i = 0; i < pl->n && !bad; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "param/%s", pl->p[i].name);
+        bad = load_tensor(&ts, path, name, pl->p[i].data, pl->p[i].n, err);
+    }
+    if (!bad && opt->m) bad = load_tensor(&ts, path, "optimizer/m", opt->m, opt->n, err);
+    if (!bad && opt->v) bad = load_tensor(&ts, path, "optimizer/v", opt->v, opt->n, err);
+    if (!bad && cJSON_IsTrue(cJSON_GetObjectItem(j, "has_grads")))
+        bad = load_tensor(&ts, path, "grads", g->arena, (int64_t)g->n_floats, err);
+    tensorset_free(&ts);
+    if (bad) goto out;
+    int nw = cJSON_GetArraySize(words);
+    uint64_t *w = xmalloc(sizeof(uint64_t) * (size_t)(nw ? nw : 1));
+    for (int i = 0; i < nw; i++) {
+        const cJSON *x = cJSON_GetArrayItem(words, i);
+        w[i] = cJSON_IsString(x) ? strtoull(x->valuestring, NULL, 16) : 0;
+    }
+    bad = batch_iter_restore(it, w, nw, err);
+    free(w);
+    if (bad) goto out;
+    opt->step = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "optimizer_step"));
+    const cJSON *a = cJSON_GetObjectItem(j, "accumulators");
+#define ACC(key) cJSON_GetNumberValue(cJSON_GetObjectItem(a, key))
+    acc->losses = ACC("losses"), acc->train_time = ACC("train_time"), acc->last_loss = ACC("last_loss");
+    acc->n_tokens = (int64_t)ACC("n_tokens"), acc->steps = (int)ACC("steps");
+    out->trained_tokens = (int64_t)ACC("trained_tokens"), out->train_seconds = ACC("train_seconds");
+    out->final_train_loss = ACC("final_train_loss"), out->final_val_loss = ACC("final_val_loss");
+    out->tokens_per_sec = ACC("tokens_per_sec"), out->it_per_sec = ACC("it_per_sec");
+#undef ACC
+    rc = iter;
+out:
+    cJSON_Delete(now);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static void remove_state(const char *dir) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/training_state.json", dir);
+    Error ignore;
+    cJSON *j = file_exists(path) ? json_read_object(path, &ignore) : NULL;
+    const cJSON *f = cJSON_GetObjectItem(j, "state_file");
+    if (cJSON_IsString(f) && !strchr(f->valuestring, '/')) {
+        char state[1200];
+        snprintf(state, sizeof state, "%s/%s", dir, f->valuestring);
+        unlink(path);  // the json first: a kill in between leaves no dangling reference
+        unlink(state);
+    }
+    cJSON_Delete(j);
+}
+
+// metrics.jsonl entries up to iteration `iter` (a resumed run rewrites the rest).
+static cJSON *load_metrics(const char *path, int iter) {
+    cJSON *log = cJSON_CreateArray();
+    char *text;
+    size_t len;
+    Error ignore;
+    if (!file_exists(path) || read_file(path, &text, &len, &ignore)) return log;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *e = cJSON_Parse(line);
+        if (e && cJSON_GetNumberValue(cJSON_GetObjectItem(e, "iter")) <= iter) cJSON_AddItemToArray(log, e);
+        else cJSON_Delete(e);
+    }
+    free(text);
+    return log;
+}
+
+// Ctrl-C / SIGTERM: the loop saves a checkpoint at the end of the step and stops. The flag is
+// the one piece of global state: a signal handler can reach nothing else.
+static volatile sig_atomic_t g_stop_signal;
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
 
 static int append_metrics(const char *path, cJSON **log, cJSON *entry, Error *err) {
     if (!*log) *log = cJSON_CreateArray();
@@ -260,13 +469,23 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
         }
         BatchIter it;
         if (batch_iter_init(&it, &train, c->batch_size, c->seed, 1, err)) goto done;
-        printf("Training\n");
         Batch b = {0};
-        double losses = 0, train_time = 0, last_loss = NAN;
-        int64_t n_tokens = 0;
-        int steps = 0, k = c->grad_accumulation_steps;
+        Accum acc = {0, 0, NAN, 0, 0};
+        int k = c->grad_accumulation_steps, start = 0;
+        struct sigaction sa = {0}, old_int, old_term;
+        sa.sa_handler = on_stop_signal;
+        g_stop_signal = 0;
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
         grads_zero(&g);
-        for (int iter = 1; iter <= c->iters; iter++) {
+        if (c->resume && (start = restore_state(c, &pl, &opt, &g, &it, &acc, out, err)) < 0)
+            goto done_iter;
+        if (start) {
+            metrics = load_metrics(metrics_file, start);
+            printf("Resuming from iteration %d (%s/training_state.json)\n", start, c->adapter_path);
+        }
+        printf("Training\n");
+        for (int iter = start + 1; iter <= c->iters; iter++) {
             if (valid.n && (iter == 1 || iter % c->steps_per_eval == 0 || iter == c->iters)) {
                 double t0 = now_seconds();
                 double val = evaluate(&m, &valid, c->batch_size, c->val_batches, &s, err);
@@ -295,16 +514,16 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
                 optimizer_step(&opt, &pl, (float)lr_at(c, step));
                 grads_zero(&g);
             }
-            train_time += now_seconds() - t0;
-            losses += loss;
-            n_tokens += b.n_targets;
-            steps++;
-            last_loss = loss;
-            if (interactive) progress(iter, c->iters, last_loss, now_seconds() - t_start);
+            acc.train_time += now_seconds() - t0;
+            acc.losses += loss;
+            acc.n_tokens += b.n_targets;
+            acc.steps++;
+            acc.last_loss = loss;
+            if (interactive) progress(iter, c->iters, acc.last_loss, now_seconds() - t_start);
             if (iter % c->steps_per_report == 0 || iter == c->iters) {
-                double train_loss = losses / steps, lr = lr_at(c, (int)(opt.step ? opt.step : 1));
-                double it_sec = steps / train_time, tok_sec = n_tokens / train_time;
-                out->trained_tokens += n_tokens;
+                double train_loss = acc.losses / acc.steps, lr = lr_at(c, (int)(opt.step ? opt.step : 1));
+                double it_sec = acc.steps / acc.train_time, tok_sec = acc.n_tokens / acc.train_time;
+                out->trained_tokens += acc.n_tokens;
                 out->peak_mem_gb = peak_rss_gb();
                 if (interactive) printf("\r%*s\r", 70, "");
                 printf("Iter %d: Train loss %.3f, Learning Rate %.3e, It/sec %.3f, Tokens/sec %.3f, "
@@ -323,22 +542,35 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
                 out->final_train_loss = train_loss;
                 out->tokens_per_sec = tok_sec;
                 out->it_per_sec = it_sec;
-                out->train_seconds += train_time;
-                losses = 0, n_tokens = 0, steps = 0, train_time = 0;
+                out->train_seconds += acc.train_time;
+                acc.losses = 0, acc.n_tokens = 0, acc.steps = 0, acc.train_time = 0;
             }
-            if (c->save_every > 0 && iter % c->save_every == 0) {
+            int stop = g_stop_signal != 0 && iter < c->iters;
+            if ((c->save_every > 0 && iter % c->save_every == 0) || stop) {
                 char ckpt[1100];
                 snprintf(ckpt, sizeof ckpt, "%s/%07d_adapters.safetensors", c->adapter_path, iter);
-                if (save_adapters(adapter_file, &pl, err) || save_adapters(ckpt, &pl, err))
+                if (save_adapters(adapter_file, &pl, err) || save_adapters(ckpt, &pl, err) ||
+                    save_state(c, iter, &pl, &opt, &g, &it, &acc, out, err))
                     goto done_iter;
                 printf("Iter %d: Saved adapter weights to %s and %s.\n", iter, adapter_file, ckpt);
+            }
+            if (stop) {
+                if (interactive) printf("\r%*s\r", 70, "");
+                err_set(err, "interrupted (%s) after iteration %d; the checkpoint is saved: run "
+                        "the same command with --resume to continue", g_stop_signal == SIGINT ?
+                        "Ctrl-C" : "SIGTERM", iter);
+                out->interrupted = 1;
+                goto done_iter;
             }
         }
         if (save_adapters(adapter_file, &pl, err)) goto done_iter;
         printf("Saved final weights to %s.\n", adapter_file);
+        remove_state(c->adapter_path);  // finished: nothing left to resume
         if (out->train_seconds > 0) out->mean_tokens_per_sec = out->trained_tokens / out->train_seconds;
         rc = 0;
     done_iter:
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
         batch_free(&b);
         batch_iter_free(&it);
         if (rc) goto done;

@@ -23,6 +23,7 @@ typedef struct {
     int cosine;                    // --lr-schedule cosine
     int warmup;                    // linear warmup steps (from 0)
     int quiet;                     // no progress bar (also when stdout is not a terminal)
+    int resume;                    // continue from adapter_path/training_state.json if present
 } TrainConfig;
 
 void train_config_defaults(TrainConfig *c);  // mlx-lm's defaults
@@ -35,6 +36,7 @@ typedef struct {
     int64_t trained_tokens;
     double train_seconds;          // time in training steps (evaluations excluded)
     double mean_tokens_per_sec;    // trained_tokens / train_seconds
+    int interrupted;               // stopped by Ctrl-C / SIGTERM after saving a checkpoint
 } TrainSummary;
 
 // Writes the summary (and the run's settings) as JSON: the adapter folder's
