@@ -208,10 +208,142 @@ static void test_quick_run_report_and_resume(void **state) {
     run_quick(out, 7, 0, "other settings (iters: 6 there, 7 now)");
 }
 
+// ---- the findings are computed from the numbers: a synthetic experiment folder whose numbers
+// say "held" for every observation, then ones that say otherwise.
+static cJSON *num_array(int n, double v, int at, double v_at) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(i == at ? v_at : v));
+    return a;
+}
+
+// One variant's eval JSON: every operation has a classifier of strength `signal` at `peak`
+// with top-1 share `share`; answers become top-1 at `crystal`; test accuracy `acc`.
+static cJSON *fake_eval(int L, double signal, int peak, double share, int crystal, double acc) {
+    cJSON *e = cJSON_CreateObject(), *cls = cJSON_AddArrayToObject(e, "classifier"),
+          *cry = cJSON_AddArrayToObject(e, "crystallization"),
+          *ta = cJSON_AddObjectToObject(e, "test_accuracy");
+    cJSON_AddNumberToObject(e, "n_layers", L);
+    cJSON_AddNumberToObject(e, "lens_problems", 30);
+    for (int op = 0; op < N_OPS; op++) {
+        cJSON *x = cJSON_CreateObject(), *toks = cJSON_CreateArray();
+        cJSON_AddStringToObject(x, "op", EXP_OP_NAMES[op]);
+        cJSON_AddItemToObject(x, "signal", num_array(L, 0.001, peak, signal));
+        cJSON_AddItemToObject(x, "top1_share", num_array(L, 1, peak, share));
+        cJSON_AddItemToObject(x, "effective_tokens", num_array(L, 1, peak, 1 / share));
+        cJSON_AddNumberToObject(x, "peak_layer", peak);
+        cJSON_AddNumberToObject(x, "peak_signal", signal);
+        cJSON_AddNumberToObject(x, "peak_search_first", 1);
+        cJSON_AddNumberToObject(x, "peak_search_last", L - 4);
+        for (int l = 0; l < L; l++) {
+            cJSON *lt = cJSON_CreateArray(), *t = cJSON_CreateObject();
+            cJSON_AddStringToObject(t, "token", " remaining");
+            cJSON_AddNumberToObject(t, "prob", l == peak ? signal : 0.001);
+            cJSON_AddNumberToObject(t, "selective", l == peak ? signal * share : 0.001);
+            cJSON_AddItemToArray(lt, t);
+            cJSON_AddItemToArray(toks, lt);
+        }
+        cJSON_AddItemToObject(x, "tokens", toks);
+        cJSON_AddItemToArray(cls, x);
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddStringToObject(c, "op", EXP_OP_NAMES[op]);
+        cJSON_AddNumberToObject(c, "first_top1_layer", crystal);
+        cJSON_AddNumberToObject(c, "first_over_50_layer", crystal);
+        cJSON_AddItemToArray(cry, c);
+        cJSON *a = cJSON_AddObjectToObject(ta, EXP_OP_NAMES[op]);
+        cJSON_AddNumberToObject(a, "accuracy", acc);
+    }
+    cJSON *all = cJSON_AddObjectToObject(ta, "all");
+    cJSON_AddNumberToObject(all, "accuracy", acc);
+    cJSON_AddArrayToObject(e, "seven_prompts");
+    cJSON_AddArrayToObject(e, "lens_prompts");
+    return e;
+}
+
+static void write_json_file(const char *dir, const char *name, cJSON *j) {
+    char path[600], *text = cJSON_Print(j);
+    Error err = {{0}};
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (write_file_atomic(path, text, strlen(text), &err)) fail_msg("%s", err.msg);
+    free(text);
+    cJSON_Delete(j);
+}
+
+static cJSON *fake_summary(double params, double mem, double tok_s) {
+    cJSON *s = cJSON_CreateObject();
+    cJSON_AddNumberToObject(s, "trainable_params", params);
+    cJSON_AddNumberToObject(s, "total_params", 1.2e9);
+    cJSON_AddNumberToObject(s, "peak_mem_gb", mem);
+    cJSON_AddNumberToObject(s, "tokens_per_sec", tok_s);
+    return s;
+}
+
+// Writes the folder, runs report_write, returns the five verdicts joined by ','.
+static void verdicts(const char *dir, cJSON *base, cJSON *lora, cJSON *full, cJSON *sl,
+                     cJSON *sf, char *out, size_t cap) {
+    char sub[600];
+    Error err = {{0}};
+    const char *dirs[] = {"eval", "lora", "full"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(sub, sizeof sub, "%s/%s", dir, dirs[i]);
+        if (make_dirs(sub, &err)) fail_msg("%s", err.msg);
+    }
+    write_json_file(dir, "eval/base.json", base);
+    write_json_file(dir, "eval/lora.json", lora);
+    write_json_file(dir, "eval/full.json", full);
+    write_json_file(dir, "lora/train_summary.json", sl);
+    write_json_file(dir, "full/train_summary.json", sf);
+    for (int i = 1; i < 3; i++) {
+        snprintf(sub, sizeof sub, "%s/%s/metrics.jsonl", dir, dirs[i]);
+        const char *m = "{\"iter\":1,\"val_loss\":2}\n{\"iter\":10,\"train_loss\":1.5}\n";
+        if (write_file_atomic(sub, m, strlen(m), &err)) fail_msg("%s", err.msg);
+    }
+    cJSON *settings = cJSON_CreateObject();
+    cJSON_AddStringToObject(settings, "model", "synthetic");
+    if (report_write(dir, settings, &err)) fail_msg("%s", err.msg);
+    cJSON_Delete(settings);
+    snprintf(sub, sizeof sub, "%s/report.json", dir);
+    cJSON *r = json_read_object(sub, &err);
+    if (!r) fail_msg("%s", err.msg);
+    out[0] = 0;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, cJSON_GetObjectItem(r, "findings")) {
+        if (out[0]) strncat(out, ",", cap - strlen(out) - 1);
+        strncat(out, cJSON_GetObjectItem(f, "verdict")->valuestring, cap - strlen(out) - 1);
+    }
+    cJSON_Delete(r);
+}
+
+static void test_findings_follow_the_numbers(void **state) {
+    (void)state;
+    char dir[512], v[256];
+    const int L = 16;
+    // the seed's story: classifiers at layer 10/16 in both, LoRA focused, LoRA cheaper, answers
+    // in the last three layers
+    snprintf(dir, sizeof dir, "%s/held", g_tmp);
+    verdicts(dir, fake_eval(L, 0.01, 10, 0.5, 14, 0.1), fake_eval(L, 0.54, 10, 0.95, 13, 0.9),
+             fake_eval(L, 0.67, 10, 0.4, 14, 0.9), fake_summary(5.6e6, 3.6, 450),
+             fake_summary(973e6, 9.8, 300), v, sizeof v);
+    assert_string_equal(v, "held,held,held,held,held");
+    // the opposite: no classifier beyond the base's, full more focused, LoRA no cheaper, the
+    // peak elsewhere, answers early
+    snprintf(dir, sizeof dir, "%s/not", g_tmp);
+    verdicts(dir, fake_eval(L, 0.3, 4, 0.5, 5, 0.1), fake_eval(L, 0.2, 3, 0.3, 5, 0.2),
+             fake_eval(L, 0.2, 8, 0.9, 5, 0.9), fake_summary(5.6e6, 9.8, 200),
+             fake_summary(5.6e6, 3.6, 300), v, sizeof v);
+    assert_string_equal(v, "not held,not held,not held,not held,not held");
+    // in between: the same peak layer away from 62.5%, LoRA smaller but slower
+    snprintf(dir, sizeof dir, "%s/partly", g_tmp);
+    verdicts(dir, fake_eval(L, 0.01, 4, 0.5, 14, 0.1), fake_eval(L, 0.3, 4, 0.9, 14, 0.9),
+             fake_eval(L, 0.01, 4, 0.5, 5, 0.9), fake_summary(5.6e6, 3.6, 200),
+             fake_summary(973e6, 9.8, 300), v, sizeof v);
+    assert_string_equal(v, "partly,not held,partly,not held,partly");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_match_agrees_with_greedy),
         cmocka_unit_test(test_quick_run_report_and_resume),
+        cmocka_unit_test(test_findings_follow_the_numbers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
