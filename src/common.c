@@ -120,46 +120,55 @@ int read_file(const char *path, char **out, size_t *out_len, Error *err) {
     return 0;
 }
 
-int write_file_atomic(const char *path, const void *data, size_t len, Error *err) {
-    size_t n = strlen(path) + 32;
-    char *tmp = xmalloc(n);
-    snprintf(tmp, n, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        err_set(err, "%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
+int atomic_open(AtomicFile *f, const char *path, Error *err) {
+    f->fd = -1;
+    if (strlen(path) + 1 > sizeof f->path) return err_set(err, "%.200s...: path too long", path);
+    snprintf(f->path, sizeof f->path, "%s", path);
+    snprintf(f->tmp, sizeof f->tmp, "%s.tmp.%d", path, (int)getpid());
+    f->failed = 0;
+    f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (f->fd < 0) return err_set(err, "%s: cannot create: %s", f->tmp, strerror(errno));
+    return 0;
+}
+
+int atomic_write(AtomicFile *f, const void *data, size_t len, Error *err) {
     const uint8_t *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
+    while (len > 0 && !f->failed) {
+        ssize_t w = write(f->fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
         if (w < 0) {
-            if (errno == EINTR) continue;
-            err_set(err, "%s: write failed: %s", path, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return -1;
+            f->failed = 1;
+            return err_set(err, "%s: write failed: %s", f->path, strerror(errno));
         }
         p += w;
-        left -= (size_t)w;
+        len -= (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        err_set(err, "%s: cannot flush: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return -1;
+    return f->failed ? -1 : 0;
+}
+
+void atomic_abort(AtomicFile *f) {
+    if (f->fd >= 0) close(f->fd);
+    f->fd = -1;
+    unlink(f->tmp);
+}
+
+int atomic_commit(AtomicFile *f, Error *err) {
+    if (f->failed) {
+        atomic_abort(f);
+        return err_set(err, "%s: not written (an earlier write failed)", f->path);
     }
-    if (rename(tmp, path) != 0) {
-        err_set(err, "%s: cannot rename into place: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return -1;
+    if (fsync(f->fd) != 0 || close(f->fd) != 0) {
+        f->fd = -1;
+        atomic_abort(f);
+        return err_set(err, "%s: cannot flush: %s", f->path, strerror(errno));
     }
-    free(tmp);
+    f->fd = -1;
+    if (rename(f->tmp, f->path) != 0) {
+        atomic_abort(f);
+        return err_set(err, "%s: cannot rename into place: %s", f->path, strerror(errno));
+    }
     // fsync the folder so the rename itself survives a crash
-    char *dup = xstrdup(path);
+    char *dup = xstrdup(f->path);
     int dfd = open(dirname(dup), O_RDONLY | O_DIRECTORY);
     if (dfd >= 0) {
         fsync(dfd);
@@ -167,6 +176,16 @@ int write_file_atomic(const char *path, const void *data, size_t len, Error *err
     }
     free(dup);
     return 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t len, Error *err) {
+    AtomicFile f;
+    if (atomic_open(&f, path, err)) return -1;
+    if (atomic_write(&f, data, len, err)) {
+        atomic_abort(&f);
+        return -1;
+    }
+    return atomic_commit(&f, err);
 }
 
 int file_exists(const char *path) {

@@ -39,6 +39,16 @@ void unmap_file(MappedFile *m);
 int read_file(const char *path, char **out, size_t *out_len, Error *err);
 // Writes atomically: temp file in the same folder, fsync, rename.
 int write_file_atomic(const char *path, const void *data, size_t len, Error *err);
+// The same, streamed: atomic_open, any number of atomic_write, then atomic_commit (fsync +
+// rename; the file appears whole or not at all) or atomic_abort (the temp file removed).
+typedef struct {
+    int fd, failed;
+    char path[1024], tmp[1100];
+} AtomicFile;
+int atomic_open(AtomicFile *f, const char *path, Error *err);
+int atomic_write(AtomicFile *f, const void *data, size_t len, Error *err);
+int atomic_commit(AtomicFile *f, Error *err);
+void atomic_abort(AtomicFile *f);
 // mkdir -p: every missing folder of path, an error if a part exists and is not a folder.
 int make_dirs(const char *path, Error *err);
 int file_exists(const char *path);

@@ -504,28 +504,29 @@ int safetensors_save(const char *path, const SafetensorsEntry *entries, int n,
     while ((b.n - 8) % 8) buf_put(&b, " ", 1);
     uint64_t hlen = b.n - 8;
     memcpy(b.p, &hlen, 8);
-    if (off > SIZE_MAX - b.n) {
-        rc = err_set(err, "%s: %llu bytes of tensor data do not fit in memory", path, (unsigned long long)off);
-    } else {
-        size_t data_at = b.n;
-        b.cap = b.n + (size_t)off;
-        b.p = xrealloc(b.p, b.cap ? b.cap : 1);
-        for (int i = 0; i < n; i++) {
-            const SafetensorsEntry *e = &entries[ord[i]];
-            size_t cnt = (size_t)nbytes[ord[i]] / (e->dtype == DT_F32 ? 4 : 2);
-            uint8_t *dst = (uint8_t *)b.p + data_at;
-            if (e->dtype == DT_F32) {
-                if (cnt) memcpy(dst, e->data, cnt * 4);
-            } else {
-                for (size_t j = 0; j < cnt; j++) {
-                    uint16_t h = e->dtype == DT_BF16 ? f32_to_bf16(e->data[j]) : f32_to_f16(e->data[j]);
-                    memcpy(dst + 2 * j, &h, 2);
-                }
-            }
-            data_at += (size_t)nbytes[ord[i]];
+    // streamed: the tensors go out in chunks, never a second copy of them in memory
+    AtomicFile f;
+    rc = atomic_open(&f, path, err) || atomic_write(&f, b.p, b.n, err);
+    enum { CHUNK = 1 << 16 };
+    uint16_t *half = xmalloc(sizeof(uint16_t) * CHUNK);
+    for (int i = 0; i < n && rc == 0; i++) {
+        const SafetensorsEntry *e = &entries[ord[i]];
+        size_t cnt = (size_t)nbytes[ord[i]] / (e->dtype == DT_F32 ? 4 : 2);
+        if (e->dtype == DT_F32) {
+            if (cnt) rc = atomic_write(&f, e->data, cnt * 4, err);
+            continue;
         }
-        rc = write_file_atomic(path, b.p, data_at, err);
+        for (size_t j = 0; j < cnt && rc == 0; j += CHUNK) {
+            size_t m = cnt - j < CHUNK ? cnt - j : CHUNK;
+            for (size_t k = 0; k < m; k++)
+                half[k] = e->dtype == DT_BF16 ? f32_to_bf16(e->data[j + k]) : f32_to_f16(e->data[j + k]);
+            rc = atomic_write(&f, half, m * 2, err);
+        }
     }
+    free(half);
+    if (rc == 0) rc = atomic_commit(&f, err);
+    else if (f.fd >= 0) atomic_abort(&f);
+    rc = rc ? -1 : 0;
     free(b.p);
     free(nbytes);
     free(ord);
