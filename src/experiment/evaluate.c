@@ -373,6 +373,7 @@ static cJSON *classifiers(const Model *m, const VocabFacts *vf, const LensStats 
     cJSON *ops = cJSON_CreateArray();
     double *signal = xmalloc(sizeof(double) * L), *share = xmalloc(sizeof(double) * L),
            *eff = xmalloc(sizeof(double) * L);
+    float *sel = xmalloc(sizeof(float) * V);
     for (int o = 0; o < N_OPS; o++) {
         cJSON *x = cJSON_CreateObject(), *tokens = cJSON_CreateArray();
         cJSON_AddStringToObject(x, "op", EXP_OP_NAMES[o]);
@@ -383,16 +384,16 @@ static cJSON *classifiers(const Model *m, const VocabFacts *vf, const LensStats 
             double total = 0, top = 0, h = 0;
             TokenProb best[TOP_K];
             for (int k = 0; k < TOP_K; k++) best[k] = (TokenProb){-1, 0};
-            for (int t = 0; t < V; t++) {
-                if (vf->not_word[t]) continue;
+            for (int t = 0; t < V; t++) {  // sel[t]: mine beyond the most any other op gives
                 float other = 0;
                 for (int o2 = 0; o2 < N_OPS; o2++)
                     if (o2 != o && st->n[o2]) {
                         float v = st->mean[((size_t)o2 * L + l) * V + t];
                         other = v > other ? v : other;
                     }
-                float d = mine[t] - other;
-                if (d <= 0) continue;
+                float d = vf->not_word[t] ? 0 : mine[t] - other;
+                sel[t] = d > 0 ? d : 0;
+                if (sel[t] == 0) continue;
                 total += d;
                 if (d > top) top = d;
                 if (d > best[TOP_K - 1].prob) {  // keep the TOP_K most selective tokens
@@ -401,17 +402,8 @@ static cJSON *classifiers(const Model *m, const VocabFacts *vf, const LensStats 
                     best[j] = (TokenProb){t, d};
                 }
             }
-            for (int t = 0; t < V && total > 0; t++) {
-                if (vf->not_word[t]) continue;
-                float other = 0;
-                for (int o2 = 0; o2 < N_OPS; o2++)
-                    if (o2 != o && st->n[o2]) {
-                        float v = st->mean[((size_t)o2 * L + l) * V + t];
-                        other = v > other ? v : other;
-                    }
-                double d = mine[t] - other;
-                if (d > 0) h -= d / total * log(d / total);
-            }
+            for (int t = 0; t < V && total > 0; t++)
+                if (sel[t] > 0) h -= sel[t] / total * log(sel[t] / total);
             signal[l] = total;
             share[l] = total > 0 ? top / total : 0;
             eff[l] = total > 0 ? exp(h) : 0;
@@ -437,7 +429,7 @@ static cJSON *classifiers(const Model *m, const VocabFacts *vf, const LensStats 
         cJSON_AddItemToObject(x, "tokens", tokens);
         cJSON_AddItemToArray(ops, x);
     }
-    free(signal), free(share), free(eff);
+    free(signal), free(share), free(eff), free(sel);
     return ops;
 }
 

@@ -67,18 +67,11 @@ static cJSON *settings_json(const ExperimentConfig *c, const char *model) {
     return j;
 }
 
-static int write_json(const char *path, const cJSON *j, Error *err) {
-    char *text = cJSON_Print(j);
-    int rc = write_file_atomic(path, text, strlen(text), err);
-    free(text);
-    return rc;
-}
-
 // DIR/settings.json: written on the first run, compared on later ones.
 static int check_settings(const char *dir, const cJSON *settings, Error *err) {
     char path[1100];
     snprintf(path, sizeof path, "%s/settings.json", dir);
-    if (!file_exists(path)) return write_json(path, settings, err);
+    if (!file_exists(path)) return json_write_file(path, settings, err);
     cJSON *old = json_read_object(path, err);
     if (!old) return -1;
     const cJSON *x;
@@ -156,7 +149,7 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
     if (r->interactive) printf("\r%*s\r", 70, "");
     if (!j) return -1;
     cJSON_AddNumberToObject(j, "seconds", now_seconds() - r->t_stage);
-    int rc = write_json(out_path, j, err);
+    int rc = json_write_file(out_path, j, err);
     const cJSON *acc = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "test_accuracy"), "all");
     if (!rc)
         printf("  %s: exact match %.1f%% on %d test problems (%.1fs)\n", variant,

@@ -488,10 +488,8 @@ int report_write(const char *dir, const cJSON *settings, Error *err) {
         cJSON_AddItemToObject(ej, VARIANTS[v], cJSON_Duplicate(r.eval[v], 1));
     }
     cJSON_AddItemToObject(report, "findings", fj);
-    char *text = cJSON_Print(report);
     snprintf(path, sizeof path, "%s/report.json", dir);
-    if (!rc) rc = write_file_atomic(path, text, strlen(text), err);
-    free(text);
+    if (!rc) rc = json_write_file(path, report, err);
     cJSON_Delete(report);
 done:
     for (int i = 0; i < r.n_owned; i++) cJSON_Delete(r.owned[i]);

@@ -2,6 +2,7 @@
 #include "json_file.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 cJSON *json_read_object(const char *path, Error *err) {
     char *text;
@@ -23,4 +24,12 @@ cJSON *json_read_object(const char *path, Error *err) {
     }
     free(text);
     return j;
+}
+
+int json_write_file(const char *path, const cJSON *j, Error *err) {
+    char *text = cJSON_Print(j);
+    if (!text) return err_set(err, "%s: out of memory printing JSON", path);
+    int rc = write_file_atomic(path, text, strlen(text), err);
+    free(text);
+    return rc;
 }

@@ -8,3 +8,6 @@
 // The parsed top-level object, or NULL with "path: invalid JSON at line L, column C" (or
 // "expected a JSON object").
 cJSON *json_read_object(const char *path, Error *err);
+
+// Write j (pretty-printed) atomically.
+int json_write_file(const char *path, const cJSON *j, Error *err);

@@ -137,16 +137,9 @@ static cJSON *config_json(const TrainConfig *c) {
     return j;
 }
 
-static int save_json(const char *path, const cJSON *j, Error *err) {
-    char *text = cJSON_Print(j);
-    int rc = write_file_atomic(path, text, strlen(text), err);
-    free(text);
-    return rc;
-}
-
 static int save_config(const TrainConfig *c, const char *path, Error *err) {
     cJSON *j = config_json(c);
-    int rc = save_json(path, j, err);
+    int rc = json_write_file(path, j, err);
     cJSON_Delete(j);
     return rc;
 }
@@ -250,7 +243,7 @@ static int save_state(const TrainConfig *c, int iter, const ParamList *pl, const
     cJSON_AddNumberToObject(a, "tokens_per_sec", out->tokens_per_sec);
     cJSON_AddNumberToObject(a, "it_per_sec", out->it_per_sec);
     cJSON_AddItemToObject(j, "config", config_json(c));
-    rc = save_json(json_path, j, err);
+    rc = json_write_file(json_path, j, err);
     cJSON_Delete(j);
     if (rc == 0 && old_file[0]) unlink(old_file);  // the new pair is in place: drop the old
     return rc;
@@ -623,9 +616,7 @@ int train_summary_write(const char *path, const TrainConfig *c, const TrainSumma
     cJSON_AddNumberToObject(j, "train_seconds", s->train_seconds);
     cJSON_AddNumberToObject(j, "seconds", s->seconds);
     cJSON_AddNumberToObject(j, "peak_mem_gb", s->peak_mem_gb);
-    char *text = cJSON_Print(j);
+    int rc = json_write_file(path, j, err);
     cJSON_Delete(j);
-    int rc = write_file_atomic(path, text, strlen(text), err);
-    free(text);
     return rc;
 }
