@@ -446,7 +446,9 @@ int report_write(const char *dir, const cJSON *settings, Error *err) {
     finding_crystallization(&r, &f[4]);
 
     StrBuf b = {0};
-    sb_printf(&b, "# Classifier emergence: %s\n\n", str(settings, "model"));
+    const char *model = str(settings, "model"), *slash = strrchr(model, '/');
+    sb_printf(&b, "# Classifier emergence: %s\n\n", slash && slash[1] ? slash + 1 : model);
+    sb_printf(&b, "Model: `%s`. ", model);
     sb_printf(&b, "The experiment of EXPERIMENT.md run by `tunelens experiment`: arithmetic data "
                   "(%.0f train / %.0f valid / %.0f test problems, operands 1-99), LoRA (rank 8, "
                   "scale 20, all seven projections) and full fine-tuning of the last %.0f blocks, "
