@@ -1,44 +1,99 @@
 # tunelens — `make` builds ./tunelens (CPU-only when nvcc is absent), `make test` runs all tests.
+# `make asan`: the whole suite under ASan+UBSan; `make fuzz`: the libFuzzer harnesses (tests/fuzz/).
 CC      ?= gcc
 OPT     ?= -O2 -march=native -g   # e.g. make OPT="-O2 -march=x86-64-v3" for a portable build
+# Object folder, the binary `make test` builds and checks, and sanitizer flags (compile + link):
+# `make asan` sets them to build-asan, build-asan/tunelens and ASan + UBSan.
+B       ?= build
+TUNELENS ?= tunelens
+SAN     ?=
 # OpenBLAS's OpenMP build shares libgomp's thread pool with our own OpenMP loops; the
 # pthreads build runs a second pool, and the two spin against each other on few cores.
 BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 ALL_CFLAGS = $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -fopenmp -Isrc \
-           -I/usr/include/x86_64-linux-gnu/openblas-openmp $(CFLAGS)
+           -I/usr/include/x86_64-linux-gnu/openblas-openmp $(SAN) $(CFLAGS)
 LDLIBS  += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lpcre2-8 -lcjson -lcurl -lzip -lm -fopenmp
 TEST_LDLIBS = $(LDLIBS) -lcmocka
 
 SRC      := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
-OBJ      := $(SRC:%.c=build/%.o)
+OBJ      := $(SRC:%.c=$(B)/%.o)
 TESTS    := $(basename $(notdir $(wildcard tests/test_*.c)))
-TEST_BIN := $(TESTS:%=build/tests/%)
+TEST_BIN := $(TESTS:%=$(B)/tests/%)
+FUZZ_NAMES := safetensors safetensors_index gguf config tokenizer encode adapter data cli_num
+FUZZ_SRC   := $(FUZZ_NAMES:%=tests/fuzz/fuzz_%.c) tests/fuzz/fuzz_util.c
 
-all: tunelens
+all: $(TUNELENS)
 
-tunelens: build/src/main.o build/libtunelens.a
-	$(CC) -o $@ $^ $(LDLIBS)
+$(TUNELENS): $(B)/src/main.o $(B)/libtunelens.a
+	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
 
-build/libtunelens.a: $(OBJ)
+$(B)/libtunelens.a: $(OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-build/%.o: %.c
+$(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
-build/tests/%: tests/%.c $(wildcard tests/*.h) build/libtunelens.a
+$(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(B)/libtunelens.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< build/libtunelens.a $(TEST_LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(B)/libtunelens.a $(TEST_LDLIBS)
+
+# The fuzz harnesses without libFuzzer: every seed and saved crasher, replayed as a test.
+$(B)/tests/test_fuzz_replay: tests/test_fuzz_replay.c $(FUZZ_SRC) tests/fuzz/fuzz_util.h $(wildcard tests/*.h) $(B)/libtunelens.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DFUZZ_REPLAY -Itests -o $@ $(filter %.c,$^) $(B)/libtunelens.a $(TEST_LDLIBS)
 
 # Tests run from the repo root; fixtures that need downloads are fetched by tests/setup.sh.
-test: tunelens $(TEST_BIN)
+test: $(TUNELENS) $(TEST_BIN)
 	@./tests/setup.sh
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
-	@./tests/cli_test.sh ./tunelens
+	@./tests/cli_test.sh ./$(TUNELENS)
+	@./tests/resume_test.sh ./$(TUNELENS)
+
+# ---- sanitizers: the same suite built with gcc's ASan + UBSan into build-asan/ (options and
+# suppressions: tests/sanitizers/README.md).
+ASAN_SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SAN_ENV  = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1 \
+           LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp:print_suppressions=0 \
+           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+asan:
+	$(SAN_ENV) $(MAKE) --no-print-directory B=build-asan TUNELENS=build-asan/tunelens SAN="$(ASAN_SAN)" test
+
+# ---- valgrind memcheck on a short training run. A separate build without -march=native:
+# valgrind 3.19 cannot decode AVX-512 instructions.
+valgrind:
+	$(MAKE) --no-print-directory B=build-vg TUNELENS=build-vg/tunelens OPT="-O2 -g" build-vg/tunelens
+	./tests/valgrind_train.sh build-vg/tunelens
+
+# ---- fuzzing: clang + libFuzzer, library built into build-fuzz/ with ASan + UBSan.
+# FUZZ_SECONDS per harness; a crash, leak, timeout, huge allocation or UBSan report fails.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 20
+FUZZ_CFLAGS  = -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-pass-failed -fopenmp -Isrc \
+               -I/usr/include/x86_64-linux-gnu/openblas-openmp -fno-omit-frame-pointer \
+               -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_OBJ := $(SRC:%.c=build-fuzz/%.o)
+FUZZ_BIN := $(FUZZ_NAMES:%=build-fuzz/fuzz_%)
+
+build-fuzz/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+build-fuzz/libtunelens.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.c tests/fuzz/fuzz_util.h build-fuzz/libtunelens.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c,$^) build-fuzz/libtunelens.a $(LDLIBS)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: $(FUZZ_BIN)
+	@./tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
 clean:
-	rm -rf build tunelens
+	rm -rf build build-asan build-vg build-fuzz tunelens
 
--include $(OBJ:.o=.d)
-.PHONY: all test clean
+-include $(OBJ:.o=.d) $(FUZZ_OBJ:.o=.d)
+.PHONY: all test asan valgrind fuzz fuzz-build clean

@@ -4,7 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(build-essential libopenblas-openmp-dev libpcre2-dev libcjson-dev libcmocka-dev libcurl4-openssl-dev libzip-dev python3 python3-pip
-      unzip ca-certificates)
+      unzip ca-certificates
+      # make asan / make valgrind / make fuzz (scripts/test.sh): gcc's sanitizers come with
+      # build-essential; libFuzzer and clang's ASan runtime are in libclang-rt-14-dev, clang's
+      # omp.h in libomp-14-dev, llvm-symbolizer (readable crash reports) in llvm-14
+      valgrind clang libclang-rt-14-dev libomp-14-dev llvm-14)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

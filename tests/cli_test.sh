@@ -9,6 +9,9 @@ fails=0
 check() {  # name, expected exit code, grep pattern for stderr+stdout, command...
   local name=$1 want=$2 pat=$3; shift 3
   "$@" >"$TMP/out" 2>&1; local rc=$?
+  if grep -qE "(Address|Leak|UndefinedBehavior)Sanitizer|runtime error:" "$TMP/out"; then  # make asan
+    echo "FAIL $name: sanitizer report"; grep -E -A12 "Sanitizer|runtime error:" "$TMP/out" | head -30; fails=$((fails+1)); return
+  fi
   if [ "$rc" -ne "$want" ]; then
     echo "FAIL $name: exit $rc, expected $want"; sed 's/^/    /' "$TMP/out" | head -5; fails=$((fails+1)); return
   fi

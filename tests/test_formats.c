@@ -736,6 +736,14 @@ static void test_gguf_hostile(void **state) {
     assert_true(g.tensors.tensors[1].shape[0] == 2 && g.tensors.tensors[1].shape[1] == 32);
     gguf_close(&g);
 
+    // dims (innermost first) 0, 2^62, 2^62: "empty", but its reversed shape overflowed in
+    // tensor_numel before reaching the 0, and tensor_to_f32 refused it (found by fuzz_gguf)
+    expect_gguf_fail("tests/fuzz/regressions/gguf/zero-dim-then-huge-dims-numel-overflow.gguf", "overflow");
+    TensorView zero_last = {.ndim = 3, .shape = {1LL << 62, 1LL << 62, 0}};
+    assert_int_equal(tensor_numel(&zero_last), 0);
+    TensorView huge = {.ndim = 2, .shape = {INT64_MAX, 2}};
+    assert_int_equal(tensor_numel(&huge), -1);
+
     gspec_default(&s), s.version = 2;  // v2 has the same layout as v3
     p = gspec_write(&s, "v2.gguf");
     if (gguf_open(&g, p, &err) != 0) fail_msg("%s", err.msg);

@@ -85,6 +85,38 @@ static void test_tiny_adapters_match_peft(void **state) {
     cJSON_Delete(ref);
 }
 
+// A second LoRA adapter replaces the first. It covers one layer only: the others used to keep
+// rank 4 and pointers into the freed arena of the first (found writing fuzz_adapter's reset).
+static void test_second_adapter_replaces_first(void **state) {
+    const char *dir = "/tmp/tunelens_test_adapter2";
+    assert_int_equal(system("rm -rf /tmp/tunelens_test_adapter2 && mkdir -p /tmp/tunelens_test_adapter2 && "
+                            "echo '{\"lora_parameters\": {\"rank\": 2, \"scale\": 1.0}}' > "
+                            "/tmp/tunelens_test_adapter2/adapter_config.json"), 0);
+    float a[64 * 2] = {0}, b[2 * 64] = {0};  // q_proj of layer 1: (in 64, r 2) and (r 2, out 64)
+    SafetensorsEntry e[2] = {{"model.layers.1.self_attn.q_proj.lora_a", DT_F32, 2, {64, 2}, a},
+                             {"model.layers.1.self_attn.q_proj.lora_b", DT_F32, 2, {2, 64}, b}};
+    Error err = {{0}};
+    assert_int_equal(safetensors_save("/tmp/tunelens_test_adapter2/adapters.safetensors", e, 2, NULL, NULL, 0, &err), 0);
+    Model m = load_ok(TINY, TINY "/mlx_adapter");
+    assert_int_equal(m.blocks[0].lora[PROJ_Q].rank, 4);
+    if (model_load_adapter(&m, dir, &err)) fail_msg("%s", err.msg);
+    for (int l = 0; l < m.cfg.n_layers; l++)
+        for (int p = 0; p < N_PROJ; p++)
+            assert_int_equal(m.blocks[l].lora[p].rank, l == 1 && p == PROJ_Q ? 2 : 0);
+    // B = 0: the model is the base model again
+    Model base = load_ok(TINY, NULL);
+    ForwardState s1, s2;
+    int toks[3] = {0, 320, 260};
+    assert_int_equal(forward_state_init(&s1, &m, 1, 3, 3, 0), 0);
+    assert_int_equal(forward_state_init(&s2, &base, 1, 3, 3, 0), 0);
+    model_forward(&m, &s1, toks, 0, NULL, NULL);
+    model_forward(&base, &s2, toks, 0, NULL, NULL);
+    for (int i = 0; i < m.cfg.vocab_size; i++) assert_true(fabsf(s1.logits[i] - s2.logits[i]) < 1e-5f);
+    forward_state_free(&s1), forward_state_free(&s2);
+    model_free(&base), model_free(&m);
+    assert_int_equal(system("rm -rf /tmp/tunelens_test_adapter2"), 0);
+}
+
 // Same model written other ways: classic rope_scaling keys, an explicit lm_head, two shards.
 static void write_variant(const char *dir, int classic_config, int shards, int with_head) {
     char cmd[512];
@@ -184,6 +216,10 @@ static void expect_load_error(const char *path, const char *adapter, const char 
 static void test_bad_models_give_clear_errors(void **state) {
     expect_load_error("/nonexistent/model", NULL, "/nonexistent/model");
     expect_load_error(TINY "/tokenizer.json", NULL, "tokenizer.json");  // not GGUF
+    // a GGUF whose metadata claims ~490 TB of weights and holds no tensor: refused before any
+    // allocation (found by fuzz_gguf; the arena used to be allocated before the shape checks)
+    expect_load_error("tests/fuzz/regressions/gguf/huge-config-no-tensors-allocates-first.gguf", NULL,
+                      "missing tensor 'token_embd.weight'");
     const char *dir = "/tmp/tunelens_test_bad";
     // config and weights disagree
     write_variant(dir, 0, 1, 0);
@@ -207,6 +243,22 @@ static void test_bad_models_give_clear_errors(void **state) {
                             "/tmp/tunelens_test_bad && sed -i -E 's/\"r\":[[:space:]]*4,/\"r\": 8,/' "
                             "/tmp/tunelens_test_bad/adapter_config.json"), 0);
     expect_load_error(TINY, dir, "rank");
+    // ranks that are not ints (found by fuzz_adapter: casting 1e10 to int is undefined)
+    const char *bad_ranks[] = {"1e10", "-1e10", "4.5", "\"4\""};
+    char cmd[512];
+    for (int i = 0; i < 4; i++) {
+        snprintf(cmd, sizeof cmd, "sed -i -E 's/\"r\":[[:space:]]*[^,]+,/\"r\": %s,/' %s/adapter_config.json",
+                 bad_ranks[i], dir);
+        assert_int_equal(system(cmd), 0);
+        expect_load_error(TINY, dir, "\"r\" must be a positive integer");
+    }
+    assert_int_equal(system("rm -rf /tmp/tunelens_test_bad && cp -r " TINY "/mlx_adapter /tmp/tunelens_test_bad"), 0);
+    for (int i = 0; i < 4; i++) {
+        snprintf(cmd, sizeof cmd, "sed -i -E 's/\"rank\":[[:space:]]*[^,]+,/\"rank\": %s,/' %s/adapter_config.json",
+                 bad_ranks[i], dir);
+        assert_int_equal(system(cmd), 0);
+        expect_load_error(TINY, dir, "rank must be a positive integer");
+    }
     expect_load_error(TINY, "/nonexistent/adapter", "/nonexistent/adapter");
     assert_int_equal(system("rm -rf /tmp/tunelens_test_bad"), 0);
 }
@@ -269,6 +321,7 @@ int main(void) {
         cmocka_unit_test(test_tiny_lens_matches_transformers),
         cmocka_unit_test(test_tiny_greedy_matches_transformers),
         cmocka_unit_test(test_tiny_adapters_match_peft),
+        cmocka_unit_test(test_second_adapter_replaces_first),
         cmocka_unit_test(test_tiny_other_layouts),
         cmocka_unit_test(test_bad_models_give_clear_errors),
         cmocka_unit_test(test_smollm2_gguf_matches_reference),

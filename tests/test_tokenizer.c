@@ -223,6 +223,14 @@ static void test_tiny(void **state) {
     assert_int_equal(tokenizer_piece_to_id(t, "<|end_of_text|>"), 1);
     assert_int_equal(tokenizer_piece_to_id(t, "Ġ"), tokenizer_piece_to_id(t, "\xc4\xa0"));
     assert_int_equal(tokenizer_piece_to_id(t, "no such piece"), -1);
+    // nothing to decode (found by fuzz_tokenizer: NULL + 0 in utf8_lossy_append under UBSan)
+    int unknown[] = {-1, 512};
+    char *empty = tokenizer_decode(t, NULL, 0, 0);
+    assert_string_equal(empty, "");
+    free(empty);
+    empty = tokenizer_decode(t, unknown, 2, 1);
+    assert_string_equal(empty, "");
+    free(empty);
     check_against(t, FIXTURE("tokenizer/expected_tiny.json"), "tiny");
     check_roundtrip(t, "tiny");
     // without its config, BOS comes from the post-processor's template

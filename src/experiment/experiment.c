@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -114,16 +115,30 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     }
     fflush(stdout);
     fflush(stderr);
+    // Ctrl-C reaches the child too, which saves a checkpoint and exits 130; this process waits
+    // for that instead of dying first.
+    struct sigaction ignore = {0}, old_int, old_term;
+    ignore.sa_handler = SIG_IGN;
+    sigaction(SIGINT, &ignore, &old_int);
+    sigaction(SIGTERM, &ignore, &old_term);
     pid_t pid = fork();
-    if (pid < 0) return err_set(err, "cannot start the training process: %s", strerror(errno));
     if (pid == 0) {
+        signal(SIGINT, SIG_DFL);  // ignored dispositions would survive exec
+        signal(SIGTERM, SIG_DFL);
         execv(c->exe, (char *const *)argv);
         fprintf(stderr, "tunelens: cannot run %s: %s\n", c->exe, strerror(errno));
         _exit(127);
     }
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) return err_set(err, "waiting for the training process: %s", strerror(errno));
+    int status = 0, rc = 0;
+    if (pid < 0) rc = err_set(err, "cannot start the training process: %s", strerror(errno));
+    while (!rc && waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) rc = err_set(err, "waiting for the training process: %s", strerror(errno));
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (rc) return -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 130)
+        return err_set(err, "interrupted during %s training; its checkpoint is saved: run the "
+                       "same command again to continue", full ? "full" : "LoRA");
     if (WIFSIGNALED(status))
         return err_set(err, "%s training was killed by signal %d; re-run the same command to "
                        "start this stage again", full ? "full" : "LoRA", WTERMSIG(status));

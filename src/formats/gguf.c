@@ -290,7 +290,7 @@ static int parse(GGUFFile *g, const MappedFile *m, const char *path, Error *err)
         char *nm = str_dup(name);
         uint32_t nd, type;
         uint64_t dims[4] = {0};
-        int64_t numel = 1;
+        int64_t numel, span = 1;  // span: the product with zero dims counted as 1
         if (strlen(nm) != name.len) {
             rc = err_set(err, "%s: offset %zu: tensor name contains a NUL byte", path, at);
         } else if ((rc = rd_u32(&r, &nd, nm)) == 0 && nd > 4) {
@@ -298,10 +298,15 @@ static int parse(GGUFFile *g, const MappedFile *m, const char *path, Error *err)
         }
         for (uint32_t d = 0; rc == 0 && d < nd; d++) {
             if ((rc = rd_u64(&r, &dims[d], nm))) break;
-            if (dims[d] > INT64_MAX || __builtin_mul_overflow(numel, (int64_t)dims[d], &numel))
+            // Not just the element count: a 0 dim must not hide huge ones, whose product would
+            // overflow when the shape is multiplied out in another order (it is stored reversed).
+            if (dims[d] > INT64_MAX || __builtin_mul_overflow(span, dims[d] ? (int64_t)dims[d] : 1, &span))
                 rc = err_set(err, "%s: offset %zu: tensor '%s': dim %u = %llu makes the element count overflow",
                              path, r.pos - 8, nm, d, (unsigned long long)dims[d]);
         }
+        numel = span;
+        for (uint32_t d = 0; rc == 0 && d < nd; d++)
+            if (dims[d] == 0) numel = 0;
         DType dt = DT_F32;
         if (rc == 0 && (rc = rd_u32(&r, &type, nm)) == 0 && ggml_dtype(type, &dt) != 0)
             rc = err_set(err, "%s: offset %zu: tensor '%s': ggml type %u (%s) is not supported", path, r.pos - 4, nm,

@@ -32,6 +32,8 @@ const char *dtype_name(DType t) { return dtype_ok(t) ? dtypes[t].name : "?"; }
 
 int dtype_block_size(DType t) { return dtype_ok(t) ? dtypes[t].block : 0; }
 
+int dtype_is_float(DType t) { return t == DT_F32 || t == DT_F16 || t == DT_BF16 || t == DT_F64 || (t >= DT_Q8_0 && t <= DT_Q6_K); }
+
 size_t dtype_row_bytes(DType t, int64_t n) {
     if (!dtype_ok(t) || n < 0 || n % dtypes[t].block) return 0;
     uint64_t nb = (uint64_t)(n / dtypes[t].block), bytes;
@@ -40,8 +42,13 @@ size_t dtype_row_bytes(DType t, int64_t n) {
 }
 
 int64_t tensor_numel(const TensorView *t) {
+    // A zero dim makes the product 0: look for one first, or huge dims before it could overflow
+    // on the way (the parsers check the product in file order; GGUF dims are stored reversed).
+    for (int i = 0; i < t->ndim; i++)
+        if (t->shape[i] == 0) return 0;
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        if (__builtin_mul_overflow(n, t->shape[i], &n)) return -1;
     return n;
 }
 
@@ -141,4 +148,38 @@ int tensor_to_f32(const TensorView *t, float *out, Error *err) {
         dequantize_row(t->dtype, src + (size_t)(v0 / di->block) * di->bytes, out + v0, nv);
     }
     return 0;
+}
+
+int64_t f32_first_nonfinite(const float *v, int64_t n) {
+    // Chunks: a branch-free OR over the exponent bits (it vectorizes), then a search of the
+    // rare chunk that has a NaN or Inf (exponent all ones).
+    const int64_t chunk = 1 << 16;
+    int64_t nchunks = (n + chunk - 1) / chunk, first = n;
+    #pragma omp parallel for reduction(min : first) if (nchunks > 8)
+    for (int64_t c = 0; c < nchunks; c++) {
+        int64_t a = c * chunk, b = n - a < chunk ? n : a + chunk;
+        uint32_t bad = 0;
+        for (int64_t i = a; i < b; i++) {
+            uint32_t u;
+            memcpy(&u, v + i, 4);
+            bad |= (~u & 0x7f800000u) == 0;
+        }
+        for (int64_t i = a; bad && i < b; i++) {
+            uint32_t u;
+            memcpy(&u, v + i, 4);
+            if ((~u & 0x7f800000u) == 0) {
+                if (i < first) first = i;
+                break;
+            }
+        }
+    }
+    return first < n ? first : -1;
+}
+
+int tensor_check_finite(const TensorView *t, const float *v, int64_t n, Error *err) {
+    int64_t i = f32_first_nonfinite(v, n);
+    if (i < 0) return 0;
+    return err_set(err, "%s: tensor '%s' holds %s at element %lld (a corrupt or diverged file)",
+                   t->file ? t->file : "(memory)", t->name ? t->name : "?",
+                   v[i] != v[i] ? "NaN" : v[i] > 0 ? "+Inf" : "-Inf", (long long)i);
 }

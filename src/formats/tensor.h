@@ -15,6 +15,7 @@ const char *dtype_name(DType t);
 // Returns 0 for a bad n.
 size_t dtype_row_bytes(DType t, int64_t n);
 int dtype_block_size(DType t);  // 1 for plain types, 32 or 256 for quantized
+int dtype_is_float(DType t);    // a floating-point or quantized type (what weights may be)
 
 // A tensor as stored in a file. shape is outermost first (row-major, as PyTorch/HF):
 // an HF linear weight is (out, in); GGUF dims are reversed into this order on load.
@@ -28,7 +29,7 @@ typedef struct {
     const char *file;  // path of the file it lives in (for messages)
 } TensorView;
 
-int64_t tensor_numel(const TensorView *t);
+int64_t tensor_numel(const TensorView *t);  // -1 if the product overflows (no parser lets that through)
 
 // A set of tensors from one or more mapped files (sharded safetensors, GGUF).
 typedef struct {
@@ -47,3 +48,8 @@ TensorView *tensorset_add(TensorSet *ts, const char *name);
 int tensor_to_f32(const TensorView *t, float *out, Error *err);
 // Dequantize n values (n a multiple of the block size) of one row.
 void dequantize_row(DType t, const void *src, float *dst, int64_t n);
+
+// The index of the first NaN or +-Inf in v[0, n), or -1 when every value is finite.
+int64_t f32_first_nonfinite(const float *v, int64_t n);
+// Checks a converted weight: "FILE: tensor 'NAME' holds NaN at element I" when it is not finite.
+int tensor_check_finite(const TensorView *t, const float *v, int64_t n, Error *err);

@@ -75,6 +75,15 @@ static double json_number(const cJSON *obj, const char *key, double fallback) {
     return cJSON_IsNumber(it) ? it->valuedouble : fallback;
 }
 
+// A LoRA rank: absent gives fallback; anything but a whole number in [1, 2^20] gives -1
+// (a cast of 1e10 to int would be undefined behaviour).
+static int json_rank(const cJSON *obj, const char *key, int fallback) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!it) return fallback;
+    double v = cJSON_IsNumber(it) ? it->valuedouble : -1;
+    return v >= 1 && v <= (1 << 20) && v == floor(v) ? (int)v : -1;
+}
+
 typedef struct {
     const TensorView *a, *b;
 } LoraPair;
@@ -123,6 +132,11 @@ static int apply_lora(Model *m, const TensorSet *ts, const char *file, const cha
                     (long long)wa1, (long long)wb0, (long long)wb1);
             goto done;
         }
+        if (!dtype_is_float(p->a->dtype) || !dtype_is_float(p->b->dtype)) {
+            err_set(err, "%s: layer %d %s: LoRA dtype %s; adapters must be floating point", file,
+                    layer, PROJ_NAMES[proj], dtype_name(dtype_is_float(p->a->dtype) ? p->b->dtype : p->a->dtype));
+            goto done;
+        }
         floats += (size_t)(in + out) * rank;
         n_pairs++;
     }
@@ -130,7 +144,10 @@ static int apply_lora(Model *m, const TensorSet *ts, const char *file, const cha
         err_set(err, "%s: no LoRA weights found", file);
         goto done;
     }
+    // A new adapter replaces the previous one: every LoRA slot is cleared with the arena that
+    // backed it, or a layer the new file does not cover would keep pointers into freed memory.
     free(m->adapter_arena);
+    for (int l = 0; l < c->n_layers; l++) memset(m->blocks[l].lora, 0, sizeof m->blocks[l].lora);
     m->adapter_arena = xmalloc(sizeof(float) * floats);
     m->adapter_floats = floats;
     float *dst = m->adapter_arena;
@@ -143,7 +160,10 @@ static int apply_lora(Model *m, const TensorSet *ts, const char *file, const cha
         lo->rank = rank, lo->scale = scale;
         lo->A = dst, dst += in * rank;
         lo->B = dst, dst += rank * out;
-        if (tensor_to_f32(p->a, lo->A, err) || tensor_to_f32(p->b, lo->B, err)) goto done;
+        if (tensor_to_f32(p->a, lo->A, err) || tensor_to_f32(p->b, lo->B, err) ||
+            tensor_check_finite(p->a, lo->A, in * rank, err) ||
+            tensor_check_finite(p->b, lo->B, rank * out, err))
+            goto done;
         if (transpose_peft) {  // A (r,in) -> (in,r); B (out,r) -> (r,out)
             float *tmp = xmalloc(sizeof(float) * (size_t)((in > out ? in : out) * rank));
             memcpy(tmp, lo->A, sizeof(float) * (size_t)(in * rank));
@@ -172,7 +192,10 @@ static int apply_full(Model *m, const TensorSet *ts, const char *file, Error *er
             return err_set(err, "%s: tensor '%s' has the wrong shape for this model", file, t->name);
         if (dst == m->tok_embd && m->head == m->tok_embd)
             return err_set(err, "%s: replacing tied embeddings is not supported", file);
-        if (tensor_to_f32(t, dst, err)) return -1;
+        if (!dtype_is_float(t->dtype))
+            return err_set(err, "%s: tensor '%s' has dtype %s; weights must be floating point", file,
+                           t->name, dtype_name(t->dtype));
+        if (tensor_to_f32(t, dst, err) || tensor_check_finite(t, dst, tensor_numel(t), err)) return -1;
     }
     return 0;
 }
@@ -193,7 +216,7 @@ int model_load_adapter(Model *m, const char *dir, Error *err) {
             err_set(err, "%s: peft_type %s is not supported (LORA only)", cfg_path, pt->valuestring);
             goto done;
         }
-        int r = (int)json_number(cfg, "r", 0);
+        int r = json_rank(cfg, "r", 0);
         double alpha = json_number(cfg, "lora_alpha", r);
         const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "use_rslora");
         if (r <= 0) {
@@ -218,10 +241,10 @@ int model_load_adapter(Model *m, const char *dir, Error *err) {
         rc = apply_full(m, &ts, w_path, err);
     } else if (!strcmp(type, "lora")) {
         const cJSON *lp = cJSON_GetObjectItemCaseSensitive(cfg, "lora_parameters");
-        int rank = (int)json_number(lp, "rank", 8);
+        int rank = json_rank(lp, "rank", 8);
         float scale = (float)json_number(lp, "scale", 20.0);
         if (rank <= 0) {
-            err_set(err, "%s: lora_parameters.rank must be positive", cfg_path);
+            err_set(err, "%s: lora_parameters.rank must be a positive integer", cfg_path);
             goto done;
         }
         rc = apply_lora(m, &ts, w_path, "", ".lora_a", ".lora_b", 0, rank, scale, err);

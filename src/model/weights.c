@@ -2,6 +2,7 @@
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysinfo.h>
 
 #include "../formats/safetensors.h"
 #include "llama.h"
@@ -30,10 +31,13 @@ int proj_out_dim(const ModelConfig *c, Proj p) {
     }
 }
 
-// Where each named tensor goes and what shape it must have.
+// Where each named tensor goes and what shape it must have. The arena is allocated only once
+// every shape has been checked (a hostile config cannot make us allocate for tensors that are
+// not there): until then a binding knows its offset and the model field to point at it.
 typedef struct {
     char name[128];
-    float *dst;
+    float **dst;   // the model field that gets arena + off
+    size_t off;
     int ndim;
     int64_t shape[2];
     int unpermute_heads;  // GGUF q/k rows: interleaved rotary pairs -> HF rotate-half
@@ -76,73 +80,71 @@ static const TensorView *check_binding(const TensorSet *ts, const Binding *b, Er
                 b->name, got, want);
         return NULL;
     }
+    if (!dtype_is_float(t->dtype)) {
+        err_set(err, "%s: tensor '%s' has dtype %s; weights must be floating point or quantized",
+                t->file, b->name, dtype_name(t->dtype));
+        return NULL;
+    }
     return t;
 }
 
 static int convert_binding(const TensorSet *ts, const Binding *b, const ModelConfig *c, Error *err) {
     const TensorView *t = check_binding(ts, b, err);
     if (!t) return -1;
-    if (tensor_to_f32(t, b->dst, err)) return -1;
+    if (tensor_to_f32(t, *b->dst, err) || tensor_check_finite(t, *b->dst, tensor_numel(t), err))
+        return -1;
     if (b->unpermute_heads)
-        unpermute_rotary_rows(b->dst, b->unpermute_heads, c->head_dim, b->shape[1]);
+        unpermute_rotary_rows(*b->dst, b->unpermute_heads, c->head_dim, b->shape[1]);
     return 0;
 }
 
-static void add_binding(Binding *list, int *n, const char *name, float *dst, int64_t d0,
-                        int64_t d1, int unpermute) {
+// Appends a binding at offset *off of the arena and advances *off past it.
+static void add_binding(Binding *list, int *n, const char *name, float **dst, size_t *off,
+                        int64_t d0, int64_t d1, int unpermute) {
     Binding *b = &list[(*n)++];
     snprintf(b->name, sizeof b->name, "%s", name);
     b->dst = dst;
+    b->off = *off;
+    *off += (size_t)(d0 * (d1 ? d1 : 1));
     b->ndim = d1 ? 2 : 1;
     b->shape[0] = d0;
     b->shape[1] = d1;
     b->unpermute_heads = unpermute;
 }
 
-// Carve the f32 arena and list the tensors that fill it.
+// List the tensors that fill the f32 arena, at their offsets (the arena comes later).
 static Binding *plan_bindings(Model *m, int gguf, int has_head, int *n_out) {
     const ModelConfig *c = &m->cfg;
     int64_t C = c->dim, V = c->vocab_size;
-    m->arena_floats = (size_t)config_param_count(c);
-    if (c->tie_embeddings && has_head) m->arena_floats += (size_t)(V * C);  // untie on load
-    m->arena = malloc(sizeof(float) * m->arena_floats);
-    if (!m->arena) return NULL;
     m->blocks = xcalloc((size_t)c->n_layers, sizeof(Block));
-    float *p = m->arena;
     Binding *list = xcalloc((size_t)(3 + c->n_layers * (2 + N_PROJ)), sizeof(Binding));
     int n = 0;
-    m->tok_embd = p, p += V * C;
-    add_binding(list, &n, gguf ? "token_embd.weight" : "model.embed_tokens.weight", m->tok_embd,
-                V, C, 0);
-    m->final_norm = p, p += C;
-    add_binding(list, &n, gguf ? "output_norm.weight" : "model.norm.weight", m->final_norm, C, 0, 0);
-    if (has_head) {
-        m->head = p, p += V * C;
-        add_binding(list, &n, gguf ? "output.weight" : "lm_head.weight", m->head, V, C, 0);
-    } else {
-        m->head = m->tok_embd;
-    }
+    size_t off = 0;
+    add_binding(list, &n, gguf ? "token_embd.weight" : "model.embed_tokens.weight", &m->tok_embd,
+                &off, V, C, 0);
+    add_binding(list, &n, gguf ? "output_norm.weight" : "model.norm.weight", &m->final_norm, &off,
+                C, 0, 0);
+    if (has_head)  // (with tie_word_embeddings and a head anyway: untie on load)
+        add_binding(list, &n, gguf ? "output.weight" : "lm_head.weight", &m->head, &off, V, C, 0);
     char name[128];
     for (int l = 0; l < c->n_layers; l++) {
         Block *b = &m->blocks[l];
-        b->attn_norm = p, p += C;
-        b->ffn_norm = p, p += C;
         if (gguf) snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
         else snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        add_binding(list, &n, name, b->attn_norm, C, 0, 0);
+        add_binding(list, &n, name, &b->attn_norm, &off, C, 0, 0);
         if (gguf) snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
         else snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        add_binding(list, &n, name, b->ffn_norm, C, 0, 0);
+        add_binding(list, &n, name, &b->ffn_norm, &off, C, 0, 0);
         for (int j = 0; j < N_PROJ; j++) {
             int64_t out = proj_out_dim(c, j), in = proj_in_dim(c, j);
-            b->w[j] = p, p += out * in;
             if (gguf) snprintf(name, sizeof name, "blk.%d.%s.weight", l, GGUF_PROJ[j]);
             else snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, PROJ_PARENTS[j],
                           PROJ_NAMES[j]);
             int unpermute = !gguf ? 0 : j == PROJ_Q ? c->n_heads : j == PROJ_K ? c->n_kv_heads : 0;
-            add_binding(list, &n, name, b->w[j], out, in, unpermute);
+            add_binding(list, &n, name, &b->w[j], &off, out, in, unpermute);
         }
     }
+    m->arena_floats = off;
     *n_out = n;
     return list;
 }
@@ -160,15 +162,33 @@ static int bind_all(Model *m, const TensorSet *ts, int gguf, const char *source,
     }
     int n;
     Binding *list = plan_bindings(m, gguf, has_head, &n);
-    if (!list)
-        return err_set(err, "%s: not enough memory for %zu MB of f32 weights", source,
-                       m->arena_floats * sizeof(float) >> 20);
     for (int i = 0; i < n; i++) {
         if (!check_binding(ts, &list[i], err)) {
             free(list);
             return err_wrap(err, "%s", source);
         }
     }
+    // Every binding matched a tensor of its shape: the arena is no bigger than the files' data
+    // (times the f32 expansion of their dtypes). More than the machine's memory is refused here,
+    // not by the OOM killer halfway through the conversion (with overcommit the malloc succeeds).
+    struct sysinfo si;
+    double need = (double)m->arena_floats * sizeof(float);
+    if (sysinfo(&si) == 0) {
+        double have = ((double)si.totalram + (double)si.totalswap) * si.mem_unit;
+        if (need > have) {
+            free(list);
+            return err_set(err, "%s: the weights need %.1f GB as f32 but this machine has %.1f GB "
+                           "of memory (RAM + swap)", source, need / 1e9, have / 1e9);
+        }
+    }
+    m->arena = malloc(sizeof(float) * m->arena_floats);
+    if (!m->arena) {
+        free(list);
+        return err_set(err, "%s: not enough memory for %zu MB of f32 weights", source,
+                       m->arena_floats * sizeof(float) >> 20);
+    }
+    for (int i = 0; i < n; i++) *list[i].dst = m->arena + list[i].off;
+    if (!has_head) m->head = m->tok_embd;
     m->pending = list;
     m->n_pending = n;
     return 0;
@@ -343,9 +363,13 @@ void model_free(Model *m) {
 }
 
 int model_check_ids(const Model *m, const int *ids, int n, Error *err) {
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
-            return err_set(err, "token %d (id %d) is outside the model's %d-row embedding", i, ids[i],
-                           m->cfg.vocab_size);
+    for (int i = 0; i < n; i++) {
+        if (ids[i] >= 0 && ids[i] < m->cfg.vocab_size) continue;
+        const char *piece = tokenizer_piece(m->tok, ids[i]);
+        return err_set(err, "%s%s: token %d of the input is id %d ('%s'), outside the model's "
+                       "%d-row embedding (the tokenizer has %d tokens: another model's?)", m->path,
+                       m->is_gguf ? "" : "/tokenizer.json", i, ids[i], piece ? piece : "?",
+                       m->cfg.vocab_size, tokenizer_vocab_size(m->tok));
+    }
     return 0;
 }

@@ -101,6 +101,7 @@ int utf8_encode(uint32_t cp, char out[4]) {
 
 void utf8_lossy_append(ByteBuf *out, const uint8_t *s, size_t n) {
     static const char fffd[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
+    if (n == 0) return;  // s may be NULL then (an empty ByteBuf), and NULL + 0 is undefined
     size_t i = 0, run = 0;  // run: start of the pending valid stretch
     while (i < n) {
         if (s[i] < 0x80) { i++; continue; }
