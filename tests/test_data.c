@@ -3,7 +3,6 @@
 // mlx-lm style batching (sorted batches, shuffling, checkpoint save/restore, batch layout).
 #include "test_util.h"
 
-#include <ftw.h>
 #include <unistd.h>
 
 #include "tokenizer/tokenizer.h"
@@ -27,34 +26,22 @@ static int setup(void **state) {
     Error err = {{0}};
     if (tokenizer_load_json(&g_tok, TINY_JSON, TINY_CONFIG, &err)) fail_msg("%s", err.msg);
     g_expected = load_json_fixture(DATA_EXPECTED);
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/tunelens_test_data.XXXXXX");
-    if (!mkdtemp(g_tmp)) fail_msg("mkdtemp failed");
+    tmp_dir_make(g_tmp, sizeof g_tmp, "test_data");
     return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
 }
 
 static int teardown(void **state) {
     (void)state;
     tokenizer_free(g_tok);
     cJSON_Delete(g_expected);
-    nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tmp_dir_remove(g_tmp);
     return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-static char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int k;
-    char *p = buf[k++ & 3];
-    snprintf(p, 512, "%s/%s", g_tmp, name);
-    return p;
-}
+static char *tmp_path(const char *name) { return tmp_join(g_tmp, name); }
 
 static const char *write_tmp(const char *name, const char *text, size_t len) {
     const char *p = tmp_path(name);

@@ -2,7 +2,6 @@
 // agrees with greedy decoding, a quick run writes every report section, figure and number, a
 // re-run resumes instead of retraining, and other settings in the same folder are refused.
 #include <ctype.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,21 +15,15 @@
 
 static char g_tmp[256];
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state) {
     (void)state;
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/tunelens_test_experiment.XXXXXX");
-    if (!mkdtemp(g_tmp)) fail_msg("mkdtemp failed");
+    tmp_dir_make(g_tmp, sizeof g_tmp, "test_experiment");
     return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
-    nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tmp_dir_remove(g_tmp);
     return 0;
 }
 
@@ -108,13 +101,6 @@ static void test_exact_match_agrees_with_greedy(void **state) {
     model_free(&m);
 }
 
-static char *slurp(const char *path) {
-    char *text;
-    size_t len;
-    Error err = {{0}};
-    if (read_file(path, &text, &len, &err)) fail_msg("%s", err.msg);
-    return text;
-}
 
 static void run_quick(const char *out, int iters, int expect_ok, const char *expect_msg) {
     ExperimentConfig c;

@@ -3,7 +3,6 @@
 // invalid UTF-8 and control bytes, never writes nan/inf, and survives degenerate inputs.
 #include "test_util.h"
 
-#include <ftw.h>
 #include <math.h>
 #include <strings.h>
 #include <unistd.h>
@@ -14,40 +13,21 @@ static char g_tmp[256];
 
 static int setup(void **state) {
     (void)state;
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/tunelens_test_svg.XXXXXX");
-    if (!mkdtemp(g_tmp)) fail_msg("mkdtemp failed");
+    tmp_dir_make(g_tmp, sizeof g_tmp, "test_svg");
     return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
 }
 
 static int teardown(void **state) {
     (void)state;
-    nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tmp_dir_remove(g_tmp);
     return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-static char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int k;
-    char *p = buf[k++ & 3];
-    snprintf(p, 512, "%s/%s", g_tmp, name);
-    return p;
-}
+static char *tmp_path(const char *name) { return tmp_join(g_tmp, name); }
 
-static char *slurp(const char *path) {
-    static char *text;  // static: gcc 12 otherwise warns, wrongly, of a dangling pointer
-    Error err = {{0}};
-    text = NULL;
-    if (read_file(path, &text, NULL, &err)) fail_msg("%s", err.msg);
-    return text;
-}
 
 // Tags balance (<a ...> ... </a>, <a/>), one root element, every '&' starts a known entity.
 // Returns NULL when well-formed, else what is wrong.

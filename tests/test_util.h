@@ -9,6 +9,8 @@
 #include <string.h>
 #include <cmocka.h>
 #include <cjson/cJSON.h>
+#include <ftw.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -36,4 +38,38 @@ static inline int *json_ints(const cJSON *arr, int *n) {
     int *v = (int *)xmalloc(sizeof(int) * (size_t)(*n ? *n : 1));
     for (int i = 0; i < *n; i++) v[i] = cJSON_GetArrayItem(arr, i)->valueint;
     return v;
+}
+
+// A fresh temp folder /tmp/tunelens_<tag>.XXXXXX written into dir (cap >= 64).
+static inline void tmp_dir_make(char *dir, size_t cap, const char *tag) {
+    snprintf(dir, cap, "/tmp/tunelens_%s.XXXXXX", tag);
+    if (!mkdtemp(dir)) fail_msg("mkdtemp %s failed", dir);
+}
+
+static inline int tmp_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+// rm -r of a folder tmp_dir_make made.
+static inline void tmp_dir_remove(const char *dir) {
+    nftw(dir, tmp_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+// dir/name in one of four rotating static buffers (so a call can take two or three of them).
+static inline char *tmp_join(const char *dir, const char *name) {
+    static char buf[4][600];
+    static int k;
+    char *p = buf[k++ & 3];
+    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+    return p;
+}
+
+// A whole text file (heap, NUL-terminated) that must exist.
+static inline char *slurp(const char *path) {
+    static char *text;  // static: gcc 12 otherwise warns, wrongly, of a dangling pointer
+    Error err = {{0}};
+    text = NULL;
+    if (read_file(path, &text, NULL, &err)) fail_msg("%s", err.msg);
+    return text;
 }
