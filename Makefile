@@ -49,6 +49,7 @@ test: $(TUNELENS) $(TEST_BIN)
 	@./tests/setup.sh
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
 	@./tests/cli_test.sh ./$(TUNELENS)
+	@./tests/bad_input_test.sh ./$(TUNELENS)
 	@./tests/resume_test.sh ./$(TUNELENS)
 
 # ---- sanitizers: the same suite built with gcc's ASan + UBSan into build-asan/ (options and

@@ -3,6 +3,7 @@
 // inputs (truncations, corrupt fields, random mutations) that must fail cleanly, naming the file.
 #include "test_util.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdbool.h>
 #include <sys/stat.h>
@@ -176,6 +177,34 @@ static void test_tensor_to_f32_plain_and_errors(void **state) {
     t = (TensorView){.name = "q", .dtype = DT_Q8_0, .ndim = 1, .shape = {16}, .data = f64, .nbytes = 16, .file = "m.bin"};
     assert_int_equal(tensor_to_f32(&t, out, &err), -1);
     assert_non_null(strstr(err.msg, "block size"));
+}
+
+// NaN/Inf found wherever they are (chunk edges, the tail), named with the tensor and file;
+// only float and quantized dtypes count as weights.
+static void test_nonfinite_and_weight_dtypes(void **state) {
+    (void)state;
+    int64_t n = 3 * (1 << 16) + 5;
+    float *v = calloc((size_t)n, sizeof(float));
+    assert_int_equal(f32_first_nonfinite(v, n), -1);
+    assert_int_equal(f32_first_nonfinite(v, 0), -1);
+    int64_t at[] = {0, (1 << 16) - 1, 1 << 16, 2 * (1 << 16) + 17, n - 1};
+    for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+        v[at[k]] = k % 2 ? INFINITY : NAN;
+        if (k == 2) v[n - 1] = -INFINITY;  // a later one does not hide the first
+        assert_int_equal(f32_first_nonfinite(v, n), at[k]);
+        v[at[k]] = 0, v[n - 1] = 0;
+    }
+    v[5] = -INFINITY;
+    v[9] = FLT_MAX;  // large but finite
+    TensorView t = {.name = "w", .dtype = DT_F32, .ndim = 1, .shape = {n}, .file = "m.bin"};
+    Error err = {{0}};
+    assert_int_equal(tensor_check_finite(&t, v, n, &err), -1);
+    assert_non_null(strstr(err.msg, "m.bin: tensor 'w' holds -Inf at element 5"));
+    v[5] = 0;
+    assert_int_equal(tensor_check_finite(&t, v, n, &err), 0);
+    free(v);
+    assert_true(dtype_is_float(DT_BF16) && dtype_is_float(DT_F64) && dtype_is_float(DT_Q4_K));
+    assert_false(dtype_is_float(DT_I16) || dtype_is_float(DT_U8) || dtype_is_float(DT_BOOL));
 }
 
 // ---------------------------------------------------------------- GGUF from gguf-py
@@ -1119,6 +1148,7 @@ int main(void) {
         cmocka_unit_test(test_dtype_table),
         cmocka_unit_test(test_dequant_reference),
         cmocka_unit_test(test_tensor_to_f32_plain_and_errors),
+        cmocka_unit_test(test_nonfinite_and_weight_dtypes),
         cmocka_unit_test(test_gguf_tiny),
         cmocka_unit_test(test_smollm2),
         cmocka_unit_test(test_safetensors_tiny),

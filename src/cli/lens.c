@@ -185,7 +185,12 @@ int cmd_lens(int argc, char **argv) {
             free(d);
         }
         track_ids[t] = w[0];
+        rc = model_check_ids(&m, w, 1, &err);
         free(w);
+        if (rc) {
+            err_wrap(&err, "--track '%s'", track_words[t]);
+            goto fail;
+        }
     }
     if (cli_encode(&m, prompt, &ids, &n, &err) ||
         lens_run(&m, ids, n, top_k, layers, n_layers, track_ids, n_track, &r, &err))

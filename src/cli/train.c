@@ -112,6 +112,12 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "tunelens train: nothing to do: give --train and/or --test\n");
         return EXIT_USAGE;
     }
+    unsigned key_mask;
+    Error err = {{0}};
+    if (c.lora_keys && lora_keys_parse(c.lora_keys, &key_mask, &err)) {
+        fprintf(stderr, "tunelens train: --lora-keys: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
     if (c.dropout != 0) {
         fprintf(stderr, "tunelens train: --dropout other than 0 is not supported yet\n");
         return EXIT_USAGE;
@@ -120,7 +126,6 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "note: --test without --train or --resume-adapter-file evaluates the "
                         "base model\n");
     TrainSummary sum;
-    Error err;
     if (train_run(&c, &sum, &err)) {
         cli_fail(&err);
         return sum.interrupted ? 130 : 1;  // 130: the shell's code for an interrupted command

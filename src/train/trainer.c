@@ -156,7 +156,14 @@ static int resume_from(const ParamList *pl, const char *path, Error *err) {
         else if (tensor_numel(t) != p->n)
             rc = err_set(err, "%s: tensor '%s' has %lld values, this run needs %lld", path, p->name,
                          (long long)tensor_numel(t), (long long)p->n);
-        else rc = tensor_to_f32(t, p->data, err);
+        else if (t->ndim != p->ndim || t->shape[0] != p->shape[0] ||
+                 (p->ndim > 1 && t->shape[1] != p->shape[1]))
+            rc = err_set(err, "%s: tensor '%s' has shape (%lld, %lld), this run needs (%lld, %lld)",
+                         path, p->name, (long long)t->shape[0],
+                         (long long)(t->ndim > 1 ? t->shape[1] : 1), (long long)p->shape[0],
+                         (long long)(p->ndim > 1 ? p->shape[1] : 1));
+        else if ((rc = tensor_to_f32(t, p->data, err)) == 0)
+            rc = tensor_check_finite(t, p->data, p->n, err);
     }
     if (rc == 0 && ts.n != pl->n)
         rc = err_set(err, "%s: holds %d tensors, this run trains %d (another --num-layers, rank "
@@ -481,8 +488,13 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
         for (int iter = start + 1; iter <= c->iters; iter++) {
             if (valid.n && (iter == 1 || iter % c->steps_per_eval == 0 || iter == c->iters)) {
                 double t0 = now_seconds();
+                err->msg[0] = 0;
                 double val = evaluate(&m, &valid, c->batch_size, c->val_batches, &s, err);
-                if (isnan(val)) goto done_iter;
+                if (!isfinite(val)) {
+                    if (!err->msg[0]) err_set(err, "iteration %d: the validation loss is %f; stopping (the last saved "
+                            "adapter in %s is intact)", iter, val, c->adapter_path);
+                    goto done_iter;
+                }
                 if (interactive) printf("\r%*s\r", 70, "");
                 printf("Iter %d: Val loss %.3f, Val took %.3fs\n", iter, val, now_seconds() - t0);
                 out->final_val_loss = val;
@@ -571,8 +583,12 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
     }
     if (c->test) {
         printf("Testing\n");
+        err->msg[0] = 0;
         double t = evaluate(&m, &test, c->batch_size, c->test_batches, &s, err);
-        if (isnan(t)) goto done;
+        if (!isfinite(t)) {
+            if (!err->msg[0]) err_set(err, "the test loss is %f: the model's outputs overflow (a diverged adapter?)", t);
+            goto done;
+        }
         printf("Test loss %.3f, Test ppl %.3f.\n", t, exp(t));
         out->test_loss = t;
     }

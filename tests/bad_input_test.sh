@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# Bad inputs (issue #6): broken model folders and files, config/weights/tokenizer/adapter
+# mismatches, broken datasets, bad flags, diverging training, models larger than memory, out of
+# memory. Each must end with exit 1 (bad input) or 2 (bad usage) and a message naming the file
+# and the offset, line or key; never a signal, a hang or a silent success.
+# usage: tests/bad_input_test.sh ./tunelens   (VERBOSE=1: print the line each check matched)
+set -uo pipefail
+BIN=${1:-./tunelens}
+TINY=tests/fixtures/tiny
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+check() {  # name, expected exit code, grep pattern for stderr+stdout, command...
+  local name=$1 want=$2 pat=$3; shift 3
+  timeout -k 5 60 bash -c '"$@"' _ "$@" >"$TMP/out" 2>&1; local rc=$?  # (functions exported)
+  if grep -qE "(Address|Leak|UndefinedBehavior)Sanitizer|runtime error:" "$TMP/out"; then  # make asan
+    echo "FAIL $name: sanitizer report"; grep -E -A12 "Sanitizer|runtime error:" "$TMP/out" | head -30; fails=$((fails+1)); return
+  fi
+  if [ "$rc" -eq 124 ] || [ "$rc" -ge 128 ]; then
+    echo "FAIL $name: exit $rc (timed out or killed by a signal)"; sed 's/^/    /' "$TMP/out" | tail -5; fails=$((fails+1)); return
+  fi
+  if [ "$rc" -ne "$want" ]; then
+    echo "FAIL $name: exit $rc, expected $want"; sed 's/^/    /' "$TMP/out" | head -5; fails=$((fails+1)); return
+  fi
+  if [ -n "$pat" ] && ! grep -qE -- "$pat" "$TMP/out"; then
+    echo "FAIL $name: output lacks /$pat/"; sed 's/^/    /' "$TMP/out" | head -5; fails=$((fails+1)); return
+  fi
+  echo "ok   $name"
+  if [ -n "${VERBOSE:-}" ] && [ -n "$pat" ]; then grep -m1 -E -- "$pat" "$TMP/out" | cut -c1-220 | sed 's/^/       /'; fi
+}
+model() {  # name: a fresh copy of the tiny model (weights, config, tokenizer) to damage
+  mkdir -p "$TMP/$1" && cp $TINY/config.json $TINY/model.safetensors $TINY/tokenizer.json \
+    $TINY/tokenizer_config.json "$TMP/$1/" && echo "$TMP/$1"
+}
+jedit() {  # file, python statements over j (the parsed JSON object), rewritten in place
+  python3 -c "import json,sys; p=sys.argv[1]; j=json.load(open(p)); exec(sys.argv[2]); json.dump(j, open(p,'w'), indent=1)" "$1" "$2"
+}
+cat >"$TMP/st.py" <<'EOF'
+# st.py FILE CODE: run CODE over h (the safetensors header, a dict) and data (bytes), rewrite FILE
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h, data = json.loads(b[8:8 + n]), b[8 + n:]
+exec(sys.argv[2])
+s = json.dumps(h).encode(); s += b' ' * (-len(s) % 8)
+open(sys.argv[1], 'wb').write(struct.pack('<Q', len(s)) + s + data)
+EOF
+stedit() { python3 "$TMP/st.py" "$@"; }
+lens() { $BIN lens --model "$1" --prompt "12 + 7 = " "${@:2}"; }
+export BIN TMP TINY; export -f lens
+
+# ---- 1. missing pieces
+check "missing model folder" 1 "$TMP/nomodel: no such model file or folder" lens "$TMP/nomodel"
+M=$(model nocfg); rm "$M/config.json"
+check "missing config.json" 1 "nocfg: not a model folder \(no config.json\)" lens "$M"
+M=$(model notok); rm "$M/tokenizer.json"
+check "missing tokenizer.json" 1 "notok: missing tokenizer.json" lens "$M"
+check "missing tokenizer.json (tokenize)" 1 "notok: missing tokenizer.json" $BIN tokenize --model "$M" --text x
+M=$(model noweights); rm "$M/model.safetensors"
+check "missing weights file" 1 "noweights: no model.safetensors or model.safetensors.index.json" lens "$M"
+M=$(model noshard); mv "$M/model.safetensors" "$M/model-00001-of-00002.safetensors"
+python3 -c "
+import json,struct,sys
+b=open('$M/model-00001-of-00002.safetensors','rb').read(); h=json.loads(b[8:8+struct.unpack('<Q',b[:8])[0]])
+m={k:('model-00001-of-00002.safetensors' if i%2 else 'model-00002-of-00002.safetensors') for i,k in enumerate(h) if k!='__metadata__'}
+json.dump({'metadata':{},'weight_map':m}, open('$M/model.safetensors.index.json','w'))"
+check "index names a missing shard" 1 "model-00002-of-00002.safetensors" lens "$M"
+M=$(model cfgjson); printf '{"hidden_size": 64,\n "vocab_size": 5x12\n}\n' >"$M/config.json"
+check "config.json not JSON" 1 "config.json: invalid JSON at line 2, column" lens "$M"
+M=$(model cfgkey); jedit "$M/config.json" "del j['intermediate_size']"
+check "config.json missing key" 1 "config.json: missing key \"intermediate_size\"" lens "$M"
+M=$(model cfgtype); jedit "$M/config.json" "j['num_hidden_layers']='4'"
+check "config.json key of the wrong type" 1 "config.json: key \"num_hidden_layers\" must be an integer" lens "$M"
+M=$(model tokjson); head -c 5000 $TINY/tokenizer.json >"$M/tokenizer.json"
+check "tokenizer.json truncated" 1 "tokenizer.json" lens "$M"
+
+# ---- 2. truncated or corrupt weights
+W=model.safetensors
+M=$(model empty); : >"$M/$W"
+check "weights: empty file" 1 "$W: file is 0 bytes, too short" lens "$M"
+M=$(model cuthdr); truncate -s 100 "$M/$W"
+check "weights: cut in the header" 1 "$W: offset 0: header length [0-9]+ exceeds the file \(100 bytes\)" lens "$M"
+M=$(model cutdata); truncate -s 300000 "$M/$W"
+check "weights: cut in the data" 1 "$W: tensor '[^']+' data \[[0-9]+, [0-9]+\) extends past the end of the file \(300000 bytes\)" lens "$M"
+M=$(model badjson); printf '@' | dd of="$M/$W" bs=1 seek=40 conv=notrunc status=none
+check "weights: corrupt header JSON" 1 "$W: offset [0-9]+: invalid JSON in header" lens "$M"
+M=$(model pastend); stedit "$M/$W" "h['model.norm.weight']['data_offsets']=[len(data), len(data)+128]"
+check "weights: data offset past the end" 1 "$W: tensor 'model.norm.weight' data \[[0-9]+, [0-9]+\) extends past the end" lens "$M"
+M=$(model overlap); stedit "$M/$W" "h['model.norm.weight']['data_offsets']=h['model.layers.0.input_layernorm.weight']['data_offsets']"
+check "weights: overlapping tensors" 1 "$W: .*model.norm.weight|$W: .*input_layernorm" lens "$M"
+
+# ---- 3. dtype / shape mismatches
+M=$(model shape); stedit "$M/$W" "h['model.layers.1.self_attn.q_proj.weight']['shape']=[32,128]"
+check "weights: tensor of the wrong shape" 1 "$W: tensor 'model.layers.1.self_attn.q_proj.weight' has shape \(32, 128\) but the config implies \(64, 64\)" lens "$M"
+M=$(model dtype); stedit "$M/$W" "h['model.layers.1.self_attn.q_proj.weight']['dtype']='F32'"
+check "weights: dtype that does not fit the data size" 1 "$W: tensor 'model.layers.1.self_attn.q_proj.weight'" lens "$M"
+M=$(model dtype2); stedit "$M/$W" "h['model.layers.1.self_attn.q_proj.weight']['dtype']='F8_E4M3'"
+check "weights: unknown dtype" 1 "$W: tensor 'model.layers.1.self_attn.q_proj.weight': unknown dtype 'F8_E4M3'" lens "$M"
+M=$(model dtype3); stedit "$M/$W" "h['model.layers.1.self_attn.q_proj.weight']['dtype']='I16'"
+check "weights: integer dtype for a weight" 1 "$W: tensor 'model.layers.1.self_attn.q_proj.weight' has dtype I16; weights must be floating point" lens "$M"
+
+# ---- 4. config and weights that disagree
+M=$(model layers); jedit "$M/config.json" "j['num_hidden_layers']=6"
+check "config: more layers than the weights" 1 "layers: missing tensor 'model.layers.4.input_layernorm.weight'" lens "$M"
+M=$(model hidden); jedit "$M/config.json" "j['hidden_size']=128"
+check "config: another hidden_size" 1 "$W: tensor 'model.embed_tokens.weight' has shape \(512, 64\) but the config implies \(512, 128\)" lens "$M"
+M=$(model vocab); jedit "$M/config.json" "j['vocab_size']=1024"
+check "config: another vocab_size" 1 "$W: tensor 'model.embed_tokens.weight' has shape \(512, 64\) but the config implies \(1024, 64\)" lens "$M"
+M=$(model untied); jedit "$M/config.json" "j['tie_word_embeddings']=False"
+check "config: untied without lm_head" 1 "untied: tie_word_embeddings is false but there is no lm_head.weight" lens "$M"
+M=$(model heads); jedit "$M/config.json" "j['num_attention_heads']=3"
+check "config: heads not a multiple of kv heads" 1 "config.json: 3 attention heads are not a multiple of 2" lens "$M"
+
+# ---- 5. a tokenizer of another model
+$BIN data math --out "$TMP/data" --train 40 --valid 10 --test 10 >/dev/null || { echo "FAIL data math"; exit 1; }
+M=$(model tokextra)  # one token past the 512-row embedding, as another model's tokenizer has
+jedit "$M/tokenizer.json" "j['added_tokens'].append({'id':600,'content':'<|extra|>','single_word':False,'lstrip':False,'rstrip':False,'normalized':False,'special':True})"
+# (HF ignores the id written in added_tokens: a new token takes the next id, 512)
+X="tokextra/tokenizer.json: token 3 of the input is id 512 \('<\|extra\|>'\), outside the model's 512-row embedding"
+check "tokenizer id past the embedding: tokenize" 1 "$X" $BIN tokenize --model "$M" --text "1 <|extra|>"
+check "tokenizer id past the embedding: lens" 1 "$X" lens "$M" --prompt "1 <|extra|>"
+check "tokenizer id past the embedding: lens --track" 1 "--track '<\|extra\|>': .*tokextra/tokenizer.json: token 0 of the input is id 512" lens "$M" --track "<|extra|>"
+check "tokenizer id past the embedding: generate" 1 "$X" $BIN generate --model "$M" --prompt "1 <|extra|>" --max-tokens 2
+mkdir -p "$TMP/dextra"; cp "$TMP/data/valid.jsonl" "$TMP/dextra/"
+{ head -5 "$TMP/data/train.jsonl"; echo '{"text": "1 + 1 = 2 <|extra|>"}'; } >"$TMP/dextra/train.jsonl"
+check "tokenizer id past the embedding: train" 1 "train.jsonl:6: token 512 \(<\|extra\|>\) is outside the model's vocabulary \(512" \
+  $BIN train --model "$M" --train --data "$TMP/dextra" --iters 1 --batch-size 1 --adapter-path "$TMP/a_extra" --quiet
+check "tokenizer ok without the extra token" 0 "" lens "$M"
+M=$(model tokbig)
+jedit "$M/tokenizer.json" "j['added_tokens'] += [{'id':i,'content':'<|x%d|>'%i,'single_word':False,'lstrip':False,'rstrip':False,'normalized':False,'special':True} for i in range(512,2000)]"
+check "tokenizer far larger than the embedding" 1 "tokbig: the tokenizer has 2000 tokens but the model's embedding only 512 rows" lens "$M"
+
+# ---- 6. adapters for another model or rank
+check "train an adapter" 0 "Saved final weights" $BIN train --model $TINY --train --data "$TMP/data" --iters 2 --adapter-path "$TMP/A" --quiet
+AF=adapters.safetensors
+adapter() { rm -rf "$TMP/$1"; cp -r "$TMP/A" "$TMP/$1"; echo "$TMP/$1"; }
+A=$(adapter a_rank); jedit "$A/adapter_config.json" "j['lora_parameters']['rank']=4"
+check "adapter: config rank differs from the tensors" 1 "$AF: layer 0 q_proj: LoRA shapes \(64, 8\) and \(8, 64\) do not fit this model at rank 4" lens $TINY --adapter "$A"
+A=$(adapter a_rank0); jedit "$A/adapter_config.json" "j['lora_parameters']['rank']='eight'"
+check "adapter: rank not a number" 1 "adapter_config.json: lora_parameters.rank must be a positive integer" lens $TINY --adapter "$A"
+A=$(adapter a_shape); stedit "$A/$AF" "h['model.layers.2.mlp.up_proj.lora_a']['shape']=[32,16]"
+check "adapter: tensor of another shape (lens)" 1 "$AF: layer 2 up_proj: LoRA shapes \(32, 16\)" lens $TINY --adapter "$A"
+A=$(adapter a_layers); stedit "$A/$AF" "h={k.replace('layers.3.','layers.9.'):v for k,v in h.items()}"
+check "adapter: layers the model does not have (lens)" 1 "$AF: unexpected tensor 'model.layers.9.[a-z_.]+' \(not a LoRA weight of a 4-layer" lens $TINY --adapter "$A"
+check "adapter: layers the model does not have (resume)" 1 "$AF: no tensor 'model.layers.3.[a-z_.]+'" \
+  $BIN train --model $TINY --train --data "$TMP/data" --iters 1 --resume-adapter-file "$A/$AF" --adapter-path "$TMP/r1" --quiet
+check "adapter: another rank (resume)" 1 "$AF: tensor 'model.layers.0.self_attn.q_proj.lora_a' has 512 values, this run needs 256" \
+  $BIN train --model $TINY --train --data "$TMP/data" --iters 1 --rank 4 --resume-adapter-file "$TMP/A/$AF" --adapter-path "$TMP/r2" --quiet
+A=$(adapter a_trunc); truncate -s 100000 "$A/$AF"
+check "adapter: truncated weights (lens)" 1 "$AF: tensor '[^']+' data .* extends past the end" lens $TINY --adapter "$A"
+AT=$(adapter a_transposed); stedit "$AT/$AF" "h['model.layers.2.mlp.up_proj.lora_a']['shape']=[8,64]"
+check "adapter: transposed LoRA matrix (resume)" 1 "$AF: tensor 'model.layers.2.mlp.up_proj.lora_a' has shape \\(8, 64\\), this run needs \\(64, 8\\)" \
+  $BIN train --model $TINY --train --data "$TMP/data" --iters 1 --resume-adapter-file "$AT/$AF" --adapter-path "$TMP/r4" --quiet
+check "adapter: truncated weights (resume)" 1 "$AF: tensor '[^']+' data .* extends past the end" \
+  $BIN train --model $TINY --train --data "$TMP/data" --iters 1 --resume-adapter-file "$A/$AF" --adapter-path "$TMP/r3" --quiet
+A=$(adapter a_nan); stedit "$A/$AF" "
+import struct; o = h['model.layers.1.self_attn.v_proj.lora_b']['data_offsets'][0] + 4 * 5
+data = data[:o] + struct.pack('<f', float('inf')) + data[o + 4:]"
+check "adapter: weights holding Inf" 1 "$AF: tensor 'model.layers.1.self_attn.v_proj.lora_b' holds \+Inf at element 5" lens $TINY --adapter "$A"
+A=$(adapter a_cfg); printf '{"fine_tune_type": "lora",' >"$A/adapter_config.json"
+check "adapter: config not JSON" 1 "adapter_config.json: invalid JSON at line 1" lens $TINY --adapter "$A"
+A=$(adapter a_now); rm "$A/$AF"
+check "adapter: no weights file" 1 "a_now.*$AF" lens $TINY --adapter "$A"
+check "adapter for a model with fewer layers" 1 "$AF: unexpected tensor 'model.layers.[23].[a-z_.]+' \(not a LoRA weight of a 2-layer" lens "$(model hidden2; jedit "$TMP/hidden2/config.json" "j['num_hidden_layers']=2")" --adapter "$TMP/A"
+
+check "train a full adapter" 0 "Saved final weights" $BIN train --model $TINY --train --data "$TMP/data" --iters 1 --fine-tune-type full --num-layers 1 --adapter-path "$TMP/F" --quiet
+cp -r "$TMP/F" "$TMP/f_shape"; stedit "$TMP/f_shape/$AF" "h['model.layers.3.mlp.up_proj.weight']['shape']=[64,160]"
+check "full adapter: tensor of another shape" 1 "$AF: tensor 'model.layers.3.mlp.up_proj.weight' has the wrong shape for this model" lens $TINY --adapter "$TMP/f_shape"
+cp -r "$TMP/F" "$TMP/f_layer"; stedit "$TMP/f_layer/$AF" "h={k.replace('layers.3.','layers.7.'):v for k,v in h.items()}"
+check "full adapter: a layer the model does not have" 1 "$AF: tensor 'model.layers.7.[a-z_.]+' is not a weight of this model" lens $TINY --adapter "$TMP/f_layer"
+
+# ---- 7. broken datasets
+dataset() {  # name, train.jsonl contents (printf format): a data folder with the good valid.jsonl
+  mkdir -p "$TMP/$1"; cp "$TMP/data/valid.jsonl" "$TMP/$1/"; printf "$2" >"$TMP/$1/train.jsonl"; echo "$TMP/$1"
+}
+train() { $BIN train --model $TINY --train --data "$1" --iters 1 --batch-size 2 --adapter-path "$TMP/ad_$RANDOM" --quiet "${@:2}"; }
+export -f train
+D=$(dataset d_empty "")
+check "dataset: empty train.jsonl" 1 "d_empty/train.jsonl: no examples \(the file is empty\)" train "$D"
+D=$(dataset d_blank "\n  \n\n")
+check "dataset: only blank lines" 1 "d_blank/train.jsonl: no examples" train "$D"
+D=$(dataset d_few '{"text": "1 + 1 = 2"}\n')
+check "dataset: fewer examples than --batch-size" 1 "d_few/train.jsonl has 1 examples, fewer than the batch size 2" train "$D"
+D=$(dataset d_json '{"text": "1 + 1 = 2"}\n{"text": "2 + 2 = 4"}\n{"text": "3 + 3 = 6"\n')
+check "dataset: invalid JSON line" 1 "d_json/train.jsonl:3: invalid JSON" train "$D"
+D=$(dataset d_notext '{"text": "1 + 1 = 2"}\n{"txt": "2 + 2 = 4"}\n')
+check "dataset: line without \"text\"" 1 "d_notext/train.jsonl:2: missing \"text\"" train "$D"
+D=$(dataset d_num '{"text": "1 + 1 = 2"}\n{"text": 4}\n')
+check "dataset: \"text\" not a string" 1 "d_num/train.jsonl:2: \"text\" must be a string" train "$D"
+D=$(dataset d_utf8 '{"text": "1 + 1 = 2"}\n{"text": "2 + 2 = \xff\xfe"}\n')
+check "dataset: non-UTF-8 bytes" 1 "d_utf8/train.jsonl:2: .*UTF-8" train "$D"
+D=$(dataset d_nul '{"text": "1 + 1 = 2"}\n{"text": "2 + 2 = 4"}\000\n')
+check "dataset: NUL byte" 1 "d_nul/train.jsonl:2: NUL byte" train "$D"
+D=$(dataset d_arr '[1, 2]\n')
+check "dataset: not an object" 1 "d_arr/train.jsonl:1: expected a JSON object" train "$D"
+D=$(dataset d_valid '{"text": "1 + 1 = 2"}\n{"text": "2 + 2 = 4"}\n'); : >"$D/valid.jsonl"
+check "dataset: empty valid.jsonl" 1 "d_valid/valid.jsonl: no examples" train "$D"
+mkdir -p "$TMP/d_novalid"; cp "$TMP/data/train.jsonl" "$TMP/d_novalid/"
+check "dataset: no valid.jsonl" 1 "d_novalid/valid.jsonl: not found" train "$TMP/d_novalid"
+check "dataset: --test without test.jsonl" 1 "d_novalid/test.jsonl: not found" $BIN train --model $TINY --test --data "$TMP/d_novalid" --quiet
+
+# ---- 8. flags
+T=(train --model $TINY --train --data "$TMP/data" --adapter-path "$TMP/ad_flags" --quiet)
+check "flag: unknown" 2 "unknown option '--iterz'" $BIN "${T[@]}" --iterz 3
+check "flag: --iters -3" 2 "--iters expects an integer in \[1, [0-9]+\], got '-3'" $BIN "${T[@]}" --iters -3
+check "flag: --iters 1e3" 2 "--iters expects an integer .*got '1e3'" $BIN "${T[@]}" --iters 1e3
+check "flag: --iters huge" 2 "--iters expects an integer .*got '99999999999999999999'" $BIN "${T[@]}" --iters 99999999999999999999
+check "flag: --iters empty" 2 "--iters expects an integer" $BIN "${T[@]}" --iters ""
+check "flag: --batch-size 0" 2 "--batch-size expects an integer in \[1, [0-9]+\], got '0'" $BIN "${T[@]}" --batch-size 0
+check "flag: --learning-rate abc" 2 "--learning-rate expects a number .*got 'abc'" $BIN "${T[@]}" --learning-rate abc
+check "flag: --learning-rate nan" 2 "--learning-rate expects a number .*got 'nan'" $BIN "${T[@]}" --learning-rate nan
+check "flag: --learning-rate 1e999" 2 "--learning-rate expects a number .*got '1e999'" $BIN "${T[@]}" --learning-rate 1e999
+check "flag: --learning-rate -1" 2 "--learning-rate expects a number" $BIN "${T[@]}" --learning-rate -1
+check "flag: --seed -1" 2 "--seed expects" $BIN "${T[@]}" --seed -1
+check "flag: --num-layers x" 2 "--num-layers expects an integer" $BIN "${T[@]}" --num-layers x
+check "flag: value missing" 2 "--iters needs a value" $BIN "${T[@]}" --iters
+check "flag: --lora-keys unknown" 2 "--lora-keys: unknown LoRA key 'r_proj'" $BIN "${T[@]}" --lora-keys q_proj,r_proj
+check "flag: lens --top-k huge" 2 "--top-k expects an integer .*got '99999999999999999999'" lens $TINY --top-k 99999999999999999999
+check "flag: generate --max-tokens -1" 2 "--max-tokens expects an integer" $BIN generate --model $TINY --prompt x --max-tokens -1
+check "flag: data --train abc" 2 "--train expects" $BIN data math --out "$TMP/d2" --train abc
+
+# ---- 9. diverging training: stops naming the iteration; the last checkpoint is intact
+check "diverging training stops" 1 "iteration 2: the loss is -?(nan|inf); stopping \(the last saved adapter in .*div is intact\)" \
+  $BIN train --model $TINY --train --data "$TMP/data" --iters 10 --batch-size 2 --optimizer sgd \
+  --learning-rate 1000 --scale 1000000 --save-every 1 --steps-per-eval 1000 --adapter-path "$TMP/div" --quiet
+if cmp -s "$TMP/div/adapters.safetensors" "$TMP/div/0000001_adapters.safetensors" && python3 -c "
+import json, struct, array, math, sys
+b = open('$TMP/div/adapters.safetensors', 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n]); h.pop('__metadata__', None)
+sys.exit(0 if len(h) == 56 and all(math.isfinite(x) for v in h.values() for x in array.array('f', b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]])) else 1)"
+then echo "ok   the last checkpoint (iteration 1) is intact"; else echo "FAIL the last checkpoint is not intact"; fails=$((fails+1)); fi
+check "the last checkpoint loads" 0 "Loaded tiny .* \+ adapter .*div" lens $TINY --adapter "$TMP/div"
+M=$(model nanw); stedit "$M/$W" "
+import struct; o = h['model.layers.2.mlp.down_proj.weight']['data_offsets'][0] + 2 * 37
+data = data[:o] + struct.pack('<H', 0x7fc0) + data[o + 2:]"
+check "weights holding NaN (lens)" 1 "$W: tensor 'model.layers.2.mlp.down_proj.weight'.*NaN" lens "$M"
+check "weights holding NaN (train)" 1 "$W: tensor 'model.layers.2.mlp.down_proj.weight'.*NaN" \
+  $BIN train --model "$M" --train --data "$TMP/data" --iters 2 --adapter-path "$TMP/nan" --quiet
+
+# ---- 10. a model larger than memory; --max-seq-length
+M=$(model huge)  # 1 TB of f32 weights claimed, in a sparse file
+jedit "$M/config.json" "j.update(hidden_size=65536, vocab_size=4194304, num_hidden_layers=1, intermediate_size=64, num_attention_heads=64, num_key_value_heads=64, head_dim=1024)"
+python3 -c "
+import json, struct
+V, C, F = 4194304, 65536, 64
+shapes = {'model.embed_tokens.weight': [V, C], 'model.norm.weight': [C],
+  'model.layers.0.input_layernorm.weight': [C], 'model.layers.0.post_attention_layernorm.weight': [C],
+  'model.layers.0.self_attn.q_proj.weight': [C, C], 'model.layers.0.self_attn.k_proj.weight': [C, C],
+  'model.layers.0.self_attn.v_proj.weight': [C, C], 'model.layers.0.self_attn.o_proj.weight': [C, C],
+  'model.layers.0.mlp.gate_proj.weight': [F, C], 'model.layers.0.mlp.up_proj.weight': [F, C],
+  'model.layers.0.mlp.down_proj.weight': [C, F]}
+h, off = {}, 0
+for k, s in shapes.items():
+    n = 2 * s[0] * (s[1] if len(s) > 1 else 1); h[k] = {'dtype': 'BF16', 'shape': s, 'data_offsets': [off, off + n]}; off += n
+s = json.dumps(h).encode(); s += b' ' * (-len(s) % 8)
+open('$M/$W', 'wb').write(struct.pack('<Q', len(s)) + s)
+print(8 + len(s) + off)" >"$TMP/huge_size"
+if truncate -s "$(cat "$TMP/huge_size")" "$M/$W" 2>/dev/null; then
+  check "model larger than memory" 1 "huge: the weights need [0-9.]+ GB as f32 but this machine has [0-9.]+ GB of memory" lens "$M"
+  rm -f "$M/$W"
+else
+  echo "skip model larger than memory: no sparse files here"
+fi
+check "--max-seq-length truncates with a warning" 0 "train.jsonl: 40 of 40 examples are longer than 4 tokens and were truncated" \
+  $BIN train --model $TINY --train --data "$TMP/data" --iters 1 --max-seq-length 4 --adapter-path "$TMP/msl" --quiet
+check "--max-seq-length 1" 2 "--max-seq-length expects an integer in \[2, [0-9]+\], got '1'" $BIN "${T[@]}" --max-seq-length 1
+
+# ---- 11. out of memory: a message and exit 1, not a crash
+if grep -q __asan_init "$BIN" 2>/dev/null; then
+  echo "skip out of memory: ulimit -v does not work under ASan"
+else
+  mkdir -p "$TMP/dlong"
+  python3 -c "
+import json
+for _ in range(4): print(json.dumps({'text': '1 + 2 = 3 ' * 25000}))" >"$TMP/dlong/train.jsonl"
+  cp "$TMP/dlong/train.jsonl" "$TMP/dlong/valid.jsonl"
+  check "out of memory (ulimit -v 400000)" 1 "out of memory" bash -c "ulimit -v 400000 && exec $BIN train --model $TINY --train --data $TMP/dlong --iters 1 --batch-size 4 --max-seq-length 100000 --adapter-path $TMP/oom --quiet"
+fi
+
+if [ "$fails" -ne 0 ]; then echo "$fails bad-input check(s) failed"; exit 1; fi
+echo "all bad-input checks passed"
