@@ -50,12 +50,6 @@ static const char *write_tmp(const char *name, const char *text, size_t len) {
     return p;
 }
 
-static char *slurp(const char *path) {
-    char *text = NULL;
-    Error err = {{0}};
-    if (read_file(path, &text, NULL, &err)) fail_msg("%s", err.msg);
-    return text;
-}
 
 // Loading must fail with a message containing every one of the NULL-terminated needles.
 static void expect_load_error(const char *name, const char *content, int mask_prompt,
@@ -141,7 +135,7 @@ typedef struct {
 
 // Parses a file written by data_math_write; checks the exact spelling of every line.
 static Line *parse_math(const char *path, int *n_out) {
-    char *text = slurp(path);
+    char *text = read_text_ok(path);
     int cap = 1024, n = 0;
     Line *L = malloc(sizeof(Line) * (size_t)cap);
     for (char *line = text, *nl; *line; line = nl + 1) {
@@ -273,7 +267,7 @@ static void test_math_division_covers_all_pairs(void **state) {
     free(L);
     // empty splits are written as empty files
     snprintf(path, sizeof path, "%s/test.jsonl", dir);
-    char *t = slurp(path);
+    char *t = read_text_ok(path);
     assert_string_equal(t, "");
     free(t);
 }
@@ -296,7 +290,7 @@ static void test_math_determinism(void **state) {
         snprintf(p2, sizeof p2, "%s/%s.jsonl", tmp_path("det2"), names[s]);
         snprintf(p3, sizeof p3, "%s/%s.jsonl", tmp_path("det3"), names[s]);
         snprintf(p4, sizeof p4, "%s/%s.jsonl", tmp_path("det4"), names[s]);
-        char *a = slurp(p1), *b = slurp(p2), *c = slurp(p3), *d = slurp(p4);
+        char *a = read_text_ok(p1), *b = read_text_ok(p2), *c = read_text_ok(p3), *d = read_text_ok(p4);
         assert_string_equal(a, b);
         assert_true(strcmp(a, c) != 0);
         if (s > 0) assert_string_equal(a, d);

@@ -127,7 +127,7 @@ static void test_quick_run_report_and_resume(void **state) {
     run_quick(out, 6, 1, NULL);
 
     snprintf(path, sizeof path, "%s/REPORT.md", out);
-    char *md = slurp(path);
+    char *md = read_text_ok(path);
     const char *sections[] = {"## Training comparison", "## Accuracy", "## Layer-by-layer lens",
                               "## Classifier emergence", "## Answer crystallization",
                               "## Findings", "figures/classifier_heatmap.svg",
@@ -140,7 +140,7 @@ static void test_quick_run_report_and_resume(void **state) {
     const char *figs[] = {"classifier_heatmap", "loss_curves", "lens_trajectories"};
     for (int i = 0; i < 3; i++) {
         snprintf(path, sizeof path, "%s/figures/%s.svg", out, figs[i]);
-        char *svg = slurp(path);
+        char *svg = read_text_ok(path);
         assert_non_null(strstr(svg, "<svg"));
         free(svg);
     }

@@ -74,7 +74,7 @@ static int have_xmllint(void) {
 
 // The file at path is a well-formed SVG without nan/inf; returns its text (free it).
 static char *check_svg(const char *path) {
-    char *s = slurp(path);
+    char *s = read_text_ok(path);
     if (strncmp(s, "<svg", 4) && strncmp(s, "<?xml", 5)) fail_msg("%s: does not start as SVG", path);
     if (!strstr(s, "xmlns='http://www.w3.org/2000/svg'")) fail_msg("%s: no SVG namespace", path);
     if (!strstr(s, "viewBox=")) fail_msg("%s: no viewBox", path);

@@ -66,7 +66,7 @@ static inline char *tmp_join(const char *dir, const char *name) {
 }
 
 // A whole text file (heap, NUL-terminated) that must exist.
-static inline char *slurp(const char *path) {
+static inline char *read_text_ok(const char *path) {
     static char *text;  // static: gcc 12 otherwise warns, wrongly, of a dangling pointer
     Error err = {{0}};
     text = NULL;
