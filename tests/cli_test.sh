@@ -3,23 +3,7 @@
 set -uo pipefail
 BIN=${1:-./tunelens}
 TINY=tests/fixtures/tiny
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-check() {  # name, expected exit code, grep pattern for stderr+stdout, command...
-  local name=$1 want=$2 pat=$3; shift 3
-  "$@" >"$TMP/out" 2>&1; local rc=$?
-  if grep -qE "(Address|Leak|UndefinedBehavior)Sanitizer|runtime error:" "$TMP/out"; then  # make asan
-    echo "FAIL $name: sanitizer report"; grep -E -A12 "Sanitizer|runtime error:" "$TMP/out" | head -30; fails=$((fails+1)); return
-  fi
-  if [ "$rc" -ne "$want" ]; then
-    echo "FAIL $name: exit $rc, expected $want"; sed 's/^/    /' "$TMP/out" | head -5; fails=$((fails+1)); return
-  fi
-  if [ -n "$pat" ] && ! grep -qE -- "$pat" "$TMP/out"; then
-    echo "FAIL $name: output lacks /$pat/"; sed 's/^/    /' "$TMP/out" | head -5; fails=$((fails+1)); return
-  fi
-  echo "ok   $name"
-}
+source "$(dirname "$0")/check.sh"
 json_check() {  # name, python expression over j (the parsed JSON) that must be true, file
   if python3 -c "import json,sys; j=json.load(open('$3')); sys.exit(0 if ($2) else 1)"; then echo "ok   $1"
   else echo "FAIL $1: $2"; fails=$((fails+1)); fi
