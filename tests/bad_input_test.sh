@@ -200,16 +200,22 @@ check "flag: generate --max-tokens -1" 2 "--max-tokens expects an integer" $BIN 
 check "flag: data --train abc" 2 "--train expects" $BIN data math --out "$TMP/d2" --train abc
 
 # ---- 9. diverging training: stops naming the iteration; the last checkpoint is intact
-check "diverging training stops" 1 "iteration 2: the loss is -?(nan|inf); stopping \(the last saved adapter in .*div is intact\)" \
+check "diverging training stops" 1 "iteration 3: the loss is -?(nan|inf); stopping. The last checkpoint \(iteration 2\) holds the diverging weights; the one before it, .*div/0000001_adapters.safetensors, is the last good one" \
   $BIN train --model $TINY --train --data "$TMP/data" --iters 10 --batch-size 2 --optimizer sgd \
-  --learning-rate 1000 --scale 1000000 --save-every 1 --steps-per-eval 1000 --adapter-path "$TMP/div" --quiet
-if cmp -s "$TMP/div/adapters.safetensors" "$TMP/div/0000001_adapters.safetensors" && python3 -c "
+  --learning-rate 100 --scale 100000 --save-every 1 --steps-per-eval 1000 --adapter-path "$TMP/div" --quiet
+if cmp -s "$TMP/div/adapters.safetensors" "$TMP/div/0000002_adapters.safetensors" && python3 -c "
 import json, struct, array, math, sys
 b = open('$TMP/div/adapters.safetensors', 'rb').read(); n = struct.unpack('<Q', b[:8])[0]
 h = json.loads(b[8:8 + n]); h.pop('__metadata__', None)
 sys.exit(0 if len(h) == 56 and all(math.isfinite(x) for v in h.values() for x in array.array('f', b[8 + n + v['data_offsets'][0]:8 + n + v['data_offsets'][1]])) else 1)"
-then echo "ok   the last checkpoint (iteration 1) is intact"; else echo "FAIL the last checkpoint is not intact"; fails=$((fails+1)); fi
-check "the last checkpoint loads" 0 "Loaded tiny .* \+ adapter .*div" lens $TINY --adapter "$TMP/div"
+then echo "ok   the last checkpoint (iteration 2) is intact"; else echo "FAIL the last checkpoint is not intact"; fails=$((fails+1)); fi
+mkdir -p "$TMP/good" && cp "$TMP/div/adapter_config.json" "$TMP/good/" && cp "$TMP/div/0000001_adapters.safetensors" "$TMP/good/adapters.safetensors"
+check "the last good checkpoint (iteration 1) loads and runs" 0 "Loaded tiny .* \+ adapter .*good" lens $TINY --adapter "$TMP/good"
+check "the diverged one is refused by lens" 1 "the forward pass overflowed" lens $TINY --adapter "$TMP/div"
+rm -rf "$TMP/huge_scale"; cp -r "$TMP/div" "$TMP/huge_scale"
+jedit "$TMP/huge_scale/adapter_config.json" "j['lora_parameters']['scale']=1e30"
+check "lens: overflowing activations are an error, not nan%" 1 "the forward pass overflowed: layer [0-9]+'s output is not finite" \
+  lens $TINY --adapter "$TMP/huge_scale"
 M=$(model nanw); stedit "$M/$W" "
 import struct; o = h['model.layers.2.mlp.down_proj.weight']['data_offsets'][0] + 2 * 37
 data = data[:o] + struct.pack('<H', 0x7fc0) + data[o + 2:]"

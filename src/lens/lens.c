@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../formats/tensor.h"
 #include "../ops/ops.h"
 
 typedef struct {
@@ -99,6 +100,13 @@ int lens_run(const Model *m, const int *ids, int n_ids, int top_k, const int *la
         free(probs);
         return -1;
     }
+    for (int l = 0; l <= c->n_layers; l++)  // overflowed activations would print as "nan%"
+        if (f32_first_nonfinite(probs + (size_t)l * V, V) >= 0) {
+            free(probs);
+            return err_set(err, "the forward pass overflowed: %s %d's output is not finite (a "
+                           "diverged adapter, or weights out of range?)",
+                           l ? "layer" : "the embedding, layer", l - 1);
+        }
     if (!layers) n_layers = c->n_layers;
     out->n_layers = n_layers;
     out->n_tracked = n_track;

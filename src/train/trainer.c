@@ -472,6 +472,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
         Batch b = {0};
         Accum acc = {0, 0, NAN, 0, 0};
         int k = c->grad_accumulation_steps, start = 0;
+        int saved[2] = {0, 0};  // the last two checkpoints' iterations, newest first
         struct sigaction sa = {0}, old_int, old_term;
         sa.sa_handler = on_stop_signal;
         g_stop_signal = 0;
@@ -508,8 +509,19 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
             s.T = b.T;
             float loss = model_loss(&m, &s, b.inputs, b.targets);
             if (!isfinite(loss)) {
-                err_set(err, "iteration %d: the loss is %f; stopping (the last saved adapter in "
-                        "%s is intact)", iter, loss, c->adapter_path);
+                // weights saved right before this step already diverge: point at the one before
+                if (saved[0] && saved[0] == iter - 1 && saved[1])
+                    err_set(err, "iteration %d: the loss is %f; stopping. The last checkpoint "
+                            "(iteration %d) holds the diverging weights; the one before it, "
+                            "%s/%07d_adapters.safetensors, is the last good one", iter, loss,
+                            saved[0], c->adapter_path, saved[1]);
+                else if (saved[0] && saved[0] == iter - 1)
+                    err_set(err, "iteration %d: the loss is %f; stopping. The only checkpoint "
+                            "(iteration %d) holds the diverging weights: lower the learning "
+                            "rate", iter, loss, saved[0]);
+                else
+                    err_set(err, "iteration %d: the loss is %f; stopping (the last saved adapter "
+                            "in %s is intact)", iter, loss, c->adapter_path);
                 goto done_iter;
             }
             model_backward(&m, &s, b.targets, &g, 1.0f / k);
@@ -558,6 +570,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
                     save_state(c, iter, &pl, &opt, &g, &it, &acc, out, err))
                     goto done_iter;
                 printf("Iter %d: Saved adapter weights to %s and %s.\n", iter, adapter_file, ckpt);
+                saved[1] = saved[0], saved[0] = iter;
             }
             if (stop) {
                 if (interactive) printf("\r%*s\r", 70, "");
