@@ -20,23 +20,9 @@ static double max_lens_diff(const Model *m, const cJSON *case_, const char *what
     assert_int_equal(tokenizer_encode(m->tok, prompt, strlen(prompt), 1, &ids, &n, &err), 0);
     assert_int_equal(n, n_ref);
     assert_memory_equal(ids, ref_ids, sizeof(int) * (size_t)n);
+    double worst = lens_worst_diff(m, ids, n, case_);
     int L = m->cfg.n_layers, V = m->cfg.vocab_size;
-    float *probs = xmalloc(sizeof(float) * (size_t)(L + 1) * V);
-    assert_int_equal(lens_layer_probs(m, ids, n, probs, &err), 0);
-    const cJSON *ref = cJSON_GetObjectItem(case_, "lens_probs");
-    assert_int_equal(cJSON_GetArraySize(ref), L + 1);
-    double worst = 0;
-    for (int l = 0; l <= L; l++) {
-        const cJSON *row = cJSON_GetArrayItem(ref, l);
-        assert_int_equal(cJSON_GetArraySize(row), V);
-        int v = 0;
-        for (const cJSON *x = row->child; x; x = x->next, v++) {
-            double d = fabs(x->valuedouble - probs[(size_t)l * V + v]);
-            if (d > worst) worst = d;
-        }
-    }
     printf("  %-8s %-26s max |dp| %.2e over %d layers x %d tokens\n", what, prompt, worst, L + 1, V);
-    free(probs);
     free(ids);
     free(ref_ids);
     return worst;
