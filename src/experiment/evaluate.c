@@ -329,7 +329,8 @@ static int lens_stats(const Model *m, const Problem *probs, const int *sel, int 
     st->mean = xcalloc((size_t)N_OPS * L * V, sizeof(float));
     st->top1 = xcalloc((size_t)N_OPS * L, sizeof(double));
     st->p_answer = xcalloc((size_t)N_OPS * L, sizeof(double));
-    float *rows = xmalloc(sizeof(float) * (size_t)CHUNK * (L + 1) * C);
+    float *rows = xmalloc(sizeof(float) * (size_t)CHUNK * L * C);
+    float *one = xmalloc(sizeof(float) * (size_t)(L + 1) * C);  // a problem's residuals
     float *p = xmalloc(sizeof(float) * (size_t)CHUNK * L * V);
     int target[CHUNK], op_of[CHUNK], rc = 0;
     for (int start = 0; start < n_sel && !rc; start += CHUNK) {
@@ -343,10 +344,8 @@ static int lens_stats(const Model *m, const Problem *probs, const int *sel, int 
                 target[r] = is_prefix(pi, np, ai, na) && na > np ? ai[np] : -1;
                 op_of[r] = q->op;
                 // block outputs only: row 0 (the embeddings) is not unembedded
-                float *tmp = xmalloc(sizeof(float) * (size_t)(L + 1) * C);
-                rc = lens_residuals(m, pi, np, tmp, err);
-                memcpy(rows + (size_t)r * L * C, tmp + C, sizeof(float) * (size_t)L * C);
-                free(tmp);
+                rc = lens_residuals(m, pi, np, one, err);
+                memcpy(rows + (size_t)r * L * C, one + C, sizeof(float) * (size_t)L * C);
                 free(pi), free(ai);
             }
             free(ptext), free(atext);
@@ -370,6 +369,7 @@ static int lens_stats(const Model *m, const Problem *probs, const int *sel, int 
         if (progress) progress(pctx, "lens", start + k, n_sel);
     }
     free(rows);
+    free(one);
     free(p);
     if (rc) return -1;
     for (int op = 0; op < N_OPS; op++) {
