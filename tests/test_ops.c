@@ -407,6 +407,89 @@ static void test_matmul_n1_and_sizes(void **state) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// bf16 linear layers: exact against float64 sums of the bf16-rounded operands (every bf16 x
+// bf16 product is exact in f32, so only the f32 summation order differs), on shapes that hit
+// every tail of the 12 x 32 tile and the odd-K padding; accumulation into prefilled buffers;
+// repacking after the weight changes.
+
+static double *bf16_rounded(const float *x, size_t n) {
+    double *d = xmalloc((n ? n : 1) * sizeof(double));
+    for (size_t i = 0; i < n; i++) d[i] = bf16_round(x[i]);
+    return d;
+}
+
+static void test_matmul_bf16(void **state) {
+    (void)state;
+    if (!bf16_cpu_supported()) {
+        printf("  (skipped: this CPU has no AVX512-BF16)\n");
+        return;
+    }
+    rng_seed(7);
+    const int shapes[][3] = {{1, 576, 1536}, {13, 577, 65}, {25, 64, 96}, {96, 576, 192},
+                             {3, 1, 5},      {12, 33, 32},  {40, 1536, 577}, {2, 2, 1}};
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        const int N = shapes[k][0], IC = shapes[k][1], OC = shapes[k][2];
+        const size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
+        float *inp = rand_floats(ni, 1), *w = rand_floats(nw, 0.1f), *dout = rand_floats(no, 1);
+        double *inp_b = bf16_rounded(inp, ni), *w_b = bf16_rounded(w, nw);
+        double *dout_b = bf16_rounded(dout, no);
+        double *out_ref = calloc(no, sizeof(double)), *dinp_ref = calloc(ni, sizeof(double));
+        double *dw_ref = calloc(nw, sizeof(double));
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++)
+                for (int i = 0; i < IC; i++) {
+                    out_ref[(size_t)n * OC + o] += inp_b[(size_t)n * IC + i] * w_b[(size_t)o * IC + i];
+                    dinp_ref[(size_t)n * IC + i] += dout_b[(size_t)n * OC + o] * w_b[(size_t)o * IC + i];
+                    dw_ref[(size_t)o * IC + i] += dout_b[(size_t)n * OC + o] * inp_b[(size_t)n * IC + i];
+                }
+        PackedWeight pw;
+        assert_int_equal(packed_weight_init(&pw, OC, IC, 1), 0);
+        packed_weight_pack(&pw, w);
+        float *out = rand_floats(no, 1);  // overwritten, whatever it held
+        float *dinp = rand_floats(ni, 1), *dinp0 = copy_floats(dinp, ni);
+        float *dw = rand_floats(nw, 1), *dw0 = copy_floats(dw, nw);
+        char what[96];
+        snprintf(what, sizeof what, "bf16 matmul N=%d IC=%d OC=%d", N, IC, OC);
+        matmul_bf16_forward(out, inp, &pw, N);
+        check_close(what, out, out_ref, no, FWD_TOL);
+        matmul_bf16_backward(dinp, dw, dout, inp, &pw, N);
+        snprintf(what, sizeof what, "bf16 matmul dinp N=%d IC=%d OC=%d", N, IC, OC);
+        check_accum(what, dinp, dinp0, dinp_ref, ni, GRAD_TOL);
+        snprintf(what, sizeof what, "bf16 matmul dweight N=%d IC=%d OC=%d", N, IC, OC);
+        check_accum(what, dw, dw0, dw_ref, nw, GRAD_TOL);
+        // against the f32 product: the bf16 rounding of the operands, and nothing more
+        double *exact = xmalloc(no * sizeof(double));
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++) {
+                double a = 0;
+                for (int i = 0; i < IC; i++) a += (double)inp[(size_t)n * IC + i] * w[(size_t)o * IC + i];
+                exact[(size_t)n * OC + o] = a;
+            }
+        check_close("bf16 matmul vs the unrounded product", out, exact, no, 2e-2);
+        // a changed weight, repacked, is what the next product uses
+        for (size_t i = 0; i < nw; i++) w[i] = -w[i];
+        packed_weight_pack(&pw, w);
+        matmul_bf16_forward(out, inp, &pw, N);
+        for (size_t i = 0; i < no; i++) out_ref[i] = -out_ref[i];
+        check_close("bf16 matmul after repacking", out, out_ref, no, FWD_TOL);
+        packed_weight_free(&pw);
+        free(inp), free(w), free(dout), free(inp_b), free(w_b), free(dout_b), free(out_ref);
+        free(dinp_ref), free(dw_ref), free(out), free(dinp), free(dinp0), free(dw), free(dw0);
+        free(exact);
+    }
+    // forward-only packing has no backward copy
+    PackedWeight pw;
+    assert_int_equal(packed_weight_init(&pw, 64, 32, 0), 0);
+    assert_null(pw.bwd);
+    assert_int_equal(packed_weight_bytes(&pw), 64 * 32 * 2);
+    packed_weight_free(&pw);
+    // rounding: ties to even, NaN kept
+    assert_true(bf16_round(1.0f + 0x1p-8f) == 1.0f);
+    assert_true(bf16_round(1.0f + 0x1p-8f + 0x1p-20f) == 1.0f + 0x1p-7f);
+    assert_true(isnan(bf16_round(NAN)));
+}
+
+// ---------------------------------------------------------------------------------------------
 // lora
 
 typedef struct {
@@ -1233,6 +1316,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_fixture),
         cmocka_unit_test(test_matmul_n1_and_sizes),
+        cmocka_unit_test(test_matmul_bf16),
         cmocka_unit_test(test_lora_fixture),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope_fixture),

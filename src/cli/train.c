@@ -20,6 +20,10 @@ static const char *USAGE =
     "  --grad-accumulation-steps N (1)  --grad-checkpoint (accepted; no effect on the CPU)\n"
     "  --seed N (0)  --rank N (8)  --scale X (20)  --dropout X (0; only 0 is supported)\n"
     "  --lora-keys q_proj,v_proj,...  (default: all seven linear layers)\n"
+    "  --dtype auto|f32|bf16        precision of the matrix products: bf16 multiplies bf16\n"
+    "                               copies of the weights (AVX512-BF16) with f32 sums; weights,\n"
+    "                               gradients and optimizer stay f32. auto (default): bf16 when\n"
+    "                               the CPU has AVX512-BF16 and the weights are not stored f32\n"
     "  --quiet                      no progress bar\n"
     "  --resume                     continue from DIR/training_state.json, which every\n"
     "                               checkpoint (and Ctrl-C) saves: weights, optimizer state,\n"
@@ -94,6 +98,14 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "tunelens train: --optimizer must be adam, adamw or sgd, got '%s'\n", v);
                 return EXIT_USAGE;
             }
+        } else if (!strcmp(f, "--dtype")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &v))) return rc;
+            int d = dtype_parse(v);
+            if (d < 0) {
+                fprintf(stderr, "tunelens train: --dtype must be auto, f32 or bf16, got '%s'\n", v);
+                return EXIT_USAGE;
+            }
+            c.dtype = (ComputeDtype)d;
         } else if (!strcmp(f, "--lr-schedule")) {
             if ((rc = cli_value(cmd, argc, argv, &i, &v))) return rc;
             if (strcmp(v, "cosine")) {

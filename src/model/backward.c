@@ -75,7 +75,12 @@ static void linear_backward(const Block *b, BlockGrads *bg, Proj p, const ModelC
                             float *dinp, const float *dout, const float *inp, const float *xa,
                             int N) {
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
-    if (dinp || bg->w[p]) matmul_backward(dinp, bg->w[p], dout, inp, b->w[p], N, IC, OC);
+    const PackedWeight *pw = &b->packed[p];
+    if (pw->fwd && (!dinp || pw->bwd)) {
+        matmul_bf16_backward(dinp, bg->w[p], dout, inp, pw, N);
+    } else if (dinp || bg->w[p]) {
+        matmul_backward(dinp, bg->w[p], dout, inp, b->w[p], N, IC, OC);
+    }
     const LoraLinear *lo = &b->lora[p];
     if (lo->rank)
         lora_backward(dinp, bg->lora_A[p], bg->lora_B[p], dout, inp, xa, lo->A, lo->B, N, IC, OC,
@@ -104,7 +109,8 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
     cross_entropy_backward(dlogits, s->logits, targets, N, V,
                            n_targets ? loss_scale / n_targets : 0.0f);
     memset(dxn, 0, sizeof(float) * NC);
-    matmul_backward(dxn, NULL, dlogits, s->final_xn, m->head, N, C, V);
+    if (m->head_packed.bwd) matmul_bf16_backward(dxn, NULL, dlogits, NULL, &m->head_packed, N);
+    else matmul_backward(dxn, NULL, dlogits, s->final_xn, m->head, N, C, V);
     memset(dresid, 0, sizeof(float) * NC);
     rmsnorm_backward(dresid, NULL, dxn, s->resid + (size_t)c->n_layers * NC, m->final_norm,
                      s->final_rstd, N, C);

@@ -2,6 +2,7 @@
 #pragma once
 #include "../common.h"
 #include "../formats/gguf.h"
+#include "../ops/ops.h"
 #include "../tokenizer/tokenizer.h"
 #include "config.h"
 
@@ -27,6 +28,7 @@ typedef struct {
                         // gate/up (F, C), down (C, F)
     float *ffn_norm;    // (C)
     LoraLinear lora[N_PROJ];
+    PackedWeight packed[N_PROJ];  // bf16 copies of w[] when the model computes in bf16
 } Block;
 
 typedef struct {
@@ -37,6 +39,8 @@ typedef struct {
     float *head;        // (V, C); equals tok_embd when tied
     Block *blocks;      // n_layers
     float *inv_freq;    // (D/2)
+    PackedWeight head_packed;  // bf16 copy of head when the model computes in bf16
+    int compute_bf16;   // linear layers and head use the packed bf16 copies
     // storage: all base weights live in one arena; adapter weights in another
     float *arena;
     size_t arena_floats;
@@ -69,6 +73,20 @@ int model_check_ids(const Model *m, const int *ids, int n, Error *err);
 // Apply an adapter folder: mlx-lm LoRA (adapters.safetensors + adapter_config.json), mlx-lm
 // full fine-tune (replaced block weights) or PEFT (adapter_model.safetensors).
 int model_load_adapter(Model *m, const char *dir, Error *err);
+
+// ---- bf16 compute (bf16.c): the linear layers and the head multiply bf16 copies of the
+// weights (AVX512-BF16) while the f32 weights stay the master copy. Blocks >= first_backward
+// (and the head) also get the packing their input gradient needs. The f32 weights of blocks
+// below frozen_below are released (their pointers set NULL): nothing may read them after.
+typedef enum { DTYPE_AUTO, DTYPE_F32, DTYPE_BF16 } ComputeDtype;
+// "auto" -> bf16 where the CPU has AVX512-BF16 and the weights are not stored as f32.
+ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want);
+int model_use_bf16(Model *m, int first_backward, int frozen_below, Error *err);
+// After an optimizer step changed the f32 weights of blocks >= first (full fine-tuning;
+// the head is frozen and keeps its copy).
+void model_repack_bf16(Model *m, int first);
+void model_drop_bf16(Model *m);
+size_t model_bf16_bytes(const Model *m);
 
 // ---- forward pass
 // Buffers for a forward pass over B sequences of T new tokens. With keep_acts every layer's

@@ -349,6 +349,7 @@ int model_load(Model *m, const char *path, Error *err) {
 }
 
 void model_free(Model *m) {
+    model_drop_bf16(m);
     free(m->pending);
     if (m->is_open_only) {
         if (m->is_gguf) gguf_close(&m->gguf);

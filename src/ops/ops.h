@@ -2,6 +2,7 @@
 // (gradients are accumulated: dX += ...), a CPU reference in ops/cpu/ and later a CUDA
 // version in ops/cuda/. All tensors are float32, row-major; shapes in the comments.
 #pragma once
+#include <stddef.h>
 #include <stdint.h>
 
 // ---- matmul (ops/cpu/matmul.c): a linear layer with an HF-layout weight (OC, IC), no bias.
@@ -10,6 +11,27 @@ void matmul_forward(float *out, const float *inp, const float *weight, int N, in
 // dinp (N,IC) += dout @ weight; dweight (OC,IC) += dout^T @ inp. Either may be NULL.
 void matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                      const float *weight, int N, int IC, int OC);
+
+// ---- bf16 linear layers (ops/cpu/matmul_bf16.c): a weight (OC,IC) rounded to bfloat16 and
+// packed for AVX512-BF16; activations rounded to bf16 per call, sums in f32. The backward
+// packing is made only for weights a gradient flows through (with_backward).
+typedef struct {
+    int OC, IC;
+    uint16_t *fwd;  // for out = inp @ W^T
+    uint16_t *bwd;  // for dinp += dout @ W (NULL without with_backward)
+} PackedWeight;
+int bf16_cpu_supported(void);  // AVX512-BF16 present (the kernels below need it)
+float bf16_round(float f);     // f32 -> nearest bf16 (ties to even) -> f32
+int packed_weight_init(PackedWeight *pw, int OC, int IC, int with_backward);
+void packed_weight_pack(PackedWeight *pw, const float *weight);  // (re)pack from f32 (OC,IC)
+void packed_weight_free(PackedWeight *pw);
+size_t packed_weight_bytes(const PackedWeight *pw);
+// inp (N,IC) -> out (N,OC) = inp @ W^T, overwritten
+void matmul_bf16_forward(float *out, const float *inp, const PackedWeight *w, int N);
+// dout (N,OC) -> dinp (N,IC) += dout @ W (needs the backward packing); dweight (OC,IC) +=
+// dout^T @ inp, both operands rounded to bf16, sums in f32. Either may be NULL.
+void matmul_bf16_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                          const PackedWeight *w, int N);
 
 // ---- LoRA (ops/cpu/lora.c): out += scale * (inp @ A) @ B
 // inp (N,IC), A (IC,r), B (r,OC) -> out (N,OC) accumulated; xa (N,r) saved for backward

@@ -17,6 +17,14 @@
 #include "../ops/ops.h"
 #include "data.h"
 
+const char *const DTYPE_NAMES[] = {"auto", "f32", "bf16"};
+
+int dtype_parse(const char *name) {
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, DTYPE_NAMES[i])) return i;
+    return -1;
+}
+
 void train_config_defaults(TrainConfig *c) {
     memset(c, 0, sizeof *c);
     c->data = "data";
@@ -115,6 +123,7 @@ static cJSON *config_json(const TrainConfig *c) {
     cJSON_AddNumberToObject(j, "grad_accumulation_steps", c->grad_accumulation_steps);
     cJSON_AddBoolToObject(j, "grad_checkpoint", c->grad_checkpoint);
     cJSON_AddNumberToObject(j, "seed", (double)c->seed);
+    cJSON_AddStringToObject(j, "dtype", DTYPE_NAMES[c->dtype]);
     if (c->cosine) {
         cJSON *s = cJSON_AddObjectToObject(j, "lr_schedule");
         cJSON_AddStringToObject(s, "name", "cosine_decay");
@@ -410,6 +419,21 @@ static int load_split(Dataset *d, const TrainConfig *c, const Model *m, const ch
     return dataset_load(d, path, m->tok, m->cfg.vocab_size, c->max_seq_length, c->mask_prompt, err);
 }
 
+// Pack the bf16 copies (when the products run in bf16) once the weights hold their final
+// starting values, and say which precision runs.
+static int use_dtype(Model *m, ComputeDtype want, int first, int frozen_below,
+                     TrainSummary *out, Error *err) {
+    out->dtype = model_resolve_dtype(m, want);
+    if (out->dtype == DTYPE_BF16) {
+        if (model_use_bf16(m, first, frozen_below, err)) return -1;
+        printf("Compute: bf16 matrix products (AVX512-BF16, f32 sums; %.2f GB of bf16 copies), "
+               "f32 weights, gradients and optimizer\n", model_bf16_bytes(m) / 1e9);
+    } else {
+        printf("Compute: f32\n");
+    }
+    return 0;
+}
+
 int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
     memset(out, 0, sizeof *out);
     double t_start = now_seconds();
@@ -485,6 +509,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
             metrics = load_metrics(metrics_file, start);
             printf("Resuming from iteration %d (%s/training_state.json)\n", start, c->adapter_path);
         }
+        if (use_dtype(&m, c->dtype, first, c->full ? first : L, out, err)) goto done_iter;
         printf("Training\n");
         for (int iter = start + 1; iter <= c->iters; iter++) {
             if (valid.n && (iter == 1 || iter % c->steps_per_eval == 0 || iter == c->iters)) {
@@ -529,6 +554,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
             if (update) {
                 int step = (int)opt.step + 1;
                 optimizer_step(&opt, &pl, (float)lr_at(c, step));
+                if (c->full) model_repack_bf16(&m, first);  // the bf16 copies follow
                 grads_zero(&g);
             }
             acc.train_time += now_seconds() - t0;
@@ -595,6 +621,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
         rc = -1;
     }
     if (c->test) {
+        if (!c->train && use_dtype(&m, c->dtype, L, L, out, err)) goto done;  // forward only
         printf("Testing\n");
         err->msg[0] = 0;
         double t = evaluate(&m, &test, c->batch_size, c->test_batches, &s, err);
@@ -645,6 +672,7 @@ int train_summary_write(const char *path, const TrainConfig *c, const TrainSumma
     cJSON_AddNumberToObject(j, "train_seconds", s->train_seconds);
     cJSON_AddNumberToObject(j, "seconds", s->seconds);
     cJSON_AddNumberToObject(j, "peak_mem_gb", s->peak_mem_gb);
+    cJSON_AddStringToObject(j, "dtype", DTYPE_NAMES[s->dtype]);
     int rc = json_write_file(path, j, err);
     cJSON_Delete(j);
     return rc;

@@ -24,7 +24,12 @@ typedef struct {
     int warmup;                    // linear warmup steps (from 0)
     int quiet;                     // no progress bar (also when stdout is not a terminal)
     int resume;                    // continue from adapter_path/training_state.json if present
+    ComputeDtype dtype;            // --dtype: precision of the matrix products (auto)
 } TrainConfig;
+
+extern const char *const DTYPE_NAMES[];  // "auto", "f32", "bf16"
+// "auto" | "f32" | "bf16" -> ComputeDtype; -1 when the name is none of them
+int dtype_parse(const char *name);
 
 void train_config_defaults(TrainConfig *c);  // mlx-lm's defaults
 
@@ -37,6 +42,7 @@ typedef struct {
     double train_seconds;          // time in training steps (evaluations excluded)
     double mean_tokens_per_sec;    // trained_tokens / train_seconds
     int interrupted;               // stopped by Ctrl-C / SIGTERM after saving a checkpoint
+    ComputeDtype dtype;            // the precision the matrix products ran in (f32 or bf16)
 } TrainSummary;
 
 // Writes the summary (and the run's settings) as JSON: the adapter folder's
