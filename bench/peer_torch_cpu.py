@@ -1,7 +1,9 @@
 """PyTorch (+PEFT) CPU eager peer for `tunelens train`: the same model, data and batches.
 
-usage: MODE=lora|full python3 bench/peer_torch_cpu.py MODEL_DIR DATA_DIR
-Loads the HF folder in float32 (tunelens computes in f32 on the CPU), tokenizes
+usage: MODE=lora|full [DTYPE=f32|bf16] python3 bench/peer_torch_cpu.py MODEL_DIR DATA_DIR
+Loads the HF folder in float32 (master weights, as tunelens keeps them); DTYPE=bf16 runs the
+forward and loss under torch.autocast("cpu", bfloat16), PyTorch's counterpart of tunelens's
+bf16 products (f32 weights, bf16 matrix products). Tokenizes
 DATA_DIR/train.jsonl with the folder's tokenizer.json as tunelens does (BOS from the
 post-processor, EOS appended), makes tunelens's batches (sorted by length, batch 8, padded to
 the longest row, padding ignored by the loss), and trains the last 16 blocks: LoRA rank 8,
@@ -20,6 +22,7 @@ from tokenizers import Tokenizer
 from transformers import LlamaForCausalLM
 
 MODE = os.environ.get("MODE", "lora")
+DTYPE = os.environ.get("DTYPE", "f32")
 ITERS, WARM, B, LAYERS = int(os.environ.get("ITERS", 30)), 3, 8, 16
 
 
@@ -67,8 +70,10 @@ def main():
     opt = torch.optim.Adam(params, lr=lr)
 
     def step(x, y):
-        logits = model(input_ids=x).logits
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=DTYPE == "bf16"):
+            logits = model(input_ids=x).logits
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten(),
+                                                     ignore_index=-100)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -82,7 +87,7 @@ def main():
     for i in range(ITERS):
         tokens += step(*data[order[(WARM + i) % len(order)]])
     dt = time.perf_counter() - t0
-    print(json.dumps({"peer": "pytorch-eager" + ("+peft" if MODE == "lora" else ""), "mode": MODE,
+    print(json.dumps({"peer": "pytorch-eager" + ("+peft" if MODE == "lora" else ""), "mode": MODE, "dtype": DTYPE,
                       "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "step_ms": 1e3 * dt / ITERS, "tok_s": tokens / dt,
                       "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,

@@ -4,12 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../train/trainer.h"
 #include "cli.h"
 
 static const char *USAGE =
     "usage: tunelens experiment [--model M] [--out DIR] [--iters 500] [--batch-size 8]\n"
     "                           [--lora-lr 1e-4] [--full-lr 1e-5] [--num-layers 16] [--seed S]\n"
-    "                           [--quick] [--test-per-op N] [--device cpu]\n"
+    "                           [--quick] [--test-per-op N] [--dtype auto] [--device cpu]\n"
     "  The classifier-emergence study: writes arithmetic data (4500/500/500), evaluates the\n"
     "  base model, trains LoRA (rank 8, scale 20) and full fine-tuning of the last\n"
     "  --num-layers blocks, evaluates both (seed prompts, exact match on the test split, the\n"
@@ -18,7 +19,9 @@ static const char *USAGE =
     "  SmolLM2-135M-Instruct, is fetched once into the cache ($TUNELENS_CACHE or\n"
     "  ~/.cache/tunelens). Re-running with the same --out skips the stages already done.\n"
     "  --quick: 40 iterations and 30 test problems per operation (defaults it changes).\n"
-    "  --test-per-op N: evaluate N test problems per operation (default all).\n";
+    "  --test-per-op N: evaluate N test problems per operation (default all).\n"
+    "  --dtype auto|f32|bf16: training's matrix products (as `train --dtype`; auto: bf16 on\n"
+    "  CPUs with AVX512-BF16). The evaluations always run in f32.\n";
 
 int cmd_experiment(int argc, char **argv) {
     const char *cmd = "experiment", *device = "cpu";
@@ -54,6 +57,13 @@ int cmd_experiment(int argc, char **argv) {
             c.seed = (uint64_t)d;
         } else if (!strcmp(f, "--quick")) {
             c.quick = 1;
+        } else if (!strcmp(f, "--dtype")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &c.dtype))) return rc;
+            if (dtype_parse(c.dtype) < 0) {
+                fprintf(stderr, "tunelens experiment: --dtype must be auto, f32 or bf16, got '%s'\n",
+                        c.dtype);
+                return EXIT_USAGE;
+            }
         } else {
             return cli_unknown(cmd, f);
         }

@@ -25,6 +25,7 @@ void experiment_defaults(ExperimentConfig *c) {
     c->full_lr = 1e-5;
     c->n_train = 4500, c->n_valid = 500, c->n_test = 500;
     c->exe = "/proc/self/exe";
+    c->dtype = "auto";
 }
 
 typedef struct {
@@ -58,6 +59,7 @@ static cJSON *settings_json(const ExperimentConfig *c, const char *model) {
     cJSON_AddNumberToObject(j, "lora_lr", c->lora_lr);
     cJSON_AddNumberToObject(j, "full_lr", c->full_lr);
     cJSON_AddNumberToObject(j, "seed", (double)c->seed);
+    cJSON_AddStringToObject(j, "dtype", c->dtype);
     cJSON_AddNumberToObject(j, "test_per_op", c->test_per_op);
     cJSON_AddNumberToObject(j, "n_train", c->n_train);
     cJSON_AddNumberToObject(j, "n_valid", c->n_valid);
@@ -106,7 +108,7 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
                             "--iters", iters, "--batch-size", bs, "--learning-rate", lr,
                             "--num-layers", nl, "--seed", seed, "--adapter-path", adapter_dir,
                             "--val-batches", vb, "--steps-per-eval", spe,
-                            "--fine-tune-type", full ? "full" : "lora",
+                            "--fine-tune-type", full ? "full" : "lora", "--dtype", c->dtype,
                             "--resume", NULL};  // a killed stage continues from its checkpoint
     if (!r->interactive) {
         int n = 0;

@@ -291,10 +291,15 @@ static void section_training(StrBuf *b, const Results *r) {
               num(r->train[2], "final_train_loss"));
     sb_printf(b, "| Final val loss | %.3f | %.3f |\n", num(r->train[1], "final_val_loss"),
               num(r->train[2], "final_val_loss"));
-    sb_printf(b, "| Training time | %.0f s | %.0f s |\n\n", num(r->train[1], "train_seconds"),
+    sb_printf(b, "| Training time | %.0f s | %.0f s |\n", num(r->train[1], "train_seconds"),
               num(r->train[2], "train_seconds"));
+    sb_printf(b, "| Matrix products | %s | %s |\n\n", str(r->train[1], "dtype"),
+              str(r->train[2], "dtype"));
     sb_printf(b, "Peak memory is each training process's peak resident set; tokens/s counts "
-                 "trained (target) tokens over the time spent in training steps.\n\n"
+                 "trained (target) tokens over the time spent in training steps. Matrix "
+                 "products in bf16 multiply bf16 copies of the weights with f32 sums; weights, "
+                 "gradients and optimizer state are f32 either way, and the evaluations below "
+                 "run in f32.\n\n"
                  "![Loss curves](figures/loss_curves.svg)\n\n");
 }
 

@@ -72,22 +72,23 @@ size_t packed_weight_bytes(const PackedWeight *pw) {
 }
 
 #if HAVE_BF16_KERNEL
-// A (M,K) f32 -> a (M, 2*KP) bf16, the odd K padded with a zero
-BF16_TARGET static void convert_rows(uint16_t *a, const float *A, int M, int K) {
+// One row of A (K) f32 -> bf16 (2*KP), the odd K padded with a zero. (The OpenMP loops call
+// functions like this one: an outlined parallel body does not inherit the target attribute.)
+BF16_TARGET static void convert_row(uint16_t *dst, const float *src, int K) {
+    int k = 0;
+    for (; k + 32 <= K; k += 32) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + k + 16), _mm512_loadu_ps(src + k));
+        _mm512_storeu_si512((void *)(dst + k), (__m512i)v);
+    }
+    for (; k < K; k++) dst[k] = f32_to_bf16(src[k]);
+    if (K & 1) dst[K] = 0;
+}
+
+// A (M,K) f32 -> a (M, 2*KP) bf16
+static void convert_rows(uint16_t *a, const float *A, int M, int K) {
     const int Kp = 2 * ((K + 1) / 2);
 #pragma omp parallel for schedule(static) if ((int64_t)M * K >= 65536)
-    for (int m = 0; m < M; m++) {
-        const float *src = A + (size_t)m * K;
-        uint16_t *dst = a + (size_t)m * Kp;
-        int k = 0;
-        for (; k + 32 <= K; k += 32) {
-            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + k + 16),
-                                             _mm512_loadu_ps(src + k));
-            _mm512_storeu_si512((void *)(dst + k), (__m512i)v);
-        }
-        for (; k < K; k++) dst[k] = f32_to_bf16(src[k]);
-        if (K & 1) dst[K] = 0;
-    }
+    for (int m = 0; m < M; m++) convert_row(a + (size_t)m * Kp, A + (size_t)m * K, K);
 }
 
 // Two f32 vectors rounded to bf16 (ties to even, NaN kept) and interleaved into 16 32-bit
@@ -104,11 +105,10 @@ BF16_TARGET static inline __m512i pair_words(__m512 lo, __m512 hi) {
 //                of X, and its pairs are adjacent values of that row;
 //   by_rows = 0: Bk = X (K = rows, Nc = cols): the backward's W, or activations for dW;
 //                a pair joins two rows of X, 16 columns per vector.
-BF16_TARGET static void pack(uint16_t *dst, const float *X, int rows, int cols, int by_rows) {
+BF16_TARGET static void pack_panel(uint16_t *dst, const float *X, int rows, int cols,
+                                   int by_rows, int p) {
     const int K = by_rows ? cols : rows, Nc = by_rows ? rows : cols, KP = (K + 1) / 2;
-    const int np = (Nc + NR - 1) / NR;
-#pragma omp parallel for schedule(static) if ((int64_t)rows * cols >= 65536)
-    for (int p = 0; p < np; p++) {
+    {
         uint32_t *panel = (uint32_t *)(dst + (size_t)p * KP * 2 * NR);  // (KP, NR) words
         const int nc = Nc - p * NR < NR ? Nc - p * NR : NR;
         if (nc < NR || (K & 1)) memset(panel, 0, sizeof(uint32_t) * (size_t)KP * NR);
@@ -148,6 +148,12 @@ BF16_TARGET static void pack(uint16_t *dst, const float *X, int rows, int cols, 
             }
         }
     }
+}
+
+static void pack(uint16_t *dst, const float *X, int rows, int cols, int by_rows) {
+    const int Nc = by_rows ? rows : cols, np = (Nc + NR - 1) / NR;
+#pragma omp parallel for schedule(static) if ((int64_t)rows * cols >= 65536)
+    for (int p = 0; p < np; p++) pack_panel(dst, X, rows, cols, by_rows, p);
 }
 
 // C (mr, nc) (+)= a (mr, 2*KP) @ panel: one tile, mr <= MR rows, nc <= NR columns.
@@ -213,7 +219,7 @@ static void convert_cols(uint16_t *a, const float *A, int M, int K) {
 }
 
 // C (M,Nc) (+)= a (M,K) bf16 @ packed Bk (K,Nc)
-BF16_TARGET static void gemm(float *C, const uint16_t *a, const uint16_t *Bp, int M, int K,
+static void gemm(float *C, const uint16_t *a, const uint16_t *Bp, int M, int K,
                              int Nc, int accumulate) {
     const int KP = (K + 1) / 2, lda = 2 * KP;
     const int np = (Nc + NR - 1) / NR, nt = (M + MR - 1) / MR;
