@@ -46,51 +46,67 @@ static double compare_params(const ParamList *pl, const char *ref_path) {
     return worst;
 }
 
-static void run_trajectory(int full) {
-    cJSON *ref = load_json_fixture(TRAIN "/reference.json");
-    const cJSON *case_ = cJSON_GetObjectItem(ref, full ? "full" : "lora");
-    int B, T, B2, T2;
-    int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
-    int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B2, &T2);
-    float lr = (float)cJSON_GetObjectItem(case_, "lr")->valuedouble;
+// The PyTorch reference's fixed batch on the tiny model, ready to train its last 2 blocks
+// (LoRA from the reference's starting adapter, or full).
+typedef struct {
+    cJSON *ref;
+    int *inputs, *targets;
     Model m;
-    Error err;
-    if (model_load(&m, TINY, &err)) fail_msg("%s", err.msg);
-    if (!full && model_load_adapter(&m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
     ForwardState s;
     Grads g;
     ParamList pl;
     Optimizer opt;
-    assert_int_equal(forward_state_init(&s, &m, B, T, T, 1), 0);
-    assert_int_equal(grads_init(&g, &m, 2, full, B, T), 0);
-    params_collect(&pl, &m, &g);
-    assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl), 0);
+} Setup;
+
+static void setup_open(Setup *u, int full) {
+    u->ref = load_json_fixture(TRAIN "/reference.json");
+    int B, T, B2, T2;
+    u->inputs = flat_ints(cJSON_GetObjectItem(u->ref, "inputs"), &B, &T);
+    u->targets = flat_ints(cJSON_GetObjectItem(u->ref, "targets"), &B2, &T2);
+    Error err;
+    if (model_load(&u->m, TINY, &err)) fail_msg("%s", err.msg);
+    if (!full && model_load_adapter(&u->m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
+    assert_int_equal(forward_state_init(&u->s, &u->m, B, T, T, 1), 0);
+    assert_int_equal(grads_init(&u->g, &u->m, 2, full, B, T), 0);
+    params_collect(&u->pl, &u->m, &u->g);
+    assert_int_equal(optimizer_init(&u->opt, OPT_ADAM, &u->pl), 0);
+}
+
+static void setup_close(Setup *u) {
+    optimizer_free(&u->opt);
+    params_free(&u->pl);
+    grads_free(&u->g);
+    forward_state_free(&u->s);
+    model_free(&u->m);
+    free(u->inputs);
+    free(u->targets);
+    cJSON_Delete(u->ref);
+}
+
+static void run_trajectory(int full) {
+    Setup u;
+    setup_open(&u, full);
+    const cJSON *case_ = cJSON_GetObjectItem(u.ref, full ? "full" : "lora");
+    float lr = (float)cJSON_GetObjectItem(case_, "lr")->valuedouble;
     const cJSON *want = cJSON_GetObjectItem(case_, "losses")->child;
     for (int step = 0; want; step++, want = want->next) {
-        grads_zero(&g);
-        float loss = model_loss(&m, &s, inputs, targets);
+        grads_zero(&u.g);
+        float loss = model_loss(&u.m, &u.s, u.inputs, u.targets);
         double rel = fabs(loss - want->valuedouble) / fabs(want->valuedouble);
         printf("  %s step %d: loss %.6f, PyTorch %.6f, rel diff %.1e\n", full ? "full" : "lora",
                step + 1, loss, want->valuedouble, rel);
         assert_true(rel < 1e-4);
-        model_backward(&m, &s, targets, &g, 1.0f);
-        optimizer_step(&opt, &pl, lr);
+        model_backward(&u.m, &u.s, u.targets, &u.g, 1.0f);
+        optimizer_step(&u.opt, &u.pl, lr);
     }
-    float final = model_loss(&m, &s, inputs, targets);
+    float final = model_loss(&u.m, &u.s, u.inputs, u.targets);
     double want_final = cJSON_GetObjectItem(case_, "final_loss")->valuedouble;
     assert_true(fabs(final - want_final) / want_final < 1e-4);
-    double worst = compare_params(&pl, full ? TRAIN "/full_end.safetensors" : TRAIN "/lora_end.safetensors");
+    double worst = compare_params(&u.pl, full ? TRAIN "/full_end.safetensors" : TRAIN "/lora_end.safetensors");
     printf("  %s final weights: max |diff| / max |ref| = %.1e over %lld values\n",
-           full ? "full" : "lora", worst, (long long)pl.total);
+           full ? "full" : "lora", worst, (long long)u.pl.total);
     assert_true(worst < 1e-4);
-    optimizer_free(&opt);
-    params_free(&pl);
-    grads_free(&g);
-    forward_state_free(&s);
-    model_free(&m);
-    free(inputs);
-    free(targets);
-    cJSON_Delete(ref);
+    setup_close(&u);
 }
 
 static void test_lora_trajectory_matches_pytorch(void **state) { run_trajectory(0); }
@@ -112,29 +128,18 @@ static void run_bf16_step(int full) {
         printf("  (skipped: this CPU has no AVX512-BF16)\n");
         return;
     }
-    cJSON *ref = load_json_fixture(TRAIN "/reference.json");
-    int B, T, B2, T2;
-    int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
-    int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B2, &T2);
-    Model m;
+    Setup u;
+    setup_open(&u, full);
+    Grads *g = &u.g;
+    double loss32 = loss_grads(&u.m, &u.s, g, u.inputs, u.targets);
+    float *g32 = xmalloc(sizeof(float) * g->n_floats);
+    memcpy(g32, g->arena, sizeof(float) * g->n_floats);
     Error err;
-    if (model_load(&m, TINY, &err)) fail_msg("%s", err.msg);
-    if (!full && model_load_adapter(&m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
-    ForwardState s;
-    Grads g;
-    ParamList pl;
-    Optimizer opt;
-    assert_int_equal(forward_state_init(&s, &m, B, T, T, 1), 0);
-    assert_int_equal(grads_init(&g, &m, 2, full, B, T), 0);
-    params_collect(&pl, &m, &g);
-    double loss32 = loss_grads(&m, &s, &g, inputs, targets);
-    float *g32 = xmalloc(sizeof(float) * g.n_floats);
-    memcpy(g32, g.arena, sizeof(float) * g.n_floats);
-    if (model_use_bf16(&m, 2, 0, &err)) fail_msg("%s", err.msg);  // keep f32 for the check below
-    double loss16 = loss_grads(&m, &s, &g, inputs, targets);
+    if (model_use_bf16(&u.m, 2, 0, &err)) fail_msg("%s", err.msg);  // keep f32 for the check below
+    double loss16 = loss_grads(&u.m, &u.s, g, u.inputs, u.targets);
     double dd = 0, nn = 0;
-    for (size_t i = 0; i < g.n_floats; i++) {
-        dd += (g.arena[i] - g32[i]) * (double)(g.arena[i] - g32[i]);
+    for (size_t i = 0; i < g->n_floats; i++) {
+        dd += (g->arena[i] - g32[i]) * (double)(g->arena[i] - g32[i]);
         nn += (double)g32[i] * g32[i];
     }
     printf("  %s bf16: loss %.6f (f32 %.6f), gradient |diff| / |f32| = %.1e\n",
@@ -142,25 +147,17 @@ static void run_bf16_step(int full) {
     assert_true(fabs(loss16 - loss32) / loss32 < 1e-3);
     assert_true(sqrt(dd / nn) < 3e-2);
     // one update; the bf16 copies are repacked; bf16 and f32 agree on the new weights
-    assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl), 0);
-    optimizer_step(&opt, &pl, 1e-3f);
-    if (full) model_repack_bf16(&m, 2);
-    double after16 = model_loss(&m, &s, inputs, targets);
-    model_drop_bf16(&m);
-    double after32 = model_loss(&m, &s, inputs, targets);
+    optimizer_step(&u.opt, &u.pl, 1e-3f);
+    if (full) model_repack_bf16(&u.m, 2);
+    double after16 = model_loss(&u.m, &u.s, u.inputs, u.targets);
+    model_drop_bf16(&u.m);
+    double after32 = model_loss(&u.m, &u.s, u.inputs, u.targets);
     printf("  %s after a step: bf16 loss %.6f, f32 %.6f (before %.6f)\n", full ? "full" : "lora",
            after16, after32, loss32);
     // a stale copy would give the old loss: the gap must be far below the step's change
     assert_true(fabs(after16 - after32) < 0.02 * fabs(after32 - loss32));
-    optimizer_free(&opt);
-    params_free(&pl);
-    grads_free(&g);
-    forward_state_free(&s);
-    model_free(&m);
     free(g32);
-    free(inputs);
-    free(targets);
-    cJSON_Delete(ref);
+    setup_close(&u);
 }
 static void test_lora_bf16_step(void **state) { run_bf16_step(0); }
 static void test_full_bf16_step(void **state) { run_bf16_step(1); }
