@@ -79,7 +79,7 @@ static void linear_backward(const Block *b, BlockGrads *bg, Proj p, const ModelC
     const LoraLinear *lo = &b->lora[p];
     if (lo->rank)
         lora_backward(dinp, bg->lora_A[p], bg->lora_B[p], dout, inp, xa, lo->A, lo->B, N, IC, OC,
-                      lo->rank, lo->scale);
+                      lo->rank, lo->scale, NULL);
 }
 
 void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *g,

@@ -67,7 +67,7 @@ static void linear(const Block *b, Proj p, const ModelConfig *c, float *out, flo
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
     matmul_forward(out, in, b->w[p], N, IC, OC);
     const LoraLinear *lo = &b->lora[p];
-    if (lo->rank) lora_forward(out, xa, in, lo->A, lo->B, N, IC, OC, lo->rank, lo->scale);
+    if (lo->rank) lora_forward(out, xa, in, lo->A, lo->B, N, IC, OC, lo->rank, lo->scale, NULL);
 }
 
 void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_logits,
