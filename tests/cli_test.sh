@@ -67,6 +67,20 @@ check "resume adapter" 0 "Saved final weights" $BIN train --model $TINY --train 
 check "resume wrong shape" 1 "another" $BIN train --model $TINY --train --data "$TMP/data" --iters 2 --num-layers 3 --resume-adapter-file "$TMP/ad/adapters.safetensors" --adapter-path "$TMP/ad3" --quiet
 check "train full" 0 "Trainable parameters: [0-9.]+% \(0.086M/0.205M\)" $BIN train --model $TINY --train --data "$TMP/data" --iters 4 --fine-tune-type full --num-layers 2 --adapter-path "$TMP/full" --quiet
 check "lens with full adapter" 0 "Final prediction" $BIN lens --model $TINY --adapter "$TMP/full" --prompt "12 + 7 = "
+# --grad-checkpoint recomputes each block in backward: the same run, bit for bit
+same_run() {  # name, dir a, dir b: identical adapter bytes and every logged loss equal
+  if cmp -s "$2/adapters.safetensors" "$3/adapters.safetensors" && python3 -c "
+import json,sys
+def losses(d): return [(r['iter'], r.get('train_loss'), r.get('val_loss')) for r in map(json.loads, open(d + '/metrics.jsonl'))]
+a, b = losses('$2'), losses('$3')
+sys.exit(0 if a == b and len(a) >= 4 else 1)"; then echo "ok   $1"; else echo "FAIL $1"; fails=$((fails+1)); fi
+}
+for ft in lora full; do
+  gc=(train --model $TINY --train --data "$TMP/data" --iters 8 --batch-size 4 --learning-rate 1e-3 --steps-per-report 2 --steps-per-eval 4 --num-layers 3 --fine-tune-type $ft --quiet)
+  check "train $ft" 0 "Saved final weights" $BIN "${gc[@]}" --adapter-path "$TMP/gc0_$ft"
+  check "train $ft --grad-checkpoint" 0 "Saved final weights" $BIN "${gc[@]}" --adapter-path "$TMP/gc1_$ft" --grad-checkpoint
+  same_run "$ft --grad-checkpoint: same losses, same adapter bytes" "$TMP/gc0_$ft" "$TMP/gc1_$ft"
+done
 head -c 0 /dev/null > "$TMP/empty.jsonl"; mkdir -p "$TMP/small"; head -2 "$TMP/data/train.jsonl" > "$TMP/small/train.jsonl"; cp "$TMP/data/valid.jsonl" "$TMP/small/"
 check "too few examples" 1 "fewer than the batch size" $BIN train --model $TINY --train --data "$TMP/small" --batch-size 4 --adapter-path "$TMP/ad4"
 mkdir -p "$TMP/badjson"; printf '{"text": "1 + 1 = 2"}\n{"text": 3}\n' > "$TMP/badjson/train.jsonl"; cp "$TMP/data/valid.jsonl" "$TMP/badjson/"

@@ -136,6 +136,83 @@ static void test_short_batch_in_long_buffers(void **state) {
     cJSON_Delete(ref);
 }
 
+// Steps of Adam on the fixture batch with the given activation mode; the losses, the final
+// weights and the last step's gradients (the caller frees them). first_layer 1: block 0 stays
+// frozen, blocks 1..3 train.
+typedef struct {
+    float loss[4];
+    float *params, *grads;
+    size_t n_params, n_grads;
+} Run;
+
+static Run run_steps(int full, int acts) {
+    cJSON *ref = load_json_fixture(TRAIN "/reference.json");
+    int B, T;
+    int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
+    int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B, &T);
+    Model m;
+    Error err;
+    if (model_load(&m, TINY, &err)) fail_msg("%s", err.msg);
+    if (!full && model_load_adapter(&m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
+    ForwardState s;
+    Grads g;
+    ParamList pl;
+    Optimizer opt;
+    assert_int_equal(forward_state_init(&s, &m, B, T + 3, T + 3, acts), 0);  // roomier buffers
+    assert_int_equal(grads_init(&g, &m, 1, full, B, T + 3), 0);
+    s.T = T;
+    params_collect(&pl, &m, &g);
+    assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl), 0);
+    Run run = {.n_params = (size_t)pl.total, .n_grads = g.n_floats};
+    for (int step = 0; step < 4; step++) {
+        grads_zero(&g);
+        run.loss[step] = model_loss(&m, &s, inputs, targets);
+        model_backward(&m, &s, targets, &g, 1.0f);
+        if (step < 3) optimizer_step(&opt, &pl, full ? 1e-3f : 1e-2f);
+    }
+    run.grads = xmalloc(sizeof(float) * g.n_floats);
+    memcpy(run.grads, g.arena, sizeof(float) * g.n_floats);
+    run.params = xmalloc(sizeof(float) * (size_t)pl.total);
+    for (int i = 0, off = 0; i < pl.n; off += (int)pl.p[i].n, i++)
+        memcpy(run.params + off, pl.p[i].data, sizeof(float) * (size_t)pl.p[i].n);
+    optimizer_free(&opt);
+    params_free(&pl);
+    grads_free(&g);
+    forward_state_free(&s);
+    model_free(&m);
+    free(inputs);
+    free(targets);
+    cJSON_Delete(ref);
+    return run;
+}
+
+static void run_free(Run *r) {
+    free(r->params);
+    free(r->grads);
+}
+
+static void assert_runs_identical(const Run *a, const Run *b) {
+    assert_memory_equal(a->loss, b->loss, sizeof a->loss);
+    assert_int_equal(a->n_params, b->n_params);
+    assert_int_equal(a->n_grads, b->n_grads);
+    assert_memory_equal(a->params, b->params, sizeof(float) * a->n_params);
+    assert_memory_equal(a->grads, b->grads, sizeof(float) * a->n_grads);
+}
+
+// --grad-checkpoint recomputes each block's forward in backward: the same losses, gradients
+// and weights, bit for bit, as keeping every activation (LoRA and full fine-tuning)
+static void test_grad_checkpoint_bit_identical(void **state) {
+    for (int full = 0; full < 2; full++) {
+        Run all = run_steps(full, ACTS_ALL), ckpt = run_steps(full, ACTS_CHECKPOINT);
+        printf("  %s: losses %.6f .. %.6f, identical with checkpointing\n", full ? "full" : "lora",
+               all.loss[0], all.loss[3]);
+        assert_true(all.loss[3] < all.loss[0]);
+        assert_runs_identical(&all, &ckpt);
+        run_free(&all);
+        run_free(&ckpt);
+    }
+}
+
 static void test_trainable_counts(void **state) {
     // Llama-3.2-1B-shaped numbers printed by mlx-lm: LoRA rank 8 on all 7 projections of 16
     // blocks = 5,636,096; full fine-tuning of 16 blocks = 973,144,064 (checked in test_model).
@@ -177,6 +254,7 @@ int main(void) {
         cmocka_unit_test(test_lora_trajectory_matches_pytorch),
         cmocka_unit_test(test_full_trajectory_matches_pytorch),
         cmocka_unit_test(test_short_batch_in_long_buffers),
+        cmocka_unit_test(test_grad_checkpoint_bit_identical),
     };
     return cmocka_run_group_tests_name("train", tests, NULL, NULL);
 }

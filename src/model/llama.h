@@ -71,13 +71,20 @@ int model_check_ids(const Model *m, const int *ids, int n, Error *err);
 int model_load_adapter(Model *m, const char *dir, Error *err);
 
 // ---- forward pass
-// Buffers for a forward pass over B sequences of T new tokens. With keep_acts every layer's
-// activations are kept (for backward); otherwise one set is reused across layers.
+// What a forward pass keeps for backward (forward_state_init's keep_acts):
+//   ACTS_NONE        one set of activations reused across layers (inference);
+//   ACTS_ALL         every layer's activations (backward reads them);
+//   ACTS_CHECKPOINT  every block's input residual only, the rest in one reused set: backward
+//                    recomputes each block's forward just before its backward (--grad-checkpoint;
+//                    the same arithmetic, so the same bits, in less memory).
+enum { ACTS_NONE = 0, ACTS_ALL = 1, ACTS_CHECKPOINT = 2 };
+
+// Buffers for a forward pass over B sequences of T new tokens.
 typedef struct {
     int B, T, max_seq;  // max_seq: KV capacity per sequence
-    int keep_acts;
+    int keep_acts;      // ACTS_*
     int pos;            // tokens already in the KV cache (single-sequence decoding)
-    float *k_cache, *v_cache;  // (L, B, max_seq, Hkv*D); post-rope keys
+    float *k_cache, *v_cache;  // (L or 1 with ACTS_CHECKPOINT, B, max_seq, Hkv*D); post-rope keys
     // per-layer activations, each (L or 1) x the size in the comment
     float *resid;       // (B*T, C)   residual entering each block; [L] = final residual
     float *attn_xn;     // (B*T, C)   RMSNorm output
@@ -111,6 +118,12 @@ typedef void (*ResidualHook)(void *ctx, int layer, const float *resid, int rows,
 // s->logits. Advances s->pos by T.
 void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_logits,
                    ResidualHook hook, void *hook_ctx);
+
+// Block l alone: its input residual in s (slot l) -> its activations and output residual.
+// model_forward runs it for every block; backward re-runs it for a checkpointed block.
+// cos_t/sin_t: rope tables for positions [0, s->pos + s->T).
+void model_block_forward(const Model *m, ForwardState *s, int l, const float *cos_t,
+                         const float *sin_t);
 
 // Final RMSNorm + head of one hidden state: resid (C) -> logits (V). The lens uses this.
 void model_unembed(const Model *m, const float *resid, float *logits, float *scratch_c);

@@ -440,7 +440,8 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
     const Dataset *sets[] = {&train, &valid, &test};
     for (int i = 0; i < 3; i++)
         if (sets[i]->n && max_len(sets[i]) - 1 > T_max) T_max = max_len(sets[i]) - 1;
-    if (forward_state_init(&s, &m, c->batch_size, T_max, T_max, 1) ||
+    int acts = c->grad_checkpoint ? ACTS_CHECKPOINT : ACTS_ALL;
+    if (forward_state_init(&s, &m, c->batch_size, T_max, T_max, acts) ||
         grads_init(&g, &m, first, c->full, c->batch_size, T_max)) {
         err_set(err, "out of memory for activations of batch %d x %d tokens", c->batch_size, T_max);
         goto done;
