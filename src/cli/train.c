@@ -21,7 +21,9 @@ static const char *USAGE =
     "  --grad-checkpoint            keep only each block's input and recompute the block's\n"
     "                               forward in backward: less memory, one more forward pass\n"
     "                               per trained block, bit-identical results\n"
-    "  --seed N (0)  --rank N (8)  --scale X (20)  --dropout X (0; only 0 is supported)\n"
+    "  --seed N (0)  --rank N (8)  --scale X (20)\n"
+    "  --dropout X (0)              LoRA dropout on the adapter's input, training only: kept\n"
+    "                               entries scaled by 1/(1-X); masks fixed by seed and step\n"
     "  --lora-keys q_proj,v_proj,...  (default: all seven linear layers)\n"
     "  --quiet                      no progress bar\n"
     "  --resume                     continue from DIR/training_state.json, which every\n"
@@ -119,10 +121,6 @@ int cmd_train(int argc, char **argv) {
     Error err = {{0}};
     if (c.lora_keys && lora_keys_parse(c.lora_keys, &key_mask, &err)) {
         fprintf(stderr, "tunelens train: --lora-keys: %s\n", err.msg);
-        return EXIT_USAGE;
-    }
-    if (c.dropout != 0) {
-        fprintf(stderr, "tunelens train: --dropout other than 0 is not supported yet\n");
         return EXIT_USAGE;
     }
     if (c.test && !c.train && !c.resume_adapter_file)

@@ -75,13 +75,13 @@ float model_loss(const Model *m, ForwardState *s, const int *inputs, const int *
 // dinp (N,IC) += dout @ W (+ LoRA); weight and LoRA gradients into bg. dinp may be NULL.
 static void linear_backward(const Block *b, BlockGrads *bg, Proj p, const ModelConfig *c,
                             float *dinp, const float *dout, const float *inp, const float *xa,
-                            int N) {
+                            int N, const Dropout *drop) {
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
     if (dinp || bg->w[p]) matmul_backward(dinp, bg->w[p], dout, inp, b->w[p], N, IC, OC);
     const LoraLinear *lo = &b->lora[p];
     if (lo->rank)
         lora_backward(dinp, bg->lora_A[p], bg->lora_B[p], dout, inp, xa, lo->A, lo->B, N, IC, OC,
-                      lo->rank, lo->scale, NULL);
+                      lo->rank, lo->scale, drop);
 }
 
 void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *g,
@@ -117,8 +117,8 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
         const int ckpt = s->keep_acts == ACTS_CHECKPOINT;
         if (ckpt && l < c->n_layers - 1) {
             // checkpointed: recompute this block's activations from its kept input residual
-            // (the forward left the last block's in the one slot). Same ops, same inputs: the
-            // same bits as a forward that kept them.
+            // (the forward left the last block's in the one slot). Same ops, same inputs, the
+            // same dropout masks: the same bits as a forward that kept them.
             int pos = s->pos;
             s->pos = 0;
             model_block_forward(m, s, l, cos_t, sin_t);
@@ -133,9 +133,11 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
         const float *kc = s->k_cache + a * B * s->max_seq * KVD;  // one KV slot when ckpt
         const float *vc = s->v_cache + a * B * s->max_seq * KVD;
         const float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
+        Dropout drop[N_PROJ];
+        for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
 #define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
 #define LINEAR_BACKWARD(p, dinp, dout, inp) \
-    linear_backward(blk, bg, p, c, dinp, dout, inp, XA(p), N)
+    linear_backward(blk, bg, p, c, dinp, dout, inp, XA(p), N, &drop[p])
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn)))
         memset(dact, 0, sizeof(float) * NF);

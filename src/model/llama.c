@@ -63,13 +63,19 @@ void forward_state_free(ForwardState *s) {
     memset(s, 0, sizeof *s);
 }
 
-// out (N, out) = in (N, in) @ W^T [+ scale * (in A) B]
+// out (N, out) = in (N, in) @ W^T [+ scale * (dropout(in) A) B]
 static void linear(const Block *b, Proj p, const ModelConfig *c, float *out, float *xa,
-                   const float *in, int N) {
+                   const float *in, int N, const Dropout *drop) {
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
     matmul_forward(out, in, b->w[p], N, IC, OC);
     const LoraLinear *lo = &b->lora[p];
-    if (lo->rank) lora_forward(out, xa, in, lo->A, lo->B, N, IC, OC, lo->rank, lo->scale, NULL);
+    if (lo->rank) lora_forward(out, xa, in, lo->A, lo->B, N, IC, OC, lo->rank, lo->scale, drop);
+}
+
+Dropout model_lora_dropout(const ForwardState *s, int l, Proj p) {
+    Dropout d = s->lora_dropout;
+    if (d.p > 0.0f) d.key = dropout_key(dropout_key(d.key, (uint64_t)l), (uint64_t)p);
+    return d;
 }
 
 void model_block_forward(const Model *m, ForwardState *s, int l, const float *cos_t,
@@ -94,8 +100,10 @@ void model_block_forward(const Model *m, ForwardState *s, int l, const float *co
     float *kc = s->k_cache + lkv * B * s->max_seq * KVD;
     float *vc = s->v_cache + lkv * B * s->max_seq * KVD;
     float *k_new = s->scratch, *v_new = s->scratch + (size_t)N * KVD;
+    Dropout drop[N_PROJ];
+    for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
 #define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
-#define LINEAR(p, out, in) linear(blk, p, c, out, XA(p), in, N)
+#define LINEAR(p, out, in) linear(blk, p, c, out, XA(p), in, N, &drop[p])
 
     // attention
     rmsnorm_forward(xn, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);

@@ -2,6 +2,7 @@
 #pragma once
 #include "../common.h"
 #include "../formats/gguf.h"
+#include "../ops/ops.h"
 #include "../tokenizer/tokenizer.h"
 #include "config.h"
 
@@ -85,6 +86,9 @@ typedef struct {
     int keep_acts;      // ACTS_*
     int pos;            // tokens already in the KV cache (single-sequence decoding)
     float *k_cache, *v_cache;  // (L or 1 with ACTS_CHECKPOINT, B, max_seq, Hkv*D); post-rope keys
+    // LoRA input dropout of this pass (training passes only; p = 0, the default: none); key
+    // holds the run's seed, step and micro-batch, model_lora_dropout adds layer and projection
+    Dropout lora_dropout;
     // per-layer activations, each (L or 1) x the size in the comment
     float *resid;       // (B*T, C)   residual entering each block; [L] = final residual
     float *attn_xn;     // (B*T, C)   RMSNorm output
@@ -124,6 +128,8 @@ void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_l
 // cos_t/sin_t: rope tables for positions [0, s->pos + s->T).
 void model_block_forward(const Model *m, ForwardState *s, int l, const float *cos_t,
                          const float *sin_t);
+// The dropout of block l's projection p in this pass (p = 0 when LoRA dropout is off).
+Dropout model_lora_dropout(const ForwardState *s, int l, Proj p);
 
 // Final RMSNorm + head of one hidden state: resid (C) -> logits (V). The lens uses this.
 void model_unembed(const Model *m, const float *resid, float *logits, float *scratch_c);
