@@ -582,8 +582,10 @@ static void test_lora_dropout(void **state) {
         // backward, with xa saved and recomputed
         for (int pass = 0; pass < 2; pass++) {
             float *di0 = rand_floats(ni, 1), *dA0 = rand_floats(na, 1), *dB0 = rand_floats(nb, 1);
-            float *di = copy_floats(di0, ni), *dA = copy_floats(dA0, na), *dB = copy_floats(dB0, nb);
-            lora_backward(di, dA, dB, dout, inp, pass ? NULL : xa, A, B, N, IC, OC, r, scale, &d);
+            float *di = copy_floats(di0, ni), *dA = copy_floats(dA0, na);
+            float *dB = copy_floats(dB0, nb);
+            const float *xs = pass ? NULL : xa;  // saved, or recomputed
+            lora_backward(di, dA, dB, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
             check_fd(what, lora_drop_loss, &x, x.base.inp, ni, di, di0, 500, GRAD_TOL);
             check_fd(what, lora_drop_loss, &x, x.base.A, na, dA, dA0, 500, GRAD_TOL);
             check_fd(what, lora_drop_loss, &x, x.base.B, nb, dB, dB0, 500, GRAD_TOL);
@@ -591,10 +593,11 @@ static void test_lora_dropout(void **state) {
             for (size_t i = 0; i < ni; i++)
                 if (mf[i] == 0.0f) assert_true(di[i] == di0[i]);
             // each gradient alone is the same as all three together
-            float *di2 = copy_floats(di0, ni), *dA2 = copy_floats(dA0, na), *dB2 = copy_floats(dB0, nb);
-            lora_backward(di2, NULL, NULL, dout, inp, pass ? NULL : xa, A, B, N, IC, OC, r, scale, &d);
-            lora_backward(NULL, dA2, NULL, dout, inp, pass ? NULL : xa, A, B, N, IC, OC, r, scale, &d);
-            lora_backward(NULL, NULL, dB2, dout, inp, pass ? NULL : xa, A, B, N, IC, OC, r, scale, &d);
+            float *di2 = copy_floats(di0, ni), *dA2 = copy_floats(dA0, na);
+            float *dB2 = copy_floats(dB0, nb);
+            lora_backward(di2, NULL, NULL, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
+            lora_backward(NULL, dA2, NULL, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
+            lora_backward(NULL, NULL, dB2, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
             assert_memory_equal(di, di2, ni * sizeof(float));
             assert_memory_equal(dA, dA2, na * sizeof(float));
             assert_memory_equal(dB, dB2, nb * sizeof(float));
@@ -605,7 +608,8 @@ static void test_lora_dropout(void **state) {
         // p = 0 (with any key) is the plain op, bit for bit
         Dropout zero = {0.0f, 12345};
         float *o1 = copy_floats(out0, no), *o2 = copy_floats(out0, no);
-        float *xa1 = xmalloc((size_t)N * r * sizeof(float)), *xa2 = xmalloc((size_t)N * r * sizeof(float));
+        float *xa1 = xmalloc((size_t)N * r * sizeof(float));
+        float *xa2 = xmalloc((size_t)N * r * sizeof(float));
         lora_forward(o1, xa1, inp, A, B, N, IC, OC, r, scale, NULL);
         lora_forward(o2, xa2, inp, A, B, N, IC, OC, r, scale, &zero);
         assert_memory_equal(o1, o2, no * sizeof(float));
