@@ -67,6 +67,32 @@ check "resume adapter" 0 "Saved final weights" $BIN train --model $TINY --train 
 check "resume wrong shape" 1 "another" $BIN train --model $TINY --train --data "$TMP/data" --iters 2 --num-layers 3 --resume-adapter-file "$TMP/ad/adapters.safetensors" --adapter-path "$TMP/ad3" --quiet
 check "train full" 0 "Trainable parameters: [0-9.]+% \(0.086M/0.205M\)" $BIN train --model $TINY --train --data "$TMP/data" --iters 4 --fine-tune-type full --num-layers 2 --adapter-path "$TMP/full" --quiet
 check "lens with full adapter" 0 "Final prediction" $BIN lens --model $TINY --adapter "$TMP/full" --prompt "12 + 7 = "
+# --grad-checkpoint recomputes each block in backward: the same run, bit for bit
+same_run() {  # name, dir a, dir b: identical adapter bytes and every logged loss equal
+  if cmp -s "$2/adapters.safetensors" "$3/adapters.safetensors" && python3 -c "
+import json,sys
+def losses(d): return [(r['iter'], r.get('train_loss'), r.get('val_loss')) for r in map(json.loads, open(d + '/metrics.jsonl'))]
+a, b = losses('$2'), losses('$3')
+sys.exit(0 if a == b and len(a) >= 4 else 1)"; then echo "ok   $1"; else echo "FAIL $1"; fails=$((fails+1)); fi
+}
+gc=(train --model $TINY --train --data "$TMP/data" --iters 8 --batch-size 4 --learning-rate 1e-3 --steps-per-report 2 --steps-per-eval 4 --num-layers 3 --quiet)
+for ft in lora full; do
+  check "train $ft" 0 "Saved final weights" $BIN "${gc[@]}" --fine-tune-type $ft --adapter-path "$TMP/gc0_$ft"
+  check "train $ft --grad-checkpoint" 0 "Saved final weights" $BIN "${gc[@]}" --fine-tune-type $ft --adapter-path "$TMP/gc1_$ft" --grad-checkpoint
+  same_run "$ft --grad-checkpoint: same losses, same adapter bytes" "$TMP/gc0_$ft" "$TMP/gc1_$ft"
+done
+# LoRA dropout: masks recomputed under --grad-checkpoint too; recorded in the adapter config
+# and carried to PEFT; 0 is no dropout, bit for bit; 1 is refused
+check "train --dropout 0.25" 0 "Saved final weights" $BIN "${gc[@]}" --adapter-path "$TMP/gd0" --dropout 0.25
+check "train --dropout 0.25 --grad-checkpoint" 0 "Saved final weights" $BIN "${gc[@]}" --adapter-path "$TMP/gd1" --dropout 0.25 --grad-checkpoint
+same_run "--dropout with --grad-checkpoint: same losses, same adapter bytes" "$TMP/gd0" "$TMP/gd1"
+check "train --dropout 0" 0 "Saved final weights" $BIN "${gc[@]}" --adapter-path "$TMP/gdz" --dropout 0
+same_run "--dropout 0 = no dropout" "$TMP/gc0_lora" "$TMP/gdz"
+cmp -s "$TMP/gc0_lora/adapters.safetensors" "$TMP/gd0/adapters.safetensors" && { echo "FAIL --dropout 0.25 changed nothing"; fails=$((fails+1)); } || echo "ok   --dropout 0.25 changes the run"
+json_check "dropout in adapter_config.json" "j['lora_parameters']['dropout']==0.25" "$TMP/gd0/adapter_config.json"
+check "export-peft dropout adapter" 0 "LoRA pairs" $BIN export-peft --adapter "$TMP/gd0" --out "$TMP/gd0_peft"
+json_check "export-peft lora_dropout" "j['lora_dropout']==0.25" "$TMP/gd0_peft/adapter_config.json"
+check "train --dropout 1" 2 "--dropout expects a number" $BIN "${gc[@]}" --adapter-path "$TMP/gd2" --dropout 1
 head -c 0 /dev/null > "$TMP/empty.jsonl"; mkdir -p "$TMP/small"; head -2 "$TMP/data/train.jsonl" > "$TMP/small/train.jsonl"; cp "$TMP/data/valid.jsonl" "$TMP/small/"
 check "too few examples" 1 "fewer than the batch size" $BIN train --model $TINY --train --data "$TMP/small" --batch-size 4 --adapter-path "$TMP/ad4"
 mkdir -p "$TMP/badjson"; printf '{"text": "1 + 1 = 2"}\n{"text": 3}\n' > "$TMP/badjson/train.jsonl"; cp "$TMP/data/valid.jsonl" "$TMP/badjson/"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A training run killed (SIGKILL) at a random step, or stopped with Ctrl-C, and resumed with
-# --resume ends with the same adapter, bit for bit, as an uninterrupted run with the same seed.
+# --resume ends with the same adapter, bit for bit, as an uninterrupted run with the same seed
+# (LoRA dropout included: its masks are a function of the seed and the step, not RNG state).
 # usage: tests/resume_test.sh ./tunelens
 set -uo pipefail
 BIN=${1:-./tunelens}
@@ -52,6 +53,8 @@ check_mode "lora ctrl-c" INT
 check_mode "full, 2 layers" KILL --fine-tune-type full --num-layers 2
 check_mode "lora, grad accumulation 3" KILL --grad-accumulation-steps 3 --save-every 26
 check_mode "adamw, cosine" TERM --optimizer adamw --lr-schedule cosine --warmup 20
+check_mode "lora, dropout 0.3" KILL --dropout 0.3
+check_mode "lora, dropout 0.2, grad accumulation 2, grad checkpoint" INT --dropout 0.2 --grad-accumulation-steps 2 --grad-checkpoint --save-every 26
 
 # a state from other settings is refused, naming the setting
 rm -rf "$TMP/x"

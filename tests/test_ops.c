@@ -9,6 +9,7 @@
 //  4. a printed (not asserted) micro-benchmark after the tests.
 // Run from the repo root: make build/tests/test_ops && ./build/tests/test_ops
 #include <math.h>
+#include <omp.h>
 
 #include "ops/ops.h"
 #include "test_util.h"
@@ -526,18 +527,19 @@ static void test_lora_fixture(void **state) {
 
         // forward accumulates into out; xa saved, or NULL
         float *out = copy_floats(out0, no), *xa = xmalloc((size_t)N * r * sizeof(float));
-        lora_forward(out, xa, inp, A, B, N, IC, OC, r, scale);
+        lora_forward(out, xa, inp, A, B, N, IC, OC, r, scale, NULL);
         check_close(lbl(c, "lora", "out"), out, rout, no, FWD_TOL);
         check_close(lbl(c, "lora", "xa"), xa, rxa, (size_t)N * r, FWD_TOL);
         float *out2 = copy_floats(out0, no);
-        lora_forward(out2, NULL, inp, A, B, N, IC, OC, r, scale);
+        lora_forward(out2, NULL, inp, A, B, N, IC, OC, r, scale, NULL);
         check_close(lbl(c, "lora", "out(xa NULL)"), out2, rout, no, FWD_TOL);
 
         // backward accumulates; with xa saved and with xa NULL (recomputed)
         for (int pass = 0; pass < 2; pass++) {
             float *di0 = rand_floats(ni, 1), *dA0 = rand_floats(na, 1), *dB0 = rand_floats(nb, 1);
             float *di = copy_floats(di0, ni), *dA = copy_floats(dA0, na), *dB = copy_floats(dB0, nb);
-            lora_backward(di, dA, dB, dout, inp, pass ? NULL : xa, A, B, N, IC, OC, r, scale);
+            lora_backward(di, dA, dB, dout, inp, pass ? NULL : xa, A, B, N, IC, OC, r, scale,
+                          NULL);
             check_accum(lbl(c, "lora", "dinp"), di, di0, rdinp, ni, GRAD_TOL);
             check_accum(lbl(c, "lora", "dA"), dA, dA0, rdA, na, GRAD_TOL);
             check_accum(lbl(c, "lora", "dB"), dB, dB0, rdB, nb, GRAD_TOL);
@@ -546,10 +548,10 @@ static void test_lora_fixture(void **state) {
             check_fd(lbl(c, "lora", "dB"), lora_loss, &x, x.B, nb, dB, dB0, 500, GRAD_TOL);
             // any may be NULL
             float *dB2 = copy_floats(dB0, nb);
-            lora_backward(NULL, NULL, dB2, dout, inp, xa, A, B, N, IC, OC, r, scale);
+            lora_backward(NULL, NULL, dB2, dout, inp, xa, A, B, N, IC, OC, r, scale, NULL);
             check_accum(lbl(c, "lora", "dB only"), dB2, dB0, rdB, nb, GRAD_TOL);
             float *dA2 = copy_floats(dA0, na);
-            lora_backward(NULL, dA2, NULL, dout, inp, xa, A, B, N, IC, OC, r, scale);
+            lora_backward(NULL, dA2, NULL, dout, inp, xa, A, B, N, IC, OC, r, scale, NULL);
             check_accum(lbl(c, "lora", "dA only"), dA2, dA0, rdA, na, GRAD_TOL);
             free(di0), free(dA0), free(dB0), free(di), free(dA), free(dB), free(dB2), free(dA2);
         }
@@ -558,6 +560,152 @@ static void test_lora_fixture(void **state) {
         free(o), free(out), free(xa), free(out2);
     }
     cJSON_Delete(f.root);
+}
+
+// ---- dropout: the mask is a pure function of (key, row, col)
+
+// The mask as the op applies it: 0 or 1/(1-p) per entry (dropout of a tensor of ones).
+static float *dropout_mask(const Dropout *d, int N, int C) {
+    float *m = xmalloc((size_t)N * C * sizeof(float));
+    for (size_t i = 0; i < (size_t)N * C; i++) m[i] = 1.0f;
+    dropout_forward(m, m, d, N, C);  // in place
+    return m;
+}
+
+static void test_dropout_mask(void **state) {
+    (void)state;
+    const int N = 200, C = 300;  // 60000 entries: above the op's threading threshold
+    const float p = 0.3f, s = (float)(1.0 / (1.0 - 0.3f));
+    Dropout d = {p, dropout_key(7, 1)};
+    float *m = dropout_mask(&d, N, C);
+    size_t dropped = 0;
+    for (size_t i = 0; i < (size_t)N * C; i++) {
+        assert_true(m[i] == 0.0f || m[i] == s);
+        dropped += m[i] == 0.0f;
+    }
+    double frac = (double)dropped / ((double)N * C);  // std 0.0019 around p
+    printf("  dropout p 0.3: %.4f of 60000 entries dropped\n", frac);
+    assert_true(fabs(frac - p) < 0.01);
+    // the same key: the same mask, whatever the thread count; another key: another mask
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    float *m1 = dropout_mask(&d, N, C);
+    omp_set_num_threads(threads > 1 ? threads : 2);
+    float *m2 = dropout_mask(&d, N, C);
+    omp_set_num_threads(threads);
+    assert_memory_equal(m, m1, (size_t)N * C * sizeof(float));
+    assert_memory_equal(m, m2, (size_t)N * C * sizeof(float));
+    Dropout e = {p, dropout_key(7, 2)};
+    float *me = dropout_mask(&e, N, C);
+    size_t differ = 0;
+    for (size_t i = 0; i < (size_t)N * C; i++) differ += me[i] != m[i];
+    assert_true(differ > (size_t)N * C / 4);  // 2 p (1-p) = 42% expected
+    // a row's mask does not depend on how many rows follow it
+    float *top = dropout_mask(&d, 3, C);
+    assert_memory_equal(top, m, (size_t)3 * C * sizeof(float));
+    // forward scales kept entries; backward accumulates through the same mask
+    float *x = rand_floats((size_t)N * C, 1), *y = xmalloc((size_t)N * C * sizeof(float));
+    float *g0 = rand_floats((size_t)N * C, 1), *g = copy_floats(g0, (size_t)N * C);
+    dropout_forward(y, x, &d, N, C);
+    dropout_backward(g, x, &d, N, C);
+    for (size_t i = 0; i < (size_t)N * C; i++) {
+        assert_true(y[i] == x[i] * m[i]);
+        assert_true(g[i] == (m[i] != 0.0f ? g0[i] + x[i] * s : g0[i]));
+    }
+    // keys: one-to-one in the mixed-in integer, and order matters
+    assert_true(dropout_key(1, 2) != dropout_key(1, 3));
+    assert_true(dropout_key(dropout_key(0, 1), 2) != dropout_key(dropout_key(0, 2), 1));
+    free(m), free(m1), free(m2), free(me), free(top), free(x), free(y), free(g0), free(g);
+}
+
+// LoRA with dropout on its input, a fixed mask: out += scale * ((inp * mask) @ A) @ B
+typedef struct {
+    LoraCtx base;
+    double *mask;  // (N,IC): 0 or 1/(1-p)
+    double *xd;    // scratch (N,IC)
+} LoraDropCtx;
+static double lora_drop_loss(void *p) {
+    LoraDropCtx *c = p;
+    size_t ni = (size_t)c->base.N * c->base.IC;
+    for (size_t i = 0; i < ni; i++) c->xd[i] = c->base.inp[i] * c->mask[i];
+    memset(c->base.out, 0, (size_t)c->base.N * c->base.OC * sizeof(double));
+    ref_lora(c->base.out, c->xd, c->base.A, c->base.B, c->base.N, c->base.IC, c->base.OC,
+             c->base.r, c->base.scale);
+    return dot_d(c->base.out, c->base.dout, (size_t)c->base.N * c->base.OC);
+}
+
+// forward against float64, every gradient against finite differences, with prefilled
+// (accumulated) gradient buffers; p = 0 is bit for bit the op without dropout
+static void test_lora_dropout(void **state) {
+    (void)state;
+    rng_seed(11);
+    const int shapes[][4] = {{7, 33, 19, 4}, {1, 64, 48, 8}, {40, 160, 64, 8}};  // N IC OC r
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        int N = shapes[k][0], IC = shapes[k][1], OC = shapes[k][2], r = shapes[k][3];
+        float scale = 2.5f;
+        size_t ni = (size_t)N * IC, na = (size_t)IC * r, nb = (size_t)r * OC, no = (size_t)N * OC;
+        float *inp = rand_floats(ni, 1), *A = rand_floats(na, 0.5f), *B = rand_floats(nb, 0.5f);
+        float *out0 = rand_floats(no, 1), *dout = rand_floats(no, 1);
+        Dropout d = {0.25f, dropout_key(3, k)};
+        float *mf = dropout_mask(&d, N, IC);
+        LoraDropCtx x = {{to_double(inp, ni), to_double(A, na), to_double(B, nb),
+                          to_double(dout, no), xmalloc(no * sizeof(double)), N, IC, OC, r, scale},
+                         to_double(mf, ni), xmalloc(ni * sizeof(double))};
+        char what[96];
+        snprintf(what, sizeof what, "lora dropout N=%d IC=%d OC=%d r=%d", N, IC, OC, r);
+
+        // forward: out0 + the reference's dropped branch
+        lora_drop_loss(&x);
+        double *want = to_double(out0, no);
+        for (size_t i = 0; i < no; i++) want[i] += x.base.out[i];
+        float *out = copy_floats(out0, no), *xa = xmalloc((size_t)N * r * sizeof(float));
+        lora_forward(out, xa, inp, A, B, N, IC, OC, r, scale, &d);
+        check_close(what, out, want, no, FWD_TOL);
+
+        // backward, with xa saved and recomputed
+        for (int pass = 0; pass < 2; pass++) {
+            float *di0 = rand_floats(ni, 1), *dA0 = rand_floats(na, 1), *dB0 = rand_floats(nb, 1);
+            float *di = copy_floats(di0, ni), *dA = copy_floats(dA0, na);
+            float *dB = copy_floats(dB0, nb);
+            const float *xs = pass ? NULL : xa;  // saved, or recomputed
+            lora_backward(di, dA, dB, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
+            check_fd(what, lora_drop_loss, &x, x.base.inp, ni, di, di0, 500, GRAD_TOL);
+            check_fd(what, lora_drop_loss, &x, x.base.A, na, dA, dA0, 500, GRAD_TOL);
+            check_fd(what, lora_drop_loss, &x, x.base.B, nb, dB, dB0, 500, GRAD_TOL);
+            // dropped inputs get no gradient from the branch
+            for (size_t i = 0; i < ni; i++)
+                if (mf[i] == 0.0f) assert_true(di[i] == di0[i]);
+            // each gradient alone is the same as all three together
+            float *di2 = copy_floats(di0, ni), *dA2 = copy_floats(dA0, na);
+            float *dB2 = copy_floats(dB0, nb);
+            lora_backward(di2, NULL, NULL, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
+            lora_backward(NULL, dA2, NULL, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
+            lora_backward(NULL, NULL, dB2, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
+            assert_memory_equal(di, di2, ni * sizeof(float));
+            assert_memory_equal(dA, dA2, na * sizeof(float));
+            assert_memory_equal(dB, dB2, nb * sizeof(float));
+            free(di0), free(dA0), free(dB0), free(di), free(dA), free(dB);
+            free(di2), free(dA2), free(dB2);
+        }
+
+        // p = 0 (with any key) is the plain op, bit for bit
+        Dropout zero = {0.0f, 12345};
+        float *o1 = copy_floats(out0, no), *o2 = copy_floats(out0, no);
+        float *xa1 = xmalloc((size_t)N * r * sizeof(float));
+        float *xa2 = xmalloc((size_t)N * r * sizeof(float));
+        lora_forward(o1, xa1, inp, A, B, N, IC, OC, r, scale, NULL);
+        lora_forward(o2, xa2, inp, A, B, N, IC, OC, r, scale, &zero);
+        assert_memory_equal(o1, o2, no * sizeof(float));
+        float *g1 = calloc(ni + na + nb, sizeof(float)), *g2 = calloc(ni + na + nb, sizeof(float));
+        lora_backward(g1, g1 + ni, g1 + ni + na, dout, inp, xa1, A, B, N, IC, OC, r, scale, NULL);
+        lora_backward(g2, g2 + ni, g2 + ni + na, dout, inp, xa2, A, B, N, IC, OC, r, scale, &zero);
+        assert_memory_equal(g1, g2, (ni + na + nb) * sizeof(float));
+
+        free(inp), free(A), free(B), free(out0), free(dout), free(mf), free(want), free(out);
+        free(xa), free(o1), free(o2), free(xa1), free(xa2), free(g1), free(g2);
+        free(x.base.inp), free(x.base.A), free(x.base.B), free(x.base.dout), free(x.base.out);
+        free(x.mask), free(x.xd);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1318,6 +1466,8 @@ int main(void) {
         cmocka_unit_test(test_matmul_n1_and_sizes),
         cmocka_unit_test(test_matmul_bf16),
         cmocka_unit_test(test_lora_fixture),
+        cmocka_unit_test(test_dropout_mask),
+        cmocka_unit_test(test_lora_dropout),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope_fixture),
         cmocka_unit_test(test_rope_d64_d2),

@@ -202,6 +202,203 @@ static void test_short_batch_in_long_buffers(void **state) {
     cJSON_Delete(ref);
 }
 
+// Steps of Adam on the fixture batch with the given activation mode; the losses, the final
+// weights and the last step's gradients (the caller frees them). first_layer 1: block 0 stays
+// frozen, blocks 1..3 train. LoRA dropout draws a new mask every step; dropout < 0 leaves the
+// state's dropout as forward_state_init made it (none: the code path without dropout).
+typedef struct {
+    float loss[4];
+    float *params, *grads;
+    size_t n_params, n_grads;
+} Run;
+
+static Run run_steps(int full, int acts, float dropout) {
+    cJSON *ref = load_json_fixture(TRAIN "/reference.json");
+    int B, T;
+    int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
+    int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B, &T);
+    Model m;
+    Error err;
+    if (model_load(&m, TINY, &err)) fail_msg("%s", err.msg);
+    if (!full && model_load_adapter(&m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
+    ForwardState s;
+    Grads g;
+    ParamList pl;
+    Optimizer opt;
+    assert_int_equal(forward_state_init(&s, &m, B, T + 3, T + 3, acts), 0);  // roomier buffers
+    assert_int_equal(grads_init(&g, &m, 1, full, B, T + 3), 0);
+    s.T = T;
+    params_collect(&pl, &m, &g);
+    assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl), 0);
+    Run run = {.n_params = (size_t)pl.total, .n_grads = g.n_floats};
+    for (int step = 0; step < 4; step++) {
+        grads_zero(&g);
+        if (dropout >= 0) s.lora_dropout = (Dropout){dropout, dropout_key(99, (uint64_t)step)};
+        run.loss[step] = model_loss(&m, &s, inputs, targets);
+        model_backward(&m, &s, targets, &g, 1.0f);
+        if (step < 3) optimizer_step(&opt, &pl, full ? 1e-3f : 1e-2f);
+    }
+    run.grads = xmalloc(sizeof(float) * g.n_floats);
+    memcpy(run.grads, g.arena, sizeof(float) * g.n_floats);
+    run.params = xmalloc(sizeof(float) * (size_t)pl.total);
+    for (int i = 0, off = 0; i < pl.n; off += (int)pl.p[i].n, i++)
+        memcpy(run.params + off, pl.p[i].data, sizeof(float) * (size_t)pl.p[i].n);
+    optimizer_free(&opt);
+    params_free(&pl);
+    grads_free(&g);
+    forward_state_free(&s);
+    model_free(&m);
+    free(inputs);
+    free(targets);
+    cJSON_Delete(ref);
+    return run;
+}
+
+static void run_free(Run *r) {
+    free(r->params);
+    free(r->grads);
+}
+
+static void assert_runs_identical(const Run *a, const Run *b) {
+    assert_memory_equal(a->loss, b->loss, sizeof a->loss);
+    assert_int_equal(a->n_params, b->n_params);
+    assert_int_equal(a->n_grads, b->n_grads);
+    assert_memory_equal(a->params, b->params, sizeof(float) * a->n_params);
+    assert_memory_equal(a->grads, b->grads, sizeof(float) * a->n_grads);
+}
+
+// --grad-checkpoint recomputes each block's forward in backward: the same losses, gradients
+// and weights, bit for bit, as keeping every activation (LoRA and full fine-tuning)
+static void test_grad_checkpoint_bit_identical(void **state) {
+    for (int full = 0; full < 2; full++) {
+        Run all = run_steps(full, ACTS_ALL, 0.0f), ckpt = run_steps(full, ACTS_CHECKPOINT, 0.0f);
+        printf("  %s: losses %.6f .. %.6f, identical with checkpointing\n", full ? "full" : "lora",
+               all.loss[0], all.loss[3]);
+        assert_true(all.loss[3] < all.loss[0]);
+        assert_runs_identical(&all, &ckpt);
+        run_free(&all);
+        run_free(&ckpt);
+    }
+    // with LoRA dropout: the recomputed blocks draw the same masks
+    Run all = run_steps(0, ACTS_ALL, 0.3f), ckpt = run_steps(0, ACTS_CHECKPOINT, 0.3f);
+    assert_runs_identical(&all, &ckpt);
+    run_free(&all);
+    run_free(&ckpt);
+}
+
+// --dropout 0 is the run without dropout, bit for bit, whatever the key; p > 0 changes it
+static void test_dropout_zero_is_no_dropout(void **state) {
+    Run none = run_steps(0, ACTS_ALL, -1), zero = run_steps(0, ACTS_ALL, 0.0f);
+    assert_runs_identical(&none, &zero);
+    Run some = run_steps(0, ACTS_ALL, 0.3f);
+    assert_true(some.loss[0] != none.loss[0]);
+    assert_memory_not_equal(some.params, none.params, sizeof(float) * none.n_params);
+    run_free(&none);
+    run_free(&zero);
+    run_free(&some);
+}
+
+// The model's gradient with LoRA dropout against central differences of its loss, the masks
+// held fixed (the same key): the largest gradient entry of every LoRA matrix of every trained
+// block, so each (layer, projection) mask must agree between forward and backward.
+static void test_dropout_model_gradient(void **state) {
+    cJSON *ref = load_json_fixture(TRAIN "/reference.json");
+    int B, T;
+    int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
+    int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B, &T);
+    Model m;
+    Error err;
+    if (model_load(&m, TINY, &err)) fail_msg("%s", err.msg);
+    if (model_load_adapter(&m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
+    ForwardState s;
+    Grads g;
+    ParamList pl;
+    assert_int_equal(forward_state_init(&s, &m, B, T, T, ACTS_ALL), 0);
+    assert_int_equal(grads_init(&g, &m, 2, 0, B, T), 0);
+    params_collect(&pl, &m, &g);
+    s.lora_dropout = (Dropout){0.4f, dropout_key(5, 1)};
+    grads_zero(&g);
+    model_loss(&m, &s, inputs, targets);
+    model_backward(&m, &s, targets, &g, 1.0f);
+    float gmax = 0;
+    for (size_t i = 0; i < g.n_floats; i++) gmax = fmaxf(gmax, fabsf(g.arena[i]));
+    double worst = 0;
+    int checked = 0;
+    for (int i = 0; i < pl.n; i++) {
+        const Param *p = &pl.p[i];
+        int64_t k = 0;
+        for (int64_t j = 1; j < p->n; j++)
+            if (fabsf(p->grad[j]) > fabsf(p->grad[k])) k = j;
+        if (fabsf(p->grad[k]) < 0.05f * gmax) continue;  // too small to resolve in float32
+        const float x0 = p->data[k], xp = x0 + 3e-3f, xm = x0 - 3e-3f;
+        p->data[k] = xp;
+        double lp = model_loss(&m, &s, inputs, targets);
+        p->data[k] = xm;
+        double lm = model_loss(&m, &s, inputs, targets);
+        p->data[k] = x0;
+        double fd = (lp - lm) / ((double)xp - xm), rel = fabs(fd - p->grad[k]) / fabs(fd);
+        if (rel > worst) worst = rel;
+        if (rel > 1e-2)
+            fail_msg("%s[%lld]: gradient %g, finite differences %g", p->name, (long long)k,
+                     p->grad[k], fd);
+        checked++;
+    }
+    printf("  %d LoRA matrices, largest entries vs finite differences: worst rel diff %.1e\n",
+           checked, worst);
+    assert_true(checked >= pl.n / 2);
+    params_free(&pl);
+    grads_free(&g);
+    forward_state_free(&s);
+    model_free(&m);
+    free(inputs);
+    free(targets);
+    cJSON_Delete(ref);
+}
+
+// Fresh LoRA (B = 0) on every block, Adam, p = 0.5: the loss without dropout still falls
+static void test_dropout_training_loss_decreases(void **state) {
+    cJSON *ref = load_json_fixture(TRAIN "/reference.json");
+    int B, T;
+    int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
+    int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B, &T);
+    for (int k = 0; k < 2; k++) {
+        float p = k ? 0.5f : 0.0f;
+        Model m;
+        Error err;
+        if (model_load(&m, TINY, &err)) fail_msg("%s", err.msg);
+        lora_attach(&m, 0, 8, 20.0f, 0x7f, 1);
+        ForwardState s;
+        Grads g;
+        ParamList pl;
+        Optimizer opt;
+        assert_int_equal(forward_state_init(&s, &m, B, T, T, ACTS_ALL), 0);
+        assert_int_equal(grads_init(&g, &m, 0, 0, B, T), 0);
+        params_collect(&pl, &m, &g);
+        assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl), 0);
+        float before = model_loss(&m, &s, inputs, targets), last = 0;
+        for (int step = 0; step < 30; step++) {
+            grads_zero(&g);
+            s.lora_dropout = (Dropout){p, dropout_key(2, (uint64_t)step)};
+            last = model_loss(&m, &s, inputs, targets);
+            model_backward(&m, &s, targets, &g, 1.0f);
+            optimizer_step(&opt, &pl, 1e-3f);
+        }
+        s.lora_dropout.p = 0.0f;
+        float after = model_loss(&m, &s, inputs, targets);
+        printf("  dropout %.1f: loss %.3f -> %.3f after 30 steps (last training loss %.3f)\n", p,
+               before, after, last);
+        assert_true(isfinite(after) && after < 0.5f * before);
+        optimizer_free(&opt);
+        params_free(&pl);
+        grads_free(&g);
+        forward_state_free(&s);
+        model_free(&m);
+    }
+    free(inputs);
+    free(targets);
+    cJSON_Delete(ref);
+}
+
 static void test_trainable_counts(void **state) {
     // Llama-3.2-1B-shaped numbers printed by mlx-lm: LoRA rank 8 on all 7 projections of 16
     // blocks = 5,636,096; full fine-tuning of 16 blocks = 973,144,064 (checked in test_model).
@@ -245,6 +442,10 @@ int main(void) {
         cmocka_unit_test(test_lora_bf16_step),
         cmocka_unit_test(test_full_bf16_step),
         cmocka_unit_test(test_short_batch_in_long_buffers),
+        cmocka_unit_test(test_grad_checkpoint_bit_identical),
+        cmocka_unit_test(test_dropout_zero_is_no_dropout),
+        cmocka_unit_test(test_dropout_model_gradient),
+        cmocka_unit_test(test_dropout_training_loss_decreases),
     };
     return cmocka_run_group_tests_name("train", tests, NULL, NULL);
 }

@@ -36,6 +36,9 @@ run "train lora, 3 iterations" "$BIN" train --model tests/fixtures/tiny --train 
 run "train full, 2 iterations" "$BIN" train --model tests/fixtures/tiny --train --data "$TMP/data" --iters 2 \
     --batch-size 2 --num-layers 1 --fine-tune-type full --optimizer adamw --steps-per-eval 2 --val-batches 1 \
     --adapter-path "$TMP/full" --quiet
+run "train lora, dropout + grad checkpoint, 2 iterations" "$BIN" train --model tests/fixtures/tiny --train \
+    --data "$TMP/data" --iters 2 --batch-size 2 --num-layers 3 --rank 4 --dropout 0.2 --grad-checkpoint \
+    --steps-per-eval 2 --val-batches 1 --adapter-path "$TMP/drop" --quiet
 run "lens with the trained adapter" "$BIN" lens --model tests/fixtures/tiny --adapter "$TMP/ad" \
     --prompt "12 + 7 = " --layers 1,3 --track " 19" --json "$TMP/lens.json"
 echo "valgrind: clean"

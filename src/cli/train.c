@@ -17,8 +17,13 @@ static const char *USAGE =
     "  --val-batches N (25; -1 = all)  --steps-per-report N (10)  --steps-per-eval N (200)\n"
     "  --save-every N (100)  --adapter-path DIR (adapters)  --resume-adapter-file FILE\n"
     "  --test  --test-batches N (500)  --max-seq-length N (2048)  --mask-prompt\n"
-    "  --grad-accumulation-steps N (1)  --grad-checkpoint (accepted; no effect on the CPU)\n"
-    "  --seed N (0)  --rank N (8)  --scale X (20)  --dropout X (0; only 0 is supported)\n"
+    "  --grad-accumulation-steps N (1)\n"
+    "  --grad-checkpoint            keep only each block's input and recompute the block's\n"
+    "                               forward in backward: less memory, one more forward pass\n"
+    "                               per trained block, bit-identical results\n"
+    "  --seed N (0)  --rank N (8)  --scale X (20)\n"
+    "  --dropout X (0)              LoRA dropout on the adapter's input, training only: kept\n"
+    "                               entries scaled by 1/(1-X); masks fixed by seed and step\n"
     "  --lora-keys q_proj,v_proj,...  (default: all seven linear layers)\n"
     "  --dtype auto|f32|bf16        precision of the matrix products: bf16 multiplies bf16\n"
     "                               copies of the weights (AVX512-BF16) with f32 sums; weights,\n"
@@ -128,10 +133,6 @@ int cmd_train(int argc, char **argv) {
     Error err = {{0}};
     if (c.lora_keys && lora_keys_parse(c.lora_keys, &key_mask, &err)) {
         fprintf(stderr, "tunelens train: --lora-keys: %s\n", err.msg);
-        return EXIT_USAGE;
-    }
-    if (c.dropout != 0) {
-        fprintf(stderr, "tunelens train: --dropout other than 0 is not supported yet\n");
         return EXIT_USAGE;
     }
     if (c.test && !c.train && !c.resume_adapter_file)

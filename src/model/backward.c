@@ -2,6 +2,8 @@
 // head -> final norm -> for each trainable block, last first (down -> swiglu -> gate/up ->
 // norm -> residual -> o -> attention -> rope -> q/k/v -> norm -> residual).
 // Frozen blocks below the first trainable one are never visited: nothing there learns.
+// With ACTS_CHECKPOINT (--grad-checkpoint) each block's forward is re-run from its kept input
+// residual just before its backward.
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,7 +75,7 @@ float model_loss(const Model *m, ForwardState *s, const int *inputs, const int *
 // dinp (N,IC) += dout @ W (+ LoRA); weight and LoRA gradients into bg. dinp may be NULL.
 static void linear_backward(const Block *b, BlockGrads *bg, Proj p, const ModelConfig *c,
                             float *dinp, const float *dout, const float *inp, const float *xa,
-                            int N) {
+                            int N, const Dropout *drop) {
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
     const PackedWeight *pw = &b->packed[p];
     if (pw->fwd && (!dinp || pw->bwd)) {
@@ -84,7 +86,7 @@ static void linear_backward(const Block *b, BlockGrads *bg, Proj p, const ModelC
     const LoraLinear *lo = &b->lora[p];
     if (lo->rank)
         lora_backward(dinp, bg->lora_A[p], bg->lora_B[p], dout, inp, xa, lo->A, lo->B, N, IC, OC,
-                      lo->rank, lo->scale);
+                      lo->rank, lo->scale, drop);
 }
 
 void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *g,
@@ -118,39 +120,53 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
     for (int l = c->n_layers - 1; l >= g->first_layer; l--) {
         const Block *blk = &m->blocks[l];
         BlockGrads *bg = &g->blocks[l];
-        const size_t a = (size_t)l;
-        const float *x = s->resid + a * NC, *mid = s->resid_mid + a * NC;
+        const int ckpt = s->keep_acts == ACTS_CHECKPOINT;
+        if (ckpt && l < c->n_layers - 1) {
+            // checkpointed: recompute this block's activations from its kept input residual
+            // (the forward left the last block's in the one slot). Same ops, same inputs, the
+            // same dropout masks: the same bits as a forward that kept them.
+            int pos = s->pos;
+            s->pos = 0;
+            model_block_forward(m, s, l, cos_t, sin_t);
+            s->pos = pos;
+        }
+        const size_t a = ckpt ? 0 : (size_t)l;  // activation slot
+        const float *x = s->resid + (size_t)l * NC, *mid = s->resid_mid + a * NC;
         const float *xn = s->attn_xn + a * NC, *fxn = s->ffn_xn + a * NC;
         const float *q = s->q + a * N * HD, *att = s->att_out + a * N * HD;
         const float *gate = s->gate + a * NF, *up = s->up + a * NF, *act = s->act + a * NF;
         const float *probs = s->probs + a * (size_t)B * H * T * s->max_seq;
-        const float *kc = s->k_cache + a * B * s->max_seq * KVD;
+        const float *kc = s->k_cache + a * B * s->max_seq * KVD;  // one KV slot when ckpt
         const float *vc = s->v_cache + a * B * s->max_seq * KVD;
         const float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
+        Dropout drop[N_PROJ];
+        for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
 #define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
+#define LINEAR_BACKWARD(p, dinp, dout, inp) \
+    linear_backward(blk, bg, p, c, dinp, dout, inp, XA(p), N, &drop[p])
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn)))
         memset(dact, 0, sizeof(float) * NF);
-        linear_backward(blk, bg, PROJ_DOWN, c, dact, dresid, act, XA(PROJ_DOWN), N);
+        LINEAR_BACKWARD(PROJ_DOWN, dact, dresid, act);
         memset(dgate, 0, sizeof(float) * 2 * NF);  // dgate and dup are adjacent
         swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         memset(dxn, 0, sizeof(float) * NC);
-        linear_backward(blk, bg, PROJ_GATE, c, dxn, dgate, fxn, XA(PROJ_GATE), N);
-        linear_backward(blk, bg, PROJ_UP, c, dxn, dup, fxn, XA(PROJ_UP), N);
+        LINEAR_BACKWARD(PROJ_GATE, dxn, dgate, fxn);
+        LINEAR_BACKWARD(PROJ_UP, dxn, dup, fxn);
         memcpy(dmid, dresid, sizeof(float) * NC);
         rmsnorm_backward(dmid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N, N, C);
 
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn)))
         memset(datt, 0, sizeof(float) * (size_t)N * HD);
-        linear_backward(blk, bg, PROJ_O, c, datt, dmid, att, XA(PROJ_O), N);
+        LINEAR_BACKWARD(PROJ_O, datt, dmid, att);
         memset(dq, 0, sizeof(float) * (size_t)N * (HD + 2 * KVD));  // dq, dk, dv adjacent
         attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D);
         rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
         rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
         memset(dxn, 0, sizeof(float) * NC);
-        linear_backward(blk, bg, PROJ_Q, c, dxn, dq, xn, XA(PROJ_Q), N);
-        linear_backward(blk, bg, PROJ_K, c, dxn, dk, xn, XA(PROJ_K), N);
-        linear_backward(blk, bg, PROJ_V, c, dxn, dv, xn, XA(PROJ_V), N);
+        LINEAR_BACKWARD(PROJ_Q, dxn, dq, xn);
+        LINEAR_BACKWARD(PROJ_K, dxn, dk, xn);
+        LINEAR_BACKWARD(PROJ_V, dxn, dv, xn);
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
         if (below) memcpy(dnext, dmid, sizeof(float) * NC);
@@ -159,6 +175,7 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
                              s->attn_rstd + a * N, N, C);
         float *tmp = dresid;
         dresid = dnext, dnext = tmp;
+#undef LINEAR_BACKWARD
 #undef XA
     }
     free(cos_t);

@@ -89,13 +89,23 @@ void model_drop_bf16(Model *m);
 size_t model_bf16_bytes(const Model *m);
 
 // ---- forward pass
-// Buffers for a forward pass over B sequences of T new tokens. With keep_acts every layer's
-// activations are kept (for backward); otherwise one set is reused across layers.
+// What a forward pass keeps for backward (forward_state_init's keep_acts):
+//   ACTS_NONE        one set of activations reused across layers (inference);
+//   ACTS_ALL         every layer's activations (backward reads them);
+//   ACTS_CHECKPOINT  every block's input residual only, the rest in one reused set: backward
+//                    recomputes each block's forward just before its backward (--grad-checkpoint;
+//                    the same arithmetic, so the same bits, in less memory).
+enum { ACTS_NONE = 0, ACTS_ALL = 1, ACTS_CHECKPOINT = 2 };
+
+// Buffers for a forward pass over B sequences of T new tokens.
 typedef struct {
     int B, T, max_seq;  // max_seq: KV capacity per sequence
-    int keep_acts;
+    int keep_acts;      // ACTS_*
     int pos;            // tokens already in the KV cache (single-sequence decoding)
-    float *k_cache, *v_cache;  // (L, B, max_seq, Hkv*D); post-rope keys
+    float *k_cache, *v_cache;  // (L or 1 with ACTS_CHECKPOINT, B, max_seq, Hkv*D); post-rope keys
+    // LoRA input dropout of this pass (training passes only; p = 0, the default: none); key
+    // holds the run's seed, step and micro-batch, model_lora_dropout adds layer and projection
+    Dropout lora_dropout;
     // per-layer activations, each (L or 1) x the size in the comment
     float *resid;       // (B*T, C)   residual entering each block; [L] = final residual
     float *attn_xn;     // (B*T, C)   RMSNorm output
@@ -129,6 +139,14 @@ typedef void (*ResidualHook)(void *ctx, int layer, const float *resid, int rows,
 // s->logits. Advances s->pos by T.
 void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_logits,
                    ResidualHook hook, void *hook_ctx);
+
+// Block l alone: its input residual in s (slot l) -> its activations and output residual.
+// model_forward runs it for every block; backward re-runs it for a checkpointed block.
+// cos_t/sin_t: rope tables for positions [0, s->pos + s->T).
+void model_block_forward(const Model *m, ForwardState *s, int l, const float *cos_t,
+                         const float *sin_t);
+// The dropout of block l's projection p in this pass (p = 0 when LoRA dropout is off).
+Dropout model_lora_dropout(const ForwardState *s, int l, Proj p);
 
 // Final RMSNorm + head of one hidden state: resid (C) -> logits (V). The lens uses this.
 void model_unembed(const Model *m, const float *resid, float *logits, float *scratch_c);

@@ -33,15 +33,32 @@ void matmul_bf16_forward(float *out, const float *inp, const PackedWeight *w, in
 void matmul_bf16_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                           const PackedWeight *w, int N);
 
-// ---- LoRA (ops/cpu/lora.c): out += scale * (inp @ A) @ B
+// ---- dropout (ops/cpu/dropout.c), inverted: an entry is kept with probability 1-p and then
+// scaled by 1/(1-p), else zeroed. Whether entry (row, col) of an (N,C) tensor is kept is a hash
+// of (key, row, col): no RNG state, so backward regenerates the mask, and threads cannot
+// change it. Callers fold everything the mask should depend on into key with dropout_key.
+typedef struct {
+    float p;       // drop probability, [0, 1); 0 = identity
+    uint64_t key;
+} Dropout;
+uint64_t dropout_key(uint64_t key, uint64_t x);  // key mixed with one more integer
+// inp (N,C) -> out (N,C) (may be inp)
+void dropout_forward(float *out, const float *inp, const Dropout *d, int N, int C);
+// dinp (N,C) += mask * dout / (1-p)
+void dropout_backward(float *dinp, const float *dout, const Dropout *d, int N, int C);
+
+// ---- LoRA (ops/cpu/lora.c): out += scale * (dropout(inp) @ A) @ B
 // inp (N,IC), A (IC,r), B (r,OC) -> out (N,OC) accumulated; xa (N,r) saved for backward
 // (xa may be NULL when no backward follows; scratch is then allocated internally).
+// drop: the LoRA branch's input dropout (training only); NULL or p = 0: none, and exactly the
+// arithmetic of the plain op.
 void lora_forward(float *out, float *xa, const float *inp, const float *A, const float *B,
-                  int N, int IC, int OC, int r, float scale);
-// dinp (N,IC) += ...; dA (IC,r) += ...; dB (r,OC) += ... (any may be NULL)
+                  int N, int IC, int OC, int r, float scale, const Dropout *drop);
+// dinp (N,IC) += ...; dA (IC,r) += ...; dB (r,OC) += ... (any may be NULL); drop as in the
+// forward (its mask is regenerated: dA and dinp see the dropped input)
 void lora_backward(float *dinp, float *dA, float *dB, const float *dout, const float *inp,
                    const float *xa, const float *A, const float *B, int N, int IC, int OC, int r,
-                   float scale);
+                   float scale, const Dropout *drop);
 
 // ---- RMSNorm (ops/cpu/rmsnorm.c): out = x / sqrt(mean(x^2) + eps) * weight
 // inp (N,C), weight (C) -> out (N,C), rstd (N) saved (may be NULL)

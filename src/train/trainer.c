@@ -56,6 +56,9 @@ double lr_at(const TrainConfig *c, int step) {
     return 0.5 * lr * (1.0 + cos(M_PI * fmin(t, 1.0)));
 }
 
+// Separates the dropout masks' key from the other uses of the seed (LoRA init, data order).
+#define DROPOUT_DOMAIN 0x64726f706f7574ULL  // "dropout"
+
 static double peak_rss_gb(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -72,6 +75,7 @@ static double evaluate(const Model *m, const Dataset *d, int batch_size, int max
     double sum = 0;
     int64_t tokens = 0;
     Batch b = {0};
+    s->lora_dropout.p = 0.0f;  // evaluation never drops
     for (int i = 0; i < n; i++) {
         batch_iter_next(&it, &b);
         s->T = b.T;
@@ -464,7 +468,8 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
     const Dataset *sets[] = {&train, &valid, &test};
     for (int i = 0; i < 3; i++)
         if (sets[i]->n && max_len(sets[i]) - 1 > T_max) T_max = max_len(sets[i]) - 1;
-    if (forward_state_init(&s, &m, c->batch_size, T_max, T_max, 1) ||
+    int acts = c->grad_checkpoint ? ACTS_CHECKPOINT : ACTS_ALL;
+    if (forward_state_init(&s, &m, c->batch_size, T_max, T_max, acts) ||
         grads_init(&g, &m, first, c->full, c->batch_size, T_max)) {
         err_set(err, "out of memory for activations of batch %d x %d tokens", c->batch_size, T_max);
         goto done;
@@ -532,6 +537,12 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
             double t0 = now_seconds();
             batch_iter_next(&it, &b);
             s.T = b.T;
+            // LoRA dropout masks: a hash of (seed, optimizer step, micro-batch, layer,
+            // projection, row, column), so a resumed run draws the same ones
+            s.lora_dropout.p = (float)c->dropout;
+            s.lora_dropout.key = dropout_key(dropout_key(dropout_key(c->seed, DROPOUT_DOMAIN),
+                                                         (uint64_t)opt.step + 1),
+                                             (uint64_t)((iter - 1) % k));
             float loss = model_loss(&m, &s, b.inputs, b.targets);
             if (!isfinite(loss)) {
                 // weights saved right before this step already diverge: point at the one before
