@@ -66,7 +66,7 @@ static void setup_open(Setup *u, int full) {
     Error err;
     if (model_load(&u->m, TINY, &err)) fail_msg("%s", err.msg);
     if (!full && model_load_adapter(&u->m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
-    assert_int_equal(forward_state_init(&u->s, &u->m, B, T, T, 1), 0);
+    assert_int_equal(forward_state_init(&u->s, &u->m, B, T, T, ACTS_ALL), 0);
     assert_int_equal(grads_init(&u->g, &u->m, 2, full, B, T), 0);
     params_collect(&u->pl, &u->m, &u->g);
     assert_int_equal(optimizer_init(&u->opt, OPT_ADAM, &u->pl), 0);
@@ -302,39 +302,32 @@ static void test_dropout_zero_is_no_dropout(void **state) {
 // held fixed (the same key): the largest gradient entry of every LoRA matrix of every trained
 // block, so each (layer, projection) mask must agree between forward and backward.
 static void test_dropout_model_gradient(void **state) {
-    cJSON *ref = load_json_fixture(TRAIN "/reference.json");
-    int B, T;
-    int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
-    int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B, &T);
-    Model m;
-    Error err;
-    if (model_load(&m, TINY, &err)) fail_msg("%s", err.msg);
-    if (model_load_adapter(&m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
-    ForwardState s;
-    Grads g;
-    ParamList pl;
-    assert_int_equal(forward_state_init(&s, &m, B, T, T, ACTS_ALL), 0);
-    assert_int_equal(grads_init(&g, &m, 2, 0, B, T), 0);
-    params_collect(&pl, &m, &g);
-    s.lora_dropout = (Dropout){0.4f, dropout_key(5, 1)};
-    grads_zero(&g);
-    model_loss(&m, &s, inputs, targets);
-    model_backward(&m, &s, targets, &g, 1.0f);
+    Setup u;
+    setup_open(&u, 0);
+    Model *m = &u.m;
+    ForwardState *s = &u.s;
+    Grads *g = &u.g;
+    const ParamList *pl = &u.pl;
+    const int *inputs = u.inputs, *targets = u.targets;
+    s->lora_dropout = (Dropout){0.4f, dropout_key(5, 1)};
+    grads_zero(g);
+    model_loss(m, s, inputs, targets);
+    model_backward(m, s, targets, g, 1.0f);
     float gmax = 0;
-    for (size_t i = 0; i < g.n_floats; i++) gmax = fmaxf(gmax, fabsf(g.arena[i]));
+    for (size_t i = 0; i < g->n_floats; i++) gmax = fmaxf(gmax, fabsf(g->arena[i]));
     double worst = 0;
     int checked = 0;
-    for (int i = 0; i < pl.n; i++) {
-        const Param *p = &pl.p[i];
+    for (int i = 0; i < pl->n; i++) {
+        const Param *p = &pl->p[i];
         int64_t k = 0;
         for (int64_t j = 1; j < p->n; j++)
             if (fabsf(p->grad[j]) > fabsf(p->grad[k])) k = j;
         if (fabsf(p->grad[k]) < 0.05f * gmax) continue;  // too small to resolve in float32
         const float x0 = p->data[k], xp = x0 + 3e-3f, xm = x0 - 3e-3f;
         p->data[k] = xp;
-        double lp = model_loss(&m, &s, inputs, targets);
+        double lp = model_loss(m, s, inputs, targets);
         p->data[k] = xm;
-        double lm = model_loss(&m, &s, inputs, targets);
+        double lm = model_loss(m, s, inputs, targets);
         p->data[k] = x0;
         double fd = (lp - lm) / ((double)xp - xm), rel = fabs(fd - p->grad[k]) / fabs(fd);
         if (rel > worst) worst = rel;
@@ -345,14 +338,8 @@ static void test_dropout_model_gradient(void **state) {
     }
     printf("  %d LoRA matrices, largest entries vs finite differences: worst rel diff %.1e\n",
            checked, worst);
-    assert_true(checked >= pl.n / 2);
-    params_free(&pl);
-    grads_free(&g);
-    forward_state_free(&s);
-    model_free(&m);
-    free(inputs);
-    free(targets);
-    cJSON_Delete(ref);
+    assert_true(checked >= pl->n / 2);
+    setup_close(&u);
 }
 
 // Fresh LoRA (B = 0) on every block, Adam, p = 0.5: the loss without dropout still falls
