@@ -113,11 +113,8 @@ int cmd_fuse(int argc, char **argv) {
     int merged = model_fuse_lora(&m);
     if (merged) fprintf(stderr, "Merged LoRA into %d linear layers\n", merged);
     else fprintf(stderr, "No LoRA to merge: the adapter's weights replaced the model's\n");
-    if (!dt) {  // keep a bf16 checkpoint bf16; anything else (f16, f32, quantized) goes f32
-        const char *w = m.weight_dtype;
-        if (!strncmp(w, "GGUF ", 5)) w += 5;
-        dtype = !strncmp(w, "BF16", 4) ? DT_BF16 : DT_F32;
-    }
+    // keep a bf16 checkpoint bf16; anything else (f16, f32, quantized) goes f32
+    if (!dt) dtype = m.stored_dtype == DT_BF16 ? DT_BF16 : DT_F32;
     HFSaveInfo info;
     if (model_save_hf(&m, out, dtype, 0, &info, &err)) {
         model_free(&m);

@@ -10,9 +10,7 @@
 
 ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want) {
     if (want != DTYPE_AUTO) return want;
-    const char *w = m->weight_dtype;
-    if (!strncmp(w, "GGUF ", 5)) w += 5;
-    int stored_f32 = !strncmp(w, "F32", 3);  // the user chose f32: keep its precision
+    int stored_f32 = m->stored_dtype == DT_F32;  // the user chose f32: keep its precision
     return bf16_cpu_supported() && !stored_f32 ? DTYPE_BF16 : DTYPE_F32;
 }
 

@@ -50,6 +50,7 @@ typedef struct {
     char name[256];     // for reports: folder or file name
     int is_gguf;
     char weight_dtype[48];     // as stored, e.g. "BF16, computed in f32"
+    DType stored_dtype;        // the type most weights are stored in (DT_COUNT: unknown)
     // between model_open and model_materialize: the mapped files and what goes where
     int is_open_only;
     GGUFFile gguf;

@@ -281,6 +281,7 @@ static int load_gguf(Model *m, const char *path, Error *err) {
     int main_type = 0;
     for (int t = 1; t < DT_COUNT; t++)
         if (per_type[t] > per_type[main_type]) main_type = t;
+    m->stored_dtype = (DType)main_type;
     snprintf(m->weight_dtype, sizeof m->weight_dtype, "GGUF %s, computed in f32",
              dtype_name(main_type));
     rc = 0;
@@ -315,6 +316,7 @@ static int load_hf_folder(Model *m, const char *dir, Error *err) {
     if (rc == 0) rc = bind_all(m, ts, 0, dir, err);
     if (rc == 0) {
         const TensorView *emb = tensorset_find(ts, "model.embed_tokens.weight");
+        m->stored_dtype = emb ? emb->dtype : DT_COUNT;
         snprintf(m->weight_dtype, sizeof m->weight_dtype, "%s, computed in f32",
                  emb ? dtype_name(emb->dtype) : "?");
         finish_config(m);
