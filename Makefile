@@ -17,6 +17,18 @@ TEST_LDLIBS = $(LDLIBS) -lcmocka
 
 SRC      := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 OBJ      := $(SRC:%.c=$(B)/%.o)
+
+# CUDA backend (src/ops/cuda/*.cu) when nvcc is found; without it, backend_cuda() says so.
+NVCC      ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
+ifneq ($(NVCC),)
+CU_SRC   := $(shell find src -name '*.cu' | sort)
+OBJ      += $(CU_SRC:%.cu=$(B)/%.o)
+ALL_CFLAGS += -DTUNELENS_CUDA
+LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+endif
+NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -Isrc -DTUNELENS_CUDA -Xcompiler -fPIC,-Wall
 TESTS    := $(basename $(notdir $(wildcard tests/test_*.c)))
 TEST_BIN := $(TESTS:%=$(B)/tests/%)
 FUZZ_NAMES := safetensors safetensors_index gguf config tokenizer encode adapter data cli_num
@@ -34,6 +46,10 @@ $(B)/libtunelens.a: $(OBJ)
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/%.o: %.cu $(wildcard src/ops/cuda/*.cuh) src/ops/backend.h src/ops/ops.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
 
 $(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(B)/libtunelens.a
 	@mkdir -p $(dir $@)

@@ -69,7 +69,7 @@ static void setup_open(Setup *u, int full) {
     assert_int_equal(forward_state_init(&u->s, &u->m, B, T, T, ACTS_ALL), 0);
     assert_int_equal(grads_init(&u->g, &u->m, 2, full, B, T), 0);
     params_collect(&u->pl, &u->m, &u->g);
-    assert_int_equal(optimizer_init(&u->opt, OPT_ADAM, &u->pl), 0);
+    assert_int_equal(optimizer_init(&u->opt, OPT_ADAM, &u->pl, &BACKEND_CPU), 0);
 }
 
 static void setup_close(Setup *u) {
@@ -229,7 +229,7 @@ static Run run_steps(int full, int acts, float dropout) {
     assert_int_equal(grads_init(&g, &m, 1, full, B, T + 3), 0);
     s.T = T;
     params_collect(&pl, &m, &g);
-    assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl), 0);
+    assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl, &BACKEND_CPU), 0);
     Run run = {.n_params = (size_t)pl.total, .n_grads = g.n_floats};
     for (int step = 0; step < 4; step++) {
         grads_zero(&g);
@@ -361,7 +361,7 @@ static void test_dropout_training_loss_decreases(void **state) {
         assert_int_equal(forward_state_init(&s, &m, B, T, T, ACTS_ALL), 0);
         assert_int_equal(grads_init(&g, &m, 0, 0, B, T), 0);
         params_collect(&pl, &m, &g);
-        assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl), 0);
+        assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl, &BACKEND_CPU), 0);
         float before = model_loss(&m, &s, inputs, targets), last = 0;
         for (int step = 0; step < 30; step++) {
             grads_zero(&g);

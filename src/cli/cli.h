@@ -28,7 +28,8 @@ int cli_missing(const char *cmd, const char *flag);
 int cli_fail(const Error *err);
 
 // Load a model (and an adapter, when adapter != NULL), with a line on stderr.
-int cli_load_model(Model *m, const char *path, const char *adapter, Error *err);
+int cli_load_model(Model *m, const char *path, const char *adapter, const char *device,
+                   Error *err);
 // Encode text exactly as HF's tokenizer.encode(text) does.
 int cli_encode(const Model *m, const char *text, int **ids, int *n, Error *err);
 

@@ -10,7 +10,7 @@
 static const char *USAGE =
     "usage: tunelens experiment [--model M] [--out DIR] [--iters 500] [--batch-size 8]\n"
     "                           [--lora-lr 1e-4] [--full-lr 1e-5] [--num-layers 16] [--seed S]\n"
-    "                           [--quick] [--test-per-op N] [--dtype auto] [--device cpu]\n"
+    "                           [--quick] [--test-per-op N] [--dtype auto] [--device auto]\n"
     "  The classifier-emergence study: writes arithmetic data (4500/500/500), evaluates the\n"
     "  base model, trains LoRA (rank 8, scale 20) and full fine-tuning of the last\n"
     "  --num-layers blocks, evaluates both (seed prompts, exact match on the test split, the\n"
@@ -21,10 +21,12 @@ static const char *USAGE =
     "  --quick: 40 iterations and 30 test problems per operation (defaults it changes).\n"
     "  --test-per-op N: evaluate N test problems per operation (default all).\n"
     "  --dtype auto|f32|bf16: training's matrix products (as `train --dtype`; auto: bf16 on\n"
-    "  CPUs with AVX512-BF16). The evaluations always run in f32.\n";
+    "  CPUs with AVX512-BF16, TF32 tensor cores on CUDA). The evaluations always run in f32.\n"
+    "  --device auto|cpu|cuda: where training and evaluation run (auto: a CUDA GPU when one\n"
+    "  answers, else the CPU).\n";
 
 int cmd_experiment(int argc, char **argv) {
-    const char *cmd = "experiment", *device = "cpu";
+    const char *cmd = "experiment";
     ExperimentConfig c;
     experiment_defaults(&c);
     int rc, iters = -1, per_op = -1;
@@ -39,7 +41,7 @@ int cmd_experiment(int argc, char **argv) {
         } else if (!strcmp(f, "--out")) {
             if ((rc = cli_value(cmd, argc, argv, &i, &c.out))) return rc;
         } else if (!strcmp(f, "--device")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &device))) return rc;
+            if ((rc = cli_value(cmd, argc, argv, &i, &c.device))) return rc;
         } else if (!strcmp(f, "--iters")) {
             if ((rc = cli_int(cmd, argc, argv, &i, 1, 1 << 30, &iters))) return rc;
         } else if (!strcmp(f, "--test-per-op")) {
@@ -60,7 +62,7 @@ int cmd_experiment(int argc, char **argv) {
         } else if (!strcmp(f, "--dtype")) {
             if ((rc = cli_value(cmd, argc, argv, &i, &c.dtype))) return rc;
             if (dtype_parse(c.dtype) < 0) {
-                fprintf(stderr, "tunelens experiment: --dtype must be auto, f32 or bf16, got '%s'\n",
+                fprintf(stderr, "tunelens experiment: --dtype must be auto, f32, bf16 or tf32, got '%s'\n",
                         c.dtype);
                 return EXIT_USAGE;
             }
@@ -72,14 +74,11 @@ int cmd_experiment(int argc, char **argv) {
         fprintf(stderr, "tunelens experiment: --num-layers must be -1 (all) or at least 1\n");
         return EXIT_USAGE;
     }
-    if (strcmp(device, "cpu") && strcmp(device, "auto")) {
-        fprintf(stderr, "tunelens experiment: --device %s: this build runs on the CPU only "
-                        "(cpu, auto)\n", device);
-        return EXIT_USAGE;
-    }
+    const Backend *be;
+    Error err;
+    if (backend_select(c.device, &be, &err)) return cli_fail(&err);
     c.iters = iters > 0 ? iters : c.quick ? 40 : 500;
     c.test_per_op = per_op > 0 ? per_op : c.quick ? 30 : 0;
-    Error err;
     if (experiment_run(&c, &err)) return cli_fail(&err);
     return 0;
 }

@@ -109,7 +109,7 @@ int cmd_fuse(int argc, char **argv) {
         return cli_fail(&err);
     }
     Model m;
-    if (cli_load_model(&m, model_path, adapter, &err)) return cli_fail(&err);
+    if (cli_load_model(&m, model_path, adapter, "cpu", &err)) return cli_fail(&err);
     int merged = model_fuse_lora(&m);
     if (merged) fprintf(stderr, "Merged LoRA into %d linear layers\n", merged);
     else fprintf(stderr, "No LoRA to merge: the adapter's weights replaced the model's\n");

@@ -7,10 +7,11 @@
 
 static const char *USAGE =
     "usage: tunelens generate --model M [--adapter A] --prompt P [--max-tokens N] [--json FILE]\n"
+    "                         [--device auto]\n"
     "  Greedy decoding with a KV cache; stops at EOS. Prints the continuation, then each token\n"
     "  with its probability. --json FILE writes\n"
     "  {\"prompt\":P,\"tokens\":[{\"id\",\"token\",\"prob\"}],\"text\":T} (FILE '-' = stdout).\n"
-    "  --max-tokens defaults to 100.\n";
+    "  --max-tokens defaults to 100. --device auto|cpu|cuda (auto: a CUDA GPU when one answers).\n";
 
 static void stream_token(void *ctx, int id, float prob) {
     const Tokenizer *t = ctx;
@@ -21,7 +22,7 @@ static void stream_token(void *ctx, int id, float prob) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *cmd = "generate", *model_path = NULL, *adapter = NULL, *prompt = NULL,
+    const char *cmd = "generate", *device = "auto", *model_path = NULL, *adapter = NULL, *prompt = NULL,
                *json_path = NULL;
     int max_tokens = 100, rc;
     for (int i = 1; i < argc; i++) {
@@ -29,6 +30,8 @@ int cmd_generate(int argc, char **argv) {
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             fputs(USAGE, stdout);
             return 0;
+        } else if (!strcmp(f, "--device")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &device))) return rc;
         } else if (!strcmp(f, "--model")) {
             if ((rc = cli_value(cmd, argc, argv, &i, &model_path))) return rc;
         } else if (!strcmp(f, "--adapter") || !strcmp(f, "--adapter-path")) {
@@ -47,7 +50,7 @@ int cmd_generate(int argc, char **argv) {
     if (!prompt) return cli_missing(cmd, "--prompt");
     Error err;
     Model m;
-    if (cli_load_model(&m, model_path, adapter, &err)) return cli_fail(&err);
+    if (cli_load_model(&m, model_path, adapter, device, &err)) return cli_fail(&err);
     int *ids = NULL, n, n_out = 0;
     GenToken *out = xmalloc(sizeof(GenToken) * (size_t)(max_tokens ? max_tokens : 1));
     int to_stdout_json = json_path && !strcmp(json_path, "-");

@@ -10,12 +10,14 @@
 static const char *USAGE =
     "usage: tunelens lens --model M [--adapter A] --prompt P [--top-k K] [--all-layers |\n"
     "                     --layers 8,10] [--track WORD]... [--embeddings] [--json FILE]\n"
+    "                     [--device auto|cpu|cuda]\n"
     "  Layer i is the output of block i, unembedded through the model's final RMSNorm and\n"
     "  head, softmax over the vocabulary, at the last position (the last layer is the model's\n"
     "  own prediction). Default: every layer, top-k 5. --embeddings adds layer -1 (the\n"
     "  embedding output). --track WORD reports WORD's probability and rank at every layer\n"
     "  (its first token when WORD is several). --json FILE ('-' = stdout) writes\n"
-    "  {model, prompt, tokens, layers:[{layer, top, entropy, tracked}], final}.\n";
+    "  {model, prompt, tokens, layers:[{layer, top, entropy, tracked}], final}.\n"
+    "  --device: where the model runs (auto: a CUDA GPU when one answers, else the CPU).\n";
 
 #define MAX_LAYERS 1024
 #define MAX_TRACK 32
@@ -111,7 +113,7 @@ static void print_table(const Model *m, const char *prompt, const int *ids, int 
 }
 
 int cmd_lens(int argc, char **argv) {
-    const char *cmd = "lens", *model_path = NULL, *adapter = NULL, *prompt = NULL,
+    const char *cmd = "lens", *device = "auto", *model_path = NULL, *adapter = NULL, *prompt = NULL,
                *json_path = NULL, *track_words[MAX_TRACK];
     int top_k = 5, n_track = 0, embeddings = 0, rc, *layers = NULL, n_layers = 0;
     int layer_list[MAX_LAYERS];
@@ -120,6 +122,8 @@ int cmd_lens(int argc, char **argv) {
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             fputs(USAGE, stdout);
             return 0;
+        } else if (!strcmp(f, "--device")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &device))) return rc;
         } else if (!strcmp(f, "--model")) {
             if ((rc = cli_value(cmd, argc, argv, &i, &model_path))) return rc;
         } else if (!strcmp(f, "--adapter") || !strcmp(f, "--adapter-path")) {
@@ -157,7 +161,7 @@ int cmd_lens(int argc, char **argv) {
     if (!prompt) return cli_missing(cmd, "--prompt");
     Error err;
     Model m;
-    if (cli_load_model(&m, model_path, adapter, &err)) return cli_fail(&err);
+    if (cli_load_model(&m, model_path, adapter, device, &err)) return cli_fail(&err);
     int *ids = NULL, n = 0, track_ids[MAX_TRACK];
     LensResult r = {0};
     if (!layers) {  // every block, plus the embeddings when asked

@@ -29,6 +29,8 @@ static const char *USAGE =
     "                               copies of the weights (AVX512-BF16) with f32 sums; weights,\n"
     "                               gradients and optimizer stay f32. auto (default): bf16 when\n"
     "                               the CPU has AVX512-BF16 and the weights are not stored f32\n"
+    "                               On CUDA: auto = TF32 tensor cores (f32 sums), f32 = exact\n"
+    "  --device auto|cpu|cuda       where training runs (auto: a CUDA GPU when one answers)\n"
     "  --quiet                      no progress bar\n"
     "  --resume                     continue from DIR/training_state.json, which every\n"
     "                               checkpoint (and Ctrl-C) saves: weights, optimizer state,\n"
@@ -103,11 +105,13 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "tunelens train: --optimizer must be adam, adamw or sgd, got '%s'\n", v);
                 return EXIT_USAGE;
             }
+        } else if (!strcmp(f, "--device")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &c.device))) return rc;
         } else if (!strcmp(f, "--dtype")) {
             if ((rc = cli_value(cmd, argc, argv, &i, &v))) return rc;
             int d = dtype_parse(v);
             if (d < 0) {
-                fprintf(stderr, "tunelens train: --dtype must be auto, f32 or bf16, got '%s'\n", v);
+                fprintf(stderr, "tunelens train: --dtype must be auto, f32, bf16 or tf32, got '%s'\n", v);
                 return EXIT_USAGE;
             }
             c.dtype = (ComputeDtype)d;

@@ -239,6 +239,7 @@ static int forced_match(const Model *m, const VocabFacts *vf, const Problem *pro
         rc = err_set(err, "out of memory for a %d x %d evaluation batch", B, T);
     else have_state = !rc;
     int *tokens = xcalloc((size_t)B * T, sizeof(int));
+    float *logits = have_state ? xmalloc(sizeof(float) * (size_t)B * T * V) : NULL;
     for (int start = 0; start < n_sel && !rc; start += B) {
         for (int r = 0; r < B; r++) {  // rows past the end repeat the first problem
             const Forced *x = &f[start + r < n_sel ? start + r : start];
@@ -247,10 +248,11 @@ static int forced_match(const Model *m, const VocabFacts *vf, const Problem *pro
         }
         s.pos = 0;
         model_forward(m, &s, tokens, 1, NULL, NULL);
+        m->be->download(logits, s.logits, sizeof(float) * (size_t)B * T * V);
         for (int r = 0; r < B && start + r < n_sel; r++) {
             const Forced *x = &f[start + r];
             if (!x->n_full) continue;  // judged by greedy decoding above
-            const float *lg = s.logits + (size_t)r * T * V;
+            const float *lg = logits + (size_t)r * T * V;
             int ok = 1;
             double logp = 0;
             for (int j = x->n_prompt - 1; j < x->n_full - 1; j++) {
@@ -265,6 +267,7 @@ static int forced_match(const Model *m, const VocabFacts *vf, const Problem *pro
     }
     if (have_state) forward_state_free(&s);
     free(tokens);
+    free(logits);
     for (int i = 0; i < n_sel; i++) free(f[i].full);
     free(f);
     return rc;

@@ -26,6 +26,7 @@ void experiment_defaults(ExperimentConfig *c) {
     c->n_train = 4500, c->n_valid = 500, c->n_test = 500;
     c->exe = "/proc/self/exe";
     c->dtype = "auto";
+    c->device = "auto";
 }
 
 typedef struct {
@@ -109,7 +110,7 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
                             "--num-layers", nl, "--seed", seed, "--adapter-path", adapter_dir,
                             "--val-batches", vb, "--steps-per-eval", spe,
                             "--fine-tune-type", full ? "full" : "lora", "--dtype", c->dtype,
-                            "--resume", NULL};  // a killed stage continues from its checkpoint
+                            "--device", c->device, "--resume", NULL};  // a killed stage continues from its checkpoint
     if (!r->interactive) {
         int n = 0;
         while (argv[n]) n++;
@@ -154,8 +155,9 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
 static int eval_stage(Run *r, const char *variant, const char *adapter_dir, const Problem *probs,
                       int n_probs, const char *out_path, Error *err) {
     Model m;
-    if (model_load(&m, r->model, err)) return -1;
-    if (adapter_dir && model_load_adapter(&m, adapter_dir, err)) {
+    const Backend *be;
+    if (backend_select(r->c->device, &be, err) || model_load(&m, r->model, err)) return -1;
+    if ((adapter_dir && model_load_adapter(&m, adapter_dir, err)) || model_to_backend(&m, be, err)) {
         model_free(&m);
         return -1;
     }

@@ -17,7 +17,8 @@ typedef struct {
     int test_per_op;         // test prompts per operation for the evaluations (0 = all)
     int n_train, n_valid, n_test;
     const char *exe;         // this program, to run `train` stages as child processes
-    const char *dtype;       // training's matrix products: "auto", "f32" or "bf16"
+    const char *dtype;       // training's matrix products: "auto", "f32", "bf16" or "tf32"
+    const char *device;      // where everything runs: "auto", "cpu" or "cuda"
 } ExperimentConfig;
 
 void experiment_defaults(ExperimentConfig *c);

@@ -9,13 +9,15 @@
 #include "../ops/ops.h"
 
 typedef struct {
-    float *rows;  // (L+1, C): last position's residual after each layer
+    const Backend *be;
+    float *rows;  // (L+1, C): last position's residual after each layer (host memory)
     int C;
 } HookCtx;
 
 static void keep_last_row(void *ctx, int layer, const float *resid, int rows, int C) {
     HookCtx *h = ctx;
-    memcpy(h->rows + (size_t)(layer + 1) * C, resid + (size_t)(rows - 1) * C, sizeof(float) * C);
+    h->be->download(h->rows + (size_t)(layer + 1) * C, resid + (size_t)(rows - 1) * C,
+                    sizeof(float) * C);
 }
 
 int lens_residuals(const Model *m, const int *ids, int n_ids, float *rows, Error *err) {
@@ -27,7 +29,7 @@ int lens_residuals(const Model *m, const int *ids, int n_ids, float *rows, Error
     ForwardState s;
     if (forward_state_init(&s, m, 1, n_ids, n_ids, 0))
         return err_set(err, "out of memory for a %d-token forward pass", n_ids);
-    HookCtx h = {rows, c->dim};
+    HookCtx h = {m->be, rows, c->dim};
     model_forward(m, &s, ids, 0, keep_last_row, &h);
     forward_state_free(&s);
     return 0;
@@ -35,11 +37,16 @@ int lens_residuals(const Model *m, const int *ids, int n_ids, float *rows, Error
 
 void lens_unembed_rows(const Model *m, const float *rows, int n, float *probs) {
     const ModelConfig *c = &m->cfg;
-    float *xn = xmalloc(sizeof(float) * (size_t)n * c->dim);
-    rmsnorm_forward(xn, NULL, rows, m->final_norm, n, c->dim, c->norm_eps);
-    matmul_forward(probs, xn, m->head, n, c->dim, c->vocab_size);  // one GEMM for all rows
-    softmax_forward(probs, probs, n, c->vocab_size);
-    free(xn);
+    const Backend *be = m->be;
+    size_t nc = (size_t)n * c->dim, nv = (size_t)n * c->vocab_size;
+    float *buf = backend_xalloc(be, sizeof(float) * (2 * nc + nv));
+    float *x = buf, *xn = buf + nc, *p = buf + 2 * nc;
+    be->upload(x, rows, sizeof(float) * nc);
+    be->rmsnorm_forward(xn, NULL, x, m->final_norm, n, c->dim, c->norm_eps);
+    be->matmul_forward(p, xn, m->head, n, c->dim, c->vocab_size);  // one GEMM for all rows
+    be->softmax_forward(p, p, n, c->vocab_size);
+    be->download(probs, p, sizeof(float) * nv);
+    be->free(buf);
 }
 
 int lens_layer_probs(const Model *m, const int *ids, int n_ids, float *probs, Error *err) {

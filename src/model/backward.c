@@ -46,8 +46,9 @@ int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T
         }
         if (!pass) {
             g->n_floats = n;
-            g->arena = calloc(n ? n : 1, sizeof(float));
-            g->scratch = calloc(scratch_floats(c, B, T), sizeof(float));
+            g->be = m->be;
+            g->arena = m->be->alloc(sizeof(float) * (n ? n : 1));
+            g->scratch = m->be->alloc(sizeof(float) * scratch_floats(c, B, T));
             if (!g->arena || !g->scratch) {
                 grads_free(g);
                 return -1;
@@ -58,40 +59,42 @@ int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T
 }
 
 void grads_free(Grads *g) {
-    free(g->arena);
-    free(g->scratch);
+    if (g->be) g->be->free(g->arena), g->be->free(g->scratch);
     free(g->blocks);
     memset(g, 0, sizeof *g);
 }
 
-void grads_zero(Grads *g) { memset(g->arena, 0, sizeof(float) * g->n_floats); }
+void grads_zero(Grads *g) { g->be->zero(g->arena, sizeof(float) * g->n_floats); }
 
 float model_loss(const Model *m, ForwardState *s, const int *inputs, const int *targets) {
     s->pos = 0;
     model_forward(m, s, inputs, 1, NULL, NULL);
-    return cross_entropy_forward(NULL, s->logits, targets, s->B * s->T, m->cfg.vocab_size);
+    int N = s->B * s->T;
+    m->be->upload(s->targets, targets, sizeof(int) * (size_t)N);
+    return m->be->cross_entropy_forward(NULL, s->logits, s->targets, N, m->cfg.vocab_size);
 }
 
 // dinp (N,IC) += dout @ W (+ LoRA); weight and LoRA gradients into bg. dinp may be NULL.
-static void linear_backward(const Block *b, BlockGrads *bg, Proj p, const ModelConfig *c,
-                            float *dinp, const float *dout, const float *inp, const float *xa,
-                            int N, const Dropout *drop) {
+static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, Proj p,
+                            const ModelConfig *c, float *dinp, const float *dout,
+                            const float *inp, const float *xa, int N, const Dropout *drop) {
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
     const PackedWeight *pw = &b->packed[p];
     if (pw->fwd && (!dinp || pw->bwd)) {
         matmul_bf16_backward(dinp, bg->w[p], dout, inp, pw, N);
     } else if (dinp || bg->w[p]) {
-        matmul_backward(dinp, bg->w[p], dout, inp, b->w[p], N, IC, OC);
+        be->matmul_backward(dinp, bg->w[p], dout, inp, b->w[p], N, IC, OC);
     }
     const LoraLinear *lo = &b->lora[p];
     if (lo->rank)
-        lora_backward(dinp, bg->lora_A[p], bg->lora_B[p], dout, inp, xa, lo->A, lo->B, N, IC, OC,
+        be->lora_backward(dinp, bg->lora_A[p], bg->lora_B[p], dout, inp, xa, lo->A, lo->B, N, IC, OC,
                       lo->rank, lo->scale, drop);
 }
 
 void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *g,
                     float loss_scale) {
     const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
     const int B = s->B, T = s->T, N = B * T, C = c->dim, F = c->hidden_dim, V = c->vocab_size;
     const int H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, HD = H * D, KVD = Hkv * D;
     const int r = s->lora_rank_max;
@@ -101,20 +104,18 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
     float *dv = dk + (size_t)N * KVD, *dact = dv + (size_t)N * KVD, *dgate = dact + NF;
     float *dup = dgate + NF, *dlogits = dup + NF;
 
-    float *cos_t = xmalloc(sizeof(float) * (size_t)T * (D / 2));
-    float *sin_t = xmalloc(sizeof(float) * (size_t)T * (D / 2));
-    rope_tables(cos_t, sin_t, m->inv_freq, T, D);
+    const float *cos_t = s->rope_cos, *sin_t = s->rope_sin;
 
     // head and final norm (frozen): only the gradient flowing into the residual
     int n_targets = 0;
     for (int i = 0; i < N; i++) n_targets += targets[i] >= 0;
-    cross_entropy_backward(dlogits, s->logits, targets, N, V,
-                           n_targets ? loss_scale / n_targets : 0.0f);
-    memset(dxn, 0, sizeof(float) * NC);
+    be->cross_entropy_backward(dlogits, s->logits, s->targets, N, V,
+                               n_targets ? loss_scale / n_targets : 0.0f);
+    be->zero(dxn, sizeof(float) * NC);
     if (m->head_packed.bwd) matmul_bf16_backward(dxn, NULL, dlogits, NULL, &m->head_packed, N);
-    else matmul_backward(dxn, NULL, dlogits, s->final_xn, m->head, N, C, V);
-    memset(dresid, 0, sizeof(float) * NC);
-    rmsnorm_backward(dresid, NULL, dxn, s->resid + (size_t)c->n_layers * NC, m->final_norm,
+    else be->matmul_backward(dxn, NULL, dlogits, s->final_xn, m->head, N, C, V);
+    be->zero(dresid, sizeof(float) * NC);
+    be->rmsnorm_backward(dresid, NULL, dxn, s->resid + (size_t)c->n_layers * NC, m->final_norm,
                      s->final_rstd, N, C);
 
     for (int l = c->n_layers - 1; l >= g->first_layer; l--) {
@@ -127,7 +128,7 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
             // same dropout masks: the same bits as a forward that kept them.
             int pos = s->pos;
             s->pos = 0;
-            model_block_forward(m, s, l, cos_t, sin_t);
+            model_block_forward(m, s, l);
             s->pos = pos;
         }
         const size_t a = ckpt ? 0 : (size_t)l;  // activation slot
@@ -143,41 +144,39 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
 #define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
 #define LINEAR_BACKWARD(p, dinp, dout, inp) \
-    linear_backward(blk, bg, p, c, dinp, dout, inp, XA(p), N, &drop[p])
+    linear_backward(be, blk, bg, p, c, dinp, dout, inp, XA(p), N, &drop[p])
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn)))
-        memset(dact, 0, sizeof(float) * NF);
+        be->zero(dact, sizeof(float) * NF);
         LINEAR_BACKWARD(PROJ_DOWN, dact, dresid, act);
-        memset(dgate, 0, sizeof(float) * 2 * NF);  // dgate and dup are adjacent
-        swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
-        memset(dxn, 0, sizeof(float) * NC);
+        be->zero(dgate, sizeof(float) * 2 * NF);  // dgate and dup are adjacent
+        be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
+        be->zero(dxn, sizeof(float) * NC);
         LINEAR_BACKWARD(PROJ_GATE, dxn, dgate, fxn);
         LINEAR_BACKWARD(PROJ_UP, dxn, dup, fxn);
-        memcpy(dmid, dresid, sizeof(float) * NC);
-        rmsnorm_backward(dmid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N, N, C);
+        be->copy(dmid, dresid, sizeof(float) * NC);
+        be->rmsnorm_backward(dmid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N, N, C);
 
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn)))
-        memset(datt, 0, sizeof(float) * (size_t)N * HD);
+        be->zero(datt, sizeof(float) * (size_t)N * HD);
         LINEAR_BACKWARD(PROJ_O, datt, dmid, att);
-        memset(dq, 0, sizeof(float) * (size_t)N * (HD + 2 * KVD));  // dq, dk, dv adjacent
-        attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D);
-        rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
-        rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
-        memset(dxn, 0, sizeof(float) * NC);
+        be->zero(dq, sizeof(float) * (size_t)N * (HD + 2 * KVD));  // dq, dk, dv adjacent
+        be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D);
+        be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
+        be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
+        be->zero(dxn, sizeof(float) * NC);
         LINEAR_BACKWARD(PROJ_Q, dxn, dq, xn);
         LINEAR_BACKWARD(PROJ_K, dxn, dk, xn);
         LINEAR_BACKWARD(PROJ_V, dxn, dv, xn);
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
-        if (below) memcpy(dnext, dmid, sizeof(float) * NC);
+        if (below) be->copy(dnext, dmid, sizeof(float) * NC);
         if (below || bg->attn_norm)
-            rmsnorm_backward(below ? dnext : NULL, bg->attn_norm, dxn, x, blk->attn_norm,
+            be->rmsnorm_backward(below ? dnext : NULL, bg->attn_norm, dxn, x, blk->attn_norm,
                              s->attn_rstd + a * N, N, C);
         float *tmp = dresid;
         dresid = dnext, dnext = tmp;
 #undef LINEAR_BACKWARD
 #undef XA
     }
-    free(cos_t);
-    free(sin_t);
 }

@@ -28,7 +28,8 @@ int generate_greedy(const Model *m, const int *prompt, int n_prompt, int max_new
     model_forward(m, &s, prompt, 0, NULL, NULL);
     s.T = 1;  // decoding: buffers sized for the prompt hold one row too
     for (int i = 0; i < max_new; i++) {
-        softmax_forward(probs, s.logits, 1, V);
+        m->be->download(probs, s.logits, sizeof(float) * (size_t)V);
+        softmax_forward(probs, probs, 1, V);
         next = 0;
         for (int v = 1; v < V; v++)
             if (probs[v] > probs[next]) next = v;

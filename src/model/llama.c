@@ -1,6 +1,7 @@
-// llama.c — the forward pass, written once over the ops interface:
+// llama.c — the forward pass, written once over the model's backend (CPU or CUDA):
 // embed -> for each block (rmsnorm -> q/k/v -> rope -> attention -> o -> residual ->
 // rmsnorm -> gate/up -> swiglu -> down -> residual) -> final norm -> head.
+// Every buffer of a ForwardState lives on the backend; the host only uploads token ids.
 #include "llama.h"
 
 #include <stdlib.h>
@@ -47,30 +48,41 @@ int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_se
                      &s->logits};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += sizes[i];
-    float *arena = calloc(total, sizeof(float));
+    // ids: tokens, targets, positions (N each); rope tables (max_seq, D/2) twice
+    size_t half = (size_t)c->head_dim / 2, id_floats = 3 * N, rope_floats = 2 * (size_t)max_seq * half;
+    const Backend *be = m->be;
+    s->be = be;
+    float *arena = be->alloc(sizeof(float) * (total + id_floats + rope_floats));
     if (!arena) return -1;
+    s->arena = arena;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         *dst[i] = arena;
         arena += sizes[i];
     }
-    s->pos_ids = xcalloc(N, sizeof(int));
+    s->tokens = (int *)arena, s->targets = s->tokens + N, s->pos_ids = s->targets + N;
+    arena += id_floats;
+    s->rope_cos = arena, s->rope_sin = arena + (size_t)max_seq * half;
+    // rope tables for every position the state can hold, made once on the host
+    float *tab = xmalloc(sizeof(float) * rope_floats);
+    rope_tables(tab, tab + (size_t)max_seq * half, m->inv_freq, max_seq, c->head_dim);
+    be->upload(s->rope_cos, tab, sizeof(float) * rope_floats);
+    free(tab);
     return 0;
 }
 
 void forward_state_free(ForwardState *s) {
-    free(s->k_cache);  // the arena starts at k_cache
-    free(s->pos_ids);
+    if (s->be) s->be->free(s->arena);
     memset(s, 0, sizeof *s);
 }
 
 // out (N, out) = in (N, in) @ W^T [+ scale * (dropout(in) A) B]
-static void linear(const Block *b, Proj p, const ModelConfig *c, float *out, float *xa,
-                   const float *in, int N, const Dropout *drop) {
+static void linear(const Backend *be, const Block *b, Proj p, const ModelConfig *c, float *out,
+                   float *xa, const float *in, int N, const Dropout *drop) {
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
     if (b->packed[p].fwd) matmul_bf16_forward(out, in, &b->packed[p], N);
-    else matmul_forward(out, in, b->w[p], N, IC, OC);
+    else be->matmul_forward(out, in, b->w[p], N, IC, OC);
     const LoraLinear *lo = &b->lora[p];
-    if (lo->rank) lora_forward(out, xa, in, lo->A, lo->B, N, IC, OC, lo->rank, lo->scale, drop);
+    if (lo->rank) be->lora_forward(out, xa, in, lo->A, lo->B, N, IC, OC, lo->rank, lo->scale, drop);
 }
 
 Dropout model_lora_dropout(const ForwardState *s, int l, Proj p) {
@@ -79,9 +91,10 @@ Dropout model_lora_dropout(const ForwardState *s, int l, Proj p) {
     return d;
 }
 
-void model_block_forward(const Model *m, ForwardState *s, int l, const float *cos_t,
-                         const float *sin_t) {
+void model_block_forward(const Model *m, ForwardState *s, int l) {
     const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    const float *cos_t = s->rope_cos, *sin_t = s->rope_sin;
     const int B = s->B, T = s->T, N = B * T, C = c->dim, F = c->hidden_dim;
     const int H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim;
     const int HD = H * D, KVD = Hkv * D, pos0 = s->pos, S = pos0 + T;
@@ -104,34 +117,34 @@ void model_block_forward(const Model *m, ForwardState *s, int l, const float *co
     Dropout drop[N_PROJ];
     for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
 #define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
-#define LINEAR(p, out, in) linear(blk, p, c, out, XA(p), in, N, &drop[p])
+#define LINEAR(p, out, in) linear(be, blk, p, c, out, XA(p), in, N, &drop[p])
 
     // attention
-    rmsnorm_forward(xn, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
+    be->rmsnorm_forward(xn, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
     LINEAR(PROJ_Q, q, xn);
     LINEAR(PROJ_K, k_new, xn);
     LINEAR(PROJ_V, v_new, xn);
-    rope_forward(q, cos_t, sin_t, s->pos_ids, N, H, D);
-    rope_forward(k_new, cos_t, sin_t, s->pos_ids, N, Hkv, D);
+    be->rope_forward(q, cos_t, sin_t, s->pos_ids, N, H, D);
+    be->rope_forward(k_new, cos_t, sin_t, s->pos_ids, N, Hkv, D);
     // attention reads each sequence's keys as S contiguous rows: a lone sequence keeps its
     // cache at stride max_seq (it grows); a batch (always from position 0) packs at stride S
     size_t seq_stride = B == 1 ? (size_t)s->max_seq : (size_t)S;
     for (int b = 0; b < B; b++) {
         size_t at = ((size_t)b * seq_stride + pos0) * KVD;
-        memcpy(kc + at, k_new + (size_t)b * T * KVD, sizeof(float) * (size_t)T * KVD);
-        memcpy(vc + at, v_new + (size_t)b * T * KVD, sizeof(float) * (size_t)T * KVD);
+        be->copy(kc + at, k_new + (size_t)b * T * KVD, sizeof(float) * (size_t)T * KVD);
+        be->copy(vc + at, v_new + (size_t)b * T * KVD, sizeof(float) * (size_t)T * KVD);
     }
-    attention_forward(att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D);
+    be->attention_forward(att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D);
     LINEAR(PROJ_O, s->scratch, att);
-    for (size_t i = 0; i < (size_t)N * C; i++) mid[i] = x[i] + s->scratch[i];
+    be->add_forward(mid, x, s->scratch, (int64_t)N * C);
 
     // MLP
-    rmsnorm_forward(fxn, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
+    be->rmsnorm_forward(fxn, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
     LINEAR(PROJ_GATE, gate, fxn);
     LINEAR(PROJ_UP, up, fxn);
-    swiglu_forward(act, gate, up, (int64_t)N * F);
+    be->swiglu_forward(act, gate, up, (int64_t)N * F);
     LINEAR(PROJ_DOWN, s->scratch, act);
-    for (size_t i = 0; i < (size_t)N * C; i++) x_out[i] = mid[i] + s->scratch[i];
+    be->add_forward(x_out, mid, s->scratch, (int64_t)N * C);
 #undef LINEAR
 #undef XA
 }
@@ -139,37 +152,40 @@ void model_block_forward(const Model *m, ForwardState *s, int l, const float *co
 void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_logits,
                    ResidualHook hook, void *hook_ctx) {
     const ModelConfig *c = &m->cfg;
-    const int B = s->B, T = s->T, N = B * T, C = c->dim, D = c->head_dim;
-    const int pos0 = s->pos, S = pos0 + T;
+    const Backend *be = m->be;
+    const int B = s->B, T = s->T, N = B * T, C = c->dim;
+    const int pos0 = s->pos;
 
-    // rope tables for positions [0, S): cheap next to the matmuls
-    float *cos_t = xmalloc(sizeof(float) * (size_t)S * (D / 2));
-    float *sin_t = xmalloc(sizeof(float) * (size_t)S * (D / 2));
-    rope_tables(cos_t, sin_t, m->inv_freq, S, D);
+    int *pos = xmalloc(sizeof(int) * (size_t)N);
     for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) s->pos_ids[b * T + t] = pos0 + t;
+        for (int t = 0; t < T; t++) pos[b * T + t] = pos0 + t;
+    be->upload(s->pos_ids, pos, sizeof(int) * (size_t)N);
+    be->upload(s->tokens, tokens, sizeof(int) * (size_t)N);
+    free(pos);
 
-    embedding_forward(s->resid, tokens, m->tok_embd, N, C);
-    if (hook) hook(hook_ctx, -1, s->resid, N, C);
+    be->embedding_forward(s->resid, s->tokens, m->tok_embd, N, C);
+    if (hook) be->sync(), hook(hook_ctx, -1, s->resid, N, C);
 
     for (int l = 0; l < c->n_layers; l++) {
-        model_block_forward(m, s, l, cos_t, sin_t);
-        if (hook) hook(hook_ctx, l, s->resid + (s->keep_acts ? (size_t)(l + 1) * N * C : 0), N, C);
+        model_block_forward(m, s, l);
+        if (hook) {
+            be->sync();
+            hook(hook_ctx, l, s->resid + (s->keep_acts ? (size_t)(l + 1) * N * C : 0), N, C);
+        }
     }
     float *final = s->resid + (s->keep_acts ? (size_t)c->n_layers * N * C : 0);
     if (all_logits) {
-        rmsnorm_forward(s->final_xn, s->final_rstd, final, m->final_norm, N, C, c->norm_eps);
+        be->rmsnorm_forward(s->final_xn, s->final_rstd, final, m->final_norm, N, C, c->norm_eps);
         if (m->head_packed.fwd) matmul_bf16_forward(s->logits, s->final_xn, &m->head_packed, N);
-        else matmul_forward(s->logits, s->final_xn, m->head, N, C, c->vocab_size);
+        else be->matmul_forward(s->logits, s->final_xn, m->head, N, C, c->vocab_size);
     } else {
         model_unembed(m, final + (size_t)(N - 1) * C, s->logits, s->final_xn);
     }
     s->pos += T;
-    free(cos_t);
-    free(sin_t);
 }
 
 void model_unembed(const Model *m, const float *resid, float *logits, float *scratch_c) {
-    rmsnorm_forward(scratch_c, NULL, resid, m->final_norm, 1, m->cfg.dim, m->cfg.norm_eps);
-    matmul_forward(logits, scratch_c, m->head, 1, m->cfg.dim, m->cfg.vocab_size);
+    const Backend *be = m->be;
+    be->rmsnorm_forward(scratch_c, NULL, resid, m->final_norm, 1, m->cfg.dim, m->cfg.norm_eps);
+    be->matmul_forward(logits, scratch_c, m->head, 1, m->cfg.dim, m->cfg.vocab_size);
 }

@@ -2,6 +2,7 @@
 #pragma once
 #include "../common.h"
 #include "../formats/gguf.h"
+#include "../ops/backend.h"
 #include "../ops/ops.h"
 #include "../tokenizer/tokenizer.h"
 #include "config.h"
@@ -41,6 +42,7 @@ typedef struct {
     float *inv_freq;    // (D/2)
     PackedWeight head_packed;  // bf16 copy of head when the model computes in bf16
     int compute_bf16;   // linear layers and head use the packed bf16 copies
+    const Backend *be;  // where the weights live and the ops run (model_to_backend)
     // storage: all base weights live in one arena; adapter weights in another
     float *arena;
     size_t arena_floats;
@@ -67,6 +69,9 @@ int model_open(Model *m, const char *path, Error *err);
 int model_materialize(Model *m, Error *err);
 // model_open + model_materialize.
 int model_load(Model *m, const char *path, Error *err);
+// Move the weights (and any adapter) to backend be: every op on the model then runs there.
+// Call it last, once adapters are attached or loaded: those steps work on host memory.
+int model_to_backend(Model *m, const Backend *be, Error *err);
 void model_free(Model *m);
 // Every id inside the embedding (tokenizers may know a few more tokens than the model).
 int model_check_ids(const Model *m, const int *ids, int n, Error *err);
@@ -79,8 +84,9 @@ int model_load_adapter(Model *m, const char *dir, Error *err);
 // weights (AVX512-BF16) while the f32 weights stay the master copy. Blocks >= first_backward
 // (and the head) also get the packing their input gradient needs. The f32 weights of blocks
 // below frozen_below are released (their pointers set NULL): nothing may read them after.
-typedef enum { DTYPE_AUTO, DTYPE_F32, DTYPE_BF16 } ComputeDtype;
-// "auto" -> bf16 where the CPU has AVX512-BF16 and the weights are not stored as f32.
+typedef enum { DTYPE_AUTO, DTYPE_F32, DTYPE_BF16, DTYPE_TF32 } ComputeDtype;
+// "auto" -> on the CPU, bf16 where it has AVX512-BF16 and the weights are not stored as f32;
+// on CUDA, TF32 tensor cores unless the weights are stored as f32.
 ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want);
 int model_use_bf16(Model *m, int first_backward, int frozen_below, Error *err);
 // After an optimizer step changed the f32 weights of blocks >= first (full fine-tuning;
@@ -99,7 +105,10 @@ size_t model_bf16_bytes(const Model *m);
 enum { ACTS_NONE = 0, ACTS_ALL = 1, ACTS_CHECKPOINT = 2 };
 
 // Buffers for a forward pass over B sequences of T new tokens.
+// Every buffer lives on the model's backend (one allocation, arena).
 typedef struct {
+    const Backend *be;
+    float *arena;
     int B, T, max_seq;  // max_seq: KV capacity per sequence
     int keep_acts;      // ACTS_*
     int pos;            // tokens already in the KV cache (single-sequence decoding)
@@ -124,14 +133,18 @@ typedef struct {
     float *final_xn;    // (B*T, C)
     float *final_rstd;  // (B*T)
     float *logits;      // (B*T, V) or (V) when only the last position is wanted
+    int *tokens;        // (B*T) the batch's ids, uploaded by model_forward
+    int *targets;       // (B*T) model_loss's targets (< 0: no loss)
     int *pos_ids;       // (B*T)
+    float *rope_cos, *rope_sin;  // (max_seq, D/2)
     int lora_rank_max;
 } ForwardState;
 
 int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_seq, int keep_acts);
 void forward_state_free(ForwardState *s);
 
-// Called after the embedding (layer -1) and after each block i with the residual (B*T, C).
+// Called after the embedding (layer -1) and after each block i with the residual (B*T, C), a
+// buffer of the model's backend (read it with be->download).
 typedef void (*ResidualHook)(void *ctx, int layer, const float *resid, int rows, int C);
 
 // Run tokens (B, T) at positions s->pos.. (B must be 1 when s->pos > 0). s->T may be lowered
@@ -143,13 +156,11 @@ void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_l
 
 // Block l alone: its input residual in s (slot l) -> its activations and output residual.
 // model_forward runs it for every block; backward re-runs it for a checkpointed block.
-// cos_t/sin_t: rope tables for positions [0, s->pos + s->T).
-void model_block_forward(const Model *m, ForwardState *s, int l, const float *cos_t,
-                         const float *sin_t);
+void model_block_forward(const Model *m, ForwardState *s, int l);
 // The dropout of block l's projection p in this pass (p = 0 when LoRA dropout is off).
 Dropout model_lora_dropout(const ForwardState *s, int l, Proj p);
 
-// Final RMSNorm + head of one hidden state: resid (C) -> logits (V). The lens uses this.
+// Final RMSNorm + head of one hidden state: resid (C) -> logits (V), buffers of the backend.
 void model_unembed(const Model *m, const float *resid, float *logits, float *scratch_c);
 
 // The f32 parameter a Hugging Face tensor name refers to ("model.layers.3.mlp.up_proj.weight"),
@@ -168,6 +179,7 @@ typedef struct {
     int first_layer;   // blocks [first_layer, L) train
     int full;          // 1: every weight of those blocks; 0: their LoRA matrices
     BlockGrads *blocks;  // n_layers entries; frozen ones all NULL
+    const Backend *be;   // the model's: arena and scratch are its buffers
     float *arena;      // every gradient, contiguous (zeroed by grads_zero)
     size_t n_floats;
     // backward scratch for B x T rows

@@ -326,6 +326,7 @@ static int load_hf_folder(Model *m, const char *dir, Error *err) {
 
 int model_open(Model *m, const char *path, Error *err) {
     memset(m, 0, sizeof *m);
+    m->be = &BACKEND_CPU;
     m->is_open_only = 1;
     snprintf(m->path, sizeof m->path, "%s", path);
     copy_name(m, path);
@@ -358,11 +359,52 @@ void model_free(Model *m) {
         else tensorset_free(&m->tensors);
     }
     if (m->tok) tokenizer_free(m->tok);
-    free(m->arena);
-    free(m->adapter_arena);
+    if (m->be) m->be->free(m->arena), m->be->free(m->adapter_arena);
     free(m->blocks);
     free(m->inv_freq);
     memset(m, 0, sizeof *m);
+}
+
+// p, a pointer into [from, from + n), to the same offset in to (NULL and others unchanged)
+static void rebase(float **p, const float *from, size_t n, float *to) {
+    if (*p && *p >= from && *p < from + n) *p = to + (*p - from);
+}
+
+static int move_arena(Model *m, const Backend *be, float **arena, size_t n, Error *err) {
+    if (!*arena) return 0;
+    float *moved = be->alloc(sizeof(float) * (n ? n : 1));
+    if (!moved)
+        return err_set(err, "%s: not enough %s memory for %.2f GB of f32 weights", m->path,
+                       be->device, (double)n * sizeof(float) / 1e9);
+    be->upload(moved, *arena, sizeof(float) * n);
+    const float *old = *arena;
+    rebase(&m->tok_embd, old, n, moved);
+    rebase(&m->final_norm, old, n, moved);
+    rebase(&m->head, old, n, moved);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        Block *b = &m->blocks[l];
+        rebase(&b->attn_norm, old, n, moved);
+        rebase(&b->ffn_norm, old, n, moved);
+        for (int p = 0; p < N_PROJ; p++) {
+            rebase(&b->w[p], old, n, moved);
+            rebase(&b->lora[p].A, old, n, moved);
+            rebase(&b->lora[p].B, old, n, moved);
+        }
+    }
+    m->be->free(*arena);
+    *arena = moved;
+    return 0;
+}
+
+int model_to_backend(Model *m, const Backend *be, Error *err) {
+    if (be == m->be) return 0;
+    if (m->compute_bf16) return err_set(err, "bf16 CPU copies cannot move to %s", be->name);
+    if (move_arena(m, be, &m->arena, m->arena_floats, err) ||
+        move_arena(m, be, &m->adapter_arena, m->adapter_floats, err))
+        return -1;
+    m->be = be;
+    be->sync();
+    return 0;
 }
 
 int model_check_ids(const Model *m, const int *ids, int n, Error *err) {

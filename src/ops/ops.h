@@ -99,6 +99,7 @@ void embedding_backward(float *dtable, const float *dout, const int *ids, int N,
 
 // ---- elementwise (ops/cpu/elementwise.c)
 void add_inplace(float *x, const float *y, int64_t n);  // x += y
+void add_forward(float *out, const float *a, const float *b, int64_t n);  // out = a + b
 
 // ---- softmax / cross-entropy (ops/cpu/softmax.c)
 // logits (N,V) -> probs (N,V), numerically stable

@@ -116,14 +116,15 @@ int lora_keys_parse(const char *list, unsigned *mask, Error *err) {
     return 0;
 }
 
-int optimizer_init(Optimizer *o, OptimizerKind kind, const ParamList *pl) {
+int optimizer_init(Optimizer *o, OptimizerKind kind, const ParamList *pl, const Backend *be) {
     memset(o, 0, sizeof *o);
     o->kind = kind;
+    o->be = be;
     o->weight_decay = kind == OPT_ADAMW ? 0.01f : 0.0f;
     o->n = pl->total;
     if (kind != OPT_SGD) {
-        o->m = calloc((size_t)o->n ? (size_t)o->n : 1, sizeof(float));
-        o->v = calloc((size_t)o->n ? (size_t)o->n : 1, sizeof(float));
+        o->m = be->alloc(sizeof(float) * (o->n ? (size_t)o->n : 1));
+        o->v = be->alloc(sizeof(float) * (o->n ? (size_t)o->n : 1));
         if (!o->m || !o->v) {
             optimizer_free(o);
             return -1;
@@ -133,8 +134,7 @@ int optimizer_init(Optimizer *o, OptimizerKind kind, const ParamList *pl) {
 }
 
 void optimizer_free(Optimizer *o) {
-    free(o->m);
-    free(o->v);
+    if (o->be) o->be->free(o->m), o->be->free(o->v);
     memset(o, 0, sizeof *o);
 }
 
@@ -143,9 +143,9 @@ void optimizer_step(Optimizer *o, const ParamList *pl, float lr) {
     for (int i = 0; i < pl->n; i++) {
         const Param *p = &pl->p[i];
         if (o->kind == OPT_SGD)
-            sgd_update(p->data, p->grad, p->n, lr);
+            o->be->sgd_update(p->data, p->grad, p->n, lr);
         else
-            adam_update(p->data, p->grad, o->m + off, o->v + off, p->n, lr, 0.9f, 0.999f, 1e-8f,
+            o->be->adam_update(p->data, p->grad, o->m + off, o->v + off, p->n, lr, 0.9f, 0.999f, 1e-8f,
                         o->weight_decay);
         off += p->n;
     }

@@ -35,12 +35,13 @@ typedef enum { OPT_ADAM, OPT_ADAMW, OPT_SGD } OptimizerKind;
 
 typedef struct {
     OptimizerKind kind;
+    const Backend *be;   // the model's: the moments are its buffers, the updates run there
     float weight_decay;  // adamw: 0.01 (mlx's default)
     float *m, *v;        // first and second moments, pl->total each (Adam/AdamW)
     int64_t n;
     int64_t step;
 } Optimizer;
 
-int optimizer_init(Optimizer *o, OptimizerKind kind, const ParamList *pl);
+int optimizer_init(Optimizer *o, OptimizerKind kind, const ParamList *pl, const Backend *be);
 void optimizer_free(Optimizer *o);
 void optimizer_step(Optimizer *o, const ParamList *pl, float lr);

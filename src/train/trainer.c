@@ -17,10 +17,10 @@
 #include "../ops/ops.h"
 #include "data.h"
 
-const char *const DTYPE_NAMES[] = {"auto", "f32", "bf16"};
+const char *const DTYPE_NAMES[] = {"auto", "f32", "bf16", "tf32"};
 
 int dtype_parse(const char *name) {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (!strcmp(name, DTYPE_NAMES[i])) return i;
     return -1;
 }
@@ -42,6 +42,7 @@ void train_config_defaults(TrainConfig *c) {
     c->max_seq_length = 2048;
     c->grad_accumulation_steps = 1;
     c->rank = 8;
+    c->device = "auto";
     c->scale = 20.0;
 }
 
@@ -59,7 +60,10 @@ double lr_at(const TrainConfig *c, int step) {
 // Separates the dropout masks' key from the other uses of the seed (LoRA init, data order).
 #define DROPOUT_DOMAIN 0x64726f706f7574ULL  // "dropout"
 
-static double peak_rss_gb(void) {
+// Peak memory as mlx-lm reports it: the accelerator's where one runs the model (the most
+// bytes its buffers held at once), else the process's peak resident set.
+static double peak_mem_gb(const Backend *be) {
+    if (be->peak_bytes()) return be->peak_bytes() / 1e9;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss * 1024.0 / 1e9;  // ru_maxrss is in KiB on Linux
@@ -423,17 +427,28 @@ static int load_split(Dataset *d, const TrainConfig *c, const Model *m, const ch
     return dataset_load(d, path, m->tok, m->cfg.vocab_size, c->max_seq_length, c->mask_prompt, err);
 }
 
-// Pack the bf16 copies (when the products run in bf16) once the weights hold their final
-// starting values, and say which precision runs.
+// Say where and in which precision the matrix products run; on the CPU in bf16, pack the bf16
+// copies once the weights hold their final starting values.
 static int use_dtype(Model *m, ComputeDtype want, int first, int frozen_below,
                      TrainSummary *out, Error *err) {
+    const int cpu = !strcmp(m->be->name, "cpu");
     out->dtype = model_resolve_dtype(m, want);
+    snprintf(out->device, sizeof out->device, "%s", m->be->device);
+    if (cpu && out->dtype == DTYPE_TF32)
+        return err_set(err, "--dtype tf32 needs a CUDA GPU (--device cuda)");
+    if (!cpu && out->dtype == DTYPE_BF16)
+        return err_set(err, "--dtype bf16 is the CPU's AVX512-BF16 path; on CUDA use auto (TF32 "
+                       "tensor cores) or f32");
+    m->be->set_fast_matmul(out->dtype == DTYPE_TF32);
     if (out->dtype == DTYPE_BF16) {
         if (model_use_bf16(m, first, frozen_below, err)) return -1;
         printf("Compute: bf16 matrix products (AVX512-BF16, f32 sums; %.2f GB of bf16 copies), "
                "f32 weights, gradients and optimizer\n", model_bf16_bytes(m) / 1e9);
+    } else if (out->dtype == DTYPE_TF32) {
+        printf("Compute: %s, TF32 tensor-core matrix products (f32 sums), f32 weights, gradients "
+               "and optimizer\n", m->be->device);
     } else {
-        printf("Compute: f32\n");
+        printf("Compute: f32%s%s\n", cpu ? "" : ", on ", cpu ? "" : m->be->device);
     }
     return 0;
 }
@@ -464,6 +479,9 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
         goto done;
 
     if (!c->full) lora_attach(&m, first, c->rank, (float)c->scale, key_mask, c->seed);
+    const Backend *be;
+    if (backend_select(c->device ? c->device : "cpu", &be, err) || model_to_backend(&m, be, err))
+        goto done;
     int T_max = 1;
     const Dataset *sets[] = {&train, &valid, &test};
     for (int i = 0; i < 3; i++)
@@ -492,7 +510,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
             goto done;
         }
         if (save_config(c, config_file, err)) goto done;
-        if (optimizer_init(&opt, c->optimizer, &pl)) {
+        if (optimizer_init(&opt, c->optimizer, &pl, m.be)) {
             err_set(err, "out of memory for the optimizer state");
             goto done;
         }
@@ -578,7 +596,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
                 double train_loss = acc.losses / acc.steps, lr = lr_at(c, (int)(opt.step ? opt.step : 1));
                 double it_sec = acc.steps / acc.train_time, tok_sec = acc.n_tokens / acc.train_time;
                 out->trained_tokens += acc.n_tokens;
-                out->peak_mem_gb = peak_rss_gb();
+                out->peak_mem_gb = peak_mem_gb(m.be);
                 if (interactive) printf("\r%*s\r", 70, "");
                 printf("Iter %d: Train loss %.3f, Learning Rate %.3e, It/sec %.3f, Tokens/sec %.3f, "
                        "Trained Tokens %lld, Peak mem %.3f GB\n", iter, train_loss, lr, it_sec,
@@ -601,6 +619,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
             }
             int stop = g_stop_signal != 0 && iter < c->iters;
             if ((c->save_every > 0 && iter % c->save_every == 0) || stop) {
+                m.be->sync();  // the host reads the parameters
                 char ckpt[1100];
                 snprintf(ckpt, sizeof ckpt, "%s/%07d_adapters.safetensors", c->adapter_path, iter);
                 if (save_adapters(adapter_file, &pl, err) || save_adapters(ckpt, &pl, err) ||
@@ -618,6 +637,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
                 goto done_iter;
             }
         }
+        m.be->sync();
         if (save_adapters(adapter_file, &pl, err)) goto done_iter;
         printf("Saved final weights to %s.\n", adapter_file);
         remove_state(c->adapter_path);  // finished: nothing left to resume
@@ -643,7 +663,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
         printf("Test loss %.3f, Test ppl %.3f.\n", t, exp(t));
         out->test_loss = t;
     }
-    out->peak_mem_gb = peak_rss_gb();
+    out->peak_mem_gb = peak_mem_gb(m.be);
     out->seconds = now_seconds() - t_start;
     if (c->train) {
         char summary_file[1024];
@@ -684,6 +704,7 @@ int train_summary_write(const char *path, const TrainConfig *c, const TrainSumma
     cJSON_AddNumberToObject(j, "seconds", s->seconds);
     cJSON_AddNumberToObject(j, "peak_mem_gb", s->peak_mem_gb);
     cJSON_AddStringToObject(j, "dtype", DTYPE_NAMES[s->dtype]);
+    cJSON_AddStringToObject(j, "device", s->device[0] ? s->device : "CPU");
     int rc = json_write_file(path, j, err);
     cJSON_Delete(j);
     return rc;

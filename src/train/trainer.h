@@ -25,10 +25,11 @@ typedef struct {
     int quiet;                     // no progress bar (also when stdout is not a terminal)
     int resume;                    // continue from adapter_path/training_state.json if present
     ComputeDtype dtype;            // --dtype: precision of the matrix products (auto)
+    const char *device;            // --device: auto, cpu or cuda (NULL = cpu)
 } TrainConfig;
 
-extern const char *const DTYPE_NAMES[];  // "auto", "f32", "bf16"
-// "auto" | "f32" | "bf16" -> ComputeDtype; -1 when the name is none of them
+extern const char *const DTYPE_NAMES[];  // "auto", "f32", "bf16", "tf32"
+// "auto" | "f32" | "bf16" | "tf32" -> ComputeDtype; -1 when the name is none of them
 int dtype_parse(const char *name);
 
 void train_config_defaults(TrainConfig *c);  // mlx-lm's defaults
@@ -42,7 +43,8 @@ typedef struct {
     double train_seconds;          // time in training steps (evaluations excluded)
     double mean_tokens_per_sec;    // trained_tokens / train_seconds
     int interrupted;               // stopped by Ctrl-C / SIGTERM after saving a checkpoint
-    ComputeDtype dtype;            // the precision the matrix products ran in (f32 or bf16)
+    ComputeDtype dtype;            // the precision the matrix products ran in (f32, bf16, tf32)
+    char device[128];              // where it ran: "CPU" or the GPU's name
 } TrainSummary;
 
 // Writes the summary (and the run's settings) as JSON: the adapter folder's

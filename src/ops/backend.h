@@ -1,0 +1,81 @@
+// backend.h — where a model's tensors live and which code runs the ops on them. Model code
+// (llama.c, backward.c, the trainer, the lens) calls ops through a Backend, so it is written
+// once: BACKEND_CPU runs ops/cpu/ on host memory, the CUDA backend runs ops/cuda/ on one GPU.
+// Every op keeps the contract written in ops.h (shapes, accumulate vs overwrite, NULLs).
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common.h"
+#include "ops.h"
+
+typedef struct Backend {
+    const char *name;  // "cpu" or "cuda"
+    char device[128];  // e.g. "CPU" or "NVIDIA H100 80GB HBM3"
+
+    // ---- memory. Buffers come zero-filled and are readable and writable by the host too
+    // (CUDA: managed memory), so saving and loading code needs no copies; the host must call
+    // sync before it reads what ops wrote. Hot paths move data with upload/download instead.
+    void *(*alloc)(size_t bytes);  // NULL when out of memory
+    void (*free)(void *p);
+    void (*zero)(void *p, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes);       // both are buffers of this backend
+    void (*upload)(void *dst, const void *host, size_t bytes);    // host memory -> buffer
+    void (*download)(void *host, const void *src, size_t bytes);  // buffer -> host memory (syncs)
+    void (*sync)(void);                                           // queued ops have finished
+    void (*prefetch)(const void *p, size_t bytes);  // a buffer the host filled moves to the device
+    size_t (*peak_bytes)(void);  // most bytes ever allocated at once (0: not tracked)
+    // Matrix products in reduced precision where the hardware has it (CUDA: TF32 tensor cores,
+    // 10-bit mantissa, f32 sums); 0: exact f32.
+    void (*set_fast_matmul)(int on);
+
+    // ---- ops (ops.h)
+    void (*matmul_forward)(float *out, const float *inp, const float *weight, int N, int IC, int OC);
+    void (*matmul_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
+                            const float *weight, int N, int IC, int OC);
+    void (*lora_forward)(float *out, float *xa, const float *inp, const float *A, const float *B,
+                         int N, int IC, int OC, int r, float scale, const Dropout *drop);
+    void (*lora_backward)(float *dinp, float *dA, float *dB, const float *dout, const float *inp,
+                          const float *xa, const float *A, const float *B, int N, int IC, int OC,
+                          int r, float scale, const Dropout *drop);
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *weight, int N,
+                            int C, float eps);
+    void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
+                             const float *weight, const float *rstd, int N, int C);
+    void (*rope_forward)(float *x, const float *cos_t, const float *sin_t, const int *pos, int N,
+                         int H, int D);
+    void (*rope_backward)(float *dx, const float *cos_t, const float *sin_t, const int *pos, int N,
+                          int H, int D);
+    void (*attention_forward)(float *out, float *probs, const float *q, const float *k,
+                              const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
+                              int D);
+    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
+                               const float *probs, const float *q, const float *k, const float *v,
+                               int B, int T, int S, int q_offset, int H, int Hkv, int D);
+    void (*swiglu_forward)(float *out, const float *gate, const float *up, int64_t n);
+    void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate,
+                            const float *up, int64_t n);
+    void (*embedding_forward)(float *out, const int *ids, const float *table, int N, int C);
+    void (*add_forward)(float *out, const float *a, const float *b, int64_t n);
+    void (*add_inplace)(float *x, const float *y, int64_t n);
+    void (*softmax_forward)(float *probs, const float *logits, int N, int V);
+    float (*cross_entropy_forward)(float *losses, const float *logits, const int *targets, int N,
+                                   int V);
+    void (*cross_entropy_backward)(float *dlogits, const float *logits, const int *targets, int N,
+                                   int V, float scale);
+    void (*adam_update)(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
+                        float beta1, float beta2, float eps, float weight_decay);
+    void (*sgd_update)(float *param, const float *grad, int64_t n, float lr);
+} Backend;
+
+extern const Backend BACKEND_CPU;
+
+// The CUDA backend on GPU 0, set up on first use; NULL with err set when this build has no
+// CUDA, or no GPU or driver answers.
+const Backend *backend_cuda(Error *err);
+
+// --device: "cpu", "cuda", or "auto" (CUDA when a GPU answers, else the CPU).
+int backend_select(const char *name, const Backend **out, Error *err);
+
+// be->alloc that never returns NULL: on failure prints "out of <device> memory" and exits 1.
+void *backend_xalloc(const Backend *be, size_t bytes);
