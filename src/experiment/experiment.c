@@ -35,6 +35,8 @@ typedef struct {
     int interactive;
     double t_stage;
     const char *variant;
+    double load_seconds;  // this run's model loads (train stages report theirs)
+    int on_gpu;           // --device resolved to CUDA
 } Run;
 
 static void progress(void *ctx, const char *what, int done, int total) {
@@ -97,7 +99,10 @@ static int check_settings(const char *dir, const cJSON *settings, Error *err) {
 // ---- stage: training, as a child `tunelens train`
 static int train_stage(Run *r, int full, const char *data, const char *adapter_dir, Error *err) {
     const ExperimentConfig *c = r->c;
-    char iters[32], bs[32], lr[32], nl[32], seed[32], vb[32], spe[32];
+    char iters[32], bs[32], lr[32], nl[32], seed[32], vb[32], spe[32], se[32];
+    // checkpoints every 100 iterations, as mlx-lm; on a GPU a stage takes seconds while a
+    // full fine-tune's checkpoint of a 1B model (weights + Adam state) is gigabytes: final only
+    snprintf(se, sizeof se, "%d", r->on_gpu ? c->iters : 100);
     snprintf(iters, sizeof iters, "%d", c->iters);
     snprintf(bs, sizeof bs, "%d", c->batch_size);
     snprintf(lr, sizeof lr, "%g", full ? c->full_lr : c->lora_lr);
@@ -110,7 +115,7 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
                             "--num-layers", nl, "--seed", seed, "--adapter-path", adapter_dir,
                             "--val-batches", vb, "--steps-per-eval", spe,
                             "--fine-tune-type", full ? "full" : "lora", "--dtype", c->dtype,
-                            "--device", c->device, "--resume", NULL};  // a killed stage continues from its checkpoint
+                            "--device", c->device, "--save-every", se, "--resume", NULL};  // a killed stage continues from its checkpoint
     if (!r->interactive) {
         int n = 0;
         while (argv[n]) n++;
@@ -148,6 +153,13 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     if (WEXITSTATUS(status))
         return err_set(err, "%s training failed (exit %d; its message is above)",
                        full ? "full" : "LoRA", WEXITSTATUS(status));
+    char path[1200];
+    snprintf(path, sizeof path, "%s/train_summary.json", adapter_dir);
+    cJSON *summary = json_read_object(path, err);
+    if (!summary) return -1;
+    const cJSON *ls = cJSON_GetObjectItem(summary, "load_seconds");
+    if (cJSON_IsNumber(ls)) r->load_seconds += ls->valuedouble;
+    cJSON_Delete(summary);
     return 0;
 }
 
@@ -156,11 +168,14 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
                       int n_probs, const char *out_path, Error *err) {
     Model m;
     const Backend *be;
+    double t0 = now_seconds();
     if (backend_select(r->c->device, &be, err) || model_load(&m, r->model, err)) return -1;
     if ((adapter_dir && model_load_adapter(&m, adapter_dir, err)) || model_to_backend(&m, be, err)) {
         model_free(&m);
         return -1;
     }
+    double load = now_seconds() - t0;
+    r->load_seconds += load;
     r->variant = variant;
     r->t_stage = now_seconds();
     cJSON *j = evaluate_variant(&m, probs, n_probs, r->c->test_per_op, progress, r, err);
@@ -168,6 +183,8 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
     if (r->interactive) printf("\r%*s\r", 70, "");
     if (!j) return -1;
     cJSON_AddNumberToObject(j, "seconds", now_seconds() - r->t_stage);
+    cJSON_AddNumberToObject(j, "load_seconds", load);
+    cJSON_AddStringToObject(j, "device", be->device);
     int rc = json_write_file(out_path, j, err);
     const cJSON *acc = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "test_accuracy"), "all");
     if (!rc)
@@ -188,7 +205,13 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
         cJSON_Delete(settings);
         return -1;
     }
-    Run r = {c, model, isatty(STDOUT_FILENO), 0, ""};
+    Run r = {c, model, isatty(STDOUT_FILENO), 0, "", 0, 0};
+    const Backend *be;
+    if (backend_select(c->device, &be, err)) {
+        cJSON_Delete(settings);
+        return -1;
+    }
+    r.on_gpu = strcmp(be->name, "cpu") != 0;
     const int n_stages = 7;
     char data[1100], test[1200], lora[1100], full[1100], path[1200];
     snprintf(data, sizeof data, "%s/data", c->out);
@@ -240,9 +263,13 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
         }
     }
     stage_header(7, n_stages, "Report");
-    cJSON_AddNumberToObject(settings, "seconds_this_run", now_seconds() - t0);
+    double took = now_seconds() - t0;
+    cJSON_AddNumberToObject(settings, "seconds_this_run", took);
+    cJSON_AddNumberToObject(settings, "load_seconds_this_run", r.load_seconds);
     if (report_write(c->out, settings, err)) goto done;
-    printf("\nReport: %s/REPORT.md (numbers in %s/report.json, figures in %s/figures/)\n", c->out,
+    printf("\nDone in %.1fs (%.1fs of it loading the model; %.1fs without)\n", took,
+           r.load_seconds, took - r.load_seconds);
+    printf("Report: %s/REPORT.md (numbers in %s/report.json, figures in %s/figures/)\n", c->out,
            c->out, c->out);
     rc = 0;
 done:

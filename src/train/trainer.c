@@ -482,6 +482,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
     const Backend *be;
     if (backend_select(c->device ? c->device : "cpu", &be, err) || model_to_backend(&m, be, err))
         goto done;
+    out->load_seconds = now_seconds() - t_start;
     int T_max = 1;
     const Dataset *sets[] = {&train, &valid, &test};
     for (int i = 0; i < 3; i++)
@@ -702,6 +703,7 @@ int train_summary_write(const char *path, const TrainConfig *c, const TrainSumma
     cJSON_AddNumberToObject(j, "trained_tokens", (double)s->trained_tokens);
     cJSON_AddNumberToObject(j, "train_seconds", s->train_seconds);
     cJSON_AddNumberToObject(j, "seconds", s->seconds);
+    cJSON_AddNumberToObject(j, "load_seconds", s->load_seconds);
     cJSON_AddNumberToObject(j, "peak_mem_gb", s->peak_mem_gb);
     cJSON_AddStringToObject(j, "dtype", DTYPE_NAMES[s->dtype]);
     cJSON_AddStringToObject(j, "device", s->device[0] ? s->device : "CPU");

@@ -45,6 +45,7 @@ typedef struct {
     int interrupted;               // stopped by Ctrl-C / SIGTERM after saving a checkpoint
     ComputeDtype dtype;            // the precision the matrix products ran in (f32, bf16, tf32)
     char device[128];              // where it ran: "CPU" or the GPU's name
+    double load_seconds;           // reading the model and moving it to the device
 } TrainSummary;
 
 // Writes the summary (and the run's settings) as JSON: the adapter folder's
