@@ -6,13 +6,27 @@
 #include "model/llama.h"
 #include "test_util.h"
 
-// A model (and adapter, when given) that must load; fails the test with the reason otherwise.
-static inline Model load_ok(const char *path, const char *adapter) {
+// A model (and adapter, when given) that must load on backend be; fails the test with the
+// reason otherwise.
+static inline Model load_on(const char *path, const char *adapter, const Backend *be) {
     Model m;
     Error err = {{0}};
     if (model_load(&m, path, &err)) fail_msg("%s", err.msg);
     if (adapter && model_load_adapter(&m, adapter, &err)) fail_msg("%s", err.msg);
+    if (model_to_backend(&m, be, &err)) fail_msg("%s", err.msg);
     return m;
+}
+
+static inline Model load_ok(const char *path, const char *adapter) {
+    return load_on(path, adapter, &BACKEND_CPU);
+}
+
+// The CUDA backend, or NULL after printing why the CUDA cases are skipped (no GPU, e.g. CI).
+static inline const Backend *cuda_or_skip(void) {
+    Error err = {{0}};
+    const Backend *be = backend_cuda(&err);
+    if (!be) printf("  skipped on CUDA: %s\n", err.msg);
+    return be;
 }
 
 // Largest |p - p_ref| of the lens of ids (n) against a reference case's "lens_probs" ((L+1) rows

@@ -28,9 +28,9 @@ static double max_lens_diff(const Model *m, const cJSON *case_, const char *what
     return worst;
 }
 
-static void test_tiny_lens_matches_transformers(void **state) {
+static void lens_matches_transformers(const Backend *be) {
     cJSON *ref = load_json_fixture(TINY "/reference.json");
-    Model m = load_ok(TINY, NULL);
+    Model m = load_on(TINY, NULL, be);
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(ref, "prompts")) {
         assert_true(max_lens_diff(&m, c, "base") < 1e-4);
@@ -39,9 +39,9 @@ static void test_tiny_lens_matches_transformers(void **state) {
     cJSON_Delete(ref);
 }
 
-static void test_tiny_greedy_matches_transformers(void **state) {
+static void greedy_matches_transformers(const Backend *be) {
     cJSON *ref = load_json_fixture(TINY "/reference.json");
-    Model m = load_ok(TINY, NULL);
+    Model m = load_on(TINY, NULL, be);
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(ref, "prompts")) {
         int n_ids, n_want, n_out;
@@ -59,16 +59,29 @@ static void test_tiny_greedy_matches_transformers(void **state) {
     cJSON_Delete(ref);
 }
 
-static void test_tiny_adapters_match_peft(void **state) {
+static void adapters_match_peft(const Backend *be) {
     cJSON *ref = load_json_fixture(TINY "/reference.json");
     const char *dirs[] = {TINY "/peft_adapter", TINY "/mlx_adapter", TINY "/full_adapter"};
     const char *keys[] = {"lora", "lora", "full"};
     for (int i = 0; i < 3; i++) {
-        Model m = load_ok(TINY, dirs[i]);
+        Model m = load_on(TINY, dirs[i], be);
         assert_true(max_lens_diff(&m, cJSON_GetObjectItem(ref, keys[i]), keys[i]) < 1e-4);
         model_free(&m);
     }
     cJSON_Delete(ref);
+}
+
+static void test_tiny_lens_matches_transformers(void **state) { lens_matches_transformers(&BACKEND_CPU); }
+static void test_tiny_greedy_matches_transformers(void **state) { greedy_matches_transformers(&BACKEND_CPU); }
+static void test_tiny_adapters_match_peft(void **state) { adapters_match_peft(&BACKEND_CPU); }
+
+// The same references on the CUDA backend, its matrix products in exact f32 (the default).
+static void test_cuda_matches_transformers(void **state) {
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    lens_matches_transformers(be);
+    greedy_matches_transformers(be);
+    adapters_match_peft(be);
 }
 
 // A second LoRA adapter replaces the first. It covers one layer only: the others used to keep
@@ -308,6 +321,7 @@ int main(void) {
         cmocka_unit_test(test_tiny_greedy_matches_transformers),
         cmocka_unit_test(test_tiny_adapters_match_peft),
         cmocka_unit_test(test_second_adapter_replaces_first),
+        cmocka_unit_test(test_cuda_matches_transformers),
         cmocka_unit_test(test_tiny_other_layouts),
         cmocka_unit_test(test_bad_models_give_clear_errors),
         cmocka_unit_test(test_smollm2_gguf_matches_reference),

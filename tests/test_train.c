@@ -58,7 +58,7 @@ typedef struct {
     Optimizer opt;
 } Setup;
 
-static void setup_open(Setup *u, int full) {
+static void setup_open_on(Setup *u, int full, const Backend *be) {
     u->ref = load_json_fixture(TRAIN "/reference.json");
     int B, T, B2, T2;
     u->inputs = flat_ints(cJSON_GetObjectItem(u->ref, "inputs"), &B, &T);
@@ -66,11 +66,14 @@ static void setup_open(Setup *u, int full) {
     Error err;
     if (model_load(&u->m, TINY, &err)) fail_msg("%s", err.msg);
     if (!full && model_load_adapter(&u->m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
+    if (model_to_backend(&u->m, be, &err)) fail_msg("%s", err.msg);
     assert_int_equal(forward_state_init(&u->s, &u->m, B, T, T, ACTS_ALL), 0);
     assert_int_equal(grads_init(&u->g, &u->m, 2, full, B, T), 0);
     params_collect(&u->pl, &u->m, &u->g);
-    assert_int_equal(optimizer_init(&u->opt, OPT_ADAM, &u->pl, &BACKEND_CPU), 0);
+    assert_int_equal(optimizer_init(&u->opt, OPT_ADAM, &u->pl, be), 0);
 }
+
+static void setup_open(Setup *u, int full) { setup_open_on(u, full, &BACKEND_CPU); }
 
 static void setup_close(Setup *u) {
     optimizer_free(&u->opt);
@@ -83,9 +86,10 @@ static void setup_close(Setup *u) {
     cJSON_Delete(u->ref);
 }
 
-static void run_trajectory(int full) {
+// tol: losses and final weights relative to PyTorch's (f32 there)
+static void run_trajectory_on(int full, const Backend *be, double tol) {
     Setup u;
-    setup_open(&u, full);
+    setup_open_on(&u, full, be);
     const cJSON *case_ = cJSON_GetObjectItem(u.ref, full ? "full" : "lora");
     float lr = (float)cJSON_GetObjectItem(case_, "lr")->valuedouble;
     const cJSON *want = cJSON_GetObjectItem(case_, "losses")->child;
@@ -95,22 +99,39 @@ static void run_trajectory(int full) {
         double rel = fabs(loss - want->valuedouble) / fabs(want->valuedouble);
         printf("  %s step %d: loss %.6f, PyTorch %.6f, rel diff %.1e\n", full ? "full" : "lora",
                step + 1, loss, want->valuedouble, rel);
-        assert_true(rel < 1e-4);
+        assert_true(rel < tol);
         model_backward(&u.m, &u.s, u.targets, &u.g, 1.0f);
         optimizer_step(&u.opt, &u.pl, lr);
     }
     float final = model_loss(&u.m, &u.s, u.inputs, u.targets);
     double want_final = cJSON_GetObjectItem(case_, "final_loss")->valuedouble;
-    assert_true(fabs(final - want_final) / want_final < 1e-4);
+    assert_true(fabs(final - want_final) / want_final < tol);
+    be->sync();
     double worst = compare_params(&u.pl, full ? TRAIN "/full_end.safetensors" : TRAIN "/lora_end.safetensors");
-    printf("  %s final weights: max |diff| / max |ref| = %.1e over %lld values\n",
-           full ? "full" : "lora", worst, (long long)u.pl.total);
-    assert_true(worst < 1e-4);
+    printf("  %s final weights on %s: max |diff| / max |ref| = %.1e over %lld values\n",
+           full ? "full" : "lora", be->name, worst, (long long)u.pl.total);
+    assert_true(worst < tol);
     setup_close(&u);
 }
 
+static void run_trajectory(int full) { run_trajectory_on(full, &BACKEND_CPU, 1e-4); }
 static void test_lora_trajectory_matches_pytorch(void **state) { run_trajectory(0); }
 static void test_full_trajectory_matches_pytorch(void **state) { run_trajectory(1); }
+
+// On the CUDA backend: exact f32 products to the CPU's tolerance, then TF32 (10-bit mantissa
+// inputs) to a tolerance of its rounding.
+static void test_trajectories_on_cuda(void **state) {
+    Error err = {{0}};
+    const Backend *be = backend_cuda(&err);
+    if (!be) {
+        printf("  skipped on CUDA: %s\n", err.msg);
+        return;
+    }
+    for (int full = 0; full < 2; full++) run_trajectory_on(full, be, 1e-4);
+    be->set_fast_matmul(1);
+    for (int full = 0; full < 2; full++) run_trajectory_on(full, be, 1e-2);
+    be->set_fast_matmul(0);
+}
 
 // Loss and every gradient of one step: bf16 products against f32 (the kernels themselves are
 // checked exactly in test_ops; here, that the model routes each product through them: a
@@ -426,6 +447,7 @@ int main(void) {
         cmocka_unit_test(test_lora_init_and_keys),
         cmocka_unit_test(test_lora_trajectory_matches_pytorch),
         cmocka_unit_test(test_full_trajectory_matches_pytorch),
+        cmocka_unit_test(test_trajectories_on_cuda),
         cmocka_unit_test(test_lora_bf16_step),
         cmocka_unit_test(test_full_bf16_step),
         cmocka_unit_test(test_short_batch_in_long_buffers),
