@@ -233,7 +233,7 @@ typedef struct {
     size_t n_params, n_grads;
 } Run;
 
-static Run run_steps(int full, int acts, float dropout) {
+static Run run_steps_on(int full, int acts, float dropout, const Backend *be) {
     cJSON *ref = load_json_fixture(TRAIN "/reference.json");
     int B, T;
     int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
@@ -242,6 +242,7 @@ static Run run_steps(int full, int acts, float dropout) {
     Error err;
     if (model_load(&m, TINY, &err)) fail_msg("%s", err.msg);
     if (!full && model_load_adapter(&m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
+    if (model_to_backend(&m, be, &err)) fail_msg("%s", err.msg);
     ForwardState s;
     Grads g;
     ParamList pl;
@@ -250,7 +251,7 @@ static Run run_steps(int full, int acts, float dropout) {
     assert_int_equal(grads_init(&g, &m, 1, full, B, T + 3), 0);
     s.T = T;
     params_collect(&pl, &m, &g);
-    assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl, &BACKEND_CPU), 0);
+    assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl, be), 0);
     Run run = {.n_params = (size_t)pl.total, .n_grads = g.n_floats};
     for (int step = 0; step < 4; step++) {
         grads_zero(&g);
@@ -259,6 +260,7 @@ static Run run_steps(int full, int acts, float dropout) {
         model_backward(&m, &s, targets, &g, 1.0f);
         if (step < 3) optimizer_step(&opt, &pl, full ? 1e-3f : 1e-2f);
     }
+    be->sync();
     run.grads = xmalloc(sizeof(float) * g.n_floats);
     memcpy(run.grads, g.arena, sizeof(float) * g.n_floats);
     run.params = xmalloc(sizeof(float) * (size_t)pl.total);
@@ -273,6 +275,10 @@ static Run run_steps(int full, int acts, float dropout) {
     free(targets);
     cJSON_Delete(ref);
     return run;
+}
+
+static Run run_steps(int full, int acts, float dropout) {
+    return run_steps_on(full, acts, dropout, &BACKEND_CPU);
 }
 
 static void run_free(Run *r) {
@@ -305,6 +311,36 @@ static void test_grad_checkpoint_bit_identical(void **state) {
     assert_runs_identical(&all, &ckpt);
     run_free(&all);
     run_free(&ckpt);
+}
+
+// max |a - b| / max |b| over n values
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double d = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) d = fmax(d, fabs(a[i] - b[i])), scale = fmax(scale, fabs(b[i]));
+    return scale > 0 ? d / scale : d;
+}
+
+// On CUDA: the same dropout masks as the CPU (the losses and weights agree to f32 rounding,
+// as they could not with other masks), and checkpointing stays bit-identical there too.
+static void test_dropout_checkpoint_on_cuda(void **state) {
+    Error err = {{0}};
+    const Backend *be = backend_cuda(&err);
+    if (!be) {
+        printf("  skipped on CUDA: %s\n", err.msg);
+        return;
+    }
+    for (int full = 0; full < 2; full++) {
+        float p = full ? 0.0f : 0.3f;
+        Run cpu = run_steps(full, ACTS_ALL, p), gpu = run_steps_on(full, ACTS_ALL, p, be);
+        Run ckpt = run_steps_on(full, ACTS_CHECKPOINT, p, be);
+        double dl = rel_diff(gpu.loss, cpu.loss, 4), dp = rel_diff(gpu.params, cpu.params, cpu.n_params);
+        double dg = rel_diff(gpu.grads, cpu.grads, cpu.n_grads);
+        printf("  %s, dropout %.1f: CUDA vs CPU losses %.1e, weights %.1e, gradients %.1e\n",
+               full ? "full" : "lora", p, dl, dp, dg);
+        assert_true(dl < 1e-5 && dp < 1e-4 && dg < 1e-3);
+        assert_runs_identical(&gpu, &ckpt);
+        run_free(&cpu), run_free(&gpu), run_free(&ckpt);
+    }
 }
 
 // --dropout 0 is the run without dropout, bit for bit, whatever the key; p > 0 changes it
@@ -448,6 +484,7 @@ int main(void) {
         cmocka_unit_test(test_lora_trajectory_matches_pytorch),
         cmocka_unit_test(test_full_trajectory_matches_pytorch),
         cmocka_unit_test(test_trajectories_on_cuda),
+        cmocka_unit_test(test_dropout_checkpoint_on_cuda),
         cmocka_unit_test(test_lora_bf16_step),
         cmocka_unit_test(test_full_bf16_step),
         cmocka_unit_test(test_short_batch_in_long_buffers),
