@@ -74,13 +74,15 @@ ASAN_SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 SAN_ENV  = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1 \
            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp:print_suppressions=0 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# (CPU-only: nvcc code is not instrumented, and ASan's shadow memory collides with CUDA's
+# address space on GPU machines.)
 asan:
-	$(SAN_ENV) $(MAKE) --no-print-directory B=build-asan TUNELENS=build-asan/tunelens SAN="$(ASAN_SAN)" test
+	$(SAN_ENV) $(MAKE) --no-print-directory NVCC= B=build-asan TUNELENS=build-asan/tunelens SAN="$(ASAN_SAN)" test
 
 # ---- valgrind memcheck on a short training run. A separate build without -march=native:
 # valgrind 3.19 cannot decode AVX-512 instructions.
 valgrind:
-	$(MAKE) --no-print-directory B=build-vg TUNELENS=build-vg/tunelens OPT="-O2 -g" build-vg/tunelens
+	$(MAKE) --no-print-directory NVCC= B=build-vg TUNELENS=build-vg/tunelens OPT="-O2 -g" build-vg/tunelens
 	./tests/valgrind_train.sh build-vg/tunelens
 
 # ---- fuzzing: clang + libFuzzer, library built into build-fuzz/ with ASan + UBSan.

@@ -190,21 +190,6 @@ static cJSON *seven_prompts(const Model *m, Error *err) {
 // ---- exact match on the test problems, by teacher forcing: greedy decoding of "a op b ="
 // yields the answer's own tokens iff each is the argmax after the ones before it, and the
 // number then ends iff the next argmax does not begin with a digit.
-static int argmax(const float *x, int V) {
-    int best = 0;
-    for (int i = 1; i < V; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
-static double log_softmax_at(const float *x, int V, int id) {
-    float mx = x[0];
-    for (int i = 1; i < V; i++) mx = x[i] > mx ? x[i] : mx;
-    double s = 0;
-    for (int i = 0; i < V; i++) s += exp((double)x[i] - mx);
-    return (double)x[id] - mx - log(s);
-}
-
 typedef struct {
     int *full, n_full, n_prompt;  // "a op b = c" ids; the prompt "a op b =" is its first n_prompt
 } Forced;
@@ -232,42 +217,56 @@ static int forced_match(const Model *m, const VocabFacts *vf, const Problem *pro
         if (f[i].n_full > T) T = f[i].n_full;
         free(qi), free(a), free(q);
     }
-    const int B = 16;
+    // per batch, on the backend: each row's argmax, and -log p(next answer token) on the rows
+    // that predict one (cross-entropy with the other rows ignored); only those come back
+    const int B = 16, BT = B * T;
+    const Backend *be = m->be;
     ForwardState s;
     int have_state = 0;
     if (!rc && forward_state_init(&s, m, B, T, T, 1))  // 1: room for every row's logits
         rc = err_set(err, "out of memory for a %d x %d evaluation batch", B, T);
     else have_state = !rc;
-    int *tokens = xcalloc((size_t)B * T, sizeof(int));
-    float *logits = have_state ? xmalloc(sizeof(float) * (size_t)B * T * V) : NULL;
+    float *nll_dev = have_state ? backend_xalloc(be, sizeof(float) * (size_t)BT) : NULL;
+    int *top_dev = have_state ? backend_xalloc(be, sizeof(int) * (size_t)BT) : NULL;
+    int *tokens = xcalloc((size_t)BT, sizeof(int)), *want = xmalloc(sizeof(int) * (size_t)BT);
+    int *top = xmalloc(sizeof(int) * (size_t)BT);
+    float *nll = xmalloc(sizeof(float) * (size_t)BT);
     for (int start = 0; start < n_sel && !rc; start += B) {
+        for (int i = 0; i < BT; i++) want[i] = -1;
         for (int r = 0; r < B; r++) {  // rows past the end repeat the first problem
             const Forced *x = &f[start + r < n_sel ? start + r : start];
             memset(tokens + (size_t)r * T, 0, sizeof(int) * T);
             memcpy(tokens + (size_t)r * T, x->full, sizeof(int) * x->n_full);
+            if (start + r < n_sel)
+                for (int j = x->n_prompt - 1; j < x->n_full - 1; j++) want[r * T + j] = x->full[j + 1];
         }
         s.pos = 0;
         model_forward(m, &s, tokens, 1, NULL, NULL);
-        m->be->download(logits, s.logits, sizeof(float) * (size_t)B * T * V);
+        be->argmax_forward(top_dev, s.logits, BT, V);
+        be->upload(s.targets, want, sizeof(int) * (size_t)BT);
+        be->cross_entropy_forward(nll_dev, s.logits, s.targets, BT, V);
+        be->download(top, top_dev, sizeof(int) * (size_t)BT);
+        be->download(nll, nll_dev, sizeof(float) * (size_t)BT);
         for (int r = 0; r < B && start + r < n_sel; r++) {
             const Forced *x = &f[start + r];
             if (!x->n_full) continue;  // judged by greedy decoding above
-            const float *lg = logits + (size_t)r * T * V;
             int ok = 1;
             double logp = 0;
             for (int j = x->n_prompt - 1; j < x->n_full - 1; j++) {
-                ok &= argmax(lg + (size_t)j * V, V) == x->full[j + 1];
-                logp += log_softmax_at(lg + (size_t)j * V, V, x->full[j + 1]);
+                ok &= top[r * T + j] == x->full[j + 1];
+                logp -= nll[r * T + j];
             }
-            ok &= !vf->digit_start[argmax(lg + (size_t)(x->n_full - 1) * V, V)];
+            ok &= !vf->digit_start[top[r * T + x->n_full - 1]];
             ok_out[start + r] = ok;
             p_out[start + r] = exp(logp);
         }
         if (progress) progress(pctx, "exact match", start + B < n_sel ? start + B : n_sel, n_sel);
     }
-    if (have_state) forward_state_free(&s);
-    free(tokens);
-    free(logits);
+    if (have_state) {
+        be->free(nll_dev), be->free(top_dev);
+        forward_state_free(&s);
+    }
+    free(tokens), free(want), free(top), free(nll);
     for (int i = 0; i < n_sel; i++) free(f[i].full);
     free(f);
     return rc;
@@ -326,54 +325,96 @@ typedef struct {
     int n[N_OPS], known[N_OPS], n_skipped;  // known: problems whose answer token is known
 } LensStats;
 
+// The last prompt position's residual after each block, for a batch of prompts right-padded
+// to T (causal attention: the padding after a prompt cannot change it): rows (B, L, C), a
+// buffer of the model's backend.
+typedef struct {
+    const Backend *be;
+    float *rows;
+    const int *last;  // (B) each prompt's last position
+    int T, L;
+} LastRows;
+
+static void keep_last_rows(void *ctx, int layer, const float *resid, int n, int C) {
+    const LastRows *h = ctx;
+    if (layer < 0) return;  // the embeddings are not unembedded
+    for (int b = 0; b < n / h->T; b++)
+        h->be->copy(h->rows + ((size_t)b * h->L + layer) * C,
+                    resid + ((size_t)b * h->T + h->last[b]) * C, sizeof(float) * C);
+}
+
+// CHUNK prompts a forward pass; the lens of all their layers is one GEMM, and the per-operation
+// sums stay on the backend: only argmaxes and the answer's probabilities come back per chunk.
 static int lens_stats(const Model *m, const Problem *probs, const int *sel, int n_sel,
                       LensStats *st, ProgressFn progress, void *pctx, Error *err) {
+    const Backend *be = m->be;
     const int L = m->cfg.n_layers, C = m->cfg.dim, V = m->cfg.vocab_size;
     st->mean = xcalloc((size_t)N_OPS * L * V, sizeof(float));
     st->top1 = xcalloc((size_t)N_OPS * L, sizeof(double));
     st->p_answer = xcalloc((size_t)N_OPS * L, sizeof(double));
-    float *rows = xmalloc(sizeof(float) * (size_t)CHUNK * L * C);
-    float *one = xmalloc(sizeof(float) * (size_t)(L + 1) * C);  // a problem's residuals
-    float *p = xmalloc(sizeof(float) * (size_t)CHUNK * L * V);
-    int target[CHUNK], op_of[CHUNK], rc = 0;
+    int **ids = xcalloc((size_t)n_sel, sizeof(int *)), *len = xcalloc((size_t)n_sel, sizeof(int));
+    int *target = xcalloc((size_t)n_sel, sizeof(int)), T = 1, rc = 0;
+    for (int i = 0; i < n_sel && !rc; i++) {
+        const Problem *q = &probs[sel[i]];
+        char *ptext = problem_text(q, 0, " "), *atext = problem_text(q, 1, "");
+        int *ai = NULL, na;
+        rc = encode(m, ptext, &ids[i], &len[i], err) || encode(m, atext, &ai, &na, err);
+        if (!rc) target[i] = is_prefix(ids[i], len[i], ai, na) && na > len[i] ? ai[len[i]] : -1;
+        if (!rc && len[i] > T) T = len[i];
+        free(ai), free(ptext), free(atext);
+    }
+    ForwardState s;
+    int have_state = 0;
+    if (!rc && forward_state_init(&s, m, CHUNK, T, T, ACTS_NONE))
+        rc = err_set(err, "out of %s memory for a %d x %d lens batch", be->device, CHUNK, T);
+    else have_state = !rc;
+    const size_t rows_c = (size_t)CHUNK * L * C, rows_v = (size_t)CHUNK * L * V;
+    float *buf = rc ? NULL : backend_xalloc(be, sizeof(float) * (2 * rows_c + rows_v + (size_t)N_OPS * L * V + CHUNK * L));
+    float *rows = buf, *xn = rows ? rows + rows_c : NULL, *p = xn ? xn + rows_c : NULL;
+    float *mean = p ? p + rows_v : NULL;
+    int *top_dev = mean ? (int *)(mean + (size_t)N_OPS * L * V) : NULL;
+    int *tokens = xcalloc((size_t)CHUNK * T, sizeof(int)), last[CHUNK];
+    int *top_host = xmalloc(sizeof(int) * CHUNK * (size_t)L);
     for (int start = 0; start < n_sel && !rc; start += CHUNK) {
-        int k = n_sel - start < CHUNK ? n_sel - start : CHUNK;
-        for (int r = 0; r < k && !rc; r++) {
-            const Problem *q = &probs[sel[start + r]];
-            char *ptext = problem_text(q, 0, " "), *atext = problem_text(q, 1, "");
-            int *pi, np, *ai, na;
-            rc = encode(m, ptext, &pi, &np, err) || encode(m, atext, &ai, &na, err);
-            if (!rc) {
-                target[r] = is_prefix(pi, np, ai, na) && na > np ? ai[np] : -1;
-                op_of[r] = q->op;
-                // block outputs only: row 0 (the embeddings) is not unembedded
-                rc = lens_residuals(m, pi, np, one, err);
-                memcpy(rows + (size_t)r * L * C, one + C, sizeof(float) * (size_t)L * C);
-                free(pi), free(ai);
-            }
-            free(ptext), free(atext);
+        int k = n_sel - start < CHUNK ? n_sel - start : CHUNK, Tc = 1;
+        for (int r = 0; r < k; r++) Tc = len[start + r] > Tc ? len[start + r] : Tc;
+        for (int r = 0; r < CHUNK; r++) {  // rows past the end repeat the chunk's first prompt
+            int i = start + (r < k ? r : 0);
+            memset(tokens + (size_t)r * Tc, 0, sizeof(int) * Tc);
+            memcpy(tokens + (size_t)r * Tc, ids[i], sizeof(int) * len[i]);
+            last[r] = len[i] - 1;
         }
-        if (rc) break;
-        lens_unembed_rows(m, rows, k * L, p);
+        s.T = Tc, s.pos = 0;
+        LastRows h = {be, rows, last, Tc, L};
+        model_forward(m, &s, tokens, 0, keep_last_rows, &h);
+        lens_unembed_on(m, rows, k * L, p, xn);
+        be->argmax_forward(top_dev, p, k * L, V);
+        be->download(top_host, top_dev, sizeof(int) * (size_t)k * L);
         for (int r = 0; r < k; r++) {
-            int op = op_of[r];
+            int op = probs[sel[start + r]].op, t = target[start + r];
             st->n[op]++;
-            if (target[r] < 0) st->n_skipped++;
+            if (t < 0) st->n_skipped++;
             else st->known[op]++;
             for (int l = 0; l < L; l++) {
                 const float *row = p + ((size_t)r * L + l) * V;
-                add_inplace(st->mean + ((size_t)op * L + l) * V, row, V);
-                if (target[r] >= 0) {
-                    st->top1[op * L + l] += argmax(row, V) == target[r];
-                    st->p_answer[op * L + l] += row[target[r]];
+                be->add_inplace(mean + ((size_t)op * L + l) * V, row, V);
+                if (t >= 0) {
+                    float pt;
+                    be->download(&pt, row + t, sizeof pt);
+                    st->top1[op * L + l] += top_host[r * L + l] == t;
+                    st->p_answer[op * L + l] += pt;
                 }
             }
         }
         if (progress) progress(pctx, "lens", start + k, n_sel);
     }
-    free(rows);
-    free(one);
-    free(p);
+    if (!rc) be->download(st->mean, mean, sizeof(float) * (size_t)N_OPS * L * V);
+    free(top_host);
+    if (buf) be->free(buf);
+    if (have_state) forward_state_free(&s);
+    free(tokens);
+    for (int i = 0; i < n_sel; i++) free(ids[i]);
+    free(ids), free(len), free(target);
     if (rc) return -1;
     for (int op = 0; op < N_OPS; op++) {
         if (!st->n[op]) continue;

@@ -35,16 +35,21 @@ int lens_residuals(const Model *m, const int *ids, int n_ids, float *rows, Error
     return 0;
 }
 
-void lens_unembed_rows(const Model *m, const float *rows, int n, float *probs) {
+void lens_unembed_on(const Model *m, const float *rows, int n, float *probs, float *xn) {
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
-    size_t nc = (size_t)n * c->dim, nv = (size_t)n * c->vocab_size;
+    be->rmsnorm_forward(xn, NULL, rows, m->final_norm, n, c->dim, c->norm_eps);
+    be->matmul_forward(probs, xn, m->head, n, c->dim, c->vocab_size);  // one GEMM for all rows
+    be->softmax_forward(probs, probs, n, c->vocab_size);
+}
+
+void lens_unembed_rows(const Model *m, const float *rows, int n, float *probs) {
+    const Backend *be = m->be;
+    size_t nc = (size_t)n * m->cfg.dim, nv = (size_t)n * m->cfg.vocab_size;
     float *buf = backend_xalloc(be, sizeof(float) * (2 * nc + nv));
     float *x = buf, *xn = buf + nc, *p = buf + 2 * nc;
     be->upload(x, rows, sizeof(float) * nc);
-    be->rmsnorm_forward(xn, NULL, x, m->final_norm, n, c->dim, c->norm_eps);
-    be->matmul_forward(p, xn, m->head, n, c->dim, c->vocab_size);  // one GEMM for all rows
-    be->softmax_forward(p, p, n, c->vocab_size);
+    lens_unembed_on(m, x, n, p, xn);
     be->download(probs, p, sizeof(float) * nv);
     be->free(buf);
 }

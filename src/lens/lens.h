@@ -33,6 +33,8 @@ int lens_layer_probs(const Model *m, const int *ids, int n_ids, float *probs, Er
 // rows at once, rows (n, C) -> probs (n, V).
 int lens_residuals(const Model *m, const int *ids, int n_ids, float *rows, Error *err);
 void lens_unembed_rows(const Model *m, const float *rows, int n, float *probs);
+// The same on buffers of the model's backend: rows (n, C) -> probs (n, V); xn (n, C) scratch.
+void lens_unembed_on(const Model *m, const float *rows, int n, float *probs, float *xn);
 
 // layers: which of -1..L-1 to report (NULL = all blocks 0..L-1).
 int lens_run(const Model *m, const int *ids, int n_ids, int top_k, const int *layers,

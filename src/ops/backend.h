@@ -59,6 +59,7 @@ typedef struct Backend {
     void (*add_forward)(float *out, const float *a, const float *b, int64_t n);
     void (*add_inplace)(float *x, const float *y, int64_t n);
     void (*softmax_forward)(float *probs, const float *logits, int N, int V);
+    void (*argmax_forward)(int *out, const float *x, int N, int V);
     float (*cross_entropy_forward)(float *losses, const float *logits, const int *targets, int N,
                                    int V);
     void (*cross_entropy_backward)(float *dlogits, const float *logits, const int *targets, int N,

@@ -104,6 +104,8 @@ void add_forward(float *out, const float *a, const float *b, int64_t n);  // out
 // ---- softmax / cross-entropy (ops/cpu/softmax.c)
 // logits (N,V) -> probs (N,V), numerically stable
 void softmax_forward(float *probs, const float *logits, int N, int V);
+// x (N,V) -> out (N): each row's first index of its largest value
+void argmax_forward(int *out, const float *x, int N, int V);
 // Mean cross-entropy over rows whose target >= 0 (target < 0 = ignored). logits (N,V),
 // targets (N) -> losses (N) (0 for ignored rows; may be NULL). Returns the mean (0 if none).
 float cross_entropy_forward(float *losses, const float *logits, const int *targets, int N, int V);

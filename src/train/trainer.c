@@ -109,6 +109,20 @@ static int save_adapters(const char *path, const ParamList *pl, Error *err) {
     return rc;
 }
 
+// A numbered checkpoint, and adapters.safetensors as the same file: a hard link renamed over
+// it (atomic, and no second copy of a full fine-tune's gigabytes); a plain copy where the
+// file system has no hard links.
+static int save_checkpoint(const char *adapter_file, const char *ckpt, const ParamList *pl,
+                           Error *err) {
+    if (save_adapters(ckpt, pl, err)) return -1;
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.link", adapter_file);
+    unlink(tmp);
+    if (link(ckpt, tmp) == 0 && rename(tmp, adapter_file) == 0) return 0;
+    unlink(tmp);
+    return save_adapters(adapter_file, pl, err);
+}
+
 // adapter_config.json: every argument, as mlx-lm writes it, so the folder is self-describing.
 static cJSON *config_json(const TrainConfig *c) {
     static const char *const opt_names[] = {"adam", "adamw", "sgd"};
@@ -623,8 +637,10 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
                 m.be->sync();  // the host reads the parameters
                 char ckpt[1100];
                 snprintf(ckpt, sizeof ckpt, "%s/%07d_adapters.safetensors", c->adapter_path, iter);
-                if (save_adapters(adapter_file, &pl, err) || save_adapters(ckpt, &pl, err) ||
-                    save_state(c, iter, &pl, &opt, &g, &it, &acc, out, err))
+                // after the last iteration nothing is left to resume: no state (it would be
+                // removed right away; for a full fine-tune it is gigabytes)
+                if (save_checkpoint(adapter_file, ckpt, &pl, err) ||
+                    (iter < c->iters && save_state(c, iter, &pl, &opt, &g, &it, &acc, out, err)))
                     goto done_iter;
                 printf("Iter %d: Saved adapter weights to %s and %s.\n", iter, adapter_file, ckpt);
                 saved[1] = saved[0], saved[0] = iter;
@@ -639,7 +655,7 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
             }
         }
         m.be->sync();
-        if (save_adapters(adapter_file, &pl, err)) goto done_iter;
+        if (saved[0] != c->iters && save_adapters(adapter_file, &pl, err)) goto done_iter;
         printf("Saved final weights to %s.\n", adapter_file);
         remove_state(c->adapter_path);  // finished: nothing left to resume
         if (out->train_seconds > 0) out->mean_tokens_per_sec = out->trained_tokens / out->train_seconds;

@@ -41,6 +41,7 @@ const Backend BACKEND_CPU = {
     .add_forward = add_forward,
     .add_inplace = add_inplace,
     .softmax_forward = softmax_forward,
+    .argmax_forward = argmax_forward,
     .cross_entropy_forward = cross_entropy_forward,
     .cross_entropy_backward = cross_entropy_backward,
     .adam_update = adam_update,

@@ -126,3 +126,15 @@ void cross_entropy_backward(float *dlogits, const float *logits, const int *targ
         d[tgt] = (float)(scale * ((double)expf(x[tgt] - maxv) / sum - 1.0));
     }
 }
+
+// x (N,V) -> out (N): each row's first index of its largest value
+void argmax_forward(int *out, const float *x, int N, int V) {
+#pragma omp parallel for schedule(static) if (N > 1 && (int64_t)N * V >= PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *r = x + (size_t)n * V;
+        int best = 0;
+        for (int i = 1; i < V; i++)
+            if (r[i] > r[best]) best = i;
+        out[n] = best;
+    }
+}

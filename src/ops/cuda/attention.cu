@@ -1,0 +1,220 @@
+// attention.cu — causal grouped-query scaled-dot-product attention (ops/cpu/attention.c).
+// q (B,T,H,D); k, v (B,S,Hkv,D); query head h reads kv head h / (H/Hkv); query t sits at
+// position q_offset + t and sees keys s <= q_offset + t (s < S). Scale 1/sqrt(D).
+// probs (B,H,T,S): row (b,h,t) at ((b*H + h)*T + t)*S, zero beyond the causal limit.
+//
+// Forward: one block per query row (b,h,t): scores (one warp per key, lanes over D) into the
+// probs row, block max and (double) sum, then the weighted sum of values with the threads
+// split over (d, a group of keys). Backward: the same per-row block computes dP = dout . v,
+// delta = sum P dP, dS = scale P (dP - delta) into the workspace, and dq; then one thread per
+// dk/dv element sums over the query rows (and the query heads of its kv group) that see its
+// key, so nothing needs atomics.
+#include "ops/cuda/cuda_common.cuh"
+
+#define ATT_THREADS 256
+
+// index of the last key query t may see (-1: none)
+__device__ __forceinline__ int att_last_key(int t, int S, int q_offset) {
+    const int last = q_offset + t;
+    return last < S ? last : S - 1;
+}
+
+// y (D) = sum_{s<n} w[s] * rows[s*stride + d] for one block; part is ATT_THREADS floats of
+// shared memory. Threads split over (d, s mod G) with G = blockDim / D keys in flight, then
+// the G partial sums of each d are added in order. acc_into: y += instead of y =.
+__device__ static void att_weighted_rows(float *y, bool acc_into, const float *w,
+                                         const float *rows, size_t stride, int n, int D,
+                                         float *part) {
+    const int tid = threadIdx.x;
+    if (D <= (int)blockDim.x) {
+        const int G = blockDim.x / D, d = tid % D, g = tid / D;
+        float acc = 0.0f;
+        if (g < G)
+            for (int s = g; s < n; s += G) acc += w[s] * rows[(size_t)s * stride + d];
+        part[tid] = acc;
+        __syncthreads();
+        if (tid < D) {
+            float tot = 0.0f;
+            for (int gg = 0; gg < G; gg++) tot += part[gg * D + tid];
+            y[tid] = acc_into ? y[tid] + tot : tot;
+        }
+        __syncthreads();
+    } else {
+        for (int d = tid; d < D; d += blockDim.x) {
+            float acc = 0.0f;
+            for (int s = 0; s < n; s++) acc += w[s] * rows[(size_t)s * stride + d];
+            y[d] = acc_into ? y[d] + acc : acc;
+        }
+    }
+}
+
+// p[s] = x (D, shared) . rows[s], s < n, times mul; one warp per key
+__device__ static void att_dots(float *p, const float *x, const float *rows, size_t stride, int n,
+                                int D, float mul) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int s = w; s < n; s += nw) {
+        const float *r = rows + (size_t)s * stride;
+        float a = 0.0f;
+        for (int d = lane; d < D; d += 32) a += x[d] * r[d];
+        a = warp_sum(a);
+        if (lane == 0) p[s] = a * mul;
+    }
+}
+
+// grid: B*H*T blocks, row = (b*H + h)*T + t; shared: D + ATT_THREADS floats
+__global__ static void attn_fwd_kernel(float *out, float *probs, const float *q, const float *k,
+                                       const float *v, int T, int S, int q_offset, int H,
+                                       int Hkv, int D, float scale) {
+    extern __shared__ float sh[];
+    float *qs = sh, *part = sh + D;
+    __shared__ float redf[32];
+    __shared__ double redd[32];
+    const int64_t row = blockIdx.x;
+    const int t = (int)(row % T);
+    const int64_t bh = row / T;
+    const int h = (int)(bh % H);
+    const int64_t b = bh / H;
+    const int kvh = h / (H / Hkv), n = att_last_key(t, S, q_offset) + 1;
+    const size_t stride = (size_t)Hkv * D;
+    const float *qt = q + ((b * T + t) * H + h) * D;
+    float *ot = out + ((b * T + t) * H + h) * D;
+    float *p = probs + row * S;
+    const float *kb = k + ((size_t)b * S * Hkv + kvh) * D;
+    const float *vb = v + ((size_t)b * S * Hkv + kvh) * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qt[d];
+    __syncthreads();
+    att_dots(p, qs, kb, stride, n, D, 1.0f);  // raw dots, then * scale as the CPU rounds them
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int s = threadIdx.x; s < n; s += blockDim.x) {
+        const float sc = p[s] * scale;
+        p[s] = sc;
+        mx = fmaxf(mx, sc);
+    }
+    mx = block_max(mx, redf);
+    double sum = 0.0;  // the normalizer in double, as on the CPU
+    for (int s = threadIdx.x; s < n; s += blockDim.x) {
+        const float e = expf(p[s] - mx);
+        p[s] = e;
+        sum += e;
+    }
+    sum = block_sum(sum, redd);
+    const float inv = n > 0 ? (float)(1.0 / sum) : 0.0f;
+    for (int s = threadIdx.x; s < n; s += blockDim.x) p[s] *= inv;
+    for (int s = n + threadIdx.x; s < S; s += blockDim.x) p[s] = 0.0f;
+    __syncthreads();
+    att_weighted_rows(ot, false, p, vb, stride, n, D, part);
+}
+
+// Backward per query row: dS row (in dS, laid out as probs) and dq row (+=, if dq)
+__global__ static void attn_bwd_row_kernel(float *dq, float *dS, const float *dout,
+                                           const float *probs, const float *k, const float *v,
+                                           int T, int S, int q_offset, int H, int Hkv, int D,
+                                           float scale) {
+    extern __shared__ float sh[];
+    float *dos = sh, *part = sh + D;
+    __shared__ double redd[32];
+    const int64_t row = blockIdx.x;
+    const int t = (int)(row % T);
+    const int64_t bh = row / T;
+    const int h = (int)(bh % H);
+    const int64_t b = bh / H;
+    const int kvh = h / (H / Hkv), n = att_last_key(t, S, q_offset) + 1;
+    const size_t stride = (size_t)Hkv * D;
+    const float *dot_ = dout + ((b * T + t) * H + h) * D;
+    const float *p = probs + row * S;
+    float *ds = dS + row * S;
+    const float *kb = k + ((size_t)b * S * Hkv + kvh) * D;
+    const float *vb = v + ((size_t)b * S * Hkv + kvh) * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) dos[d] = dot_[d];
+    __syncthreads();
+    att_dots(ds, dos, vb, stride, n, D, 1.0f);  // dP
+    __syncthreads();
+    double dl = 0.0;  // delta = sum_s P dP, in double
+    for (int s = threadIdx.x; s < n; s += blockDim.x) dl += (double)p[s] * ds[s];
+    dl = block_sum(dl, redd);
+    const float dlf = (float)dl;
+    for (int s = threadIdx.x; s < n; s += blockDim.x) ds[s] = (scale * p[s]) * (ds[s] - dlf);
+    __syncthreads();
+    if (dq) att_weighted_rows(dq + ((b * T + t) * H + h) * D, true, ds, kb, stride, n, D, part);
+}
+
+// dk, dv (B,S,Hkv,D) +=: one thread per element, summing over the query rows that see key s
+__global__ static void attn_bwd_kv_kernel(float *dk, float *dv, const float *dS,
+                                          const float *probs, const float *dout, const float *q,
+                                          int B, int T, int S, int q_offset, int H, int Hkv,
+                                          int D) {
+    const int64_t total = (int64_t)B * S * Hkv * D;
+    const int group = H / Hkv;
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < total;
+         j += (int64_t)gridDim.x * blockDim.x) {
+        const int d = (int)(j % D);
+        const int kvh = (int)((j / D) % Hkv);
+        const int64_t bs = j / ((int64_t)D * Hkv);
+        const int s = (int)(bs % S);
+        const int64_t b = bs / S;
+        const int t0 = s - q_offset > 0 ? s - q_offset : 0;  // first t that sees s
+        float ka = 0.0f, va = 0.0f;
+        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+            for (int t = t0; t < T; t++) {
+                const size_t row = ((size_t)b * H + h) * T + t;
+                const size_t e = (((size_t)b * T + t) * H + h) * D + d;
+                if (dv) va += probs[row * S + s] * dout[e];
+                if (dk) ka += dS[row * S + s] * q[e];
+            }
+        }
+        if (dk) dk[j] += ka;
+        if (dv) dv[j] += va;
+    }
+}
+
+static size_t att_shmem(int D) { return (size_t)(D + ATT_THREADS) * sizeof(float); }
+
+static void attn_fwd(float *out, float *probs, const float *q, const float *k, const float *v,
+                     int B, int T, int S, int q_offset, int H, int Hkv, int D) {
+    const int64_t rows = (int64_t)B * H * T;
+    const float scale = 1.0f / sqrtf((float)D);
+    attn_fwd_kernel<<<(unsigned)rows, ATT_THREADS, att_shmem(D)>>>(out, probs, q, k, v, T, S,
+                                                                   q_offset, H, Hkv, D, scale);
+    CUDA_LAUNCH_CHECK();
+}
+
+// -> out (B,T,H,D); probs (B,H,T,S) (may be NULL: the workspace holds them)
+void cuda_attention_forward(float *out, float *probs, const float *q, const float *k,
+                            const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
+                            int D) {
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
+    if (!probs) probs = cuda_workspace((size_t)B * H * T * (S > 0 ? S : 1));
+    attn_fwd(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
+}
+
+// dout (B,T,H,D), probs (B,H,T,S) (NULL: recomputed) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) +=
+// (any may be NULL)
+void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                             const float *probs, const float *q, const float *k, const float *v,
+                             int B, int T, int S, int q_offset, int H, int Hkv, int D) {
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return;
+    if (!dq && !dk && !dv) return;
+    const size_t np = (size_t)B * H * T * S, no = (size_t)B * T * H * D;
+    const int need_ds = dq || dk;
+    const size_t n_ws = (need_ds ? np : 0) + (probs ? 0 : np + no);
+    float *ws = n_ws ? cuda_workspace(n_ws) : NULL;
+    float *dS = ws;
+    if (!probs) {  // not saved: recompute them (and a throwaway out)
+        float *tp = ws + (need_ds ? np : 0);
+        attn_fwd(tp + np, tp, q, k, v, B, T, S, q_offset, H, Hkv, D);
+        probs = tp;
+    }
+    const float scale = 1.0f / sqrtf((float)D);
+    if (need_ds) {
+        attn_bwd_row_kernel<<<(unsigned)((int64_t)B * H * T), ATT_THREADS, att_shmem(D)>>>(
+            dq, dS, dout, probs, k, v, T, S, q_offset, H, Hkv, D, scale);
+        CUDA_LAUNCH_CHECK();
+    }
+    if (dk || dv) {
+        const int64_t total = (int64_t)B * S * Hkv * D;
+        attn_bwd_kv_kernel<<<cuda_grid(total, 256), 256>>>(dk, dv, dS, probs, dout, q, B, T, S,
+                                                           q_offset, H, Hkv, D);
+        CUDA_LAUNCH_CHECK();
+    }
+}

@@ -1,0 +1,145 @@
+// cuda_common.cuh — what the CUDA backend's .cu files share: error checks, the cuBLAS handle,
+// a growable device workspace, small block reductions, and the declarations of every cuda_*
+// op (each keeps the contract of the CPU op of the same name in ops.h / ops/cpu/*.c).
+// All work is queued on the legacy default stream (stream 0), asynchronously; host code syncs
+// through Backend.sync / download.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+extern "C" {
+#include "ops/backend.h"
+}
+
+// A GPU error mid-run is not recoverable: report where and abort.
+#define CUDA_CHECK(call)                                                                    \
+    do {                                                                                    \
+        cudaError_t e_ = (call);                                                            \
+        if (e_ != cudaSuccess) {                                                            \
+            fprintf(stderr, "tunelens: CUDA error at %s:%d: %s (%s)\n", __FILE__, __LINE__, \
+                    cudaGetErrorString(e_), #call);                                         \
+            abort();                                                                        \
+        }                                                                                   \
+    } while (0)
+
+#define CUBLAS_CHECK(call)                                                                  \
+    do {                                                                                    \
+        cublasStatus_t s_ = (call);                                                         \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                  \
+            fprintf(stderr, "tunelens: cuBLAS error at %s:%d: %s (%s)\n", __FILE__, __LINE__, \
+                    cublasGetStatusString(s_), #call);                                      \
+            abort();                                                                        \
+        }                                                                                   \
+    } while (0)
+
+// after a kernel launch: a bad configuration shows up here
+#define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+// ---- context (backend_cuda.cu)
+cublasHandle_t cuda_cublas(void);
+// Device scratch of at least `floats` floats, valid until the next call (the previous one is
+// freed when it grows, after a device sync). One op takes it once and carves it up.
+float *cuda_workspace(size_t floats);
+
+// Grid size for a grid-stride loop over n items with `threads` per block.
+static inline unsigned cuda_grid(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    if (b > 65536) b = 65536;
+    return (unsigned)b;
+}
+
+static inline int cuda_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+// Row-major GEMM on cuBLAS (column-major): C (M,N) = alpha op(A) @ op(B) + beta C, where A, B,
+// C are row-major with row strides lda, ldb, ldc. Row-major C is column-major C^T, so this is
+// C^T = op(B)^T @ op(A)^T with the operands swapped.
+static inline void gemm_rm(bool transA, bool transB, int M, int N, int K, float alpha,
+                           const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                           int ldc) {
+    CUBLAS_CHECK(cublasSgemm(cuda_cublas(), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                             transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, ldb, A, lda,
+                             &beta, C, ldc));
+}
+
+// ---- block reductions (blockDim.x a multiple of 32, at most 1024; every thread calls them
+// and gets the result). `red` is shared scratch of at least 32 elements of the type; the
+// calls end with a barrier so it may be reused at once.
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T *red) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();  // red may still be read by a previous reduction
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : (T)0;
+    v = warp_sum(v);
+    __syncthreads();
+    return v;
+}
+__device__ __forceinline__ float block_max(float v, float *red) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : -INFINITY;
+    v = warp_max(v);
+    __syncthreads();
+    return v;
+}
+
+// ---- ops (signatures as in Backend)
+void cuda_matmul_forward(float *out, const float *inp, const float *weight, int N, int IC, int OC);
+void cuda_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                          const float *weight, int N, int IC, int OC);
+void cuda_lora_forward(float *out, float *xa, const float *inp, const float *A, const float *B,
+                       int N, int IC, int OC, int r, float scale, const Dropout *drop);
+void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, const float *inp,
+                        const float *xa, const float *A, const float *B, int N, int IC, int OC,
+                        int r, float scale, const Dropout *drop);
+// dropout on device buffers (used by lora.cu): inp (N,C) -> out (N,C) (may be inp);
+// dinp (N,C) += mask * dout / (1-p)
+void cuda_dropout_forward(float *out, const float *inp, const Dropout *d, int N, int C);
+void cuda_dropout_backward(float *dinp, const float *dout, const Dropout *d, int N, int C);
+void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
+                          int C, float eps);
+void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                           const float *weight, const float *rstd, int N, int C);
+void cuda_rope_forward(float *x, const float *cos_t, const float *sin_t, const int *pos, int N,
+                       int H, int D);
+void cuda_rope_backward(float *dx, const float *cos_t, const float *sin_t, const int *pos, int N,
+                        int H, int D);
+void cuda_attention_forward(float *out, float *probs, const float *q, const float *k,
+                            const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
+                            int D);
+void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                             const float *probs, const float *q, const float *k, const float *v,
+                             int B, int T, int S, int q_offset, int H, int Hkv, int D);
+void cuda_swiglu_forward(float *out, const float *gate, const float *up, int64_t n);
+void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                          const float *up, int64_t n);
+void cuda_embedding_forward(float *out, const int *ids, const float *table, int N, int C);
+void cuda_add_forward(float *out, const float *a, const float *b, int64_t n);
+void cuda_add_inplace(float *x, const float *y, int64_t n);
+void cuda_softmax_forward(float *probs, const float *logits, int N, int V);
+void cuda_argmax_forward(int *out, const float *x, int N, int V);
+float cuda_cross_entropy_forward(float *losses, const float *logits, const int *targets, int N,
+                                 int V);
+void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int *targets, int N,
+                                 int V, float scale);
+void cuda_adam_update(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
+                      float beta1, float beta2, float eps, float weight_decay);
+void cuda_sgd_update(float *param, const float *grad, int64_t n, float lr);

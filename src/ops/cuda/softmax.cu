@@ -1,0 +1,173 @@
+// softmax.cu — softmax over the vocabulary and the cross-entropy loss (ops/cpu/softmax.c).
+// One block per row (V up to 128256, N up to a few hundred): a max, then a sum of exp in
+// double (as on the CPU), then the outputs. Rows with target < 0 are ignored by the loss.
+#include "ops/cuda/cuda_common.cuh"
+
+#define SM_THREADS 1024
+
+// max and sum_i exp(x_i - max) (double) of one row, for the whole block
+__device__ static void row_stats(const float *x, int V, float *maxv, double *sum, float *redf,
+                                 double *redd) {
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) m = fmaxf(m, x[i]);
+    m = block_max(m, redf);
+    double s = 0.0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) s += (double)expf(x[i] - m);
+    *sum = block_sum(s, redd);
+    *maxv = m;
+}
+
+// logits (N,V) -> probs (N,V); probs may be logits (each entry is read, then written, by the
+// same thread)
+__global__ static void softmax_kernel(float *probs, const float *logits, int V) {
+    __shared__ float redf[32];
+    __shared__ double redd[32];
+    const float *x = logits + (size_t)blockIdx.x * V;
+    float *p = probs + (size_t)blockIdx.x * V;
+    float m;
+    double sum;
+    row_stats(x, V, &m, &sum, redf, redd);
+    const float inv = (float)(1.0 / sum);
+    for (int i = threadIdx.x; i < V; i += blockDim.x) p[i] = expf(x[i] - m) * inv;
+}
+
+void cuda_softmax_forward(float *probs, const float *logits, int N, int V) {
+    if (N <= 0 || V <= 0) return;
+    softmax_kernel<<<N, SM_THREADS>>>(probs, logits, V);
+    CUDA_LAUNCH_CHECK();
+}
+
+// x (N,V) -> out (N): one block per row; ties go to the lower index, as on the CPU
+__global__ static void argmax_kernel(int *out, const float *x, int V) {
+    __shared__ float best_v[SM_THREADS];
+    __shared__ int best_i[SM_THREADS];
+    const float *r = x + (size_t)blockIdx.x * V;
+    float bv = -INFINITY;
+    int bi = V;  // past the end: loses every tie (a row of NaN or -inf still gets index 0 below)
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+        if (r[i] > bv) bv = r[i], bi = i;
+    best_v[threadIdx.x] = bv, best_i[threadIdx.x] = bi;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+        if (threadIdx.x < stride) {
+            float ov = best_v[threadIdx.x + stride];
+            int oi = best_i[threadIdx.x + stride];
+            if (ov > best_v[threadIdx.x] || (ov == best_v[threadIdx.x] && oi < best_i[threadIdx.x]))
+                best_v[threadIdx.x] = ov, best_i[threadIdx.x] = oi;
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = best_i[0] < V ? best_i[0] : 0;
+}
+
+void cuda_argmax_forward(int *out, const float *x, int N, int V) {
+    if (N <= 0 || V <= 0) return;
+    argmax_kernel<<<N, SM_THREADS>>>(out, x, V);
+    CUDA_LAUNCH_CHECK();
+}
+
+// Per row: loss (double) = max + log(sum exp(x - max)) - x[target]; rows (N) gets the loss,
+// flags (N): 0 ignored, 1 counted, 2 target >= V (an error, as on the CPU)
+__global__ static void ce_row_kernel(float *losses, double *rows, int *flags, const float *logits,
+                                     const int *targets, int V) {
+    __shared__ float redf[32];
+    __shared__ double redd[32];
+    const int n = blockIdx.x, tgt = targets[n];
+    double loss = 0.0;
+    int flag = 0;
+    if (tgt >= V) {
+        flag = 2;
+    } else if (tgt >= 0) {
+        const float *x = logits + (size_t)n * V;
+        float m;
+        double sum;
+        row_stats(x, V, &m, &sum, redf, redd);
+        loss = (double)m + log(sum) - (double)x[tgt];
+        flag = 1;
+    }
+    if (threadIdx.x == 0) {
+        rows[n] = loss;
+        flags[n] = flag;
+        if (losses) losses[n] = (float)loss;
+    }
+}
+
+// res[0] = sum of counted losses, res[1] = their count, res[2] = a bad target's row + 1 (0:
+// none); one block, fixed order, so the result is deterministic
+__global__ static void ce_reduce_kernel(double *res, const double *rows, const int *flags, int N) {
+    __shared__ double redd[32];
+    double tot = 0.0, cnt = 0.0, bad = 0.0;
+    for (int n = threadIdx.x; n < N; n += blockDim.x) {
+        if (flags[n] == 1) tot += rows[n], cnt += 1.0;
+        if (flags[n] == 2 && bad == 0.0) bad = n + 1;
+    }
+    tot = block_sum(tot, redd);
+    cnt = block_sum(cnt, redd);
+    // any bad row will do: the maximum of the threads' first ones
+    __shared__ double badmax;
+    if (threadIdx.x == 0) badmax = 0.0;
+    __syncthreads();
+    if (bad > 0.0) atomicMax((unsigned long long *)&badmax, __double_as_longlong(bad));
+    __syncthreads();
+    if (threadIdx.x == 0) res[0] = tot, res[1] = cnt, res[2] = badmax;
+}
+
+// logits (N,V), targets (N) (device) -> losses (N) (0 for ignored rows; may be NULL); returns
+// the mean over rows with target >= 0 (0 if none). Waits for the result.
+float cuda_cross_entropy_forward(float *losses, const float *logits, const int *targets, int N,
+                                 int V) {
+    if (N <= 0) return 0.0f;
+    // workspace: rows (N doubles), res (3 doubles), flags (N ints)
+    double *ws = (double *)cuda_workspace(((size_t)N + 3) * 2 + (size_t)N);
+    double *rows = ws, *res = ws + N;
+    int *flags = (int *)(ws + N + 3);
+    ce_row_kernel<<<N, SM_THREADS>>>(losses, rows, flags, logits, targets, V);
+    CUDA_LAUNCH_CHECK();
+    ce_reduce_kernel<<<1, SM_THREADS>>>(res, rows, flags, N);
+    CUDA_LAUNCH_CHECK();
+    double h[3];
+    CUDA_CHECK(cudaMemcpy(h, res, sizeof h, cudaMemcpyDeviceToHost));
+    if (h[2] > 0.0) {
+        int n = (int)h[2] - 1, tgt = -1;
+        CUDA_CHECK(cudaMemcpy(&tgt, targets + n, sizeof tgt, cudaMemcpyDefault));
+        fprintf(stderr, "tunelens: cross-entropy target %d out of range (vocabulary %d)\n", tgt, V);
+        abort();
+    }
+    return h[1] > 0.0 ? (float)(h[0] / h[1]) : 0.0f;
+}
+
+// dlogits (N,V) = scale * (softmax(logits) - onehot(target)); rows with target < 0 get 0
+// (overwritten, not accumulated)
+__global__ static void ce_bwd_kernel(float *dlogits, const float *logits, const int *targets,
+                                     int V, float scale) {
+    __shared__ float redf[32];
+    __shared__ double redd[32];
+    const int n = blockIdx.x, tgt = targets[n];
+    float *d = dlogits + (size_t)n * V;
+    if (tgt < 0) {
+        for (int i = threadIdx.x; i < V; i += blockDim.x) d[i] = 0.0f;
+        return;
+    }
+    if (tgt >= V) {  // the CPU aborts; here the sticky error stops the run at the next check
+        if (threadIdx.x == 0)
+            printf("tunelens: cross-entropy target %d out of range (vocabulary %d)\n", tgt, V);
+        __trap();
+    }
+    const float *x = logits + (size_t)n * V;
+    float m;
+    double sum;
+    row_stats(x, V, &m, &sum, redf, redd);
+    const float inv = (float)(1.0 / sum);
+    const float xt = x[tgt];
+    __syncthreads();  // x[tgt] is read before any entry is written (dlogits may be logits)
+    for (int i = threadIdx.x; i < V; i += blockDim.x) d[i] = scale * (expf(x[i] - m) * inv);
+    __syncthreads();
+    if (threadIdx.x == 0) d[tgt] = (float)(scale * ((double)expf(xt - m) / sum - 1.0));
+}
+
+void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int *targets, int N,
+                                 int V, float scale) {
+    if (N <= 0 || V <= 0) return;
+    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, logits, targets, V, scale);
+    CUDA_LAUNCH_CHECK();
+}

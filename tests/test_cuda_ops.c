@@ -1,0 +1,701 @@
+// test_cuda_ops.c — the CUDA backend (src/ops/cuda/) against the CPU backend (BACKEND_CPU):
+// for every Backend op, random inputs on the host, the CPU op on host copies and the CUDA op
+// on buffers from be->alloc / upload / download, compared with a tolerance relative to the
+// output's scale (matmuls in exact f32 via set_fast_matmul(0); one TF32 check). Gradient
+// buffers are pre-filled to check the accumulate (dX += ...) semantics, optional outputs are
+// passed as NULL, and the LoRA dropout mask must be the CPU's exactly.
+// Without a GPU (backend_cuda() returns NULL) it prints "skipped" and passes.
+// Run from the repo root: make build/tests/test_cuda_ops && ./build/tests/test_cuda_ops
+#include <math.h>
+
+#include "ops/backend.h"
+#include "test_util.h"
+
+static const Backend *G;                     // the CUDA backend
+static const Backend *const C = &BACKEND_CPU;  // the reference
+
+#define TOL 1e-5        // exact-f32 GPU op vs the CPU op, relative to the output's scale
+#define TF32_TOL 2e-3   // TF32 tensor cores (10-bit mantissa) vs exact f32
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static void rng_seed(uint64_t s) { rng_state = s * 0x9E3779B97F4A7C15ull + 1; }
+static double rng_uniform(void) {  // [0, 1)
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+static int rng_int(int n) { return (int)(rng_uniform() * n); }
+static float *rand_floats(size_t n, float scale) {
+    float *x = xmalloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * rng_uniform() - 1.0) * scale);
+    return x;
+}
+static float *copy_floats(const float *x, size_t n) {
+    float *y = xmalloc((n ? n : 1) * sizeof(float));
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+
+// device buffer holding a copy of host data
+static float *dev(const float *h, size_t n) {
+    float *d = G->alloc((n ? n : 1) * sizeof(float));
+    if (!d) fail_msg("cuda alloc of %zu floats failed", n);
+    G->upload(d, h, n * sizeof(float));
+    return d;
+}
+static int *dev_ints(const int *h, size_t n) {
+    int *d = G->alloc((n ? n : 1) * sizeof(int));
+    if (!d) fail_msg("cuda alloc of %zu ints failed", n);
+    G->upload(d, h, n * sizeof(int));
+    return d;
+}
+// host copy of a device buffer (syncs)
+static float *host(const float *d, size_t n) {
+    float *h = xmalloc((n ? n : 1) * sizeof(float));
+    G->download(h, d, n * sizeof(float));
+    return h;
+}
+
+// Normalized error of got (device) against ref (CPU result): max_i |got_i - ref_i| /
+// (|ref_i| + rms(ref) + tiny). With base (the pre-filled value of an accumulated gradient),
+// got - base is compared with ref - base, allowing for the final float add of each.
+static void check_(const char *what, const float *got_dev, const float *ref, const float *base,
+                   size_t n, double tol) {
+    float *got = host(got_dev, n);
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double r = (double)ref[i] - (base ? base[i] : 0.0);
+        ss += r * r;
+    }
+    double rms = n ? sqrt(ss / n) : 0.0, maxe = 0.0;
+    size_t worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double b = base ? base[i] : 0.0, g = (double)got[i] - b, r = (double)ref[i] - b;
+        double slack = base ? (fabs(got[i]) + fabs(ref[i])) * 0x1p-23 : 0.0;
+        double e = fmax(fabs(g - r) - slack, 0.0) / (fabs(r) + rms + 1e-30);
+        if (!(e <= maxe)) {  // also catches NaN
+            maxe = isnan(e) ? INFINITY : e;
+            worst = i;
+        }
+    }
+    if (!(maxe <= tol))
+        fail_msg("%s: normalized error %.3g > %.3g at [%zu]: got %.9g, want %.9g", what, maxe, tol,
+                 worst, (double)got[worst], (double)ref[worst]);
+    printf("    %-58s err %.2e\n", what, maxe);
+    free(got);
+}
+#define check(what, got_dev, ref, n, tol) check_(what, got_dev, ref, NULL, n, tol)
+#define check_acc(what, got_dev, ref, base, n, tol) check_(what, got_dev, ref, base, n, tol)
+
+// got (device) equal to want (host) bit for bit
+static void check_equal(const char *what, const float *got_dev, const float *want, size_t n) {
+    float *got = host(got_dev, n);
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&got[i], &want[i], sizeof(float)))
+            fail_msg("%s: [%zu] got %.9g, want exactly %.9g", what, i, (double)got[i],
+                     (double)want[i]);
+    free(got);
+}
+
+static void gfree(void *p) { G->free(p); }
+
+// ---------------------------------------------------------------------------------------------
+// memory
+
+static void test_memory(void **state) {
+    (void)state;
+    assert_string_equal(G->name, "cuda");
+    assert_true(G->device[0] != '\0');
+    printf("    device: %s\n", G->device);
+    size_t n = 1000003;
+    float *a = G->alloc(n * sizeof(float)), *b = G->alloc(n * sizeof(float));
+    assert_non_null(a);
+    assert_non_null(b);
+    for (size_t i = 0; i < n; i++) assert_true(a[i] == 0.0f);  // zero-filled, host-readable
+    for (size_t i = 0; i < n; i++) a[i] = (float)i;  // host-writable
+    G->prefetch(a, n * sizeof(float));
+    G->copy(b, a, n * sizeof(float));
+    G->sync();
+    for (size_t i = 0; i < n; i += 997) assert_true(b[i] == (float)i);
+    float *h = rand_floats(n, 1), *h2 = xmalloc(n * sizeof(float));
+    G->upload(b, h, n * sizeof(float));
+    G->download(h2, b, n * sizeof(float));
+    assert_memory_equal(h, h2, n * sizeof(float));
+    G->zero(b + 10, 100 * sizeof(float));
+    G->download(h2, b, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) assert_true(h2[i] == (i >= 10 && i < 110 ? 0.0f : h[i]));
+    assert_true(G->peak_bytes() >= 2 * n * sizeof(float));
+    void *z = G->alloc(0);  // like calloc: a freeable pointer
+    assert_non_null(z);
+    G->free(z);
+    G->free(NULL);
+    G->free(a), G->free(b);
+    free(h), free(h2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul
+
+static void matmul_case(int N, int IC, int OC, int fast, double tol) {
+    char what[128];
+    size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
+    float *inp = rand_floats(ni, 1), *w = rand_floats(nw, 0.5f), *dout = rand_floats(no, 1);
+    float *di0 = rand_floats(ni, 1), *dw0 = rand_floats(nw, 1);
+    float *d_inp = dev(inp, ni), *d_w = dev(w, nw), *d_dout = dev(dout, no);
+    float *d_out = dev(dout, no);  // garbage: overwritten
+    float *out = xmalloc(no * sizeof(float));
+    G->set_fast_matmul(fast);
+    C->matmul_forward(out, inp, w, N, IC, OC);
+    G->matmul_forward(d_out, d_inp, d_w, N, IC, OC);
+    snprintf(what, sizeof what, "matmul%s fwd N=%d IC=%d OC=%d", fast ? " tf32" : "", N, IC, OC);
+    check(what, d_out, out, no, tol);
+    // backward: both gradients, then each alone
+    for (int mode = 0; mode < 3; mode++) {
+        int want_di = mode != 2, want_dw = mode != 1;
+        float *di = copy_floats(di0, ni), *dw = copy_floats(dw0, nw);
+        float *d_di = dev(di0, ni), *d_dw = dev(dw0, nw);
+        C->matmul_backward(want_di ? di : NULL, want_dw ? dw : NULL, dout, inp, w, N, IC, OC);
+        G->matmul_backward(want_di ? d_di : NULL, want_dw ? d_dw : NULL, d_dout, d_inp, d_w, N,
+                           IC, OC);
+        snprintf(what, sizeof what, "matmul%s bwd N=%d IC=%d OC=%d mode %d dinp",
+                 fast ? " tf32" : "", N, IC, OC, mode);
+        if (want_di) check_acc(what, d_di, di, di0, ni, tol);
+        else check_equal(what, d_di, di0, ni);
+        snprintf(what, sizeof what, "matmul%s bwd N=%d IC=%d OC=%d mode %d dweight",
+                 fast ? " tf32" : "", N, IC, OC, mode);
+        if (want_dw) check_acc(what, d_dw, dw, dw0, nw, tol);
+        else check_equal(what, d_dw, dw0, nw);
+        free(di), free(dw), gfree(d_di), gfree(d_dw);
+    }
+    G->set_fast_matmul(0);
+    free(inp), free(w), free(dout), free(di0), free(dw0), free(out);
+    gfree(d_inp), gfree(d_w), gfree(d_dout), gfree(d_out);
+}
+
+static void test_matmul(void **state) {
+    (void)state;
+    rng_seed(1);
+    matmul_case(7, 33, 19, 0, TOL);
+    matmul_case(1, 64, 100, 0, TOL);  // decoding: a matrix-vector product
+    matmul_case(1, 33, 7, 0, TOL);
+    matmul_case(64, 256, 320, 0, TOL);
+    matmul_case(64, 256, 320, 1, TF32_TOL);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LoRA (with and without dropout)
+
+static void lora_case(int N, int IC, int OC, int r, const Dropout *drop) {
+    char what[160];
+    const float scale = 2.5f;
+    const float p = drop ? drop->p : 0.0f;
+    size_t ni = (size_t)N * IC, na = (size_t)IC * r, nb = (size_t)r * OC, no = (size_t)N * OC,
+           nx = (size_t)N * r;
+    float *inp = rand_floats(ni, 1), *A = rand_floats(na, 0.5f), *B = rand_floats(nb, 0.5f);
+    float *out0 = rand_floats(no, 1), *dout = rand_floats(no, 1);
+    float *d_inp = dev(inp, ni), *d_A = dev(A, na), *d_B = dev(B, nb), *d_dout = dev(dout, no);
+    // forward, xa saved and not
+    float *out = copy_floats(out0, no), *xa = xmalloc(nx * sizeof(float));
+    C->lora_forward(out, xa, inp, A, B, N, IC, OC, r, scale, drop);
+    float *d_out = dev(out0, no), *d_xa = dev(out0, nx);  // xa: garbage, overwritten
+    G->lora_forward(d_out, d_xa, d_inp, d_A, d_B, N, IC, OC, r, scale, drop);
+    snprintf(what, sizeof what, "lora fwd N=%d IC=%d OC=%d r=%d p=%.2f", N, IC, OC, r, p);
+    check_acc(what, d_out, out, out0, no, TOL);
+    strcat(what, " xa");
+    check(what, d_xa, xa, nx, TOL);
+    float *d_out2 = dev(out0, no);
+    G->lora_forward(d_out2, NULL, d_inp, d_A, d_B, N, IC, OC, r, scale, drop);
+    snprintf(what, sizeof what, "lora fwd N=%d IC=%d OC=%d r=%d p=%.2f (xa NULL)", N, IC, OC, r, p);
+    check_acc(what, d_out2, out, out0, no, TOL);
+
+    // backward: xa saved / NULL; all gradients, then each alone
+    float *di0 = rand_floats(ni, 1), *dA0 = rand_floats(na, 1), *dB0 = rand_floats(nb, 1);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int mode = 0; mode < 4; mode++) {  // 0: all, 1: dinp, 2: dA, 3: dB
+            int wi = mode == 0 || mode == 1, wa = mode == 0 || mode == 2, wb = mode == 0 || mode == 3;
+            float *di = copy_floats(di0, ni), *dA = copy_floats(dA0, na), *dB = copy_floats(dB0, nb);
+            float *d_di = dev(di0, ni), *d_dA = dev(dA0, na), *d_dB = dev(dB0, nb);
+            C->lora_backward(wi ? di : NULL, wa ? dA : NULL, wb ? dB : NULL, dout, inp,
+                             pass ? NULL : xa, A, B, N, IC, OC, r, scale, drop);
+            G->lora_backward(wi ? d_di : NULL, wa ? d_dA : NULL, wb ? d_dB : NULL, d_dout, d_inp,
+                             pass ? NULL : d_xa, d_A, d_B, N, IC, OC, r, scale, drop);
+            const char *xs = pass ? "xa NULL" : "xa saved";
+            snprintf(what, sizeof what, "lora bwd N=%d IC=%d r=%d p=%.2f %s mode %d dinp", N, IC,
+                     r, p, xs, mode);
+            if (wi) check_acc(what, d_di, di, di0, ni, TOL);
+            else check_equal(what, d_di, di0, ni);
+            if (wi && p > 0.0f) {  // dropped inputs get no gradient: exactly the prefill, both
+                float *g = host(d_di, ni);
+                size_t dropped = 0;
+                for (size_t i = 0; i < ni; i++) {
+                    int cd = di[i] == di0[i], gd = g[i] == di0[i];
+                    if (cd != gd)
+                        fail_msg("lora dropout mask differs from the CPU's at [%zu]", i);
+                    dropped += cd;
+                }
+                assert_true(dropped > 0 && dropped < ni);
+                free(g);
+            }
+            snprintf(what, sizeof what, "lora bwd N=%d IC=%d r=%d p=%.2f %s mode %d dA", N, IC, r,
+                     p, xs, mode);
+            if (wa) check_acc(what, d_dA, dA, dA0, na, TOL);
+            else check_equal(what, d_dA, dA0, na);
+            snprintf(what, sizeof what, "lora bwd N=%d IC=%d r=%d p=%.2f %s mode %d dB", N, IC, r,
+                     p, xs, mode);
+            if (wb) check_acc(what, d_dB, dB, dB0, nb, TOL);
+            else check_equal(what, d_dB, dB0, nb);
+            free(di), free(dA), free(dB), gfree(d_di), gfree(d_dA), gfree(d_dB);
+        }
+    }
+    free(inp), free(A), free(B), free(out0), free(dout), free(out), free(xa);
+    free(di0), free(dA0), free(dB0);
+    gfree(d_inp), gfree(d_A), gfree(d_B), gfree(d_dout), gfree(d_out), gfree(d_xa), gfree(d_out2);
+}
+
+static void test_lora(void **state) {
+    (void)state;
+    rng_seed(2);
+    G->set_fast_matmul(0);
+    const int shapes[][4] = {{7, 33, 19, 4}, {1, 64, 48, 8}, {40, 160, 64, 8}};  // N IC OC r
+    for (int k = 0; k < 3; k++) {
+        int N = shapes[k][0], IC = shapes[k][1], OC = shapes[k][2], r = shapes[k][3];
+        lora_case(N, IC, OC, r, NULL);
+        Dropout zero = {0.0f, 12345};
+        lora_case(N, IC, OC, r, &zero);
+        Dropout d = {0.3f, 0x0123456789abcdefull + (uint64_t)k};
+        lora_case(N, IC, OC, r, &d);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm
+
+static void rmsnorm_case(int N, int Cc) {
+    char what[128];
+    const float eps = 1e-5f;
+    size_t n = (size_t)N * Cc;
+    float *x = rand_floats(n, 2), *w = rand_floats(Cc, 1), *dout = rand_floats(n, 1);
+    float *out = xmalloc(n * sizeof(float)), *rstd = xmalloc(N * sizeof(float));
+    float *d_x = dev(x, n), *d_w = dev(w, Cc), *d_dout = dev(dout, n);
+    float *d_out = dev(dout, n), *d_rstd = dev(dout, N);
+    C->rmsnorm_forward(out, rstd, x, w, N, Cc, eps);
+    G->rmsnorm_forward(d_out, d_rstd, d_x, d_w, N, Cc, eps);
+    snprintf(what, sizeof what, "rmsnorm fwd N=%d C=%d", N, Cc);
+    check(what, d_out, out, n, TOL);
+    strcat(what, " rstd");
+    check(what, d_rstd, rstd, N, TOL);
+    float *d_out2 = dev(dout, n);
+    G->rmsnorm_forward(d_out2, NULL, d_x, d_w, N, Cc, eps);
+    snprintf(what, sizeof what, "rmsnorm fwd N=%d C=%d (rstd NULL)", N, Cc);
+    check(what, d_out2, out, n, TOL);
+    float *di0 = rand_floats(n, 1), *dw0 = rand_floats(Cc, 1);
+    for (int mode = 0; mode < 3; mode++) {
+        int wi = mode != 2, ww = mode != 1;
+        float *di = copy_floats(di0, n), *dw = copy_floats(dw0, Cc);
+        float *d_di = dev(di0, n), *d_dw = dev(dw0, Cc);
+        C->rmsnorm_backward(wi ? di : NULL, ww ? dw : NULL, dout, x, w, rstd, N, Cc);
+        G->rmsnorm_backward(wi ? d_di : NULL, ww ? d_dw : NULL, d_dout, d_x, d_w, d_rstd, N, Cc);
+        snprintf(what, sizeof what, "rmsnorm bwd N=%d C=%d mode %d dinp", N, Cc, mode);
+        if (wi) check_acc(what, d_di, di, di0, n, TOL);
+        else check_equal(what, d_di, di0, n);
+        snprintf(what, sizeof what, "rmsnorm bwd N=%d C=%d mode %d dweight", N, Cc, mode);
+        if (ww) check_acc(what, d_dw, dw, dw0, Cc, TOL);
+        else check_equal(what, d_dw, dw0, Cc);
+        free(di), free(dw), gfree(d_di), gfree(d_dw);
+    }
+    free(x), free(w), free(dout), free(out), free(rstd), free(di0), free(dw0);
+    gfree(d_x), gfree(d_w), gfree(d_dout), gfree(d_out), gfree(d_rstd), gfree(d_out2);
+}
+
+static void test_rmsnorm(void **state) {
+    (void)state;
+    rng_seed(3);
+    rmsnorm_case(7, 33);
+    rmsnorm_case(1, 2048);
+    rmsnorm_case(100, 2048);  // more than one chunk of rows for dweight
+}
+
+// ---------------------------------------------------------------------------------------------
+// RoPE
+
+static void rope_case(int N, int H, int D, int max_pos) {
+    char what[128];
+    int half = D / 2;
+    size_t n = (size_t)N * H * D, nt = (size_t)max_pos * half;
+    float *inv = xmalloc(half * sizeof(float));
+    for (int i = 0; i < half; i++) inv[i] = (float)pow(500000.0, -2.0 * i / D);
+    float *ct = xmalloc(nt * sizeof(float)), *st = xmalloc(nt * sizeof(float));
+    rope_tables(ct, st, inv, max_pos, D);
+    int *pos = xmalloc(N * sizeof(int));
+    for (int i = 0; i < N; i++) pos[i] = rng_int(max_pos);
+    float *x = rand_floats(n, 1), *y = copy_floats(x, n), *dy = copy_floats(x, n);
+    float *d_ct = dev(ct, nt), *d_st = dev(st, nt), *d_y = dev(x, n), *d_dy = dev(x, n);
+    int *d_pos = dev_ints(pos, N);
+    C->rope_forward(y, ct, st, pos, N, H, D);
+    G->rope_forward(d_y, d_ct, d_st, d_pos, N, H, D);
+    snprintf(what, sizeof what, "rope fwd N=%d H=%d D=%d", N, H, D);
+    check(what, d_y, y, n, 1e-6);
+    C->rope_backward(dy, ct, st, pos, N, H, D);
+    G->rope_backward(d_dy, d_ct, d_st, d_pos, N, H, D);
+    snprintf(what, sizeof what, "rope bwd N=%d H=%d D=%d", N, H, D);
+    check(what, d_dy, dy, n, 1e-6);
+    free(inv), free(ct), free(st), free(pos), free(x), free(y), free(dy);
+    gfree(d_ct), gfree(d_st), gfree(d_y), gfree(d_dy), gfree(d_pos);
+}
+
+static void test_rope(void **state) {
+    (void)state;
+    rng_seed(4);
+    rope_case(7, 3, 64, 4096);
+    rope_case(5, 4, 2, 100);
+    rope_case(64, 32, 128, 32768);
+}
+
+// ---------------------------------------------------------------------------------------------
+// attention
+
+static void attention_case(int B, int T, int S, int q_offset, int H, int Hkv, int D) {
+    char what[160], tag[96];
+    snprintf(tag, sizeof tag, "B=%d T=%d S=%d off=%d H=%d Hkv=%d D=%d", B, T, S, q_offset, H, Hkv,
+             D);
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * S * Hkv * D, np = (size_t)B * H * T * S;
+    float *q = rand_floats(nq, 1), *k = rand_floats(nk, 1), *v = rand_floats(nk, 1);
+    float *dout = rand_floats(nq, 1);
+    float *out = xmalloc(nq * sizeof(float)), *probs = rand_floats(np, 1);  // garbage
+    float *d_q = dev(q, nq), *d_k = dev(k, nk), *d_v = dev(v, nk), *d_dout = dev(dout, nq);
+    float *d_out = dev(dout, nq), *d_probs = dev(probs, np);  // garbage: overwritten
+    C->attention_forward(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
+    G->attention_forward(d_out, d_probs, d_q, d_k, d_v, B, T, S, q_offset, H, Hkv, D);
+    snprintf(what, sizeof what, "attn fwd %s out", tag);
+    check(what, d_out, out, nq, TOL);
+    snprintf(what, sizeof what, "attn fwd %s probs", tag);
+    check(what, d_probs, probs, np, TOL);
+    float *d_out2 = dev(dout, nq);
+    G->attention_forward(d_out2, NULL, d_q, d_k, d_v, B, T, S, q_offset, H, Hkv, D);
+    snprintf(what, sizeof what, "attn fwd %s (probs NULL)", tag);
+    check(what, d_out2, out, nq, TOL);
+
+    float *dq0 = rand_floats(nq, 1), *dk0 = rand_floats(nk, 1), *dv0 = rand_floats(nk, 1);
+    for (int pass = 0; pass < 2; pass++) {      // probs saved / NULL (recomputed)
+        for (int mode = 0; mode < 4; mode++) {  // 0 all, 1 dq, 2 dk, 3 dv
+            if (pass && mode) continue;
+            int wq = mode == 0 || mode == 1, wk = mode == 0 || mode == 2, wv = mode == 0 || mode == 3;
+            float *dq = copy_floats(dq0, nq), *dk = copy_floats(dk0, nk), *dv = copy_floats(dv0, nk);
+            float *d_dq = dev(dq0, nq), *d_dk = dev(dk0, nk), *d_dv = dev(dv0, nk);
+            C->attention_backward(wq ? dq : NULL, wk ? dk : NULL, wv ? dv : NULL, dout, probs, q,
+                                  k, v, B, T, S, q_offset, H, Hkv, D);
+            G->attention_backward(wq ? d_dq : NULL, wk ? d_dk : NULL, wv ? d_dv : NULL, d_dout,
+                                  pass ? NULL : d_probs, d_q, d_k, d_v, B, T, S, q_offset, H, Hkv,
+                                  D);
+            const char *ps = pass ? "probs NULL" : "mode";
+            snprintf(what, sizeof what, "attn bwd %s %s %d dq", tag, ps, mode);
+            if (wq) check_acc(what, d_dq, dq, dq0, nq, TOL);
+            else check_equal(what, d_dq, dq0, nq);
+            snprintf(what, sizeof what, "attn bwd %s %s %d dk", tag, ps, mode);
+            if (wk) check_acc(what, d_dk, dk, dk0, nk, TOL);
+            else check_equal(what, d_dk, dk0, nk);
+            snprintf(what, sizeof what, "attn bwd %s %s %d dv", tag, ps, mode);
+            if (wv) check_acc(what, d_dv, dv, dv0, nk, TOL);
+            else check_equal(what, d_dv, dv0, nk);
+            free(dq), free(dk), free(dv), gfree(d_dq), gfree(d_dk), gfree(d_dv);
+        }
+    }
+    free(q), free(k), free(v), free(dout), free(out), free(probs), free(dq0), free(dk0), free(dv0);
+    gfree(d_q), gfree(d_k), gfree(d_v), gfree(d_dout), gfree(d_out), gfree(d_probs), gfree(d_out2);
+}
+
+static void test_attention(void **state) {
+    (void)state;
+    rng_seed(5);
+    attention_case(2, 5, 5, 0, 4, 2, 16);      // training, GQA
+    attention_case(1, 1, 37, 36, 4, 2, 64);    // decoding, T = 1
+    attention_case(2, 6, 10, 4, 4, 2, 8);      // a batch after a cached prefix
+    attention_case(1, 3, 3, 0, 2, 2, 2);       // H == Hkv, D = 2
+    attention_case(1, 4, 6, 1, 4, 1, 33);      // odd D, all heads on one kv head; S > q_offset+T
+    attention_case(2, 33, 33, 0, 8, 2, 64);    // a longer training row
+    attention_case(1, 64, 64, 0, 32, 8, 64);   // Llama-3.2-1B's heads
+    attention_case(1, 1, 3000, 2999, 8, 2, 64);  // decoding with a long cache
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU, embedding, adds
+
+static void swiglu_case(int64_t n) {
+    char what[96];
+    float *g = rand_floats(n, 4), *u = rand_floats(n, 2), *dout = rand_floats(n, 1);
+    float *out = xmalloc(n * sizeof(float));
+    float *d_g = dev(g, n), *d_u = dev(u, n), *d_dout = dev(dout, n), *d_out = dev(dout, n);
+    C->swiglu_forward(out, g, u, n);
+    G->swiglu_forward(d_out, d_g, d_u, n);
+    snprintf(what, sizeof what, "swiglu fwd n=%lld", (long long)n);
+    check(what, d_out, out, n, TOL);
+    float *dg0 = rand_floats(n, 1), *du0 = rand_floats(n, 1);
+    for (int mode = 0; mode < 3; mode++) {
+        int wg = mode != 2, wu = mode != 1;
+        float *dg = copy_floats(dg0, n), *du = copy_floats(du0, n);
+        float *d_dg = dev(dg0, n), *d_du = dev(du0, n);
+        C->swiglu_backward(wg ? dg : NULL, wu ? du : NULL, dout, g, u, n);
+        G->swiglu_backward(wg ? d_dg : NULL, wu ? d_du : NULL, d_dout, d_g, d_u, n);
+        snprintf(what, sizeof what, "swiglu bwd n=%lld mode %d dgate", (long long)n, mode);
+        if (wg) check_acc(what, d_dg, dg, dg0, n, TOL);
+        else check_equal(what, d_dg, dg0, n);
+        snprintf(what, sizeof what, "swiglu bwd n=%lld mode %d dup", (long long)n, mode);
+        if (wu) check_acc(what, d_du, du, du0, n, TOL);
+        else check_equal(what, d_du, du0, n);
+        free(dg), free(du), gfree(d_dg), gfree(d_du);
+    }
+    free(g), free(u), free(dout), free(out), free(dg0), free(du0);
+    gfree(d_g), gfree(d_u), gfree(d_dout), gfree(d_out);
+}
+
+static void test_swiglu(void **state) {
+    (void)state;
+    rng_seed(6);
+    swiglu_case(1);
+    swiglu_case(1001);
+    swiglu_case(300000);
+}
+
+static void test_embedding(void **state) {
+    (void)state;
+    rng_seed(7);
+    const int V = 1001, Cc = 33, N = 7;
+    float *table = rand_floats((size_t)V * Cc, 1), *out = xmalloc((size_t)N * Cc * sizeof(float));
+    int ids[7] = {0, 1000, 5, 5, 999, 17, 0};
+    float *d_table = dev(table, (size_t)V * Cc), *d_out = dev(table, (size_t)N * Cc);
+    int *d_ids = dev_ints(ids, N);
+    C->embedding_forward(out, ids, table, N, Cc);
+    G->embedding_forward(d_out, d_ids, d_table, N, Cc);
+    check_equal("embedding fwd", d_out, out, (size_t)N * Cc);
+    free(table), free(out), gfree(d_table), gfree(d_out), gfree(d_ids);
+}
+
+static void test_add(void **state) {
+    (void)state;
+    rng_seed(8);
+    const int64_t sizes[] = {1, 17, 1000003, 1 << 22};
+    for (int k = 0; k < 4; k++) {
+        for (int off = 0; off < 2; off++) {  // off 1: misaligned pointers (the scalar path)
+            int64_t n = sizes[k];
+            float *a = rand_floats(n + 1, 1), *b = rand_floats(n + 1, 1);
+            float *o = xmalloc((n + 1) * sizeof(float)), *x = copy_floats(a, n + 1);
+            float *d_a = dev(a, n + 1), *d_b = dev(b, n + 1), *d_o = dev(b, n + 1);
+            C->add_forward(o + off, a + off, b + off, n);
+            G->add_forward(d_o + off, d_a + off, d_b + off, n);
+            char what[96];
+            snprintf(what, sizeof what, "add_forward n=%lld off=%d", (long long)n, off);
+            check_equal(what, d_o + off, o + off, n);
+            C->add_inplace(x + off, b + off, n);
+            G->add_inplace(d_a + off, d_b + off, n);
+            snprintf(what, sizeof what, "add_inplace n=%lld off=%d", (long long)n, off);
+            check_equal(what, d_a + off, x + off, n);
+            free(a), free(b), free(o), free(x), gfree(d_a), gfree(d_b), gfree(d_o);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax / cross-entropy
+
+static void test_softmax(void **state) {
+    (void)state;
+    rng_seed(9);
+    const int shapes[][2] = {{7, 1001}, {1, 33}, {3, 128256}};
+    for (int k = 0; k < 3; k++) {
+        int N = shapes[k][0], V = shapes[k][1];
+        size_t n = (size_t)N * V;
+        float *x = rand_floats(n, 12), *p = xmalloc(n * sizeof(float));
+        float *d_x = dev(x, n), *d_p = dev(x, n);
+        C->softmax_forward(p, x, N, V);
+        G->softmax_forward(d_p, d_x, N, V);
+        char what[96];
+        snprintf(what, sizeof what, "softmax N=%d V=%d", N, V);
+        check(what, d_p, p, n, TOL);
+        // each entry relative to itself too: tiny probabilities must be right
+        float *g = host(d_p, n);
+        for (size_t i = 0; i < n; i++)
+            if (fabs((double)g[i] - p[i]) > 1e-5 * p[i] + 1e-30)
+                fail_msg("%s: [%zu] %.9g, want %.9g", what, i, (double)g[i], (double)p[i]);
+        free(g);
+        G->softmax_forward(d_x, d_x, N, V);  // in place
+        strcat(what, " in place");
+        check(what, d_x, p, n, TOL);
+        free(x), free(p), gfree(d_x), gfree(d_p);
+    }
+}
+
+static void test_argmax(void **state) {
+    (void)state;
+    rng_seed(11);
+    const int N = 5, V = 128256;
+    float *x = rand_floats((size_t)N * V, 3);
+    x[(size_t)2 * V + 7] = x[(size_t)2 * V + 9] = 100.0f;  // a tie: the lower index wins
+    int want[5], got[5], *d_out = G->alloc(sizeof got);
+    float *d_x = dev(x, (size_t)N * V);
+    C->argmax_forward(want, x, N, V);
+    G->argmax_forward(d_out, d_x, N, V);
+    G->download(got, d_out, sizeof got);
+    assert_memory_equal(got, want, sizeof got);
+    assert_int_equal(got[2], 7);
+    free(x), gfree(d_x), G->free(d_out);
+}
+
+static void ce_case(int N, int V, const int *targets, float scale) {
+    char what[96];
+    size_t n = (size_t)N * V;
+    float *x = rand_floats(n, 10), *losses = rand_floats(N, 5), *dl = rand_floats(n, 3);
+    float *d_x = dev(x, n), *d_losses = dev(losses, N), *d_dl = dev(dl, n);
+    int *d_t = dev_ints(targets, N);
+    float mean = C->cross_entropy_forward(losses, x, targets, N, V);
+    float gmean = G->cross_entropy_forward(d_losses, d_x, d_t, N, V);
+    if (fabs((double)gmean - mean) > 1e-6 * fabs(mean) + 1e-30)
+        fail_msg("ce N=%d V=%d mean %.9g, want %.9g", N, V, (double)gmean, (double)mean);
+    printf("    ce N=%d V=%d mean %.7g (cpu %.7g)\n", N, V, (double)gmean, (double)mean);
+    snprintf(what, sizeof what, "ce fwd N=%d V=%d losses", N, V);
+    check(what, d_losses, losses, N, TOL);
+    assert_true(G->cross_entropy_forward(NULL, d_x, d_t, N, V) == gmean);
+    C->cross_entropy_backward(dl, x, targets, N, V, scale);
+    G->cross_entropy_backward(d_dl, d_x, d_t, N, V, scale);
+    snprintf(what, sizeof what, "ce bwd N=%d V=%d", N, V);
+    check(what, d_dl, dl, n, TOL);
+    float *g = host(d_dl, n), *gl = host(d_losses, N);
+    for (int r = 0; r < N; r++) {
+        if (targets[r] >= 0) continue;
+        assert_true(gl[r] == 0.0f);
+        for (int i = 0; i < V; i++) assert_true(g[(size_t)r * V + i] == 0.0f);
+    }
+    free(g), free(gl);
+    free(x), free(losses), free(dl), gfree(d_x), gfree(d_losses), gfree(d_dl), gfree(d_t);
+}
+
+static void test_cross_entropy(void **state) {
+    (void)state;
+    rng_seed(10);
+    int t1[9] = {3, -1, 1000, 0, -100, 500, 7, -1, 999};
+    ce_case(9, 1001, t1, 1.0f / 6);
+    int t2[4] = {-1, -100, -1, -7};  // all ignored: 0
+    ce_case(4, 1000, t2, 0.25f);
+    int t3[2] = {12345, 128255};
+    ce_case(2, 128256, t3, 0.5f);
+    int t4[1] = {5};
+    ce_case(1, 33, t4, 1.0f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// optimizers
+
+static void test_optimizers(void **state) {
+    (void)state;
+    rng_seed(11);
+    const int64_t sizes[] = {1001, 1 << 20};
+    for (int k = 0; k < 2; k++) {
+        int64_t n = sizes[k];
+        for (int wd = 0; wd < 2; wd++) {
+            float *p = rand_floats(n, 1), *m = xcalloc(n, 4), *v = xcalloc(n, 4);
+            float *d_p = dev(p, n), *d_m = dev(m, n), *d_v = dev(v, n);
+            for (int step = 0; step < 3; step++) {
+                float *g = rand_floats(n, 1);
+                float *d_g = dev(g, n);
+                C->adam_update(p, g, m, v, n, 1e-2f, 0.9f, 0.999f, 1e-8f, wd ? 0.01f : 0.0f);
+                G->adam_update(d_p, d_g, d_m, d_v, n, 1e-2f, 0.9f, 0.999f, 1e-8f,
+                               wd ? 0.01f : 0.0f);
+                free(g), gfree(d_g);
+            }
+            char what[96];
+            snprintf(what, sizeof what, "adam n=%lld wd=%d p", (long long)n, wd);
+            check(what, d_p, p, n, 1e-6);
+            snprintf(what, sizeof what, "adam n=%lld wd=%d m", (long long)n, wd);
+            check(what, d_m, m, n, 1e-6);
+            snprintf(what, sizeof what, "adam n=%lld wd=%d v", (long long)n, wd);
+            check(what, d_v, v, n, 1e-6);
+            free(p), free(m), free(v), gfree(d_p), gfree(d_m), gfree(d_v);
+        }
+        float *p = rand_floats(n, 1), *g = rand_floats(n, 1);
+        float *d_p = dev(p, n), *d_g = dev(g, n);
+        C->sgd_update(p, g, n, 0.05f);
+        G->sgd_update(d_p, d_g, n, 0.05f);
+        char what[96];
+        snprintf(what, sizeof what, "sgd n=%lld", (long long)n);
+        check(what, d_p, p, n, 1e-6);
+        free(p), free(g), gfree(d_p), gfree(d_g);
+    }
+    // misaligned (scalar path)
+    int64_t n = 1000;
+    float *p = rand_floats(n + 1, 1), *g = rand_floats(n + 1, 1), *m = xcalloc(n + 1, 4),
+          *v = xcalloc(n + 1, 4);
+    float *d_p = dev(p, n + 1), *d_g = dev(g, n + 1), *d_m = dev(m, n + 1), *d_v = dev(v, n + 1);
+    C->adam_update(p + 1, g + 1, m + 1, v + 1, n, 1e-3f, 0.9f, 0.98f, 1e-6f, 0.1f);
+    G->adam_update(d_p + 1, d_g + 1, d_m + 1, d_v + 1, n, 1e-3f, 0.9f, 0.98f, 1e-6f, 0.1f);
+    check("adam misaligned p", d_p + 1, p + 1, n, 1e-6);
+    free(p), free(g), free(m), free(v), gfree(d_p), gfree(d_g), gfree(d_m), gfree(d_v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// a printed (not asserted) timing of a few ops at Llama-3.2-1B sizes
+
+static void run_benchmarks(void) {
+    const int N = 512, Cm = 2048, F = 8192, V = 128256;
+    float *x = G->alloc((size_t)N * F * 4), *w = G->alloc((size_t)F * Cm * 4);
+    float *o = G->alloc((size_t)N * F * 4), *lg = G->alloc((size_t)N * 4 * V);
+    int *tg = G->alloc(N * sizeof(int));
+    if (!x || !w || !o || !lg || !tg) return;
+    struct {
+        const char *name;
+        int kind;
+    } cases[] = {{"matmul N=512 2048->8192 fp32", 0}, {"matmul N=512 2048->8192 tf32", 1},
+                 {"rmsnorm fwd N=512 C=2048", 2},     {"swiglu fwd n=512*8192", 3},
+                 {"softmax N=128 V=128256", 4},       {"adam n=512*8192", 5},
+                 {"attn fwd+bwd B=4 T=128 H=32/8", 6}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        G->set_fast_matmul(cases[c].kind == 1);
+        int iters = 20;
+        for (int rep = 0; rep < 2; rep++) {  // warm up, then time
+            double t0 = now_seconds();
+            for (int i = 0; i < iters; i++) {
+                switch (cases[c].kind) {
+                case 0:
+                case 1: G->matmul_forward(o, x, w, N, Cm, F); break;
+                case 2: G->rmsnorm_forward(o, NULL, x, w, N, Cm, 1e-5f); break;
+                case 3: G->swiglu_forward(o, x, w, (int64_t)N * F); break;
+                case 4: G->softmax_forward(lg, lg, 128, V); break;
+                case 5: G->adam_update(w, x, o, lg, (int64_t)N * F, 1e-3f, 0.9f, 0.99f, 1e-8f, 0); break;
+                case 6:
+                    G->attention_forward(o, lg, x, w, w, 4, 128, 128, 0, 32, 8, 64);
+                    G->attention_backward(x, w, w, o, lg, x, w, w, 4, 128, 128, 0, 32, 8, 64);
+                    break;
+                }
+            }
+            G->sync();
+            if (rep) printf("  bench %-34s %9.1f us\n", cases[c].name, (now_seconds() - t0) / iters * 1e6);
+        }
+    }
+    G->set_fast_matmul(0);
+    G->free(x), G->free(w), G->free(o), G->free(lg), G->free(tg);
+}
+
+int main(void) {
+    Error err = {{0}};
+    G = backend_cuda(&err);
+    if (!G) {
+        printf("test_cuda_ops: skipped (%s)\n", err.msg);
+        return 0;
+    }
+    G->set_fast_matmul(0);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_memory),    cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_lora),      cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_rope),      cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_swiglu),    cmocka_unit_test(test_embedding),
+        cmocka_unit_test(test_add),       cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_argmax),
+        cmocka_unit_test(test_cross_entropy), cmocka_unit_test(test_optimizers),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    if (!getenv("TUNELENS_NO_BENCH")) run_benchmarks();
+    printf("peak CUDA bytes: %zu\n", G->peak_bytes());
+    return failed;
+}
