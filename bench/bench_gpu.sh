@@ -24,4 +24,4 @@ for mode in lora full; do
         --adapter-path "$OUT/$mode" --quiet | grep -E "^Compute|^Trainable|Iter 60: Train"
 done
 [ "${PEER:-1}" = 0 ] || python3 bench/peer_torch_gpu.py
-[ "${EXP:-1}" = 0 ] || { rm -rf "$OUT/exp"; "$BIN" experiment --model "$MODEL" --out "$OUT/exp" --device cuda; }
+[ "${EXP:-1}" = 0 ] || { rm -rf "$OUT/exp"; "$BIN" experiment --model "$MODEL" --out "$OUT/exp" --device cuda; python3 -c "import json,sys; [print(v, json.load(open(sys.argv[1]+'/eval/'+v+'.json'))['timing_seconds']) for v in ('base','lora','full')]" "$OUT/exp"; }

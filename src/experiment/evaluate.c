@@ -565,12 +565,15 @@ static cJSON *lens_prompts(const Model *m, Error *err) {
 
 cJSON *evaluate_variant(const Model *m, const Problem *probs, int n_probs, int per_op,
                         ProgressFn progress, void *pctx, Error *err) {
+    double t = now_seconds();
+    cJSON *out = cJSON_CreateObject(), *x, *timing = cJSON_CreateObject();
+#define LAP(name) (cJSON_AddNumberToObject(timing, name, now_seconds() - t), t = now_seconds())
     VocabFacts vf;
     vocab_facts(m, &vf);
+    LAP("vocabulary");
     int *sel = xmalloc(sizeof(int) * (size_t)n_probs), n_sel = 0, taken[N_OPS] = {0};
     for (int i = 0; i < n_probs; i++)
         if (per_op <= 0 || taken[probs[i].op] < per_op) sel[n_sel++] = i, taken[probs[i].op]++;
-    cJSON *out = cJSON_CreateObject(), *x;
     LensStats st = {0};
     int ok = 0;
     if (progress) progress(pctx, "seed prompts", 0, 1);
@@ -578,16 +581,24 @@ cJSON *evaluate_variant(const Model *m, const Problem *probs, int n_probs, int p
     cJSON_AddItemToObject(out, "seven_prompts", x);
     if (!(x = lens_prompts(m, err))) goto done;
     cJSON_AddItemToObject(out, "lens_prompts", x);
+    LAP("seed_prompts");
     if (!(x = exact_match(m, &vf, probs, sel, n_sel, progress, pctx, err))) goto done;
     cJSON_AddItemToObject(out, "test_accuracy", x);
+    LAP("exact_match");
     if (lens_stats(m, probs, sel, n_sel, &st, progress, pctx, err)) goto done;
+    LAP("lens");
     cJSON_AddNumberToObject(out, "n_layers", m->cfg.n_layers);
     cJSON_AddNumberToObject(out, "lens_problems", n_sel);
     cJSON_AddNumberToObject(out, "lens_answer_unknown", st.n_skipped);
     cJSON_AddItemToObject(out, "classifier", classifiers(m, &vf, &st));
     cJSON_AddItemToObject(out, "crystallization", crystallization(m, &st));
+    LAP("analysis");
+    cJSON_AddItemToObject(out, "timing_seconds", timing);
+    timing = NULL;
     ok = 1;
+#undef LAP
 done:
+    cJSON_Delete(timing);
     free(st.mean), free(st.top1), free(st.p_answer);
     free(sel), free(vf.digit_start), free(vf.not_word);
     if (!ok) cJSON_Delete(out);
