@@ -22,22 +22,34 @@ OBJ      := $(SRC:%.c=$(B)/%.o)
 NVCC      ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
+# It is a library of its own, libtunelens_cuda.so (beside the binary), that the program opens
+# on first use: tunelens itself starts without any CUDA library.
+CUDA_SO   = $(B)/libtunelens_cuda.so
 ifneq ($(NVCC),)
 CU_SRC   := $(shell find src -name '*.cu' | sort)
-OBJ      += $(CU_SRC:%.cu=$(B)/%.o)
-ALL_CFLAGS += -DTUNELENS_CUDA
-LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+CU_OBJ   := $(CU_SRC:%.cu=$(B)/%.o)
+ALL_CFLAGS += -DTUNELENS_CUDA -DTUNELENS_CUDA_SO='"$(abspath $(CUDA_SO))"'
+CUDA_TARGETS = $(CUDA_SO) $(dir $(TUNELENS))libtunelens_cuda.so
 endif
+LDLIBS   += -ldl
 NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -Isrc -DTUNELENS_CUDA -Xcompiler -fPIC,-Wall
 TESTS    := $(basename $(notdir $(wildcard tests/test_*.c)))
 TEST_BIN := $(TESTS:%=$(B)/tests/%)
 FUZZ_NAMES := safetensors safetensors_index gguf config tokenizer encode adapter data cli_num
 FUZZ_SRC   := $(FUZZ_NAMES:%=tests/fuzz/fuzz_%.c) tests/fuzz/fuzz_util.c
 
-all: $(TUNELENS)
+all: $(TUNELENS) $(CUDA_TARGETS)
 
 $(TUNELENS): $(B)/src/main.o $(B)/libtunelens.a
 	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
+
+$(CUDA_SO): $(CU_OBJ)
+	$(NVCC) -shared -o $@ $^ -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart
+
+ifneq ($(dir $(TUNELENS)),$(dir $(CUDA_SO)))
+$(dir $(TUNELENS))libtunelens_cuda.so: $(CUDA_SO)
+	cp $< $@
+endif
 
 $(B)/libtunelens.a: $(OBJ)
 	@rm -f $@
@@ -61,7 +73,7 @@ $(B)/tests/test_fuzz_replay: tests/test_fuzz_replay.c $(FUZZ_SRC) tests/fuzz/fuz
 	$(CC) $(ALL_CFLAGS) -DFUZZ_REPLAY -Itests -o $@ $(filter %.c,$^) $(B)/libtunelens.a $(TEST_LDLIBS)
 
 # Tests run from the repo root; fixtures that need downloads are fetched by tests/setup.sh.
-test: $(TUNELENS) $(TEST_BIN)
+test: $(TUNELENS) $(TEST_BIN) $(CUDA_TARGETS)
 	@./tests/setup.sh
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
 	@./tests/cli_test.sh ./$(TUNELENS)

@@ -201,10 +201,12 @@ static void init(void) {
     init_state = 1;
 }
 
-extern "C" const Backend *backend_cuda(Error *err) {
+// The entry point ops/backend.c looks up after dlopen of this library: the backend, or NULL
+// with the reason in msg.
+extern "C" const Backend *tunelens_cuda_backend(char *msg, size_t cap) {
     std::call_once(init_once, init);
     if (init_state != 1) {
-        err_set(err, "%s", init_err);
+        snprintf(msg, cap, "%s", init_err);
         return NULL;
     }
     return &backend;
