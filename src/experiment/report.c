@@ -293,14 +293,22 @@ static void section_training(StrBuf *b, const Results *r) {
               num(r->train[2], "final_val_loss"));
     sb_printf(b, "| Training time | %.0f s | %.0f s |\n", num(r->train[1], "train_seconds"),
               num(r->train[2], "train_seconds"));
-    sb_printf(b, "| Matrix products | %s | %s |\n\n", str(r->train[1], "dtype"),
+    sb_printf(b, "| Matrix products | %s | %s |\n", str(r->train[1], "dtype"),
               str(r->train[2], "dtype"));
-    sb_printf(b, "Peak memory is each training process's peak resident set; tokens/s counts "
-                 "trained (target) tokens over the time spent in training steps. Matrix "
-                 "products in bf16 multiply bf16 copies of the weights with f32 sums; weights, "
-                 "gradients and optimizer state are f32 either way, and the evaluations below "
-                 "run in f32.\n\n"
-                 "![Loss curves](figures/loss_curves.svg)\n\n");
+    const char *dev1 = str(r->train[1], "device"), *dev2 = str(r->train[2], "device");
+    if (!*dev1) dev1 = "CPU";  // summaries from before the CUDA backend
+    if (!*dev2) dev2 = "CPU";
+    sb_printf(b, "| Device | %s | %s |\n\n", dev1, dev2);
+    int on_gpu = strcmp(dev1, "CPU") || strcmp(dev2, "CPU");
+    sb_printf(b, "Peak memory is %s; tokens/s counts trained (target) tokens over the time spent "
+                 "in training steps. Matrix products in bf16 multiply bf16 copies of the weights "
+                 "with f32 sums (AVX512-BF16), in tf32 run on TF32 tensor cores (10-bit mantissa "
+                 "inputs, f32 sums); weights, gradients and optimizer state are f32 either way, "
+                 "and the evaluations below run in f32.\n\n",
+              on_gpu ? "the most GPU memory each training process's buffers held at once (on a "
+                       "CPU: its peak resident set)"
+                     : "each training process's peak resident set");
+    sb_printf(b, "![Loss curves](figures/loss_curves.svg)\n\n");
 }
 
 static void section_accuracy(StrBuf *b, const Results *r) {
