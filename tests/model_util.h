@@ -21,13 +21,6 @@ static inline Model load_ok(const char *path, const char *adapter) {
     return load_on(path, adapter, &BACKEND_CPU);
 }
 
-// The CUDA backend, or NULL after printing why the CUDA cases are skipped (no GPU, e.g. CI).
-static inline const Backend *cuda_or_skip(void) {
-    Error err = {{0}};
-    const Backend *be = backend_cuda(&err);
-    if (!be) printf("  skipped on CUDA: %s\n", err.msg);
-    return be;
-}
 
 // Largest |p - p_ref| of the lens of ids (n) against a reference case's "lens_probs" ((L+1) rows
 // of V), every layer; the row counts must match.

@@ -17,28 +17,10 @@
 // ---------------------------------------------------------------------------------------------
 // small helpers
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static void rng_seed(uint64_t s) { rng_state = s * 0x9E3779B97F4A7C15ull + 1; }
-static double rng_uniform(void) {  // [0, 1)
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static float *rand_floats(size_t n, float scale) {
-    float *x = xmalloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * rng_uniform() - 1.0) * scale);
-    return x;
-}
 static double *to_double(const float *x, size_t n) {
     double *d = xmalloc((n ? n : 1) * sizeof(double));
     for (size_t i = 0; i < n; i++) d[i] = x[i];
     return d;
-}
-static float *copy_floats(const float *x, size_t n) {
-    float *y = xmalloc((n ? n : 1) * sizeof(float));
-    memcpy(y, x, n * sizeof(float));
-    return y;
 }
 
 // Normalized error: max_i |got_i - ref_i| / (|ref_i| + rms(ref) + tiny): relative where the

@@ -131,12 +131,8 @@ static void test_full_trajectory_matches_pytorch(void **state) { run_trajectory(
 // On the CUDA backend: exact f32 products to the CPU's tolerance, then TF32 (10-bit mantissa
 // inputs) to a tolerance of its rounding.
 static void test_trajectories_on_cuda(void **state) {
-    Error err = {{0}};
-    const Backend *be = backend_cuda(&err);
-    if (!be) {
-        printf("  skipped on CUDA: %s\n", err.msg);
-        return;
-    }
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
     be->set_fast_matmul(0);
     for (int full = 0; full < 2; full++) run_trajectory_on(full, be, 1e-4, 0);
     be->set_fast_matmul(1);
@@ -335,12 +331,8 @@ static double rel_diff(const float *a, const float *b, size_t n) {
 // weights held still, lr 0: four steps' masks, and no training dynamics to amplify rounding),
 // and checkpointing stays bit-identical there too.
 static void test_dropout_checkpoint_on_cuda(void **state) {
-    Error err = {{0}};
-    const Backend *be = backend_cuda(&err);
-    if (!be) {
-        printf("  skipped on CUDA: %s\n", err.msg);
-        return;
-    }
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
     be->set_fast_matmul(0);
     Run cpu = run_steps_on(0, ACTS_ALL, 0.3f, &BACKEND_CPU, 0.0f);
     Run gpu = run_steps_on(0, ACTS_ALL, 0.3f, be, 0.0f);

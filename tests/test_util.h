@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "ops/backend.h"
 
 // Fixtures live in tests/fixtures (committed, small) and .cache/ (fetched by tests/setup.sh).
 #define FIXTURE(name) "tests/fixtures/" name
@@ -72,4 +73,32 @@ static inline char *read_text_ok(const char *path) {
     text = NULL;
     if (read_file(path, &text, NULL, &err)) fail_msg("%s", err.msg);
     return text;
+}
+
+// ---- random test data: a seeded xorshift, the same sequence on every machine
+static uint64_t test_rng_state = 0x9E3779B97F4A7C15ull;
+static inline void rng_seed(uint64_t s) { test_rng_state = s * 0x9E3779B97F4A7C15ull + 1; }
+static inline double rng_uniform(void) {  // [0, 1)
+    test_rng_state ^= test_rng_state << 13;
+    test_rng_state ^= test_rng_state >> 7;
+    test_rng_state ^= test_rng_state << 17;
+    return (double)(test_rng_state >> 11) / 9007199254740992.0;
+}
+static inline float *rand_floats(size_t n, float scale) {  // uniform in +-scale
+    float *x = xmalloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * rng_uniform() - 1.0) * scale);
+    return x;
+}
+static inline float *copy_floats(const float *x, size_t n) {
+    float *y = xmalloc((n ? n : 1) * sizeof(float));
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+
+// The CUDA backend, or NULL after printing why the CUDA cases are skipped (no GPU, e.g. CI).
+static inline const Backend *cuda_or_skip(void) {
+    Error err = {{0}};
+    const Backend *be = backend_cuda(&err);
+    if (!be) printf("  skipped on CUDA: %s\n", err.msg);
+    return be;
 }

@@ -19,6 +19,30 @@ __device__ __forceinline__ int att_last_key(int t, int S, int q_offset) {
     return last < S ? last : S - 1;
 }
 
+// The query row a block works on (grid: B*H*T blocks, row = (b*H + h)*T + t) and where its
+// vectors live: qo (offset of its (b,t,h) vector in q/out/dout), kv (of key 0 of its KV head
+// in k/v, keys stride apart), n (keys it sees).
+struct AttRow {
+    int64_t row, qo, kv;
+    size_t stride;
+    int n;
+};
+
+__device__ __forceinline__ AttRow att_row(int T, int S, int q_offset, int H, int Hkv, int D) {
+    AttRow r;
+    r.row = blockIdx.x;
+    const int t = (int)(r.row % T);
+    const int64_t bh = r.row / T;
+    const int h = (int)(bh % H);
+    const int64_t b = bh / H;
+    const int kvh = h / (H / Hkv);
+    r.n = att_last_key(t, S, q_offset) + 1;
+    r.stride = (size_t)Hkv * D;
+    r.qo = ((b * T + t) * H + h) * D;
+    r.kv = ((int64_t)b * S * Hkv + kvh) * D;
+    return r;
+}
+
 // y (D) = sum_{s<n} w[s] * rows[s*stride + d] for one block; part is ATT_THREADS floats of
 // shared memory. Threads split over (d, s mod G) with G = blockDim / D keys in flight, then
 // the G partial sums of each d are added in order. acc_into: y += instead of y =.
@@ -69,18 +93,15 @@ __global__ static void attn_fwd_kernel(float *out, float *probs, const float *q,
     float *qs = sh, *part = sh + D;
     __shared__ float redf[32];
     __shared__ double redd[32];
-    const int64_t row = blockIdx.x;
-    const int t = (int)(row % T);
-    const int64_t bh = row / T;
-    const int h = (int)(bh % H);
-    const int64_t b = bh / H;
-    const int kvh = h / (H / Hkv), n = att_last_key(t, S, q_offset) + 1;
-    const size_t stride = (size_t)Hkv * D;
-    const float *qt = q + ((b * T + t) * H + h) * D;
-    float *ot = out + ((b * T + t) * H + h) * D;
+    const AttRow a = att_row(T, S, q_offset, H, Hkv, D);
+    const int64_t row = a.row;
+    const int n = a.n;
+    const size_t stride = a.stride;
+    const float *qt = q + a.qo;
+    float *ot = out + a.qo;
     float *p = probs + row * S;
-    const float *kb = k + ((size_t)b * S * Hkv + kvh) * D;
-    const float *vb = v + ((size_t)b * S * Hkv + kvh) * D;
+    const float *kb = k + a.kv;
+    const float *vb = v + a.kv;
     for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qt[d];
     __syncthreads();
     att_dots(p, qs, kb, stride, n, D, 1.0f);  // raw dots, then * scale as the CPU rounds them
@@ -114,18 +135,15 @@ __global__ static void attn_bwd_row_kernel(float *dq, float *dS, const float *do
     extern __shared__ float sh[];
     float *dos = sh, *part = sh + D;
     __shared__ double redd[32];
-    const int64_t row = blockIdx.x;
-    const int t = (int)(row % T);
-    const int64_t bh = row / T;
-    const int h = (int)(bh % H);
-    const int64_t b = bh / H;
-    const int kvh = h / (H / Hkv), n = att_last_key(t, S, q_offset) + 1;
-    const size_t stride = (size_t)Hkv * D;
-    const float *dot_ = dout + ((b * T + t) * H + h) * D;
+    const AttRow a = att_row(T, S, q_offset, H, Hkv, D);
+    const int64_t row = a.row;
+    const int n = a.n;
+    const size_t stride = a.stride;
+    const float *dot_ = dout + a.qo;
     const float *p = probs + row * S;
     float *ds = dS + row * S;
-    const float *kb = k + ((size_t)b * S * Hkv + kvh) * D;
-    const float *vb = v + ((size_t)b * S * Hkv + kvh) * D;
+    const float *kb = k + a.kv;
+    const float *vb = v + a.kv;
     for (int d = threadIdx.x; d < D; d += blockDim.x) dos[d] = dot_[d];
     __syncthreads();
     att_dots(ds, dos, vb, stride, n, D, 1.0f);  // dP
@@ -136,7 +154,7 @@ __global__ static void attn_bwd_row_kernel(float *dq, float *dS, const float *do
     const float dlf = (float)dl;
     for (int s = threadIdx.x; s < n; s += blockDim.x) ds[s] = (scale * p[s]) * (ds[s] - dlf);
     __syncthreads();
-    if (dq) att_weighted_rows(dq + ((b * T + t) * H + h) * D, true, ds, kb, stride, n, D, part);
+    if (dq) att_weighted_rows(dq + a.qo, true, ds, kb, stride, n, D, part);
 }
 
 // dk, dv (B,S,Hkv,D) +=: one thread per element, summing over the query rows that see key s
