@@ -11,9 +11,7 @@
 static inline Model load_on(const char *path, const char *adapter, const Backend *be) {
     Model m;
     Error err = {{0}};
-    if (model_load(&m, path, &err)) fail_msg("%s", err.msg);
-    if (adapter && model_load_adapter(&m, adapter, &err)) fail_msg("%s", err.msg);
-    if (model_to_backend(&m, be, &err)) fail_msg("%s", err.msg);
+    if (model_load_on(&m, path, adapter, be, &err)) fail_msg("%s", err.msg);
     return m;
 }
 

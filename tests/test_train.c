@@ -64,9 +64,8 @@ static void setup_open_on(Setup *u, int full, const Backend *be) {
     u->inputs = flat_ints(cJSON_GetObjectItem(u->ref, "inputs"), &B, &T);
     u->targets = flat_ints(cJSON_GetObjectItem(u->ref, "targets"), &B2, &T2);
     Error err;
-    if (model_load(&u->m, TINY, &err)) fail_msg("%s", err.msg);
-    if (!full && model_load_adapter(&u->m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
-    if (model_to_backend(&u->m, be, &err)) fail_msg("%s", err.msg);
+    if (model_load_on(&u->m, TINY, full ? NULL : TRAIN "/lora_start", be, &err))
+        fail_msg("%s", err.msg);
     assert_int_equal(forward_state_init(&u->s, &u->m, B, T, T, ACTS_ALL), 0);
     assert_int_equal(grads_init(&u->g, &u->m, 2, full, B, T), 0);
     params_collect(&u->pl, &u->m, &u->g);
@@ -247,9 +246,8 @@ static Run run_steps_on(int full, int acts, float dropout, const Backend *be, fl
     int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B, &T);
     Model m;
     Error err;
-    if (model_load(&m, TINY, &err)) fail_msg("%s", err.msg);
-    if (!full && model_load_adapter(&m, TRAIN "/lora_start", &err)) fail_msg("%s", err.msg);
-    if (model_to_backend(&m, be, &err)) fail_msg("%s", err.msg);
+    if (model_load_on(&m, TINY, full ? NULL : TRAIN "/lora_start", be, &err))
+        fail_msg("%s", err.msg);
     ForwardState s;
     Grads g;
     ParamList pl;

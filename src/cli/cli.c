@@ -64,11 +64,7 @@ int cli_load_model(Model *m, const char *path, const char *adapter, const char *
                    Error *err) {
     double t0 = now_seconds();
     const Backend *be;
-    if (backend_select(device, &be, err) || model_load(m, path, err)) return -1;
-    if ((adapter && model_load_adapter(m, adapter, err)) || model_to_backend(m, be, err)) {
-        model_free(m);
-        return -1;
-    }
+    if (backend_select(device, &be, err) || model_load_on(m, path, adapter, be, err)) return -1;
     fprintf(stderr, "Loaded %s (%d layers, hidden %d, vocab %d, %s)%s%s on %s in %.2fs\n",
             m->name, m->cfg.n_layers, m->cfg.dim, m->cfg.vocab_size, m->weight_dtype,
             adapter ? " + adapter " : "", adapter ? adapter : "", be->device, now_seconds() - t0);

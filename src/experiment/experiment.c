@@ -115,7 +115,8 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
                             "--num-layers", nl, "--seed", seed, "--adapter-path", adapter_dir,
                             "--val-batches", vb, "--steps-per-eval", spe,
                             "--fine-tune-type", full ? "full" : "lora", "--dtype", c->dtype,
-                            "--device", c->device, "--save-every", se, "--resume", NULL};  // a killed stage continues from its checkpoint
+                            "--device", c->device, "--save-every", se,
+                            "--resume", NULL};  // a killed stage continues from its checkpoint
     if (!r->interactive) {
         int n = 0;
         while (argv[n]) n++;
@@ -169,11 +170,8 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
     Model m;
     const Backend *be;
     double t0 = now_seconds();
-    if (backend_select(r->c->device, &be, err) || model_load(&m, r->model, err)) return -1;
-    if ((adapter_dir && model_load_adapter(&m, adapter_dir, err)) || model_to_backend(&m, be, err)) {
-        model_free(&m);
+    if (backend_select(r->c->device, &be, err) || model_load_on(&m, r->model, adapter_dir, be, err))
         return -1;
-    }
     double load = now_seconds() - t0;
     r->load_seconds += load;
     r->variant = variant;
@@ -211,7 +209,7 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
         cJSON_Delete(settings);
         return -1;
     }
-    r.on_gpu = strcmp(be->name, "cpu") != 0;
+    r.on_gpu = be != &BACKEND_CPU;
     const int n_stages = 7;
     char data[1100], test[1200], lora[1100], full[1100], path[1200];
     snprintf(data, sizeof data, "%s/data", c->out);

@@ -11,7 +11,7 @@
 ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want) {
     if (want != DTYPE_AUTO) return want;
     int stored_f32 = m->stored_dtype == DT_F32;  // the user chose f32: keep its precision
-    if (strcmp(m->be->name, "cpu")) return stored_f32 ? DTYPE_F32 : DTYPE_TF32;
+    if (m->be != &BACKEND_CPU) return stored_f32 ? DTYPE_F32 : DTYPE_TF32;
     return bf16_cpu_supported() && !stored_f32 ? DTYPE_BF16 : DTYPE_F32;
 }
 

@@ -72,6 +72,10 @@ int model_load(Model *m, const char *path, Error *err);
 // Move the weights (and any adapter) to backend be: every op on the model then runs there.
 // Call it last, once adapters are attached or loaded: those steps work on host memory.
 int model_to_backend(Model *m, const Backend *be, Error *err);
+// model_load + model_load_adapter (when adapter is not NULL) + model_to_backend; on failure
+// nothing stays allocated.
+int model_load_on(Model *m, const char *path, const char *adapter, const Backend *be,
+                  Error *err);
 void model_free(Model *m);
 // Every id inside the embedding (tokenizers may know a few more tokens than the model).
 int model_check_ids(const Model *m, const int *ids, int n, Error *err);

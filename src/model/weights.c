@@ -407,6 +407,16 @@ int model_to_backend(Model *m, const Backend *be, Error *err) {
     return 0;
 }
 
+int model_load_on(Model *m, const char *path, const char *adapter, const Backend *be,
+                  Error *err) {
+    if (model_load(m, path, err)) return -1;
+    if ((adapter && model_load_adapter(m, adapter, err)) || model_to_backend(m, be, err)) {
+        model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
 int model_check_ids(const Model *m, const int *ids, int n, Error *err) {
     for (int i = 0; i < n; i++) {
         if (ids[i] >= 0 && ids[i] < m->cfg.vocab_size) continue;

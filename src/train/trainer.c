@@ -445,7 +445,7 @@ static int load_split(Dataset *d, const TrainConfig *c, const Model *m, const ch
 // copies once the weights hold their final starting values.
 static int use_dtype(Model *m, ComputeDtype want, int first, int frozen_below,
                      TrainSummary *out, Error *err) {
-    const int cpu = !strcmp(m->be->name, "cpu");
+    const int cpu = m->be == &BACKEND_CPU;
     out->dtype = model_resolve_dtype(m, want);
     snprintf(out->device, sizeof out->device, "%s", m->be->device);
     if (cpu && out->dtype == DTYPE_TF32)
