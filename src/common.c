@@ -63,6 +63,22 @@ char *xstrdup(const char *s) {
     return p;
 }
 
+char *xasprintf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    char *p = xmalloc((size_t)n + 1);
+    p[0] = 0;
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+char *path_join(const char *dir, const char *name) { return xasprintf("%s/%s", dir, name); }
+
 int map_file(MappedFile *m, const char *path, Error *err) {
     memset(m, 0, sizeof *m);
     snprintf(m->path, sizeof m->path, "%s", path);

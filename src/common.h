@@ -25,6 +25,9 @@ void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
+// A formatted heap string (never NULL): paths are built with these, never in fixed buffers.
+char *xasprintf(const char *fmt, ...) PRINTF_LIKE(1, 2);
+char *path_join(const char *dir, const char *name);  // "dir/name"
 
 // A read-only memory map of a whole file.
 typedef struct {
