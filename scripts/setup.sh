@@ -17,4 +17,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-make -j"$(nproc)" tunelens
+# `make` (the all target) builds the CUDA backend, libtunelens_cuda.so, beside ./tunelens
+# whenever nvcc is on the PATH or in /usr/local/cuda; without nvcc it builds CPU-only.
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  echo "nvcc found: building tunelens with the CUDA backend"
+else
+  echo "nvcc not found: building tunelens for the CPU only"
+fi
+make -j"$(nproc)" all
