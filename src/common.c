@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,7 +83,6 @@ char *path_join(const char *dir, const char *name) { return xasprintf("%s/%s", d
 
 int map_file(MappedFile *m, const char *path, Error *err) {
     memset(m, 0, sizeof *m);
-    snprintf(m->path, sizeof m->path, "%s", path);
     int fd = open(path, O_RDONLY);
     if (fd < 0) return err_set(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -97,19 +98,23 @@ int map_file(MappedFile *m, const char *path, Error *err) {
     if (m->size == 0) {
         close(fd);
         m->data = (const uint8_t *)"";
+        m->path = xstrdup(path);
         return 0;
     }
     void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (p == MAP_FAILED) return err_set(err, "%s: cannot mmap: %s", path, strerror(errno));
     m->data = p;
+    m->path = xstrdup(path);
     return 0;
 }
 
 void unmap_file(MappedFile *m) {
     if (m->data && m->size) munmap((void *)m->data, m->size);
+    free(m->path);
     m->data = NULL;
     m->size = 0;
+    m->path = NULL;
 }
 
 int read_file(const char *path, char **out, size_t *out_len, Error *err) {
@@ -136,14 +141,57 @@ int read_file(const char *path, char **out, size_t *out_len, Error *err) {
     return 0;
 }
 
+// Where an atomic write of `path` renames its temp file to: path itself, or the regular file a
+// symlink resolves to. NULL (and *direct = 1) when it must be written through instead.
+static char *replace_target(const char *path, int *direct, Error *err) {
+    struct stat st;
+    *direct = 0;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) return xstrdup(path);
+        err_set(err, "%s: cannot stat: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (S_ISREG(st.st_mode)) return xstrdup(path);
+    if (S_ISDIR(st.st_mode)) {
+        err_set(err, "%s: is a folder, expected a file", path);
+        return NULL;
+    }
+    if (S_ISLNK(st.st_mode)) {
+        char *target = realpath(path, NULL);
+        if (target && stat(target, &st) == 0 && S_ISREG(st.st_mode)) return target;
+        free(target);
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+            err_set(err, "%s: links to a folder, expected a file", path);
+            return NULL;
+        }
+    }
+    *direct = 1;  // FIFO, device, socket, dangling or special link: write through
+    return NULL;
+}
+
 int atomic_open(AtomicFile *f, const char *path, Error *err) {
+    memset(f, 0, sizeof *f);
     f->fd = -1;
-    if (strlen(path) + 1 > sizeof f->path) return err_set(err, "%.200s...: path too long", path);
-    snprintf(f->path, sizeof f->path, "%s", path);
-    snprintf(f->tmp, sizeof f->tmp, "%s.tmp.%d", path, (int)getpid());
-    f->failed = 0;
+    f->path = replace_target(path, &f->direct, err);
+    if (f->direct) {
+        f->path = xstrdup(path);
+        f->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (f->fd < 0) {
+            err_set(err, "%s: cannot open for writing: %s", path, strerror(errno));
+            free(f->path), f->path = NULL;
+            return -1;
+        }
+        return 0;
+    }
+    if (!f->path) return -1;
+    f->tmp = xasprintf("%s.tmp.%d", f->path, (int)getpid());
     f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (f->fd < 0) return err_set(err, "%s: cannot create: %s", f->tmp, strerror(errno));
+    if (f->fd < 0) {
+        err_set(err, "%s: cannot create: %s", f->tmp, strerror(errno));
+        free(f->path), free(f->tmp);
+        f->path = f->tmp = NULL;
+        return -1;
+    }
     return 0;
 }
 
@@ -162,26 +210,49 @@ int atomic_write(AtomicFile *f, const void *data, size_t len, Error *err) {
     return f->failed ? -1 : 0;
 }
 
+static void atomic_free(AtomicFile *f) {
+    free(f->path);
+    free(f->tmp);
+    f->path = f->tmp = NULL;
+}
+
 void atomic_abort(AtomicFile *f) {
     if (f->fd >= 0) close(f->fd);
     f->fd = -1;
-    unlink(f->tmp);
+    if (f->tmp) unlink(f->tmp);
+    atomic_free(f);
+}
+
+// A write-through target: everything written must have arrived (close reports late errors).
+static int direct_commit(AtomicFile *f, Error *err) {
+    int rc = 0;
+    if (f->failed) rc = err_set(err, "%s: not written (an earlier write failed)", f->path);
+    else if (close(f->fd) != 0) rc = err_set(err, "%s: write failed: %s", f->path, strerror(errno));
+    else f->fd = -1;
+    if (f->fd >= 0) close(f->fd);
+    f->fd = -1;
+    atomic_free(f);
+    return rc;
 }
 
 int atomic_commit(AtomicFile *f, Error *err) {
+    if (f->direct) return direct_commit(f, err);
     if (f->failed) {
+        err_set(err, "%s: not written (an earlier write failed)", f->path);
         atomic_abort(f);
-        return err_set(err, "%s: not written (an earlier write failed)", f->path);
+        return -1;
     }
     if (fsync(f->fd) != 0 || close(f->fd) != 0) {
+        err_set(err, "%s: cannot flush: %s", f->path, strerror(errno));
         f->fd = -1;
         atomic_abort(f);
-        return err_set(err, "%s: cannot flush: %s", f->path, strerror(errno));
+        return -1;
     }
     f->fd = -1;
     if (rename(f->tmp, f->path) != 0) {
+        err_set(err, "%s: cannot rename into place: %s", f->path, strerror(errno));
         atomic_abort(f);
-        return err_set(err, "%s: cannot rename into place: %s", f->path, strerror(errno));
+        return -1;
     }
     // fsync the folder so the rename itself survives a crash
     char *dup = xstrdup(f->path);
@@ -191,6 +262,7 @@ int atomic_commit(AtomicFile *f, Error *err) {
         close(dfd);
     }
     free(dup);
+    atomic_free(f);
     return 0;
 }
 
@@ -202,6 +274,66 @@ int write_file_atomic(const char *path, const void *data, size_t len, Error *err
         return -1;
     }
     return atomic_commit(&f, err);
+}
+
+int copy_file_atomic(const char *src, const char *dst, Error *err) {
+    int in = open(src, O_RDONLY);
+    if (in < 0) return err_set(err, "%s: cannot open: %s", src, strerror(errno));
+    AtomicFile f;
+    if (atomic_open(&f, dst, err)) {
+        close(in);
+        return -1;
+    }
+    int rc = 0, fallback = 0;
+    for (;;) {
+        ssize_t n = fallback ? -1 : copy_file_range(in, NULL, f.fd, NULL, (size_t)1 << 30, 0);
+        if (n == 0) break;
+        if (n > 0) continue;
+        if (!fallback && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
+            fallback = 1;  // no in-kernel copy between these files: read and write
+            break;
+        }
+        rc = err_set(err, "%s: cannot copy to %s: %s", src, dst, strerror(errno));
+        break;
+    }
+    if (fallback && (lseek(in, 0, SEEK_SET) != 0 ||
+                     (!f.direct && (ftruncate(f.fd, 0) != 0 || lseek(f.fd, 0, SEEK_SET) != 0))))
+        rc = err_set(err, "%s: cannot copy to %s: %s", src, dst, strerror(errno));
+    if (fallback && rc == 0) {
+        char *buf = xmalloc(1 << 20);
+        ssize_t n;
+        while (rc == 0 && (n = read(in, buf, 1 << 20)) != 0) {
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) rc = err_set(err, "%s: read error: %s", src, strerror(errno));
+            else rc = atomic_write(&f, buf, (size_t)n, err);
+        }
+        free(buf);
+    }
+    close(in);
+    if (rc) {
+        atomic_abort(&f);
+        return -1;
+    }
+    return atomic_commit(&f, err);
+}
+
+void remove_stale_temps(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *tag = strstr(e->d_name, ".tmp.");
+        if (!tag) continue;
+        while (strstr(tag + 1, ".tmp.")) tag = strstr(tag + 1, ".tmp.");
+        char *end;
+        long pid = strtol(tag + 5, &end, 10);
+        if (*end || end == tag + 5 || pid <= 0) continue;
+        if (pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;  // alive
+        char *path = path_join(dir, e->d_name);
+        unlink(path);
+        free(path);
+    }
+    closedir(d);
 }
 
 int file_exists(const char *path) {

@@ -33,25 +33,34 @@ char *path_join(const char *dir, const char *name);  // "dir/name"
 typedef struct {
     const uint8_t *data;
     size_t size;
-    char path[512];
+    char *path;  // heap copy, freed by unmap_file
 } MappedFile;
 int map_file(MappedFile *m, const char *path, Error *err);
 void unmap_file(MappedFile *m);
 
 // Reads a whole (small) file into a NUL-terminated heap buffer.
 int read_file(const char *path, char **out, size_t *out_len, Error *err);
-// Writes atomically: temp file in the same folder, fsync, rename.
+// Writes atomically: temp file in the same folder, fsync, rename. Only a regular file (or a
+// new path) is replaced that way; a symlink to a regular file has its target replaced (the
+// link stays), and a FIFO, device or dangling symlink is written through as it is, so that
+// `--json /dev/stdout` or a named pipe never becomes a regular file.
 int write_file_atomic(const char *path, const void *data, size_t len, Error *err);
 // The same, streamed: atomic_open, any number of atomic_write, then atomic_commit (fsync +
 // rename; the file appears whole or not at all) or atomic_abort (the temp file removed).
 typedef struct {
     int fd, failed;
-    char path[1024], tmp[1100];
+    int direct;       // written through (FIFO, device): no temp file, no rename
+    char *path, *tmp;  // heap strings; tmp is NULL when direct
 } AtomicFile;
 int atomic_open(AtomicFile *f, const char *path, Error *err);
 int atomic_write(AtomicFile *f, const void *data, size_t len, Error *err);
 int atomic_commit(AtomicFile *f, Error *err);
 void atomic_abort(AtomicFile *f);
+// Copies src to dst with the same rules (copy_file_range: a reflink where the file system has
+// them), so dst is a file of its own, never a link to src.
+int copy_file_atomic(const char *src, const char *dst, Error *err);
+// Removes "NAME.tmp.PID" files in dir left by a process that no longer runs (a killed write).
+void remove_stale_temps(const char *dir);
 // mkdir -p: every missing folder of path, an error if a part exists and is not a folder.
 int make_dirs(const char *path, Error *err);
 int file_exists(const char *path);

@@ -1,4 +1,5 @@
 // main.c — `tunelens COMMAND ...`: dispatch to one function per command.
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,15 +77,29 @@ static void usage(FILE *f) {
                ".gguf file.\n");
 }
 
+// Output that never arrived (`lens ... > /dev/full`, a closed pipe) is a failed command: the
+// buffered rest is flushed here and any earlier failed write is remembered by ferror.
+static int finish_stdout(int rc) {
+    errno = 0;
+    int bad = fflush(stdout) != 0 || ferror(stdout);
+    int saved = errno;
+    if (fclose(stdout) != 0 && !bad) bad = 1, saved = errno;
+    if (!bad) return rc;
+    fprintf(stderr, "tunelens: cannot write to standard output: %s\n",
+            saved ? strerror(saved) : "write error");
+    return rc ? rc : 1;
+}
+
 int main(int argc, char **argv) {
     tune_runtime(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? EXIT_USAGE : 0;
+        return finish_stdout(argc < 2 ? EXIT_USAGE : 0);
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
+        if (!strcmp(argv[1], COMMANDS[i].name))
+            return finish_stdout(COMMANDS[i].run(argc - 1, argv + 1));
     fprintf(stderr, "tunelens: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return EXIT_USAGE;

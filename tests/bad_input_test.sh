@@ -104,14 +104,14 @@ check "tokenizer id past the embedding: generate" 1 "$X" $BIN generate --model "
 mkdir -p "$TMP/dextra"; cp "$TMP/data/valid.jsonl" "$TMP/dextra/"
 { head -5 "$TMP/data/train.jsonl"; echo '{"text": "1 + 1 = 2 <|extra|>"}'; } >"$TMP/dextra/train.jsonl"
 check "tokenizer id past the embedding: train" 1 "train.jsonl:6: token 512 \(<\|extra\|>\) is outside the model's vocabulary \(512" \
-  $BIN train --model "$M" --train --data "$TMP/dextra" --iters 1 --batch-size 1 --adapter-path "$TMP/a_extra" --quiet
+  $BIN train --model "$M" --num-layers -1 --train --data "$TMP/dextra" --iters 1 --batch-size 1 --adapter-path "$TMP/a_extra" --quiet
 check "tokenizer ok without the extra token" 0 "" lens "$M"
 M=$(model tokbig)
 jedit "$M/tokenizer.json" "j['added_tokens'] += [{'id':i,'content':'<|x%d|>'%i,'single_word':False,'lstrip':False,'rstrip':False,'normalized':False,'special':True} for i in range(512,2000)]"
 check "tokenizer far larger than the embedding" 1 "tokbig: the tokenizer has 2000 tokens but the model's embedding only 512 rows" lens "$M"
 
 # ---- 6. adapters for another model or rank
-check "train an adapter" 0 "Saved final weights" $BIN train --model $TINY --train --data "$TMP/data" --iters 2 --adapter-path "$TMP/A" --quiet
+check "train an adapter" 0 "Saved final weights" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 2 --adapter-path "$TMP/A" --quiet
 AF=adapters.safetensors
 adapter() { rm -rf "$TMP/$1"; cp -r "$TMP/A" "$TMP/$1"; echo "$TMP/$1"; }
 A=$(adapter a_rank); jedit "$A/adapter_config.json" "j['lora_parameters']['rank']=4"
@@ -123,16 +123,16 @@ check "adapter: tensor of another shape (lens)" 1 "$AF: layer 2 up_proj: LoRA sh
 A=$(adapter a_layers); stedit "$A/$AF" "h={k.replace('layers.3.','layers.9.'):v for k,v in h.items()}"
 check "adapter: layers the model does not have (lens)" 1 "$AF: unexpected tensor 'model.layers.9.[a-z_.]+' \(not a LoRA weight of a 4-layer" lens $TINY --adapter "$A"
 check "adapter: layers the model does not have (resume)" 1 "$AF: no tensor 'model.layers.3.[a-z_.]+'" \
-  $BIN train --model $TINY --train --data "$TMP/data" --iters 1 --resume-adapter-file "$A/$AF" --adapter-path "$TMP/r1" --quiet
+  $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 1 --resume-adapter-file "$A/$AF" --adapter-path "$TMP/r1" --quiet
 check "adapter: another rank (resume)" 1 "$AF: tensor 'model.layers.0.self_attn.q_proj.lora_a' has 512 values, this run needs 256" \
-  $BIN train --model $TINY --train --data "$TMP/data" --iters 1 --rank 4 --resume-adapter-file "$TMP/A/$AF" --adapter-path "$TMP/r2" --quiet
+  $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 1 --rank 4 --resume-adapter-file "$TMP/A/$AF" --adapter-path "$TMP/r2" --quiet
 A=$(adapter a_trunc); truncate -s 100000 "$A/$AF"
 check "adapter: truncated weights (lens)" 1 "$AF: tensor '[^']+' data .* extends past the end" lens $TINY --adapter "$A"
 AT=$(adapter a_transposed); stedit "$AT/$AF" "h['model.layers.2.mlp.up_proj.lora_a']['shape']=[8,64]"
 check "adapter: transposed LoRA matrix (resume)" 1 "$AF: tensor 'model.layers.2.mlp.up_proj.lora_a' has shape \\(8, 64\\), this run needs \\(64, 8\\)" \
-  $BIN train --model $TINY --train --data "$TMP/data" --iters 1 --resume-adapter-file "$AT/$AF" --adapter-path "$TMP/r4" --quiet
+  $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 1 --resume-adapter-file "$AT/$AF" --adapter-path "$TMP/r4" --quiet
 check "adapter: truncated weights (resume)" 1 "$AF: tensor '[^']+' data .* extends past the end" \
-  $BIN train --model $TINY --train --data "$TMP/data" --iters 1 --resume-adapter-file "$A/$AF" --adapter-path "$TMP/r3" --quiet
+  $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 1 --resume-adapter-file "$A/$AF" --adapter-path "$TMP/r3" --quiet
 A=$(adapter a_nan); stedit "$A/$AF" "
 import struct; o = h['model.layers.1.self_attn.v_proj.lora_b']['data_offsets'][0] + 4 * 5
 data = data[:o] + struct.pack('<f', float('inf')) + data[o + 4:]"
@@ -143,7 +143,7 @@ A=$(adapter a_now); rm "$A/$AF"
 check "adapter: no weights file" 1 "a_now.*$AF" lens $TINY --adapter "$A"
 check "adapter for a model with fewer layers" 1 "$AF: unexpected tensor 'model.layers.[23].[a-z_.]+' \(not a LoRA weight of a 2-layer" lens "$(model hidden2; jedit "$TMP/hidden2/config.json" "j['num_hidden_layers']=2")" --adapter "$TMP/A"
 
-check "train a full adapter" 0 "Saved final weights" $BIN train --model $TINY --train --data "$TMP/data" --iters 1 --fine-tune-type full --num-layers 1 --adapter-path "$TMP/F" --quiet
+check "train a full adapter" 0 "Saved final weights" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 1 --fine-tune-type full --num-layers 1 --adapter-path "$TMP/F" --quiet
 cp -r "$TMP/F" "$TMP/f_shape"; stedit "$TMP/f_shape/$AF" "h['model.layers.3.mlp.up_proj.weight']['shape']=[64,160]"
 check "full adapter: tensor of another shape" 1 "$AF: tensor 'model.layers.3.mlp.up_proj.weight' has the wrong shape for this model" lens $TINY --adapter "$TMP/f_shape"
 cp -r "$TMP/F" "$TMP/f_layer"; stedit "$TMP/f_layer/$AF" "h={k.replace('layers.3.','layers.7.'):v for k,v in h.items()}"
@@ -153,7 +153,7 @@ check "full adapter: a layer the model does not have" 1 "$AF: tensor 'model.laye
 dataset() {  # name, train.jsonl contents (printf format): a data folder with the good valid.jsonl
   mkdir -p "$TMP/$1"; cp "$TMP/data/valid.jsonl" "$TMP/$1/"; printf "$2" >"$TMP/$1/train.jsonl"; echo "$TMP/$1"
 }
-train() { $BIN train --model $TINY --train --data "$1" --iters 1 --batch-size 2 --adapter-path "$TMP/ad_$RANDOM" --quiet "${@:2}"; }
+train() { $BIN train --model $TINY --num-layers -1 --train --data "$1" --iters 1 --batch-size 2 --adapter-path "$TMP/ad_$RANDOM" --quiet "${@:2}"; }
 export -f train
 D=$(dataset d_empty "")
 check "dataset: empty train.jsonl" 1 "d_empty/train.jsonl: no examples \(the file is empty\)" train "$D"
@@ -177,10 +177,10 @@ D=$(dataset d_valid '{"text": "1 + 1 = 2"}\n{"text": "2 + 2 = 4"}\n'); : >"$D/va
 check "dataset: empty valid.jsonl" 1 "d_valid/valid.jsonl: no examples" train "$D"
 mkdir -p "$TMP/d_novalid"; cp "$TMP/data/train.jsonl" "$TMP/d_novalid/"
 check "dataset: no valid.jsonl" 1 "d_novalid/valid.jsonl: not found" train "$TMP/d_novalid"
-check "dataset: --test without test.jsonl" 1 "d_novalid/test.jsonl: not found" $BIN train --model $TINY --test --data "$TMP/d_novalid" --quiet
+check "dataset: --test without test.jsonl" 1 "d_novalid/test.jsonl: not found" $BIN train --model $TINY --num-layers -1 --test --adapter-path "" --data "$TMP/d_novalid" --quiet
 
 # ---- 8. flags
-T=(train --model $TINY --train --data "$TMP/data" --adapter-path "$TMP/ad_flags" --quiet)
+T=(train --model $TINY --num-layers -1 --train --data "$TMP/data" --adapter-path "$TMP/ad_flags" --quiet)
 check "flag: unknown" 2 "unknown option '--iterz'" $BIN "${T[@]}" --iterz 3
 check "flag: --iters -3" 2 "--iters expects an integer in \[1, [0-9]+\], got '-3'" $BIN "${T[@]}" --iters -3
 check "flag: --iters 1e3" 2 "--iters expects an integer .*got '1e3'" $BIN "${T[@]}" --iters 1e3
@@ -201,7 +201,7 @@ check "flag: data --train abc" 2 "--train expects" $BIN data math --out "$TMP/d2
 
 # ---- 9. diverging training: stops naming the iteration; the last checkpoint is intact
 check "diverging training stops" 1 "iteration 3: the loss is -?(nan|inf); stopping. The last checkpoint \(iteration 2\) holds the diverging weights; the one before it, .*div/0000001_adapters.safetensors, is the last good one" \
-  $BIN train --model $TINY --train --data "$TMP/data" --iters 10 --batch-size 2 --optimizer sgd \
+  $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 10 --batch-size 2 --optimizer sgd \
   --learning-rate 100 --scale 100000 --save-every 1 --steps-per-eval 1000 --adapter-path "$TMP/div" --quiet
 if cmp -s "$TMP/div/adapters.safetensors" "$TMP/div/0000002_adapters.safetensors" && python3 -c "
 import json, struct, array, math, sys
@@ -221,7 +221,7 @@ import struct; o = h['model.layers.2.mlp.down_proj.weight']['data_offsets'][0] +
 data = data[:o] + struct.pack('<H', 0x7fc0) + data[o + 2:]"
 check "weights holding NaN (lens)" 1 "$W: tensor 'model.layers.2.mlp.down_proj.weight'.*NaN" lens "$M"
 check "weights holding NaN (train)" 1 "$W: tensor 'model.layers.2.mlp.down_proj.weight'.*NaN" \
-  $BIN train --model "$M" --train --data "$TMP/data" --iters 2 --adapter-path "$TMP/nan" --quiet
+  $BIN train --model "$M" --num-layers -1 --train --data "$TMP/data" --iters 2 --adapter-path "$TMP/nan" --quiet
 
 # ---- 10. a model larger than memory; --max-seq-length
 M=$(model huge)  # 1 TB of f32 weights claimed, in a sparse file
@@ -248,7 +248,7 @@ else
   echo "skip model larger than memory: no sparse files here"
 fi
 check "--max-seq-length truncates with a warning" 0 "train.jsonl: 40 of 40 examples are longer than 4 tokens and were truncated" \
-  $BIN train --model $TINY --train --data "$TMP/data" --iters 1 --max-seq-length 4 --adapter-path "$TMP/msl" --quiet
+  $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 1 --max-seq-length 4 --adapter-path "$TMP/msl" --quiet
 check "--max-seq-length 1" 2 "--max-seq-length expects an integer in \[2, [0-9]+\], got '1'" $BIN "${T[@]}" --max-seq-length 1
 
 # ---- 11. out of memory: a message and exit 1, not a crash
@@ -260,8 +260,120 @@ else
 import json
 for _ in range(4): print(json.dumps({'text': '1 + 2 = 3 ' * 25000}))" >"$TMP/dlong/train.jsonl"
   cp "$TMP/dlong/train.jsonl" "$TMP/dlong/valid.jsonl"
-  check "out of memory (ulimit -v 400000)" 1 "out of memory" bash -c "ulimit -v 400000 && exec $BIN train --model $TINY --train --data $TMP/dlong --iters 1 --batch-size 4 --max-seq-length 100000 --adapter-path $TMP/oom --quiet"
+  check "out of memory (ulimit -v 400000)" 1 "out of memory" bash -c "ulimit -v 400000 && exec $BIN train --model $TINY --num-layers -1 --train --data $TMP/dlong --iters 1 --batch-size 4 --max-seq-length 100000 --adapter-path $TMP/oom --quiet"
 fi
+
+# ---- 12. accepted before issue 14 and computed garbage: architectures, vocabularies and adapter
+# configs the forward pass does not implement are refused, naming the file and the key
+M=$(model abias); jedit "$M/config.json" "j['attention_bias']=True"
+check "config: attention_bias true" 1 "abias/config.json: \"attention_bias\": true is not supported \(Llama without bias terms" lens "$M"
+M=$(model mbias); jedit "$M/config.json" "j['mlp_bias']=True"
+check "config: mlp_bias true" 1 "mbias/config.json: \"mlp_bias\": true is not supported" lens "$M"
+M=$(model sbias); jedit "$M/config.json" "j['attention_bias']='no'"
+check "config: attention_bias not a boolean" 1 "sbias/config.json: key \"attention_bias\" must be true or false" lens "$M"
+bias() {  # model, tensor name, size: a zero bias tensor added to the weights
+  stedit "$1/$W" "h['$2'] = {'dtype': 'F32', 'shape': [$3], 'data_offsets': [len(data), len(data) + 4 * $3]}; data += bytes(4 * $3)"
+}
+M=$(model qbias); bias "$M" model.layers.1.self_attn.q_proj.bias 64
+check "weights: a q_proj bias tensor" 1 "$W: tensor 'model.layers.1.self_attn.q_proj.bias': bias terms are not supported" lens "$M"
+M=$(model dbias); bias "$M" model.layers.3.mlp.down_proj.bias 64
+check "weights: an mlp bias tensor" 1 "$W: tensor 'model.layers.3.mlp.down_proj.bias': bias terms are not supported" lens "$M"
+M=$(model gelu); jedit "$M/config.json" "j['hidden_act']='gelu'"
+check "config: hidden_act gelu" 1 "gelu/config.json: hidden_act \"gelu\" is not supported \(silu only" lens "$M"
+M=$(model swish); jedit "$M/config.json" "j['hidden_act']='swish'"
+check "config: hidden_act swish (= silu) loads" 0 "Layer" lens "$M"
+for e in 0 1.5 -1e-05 1e-60; do
+  M=$(model "eps$e"); jedit "$M/config.json" "j['rms_norm_eps']=$e"
+  check "config: rms_norm_eps $e" 1 "eps$e/config.json: rms_norm_eps is [-0-9.e]+; it must be in \(0, 1\)" lens "$M"
+done
+
+# GGUF: a one-layer model with the tiny vocabulary (gguf_write of tests/fuzz/make_seeds.py), edited
+cat >"$TMP/gg.py" <<'EOF2'
+# gg.py FILE CODE: a 1-layer f32 Llama GGUF; CODE edits kv (key -> (type, value)) and ts
+# (name -> (dims innermost first, ggml type, raw bytes)) first
+import random, struct, sys
+sys.path.insert(0, "tests/fuzz")
+from make_seeds import GG, f32, gguf_write, tiny_vocab
+tokens, types, merges = tiny_vocab()
+V, C, F, H, D = len(tokens), 32, 64, 2, 16
+u32, A = GG["u32"], GG["arr"]
+kv = {"general.architecture": (GG["str"], "llama"), "llama.embedding_length": (u32, C),
+      "llama.feed_forward_length": (u32, F), "llama.block_count": (u32, 1),
+      "llama.attention.head_count": (u32, H), "llama.attention.head_count_kv": (u32, 1),
+      "llama.context_length": (u32, 64), "llama.rope.freq_base": (GG["f32"], 10000.0),
+      "llama.attention.layer_norm_rms_epsilon": (GG["f32"], 1e-5),
+      "tokenizer.ggml.model": (GG["str"], "gpt2"), "tokenizer.ggml.pre": (GG["str"], "llama-bpe"),
+      "tokenizer.ggml.tokens": (A, (GG["str"], tokens)), "tokenizer.ggml.token_type": (A, (GG["i32"], types)),
+      "tokenizer.ggml.merges": (A, (GG["str"], merges)), "tokenizer.ggml.bos_token_id": (u32, 0),
+      "tokenizer.ggml.eos_token_id": (u32, 1)}
+rnd = random.Random(1)
+w = lambda *dims: ([*dims], 0, f32([rnd.uniform(-0.1, 0.1) for _ in range(dims[0] * (dims[1] if len(dims) > 1 else 1))]))
+ts = {"token_embd.weight": w(C, V), "output_norm.weight": w(C), "blk.0.attn_norm.weight": w(C),
+      "blk.0.ffn_norm.weight": w(C), "blk.0.attn_q.weight": w(C, H * D), "blk.0.attn_k.weight": w(C, D),
+      "blk.0.attn_v.weight": w(C, D), "blk.0.attn_output.weight": w(H * D, C),
+      "blk.0.ffn_gate.weight": w(C, F), "blk.0.ffn_up.weight": w(C, F), "blk.0.ffn_down.weight": w(F, C)}
+exec(sys.argv[2])
+open(sys.argv[1], "wb").write(gguf_write([(k, t, v) for k, (t, v) in kv.items()],
+                                         [(n, d, t, r) for n, (d, t, r) in ts.items()]))
+EOF2
+gg() { python3 "$TMP/gg.py" "$TMP/$1.gguf" "$2" && echo "$TMP/$1.gguf"; }
+G=$(gg g_ok "")
+check "GGUF: the one-layer model loads" 0 "Layer" lens "$G"
+G=$(gg g_nomerges "del kv['tokenizer.ggml.merges']")
+check "GGUF: a BPE vocabulary without merges" 1 "g_nomerges.gguf: GGUF: missing key tokenizer.ggml.merges" lens "$G"
+check "GGUF: a BPE vocabulary without merges (tokenize)" 1 "g_nomerges.gguf: GGUF: missing key tokenizer.ggml.merges" $BIN tokenize --model "$G" --text "12 + 7"
+G=$(gg g_qbias "ts['blk.0.attn_q.bias'] = w(32)")
+check "GGUF: an attn_q bias tensor" 1 "g_qbias.gguf: tensor 'blk.0.attn_q.bias': bias terms are not supported" lens "$G"
+G=$(gg g_eps "kv['llama.attention.layer_norm_rms_epsilon'] = (GG['f32'], 2.0)")
+check "GGUF: rms epsilon 2" 1 "g_eps.gguf: GGUF: llama.attention.layer_norm_rms_epsilon is 2; it must be in \(0, 1\)" lens "$G"
+G=$(gg g_epsstr "kv['llama.attention.layer_norm_rms_epsilon'] = (GG['str'], '1e-5')")
+check "GGUF: rms epsilon a string" 1 "g_epsstr.gguf: GGUF: llama.attention.layer_norm_rms_epsilon must be a number" lens "$G"
+
+# adapter configs with values of the wrong type, or without the values mlx-lm requires
+peft() { rm -rf "$TMP/$1"; cp -r $TINY/peft_adapter "$TMP/$1"; jedit "$TMP/$1/adapter_config.json" "$2"; echo "$TMP/$1"; }
+P=$(peft p_alpha "j['lora_alpha']='160'")
+check "PEFT: lora_alpha a string" 1 "p_alpha/adapter_config.json: \"lora_alpha\" must be a number, got a string \(\"160\"\)" lens $TINY --adapter "$P"
+P=$(peft p_rslora "j['use_rslora']='true'")
+check "PEFT: use_rslora a string" 1 "p_rslora/adapter_config.json: \"use_rslora\" must be true or false" lens $TINY --adapter "$P"
+P=$(peft p_rp "j['rank_pattern']={'down_proj': 2}")
+check "PEFT: rank_pattern applies (rank 2 for down_proj)" 1 "adapter_model.safetensors: layer 0 down_proj: LoRA shapes \(4, 160\) and \(64, 4\) do not fit this model at rank 2" lens $TINY --adapter "$P"
+P=$(peft p_rp_none "j['rank_pattern']={'proj': 2, 'layers.9.mlp.down_proj': 2}")
+check "PEFT: rank_pattern keys that match no module" 0 "Layer" lens $TINY --adapter "$P"
+P=$(peft p_rp_type "j['rank_pattern']={'q_proj': '2'}")
+check "PEFT: rank_pattern value a string" 1 "p_rp_type/adapter_config.json: rank_pattern\[\"q_proj\"\] must be a positive integer, got a string" lens $TINY --adapter "$P"
+P=$(peft p_ap_type "j['alpha_pattern']={'q_proj': None}")
+check "PEFT: alpha_pattern value null" 1 "p_ap_type/adapter_config.json: alpha_pattern\[\"q_proj\"\] must be a number, got null" lens $TINY --adapter "$P"
+P=$(peft p_ap_obj "j['alpha_pattern']=['q_proj']")
+check "PEFT: alpha_pattern not an object" 1 "p_ap_obj/adapter_config.json: \"alpha_pattern\" must be an object" lens $TINY --adapter "$P"
+P=$(peft p_ap_re "j['alpha_pattern']={'q_proj(': 4}")
+check "PEFT: alpha_pattern key not a regex" 1 "p_ap_re/adapter_config.json: alpha_pattern\[\"q_proj\(\"\]: the key is not a regular expression" lens $TINY --adapter "$P"
+P=$(peft p_ap_slow "j['alpha_pattern']={'(a*)*b': 4}")
+check "PEFT: alpha_pattern key that backtracks" 0 "Layer" lens $TINY --adapter "$P"
+mlx() { rm -rf "$TMP/$1"; cp -r $TINY/mlx_adapter "$TMP/$1"; jedit "$TMP/$1/adapter_config.json" "$2"; echo "$TMP/$1"; }
+A=$(mlx m_scale "j['lora_parameters']['scale']='20'")
+check "mlx-lm: scale a string" 1 "m_scale/adapter_config.json: lora_parameters.scale must be a number, got a string \(\"20\"\)" lens $TINY --adapter "$A"
+A=$(mlx m_nolp "del j['lora_parameters']")
+check "mlx-lm: no lora_parameters" 1 "m_nolp/adapter_config.json: missing \"lora_parameters\"" lens $TINY --adapter "$A"
+A=$(mlx m_nolp2 "del j['lora_parameters']; del j['fine_tune_type']")
+check "mlx-lm: no lora_parameters, no fine_tune_type" 1 "m_nolp2/adapter_config.json: missing \"lora_parameters\"" lens $TINY --adapter "$A"
+A=$(mlx m_noscale "del j['lora_parameters']['scale']")
+check "mlx-lm: lora_parameters without scale" 1 "m_noscale/adapter_config.json: missing lora_parameters.scale" lens $TINY --adapter "$A"
+A=$(mlx m_norank "del j['lora_parameters']['rank']")
+check "mlx-lm: lora_parameters without rank" 1 "m_norank/adapter_config.json: missing lora_parameters.rank" lens $TINY --adapter "$A"
+A=$(mlx m_lpstr "j['lora_parameters']='rank 4'")
+check "mlx-lm: lora_parameters not an object" 1 "m_lpstr/adapter_config.json: lora_parameters must be an object" lens $TINY --adapter "$A"
+A=$(mlx m_ftt "j['fine_tune_type']=1")
+check "mlx-lm: fine_tune_type not a string" 1 "m_ftt/adapter_config.json: fine_tune_type must be a string" lens $TINY --adapter "$A"
+rm -rf "$TMP/m_full"; cp -r $TINY/full_adapter "$TMP/m_full"; jedit "$TMP/m_full/adapter_config.json" "j['lora_parameters']=None"
+check "mlx-lm: a full adapter with lora_parameters null (as mlx-lm writes it) loads" 0 "Layer" lens $TINY --adapter "$TMP/m_full"
+
+# generate checks the logits as lens does: overflowing activations are an error, not token 0 at nan%
+rm -rf "$TMP/g_huge"; cp -r $TINY/mlx_adapter "$TMP/g_huge"; jedit "$TMP/g_huge/adapter_config.json" "j['lora_parameters']['scale']=1e30"
+check "lens: an adapter scaled by 1e30 overflows" 1 "the forward pass overflowed" lens $TINY --adapter "$TMP/g_huge"
+check "generate: non-finite logits are an error" 1 "the forward pass overflowed: the logits for generated token 1 are not finite" \
+  $BIN generate --model $TINY --adapter "$TMP/g_huge" --prompt "12 + 7 = " --max-tokens 3
+check "generate --json: non-finite logits are an error" 1 "the forward pass overflowed" \
+  $BIN generate --model $TINY --adapter "$TMP/g_huge" --prompt "12 + 7 = " --max-tokens 3 --json -
 
 if [ "$fails" -ne 0 ]; then echo "$fails bad-input check(s) failed"; exit 1; fi
 echo "all bad-input checks passed"

@@ -44,12 +44,12 @@ check "generate with adapter" 0 "" $BIN generate --model $TINY --adapter $TINY/m
 
 # training (tiny model, arithmetic data written by the data command)
 check "data math" 0 "train.jsonl" $BIN data math --out "$TMP/data" --train 64 --valid 16 --test 16 --seed 1
-check "train --iters -3" 2 "--iters expects an integer" $BIN train --model $TINY --train --data "$TMP/data" --iters -3
-check "train bad lr" 2 "--learning-rate expects a number" $BIN train --model $TINY --train --data "$TMP/data" --learning-rate abc
-check "train bad type" 2 "--fine-tune-type must be lora or full" $BIN train --model $TINY --train --data "$TMP/data" --fine-tune-type half
-check "train nothing to do" 2 "nothing to do" $BIN train --model $TINY --data "$TMP/data"
-check "train missing data" 1 "train.jsonl" $BIN train --model $TINY --train --data "$TMP/nodata"
-check "train lora" 0 "Saved final weights" $BIN train --model $TINY --train --data "$TMP/data" --iters 12 --batch-size 4 --learning-rate 1e-3 --steps-per-report 4 --steps-per-eval 6 --save-every 8 --num-layers 2 --adapter-path "$TMP/ad" --test --quiet
+check "train --iters -3" 2 "--iters expects an integer" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters -3
+check "train bad lr" 2 "--learning-rate expects a number" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --learning-rate abc
+check "train bad type" 2 "--fine-tune-type must be lora or full" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --fine-tune-type half
+check "train nothing to do" 2 "nothing to do" $BIN train --model $TINY --num-layers -1 --data "$TMP/data"
+check "train missing data" 1 "train.jsonl" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/nodata"
+check "train lora" 0 "Saved final weights" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 12 --batch-size 4 --learning-rate 1e-3 --steps-per-report 4 --steps-per-eval 6 --save-every 8 --num-layers 2 --adapter-path "$TMP/ad" --test --quiet
 grep -q "Trainable parameters: [0-9.]*% (0.018M/0.205M)" "$TMP/out" && echo "ok   trainable line" || { echo "FAIL trainable line"; fails=$((fails+1)); }
 grep -qE "^Iter 4: Train loss [0-9.]+, Learning Rate 1.000e-03, It/sec [0-9.]+, Tokens/sec [0-9.]+, Trained Tokens [0-9]+, Peak mem [0-9.]+ GB$" "$TMP/out" && echo "ok   report line" || { echo "FAIL report line"; fails=$((fails+1)); }
 grep -qE "^Iter 1: Val loss [0-9.]+, Val took [0-9.]+s$" "$TMP/out" && grep -qE "^Test loss [0-9.]+, Test ppl [0-9.]+\.$" "$TMP/out" && echo "ok   val/test lines" || { echo "FAIL val/test lines"; fails=$((fails+1)); }
@@ -63,9 +63,9 @@ c=json.load(open('$TMP/ad/adapter_config.json'))
 ok = ok and c['fine_tune_type']=='lora' and c['lora_parameters']['rank']==8 and c['num_layers']==2
 sys.exit(0 if ok else 1)" && echo "ok   metrics.jsonl + adapter_config.json" || { echo "FAIL metrics/config"; fails=$((fails+1)); }
 check "lens with trained adapter" 0 "Final prediction" $BIN lens --model $TINY --adapter "$TMP/ad" --prompt "12 + 7 = "
-check "resume adapter" 0 "Saved final weights" $BIN train --model $TINY --train --data "$TMP/data" --iters 2 --num-layers 2 --resume-adapter-file "$TMP/ad/adapters.safetensors" --adapter-path "$TMP/ad2" --quiet
-check "resume wrong shape" 1 "another" $BIN train --model $TINY --train --data "$TMP/data" --iters 2 --num-layers 3 --resume-adapter-file "$TMP/ad/adapters.safetensors" --adapter-path "$TMP/ad3" --quiet
-check "train full" 0 "Trainable parameters: [0-9.]+% \(0.086M/0.205M\)" $BIN train --model $TINY --train --data "$TMP/data" --iters 4 --fine-tune-type full --num-layers 2 --adapter-path "$TMP/full" --quiet
+check "resume adapter" 0 "Saved final weights" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 2 --num-layers 2 --resume-adapter-file "$TMP/ad/adapters.safetensors" --adapter-path "$TMP/ad2" --quiet
+check "resume wrong shape" 1 "another" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 2 --num-layers 3 --resume-adapter-file "$TMP/ad/adapters.safetensors" --adapter-path "$TMP/ad3" --quiet
+check "train full" 0 "Trainable parameters: [0-9.]+% \(0.086M/0.205M\)" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 4 --fine-tune-type full --num-layers 2 --adapter-path "$TMP/full" --quiet
 check "lens with full adapter" 0 "Final prediction" $BIN lens --model $TINY --adapter "$TMP/full" --prompt "12 + 7 = "
 # --grad-checkpoint recomputes each block in backward: the same run, bit for bit
 same_run() {  # name, dir a, dir b: identical adapter bytes and every logged loss equal
@@ -75,7 +75,7 @@ def losses(d): return [(r['iter'], r.get('train_loss'), r.get('val_loss')) for r
 a, b = losses('$2'), losses('$3')
 sys.exit(0 if a == b and len(a) >= 4 else 1)"; then echo "ok   $1"; else echo "FAIL $1"; fails=$((fails+1)); fi
 }
-gc=(train --model $TINY --train --data "$TMP/data" --iters 8 --batch-size 4 --learning-rate 1e-3 --steps-per-report 2 --steps-per-eval 4 --num-layers 3 --quiet)
+gc=(train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 8 --batch-size 4 --learning-rate 1e-3 --steps-per-report 2 --steps-per-eval 4 --num-layers 3 --quiet)
 for ft in lora full; do
   check "train $ft" 0 "Saved final weights" $BIN "${gc[@]}" --fine-tune-type $ft --adapter-path "$TMP/gc0_$ft"
   check "train $ft --grad-checkpoint" 0 "Saved final weights" $BIN "${gc[@]}" --fine-tune-type $ft --adapter-path "$TMP/gc1_$ft" --grad-checkpoint
@@ -94,9 +94,9 @@ check "export-peft dropout adapter" 0 "LoRA pairs" $BIN export-peft --adapter "$
 json_check "export-peft lora_dropout" "j['lora_dropout']==0.25" "$TMP/gd0_peft/adapter_config.json"
 check "train --dropout 1" 2 "--dropout expects a number" $BIN "${gc[@]}" --adapter-path "$TMP/gd2" --dropout 1
 head -c 0 /dev/null > "$TMP/empty.jsonl"; mkdir -p "$TMP/small"; head -2 "$TMP/data/train.jsonl" > "$TMP/small/train.jsonl"; cp "$TMP/data/valid.jsonl" "$TMP/small/"
-check "too few examples" 1 "fewer than the batch size" $BIN train --model $TINY --train --data "$TMP/small" --batch-size 4 --adapter-path "$TMP/ad4"
+check "too few examples" 1 "fewer than the batch size" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/small" --batch-size 4 --adapter-path "$TMP/ad4"
 mkdir -p "$TMP/badjson"; printf '{"text": "1 + 1 = 2"}\n{"text": 3}\n' > "$TMP/badjson/train.jsonl"; cp "$TMP/data/valid.jsonl" "$TMP/badjson/"
-check "bad jsonl line" 1 "train.jsonl.*2" $BIN train --model $TINY --train --data "$TMP/badjson" --batch-size 1 --adapter-path "$TMP/ad5"
+check "bad jsonl line" 1 "train.jsonl.*2" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/badjson" --batch-size 1 --adapter-path "$TMP/ad5"
 
 # export-peft and fuse
 for c in export-peft fuse; do

@@ -21,7 +21,7 @@ wait_checkpoints() {  # dir, n: wait until n checkpoints are saved
 
 check_mode() {  # name, signal, extra train flags...
   local name=$1 sig=$2; shift 2
-  local args=(train --model tests/fixtures/tiny --train --data "$TMP/data" --iters 400
+  local args=(train --model tests/fixtures/tiny --num-layers -1 --train --data "$TMP/data" --iters 400
               --batch-size 4 --save-every 25 --steps-per-eval 500 --val-batches 2
               --learning-rate 1e-3 --seed 7 --quiet "$@")
   rm -rf "$TMP/ref" "$TMP/run"
@@ -58,9 +58,9 @@ check_mode "lora, dropout 0.2, grad accumulation 2, grad checkpoint" INT --dropo
 
 # a state from other settings is refused, naming the setting
 rm -rf "$TMP/x"
-$BIN train --model tests/fixtures/tiny --train --data "$TMP/data" --iters 1500 --batch-size 4 --save-every 40 --quiet --adapter-path "$TMP/x" >/dev/null 2>&1 &
+$BIN train --model tests/fixtures/tiny --num-layers -1 --train --data "$TMP/data" --iters 1500 --batch-size 4 --save-every 40 --quiet --adapter-path "$TMP/x" >/dev/null 2>&1 &
 pid=$!; wait_for "$TMP/x/training_state.json"; kill -9 $pid; wait $pid 2>/dev/null
-out=$($BIN train --model tests/fixtures/tiny --train --data "$TMP/data" --iters 1500 --batch-size 8 --quiet --adapter-path "$TMP/x" --resume 2>&1); rc=$?
+out=$($BIN train --model tests/fixtures/tiny --num-layers -1 --train --data "$TMP/data" --iters 1500 --batch-size 8 --quiet --adapter-path "$TMP/x" --resume 2>&1); rc=$?
 if [ $rc -eq 1 ] && grep -q "batch_size 4, this run has 8" <<<"$out"; then echo "ok   resume with other settings refused"
 else echo "FAIL resume with other settings: rc $rc: $out"; fails=$((fails+1)); fi
 

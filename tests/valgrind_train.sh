@@ -30,13 +30,13 @@ run() {  # name, command...: fails the script with the valgrind log on any error
   fi
   echo "ok   valgrind $name ($((SECONDS - t0))s, $(grep -oE "ERROR SUMMARY: [0-9]+ errors" "$TMP/vg.log"))"
 }
-run "train lora, 3 iterations" "$BIN" train --model tests/fixtures/tiny --train --data "$TMP/data" --iters 3 \
+run "train lora, 3 iterations" "$BIN" train --model tests/fixtures/tiny --num-layers -1 --train --data "$TMP/data" --iters 3 \
     --batch-size 2 --num-layers 2 --rank 4 --steps-per-report 1 --steps-per-eval 2 --val-batches 2 \
     --save-every 2 --adapter-path "$TMP/ad" --test --test-batches 2 --learning-rate 1e-3 --quiet
-run "train full, 2 iterations" "$BIN" train --model tests/fixtures/tiny --train --data "$TMP/data" --iters 2 \
+run "train full, 2 iterations" "$BIN" train --model tests/fixtures/tiny --num-layers -1 --train --data "$TMP/data" --iters 2 \
     --batch-size 2 --num-layers 1 --fine-tune-type full --optimizer adamw --steps-per-eval 2 --val-batches 1 \
     --adapter-path "$TMP/full" --quiet
-run "train lora, dropout + grad checkpoint, 2 iterations" "$BIN" train --model tests/fixtures/tiny --train \
+run "train lora, dropout + grad checkpoint, 2 iterations" "$BIN" train --model tests/fixtures/tiny --num-layers -1 --train \
     --data "$TMP/data" --iters 2 --batch-size 2 --num-layers 3 --rank 4 --dropout 0.2 --grad-checkpoint \
     --steps-per-eval 2 --val-batches 1 --adapter-path "$TMP/drop" --quiet
 run "lens with the trained adapter" "$BIN" lens --model tests/fixtures/tiny --adapter "$TMP/ad" \

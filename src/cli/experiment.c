@@ -50,6 +50,7 @@ int cmd_experiment(int argc, char **argv) {
             if ((rc = cli_int(cmd, argc, argv, &i, 1, 1 << 20, &c.batch_size))) return rc;
         } else if (!strcmp(f, "--num-layers")) {
             if ((rc = cli_int(cmd, argc, argv, &i, -1, 100000, &c.num_layers))) return rc;
+            c.num_layers_given = 1;
         } else if (!strcmp(f, "--lora-lr")) {
             if ((rc = cli_double(cmd, argc, argv, &i, 0, 1e3, &c.lora_lr))) return rc;
         } else if (!strcmp(f, "--full-lr")) {

@@ -16,7 +16,9 @@ static const char *USAGE =
     "  --lr-schedule cosine --warmup N   cosine decay to 0 after N linear warmup steps\n"
     "  --val-batches N (25; -1 = all)  --steps-per-report N (10)  --steps-per-eval N (200)\n"
     "  --save-every N (100)  --adapter-path DIR (adapters)  --resume-adapter-file FILE\n"
-    "  --test  --test-batches N (500)  --max-seq-length N (2048)  --mask-prompt\n"
+    "  --test  --test-batches N (500; -1 = all)  --max-seq-length N (2048)  --mask-prompt\n"
+    "                               --test without --train evaluates the adapter saved in\n"
+    "                               --adapter-path (\"\" = the base model), as mlx_lm.lora does\n"
     "  --grad-accumulation-steps N (1)\n"
     "  --grad-checkpoint            keep only each block's input and recompute the block's\n"
     "                               forward in backward: less memory, one more forward pass\n"
@@ -34,11 +36,13 @@ static const char *USAGE =
     "  --quiet                      no progress bar\n"
     "  --resume                     continue from DIR/training_state.json, which every\n"
     "                               checkpoint (and Ctrl-C) saves: weights, optimizer state,\n"
-    "                               data order; ends bit for bit as an uninterrupted run\n"
+    "                               data order; ends bit for bit as an uninterrupted run.\n"
+    "                               An error when DIR holds no unfinished run\n"
     "  Data: DIR/train.jsonl, valid.jsonl (and test.jsonl for --test), lines {\"text\": ...}\n"
     "  or {\"prompt\": ..., \"completion\": ...} (joined as plain text, no chat template).\n"
-    "  Writes DIR/adapters.safetensors + adapter_config.json (mlx-lm format), checkpoints\n"
-    "  NNNNNNN_adapters.safetensors every --save-every, and metrics.jsonl.\n";
+    "  Writes DIR/adapters.safetensors + adapter_config.json (mlx-lm format; both at every\n"
+    "  save), checkpoints NNNNNNN_adapters.safetensors every --save-every, and metrics.jsonl.\n"
+    "  DIR (created with its parents) is locked for the run: one run per adapter folder.\n";
 
 int cmd_train(int argc, char **argv) {
     const char *cmd = "train", *v;
@@ -139,9 +143,24 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "tunelens train: --lora-keys: %s\n", err.msg);
         return EXIT_USAGE;
     }
-    if (c.test && !c.train && !c.resume_adapter_file)
-        fprintf(stderr, "note: --test without --train or --resume-adapter-file evaluates the "
-                        "base model\n");
+    // mlx-lm's conventions: -1 = all (layers, batches); 0 would train or measure nothing
+    if (c.num_layers == 0) {
+        fprintf(stderr, "tunelens train: --num-layers must be -1 (all) or at least 1\n");
+        return EXIT_USAGE;
+    }
+    if (c.val_batches == 0 || c.test_batches == 0) {
+        fprintf(stderr, "tunelens train: --%s-batches must be -1 (the whole set) or at least 1\n",
+                c.val_batches == 0 ? "val" : "test");
+        return EXIT_USAGE;
+    }
+    if (!c.train && (c.resume || c.resume_adapter_file)) {
+        fprintf(stderr, "tunelens train: %s continues training and needs --train; --test alone "
+                        "evaluates the adapter in --adapter-path\n",
+                c.resume ? "--resume" : "--resume-adapter-file");
+        return EXIT_USAGE;
+    }
+    if (c.test && !c.train && !c.adapter_path[0])
+        fprintf(stderr, "note: --test with an empty --adapter-path evaluates the base model\n");
     TrainSummary sum;
     if (train_run(&c, &sum, &err)) {
         cli_fail(&err);

@@ -37,6 +37,7 @@ typedef struct {
     const char *variant;
     double load_seconds;  // this run's model loads (train stages report theirs)
     int on_gpu;           // --device resolved to CUDA
+    int num_layers;       // blocks to train (--num-layers resolved against the model)
 } Run;
 
 static void progress(void *ctx, const char *what, int done, int total) {
@@ -75,11 +76,12 @@ static cJSON *settings_json(const ExperimentConfig *c, const char *model) {
 
 // DIR/settings.json: written on the first run, compared on later ones.
 static int check_settings(const char *dir, const cJSON *settings, Error *err) {
-    char path[1100];
-    snprintf(path, sizeof path, "%s/settings.json", dir);
-    if (!file_exists(path)) return json_write_file(path, settings, err);
-    cJSON *old = json_read_object(path, err);
-    if (!old) return -1;
+    char *path = path_join(dir, "settings.json");
+    cJSON *old = NULL;
+    int rc = file_exists(path) ? (old = json_read_object(path, err)) ? 0 : -1
+                               : json_write_file(path, settings, err);
+    free(path);
+    if (rc || !old) return rc;
     const cJSON *x;
     cJSON_ArrayForEach(x, settings) {
         const cJSON *y = cJSON_GetObjectItemCaseSensitive(old, x->string);
@@ -106,7 +108,7 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     snprintf(iters, sizeof iters, "%d", c->iters);
     snprintf(bs, sizeof bs, "%d", c->batch_size);
     snprintf(lr, sizeof lr, "%g", full ? c->full_lr : c->lora_lr);
-    snprintf(nl, sizeof nl, "%d", c->num_layers);
+    snprintf(nl, sizeof nl, "%d", r->num_layers);
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
     snprintf(vb, sizeof vb, "%d", c->quick ? 5 : 25);
     snprintf(spe, sizeof spe, "%d", c->quick ? c->iters : 200);
@@ -115,13 +117,13 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
                             "--num-layers", nl, "--seed", seed, "--adapter-path", adapter_dir,
                             "--val-batches", vb, "--steps-per-eval", spe,
                             "--fine-tune-type", full ? "full" : "lora", "--dtype", c->dtype,
-                            "--device", c->device, "--save-every", se,
-                            "--resume", NULL};  // a killed stage continues from its checkpoint
-    if (!r->interactive) {
-        int n = 0;
-        while (argv[n]) n++;
-        argv[n] = "--quiet";
-    }
+                            "--device", c->device, "--save-every", se, NULL};
+    int n = 0;
+    while (argv[n]) n++;
+    if (!r->interactive) argv[n++] = "--quiet";
+    char *state = path_join(adapter_dir, "training_state.json");
+    if (file_exists(state)) argv[n++] = "--resume";  // a killed stage continues from its checkpoint
+    free(state);
     fflush(stdout);
     fflush(stderr);
     // Ctrl-C reaches the child too, which saves a checkpoint and exits 130; this process waits
@@ -154,9 +156,9 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     if (WEXITSTATUS(status))
         return err_set(err, "%s training failed (exit %d; its message is above)",
                        full ? "full" : "LoRA", WEXITSTATUS(status));
-    char path[1200];
-    snprintf(path, sizeof path, "%s/train_summary.json", adapter_dir);
+    char *path = path_join(adapter_dir, "train_summary.json");
     cJSON *summary = json_read_object(path, err);
+    free(path);
     if (!summary) return -1;
     const cJSON *ls = cJSON_GetObjectItem(summary, "load_seconds");
     if (cJSON_IsNumber(ls)) r->load_seconds += ls->valuedouble;
@@ -193,37 +195,43 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
     return rc;
 }
 
+// The blocks to train: --num-layers, where the default (16) means all blocks of a smaller
+// model; an explicit count beyond the model is an error, as in `train`.
+static int resolve_num_layers(const ExperimentConfig *c, const char *model, int *out, Error *err) {
+    Model m;
+    if (model_open(&m, model, err)) return -1;
+    int L = m.cfg.n_layers;
+    model_free(&m);
+    *out = c->num_layers;
+    if (c->num_layers > L && c->num_layers_given)
+        return err_set(err, "--num-layers %d: %s has %d layers (-1 trains all of them)",
+                       c->num_layers, model, L);
+    if (c->num_layers > L || c->num_layers < 0) *out = L;
+    return 0;
+}
+
 int experiment_run(const ExperimentConfig *c, Error *err) {
-    char model[1024];
-    if (c->model) snprintf(model, sizeof model, "%s", c->model);
-    else if (default_model_path(model, sizeof model, err)) return -1;
-    if (make_dirs(c->out, err)) return -1;
-    cJSON *settings = settings_json(c, model);
-    if (check_settings(c->out, settings, err)) {
-        cJSON_Delete(settings);
-        return -1;
-    }
-    Run r = {c, model, isatty(STDOUT_FILENO), 0, "", 0, 0};
+    char *model = c->model ? xstrdup(c->model) : default_model_path(err);
+    char *data = path_join(c->out, "data"), *test = path_join(data, "test.jsonl");
+    char *lora = path_join(c->out, "lora"), *full = path_join(c->out, "full");
+    char *eval_dir = path_join(c->out, "eval");
+    cJSON *settings = NULL;
+    Problem *probs = NULL;
+    int rc = -1, n_probs = 0;
+    Run r = {c, model, isatty(STDOUT_FILENO), 0, "", 0, 0, 0};
+    if (!model || make_dirs(c->out, err) || resolve_num_layers(c, model, &r.num_layers, err))
+        goto done;
+    settings = settings_json(c, model);
+    if (check_settings(c->out, settings, err)) goto done;
     const Backend *be;
-    if (backend_select(c->device, &be, err)) {
-        cJSON_Delete(settings);
-        return -1;
-    }
+    if (backend_select(c->device, &be, err)) goto done;
     r.on_gpu = be != &BACKEND_CPU;
     const int n_stages = 7;
-    char data[1100], test[1200], lora[1100], full[1100], path[1200];
-    snprintf(data, sizeof data, "%s/data", c->out);
-    snprintf(test, sizeof test, "%s/test.jsonl", data);
-    snprintf(lora, sizeof lora, "%s/lora", c->out);
-    snprintf(full, sizeof full, "%s/full", c->out);
     double t0 = now_seconds();
     printf("Experiment: %s -> %s (%d iters, batch %d, LoRA lr %g, full lr %g, last %d layers%s)\n",
-           model, c->out, c->iters, c->batch_size, c->lora_lr, c->full_lr, c->num_layers,
+           model, c->out, c->iters, c->batch_size, c->lora_lr, c->full_lr, r.num_layers,
            c->quick ? ", quick" : "");
 
-    int rc = -1;
-    Problem *probs = NULL;
-    int n_probs = 0;
     stage_header(1, n_stages, "Data: arithmetic problems");
     if (file_exists(test)) printf("  done before: %s\n", data);
     else {
@@ -239,26 +247,20 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
         {"full", "Train full fine-tuning", full, 1, 1},
         {"full", "Evaluate full fine-tuning", full, 0, 0},
     };
-    snprintf(path, sizeof path, "%s/eval", c->out);
-    if (make_dirs(path, err)) goto done;
+    if (make_dirs(eval_dir, err)) goto done;
     for (int k = 0; k < 5; k++) {
         stage_header(k + 2, n_stages, stages[k].title);
-        if (stages[k].train) {
-            snprintf(path, sizeof path, "%s/train_summary.json", stages[k].adapter);
-            if (file_exists(path)) {
-                printf("  done before: %s\n", stages[k].adapter);
-                continue;
-            }
-            if (train_stage(&r, stages[k].full, data, stages[k].adapter, err)) goto done;
-        } else {
-            snprintf(path, sizeof path, "%s/eval/%s.json", c->out, stages[k].variant);
-            if (file_exists(path)) {
-                printf("  done before: %s\n", path);
-                continue;
-            }
-            if (eval_stage(&r, stages[k].variant, stages[k].adapter, probs, n_probs, path, err))
-                goto done;
-        }
+        char *path = stages[k].train ? path_join(stages[k].adapter, "train_summary.json")
+                                     : xasprintf("%s/%s.json", eval_dir, stages[k].variant);
+        int failed = 0;
+        if (file_exists(path))
+            printf("  done before: %s\n", stages[k].train ? stages[k].adapter : path);
+        else if (stages[k].train)
+            failed = train_stage(&r, stages[k].full, data, stages[k].adapter, err);
+        else
+            failed = eval_stage(&r, stages[k].variant, stages[k].adapter, probs, n_probs, path, err);
+        free(path);
+        if (failed) goto done;
     }
     stage_header(7, n_stages, "Report");
     double took = now_seconds() - t0;
@@ -273,5 +275,6 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
 done:
     free(probs);
     cJSON_Delete(settings);
+    free(model), free(data), free(test), free(lora), free(full), free(eval_dir);
     return rc;
 }

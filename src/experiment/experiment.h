@@ -11,6 +11,7 @@ typedef struct {
     const char *model;       // NULL = the embedded default (SmolLM2-135M-Instruct, fetched)
     const char *out;         // output folder
     int iters, batch_size, num_layers;
+    int num_layers_given;    // --num-layers was given: beyond the model's layers is an error
     double lora_lr, full_lr;
     uint64_t seed;
     int quick;               // fewer iterations and test prompts

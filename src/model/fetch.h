@@ -5,8 +5,10 @@
 
 #define DEFAULT_MODEL_NAME "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-// Cache folder: $TUNELENS_CACHE, else $XDG_CACHE_HOME/tunelens, else ~/.cache/tunelens.
-void cache_dir(char *out, size_t cap);
-// Path of the default model, downloading and unpacking it on first use (with a message on
-// stderr). Errors say what failed and how to get around it (--model, or the file's place).
-int default_model_path(char *out, size_t cap, Error *err);
+// Cache folder (heap string): $TUNELENS_CACHE, else $XDG_CACHE_HOME/tunelens, else
+// ~/.cache/tunelens.
+char *cache_dir(void);
+// Path of the default model (heap string), downloading and unpacking it on first use (with a
+// message on stderr). NULL on failure, with an error that says what failed and how to get
+// around it (--model, or the file's place).
+char *default_model_path(Error *err);

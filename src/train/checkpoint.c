@@ -1,0 +1,412 @@
+// checkpoint.c — the adapter folder of a training run: its claim (lock), the weights and
+// config saved together, and the resumable state that makes --resume end bit for bit where an
+// uninterrupted run would.
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "../formats/json_file.h"
+#include "../formats/safetensors.h"
+
+// ---- the folder
+
+// A PEFT adapter's folder: training there would mix two formats' files (and export-peft's
+// output is not ours to replace).
+static int holds_peft_adapter(const char *dir) {
+    char *w = path_join(dir, "adapter_model.safetensors"), *cfg = path_join(dir, "adapter_config.json");
+    int peft = file_exists(w);
+    Error ignore;
+    cJSON *j = !peft && file_exists(cfg) ? json_read_object(cfg, &ignore) : NULL;
+    if (cJSON_GetObjectItemCaseSensitive(j, "peft_type")) peft = 1;
+    cJSON_Delete(j);
+    free(w), free(cfg);
+    return peft;
+}
+
+int adapter_dir_claim(AdapterDir *d, const char *dir, Error *err) {
+    *d = (AdapterDir){dir, -1, !dir_exists(dir)};
+    if (!dir[0]) return err_set(err, "--adapter-path is empty: training needs a folder to save to");
+    if (make_dirs(dir, err)) return err_wrap(err, "cannot create the adapter folder");
+    if (holds_peft_adapter(dir))
+        return err_set(err, "%s holds a PEFT adapter (adapter_model.safetensors / peft_type); "
+                       "train into another --adapter-path", dir);
+    // flock on the folder itself: released by the kernel however the run ends
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return err_set(err, "%s: cannot open the adapter folder: %s", dir, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return err_set(err, "%s is in use by another training run (one run per adapter "
+                           "folder); wait for it or use another --adapter-path", dir);
+        return err_set(err, "%s: cannot lock the adapter folder: %s", dir, strerror(e));
+    }
+    d->lock_fd = fd;
+    remove_stale_temps(dir);
+    return 0;
+}
+
+void adapter_dir_release(AdapterDir *d, int failed) {
+    if (d->lock_fd >= 0) close(d->lock_fd);
+    d->lock_fd = -1;
+    if (failed && d->created) rmdir(d->dir);  // only if still empty
+}
+
+// ---- weights and config
+
+static const char *const OPTIMIZER_NAMES[] = {"adam", "adamw", "sgd"};
+
+cJSON *train_config_json(const TrainConfig *c) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", c->model);
+    cJSON_AddStringToObject(j, "fine_tune_type", c->full ? "full" : "lora");
+    cJSON_AddNumberToObject(j, "num_layers", c->num_layers);
+    cJSON_AddStringToObject(j, "data", c->data);
+    cJSON_AddNumberToObject(j, "batch_size", c->batch_size);
+    cJSON_AddNumberToObject(j, "iters", c->iters);
+    cJSON_AddNumberToObject(j, "learning_rate", c->learning_rate);
+    cJSON_AddStringToObject(j, "optimizer", OPTIMIZER_NAMES[c->optimizer]);
+    cJSON_AddNumberToObject(j, "val_batches", c->val_batches);
+    cJSON_AddNumberToObject(j, "steps_per_report", c->steps_per_report);
+    cJSON_AddNumberToObject(j, "steps_per_eval", c->steps_per_eval);
+    cJSON_AddNumberToObject(j, "save_every", c->save_every);
+    cJSON_AddStringToObject(j, "adapter_path", c->adapter_path);
+    cJSON_AddNumberToObject(j, "max_seq_length", c->max_seq_length);
+    cJSON_AddBoolToObject(j, "mask_prompt", c->mask_prompt);
+    cJSON_AddNumberToObject(j, "grad_accumulation_steps", c->grad_accumulation_steps);
+    cJSON_AddBoolToObject(j, "grad_checkpoint", c->grad_checkpoint);
+    cJSON_AddNumberToObject(j, "seed", (double)c->seed);
+    cJSON_AddStringToObject(j, "dtype", DTYPE_NAMES[c->dtype]);
+    if (c->cosine) {
+        cJSON *s = cJSON_AddObjectToObject(j, "lr_schedule");
+        cJSON_AddStringToObject(s, "name", "cosine_decay");
+        cJSON_AddNumberToObject(s, "warmup", c->warmup);
+    }
+    cJSON *lp = cJSON_AddObjectToObject(j, "lora_parameters");
+    cJSON_AddNumberToObject(lp, "rank", c->rank);
+    cJSON_AddNumberToObject(lp, "scale", c->scale);
+    cJSON_AddNumberToObject(lp, "dropout", c->dropout);
+    cJSON *keys = cJSON_AddArrayToObject(lp, "keys");
+    unsigned mask = 0x7f;
+    Error ignore;
+    if (c->lora_keys) lora_keys_parse(c->lora_keys, &mask, &ignore);
+    for (int p = 0; p < N_PROJ; p++) {
+        if (!(mask & (1u << p))) continue;
+        char *name = xasprintf("%s.%s", PROJ_PARENTS[p], PROJ_NAMES[p]);
+        cJSON_AddItemToArray(keys, cJSON_CreateString(name));
+        free(name);
+    }
+    return j;
+}
+
+static int save_params(const char *path, const ParamList *pl, Error *err) {
+    SafetensorsEntry *e = xcalloc((size_t)pl->n, sizeof *e);
+    for (int i = 0; i < pl->n; i++)
+        e[i] = (SafetensorsEntry){pl->p[i].name, DT_F32, pl->p[i].ndim,
+                                  {pl->p[i].shape[0], pl->p[i].shape[1]}, pl->p[i].data};
+    int rc = safetensors_save(path, e, pl->n, NULL, NULL, 0, err);
+    free(e);
+    return rc;
+}
+
+int checkpoint_save_weights(const TrainConfig *c, int iter, int numbered, const ParamList *pl,
+                            Error *err) {
+    char *adapter = path_join(c->adapter_path, "adapters.safetensors");
+    char *config = path_join(c->adapter_path, "adapter_config.json");
+    char *ckpt = xasprintf("%s/%07d_adapters.safetensors", c->adapter_path, iter);
+    // adapters.safetensors is a copy, not a link: restoring a checkpoint with `cp` over it
+    // must not change the numbered file too
+    int rc = numbered ? save_params(ckpt, pl, err) || copy_file_atomic(ckpt, adapter, err)
+                      : save_params(adapter, pl, err);
+    if (rc == 0) {
+        cJSON *j = train_config_json(c);
+        rc = json_write_file(config, j, err);
+        cJSON_Delete(j);
+    }
+    free(adapter), free(config), free(ckpt);
+    return rc ? -1 : 0;
+}
+
+int checkpoint_load_params(const ParamList *pl, const char *path, Error *err) {
+    TensorSet ts = {0};
+    if (safetensors_load(&ts, path, err)) return -1;
+    int rc = 0;
+    for (int i = 0; i < pl->n && rc == 0; i++) {
+        const Param *p = &pl->p[i];
+        const TensorView *t = tensorset_find(&ts, p->name);
+        if (!t) rc = err_set(err, "%s: no tensor '%s' (an adapter of another run's shape?)", path, p->name);
+        else if (tensor_numel(t) != p->n)
+            rc = err_set(err, "%s: tensor '%s' has %lld values, this run needs %lld", path, p->name,
+                         (long long)tensor_numel(t), (long long)p->n);
+        else if (t->ndim != p->ndim || t->shape[0] != p->shape[0] ||
+                 (p->ndim > 1 && t->shape[1] != p->shape[1]))
+            rc = err_set(err, "%s: tensor '%s' has shape (%lld, %lld), this run needs (%lld, %lld)",
+                         path, p->name, (long long)t->shape[0],
+                         (long long)(t->ndim > 1 ? t->shape[1] : 1), (long long)p->shape[0],
+                         (long long)(p->ndim > 1 ? p->shape[1] : 1));
+        else if ((rc = tensor_to_f32(t, p->data, err)) == 0)
+            rc = tensor_check_finite(t, p->data, p->n, err);
+    }
+    if (rc == 0 && ts.n != pl->n)
+        rc = err_set(err, "%s: holds %d tensors, this run trains %d (another --num-layers, rank "
+                     "or --fine-tune-type?)", path, ts.n, pl->n);
+    tensorset_free(&ts);
+    return rc;
+}
+
+// ---- the resumable state. NNNNNNN_state.safetensors holds the tensors; training_state.json,
+// replaced atomically after it, names that file and holds the rest.
+
+// Settings that shape the trajectory: a resumed run must share them.
+static const char *const STATE_KEYS[] = {"model", "fine_tune_type", "num_layers", "data",
+    "batch_size", "iters", "learning_rate", "optimizer", "max_seq_length", "mask_prompt",
+    "grad_accumulation_steps", "seed", "lr_schedule", "lora_parameters"};
+
+// training_state.json's accumulators, in the order of these fields.
+static const char *const ACC_KEYS[] = {"losses", "train_time", "last_loss", "n_tokens", "steps",
+    "trained_tokens", "train_seconds", "final_train_loss", "final_val_loss", "tokens_per_sec",
+    "it_per_sec"};
+enum { N_ACC = sizeof ACC_KEYS / sizeof ACC_KEYS[0] };
+
+static void acc_values(const TrainState *s, double v[N_ACC]) {
+    const TrainAccum *a = s->acc;
+    const TrainSummary *o = s->out;
+    double x[N_ACC] = {a->losses, a->train_time, isfinite(a->last_loss) ? a->last_loss : 0,
+                       (double)a->n_tokens, a->steps, (double)o->trained_tokens, o->train_seconds,
+                       o->final_train_loss, o->final_val_loss, o->tokens_per_sec, o->it_per_sec};
+    memcpy(v, x, sizeof x);
+}
+
+static void acc_restore(TrainState *s, const double v[N_ACC]) {
+    TrainAccum *a = s->acc;
+    TrainSummary *o = s->out;
+    a->losses = v[0], a->train_time = v[1], a->last_loss = v[2];
+    a->n_tokens = (int64_t)v[3], a->steps = (int)v[4];
+    o->trained_tokens = (int64_t)v[5], o->train_seconds = v[6], o->final_train_loss = v[7];
+    o->final_val_loss = v[8], o->tokens_per_sec = v[9], o->it_per_sec = v[10];
+}
+
+static char *state_file_name(int iter) { return xasprintf("%07d_state.safetensors", iter); }
+
+// The state file training_state.json names, as a path (NULL: none, or not a plain name).
+static char *named_state_file(const char *dir, const cJSON *j) {
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "state_file");
+    if (!cJSON_IsString(f) || !f->valuestring[0] || strchr(f->valuestring, '/')) return NULL;
+    return path_join(dir, f->valuestring);
+}
+
+static int save_state_tensors(const char *path, const TrainConfig *c, int iter,
+                              const TrainState *s, int mid_update, Error *err) {
+    const ParamList *pl = s->pl;
+    SafetensorsEntry *e = xcalloc((size_t)pl->n + 3, sizeof *e);
+    char **names = xcalloc((size_t)pl->n, sizeof *names);
+    int k = 0;
+    for (int i = 0; i < pl->n; i++) {
+        names[i] = xasprintf("param/%s", pl->p[i].name);
+        e[k++] = (SafetensorsEntry){names[i], DT_F32, pl->p[i].ndim,
+                                    {pl->p[i].shape[0], pl->p[i].shape[1]}, pl->p[i].data};
+    }
+    const Optimizer *opt = s->opt;
+    if (opt->m) e[k++] = (SafetensorsEntry){"optimizer/m", DT_F32, 1, {opt->n}, opt->m};
+    if (opt->v) e[k++] = (SafetensorsEntry){"optimizer/v", DT_F32, 1, {opt->n}, opt->v};
+    if (mid_update)
+        e[k++] = (SafetensorsEntry){"grads", DT_F32, 1, {(int64_t)s->g->n_floats}, s->g->arena};
+    int rc = safetensors_save(path, e, k, NULL, NULL, 0, err);
+    for (int i = 0; i < pl->n; i++) free(names[i]);
+    free(names);
+    free(e);
+    return rc;
+}
+
+static cJSON *state_json(const TrainConfig *c, int iter, const TrainState *s, const char *file,
+                         int mid_update) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "iter", iter);
+    cJSON_AddStringToObject(j, "state_file", file);
+    cJSON_AddNumberToObject(j, "optimizer_step", (double)s->opt->step);
+    cJSON_AddBoolToObject(j, "has_grads", mid_update);
+    int nw = batch_iter_state_words(s->it);
+    uint64_t *words = xmalloc(sizeof(uint64_t) * (size_t)nw);
+    batch_iter_save(s->it, words, nw);
+    cJSON *wj = cJSON_AddArrayToObject(j, "batch_iter");  // hex: JSON numbers lose 64-bit values
+    for (int i = 0; i < nw; i++) {
+        char hex[20];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)words[i]);
+        cJSON_AddItemToArray(wj, cJSON_CreateString(hex));
+    }
+    free(words);
+    double v[N_ACC];
+    acc_values(s, v);
+    cJSON *a = cJSON_AddObjectToObject(j, "accumulators");
+    for (int i = 0; i < N_ACC; i++) cJSON_AddNumberToObject(a, ACC_KEYS[i], v[i]);
+    cJSON_AddItemToObject(j, "config", train_config_json(c));
+    return j;
+}
+
+int checkpoint_save_state(const TrainConfig *c, int iter, const TrainState *s, Error *err) {
+    int mid_update = s->g->n_floats && iter % c->grad_accumulation_steps != 0;
+    char *file = state_file_name(iter), *path = path_join(c->adapter_path, file);
+    char *json_path = path_join(c->adapter_path, "training_state.json"), *old = NULL;
+    int rc = save_state_tensors(path, c, iter, s, mid_update, err);
+    if (rc == 0) {
+        Error ignore;
+        cJSON *prev = file_exists(json_path) ? json_read_object(json_path, &ignore) : NULL;
+        old = named_state_file(c->adapter_path, prev);
+        cJSON_Delete(prev);
+        cJSON *j = state_json(c, iter, s, file, mid_update);
+        rc = json_write_file(json_path, j, err);
+        cJSON_Delete(j);
+    }
+    if (rc == 0 && old && strcmp(old, path)) unlink(old);  // the new pair is in place
+    free(file), free(path), free(json_path), free(old);
+    return rc;
+}
+
+// A number in [lo, hi] under key (integers when whole), or an error naming file and key.
+static int state_number(const cJSON *obj, const char *key, double lo, double hi, int whole,
+                        const char *path, double *out, Error *err) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble) || x->valuedouble < lo ||
+        x->valuedouble > hi || (whole && x->valuedouble != floor(x->valuedouble)))
+        return err_set(err, "%s: \"%s\" missing or not %s in [%g, %g] (a damaged training "
+                       "state: delete it and train again without --resume)", path, key,
+                       whole ? "an integer" : "a number", lo, hi);
+    *out = x->valuedouble;
+    return 0;
+}
+
+static int load_tensor(const TensorSet *ts, const char *path, const char *name, float *dst,
+                       int64_t n, Error *err) {
+    const TensorView *t = tensorset_find(ts, name);
+    if (!t) return err_set(err, "%s: no tensor '%s'", path, name);
+    if (t->dtype != DT_F32 || tensor_numel(t) != n)
+        return err_set(err, "%s: tensor '%s' is not %lld f32 values", path, name, (long long)n);
+    memcpy(dst, t->data, sizeof(float) * (size_t)n);
+    return 0;
+}
+
+static int restore_tensors(const char *path, const TrainState *s, int has_grads, Error *err) {
+    TensorSet ts = {0};
+    if (safetensors_load(&ts, path, err)) return -1;
+    int bad = 0;
+    for (int i = 0; i < s->pl->n && !bad; i++) {
+        char *name = xasprintf("param/%s", s->pl->p[i].name);
+        bad = load_tensor(&ts, path, name, s->pl->p[i].data, s->pl->p[i].n, err);
+        free(name);
+    }
+    const Optimizer *opt = s->opt;
+    if (!bad && opt->m) bad = load_tensor(&ts, path, "optimizer/m", opt->m, opt->n, err);
+    if (!bad && opt->v) bad = load_tensor(&ts, path, "optimizer/v", opt->v, opt->n, err);
+    if (!bad && has_grads)
+        bad = load_tensor(&ts, path, "grads", s->g->arena, (int64_t)s->g->n_floats, err);
+    tensorset_free(&ts);
+    return bad ? -1 : 0;
+}
+
+static int same_settings(const cJSON *j, const TrainConfig *c, const char *path, Error *err) {
+    cJSON *now = train_config_json(c);
+    const cJSON *saved = cJSON_GetObjectItemCaseSensitive(j, "config");
+    int rc = 0;
+    for (size_t i = 0; i < sizeof STATE_KEYS / sizeof STATE_KEYS[0] && !rc; i++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(saved, STATE_KEYS[i]);
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(now, STATE_KEYS[i]);
+        if (!a == !b && (!a || cJSON_Compare(a, b, 1))) continue;
+        char *x = a ? cJSON_PrintUnformatted(a) : xstrdup("none");
+        char *y = b ? cJSON_PrintUnformatted(b) : xstrdup("none");
+        rc = err_set(err, "%s: saved by a run with %s %s, this run has %s; --resume needs the same "
+                     "settings (or another --adapter-path)", path, STATE_KEYS[i], x, y);
+        free(x), free(y);
+    }
+    cJSON_Delete(now);
+    return rc;
+}
+
+static int restore_batch_iter(const cJSON *j, BatchIter *it, const char *path, Error *err) {
+    const cJSON *words = cJSON_GetObjectItemCaseSensitive(j, "batch_iter");
+    if (!cJSON_IsArray(words)) return err_set(err, "%s: \"batch_iter\" missing or not an array", path);
+    int nw = cJSON_GetArraySize(words), rc = 0;
+    uint64_t *w = xmalloc(sizeof(uint64_t) * (size_t)(nw ? nw : 1));
+    for (int i = 0; i < nw && !rc; i++) {
+        const cJSON *x = cJSON_GetArrayItem(words, i);
+        char *end = NULL;
+        errno = 0;
+        if (cJSON_IsString(x)) w[i] = strtoull(x->valuestring, &end, 16);
+        if (!cJSON_IsString(x) || !x->valuestring[0] || *end || errno)
+            rc = err_set(err, "%s: batch_iter[%d] is not a hex word", path, i);
+    }
+    if (!rc) rc = batch_iter_restore(it, w, nw, err);
+    free(w);
+    return rc;
+}
+
+static int missing_state(const TrainConfig *c, const char *json_path, Error *err) {
+    char *summary = path_join(c->adapter_path, "train_summary.json");
+    int done = file_exists(summary);
+    free(summary);
+    if (done)
+        return err_set(err, "--resume: the run in %s finished (adapters.safetensors holds its "
+                       "final weights); nothing to resume. Drop --resume to train again",
+                       c->adapter_path);
+    return err_set(err, "--resume: %s not found: no checkpoint of an unfinished run was saved "
+                   "in %s. Drop --resume to start a new run", json_path, c->adapter_path);
+}
+
+int checkpoint_restore_state(const TrainConfig *c, TrainState *s, Error *err) {
+    char *json_path = path_join(c->adapter_path, "training_state.json"), *path = NULL;
+    cJSON *j = NULL;
+    int rc = -1;
+    double iter, step, acc[N_ACC];
+    if (!file_exists(json_path)) {
+        missing_state(c, json_path, err);
+        goto out;
+    }
+    if (!(j = json_read_object(json_path, err)) || same_settings(j, c, json_path, err)) goto out;
+    if (!(path = named_state_file(c->adapter_path, j))) {
+        err_set(err, "%s: \"state_file\" missing or not a file name", json_path);
+        goto out;
+    }
+    if (state_number(j, "iter", 1, c->iters, 1, json_path, &iter, err) ||
+        state_number(j, "optimizer_step", 0, iter, 1, json_path, &step, err))
+        goto out;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "accumulators");
+    for (int i = 0; i < N_ACC; i++) {
+        int counts = i == 3 || i == 4 || i == 5;  // n_tokens, steps, trained_tokens
+        double hi = i == 4 ? iter : counts ? 9e15 : HUGE_VAL;
+        if (state_number(a, ACC_KEYS[i], counts ? 0 : -HUGE_VAL, hi, counts, json_path, &acc[i], err))
+            goto out;
+    }
+    const cJSON *hg = cJSON_GetObjectItemCaseSensitive(j, "has_grads");
+    if (!cJSON_IsBool(hg)) {
+        err_set(err, "%s: \"has_grads\" missing or not true/false", json_path);
+        goto out;
+    }
+    if (restore_tensors(path, s, cJSON_IsTrue(hg), err) ||
+        restore_batch_iter(j, s->it, json_path, err))
+        goto out;
+    s->opt->step = (int64_t)step;
+    acc_restore(s, acc);
+    rc = (int)iter;
+out:
+    cJSON_Delete(j);
+    free(json_path), free(path);
+    return rc;
+}
+
+void checkpoint_remove_state(const char *dir) {
+    char *path = path_join(dir, "training_state.json");
+    Error ignore;
+    cJSON *j = file_exists(path) ? json_read_object(path, &ignore) : NULL;
+    char *state = named_state_file(dir, j);
+    if (state) {
+        unlink(path);  // the json first: a kill in between leaves no dangling reference
+        unlink(state);
+    }
+    cJSON_Delete(j);
+    free(path), free(state);
+}
