@@ -375,5 +375,14 @@ check "generate: non-finite logits are an error" 1 "the forward pass overflowed:
 check "generate --json: non-finite logits are an error" 1 "the forward pass overflowed" \
   $BIN generate --model $TINY --adapter "$TMP/g_huge" --prompt "12 + 7 = " --max-tokens 3 --json -
 
+# ---- train's flags with mlx_lm.lora's meanings (-1 = all; 0 trains or measures nothing)
+check "train: --num-layers beyond the model" 1 "--num-layers 5: .* has 4 layers" $BIN train --model $TINY --train --data "$TMP/data" --num-layers 5 --iters 1 --adapter-path "$TMP/nl5" --quiet
+check "train: --num-layers 0" 2 "--num-layers must be -1 \(all\) or at least 1" $BIN train --model $TINY --train --data "$TMP/data" --num-layers 0
+check "train: --val-batches 0" 2 "--val-batches must be -1" $BIN train --model $TINY --train --data "$TMP/data" --val-batches 0
+check "train: --test-batches 0" 2 "--test-batches must be -1" $BIN train --model $TINY --test --data "$TMP/data" --test-batches 0
+check "train: --val-batches -1 (the whole set)" 0 "Saved final weights" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --val-batches -1 --iters 1 --adapter-path "$TMP/vb" --quiet
+check "train: --resume without --train" 2 "--resume continues training and needs --train" $BIN train --model $TINY --test --data "$TMP/data" --resume
+check "train: an empty --adapter-path" 1 "--adapter-path is empty" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 1 --adapter-path "" --quiet
+
 if [ "$fails" -ne 0 ]; then echo "$fails bad-input check(s) failed"; exit 1; fi
 echo "all bad-input checks passed"
