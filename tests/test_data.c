@@ -85,7 +85,7 @@ static void check_ids(const Example *ex, const cJSON *exp, int idx, const char *
 // A dataset built in memory: example i has len[i] tokens, ids = 1000*i + position.
 static void synth(Dataset *d, const int *len, const int *prompt_len, int n) {
     memset(d, 0, sizeof *d);
-    snprintf(d->path, sizeof d->path, "synthetic");
+    d->path = xstrdup("synthetic");
     d->ex = xcalloc((size_t)n, sizeof(Example));
     d->n = n;
     for (int i = 0; i < n; i++) {

@@ -39,21 +39,18 @@ void *backend_xalloc(const Backend *be, size_t bytes) {
 typedef const Backend *(*CudaEntry)(char *msg, size_t cap);
 
 static void *open_cuda_library(char *why, size_t cap) {
-    char exe[1024] = "", beside[1100] = "";
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        snprintf(beside, sizeof beside, "%s/libtunelens_cuda.so", dirname(exe));
-    }
+    char *exe = realpath("/proc/self/exe", NULL), *beside = NULL;
+    if (exe) beside = path_join(dirname(exe), "libtunelens_cuda.so");
     const char *paths[] = {getenv("TUNELENS_CUDA_LIB"), beside, TUNELENS_CUDA_SO};
     why[0] = 0;
-    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+    void *h = NULL;
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0] && !h && !why[0]; i++) {
         if (!paths[i] || !paths[i][0] || access(paths[i], R_OK)) continue;
-        void *h = dlopen(paths[i], RTLD_NOW | RTLD_LOCAL);
-        if (h) return h;
-        snprintf(why, cap, "%s", dlerror());  // found but not loadable: no CUDA runtime?
-        return NULL;
+        h = dlopen(paths[i], RTLD_NOW | RTLD_LOCAL);
+        if (!h) snprintf(why, cap, "%s", dlerror());  // found but not loadable: no CUDA runtime?
     }
+    free(exe), free(beside);
+    if (h || why[0]) return h;
     snprintf(why, cap, "libtunelens_cuda.so not found (beside the executable, at %s, or "
              "$TUNELENS_CUDA_LIB)", TUNELENS_CUDA_SO);
     return NULL;

@@ -132,7 +132,7 @@ static int check_vocab(const Example *ex, const Tokenizer *tok, int vocab_limit,
 int dataset_load(Dataset *d, const char *path, const Tokenizer *tok, int vocab_limit,
                  int max_seq_len, int mask_prompt, Error *err) {
     memset(d, 0, sizeof *d);
-    snprintf(d->path, sizeof d->path, "%s", path);
+    d->path = xstrdup(path);
     if (max_seq_len < 2) return err_set(err, "%s: max_seq_len %d < 2", path, max_seq_len);
     int eos_ids[8];
     if (tokenizer_eos_ids(tok, eos_ids, 8) < 1)
@@ -216,7 +216,9 @@ int dataset_load(Dataset *d, const char *path, const Tokenizer *tok, int vocab_l
 void dataset_free(Dataset *d) {
     for (int i = 0; i < d->n; i++) free(d->ex[i].ids);
     free(d->ex);
+    free(d->path);
     d->ex = NULL;
+    d->path = NULL;
     d->n = d->n_truncated = 0;
 }
 
@@ -242,7 +244,7 @@ int batch_iter_init_ex(BatchIter *it, const Dataset *d, int batch_size, uint64_t
     if (batch_size < 1) return err_set(err, "batch size %d < 1", batch_size);
     if (d->n < batch_size)
         return err_set(err, "dataset %s has %d examples, fewer than the batch size %d",
-                       d->path[0] ? d->path : "(unnamed)", d->n, batch_size);
+                       d->path ? d->path : "(unnamed)", d->n, batch_size);
     it->d = d;
     it->batch_size = batch_size;
     it->n_batches = d->n / batch_size;

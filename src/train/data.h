@@ -15,7 +15,7 @@ typedef struct {
     Example *ex;
     int n;
     int n_truncated;  // examples cut to max_seq_len (a warning is printed once per file)
-    char path[512];   // the file it came from, for messages
+    char *path;       // the file it came from, for messages (heap; NULL = unnamed)
 } Dataset;
 
 // Load a jsonl file of {"text": ...} or {"prompt": ..., "completion": ...} lines (all lines

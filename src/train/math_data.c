@@ -213,15 +213,18 @@ int data_math_write(const char *dir, const MathDataSpec *spec, Error *err) {
                    &seen[s], &text[s], per_op[s]);
     int rc = make_dirs(dir, err);
     for (int s = 2; s >= 0 && !rc; s--) {
-        char path[4200];
-        snprintf(path, sizeof path, "%s/%s.jsonl", dir, names[s]);
+        char *path = xasprintf("%s/%s.jsonl", dir, names[s]);
         rc = write_file_atomic(path, text[s].p ? text[s].p : "", text[s].len, err);
-        if (rc || spec->quiet) continue;
+        if (rc || spec->quiet) {
+            free(path);
+            continue;
+        }
         printf("%s: %d problems (", path, counts[s]);
         for (int o = 0, first = 1; o < 4; o++)
             if (strchr(spec->ops, OPS[o])) printf("%s%d %c", first ? "" : ", ", per_op[s][o], OPS[o]), first = 0;
         printf("), %zu distinct%s\n", seen[s].n,
                s == 0 ? "" : ", none in test");
+        free(path);
     }
     for (int s = 0; s < 3; s++) {
         free(text[s].p);
