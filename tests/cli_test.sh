@@ -123,5 +123,39 @@ $BIN lens --model $TINY --adapter $TINY/mlx_adapter --prompt "89 - 34 = " --json
 $BIN lens --model "$TMP/fused" --prompt "89 - 34 = " --json "$TMP/lens_fused.json" >/dev/null 2>&1
 json_check "fused lens = lens with adapter" "all(a['id']==b['id'] and abs(a['prob']-b['prob'])<1e-4 for x,y in zip(j['layers'], json.load(open('$TMP/lens_adapter.json'))['layers']) for a,b in zip(x['top'], y['top']))" "$TMP/lens_fused.json"
 
+# ---- issue 14 part 6: tokenize without weights, generate's newline, export-peft / fuse outputs
+# tokenize needs only the tokenizer files: a folder without weights (and without config.json)
+mkdir -p "$TMP/tok_only" "$TMP/tok_bare"
+cp $TINY/config.json $TINY/tokenizer.json $TINY/tokenizer_config.json "$TMP/tok_only/"
+cp $TINY/tokenizer.json $TINY/tokenizer_config.json "$TMP/tok_bare/"
+for d in tok_only tok_bare; do
+  check "tokenize $d (no weights)" 0 "" $BIN tokenize --model "$TMP/$d" --text "89 - 34 = " --json
+  cp "$TMP/out" "$TMP/$d.json"
+  json_check "tokenize $d = tokenize with weights" "j['ids']==json.load(open('$TMP/tok.json'))['ids']" "$TMP/$d.json"
+done
+check "tokenize folder without tokenizer.json" 1 "missing tokenizer.json" $BIN tokenize --model "$TMP/data" --text x
+# generate: the text ends with a newline, so the statistics line (stderr) starts a line of its own
+check "generate text then statistics" 0 "" $BIN generate --model $TINY --prompt "7 * 8 = " --max-tokens 5
+grep -qE "^[0-9]+ prompt tokens, 5 generated in " "$TMP/out" && echo "ok   statistics on a line of their own" || { echo "FAIL statistics line"; sed 's/^/    /' "$TMP/out" | head -4; fails=$((fails+1)); }
+$BIN generate --model $TINY --prompt "7 * 8 = " --max-tokens 5 2>/dev/null >"$TMP/gen.txt"
+python3 -c "import sys; t=open('$TMP/gen.txt').read(); l=t.split('\n'); sys.exit(0 if l[0].startswith('7 * 8 = ') and l[1]=='' and '   1  ' in l[2] else 1)" && echo "ok   generate stdout: text, newline, table" || { echo "FAIL generate stdout layout"; fails=$((fails+1)); }
+# export-peft never writes into the adapter it converts (same folder, a symlink, a ./.. spelling)
+# nor into another mlx-lm adapter (its adapter_config.json would be replaced); the files stay
+cp -r $TINY/mlx_adapter "$TMP/own"; ln -s own "$TMP/own_link"
+sum_own() { md5sum "$TMP"/own/* "$TMP"/ad/adapter_config.json | md5sum; }
+before=$(sum_own)
+check "export-peft --out = --adapter" 1 "is the adapter folder being converted" $BIN export-peft --adapter "$TMP/own" --out "$TMP/own"
+check "export-peft --out = --adapter via a symlink" 1 "is the adapter folder being converted" $BIN export-peft --adapter "$TMP/own" --out "$TMP/own_link"
+check "export-peft --out = --adapter via ./ and .." 1 "is the adapter folder being converted" $BIN export-peft --adapter "$TMP/own_link/" --out "$TMP/./ad/../own/."
+check "export-peft --out another mlx adapter" 1 "holds an mlx-lm adapter" $BIN export-peft --adapter "$TMP/own" --out "$TMP/ad"
+[ "$(sum_own)" = "$before" ] && [ ! -e "$TMP/own/adapter_model.safetensors" ] && echo "ok   refused exports left the adapters untouched" || { echo "FAIL refused exports changed an adapter"; fails=$((fails+1)); }
+check "fuse --out = --adapter" 1 "is the adapter folder" $BIN fuse --model $TINY --adapter "$TMP/own" --out "$TMP/own_link"
+[ "$(sum_own)" = "$before" ] && [ ! -e "$TMP/own/model.safetensors" ] && echo "ok   refused fuse left the adapter untouched" || { echo "FAIL refused fuse changed the adapter"; fails=$((fails+1)); }
+# fuse writes only its own files: anything else in the output folder stays
+mkdir -p "$TMP/fused_keep"; echo keep > "$TMP/fused_keep/notes.txt"
+check "fuse into a folder with other files" 0 "Merged LoRA" $BIN fuse --model $TINY --adapter $TINY/mlx_adapter --out "$TMP/fused_keep"
+[ "$(cat "$TMP/fused_keep/notes.txt")" = keep ] && echo "ok   fuse kept the folder's other files" || { echo "FAIL fuse touched other files"; fails=$((fails+1)); }
+# ---- end of issue 14 part 6
+
 if [ "$fails" -ne 0 ]; then echo "$fails CLI check(s) failed"; exit 1; fi
 echo "all CLI checks passed"

@@ -435,6 +435,200 @@ static void test_gguf_config_rope_recovered(void **state) {
     assert_int_equal(config_match_rope(&c, f), -1);
 }
 
+// ---- tokenizer files (fuse from a GGUF writes them from the vocabulary)
+
+static int *encode_ok(const Tokenizer *t, const char *s, int add_special, int *n) {
+    int *ids;
+    Error err;
+    if (tokenizer_encode(t, s, strlen(s), add_special, &ids, n, &err)) fail_msg("%s", err.msg);
+    return ids;
+}
+
+static int ids_equal(const int *a, int na, const int *b, int nb) {
+    return na == nb && (na == 0 || !memcmp(a, b, sizeof(int) * (size_t)na));
+}
+
+static int ids_equal_json(const int *a, int na, const cJSON *want) {
+    int nb, *b = json_ints(want, &nb), same = ids_equal(a, na, b, nb);
+    free(b);
+    return same;
+}
+
+// Encodes texts with both tokenizers (with and without the post-processor's specials); the
+// count of texts on which they differ, naming the first few.
+static int compare_encodings(const Tokenizer *a, const Tokenizer *b, const cJSON *texts,
+                             const char *label) {
+    int bad = 0;
+    for (int i = 0; i < cJSON_GetArraySize(texts); i++) {
+        const char *s = cJSON_GetArrayItem(texts, i)->valuestring;
+        for (int sp = 0; sp < 2; sp++) {
+            int na, nb, *x = encode_ok(a, s, sp, &na), *y = encode_ok(b, s, sp, &nb);
+            char *da = tokenizer_decode(a, x, na, 0), *db = tokenizer_decode(b, x, na, 0);
+            if (!ids_equal(x, na, y, nb) || strcmp(da, db))
+                if (bad++ < 5) printf("  [%s] text %d (specials %d) differs\n", label, i, sp);
+            free(x), free(y), free(da), free(db);
+        }
+    }
+    return bad;
+}
+
+// The fused folder's tokenizer encodes and decodes as the GGUF's, and as Hugging Face
+// `tokenizers` reads the same tokenizer.json (tests/make_fused_tokenizer_reference.py).
+static void check_fused_tokenizer(const Tokenizer *gguf_tok, const char *dir) {
+    Tokenizer *t;
+    Error err;
+    if (tokenizer_load_path(&t, dir, &err)) fail_msg("%s", err.msg);
+    cJSON *ref = load_json_fixture(FIXTURE("tokenizer/expected_smollm2_fused.json"));
+    const cJSON *texts = cJSON_GetObjectItem(ref, "texts"), *cases = cJSON_GetObjectItem(ref, "cases");
+    int n = cJSON_GetArraySize(texts), bad = compare_encodings(gguf_tok, t, texts, "fused vs GGUF");
+    assert_int_equal(cJSON_GetArraySize(cases), n);
+    for (int i = 0; i < n; i++) {
+        const char *s = cJSON_GetArrayItem(texts, i)->valuestring;
+        const cJSON *c = cJSON_GetArrayItem(cases, i);
+        int k, *ids = encode_ok(t, s, 1, &k), k0, *ids0 = encode_ok(t, s, 0, &k0);
+        char *d = tokenizer_decode(t, ids, k, 0), *ds = tokenizer_decode(t, ids, k, 1);
+        int same = ids_equal_json(ids, k, cJSON_GetObjectItem(c, "ids")) &&
+                   ids_equal_json(ids0, k0, cJSON_GetObjectItem(c, "ids_nospecial")) &&
+                   !strcmp(d, cJSON_GetObjectItem(c, "decode")->valuestring) &&
+                   !strcmp(ds, cJSON_GetObjectItem(c, "decode_skip")->valuestring);
+        if (!same && bad++ < 5) printf("  [fused vs HF tokenizers] text %d differs\n", i);
+        free(ids), free(ids0), free(d), free(ds);
+    }
+    // the chat template's rendering, as transformers encodes it (no specials added)
+    const cJSON *chat = cJSON_GetObjectItem(ref, "chat");
+    int k, *ids = encode_ok(t, cJSON_GetObjectItem(chat, "text")->valuestring, 0, &k);
+    bad += !ids_equal_json(ids, k, cJSON_GetObjectItem(chat, "ids"));
+    free(ids);
+    printf("  fused tokenizer.json: %d texts encode as the GGUF and as HF tokenizers (%d differ)\n",
+           n, bad);
+    assert_int_equal(bad, 0);
+    assert_int_equal(tokenizer_vocab_size(t), cJSON_GetObjectItem(ref, "vocab_size")->valueint);
+    assert_int_equal(tokenizer_vocab_size(t), tokenizer_vocab_size(gguf_tok));
+    assert_int_equal(tokenizer_bos_id(t), tokenizer_bos_id(gguf_tok));
+    assert_int_equal(tokenizer_adds_bos(t), tokenizer_adds_bos(gguf_tok));
+    int ea[8], eb[8], na = tokenizer_eos_ids(t, ea, 8), nb = tokenizer_eos_ids(gguf_tok, eb, 8);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ea, eb, sizeof(int) * (size_t)na);
+    for (int id = 0; id < tokenizer_vocab_size(t); id++) {
+        assert_string_equal(tokenizer_piece(t, id), tokenizer_piece(gguf_tok, id));
+        assert_int_equal(tokenizer_is_special(t, id), tokenizer_is_special(gguf_tok, id));
+    }
+    cJSON_Delete(ref);
+    tokenizer_free(t);
+}
+
+// tokenizer_config.json carries the GGUF's chat template and special tokens.
+static void check_fused_tokenizer_config(const char *dir) {
+    char *path = path_join(dir, "tokenizer_config.json");
+    cJSON *c = load_json_fixture(path);
+    free(path);
+    GGUFFile g;
+    Error err;
+    if (gguf_open(&g, SMOL, &err)) fail_msg("%s", err.msg);
+    char *tmpl = gguf_get_string(&g, "tokenizer.chat_template");
+    gguf_close(&g);
+    assert_non_null(tmpl);
+    assert_string_equal(cJSON_GetObjectItem(c, "chat_template")->valuestring, tmpl);
+    assert_string_equal(cJSON_GetObjectItem(c, "tokenizer_class")->valuestring, "PreTrainedTokenizerFast");
+    assert_string_equal(cJSON_GetObjectItem(c, "bos_token")->valuestring, "<|im_start|>");
+    assert_string_equal(cJSON_GetObjectItem(c, "eos_token")->valuestring, "<|im_end|>");
+    assert_string_equal(cJSON_GetObjectItem(c, "unk_token")->valuestring, "<|endoftext|>");
+    assert_string_equal(cJSON_GetObjectItem(c, "pad_token")->valuestring, "<|im_end|>");
+    const cJSON *added = cJSON_GetObjectItem(c, "added_tokens_decoder");
+    assert_int_equal(cJSON_GetArraySize(added), 17);  // SmolLM2's control tokens
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(added, "2"), "special")));
+    free(tmpl);
+    cJSON_Delete(c);
+}
+
+// The tokenize command prints the same ids and pieces for the folder and for the GGUF.
+static void check_tokenize_cmd_same(const char *dir) {
+    static const char *const texts[] = {
+        "89 - 34 = 55\n", "<|im_start|>user\n12345 * 6<|im_end|>\n<|im_start|>assistant\n",
+        "  naïve café 😀 ٣٤٥ ½\t\r\n\n", "x<|endoftext|>y <|im_end", ""};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        char a[8192], b[8192];
+        const char *const args_a[] = {"tokenize", "--model", dir, "--text", texts[i], "--json", NULL};
+        const char *const args_b[] = {"tokenize", "--model", SMOL, "--text", texts[i], "--json", NULL};
+        assert_int_equal(run_cmd(cmd_tokenize, a, sizeof a, args_a), 0);
+        assert_int_equal(run_cmd(cmd_tokenize, b, sizeof b, args_b), 0);
+        assert_non_null(strstr(a, "{\"ids\":["));
+        assert_string_equal(a, b);
+    }
+}
+
+// tokenizer_to_json of other pipelines reads back as the same tokenizer: Llama 3's (Split
+// regex, TemplateProcessing BOS), the tiny fixture's, and one made here with what neither has
+// (a String split, contiguous Digits, an EOS template, added tokens that need escaping).
+static void check_json_roundtrip(const Tokenizer *t, const cJSON *texts, const char *label) {
+    Error err;
+    size_t len;
+    char *text = tokenizer_to_json(t, &len, &err);
+    if (!text) fail_msg("%s", err.msg);
+    Tokenizer *back;
+    if (tokenizer_load_json_mem(&back, text, len, NULL, 0, label, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(compare_encodings(t, back, texts, label), 0);
+    assert_int_equal(tokenizer_vocab_size(back), tokenizer_vocab_size(t));
+    for (int id = 0; id < tokenizer_vocab_size(t); id++) {
+        const char *a = tokenizer_piece(t, id), *b = tokenizer_piece(back, id);
+        assert_true((!a && !b) || (a && b && !strcmp(a, b)));
+        assert_int_equal(tokenizer_is_special(back, id), tokenizer_is_special(t, id));
+    }
+    // and it is written the same way again
+    size_t len2;
+    char *again = tokenizer_to_json(back, &len2, &err);
+    assert_non_null(again);
+    assert_int_equal(len2, len);
+    assert_memory_equal(again, text, len);
+    printf("  [%s] tokenizer.json written back (%zu bytes) encodes as the source\n", label, len);
+    free(text);
+    free(again);
+    tokenizer_free(back);
+}
+
+static void test_tokenizer_json_written_back(void **state) {
+    cJSON *texts = load_json_fixture(FIXTURE("tokenizer/texts.json"));
+    Tokenizer *t;
+    Error err;
+    if (tokenizer_load_path(&t, TINY, &err)) fail_msg("%s", err.msg);
+    check_json_roundtrip(t, texts, "tiny");
+    tokenizer_free(t);
+    if (have_cached(CACHED("llama3-tokenizer/tokenizer.json"))) {
+        if (tokenizer_load_path(&t, CACHED("llama3-tokenizer"), &err)) fail_msg("%s", err.msg);
+        check_json_roundtrip(t, texts, "llama3");
+        tokenizer_free(t);
+    }
+    // the tiny vocabulary under another pipeline
+    char *tiny;
+    size_t n;
+    if (read_file(TINY "/tokenizer.json", &tiny, &n, &err)) fail_msg("%s", err.msg);
+    cJSON *j = cJSON_Parse(tiny);
+    free(tiny);
+    cJSON_ReplaceItemInObject(j, "pre_tokenizer", cJSON_Parse(
+        "{\"type\": \"Sequence\", \"pretokenizers\": ["
+        "{\"type\": \"Split\", \"pattern\": {\"String\": \" =\"}, \"behavior\": \"MergedWithNext\", \"invert\": false},"
+        "{\"type\": \"Digits\", \"individual_digits\": false},"
+        "{\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"use_regex\": true}]}"));
+    cJSON_ReplaceItemInObject(j, "post_processor", cJSON_Parse(
+        "{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\"}},"
+        "{\"Sequence\": {\"id\": \"A\"}}, {\"SpecialToken\": {\"id\": \"</s>\"}}], \"special_tokens\": {"
+        "\"<s>\": {\"id\": \"<s>\", \"ids\": [0]}, \"</s>\": {\"id\": \"</s>\", \"ids\": [1]}}}"));
+    cJSON *added = cJSON_GetObjectItem(j, "added_tokens");
+    cJSON_AddItemToArray(added, cJSON_Parse("{\"id\": 512, \"content\": \"<\\\"q\\\\\\t>\", "
+                                            "\"special\": false, \"lstrip\": true}"));
+    cJSON_AddItemToArray(added, cJSON_Parse("{\"id\": 513, \"content\": \"\\u00e9t\\u00e9\", \"special\": true}"));
+    char *variant = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (tokenizer_load_json_mem(&t, variant, strlen(variant), NULL, 0, "variant", &err))
+        fail_msg("%s", err.msg);
+    free(variant);
+    assert_int_equal(tokenizer_vocab_size(t), 514);
+    cJSON_AddItemToArray(texts, cJSON_CreateString("a <\"q\\\t> 12 = 345 été x"));
+    check_json_roundtrip(t, texts, "variant");
+    tokenizer_free(t);
+    cJSON_Delete(texts);
+}
+
 // A GGUF model + an mlx-lm LoRA made here: the folder holds the merged, dequantized weights
 // and a config.json that reads back as the GGUF's config.
 static void test_fuse_gguf(void **state) {
@@ -469,7 +663,7 @@ static void test_fuse_gguf(void **state) {
     assert_int_equal(write_file_atomic(path, cfg_text, strlen(cfg_text), &err), 0);
     for (int i = 0; i < 4; i++) free(vals[i]);
 
-    expect_cmd(cmd_fuse, 0, "no tokenizer.json",
+    expect_cmd(cmd_fuse, 0, "tokenizer.json, tokenizer_config.json",
                (const char *[]){"fuse", "--model", SMOL, "--adapter", adapter, "--out", out, NULL});
     // weights: the GGUF model with the adapter, merged, each value as written (f32 default)
     assert_int_equal(model_load_adapter(&m, adapter, &err), 0);
@@ -510,8 +704,10 @@ static void test_fuse_gguf(void **state) {
     free(f);
     snprintf(path, sizeof path, "%s/generation_config.json", out);
     assert_true(file_exists(path));
-    snprintf(path, sizeof path, "%s/tokenizer.json", out);
-    assert_false(file_exists(path));
+    // the tokenizer files: tunelens and HF read them as the GGUF's vocabulary
+    check_fused_tokenizer(m.tok, out);
+    check_fused_tokenizer_config(out);
+    check_tokenize_cmd_same(out);
     model_free(&m);
 }
 
@@ -599,6 +795,7 @@ int main(void) {
         cmocka_unit_test(test_fuse_full_reproduces_reference),
         cmocka_unit_test(test_fuse_sharded),
         cmocka_unit_test(test_gguf_config_rope_recovered),
+        cmocka_unit_test(test_tokenizer_json_written_back),
         cmocka_unit_test(test_fuse_gguf),
         cmocka_unit_test(test_errors),
     };

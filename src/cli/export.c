@@ -2,7 +2,6 @@
 // `tunelens fuse` (the adapter merged into the model, written as a Hugging Face folder).
 #include "../model/export.h"
 
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +13,9 @@ static const char *PEFT_USAGE =
     "  a PEFT adapter for transformers (PeftModel.from_pretrained(model, DIR)):\n"
     "  DIR/adapter_model.safetensors (float32; lora_A = lora_a^T (r, in), lora_B = lora_b^T\n"
     "  (out, r)) and DIR/adapter_config.json (r, lora_alpha = scale * r, target_modules,\n"
-    "  layers_to_transform). DIR is created if missing. No model is needed.\n"
+    "  layers_to_transform). DIR is created if missing; it may not be the adapter folder or\n"
+    "  hold another mlx-lm adapter (their adapter_config.json would be replaced). No model is\n"
+    "  needed.\n"
     "  --base-model NAME  written as base_model_name_or_path (a hub id or path; default null)\n"
     "  A full fine-tune has no LoRA matrices: merge it with tunelens fuse instead.\n";
 
@@ -23,12 +24,13 @@ static const char *FUSE_USAGE =
     "  Merge an adapter into the model and write a Hugging Face folder transformers loads.\n"
     "  LoRA (mlx-lm or PEFT) is folded in, W' = W + scale * (A B)^T; a full fine-tune's\n"
     "  weights replace the model's. DIR (created if missing) gets config.json and\n"
-    "  model.safetensors (sharded with an index past 5 GB), plus, for a Hugging Face source, its\n"
-    "  tokenizer.json, tokenizer_config.json, special_tokens_map.json and generation_config.json.\n"
+    "  model.safetensors (sharded with an index past 5 GB), tokenizer.json,\n"
+    "  tokenizer_config.json, special_tokens_map.json and generation_config.json: a Hugging Face\n"
+    "  source's copied, a GGUF source's written from its metadata (config, vocabulary, chat\n"
+    "  template, bos/eos), encoding exactly as the GGUF does. Only those files are written; DIR\n"
+    "  may not be the model or the adapter folder.\n"
     "  --dtype  the weights' type: default bf16 for a bf16 source, f32 otherwise (quantized\n"
-    "           GGUF weights are written dequantized)\n"
-    "  A GGUF source gets a config.json generated from its metadata but no tokenizer.json (GGUF\n"
-    "  vocabularies are not converted): copy the original model's tokenizer files into DIR.\n";
+    "           GGUF weights are written dequantized)\n";
 
 int cmd_export_peft(int argc, char **argv) {
     const char *cmd = "export-peft", *adapter = NULL, *out = NULL, *base = NULL;
@@ -101,13 +103,7 @@ int cmd_fuse(int argc, char **argv) {
     if (!adapter) return cli_missing(cmd, "--adapter");
     if (!out) return cli_missing(cmd, "--out");
     Error err;
-    // the output folder is checked before the (slow) model load
-    char ra[PATH_MAX], rb[PATH_MAX];
-    if (make_dirs(out, &err)) return cli_fail(&err);
-    if (realpath(out, ra) && realpath(model_path, rb) && !strcmp(ra, rb)) {
-        err_set(&err, "%s: is the source model; write the fused model to another folder", out);
-        return cli_fail(&err);
-    }
+    if (fuse_check_out(out, model_path, adapter, &err)) return cli_fail(&err);
     Model m;
     if (cli_load_model(&m, model_path, adapter, "cpu", &err)) return cli_fail(&err);
     int merged = model_fuse_lora(&m);
@@ -125,10 +121,6 @@ int cmd_fuse(int argc, char **argv) {
            info.n_tensors, info.tensor_bytes / 1e6, dtype_name(dtype));
     for (int i = 0; i < info.n_copied; i++) printf(", %s", info.copied[i]);
     printf("\n");
-    if (m.is_gguf)
-        printf("note: no tokenizer.json was written (GGUF vocabularies are not converted); copy "
-               "the original model's tokenizer files into %s before loading it with "
-               "transformers\n", out);
     model_free(&m);
     return 0;
 }

@@ -8,17 +8,37 @@
 static const char *USAGE =
     "usage: tunelens generate --model M [--adapter A] --prompt P [--max-tokens N] [--json FILE]\n"
     "                         [--device auto]\n"
-    "  Greedy decoding with a KV cache; stops at EOS. Prints the continuation, then each token\n"
-    "  with its probability. --json FILE writes\n"
+    "  Greedy decoding with a KV cache; stops at EOS. Prints the prompt and continuation (ending\n"
+    "  with a newline), the statistics (stderr), then each token with its probability.\n"
+    "  --json FILE writes\n"
     "  {\"prompt\":P,\"tokens\":[{\"id\",\"token\",\"prob\"}],\"text\":T} (FILE '-' = stdout).\n"
     "  --max-tokens defaults to 100. --device auto|cpu|cuda (auto: a CUDA GPU when one answers).\n";
 
-static void stream_token(void *ctx, int id, float prob) {
-    const Tokenizer *t = ctx;
-    char *s = cli_token_text(t, id);
+// The text as it streams; last is its final character, so that it can end with a newline.
+typedef struct {
+    const Tokenizer *tok;
+    char last;
+} Stream;
+
+static void stream_text(Stream *st, const char *s) {
     fputs(s, stdout);
     fflush(stdout);
+    if (*s) st->last = s[strlen(s) - 1];
+}
+
+static void stream_token(void *ctx, int id, float prob) {
+    Stream *st = ctx;
+    char *s = cli_token_text(st->tok, id);
+    stream_text(st, s);
     free(s);
+}
+
+// Close the streamed text with a newline (unless it has one) before anything else is printed:
+// the statistics line goes to stderr, which a terminal or 2>&1 interleaves with stdout.
+static void stream_end(Stream *st) {
+    if (st->last != '\n') fputs("\n", stdout);
+    fflush(stdout);
+    st->last = '\n';
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -54,22 +74,25 @@ int cmd_generate(int argc, char **argv) {
     int *ids = NULL, n, n_out = 0;
     GenToken *out = xmalloc(sizeof(GenToken) * (size_t)(max_tokens ? max_tokens : 1));
     int to_stdout_json = json_path && !strcmp(json_path, "-");
-    if (!to_stdout_json) printf("%s", prompt);
+    Stream st = {m.tok, '\n'};
+    if (!to_stdout_json) stream_text(&st, prompt);
     double t0 = now_seconds();
     rc = cli_encode(&m, prompt, &ids, &n, &err) ||
          generate_greedy(&m, ids, n, max_tokens, out, &n_out, to_stdout_json ? NULL : stream_token,
-                         m.tok, &err);
+                         &st, &err);
     double dt = now_seconds() - t0;
+    if (!to_stdout_json) stream_end(&st);  // also before an error message
     if (rc) goto fail;
     if (!to_stdout_json) {
-        printf("\n\n");
+        // the statistics right under the text (as mlx_lm.generate has them), then the tokens
+        fprintf(stderr, "%d prompt tokens, %d generated in %.2fs (%.1f tokens/s)\n", n, n_out, dt,
+                dt > 0 ? n_out / dt : 0.0);
+        printf("\n");
         for (int i = 0; i < n_out; i++) {
             char *d = cli_token_display(m.tok, out[i].id);
             printf("%4d  %-20s %6.2f%%\n", i + 1, d, 100.0 * out[i].prob);
             free(d);
         }
-        fprintf(stderr, "%d prompt tokens, %d generated in %.2fs (%.1f tokens/s)\n", n, n_out, dt,
-                dt > 0 ? n_out / dt : 0.0);
     }
     if (json_path) {
         cJSON *j = cJSON_CreateObject();

@@ -7,7 +7,8 @@
 static const char *USAGE =
     "usage: tunelens tokenize --model M --text T [--json]\n"
     "  Encode T exactly as Hugging Face's tokenizer.encode(T) does (BOS included) and print\n"
-    "  the ids and pieces; --json prints {\"ids\":[...],\"tokens\":[...]}.\n";
+    "  the ids and pieces; --json prints {\"ids\":[...],\"tokens\":[...]}. M is a .gguf file or\n"
+    "  a folder with tokenizer.json (+ tokenizer_config.json); no weights are read.\n";
 
 int cmd_tokenize(int argc, char **argv) {
     const char *cmd = "tokenize", *model_path = NULL, *text = NULL;
@@ -30,11 +31,12 @@ int cmd_tokenize(int argc, char **argv) {
     if (!model_path) return cli_missing(cmd, "--model");
     if (!text) return cli_missing(cmd, "--text");
     Error err;
-    Model m;
-    if (model_open(&m, model_path, &err)) return cli_fail(&err);  // no weights needed
+    Tokenizer *tok;
+    // the tokenizer alone: a folder needs no weights (nor config.json), a GGUF no tensor checks
+    if (tokenizer_load_path(&tok, model_path, &err)) return cli_fail(&err);
     int *ids, n;
-    if (cli_encode(&m, text, &ids, &n, &err)) {
-        model_free(&m);
+    if (tokenizer_encode(tok, text, strlen(text), 1, &ids, &n, &err)) {
+        tokenizer_free(tok);
         return cli_fail(&err);
     }
     if (json) {
@@ -42,7 +44,7 @@ int cmd_tokenize(int argc, char **argv) {
         cJSON *jids = cJSON_AddArrayToObject(j, "ids"), *jtok = cJSON_AddArrayToObject(j, "tokens");
         for (int i = 0; i < n; i++) {
             cJSON_AddItemToArray(jids, cJSON_CreateNumber(ids[i]));
-            cJSON_AddItemToArray(jtok, cJSON_CreateString(tokenizer_piece(m.tok, ids[i])));
+            cJSON_AddItemToArray(jtok, cJSON_CreateString(tokenizer_piece(tok, ids[i])));
         }
         char *s = cJSON_PrintUnformatted(j);
         printf("%s\n", s);
@@ -51,12 +53,12 @@ int cmd_tokenize(int argc, char **argv) {
     } else {
         printf("%d tokens\n", n);
         for (int i = 0; i < n; i++) {
-            char *d = cli_token_display(m.tok, ids[i]);
-            printf("%6d  %-24s %s\n", ids[i], tokenizer_piece(m.tok, ids[i]), d);
+            char *d = cli_token_display(tok, ids[i]);
+            printf("%6d  %-24s %s\n", ids[i], tokenizer_piece(tok, ids[i]), d);
             free(d);
         }
     }
     free(ids);
-    model_free(&m);
+    tokenizer_free(tok);
     return 0;
 }

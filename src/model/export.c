@@ -147,19 +147,52 @@ static cJSON *peft_config_json(const PeftExport *x, double alpha, double dropout
     return j;
 }
 
+// Do a and b name the same existing file or folder (through symlinks, "./", "..")?
+static int same_place(const char *a, const char *b) {
+    char *ra = realpath(a, NULL), *rb = realpath(b, NULL);
+    int same = ra && rb && !strcmp(ra, rb);
+    free(ra);
+    free(rb);
+    return same;
+}
+
+// Before anything is read or written: adapter_dir is an mlx-lm adapter, and out_dir is not a
+// folder whose files would be replaced — the adapter being read (its adapter_config.json is
+// also a PEFT output name) or any other mlx-lm adapter.
+static int check_peft_paths(const char *adapter_dir, const char *out_dir, Error *err) {
+    if (!dir_exists(adapter_dir)) return err_set(err, "%s: adapter folder not found", adapter_dir);
+    char *cfg = path_join(adapter_dir, "adapter_config.json");
+    char *w = path_join(adapter_dir, "adapters.safetensors");
+    char *peft = path_join(adapter_dir, "adapter_model.safetensors");
+    char *out_w = path_join(out_dir, "adapters.safetensors");
+    int rc = 0;
+    if (!file_exists(w) && file_exists(peft))
+        rc = err_set(err, "%s: already a PEFT adapter (adapter_model.safetensors); export-peft "
+                     "converts mlx-lm adapters (adapters.safetensors)", adapter_dir);
+    else if (!file_exists(cfg))
+        rc = err_set(err, "%s: missing adapter_config.json", adapter_dir);
+    else if (!file_exists(w))
+        rc = err_set(err, "%s: missing adapters.safetensors", adapter_dir);
+    else if (same_place(out_dir, adapter_dir))
+        rc = err_set(err, "%s: is the adapter folder being converted (--adapter %s); its "
+                     "adapter_config.json would be replaced: write the PEFT adapter to another "
+                     "folder", out_dir, adapter_dir);
+    else if (file_exists(out_w))
+        rc = err_set(err, "%s: holds an mlx-lm adapter (adapters.safetensors) whose "
+                     "adapter_config.json would be replaced: write the PEFT adapter to another "
+                     "folder", out_dir);
+    free(cfg);
+    free(w);
+    free(peft);
+    free(out_w);
+    return rc;
+}
+
 int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *base_model,
                     PeftExport *info, Error *err) {
-    char cfg_path[1024], w_path[1024], path[1024];
-    if (!dir_exists(adapter_dir)) return err_set(err, "%s: adapter folder not found", adapter_dir);
-    snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", adapter_dir);
-    snprintf(w_path, sizeof w_path, "%s/adapters.safetensors", adapter_dir);
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", adapter_dir);
-    if (!file_exists(w_path) && file_exists(path))
-        return err_set(err, "%s: already a PEFT adapter (adapter_model.safetensors); export-peft "
-                       "converts mlx-lm adapters (adapters.safetensors)", adapter_dir);
-    if (!file_exists(cfg_path)) return err_set(err, "%s: missing adapter_config.json", adapter_dir);
-    if (!file_exists(w_path)) return err_set(err, "%s: missing adapters.safetensors", adapter_dir);
-
+    if (check_peft_paths(adapter_dir, out_dir, err)) return -1;
+    char *cfg_path = path_join(adapter_dir, "adapter_config.json");
+    char *w_path = path_join(adapter_dir, "adapters.safetensors"), *path = NULL;
     PeftExport x = {0};
     TensorSet ts = {0};
     const TensorView **pairs = NULL;  // [layer * N_PROJ + proj][a, b]
@@ -167,7 +200,7 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
     float *data = NULL;
     cJSON *cfg = json_read_object(cfg_path, err), *out_cfg = NULL;
     int rc = -1, n_entries = 0;
-    if (!cfg) return -1;
+    if (!cfg) goto done;
     const cJSON *ft = cJSON_GetObjectItemCaseSensitive(cfg, "fine_tune_type");
     const char *type = cJSON_IsString(ft) ? ft->valuestring : "lora";
     if (!strcmp(type, "full")) {
@@ -278,7 +311,7 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
     }
     free(tmp);
     const char *meta_k[] = {"format"}, *meta_v[] = {"pt"};
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", out_dir);
+    path = path_join(out_dir, "adapter_model.safetensors");
     rc = make_dirs(out_dir, err);
     if (!rc) rc = safetensors_save(path, entries, n_entries, meta_k, meta_v, 1, err);
     free(names);
@@ -308,7 +341,8 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
     cJSON_AddObjectToObject(out_cfg, "rank_pattern");
     cJSON_AddObjectToObject(out_cfg, "alpha_pattern");
     cJSON_AddBoolToObject(out_cfg, "inference_mode", 1);
-    snprintf(path, sizeof path, "%s/adapter_config.json", out_dir);
+    free(path);
+    path = path_join(out_dir, "adapter_config.json");
     if (write_json(path, out_cfg, err)) goto done;
     if (info) *info = x;
     rc = 0;
@@ -319,6 +353,9 @@ done:
     free(entries);
     free(data);
     tensorset_free(&ts);
+    free(cfg_path);
+    free(w_path);
+    free(path);
     return rc;
 }
 
@@ -527,6 +564,7 @@ static int save_shard(const char *path, const Weight *w, int n, int shard, DType
 static int write_weights(Model *m, const char *dir, DType dtype, size_t max_shard,
                          HFSaveInfo *info, Error *err) {
     int n, n_shards = 1, rc = -1;
+    char *stale = NULL, *path = NULL;
     Weight *w = list_weights(m, &n);
     size_t elem = dtype == DT_F32 ? 4 : 2, in_shard = 0;
     int64_t total = 0;
@@ -541,16 +579,15 @@ static int write_weights(Model *m, const char *dir, DType dtype, size_t max_shar
         in_shard += bytes;
         total += (int64_t)bytes;
     }
-    char path[1024], stale[1024], file[64];
+    char file[64];
     // A loader that finds both a single file and an index would pick one: leave only ours.
-    snprintf(stale, sizeof stale, "%s/%s", dir,
-             n_shards == 1 ? "model.safetensors.index.json" : "model.safetensors");
+    stale = path_join(dir, n_shards == 1 ? "model.safetensors.index.json" : "model.safetensors");
     if (unlink(stale) != 0 && errno != ENOENT) {
         err_set(err, "%s: cannot remove the stale file: %s", stale, strerror(errno));
         goto done;
     }
     if (n_shards == 1) {
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        path = path_join(dir, "model.safetensors");
         if (save_shard(path, w, n, 0, dtype, err)) goto done;
     } else {
         cJSON *idx = cJSON_CreateObject();
@@ -559,7 +596,8 @@ static int write_weights(Model *m, const char *dir, DType dtype, size_t max_shar
         cJSON *map = cJSON_AddObjectToObject(idx, "weight_map");
         for (int s = 0; s < n_shards; s++) {
             snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
-            snprintf(path, sizeof path, "%s/%s", dir, file);
+            free(path);
+            path = path_join(dir, file);
             if (save_shard(path, w, n, s, dtype, err)) {
                 cJSON_Delete(idx);
                 goto done;
@@ -567,7 +605,8 @@ static int write_weights(Model *m, const char *dir, DType dtype, size_t max_shar
             for (int i = 0; i < n; i++)
                 if (w[i].shard == s) cJSON_AddStringToObject(map, w[i].name, file);
         }
-        snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+        free(path);
+        path = path_join(dir, "model.safetensors.index.json");
         int bad = write_json(path, idx, err);
         cJSON_Delete(idx);
         if (bad) goto done;
@@ -578,15 +617,16 @@ static int write_weights(Model *m, const char *dir, DType dtype, size_t max_shar
     rc = 0;
 done:
     free(w);
+    free(stale);
+    free(path);
     return rc;
 }
 
 // The source config.json with the new dtype; quantization settings no longer apply.
 static int write_hf_config(const Model *m, const char *dir, DType dtype, Error *err) {
-    char src[1024], dst[1024];
-    snprintf(src, sizeof src, "%s/config.json", m->path);
-    snprintf(dst, sizeof dst, "%s/config.json", dir);
+    char *src = path_join(m->path, "config.json");
     cJSON *j = json_read_object(src, err);
+    free(src);
     if (!j) return -1;
     const char *dt = torch_dtype_name(dtype);
     // transformers 4 reads torch_dtype, 5 reads dtype: update whichever the source has
@@ -602,7 +642,9 @@ static int write_hf_config(const Model *m, const char *dir, DType dtype, Error *
         cJSON_ReplaceItemInObjectCaseSensitive(j, "tie_word_embeddings", tie);
     else
         cJSON_AddItemToObject(j, "tie_word_embeddings", tie);
+    char *dst = path_join(dir, "config.json");
     int rc = write_json(dst, j, err);
+    free(dst);
     cJSON_Delete(j);
     return rc;
 }
@@ -621,29 +663,80 @@ static const char *const HF_SIDE_FILES[] = {
     "tokenizer.model", "added_tokens.json", "chat_template.jinja", "chat_template.json",
 };
 
-static int write_gguf_side(const Model *m, const char *dir, DType dtype, Error *err) {
-    char path[1024];
+// write_json to dir/name; the object is deleted.
+static int write_json_in(const char *dir, const char *name, cJSON *j, Error *err) {
+    char *path = path_join(dir, name);
+    int rc = write_json(path, j, err);
+    free(path);
+    cJSON_Delete(j);
+    return rc;
+}
+
+// A GGUF id key as a token id of the model's vocabulary, -1 when absent or out of range.
+static int gguf_token_key(const GGUFFile *g, const char *key, int vocab) {
+    int64_t v;
+    return !gguf_get_int(g, key, &v) && v >= 0 && v < vocab ? (int)v : -1;
+}
+
+// tokenizer.json, tokenizer_config.json and special_tokens_map.json from the GGUF's vocabulary:
+// the tokenizer the model was loaded with, written out, plus the GGUF's chat template and
+// unk/pad tokens (metadata the tokenizer itself does not keep: the file is reopened).
+static int write_gguf_tokenizer(const Model *m, const char *dir, Error *err) {
+    GGUFFile g;
+    if (gguf_open(&g, m->path, err)) return -1;
+    int vocab = tokenizer_vocab_size(m->tok);
+    char *tmpl = gguf_get_string(&g, "tokenizer.chat_template");
+    TokenizerExtras x = {tmpl, gguf_token_key(&g, "tokenizer.ggml.unknown_token_id", vocab),
+                         gguf_token_key(&g, "tokenizer.ggml.padding_token_id", vocab),
+                         m->cfg.max_pos};
+    gguf_close(&g);
+    size_t len;
+    char *text = tokenizer_to_json(m->tok, &len, err), *path = path_join(dir, "tokenizer.json");
+    int rc = text ? write_file_atomic(path, text, len, err) : -1;
+    if (!rc) rc = write_json_in(dir, "tokenizer_config.json", tokenizer_config_to_json(m->tok, &x), err);
+    if (!rc) rc = write_json_in(dir, "special_tokens_map.json", tokenizer_special_tokens_map(m->tok, &x), err);
+    free(text);
+    free(path);
+    free(tmpl);
+    return rc ? err_wrap(err, "%s", m->path) : 0;
+}
+
+static int write_gguf_side(const Model *m, const char *dir, DType dtype, HFSaveInfo *info,
+                           Error *err) {
     cJSON *cfg = hf_config_from_model(&m->cfg, m->inv_freq, m->head == m->tok_embd,
                                       torch_dtype_name(dtype), err);
     if (!cfg) return err_wrap(err, "%s", m->path);
+    if (write_gguf_tokenizer(m, dir, err)) {
+        cJSON_Delete(cfg);
+        return -1;
+    }
     // generation_config.json: so generate() stops at the model's end tokens
     cJSON *gen = cJSON_CreateObject();
     if (m->cfg.bos_id >= 0) cJSON_AddNumberToObject(gen, "bos_token_id", m->cfg.bos_id);
     if (m->cfg.n_eos == 1) cJSON_AddNumberToObject(gen, "eos_token_id", m->cfg.eos_ids[0]);
     else if (m->cfg.n_eos > 1)
         cJSON_AddItemToObject(gen, "eos_token_id", cJSON_CreateIntArray(m->cfg.eos_ids, m->cfg.n_eos));
-    snprintf(path, sizeof path, "%s/generation_config.json", dir);
-    int rc = write_json(path, gen, err);
-    snprintf(path, sizeof path, "%s/config.json", dir);  // last: a folder with one is complete
-    if (!rc) rc = write_json(path, cfg, err);
-    cJSON_Delete(gen);
+    static const char *const written[] = {"tokenizer.json", "tokenizer_config.json",
+                                          "special_tokens_map.json", "generation_config.json"};
+    for (size_t i = 0; i < sizeof written / sizeof written[0]; i++)
+        snprintf(info->copied[info->n_copied++], sizeof info->copied[0], "%s", written[i]);
+    int rc = write_json_in(dir, "generation_config.json", gen, err);
+    // last: a folder with a config.json is complete
+    if (!rc) return write_json_in(dir, "config.json", cfg, err);
     cJSON_Delete(cfg);
     return rc;
 }
 
-static int same_place(const char *a, const char *b) {
-    char ra[PATH_MAX], rb[PATH_MAX];
-    return realpath(a, ra) && realpath(b, rb) && !strcmp(ra, rb);
+int fuse_check_out(const char *out_dir, const char *model_path, const char *adapter_dir,
+                   Error *err) {
+    if (make_dirs(out_dir, err)) return -1;
+    if (same_place(out_dir, model_path))
+        return err_set(err, "%s: is the source model; write the fused model to another folder",
+                       out_dir);
+    if (adapter_dir && same_place(out_dir, adapter_dir))
+        return err_set(err, "%s: is the adapter folder (--adapter %s); write the fused model to "
+                       "another folder", out_dir, adapter_dir);
+    return 0;
 }
 
 int model_save_hf(Model *m, const char *out_dir, DType dtype, size_t max_shard_bytes,
@@ -654,21 +747,19 @@ int model_save_hf(Model *m, const char *out_dir, DType dtype, size_t max_shard_b
     if (dtype != DT_F32 && dtype != DT_BF16 && dtype != DT_F16)
         return err_set(err, "cannot write weights as %s (f32, bf16 or f16)", dtype_name(dtype));
     if (m->is_open_only) return err_set(err, "%s: weights not loaded yet", m->path);
-    if (make_dirs(out_dir, err)) return -1;
-    if (same_place(out_dir, m->path))
-        return err_set(err, "%s: is the source model; write the fused model to another folder",
-                       out_dir);
+    if (fuse_check_out(out_dir, m->path, NULL, err)) return -1;
     if (write_weights(m, out_dir, dtype, max_shard_bytes ? max_shard_bytes : HF_MAX_SHARD_BYTES,
                       info, err))
         return -1;
-    if (m->is_gguf) return write_gguf_side(m, out_dir, dtype, err);
-    char src[1024], dst[1024];
+    if (m->is_gguf) return write_gguf_side(m, out_dir, dtype, info, err);
     for (size_t i = 0; i < sizeof HF_SIDE_FILES / sizeof HF_SIDE_FILES[0]; i++) {
-        snprintf(src, sizeof src, "%s/%s", m->path, HF_SIDE_FILES[i]);
-        if (!file_exists(src)) continue;
-        snprintf(dst, sizeof dst, "%s/%s", out_dir, HF_SIDE_FILES[i]);
-        if (copy_file(src, dst, err)) return -1;
-        snprintf(info->copied[info->n_copied++], sizeof info->copied[0], "%s", HF_SIDE_FILES[i]);
+        char *src = path_join(m->path, HF_SIDE_FILES[i]), *dst = path_join(out_dir, HF_SIDE_FILES[i]);
+        int rc = file_exists(src) ? copy_file(src, dst, err) : 1;  // 1: not in the source
+        free(src);
+        free(dst);
+        if (rc < 0) return -1;
+        if (rc == 0)
+            snprintf(info->copied[info->n_copied++], sizeof info->copied[0], "%s", HF_SIDE_FILES[i]);
     }
     // config.json last: a folder with one is complete
     return write_hf_config(m, out_dir, dtype, err);

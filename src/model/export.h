@@ -21,8 +21,10 @@ typedef struct {
 
 // Convert an mlx-lm LoRA adapter folder (adapters.safetensors + adapter_config.json) into a
 // PEFT adapter in out_dir (created if missing): adapter_model.safetensors (float32, PEFT key
-// names and layouts) and adapter_config.json. base_model may be NULL (written as null). Needs
-// no model: shapes come from the tensors. info may be NULL.
+// names and layouts) and adapter_config.json. An out_dir that is adapter_dir (through symlinks
+// too) or holds another mlx-lm adapter is refused: its adapter_config.json would be replaced.
+// base_model may be NULL (written as null). Needs no model: shapes come from the tensors. info
+// may be NULL.
 int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *base_model,
                     PeftExport *info, Error *err);
 
@@ -37,7 +39,8 @@ typedef struct {
     int n_shards;           // 1: model.safetensors; else model-0000i-of-0000n + index
     int64_t tensor_bytes;   // weight bytes written
     int n_tensors;
-    int n_copied;           // tokenizer / generation files copied from an HF source
+    int n_copied;           // tokenizer / generation files copied from an HF source or
+                            // written from a GGUF's metadata
     char copied[8][32];
 } HFSaveInfo;
 
@@ -47,9 +50,19 @@ typedef struct {
 // Write m as a Hugging Face folder in out_dir (created if missing): config.json, the weights
 // under their HF names in dtype (DT_F32, DT_BF16 or DT_F16), sharded past max_shard_bytes (0 =
 // HF_MAX_SHARD_BYTES). An HF source's config.json is copied (dtype updated) with its tokenizer
-// files; a GGUF source gets a generated config.json and generation_config.json, no tokenizer.
+// files; a GGUF source gets a generated config.json and generation_config.json, and its
+// vocabulary written as tokenizer.json + tokenizer_config.json (chat template, bos/eos/unk/pad)
+// + special_tokens_map.json, which encode exactly as the GGUF does. Only those files are
+// written (or, for the weights, a stale model.safetensors / index of another layout removed);
+// out_dir equal to the source is refused.
 int model_save_hf(Model *m, const char *out_dir, DType dtype, size_t max_shard_bytes,
                   HFSaveInfo *info, Error *err);
+
+// The checks fuse makes on its output folder before the (slow) model load: out_dir created
+// if missing, and neither the source model nor the adapter folder (adapter_dir may be NULL),
+// through symlinks and "./" too.
+int fuse_check_out(const char *out_dir, const char *model_path, const char *adapter_dir,
+                   Error *err);
 
 // config.json for a Llama model described only by ModelConfig (GGUF sources). inv_freq: the
 // model's rope frequencies, from which rope scaling the GGUF held only as a rope_freqs tensor

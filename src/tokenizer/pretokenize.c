@@ -79,6 +79,7 @@ int pretok_add_split_regex(PreTok *p, const char *pattern, SplitBehavior beh, in
     PreTokStep *s = add_step(p);
     s->kind = PT_SPLIT;
     s->re = re;
+    s->pattern = xstrdup(pattern);
     s->behavior = beh;
     s->invert = invert;
     return 0;
@@ -98,7 +99,9 @@ int pretok_add_split_string(PreTok *p, const char *str, size_t n, SplitBehavior 
 
 int pretok_add_digits(PreTok *p, int individual, Error *err) {
     // HF: split on char::is_numeric (\p{N}); each digit alone, or runs kept together.
-    return pretok_add_split_regex(p, "\\p{N}", individual ? BEH_ISOLATED : BEH_CONTIGUOUS, 0, err);
+    if (pretok_add_split_regex(p, "\\p{N}", individual ? BEH_ISOLATED : BEH_CONTIGUOUS, 0, err)) return -1;
+    p->steps[p->n - 1].digits = 1;
+    return 0;
 }
 
 int pretok_add_bytelevel(PreTok *p, int add_prefix_space, int use_regex, Error *err) {
@@ -113,6 +116,7 @@ int pretok_add_bytelevel(PreTok *p, int add_prefix_space, int use_regex, Error *
 void pretok_free(PreTok *p) {
     for (int i = 0; i < p->n; i++) {
         if (p->steps[i].re) pcre2_code_free(p->steps[i].re);
+        free(p->steps[i].pattern);
         free(p->steps[i].literal);
     }
     free(p->steps);

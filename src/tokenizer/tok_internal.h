@@ -110,10 +110,12 @@ typedef struct {
     PreTokKind kind;
     // PT_SPLIT (Digits is a Split on \p{N}): regex, or a literal string when re == NULL
     pcre2_code *re;
+    char *pattern;     // the regex as given (before the \s rewrite), for tokenizer_to_json
     char *literal;
     size_t literal_len;
     SplitBehavior behavior;
     int invert;
+    int digits;        // 1: this split is a Digits pre-tokenizer (written back as one)
     // PT_BYTELEVEL
     int add_prefix_space, use_regex;  // use_regex: split with the GPT-2 regex first
 } PreTokStep;

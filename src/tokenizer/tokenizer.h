@@ -1,6 +1,8 @@
 // tokenizer.h — byte-level BPE, token-for-token equal to Hugging Face `tokenizers`.
 // Loaded from tokenizer.json (+ tokenizer_config.json) or from a GGUF vocabulary.
 #pragma once
+#include <cjson/cJSON.h>
+
 #include "../common.h"
 #include "../formats/gguf.h"
 
@@ -43,3 +45,25 @@ int tokenizer_load_json_mem(Tokenizer **out, const char *json, size_t len, const
 // tokenizer_eos_ids lists the configured EOS first (tokenizer_config.json's eos_token, GGUF's
 // eos/eot/eom ids), then the usual end-of-turn specials present in the vocabulary
 // (<|eot_id|>, <|eom_id|>, <|end_of_text|>, <|im_end|>, <|endoftext|>, ...), at most 8.
+
+// --- a model's tokenizer files (tokenizer_files.c) ---
+// The tokenizer of a model path alone, no weights: a folder's tokenizer.json (+
+// tokenizer_config.json) or a GGUF file's vocabulary.
+int tokenizer_load_path(Tokenizer **out, const char *path, Error *err);
+// t as a Hugging Face tokenizer.json (heap text, *len bytes): the vocabulary, merges, added
+// tokens, pre-tokenizer, post-processor and decoder this tokenizer runs, so that the file
+// encodes as t does in `tokenizers`, transformers and here. NULL (err set) when a token is not
+// text JSON can carry (invalid UTF-8, NUL).
+char *tokenizer_to_json(const Tokenizer *t, size_t *len, Error *err);
+// What tokenizer_config.json holds that the vocabulary does not (GGUF metadata).
+typedef struct {
+    const char *chat_template;  // NULL: none
+    int unk_id, pad_id;         // -1: none
+    int64_t model_max_length;   // <= 0: not written
+} TokenizerExtras;
+// tokenizer_config.json for tokenizer_to_json's file: tokenizer_class PreTrainedTokenizerFast
+// (loads tokenizer.json as it is), added_tokens_decoder, bos/eos (t's BOS and first EOS),
+// unk/pad, chat_template. x may be NULL.
+cJSON *tokenizer_config_to_json(const Tokenizer *t, const TokenizerExtras *x);
+// special_tokens_map.json: bos/eos/unk/pad by string.
+cJSON *tokenizer_special_tokens_map(const Tokenizer *t, const TokenizerExtras *x);
