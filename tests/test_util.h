@@ -10,10 +10,13 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 #include <ftw.h>
+#include <math.h>
 #include <unistd.h>
 
 #include "common.h"
+#include "formats/safetensors.h"
 #include "ops/backend.h"
+#include "train/params.h"
 
 // Fixtures live in tests/fixtures (committed, small) and .cache/ (fetched by tests/setup.sh).
 #define FIXTURE(name) "tests/fixtures/" name
@@ -101,4 +104,176 @@ static inline const Backend *cuda_or_skip(void) {
     const Backend *be = backend_cuda(&err);
     if (!be) printf("  skipped on CUDA: %s\n", err.msg);
     return be;
+}
+
+// ---- tolerances derived from float32 arithmetic
+//
+// Why: OpenBLAS picks its kernels, and with them the order of every sum, by CPU (and tunelens
+// re-execs itself with OPENBLAS_CORETYPE chosen for speed), so a result is reproducible only to
+// the rounding of its sums. A limit measured on one machine fails on the next; these bounds
+// follow from the arithmetic instead, and the tests print measured against bound.
+//
+// One sum. u = 2^-24 is float32's unit roundoff. A sum of n terms in f32, in any order, is
+// within gamma_n * sum|terms| of the exact sum, gamma_n = n u / (1 - n u) (Higham, Accuracy and
+// Stability of Numerical Algorithms, 2nd ed., sec. 3.1): every rounding one way, the worst case.
+// Rounding errors of real data behave as independent and zero-mean, and then
+// |error| <= lambda sqrt(n) u sum|terms| with probability >= 1 - 2 exp(-lambda^2 / 2) (Higham and
+// Mary, SIAM J. Sci. Comput. 41(5), 2019). F32_LAMBDA = 5 is the safety factor of every
+// probabilistic bound here (odds of a false failure 7e-6 per bound).
+//
+// A chain of sums (a network's forward, then its backward): the errors of successive sums add
+// as independent ones too, so a value at the end of a chain whose sums have n_1, n_2, ... terms
+// is within lambda u sqrt(n_1 + n_2 + ...) of exact, relative to the magnitude of its own terms
+// (f32_path_rel; llama_path_terms counts the terms of the model's chain).
+#define F32_U 0x1p-24
+#define F32_LAMBDA 5.0
+
+static inline double f32_sum_err_worst(double n, double sum_abs) {
+    return n * F32_U / (1.0 - n * F32_U) * sum_abs;
+}
+static inline double f32_sum_err(double n, double sum_abs) {
+    return F32_LAMBDA * sqrt(n) * F32_U * sum_abs;
+}
+static inline double f32_path_rel(double terms) { return F32_LAMBDA * F32_U * sqrt(terms); }
+
+// Terms summed along the longest chain of a Llama forward over rows of T positions (N rows in
+// all, the loss's mean): per block rmsnorm (C), q/k/v (C), scores (head_dim), softmax and
+// weighted sum (T each), o (n_heads head_dim), rmsnorm (C), gate/up (C), down (ffn); then the
+// final norm (C), the head (C), logsumexp (V), the mean (N). fwd_only = 0 adds the backward,
+// which mirrors the forward's sums, and the weight gradient's sum over the N rows.
+static inline double llama_path_terms(int n_layers, int C, int ffn, int n_heads, int head_dim,
+                                      int V, int T, int N, int fwd_only) {
+    double block = 4.0 * C + head_dim + 2.0 * T + (double)n_heads * head_dim + ffn;
+    double fwd = n_layers * block + 2.0 * C + V + N;
+    return fwd_only ? fwd : 2 * fwd + N;
+}
+
+// Adam as mlx-lm defines it (beta1 0.9, beta2 0.999, eps 1e-8, no bias correction): the update
+// is lr r with r = m / (sqrt(v) + eps). r normalises the gradient: an entry whose gradient is
+// tiny next to its rounding error moves a full step either way (at step 1, r = 3.16 sign(g),
+// whatever |g|), so a relative gradient error becomes an absolute weight error of up to
+// 2 lr |r|. adam_err_step carries, per entry, bounds on how far the reference's m, v and weight
+// can be from ours, given a bound g_err on the reference's gradient's distance from ours:
+//   dm <- b1 dm + (1 - b1) g_err;   dv <- b2 dv + (1 - b2) (2 |g| g_err + g_err^2)
+// (|g'^2 - g^2| <= |g' - g| (2|g| + |g' - g|)); the reference's r lies between the extremes of
+// m / (sqrt(v) + eps) over m +- dm, v +- dv (r is monotonic in each), and never beyond
+// adam_r_max (below); the weight error grows by lr |r' - r| plus the rounding of the update
+// itself in both programs (u (2|w| + lr|r|)). Errors carried in m and v compound over steps.
+typedef struct {
+    double dm, dv, dw;
+} AdamErr;
+
+// The largest |m| / sqrt(v) after `step` steps of any gradients: by Cauchy-Schwarz,
+// |m| <= (1 - b1) sqrt(sum_k (b1^2 / b2)^k) sqrt(v / (1 - b2)).
+static inline double adam_r_max(int step) {
+    double rho = 0.81 / 0.999, sum = 0, pk = 1;
+    for (int k = 0; k < step; k++, pk *= rho) sum += pk;
+    return 0.1 / sqrt(0.001) * sqrt(sum);
+}
+
+// One step for one entry: m, v are ours after the step (g our gradient, w our weight after it).
+static inline void adam_err_step(AdamErr *e, double m, double v, double g, double w, double g_err,
+                                 double lr, int step) {
+    const double eps = 1e-8;
+    e->dm = 0.9 * e->dm + 0.1 * g_err;
+    e->dv = 0.999 * e->dv + 0.001 * (2 * fabs(g) * g_err + g_err * g_err);
+    double r = m / (sqrt(v) + eps), v_lo = fmax(0.0, v - e->dv), v_hi = v + e->dv;
+    double m_hi = m + e->dm, m_lo = m - e->dm;
+    double r_hi = m_hi / (sqrt(m_hi > 0 ? v_lo : v_hi) + eps);
+    double r_lo = m_lo / (sqrt(m_lo > 0 ? v_hi : v_lo) + eps);
+    double dr = fmin(fmax(r_hi - r, r - r_lo), fabs(r) + adam_r_max(step));
+    e->dw += lr * dr + F32_U * (2 * fabs(w) + lr * fabs(r));
+}
+
+// ---- a training run against a reference run of the same steps (PyTorch's, mlx-lm's)
+//
+// Per step, each side computes the gradient to within f32_path_rel(step * path) of the tensor's
+// largest |gradient|: the rounding of the chain's sums, taken relative to the tensor's scale
+// (an entry that cancels to ~0 still carries the rounding of terms of that scale), and growing
+// as sqrt(step) because each step's roundings perturb the weights the later steps start from,
+// independently of the earlier ones. Adam turns that into weight errors (adam_err_step); the
+// loss of a step is off by the forward's own rounding, 2 f32_path_rel(fwd) max|logit| (a
+// logsumexp minus a logit, each logit within that of exact) over sqrt(targets averaged), plus
+// what the weights' errors so far can move it: sum |dL/dw| dw, to first order.
+typedef struct {
+    AdamErr *e;             // per trained value, in ParamList order
+    int64_t n;
+    double path, path_fwd;  // terms along the chain (llama_path_terms)
+} TrajBound;
+
+static inline void traj_init(TrajBound *t, const ParamList *pl, const ModelConfig *c, int T,
+                             int N) {
+    t->n = pl->total;
+    t->e = (AdamErr *)calloc((size_t)(t->n ? t->n : 1), sizeof(AdamErr));
+    t->path = llama_path_terms(c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->head_dim,
+                               c->vocab_size, T, N, 0);
+    t->path_fwd = llama_path_terms(c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->head_dim,
+                                   c->vocab_size, T, N, 1);
+}
+
+static inline void traj_free(TrajBound *t) { free(t->e); }
+
+// The largest |x| of n floats (the logits of a forward, for traj_loss_bound).
+static inline double max_abs_f(const float *x, size_t n) {
+    double mx = 0;
+    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(x[i]));
+    return mx;
+}
+
+// The bound on this step's loss: call after the step's backward (pl's gradients are this
+// step's), before the optimizer step. zmax: the largest |logit| of the step's forward;
+// n_targets: the rows the loss averages, whose roundings are independent (their mean's error
+// is 1/sqrt(n) of one row's); u: F32_U, or the unit roundoff of reduced-precision products.
+static inline double traj_loss_bound(const TrajBound *t, const ParamList *pl, double zmax,
+                                     int n_targets, double u) {
+    double moved = 0;
+    for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++)
+        for (int64_t k = 0; k < pl->p[i].n; k++) moved += fabs(pl->p[i].grad[k]) * t->e[off + k].dw;
+    double fwd = 2 * F32_LAMBDA * u * sqrt(t->path_fwd) * zmax / sqrt(n_targets > 0 ? n_targets : 1);
+    return fwd + moved;
+}
+
+// After optimizer step `step` (1-based) at learning rate lr: m and v are the optimizer's.
+static inline void traj_step(TrajBound *t, const ParamList *pl, const float *m, const float *v,
+                             double lr, int step) {
+    double rel = f32_path_rel(step * t->path);
+    for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++) {
+        const Param *p = &pl->p[i];
+        double gmax = 0;
+        for (int64_t k = 0; k < p->n; k++) gmax = fmax(gmax, fabs(p->grad[k]));
+        for (int64_t k = 0; k < p->n; k++)
+            adam_err_step(&t->e[off + k], m[off + k], v[off + k], p->grad[k], p->data[k],
+                          rel * gmax, lr, step);
+    }
+}
+
+// Our final weights against a reference file of the same names: the largest |ours - ref| and
+// the bound at that entry, and the largest ratio |ours - ref| / bound over every entry (<= 1:
+// within the bound). Prints one line per tensor where the ratio is largest.
+static inline double traj_weights_ratio(const TrajBound *t, const ParamList *pl,
+                                        const char *ref_path, const char *what) {
+    TensorSet ts = {0};
+    Error err = {{0}};
+    if (safetensors_load(&ts, ref_path, &err)) fail_msg("%s", err.msg);
+    double worst_ratio = 0, worst_diff = 0, bound_at = 0;
+    for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++) {
+        const Param *p = &pl->p[i];
+        const TensorView *tv = tensorset_find(&ts, p->name);
+        if (!tv) fail_msg("%s: no tensor %s", ref_path, p->name);
+        if (tensor_numel(tv) != p->n)
+            fail_msg("%s: %s has %lld values, we train %lld", ref_path, p->name,
+                     (long long)tensor_numel(tv), (long long)p->n);
+        float *want = (float *)xmalloc(sizeof(float) * (size_t)p->n);
+        if (tensor_to_f32(tv, want, &err)) fail_msg("%s", err.msg);
+        for (int64_t k = 0; k < p->n; k++) {
+            double d = fabs((double)want[k] - p->data[k]), b = t->e[off + k].dw;
+            if (d > worst_diff) worst_diff = d, bound_at = b;
+            if (d / b > worst_ratio || isnan(d)) worst_ratio = isnan(d) ? INFINITY : d / b;
+        }
+        free(want);
+    }
+    tensorset_free(&ts);
+    printf("  %s final weights: max |diff| %.2e (bound there %.2e); worst |diff| / bound %.3f "
+           "over %lld values\n", what, worst_diff, bound_at, worst_ratio, (long long)pl->total);
+    return worst_ratio;
 }
