@@ -132,7 +132,8 @@ static void test_quick_run_report_and_resume(void **state) {
                               "## Classifier emergence", "## Answer crystallization",
                               "## Findings", "figures/classifier_heatmap.svg",
                               "figures/loss_curves.svg", "figures/lens_trajectories.svg",
-                              "| `89 - 34 =` |", "| `7 x 8 =` |", "Trainable params"};
+                              "| `89 - 34 =` |", "| `7 x 8 =` |", "Trainable params",
+                              "docs/EXPERIMENT.md"};
     for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
         if (!strstr(md, sections[i])) fail_msg("REPORT.md lacks '%s'", sections[i]);
     assert_null(strstr(md, "nan"));

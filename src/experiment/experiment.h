@@ -1,5 +1,6 @@
-// experiment.h — `tunelens experiment`: the classifier-emergence study of ../EXPERIMENT.md in
-// one command. Stages (each saved under DIR, skipped when re-run with the same settings):
+// experiment.h — `tunelens experiment`: the classifier-emergence study described in
+// docs/EXPERIMENT.md, in one command. Stages (each saved under DIR, skipped when re-run with
+// the same settings):
 //   data -> eval base -> train lora -> eval lora -> train full -> eval full -> report
 #pragma once
 #include <cjson/cJSON.h>

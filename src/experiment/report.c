@@ -34,7 +34,7 @@ static double arr_at(const cJSON *o, const char *key, int i) {
     return cJSON_IsNumber(x) ? x->valuedouble : NAN;
 }
 
-// A token as the seed prints it: quoted, newlines and tabs escaped.
+// A token as the study (docs/EXPERIMENT.md) prints it: quoted, newlines and tabs escaped.
 static void sb_token(StrBuf *b, const char *t) {
     sb_append(b, "'", 1);
     for (const char *c = t; *c; c++) {
@@ -68,7 +68,7 @@ static const cJSON *load_owned(Results *r, const char *path, Error *err) {
     return j;
 }
 
-// ---- findings: each of the seed's key observations, checked against the numbers
+// ---- findings: each of the study's key observations (docs/EXPERIMENT.md), checked against the numbers
 typedef struct {
     const char *claim, *verdict;
     StrBuf evidence;
@@ -145,8 +145,8 @@ static void finding_efficiency(const Results *r, Finding *f) {
     double acc_l = num(get(get(r->eval[1], "test_accuracy"), "all"), "accuracy");
     double acc_f = num(get(get(r->eval[2], "test_accuracy"), "all"), "accuracy");
     int n = (params > 1) + (mem > 1) + (speed > 1) + (fabs(acc_l - acc_f) <= 0.05);
-    sb_printf(&f->evidence, "%.0fx fewer trained parameters (seed: 175x); %.2fx less peak memory "
-              "(seed: 2.7x); %.2fx the full fine-tune's tokens/s (seed: 1.5x); test exact match "
+    sb_printf(&f->evidence, "%.0fx fewer trained parameters (study: 175x); %.2fx less peak memory "
+              "(study: 2.7x); %.2fx the full fine-tune's tokens/s (study: 1.5x); test exact match "
               "%.1f%% vs %.1f%%", params, mem, speed, 100 * acc_l, 100 * acc_f);
     f->verdict = verdict_of(n == 4, n >= 2);
 }
@@ -183,8 +183,12 @@ static void finding_crystallization(const Results *r, Finding *f) {
 }
 
 // ---- figures
+// DIR/figures/name, a heap string.
+static char *figure_path(const char *dir, const char *name) {
+    return xasprintf("%s/figures/%s", dir, name);
+}
+
 static int figures(const char *dir, const Results *r, Error *err) {
-    char path[1200];
     const int L = r->L;
     // classifier signal heatmaps: operation x layer, one panel per variant
     double *vals = xmalloc(sizeof(double) * 3 * N_OPS * L);
@@ -199,15 +203,16 @@ static int figures(const char *dir, const Results *r, Error *err) {
                     arr_at(op_entry(get(r->eval[v], "classifier"), op), "signal", l);
         hp[v] = (SvgHeatPanel){VARIANT_TITLES[v], vals + v * N_OPS * L};
     }
-    snprintf(path, sizeof path, "%s/figures/classifier_heatmap.svg", dir);
+    char *path = figure_path(dir, "classifier_heatmap.svg");
     int rc = svg_heatmaps(path, "Classifier signal: lens mass selective for each operation",
                           hp, 3, N_OPS, L, rows, (const char *const *)col, "layer", "", 0, err);
+    free(path);
     free(vals);
     for (int l = 0; l < L; l++) free(col[l]);
     free(col);
     if (rc) return -1;
 
-    // lens trajectories of the seed's prompts: each variant's final answer token, per layer
+    // lens trajectories of the study's prompts: each variant's final answer token, per layer
     double *x = xmalloc(sizeof(double) * L), *y = xmalloc(sizeof(double) * 2 * 3 * L);
     for (int l = 0; l < L; l++) x[l] = l;
     SvgSeries ser[2][3];
@@ -227,9 +232,10 @@ static int figures(const char *dir, const Results *r, Error *err) {
                  str(lp, "prompt"), names[p][0], names[p][1], names[p][2]);
         panels[p] = (SvgChartPanel){titles[p], ser[p], 3};
     }
-    snprintf(path, sizeof path, "%s/figures/lens_trajectories.svg", dir);
+    path = figure_path(dir, "lens_trajectories.svg");
     rc = svg_line_panels(path, "Lens probability of each model's final answer, by layer", "layer",
                          "probability", panels, 2, 0, 1, err);
+    free(path);
     free(x), free(y);
     if (rc) return -1;
 
@@ -238,10 +244,14 @@ static int figures(const char *dir, const Results *r, Error *err) {
     double *buf[8] = {0};
     int n_series = 0;
     for (int v = 1; v < 3; v++) {
-        char mpath[1200], *text;
+        char *mpath = xasprintf("%s/%s/metrics.jsonl", dir, VARIANTS[v]), *text;
         size_t len;
-        snprintf(mpath, sizeof mpath, "%s/%s/metrics.jsonl", dir, VARIANTS[v]);
-        if (read_file(mpath, &text, &len, err)) return -1;
+        rc = read_file(mpath, &text, &len, err);
+        free(mpath);
+        if (rc) {
+            for (int k = 0; k < 8; k++) free(buf[k]);
+            return -1;
+        }
         int cap = 64, n[2] = {0, 0};
         for (int k = 0; k < 4; k++) buf[(v - 1) * 4 + k] = xmalloc(sizeof(double) * cap);
         for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
@@ -264,9 +274,10 @@ static int figures(const char *dir, const Results *r, Error *err) {
             loss[n_series++] = (SvgSeries){lnames[v - 1][kind], buf[(v - 1) * 4 + kind * 2],
                                            buf[(v - 1) * 4 + kind * 2 + 1], n[kind], kind};
     }
-    snprintf(path, sizeof path, "%s/figures/loss_curves.svg", dir);
+    path = figure_path(dir, "loss_curves.svg");
     rc = svg_line_chart(path, "Loss: LoRA vs full fine-tuning", "iteration", "loss", loss, n_series,
                         NAN, NAN, 0, err);
+    free(path);
     for (int k = 0; k < 8; k++) free(buf[k]);
     return rc;
 }
@@ -312,7 +323,7 @@ static void section_training(StrBuf *b, const Results *r) {
 }
 
 static void section_accuracy(StrBuf *b, const Results *r) {
-    sb_printf(b, "## Accuracy\n\nThe seed's seven prompts, greedy decoding; the answer and its "
+    sb_printf(b, "## Accuracy\n\nThe study's seven prompts, greedy decoding; the answer and its "
                  "probability (the product over the tokens that spell it):\n\n"
                  "| Prompt | Base | LoRA | Full fine-tune | Correct |\n|---|---|---|---|---|\n");
     int n = cJSON_GetArraySize(get(r->eval[0], "seven_prompts"));
@@ -384,7 +395,7 @@ static void section_classifiers(StrBuf *b, const Results *r) {
                  "**Top-1 share** is the part of the signal carried by the single most selective "
                  "token (focused = near 100%%); **effective tokens** is exp(entropy) of the "
                  "signal's spread over tokens (distributed = many). Depth = layer / %d, as the "
-                 "seed counts (10/16 = 62.5%%).\n\n", num(r->eval[0], "lens_problems"), r->L);
+                 "study counts (10/16 = 62.5%%).\n\n", num(r->eval[0], "lens_problems"), r->L);
     sb_printf(b, "| Operation | Model | Peak layer | Depth | Signal | Top-1 share | Effective "
                  "tokens | Most selective tokens at the peak (mean prob) |\n"
                  "|---|---|---|---|---|---|---|---|\n");
@@ -438,17 +449,17 @@ static void section_crystallization(StrBuf *b, const Results *r) {
 
 int report_write(const char *dir, const cJSON *settings, Error *err) {
     Results r = {0};
-    char path[1200];
+    char *path = NULL;  // each file's path in turn
     int rc = -1;
     for (int v = 0; v < 3; v++) {
-        snprintf(path, sizeof path, "%s/eval/%s.json", dir, VARIANTS[v]);
+        free(path), path = xasprintf("%s/eval/%s.json", dir, VARIANTS[v]);
         if (!(r.eval[v] = load_owned(&r, path, err))) goto done;
         if (v == 0) continue;
-        snprintf(path, sizeof path, "%s/%s/train_summary.json", dir, VARIANTS[v]);
+        free(path), path = xasprintf("%s/%s/train_summary.json", dir, VARIANTS[v]);
         if (!(r.train[v] = load_owned(&r, path, err))) goto done;
     }
     r.L = (int)num(r.eval[0], "n_layers");
-    snprintf(path, sizeof path, "%s/figures", dir);
+    free(path), path = xasprintf("%s/figures", dir);
     if (make_dirs(path, err) || figures(dir, &r, err)) goto done;
 
     Finding f[5] = {{0}};
@@ -462,7 +473,9 @@ int report_write(const char *dir, const cJSON *settings, Error *err) {
     const char *model = str(settings, "model"), *slash = strrchr(model, '/');
     sb_printf(&b, "# Classifier emergence: %s\n\n", slash && slash[1] ? slash + 1 : model);
     sb_printf(&b, "Model: `%s`. ", model);
-    sb_printf(&b, "The experiment of EXPERIMENT.md run by `tunelens experiment`: arithmetic data "
+    // the study lives in the repository's docs, not beside the report: name it so it can be found
+    sb_printf(&b, "The classifier-emergence study (described in tunelens's `docs/EXPERIMENT.md`) "
+                  "run by `tunelens experiment`: arithmetic data "
                   "(%.0f train / %.0f valid / %.0f test problems, operands 1-99), LoRA (rank 8, "
                   "scale 20, all seven projections) and full fine-tuning of the last %.0f blocks, "
                   "%.0f iterations at batch %.0f, seed %.0f; then the logit lens over the test "
@@ -476,7 +489,8 @@ int report_write(const char *dir, const cJSON *settings, Error *err) {
     section_lens(&b, &r);
     section_classifiers(&b, &r);
     section_crystallization(&b, &r);
-    sb_printf(&b, "## Findings\n\nThe seed's key observations, checked against these numbers:\n\n");
+    sb_printf(&b, "## Findings\n\nThe study's five key observations (tunelens's "
+                  "`docs/EXPERIMENT.md`), checked against these numbers:\n\n");
     cJSON *report = cJSON_CreateObject(), *fj = cJSON_CreateArray();
     for (int i = 0; i < 5; i++) {
         sb_printf(&b, "%d. **%s** %s — %s.\n", i + 1, f[i].verdict, f[i].claim,
@@ -492,7 +506,7 @@ int report_write(const char *dir, const cJSON *settings, Error *err) {
                   "- `lora/`, `full/`: adapters.safetensors + adapter_config.json (mlx-lm format), "
                   "metrics.jsonl, train_summary.json\n- `eval/`: each model's measurements\n"
                   "- `figures/`: classifier_heatmap.svg, loss_curves.svg, lens_trajectories.svg\n");
-    snprintf(path, sizeof path, "%s/REPORT.md", dir);
+    free(path), path = xasprintf("%s/REPORT.md", dir);
     rc = write_file_atomic(path, b.p, b.len, err);
     sb_free(&b);
 
@@ -503,10 +517,11 @@ int report_write(const char *dir, const cJSON *settings, Error *err) {
         cJSON_AddItemToObject(ej, VARIANTS[v], cJSON_Duplicate(r.eval[v], 1));
     }
     cJSON_AddItemToObject(report, "findings", fj);
-    snprintf(path, sizeof path, "%s/report.json", dir);
+    free(path), path = xasprintf("%s/report.json", dir);
     if (!rc) rc = json_write_file(path, report, err);
     cJSON_Delete(report);
 done:
     for (int i = 0; i < r.n_owned; i++) cJSON_Delete(r.owned[i]);
+    free(path);
     return rc;
 }
