@@ -170,7 +170,7 @@ typedef enum { DEC_NONE, DEC_BYTELEVEL } DecoderKind;
 #define MAX_TOKEN_ID ((1 << 22) - 1)  // refuse absurd ids rather than allocate tables for them (4M)
 
 struct Tokenizer {
-    char source[512];        // file it came from, for messages
+    char *source;            // file it came from, for messages (heap)
     BPE bpe;
     PreTok pre;
     // id → piece: model vocabulary, overridden by added tokens (as HF's id_to_token)

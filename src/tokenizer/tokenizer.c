@@ -7,7 +7,7 @@
 
 Tokenizer *tok_new(const char *source) {
     Tokenizer *t = xcalloc(1, sizeof *t);
-    snprintf(t->source, sizeof t->source, "%s", source ? source : "(memory)");
+    t->source = xstrdup(source ? source : "(memory)");
     strmap_init(&t->added_map, 64);
     t->bos_id = -1;
     t->decoder = DEC_NONE;
@@ -16,6 +16,7 @@ Tokenizer *tok_new(const char *source) {
 
 void tokenizer_free(Tokenizer *t) {
     if (!t) return;
+    free(t->source);
     bpe_free(&t->bpe);
     pretok_free(&t->pre);
     free(t->piece_off);

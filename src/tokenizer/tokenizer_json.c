@@ -449,9 +449,10 @@ static int load_impl(Tokenizer **out, const char *json, size_t len, const char *
 int tokenizer_load_json_mem(Tokenizer **out, const char *json, size_t len, const char *config_json,
                             size_t config_len, const char *name, Error *err) {
     if (!name) name = "tokenizer.json";
-    char cfg_name[600];
-    snprintf(cfg_name, sizeof cfg_name, "%s (tokenizer_config.json)", name);
-    return load_impl(out, json, len, name, config_json, config_len, cfg_name, err);
+    char *cfg_name = xasprintf("%s (tokenizer_config.json)", name);
+    int rc = load_impl(out, json, len, name, config_json, config_len, cfg_name, err);
+    free(cfg_name);
+    return rc;
 }
 
 int tokenizer_load_json(Tokenizer **out, const char *tokenizer_json_path, const char *tokenizer_config_path,
