@@ -347,8 +347,10 @@ P=$(peft p_ap_obj "j['alpha_pattern']=['q_proj']")
 check "PEFT: alpha_pattern not an object" 1 "p_ap_obj/adapter_config.json: \"alpha_pattern\" must be an object" lens $TINY --adapter "$P"
 P=$(peft p_ap_re "j['alpha_pattern']={'q_proj(': 4}")
 check "PEFT: alpha_pattern key not a regex" 1 "p_ap_re/adapter_config.json: alpha_pattern\[\"q_proj\(\"\]: the key is not a regular expression" lens $TINY --adapter "$P"
-P=$(peft p_ap_slow "j['alpha_pattern']={'(a*)*b': 4}")
-check "PEFT: alpha_pattern key that backtracks" 0 "Layer" lens $TINY --adapter "$P"
+P=$(peft p_ap_slow "j['alpha_pattern']={'(.*)*(.*)*(.*)*X': 4}")  # (Python's re takes minutes)
+check "PEFT: alpha_pattern key with nested quantifiers" 0 "Layer" lens $TINY --adapter "$P"
+P=$(peft p_ap_limit "j['alpha_pattern']={'(.|.)*k': 4}")
+check "PEFT: alpha_pattern key that backtracks without end" 1 "p_ap_limit/adapter_config.json: alpha_pattern\[\"\(\.\|\.\)\*k\"\]: matching it against model.layers.0.self_attn.k_proj failed \(match limit exceeded\)" lens $TINY --adapter "$P"
 mlx() { rm -rf "$TMP/$1"; cp -r $TINY/mlx_adapter "$TMP/$1"; jedit "$TMP/$1/adapter_config.json" "$2"; echo "$TMP/$1"; }
 A=$(mlx m_scale "j['lora_parameters']['scale']='20'")
 check "mlx-lm: scale a string" 1 "m_scale/adapter_config.json: lora_parameters.scale must be a number, got a string \(\"20\"\)" lens $TINY --adapter "$A"

@@ -1,11 +1,16 @@
 // adapter.c — apply fine-tuning results to a loaded model:
 //   mlx-lm LoRA:  adapters.safetensors  model.layers.{i}.{self_attn|mlp}.{proj}.lora_a (in,r)
 //                                        / .lora_b (r,out), adapter_config.json lora_parameters
+//                                        {rank, scale} (both required, as mlx-lm requires them)
 //   mlx-lm full:  adapters.safetensors  replaced weights under their model names
 //   PEFT LoRA:    adapter_model.safetensors  base_model.model.model.layers.{i}...lora_A.weight
-//                 (r,in) / lora_B.weight (out,r); scale = lora_alpha / r (or / sqrt(r), rslora)
+//                 (r,in) / lora_B.weight (out,r); scale = lora_alpha / r (or / sqrt(r), rslora),
+//                 r and lora_alpha per module where rank_pattern / alpha_pattern say so
+// (names.h spells the tensor names.)
+#define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <pcre2.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,103 +22,262 @@
 float *model_param_by_name(Model *m, const char *name, int64_t shape[2], int *ndim) {
     const ModelConfig *c = &m->cfg;
     *ndim = 1;
+    shape[0] = c->dim;
     shape[1] = 0;
-    if (!strcmp(name, "model.embed_tokens.weight")) {
+    if (!strcmp(name, tn_model(NAMES_HF, TN_EMBED))) {
         *ndim = 2, shape[0] = c->vocab_size, shape[1] = c->dim;
         return m->tok_embd;
     }
-    if (!strcmp(name, "lm_head.weight") && m->head != m->tok_embd) {
+    if (!strcmp(name, tn_model(NAMES_HF, TN_HEAD)) && m->head != m->tok_embd) {
         *ndim = 2, shape[0] = c->vocab_size, shape[1] = c->dim;
         return m->head;
     }
-    if (!strcmp(name, "model.norm.weight")) {
-        shape[0] = c->dim;
-        return m->final_norm;
-    }
-    int layer, used = 0;
-    if (sscanf(name, "model.layers.%d.%n", &layer, &used) != 1 || used == 0) return NULL;
-    if (layer < 0 || layer >= c->n_layers) return NULL;
-    const char *rest = name + used;
+    if (!strcmp(name, tn_model(NAMES_HF, TN_FINAL_NORM))) return m->final_norm;
+    int layer, which;
+    if (tn_parse_block(name, c->n_layers, &layer, &which)) return NULL;
     Block *b = &m->blocks[layer];
-    shape[0] = c->dim;
-    if (!strcmp(rest, "input_layernorm.weight")) return b->attn_norm;
-    if (!strcmp(rest, "post_attention_layernorm.weight")) return b->ffn_norm;
-    for (int p = 0; p < N_PROJ; p++) {
-        char want[64];
-        snprintf(want, sizeof want, "%s.%s.weight", PROJ_PARENTS[p], PROJ_NAMES[p]);
-        if (!strcmp(rest, want)) {
-            *ndim = 2, shape[0] = proj_out_dim(c, p), shape[1] = proj_in_dim(c, p);
-            return b->w[p];
-        }
-    }
-    return NULL;
+    if (which == TN_ATTN_NORM) return b->attn_norm;
+    if (which == TN_FFN_NORM) return b->ffn_norm;
+    *ndim = 2, shape[0] = proj_out_dim(c, which), shape[1] = proj_in_dim(c, which);
+    return b->w[which];
 }
 
-// Parse "{prefix}model.layers.{i}.{parent}.{proj}.{suffix}" -> layer, proj. 0 on success.
-static int parse_lora_key(const char *key, const char *prefix, const char *suffix, int n_layers,
-                          int *layer, int *proj) {
-    size_t pl = strlen(prefix), sl = strlen(suffix), kl = strlen(key);
-    if (strncmp(key, prefix, pl) || kl < pl + sl || strcmp(key + kl - sl, suffix)) return -1;
-    int used = 0;
-    if (sscanf(key + pl, "model.layers.%d.%n", layer, &used) != 1 || !used) return -1;
-    if (*layer < 0 || *layer >= n_layers) return -1;
-    const char *rest = key + pl + used;
-    size_t rl = strlen(rest) - sl;
-    for (int p = 0; p < N_PROJ; p++) {
-        char want[64];
-        snprintf(want, sizeof want, "%s.%s", PROJ_PARENTS[p], PROJ_NAMES[p]);
-        if (strlen(want) == rl && !strncmp(rest, want, rl)) {
-            *proj = p;
-            return 0;
-        }
-    }
-    return -1;
+// ---- adapter_config.json values, each checked for its type: a message names the file, the
+// key and what was expected (a "160" for lora_alpha is refused, not read as the default).
+
+// What a JSON value is, for messages: `a string ("160")`, `a boolean`, ...
+static const char *json_what(const cJSON *it, char *buf, size_t n) {
+    if (cJSON_IsString(it)) snprintf(buf, n, "a string (\"%.40s\")", it->valuestring);
+    else if (cJSON_IsNumber(it)) snprintf(buf, n, "%g", it->valuedouble);
+    else snprintf(buf, n, "%s", cJSON_IsBool(it) ? "a boolean" : cJSON_IsArray(it) ? "an array"
+                               : cJSON_IsObject(it) ? "an object" : "null");
+    return buf;
 }
 
-static double json_number(const cJSON *obj, const char *key, double fallback) {
+static const cJSON *json_get(const cJSON *obj, const char *key) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return cJSON_IsNumber(it) ? it->valuedouble : fallback;
+    return it && !cJSON_IsNull(it) ? it : NULL;  // null reads as absent, as Python's defaults do
 }
 
-// A LoRA rank: absent gives fallback; anything but a whole number in [1, 2^20] gives -1
-// (a cast of 1e10 to int would be undefined behaviour).
-static int json_rank(const cJSON *obj, const char *key, int fallback) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!it) return fallback;
+// A finite number, or absent (then *out keeps its default).
+static int cfg_number(const cJSON *it, const char *file, const char *label, double *out,
+                      Error *err) {
+    char w[64];
+    if (!it) return 0;
+    if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble))
+        return err_set(err, "%s: %s must be a number, got %s", file, label, json_what(it, w, sizeof w));
+    *out = it->valuedouble;
+    return 0;
+}
+
+// A LoRA rank: a whole number in [1, 2^20] (a cast of 1e10 to int would be undefined), or absent.
+static int cfg_rank(const cJSON *it, const char *file, const char *label, int *out, Error *err) {
+    char w[64];
+    if (!it) return 0;
     double v = cJSON_IsNumber(it) ? it->valuedouble : -1;
-    return v >= 1 && v <= (1 << 20) && v == floor(v) ? (int)v : -1;
+    if (!(v >= 1 && v <= (1 << 20) && v == floor(v)))
+        return err_set(err, "%s: %s must be a positive integer, got %s", file, label,
+                       json_what(it, w, sizeof w));
+    *out = (int)v;
+    return 0;
+}
+
+static int cfg_bool(const cJSON *it, const char *file, const char *label, int *out, Error *err) {
+    char w[64];
+    if (!it) return 0;
+    if (!cJSON_IsBool(it))
+        return err_set(err, "%s: %s must be true or false, got %s", file, label,
+                       json_what(it, w, sizeof w));
+    *out = cJSON_IsTrue(it);
+    return 0;
+}
+
+static int cfg_string(const cJSON *it, const char *file, const char *label, const char **out,
+                      Error *err) {
+    char w[64];
+    if (!it) return 0;
+    if (!cJSON_IsString(it))
+        return err_set(err, "%s: %s must be a string, got %s", file, label, json_what(it, w, sizeof w));
+    *out = it->valuestring;
+    return 0;
+}
+
+// ---- PEFT's rank_pattern / alpha_pattern: {regex: value}. A module takes the value of the first
+// key (in file order) for which re.match(rf"(.*\.)?({key})$", module) matches its path
+// "model.layers.3.self_attn.q_proj" (peft/utils/other.py get_pattern_key, peft 0.21).
+typedef struct {
+    const cJSON *obj;  // the pattern object; NULL or {} for none
+    pcre2_code **re;   // one compiled key per entry
+    int n;
+} Patterns;
+
+static void patterns_free(Patterns *p) {
+    for (int i = 0; i < p->n; i++) pcre2_code_free(p->re[i]);
+    free(p->re);
+    memset(p, 0, sizeof *p);
+}
+
+// Compile the keys of cfg[key] and check each value (a rank or a number).
+static int patterns_init(Patterns *p, const cJSON *cfg, const char *key, int ranks,
+                         const char *file, Error *err) {
+    memset(p, 0, sizeof *p);
+    const cJSON *obj = json_get(cfg, key), *e;
+    char w[64];
+    if (!obj) return 0;
+    if (!cJSON_IsObject(obj))
+        return err_set(err, "%s: \"%s\" must be an object ({module pattern: %s}), got %s", file,
+                       key, ranks ? "rank" : "alpha", json_what(obj, w, sizeof w));
+    p->obj = obj;
+    p->re = xcalloc((size_t)cJSON_GetArraySize(obj) + 1, sizeof *p->re);
+    cJSON_ArrayForEach(e, obj) {
+        char *label = xasprintf("%s[\"%.80s\"]", key, e->string);
+        double alpha;  // (a null value is refused too: e is not NULL, only not a number)
+        int rank, rc = ranks ? cfg_rank(e, file, label, &rank, err)
+                             : cfg_number(e, file, label, &alpha, err);
+        char *pattern = xasprintf("(.*\\.)?(%s)$", e->string);
+        int ec;
+        PCRE2_SIZE eo;
+        pcre2_code *re = rc ? NULL : pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
+                                                   PCRE2_ANCHORED | PCRE2_UTF, &ec, &eo, NULL);
+        if (!rc && !re) {
+            PCRE2_UCHAR msg[160];
+            pcre2_get_error_message(ec, msg, sizeof msg);
+            rc = err_set(err, "%s: %s: the key is not a regular expression PEFT could match (%s)",
+                         file, label, (const char *)msg);
+        }
+        free(pattern);
+        free(label);
+        if (rc) {
+            patterns_free(p);
+            return -1;
+        }
+        p->re[p->n++] = re;
+    }
+    return 0;
+}
+
+// The value for module (the first matching key's), or NULL when no key matches.
+static const cJSON *patterns_find(const Patterns *p, const char *module, const char *file,
+                                  const char *key, Error *err, int *failed) {
+    if (!p->n) return NULL;
+    pcre2_match_data *md = pcre2_match_data_create(4, NULL);
+    pcre2_match_context *mc = pcre2_match_context_create(NULL);
+    pcre2_set_match_limit(mc, 1000000);  // a pathological pattern fails instead of hanging
+    pcre2_set_depth_limit(mc, 10000);
+    const cJSON *e = p->obj->child, *found = NULL;
+    for (int i = 0; i < p->n && !found; i++, e = e->next) {
+        int rc = pcre2_match(p->re[i], (PCRE2_SPTR)module, strlen(module), 0, 0, md, mc);
+        if (rc >= 0) found = e;
+        else if (rc != PCRE2_ERROR_NOMATCH) {
+            PCRE2_UCHAR msg[160];
+            pcre2_get_error_message(rc, msg, sizeof msg);
+            err_set(err, "%s: %s[\"%.80s\"]: matching it against %s failed (%s)", file, key,
+                    e->string, module, (const char *)msg);
+            *failed = 1;
+            break;
+        }
+    }
+    pcre2_match_context_free(mc);
+    pcre2_match_data_free(md);
+    return found;
+}
+
+// The rank and scale of each adapted linear layer (layer * N_PROJ + proj).
+typedef struct {
+    int rank;
+    float scale;
+} LoraSpec;
+
+// PEFT: r (8 by default) and lora_alpha (8), per module where the patterns say so; scale
+// lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora.
+static int peft_specs(const cJSON *cfg, const char *file, int n_layers, LoraSpec *spec,
+                      Error *err) {
+    int r = 8, rslora = 0, dora = 0;
+    double alpha = 8;
+    const char *type = "LORA";
+    if (cfg_string(json_get(cfg, "peft_type"), file, "\"peft_type\"", &type, err) ||
+        cfg_rank(json_get(cfg, "r"), file, "\"r\"", &r, err) ||
+        cfg_number(json_get(cfg, "lora_alpha"), file, "\"lora_alpha\"", &alpha, err) ||
+        cfg_bool(json_get(cfg, "use_rslora"), file, "\"use_rslora\"", &rslora, err) ||
+        cfg_bool(json_get(cfg, "use_dora"), file, "\"use_dora\"", &dora, err))
+        return -1;
+    if (strcmp(type, "LORA"))
+        return err_set(err, "%s: peft_type %s is not supported (LORA only)", file, type);
+    if (dora) return err_set(err, "%s: use_dora is true: DoRA adapters are not supported", file);
+    Patterns rp, ap;
+    if (patterns_init(&rp, cfg, "rank_pattern", 1, file, err)) return -1;
+    if (patterns_init(&ap, cfg, "alpha_pattern", 0, file, err)) {
+        patterns_free(&rp);
+        return -1;
+    }
+    int failed = 0;
+    for (int l = 0; l < n_layers && !failed; l++) {
+        for (int p = 0; p < N_PROJ && !failed; p++) {
+            TensorName mod = tn_module(l, p);
+            const cJSON *rv = patterns_find(&rp, mod.s, file, "rank_pattern", err, &failed);
+            const cJSON *av = patterns_find(&ap, mod.s, file, "alpha_pattern", err, &failed);
+            int rank = rv ? (int)rv->valuedouble : r;
+            double a = av ? av->valuedouble : alpha;
+            spec[l * N_PROJ + p] = (LoraSpec){rank, (float)(rslora ? a / sqrt(rank) : a / rank)};
+        }
+    }
+    patterns_free(&rp);
+    patterns_free(&ap);
+    return failed ? -1 : 0;
+}
+
+// mlx-lm: lora_parameters {rank, scale} are required for a LoRA adapter (mlx-lm's
+// load_adapters fails without them); one rank and scale for every layer.
+static int mlx_specs(const cJSON *cfg, const char *file, int n_layers, LoraSpec *spec,
+                     Error *err) {
+    const cJSON *lp = json_get(cfg, "lora_parameters");
+    char w[64];
+    if (!lp)
+        return err_set(err, "%s: missing \"lora_parameters\" (an mlx-lm LoRA adapter's rank and "
+                       "scale; a full fine-tune says \"fine_tune_type\": \"full\")", file);
+    if (!cJSON_IsObject(lp))
+        return err_set(err, "%s: lora_parameters must be an object ({\"rank\": 8, \"scale\": 20.0, "
+                       "...}), got %s", file, json_what(lp, w, sizeof w));
+    int rank = 0;
+    double scale = NAN;
+    if (cfg_rank(json_get(lp, "rank"), file, "lora_parameters.rank", &rank, err) ||
+        cfg_number(json_get(lp, "scale"), file, "lora_parameters.scale", &scale, err))
+        return -1;
+    if (!rank) return err_set(err, "%s: missing lora_parameters.rank (a positive integer)", file);
+    if (isnan(scale)) return err_set(err, "%s: missing lora_parameters.scale (a number)", file);
+    for (int i = 0; i < n_layers * N_PROJ; i++) spec[i] = (LoraSpec){rank, (float)scale};
+    return 0;
 }
 
 typedef struct {
     const TensorView *a, *b;
 } LoraPair;
 
-// Load LoRA pairs; transpose_peft: PEFT stores A (r,in) and B (out,r).
-static int apply_lora(Model *m, const TensorSet *ts, const char *file, const char *prefix,
-                      const char *suf_a, const char *suf_b, int transpose_peft, int rank,
-                      float scale, Error *err) {
+// Load LoRA pairs named in style st at the ranks and scales of spec; PEFT stores A (r,in) and
+// B (out,r), transposed here.
+static int apply_lora(Model *m, const TensorSet *ts, const char *file, LoraNames st,
+                      const LoraSpec *spec, Error *err) {
     const ModelConfig *c = &m->cfg;
+    int transpose_peft = st == LORA_PEFT;
     LoraPair *pairs = xcalloc((size_t)c->n_layers * N_PROJ, sizeof(LoraPair));
     int rc = -1;
     size_t floats = 0;
     for (int i = 0; i < ts->n; i++) {
         const TensorView *t = &ts->tensors[i];
-        int layer, proj;
-        if (!parse_lora_key(t->name, prefix, suf_a, c->n_layers, &layer, &proj)) {
-            pairs[layer * N_PROJ + proj].a = t;
-        } else if (!parse_lora_key(t->name, prefix, suf_b, c->n_layers, &layer, &proj)) {
-            pairs[layer * N_PROJ + proj].b = t;
-        } else {
+        int layer, proj, is_b;
+        if (tn_parse_lora(st, t->name, c->n_layers, &layer, &proj, &is_b)) {
             err_set(err, "%s: unexpected tensor '%s' (not a LoRA weight of a %d-layer Llama model)",
                     file, t->name, c->n_layers);
             goto done;
         }
+        if (is_b) pairs[layer * N_PROJ + proj].b = t;
+        else pairs[layer * N_PROJ + proj].a = t;
     }
     int n_pairs = 0;
     for (int i = 0; i < c->n_layers * N_PROJ; i++) {
         LoraPair *p = &pairs[i];
         if (!p->a && !p->b) continue;
-        int layer = i / N_PROJ, proj = i % N_PROJ;
+        int layer = i / N_PROJ, proj = i % N_PROJ, rank = spec[i].rank;
         if (!p->a || !p->b) {
             err_set(err, "%s: layer %d %s has only one of its two LoRA matrices", file, layer,
                     PROJ_NAMES[proj]);
@@ -154,10 +318,10 @@ static int apply_lora(Model *m, const TensorSet *ts, const char *file, const cha
     for (int i = 0; i < c->n_layers * N_PROJ; i++) {
         LoraPair *p = &pairs[i];
         if (!p->a) continue;
-        int layer = i / N_PROJ, proj = i % N_PROJ;
+        int layer = i / N_PROJ, proj = i % N_PROJ, rank = spec[i].rank;
         int64_t in = proj_in_dim(c, proj), out = proj_out_dim(c, proj);
         LoraLinear *lo = &m->blocks[layer].lora[proj];
-        lo->rank = rank, lo->scale = scale;
+        lo->rank = rank, lo->scale = spec[i].scale;
         lo->A = dst, dst += in * rank;
         lo->B = dst, dst += rank * out;
         if (tensor_to_f32(p->a, lo->A, err) || tensor_to_f32(p->b, lo->B, err) ||
@@ -200,59 +364,50 @@ static int apply_full(Model *m, const TensorSet *ts, const char *file, Error *er
     return 0;
 }
 
-int model_load_adapter(Model *m, const char *dir, Error *err) {
-    char cfg_path[1024], w_path[1024];
-    if (!dir_exists(dir)) return err_set(err, "%s: adapter folder not found", dir);
+// Which adapter a folder holds, from its config and files (PEFT, mlx-lm LoRA or full), loaded
+// into m. cfg_path is the folder's adapter_config.json, already parsed as cfg.
+static int load_adapter_files(Model *m, const char *dir, const cJSON *cfg, const char *cfg_path,
+                              Error *err) {
+    char *peft_w = path_join(dir, "adapter_model.safetensors"),
+         *mlx_w = path_join(dir, "adapters.safetensors");
+    LoraSpec *spec = xcalloc((size_t)m->cfg.n_layers * N_PROJ, sizeof *spec);
     TensorSet ts = {0};
-    cJSON *cfg = NULL;
+    const char *type = "lora";
     int rc = -1;
-    snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", dir);
-    if (!file_exists(cfg_path)) return err_set(err, "%s: missing adapter_config.json", dir);
-    if (!(cfg = json_read_object(cfg_path, err))) return -1;
-    snprintf(w_path, sizeof w_path, "%s/adapter_model.safetensors", dir);
-    if (file_exists(w_path)) {  // PEFT
-        const cJSON *pt = cJSON_GetObjectItemCaseSensitive(cfg, "peft_type");
-        if (cJSON_IsString(pt) && strcmp(pt->valuestring, "LORA")) {
-            err_set(err, "%s: peft_type %s is not supported (LORA only)", cfg_path, pt->valuestring);
-            goto done;
-        }
-        int r = json_rank(cfg, "r", 0);
-        double alpha = json_number(cfg, "lora_alpha", r);
-        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "use_rslora");
-        if (r <= 0) {
-            err_set(err, "%s: \"r\" must be a positive integer", cfg_path);
-            goto done;
-        }
-        float scale = (float)(cJSON_IsTrue(rs) ? alpha / sqrt(r) : alpha / r);
-        if (safetensors_load(&ts, w_path, err)) goto done;
-        rc = apply_lora(m, &ts, w_path, "base_model.model.", ".lora_A.weight", ".lora_B.weight",
-                        1, r, scale, err);
-        goto done;
-    }
-    snprintf(w_path, sizeof w_path, "%s/adapters.safetensors", dir);
-    if (!file_exists(w_path)) {
+    if (file_exists(peft_w)) {
+        if (peft_specs(cfg, cfg_path, m->cfg.n_layers, spec, err) == 0 &&
+            safetensors_load(&ts, peft_w, err) == 0)
+            rc = apply_lora(m, &ts, peft_w, LORA_PEFT, spec, err);
+    } else if (!file_exists(mlx_w)) {
         err_set(err, "%s: no adapters.safetensors (mlx-lm) or adapter_model.safetensors (PEFT)", dir);
-        goto done;
-    }
-    if (safetensors_load(&ts, w_path, err)) goto done;
-    const cJSON *ft = cJSON_GetObjectItemCaseSensitive(cfg, "fine_tune_type");
-    const char *type = cJSON_IsString(ft) ? ft->valuestring : "lora";
-    if (!strcmp(type, "full")) {
-        rc = apply_full(m, &ts, w_path, err);
+    } else if (cfg_string(json_get(cfg, "fine_tune_type"), cfg_path, "fine_tune_type", &type, err)) {
+        // (message set)
+    } else if (!strcmp(type, "full")) {  // no lora_parameters: mlx-lm writes null there
+        if (safetensors_load(&ts, mlx_w, err) == 0) rc = apply_full(m, &ts, mlx_w, err);
     } else if (!strcmp(type, "lora")) {
-        const cJSON *lp = cJSON_GetObjectItemCaseSensitive(cfg, "lora_parameters");
-        int rank = json_rank(lp, "rank", 8);
-        float scale = (float)json_number(lp, "scale", 20.0);
-        if (rank <= 0) {
-            err_set(err, "%s: lora_parameters.rank must be a positive integer", cfg_path);
-            goto done;
-        }
-        rc = apply_lora(m, &ts, w_path, "", ".lora_a", ".lora_b", 0, rank, scale, err);
+        if (mlx_specs(cfg, cfg_path, m->cfg.n_layers, spec, err) == 0 &&
+            safetensors_load(&ts, mlx_w, err) == 0)
+            rc = apply_lora(m, &ts, mlx_w, LORA_MLX, spec, err);
     } else {
         err_set(err, "%s: fine_tune_type \"%s\" is not supported (lora, full)", cfg_path, type);
     }
-done:
     tensorset_free(&ts);
+    free(spec);
+    free(peft_w);
+    free(mlx_w);
+    return rc;
+}
+
+int model_load_adapter(Model *m, const char *dir, Error *err) {
+    if (!dir_exists(dir)) return err_set(err, "%s: adapter folder not found", dir);
+    char *cfg_path = path_join(dir, "adapter_config.json");
+    cJSON *cfg = NULL;
+    int rc = -1;
+    if (!file_exists(cfg_path))
+        err_set(err, "%s: missing adapter_config.json", dir);
+    else if ((cfg = json_read_object(cfg_path, err)))
+        rc = load_adapter_files(m, dir, cfg, cfg_path, err);
     cJSON_Delete(cfg);
+    free(cfg_path);
     return rc;
 }

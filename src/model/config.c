@@ -70,6 +70,39 @@ static int parse_ids(const cJSON *it, int *ids, int max, int *n) {
     return *n;
 }
 
+// What config.json describes beyond the sizes must be the one architecture the forward pass
+// computes: no bias terms, SiLU-gated MLP, an RMSNorm epsilon in (0, 1). Anything else would
+// load and compute something else, silently.
+static int check_architecture(const cJSON *j, const char *path, Error *err) {
+    static const char *const bias_keys[] = {"attention_bias", "mlp_bias"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, bias_keys[i]);
+        if (!b || cJSON_IsNull(b) || cJSON_IsFalse(b)) continue;
+        if (!cJSON_IsBool(b))
+            return err_set(err, "%s: key \"%s\" must be true or false", path, bias_keys[i]);
+        return err_set(err, "%s: \"%s\": true is not supported (Llama without bias terms only; "
+                       "support comes with other architectures later)", path, bias_keys[i]);
+    }
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+    if (act && !cJSON_IsNull(act)) {
+        if (!cJSON_IsString(act))
+            return err_set(err, "%s: key \"hidden_act\" must be a string", path);
+        // "swish" is the same function (transformers maps both to SiLU)
+        if (strcmp(act->valuestring, "silu") && strcmp(act->valuestring, "swish"))
+            return err_set(err, "%s: hidden_act \"%s\" is not supported (silu only; support "
+                           "comes with other architectures later)", path, act->valuestring);
+    }
+    return 0;
+}
+
+// RMSNorm's epsilon: a positive value below 1 (1e-5 or 1e-6 in practice); 0, a negative value
+// or a huge one is a broken config, not a model.
+static int check_norm_eps(double eps, const char *source, const char *key, Error *err) {
+    if (!(eps > 0 && eps < 1) || !((float)eps > 0))
+        return err_set(err, "%s: %s is %g; it must be in (0, 1)", source, key, eps);
+    return 0;
+}
+
 static void config_defaults(ModelConfig *c) {
     memset(c, 0, sizeof *c);
     c->norm_eps = 1e-5f;
@@ -92,6 +125,7 @@ int config_from_hf_json(ModelConfig *c, const char *path, Error *err) {
         err_set(err, "%s: model_type \"%s\" is not supported (llama only)", path, mt->valuestring);
         goto done;
     }
+    if (check_architecture(j, path, err)) goto done;
     double eps = c->norm_eps;
     int tie = 0;
     const cJSON *tie_j = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
@@ -108,7 +142,9 @@ int config_from_hf_json(ModelConfig *c, const char *path, Error *err) {
     c->n_kv_heads = c->n_heads;
     if (json_int(j, "num_key_value_heads", &c->n_kv_heads, 0, path, err)) goto done;
     c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
-    if (json_int(j, "head_dim", &c->head_dim, 0, path, err)) goto done;
+    if (json_int(j, "head_dim", &c->head_dim, 0, path, err) ||
+        check_norm_eps(eps, path, "rms_norm_eps", err))
+        goto done;
     c->norm_eps = (float)eps;
     c->tie_embeddings = tie;
     if (parse_rope_block(c, cJSON_GetObjectItemCaseSensitive(j, "rope_scaling"), "rope_scaling",
@@ -164,7 +200,13 @@ int config_from_gguf(ModelConfig *c, const GGUFFile *g, Error *err) {
     }
     double v;
     if (gguf_get_float(g, "llama.rope.freq_base", &v) == 0) c->rope_theta = v;
-    if (gguf_get_float(g, "llama.attention.layer_norm_rms_epsilon", &v) == 0) c->norm_eps = (float)v;
+    static const char EPS_KEY[] = "llama.attention.layer_norm_rms_epsilon";
+    if (gguf_find(g, EPS_KEY)) {
+        if (gguf_get_float(g, EPS_KEY, &v))
+            return err_set(err, "GGUF: %s must be a number", EPS_KEY);
+        if (check_norm_eps(v, "GGUF", EPS_KEY, err)) return -1;
+        c->norm_eps = (float)v;
+    }
     char *st = gguf_get_string(g, "llama.rope.scaling.type");
     if (st) {
         if (!strcmp(st, "linear")) c->rope_type = ROPE_LINEAR;

@@ -106,22 +106,7 @@ static int write_json(const char *path, const cJSON *j, Error *err) {
 
 // "model.layers.{i}.{parent}.{proj}.lora_a|lora_b" -> layer, proj, is_b. 0 on success.
 static int parse_mlx_key(const char *key, int *layer, int *proj, int *is_b) {
-    int used = 0;
-    if (sscanf(key, "model.layers.%d.%n", layer, &used) != 1 || !used) return -1;
-    if (*layer < 0 || *layer >= MAX_LAYERS) return -1;
-    const char *rest = key + used;
-    for (int p = 0; p < N_PROJ; p++) {
-        for (int b = 0; b < 2; b++) {
-            char want[64];
-            snprintf(want, sizeof want, "%s.%s.%s", PROJ_PARENTS[p], PROJ_NAMES[p],
-                     b ? "lora_b" : "lora_a");
-            if (!strcmp(rest, want)) {
-                *proj = p, *is_b = b;
-                return 0;
-            }
-        }
-    }
-    return -1;
+    return tn_parse_lora(LORA_MLX, key, MAX_LAYERS, layer, proj, is_b);
 }
 
 // src (rows, cols) -> dst (cols, rows)
@@ -301,9 +286,7 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
             goto done;
         }
         transpose(dst, tmp, t->shape[0], t->shape[1]);
-        snprintf(names[n_entries], sizeof names[0], "base_model.model.model.layers.%d.%s.%s.%s",
-                 layer, PROJ_PARENTS[proj], PROJ_NAMES[proj],
-                 is_b ? "lora_B.weight" : "lora_A.weight");
+        snprintf(names[n_entries], sizeof names[0], "%s", tn_lora(LORA_PEFT, layer, proj, is_b).s);
         entries[n_entries] = (SafetensorsEntry){names[n_entries], DT_F32, 2,
                                                 {t->shape[1], t->shape[0]}, dst};
         dst += tensor_numel(t);
@@ -527,15 +510,15 @@ static Weight *list_weights(Model *m, int *n_out) {
     for (int l = -1; l < L; l++) {
         int k = 0;
         if (l < 0) {
-            snprintf(names[k++], sizeof names[0], "model.embed_tokens.weight");
-            snprintf(names[k++], sizeof names[0], "model.norm.weight");
-            if (m->head != m->tok_embd) snprintf(names[k++], sizeof names[0], "lm_head.weight");
+            snprintf(names[k++], sizeof names[0], "%s", tn_model(NAMES_HF, TN_EMBED));
+            snprintf(names[k++], sizeof names[0], "%s", tn_model(NAMES_HF, TN_FINAL_NORM));
+            if (m->head != m->tok_embd)
+                snprintf(names[k++], sizeof names[0], "%s", tn_model(NAMES_HF, TN_HEAD));
         } else {
-            snprintf(names[k++], sizeof names[0], "model.layers.%d.input_layernorm.weight", l);
-            snprintf(names[k++], sizeof names[0], "model.layers.%d.post_attention_layernorm.weight", l);
+            snprintf(names[k++], sizeof names[0], "%s", tn_block(NAMES_HF, l, TN_ATTN_NORM).s);
+            snprintf(names[k++], sizeof names[0], "%s", tn_block(NAMES_HF, l, TN_FFN_NORM).s);
             for (int p = 0; p < N_PROJ; p++)
-                snprintf(names[k++], sizeof names[0], "model.layers.%d.%s.%s.weight", l,
-                         PROJ_PARENTS[p], PROJ_NAMES[p]);
+                snprintf(names[k++], sizeof names[0], "%s", tn_block(NAMES_HF, l, p).s);
         }
         for (int i = 0; i < k; i++) {
             Weight *x = &w[n++];

@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 
+#include "../formats/tensor.h"
 #include "../ops/ops.h"
 
 int model_is_eos(const Model *m, int id) {
@@ -24,11 +25,17 @@ int generate_greedy(const Model *m, const int *prompt, int n_prompt, int max_new
     if (forward_state_init(&s, m, 1, n_prompt, n_prompt + max_new, 0))
         return err_set(err, "out of memory for the KV cache");
     float *probs = xmalloc(sizeof(float) * (size_t)V);
-    int next;
+    int next, rc = 0;
     model_forward(m, &s, prompt, 0, NULL, NULL);
     s.T = 1;  // decoding: buffers sized for the prompt hold one row too
     for (int i = 0; i < max_new; i++) {
         m->be->download(probs, s.logits, sizeof(float) * (size_t)V);
+        // overflowed activations would pick token 0 (NaN compares false) and print "nan%"
+        if (f32_first_nonfinite(probs, V) >= 0) {
+            rc = err_set(err, "the forward pass overflowed: the logits for generated token %d are "
+                         "not finite (a diverged adapter, or weights out of range?)", i + 1);
+            break;
+        }
         softmax_forward(probs, probs, 1, V);
         next = 0;
         for (int v = 1; v < V; v++)
@@ -40,5 +47,5 @@ int generate_greedy(const Model *m, const int *prompt, int n_prompt, int max_new
     }
     free(probs);
     forward_state_free(&s);
-    return 0;
+    return rc;
 }

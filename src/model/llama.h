@@ -6,11 +6,8 @@
 #include "../ops/ops.h"
 #include "../tokenizer/tokenizer.h"
 #include "config.h"
+#include "names.h"  // Proj, PROJ_NAMES and every format's tensor names
 
-// The seven linear layers of a block, in mlx-lm / PEFT key order.
-typedef enum { PROJ_Q, PROJ_K, PROJ_V, PROJ_O, PROJ_GATE, PROJ_UP, PROJ_DOWN, N_PROJ } Proj;
-extern const char *const PROJ_NAMES[N_PROJ];   // "q_proj", ..., "down_proj"
-extern const char *const PROJ_PARENTS[N_PROJ]; // "self_attn" or "mlp"
 // Input and output width of a projection.
 int proj_in_dim(const ModelConfig *c, Proj p);
 int proj_out_dim(const ModelConfig *c, Proj p);
@@ -48,7 +45,7 @@ typedef struct {
     size_t arena_floats;
     float *adapter_arena;
     size_t adapter_floats;
-    char path[512];
+    char *path;         // as given (heap; freed by model_free)
     char name[256];     // for reports: folder or file name
     int is_gguf;
     char weight_dtype[48];     // as stored, e.g. "BF16, computed in f32"

@@ -7,13 +7,6 @@
 #include "../formats/safetensors.h"
 #include "llama.h"
 
-const char *const PROJ_NAMES[N_PROJ] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                        "gate_proj", "up_proj", "down_proj"};
-const char *const PROJ_PARENTS[N_PROJ] = {"self_attn", "self_attn", "self_attn", "self_attn",
-                                          "mlp", "mlp", "mlp"};
-static const char *const GGUF_PROJ[N_PROJ] = {"attn_q", "attn_k", "attn_v", "attn_output",
-                                              "ffn_gate", "ffn_up", "ffn_down"};
-
 int proj_in_dim(const ModelConfig *c, Proj p) {
     if (p == PROJ_O) return c->n_heads * c->head_dim;
     if (p == PROJ_DOWN) return c->hidden_dim;
@@ -35,7 +28,7 @@ int proj_out_dim(const ModelConfig *c, Proj p) {
 // every shape has been checked (a hostile config cannot make us allocate for tensors that are
 // not there): until then a binding knows its offset and the model field to point at it.
 typedef struct {
-    char name[128];
+    TensorName name;
     float **dst;   // the model field that gets arena + off
     size_t off;
     int ndim;
@@ -61,9 +54,9 @@ static void unpermute_rotary_rows(float *w, int n_heads, int D, int64_t in) {
 
 // The tensor a binding names, with its shape checked against the config.
 static const TensorView *check_binding(const TensorSet *ts, const Binding *b, Error *err) {
-    const TensorView *t = tensorset_find(ts, b->name);
+    const TensorView *t = tensorset_find(ts, b->name.s);
     if (!t) {
-        err_set(err, "missing tensor '%s'", b->name);
+        err_set(err, "missing tensor '%s'", b->name.s);
         return NULL;
     }
     int same = t->ndim == b->ndim;
@@ -77,12 +70,12 @@ static const TensorView *check_binding(const TensorSet *ts, const Binding *b, Er
             snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
                      (long long)b->shape[d]);
         err_set(err, "%s: tensor '%s' has shape (%s) but the config implies (%s)", t->file,
-                b->name, got, want);
+                b->name.s, got, want);
         return NULL;
     }
     if (!dtype_is_float(t->dtype)) {
         err_set(err, "%s: tensor '%s' has dtype %s; weights must be floating point or quantized",
-                t->file, b->name, dtype_name(t->dtype));
+                t->file, b->name.s, dtype_name(t->dtype));
         return NULL;
     }
     return t;
@@ -102,7 +95,7 @@ static int convert_binding(const TensorSet *ts, const Binding *b, const ModelCon
 static void add_binding(Binding *list, int *n, const char *name, float **dst, size_t *off,
                         int64_t d0, int64_t d1, int unpermute) {
     Binding *b = &list[(*n)++];
-    snprintf(b->name, sizeof b->name, "%s", name);
+    snprintf(b->name.s, sizeof b->name.s, "%s", name);
     b->dst = dst;
     b->off = *off;
     *off += (size_t)(d0 * (d1 ? d1 : 1));
@@ -120,28 +113,19 @@ static Binding *plan_bindings(Model *m, int gguf, int has_head, int *n_out) {
     Binding *list = xcalloc((size_t)(3 + c->n_layers * (2 + N_PROJ)), sizeof(Binding));
     int n = 0;
     size_t off = 0;
-    add_binding(list, &n, gguf ? "token_embd.weight" : "model.embed_tokens.weight", &m->tok_embd,
-                &off, V, C, 0);
-    add_binding(list, &n, gguf ? "output_norm.weight" : "model.norm.weight", &m->final_norm, &off,
-                C, 0, 0);
+    WeightNames st = gguf ? NAMES_GGUF : NAMES_HF;
+    add_binding(list, &n, tn_model(st, TN_EMBED), &m->tok_embd, &off, V, C, 0);
+    add_binding(list, &n, tn_model(st, TN_FINAL_NORM), &m->final_norm, &off, C, 0, 0);
     if (has_head)  // (with tie_word_embeddings and a head anyway: untie on load)
-        add_binding(list, &n, gguf ? "output.weight" : "lm_head.weight", &m->head, &off, V, C, 0);
-    char name[128];
+        add_binding(list, &n, tn_model(st, TN_HEAD), &m->head, &off, V, C, 0);
     for (int l = 0; l < c->n_layers; l++) {
         Block *b = &m->blocks[l];
-        if (gguf) snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
-        else snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        add_binding(list, &n, name, &b->attn_norm, &off, C, 0, 0);
-        if (gguf) snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
-        else snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        add_binding(list, &n, name, &b->ffn_norm, &off, C, 0, 0);
+        add_binding(list, &n, tn_block(st, l, TN_ATTN_NORM).s, &b->attn_norm, &off, C, 0, 0);
+        add_binding(list, &n, tn_block(st, l, TN_FFN_NORM).s, &b->ffn_norm, &off, C, 0, 0);
         for (int j = 0; j < N_PROJ; j++) {
             int64_t out = proj_out_dim(c, j), in = proj_in_dim(c, j);
-            if (gguf) snprintf(name, sizeof name, "blk.%d.%s.weight", l, GGUF_PROJ[j]);
-            else snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, PROJ_PARENTS[j],
-                          PROJ_NAMES[j]);
             int unpermute = !gguf ? 0 : j == PROJ_Q ? c->n_heads : j == PROJ_K ? c->n_kv_heads : 0;
-            add_binding(list, &n, name, &b->w[j], &off, out, in, unpermute);
+            add_binding(list, &n, tn_block(st, l, j).s, &b->w[j], &off, out, in, unpermute);
         }
     }
     m->arena_floats = off;
@@ -149,9 +133,21 @@ static Binding *plan_bindings(Model *m, int gguf, int has_head, int *n_out) {
     return list;
 }
 
+// Llama has no bias terms; a file that holds one is of another architecture, whose biases would
+// be silently dropped.
+static int refuse_biases(const TensorSet *ts, Error *err) {
+    for (int i = 0; i < ts->n; i++)
+        if (tn_is_bias(ts->tensors[i].name))
+            return err_set(err, "%s: tensor '%s': bias terms are not supported (Llama without "
+                           "biases only; support comes with other architectures later)",
+                           ts->tensors[i].file, ts->tensors[i].name);
+    return 0;
+}
+
 // Check every tensor now; the f32 conversion waits for model_materialize.
 static int bind_all(Model *m, const TensorSet *ts, int gguf, const char *source, Error *err) {
-    int has_head = tensorset_find(ts, gguf ? "output.weight" : "lm_head.weight") != NULL;
+    if (refuse_biases(ts, err)) return -1;
+    int has_head = tensorset_find(ts, tn_model(gguf ? NAMES_GGUF : NAMES_HF, TN_HEAD)) != NULL;
     if (!has_head && !m->cfg.tie_embeddings) {
         if (gguf) {
             m->cfg.tie_embeddings = 1;
@@ -289,46 +285,55 @@ done:
     return rc;
 }
 
-static int load_hf_folder(Model *m, const char *dir, Error *err) {
-    char path[1024], cfg_path[1024];
-    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
-    if (!file_exists(cfg_path))
-        return err_set(err, "%s: not a model folder (no config.json) and not a .gguf file", dir);
-    if (config_from_hf_json(&m->cfg, cfg_path, err)) return -1;
-    char tok_cfg[1024];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    snprintf(tok_cfg, sizeof tok_cfg, "%s/tokenizer_config.json", dir);
-    if (!file_exists(path)) return err_set(err, "%s: missing tokenizer.json", dir);
-    if (tokenizer_load_json(&m->tok, path, file_exists(tok_cfg) ? tok_cfg : NULL, err)) return -1;
-    if (check_tokenizer(m, dir, err)) return -1;
-    TensorSet *ts = &m->tensors;
-    int rc;
-    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    if (file_exists(path)) {
-        rc = safetensors_load_index(ts, path, err);
-    } else {
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        if (!file_exists(path)) {
-            return err_set(err, "%s: no model.safetensors or model.safetensors.index.json", dir);
-        }
-        rc = safetensors_load(ts, path, err);
+// config.json, then tokenizer.json (+ tokenizer_config.json when there is one).
+static int load_hf_config_and_tokenizer(Model *m, const char *dir, Error *err) {
+    char *cfg = path_join(dir, "config.json"), *tok = path_join(dir, "tokenizer.json"),
+         *tok_cfg = path_join(dir, "tokenizer_config.json");
+    int rc = -1;
+    if (!file_exists(cfg))
+        err_set(err, "%s: not a model folder (no config.json) and not a .gguf file", dir);
+    else if (config_from_hf_json(&m->cfg, cfg, err) == 0) {
+        if (!file_exists(tok))
+            err_set(err, "%s: missing tokenizer.json", dir);
+        else
+            rc = tokenizer_load_json(&m->tok, tok, file_exists(tok_cfg) ? tok_cfg : NULL, err);
     }
-    if (rc == 0) rc = bind_all(m, ts, 0, dir, err);
-    if (rc == 0) {
-        const TensorView *emb = tensorset_find(ts, "model.embed_tokens.weight");
-        m->stored_dtype = emb ? emb->dtype : DT_COUNT;
-        snprintf(m->weight_dtype, sizeof m->weight_dtype, "%s, computed in f32",
-                 emb ? dtype_name(emb->dtype) : "?");
-        finish_config(m);
-    }
+    free(cfg), free(tok), free(tok_cfg);
     return rc;
+}
+
+// model.safetensors.index.json (sharded) or model.safetensors, mapped into ts.
+static int load_hf_tensors(TensorSet *ts, const char *dir, Error *err) {
+    char *index = path_join(dir, "model.safetensors.index.json"),
+         *single = path_join(dir, "model.safetensors");
+    int rc;
+    if (file_exists(index))
+        rc = safetensors_load_index(ts, index, err);
+    else if (file_exists(single))
+        rc = safetensors_load(ts, single, err);
+    else
+        rc = err_set(err, "%s: no model.safetensors or model.safetensors.index.json", dir);
+    free(index), free(single);
+    return rc;
+}
+
+static int load_hf_folder(Model *m, const char *dir, Error *err) {
+    if (load_hf_config_and_tokenizer(m, dir, err) || check_tokenizer(m, dir, err) ||
+        load_hf_tensors(&m->tensors, dir, err) || bind_all(m, &m->tensors, 0, dir, err))
+        return -1;
+    const TensorView *emb = tensorset_find(&m->tensors, tn_model(NAMES_HF, TN_EMBED));
+    m->stored_dtype = emb ? emb->dtype : DT_COUNT;
+    snprintf(m->weight_dtype, sizeof m->weight_dtype, "%s, computed in f32",
+             emb ? dtype_name(emb->dtype) : "?");
+    finish_config(m);
+    return 0;
 }
 
 int model_open(Model *m, const char *path, Error *err) {
     memset(m, 0, sizeof *m);
     m->be = &BACKEND_CPU;
     m->is_open_only = 1;
-    snprintf(m->path, sizeof m->path, "%s", path);
+    m->path = xstrdup(path);
     copy_name(m, path);
     int rc;
     if (dir_exists(path)) {
@@ -362,6 +367,7 @@ void model_free(Model *m) {
     if (m->be) m->be->free(m->arena), m->be->free(m->adapter_arena);
     free(m->blocks);
     free(m->inv_freq);
+    free(m->path);
     memset(m, 0, sizeof *m);
 }
 

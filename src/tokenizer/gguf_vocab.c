@@ -82,10 +82,15 @@ static int load(Tokenizer *t, const GGUFFile *g, Error *err) {
     const GGUFKV *types = gguf_find(g, "tokenizer.ggml.token_type");
     if (types && (types->type != GGUF_ARRAY || !is_int_type(types->arr_type) || types->arr_n != tokens->arr_n))
         return err_set(err, "GGUF: tokenizer.ggml.token_type is not an integer array of %d entries", n);
-    const GGUFKV *merges = string_array(g, "tokenizer.ggml.merges", 0, err);
-    if (!merges && gguf_find(g, "tokenizer.ggml.merges")) return -1;
+    // Byte-level BPE needs its merges (llama.cpp refuses a "gpt2" vocabulary without them):
+    // without, every word would fall apart into single bytes, silently.
+    if (!gguf_find(g, "tokenizer.ggml.merges"))
+        return err_set(err, "GGUF: missing key tokenizer.ggml.merges (a byte-level BPE "
+                       "vocabulary, tokenizer.ggml.model \"gpt2\", needs its merges)");
+    const GGUFKV *merges = string_array(g, "tokenizer.ggml.merges", 1, err);
+    if (!merges) return -1;
 
-    bpe_init(&t->bpe, (uint32_t)n, merges ? (uint32_t)merges->arr_n : 0);
+    bpe_init(&t->bpe, (uint32_t)n, (uint32_t)merges->arr_n);
     for (int i = 0; i < n; i++) {
         const GGUFStr *s = &tokens->arr_str[i];
         if (!s->ptr && s->len) return err_set(err, "GGUF: tokenizer.ggml.tokens[%d] has no data", i);
@@ -99,7 +104,7 @@ static int load(Tokenizer *t, const GGUFFile *g, Error *err) {
             return -1;
         }
     }
-    for (uint64_t m = 0; merges && m < merges->arr_n; m++) {
+    for (uint64_t m = 0; m < merges->arr_n; m++) {
         const GGUFStr *s = &merges->arr_str[m];
         const char *p = s->ptr, *sp = NULL;
         // the separator is the first space after the first byte (a token may start with one)

@@ -59,30 +59,23 @@ void params_collect(ParamList *pl, Model *m, const Grads *g) {
     const ModelConfig *c = &m->cfg;
     memset(pl, 0, sizeof *pl);
     pl->p = xcalloc((size_t)c->n_layers * (2 + 2 * N_PROJ), sizeof(Param));
-    char name[128];
     for (int l = g->first_layer; l < c->n_layers; l++) {
         Block *b = &m->blocks[l];
         const BlockGrads *bg = &g->blocks[l];
         if (g->full) {
-            snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-            add_param(pl, name, b->attn_norm, bg->attn_norm, c->dim, 0);
-            snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-            add_param(pl, name, b->ffn_norm, bg->ffn_norm, c->dim, 0);
+            add_param(pl, tn_block(NAMES_HF, l, TN_ATTN_NORM).s, b->attn_norm, bg->attn_norm,
+                      c->dim, 0);
+            add_param(pl, tn_block(NAMES_HF, l, TN_FFN_NORM).s, b->ffn_norm, bg->ffn_norm,
+                      c->dim, 0);
         }
         for (int j = 0; j < N_PROJ; j++) {
             int in = proj_in_dim(c, j), out = proj_out_dim(c, j);
             if (g->full) {
-                snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, PROJ_PARENTS[j],
-                         PROJ_NAMES[j]);
-                add_param(pl, name, b->w[j], bg->w[j], out, in);
+                add_param(pl, tn_block(NAMES_HF, l, j).s, b->w[j], bg->w[j], out, in);
             } else if (b->lora[j].rank) {
                 int r = b->lora[j].rank;
-                snprintf(name, sizeof name, "model.layers.%d.%s.%s.lora_a", l, PROJ_PARENTS[j],
-                         PROJ_NAMES[j]);
-                add_param(pl, name, b->lora[j].A, bg->lora_A[j], in, r);
-                snprintf(name, sizeof name, "model.layers.%d.%s.%s.lora_b", l, PROJ_PARENTS[j],
-                         PROJ_NAMES[j]);
-                add_param(pl, name, b->lora[j].B, bg->lora_B[j], r, out);
+                add_param(pl, tn_lora(LORA_MLX, l, j, 0).s, b->lora[j].A, bg->lora_A[j], in, r);
+                add_param(pl, tn_lora(LORA_MLX, l, j, 1).s, b->lora[j].B, bg->lora_B[j], r, out);
             }
         }
     }
@@ -97,12 +90,7 @@ int lora_keys_parse(const char *list, unsigned *mask, Error *err) {
     *mask = 0;
     char *dup = xstrdup(list), *save = NULL;
     for (char *tok = strtok_r(dup, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-        int found = -1;
-        for (int j = 0; j < N_PROJ; j++) {
-            char full[64];
-            snprintf(full, sizeof full, "%s.%s", PROJ_PARENTS[j], PROJ_NAMES[j]);
-            if (!strcmp(tok, full) || !strcmp(tok, PROJ_NAMES[j])) found = j;
-        }
+        int found = tn_proj_from_key(tok);
         if (found < 0) {
             err_set(err, "unknown LoRA key '%s' (expected q_proj, k_proj, v_proj, o_proj, "
                     "gate_proj, up_proj, down_proj, optionally prefixed self_attn./mlp.)", tok);
