@@ -3,6 +3,7 @@
 #include <math.h>
 #include <unistd.h>
 
+#include "formats/json_file.h"
 #include "formats/safetensors.h"
 #include "lens/lens.h"
 #include "model/generate.h"
@@ -262,6 +263,151 @@ static void test_bad_models_give_clear_errors(void **state) {
     assert_int_equal(system("rm -rf /tmp/tunelens_test_bad"), 0);
 }
 
+// names.c: every format's names are formatted and parsed back by one module; layer numbers are
+// plain decimals below the model's layer count.
+static void test_tensor_names(void **state) {
+    assert_string_equal(tn_model(NAMES_HF, TN_EMBED), "model.embed_tokens.weight");
+    assert_string_equal(tn_model(NAMES_GGUF, TN_HEAD), "output.weight");
+    assert_string_equal(tn_block(NAMES_HF, 3, TN_FFN_NORM).s, "model.layers.3.post_attention_layernorm.weight");
+    assert_string_equal(tn_block(NAMES_HF, 12, PROJ_UP).s, "model.layers.12.mlp.up_proj.weight");
+    assert_string_equal(tn_block(NAMES_GGUF, 0, TN_ATTN_NORM).s, "blk.0.attn_norm.weight");
+    assert_string_equal(tn_block(NAMES_GGUF, 7, PROJ_O).s, "blk.7.attn_output.weight");
+    assert_string_equal(tn_lora(LORA_MLX, 2, PROJ_K, 0).s, "model.layers.2.self_attn.k_proj.lora_a");
+    assert_string_equal(tn_lora(LORA_PEFT, 2, PROJ_DOWN, 1).s,
+                        "base_model.model.model.layers.2.mlp.down_proj.lora_B.weight");
+    assert_string_equal(tn_module(5, PROJ_GATE).s, "model.layers.5.mlp.gate_proj");
+    for (int st = LORA_MLX; st <= LORA_PEFT; st++)
+        for (int l = 0; l < 12; l += 11)
+            for (int p = 0; p < N_PROJ; p++)
+                for (int b = 0; b < 2; b++) {
+                    int layer, proj, is_b;
+                    assert_int_equal(tn_parse_lora(st, tn_lora(st, l, p, b).s, 12, &layer, &proj, &is_b), 0);
+                    assert_true(layer == l && proj == p && is_b == b);
+                    assert_int_equal(tn_parse_lora(!st, tn_lora(st, l, p, b).s, 12, &layer, &proj, &is_b), -1);
+                }
+    for (int w = 0; w < N_BLOCK_TENSORS; w++) {
+        int layer, which;
+        assert_int_equal(tn_parse_block(tn_block(NAMES_HF, 9, w).s, 10, &layer, &which), 0);
+        assert_true(layer == 9 && which == w);
+        assert_int_equal(tn_parse_block(tn_block(NAMES_HF, 10, w).s, 10, &layer, &which), -1);
+    }
+    const char *not_names[] = {"model.layers.03.mlp.up_proj.weight", "model.layers.+3.mlp.up_proj.weight",
+                               "model.layers. 3.mlp.up_proj.weight", "model.layers.-1.mlp.up_proj.weight",
+                               "model.layers.99999999999999999999.mlp.up_proj.weight",
+                               "model.layers.3.mlp.up_proj.weightx", "model.layers.3.up_proj.weight",
+                               "model.layers.3.mlp.q_proj.weight", "model.layers.3.weight", "model.layers.3"};
+    for (size_t i = 0; i < sizeof not_names / sizeof *not_names; i++) {
+        int layer, which;
+        if (!tn_parse_block(not_names[i], 1024, &layer, &which)) fail_msg("'%s' parsed", not_names[i]);
+    }
+    assert_int_equal(tn_proj_from_key("mlp.down_proj"), PROJ_DOWN);
+    assert_int_equal(tn_proj_from_key("v_proj"), PROJ_V);
+    assert_int_equal(tn_proj_from_key("mlp.q_proj"), -1);
+    assert_true(tn_is_bias("model.layers.0.self_attn.q_proj.bias") && !tn_is_bias("bias"));
+}
+
+// The tiny PEFT adapter written again with rank_pattern and alpha_pattern (JSON texts) and
+// layer 2's down_proj either cut to its first two ranks (cut) or kept at rank 4 with ranks 2
+// and 3 zeroed: the same product, the first only if rank_pattern gives that module rank 2.
+static void write_peft_patterns(const char *dir, const char *rank_pattern, const char *alpha_pattern,
+                                int cut) {
+    char *cmd = xasprintf("rm -rf %s && mkdir -p %s", dir, dir);
+    assert_int_equal(system(cmd), 0);
+    free(cmd);
+    cJSON *cfg = load_json_fixture(TINY "/peft_adapter/adapter_config.json");
+    cJSON_ReplaceItemInObject(cfg, "rank_pattern", cJSON_Parse(rank_pattern));
+    cJSON_ReplaceItemInObject(cfg, "alpha_pattern", cJSON_Parse(alpha_pattern));
+    Error err = {{0}};
+    char *path = path_join(dir, "adapter_config.json");
+    assert_int_equal(json_write_file(path, cfg, &err), 0);
+    free(path);
+    cJSON_Delete(cfg);
+    TensorSet ts = {0};
+    assert_int_equal(safetensors_load(&ts, TINY "/peft_adapter/adapter_model.safetensors", &err), 0);
+    SafetensorsEntry *e = xcalloc((size_t)ts.n, sizeof *e);
+    for (int i = 0; i < ts.n; i++) {
+        const TensorView *t = &ts.tensors[i];
+        float *v = xmalloc(sizeof(float) * (size_t)tensor_numel(t));
+        assert_int_equal(tensor_to_f32(t, v, &err), 0);
+        e[i] = (SafetensorsEntry){t->name, DT_F32, 2, {t->shape[0], t->shape[1]}, v};
+        int64_t rows = t->shape[0], cols = t->shape[1];
+        if (strstr(t->name, "layers.2.mlp.down_proj.lora_A")) {  // (r 4, in): rows are ranks
+            assert_int_equal(rows, 4);
+            if (cut) e[i].shape[0] = 2;
+            else memset(v + 2 * cols, 0, sizeof(float) * (size_t)(2 * cols));
+        } else if (strstr(t->name, "layers.2.mlp.down_proj.lora_B") && cut) {  // (out, r 4)
+            for (int64_t r = 0; r < rows; r++) memmove(v + r * 2, v + r * cols, sizeof(float) * 2);
+            e[i].shape[1] = 2;
+        }
+    }
+    path = path_join(dir, "adapter_model.safetensors");
+    assert_int_equal(safetensors_save(path, e, ts.n, NULL, NULL, 0, &err), 0);
+    free(path);
+    for (int i = 0; i < ts.n; i++) free((float *)e[i].data);
+    free(e);
+    tensorset_free(&ts);
+}
+
+static void last_logits(const Model *m, float *out) {
+    ForwardState s;
+    int toks[3] = {0, 320, 260};
+    assert_int_equal(forward_state_init(&s, m, 1, 3, 3, 0), 0);
+    model_forward(m, &s, toks, 0, NULL, NULL);
+    memcpy(out, s.logits, sizeof(float) * (size_t)m->cfg.vocab_size);
+    forward_state_free(&s);
+}
+
+// PEFT's rank_pattern / alpha_pattern, as peft 0.21's get_pattern_key reads them: the first key
+// (in file order) k with re.match(rf"(.*\.)?({k})$", "model.layers.{i}.{parent}.{proj}") gives
+// the module its r / lora_alpha. The expected ranks and scales below are what that Python gives.
+static void test_peft_rank_and_alpha_patterns(void **state) {
+    const char *x = "/tmp/tunelens_test_peft_x", *y = "/tmp/tunelens_test_peft_y";
+    // "proj" matches no module (a key must match whole dot-separated parts); the layer-0 q_proj
+    // key comes after "q_proj", which matches first
+    const char *alphas = "{\"proj\": 100, \"layers\\\\.2\\\\.mlp\\\\.down_proj\": 4, \"q_proj\": 6, "
+                         "\"model.layers.0.self_attn.q_proj\": 50}";
+    write_peft_patterns(x, "{\"model.layers.2.mlp.down_proj\": 2}", alphas, 1);
+    write_peft_patterns(y, "{}", "{\"proj\": 100, \"q_proj\": 6}", 0);
+    Model mx = load_ok(TINY, x), my = load_ok(TINY, y);
+    for (int l = 0; l < 4; l++)
+        for (int p = 0; p < N_PROJ; p++) {
+            const LoraLinear *lo = &mx.blocks[l].lora[p];
+            int want_rank = l == 2 && p == PROJ_DOWN ? 2 : 4;
+            float want_scale = p == PROJ_Q ? 1.5f : 2.0f;  // q: 6 / 4; layer 2 down: 4 / 2
+            if (lo->rank != want_rank || lo->scale != want_scale)
+                fail_msg("layer %d %s: rank %d scale %g, expected %d and %g", l, PROJ_NAMES[p],
+                         lo->rank, lo->scale, want_rank, want_scale);
+            assert_int_equal(my.blocks[l].lora[p].rank, 4);
+        }
+    int V = mx.cfg.vocab_size;
+    float *lx = xmalloc(sizeof(float) * (size_t)V), *ly = xmalloc(sizeof(float) * (size_t)V);
+    last_logits(&mx, lx);
+    last_logits(&my, ly);
+    double worst = 0, top = 0;
+    for (int i = 0; i < V; i++) {
+        worst = fmax(worst, fabs((double)lx[i] - ly[i]));
+        top = fmax(top, fabs((double)ly[i]));
+    }
+    printf("  rank 2 via rank_pattern vs rank 4 zero-padded: max |d logit| %.2e (max |logit| %.2f)\n",
+           worst, top);
+    assert_true(worst <= 1e-5 * top);
+    // rslora: lora_alpha / sqrt(r), with the module's own r and alpha
+    char *cfg_path = path_join(x, "adapter_config.json");
+    cJSON *cfg = load_json_fixture(cfg_path);
+    cJSON_ReplaceItemInObject(cfg, "use_rslora", cJSON_CreateTrue());
+    Error err = {{0}};
+    assert_int_equal(json_write_file(cfg_path, cfg, &err), 0);
+    cJSON_Delete(cfg);
+    if (model_load_adapter(&mx, x, &err)) fail_msg("%s", err.msg);
+    assert_true(fabsf(mx.blocks[2].lora[PROJ_DOWN].scale - 4.0f / sqrtf(2.0f)) < 1e-6f);
+    assert_true(fabsf(mx.blocks[1].lora[PROJ_Q].scale - 6.0f / 2.0f) < 1e-6f);
+    assert_true(fabsf(mx.blocks[1].lora[PROJ_UP].scale - 8.0f / 2.0f) < 1e-6f);
+    free(cfg_path);
+    free(lx), free(ly);
+    model_free(&mx), model_free(&my);
+    assert_int_equal(system("rm -rf /tmp/tunelens_test_peft_x /tmp/tunelens_test_peft_y"), 0);
+}
+
 static void test_smollm2_gguf_matches_reference(void **state) {
     if (!have_cached(SMOL)) {
         printf("  skipped: %s not fetched (run tests/setup.sh)\n", SMOL);
@@ -324,6 +470,8 @@ int main(void) {
         cmocka_unit_test(test_cuda_matches_transformers),
         cmocka_unit_test(test_tiny_other_layouts),
         cmocka_unit_test(test_bad_models_give_clear_errors),
+        cmocka_unit_test(test_tensor_names),
+        cmocka_unit_test(test_peft_rank_and_alpha_patterns),
         cmocka_unit_test(test_smollm2_gguf_matches_reference),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
