@@ -301,6 +301,8 @@ def config_seeds():
            "vocab_size": 10, "rope_scaling": {"type": "linear", "factor": 4}, "tie_word_embeddings": False,
            "bos_token_id": None, "eos_token_id": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}
     put("config", "linear_rope.json", json.dumps(lin))
+    arch = dict(smol, attention_bias=False, mlp_bias=False, hidden_act="silu")  # the keys checked
+    put("config", "smollm2_arch_keys.json", json.dumps(arch, indent=2))
 
 
 # ---- tokenizer.json (+ NUL + tokenizer_config.json + NUL + text)
@@ -360,6 +362,18 @@ def adapter_seeds():
     put("adapter", "peft_lora", adapter_input(1, json.dumps(pcfg), st_write([(k, *peft[k]) for k in sub], meta)))
     put("adapter", "peft_rslora", adapter_input(1, json.dumps(dict(pcfg, use_rslora=True)),
                                                 st_write([(k, *peft[k]) for k in sub], meta)))
+    # per-module r / lora_alpha: v_proj of layer 1 cut to rank 2 by rank_pattern
+    cut = []
+    for k in sub:
+        dt, shape, raw = peft[k]
+        if ".layers.1.self_attn.v_proj.lora_A" in k:  # (r, in): the first two rows
+            shape, raw = [2, shape[1]], raw[:2 * shape[1] * 4]
+        elif ".layers.1.self_attn.v_proj.lora_B" in k:  # (out, r): the first two columns
+            raw = b"".join(raw[r * shape[1] * 4:r * shape[1] * 4 + 8] for r in range(shape[0]))
+            shape = [shape[0], 2]
+        cut.append((k, dt, shape, raw))
+    pat = dict(pcfg, rank_pattern={"layers.1.self_attn.v_proj": 2}, alpha_pattern={"proj": 3, "v_proj": 16})
+    put("adapter", "peft_patterns", adapter_input(1, json.dumps(pat), st_write(cut, meta)))
     full, _ = st_parse(read(os.path.join(FX, "tiny/full_adapter/adapters.safetensors")))
     sub = [k for k in sorted(full) if k.endswith(("layernorm.weight", "k_proj.weight"))]
     put("adapter", "full", adapter_input(0, read(os.path.join(FX, "tiny/full_adapter/adapter_config.json")),
