@@ -73,9 +73,23 @@ $(B)/tests/test_fuzz_replay: tests/test_fuzz_replay.c $(FUZZ_SRC) tests/fuzz/fuz
 	$(CC) $(ALL_CFLAGS) -DFUZZ_REPLAY -Itests -o $@ $(filter %.c,$^) $(B)/libtunelens.a $(TEST_LDLIBS)
 
 # Tests run from the repo root; fixtures that need downloads are fetched by tests/setup.sh.
+# OpenBLAS picks its kernels, and with them the order of every sum, by CPU unless
+# OPENBLAS_CORETYPE names them (tunelens itself re-execs with one chosen for speed). The
+# numerical tests' tolerances are derived to hold in any order (tests/test_util.h), and every
+# run proves it: all tests with the variable unset (OpenBLAS's own pick), then the numerical
+# ones again with each of CORETYPES preset: Prescott (SSE3, every x86-64 has it) and Haswell
+# (AVX2, where the CPU has it). OPENBLAS_VERBOSE=2 prints the kernels each run used.
+# CORETYPES= skips the second pass (make asan does: it checks memory, not rounding).
+NUMERIC_TESTS = test_ops test_train test_model test_mlx test_export
+CORETYPES ?= Prescott Haswell
 test: $(TUNELENS) $(TEST_BIN) $(CUDA_TARGETS)
 	@./tests/setup.sh
-	@set -e; for t in $(TEST_BIN); do echo "== $$t"; ./$$t; done
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; env -u OPENBLAS_CORETYPE OPENBLAS_VERBOSE=2 ./$$t; done
+	@set -e; for c in $(CORETYPES); do \
+	    if [ $$c = Haswell ] && ! grep -qw avx2 /proc/cpuinfo; then \
+	        echo "== (no AVX2 here: not run with OPENBLAS_CORETYPE=Haswell)"; continue; fi; \
+	    for t in $(NUMERIC_TESTS); do echo "== OPENBLAS_CORETYPE=$$c $(B)/tests/$$t"; \
+	        OPENBLAS_CORETYPE=$$c OPENBLAS_VERBOSE=2 TUNELENS_NO_BENCH=1 ./$(B)/tests/$$t; done; done
 	@./tests/cli_test.sh ./$(TUNELENS)
 	@./tests/bad_input_test.sh ./$(TUNELENS)
 	@./tests/resume_test.sh ./$(TUNELENS)
@@ -89,7 +103,7 @@ SAN_ENV  = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:d
 # (CPU-only: nvcc code is not instrumented, and ASan's shadow memory collides with CUDA's
 # address space on GPU machines.)
 asan:
-	$(SAN_ENV) $(MAKE) --no-print-directory NVCC= B=build-asan TUNELENS=build-asan/tunelens SAN="$(ASAN_SAN)" test
+	$(SAN_ENV) $(MAKE) --no-print-directory NVCC= B=build-asan TUNELENS=build-asan/tunelens SAN="$(ASAN_SAN)" CORETYPES= test
 
 # ---- valgrind memcheck on a short training run. A separate build without -march=native:
 # valgrind 3.19 cannot decode AVX-512 instructions.

@@ -19,7 +19,7 @@ Both adapter folders are exactly what mlx_lm.lora saves (adapters.safetensors wi
 
 Two things are adjusted, each on purpose:
   - mlx-lm's default loss masks targets with `steps <= length`, which also trains the first
-    padding target of every row (fixed upstream in mlx-lm PR #1697). tunelens trains exactly
+    padding target of every row (mlx-lm PR #1697 proposes the fix). tunelens trains exactly
     the real targets, so the runs here use mlx-lm's own default_loss with that one `<=` made
     `<` (loss_without_pad_target below): the per-step losses then measure the same thing.
   - mlx-lm's llama reads `rope_theta` / `rope_scaling` but not transformers' newer
