@@ -226,10 +226,8 @@ static int peft_specs(const cJSON *cfg, const char *file, int n_layers, LoraSpec
     return failed ? -1 : 0;
 }
 
-// mlx-lm: lora_parameters {rank, scale} are required for a LoRA adapter (mlx-lm's
-// load_adapters fails without them); one rank and scale for every layer.
-static int mlx_specs(const cJSON *cfg, const char *file, int n_layers, LoraSpec *spec,
-                     Error *err) {
+int adapter_mlx_lora_params(const cJSON *cfg, const char *file, int *rank, float *scale,
+                            Error *err) {
     const cJSON *lp = json_get(cfg, "lora_parameters");
     char w[64];
     if (!lp)
@@ -238,14 +236,25 @@ static int mlx_specs(const cJSON *cfg, const char *file, int n_layers, LoraSpec 
     if (!cJSON_IsObject(lp))
         return err_set(err, "%s: lora_parameters must be an object ({\"rank\": 8, \"scale\": 20.0, "
                        "...}), got %s", file, json_what(lp, w, sizeof w));
-    int rank = 0;
-    double scale = NAN;
-    if (cfg_rank(json_get(lp, "rank"), file, "lora_parameters.rank", &rank, err) ||
-        cfg_number(json_get(lp, "scale"), file, "lora_parameters.scale", &scale, err))
+    int r = 0;
+    double sc = NAN;
+    if (cfg_rank(json_get(lp, "rank"), file, "lora_parameters.rank", &r, err) ||
+        cfg_number(json_get(lp, "scale"), file, "lora_parameters.scale", &sc, err))
         return -1;
-    if (!rank) return err_set(err, "%s: missing lora_parameters.rank (a positive integer)", file);
-    if (isnan(scale)) return err_set(err, "%s: missing lora_parameters.scale (a number)", file);
-    for (int i = 0; i < n_layers * N_PROJ; i++) spec[i] = (LoraSpec){rank, (float)scale};
+    if (!r) return err_set(err, "%s: missing lora_parameters.rank (a positive integer)", file);
+    if (isnan(sc)) return err_set(err, "%s: missing lora_parameters.scale (a number)", file);
+    *rank = r;
+    *scale = (float)sc;
+    return 0;
+}
+
+// mlx-lm: one rank and scale for every layer.
+static int mlx_specs(const cJSON *cfg, const char *file, int n_layers, LoraSpec *spec,
+                     Error *err) {
+    int rank;
+    float scale;
+    if (adapter_mlx_lora_params(cfg, file, &rank, &scale, err)) return -1;
+    for (int i = 0; i < n_layers * N_PROJ; i++) spec[i] = (LoraSpec){rank, scale};
     return 0;
 }
 

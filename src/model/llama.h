@@ -80,6 +80,12 @@ int model_check_ids(const Model *m, const int *ids, int n, Error *err);
 // Apply an adapter folder: mlx-lm LoRA (adapters.safetensors + adapter_config.json), mlx-lm
 // full fine-tune (replaced block weights) or PEFT (adapter_model.safetensors).
 int model_load_adapter(Model *m, const char *dir, Error *err);
+// mlx-lm's LoRA rank and scale from a parsed adapter_config.json (file names it in messages):
+// lora_parameters.rank and .scale are required, as mlx-lm's load_adapters requires them, and
+// type-checked; no default of 20 for a missing or misspelt scale.
+struct cJSON;
+int adapter_mlx_lora_params(const struct cJSON *cfg, const char *file, int *rank, float *scale,
+                            Error *err);
 
 // ---- bf16 compute (bf16.c): the linear layers and the head multiply bf16 copies of the
 // weights (AVX512-BF16) while the f32 weights stay the master copy. Blocks >= first_backward
