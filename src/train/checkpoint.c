@@ -13,6 +13,7 @@
 
 #include "../formats/json_file.h"
 #include "../formats/safetensors.h"
+#include "../model/names.h"
 
 // ---- the folder
 
@@ -98,9 +99,7 @@ cJSON *train_config_json(const TrainConfig *c) {
     if (c->lora_keys) lora_keys_parse(c->lora_keys, &mask, &ignore);
     for (int p = 0; p < N_PROJ; p++) {
         if (!(mask & (1u << p))) continue;
-        char *name = xasprintf("%s.%s", PROJ_PARENTS[p], PROJ_NAMES[p]);
-        cJSON_AddItemToArray(keys, cJSON_CreateString(name));
-        free(name);
+        cJSON_AddItemToArray(keys, cJSON_CreateString(tn_proj_key((Proj)p).s));
     }
     return j;
 }
