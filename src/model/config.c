@@ -126,7 +126,7 @@ int config_from_hf_json(ModelConfig *c, const char *path, Error *err) {
         goto done;
     }
     if (check_architecture(j, path, err)) goto done;
-    double eps = c->norm_eps;
+    double eps = 1e-6;  // transformers' LlamaConfig default when config.json has no rms_norm_eps
     int tie = 0;
     const cJSON *tie_j = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
     if (cJSON_IsBool(tie_j)) tie = cJSON_IsTrue(tie_j);
