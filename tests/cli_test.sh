@@ -134,6 +134,12 @@ for d in tok_only tok_bare; do
   json_check "tokenize $d = tokenize with weights" "j['ids']==json.load(open('$TMP/tok.json'))['ids']" "$TMP/$d.json"
 done
 check "tokenize folder without tokenizer.json" 1 "missing tokenizer.json" $BIN tokenize --model "$TMP/data" --text x
+# without weights the ids are still checked against config.json's vocab_size
+python3 -c "
+import json; p='$TMP/tok_only/tokenizer.json'; j=json.load(open(p))
+j['added_tokens'].append({'id':512,'content':'<|extra|>','single_word':False,'lstrip':False,'rstrip':False,'normalized':False,'special':True})
+json.dump(j, open(p,'w'))"
+check "tokenize no weights: id past the embedding" 1 "tok_only/tokenizer.json: token 2 of the input is id 512 .*512-row embedding" $BIN tokenize --model "$TMP/tok_only" --text "1<|extra|>"
 # generate: the text ends with a newline, so the statistics line (stderr) starts a line of its own
 check "generate text then statistics" 0 "" $BIN generate --model $TINY --prompt "7 * 8 = " --max-tokens 5
 grep -qE "^[0-9]+ prompt tokens, 5 generated in " "$TMP/out" && echo "ok   statistics on a line of their own" || { echo "FAIL statistics line"; sed 's/^/    /' "$TMP/out" | head -4; fails=$((fails+1)); }

@@ -10,6 +10,36 @@ static const char *USAGE =
     "  the ids and pieces; --json prints {\"ids\":[...],\"tokens\":[...]}. M is a .gguf file or\n"
     "  a folder with tokenizer.json (+ tokenizer_config.json); no weights are read.\n";
 
+// A folder without weights: tokenize reads its tokenizer files alone (config.json optional).
+static int tokenizer_only(const char *path) {
+    if (!dir_exists(path)) return 0;
+    char *one = path_join(path, "model.safetensors"), *index = path_join(path, "model.safetensors.index.json");
+    int none = !file_exists(one) && !file_exists(index);
+    free(one);
+    free(index);
+    return none;
+}
+
+// The tokenizer of a weightless folder, and from its config.json (when there is one) the
+// embedding size that ids are checked against, as for every model: *vocab 0 when unknown.
+static int open_tokenizer_only(const char *path, Tokenizer **tok, int *vocab, Error *err) {
+    *vocab = 0;
+    if (tokenizer_load_path(tok, path, err)) return -1;
+    char *cfg_path = path_join(path, "config.json");
+    ModelConfig cfg;
+    int rc = file_exists(cfg_path) ? config_from_hf_json(&cfg, cfg_path, err) : 0;
+    if (!rc && file_exists(cfg_path)) *vocab = cfg.vocab_size;
+    free(cfg_path);
+    if (rc) tokenizer_free(*tok), *tok = NULL;
+    return rc;
+}
+
+// Encode as every command does: BOS per the post-processor, ids checked against the embedding.
+static int encode_checked(Model *m, const char *text, int **ids, int *n, Error *err) {
+    if (m->cfg.vocab_size > 0) return cli_encode(m, text, ids, n, err);
+    return tokenizer_encode(m->tok, text, strlen(text), 1, ids, n, err);
+}
+
 int cmd_tokenize(int argc, char **argv) {
     const char *cmd = "tokenize", *model_path = NULL, *text = NULL;
     int json = 0, rc;
@@ -31,14 +61,19 @@ int cmd_tokenize(int argc, char **argv) {
     if (!model_path) return cli_missing(cmd, "--model");
     if (!text) return cli_missing(cmd, "--text");
     Error err;
-    Tokenizer *tok;
-    // the tokenizer alone: a folder needs no weights (nor config.json), a GGUF no tensor checks
-    if (tokenizer_load_path(&tok, model_path, &err)) return cli_fail(&err);
-    int *ids, n;
-    if (tokenizer_encode(tok, text, strlen(text), 1, &ids, &n, &err)) {
-        tokenizer_free(tok);
+    // A model is opened without reading its weights (model_open); a folder that has none is
+    // read from its tokenizer files and config.json into a Model holding just those (freed as
+    // a tokenizer, not as a model).
+    Model m = {0};
+    int owned = !tokenizer_only(model_path), vocab = 0;
+    if (owned ? model_open(&m, model_path, &err)
+              : open_tokenizer_only(model_path, &m.tok, &vocab, &err))
         return cli_fail(&err);
-    }
+    if (!owned) m.cfg.vocab_size = vocab, m.path = (char *)model_path;
+    Tokenizer *tok = m.tok;
+    int *ids, n;
+    rc = encode_checked(&m, text, &ids, &n, &err);
+    if (rc) goto done;
     if (json) {
         cJSON *j = cJSON_CreateObject();
         cJSON *jids = cJSON_AddArrayToObject(j, "ids"), *jtok = cJSON_AddArrayToObject(j, "tokens");
@@ -59,6 +94,8 @@ int cmd_tokenize(int argc, char **argv) {
         }
     }
     free(ids);
-    tokenizer_free(tok);
-    return 0;
+done:
+    if (owned) model_free(&m);
+    else tokenizer_free(tok);
+    return rc ? cli_fail(&err) : 0;
 }
