@@ -598,6 +598,11 @@ static void test_tokenizer_json_written_back(void **state) {
         check_json_roundtrip(t, texts, "llama3");
         tokenizer_free(t);
     }
+    if (have_cached(SMOL)) {  // a GGUF vocabulary (Digits, then ByteLevel with its regex)
+        if (tokenizer_load_path(&t, SMOL, &err)) fail_msg("%s", err.msg);
+        check_json_roundtrip(t, texts, "smollm2 GGUF");
+        tokenizer_free(t);
+    }
     // the tiny vocabulary under another pipeline
     char *tiny;
     size_t n;
