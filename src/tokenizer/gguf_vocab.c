@@ -91,6 +91,7 @@ static int load(Tokenizer *t, const GGUFFile *g, Error *err) {
     if (!merges) return -1;
 
     bpe_init(&t->bpe, (uint32_t)n, (uint32_t)merges->arr_n);
+    t->bpe.ignore_merges = is_llama3;  // llama.cpp sets it for LLAMA3, as Meta's tokenizer.json does
     for (int i = 0; i < n; i++) {
         const GGUFStr *s = &tokens->arr_str[i];
         if (!s->ptr && s->len) return err_set(err, "GGUF: tokenizer.ggml.tokens[%d] has no data", i);
