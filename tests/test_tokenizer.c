@@ -1,5 +1,5 @@
-// test_tokenizer.c — token-for-token agreement with Hugging Face `tokenizers` on four
-// vocabularies (tiny, Llama 3, Llama 3 with ignore_merges, SmolLM2 from GGUF), pipeline
+// test_tokenizer.c — token-for-token agreement with Hugging Face `tokenizers` on five
+// vocabularies (tiny, Llama 3, Llama 3 with ignore_merges, SmolLM2 and Llama 3 from GGUF), pipeline
 // variants, error messages, and no crash on hostile input. Expected values come from
 // tests/make_tokenizer_fixtures.py.
 #include "test_util.h"
@@ -15,6 +15,7 @@
 #define LLAMA3_JSON CACHED("llama3-tokenizer/tokenizer.json")
 #define LLAMA3_CONFIG CACHED("llama3-tokenizer/tokenizer_config.json")
 #define SMOL_GGUF CACHED("SmolLM2-135M-Instruct.Q4_1.gguf")
+#define LLAMA3_GGUF CACHED("llama3-vocab.gguf")  // tests/make_llama3_gguf.py, from LLAMA3_JSON
 
 static cJSON *g_texts;
 
@@ -201,7 +202,7 @@ static void expect_pieces(const Tokenizer *t, const char *text, int add_special,
 }
 
 // ---------------------------------------------------------------------------------------------
-// the four vocabularies
+// the five vocabularies
 
 static void test_tiny(void **state) {
     (void)state;
@@ -348,6 +349,76 @@ static void test_smollm2_gguf(void **state) {
     check_against(t, FIXTURE("tokenizer/expected_smollm2.json"), "smollm2");
     check_roundtrip(t, "smollm2");
     throughput(t, "smollm2");
+    tokenizer_free(t);
+}
+
+// The Llama 3 vocabulary as llama.cpp's convert_hf_to_gguf.py writes it (tokenizer.ggml.pre
+// "llama-bpe", no tensors; tests/setup.sh makes it). GGUF has no ignore_merges key: the loader
+// turns it on for llama-bpe, as llama.cpp does, so this encodes as the tokenizer.json with
+// model.ignore_merges = true — all of expected_llama3_ignore_merges.json — and as
+// expected_llama3.json (ignore_merges false) wherever the two fixtures agree. The texts where
+// they differ (a pre-token piece in the vocabulary that the merges would not build) fail
+// without ignore_merges.
+static void test_llama3_gguf(void **state) {
+    (void)state;
+    if (!have_cached(LLAMA3_GGUF)) skip();
+    GGUFFile g;
+    Error err = {{0}};
+    if (gguf_open(&g, LLAMA3_GGUF, &err)) fail_msg("%s", err.msg);
+    Tokenizer *t = NULL;
+    double t0 = now_seconds();
+    if (tokenizer_load_gguf(&t, &g, &err)) fail_msg("%s", err.msg);
+    printf("[llama3 gguf] vocabulary loaded in %.3f s\n", now_seconds() - t0);
+    gguf_close(&g);
+    assert_int_equal(tokenizer_bos_id(t), 128000);
+    assert_true(tokenizer_adds_bos(t));
+    int eos[8], ne = tokenizer_eos_ids(t, eos, 8);
+    assert_true(ne >= 2);
+    assert_int_equal(eos[0], 128001);  // tokenizer.ggml.eos_token_id
+    int has_eot = 0;
+    for (int i = 0; i < ne; i++) has_eot |= eos[i] == 128009;
+    assert_true(has_eot);
+    assert_true(tokenizer_is_special(t, 128000));
+    assert_true(tokenizer_is_special(t, 128256));
+    assert_false(tokenizer_is_special(t, 1958));
+    const char *arith[] = {"<|begin_of_text|>", "89", "Ġ-", "Ġ", "34", "Ġ=", "Ġ"};
+    expect_pieces(t, "89 - 34 = ", 1, arith, 7);
+    check_against(t, FIXTURE("tokenizer/expected_llama3_ignore_merges.json"), "llama3 gguf");
+    check_roundtrip(t, "llama3 gguf");
+
+    cJSON *plain = load_json_fixture(FIXTURE("tokenizer/expected_llama3.json"));
+    cJSON *im = load_json_fixture(FIXTURE("tokenizer/expected_llama3_ignore_merges.json"));
+    const cJSON *pc = cJSON_GetObjectItem(plain, "cases"), *ic = cJSON_GetObjectItem(im, "cases");
+    int n = cJSON_GetArraySize(g_texts), failures = 0, same = 0;
+    assert_int_equal(cJSON_GetArraySize(pc), n);
+    for (int i = 0; i < n; i++) {
+        const char *text = cJSON_GetArrayItem(g_texts, i)->valuestring;
+        const cJSON *p = cJSON_GetArrayItem(pc, i), *q = cJSON_GetArrayItem(ic, i);
+        // decoding does not depend on ignore_merges: every case's ids decode as expected
+        failures += check_decode(t, "llama3 gguf", i, cJSON_GetObjectItem(p, "ids"), 0,
+                                 cJSON_GetObjectItem(p, "decode"));
+        failures += check_decode(t, "llama3 gguf", i, cJSON_GetObjectItem(p, "ids"), 1,
+                                 cJSON_GetObjectItem(p, "decode_skip"));
+        if (!cJSON_Compare(p, q, 1)) continue;  // an ignore_merges case: check_against checked it
+        same++;
+        failures += check_encode(t, "llama3 gguf", i, text, 1, cJSON_GetObjectItem(p, "ids"));
+        failures += check_encode(t, "llama3 gguf", i, text, 0, cJSON_GetObjectItem(p, "ids_nospecial"));
+    }
+    int k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(plain, "decode_cases")) {
+        failures += check_decode(t, "llama3 gguf", 1000 + k, cJSON_GetObjectItem(c, "ids"), 0,
+                                 cJSON_GetObjectItem(c, "decode"));
+        failures += check_decode(t, "llama3 gguf", 1000 + k, cJSON_GetObjectItem(c, "ids"), 1,
+                                 cJSON_GetObjectItem(c, "decode_skip"));
+        k++;
+    }
+    printf("[llama3 gguf] expected_llama3.json: %d of %d texts encode alike with and without ignore_merges, "
+           "all match; %d need ignore_merges\n", same, n, n - same);
+    assert_true(same < n);  // the fixtures do exercise ignore_merges
+    assert_int_equal(failures, 0);
+    cJSON_Delete(plain);
+    cJSON_Delete(im);
     tokenizer_free(t);
 }
 
@@ -708,6 +779,7 @@ int main(void) {
         cmocka_unit_test(test_llama3_ignore_merges),
         cmocka_unit_test(test_config_overrides),
         cmocka_unit_test(test_smollm2_gguf),
+        cmocka_unit_test(test_llama3_gguf),
         cmocka_unit_test(test_variants),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_gguf_errors),
