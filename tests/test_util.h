@@ -148,6 +148,34 @@ static inline double llama_path_terms(int n_layers, int C, int ffn, int n_heads,
     return fwd_only ? fwd : 2 * fwd + N;
 }
 
+// Reduced-precision products (bf16 on the CPU, TF32 on the GPU) round both inputs of every
+// product to p significant bits (u = 2^-p: 2^-8 for bf16, 2^-11 for TF32) and sum in f32, whose
+// own rounding is negligible next to that. Each term then carries its own relative error, at
+// most 2u and zero-mean, independent of the others: a product's result is off by an RMS
+// u sqrt(2/3) relative to its size, and a value after a chain of M such products by
+// u sqrt(2M/3); rounded_inputs_rel is lambda times that (for an RMS over many values, a wide
+// margin).
+static inline double rounded_inputs_rel(double u, double products) {
+    return F32_LAMBDA * u * sqrt(2.0 * products / 3.0);
+}
+
+// Products on the chain of a Llama forward: per block q/k/v, o, gate/up and down (and the two
+// attention products where those are reduced too), then the head. backward_blocks > 0 adds
+// the backward through that many trained blocks (the head's and each projection's input
+// gradient) and the weight gradient's product.
+static inline double llama_products(int n_layers, int attention_too, int backward_blocks) {
+    double per_block = 4 + 2 * attention_too;
+    double fwd = n_layers * per_block + 1;
+    return backward_blocks > 0 ? fwd + 1 + backward_blocks * per_block + 1 : fwd;
+}
+
+// The loss is a mean over n_targets rows of logsumexp(z) - z[target]: with every logit within
+// rel * zmax of exact, one row is within 2 rel zmax, and the rows' roundings are independent,
+// so their mean is within 1/sqrt(n_targets) of that.
+static inline double loss_round_bound(double rel, double zmax, int n_targets) {
+    return 2 * rel * zmax / sqrt(n_targets > 0 ? n_targets : 1);
+}
+
 // Adam as mlx-lm defines it (beta1 0.9, beta2 0.999, eps 1e-8, no bias correction): the update
 // is lr r with r = m / (sqrt(v) + eps). r normalises the gradient: an entry whose gradient is
 // tiny next to its rounding error moves a full step either way (at step 1, r = 3.16 sign(g),
@@ -192,9 +220,8 @@ static inline void adam_err_step(AdamErr *e, double m, double v, double g, doubl
 // (an entry that cancels to ~0 still carries the rounding of terms of that scale), and growing
 // as sqrt(step) because each step's roundings perturb the weights the later steps start from,
 // independently of the earlier ones. Adam turns that into weight errors (adam_err_step); the
-// loss of a step is off by the forward's own rounding, 2 f32_path_rel(fwd) max|logit| (a
-// logsumexp minus a logit, each logit within that of exact) over sqrt(targets averaged), plus
-// what the weights' errors so far can move it: sum |dL/dw| dw, to first order.
+// loss of a step is off by the forward's own rounding (loss_round_bound), plus what the
+// weights' errors so far can move it: sum |dL/dw| dw, to first order.
 typedef struct {
     AdamErr *e;             // per trained value, in ParamList order
     int64_t n;
@@ -222,15 +249,13 @@ static inline double max_abs_f(const float *x, size_t n) {
 
 // The bound on this step's loss: call after the step's backward (pl's gradients are this
 // step's), before the optimizer step. zmax: the largest |logit| of the step's forward;
-// n_targets: the rows the loss averages, whose roundings are independent (their mean's error
-// is 1/sqrt(n) of one row's); u: F32_U, or the unit roundoff of reduced-precision products.
+// n_targets: the rows the loss averages.
 static inline double traj_loss_bound(const TrajBound *t, const ParamList *pl, double zmax,
-                                     int n_targets, double u) {
+                                     int n_targets) {
     double moved = 0;
     for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++)
         for (int64_t k = 0; k < pl->p[i].n; k++) moved += fabs(pl->p[i].grad[k]) * t->e[off + k].dw;
-    double fwd = 2 * F32_LAMBDA * u * sqrt(t->path_fwd) * zmax / sqrt(n_targets > 0 ? n_targets : 1);
-    return fwd + moved;
+    return loss_round_bound(f32_path_rel(t->path_fwd), zmax, n_targets) + moved;
 }
 
 // After optimizer step `step` (1-based) at learning rate lr: m and v are the optimizer's.
