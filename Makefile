@@ -78,13 +78,15 @@ $(B)/tests/test_fuzz_replay: tests/test_fuzz_replay.c $(FUZZ_SRC) tests/fuzz/fuz
 # numerical tests' tolerances are derived to hold in any order (tests/test_util.h), and every
 # run proves it: all tests with the variable unset (OpenBLAS's own pick), then the numerical
 # ones again with each of CORETYPES preset: Prescott (SSE3, every x86-64 has it) and Haswell
-# (AVX2, where the CPU has it). OPENBLAS_VERBOSE=2 prints the kernels each run used.
+# (AVX2, where the CPU has it). OPENBLAS_VERBOSE=2 prints the kernels each numerical run used.
 # CORETYPES= skips the second pass (make asan does: it checks memory, not rounding).
 NUMERIC_TESTS = test_ops test_train test_model test_mlx test_export
 CORETYPES ?= Prescott Haswell
 test: $(TUNELENS) $(TEST_BIN) $(CUDA_TARGETS)
 	@./tests/setup.sh
-	@set -e; for t in $(TEST_BIN); do echo "== $$t"; env -u OPENBLAS_CORETYPE OPENBLAS_VERBOSE=2 ./$$t; done
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; v=0; \
+	    case " $(NUMERIC_TESTS) " in *" $${t##*/} "*) v=2;; esac; \
+	    env -u OPENBLAS_CORETYPE OPENBLAS_VERBOSE=$$v ./$$t; done
 	@set -e; for c in $(CORETYPES); do \
 	    if [ $$c = Haswell ] && ! grep -qw avx2 /proc/cpuinfo; then \
 	        echo "== (no AVX2 here: not run with OPENBLAS_CORETYPE=Haswell)"; continue; fi; \

@@ -128,12 +128,6 @@ static inline const Backend *cuda_or_skip(void) {
 #define F32_U 0x1p-24
 #define F32_LAMBDA 5.0
 
-static inline double f32_sum_err_worst(double n, double sum_abs) {
-    return n * F32_U / (1.0 - n * F32_U) * sum_abs;
-}
-static inline double f32_sum_err(double n, double sum_abs) {
-    return F32_LAMBDA * sqrt(n) * F32_U * sum_abs;
-}
 static inline double f32_path_rel(double terms) { return F32_LAMBDA * F32_U * sqrt(terms); }
 
 // Terms summed along the longest chain of a Llama forward over rows of T positions (N rows in
@@ -272,9 +266,9 @@ static inline void traj_step(TrajBound *t, const ParamList *pl, const float *m, 
     }
 }
 
-// Our final weights against a reference file of the same names: the largest |ours - ref| and
-// the bound at that entry, and the largest ratio |ours - ref| / bound over every entry (<= 1:
-// within the bound). Prints one line per tensor where the ratio is largest.
+// Our final weights against a reference file of the same names, entry by entry: returns the
+// largest |ours - ref| / bound (<= 1: every weight within its bound), and prints it with the
+// largest |ours - ref| and the bound of that entry.
 static inline double traj_weights_ratio(const TrajBound *t, const ParamList *pl,
                                         const char *ref_path, const char *what) {
     TensorSet ts = {0};
