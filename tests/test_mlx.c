@@ -27,9 +27,8 @@ static char *temp_dir(const char *tag) {
 
 // dir/name holding [u64 LE header length][header][8 data bytes]: one F32 tensor "x" of 2.
 static char *write_st(const char *dir, const char *name, const char *meta) {
-    char *header = meta ? xasprintf("{\"__metadata__\":%s,\"x\":{\"dtype\":\"F32\",\"shape\":[2],"
-                                    "\"data_offsets\":[0,8]}}", meta)
-                        : xasprintf("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}");
+    const char *x = "\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}";
+    char *header = meta ? xasprintf("{\"__metadata__\":%s,%s}", meta, x) : xasprintf("{%s}", x);
     char *path = path_join(dir, name);
     FILE *f = fopen(path, "wb");
     if (!f) fail_msg("cannot write %s", path);
@@ -275,7 +274,7 @@ static void train_matches_mlx(int full) {
         float loss = model_loss(&m, &s, b.inputs, b.targets);
         double zmax = max_abs_f(s.logits, (size_t)B * b.T * m.cfg.vocab_size);
         model_backward(&m, &s, b.targets, &g, 1.0f);
-        double bound = traj_loss_bound(&tb, &pl, zmax, b.n_targets, F32_U);
+        double bound = traj_loss_bound(&tb, &pl, zmax, b.n_targets);
         double diff = fabs(ours[step - 1] - want->valuedouble);
         printf("  %s step %d: loss %.6f, mlx-lm %.6f, |diff| %.1e, bound %.1e\n", what, step,
                ours[step - 1], want->valuedouble, diff, bound);
