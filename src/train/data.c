@@ -132,7 +132,6 @@ static int check_vocab(const Example *ex, const Tokenizer *tok, int vocab_limit,
 int dataset_load(Dataset *d, const char *path, const Tokenizer *tok, int vocab_limit,
                  int max_seq_len, int mask_prompt, Error *err) {
     memset(d, 0, sizeof *d);
-    d->path = xstrdup(path);
     if (max_seq_len < 2) return err_set(err, "%s: max_seq_len %d < 2", path, max_seq_len);
     int eos_ids[8];
     if (tokenizer_eos_ids(tok, eos_ids, 8) < 1)
@@ -206,6 +205,7 @@ int dataset_load(Dataset *d, const char *path, const Tokenizer *tok, int vocab_l
         dataset_free(d);
         return -1;
     }
+    d->path = xstrdup(path);  // for later messages (batching)
     // mlx-lm prints a warning for every batch that holds a long example; one line per file here.
     if (d->n_truncated)
         fprintf(stderr, "tunelens: warning: %s: %d of %d examples are longer than %d tokens and "
