@@ -1,7 +1,8 @@
 // test_cuda_ops.c — the CUDA backend (src/ops/cuda/) against the CPU backend (BACKEND_CPU):
 // for every Backend op, random inputs on the host, the CPU op on host copies and the CUDA op
-// on buffers from be->alloc / upload / download, compared with a tolerance relative to the
-// output's scale (matmuls in exact f32 via set_fast_matmul(0); one TF32 check). Gradient
+// on buffers from be->alloc / upload / download, compared with a bound relative to the
+// output's scale derived from the arithmetic of each op (below; matmuls in exact f32 via
+// set_fast_matmul(0); one TF32 check). Gradient
 // buffers are pre-filled to check the accumulate (dX += ...) semantics, optional outputs are
 // passed as NULL, and the LoRA dropout mask must be the CPU's exactly.
 // Without a GPU (backend_cuda() returns NULL) it prints "skipped" and passes.
@@ -14,8 +15,37 @@
 static const Backend *G;                     // the CUDA backend
 static const Backend *const C = &BACKEND_CPU;  // the reference
 
-#define TOL 1e-5        // exact-f32 GPU op vs the CPU op, relative to the output's scale
-#define TF32_TOL 2e-3   // TF32 tensor cores (10-bit mantissa) vs exact f32
+// ---------------------------------------------------------------------------------------------
+// bounds, derived from the arithmetic (F32_U, F32_LAMBDA: tests/test_util.h) as test_ops.c
+// derives its own against float64
+//
+// check_ measures |got - ref| / (|ref| + rms(ref)). Here both results are f32, each within its
+// bound of exact, so they are within the sum of the two: the 2 x at every call ("both
+// rounded"). An output that sums n terms in f32, in any order (cuBLAS and the kernels sum in
+// other orders than OpenBLAS and the CPU loops), is within lambda sqrt(n) u sum|terms| of exact;
+// with these inputs (uniform, of random sign) sum|terms| is about sqrt(n) times the outputs'
+// rms, so the measure is within lambda n u; a chain of sums counts the terms of all of them,
+// and ELEM_ROUNDINGS allows for the elementwise roundings around them (exp, division, square
+// root, scaling; CUDA's expf is within 2 ulp, the CUDA C Programming Guide says, glibc's within
+// 1). Where both backends sum in double (the softmax and cross-entropy normalizers, RMSNorm's
+// sums, attention's normalizer and delta: each kernel says it sums as the CPU does), those sums
+// round at 2^-29 of f32's and drop out; what remains is elementwise, tol_signed(1) or (a
+// difference of two rounded products) tol_signed(2).
+#define ELEM_ROUNDINGS 8
+static double tol_signed(double n) { return F32_LAMBDA * F32_U * (n + ELEM_ROUNDINGS); }
+
+// TF32 tensor cores read 10 of f32's 23 mantissa bits of both inputs of every product (an
+// 11-bit significand, u = 2^-11): rounded to nearest, each product carries a zero-mean relative
+// error of RMS u sqrt(2/3), which rounded_inputs_rel (test_util.h) bounds for one product per
+// output; truncated instead ("only the first 10 bits of the input mantissa are read", PyTorch's
+// notes on TF32), each input also loses u on average, toward zero: a bias of 2u relative to
+// every product, so to the output. The f32 sums on both sides come on top.
+#define TF32_REL (rounded_inputs_rel(0x1p-11, 1) + 2 * 0x1p-11)
+
+// The largest measured / bound over every check, printed at the end.
+static double worst_ratio;
+static char worst_what[160];
+static int n_checks;
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -43,8 +73,9 @@ static float *host(const float *d, size_t n) {
 }
 
 // Normalized error of got (device) against ref (CPU result): max_i |got_i - ref_i| /
-// (|ref_i| + rms(ref) + tiny). With base (the pre-filled value of an accumulated gradient),
-// got - base is compared with ref - base, allowing for the final float add of each.
+// (|ref_i| + rms(ref) + tiny), which must be within tol. With base (the pre-filled value of an
+// accumulated gradient), got - base is compared with ref - base, allowing for the final float
+// add of each (u |result| on each side; 2u of the larger is allowed).
 static void check_(const char *what, const float *got_dev, const float *ref, const float *base,
                    size_t n, double tol) {
     float *got = host(got_dev, n);
@@ -64,10 +95,15 @@ static void check_(const char *what, const float *got_dev, const float *ref, con
             worst = i;
         }
     }
+    n_checks++;
+    if (!(maxe / tol <= worst_ratio)) {
+        worst_ratio = maxe / tol;
+        snprintf(worst_what, sizeof worst_what, "%s", what);
+    }
     if (!(maxe <= tol))
         fail_msg("%s: normalized error %.3g > %.3g at [%zu]: got %.9g, want %.9g", what, maxe, tol,
                  worst, (double)got[worst], (double)ref[worst]);
-    printf("    %-58s err %.2e\n", what, maxe);
+    printf("    %-58s err %.2e bound %.2e\n", what, maxe, tol);
     free(got);
 }
 #define check(what, got_dev, ref, n, tol) check_(what, got_dev, ref, NULL, n, tol)
@@ -122,8 +158,12 @@ static void test_memory(void **state) {
 // ---------------------------------------------------------------------------------------------
 // matmul
 
-static void matmul_case(int N, int IC, int OC, int fast, double tol) {
+// out sums IC terms, dinp OC, dweight N; TF32 (fast) rounds the inputs of every product too
+static void matmul_case(int N, int IC, int OC, int fast) {
     char what[128];
+    const double tf32 = fast ? TF32_REL : 0.0;
+    const double tol_out = 2 * tol_signed(IC) + tf32, tol_di = 2 * tol_signed(OC) + tf32,
+                 tol_dw = 2 * tol_signed(N) + tf32;
     size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
     float *inp = rand_floats(ni, 1), *w = rand_floats(nw, 0.5f), *dout = rand_floats(no, 1);
     float *di0 = rand_floats(ni, 1), *dw0 = rand_floats(nw, 1);
@@ -134,7 +174,7 @@ static void matmul_case(int N, int IC, int OC, int fast, double tol) {
     C->matmul_forward(out, inp, w, N, IC, OC);
     G->matmul_forward(d_out, d_inp, d_w, N, IC, OC);
     snprintf(what, sizeof what, "matmul%s fwd N=%d IC=%d OC=%d", fast ? " tf32" : "", N, IC, OC);
-    check(what, d_out, out, no, tol);
+    check(what, d_out, out, no, tol_out);
     // backward: both gradients, then each alone
     for (int mode = 0; mode < 3; mode++) {
         int want_di = mode != 2, want_dw = mode != 1;
@@ -145,11 +185,11 @@ static void matmul_case(int N, int IC, int OC, int fast, double tol) {
                            IC, OC);
         snprintf(what, sizeof what, "matmul%s bwd N=%d IC=%d OC=%d mode %d dinp",
                  fast ? " tf32" : "", N, IC, OC, mode);
-        if (want_di) check_acc(what, d_di, di, di0, ni, tol);
+        if (want_di) check_acc(what, d_di, di, di0, ni, tol_di);
         else check_equal(what, d_di, di0, ni);
         snprintf(what, sizeof what, "matmul%s bwd N=%d IC=%d OC=%d mode %d dweight",
                  fast ? " tf32" : "", N, IC, OC, mode);
-        if (want_dw) check_acc(what, d_dw, dw, dw0, nw, tol);
+        if (want_dw) check_acc(what, d_dw, dw, dw0, nw, tol_dw);
         else check_equal(what, d_dw, dw0, nw);
         free(di), free(dw), gfree(d_di), gfree(d_dw);
     }
@@ -161,19 +201,26 @@ static void matmul_case(int N, int IC, int OC, int fast, double tol) {
 static void test_matmul(void **state) {
     (void)state;
     rng_seed(1);
-    matmul_case(7, 33, 19, 0, TOL);
-    matmul_case(1, 64, 100, 0, TOL);  // decoding: a matrix-vector product
-    matmul_case(1, 33, 7, 0, TOL);
-    matmul_case(64, 256, 320, 0, TOL);
-    matmul_case(64, 256, 320, 1, TF32_TOL);
+    matmul_case(7, 33, 19, 0);
+    matmul_case(1, 64, 100, 0);  // decoding: a matrix-vector product
+    matmul_case(1, 33, 7, 0);
+    matmul_case(64, 256, 320, 0);
+    matmul_case(64, 256, 320, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
 // LoRA (with and without dropout)
 
+// The chains of sums (both on cuBLAS and OpenBLAS in f32): xa = x A sums IC terms, out adds
+// (xa) B's r; dB = scale xa^T dout sums N more after xa's IC; dxa = scale dout B^T sums OC, and
+// from it dA = x^T dxa N more, dinp = dxa A^T r more. Dropout's mask and 1 / (1 - p) are
+// elementwise.
 static void lora_case(int N, int IC, int OC, int r, const Dropout *drop) {
     char what[160];
     const float scale = 2.5f;
+    const double tol_out = 2 * tol_signed(IC + r), tol_xa = 2 * tol_signed(IC),
+                 tol_di = 2 * tol_signed(OC + r), tol_dA = 2 * tol_signed(OC + N),
+                 tol_dB = 2 * tol_signed(IC + N);
     const float p = drop ? drop->p : 0.0f;
     size_t ni = (size_t)N * IC, na = (size_t)IC * r, nb = (size_t)r * OC, no = (size_t)N * OC,
            nx = (size_t)N * r;
@@ -186,13 +233,13 @@ static void lora_case(int N, int IC, int OC, int r, const Dropout *drop) {
     float *d_out = dev(out0, no), *d_xa = dev(out0, nx);  // xa: garbage, overwritten
     G->lora_forward(d_out, d_xa, d_inp, d_A, d_B, N, IC, OC, r, scale, drop);
     snprintf(what, sizeof what, "lora fwd N=%d IC=%d OC=%d r=%d p=%.2f", N, IC, OC, r, p);
-    check_acc(what, d_out, out, out0, no, TOL);
+    check_acc(what, d_out, out, out0, no, tol_out);
     strcat(what, " xa");
-    check(what, d_xa, xa, nx, TOL);
+    check(what, d_xa, xa, nx, tol_xa);
     float *d_out2 = dev(out0, no);
     G->lora_forward(d_out2, NULL, d_inp, d_A, d_B, N, IC, OC, r, scale, drop);
     snprintf(what, sizeof what, "lora fwd N=%d IC=%d OC=%d r=%d p=%.2f (xa NULL)", N, IC, OC, r, p);
-    check_acc(what, d_out2, out, out0, no, TOL);
+    check_acc(what, d_out2, out, out0, no, tol_out);
 
     // backward: xa saved / NULL; all gradients, then each alone
     float *di0 = rand_floats(ni, 1), *dA0 = rand_floats(na, 1), *dB0 = rand_floats(nb, 1);
@@ -208,7 +255,7 @@ static void lora_case(int N, int IC, int OC, int r, const Dropout *drop) {
             const char *xs = pass ? "xa NULL" : "xa saved";
             snprintf(what, sizeof what, "lora bwd N=%d IC=%d r=%d p=%.2f %s mode %d dinp", N, IC,
                      r, p, xs, mode);
-            if (wi) check_acc(what, d_di, di, di0, ni, TOL);
+            if (wi) check_acc(what, d_di, di, di0, ni, tol_di);
             else check_equal(what, d_di, di0, ni);
             if (wi && p > 0.0f) {  // dropped inputs get no gradient: exactly the prefill, both
                 float *g = host(d_di, ni);
@@ -224,11 +271,11 @@ static void lora_case(int N, int IC, int OC, int r, const Dropout *drop) {
             }
             snprintf(what, sizeof what, "lora bwd N=%d IC=%d r=%d p=%.2f %s mode %d dA", N, IC, r,
                      p, xs, mode);
-            if (wa) check_acc(what, d_dA, dA, dA0, na, TOL);
+            if (wa) check_acc(what, d_dA, dA, dA0, na, tol_dA);
             else check_equal(what, d_dA, dA0, na);
             snprintf(what, sizeof what, "lora bwd N=%d IC=%d r=%d p=%.2f %s mode %d dB", N, IC, r,
                      p, xs, mode);
-            if (wb) check_acc(what, d_dB, dB, dB0, nb, TOL);
+            if (wb) check_acc(what, d_dB, dB, dB0, nb, tol_dB);
             else check_equal(what, d_dB, dB0, nb);
             free(di), free(dA), free(dB), gfree(d_di), gfree(d_dA), gfree(d_dB);
         }
@@ -256,9 +303,14 @@ static void test_lora(void **state) {
 // ---------------------------------------------------------------------------------------------
 // RMSNorm
 
+// Both backends sum each row's squares, its dot product and each column of dweight in double
+// (2^-53: nothing at f32's scale); the rest is elementwise: rstd one rounding of that double,
+// out = (x rstd) w two more; dinp += rstd (w dout - (x rstd) m), a difference of two rounded
+// products (tol_signed(2)); dweight the rounding of the double sum of rounded products.
 static void rmsnorm_case(int N, int Cc) {
     char what[128];
     const float eps = 1e-5f;
+    const double tol = 2 * tol_signed(1), tol_di = 2 * tol_signed(2);
     size_t n = (size_t)N * Cc;
     float *x = rand_floats(n, 2), *w = rand_floats(Cc, 1), *dout = rand_floats(n, 1);
     float *out = xmalloc(n * sizeof(float)), *rstd = xmalloc(N * sizeof(float));
@@ -267,13 +319,13 @@ static void rmsnorm_case(int N, int Cc) {
     C->rmsnorm_forward(out, rstd, x, w, N, Cc, eps);
     G->rmsnorm_forward(d_out, d_rstd, d_x, d_w, N, Cc, eps);
     snprintf(what, sizeof what, "rmsnorm fwd N=%d C=%d", N, Cc);
-    check(what, d_out, out, n, TOL);
+    check(what, d_out, out, n, tol);
     strcat(what, " rstd");
-    check(what, d_rstd, rstd, N, TOL);
+    check(what, d_rstd, rstd, N, tol);
     float *d_out2 = dev(dout, n);
     G->rmsnorm_forward(d_out2, NULL, d_x, d_w, N, Cc, eps);
     snprintf(what, sizeof what, "rmsnorm fwd N=%d C=%d (rstd NULL)", N, Cc);
-    check(what, d_out2, out, n, TOL);
+    check(what, d_out2, out, n, tol);
     float *di0 = rand_floats(n, 1), *dw0 = rand_floats(Cc, 1);
     for (int mode = 0; mode < 3; mode++) {
         int wi = mode != 2, ww = mode != 1;
@@ -282,10 +334,10 @@ static void rmsnorm_case(int N, int Cc) {
         C->rmsnorm_backward(wi ? di : NULL, ww ? dw : NULL, dout, x, w, rstd, N, Cc);
         G->rmsnorm_backward(wi ? d_di : NULL, ww ? d_dw : NULL, d_dout, d_x, d_w, d_rstd, N, Cc);
         snprintf(what, sizeof what, "rmsnorm bwd N=%d C=%d mode %d dinp", N, Cc, mode);
-        if (wi) check_acc(what, d_di, di, di0, n, TOL);
+        if (wi) check_acc(what, d_di, di, di0, n, tol_di);
         else check_equal(what, d_di, di0, n);
         snprintf(what, sizeof what, "rmsnorm bwd N=%d C=%d mode %d dweight", N, Cc, mode);
-        if (ww) check_acc(what, d_dw, dw, dw0, Cc, TOL);
+        if (ww) check_acc(what, d_dw, dw, dw0, Cc, tol);
         else check_equal(what, d_dw, dw0, Cc);
         free(di), free(dw), gfree(d_di), gfree(d_dw);
     }
@@ -320,11 +372,11 @@ static void rope_case(int N, int H, int D, int max_pos) {
     C->rope_forward(y, ct, st, pos, N, H, D);
     G->rope_forward(d_y, d_ct, d_st, d_pos, N, H, D);
     snprintf(what, sizeof what, "rope fwd N=%d H=%d D=%d", N, H, D);
-    check(what, d_y, y, n, 1e-6);
+    check(what, d_y, y, n, 2 * tol_signed(2));  // each output x c -+ y s, same tables
     C->rope_backward(dy, ct, st, pos, N, H, D);
     G->rope_backward(d_dy, d_ct, d_st, d_pos, N, H, D);
     snprintf(what, sizeof what, "rope bwd N=%d H=%d D=%d", N, H, D);
-    check(what, d_dy, dy, n, 1e-6);
+    check(what, d_dy, dy, n, 2 * tol_signed(2));
     free(inv), free(ct), free(st), free(pos), free(x), free(y), free(dy);
     gfree(d_ct), gfree(d_st), gfree(d_y), gfree(d_dy), gfree(d_pos);
 }
@@ -340,8 +392,16 @@ static void test_rope(void **state) {
 // ---------------------------------------------------------------------------------------------
 // attention
 
+// The chains of f32 sums (the normalizer and delta = sum P dP run in double on both): a score
+// sums D terms, out then S weighted values; dP = dout . v sums D, so dS = scale P (dP - delta)
+// carries 2D; dq sums it over S keys, dk over the T H / Hkv queries of the kv head that see
+// the key, dv sums P dout over those (after P's D).
 static void attention_case(int B, int T, int S, int q_offset, int H, int Hkv, int D) {
     char what[160], tag[96];
+    const int per_kv = T * (H / Hkv);  // query rows summed into one kv row
+    const double tol_out = 2 * tol_signed(D + S), tol_p = 2 * tol_signed(D),
+                 tol_dq = 2 * tol_signed(2 * D + S), tol_dk = 2 * tol_signed(2 * D + per_kv),
+                 tol_dv = 2 * tol_signed(D + per_kv);
     snprintf(tag, sizeof tag, "B=%d T=%d S=%d off=%d H=%d Hkv=%d D=%d", B, T, S, q_offset, H, Hkv,
              D);
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * S * Hkv * D, np = (size_t)B * H * T * S;
@@ -353,13 +413,13 @@ static void attention_case(int B, int T, int S, int q_offset, int H, int Hkv, in
     C->attention_forward(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
     G->attention_forward(d_out, d_probs, d_q, d_k, d_v, B, T, S, q_offset, H, Hkv, D);
     snprintf(what, sizeof what, "attn fwd %s out", tag);
-    check(what, d_out, out, nq, TOL);
+    check(what, d_out, out, nq, tol_out);
     snprintf(what, sizeof what, "attn fwd %s probs", tag);
-    check(what, d_probs, probs, np, TOL);
+    check(what, d_probs, probs, np, tol_p);
     float *d_out2 = dev(dout, nq);
     G->attention_forward(d_out2, NULL, d_q, d_k, d_v, B, T, S, q_offset, H, Hkv, D);
     snprintf(what, sizeof what, "attn fwd %s (probs NULL)", tag);
-    check(what, d_out2, out, nq, TOL);
+    check(what, d_out2, out, nq, tol_out);
 
     float *dq0 = rand_floats(nq, 1), *dk0 = rand_floats(nk, 1), *dv0 = rand_floats(nk, 1);
     for (int pass = 0; pass < 2; pass++) {      // probs saved / NULL (recomputed)
@@ -375,13 +435,13 @@ static void attention_case(int B, int T, int S, int q_offset, int H, int Hkv, in
                                   D);
             const char *ps = pass ? "probs NULL" : "mode";
             snprintf(what, sizeof what, "attn bwd %s %s %d dq", tag, ps, mode);
-            if (wq) check_acc(what, d_dq, dq, dq0, nq, TOL);
+            if (wq) check_acc(what, d_dq, dq, dq0, nq, tol_dq);
             else check_equal(what, d_dq, dq0, nq);
             snprintf(what, sizeof what, "attn bwd %s %s %d dk", tag, ps, mode);
-            if (wk) check_acc(what, d_dk, dk, dk0, nk, TOL);
+            if (wk) check_acc(what, d_dk, dk, dk0, nk, tol_dk);
             else check_equal(what, d_dk, dk0, nk);
             snprintf(what, sizeof what, "attn bwd %s %s %d dv", tag, ps, mode);
-            if (wv) check_acc(what, d_dv, dv, dv0, nk, TOL);
+            if (wv) check_acc(what, d_dv, dv, dv0, nk, tol_dv);
             else check_equal(what, d_dv, dv0, nk);
             free(dq), free(dk), free(dv), gfree(d_dq), gfree(d_dk), gfree(d_dv);
         }
@@ -406,15 +466,17 @@ static void test_attention(void **state) {
 // ---------------------------------------------------------------------------------------------
 // SwiGLU, embedding, adds
 
+// Elementwise, no sums: silu(g) = g / (1 + expf(-g)) and the products around it.
 static void swiglu_case(int64_t n) {
     char what[96];
+    const double tol = 2 * tol_signed(1);
     float *g = rand_floats(n, 4), *u = rand_floats(n, 2), *dout = rand_floats(n, 1);
     float *out = xmalloc(n * sizeof(float));
     float *d_g = dev(g, n), *d_u = dev(u, n), *d_dout = dev(dout, n), *d_out = dev(dout, n);
     C->swiglu_forward(out, g, u, n);
     G->swiglu_forward(d_out, d_g, d_u, n);
     snprintf(what, sizeof what, "swiglu fwd n=%lld", (long long)n);
-    check(what, d_out, out, n, TOL);
+    check(what, d_out, out, n, tol);
     float *dg0 = rand_floats(n, 1), *du0 = rand_floats(n, 1);
     for (int mode = 0; mode < 3; mode++) {
         int wg = mode != 2, wu = mode != 1;
@@ -423,10 +485,10 @@ static void swiglu_case(int64_t n) {
         C->swiglu_backward(wg ? dg : NULL, wu ? du : NULL, dout, g, u, n);
         G->swiglu_backward(wg ? d_dg : NULL, wu ? d_du : NULL, d_dout, d_g, d_u, n);
         snprintf(what, sizeof what, "swiglu bwd n=%lld mode %d dgate", (long long)n, mode);
-        if (wg) check_acc(what, d_dg, dg, dg0, n, TOL);
+        if (wg) check_acc(what, d_dg, dg, dg0, n, tol);
         else check_equal(what, d_dg, dg0, n);
         snprintf(what, sizeof what, "swiglu bwd n=%lld mode %d dup", (long long)n, mode);
-        if (wu) check_acc(what, d_du, du, du0, n, TOL);
+        if (wu) check_acc(what, d_du, du, du0, n, tol);
         else check_equal(what, d_du, du0, n);
         free(dg), free(du), gfree(d_dg), gfree(d_du);
     }
@@ -483,9 +545,14 @@ static void test_add(void **state) {
 // ---------------------------------------------------------------------------------------------
 // softmax / cross-entropy
 
+// Both backends sum exp(x - max) in double and scale by (float)(1 / sum): each p is within
+// its exp's ulps (those of the sum too) and two roundings of exact, both sides within
+// 2 tol_signed(1) of each other relative to p itself. A sum missing one term moves every p by
+// that term's share, up to 24 / V here (logits in +-12): 4e3 bounds at V = 1001, 35 at 128256.
 static void test_softmax(void **state) {
     (void)state;
     rng_seed(9);
+    const double tol = 2 * tol_signed(1);
     const int shapes[][2] = {{7, 1001}, {1, 33}, {3, 128256}};
     for (int k = 0; k < 3; k++) {
         int N = shapes[k][0], V = shapes[k][1];
@@ -496,16 +563,16 @@ static void test_softmax(void **state) {
         G->softmax_forward(d_p, d_x, N, V);
         char what[96];
         snprintf(what, sizeof what, "softmax N=%d V=%d", N, V);
-        check(what, d_p, p, n, TOL);
+        check(what, d_p, p, n, tol);
         // each entry relative to itself too: tiny probabilities must be right
         float *g = host(d_p, n);
         for (size_t i = 0; i < n; i++)
-            if (fabs((double)g[i] - p[i]) > 1e-5 * p[i] + 1e-30)
+            if (fabs((double)g[i] - p[i]) > tol * p[i] + 1e-30)
                 fail_msg("%s: [%zu] %.9g, want %.9g", what, i, (double)g[i], (double)p[i]);
         free(g);
         G->softmax_forward(d_x, d_x, N, V);  // in place
         strcat(what, " in place");
-        check(what, d_x, p, n, TOL);
+        check(what, d_x, p, n, tol);
         free(x), free(p), gfree(d_x), gfree(d_p);
     }
 }
@@ -526,24 +593,32 @@ static void test_argmax(void **state) {
     free(x), gfree(d_x), G->free(d_out);
 }
 
+// Both backends form a row's loss max + log(sum exp(x - max)) - x[target] in double, the sum
+// as the softmax's: the log of a sum whose terms are each within their exp's ulps carries that
+// many u absolute, the loss's rounding to f32 (and the mean's) u relative: tol_signed(1)
+// (|loss| + 1) on each side. dlogits = scale p (scale (p - 1) at the target): the softmax's.
 static void ce_case(int N, int V, const int *targets, float scale) {
     char what[96];
+    const double tol = 2 * tol_signed(1);
     size_t n = (size_t)N * V;
     float *x = rand_floats(n, 10), *losses = rand_floats(N, 5), *dl = rand_floats(n, 3);
     float *d_x = dev(x, n), *d_losses = dev(losses, N), *d_dl = dev(dl, n);
     int *d_t = dev_ints(targets, N);
     float mean = C->cross_entropy_forward(losses, x, targets, N, V);
     float gmean = G->cross_entropy_forward(d_losses, d_x, d_t, N, V);
-    if (fabs((double)gmean - mean) > 1e-6 * fabs(mean) + 1e-30)
-        fail_msg("ce N=%d V=%d mean %.9g, want %.9g", N, V, (double)gmean, (double)mean);
-    printf("    ce N=%d V=%d mean %.7g (cpu %.7g)\n", N, V, (double)gmean, (double)mean);
+    const double mean_bound = tol * (fabs(mean) + 1);
+    if (!(fabs((double)gmean - mean) <= mean_bound))
+        fail_msg("ce N=%d V=%d mean %.9g, want %.9g (bound %.2e)", N, V, (double)gmean,
+                 (double)mean, mean_bound);
+    printf("    ce N=%d V=%d mean %.7g (cpu %.7g), |diff| %.2e bound %.2e\n", N, V, (double)gmean,
+           (double)mean, fabs((double)gmean - mean), mean_bound);
     snprintf(what, sizeof what, "ce fwd N=%d V=%d losses", N, V);
-    check(what, d_losses, losses, N, TOL);
+    check(what, d_losses, losses, N, tol);
     assert_true(G->cross_entropy_forward(NULL, d_x, d_t, N, V) == gmean);
     C->cross_entropy_backward(dl, x, targets, N, V, scale);
     G->cross_entropy_backward(d_dl, d_x, d_t, N, V, scale);
     snprintf(what, sizeof what, "ce bwd N=%d V=%d", N, V);
-    check(what, d_dl, dl, n, TOL);
+    check(what, d_dl, dl, n, tol);
     float *g = host(d_dl, n), *gl = host(d_losses, N);
     for (int r = 0; r < N; r++) {
         if (targets[r] >= 0) continue;
@@ -570,9 +645,15 @@ static void test_cross_entropy(void **state) {
 // ---------------------------------------------------------------------------------------------
 // optimizers
 
+// Elementwise: each step rounds m, v and p a few times on each side (the CUDA kernels keep the
+// CPU's order and avoid fused multiply-adds, but a C compiler may fuse them). The gradients are
+// the same floats on both sides, so Adam's normalisation m / (sqrt(v) + eps) only carries those
+// roundings, relative to itself: steps compound them, tol_signed(steps) on each side. (Weight
+// decay left out moves p by lr wd = 1e-4 relative a step: 45 bounds after three.)
 static void test_optimizers(void **state) {
     (void)state;
     rng_seed(11);
+    const double tol3 = 2 * tol_signed(3), tol1 = 2 * tol_signed(1);
     const int64_t sizes[] = {1001, 1 << 20};
     for (int k = 0; k < 2; k++) {
         int64_t n = sizes[k];
@@ -589,11 +670,11 @@ static void test_optimizers(void **state) {
             }
             char what[96];
             snprintf(what, sizeof what, "adam n=%lld wd=%d p", (long long)n, wd);
-            check(what, d_p, p, n, 1e-6);
+            check(what, d_p, p, n, tol3);
             snprintf(what, sizeof what, "adam n=%lld wd=%d m", (long long)n, wd);
-            check(what, d_m, m, n, 1e-6);
+            check(what, d_m, m, n, tol3);
             snprintf(what, sizeof what, "adam n=%lld wd=%d v", (long long)n, wd);
-            check(what, d_v, v, n, 1e-6);
+            check(what, d_v, v, n, tol3);
             free(p), free(m), free(v), gfree(d_p), gfree(d_m), gfree(d_v);
         }
         float *p = rand_floats(n, 1), *g = rand_floats(n, 1);
@@ -602,7 +683,7 @@ static void test_optimizers(void **state) {
         G->sgd_update(d_p, d_g, n, 0.05f);
         char what[96];
         snprintf(what, sizeof what, "sgd n=%lld", (long long)n);
-        check(what, d_p, p, n, 1e-6);
+        check(what, d_p, p, n, tol1);
         free(p), free(g), gfree(d_p), gfree(d_g);
     }
     // misaligned (scalar path)
@@ -612,7 +693,7 @@ static void test_optimizers(void **state) {
     float *d_p = dev(p, n + 1), *d_g = dev(g, n + 1), *d_m = dev(m, n + 1), *d_v = dev(v, n + 1);
     C->adam_update(p + 1, g + 1, m + 1, v + 1, n, 1e-3f, 0.9f, 0.98f, 1e-6f, 0.1f);
     G->adam_update(d_p + 1, d_g + 1, d_m + 1, d_v + 1, n, 1e-3f, 0.9f, 0.98f, 1e-6f, 0.1f);
-    check("adam misaligned p", d_p + 1, p + 1, n, 1e-6);
+    check("adam misaligned p", d_p + 1, p + 1, n, tol1);  // one step
     free(p), free(g), free(m), free(v), gfree(d_p), gfree(d_g), gfree(d_m), gfree(d_v);
 }
 
@@ -677,6 +758,8 @@ int main(void) {
         cmocka_unit_test(test_cross_entropy), cmocka_unit_test(test_optimizers),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    printf("largest measured / derived bound over %d checks: %.3f (%s)\n", n_checks, worst_ratio,
+           worst_what);
     if (!getenv("TUNELENS_NO_BENCH")) run_benchmarks();
     printf("peak CUDA bytes: %zu\n", G->peak_bytes());
     return failed;

@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "formats/safetensors.h"
+#include "lens/lens.h"
 #include "ops/backend.h"
 #include "train/params.h"
 
@@ -295,4 +296,100 @@ static inline double traj_weights_ratio(const TrajBound *t, const ParamList *pl,
     printf("  %s final weights: max |diff| %.2e (bound there %.2e); worst |diff| / bound %.3f "
            "over %lld values\n", what, worst_diff, bound_at, worst_ratio, (long long)pl->total);
     return worst_ratio;
+}
+
+// ---- the logit lens against a reference run of the same model (test_model.c, test_export.c)
+//
+// Lens row r (0: the embedding output, r: block r-1's output) unembeds the last position's
+// residual after r blocks: its logits end a chain of r blocks' sums, the final norm and the head
+// (lens_row_terms: llama_path_terms without the loss's logsumexp and mean, V = N = 0). Each
+// program's logits are within f32_path_rel(terms) zmax of exact (zmax: the row's largest
+// |logit|, the scale of the terms its sums carry, as test_mlx.c and loss_round_bound take it);
+// against a reference that ran that chain in f32 too (transformers) the two differ by twice
+// that (sides = 2), against a float64 one by once (sides = 1). extra_per_block and extra count
+// terms the reference's chain has beyond ours: a LoRA branch beside a product
+// (lora_extra_terms), or the f32 rounding of weights it holds exactly.
+static inline double lens_row_terms(const ModelConfig *c, int row, int T, double extra_per_block,
+                                    double extra) {
+    return llama_path_terms(row, c->dim, c->hidden_dim, c->n_heads, c->head_dim, 0, T, 0, 1) +
+           row * extra_per_block + extra;
+}
+
+// A LoRA adapter of rank r on the four products of a block's chain (q/k/v, o, gate/up, down):
+// unmerged, each adds the r-term sum of (x A) B, its scaling and its add to the base product;
+// merged (fuse), each weight W + scale (A B)^T carries the rounding of that r-term sum, the
+// scaling and the add, a relative error like that of r + 2 more terms in the product's own sum.
+// Both are within 4 (r + 2) terms a block.
+static inline double lora_extra_terms(int r) { return 4.0 * (r + 2); }
+
+// Our softmax of one row on top of its logits' error, relative to each p: its normalizer, a sum
+// of V positive terms (lambda sqrt(V) u in f32, in any order), the rounding of exp's argument
+// z - max z (u |z - max z| <= 2 u zmax), and the elementwise roundings around them (exp, the
+// reciprocal, the product: the ELEM_ROUNDINGS = 8 of test_ops.c's softmax_rel, which this is).
+// A float64 softmax (transformers') adds nothing at this scale.
+static inline double lens_softmax_rel(int V, double zmax) {
+    return F32_LAMBDA * F32_U * (sqrt((double)V) + 2 * zmax + 8);
+}
+
+// The largest |logit| of each lens row of ids (n tokens): L + 1 values, the lens's own final
+// norm and head in the model's backend, without the softmax.
+static inline void lens_row_zmax(const Model *m, const int *ids, int n, double *zmax) {
+    const Backend *be = m->be;
+    const int R = m->cfg.n_layers + 1, C = m->cfg.dim, V = m->cfg.vocab_size;
+    size_t nc = (size_t)R * C, nv = (size_t)R * V;
+    float *rows = (float *)xmalloc(sizeof(float) * nc), *z = (float *)xmalloc(sizeof(float) * nv);
+    Error err = {{0}};
+    if (lens_residuals(m, ids, n, rows, &err)) fail_msg("%s", err.msg);
+    float *buf = (float *)backend_xalloc(be, sizeof(float) * (2 * nc + nv));
+    be->upload(buf, rows, sizeof(float) * nc);
+    be->rmsnorm_forward(buf + nc, NULL, buf, m->final_norm, R, C, m->cfg.norm_eps);
+    be->matmul_forward(buf + 2 * nc, buf + nc, m->head, R, C, V);
+    be->download(z, buf + 2 * nc, sizeof(float) * nv);
+    for (int r = 0; r < R; r++) zmax[r] = max_abs_f(z + (size_t)r * V, (size_t)V);
+    be->free(buf);
+    free(rows), free(z);
+}
+
+// The bound on one lens probability whose logits are each within dz of the reference's, our
+// softmax adding soft (lens_softmax_rel): log p_v = z_v - logsumexp(z) moves by at most 2 dz,
+// and our rounding multiplies p by at most 1 + soft, so |p - p_ref| <= p_ref expm1(2 dz + soft);
+// an exp below 2^-126 underflows (that much absolute).
+static inline double lens_prob_bound(double p_ref, double dz, double soft) {
+    return p_ref * expm1(2 * dz + soft) + 0x1p-126;
+}
+
+typedef struct {
+    double worst;     // the largest |p - p_ref|
+    double bound_at;  // the bound of that entry
+    double ratio;     // the largest |p - p_ref| / bound over every entry (<= 1: all within)
+} LensDiff;
+
+// The lens of ids (n tokens) against a reference's (L + 1) rows of V probabilities (a JSON
+// array of arrays), entry by entry, each within lens_prob_bound; sides, extra_per_block and
+// extra as lens_row_terms says.
+static inline LensDiff lens_vs_rows(const Model *m, const int *ids, int n, const cJSON *ref,
+                                    int sides, double extra_per_block, double extra) {
+    const int L = m->cfg.n_layers, V = m->cfg.vocab_size;
+    float *probs = (float *)xmalloc(sizeof(float) * (size_t)(L + 1) * V);
+    double *zmax = (double *)xmalloc(sizeof(double) * (size_t)(L + 1));
+    Error err = {{0}};
+    if (lens_layer_probs(m, ids, n, probs, &err)) fail_msg("%s", err.msg);
+    lens_row_zmax(m, ids, n, zmax);
+    assert_int_equal(cJSON_GetArraySize(ref), L + 1);
+    LensDiff d = {0, 0, 0};
+    for (int r = 0; r <= L; r++) {
+        const cJSON *row = cJSON_GetArrayItem(ref, r);
+        assert_int_equal(cJSON_GetArraySize(row), V);
+        double terms = lens_row_terms(&m->cfg, r, n, extra_per_block, extra);
+        double dz = sides * f32_path_rel(terms) * zmax[r], soft = lens_softmax_rel(V, zmax[r]);
+        int v = 0;
+        for (const cJSON *x = row->child; x; x = x->next, v++) {
+            double diff = fabs(x->valuedouble - probs[(size_t)r * V + v]);
+            double b = lens_prob_bound(x->valuedouble, dz, soft);
+            if (diff > d.worst) d.worst = diff, d.bound_at = b;
+            if (!(diff / b <= d.ratio)) d.ratio = isnan(diff) ? INFINITY : diff / b;
+        }
+    }
+    free(probs), free(zmax);
+    return d;
 }
