@@ -1,0 +1,42 @@
+// hook.h — the shared "run to layer L, hook the residual, continue" path of the analyses
+// (probe, patch): a batch of prompts, right-padded and run CHUNK rows a forward pass, with the
+// residual stream read after every layer at each prompt's last position (or every position),
+// optionally replaced after one layer at one or every position, and the final distribution
+// at each prompt's last position. Layer numbering is the lens's: row 0 = the embedding output
+// (layer -1), row l + 1 = the residual after block l. Backend-generic: reads and writes go
+// through the model's backend (copy/upload/download), so it runs on CPU and CUDA alike.
+#pragma once
+#include "../model/llama.h"
+
+// Replace one prompt's residual after `layer` (-1..L-1; < -1: no patch) before the rest of
+// the model runs: at position pos (0..len-1), rows = (C) floats, or at every position
+// (pos = HOOK_ALL_POSITIONS), rows = (len, C) floats. Host memory.
+#define HOOK_NO_PATCH (-1000)
+#define HOOK_ALL_POSITIONS (-1)
+typedef struct {
+    int layer;
+    int pos;
+    const float *rows;
+} ResidPatch;
+
+typedef struct {
+    int n;                    // prompts
+    const int *const *ids;    // (n) token ids of each prompt
+    const int *len;           // (n) their lengths (>= 1)
+    const ResidPatch *patch;  // (n) or NULL: no patching
+    int chunk;                // prompts a forward pass (<= 0: 8)
+    // outputs, host memory, each NULL when not wanted:
+    float *last;    // (n, L+1, C): each prompt's last-position residual after each layer (after
+                    // any patch there: what the rest of the model reads)
+    float *every;   // (n, L+1, Tmax, C), Tmax = the longest len: every position (rows past a
+                    // prompt's len are zero)
+    float *logits;  // (n, V): the final logits at each prompt's last position
+    float *probs;   // (n, V): their softmax
+} HookBatch;
+
+// Runs the batch. The final logits of a prompt are model_unembed of its final residual row,
+// one row at a time, exactly as model_forward computes a lone prompt's: a prompt run alone
+// (chunk 1) gets the very bits of model_forward's logits, and two runs whose final residual
+// rows are equal get equal logits. Errors: empty or too-long prompts, ids outside the
+// embedding, a patch layer or position out of range, out of memory.
+int hook_run(const Model *m, HookBatch *hb, Error *err);
