@@ -12,7 +12,7 @@ SAN     ?=
 BLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 ALL_CFLAGS = $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -fopenmp -Isrc \
            -I/usr/include/x86_64-linux-gnu/openblas-openmp $(SAN) $(CFLAGS)
-LDLIBS  += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lpcre2-8 -lcjson -lcurl -lzip -lm -fopenmp
+LDLIBS  += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -lpcre2-8 -lcjson -lcurl -lzip -lyaml -lm -fopenmp
 TEST_LDLIBS = $(LDLIBS) -lcmocka
 
 SRC      := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))

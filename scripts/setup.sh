@@ -3,7 +3,7 @@
 # Run as root or with sudo available. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(build-essential libopenblas-openmp-dev libpcre2-dev libcjson-dev libcmocka-dev libcurl4-openssl-dev libzip-dev python3 python3-pip
+pkgs=(build-essential libopenblas-openmp-dev libpcre2-dev libcjson-dev libcmocka-dev libcurl4-openssl-dev libzip-dev libyaml-dev python3 python3-pip
       unzip ca-certificates
       # make asan / make valgrind / make fuzz (scripts/test.sh): gcc's sanitizers come with
       # build-essential; libFuzzer and clang's ASan runtime are in libclang-rt-14-dev, clang's

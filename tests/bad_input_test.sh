@@ -386,5 +386,38 @@ check "train: --val-batches -1 (the whole set)" 0 "Saved final weights" $BIN tra
 check "train: --resume without --train" 2 "--resume continues training and needs --train" $BIN train --model $TINY --test --data "$TMP/data" --resume
 check "train: an empty --adapter-path" 1 "--adapter-path is empty" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 1 --adapter-path "" --quiet
 
+# ---- issue 17: bad YAML configs (-c FILE.yaml): exit 1, naming the file, its line and the key
+yc() {  # name, pattern, YAML text (printf format), extra flags...
+  local f="$TMP/cfg_$RANDOM.yaml"; printf -- "$3" >"$f"
+  check "config: $1" 1 "$2" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 1 --adapter-path "$TMP/cfg_ad_$RANDOM" --quiet -c "$f" "${@:4}"
+}
+yc "unknown key" "cfg_[0-9]+\.yaml:3: unknown key 'learnin_rate'" 'iters: 1\n# a comment\nlearnin_rate: 1e-3\n'
+yc "unknown nested key" "\.yaml:2: unknown key 'lora_parameters\.rnk'" 'lora_parameters:\n  rnk: 4\n'
+yc "wrong type: text for an integer" "\.yaml:1: batch_size: expects an integer in \[1, [0-9]+\], got 'four'" 'batch_size: four\n'
+yc "wrong type: quoted number" "\.yaml:1: batch_size: expected an integer, got a quoted string '4'" 'batch_size: "4"\n'
+yc "wrong type: mapping for a number" "\.yaml:2: learning_rate: expected a number, got a mapping" 'learning_rate:\n  value: 1\n'
+yc "wrong type: not a boolean" "\.yaml:1: mask_prompt: expected true or false, got 'sometimes'" 'mask_prompt: sometimes\n'
+yc "wrong type: list for a string" "\.yaml:1: resume_adapter_file: expected a string, got a list" 'resume_adapter_file: [a, b]\n'
+yc "out of range" "\.yaml:2: lora_parameters\.dropout: expects a number in \[0, 0\.999\], got '1\.5'" 'lora_parameters:\n  dropout: 1.5\n'
+yc "bad enum" "\.yaml:1: fine_tune_type: must be lora or full, got 'dora'" 'fine_tune_type: dora\n'
+yc "bad LoRA key" "\.yaml:2: lora_parameters\.keys: unknown LoRA key 'r_proj'" 'lora_parameters:\n  keys: [q_proj, r_proj]\n'
+yc "YAML syntax error" "\.yaml:[34]:[0-9]+: invalid YAML" 'iters: 1\nlora_parameters:\n  keys: [q_proj\n'
+yc "not a mapping" "\.yaml:1: expected a mapping of flags" '- iters\n- 1\n'
+yc "empty file" "\.yaml: the config file is empty" ''
+yc "unsupported schedule" "\.yaml:2: lr_schedule\.name: tunelens supports the schedule cosine_decay.*got 'linear_schedule'" 'lr_schedule:\n  name: linear_schedule\n  arguments: [0.0, 1e-5, 100]\n'
+yc "schedule without a name" "\.yaml:2: lr_schedule: missing 'name'" 'lr_schedule:\n  warmup: 2\n'
+yc "cosine_decay's decay steps" "\.yaml:3: lr_schedule\.arguments: .*\(here 1\); got decay_steps 1000 and end 1e-07" 'lr_schedule:\n  name: cosine_decay\n  arguments: [1e-5, 1000, 1e-7]\n'
+yc "warmup_init" "\.yaml:4: lr_schedule\.warmup_init: tunelens warms up from 0" 'lr_schedule:\n  name: cosine_decay\n  arguments: [1e-5]\n  warmup_init: 1e-7\n'
+yc "optimizer settings" "\.yaml:2: optimizer_config\.adam: tunelens runs adam with mlx's default settings only" 'optimizer_config:\n  adam:\n    betas: [0.9, 0.98]\n'
+yc "adamw weight decay" "\.yaml:4: optimizer_config\.adamw\.weight_decay: .*got 0\.1" 'optimizer: adamw\noptimizer_config:\n  adamw:\n    weight_decay: 0.1\n'
+yc "unknown optimizer" "\.yaml:2: unknown key 'optimizer_config\.lion'" 'optimizer_config:\n  lion: {}\n'
+yc "mlx-lm key tunelens lacks" "\.yaml:1: report_to: mlx-lm's report_to is not supported" 'report_to: wandb\n'
+check "config: missing file" 1 "/no/such/config\.yaml: cannot open the config file" $BIN train --model $TINY --train --data "$TMP/data" -c /no/such/config.yaml
+check "config: -c without a value" 2 "-c needs a value" $BIN train --model $TINY --train -c
+# a bad value in the file is no error when the command line gives that flag (mlx-lm's order)
+printf 'iters: 0\nbatch_size: 2\n' >"$TMP/cfg_wins.yaml"
+check "config: the command line wins" 0 "Saved final weights" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 1 --adapter-path "$TMP/cfg_wins_ad" --quiet -c "$TMP/cfg_wins.yaml"
+# ---- end of issue 17 (YAML configs)
+
 if [ "$fails" -ne 0 ]; then echo "$fails bad-input check(s) failed"; exit 1; fi
 echo "all bad-input checks passed"

@@ -163,5 +163,72 @@ check "fuse into a folder with other files" 0 "Merged LoRA" $BIN fuse --model $T
 [ "$(cat "$TMP/fused_keep/notes.txt")" = keep ] && echo "ok   fuse kept the folder's other files" || { echo "FAIL fuse touched other files"; fails=$((fails+1)); }
 # ---- end of issue 14 part 6
 
+# ---- issue 17: flag tables, --flag=value, -c/--config FILE.yaml (mlx_lm.lora's keys)
+check "train --help from the table" 0 "-c, --config FILE.yaml" $BIN train --help
+check "train --help shows defaults" 0 "--iters N +training iterations \(default 1000\)" $BIN train --help
+cat >"$TMP/lora.yaml" <<YAML
+# the equivalent of the flags below, in mlx-lm's keys
+model: $TINY
+train: true
+data: $TMP/data
+fine_tune_type: lora
+num_layers: 2
+batch_size: 4
+iters: 6
+learning_rate: 1.0e-3
+steps_per_report: 2
+steps_per_eval: 3
+seed: 3
+lora_parameters:
+  rank: 4
+  scale: 10.0
+  dropout: 0.0
+  keys: [self_attn.q_proj, v_proj]
+lr_schedule:
+  name: cosine_decay
+  arguments: [1.0e-3, 4, 0]
+  warmup: 2
+  warmup_init: 0.0
+optimizer: adamw
+optimizer_config:
+  adam: {}
+  adamw:
+    weight_decay: 0.01
+clear_cache_threshold: 0
+report_to: null
+quiet: true
+YAML
+check "train -c lora.yaml" 0 "Saved final weights" $BIN train -c "$TMP/lora.yaml" --adapter-path "$TMP/yaml_ad"
+check "train with the same flags (--flag=value)" 0 "Saved final weights" $BIN train --model=$TINY --train --data="$TMP/data" --num-layers=2 --batch-size 4 --iters=6 --learning-rate=1e-3 --steps-per-report 2 --steps-per-eval 3 --seed=3 --rank 4 --scale 10 --lora-keys=self_attn.q_proj,v_proj --lr-schedule=cosine --warmup 2 --optimizer=adamw --quiet --adapter-path="$TMP/flag_ad"
+cmp -s "$TMP/yaml_ad/adapters.safetensors" "$TMP/flag_ad/adapters.safetensors" && echo "ok   YAML and flags train the same weights" || { echo "FAIL YAML and flags differ (weights)"; fails=$((fails+1)); }
+python3 -c "
+import json,sys
+a=json.load(open('$TMP/yaml_ad/adapter_config.json')); b=json.load(open('$TMP/flag_ad/adapter_config.json'))
+d={k for k in set(a)|set(b) if a.get(k)!=b.get(k)}
+sys.exit(0 if d=={'adapter_path'} and a['lora_parameters']=={'rank':4,'scale':10,'dropout':0,'keys':['self_attn.q_proj','self_attn.v_proj']} and a['lr_schedule']=={'name':'cosine_decay','warmup':2} and a['optimizer']=='adamw' else 1)" \
+  && echo "ok   YAML and flags write the same adapter_config.json" || { echo "FAIL adapter_config.json differs between YAML and flags"; fails=$((fails+1)); }
+# the command line wins over the file, whichever comes first
+check "flags override the file (before -c)" 0 "Saved final weights" $BIN train --batch-size 2 --rank 2 --optimizer adam --config "$TMP/lora.yaml" --adapter-path "$TMP/ovr_ad"
+json_check "overridden values in adapter_config.json" "j['batch_size']==2 and j['iters']==6 and j['lora_parameters']['rank']==2 and j['optimizer']=='adam' and j['num_layers']==2 and j['seed']==3" "$TMP/ovr_ad/adapter_config.json"
+check "--config=FILE form" 0 "Saved final weights" $BIN train --config="$TMP/lora.yaml" --adapter-path="$TMP/eq_ad" --iters=4 --lr-schedule none
+json_check "--iters=4 and --lr-schedule none over the file" "j['iters']==4 and 'lr_schedule' not in j" "$TMP/eq_ad/adapter_config.json"
+check "--flag=value: bad value" 2 "--iters expects an integer in \[1, [0-9]+\], got 'x'" $BIN train --model $TINY --train --iters=x
+check "--switch=value refused" 2 "--train takes no value" $BIN train --model $TINY --train=yes
+check "unknown --flag=value names the flag" 2 "unknown option '--iterz'" $BIN train --model $TINY --train --iterz=3
+# --flag=value in every command (one parser, from each command's table)
+check "tokenize --text=T" 0 "89" $BIN tokenize --model=$TINY --text="89 - 34 = "
+check "lens --top-k=3 --layers=1,3" 0 "Final prediction" $BIN lens --model=$TINY --prompt="89 - 34 = " --top-k=3 --layers=1,3 --track=5
+check "lens --layers=x" 2 "--layers expects a comma-separated list" $BIN lens --model $TINY --prompt x --layers=3,x
+check "generate --max-tokens=2" 0 "" $BIN generate --model=$TINY --prompt="7 * 8 = " --max-tokens=2
+check "data math --train=8" 0 "" $BIN data math --out="$TMP/data_eq" --train=8 --valid=2 --test=2 --seed=4
+check "data math --seed=-1" 2 "--seed expects a non-negative integer, got '-1'" $BIN data math --out "$TMP/data_eq2" --seed=-1
+check "fuse --dtype=f8" 2 "--dtype expects bf16, f16 or f32, got 'f8'" $BIN fuse --model $TINY --adapter $TINY/mlx_adapter --out "$TMP/fz" --dtype=f8
+check "experiment --dtype=f64" 2 "--dtype must be auto, f32, bf16 or tf32, got 'f64'" $BIN experiment --dtype=f64
+for c in tokenize generate lens experiment export-peft fuse; do
+  check "$c --help lists its flags" 0 "^  --[a-z-]+ " $BIN $c --help
+done
+check "data --help lists its flags" 0 "^  --max-operand N +operands" $BIN data --help
+# ---- end of issue 17 (flags, YAML)
+
 if [ "$fails" -ne 0 ]; then echo "$fails CLI check(s) failed"; exit 1; fi
 echo "all CLI checks passed"

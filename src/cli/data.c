@@ -1,14 +1,55 @@
 // data.c — `tunelens data math ...`: write the experiment's arithmetic data sets.
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../train/data.h"
 #include "cli.h"
+#include "flags.h"
 
-static const char *USAGE =
+typedef struct {
+    const char *out;
+    MathDataSpec spec;
+} DataArgs;
+
+// --seed: any non-negative 64-bit integer
+static int set_seed(const FlagSpec *f, void *cfg, const char *s, char *msg, size_t n) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || *s == '-') {
+        snprintf(msg, n, "expects a non-negative integer, got '%s'", s);
+        return -1;
+    }
+    ((DataArgs *)cfg)->spec.seed = (uint64_t)v;
+    return 0;
+}
+
+#define O(field) offsetof(DataArgs, field)
+static const FlagSpec FLAGS[] = {
+    FLAG("--out", NULL, FLAG_STRING, O(out), NULL, 0, 0, NULL, "DIR",
+         "where train/valid/test.jsonl go (required)", NULL),
+    FLAG("--train", NULL, FLAG_INT, O(spec.n_train), "4500", 1, 10000000, NULL, "N",
+         "training problems", NULL),
+    FLAG("--valid", NULL, FLAG_INT, O(spec.n_valid), "500", 0, 10000000, NULL, "N",
+         "validation problems", NULL),
+    FLAG("--test", NULL, FLAG_INT, O(spec.n_test), "500", 0, 10000000, NULL, "N",
+         "test problems", NULL),
+    FLAG_WITH(set_seed, 0, "--seed", NULL, FLAG_CUSTOM, 0, "0", 0, 0, NULL, "S",
+              "the same seed gives the same files", NULL),
+    FLAG("--max-operand", NULL, FLAG_INT, O(spec.max_operand), "99", 1, 1000000, NULL, "N",
+         "operands are uniform in 1..N", NULL),
+    FLAG("--ops", NULL, FLAG_STRING, O(spec.ops), "+-*", 0, 0, NULL, "\"+-*\"",
+         "the operations, some of + - * /", NULL),
+};
+#undef O
+
+static const FlagTable TABLE = {
+    "data math",
     "usage: tunelens data math --out DIR [--train 4500] [--valid 500] [--test 500] [--seed 0]\n"
-    "                          [--max-operand 99] [--ops \"+-*\"]\n"
+    "                          [--max-operand 99] [--ops \"+-*\"]\n",
+    FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]),
     "  Writes DIR/{train,valid,test}.jsonl (DIR is created if missing; files are replaced\n"
     "  atomically), one problem a line: {\"text\": \"89 - 34 = 55\"}. Operands are uniform in\n"
     "  1..max-operand, the operation uniform over --ops (some of + - * /); '-' swaps the\n"
@@ -24,50 +65,17 @@ static const char *USAGE =
     "                              encode(P) with BOS, then encode(C) without special tokens,\n"
     "                              then EOS; --mask-prompt trains only on C and the EOS.\n"
     "                              mlx-lm renders these with the tokenizer's chat template;\n"
-    "                              tunelens has none and concatenates them plainly.\n";
-
-static int parse_seed(const char *cmd, int argc, char **argv, int *i, uint64_t *out) {
-    const char *flag = argv[*i], *s;
-    if (cli_value(cmd, argc, argv, i, &s)) return EXIT_USAGE;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || *s == '-') {
-        fprintf(stderr, "tunelens %s: %s expects a non-negative integer, got '%s'\n", cmd, flag, s);
-        return EXIT_USAGE;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
+    "                              tunelens has none and concatenates them plainly.\n"};
 
 static int cmd_data_math(int argc, char **argv) {
-    const char *cmd = "data math", *out = NULL;
-    MathDataSpec spec = {.n_train = 4500, .n_valid = 500, .n_test = 500, .max_operand = 99,
-                         .ops = "+-*", .seed = 0};
-    int rc;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            fputs(USAGE, stdout);
-            return 0;
-        } else if (!strcmp(f, "--out")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &out))) return rc;
-        } else if (!strcmp(f, "--train")) {
-            if ((rc = cli_int(cmd, argc, argv, &i, 1, 10000000, &spec.n_train))) return rc;
-        } else if (!strcmp(f, "--valid")) {
-            if ((rc = cli_int(cmd, argc, argv, &i, 0, 10000000, &spec.n_valid))) return rc;
-        } else if (!strcmp(f, "--test")) {
-            if ((rc = cli_int(cmd, argc, argv, &i, 0, 10000000, &spec.n_test))) return rc;
-        } else if (!strcmp(f, "--max-operand")) {
-            if ((rc = cli_int(cmd, argc, argv, &i, 1, 1000000, &spec.max_operand))) return rc;
-        } else if (!strcmp(f, "--ops")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &spec.ops))) return rc;
-        } else if (!strcmp(f, "--seed")) {
-            if ((rc = parse_seed(cmd, argc, argv, &i, &spec.seed))) return rc;
-        } else {
-            return cli_unknown(cmd, f);
-        }
-    }
+    const char *cmd = "data math";
+    DataArgs a = {0};
+    flags_defaults(&TABLE, &a);
+    FlagState st;
+    int rc = flags_parse(&TABLE, &a, argc, argv, &st);
+    if (rc) return rc == 1 ? 0 : rc;
+    const char *out = a.out;
+    MathDataSpec spec = a.spec;
     if (!out) return cli_missing(cmd, "--out");
     Error err;
     if (data_math_check(&spec, &err)) {  // bad flag values: a usage error
@@ -80,7 +88,7 @@ static int cmd_data_math(int argc, char **argv) {
 
 int cmd_data(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fputs(USAGE, argc < 2 ? stderr : stdout);
+        flags_help(&TABLE, argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (!strcmp(argv[1], "math")) return cmd_data_math(argc - 1, argv + 1);

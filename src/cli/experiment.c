@@ -1,13 +1,57 @@
 // experiment.c — `tunelens experiment`: data, training, evaluation and the report in one run.
 #include "../experiment/experiment.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../train/trainer.h"
 #include "cli.h"
+#include "flags.h"
 
-static const char *USAGE =
+typedef struct {
+    ExperimentConfig c;
+    int iters, per_op;            // -1: the defaults, which --quick changes
+} ExperimentArgs;
+
+static int check_dtype(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
+    if (dtype_parse(v) >= 0) return 0;
+    snprintf(msg, n, "must be auto, f32, bf16 or tf32, got '%s'", v);
+    return -1;
+}
+
+#define O(field) offsetof(ExperimentArgs, field)
+static const FlagSpec FLAGS[] = {
+    FLAG("--model", NULL, FLAG_STRING, O(c.model), NULL, 0, 0, NULL, "M",
+         "default: the embedded SmolLM2-135M-Instruct, fetched once\ninto the cache "
+         "($TUNELENS_CACHE or ~/.cache/tunelens)", NULL),
+    FLAG("--out", NULL, FLAG_STRING, O(c.out), "experiment", 0, 0, NULL, "DIR",
+         "re-running with the same DIR skips the stages already done", NULL),
+    FLAG("--iters", NULL, FLAG_INT, O(iters), NULL, 1, 1 << 30, NULL, "N",
+         "training iterations per stage (default 500; 40 with --quick)", NULL),
+    FLAG("--batch-size", NULL, FLAG_INT, O(c.batch_size), "8", 1, 1 << 20, NULL, "N", "", NULL),
+    FLAG("--lora-lr", NULL, FLAG_DOUBLE, O(c.lora_lr), "1e-4", 0, 1e3, NULL, "X",
+         "LoRA's learning rate (rank 8, scale 20)", NULL),
+    FLAG("--full-lr", NULL, FLAG_DOUBLE, O(c.full_lr), "1e-5", 0, 1e3, NULL, "X",
+         "full fine-tuning's learning rate", NULL),
+    FLAG("--num-layers", NULL, FLAG_INT, O(c.num_layers), "16", -1, 100000, NULL, "N",
+         "train the last N blocks (-1 = all)", NULL),
+    FLAG("--seed", NULL, FLAG_U64, O(c.seed), "0", 0, 9007199254740992.0, NULL, "S", "", NULL),
+    FLAG("--quick", NULL, FLAG_SWITCH, O(c.quick), NULL, 0, 0, NULL, NULL,
+         "40 iterations and 30 test problems per operation\n(defaults it changes)", NULL),
+    FLAG("--test-per-op", NULL, FLAG_INT, O(per_op), NULL, 1, 1 << 30, NULL, "N",
+         "evaluate N test problems per operation (default all)", NULL),
+    FLAG_WITH(check_dtype, 0, "--dtype", NULL, FLAG_STRING, O(c.dtype), "auto", 0, 0, NULL,
+              "auto|f32|bf16|tf32", "training's matrix products (as `train --dtype`; auto:\n"
+              "bf16 on CPUs with AVX512-BF16, TF32 tensor cores on CUDA).\nThe evaluations "
+              "always run in f32", NULL),
+    FLAG("--device", NULL, FLAG_STRING, O(c.device), "auto", 0, 0, NULL, "auto|cpu|cuda",
+         "where training and evaluation run (auto: a CUDA GPU\nwhen one answers, else the CPU)", NULL),
+};
+#undef O
+
+static const FlagTable TABLE = {
+    "experiment",
     "usage: tunelens experiment [--model M] [--out DIR] [--iters 500] [--batch-size 8]\n"
     "                           [--lora-lr 1e-4] [--full-lr 1e-5] [--num-layers 16] [--seed S]\n"
     "                           [--quick] [--test-per-op N] [--dtype auto] [--device auto]\n"
@@ -15,62 +59,20 @@ static const char *USAGE =
     "  base model, trains LoRA (rank 8, scale 20) and full fine-tuning of the last\n"
     "  --num-layers blocks, evaluates both (seed prompts, exact match on the test split, the\n"
     "  logit lens over every test prompt), and writes DIR/REPORT.md, DIR/report.json and\n"
-    "  DIR/figures/*.svg. Default DIR: ./experiment. Without --model, the embedded default,\n"
-    "  SmolLM2-135M-Instruct, is fetched once into the cache ($TUNELENS_CACHE or\n"
-    "  ~/.cache/tunelens). Re-running with the same --out skips the stages already done.\n"
-    "  --quick: 40 iterations and 30 test problems per operation (defaults it changes).\n"
-    "  --test-per-op N: evaluate N test problems per operation (default all).\n"
-    "  --dtype auto|f32|bf16: training's matrix products (as `train --dtype`; auto: bf16 on\n"
-    "  CPUs with AVX512-BF16, TF32 tensor cores on CUDA). The evaluations always run in f32.\n"
-    "  --device auto|cpu|cuda: where training and evaluation run (auto: a CUDA GPU when one\n"
-    "  answers, else the CPU).\n";
+    "  DIR/figures/*.svg.\n",
+    FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
 int cmd_experiment(int argc, char **argv) {
-    const char *cmd = "experiment";
-    ExperimentConfig c;
-    experiment_defaults(&c);
-    int rc, iters = -1, per_op = -1;
-    double d;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            fputs(USAGE, stdout);
-            return 0;
-        } else if (!strcmp(f, "--model")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &c.model))) return rc;
-        } else if (!strcmp(f, "--out")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &c.out))) return rc;
-        } else if (!strcmp(f, "--device")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &c.device))) return rc;
-        } else if (!strcmp(f, "--iters")) {
-            if ((rc = cli_int(cmd, argc, argv, &i, 1, 1 << 30, &iters))) return rc;
-        } else if (!strcmp(f, "--test-per-op")) {
-            if ((rc = cli_int(cmd, argc, argv, &i, 1, 1 << 30, &per_op))) return rc;
-        } else if (!strcmp(f, "--batch-size")) {
-            if ((rc = cli_int(cmd, argc, argv, &i, 1, 1 << 20, &c.batch_size))) return rc;
-        } else if (!strcmp(f, "--num-layers")) {
-            if ((rc = cli_int(cmd, argc, argv, &i, -1, 100000, &c.num_layers))) return rc;
-            c.num_layers_given = 1;
-        } else if (!strcmp(f, "--lora-lr")) {
-            if ((rc = cli_double(cmd, argc, argv, &i, 0, 1e3, &c.lora_lr))) return rc;
-        } else if (!strcmp(f, "--full-lr")) {
-            if ((rc = cli_double(cmd, argc, argv, &i, 0, 1e3, &c.full_lr))) return rc;
-        } else if (!strcmp(f, "--seed")) {
-            if ((rc = cli_double(cmd, argc, argv, &i, 0, 9007199254740992.0, &d))) return rc;
-            c.seed = (uint64_t)d;
-        } else if (!strcmp(f, "--quick")) {
-            c.quick = 1;
-        } else if (!strcmp(f, "--dtype")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &c.dtype))) return rc;
-            if (dtype_parse(c.dtype) < 0) {
-                fprintf(stderr, "tunelens experiment: --dtype must be auto, f32, bf16 or tf32, got '%s'\n",
-                        c.dtype);
-                return EXIT_USAGE;
-            }
-        } else {
-            return cli_unknown(cmd, f);
-        }
-    }
+    ExperimentArgs a = {.iters = -1, .per_op = -1};
+    experiment_defaults(&a.c);  // the fields without a flag (data sizes, the program's path)
+    flags_defaults(&TABLE, &a);
+    FlagState st;
+    int rc = flags_parse(&TABLE, &a, argc, argv, &st);
+    if (rc) return rc == 1 ? 0 : rc;
+    ExperimentConfig c = a.c;
+    int iters = a.iters, per_op = a.per_op;
+    for (int i = 0; i < TABLE.n; i++)
+        if (st.given[i] && !strcmp(FLAGS[i].name, "--num-layers")) c.num_layers_given = 1;
     if (c.num_layers == 0) {
         fprintf(stderr, "tunelens experiment: --num-layers must be -1 (all) or at least 1\n");
         return EXIT_USAGE;

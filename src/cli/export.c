@@ -2,12 +2,55 @@
 // `tunelens fuse` (the adapter merged into the model, written as a Hugging Face folder).
 #include "../model/export.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "flags.h"
 
-static const char *PEFT_USAGE =
+typedef struct {
+    const char *model, *adapter, *out, *base, *dtype_name;
+    DType dtype;
+} ExportArgs;
+
+static int set_dtype(const FlagSpec *f, void *cfg, const char *s, char *msg, size_t n) {
+    ExportArgs *a = cfg;
+    if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16")) a->dtype = DT_BF16;
+    else if (!strcmp(s, "f16") || !strcmp(s, "float16")) a->dtype = DT_F16;
+    else if (!strcmp(s, "f32") || !strcmp(s, "float32")) a->dtype = DT_F32;
+    else {
+        snprintf(msg, n, "expects bf16, f16 or f32, got '%s'", s);
+        return -1;
+    }
+    a->dtype_name = s;
+    return 0;
+}
+
+#define O(field) offsetof(ExportArgs, field)
+static const FlagSpec PEFT_FLAGS[] = {
+    FLAG("--adapter", "--adapter-path", FLAG_STRING, O(adapter), NULL, 0, 0, NULL, "A",
+         "the mlx-lm LoRA adapter folder (required)", NULL),
+    FLAG("--out", NULL, FLAG_STRING, O(out), NULL, 0, 0, NULL, "DIR", "the PEFT folder (required)", NULL),
+    FLAG("--base-model", NULL, FLAG_STRING, O(base), NULL, 0, 0, NULL, "NAME",
+         "written as base_model_name_or_path (a hub id or path;\ndefault null)", NULL),
+};
+
+static const FlagSpec FUSE_FLAGS[] = {
+    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
+         "a Hugging Face model folder or a .gguf file (required)", NULL),
+    FLAG("--adapter", "--adapter-path", FLAG_STRING, O(adapter), NULL, 0, 0, NULL, "A",
+         "an mlx-lm or PEFT adapter, LoRA or full (required)", NULL),
+    FLAG("--out", "--save-path", FLAG_STRING, O(out), NULL, 0, 0, NULL, "DIR",
+         "the fused model's folder (required; also --save-path)", NULL),
+    FLAG_WITH(set_dtype, 0, "--dtype", NULL, FLAG_CUSTOM, 0, NULL, 0, 0, NULL, "bf16|f16|f32",
+              "the weights' type: default bf16 for a bf16 source,\nf32 otherwise (quantized GGUF "
+              "weights are written\ndequantized)", NULL),
+};
+#undef O
+
+static const FlagTable PEFT_TABLE = {
+    "export-peft",
     "usage: tunelens export-peft --adapter A --out DIR [--base-model NAME]\n"
     "  Convert an mlx-lm LoRA adapter folder (adapters.safetensors + adapter_config.json) into\n"
     "  a PEFT adapter for transformers (PeftModel.from_pretrained(model, DIR)):\n"
@@ -15,11 +58,12 @@ static const char *PEFT_USAGE =
     "  (out, r)) and DIR/adapter_config.json (r, lora_alpha = scale * r, target_modules,\n"
     "  layers_to_transform). DIR is created if missing; it may not be the adapter folder or\n"
     "  hold another mlx-lm adapter (their adapter_config.json would be replaced). No model is\n"
-    "  needed.\n"
-    "  --base-model NAME  written as base_model_name_or_path (a hub id or path; default null)\n"
-    "  A full fine-tune has no LoRA matrices: merge it with tunelens fuse instead.\n";
+    "  needed.\n",
+    PEFT_FLAGS, (int)(sizeof PEFT_FLAGS / sizeof PEFT_FLAGS[0]),
+    "  A full fine-tune has no LoRA matrices: merge it with tunelens fuse instead.\n"};
 
-static const char *FUSE_USAGE =
+static const FlagTable FUSE_TABLE = {
+    "fuse",
     "usage: tunelens fuse --model M --adapter A --out DIR [--dtype bf16|f16|f32]\n"
     "  Merge an adapter into the model and write a Hugging Face folder transformers loads.\n"
     "  LoRA (mlx-lm or PEFT) is folded in, W' = W + scale * (A B)^T; a full fine-tune's\n"
@@ -28,28 +72,16 @@ static const char *FUSE_USAGE =
     "  tokenizer_config.json, special_tokens_map.json and generation_config.json: a Hugging Face\n"
     "  source's copied, a GGUF source's written from its metadata (config, vocabulary, chat\n"
     "  template, bos/eos), encoding exactly as the GGUF does. Only those files are written; DIR\n"
-    "  may not be the model or the adapter folder.\n"
-    "  --dtype  the weights' type: default bf16 for a bf16 source, f32 otherwise (quantized\n"
-    "           GGUF weights are written dequantized)\n";
+    "  may not be the model or the adapter folder.\n",
+    FUSE_FLAGS, (int)(sizeof FUSE_FLAGS / sizeof FUSE_FLAGS[0]), NULL};
 
 int cmd_export_peft(int argc, char **argv) {
-    const char *cmd = "export-peft", *adapter = NULL, *out = NULL, *base = NULL;
-    int rc;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            fputs(PEFT_USAGE, stdout);
-            return 0;
-        } else if (!strcmp(f, "--adapter") || !strcmp(f, "--adapter-path")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &adapter))) return rc;
-        } else if (!strcmp(f, "--out")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &out))) return rc;
-        } else if (!strcmp(f, "--base-model")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &base))) return rc;
-        } else {
-            return cli_unknown(cmd, f);
-        }
-    }
+    const char *cmd = "export-peft";
+    ExportArgs a = {0};
+    FlagState st;
+    int rc = flags_parse(&PEFT_TABLE, &a, argc, argv, &st);
+    if (rc) return rc == 1 ? 0 : rc;
+    const char *adapter = a.adapter, *out = a.out, *base = a.base;
     if (!adapter) return cli_missing(cmd, "--adapter");
     if (!out) return cli_missing(cmd, "--out");
     Error err;
@@ -66,39 +98,14 @@ int cmd_export_peft(int argc, char **argv) {
     return 0;
 }
 
-static int parse_dtype(const char *s, DType *out) {
-    if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16")) *out = DT_BF16;
-    else if (!strcmp(s, "f16") || !strcmp(s, "float16")) *out = DT_F16;
-    else if (!strcmp(s, "f32") || !strcmp(s, "float32")) *out = DT_F32;
-    else return -1;
-    return 0;
-}
-
 int cmd_fuse(int argc, char **argv) {
-    const char *cmd = "fuse", *model_path = NULL, *adapter = NULL, *out = NULL, *dt = NULL;
-    DType dtype = DT_F32;
-    int rc;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            fputs(FUSE_USAGE, stdout);
-            return 0;
-        } else if (!strcmp(f, "--model")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &model_path))) return rc;
-        } else if (!strcmp(f, "--adapter") || !strcmp(f, "--adapter-path")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &adapter))) return rc;
-        } else if (!strcmp(f, "--out") || !strcmp(f, "--save-path")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &out))) return rc;
-        } else if (!strcmp(f, "--dtype")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &dt))) return rc;
-            if (parse_dtype(dt, &dtype)) {
-                fprintf(stderr, "tunelens fuse: --dtype expects bf16, f16 or f32, got '%s'\n", dt);
-                return EXIT_USAGE;
-            }
-        } else {
-            return cli_unknown(cmd, f);
-        }
-    }
+    const char *cmd = "fuse";
+    ExportArgs a = {0};
+    FlagState st;
+    int rc = flags_parse(&FUSE_TABLE, &a, argc, argv, &st);
+    if (rc) return rc == 1 ? 0 : rc;
+    const char *model_path = a.model, *adapter = a.adapter, *out = a.out, *dt = a.dtype_name;
+    DType dtype = a.dtype;
     if (!model_path) return cli_missing(cmd, "--model");
     if (!adapter) return cli_missing(cmd, "--adapter");
     if (!out) return cli_missing(cmd, "--out");

@@ -1,18 +1,41 @@
 // generate.c — `tunelens generate --model M [--adapter A] --prompt P [--max-tokens N] [--json F]`
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../model/generate.h"
 #include "cli.h"
+#include "flags.h"
 
-static const char *USAGE =
+typedef struct {
+    const char *device, *model, *adapter, *prompt, *json;
+    int max_tokens;
+} GenerateArgs;
+
+#define O(field) offsetof(GenerateArgs, field)
+static const FlagSpec FLAGS[] = {
+    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
+         "a Hugging Face model folder or a .gguf file (required)", NULL),
+    FLAG("--adapter", "--adapter-path", FLAG_STRING, O(adapter), NULL, 0, 0, NULL, "A",
+         "an mlx-lm or PEFT adapter folder (or file)", NULL),
+    FLAG("--prompt", NULL, FLAG_STRING, O(prompt), NULL, 0, 0, NULL, "P", "the prompt (required)", NULL),
+    FLAG("--max-tokens", NULL, FLAG_INT, O(max_tokens), "100", 0, 1 << 20, NULL, "N",
+         "tokens to generate at most", NULL),
+    FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
+         "write {\"prompt\":P,\"tokens\":[{\"id\",\"token\",\"prob\"}],\"text\":T}\n"
+         "(FILE '-' = stdout)", NULL),
+    FLAG("--device", NULL, FLAG_STRING, O(device), "auto", 0, 0, NULL, "auto|cpu|cuda",
+         "where the model runs (auto: a CUDA GPU when one answers)", NULL),
+};
+#undef O
+
+static const FlagTable TABLE = {
+    "generate",
     "usage: tunelens generate --model M [--adapter A] --prompt P [--max-tokens N] [--json FILE]\n"
     "                         [--device auto]\n"
     "  Greedy decoding with a KV cache; stops at EOS. Prints the prompt and continuation (ending\n"
-    "  with a newline), the statistics (stderr), then each token with its probability.\n"
-    "  --json FILE writes\n"
-    "  {\"prompt\":P,\"tokens\":[{\"id\",\"token\",\"prob\"}],\"text\":T} (FILE '-' = stdout).\n"
-    "  --max-tokens defaults to 100. --device auto|cpu|cuda (auto: a CUDA GPU when one answers).\n";
+    "  with a newline), the statistics (stderr), then each token with its probability.\n",
+    FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
 // The text as it streams; last is its final character, so that it can end with a newline.
 typedef struct {
@@ -42,30 +65,15 @@ static void stream_end(Stream *st) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *cmd = "generate", *device = "auto", *model_path = NULL, *adapter = NULL, *prompt = NULL,
-               *json_path = NULL;
-    int max_tokens = 100, rc;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            fputs(USAGE, stdout);
-            return 0;
-        } else if (!strcmp(f, "--device")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &device))) return rc;
-        } else if (!strcmp(f, "--model")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &model_path))) return rc;
-        } else if (!strcmp(f, "--adapter") || !strcmp(f, "--adapter-path")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &adapter))) return rc;
-        } else if (!strcmp(f, "--prompt")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &prompt))) return rc;
-        } else if (!strcmp(f, "--max-tokens")) {
-            if ((rc = cli_int(cmd, argc, argv, &i, 0, 1 << 20, &max_tokens))) return rc;
-        } else if (!strcmp(f, "--json")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &json_path))) return rc;
-        } else {
-            return cli_unknown(cmd, f);
-        }
-    }
+    const char *cmd = "generate";
+    GenerateArgs a = {0};
+    flags_defaults(&TABLE, &a);
+    FlagState fs;
+    int rc = flags_parse(&TABLE, &a, argc, argv, &fs);
+    if (rc) return rc == 1 ? 0 : rc;
+    const char *device = a.device, *model_path = a.model, *adapter = a.adapter, *prompt = a.prompt,
+               *json_path = a.json;
+    int max_tokens = a.max_tokens;
     if (!model_path) return cli_missing(cmd, "--model");
     if (!prompt) return cli_missing(cmd, "--prompt");
     Error err;

@@ -2,25 +2,85 @@
 #include "../lens/lens.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "flags.h"
 
-static const char *USAGE =
+#define MAX_LAYERS 1024
+#define MAX_TRACK 32
+
+typedef struct {
+    const char *device, *model, *adapter, *prompt, *json;
+    const char *track_words[MAX_TRACK];
+    int top_k, n_track, embeddings, n_layers;
+    int *layers;                  // NULL: every layer
+    int layer_list[MAX_LAYERS];
+} LensArgs;
+
+static int parse_layer_list(const char *s, int *layers, int *n);
+
+static int set_all_layers(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
+    ((LensArgs *)cfg)->layers = NULL;
+    return 0;
+}
+
+static int set_layers(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
+    LensArgs *a = cfg;
+    if (parse_layer_list(v, a->layer_list, &a->n_layers)) {
+        snprintf(msg, n, "expects a comma-separated list of layer numbers like 8,10, got '%s'", v);
+        return -1;
+    }
+    a->layers = a->layer_list;
+    return 0;
+}
+
+static int add_track(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
+    LensArgs *a = cfg;
+    if (a->n_track == MAX_TRACK) {
+        snprintf(msg, n, "can be given at most %d times", MAX_TRACK);
+        return -1;
+    }
+    a->track_words[a->n_track++] = v;
+    return 0;
+}
+
+#define O(field) offsetof(LensArgs, field)
+static const FlagSpec FLAGS[] = {
+    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
+         "a Hugging Face model folder or a .gguf file (required)", NULL),
+    FLAG("--adapter", "--adapter-path", FLAG_STRING, O(adapter), NULL, 0, 0, NULL, "A",
+         "an mlx-lm or PEFT adapter folder (or file)", NULL),
+    FLAG("--prompt", NULL, FLAG_STRING, O(prompt), NULL, 0, 0, NULL, "P", "the prompt (required)", NULL),
+    FLAG("--top-k", NULL, FLAG_INT, O(top_k), "5", 1, 1000, NULL, "K", "tokens shown per layer", NULL),
+    FLAG_WITH(set_all_layers, 0, "--all-layers", NULL, FLAG_CUSTOM, 0, NULL, 0, 0, NULL, NULL,
+              "every layer (the default)", NULL),
+    FLAG_WITH(set_layers, 0, "--layers", NULL, FLAG_CUSTOM, 0, NULL, 0, 0, NULL, "8,10",
+              "only these layers (0-based; -1 = the embedding output)", NULL),
+    FLAG_WITH(add_track, 0, "--track", NULL, FLAG_CUSTOM, 0, NULL, 0, 0, NULL, "WORD",
+              "WORD's probability and rank at every layer (its first\ntoken when WORD is "
+              "several); repeatable", NULL),
+    FLAG("--embeddings", NULL, FLAG_SWITCH, O(embeddings), NULL, 0, 0, NULL, NULL,
+         "add layer -1 (the embedding output)", NULL),
+    FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
+         "write {model, prompt, tokens, layers:[{layer, top,\nentropy, tracked}], final} "
+         "('-' = stdout)", NULL),
+    FLAG("--device", NULL, FLAG_STRING, O(device), "auto", 0, 0, NULL, "auto|cpu|cuda",
+         "where the model runs (auto: a CUDA GPU when one answers)", NULL),
+};
+#undef O
+
+static const FlagTable TABLE = {
+    "lens",
     "usage: tunelens lens --model M [--adapter A] --prompt P [--top-k K] [--all-layers |\n"
     "                     --layers 8,10] [--track WORD]... [--embeddings] [--json FILE]\n"
     "                     [--device auto|cpu|cuda]\n"
     "  Layer i is the output of block i, unembedded through the model's final RMSNorm and\n"
     "  head, softmax over the vocabulary, at the last position (the last layer is the model's\n"
-    "  own prediction). Default: every layer, top-k 5. --embeddings adds layer -1 (the\n"
-    "  embedding output). --track WORD reports WORD's probability and rank at every layer\n"
-    "  (its first token when WORD is several). --json FILE ('-' = stdout) writes\n"
-    "  {model, prompt, tokens, layers:[{layer, top, entropy, tracked}], final}.\n"
-    "  --device: where the model runs (auto: a CUDA GPU when one answers, else the CPU).\n";
-
-#define MAX_LAYERS 1024
-#define MAX_TRACK 32
+    "  own prediction).\n",
+    FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
 static int parse_layer_list(const char *s, int *layers, int *n) {
     *n = 0;
@@ -113,50 +173,16 @@ static void print_table(const Model *m, const char *prompt, const int *ids, int 
 }
 
 int cmd_lens(int argc, char **argv) {
-    const char *cmd = "lens", *device = "auto", *model_path = NULL, *adapter = NULL, *prompt = NULL,
-               *json_path = NULL, *track_words[MAX_TRACK];
-    int top_k = 5, n_track = 0, embeddings = 0, rc, *layers = NULL, n_layers = 0;
-    int layer_list[MAX_LAYERS];
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i], *v;
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            fputs(USAGE, stdout);
-            return 0;
-        } else if (!strcmp(f, "--device")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &device))) return rc;
-        } else if (!strcmp(f, "--model")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &model_path))) return rc;
-        } else if (!strcmp(f, "--adapter") || !strcmp(f, "--adapter-path")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &adapter))) return rc;
-        } else if (!strcmp(f, "--prompt")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &prompt))) return rc;
-        } else if (!strcmp(f, "--top-k")) {
-            if ((rc = cli_int(cmd, argc, argv, &i, 1, 1000, &top_k))) return rc;
-        } else if (!strcmp(f, "--all-layers")) {
-            layers = NULL;
-        } else if (!strcmp(f, "--layers")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &v))) return rc;
-            if (parse_layer_list(v, layer_list, &n_layers)) {
-                fprintf(stderr, "tunelens lens: --layers expects a comma-separated list of layer "
-                        "numbers like 8,10, got '%s'\n", v);
-                return EXIT_USAGE;
-            }
-            layers = layer_list;
-        } else if (!strcmp(f, "--track")) {
-            if (n_track == MAX_TRACK) {
-                fprintf(stderr, "tunelens lens: at most %d --track words\n", MAX_TRACK);
-                return EXIT_USAGE;
-            }
-            if ((rc = cli_value(cmd, argc, argv, &i, &track_words[n_track]))) return rc;
-            n_track++;
-        } else if (!strcmp(f, "--embeddings")) {
-            embeddings = 1;
-        } else if (!strcmp(f, "--json")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &json_path))) return rc;
-        } else {
-            return cli_unknown(cmd, f);
-        }
-    }
+    const char *cmd = "lens";
+    LensArgs a = {0};
+    flags_defaults(&TABLE, &a);
+    FlagState st;
+    int rc = flags_parse(&TABLE, &a, argc, argv, &st);
+    if (rc) return rc == 1 ? 0 : rc;
+    const char *device = a.device, *model_path = a.model, *adapter = a.adapter,
+               *prompt = a.prompt, *json_path = a.json, **track_words = a.track_words;
+    int top_k = a.top_k, n_track = a.n_track, embeddings = a.embeddings, *layers = a.layers,
+        n_layers = a.n_layers;
     if (!model_path) return cli_missing(cmd, "--model");
     if (!prompt) return cli_missing(cmd, "--prompt");
     Error err;
@@ -166,12 +192,12 @@ int cmd_lens(int argc, char **argv) {
     LensResult r = {0};
     if (!layers) {  // every block, plus the embeddings when asked
         n_layers = 0;
-        if (embeddings) layer_list[n_layers++] = -1;
-        for (int l = 0; l < m.cfg.n_layers && n_layers < MAX_LAYERS; l++) layer_list[n_layers++] = l;
-        layers = layer_list;
+        if (embeddings) a.layer_list[n_layers++] = -1;
+        for (int l = 0; l < m.cfg.n_layers && n_layers < MAX_LAYERS; l++) a.layer_list[n_layers++] = l;
+        layers = a.layer_list;
     } else if (embeddings && n_layers < MAX_LAYERS) {
-        memmove(layer_list + 1, layer_list, sizeof(int) * (size_t)n_layers);
-        layer_list[0] = -1;
+        memmove(a.layer_list + 1, a.layer_list, sizeof(int) * (size_t)n_layers);
+        a.layer_list[0] = -1;
         n_layers++;
     }
     for (int t = 0; t < n_track; t++) {

@@ -1,14 +1,33 @@
 // tokenize.c — `tunelens tokenize --model M --text T [--json]`
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "flags.h"
 
-static const char *USAGE =
+typedef struct {
+    const char *model, *text;
+    int json;
+} TokenizeArgs;
+
+#define O(field) offsetof(TokenizeArgs, field)
+static const FlagSpec FLAGS[] = {
+    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
+         "a .gguf file or a folder with tokenizer.json\n(+ tokenizer_config.json); "
+         "no weights are read (required)", NULL),
+    FLAG("--text", NULL, FLAG_STRING, O(text), NULL, 0, 0, NULL, "T", "the text (required)", NULL),
+    FLAG("--json", NULL, FLAG_SWITCH, O(json), NULL, 0, 0, NULL, NULL,
+         "print {\"ids\":[...],\"tokens\":[...]}", NULL),
+};
+#undef O
+
+static const FlagTable TABLE = {
+    "tokenize",
     "usage: tunelens tokenize --model M --text T [--json]\n"
     "  Encode T exactly as Hugging Face's tokenizer.encode(T) does (BOS included) and print\n"
-    "  the ids and pieces; --json prints {\"ids\":[...],\"tokens\":[...]}. M is a .gguf file or\n"
-    "  a folder with tokenizer.json (+ tokenizer_config.json); no weights are read.\n";
+    "  the ids and pieces.\n",
+    FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
 // A folder without weights: tokenize reads its tokenizer files alone (config.json optional).
 static int tokenizer_only(const char *path) {
@@ -41,23 +60,13 @@ static int encode_checked(Model *m, const char *text, int **ids, int *n, Error *
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    const char *cmd = "tokenize", *model_path = NULL, *text = NULL;
-    int json = 0, rc;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            fputs(USAGE, stdout);
-            return 0;
-        } else if (!strcmp(f, "--model")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &model_path))) return rc;
-        } else if (!strcmp(f, "--text")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &text))) return rc;
-        } else if (!strcmp(f, "--json")) {
-            json = 1;
-        } else {
-            return cli_unknown(cmd, f);
-        }
-    }
+    const char *cmd = "tokenize";
+    TokenizeArgs a = {0};
+    FlagState st;
+    int rc = flags_parse(&TABLE, &a, argc, argv, &st);
+    if (rc) return rc == 1 ? 0 : rc;
+    const char *model_path = a.model, *text = a.text;
+    int json = a.json;
     if (!model_path) return cli_missing(cmd, "--model");
     if (!text) return cli_missing(cmd, "--text");
     Error err;

@@ -1,146 +1,322 @@
-// train.c — `tunelens train`: mlx_lm.lora's flags and semantics.
+// train.c — `tunelens train`: mlx_lm.lora's flags and semantics. The flag table below is the
+// one place the flags, their defaults, ranges, help and YAML keys (mlx-lm's) are declared:
+// train_config_defaults (trainer.c) applies its defaults.
 #include "../train/trainer.h"
 
+#include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <yaml.h>
 
 #include "cli.h"
+#include "flags.h"
 
-static const char *USAGE =
+static const char *const FINE_TUNE_TYPES[] = {"lora", "full", NULL};
+static const char *const OPTIMIZERS[] = {"adam", "adamw", "sgd", NULL};  // OptimizerKind's order
+static const char *const DTYPES[] = {"auto", "f32", "bf16", "tf32", NULL};  // DTYPE_NAMES' order
+static const char *const SCHEDULES[] = {"none", "cosine", NULL};
+
+static int check_lora_keys(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
+    unsigned mask;
+    Error err = {{0}};
+    if (!lora_keys_parse(v, &mask, &err)) return 0;
+    snprintf(msg, n, ": %s", err.msg);
+    return -1;
+}
+
+// -c/--config: read after the command line (flags_parse keeps its value in FlagState.config)
+static int set_nothing(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) { return 0; }
+
+#define O(field) offsetof(TrainConfig, field)
+#define I32 (double)(1 << 30)
+static const FlagSpec FLAGS[] = {
+    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
+     "a Hugging Face model folder or a .gguf file (required)", "model"),
+    FLAG("--train", NULL, FLAG_SWITCH, O(train), NULL, 0, 0, NULL, NULL, "train (and validate)", "train"),
+    FLAG("--data", NULL, FLAG_STRING, O(data), "data", 0, 0, NULL, "DIR",
+     "DIR/train.jsonl, valid.jsonl (and test.jsonl for --test)", "data"),
+    FLAG("--fine-tune-type", NULL, FLAG_ENUM, O(full), "lora", 0, 0, FINE_TUNE_TYPES, NULL,
+     "LoRA, or every weight of the trained blocks", "fine_tune_type"),
+    FLAG("--num-layers", NULL, FLAG_INT, O(num_layers), "16", -1, 100000, NULL, "N",
+     "train the last N blocks (-1 = all)", "num_layers"),
+    FLAG("--batch-size", NULL, FLAG_INT, O(batch_size), "4", 1, 1 << 20, NULL, "N", "", "batch_size"),
+    FLAG("--iters", NULL, FLAG_INT, O(iters), "1000", 1, I32, NULL, "N", "training iterations", "iters"),
+    FLAG("--learning-rate", NULL, FLAG_DOUBLE, O(learning_rate), "1e-5", 0, 1e3, NULL, "X", "",
+     "learning_rate"),
+    FLAG("--optimizer", NULL, FLAG_ENUM, O(optimizer), "adam", 0, 0, OPTIMIZERS, NULL,
+     "mlx's definitions: Adam without bias correction;\nAdamW adds weight decay 0.01", "optimizer"),
+    FLAG("--lr-schedule", NULL, FLAG_ENUM, O(cosine), "none", 0, 0, SCHEDULES, NULL,
+     "cosine: decay to 0 after --warmup linear warmup\nsteps (YAML: lr_schedule, mlx-lm's form)", NULL),
+    FLAG("--warmup", NULL, FLAG_INT, O(warmup), "0", 0, I32, NULL, "N",
+     "linear warmup steps from 0 (YAML: lr_schedule.warmup)", NULL),
+    FLAG("--val-batches", NULL, FLAG_INT, O(val_batches), "25", -1, I32, NULL, "N",
+     "validation batches (-1 = all)", "val_batches"),
+    FLAG("--steps-per-report", NULL, FLAG_INT, O(steps_per_report), "10", 1, I32, NULL, "N", "",
+     "steps_per_report"),
+    FLAG("--steps-per-eval", NULL, FLAG_INT, O(steps_per_eval), "200", 1, I32, NULL, "N", "",
+     "steps_per_eval"),
+    FLAG("--save-every", NULL, FLAG_INT, O(save_every), "100", 1, I32, NULL, "N",
+     "save a checkpoint every N iterations", "save_every"),
+    FLAG("--adapter-path", NULL, FLAG_STRING, O(adapter_path), "adapters", 0, 0, NULL, "DIR",
+     "where the adapter and checkpoints go", "adapter_path"),
+    FLAG("--resume-adapter-file", NULL, FLAG_STRING, O(resume_adapter_file), NULL, 0, 0, NULL, "FILE",
+     "start from these adapter weights", "resume_adapter_file"),
+    FLAG("--test", NULL, FLAG_SWITCH, O(test), NULL, 0, 0, NULL, NULL,
+     "evaluate on DIR/test.jsonl; without --train it evaluates\nthe adapter saved in "
+     "--adapter-path (\"\" = the base\nmodel), as mlx_lm.lora does", "test"),
+    FLAG("--test-batches", NULL, FLAG_INT, O(test_batches), "500", -1, I32, NULL, "N",
+     "test batches (-1 = all)", "test_batches"),
+    FLAG("--max-seq-length", NULL, FLAG_INT, O(max_seq_length), "2048", 2, 1 << 24, NULL, "N",
+     "longer examples are truncated (with a warning)", "max_seq_length"),
+    FLAG("--mask-prompt", NULL, FLAG_SWITCH, O(mask_prompt), NULL, 0, 0, NULL, NULL,
+     "no loss on the prompt of prompt/completion data", "mask_prompt"),
+    FLAG("--grad-accumulation-steps", NULL, FLAG_INT, O(grad_accumulation_steps), "1", 1, 1 << 20, NULL,
+     "N", "", "grad_accumulation_steps"),
+    FLAG("--grad-checkpoint", NULL, FLAG_SWITCH, O(grad_checkpoint), NULL, 0, 0, NULL, NULL,
+     "keep only each block's input and recompute the block's\nforward in backward: less memory, "
+     "one more forward pass\nper trained block, bit-identical results", "grad_checkpoint"),
+    FLAG("--seed", NULL, FLAG_U64, O(seed), "0", 0, 9007199254740992.0, NULL, "N",
+     "LoRA initialization, data order, dropout masks", "seed"),
+    FLAG("--rank", NULL, FLAG_INT, O(rank), "8", 1, 1 << 16, NULL, "N", "LoRA rank",
+     "lora_parameters.rank"),
+    FLAG("--scale", NULL, FLAG_DOUBLE, O(scale), "20", -1e6, 1e6, NULL, "X",
+     "LoRA scale: y = W x + scale·(x A) B", "lora_parameters.scale"),
+    FLAG("--dropout", NULL, FLAG_DOUBLE, O(dropout), "0", 0, 0.999, NULL, "X",
+     "LoRA dropout on the adapter's input, training only:\nkept entries scaled by 1/(1-X); masks "
+     "fixed by seed and step", "lora_parameters.dropout"),
+    FLAG_WITH(check_lora_keys, 1, "--lora-keys", NULL, FLAG_STRING, O(lora_keys), NULL, 0, 0, NULL, "q_proj,v_proj,...",
+     "the adapted projections (default: all seven linear\nlayers; YAML: lora_parameters.keys, a list)",
+     "lora_parameters.keys"),
+    FLAG("--dtype", NULL, FLAG_ENUM, O(dtype), "auto", 0, 0, DTYPES, NULL,
+     "precision of the matrix products: bf16 multiplies bf16\ncopies of the weights (AVX512-BF16) "
+     "with f32 sums;\nweights, gradients and optimizer stay f32. auto: bf16\nwhen the CPU has "
+     "AVX512-BF16 and the weights are not\nstored f32. On CUDA: auto = tf32 (TF32 tensor cores,\n"
+     "f32 sums), f32 = exact", "dtype"),
+    FLAG("--device", NULL, FLAG_STRING, O(device), "auto", 0, 0, NULL, "auto|cpu|cuda",
+     "where training runs (auto: a CUDA GPU when one answers)", "device"),
+    FLAG("--quiet", NULL, FLAG_SWITCH, O(quiet), NULL, 0, 0, NULL, NULL, "no progress bar", "quiet"),
+    FLAG("--resume", NULL, FLAG_SWITCH, O(resume), NULL, 0, 0, NULL, NULL,
+     "continue from DIR/training_state.json, which every\ncheckpoint (and Ctrl-C) saves: weights, "
+     "optimizer state,\ndata order; ends bit for bit as an uninterrupted run.\nAn error when DIR "
+     "holds no unfinished run", "resume"),
+    FLAG_WITH(set_nothing, 0, "--config", "-c", FLAG_CUSTOM, 0, NULL, 0, 0, NULL, "FILE.yaml",
+     "mlx_lm.lora's YAML config: any flag by its long name\nwith '_' (learning_rate: 1e-4), plus "
+     "lora_parameters\n{rank, scale, dropout, keys}, lr_schedule {name:\ncosine_decay, arguments: "
+     "[lr, decay_steps, 0], warmup,\nwarmup_init: 0} and optimizer_config {adamw:\n{weight_decay: "
+     "0.01}}. Flags on the command line win", "config"),
+};
+#undef O
+
+static const FlagTable TABLE = {
+    "train",
     "usage: tunelens train --model M --train --data DIR [options]   (mlx_lm.lora's flags)\n"
-    "  --fine-tune-type lora|full   LoRA (default) or every weight of the trained blocks\n"
-    "  --num-layers N               train the last N blocks (default 16; -1 = all)\n"
-    "  --batch-size N (4)  --iters N (1000)  --learning-rate X (1e-5)\n"
-    "  --optimizer adam|adamw|sgd   mlx's definitions: Adam without bias correction; AdamW\n"
-    "                               adds weight decay 0.01 (default adam)\n"
-    "  --lr-schedule cosine --warmup N   cosine decay to 0 after N linear warmup steps\n"
-    "  --val-batches N (25; -1 = all)  --steps-per-report N (10)  --steps-per-eval N (200)\n"
-    "  --save-every N (100)  --adapter-path DIR (adapters)  --resume-adapter-file FILE\n"
-    "  --test  --test-batches N (500; -1 = all)  --max-seq-length N (2048)  --mask-prompt\n"
-    "                               --test without --train evaluates the adapter saved in\n"
-    "                               --adapter-path (\"\" = the base model), as mlx_lm.lora does\n"
-    "  --grad-accumulation-steps N (1)\n"
-    "  --grad-checkpoint            keep only each block's input and recompute the block's\n"
-    "                               forward in backward: less memory, one more forward pass\n"
-    "                               per trained block, bit-identical results\n"
-    "  --seed N (0)  --rank N (8)  --scale X (20)\n"
-    "  --dropout X (0)              LoRA dropout on the adapter's input, training only: kept\n"
-    "                               entries scaled by 1/(1-X); masks fixed by seed and step\n"
-    "  --lora-keys q_proj,v_proj,...  (default: all seven linear layers)\n"
-    "  --dtype auto|f32|bf16|tf32   precision of the matrix products: bf16 multiplies bf16\n"
-    "                               copies of the weights (AVX512-BF16) with f32 sums; weights,\n"
-    "                               gradients and optimizer stay f32. auto (default): bf16 when\n"
-    "                               the CPU has AVX512-BF16 and the weights are not stored f32.\n"
-    "                               On CUDA: auto = tf32 (TF32 tensor cores, f32 sums), f32 = exact\n"
-    "  --device auto|cpu|cuda       where training runs (auto: a CUDA GPU when one answers)\n"
-    "  --quiet                      no progress bar\n"
-    "  --resume                     continue from DIR/training_state.json, which every\n"
-    "                               checkpoint (and Ctrl-C) saves: weights, optimizer state,\n"
-    "                               data order; ends bit for bit as an uninterrupted run.\n"
-    "                               An error when DIR holds no unfinished run\n"
+    "  Every flag also takes --flag=value.\n",
+    FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]),
     "  Data: DIR/train.jsonl, valid.jsonl (and test.jsonl for --test), lines {\"text\": ...}\n"
     "  or {\"prompt\": ..., \"completion\": ...} (joined as plain text, no chat template).\n"
     "  Writes DIR/adapters.safetensors + adapter_config.json (mlx-lm format; both at every\n"
     "  save), checkpoints NNNNNNN_adapters.safetensors every --save-every, and metrics.jsonl.\n"
-    "  DIR (created with its parents) is locked for the run: one run per adapter folder.\n";
+    "  DIR (created with its parents) is locked for the run: one run per adapter folder.\n"
+    "  A bad config file (unknown key, wrong type, YAML syntax) is exit 1, naming file:line.\n"};
+
+void train_flags_defaults(TrainConfig *c) { flags_defaults(&TABLE, c); }
+
+// ---- the YAML keys that are not one flag each: lr_schedule's name, arguments and warmup_init,
+// optimizer_config, and mlx-lm's keys tunelens has no use for.
+typedef struct {
+    const FlagState *st;
+    int schedule_line;           // lr_schedule was given (its line), 0 when not
+    int has_name;
+    int args_line;               // lr_schedule.arguments' line, 0 when absent
+    double decay_steps, end;     // NAN when not given
+} YamlCtx;
+
+static int given(const FlagState *st, const char *name) {
+    for (int i = 0; i < TABLE.n && i < FLAGS_MAX; i++)
+        if (!strcmp(TABLE.flags[i].name, name)) return st->given[i];
+    return 0;
+}
+
+static int yaml_number(const char *file, const char *key, void *node, double *out, Error *err) {
+    const char *s = flags_yaml_scalar(node);
+    char *end;
+    double v = s ? strtod(s, &end) : NAN;
+    if (!s || end == s || *end || !isfinite(v))
+        return err_set(err, "%s:%d: %s: expected a number, got %s%s%s", file, flags_yaml_line(node), key,
+                       s ? "'" : "", s ? s : "a mapping or list", s ? "'" : "");
+    *out = v;
+    return 0;
+}
+
+static int empty_or_null(void *node) {
+    const char *s = flags_yaml_scalar(node);
+    if (s) return !*s || !strcmp(s, "~") || !strcmp(s, "null");
+    yaml_node_t *n = node;
+    return n->type == YAML_MAPPING_NODE && n->data.mapping.pairs.top == n->data.mapping.pairs.start;
+}
+
+static int schedule_key(YamlCtx *x, TrainConfig *c, const char *file, const char *key,
+                        yaml_document_t *doc, yaml_node_t *n, Error *err) {
+    int line = flags_yaml_line(n);
+    if (!strcmp(key, "lr_schedule.name")) {
+        const char *s = flags_yaml_scalar(n);
+        if (!s || strcmp(s, "cosine_decay"))
+            return err_set(err, "%s:%d: %s: tunelens supports the schedule cosine_decay (with warmup), "
+                           "got %s%s%s", file, line, key, s ? "'" : "", s ? s : "a mapping or list",
+                           s ? "'" : "");
+        x->has_name = 1;
+        c->cosine = 1;
+        return 0;
+    }
+    if (!strcmp(key, "lr_schedule.arguments")) {
+        // mlx's cosine_decay(init, decay_steps, end=0): init is the learning rate
+        int k = n->type == YAML_SEQUENCE_NODE ? (int)(n->data.sequence.items.top - n->data.sequence.items.start) : -1;
+        if (k < 1 || k > 3)
+            return err_set(err, "%s:%d: %s: expected a list [learning_rate, decay_steps, end] "
+                           "(cosine_decay's arguments)", file, line, key);
+        double v[3] = {NAN, NAN, NAN};
+        for (int i = 0; i < k; i++) {
+            yaml_node_t *e = yaml_document_get_node(doc, n->data.sequence.items.start[i]);
+            if (yaml_number(file, key, e, &v[i], err)) return -1;
+        }
+        if (!(v[0] >= 0 && v[0] <= 1e3))
+            return err_set(err, "%s:%d: %s: the learning rate (first argument) must be in [0, 1000], "
+                           "got %g", file, line, key, v[0]);
+        if (!given(x->st, "--learning-rate")) c->learning_rate = v[0];
+        x->args_line = line;
+        x->decay_steps = v[1];
+        x->end = v[2];
+        return 0;
+    }
+    if (!strcmp(key, "lr_schedule.warmup")) {
+        double v;
+        if (yaml_number(file, key, n, &v, err)) return -1;
+        if (v != floor(v) || v < 0 || v > (1 << 30))
+            return err_set(err, "%s:%d: %s: expected an integer in [0, %d], got %g", file, line, key,
+                           1 << 30, v);
+        if (!given(x->st, "--warmup")) c->warmup = (int)v;
+        return 0;
+    }
+    if (!strcmp(key, "lr_schedule.warmup_init")) {
+        double v;
+        if (yaml_number(file, key, n, &v, err)) return -1;
+        if (v != 0)
+            return err_set(err, "%s:%d: %s: tunelens warms up from 0; got %g", file, line, key, v);
+        return 0;
+    }
+    return err_set(err, "%s:%d: unknown key '%s' (lr_schedule takes name, arguments, warmup and "
+                   "warmup_init)", file, line, key);
+}
+
+static int yaml_extra(void *vctx, void *vcfg, const char *file, const char *key, void *vdoc,
+                      void *node, Error *err) {
+    YamlCtx *x = vctx;
+    TrainConfig *c = vcfg;
+    yaml_document_t *doc = vdoc;
+    yaml_node_t *n = node;
+    int line = flags_yaml_line(node);
+    if (!strcmp(key, "lr_schedule")) {
+        if (empty_or_null(node) && n->type != YAML_MAPPING_NODE) return 1;  // null: no schedule
+        if (n->type != YAML_MAPPING_NODE)
+            return err_set(err, "%s:%d: lr_schedule: expected a mapping {name, arguments, warmup, "
+                           "warmup_init}, got %s", file, line, n->type == YAML_SEQUENCE_NODE ? "a list" : "a scalar");
+        // --lr-schedule on the command line replaces the file's whole schedule
+        if (given(x->st, "--lr-schedule")) return 1;
+        x->schedule_line = line;
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(doc, p->key), *v = yaml_document_get_node(doc, p->value);
+            const char *sub = flags_yaml_scalar(k);
+            char full[128];
+            snprintf(full, sizeof full, "lr_schedule.%s", sub ? sub : "?");
+            if (schedule_key(x, c, file, full, doc, v, err)) return -1;
+        }
+        return 1;
+    }
+    if (!strcmp(key, "optimizer_config")) {
+        if (empty_or_null(node)) return 1;
+        if (n->type != YAML_MAPPING_NODE)
+            return err_set(err, "%s:%d: %s: expected a mapping {adam: {}, adamw: {weight_decay: 0.01}}",
+                           file, line, key);
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(doc, p->key), *v = yaml_document_get_node(doc, p->value);
+            const char *name = flags_yaml_scalar(k);
+            int kl = flags_yaml_line(k);
+            if (!name || (strcmp(name, "adam") && strcmp(name, "adamw") && strcmp(name, "sgd") &&
+                          strcmp(name, "muon") && strcmp(name, "adafactor")))
+                return err_set(err, "%s:%d: unknown key '%s.%s' (mlx-lm's optimizers: adam, adamw, "
+                               "sgd, muon, adafactor)", file, kl, key, name ? name : "?");
+            if (empty_or_null(v)) continue;  // mlx-lm's defaults: nothing to change
+            if (strcmp(name, "adamw") || v->type != YAML_MAPPING_NODE)
+                return err_set(err, "%s:%d: %s.%s: tunelens runs %s with mlx's default settings only "
+                               "(an empty mapping; adamw also takes weight_decay: 0.01)", file, kl,
+                               key, name, name);
+            for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top; q++) {
+                yaml_node_t *kk = yaml_document_get_node(doc, q->key), *vv = yaml_document_get_node(doc, q->value);
+                const char *opt = flags_yaml_scalar(kk);
+                double wd;
+                if (!opt || strcmp(opt, "weight_decay"))
+                    return err_set(err, "%s:%d: %s.adamw.%s: tunelens's adamw takes weight_decay only",
+                                   file, flags_yaml_line(kk), key, opt ? opt : "?");
+                if (yaml_number(file, "optimizer_config.adamw.weight_decay", vv, &wd, err)) return -1;
+                if (wd != 0.01)
+                    return err_set(err, "%s:%d: optimizer_config.adamw.weight_decay: tunelens's adamw "
+                                   "has weight decay 0.01 (mlx's default); got %g", file,
+                                   flags_yaml_line(vv), wd);
+            }
+        }
+        return 1;
+    }
+    // mlx-lm's keys without a meaning here: accepted at their defaults (adapter_config.json holds them)
+    static const char *const IGNORED[] = {"clear_cache_threshold", "report_to", "project_name",
+                                          "trust_remote_code", NULL};
+    for (int i = 0; IGNORED[i]; i++) {
+        if (strcmp(key, IGNORED[i])) continue;
+        const char *s = flags_yaml_scalar(node);
+        if (s && (!*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "false") ||
+                  !strcmp(s, "False") || !strcmp(s, "0")))
+            return 1;
+        return err_set(err, "%s:%d: %s: mlx-lm's %s is not supported by tunelens (only its default, "
+                       "null/false/0, is accepted)", file, line, key, key);
+    }
+    return 0;
+}
+
+// The schedule from the file, checked against the final settings (flags may have changed them).
+static int check_schedule(const TrainConfig *c, const char *file, const YamlCtx *x, Error *err) {
+    if (!x->schedule_line) return 0;
+    if (!x->has_name)
+        return err_set(err, "%s:%d: lr_schedule: missing 'name' (tunelens supports cosine_decay)", file,
+                       x->schedule_line);
+    if (!x->args_line)
+        return err_set(err, "%s:%d: lr_schedule: missing 'arguments' ([learning_rate, decay_steps, 0])",
+                       file, x->schedule_line);
+    int decay = c->iters / c->grad_accumulation_steps - c->warmup;
+    if ((!isnan(x->decay_steps) && x->decay_steps != decay) || (!isnan(x->end) && x->end != 0))
+        return err_set(err, "%s:%d: lr_schedule.arguments: tunelens's cosine_decay goes from the "
+                       "learning rate to 0 over the updates after the warmup (here %d); got "
+                       "decay_steps %g and end %g. Give [lr, %d, 0] or just [lr]", file, x->args_line,
+                       decay, x->decay_steps, isnan(x->end) ? 0 : x->end, decay);
+    return 0;
+}
 
 int cmd_train(int argc, char **argv) {
-    const char *cmd = "train", *v;
+    const char *cmd = "train";
     TrainConfig c;
     train_config_defaults(&c);
-    int rc;
-    double d;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-#define INT_FLAG(name, field, lo, hi) \
-    else if (!strcmp(f, name)) { if ((rc = cli_int(cmd, argc, argv, &i, lo, hi, &c.field))) return rc; }
-#define STR_FLAG(name, field) \
-    else if (!strcmp(f, name)) { if ((rc = cli_value(cmd, argc, argv, &i, &c.field))) return rc; }
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            fputs(USAGE, stdout);
-            return 0;
-        }
-        STR_FLAG("--model", model)
-        STR_FLAG("--data", data)
-        STR_FLAG("--adapter-path", adapter_path)
-        STR_FLAG("--resume-adapter-file", resume_adapter_file)
-        STR_FLAG("--lora-keys", lora_keys)
-        INT_FLAG("--num-layers", num_layers, -1, 100000)
-        INT_FLAG("--batch-size", batch_size, 1, 1 << 20)
-        INT_FLAG("--iters", iters, 1, 1 << 30)
-        INT_FLAG("--val-batches", val_batches, -1, 1 << 30)
-        INT_FLAG("--test-batches", test_batches, -1, 1 << 30)
-        INT_FLAG("--steps-per-report", steps_per_report, 1, 1 << 30)
-        INT_FLAG("--steps-per-eval", steps_per_eval, 1, 1 << 30)
-        INT_FLAG("--save-every", save_every, 1, 1 << 30)
-        INT_FLAG("--max-seq-length", max_seq_length, 2, 1 << 24)
-        INT_FLAG("--grad-accumulation-steps", grad_accumulation_steps, 1, 1 << 20)
-        INT_FLAG("--rank", rank, 1, 1 << 16)
-        INT_FLAG("--warmup", warmup, 0, 1 << 30)
-        else if (!strcmp(f, "--train")) c.train = 1;
-        else if (!strcmp(f, "--test")) c.test = 1;
-        else if (!strcmp(f, "--mask-prompt")) c.mask_prompt = 1;
-        else if (!strcmp(f, "--grad-checkpoint")) c.grad_checkpoint = 1;
-        else if (!strcmp(f, "--quiet")) c.quiet = 1;
-        else if (!strcmp(f, "--resume")) c.resume = 1;
-        else if (!strcmp(f, "--learning-rate")) {
-            if ((rc = cli_double(cmd, argc, argv, &i, 0, 1e3, &c.learning_rate))) return rc;
-        } else if (!strcmp(f, "--scale")) {
-            if ((rc = cli_double(cmd, argc, argv, &i, -1e6, 1e6, &c.scale))) return rc;
-        } else if (!strcmp(f, "--dropout")) {
-            if ((rc = cli_double(cmd, argc, argv, &i, 0, 0.999, &c.dropout))) return rc;
-        } else if (!strcmp(f, "--seed")) {
-            if ((rc = cli_double(cmd, argc, argv, &i, 0, 9007199254740992.0, &d))) return rc;
-            c.seed = (uint64_t)d;
-        } else if (!strcmp(f, "--fine-tune-type")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &v))) return rc;
-            if (!strcmp(v, "full")) c.full = 1;
-            else if (!strcmp(v, "lora")) c.full = 0;
-            else {
-                fprintf(stderr, "tunelens train: --fine-tune-type must be lora or full, got '%s'\n", v);
-                return EXIT_USAGE;
-            }
-        } else if (!strcmp(f, "--optimizer")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &v))) return rc;
-            if (!strcmp(v, "adam")) c.optimizer = OPT_ADAM;
-            else if (!strcmp(v, "adamw")) c.optimizer = OPT_ADAMW;
-            else if (!strcmp(v, "sgd")) c.optimizer = OPT_SGD;
-            else {
-                fprintf(stderr, "tunelens train: --optimizer must be adam, adamw or sgd, got '%s'\n", v);
-                return EXIT_USAGE;
-            }
-        } else if (!strcmp(f, "--device")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &c.device))) return rc;
-        } else if (!strcmp(f, "--dtype")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &v))) return rc;
-            int d = dtype_parse(v);
-            if (d < 0) {
-                fprintf(stderr, "tunelens train: --dtype must be auto, f32, bf16 or tf32, got '%s'\n", v);
-                return EXIT_USAGE;
-            }
-            c.dtype = (ComputeDtype)d;
-        } else if (!strcmp(f, "--lr-schedule")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &v))) return rc;
-            if (strcmp(v, "cosine")) {
-                fprintf(stderr, "tunelens train: --lr-schedule supports 'cosine', got '%s'\n", v);
-                return EXIT_USAGE;
-            }
-            c.cosine = 1;
-        } else {
-            return cli_unknown(cmd, f);
-        }
-#undef INT_FLAG
-#undef STR_FLAG
+    FlagState st;
+    int rc = flags_parse(&TABLE, &c, argc, argv, &st);
+    if (rc) return rc == 1 ? 0 : rc;
+    Error err = {{0}};
+    if (st.config) {
+        YamlCtx x = {&st, 0, 0, 0, NAN, NAN};
+        if (flags_load_yaml(&TABLE, &c, st.config, &st, yaml_extra, &x, &err) ||
+            check_schedule(&c, st.config, &x, &err))
+            return cli_fail(&err);
     }
     if (!c.model) return cli_missing(cmd, "--model");
     if (!c.train && !c.test) {
         fprintf(stderr, "tunelens train: nothing to do: give --train and/or --test\n");
-        return EXIT_USAGE;
-    }
-    unsigned key_mask;
-    Error err = {{0}};
-    if (c.lora_keys && lora_keys_parse(c.lora_keys, &key_mask, &err)) {
-        fprintf(stderr, "tunelens train: --lora-keys: %s\n", err.msg);
         return EXIT_USAGE;
     }
     // mlx-lm's conventions: -1 = all (layers, batches); 0 would train or measure nothing

@@ -28,23 +28,7 @@ int dtype_parse(const char *name) {
 
 void train_config_defaults(TrainConfig *c) {
     memset(c, 0, sizeof *c);
-    c->data = "data";
-    c->num_layers = 16;
-    c->batch_size = 4;
-    c->iters = 1000;
-    c->val_batches = 25;
-    c->test_batches = 500;
-    c->learning_rate = 1e-5;
-    c->optimizer = OPT_ADAM;
-    c->steps_per_report = 10;
-    c->steps_per_eval = 200;
-    c->save_every = 100;
-    c->adapter_path = "adapters";
-    c->max_seq_length = 2048;
-    c->grad_accumulation_steps = 1;
-    c->rank = 8;
-    c->device = "auto";
-    c->scale = 20.0;
+    train_flags_defaults(c);  // the defaults are the train command's flag table's
 }
 
 double lr_at(const TrainConfig *c, int step) {

@@ -33,6 +33,8 @@ extern const char *const DTYPE_NAMES[];  // "auto", "f32", "bf16", "tf32"
 int dtype_parse(const char *name);
 
 void train_config_defaults(TrainConfig *c);  // mlx-lm's defaults
+// Applies the defaults of `tunelens train`'s flag table (src/cli/train.c), their one source.
+void train_flags_defaults(TrainConfig *c);
 
 // Numbers a caller (the experiment report) wants back.
 typedef struct {
