@@ -106,14 +106,15 @@ static double max_abs(const double *a, size_t n) {
 // L-BFGS (Nocedal & Wright, Algorithm 7.4/7.5) with a backtracking Armijo line search; theta
 // starts at zero. Returns iterations taken.
 #define LBFGS_M 10
-static int lbfgs(const Objective *o, double *theta, size_t P, double *f_out, double *gmax_out) {
+static int lbfgs(const Objective *o, double *theta, size_t P, double gtol, double *f_out,
+                 double *gmax_out) {
     double *g = xcalloc(P, sizeof(double)), *g_new = xcalloc(P, sizeof(double));
     double *dir = xcalloc(P, sizeof(double)), *x_new = xcalloc(P, sizeof(double));
     double *S = xcalloc(LBFGS_M * P, sizeof(double)), *Y = xcalloc(LBFGS_M * P, sizeof(double));
     double rho[LBFGS_M], alpha[LBFGS_M];
     int n_pairs = 0, head = 0, it = 0;
     double f = objective(o, theta, g);
-    for (; it < PROBE_MAX_ITER && max_abs(g, P) > PROBE_GTOL; it++) {
+    for (; it < PROBE_MAX_ITER && max_abs(g, P) > gtol; it++) {
         // two-loop recursion: dir = -H g
         for (size_t j = 0; j < P; j++) dir[j] = -g[j];
         for (int k = 0; k < n_pairs; k++) {
@@ -140,7 +141,7 @@ static int lbfgs(const Objective *o, double *theta, size_t P, double *f_out, dou
         }
         double t = n_pairs ? 1.0 : fmin(1.0, 1.0 / sqrt(-slope)), f_new = f;
         int ok = 0;
-        for (int ls = 0; ls < 60; ls++, t *= 0.5) {
+        for (int ls = 0; ls < 40; ls++, t *= 0.5) {
             for (size_t j = 0; j < P; j++) x_new[j] = theta[j] + t * dir[j];
             f_new = objective(o, x_new, g_new);
             if (f_new <= f + 1e-4 * t * slope) {
@@ -170,7 +171,8 @@ static int lbfgs(const Objective *o, double *theta, size_t P, double *f_out, dou
     return it;
 }
 
-int probe_fit(const float *X, const int *y, int n, int d, int K, double C, Probe *p, Error *err) {
+int probe_fit(const float *X, const int *y, int n, int d, int K, double C, double gtol, Probe *p,
+              Error *err) {
     memset(p, 0, sizeof *p);
     if (n < 1) return err_set(err, "no training examples");
     if (K < 1 || d < 1) return err_set(err, "a probe needs at least one class and one feature");
@@ -203,7 +205,7 @@ int probe_fit(const float *X, const int *y, int n, int d, int K, double C, Probe
     size_t P = (size_t)K * d + K;
     double *theta = xcalloc(P, sizeof(double));
     Objective o = {Xs, y, n, d, K, 1.0 / (C * n), xmalloc(sizeof(double) * (size_t)n * K)};
-    p->iters = lbfgs(&o, theta, P, &p->loss, &p->grad_max);
+    p->iters = lbfgs(&o, theta, P, gtol > 0 ? gtol : PROBE_GTOL, &p->loss, &p->grad_max);
     p->W = xmalloc(sizeof(double) * (size_t)K * d);
     p->b = xmalloc(sizeof(double) * (size_t)K);
     memcpy(p->W, theta, sizeof(double) * (size_t)K * d);
@@ -317,8 +319,8 @@ int probe_run(const Model *m, const int *const *ids, const int *len, const int *
         ProbeLayer *pl = &out->layers[li];
         pl->layer = l;
         Probe ctl;
-        rc = probe_fit(Xtr, ytr, n_train, Cd, K, C, &pl->probe, err) ||
-             probe_fit(Xtr, cytr, n_train, Cd, K, C, &ctl, err);
+        rc = probe_fit(Xtr, ytr, n_train, Cd, K, C, 0, &pl->probe, err) ||
+             probe_fit(Xtr, cytr, n_train, Cd, K, C, 0, &ctl, err);
         if (rc) {
             err_wrap(err, "layer %d", l);
             break;

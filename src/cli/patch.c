@@ -1,0 +1,181 @@
+// patch.c — `tunelens patch`: activation patching of the residual stream (analysis/patch.h).
+#include "../analysis/patch.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lens/lens.h"
+#include "cli.h"
+
+static const char *USAGE =
+    "usage: tunelens patch --model M --source P1 --target P2 --layer L|all\n"
+    "                      [--position last|all] [--adapter A] [--top-k K] [--json FILE]\n"
+    "                      [--device auto|cpu|cuda]\n"
+    "  Runs the source prompt, takes its residual stream after block L (layer numbering as\n"
+    "  `lens`: -1 is the embedding output), puts it into the target prompt's run at that\n"
+    "  layer, and continues to the target's next-token distribution. --position last (the\n"
+    "  default) patches the source's last position into the target's last; all patches every\n"
+    "  position (the prompts must have the same number of tokens). --layer all sweeps every\n"
+    "  block (a patching curve) and tabulates, per layer, the probability of the target's\n"
+    "  own answer and of the source's. Patching the last layer at the last position gives the\n"
+    "  source's prediction exactly.\n"
+    "  --json FILE ('-' = stdout): {model, position, source:{prompt, top:[{id, token, prob}]},\n"
+    "  target:{...}, patched:{layer, top} (--layer all: [{layer, top, target_answer_prob,\n"
+    "  source_answer_prob}])}.\n";
+
+static cJSON *top_json(const Model *m, const float *probs, int k) {
+    TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
+    top_k_probs(probs, m->cfg.vocab_size, k, t);
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < k; i++) {
+        cJSON *o = cJSON_CreateObject();
+        char *s = cli_token_text(m->tok, t[i].id);
+        cJSON_AddNumberToObject(o, "id", t[i].id);
+        cJSON_AddStringToObject(o, "token", s);
+        cJSON_AddNumberToObject(o, "prob", t[i].prob);
+        free(s);
+        cJSON_AddItemToArray(a, o);
+    }
+    free(t);
+    return a;
+}
+
+static void print_top(const Model *m, const float *probs, int k) {
+    TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
+    top_k_probs(probs, m->cfg.vocab_size, k, t);
+    for (int i = 0; i < k; i++) {
+        char *d = cli_token_display(m->tok, t[i].id);
+        printf(" %s %.1f%%", d, 100.0 * t[i].prob);
+        free(d);
+    }
+    printf("\n");
+    free(t);
+}
+
+static int argmax(const float *p, int V) {
+    int best = 0;
+    for (int i = 1; i < V; i++)
+        if (p[i] > p[best]) best = i;
+    return best;
+}
+
+int cmd_patch(int argc, char **argv) {
+    const char *cmd = "patch", *device = "auto", *model_path = NULL, *adapter = NULL,
+               *source = NULL, *target = NULL, *layer_s = NULL, *position = "last",
+               *json_path = NULL;
+    int top_k = 5, rc;
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            fputs(USAGE, stdout);
+            return 0;
+        } else if (!strcmp(f, "--device")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &device))) return rc;
+        } else if (!strcmp(f, "--model")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &model_path))) return rc;
+        } else if (!strcmp(f, "--adapter") || !strcmp(f, "--adapter-path")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &adapter))) return rc;
+        } else if (!strcmp(f, "--source")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &source))) return rc;
+        } else if (!strcmp(f, "--target")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &target))) return rc;
+        } else if (!strcmp(f, "--layer")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &layer_s))) return rc;
+        } else if (!strcmp(f, "--position")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &position))) return rc;
+        } else if (!strcmp(f, "--top-k")) {
+            if ((rc = cli_int(cmd, argc, argv, &i, 1, 1000, &top_k))) return rc;
+        } else if (!strcmp(f, "--json")) {
+            if ((rc = cli_value(cmd, argc, argv, &i, &json_path))) return rc;
+        } else {
+            return cli_unknown(cmd, f);
+        }
+    }
+    if (!model_path) return cli_missing(cmd, "--model");
+    if (!source) return cli_missing(cmd, "--source");
+    if (!target) return cli_missing(cmd, "--target");
+    if (!layer_s) return cli_missing(cmd, "--layer");
+    int all_positions;
+    if (!strcmp(position, "last")) all_positions = 0;
+    else if (!strcmp(position, "all")) all_positions = 1;
+    else {
+        fprintf(stderr, "tunelens patch: --position expects last or all, got '%s'\n", position);
+        return EXIT_USAGE;
+    }
+    int sweep = !strcmp(layer_s, "all"), layer = 0;
+    if (!sweep) {
+        char *end;
+        long v = strtol(layer_s, &end, 10);
+        if (end == layer_s || *end || v < -1 || v > 100000) {
+            fprintf(stderr, "tunelens patch: --layer expects a layer number (-1 for the "
+                    "embeddings) or all, got '%s'\n", layer_s);
+            return EXIT_USAGE;
+        }
+        layer = (int)v;
+    }
+    Error err;
+    Model m;
+    if (cli_load_model(&m, model_path, adapter, device, &err)) return cli_fail(&err);
+    const int L = m.cfg.n_layers, V = m.cfg.vocab_size;
+    if (top_k > V) top_k = V;
+    int *src = NULL, *tgt = NULL, ns = 0, nt = 0, n_layers = sweep ? L : 1;
+    int *layers = xmalloc(sizeof(int) * (size_t)n_layers);
+    for (int i = 0; i < n_layers; i++) layers[i] = sweep ? i : layer;
+    PatchResult r = {0};
+    rc = 0;
+    if (cli_encode(&m, source, &src, &ns, &err)) rc = err_wrap(&err, "--source");
+    else if (cli_encode(&m, target, &tgt, &nt, &err)) rc = err_wrap(&err, "--target");
+    else rc = patch_run(&m, src, ns, tgt, nt, layers, n_layers, all_positions, &r, &err);
+    int json_stdout = json_path && !strcmp(json_path, "-");
+    int ans_t = rc ? 0 : argmax(r.target_probs, V), ans_s = rc ? 0 : argmax(r.source_probs, V);
+    if (!rc && !json_stdout) {
+        printf("Source: \"%s\" (%d tokens):", source, ns);
+        print_top(&m, r.source_probs, top_k);
+        printf("Target: \"%s\" (%d tokens):", target, nt);
+        print_top(&m, r.target_probs, top_k);
+        if (!sweep) {
+            printf("Patched after layer %d (%s position%s):", layer, all_positions ? "every" : "last",
+                   all_positions ? "" : "");
+            print_top(&m, r.patched[0].probs, top_k);
+        } else {
+            char *dt = cli_token_display(m.tok, ans_t), *ds = cli_token_display(m.tok, ans_s);
+            printf("\nPatched after each layer (%s position):\n", all_positions ? "every" : "last");
+            printf("Layer  P(target %s)  P(source %s)  Top %d\n", dt, ds, top_k);
+            for (int i = 0; i < r.n_patched; i++) {
+                printf("%5d  %*.1f%%  %*.1f%%  ", r.patched[i].layer, (int)strlen(dt) + 9,
+                       100.0 * r.patched[i].probs[ans_t], (int)strlen(ds) + 9,
+                       100.0 * r.patched[i].probs[ans_s]);
+                print_top(&m, r.patched[i].probs, top_k);
+            }
+            free(dt), free(ds);
+        }
+    }
+    if (!rc && json_path) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", m.path);
+        if (adapter) cJSON_AddStringToObject(j, "adapter", adapter);
+        cJSON_AddStringToObject(j, "position", all_positions ? "all" : "last");
+        cJSON *s = cJSON_AddObjectToObject(j, "source"), *t = cJSON_AddObjectToObject(j, "target");
+        cJSON_AddStringToObject(s, "prompt", source);
+        cJSON_AddNumberToObject(s, "n_tokens", ns);
+        cJSON_AddItemToObject(s, "top", top_json(&m, r.source_probs, top_k));
+        cJSON_AddStringToObject(t, "prompt", target);
+        cJSON_AddNumberToObject(t, "n_tokens", nt);
+        cJSON_AddItemToObject(t, "top", top_json(&m, r.target_probs, top_k));
+        cJSON *arr = sweep ? cJSON_AddArrayToObject(j, "patched") : NULL;
+        for (int i = 0; i < r.n_patched; i++) {
+            cJSON *o = sweep ? cJSON_CreateObject() : cJSON_AddObjectToObject(j, "patched");
+            cJSON_AddNumberToObject(o, "layer", r.patched[i].layer);
+            cJSON_AddItemToObject(o, "top", top_json(&m, r.patched[i].probs, top_k));
+            cJSON_AddNumberToObject(o, "target_answer_prob", r.patched[i].probs[ans_t]);
+            cJSON_AddNumberToObject(o, "source_answer_prob", r.patched[i].probs[ans_s]);
+            if (sweep) cJSON_AddItemToArray(arr, o);
+        }
+        rc = cli_write_json(json_path, j, &err);
+        cJSON_Delete(j);
+    }
+    patch_result_free(&r);
+    free(src), free(tgt), free(layers);
+    model_free(&m);
+    return rc ? cli_fail(&err) : 0;
+}
