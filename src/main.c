@@ -63,6 +63,8 @@ static const Command COMMANDS[] = {
     {"tokenize", cmd_tokenize, "encode text as the model's tokenizer does (ids and pieces)"},
     {"generate", cmd_generate, "greedy generation with a KV cache (optionally with an adapter)"},
     {"lens", cmd_lens, "logit lens: every layer's top tokens at the last position"},
+    {"probe", cmd_probe, "linear probes of a label on every layer's residual, with a control"},
+    {"patch", cmd_patch, "activation patching: a source's residual into a target's run"},
     {"data", cmd_data, "write training data (data math: arithmetic problems as jsonl)"},
     {"train", cmd_train, "LoRA or full fine-tuning with mlx_lm.lora's flags"},
     {"export-peft", cmd_export_peft, "convert an mlx-lm LoRA adapter to a PEFT adapter"},

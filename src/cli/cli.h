@@ -11,6 +11,8 @@
 int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_lens(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
+int cmd_patch(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_export_peft(int argc, char **argv);
