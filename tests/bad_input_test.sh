@@ -419,5 +419,25 @@ printf 'iters: 0\nbatch_size: 2\n' >"$TMP/cfg_wins.yaml"
 check "config: the command line wins" 0 "Saved final weights" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 1 --adapter-path "$TMP/cfg_wins_ad" --quiet -c "$TMP/cfg_wins.yaml"
 # ---- end of issue 17 (YAML configs)
 
+# ---- issue 16 (probe, patch): bad data, layers out of range, unequal prompts
+printf '{"text": "1 + 1 = ", "label": "add"}\n{"text": "2 + 2 = ", "label": "add"}\n' >"$TMP/one_label.jsonl"
+check "probe: a single label class" 1 "one_label\.jsonl: every example has the label 'add'" $BIN probe --model $TINY --data "$TMP/one_label.jsonl"
+printf '{"text": "1 + 1 = ", "label": "add"}\n{"text": "2 - 1 = "}\n' >"$TMP/no_label.jsonl"
+check "probe: missing label key" 1 "no_label\.jsonl line 2: no \"label\" key" $BIN probe --model $TINY --data "$TMP/no_label.jsonl"
+check "probe: --label-key absent" 1 "one_label\.jsonl line 1: no \"op\" key" $BIN probe --model $TINY --data "$TMP/one_label.jsonl" --label-key op
+printf '{"text": "1 + 1 = ", "label": "add"}\n{"text": "2 - 1 = ", "label": "sub"}\n' >"$TMP/two.jsonl"
+check "probe: no held-out example" 1 "2 examples leave no held-out example" $BIN probe --model $TINY --data "$TMP/two.jsonl"
+printf '{"text": "%s", "label": "%s"}\n' a x b x c x d y e y f y >"$TMP/six.jsonl"
+check "probe: layer out of range" 1 "layer 4 does not exist \(the model has layers 0\.\.3" $BIN probe --model $TINY --data "$TMP/six.jsonl" --layers 1,4
+check "probe: bad --layers" 2 "--layers expects 'all' or a comma-separated list" $BIN probe --model $TINY --data "$TMP/six.jsonl" --layers 1,x
+check "probe: not JSON" 1 "bad_input_test\.sh line 1: not a JSON object" $BIN probe --model $TINY --data "$0"
+check "probe: runs" 0 "Layer  Accuracy  Control  Selectivity" $BIN probe --model $TINY --data "$TMP/six.jsonl" --layers -1,3
+check "patch: --position all, different lengths" 1 "the source has 7, the target 6" $BIN patch --model $TINY --source "12 + 7 = " --target "1 + 7 =" --layer 1 --position all
+check "patch: layer out of range" 1 "layer 4 does not exist" $BIN patch --model $TINY --source "12 + 7 = " --target "1 + 7 = " --layer 4
+check "patch: bad --layer" 2 "--layer expects a layer number" $BIN patch --model $TINY --source a --target b --layer two
+check "patch: bad --position" 2 "--position expects last or all, got 'first'" $BIN patch --model $TINY --source a --target b --layer 1 --position first
+check "patch: missing --target" 2 "target" $BIN patch --model $TINY --source a --layer 1
+# ---- end of issue 16
+
 if [ "$fails" -ne 0 ]; then echo "$fails bad-input check(s) failed"; exit 1; fi
 echo "all bad-input checks passed"
