@@ -5,20 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../analysis/hook.h"
 #include "../formats/tensor.h"
 #include "../ops/ops.h"
-
-typedef struct {
-    const Backend *be;
-    float *rows;  // (L+1, C): last position's residual after each layer (host memory)
-    int C;
-} HookCtx;
-
-static void keep_last_row(void *ctx, int layer, const float *resid, int rows, int C) {
-    HookCtx *h = ctx;
-    h->be->download(h->rows + (size_t)(layer + 1) * C, resid + (size_t)(rows - 1) * C,
-                    sizeof(float) * C);
-}
 
 int lens_residuals(const Model *m, const int *ids, int n_ids, float *rows, Error *err) {
     const ModelConfig *c = &m->cfg;
@@ -26,13 +15,9 @@ int lens_residuals(const Model *m, const int *ids, int n_ids, float *rows, Error
     if (n_ids > c->max_pos)
         return err_set(err, "the prompt has %d tokens, more than the model's %d positions", n_ids,
                        c->max_pos);
-    ForwardState s;
-    if (forward_state_init(&s, m, 1, n_ids, n_ids, 0))
-        return err_set(err, "out of memory for a %d-token forward pass", n_ids);
-    HookCtx h = {m->be, rows, c->dim};
-    model_forward(m, &s, ids, 0, keep_last_row, &h);
-    forward_state_free(&s);
-    return 0;
+    // the analyses' hooked path (analysis/hook.h), one prompt a pass: model_forward's bits
+    HookBatch hb = {.n = 1, .ids = &ids, .len = &n_ids, .chunk = 1, .last = rows};
+    return hook_run(m, &hb, err);
 }
 
 void lens_unembed_on(const Model *m, const float *rows, int n, float *probs, float *xn) {
