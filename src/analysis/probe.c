@@ -288,7 +288,7 @@ int probe_run(const Model *m, const int *const *ids, const int *len, const int *
         return err_set(err, "out of memory for %d x %d residual rows", n, R);
     }
     double t0 = now_s();
-    HookBatch hb = {.n = n, .ids = ids, .len = len, .chunk = 8, .last = last};
+    HookBatch hb = {.n = n, .ids = ids, .len = len, .chunk = 32, .last = last};
     if (hook_run(m, &hb, err)) {
         free(is_test), free(last);
         return -1;
@@ -296,15 +296,18 @@ int probe_run(const Model *m, const int *const *ids, const int *len, const int *
     double t1 = now_s();
     int *ys = xmalloc(sizeof(int) * (size_t)n);
     probe_shuffle_labels(y, n, seed, ys);
-    int *ytr = xmalloc(sizeof(int) * (size_t)n_train), *yte = xmalloc(sizeof(int) * (size_t)n_test);
-    int *cytr = xmalloc(sizeof(int) * (size_t)n_train), *cyte = xmalloc(sizeof(int) * (size_t)n_test);
-    float *Xtr = xmalloc(sizeof(float) * (size_t)n_train * Cd);
-    float *Xte = xmalloc(sizeof(float) * (size_t)n_test * Cd);
     out->n = n, out->n_train = n_train, out->n_test = n_test, out->K = K;
     out->n_layers = n_layers;
     out->layers = xcalloc((size_t)n_layers, sizeof(ProbeLayer));
-    int rc = 0;
-    for (int li = 0; li < n_layers && !rc; li++) {
+    Error *errs = xcalloc((size_t)n_layers, sizeof(Error));
+    int *bad = xcalloc((size_t)n_layers, sizeof(int));
+    // layers are independent: one a thread (BLAS runs single-threaded inside the region)
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int li = 0; li < n_layers; li++) {
+        int *ytr = xmalloc(sizeof(int) * (size_t)n_train), *yte = xmalloc(sizeof(int) * (size_t)n_test);
+        int *cytr = xmalloc(sizeof(int) * (size_t)n_train), *cyte = xmalloc(sizeof(int) * (size_t)n_test);
+        float *Xtr = xmalloc(sizeof(float) * (size_t)n_train * Cd);
+        float *Xte = xmalloc(sizeof(float) * (size_t)n_test * Cd);
         int l = layers[li], a = 0, t = 0;
         for (int i = 0; i < n; i++) {
             const float *row = last + ((size_t)i * R + l + 1) * Cd;
@@ -318,24 +321,30 @@ int probe_run(const Model *m, const int *const *ids, const int *len, const int *
         }
         ProbeLayer *pl = &out->layers[li];
         pl->layer = l;
-        Probe ctl;
-        rc = probe_fit(Xtr, ytr, n_train, Cd, K, C, 0, &pl->probe, err) ||
-             probe_fit(Xtr, cytr, n_train, Cd, K, C, 0, &ctl, err);
-        if (rc) {
-            err_wrap(err, "layer %d", l);
-            break;
+        Probe ctl = {0};
+        if (probe_fit(Xtr, ytr, n_train, Cd, K, C, 0, &pl->probe, &errs[li]) ||
+            probe_fit(Xtr, cytr, n_train, Cd, K, C, 0, &ctl, &errs[li])) {
+            bad[li] = 1;
+        } else {
+            pl->accuracy = accuracy(&pl->probe, Xte, yte, n_test);
+            pl->train_accuracy = accuracy(&pl->probe, Xtr, ytr, n_train);
+            pl->control_accuracy = accuracy(&ctl, Xte, cyte, n_test);
+            pl->selectivity = pl->accuracy - pl->control_accuracy;
+            pl->iters = pl->probe.iters, pl->control_iters = ctl.iters;
         }
-        pl->accuracy = accuracy(&pl->probe, Xte, yte, n_test);
-        pl->train_accuracy = accuracy(&pl->probe, Xtr, ytr, n_train);
-        pl->control_accuracy = accuracy(&ctl, Xte, cyte, n_test);
-        pl->selectivity = pl->accuracy - pl->control_accuracy;
-        pl->iters = pl->probe.iters, pl->control_iters = ctl.iters;
         probe_free(&ctl);
+        free(ytr), free(yte), free(cytr), free(cyte), free(Xtr), free(Xte);
     }
+    int rc = 0;
+    for (int li = 0; li < n_layers && !rc; li++)
+        if (bad[li]) {
+            *err = errs[li];
+            rc = err_wrap(err, "layer %d", layers[li]);
+        }
+    free(errs), free(bad);
     out->seconds_forward = t1 - t0;
     out->seconds_fit = now_s() - t1;
-    free(is_test), free(last), free(ys), free(ytr), free(yte), free(cytr), free(cyte);
-    free(Xtr), free(Xte);
+    free(is_test), free(last), free(ys);
     if (rc) probe_result_free(out);
     return rc ? -1 : 0;
 }

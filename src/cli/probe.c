@@ -22,7 +22,8 @@ static const char *USAGE =
     "  shuffled labels (Hewitt & Liang): selectivity = accuracy - control accuracy.\n"
     "  --c: scikit-learn's C, the inverse regularisation strength (default 1).\n"
     "  --json FILE ('-' = stdout): {model, data, labels, n, n_train, n_test, seed, C,\n"
-    "  layers:[{layer, accuracy, control_accuracy, selectivity, train_accuracy, iterations}]}.\n"
+    "  layers:[{layer, accuracy, control_accuracy, selectivity, train_accuracy, iterations,\n"
+    "  control_iterations}], seconds:{forward, fit}}.\n"
     "  --save: the task probes as safetensors: layer.{l}.weight (labels, dim), .bias, .mean,\n"
     "  .std (logits = weight @ ((x - mean) / std) + bias); metadata names the labels.\n";
 
@@ -247,6 +248,7 @@ int cmd_probe(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "selectivity", pl->selectivity);
             cJSON_AddNumberToObject(o, "train_accuracy", pl->train_accuracy);
             cJSON_AddNumberToObject(o, "iterations", pl->iters);
+            cJSON_AddNumberToObject(o, "control_iterations", pl->control_iters);
             cJSON_AddItemToArray(ls, o);
         }
         cJSON *sec = cJSON_AddObjectToObject(j, "seconds");
