@@ -8,8 +8,8 @@
 #pragma once
 #include "../model/llama.h"
 
-// Replace one prompt's residual after `layer` (-1..L-1; < -1: no patch) before the rest of
-// the model runs: at position pos (0..len-1), rows = (C) floats, or at every position
+// Replace one prompt's residual after `layer` (-1..L-1; HOOK_NO_PATCH: none) before the rest
+// of the model runs: at position pos (0..len-1), rows = (C) floats, or at every position
 // (pos = HOOK_ALL_POSITIONS), rows = (len, C) floats. Host memory.
 #define HOOK_NO_PATCH (-1000)
 #define HOOK_ALL_POSITIONS (-1)
@@ -37,6 +37,7 @@ typedef struct {
 // Runs the batch. The final logits of a prompt are model_unembed of its final residual row,
 // one row at a time, exactly as model_forward computes a lone prompt's: a prompt run alone
 // (chunk 1) gets the very bits of model_forward's logits, and two runs whose final residual
-// rows are equal get equal logits. Errors: empty or too-long prompts, ids outside the
+// rows are equal get equal logits. The whole model runs (a patch after layer L changes what
+// blocks L+1.. read; the earlier ones are computed as usual). Errors: empty or too-long prompts, ids outside the
 // embedding, a patch layer or position out of range, out of memory.
 int hook_run(const Model *m, HookBatch *hb, Error *err);
