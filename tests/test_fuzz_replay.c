@@ -60,6 +60,7 @@ REPLAY(encode)
 REPLAY(adapter)
 REPLAY(data)
 REPLAY(cli_num)
+REPLAY(yaml_config)
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -68,6 +69,7 @@ int main(void) {
         cmocka_unit_test(test_tokenizer),   cmocka_unit_test(test_encode),
         cmocka_unit_test(test_adapter),
         cmocka_unit_test(test_data),        cmocka_unit_test(test_cli_num),
+        cmocka_unit_test(test_yaml_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

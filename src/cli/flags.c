@@ -21,6 +21,13 @@ static const char *keep(char *s) {
     return owned[n_owned++] = s;
 }
 
+void flags_free_kept(void) {
+    for (size_t i = 0; i < n_owned; i++) free(owned[i]);
+    free(owned);
+    owned = NULL;
+    n_owned = cap_owned = 0;
+}
+
 static void *field(const FlagSpec *f, void *cfg) { return (char *)cfg + f->offset; }
 
 // "lora or full", "adam, adamw or sgd"

@@ -82,6 +82,9 @@ typedef int (*FlagYamlExtraFn)(void *ctx, void *cfg, const char *file, const cha
                                void *doc, void *node, Error *err);
 int flags_load_yaml(const FlagTable *t, void *cfg, const char *path, const FlagState *st,
                     FlagYamlExtraFn extra, void *ctx, Error *err);
+// Frees the strings YAML configs set (the fuzz harness, between inputs); the configs that
+// point at them must not be used after.
+void flags_free_kept(void);
 // Helpers for `extra`: a node's 1-based line, and its text when it is a plain scalar (NULL
 // when it is a mapping or sequence).
 int flags_yaml_line(void *node);

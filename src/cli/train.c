@@ -300,6 +300,19 @@ static int check_schedule(const TrainConfig *c, const char *file, const YamlCtx 
     return 0;
 }
 
+// The file's settings over c, except the flags the command line gave (st->given).
+static int load_config(TrainConfig *c, const char *path, const FlagState *st, Error *err) {
+    YamlCtx x = {st, 0, 0, 0, NAN, NAN};
+    if (flags_load_yaml(&TABLE, c, path, st, yaml_extra, &x, err)) return -1;
+    return check_schedule(c, path, &x, err);
+}
+
+int train_config_load_yaml(TrainConfig *c, const char *path, Error *err) {
+    FlagState none;
+    memset(&none, 0, sizeof none);
+    return load_config(c, path, &none, err);
+}
+
 int cmd_train(int argc, char **argv) {
     const char *cmd = "train";
     TrainConfig c;
@@ -308,12 +321,7 @@ int cmd_train(int argc, char **argv) {
     int rc = flags_parse(&TABLE, &c, argc, argv, &st);
     if (rc) return rc == 1 ? 0 : rc;
     Error err = {{0}};
-    if (st.config) {
-        YamlCtx x = {&st, 0, 0, 0, NAN, NAN};
-        if (flags_load_yaml(&TABLE, &c, st.config, &st, yaml_extra, &x, &err) ||
-            check_schedule(&c, st.config, &x, &err))
-            return cli_fail(&err);
-    }
+    if (st.config && load_config(&c, st.config, &st, &err)) return cli_fail(&err);
     if (!c.model) return cli_missing(cmd, "--model");
     if (!c.train && !c.test) {
         fprintf(stderr, "tunelens train: nothing to do: give --train and/or --test\n");

@@ -35,6 +35,8 @@ int dtype_parse(const char *name);
 void train_config_defaults(TrainConfig *c);  // mlx-lm's defaults
 // Applies the defaults of `tunelens train`'s flag table (src/cli/train.c), their one source.
 void train_flags_defaults(TrainConfig *c);
+// Reads a YAML config (`train -c FILE`, mlx_lm.lora's keys) over c; errors name file:line, key.
+int train_config_load_yaml(TrainConfig *c, const char *path, Error *err);
 
 // Numbers a caller (the experiment report) wants back.
 typedef struct {
