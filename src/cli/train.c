@@ -122,6 +122,60 @@ static const FlagTable TABLE = {
 
 void train_flags_defaults(TrainConfig *c) { flags_defaults(&TABLE, c); }
 
+// A child `tunelens train` running c: "tunelens", "train", then "--flag", "value" for every
+// flag whose value differs from the table's default (a bare --flag for switches), NULL-ended.
+// (Two words, not --flag=value: a tunelens built before --flag=value still reads them.)
+char **train_config_argv(const TrainConfig *c) {
+    TrainConfig d;
+    train_config_defaults(&d);
+    char **argv = xcalloc(2 * (size_t)TABLE.n + 3, sizeof *argv);
+    int n = 0;
+    argv[n++] = xstrdup("tunelens");
+    argv[n++] = xstrdup("train");
+    for (int i = 0; i < TABLE.n; i++) {
+        const FlagSpec *f = &TABLE.flags[i];
+        const void *v = (const char *)c + f->offset, *dv = (const char *)&d + f->offset;
+        char buf[64];
+        const char *value = NULL;
+        switch (f->type) {
+        case FLAG_INT:
+            if (*(const int *)v != *(const int *)dv)
+                snprintf(buf, sizeof buf, "%d", *(const int *)v), value = buf;
+            break;
+        case FLAG_ENUM:
+            if (*(const int *)v != *(const int *)dv) value = f->choices[*(const int *)v];
+            break;
+        case FLAG_DOUBLE:
+            if (*(const double *)v != *(const double *)dv)
+                snprintf(buf, sizeof buf, "%.17g", *(const double *)v), value = buf;
+            break;
+        case FLAG_U64:
+            if (*(const uint64_t *)v != *(const uint64_t *)dv)
+                snprintf(buf, sizeof buf, "%llu", (unsigned long long)*(const uint64_t *)v), value = buf;
+            break;
+        case FLAG_STRING: {
+            const char *x = *(const char *const *)v, *dx = *(const char *const *)dv;
+            if (x && (!dx || strcmp(x, dx))) value = x;
+            break;
+        }
+        case FLAG_SWITCH:
+            if (*(const int *)v) argv[n++] = xstrdup(f->name);
+            break;
+        default: break;  // --config: the child gets every setting as a flag
+        }
+        if (value) {
+            argv[n++] = xstrdup(f->name);
+            argv[n++] = xstrdup(value);
+        }
+    }
+    return argv;
+}
+
+void train_config_argv_free(char **argv) {
+    for (int i = 0; argv && argv[i]; i++) free(argv[i]);
+    free(argv);
+}
+
 // ---- the YAML keys that are not one flag each: lr_schedule's name, arguments and warmup_init,
 // optimizer_config, and mlx-lm's keys tunelens has no use for.
 typedef struct {

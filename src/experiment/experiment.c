@@ -13,6 +13,7 @@
 
 #include "../formats/json_file.h"
 #include "../model/fetch.h"
+#include "../train/trainer.h"
 #include "../train/data.h"
 
 void experiment_defaults(ExperimentConfig *c) {
@@ -101,29 +102,32 @@ static int check_settings(const char *dir, const cJSON *settings, Error *err) {
 // ---- stage: training, as a child `tunelens train`
 static int train_stage(Run *r, int full, const char *data, const char *adapter_dir, Error *err) {
     const ExperimentConfig *c = r->c;
-    char iters[32], bs[32], lr[32], nl[32], seed[32], vb[32], spe[32], se[32];
+    // The child's flags come from train's flag table (train_config_argv): the settings below,
+    // each written only when it is not train's default.
+    TrainConfig t;
+    train_config_defaults(&t);
+    t.model = r->model;
+    t.train = 1;
+    t.data = data;
+    t.iters = c->iters;
+    t.batch_size = c->batch_size;
+    t.learning_rate = full ? c->full_lr : c->lora_lr;
+    t.num_layers = r->num_layers;
+    t.seed = c->seed;
+    t.adapter_path = adapter_dir;
+    t.val_batches = c->quick ? 5 : 25;
+    t.steps_per_eval = c->quick ? c->iters : 200;
+    t.full = full;
+    t.dtype = (ComputeDtype)dtype_parse(c->dtype);
+    t.device = c->device;
     // checkpoints every 100 iterations, as mlx-lm; on a GPU a stage takes seconds while a
     // full fine-tune's checkpoint of a 1B model (weights + Adam state) is gigabytes: final only
-    snprintf(se, sizeof se, "%d", r->on_gpu ? c->iters : 100);
-    snprintf(iters, sizeof iters, "%d", c->iters);
-    snprintf(bs, sizeof bs, "%d", c->batch_size);
-    snprintf(lr, sizeof lr, "%g", full ? c->full_lr : c->lora_lr);
-    snprintf(nl, sizeof nl, "%d", r->num_layers);
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
-    snprintf(vb, sizeof vb, "%d", c->quick ? 5 : 25);
-    snprintf(spe, sizeof spe, "%d", c->quick ? c->iters : 200);
-    const char *argv[40] = {"tunelens", "train", "--model", r->model, "--train", "--data", data,
-                            "--iters", iters, "--batch-size", bs, "--learning-rate", lr,
-                            "--num-layers", nl, "--seed", seed, "--adapter-path", adapter_dir,
-                            "--val-batches", vb, "--steps-per-eval", spe,
-                            "--fine-tune-type", full ? "full" : "lora", "--dtype", c->dtype,
-                            "--device", c->device, "--save-every", se, NULL};
-    int n = 0;
-    while (argv[n]) n++;
-    if (!r->interactive) argv[n++] = "--quiet";
+    t.save_every = r->on_gpu ? c->iters : 100;
+    t.quiet = !r->interactive;
     char *state = path_join(adapter_dir, "training_state.json");
-    if (file_exists(state)) argv[n++] = "--resume";  // a killed stage continues from its checkpoint
+    t.resume = file_exists(state);  // a killed stage continues from its checkpoint
     free(state);
+    char **argv = train_config_argv(&t);
     fflush(stdout);
     fflush(stderr);
     // Ctrl-C reaches the child too, which saves a checkpoint and exits 130; this process waits
@@ -136,7 +140,7 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     if (pid == 0) {
         signal(SIGINT, SIG_DFL);  // ignored dispositions would survive exec
         signal(SIGTERM, SIG_DFL);
-        execv(c->exe, (char *const *)argv);
+        execv(c->exe, argv);
         fprintf(stderr, "tunelens: cannot run %s: %s\n", c->exe, strerror(errno));
         _exit(127);
     }
@@ -146,6 +150,7 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
         if (errno != EINTR) rc = err_set(err, "waiting for the training process: %s", strerror(errno));
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    train_config_argv_free(argv);
     if (rc) return -1;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 130)
         return err_set(err, "interrupted during %s training; its checkpoint is saved: run the "

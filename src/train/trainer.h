@@ -37,6 +37,11 @@ void train_config_defaults(TrainConfig *c);  // mlx-lm's defaults
 void train_flags_defaults(TrainConfig *c);
 // Reads a YAML config (`train -c FILE`, mlx_lm.lora's keys) over c; errors name file:line, key.
 int train_config_load_yaml(TrainConfig *c, const char *path, Error *err);
+// The argv of a child `tunelens train` that runs c (from the same flag table): "tunelens",
+// "train", then "--flag", "value" for each setting that is not the default. Free with
+// train_config_argv_free.
+char **train_config_argv(const TrainConfig *c);
+void train_config_argv_free(char **argv);
 
 // Numbers a caller (the experiment report) wants back.
 typedef struct {
