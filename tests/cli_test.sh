@@ -230,5 +230,19 @@ done
 check "data --help lists its flags" 0 "^  --max-operand N +operands" $BIN data --help
 # ---- end of issue 17 (flags, YAML)
 
+# ---- probe and patch: --flag=value (their flag tables)
+printf '{"text": "%s", "label": "%s"}\n' a x b x c x d y e y f y >"$TMP/probe_eq.jsonl"
+check "probe --layers=-1,3 --c=0.5 --seed=2" 0 "C 0\.5, seed 2" $BIN probe --model=$TINY --data="$TMP/probe_eq.jsonl" --layers=-1,3 --c=0.5 --seed=2 --json="$TMP/probe_eq.json"
+json_check "probe --flag=value in the JSON" "[l['layer'] for l in j['layers']]==[-1,3] and j['C']==0.5 and j['seed']==2" "$TMP/probe_eq.json"
+check "probe --layers=1,x" 2 "--layers expects 'all' or a comma-separated list" $BIN probe --model $TINY --data "$TMP/probe_eq.jsonl" --layers=1,x
+check "probe --seed=-1" 2 "--seed expects a non-negative integer, got '-1'" $BIN probe --model $TINY --data "$TMP/probe_eq.jsonl" --seed=-1
+check "probe --help lists its flags" 0 "^  --label-key KEY +" $BIN probe --help
+check "patch --layer=1 --top-k=2" 0 "Patched after layer 1 \(last position\)" $BIN patch --model=$TINY --source="12 + 7 = " --target="1 + 7 = " --layer=1 --top-k=2
+check "patch --layer=all --position=all" 0 "Patched after each layer \(every position\)" $BIN patch --model $TINY --source="12 + 7 = " --target="11 + 7 = " --layer=all --position=all
+check "patch --position=first" 2 "--position expects last or all, got 'first'" $BIN patch --model $TINY --source a --target b --layer 1 --position=first
+check "patch --top-k=0" 2 "--top-k expects an integer in \[1, 1000\], got '0'" $BIN patch --model $TINY --source a --target b --layer 1 --top-k=0
+check "patch --help lists its flags" 0 "^  --position last\|all +" $BIN patch --help
+# ---- end of probe and patch --flag=value
+
 if [ "$fails" -ne 0 ]; then echo "$fails CLI check(s) failed"; exit 1; fi
 echo "all CLI checks passed"

@@ -1,13 +1,75 @@
 // patch.c — `tunelens patch`: activation patching of the residual stream (analysis/patch.h).
 #include "../analysis/patch.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../lens/lens.h"
 #include "cli.h"
+#include "flags.h"
 
-static const char *USAGE =
+typedef struct {
+    const char *device, *model, *adapter, *source, *target, *layer_s, *json;
+    int top_k, all_positions, sweep, layer;
+} PatchArgs;
+
+// --layer: a layer number (-1: the embeddings) or all
+static int set_layer(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
+    PatchArgs *a = cfg;
+    int sweep = !strcmp(v, "all");
+    long l = 0;
+    if (!sweep) {
+        char *end;
+        l = strtol(v, &end, 10);
+        if (end == v || *end || l < -1 || l > 100000) {
+            snprintf(msg, n, "expects a layer number (-1 for the embeddings) or all, got '%s'", v);
+            return -1;
+        }
+    }
+    a->layer_s = v, a->sweep = sweep, a->layer = (int)l;
+    return 0;
+}
+
+// --position: last or all
+static int set_position(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
+    PatchArgs *a = cfg;
+    if (!strcmp(v, "last")) a->all_positions = 0;
+    else if (!strcmp(v, "all")) a->all_positions = 1;
+    else {
+        snprintf(msg, n, "expects last or all, got '%s'", v);
+        return -1;
+    }
+    return 0;
+}
+
+#define O(field) offsetof(PatchArgs, field)
+static const FlagSpec FLAGS[] = {
+    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
+         "a Hugging Face model folder or a .gguf file (required)", NULL),
+    FLAG("--source", NULL, FLAG_STRING, O(source), NULL, 0, 0, NULL, "P1",
+         "the prompt whose residual stream is patched in\n(required)", NULL),
+    FLAG("--target", NULL, FLAG_STRING, O(target), NULL, 0, 0, NULL, "P2",
+         "the prompt patched into (required)", NULL),
+    FLAG_WITH(set_layer, 0, "--layer", NULL, FLAG_CUSTOM, 0, NULL, 0, 0, NULL, "L|all",
+              "patch after block L (-1 = the embedding output), or\nsweep every block "
+              "(required)", NULL),
+    FLAG_WITH(set_position, 0, "--position", NULL, FLAG_CUSTOM, 0, "last", 0, 0, NULL, "last|all",
+              "the last position, or every position", NULL),
+    FLAG("--adapter", "--adapter-path", FLAG_STRING, O(adapter), NULL, 0, 0, NULL, "A",
+         "an mlx-lm or PEFT adapter folder (or file)", NULL),
+    FLAG("--top-k", NULL, FLAG_INT, O(top_k), "5", 1, 1000, NULL, "K", "tokens shown per run", NULL),
+    FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
+         "write {model, position, source:{prompt, top:[{id,\ntoken, prob}]}, target:{...}, "
+         "patched:{layer,\ntop} (--layer all: [{layer, top, target_answer_prob,\n"
+         "source_answer_prob}])} ('-' = stdout)", NULL),
+    FLAG("--device", NULL, FLAG_STRING, O(device), "auto", 0, 0, NULL, "auto|cpu|cuda",
+         "where the model runs (auto: a CUDA GPU when one answers)", NULL),
+};
+#undef O
+
+static const FlagTable TABLE = {
+    "patch",
     "usage: tunelens patch --model M --source P1 --target P2 --layer L|all\n"
     "                      [--position last|all] [--adapter A] [--top-k K] [--json FILE]\n"
     "                      [--device auto|cpu|cuda]\n"
@@ -18,10 +80,8 @@ static const char *USAGE =
     "  position (the prompts must have the same number of tokens). --layer all sweeps every\n"
     "  block (a patching curve) and tabulates, per layer, the probability of the target's\n"
     "  own answer and of the source's. Patching the last layer at the last position gives the\n"
-    "  source's prediction exactly.\n"
-    "  --json FILE ('-' = stdout): {model, position, source:{prompt, top:[{id, token, prob}]},\n"
-    "  target:{...}, patched:{layer, top} (--layer all: [{layer, top, target_answer_prob,\n"
-    "  source_answer_prob}])}.\n";
+    "  source's prediction exactly.\n",
+    FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
 static cJSON *top_json(const Model *m, const float *probs, int k) {
     TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
@@ -60,59 +120,19 @@ static int argmax(const float *p, int V) {
 }
 
 int cmd_patch(int argc, char **argv) {
-    const char *cmd = "patch", *device = "auto", *model_path = NULL, *adapter = NULL,
-               *source = NULL, *target = NULL, *layer_s = NULL, *position = "last",
-               *json_path = NULL;
-    int top_k = 5, rc;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            fputs(USAGE, stdout);
-            return 0;
-        } else if (!strcmp(f, "--device")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &device))) return rc;
-        } else if (!strcmp(f, "--model")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &model_path))) return rc;
-        } else if (!strcmp(f, "--adapter") || !strcmp(f, "--adapter-path")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &adapter))) return rc;
-        } else if (!strcmp(f, "--source")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &source))) return rc;
-        } else if (!strcmp(f, "--target")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &target))) return rc;
-        } else if (!strcmp(f, "--layer")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &layer_s))) return rc;
-        } else if (!strcmp(f, "--position")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &position))) return rc;
-        } else if (!strcmp(f, "--top-k")) {
-            if ((rc = cli_int(cmd, argc, argv, &i, 1, 1000, &top_k))) return rc;
-        } else if (!strcmp(f, "--json")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &json_path))) return rc;
-        } else {
-            return cli_unknown(cmd, f);
-        }
-    }
+    const char *cmd = "patch";
+    PatchArgs a = {0};
+    flags_defaults(&TABLE, &a);
+    FlagState st;
+    int rc = flags_parse(&TABLE, &a, argc, argv, &st);
+    if (rc) return rc == 1 ? 0 : rc;
+    const char *device = a.device, *model_path = a.model, *adapter = a.adapter,
+               *source = a.source, *target = a.target, *json_path = a.json;
+    int top_k = a.top_k, all_positions = a.all_positions, sweep = a.sweep, layer = a.layer;
     if (!model_path) return cli_missing(cmd, "--model");
     if (!source) return cli_missing(cmd, "--source");
     if (!target) return cli_missing(cmd, "--target");
-    if (!layer_s) return cli_missing(cmd, "--layer");
-    int all_positions;
-    if (!strcmp(position, "last")) all_positions = 0;
-    else if (!strcmp(position, "all")) all_positions = 1;
-    else {
-        fprintf(stderr, "tunelens patch: --position expects last or all, got '%s'\n", position);
-        return EXIT_USAGE;
-    }
-    int sweep = !strcmp(layer_s, "all"), layer = 0;
-    if (!sweep) {
-        char *end;
-        long v = strtol(layer_s, &end, 10);
-        if (end == layer_s || *end || v < -1 || v > 100000) {
-            fprintf(stderr, "tunelens patch: --layer expects a layer number (-1 for the "
-                    "embeddings) or all, got '%s'\n", layer_s);
-            return EXIT_USAGE;
-        }
-        layer = (int)v;
-    }
+    if (!a.layer_s) return cli_missing(cmd, "--layer");
     Error err;
     Model m;
     if (cli_load_model(&m, model_path, adapter, device, &err)) return cli_fail(&err);

@@ -3,31 +3,23 @@
 #include "../analysis/probe.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
-
-static const char *USAGE =
-    "usage: tunelens probe --model M --data FILE.jsonl [--label-key label] [--text-key text]\n"
-    "                      [--layers all | 8,10] [--adapter A] [--c C] [--seed S]\n"
-    "                      [--json FILE] [--save PROBES.safetensors] [--device auto|cpu|cuda]\n"
-    "  FILE.jsonl: one {\"text\": ..., \"label\": ...} object a line (a label may be a string or\n"
-    "  a number). Each text is encoded as `lens` encodes a prompt and run through the model in\n"
-    "  batches; layer i's feature is the residual stream after block i at the last position\n"
-    "  (-1: the embedding output). Per layer a multinomial logistic-regression probe\n"
-    "  (scikit-learn's LogisticRegression(C) on standardised features: L2 on the weights,\n"
-    "  fitted to convergence by float64 L-BFGS) is trained on a fixed stratified 80/20 split\n"
-    "  (--seed, default 0) and scored on the held-out 20%; the control is the same probe on\n"
-    "  shuffled labels (Hewitt & Liang): selectivity = accuracy - control accuracy.\n"
-    "  --c: scikit-learn's C, the inverse regularisation strength (default 1).\n"
-    "  --json FILE ('-' = stdout): {model, data, labels, n, n_train, n_test, seed, C,\n"
-    "  layers:[{layer, accuracy, control_accuracy, selectivity, train_accuracy, iterations,\n"
-    "  control_iterations}], seconds:{forward, fit}}.\n"
-    "  --save: the task probes as safetensors: layer.{l}.weight (labels, dim), .bias, .mean,\n"
-    "  .std (logits = weight @ ((x - mean) / std) + bias); metadata names the labels.\n";
+#include "flags.h"
 
 #define MAX_LAYERS 1024
+
+typedef struct {
+    const char *device, *model, *adapter, *data, *json, *save, *label_key, *text_key;
+    double C;
+    uint64_t seed;
+    int n_layers;                 // 0: every layer
+    int layer_list[MAX_LAYERS];
+} ProbeArgs;
 
 static int parse_layer_list(const char *s, int *layers, int *n) {
     *n = 0;
@@ -42,6 +34,80 @@ static int parse_layer_list(const char *s, int *layers, int *n) {
     }
     return *n ? 0 : -1;
 }
+
+// --layers: all, or a list
+static int set_layers(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
+    ProbeArgs *a = cfg;
+    if (!strcmp(v, "all")) {
+        a->n_layers = 0;
+        return 0;
+    }
+    if (parse_layer_list(v, a->layer_list, &a->n_layers)) {
+        a->n_layers = 0;
+        snprintf(msg, n, "expects 'all' or a comma-separated list of layer numbers like 8,10, "
+                 "got '%s'", v);
+        return -1;
+    }
+    return 0;
+}
+
+// --seed: any non-negative 64-bit integer
+static int set_seed(const FlagSpec *f, void *cfg, const char *s, char *msg, size_t n) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || *s == '-') {
+        snprintf(msg, n, "expects a non-negative integer, got '%s'", s);
+        return -1;
+    }
+    ((ProbeArgs *)cfg)->seed = (uint64_t)v;
+    return 0;
+}
+
+#define O(field) offsetof(ProbeArgs, field)
+static const FlagSpec FLAGS[] = {
+    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
+         "a Hugging Face model folder or a .gguf file (required)", NULL),
+    FLAG("--data", NULL, FLAG_STRING, O(data), NULL, 0, 0, NULL, "FILE.jsonl",
+         "the examples, one {\"text\": ..., \"label\": ...} a line\n(required)", NULL),
+    FLAG("--label-key", NULL, FLAG_STRING, O(label_key), "label", 0, 0, NULL, "KEY",
+         "the label's key in each line", NULL),
+    FLAG("--text-key", NULL, FLAG_STRING, O(text_key), "text", 0, 0, NULL, "KEY",
+         "the text's key in each line", NULL),
+    FLAG_WITH(set_layers, 0, "--layers", NULL, FLAG_CUSTOM, 0, "all", 0, 0, NULL, "all|8,10",
+              "the layers probed (0-based; -1 = the embedding output)", NULL),
+    FLAG("--adapter", "--adapter-path", FLAG_STRING, O(adapter), NULL, 0, 0, NULL, "A",
+         "an mlx-lm or PEFT adapter folder (or file)", NULL),
+    FLAG("--c", "--C", FLAG_DOUBLE, O(C), "1", 1e-12, 1e12, NULL, "C",
+         "scikit-learn's C, the inverse regularisation strength", NULL),
+    FLAG_WITH(set_seed, 0, "--seed", NULL, FLAG_CUSTOM, 0, "0", 0, 0, NULL, "S",
+              "the train/test split and the control's shuffle", NULL),
+    FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
+         "write {model, data, labels, n, n_train, n_test, seed, C,\nlayers:[{layer, accuracy, "
+         "control_accuracy,\nselectivity, train_accuracy, iterations,\ncontrol_iterations}], "
+         "seconds:{forward, fit}}\n('-' = stdout)", NULL),
+    FLAG("--save", NULL, FLAG_STRING, O(save), NULL, 0, 0, NULL, "PROBES.safetensors",
+         "the task probes as safetensors: layer.{l}.weight\n(labels, dim), .bias, .mean, .std "
+         "(logits =\nweight @ ((x - mean) / std) + bias); metadata names\nthe labels", NULL),
+    FLAG("--device", NULL, FLAG_STRING, O(device), "auto", 0, 0, NULL, "auto|cpu|cuda",
+         "where the model runs (auto: a CUDA GPU when one answers)", NULL),
+};
+#undef O
+
+static const FlagTable TABLE = {
+    "probe",
+    "usage: tunelens probe --model M --data FILE.jsonl [--label-key label] [--text-key text]\n"
+    "                      [--layers all | 8,10] [--adapter A] [--c C] [--seed S]\n"
+    "                      [--json FILE] [--save PROBES.safetensors] [--device auto|cpu|cuda]\n"
+    "  FILE.jsonl: one {\"text\": ..., \"label\": ...} object a line (a label may be a string or\n"
+    "  a number). Each text is encoded as `lens` encodes a prompt and run through the model in\n"
+    "  batches; layer i's feature is the residual stream after block i at the last position\n"
+    "  (-1: the embedding output). Per layer a multinomial logistic-regression probe\n"
+    "  (scikit-learn's LogisticRegression(C) on standardised features: L2 on the weights,\n"
+    "  fitted to convergence by float64 L-BFGS) is trained on a fixed stratified 80/20 split\n"
+    "  (--seed, default 0) and scored on the held-out 20%; the control is the same probe on\n"
+    "  shuffled labels (Hewitt & Liang): selectivity = accuracy - control accuracy.\n",
+    FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
 typedef struct {
     char **text;
@@ -106,57 +172,18 @@ static int cmp_str(const void *a, const void *b) {
 }
 
 int cmd_probe(int argc, char **argv) {
-    const char *cmd = "probe", *device = "auto", *model_path = NULL, *adapter = NULL,
-               *data_path = NULL, *json_path = NULL, *save_path = NULL, *label_key = "label",
-               *text_key = "text", *v;
-    double C = 1.0;
-    unsigned long long seed = 0;
-    int rc, layer_list[MAX_LAYERS], n_layers = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            fputs(USAGE, stdout);
-            return 0;
-        } else if (!strcmp(f, "--device")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &device))) return rc;
-        } else if (!strcmp(f, "--model")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &model_path))) return rc;
-        } else if (!strcmp(f, "--adapter") || !strcmp(f, "--adapter-path")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &adapter))) return rc;
-        } else if (!strcmp(f, "--data")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &data_path))) return rc;
-        } else if (!strcmp(f, "--label-key")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &label_key))) return rc;
-        } else if (!strcmp(f, "--text-key")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &text_key))) return rc;
-        } else if (!strcmp(f, "--layers")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &v))) return rc;
-            if (!strcmp(v, "all")) n_layers = 0;
-            else if (parse_layer_list(v, layer_list, &n_layers)) {
-                fprintf(stderr, "tunelens probe: --layers expects 'all' or a comma-separated list "
-                        "of layer numbers like 8,10, got '%s'\n", v);
-                return EXIT_USAGE;
-            }
-        } else if (!strcmp(f, "--c") || !strcmp(f, "--C")) {
-            if ((rc = cli_double(cmd, argc, argv, &i, 1e-12, 1e12, &C))) return rc;
-        } else if (!strcmp(f, "--seed")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &v))) return rc;
-            char *end;
-            errno = 0;
-            seed = strtoull(v, &end, 10);
-            if (end == v || *end || errno || *v == '-') {
-                fprintf(stderr, "tunelens probe: --seed expects a non-negative integer, got "
-                        "'%s'\n", v);
-                return EXIT_USAGE;
-            }
-        } else if (!strcmp(f, "--json")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &json_path))) return rc;
-        } else if (!strcmp(f, "--save")) {
-            if ((rc = cli_value(cmd, argc, argv, &i, &save_path))) return rc;
-        } else {
-            return cli_unknown(cmd, f);
-        }
-    }
+    const char *cmd = "probe";
+    ProbeArgs a = {0};
+    flags_defaults(&TABLE, &a);
+    FlagState st;
+    int rc = flags_parse(&TABLE, &a, argc, argv, &st);
+    if (rc) return rc == 1 ? 0 : rc;
+    const char *device = a.device, *model_path = a.model, *adapter = a.adapter,
+               *data_path = a.data, *json_path = a.json, *save_path = a.save,
+               *label_key = a.label_key, *text_key = a.text_key;
+    double C = a.C;
+    unsigned long long seed = a.seed;
+    int *layer_list = a.layer_list, n_layers = a.n_layers;
     if (!model_path) return cli_missing(cmd, "--model");
     if (!data_path) return cli_missing(cmd, "--data");
     Error err;
