@@ -11,7 +11,7 @@
 #include <math.h>
 #include <omp.h>
 
-#include "ops/ops.h"
+#include "ops/cpu/cpu_ops.h"
 #include "test_util.h"
 
 // ---------------------------------------------------------------------------------------------
@@ -344,18 +344,18 @@ static void matmul_check_fd(const char *what, const float *inp, const float *w, 
     MatmulCtx c = {to_double(inp, ni), to_double(w, nw), to_double(dout, no),
                    xmalloc(no * sizeof(double)), N, IC, OC};
     float *out = xmalloc(no * sizeof(float));
-    matmul_forward(out, inp, w, N, IC, OC);
+    cpu_matmul_forward(out, inp, w, N, IC, OC);
     ref_matmul(c.out, c.inp, c.w, N, IC, OC);
     check_close(what, out, c.out, no, tol_signed(IC));  // out sums IC terms, dinp OC, dw N
     float *dinp0 = rand_floats(ni, 1), *dw0 = rand_floats(nw, 1);
     float *dinp = copy_floats(dinp0, ni), *dw = copy_floats(dw0, nw);
-    matmul_backward(dinp, dw, dout, inp, w, N, IC, OC);
+    cpu_matmul_backward(dinp, dw, dout, inp, w, N, IC, OC);
     check_fd(what, matmul_loss, &c, c.inp, ni, dinp, dinp0, 150, tol_signed(OC));
     check_fd(what, matmul_loss, &c, c.w, nw, dw, dw0, 150, tol_signed(N));
     // either gradient may be NULL
     float *dinp2 = copy_floats(dinp0, ni), *dw2 = copy_floats(dw0, nw);
-    matmul_backward(dinp2, NULL, dout, inp, w, N, IC, OC);
-    matmul_backward(NULL, dw2, dout, inp, w, N, IC, OC);
+    cpu_matmul_backward(dinp2, NULL, dout, inp, w, N, IC, OC);
+    cpu_matmul_backward(NULL, dw2, dout, inp, w, N, IC, OC);
     assert_memory_equal(dinp2, dinp, ni * sizeof(float));  // the same products, bit for bit
     assert_memory_equal(dw2, dw, nw * sizeof(float));
     free(c.inp), free(c.w), free(c.dout), free(c.out), free(out);
@@ -379,11 +379,11 @@ static void test_matmul_fixture(void **state) {
         check_close_d(lbl(c, "matmul", "ref_out"), o, ref_out, no, REF_TOL);
 
         float *out = xmalloc(no * sizeof(float));
-        matmul_forward(out, inp, w, N, IC, OC);
+        cpu_matmul_forward(out, inp, w, N, IC, OC);
         check_close(lbl(c, "matmul", "out"), out, ref_out, no, tol_signed(IC));
         float *dinp0 = rand_floats(ni, 1), *dw0 = rand_floats(nw, 1);
         float *dinp = copy_floats(dinp0, ni), *dw = copy_floats(dw0, nw);
-        matmul_backward(dinp, dw, dout, inp, w, N, IC, OC);
+        cpu_matmul_backward(dinp, dw, dout, inp, w, N, IC, OC);
         check_accum(lbl(c, "matmul", "dinp"), dinp, dinp0, ref_dinp, ni, tol_signed(OC));
         check_accum(lbl(c, "matmul", "dweight"), dw, dw0, ref_dw, nw, tol_signed(N));
         matmul_check_fd(lbl(c, "matmul", "fd"), inp, w, dout, N, IC, OC);
@@ -411,9 +411,9 @@ static void test_matmul_n1_and_sizes(void **state) {
     int N = 5, IC = 200, OC = 300;
     float *inp = rand_floats((size_t)N * IC, 1), *w = rand_floats((size_t)OC * IC, 1);
     float *out = xmalloc((size_t)N * OC * sizeof(float)), *row = xmalloc(OC * sizeof(float));
-    matmul_forward(out, inp, w, N, IC, OC);
+    cpu_matmul_forward(out, inp, w, N, IC, OC);
     for (int n = 0; n < N; n++) {
-        matmul_forward(row, inp + (size_t)n * IC, w, 1, IC, OC);
+        cpu_matmul_forward(row, inp + (size_t)n * IC, w, 1, IC, OC);
         double *rd = to_double(out + (size_t)n * OC, OC);
         check_close("matmul N=1 vs N=5 row", row, rd, OC, 2 * tol_signed(IC));  // both rounded
         free(rd);
@@ -458,16 +458,16 @@ static void test_matmul_bf16(void **state) {
                     dw_ref[(size_t)o * IC + i] += dout_b[(size_t)n * OC + o] * inp_b[(size_t)n * IC + i];
                 }
         PackedWeight pw;
-        assert_int_equal(packed_weight_init(&pw, OC, IC, 1), 0);
-        packed_weight_pack(&pw, w);
+        assert_int_equal(cpu_packed_weight_init(&pw, OC, IC, 1), 0);
+        cpu_packed_weight_pack(&pw, w);
         float *out = rand_floats(no, 1);  // overwritten, whatever it held
         float *dinp = rand_floats(ni, 1), *dinp0 = copy_floats(dinp, ni);
         float *dw = rand_floats(nw, 1), *dw0 = copy_floats(dw, nw);
         char what[96];
         snprintf(what, sizeof what, "bf16 matmul N=%d IC=%d OC=%d", N, IC, OC);
-        matmul_bf16_forward(out, inp, &pw, N);
+        cpu_matmul_bf16_forward(out, inp, &pw, N);
         check_close(what, out, out_ref, no, tol_signed(IC));
-        matmul_bf16_backward(dinp, dw, dout, inp, &pw, N);
+        cpu_matmul_bf16_backward(dinp, dw, dout, inp, &pw, N);
         snprintf(what, sizeof what, "bf16 matmul dinp N=%d IC=%d OC=%d", N, IC, OC);
         check_accum(what, dinp, dinp0, dinp_ref, ni, tol_signed(OC));
         snprintf(what, sizeof what, "bf16 matmul dweight N=%d IC=%d OC=%d", N, IC, OC);
@@ -485,21 +485,21 @@ static void test_matmul_bf16(void **state) {
                     rounded_inputs_rel(0x1p-8, 1) + tol_signed(IC));
         // a changed weight, repacked, is what the next product uses
         for (size_t i = 0; i < nw; i++) w[i] = -w[i];
-        packed_weight_pack(&pw, w);
-        matmul_bf16_forward(out, inp, &pw, N);
+        cpu_packed_weight_pack(&pw, w);
+        cpu_matmul_bf16_forward(out, inp, &pw, N);
         for (size_t i = 0; i < no; i++) out_ref[i] = -out_ref[i];
         check_close("bf16 matmul after repacking", out, out_ref, no, tol_signed(IC));
-        packed_weight_free(&pw);
+        cpu_packed_weight_free(&pw);
         free(inp), free(w), free(dout), free(inp_b), free(w_b), free(dout_b), free(out_ref);
         free(dinp_ref), free(dw_ref), free(out), free(dinp), free(dinp0), free(dw), free(dw0);
         free(exact);
     }
     // forward-only packing has no backward copy
     PackedWeight pw;
-    assert_int_equal(packed_weight_init(&pw, 64, 32, 0), 0);
+    assert_int_equal(cpu_packed_weight_init(&pw, 64, 32, 0), 0);
     assert_null(pw.bwd);
-    assert_int_equal(packed_weight_bytes(&pw), 64 * 32 * 2);
-    packed_weight_free(&pw);
+    assert_int_equal(cpu_packed_weight_bytes(&pw), 64 * 32 * 2);
+    cpu_packed_weight_free(&pw);
     // rounding: ties to even, NaN kept
     assert_true(bf16_round(1.0f + 0x1p-8f) == 1.0f);
     assert_true(bf16_round(1.0f + 0x1p-8f + 0x1p-20f) == 1.0f + 0x1p-7f);
@@ -544,18 +544,18 @@ static void test_lora_fixture(void **state) {
 
         // forward accumulates into out; xa saved, or NULL
         float *out = copy_floats(out0, no), *xa = xmalloc((size_t)N * r * sizeof(float));
-        lora_forward(out, xa, inp, A, B, N, IC, OC, r, scale, NULL);
+        cpu_lora_forward(out, xa, inp, A, B, N, IC, OC, r, scale, NULL);
         check_close(lbl(c, "lora", "out"), out, rout, no, tol);
         check_close(lbl(c, "lora", "xa"), xa, rxa, (size_t)N * r, tol);
         float *out2 = copy_floats(out0, no);
-        lora_forward(out2, NULL, inp, A, B, N, IC, OC, r, scale, NULL);
+        cpu_lora_forward(out2, NULL, inp, A, B, N, IC, OC, r, scale, NULL);
         check_close(lbl(c, "lora", "out(xa NULL)"), out2, rout, no, tol);
 
         // backward accumulates; with xa saved and with xa NULL (recomputed)
         for (int pass = 0; pass < 2; pass++) {
             float *di0 = rand_floats(ni, 1), *dA0 = rand_floats(na, 1), *dB0 = rand_floats(nb, 1);
             float *di = copy_floats(di0, ni), *dA = copy_floats(dA0, na), *dB = copy_floats(dB0, nb);
-            lora_backward(di, dA, dB, dout, inp, pass ? NULL : xa, A, B, N, IC, OC, r, scale,
+            cpu_lora_backward(di, dA, dB, dout, inp, pass ? NULL : xa, A, B, N, IC, OC, r, scale,
                           NULL);
             check_accum(lbl(c, "lora", "dinp"), di, di0, rdinp, ni, tol);
             check_accum(lbl(c, "lora", "dA"), dA, dA0, rdA, na, tol);
@@ -565,10 +565,10 @@ static void test_lora_fixture(void **state) {
             check_fd(lbl(c, "lora", "dB"), lora_loss, &x, x.B, nb, dB, dB0, 500, tol);
             // any may be NULL
             float *dB2 = copy_floats(dB0, nb);
-            lora_backward(NULL, NULL, dB2, dout, inp, xa, A, B, N, IC, OC, r, scale, NULL);
+            cpu_lora_backward(NULL, NULL, dB2, dout, inp, xa, A, B, N, IC, OC, r, scale, NULL);
             check_accum(lbl(c, "lora", "dB only"), dB2, dB0, rdB, nb, tol);
             float *dA2 = copy_floats(dA0, na);
-            lora_backward(NULL, dA2, NULL, dout, inp, xa, A, B, N, IC, OC, r, scale, NULL);
+            cpu_lora_backward(NULL, dA2, NULL, dout, inp, xa, A, B, N, IC, OC, r, scale, NULL);
             check_accum(lbl(c, "lora", "dA only"), dA2, dA0, rdA, na, tol);
             free(di0), free(dA0), free(dB0), free(di), free(dA), free(dB), free(dB2), free(dA2);
         }
@@ -585,7 +585,7 @@ static void test_lora_fixture(void **state) {
 static float *dropout_mask(const Dropout *d, int N, int C) {
     float *m = xmalloc((size_t)N * C * sizeof(float));
     for (size_t i = 0; i < (size_t)N * C; i++) m[i] = 1.0f;
-    dropout_forward(m, m, d, N, C);  // in place
+    cpu_dropout_forward(m, m, d, N, C);  // in place
     return m;
 }
 
@@ -623,8 +623,8 @@ static void test_dropout_mask(void **state) {
     // forward scales kept entries; backward accumulates through the same mask
     float *x = rand_floats((size_t)N * C, 1), *y = xmalloc((size_t)N * C * sizeof(float));
     float *g0 = rand_floats((size_t)N * C, 1), *g = copy_floats(g0, (size_t)N * C);
-    dropout_forward(y, x, &d, N, C);
-    dropout_backward(g, x, &d, N, C);
+    cpu_dropout_forward(y, x, &d, N, C);
+    cpu_dropout_backward(g, x, &d, N, C);
     for (size_t i = 0; i < (size_t)N * C; i++) {
         assert_true(y[i] == x[i] * m[i]);
         assert_true(g[i] == (m[i] != 0.0f ? g0[i] + x[i] * s : g0[i]));
@@ -677,7 +677,7 @@ static void test_lora_dropout(void **state) {
         double *want = to_double(out0, no);
         for (size_t i = 0; i < no; i++) want[i] += x.base.out[i];
         float *out = copy_floats(out0, no), *xa = xmalloc((size_t)N * r * sizeof(float));
-        lora_forward(out, xa, inp, A, B, N, IC, OC, r, scale, &d);
+        cpu_lora_forward(out, xa, inp, A, B, N, IC, OC, r, scale, &d);
         check_close(what, out, want, no, tol);
 
         // backward, with xa saved and recomputed
@@ -686,7 +686,7 @@ static void test_lora_dropout(void **state) {
             float *di = copy_floats(di0, ni), *dA = copy_floats(dA0, na);
             float *dB = copy_floats(dB0, nb);
             const float *xs = pass ? NULL : xa;  // saved, or recomputed
-            lora_backward(di, dA, dB, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
+            cpu_lora_backward(di, dA, dB, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
             check_fd(what, lora_drop_loss, &x, x.base.inp, ni, di, di0, 500, tol);
             check_fd(what, lora_drop_loss, &x, x.base.A, na, dA, dA0, 500, tol);
             check_fd(what, lora_drop_loss, &x, x.base.B, nb, dB, dB0, 500, tol);
@@ -696,9 +696,9 @@ static void test_lora_dropout(void **state) {
             // each gradient alone is the same as all three together
             float *di2 = copy_floats(di0, ni), *dA2 = copy_floats(dA0, na);
             float *dB2 = copy_floats(dB0, nb);
-            lora_backward(di2, NULL, NULL, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
-            lora_backward(NULL, dA2, NULL, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
-            lora_backward(NULL, NULL, dB2, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
+            cpu_lora_backward(di2, NULL, NULL, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
+            cpu_lora_backward(NULL, dA2, NULL, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
+            cpu_lora_backward(NULL, NULL, dB2, dout, inp, xs, A, B, N, IC, OC, r, scale, &d);
             assert_memory_equal(di, di2, ni * sizeof(float));
             assert_memory_equal(dA, dA2, na * sizeof(float));
             assert_memory_equal(dB, dB2, nb * sizeof(float));
@@ -711,12 +711,12 @@ static void test_lora_dropout(void **state) {
         float *o1 = copy_floats(out0, no), *o2 = copy_floats(out0, no);
         float *xa1 = xmalloc((size_t)N * r * sizeof(float));
         float *xa2 = xmalloc((size_t)N * r * sizeof(float));
-        lora_forward(o1, xa1, inp, A, B, N, IC, OC, r, scale, NULL);
-        lora_forward(o2, xa2, inp, A, B, N, IC, OC, r, scale, &zero);
+        cpu_lora_forward(o1, xa1, inp, A, B, N, IC, OC, r, scale, NULL);
+        cpu_lora_forward(o2, xa2, inp, A, B, N, IC, OC, r, scale, &zero);
         assert_memory_equal(o1, o2, no * sizeof(float));
         float *g1 = calloc(ni + na + nb, sizeof(float)), *g2 = calloc(ni + na + nb, sizeof(float));
-        lora_backward(g1, g1 + ni, g1 + ni + na, dout, inp, xa1, A, B, N, IC, OC, r, scale, NULL);
-        lora_backward(g2, g2 + ni, g2 + ni + na, dout, inp, xa2, A, B, N, IC, OC, r, scale, &zero);
+        cpu_lora_backward(g1, g1 + ni, g1 + ni + na, dout, inp, xa1, A, B, N, IC, OC, r, scale, NULL);
+        cpu_lora_backward(g2, g2 + ni, g2 + ni + na, dout, inp, xa2, A, B, N, IC, OC, r, scale, &zero);
         assert_memory_equal(g1, g2, (ni + na + nb) * sizeof(float));
 
         free(inp), free(A), free(B), free(out0), free(dout), free(mf), free(want), free(out);
@@ -746,7 +746,7 @@ static void rmsnorm_check(const char *what, const float *inp, const float *w, co
     size_t n = (size_t)N * C;
     RmsCtx x = {to_double(inp, n), to_double(w, C), to_double(dout, n), xmalloc(n * 8), N, C, eps};
     float *out = xmalloc(n * sizeof(float)), *rstd = xmalloc(N * sizeof(float));
-    rmsnorm_forward(out, rstd, inp, w, N, C, eps);
+    cpu_rmsnorm_forward(out, rstd, inp, w, N, C, eps);
     ref_rmsnorm(x.out, x.inp, x.w, N, C, eps);
     // forward: a sum of C squares; backward: signed sums over C (dinp) and N rows (dweight)
     const double fwd_tol = tol_positive(C), grad_tol = tol_signed(C + N);
@@ -754,19 +754,19 @@ static void rmsnorm_check(const char *what, const float *inp, const float *w, co
     if (rout) check_close(what, out, rout, n, fwd_tol);
     if (rrstd) check_close(what, rstd, rrstd, N, fwd_tol);
     float *out2 = xmalloc(n * sizeof(float));
-    rmsnorm_forward(out2, NULL, inp, w, N, C, eps);  // rstd may be NULL
+    cpu_rmsnorm_forward(out2, NULL, inp, w, N, C, eps);  // rstd may be NULL
     assert_memory_equal(out, out2, n * sizeof(float));
 
     float *di0 = rand_floats(n, 1), *dw0 = rand_floats(C, 1);
     float *di = copy_floats(di0, n), *dw = copy_floats(dw0, C);
-    rmsnorm_backward(di, dw, dout, inp, w, rstd, N, C);
+    cpu_rmsnorm_backward(di, dw, dout, inp, w, rstd, N, C);
     if (rdinp) check_accum(what, di, di0, rdinp, n, grad_tol);
     if (rdw) check_accum(what, dw, dw0, rdw, C, grad_tol);
     check_fd(what, rmsnorm_loss, &x, x.inp, n, di, di0, 500, grad_tol);
     check_fd(what, rmsnorm_loss, &x, x.w, C, dw, dw0, 500, grad_tol);
     float *di2 = copy_floats(di0, n), *dw2 = copy_floats(dw0, C);
-    rmsnorm_backward(di2, NULL, dout, inp, w, rstd, N, C);
-    rmsnorm_backward(NULL, dw2, dout, inp, w, rstd, N, C);
+    cpu_rmsnorm_backward(di2, NULL, dout, inp, w, rstd, N, C);
+    cpu_rmsnorm_backward(NULL, dw2, dout, inp, w, rstd, N, C);
     assert_memory_equal(di, di2, n * sizeof(float));
     assert_memory_equal(dw, dw2, C * sizeof(float));
     free(x.inp), free(x.w), free(x.dout), free(x.out), free(out), free(rstd), free(out2);
@@ -826,13 +826,13 @@ static void rope_check(const char *what, const float *x, const float *dout, cons
     size_t n = (size_t)N * H * D;
     RopeCtx c = {to_double(x, n), to_double(dout, n), xmalloc(n * 8), cos_t, sin_t, pos, N, H, D};
     float *y = copy_floats(x, n);
-    rope_forward(y, cos_t, sin_t, pos, N, H, D);
+    cpu_rope_forward(y, cos_t, sin_t, pos, N, H, D);
     ref_rope(c.out, c.x, cos_t, sin_t, pos, N, H, D);
     check_close(what, y, c.out, n, tol_signed(2));  // each output: x c - y s
     float *dx = copy_floats(dout, n);
-    rope_backward(dx, cos_t, sin_t, pos, N, H, D);  // in place, not accumulated
+    cpu_rope_backward(dx, cos_t, sin_t, pos, N, H, D);  // in place, not accumulated
     check_fd(what, rope_loss, &c, c.x, n, dx, NULL, 600, tol_signed(2));
-    rope_backward(y, cos_t, sin_t, pos, N, H, D);  // rotating back recovers x
+    cpu_rope_backward(y, cos_t, sin_t, pos, N, H, D);  // rotating back recovers x
     double *xd = to_double(x, n);
     check_close(what, y, xd, n, 2 * tol_signed(2));  // rotated there and back
     free(c.x), free(c.dout), free(c.out), free(y), free(dx), free(xd);
@@ -868,9 +868,9 @@ static void test_rope_fixture(void **state) {
         float *x = jfloats(c, "x", n), *dout = jfloats(c, "dout", n);
         double *rout = jdoubles(c, "out", n), *rdx = jdoubles(c, "dx", n);
         float *y = copy_floats(x, n), *dx = copy_floats(dout, n);
-        rope_forward(y, cos_t, sin_t, pos, N, H, D);
+        cpu_rope_forward(y, cos_t, sin_t, pos, N, H, D);
         check_close(lbl(c, "rope", "out"), y, rout, n, tol_signed(2));
-        rope_backward(dx, cos_t, sin_t, pos, N, H, D);
+        cpu_rope_backward(dx, cos_t, sin_t, pos, N, H, D);
         check_close(lbl(c, "rope", "dx"), dx, rdx, n, tol_signed(2));
         rope_check(lbl(c, "rope", "fd"), x, dout, cos_t, sin_t, pos, N, H, D);
         free(inv_freq), free(tpos), free(pos), free(tcos), free(tsin), free(cos_t), free(sin_t);
@@ -924,7 +924,7 @@ static void attention_check(const char *what, const float *q, const float *k, co
                  xmalloc(nq * 8), B, T, S, q_offset, H, Hkv, D};
     float *out = xmalloc(nq * 4), *probs = xmalloc(np * 4), *out2 = xmalloc(nq * 4);
     for (size_t i = 0; i < np; i++) probs[i] = NAN;  // every entry must be written
-    attention_forward(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
+    cpu_attention_forward(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
     ref_attention(c.out, c.q, c.k, c.v, B, T, S, q_offset, H, Hkv, D);
     // scores sum D terms, the softmax S, the weighted sum S; the backward adds the softmax's
     // S again, and dk, dv sum over the T queries of each kv head's H / Hkv heads
@@ -947,12 +947,12 @@ static void attention_check(const char *what, const float *q, const float *k, co
                 if (fabs(sum - 1.0) > tol_positive(S))  // normalized by their own f32 sum
                     fail_msg("%s: probs row sums to %.9g", what, sum);
             }
-    attention_forward(out2, NULL, q, k, v, B, T, S, q_offset, H, Hkv, D);
+    cpu_attention_forward(out2, NULL, q, k, v, B, T, S, q_offset, H, Hkv, D);
     assert_memory_equal(out, out2, nq * 4);
 
     float *dq0 = rand_floats(nq, 1), *dk0 = rand_floats(nk, 1), *dv0 = rand_floats(nk, 1);
     float *dq = copy_floats(dq0, nq), *dk = copy_floats(dk0, nk), *dv = copy_floats(dv0, nk);
-    attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
+    cpu_attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
     if (rdq) check_accum(what, dq, dq0, rdq, nq, grad_tol);
     if (rdk) check_accum(what, dk, dk0, rdk, nk, grad_tol);
     if (rdv) check_accum(what, dv, dv0, rdv, nk, grad_tol);
@@ -961,9 +961,9 @@ static void attention_check(const char *what, const float *q, const float *k, co
     check_fd(what, attention_loss, &c, c.v, nk, dv, dv0, max_fd, grad_tol);
     // probs not saved (recomputed), and each gradient alone
     float *dq2 = copy_floats(dq0, nq), *dk2 = copy_floats(dk0, nk), *dv2 = copy_floats(dv0, nk);
-    attention_backward(dq2, NULL, NULL, dout, NULL, q, k, v, B, T, S, q_offset, H, Hkv, D);
-    attention_backward(NULL, dk2, NULL, dout, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
-    attention_backward(NULL, NULL, dv2, dout, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
+    cpu_attention_backward(dq2, NULL, NULL, dout, NULL, q, k, v, B, T, S, q_offset, H, Hkv, D);
+    cpu_attention_backward(NULL, dk2, NULL, dout, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
+    cpu_attention_backward(NULL, NULL, dv2, dout, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
     assert_memory_equal(dq, dq2, nq * 4);
     assert_memory_equal(dk, dk2, nk * 4);
     assert_memory_equal(dv, dv2, nk * 4);
@@ -1027,9 +1027,9 @@ static void test_attention_decode_long_cache(void **state) {
     size_t nk = (size_t)S * Hkv * D, nq = (size_t)S * H * D;
     float *q = rand_floats(nq, 2), *k = rand_floats(nk, 2), *v = rand_floats(nk, 1);
     float *full = xmalloc(nq * 4), *one = xmalloc((size_t)H * D * 4);
-    attention_forward(full, NULL, q, k, v, 1, S, S, 0, H, Hkv, D);
+    cpu_attention_forward(full, NULL, q, k, v, 1, S, S, 0, H, Hkv, D);
     for (int pos = 0; pos < S; pos += 37) {  // cache filled up to pos, one query at pos
-        attention_forward(one, NULL, q + (size_t)pos * H * D, k, v, 1, 1, pos + 1, pos, H, Hkv, D);
+        cpu_attention_forward(one, NULL, q + (size_t)pos * H * D, k, v, 1, 1, pos + 1, pos, H, Hkv, D);
         double *ref = to_double(full + (size_t)pos * H * D, (size_t)H * D);
         check_close("attn decode vs full", one, ref, (size_t)H * D, 2 * tol_signed(D + 2 * S));
         free(ref);
@@ -1063,18 +1063,18 @@ static void test_swiglu(void **state) {
         ref_swiglu(x.out, x.gate, x.up, n);
         check_close_d("swiglu ref_out", x.out, rout, n, REF_TOL);
         float *out = xmalloc(n * 4);
-        swiglu_forward(out, gate, up, (int64_t)n);
+        cpu_swiglu_forward(out, gate, up, (int64_t)n);
         check_close("swiglu out", out, rout, n, tol_signed(1));  // elementwise: no sums
         float *dg0 = rand_floats(n, 1), *du0 = rand_floats(n, 1);
         float *dg = copy_floats(dg0, n), *du = copy_floats(du0, n);
-        swiglu_backward(dg, du, dout, gate, up, (int64_t)n);
+        cpu_swiglu_backward(dg, du, dout, gate, up, (int64_t)n);
         check_accum("swiglu dgate", dg, dg0, rdg, n, tol_signed(1));
         check_accum("swiglu dup", du, du0, rdu, n, tol_signed(1));
         check_fd("swiglu dgate", swiglu_loss, &x, x.gate, n, dg, dg0, 1000, tol_signed(1));
         check_fd("swiglu dup", swiglu_loss, &x, x.up, n, du, du0, 1000, tol_signed(1));
         float *dg2 = copy_floats(dg0, n), *du2 = copy_floats(du0, n);
-        swiglu_backward(dg2, NULL, dout, gate, up, (int64_t)n);
-        swiglu_backward(NULL, du2, dout, gate, up, (int64_t)n);
+        cpu_swiglu_backward(dg2, NULL, dout, gate, up, (int64_t)n);
+        cpu_swiglu_backward(NULL, du2, dout, gate, up, (int64_t)n);
         assert_memory_equal(dg, dg2, n * 4);
         assert_memory_equal(du, du2, n * 4);
         free(gate), free(up), free(dout), free(rout), free(rdg), free(rdu), free(x.gate);
@@ -1087,7 +1087,7 @@ static void test_swiglu(void **state) {
     size_t n = 100003;
     float *g = rand_floats(n, 8), *u = rand_floats(n, 1), *out = xmalloc(n * 4);
     double *gd = to_double(g, n), *ud = to_double(u, n), *ref = xmalloc(n * 8);
-    swiglu_forward(out, g, u, (int64_t)n);
+    cpu_swiglu_forward(out, g, u, (int64_t)n);
     ref_swiglu(ref, gd, ud, n);
     check_close("swiglu large", out, ref, n, tol_signed(1));
     float *dg = xcalloc(n, 4), *du = xcalloc(n, 4);
@@ -1099,7 +1099,7 @@ static void test_swiglu(void **state) {
     }
     float *ones = xmalloc(n * 4);
     for (size_t i = 0; i < n; i++) ones[i] = 1.0f;
-    swiglu_backward(dg, du, ones, g, u, (int64_t)n);
+    cpu_swiglu_backward(dg, du, ones, g, u, (int64_t)n);
     check_close("swiglu large dgate", dg, rdg, n, tol_signed(1));
     check_close("swiglu large dup", du, rdu, n, tol_signed(1));
     free(dg), free(du), free(rdg), free(rdu), free(ones);
@@ -1130,12 +1130,12 @@ static void test_embedding(void **state) {
         int *ids = jints(c, "ids", N);
         double *rout = jdoubles(c, "out", no), *rdt = jdoubles(c, "dtable", nt);
         float *out = xmalloc(no * 4);
-        embedding_forward(out, ids, table, N, C);
+        cpu_embedding_forward(out, ids, table, N, C);
         check_close("embedding out", out, rout, no, REF_TOL);
         for (int r = 0; r < N; r++)  // a copy: exact
             assert_memory_equal(out + (size_t)r * C, table + (size_t)ids[r] * C, C * 4);
         float *dt0 = rand_floats(nt, 1), *dt = copy_floats(dt0, nt);
-        embedding_backward(dt, dout, ids, N, C);
+        cpu_embedding_backward(dt, dout, ids, N, C);
         check_accum("embedding dtable", dt, dt0, rdt, nt, tol_signed(N));  // N rows at most
         EmbCtx x = {to_double(table, nt), to_double(dout, no), ids, N, C};
         check_fd("embedding dtable", embedding_loss, &x, x.table, nt, dt, dt0, 1000, tol_signed(N));
@@ -1152,7 +1152,7 @@ static void test_embedding(void **state) {
     double *ref = xcalloc((size_t)V * C, 8);
     for (int n = 0; n < N; n++)
         for (int i = 0; i < C; i++) ref[(size_t)ids[n] * C + i] += dout[(size_t)n * C + i];
-    embedding_backward(dt, dout, ids, N, C);
+    cpu_embedding_backward(dt, dout, ids, N, C);
     check_close("embedding repeats", dt, ref, (size_t)V * C, tol_signed(N));
     free(ids), free(dout), free(dt), free(ref);
 }
@@ -1164,7 +1164,7 @@ static void test_add_inplace(void **state) {
     for (int k = 0; k < 3; k++) {
         int64_t n = sizes[k];
         float *x = rand_floats(n, 1), *y = rand_floats(n, 1), *x0 = copy_floats(x, n);
-        add_inplace(x, y, n);
+        cpu_add_inplace(x, y, n);
         for (int64_t i = 0; i < n; i++) assert_true(x[i] == x0[i] + y[i]);
         free(x), free(y), free(x0);
     }
@@ -1182,7 +1182,7 @@ static void test_softmax(void **state) {
         size_t n = (size_t)N * V;
         float *logits = jfloats(c, "logits", n), *p = xmalloc(n * 4);
         double *rp = jdoubles(c, "probs", n);
-        softmax_forward(p, logits, N, V);
+        cpu_softmax_forward(p, logits, N, V);
         check_close(lbl(c, "softmax", "probs"), p, rp, n,
                     softmax_rel(V, 2 * max_abs_f(logits, n)));
         free(logits), free(p), free(rp);
@@ -1197,7 +1197,7 @@ static void test_softmax(void **state) {
         float *logits = rand_floats(n, 12), *p = xmalloc(n * 4);
         const double rel = softmax_rel(V, 24);  // logits in +-12
         double *ref = xmalloc(n * 8);
-        softmax_forward(p, logits, N, V);
+        cpu_softmax_forward(p, logits, N, V);
         ref_softmax(ref, logits, N, V);
         for (size_t i = 0; i < n; i++)
             if (fabs(p[i] - ref[i]) > rel * ref[i])
@@ -1237,17 +1237,17 @@ static void test_cross_entropy(void **state) {
         float *losses = rand_floats(N, 5);  // garbage: every entry must be written
         // logsumexp: a softmax's rounding, in units of the logits' spread
         const double zmax = max_abs_f(logits, n), tol = softmax_rel(V, 2 * zmax);
-        float mean = cross_entropy_forward(losses, logits, targets, N, V);
+        float mean = cpu_cross_entropy_forward(losses, logits, targets, N, V);
         if (fabs(mean - rmean) > tol * (fabs(rmean) + zmax))
             fail_msg("ce/%s mean %.9g, want %.9g", jname(c), mean, rmean);
         check_close(lbl(c, "ce", "losses"), losses, rlosses, N, tol);
-        assert_true(cross_entropy_forward(NULL, logits, targets, N, V) == mean);
+        assert_true(cpu_cross_entropy_forward(NULL, logits, targets, N, V) == mean);
         double *ld = to_double(logits, n), *l2 = xmalloc(N * 8);
         ref_ce_sum(ld, targets, N, V, l2);
         check_close_d(lbl(c, "ce", "ref_losses"), l2, rlosses, N, REF_TOL);
 
         float *dl = rand_floats(n, 3);  // garbage: overwritten, not accumulated
-        cross_entropy_backward(dl, logits, targets, N, V, scale);
+        cpu_cross_entropy_backward(dl, logits, targets, N, V, scale);
         check_close(lbl(c, "ce", "dlogits"), dl, rdl, n, tol);
         for (int r = 0; r < N; r++)
             if (targets[r] < 0)
@@ -1268,9 +1268,9 @@ static void test_cross_entropy_edges(void **state) {
     float *logits = rand_floats((size_t)N * V, 10), *losses = rand_floats(N, 1);
     float *dl = rand_floats((size_t)N * V, 1);
     int ign[] = {-1, -100, -1, -7};
-    assert_true(cross_entropy_forward(losses, logits, ign, N, V) == 0.0f);
+    assert_true(cpu_cross_entropy_forward(losses, logits, ign, N, V) == 0.0f);
     for (int i = 0; i < N; i++) assert_true(losses[i] == 0.0f);
-    cross_entropy_backward(dl, logits, ign, N, V, 0.25f);
+    cpu_cross_entropy_backward(dl, logits, ign, N, V, 0.25f);
     for (int i = 0; i < N * V; i++) assert_true(dl[i] == 0.0f);
     free(logits), free(losses), free(dl);
 
@@ -1280,11 +1280,11 @@ static void test_cross_entropy_edges(void **state) {
         int tg[2] = {12345, VV - 1};
         double *ld = to_double(lg, (size_t)NN * VV);
         double ref = ref_ce_sum(ld, tg, NN, VV, NULL) / NN;
-        float got = cross_entropy_forward(NULL, lg, tg, NN, VV);
+        float got = cpu_cross_entropy_forward(NULL, lg, tg, NN, VV);
         const double tol = softmax_rel(VV, 30);  // logits in +-15
         if (fabs(got - ref) > tol * (fabs(ref) + 15))
             fail_msg("ce V=%d: %.9g, want %.9g", VV, got, ref);
-        cross_entropy_backward(d, lg, tg, NN, VV, 1.0f / NN);
+        cpu_cross_entropy_backward(d, lg, tg, NN, VV, 1.0f / NN);
         CeCtx x = {ld, tg, NN, VV, 1.0 / NN};
         check_fd("ce big vocab", ce_loss, &x, x.logits, (size_t)NN * VV, d, NULL, 40, tol);
         // the target entries themselves
@@ -1317,14 +1317,14 @@ static void test_optimizers(void **state) {
         float *p = jfloats(c, "p0", n), *grads = jfloats(c, "grads", (size_t)steps * n);
         double *rp = jdoubles(c, "p", n);
         if (!strcmp(jname(c), "sgd")) {
-            sgd_update(p, grads, n, lr);
+            cpu_sgd_update(p, grads, n, lr);
             check_close("sgd p", p, rp, n, tol_signed(1));  // elementwise, one step
         } else {
             float b1 = (float)jnum(c, "beta1"), b2 = (float)jnum(c, "beta2");
             float eps = (float)jnum(c, "eps"), wd = (float)jnum(c, "weight_decay");
             float *m = xcalloc(n, 4), *v = xcalloc(n, 4);
             for (int s = 0; s < steps; s++)
-                adam_update(p, grads + (size_t)s * n, m, v, n, lr, b1, b2, eps, wd);
+                cpu_adam_update(p, grads + (size_t)s * n, m, v, n, lr, b1, b2, eps, wd);
             double *rm = jdoubles(c, "m", n), *rv = jdoubles(c, "v", n);
             // elementwise; each step's roundings add up
             check_close(lbl(c, "opt", "p"), p, rp, n, tol_signed(steps));
@@ -1340,14 +1340,14 @@ static void test_optimizers(void **state) {
     int64_t n = 50000;
     float *p = xcalloc(n, 4), *g = xmalloc(n * 4), *m = xcalloc(n, 4), *v = xcalloc(n, 4);
     for (int64_t i = 0; i < n; i++) g[i] = (i % 2 ? 1.0f : -2.0f) * (1 + i % 5);
-    adam_update(p, g, m, v, n, 0.1f, 0.9f, 0.99f, 0.0f, 0.0f);
+    cpu_adam_update(p, g, m, v, n, 0.1f, 0.9f, 0.99f, 0.0f, 0.0f);
     for (int64_t i = 0; i < n; i++) {
         double want = -0.1 * 0.1 * g[i] / (sqrt(0.01) * fabs(g[i]));
         assert_true(fabs(p[i] - want) <= tol_signed(1) * fabs(want));
     }
     // AdamW with zero gradient only decays: p *= 1 - lr wd
     for (int64_t i = 0; i < n; i++) p[i] = 1.0f, g[i] = 0.0f, m[i] = v[i] = 0.0f;
-    adam_update(p, g, m, v, n, 0.1f, 0.9f, 0.99f, 1e-8f, 0.5f);
+    cpu_adam_update(p, g, m, v, n, 0.1f, 0.9f, 0.99f, 1e-8f, 0.5f);
     for (int64_t i = 0; i < n; i++) assert_true(fabs(p[i] - 0.95) <= tol_signed(1));
     free(p), free(g), free(m), free(v);
 }
@@ -1373,7 +1373,7 @@ typedef struct {
 } MvCtx;
 static void bench_mv(void *p) {
     MvCtx *c = p;
-    matmul_forward(c->y, c->x, c->w, 1, c->IC, c->OC);
+    cpu_matmul_forward(c->y, c->x, c->w, 1, c->IC, c->OC);
 }
 
 typedef struct {
@@ -1382,7 +1382,7 @@ typedef struct {
 } AttnBench;
 static void bench_attn(void *p) {
     AttnBench *c = p;
-    attention_forward(c->out, NULL, c->q, c->k, c->v, 1, 1, c->S, c->S - 1, c->H, c->Hkv, c->D);
+    cpu_attention_forward(c->out, NULL, c->q, c->k, c->v, 1, 1, c->S, c->S - 1, c->H, c->Hkv, c->D);
 }
 
 typedef struct {
@@ -1391,7 +1391,7 @@ typedef struct {
 } SmBench;
 static void bench_softmax(void *p) {
     SmBench *c = p;
-    softmax_forward(c->probs, c->logits, 1, c->V);
+    cpu_softmax_forward(c->probs, c->logits, 1, c->V);
 }
 
 // One decoded token through a SmolLM-135M-shaped model with random fp32 weights: 30 layers
@@ -1411,25 +1411,25 @@ static void bench_model(void *p) {
 #define NEXT_W(rows, cols) (w += (size_t)(rows) * (cols), w - (size_t)(rows) * (cols))
     for (int l = 0; l < MB_L; l++) {
         float *kc = c->kcache + (size_t)l * c->S * KV, *vc = c->vcache + (size_t)l * c->S * KV;
-        rmsnorm_forward(c->h, NULL, c->x, c->ln, 1, MB_C, 1e-5f);
-        matmul_forward(c->q, c->h, NEXT_W(MB_C, MB_C), 1, MB_C, MB_C);
-        matmul_forward(kc + (size_t)pos * KV, c->h, NEXT_W(KV, MB_C), 1, MB_C, KV);
-        matmul_forward(vc + (size_t)pos * KV, c->h, NEXT_W(KV, MB_C), 1, MB_C, KV);
-        rope_forward(c->q, c->cos_t, c->sin_t, &pos, 1, MB_H, MB_D);
-        rope_forward(kc + (size_t)pos * KV, c->cos_t, c->sin_t, &pos, 1, MB_HKV, MB_D);
-        attention_forward(c->att, NULL, c->q, kc, vc, 1, 1, c->S, pos, MB_H, MB_HKV, MB_D);
-        matmul_forward(c->o, c->att, NEXT_W(MB_C, MB_C), 1, MB_C, MB_C);
-        add_inplace(c->x, c->o, MB_C);
-        rmsnorm_forward(c->h, NULL, c->x, c->ln, 1, MB_C, 1e-5f);
-        matmul_forward(c->g, c->h, NEXT_W(MB_F, MB_C), 1, MB_C, MB_F);
-        matmul_forward(c->u, c->h, NEXT_W(MB_F, MB_C), 1, MB_C, MB_F);
-        swiglu_forward(c->g, c->g, c->u, MB_F);
-        matmul_forward(c->o, c->g, NEXT_W(MB_C, MB_F), 1, MB_F, MB_C);
-        add_inplace(c->x, c->o, MB_C);
+        cpu_rmsnorm_forward(c->h, NULL, c->x, c->ln, 1, MB_C, 1e-5f);
+        cpu_matmul_forward(c->q, c->h, NEXT_W(MB_C, MB_C), 1, MB_C, MB_C);
+        cpu_matmul_forward(kc + (size_t)pos * KV, c->h, NEXT_W(KV, MB_C), 1, MB_C, KV);
+        cpu_matmul_forward(vc + (size_t)pos * KV, c->h, NEXT_W(KV, MB_C), 1, MB_C, KV);
+        cpu_rope_forward(c->q, c->cos_t, c->sin_t, &pos, 1, MB_H, MB_D);
+        cpu_rope_forward(kc + (size_t)pos * KV, c->cos_t, c->sin_t, &pos, 1, MB_HKV, MB_D);
+        cpu_attention_forward(c->att, NULL, c->q, kc, vc, 1, 1, c->S, pos, MB_H, MB_HKV, MB_D);
+        cpu_matmul_forward(c->o, c->att, NEXT_W(MB_C, MB_C), 1, MB_C, MB_C);
+        cpu_add_inplace(c->x, c->o, MB_C);
+        cpu_rmsnorm_forward(c->h, NULL, c->x, c->ln, 1, MB_C, 1e-5f);
+        cpu_matmul_forward(c->g, c->h, NEXT_W(MB_F, MB_C), 1, MB_C, MB_F);
+        cpu_matmul_forward(c->u, c->h, NEXT_W(MB_F, MB_C), 1, MB_C, MB_F);
+        cpu_swiglu_forward(c->g, c->g, c->u, MB_F);
+        cpu_matmul_forward(c->o, c->g, NEXT_W(MB_C, MB_F), 1, MB_F, MB_C);
+        cpu_add_inplace(c->x, c->o, MB_C);
     }
-    rmsnorm_forward(c->h, NULL, c->x, c->ln, 1, MB_C, 1e-5f);
-    matmul_forward(c->logits, c->h, NEXT_W(MB_V, MB_C), 1, MB_C, MB_V);
-    softmax_forward(c->logits, c->logits, 1, MB_V);
+    cpu_rmsnorm_forward(c->h, NULL, c->x, c->ln, 1, MB_C, 1e-5f);
+    cpu_matmul_forward(c->logits, c->h, NEXT_W(MB_V, MB_C), 1, MB_C, MB_V);
+    cpu_softmax_forward(c->logits, c->logits, 1, MB_V);
 #undef NEXT_W
     for (int i = 0; i < MB_C; i++) c->x[i] = c->h[i];  // keep activations bounded
 }
@@ -1444,7 +1444,7 @@ static void run_benchmarks(void) {
         int it;
         double t = bench_seconds(0.3, &it, bench_mv, &c);
         double bytes = (double)mv[k][0] * mv[k][1] * 4;
-        printf("matmul_forward N=1 weight %5dx%-5d (%5.1f MB): %8.1f us  %6.1f GB/s\n", mv[k][0],
+        printf("cpu_matmul_forward N=1 weight %5dx%-5d (%5.1f MB): %8.1f us  %6.1f GB/s\n", mv[k][0],
                mv[k][1], bytes / 1e6, t * 1e6, bytes / t / 1e9);
         free(c.w), free(c.x), free(c.y);
     }
@@ -1480,7 +1480,7 @@ static void run_benchmarks(void) {
         c.out = xmalloc((size_t)c.H * c.D * 4);
         int it;
         double t = bench_seconds(0.3, &it, bench_attn, &c);
-        printf("attention_forward T=1 S=512 H=%d Hkv=%d D=%d: %8.1f us\n", c.H, c.Hkv, c.D,
+        printf("cpu_attention_forward T=1 S=512 H=%d Hkv=%d D=%d: %8.1f us\n", c.H, c.Hkv, c.D,
                t * 1e6);
         free(c.q), free(c.k), free(c.v), free(c.out);
     }
@@ -1488,7 +1488,7 @@ static void run_benchmarks(void) {
         SmBench c = {rand_floats(128256, 10), xmalloc(128256 * 4), 128256};
         int it;
         double t = bench_seconds(0.3, &it, bench_softmax, &c);
-        printf("softmax_forward N=1 V=128256: %8.1f us\n", t * 1e6);
+        printf("cpu_softmax_forward N=1 V=128256: %8.1f us\n", t * 1e6);
         free(c.logits), free(c.probs);
     }
 }

@@ -230,7 +230,7 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
     if (check_settings(c->out, settings, err)) goto done;
     const Backend *be;
     if (backend_select(c->device, &be, err)) goto done;
-    r.on_gpu = be != &BACKEND_CPU;
+    r.on_gpu = (be->caps & BACKEND_CAP_DEVICE) != 0;
     const int n_stages = 7;
     double t0 = now_seconds();
     printf("Experiment: %s -> %s (%d iters, batch %d, LoRA lr %g, full lr %g, last %d layers%s)\n",

@@ -79,12 +79,7 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
                             const ModelConfig *c, float *dinp, const float *dout,
                             const float *inp, const float *xa, int N, const Dropout *drop) {
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
-    const PackedWeight *pw = &b->packed[p];
-    if (pw->fwd && (!dinp || pw->bwd)) {
-        matmul_bf16_backward(dinp, bg->w[p], dout, inp, pw, N);
-    } else if (dinp || bg->w[p]) {
-        be->matmul_backward(dinp, bg->w[p], dout, inp, b->w[p], N, IC, OC);
-    }
+    be->linear_backward(dinp, bg->w[p], dout, inp, b->w[p], b->lin[p], N, IC, OC);
     const LoraLinear *lo = &b->lora[p];
     if (lo->rank)
         be->lora_backward(dinp, bg->lora_A[p], bg->lora_B[p], dout, inp, xa, lo->A, lo->B, N, IC, OC,
@@ -112,8 +107,7 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
     be->cross_entropy_backward(dlogits, s->logits, s->targets, N, V,
                                n_targets ? loss_scale / n_targets : 0.0f);
     be->zero(dxn, sizeof(float) * NC);
-    if (m->head_packed.bwd) matmul_bf16_backward(dxn, NULL, dlogits, NULL, &m->head_packed, N);
-    else be->matmul_backward(dxn, NULL, dlogits, s->final_xn, m->head, N, C, V);
+    be->linear_backward(dxn, NULL, dlogits, s->final_xn, m->head, m->head_lin, N, C, V);
     be->zero(dresid, sizeof(float) * NC);
     be->rmsnorm_backward(dresid, NULL, dxn, s->resid + (size_t)c->n_layers * NC, m->final_norm,
                      s->final_rstd, N, C);

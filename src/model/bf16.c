@@ -1,76 +1,81 @@
-// bf16.c — bf16 compute for the linear layers: packed bf16 copies of the f32 weights.
-// The f32 weights stay the master copy (optimizer updates, saving, export); the copies are
-// what the forward and the input gradients multiply, at twice f32's rate (see matmul_bf16.c).
-#include <stdint.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
+// bf16.c — the linear layers' compute precision, asked of the model's backend: each weight of
+// the linear layers and the head gets the backend's handle for the dtype (be->linear_prepare;
+// on the CPU in bf16, packed bf16 copies that the products read at twice f32's rate, the f32
+// weights staying the master copy for optimizer updates, saving and export). What a handle
+// holds, and whether the f32 weight goes, is the backend's business.
 #include "llama.h"
 
 ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want) {
     if (want != DTYPE_AUTO) return want;
-    int stored_f32 = m->stored_dtype == DT_F32;  // the user chose f32: keep its precision
-    if (m->be != &BACKEND_CPU) return stored_f32 ? DTYPE_F32 : DTYPE_TF32;
-    return bf16_cpu_supported() && !stored_f32 ? DTYPE_BF16 : DTYPE_F32;
+    if (m->stored_dtype == DT_F32) return DTYPE_F32;  // the user chose f32: keep its precision
+    char why[256];
+    return m->be->supports(m->be->auto_dtype, why, sizeof why) ? m->be->auto_dtype : DTYPE_F32;
 }
 
-// Hand a frozen f32 weight's pages back to the system: from now on only its bf16 copy is
-// read. The pointer becomes NULL so that a stray reader fails loudly, not on zeros.
-static void release_f32(float **w, size_t n) {
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)*w + page - 1) & ~(page - 1);
-    uintptr_t e = ((uintptr_t)*w + n * sizeof(float)) & ~(page - 1);
-    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
-    *w = NULL;
-}
-
-int model_use_bf16(Model *m, int first_backward, int frozen_below, Error *err) {
+int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int frozen_below,
+                          Error *err) {
     const ModelConfig *c = &m->cfg;
-    if (!bf16_cpu_supported())
-        return err_set(err, "bf16 compute needs a CPU with AVX512-BF16, which this one lacks "
-                       "(use --dtype f32)");
-    model_drop_bf16(m);
-    m->compute_bf16 = 1;
-    // weight by weight, each frozen f32 original released as soon as its copy exists: the
-    // peak memory stays that of the f32 model
+    const Backend *be = m->be;
+    char why[256];
+    if (!be->supports(dtype, why, sizeof why)) return err_set(err, "%s", why);
+    model_release_linears(m);
+    // weight by weight, each frozen f32 original (possibly) released as soon as its handle
+    // exists: the peak memory stays that of the f32 model
     for (int l = 0; l < c->n_layers; l++) {
         for (int p = 0; p < N_PROJ; p++) {
             Block *b = &m->blocks[l];
-            int OC = proj_out_dim(c, p), IC = proj_in_dim(c, p);
-            if (packed_weight_init(&b->packed[p], OC, IC, l >= first_backward)) goto oom;
-            packed_weight_pack(&b->packed[p], b->w[p]);
-            if (l < frozen_below) release_f32(&b->w[p], (size_t)OC * IC);
+            if (be->linear_prepare(&b->lin[p], &b->w[p], proj_out_dim(c, p), proj_in_dim(c, p),
+                                   dtype, l >= first_backward, l >= frozen_below))
+                goto oom;
         }
     }
-    // the head stays f32 too: it is (or may be tied to) the embedding table
-    if (packed_weight_init(&m->head_packed, c->vocab_size, c->dim, 1)) goto oom;
-    packed_weight_pack(&m->head_packed, m->head);
+    // the head keeps its f32 too: it is (or may be tied to) the embedding table
+    if (be->linear_prepare(&m->head_lin, &m->head, c->vocab_size, c->dim, dtype, 1, 1)) goto oom;
     return 0;
 oom:
-    model_drop_bf16(m);
-    return err_set(err, "out of memory for the bf16 copies of the weights (use --dtype f32)");
+    model_release_linears(m);
+    return err_set(err, "out of memory for the %s copies of the weights (use --dtype f32)",
+                   dtype == DTYPE_BF16 ? "bf16" : dtype == DTYPE_TF32 ? "tf32" : "f32");
 }
 
-void model_repack_bf16(Model *m, int first) {
-    if (!m->compute_bf16) return;
+void model_update_linears(Model *m, int first) {
     for (int l = first; l < m->cfg.n_layers; l++)
         for (int p = 0; p < N_PROJ; p++)
-            packed_weight_pack(&m->blocks[l].packed[p], m->blocks[l].w[p]);
+            if (m->blocks[l].lin[p]) m->be->linear_update(m->blocks[l].lin[p], m->blocks[l].w[p]);
 }
 
-void model_drop_bf16(Model *m) {
+void model_release_linears(Model *m) {
+    if (!m->be) return;
     if (m->blocks)
         for (int l = 0; l < m->cfg.n_layers; l++)
-            for (int p = 0; p < N_PROJ; p++) packed_weight_free(&m->blocks[l].packed[p]);
-    packed_weight_free(&m->head_packed);
-    m->compute_bf16 = 0;
+            for (int p = 0; p < N_PROJ; p++) {
+                m->be->linear_release(m->blocks[l].lin[p]);
+                m->blocks[l].lin[p] = NULL;
+            }
+    m->be->linear_release(m->head_lin);
+    m->head_lin = NULL;
 }
 
-size_t model_bf16_bytes(const Model *m) {
-    size_t n = packed_weight_bytes(&m->head_packed);
+size_t model_linear_bytes(const Model *m) {
+    size_t n = m->be->linear_bytes(m->head_lin);
     if (m->blocks)
         for (int l = 0; l < m->cfg.n_layers; l++)
-            for (int p = 0; p < N_PROJ; p++) n += packed_weight_bytes(&m->blocks[l].packed[p]);
+            for (int p = 0; p < N_PROJ; p++) n += m->be->linear_bytes(m->blocks[l].lin[p]);
     return n;
 }
+
+int model_has_linears(const Model *m) {
+    if (m->head_lin) return 1;
+    if (m->blocks)
+        for (int l = 0; l < m->cfg.n_layers; l++)
+            for (int p = 0; p < N_PROJ; p++)
+                if (m->blocks[l].lin[p]) return 1;
+    return 0;
+}
+
+int model_use_bf16(Model *m, int first_backward, int frozen_below, Error *err) {
+    return model_prepare_linears(m, DTYPE_BF16, first_backward, frozen_below, err);
+}
+void model_repack_bf16(Model *m, int first) { model_update_linears(m, first); }
+void model_drop_bf16(Model *m) { model_release_linears(m); }
+size_t model_bf16_bytes(const Model *m) { return model_linear_bytes(m); }

@@ -36,7 +36,7 @@ int generate_greedy(const Model *m, const int *prompt, int n_prompt, int max_new
                          "not finite (a diverged adapter, or weights out of range?)", i + 1);
             break;
         }
-        softmax_forward(probs, probs, 1, V);
+        BACKEND_CPU.softmax_forward(probs, probs, 1, V);  // host memory
         next = 0;
         for (int v = 1; v < V; v++)
             if (probs[v] > probs[next]) next = v;

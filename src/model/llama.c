@@ -79,8 +79,7 @@ void forward_state_free(ForwardState *s) {
 static void linear(const Backend *be, const Block *b, Proj p, const ModelConfig *c, float *out,
                    float *xa, const float *in, int N, const Dropout *drop) {
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
-    if (b->packed[p].fwd) matmul_bf16_forward(out, in, &b->packed[p], N);
-    else be->matmul_forward(out, in, b->w[p], N, IC, OC);
+    be->linear_forward(out, in, b->w[p], b->lin[p], N, IC, OC);
     const LoraLinear *lo = &b->lora[p];
     if (lo->rank) be->lora_forward(out, xa, in, lo->A, lo->B, N, IC, OC, lo->rank, lo->scale, drop);
 }
@@ -176,8 +175,7 @@ void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_l
     float *final = s->resid + (s->keep_acts ? (size_t)c->n_layers * N * C : 0);
     if (all_logits) {
         be->rmsnorm_forward(s->final_xn, s->final_rstd, final, m->final_norm, N, C, c->norm_eps);
-        if (m->head_packed.fwd) matmul_bf16_forward(s->logits, s->final_xn, &m->head_packed, N);
-        else be->matmul_forward(s->logits, s->final_xn, m->head, N, C, c->vocab_size);
+        be->linear_forward(s->logits, s->final_xn, m->head, m->head_lin, N, C, c->vocab_size);
     } else {
         model_unembed(m, final + (size_t)(N - 1) * C, s->logits, s->final_xn);
     }

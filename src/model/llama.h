@@ -26,7 +26,7 @@ typedef struct {
                         // gate/up (F, C), down (C, F)
     float *ffn_norm;    // (C)
     LoraLinear lora[N_PROJ];
-    PackedWeight packed[N_PROJ];  // bf16 copies of w[] when the model computes in bf16
+    LinearWeight *lin[N_PROJ];  // w[] as the backend prepared it (model_prepare_linears)
 } Block;
 
 typedef struct {
@@ -37,8 +37,7 @@ typedef struct {
     float *head;        // (V, C); equals tok_embd when tied
     Block *blocks;      // n_layers
     float *inv_freq;    // (D/2)
-    PackedWeight head_packed;  // bf16 copy of head when the model computes in bf16
-    int compute_bf16;   // linear layers and head use the packed bf16 copies
+    LinearWeight *head_lin;    // head as the backend prepared it (model_prepare_linears)
     const Backend *be;  // where the weights live and the ops run (model_to_backend)
     // storage: all base weights live in one arena; adapter weights in another
     float *arena;
@@ -87,17 +86,27 @@ struct cJSON;
 int adapter_mlx_lora_params(const struct cJSON *cfg, const char *file, int *rank, float *scale,
                             Error *err);
 
-// ---- bf16 compute (bf16.c): the linear layers and the head multiply bf16 copies of the
-// weights (AVX512-BF16) while the f32 weights stay the master copy. Blocks >= first_backward
-// (and the head) also get the packing their input gradient needs. The f32 weights of blocks
-// below frozen_below are released (their pointers set NULL): nothing may read them after.
-typedef enum { DTYPE_AUTO, DTYPE_F32, DTYPE_BF16, DTYPE_TF32 } ComputeDtype;
-// "auto" -> on the CPU, bf16 where it has AVX512-BF16 and the weights are not stored as f32;
-// on CUDA, TF32 tensor cores unless the weights are stored as f32.
+// ---- compute precision (bf16.c): the linear layers and the head in the precision the
+// backend offers (ComputeDtype, backend.h). The backend prepares each weight (be->
+// linear_prepare; e.g. the CPU's packed bf16 copies, the f32 weights staying the master copy)
+// and the forward and backward pass hand its handles to the linear ops: model code does not
+// know which precision runs. Blocks >= first_backward (and the head) are prepared for the
+// input gradient too. The f32 weights of blocks below frozen_below may be released by the
+// backend (their pointers set NULL): nothing may read them after.
+// "auto" -> the backend's auto_dtype (CPU: bf16 where it has AVX512-BF16; CUDA: TF32 tensor
+// cores) unless the weights are stored as f32 or the backend lacks it; then f32.
 ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want);
-int model_use_bf16(Model *m, int first_backward, int frozen_below, Error *err);
+// dtype must be one the backend supports (be->supports); err says why not.
+int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int frozen_below,
+                          Error *err);
 // After an optimizer step changed the f32 weights of blocks >= first (full fine-tuning;
-// the head is frozen and keeps its copy).
+// the head is frozen and keeps its handle).
+void model_update_linears(Model *m, int first);
+void model_release_linears(Model *m);
+size_t model_linear_bytes(const Model *m);  // memory the backend's handles hold
+int model_has_linears(const Model *m);      // some weight has a handle
+// The CPU's bf16 under its former names: model_prepare_linears(m, DTYPE_BF16, ...) etc.
+int model_use_bf16(Model *m, int first_backward, int frozen_below, Error *err);
 void model_repack_bf16(Model *m, int first);
 void model_drop_bf16(Model *m);
 size_t model_bf16_bytes(const Model *m);

@@ -404,7 +404,9 @@ static int move_arena(Model *m, const Backend *be, float **arena, size_t n, Erro
 
 int model_to_backend(Model *m, const Backend *be, Error *err) {
     if (be == m->be) return 0;
-    if (m->compute_bf16) return err_set(err, "bf16 CPU copies cannot move to %s", be->name);
+    if (model_has_linears(m))
+        return err_set(err, "weights prepared by the %s backend cannot move to %s", m->be->name,
+                       be->name);
     if (move_arena(m, be, &m->arena, m->arena_floats, err) ||
         move_arena(m, be, &m->adapter_arena, m->adapter_floats, err))
         return -1;

@@ -1,7 +1,9 @@
 // backend.h — where a model's tensors live and which code runs the ops on them. Model code
 // (llama.c, backward.c, the trainer, the lens) calls ops through a Backend, so it is written
 // once: BACKEND_CPU runs ops/cpu/ on host memory, the CUDA backend runs ops/cuda/ on one GPU.
-// Every op keeps the contract written in ops.h (shapes, accumulate vs overwrite, NULLs).
+// Every op keeps the contract written in ops/cpu/cpu_ops.h (shapes, accumulate vs overwrite,
+// NULLs). Precision is the backend's: model code asks for a compute dtype and gets weight
+// handles (linear_prepare) that the linear ops take; it never tests which backend it has.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -9,9 +11,33 @@
 #include "../common.h"
 #include "ops.h"
 
+// The precision of the linear layers' matrix products. Which ones a backend has, and how it
+// stores a weight for one, is the backend's business (supports, linear_prepare below):
+//   F32   exact f32 (every backend);
+//   BF16  the CPU's AVX512-BF16 products on packed bf16 copies of the weights, f32 sums;
+//   TF32  CUDA's TF32 tensor cores (10-bit mantissa, f32 sums).
+typedef enum { DTYPE_AUTO, DTYPE_F32, DTYPE_BF16, DTYPE_TF32 } ComputeDtype;
+
+// A linear layer's weight as a backend prepared it for a compute dtype (opaque, owned by the
+// backend that made it; NULL = none: the op multiplies the f32 weight exactly).
+typedef struct LinearWeight LinearWeight;
+
+// Backend capabilities (caps): what callers may ask instead of comparing backend pointers.
+enum {
+    BACKEND_CAP_DEVICE = 1 << 0,  // its buffers live on a device of their own (a GPU), not in
+                                  // the host's memory; host work between ops costs transfers
+};
+
 typedef struct Backend {
     const char *name;  // "cpu" or "cuda"
     char device[128];  // e.g. "CPU" or "NVIDIA H100 80GB HBM3"
+    unsigned caps;     // BACKEND_CAP_*
+
+    // ---- precision. supports: 1 if this backend computes linear layers in dtype, else 0
+    // with the reason (for the user) in why. auto_dtype: what --dtype auto picks here when the
+    // weights are not stored as f32 (and supported); f32-stored weights keep f32.
+    int (*supports)(ComputeDtype dtype, char *why, size_t cap);
+    ComputeDtype auto_dtype;
 
     // ---- memory. Buffers come zero-filled and are readable and writable by the host too
     // (CUDA: managed memory), so saving and loading code needs no copies; the host must call
@@ -26,10 +52,31 @@ typedef struct Backend {
     void (*prefetch)(const void *p, size_t bytes);  // a buffer the host filled moves to the device
     size_t (*peak_bytes)(void);  // most bytes ever allocated at once (0: not tracked)
     // Matrix products in reduced precision where the hardware has it (CUDA: TF32 tensor cores,
-    // 10-bit mantissa, f32 sums); 0: exact f32.
+    // 10-bit mantissa, f32 sums); 0: exact f32. The op tests' switch; model code asks for a
+    // precision through linear_prepare instead.
     void (*set_fast_matmul)(int on);
 
-    // ---- ops (ops.h)
+    // ---- linear layers in the backend's precision. linear_prepare readies the weight *w
+    // (OC,IC), a buffer of this backend, for products in dtype: *h gets the backend's handle,
+    // or NULL when the f32 weight itself is what the products read. needs_backward: gradients
+    // will flow through it (linear_backward's dinp). keep_f32 = 0: nothing will read the f32
+    // weight again, and the backend may release it (it then sets *w to NULL). Returns -1 when
+    // out of memory. linear_update: the f32 weight changed (an optimizer step), the handle
+    // follows. The products take both the f32 weight and the handle (h NULL: exact f32, the
+    // arithmetic of matmul_forward / matmul_backward).
+    int (*linear_prepare)(LinearWeight **h, float **w, int OC, int IC, ComputeDtype dtype,
+                          int needs_backward, int keep_f32);
+    void (*linear_update)(LinearWeight *h, const float *w);
+    void (*linear_release)(LinearWeight *h);
+    size_t (*linear_bytes)(const LinearWeight *h);  // memory the handle holds
+    // inp (N,IC) -> out (N,OC) = inp @ W^T, overwritten
+    void (*linear_forward)(float *out, const float *inp, const float *w, const LinearWeight *h,
+                           int N, int IC, int OC);
+    // dinp (N,IC) += dout @ W; dweight (OC,IC) += dout^T @ inp; either may be NULL
+    void (*linear_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
+                            const float *w, const LinearWeight *h, int N, int IC, int OC);
+
+    // ---- ops (their contracts: ops/cpu/cpu_ops.h)
     void (*matmul_forward)(float *out, const float *inp, const float *weight, int N, int IC, int OC);
     void (*matmul_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
                             const float *weight, int N, int IC, int OC);

@@ -77,28 +77,23 @@ static double evaluate(const Model *m, const Dataset *d, int batch_size, int max
     return tokens ? sum / tokens : NAN;
 }
 
-// Say where and in which precision the matrix products run; on the CPU in bf16, pack the bf16
-// copies once the weights hold their final starting values.
+// Say where and in which precision the matrix products run; the backend prepares the weights
+// for it (on the CPU in bf16: the packed bf16 copies) once they hold their final starting values.
 static int use_dtype(Model *m, ComputeDtype want, int first, int frozen_below,
                      TrainSummary *out, Error *err) {
-    const int cpu = m->be == &BACKEND_CPU;
+    const int device = (m->be->caps & BACKEND_CAP_DEVICE) != 0;
     out->dtype = model_resolve_dtype(m, want);
     snprintf(out->device, sizeof out->device, "%s", m->be->device);
-    if (cpu && out->dtype == DTYPE_TF32)
-        return err_set(err, "--dtype tf32 needs a CUDA GPU (--device cuda)");
-    if (!cpu && out->dtype == DTYPE_BF16)
-        return err_set(err, "--dtype bf16 is the CPU's AVX512-BF16 path; on CUDA use auto (TF32 "
-                       "tensor cores) or f32");
-    m->be->set_fast_matmul(out->dtype == DTYPE_TF32);
+    // the backend prepares the weights for the dtype (or says why it cannot)
+    if (model_prepare_linears(m, out->dtype, first, frozen_below, err)) return -1;
     if (out->dtype == DTYPE_BF16) {
-        if (model_use_bf16(m, first, frozen_below, err)) return -1;
         printf("Compute: bf16 matrix products (AVX512-BF16, f32 sums; %.2f GB of bf16 copies), "
-               "f32 weights, gradients and optimizer\n", model_bf16_bytes(m) / 1e9);
+               "f32 weights, gradients and optimizer\n", model_linear_bytes(m) / 1e9);
     } else if (out->dtype == DTYPE_TF32) {
         printf("Compute: %s, TF32 tensor-core matrix products (f32 sums), f32 weights, gradients "
                "and optimizer\n", m->be->device);
     } else {
-        printf("Compute: f32%s%s\n", cpu ? "" : ", on ", cpu ? "" : m->be->device);
+        printf("Compute: f32%s%s\n", device ? ", on " : "", device ? m->be->device : "");
     }
     return 0;
 }

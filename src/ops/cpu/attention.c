@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "ops/ops.h"
+#include "ops/cpu/cpu_ops.h"
 
 // Below this many multiply-adds (B*H*T*S*D) the work stays on the calling thread.
 #define PAR_MIN_MACS (1 << 17)
@@ -65,8 +65,8 @@ static void weighted_sum(float *y, const float *p, const float *rows, size_t str
 }
 
 // -> out (B,T,H,D); probs (B,H,T,S) (may be NULL), zero beyond the causal limit
-void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
-                       int B, int T, int S, int q_offset, int H, int Hkv, int D) {
+void cpu_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
+                           int B, int T, int S, int q_offset, int H, int Hkv, int D) {
     const int group = H / Hkv;
     const float scale = 1.0f / sqrtf((float)D);
     const size_t stride = (size_t)Hkv * D;  // from one key (value) row to the next
@@ -120,9 +120,9 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
 // from 0 in local buffers and are added to the gradients once, so pre-filled (accumulating)
 // gradients lose no precision.
 // dout (B,T,H,D), probs (B,H,T,S) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) += (any may be NULL)
-void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
-                        const float *q, const float *k, const float *v, int B, int T, int S,
-                        int q_offset, int H, int Hkv, int D) {
+void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
+                            const float *q, const float *k, const float *v, int B, int T, int S,
+                            int q_offset, int H, int Hkv, int D) {
     const int group = H / Hkv;
     const float scale = 1.0f / sqrtf((float)D);
     const size_t stride = (size_t)Hkv * D;
@@ -130,7 +130,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
     if (!probs) {  // not saved: recompute
         tmp_probs = xmalloc((size_t)B * H * T * S * sizeof(float));
         float *tmp_out = xmalloc((size_t)B * T * H * D * sizeof(float));
-        attention_forward(tmp_out, tmp_probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
+        cpu_attention_forward(tmp_out, tmp_probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
         free(tmp_out);
         probs = tmp_probs;
     }

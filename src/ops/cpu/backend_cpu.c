@@ -1,8 +1,15 @@
-// backend_cpu.c — the CPU backend: host memory, and the ops of this folder.
+// backend_cpu.c — the CPU backend: host memory, and the ops of this folder. Its precisions:
+// exact f32 (OpenBLAS), and bf16 linear layers on AVX512-BF16 through packed bf16 copies of
+// the weights (matmul_bf16.c) that it prepares and owns.
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "ops/backend.h"
+#include "ops/cpu/cpu_ops.h"
 
 static void *cpu_alloc(size_t bytes) { return calloc(bytes ? bytes : 1, 1); }
 static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
@@ -12,9 +19,86 @@ static void cpu_prefetch(const void *p, size_t bytes) { (void)p, (void)bytes; }
 static size_t cpu_peak_bytes(void) { return 0; }  // the process's peak RSS says it
 static void cpu_set_fast_matmul(int on) { (void)on; }  // bf16 runs through packed weights
 
+static int cpu_supports(ComputeDtype dtype, char *why, size_t cap) {
+    if (dtype == DTYPE_F32 || dtype == DTYPE_AUTO) return 1;
+    if (dtype == DTYPE_BF16) {
+        if (bf16_cpu_supported()) return 1;
+        snprintf(why, cap, "bf16 compute needs a CPU with AVX512-BF16, which this one lacks "
+                 "(use --dtype f32)");
+        return 0;
+    }
+    snprintf(why, cap, "--dtype tf32 needs a CUDA GPU (--device cuda)");
+    return 0;
+}
+
+// A bf16 linear layer: the weight packed for the forward (and, with needs_backward, for the
+// input gradient). The f32 weight stays the master copy unless the caller gave it up.
+struct LinearWeight {
+    PackedWeight pw;
+};
+
+// Hand a frozen f32 weight's pages back to the system: from now on only its bf16 copy is
+// read. The pointer becomes NULL so that a stray reader fails loudly, not on zeros.
+static void release_f32(float **w, size_t n) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)*w + page - 1) & ~(page - 1);
+    uintptr_t e = ((uintptr_t)*w + n * sizeof(float)) & ~(page - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+    *w = NULL;
+}
+
+static int cpu_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtype dtype,
+                              int needs_backward, int keep_f32) {
+    *h = NULL;
+    if (dtype != DTYPE_BF16) return 0;  // f32: the weight itself
+    LinearWeight *lw = calloc(1, sizeof *lw);
+    if (!lw) return -1;
+    if (cpu_packed_weight_init(&lw->pw, OC, IC, needs_backward)) {
+        free(lw);
+        return -1;
+    }
+    cpu_packed_weight_pack(&lw->pw, *w);
+    if (!keep_f32) release_f32(w, (size_t)OC * IC);
+    *h = lw;
+    return 0;
+}
+
+static void cpu_linear_update(LinearWeight *h, const float *w) {
+    if (h) cpu_packed_weight_pack(&h->pw, w);
+}
+
+static void cpu_linear_release(LinearWeight *h) {
+    if (!h) return;
+    cpu_packed_weight_free(&h->pw);
+    free(h);
+}
+
+static size_t cpu_linear_bytes(const LinearWeight *h) {
+    return h ? cpu_packed_weight_bytes(&h->pw) : 0;
+}
+
+static void cpu_linear_forward(float *out, const float *inp, const float *w, const LinearWeight *h,
+                               int N, int IC, int OC) {
+    if (h && h->pw.fwd) cpu_matmul_bf16_forward(out, inp, &h->pw, N);
+    else cpu_matmul_forward(out, inp, w, N, IC, OC);
+}
+
+static void cpu_linear_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                                const float *w, const LinearWeight *h, int N, int IC, int OC) {
+    // bf16 where the packing covers what is asked (the input gradient needs the backward
+    // packing); else the exact f32 product of the master weight
+    if (h && h->pw.fwd && (!dinp || h->pw.bwd))
+        cpu_matmul_bf16_backward(dinp, dweight, dout, inp, &h->pw, N);
+    else if (dinp || dweight)
+        cpu_matmul_backward(dinp, dweight, dout, inp, w, N, IC, OC);
+}
+
 const Backend BACKEND_CPU = {
     .name = "cpu",
     .device = "CPU",
+    .caps = 0,
+    .supports = cpu_supports,
+    .auto_dtype = DTYPE_BF16,
     .alloc = cpu_alloc,
     .free = free,
     .zero = cpu_zero,
@@ -25,25 +109,31 @@ const Backend BACKEND_CPU = {
     .prefetch = cpu_prefetch,
     .peak_bytes = cpu_peak_bytes,
     .set_fast_matmul = cpu_set_fast_matmul,
-    .matmul_forward = matmul_forward,
-    .matmul_backward = matmul_backward,
-    .lora_forward = lora_forward,
-    .lora_backward = lora_backward,
-    .rmsnorm_forward = rmsnorm_forward,
-    .rmsnorm_backward = rmsnorm_backward,
-    .rope_forward = rope_forward,
-    .rope_backward = rope_backward,
-    .attention_forward = attention_forward,
-    .attention_backward = attention_backward,
-    .swiglu_forward = swiglu_forward,
-    .swiglu_backward = swiglu_backward,
-    .embedding_forward = embedding_forward,
-    .add_forward = add_forward,
-    .add_inplace = add_inplace,
-    .softmax_forward = softmax_forward,
-    .argmax_forward = argmax_forward,
-    .cross_entropy_forward = cross_entropy_forward,
-    .cross_entropy_backward = cross_entropy_backward,
-    .adam_update = adam_update,
-    .sgd_update = sgd_update,
+    .linear_prepare = cpu_linear_prepare,
+    .linear_update = cpu_linear_update,
+    .linear_release = cpu_linear_release,
+    .linear_bytes = cpu_linear_bytes,
+    .linear_forward = cpu_linear_forward,
+    .linear_backward = cpu_linear_backward,
+    .matmul_forward = cpu_matmul_forward,
+    .matmul_backward = cpu_matmul_backward,
+    .lora_forward = cpu_lora_forward,
+    .lora_backward = cpu_lora_backward,
+    .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
+    .rope_forward = cpu_rope_forward,
+    .rope_backward = cpu_rope_backward,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .swiglu_forward = cpu_swiglu_forward,
+    .swiglu_backward = cpu_swiglu_backward,
+    .embedding_forward = cpu_embedding_forward,
+    .add_forward = cpu_add_forward,
+    .add_inplace = cpu_add_inplace,
+    .softmax_forward = cpu_softmax_forward,
+    .argmax_forward = cpu_argmax_forward,
+    .cross_entropy_forward = cpu_cross_entropy_forward,
+    .cross_entropy_backward = cpu_cross_entropy_backward,
+    .adam_update = cpu_adam_update,
+    .sgd_update = cpu_sgd_update,
 };

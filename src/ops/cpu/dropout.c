@@ -5,7 +5,7 @@
 // draws the same masks, and the thread count cannot change which entries drop.
 #include <stddef.h>
 
-#include "ops/ops.h"
+#include "ops/cpu/cpu_ops.h"
 
 // Loops over fewer elements than this stay serial: waking the thread team costs more than it
 // saves, and in decoding (N = 1) it would leave OpenMP workers spinning next to OpenBLAS's.
@@ -29,7 +29,7 @@ static float keep_scale(float p) { return (float)(1.0 / (1.0 - (double)p)); }
 static uint64_t drop_below(float p) { return (uint64_t)((double)p * 18446744073709551616.0); }
 
 // inp (N,C) -> out (N,C) = mask * inp / (1-p); out may equal inp
-void dropout_forward(float *out, const float *inp, const Dropout *d, int N, int C) {
+void cpu_dropout_forward(float *out, const float *inp, const Dropout *d, int N, int C) {
     const uint64_t thr = drop_below(d->p), key = d->key;
     const float s = keep_scale(d->p);
 #pragma omp parallel for schedule(static) if ((int64_t)N * C >= PAR_MIN)
@@ -42,7 +42,7 @@ void dropout_forward(float *out, const float *inp, const Dropout *d, int N, int 
 }
 
 // The mask is diagonal: dinp (N,C) += mask * dout / (1-p)
-void dropout_backward(float *dinp, const float *dout, const Dropout *d, int N, int C) {
+void cpu_dropout_backward(float *dinp, const float *dout, const Dropout *d, int N, int C) {
     const uint64_t thr = drop_below(d->p), key = d->key;
     const float s = keep_scale(d->p);
 #pragma omp parallel for schedule(static) if ((int64_t)N * C >= PAR_MIN)

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 #include "common.h"
-#include "ops/ops.h"
+#include "ops/cpu/cpu_ops.h"
 
 // xa (N,r) = inp (N,IC) @ A (IC,r)
 static void lora_xa(float *xa, const float *inp, const float *A, int N, int IC, int r) {
@@ -30,13 +30,13 @@ static int dropping(const Dropout *d) { return d && d->p > 0.0f; }
 static float *dropped(const float *inp, const Dropout *d, int N, int IC) {
     if (!dropping(d)) return NULL;
     float *x = xmalloc((size_t)N * IC * sizeof(float));
-    dropout_forward(x, inp, d, N, IC);
+    cpu_dropout_forward(x, inp, d, N, IC);
     return x;
 }
 
 // inp (N,IC), A (IC,r), B (r,OC) -> out (N,OC) += scale * xa @ B; xa (N,r) saved (may be NULL)
-void lora_forward(float *out, float *xa, const float *inp, const float *A, const float *B,
-                  int N, int IC, int OC, int r, float scale, const Dropout *drop) {
+void cpu_lora_forward(float *out, float *xa, const float *inp, const float *A, const float *B,
+                      int N, int IC, int OC, int r, float scale, const Dropout *drop) {
     if (N <= 0 || OC <= 0 || r <= 0) return;
     float *buf = xa ? xa : xmalloc((size_t)N * r * sizeof(float));
     float *xd = dropped(inp, drop, N, IC);
@@ -59,9 +59,9 @@ void lora_forward(float *out, float *xa, const float *inp, const float *A, const
 // dA (IC,r) += x^T @ dxa; dinp (N,IC) += dxa @ A^T, where x is inp, or with dropout the dropped
 // input (and dinp then goes back through the mask). Any of dinp/dA/dB may be NULL; xa may be
 // NULL (it is then recomputed from x and A).
-void lora_backward(float *dinp, float *dA, float *dB, const float *dout, const float *inp,
-                   const float *xa, const float *A, const float *B, int N, int IC, int OC, int r,
-                   float scale, const Dropout *drop) {
+void cpu_lora_backward(float *dinp, float *dA, float *dB, const float *dout, const float *inp,
+                       const float *xa, const float *A, const float *B, int N, int IC, int OC, int r,
+                       float scale, const Dropout *drop) {
     if (N <= 0 || r <= 0) return;
     float *xd = (dA || (dB && !xa)) ? dropped(inp, drop, N, IC) : NULL;
     const float *x = xd ? xd : inp;
@@ -96,7 +96,7 @@ void lora_backward(float *dinp, float *dA, float *dB, const float *dout, const f
         float *dx = xd ? xd : xmalloc((size_t)N * IC * sizeof(float));  // x is no longer needed
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, IC, r, 1.0f, dxa, r, A, r, 0.0f,
                     dx, IC);
-        dropout_backward(dinp, dx, drop, N, IC);
+        cpu_dropout_backward(dinp, dx, drop, N, IC);
         if (dx != xd) free(dx);
     }
     free(xd);

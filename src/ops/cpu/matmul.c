@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ops/ops.h"
+#include "ops/cpu/cpu_ops.h"
 
 #ifndef TUNELENS_BLAS_MATVEC
 // out (OC) = weight (OC,IC) @ inp (IC): four rows at a time (four independent sums, each
@@ -46,7 +46,7 @@ static void matvec(float *out, const float *inp, const float *weight, int IC, in
 #endif
 
 // inp (N,IC), weight (OC,IC) -> out (N,OC), overwritten
-void matmul_forward(float *out, const float *inp, const float *weight, int N, int IC, int OC) {
+void cpu_matmul_forward(float *out, const float *inp, const float *weight, int N, int IC, int OC) {
     if (N <= 0 || OC <= 0) return;
     if (N == 1) {
 #ifdef TUNELENS_BLAS_MATVEC
@@ -62,8 +62,8 @@ void matmul_forward(float *out, const float *inp, const float *weight, int N, in
 }
 
 // dout (N,OC) -> dinp (N,IC) += dout @ weight; dweight (OC,IC) += dout^T @ inp (either NULL)
-void matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                     const float *weight, int N, int IC, int OC) {
+void cpu_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                         const float *weight, int N, int IC, int OC) {
     if (N <= 0 || OC <= 0 || IC <= 0) return;
     if (dinp) {
         if (N == 1) {  // dinp (IC) += weight^T (IC,OC) @ dout (OC)

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "ops/ops.h"
+#include "ops/cpu/cpu_ops.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -48,25 +48,25 @@ static size_t packed_size(int K, int Nc) {
     return (size_t)((Nc + NR - 1) / NR) * (size_t)((K + 1) / 2) * 2 * NR;
 }
 
-int packed_weight_init(PackedWeight *pw, int OC, int IC, int with_backward) {
+int cpu_packed_weight_init(PackedWeight *pw, int OC, int IC, int with_backward) {
     memset(pw, 0, sizeof *pw);
     pw->OC = OC, pw->IC = IC;
     pw->fwd = malloc(sizeof(uint16_t) * packed_size(IC, OC));
     if (with_backward) pw->bwd = malloc(sizeof(uint16_t) * packed_size(OC, IC));
     if (!pw->fwd || (with_backward && !pw->bwd)) {
-        packed_weight_free(pw);
+        cpu_packed_weight_free(pw);
         return -1;
     }
     return 0;
 }
 
-void packed_weight_free(PackedWeight *pw) {
+void cpu_packed_weight_free(PackedWeight *pw) {
     free(pw->fwd);
     free(pw->bwd);
     memset(pw, 0, sizeof *pw);
 }
 
-size_t packed_weight_bytes(const PackedWeight *pw) {
+size_t cpu_packed_weight_bytes(const PackedWeight *pw) {
     return sizeof(uint16_t) * ((pw->fwd ? packed_size(pw->IC, pw->OC) : 0) +
                                (pw->bwd ? packed_size(pw->OC, pw->IC) : 0));
 }
@@ -244,7 +244,7 @@ static void gemm_f32a(float *C, const float *A, const uint16_t *Bp, int M, int K
 }
 #endif
 
-void packed_weight_pack(PackedWeight *pw, const float *W) {
+void cpu_packed_weight_pack(PackedWeight *pw, const float *W) {
 #if HAVE_BF16_KERNEL
     pack(pw->fwd, W, pw->OC, pw->IC, 1);
     if (pw->bwd) pack(pw->bwd, W, pw->OC, pw->IC, 0);
@@ -252,15 +252,15 @@ void packed_weight_pack(PackedWeight *pw, const float *W) {
 }
 
 // inp (N,IC) -> out (N,OC) = inp @ W^T, overwritten
-void matmul_bf16_forward(float *out, const float *inp, const PackedWeight *w, int N) {
+void cpu_matmul_bf16_forward(float *out, const float *inp, const PackedWeight *w, int N) {
 #if HAVE_BF16_KERNEL
     if (N > 0) gemm_f32a(out, inp, w->fwd, N, w->IC, w->OC, 0);
 #endif
 }
 
 // dout (N,OC) -> dinp (N,IC) += dout @ W; dweight (OC,IC) += dout^T @ inp (either NULL)
-void matmul_bf16_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                          const PackedWeight *w, int N) {
+void cpu_matmul_bf16_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                              const PackedWeight *w, int N) {
 #if HAVE_BF16_KERNEL
     if (N <= 0) return;
     const int OC = w->OC, IC = w->IC;

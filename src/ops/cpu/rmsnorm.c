@@ -2,15 +2,15 @@
 #include <math.h>
 #include <stddef.h>
 
-#include "ops/ops.h"
+#include "ops/cpu/cpu_ops.h"
 
 // Loops over fewer elements than this stay serial: waking the thread team costs more than it
 // saves, and in decoding (N = 1) it would leave OpenMP workers spinning next to OpenBLAS's.
 #define PAR_MIN 32768
 
 // inp (N,C), weight (C) -> out (N,C); rstd (N) = 1/sqrt(mean(x^2)+eps) saved (may be NULL)
-void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C,
-                     float eps) {
+void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C,
+                         float eps) {
 #pragma omp parallel for schedule(static) if ((int64_t)N * C >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
@@ -28,8 +28,8 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
 //   dweight_i += sum_n dout_ni * xhat_ni
 //   dinp_i    += rstd * (w_i dout_i - xhat_i * mean_j(w_j dout_j xhat_j))
 // dout (N,C), inp (N,C), weight (C), rstd (N) -> dinp (N,C) +=, dweight (C) += (either NULL)
-void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                      const float *weight, const float *rstd, int N, int C) {
+void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                          const float *weight, const float *rstd, int N, int C) {
     if (dinp) {
 #pragma omp parallel for schedule(static) if ((int64_t)N * C >= PAR_MIN)
         for (int n = 0; n < N; n++) {

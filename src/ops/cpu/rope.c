@@ -4,7 +4,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#include "ops/ops.h"
+#include "ops/cpu/cpu_ops.h"
 
 // Loops over fewer elements than this stay serial: waking the thread team costs more than it
 // saves, and in decoding (N = 1) it would leave OpenMP workers spinning next to OpenBLAS's.
@@ -30,8 +30,8 @@ void rope_tables(float *cos_t, float *sin_t, const float *inv_freq, int max_pos,
 }
 
 // x (N, H*D) rotated in place; pos (N); cos_t, sin_t (max_pos, D/2)
-void rope_forward(float *x, const float *cos_t, const float *sin_t, const int *pos, int N, int H,
-                  int D) {
+void cpu_rope_forward(float *x, const float *cos_t, const float *sin_t, const int *pos, int N, int H,
+                      int D) {
     int half = D / 2;
 #pragma omp parallel for schedule(static) if ((int64_t)N * H * D >= PAR_MIN)
     for (int n = 0; n < N; n++) {
@@ -50,8 +50,8 @@ void rope_forward(float *x, const float *cos_t, const float *sin_t, const int *p
 // The rotation is orthogonal, so its transpose is the rotation by -angle:
 //   dx1 = dy1 cos + dy2 sin,  dx2 = dy2 cos - dy1 sin
 // dx (N, H*D) in place; pos (N)
-void rope_backward(float *dx, const float *cos_t, const float *sin_t, const int *pos, int N, int H,
-                   int D) {
+void cpu_rope_backward(float *dx, const float *cos_t, const float *sin_t, const int *pos, int N, int H,
+                       int D) {
     int half = D / 2;
 #pragma omp parallel for schedule(static) if ((int64_t)N * H * D >= PAR_MIN)
     for (int n = 0; n < N; n++) {

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "ops/ops.h"
+#include "ops/cpu/cpu_ops.h"
 
 // Loops over fewer elements than this stay serial: waking the thread team costs more than it
 // saves, and in decoding (N = 1) it would leave OpenMP workers spinning next to OpenBLAS's.
@@ -64,7 +64,7 @@ static void softmax_row_parallel(float *p, const float *x, int V) {
 }
 
 // logits (N,V) -> probs (N,V)
-void softmax_forward(float *probs, const float *logits, int N, int V) {
+void cpu_softmax_forward(float *probs, const float *logits, int N, int V) {
     if (N < omp_get_max_threads() && V >= PAR_MIN) {
         for (int n = 0; n < N; n++)
             softmax_row_parallel(probs + (size_t)n * V, logits + (size_t)n * V, V);
@@ -84,7 +84,7 @@ static void check_target(int tgt, int V) {
 // loss_n = logsumexp(logits_n) - logits_n[target_n], in double.
 // logits (N,V), targets (N) -> losses (N) (0 for ignored rows; may be NULL); returns the mean
 // over rows with target >= 0 (0 if there are none)
-float cross_entropy_forward(float *losses, const float *logits, const int *targets, int N, int V) {
+float cpu_cross_entropy_forward(float *losses, const float *logits, const int *targets, int N, int V) {
     double total = 0.0;
     int count = 0;
 #pragma omp parallel for schedule(static) reduction(+ : total, count) \
@@ -107,8 +107,8 @@ float cross_entropy_forward(float *losses, const float *logits, const int *targe
 
 // dlogits (N,V) = scale * (softmax(logits) - onehot(target)); rows with target < 0 get 0.
 // Overwrites dlogits (it is the first gradient of the backward pass).
-void cross_entropy_backward(float *dlogits, const float *logits, const int *targets, int N, int V,
-                            float scale) {
+void cpu_cross_entropy_backward(float *dlogits, const float *logits, const int *targets, int N, int V,
+                                float scale) {
 #pragma omp parallel for schedule(static) if (N > 1 && (int64_t)N * V >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         float *d = dlogits + (size_t)n * V;
@@ -128,7 +128,7 @@ void cross_entropy_backward(float *dlogits, const float *logits, const int *targ
 }
 
 // x (N,V) -> out (N): each row's first index of its largest value
-void argmax_forward(int *out, const float *x, int N, int V) {
+void cpu_argmax_forward(int *out, const float *x, int N, int V) {
 #pragma omp parallel for schedule(static) if (N > 1 && (int64_t)N * V >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *r = x + (size_t)n * V;

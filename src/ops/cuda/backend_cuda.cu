@@ -128,6 +128,41 @@ static void cu_set_fast_matmul(int on) {
                                                   : CUBLAS_DEFAULT_MATH));
 }
 
+// ---- precision. f32, or TF32 tensor cores (f32 sums). For now TF32 is the cuBLAS handle's
+// math mode, which linear_prepare sets for the dtype asked: it covers every cuBLAS product of
+// the context (the linear layers and the LoRA products), as the trainer's TF32 always has. The
+// weights stay f32 (no handle: the products read the f32 weight).
+static int cu_supports(ComputeDtype dtype, char *why, size_t cap) {
+    if (dtype == DTYPE_F32 || dtype == DTYPE_TF32 || dtype == DTYPE_AUTO) return 1;
+    snprintf(why, cap, "--dtype bf16 is the CPU's AVX512-BF16 path; on CUDA use auto (TF32 "
+             "tensor cores) or f32");
+    return 0;
+}
+
+static int cu_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtype dtype,
+                             int needs_backward, int keep_f32) {
+    (void)w, (void)OC, (void)IC, (void)needs_backward, (void)keep_f32;
+    *h = NULL;
+    cu_set_fast_matmul(dtype == DTYPE_TF32);
+    return 0;
+}
+
+static void cu_linear_update(LinearWeight *h, const float *w) { (void)h, (void)w; }
+static void cu_linear_release(LinearWeight *h) { (void)h; }
+static size_t cu_linear_bytes(const LinearWeight *h) { (void)h; return 0; }
+
+static void cu_linear_forward(float *out, const float *inp, const float *w, const LinearWeight *h,
+                              int N, int IC, int OC) {
+    (void)h;
+    cuda_matmul_forward(out, inp, w, N, IC, OC);
+}
+
+static void cu_linear_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                               const float *w, const LinearWeight *h, int N, int IC, int OC) {
+    (void)h;
+    if (dinp || dweight) cuda_matmul_backward(dinp, dweight, dout, inp, w, N, IC, OC);
+}
+
 // ---- setup
 
 static void init(void) {
@@ -176,7 +211,16 @@ static void init(void) {
     backend.sync = cu_sync;
     backend.prefetch = cu_prefetch;
     backend.peak_bytes = cu_peak_bytes;
+    backend.caps = BACKEND_CAP_DEVICE;
+    backend.supports = cu_supports;
+    backend.auto_dtype = DTYPE_TF32;
     backend.set_fast_matmul = cu_set_fast_matmul;
+    backend.linear_prepare = cu_linear_prepare;
+    backend.linear_update = cu_linear_update;
+    backend.linear_release = cu_linear_release;
+    backend.linear_bytes = cu_linear_bytes;
+    backend.linear_forward = cu_linear_forward;
+    backend.linear_backward = cu_linear_backward;
     backend.matmul_forward = cuda_matmul_forward;
     backend.matmul_backward = cuda_matmul_backward;
     backend.lora_forward = cuda_lora_forward;

@@ -1,6 +1,7 @@
 // cuda_common.cuh — what the CUDA backend's .cu files share: error checks, the cuBLAS handle,
 // a growable device workspace, small block reductions, and the declarations of every cuda_*
-// op (each keeps the contract of the CPU op of the same name in ops.h / ops/cpu/*.c).
+// op (each keeps the contract of the CPU op of the same name, cpu_ prefixed, in
+// ops/cpu/cpu_ops.h).
 // All work is queued on the legacy default stream (stream 0), asynchronously; host code syncs
 // through Backend.sync / download.
 #pragma once
