@@ -16,6 +16,7 @@ static struct {
     size_t ws_floats;
     size_t cur_bytes;   // managed buffers + workspace, now
     size_t peak_bytes;  // ... at most
+    size_t card_bytes;  // the GPU's memory: managed buffers never add up to more
     int fast_matmul;
     int prefetchable;   // cudaDevAttrConcurrentManagedAccess: prefetching is supported
     std::unordered_map<void *, size_t> *sizes;  // live buffer -> bytes, for free
@@ -58,6 +59,12 @@ float *cuda_workspace(size_t floats) {
 static void *cu_alloc(size_t bytes) {
     void *p = NULL;
     size_t n = bytes ? bytes : 1;
+    {
+        // managed memory would oversubscribe the card (and page it to death, or hang it):
+        // more than the card holds is out of memory, reported as NULL
+        std::lock_guard<std::mutex> g(ctx.lock);
+        if (n > ctx.card_bytes || ctx.cur_bytes > ctx.card_bytes - n) return NULL;
+    }
     if (cudaMallocManaged(&p, n, cudaMemAttachGlobal) != cudaSuccess) {
         (void)cudaGetLastError();  // clear it: out of memory is reported as NULL
         return NULL;
@@ -191,6 +198,7 @@ static void init(void) {
         init_state = -1;
         return;
     }
+    ctx.card_bytes = prop.totalGlobalMem;
     CUBLAS_CHECK(cublasSetStream(ctx.handle, 0));
     CUBLAS_CHECK(cublasSetMathMode(ctx.handle, CUBLAS_DEFAULT_MATH));  // exact f32 by default
     int cma = 0;
