@@ -55,6 +55,20 @@ int cli_double(const char *cmd, int argc, char **argv, int *i, double min, doubl
     return 0;
 }
 
+int cli_layer_list(const char *s, int *layers, int max, int *n) {
+    *n = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < -1 || v > 100000 || *n >= max) return -1;
+        layers[(*n)++] = (int)v;
+        s = end;
+        if (*s == ',') s++;
+        else if (*s) return -1;
+    }
+    return *n ? 0 : -1;
+}
+
 int cli_fail(const Error *err) {
     fprintf(stderr, "tunelens: %s\n", err->msg);
     return 1;

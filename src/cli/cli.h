@@ -26,6 +26,9 @@ int cli_double(const char *cmd, int argc, char **argv, int *i, double min, doubl
 int cli_unknown(const char *cmd, const char *flag);
 int cli_missing(const char *cmd, const char *flag);
 
+// "8,10,-1" -> layers (at most max; -1 = the embedding output). 0, or -1 when malformed.
+int cli_layer_list(const char *s, int *layers, int max, int *n);
+
 // Prints "tunelens: <message>" to stderr and returns 1.
 int cli_fail(const Error *err);
 

@@ -41,6 +41,13 @@ typedef struct FlagSpec {
 
 // A table entry: name, alias, type, offset, def, min, max, choices, metavar, help, yaml.
 #define FLAG(...) {__VA_ARGS__, .set = NULL}
+// The flags the model-running commands share, declared once (field: the offset, O(x)).
+#define FLAG_ADAPTER(field)                                                                  \
+    FLAG("--adapter", "--adapter-path", FLAG_STRING, field, NULL, 0, 0, NULL, "A",           \
+         "an mlx-lm or PEFT adapter folder (or file)", NULL)
+#define FLAG_DEVICE(field)                                                                   \
+    FLAG("--device", NULL, FLAG_STRING, field, "auto", 0, 0, NULL, "auto|cpu|cuda",          \
+         "where the model runs (auto: a CUDA GPU when one answers)", NULL)
 // The same with a setter (FLAG_CUSTOM) or a check (FLAG_STRING), and whether YAML gives a list.
 #define FLAG_WITH(set_fn, is_list, ...) {__VA_ARGS__, .set = set_fn, .list = is_list}
 

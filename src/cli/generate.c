@@ -16,16 +16,14 @@ typedef struct {
 static const FlagSpec FLAGS[] = {
     FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
          "a Hugging Face model folder or a .gguf file (required)", NULL),
-    FLAG("--adapter", "--adapter-path", FLAG_STRING, O(adapter), NULL, 0, 0, NULL, "A",
-         "an mlx-lm or PEFT adapter folder (or file)", NULL),
+    FLAG_ADAPTER(O(adapter)),
     FLAG("--prompt", NULL, FLAG_STRING, O(prompt), NULL, 0, 0, NULL, "P", "the prompt (required)", NULL),
     FLAG("--max-tokens", NULL, FLAG_INT, O(max_tokens), "100", 0, 1 << 20, NULL, "N",
          "tokens to generate at most", NULL),
     FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
          "write {\"prompt\":P,\"tokens\":[{\"id\",\"token\",\"prob\"}],\"text\":T}\n"
          "(FILE '-' = stdout)", NULL),
-    FLAG("--device", NULL, FLAG_STRING, O(device), "auto", 0, 0, NULL, "auto|cpu|cuda",
-         "where the model runs (auto: a CUDA GPU when one answers)", NULL),
+    FLAG_DEVICE(O(device)),
 };
 #undef O
 

@@ -20,7 +20,6 @@ typedef struct {
     int layer_list[MAX_LAYERS];
 } LensArgs;
 
-static int parse_layer_list(const char *s, int *layers, int *n);
 
 static int set_all_layers(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
     ((LensArgs *)cfg)->layers = NULL;
@@ -29,7 +28,7 @@ static int set_all_layers(const FlagSpec *f, void *cfg, const char *v, char *msg
 
 static int set_layers(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
     LensArgs *a = cfg;
-    if (parse_layer_list(v, a->layer_list, &a->n_layers)) {
+    if (cli_layer_list(v, a->layer_list, MAX_LAYERS, &a->n_layers)) {
         snprintf(msg, n, "expects a comma-separated list of layer numbers like 8,10, got '%s'", v);
         return -1;
     }
@@ -51,8 +50,7 @@ static int add_track(const FlagSpec *f, void *cfg, const char *v, char *msg, siz
 static const FlagSpec FLAGS[] = {
     FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
          "a Hugging Face model folder or a .gguf file (required)", NULL),
-    FLAG("--adapter", "--adapter-path", FLAG_STRING, O(adapter), NULL, 0, 0, NULL, "A",
-         "an mlx-lm or PEFT adapter folder (or file)", NULL),
+    FLAG_ADAPTER(O(adapter)),
     FLAG("--prompt", NULL, FLAG_STRING, O(prompt), NULL, 0, 0, NULL, "P", "the prompt (required)", NULL),
     FLAG("--top-k", NULL, FLAG_INT, O(top_k), "5", 1, 1000, NULL, "K", "tokens shown per layer", NULL),
     FLAG_WITH(set_all_layers, 0, "--all-layers", NULL, FLAG_CUSTOM, 0, NULL, 0, 0, NULL, NULL,
@@ -67,8 +65,7 @@ static const FlagSpec FLAGS[] = {
     FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
          "write {model, prompt, tokens, layers:[{layer, top,\nentropy, tracked}], final} "
          "('-' = stdout)", NULL),
-    FLAG("--device", NULL, FLAG_STRING, O(device), "auto", 0, 0, NULL, "auto|cpu|cuda",
-         "where the model runs (auto: a CUDA GPU when one answers)", NULL),
+    FLAG_DEVICE(O(device)),
 };
 #undef O
 
@@ -81,20 +78,6 @@ static const FlagTable TABLE = {
     "  head, softmax over the vocabulary, at the last position (the last layer is the model's\n"
     "  own prediction).\n",
     FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
-
-static int parse_layer_list(const char *s, int *layers, int *n) {
-    *n = 0;
-    while (*s) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < -1 || v > 100000 || *n >= MAX_LAYERS) return -1;
-        layers[(*n)++] = (int)v;
-        s = end;
-        if (*s == ',') s++;
-        else if (*s) return -1;
-    }
-    return *n ? 0 : -1;
-}
 
 static cJSON *token_json(const Tokenizer *t, int id, double prob, int with_prob) {
     cJSON *o = cJSON_CreateObject();

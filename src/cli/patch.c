@@ -56,15 +56,13 @@ static const FlagSpec FLAGS[] = {
               "(required)", NULL),
     FLAG_WITH(set_position, 0, "--position", NULL, FLAG_CUSTOM, 0, "last", 0, 0, NULL, "last|all",
               "the last position, or every position", NULL),
-    FLAG("--adapter", "--adapter-path", FLAG_STRING, O(adapter), NULL, 0, 0, NULL, "A",
-         "an mlx-lm or PEFT adapter folder (or file)", NULL),
+    FLAG_ADAPTER(O(adapter)),
     FLAG("--top-k", NULL, FLAG_INT, O(top_k), "5", 1, 1000, NULL, "K", "tokens shown per run", NULL),
     FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
          "write {model, position, source:{prompt, top:[{id,\ntoken, prob}]}, target:{...}, "
          "patched:{layer,\ntop} (--layer all: [{layer, top, target_answer_prob,\n"
          "source_answer_prob}])} ('-' = stdout)", NULL),
-    FLAG("--device", NULL, FLAG_STRING, O(device), "auto", 0, 0, NULL, "auto|cpu|cuda",
-         "where the model runs (auto: a CUDA GPU when one answers)", NULL),
+    FLAG_DEVICE(O(device)),
 };
 #undef O
 

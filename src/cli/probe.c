@@ -21,20 +21,6 @@ typedef struct {
     int layer_list[MAX_LAYERS];
 } ProbeArgs;
 
-static int parse_layer_list(const char *s, int *layers, int *n) {
-    *n = 0;
-    while (*s) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < -1 || v > 100000 || *n >= MAX_LAYERS) return -1;
-        layers[(*n)++] = (int)v;
-        s = end;
-        if (*s == ',') s++;
-        else if (*s) return -1;
-    }
-    return *n ? 0 : -1;
-}
-
 // --layers: all, or a list
 static int set_layers(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
     ProbeArgs *a = cfg;
@@ -42,7 +28,7 @@ static int set_layers(const FlagSpec *f, void *cfg, const char *v, char *msg, si
         a->n_layers = 0;
         return 0;
     }
-    if (parse_layer_list(v, a->layer_list, &a->n_layers)) {
+    if (cli_layer_list(v, a->layer_list, MAX_LAYERS, &a->n_layers)) {
         a->n_layers = 0;
         snprintf(msg, n, "expects 'all' or a comma-separated list of layer numbers like 8,10, "
                  "got '%s'", v);
@@ -76,8 +62,7 @@ static const FlagSpec FLAGS[] = {
          "the text's key in each line", NULL),
     FLAG_WITH(set_layers, 0, "--layers", NULL, FLAG_CUSTOM, 0, "all", 0, 0, NULL, "all|8,10",
               "the layers probed (0-based; -1 = the embedding output)", NULL),
-    FLAG("--adapter", "--adapter-path", FLAG_STRING, O(adapter), NULL, 0, 0, NULL, "A",
-         "an mlx-lm or PEFT adapter folder (or file)", NULL),
+    FLAG_ADAPTER(O(adapter)),
     FLAG("--c", "--C", FLAG_DOUBLE, O(C), "1", 1e-12, 1e12, NULL, "C",
          "scikit-learn's C, the inverse regularisation strength", NULL),
     FLAG_WITH(set_seed, 0, "--seed", NULL, FLAG_CUSTOM, 0, "0", 0, 0, NULL, "S",
@@ -89,8 +74,7 @@ static const FlagSpec FLAGS[] = {
     FLAG("--save", NULL, FLAG_STRING, O(save), NULL, 0, 0, NULL, "PROBES.safetensors",
          "the task probes as safetensors: layer.{l}.weight\n(labels, dim), .bias, .mean, .std "
          "(logits =\nweight @ ((x - mean) / std) + bias); metadata names\nthe labels", NULL),
-    FLAG("--device", NULL, FLAG_STRING, O(device), "auto", 0, 0, NULL, "auto|cpu|cuda",
-         "where the model runs (auto: a CUDA GPU when one answers)", NULL),
+    FLAG_DEVICE(O(device)),
 };
 #undef O
 
