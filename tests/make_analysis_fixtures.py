@@ -98,40 +98,12 @@ def load_tiny():
 
 
 def forward_patched(w, cfg, ids, layer=None, rows=None, positions=()):
-    """ref_llama.forward_residuals with a hook: after block `layer` (-1: the embedding) the
-    residual at `positions` is replaced by `rows` (len(positions), C). Returns the residuals."""
-    H, Hkv, D = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
-    eps = cfg["rms_norm_eps"]
-    T = len(ids)
-    inv = ref_llama.rope_inv_freq(cfg)
-    pos = np.arange(T, dtype=np.float64)
-    x = w["model.embed_tokens.weight"][ids]
-    if layer == -1:
-        x[list(positions)] = rows
-    out = [x.copy()]
-    mask = np.triu(np.full((T, T), -np.inf), 1)
-    for l in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{l}."
-        h = ref_llama.rmsnorm(x, w[p + "input_layernorm.weight"], eps)
-        q = (h @ w[p + "self_attn.q_proj.weight"].T).reshape(T, H, D)
-        k = (h @ w[p + "self_attn.k_proj.weight"].T).reshape(T, Hkv, D)
-        v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(T, Hkv, D)
-        q, k = ref_llama.rope(q, inv, pos), ref_llama.rope(k, inv, pos)
-        rep = H // Hkv
-        k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)
-        att = np.einsum("thd,shd->hts", q, k) / np.sqrt(D) + mask
-        att = np.exp(att - att.max(-1, keepdims=True))
-        att /= att.sum(-1, keepdims=True)
-        o = np.einsum("hts,shd->thd", att, v).reshape(T, H * D)
-        x = x + o @ w[p + "self_attn.o_proj.weight"].T
-        h = ref_llama.rmsnorm(x, w[p + "post_attention_layernorm.weight"], eps)
-        g = h @ w[p + "mlp.gate_proj.weight"].T
-        u = h @ w[p + "mlp.up_proj.weight"].T
-        x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "mlp.down_proj.weight"].T
-        if layer == l:
+    """ref_llama.forward_residuals with the residual at `positions` after block `layer` (-1: the
+    embedding) replaced by `rows` (len(positions), C). Returns the residuals."""
+    def hook(l, x):
+        if l == layer:
             x[list(positions)] = rows
-        out.append(x.copy())
-    return out
+    return ref_llama.forward_residuals(w, cfg, ids, hook)
 
 
 def short(p):

@@ -38,10 +38,12 @@ def rope(x, inv, pos):
     return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
-def forward_residuals(w, cfg, ids):
+def forward_residuals(w, cfg, ids, hook=None):
     """Residual stream after the embedding and after each block: list of (T, C) arrays.
 
     w: dict of float64 arrays with HF names (model.layers.{i}.self_attn.q_proj.weight (out,in)).
+    hook(layer, x), when given, may change x in place after the embedding (layer -1) and after
+    each block, before the run continues (activation patching).
     """
     H, Hkv, D = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
     eps = cfg["rms_norm_eps"]
@@ -49,6 +51,8 @@ def forward_residuals(w, cfg, ids):
     inv = rope_inv_freq(cfg)
     pos = np.arange(T, dtype=np.float64)
     x = w["model.embed_tokens.weight"][ids]
+    if hook:
+        hook(-1, x)
     out = [x.copy()]
     mask = np.triu(np.full((T, T), -np.inf), 1)
     for l in range(cfg["num_hidden_layers"]):
@@ -69,6 +73,8 @@ def forward_residuals(w, cfg, ids):
         g = h @ w[p + "mlp.gate_proj.weight"].T
         u = h @ w[p + "mlp.up_proj.weight"].T
         x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "mlp.down_proj.weight"].T
+        if hook:
+            hook(l, x)
         out.append(x.copy())
     return out
 
