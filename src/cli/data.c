@@ -13,19 +13,6 @@ typedef struct {
     MathDataSpec spec;
 } DataArgs;
 
-// --seed: any non-negative 64-bit integer
-static int set_seed(const FlagSpec *f, void *cfg, const char *s, char *msg, size_t n) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || *s == '-') {
-        snprintf(msg, n, "expects a non-negative integer, got '%s'", s);
-        return -1;
-    }
-    ((DataArgs *)cfg)->spec.seed = (uint64_t)v;
-    return 0;
-}
-
 #define O(field) offsetof(DataArgs, field)
 static const FlagSpec FLAGS[] = {
     FLAG("--out", NULL, FLAG_STRING, O(out), NULL, 0, 0, NULL, "DIR",
@@ -36,7 +23,7 @@ static const FlagSpec FLAGS[] = {
          "validation problems", NULL),
     FLAG("--test", NULL, FLAG_INT, O(spec.n_test), "500", 0, 10000000, NULL, "N",
          "test problems", NULL),
-    FLAG_WITH(set_seed, 0, "--seed", NULL, FLAG_CUSTOM, 0, "0", 0, 0, NULL, "S",
+    FLAG_WITH(flags_set_seed, 0, "--seed", NULL, FLAG_CUSTOM, O(spec.seed), "0", 0, 0, NULL, "S",
               "the same seed gives the same files", NULL),
     FLAG("--max-operand", NULL, FLAG_INT, O(spec.max_operand), "99", 1, 1000000, NULL, "N",
          "operands are uniform in 1..N", NULL),

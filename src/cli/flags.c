@@ -41,6 +41,18 @@ static void choices_text(const FlagSpec *f, char *buf, size_t n) {
     }
 }
 
+int flags_set_seed(const FlagSpec *f, void *cfg, const char *s, char *msg, size_t n) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || *s == '-') {
+        snprintf(msg, n, "expects a non-negative integer, got '%s'", s);
+        return -1;
+    }
+    *(uint64_t *)field(f, cfg) = (uint64_t)v;
+    return 0;
+}
+
 int flags_set(const FlagSpec *f, void *cfg, const char *s, char *msg, size_t msg_size) {
     char *end;
     switch (f->type) {

@@ -74,6 +74,8 @@ void flags_defaults(const FlagTable *t, void *cfg);
 int flags_parse(const FlagTable *t, void *cfg, int argc, char **argv, FlagState *st);
 // Sets one flag from text; 0, or -1 with the message tail in msg.
 int flags_set(const FlagSpec *f, void *cfg, const char *value, char *msg, size_t msg_size);
+// A FLAG_CUSTOM setter for a uint64_t seed at f->offset: any non-negative 64-bit integer.
+int flags_set_seed(const FlagSpec *f, void *cfg, const char *value, char *msg, size_t msg_size);
 // The --help text.
 void flags_help(const FlagTable *t, FILE *out);
 // The flag whose YAML key is `key` (NULL when none).

@@ -37,19 +37,6 @@ static int set_layers(const FlagSpec *f, void *cfg, const char *v, char *msg, si
     return 0;
 }
 
-// --seed: any non-negative 64-bit integer
-static int set_seed(const FlagSpec *f, void *cfg, const char *s, char *msg, size_t n) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || *s == '-') {
-        snprintf(msg, n, "expects a non-negative integer, got '%s'", s);
-        return -1;
-    }
-    ((ProbeArgs *)cfg)->seed = (uint64_t)v;
-    return 0;
-}
-
 #define O(field) offsetof(ProbeArgs, field)
 static const FlagSpec FLAGS[] = {
     FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
@@ -65,7 +52,7 @@ static const FlagSpec FLAGS[] = {
     FLAG_ADAPTER(O(adapter)),
     FLAG("--c", "--C", FLAG_DOUBLE, O(C), "1", 1e-12, 1e12, NULL, "C",
          "scikit-learn's C, the inverse regularisation strength", NULL),
-    FLAG_WITH(set_seed, 0, "--seed", NULL, FLAG_CUSTOM, 0, "0", 0, 0, NULL, "S",
+    FLAG_WITH(flags_set_seed, 0, "--seed", NULL, FLAG_CUSTOM, O(seed), "0", 0, 0, NULL, "S",
               "the train/test split and the control's shuffle", NULL),
     FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
          "write {model, data, labels, n, n_train, n_test, seed, C,\nlayers:[{layer, accuracy, "
