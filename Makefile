@@ -95,6 +95,7 @@ test: $(TUNELENS) $(TEST_BIN) $(CUDA_TARGETS)
 	@./tests/cli_test.sh ./$(TUNELENS)
 	@./tests/bad_input_test.sh ./$(TUNELENS)
 	@./tests/resume_test.sh ./$(TUNELENS)
+	@set -e; for s in $(sort $(wildcard tests/cli/*.sh)); do echo "== $$s"; ./$$s ./$(TUNELENS); done
 
 # ---- sanitizers: the same suite built with gcc's ASan + UBSan into build-asan/ (options and
 # suppressions: tests/sanitizers/README.md).
