@@ -9,6 +9,7 @@ typedef struct {
     const HookBatch *hb;
     int start, k, T, L, C, Tmax;  // this chunk: prompts start..start+k-1, padded to T
     float *last_dev;        // (k, L+1, C) on the backend
+    float *edit_rows;       // (Tmax, C) host: the rows hb->edit changes
 } Ctx;
 
 // Called after the embedding (layer -1) and after each block, after a sync: resid is the
@@ -32,6 +33,14 @@ static void on_residual(void *ctx, int layer, const float *resid, int rows, int 
                 be->upload(dst, p->rows, sizeof(float) * (size_t)len * C);
             else
                 be->upload(dst + (size_t)p->pos * C, p->rows, sizeof(float) * C);
+        }
+        if (hb->edit && hb->edit_layer == layer) {
+            // the model's own buffer again (see above): down, changed on the host, up
+            int first = hb->edit_all ? 0 : len - 1, nr = len - first;
+            float *dst = (float *)row0 + (size_t)first * C;
+            be->download(h->edit_rows, dst, sizeof(float) * (size_t)nr * C);
+            hb->edit(hb->edit_ctx, i, h->edit_rows, nr, C);
+            be->upload(dst, h->edit_rows, sizeof(float) * (size_t)nr * C);
         }
         if (h->last_dev)
             be->copy(h->last_dev + ((size_t)b * R + layer + 1) * C, row0 + (size_t)(len - 1) * C,
@@ -69,6 +78,9 @@ int hook_run(const Model *m, HookBatch *hb, Error *err) {
             if (!p->rows) return err_set(err, "prompt %d's patch has no residual rows", i + 1);
         }
     }
+    if (hb->edit && (hb->edit_layer < -1 || hb->edit_layer >= L))
+        return err_set(err, "layer %d does not exist (the model has layers 0..%d, and -1 for the "
+                       "embeddings)", hb->edit_layer, L - 1);
     if (hb->every) memset(hb->every, 0, sizeof(float) * (size_t)hb->n * R * Tmax * C);
     const int B = hb->n < chunk ? hb->n : chunk;
     ForwardState s;
@@ -84,6 +96,7 @@ int hook_run(const Model *m, HookBatch *hb, Error *err) {
     float *last_dev = buf, *logit_dev = buf + last_f, *prob_dev = logit_dev + V;
     float *xn = prob_dev + V;
     int *tokens = xcalloc((size_t)B * Tmax, sizeof(int));
+    float *edit_rows = hb->edit ? xmalloc(sizeof(float) * (size_t)Tmax * C) : NULL;
     for (int start = 0; start < hb->n; start += B) {
         int k = hb->n - start < B ? hb->n - start : B, T = 1;
         for (int r = 0; r < k; r++) T = hb->len[start + r] > T ? hb->len[start + r] : T;
@@ -94,7 +107,8 @@ int hook_run(const Model *m, HookBatch *hb, Error *err) {
             memcpy(tokens + (size_t)r * T, hb->ids[i], sizeof(int) * hb->len[i]);  // attention
         }  // keeps it from every earlier position
         s.B = k, s.T = T, s.pos = 0;
-        Ctx h = {be, hb, start, k, T, L, C, Tmax, (hb->last || want_final) ? last_dev : NULL};
+        Ctx h = {be, hb, start, k, T, L, C, Tmax, (hb->last || want_final) ? last_dev : NULL,
+                 edit_rows};
         model_forward(m, &s, tokens, 0, on_residual, &h);
         if (hb->last) {
             for (int r = 0; r < k; r++)
@@ -113,7 +127,7 @@ int hook_run(const Model *m, HookBatch *hb, Error *err) {
             }
         }
     }
-    free(tokens);
+    free(tokens), free(edit_rows);
     be->free(buf);
     forward_state_free(&s);
     return 0;

@@ -19,6 +19,8 @@ typedef struct {
     const float *rows;
 } ResidPatch;
 
+typedef void (*HookEdit)(void *ctx, int prompt, float *rows, int n_rows, int C);
+
 typedef struct {
     int n;                    // prompts
     const int *const *ids;    // (n) token ids of each prompt
@@ -32,6 +34,15 @@ typedef struct {
                     // prompt's len are zero)
     float *logits;  // (n, V): the final logits at each prompt's last position
     float *probs;   // (n, V): their softmax
+    // A change made on the host to the residual after edit_layer (-1..L-1), after any patch
+    // there and before the rest of the model runs (ablation): edit(edit_ctx, i, rows, n_rows, C)
+    // gets prompt i's rows at its last position (edit_all = 0: one row) or at every position
+    // (edit_all = 1: len rows), and may change them in place. The outputs above read the rows
+    // after it. edit NULL: none (the fields below are then ignored).
+    HookEdit edit;
+    void *edit_ctx;
+    int edit_layer;
+    int edit_all;
 } HookBatch;
 
 // Runs the batch. The final logits of a prompt are model_unembed of its final residual row,
