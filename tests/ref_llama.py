@@ -100,3 +100,44 @@ def greedy(w, cfg, ids, n, eos_ids):
         out.append(nxt)
         ids.append(nxt)
     return out
+
+
+def load_folder(path):
+    """A Hugging Face folder with one model.safetensors (F32 or BF16 tensors) -> (w, cfg): the
+    float64 weights by name and the config forward_residuals reads."""
+    import json
+    import os
+    import struct
+    with open(os.path.join(path, "model.safetensors"), "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        head = json.loads(f.read(n))
+        data = f.read()
+    w = {}
+    for k, v in head.items():
+        if k == "__metadata__":
+            continue
+        a, b = v["data_offsets"]
+        if v["dtype"] == "BF16":
+            u = np.frombuffer(data[a:b], dtype=np.uint16).astype(np.uint32) << 16
+            x = u.view(np.float32)
+        else:
+            assert v["dtype"] == "F32", v["dtype"]
+            x = np.frombuffer(data[a:b], dtype=np.float32)
+        w[k] = x.astype(np.float64).reshape(v["shape"])
+    cj = json.load(open(os.path.join(path, "config.json")))
+    rp = dict(cj.get("rope_parameters") or {})
+    theta = rp.pop("rope_theta", cj.get("rope_theta", 10000.0))
+    cfg = {"num_attention_heads": cj["num_attention_heads"],
+           "num_key_value_heads": cj["num_key_value_heads"],
+           "head_dim": cj.get("head_dim", cj["hidden_size"] // cj["num_attention_heads"]),
+           "num_hidden_layers": cj["num_hidden_layers"], "rms_norm_eps": cj["rms_norm_eps"],
+           "rope_theta": theta, "rope_scaling": rp or cj.get("rope_scaling")}
+    return w, cfg
+
+
+def final_probs(w, cfg, resid_last):
+    """Softmax of the head over one final-residual row (C,)."""
+    head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
+    z = rmsnorm(resid_last, w["model.norm.weight"], cfg["rms_norm_eps"]) @ head.T
+    e = np.exp(z - z.max())
+    return e / e.sum()

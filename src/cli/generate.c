@@ -1,15 +1,86 @@
-// generate.c — `tunelens generate --model M [--adapter A] --prompt P [--max-tokens N] [--json F]`
+// generate.c — `tunelens generate`: greedy or sampled decoding (mlx_lm.generate's sampling
+// flags), and the pieces `steer` shares with it (generate.h).
+#include "generate.h"
+
+#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "../model/generate.h"
-#include "cli.h"
-#include "flags.h"
+#include "../train/rng.h"
+
+int gen_set_seed(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
+    GenSeed *s = (GenSeed *)((char *)cfg + f->offset);
+    FlagSpec inner = *f;
+    inner.offset = f->offset + offsetof(GenSeed, value);
+    if (flags_set_seed(&inner, cfg, v, msg, n)) return -1;
+    s->given = 1;
+    return 0;
+}
+
+uint64_t gen_seed(const GenSeed *s) {
+    if (s->given) return s->value;
+    // mlx_lm.generate without --seed draws a fresh stream each run; so do we (and print it)
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x = (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec ^
+                 ((uint64_t)getpid() << 32);
+    return rng_next(&x) >> 11;  // 53 bits: exact in JSON
+}
+
+char *gen_text(const Tokenizer *t, const GenToken *out, int n) {
+    int *ids = xmalloc(sizeof(int) * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) ids[i] = out[i].id;
+    char *text = tokenizer_decode(t, ids, n, 0);
+    free(ids);
+    return text;
+}
+
+cJSON *gen_tokens_json(const Tokenizer *t, const GenToken *out, int n, int sampled) {
+    cJSON *toks = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) {
+        cJSON *j = cJSON_CreateObject();
+        char *s = cli_token_text(t, out[i].id);
+        cJSON_AddNumberToObject(j, "id", out[i].id);
+        cJSON_AddStringToObject(j, "token", s);
+        cJSON_AddNumberToObject(j, "prob", out[i].prob);
+        if (sampled) cJSON_AddNumberToObject(j, "sample_prob", out[i].sample_prob);
+        cJSON_AddItemToArray(toks, j);
+        free(s);
+    }
+    return toks;
+}
+
+cJSON *gen_sampler_json(const SamplerConfig *c, uint64_t seed) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "temp", c->temp);
+    cJSON_AddNumberToObject(j, "top_p", c->top_p);
+    cJSON_AddNumberToObject(j, "min_p", c->min_p);
+    cJSON_AddNumberToObject(j, "min_tokens_to_keep", c->min_tokens_to_keep);
+    cJSON_AddNumberToObject(j, "top_k", c->top_k);
+    cJSON_AddNumberToObject(j, "seed", (double)seed);
+    return j;
+}
+
+void gen_print_tokens(const Tokenizer *t, const GenToken *out, int n, int sampled) {
+    for (int i = 0; i < n; i++) {
+        char *d = cli_token_display(t, out[i].id);
+        if (sampled)
+            printf("%4d  %-20s %6.2f%%  (sampled from %6.2f%%)\n", i + 1, d,
+                   100.0 * out[i].prob, 100.0 * out[i].sample_prob);
+        else
+            printf("%4d  %-20s %6.2f%%\n", i + 1, d, 100.0 * out[i].prob);
+        free(d);
+    }
+}
 
 typedef struct {
     const char *device, *model, *adapter, *prompt, *json;
     int max_tokens;
+    SamplerConfig sampler;
+    GenSeed seed;
 } GenerateArgs;
 
 #define O(field) offsetof(GenerateArgs, field)
@@ -17,12 +88,12 @@ static const FlagSpec FLAGS[] = {
     FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
          "a Hugging Face model folder or a .gguf file (required)", NULL),
     FLAG_ADAPTER(O(adapter)),
-    FLAG("--prompt", NULL, FLAG_STRING, O(prompt), NULL, 0, 0, NULL, "P", "the prompt (required)", NULL),
-    FLAG("--max-tokens", NULL, FLAG_INT, O(max_tokens), "100", 0, 1 << 20, NULL, "N",
-         "tokens to generate at most", NULL),
+    FLAG("--prompt", "-p", FLAG_STRING, O(prompt), NULL, 0, 0, NULL, "P", "the prompt (required)", NULL),
+    GEN_SAMPLING_FLAGS(O),
     FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
-         "write {\"prompt\":P,\"tokens\":[{\"id\",\"token\",\"prob\"}],\"text\":T}\n"
-         "(FILE '-' = stdout)", NULL),
+         "write {\"prompt\":P,\"tokens\":[{\"id\",\"token\",\"prob\"}],\n"
+         "\"text\":T}; sampling adds each token's \"sample_prob\"\nand \"sampler\":{temp, top_p, "
+         "min_p,\nmin_tokens_to_keep, top_k, seed} (FILE '-' = stdout)", NULL),
     FLAG_DEVICE(O(device)),
 };
 #undef O
@@ -30,9 +101,14 @@ static const FlagSpec FLAGS[] = {
 static const FlagTable TABLE = {
     "generate",
     "usage: tunelens generate --model M [--adapter A] --prompt P [--max-tokens N] [--json FILE]\n"
-    "                         [--device auto]\n"
-    "  Greedy decoding with a KV cache; stops at EOS. Prints the prompt and continuation (ending\n"
-    "  with a newline), the statistics (stderr), then each token with its probability.\n",
+    "                         [--temp T] [--top-p P] [--min-p M] [--min-tokens-to-keep N]\n"
+    "                         [--top-k K] [--seed S] [--device auto]\n"
+    "  Decoding with a KV cache; stops at EOS. Greedy when --temp is 0 (the default); otherwise\n"
+    "  mlx_lm.generate's sampler: log-probabilities, then top-p, min-p and top-k in that order,\n"
+    "  then a draw from softmax(logprobs / T). Prints the prompt and continuation (ending with\n"
+    "  a newline), the statistics (stderr), then each token with its probability under the\n"
+    "  model (softmax at temperature 1, before any filter) and, when sampling, under the\n"
+    "  distribution it was drawn from.\n",
     FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
 // The text as it streams; last is its final character, so that it can end with a newline.
@@ -69,56 +145,48 @@ int cmd_generate(int argc, char **argv) {
     FlagState fs;
     int rc = flags_parse(&TABLE, &a, argc, argv, &fs);
     if (rc) return rc == 1 ? 0 : rc;
-    const char *device = a.device, *model_path = a.model, *adapter = a.adapter, *prompt = a.prompt,
-               *json_path = a.json;
-    int max_tokens = a.max_tokens;
-    if (!model_path) return cli_missing(cmd, "--model");
-    if (!prompt) return cli_missing(cmd, "--prompt");
+    const char *json_path = a.json;
+    int max_tokens = a.max_tokens, sampled = a.sampler.temp > 0;
+    if (!a.model) return cli_missing(cmd, "--model");
+    if (!a.prompt) return cli_missing(cmd, "--prompt");
+    GenerateOptions opt = GENERATE_DEFAULTS;
+    opt.sampler = a.sampler;
+    opt.seed = gen_seed(&a.seed);
     Error err;
     Model m;
-    if (cli_load_model(&m, model_path, adapter, device, &err)) return cli_fail(&err);
-    int *ids = NULL, n, n_out = 0;
+    if (cli_load_model(&m, a.model, a.adapter, a.device, &err)) return cli_fail(&err);
+    int *ids = NULL, n = 0, n_out = 0;
     GenToken *out = xmalloc(sizeof(GenToken) * (size_t)(max_tokens ? max_tokens : 1));
     int to_stdout_json = json_path && !strcmp(json_path, "-");
     Stream st = {m.tok, '\n'};
-    if (!to_stdout_json) stream_text(&st, prompt);
+    rc = sampler_check(&opt.sampler, m.cfg.vocab_size, &err);
+    if (rc) goto fail;
+    if (!to_stdout_json) stream_text(&st, a.prompt);
     double t0 = now_seconds();
-    rc = cli_encode(&m, prompt, &ids, &n, &err) ||
-         generate_greedy(&m, ids, n, max_tokens, out, &n_out, to_stdout_json ? NULL : stream_token,
-                         &st, &err);
+    rc = cli_encode(&m, a.prompt, &ids, &n, &err) ||
+         generate_run(&m, ids, n, max_tokens, &opt, out, &n_out,
+                      to_stdout_json ? NULL : stream_token, &st, &err);
     double dt = now_seconds() - t0;
     if (!to_stdout_json) stream_end(&st);  // also before an error message
     if (rc) goto fail;
     if (!to_stdout_json) {
         // the statistics right under the text (as mlx_lm.generate has them), then the tokens
-        fprintf(stderr, "%d prompt tokens, %d generated in %.2fs (%.1f tokens/s)\n", n, n_out, dt,
+        fprintf(stderr, "%d prompt tokens, %d generated in %.2fs (%.1f tokens/s)", n, n_out, dt,
                 dt > 0 ? n_out / dt : 0.0);
+        if (sampled) fprintf(stderr, "; sampled, --seed %llu", (unsigned long long)opt.seed);
+        fprintf(stderr, "\n");
         printf("\n");
-        for (int i = 0; i < n_out; i++) {
-            char *d = cli_token_display(m.tok, out[i].id);
-            printf("%4d  %-20s %6.2f%%\n", i + 1, d, 100.0 * out[i].prob);
-            free(d);
-        }
+        gen_print_tokens(m.tok, out, n_out, sampled);
     }
     if (json_path) {
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "prompt", prompt);
-        cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
-        int *gen = xmalloc(sizeof(int) * (size_t)(n_out ? n_out : 1));
-        for (int i = 0; i < n_out; i++) {
-            cJSON *t = cJSON_CreateObject();
-            char *s = cli_token_text(m.tok, out[i].id);
-            cJSON_AddNumberToObject(t, "id", out[i].id);
-            cJSON_AddStringToObject(t, "token", s);
-            cJSON_AddNumberToObject(t, "prob", out[i].prob);
-            cJSON_AddItemToArray(toks, t);
-            free(s);
-            gen[i] = out[i].id;
-        }
-        char *text = tokenizer_decode(m.tok, gen, n_out, 0);
+        cJSON_AddStringToObject(j, "prompt", a.prompt);
+        cJSON_AddItemToObject(j, "tokens", gen_tokens_json(m.tok, out, n_out, sampled));
+        char *text = gen_text(m.tok, out, n_out);
         cJSON_AddStringToObject(j, "text", text);
         free(text);
-        free(gen);
+        if (sampled)  // greedy JSON stays as it was
+            cJSON_AddItemToObject(j, "sampler", gen_sampler_json(&opt.sampler, opt.seed));
         rc = cli_write_json(json_path, j, &err);
         cJSON_Delete(j);
         if (rc) goto fail;
