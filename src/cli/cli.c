@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../model/hub.h"
+
 int cli_unknown(const char *cmd, const char *flag) {
     fprintf(stderr, "tunelens %s: unknown option '%s' (see tunelens %s --help)\n", cmd, flag, cmd);
     return EXIT_USAGE;
@@ -78,12 +80,18 @@ int cli_load_model(Model *m, const char *path, const char *adapter, const char *
                    Error *err) {
     double t0 = now_seconds();
     const Backend *be;
-    if (backend_select(device, &be, err) || model_load_on(m, path, adapter, be, err)) return -1;
+    char *resolved = hub_resolve_model(path, err);  // org/name: from the hub cache
+    int rc = !resolved || backend_select(device, &be, err) ||
+             model_load_on(m, resolved, adapter, be, err);
+    free(resolved);
+    if (rc) return -1;
     fprintf(stderr, "Loaded %s (%d layers, hidden %d, vocab %d, %s)%s%s on %s in %.2fs\n",
             m->name, m->cfg.n_layers, m->cfg.dim, m->cfg.vocab_size, m->weight_dtype,
             adapter ? " + adapter " : "", adapter ? adapter : "", be->device, now_seconds() - t0);
     return 0;
 }
+
+char *cli_resolve_model(const char *model, Error *err) { return hub_resolve_model(model, err); }
 
 int cli_encode(const Model *m, const char *text, int **ids, int *n, Error *err) {
     if (tokenizer_encode(m->tok, text, strlen(text), 1, ids, n, err)) return -1;

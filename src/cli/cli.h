@@ -36,9 +36,13 @@ int cli_layer_list(const char *s, int *layers, int max, int *n);
 // Prints "tunelens: <message>" to stderr and returns 1.
 int cli_fail(const Error *err);
 
-// Load a model (and an adapter, when adapter != NULL), with a line on stderr.
+// Load a model (and an adapter, when adapter != NULL), with a line on stderr. path may be a
+// Hugging Face id (org/name), found in the hub cache or downloaded (model/hub.h).
 int cli_load_model(Model *m, const char *path, const char *adapter, const char *device,
                    Error *err);
+// What --model names as a path (heap string): a Hugging Face id (org/name) is found in the hub
+// cache or downloaded (model/hub.h); NULL with err on failure.
+char *cli_resolve_model(const char *model, Error *err);
 // Encode text exactly as HF's tokenizer.encode(text) does.
 int cli_encode(const Model *m, const char *text, int **ids, int *n, Error *err);
 

@@ -80,8 +80,12 @@ int cmd_experiment(int argc, char **argv) {
     const Backend *be;
     Error err;
     if (backend_select(c.device, &be, &err)) return cli_fail(&err);
+    char *model = c.model ? cli_resolve_model(c.model, &err) : NULL;  // org/name: the hub cache
+    if (c.model && !model) return cli_fail(&err);
+    if (model) c.model = model;
     c.iters = iters > 0 ? iters : c.quick ? 40 : 500;
     c.test_per_op = per_op > 0 ? per_op : c.quick ? 30 : 0;
-    if (experiment_run(&c, &err)) return cli_fail(&err);
-    return 0;
+    rc = experiment_run(&c, &err) ? cli_fail(&err) : 0;
+    free(model);
+    return rc;
 }

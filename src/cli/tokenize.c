@@ -70,6 +70,7 @@ int cmd_tokenize(int argc, char **argv) {
     if (!model_path) return cli_missing(cmd, "--model");
     if (!text) return cli_missing(cmd, "--text");
     Error err;
+    if (!(model_path = cli_resolve_model(model_path, &err))) return cli_fail(&err);  // org/name
     // A model is opened without reading its weights (model_open); a folder that has none is
     // read from its tokenizer files and config.json into a Model holding just those (freed as
     // a tokenizer, not as a model).

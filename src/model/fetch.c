@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zip.h>
@@ -28,30 +29,165 @@ char *cache_dir(void) {
     return path_join(h && *h ? h : ".", ".cache/tunelens");
 }
 
-static int download(const char *url, const char *dest, Error *err) {
-    FILE *f = fopen(dest, "wb");
-    if (!f) return err_set(err, "%s: cannot create: %s", dest, strerror(errno));
-    CURL *c = curl_easy_init();
-    if (!c) {
-        fclose(f);
-        return err_set(err, "cannot start libcurl");
+typedef struct {
+    const HttpRequest *r;
+    HttpResponse *resp;
+    CURL *c;
+    int truncated;                 // the 200-to-a-range restart has been done
+    double last_bar;               // when the bar was last drawn
+    int bar;
+} Transfer;
+
+static char *header_value(const char *line, size_t n, const char *name) {
+    size_t k = strlen(name);
+    if (n <= k + 1 || strncasecmp(line, name, k) || line[k] != ':') return NULL;
+    const char *v = line + k + 1, *e = line + n;
+    while (v < e && (*v == ' ' || *v == '\t')) v++;
+    while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ')) e--;
+    char *s = xmalloc((size_t)(e - v) + 1);
+    memcpy(s, v, (size_t)(e - v));
+    s[e - v] = 0;
+    return s;
+}
+
+static void keep_header(char **slot, char *v) {
+    if (!v) return;
+    free(*slot);
+    *slot = v;
+}
+
+static size_t on_header(char *line, size_t size, size_t count, void *ctx) {
+    Transfer *t = ctx;
+    HttpResponse *h = t->resp;
+    size_t n = size * count;
+    if (n >= 5 && !strncmp(line, "HTTP/", 5)) {  // a new answer (after a redirect): start over
+        free(h->etag), free(h->linked_etag), free(h->repo_commit);
+        h->etag = h->linked_etag = h->repo_commit = NULL;
+        h->content_length = h->linked_size = -1;
+        return n;
     }
-    char curl_err[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+    keep_header(&h->etag, header_value(line, n, "ETag"));
+    keep_header(&h->linked_etag, header_value(line, n, "X-Linked-Etag"));
+    keep_header(&h->repo_commit, header_value(line, n, "X-Repo-Commit"));
+    char *v;
+    if ((v = header_value(line, n, "Content-Length"))) h->content_length = atoll(v), free(v);
+    if ((v = header_value(line, n, "X-Linked-Size"))) h->linked_size = atoll(v), free(v);
+    return n;
+}
+
+static size_t on_body(char *data, size_t size, size_t count, void *ctx) {
+    Transfer *t = ctx;
+    size_t n = size * count;
+    long status = 0;
+    curl_easy_getinfo(t->c, CURLINFO_RESPONSE_CODE, &status);
+    t->resp->status = status;
+    if (!t->r->out || status < 200 || status >= 300) {  // kept in memory (an error's, 64 kB)
+        if (t->r->out && t->resp->body_len + n > (1 << 16)) return n;
+        t->resp->body = xrealloc(t->resp->body, t->resp->body_len + n + 1);
+        memcpy(t->resp->body + t->resp->body_len, data, n);
+        t->resp->body[t->resp->body_len += n] = 0;
+        return n;
+    }
+    if (t->r->resume_from > 0 && status == 200 && !t->truncated) {  // the range was ignored
+        t->truncated = 1;
+        if (fflush(t->r->out) || ftruncate(fileno(t->r->out), 0) || fseek(t->r->out, 0, SEEK_SET))
+            return 0;
+    }
+    if (fwrite(data, 1, n, t->r->out) != n) return 0;
+    t->resp->written += (long long)n;
+    return n;
+}
+
+static int on_progress(void *ctx, curl_off_t dl_total, curl_off_t dl_now, curl_off_t ul_total,
+                       curl_off_t ul_now) {
+    (void)ul_total, (void)ul_now;
+    Transfer *t = ctx;
+    double now = now_seconds();
+    if (!t->bar || now - t->last_bar < 0.2) return 0;
+    t->last_bar = now;
+    long long base = t->truncated ? 0 : t->r->resume_from;
+    long long have = base + (long long)dl_now;
+    long long total = t->r->total > 0 ? t->r->total : dl_total > 0 ? base + (long long)dl_total : 0;
+    if (total > 0) {
+        int w = 30, fill = (int)((double)have / (double)total * w);
+        if (fill > w) fill = w;
+        fprintf(stderr, "\r%-32.32s [%.*s%*s] %5.1f%% %8.1f/%.1f MB", t->r->progress, fill,
+                "##############################", w - fill, "", 100.0 * (double)have / (double)total,
+                have / 1e6, total / 1e6);
+    } else {
+        fprintf(stderr, "\r%-32.32s %8.1f MB", t->r->progress, have / 1e6);
+    }
+    return 0;
+}
+
+int http_request(const HttpRequest *r, HttpResponse *resp, Error *err) {
+    *resp = (HttpResponse){.content_length = -1, .linked_size = -1};
+    CURL *c = curl_easy_init();
+    if (!c) return err_set(err, "cannot start libcurl");
+    Transfer t = {r, resp, c, 0, 0, r->progress && isatty(STDERR_FILENO)};
+    char curl_err[CURL_ERROR_SIZE] = "", range[64];
+    struct curl_slist *hdrs = NULL;
+    char *auth = r->token ? xasprintf("Authorization: Bearer %s", r->token) : NULL;
+    if (auth) hdrs = curl_slist_append(hdrs, auth);
+    hdrs = curl_slist_append(hdrs, "Accept-Encoding: identity");  // sizes are the file's bytes
+    curl_easy_setopt(c, CURLOPT_URL, r->url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "tunelens");
+    curl_easy_setopt(c, CURLOPT_NOBODY, r->head ? 1L : 0L);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, r->head ? 0L : 1L);
+    // the token goes to the endpoint only, never to the storage a redirect points at
+    curl_easy_setopt(c, CURLOPT_UNRESTRICTED_AUTH, 0L);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);  // give up on a stalled transfer
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+    if (r->resume_from > 0) {
+        snprintf(range, sizeof range, "%lld-", r->resume_from);
+        curl_easy_setopt(c, CURLOPT_RANGE, range);
+    }
+    if (t.bar) {
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+    }
     CURLcode rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+    if (t.bar) {
+        t.last_bar = 0;
+        on_progress(&t, 0, (curl_off_t)resp->written, 0, 0);
+        fprintf(stderr, "\n");
+    }
     curl_easy_cleanup(c);
-    int bad = fclose(f) != 0;
+    curl_slist_free_all(hdrs);
+    free(auth);
+    if (r->out && fflush(r->out) != 0) return err_set(err, "write failed: %s", strerror(errno));
     if (rc != CURLE_OK)
-        return err_set(err, "download of %s failed: %s", url, curl_err[0] ? curl_err : curl_easy_strerror(rc));
-    if (bad) return err_set(err, "%s: write failed", dest);
+        return err_set(err, "%s: %s", r->url, curl_err[0] ? curl_err : curl_easy_strerror(rc));
     return 0;
+}
+
+void http_response_free(HttpResponse *resp) {
+    free(resp->body), free(resp->etag), free(resp->linked_etag), free(resp->repo_commit);
+    *resp = (HttpResponse){0};
+}
+
+static int download(const char *url, const char *dest, Error *err) {
+    FILE *f = fopen(dest, "wb");
+    if (!f) return err_set(err, "%s: cannot create: %s", dest, strerror(errno));
+    HttpRequest r = {.url = url, .out = f};
+    HttpResponse resp;
+    int rc = http_request(&r, &resp, err);
+    if (rc == 0 && (resp.status < 200 || resp.status >= 300))
+        rc = err_set(err, "download of %s failed: HTTP %ld", url, resp.status);
+    else if (rc)
+        err_wrap(err, "download failed");
+    http_response_free(&resp);
+    if (fclose(f) != 0 && rc == 0) rc = err_set(err, "%s: write failed", dest);
+    return rc;
 }
 
 static int unpack_member(const char *wheel, const char *dest, Error *err) {
