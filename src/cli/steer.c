@@ -1,10 +1,241 @@
-// steer.c — placeholder until the command lands (a helper replaces this file).
-#include <stdio.h>
+// steer.c — `tunelens steer`: generation with alpha * u added to the residual stream after one
+// block, u a unit direction (analysis/direction.h), beside the same generation unsteered.
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
-#include "cli.h"
+#include "../analysis/direction.h"
+#include "../analysis/hook.h"
+#include "../lens/lens.h"
+#include "generate.h"
+
+typedef struct {
+    const char *device, *model, *adapter, *prompt, *token, *direction, *probe, *json;
+    int layer, max_tokens, top_k_shown;
+    double alpha;
+    SamplerConfig sampler;
+    GenSeed seed;
+} SteerArgs;
+
+#define O(field) offsetof(SteerArgs, field)
+static const FlagSpec FLAGS[] = {
+    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
+         "a Hugging Face model folder or a .gguf file (required)", NULL),
+    FLAG("--prompt", "-p", FLAG_STRING, O(prompt), NULL, 0, 0, NULL, "P", "the prompt (required)",
+         NULL),
+    FLAG("--layer", NULL, FLAG_INT, O(layer), NULL, -1, 1000000, NULL, "L",
+         "steer after block L (-1 = the embedding output)\n(required)", NULL),
+    FLAG("--token", NULL, FLAG_STRING, O(token), NULL, 0, 0, NULL, "WORD",
+         "the direction the lens reads for WORD (one token):\nits unembedding row times the "
+         "final norm's weight", NULL),
+    FLAG("--direction", NULL, FLAG_STRING, O(direction), NULL, 0, 0, NULL, "FILE[:NAME]",
+         "a vector of the hidden size from a safetensors file\n(NAME: which tensor, when it "
+         "holds several)", NULL),
+    FLAG("--probe", NULL, FLAG_STRING, O(probe), NULL, 0, 0, NULL, "PROBES:LABEL",
+         "a label's direction in a file of probe --save, at\n--layer", NULL),
+    FLAG("--alpha", NULL, FLAG_DOUBLE, O(alpha), NULL, -1e6, 1e6, NULL, "A",
+         "the size of the push: alpha * the unit direction is\nadded (negative: away from it) "
+         "(required)", NULL),
+    GEN_SAMPLING_FLAGS(O),
+    FLAG_ADAPTER(O(adapter)),
+    FLAG("--top-k-shown", NULL, FLAG_INT, O(top_k_shown), "5", 1, 1000, NULL, "K",
+         "the first token's K most probable, unsteered and\nsteered", NULL),
+    FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
+         "write {model, prompt, layer, alpha, direction,\nresidual_norm, sampler, unsteered:"
+         "{tokens:[{id,\ntoken, prob, sample_prob}], text, first_top:[{id,\ntoken, prob}]}, "
+         "steered:{...}} ('-' = stdout)", NULL),
+    FLAG_DEVICE(O(device)),
+};
+#undef O
+
+static const FlagTable TABLE = {
+    "steer",
+    "usage: tunelens steer --model M --prompt P --layer L --alpha A\n"
+    "                      (--token WORD | --direction FILE[:NAME] | --probe PROBES:LABEL)\n"
+    "                      [--max-tokens N] [--temp T] [--top-p P] [--min-p M] [--top-k K]\n"
+    "                      [--seed S] [--adapter A] [--json FILE] [--device auto|cpu|cuda]\n"
+    "  Generates twice from the prompt: as `generate` does, and with alpha * u added to the\n"
+    "  residual stream after block L (layer numbering as `lens`) at every position, the\n"
+    "  prompt's and each generated token's; u = d/|d|, the direction made a unit vector, so\n"
+    "  alpha is the length of the push in the residual stream's own units (the output shows\n"
+    "  the residual's norm there for scale). chuk-lazarus's `introspect steer` also makes d a\n"
+    "  unit vector but multiplies by the RMS of the hidden states (all positions, recomputed\n"
+    "  every step without a KV cache); its coefficient c is alpha = c * that RMS, which the\n"
+    "  output prints for the prompt. Sampling flags as `generate` (greedy by default); both\n"
+    "  runs draw with the same seed, so they differ by the steering alone. alpha 0 gives\n"
+    "  `generate`'s tokens exactly.\n",
+    FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
+
+static cJSON *top_json(const Model *m, const float *probs, int k) {
+    TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
+    top_k_probs(probs, m->cfg.vocab_size, k, t);
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < k; i++) {
+        cJSON *o = cJSON_CreateObject();
+        char *s = cli_token_text(m->tok, t[i].id);
+        cJSON_AddNumberToObject(o, "id", t[i].id);
+        cJSON_AddStringToObject(o, "token", s);
+        cJSON_AddNumberToObject(o, "prob", t[i].prob);
+        free(s);
+        cJSON_AddItemToArray(a, o);
+    }
+    free(t);
+    return a;
+}
+
+static void print_top(const Model *m, const char *label, const float *probs, int k) {
+    TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
+    top_k_probs(probs, m->cfg.vocab_size, k, t);
+    printf("  %-10s", label);
+    for (int i = 0; i < k; i++) {
+        char *d = cli_token_display(m->tok, t[i].id);
+        printf(" %s %.1f%%", d, 100.0 * t[i].prob);
+        free(d);
+    }
+    printf("\n");
+    free(t);
+}
+
+typedef struct {
+    GenToken *out;
+    int n;
+    float *probs;  // the first token's softmax (V)
+} Run;
+
+static cJSON *run_json(const Model *m, const Run *r, int sampled, int k) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddItemToObject(j, "tokens", gen_tokens_json(m->tok, r->out, r->n, sampled));
+    char *text = gen_text(m->tok, r->out, r->n);
+    cJSON_AddStringToObject(j, "text", text);
+    free(text);
+    cJSON_AddItemToObject(j, "first_top", top_json(m, r->probs, k));
+    return j;
+}
 
 int cmd_steer(int argc, char **argv) {
-    (void)argc;
-    fprintf(stderr, "tunelens %s: not built yet\n", argv[0]);
-    return 1;
+    const char *cmd = "steer";
+    SteerArgs a = {0};
+    flags_defaults(&TABLE, &a);
+    a.layer = STEER_NONE;
+    a.alpha = NAN;
+    FlagState fs;
+    int rc = flags_parse(&TABLE, &a, argc, argv, &fs);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (!a.model) return cli_missing(cmd, "--model");
+    if (!a.prompt) return cli_missing(cmd, "--prompt");
+    if (a.layer == STEER_NONE) return cli_missing(cmd, "--layer");
+    if (isnan(a.alpha)) return cli_missing(cmd, "--alpha");
+    int n_dir = !!a.token + !!a.direction + !!a.probe;
+    if (n_dir != 1) {
+        fprintf(stderr, "tunelens steer: %s\n", n_dir ? "give one direction: --token, --direction "
+                "and --probe exclude each other" : "a direction is required: --token WORD, "
+                "--direction FILE[:NAME] or --probe PROBES:LABEL");
+        return EXIT_USAGE;
+    }
+    const int sampled = a.sampler.temp > 0, k = a.top_k_shown;
+    GenerateOptions opt = GENERATE_DEFAULTS;
+    opt.sampler = a.sampler;
+    opt.seed = gen_seed(&a.seed);
+    Error err;
+    Model m;
+    if (cli_load_model(&m, a.model, a.adapter, a.device, &err)) return cli_fail(&err);
+    const int L = m.cfg.n_layers, C = m.cfg.dim, V = m.cfg.vocab_size;
+    int *ids = NULL, n = 0;
+    Direction dir = {0};
+    float *vec = NULL, *logits = xmalloc(sizeof(float) * (size_t)V);
+    float *last = NULL;
+    Run run[2] = {{0}, {0}};
+    for (int r = 0; r < 2; r++) {
+        run[r].out = xmalloc(sizeof(GenToken) * (size_t)(a.max_tokens ? a.max_tokens : 1));
+        run[r].probs = xcalloc((size_t)V, sizeof(float));
+    }
+    if (a.layer < -1 || a.layer >= L) {
+        err_set(&err, "layer %d does not exist (the model has layers 0..%d, and -1 for the "
+                "embeddings)", a.layer, L - 1);
+        goto fail;
+    }
+    if (sampler_check(&opt.sampler, V, &err) || cli_encode(&m, a.prompt, &ids, &n, &err))
+        goto fail;
+    DirectionSpec spec = {a.token, a.direction, a.probe};
+    if (direction_load(&m, &spec, a.layer, &dir, &err)) goto fail;
+    if (dir.C != C) {
+        err_set(&err, "the direction has %d entries, the model's hidden size is %d", dir.C, C);
+        goto fail;
+    }
+    vec = xmalloc(sizeof(float) * (size_t)C);
+    if (steer_vector(dir.v, C, a.alpha, vec, &err)) {
+        err_wrap(&err, "%s", dir.what);
+        goto fail;
+    }
+    // the residual where the push goes, for scale: its norm and RMS at the last prompt position
+    last = xmalloc(sizeof(float) * (size_t)(L + 1) * C);
+    const int *idp = ids;
+    HookBatch hb = {.n = 1, .ids = &idp, .len = &n, .chunk = 1, .last = last};
+    if (hook_run(&m, &hb, &err)) goto fail;
+    double ss = 0;
+    for (int c = 0; c < C; c++) ss += (double)last[(size_t)(a.layer + 1) * C + c] * last[(size_t)(a.layer + 1) * C + c];
+    double norm = sqrt(ss), rms = sqrt(ss / C);
+    double t0 = now_seconds();
+    for (int r = 0; r < 2; r++) {
+        opt.steer_layer = r ? a.layer : STEER_NONE;
+        opt.steer_vec = r ? vec : NULL;
+        opt.first_logits = logits;
+        if (generate_run(&m, ids, n, a.max_tokens, &opt, run[r].out, &run[r].n, NULL, NULL, &err))
+            goto fail;
+        if (run[r].n || a.max_tokens) BACKEND_CPU.softmax_forward(run[r].probs, logits, 1, V);
+    }
+    double dt = now_seconds() - t0;
+    int to_stdout_json = a.json && !strcmp(a.json, "-");
+    if (!to_stdout_json) {
+        fprintf(stderr, "%d prompt tokens; %d + %d generated in %.2fs", n, run[0].n, run[1].n, dt);
+        if (sampled) fprintf(stderr, "; sampled, --seed %llu", (unsigned long long)opt.seed);
+        fprintf(stderr, "\n");
+        printf("Direction: %s (made a unit vector); alpha %g after layer %d\n", dir.what, a.alpha,
+               a.layer);
+        printf("The residual there (last prompt position): norm %.4g, RMS %.4g (alpha / norm "
+               "%.3g; chuk-lazarus coefficient ~ %.3g)\n", norm, rms, norm > 0 ? a.alpha / norm : 0.0,
+               rms > 0 ? a.alpha / rms : 0.0);
+        const char *names[2] = {"unsteered", "steered"};
+        for (int r = 0; r < 2; r++) {
+            char *text = gen_text(m.tok, run[r].out, run[r].n);
+            printf("\n--- %s\n%s%s\n", names[r], a.prompt, text);
+            free(text);
+        }
+        if (a.max_tokens > 0) {
+            printf("\nFirst token, top %d:\n", k);
+            for (int r = 0; r < 2; r++) print_top(&m, names[r], run[r].probs, k);
+            for (int r = 0; r < 2; r++) {
+                printf("\n%s tokens:\n", names[r]);
+                gen_print_tokens(m.tok, run[r].out, run[r].n, sampled);
+            }
+        }
+    }
+    if (a.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", m.name);
+        cJSON_AddStringToObject(j, "prompt", a.prompt);
+        cJSON_AddNumberToObject(j, "layer", a.layer);
+        cJSON_AddNumberToObject(j, "alpha", a.alpha);
+        cJSON_AddStringToObject(j, "direction", dir.what);
+        cJSON_AddNumberToObject(j, "residual_norm", norm);
+        cJSON_AddNumberToObject(j, "residual_rms", rms);
+        cJSON_AddItemToObject(j, "sampler", gen_sampler_json(&opt.sampler, opt.seed));
+        cJSON_AddItemToObject(j, "unsteered", run_json(&m, &run[0], sampled, k));
+        cJSON_AddItemToObject(j, "steered", run_json(&m, &run[1], sampled, k));
+        rc = cli_write_json(a.json, j, &err);
+        cJSON_Delete(j);
+        if (rc) goto fail;
+    }
+    rc = 0;
+    goto done;
+fail:
+    rc = 1;
+done:
+    if (rc) cli_fail(&err);
+    for (int r = 0; r < 2; r++) free(run[r].out), free(run[r].probs);
+    free(ids), free(vec), free(logits), free(last);
+    direction_free(&dir);
+    model_free(&m);
+    return rc;
 }

@@ -31,4 +31,36 @@ check "--top-k at the vocabulary" 1 "--top-k has to be in the \(0, 512\) interva
 check "bad --min-tokens-to-keep" 2 "--min-tokens-to-keep expects an integer" "${G[@]}" --temp 1 --min-p 0.1 --min-tokens-to-keep 0
 check "bad --seed" 2 "--seed expects a non-negative integer" "${G[@]}" --temp 1 --seed -4
 
+# ---- steer
+ST=("$BIN" steer --model $TINY --prompt "7 * 8 = " --max-tokens 8)
+table() { sed -n "/^$1 tokens:/,/^\$/p" "$2" | grep -E "^ +[0-9]+  "; }  # a run's token table
+"${G[@]}" >"$TMP/gen.txt" 2>/dev/null
+check "steer alpha 0" 0 "steered tokens:" "${ST[@]}" --layer 1 --token "7" --alpha 0
+cp "$TMP/out" "$TMP/steer0.txt"
+grep -E "^ +[0-9]+  " "$TMP/gen.txt" >"$TMP/gen.table"
+table steered "$TMP/steer0.txt" | cmp -s - "$TMP/gen.table" && table unsteered "$TMP/steer0.txt" | cmp -s - "$TMP/gen.table" \
+  && echo "ok   alpha 0: both runs are generate's tokens and probabilities" || { echo "FAIL alpha 0 differs from generate"; fails=$((fails+1)); }
+# a direction file: safetensors with one F32 vector of the hidden size (64), all ones
+hdr='{"d":{"dtype":"F32","shape":[64],"data_offsets":[0,256]}}'
+{ printf "\\x$(printf %02x ${#hdr})\\x00\\x00\\x00\\x00\\x00\\x00\\x00"; printf '%s' "$hdr"; for i in $(seq 64); do printf '\x00\x00\x80\x3f'; done; } >"$TMP/dir.safetensors"
+check "steer --direction, sampled" 0 "steered tokens:" "${ST[@]}" --layer 2 --direction "$TMP/dir.safetensors" --alpha 20 --temp 0.8 --seed 3 --json "$TMP/st1.json"
+"${ST[@]}" --layer 2 --direction "$TMP/dir.safetensors:d" --alpha 20 --temp 0.8 --seed 3 --json "$TMP/st2.json" >/dev/null 2>&1
+cmp -s "$TMP/st1.json" "$TMP/st2.json" && echo "ok   steer: a seed gives the same runs again" || { echo "FAIL steer --seed twice differs"; fails=$((fails+1)); }
+grep -q '"steered"' "$TMP/st1.json" && grep -q '"unsteered"' "$TMP/st1.json" && grep -q '"first_top"' "$TMP/st1.json" && grep -q '"sample_prob"' "$TMP/st1.json" \
+  && echo "ok   steer JSON: unsteered, steered, first_top, sample_prob" || { echo "FAIL steer JSON keys"; fails=$((fails+1)); }
+check "steer at the embeddings" 0 "after layer -1" "${ST[@]}" --layer -1 --token "7" --alpha -3
+check "steer json to stdout" 0 '"residual_norm"' "${ST[@]}" --layer 0 --token "7" --alpha 2 --json -
+check "steer: no direction" 2 "a direction is required" "${ST[@]}" --layer 1 --alpha 1
+check "steer: two directions" 2 "exclude each other" "${ST[@]}" --layer 1 --alpha 1 --token 7 --direction "$TMP/dir.safetensors"
+check "steer: no --alpha" 2 "--alpha" "${ST[@]}" --layer 1 --token 7
+check "steer: no --layer" 2 "--layer" "${ST[@]}" --alpha 1 --token 7
+check "steer: bad --alpha" 2 "--alpha expects a number" "${ST[@]}" --layer 1 --token 7 --alpha big
+check "steer: --alpha nan" 2 "--alpha expects a number" "${ST[@]}" --layer 1 --token 7 --alpha nan
+check "steer: --alpha inf" 2 "--alpha expects a number" "${ST[@]}" --layer 1 --token 7 --alpha inf
+check "steer: layer out of range" 1 "layer 4 does not exist" "${ST[@]}" --layer 4 --token 7 --alpha 1
+check "steer: layer below -1" 2 "--layer expects an integer" "${ST[@]}" --layer -2 --token 7 --alpha 1
+check "steer: missing direction file" 1 "nofile.safetensors" "${ST[@]}" --layer 1 --direction "$TMP/nofile.safetensors" --alpha 1
+check "steer: --top-k at the vocabulary" 1 "--top-k has to be in" "${ST[@]}" --layer 1 --token 7 --alpha 1 --temp 1 --top-k 512
+check "steer: help" 0 "chuk-lazarus" "$BIN" steer --help
+
 [ $fails -eq 0 ] && echo "generate tests passed" || { echo "$fails generate test(s) failed"; exit 1; }
