@@ -171,7 +171,7 @@ static void train_like_mlx(const cJSON *ref, int full, const char *out) {
     tc.model = TINY;
     tc.train = 1;
     tc.data = MLX "/data";
-    tc.full = full;
+    tc.fine_tune = full ? FT_FULL : FT_LORA;
     tc.num_layers = cJSON_GetObjectItem(c, "num_layers")->valueint;
     tc.batch_size = cJSON_GetObjectItem(ref, "batch_size")->valueint;
     tc.iters = cJSON_GetObjectItem(ref, "iters")->valueint;

@@ -12,7 +12,6 @@
 #include "cli.h"
 #include "flags.h"
 
-static const char *const FINE_TUNE_TYPES[] = {"lora", "full", NULL};
 static const char *const OPTIMIZERS[] = {"adam", "adamw", "sgd", NULL};  // OptimizerKind's order
 static const char *const DTYPES[] = {"auto", "f32", "bf16", "tf32", NULL};  // DTYPE_NAMES' order
 static const char *const SCHEDULES[] = {"none", "cosine", NULL};
@@ -36,8 +35,9 @@ static const FlagSpec FLAGS[] = {
     FLAG("--train", NULL, FLAG_SWITCH, O(train), NULL, 0, 0, NULL, NULL, "train (and validate)", "train"),
     FLAG("--data", NULL, FLAG_STRING, O(data), "data", 0, 0, NULL, "DIR",
      "DIR/train.jsonl, valid.jsonl (and test.jsonl for --test)", "data"),
-    FLAG("--fine-tune-type", NULL, FLAG_ENUM, O(full), "lora", 0, 0, FINE_TUNE_TYPES, NULL,
-     "LoRA, or every weight of the trained blocks", "fine_tune_type"),
+    FLAG("--fine-tune-type", NULL, FLAG_ENUM, O(fine_tune), "lora", 0, 0, FINE_TUNE_TYPE_NAMES, NULL,
+     "LoRA, every weight of the trained blocks, or DoRA\n(LoRA with mlx-lm's learned magnitudes, "
+     "CPU only)", "fine_tune_type"),
     FLAG("--num-layers", NULL, FLAG_INT, O(num_layers), "16", -1, 100000, NULL, "N",
      "train the last N blocks (-1 = all)", "num_layers"),
     FLAG("--batch-size", NULL, FLAG_INT, O(batch_size), "4", 1, 1 << 20, NULL, "N", "", "batch_size"),

@@ -117,7 +117,7 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     t.adapter_path = adapter_dir;
     t.val_batches = c->quick ? 5 : 25;
     t.steps_per_eval = c->quick ? c->iters : 200;
-    t.full = full;
+    t.fine_tune = full ? FT_FULL : FT_LORA;
     t.dtype = (ComputeDtype)dtype_parse(c->dtype);
     t.device = c->device;
     // checkpoints every 100 iterations, as mlx-lm; on a GPU a stage takes seconds while a

@@ -2,10 +2,13 @@
 //   mlx-lm LoRA:  adapters.safetensors  model.layers.{i}.{self_attn|mlp}.{proj}.lora_a (in,r)
 //                                        / .lora_b (r,out), adapter_config.json lora_parameters
 //                                        {rank, scale} (both required, as mlx-lm requires them)
+//   mlx-lm DoRA:  the same as LoRA (fine_tune_type "dora") + .m (out), the magnitudes
 //   mlx-lm full:  adapters.safetensors  replaced weights under their model names
 //   PEFT LoRA:    adapter_model.safetensors  base_model.model.model.layers.{i}...lora_A.weight
 //                 (r,in) / lora_B.weight (out,r); scale = lora_alpha / r (or / sqrt(r), rslora),
-//                 r and lora_alpha per module where rank_pattern / alpha_pattern say so
+//                 r and lora_alpha per module where rank_pattern / alpha_pattern say so;
+//                 use_dora: + .lora_magnitude_vector (out) per module (PEFT's DoRA: the same
+//                 m / ||W + scale B A||_row as mlx-lm's)
 // (names.h spells the tensor names.)
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
@@ -189,9 +192,9 @@ typedef struct {
 } LoraSpec;
 
 // PEFT: r (8 by default) and lora_alpha (8), per module where the patterns say so; scale
-// lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora.
+// lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora; *dora from use_dora.
 static int peft_specs(const cJSON *cfg, const char *file, int n_layers, LoraSpec *spec,
-                      Error *err) {
+                      int *use_dora, Error *err) {
     int r = 8, rslora = 0, dora = 0;
     double alpha = 8;
     const char *type = "LORA";
@@ -203,7 +206,7 @@ static int peft_specs(const cJSON *cfg, const char *file, int n_layers, LoraSpec
         return -1;
     if (strcmp(type, "LORA"))
         return err_set(err, "%s: peft_type %s is not supported (LORA only)", file, type);
-    if (dora) return err_set(err, "%s: use_dora is true: DoRA adapters are not supported", file);
+    *use_dora = dora;
     Patterns rp, ap;
     if (patterns_init(&rp, cfg, "rank_pattern", 1, file, err)) return -1;
     if (patterns_init(&ap, cfg, "alpha_pattern", 0, file, err)) {
@@ -259,13 +262,14 @@ static int mlx_specs(const cJSON *cfg, const char *file, int n_layers, LoraSpec 
 }
 
 typedef struct {
-    const TensorView *a, *b;
+    const TensorView *a, *b, *m;  // m: DoRA's magnitude
 } LoraPair;
 
 // Load LoRA pairs named in style st at the ranks and scales of spec; PEFT stores A (r,in) and
-// B (out,r), transposed here.
+// B (out,r), transposed here. dora: every pair also has its magnitude (out), and no other
+// adapter may (cfg_path names the config that says which).
 static int apply_lora(Model *m, const TensorSet *ts, const char *file, LoraNames st,
-                      const LoraSpec *spec, Error *err) {
+                      const LoraSpec *spec, int dora, const char *cfg_path, Error *err) {
     const ModelConfig *c = &m->cfg;
     int transpose_peft = st == LORA_PEFT;
     LoraPair *pairs = xcalloc((size_t)c->n_layers * N_PROJ, sizeof(LoraPair));
@@ -279,14 +283,27 @@ static int apply_lora(Model *m, const TensorSet *ts, const char *file, LoraNames
                     file, t->name, c->n_layers);
             goto done;
         }
-        if (is_b) pairs[layer * N_PROJ + proj].b = t;
+        if (is_b == LORA_M && !dora) {
+            err_set(err, "%s: tensor '%s' is a DoRA magnitude, but %s does not say DoRA (%s)",
+                    file, t->name, cfg_path, st == LORA_PEFT ? "use_dora: true"
+                                                           : "fine_tune_type: \"dora\"");
+            goto done;
+        }
+        if (is_b == LORA_M) pairs[layer * N_PROJ + proj].m = t;
+        else if (is_b) pairs[layer * N_PROJ + proj].b = t;
         else pairs[layer * N_PROJ + proj].a = t;
     }
     int n_pairs = 0;
     for (int i = 0; i < c->n_layers * N_PROJ; i++) {
         LoraPair *p = &pairs[i];
-        if (!p->a && !p->b) continue;
+        if (!p->a && !p->b && !p->m) continue;
         int layer = i / N_PROJ, proj = i % N_PROJ, rank = spec[i].rank;
+        if (dora && !p->m) {
+            err_set(err, "%s: no tensor '%s': layer %d %s has LoRA matrices but no DoRA "
+                    "magnitude (%s says DoRA)", file, tn_lora(st, layer, proj, LORA_M).s, layer,
+                    PROJ_NAMES[proj], cfg_path);
+            goto done;
+        }
         if (!p->a || !p->b) {
             err_set(err, "%s: layer %d %s has only one of its two LoRA matrices", file, layer,
                     PROJ_NAMES[proj]);
@@ -310,7 +327,23 @@ static int apply_lora(Model *m, const TensorSet *ts, const char *file, LoraNames
                     layer, PROJ_NAMES[proj], dtype_name(dtype_is_float(p->a->dtype) ? p->b->dtype : p->a->dtype));
             goto done;
         }
-        floats += (size_t)(in + out) * rank;
+        if (p->m && (p->m->ndim != 1 || p->m->shape[0] != out)) {
+            char shape[96] = "(", *at = shape + 1;
+            for (int d = 0; d < p->m->ndim && d < 4; d++)
+                at += snprintf(at, (size_t)(shape + sizeof shape - at), "%lld%s",
+                               (long long)p->m->shape[d], p->m->ndim == 1 ? ",)" : d + 1 < p->m->ndim ? ", " : ")");
+            if (p->m->ndim == 0) snprintf(shape, sizeof shape, "() (a scalar)");
+            err_set(err, "%s: tensor '%s' has shape %s, expected (%lld,): the DoRA magnitude of "
+                    "layer %d %s (one per output row)", file, p->m->name, shape, (long long)out,
+                    layer, PROJ_NAMES[proj]);
+            goto done;
+        }
+        if (p->m && !dtype_is_float(p->m->dtype)) {
+            err_set(err, "%s: tensor '%s' has dtype %s; adapters must be floating point", file,
+                    p->m->name, dtype_name(p->m->dtype));
+            goto done;
+        }
+        floats += (size_t)(in + out) * rank + (p->m ? 2 * (size_t)out : 0);
         n_pairs++;
     }
     if (!n_pairs) {
@@ -337,6 +370,12 @@ static int apply_lora(Model *m, const TensorSet *ts, const char *file, LoraNames
             tensor_check_finite(p->a, lo->A, in * rank, err) ||
             tensor_check_finite(p->b, lo->B, rank * out, err))
             goto done;
+        if (p->m) {
+            lo->m = dst, dst += out;
+            lo->norm = dst, dst += out;
+            if (tensor_to_f32(p->m, lo->m, err) || tensor_check_finite(p->m, lo->m, out, err))
+                goto done;
+        }
         if (transpose_peft) {  // A (r,in) -> (in,r); B (out,r) -> (r,out)
             float *tmp = xmalloc(sizeof(float) * (size_t)((in > out ? in : out) * rank));
             memcpy(tmp, lo->A, sizeof(float) * (size_t)(in * rank));
@@ -348,7 +387,7 @@ static int apply_lora(Model *m, const TensorSet *ts, const char *file, LoraNames
             free(tmp);
         }
     }
-    rc = 0;
+    rc = model_dora_refresh(m, err);  // the norms of the weights just loaded
 done:
     free(pairs);
     return rc;
@@ -382,23 +421,24 @@ static int load_adapter_files(Model *m, const char *dir, const cJSON *cfg, const
     LoraSpec *spec = xcalloc((size_t)m->cfg.n_layers * N_PROJ, sizeof *spec);
     TensorSet ts = {0};
     const char *type = "lora";
-    int rc = -1;
+    int rc = -1, dora = 0;
     if (file_exists(peft_w)) {
-        if (peft_specs(cfg, cfg_path, m->cfg.n_layers, spec, err) == 0 &&
+        if (peft_specs(cfg, cfg_path, m->cfg.n_layers, spec, &dora, err) == 0 &&
             safetensors_load(&ts, peft_w, err) == 0)
-            rc = apply_lora(m, &ts, peft_w, LORA_PEFT, spec, err);
+            rc = apply_lora(m, &ts, peft_w, LORA_PEFT, spec, dora, cfg_path, err);
     } else if (!file_exists(mlx_w)) {
         err_set(err, "%s: no adapters.safetensors (mlx-lm) or adapter_model.safetensors (PEFT)", dir);
     } else if (cfg_string(json_get(cfg, "fine_tune_type"), cfg_path, "fine_tune_type", &type, err)) {
         // (message set)
     } else if (!strcmp(type, "full")) {  // no lora_parameters: mlx-lm writes null there
         if (safetensors_load(&ts, mlx_w, err) == 0) rc = apply_full(m, &ts, mlx_w, err);
-    } else if (!strcmp(type, "lora")) {
+    } else if (!strcmp(type, "lora") || !strcmp(type, "dora")) {
+        dora = !strcmp(type, "dora");
         if (mlx_specs(cfg, cfg_path, m->cfg.n_layers, spec, err) == 0 &&
             safetensors_load(&ts, mlx_w, err) == 0)
-            rc = apply_lora(m, &ts, mlx_w, LORA_MLX, spec, err);
+            rc = apply_lora(m, &ts, mlx_w, LORA_MLX, spec, dora, cfg_path, err);
     } else {
-        err_set(err, "%s: fine_tune_type \"%s\" is not supported (lora, full)", cfg_path, type);
+        err_set(err, "%s: fine_tune_type \"%s\" is not supported (lora, dora, full)", cfg_path, type);
     }
     tensorset_free(&ts);
     free(spec);

@@ -13,8 +13,11 @@
 static size_t scratch_floats(const ModelConfig *c, int B, int T) {
     size_t N = (size_t)B * T, C = c->dim, F = c->hidden_dim;
     size_t HD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim;
-    // dresid, dnext, dxn, dmid, datt, dq, dk, dv, dact, dgate, dup, dlogits
-    return 4 * N * C + 2 * N * HD + 2 * N * KVD + 3 * N * F + N * (size_t)c->vocab_size;
+    // dresid, dnext, dxn, dmid, datt, dq, dk, dv, dact, dgate, dup, dlogits, DoRA's dy
+    size_t widest = C > F ? C : F;
+    if (HD > widest) widest = HD;
+    return 4 * N * C + 2 * N * HD + 2 * N * KVD + 3 * N * F + N * (size_t)c->vocab_size +
+           N * widest;
 }
 
 int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T) {
@@ -38,9 +41,10 @@ int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T
                     if (pass) bg->w[j] = p;
                     p += in * out, n += pass ? 0 : in * out;
                 } else if (b->lora[j].rank) {
-                    size_t r = b->lora[j].rank;
+                    size_t r = b->lora[j].rank, dm = b->lora[j].m ? out : 0;
                     if (pass) bg->lora_A[j] = p, bg->lora_B[j] = p + in * r;
-                    p += (in + out) * r, n += pass ? 0 : (in + out) * r;
+                    if (pass && dm) bg->dora_m[j] = p + (in + out) * r;
+                    p += (in + out) * r + dm, n += pass ? 0 : (in + out) * r + dm;
                 }
             }
         }
@@ -75,10 +79,17 @@ float model_loss(const Model *m, ForwardState *s, const int *inputs, const int *
 }
 
 // dinp (N,IC) += dout @ W (+ LoRA); weight and LoRA gradients into bg. dinp may be NULL.
+// DoRA: dout goes through the magnitude scaling first (into dy, scratch of N x out), m's
+// gradient from the kept unscaled output y.
 static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, Proj p,
                             const ModelConfig *c, float *dinp, const float *dout,
-                            const float *inp, const float *xa, int N, const Dropout *drop) {
+                            const float *inp, const float *xa, const float *y, float *dy, int N,
+                            const Dropout *drop) {
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
+    if (b->lora[p].m) {
+        be->dora_backward(dy, bg->dora_m[p], dout, y, b->lora[p].m, b->lora[p].norm, N, OC);
+        dout = dy;
+    }
     be->linear_backward(dinp, bg->w[p], dout, inp, b->w[p], b->lin[p], N, IC, OC);
     const LoraLinear *lo = &b->lora[p];
     if (lo->rank)
@@ -97,7 +108,7 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
     float *dresid = g->scratch, *dnext = dresid + NC, *dxn = dnext + NC, *dmid = dxn + NC;
     float *datt = dmid + NC, *dq = datt + (size_t)N * HD, *dk = dq + (size_t)N * HD;
     float *dv = dk + (size_t)N * KVD, *dact = dv + (size_t)N * KVD, *dgate = dact + NF;
-    float *dup = dgate + NF, *dlogits = dup + NF;
+    float *dup = dgate + NF, *dlogits = dup + NF, *ddora = dlogits + (size_t)N * V;
 
     const float *cos_t = s->rope_cos, *sin_t = s->rope_sin;
 
@@ -138,7 +149,8 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
 #define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
 #define LINEAR_BACKWARD(p, dinp, dout, inp) \
-    linear_backward(be, blk, bg, p, c, dinp, dout, inp, XA(p), N, &drop[p])
+    linear_backward(be, blk, bg, p, c, dinp, dout, inp, XA(p), model_dora_y(m, s, a, p), ddora, N, \
+                    &drop[p])
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn)))
         be->zero(dact, sizeof(float) * NF);

@@ -17,6 +17,47 @@ static int max_lora_rank(const Model *m) {
     return r;
 }
 
+int model_has_dora(const Model *m) {
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int p = 0; p < N_PROJ; p++)
+            if (m->blocks[l].lora[p].m) return 1;
+    return 0;
+}
+
+int model_dora_refresh(const Model *m, Error *err) {
+    const Backend *be = m->be;
+    if (!model_has_dora(m)) return 0;
+    if (!be->dora_norm)
+        return err_set(err, "DoRA adapters run on the CPU only: the %s backend has no DoRA ops "
+                       "(use --device cpu)", be->name);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const Block *b = &m->blocks[l];
+        for (int p = 0; p < N_PROJ; p++) {
+            const LoraLinear *lo = &b->lora[p];
+            if (!lo->m) continue;
+            if (!b->w[p])
+                return err_set(err, "DoRA: layer %d %s: the f32 weight was released", l, PROJ_NAMES[p]);
+            be->dora_norm(lo->norm, b->w[p], lo->A, lo->B, proj_in_dim(&m->cfg, p),
+                          proj_out_dim(&m->cfg, p), lo->rank, lo->scale);
+        }
+    }
+    return 0;
+}
+
+// DoRA's kept outputs: every projection's (N, out) side by side, per activation slot.
+static size_t dora_y_floats(const ModelConfig *c, size_t N) {
+    size_t n = 0;
+    for (int p = 0; p < N_PROJ; p++) n += (size_t)proj_out_dim(c, p);
+    return n * N;
+}
+
+float *model_dora_y(const Model *m, const ForwardState *s, size_t a, Proj p) {
+    if (!s->dora_y) return NULL;
+    size_t N = (size_t)s->B * s->T, off = 0;
+    for (int q = 0; q < (int)p; q++) off += (size_t)proj_out_dim(&m->cfg, q);
+    return s->dora_y + a * dora_y_floats(&m->cfg, N) + off * N;
+}
+
 int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_seq, int keep_acts) {
     const ModelConfig *c = &m->cfg;
     memset(s, 0, sizeof *s);
@@ -38,13 +79,14 @@ int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_se
         La * N * HD, La * N * C, La * N * C, La * N,     // att_out, resid_mid, ffn_xn, ffn_rstd
         La * N * F, La * N * F, La * N * F,              // gate, up, act
         La * N_PROJ * N * (size_t)s->lora_rank_max,      // lora_xa
+        keep_acts != ACTS_NONE && model_has_dora(m) ? La * dora_y_floats(c, N) : 0,  // dora_y
         N * widest * 2,                                  // scratch (k/v of the new rows too)
         N * C, N,                                        // final_xn, final_rstd
         keep_acts != ACTS_NONE ? N * V : V,              // logits
     };
     float **dst[] = {&s->k_cache, &s->v_cache, &s->resid, &s->attn_xn, &s->attn_rstd, &s->q,
                      &s->probs, &s->att_out, &s->resid_mid, &s->ffn_xn, &s->ffn_rstd, &s->gate,
-                     &s->up, &s->act, &s->lora_xa, &s->scratch, &s->final_xn, &s->final_rstd,
+                     &s->up, &s->act, &s->lora_xa, &s->dora_y, &s->scratch, &s->final_xn, &s->final_rstd,
                      &s->logits};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += sizes[i];
@@ -56,7 +98,7 @@ int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_se
     if (!arena) return -1;
     s->arena = arena;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        *dst[i] = arena;
+        *dst[i] = sizes[i] || dst[i] != &s->dora_y ? arena : NULL;  // dora_y NULL: not kept
         arena += sizes[i];
     }
     s->tokens = (int *)arena, s->targets = s->tokens + N, s->pos_ids = s->targets + N;
@@ -75,13 +117,15 @@ void forward_state_free(ForwardState *s) {
     memset(s, 0, sizeof *s);
 }
 
-// out (N, out) = in (N, in) @ W^T [+ scale * (dropout(in) A) B]
+// out (N, out) = in (N, in) @ W^T [+ scale * (dropout(in) A) B] [DoRA: * m / norm, the
+// unscaled output kept in y]
 static void linear(const Backend *be, const Block *b, Proj p, const ModelConfig *c, float *out,
-                   float *xa, const float *in, int N, const Dropout *drop) {
+                   float *xa, float *y, const float *in, int N, const Dropout *drop) {
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
     be->linear_forward(out, in, b->w[p], b->lin[p], N, IC, OC);
     const LoraLinear *lo = &b->lora[p];
     if (lo->rank) be->lora_forward(out, xa, in, lo->A, lo->B, N, IC, OC, lo->rank, lo->scale, drop);
+    if (lo->m) be->dora_forward(out, y, lo->m, lo->norm, N, OC);
 }
 
 Dropout model_lora_dropout(const ForwardState *s, int l, Proj p) {
@@ -116,7 +160,7 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     Dropout drop[N_PROJ];
     for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
 #define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
-#define LINEAR(p, out, in) linear(be, blk, p, c, out, XA(p), in, N, &drop[p])
+#define LINEAR(p, out, in) linear(be, blk, p, c, out, XA(p), model_dora_y(m, s, a, p), in, N, &drop[p])
 
     // attention
     be->rmsnorm_forward(xn, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);

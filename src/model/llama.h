@@ -13,11 +13,15 @@ int proj_in_dim(const ModelConfig *c, Proj p);
 int proj_out_dim(const ModelConfig *c, Proj p);
 
 // LoRA on one linear layer: y = W x + scale * (x A) B. rank 0 = none.
+// DoRA (mlx-lm's DoRALinear) when m is set: y = m / ||W + scale (A B)^T||_row * (W x + scale (x A) B),
+// the row norms held constant to the gradient (mlx-lm's stop_gradient).
 typedef struct {
     int rank;
     float scale;
-    float *A;  // (in, r)
-    float *B;  // (r, out)
+    float *A;     // (in, r)
+    float *B;     // (r, out)
+    float *m;     // (out) DoRA's magnitude (mlx-lm's ".m"); NULL: plain LoRA
+    float *norm;  // (out) DoRA: ||W + scale (A B)^T|| per output row, as model_dora_refresh left it
 } LoraLinear;
 
 typedef struct {
@@ -79,6 +83,12 @@ int model_check_ids(const Model *m, const int *ids, int n, Error *err);
 // Apply an adapter folder: mlx-lm LoRA (adapters.safetensors + adapter_config.json), mlx-lm
 // full fine-tune (replaced block weights) or PEFT (adapter_model.safetensors).
 int model_load_adapter(Model *m, const char *dir, Error *err);
+// DoRA: some adapted projection has a magnitude.
+int model_has_dora(const Model *m);
+// DoRA: recompute every adapted projection's row norms ||W + scale (A B)^T|| from the current
+// W, A and B (after loading or changing them; the f32 W must still be there). -1 with err set
+// when the model's backend has no DoRA ops.
+int model_dora_refresh(const Model *m, Error *err);
 // mlx-lm's LoRA rank and scale from a parsed adapter_config.json (file names it in messages):
 // lora_parameters.rank and .scale are required, as mlx-lm's load_adapters requires them, and
 // type-checked; no default of 20 for a missing or misspelt scale.
@@ -145,6 +155,8 @@ typedef struct {
     float *gate, *up;   // (B*T, F)
     float *act;         // (B*T, F)   silu(gate) * up
     float *lora_xa;     // (B*T, r) per projection, when LoRA is on
+    float *dora_y;      // (B*T, out) per projection, when DoRA is on and acts are kept: the
+                        // output before its magnitude scaling (backward's gradient of m)
     float *scratch;     // (B*T, max(C, F, H*D))
     float *final_xn;    // (B*T, C)
     float *final_rstd;  // (B*T)
@@ -175,6 +187,8 @@ void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_l
 void model_block_forward(const Model *m, ForwardState *s, int l);
 // The dropout of block l's projection p in this pass (p = 0 when LoRA dropout is off).
 Dropout model_lora_dropout(const ForwardState *s, int l, Proj p);
+// DoRA: where projection p keeps its unscaled output in activation slot a (NULL: not kept).
+float *model_dora_y(const Model *m, const ForwardState *s, size_t a, Proj p);
 
 // Final RMSNorm + head of one hidden state: resid (C) -> logits (V), buffers of the backend.
 void model_unembed(const Model *m, const float *resid, float *logits, float *scratch_c);
@@ -189,6 +203,7 @@ typedef struct {
     float *w[N_PROJ];             // (out, in)  full fine-tuning only
     float *lora_A[N_PROJ];        // (in, r)    LoRA only, where the block has one
     float *lora_B[N_PROJ];        // (r, out)
+    float *dora_m[N_PROJ];        // (out)      DoRA only
 } BlockGrads;
 
 typedef struct {

@@ -13,8 +13,10 @@ static const char *const GGUF_PROJ[N_PROJ] = {"attn_q", "attn_k", "attn_v", "att
 
 static const char HF_BLOCK[] = "model.layers.";   // + {i}.
 static const char PEFT_PREFIX[] = "base_model.model.";  // PEFT wraps the HF model's names
-static const char *const LORA_SUFFIX[2][2] = {{".lora_a", ".lora_b"},  // LORA_MLX
-                                              {".lora_A.weight", ".lora_B.weight"}};  // LORA_PEFT
+// A, B and DoRA's magnitude (PEFT saves its lora_magnitude_vector without ".weight")
+static const char *const LORA_SUFFIX[2][3] = {{".lora_a", ".lora_b", ".m"},  // LORA_MLX
+                                              {".lora_A.weight", ".lora_B.weight",
+                                               ".lora_magnitude_vector"}};  // LORA_PEFT
 
 const char *tn_model(WeightNames st, ModelTensor t) {
     static const char *const names[2][3] = {
@@ -42,7 +44,7 @@ TensorName tn_block(WeightNames st, int layer, int which) {
 TensorName tn_lora(LoraNames st, int layer, Proj p, int is_b) {
     TensorName n;
     snprintf(n.s, sizeof n.s, "%s%s%d.%s.%s%s", st == LORA_PEFT ? PEFT_PREFIX : "", HF_BLOCK,
-             layer, PROJ_PARENTS[p], PROJ_NAMES[p], LORA_SUFFIX[st][is_b != 0]);
+             layer, PROJ_PARENTS[p], PROJ_NAMES[p], LORA_SUFFIX[st][is_b == LORA_M ? 2 : is_b != 0]);
     return n;
 }
 
@@ -107,7 +109,7 @@ int tn_parse_lora(LoraNames st, const char *name, int n_layers, int *layer, int 
     }
     const char *rest = parse_layer_prefix(name, n_layers, layer);
     if (!rest) return -1;
-    for (int b = 0; b < 2; b++) {
+    for (int b = 0; b < 3; b++) {
         int p = match_proj(rest, LORA_SUFFIX[st][b]);
         if (p >= 0) {
             *proj = p, *is_b = b;

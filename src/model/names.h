@@ -8,8 +8,10 @@
 //                                  blk.{i}.{attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|
 //                                  ffn_down}.weight
 //   mlx-lm LoRA                    model.layers.{i}.{parent}.{proj}.lora_a (in, r) / .lora_b (r, out)
+//                                  (DoRA: also .m (out), the magnitude)
 //   PEFT LoRA                      base_model.model.model.layers.{i}.{parent}.{proj}
 //                                  .lora_A.weight (r, in) / .lora_B.weight (out, r)
+//                                  (DoRA: also .lora_magnitude_vector (out))
 #pragma once
 
 // The seven linear layers of a block, in mlx-lm / PEFT key order.
@@ -34,7 +36,10 @@ typedef struct {
 const char *tn_model(WeightNames st, ModelTensor t);
 // Tensor `which` (a Proj or TN_ATTN_NORM / TN_FFN_NORM) of block `layer`.
 TensorName tn_block(WeightNames st, int layer, int which);
-// LoRA matrix A (is_b 0) or B (is_b 1) of projection p of block `layer`.
+// Which tensor of an adapted projection: LoRA's A and B, and DoRA's magnitude.
+enum { LORA_A = 0, LORA_B = 1, LORA_M = 2 };
+// LoRA matrix A (is_b 0), B (is_b 1) or DoRA's magnitude (LORA_M) of projection p of block
+// `layer`.
 TensorName tn_lora(LoraNames st, int layer, Proj p, int is_b);
 // "self_attn.q_proj": mlx-lm's LoRA key of a projection (lora_parameters.keys, --lora-keys).
 TensorName tn_proj_key(Proj p);
@@ -46,7 +51,8 @@ TensorName tn_module(int layer, Proj p);
 // not in [0, n_layers). Layer numbers are plain decimals ("03" and "+3" are not names).
 // A Hugging Face block tensor ("model.layers.3.mlp.up_proj.weight") -> layer, which.
 int tn_parse_block(const char *name, int n_layers, int *layer, int *which);
-// A LoRA matrix name of style st -> layer, projection, is_b.
+// A LoRA matrix (or DoRA magnitude) name of style st -> layer, projection, is_b (LORA_A,
+// LORA_B or LORA_M).
 int tn_parse_lora(LoraNames st, const char *name, int n_layers, int *layer, int *proj, int *is_b);
 // "self_attn.q_proj" or "q_proj" -> the Proj; -1 if neither.
 int tn_proj_from_key(const char *key);

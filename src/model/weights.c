@@ -395,6 +395,8 @@ static int move_arena(Model *m, const Backend *be, float **arena, size_t n, Erro
             rebase(&b->w[p], old, n, moved);
             rebase(&b->lora[p].A, old, n, moved);
             rebase(&b->lora[p].B, old, n, moved);
+            rebase(&b->lora[p].m, old, n, moved);
+            rebase(&b->lora[p].norm, old, n, moved);
         }
     }
     m->be->free(*arena);

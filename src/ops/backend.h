@@ -114,6 +114,17 @@ typedef struct Backend {
     void (*adam_update)(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                         float beta1, float beta2, float eps, float weight_decay);
     void (*sgd_update)(float *param, const float *grad, int64_t n, float lr);
+
+    // ---- DoRA (mlx-lm's DoRALinear; NULL where a backend has none): a LoRA linear's output
+    // out (N,OC) scaled per column by mag / norm, norm = ||W + scale (A B)^T|| per output row.
+    // dora_norm: norm (OC) from w (OC,IC), A (IC,r), B (r,OC), overwritten. dora_forward: y
+    // (N,OC) = out (unless NULL), then out *= mag / norm. dora_backward (norm held constant):
+    // dy (N,OC) = dout * mag / norm, overwritten; dmag (OC) += sum_n dout * y / norm (unless NULL).
+    void (*dora_norm)(float *norm, const float *w, const float *A, const float *B, int IC, int OC,
+                      int r, float scale);
+    void (*dora_forward)(float *out, float *y, const float *mag, const float *norm, int N, int OC);
+    void (*dora_backward)(float *dy, float *dmag, const float *dout, const float *y,
+                          const float *mag, const float *norm, int N, int OC);
 } Backend;
 
 extern const Backend BACKEND_CPU;

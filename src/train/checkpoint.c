@@ -66,7 +66,7 @@ static const char *const OPTIMIZER_NAMES[] = {"adam", "adamw", "sgd"};
 cJSON *train_config_json(const TrainConfig *c) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", c->model);
-    cJSON_AddStringToObject(j, "fine_tune_type", c->full ? "full" : "lora");
+    cJSON_AddStringToObject(j, "fine_tune_type", FINE_TUNE_TYPE_NAMES[c->fine_tune]);
     cJSON_AddNumberToObject(j, "num_layers", c->num_layers);
     cJSON_AddStringToObject(j, "data", c->data);
     cJSON_AddNumberToObject(j, "batch_size", c->batch_size);

@@ -18,11 +18,28 @@ static float next_uniform(uint64_t *state) {
 
 void lora_attach(Model *m, int first_layer, int rank, float scale, unsigned key_mask,
                  uint64_t seed) {
+    adapter_attach(m, first_layer, rank, scale, key_mask, seed, 0);
+}
+
+// ||W_o|| per output row, as mlx-lm's DoRALinear.set_linear initialises m (f32 weights; the
+// sum of squares in double, then rounded once).
+static void row_norms(float *dst, const float *w, int out, int in) {
+    for (int o = 0; o < out; o++) {
+        double ss = 0;
+        for (int i = 0; i < in; i++) ss += (double)w[(size_t)o * in + i] * w[(size_t)o * in + i];
+        dst[o] = (float)sqrt(ss);
+    }
+}
+
+void adapter_attach(Model *m, int first_layer, int rank, float scale, unsigned key_mask,
+                    uint64_t seed, int dora) {
     const ModelConfig *c = &m->cfg;
     size_t floats = 0;
     for (int l = first_layer; l < c->n_layers; l++)
         for (int j = 0; j < N_PROJ; j++)
-            if (key_mask & (1u << j)) floats += (size_t)(proj_in_dim(c, j) + proj_out_dim(c, j)) * rank;
+            if (key_mask & (1u << j))
+                floats += (size_t)(proj_in_dim(c, j) + proj_out_dim(c, j)) * rank +
+                          (dora ? 2 * (size_t)proj_out_dim(c, j) : 0);
     free(m->adapter_arena);
     for (int l = 0; l < c->n_layers; l++) memset(m->blocks[l].lora, 0, sizeof m->blocks[l].lora);
     m->adapter_arena = xcalloc(floats ? floats : 1, sizeof(float));
@@ -40,6 +57,12 @@ void lora_attach(Model *m, int first_layer, int rank, float scale, unsigned key_
             float bound = 1.0f / sqrtf((float)in);
             for (size_t i = 0; i < (size_t)in * rank; i++)
                 lo->A[i] = bound * (2.0f * next_uniform(&rng) - 1.0f);
+            if (dora) {  // m = ||W|| per row; with B = 0 the layer starts as W itself
+                lo->m = p, p += out;
+                lo->norm = p, p += out;
+                row_norms(lo->m, m->blocks[l].w[j], out, in);
+                memcpy(lo->norm, lo->m, sizeof(float) * (size_t)out);
+            }
         }
     }
 }
@@ -58,7 +81,7 @@ static void add_param(ParamList *pl, const char *name, float *data, float *grad,
 void params_collect(ParamList *pl, Model *m, const Grads *g) {
     const ModelConfig *c = &m->cfg;
     memset(pl, 0, sizeof *pl);
-    pl->p = xcalloc((size_t)c->n_layers * (2 + 2 * N_PROJ), sizeof(Param));
+    pl->p = xcalloc((size_t)c->n_layers * (2 + 3 * N_PROJ), sizeof(Param));
     for (int l = g->first_layer; l < c->n_layers; l++) {
         Block *b = &m->blocks[l];
         const BlockGrads *bg = &g->blocks[l];
@@ -76,6 +99,9 @@ void params_collect(ParamList *pl, Model *m, const Grads *g) {
                 int r = b->lora[j].rank;
                 add_param(pl, tn_lora(LORA_MLX, l, j, 0).s, b->lora[j].A, bg->lora_A[j], in, r);
                 add_param(pl, tn_lora(LORA_MLX, l, j, 1).s, b->lora[j].B, bg->lora_B[j], r, out);
+                if (b->lora[j].m)
+                    add_param(pl, tn_lora(LORA_MLX, l, j, LORA_M).s, b->lora[j].m, bg->dora_m[j],
+                              out, 0);
             }
         }
     }

@@ -24,7 +24,12 @@ typedef struct {
 // (bit j = Proj j): A (in, r) uniform in +-1/sqrt(in), B (r, out) zero, as mlx-lm does.
 void lora_attach(Model *m, int first_layer, int rank, float scale, unsigned key_mask,
                  uint64_t seed);
-// The trainable parameters: LoRA matrices (full = 0) or every weight of the trainable blocks.
+// The same, with DoRA's magnitudes when dora is set: m = the row norms of each adapted W, as
+// mlx-lm's DoRALinear starts (the f32 weights must be there: before model_to_backend).
+void adapter_attach(Model *m, int first_layer, int rank, float scale, unsigned key_mask,
+                    uint64_t seed, int dora);
+// The trainable parameters: LoRA matrices and DoRA magnitudes (full = 0) or every weight of
+// the trainable blocks.
 void params_collect(ParamList *pl, Model *m, const Grads *g);
 void params_free(ParamList *pl);
 // Parse mlx-lm --lora-keys style names ("self_attn.q_proj", "q_proj", "mlp.down_proj", ...),

@@ -19,6 +19,7 @@
 #include "metrics.h"
 
 const char *const DTYPE_NAMES[] = {"auto", "f32", "bf16", "tf32"};
+const char *const FINE_TUNE_TYPE_NAMES[] = {"lora", "full", "dora", NULL};
 
 int dtype_parse(const char *name) {
     for (int i = 0; i < 4; i++)
@@ -65,6 +66,7 @@ static double evaluate(const Model *m, const Dataset *d, int batch_size, int max
     int64_t tokens = 0;
     Batch b = {0};
     s->lora_dropout.p = 0.0f;  // evaluation never drops
+    if (model_dora_refresh(m, err)) return NAN;  // DoRA's norms of the current weights
     for (int i = 0; i < n; i++) {
         batch_iter_next(&it, &b);
         s->T = b.T;
@@ -173,10 +175,12 @@ static int load_model(Trainer *t, Error *err) {
         if (model_load_adapter(&t->m, c->adapter_path, err))
             return err_wrap(err, "--test evaluates the adapter in --adapter-path");
         printf("Loaded the adapter in %s\n", c->adapter_path);
-    } else if (c->train && !c->full) {
-        lora_attach(&t->m, t->first, c->rank, (float)c->scale, key_mask, c->seed);
+    } else if (c->train && c->fine_tune != FT_FULL) {
+        adapter_attach(&t->m, t->first, c->rank, (float)c->scale, key_mask, c->seed,
+                       c->fine_tune == FT_DORA);
     }
-    return model_to_backend(&t->m, be, err);
+    if (model_to_backend(&t->m, be, err)) return -1;
+    return model_dora_refresh(&t->m, err);  // (also: says so when the backend has no DoRA)
 }
 
 static int load_data_and_buffers(Trainer *t, Error *err) {
@@ -192,7 +196,7 @@ static int load_data_and_buffers(Trainer *t, Error *err) {
         if (sets[i]->n && max_len(sets[i]) - 1 > T_max) T_max = max_len(sets[i]) - 1;
     int acts = c->grad_checkpoint ? ACTS_CHECKPOINT : ACTS_ALL;
     if (forward_state_init(&t->s, &t->m, c->batch_size, T_max, T_max, acts) ||
-        (c->train && grads_init(&t->g, &t->m, t->first, c->full, c->batch_size, T_max)))
+        (c->train && grads_init(&t->g, &t->m, t->first, c->fine_tune == FT_FULL, c->batch_size, T_max)))
         return err_set(err, "out of memory for activations of batch %d x %d tokens",
                        c->batch_size, T_max);
     return 0;
@@ -246,12 +250,14 @@ static int train_step(Trainer *t, const Batch *b, int iter, Error *err) {
     t->s.lora_dropout.key = dropout_key(dropout_key(dropout_key(c->seed, DROPOUT_DOMAIN),
                                                     (uint64_t)t->opt.step + 1),
                                         (uint64_t)((iter - 1) % k));
+    // DoRA's row norms follow the weights the last update (or a restored checkpoint) left
+    if (model_dora_refresh(&t->m, err)) return -1;
     float loss = model_loss(&t->m, &t->s, b->inputs, b->targets);
     if (!isfinite(loss)) return diverged(t, iter, loss, err);
     model_backward(&t->m, &t->s, b->targets, &t->g, 1.0f / k);
     if (iter % k == 0 || iter == c->iters) {
         optimizer_step(&t->opt, &t->pl, (float)lr_at(c, (int)t->opt.step + 1));
-        if (c->full) model_repack_bf16(&t->m, t->first);  // the bf16 copies follow
+        if (c->fine_tune == FT_FULL) model_repack_bf16(&t->m, t->first);  // the bf16 copies follow
         grads_zero(&t->g);
     }
     TrainAccum *acc = &t->acc;
@@ -328,7 +334,9 @@ static int train_loop(Trainer *t, Error *err) {
     metrics_open(&t->metrics, c->adapter_path, start);
     if (start) printf("Resuming from iteration %d (%s/training_state.json)\n", start, c->adapter_path);
     int L = t->m.cfg.n_layers;
-    if (use_dtype(&t->m, c->dtype, t->first, c->full ? t->first : L, t->out, err)) goto done;
+    // full fine-tuning and DoRA (its row norms) read the trained blocks' f32 weights
+    if (use_dtype(&t->m, c->dtype, t->first, c->fine_tune != FT_LORA ? t->first : L, t->out, err))
+        goto done;
     printf("Training\n");
     for (int iter = start + 1; iter <= c->iters; iter++) {
         if (t->valid.n && (iter == 1 || iter % c->steps_per_eval == 0 || iter == c->iters) &&
@@ -434,7 +442,7 @@ done:
 
 int train_summary_write(const char *path, const TrainConfig *c, const TrainSummary *s, Error *err) {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "fine_tune_type", c->full ? "full" : "lora");
+    cJSON_AddStringToObject(j, "fine_tune_type", FINE_TUNE_TYPE_NAMES[c->fine_tune]);
     cJSON_AddNumberToObject(j, "num_layers", c->num_layers);
     cJSON_AddNumberToObject(j, "iters", c->iters);
     cJSON_AddNumberToObject(j, "batch_size", c->batch_size);

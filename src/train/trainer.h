@@ -3,11 +3,15 @@
 #include "../common.h"
 #include "params.h"
 
+// --fine-tune-type, in the flag table's order (FINE_TUNE_TYPE_NAMES)
+typedef enum { FT_LORA, FT_FULL, FT_DORA } FineTune;
+extern const char *const FINE_TUNE_TYPE_NAMES[];  // "lora", "full", "dora"
+
 typedef struct {
     const char *model;
     int train, test;
     const char *data;              // folder with train/valid/test.jsonl
-    int full;                      // --fine-tune-type full
+    int fine_tune;                 // --fine-tune-type: FT_LORA, FT_FULL or FT_DORA
     int num_layers;                // last N blocks (-1 = all)
     int batch_size, iters, val_batches, test_batches;
     double learning_rate;

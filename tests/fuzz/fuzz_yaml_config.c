@@ -17,7 +17,7 @@ int fuzz_yaml_config(const uint8_t *data, size_t size) {
     } else {
         FUZZ_CHECK(c.iters >= 1 && c.batch_size >= 1 && c.rank >= 1 && c.num_layers >= -1);
         FUZZ_CHECK(c.dropout >= 0 && c.dropout <= 0.999 && c.learning_rate >= 0 && c.learning_rate <= 1e3);
-        FUZZ_CHECK(c.full == 0 || c.full == 1);
+        FUZZ_CHECK(c.fine_tune >= FT_LORA && c.fine_tune <= FT_DORA);
         FUZZ_CHECK(c.optimizer == OPT_ADAM || c.optimizer == OPT_ADAMW || c.optimizer == OPT_SGD);
         FUZZ_CHECK((int)c.dtype >= 0 && (int)c.dtype <= 3 && c.warmup >= 0);
         FUZZ_CHECK(c.grad_accumulation_steps >= 1 && c.max_seq_length >= 2);

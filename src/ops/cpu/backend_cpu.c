@@ -10,6 +10,7 @@
 
 #include "ops/backend.h"
 #include "ops/cpu/cpu_ops.h"
+#include "ops/cpu/cpu_dora.h"
 
 static void *cpu_alloc(size_t bytes) { return calloc(bytes ? bytes : 1, 1); }
 static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
@@ -136,4 +137,7 @@ const Backend BACKEND_CPU = {
     .cross_entropy_backward = cpu_cross_entropy_backward,
     .adam_update = cpu_adam_update,
     .sgd_update = cpu_sgd_update,
+    .dora_norm = cpu_dora_norm,
+    .dora_forward = cpu_dora_forward,
+    .dora_backward = cpu_dora_backward,
 };

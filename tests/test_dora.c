@@ -1,0 +1,273 @@
+// test_dora.c — DoRA (mlx-lm 0.32's DoRALinear): y = m / ||W + scale (A B)^T||_row * (W x +
+// scale (x A) B), the row norms under stop_gradient.
+//  1. the CPU ops against float64 references (and the backward against central differences of
+//     a float64 forward, the norm held);
+//  2. the model's gradient (every LoRA matrix and magnitude of the trained blocks) against
+//     central differences of its f32 loss, the norms held fixed (stop_gradient), with and
+//     without LoRA dropout;
+//  3. a fresh DoRA adapter starts as mlx-lm's: m = the row norms of W, and the model computes
+//     exactly what it did without it.
+#include <math.h>
+
+#include "model_util.h"
+#include "ops/cpu/cpu_dora.h"
+#include "train/data.h"
+#include "train/trainer.h"
+
+#define TINY FIXTURE("tiny")
+#define TRAIN FIXTURE("train")
+#define MLX FIXTURE("mlx")
+
+// ---- 1. the ops
+
+static void ref_norm(double *norm, const float *w, const float *A, const float *B, int IC, int OC,
+                     int r, double scale) {
+    for (int o = 0; o < OC; o++) {
+        double ss = 0;
+        for (int i = 0; i < IC; i++) {
+            double a = w[(size_t)o * IC + i];
+            for (int k = 0; k < r; k++) a += scale * A[(size_t)i * r + k] * B[(size_t)k * OC + o];
+            ss += a * a;
+        }
+        norm[o] = sqrt(ss);
+    }
+}
+
+// L = sum dout * (mag / norm) * y, in float64 (norm constant): the loss whose gradient
+// dora_backward computes.
+typedef struct {
+    const double *dout, *norm;
+    double *y, *mag;
+    int N, OC;
+} OpLoss;
+
+static double op_loss(const OpLoss *c) {
+    double l = 0;
+    for (int n = 0; n < c->N; n++)
+        for (int o = 0; o < c->OC; o++)
+            l += c->dout[n * c->OC + o] * (c->mag[o] / c->norm[o]) * c->y[n * c->OC + o];
+    return l;
+}
+
+static double central(OpLoss *c, double *x) {
+    double x0 = *x, h = 1e-4 * (fabs(x0) + 1);
+    *x = x0 + h;
+    double lp = op_loss(c);
+    *x = x0 - h;
+    double lm = op_loss(c);
+    *x = x0;
+    return (lp - lm) / (2 * h);
+}
+
+static void test_ops_against_float64(void **state) {
+    const int shapes[][4] = {{5, 13, 7, 3}, {1, 64, 40, 8}, {9, 3, 17, 1}};  // N, IC, OC, r
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int N = shapes[s][0], IC = shapes[s][1], OC = shapes[s][2], r = shapes[s][3];
+        const float scale = 2.5f;
+        rng_seed(11 + s);
+        float *w = rand_floats((size_t)OC * IC, 0.5f), *A = rand_floats((size_t)IC * r, 0.3f);
+        float *B = rand_floats((size_t)r * OC, 0.3f), *mag = rand_floats((size_t)OC, 1.0f);
+        float *out = rand_floats((size_t)N * OC, 1.0f), *dout = rand_floats((size_t)N * OC, 1.0f);
+        for (int o = 0; o < OC; o++) mag[o] += 1.5f;  // magnitudes are positive
+        float *norm = xmalloc(sizeof(float) * OC), *y = xmalloc(sizeof(float) * N * OC);
+        float *dy = xmalloc(sizeof(float) * N * OC), *dmag = rand_floats((size_t)OC, 1.0f);
+        float *dmag0 = copy_floats(dmag, OC), *out0 = copy_floats(out, (size_t)N * OC);
+        double *rn = xmalloc(sizeof(double) * OC);
+        // the norm: each adapted entry is w + an r-term sum (its rounding relative to the
+        // entry's terms), then IC squares summed: relative error within (r + 3) u plus
+        // lambda sqrt(IC) u of the sum, the square root halving it
+        cpu_dora_norm(norm, w, A, B, IC, OC, r, scale);
+        ref_norm(rn, w, A, B, IC, OC, r, scale);
+        double worst = 0;
+        for (int o = 0; o < OC; o++) {
+            double bound = (F32_U * (r + 3) * 4 + F32_LAMBDA * F32_U * sqrt(IC)) * rn[o];
+            worst = fmax(worst, fabs(norm[o] - rn[o]) / bound);
+        }
+        assert_true(worst <= 1.0);
+        // forward: out = (mag / norm) out, two roundings; y the unscaled copy
+        cpu_dora_forward(out, y, mag, norm, N, OC);
+        for (int i = 0; i < N * OC; i++) {
+            double want = (double)mag[i % OC] / norm[i % OC] * out0[i];
+            assert_true(y[i] == out0[i]);
+            assert_true(fabs(out[i] - want) <= 2 * F32_U * fabs(want));
+        }
+        // backward against central differences of the float64 forward
+        double *dd = xmalloc(sizeof(double) * N * OC), *nd = xmalloc(sizeof(double) * OC);
+        double *yd = xmalloc(sizeof(double) * N * OC), *md = xmalloc(sizeof(double) * OC);
+        for (int i = 0; i < N * OC; i++) dd[i] = dout[i], yd[i] = y[i];
+        for (int o = 0; o < OC; o++) nd[o] = norm[o], md[o] = mag[o];
+        OpLoss c = {dd, nd, yd, md, N, OC};
+        cpu_dora_backward(dy, dmag, dout, y, mag, norm, N, OC);
+        for (int i = 0; i < N * OC; i++) {
+            double fd = central(&c, &yd[i]);
+            assert_true(fabs(dy[i] - fd) <= 4 * F32_U * fabs(fd) + 1e-9);
+        }
+        for (int o = 0; o < OC; o++) {
+            double fd = central(&c, &md[o]), sum_abs = 0;
+            for (int n = 0; n < N; n++) sum_abs += fabs(dd[n * OC + o] * yd[n * OC + o]) / nd[o];
+            // accumulated onto dmag0: one more rounding of |dmag0 + grad|
+            double got = (double)dmag[o] - dmag0[o];
+            double bound = 2 * F32_U * (sum_abs + fabs(dmag[o]) + fabs(dmag0[o])) + 1e-9;
+            if (!(fabs(got - fd) <= bound))
+                fail_msg("N=%d IC=%d OC=%d: dmag[%d] %g, finite differences %g", N, IC, OC, o, got, fd);
+        }
+        // dmag NULL: dy alone
+        float *dy2 = xmalloc(sizeof(float) * N * OC);
+        cpu_dora_backward(dy2, NULL, dout, y, mag, norm, N, OC);
+        assert_memory_equal(dy2, dy, sizeof(float) * N * OC);
+        free(w), free(A), free(B), free(mag), free(out), free(dout), free(norm), free(y), free(dy);
+        free(dmag), free(dmag0), free(out0), free(rn), free(dd), free(nd), free(yd), free(md);
+        free(dy2);
+    }
+}
+
+// ---- 2. the model's gradient
+
+static int *flat_ints(const cJSON *rows, int *B, int *T) {
+    *B = cJSON_GetArraySize(rows);
+    *T = cJSON_GetArraySize(cJSON_GetArrayItem(rows, 0));
+    int *v = xmalloc(sizeof(int) * (size_t)(*B * *T)), i = 0;
+    const cJSON *row, *x;
+    cJSON_ArrayForEach(row, rows) {
+        cJSON_ArrayForEach(x, row) { v[i++] = x->valueint; }
+    }
+    return v;
+}
+
+// Terms DoRA adds to the chain of a trained block's products (TrajBound's path): each of the
+// four chain products (q/k/v, o, gate/up, down) is scaled by m / norm, the norm a sum of its
+// input width's squares of entries that are themselves w + an r-term sum: in + r + 2 terms.
+static double dora_extra_terms(const ModelConfig *c, int r, int blocks) {
+    double per = 2.0 * c->dim + (double)c->n_heads * c->head_dim + c->hidden_dim + 4.0 * (r + 2);
+    return blocks * per;
+}
+
+static double loss_at(Model *m, ForwardState *s, const int *in, const int *tg, float *x,
+                      float value) {
+    float keep = *x;
+    *x = value;
+    double l = model_loss(m, s, in, tg);  // (the norms stay as they were: stop_gradient)
+    *x = keep;
+    return l;
+}
+
+// Tolerance as test_train.c's test_dropout_model_gradient derives it: each f32 loss within
+// eps_l of exact, a difference quotient over 2h within eps_l / h; truncation estimated from
+// the quotient over 4h; the analytic gradient within f32_path_rel(path) max|g|.
+static void model_gradient(float p_drop) {
+    cJSON *ref = load_json_fixture(TRAIN "/reference.json");
+    int B, T;
+    int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
+    int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B, &T);
+    Model m = load_ok(TINY, NULL);
+    const int first = m.cfg.n_layers - 2, rank = 4;
+    adapter_attach(&m, first, rank, 20.0f, 0x7f, 3, 1);
+    // move away from the start (B = 0, m = ||W||) so every term of the gradient is alive
+    rng_seed(5);
+    for (int l = first; l < m.cfg.n_layers; l++)
+        for (int p = 0; p < N_PROJ; p++) {
+            LoraLinear *lo = &m.blocks[l].lora[p];
+            int out = proj_out_dim(&m.cfg, p);
+            for (int i = 0; i < rank * out; i++) lo->B[i] = (float)(0.02 * (2 * rng_uniform() - 1));
+            for (int o = 0; o < out; o++) lo->m[o] *= (float)(0.8 + 0.4 * rng_uniform());
+        }
+    Error err = {{0}};
+    if (model_dora_refresh(&m, &err)) fail_msg("%s", err.msg);
+    ForwardState s;
+    Grads g;
+    ParamList pl;
+    assert_int_equal(forward_state_init(&s, &m, B, T, T, ACTS_ALL), 0);
+    assert_int_equal(grads_init(&g, &m, first, 0, B, T), 0);
+    params_collect(&pl, &m, &g);
+    assert_int_equal(pl.n, 2 * N_PROJ * 3);  // A, B and m of every projection
+    s.lora_dropout = (Dropout){p_drop, dropout_key(5, 1)};
+    grads_zero(&g);
+    model_loss(&m, &s, inputs, targets);
+    const int N = B * T;
+    int n_targets = 0;
+    for (int i = 0; i < N; i++) n_targets += targets[i] >= 0;
+    double zmax = max_abs_f(s.logits, (size_t)N * m.cfg.vocab_size);
+    model_backward(&m, &s, targets, &g, 1.0f);
+    TrajBound tb;
+    traj_init(&tb, &pl, &m.cfg, T, n_targets);
+    double extra = dora_extra_terms(&m.cfg, rank, 2);
+    tb.path += 2 * extra, tb.path_fwd += extra;
+    double eps_l = traj_loss_bound(&tb, &pl, zmax, n_targets);
+    float gmax = 0;
+    for (size_t i = 0; i < g.n_floats; i++) gmax = fmaxf(gmax, fabsf(g.arena[i]));
+    double grad_err = f32_path_rel(tb.path) * gmax, worst = 0;
+    int resolved = 0;
+    for (int i = 0; i < pl.n; i++) {
+        const Param *p = &pl.p[i];
+        int64_t k = 0;
+        for (int64_t j = 1; j < p->n; j++)
+            if (fabsf(p->grad[j]) > fabsf(p->grad[k])) k = j;
+        float *x = &p->data[k], x0 = *x;
+        // a step relative to the value for magnitudes (order 1), absolute for A and B
+        float step = p->ndim == 1 ? 3e-3f * fmaxf(1.0f, fabsf(x0)) : 3e-3f;
+        float xp = x0 + step, xm = x0 - step, xp2 = x0 + 2 * step, xm2 = x0 - 2 * step;
+        double h = ((double)xp - xm) / 2, h2 = ((double)xp2 - xm2) / 2;
+        double fd = (loss_at(&m, &s, inputs, targets, x, xp) -
+                     loss_at(&m, &s, inputs, targets, x, xm)) / (2 * h);
+        double fd2 = (loss_at(&m, &s, inputs, targets, x, xp2) -
+                      loss_at(&m, &s, inputs, targets, x, xm2)) / (2 * h2);
+        double round = eps_l / h, trunc = (fabs(fd2 - fd) + round + eps_l / h2) / 3;
+        double bound = round + trunc + grad_err, diff = fabs(fd - p->grad[k]);
+        if (diff / bound > worst) worst = diff / bound;
+        if (!(diff <= bound))
+            fail_msg("%s[%lld]: gradient %g, finite differences %g: |diff| %.2g > bound %.2g",
+                     p->name, (long long)k, p->grad[k], fd, diff, bound);
+        resolved += fabs(p->grad[k]) > 4 * bound;
+    }
+    printf("  dropout %.1f: %d DoRA tensors (A, B, m), largest entries vs finite differences: "
+           "worst |diff| / bound %.3f; %d resolved (bound under a quarter of the gradient)\n",
+           p_drop, pl.n, worst, resolved);
+    assert_true(resolved >= pl.n / 2);
+    traj_free(&tb);
+    params_free(&pl);
+    grads_free(&g);
+    forward_state_free(&s);
+    model_free(&m);
+    free(inputs), free(targets);
+    cJSON_Delete(ref);
+}
+
+static void test_model_gradient(void **state) { model_gradient(0.0f); }
+static void test_model_gradient_dropout(void **state) { model_gradient(0.3f); }
+
+// ---- 3. a fresh adapter
+
+// m = ||W|| per row, B = 0: the adapted model computes what the base model does (the scaling
+// by m / norm = 1 exactly, since both are the same float).
+static void test_fresh_adapter_is_identity(void **state) {
+    Model base = load_ok(TINY, NULL), m = load_ok(TINY, NULL);
+    adapter_attach(&m, 1, 8, 20.0f, 0x7f, 1, 1);
+    Error err = {{0}};
+    if (model_dora_refresh(&m, &err)) fail_msg("%s", err.msg);
+    for (int l = 1; l < m.cfg.n_layers; l++)
+        for (int p = 0; p < N_PROJ; p++) {
+            const LoraLinear *lo = &m.blocks[l].lora[p];
+            assert_memory_equal(lo->m, lo->norm, sizeof(float) * proj_out_dim(&m.cfg, p));
+        }
+    const int ids[] = {1, 17, 42, 99, 3};
+    ForwardState a, b;
+    assert_int_equal(forward_state_init(&a, &base, 1, 5, 5, 0), 0);
+    assert_int_equal(forward_state_init(&b, &m, 1, 5, 5, 0), 0);
+    model_forward(&base, &a, ids, 0, NULL, NULL);
+    model_forward(&m, &b, ids, 0, NULL, NULL);
+    assert_memory_equal(a.logits, b.logits, sizeof(float) * m.cfg.vocab_size);
+    forward_state_free(&a);
+    forward_state_free(&b);
+    model_free(&base);
+    model_free(&m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ops_against_float64),
+        cmocka_unit_test(test_model_gradient),
+        cmocka_unit_test(test_model_gradient_dropout),
+        cmocka_unit_test(test_fresh_adapter_is_identity),
+    };
+    return cmocka_run_group_tests_name("dora", tests, NULL, NULL);
+}
