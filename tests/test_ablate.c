@@ -1,11 +1,17 @@
 // test_ablate.c — residual-stream directions (direction.c): a token's, a file's, a probe's, and
-// their bad inputs.
+// their bad inputs; directional ablation (ablate.c) against the float64 numpy reference with a
+// residual hook (tests/make_ablate_fixtures.py), the token direction's exact zero, a direction
+// of no effect, exact match against the experiment's, the bootstrap.
+#include "analysis/ablate.h"
 #include "analysis/direction.h"
 #include "analysis/probe.h"
+#include "experiment/experiment.h"
 #include "formats/safetensors.h"
 #include "model_util.h"
 
 #define TINY FIXTURE("tiny")
+#define ABL FIXTURE("ablate")
+#define SMOLLM2 CACHED("SmolLM2-135M-Instruct.Q4_1.gguf")
 
 // ---- directions
 
@@ -165,11 +171,338 @@ static void test_direction_probe(void **state) {
     model_free(&m);
 }
 
+// ---- ablation
+
+static void edit_test(void *ctx, int prompt, float *rows, int n_rows, int C) {
+    (void)prompt;
+    ablate_rows(ctx, rows, n_rows, C);
+}
+
+// The final logits of ids under ablation a (the rows after the edit in `last` when not NULL).
+static void ablated_logits(const Model *m, const int *ids, int n, const Ablation *a, float *logits,
+                           float *last) {
+    const int *ids1[1] = {ids};
+    HookBatch hb = {.n = 1, .ids = ids1, .len = &n, .chunk = 1, .logits = logits, .last = last,
+                    .edit = edit_test, .edit_ctx = (void *)a, .edit_layer = a->layer,
+                    .edit_all = a->all_positions};
+    Error err = {{0}};
+    if (hook_run(m, &hb, &err)) fail_msg("%s", err.msg);
+}
+
+static float *fixture_direction(const cJSON *j, int C) {
+    int n;
+    float *d = xmalloc(sizeof(float) * (size_t)C);
+    const cJSON *x;
+    n = 0;
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "direction")) d[n++] = (float)x->valuedouble;
+    assert_int_equal(n, C);
+    return d;
+}
+
+// An ablated run's final logits end the lens's chain of L blocks over T positions, plus the
+// projection: a C-term sum (in float64 here, far inside the bound) and one f32 rounding of each
+// value, which the C extra terms of lens_row_terms cover. Against the float64 reference
+// (sides = 1) each probability is within lens_prob_bound.
+static void test_ablate_matches_reference(void **state) {
+    (void)state;
+    Model m = load_ok(TINY, NULL);
+    const int L = m.cfg.n_layers, C = m.cfg.dim, V = m.cfg.vocab_size;
+    cJSON *j = load_json_fixture(ABL "/ablate_ref.json");
+    int n;
+    int *ids = json_ints(cJSON_GetObjectItem(j, "ids"), &n);
+    float *dir = fixture_direction(j, C);
+    float *before = xmalloc(sizeof(float) * V), *after = xmalloc(sizeof(float) * V);
+    float *logits = xmalloc(sizeof(float) * V);
+    double terms = lens_row_terms(&m.cfg, L, n, 0, C), worst = 0, bound_at = 0, ratio = 0;
+    Error err = {{0}};
+    const cJSON *c;
+    int n_cases = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(j, "cases")) {
+        Ablation a = {cJSON_GetObjectItem(c, "layer")->valueint, dir,
+                      strcmp(cJSON_GetObjectItem(c, "mode")->valuestring, "mean") ? ABLATE_PROJECT
+                                                                                  : ABLATE_MEAN,
+                      cJSON_GetObjectItem(c, "mean")->valuedouble,
+                      !strcmp(cJSON_GetObjectItem(c, "position")->valuestring, "all")};
+        double comp;
+        if (ablate_run(&m, ids, n, &a, before, after, &comp, &err)) fail_msg("%s", err.msg);
+        ablated_logits(&m, ids, n, &a, logits, NULL);
+        double zmax = max_abs_f(logits, V), dz = f32_path_rel(terms) * zmax;
+        double soft = lens_softmax_rel(V, zmax);
+        for (int pass = 0; pass < 2; pass++) {
+            const cJSON *ref = cJSON_GetObjectItem(pass ? c : j, pass ? "probs" : "plain_probs");
+            const float *ours = pass ? after : before;
+            int v = 0;
+            assert_int_equal(cJSON_GetArraySize(ref), V);
+            for (const cJSON *x = ref->child; x; x = x->next, v++) {
+                double d = fabs(x->valuedouble - ours[v]), b = lens_prob_bound(x->valuedouble, dz, soft);
+                if (d > worst) worst = d, bound_at = b;
+                if (!(d / b <= ratio)) ratio = isnan(d) ? INFINITY : d / b;
+            }
+        }
+        n_cases++;
+    }
+    printf("  ablation (%d cases: layers -1, 1, %d; project, mean; last, every position) vs "
+           "float64 reference: max |dp| %.2e (bound there %.2e); worst |dp| / bound %.3f\n",
+           n_cases, L - 1, worst, bound_at, ratio);
+    assert_true(n_cases == 12 && ratio <= 1.0);
+    free(before), free(after), free(logits), free(dir), free(ids);
+    cJSON_Delete(j);
+    model_free(&m);
+}
+
+// At the last layer, removing a token's direction from the final residual h' makes its logit
+// (w_t ⊙ g)·h' rstd exactly 0 but for rounding: h'·u, computed exactly, is the f32 rounding of
+// each ablated value (|u_j h'_j| u each, at most); the logit's own computation rounds each
+// normalised value (rstd, g: 2 roundings) and sums C products (lambda sqrt(C) u): in all at
+// most u (3 + lambda sqrt(C)) rstd sum_j |w_j g_j h'_j|, plus the rstd's own rounding, which
+// scales the (tiny) value and adds nothing of this size.
+static void test_ablate_token_logit_zero(void **state) {
+    (void)state;
+    Model m = load_ok(TINY, NULL);
+    const int L = m.cfg.n_layers, C = m.cfg.dim, V = m.cfg.vocab_size, R = L + 1;
+    Direction d;
+    Error err = {{0}};
+    DirectionSpec s = {.token = " the"};
+    if (direction_load(&m, &s, L - 1, &d, &err)) fail_msg("%s", err.msg);
+    int prompts[3][8] = {{0, 23, 145, 67, 389, 101, 280, 44}, {0, 280}, {0, 5, 260, 77, 91}};
+    int lens[3] = {8, 2, 5};
+    float *logits = xmalloc(sizeof(float) * V), *last = xmalloc(sizeof(float) * (size_t)R * C);
+    for (int p = 0; p < 3; p++) {
+        for (int all = 0; all < 2; all++) {
+            Ablation a = {L - 1, d.v, ABLATE_PROJECT, 0, all};
+            float *plain = xmalloc(sizeof(float) * V), *after = xmalloc(sizeof(float) * V);
+            double comp;
+            if (ablate_run(&m, prompts[p], lens[p], &a, plain, after, &comp, &err))
+                fail_msg("%s", err.msg);
+            ablated_logits(&m, prompts[p], lens[p], &a, logits, last);
+            const float *h = last + (size_t)L * C;  // the final residual, after the edit
+            double ss = 0, terms = 0;
+            for (int i = 0; i < C; i++) ss += (double)h[i] * h[i];
+            double rstd = 1 / sqrt(ss / C + m.cfg.norm_eps);
+            for (int i = 0; i < C; i++) terms += fabs((double)d.v[i] * h[i]);
+            double bound = F32_U * (3 + F32_LAMBDA * sqrt(C)) * rstd * terms;
+            printf("  prompt %d (%s): logit of ' the' %.3e (bound %.3e); its probability %.3g -> "
+                   "%.3g; h.u before %.3g\n", p, all ? "every position" : "last position",
+                   logits[280], bound, plain[280], after[280], comp);
+            assert_true(fabs(logits[280]) <= bound);
+            assert_true(fabs(comp) * rstd > 100 * bound);  // it was not 0 before
+            free(plain), free(after);
+        }
+    }
+    free(logits), free(last);
+    direction_free(&d);
+    model_free(&m);
+}
+
+// A direction orthogonal to the residual it meets: u = (h_k, -h_j) on two coordinates, so that
+// h.u = h_j h_k - h_k h_j is 0 exactly (each product exact in float64): the ablated run is the
+// plain one, bit for bit.
+static void test_ablate_orthogonal_is_identity(void **state) {
+    (void)state;
+    Model m = load_ok(TINY, NULL);
+    const int L = m.cfg.n_layers, C = m.cfg.dim, V = m.cfg.vocab_size, R = L + 1;
+    int ids[] = {0, 23, 145, 67, 389, 101}, n = 6;
+    const int *ids1[1] = {ids};
+    float *last = xmalloc(sizeof(float) * (size_t)R * C);
+    HookBatch hb = {.n = 1, .ids = ids1, .len = &n, .chunk = 1, .last = last};
+    Error err = {{0}};
+    if (hook_run(&m, &hb, &err)) fail_msg("%s", err.msg);
+    float *before = xmalloc(sizeof(float) * V), *after = xmalloc(sizeof(float) * V);
+    for (int layer = -1; layer < L; layer++) {
+        const float *h = last + (size_t)(layer + 1) * C;
+        float *u = xcalloc((size_t)C, sizeof(float));
+        u[3] = h[10], u[10] = -h[3];
+        for (int mode = 0; mode < 2; mode++) {
+            Ablation a = {layer, u, mode ? ABLATE_MEAN : ABLATE_PROJECT, 0, 0};
+            double comp;
+            if (ablate_run(&m, ids, n, &a, before, after, &comp, &err)) fail_msg("%s", err.msg);
+            assert_true(comp == 0);
+            assert_memory_equal(before, after, sizeof(float) * V);
+        }
+        free(u);
+    }
+    free(last), free(before), free(after);
+    model_free(&m);
+}
+
+// The mean component against the reference's: h after block l is the lens's row l + 1, within
+// f32_path_rel(its chain) of exact relative to its scale, so h.u within that times |h|.
+static void test_ablate_mean_component(void **state) {
+    (void)state;
+    Model m = load_ok(TINY, NULL);
+    const int C = m.cfg.dim;
+    cJSON *j = load_json_fixture(ABL "/ablate_ref.json");
+    float *dir = fixture_direction(j, C);
+    int layer = cJSON_GetObjectItem(j, "mean_layer")->valueint, n_refs = 0, lens[8], n;
+    int *refs[8];
+    const cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItem(j, "mean_refs")) {
+        refs[n_refs] = json_ints(r, &lens[n_refs]);
+        n_refs++;
+    }
+    int *ids = json_ints(cJSON_GetObjectItem(j, "ids"), &n);
+    double hmax = cJSON_GetObjectItem(j, "resid_norm_max")->valuedouble;
+    double bound = f32_path_rel(lens_row_terms(&m.cfg, layer + 1, 8, 0, 0)) * hmax;
+    double mu_last, mu_every;
+    Error err = {{0}};
+    if (ablate_mean_component(&m, (const int *const *)refs, lens, n_refs, layer, dir, 0, &mu_last,
+                              &err) ||
+        ablate_mean_component(&m, (const int *const *)&ids, &n, 1, layer, dir, 1, &mu_every, &err))
+        fail_msg("%s", err.msg);
+    double want_last = cJSON_GetObjectItem(j, "mean_last")->valuedouble;
+    double want_every = cJSON_GetObjectItem(j, "mean_every")->valuedouble;
+    printf("  mean component: last positions %.9g (reference %.9g), every position but the "
+           "first %.9g (%.9g); bound %.2e\n", mu_last, want_last, mu_every, want_every, bound);
+    assert_true(fabs(mu_last - want_last) <= bound);
+    assert_true(fabs(mu_every - want_every) <= bound);
+    for (int i = 0; i < n_refs; i++) free(refs[i]);
+    free(ids), free(dir);
+    cJSON_Delete(j);
+    model_free(&m);
+}
+
+// Teacher forcing's greedy tokens of runs ablated from a position on (and one not ablated)
+// against the reference's argmax, wherever its top-two margin exceeds twice the logits' bound
+// (there the argmax cannot differ); every other position is counted as skipped.
+static void test_ablate_teacher_forcing(void **state) {
+    (void)state;
+    Model m = load_ok(TINY, NULL);
+    const int L = m.cfg.n_layers, C = m.cfg.dim;
+    cJSON *j = load_json_fixture(ABL "/ablate_ref.json");
+    float *dir = fixture_direction(j, C);
+    const cJSON *r;
+    int compared = 0, skipped = 0;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItem(j, "runs")) {
+        int n, nt;
+        int *ids = json_ints(cJSON_GetObjectItem(r, "ids"), &n);
+        int *want = json_ints(cJSON_GetObjectItem(r, "top"), &nt);
+        int first = cJSON_GetObjectItem(r, "first")->valueint;
+        Ablation a = {cJSON_GetObjectItem(r, "layer")->valueint, dir, ABLATE_PROJECT, 0, 0};
+        int *run = xcalloc((size_t)n, sizeof(int)), *pos = xmalloc(sizeof(int) * n);
+        int *top = xmalloc(sizeof(int) * n);
+        for (int t = 0; t < n; t++) pos[t] = t;
+        const int *ids1[1] = {ids};
+        Error err = {{0}};
+        if (ablate_greedy_at(&m, ids1, &n, 1, first < 0 ? NULL : &a, &first, run, pos, n, top, &err))
+            fail_msg("%s", err.msg);
+        double terms = lens_row_terms(&m.cfg, L, n, 0, C);
+        for (int t = 0; t < n; t++) {
+            double margin = cJSON_GetArrayItem(cJSON_GetObjectItem(r, "margin"), t)->valuedouble;
+            double zmax = cJSON_GetArrayItem(cJSON_GetObjectItem(r, "zmax"), t)->valuedouble;
+            if (margin <= 2 * f32_path_rel(terms) * zmax * 1.01) {
+                skipped++;
+                continue;
+            }
+            assert_int_equal(top[t], want[t]);
+            compared++;
+        }
+        free(ids), free(want), free(run), free(pos), free(top);
+    }
+    printf("  teacher forcing: %d greedy tokens equal to the reference's, %d near-ties skipped\n",
+           compared, skipped);
+    assert_true(compared >= 15);
+    free(dir);
+    cJSON_Delete(j);
+    model_free(&m);
+}
+
+// Problems a op b with a, b drawn from 1..max, per_op of each operation.
+static Problem *make_problems(int per_op, int max, int *n) {
+    Problem *p = xmalloc(sizeof(Problem) * (size_t)per_op * N_OPS);
+    rng_seed(11);
+    *n = 0;
+    for (int op = 0; op < N_OPS; op++)
+        for (int i = 0; i < per_op; i++) {
+            Problem q = {1 + (int)(rng_uniform() * max), 1 + (int)(rng_uniform() * max), op, 0};
+            q.answer = op == 0 ? q.a + q.b : op == 1 ? q.a - q.b : (long)q.a * q.b;
+            p[(*n)++] = q;
+        }
+    return p;
+}
+
+// With no ablation, exact match is the experiment's: the same judgement of the same greedy
+// tokens (teacher forcing both; ours from the hooked path and a batched head, theirs from the
+// forward pass's logits, so equal unless a top-two margin is at rounding level).
+static void check_exact_match_equal(const Model *m, const Problem *probs, int n, const char *what) {
+    int *ours = xmalloc(sizeof(int) * n), *theirs = xmalloc(sizeof(int) * n);
+    double *p = xmalloc(sizeof(double) * n);
+    Error err = {{0}};
+    double t0 = now_seconds();
+    if (ablate_exact_match(m, probs, n, 0, NULL, ABLATE_PROJECT, ours, &err)) fail_msg("%s", err.msg);
+    double t1 = now_seconds();
+    if (evaluate_exact_match(m, probs, n, theirs, p, &err)) fail_msg("%s", err.msg);
+    int correct = 0;
+    for (int i = 0; i < n; i++) correct += theirs[i];
+    printf("  %s: %d problems, %d solved; ablate's exact match equals the experiment's (%.2fs, "
+           "theirs %.2fs)\n", what, n, correct, t1 - t0, now_seconds() - t1);
+    assert_memory_equal(ours, theirs, sizeof(int) * n);
+    free(ours), free(theirs), free(p);
+}
+
+static void test_ablate_exact_match_unablated(void **state) {
+    (void)state;
+    int n;
+    Problem *probs = make_problems(4, 30, &n);
+    Model m = load_ok(TINY, NULL);
+    check_exact_match_equal(&m, probs, n, "tiny");
+    // under an ablation (mean mode: mu from the problems' prompts) every problem is judged 0/1;
+    // a layer out of range is an error
+    const int C = m.cfg.dim;
+    float *u = xcalloc((size_t)C, sizeof(float));
+    u[0] = 1;
+    int *ok = xmalloc(sizeof(int) * n);
+    Error err = {{0}};
+    assert_int_equal(ablate_exact_match(&m, probs, n, 1, u, ABLATE_MEAN, ok, &err), 0);
+    for (int i = 0; i < n; i++) assert_true(ok[i] == 0 || ok[i] == 1);
+    assert_int_equal(ablate_exact_match(&m, probs, n, 4, u, ABLATE_PROJECT, ok, &err), -1);
+    assert_non_null(strstr(err.msg, "layer 4 does not exist"));
+    free(u), free(ok);
+    model_free(&m);
+    if (!have_cached(SMOLLM2)) {
+        printf("  skipped SmolLM2: %s not cached\n", SMOLLM2);
+    } else {
+        Model s = load_ok(SMOLLM2, NULL);
+        free(probs);
+        probs = make_problems(5, 20, &n);
+        check_exact_match_equal(&s, probs, n, "SmolLM2-135M");
+        model_free(&s);
+    }
+    free(probs);
+}
+
+// The bootstrap: the mean, a degenerate sample's interval, the seed's determinism, and a
+// half-correct sample of 400 near the normal approximation's 0.5 +- 1.96 * 0.025.
+static void test_bootstrap(void **state) {
+    (void)state;
+    int ones[50], half[400], zeros[400] = {0};
+    for (int i = 0; i < 50; i++) ones[i] = 1;
+    for (int i = 0; i < 400; i++) half[i] = i & 1;
+    double m, lo, hi, m2, lo2, hi2;
+    bootstrap_ci(ones, 50, 0, 1, &m, &lo, &hi);
+    assert_true(m == 1 && lo == 1 && hi == 1);
+    bootstrap_ci(half, 400, 0, 1, &m, &lo, &hi);
+    bootstrap_ci(half, 400, 0, 1, &m2, &lo2, &hi2);
+    printf("  bootstrap of 200/400: %.3f [%.4f, %.4f]\n", m, lo, hi);
+    assert_true(m == 0.5 && lo == lo2 && hi == hi2);
+    assert_true(fabs(lo - 0.451) < 0.012 && fabs(hi - 0.549) < 0.012);
+    bootstrap_diff_ci(half, zeros, 400, 0, 1, &m, &lo, &hi);
+    assert_true(m == -0.5 && fabs(lo + 0.549) < 0.012 && fabs(hi + 0.451) < 0.012);
+    bootstrap_ci(half, 0, 0, 1, &m, &lo, &hi);
+    assert_true(isnan(m) && isnan(lo) && isnan(hi));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_direction_token),
         cmocka_unit_test(test_direction_file),
         cmocka_unit_test(test_direction_probe),
+        cmocka_unit_test(test_ablate_matches_reference),
+        cmocka_unit_test(test_ablate_token_logit_zero),
+        cmocka_unit_test(test_ablate_orthogonal_is_identity),
+        cmocka_unit_test(test_ablate_mean_component),
+        cmocka_unit_test(test_ablate_teacher_forcing),
+        cmocka_unit_test(test_ablate_exact_match_unablated),
+        cmocka_unit_test(test_bootstrap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -101,42 +101,72 @@ static int encode(const Model *m, const char *text, int **ids, int *n, Error *er
     return 0;
 }
 
-static int argmax(const float *z, int V) {
-    int best = 0;
-    for (int i = 1; i < V; i++)
-        if (z[i] > z[best]) best = i;
-    return best;
+// Ablation from a position on: each prompt's rows at first[prompt].. (the hook hands every row).
+typedef struct {
+    const Ablation *a;
+    const int *first;
+} SpanEdit;
+
+static void edit_span(void *ctx, int prompt, float *rows, int n_rows, int C) {
+    const SpanEdit *e = ctx;
+    int f = e->first[prompt] < 0 ? 0 : e->first[prompt];
+    if (f < n_rows) ablate_rows(e->a, rows + (size_t)f * C, n_rows - f, C);
 }
 
-// The last position's logits of one run of ids (n tokens), with the ablation (NULL: none).
-static int run_logits(const Model *m, const int *const *ids, const int *len, int n,
-                      const Ablation *a, float *logits, Error *err) {
-    HookBatch hb = {.n = n, .ids = ids, .len = len, .chunk = 16, .logits = logits};
+int ablate_greedy_at(const Model *m, const int *const *ids, const int *len, int n,
+                     const Ablation *a, const int *first, const int *run, const int *pos, int n_q,
+                     int *top, Error *err) {
+    const Backend *be = m->be;
+    const int L = m->cfg.n_layers, C = m->cfg.dim, V = m->cfg.vocab_size, R = L + 1;
+    int Tmax = 1;
+    for (int i = 0; i < n; i++) Tmax = len[i] > Tmax ? len[i] : Tmax;
+    float *every = malloc(sizeof(float) * (size_t)n * R * Tmax * C);
+    if (!every) return err_set(err, "out of memory for %d runs' residuals", n);
+    SpanEdit se = {a, first};
+    HookBatch hb = {.n = n, .ids = ids, .len = len, .chunk = 16, .every = every};
     if (a) {
-        hb.edit = edit_ablate, hb.edit_ctx = (void *)a, hb.edit_layer = a->layer;
-        hb.edit_all = a->all_positions;
+        hb.edit = edit_span, hb.edit_ctx = &se, hb.edit_layer = a->layer;
+        hb.edit_all = 1;
     }
-    return hook_run(m, &hb, err);
+    int rc = hook_run(m, &hb, err);
+    float *rows = xmalloc(sizeof(float) * (size_t)n_q * C);
+    for (int k = 0; k < n_q && !rc; k++)
+        memcpy(rows + (size_t)k * C, every + (((size_t)run[k] * R + L) * Tmax + pos[k]) * C,
+               sizeof(float) * C);
+    free(every);
+    float *buf = rc ? NULL : be->alloc(sizeof(float) * (size_t)n_q * (2 * C + V) + sizeof(int) * n_q);
+    if (!rc && !buf) rc = err_set(err, "out of %s memory for %d rows of logits", be->device, n_q);
+    if (!rc) {
+        float *x = buf, *xn = x + (size_t)n_q * C, *z = xn + (size_t)n_q * C;
+        int *top_dev = (int *)(z + (size_t)n_q * V);
+        be->upload(x, rows, sizeof(float) * (size_t)n_q * C);
+        be->rmsnorm_forward(xn, NULL, x, m->final_norm, n_q, C, m->cfg.norm_eps);
+        be->matmul_forward(z, xn, m->head, n_q, C, V);
+        be->argmax_forward(top_dev, z, n_q, V);
+        be->download(top, top_dev, sizeof(int) * (size_t)n_q);
+        be->free(buf);
+    }
+    free(rows);
+    return rc;
 }
 
-// Greedy decoding of prompt, one run a token with the ablation at its last position (or
-// every position), judged as evaluate.c's greedy_answer judges an answer: the number the output
-// starts with (after spaces), complete when something follows it or the model stops (EOS).
+// Greedy decoding of prompt (np tokens), one run a token (no KV cache), the ablation from the
+// prompt's last position on, judged as evaluate.c's greedy_answer judges an answer: the number
+// the output starts with (after spaces), complete when something follows it or the model
+// stops (EOS).
 static int greedy_ok(const Model *m, const int *prompt, int np, const Ablation *a, long answer,
                      int *ok, Error *err) {
     enum { MAX_NEW = 8 };
-    const int V = m->cfg.vocab_size;
     int eos[8], n_eos = tokenizer_eos_ids(m->tok, eos, 8);
     int *ids = xmalloc(sizeof(int) * (size_t)(np + MAX_NEW)), n_out = 0, n_ans = 0, done = 0;
-    float *z = xmalloc(sizeof(float) * (size_t)V);
     char ans[64] = "";
-    int complete = 0, rc = 0;
+    int complete = 0, rc = 0, first = np - 1, zero = 0;
     memcpy(ids, prompt, sizeof(int) * (size_t)np);
     while (n_out < MAX_NEW && !done) {
-        int len = np + n_out;
+        int len = np + n_out, pos = len - 1, t;
         const int *p1[1] = {ids};
-        if ((rc = run_logits(m, p1, &len, 1, a, z, err))) break;
-        int t = argmax(z, V), stop = 0;
+        if ((rc = ablate_greedy_at(m, p1, &len, 1, a, &first, &zero, &pos, 1, &t, err))) break;
+        int stop = 0;
         for (int e = 0; e < n_eos; e++) stop |= t == eos[e];
         if (stop) break;
         ids[np + n_out++] = t;
@@ -149,21 +179,22 @@ static int greedy_ok(const Model *m, const int *prompt, int np, const Ablation *
     }
     if (!done && n_ans && n_out < MAX_NEW) complete = 1;  // stopped (EOS) after the number
     *ok = !rc && complete && n_ans && atol(ans) == answer;
-    free(ids), free(z);
+    free(ids);
     return rc;
 }
 
 int ablate_exact_match_with(const Model *m, const Problem *probs, int n, const Ablation *a,
                             int *ok, Error *err) {
-    const int V = m->cfg.vocab_size;
     if (a && check_ablation(m, a, err)) return -1;
     VocabFacts vf;
     vocab_facts(m, &vf);
-    enum { CHUNK = 16 };  // problems a batch of runs
+    enum { CHUNK = 16, MAXQ = 32 };  // problems a batch; answer tokens judged per problem
     int rc = 0;
-    int *full[CHUNK] = {0}, n_full[CHUNK], n_prompt[CHUNK];
+    int *full[CHUNK] = {0}, n_full[CHUNK], n_prompt[CHUNK], first[CHUNK], len[CHUNK];
+    int run[CHUNK * (MAXQ + 1)], pos[CHUNK * (MAXQ + 1)], top[CHUNK * (MAXQ + 1)];
     for (int start = 0; start < n && !rc; start += CHUNK) {
-        int k = n - start < CHUNK ? n - start : CHUNK, n_runs = 0;
+        int k = n - start < CHUNK ? n - start : CHUNK, n_runs = 0, n_q = 0;
+        const int *ids[CHUNK];
         for (int r = 0; r < k && !rc; r++) {
             const Problem *p = &probs[start + r];
             char q[96], t[96];
@@ -176,34 +207,29 @@ int ablate_exact_match_with(const Model *m, const Problem *probs, int n, const A
                 free(qi);
                 break;
             }
-            int prefix = nq < n_full[r] && !memcmp(qi, full[r], sizeof(int) * (size_t)nq);
+            int prefix = nq < n_full[r] && n_full[r] - nq <= MAXQ &&
+                         !memcmp(qi, full[r], sizeof(int) * (size_t)nq);
+            n_prompt[r] = prefix ? nq : -1;
             if (!prefix) {  // a tokenizer that merges across "= c": decode greedily
                 rc = greedy_ok(m, qi, nq, a, p->answer, &ok[start + r], err);
-                n_prompt[r] = -1;
             } else {
-                n_prompt[r] = nq;
-                n_runs += n_full[r] - nq + 1;
+                // teacher forcing: the argmax after the prompt and after each answer token
+                ids[n_runs] = full[r], len[n_runs] = n_full[r];
+                first[n_runs] = a && a->all_positions ? 0 : nq - 1;
+                for (int j = nq - 1; j < n_full[r]; j++) run[n_q] = n_runs, pos[n_q++] = j;
+                n_runs++;
             }
             free(qi);
         }
-        // one run per answer token (and one for what follows the number): prompt + answer so far
-        const int **ids = xmalloc(sizeof(int *) * (size_t)(n_runs ? n_runs : 1));
-        int *len = xmalloc(sizeof(int) * (size_t)(n_runs ? n_runs : 1));
-        float *z = xmalloc(sizeof(float) * (size_t)(n_runs ? n_runs : 1) * V);
-        for (int r = 0, i = 0; r < k && !rc; r++)
-            for (int j = n_prompt[r]; n_prompt[r] > 0 && j <= n_full[r]; j++, i++)
-                ids[i] = full[r], len[i] = j;
-        if (!rc && n_runs) rc = run_logits(m, ids, len, n_runs, a, z, err);
-        for (int r = 0, i = 0; r < k && !rc; r++) {
+        if (!rc && n_runs)
+            rc = ablate_greedy_at(m, ids, len, n_runs, a, first, run, pos, n_q, top, err);
+        for (int r = 0, q = 0; r < k && !rc; r++) {
             if (n_prompt[r] < 0) continue;
             int good = 1;
-            for (int j = n_prompt[r]; j <= n_full[r]; j++, i++) {
-                int top = argmax(z + (size_t)i * V, V);
-                good &= j < n_full[r] ? top == full[r][j] : !vf.digit_start[top];
-            }
+            for (int j = n_prompt[r] - 1; j < n_full[r]; j++, q++)
+                good &= j + 1 < n_full[r] ? top[q] == full[r][j + 1] : !vf.digit_start[top[q]];
             ok[start + r] = good;
         }
-        free(ids), free(len), free(z);
         for (int r = 0; r < k; r++) free(full[r]), full[r] = NULL;
     }
     vocab_facts_free(&vf);

@@ -38,15 +38,27 @@ int ablate_run(const Model *m, const int *ids, int n, const Ablation *a, float *
 
 // Exact match of each problem under an ablation (a NULL: none), judged as evaluate_exact_match
 // judges it (experiment.h: the answer's tokens are the greedy ones after "a op b =", and the
-// number ends there), by teacher forcing: one run per answer token of prompt + answer so far
-// (no KV cache), so that at the last position the ablation hits exactly the position greedy
-// decoding would read at that step. Problems whose answer the tokenizer merges with the prompt
-// are decoded greedily (8 tokens at most), each step a run with the ablation. ok (n) out.
+// number ends there), by teacher forcing: one run of "a op b = c" per problem, the argmax read
+// after the prompt and after each answer token. At the last position (all_positions 0) the
+// ablation hits the prompt's last position and every answer position after it: what greedy
+// decoding with a KV cache and the hook on each step's new position does (each position is
+// ablated as it is computed, and stays so in the cache); the prompt's earlier positions are
+// untouched. all_positions 1: every position. Problems whose answer the tokenizer merges with
+// the prompt are decoded greedily (8 tokens at most, a run a token, the same positions
+// ablated). ok (n) out.
 int ablate_exact_match_with(const Model *m, const Problem *probs, int n, const Ablation *a,
                             int *ok, Error *err);
 
+// Teacher forcing's pieces: the greedy token (argmax of the final logits) top[k] at position
+// pos[k] of run run[k] (n_q queries) of the runs ids/len (n of them), each run ablated at
+// positions first[i].. (a NULL: none). The runs go through the hooked path 16 a forward pass;
+// the final norm and head run on the rows asked for as one batch on the backend.
+int ablate_greedy_at(const Model *m, const int *const *ids, const int *len, int n,
+                     const Ablation *a, const int *first, const int *run, const int *pos, int n_q,
+                     int *top, Error *err);
+
 // The experiment's causal test: exact match with dir (C) removed after `layer` at the last
-// position (dir NULL: no ablation). ABLATE_MEAN takes mu over these problems' prompts
+// position, as ablate_exact_match_with says (dir NULL: no ablation). ABLATE_MEAN takes mu over these problems' prompts
 // ("a op b =", their last position).
 int ablate_exact_match(const Model *m, const Problem *probs, int n, int layer, const float *dir,
                        AblateMode mode, int *ok /*(n) out*/, Error *err);
