@@ -12,7 +12,10 @@ with its own command line) writes tests/fixtures/mlx/:
                random A, B = 0), the start of the LoRA run below;
   lora/        6 iterations of LoRA from lora_start (--resume-adapter-file, lr 1e-3);
   full/        6 iterations of full fine-tuning of the last block (lr 1e-4) from the model;
-  reference.json  per-step training losses of both runs, and mlx's own final-position
+  dora_start/  mlx-lm's own initial DoRA adapter (--fine-tune-type dora, --iters 0: as
+               lora_start, plus the magnitudes .m = the row norms of each adapted weight);
+  dora/        6 iterations of DoRA from dora_start (lr 1e-3), as the LoRA run;
+  reference.json  per-step training losses of the three runs, and mlx's own final-position
                probabilities (mlx_lm.load(model, adapter_path=...), float32) for two prompts.
 Both adapter folders are exactly what mlx_lm.lora saves (adapters.safetensors with
 "__metadata__": null, adapter_config.json with every flag).
@@ -159,9 +162,20 @@ def main():
                    "final": final_probs(model, f"{OUT}/lora")}
     ref["full"] = {"num_layers": FULL_LAYERS, "lr": FULL_LR, "losses": full_losses,
                    "final": final_probs(model, f"{OUT}/full")}
+    # DoRA last: the runs above (and their random draws, seeded by each run) are unchanged
+    mlx_lora(model, f"{OUT}/dora_start",
+             ["--fine-tune-type", "dora", "--num-layers", str(LORA_LAYERS), "--iters", "0"])
+    dora_losses = mlx_lora(model, f"{OUT}/dora", [
+        "--fine-tune-type", "dora", "--num-layers", str(LORA_LAYERS), "--iters", str(ITERS),
+        "--resume-adapter-file", f"{OUT}/dora_start/adapters.safetensors",
+        "--learning-rate", str(LORA_LR)])
+    assert len(dora_losses) == ITERS
+    ref["dora"] = {"num_layers": LORA_LAYERS, "lr": LORA_LR, "rank": LORA["rank"],
+                   "scale": LORA["scale"], "losses": dora_losses,
+                   "final": final_probs(model, f"{OUT}/dora")}
     with open(f"{OUT}/reference.json", "w") as f:
         json.dump(ref, f, indent=1)
-    print("lora losses", lora_losses, "\nfull losses", full_losses)
+    print("lora losses", lora_losses, "\nfull losses", full_losses, "\ndora losses", dora_losses)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,16 @@
 //     central differences of its f32 loss, the norms held fixed (stop_gradient), with and
 //     without LoRA dropout;
 //  3. a fresh DoRA adapter starts as mlx-lm's: m = the row norms of W, and the model computes
-//     exactly what it did without it.
+//     exactly what it did without it;
+//  4. against the real mlx-lm 0.32.2 (tests/make_mlx_fixtures.py, tests/fixtures/mlx/): its
+//     initial adapter's magnitudes, its trained adapter's final probabilities through the lens,
+//     and `train --fine-tune-type dora` from its initial adapter: per-step losses and final
+//     A, B and m within the bounds of f32 arithmetic (TrajBound, as test_mlx.c's LoRA run).
 #include <math.h>
 
 #include "model_util.h"
 #include "ops/cpu/cpu_dora.h"
+#include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/trainer.h"
 
@@ -262,12 +267,212 @@ static void test_fresh_adapter_is_identity(void **state) {
     model_free(&m);
 }
 
+// ---- 4. against mlx-lm
+
+// mlx-lm's start: m = ||W|| per row (mlx's f32 norm of the f32 weights); ours within the
+// rounding of a sum of in squares (lambda sqrt(in) u relative) and the square root's.
+static void test_initial_magnitudes_match_mlx(void **state) {
+    Model m = load_ok(TINY, NULL);
+    const int first = m.cfg.n_layers - 2;
+    adapter_attach(&m, first, 4, 20.0f, 0x7f, 0, 1);
+    TensorSet ts = {0};
+    Error err = {{0}};
+    const char *path = MLX "/dora_start/adapters.safetensors";
+    if (safetensors_load(&ts, path, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(ts.n, 2 * N_PROJ * 3);
+    double worst = 0;
+    for (int l = first; l < m.cfg.n_layers; l++)
+        for (int p = 0; p < N_PROJ; p++) {
+            int out = proj_out_dim(&m.cfg, p), in = proj_in_dim(&m.cfg, p);
+            const TensorView *t = tensorset_find(&ts, tn_lora(LORA_MLX, l, p, LORA_M).s);
+            assert_non_null(t);
+            assert_int_equal(t->ndim, 1);
+            assert_int_equal(t->shape[0], out);
+            float *want = xmalloc(sizeof(float) * out);
+            assert_int_equal(tensor_to_f32(t, want, &err), 0);
+            for (int o = 0; o < out; o++) {
+                double bound = (F32_LAMBDA * sqrt(in) + 2) * F32_U * want[o];
+                worst = fmax(worst, fabs(want[o] - m.blocks[l].lora[p].m[o]) / bound);
+            }
+            free(want);
+        }
+    printf("  initial m against mlx-lm's: worst |diff| / bound %.3f\n", worst);
+    assert_true(worst <= 1.0);
+    tensorset_free(&ts);
+    model_free(&m);
+}
+
+// The lens's last layer with mlx-lm's trained DoRA adapter gives mlx's own final-position
+// probabilities (test_mlx.c's bound, with DoRA's terms on the chain of the two adapted blocks).
+static void test_lens_matches_mlx_dora(void **state) {
+    cJSON *ref = load_json_fixture(MLX "/reference.json");
+    Model m = load_ok(TINY, MLX "/dora");
+    const int L = m.cfg.n_layers, V = m.cfg.vocab_size;
+    float *probs = xmalloc(sizeof(float) * (size_t)(L + 1) * V);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(cJSON_GetObjectItem(ref, "dora"), "final")) {
+        const char *prompt = cJSON_GetObjectItem(c, "prompt")->valuestring;
+        int n, n_ref, *ids, *ref_ids = json_ints(cJSON_GetObjectItem(c, "ids"), &n_ref);
+        Error err = {{0}};
+        assert_int_equal(tokenizer_encode(m.tok, prompt, strlen(prompt), 1, &ids, &n, &err), 0);
+        assert_int_equal(n, n_ref);
+        assert_memory_equal(ids, ref_ids, sizeof(int) * (size_t)n);
+        if (lens_layer_probs(&m, ids, n, probs, &err)) fail_msg("%s", err.msg);
+        ForwardState s;
+        assert_int_equal(forward_state_init(&s, &m, 1, n, n, 0), 0);
+        model_forward(&m, &s, ids, 0, NULL, NULL);
+        double zmax = max_abs_f(s.logits, (size_t)V);
+        forward_state_free(&s);
+        double path = llama_path_terms(L, m.cfg.dim, m.cfg.hidden_dim, m.cfg.n_heads,
+                                       m.cfg.head_dim, V, n, 1, 1) +
+                      lora_extra_terms(4) * 2 + dora_extra_terms(&m.cfg, 4, 2);
+        double dz = 2 * f32_path_rel(path) * zmax, worst = 0, worst_ratio = 0;
+        const cJSON *want = cJSON_GetObjectItem(c, "probs");
+        assert_int_equal(cJSON_GetArraySize(want), V);
+        const float *last = probs + (size_t)L * V;
+        int v = 0;
+        for (const cJSON *x = want->child; x; x = x->next, v++) {
+            double d = fabs(x->valuedouble - last[v]);
+            worst = fmax(worst, d);
+            worst_ratio = fmax(worst_ratio, d / (2 * x->valuedouble * dz + 2 * F32_U));
+        }
+        printf("  dora %-12s max |p - p_mlx| %.1e over %d tokens; worst |diff| / f32 bound %.3f\n",
+               prompt, worst, V, worst_ratio);
+        assert_true(worst <= 1e-5);
+        assert_true(worst_ratio <= 1.0);
+        free(ids);
+        free(ref_ids);
+    }
+    free(probs);
+    model_free(&m);
+    cJSON_Delete(ref);
+}
+
+// The "train_loss" of each report line of out/metrics.jsonl (one per step here).
+static double *metrics_losses(const char *out, int iters) {
+    char *path = path_join(out, "metrics.jsonl");
+    char *text = read_text_ok(path);
+    double *loss = xcalloc((size_t)iters, sizeof(double));
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        if (!j) fail_msg("%s: invalid line %s", path, line);
+        const cJSON *l = cJSON_GetObjectItem(j, "train_loss");
+        if (cJSON_IsNumber(l)) {
+            assert_true(n < iters);
+            loss[n++] = l->valuedouble;
+        }
+        cJSON_Delete(j);
+    }
+    assert_int_equal(n, iters);
+    free(text);
+    free(path);
+    return loss;
+}
+
+// `train --fine-tune-type dora` (train_run) from mlx-lm's initial adapter against mlx-lm's run:
+// the same steps also run here through the library for the bounds (test_mlx.c's way).
+static void test_training_matches_mlx(void **state) {
+    cJSON *ref = load_json_fixture(MLX "/reference.json");
+    const cJSON *c = cJSON_GetObjectItem(ref, "dora");
+    const int iters = cJSON_GetObjectItem(ref, "iters")->valueint;
+    const int B = cJSON_GetObjectItem(ref, "batch_size")->valueint;
+    const int layers = cJSON_GetObjectItem(c, "num_layers")->valueint;
+    const int rank = cJSON_GetObjectItem(c, "rank")->valueint;
+    const float lr = (float)cJSON_GetObjectItem(c, "lr")->valuedouble;
+    char out[64];
+    tmp_dir_make(out, sizeof out, "doratrain");
+    TrainConfig tc;
+    train_config_defaults(&tc);
+    tc.model = TINY;
+    tc.train = 1;
+    tc.data = MLX "/data";
+    tc.fine_tune = FT_DORA;
+    tc.num_layers = layers;
+    tc.batch_size = B;
+    tc.iters = iters;
+    tc.learning_rate = lr;
+    tc.steps_per_report = 1;
+    tc.val_batches = 1;
+    tc.adapter_path = out;
+    tc.dtype = DTYPE_F32;
+    tc.device = "cpu";
+    tc.quiet = 1;
+    tc.rank = rank;
+    tc.scale = cJSON_GetObjectItem(c, "scale")->valuedouble;
+    tc.resume_adapter_file = MLX "/dora_start/adapters.safetensors";
+    TrainSummary sum;
+    Error err = {{0}};
+    if (train_run(&tc, &sum, &err)) fail_msg("train: %s", err.msg);
+    double *ours = metrics_losses(out, iters);
+
+    Model m = load_ok(TINY, MLX "/dora_start");
+    Dataset d;
+    BatchIter it;
+    Batch b = {0};
+    if (dataset_load(&d, MLX "/data/train.jsonl", m.tok, m.cfg.vocab_size, 2048, 0, &err) ||
+        batch_iter_init(&it, &d, B, 0, 1, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(it.n_batches, 1);
+    batch_iter_next(&it, &b);
+    ForwardState s;
+    Grads g;
+    ParamList pl;
+    Optimizer opt;
+    assert_int_equal(forward_state_init(&s, &m, B, b.T, b.T, ACTS_ALL), 0);
+    assert_int_equal(grads_init(&g, &m, m.cfg.n_layers - layers, 0, B, b.T), 0);
+    params_collect(&pl, &m, &g);
+    assert_int_equal(pl.n, layers * N_PROJ * 3);
+    assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl, &BACKEND_CPU), 0);
+    TrajBound tb;
+    traj_init(&tb, &pl, &m.cfg, b.T, b.n_targets);
+    double extra = dora_extra_terms(&m.cfg, rank, layers) + lora_extra_terms(rank) * layers;
+    tb.path += 2 * extra, tb.path_fwd += extra;
+    const cJSON *want = cJSON_GetObjectItem(c, "losses")->child;
+    for (int step = 1; step <= iters; step++, want = want->next) {
+        assert_non_null(want);
+        if (model_dora_refresh(&m, &err)) fail_msg("%s", err.msg);
+        grads_zero(&g);
+        float loss = model_loss(&m, &s, b.inputs, b.targets);
+        double zmax = max_abs_f(s.logits, (size_t)B * b.T * m.cfg.vocab_size);
+        model_backward(&m, &s, b.targets, &g, 1.0f);
+        double bound = traj_loss_bound(&tb, &pl, zmax, b.n_targets);
+        double diff = fabs(ours[step - 1] - want->valuedouble);
+        printf("  dora step %d: loss %.6f, mlx-lm %.6f, |diff| %.1e, bound %.1e\n", step,
+               ours[step - 1], want->valuedouble, diff, bound);
+        assert_true(diff <= bound);
+        assert_true(fabs(loss - want->valuedouble) <= bound);
+        optimizer_step(&opt, &pl, lr);
+        traj_step(&tb, &pl, opt.m, opt.v, lr, step);
+    }
+    // train_run's saved weights (A, B and m) against mlx-lm's
+    char *saved = path_join(out, "adapters.safetensors");
+    if (checkpoint_load_params(&pl, saved, &err)) fail_msg("%s", err.msg);
+    assert_true(traj_weights_ratio(&tb, &pl, MLX "/dora/adapters.safetensors", "dora") <= 1.0);
+    free(saved);
+    traj_free(&tb);
+    optimizer_free(&opt);
+    params_free(&pl);
+    grads_free(&g);
+    forward_state_free(&s);
+    batch_free(&b);
+    batch_iter_free(&it);
+    dataset_free(&d);
+    model_free(&m);
+    free(ours);
+    tmp_dir_remove(out);
+    cJSON_Delete(ref);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ops_against_float64),
         cmocka_unit_test(test_model_gradient),
         cmocka_unit_test(test_model_gradient_dropout),
         cmocka_unit_test(test_fresh_adapter_is_identity),
+        cmocka_unit_test(test_initial_magnitudes_match_mlx),
+        cmocka_unit_test(test_lens_matches_mlx_dora),
+        cmocka_unit_test(test_training_matches_mlx),
     };
     return cmocka_run_group_tests_name("dora", tests, NULL, NULL);
 }
