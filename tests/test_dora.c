@@ -10,9 +10,14 @@
 //  4. against the real mlx-lm 0.32.2 (tests/make_mlx_fixtures.py, tests/fixtures/mlx/): its
 //     initial adapter's magnitudes, its trained adapter's final probabilities through the lens,
 //     and `train --fine-tune-type dora` from its initial adapter: per-step losses and final
-//     A, B and m within the bounds of f32 arithmetic (TrajBound, as test_mlx.c's LoRA run).
+//     A, B and m within the bounds of f32 arithmetic (TrajBound, as test_mlx.c's LoRA run);
+//  5. fuse folds m (W + scale (A B)^T) / ||W + scale (A B)^T||_row into W (mlx-lm's
+//     DoRALinear.fuse): the fused model gives mlx's probabilities; export-peft writes PEFT's
+//     DoRA (use_dora, lora_alpha = scale r, lora_magnitude_vector per module, the same
+//     per-output-row norm), which loads back to the same model bit for bit.
 #include <math.h>
 
+#include "model/export.h"
 #include "model_util.h"
 #include "ops/cpu/cpu_dora.h"
 #include "train/checkpoint.h"
@@ -464,6 +469,108 @@ static void test_training_matches_mlx(void **state) {
     cJSON_Delete(ref);
 }
 
+// ---- 5. fuse and export-peft
+
+// mlx's final probabilities of the "dora" run from model m (an adapter applied or fused),
+// within test_mlx.c's bound plus terms (the fused weights' rounding: lora_extra_terms).
+static double probs_vs_mlx(const Model *m, double extra_terms, const char *what) {
+    cJSON *ref = load_json_fixture(MLX "/reference.json");
+    const int L = m->cfg.n_layers, V = m->cfg.vocab_size;
+    float *probs = xmalloc(sizeof(float) * (size_t)(L + 1) * V);
+    double worst_ratio = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(cJSON_GetObjectItem(ref, "dora"), "final")) {
+        int n, *ids = json_ints(cJSON_GetObjectItem(c, "ids"), &n);
+        Error err = {{0}};
+        if (lens_layer_probs(m, ids, n, probs, &err)) fail_msg("%s", err.msg);
+        ForwardState s;
+        assert_int_equal(forward_state_init(&s, m, 1, n, n, 0), 0);
+        model_forward(m, &s, ids, 0, NULL, NULL);
+        double zmax = max_abs_f(s.logits, (size_t)V);
+        forward_state_free(&s);
+        double path = llama_path_terms(L, m->cfg.dim, m->cfg.hidden_dim, m->cfg.n_heads,
+                                       m->cfg.head_dim, V, n, 1, 1) + extra_terms;
+        double dz = 2 * f32_path_rel(path) * zmax, worst = 0;
+        const float *last = probs + (size_t)L * V;
+        int v = 0;
+        for (const cJSON *x = cJSON_GetObjectItem(c, "probs")->child; x; x = x->next, v++) {
+            double d = fabs(x->valuedouble - last[v]);
+            worst = fmax(worst, d);
+            worst_ratio = fmax(worst_ratio, d / (2 * x->valuedouble * dz + 2 * F32_U));
+        }
+        printf("  %s: max |p - p_mlx| %.1e, worst |diff| / f32 bound %.3f\n", what, worst, worst_ratio);
+        assert_true(worst <= 1e-5);
+        free(ids);
+    }
+    free(probs);
+    cJSON_Delete(ref);
+    return worst_ratio;
+}
+
+static void test_fuse_matches_mlx(void **state) {
+    Model m = load_ok(TINY, MLX "/dora");
+    assert_int_equal(model_fuse_lora(&m), 2 * N_PROJ);
+    assert_false(model_has_dora(&m));
+    // the fused weights carry the merge's rounding and the row scaling's (norm and product)
+    double extra = 2 * (lora_extra_terms(4) + dora_extra_terms(&m.cfg, 4, 1));
+    assert_true(probs_vs_mlx(&m, extra, "fused DoRA") <= 1.0);
+    model_free(&m);
+}
+
+static void test_export_peft_dora(void **state) {
+    char out[64];
+    tmp_dir_make(out, sizeof out, "dorapeft");
+    char *dir = path_join(out, "peft");
+    PeftExport x;
+    Error err = {{0}};
+    if (peft_export_mlx(MLX "/dora", dir, "tiny", &x, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(x.dora, 1);
+    assert_int_equal(x.n_pairs, 2 * N_PROJ);
+    // PEFT's names and shapes: the magnitude (out,) beside lora_A (r, in) / lora_B (out, r)
+    char *w = path_join(dir, "adapter_model.safetensors");
+    TensorSet ts = {0};
+    if (safetensors_load(&ts, w, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(ts.n, 3 * 2 * N_PROJ);
+    const TensorView *mv = tensorset_find(
+        &ts, "base_model.model.model.layers.3.mlp.down_proj.lora_magnitude_vector");
+    assert_non_null(mv);
+    assert_int_equal(mv->ndim, 1);
+    Model probe = load_ok(TINY, NULL);
+    assert_int_equal(mv->shape[0], proj_out_dim(&probe.cfg, PROJ_DOWN));
+    model_free(&probe);
+    tensorset_free(&ts);
+    char *cfg_path = path_join(dir, "adapter_config.json");
+    cJSON *cfg = load_json_fixture(cfg_path);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(cfg, "use_dora")));
+    assert_true(cJSON_GetObjectItem(cfg, "lora_alpha")->valuedouble == 80.0);  // scale 20, r 4
+    assert_int_equal(cJSON_GetObjectItem(cfg, "r")->valueint, 4);
+    cJSON_Delete(cfg);
+    // read back as PEFT's DoRA: the same model, bit for bit (scale 80 / 4 = 20 exactly)
+    Model a = load_ok(TINY, MLX "/dora"), b = load_ok(TINY, dir);
+    for (int l = 0; l < a.cfg.n_layers; l++)
+        for (int p = 0; p < N_PROJ; p++) {
+            const LoraLinear *la = &a.blocks[l].lora[p], *lb = &b.blocks[l].lora[p];
+            assert_int_equal(la->rank, lb->rank);
+            assert_int_equal(!la->m, !lb->m);
+            if (!la->rank) continue;
+            int in = proj_in_dim(&a.cfg, p), o = proj_out_dim(&a.cfg, p);
+            assert_true(la->scale == lb->scale);
+            assert_memory_equal(la->A, lb->A, sizeof(float) * in * la->rank);
+            assert_memory_equal(la->B, lb->B, sizeof(float) * o * la->rank);
+            assert_memory_equal(la->m, lb->m, sizeof(float) * o);
+            assert_memory_equal(la->norm, lb->norm, sizeof(float) * o);
+        }
+    model_free(&a);
+    model_free(&b);
+    // a LoRA adapter exports without magnitudes and use_dora false (unchanged)
+    char *lora = path_join(out, "lora");
+    if (peft_export_mlx(MLX "/lora", lora, NULL, &x, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(x.dora, 0);
+    free(lora);
+    free(w), free(cfg_path), free(dir);
+    tmp_dir_remove(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ops_against_float64),
@@ -473,6 +580,8 @@ int main(void) {
         cmocka_unit_test(test_initial_magnitudes_match_mlx),
         cmocka_unit_test(test_lens_matches_mlx_dora),
         cmocka_unit_test(test_training_matches_mlx),
+        cmocka_unit_test(test_fuse_matches_mlx),
+        cmocka_unit_test(test_export_peft_dora),
     };
     return cmocka_run_group_tests_name("dora", tests, NULL, NULL);
 }

@@ -181,6 +181,7 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
     PeftExport x = {0};
     TensorSet ts = {0};
     const TensorView **pairs = NULL;  // [layer * N_PROJ + proj][a, b]
+    const TensorView **mags = NULL;   // [layer * N_PROJ + proj]: DoRA's m
     SafetensorsEntry *entries = NULL;
     float *data = NULL;
     cJSON *cfg = json_read_object(cfg_path, err), *out_cfg = NULL;
@@ -194,11 +195,12 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
                 "--adapter %s --out DIR", cfg_path, adapter_dir);
         goto done;
     }
-    if (strcmp(type, "lora")) {
-        err_set(err, "%s: fine_tune_type \"%s\" cannot be exported to PEFT (lora only)", cfg_path,
-                type);
+    if (strcmp(type, "lora") && strcmp(type, "dora")) {
+        err_set(err, "%s: fine_tune_type \"%s\" cannot be exported to PEFT (lora, dora)",
+                cfg_path, type);
         goto done;
     }
+    x.dora = !strcmp(type, "dora");
     const cJSON *lp = cJSON_GetObjectItemCaseSensitive(cfg, "lora_parameters");
     const cJSON *rank_j = cJSON_GetObjectItemCaseSensitive(lp, "rank");
     const cJSON *scale_j = cJSON_GetObjectItemCaseSensitive(lp, "scale");
@@ -209,13 +211,28 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
 
     if (safetensors_load(&ts, w_path, err)) goto done;
     pairs = xcalloc((size_t)MAX_LAYERS * N_PROJ * 2, sizeof *pairs);
+    mags = xcalloc((size_t)MAX_LAYERS * N_PROJ, sizeof *mags);
     for (int i = 0; i < ts.n; i++) {
         const TensorView *t = &ts.tensors[i];
         int layer, proj, is_b;
         if (parse_mlx_key(t->name, &layer, &proj, &is_b)) {
             err_set(err, "%s: unexpected tensor '%s' (expected model.layers.N.self_attn|mlp."
-                    "PROJ.lora_a|lora_b)", w_path, t->name);
+                    "PROJ.lora_a|lora_b%s)", w_path, t->name, x.dora ? "|m" : "");
             goto done;
+        }
+        if (is_b == LORA_M) {  // DoRA's magnitude (out)
+            if (!x.dora) {
+                err_set(err, "%s: tensor '%s' is a DoRA magnitude, but %s says fine_tune_type "
+                        "\"%s\"", w_path, t->name, cfg_path, type);
+                goto done;
+            }
+            if (t->ndim != 1) {
+                err_set(err, "%s: tensor '%s' has %d dimensions, expected 1 (out,)", w_path,
+                        t->name, t->ndim);
+                goto done;
+            }
+            mags[layer * N_PROJ + proj] = t;
+            continue;
         }
         if (t->ndim != 2) {
             err_set(err, "%s: tensor '%s' has %d dimensions, expected 2", w_path, t->name, t->ndim);
@@ -235,6 +252,17 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
             goto done;
         }
         int64_t r = a->shape[1];
+        const TensorView *mg = mags[i];
+        if (x.dora && (!mg || mg->shape[0] != b->shape[1])) {
+            if (mg)
+                err_set(err, "%s: tensor '%s' has shape (%lld,), expected (%lld,) (lora_b's "
+                        "output rows)", w_path, mg->name, (long long)mg->shape[0],
+                        (long long)b->shape[1]);
+            else
+                err_set(err, "%s: layer %d %s has no DoRA magnitude '%s'", w_path, layer,
+                        PROJ_NAMES[proj], tn_lora(LORA_MLX, layer, proj, LORA_M).s);
+            goto done;
+        }
         if (b->shape[0] != r || r <= 0) {
             err_set(err, "%s: layer %d %s: lora_a (%lld, %lld) and lora_b (%lld, %lld) do not "
                     "share a rank (expected (in, r) and (r, out))", w_path, layer, PROJ_NAMES[proj],
@@ -258,6 +286,11 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
         err_set(err, "%s: no LoRA weights found", w_path);
         goto done;
     }
+    for (int i = 0; i < MAX_LAYERS * N_PROJ; i++)
+        if (mags[i] && !pairs[2 * i]) {
+            err_set(err, "%s: tensor '%s' has no LoRA pair", w_path, mags[i]->name);
+            goto done;
+        }
     if (cJSON_IsNumber(rank_j) && (int)rank_j->valuedouble != x.rank) {
         err_set(err, "%s: lora_parameters.rank is %d but the tensors in %s have rank %d", cfg_path,
                 (int)rank_j->valuedouble, w_path, x.rank);
@@ -271,10 +304,12 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
     size_t floats = 0;
     for (int i = 0; i < MAX_LAYERS * N_PROJ * 2; i++)
         if (pairs[i]) floats += (size_t)tensor_numel(pairs[i]);
+    for (int i = 0; i < MAX_LAYERS * N_PROJ; i++)
+        if (mags[i]) floats += (size_t)tensor_numel(mags[i]);
     data = xmalloc(sizeof(float) * floats);
     float *tmp = xmalloc(sizeof(float) * floats);  // the mlx layout before transposing
-    entries = xcalloc((size_t)x.n_pairs * 2, sizeof *entries);
-    char (*names)[128] = xcalloc((size_t)x.n_pairs * 2, sizeof *names);
+    entries = xcalloc((size_t)x.n_pairs * 3, sizeof *entries);
+    char (*names)[128] = xcalloc((size_t)x.n_pairs * 3, sizeof *names);
     float *dst = data;
     for (int i = 0; i < MAX_LAYERS * N_PROJ * 2; i++) {
         const TensorView *t = pairs[i];
@@ -291,6 +326,19 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
                                                 {t->shape[1], t->shape[0]}, dst};
         dst += tensor_numel(t);
         n_entries++;
+        const TensorView *mg = is_b ? mags[i / 2] : NULL;
+        if (mg) {  // PEFT's lora_magnitude_vector: the same (out,) vector, the same norm axis
+            if (tensor_to_f32(mg, dst, err)) {
+                free(tmp);
+                free(names);
+                goto done;
+            }
+            snprintf(names[n_entries], sizeof names[0], "%s",
+                     tn_lora(LORA_PEFT, layer, proj, LORA_M).s);
+            entries[n_entries] = (SafetensorsEntry){names[n_entries], DT_F32, 1, {mg->shape[0]}, dst};
+            dst += mg->shape[0];
+            n_entries++;
+        }
     }
     free(tmp);
     const char *meta_k[] = {"format"}, *meta_v[] = {"pt"};
@@ -317,7 +365,7 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
     cJSON_AddStringToObject(out_cfg, "bias", "none");
     cJSON_AddBoolToObject(out_cfg, "fan_in_fan_out", 0);
     cJSON_AddBoolToObject(out_cfg, "use_rslora", 0);
-    cJSON_AddBoolToObject(out_cfg, "use_dora", 0);
+    cJSON_AddBoolToObject(out_cfg, "use_dora", x.dora);
     // modules that are targeted but absent from the file must stay a no-op: B = 0 does that
     cJSON_AddBoolToObject(out_cfg, "init_lora_weights", 1);
     cJSON_AddNullToObject(out_cfg, "modules_to_save");
@@ -333,6 +381,7 @@ done:
     cJSON_Delete(cfg);
     cJSON_Delete(out_cfg);
     free(pairs);
+    free(mags);
     free(entries);
     free(data);
     tensorset_free(&ts);
@@ -368,6 +417,19 @@ static void merge_lora(float *W, const LoraLinear *lo, int64_t in, int64_t out) 
     free(At);
 }
 
+// DoRA: W (out, in), already W + scale (A B)^T, becomes (m / ||W||_row) W, as mlx-lm's
+// DoRALinear.fuse (the norms of the merged weight; squares summed in double).
+static void scale_rows_dora(float *W, const float *mag, int64_t in, int64_t out) {
+#pragma omp parallel for
+    for (int64_t o = 0; o < out; o++) {
+        float *w = W + o * in;
+        double ss = 0;
+        for (int64_t i = 0; i < in; i++) ss += (double)w[i] * w[i];
+        float s = mag[o] / (float)sqrt(ss);
+        for (int64_t i = 0; i < in; i++) w[i] = s * w[i];
+    }
+}
+
 int model_fuse_lora(Model *m) {
     int n = 0;
     for (int l = 0; l < m->cfg.n_layers; l++) {
@@ -376,6 +438,7 @@ int model_fuse_lora(Model *m) {
             LoraLinear *lo = &b->lora[p];
             if (!lo->rank) continue;
             merge_lora(b->w[p], lo, proj_in_dim(&m->cfg, p), proj_out_dim(&m->cfg, p));
+            if (lo->m) scale_rows_dora(b->w[p], lo->m, proj_in_dim(&m->cfg, p), proj_out_dim(&m->cfg, p));
             memset(lo, 0, sizeof *lo);
             n++;
         }

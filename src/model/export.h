@@ -17,10 +17,12 @@ typedef struct {
     int first_layer, last_layer;
     int layers_listed;      // 1: layers_to_transform lists them; 0: null (every layer from 0)
     int has_proj[N_PROJ];   // which projections appear (target_modules)
+    int dora;               // fine_tune_type "dora": with lora_magnitude_vector, use_dora true
 } PeftExport;
 
-// Convert an mlx-lm LoRA adapter folder (adapters.safetensors + adapter_config.json) into a
-// PEFT adapter in out_dir (created if missing): adapter_model.safetensors (float32, PEFT key
+// Convert an mlx-lm LoRA or DoRA adapter folder (adapters.safetensors + adapter_config.json;
+// DoRA's m becomes PEFT's lora_magnitude_vector, use_dora: true) into a PEFT adapter
+// in out_dir (created if missing): adapter_model.safetensors (float32, PEFT key
 // names and layouts) and adapter_config.json. An out_dir that is adapter_dir (through symlinks
 // too) or holds another mlx-lm adapter is refused: its adapter_config.json would be replaced.
 // base_model may be NULL (written as null). Needs no model: shapes come from the tensors. info
@@ -30,8 +32,9 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
 
 // ---- fused Hugging Face folders
 
-// Merge every LoRA pair into its base weight, W (out,in) += scale * (A B)^T, and drop the
-// adapter (the model then computes the same function without LoRA). Returns the pair count.
+// Merge every LoRA pair into its base weight, W (out,in) += scale * (A B)^T (DoRA: then each
+// row scaled by m / its norm, as mlx-lm's DoRALinear.fuse), and drop the adapter
+// (the model then computes the same function without LoRA). Returns the pair count.
 int model_fuse_lora(Model *m);
 
 // What model_save_hf wrote.
