@@ -5,6 +5,7 @@
 #include "analysis/ablate.h"
 #include "analysis/direction.h"
 #include "analysis/probe.h"
+#include "analysis/weight_diff.h"
 #include "experiment/experiment.h"
 #include "formats/safetensors.h"
 #include "model_util.h"
@@ -491,6 +492,135 @@ static void test_bootstrap(void **state) {
     assert_true(isnan(m) && isnan(lo) && isnan(hi));
 }
 
+// ---- weight-diff against numpy (tests/make_ablate_fixtures.py: float64, the dense update's SVD)
+//
+// Both sides work in float64 on the same f32 values. A norm, a sum of n squares, is within
+// n 2^-53 of exact relative to itself on each side. A singular value: the QR factorisations
+// (Householder) and the r x r product and rotations are backward stable, each entry of the
+// core K off by at most about (in + out) r 2^-53 |A| |B| scale, and a singular value moves by
+// at most |dK|_2 <= |dK|_F (Weyl); numpy's SVD of the dense (in, out) update is within
+// max(in, out) 2^-53 |dW| of exact: 4 (in + out) r 2^-53 |A|_F |B|_F scale covers both. The
+// effective rank exp(H) moves by exp(H) sum_i |ln p_i + H| ds_i / sum s to first order.
+static double frob(const float *x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s);
+}
+
+static void check_weight_diff(const char *adapter, const char *model, const char *key,
+                              const cJSON *ref_all) {
+    WeightDiff w;
+    Error err = {{0}};
+    if (weight_diff_run(adapter, model, &w, &err)) fail_msg("%s", err.msg);
+    const cJSON *ref = cJSON_GetObjectItem(ref_all, key);
+    assert_int_equal(w.n, cJSON_GetArraySize(ref));
+    TensorSet ts = {0};
+    char *file = path_join(adapter, "adapters.safetensors");
+    if (safetensors_load(&ts, file, &err)) fail_msg("%s", err.msg);
+    double worst_norm = 0, worst_sv = 0, worst_er = 0;
+    for (int i = 0; i < w.n; i++) {
+        const WeightDiffEntry *e = &w.e[i];
+        char name[160];
+        if (e->layer >= 0) snprintf(name, sizeof name, "model.layers.%d.%s%s", e->layer, e->name,
+                                    e->rank ? "" : ".weight");
+        else snprintf(name, sizeof name, "%s", e->name);
+        const cJSON *r = NULL, *x;
+        cJSON_ArrayForEach(x, ref) if (!strcmp(cJSON_GetObjectItem(x, "name")->valuestring, name)) r = x;
+        if (!r) fail_msg("%s: no reference entry %s", key, name);
+        double n_terms = (double)e->out * e->in;
+        double want = cJSON_GetObjectItem(r, "norm")->valuedouble;
+        double bn = 2 * n_terms * 0x1p-53 * want + 1e-300;
+        if (e->rank) {
+            float *A = xmalloc(sizeof(float) * (size_t)e->in * e->rank);
+            float *B = xmalloc(sizeof(float) * (size_t)e->rank * e->out);
+            char an[192], bname[192];
+            snprintf(an, sizeof an, "%s.lora_a", name), snprintf(bname, sizeof bname, "%s.lora_b", name);
+            if (tensor_to_f32(tensorset_find(&ts, an), A, &err) ||
+                tensor_to_f32(tensorset_find(&ts, bname), B, &err))
+                fail_msg("%s", err.msg);
+            double bs = 4.0 * (e->in + e->out) * e->rank * 0x1p-53 * e->scale *
+                        frob(A, (size_t)e->in * e->rank) * frob(B, (size_t)e->rank * e->out);
+            const cJSON *sv = cJSON_GetObjectItem(r, "sv");
+            double S = 0, H = 0, der = 0;
+            for (int k = 0; k < e->rank; k++) S += cJSON_GetArrayItem(sv, k)->valuedouble;
+            for (int k = 0; k < e->rank; k++) {
+                double p = cJSON_GetArrayItem(sv, k)->valuedouble / S;
+                H -= p > 0 ? p * log(p) : 0;
+            }
+            for (int k = 0; k < e->rank; k++) {
+                double sk = cJSON_GetArrayItem(sv, k)->valuedouble, p = sk / S;
+                worst_sv = fmax(worst_sv, fabs(sk - e->sv[k]) / bs);
+                der += fabs((p > 0 ? log(p) : 0) + H) * bs / S;
+            }
+            double er = cJSON_GetObjectItem(r, "effective_rank")->valuedouble;
+            worst_er = fmax(worst_er, fabs(er - e->eff_rank) / (exp(H) * der * 1.01 + 1e-12));
+            bn = fmax(bn, sqrt((double)e->rank) * bs);  // the norm is that of the singular values
+            free(A), free(B);
+        }
+        worst_norm = fmax(worst_norm, fabs(want - e->norm) / bn);
+        if (model) {
+            double wn = cJSON_GetObjectItem(r, "w_norm")->valuedouble;
+            assert_true(fabs(wn - e->w_norm) <= 2 * n_terms * 0x1p-53 * wn);
+            assert_true(fabs(e->relative - e->norm / e->w_norm) == 0);
+        } else {
+            assert_true(isnan(e->w_norm) && isnan(e->relative));
+        }
+    }
+    printf("  weight-diff %s%s (%s, %d entries): worst |diff| / bound: norms %.3f, singular values "
+           "%.3f, effective ranks %.3f\n", key, model ? " with the model" : "", w.kind, w.n,
+           worst_norm, worst_sv, worst_er);
+    assert_true(worst_norm <= 1 && worst_sv <= 1 && worst_er <= 1);
+    tensorset_free(&ts);
+    free(file);
+    weight_diff_free(&w);
+}
+
+static void test_weight_diff_matches_numpy(void **state) {
+    (void)state;
+    cJSON *j = load_json_fixture(ABL "/weight_diff_ref.json");
+    check_weight_diff(TINY "/mlx_adapter", NULL, "tiny/mlx_adapter", j);
+    check_weight_diff(TINY "/mlx_adapter", TINY, "tiny/mlx_adapter", j);
+    check_weight_diff(FIXTURE("mlx/lora"), NULL, "mlx/lora", j);
+    check_weight_diff(FIXTURE("mlx/lora"), TINY, "mlx/lora", j);
+    check_weight_diff(TINY "/full_adapter", TINY, "tiny/full_adapter", j);
+    check_weight_diff(FIXTURE("mlx/full"), TINY, "mlx/full", j);
+    // the PEFT copy of tiny/mlx_adapter (the same update, A and B transposed): the same numbers
+    WeightDiff a, b;
+    Error err = {{0}};
+    if (weight_diff_run(TINY "/mlx_adapter", TINY, &a, &err) ||
+        weight_diff_run(TINY "/peft_adapter", TINY, &b, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(a.n, b.n);
+    for (int i = 0; i < a.n; i++)
+        assert_true(fabs(a.e[i].norm - b.e[i].norm) <= 1e-6 * a.e[i].norm);
+    weight_diff_free(&a), weight_diff_free(&b);
+    // bad input: a full fine-tune or PEFT without the model, no adapter, another model's
+    assert_int_equal(weight_diff_run(TINY "/full_adapter", NULL, &a, &err), -1);
+    assert_non_null(strstr(err.msg, "--model"));
+    assert_int_equal(weight_diff_run(TINY "/peft_adapter", NULL, &a, &err), -1);
+    assert_non_null(strstr(err.msg, "--model"));
+    assert_int_equal(weight_diff_run(TINY "/nothing", NULL, &a, &err), -1);
+    assert_non_null(strstr(err.msg, "not found"));
+    cJSON_Delete(j);
+}
+
+// The core's SVD on a constructed case: A = e_1 c1 + e_2 c2 (orthogonal columns scaled), B rows
+// orthonormal: singular values scale * (3, 2, 0), effective rank exp(H(0.6, 0.4)).
+static void test_lora_singular_values(void **state) {
+    (void)state;
+    enum { IN = 5, OUT = 4, R = 3 };
+    float A[IN * R] = {0}, B[R * OUT] = {0};
+    A[0 * R + 0] = 3, A[1 * R + 1] = 2;  // column 2 zero
+    B[0 * OUT + 1] = 1, B[1 * OUT + 3] = 1, B[2 * OUT + 0] = 1;
+    double sv[R];
+    lora_singular_values(A, B, IN, OUT, R, 2.0, sv);
+    assert_true(fabs(sv[0] - 6) < 1e-14 && fabs(sv[1] - 4) < 1e-14 && fabs(sv[2]) < 1e-14);
+    double h = -(0.6 * log(0.6) + 0.4 * log(0.4));
+    assert_true(fabs(effective_rank(sv, R) - exp(h)) < 1e-12);
+    double zero[3] = {0, 0, 0};
+    assert_true(effective_rank(zero, 3) == 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_direction_token),
@@ -503,6 +633,8 @@ int main(void) {
         cmocka_unit_test(test_ablate_teacher_forcing),
         cmocka_unit_test(test_ablate_exact_match_unablated),
         cmocka_unit_test(test_bootstrap),
+        cmocka_unit_test(test_weight_diff_matches_numpy),
+        cmocka_unit_test(test_lora_singular_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
