@@ -1,6 +1,7 @@
 // experiment.c — `tunelens experiment`: data, training, evaluation and the report in one run.
 #include "../experiment/experiment.h"
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,33 +21,39 @@ static int check_dtype(const FlagSpec *f, void *cfg, const char *v, char *msg, s
     return -1;
 }
 
+// -c/--config: read after the command line (flags_parse keeps its value in FlagState.config)
+static int set_nothing(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) { return 0; }
+
 #define O(field) offsetof(ExperimentArgs, field)
 static const FlagSpec FLAGS[] = {
     FLAG("--model", NULL, FLAG_STRING, O(c.model), NULL, 0, 0, NULL, "M",
          "default: the embedded SmolLM2-135M-Instruct, fetched once\ninto the cache "
-         "($TUNELENS_CACHE or ~/.cache/tunelens)", NULL),
+         "($TUNELENS_CACHE or ~/.cache/tunelens)", "model"),
     FLAG("--out", NULL, FLAG_STRING, O(c.out), "experiment", 0, 0, NULL, "DIR",
-         "re-running with the same DIR skips the stages already done", NULL),
+         "re-running with the same DIR skips the stages already done", "out"),
     FLAG("--iters", NULL, FLAG_INT, O(iters), NULL, 1, 1 << 30, NULL, "N",
-         "training iterations per stage (default 500; 40 with --quick)", NULL),
-    FLAG("--batch-size", NULL, FLAG_INT, O(c.batch_size), "8", 1, 1 << 20, NULL, "N", "", NULL),
+         "training iterations per stage (default 500; 40 with --quick)", "iters"),
+    FLAG("--batch-size", NULL, FLAG_INT, O(c.batch_size), "8", 1, 1 << 20, NULL, "N", "", "batch_size"),
     FLAG("--lora-lr", NULL, FLAG_DOUBLE, O(c.lora_lr), "1e-4", 0, 1e3, NULL, "X",
-         "LoRA's learning rate (rank 8, scale 20)", NULL),
+         "LoRA's learning rate (rank 8, scale 20)", "lora_lr"),
     FLAG("--full-lr", NULL, FLAG_DOUBLE, O(c.full_lr), "1e-5", 0, 1e3, NULL, "X",
-         "full fine-tuning's learning rate", NULL),
+         "full fine-tuning's learning rate", "full_lr"),
     FLAG("--num-layers", NULL, FLAG_INT, O(c.num_layers), "16", -1, 100000, NULL, "N",
-         "train the last N blocks (-1 = all)", NULL),
-    FLAG("--seed", NULL, FLAG_U64, O(c.seed), "0", 0, 9007199254740992.0, NULL, "S", "", NULL),
+         "train the last N blocks (-1 = all)", "num_layers"),
+    FLAG("--seed", NULL, FLAG_U64, O(c.seed), "0", 0, 9007199254740992.0, NULL, "S", "", "seed"),
     FLAG("--quick", NULL, FLAG_SWITCH, O(c.quick), NULL, 0, 0, NULL, NULL,
-         "40 iterations and 30 test problems per operation\n(defaults it changes)", NULL),
+         "40 iterations and 30 test problems per operation\n(defaults it changes)", "quick"),
     FLAG("--test-per-op", NULL, FLAG_INT, O(per_op), NULL, 1, 1 << 30, NULL, "N",
-         "evaluate N test problems per operation (default all)", NULL),
+         "evaluate N test problems per operation (default all)", "test_per_op"),
     FLAG_WITH(check_dtype, 0, "--dtype", NULL, FLAG_STRING, O(c.dtype), "auto", 0, 0, NULL,
               "auto|f32|bf16|tf32", "training's matrix products (as `train --dtype`; auto:\n"
               "bf16 on CPUs with AVX512-BF16, TF32 tensor cores on CUDA).\nThe evaluations "
-              "always run in f32", NULL),
+              "always run in f32", "dtype"),
     FLAG("--device", NULL, FLAG_STRING, O(c.device), "auto", 0, 0, NULL, "auto|cpu|cuda",
-         "where training and evaluation run (auto: a CUDA GPU\nwhen one answers, else the CPU)", NULL),
+         "where training and evaluation run (auto: a CUDA GPU\nwhen one answers, else the CPU)", "device"),
+    FLAG_WITH(set_nothing, 0, "--config", "-c", FLAG_CUSTOM, 0, NULL, 0, 0, NULL, "FILE.yaml",
+              "a YAML file of these flags by their long names with '_'\n(lora_lr: 2e-4, quick: true); "
+              "flags on the command line\nwin; an unknown key is an error naming its line", NULL),
 };
 #undef O
 
@@ -55,6 +62,7 @@ static const FlagTable TABLE = {
     "usage: tunelens experiment [--model M] [--out DIR] [--iters 500] [--batch-size 8]\n"
     "                           [--lora-lr 1e-4] [--full-lr 1e-5] [--num-layers 16] [--seed S]\n"
     "                           [--quick] [--test-per-op N] [--dtype auto] [--device auto]\n"
+    "                           [-c FILE.yaml]\n"
     "  The classifier-emergence study: writes arithmetic data (4500/500/500), evaluates the\n"
     "  base model, trains LoRA (rank 8, scale 20) and full fine-tuning of the last\n"
     "  --num-layers blocks, evaluates both (seed prompts, exact match on the test split, the\n"
@@ -69,8 +77,17 @@ int cmd_experiment(int argc, char **argv) {
     FlagState st;
     int rc = flags_parse(&TABLE, &a, argc, argv, &st);
     if (rc) return rc == 1 ? 0 : rc;
+    Error err;
+    int num_layers = a.c.num_layers, file_num_layers = 0;
+    if (st.config) {
+        a.c.num_layers = INT_MIN;  // tells whether the file sets it
+        if (flags_load_yaml(&TABLE, &a, st.config, &st, NULL, NULL, &err)) return cli_fail(&err);
+        if (a.c.num_layers != INT_MIN) file_num_layers = 1;
+        else a.c.num_layers = num_layers;
+    }
     ExperimentConfig c = a.c;
     int iters = a.iters, per_op = a.per_op;
+    c.num_layers_given = file_num_layers;  // given explicitly: beyond the model is an error
     for (int i = 0; i < TABLE.n; i++)
         if (st.given[i] && !strcmp(FLAGS[i].name, "--num-layers")) c.num_layers_given = 1;
     if (c.num_layers == 0) {
@@ -78,7 +95,6 @@ int cmd_experiment(int argc, char **argv) {
         return EXIT_USAGE;
     }
     const Backend *be;
-    Error err;
     if (backend_select(c.device, &be, &err)) return cli_fail(&err);
     char *model = c.model ? cli_resolve_model(c.model, &err) : NULL;  // org/name: the hub cache
     if (c.model && !model) return cli_fail(&err);
