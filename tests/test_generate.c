@@ -28,6 +28,16 @@ static float *json_floats(const cJSON *arr, int *n) {
     return v;
 }
 
+// make_sampler's chain as sample_distribution runs it: the prefix kept, or -1 (undecided).
+static int chain_prefix(const SamplerConfig *c, const float *lp, int V, const int *order, int n) {
+    int k = V;
+    if (k >= 0 && c->top_p > 0 && c->top_p < 1) k = sample_top_p(lp, V, c->top_p, order, n, k);
+    if (k >= 0 && c->min_p != 0)
+        k = sample_min_p(lp, V, c->min_p, c->min_tokens_to_keep, order, n, k);
+    if (k >= 0 && c->top_k > 0) k = sample_top_k(V, c->top_k, n, k);
+    return k;
+}
+
 // The finite entries of lp are exactly the ids of want (a JSON array, ascending).
 static void assert_kept(const float *lp, int V, const cJSON *want, const char *what) {
     int n, *ids = json_ints(want, &n), k = 0;
@@ -53,7 +63,7 @@ static void test_filters_match_mlx(void **state) {
     int *order = xmalloc(sizeof(int) * V);
     double *dist = xmalloc(sizeof(double) * V);
     const cJSON *c;
-    int n_cases = 0;
+    int n_cases = 0, n_partial = 0, n_undecided = 0;
     double worst_ratio = 0;
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(j, "cases")) {
         int n;
@@ -73,23 +83,40 @@ static void test_filters_match_mlx(void **state) {
             assert_true(fabsf(lp0[v] - mlx_lp[v]) <= b);
         }
         const cJSON *want;
+        int n_full = sample_order(lp0, V, -INFINITY, order), k;
+        assert_int_equal(n_full, V);
         if ((want = cJSON_GetObjectItem(c, "top_p_kept"))) {
             memcpy(lp, lp0, sizeof(float) * V);
-            sample_order(lp, V, order);
-            sample_top_p(lp, V, s.top_p, order);
+            k = sample_top_p(lp, V, s.top_p, order, V, V);
+            sample_keep_prefix(lp, V, order, k);
             assert_kept(lp, V, want, "top-p");
         }
         if ((want = cJSON_GetObjectItem(c, "min_p_kept"))) {
             memcpy(lp, lp0, sizeof(float) * V);
-            sample_order(lp, V, order);
-            sample_min_p(lp, V, s.min_p, s.min_tokens_to_keep, order);
+            k = sample_min_p(lp, V, s.min_p, s.min_tokens_to_keep, order, V, V);
+            sample_keep_prefix(lp, V, order, k);
             assert_kept(lp, V, want, "min-p");
         }
         if ((want = cJSON_GetObjectItem(c, "top_k_kept"))) {
             memcpy(lp, lp0, sizeof(float) * V);
-            sample_order(lp, V, order);
-            sample_top_k(lp, V, s.top_k, order);
+            k = sample_top_k(V, s.top_k, V, V);
+            sample_keep_prefix(lp, V, order, k);
             assert_kept(lp, V, want, "top-k");
+        }
+        // the chain on a partial sort (the tokens within D of the top): it decides the same
+        // prefix as the full sort, or says it cannot (-1)
+        int full = chain_prefix(&s, lp0, V, order, V);
+        for (float D = 0.25f; D <= 32; D *= 2) {
+            int *part = xmalloc(sizeof(int) * V);
+            int n_sorted = sample_order(lp0, V, lp0[order[0]] - D, part);
+            int got = chain_prefix(&s, lp0, V, part, n_sorted);
+            if (got >= 0) {
+                assert_int_equal(got, full);
+                if (got < V)  // (all V kept: no filter, and no order needed)
+                    assert_memory_equal(part, order, sizeof(int) * (size_t)got);
+                n_partial++;
+            } else n_undecided++;
+            free(part);
         }
         sample_distribution(&s, logits, V, dist, lp, order);
         assert_kept(lp, V, cJSON_GetObjectItem(c, "kept"), "the chain");
@@ -111,7 +138,9 @@ static void test_filters_match_mlx(void **state) {
         n_cases++;
     }
     printf("  %d cases: kept sets equal to mlx-lm's; distributions within bound (worst |dp| / "
-           "bound %.3f)\n", n_cases, worst_ratio);
+           "bound %.3f); partial sorts: %d decided as the full sort, %d undecided\n", n_cases,
+           worst_ratio, n_partial, n_undecided);
+    assert_true(n_partial > 0 && n_undecided > 0);
     free(lp), free(lp0), free(order), free(dist);
     cJSON_Delete(j);
 }
@@ -293,9 +322,8 @@ static void test_sampled_generation(void **state) {
 // The greedy steered continuation (KV cache, the new tokens steered too) is the reference's
 // (which re-runs the whole steered sequence each step). alpha 0 is plain generation, bit for
 // bit, greedy and sampled.
-static void test_steer_matches_reference(void **state) {
-    (void)state;
-    Model m = load_ok(TINY, NULL);
+static void steer_matches_reference(const Backend *be) {
+    Model m = load_on(TINY, NULL, be);
     const int L = m.cfg.n_layers, V = m.cfg.vocab_size, C = m.cfg.dim;
     cJSON *j = load_json_fixture(SAMPLING "/steer_ref.json");
     float *logits = xmalloc(sizeof(float) * V), *probs = xmalloc(sizeof(float) * V);
@@ -329,8 +357,8 @@ static void test_steer_matches_reference(void **state) {
             if (!(diff / b <= ratio)) ratio = isnan(diff) ? INFINITY : diff / b;
         }
         assert_int_equal(v, V);
-        printf("  steer layer %2d alpha %+.1f: first token's distribution vs float64 worst |dp| / "
-               "bound %.3f; greedy continuation %d tokens = the reference's\n", layer, alpha,
+        printf("  %s steer layer %2d alpha %+.1f: first token's distribution vs float64 worst |dp| / "
+               "bound %.3f; greedy continuation %d tokens = the reference's\n", be->name, layer, alpha,
                ratio, n_out);
         assert_true(ratio <= 1.0);
         worst_ratio = fmax(worst_ratio, ratio);
@@ -366,6 +394,53 @@ static void test_steer_matches_reference(void **state) {
     model_free(&m);
 }
 
+static void test_steer_matches_reference(void **state) { steer_matches_reference(&BACKEND_CPU); }
+
+// The same on the CUDA backend (its products in exact f32, the default; skipped without a GPU).
+static void test_cuda_steer_matches_reference(void **state) {
+    const Backend *be = cuda_or_skip();
+    if (be) steer_matches_reference(be);
+}
+
+// --chat's prompt: SmolLM2-Instruct's ids from transformers' apply_chat_template (chat_smollm2.json:
+// with and without a system message, an empty one, non-ASCII text, a special-token string in
+// the prompt). Without a template: an error saying so.
+static void test_chat_prompt_matches_transformers(void **state) {
+    (void)state;
+    Error err = {{0}};
+    int *ids, n;
+    Model tiny = load_ok(TINY, NULL);
+    assert_int_equal(generate_chat_prompt(&tiny, NULL, "hi", &ids, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "has no chat template"));
+    model_free(&tiny);
+    cJSON *j = load_json_fixture(SAMPLING "/chat_smollm2.json");
+    const char *path = cJSON_GetObjectItem(j, "model")->valuestring;
+    if (!have_cached(path)) {
+        printf("  skipped: %s is not downloaded (tests/setup.sh)\n", path);
+        cJSON_Delete(j);
+        return;
+    }
+    Model m;
+    if (model_open(&m, path, &err)) fail_msg("%s", err.msg);
+    const cJSON *c;
+    int k = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(j, "cases")) {
+        const cJSON *sys = cJSON_GetObjectItem(c, "system");
+        const char *prompt = cJSON_GetObjectItem(c, "prompt")->valuestring;
+        int n_want, *want = json_ints(cJSON_GetObjectItem(c, "ids"), &n_want);
+        if (generate_chat_prompt(&m, cJSON_IsString(sys) ? sys->valuestring : NULL, prompt, &ids,
+                                 &n, &err))
+            fail_msg("%s", err.msg);
+        assert_int_equal(n, n_want);
+        assert_memory_equal(ids, want, sizeof(int) * (size_t)n);
+        free(ids), free(want);
+        k++;
+    }
+    printf("  %d chat prompts: SmolLM2's ids = transformers' apply_chat_template's\n", k);
+    model_free(&m);
+    cJSON_Delete(j);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_filters_match_mlx),
@@ -374,6 +449,8 @@ int main(void) {
         cmocka_unit_test(test_greedy_unchanged),
         cmocka_unit_test(test_sampled_generation),
         cmocka_unit_test(test_steer_matches_reference),
+        cmocka_unit_test(test_cuda_steer_matches_reference),
+        cmocka_unit_test(test_chat_prompt_matches_transformers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,51 +41,94 @@ static int by_lp_desc(const void *a, const void *b, void *ctx) {
     return (i > j) - (i < j);
 }
 
-void sample_order(const float *lp, int V, int *order) {
-    for (int i = 0; i < V; i++) order[i] = i;
-    qsort_r(order, (size_t)V, sizeof(int), by_lp_desc, (void *)lp);
+int sample_order(const float *lp, int V, float cutoff, int *order) {
+    int n = 0, rest = V;
+    for (int i = 0; i < V; i++) {  // candidates first (in id order), the others after them
+        if (lp[i] >= cutoff) order[n++] = i;
+        else order[--rest] = i;
+    }
+    qsort_r(order, (size_t)n, sizeof(int), by_lp_desc, (void *)lp);
+    return n;
 }
 
 // apply_top_p: with the tokens in ascending order, a token is dropped when the mass strictly
 // above it (later in that order) is >= top_p * the total mass; the threshold is the smallest
 // kept logprob, and every token below it goes. In descending order: the mass before a token.
-// Filters only ever remove a suffix of `order`, so the order stays valid for the next filter.
-void sample_top_p(float *lp, int V, double top_p, const int *order) {
+int sample_top_p(const float *lp, int V, double top_p, const int *order, int n_sorted,
+                 int n_keep) {
     double total = 0;
-    for (int j = V - 1; j >= 0; j--) total += exp((double)lp[order[j]]);
+    for (int i = 0; i < V; i++) total += exp((double)lp[i]);
     double before = 0, limit = top_p * total;
     int keep = 0;
-    while (keep < V && before < limit) before += exp((double)lp[order[keep++]]);
-    if (keep == 0) return;
+    while (keep < n_keep && keep < n_sorted && before < limit)
+        before += exp((double)lp[order[keep++]]);
+    if (before < limit && keep < n_keep) return -1;  // the sorted part ran out
+    if (keep == 0) return n_keep;
     float threshold = lp[order[keep - 1]];
-    for (int i = 0; i < V; i++)
-        if (lp[i] < threshold) lp[i] = -INFINITY;
+    // ties with the threshold, all sorted (the unsorted tokens are below every sorted one)
+    while (keep < n_keep && keep < n_sorted && lp[order[keep]] == threshold) keep++;
+    return keep;
 }
 
 // apply_min_p: drop tokens below max + log(min_p) (f32, as mlx adds the scalar), except the
-// min_tokens_to_keep largest.
-void sample_min_p(float *lp, int V, double min_p, int min_tokens_to_keep, const int *order) {
+// min_tokens_to_keep largest (tokens an earlier filter removed stay removed: they are -inf).
+int sample_min_p(const float *lp, int V, double min_p, int min_tokens_to_keep, const int *order,
+                 int n_sorted, int n_keep) {
     float threshold = lp[order[0]] + (float)log(min_p);
-    for (int j = 0; j < V; j++) {
-        int i = order[j];
-        if (j >= min_tokens_to_keep && lp[i] < threshold) lp[i] = -INFINITY;
+    int keep = 0;
+    while (keep < n_keep && keep < n_sorted && lp[order[keep]] >= threshold) keep++;
+    if (keep == n_sorted && keep < n_keep) return -1;
+    if (keep < min_tokens_to_keep) {
+        if (min_tokens_to_keep > n_sorted && n_sorted < n_keep) return -1;
+        keep = min_tokens_to_keep < n_keep ? min_tokens_to_keep : n_keep;
     }
+    return keep;
 }
 
-// apply_top_k: everything but the k largest.
-void sample_top_k(float *lp, int V, int k, const int *order) {
-    for (int j = k; j < V; j++) lp[order[j]] = -INFINITY;
+// apply_top_k: the k largest.
+int sample_top_k(int V, int k, int n_sorted, int n_keep) {
+    if (k >= n_keep) return n_keep;
+    return k <= n_sorted ? k : -1;
+}
+
+void sample_keep_prefix(float *lp, int V, const int *order, int n_keep) {
+    if (n_keep >= V) return;
+    if (n_keep <= 0) n_keep = 1;  // the top token always stays (no filter removes it)
+    int last = order[n_keep - 1];
+    float t = lp[last];
+    for (int i = 0; i < V; i++)
+        if (lp[i] < t || (lp[i] == t && i > last)) lp[i] = -INFINITY;
+}
+
+// Filters keep a prefix of the descending order, mostly short: sorting only the tokens within
+// a few nats of the top usually decides them (a language model's row holds tens of tokens
+// within 3 nats of its top, thousands within 8, and most of its vocabulary within 16); when it
+// does not (a flat distribution, a large top-k), a wider band, and at last every token.
+static const float CUTOFFS[] = {3.0f, 8.0f, 16.0f, INFINITY};
+
+static int chain(const SamplerConfig *c, const float *lp, int V, const int *order, int n_sorted) {
+    int n_keep = V;
+    if (n_keep >= 0 && c->top_p > 0 && c->top_p < 1.0)
+        n_keep = sample_top_p(lp, V, c->top_p, order, n_sorted, n_keep);
+    if (n_keep >= 0 && c->min_p != 0.0)
+        n_keep = sample_min_p(lp, V, c->min_p, c->min_tokens_to_keep, order, n_sorted, n_keep);
+    if (n_keep >= 0 && c->top_k > 0) n_keep = sample_top_k(V, c->top_k, n_sorted, n_keep);
+    return n_keep;
 }
 
 void sample_distribution(const SamplerConfig *c, const float *logits, int V, double *dist,
                          float *lp, int *order) {
     sample_logprobs(logits, lp, V);
-    sample_order(lp, V, order);
-    if (c->top_p > 0 && c->top_p < 1.0) sample_top_p(lp, V, c->top_p, order);
-    if (c->min_p != 0.0) sample_min_p(lp, V, c->min_p, c->min_tokens_to_keep, order);
-    if (c->top_k > 0) sample_top_k(lp, V, c->top_k, order);
+    float top = -INFINITY;
+    for (int i = 0; i < V; i++) top = lp[i] > top ? lp[i] : top;
+    if ((c->top_p > 0 && c->top_p < 1.0) || c->min_p != 0.0 || c->top_k > 0) {
+        int n_keep = -1;
+        for (int k = 0; n_keep < 0; k++)
+            n_keep = chain(c, lp, V, order, sample_order(lp, V, top - CUTOFFS[k], order));
+        sample_keep_prefix(lp, V, order, n_keep);
+    }
     // categorical_sampling: logits * (1 / temp), the factor rounded to f32 as mlx's scalar is
-    float inv_t = (float)(1.0 / c->temp), m = lp[order[0]] * inv_t;
+    float inv_t = (float)(1.0 / c->temp), m = top * inv_t;
     double s = 0;
     for (int i = 0; i < V; i++) {
         float x = lp[i] * inv_t;

@@ -22,18 +22,25 @@ typedef struct {
 // Values mlx-lm refuses (its ValueErrors), for vocabulary size V; err names the flag.
 int sampler_check(const SamplerConfig *c, int V, Error *err);
 
-// ---- the filters, on log-probabilities in place (removed tokens become -inf). Ties: top-p and
-// min-p keep every token tied with the last one kept (as mlx's comparisons do); top-k and
-// min-p's min_tokens_to_keep break ties at the boundary by the lower id (mlx's argpartition
-// leaves that unspecified). order: the ids sorted by lp descending, ties by id (sample_order).
-void sample_order(const float *lp, int V, int *order);
-void sample_top_p(float *lp, int V, double top_p, const int *order);
-void sample_min_p(float *lp, int V, double min_p, int min_tokens_to_keep, const int *order);
-void sample_top_k(float *lp, int V, int k, const int *order);
+// ---- the filters. Each keeps a prefix of the tokens in descending order (ties by id: order
+// from sample_order), so each maps n_keep, the length of the prefix still kept, to a new one:
+// top-p and min-p keep every token tied with the last one kept (as mlx's comparisons do);
+// top-k and min-p's min_tokens_to_keep break ties at the boundary by the lower id (mlx's
+// argpartition leaves that unspecified). n_sorted: how many of order's first entries are
+// sorted (the rest, all below them, unsorted); a filter that cannot decide from those returns
+// -1 (then sort all V). lp: log-probabilities (removed tokens are those past n_keep).
+// Sorts the tokens with lp >= cutoff (all: -INFINITY) to the front of order; returns how many.
+int sample_order(const float *lp, int V, float cutoff, int *order);
+int sample_top_p(const float *lp, int V, double top_p, const int *order, int n_sorted, int n_keep);
+int sample_min_p(const float *lp, int V, double min_p, int min_tokens_to_keep, const int *order,
+                 int n_sorted, int n_keep);
+int sample_top_k(int V, int k, int n_sorted, int n_keep);
+// Sets every token past the prefix to -inf.
+void sample_keep_prefix(float *lp, int V, const int *order, int n_keep);
 // logits -> logprobs (f32, as mlx computes them: logits - logsumexp(logits)).
 void sample_logprobs(const float *logits, float *lp, int V);
 // The whole chain of c (temp > 0) on logits: the sampling distribution (V doubles; removed
-// tokens 0). scratch: V floats and V ints.
+// tokens 0); lp_scratch ends as the masked log-probabilities. scratch: V floats and V ints.
 void sample_distribution(const SamplerConfig *c, const float *logits, int V, double *dist,
                          float *lp_scratch, int *order_scratch);
 
