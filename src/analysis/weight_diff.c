@@ -10,6 +10,7 @@
 #include "../formats/json_file.h"
 #include "../formats/safetensors.h"
 #include "../model/llama.h"
+#include "../model/hub.h"
 
 // ---- linear algebra (float64)
 
@@ -220,7 +221,7 @@ static int cmp_entry(const void *a, const void *b) {
 static int with_model(const char *dir, const char *model, const char *type, WeightDiff *w,
                       Error *err) {
     Model m;
-    if (model_load(&m, model, err)) return -1;
+    if (hub_model_load(&m, model, err)) return -1;  // an id: from the hub cache
     const ModelConfig *c = &m.cfg;
     int cap = 0, rc = 0;
     if (strcmp(type, "full")) {

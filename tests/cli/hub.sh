@@ -61,6 +61,8 @@ export HF_HUB_CACHE="$TMP/hubcache"
 check "tokenize on an id" 0 '"ids":\[0,281' env HF_HUB_OFFLINE=1 "$BIN" tokenize --model org/tiny --text "$PROMPT" --json
 check "generate on an id" 0 "." env HF_HUB_OFFLINE=1 "$BIN" generate --model org/tiny --prompt "$PROMPT" --max-tokens 2
 check "fuse on an id" 0 "Wrote" env HF_HUB_OFFLINE=1 "$BIN" fuse --model org/tiny --adapter $TINY/mlx_adapter --out "$TMP/fused"
+check "weight-diff on an id" 0 "\|dW\|/\|W\|" env HF_HUB_OFFLINE=1 "$BIN" weight-diff --model org/tiny --adapter $TINY/mlx_adapter
+check "patch on an id" 0 "." env HF_HUB_OFFLINE=1 "$BIN" patch --model org/tiny --source "1 + 1 = " --target "2 + 2 = " --layer 1
 
 # ---- 2. bad cache entries and offline misses
 check "offline, not cached: names every place it looked" 1 "org/missing: not a file or folder here, and not in the Hugging Face cache \(.*hubcache, from HF_HUB_CACHE\): .*models--org--missing/refs/main is missing; offline" \
