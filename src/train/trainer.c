@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../formats/json_file.h"
+#include "../model/hub.h"
 #include "../ops/ops.h"
 #include "checkpoint.h"
 #include "data.h"
@@ -161,7 +162,7 @@ static int load_model(Trainer *t, Error *err) {
     int test_adapter = !c->train && c->adapter_path[0];
     printf("Loading pretrained model\n");
     if (backend_select(c->device ? c->device : "cpu", &be, err) ||
-        model_load(&t->m, c->model, err))
+        hub_model_load(&t->m, c->model, err))  // an id: from the hub cache
         return -1;
     t->model_loaded = 1;
     int L = t->m.cfg.n_layers;
