@@ -35,7 +35,7 @@ LDLIBS   += -ldl
 NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -Isrc -DTUNELENS_CUDA -Xcompiler -fPIC,-Wall
 TESTS    := $(basename $(notdir $(wildcard tests/test_*.c)))
 TEST_BIN := $(TESTS:%=$(B)/tests/%)
-FUZZ_NAMES := safetensors safetensors_index gguf config tokenizer encode adapter data cli_num yaml_config
+FUZZ_NAMES := safetensors safetensors_index gguf config tokenizer encode adapter data cli_num yaml_config chat_template
 FUZZ_SRC   := $(FUZZ_NAMES:%=tests/fuzz/fuzz_%.c) tests/fuzz/fuzz_util.c
 
 all: $(TUNELENS) $(CUDA_TARGETS)

@@ -1,15 +1,121 @@
-// chat_template.c — placeholder until the Jinja renderer lands (its own commit replaces this).
+// chat_template.c — transformers' apply_chat_template over the Jinja subset (jinja.h).
+//
+// What the template sees (transformers 5: tokenization_utils_base.apply_chat_template, then
+// chat_template_utils.render_jinja_template): messages, tools (None unless given), documents
+// (None), add_generation_prompt, and the special tokens by string: bos_token (the tokenizer's
+// BOS) and eos_token (its configured EOS, the first tokenizer_eos_ids gives), each only when
+// the tokenizer has one. tokenize=True encodes the text with add_special_tokens=False, special
+// tokens matched in the text as encode() always does.
 #include "chat_template.h"
 
-int chat_template_present(const Tokenizer *t) { return 0; }
+#include <stdlib.h>
+#include <string.h>
+
+#include "jinja.h"
+#include "tok_internal.h"
+
+int chat_template_present(const Tokenizer *t) { return t && t->chat_template != NULL; }
+
+static int no_template(Error *err) {
+    return err_set(err, "the tokenizer has no chat template (tokenizer_config.json's chat_template, "
+                   "chat_template.jinja, or a GGUF's tokenizer.chat_template)");
+}
+
+int chat_messages_check(const cJSON *messages, Error *err) {
+    if (!cJSON_IsArray(messages)) return err_set(err, "\"messages\" must be an array of {\"role\", \"content\"} objects");
+    if (!messages->child) return err_set(err, "\"messages\" is empty");
+    int i = 0;
+    for (const cJSON *m = messages->child; m; m = m->next, i++) {
+        if (!cJSON_IsObject(m)) return err_set(err, "messages[%d] must be an object with \"role\" and \"content\"", i);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!role) return err_set(err, "messages[%d]: missing \"role\"", i);
+        if (!cJSON_IsString(role)) return err_set(err, "messages[%d]: \"role\" must be a string", i);
+        if (!content) return err_set(err, "messages[%d]: missing \"content\"", i);
+        if (!cJSON_IsString(content)) return err_set(err, "messages[%d]: \"content\" must be a string", i);
+    }
+    return 0;
+}
+
+char *chat_template_render_json(const Tokenizer *t, const cJSON *messages, const cJSON *tools,
+                                const cJSON *extra, int add_generation_prompt,
+                                const JinjaLimits *lim, Error *err) {
+    if (!chat_template_present(t)) {
+        no_template(err);
+        return NULL;
+    }
+    if (chat_messages_check(messages, err)) return NULL;
+    JinjaTemplate *tmpl;
+    if (jinja_parse(&tmpl, t->chat_template, strlen(t->chat_template), "chat_template", err)) return NULL;
+    cJSON *vars = cJSON_CreateObject();
+    cJSON_AddItemToObject(vars, "messages", cJSON_Duplicate(messages, 1));
+    cJSON_AddItemToObject(vars, "tools", tools && !cJSON_IsNull(tools) ? cJSON_Duplicate(tools, 1) : cJSON_CreateNull());
+    cJSON_AddNullToObject(vars, "documents");
+    cJSON_AddBoolToObject(vars, "add_generation_prompt", add_generation_prompt != 0);
+    const char *bos = tokenizer_piece(t, tokenizer_bos_id(t));
+    int eos_ids[8];
+    const char *eos = tokenizer_eos_ids(t, eos_ids, 8) > 0 ? tokenizer_piece(t, eos_ids[0]) : NULL;
+    if (bos) cJSON_AddStringToObject(vars, "bos_token", bos);
+    if (eos) cJSON_AddStringToObject(vars, "eos_token", eos);
+    if (cJSON_IsObject(extra))  // kwargs win over the special tokens, as in transformers
+        for (const cJSON *c = extra->child; c; c = c->next) {
+            if (!c->string) continue;
+            cJSON_DeleteItemFromObjectCaseSensitive(vars, c->string);
+            cJSON_AddItemToObject(vars, c->string, cJSON_Duplicate(c, 1));
+        }
+    char *text = jinja_render(tmpl, vars, lim, NULL, err);
+    cJSON_Delete(vars);
+    jinja_free(tmpl);
+    return text;
+}
 
 char *chat_template_render(const Tokenizer *t, const ChatMessage *msgs, int n,
                            int add_generation_prompt, Error *err) {
-    err_set(err, "chat templates are not supported yet");
-    return NULL;
+    if (!chat_template_present(t)) {
+        no_template(err);
+        return NULL;
+    }
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", msgs[i].role ? msgs[i].role : "");
+        cJSON_AddStringToObject(m, "content", msgs[i].content ? msgs[i].content : "");
+        cJSON_AddItemToArray(arr, m);
+    }
+    char *text = chat_template_render_json(t, arr, NULL, NULL, add_generation_prompt, NULL, err);
+    cJSON_Delete(arr);
+    return text;
+}
+
+static int encode_text(const Tokenizer *t, char *text, int **ids, int *n_ids, Error *err) {
+    if (!text) return -1;
+    int rc = tokenizer_encode(t, text, strlen(text), 0, ids, n_ids, err);
+    free(text);
+    return rc ? err_wrap(err, "the rendered chat template") : 0;
+}
+
+int chat_template_encode_json(const Tokenizer *t, const cJSON *messages, const cJSON *tools,
+                              const cJSON *extra, int add_generation_prompt, int **ids, int *n_ids,
+                              Error *err) {
+    *ids = NULL, *n_ids = 0;
+    return encode_text(t, chat_template_render_json(t, messages, tools, extra, add_generation_prompt, NULL, err),
+                       ids, n_ids, err);
+}
+
+int chat_template_has_thinking(const Tokenizer *t) {
+    static const char *const pairs[][2] = {{"<think>", "</think>"},
+                                           {"<longcat_think>", "</longcat_think>"},
+                                           {"<|think:start|>", "<|think:end|>"},
+                                           {"<|channel>", "<channel|>"}};
+    for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++)
+        if (tokenizer_piece_to_id(t, pairs[i][0]) >= 0 && tokenizer_piece_to_id(t, pairs[i][1]) >= 0)
+            return 1;
+    return tokenizer_piece_to_id(t, "<|open|>") >= 0 && tokenizer_piece_to_id(t, "<|close|>") >= 0 &&
+           tokenizer_piece_to_id(t, "<|sep|>") >= 0 && tokenizer_piece_to_id(t, "<|end_of_msg|>") >= 0;
 }
 
 int chat_template_encode(const Tokenizer *t, const ChatMessage *msgs, int n,
                          int add_generation_prompt, int **ids, int *n_ids, Error *err) {
-    return err_set(err, "chat templates are not supported yet");
+    *ids = NULL, *n_ids = 0;
+    return encode_text(t, chat_template_render(t, msgs, n, add_generation_prompt, err), ids, n_ids, err);
 }

@@ -1,6 +1,9 @@
 // chat_template.h — a tokenizer's chat template (Jinja, from tokenizer_config.json's or a GGUF's
 // `chat_template`) rendered as transformers' apply_chat_template does.
 #pragma once
+#include <cjson/cJSON.h>
+
+#include "jinja.h"
 #include "tokenizer.h"
 
 typedef struct {
@@ -20,3 +23,22 @@ char *chat_template_render(const Tokenizer *t, const ChatMessage *msgs, int n,
 // *ids is a heap array of *n_ids ids.
 int chat_template_encode(const Tokenizer *t, const ChatMessage *msgs, int n,
                          int add_generation_prompt, int **ids, int *n_ids, Error *err);
+
+// --- additions ---
+// Checks that messages is a non-empty JSON array of objects with string "role" and "content"
+// (other keys are allowed and reach the template); errors name the index: "messages[2]: ...".
+int chat_messages_check(const cJSON *messages, Error *err);
+// As chat_template_render, for messages as JSON (every key of each message reaches the
+// template, as with transformers) and tools (NULL or a JSON null: the template's tools is None).
+// extra: more template variables (apply_chat_template's **kwargs), a JSON object or NULL.
+// lim: NULL for jinja_default_limits().
+char *chat_template_render_json(const Tokenizer *t, const cJSON *messages, const cJSON *tools,
+                                const cJSON *extra, int add_generation_prompt,
+                                const JinjaLimits *lim, Error *err);
+int chat_template_encode_json(const Tokenizer *t, const cJSON *messages, const cJSON *tools,
+                              const cJSON *extra, int add_generation_prompt, int **ids, int *n_ids,
+                              Error *err);
+// mlx-lm's TokenizerWrapper.has_thinking: the vocabulary has a thinking pair (<think> and
+// </think>, <longcat_think>..., <|think:start|>..., <|channel> and <channel|>). mlx-lm passes it
+// to every template as enable_thinking.
+int chat_template_has_thinking(const Tokenizer *t);

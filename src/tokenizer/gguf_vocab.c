@@ -134,6 +134,7 @@ static int load(Tokenizer *t, const GGUFFile *g, Error *err) {
     kv_int(g, "tokenizer.ggml.add_eos_token", &add_eos);
     if (add_bos && bos >= 0) iv_push(&t->post_pre, bos);
     if (add_eos && eos >= 0) iv_push(&t->post_post, eos);
+    t->chat_template = gguf_get_string(g, "tokenizer.chat_template");  // NULL when absent
     return 0;
 }
 

@@ -189,6 +189,7 @@ struct Tokenizer {
     DecoderKind decoder;
     int bos_id;
     int eos_ids[MAX_EOS], n_eos;
+    char *chat_template;     // the chat template it came with (heap), NULL if none
 };
 
 Tokenizer *tok_new(const char *source);

@@ -28,7 +28,15 @@ void tokenizer_free(Tokenizer *t) {
     trie_free(&t->trie_norm);
     free(t->post_pre.data);
     free(t->post_post.data);
+    free(t->chat_template);
     free(t);
+}
+
+const char *tokenizer_chat_template(const Tokenizer *t) { return t->chat_template; }
+
+void tokenizer_set_chat_template(Tokenizer *t, const char *tmpl) {
+    free(t->chat_template);
+    t->chat_template = tmpl ? xstrdup(tmpl) : NULL;
 }
 
 // Makes room for id (tables grow by doubling; every slot below cap_ids is initialized).

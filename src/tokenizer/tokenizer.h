@@ -46,6 +46,12 @@ int tokenizer_load_json_mem(Tokenizer **out, const char *json, size_t len, const
 // eos/eot/eom ids), then the usual end-of-turn specials present in the vocabulary
 // (<|eot_id|>, <|eom_id|>, <|end_of_text|>, <|im_end|>, <|endoftext|>, ...), at most 8.
 
+// The chat template the tokenizer came with: tokenizer_config.json's `chat_template` (a string,
+// or the entry named "default" of a list of {name, template}) or a GGUF's
+// `tokenizer.chat_template`. NULL when there is none. chat_template.h renders it.
+const char *tokenizer_chat_template(const Tokenizer *t);
+void tokenizer_set_chat_template(Tokenizer *t, const char *tmpl);  // a copy; NULL removes it
+
 // --- a model's tokenizer files (tokenizer_files.c) ---
 // The tokenizer of a model path alone, no weights: a folder's tokenizer.json (+
 // tokenizer_config.json) or a GGUF file's vocabulary.
@@ -63,7 +69,7 @@ typedef struct {
 } TokenizerExtras;
 // tokenizer_config.json for tokenizer_to_json's file: tokenizer_class PreTrainedTokenizerFast
 // (loads tokenizer.json as it is), added_tokens_decoder, bos/eos (t's BOS and first EOS),
-// unk/pad, chat_template. x may be NULL.
+// unk/pad, chat_template (x's, else the tokenizer's own). x may be NULL.
 cJSON *tokenizer_config_to_json(const Tokenizer *t, const TokenizerExtras *x);
 // special_tokens_map.json: bos/eos/unk/pad by string.
 cJSON *tokenizer_special_tokens_map(const Tokenizer *t, const TokenizerExtras *x);

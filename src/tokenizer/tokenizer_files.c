@@ -19,6 +19,24 @@ int tokenizer_load_path(Tokenizer **out, const char *path, Error *err) {
                                    : err_set(err, "%s: missing tokenizer.json", path);
         free(json);
         free(cfg);
+        // transformers 5 writes the template to chat_template.jinja, which wins over the config's
+        char *jinja = path_join(path, "chat_template.jinja");
+        if (!rc && file_exists(jinja)) {
+            char *text;
+            size_t len;
+            if (read_file(jinja, &text, &len, err) == 0) {
+                if (memchr(text, 0, len)) rc = err_set(err, "%s: NUL byte in the template", jinja);
+                else tokenizer_set_chat_template(*out, text);
+                free(text);
+            } else {
+                rc = -1;
+            }
+            if (rc) {
+                tokenizer_free(*out);
+                *out = NULL;
+            }
+        }
+        free(jinja);
         return rc;
     }
     if (!file_exists(path)) return err_set(err, "%s: no such model file or folder", path);
@@ -339,7 +357,8 @@ cJSON *tokenizer_config_to_json(const Tokenizer *t, const TokenizerExtras *x) {
     cJSON_AddBoolToObject(j, "clean_up_tokenization_spaces", 0);  // decode returns the bytes
     if (x && x->model_max_length > 0)
         cJSON_AddNumberToObject(j, "model_max_length", (double)x->model_max_length);
-    if (x && x->chat_template) cJSON_AddStringToObject(j, "chat_template", x->chat_template);
+    const char *tmpl = x && x->chat_template ? x->chat_template : t->chat_template;
+    if (tmpl) cJSON_AddStringToObject(j, "chat_template", tmpl);
     return j;
 }
 

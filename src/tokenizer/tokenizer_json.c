@@ -368,6 +368,29 @@ static int load_decoder(Tokenizer *t, const cJSON *d, const char *where, int dep
 
 static int token_id(const Tokenizer *t, const char *s) { return tokenizer_piece_to_id(t, s); }
 
+// chat_template: a string, or (older multi-template configs) a list of {name, template} of which
+// transformers uses the one named "default".
+static int load_chat_template(Tokenizer *t, const cJSON *ct, const char *cfg_name, Error *err) {
+    if (is_absent(ct)) return 0;
+    if (cJSON_IsString(ct)) {
+        tokenizer_set_chat_template(t, ct->valuestring);
+        return 0;
+    }
+    if (!cJSON_IsArray(ct))
+        return err_set(err, "%s: chat_template must be a string or a list of {name, template}", cfg_name);
+    const cJSON *c;
+    int i = 0;
+    cJSON_ArrayForEach(c, ct) {
+        const cJSON *name = get(c, "name"), *tmpl = get(c, "template");
+        if (!cJSON_IsString(name) || !cJSON_IsString(tmpl))
+            return err_set(err, "%s: chat_template[%d] must be {\"name\": string, \"template\": string}",
+                           cfg_name, i);
+        if (!strcmp(name->valuestring, "default")) tokenizer_set_chat_template(t, tmpl->valuestring);
+        i++;
+    }
+    return 0;
+}
+
 static int apply_config(Tokenizer *t, const cJSON *cfg, const char *cfg_name, Error *err) {
     // BOS: the config's bos_token, else the first token the post-processor puts in front.
     const char *bos = config_token(cfg, "bos_token"), *eos = config_token(cfg, "eos_token");
@@ -405,7 +428,7 @@ static int apply_config(Tokenizer *t, const cJSON *cfg, const char *cfg_name, Er
     } else if (!is_absent(ae)) {
         return err_set(err, "%s: add_eos_token must be true or false", cfg_name);
     }
-    return 0;
+    return load_chat_template(t, get(cfg, "chat_template"), cfg_name, err);
 }
 
 static int load_impl(Tokenizer **out, const char *json, size_t len, const char *name, const char *cfg_text,
