@@ -5,12 +5,17 @@
   GET  /api/models/{id}/revision/main      {"id", "sha", "siblings": [{"rfilename"}]}
   GET  /api/models/{id}/tree/{rev}         [{"type", "path", "size", "oid", "lfs"}] (what
                                            huggingface_hub's snapshot_download lists)
-  HEAD /{id}/resolve/{rev}/{file}          ETag (X-Linked-Etag + X-Linked-Size for
-  GET  /{id}/resolve/{rev}/{file}          *.safetensors, as LFS files), X-Repo-Commit,
-                                           Range: bytes=N- → 206 + Content-Range
+  HEAD /{id}/resolve/{rev}/{file}          a regular file: 200, ETag (its git oid),
+  GET  /{id}/resolve/{rev}/{file}          X-Repo-Commit; a *.safetensors (LFS) file: 302
+                                           to its storage, with X-Linked-Etag (sha256),
+                                           X-Linked-Size, X-Repo-Commit
+  GET  /cdn/{sha256}/{file}                the storage, at http://localhost:PORT (another
+                                           host name: a client must not send its token)
+  Range: bytes=N- → 206 + Content-Range, on the files and the storage
 
 --repo ID serves --root; --gated ID answers 401 without "Authorization: Bearer --token"
-(and serves --root with it); any other id is 404. --drop N: the first N GETs of a
+(and serves --root with it); --renamed ID answers with relative 307 redirects to --repo, as the
+hub does for a renamed repo; any other id is 404. --drop N: the first N GETs of a
 *.safetensors file send the headers and half the bytes, then drop the connection. Writes the
 port it listens on (a free one) to --port-file, and one line per request to --log.
 """
@@ -31,6 +36,7 @@ def main():
     ap.add_argument("--root", required=True)
     ap.add_argument("--repo", required=True)
     ap.add_argument("--gated", default="")
+    ap.add_argument("--renamed", default="")
     ap.add_argument("--token", default="secret")
     ap.add_argument("--drop", type=int, default=0)
     ap.add_argument("--port-file", required=True)
@@ -56,9 +62,20 @@ def main():
             if self.command != "HEAD":
                 self.wfile.write(body)
 
+        def redirect(self, code, location, headers=()):
+            self.send_response(code)
+            self.send_header("Location", location)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def repo_ok(self, rid):
             if rid == a.repo:
                 return True
+            if rid == a.renamed:  # relative redirects to the new name
+                self.redirect(307, self.path.replace("/" + a.renamed + "/", "/" + a.repo + "/", 1))
+                return False
             if rid == a.gated:
                 if self.headers.get("Authorization") == "Bearer " + a.token:
                     return True
@@ -90,6 +107,9 @@ def main():
                     self.send_json(200, {"id": m.group(1), "sha": SHA,
                                          "siblings": [{"rfilename": f} for f in files + [".gitattributes"]]})
                 return
+            m = re.fullmatch(r"/cdn/([0-9a-f]{64})/(.+)", path)
+            if m and m.group(2) in files:
+                return self.serve(m.group(2), lfs=True)
             m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
             if not m:
                 return self.send_json(404, {"error": "no such page"})
@@ -99,7 +119,16 @@ def main():
             if rev not in (SHA, "main") or name not in files:
                 return self.send_json(404, {"error": "Entry not found"})
             data = open(os.path.join(a.root, name), "rb").read()
-            etag = hashlib.sha256(data).hexdigest()
+            if name.endswith(".safetensors"):  # LFS: 302 to the storage, linked etag and size
+                sha = hashlib.sha256(data).hexdigest()
+                port = self.server.server_address[1]
+                return self.redirect(302, "http://localhost:%d/cdn/%s/%s" % (port, sha, name), [
+                    ("X-Repo-Commit", SHA), ("ETag", '"%s"' % hashlib.sha1(data).hexdigest()),
+                    ("X-Linked-Etag", '"%s"' % sha), ("X-Linked-Size", str(len(data)))])
+            self.serve(name, lfs=False)
+
+        def serve(self, name, lfs):
+            data = open(os.path.join(a.root, name), "rb").read()
             start, code = 0, 200
             r = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
             if r:
@@ -108,13 +137,11 @@ def main():
                     return self.send_json(416, {"error": "range not satisfiable"})
             self.send_response(code)
             self.send_header("Content-Length", str(len(data) - start))
-            self.send_header("X-Repo-Commit", SHA)
-            if name.endswith(".safetensors"):  # as LFS files: the sha256 is the linked etag
+            if lfs:  # the storage: the file's sha256 as its etag
+                self.send_header("ETag", '"%s"' % hashlib.sha256(data).hexdigest())
+            else:  # a regular (git) file: its git oid, and the commit
                 self.send_header("ETag", '"%s"' % hashlib.sha1(data).hexdigest())
-                self.send_header("X-Linked-Etag", '"%s"' % etag)
-                self.send_header("X-Linked-Size", str(len(data)))
-            else:
-                self.send_header("ETag", '"%s"' % hashlib.sha1(data).hexdigest())
+                self.send_header("X-Repo-Commit", SHA)
             if code == 206:
                 self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
             self.end_headers()

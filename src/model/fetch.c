@@ -61,14 +61,15 @@ static size_t on_header(char *line, size_t size, size_t count, void *ctx) {
     HttpResponse *h = t->resp;
     size_t n = size * count;
     if (n >= 5 && !strncmp(line, "HTTP/", 5)) {  // a new answer (after a redirect): start over
-        free(h->etag), free(h->linked_etag), free(h->repo_commit);
-        h->etag = h->linked_etag = h->repo_commit = NULL;
+        free(h->etag), free(h->linked_etag), free(h->repo_commit), free(h->location);
+        h->etag = h->linked_etag = h->repo_commit = h->location = NULL;
         h->content_length = h->linked_size = -1;
         return n;
     }
     keep_header(&h->etag, header_value(line, n, "ETag"));
     keep_header(&h->linked_etag, header_value(line, n, "X-Linked-Etag"));
     keep_header(&h->repo_commit, header_value(line, n, "X-Repo-Commit"));
+    keep_header(&h->location, header_value(line, n, "Location"));
     char *v;
     if ((v = header_value(line, n, "Content-Length"))) h->content_length = atoll(v), free(v);
     if ((v = header_value(line, n, "X-Linked-Size"))) h->linked_size = atoll(v), free(v);
@@ -135,7 +136,8 @@ int http_request(const HttpRequest *r, HttpResponse *resp, Error *err) {
     curl_easy_setopt(c, CURLOPT_USERAGENT, "tunelens");
     curl_easy_setopt(c, CURLOPT_NOBODY, r->head ? 1L : 0L);
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, r->head ? 0L : 1L);
-    // the token goes to the endpoint only, never to the storage a redirect points at
+    // the token goes to the endpoint only: libcurl (>= 7.58) drops a custom Authorization
+    // header on a redirect to another host (the hub's file storage)
     curl_easy_setopt(c, CURLOPT_UNRESTRICTED_AUTH, 0L);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
@@ -172,6 +174,7 @@ int http_request(const HttpRequest *r, HttpResponse *resp, Error *err) {
 
 void http_response_free(HttpResponse *resp) {
     free(resp->body), free(resp->etag), free(resp->linked_etag), free(resp->repo_commit);
+    free(resp->location);
     *resp = (HttpResponse){0};
 }
 

@@ -23,6 +23,7 @@ typedef struct {
     size_t body_len;
     long long written;                      // bytes appended to out
     char *etag, *linked_etag, *repo_commit; // headers ETag, X-Linked-Etag, X-Repo-Commit (heap)
+    char *location;                         // Location (a HEAD's redirect; heap)
     long long content_length, linked_size;  // Content-Length, X-Linked-Size (-1: absent)
 } HttpResponse;
 

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fnmatch.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -300,9 +301,24 @@ static int fetch_file(const Hub *h, const char *commit, const char *file, Error 
     char *etag = NULL, *blob = NULL, *blobs = path_join(h->repo, "blobs");
     int rc = 0;
     if (file_exists(snap)) goto done;  // linked by an earlier run (stat follows the link)
-    HttpRequest r = {.url = url, .token = h->token, .head = 1};
+    // The metadata: a HEAD, not following the redirect of a large (LFS) file to its storage,
+    // whose answer carries X-Linked-Etag / X-Linked-Size; a relative redirect (a renamed repo)
+    // is followed, as huggingface_hub does.
     HttpResponse resp;
-    rc = http_request(&r, &resp, err);
+    char *at = xstrdup(url);
+    for (int hop = 0;; hop++) {
+        HttpRequest r = {.url = at, .token = h->token, .head = 1};
+        rc = http_request(&r, &resp, err);
+        if (rc || resp.status < 300 || resp.status >= 400 || resp.linked_etag || !resp.location ||
+            resp.location[0] != '/' || hop == 5)
+            break;
+        const char *host = strstr(at, "://"), *path = host ? strchr(host + 3, '/') : NULL;
+        char *next = xasprintf("%.*s%s", (int)(path ? path - at : (ptrdiff_t)strlen(at)), at, resp.location);
+        free(at);
+        at = next;
+        http_response_free(&resp);
+    }
+    free(at);
     if (!rc && (resp.status < 200 || resp.status >= 400)) rc = http_error(h, url, resp.status, err);
     long long size = resp.linked_size >= 0 ? resp.linked_size : resp.content_length;
     if (!rc && !(etag = blob_name(resp.linked_etag ? resp.linked_etag : resp.etag)))

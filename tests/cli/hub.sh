@@ -19,7 +19,7 @@ export XDG_CACHE_HOME="$TMP/xdg" HOME="$TMP/home"  # never the user's cache
 start_server() {  # extra server flags...
   [ -n "$SRV" ] && kill $SRV 2>/dev/null && wait $SRV 2>/dev/null
   rm -f "$TMP/port"
-  python3 tests/hub_server.py --root $TINY --repo org/tiny --gated org/gated --token secret \
+  python3 tests/hub_server.py --root $TINY --repo org/tiny --gated org/gated --renamed org/old --token secret \
     --port-file "$TMP/port" --log "$TMP/server.log" "$@" &
   SRV=$!
   for _ in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.05; done
@@ -80,7 +80,7 @@ check "a path that is no id is the loader's error" 1 "no/such/model" env HF_HUB_
 export HF_HUB_CACHE="$TMP/dl"
 start_server --drop 1  # the first GET of model.safetensors drops halfway: resumed in the run
 check "download org/tiny (a drop resumed with Range)" 0 "Saved .*models--org--tiny/snapshots/$COMMIT" "$BIN" tokenize --model org/tiny --text "$PROMPT"
-if grep -q "GET /org/tiny/resolve/$COMMIT/model.safetensors range=bytes=207356-" "$TMP/server.log"; then
+if grep -qE "GET /cdn/[0-9a-f]{64}/model.safetensors range=bytes=207356-" "$TMP/server.log"; then
   echo "ok   the dropped file resumed from byte 207356"; else echo "FAIL no Range request after the drop"; fails=$((fails+1)); fi
 R="$TMP/dl/models--org--tiny"
 [ "$(cat "$R/refs/main")" = "$COMMIT" ] && echo "ok   refs/main holds the commit" || { echo "FAIL refs/main"; fails=$((fails+1)); }
@@ -119,7 +119,7 @@ ls "$TMP/dl2/models--org--tiny/blobs/" | grep -q '\.incomplete$' && echo "ok   t
 : >"$TMP/server.log"
 start_server
 check "the next run resumes and completes" 0 "Saved" "$BIN" tokenize --model org/tiny --text x
-grep -qE "GET /org/tiny/resolve/$COMMIT/model.safetensors range=bytes=[1-9][0-9]*-" "$TMP/server.log" && echo "ok   resumed with a Range" || { echo "FAIL not resumed"; cat "$TMP/server.log"; fails=$((fails+1)); }
+grep -qE "GET /cdn/[0-9a-f]{64}/model.safetensors range=bytes=[1-9][0-9]*-" "$TMP/server.log" && echo "ok   resumed with a Range" || { echo "FAIL not resumed"; cat "$TMP/server.log"; fails=$((fails+1)); }
 cmp -s "$TMP/dl2/models--org--tiny/snapshots/$COMMIT/model.safetensors" $TINY/model.safetensors && echo "ok   the resumed file is whole" || { echo "FAIL resumed file differs"; fails=$((fails+1)); }
 
 # ---- 5. what the hub refuses
@@ -127,7 +127,10 @@ check "HTTP 404: no such model" 1 "org/nothing: no such model on http://127.0.0.
 check "HTTP 401: gated, set HF_TOKEN" 1 "org/gated on .*HTTP 401: the model is gated or private .*set HF_TOKEN" "$BIN" lens --model org/gated --prompt x
 check "HTTP 401 with a wrong HF_TOKEN" 1 "HF_TOKEN is set but was refused" env HF_TOKEN=wrong "$BIN" lens --model org/gated --prompt x
 check "HF_TOKEN opens the gated model" 0 "Saved .*models--org--gated" env HF_TOKEN=secret "$BIN" tokenize --model org/gated --text x
-grep -q "auth=Bearer secret" "$TMP/server.log" && echo "ok   Authorization: Bearer sent" || { echo "FAIL no Authorization"; fails=$((fails+1)); }
+grep -q "GET /api/models/org/gated/revision/main range=None auth=Bearer secret" "$TMP/server.log" && echo "ok   Authorization: Bearer sent to the hub" || { echo "FAIL no Authorization"; fails=$((fails+1)); }
+grep -qE "GET /cdn/[0-9a-f]{64}/model.safetensors range=None auth=None" "$TMP/server.log" && ! grep -qE "GET /cdn/.*auth=Bearer" "$TMP/server.log" \
+  && echo "ok   the token is not sent to the storage host a redirect points at" || { echo "FAIL token sent to the storage host"; fails=$((fails+1)); }
+check "a renamed repo: relative redirects followed, cached under the name asked for" 0 "Saved .*models--org--old/snapshots/$COMMIT" "$BIN" tokenize --model org/old --text x
 check "an unwritable cache" 1 "/dev/null.*(not a folder|Not a directory|Permission denied)" env HF_HUB_CACHE=/dev/null/hub "$BIN" tokenize --model org/tiny --text x
 kill $SRV; wait $SRV 2>/dev/null; SRV=
 check "no hub answering: says so and how to stay offline" 1 "cannot reach the hub for org/other .*HF_HUB_OFFLINE=1" "$BIN" tokenize --model org/other --text x
