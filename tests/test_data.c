@@ -497,7 +497,8 @@ static void test_load_errors(void **state) {
                       "\"prompt\"", "UTF-8", NULL);
     expect_load_error("mask_text.jsonl", "{\"text\": \"a\"}\n", 1, 0, ":1:",
                       "--mask-prompt needs prompt/completion data", NULL);
-    expect_load_error("chat.jsonl", "{\"messages\": []}\n", 0, 0, ":1:", "not supported", NULL);
+    expect_load_error("chat.jsonl", "{\"messages\": []}\n", 0, 0, ":1:", "needs a chat template",
+                      "has none", NULL);
     expect_load_error("empty.jsonl", "", 0, 0, "no examples", NULL);
     expect_load_error("blank.jsonl", "\n  \n\r\n", 0, 0, "no examples", NULL);
     // "89 - 34 = 55" holds ids 320 and 340: a model with 300 embedding rows cannot take them
@@ -721,8 +722,81 @@ static void test_batch_layout_text(void **state) {
     dataset_free(&d);
 }
 
+// ---------------------------------------------------------------------------------------------
+// data through a chat template: ids and mask offsets as mlx-lm 0.32.2's ChatDataset and
+// CompletionsDataset give them (tests/make_chat_fixtures.py ran them over the same files with
+// the tokenizer folder tests/fixtures/chat, Qwen3's template, no <think> token)
+
+#define CHAT_DIR FIXTURE("chat")
+
+static void test_load_chat_templated(void **state) {
+    (void)state;
+    Tokenizer *tok;
+    Error err = {{0}};
+    if (tokenizer_load_path(&tok, CHAT_DIR, &err)) fail_msg("%s", err.msg);
+    cJSON *exp = load_json_fixture(FIXTURE("chat/data/expected.json"));
+    const char *files[] = {"chat.jsonl", "completions.jsonl"};
+    for (int f = 0; f < 2; f++) {
+        char *path = xasprintf(FIXTURE("chat/data/%s"), files[f]);
+        for (int mask = 0; mask < 2; mask++) {
+            Dataset d;
+            if (dataset_load(&d, path, tok, 0, 100000, mask, &err)) fail_msg("%s", err.msg);
+            const cJSON *want = cJSON_GetObjectItem(cJSON_GetObjectItem(exp, files[f]), mask ? "mask" : "plain");
+            assert_int_equal(d.n, cJSON_GetArraySize(want));
+            for (int i = 0; i < d.n; i++) {
+                const cJSON *w = cJSON_GetArrayItem(want, i);
+                int n, *ids = json_ints(cJSON_GetObjectItem(w, "ids"), &n);
+                if (d.ex[i].len != n) fail_msg("%s line %d mask %d: %d ids, want %d", files[f], i + 1, mask, d.ex[i].len, n);
+                assert_memory_equal(d.ex[i].ids, ids, sizeof(int) * (size_t)n);
+                assert_int_equal(d.ex[i].prompt_len, cJSON_GetObjectItem(w, "offset")->valueint);
+                free(ids);
+            }
+            dataset_free(&d);
+        }
+        free(path);
+    }
+    cJSON_Delete(exp);
+    tokenizer_free(tok);
+}
+
+static void expect_chat_error(Tokenizer *tok, const char *content, int mask, const char *n1, const char *n2) {
+    const char *path = write_tmp("chat_err.jsonl", content, strlen(content));
+    Dataset d;
+    Error err = {{0}};
+    assert_int_equal(dataset_load(&d, path, tok, 0, 2048, mask, &err), -1);
+    if (!strstr(err.msg, n1) || (n2 && !strstr(err.msg, n2)))
+        fail_msg("\"%s\" lacks \"%s\" / \"%s\"", err.msg, n1, n2 ? n2 : "");
+}
+
+static void test_load_chat_errors(void **state) {
+    (void)state;
+    Tokenizer *tok;
+    Error err = {{0}};
+    if (tokenizer_load_path(&tok, CHAT_DIR, &err)) fail_msg("%s", err.msg);
+    const char *ok = "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}\n";
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s{\"messages\": {\"role\": \"user\"}}\n", ok);
+    expect_chat_error(tok, buf, 0, ":2:", "must be an array");
+    snprintf(buf, sizeof buf, "%s%s{\"messages\": [{\"role\": \"user\", \"content\": 3}]}\n", ok, ok);
+    expect_chat_error(tok, buf, 0, ":3:", "messages[0]: \"content\" must be a string");
+    expect_chat_error(tok, "{\"messages\": [{\"content\": \"x\"}]}\n", 0, ":1:", "missing \"role\"");
+    expect_chat_error(tok, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": 5}\n", 0,
+                      ":1:", "\"tools\" must be a list");
+    expect_chat_error(tok, ok, 1, ":1:", "at least two messages");
+    snprintf(buf, sizeof buf, "%s{\"text\": \"x\"}\n", ok);
+    expect_chat_error(tok, buf, 0, ":2:", "one format per file");
+    // the template's own errors carry the line and the template position
+    tokenizer_set_chat_template(tok, "{{ raise_exception('no ' ~ messages[0].role) }}");
+    expect_chat_error(tok, ok, 0, ":1:", "raise_exception: no user");
+    tokenizer_set_chat_template(tok, "{% for %}");
+    expect_chat_error(tok, ok, 0, "chat_template:1:8: expected a name", NULL);
+    tokenizer_free(tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_chat_templated),
+        cmocka_unit_test(test_load_chat_errors),
         cmocka_unit_test(test_math_lines),
         cmocka_unit_test(test_math_ops_uniform),
         cmocka_unit_test(test_math_division_covers_all_pairs),

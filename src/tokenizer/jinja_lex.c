@@ -65,11 +65,18 @@ static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 static int is_name0(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
 
-// A string literal's body as Python's unicode-escape decodes it.
-static void unescape(Lexer *L, size_t at, const char *s, size_t n, StrBuf *b) {
+// A string literal's body as Python's unicode-escape decodes it, into out (the text never grows:
+// every escape is at least as long as what it stands for). Returns the length.
+typedef struct { char *p; size_t len; } Out;
+static void out_put(Out *o, const char *s, size_t n) {
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+static size_t unescape(Lexer *L, size_t at, const char *s, size_t n, char *out) {
+    Out ob = {out, 0}, *b = &ob;
     for (size_t i = 0; i < n; i++) {
         if (s[i] != '\\' || i + 1 == n) {
-            sb_append(b, s + i, 1);
+            out_put(b, s + i, 1);
             continue;
         }
         char c = s[++i];
@@ -77,16 +84,16 @@ static void unescape(Lexer *L, size_t at, const char *s, size_t n, StrBuf *b) {
         int digits = 0;
         switch (c) {
         case '\n': continue;
-        case '\\': sb_append(b, "\\", 1); continue;
-        case '\'': sb_append(b, "'", 1); continue;
-        case '"': sb_append(b, "\"", 1); continue;
-        case 'a': sb_append(b, "\a", 1); continue;
-        case 'b': sb_append(b, "\b", 1); continue;
-        case 'f': sb_append(b, "\f", 1); continue;
-        case 'n': sb_append(b, "\n", 1); continue;
-        case 'r': sb_append(b, "\r", 1); continue;
-        case 't': sb_append(b, "\t", 1); continue;
-        case 'v': sb_append(b, "\v", 1); continue;
+        case '\\': out_put(b, "\\", 1); continue;
+        case '\'': out_put(b, "'", 1); continue;
+        case '"': out_put(b, "\"", 1); continue;
+        case 'a': out_put(b, "\a", 1); continue;
+        case 'b': out_put(b, "\b", 1); continue;
+        case 'f': out_put(b, "\f", 1); continue;
+        case 'n': out_put(b, "\n", 1); continue;
+        case 'r': out_put(b, "\r", 1); continue;
+        case 't': out_put(b, "\t", 1); continue;
+        case 'v': out_put(b, "\v", 1); continue;
         case 'x': digits = 2; break;
         case 'u': digits = 4; break;
         case 'U': digits = 8; break;
@@ -97,7 +104,7 @@ static void unescape(Lexer *L, size_t at, const char *s, size_t n, StrBuf *b) {
                 i--;
                 break;
             }
-            sb_append(b, s + i - 1, 2);  // unknown escapes stay as written
+            out_put(b, s + i - 1, 2);  // unknown escapes stay as written
             continue;
         }
         if (digits) {
@@ -119,8 +126,9 @@ static void unescape(Lexer *L, size_t at, const char *s, size_t n, StrBuf *b) {
                                 u[2] = (char)(0x80 | (cp & 63)), 3)
               : (u[0] = (char)(0xF0 | cp >> 18), u[1] = (char)(0x80 | (cp >> 12 & 63)),
                  u[2] = (char)(0x80 | (cp >> 6 & 63)), u[3] = (char)(0x80 | (cp & 63)), 4);
-        sb_append(b, u, (size_t)k);
+        out_put(b, u, (size_t)k);
     }
+    return b->len;
 }
 
 static const char *const OPS[] = {"**", "//", "==", "!=", ">=", "<=", "+", "-", "/", "*", "%",
@@ -196,10 +204,10 @@ static void lex_tag(Lexer *L, int block, size_t tag_pos) {
             size_t q = p + 1;
             while (q < L->n && s[q] != c) q += s[q] == '\\' ? 2 : 1;
             if (q >= L->n) lex_fail(L, p, "unterminated string literal");
-            StrBuf b = {0};
-            unescape(L, p, s + p + 1, q - p - 1, &b);
-            push(L, TK_STRING, p, b.p ? b.p : "", b.len);
-            sb_free(&b);
+            char *body = arena_alloc(L->a, q - p);
+            size_t len = unescape(L, p, s + p + 1, q - p - 1, body);
+            Tok *t = push(L, TK_STRING, p, NULL, 0);
+            t->s = body, t->len = len;
             L->pos = q + 1;
             continue;
         }

@@ -172,15 +172,18 @@ static Node *parse_primary(P *p) {
             n->s = t->s;
         }
     } else if (t->kind == TK_STRING) {
-        StrBuf b = {0};
-        while (cur(p)->kind == TK_STRING) {  // adjacent literals join
-            sb_append(&b, cur(p)->s, cur(p)->len);
-            adv(p);
+        size_t len = 0;
+        int k = 0;
+        for (; peek(p, k)->kind == TK_STRING; k++) len += peek(p, k)->len;  // adjacent literals join
+        char *text = arena_alloc(p->a, len + 1);
+        len = 0;
+        for (; k > 0; k--, adv(p)) {
+            memcpy(text + len, cur(p)->s, cur(p)->len);
+            len += cur(p)->len;
         }
         n = mk(p, E_STR, t);
-        n->s = arena_strndup(p->a, b.p ? b.p : "", b.len);
-        n->len = b.len;
-        sb_free(&b);
+        n->s = text;
+        n->len = len;
     } else if (t->kind == TK_INT) {
         adv(p);
         n = mk(p, E_INT, t);

@@ -9,11 +9,20 @@
 //   - batches: consecutive runs of batch_size in the sorted order, the remainder dropped;
 //     fewer examples than batch_size is an error; training passes visit the batches in a
 //     fresh random permutation each pass.
+//   - with a chat template (chat_template.h, rendered as transformers does), as mlx-lm's
+//     ChatDataset and CompletionsDataset: {"messages": [...], "tools"?} lines are
+//     apply_chat_template(messages, tools); {"prompt", "completion", "tools"?} lines are the
+//     messages [user: prompt, assistant: completion]. No EOS is appended (the template ends
+//     the turn). The template also sees enable_thinking = mlx-lm's has_thinking (the
+//     vocabulary has a thinking pair), as mlx-lm's TokenizerWrapper passes it. With
+//     mask_prompt, prompt_len is mlx-lm's offset: the length of apply_chat_template(messages[:-1],
+//     add_generation_prompt = the last message is the assistant's) for messages, of
+//     apply_chat_template([user], add_generation_prompt=True) for prompt/completion.
 // Where we deliberately differ:
-//   - prompt/completion lines: mlx-lm renders them with the tokenizer's chat template (user
-//     and assistant turns). We have no Jinja, so we concatenate: encode(prompt) (with BOS),
-//     then encode(completion) without special tokens, then EOS as for text. prompt_len (used
-//     only with mask_prompt) is the number of prompt ids. Chat data ("messages") is refused.
+//   - prompt/completion lines when the tokenizer has no chat template (mlx-lm then fails):
+//     encode(prompt) (with BOS), then encode(completion) without special tokens, then EOS as
+//     for text. prompt_len (used only with mask_prompt) is the number of prompt ids.
+//     "messages" lines without a template are an error saying so.
 //   - mlx-lm's mask (steps >= offset && steps <= length) also trains the first padding target
 //     of every row (an off-by-one upstream). Target j is trained here iff prompt_len <= j < len.
 //   - mlx-lm checks only the first line to pick the format and fails with a KeyError or
@@ -37,12 +46,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../tokenizer/chat_template.h"
 #include "rng.h"
 
-enum { KIND_TEXT = 1, KIND_COMPLETION = 2 };
+enum { KIND_TEXT = 1, KIND_COMPLETION = 2, KIND_CHAT = 3 };
 
 static const char *kind_name(int kind) {
-    return kind == KIND_TEXT ? "{\"text\": ...}" : "{\"prompt\": ..., \"completion\": ...}";
+    return kind == KIND_TEXT ? "{\"text\": ...}"
+         : kind == KIND_CHAT ? "{\"messages\": [...]}" : "{\"prompt\": ..., \"completion\": ...}";
 }
 
 // A string field of a line's object: 0 ok, -1 with the error set.
@@ -65,19 +76,96 @@ static int line_kind(const cJSON *obj, const char *path, int line, Error *err) {
             return err_set(err, "%s:%d: \"prompt\" without \"completion\"", path, line);
         return KIND_COMPLETION;
     }
+    if (cJSON_HasObjectItem(obj, "messages")) return KIND_CHAT;  // before text, as mlx-lm
     if (cJSON_HasObjectItem(obj, "text")) return KIND_TEXT;
-    if (cJSON_HasObjectItem(obj, "messages"))
-        return err_set(err, "%s:%d: chat data (\"messages\") is not supported: there is no chat "
-                       "template; use {\"prompt\": ..., \"completion\": ...} or {\"text\": ...}",
-                       path, line);
-    return err_set(err, "%s:%d: missing \"text\" (or \"prompt\" and \"completion\")", path, line);
+    return err_set(err, "%s:%d: missing \"text\", \"messages\" (or \"prompt\" and \"completion\")",
+                   path, line);
+}
+
+// apply_chat_template(msgs, tools, add_generation_prompt) encoded, as mlx-lm's datasets call it.
+static int chat_ids(const Tokenizer *tok, const cJSON *msgs, const cJSON *tools, int agp, int **ids,
+                    int *n, const char *path, int line, Error *err) {
+    cJSON *extra = cJSON_CreateObject();
+    cJSON_AddBoolToObject(extra, "enable_thinking", chat_template_has_thinking(tok));
+    int rc = chat_template_encode_json(tok, msgs, tools, extra, agp, ids, n, err);
+    cJSON_Delete(extra);
+    return rc ? err_wrap(err, "%s:%d", path, line) : 0;
+}
+
+// The line's "tools" (absent or null: none); a list of objects, as transformers wants.
+static int get_tools(const cJSON *obj, const cJSON **tools, const char *path, int line, Error *err) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(obj, "tools");
+    *tools = t && !cJSON_IsNull(t) ? t : NULL;
+    if (!*tools) return 0;
+    if (!cJSON_IsArray(t)) return err_set(err, "%s:%d: \"tools\" must be a list of objects", path, line);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, t) if (!cJSON_IsObject(c))
+        return err_set(err, "%s:%d: \"tools\" must be a list of objects", path, line);
+    return 0;
+}
+
+// A chat (messages) or prompt/completion line through the tokenizer's chat template, with
+// mlx-lm's mask offset. *prompt_len is 0 unless mask_prompt.
+static int encode_chat(const cJSON *obj, int kind, const Tokenizer *tok, int mask_prompt, int **ids,
+                       int *n, int *prompt_len, const char *path, int line, Error *err) {
+    const cJSON *tools;
+    if (get_tools(obj, &tools, path, line, err)) return -1;
+    cJSON *msgs;
+    if (kind == KIND_CHAT) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(obj, "messages");
+        if (chat_messages_check(m, err)) return err_wrap(err, "%s:%d", path, line);
+        msgs = cJSON_Duplicate(m, 1);
+    } else {
+        const char *prompt, *completion;
+        if (get_string(obj, "prompt", &prompt, path, line, err) ||
+            get_string(obj, "completion", &completion, path, line, err))
+            return -1;
+        msgs = cJSON_CreateArray();
+        const char *roles[2] = {"user", "assistant"}, *contents[2] = {prompt, completion};
+        for (int i = 0; i < 2; i++) {
+            cJSON *m = cJSON_CreateObject();
+            cJSON_AddStringToObject(m, "role", roles[i]);
+            cJSON_AddStringToObject(m, "content", contents[i]);
+            cJSON_AddItemToArray(msgs, m);
+        }
+    }
+    int rc = chat_ids(tok, msgs, tools, 0, ids, n, path, line, err);
+    *prompt_len = 0;
+    if (!rc && mask_prompt) {
+        int count = cJSON_GetArraySize(msgs);
+        cJSON *last = cJSON_DetachItemFromArray(msgs, count - 1);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(last, "role");
+        int agp = kind == KIND_COMPLETION || !strcmp(role->valuestring, "assistant");
+        int *p = NULL, np = 0;
+        if (count < 2)
+            rc = err_set(err, "%s:%d: --mask-prompt needs at least two messages (the prompt is "
+                         "everything before the last one)", path, line);
+        else
+            rc = chat_ids(tok, msgs, tools, agp, &p, &np, path, line, err);
+        free(p);
+        cJSON_Delete(last);
+        *prompt_len = np;
+        if (rc) {
+            free(*ids);
+            *ids = NULL;
+        }
+    }
+    cJSON_Delete(msgs);
+    return rc;
 }
 
 // Tokenize one parsed line into ex. Returns 0 or -1 (err names the file and line).
 static int encode_line(Example *ex, const cJSON *obj, int kind, const Tokenizer *tok, int eos,
                        int mask_prompt, const char *path, int line, Error *err) {
     int *ids = NULL, n = 0, prompt_len = 0;
-    if (kind == KIND_TEXT) {
+    int templated = kind == KIND_CHAT || (kind == KIND_COMPLETION && chat_template_present(tok));
+    if (kind == KIND_CHAT && !chat_template_present(tok))
+        return err_set(err, "%s:%d: chat data (\"messages\") needs a chat template, and the tokenizer has "
+                       "none (tokenizer_config.json's chat_template, chat_template.jinja, or a GGUF's "
+                       "tokenizer.chat_template)", path, line);
+    if (templated) {
+        if (encode_chat(obj, kind, tok, mask_prompt, &ids, &n, &prompt_len, path, line, err)) return -1;
+    } else if (kind == KIND_TEXT) {
         const char *text;
         if (get_string(obj, "text", &text, path, line, err)) return -1;
         if (tokenizer_encode(tok, text, strlen(text), 1, &ids, &n, err))
@@ -100,7 +188,7 @@ static int encode_line(Example *ex, const cJSON *obj, int kind, const Tokenizer 
         n += nc;
         free(c);
     }
-    if (n == 0 || ids[n - 1] != eos) {
+    if (!templated && (n == 0 || ids[n - 1] != eos)) {  // the template ends its turns itself
         ids = xrealloc(ids, sizeof(int) * (size_t)(n + 1));
         ids[n++] = eos;
     }
@@ -175,7 +263,7 @@ int dataset_load(Dataset *d, const char *path, const Tokenizer *tok, int vocab_l
                 rc = err_set(err, "%s:%d: a %s line after %s lines (line %d); use one format per file",
                              path, line, kind_name(kd), kind_name(kind), kind_line);
             } else if (kd == KIND_TEXT && mask_prompt) {
-                rc = err_set(err, "%s:%d: --mask-prompt needs prompt/completion data", path, line);
+                rc = err_set(err, "%s:%d: --mask-prompt needs prompt/completion data (or chat data)", path, line);
             } else {
                 if (!kind) kind = kd, kind_line = line;
                 if (d->n == cap) {

@@ -18,13 +18,16 @@ typedef struct {
     char *path;       // the file it came from, for messages (heap; NULL = unnamed)
 } Dataset;
 
-// Load a jsonl file of {"text": ...} or {"prompt": ..., "completion": ...} lines (all lines
-// one kind). Each example is encoded as HF's tokenizer.encode does (BOS from the
-// post-processor), EOS appended unless already last; longer than max_seq_len -> truncated.
-// Errors name the file and line: invalid JSON, missing keys, non-string values, invalid UTF-8,
-// empty file, ids >= vocab_limit (the model's embedding rows; <= 0: no check).
-// mask_prompt needs prompt/completion data. max_seq_len >= 2. data.c lists where we differ
-// from mlx-lm (prompt/completion without a chat template, blank lines, the warning).
+// Load a jsonl file of {"text": ...}, {"prompt": ..., "completion": ...} or {"messages":
+// [{role, content}...]} lines (optionally with "tools"; all lines one kind). Text is encoded as
+// HF's tokenizer.encode does (BOS from the post-processor), EOS appended unless already last;
+// messages, and prompt/completion when the tokenizer has a chat template, go through the
+// template as mlx-lm's ChatDataset / CompletionsDataset do (mask offsets too); longer than
+// max_seq_len -> truncated. Errors name the file and line: invalid JSON, missing keys,
+// non-string values, bad messages, template errors, invalid UTF-8, empty file, ids >=
+// vocab_limit (the model's embedding rows; <= 0: no check), messages without a template.
+// mask_prompt needs prompt/completion or chat data. max_seq_len >= 2. data.c lists where we
+// differ from mlx-lm (prompt/completion without a chat template, blank lines, the warning).
 int dataset_load(Dataset *d, const char *path, const Tokenizer *tok, int vocab_limit,
                  int max_seq_len, int mask_prompt, Error *err);
 void dataset_free(Dataset *d);
