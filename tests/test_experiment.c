@@ -101,6 +101,66 @@ static void test_exact_match_agrees_with_greedy(void **state) {
     model_free(&m);
 }
 
+// The lens's residuals now come from the analyses' shared hooked path (hook_run); they must be
+// the very bits evaluate.c's earlier private path produced: model_forward with a hook copying
+// each prompt's last row, 8 prompts a pass, a short last chunk padded with its first prompt.
+typedef struct {
+    float *rows;
+    const int *last;
+    int T, L, C;
+} OldRows;
+
+static void old_keep_last(void *ctx, int layer, const float *resid, int n, int C) {
+    const OldRows *h = ctx;
+    if (layer < 0) return;
+    for (int b = 0; b < n / h->T; b++)
+        memcpy(h->rows + ((size_t)b * h->L + layer) * C, resid + ((size_t)b * h->T + h->last[b]) * C,
+               sizeof(float) * C);
+}
+
+static void test_lens_residuals_on_hook_path_are_bit_identical(void **state) {
+    (void)state;
+    Model m = load_ok(TINY, NULL);
+    enum { N = 13, CH = 8 };  // a short last chunk
+    const int L = m.cfg.n_layers, C = m.cfg.dim;
+    Problem p[N];
+    for (int i = 0; i < N; i++) p[i] = (Problem){1 + (i * 37) % 99, 1 + (i * 53) % 97, i % N_OPS, 0};
+    float *now = xmalloc(sizeof(float) * N * (L + 1) * C);
+    Error err = {{0}};
+    if (problem_residuals(&m, p, NULL, N, now, &err)) fail_msg("%s", err.msg);
+    int *ids[N], len[N], T = 1;
+    for (int i = 0; i < N; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "%d %c %d = ", p[i].a, EXP_OPS[p[i].op], p[i].b);
+        if (tokenizer_encode(m.tok, text, strlen(text), 1, &ids[i], &len[i], &err)) fail_msg("%s", err.msg);
+        if (len[i] > T) T = len[i];
+    }
+    ForwardState s;
+    assert_int_equal(forward_state_init(&s, &m, CH, T, T, ACTS_NONE), 0);
+    float *rows = xmalloc(sizeof(float) * CH * L * C);
+    int *tokens = xcalloc((size_t)CH * T, sizeof(int)), last[CH], compared = 0;
+    for (int start = 0; start < N; start += CH) {
+        int k = N - start < CH ? N - start : CH, Tc = 1;
+        for (int r = 0; r < k; r++) Tc = len[start + r] > Tc ? len[start + r] : Tc;
+        for (int r = 0; r < CH; r++) {
+            int i = start + (r < k ? r : 0);
+            memset(tokens + (size_t)r * Tc, 0, sizeof(int) * Tc);
+            memcpy(tokens + (size_t)r * Tc, ids[i], sizeof(int) * len[i]);
+            last[r] = len[i] - 1;
+        }
+        s.T = Tc, s.pos = 0;
+        OldRows h = {rows, last, Tc, L, C};
+        model_forward(&m, &s, tokens, 0, old_keep_last, &h);
+        for (int r = 0; r < k; r++, compared++)
+            assert_memory_equal(rows + (size_t)r * L * C, now + ((size_t)(start + r) * (L + 1) + 1) * C,
+                                sizeof(float) * L * C);
+    }
+    assert_int_equal(compared, N);
+    forward_state_free(&s);
+    for (int i = 0; i < N; i++) free(ids[i]);
+    free(rows), free(tokens), free(now);
+    model_free(&m);
+}
 
 static void run_quick(const char *out, int iters, int expect_ok, const char *expect_msg) {
     ExperimentConfig c;
@@ -133,13 +193,16 @@ static void test_quick_run_report_and_resume(void **state) {
                               "## Findings", "figures/classifier_heatmap.svg",
                               "figures/loss_curves.svg", "figures/lens_trajectories.svg",
                               "| `89 - 34 =` |", "| `7 x 8 =` |", "Trainable params",
-                              "docs/EXPERIMENT.md"};
+                              "docs/EXPERIMENT.md", "## Probes", "## Causal tests",
+                              "## Emergence over training", "figures/probes.svg",
+                              "figures/emergence_signal.svg", "figures/emergence_accuracy.svg"};
     for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
         if (!strstr(md, sections[i])) fail_msg("REPORT.md lacks '%s'", sections[i]);
     assert_null(strstr(md, "nan"));
     free(md);
-    const char *figs[] = {"classifier_heatmap", "loss_curves", "lens_trajectories"};
-    for (int i = 0; i < 3; i++) {
+    const char *figs[] = {"classifier_heatmap", "loss_curves", "lens_trajectories", "probes",
+                          "emergence_signal", "emergence_accuracy"};
+    for (int i = 0; i < 6; i++) {
         snprintf(path, sizeof path, "%s/figures/%s.svg", out, figs[i]);
         char *svg = read_text_ok(path);
         assert_non_null(strstr(svg, "<svg"));
@@ -178,8 +241,41 @@ static void test_quick_run_report_and_resume(void **state) {
             }
         }
         assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(e, "seven_prompts")), 7);
+        // probes: every layer, accuracies in [0, 1], the split over the 36 evaluated problems
+        const cJSON *pr = cJSON_GetObjectItem(e, "probes"), *pl;
+        assert_int_equal(cJSON_GetObjectItem(pr, "n")->valueint, 3 * 12);
+        assert_int_equal(cJSON_GetObjectItem(pr, "n_train")->valueint +
+                         cJSON_GetObjectItem(pr, "n_test")->valueint, 3 * 12);
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(pr, "layers")), L);
+        cJSON_ArrayForEach(pl, cJSON_GetObjectItem(pr, "layers")) {
+            double a = cJSON_GetObjectItem(pl, "accuracy")->valuedouble,
+                   c = cJSON_GetObjectItem(pl, "control_accuracy")->valuedouble;
+            assert_true(a >= 0 && a <= 1 && c >= 0 && c <= 1);
+        }
+        // causal tests: the fine-tunes only, a token and a probe direction per operation,
+        // each interval around its estimate
+        const cJSON *abl = cJSON_GetObjectItem(e, "ablations"), *a;
+        assert_int_equal(cJSON_GetArraySize(abl), v ? 2 * N_OPS : 0);
+        cJSON_ArrayForEach(a, abl) {
+            for (int op = 0; op < N_OPS; op++) {
+                const cJSON *ch = cJSON_GetObjectItem(cJSON_GetObjectItem(a, "change"), EXP_OP_NAMES[op]);
+                double d = cJSON_GetObjectItem(ch, "delta")->valuedouble;
+                assert_true(cJSON_GetObjectItem(ch, "ci_low")->valuedouble <= d + 1e-12);
+                assert_true(cJSON_GetObjectItem(ch, "ci_high")->valuedouble >= d - 1e-12);
+                const cJSON *b = cJSON_GetObjectItem(cJSON_GetObjectItem(a, "before"), EXP_OP_NAMES[op]);
+                assert_int_equal(cJSON_GetObjectItem(b, "n")->valueint, 12);
+            }
+        }
         const cJSON *all = cJSON_GetObjectItem(cJSON_GetObjectItem(e, "test_accuracy"), "all");
         assert_int_equal(cJSON_GetObjectItem(all, "n")->valueint, 3 * 12);
+    }
+    // emergence: base + the two checkpoints --quick saves, for each fine-tune
+    const cJSON *em = cJSON_GetObjectItem(r, "emergence");
+    for (int v = 0; v < 2; v++) {
+        const cJSON *cps = cJSON_GetObjectItem(cJSON_GetObjectItem(em, v ? "full" : "lora"), "checkpoints");
+        assert_int_equal(cJSON_GetArraySize(cps), 3);
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(cps, 0), "iter")->valueint, 0);
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(cps, 2), "iter")->valueint, 6);
     }
     cJSON_Delete(r);
 
@@ -246,6 +342,32 @@ static cJSON *fake_eval(int L, double signal, int peak, double share, int crysta
     return e;
 }
 
+// Causal tests on a fake eval: ablating each operation's top token at `peak` changes exact match
+// by `own` points on that operation and `other` on the other two (intervals +-5 points).
+static cJSON *with_causal(cJSON *e, int peak, double own, double other) {
+    cJSON_AddNumberToObject(e, "causal_per_op", 40);
+    cJSON *arr = cJSON_AddArrayToObject(e, "ablations");
+    for (int op = 0; op < N_OPS; op++) {
+        cJSON *a = cJSON_CreateObject(), *b = cJSON_AddObjectToObject(a, "before"),
+              *af = cJSON_AddObjectToObject(a, "after"), *ch = cJSON_AddObjectToObject(a, "change");
+        cJSON_AddStringToObject(a, "op", EXP_OP_NAMES[op]);
+        cJSON_AddNumberToObject(a, "layer", peak);
+        cJSON_AddStringToObject(a, "kind", "token");
+        for (int o = 0; o < N_OPS; o++) {
+            double d = (o == op ? own : other) / 100;
+            cJSON *x = cJSON_AddObjectToObject(b, EXP_OP_NAMES[o]), *y = cJSON_AddObjectToObject(af, EXP_OP_NAMES[o]),
+                  *z = cJSON_AddObjectToObject(ch, EXP_OP_NAMES[o]);
+            cJSON_AddNumberToObject(x, "accuracy", 0.8);
+            cJSON_AddNumberToObject(y, "accuracy", 0.8 + d);
+            cJSON_AddNumberToObject(z, "delta", d);
+            cJSON_AddNumberToObject(z, "ci_low", d - 0.05);
+            cJSON_AddNumberToObject(z, "ci_high", d + 0.05);
+        }
+        cJSON_AddItemToArray(arr, a);
+    }
+    return e;
+}
+
 static void write_json_file(const char *dir, const char *name, cJSON *j) {
     char path[600], *text = cJSON_Print(j);
     Error err = {{0}};
@@ -302,15 +424,29 @@ static void verdicts(const char *dir, cJSON *base, cJSON *lora, cJSON *full, cJS
 
 static void test_findings_follow_the_numbers(void **state) {
     (void)state;
-    char dir[512], v[256];
+    char dir[512], v[256], path[600];
     const int L = 16;
     // the seed's story: classifiers at layer 10/16 in both, LoRA focused, LoRA cheaper, answers
     // in the last three layers
     snprintf(dir, sizeof dir, "%s/held", g_tmp);
-    verdicts(dir, fake_eval(L, 0.01, 10, 0.5, 14, 0.1), fake_eval(L, 0.54, 10, 0.95, 13, 0.9),
-             fake_eval(L, 0.67, 10, 0.4, 14, 0.9), fake_summary(5.6e6, 3.6, 450),
-             fake_summary(973e6, 9.8, 300), v, sizeof v);
+    verdicts(dir, fake_eval(L, 0.01, 10, 0.5, 14, 0.1),
+             with_causal(fake_eval(L, 0.54, 10, 0.95, 13, 0.9), 10, -40, 0),
+             with_causal(fake_eval(L, 0.67, 10, 0.4, 14, 0.9), 10, -30, -2),
+             fake_summary(5.6e6, 3.6, 450), fake_summary(973e6, 9.8, 300), v, sizeof v);
     assert_string_equal(v, "held,held,held,held,held");
+    // the same lens signals, but removing the tokens changes nothing, or hurts every
+    // operation alike: a lens signal without a specific causal effect is only partly
+    snprintf(dir, sizeof dir, "%s/nocausal", g_tmp);
+    verdicts(dir, fake_eval(L, 0.01, 10, 0.5, 14, 0.1),
+             with_causal(fake_eval(L, 0.54, 10, 0.95, 13, 0.9), 10, -1, 0),
+             with_causal(fake_eval(L, 0.67, 10, 0.4, 14, 0.9), 10, -30, -30),
+             fake_summary(5.6e6, 3.6, 450), fake_summary(973e6, 9.8, 300), v, sizeof v);
+    assert_string_equal(v, "partly,held,held,held,held");
+    snprintf(path, sizeof path, "%s/nocausal/REPORT.md", g_tmp);
+    char *md = read_text_ok(path);
+    assert_non_null(strstr(md, "no effect on its operation"));
+    assert_non_null(strstr(md, "hurts other operations too"));
+    free(md);
     // the opposite: no classifier beyond the base's, full more focused, LoRA no cheaper, the
     // peak elsewhere, answers early
     snprintf(dir, sizeof dir, "%s/not", g_tmp);
@@ -327,7 +463,9 @@ static void test_findings_follow_the_numbers(void **state) {
 }
 
 int main(void) {
+    if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lens_residuals_on_hook_path_are_bit_identical),
         cmocka_unit_test(test_exact_match_agrees_with_greedy),
         cmocka_unit_test(test_quick_run_report_and_resume),
         cmocka_unit_test(test_findings_follow_the_numbers),

@@ -8,6 +8,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "../analysis/hook.h"
 #include "../lens/lens.h"
 #include "../model/generate.h"
 #include "../ops/ops.h"
@@ -64,18 +65,12 @@ int problems_load(const char *path, Problem **out, int *n, Error *err) {
     return 0;
 }
 
-// Per-token facts the analysis needs, from each token's decoded text.
-typedef struct {
-    unsigned char *digit_start;  // (V) text begins with a digit: continues a number
-    unsigned char *not_word;     // (V) no letter, or a digit, or special: cannot name a task
-} VocabFacts;
-
 // Unicode classes come from PCRE2 (\p{L} letters, \p{N} numerals), as the pre-tokenizer's do.
 static int has_class(pcre2_code *re, pcre2_match_data *md, const char *s) {
     return pcre2_match(re, (PCRE2_SPTR)s, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL) >= 0;
 }
 
-static void vocab_facts(const Model *m, VocabFacts *f) {
+void vocab_facts(const Model *m, VocabFacts *f) {
     int V = m->cfg.vocab_size, code;
     PCRE2_SIZE off;
     pcre2_code *letter = pcre2_compile((PCRE2_SPTR) "\\p{L}", PCRE2_ZERO_TERMINATED,
@@ -97,6 +92,11 @@ static void vocab_facts(const Model *m, VocabFacts *f) {
     pcre2_code_free(numeral);
 }
 
+void vocab_facts_free(VocabFacts *f) {
+    free(f->digit_start), free(f->not_word);
+    f->digit_start = f->not_word = NULL;
+}
+
 static char *problem_text(const Problem *p, int with_answer, const char *tail) {
     char buf[96];
     if (with_answer) snprintf(buf, sizeof buf, "%d %c %d = %ld", p->a, EXP_OPS[p->op], p->b, p->answer);
@@ -113,14 +113,11 @@ static int is_prefix(const int *a, int na, const int *b, int nb) {
     return na <= nb && !memcmp(a, b, sizeof(int) * (size_t)na);
 }
 
-static cJSON *token_json(const Model *m, int id, double prob) {
-    cJSON *o = cJSON_CreateObject();
-    char *s = tokenizer_decode(m->tok, &id, 1, 0);
-    cJSON_AddStringToObject(o, "token", s);
-    cJSON_AddNumberToObject(o, "id", id);
-    cJSON_AddNumberToObject(o, "prob", prob);
-    free(s);
-    return o;
+static void token_score(const Model *m, int id, double prob, double selective, TokenScore *t) {
+    t->token = tokenizer_decode(m->tok, &id, 1, 0);
+    t->id = id;
+    t->prob = prob;
+    t->selective = selective;
 }
 
 // ---- greedy answers: the number the output starts with (after spaces), whether it is complete
@@ -164,27 +161,22 @@ static int greedy_answer(const Model *m, const char *prompt, GreedyAnswer *g, ch
     return 0;
 }
 
+
 // ---- the seed's seven prompts: greedy answer and its probability
-static cJSON *seven_prompts(const Model *m, Error *err) {
-    cJSON *arr = cJSON_CreateArray();
+static int seven_prompts(const Model *m, EvalResult *e, Error *err) {
     for (size_t i = 0; i < sizeof SEVEN / sizeof SEVEN[0]; i++) {
         GreedyAnswer g;
         char *full;
-        if (greedy_answer(m, SEVEN[i].prompt, &g, &full, err)) {
-            cJSON_Delete(arr);
-            return NULL;
-        }
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "prompt", SEVEN[i].prompt);
-        cJSON_AddNumberToObject(o, "correct", SEVEN[i].answer);
-        cJSON_AddStringToObject(o, "output", full);
-        cJSON_AddStringToObject(o, "answer", g.answer);
-        cJSON_AddNumberToObject(o, "prob", g.prob);
-        cJSON_AddBoolToObject(o, "is_correct", g.answer[0] && atol(g.answer) == SEVEN[i].answer);
-        cJSON_AddItemToArray(arr, o);
-        free(full);
+        if (greedy_answer(m, SEVEN[i].prompt, &g, &full, err)) return -1;
+        SeedAnswer *s = &e->seven[e->n_seven++];
+        s->prompt = xstrdup(SEVEN[i].prompt);
+        s->correct = SEVEN[i].answer;
+        s->output = full;
+        snprintf(s->answer, sizeof s->answer, "%s", g.answer);
+        s->prob = g.prob;
+        s->is_correct = g.answer[0] && atol(g.answer) == SEVEN[i].answer;
     }
-    return arr;
+    return 0;
 }
 
 // ---- exact match on the test problems, by teacher forcing: greedy decoding of "a op b ="
@@ -272,13 +264,13 @@ static int forced_match(const Model *m, const VocabFacts *vf, const Problem *pro
     return rc;
 }
 
-static cJSON *exact_match(const Model *m, const VocabFacts *vf, const Problem *probs,
-                          const int *sel, int n_sel, ProgressFn progress, void *pctx, Error *err) {
+static int exact_match(const Model *m, const VocabFacts *vf, const Problem *probs, const int *sel,
+                       int n_sel, ProgressFn progress, void *pctx, EvalResult *e, Error *err) {
     int *ok = xmalloc(sizeof(int) * (size_t)n_sel);
     double *pc = xmalloc(sizeof(double) * (size_t)n_sel);
     if (forced_match(m, vf, probs, sel, n_sel, ok, pc, progress, pctx, err)) {
         free(ok), free(pc);
-        return NULL;
+        return -1;
     }
     int correct[N_OPS] = {0}, count[N_OPS] = {0};
     double p_sum[N_OPS] = {0};
@@ -287,21 +279,15 @@ static cJSON *exact_match(const Model *m, const VocabFacts *vf, const Problem *p
         correct[op] += ok[i], count[op]++, p_sum[op] += pc[i];
     }
     free(ok), free(pc);
-    cJSON *o = cJSON_CreateObject();
     int all_c = 0, all_n = 0;
     for (int op = 0; op < N_OPS; op++) {
-        cJSON *x = cJSON_AddObjectToObject(o, EXP_OP_NAMES[op]);
-        cJSON_AddNumberToObject(x, "n", count[op]);
-        cJSON_AddNumberToObject(x, "correct", correct[op]);
-        cJSON_AddNumberToObject(x, "accuracy", count[op] ? (double)correct[op] / count[op] : 0);
-        cJSON_AddNumberToObject(x, "mean_p_correct", count[op] ? p_sum[op] / count[op] : 0);
+        e->acc[op] = (OpAccuracy){count[op], correct[op],
+                                  count[op] ? (double)correct[op] / count[op] : 0,
+                                  count[op] ? p_sum[op] / count[op] : 0};
         all_c += correct[op], all_n += count[op];
     }
-    cJSON *x = cJSON_AddObjectToObject(o, "all");
-    cJSON_AddNumberToObject(x, "n", all_n);
-    cJSON_AddNumberToObject(x, "correct", all_c);
-    cJSON_AddNumberToObject(x, "accuracy", all_n ? (double)all_c / all_n : 0);
-    return o;
+    e->acc[N_OPS] = (OpAccuracy){all_n, all_c, all_n ? (double)all_c / all_n : 0, NAN};
+    return 0;
 }
 
 int evaluate_exact_match(const Model *m, const Problem *probs, int n, int *ok, double *p_correct,
@@ -311,11 +297,50 @@ int evaluate_exact_match(const Model *m, const Problem *probs, int n, int *ok, d
     int *sel = xmalloc(sizeof(int) * (size_t)n);
     for (int i = 0; i < n; i++) sel[i] = i;
     int rc = forced_match(m, &vf, probs, sel, n, ok, p_correct, NULL, NULL, err);
-    free(sel), free(vf.digit_start), free(vf.not_word);
+    free(sel);
+    vocab_facts_free(&vf);
     return rc;
 }
 
-// ---- the lens averaged per operation
+// ---- the lens over the test problems: residuals from the shared hooked path
+int problem_prompts(const Model *m, const Problem *probs, const int *sel, int n, int **ids,
+                    int *len, int *target, Error *err) {
+    int rc = 0;
+    for (int i = 0; i < n; i++) ids[i] = NULL;
+    for (int i = 0; i < n && !rc; i++) {
+        const Problem *q = &probs[sel ? sel[i] : i];
+        char *ptext = problem_text(q, 0, " "), *atext = problem_text(q, 1, "");
+        int *ai = NULL, na;
+        rc = encode(m, ptext, &ids[i], &len[i], err) || (target && encode(m, atext, &ai, &na, err));
+        if (!rc && target) target[i] = is_prefix(ids[i], len[i], ai, na) && na > len[i] ? ai[len[i]] : -1;
+        free(ai), free(ptext), free(atext);
+    }
+    if (rc)
+        for (int i = 0; i < n; i++) free(ids[i]), ids[i] = NULL;
+    return rc ? -1 : 0;
+}
+
+int problem_residuals(const Model *m, const Problem *probs, const int *sel, int n, float *rows,
+                      Error *err) {
+    // A short last chunk is padded with its first prompt, so that every pass is a batch of
+    // CHUNK: a matrix product's bits can depend on its row count, and the experiment's numbers
+    // stay those of every earlier version (tests/test_experiment.c compares them).
+    const int n_pad = (n + CHUNK - 1) / CHUNK * CHUNK, R = m->cfg.n_layers + 1, C = m->cfg.dim;
+    int **ids = xcalloc((size_t)n_pad, sizeof(int *)), *len = xcalloc((size_t)n_pad, sizeof(int));
+    int rc = problem_prompts(m, probs, sel, n, ids, len, NULL, err);
+    float *extra = n_pad > n ? xmalloc(sizeof(float) * (size_t)n_pad * R * C) : NULL;
+    for (int i = n; i < n_pad; i++) ids[i] = ids[n / CHUNK * CHUNK], len[i] = len[n / CHUNK * CHUNK];
+    if (!rc) {
+        HookBatch hb = {.n = n_pad, .ids = (const int *const *)ids, .len = len, .chunk = CHUNK,
+                        .last = extra ? extra : rows};
+        rc = hook_run(m, &hb, err);
+        if (!rc && extra) memcpy(rows, extra, sizeof(float) * (size_t)n * R * C);
+    }
+    for (int i = 0; i < n; i++) free(ids[i]);
+    free(ids), free(len), free(extra);
+    return rc;
+}
+
 // mean (N_OPS, L, V): mean lens probability of each token at each layer over the operation's
 // problems. Per problem it also records whether the answer's first token is top-1, and its
 // probability, at each layer.
@@ -325,68 +350,32 @@ typedef struct {
     int n[N_OPS], known[N_OPS], n_skipped;  // known: problems whose answer token is known
 } LensStats;
 
-// The last prompt position's residual after each block, for a batch of prompts right-padded
-// to T (causal attention: the padding after a prompt cannot change it): rows (B, L, C), a
-// buffer of the model's backend.
-typedef struct {
-    const Backend *be;
-    float *rows;
-    const int *last;  // (B) each prompt's last position
-    int T, L;
-} LastRows;
-
-static void keep_last_rows(void *ctx, int layer, const float *resid, int n, int C) {
-    const LastRows *h = ctx;
-    if (layer < 0) return;  // the embeddings are not unembedded
-    for (int b = 0; b < n / h->T; b++)
-        h->be->copy(h->rows + ((size_t)b * h->L + layer) * C,
-                    resid + ((size_t)b * h->T + h->last[b]) * C, sizeof(float) * C);
-}
-
-// CHUNK prompts a forward pass; the lens of all their layers is one GEMM, and the per-operation
+// The residual rows (n_sel, L+1, C) of the problems' prompts come from one hooked pass
+// (problem_residuals); CHUNK problems' layers are unembedded in one GEMM, and the per-operation
 // sums stay on the backend: only argmaxes and the answer's probabilities come back per chunk.
 static int lens_stats(const Model *m, const Problem *probs, const int *sel, int n_sel,
-                      LensStats *st, ProgressFn progress, void *pctx, Error *err) {
+                      const float *resid, LensStats *st, ProgressFn progress, void *pctx,
+                      Error *err) {
     const Backend *be = m->be;
-    const int L = m->cfg.n_layers, C = m->cfg.dim, V = m->cfg.vocab_size;
+    const int L = m->cfg.n_layers, C = m->cfg.dim, V = m->cfg.vocab_size, R = L + 1;
     st->mean = xcalloc((size_t)N_OPS * L * V, sizeof(float));
     st->top1 = xcalloc((size_t)N_OPS * L, sizeof(double));
     st->p_answer = xcalloc((size_t)N_OPS * L, sizeof(double));
     int **ids = xcalloc((size_t)n_sel, sizeof(int *)), *len = xcalloc((size_t)n_sel, sizeof(int));
-    int *target = xcalloc((size_t)n_sel, sizeof(int)), T = 1, rc = 0;
-    for (int i = 0; i < n_sel && !rc; i++) {
-        const Problem *q = &probs[sel[i]];
-        char *ptext = problem_text(q, 0, " "), *atext = problem_text(q, 1, "");
-        int *ai = NULL, na;
-        rc = encode(m, ptext, &ids[i], &len[i], err) || encode(m, atext, &ai, &na, err);
-        if (!rc) target[i] = is_prefix(ids[i], len[i], ai, na) && na > len[i] ? ai[len[i]] : -1;
-        if (!rc && len[i] > T) T = len[i];
-        free(ai), free(ptext), free(atext);
-    }
-    ForwardState s;
-    int have_state = 0;
-    if (!rc && forward_state_init(&s, m, CHUNK, T, T, ACTS_NONE))
-        rc = err_set(err, "out of %s memory for a %d x %d lens batch", be->device, CHUNK, T);
-    else have_state = !rc;
+    int *target = xcalloc((size_t)n_sel, sizeof(int));
+    int rc = problem_prompts(m, probs, sel, n_sel, ids, len, target, err);
     const size_t rows_c = (size_t)CHUNK * L * C, rows_v = (size_t)CHUNK * L * V;
     float *buf = rc ? NULL : backend_xalloc(be, sizeof(float) * (2 * rows_c + rows_v + (size_t)N_OPS * L * V + CHUNK * L));
     float *rows = buf, *xn = rows ? rows + rows_c : NULL, *p = xn ? xn + rows_c : NULL;
     float *mean = p ? p + rows_v : NULL;
     int *top_dev = mean ? (int *)(mean + (size_t)N_OPS * L * V) : NULL;
-    int *tokens = xcalloc((size_t)CHUNK * T, sizeof(int)), last[CHUNK];
     int *top_host = xmalloc(sizeof(int) * CHUNK * (size_t)L);
+    if (mean) be->upload(mean, st->mean, sizeof(float) * (size_t)N_OPS * L * V);  // zeros
     for (int start = 0; start < n_sel && !rc; start += CHUNK) {
-        int k = n_sel - start < CHUNK ? n_sel - start : CHUNK, Tc = 1;
-        for (int r = 0; r < k; r++) Tc = len[start + r] > Tc ? len[start + r] : Tc;
-        for (int r = 0; r < CHUNK; r++) {  // rows past the end repeat the chunk's first prompt
-            int i = start + (r < k ? r : 0);
-            memset(tokens + (size_t)r * Tc, 0, sizeof(int) * Tc);
-            memcpy(tokens + (size_t)r * Tc, ids[i], sizeof(int) * len[i]);
-            last[r] = len[i] - 1;
-        }
-        s.T = Tc, s.pos = 0;
-        LastRows h = {be, rows, last, Tc, L};
-        model_forward(m, &s, tokens, 0, keep_last_rows, &h);
+        int k = n_sel - start < CHUNK ? n_sel - start : CHUNK;
+        for (int r = 0; r < k; r++)  // the blocks' rows 1..L (the embedding is not unembedded)
+            be->upload(rows + (size_t)r * L * C, resid + ((size_t)(start + r) * R + 1) * C,
+                       sizeof(float) * (size_t)L * C);
         lens_unembed_on(m, rows, k * L, p, xn);
         be->argmax_forward(top_dev, p, k * L, V);
         be->download(top_host, top_dev, sizeof(int) * (size_t)k * L);
@@ -411,8 +400,6 @@ static int lens_stats(const Model *m, const Problem *probs, const int *sel, int 
     if (!rc) be->download(st->mean, mean, sizeof(float) * (size_t)N_OPS * L * V);
     free(top_host);
     if (buf) be->free(buf);
-    if (have_state) forward_state_free(&s);
-    free(tokens);
     for (int i = 0; i < n_sel; i++) free(ids[i]);
     free(ids), free(len), free(target);
     if (rc) return -1;
@@ -427,86 +414,123 @@ static int lens_stats(const Model *m, const Problem *probs, const int *sel, int 
     return 0;
 }
 
-static cJSON *number_array(const double *x, int n) {
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(x[i]));
-    return a;
+// Selectivity of operation o's tokens at one layer: sel[t] = max(0, mine[t] - the most any other
+// operation gives t) over word tokens; the total, the largest, and the TOP_K most selective.
+// means: N_OPS rows of V (one layer), n: problems per operation (an operation without any is
+// left out of the comparison).
+static double selectivity(const VocabFacts *vf, const float *const means[N_OPS], const int *n,
+                          int o, int V, float *sel, double *top, TokenProb best[TOP_K]) {
+    double total = 0;
+    *top = 0;
+    for (int k = 0; k < TOP_K; k++) best[k] = (TokenProb){-1, 0};
+    for (int t = 0; t < V; t++) {  // sel[t]: mine beyond the most any other op gives
+        float other = 0;
+        for (int o2 = 0; o2 < N_OPS; o2++)
+            if (o2 != o && n[o2]) {
+                float v = means[o2][t];
+                other = v > other ? v : other;
+            }
+        float d = vf->not_word[t] ? 0 : means[o][t] - other;
+        sel[t] = d > 0 ? d : 0;
+        if (sel[t] == 0) continue;
+        total += d;
+        if (d > *top) *top = d;
+        if (d > best[TOP_K - 1].prob) {  // keep the TOP_K most selective tokens
+            int j = TOP_K - 1;
+            while (j > 0 && best[j - 1].prob < d) best[j] = best[j - 1], j--;
+            best[j] = (TokenProb){t, d};
+        }
+    }
+    return total;
 }
 
 // Classifier signal of operation o at layer l: the probability mass its problems put on word
-// tokens (with a letter, no digit, not special) beyond what any other operation's problems put there, sum_t max(0, p_o(t) - max_o' p_o'(t)).
-// It is 0 when the lens cannot tell the operations apart. How it is spread over tokens: the
-// top token's share of it, and the effective number of tokens exp(entropy of the shares).
-static cJSON *classifiers(const Model *m, const VocabFacts *vf, const LensStats *st) {
+// tokens (with a letter, no digit, not special) beyond what any other operation's problems put
+// there, sum_t max(0, p_o(t) - max_o' p_o'(t)). It is 0 when the lens cannot tell the
+// operations apart. How it is spread over tokens: the top token's share of it, and the
+// effective number of tokens exp(entropy of the shares).
+static void classifiers(const Model *m, const VocabFacts *vf, const LensStats *st, EvalResult *e) {
     const int L = m->cfg.n_layers, V = m->cfg.vocab_size;
-    cJSON *ops = cJSON_CreateArray();
-    double *signal = xmalloc(sizeof(double) * L), *share = xmalloc(sizeof(double) * L),
-           *eff = xmalloc(sizeof(double) * L);
     float *sel = xmalloc(sizeof(float) * V);
     for (int o = 0; o < N_OPS; o++) {
-        cJSON *x = cJSON_CreateObject(), *tokens = cJSON_CreateArray();
-        cJSON_AddStringToObject(x, "op", EXP_OP_NAMES[o]);
+        OpClassifier *c = &e->cls[o];
+        c->L = L;
+        c->signal = xmalloc(sizeof(double) * L);
+        c->top1_share = xmalloc(sizeof(double) * L);
+        c->effective_tokens = xmalloc(sizeof(double) * L);
+        c->tokens = xcalloc((size_t)L * EXP_TOP_K, sizeof(TokenScore));
+        c->n_tokens = xcalloc((size_t)L, sizeof(int));
         // the peak is searched in the middle: not layer 0, not the last three (the answer's)
         int lo = L > 5 ? 1 : 0, hi = L > 5 ? L - 3 : L, peak = lo;
         for (int l = 0; l < L; l++) {
-            const float *mine = st->mean + ((size_t)o * L + l) * V;
-            double total = 0, top = 0, h = 0;
+            const float *means[N_OPS];
+            for (int o2 = 0; o2 < N_OPS; o2++) means[o2] = st->mean + ((size_t)o2 * L + l) * V;
+            double top, h = 0;
             TokenProb best[TOP_K];
-            for (int k = 0; k < TOP_K; k++) best[k] = (TokenProb){-1, 0};
-            for (int t = 0; t < V; t++) {  // sel[t]: mine beyond the most any other op gives
-                float other = 0;
-                for (int o2 = 0; o2 < N_OPS; o2++)
-                    if (o2 != o && st->n[o2]) {
-                        float v = st->mean[((size_t)o2 * L + l) * V + t];
-                        other = v > other ? v : other;
-                    }
-                float d = vf->not_word[t] ? 0 : mine[t] - other;
-                sel[t] = d > 0 ? d : 0;
-                if (sel[t] == 0) continue;
-                total += d;
-                if (d > top) top = d;
-                if (d > best[TOP_K - 1].prob) {  // keep the TOP_K most selective tokens
-                    int j = TOP_K - 1;
-                    while (j > 0 && best[j - 1].prob < d) best[j] = best[j - 1], j--;
-                    best[j] = (TokenProb){t, d};
-                }
-            }
+            double total = selectivity(vf, means, st->n, o, V, sel, &top, best);
             for (int t = 0; t < V && total > 0; t++)
                 if (sel[t] > 0) h -= sel[t] / total * log(sel[t] / total);
-            signal[l] = total;
-            share[l] = total > 0 ? top / total : 0;
-            eff[l] = total > 0 ? exp(h) : 0;
-            if (l >= lo && l < hi && signal[l] > signal[peak]) peak = l;
-            cJSON *lt = cJSON_CreateArray();
-            for (int k = 0; k < TOP_K && best[k].id >= 0; k++) {
-                cJSON *tj = token_json(m, best[k].id, mine[best[k].id]);
-                cJSON_AddNumberToObject(tj, "selective", best[k].prob);
-                cJSON_AddItemToArray(lt, tj);
-            }
-            cJSON_AddItemToArray(tokens, lt);
+            c->signal[l] = total;
+            c->top1_share[l] = total > 0 ? top / total : 0;
+            c->effective_tokens[l] = total > 0 ? exp(h) : 0;
+            if (l >= lo && l < hi && c->signal[l] > c->signal[peak]) peak = l;
+            for (int k = 0; k < TOP_K && best[k].id >= 0; k++)
+                token_score(m, best[k].id, means[o][best[k].id], best[k].prob,
+                            &c->tokens[(size_t)l * EXP_TOP_K + c->n_tokens[l]++]);
         }
-        cJSON_AddItemToObject(x, "signal", number_array(signal, L));
-        cJSON_AddItemToObject(x, "top1_share", number_array(share, L));
-        cJSON_AddItemToObject(x, "effective_tokens", number_array(eff, L));
-        cJSON_AddNumberToObject(x, "peak_search_first", lo);
-        cJSON_AddNumberToObject(x, "peak_search_last", hi - 1);
-        cJSON_AddNumberToObject(x, "peak_layer", peak);
-        cJSON_AddNumberToObject(x, "peak_signal", signal[peak]);
-        cJSON_AddNumberToObject(x, "peak_depth", (double)peak / L);
-        cJSON_AddNumberToObject(x, "peak_top1_share", share[peak]);
-        cJSON_AddNumberToObject(x, "peak_effective_tokens", eff[peak]);
-        cJSON_AddItemToObject(x, "tokens", tokens);
-        cJSON_AddItemToArray(ops, x);
+        c->peak_search_first = lo;
+        c->peak_search_last = hi - 1;
+        c->peak_layer = peak;
+        c->peak_signal = c->signal[peak];
+        c->peak_depth = (double)peak / L;
+        c->peak_top1_share = c->top1_share[peak];
+        c->peak_effective_tokens = c->effective_tokens[peak];
     }
-    free(signal), free(share), free(eff), free(sel);
-    return ops;
+    free(sel);
+}
+
+int classifier_signal_at(const Model *m, const VocabFacts *vf, const float *rows, const int *y,
+                         int n, int layer, double signal[N_OPS], Error *err) {
+    const Backend *be = m->be;
+    const int L = m->cfg.n_layers, C = m->cfg.dim, V = m->cfg.vocab_size;
+    if (layer < 0 || layer >= L) return err_set(err, "layer %d is outside 0..%d", layer, L - 1);
+    float *mean = xcalloc((size_t)N_OPS * V, sizeof(float)), *sel = xmalloc(sizeof(float) * V);
+    float *x = xmalloc(sizeof(float) * (size_t)CHUNK * C);
+    float *buf = backend_xalloc(be, sizeof(float) * ((size_t)CHUNK * (2 * C + V) + (size_t)N_OPS * V));
+    float *xd = buf, *xn = buf + (size_t)CHUNK * C, *p = xn + (size_t)CHUNK * C;
+    float *md = p + (size_t)CHUNK * V;
+    int cnt[N_OPS] = {0};
+    be->upload(md, mean, sizeof(float) * (size_t)N_OPS * V);
+    for (int start = 0; start < n; start += CHUNK) {
+        int k = n - start < CHUNK ? n - start : CHUNK;
+        for (int r = 0; r < k; r++)
+            memcpy(x + (size_t)r * C, rows + ((size_t)(start + r) * (L + 1) + layer + 1) * C,
+                   sizeof(float) * C);
+        be->upload(xd, x, sizeof(float) * (size_t)k * C);
+        lens_unembed_on(m, xd, k, p, xn);
+        for (int r = 0; r < k; r++) {
+            be->add_inplace(md + (size_t)y[start + r] * V, p + (size_t)r * V, V);
+            cnt[y[start + r]]++;
+        }
+    }
+    be->download(mean, md, sizeof(float) * (size_t)N_OPS * V);
+    be->free(buf);
+    for (int o = 0; o < N_OPS; o++)
+        for (int t = 0; t < V && cnt[o]; t++) mean[(size_t)o * V + t] /= cnt[o];
+    const float *means[N_OPS] = {mean, mean + V, mean + 2 * (size_t)V};
+    for (int o = 0; o < N_OPS; o++) {
+        double top;
+        TokenProb best[TOP_K];
+        signal[o] = cnt[o] ? selectivity(vf, means, cnt, o, V, sel, &top, best) : NAN;
+    }
+    free(mean), free(sel), free(x);
+    return 0;
 }
 
 // Per operation: the first layer where the answer's first token is top-1 for most problems, and
 // the first where its mean probability passes 50%.
-static cJSON *crystallization(const Model *m, const LensStats *st) {
+static void crystallization(const Model *m, const LensStats *st, EvalResult *e) {
     const int L = m->cfg.n_layers;
-    cJSON *ops = cJSON_CreateArray();
     for (int o = 0; o < N_OPS; o++) {
         const double *top1 = st->top1 + o * L, *pa = st->p_answer + o * L;
         int first_top1 = -1, first_50 = -1;
@@ -514,93 +538,106 @@ static cJSON *crystallization(const Model *m, const LensStats *st) {
             if (first_top1 < 0 && top1[l] > 0.5) first_top1 = l;
             if (first_50 < 0 && pa[l] > 0.5) first_50 = l;
         }
-        cJSON *x = cJSON_CreateObject();
-        cJSON_AddStringToObject(x, "op", EXP_OP_NAMES[o]);
-        cJSON_AddNumberToObject(x, "n", st->known[o]);
-        cJSON_AddNumberToObject(x, "first_top1_layer", first_top1);
-        cJSON_AddNumberToObject(x, "first_over_50_layer", first_50);
-        cJSON_AddItemToObject(x, "top1_rate", number_array(top1, L));
-        cJSON_AddItemToObject(x, "mean_prob", number_array(pa, L));
-        cJSON_AddItemToArray(ops, x);
+        OpCrystal *c = &e->cry[o];
+        *c = (OpCrystal){L, st->known[o], first_top1, first_50, xmalloc(sizeof(double) * L),
+                         xmalloc(sizeof(double) * L)};
+        memcpy(c->top1_rate, top1, sizeof(double) * L);
+        memcpy(c->mean_prob, pa, sizeof(double) * L);
     }
-    return ops;
 }
 
 // ---- the seed's two lens prompts, layer by layer, with the final answer's trajectory
-static cJSON *lens_prompts(const Model *m, Error *err) {
+static int lens_prompts(const Model *m, EvalResult *e, Error *err) {
     const int L = m->cfg.n_layers, V = m->cfg.vocab_size;
-    cJSON *arr = cJSON_CreateArray();
     float *p = xmalloc(sizeof(float) * (size_t)(L + 1) * V);
     for (size_t i = 0; i < sizeof LENS_PROMPTS / sizeof LENS_PROMPTS[0]; i++) {
         int *ids, n;
         if (encode(m, LENS_PROMPTS[i], &ids, &n, err) || lens_layer_probs(m, ids, n, p, err)) {
             free(p);
-            cJSON_Delete(arr);
-            return NULL;
+            return -1;
         }
         free(ids);
         TokenProb final;
         top_k_probs(p + (size_t)L * V, V, 1, &final);
-        cJSON *o = cJSON_CreateObject(), *layers = cJSON_CreateArray();
-        cJSON_AddStringToObject(o, "prompt", LENS_PROMPTS[i]);
-        cJSON_AddItemToObject(o, "final", token_json(m, final.id, final.prob));
+        LensTrace *t = &e->lens[e->n_lens++];
+        t->prompt = xstrdup(LENS_PROMPTS[i]);
+        token_score(m, final.id, final.prob, NAN, &t->final);
+        t->layers = xcalloc((size_t)L, sizeof(LensRow));
+        t->n_layers = L;
         for (int l = 0; l < L; l++) {
             const float *row = p + (size_t)(l + 1) * V;
             TokenProb top[TOP_K];
             top_k_probs(row, V, TOP_K, top);
-            cJSON *x = cJSON_CreateObject(), *tj = cJSON_CreateArray();
-            cJSON_AddNumberToObject(x, "layer", l);
-            for (int k = 0; k < TOP_K; k++) cJSON_AddItemToArray(tj, token_json(m, top[k].id, top[k].prob));
-            cJSON_AddItemToObject(x, "top", tj);
-            cJSON_AddNumberToObject(x, "final_prob", row[final.id]);
-            cJSON_AddNumberToObject(x, "entropy", entropy_nats(row, V));
-            cJSON_AddItemToArray(layers, x);
+            LensRow *r = &t->layers[l];
+            r->layer = l;
+            for (int k = 0; k < TOP_K; k++) token_score(m, top[k].id, top[k].prob, NAN, &r->top[r->n_top++]);
+            r->final_prob = row[final.id];
+            r->entropy = entropy_nats(row, V);
         }
-        cJSON_AddItemToObject(o, "layers", layers);
-        cJSON_AddItemToArray(arr, o);
     }
     free(p);
-    return arr;
+    return 0;
 }
 
-cJSON *evaluate_variant(const Model *m, const Problem *probs, int n_probs, int per_op,
-                        ProgressFn progress, void *pctx, Error *err) {
+int evaluate_variant(const Model *m, const Problem *probs, int n_probs, const EvalOptions *opt,
+                     ProgressFn progress, void *pctx, EvalResult *e, Error *err) {
+    const int L = m->cfg.n_layers, C = m->cfg.dim;
     double t = now_seconds();
-    cJSON *out = cJSON_CreateObject(), *x, *timing = cJSON_CreateObject();
-#define LAP(name) (cJSON_AddNumberToObject(timing, name, now_seconds() - t), t = now_seconds())
+    memset(e, 0, sizeof *e);
+    e->timing = (EvalTiming){NAN, NAN, NAN, NAN, NAN, NAN, NAN};
+    e->seconds = e->load_seconds = NAN;
+    e->n_layers = L;
+#define LAP(field) (e->timing.field = now_seconds() - t, t = now_seconds())
     VocabFacts vf;
     vocab_facts(m, &vf);
-    LAP("vocabulary");
+    LAP(vocabulary);
     int *sel = xmalloc(sizeof(int) * (size_t)n_probs), n_sel = 0, taken[N_OPS] = {0};
     for (int i = 0; i < n_probs; i++)
-        if (per_op <= 0 || taken[probs[i].op] < per_op) sel[n_sel++] = i, taken[probs[i].op]++;
+        if (opt->per_op <= 0 || taken[probs[i].op] < opt->per_op)
+            sel[n_sel++] = i, taken[probs[i].op]++;
+    int *y = xmalloc(sizeof(int) * (size_t)n_sel);
+    for (int i = 0; i < n_sel; i++) y[i] = probs[sel[i]].op;
     LensStats st = {0};
-    int ok = 0;
+    float *resid = NULL;
+    int rc = -1;
     if (progress) progress(pctx, "seed prompts", 0, 1);
-    if (!(x = seven_prompts(m, err))) goto done;
-    cJSON_AddItemToObject(out, "seven_prompts", x);
-    if (!(x = lens_prompts(m, err))) goto done;
-    cJSON_AddItemToObject(out, "lens_prompts", x);
-    LAP("seed_prompts");
-    if (!(x = exact_match(m, &vf, probs, sel, n_sel, progress, pctx, err))) goto done;
-    cJSON_AddItemToObject(out, "test_accuracy", x);
-    LAP("exact_match");
-    if (lens_stats(m, probs, sel, n_sel, &st, progress, pctx, err)) goto done;
-    LAP("lens");
-    cJSON_AddNumberToObject(out, "n_layers", m->cfg.n_layers);
-    cJSON_AddNumberToObject(out, "lens_problems", n_sel);
-    cJSON_AddNumberToObject(out, "lens_answer_unknown", st.n_skipped);
-    cJSON_AddItemToObject(out, "classifier", classifiers(m, &vf, &st));
-    cJSON_AddItemToObject(out, "crystallization", crystallization(m, &st));
-    LAP("analysis");
-    cJSON_AddItemToObject(out, "timing_seconds", timing);
-    timing = NULL;
-    ok = 1;
+    if (seven_prompts(m, e, err) || lens_prompts(m, e, err)) goto done;
+    LAP(seed_prompts);
+    if (exact_match(m, &vf, probs, sel, n_sel, progress, pctx, e, err)) goto done;
+    LAP(exact_match);
+    resid = malloc(sizeof(float) * (size_t)n_sel * (L + 1) * C);
+    if (!resid) {
+        err_set(err, "out of memory for %d x %d residual rows", n_sel, L + 1);
+        goto done;
+    }
+    if (progress) progress(pctx, "lens", 0, n_sel);
+    if (problem_residuals(m, probs, sel, n_sel, resid, err) ||
+        lens_stats(m, probs, sel, n_sel, resid, &st, progress, pctx, err))
+        goto done;
+    LAP(lens);
+    e->lens_problems = n_sel;
+    e->lens_answer_unknown = st.n_skipped;
+    classifiers(m, &vf, &st, e);
+    crystallization(m, &st, e);
+    LAP(analysis);
+    if (opt->probe_stride > 0) {
+        if (progress) progress(pctx, "probes", 0, 1);
+        if (op_probes(resid, y, n_sel, L, C, opt->probe_stride, opt->seed, &e->probes, err)) goto done;
+        LAP(probes);
+    }
+    if (opt->causal_per_op > 0) {
+        if (progress) progress(pctx, "causal tests", 0, 1);
+        if (causal_tests(m, probs, sel, n_sel, resid, opt->causal_per_op, opt->seed, e, err))
+            goto done;
+        LAP(causal);
+    }
+    rc = 0;
 #undef LAP
 done:
-    cJSON_Delete(timing);
+    free(resid);
     free(st.mean), free(st.top1), free(st.p_answer);
-    free(sel), free(vf.digit_start), free(vf.not_word);
-    if (!ok) cJSON_Delete(out);
-    return ok ? out : NULL;
+    free(sel), free(y);
+    vocab_facts_free(&vf);
+    if (rc) eval_result_free(e);
+    return rc;
 }

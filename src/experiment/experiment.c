@@ -28,6 +28,9 @@ void experiment_defaults(ExperimentConfig *c) {
     c->exe = "/proc/self/exe";
     c->dtype = "auto";
     c->device = "auto";
+    c->probe_stride = 1;
+    c->causal_per_op = 40;
+    c->emergence_per_op = 30;
 }
 
 typedef struct {
@@ -122,7 +125,8 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     t.device = c->device;
     // checkpoints every 100 iterations, as mlx-lm; on a GPU a stage takes seconds while a
     // full fine-tune's checkpoint of a 1B model (weights + Adam state) is gigabytes: final only
-    t.save_every = r->on_gpu ? c->iters : 100;
+    // (--quick: halfway and at the end, so that emergence over training has a curve)
+    t.save_every = r->on_gpu ? c->iters : c->quick ? (c->iters + 1) / 2 : 100;
     t.quiet = !r->interactive;
     char *state = path_join(adapter_dir, "training_state.json");
     t.resume = file_exists(state);  // a killed stage continues from its checkpoint
@@ -183,20 +187,63 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
     r->load_seconds += load;
     r->variant = variant;
     r->t_stage = now_seconds();
-    cJSON *j = evaluate_variant(&m, probs, n_probs, r->c->test_per_op, progress, r, err);
+    const ExperimentConfig *c = r->c;
+    EvalOptions opt = {c->test_per_op, c->probe_stride, strcmp(variant, "base") ? c->causal_per_op : 0,
+                       c->seed};
+    EvalResult e;
+    int rc = evaluate_variant(&m, probs, n_probs, &opt, progress, r, &e, err);
     model_free(&m);
     if (r->interactive) printf("\r%*s\r", 70, "");
-    if (!j) return -1;
-    cJSON_AddNumberToObject(j, "seconds", now_seconds() - r->t_stage);
-    cJSON_AddNumberToObject(j, "load_seconds", load);
-    cJSON_AddStringToObject(j, "device", be->device);
-    int rc = json_write_file(out_path, j, err);
-    const cJSON *acc = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "test_accuracy"), "all");
+    if (rc) return -1;
+    e.seconds = now_seconds() - r->t_stage;
+    e.load_seconds = load;
+    e.device = xstrdup(be->device);
+    cJSON *j = eval_to_json(&e);
+    rc = json_write_file(out_path, j, err);
     if (!rc)
         printf("  %s: exact match %.1f%% on %d test problems (%.1fs)\n", variant,
-               100 * cJSON_GetObjectItem(acc, "accuracy")->valuedouble,
-               cJSON_GetObjectItem(acc, "n")->valueint, now_seconds() - r->t_stage);
+               100 * e.acc[N_OPS].accuracy, e.acc[N_OPS].n, now_seconds() - r->t_stage);
     cJSON_Delete(j);
+    eval_result_free(&e);
+    return rc;
+}
+
+// ---- stage: emergence over training (eval/emergence.json), from the checkpoints the training
+// stages saved and the final models' peak layers
+static int emergence_stage(Run *r, const char *lora, const char *full, const char *eval_dir,
+                           const Problem *probs, int n_probs, Error *err) {
+    char *path = path_join(eval_dir, "emergence.json"), *work = path_join(eval_dir, "checkpoints");
+    EvalResult fin[2];
+    int rc = 0, n_read = 0;
+    if (r->c->emergence_per_op <= 0) printf("  turned off (--emergence-per-op 0)\n");
+    else if (file_exists(path)) printf("  done before: %s\n", path);
+    else {
+        const char *names[2] = {"lora", "full"}, *dirs[2] = {lora, full};
+        for (int v = 0; v < 2 && !rc; v++) {
+            char *ep = xasprintf("%s/%s.json", eval_dir, names[v]);
+            rc = eval_read(ep, &fin[v], err);
+            n_read += !rc;
+            free(ep);
+        }
+        Emergence em;
+        const EvalResult *fp[2] = {&fin[0], &fin[1]};
+        r->variant = "emergence";
+        r->t_stage = now_seconds();
+        if (!rc)
+            rc = emergence_run(r->model, r->c->device, dirs, work, fp, probs, n_probs,
+                               r->c->emergence_per_op, r->c->seed, progress, r, &em, err);
+        if (r->interactive) printf("\r%*s\r", 70, "");
+        if (!rc) {
+            cJSON *j = emergence_to_json(&em);
+            rc = json_write_file(path, j, err);
+            cJSON_Delete(j);
+            printf("  %d + %d checkpoints, %d problems per operation (%.1fs)\n",
+                   em.curve[0].n_points, em.curve[1].n_points, em.per_op, em.seconds);
+            emergence_free(&em);
+        }
+    }
+    for (int v = 0; v < n_read; v++) eval_result_free(&fin[v]);
+    free(path), free(work);
     return rc;
 }
 
@@ -231,7 +278,7 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
     const Backend *be;
     if (backend_select(c->device, &be, err)) goto done;
     r.on_gpu = (be->caps & BACKEND_CAP_DEVICE) != 0;
-    const int n_stages = 7;
+    const int n_stages = 8;
     double t0 = now_seconds();
     printf("Experiment: %s -> %s (%d iters, batch %d, LoRA lr %g, full lr %g, last %d layers%s)\n",
            model, c->out, c->iters, c->batch_size, c->lora_lr, c->full_lr, r.num_layers,
@@ -267,7 +314,9 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
         free(path);
         if (failed) goto done;
     }
-    stage_header(7, n_stages, "Report");
+    stage_header(7, n_stages, "Emergence over training: every saved checkpoint");
+    if (emergence_stage(&r, lora, full, eval_dir, probs, n_probs, err)) goto done;
+    stage_header(8, n_stages, "Report");
     double took = now_seconds() - t0;
     cJSON_AddNumberToObject(settings, "seconds_this_run", took);
     cJSON_AddNumberToObject(settings, "load_seconds_this_run", r.load_seconds);

@@ -7,6 +7,7 @@
 
 #include "../common.h"
 #include "../model/llama.h"
+#include "results.h"
 
 typedef struct {
     const char *model;       // NULL = the embedded default (SmolLM2-135M-Instruct, fetched)
@@ -21,13 +22,16 @@ typedef struct {
     const char *exe;         // this program, to run `train` stages as child processes
     const char *dtype;       // training's matrix products: "auto", "f32", "bf16" or "tf32"
     const char *device;      // where everything runs: "auto", "cpu" or "cuda"
+    // the analyses beyond the study's (docs/EXPERIMENT.md); 0 leaves one out
+    int probe_stride;        // operation probes every this many layers (default 1)
+    int causal_per_op;       // test problems per operation in each causal test (default 40)
+    int emergence_per_op;    // test problems per operation at each checkpoint (default 30)
 } ExperimentConfig;
 
 void experiment_defaults(ExperimentConfig *c);
 int experiment_run(const ExperimentConfig *c, Error *err);
 
-// ---- pieces (evaluate.c): one model variant's measurements, as JSON.
-#define N_OPS 3
+// ---- pieces (evaluate.c): one model variant's measurements, as typed results (results.h).
 extern const char EXP_OPS[N_OPS + 1];       // "+-*"
 extern const char *const EXP_OP_NAMES[N_OPS];  // "addition", ...
 
@@ -42,17 +46,72 @@ int problems_load(const char *path, Problem **out, int *n, Error *err);
 
 typedef void (*ProgressFn)(void *ctx, const char *what, int done, int total);
 
+// What evaluate_variant measures beyond the study's own numbers (0 = leave it out).
+typedef struct {
+    int per_op;         // test problems per operation (0 = all)
+    int probe_stride;   // operation probes every this many layers, on the lens's residuals
+    int causal_per_op;  // causal tests on this many problems per operation (0 = none)
+    uint64_t seed;      // probe split and bootstrap
+} EvalOptions;
+
 // Evaluates model m (already carrying its adapter): the seed's seven prompts, exact match on
-// the test problems (up to per_op of each operation, 0 = all), the lens averaged over those
-// problems per operation (classifier signal and answer crystallization), and the seed's two
-// lens prompts. Returns a JSON object (see REPORT.md's sections) or NULL with err set.
-cJSON *evaluate_variant(const Model *m, const Problem *probs, int n_probs, int per_op,
-                        ProgressFn progress, void *progress_ctx, Error *err);
+// the test problems, the lens averaged over those problems per operation (classifier signal and
+// answer crystallization), the seed's two lens prompts, and what opt asks beyond them.
+int evaluate_variant(const Model *m, const Problem *probs, int n_probs, const EvalOptions *opt,
+                     ProgressFn progress, void *progress_ctx, EvalResult *out, Error *err);
 
 // Exact match of each problem, as greedy decoding of "a op b =" would judge it, computed by
 // teacher forcing (tests compare the two): ok (n), p_correct (n) the answer tokens' probability.
 int evaluate_exact_match(const Model *m, const Problem *probs, int n, int *ok, double *p_correct,
                          Error *err);
 
-// ---- report.c: REPORT.md, report.json and figures/*.svg from the stages' JSON.
-int report_write(const char *dir, const cJSON *experiment, Error *err);
+// Per-token facts the analysis needs, from each token's decoded text.
+typedef struct {
+    unsigned char *digit_start;  // (V) text begins with a digit: continues a number
+    unsigned char *not_word;     // (V) no letter, or a digit, or special: cannot name a task
+} VocabFacts;
+void vocab_facts(const Model *m, VocabFacts *f);
+void vocab_facts_free(VocabFacts *f);
+
+// The lens prompt of a problem, "a op b = ", encoded: ids[i] (heap), len[i]; target[i] (may be
+// NULL) the answer's first token after it (-1 when the tokenizer merges across the boundary).
+int problem_prompts(const Model *m, const Problem *probs, const int *sel, int n, int **ids,
+                    int *len, int *target, Error *err);
+// The last position's residual after each layer of those prompts, from the analyses' shared
+// hooked path (hook_run, 8 prompts a pass): rows (n, L+1, C), row 0 the embedding output.
+int problem_residuals(const Model *m, const Problem *probs, const int *sel, int n, float *rows,
+                      Error *err);
+// Classifier signal of each operation at one layer, from the residual rows above (layer l =
+// row l + 1) of n problems labelled y: the lens mean per operation, then classifiers()'s measure.
+int classifier_signal_at(const Model *m, const VocabFacts *vf, const float *rows, const int *y,
+                         int n, int layer, double signal[N_OPS], Error *err);
+
+// ---- probes.c: operation probes on residual rows (n, L+1, C) with labels y (the operation).
+// Layers 0..L-1 every `stride`; gtol as probe_fit's.
+int op_probes(const float *rows, const int *y, int n, int L, int C, int stride, uint64_t seed,
+              ProbeCurve *out, Error *err);
+// Held-out accuracy of an operation probe at one layer (the same split as op_probes).
+int op_probe_accuracy(const float *rows, const int *y, int n, int L, int C, int layer,
+                      uint64_t seed, double *acc, Error *err);
+
+// The task probe's direction for operation op at one layer (C floats): the residual-stream
+// direction along which op's logit grows against the mean of the three (the same split).
+int op_probe_direction(const float *rows, const int *y, int n, int L, int C, int layer, int op,
+                       uint64_t seed, float *dir, Error *err);
+
+// ---- causal.c: the causal tests of each operation's classifier candidate in e (its top
+// selective token at its peak layer, and the operation probe's direction there): exact match
+// on the first per_op problems of each operation of sel, before and with the direction removed
+// (analysis/ablate.h), with 95% bootstrap intervals. rows: the problems' residuals (n_sel, L+1,
+// C), for the probes. Appends to e->ablations.
+int causal_tests(const Model *m, const Problem *probs, const int *sel, int n_sel,
+                 const float *rows, int per_op, uint64_t seed, EvalResult *e, Error *err);
+
+// ---- emergence.c: the classifier signal, probe accuracy and exact match at every checkpoint.
+int emergence_run(const char *model, const char *device, const char *const adapter_dirs[2],
+                  const char *work_dir, const EvalResult *final[2], const Problem *probs,
+                  int n_probs, int per_op, uint64_t seed, ProgressFn progress, void *pctx,
+                  Emergence *out, Error *err);
+
+// ---- report.c: REPORT.md, report.json and figures/*.svg from the stages' results.
+int report_write(const char *dir, const cJSON *settings, Error *err);

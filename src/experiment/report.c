@@ -12,28 +12,6 @@
 static const char *const VARIANTS[3] = {"base", "lora", "full"};
 static const char *const VARIANT_TITLES[3] = {"Base", "LoRA", "Full fine-tune"};
 
-// ---- JSON access that tolerates missing keys (a stage's file may come from an older version)
-static const cJSON *get(const cJSON *o, const char *key) {
-    return o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
-}
-static double num(const cJSON *o, const char *key) {
-    const cJSON *x = get(o, key);
-    return cJSON_IsNumber(x) ? x->valuedouble : NAN;
-}
-static const char *str(const cJSON *o, const char *key) {
-    const cJSON *x = get(o, key);
-    return cJSON_IsString(x) ? x->valuestring : "";
-}
-static const cJSON *op_entry(const cJSON *arr, int op) {  // {"op": name, ...} of an operation
-    const cJSON *x;
-    cJSON_ArrayForEach(x, arr) if (!strcmp(str(x, "op"), EXP_OP_NAMES[op])) return x;
-    return NULL;
-}
-static double arr_at(const cJSON *o, const char *key, int i) {
-    const cJSON *x = cJSON_GetArrayItem(get(o, key), i);
-    return cJSON_IsNumber(x) ? x->valuedouble : NAN;
-}
-
 // A token as the study (docs/EXPERIMENT.md) prints it: quoted, newlines and tabs escaped.
 static void sb_token(StrBuf *b, const char *t) {
     sb_append(b, "'", 1);
@@ -55,18 +33,11 @@ static void sb_count(StrBuf *b, double n) {  // 5636096 -> 5.6M
 }
 
 typedef struct {
-    const cJSON *eval[3];    // base, lora, full
-    const cJSON *train[3];   // NULL, lora, full summaries
-    cJSON *owned[8];
-    int n_owned;
+    EvalResult eval[3];     // base, lora, full
+    TrainResult train[3];  // -, lora, full
+    Emergence em;           // per_op 0: not measured
     int L;
 } Results;
-
-static const cJSON *load_owned(Results *r, const char *path, Error *err) {
-    cJSON *j = json_read_object(path, err);
-    if (j) r->owned[r->n_owned++] = j;
-    return j;
-}
 
 // ---- findings: each of the study's key observations (docs/EXPERIMENT.md), checked against the numbers
 typedef struct {
@@ -80,30 +51,91 @@ static const char *verdict_of(int held, int partly) {
 
 // An operation's peak classifier signal, searched at intermediate layers (evaluate.c).
 static double peak_signal(const Results *r, int v, int op, int *layer) {
-    const cJSON *x = op_entry(get(r->eval[v], "classifier"), op);
-    *layer = (int)num(x, "peak_layer");
-    double s = num(x, "peak_signal");
+    const OpClassifier *c = &r->eval[v].cls[op];
+    *layer = c->peak_layer;
+    double s = c->peak_signal;
     if (*layer < 0 || isnan(s)) *layer = -1, s = 0;
     return s;
 }
 
 #define SIGNAL_MIN 0.05  // a classifier: at least 5% of the lens mass selective for one operation
+#define DECODABLE 0.9    // a probe "decodes" the operation from this held-out accuracy on
+
+// The lens finds a classifier for op in variant v: a peak signal of at least SIGNAL_MIN, at
+// least twice the base model's.
+static int lens_classifier(const Results *r, int v, int op) {
+    int l, lb;
+    double s = peak_signal(r, v, op, &l), base = peak_signal(r, 0, op, &lb);
+    return v > 0 && l >= 0 && s >= SIGNAL_MIN && s >= 2 * base;
+}
+
+// A causal test's outcome: the direction matters when removing it lowers its own operation's
+// exact match (the change's 95% interval lies below 0); it is specific when the other
+// operations' intervals reach 0 (no sure drop there).
+enum { CAUSAL_NONE, CAUSAL_BROAD, CAUSAL_SPECIFIC, CAUSAL_UNTESTED };
+static int causal_outcome(const CausalTest *a) {
+    if (!a) return CAUSAL_UNTESTED;
+    if (!(a->delta_hi[a->op] < 0)) return CAUSAL_NONE;
+    for (int o = 0; o < N_OPS; o++)
+        if (o != a->op && a->delta_hi[o] < 0) return CAUSAL_BROAD;
+    return CAUSAL_SPECIFIC;
+}
+static const char *const CAUSAL_WORDS[4] = {"no effect on its operation",
+                                            "hurts other operations too",
+                                            "hurts its own operation only", "not tested"};
+
+// Variant v's causal test of op's classifier with a direction of this kind, or NULL.
+static const CausalTest *find_ablation(const Results *r, int v, int op, const char *kind) {
+    for (int i = 0; i < r->eval[v].n_ablations; i++) {
+        const CausalTest *a = &r->eval[v].ablations[i];
+        if (a->op == op && !strcmp(a->kind, kind)) return a;
+    }
+    return NULL;
+}
+
+// The first probed layer whose held-out accuracy reaches DECODABLE (-1: none), and the best.
+static int probe_first_decodable(const ProbeCurve *p, double *best, int *best_layer) {
+    int first = -1;
+    *best = NAN, *best_layer = -1;
+    for (int i = 0; i < p->n_layers; i++) {
+        const ProbePoint *q = &p->layers[i];
+        if (first < 0 && q->accuracy >= DECODABLE) first = q->layer;
+        if (isnan(*best) || q->accuracy > *best) *best = q->accuracy, *best_layer = q->layer;
+    }
+    return first;
+}
 
 static void finding_emergence(const Results *r, Finding *f) {
     f->claim = "Classifier emergence is real: both LoRA and full fine-tuning develop task "
                "classifiers at intermediate layers.";
-    int ok[3] = {0};
+    int lens[3] = {0}, causal[3] = {0};
     for (int v = 1; v < 3; v++)
         for (int op = 0; op < N_OPS; op++) {
             int lt, lb;
             double s = peak_signal(r, v, op, &lt), base = peak_signal(r, 0, op, &lb);
-            int is = s >= SIGNAL_MIN && s >= 2 * base;
-            ok[v] |= is;
+            int is = lens_classifier(r, v, op);
+            const CausalTest *a = find_ablation(r, v, op, "token");
+            int out = causal_outcome(a);
+            lens[v] |= is;
+            causal[v] |= is && out == CAUSAL_SPECIFIC;
             sb_printf(&f->evidence, "%s%s %s: peak signal %.3f at layer %d (base %.3f)%s",
                       f->evidence.len ? "; " : "", VARIANT_TITLES[v], EXP_OP_NAMES[op], s, lt, base,
-                      is ? " - a classifier" : "");
+                      is ? " - a classifier by the lens" : "");
+            if (a)
+                sb_printf(&f->evidence, ", ablating its top token changes %s exact match by "
+                          "%+.1f points [%+.1f, %+.1f]: %s", EXP_OP_NAMES[op], 100 * a->delta[op],
+                          100 * a->delta_lo[op], 100 * a->delta_hi[op], CAUSAL_WORDS[out]);
         }
-    f->verdict = verdict_of(ok[1] && ok[2], ok[1] || ok[2]);
+    for (int v = 0; v < 3; v++) {
+        double best;
+        int bl, first = probe_first_decodable(&r->eval[v].probes, &best, &bl);
+        if (r->eval[v].probes.n)
+            sb_printf(&f->evidence, "; %s: the operation is linearly decodable (probe >= %.0f%%) "
+                      "from layer %d", VARIANT_TITLES[v], 100 * DECODABLE, first);
+    }
+    sb_printf(&f->evidence, ". Held needs, in both fine-tunes, a lens classifier whose removal "
+              "hurts its own operation and not the others; a lens signal alone is partly");
+    f->verdict = verdict_of(causal[1] && causal[2], lens[1] || lens[2]);
 }
 
 static void finding_focus(const Results *r, Finding *f) {
@@ -115,9 +147,8 @@ static void finding_focus(const Results *r, Finding *f) {
         for (int v = 1; v < 3; v++) {
             int l;
             sig[v] = peak_signal(r, v, op, &l);
-            const cJSON *x = op_entry(get(r->eval[v], "classifier"), op);
-            share[v] = l >= 0 ? arr_at(x, "top1_share", l) : NAN;
-            eff[v] = l >= 0 ? arr_at(x, "effective_tokens", l) : NAN;
+            share[v] = l >= 0 ? r->eval[v].cls[op].top1_share[l] : NAN;
+            eff[v] = l >= 0 ? r->eval[v].cls[op].effective_tokens[l] : NAN;
         }
         if (sig[1] < SIGNAL_MIN || sig[2] < SIGNAL_MIN) {
             sb_printf(&f->evidence, "%s%s: no classifier in %s to compare", f->evidence.len ? "; " : "",
@@ -138,12 +169,11 @@ static void finding_focus(const Results *r, Finding *f) {
 static void finding_efficiency(const Results *r, Finding *f) {
     f->claim = "LoRA is more efficient: far fewer trained parameters, less memory, faster "
                "training, comparable accuracy.";
-    const cJSON *a = r->train[1], *b = r->train[2];
-    double params = num(b, "trainable_params") / num(a, "trainable_params");
-    double mem = num(b, "peak_mem_gb") / num(a, "peak_mem_gb");
-    double speed = num(a, "tokens_per_sec") / num(b, "tokens_per_sec");
-    double acc_l = num(get(get(r->eval[1], "test_accuracy"), "all"), "accuracy");
-    double acc_f = num(get(get(r->eval[2], "test_accuracy"), "all"), "accuracy");
+    const TrainResult *a = &r->train[1], *b = &r->train[2];
+    double params = b->trainable_params / a->trainable_params;
+    double mem = b->peak_mem_gb / a->peak_mem_gb;
+    double speed = a->tokens_per_sec / b->tokens_per_sec;
+    double acc_l = r->eval[1].acc[N_OPS].accuracy, acc_f = r->eval[2].acc[N_OPS].accuracy;
     int n = (params > 1) + (mem > 1) + (speed > 1) + (fabs(acc_l - acc_f) <= 0.05);
     sb_printf(&f->evidence, "%.0fx fewer trained parameters (study: 175x); %.2fx less peak memory "
               "(study: 2.7x); %.2fx the full fine-tune's tokens/s (study: 1.5x); test exact match "
@@ -171,8 +201,7 @@ static void finding_crystallization(const Results *r, Finding *f) {
     int late = 0, total = 0;
     for (int v = 1; v < 3; v++)
         for (int op = 0; op < N_OPS; op++) {
-            const cJSON *x = op_entry(get(r->eval[v], "crystallization"), op);
-            int first = (int)num(x, "first_top1_layer");
+            int first = r->eval[v].cry[op].first_top1_layer;
             total++;
             late += first >= r->L - 3;
             sb_printf(&f->evidence, "%s%s %s: top-1 from layer %d", f->evidence.len ? "; " : "",
@@ -188,6 +217,124 @@ static char *figure_path(const char *dir, const char *name) {
     return xasprintf("%s/figures/%s", dir, name);
 }
 
+static int figure_loss(const char *dir, Error *err) {
+    SvgSeries loss[4];
+    double *buf[8] = {0};
+    int n_series = 0, rc = 0;
+    for (int v = 1; v < 3; v++) {
+        char *mpath = xasprintf("%s/%s/metrics.jsonl", dir, VARIANTS[v]), *text;
+        size_t len;
+        rc = read_file(mpath, &text, &len, err);
+        free(mpath);
+        if (rc) {
+            for (int k = 0; k < 8; k++) free(buf[k]);
+            return -1;
+        }
+        int cap = 64, n[2] = {0, 0};
+        for (int k = 0; k < 4; k++) buf[(v - 1) * 4 + k] = xmalloc(sizeof(double) * cap);
+        for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+            cJSON *e = cJSON_Parse(line);  // metrics.jsonl: train's log, one event a line
+            const cJSON *it = cJSON_GetObjectItem(e, "iter"), *tl = cJSON_GetObjectItem(e, "train_loss"),
+                        *vl = cJSON_GetObjectItem(e, "val_loss");
+            int kind = tl ? 0 : vl ? 1 : -1;
+            if (kind >= 0) {
+                if (n[kind] == cap) {
+                    cap *= 2;
+                    for (int k = 0; k < 4; k++) buf[(v - 1) * 4 + k] = xrealloc(buf[(v - 1) * 4 + k], sizeof(double) * cap);
+                }
+                const cJSON *y = kind ? vl : tl;
+                buf[(v - 1) * 4 + kind * 2][n[kind]] = cJSON_IsNumber(it) ? it->valuedouble : NAN;
+                buf[(v - 1) * 4 + kind * 2 + 1][n[kind]++] = cJSON_IsNumber(y) ? y->valuedouble : NAN;
+            }
+            cJSON_Delete(e);
+        }
+        free(text);
+        static const char *const lnames[2][2] = {{"LoRA train", "LoRA validation"},
+                                                 {"full train", "full validation"}};
+        for (int kind = 0; kind < 2; kind++)
+            loss[n_series++] = (SvgSeries){lnames[v - 1][kind], buf[(v - 1) * 4 + kind * 2],
+                                           buf[(v - 1) * 4 + kind * 2 + 1], n[kind], kind};
+    }
+    char *path = figure_path(dir, "loss_curves.svg");
+    rc = svg_line_chart(path, "Loss: LoRA vs full fine-tuning", "iteration", "loss", loss, n_series,
+                        NAN, NAN, 0, err);
+    free(path);
+    for (int k = 0; k < 8; k++) free(buf[k]);
+    return rc;
+}
+
+// Probe accuracy by layer, each variant with its control (dashed).
+static int figure_probes(const char *dir, const Results *r, Error *err) {
+    SvgSeries ser[6];
+    double *buf[9] = {0};
+    int n = 0;
+    static const char *const cnames[3] = {"Base control", "LoRA control", "Full control"};
+    for (int v = 0; v < 3; v++) {
+        const ProbeCurve *p = &r->eval[v].probes;
+        if (!p->n) continue;
+        double *x = buf[3 * v] = xmalloc(sizeof(double) * (p->n_layers + 1));
+        double *a = buf[3 * v + 1] = xmalloc(sizeof(double) * (p->n_layers + 1));
+        double *c = buf[3 * v + 2] = xmalloc(sizeof(double) * (p->n_layers + 1));
+        for (int i = 0; i < p->n_layers; i++)
+            x[i] = p->layers[i].layer, a[i] = p->layers[i].accuracy, c[i] = p->layers[i].control_accuracy;
+        ser[n++] = (SvgSeries){VARIANT_TITLES[v], x, a, p->n_layers, 0};
+        ser[n++] = (SvgSeries){cnames[v], x, c, p->n_layers, 1};
+    }
+    int rc = 0;
+    if (n) {
+        char *path = figure_path(dir, "probes.svg");
+        rc = svg_line_chart(path, "Operation probe (+ - *): held-out accuracy by layer (dashed: "
+                            "shuffled-label control)", "layer", "accuracy", ser, n, 0, 1, 0, err);
+        free(path);
+    }
+    for (int k = 0; k < 9; k++) free(buf[k]);
+    return rc;
+}
+
+// Emergence over training: two files, the classifier signal per operation, and exact match with
+// probe accuracy; one panel per fine-tune.
+static int figure_emergence(const char *dir, const Results *r, Error *err) {
+    const Emergence *em = &r->em;
+    if (!em->per_op) return 0;
+    static const char *const opn[N_OPS] = {"+ addition", "- subtraction", "* multiplication"};
+    static const char *const pn[N_OPS] = {"probe, + peak layer", "probe, - peak layer",
+                                          "probe, * peak layer"};
+    SvgSeries sig[2][N_OPS], acc[2][N_OPS + 1];
+    SvgChartPanel ps[2], pa[2];
+    double *bufs[2][2 * N_OPS + 2] = {{0}};
+    for (int v = 0; v < 2; v++) {
+        const EmergenceCurve *c = &em->curve[v];
+        int n = c->n_points;
+        double *x = bufs[v][0] = xmalloc(sizeof(double) * (n + 1));
+        for (int i = 0; i < n; i++) x[i] = c->points[i].iter;
+        for (int op = 0; op < N_OPS; op++) {
+            double *y = bufs[v][1 + op] = xmalloc(sizeof(double) * (n + 1));
+            double *q = bufs[v][1 + N_OPS + op] = xmalloc(sizeof(double) * (n + 1));
+            for (int i = 0; i < n; i++) y[i] = c->points[i].signal[op], q[i] = c->points[i].probe_accuracy[op];
+            sig[v][op] = (SvgSeries){opn[op], x, y, n, 0};
+            acc[v][op + 1] = (SvgSeries){pn[op], x, q, n, 1};
+        }
+        double *a = bufs[v][2 * N_OPS + 1] = xmalloc(sizeof(double) * (n + 1));
+        for (int i = 0; i < n; i++) a[i] = c->points[i].accuracy[N_OPS];
+        acc[v][0] = (SvgSeries){"exact match (all)", x, a, n, 0};
+        ps[v] = (SvgChartPanel){VARIANT_TITLES[v + 1], sig[v], N_OPS};
+        pa[v] = (SvgChartPanel){VARIANT_TITLES[v + 1], acc[v], N_OPS + 1};
+    }
+    char *path = figure_path(dir, "emergence_signal.svg");
+    int rc = svg_line_panels(path, "Classifier signal at the final model's peak layer, per checkpoint",
+                             "iteration", "signal", ps, 2, 0, NAN, err);
+    free(path);
+    if (!rc) {
+        path = figure_path(dir, "emergence_accuracy.svg");
+        rc = svg_line_panels(path, "Exact match and operation-probe accuracy, per checkpoint",
+                             "iteration", "accuracy", pa, 2, 0, 1, err);
+        free(path);
+    }
+    for (int v = 0; v < 2; v++)
+        for (int k = 0; k < 2 * N_OPS + 2; k++) free(bufs[v][k]);
+    return rc;
+}
+
 static int figures(const char *dir, const Results *r, Error *err) {
     const int L = r->L;
     // classifier signal heatmaps: operation x layer, one panel per variant
@@ -198,9 +345,7 @@ static int figures(const char *dir, const Results *r, Error *err) {
     const char *rows[N_OPS] = {"+ addition", "- subtraction", "* multiplication"};
     for (int v = 0; v < 3; v++) {
         for (int op = 0; op < N_OPS; op++)
-            for (int l = 0; l < L; l++)
-                vals[(v * N_OPS + op) * L + l] =
-                    arr_at(op_entry(get(r->eval[v], "classifier"), op), "signal", l);
+            for (int l = 0; l < L; l++) vals[(v * N_OPS + op) * L + l] = r->eval[v].cls[op].signal[l];
         hp[v] = (SvgHeatPanel){VARIANT_TITLES[v], vals + v * N_OPS * L};
     }
     char *path = figure_path(dir, "classifier_heatmap.svg");
@@ -220,16 +365,16 @@ static int figures(const char *dir, const Results *r, Error *err) {
     char names[2][3][128], titles[2][128];
     for (int p = 0; p < 2; p++) {
         for (int v = 0; v < 3; v++) {
-            const cJSON *lp = cJSON_GetArrayItem(get(r->eval[v], "lens_prompts"), p);
+            const LensTrace *lp = p < r->eval[v].n_lens ? &r->eval[v].lens[p] : NULL;
             for (int l = 0; l < L; l++)
-                y[(p * 3 + v) * L + l] =
-                    num(cJSON_GetArrayItem(get(lp, "layers"), l), "final_prob");
-            snprintf(names[p][v], sizeof names[p][v], "'%s'", str(get(lp, "final"), "token"));
+                y[(p * 3 + v) * L + l] = lp && l < lp->n_layers ? lp->layers[l].final_prob : NAN;
+            snprintf(names[p][v], sizeof names[p][v], "'%s'",
+                     lp && lp->final.token ? lp->final.token : "");
             ser[p][v] = (SvgSeries){VARIANT_TITLES[v], x, y + (p * 3 + v) * L, L, 0};
         }
-        const cJSON *lp = cJSON_GetArrayItem(get(r->eval[0], "lens_prompts"), p);
+        const LensTrace *lp = p < r->eval[0].n_lens ? &r->eval[0].lens[p] : NULL;
         snprintf(titles[p], sizeof titles[p], "\"%s\" -> base %s, LoRA %s, full %s",
-                 str(lp, "prompt"), names[p][0], names[p][1], names[p][2]);
+                 lp && lp->prompt ? lp->prompt : "", names[p][0], names[p][1], names[p][2]);
         panels[p] = (SvgChartPanel){titles[p], ser[p], 3};
     }
     path = figure_path(dir, "lens_trajectories.svg");
@@ -237,49 +382,9 @@ static int figures(const char *dir, const Results *r, Error *err) {
                          "probability", panels, 2, 0, 1, err);
     free(path);
     free(x), free(y);
-    if (rc) return -1;
-
-    // loss curves from metrics.jsonl
-    SvgSeries loss[4];
-    double *buf[8] = {0};
-    int n_series = 0;
-    for (int v = 1; v < 3; v++) {
-        char *mpath = xasprintf("%s/%s/metrics.jsonl", dir, VARIANTS[v]), *text;
-        size_t len;
-        rc = read_file(mpath, &text, &len, err);
-        free(mpath);
-        if (rc) {
-            for (int k = 0; k < 8; k++) free(buf[k]);
-            return -1;
-        }
-        int cap = 64, n[2] = {0, 0};
-        for (int k = 0; k < 4; k++) buf[(v - 1) * 4 + k] = xmalloc(sizeof(double) * cap);
-        for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-            cJSON *e = cJSON_Parse(line);
-            int kind = get(e, "train_loss") ? 0 : get(e, "val_loss") ? 1 : -1;
-            if (kind >= 0) {
-                if (n[kind] == cap) {
-                    cap *= 2;
-                    for (int k = 0; k < 4; k++) buf[(v - 1) * 4 + k] = xrealloc(buf[(v - 1) * 4 + k], sizeof(double) * cap);
-                }
-                buf[(v - 1) * 4 + kind * 2][n[kind]] = num(e, "iter");
-                buf[(v - 1) * 4 + kind * 2 + 1][n[kind]++] = num(e, kind ? "val_loss" : "train_loss");
-            }
-            cJSON_Delete(e);
-        }
-        free(text);
-        static const char *const lnames[2][2] = {{"LoRA train", "LoRA validation"},
-                                                 {"full train", "full validation"}};
-        for (int kind = 0; kind < 2; kind++)
-            loss[n_series++] = (SvgSeries){lnames[v - 1][kind], buf[(v - 1) * 4 + kind * 2],
-                                           buf[(v - 1) * 4 + kind * 2 + 1], n[kind], kind};
-    }
-    path = figure_path(dir, "loss_curves.svg");
-    rc = svg_line_chart(path, "Loss: LoRA vs full fine-tuning", "iteration", "loss", loss, n_series,
-                        NAN, NAN, 0, err);
-    free(path);
-    for (int k = 0; k < 8; k++) free(buf[k]);
-    return rc;
+    if (rc || figure_loss(dir, err) || figure_probes(dir, r, err) || figure_emergence(dir, r, err))
+        return -1;
+    return 0;
 }
 
 // ---- REPORT.md sections
@@ -287,26 +392,20 @@ static void section_training(StrBuf *b, const Results *r) {
     sb_printf(b, "## Training comparison\n\n| Metric | LoRA | Full fine-tune |\n|---|---|---|\n");
     sb_printf(b, "| Trainable params |");
     for (int v = 1; v < 3; v++) {
-        double t = num(r->train[v], "trainable_params"), all = num(r->train[v], "total_params");
+        double t = r->train[v].trainable_params, all = r->train[v].total_params;
         sb_append(b, " ", 1);
         sb_count(b, t);
         sb_printf(b, " (%.1f%%) |", 100 * t / all);
     }
-    sb_printf(b, "\n| Peak memory | %.2f GB | %.2f GB |\n", num(r->train[1], "peak_mem_gb"),
-              num(r->train[2], "peak_mem_gb"));
-    sb_printf(b, "| Training speed | %.0f tok/s | %.0f tok/s |\n", num(r->train[1], "tokens_per_sec"),
-              num(r->train[2], "tokens_per_sec"));
-    sb_printf(b, "| Learning rate | %g | %g |\n", num(r->train[1], "learning_rate"),
-              num(r->train[2], "learning_rate"));
-    sb_printf(b, "| Final train loss | %.3f | %.3f |\n", num(r->train[1], "final_train_loss"),
-              num(r->train[2], "final_train_loss"));
-    sb_printf(b, "| Final val loss | %.3f | %.3f |\n", num(r->train[1], "final_val_loss"),
-              num(r->train[2], "final_val_loss"));
-    sb_printf(b, "| Training time | %.0f s | %.0f s |\n", num(r->train[1], "train_seconds"),
-              num(r->train[2], "train_seconds"));
-    sb_printf(b, "| Matrix products | %s | %s |\n", str(r->train[1], "dtype"),
-              str(r->train[2], "dtype"));
-    const char *dev1 = str(r->train[1], "device"), *dev2 = str(r->train[2], "device");
+    const TrainResult *l = &r->train[1], *f = &r->train[2];
+    sb_printf(b, "\n| Peak memory | %.2f GB | %.2f GB |\n", l->peak_mem_gb, f->peak_mem_gb);
+    sb_printf(b, "| Training speed | %.0f tok/s | %.0f tok/s |\n", l->tokens_per_sec, f->tokens_per_sec);
+    sb_printf(b, "| Learning rate | %g | %g |\n", l->learning_rate, f->learning_rate);
+    sb_printf(b, "| Final train loss | %.3f | %.3f |\n", l->final_train_loss, f->final_train_loss);
+    sb_printf(b, "| Final val loss | %.3f | %.3f |\n", l->final_val_loss, f->final_val_loss);
+    sb_printf(b, "| Training time | %.0f s | %.0f s |\n", l->train_seconds, f->train_seconds);
+    sb_printf(b, "| Matrix products | %s | %s |\n", l->dtype, f->dtype);
+    const char *dev1 = l->device, *dev2 = f->device;
     if (!*dev1) dev1 = "CPU";  // summaries from before the CUDA backend
     if (!*dev2) dev2 = "CPU";
     sb_printf(b, "| Device | %s | %s |\n\n", dev1, dev2);
@@ -326,32 +425,33 @@ static void section_accuracy(StrBuf *b, const Results *r) {
     sb_printf(b, "## Accuracy\n\nThe study's seven prompts, greedy decoding; the answer and its "
                  "probability (the product over the tokens that spell it):\n\n"
                  "| Prompt | Base | LoRA | Full fine-tune | Correct |\n|---|---|---|---|---|\n");
-    int n = cJSON_GetArraySize(get(r->eval[0], "seven_prompts"));
-    for (int i = 0; i < n; i++) {
-        const cJSON *p0 = cJSON_GetArrayItem(get(r->eval[0], "seven_prompts"), i);
-        sb_printf(b, "| `%s` |", str(p0, "prompt"));
+    for (int i = 0; i < r->eval[0].n_seven; i++) {
+        const SeedAnswer *p0 = &r->eval[0].seven[i];
+        sb_printf(b, "| `%s` |", p0->prompt);
         for (int v = 0; v < 3; v++) {
-            const cJSON *p = cJSON_GetArrayItem(get(r->eval[v], "seven_prompts"), i);
-            const char *a = str(p, "answer");
-            if (*a) sb_printf(b, " %s (%.0f%%) %s |", a, 100 * num(p, "prob"),
-                              cJSON_IsTrue(get(p, "is_correct")) ? "✓" : "✗");
+            if (i >= r->eval[v].n_seven) {
+                sb_printf(b, " - |");
+                continue;
+            }
+            const SeedAnswer *p = &r->eval[v].seven[i];
+            if (p->answer[0]) sb_printf(b, " %s (%.0f%%) %s |", p->answer, 100 * p->prob,
+                                        p->is_correct ? "✓" : "✗");
             else {
                 sb_append(b, " (no number: ", 13);
-                sb_token(b, str(p, "output"));
+                sb_token(b, p->output);
                 sb_append(b, ") ✗ |", strlen(") ✗ |"));
             }
         }
-        sb_printf(b, " %.0f |\n", num(p0, "correct"));
+        sb_printf(b, " %ld |\n", p0->correct);
     }
     sb_printf(b, "\nExact match on the test split (problems never seen in training; greedy "
                  "decoding of `a op b =`, checked by teacher forcing):\n\n"
                  "| Operation | Base | LoRA | Full fine-tune |\n|---|---|---|---|\n");
     for (int op = 0; op <= N_OPS; op++) {
-        const char *name = op < N_OPS ? EXP_OP_NAMES[op] : "all";
-        sb_printf(b, "| %s |", name);
+        sb_printf(b, "| %s |", op < N_OPS ? EXP_OP_NAMES[op] : "all");
         for (int v = 0; v < 3; v++) {
-            const cJSON *x = get(get(r->eval[v], "test_accuracy"), name);
-            sb_printf(b, " %.1f%% (%.0f/%.0f) |", 100 * num(x, "accuracy"), num(x, "correct"), num(x, "n"));
+            const OpAccuracy *x = &r->eval[v].acc[op];
+            sb_printf(b, " %.1f%% (%d/%d) |", 100 * x->accuracy, x->correct, x->n);
         }
         sb_append(b, "\n", 1);
     }
@@ -362,20 +462,20 @@ static void section_lens(StrBuf *b, const Results *r) {
     sb_printf(b, "## Layer-by-layer lens\n\nAt every layer: the block's output at the last "
                  "position through the final RMSNorm and the unembedding, softmax; the top three "
                  "tokens.\n\n");
-    for (int p = 0; p < 2; p++)
+    for (int p = 0; p < N_LENS_PROMPTS; p++)
         for (int v = 0; v < 3; v++) {
-            const cJSON *lp = cJSON_GetArrayItem(get(r->eval[v], "lens_prompts"), p);
-            sb_printf(b, "**%s (`%s`)** -> ", VARIANT_TITLES[v], str(lp, "prompt"));
-            sb_token(b, str(get(lp, "final"), "token"));
+            if (p >= r->eval[v].n_lens) continue;
+            const LensTrace *lp = &r->eval[v].lens[p];
+            sb_printf(b, "**%s (`%s`)** -> ", VARIANT_TITLES[v], lp->prompt);
+            sb_token(b, lp->final.token ? lp->final.token : "");
             sb_printf(b, "\n\n```\n");
-            const cJSON *layer;
-            cJSON_ArrayForEach(layer, get(lp, "layers")) {
-                sb_printf(b, "Layer %2.0f:", num(layer, "layer"));
-                for (int k = 0; k < 3; k++) {
-                    const cJSON *t = cJSON_GetArrayItem(get(layer, "top"), k);
+            for (int l = 0; l < lp->n_layers; l++) {
+                const LensRow *row = &lp->layers[l];
+                sb_printf(b, "Layer %2d:", row->layer);
+                for (int k = 0; k < 3 && k < row->n_top; k++) {
                     sb_append(b, " ", 1);
-                    sb_token(b, str(t, "token"));
-                    sb_printf(b, " (%.1f%%)", 100 * num(t, "prob"));
+                    sb_token(b, row->top[k].token);
+                    sb_printf(b, " (%.1f%%)", 100 * row->top[k].prob);
                 }
                 sb_append(b, "\n", 1);
             }
@@ -386,7 +486,7 @@ static void section_lens(StrBuf *b, const Results *r) {
 
 static void section_classifiers(StrBuf *b, const Results *r) {
     sb_printf(b, "## Classifier emergence\n\nMeasured over every evaluated test prompt "
-                 "`a op b = ` of each operation (%.0f problems in all). At each layer the lens "
+                 "`a op b = ` of each operation (%d problems in all). At each layer the lens "
                  "distribution is averaged per operation; a token is selective for an operation "
                  "by the amount its mean probability there exceeds its highest mean probability "
                  "under the other two. The **signal** is that selective mass summed over word "
@@ -395,7 +495,7 @@ static void section_classifiers(StrBuf *b, const Results *r) {
                  "**Top-1 share** is the part of the signal carried by the single most selective "
                  "token (focused = near 100%%); **effective tokens** is exp(entropy) of the "
                  "signal's spread over tokens (distributed = many). Depth = layer / %d, as the "
-                 "study counts (10/16 = 62.5%%).\n\n", num(r->eval[0], "lens_problems"), r->L);
+                 "study counts (10/16 = 62.5%%).\n\n", r->eval[0].lens_problems, r->L);
     sb_printf(b, "| Operation | Model | Peak layer | Depth | Signal | Top-1 share | Effective "
                  "tokens | Most selective tokens at the peak (mean prob) |\n"
                  "|---|---|---|---|---|---|---|---|\n");
@@ -403,28 +503,26 @@ static void section_classifiers(StrBuf *b, const Results *r) {
         for (int v = 0; v < 3; v++) {
             int l;
             double s = peak_signal(r, v, op, &l);
-            const cJSON *x = op_entry(get(r->eval[v], "classifier"), op);
+            const OpClassifier *x = &r->eval[v].cls[op];
             sb_printf(b, "| %s | %s | ", EXP_OP_NAMES[op], VARIANT_TITLES[v]);
             if (l < 0) {
                 sb_printf(b, "- | - | 0 | - | - | - |\n");
                 continue;
             }
             sb_printf(b, "%d | %.0f%% | %.3f | %.0f%% | %.1f | ", l, 100.0 * l / r->L, s,
-                      100 * arr_at(x, "top1_share", l), arr_at(x, "effective_tokens", l));
-            const cJSON *t;
-            int k = 0;
-            cJSON_ArrayForEach(t, cJSON_GetArrayItem(get(x, "tokens"), l)) {
-                if (k++) sb_append(b, ", ", 2);
-                sb_token(b, str(t, "token"));
-                sb_printf(b, " (%.1f%%)", 100 * num(t, "prob"));
+                      100 * x->top1_share[l], x->effective_tokens[l]);
+            for (int k = 0; k < x->n_tokens[l]; k++) {
+                const TokenScore *t = &x->tokens[(size_t)l * EXP_TOP_K + k];
+                if (k) sb_append(b, ", ", 2);
+                sb_token(b, t->token);
+                sb_printf(b, " (%.1f%%)", 100 * t->prob);
             }
             sb_printf(b, " |\n");
         }
-    const cJSON *x = op_entry(get(r->eval[0], "classifier"), 0);
-    sb_printf(b, "\nPeaks are searched over layers %.0f..%.0f (not the embedding-like first "
+    sb_printf(b, "\nPeaks are searched over layers %d..%d (not the embedding-like first "
                  "layer, not the last three, where the answer itself forms).\n\n"
                  "![Classifier signal heatmap](figures/classifier_heatmap.svg)\n\n",
-              num(x, "peak_search_first"), num(x, "peak_search_last"));
+              r->eval[0].cls[0].peak_search_first, r->eval[0].cls[0].peak_search_last);
 }
 
 static void section_crystallization(StrBuf *b, const Results *r) {
@@ -435,8 +533,8 @@ static void section_crystallization(StrBuf *b, const Results *r) {
     for (int op = 0; op < N_OPS; op++) {
         sb_printf(b, "| %s |", EXP_OP_NAMES[op]);
         for (int v = 0; v < 3; v++) {
-            const cJSON *x = op_entry(get(r->eval[v], "crystallization"), op);
-            int t = (int)num(x, "first_top1_layer"), h = (int)num(x, "first_over_50_layer");
+            const OpCrystal *x = &r->eval[v].cry[op];
+            int t = x->first_top1_layer, h = x->first_over_50_layer;
             if (t >= 0) sb_printf(b, " top-1 at %d", t);
             else sb_printf(b, " top-1 -");
             if (h >= 0) sb_printf(b, ", >50%% at %d |", h);
@@ -447,18 +545,198 @@ static void section_crystallization(StrBuf *b, const Results *r) {
     sb_append(b, "\n", 1);
 }
 
+static void section_probes(StrBuf *b, const Results *r) {
+    const ProbeCurve *p0 = &r->eval[0].probes;
+    sb_printf(b, "## Probes: where the operation is linearly decodable\n\n");
+    if (!p0->n) {
+        sb_printf(b, "Not measured (evaluations from an older tunelens, or probes turned off).\n\n");
+        return;
+    }
+    sb_printf(b, "A multinomial logistic-regression probe (+ / - / *) on the residual stream at "
+                 "the last position of each test prompt `a op b = ` (the lens's own residuals), "
+                 "trained on %d problems and scored on %d held out (a stratified split); its "
+                 "**control** is the same probe trained on shuffled labels (Hewitt & Liang): "
+                 "accuracy well above the control means the layer encodes the operation, not "
+                 "that the probe memorised. Chance is about 33%%.\n\n"
+                 "| Layer | Base | LoRA | Full fine-tune |\n|---|---|---|---|\n",
+              p0->n_train, p0->n_test);
+    for (int i = 0; i < p0->n_layers; i++) {
+        sb_printf(b, "| %d |", p0->layers[i].layer);
+        for (int v = 0; v < 3; v++) {
+            const ProbeCurve *p = &r->eval[v].probes;
+            if (i < p->n_layers)
+                sb_printf(b, " %.1f%% (control %.1f%%) |", 100 * p->layers[i].accuracy,
+                          100 * p->layers[i].control_accuracy);
+            else sb_printf(b, " - |");
+        }
+        sb_append(b, "\n", 1);
+    }
+    sb_append(b, "\n", 1);
+    for (int v = 0; v < 3; v++) {
+        double best;
+        int bl, first = probe_first_decodable(&r->eval[v].probes, &best, &bl);
+        if (!r->eval[v].probes.n) continue;
+        sb_printf(b, "- %s: ", VARIANT_TITLES[v]);
+        if (first >= 0)
+            sb_printf(b, "decodable (>= %.0f%% held out) from layer %d (%.0f%% depth)",
+                      100 * DECODABLE, first, 100.0 * first / r->L);
+        else sb_printf(b, "never reaches %.0f%% held out", 100 * DECODABLE);
+        sb_printf(b, "; best %.1f%% at layer %d.\n", 100 * best, bl);
+    }
+    double b0, b1, b2;
+    int l0, l1, l2, f0 = probe_first_decodable(&r->eval[0].probes, &b0, &l0),
+                    f1 = probe_first_decodable(&r->eval[1].probes, &b1, &l1),
+                    f2 = probe_first_decodable(&r->eval[2].probes, &b2, &l2);
+    sb_printf(b, "\nDid fine-tuning move it? The first decodable layer is %d in the base model, "
+                 "%d after LoRA and %d after full fine-tuning (-1 = never): %s.\n\n"
+                 "![Probe accuracy by layer](figures/probes.svg)\n\n", f0, f1, f2,
+              f0 == f1 && f0 == f2 ? "no, the operation is as decodable before fine-tuning"
+              : (f1 >= 0 && (f0 < 0 || f1 < f0)) || (f2 >= 0 && (f0 < 0 || f2 < f0))
+                  ? "fine-tuning made it decodable earlier"
+                  : "it moved, but not earlier");
+}
+
+static void sb_change(StrBuf *b, const CausalTest *a, int op) {
+    sb_printf(b, "%.0f%% -> %.0f%% (%+.0f [%+.0f, %+.0f])", 100 * a->before[op].accuracy,
+              100 * a->after[op].accuracy, 100 * a->delta[op], 100 * a->delta_lo[op],
+              100 * a->delta_hi[op]);
+}
+
+static void section_causal(StrBuf *b, const Results *r) {
+    sb_printf(b, "## Causal tests: does the model use the classifier?\n\n");
+    int any = 0;
+    for (int v = 1; v < 3; v++) any |= r->eval[v].n_ablations > 0;
+    if (!any) {
+        sb_printf(b, "Not measured (evaluations from an older tunelens, or causal tests turned "
+                     "off).\n\n");
+        return;
+    }
+    sb_printf(b, "For each fine-tune and operation, the lens's most selective token at the "
+                 "operation's peak layer (the classifier candidate above) is removed from the "
+                 "residual stream after that layer — its direction is the token's unembedding row "
+                 "times the final norm's weight, the direction the lens reads — and so is the "
+                 "operation probe's direction at the same layer. Exact match per operation before "
+                 "and after, on %d test problems per operation, in points with a 95%% paired "
+                 "bootstrap interval of the change. A classifier that matters hurts its own "
+                 "operation (the interval lies below 0) and not the others (their intervals "
+                 "reach 0).\n\n| Model | Operation | Lens classifier? | Removed | Layer |",
+              r->eval[1].causal_per_op ? r->eval[1].causal_per_op : r->eval[2].causal_per_op);
+    for (int op = 0; op < N_OPS; op++) sb_printf(b, " %s |", EXP_OP_NAMES[op]);
+    sb_printf(b, " Outcome |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (int v = 1; v < 3; v++)
+        for (int i = 0; i < r->eval[v].n_ablations; i++) {
+            const CausalTest *a = &r->eval[v].ablations[i];
+            sb_printf(b, "| %s | %s | %s | ", VARIANT_TITLES[v], EXP_OP_NAMES[a->op],
+                      lens_classifier(r, v, a->op) ? "yes" : "no");
+            if (!strcmp(a->kind, "token")) {
+                sb_printf(b, "token ");
+                const OpClassifier *c = &r->eval[v].cls[a->op];
+                const char *tok = a->layer >= 0 && a->layer < c->L && c->n_tokens[a->layer]
+                                      ? c->tokens[(size_t)a->layer * EXP_TOP_K].token : "";
+                sb_token(b, tok ? tok : "");
+            } else {
+                sb_printf(b, "probe direction");
+            }
+            sb_printf(b, " | %d |", a->layer);
+            for (int op = 0; op < N_OPS; op++) {
+                sb_append(b, " ", 1);
+                sb_change(b, a, op);
+                sb_append(b, " |", 2);
+            }
+            sb_printf(b, " %s |\n", CAUSAL_WORDS[causal_outcome(a)]);
+        }
+    int n_spec = 0, n_lens_spec = 0;
+    for (int v = 1; v < 3; v++)
+        for (int i = 0; i < r->eval[v].n_ablations; i++) {
+            const CausalTest *a = &r->eval[v].ablations[i];
+            if (causal_outcome(a) != CAUSAL_SPECIFIC) continue;
+            n_spec++;
+            n_lens_spec += !strcmp(a->kind, "token") && lens_classifier(r, v, a->op);
+            sb_printf(b, "%s %s's %s direction at layer %d hurts %s only", n_spec == 1 ? "\n" : ";",
+                      VARIANT_TITLES[v], a->kind, a->layer, EXP_OP_NAMES[a->op]);
+        }
+    if (n_spec) sb_printf(b, ".\n");
+    sb_printf(b, "\n%d of the tested directions hurt their own operation and not the others; "
+                 "%d of them are token directions of classifiers the lens finds.\n\n",
+              n_spec, n_lens_spec);
+}
+
+// The first checkpoint at which a curve reaches half of its rise from the first checkpoint to
+// its largest value (-1: it never rises). vals (n), one per checkpoint.
+static int half_rise(const EmergenceCurve *c, const double *vals) {
+    if (c->n_points < 2) return -1;
+    double v0 = vals[0], mx = v0;
+    for (int i = 0; i < c->n_points; i++) mx = fmax(mx, vals[i]);
+    if (!(mx > v0)) return -1;
+    for (int i = 1; i < c->n_points; i++)
+        if (vals[i] >= v0 + 0.5 * (mx - v0)) return c->points[i].iter;
+    return -1;
+}
+
+static void section_emergence(StrBuf *b, const Results *r) {
+    const Emergence *em = &r->em;
+    sb_printf(b, "## Emergence over training\n\n");
+    if (!em->per_op) {
+        sb_printf(b, "Not measured (no checkpoints, or turned off).\n\n");
+        return;
+    }
+    sb_printf(b, "At every checkpoint the training runs saved (iteration 0 = the base model), on "
+                 "%d test problems per operation: the classifier signal of each operation at the "
+                 "final model's peak layer for it (the lens measure above, on this subset), the "
+                 "operation probe's held-out accuracy at that layer, and exact match.\n\n",
+              em->per_op);
+    for (int v = 0; v < 2; v++) {
+        const EmergenceCurve *c = &em->curve[v];
+        sb_printf(b, "**%s** (peak layers: + %d, - %d, * %d)\n\n| Iteration | Signal + | Signal - "
+                     "| Signal * | Probe + | Probe - | Probe * | Exact match |\n"
+                     "|---|---|---|---|---|---|---|---|\n", VARIANT_TITLES[v + 1],
+                  c->peak_layer[0], c->peak_layer[1], c->peak_layer[2]);
+        for (int i = 0; i < c->n_points; i++) {
+            const EmergencePoint *p = &c->points[i];
+            sb_printf(b, "| %d | %.3f | %.3f | %.3f | %.0f%% | %.0f%% | %.0f%% | %.1f%% |\n", p->iter,
+                      p->signal[0], p->signal[1], p->signal[2], 100 * p->probe_accuracy[0],
+                      100 * p->probe_accuracy[1], 100 * p->probe_accuracy[2], 100 * p->accuracy[N_OPS]);
+        }
+        sb_append(b, "\n", 1);
+        double *sv = xmalloc(sizeof(double) * (c->n_points + 1)), *av = xmalloc(sizeof(double) * (c->n_points + 1));
+        for (int i = 0; i < c->n_points; i++) av[i] = c->points[i].accuracy[N_OPS];
+        for (int op = 0; op < N_OPS && c->n_points; op++) {
+            for (int i = 0; i < c->n_points; i++) sv[i] = c->points[i].signal[op];
+            int s = half_rise(c, sv), a = half_rise(c, av);
+            sb_printf(b, "- %s: the signal reaches half its rise at iteration %d, exact match at "
+                         "%d (-1 = no rise): the signal rises %s.\n", EXP_OP_NAMES[op], s, a,
+                      s < 0 ? "not at all (no rise)" : a < 0 ? "without any rise in accuracy"
+                      : s < a ? "before accuracy" : s == a ? "with accuracy" : "after accuracy");
+        }
+        free(sv), free(av);
+        sb_append(b, "\n", 1);
+    }
+    sb_printf(b, "![Signal per checkpoint](figures/emergence_signal.svg)\n\n"
+                 "![Accuracy per checkpoint](figures/emergence_accuracy.svg)\n\n");
+}
+
 int report_write(const char *dir, const cJSON *settings, Error *err) {
-    Results r = {0};
+    Results r;
+    memset(&r, 0, sizeof r);
     char *path = NULL;  // each file's path in turn
-    int rc = -1;
+    int rc = -1, n_eval = 0;
     for (int v = 0; v < 3; v++) {
         free(path), path = xasprintf("%s/eval/%s.json", dir, VARIANTS[v]);
-        if (!(r.eval[v] = load_owned(&r, path, err))) goto done;
+        if (eval_read(path, &r.eval[v], err)) goto done;
+        n_eval++;
         if (v == 0) continue;
         free(path), path = xasprintf("%s/%s/train_summary.json", dir, VARIANTS[v]);
-        if (!(r.train[v] = load_owned(&r, path, err))) goto done;
+        if (train_result_read(path, &r.train[v], err)) goto done;
     }
-    r.L = (int)num(r.eval[0], "n_layers");
+    r.L = r.eval[0].n_layers;
+    for (int v = 1; v < 3; v++)
+        if (r.eval[v].n_layers != r.L) {
+            err_set(err, "%s/eval: the evaluations disagree on the number of layers (%d, %d)",
+                    dir, r.L, r.eval[v].n_layers);
+            goto done;
+        }
+    free(path), path = xasprintf("%s/eval/emergence.json", dir);
+    if (file_exists(path) && emergence_read(path, &r.em, err)) goto done;
     free(path), path = xasprintf("%s/figures", dir);
     if (make_dirs(path, err) || figures(dir, &r, err)) goto done;
 
@@ -470,7 +748,10 @@ int report_write(const char *dir, const cJSON *settings, Error *err) {
     finding_crystallization(&r, &f[4]);
 
     StrBuf b = {0};
-    const char *model = str(settings, "model"), *slash = strrchr(model, '/');
+    const cJSON *mj = cJSON_GetObjectItem(settings, "model");
+    const char *model = cJSON_IsString(mj) ? mj->valuestring : "", *slash = strrchr(model, '/');
+#define SET(key) (cJSON_IsNumber(cJSON_GetObjectItem(settings, key)) \
+                      ? cJSON_GetObjectItem(settings, key)->valuedouble : NAN)
     sb_printf(&b, "# Classifier emergence: %s\n\n", slash && slash[1] ? slash + 1 : model);
     sb_printf(&b, "Model: `%s`. ", model);
     // the study lives in the repository's docs, not beside the report: name it so it can be found
@@ -480,15 +761,18 @@ int report_write(const char *dir, const cJSON *settings, Error *err) {
                   "scale 20, all seven projections) and full fine-tuning of the last %.0f blocks, "
                   "%.0f iterations at batch %.0f, seed %.0f; then the logit lens over the test "
                   "problems. %d layers.\n\n",
-              num(settings, "n_train"), num(settings, "n_valid"), num(settings, "n_test"),
-              num(settings, "num_layers") < 0 || num(settings, "num_layers") > r.L
-                  ? r.L : num(settings, "num_layers"), num(settings, "iters"), num(settings, "batch_size"),
-              num(settings, "seed"), r.L);
+              SET("n_train"), SET("n_valid"), SET("n_test"),
+              SET("num_layers") < 0 || SET("num_layers") > r.L ? r.L : SET("num_layers"),
+              SET("iters"), SET("batch_size"), SET("seed"), r.L);
+#undef SET
     section_training(&b, &r);
     section_accuracy(&b, &r);
     section_lens(&b, &r);
     section_classifiers(&b, &r);
     section_crystallization(&b, &r);
+    section_probes(&b, &r);
+    section_causal(&b, &r);
+    section_emergence(&b, &r);
     sb_printf(&b, "## Findings\n\nThe study's five key observations (tunelens's "
                   "`docs/EXPERIMENT.md`), checked against these numbers:\n\n");
     cJSON *report = cJSON_CreateObject(), *fj = cJSON_CreateArray();
@@ -504,8 +788,10 @@ int report_write(const char *dir, const cJSON *settings, Error *err) {
     }
     sb_printf(&b, "\n## Files\n\n- `report.json`: every number above\n- `data/`: train/valid/test.jsonl\n"
                   "- `lora/`, `full/`: adapters.safetensors + adapter_config.json (mlx-lm format), "
-                  "metrics.jsonl, train_summary.json\n- `eval/`: each model's measurements\n"
-                  "- `figures/`: classifier_heatmap.svg, loss_curves.svg, lens_trajectories.svg\n");
+                  "the numbered checkpoints, metrics.jsonl, train_summary.json\n- `eval/`: each "
+                  "model's measurements (probes and causal tests included), emergence.json\n"
+                  "- `figures/`: classifier_heatmap.svg, loss_curves.svg, lens_trajectories.svg, "
+                  "probes.svg, emergence_signal.svg, emergence_accuracy.svg\n");
     free(path), path = xasprintf("%s/REPORT.md", dir);
     rc = write_file_atomic(path, b.p, b.len, err);
     sb_free(&b);
@@ -513,15 +799,18 @@ int report_write(const char *dir, const cJSON *settings, Error *err) {
     cJSON_AddItemToObject(report, "settings", cJSON_Duplicate(settings, 1));
     cJSON *tj = cJSON_AddObjectToObject(report, "training"), *ej = cJSON_AddObjectToObject(report, "eval");
     for (int v = 0; v < 3; v++) {
-        if (v) cJSON_AddItemToObject(tj, VARIANTS[v], cJSON_Duplicate(r.train[v], 1));
-        cJSON_AddItemToObject(ej, VARIANTS[v], cJSON_Duplicate(r.eval[v], 1));
+        if (v) cJSON_AddItemToObject(tj, VARIANTS[v], cJSON_Duplicate(r.train[v].raw, 1));
+        cJSON_AddItemToObject(ej, VARIANTS[v], eval_to_json(&r.eval[v]));
     }
     cJSON_AddItemToObject(report, "findings", fj);
+    if (r.em.per_op) cJSON_AddItemToObject(report, "emergence", emergence_to_json(&r.em));
     free(path), path = xasprintf("%s/report.json", dir);
     if (!rc) rc = json_write_file(path, report, err);
     cJSON_Delete(report);
 done:
-    for (int i = 0; i < r.n_owned; i++) cJSON_Delete(r.owned[i]);
+    for (int v = 0; v < n_eval; v++) eval_result_free(&r.eval[v]);
+    for (int v = 1; v < 3; v++) train_result_free(&r.train[v]);
+    emergence_free(&r.em);
     free(path);
     return rc;
 }

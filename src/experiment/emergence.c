@@ -1,0 +1,152 @@
+// emergence.c — when does the classifier appear during training, relative to accuracy? At
+// every checkpoint a training run saved (ADAPTER/NNNNNNN_adapters.safetensors, train's
+// save_every; iteration 0 = the base model), on a fixed subset of test problems: the classifier
+// signal at the final model's peak layer of each operation, the operation probe's held-out
+// accuracy there, and exact match. One hooked forward pass per checkpoint gives both the lens
+// and the probe features.
+#include <dirent.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "experiment.h"
+
+static int cmp_int(const void *a, const void *b) {
+    return *(const int *)a - *(const int *)b;
+}
+
+// The iterations of dir's numbered checkpoints, ascending.
+static int *checkpoint_iters(const char *dir, int *n) {
+    DIR *d = opendir(dir);
+    int cap = 16, *it = xmalloc(sizeof(int) * cap);
+    *n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        int iter, len = 0;
+        if (sscanf(e->d_name, "%d_adapters.safetensors%n", &iter, &len) == 1 &&
+            len == (int)strlen(e->d_name) && iter > 0) {
+            if (*n == cap) it = xrealloc(it, sizeof(int) * (cap *= 2));
+            it[(*n)++] = iter;
+        }
+    }
+    if (d) closedir(d);
+    qsort(it, (size_t)*n, sizeof(int), cmp_int);
+    return it;
+}
+
+// An adapter folder for one checkpoint: links to the numbered weights and the run's config
+// (the adapter loader reads a folder's adapters.safetensors).
+static char *checkpoint_folder(const char *work, const char *adapter_dir, int v, int iter,
+                               Error *err) {
+    char *dir = xasprintf("%s/%s_%07d", work, v ? "full" : "lora", iter);
+    char *w = xasprintf("%s/%07d_adapters.safetensors", adapter_dir, iter);
+    char *c = path_join(adapter_dir, "adapter_config.json");
+    char *lw = path_join(dir, "adapters.safetensors"), *lc = path_join(dir, "adapter_config.json");
+    char wabs[PATH_MAX], cabs[PATH_MAX];
+    int rc = make_dirs(dir, err);
+    if (!rc && (!realpath(w, wabs) || !realpath(c, cabs)))
+        rc = err_set(err, "%s: cannot resolve the checkpoint's files", adapter_dir);
+    if (!rc) {
+        unlink(lw), unlink(lc);
+        if (symlink(wabs, lw) || symlink(cabs, lc))
+            rc = err_set(err, "%s: cannot link the checkpoint's files", dir);
+    }
+    free(w), free(c), free(lw), free(lc);
+    if (rc) {
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+static void remove_folder(const char *dir) {
+    char *lw = path_join(dir, "adapters.safetensors"), *lc = path_join(dir, "adapter_config.json");
+    unlink(lw), unlink(lc);
+    rmdir(dir);
+    free(lw), free(lc);
+}
+
+// One model (adapter NULL = base) on the subset: the point's numbers at the given peak layers.
+static int measure(const char *model, const char *adapter, const Backend *be, const Problem *sub,
+                   const int *y, int n, const int peak[N_OPS], uint64_t seed, EmergencePoint *p,
+                   Error *err) {
+    Model m;
+    if (model_load_on(&m, model, adapter, be, err)) return -1;
+    const int L = m.cfg.n_layers, C = m.cfg.dim;
+    float *rows = malloc(sizeof(float) * (size_t)n * (L + 1) * C);
+    int *ok = xmalloc(sizeof(int) * (size_t)n);
+    double *pc = xmalloc(sizeof(double) * (size_t)n);
+    VocabFacts vf;
+    vocab_facts(&m, &vf);
+    int rc = rows ? 0 : err_set(err, "out of memory for %d x %d residual rows", n, L + 1);
+    if (!rc) rc = problem_residuals(&m, sub, NULL, n, rows, err);
+    for (int op = 0; op < N_OPS && !rc; op++) {
+        double sig[N_OPS];
+        p->signal[op] = p->probe_accuracy[op] = NAN;
+        if (peak[op] < 0) continue;
+        rc = classifier_signal_at(&m, &vf, rows, y, n, peak[op], sig, err) ||
+             op_probe_accuracy(rows, y, n, L, C, peak[op], seed, &p->probe_accuracy[op], err);
+        p->signal[op] = sig[op];
+    }
+    if (!rc) rc = evaluate_exact_match(&m, sub, n, ok, pc, err);
+    if (!rc) {
+        int hit[N_OPS + 1] = {0}, cnt[N_OPS + 1] = {0};
+        for (int i = 0; i < n; i++) hit[y[i]] += ok[i], cnt[y[i]]++, hit[N_OPS] += ok[i], cnt[N_OPS]++;
+        for (int op = 0; op <= N_OPS; op++) p->accuracy[op] = cnt[op] ? (double)hit[op] / cnt[op] : NAN;
+    }
+    vocab_facts_free(&vf);
+    free(rows), free(ok), free(pc);
+    model_free(&m);
+    return rc ? -1 : 0;
+}
+
+int emergence_run(const char *model, const char *device, const char *const adapter_dirs[2],
+                  const char *work_dir, const EvalResult *final[2], const Problem *probs,
+                  int n_probs, int per_op, uint64_t seed, ProgressFn progress, void *pctx,
+                  Emergence *out, Error *err) {
+    double t0 = now_seconds();
+    memset(out, 0, sizeof *out);
+    const Backend *be;
+    if (backend_select(device, &be, err)) return -1;
+    Problem *sub = xmalloc(sizeof(Problem) * (size_t)n_probs);
+    int *y = xmalloc(sizeof(int) * (size_t)n_probs), n = 0, taken[N_OPS] = {0};
+    for (int i = 0; i < n_probs; i++)
+        if (taken[probs[i].op] < per_op) sub[n] = probs[i], y[n++] = probs[i].op, taken[probs[i].op]++;
+    int *iters[2], n_iters[2], total = 2, done = 0, rc = 0;
+    for (int v = 0; v < 2; v++) {
+        iters[v] = checkpoint_iters(adapter_dirs[v], &n_iters[v]);
+        total += n_iters[v];
+        EmergenceCurve *c = &out->curve[v];
+        for (int op = 0; op < N_OPS; op++) c->peak_layer[op] = final[v]->cls[op].peak_layer;
+        c->points = xcalloc((size_t)n_iters[v] + 1, sizeof(EmergencePoint));
+    }
+    if (make_dirs(work_dir, err)) rc = -1;
+    for (int v = 0; v < 2 && !rc; v++) {
+        EmergenceCurve *c = &out->curve[v];
+        // iteration 0: the base model, at this fine-tune's peak layers
+        c->points[0].iter = 0;
+        if (progress) progress(pctx, "checkpoints", done, total);
+        rc = measure(model, NULL, be, sub, y, n, c->peak_layer, seed, &c->points[0], err);
+        done++;
+        c->n_points = 1;
+        for (int k = 0; k < n_iters[v] && !rc; k++) {
+            if (progress) progress(pctx, "checkpoints", done, total);
+            char *dir = checkpoint_folder(work_dir, adapter_dirs[v], v, iters[v][k], err);
+            EmergencePoint *p = &c->points[c->n_points];
+            p->iter = iters[v][k];
+            rc = dir ? measure(model, dir, be, sub, y, n, c->peak_layer, seed, p, err) : -1;
+            if (dir) remove_folder(dir);
+            free(dir);
+            if (!rc) c->n_points++;
+            done++;
+        }
+    }
+    if (!rc) rmdir(work_dir);
+    free(iters[0]), free(iters[1]), free(sub), free(y);
+    out->per_op = per_op;
+    out->seconds = now_seconds() - t0;
+    if (rc) emergence_free(out);
+    return rc;
+}
