@@ -151,17 +151,20 @@ static int run_prompt(const Model *m, const AblateArgs *a, const Direction *d, A
     }
     if (!rc && !(a->json && !strcmp(a->json, "-"))) {
         printf("Prompt: \"%s\" (%d tokens)\n", a->prompt, n);
-        printf("Direction: %s, |d| = %.4g; after layer %d, %s, %s position%s\n", d->what,
+        printf("Direction: %s, |d| = %.4g; after layer %d, %s, %s position\n", d->what,
                norm_of(d->v, d->C), ab->layer, MODES[ab->mode],
-               ab->all_positions ? "every" : "last", ab->all_positions ? "" : "");
+               ab->all_positions ? "every" : "last");
         printf("Component along it at the last position: %.6g", comp);
         if (ab->mode == ABLATE_MEAN) printf(" (set to the mean, %.6g)", ab->mean);
         printf("\nBefore:");
         print_top(m, before, k);
         printf("After: ");
         print_top(m, after, k);
-        if (tok >= 0)
-            printf("P(%s): %.4g%% -> %.4g%%\n", d->what, 100.0 * before[tok], 100.0 * after[tok]);
+        if (tok >= 0) {
+            char *t = cli_token_display(m->tok, tok);
+            printf("P(%s): %.4g%% -> %.4g%%\n", t, 100.0 * before[tok], 100.0 * after[tok]);
+            free(t);
+        }
     }
     if (!rc && json) {
         cJSON *j = *json = cJSON_CreateObject();
