@@ -18,6 +18,11 @@ Writes tests/fixtures/sampling/:
   (tests/ref_llama.py): alpha * d / |d| added to the residual after block L at every position,
   the final distribution at the last position (the first steered token's), and the greedy
   steered continuation (re-running the whole sequence each step, steered everywhere).
+- chat_smollm2.json: `generate --chat`'s prompt ids for SmolLM2-135M-Instruct
+  (.cache/SmolLM2-135M-Instruct.Q4_1.gguf, from tests/setup.sh): transformers'
+  apply_chat_template([system,] user, add_generation_prompt=True, tokenize=True) on a
+  PreTrainedTokenizerFast made of the GGUF's vocabulary (make_tokenizer_fixtures.py's
+  smollm2_from_gguf) and its tokenizer.chat_template, as mlx_lm.generate builds the messages.
 """
 import json
 import os
@@ -164,9 +169,39 @@ def steer_fixture():
     return {"cases": cases}
 
 
+def chat_fixture():
+    from gguf import GGUFReader
+    from transformers import PreTrainedTokenizerFast
+    from make_tokenizer_fixtures import SMOL_GGUF, smollm2_from_gguf
+    r = GGUFReader(SMOL_GGUF)
+    f = r.fields["tokenizer.chat_template"]
+    template = bytes(f.parts[f.data[0]]).decode("utf-8")
+    tokens = r.fields["tokenizer.ggml.tokens"]
+
+    def token(key):
+        i = int(r.fields[key].parts[-1][0])
+        return bytes(tokens.parts[tokens.data[i]]).decode("utf-8")
+    tok = PreTrainedTokenizerFast(tokenizer_object=smollm2_from_gguf(SMOL_GGUF), chat_template=template,
+                                  bos_token=token("tokenizer.ggml.bos_token_id"),
+                                  eos_token=token("tokenizer.ggml.eos_token_id"))
+    cases = []
+    for system, prompt in [(None, "What is the capital of France?"), ("Be brief.", "89 - 34 = "),
+                           ("You answer in French.\nAlways.", "Héllo  wörld\n\ttabs and émojis 🙂"),
+                           (None, "a <|im_end|> inside"), ("", "empty system")]:
+        msgs = ([{"role": "system", "content": system}] if system is not None else [])
+        msgs.append({"role": "user", "content": prompt})
+        ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+        if not isinstance(ids, list):  # transformers 5: a BatchEncoding
+            ids = ids["input_ids"]
+        text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        cases.append({"system": system, "prompt": prompt, "ids": [int(i) for i in ids], "text": text})
+    return {"model": ".cache/SmolLM2-135M-Instruct.Q4_1.gguf", "cases": cases}
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name, fn in [("mlx_sampling.json", sampling_fixture), ("steer_ref.json", steer_fixture)]:
+    for name, fn in [("mlx_sampling.json", sampling_fixture), ("steer_ref.json", steer_fixture),
+                     ("chat_smollm2.json", chat_fixture)]:
         data = fn()
         with open(os.path.join(OUT, name), "w") as f:
             json.dump(data, f, separators=(",", ":"))

@@ -402,6 +402,45 @@ static void test_cuda_steer_matches_reference(void **state) {
     if (be) steer_matches_reference(be);
 }
 
+// --chat's prompt: SmolLM2-Instruct's ids from transformers' apply_chat_template (chat_smollm2.json:
+// with and without a system message, an empty one, non-ASCII text, a special-token string in
+// the prompt). Without a template: an error saying so.
+static void test_chat_prompt_matches_transformers(void **state) {
+    (void)state;
+    Error err = {{0}};
+    int *ids, n;
+    Model tiny = load_ok(TINY, NULL);
+    assert_int_equal(generate_chat_prompt(&tiny, NULL, "hi", &ids, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "has no chat template"));
+    model_free(&tiny);
+    cJSON *j = load_json_fixture(SAMPLING "/chat_smollm2.json");
+    const char *path = cJSON_GetObjectItem(j, "model")->valuestring;
+    if (!have_cached(path)) {
+        printf("  skipped: %s is not downloaded (tests/setup.sh)\n", path);
+        cJSON_Delete(j);
+        return;
+    }
+    Model m;
+    if (model_open(&m, path, &err)) fail_msg("%s", err.msg);
+    const cJSON *c;
+    int k = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(j, "cases")) {
+        const cJSON *sys = cJSON_GetObjectItem(c, "system");
+        const char *prompt = cJSON_GetObjectItem(c, "prompt")->valuestring;
+        int n_want, *want = json_ints(cJSON_GetObjectItem(c, "ids"), &n_want);
+        if (generate_chat_prompt(&m, cJSON_IsString(sys) ? sys->valuestring : NULL, prompt, &ids,
+                                 &n, &err))
+            fail_msg("%s", err.msg);
+        assert_int_equal(n, n_want);
+        assert_memory_equal(ids, want, sizeof(int) * (size_t)n);
+        free(ids), free(want);
+        k++;
+    }
+    printf("  %d chat prompts: SmolLM2's ids = transformers' apply_chat_template's\n", k);
+    model_free(&m);
+    cJSON_Delete(j);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_filters_match_mlx),
@@ -411,6 +450,7 @@ int main(void) {
         cmocka_unit_test(test_sampled_generation),
         cmocka_unit_test(test_steer_matches_reference),
         cmocka_unit_test(test_cuda_steer_matches_reference),
+        cmocka_unit_test(test_chat_prompt_matches_transformers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

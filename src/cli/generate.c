@@ -77,8 +77,8 @@ void gen_print_tokens(const Tokenizer *t, const GenToken *out, int n, int sample
 }
 
 typedef struct {
-    const char *device, *model, *adapter, *prompt, *json;
-    int max_tokens;
+    const char *device, *model, *adapter, *prompt, *json, *system_prompt;
+    int max_tokens, chat;
     SamplerConfig sampler;
     GenSeed seed;
 } GenerateArgs;
@@ -89,11 +89,17 @@ static const FlagSpec FLAGS[] = {
          "a Hugging Face model folder or a .gguf file (required)", NULL),
     FLAG_ADAPTER(O(adapter)),
     FLAG("--prompt", "-p", FLAG_STRING, O(prompt), NULL, 0, 0, NULL, "P", "the prompt (required)", NULL),
+    FLAG("--chat", NULL, FLAG_SWITCH, O(chat), NULL, 0, 0, NULL, NULL,
+         "the prompt as a user message through the tokenizer's\nchat template, with the "
+         "generation prompt", NULL),
+    FLAG("--system-prompt", NULL, FLAG_STRING, O(system_prompt), NULL, 0, 0, NULL, "S",
+         "with --chat: a system message before it", NULL),
     GEN_SAMPLING_FLAGS(O),
     FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
          "write {\"prompt\":P,\"tokens\":[{\"id\",\"token\",\"prob\"}],\n"
          "\"text\":T}; sampling adds each token's \"sample_prob\"\nand \"sampler\":{temp, top_p, "
-         "min_p,\nmin_tokens_to_keep, top_k, seed} (FILE '-' = stdout)", NULL),
+         "min_p,\nmin_tokens_to_keep, top_k, seed}; --chat adds\n\"chat_prompt\" (the rendered "
+         "text) (FILE '-' = stdout)", NULL),
     FLAG_DEVICE(O(device)),
 };
 #undef O
@@ -101,14 +107,17 @@ static const FlagSpec FLAGS[] = {
 static const FlagTable TABLE = {
     "generate",
     "usage: tunelens generate --model M [--adapter A] --prompt P [--max-tokens N] [--json FILE]\n"
-    "                         [--temp T] [--top-p P] [--min-p M] [--min-tokens-to-keep N]\n"
-    "                         [--top-k K] [--seed S] [--device auto]\n"
+    "                         [--chat [--system-prompt S]] [--temp T] [--top-p P] [--min-p M]\n"
+    "                         [--min-tokens-to-keep N] [--top-k K] [--seed S] [--device auto]\n"
     "  Decoding with a KV cache; stops at EOS. Greedy when --temp is 0 (the default); otherwise\n"
     "  mlx_lm.generate's sampler: log-probabilities, then top-p, min-p and top-k in that order,\n"
     "  then a draw from softmax(logprobs / T). Prints the prompt and continuation (ending with\n"
     "  a newline), the statistics (stderr), then each token with its probability under the\n"
     "  model (softmax at temperature 1, before any filter) and, when sampling, under the\n"
-    "  distribution it was drawn from.\n",
+    "  distribution it was drawn from. --chat: as mlx_lm.generate, the prompt goes in as a\n"
+    "  user message (after --system-prompt's system message) through the tokenizer's chat\n"
+    "  template with add_generation_prompt, encoded without adding special tokens again; the\n"
+    "  rendered prompt is printed.\n",
     FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
 // The text as it streams; last is its final character, so that it can end with a newline.
@@ -149,6 +158,11 @@ int cmd_generate(int argc, char **argv) {
     int max_tokens = a.max_tokens, sampled = a.sampler.temp > 0;
     if (!a.model) return cli_missing(cmd, "--model");
     if (!a.prompt) return cli_missing(cmd, "--prompt");
+    if (a.system_prompt && !a.chat) {
+        fprintf(stderr, "tunelens generate: --system-prompt goes through the chat template: "
+                "add --chat\n");
+        return EXIT_USAGE;
+    }
     GenerateOptions opt = GENERATE_DEFAULTS;
     opt.sampler = a.sampler;
     opt.seed = gen_seed(&a.seed);
@@ -156,15 +170,18 @@ int cmd_generate(int argc, char **argv) {
     Model m;
     if (cli_load_model(&m, a.model, a.adapter, a.device, &err)) return cli_fail(&err);
     int *ids = NULL, n = 0, n_out = 0;
+    char *chat_text = NULL;
     GenToken *out = xmalloc(sizeof(GenToken) * (size_t)(max_tokens ? max_tokens : 1));
     int to_stdout_json = json_path && !strcmp(json_path, "-");
     Stream st = {m.tok, '\n'};
-    rc = sampler_check(&opt.sampler, m.cfg.vocab_size, &err);
+    rc = sampler_check(&opt.sampler, m.cfg.vocab_size, &err) ||
+         (a.chat ? generate_chat_prompt(&m, a.system_prompt, a.prompt, &ids, &n, &err)
+                 : cli_encode(&m, a.prompt, &ids, &n, &err));
     if (rc) goto fail;
-    if (!to_stdout_json) stream_text(&st, a.prompt);
+    if (a.chat) chat_text = tokenizer_decode(m.tok, ids, n, 0);  // the prompt the model reads
+    if (!to_stdout_json) stream_text(&st, a.chat ? chat_text : a.prompt);
     double t0 = now_seconds();
-    rc = cli_encode(&m, a.prompt, &ids, &n, &err) ||
-         generate_run(&m, ids, n, max_tokens, &opt, out, &n_out,
+    rc = generate_run(&m, ids, n, max_tokens, &opt, out, &n_out,
                       to_stdout_json ? NULL : stream_token, &st, &err);
     double dt = now_seconds() - t0;
     if (!to_stdout_json) stream_end(&st);  // also before an error message
@@ -181,6 +198,7 @@ int cmd_generate(int argc, char **argv) {
     if (json_path) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "prompt", a.prompt);
+        if (a.chat) cJSON_AddStringToObject(j, "chat_prompt", chat_text);
         cJSON_AddItemToObject(j, "tokens", gen_tokens_json(m.tok, out, n_out, sampled));
         char *text = gen_text(m.tok, out, n_out);
         cJSON_AddStringToObject(j, "text", text);
@@ -193,11 +211,13 @@ int cmd_generate(int argc, char **argv) {
     }
     free(ids);
     free(out);
+    free(chat_text);
     model_free(&m);
     return 0;
 fail:
     free(ids);
     free(out);
+    free(chat_text);
     model_free(&m);
     return cli_fail(&err);
 }

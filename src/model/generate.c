@@ -8,6 +8,7 @@
 
 #include "../formats/tensor.h"
 #include "../ops/ops.h"
+#include "../tokenizer/chat_template.h"
 
 int model_is_eos(const Model *m, int id) {
     for (int i = 0; i < m->cfg.n_eos; i++)
@@ -109,4 +110,18 @@ int generate_run(const Model *m, const int *prompt, int n_prompt, int max_new,
 int generate_greedy(const Model *m, const int *prompt, int n_prompt, int max_new, GenToken *out,
                     int *n_out, TokenCallback cb, void *cb_ctx, Error *err) {
     return generate_run(m, prompt, n_prompt, max_new, NULL, out, n_out, cb, cb_ctx, err);
+}
+
+int generate_chat_prompt(const Model *m, const char *system, const char *prompt, int **ids,
+                         int *n, Error *err) {
+    *ids = NULL, *n = 0;
+    if (!chat_template_present(m->tok))
+        return err_set(err, "--chat: %s has no chat template (tokenizer_config.json's "
+                       "chat_template, or the GGUF's tokenizer.chat_template)", m->name);
+    ChatMessage msgs[2];
+    int k = 0;
+    if (system) msgs[k++] = (ChatMessage){"system", system};
+    msgs[k++] = (ChatMessage){"user", prompt};
+    if (chat_template_encode(m->tok, msgs, k, 1, ids, n, err)) return err_wrap(err, "--chat");
+    return model_check_ids(m, *ids, *n, err);
 }

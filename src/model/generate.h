@@ -47,3 +47,10 @@ int generate_run(const Model *m, const int *prompt, int n_prompt, int max_new,
 int generate_greedy(const Model *m, const int *prompt, int n_prompt, int max_new, GenToken *out,
                     int *n_out, TokenCallback cb, void *cb_ctx, Error *err);
 int model_is_eos(const Model *m, int id);
+
+// mlx_lm.generate's chat prompt: a system message (when system is not NULL; "" is an empty
+// one) and the user's prompt through the tokenizer's chat template with add_generation_prompt,
+// encoded without adding special tokens again (transformers' apply_chat_template(...,
+// tokenize=True)). *ids: heap. A tokenizer without a template is an error saying so.
+int generate_chat_prompt(const Model *m, const char *system, const char *prompt, int **ids,
+                         int *n, Error *err);

@@ -31,6 +31,25 @@ check "--top-k at the vocabulary" 1 "--top-k has to be in the \(0, 512\) interva
 check "bad --min-tokens-to-keep" 2 "--min-tokens-to-keep expects an integer" "${G[@]}" --temp 1 --min-p 0.1 --min-tokens-to-keep 0
 check "bad --seed" 2 "--seed expects a non-negative integer" "${G[@]}" --temp 1 --seed -4
 
+# ---- --chat
+check "--system-prompt without --chat" 2 "--system-prompt goes through the chat template: add --chat" "${G[@]}" --system-prompt "Be brief."
+check "--chat without a template" 1 "has no chat template" "${G[@]}" --chat
+# the tiny model with templates of its own (a copy: the fixture stays as it is)
+mkdir -p "$TMP/chat" && cp $TINY/config.json $TINY/model.safetensors $TINY/tokenizer.json "$TMP/chat/"
+tmpl() { printf '{"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>", "chat_template": "%s"}' "$1" >"$TMP/chat/tokenizer_config.json"; }
+tmpl "{% for m in messages %}[{{ m.role }}] {{ m.content }}\\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
+check "--chat renders system, user, generation prompt" 0 "^\[system\] Be brief\.$" "$BIN" generate --model "$TMP/chat" --prompt "7 * 8 = " --max-tokens 3 --chat --system-prompt "Be brief."
+grep -q "^\[user\] 7 \* 8 = $" "$TMP/out" && grep -q "^\[assistant\] " "$TMP/out" && echo "ok   --chat: the user message, then the generation prompt" || { echo "FAIL --chat rendering"; sed 's/^/    /' "$TMP/out" | head -5; fails=$((fails+1)); }
+check "--chat json" 0 '"chat_prompt"' "$BIN" generate --model "$TMP/chat" --prompt "hi" --max-tokens 2 --chat --json -
+tmpl "{{ raise_exception('this model takes no system message') }}"
+check "--chat: the template raises" 1 "this model takes no system message" "$BIN" generate --model "$TMP/chat" --prompt "hi" --chat
+tmpl "{% for m in messages %}{{ m.content }"
+check "--chat: a broken template" 1 "chat_template" "$BIN" generate --model "$TMP/chat" --prompt "hi" --chat
+SMOL=.cache/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ -s $SMOL ]; then
+  check "--chat on SmolLM2-Instruct" 0 "<\|im_start\|>assistant" "$BIN" generate --model $SMOL --prompt "What is 2 + 2?" --chat --max-tokens 2
+else echo "skip --chat on SmolLM2: $SMOL is not downloaded (tests/setup.sh)"; fi
+
 # ---- steer
 ST=("$BIN" steer --model $TINY --prompt "7 * 8 = " --max-tokens 8)
 table() { sed -n "/^$1 tokens:/,/^\$/p" "$2" | grep -E "^ +[0-9]+  "; }  # a run's token table
