@@ -70,15 +70,19 @@ int cmd_tokenize(int argc, char **argv) {
     if (!model_path) return cli_missing(cmd, "--model");
     if (!text) return cli_missing(cmd, "--text");
     Error err;
-    if (!(model_path = cli_resolve_model(model_path, &err))) return cli_fail(&err);  // org/name
+    char *resolved = cli_resolve_model(model_path, &err);  // org/name: from the hub cache
+    if (!resolved) return cli_fail(&err);
+    model_path = resolved;
     // A model is opened without reading its weights (model_open); a folder that has none is
     // read from its tokenizer files and config.json into a Model holding just those (freed as
     // a tokenizer, not as a model).
     Model m = {0};
     int owned = !tokenizer_only(model_path), vocab = 0;
     if (owned ? model_open(&m, model_path, &err)
-              : open_tokenizer_only(model_path, &m.tok, &vocab, &err))
+              : open_tokenizer_only(model_path, &m.tok, &vocab, &err)) {
+        free(resolved);
         return cli_fail(&err);
+    }
     if (!owned) m.cfg.vocab_size = vocab, m.path = (char *)model_path;
     Tokenizer *tok = m.tok;
     int *ids, n;
@@ -107,5 +111,6 @@ int cmd_tokenize(int argc, char **argv) {
 done:
     if (owned) model_free(&m);
     else tokenizer_free(tok);
+    free(resolved);
     return rc ? cli_fail(&err) : 0;
 }
