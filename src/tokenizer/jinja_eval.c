@@ -619,7 +619,7 @@ Value call_macro(Render *r, const Node *m, Args *a) {
 // entry points
 
 JinjaLimits jinja_default_limits(void) {
-    return (JinjaLimits){.max_output = 64u << 20, .max_memory = 512u << 20, .max_steps = 50000000,
+    return (JinjaLimits){.max_output = 64u << 20, .max_memory = 256u << 20, .max_steps = 20000000,
                          .max_depth = 64, .now = 0};
 }
 
