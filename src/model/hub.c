@@ -8,10 +8,12 @@
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -285,14 +287,38 @@ static int link_snapshot(const char *snap_file, const char *file, const char *et
     for (const char *p = file; (p = strchr(p, '/')); p++) sb_printf(&target, "../");
     sb_printf(&target, "blobs/%s", etag);
     int rc = make_dirs(dir, err);
-    if (!rc) {
-        unlink(snap_file);
-        if (symlink(target.p, snap_file) != 0)
+    if (!rc) {  // made aside and renamed over: a concurrent run never sees it missing
+        char *tmp = xasprintf("%s.tmp.%ld", snap_file, (long)getpid());
+        unlink(tmp);
+        if (symlink(target.p, tmp) != 0 || rename(tmp, snap_file) != 0) {
             rc = err_set(err, "%s: cannot link to %s: %s", snap_file, target.p, strerror(errno));
+            unlink(tmp);
+        }
+        free(tmp);
     }
     sb_free(&target);
     free(dir);
     return rc;
+}
+
+// huggingface_hub's lock for a blob, <cache>/.locks/models--org--name/<etag>.lock (flock, as its
+// filelock takes it): two downloads of one blob, ours or huggingface_hub's, never append to the
+// same .incomplete; the second waits, then finds the blob whole. Returns the held descriptor.
+static int lock_blob(const Hub *h, const char *etag, Error *err) {
+    const char *name = strrchr(h->repo, '/');
+    char *cache = xstrdup(h->repo);
+    cache[name - h->repo] = 0;
+    char *dir = xasprintf("%s/.locks/%s", cache, name + 1), *path = xasprintf("%s/%s.lock", dir, etag);
+    int fd = -1;
+    if (make_dirs(dir, err) == 0 && (fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+        err_set(err, "%s: cannot create: %s", path, strerror(errno));
+    if (fd >= 0 && flock(fd, LOCK_EX) != 0) {
+        err_set(err, "%s: cannot lock: %s", path, strerror(errno));
+        close(fd);
+        fd = -1;
+    }
+    free(cache), free(dir), free(path);
+    return fd;
 }
 
 static int fetch_file(const Hub *h, const char *commit, const char *file, Error *err) {
@@ -329,9 +355,11 @@ static int fetch_file(const Hub *h, const char *commit, const char *file, Error 
     http_response_free(&resp);
     if (rc) goto done;
     blob = path_join(blobs, etag);
-    if (make_dirs(blobs, err)) rc = -1;
+    int lock = make_dirs(blobs, err) ? -1 : lock_blob(h, etag, err);
+    if (lock < 0) rc = -1;
     else if (!(file_exists(blob) && (size < 0 || file_size(blob) == size)))
         rc = fetch_blob(h, url, file, blob, size, err);
+    if (lock >= 0) close(lock);  // releases the lock
     if (!rc) rc = link_snapshot(snap, file, etag, err);
 done:
     free(snap), free(url), free(etag), free(blob), free(blobs);

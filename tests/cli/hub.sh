@@ -122,6 +122,17 @@ check "the next run resumes and completes" 0 "Saved" "$BIN" tokenize --model org
 grep -qE "GET /cdn/[0-9a-f]{64}/model.safetensors range=bytes=[1-9][0-9]*-" "$TMP/server.log" && echo "ok   resumed with a Range" || { echo "FAIL not resumed"; cat "$TMP/server.log"; fails=$((fails+1)); }
 cmp -s "$TMP/dl2/models--org--tiny/snapshots/$COMMIT/model.safetensors" $TINY/model.safetensors && echo "ok   the resumed file is whole" || { echo "FAIL resumed file differs"; fails=$((fails+1)); }
 
+# two downloads of one model at once: huggingface_hub's blob locks keep them apart
+export HF_HUB_CACHE="$TMP/dl3"
+"$BIN" tokenize --model org/tiny --text x >"$TMP/p1.log" 2>&1 & p1=$!
+"$BIN" tokenize --model org/tiny --text x >"$TMP/p2.log" 2>&1 & p2=$!
+wait $p1; r1=$?; wait $p2; r2=$?
+h=$(sha256sum $TINY/model.safetensors | cut -c1-64)
+if [ $r1 -eq 0 ] && [ $r2 -eq 0 ] && cmp -s "$TMP/dl3/models--org--tiny/blobs/$h" $TINY/model.safetensors \
+   && [ -e "$TMP/dl3/.locks/models--org--tiny/$h.lock" ]; then
+  echo "ok   two concurrent downloads: both succeed, one whole blob, locked in .locks/ as huggingface_hub does"
+else echo "FAIL concurrent downloads ($r1, $r2)"; cat "$TMP/p1.log" "$TMP/p2.log"; fails=$((fails+1)); fi
+
 # ---- 5. what the hub refuses
 check "HTTP 404: no such model" 1 "org/nothing: no such model on http://127.0.0.1:[0-9]+ \(HTTP 404" "$BIN" tokenize --model org/nothing --text x
 check "HTTP 401: gated, set HF_TOKEN" 1 "org/gated on .*HTTP 401: the model is gated or private .*set HF_TOKEN" "$BIN" lens --model org/gated --prompt x
