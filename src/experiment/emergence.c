@@ -68,10 +68,11 @@ static void remove_folder(const char *dir) {
     free(lw), free(lc);
 }
 
-// One model (adapter NULL = base) on the subset: the point's numbers at the given peak layers.
+// One model (adapter NULL = base) on the subset: the numbers of k points, point j at the peak
+// layers peak[j] (the base model serves both fine-tunes' curves from one load and pass).
 static int measure(const char *model, const char *adapter, const Backend *be, const Problem *sub,
-                   const int *y, int n, const int peak[N_OPS], uint64_t seed, EmergencePoint *p,
-                   Error *err) {
+                   const int *y, int n, const int (*peak)[N_OPS], int k, uint64_t seed,
+                   EmergencePoint *const *pts, Error *err) {
     Model m;
     if (model_load_on(&m, model, adapter, be, err)) return -1;
     const int L = m.cfg.n_layers, C = m.cfg.dim;
@@ -82,19 +83,23 @@ static int measure(const char *model, const char *adapter, const Backend *be, co
     vocab_facts(&m, &vf);
     int rc = rows ? 0 : err_set(err, "out of memory for %d x %d residual rows", n, L + 1);
     if (!rc) rc = problem_residuals(&m, sub, NULL, n, rows, err);
-    for (int op = 0; op < N_OPS && !rc; op++) {
-        double sig[N_OPS];
-        p->signal[op] = p->probe_accuracy[op] = NAN;
-        if (peak[op] < 0) continue;
-        rc = classifier_signal_at(&m, &vf, rows, y, n, peak[op], sig, err) ||
-             op_probe_accuracy(rows, y, n, L, C, peak[op], seed, &p->probe_accuracy[op], err);
-        p->signal[op] = sig[op];
-    }
+    for (int j = 0; j < k; j++)
+        for (int op = 0; op < N_OPS && !rc; op++) {
+            EmergencePoint *p = pts[j];
+            double sig[N_OPS];
+            p->signal[op] = p->probe_accuracy[op] = NAN;
+            if (peak[j][op] < 0) continue;
+            rc = classifier_signal_at(&m, &vf, rows, y, n, peak[j][op], sig, err) ||
+                 op_probe_accuracy(rows, y, n, L, C, peak[j][op], seed, &p->probe_accuracy[op], err);
+            p->signal[op] = sig[op];
+        }
     if (!rc) rc = evaluate_exact_match(&m, sub, n, ok, pc, err);
     if (!rc) {
         int hit[N_OPS + 1] = {0}, cnt[N_OPS + 1] = {0};
         for (int i = 0; i < n; i++) hit[y[i]] += ok[i], cnt[y[i]]++, hit[N_OPS] += ok[i], cnt[N_OPS]++;
-        for (int op = 0; op <= N_OPS; op++) p->accuracy[op] = cnt[op] ? (double)hit[op] / cnt[op] : NAN;
+        for (int j = 0; j < k; j++)
+            for (int op = 0; op <= N_OPS; op++)
+                pts[j]->accuracy[op] = cnt[op] ? (double)hit[op] / cnt[op] : NAN;
     }
     vocab_facts_free(&vf);
     free(rows), free(ok), free(pc);
@@ -114,7 +119,7 @@ int emergence_run(const char *model, const char *device, const char *const adapt
     int *y = xmalloc(sizeof(int) * (size_t)n_probs), n = 0, taken[N_OPS] = {0};
     for (int i = 0; i < n_probs; i++)
         if (taken[probs[i].op] < per_op) sub[n] = probs[i], y[n++] = probs[i].op, taken[probs[i].op]++;
-    int *iters[2], n_iters[2], total = 2, done = 0, rc = 0;
+    int *iters[2], n_iters[2], total = 1, done = 0, rc = 0;
     for (int v = 0; v < 2; v++) {
         iters[v] = checkpoint_iters(adapter_dirs[v], &n_iters[v]);
         total += n_iters[v];
@@ -123,20 +128,25 @@ int emergence_run(const char *model, const char *device, const char *const adapt
         c->points = xcalloc((size_t)n_iters[v] + 1, sizeof(EmergencePoint));
     }
     if (make_dirs(work_dir, err)) rc = -1;
+    // iteration 0: the base model, at each fine-tune's peak layers
+    const int peaks[2][N_OPS] = {{out->curve[0].peak_layer[0], out->curve[0].peak_layer[1],
+                                  out->curve[0].peak_layer[2]},
+                                 {out->curve[1].peak_layer[0], out->curve[1].peak_layer[1],
+                                  out->curve[1].peak_layer[2]}};
+    EmergencePoint *base[2] = {&out->curve[0].points[0], &out->curve[1].points[0]};
+    if (progress) progress(pctx, "checkpoints", done, total);
+    if (!rc) rc = measure(model, NULL, be, sub, y, n, peaks, 2, seed, base, err);
+    done++;
     for (int v = 0; v < 2 && !rc; v++) {
         EmergenceCurve *c = &out->curve[v];
-        // iteration 0: the base model, at this fine-tune's peak layers
         c->points[0].iter = 0;
-        if (progress) progress(pctx, "checkpoints", done, total);
-        rc = measure(model, NULL, be, sub, y, n, c->peak_layer, seed, &c->points[0], err);
-        done++;
         c->n_points = 1;
         for (int k = 0; k < n_iters[v] && !rc; k++) {
             if (progress) progress(pctx, "checkpoints", done, total);
             char *dir = checkpoint_folder(work_dir, adapter_dirs[v], v, iters[v][k], err);
             EmergencePoint *p = &c->points[c->n_points];
             p->iter = iters[v][k];
-            rc = dir ? measure(model, dir, be, sub, y, n, c->peak_layer, seed, p, err) : -1;
+            rc = dir ? measure(model, dir, be, sub, y, n, &peaks[v], 1, seed, &p, err) : -1;
             if (dir) remove_folder(dir);
             free(dir);
             if (!rc) c->n_points++;
