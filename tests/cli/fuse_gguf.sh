@@ -55,5 +55,10 @@ check "no --adapter without --dequantize" 2 "--adapter is required" "$BIN" fuse 
 check "--export-gguf into a missing folder" 1 "$TMP/no/such/x.gguf" "$BIN" fuse --model $TINY --adapter $AD --out "$TMP/b3" --export-gguf "$TMP/no/such/x.gguf"
 check "an unwritable --out" 1 "/proc/tunelens_fused" "$BIN" fuse --model $TINY --adapter $AD --out /proc/tunelens_fused --export-gguf "$TMP/b4.gguf"
 [ -e "$TMP/b4.gguf" ] && { echo "FAIL a GGUF was written although --out failed"; fails=$((fails+1)); }
+mkdir -p "$TMP/odd" && cp $TINY/*.json $TINY/model.safetensors "$TMP/odd/"
+sed -i 's/p{N}{1,3}/p{N}{1,2}/' "$TMP/odd/tokenizer.json"  # a pre-tokenizer llama.cpp has no name for
+check "a tokenizer GGUF cannot name: exit 1, says so" 1 "pre-tokenizer has no llama.cpp name .*llama-bpe, smollm and gpt2" \
+  "$BIN" fuse --model "$TMP/odd" --adapter $AD --out "$TMP/b5" --export-gguf "$TMP/b5.gguf"
+[ -e "$TMP/b5.gguf" ] && { echo "FAIL a GGUF was left behind"; fails=$((fails+1)); }
 
 [ $fails -eq 0 ] && echo "fuse GGUF tests passed" || { echo "$fails fuse GGUF test(s) failed"; exit 1; }
