@@ -12,7 +12,8 @@
 
 typedef struct {
     const char *device, *model, *adapter, *prompt, *token, *direction, *probe, *json;
-    int layer, max_tokens, top_k_shown;
+    const char *system_prompt;
+    int layer, max_tokens, top_k_shown, chat;
     double alpha;
     SamplerConfig sampler;
     GenSeed seed;
@@ -24,6 +25,10 @@ static const FlagSpec FLAGS[] = {
          "a Hugging Face model folder or a .gguf file (required)", NULL),
     FLAG("--prompt", "-p", FLAG_STRING, O(prompt), NULL, 0, 0, NULL, "P", "the prompt (required)",
          NULL),
+    FLAG("--chat", NULL, FLAG_SWITCH, O(chat), NULL, 0, 0, NULL, NULL,
+         "the prompt through the chat template, as generate\n--chat", NULL),
+    FLAG("--system-prompt", NULL, FLAG_STRING, O(system_prompt), NULL, 0, 0, NULL, "S",
+         "with --chat: a system message before it", NULL),
     FLAG("--layer", NULL, FLAG_INT, O(layer), NULL, -1, 1000000, NULL, "L",
          "steer after block L (-1 = the embedding output)\n(required)", NULL),
     FLAG("--token", NULL, FLAG_STRING, O(token), NULL, 0, 0, NULL, "WORD",
@@ -42,7 +47,7 @@ static const FlagSpec FLAGS[] = {
     FLAG("--top-k-shown", NULL, FLAG_INT, O(top_k_shown), "5", 1, 1000, NULL, "K",
          "the first token's K most probable, unsteered and\nsteered", NULL),
     FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
-         "write {model, prompt, layer, alpha, direction,\nresidual_norm, sampler, unsteered:"
+         "write {model, prompt, layer, alpha, direction,\nresidual_norm, residual_rms, sampler, unsteered:"
          "{tokens:[{id,\ntoken, prob, sample_prob}], text, first_top:[{id,\ntoken, prob}]}, "
          "steered:{...}} ('-' = stdout)", NULL),
     FLAG_DEVICE(O(device)),
@@ -53,18 +58,19 @@ static const FlagTable TABLE = {
     "steer",
     "usage: tunelens steer --model M --prompt P --layer L --alpha A\n"
     "                      (--token WORD | --direction FILE[:NAME] | --probe PROBES:LABEL)\n"
-    "                      [--max-tokens N] [--temp T] [--top-p P] [--min-p M] [--top-k K]\n"
+    "                      [--chat [--system-prompt S]] [--max-tokens N] [--temp T]\n"
+    "                      [--top-p P] [--min-p M] [--min-tokens-to-keep N] [--top-k K]\n"
     "                      [--seed S] [--adapter A] [--json FILE] [--device auto|cpu|cuda]\n"
     "  Generates twice from the prompt: as `generate` does, and with alpha * u added to the\n"
     "  residual stream after block L (layer numbering as `lens`) at every position, the\n"
     "  prompt's and each generated token's; u = d/|d|, the direction made a unit vector, so\n"
     "  alpha is the length of the push in the residual stream's own units (the output shows\n"
     "  the residual's norm there for scale). chuk-lazarus's `introspect steer` also makes d a\n"
-    "  unit vector but multiplies by the RMS of the hidden states (all positions, recomputed\n"
-    "  every step without a KV cache); its coefficient c is alpha = c * that RMS, which the\n"
-    "  output prints for the prompt. Sampling flags as `generate` (greedy by default); both\n"
-    "  runs draw with the same seed, so they differ by the steering alone. alpha 0 gives\n"
-    "  `generate`'s tokens exactly.\n",
+    "  unit vector but multiplies by the RMS of the hidden states (all positions and entries,\n"
+    "  recomputed every step without a KV cache): for its first token, its coefficient c is\n"
+    "  alpha = c * the prompt's RMS, which the output prints. Sampling flags as `generate`\n"
+    "  (greedy by default); both runs draw with the same seed, so they differ by the steering\n"
+    "  alone. alpha 0 gives `generate`'s tokens exactly.\n",
     FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
 static cJSON *top_json(const Model *m, const float *probs, int k) {
@@ -126,6 +132,11 @@ int cmd_steer(int argc, char **argv) {
     if (!a.prompt) return cli_missing(cmd, "--prompt");
     if (a.layer == STEER_NONE) return cli_missing(cmd, "--layer");
     if (isnan(a.alpha)) return cli_missing(cmd, "--alpha");
+    if (a.system_prompt && !a.chat) {
+        fprintf(stderr, "tunelens steer: --system-prompt goes through the chat template: add "
+                "--chat\n");
+        return EXIT_USAGE;
+    }
     int n_dir = !!a.token + !!a.direction + !!a.probe;
     if (n_dir != 1) {
         fprintf(stderr, "tunelens steer: %s\n", n_dir ? "give one direction: --token, --direction "
@@ -145,6 +156,7 @@ int cmd_steer(int argc, char **argv) {
     Direction dir = {0};
     float *vec = NULL, *logits = xmalloc(sizeof(float) * (size_t)V);
     float *last = NULL;
+    char *shown = NULL;
     Run run[2] = {{0}, {0}};
     for (int r = 0; r < 2; r++) {
         run[r].out = xmalloc(sizeof(GenToken) * (size_t)(a.max_tokens ? a.max_tokens : 1));
@@ -155,8 +167,11 @@ int cmd_steer(int argc, char **argv) {
                 "embeddings)", a.layer, L - 1);
         goto fail;
     }
-    if (sampler_check(&opt.sampler, V, &err) || cli_encode(&m, a.prompt, &ids, &n, &err))
+    if (sampler_check(&opt.sampler, V, &err) ||
+        (a.chat ? generate_chat_prompt(&m, a.system_prompt, a.prompt, &ids, &n, &err)
+                : cli_encode(&m, a.prompt, &ids, &n, &err)))
         goto fail;
+    if (a.chat) shown = tokenizer_decode(m.tok, ids, n, 0);  // the prompt as the model reads it
     DirectionSpec spec = {a.token, a.direction, a.probe};
     if (direction_load(&m, &spec, a.layer, &dir, &err)) goto fail;
     if (dir.C != C) {
@@ -168,14 +183,17 @@ int cmd_steer(int argc, char **argv) {
         err_wrap(&err, "%s", dir.what);
         goto fail;
     }
-    // the residual where the push goes, for scale: its norm and RMS at the last prompt position
-    last = xmalloc(sizeof(float) * (size_t)(L + 1) * C);
+    // the residual where the push goes, for scale: the last prompt position's norm, and the
+    // RMS over every position and entry (chuk-lazarus's scale for its first step)
+    last = xmalloc(sizeof(float) * (size_t)(L + 1) * n * C);
     const int *idp = ids;
-    HookBatch hb = {.n = 1, .ids = &idp, .len = &n, .chunk = 1, .last = last};
+    HookBatch hb = {.n = 1, .ids = &idp, .len = &n, .chunk = 1, .every = last};
     if (hook_run(&m, &hb, &err)) goto fail;
-    double ss = 0;
-    for (int c = 0; c < C; c++) ss += (double)last[(size_t)(a.layer + 1) * C + c] * last[(size_t)(a.layer + 1) * C + c];
-    double norm = sqrt(ss), rms = sqrt(ss / C);
+    const float *rows = last + (size_t)(a.layer + 1) * n * C;
+    double ss = 0, ss_all = 0;
+    for (size_t i = 0; i < (size_t)n * C; i++) ss_all += (double)rows[i] * rows[i];
+    for (int c = 0; c < C; c++) ss += (double)rows[(size_t)(n - 1) * C + c] * rows[(size_t)(n - 1) * C + c];
+    double norm = sqrt(ss), rms = sqrt(ss_all / ((double)n * C));
     double t0 = now_seconds();
     for (int r = 0; r < 2; r++) {
         opt.steer_layer = r ? a.layer : STEER_NONE;
@@ -193,13 +211,13 @@ int cmd_steer(int argc, char **argv) {
         fprintf(stderr, "\n");
         printf("Direction: %s (made a unit vector); alpha %g after layer %d\n", dir.what, a.alpha,
                a.layer);
-        printf("The residual there (last prompt position): norm %.4g, RMS %.4g (alpha / norm "
-               "%.3g; chuk-lazarus coefficient ~ %.3g)\n", norm, rms, norm > 0 ? a.alpha / norm : 0.0,
-               rms > 0 ? a.alpha / rms : 0.0);
+        printf("The residual there: norm %.4g at the last prompt position (alpha / norm %.3g); "
+               "RMS %.4g over the prompt (chuk-lazarus's coefficient alpha / RMS = %.3g)\n",
+               norm, norm > 0 ? a.alpha / norm : 0.0, rms, rms > 0 ? a.alpha / rms : 0.0);
         const char *names[2] = {"unsteered", "steered"};
         for (int r = 0; r < 2; r++) {
             char *text = gen_text(m.tok, run[r].out, run[r].n);
-            printf("\n--- %s\n%s%s\n", names[r], a.prompt, text);
+            printf("\n--- %s\n%s%s\n", names[r], shown ? shown : a.prompt, text);
             free(text);
         }
         if (a.max_tokens > 0) {
@@ -215,6 +233,7 @@ int cmd_steer(int argc, char **argv) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", m.name);
         cJSON_AddStringToObject(j, "prompt", a.prompt);
+        if (shown) cJSON_AddStringToObject(j, "chat_prompt", shown);
         cJSON_AddNumberToObject(j, "layer", a.layer);
         cJSON_AddNumberToObject(j, "alpha", a.alpha);
         cJSON_AddStringToObject(j, "direction", dir.what);
@@ -234,7 +253,7 @@ fail:
 done:
     if (rc) cli_fail(&err);
     for (int r = 0; r < 2; r++) free(run[r].out), free(run[r].probs);
-    free(ids), free(vec), free(logits), free(last);
+    free(ids), free(vec), free(logits), free(last), free(shown);
     direction_free(&dir);
     model_free(&m);
     return rc;

@@ -67,6 +67,11 @@ check "steer --direction, sampled" 0 "steered tokens:" "${ST[@]}" --layer 2 --di
 cmp -s "$TMP/st1.json" "$TMP/st2.json" && echo "ok   steer: a seed gives the same runs again" || { echo "FAIL steer --seed twice differs"; fails=$((fails+1)); }
 grep -q '"steered"' "$TMP/st1.json" && grep -q '"unsteered"' "$TMP/st1.json" && grep -q '"first_top"' "$TMP/st1.json" && grep -q '"sample_prob"' "$TMP/st1.json" \
   && echo "ok   steer JSON: unsteered, steered, first_top, sample_prob" || { echo "FAIL steer JSON keys"; fails=$((fails+1)); }
+for i in $(seq 1 12); do echo "{\"text\": \"$i + $((i*3)) = \", \"label\": \"add\"}"; echo "{\"text\": \"$i * $((i+2)) = \", \"label\": \"mul\"}"; done >"$TMP/ops.jsonl"
+if "$BIN" probe --model $TINY --data "$TMP/ops.jsonl" --layers 2 --save "$TMP/probes.safetensors" >/dev/null 2>&1; then
+  check "steer --probe" 0 "probe .*label 'mul' at layer 2" "${ST[@]}" --layer 2 --probe "$TMP/probes.safetensors:mul" --alpha 10
+  check "steer --probe, unknown label" 1 "no label 'div'" "${ST[@]}" --layer 2 --probe "$TMP/probes.safetensors:div" --alpha 10
+else echo "FAIL probe --save for steer --probe"; fails=$((fails+1)); fi
 check "steer at the embeddings" 0 "after layer -1" "${ST[@]}" --layer -1 --token "7" --alpha -3
 check "steer json to stdout" 0 '"residual_norm"' "${ST[@]}" --layer 0 --token "7" --alpha 2 --json -
 check "steer: no direction" 2 "a direction is required" "${ST[@]}" --layer 1 --alpha 1
@@ -80,6 +85,10 @@ check "steer: layer out of range" 1 "layer 4 does not exist" "${ST[@]}" --layer 
 check "steer: layer below -1" 2 "--layer expects an integer" "${ST[@]}" --layer -2 --token 7 --alpha 1
 check "steer: missing direction file" 1 "nofile.safetensors" "${ST[@]}" --layer 1 --direction "$TMP/nofile.safetensors" --alpha 1
 check "steer: --top-k at the vocabulary" 1 "--top-k has to be in" "${ST[@]}" --layer 1 --token 7 --alpha 1 --temp 1 --top-k 512
+tmpl "{% for m in messages %}[{{ m.role }}] {{ m.content }}\\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
+check "steer --chat" 0 "^\[system\] Be brief\.$" "$BIN" steer --model "$TMP/chat" --prompt "7 * 8 = " --max-tokens 3 --chat --system-prompt "Be brief." --layer 1 --token 7 --alpha 2
+check "steer --chat without a template" 1 "has no chat template" "${ST[@]}" --chat --layer 1 --token 7 --alpha 2
+check "steer --system-prompt without --chat" 2 "add --chat" "${ST[@]}" --system-prompt x --layer 1 --token 7 --alpha 2
 check "steer: help" 0 "chuk-lazarus" "$BIN" steer --help
 
 [ $fails -eq 0 ] && echo "generate tests passed" || { echo "$fails generate test(s) failed"; exit 1; }
