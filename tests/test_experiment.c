@@ -162,6 +162,57 @@ static void test_lens_residuals_on_hook_path_are_bit_identical(void **state) {
     model_free(&m);
 }
 
+// Operation probes on synthetic residuals: layer 1 carries the operation (a one-hot plus
+// noise), layers 0 and 2 only noise. The probe must decode layer 1 perfectly and not the others,
+// the shuffled-label control must stay near chance everywhere, and the probe's direction for an
+// operation must point along that operation's axis.
+static void test_op_probes_on_synthetic_residuals(void **state) {
+    (void)state;
+    enum { N = 90, L = 3, C = 6 };
+    float *rows = xmalloc(sizeof(float) * N * (L + 1) * C);
+    int y[N];
+    uint64_t st = 12345;
+    for (int i = 0; i < N; i++) {
+        y[i] = i % N_OPS;
+        for (int r = 0; r <= L; r++)
+            for (int c = 0; c < C; c++) {
+                st = st * 6364136223846793005ull + 1442695040888963407ull;
+                float noise = (float)((st >> 11) * (1.0 / 9007199254740992.0)) - 0.5f;
+                rows[((size_t)i * (L + 1) + r) * C + c] = noise + (r == 2 && c == y[i] ? 3.0f : 0);
+            }
+    }
+    ProbeCurve pc;
+    Error err = {{0}};
+    if (op_probes(rows, y, N, L, C, 1, 7, &pc, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(pc.n_layers, L);
+    assert_int_equal(pc.n_train + pc.n_test, N);
+    assert_int_equal(pc.n_test, 18);  // 20% of each operation's 30
+    for (int i = 0; i < L; i++) {
+        assert_int_equal(pc.layers[i].layer, i);
+        if (i == 1) assert_true(pc.layers[i].accuracy == 1.0);
+        else assert_true(pc.layers[i].accuracy < 0.8);
+        assert_true(pc.layers[i].control_accuracy < 0.8);
+    }
+    free(pc.layers);
+    float dir[C];
+    for (int op = 0; op < N_OPS; op++) {
+        if (op_probe_direction(rows, y, N, L, C, 1, op, 7, dir, &err)) fail_msg("%s", err.msg);
+        for (int c = 0; c < C; c++)
+            if (c != op) assert_true(dir[op] > fabsf(dir[c]));
+    }
+    // a stride keeps the last layer: L = 3, stride 2 -> layers 0 and 2
+    if (op_probes(rows, y, N, L, C, 2, 7, &pc, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(pc.n_layers, 2);
+    assert_int_equal(pc.layers[0].layer, 0);
+    assert_int_equal(pc.layers[1].layer, 2);
+    free(pc.layers);
+    // one operation only: a clear error
+    int one[N] = {0};
+    assert_int_equal(op_probes(rows, one, N, L, C, 1, 7, &pc, &err), -1);
+    assert_non_null(strstr(err.msg, "1 operation"));
+    free(rows);
+}
+
 static void run_quick(const char *out, int iters, int expect_ok, const char *expect_msg) {
     ExperimentConfig c;
     experiment_defaults(&c);
@@ -466,6 +517,7 @@ int main(void) {
     if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lens_residuals_on_hook_path_are_bit_identical),
+        cmocka_unit_test(test_op_probes_on_synthetic_residuals),
         cmocka_unit_test(test_exact_match_agrees_with_greedy),
         cmocka_unit_test(test_quick_run_report_and_resume),
         cmocka_unit_test(test_findings_follow_the_numbers),
