@@ -37,19 +37,41 @@ int chat_messages_check(const cJSON *messages, Error *err) {
     return 0;
 }
 
-char *chat_template_render_json(const Tokenizer *t, const cJSON *messages, const cJSON *tools,
-                                const cJSON *extra, int add_generation_prompt,
-                                const JinjaLimits *lim, Error *err) {
+struct ChatTemplate {
+    const Tokenizer *tok;
+    JinjaTemplate *tmpl;
+};
+
+ChatTemplate *chat_template_compile(const Tokenizer *t, Error *err) {
     if (!chat_template_present(t)) {
         no_template(err);
         return NULL;
     }
+    ChatTemplate *ct = xcalloc(1, sizeof *ct);
+    ct->tok = t;
+    if (jinja_parse(&ct->tmpl, t->chat_template, strlen(t->chat_template), "chat_template", err)) {
+        free(ct);
+        return NULL;
+    }
+    return ct;
+}
+
+void chat_template_free(ChatTemplate *ct) {
+    if (!ct) return;
+    jinja_free(ct->tmpl);
+    free(ct);
+}
+
+char *chat_template_apply(const ChatTemplate *ct, const cJSON *messages, const cJSON *tools,
+                          const cJSON *extra, int add_generation_prompt, const JinjaLimits *lim,
+                          Error *err) {
     if (chat_messages_check(messages, err)) return NULL;
-    JinjaTemplate *tmpl;
-    if (jinja_parse(&tmpl, t->chat_template, strlen(t->chat_template), "chat_template", err)) return NULL;
+    const Tokenizer *t = ct->tok;
+    // the variables, as references into the caller's JSON (detached before deletion)
     cJSON *vars = cJSON_CreateObject();
-    cJSON_AddItemToObject(vars, "messages", cJSON_Duplicate(messages, 1));
-    cJSON_AddItemToObject(vars, "tools", tools && !cJSON_IsNull(tools) ? cJSON_Duplicate(tools, 1) : cJSON_CreateNull());
+    cJSON_AddItemReferenceToObject(vars, "messages", (cJSON *)messages);
+    if (tools && !cJSON_IsNull(tools)) cJSON_AddItemReferenceToObject(vars, "tools", (cJSON *)tools);
+    else cJSON_AddNullToObject(vars, "tools");
     cJSON_AddNullToObject(vars, "documents");
     cJSON_AddBoolToObject(vars, "add_generation_prompt", add_generation_prompt != 0);
     const char *bos = tokenizer_piece(t, tokenizer_bos_id(t));
@@ -61,11 +83,20 @@ char *chat_template_render_json(const Tokenizer *t, const cJSON *messages, const
         for (const cJSON *c = extra->child; c; c = c->next) {
             if (!c->string) continue;
             cJSON_DeleteItemFromObjectCaseSensitive(vars, c->string);
-            cJSON_AddItemToObject(vars, c->string, cJSON_Duplicate(c, 1));
+            cJSON_AddItemReferenceToObject(vars, c->string, (cJSON *)c);
         }
-    char *text = jinja_render(tmpl, vars, lim, NULL, err);
-    cJSON_Delete(vars);
-    jinja_free(tmpl);
+    char *text = jinja_render(ct->tmpl, vars, lim, NULL, err);
+    cJSON_Delete(vars);  // references: only the wrappers go
+    return text;
+}
+
+char *chat_template_render_json(const Tokenizer *t, const cJSON *messages, const cJSON *tools,
+                                const cJSON *extra, int add_generation_prompt,
+                                const JinjaLimits *lim, Error *err) {
+    ChatTemplate *ct = chat_template_compile(t, err);
+    if (!ct) return NULL;
+    char *text = chat_template_apply(ct, messages, tools, extra, add_generation_prompt, lim, err);
+    chat_template_free(ct);
     return text;
 }
 
@@ -99,6 +130,14 @@ int chat_template_encode_json(const Tokenizer *t, const cJSON *messages, const c
                               Error *err) {
     *ids = NULL, *n_ids = 0;
     return encode_text(t, chat_template_render_json(t, messages, tools, extra, add_generation_prompt, NULL, err),
+                       ids, n_ids, err);
+}
+
+int chat_template_apply_ids(const ChatTemplate *ct, const cJSON *messages, const cJSON *tools,
+                            const cJSON *extra, int add_generation_prompt, int **ids, int *n_ids,
+                            Error *err) {
+    *ids = NULL, *n_ids = 0;
+    return encode_text(ct->tok, chat_template_apply(ct, messages, tools, extra, add_generation_prompt, NULL, err),
                        ids, n_ids, err);
 }
 

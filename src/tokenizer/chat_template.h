@@ -42,3 +42,17 @@ int chat_template_encode_json(const Tokenizer *t, const cJSON *messages, const c
 // </think>, <longcat_think>..., <|think:start|>..., <|channel> and <channel|>). mlx-lm passes it
 // to every template as enable_thinking.
 int chat_template_has_thinking(const Tokenizer *t);
+
+// A tokenizer's template compiled once, to render many conversations (training data): NULL
+// with err set when the tokenizer has none or the template does not parse. The tokenizer must
+// outlive it.
+typedef struct ChatTemplate ChatTemplate;
+ChatTemplate *chat_template_compile(const Tokenizer *t, Error *err);
+void chat_template_free(ChatTemplate *ct);
+// As chat_template_render_json / chat_template_encode_json, with a compiled template.
+char *chat_template_apply(const ChatTemplate *ct, const cJSON *messages, const cJSON *tools,
+                          const cJSON *extra, int add_generation_prompt, const JinjaLimits *lim,
+                          Error *err);
+int chat_template_apply_ids(const ChatTemplate *ct, const cJSON *messages, const cJSON *tools,
+                            const cJSON *extra, int add_generation_prompt, int **ids, int *n_ids,
+                            Error *err);

@@ -416,7 +416,7 @@ static Value select_items(Render *r, Value seq, Args *a, int by_attr, int keep) 
     out->n = 0;
     int first = by_attr ? 1 : 0;
     Value testv = arg(a, first, NULL, v_undef(NULL));
-    Args rest = {.n = a->n > first + 1 ? a->n - first - 1 : 0, .v = a->v + (a->n > first + 1 ? first + 1 : 0)};
+    Args rest = {.n = a->n > first + 1 ? a->n - first - 1 : 0, .v = a->n > first + 1 ? a->v + first + 1 : NULL};
     for (int i = 0; i < in->n; i++) {
         Value x = by_attr ? attr_path(r, in->v[i], arg(a, 0, "attribute", v_undef(NULL))) : in->v[i];
         int ok = testv.t == V_UNDEF ? v_truthy(x)

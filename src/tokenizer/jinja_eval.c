@@ -199,13 +199,15 @@ static Value arith(Render *r, int op, Value a, Value b) {
             rfail(r, "a repeated %s longer than %zu bytes", type_name(a), r->lim.max_output);
         if (a.t == V_STR) {
             Str *s = arena_alloc(&r->mem, sizeof(Str) + unit * (size_t)k + 1);
-            for (int64_t i = 0; i < k; i++) memcpy(s->s + unit * (size_t)i, a.s->s, unit);
+            if (unit)
+                for (int64_t i = 0; i < k; i++) memcpy(s->s + unit * (size_t)i, a.s->s, unit);
             s->len = unit * (size_t)k;
             return v_strv(s);
         }
         List *l = list_new(r, (int)(a.l->n * k));
         l->tuple = a.l->tuple;
-        for (int64_t i = 0; i < k; i++) memcpy(l->v + a.l->n * i, a.l->v, unit);
+        if (unit)
+            for (int64_t i = 0; i < k; i++) memcpy(l->v + a.l->n * i, a.l->v, unit);
         return list_value(l);
     }
     if (op == OP_MUL && ai && (b.t == V_STR || b.t == V_LIST)) return arith(r, op, b, a);

@@ -18,19 +18,22 @@ typedef struct {
     size_t n, pos;
     Tok *toks;
     int ntok, cap;
-    size_t lc_pos, lc_start;  // line_col's cache: a position, the start of its line, its line
-    int lc_line;
+    size_t lc_pos;  // line_col's cache: a position, and its line and column
+    int lc_line, lc_col;
 } Lexer;
 
-// Line and column (code points, from 1) of a position; positions mostly grow, so the scan
+// Line and column (code points, from 1) of a position; positions mostly grow, so the count
 // resumes from the last one.
 static void line_col(Lexer *L, size_t pos, int *line, int *col) {
-    if (pos < L->lc_pos) L->lc_pos = 0, L->lc_start = 0, L->lc_line = 1;
-    for (size_t i = L->lc_pos; i < pos; i++)
-        if (L->src[i] == '\n') L->lc_line++, L->lc_start = i + 1;
+    if (pos < L->lc_pos) L->lc_pos = 0, L->lc_line = 1, L->lc_col = 1;
+    for (size_t i = L->lc_pos; i < pos; i++) {
+        unsigned char c = (unsigned char)L->src[i];
+        if (c == '\n') L->lc_line++, L->lc_col = 1;
+        else if ((c & 0xC0) != 0x80) L->lc_col++;
+    }
     L->lc_pos = pos;
     *line = L->lc_line;
-    *col = (int)utf8_count(L->src + L->lc_start, pos - L->lc_start) + 1;
+    *col = L->lc_col;
 }
 
 _Noreturn static void lex_fail(Lexer *L, size_t pos, const char *fmt, ...) {
@@ -248,7 +251,7 @@ void jinja_lex(Arena *a, const char *src0, size_t n0, Tok **toks, int *ntoks) {
     }
     if (n && src[n - 1] == '\n') n--;
     src[n] = 0;
-    Lexer L = {.a = a, .src = src, .n = n, .lc_line = 1};
+    Lexer L = {.a = a, .src = src, .n = n, .lc_line = 1, .lc_col = 1};
     int line_starting = 1;
     while (L.pos < n) {
         size_t p = L.pos, tag = n;

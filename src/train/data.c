@@ -82,13 +82,23 @@ static int line_kind(const cJSON *obj, const char *path, int line, Error *err) {
                    path, line);
 }
 
-// apply_chat_template(msgs, tools, add_generation_prompt) encoded, as mlx-lm's datasets call it.
-static int chat_ids(const Tokenizer *tok, const cJSON *msgs, const cJSON *tools, int agp, int **ids,
-                    int *n, const char *path, int line, Error *err) {
-    cJSON *extra = cJSON_CreateObject();
-    cJSON_AddBoolToObject(extra, "enable_thinking", chat_template_has_thinking(tok));
-    int rc = chat_template_encode_json(tok, msgs, tools, extra, agp, ids, n, err);
-    cJSON_Delete(extra);
+// The chat template of a file's lines: compiled on the first line that needs it, with what
+// mlx-lm's TokenizerWrapper adds to every call ({"enable_thinking": has_thinking}).
+typedef struct {
+    ChatTemplate *ct;
+    cJSON *extra;
+} ChatCtx;
+
+// apply_chat_template(msgs, tools, add_generation_prompt, **extra) encoded, as mlx-lm's
+// datasets call it.
+static int chat_ids(const Tokenizer *tok, ChatCtx *cc, const cJSON *msgs, const cJSON *tools,
+                    int agp, int **ids, int *n, const char *path, int line, Error *err) {
+    if (!cc->ct) {
+        if (!(cc->ct = chat_template_compile(tok, err))) return err_wrap(err, "%s:%d", path, line);
+        cc->extra = cJSON_CreateObject();
+        cJSON_AddBoolToObject(cc->extra, "enable_thinking", chat_template_has_thinking(tok));
+    }
+    int rc = chat_template_apply_ids(cc->ct, msgs, tools, cc->extra, agp, ids, n, err);
     return rc ? err_wrap(err, "%s:%d", path, line) : 0;
 }
 
@@ -106,8 +116,8 @@ static int get_tools(const cJSON *obj, const cJSON **tools, const char *path, in
 
 // A chat (messages) or prompt/completion line through the tokenizer's chat template, with
 // mlx-lm's mask offset. *prompt_len is 0 unless mask_prompt.
-static int encode_chat(const cJSON *obj, int kind, const Tokenizer *tok, int mask_prompt, int **ids,
-                       int *n, int *prompt_len, const char *path, int line, Error *err) {
+static int encode_chat(const cJSON *obj, int kind, const Tokenizer *tok, ChatCtx *cc, int mask_prompt,
+                       int **ids, int *n, int *prompt_len, const char *path, int line, Error *err) {
     const cJSON *tools;
     if (get_tools(obj, &tools, path, line, err)) return -1;
     cJSON *msgs;
@@ -129,7 +139,7 @@ static int encode_chat(const cJSON *obj, int kind, const Tokenizer *tok, int mas
             cJSON_AddItemToArray(msgs, m);
         }
     }
-    int rc = chat_ids(tok, msgs, tools, 0, ids, n, path, line, err);
+    int rc = chat_ids(tok, cc, msgs, tools, 0, ids, n, path, line, err);
     *prompt_len = 0;
     if (!rc && mask_prompt) {
         int count = cJSON_GetArraySize(msgs);
@@ -141,7 +151,7 @@ static int encode_chat(const cJSON *obj, int kind, const Tokenizer *tok, int mas
             rc = err_set(err, "%s:%d: --mask-prompt needs at least two messages (the prompt is "
                          "everything before the last one)", path, line);
         else
-            rc = chat_ids(tok, msgs, tools, agp, &p, &np, path, line, err);
+            rc = chat_ids(tok, cc, msgs, tools, agp, &p, &np, path, line, err);
         free(p);
         cJSON_Delete(last);
         *prompt_len = np;
@@ -156,7 +166,7 @@ static int encode_chat(const cJSON *obj, int kind, const Tokenizer *tok, int mas
 
 // Tokenize one parsed line into ex. Returns 0 or -1 (err names the file and line).
 static int encode_line(Example *ex, const cJSON *obj, int kind, const Tokenizer *tok, int eos,
-                       int mask_prompt, const char *path, int line, Error *err) {
+                       ChatCtx *cc, int mask_prompt, const char *path, int line, Error *err) {
     int *ids = NULL, n = 0, prompt_len = 0;
     int templated = kind == KIND_CHAT || (kind == KIND_COMPLETION && chat_template_present(tok));
     if (kind == KIND_CHAT && !chat_template_present(tok))
@@ -164,7 +174,8 @@ static int encode_line(Example *ex, const cJSON *obj, int kind, const Tokenizer 
                        "none (tokenizer_config.json's chat_template, chat_template.jinja, or a GGUF's "
                        "tokenizer.chat_template)", path, line);
     if (templated) {
-        if (encode_chat(obj, kind, tok, mask_prompt, &ids, &n, &prompt_len, path, line, err)) return -1;
+        if (encode_chat(obj, kind, tok, cc, mask_prompt, &ids, &n, &prompt_len, path, line, err))
+            return -1;
     } else if (kind == KIND_TEXT) {
         const char *text;
         if (get_string(obj, "text", &text, path, line, err)) return -1;
@@ -229,6 +240,7 @@ int dataset_load(Dataset *d, const char *path, const Tokenizer *tok, int vocab_l
     char *buf;
     size_t size;
     if (read_file(path, &buf, &size, err)) return -1;
+    ChatCtx cc = {0};
     int cap = 0, kind = 0, kind_line = 0, rc = 0;
     char *p = buf, *end = buf + size;
     for (int line = 1; p < end; line++) {
@@ -271,7 +283,7 @@ int dataset_load(Dataset *d, const char *path, const Tokenizer *tok, int vocab_l
                     d->ex = xrealloc(d->ex, sizeof(Example) * (size_t)cap);
                 }
                 Example *ex = &d->ex[d->n];
-                rc = encode_line(ex, obj, kd, tok, eos, mask_prompt, path, line, err);
+                rc = encode_line(ex, obj, kd, tok, eos, &cc, mask_prompt, path, line, err);
                 if (!rc) {
                     d->n++;
                     if (ex->len > max_seq_len) {
@@ -288,6 +300,8 @@ int dataset_load(Dataset *d, const char *path, const Tokenizer *tok, int vocab_l
         p = next;
     }
     free(buf);
+    chat_template_free(cc.ct);
+    cJSON_Delete(cc.extra);
     if (!rc && d->n == 0) rc = err_set(err, "%s: no examples (the file is empty)", path);
     if (rc) {
         dataset_free(d);
