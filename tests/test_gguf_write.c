@@ -201,6 +201,27 @@ static void round_trip(GGMLType type) {
     drop(out);
 }
 
+// An untied head is written as output.weight and loads back as the head (tie stays off).
+static void test_model_untied_head(void **state) {
+    Model m, g;
+    Error err;
+    if (model_load(&m, FIXTURE("tiny"), &err)) fail_msg("%s", err.msg);
+    size_t n = (size_t)m.cfg.vocab_size * m.cfg.dim;
+    float *head = xmalloc(sizeof(float) * n), *tied = m.head;
+    for (size_t i = 0; i < n; i++) head[i] = tied[i] * -0.5f + (float)(i % 7) * 1e-3f;
+    m.head = head, m.cfg.tie_embeddings = 0;
+    char *out = tmp_path("untied.gguf");
+    if (model_save_gguf(&m, out, GGML_F32, NULL, &err)) fail_msg("%s", err.msg);
+    if (model_load(&g, out, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(g.cfg.tie_embeddings, 0);
+    expect_equal("output", head, g.head, n, GGML_F32);
+    expect_equal("tok_embd", tied, g.tok_embd, n, GGML_F32);
+    m.head = tied, m.cfg.tie_embeddings = 1;
+    free(head);
+    model_free(&m), model_free(&g);
+    drop(out);
+}
+
 static void test_model_round_trip_f32(void **state) { round_trip(GGML_F32); }
 static void test_model_round_trip_f16(void **state) { round_trip(GGML_F16); }
 
@@ -211,6 +232,7 @@ int main(void) {
         cmocka_unit_test(test_q8_0_needs_whole_blocks),
         cmocka_unit_test(test_model_round_trip_f32),
         cmocka_unit_test(test_model_round_trip_f16),
+        cmocka_unit_test(test_model_untied_head),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
