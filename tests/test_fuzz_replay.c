@@ -61,6 +61,7 @@ REPLAY(adapter)
 REPLAY(data)
 REPLAY(cli_num)
 REPLAY(yaml_config)
+REPLAY(chat_template)
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -69,7 +70,7 @@ int main(void) {
         cmocka_unit_test(test_tokenizer),   cmocka_unit_test(test_encode),
         cmocka_unit_test(test_adapter),
         cmocka_unit_test(test_data),        cmocka_unit_test(test_cli_num),
-        cmocka_unit_test(test_yaml_config),
+        cmocka_unit_test(test_yaml_config), cmocka_unit_test(test_chat_template),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,8 +7,6 @@
 #include "fuzz_util.h"
 #include "tokenizer/jinja.h"
 
-int fuzz_chat_template(const uint8_t *data, size_t size);
-
 static const char VARS[] =
     "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"},"
     " {\"role\": \"user\", \"content\": \"Hi <|im_end|> {{ x }}\"},"

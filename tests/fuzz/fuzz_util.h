@@ -40,6 +40,7 @@ int fuzz_adapter(const uint8_t *data, size_t size);
 int fuzz_data(const uint8_t *data, size_t size);
 int fuzz_cli_num(const uint8_t *data, size_t size);
 int fuzz_yaml_config(const uint8_t *data, size_t size);
+int fuzz_chat_template(const uint8_t *data, size_t size);
 
 // Runs a loaded tokenizer over fixed texts and `extra` (arbitrary bytes: invalid UTF-8 must give
 // an error, never a crash), decoding what it encodes and checking ids and pieces agree.
