@@ -151,7 +151,7 @@ int ablate_greedy_at(const Model *m, const int *const *ids, const int *len, int 
 }
 
 // Greedy decoding of prompt (np tokens), one run a token (no KV cache), the ablation from the
-// prompt's last position on, judged as evaluate.c's greedy_answer judges an answer: the number
+// prompt's last position on (or at every position), judged as evaluate.c's greedy_answer judges an answer: the number
 // the output starts with (after spaces), complete when something follows it or the model
 // stops (EOS).
 static int greedy_ok(const Model *m, const int *prompt, int np, const Ablation *a, long answer,
@@ -160,7 +160,7 @@ static int greedy_ok(const Model *m, const int *prompt, int np, const Ablation *
     int eos[8], n_eos = tokenizer_eos_ids(m->tok, eos, 8);
     int *ids = xmalloc(sizeof(int) * (size_t)(np + MAX_NEW)), n_out = 0, n_ans = 0, done = 0;
     char ans[64] = "";
-    int complete = 0, rc = 0, first = np - 1, zero = 0;
+    int complete = 0, rc = 0, first = a && a->all_positions ? 0 : np - 1, zero = 0;
     memcpy(ids, prompt, sizeof(int) * (size_t)np);
     while (n_out < MAX_NEW && !done) {
         int len = np + n_out, pos = len - 1, t;
