@@ -75,6 +75,7 @@ mkdir -p "$TMP/hubcache/models--org--gone/refs" && printf %s "$COMMIT" >"$TMP/hu
 check "refs/main without its snapshot, offline" 1 "snapshots/$COMMIT is missing" \
   env HF_HUB_OFFLINE=1 "$BIN" tokenize --model org/gone --text x
 check "a path that is no id is the loader's error" 1 "no/such/model" env HF_HUB_OFFLINE=1 "$BIN" tokenize --model no/such/model --text x
+check "not an id by huggingface_hub's rules ('--'): the loader's error, no lookup" 1 "org/na--me: no such model file or folder" env HF_HUB_OFFLINE=1 "$BIN" tokenize --model org/na--me --text x
 
 # ---- 3. download from the hub stand-in
 export HF_HUB_CACHE="$TMP/dl"
