@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "flags.h"
@@ -136,6 +137,13 @@ int cmd_fuse(int argc, char **argv) {
     if (!adapter && !a.dequantize) return cli_missing(cmd, "--adapter");
     char *gguf = !a.gguf ? NULL : a.gguf[0] ? xstrdup(a.gguf) : path_join(out, a.gguf_path);
     Error err;
+    struct stat sg, sm;  // the GGUF would replace the model it reads
+    if (gguf && stat(gguf, &sg) == 0 && stat(model_path, &sm) == 0 && sg.st_dev == sm.st_dev &&
+        sg.st_ino == sm.st_ino) {
+        fprintf(stderr, "tunelens: --export-gguf %s is the model it reads (--model %s)\n", gguf, model_path);
+        free(gguf);
+        return 1;
+    }
     Model m;
     if (fuse_check_out(out, model_path, adapter, &err) ||
         cli_load_model(&m, model_path, adapter, "cpu", &err)) {

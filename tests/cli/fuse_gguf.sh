@@ -55,6 +55,9 @@ check "no --adapter without --dequantize" 2 "--adapter is required" "$BIN" fuse 
 check "--export-gguf into a missing folder" 1 "$TMP/no/such/x.gguf" "$BIN" fuse --model $TINY --adapter $AD --out "$TMP/b3" --export-gguf "$TMP/no/such/x.gguf"
 check "an unwritable --out" 1 "/proc/tunelens_fused" "$BIN" fuse --model $TINY --adapter $AD --out /proc/tunelens_fused --export-gguf "$TMP/b4.gguf"
 [ -e "$TMP/b4.gguf" ] && { echo "FAIL a GGUF was written although --out failed"; fails=$((fails+1)); }
+cp "$TMP/g_q8.gguf" "$TMP/self.gguf"
+check "--export-gguf onto the model it reads" 1 "--export-gguf .*self.gguf is the model it reads" "$BIN" fuse --model "$TMP/self.gguf" --dequantize --out "$TMP/b6" --export-gguf "$TMP/self.gguf"
+cmp -s "$TMP/self.gguf" "$TMP/g_q8.gguf" && echo "ok   the model is untouched" || { echo "FAIL the model was replaced"; fails=$((fails+1)); }
 mkdir -p "$TMP/odd" && cp $TINY/*.json $TINY/model.safetensors "$TMP/odd/"
 sed -i 's/p{N}{1,3}/p{N}{1,2}/' "$TMP/odd/tokenizer.json"  # a pre-tokenizer llama.cpp has no name for
 check "a tokenizer GGUF cannot name: exit 1, says so" 1 "pre-tokenizer has no llama.cpp name .*llama-bpe, smollm and gpt2" \
