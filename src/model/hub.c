@@ -113,11 +113,15 @@ static int read_ref(const char *repo, char **commit, Error *err) {
     if (file_exists(ref)) {
         if (read_file(ref, &text, &len, err)) {
             rc = -1;
-        } else if (!is_commit(text)) {
-            rc = err_set(err, "%s: not a commit hash (40 lowercase hex digits): '%.60s'; remove the "
-                              "file to download the model again", ref, text);
         } else {
-            *commit = text, text = NULL, rc = 1;
+            size_t n = strlen(text);
+            int whole = n == len;  // no NUL inside
+            while (n && isspace((unsigned char)text[n - 1])) text[--n] = 0;  // a newline may end it
+            if (!whole || !is_commit(text))
+                rc = err_set(err, "%s: not a commit hash (40 lowercase hex digits): '%.60s'; remove "
+                                  "the file to download the model again", ref, text);
+            else
+                *commit = text, text = NULL, rc = 1;
         }
     }
     free(text), free(ref);

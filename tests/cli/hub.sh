@@ -71,6 +71,8 @@ check "TRANSFORMERS_OFFLINE=1 is offline too" 1 "offline" env TRANSFORMERS_OFFLI
 mkdir -p "$TMP/hubcache/models--org--bad/refs" && printf 'not-a-hash\n' >"$TMP/hubcache/models--org--bad/refs/main"
 check "malformed refs/main" 1 "models--org--bad/refs/main: not a commit hash .*'not-a-hash" \
   env HF_HUB_OFFLINE=1 "$BIN" lens --model org/bad --prompt "$PROMPT"
+cp -a "$TMP/hubcache/models--org--tiny" "$TMP/hubcache/models--org--nl" && printf '%s\n' "$COMMIT" >"$TMP/hubcache/models--org--nl/refs/main"
+check "refs/main ending in a newline" 0 '"ids":\[0,281' env HF_HUB_OFFLINE=1 "$BIN" tokenize --model org/nl --text "$PROMPT" --json
 mkdir -p "$TMP/hubcache/models--org--gone/refs" && printf %s "$COMMIT" >"$TMP/hubcache/models--org--gone/refs/main"
 check "refs/main without its snapshot, offline" 1 "snapshots/$COMMIT is missing" \
   env HF_HUB_OFFLINE=1 "$BIN" tokenize --model org/gone --text x
