@@ -257,7 +257,10 @@ static int fetch_blob(const Hub *h, const char *url, const char *file, const cha
         rc = http_request(&r, &resp, err);
         long status = resp.status;
         http_response_free(&resp);
-        if (fclose(f) != 0 && !rc) rc = err_set(err, "%s: write failed", part);
+        // on disk before it can be renamed into place (and a resume trusts its bytes)
+        int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+        bad |= fclose(f) != 0;
+        if (bad && !rc) rc = err_set(err, "%s: write failed: %s", part, strerror(errno));
         if (!rc && status == 416) {  // the range lies past the file: start over
             unlink(part);
             rc = err_set(err, "%s: the server refused the range from byte %lld", url, have);
