@@ -68,6 +68,9 @@ CONVERSATIONS = {
                                                   "new line  "},
                       {"role": "assistant", "content": "caf\u00e9 \u65e5\u672c \U0001F600 </s>"}],
     "empty_content": [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}],
+    # transformers drops null keys and copies reasoning to "thinking" and "reasoning_content"
+    "extra_keys": [{"role": "user", "content": "Why?", "tool_calls": None},
+                   {"role": "assistant", "content": "Because.", "reasoning": "It just is.", "tool_calls": None}],
 }
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",

@@ -106,6 +106,7 @@ static void test_encode_messages(void **state) {
         const char *name = cJSON_GetObjectItem(c, "template")->valuestring;
         if (!strstr(name, "SmolLM2") && !strstr(name, "Qwen3")) continue;
         if (cJSON_GetObjectItem(c, "tools")) continue;
+        if (!strcmp(cJSON_GetObjectItem(c, "conversation")->valuestring, "extra_keys")) continue;
         char *src = template_file(name);
         tokenizer_set_chat_template(g_tok, src);
         free(src);

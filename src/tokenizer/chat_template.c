@@ -62,6 +62,36 @@ void chat_template_free(ChatTemplate *ct) {
     free(ct);
 }
 
+// transformers' _normalize_chat_messages and _alias_reasoning_fields: keys whose value is null
+// are dropped; a message with reasoning (reasoning_content, thinking or reasoning, the first
+// not null) gets it under both "thinking" (first) and "reasoning_content". The values are
+// references into messages.
+static cJSON *normalize_messages(const cJSON *messages) {
+    static const char *const reasoning_keys[] = {"reasoning_content", "thinking", "reasoning"};
+    cJSON *out = cJSON_CreateArray();
+    for (const cJSON *m = messages->child; m; m = m->next) {
+        const cJSON *reasoning = NULL;
+        for (int k = 0; k < 3 && !reasoning; k++) {
+            const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, reasoning_keys[k]);
+            if (r && !cJSON_IsNull(r)) reasoning = r;
+        }
+        const cJSON *own_thinking = cJSON_GetObjectItemCaseSensitive(m, "thinking");
+        const cJSON *own_rc = cJSON_GetObjectItemCaseSensitive(m, "reasoning_content");
+        cJSON *o = cJSON_CreateObject();
+        if (reasoning)  // {"thinking": r, **message}: first, the message's own value winning
+            cJSON_AddItemReferenceToObject(o, "thinking", (cJSON *)(own_thinking && !cJSON_IsNull(own_thinking)
+                                                                   ? own_thinking : reasoning));
+        for (const cJSON *c = m->child; c; c = c->next) {
+            if (cJSON_IsNull(c) || !c->string || (reasoning && !strcmp(c->string, "thinking"))) continue;
+            cJSON_AddItemReferenceToObject(o, c->string, (cJSON *)c);
+        }
+        if (reasoning && (!own_rc || cJSON_IsNull(own_rc)))
+            cJSON_AddItemReferenceToObject(o, "reasoning_content", (cJSON *)reasoning);
+        cJSON_AddItemToArray(out, o);
+    }
+    return out;
+}
+
 char *chat_template_apply(const ChatTemplate *ct, const cJSON *messages, const cJSON *tools,
                           const cJSON *extra, int add_generation_prompt, const JinjaLimits *lim,
                           Error *err) {
@@ -69,7 +99,7 @@ char *chat_template_apply(const ChatTemplate *ct, const cJSON *messages, const c
     const Tokenizer *t = ct->tok;
     // the variables, as references into the caller's JSON (detached before deletion)
     cJSON *vars = cJSON_CreateObject();
-    cJSON_AddItemReferenceToObject(vars, "messages", (cJSON *)messages);
+    cJSON_AddItemToObject(vars, "messages", normalize_messages(messages));
     if (tools && !cJSON_IsNull(tools)) cJSON_AddItemReferenceToObject(vars, "tools", (cJSON *)tools);
     else cJSON_AddNullToObject(vars, "tools");
     cJSON_AddNullToObject(vars, "documents");
