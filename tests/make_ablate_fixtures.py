@@ -14,7 +14,8 @@ Writes tests/fixtures/ablate/:
   weight's norm, and for LoRA the singular values of the update and their entropy-based
   effective rank exp(-sum p log p), p = s / sum s (Roy and Vetterli 2007), from numpy's SVD of
   the dense update, for tests/fixtures/tiny/mlx_adapter, tests/fixtures/mlx/lora (real mlx-lm
-  adapters), tests/fixtures/tiny/full_adapter and tests/fixtures/mlx/full.
+  adapters), tests/fixtures/mlx/dora (DoRA: the whole change W' - W, the magnitude's row
+  scaling included), tests/fixtures/tiny/full_adapter and tests/fixtures/mlx/full.
 """
 import json
 import os
@@ -146,6 +147,29 @@ def weight_diff_fixture():
         out[name] = rows
         print(f"weight-diff {name}: {len(rows)} LoRA pairs, norms "
               f"{min(r['norm'] for r in rows):.3g}..{max(r['norm'] for r in rows):.3g}")
+    # DoRA (mlx-lm's DoRALinear): W' = m / |W + dW|_row * (W + dW), dW = scale (A B)^T; norm is
+    # |W' - W|, lora_norm the LoRA part's, the singular values the LoRA part's
+    d = os.path.join(FIX, "mlx/dora")
+    scale = json.load(open(os.path.join(d, "adapter_config.json")))["lora_parameters"]["scale"]
+    t = read_safetensors(os.path.join(d, "adapters.safetensors"))
+    rows = []
+    for k in sorted(t):
+        if not k.endswith(".lora_a"):
+            continue
+        base = k[:-len(".lora_a")]
+        A, B, m = t[k], t[base + ".lora_b"], t[base + ".m"]
+        W = w[base + ".weight"]
+        dw = scale * (A @ B).T
+        V = W + dw
+        Wn = (m / np.sqrt((V * V).sum(1)))[:, None] * V
+        s = np.linalg.svd(dw, compute_uv=False)[:A.shape[1]]
+        rows.append({"name": base, "norm": float(np.sqrt(((Wn - W) ** 2).sum())),
+                     "lora_norm": float(np.sqrt((dw * dw).sum())),
+                     "w_norm": float(np.sqrt((W * W).sum())),
+                     "sv": [float(x) for x in s], "effective_rank": effective_rank(s)})
+    out["mlx/dora"] = rows
+    print(f"weight-diff mlx/dora: {len(rows)} DoRA pairs, |W' - W| "
+          f"{min(r['norm'] for r in rows):.3g}..{max(r['norm'] for r in rows):.3g}")
     for name in ("tiny/full_adapter", "mlx/full"):
         t = read_safetensors(os.path.join(FIX, name, "adapters.safetensors"))
         rows = []

@@ -528,7 +528,8 @@ static void check_weight_diff(const char *adapter, const char *model, const char
         cJSON_ArrayForEach(x, ref) if (!strcmp(cJSON_GetObjectItem(x, "name")->valuestring, name)) r = x;
         if (!r) fail_msg("%s: no reference entry %s", key, name);
         double n_terms = (double)e->out * e->in;
-        double want = cJSON_GetObjectItem(r, "norm")->valuedouble;
+        int dora = !strcmp(w.kind, "dora");
+        double want = cJSON_GetObjectItem(r, dora && !model ? "lora_norm" : "norm")->valuedouble;
         double bn = 2 * n_terms * 0x1p-53 * want + 1e-300;
         if (e->rank) {
             float *A = xmalloc(sizeof(float) * (size_t)e->in * e->rank);
@@ -555,6 +556,9 @@ static void check_weight_diff(const char *adapter, const char *model, const char
             double er = cJSON_GetObjectItem(r, "effective_rank")->valuedouble;
             worst_er = fmax(worst_er, fabs(er - e->eff_rank) / (exp(H) * der * 1.01 + 1e-12));
             bn = fmax(bn, sqrt((double)e->rank) * bs);  // the norm is that of the singular values
+            // DoRA's whole change: each of its out x in values a float64 sum of r + 1 terms
+            // and a row scaling, on both sides: relatively (r + in + 4) 2^-53 each, at most
+            if (dora && model) bn = 2 * (e->rank + e->in + 4) * 0x1p-53 * (want + e->w_norm);
             free(A), free(B);
         }
         worst_norm = fmax(worst_norm, fabs(want - e->norm) / bn);
@@ -582,6 +586,8 @@ static void test_weight_diff_matches_numpy(void **state) {
     check_weight_diff(TINY "/mlx_adapter", TINY, "tiny/mlx_adapter", j);
     check_weight_diff(FIXTURE("mlx/lora"), NULL, "mlx/lora", j);
     check_weight_diff(FIXTURE("mlx/lora"), TINY, "mlx/lora", j);
+    check_weight_diff(FIXTURE("mlx/dora"), TINY, "mlx/dora", j);
+    check_weight_diff(FIXTURE("mlx/dora"), NULL, "mlx/dora", j);
     check_weight_diff(TINY "/full_adapter", TINY, "tiny/full_adapter", j);
     check_weight_diff(FIXTURE("mlx/full"), TINY, "mlx/full", j);
     // the PEFT copy of tiny/mlx_adapter (the same update, A and B transposed): the same numbers
