@@ -184,12 +184,12 @@ static void test_op_probes_on_synthetic_residuals(void **state) {
     ProbeCurve pc;
     Error err = {{0}};
     if (op_probes(rows, y, N, L, C, 1, 7, &pc, &err)) fail_msg("%s", err.msg);
-    assert_int_equal(pc.n_layers, L);
+    assert_int_equal(pc.n_layers, L + 1);  // the embedding output, then every layer
     assert_int_equal(pc.n_train + pc.n_test, N);
     assert_int_equal(pc.n_test, 18);  // 20% of each operation's 30
-    for (int i = 0; i < L; i++) {
-        assert_int_equal(pc.layers[i].layer, i);
-        if (i == 1) assert_true(pc.layers[i].accuracy == 1.0);
+    for (int i = 0; i <= L; i++) {
+        assert_int_equal(pc.layers[i].layer, i - 1);
+        if (i == 2) assert_true(pc.layers[i].accuracy == 1.0);
         else assert_true(pc.layers[i].accuracy < 0.8);
         assert_true(pc.layers[i].control_accuracy < 0.8);
     }
@@ -200,11 +200,11 @@ static void test_op_probes_on_synthetic_residuals(void **state) {
         for (int c = 0; c < C; c++)
             if (c != op) assert_true(dir[op] > fabsf(dir[c]));
     }
-    // a stride keeps the last layer: L = 3, stride 2 -> layers 0 and 2
+    // a stride keeps the last layer: L = 3, stride 2 -> layers -1, 0 and 2
     if (op_probes(rows, y, N, L, C, 2, 7, &pc, &err)) fail_msg("%s", err.msg);
-    assert_int_equal(pc.n_layers, 2);
-    assert_int_equal(pc.layers[0].layer, 0);
-    assert_int_equal(pc.layers[1].layer, 2);
+    assert_int_equal(pc.n_layers, 3);
+    assert_int_equal(pc.layers[1].layer, 0);
+    assert_int_equal(pc.layers[2].layer, 2);
     free(pc.layers);
     // one operation only: a clear error
     int one[N] = {0};
@@ -297,7 +297,7 @@ static void test_quick_run_report_and_resume(void **state) {
         assert_int_equal(cJSON_GetObjectItem(pr, "n")->valueint, 3 * 12);
         assert_int_equal(cJSON_GetObjectItem(pr, "n_train")->valueint +
                          cJSON_GetObjectItem(pr, "n_test")->valueint, 3 * 12);
-        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(pr, "layers")), L);
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(pr, "layers")), L + 1);
         cJSON_ArrayForEach(pl, cJSON_GetObjectItem(pr, "layers")) {
             double a = cJSON_GetObjectItem(pl, "accuracy")->valuedouble,
                    c = cJSON_GetObjectItem(pl, "control_accuracy")->valuedouble;

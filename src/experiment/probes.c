@@ -84,8 +84,10 @@ int op_probes(const float *rows, const int *y, int n, int L, int C, int stride, 
     probe_shuffle_labels(y, n, seed, ys);
     if (stride < 1) stride = 1;
     int n_layers = 0;
-    int *layers = xmalloc(sizeof(int) * (size_t)L);
-    // every stride-th layer, counted back from the last (the model's output is always in)
+    int *layers = xmalloc(sizeof(int) * (size_t)(L + 1));
+    // the embedding output (the last token alone: chance, as it is the same for every
+    // operation), then every stride-th layer, counted back from the last (always in)
+    layers[n_layers++] = -1;
     for (int l = (L - 1) % stride; l < L; l += stride) layers[n_layers++] = l;
     ProbePoint *pts = xcalloc((size_t)n_layers, sizeof(ProbePoint));
     Error *errs = xcalloc((size_t)n_layers, sizeof(Error));

@@ -1,6 +1,7 @@
 // report.c — REPORT.md, report.json and figures/*.svg from what the stages saved: the
 // evaluations (eval/*.json), the training summaries and metrics. Every number in REPORT.md is
 // in report.json; the findings are computed from them, verdicts included.
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,13 +94,15 @@ static const CausalTest *find_ablation(const Results *r, int v, int op, const ch
     return NULL;
 }
 
-// The first probed layer whose held-out accuracy reaches DECODABLE (-1: none), and the best.
+// The first probed layer whose held-out accuracy reaches DECODABLE (NEVER: none; layers start
+// at -1, the embedding output), and the best.
+#define NEVER INT_MAX
 static int probe_first_decodable(const ProbeCurve *p, double *best, int *best_layer) {
-    int first = -1;
+    int first = NEVER;
     *best = NAN, *best_layer = -1;
     for (int i = 0; i < p->n_layers; i++) {
         const ProbePoint *q = &p->layers[i];
-        if (first < 0 && q->accuracy >= DECODABLE) first = q->layer;
+        if (first == NEVER && q->accuracy >= DECODABLE) first = q->layer;
         if (isnan(*best) || q->accuracy > *best) *best = q->accuracy, *best_layer = q->layer;
     }
     return first;
@@ -129,9 +132,12 @@ static void finding_emergence(const Results *r, Finding *f) {
     for (int v = 0; v < 3; v++) {
         double best;
         int bl, first = probe_first_decodable(&r->eval[v].probes, &best, &bl);
-        if (r->eval[v].probes.n)
+        if (r->eval[v].probes.n && first != NEVER)
             sb_printf(&f->evidence, "; %s: the operation is linearly decodable (probe >= %.0f%%) "
                       "from layer %d", VARIANT_TITLES[v], 100 * DECODABLE, first);
+        else if (r->eval[v].probes.n)
+            sb_printf(&f->evidence, "; %s: no layer's probe reaches %.0f%%", VARIANT_TITLES[v],
+                      100 * DECODABLE);
     }
     sb_printf(&f->evidence, ". Held needs, in both fine-tunes, a lens classifier whose removal "
               "hurts its own operation and not the others; a lens signal alone is partly");
@@ -268,7 +274,6 @@ static int figure_probes(const char *dir, const Results *r, Error *err) {
     SvgSeries ser[6];
     double *buf[9] = {0};
     int n = 0;
-    static const char *const cnames[3] = {"Base control", "LoRA control", "Full control"};
     for (int v = 0; v < 3; v++) {
         const ProbeCurve *p = &r->eval[v].probes;
         if (!p->n) continue;
@@ -278,7 +283,8 @@ static int figure_probes(const char *dir, const Results *r, Error *err) {
         for (int i = 0; i < p->n_layers; i++)
             x[i] = p->layers[i].layer, a[i] = p->layers[i].accuracy, c[i] = p->layers[i].control_accuracy;
         ser[n++] = (SvgSeries){VARIANT_TITLES[v], x, a, p->n_layers, 0};
-        ser[n++] = (SvgSeries){cnames[v], x, c, p->n_layers, 1};
+        // the control shares its variant's name, so its color and legend entry (dashed)
+        ser[n++] = (SvgSeries){VARIANT_TITLES[v], x, c, p->n_layers, 1};
     }
     int rc = 0;
     if (n) {
@@ -561,7 +567,8 @@ static void section_probes(StrBuf *b, const Results *r) {
                  "| Layer | Base | LoRA | Full fine-tune |\n|---|---|---|---|\n",
               p0->n_train, p0->n_test);
     for (int i = 0; i < p0->n_layers; i++) {
-        sb_printf(b, "| %d |", p0->layers[i].layer);
+        if (p0->layers[i].layer < 0) sb_printf(b, "| embedding |");
+        else sb_printf(b, "| %d |", p0->layers[i].layer);
         for (int v = 0; v < 3; v++) {
             const ProbeCurve *p = &r->eval[v].probes;
             if (i < p->n_layers)
@@ -577,23 +584,28 @@ static void section_probes(StrBuf *b, const Results *r) {
         int bl, first = probe_first_decodable(&r->eval[v].probes, &best, &bl);
         if (!r->eval[v].probes.n) continue;
         sb_printf(b, "- %s: ", VARIANT_TITLES[v]);
-        if (first >= 0)
+        double mean = 0;
+        for (int i = 0; i < r->eval[v].probes.n_layers; i++) mean += r->eval[v].probes.layers[i].accuracy;
+        mean /= r->eval[v].probes.n_layers ? r->eval[v].probes.n_layers : 1;
+        if (first != NEVER)
             sb_printf(b, "decodable (>= %.0f%% held out) from layer %d (%.0f%% depth)",
                       100 * DECODABLE, first, 100.0 * first / r->L);
         else sb_printf(b, "never reaches %.0f%% held out", 100 * DECODABLE);
-        sb_printf(b, "; best %.1f%% at layer %d.\n", 100 * best, bl);
+        sb_printf(b, "; best %.1f%% at layer %d; mean over the probed layers %.1f%%.\n", 100 * best,
+                  bl, 100 * mean);
     }
-    double b0, b1, b2;
-    int l0, l1, l2, f0 = probe_first_decodable(&r->eval[0].probes, &b0, &l0),
-                    f1 = probe_first_decodable(&r->eval[1].probes, &b1, &l1),
-                    f2 = probe_first_decodable(&r->eval[2].probes, &b2, &l2);
-    sb_printf(b, "\nDid fine-tuning move it? The first decodable layer is %d in the base model, "
-                 "%d after LoRA and %d after full fine-tuning (-1 = never): %s.\n\n"
-                 "![Probe accuracy by layer](figures/probes.svg)\n\n", f0, f1, f2,
-              f0 == f1 && f0 == f2 ? "no, the operation is as decodable before fine-tuning"
-              : (f1 >= 0 && (f0 < 0 || f1 < f0)) || (f2 >= 0 && (f0 < 0 || f2 < f0))
-                  ? "fine-tuning made it decodable earlier"
-                  : "it moved, but not earlier");
+    double bb[3];
+    int bl[3], f[3];
+    for (int v = 0; v < 3; v++) f[v] = probe_first_decodable(&r->eval[v].probes, &bb[v], &bl[v]);
+    sb_printf(b, "\nDid fine-tuning move it? ");
+    if (f[0] == f[1] && f[0] == f[2])
+        sb_printf(b, "No: the first decodable layer is the same before and after (%s).\n\n",
+                  f[0] == NEVER ? "none" : "see above");
+    else if (f[1] < f[0] || f[2] < f[0])
+        sb_printf(b, "Fine-tuning made the operation decodable earlier (%s).\n\n",
+                  f[1] < f[0] && f[2] < f[0] ? "both" : f[1] < f[0] ? "LoRA" : "full fine-tuning");
+    else sb_printf(b, "The first decodable layer moved, but not earlier.\n\n");
+    sb_printf(b, "![Probe accuracy by layer](figures/probes.svg)\n\n");
 }
 
 static void sb_change(StrBuf *b, const CausalTest *a, int op) {
