@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "../analysis/direction.h"
-#include "../analysis/hook.h"
 #include "../lens/lens.h"
 #include "generate.h"
 
@@ -115,8 +114,20 @@ static cJSON *run_json(const Model *m, const Run *r, int sampled, int k) {
     char *text = gen_text(m->tok, r->out, r->n);
     cJSON_AddStringToObject(j, "text", text);
     free(text);
-    cJSON_AddItemToObject(j, "first_top", top_json(m, r->probs, k));
+    if (k > 0) cJSON_AddItemToObject(j, "first_top", top_json(m, r->probs, k));
     return j;
+}
+
+// A read-only hook: the residual rows after one layer, copied to the host.
+typedef struct {
+    const Backend *be;
+    int layer;
+    float *rows;
+} ReadRows;
+
+static void read_rows(void *ctx, int layer, const float *resid, int rows, int C) {
+    const ReadRows *r = ctx;
+    if (layer == r->layer) r->be->download(r->rows, resid, sizeof(float) * (size_t)rows * C);
 }
 
 int cmd_steer(int argc, char **argv) {
@@ -155,7 +166,7 @@ int cmd_steer(int argc, char **argv) {
     int *ids = NULL, n = 0;
     Direction dir = {0};
     float *vec = NULL, *logits = xmalloc(sizeof(float) * (size_t)V);
-    float *last = NULL;
+    float *rows = NULL;
     char *shown = NULL;
     Run run[2] = {{0}, {0}};
     for (int r = 0; r < 2; r++) {
@@ -185,11 +196,20 @@ int cmd_steer(int argc, char **argv) {
     }
     // the residual where the push goes, for scale: the last prompt position's norm, and the
     // RMS over every position and entry (chuk-lazarus's scale for its first step)
-    last = xmalloc(sizeof(float) * (size_t)(L + 1) * n * C);
-    const int *idp = ids;
-    HookBatch hb = {.n = 1, .ids = &idp, .len = &n, .chunk = 1, .every = last};
-    if (hook_run(&m, &hb, &err)) goto fail;
-    const float *rows = last + (size_t)(a.layer + 1) * n * C;
+    if (n > m.cfg.max_pos) {
+        err_set(&err, "the prompt has %d tokens, more than the model's %d positions", n,
+                m.cfg.max_pos);
+        goto fail;
+    }
+    rows = xmalloc(sizeof(float) * (size_t)n * C);
+    ForwardState st;
+    if (forward_state_init(&st, &m, 1, n, n, ACTS_NONE)) {
+        err_set(&err, "out of %s memory for the prompt's forward pass", m.be->device);
+        goto fail;
+    }
+    ReadRows rr = {m.be, a.layer, rows};
+    model_forward(&m, &st, ids, 0, read_rows, &rr);
+    forward_state_free(&st);
     double ss = 0, ss_all = 0;
     for (size_t i = 0; i < (size_t)n * C; i++) ss_all += (double)rows[i] * rows[i];
     for (int c = 0; c < C; c++) ss += (double)rows[(size_t)(n - 1) * C + c] * rows[(size_t)(n - 1) * C + c];
@@ -201,7 +221,7 @@ int cmd_steer(int argc, char **argv) {
         opt.first_logits = logits;
         if (generate_run(&m, ids, n, a.max_tokens, &opt, run[r].out, &run[r].n, NULL, NULL, &err))
             goto fail;
-        if (run[r].n || a.max_tokens) BACKEND_CPU.softmax_forward(run[r].probs, logits, 1, V);
+        if (a.max_tokens > 0) BACKEND_CPU.softmax_forward(run[r].probs, logits, 1, V);
     }
     double dt = now_seconds() - t0;
     int to_stdout_json = a.json && !strcmp(a.json, "-");
@@ -240,8 +260,9 @@ int cmd_steer(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "residual_norm", norm);
         cJSON_AddNumberToObject(j, "residual_rms", rms);
         cJSON_AddItemToObject(j, "sampler", gen_sampler_json(&opt.sampler, opt.seed));
-        cJSON_AddItemToObject(j, "unsteered", run_json(&m, &run[0], sampled, k));
-        cJSON_AddItemToObject(j, "steered", run_json(&m, &run[1], sampled, k));
+        int shown_k = a.max_tokens > 0 ? k : 0;  // no token, no first distribution
+        cJSON_AddItemToObject(j, "unsteered", run_json(&m, &run[0], sampled, shown_k));
+        cJSON_AddItemToObject(j, "steered", run_json(&m, &run[1], sampled, shown_k));
         rc = cli_write_json(a.json, j, &err);
         cJSON_Delete(j);
         if (rc) goto fail;
@@ -253,7 +274,7 @@ fail:
 done:
     if (rc) cli_fail(&err);
     for (int r = 0; r < 2; r++) free(run[r].out), free(run[r].probs);
-    free(ids), free(vec), free(logits), free(last), free(shown);
+    free(ids), free(vec), free(logits), free(rows), free(shown);
     direction_free(&dir);
     model_free(&m);
     return rc;
