@@ -209,6 +209,77 @@ static void test_matmul(void **state) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// linear layers in the backend's precision (linear_prepare / forward / backward / update)
+
+// BF16: the weight and the activations rounded to bf16 (8-bit significand, u = 2^-8) for every
+// product, both inputs: rounded_inputs_rel (test_util.h), plus the f32 sums of matmul_case.
+#define BF16_REL rounded_inputs_rel(0x1p-8, 1)
+
+static void linear_case(int N, int IC, int OC, ComputeDtype dtype, int keep_f32) {
+    char what[128];
+    const char *dn = dtype == DTYPE_BF16 ? "bf16" : dtype == DTYPE_TF32 ? "tf32" : "f32";
+    const double red = dtype == DTYPE_BF16 ? BF16_REL : dtype == DTYPE_TF32 ? TF32_REL : 0.0;
+    const double tol_out = 2 * tol_signed(IC) + red, tol_di = 2 * tol_signed(OC) + red,
+                 tol_dw = 2 * tol_signed(N) + red;
+    size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
+    float *inp = rand_floats(ni, 1), *w = rand_floats(nw, 0.5f), *dout = rand_floats(no, 1);
+    float *di0 = rand_floats(ni, 1), *dw0 = rand_floats(nw, 1);
+    float *d_inp = dev(inp, ni), *d_w = dev(w, nw), *d_dout = dev(dout, no);
+    float *d_out = dev(dout, no), *out = xmalloc(no * sizeof(float));
+    float *d_w_buffer = d_w;  // released (not freed) by a frozen handle: ours to free
+    LinearWeight *h = NULL;
+    char why[256];
+    assert_true(G->supports(dtype, why, sizeof why));
+    assert_int_equal(G->linear_prepare(&h, &d_w, OC, IC, dtype, 1, keep_f32), 0);
+    assert_true(dtype == DTYPE_BF16 ? h != NULL : h == NULL);
+    assert_true(keep_f32 || dtype != DTYPE_BF16 ? d_w != NULL : d_w == NULL);  // released
+    assert_true(G->linear_bytes(h) == (h ? nw * 2 : 0));
+    C->matmul_forward(out, inp, w, N, IC, OC);
+    G->linear_forward(d_out, d_inp, d_w, h, N, IC, OC);
+    snprintf(what, sizeof what, "linear %s fwd N=%d IC=%d OC=%d", dn, N, IC, OC);
+    check(what, d_out, out, no, tol_out);
+    for (int mode = 0; mode < 3; mode++) {
+        int want_di = mode != 2, want_dw = mode != 1 && d_w;
+        float *di = copy_floats(di0, ni), *dw = copy_floats(dw0, nw);
+        float *d_di = dev(di0, ni), *d_dw = dev(dw0, nw);
+        C->matmul_backward(want_di ? di : NULL, want_dw ? dw : NULL, dout, inp, w, N, IC, OC);
+        G->linear_backward(want_di ? d_di : NULL, want_dw ? d_dw : NULL, d_dout, d_inp, d_w, h, N,
+                           IC, OC);
+        snprintf(what, sizeof what, "linear %s bwd N=%d IC=%d OC=%d mode %d dinp", dn, N, IC, OC, mode);
+        if (want_di) check_acc(what, d_di, di, di0, ni, tol_di);
+        else check_equal(what, d_di, di0, ni);
+        snprintf(what, sizeof what, "linear %s bwd N=%d IC=%d OC=%d mode %d dweight", dn, N, IC, OC, mode);
+        if (want_dw) check_acc(what, d_dw, dw, dw0, nw, tol_dw);
+        else check_equal(what, d_dw, dw0, nw);
+        free(di), free(dw), gfree(d_di), gfree(d_dw);
+    }
+    if (d_w) {  // an optimizer step changed the weight: the handle follows
+        for (size_t i = 0; i < nw; i++) w[i] = -w[i] * 0.75f;
+        G->upload(d_w, w, nw * sizeof(float));
+        G->linear_update(h, d_w);
+        C->matmul_forward(out, inp, w, N, IC, OC);
+        G->linear_forward(d_out, d_inp, d_w, h, N, IC, OC);
+        snprintf(what, sizeof what, "linear %s fwd after update N=%d IC=%d OC=%d", dn, N, IC, OC);
+        check(what, d_out, out, no, tol_out);
+    }
+    G->linear_release(h);
+    G->set_fast_matmul(0);
+    free(inp), free(w), free(dout), free(di0), free(dw0), free(out);
+    gfree(d_inp), gfree(d_w_buffer), gfree(d_dout), gfree(d_out);
+}
+
+static void test_linear(void **state) {
+    (void)state;
+    rng_seed(11);
+    linear_case(7, 33, 19, DTYPE_F32, 1);
+    linear_case(64, 256, 320, DTYPE_TF32, 1);
+    linear_case(64, 256, 320, DTYPE_BF16, 1);   // trained: f32 master kept, dweight in bf16
+    linear_case(64, 256, 320, DTYPE_BF16, 0);   // frozen: held in bf16 only
+    linear_case(1, 64, 100, DTYPE_BF16, 0);     // decoding
+    linear_case(37, 130, 77, DTYPE_BF16, 1);    // odd sizes
+}
+
+// ---------------------------------------------------------------------------------------------
 // LoRA (with and without dropout)
 
 // The chains of sums (both on cuBLAS and OpenBLAS in f32): xa = x A sums IC terms, out adds
@@ -396,26 +467,45 @@ static void test_rope(void **state) {
 // sums D terms, out then S weighted values; dP = dout . v sums D, so dS = scale P (dP - delta)
 // carries 2D; dq sums it over S keys, dk over the T H / Hkv queries of the kv head that see
 // the key, dv sums P dout over those (after P's D).
+//
+// The head sizes of real models (16, 32, 64, 128) take the fused kernels (flash_attention.cu),
+// which keep no probabilities (so there are none to compare) and sum in f32 throughout: the
+// softmax normalizer (S terms) and the numerator (S more) of out, after the rescaling of the
+// running sums at each 64-key tile (S/64 roundings); the backward recomputes P from the row's
+// log-sum-exp (its normalizer's S), and delta = dout . out sums D after out's chain, so dS
+// carries 4D + 3S, dq S more; dk per_kv more, dv sums P dout over per_kv after P's D + S.
+static int fused_head(int D) { return D == 16 || D == 32 || D == 64 || D == 128; }
+
 static void attention_case(int B, int T, int S, int q_offset, int H, int Hkv, int D) {
     char what[160], tag[96];
     const int per_kv = T * (H / Hkv);  // query rows summed into one kv row
-    const double tol_out = 2 * tol_signed(D + S), tol_p = 2 * tol_signed(D),
-                 tol_dq = 2 * tol_signed(2 * D + S), tol_dk = 2 * tol_signed(2 * D + per_kv),
-                 tol_dv = 2 * tol_signed(D + per_kv);
-    snprintf(tag, sizeof tag, "B=%d T=%d S=%d off=%d H=%d Hkv=%d D=%d", B, T, S, q_offset, H, Hkv,
-             D);
+    const int fused = fused_head(D), tiles = S / 64 + 1;
+    double tol_out = 2 * tol_signed(D + S), tol_p = 2 * tol_signed(D),
+           tol_dq = 2 * tol_signed(2 * D + S), tol_dk = 2 * tol_signed(2 * D + per_kv),
+           tol_dv = 2 * tol_signed(D + per_kv);
+    if (fused) {
+        tol_out = 2 * tol_signed(D + 2 * S + tiles);
+        tol_dq = 2 * tol_signed(4 * D + 4 * S + 2 * tiles);
+        tol_dk = 2 * tol_signed(4 * D + 3 * S + 2 * tiles + per_kv);
+        tol_dv = 2 * tol_signed(D + S + tiles + per_kv);
+    }
+    snprintf(tag, sizeof tag, "%s B=%d T=%d S=%d off=%d H=%d Hkv=%d D=%d", fused ? "fused" : "plain",
+             B, T, S, q_offset, H, Hkv, D);
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * S * Hkv * D, np = (size_t)B * H * T * S;
+    size_t nsaved = backend_attention_saved(G, B, T, S, H, D);
+    assert_true(fused ? nsaved == (size_t)B * H * T * (D + 1) : nsaved == np);
     float *q = rand_floats(nq, 1), *k = rand_floats(nk, 1), *v = rand_floats(nk, 1);
     float *dout = rand_floats(nq, 1);
     float *out = xmalloc(nq * sizeof(float)), *probs = rand_floats(np, 1);  // garbage
+    float *saved = rand_floats(nsaved, 1);
     float *d_q = dev(q, nq), *d_k = dev(k, nk), *d_v = dev(v, nk), *d_dout = dev(dout, nq);
-    float *d_out = dev(dout, nq), *d_probs = dev(probs, np);  // garbage: overwritten
+    float *d_out = dev(dout, nq), *d_probs = dev(saved, nsaved);  // garbage: overwritten
     C->attention_forward(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
     G->attention_forward(d_out, d_probs, d_q, d_k, d_v, B, T, S, q_offset, H, Hkv, D);
     snprintf(what, sizeof what, "attn fwd %s out", tag);
     check(what, d_out, out, nq, tol_out);
     snprintf(what, sizeof what, "attn fwd %s probs", tag);
-    check(what, d_probs, probs, np, tol_p);
+    if (!fused) check(what, d_probs, probs, np, tol_p);
     float *d_out2 = dev(dout, nq);
     G->attention_forward(d_out2, NULL, d_q, d_k, d_v, B, T, S, q_offset, H, Hkv, D);
     snprintf(what, sizeof what, "attn fwd %s (probs NULL)", tag);
@@ -447,6 +537,7 @@ static void attention_case(int B, int T, int S, int q_offset, int H, int Hkv, in
         }
     }
     free(q), free(k), free(v), free(dout), free(out), free(probs), free(dq0), free(dk0), free(dv0);
+    free(saved);
     gfree(d_q), gfree(d_k), gfree(d_v), gfree(d_dout), gfree(d_out), gfree(d_probs), gfree(d_out2);
 }
 
@@ -461,6 +552,15 @@ static void test_attention(void **state) {
     attention_case(2, 33, 33, 0, 8, 2, 64);    // a longer training row
     attention_case(1, 64, 64, 0, 32, 8, 64);   // Llama-3.2-1B's heads
     attention_case(1, 1, 3000, 2999, 8, 2, 64);  // decoding with a long cache
+    // the fused kernels' tiles (64 queries x 64 keys): odd lengths across tile edges, GQA,
+    // decoding offsets, every head size they have
+    attention_case(2, 100, 100, 0, 8, 2, 64);    // training rows over two tiles, GQA 4:1
+    attention_case(1, 129, 129, 0, 4, 4, 32);    // one query past two full tiles
+    attention_case(3, 65, 75, 5, 6, 3, 16);      // a batch after a prefix; S > q_offset + T
+    attention_case(2, 7, 300, 293, 4, 1, 128);   // a few new rows after a long cache, D = 128
+    attention_case(2, 1, 65, 64, 8, 8, 32);      // decoding: T = 1 at pos 64, H == Hkv
+    attention_case(1, 64, 64, 0, 2, 1, 128);     // exactly one tile
+    attention_case(1, 200, 200, 0, 32, 8, 64);   // Llama-3.2-1B's heads, longer
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -740,6 +840,55 @@ static void run_benchmarks(void) {
     G->free(x), G->free(w), G->free(o), G->free(lg), G->free(tg);
 }
 
+// The training step's shapes at 8 x 512 tokens (Llama-3.2-1B): attention forward + backward
+// of one block, and a 2048 -> 8192 projection forward + input gradient in each precision.
+static void run_benchmarks_8x512(void) {
+    const int B = 8, T = 512, H = 32, Hkv = 8, D = 64, N = B * T, IC = 2048, OC = 8192;
+    size_t nq = (size_t)N * H * D, nk = (size_t)N * Hkv * D;
+    size_t nsaved = backend_attention_saved(G, B, T, T, H, D);
+    float *q = G->alloc(nq * 4), *k = G->alloc(nk * 4), *v = G->alloc(nk * 4);
+    float *o = G->alloc(nq * 4), *sv = G->alloc(nsaved * 4), *dq = G->alloc(nq * 4);
+    float *dk = G->alloc(nk * 4), *dv = G->alloc(nk * 4);
+    float *x = G->alloc((size_t)N * OC * 4), *w = G->alloc((size_t)OC * IC * 4);
+    float *y = G->alloc((size_t)N * OC * 4);
+    if (!q || !k || !v || !o || !sv || !dq || !dk || !dv || !x || !w || !y) return;
+    for (int kind = 0; kind < 6; kind++) {
+        LinearWeight *h = NULL;
+        float *wp = w;
+        const char *name[] = {"attn fwd B=8 T=512 H=32/8 D=64", "attn fwd+bwd B=8 T=512",
+                              "linear fwd+dinp 4096x2048->8192 f32", "linear ... tf32",
+                              "linear ... bf16", "linear fwd only 4096x2048->8192 bf16"};
+        if (kind >= 2) {
+            ComputeDtype dt = kind == 2 ? DTYPE_F32 : kind == 3 ? DTYPE_TF32 : DTYPE_BF16;
+            if (G->linear_prepare(&h, &wp, OC, IC, dt, 1, 1)) return;
+        }
+        int iters = 10;
+        double best = 1e30;
+        for (int rep = 0; rep < 3; rep++) {
+            G->sync();
+            double t0 = now_seconds();
+            for (int i = 0; i < iters; i++) {
+                if (kind < 2) {
+                    G->attention_forward(o, sv, q, k, v, B, T, T, 0, H, Hkv, D);
+                    if (kind == 1)
+                        G->attention_backward(dq, dk, dv, o, sv, q, k, v, B, T, T, 0, H, Hkv, D);
+                } else {
+                    G->linear_forward(y, x, wp, h, N, IC, OC);
+                    if (kind < 5) G->linear_backward(x, NULL, y, x, wp, h, N, IC, OC);
+                }
+            }
+            G->sync();
+            double t = (now_seconds() - t0) / iters;
+            if (t < best) best = t;
+        }
+        printf("  bench %-40s %9.1f us\n", name[kind], best * 1e6);
+        G->linear_release(h);
+    }
+    G->set_fast_matmul(0);
+    G->free(q), G->free(k), G->free(v), G->free(o), G->free(sv), G->free(dq), G->free(dk);
+    G->free(dv), G->free(x), G->free(w), G->free(y);
+}
+
 int main(void) {
     Error err = {{0}};
     G = backend_cuda(&err);
@@ -750,6 +899,7 @@ int main(void) {
     G->set_fast_matmul(0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_memory),    cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_linear),
         cmocka_unit_test(test_lora),      cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),      cmocka_unit_test(test_attention),
         cmocka_unit_test(test_swiglu),    cmocka_unit_test(test_embedding),
@@ -760,7 +910,7 @@ int main(void) {
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     printf("largest measured / derived bound over %d checks: %.3f (%s)\n", n_checks, worst_ratio,
            worst_what);
-    if (!getenv("TUNELENS_NO_BENCH")) run_benchmarks();
+    if (!getenv("TUNELENS_NO_BENCH")) run_benchmarks(), run_benchmarks_8x512();
     printf("peak CUDA bytes: %zu\n", G->peak_bytes());
     return failed;
 }

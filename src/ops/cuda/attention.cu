@@ -1,4 +1,6 @@
 // attention.cu — causal grouped-query scaled-dot-product attention (ops/cpu/attention.c).
+// The head sizes of real models (16, 32, 64, 128) take the fused kernels of flash_attention.cu;
+// the others the materialised path below, which keeps the probabilities in `probs`.
 // q (B,T,H,D); k, v (B,S,Hkv,D); query head h reads kv head h / (H/Hkv); query t sits at
 // position q_offset + t and sees keys s <= q_offset + t (s < S). Scale 1/sqrt(D).
 // probs (B,H,T,S): row (b,h,t) at ((b*H + h)*T + t)*S, zero beyond the causal limit.
@@ -197,11 +199,22 @@ static void attn_fwd(float *out, float *probs, const float *q, const float *k, c
     CUDA_LAUNCH_CHECK();
 }
 
-// -> out (B,T,H,D); probs (B,H,T,S) (may be NULL: the workspace holds them)
+// What attention_forward keeps for the backward pass: the fused kernels' (flash_attention.cu)
+// row statistics and out where they cover D, else the probabilities.
+size_t cuda_attention_saved_floats(int B, int T, int S, int H, int D) {
+    if (cuda_flash_attention_supported(D)) return cuda_flash_attention_saved_floats(B, T, H, D);
+    return (size_t)B * H * T * (S > 0 ? S : 1);
+}
+
+// -> out (B,T,H,D); probs: cuda_attention_saved_floats (may be NULL: the workspace holds them)
 void cuda_attention_forward(float *out, float *probs, const float *q, const float *k,
                             const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
                             int D) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
+    if (cuda_flash_attention_supported(D)) {
+        cuda_flash_attention_forward(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
+        return;
+    }
     if (!probs) probs = cuda_workspace((size_t)B * H * T * (S > 0 ? S : 1));
     attn_fwd(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
 }
@@ -213,6 +226,11 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              int B, int T, int S, int q_offset, int H, int Hkv, int D) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return;
     if (!dq && !dk && !dv) return;
+    if (cuda_flash_attention_supported(D)) {
+        cuda_flash_attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, S, q_offset, H,
+                                      Hkv, D);
+        return;
+    }
     const size_t np = (size_t)B * H * T * S, no = (size_t)B * T * H * D;
     const int need_ds = dq || dk;
     const size_t n_ws = (need_ds ? np : 0) + (probs ? 0 : np + no);

@@ -1,4 +1,4 @@
-// backend_cuda.cu — the CUDA backend: managed memory on GPU 0, the ops of this folder, one
+// backend_cuda.cu — the CUDA backend: managed memory on GPU 0 (weight handles: cudaMalloc), the ops of this folder, one
 // cuBLAS handle and one growable scratch workspace, all on the legacy default stream.
 #include <mutex>
 #include <string.h>
@@ -20,6 +20,7 @@ static struct {
     int fast_matmul;
     int prefetchable;   // cudaDevAttrConcurrentManagedAccess: prefetching is supported
     std::unordered_map<void *, size_t> *sizes;  // live buffer -> bytes, for free
+    std::unordered_map<void *, size_t> *released;  // ranges moved to the host (not counted)
     std::mutex lock;                            // guards sizes and the byte counts
 } ctx;
 
@@ -85,6 +86,16 @@ static void cu_free(void *p) {
         auto it = ctx.sizes->find(p);
         if (it != ctx.sizes->end()) {
             count_bytes(-(long long)it->second);
+            // ranges of it moved to the host were no longer counted
+            const uintptr_t lo = (uintptr_t)p, hi = lo + it->second;
+            for (auto r = ctx.released->begin(); r != ctx.released->end();) {
+                if ((uintptr_t)r->first >= lo && (uintptr_t)r->first < hi) {
+                    count_bytes((long long)r->second);
+                    r = ctx.released->erase(r);
+                } else {
+                    ++r;
+                }
+            }
             ctx.sizes->erase(it);
         }
     }
@@ -135,40 +146,54 @@ static void cu_set_fast_matmul(int on) {
                                                   : CUBLAS_DEFAULT_MATH));
 }
 
-// ---- precision. f32, or TF32 tensor cores (f32 sums). For now TF32 is the cuBLAS handle's
-// math mode, which linear_prepare sets for the dtype asked: it covers every cuBLAS product of
-// the context (the linear layers and the LoRA products), as the trainer's TF32 always has. The
-// weights stay f32 (no handle: the products read the f32 weight).
+// ---- precision: F32, TF32 or BF16 (linear.cu). auto: bf16 tensor cores for weights stored
+// in bf16 (the f32 master copy of trained weights stays, frozen ones are held in bf16 only).
 static int cu_supports(ComputeDtype dtype, char *why, size_t cap) {
-    if (dtype == DTYPE_F32 || dtype == DTYPE_TF32 || dtype == DTYPE_AUTO) return 1;
-    snprintf(why, cap, "--dtype bf16 is the CPU's AVX512-BF16 path; on CUDA use auto (TF32 "
-             "tensor cores) or f32");
-    return 0;
+    (void)why, (void)cap;
+    return dtype == DTYPE_F32 || dtype == DTYPE_TF32 || dtype == DTYPE_BF16 || dtype == DTYPE_AUTO;
 }
 
-static int cu_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtype dtype,
-                             int needs_backward, int keep_f32) {
-    (void)w, (void)OC, (void)IC, (void)needs_backward, (void)keep_f32;
-    *h = NULL;
-    cu_set_fast_matmul(dtype == DTYPE_TF32);
-    return 0;
+// device memory of the backend's own (weight handles): plain cudaMalloc, counted in the peak
+void *cuda_device_alloc(size_t bytes) {
+    size_t n = bytes ? bytes : 1;
+    {
+        std::lock_guard<std::mutex> g(ctx.lock);
+        if (n > ctx.card_bytes || ctx.cur_bytes > ctx.card_bytes - n) return NULL;
+    }
+    void *p = NULL;
+    if (cudaMalloc(&p, n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    std::lock_guard<std::mutex> g(ctx.lock);
+    (*ctx.sizes)[p] = n;
+    count_bytes((long long)n);
+    return p;
 }
+void cuda_device_free(void *p) { cu_free(p); }
 
-static void cu_linear_update(LinearWeight *h, const float *w) { (void)h, (void)w; }
-static void cu_linear_release(LinearWeight *h) { (void)h; }
-static size_t cu_linear_bytes(const LinearWeight *h) { (void)h; return 0; }
-
-static void cu_linear_forward(float *out, const float *inp, const float *w, const LinearWeight *h,
-                              int N, int IC, int OC) {
-    (void)h;
-    cuda_matmul_forward(out, inp, w, N, IC, OC);
+// A managed range nothing on the device will read again (a frozen weight's f32 original once
+// its bf16 copy exists; it may sit inside a larger buffer, the model's weight arena): its
+// whole 64 KiB pages move to the host, which frees them on the card, and stop counting as
+// device memory. Should anything touch them later, managed memory brings them back.
+void cuda_release_to_host(void *p, size_t bytes) {
+    if (!ctx.prefetchable || !p) return;
+    const uintptr_t g = (uintptr_t)1 << 16;
+    const uintptr_t a = ((uintptr_t)p + g - 1) & ~(g - 1), e = ((uintptr_t)p + bytes) & ~(g - 1);
+    if (e <= a) return;
+#if CUDART_VERSION >= 13000
+    cudaMemLocation loc;
+    memset(&loc, 0, sizeof loc);
+    loc.type = cudaMemLocationTypeHost;
+    CUDA_CHECK(cudaMemPrefetchAsync((void *)a, e - a, loc, 0, 0));
+#else
+    CUDA_CHECK(cudaMemPrefetchAsync((void *)a, e - a, cudaCpuDeviceId, 0));
+#endif
+    std::lock_guard<std::mutex> lk(ctx.lock);
+    (*ctx.released)[(void *)a] = e - a;
+    count_bytes(-(long long)(e - a));
 }
-
-static void cu_linear_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                               const float *w, const LinearWeight *h, int N, int IC, int OC) {
-    (void)h;
-    if (dinp || dweight) cuda_matmul_backward(dinp, dweight, dout, inp, w, N, IC, OC);
-}
+void cuda_set_fast_matmul(int on) { cu_set_fast_matmul(on); }
 
 // ---- setup
 
@@ -205,6 +230,7 @@ static void init(void) {
     if (cudaDeviceGetAttribute(&cma, cudaDevAttrConcurrentManagedAccess, 0) != cudaSuccess) cma = 0;
     ctx.prefetchable = cma;
     ctx.sizes = new std::unordered_map<void *, size_t>();
+    ctx.released = new std::unordered_map<void *, size_t>();
 
     backend.name = "cuda";
     size_t len = strnlen(prop.name, sizeof backend.device - 1);  // long names are cut
@@ -221,14 +247,14 @@ static void init(void) {
     backend.peak_bytes = cu_peak_bytes;
     backend.caps = BACKEND_CAP_DEVICE;
     backend.supports = cu_supports;
-    backend.auto_dtype = DTYPE_TF32;
+    backend.auto_dtype = DTYPE_BF16;
     backend.set_fast_matmul = cu_set_fast_matmul;
-    backend.linear_prepare = cu_linear_prepare;
-    backend.linear_update = cu_linear_update;
-    backend.linear_release = cu_linear_release;
-    backend.linear_bytes = cu_linear_bytes;
-    backend.linear_forward = cu_linear_forward;
-    backend.linear_backward = cu_linear_backward;
+    backend.linear_prepare = cuda_linear_prepare;
+    backend.linear_update = cuda_linear_update;
+    backend.linear_release = cuda_linear_release;
+    backend.linear_bytes = cuda_linear_bytes;
+    backend.linear_forward = cuda_linear_forward;
+    backend.linear_backward = cuda_linear_backward;
     backend.matmul_forward = cuda_matmul_forward;
     backend.matmul_backward = cuda_matmul_backward;
     backend.lora_forward = cuda_lora_forward;
@@ -239,6 +265,7 @@ static void init(void) {
     backend.rope_backward = cuda_rope_backward;
     backend.attention_forward = cuda_attention_forward;
     backend.attention_backward = cuda_attention_backward;
+    backend.attention_saved_floats = cuda_attention_saved_floats;
     backend.swiglu_forward = cuda_swiglu_forward;
     backend.swiglu_backward = cuda_swiglu_backward;
     backend.embedding_forward = cuda_embedding_forward;
@@ -250,6 +277,8 @@ static void init(void) {
     backend.cross_entropy_backward = cuda_cross_entropy_backward;
     backend.adam_update = cuda_adam_update;
     backend.sgd_update = cuda_sgd_update;
+    if (getenv("TUNELENS_CUDA_PROFILE") && atoi(getenv("TUNELENS_CUDA_PROFILE")))
+        cuda_profile_install(&backend);
     init_state = 1;
 }
 

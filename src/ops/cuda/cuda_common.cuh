@@ -102,7 +102,28 @@ __device__ __forceinline__ float block_max(float v, float *red) {
     return v;
 }
 
+// Device memory outside the managed buffers (cudaMalloc, counted in peak_bytes); NULL when
+// out of memory.
+void *cuda_device_alloc(size_t bytes);
+void cuda_device_free(void *p);
+// a managed range the device will not read again moves to the host (backend_cuda.cu)
+void cuda_release_to_host(void *p, size_t bytes);
+// TF32 tensor cores for the f32 cuBLAS products (Backend.set_fast_matmul)
+void cuda_set_fast_matmul(int on);
+
+// TUNELENS_CUDA_PROFILE=1: wrap the backend's ops in per-op timers (profile.cu)
+void cuda_profile_install(Backend *be);
+
 // ---- ops (signatures as in Backend)
+int cuda_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtype dtype,
+                        int needs_backward, int keep_f32);
+void cuda_linear_update(LinearWeight *h, const float *w);
+void cuda_linear_release(LinearWeight *h);
+size_t cuda_linear_bytes(const LinearWeight *h);
+void cuda_linear_forward(float *out, const float *inp, const float *w, const LinearWeight *h,
+                         int N, int IC, int OC);
+void cuda_linear_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                          const float *w, const LinearWeight *h, int N, int IC, int OC);
 void cuda_matmul_forward(float *out, const float *inp, const float *weight, int N, int IC, int OC);
 void cuda_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                           const float *weight, int N, int IC, int OC);
@@ -129,6 +150,18 @@ void cuda_attention_forward(float *out, float *probs, const float *q, const floa
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *probs, const float *q, const float *k, const float *v,
                              int B, int T, int S, int q_offset, int H, int Hkv, int D);
+size_t cuda_attention_saved_floats(int B, int T, int S, int H, int D);
+// the fused path (flash_attention.cu), for the head sizes it has: saved = [lse (B,H,T)]
+// [out (B,T,H,D)] instead of probs
+int cuda_flash_attention_supported(int D);
+size_t cuda_flash_attention_saved_floats(int B, int T, int H, int D);
+void cuda_flash_attention_forward(float *out, float *saved, const float *q, const float *k,
+                                  const float *v, int B, int T, int S, int q_offset, int H,
+                                  int Hkv, int D);
+void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                                   const float *saved, const float *q, const float *k,
+                                   const float *v, int B, int T, int S, int q_offset, int H,
+                                   int Hkv, int D);
 void cuda_swiglu_forward(float *out, const float *gate, const float *up, int64_t n);
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                           const float *up, int64_t n);

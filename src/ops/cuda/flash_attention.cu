@@ -1,0 +1,486 @@
+// flash_attention.cu — causal grouped-query attention without the T x S matrix in memory
+// (flash-attention style), the contract of ops/cpu/attention.c except what `probs` holds:
+// here the saved state of attention_saved_floats, not the probabilities.
+// q (B,T,H,D); k, v (B,S,Hkv,D); query head h reads kv head h / (H/Hkv); query t sits at
+// position q_offset + t and sees keys s <= q_offset + t (s < S). Scale 1/sqrt(D).
+//
+// Forward: one block per (64 queries, head, batch row) walks the keys 64 at a time through
+// shared memory with an online softmax (running max and sum, in the log2 domain), and keeps
+// for the backward pass each row's log2-sum-exp and a copy of out: saved = [lse (B,H,T)]
+// [out (B,T,H,D)]. Backward recomputes the probabilities tile by tile from lse: delta =
+// dout . out per row, then one kernel per 64 keys (of a kv head: its query heads are summed
+// inside the block) for dk and dv, and one per 64 queries for dq — no atomics, so the
+// results are the same bits every run. f32 throughout, f32 sums.
+//
+// Thread layout (256 threads, 16 x 16): a thread holds a 4 x 4 tile of scores, rows ty + 16 i,
+// columns tx + 16 j; the 16 threads of a row are one half-warp, so row max and sum are
+// shuffles. Tiles sit in shared memory row-major with a row stride of D + 1 floats, so both a
+// row and a column are read without bank conflicts.
+#include "ops/cuda/cuda_common.cuh"
+
+#define FA_TILE 64
+#define FA_THREADS 256
+#define FA_LOG2E 1.4426950408889634f
+
+// Which head sizes have a fused kernel (others take the materialised path of attention.cu).
+// TUNELENS_CUDA_PLAIN_ATTENTION=1 keeps every size on the materialised path (for comparisons).
+int cuda_flash_attention_supported(int D) {
+    static int plain = -1;
+    if (plain < 0) plain = getenv("TUNELENS_CUDA_PLAIN_ATTENTION") && atoi(getenv("TUNELENS_CUDA_PLAIN_ATTENTION"));
+    return !plain && (D == 16 || D == 32 || D == 64 || D == 128);
+}
+
+size_t cuda_flash_attention_saved_floats(int B, int T, int H, int D) {
+    return (size_t)B * H * T + (size_t)B * T * H * D;
+}
+
+// the last key query t may see, +1 (keys [0, n))
+__device__ __forceinline__ int fa_keys(int t, int S, int q_offset) {
+    const int n = q_offset + t + 1;
+    return n < S ? n : S;
+}
+
+// sum / max over the 16 threads of a score row (a half-warp)
+__device__ __forceinline__ float half_sum(float v) {
+    for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float half_max(float v) {
+    for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// rows [r0, r0 + 64) of a (rows, heads, D) tensor at head hd -> tile (64, D+1), zero past n
+template <int D>
+__device__ __forceinline__ void fa_load(float *tile, const float *src, int r0, int n, int heads,
+                                        int hd) {
+    for (int i = threadIdx.x; i < FA_TILE * D; i += FA_THREADS) {
+        const int r = i / D, d = i % D, row = r0 + r;
+        tile[r * (D + 1) + d] = row < n ? src[((size_t)row * heads + hd) * D + d] : 0.0f;
+    }
+}
+
+// grid (ceil(T/64), H, B). saved_lse/saved_out may be NULL (nothing kept).
+template <int D>
+__global__ void __launch_bounds__(FA_THREADS)
+fa_fwd_kernel(float *out, float *saved_lse, float *saved_out, const float *q, const float *k,
+              const float *v, int T, int S, int q_offset, int H, int Hkv, float scale_log2) {
+    constexpr int P = D + 1, DJ = D / 16;
+    extern __shared__ float sh[];
+    float *Qs = sh, *Ks = Qs + FA_TILE * P, *Vs = Ks + FA_TILE * P, *Ps = Vs + FA_TILE * P;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    const int t0 = blockIdx.x * FA_TILE, h = blockIdx.y, b = blockIdx.z;
+    const int kvh = h / (H / Hkv);
+    const float *qb = q + (size_t)b * T * H * D, *kb = k + (size_t)b * S * Hkv * D,
+                *vb = v + (size_t)b * S * Hkv * D;
+    fa_load<D>(Qs, qb, t0, T, H, h);
+    const int t_last = min(t0 + FA_TILE, T) - 1;
+    const int n_keys = fa_keys(t_last, S, q_offset);
+    float m[4], l[4], o[4][DJ];
+    int lim[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        m[i] = -INFINITY, l[i] = 0.0f;
+        lim[i] = fa_keys(t0 + ty + 16 * i, S, q_offset);
+#pragma unroll
+        for (int j = 0; j < DJ; j++) o[i][j] = 0.0f;
+    }
+    for (int k0 = 0; k0 < n_keys; k0 += FA_TILE) {
+        __syncthreads();  // the previous tile's K, V, P are read
+        fa_load<D>(Ks, kb, k0, S, Hkv, kvh);
+        fa_load<D>(Vs, vb, k0, S, Hkv, kvh);
+        __syncthreads();
+        float s[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) s[i][j] = 0.0f;
+#pragma unroll 8
+        for (int d = 0; d < D; d++) {
+            float a[4], c[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) a[i] = Qs[(ty + 16 * i) * P + d];
+#pragma unroll
+            for (int j = 0; j < 4; j++) c[j] = Ks[(tx + 16 * j) * P + d];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) s[i][j] += a[i] * c[j];
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int key = k0 + tx + 16 * j;
+                s[i][j] = key < lim[i] ? s[i][j] * scale_log2 : -INFINITY;
+                mx = fmaxf(mx, s[i][j]);
+            }
+            const float m_new = fmaxf(m[i], half_max(mx));
+            const float base = m_new == -INFINITY ? 0.0f : m_new;  // a row with no key yet
+            const float alpha = exp2f(m[i] - base);
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const float p = exp2f(s[i][j] - base);
+                sum += p;
+                Ps[(ty + 16 * i) * (FA_TILE + 1) + tx + 16 * j] = p;
+            }
+            l[i] = l[i] * alpha + half_sum(sum);
+            m[i] = m_new;
+#pragma unroll
+            for (int j = 0; j < DJ; j++) o[i][j] *= alpha;
+        }
+        __syncthreads();
+        const int kn = min(FA_TILE, n_keys - k0);
+        for (int c = 0; c < kn; c++) {
+            float vv[DJ];
+#pragma unroll
+            for (int j = 0; j < DJ; j++) vv[j] = Vs[c * P + tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float p = Ps[(ty + 16 * i) * (FA_TILE + 1) + c];
+#pragma unroll
+                for (int j = 0; j < DJ; j++) o[i][j] += p * vv[j];
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int t = t0 + ty + 16 * i;
+        if (t >= T) continue;
+        const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+        const size_t at = (((size_t)b * T + t) * H + h) * D;
+#pragma unroll
+        for (int j = 0; j < DJ; j++) {
+            const float y = o[i][j] * inv;
+            out[at + tx + 16 * j] = y;
+            if (saved_out) saved_out[at + tx + 16 * j] = y;
+        }
+        if (saved_lse && tx == 0)
+            saved_lse[((size_t)b * H + h) * T + t] = l[i] > 0.0f ? m[i] + log2f(l[i]) : INFINITY;
+    }
+}
+
+// delta (B,H,T) = dout . out per query row: one warp a row
+__global__ static void fa_delta_kernel(float *delta, const float *dout, const float *out, int B,
+                                       int T, int H, int D) {
+    const int64_t rows = (int64_t)B * H * T;
+    const int lane = threadIdx.x & 31;
+    for (int64_t row = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5; row < rows;
+         row += ((int64_t)gridDim.x * blockDim.x) >> 5) {
+        const int t = (int)(row % T);
+        const int64_t bh = row / T;
+        const int h = (int)(bh % H);
+        const int64_t b = bh / H;
+        const size_t at = (((size_t)b * T + t) * H + h) * D;
+        float a = 0.0f;
+        for (int d = lane; d < D; d += 32) a += dout[at + d] * out[at + d];
+        a = warp_sum(a);
+        if (lane == 0) delta[row] = a;
+    }
+}
+
+// lse and delta of rows [t0, t0+64) of head h into shared memory (+inf / 0 past T: P = 0)
+__device__ __forceinline__ void fa_load_rows(float *lse_s, float *delta_s, const float *lse,
+                                             const float *delta, size_t row0, int t0, int T) {
+    for (int r = threadIdx.x; r < FA_TILE; r += FA_THREADS) {
+        const bool ok = t0 + r < T;
+        lse_s[r] = ok ? lse[row0 + t0 + r] : INFINITY;
+        delta_s[r] = ok ? delta[row0 + t0 + r] : 0.0f;
+    }
+}
+
+// dk, dv (B,S,Hkv,D) += for keys [s0, s0+64) of kv head kvh: grid (ceil(S/64), Hkv, B).
+// Here the score tile is transposed: a thread holds keys c = ty + 16 i, queries r = tx + 16 j.
+template <int D>
+__global__ void __launch_bounds__(FA_THREADS)
+fa_bwd_kv_kernel(float *dk, float *dv, const float *dout, const float *lse, const float *delta,
+                 const float *q, const float *k, const float *v, int T, int S, int q_offset,
+                 int H, int Hkv, float scale, float scale_log2) {
+    constexpr int P = D + 1, DJ = D / 16, PP = FA_TILE + 1;
+    extern __shared__ float sh[];
+    float *Ks = sh, *Vs = Ks + FA_TILE * P, *Qs = Vs + FA_TILE * P, *dOs = Qs + FA_TILE * P;
+    float *Pt = dOs + FA_TILE * P, *dSt = Pt + FA_TILE * PP, *lse_s = dSt + FA_TILE * PP,
+          *delta_s = lse_s + FA_TILE;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    const int s0 = blockIdx.x * FA_TILE, kvh = blockIdx.y, b = blockIdx.z;
+    const int group = H / Hkv;
+    const float *qb = q + (size_t)b * T * H * D, *ob = dout + (size_t)b * T * H * D;
+    fa_load<D>(Ks, k + (size_t)b * S * Hkv * D, s0, S, Hkv, kvh);
+    fa_load<D>(Vs, v + (size_t)b * S * Hkv * D, s0, S, Hkv, kvh);
+    float gk[4][DJ], gv[4][DJ];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < DJ; j++) gk[i][j] = gv[i][j] = 0.0f;
+    // the first query that sees key s0: t = s0 - q_offset
+    const int t_first = max(0, s0 - q_offset);
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        const size_t row0 = ((size_t)b * H + h) * T;
+        for (int t0 = t_first / FA_TILE * FA_TILE; t0 < T; t0 += FA_TILE) {
+            __syncthreads();  // the previous tile is read
+            fa_load<D>(Qs, qb, t0, T, H, h);
+            fa_load<D>(dOs, ob, t0, T, H, h);
+            fa_load_rows(lse_s, delta_s, lse, delta, row0, t0, T);
+            __syncthreads();
+            float st[4][4], dpt[4][4];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) st[i][j] = dpt[i][j] = 0.0f;
+#pragma unroll 4
+            for (int d = 0; d < D; d++) {
+                float kk[4], vv[4], qq[4], oo[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    kk[i] = Ks[(ty + 16 * i) * P + d];
+                    vv[i] = Vs[(ty + 16 * i) * P + d];
+                }
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    qq[j] = Qs[(tx + 16 * j) * P + d];
+                    oo[j] = dOs[(tx + 16 * j) * P + d];
+                }
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        st[i][j] += kk[i] * qq[j];
+                        dpt[i][j] += vv[i] * oo[j];
+                    }
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int c = ty + 16 * i, key = s0 + c;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const int r = tx + 16 * j, t = t0 + r;
+                    const bool seen = t < T && key < fa_keys(t, S, q_offset);
+                    const float p = seen ? exp2f(st[i][j] * scale_log2 - lse_s[r]) : 0.0f;
+                    Pt[c * PP + r] = p;
+                    dSt[c * PP + r] = (scale * p) * (dpt[i][j] - delta_s[r]);
+                }
+            }
+            __syncthreads();
+            const int rn = min(FA_TILE, T - t0);
+            for (int r = 0; r < rn; r++) {
+                float qq[DJ], oo[DJ];
+#pragma unroll
+                for (int j = 0; j < DJ; j++) {
+                    qq[j] = Qs[r * P + tx + 16 * j];
+                    oo[j] = dOs[r * P + tx + 16 * j];
+                }
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const float p = Pt[(ty + 16 * i) * PP + r], ds = dSt[(ty + 16 * i) * PP + r];
+#pragma unroll
+                    for (int j = 0; j < DJ; j++) {
+                        gv[i][j] += p * oo[j];
+                        gk[i][j] += ds * qq[j];
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int s = s0 + ty + 16 * i;
+        if (s >= S) continue;
+        const size_t at = (((size_t)b * S + s) * Hkv + kvh) * D;
+#pragma unroll
+        for (int j = 0; j < DJ; j++) {
+            if (dk) dk[at + tx + 16 * j] += gk[i][j];
+            if (dv) dv[at + tx + 16 * j] += gv[i][j];
+        }
+    }
+}
+
+// dq (B,T,H,D) += for queries [t0, t0+64) of head h: grid (ceil(T/64), H, B)
+template <int D>
+__global__ void __launch_bounds__(FA_THREADS)
+fa_bwd_q_kernel(float *dq, const float *dout, const float *lse, const float *delta,
+                const float *q, const float *k, const float *v, int T, int S, int q_offset,
+                int H, int Hkv, float scale, float scale_log2) {
+    constexpr int P = D + 1, DJ = D / 16, PP = FA_TILE + 1;
+    extern __shared__ float sh[];
+    float *Qs = sh, *dOs = Qs + FA_TILE * P, *Ks = dOs + FA_TILE * P, *Vs = Ks + FA_TILE * P;
+    float *dS = Vs + FA_TILE * P, *lse_s = dS + FA_TILE * PP, *delta_s = lse_s + FA_TILE;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    const int t0 = blockIdx.x * FA_TILE, h = blockIdx.y, b = blockIdx.z;
+    const int kvh = h / (H / Hkv);
+    const float *kb = k + (size_t)b * S * Hkv * D, *vb = v + (size_t)b * S * Hkv * D;
+    fa_load<D>(Qs, q + (size_t)b * T * H * D, t0, T, H, h);
+    fa_load<D>(dOs, dout + (size_t)b * T * H * D, t0, T, H, h);
+    fa_load_rows(lse_s, delta_s, lse, delta, ((size_t)b * H + h) * T, t0, T);
+    const int n_keys = fa_keys(min(t0 + FA_TILE, T) - 1, S, q_offset);
+    float g[4][DJ];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < DJ; j++) g[i][j] = 0.0f;
+    for (int k0 = 0; k0 < n_keys; k0 += FA_TILE) {
+        __syncthreads();
+        fa_load<D>(Ks, kb, k0, S, Hkv, kvh);
+        fa_load<D>(Vs, vb, k0, S, Hkv, kvh);
+        __syncthreads();
+        float s[4][4], dp[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) s[i][j] = dp[i][j] = 0.0f;
+#pragma unroll 4
+        for (int d = 0; d < D; d++) {
+            float qq[4], oo[4], kk[4], vv[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                qq[i] = Qs[(ty + 16 * i) * P + d];
+                oo[i] = dOs[(ty + 16 * i) * P + d];
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                kk[j] = Ks[(tx + 16 * j) * P + d];
+                vv[j] = Vs[(tx + 16 * j) * P + d];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    s[i][j] += qq[i] * kk[j];
+                    dp[i][j] += oo[i] * vv[j];
+                }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int r = ty + 16 * i, t = t0 + r;
+            const int lim = t < T ? fa_keys(t, S, q_offset) : 0;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int c = tx + 16 * j;
+                const float p = k0 + c < lim ? exp2f(s[i][j] * scale_log2 - lse_s[r]) : 0.0f;
+                dS[r * PP + c] = (scale * p) * (dp[i][j] - delta_s[r]);
+            }
+        }
+        __syncthreads();
+        const int kn = min(FA_TILE, n_keys - k0);
+        for (int c = 0; c < kn; c++) {
+            float kk[DJ];
+#pragma unroll
+            for (int j = 0; j < DJ; j++) kk[j] = Ks[c * P + tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float ds = dS[(ty + 16 * i) * PP + c];
+#pragma unroll
+                for (int j = 0; j < DJ; j++) g[i][j] += ds * kk[j];
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int t = t0 + ty + 16 * i;
+        if (t >= T) continue;
+        const size_t at = (((size_t)b * T + t) * H + h) * D;
+#pragma unroll
+        for (int j = 0; j < DJ; j++) dq[at + tx + 16 * j] += g[i][j];
+    }
+}
+
+static size_t fa_fwd_shmem(int D) {
+    return (3 * (size_t)FA_TILE * (D + 1) + FA_TILE * (FA_TILE + 1)) * sizeof(float);
+}
+static size_t fa_kv_shmem(int D) {
+    return (4 * (size_t)FA_TILE * (D + 1) + 2 * FA_TILE * (FA_TILE + 1) + 2 * FA_TILE) *
+           sizeof(float);
+}
+static size_t fa_q_shmem(int D) {
+    return (4 * (size_t)FA_TILE * (D + 1) + FA_TILE * (FA_TILE + 1) + 2 * FA_TILE) *
+           sizeof(float);
+}
+
+template <int D>
+static void fa_forward_d(float *out, float *lse, float *sout, const float *q, const float *k,
+                         const float *v, int B, int T, int S, int q_offset, int H, int Hkv) {
+    static bool ready;  // the shared-memory opt-in above 48 KiB, once per instantiation
+    if (!ready) {
+        CUDA_CHECK(cudaFuncSetAttribute(fa_fwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)fa_fwd_shmem(D)));
+        ready = true;
+    }
+    const float scale_log2 = FA_LOG2E / sqrtf((float)D);
+    dim3 grid((unsigned)((T + FA_TILE - 1) / FA_TILE), (unsigned)H, (unsigned)B);
+    fa_fwd_kernel<D><<<grid, FA_THREADS, fa_fwd_shmem(D)>>>(out, lse, sout, q, k, v, T, S,
+                                                            q_offset, H, Hkv, scale_log2);
+    CUDA_LAUNCH_CHECK();
+}
+
+template <int D>
+static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, const float *lse,
+                          const float *delta, const float *q, const float *k, const float *v,
+                          int B, int T, int S, int q_offset, int H, int Hkv) {
+    static bool ready;
+    if (!ready) {
+        CUDA_CHECK(cudaFuncSetAttribute(fa_bwd_kv_kernel<D>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)fa_kv_shmem(D)));
+        CUDA_CHECK(cudaFuncSetAttribute(fa_bwd_q_kernel<D>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)fa_q_shmem(D)));
+        ready = true;
+    }
+    const float scale = 1.0f / sqrtf((float)D), scale_log2 = FA_LOG2E * scale;
+    if (dk || dv) {
+        dim3 grid((unsigned)((S + FA_TILE - 1) / FA_TILE), (unsigned)Hkv, (unsigned)B);
+        fa_bwd_kv_kernel<D><<<grid, FA_THREADS, fa_kv_shmem(D)>>>(
+            dk, dv, dout, lse, delta, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
+        CUDA_LAUNCH_CHECK();
+    }
+    if (dq) {
+        dim3 grid((unsigned)((T + FA_TILE - 1) / FA_TILE), (unsigned)H, (unsigned)B);
+        fa_bwd_q_kernel<D><<<grid, FA_THREADS, fa_q_shmem(D)>>>(
+            dq, dout, lse, delta, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
+        CUDA_LAUNCH_CHECK();
+    }
+}
+
+#define FA_DISPATCH(fn, D, ...)                    \
+    switch (D) {                                   \
+    case 16: fn<16>(__VA_ARGS__); break;           \
+    case 32: fn<32>(__VA_ARGS__); break;           \
+    case 64: fn<64>(__VA_ARGS__); break;           \
+    default: fn<128>(__VA_ARGS__); break;          \
+    }
+
+// -> out (B,T,H,D); saved (attention_saved_floats, NULL: not kept)
+void cuda_flash_attention_forward(float *out, float *saved, const float *q, const float *k,
+                                  const float *v, int B, int T, int S, int q_offset, int H,
+                                  int Hkv, int D) {
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
+    float *lse = saved, *sout = saved ? saved + (size_t)B * H * T : NULL;
+    if (S <= 0) {  // no key at all: the CPU's zero rows
+        CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * (size_t)B * T * H * D, 0));
+        return;
+    }
+    FA_DISPATCH(fa_forward_d, D, out, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv);
+}
+
+// dout (B,T,H,D), saved (NULL: recomputed) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) += (any NULL)
+void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                                   const float *saved, const float *q, const float *k,
+                                   const float *v, int B, int T, int S, int q_offset, int H,
+                                   int Hkv, int D) {
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return;
+    if (!dq && !dk && !dv) return;
+    const size_t rows = (size_t)B * H * T, nsaved = cuda_flash_attention_saved_floats(B, T, H, D);
+    float *ws = cuda_workspace(rows + (saved ? 0 : 2 * nsaved));
+    float *delta = ws;
+    if (!saved) {  // not kept: run the forward again (into a throwaway out)
+        float *tmp = ws + rows;
+        cuda_flash_attention_forward(tmp + nsaved, tmp, q, k, v, B, T, S, q_offset, H, Hkv, D);
+        saved = tmp;
+    }
+    const float *lse = saved, *out = saved + rows;
+    fa_delta_kernel<<<cuda_grid((int64_t)rows * 32, 256), 256>>>(delta, dout, out, B, T, H, D);
+    CUDA_LAUNCH_CHECK();
+    FA_DISPATCH(fa_backward_d, D, dq, dk, dv, dout, lse, delta, q, k, v, B, T, S, q_offset, H,
+                Hkv);
+}

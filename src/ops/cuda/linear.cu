@@ -1,0 +1,118 @@
+// linear.cu — the linear layers in the backend's precision (Backend.linear_*):
+//   F32   exact f32 cuBLAS products of the f32 weight (no handle);
+//   TF32  the same products on TF32 tensor cores (the cuBLAS handle's math mode; no handle);
+//   BF16  a bf16 copy of the weight, made once (and after each optimizer step of a trained
+//         one), on bf16 tensor cores with f32 sums: cublasGemmEx, bf16 x bf16 -> f32. The
+//         f32 activations are rounded to bf16 on the way in (a scratch copy); outputs and
+//         gradients stay f32. A frozen weight's f32 original leaves the card (keep_f32 = 0:
+//         moved to the host), so a LoRA model holds its weights on the GPU once, in bf16.
+// In BF16 the LoRA products (lora.cu, f32 cuBLAS) run on TF32 tensor cores.
+#include <cuda_bf16.h>
+
+#include "ops/cuda/cuda_common.cuh"
+
+struct LinearWeight {
+    __nv_bfloat16 *w;  // (OC, IC), device memory
+    int OC, IC;
+};
+
+__global__ static void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+static void to_bf16(__nv_bfloat16 *dst, const float *src, int64_t n) {
+    if (n <= 0) return;
+    to_bf16_kernel<<<cuda_grid(n, 256), 256>>>(dst, src, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+// Row-major C (M,N) = alpha op(A) @ op(B) + beta C with bf16 A, B and f32 C, f32 sums (as
+// gemm_rm in cuda_common.cuh: the operands swapped for column-major cuBLAS).
+static void gemm_bf16_rm(bool transA, bool transB, int M, int N, int K, float alpha,
+                         const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
+                         float beta, float *C, int ldc) {
+    CUBLAS_CHECK(cublasGemmEx(cuda_cublas(), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                              transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_16BF,
+                              ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// bf16 scratch for n1 + n2 values (two parts, 256-byte aligned) from the workspace
+static __nv_bfloat16 *bf16_scratch(size_t n1, size_t n2, __nv_bfloat16 **second) {
+    const size_t f1 = (n1 + 1) / 2 + 64 - ((n1 + 1) / 2) % 64;  // floats, rounded up to 256 B
+    float *ws = cuda_workspace(f1 + (n2 + 1) / 2 + 1);
+    if (second) *second = (__nv_bfloat16 *)(ws + f1);
+    return (__nv_bfloat16 *)ws;
+}
+
+int cuda_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtype dtype,
+                        int needs_backward, int keep_f32) {
+    (void)needs_backward;  // one bf16 copy serves both directions (cuBLAS transposes)
+    *h = NULL;
+    cuda_set_fast_matmul(dtype == DTYPE_TF32 || dtype == DTYPE_BF16);
+    if (dtype != DTYPE_BF16 || !*w) return 0;
+    LinearWeight *lw = (LinearWeight *)calloc(1, sizeof *lw);
+    if (!lw) return -1;
+    lw->OC = OC, lw->IC = IC;
+    lw->w = (__nv_bfloat16 *)cuda_device_alloc((size_t)OC * IC * sizeof(__nv_bfloat16));
+    if (!lw->w) {
+        free(lw);
+        return -1;
+    }
+    to_bf16(lw->w, *w, (int64_t)OC * IC);
+    if (!keep_f32) {  // no reader left: the f32 original leaves the card (it may be part of
+        // a larger buffer, so it is not freed), and a stray reader fails on NULL
+        cuda_release_to_host(*w, (size_t)OC * IC * sizeof(float));
+        *w = NULL;
+    }
+    *h = lw;
+    return 0;
+}
+
+void cuda_linear_update(LinearWeight *h, const float *w) {
+    if (h && w) to_bf16(h->w, w, (int64_t)h->OC * h->IC);
+}
+
+void cuda_linear_release(LinearWeight *h) {
+    if (!h) return;
+    cuda_device_free(h->w);
+    free(h);
+}
+
+size_t cuda_linear_bytes(const LinearWeight *h) {
+    return h ? (size_t)h->OC * h->IC * sizeof(__nv_bfloat16) : 0;
+}
+
+// inp (N,IC) -> out (N,OC) = inp @ W^T, overwritten
+void cuda_linear_forward(float *out, const float *inp, const float *w, const LinearWeight *h,
+                         int N, int IC, int OC) {
+    if (!h) {
+        cuda_matmul_forward(out, inp, w, N, IC, OC);
+        return;
+    }
+    if (N <= 0 || OC <= 0) return;
+    __nv_bfloat16 *x = bf16_scratch((size_t)N * IC, 0, NULL);
+    to_bf16(x, inp, (int64_t)N * IC);
+    gemm_bf16_rm(false, true, N, OC, IC, 1.0f, x, IC, h->w, IC, 0.0f, out, OC);
+}
+
+// dinp (N,IC) += dout @ W; dweight (OC,IC) += dout^T @ inp (either NULL)
+void cuda_linear_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                          const float *w, const LinearWeight *h, int N, int IC, int OC) {
+    if (!dinp && !dweight) return;
+    if (!h) {
+        cuda_matmul_backward(dinp, dweight, dout, inp, w, N, IC, OC);
+        return;
+    }
+    if (N <= 0 || OC <= 0 || IC <= 0) return;
+    __nv_bfloat16 *xi = NULL;
+    __nv_bfloat16 *g = bf16_scratch((size_t)N * OC, dweight ? (size_t)N * IC : 0, &xi);
+    to_bf16(g, dout, (int64_t)N * OC);
+    if (dinp) gemm_bf16_rm(false, false, N, IC, OC, 1.0f, g, OC, h->w, IC, 1.0f, dinp, IC);
+    if (dweight) {
+        to_bf16(xi, inp, (int64_t)N * IC);
+        gemm_bf16_rm(true, false, OC, IC, N, 1.0f, g, OC, xi, IC, 1.0f, dweight, IC);
+    }
+}
