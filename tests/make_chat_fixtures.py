@@ -145,6 +145,10 @@ SNIPPETS = [
     "{{ messages[0].content is string and messages[0]['content'].strip() }}|{{ add_generation_prompt }}"
     "|{{ tools is none }}|{{ 'lines\nhere'.splitlines() }}",
     "{%- for message in messages -%}{{ message.role }}{%- endfor -%}\n\n",
+    "{{ 'a' < 'b' < 'c' }} {{ 1 < 2 > 3 }} {{ 1 in [1] == true }} {{ ' a b '.split(none, 1) }} "
+    "{{ [[1, 2], [3]]|sum(start=[]) }}",
+    "{% set s = '\u00c9a \u00ff \u0109\u0108 \u03c9\u03a9 \u0436\u0416 \u03ac\u00b5' %}{{ s|upper }}|{{ s|lower }}|"
+    "{{ '\u00e9lan \u03c9mega \u0436'|title }}|{{ '\u00e9A'.capitalize() }}",
 ]
 SNIPPET_VARS = {"messages": CONVERSATIONS["system_user"], "add_generation_prompt": True, "tools": None,
                 "documents": None, "bos_token": BOS, "eos_token": EOS}

@@ -2,7 +2,8 @@
 // methods the sandbox allows (no mutation: ImmutableSandboxedEnvironment), transformers'
 // globals (raise_exception, strftime_now, namespace, dict) and range (capped at 100000 items
 // as jinja2's sandbox caps it), and attribute/item access as jinja2's sandbox resolves them.
-// Case mapping (upper/lower/title/capitalize) is ASCII-only.
+// Case mapping (upper/lower/title/capitalize) covers the Latin, Greek and Cyrillic letters with
+// one-code-point cases (cp_case).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,19 +86,56 @@ static Str *opt_chars(Render *r, Value v) {
     return need_str(r, v, "strip's chars");
 }
 
-static Value case_map(Render *r, const Str *s, int mode) {  // 0 lower, 1 upper, 2 title, 3 capitalize
-    Str *o = str_new(r, s->s, s->len);
-    int start = 1;
-    for (size_t i = 0; i < o->len; i++) {
-        char c = o->s[i];
-        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-        int up = mode == 1 || ((mode == 2 || mode == 3) && start);
-        if (mode == 3 && i > 0) up = 0;
-        if (up && c >= 'a' && c <= 'z') o->s[i] = (char)(c - 32);
-        if (!up && c >= 'A' && c <= 'Z') o->s[i] = (char)(c + 32);
-        start = mode == 2 ? !alpha && !((unsigned char)c >= 0x80) : 0;
+// Simple case mapping of the Latin, Greek and Cyrillic letters whose cases are one code point
+// each (Python's full mapping also has one-to-many cases like 'ß' -> 'SS', not done here).
+static uint32_t cp_case(uint32_t c, int upper) {
+    if (upper) {
+        if ((c >= 'a' && c <= 'z') || (c >= 0xE0 && c <= 0xFE && c != 0xF7) || (c >= 0x3B1 && c <= 0x3CB && c != 0x3C2) ||
+            (c >= 0x430 && c <= 0x44F))
+            return c - 32;
+        if (c == 0xB5) return 0x39C;
+        if (c == 0x3AC) return 0x386;
+        if (c >= 0x3AD && c <= 0x3AF) return c - 37;
+        if (c == 0x3CC) return 0x38C;
+        if (c == 0x3CD || c == 0x3CE) return c - 63;
+        if (c >= 0x450 && c <= 0x45F) return c - 80;
+        if (c == 0xFF) return 0x178;
+        if (c == 0x3C2) return 0x3A3;
+        if ((c >= 0x100 && c <= 0x137 && c != 0x130 && c != 0x131) || (c >= 0x14A && c <= 0x177)) return c & ~1u;
+        if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E)) return c & 1 ? c : c - 1;
+        return c;
     }
-    return v_strv(o);
+    if ((c >= 'A' && c <= 'Z') || (c >= 0xC0 && c <= 0xDE && c != 0xD7) || (c >= 0x391 && c <= 0x3AB && c != 0x3A2) ||
+        (c >= 0x410 && c <= 0x42F))
+        return c + 32;
+    if (c == 0x386) return 0x3AC;
+    if (c >= 0x388 && c <= 0x38A) return c + 37;
+    if (c == 0x38C) return 0x3CC;
+    if (c == 0x38E || c == 0x38F) return c + 63;
+    if (c >= 0x400 && c <= 0x40F) return c + 80;
+    if (c == 0x178) return 0xFF;
+    if ((c >= 0x100 && c <= 0x137 && c != 0x130 && c != 0x131) || (c >= 0x14A && c <= 0x177)) return c | 1;
+    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E)) return c & 1 ? c + 1 : c;
+    return c;
+}
+
+static int cp_cased(uint32_t c) { return cp_case(c, 0) != c || cp_case(c, 1) != c; }
+
+static Value case_map(Render *r, const Str *s, int mode) {  // 0 lower, 1 upper, 2 title, 3 capitalize
+    StrBuf *b = tmp_begin(r);
+    int prev_cased = 0;
+    for (size_t i = 0, k; i < s->len; i += k) {
+        uint32_t c = cp_at(s->s, s->len, i, &k);
+        int up = mode == 1 || (mode == 2 && !prev_cased) || (mode == 3 && i == 0);
+        uint32_t m = cp_case(c, up);
+        prev_cased = cp_cased(c);
+        char u[4];
+        int n = m < 0x80 ? (u[0] = (char)m, 1)
+              : m < 0x800 ? (u[0] = (char)(0xC0 | m >> 6), u[1] = (char)(0x80 | (m & 63)), 2) : 0;
+        if (n && m != c) sb_append(b, u, (size_t)n);
+        else sb_append(b, s->s + i, k);
+    }
+    return tmp_str(r, b);
 }
 
 static int64_t find_sub(const Str *s, const Str *sub, size_t from) {
@@ -126,15 +164,8 @@ static Value split(Render *r, const Str *s, Value sepv, int64_t maxsplit) {
             while (i < s->len && py_space(cp_at(s->s, s->len, i, &k))) i += k;
             if (i >= s->len) break;
             size_t st = i;
-            if (maxsplit >= 0 && n == maxsplit) {
-                size_t e = s->len;
-                while (e > st) {  // the rest, right-stripped
-                    size_t b = e - 1;
-                    while (b > st && ((unsigned char)s->s[b] & 0xC0) == 0x80) b--;
-                    if (!py_space(cp_at(s->s, s->len, b, &k))) break;
-                    e = b;
-                }
-                PUSH(s->s + st, e - st);
+            if (maxsplit >= 0 && n == maxsplit) {  // the rest, as it is
+                PUSH(s->s + st, s->len - st);
                 break;
             }
             while (i < s->len && !py_space(cp_at(s->s, s->len, i, &k))) i += k;
@@ -648,18 +679,7 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
         Value attr = arg(a, 0, "attribute", v_undef(NULL)), acc = arg(a, 1, "start", v_int(0));
         for (int i = 0; i < l->n; i++) {
             Value v = attr.t == V_UNDEF ? l->v[i] : attr_path(r, l->v[i], attr);
-            Value s = acc;
-            if ((s.t == V_INT || s.t == V_BOOL) && (v.t == V_INT || v.t == V_BOOL)) {
-                int64_t z;
-                if (__builtin_add_overflow(s.t == V_INT ? s.i : s.b, v.t == V_INT ? v.i : v.b, &z))
-                    rfail(r, "integer overflow");
-                acc = v_int(z);
-            } else if ((s.t == V_INT || s.t == V_FLOAT || s.t == V_BOOL) && (v.t == V_INT || v.t == V_FLOAT || v.t == V_BOOL)) {
-                acc = v_float((s.t == V_FLOAT ? s.f : s.t == V_INT ? (double)s.i : s.b) +
-                              (v.t == V_FLOAT ? v.f : v.t == V_INT ? (double)v.i : v.b));
-            } else {
-                rfail(r, "sum: unsupported operand type(s) for +: '%s' and '%s'", type_name(s), type_name(v));
-            }
+            acc = v_add(r, acc, v);
         }
         return acc;
     }

@@ -216,6 +216,8 @@ static Value arith(Render *r, int op, Value a, Value b) {
     rfail(r, "unsupported operand type(s) for %s: '%s' and '%s'", sym[op], type_name(a), type_name(b));
 }
 
+Value v_add(Render *r, Value a, Value b) { return arith(r, OP_ADD, a, b); }
+
 static int contains(Render *r, Value item, Value c) {
     switch (c.t) {
     case V_STR:

@@ -216,6 +216,7 @@ Value get_attr(Render *r, Value obj, const char *name);
 Value get_item(Render *r, Value obj, Value key);
 // Iterating a value: a list of the items (dict → keys, string → characters).
 List *v_iter(Render *r, Value v);
+Value v_add(Render *r, Value a, Value b);  // a + b as Python adds (numbers, str, list, tuple)
 // Runs a macro.
 Value call_macro(Render *r, const Node *m, Args *a);
 void step(Render *r);   // counts work against the limit

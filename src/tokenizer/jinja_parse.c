@@ -399,17 +399,25 @@ static Node *parse_math1(P *p) {
     }
 }
 
+// Comparisons chain as Python's: a < b < c is (a < b) and (b < c).
 static Node *parse_compare(P *p) {
-    Node *n = parse_math1(p);
+    Node *left = parse_math1(p), *n = NULL;
     for (;;) {
         const Tok *t = cur(p);
         int op = is_op(t, "==") ? OP_EQ : is_op(t, "!=") ? OP_NE : is_op(t, "<") ? OP_LT
                : is_op(t, "<=") ? OP_LE : is_op(t, ">") ? OP_GT : is_op(t, ">=") ? OP_GE
                : is_name(t, "in") ? OP_IN : 0;
         if (!op && is_name(t, "not") && is_name(peek(p, 1), "in")) op = OP_NOTIN, adv(p);
-        if (!op) return n;
+        if (!op) return n ? n : left;
         adv(p);
-        n = binop(p, t, op, n, parse_math1(p));
+        Node *right = parse_math1(p), *cmp = binop(p, t, op, left, right);
+        if (n) {
+            Node *both = mk(p, E_AND, t);
+            both->a = n, both->b = cmp;
+            cmp = both;
+        }
+        n = cmp;
+        left = right;
     }
 }
 
