@@ -284,10 +284,23 @@ static void test_tuned_lens_trains(void **state) {
     double *zero = calloc(L + 1, sizeof(double));
     tuned_lens_eval(&m, NULL, va, Nva, plain);
     tuned_lens_eval(&m, &t, va, Nva, zero);  // zero translators: the plain lens
-    TunedTrainConfig cfg = {.iters = 150, .batch_tokens = 32, .lr = 1e-3, .seed = 1, .quiet = 1};
+    TunedTrainConfig cfg = {.iters = 100, .batch_tokens = 32, .lr = 0.1, .warmup = 20, .seed = 1,
+                            .quiet = 1};
     Error err = {{0}};
     assert_int_equal(tuned_lens_train(&m, &t, tr, Ntr, &cfg, &err), 0);
     tuned_lens_eval(&m, &t, va, Nva, tuned);
+    // the least-squares start (--init regression) lowers it too
+    TunedLens ls;
+    tuned_lens_init(&ls, L, C);
+    double *fit = calloc(L + 1, sizeof(double));
+    assert_int_equal(tuned_lens_fit_linear(&m, &ls, tr, Ntr, 1e-3, &err), 0);
+    tuned_lens_eval(&m, &ls, va, Nva, fit);
+    for (int r = 0; r < L; r++) {
+        printf("    layer %2d: least-squares start %.4f\n", r - 1, fit[r]);
+        assert_true(fit[r] < plain[r]);
+    }
+    free(fit);
+    tuned_lens_free(&ls);
     printf("  %lld train / %lld held-out positions; held-out KL(final || lens), plain -> tuned:\n",
            (long long)Ntr, (long long)Nva);
     for (int r = 0; r <= L; r++) {
@@ -355,12 +368,70 @@ static void test_tuned_lens_trains(void **state) {
     model_free(&m);
 }
 
+// The least-squares start solves its normal equations: for translator r and output o, with
+// x = [h 1], y the final row at unit RMS and a = [W + I, b]'s row o,
+//   sum_n x_n (x_n . a - y_no) + lambda a = 0,   lambda = ridge tr(X^T X) / (C + 1),
+// checked in float64 on the same f32 residuals. Our X^T X and X^T Y are f32 sums over the N
+// positions (each entry within f32_path_rel(N) of the sum of its terms' magnitudes); a solution
+// of perturbed equations leaves a residual of at most |dP| + |dG| |a| (first order), and storing
+// W = A - I in f32 adds u (|a_j| + 1) per coefficient, through G.
+static void test_least_squares_start(void **state) {
+    (void)state;
+    Model m = load_ok(TINY, NULL);
+    const int L = m.cfg.n_layers, R = L + 1, C = m.cfg.dim, K = C + 1;
+    int64_t N;
+    float *res = text_residuals(&m, LENS "/train.jsonl", &N);
+    TunedLens t;
+    tuned_lens_init(&t, L, C);
+    Error err = {{0}};
+    const double ridge = 1e-3;
+    assert_int_equal(tuned_lens_fit_linear(&m, &t, res, N, ridge, &err), 0);
+    double worst = 0, rel = f32_path_rel((double)N);
+    double *x = malloc(sizeof(double) * K), *a = malloc(sizeof(double) * K);
+    double *g = malloc(sizeof(double) * K), *bound = malloc(sizeof(double) * K);
+    for (int r = 0; r < L; r++) {
+        double tr = 0;
+        for (int64_t n = 0; n < N; n++) {
+            const float *h = res + ((size_t)n * R + r) * C;
+            for (int j = 0; j < C; j++) tr += (double)h[j] * h[j];
+            tr += 1;
+        }
+        for (int o = 0; o < C; o += 9) {
+            for (int j = 0; j < C; j++) a[j] = (double)t.weight[((size_t)r * C + o) * C + j] + (o == j);
+            a[C] = t.bias[(size_t)r * C + o];
+            double lambda = ridge * tr / K;
+            for (int i = 0; i < K; i++) g[i] = lambda * a[i], bound[i] = 0;
+            for (int64_t n = 0; n < N; n++) {
+                const float *h = res + ((size_t)n * R + r) * C, *f = res + ((size_t)n * R + L) * C;
+                double ss = 0, xa = 0, xabs = 0;
+                for (int j = 0; j < C; j++) ss += (double)f[j] * f[j];
+                float inv = (float)(1 / sqrt(ss / C + m.cfg.norm_eps));
+                double y = (double)(f[o] * inv);
+                for (int j = 0; j < C; j++) x[j] = h[j];
+                x[C] = 1;
+                for (int j = 0; j < K; j++) xa += x[j] * a[j], xabs += fabs(x[j]) * (fabs(a[j]) + F32_U * (fabs(a[j]) + 1));
+                for (int i = 0; i < K; i++) {
+                    g[i] += x[i] * (xa - y);
+                    bound[i] += fabs(x[i]) * (rel * (fabs(y) + xabs) + F32_U * xabs);
+                }
+            }
+            for (int i = 0; i < K; i++) worst = fmax(worst, fabs(g[i]) / bound[i]);
+        }
+    }
+    printf("  normal equations of the least-squares start: worst |residual| / bound %.3f\n", worst);
+    assert_true(worst <= 1);
+    free(x), free(a), free(g), free(bound), free(res);
+    tuned_lens_free(&t);
+    model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_position_matches_reference),
         cmocka_unit_test(test_position_options),
         cmocka_unit_test(test_tuned_gradient),
         cmocka_unit_test(test_tuned_lens_trains),
+        cmocka_unit_test(test_least_squares_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

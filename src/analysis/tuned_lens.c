@@ -340,6 +340,67 @@ void tuned_lens_eval(const Model *m, const TunedLens *t, const float *res, int64
     work_free(&w);
 }
 
+// LAPACK (OpenBLAS carries it): Cholesky solve of a symmetric positive definite system.
+void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda, double *b,
+            const int *ldb, int *info);
+
+int tuned_lens_fit_linear(const Model *m, TunedLens *t, const float *res, int64_t N, double ridge,
+                          Error *err) {
+    const Backend *be = m->be;
+    const int L = m->cfg.n_layers, R = L + 1, C = m->cfg.dim, K = C + 1;
+    if (N <= 0) return err_set(err, "no positions to fit");
+    const int B = 1024;  // rows a product
+    float *buf = backend_xalloc(be, sizeof(float) * ((size_t)B * (K + C) + (size_t)K * K + (size_t)C * K));
+    float *X = buf, *Y = X + (size_t)B * K, *G = Y + (size_t)B * C, *P = G + (size_t)K * K;
+    float *hx = xmalloc(sizeof(float) * (size_t)B * K), *hy = xmalloc(sizeof(float) * (size_t)B * C);
+    double *Gd = xmalloc(sizeof(double) * (size_t)K * K), *Pd = xmalloc(sizeof(double) * (size_t)K * C);
+    for (int r = 0; r < L; r++) {  // translator r: lens layer r - 1
+        be->zero(G, sizeof(float) * (size_t)K * K);
+        be->zero(P, sizeof(float) * (size_t)C * K);
+        for (int64_t s = 0; s < N; s += B) {
+            int n = (int)(N - s < B ? N - s : B);
+            for (int i = 0; i < n; i++) {
+                const float *h = res + ((size_t)(s + i) * R + r) * C;
+                const float *f = res + ((size_t)(s + i) * R + L) * C;
+                memcpy(hx + (size_t)i * K, h, sizeof(float) * C);
+                hx[(size_t)i * K + C] = 1;
+                double ss = 0;
+                for (int j = 0; j < C; j++) ss += (double)f[j] * f[j];
+                float inv = (float)(1 / sqrt(ss / C + m->cfg.norm_eps));
+                for (int j = 0; j < C; j++) hy[(size_t)i * C + j] = f[j] * inv;
+            }
+            be->upload(X, hx, sizeof(float) * (size_t)n * K);
+            be->upload(Y, hy, sizeof(float) * (size_t)n * C);
+            // G += X^T X (K, K); P += Y^T X (C, K): matmul_backward's weight gradient
+            be->matmul_backward(NULL, G, X, X, NULL, n, K, K);
+            be->matmul_backward(NULL, P, Y, X, NULL, n, K, C);
+        }
+        be->sync();
+        double tr = 0;
+        for (int i = 0; i < K; i++) tr += G[(size_t)i * K + i];
+        for (size_t i = 0; i < (size_t)K * K; i++) Gd[i] = G[i];
+        for (int i = 0; i < K; i++) Gd[(size_t)i * K + i] += ridge * tr / K + 1e-30;
+        // G [A b]^T = X^T Y: right-hand sides are P's rows (column-major for LAPACK: P^T's
+        // columns are P's rows, so P's row-major layout is already (K, C) column-major)
+        for (size_t i = 0; i < (size_t)C * K; i++) Pd[i] = P[i];
+        int n = K, nrhs = C, info = 0;
+        dposv_("U", &n, &nrhs, Gd, &n, Pd, &n, &info);
+        if (info != 0) {
+            be->free(buf), free(hx), free(hy), free(Gd), free(Pd);
+            return err_set(err, "the least-squares fit of layer %d failed (LAPACK dposv info "
+                           "%d): its residuals are degenerate", r - 1, info);
+        }
+        float *W = t->weight + (size_t)r * C * C, *b = t->bias + (size_t)r * C;
+        for (int o = 0; o < C; o++) {
+            const double *row = Pd + (size_t)o * K;  // output o's coefficients over [h 1]
+            for (int j = 0; j < C; j++) W[(size_t)o * C + j] = (float)(row[j] - (o == j));
+            b[o] = (float)row[C];
+        }
+    }
+    be->free(buf), free(hx), free(hy), free(Gd), free(Pd);
+    return 0;
+}
+
 int tuned_lens_train(const Model *m, TunedLens *t, const float *res, int64_t N,
                      const TunedTrainConfig *cfg, Error *err) {
     const Backend *be = m->be;
@@ -362,6 +423,31 @@ int tuned_lens_train(const Model *m, TunedLens *t, const float *res, int64_t N,
     uint64_t rng = cfg->seed * 0x9E3779B97F4A7C15ull + 1;
     double *loss = xcalloc((size_t)L, sizeof(double));
     int since = 0;
+    // Adam moves every entry by about lr a step, whatever its gradient's size; W's entries
+    // then move a translator's output by up to lr |h|_1. So each translator's steps are scaled
+    // to its own output: W's by rms(t) / mean |h|_1, b's by rms(t), measured on up to 256
+    // positions at the start; lr is then the step relative to the output's scale.
+    double *scale_w = xmalloc(sizeof(double) * L), *scale_b = xmalloc(sizeof(double) * L);
+    {
+        int ns = (int)(N < B ? N : B);
+        int64_t *sidx = xmalloc(sizeof(int64_t) * ns);
+        for (int i = 0; i < ns; i++) sidx[i] = (int64_t)((double)i * N / ns);
+        for (int r = 0; r < L; r++) {
+            gather(&w, w.h, res, sidx, ns, r);
+            be->matmul_forward(w.t, w.h, Wd + (size_t)r * cc, ns, C, C);
+            be->add_inplace(w.t, w.h, (int64_t)ns * C);
+            be->sync();
+            double l1 = 0, ss = 0;
+            for (int i = 0; i < ns; i++)
+                for (int j = 0; j < C; j++) {
+                    double tv = w.t[(size_t)i * C + j] + bd[(size_t)r * C + j];
+                    l1 += fabs(w.h[(size_t)i * C + j]), ss += tv * tv;
+                }
+            double rms = sqrt(ss / ((double)ns * C));
+            scale_b[r] = rms, scale_w[r] = rms / (l1 / ns + 1e-30);
+        }
+        free(sidx);
+    }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int it = 1; it <= cfg->iters; it++) {
@@ -373,6 +459,10 @@ int tuned_lens_train(const Model *m, TunedLens *t, const float *res, int64_t N,
             }
             cursor = 0;
         }
+        // linear warm-up, then linear decay to 0 after the last step
+        double lr = cfg->lr * (it <= cfg->warmup ? (double)it / (cfg->warmup + 1)
+                                                 : (double)(cfg->iters - it + 1) /
+                                                       (cfg->iters - cfg->warmup + 1));
         const int64_t *idx = perm + cursor;
         cursor += B;
         gather(&w, w.hf, res, idx, B, L);
@@ -386,9 +476,9 @@ int tuned_lens_train(const Model *m, TunedLens *t, const float *res, int64_t N,
             loss[r] += work_loss(&w, B, 1, 1, NULL);
             since += r == 0;
             be->adam_update(w.W, w.dW, mW + (size_t)r * cc, vW + (size_t)r * cc, (int64_t)cc,
-                            (float)cfg->lr, 0.9f, 0.999f, 1e-8f, 0.0f);
-            be->adam_update(w.b, w.db, mb + (size_t)r * C, vb + (size_t)r * C, C, (float)cfg->lr,
-                            0.9f, 0.999f, 1e-8f, 0.0f);
+                            (float)(lr * scale_w[r]), 0.9f, 0.999f, 1e-8f, 0.0f);
+            be->adam_update(w.b, w.db, mb + (size_t)r * C, vb + (size_t)r * C, C,
+                            (float)(lr * scale_b[r]), 0.9f, 0.999f, 1e-8f, 0.0f);
         }
         int every = cfg->iters >= 10 ? cfg->iters / 10 : 1;
         if (!cfg->quiet && (it % every == 0 || it == cfg->iters)) {
@@ -405,7 +495,7 @@ int tuned_lens_train(const Model *m, TunedLens *t, const float *res, int64_t N,
     be->download(t->weight, Wd, sizeof(float) * (size_t)L * cc);
     be->download(t->bias, bd, sizeof(float) * (size_t)L * C);
     // Work's W/b pointed into Wd: give it its own back before freeing
-    free(loss), free(perm);
+    free(loss), free(perm), free(scale_w), free(scale_b);
     be->free(Wd), be->free(opt);
     work_free(&w);
     return 0;

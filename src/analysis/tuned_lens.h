@@ -34,6 +34,8 @@ int tuned_lens_load(TunedLens *t, const char *path, const ModelConfig *c, Error 
 // ---- training
 typedef struct {
     int iters;         // optimizer steps
+    int warmup;        // steps of linear warm-up, then a linear decay to 0 at iters (tuned-lens's
+                       // schedule for Adam)
     int batch_tokens;  // positions a step (each step: every translator, these positions)
     double lr;         // Adam (beta1 0.9, beta2 0.999, eps 1e-8, as train's)
     int chunk;         // texts a forward pass
@@ -57,6 +59,14 @@ int tuned_lens_residuals(const Model *m, int n_texts, const int *const *ids, con
 // Mean KL(final || lens) per lens layer -1..L-1 (kl (L+1); the last is 0) over N positions
 // (res as above), through t's translators (t NULL: the plain lens).
 void tuned_lens_eval(const Model *m, const TunedLens *t, const float *res, int64_t N, double *kl);
+
+// A least-squares start (the linear shortcut of Din et al. 2023, before any KL step): each
+// translator's affine map, h -> [h 1] [A b]^T, fitted by ridge regression (ridge: relative to
+// the mean diagonal of the Gram matrix) to the final residual of the same position, normalised
+// to unit RMS (the final norm discards scale), W = A - I. One pass of (C+1) x (C+1) products
+// over the N positions and a Cholesky solve per layer. Replaces t's translators.
+int tuned_lens_fit_linear(const Model *m, TunedLens *t, const float *res, int64_t N, double ridge,
+                          Error *err);
 
 // Trains t (initialised by tuned_lens_init, or loaded: training continues) on N positions.
 int tuned_lens_train(const Model *m, TunedLens *t, const float *res, int64_t N,

@@ -36,4 +36,23 @@ check "--compare and --adapter together" 2 "not both" "${L[@]}" --compare base -
 check "--tuned for another model shape names the key and shapes" 1 "layer.-1.weight has shape \(8, 8\), the model needs \(64, 64\)" "${L[@]}" --tuned "$FIX/narrow_tuned.safetensors"
 check "--tuned: a missing file" 1 "no_such.safetensors" "${L[@]}" --tuned "$TMP/no_such.safetensors"
 
+# tuned-lens: trains on the fixture texts, lens --tuned applies the file
+TL=("$BIN" tuned-lens --model "$TINY")
+check "tuned-lens trains and reports the held-out KL per layer" 0 "Mean over the 4 translated layers: plain [0-9.]+, tuned" "${TL[@]}" --data "$FIX" --out "$TMP/tl.safetensors" --iters 30 --json "$TMP/tl.json"
+check "tuned-lens --json" 0 '"kl_tuned":' cat "$TMP/tl.json"
+check "lens --tuned" 0 "Tuned lens: $TMP/tl.safetensors" "${L[@]}" --tuned "$TMP/tl.safetensors"
+check "--init regression (the default): a least-squares start" 0 "Least-squares start: held-out KL" "${TL[@]}" --data "$FIX" --out "$TMP/tl2.safetensors" --iters 5
+check "--init identity: the logit lens, then Adam" 0 "The Adam steps lowered the KL of [0-9] of 4 layers" "${TL[@]}" --data "$FIX" --out "$TMP/tl3.safetensors" --iters 20 --init identity
+mkdir -p "$TMP/empty" "$TMP/one" "$TMP/emptyvalid" "$TMP/none"
+: > "$TMP/empty/train.jsonl"
+echo '{"text": "12 + 7 = 19"}' > "$TMP/one/train.jsonl"
+cp "$FIX/train.jsonl" "$TMP/emptyvalid/train.jsonl"; : > "$TMP/emptyvalid/valid.jsonl"
+check "tuned-lens: empty data" 1 "train.jsonl: no examples \(the file is empty\)" "${TL[@]}" --data "$TMP/empty" --out "$TMP/x.safetensors"
+check "tuned-lens: an empty valid.jsonl" 1 "valid.jsonl: no examples" "${TL[@]}" --data "$TMP/emptyvalid" --out "$TMP/x.safetensors"
+check "tuned-lens: one text and no valid.jsonl" 1 "a held-out slice needs at least 2 texts" "${TL[@]}" --data "$TMP/one" --out "$TMP/x.safetensors"
+check "tuned-lens: no train.jsonl" 1 "none/train.jsonl: no such file" "${TL[@]}" --data "$TMP/none" --out "$TMP/x.safetensors"
+check "tuned-lens: --out missing" 2 "--out" "${TL[@]}" --data "$FIX"
+check "tuned-lens: bad --init" 2 "--init" "${TL[@]}" --data "$FIX" --out "$TMP/x.safetensors" --init zero
+[ -e "$TMP/x.safetensors" ] && { echo "FAIL a failed tuned-lens left $TMP/x.safetensors"; fails=$((fails+1)); }
+
 [ $fails -eq 0 ] && echo "lens tests passed" || { echo "$fails lens test(s) failed"; exit 1; }
