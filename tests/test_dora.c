@@ -14,9 +14,13 @@
 //  5. fuse folds m (W + scale (A B)^T) / ||W + scale (A B)^T||_row into W (mlx-lm's
 //     DoRALinear.fuse): the fused model gives mlx's probabilities; export-peft writes PEFT's
 //     DoRA (use_dora, lora_alpha = scale r, lora_magnitude_vector per module, the same
-//     per-output-row norm), which loads back to the same model bit for bit.
+//     per-output-row norm), which loads back to the same model bit for bit;
+//  6. adapter_config.json (train_config_json, from train's flag table): every key of the one
+//     mlx-lm 0.32.2 wrote for the DoRA run, with the same JSON types (floats as floats), and
+//     the file read back as a -c config gives the same settings (every flag round-trips).
 #include <math.h>
 
+#include "formats/json_file.h"
 #include "model/export.h"
 #include "model_util.h"
 #include "ops/cpu/cpu_dora.h"
@@ -571,6 +575,125 @@ static void test_export_peft_dora(void **state) {
     tmp_dir_remove(out);
 }
 
+// ---- 6. adapter_config.json
+
+// The text of key's value in a JSON text written with "key": value (the first occurrence at
+// or after `from`, a key's own name being unique in these files), into buf.
+static const char *value_text(const char *text, const char *key, char *buf, size_t n) {
+    char pat[80];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *at = strstr(text, pat);
+    if (!at) return NULL;
+    at += strlen(pat);
+    while (*at == ' ') at++;
+    size_t k = strcspn(at, ",\n}");
+    snprintf(buf, n, "%.*s", (int)k, at);
+    return buf;
+}
+
+// Same keys, same types: cJSON's type, and for numbers whether the text is a float (has a '.'
+// or an exponent), as Python's json reads it back.
+static void same_types(const cJSON *want, const cJSON *got, const char *want_text,
+                       const char *got_text) {
+    const cJSON *w;
+    cJSON_ArrayForEach(w, want) {
+        const cJSON *g = cJSON_GetObjectItemCaseSensitive(got, w->string);
+        if (!g) fail_msg("adapter_config.json: mlx-lm writes \"%s\", we do not", w->string);
+        if ((w->type & 0xff) != (g->type & 0xff))
+            fail_msg("adapter_config.json: \"%s\" is of JSON type %d in mlx-lm's, %d in ours",
+                     w->string, w->type & 0xff, g->type & 0xff);
+        if (cJSON_IsNumber(w)) {
+            char a[64], b[64];
+            assert_non_null(value_text(want_text, w->string, a, sizeof a));
+            assert_non_null(value_text(got_text, w->string, b, sizeof b));
+            int fa = strpbrk(a, ".eE") != NULL, fb = strpbrk(b, ".eE") != NULL;
+            if (fa != fb)
+                fail_msg("adapter_config.json: \"%s\": mlx-lm writes %s, we write %s", w->string, a, b);
+        }
+        if (cJSON_IsObject(w)) same_types(w, g, want_text, got_text);
+    }
+}
+
+// The settings of the fixture's DoRA run, as `tunelens train` would be given them.
+static void fixture_like(TrainConfig *tc) {
+    train_config_defaults(tc);
+    tc->model = "/tmp/tunelens_mlx_fixtures/tiny-f32";
+    tc->train = 1;
+    tc->data = MLX "/data";
+    tc->fine_tune = FT_DORA;
+    tc->num_layers = 2;
+    tc->batch_size = 4;
+    tc->iters = 6;
+    tc->learning_rate = 1e-3;
+    tc->steps_per_report = 1;
+    tc->val_batches = 1;
+    tc->adapter_path = MLX "/dora";
+    tc->rank = 4;
+    tc->scale = 20;
+    tc->resume_adapter_file = MLX "/dora_start/adapters.safetensors";
+    tc->config = "/tmp/tunelens_mlx_fixtures/lora.yaml";
+}
+
+static void test_adapter_config_like_mlx(void **state) {
+    TrainConfig tc;
+    fixture_like(&tc);
+    char *want_text = read_text_ok(MLX "/dora/adapter_config.json");
+    cJSON *want = cJSON_Parse(want_text), *ours = train_config_json(&tc);
+    char *got_text = cJSON_Print(ours);
+    cJSON *got = cJSON_Parse(got_text);
+    assert_non_null(want);
+    assert_non_null(got);
+    same_types(want, got, want_text, got_text);
+    // and the values mlx-lm reads back (load_adapters): the type, the layers, rank and scale
+    const char *keys[] = {"fine_tune_type", "num_layers", "batch_size", "iters", "learning_rate",
+                          "seed", "lora_parameters", "lr_schedule", "optimizer_config"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const cJSON *a = cJSON_GetObjectItem(want, keys[i]), *b = cJSON_GetObjectItem(got, keys[i]);
+        if (!cJSON_Compare(a, b, 1)) {  // ours may add lora_parameters.keys (mlx-lm: null = all)
+            if (strcmp(keys[i], "lora_parameters")) fail_msg("\"%s\" differs from mlx-lm's", keys[i]);
+            const cJSON *x;
+            cJSON_ArrayForEach(x, a) {
+                if (!cJSON_Compare(x, cJSON_GetObjectItem(b, x->string), 1))
+                    fail_msg("lora_parameters.%s differs from mlx-lm's", x->string);
+            }
+        }
+    }
+    cJSON_Delete(want), cJSON_Delete(ours), cJSON_Delete(got);
+    free(want_text), free(got_text);
+}
+
+// Written, then read as a -c config over the defaults: the same settings, printed identically
+// (for a run that sets every kind of flag away from its default: a flag the writer forgot
+// would come back as its default).
+static void test_adapter_config_round_trips(void **state) {
+    TrainConfig tc;
+    fixture_like(&tc);
+    tc.test = 1, tc.mask_prompt = 1, tc.grad_checkpoint = 1, tc.grad_accumulation_steps = 2;
+    tc.optimizer = OPT_ADAMW, tc.seed = 7, tc.dropout = 0.25, tc.lora_keys = "q_proj,mlp.down_proj";
+    tc.cosine = 1, tc.warmup = 1, tc.max_seq_length = 99, tc.save_every = 3, tc.steps_per_eval = 4;
+    tc.test_batches = 5, tc.dtype = DTYPE_F32, tc.device = "cpu", tc.quiet = 1, tc.resume = 1;
+    tc.val_batches = 2, tc.scale = -2.5;
+    char dir[64];
+    tmp_dir_make(dir, sizeof dir, "doracfg");
+    for (int k = 0; k < 2; k++) {
+        if (k) tc.cosine = 0;  // warmup alone: mlx's linear_schedule from the rate to itself
+        cJSON *j = train_config_json(&tc);
+        char *text = cJSON_Print(j), *path = tmp_join(dir, "adapter_config.json");
+        Error err = {{0}};
+        if (json_write_file(path, j, &err)) fail_msg("%s", err.msg);
+        TrainConfig back;
+        train_config_defaults(&back);
+        if (train_config_load_yaml(&back, path, &err)) fail_msg("%s", err.msg);
+        back.config = tc.config;  // (recorded, not read: a config file names no other config)
+        cJSON *j2 = train_config_json(&back);
+        char *text2 = cJSON_Print(j2);
+        assert_string_equal(text, text2);
+        cJSON_Delete(j), cJSON_Delete(j2);
+        free(text), free(text2);
+    }
+    tmp_dir_remove(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ops_against_float64),
@@ -582,6 +705,8 @@ int main(void) {
         cmocka_unit_test(test_training_matches_mlx),
         cmocka_unit_test(test_fuse_matches_mlx),
         cmocka_unit_test(test_export_peft_dora),
+        cmocka_unit_test(test_adapter_config_like_mlx),
+        cmocka_unit_test(test_adapter_config_round_trips),
     };
     return cmocka_run_group_tests_name("dora", tests, NULL, NULL);
 }

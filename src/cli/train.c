@@ -3,6 +3,7 @@
 // train_config_defaults (trainer.c) applies its defaults.
 #include "../train/trainer.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -91,9 +92,8 @@ static const FlagSpec FLAGS[] = {
     FLAG("--dtype", NULL, FLAG_ENUM, O(dtype), "auto", 0, 0, DTYPES, NULL,
      "precision of the matrix products: bf16 multiplies bf16\ncopies of the weights (AVX512-BF16) "
      "with f32 sums;\nweights, gradients and optimizer stay f32. auto: bf16\nwhen the CPU has "
-     "AVX512-BF16 and the weights are not\nstored f32. On CUDA: bf16 tensor cores (frozen weights\n"
-     "held in bf16 only), auto = bf16 unless the weights are\nstored f32; tf32 = TF32 tensor "
-     "cores; f32 = exact", "dtype"),
+     "AVX512-BF16 and the weights are not\nstored f32. On CUDA: auto = tf32 (TF32 tensor cores,\n"
+     "f32 sums), f32 = exact", "dtype"),
     FLAG("--device", NULL, FLAG_STRING, O(device), "auto", 0, 0, NULL, "auto|cpu|cuda",
      "where training runs (auto: a CUDA GPU when one answers)", "device"),
     FLAG("--quiet", NULL, FLAG_SWITCH, O(quiet), NULL, 0, 0, NULL, NULL, "no progress bar", "quiet"),
@@ -101,7 +101,7 @@ static const FlagSpec FLAGS[] = {
      "continue from DIR/training_state.json, which every\ncheckpoint (and Ctrl-C) saves: weights, "
      "optimizer state,\ndata order; ends bit for bit as an uninterrupted run.\nAn error when DIR "
      "holds no unfinished run", "resume"),
-    FLAG_WITH(set_nothing, 0, "--config", "-c", FLAG_CUSTOM, 0, NULL, 0, 0, NULL, "FILE.yaml",
+    FLAG_WITH(set_nothing, 0, "--config", "-c", FLAG_CUSTOM, O(config), NULL, 0, 0, NULL, "FILE.yaml",
      "mlx_lm.lora's YAML config: any flag by its long name\nwith '_' (learning_rate: 1e-4), plus "
      "lora_parameters\n{rank, scale, dropout, keys}, lr_schedule {name:\ncosine_decay, arguments: "
      "[lr, decay_steps, 0], warmup,\nwarmup_init: 0} and optimizer_config {adamw:\n{weight_decay: "
@@ -172,6 +172,91 @@ char **train_config_argv(const TrainConfig *c) {
     return argv;
 }
 
+// A double as Python's json writes a float (repr: the shortest digits that read back, with a
+// ".0" or an exponent, so mlx-lm reads a float where it wrote one): 20.0, 0.001, 1e-05.
+static cJSON *python_float(double v) {
+    char buf[40];
+    if (!isfinite(v)) return cJSON_CreateNull();  // (never: the table's ranges are finite)
+    for (int p = 1; p <= 17; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    char *e = strchr(buf, 'e');
+    double a = fabs(v);
+    if (e && a >= 1e-4 && a < 1e16) {  // Python writes these positionally: 100000.0, 0.0001
+        int digits = (int)(e - buf) - (buf[0] == '-') - (strchr(buf, '.') ? 1 : 0);
+        int exp10 = atoi(e + 1), decimals = digits - 1 - exp10;
+        snprintf(buf, sizeof buf, "%.*f", decimals > 0 ? decimals : 0, v);
+        e = NULL;
+    } else if (e) {  // C pads the exponent to two digits, as Python does: 1e-05
+        int exp10 = atoi(e + 1);
+        snprintf(e, sizeof buf - (size_t)(e - buf), "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
+    }
+    if (!e && !strchr(buf, '.')) strcat(buf, ".0");
+    return cJSON_CreateRaw(buf);
+}
+
+// The object for a dotted key's parent ("lora_parameters" of "lora_parameters.rank"), made on
+// first use; *leaf is the last part.
+static cJSON *key_parent(cJSON *root, const char *key, const char **leaf) {
+    const char *dot = strchr(key, '.');
+    if (!dot) {
+        *leaf = key;
+        return root;
+    }
+    char section[64];
+    snprintf(section, sizeof section, "%.*s", (int)(dot - key), key);
+    cJSON *o = cJSON_GetObjectItemCaseSensitive(root, section);
+    if (!o) o = cJSON_AddObjectToObject(root, section);
+    return key_parent(o, dot + 1, leaf);
+}
+
+cJSON *train_flags_json(const TrainConfig *c) {
+    cJSON *j = cJSON_CreateObject();
+    for (int i = 0; i < TABLE.n; i++) {
+        const FlagSpec *f = &TABLE.flags[i];
+        if (!f->yaml || f->type == FLAG_NOTE) continue;
+        const void *v = (const char *)c + f->offset;
+        const char *leaf;
+        cJSON *parent = key_parent(j, f->yaml, &leaf), *x = NULL;
+        switch (f->type) {
+        case FLAG_INT: x = cJSON_CreateNumber(*(const int *)v); break;
+        case FLAG_DOUBLE: x = python_float(*(const double *)v); break;
+        case FLAG_U64: x = cJSON_CreateNumber((double)*(const uint64_t *)v); break;  // < 2^53
+        case FLAG_SWITCH: x = cJSON_CreateBool(*(const int *)v); break;
+        case FLAG_ENUM: x = cJSON_CreateString(f->choices[*(const int *)v]); break;
+        case FLAG_STRING:
+        case FLAG_CUSTOM: {  // (train's one custom flag, --config, keeps a string)
+            const char *s = *(const char *const *)v;
+            if (!s) {
+                x = cJSON_CreateNull();
+            } else if (f->list && f->set == check_lora_keys) {
+                // mlx-lm matches lora_parameters.keys against module paths: the full names
+                unsigned mask = 0;
+                Error ignore;
+                lora_keys_parse(s, &mask, &ignore);
+                x = cJSON_CreateArray();
+                for (int p = 0; p < N_PROJ; p++)
+                    if (mask & (1u << p))
+                        cJSON_AddItemToArray(x, cJSON_CreateString(tn_proj_key((Proj)p).s));
+            } else if (f->list) {
+                x = cJSON_CreateArray();
+                char *dup = xstrdup(s), *save = NULL;
+                for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save))
+                    cJSON_AddItemToArray(x, cJSON_CreateString(t));
+                free(dup);
+            } else {
+                x = cJSON_CreateString(s);
+            }
+            break;
+        }
+        default: continue;
+        }
+        cJSON_AddItemToObject(parent, leaf, x);
+    }
+    return j;
+}
+
 void train_config_argv_free(char **argv) {
     for (int i = 0; argv && argv[i]; i++) free(argv[i]);
     free(argv);
@@ -183,6 +268,8 @@ typedef struct {
     const FlagState *st;
     int schedule_line;           // lr_schedule was given (its line), 0 when not
     int has_name;
+    int linear;                  // linear_schedule (constant: tunelens's warmup without cosine)
+    double init;                 // lr_schedule.arguments[0]
     int args_line;               // lr_schedule.arguments' line, 0 when absent
     double decay_steps, end;     // NAN when not given
 } YamlCtx;
@@ -216,12 +303,14 @@ static int schedule_key(YamlCtx *x, TrainConfig *c, const char *file, const char
     int line = flags_yaml_line(n);
     if (!strcmp(key, "lr_schedule.name")) {
         const char *s = flags_yaml_scalar(n);
-        if (!s || strcmp(s, "cosine_decay"))
+        if (!s || (strcmp(s, "cosine_decay") && strcmp(s, "linear_schedule")))
             return err_set(err, "%s:%d: %s: tunelens supports the schedule cosine_decay (with warmup), "
-                           "got %s%s%s", file, line, key, s ? "'" : "", s ? s : "a mapping or list",
-                           s ? "'" : "");
+                           "and linear_schedule from the rate to itself (a constant rate after a "
+                           "warmup), got %s%s%s", file, line, key, s ? "'" : "",
+                           s ? s : "a mapping or list", s ? "'" : "");
         x->has_name = 1;
-        c->cosine = 1;
+        x->linear = !strcmp(s, "linear_schedule");
+        c->cosine = !x->linear;
         return 0;
     }
     if (!strcmp(key, "lr_schedule.arguments")) {
@@ -240,6 +329,7 @@ static int schedule_key(YamlCtx *x, TrainConfig *c, const char *file, const char
                            "got %g", file, line, key, v[0]);
         if (!given(x->st, "--learning-rate")) c->learning_rate = v[0];
         x->args_line = line;
+        x->init = v[0];
         x->decay_steps = v[1];
         x->end = v[2];
         return 0;
@@ -346,6 +436,13 @@ static int check_schedule(const TrainConfig *c, const char *file, const YamlCtx 
     if (!x->args_line)
         return err_set(err, "%s:%d: lr_schedule: missing 'arguments' ([learning_rate, decay_steps, 0])",
                        file, x->schedule_line);
+    if (x->linear) {  // mlx's linear_schedule(init, end, steps): constant when end = init
+        if (x->decay_steps != x->init)
+            return err_set(err, "%s:%d: lr_schedule.arguments: tunelens's linear_schedule is a "
+                           "constant rate: [lr, lr, steps] (got end %g for lr %g)", file,
+                           x->args_line, x->decay_steps, x->init);
+        return 0;
+    }
     int decay = c->iters / c->grad_accumulation_steps - c->warmup;
     if ((!isnan(x->decay_steps) && x->decay_steps != decay) || (!isnan(x->end) && x->end != 0))
         return err_set(err, "%s:%d: lr_schedule.arguments: tunelens's cosine_decay goes from the "
@@ -357,7 +454,7 @@ static int check_schedule(const TrainConfig *c, const char *file, const YamlCtx 
 
 // The file's settings over c, except the flags the command line gave (st->given).
 static int load_config(TrainConfig *c, const char *path, const FlagState *st, Error *err) {
-    YamlCtx x = {st, 0, 0, 0, NAN, NAN};
+    YamlCtx x = {.st = st, .decay_steps = NAN, .end = NAN};
     if (flags_load_yaml(&TABLE, c, path, st, yaml_extra, &x, err)) return -1;
     return check_schedule(c, path, &x, err);
 }
@@ -377,6 +474,7 @@ int cmd_train(int argc, char **argv) {
     if (rc) return rc == 1 ? 0 : rc;
     Error err = {{0}};
     if (st.config && load_config(&c, st.config, &st, &err)) return cli_fail(&err);
+    c.config = st.config;  // recorded in adapter_config.json, as mlx-lm records it
     if (!c.model) return cli_missing(cmd, "--model");
     if (!c.train && !c.test) {
         fprintf(stderr, "tunelens train: nothing to do: give --train and/or --test\n");

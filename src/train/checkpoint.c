@@ -61,46 +61,38 @@ void adapter_dir_release(AdapterDir *d, int failed) {
 
 // ---- weights and config
 
-static const char *const OPTIMIZER_NAMES[] = {"adam", "adamw", "sgd"};
+// mlx-lm's keys that are not flags here, at the values tunelens runs: the learning-rate
+// schedule in mlx-lm's form ({name, arguments, warmup, warmup_init}: what its -c reads back),
+// every optimizer's settings (mlx's defaults, AdamW's weight decay 0.01 among them), and the
+// keys tunelens accepts only at their defaults.
+static void add_mlx_keys(cJSON *j, const TrainConfig *c) {
+    if (c->cosine || c->warmup > 0) {
+        cJSON *s = cJSON_AddObjectToObject(j, "lr_schedule"), *a;
+        int decay = c->iters / c->grad_accumulation_steps - c->warmup;
+        // without cosine the rate after the warmup is constant: mlx's linear_schedule from the
+        // rate to itself
+        cJSON_AddStringToObject(s, "name", c->cosine ? "cosine_decay" : "linear_schedule");
+        a = cJSON_AddArrayToObject(s, "arguments");
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(c->learning_rate));
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(c->cosine ? (decay > 0 ? decay : 0) : c->learning_rate));
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(c->cosine ? 0 : 1));
+        cJSON_AddNumberToObject(s, "warmup", c->warmup);
+        cJSON_AddItemToObject(s, "warmup_init", cJSON_CreateRaw("0.0"));
+    } else {
+        cJSON_AddNullToObject(j, "lr_schedule");
+    }
+    cJSON *o = cJSON_AddObjectToObject(j, "optimizer_config");
+    const char *const opts[] = {"adam", "adamw", "muon", "sgd", "adafactor"};
+    for (int i = 0; i < 5; i++) cJSON_AddObjectToObject(o, opts[i]);
+    cJSON_AddNumberToObject(j, "clear_cache_threshold", 0);
+    cJSON_AddNullToObject(j, "project_name");
+    cJSON_AddNullToObject(j, "report_to");
+    cJSON_AddBoolToObject(j, "trust_remote_code", 0);
+}
 
 cJSON *train_config_json(const TrainConfig *c) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "model", c->model);
-    cJSON_AddStringToObject(j, "fine_tune_type", FINE_TUNE_TYPE_NAMES[c->fine_tune]);
-    cJSON_AddNumberToObject(j, "num_layers", c->num_layers);
-    cJSON_AddStringToObject(j, "data", c->data);
-    cJSON_AddNumberToObject(j, "batch_size", c->batch_size);
-    cJSON_AddNumberToObject(j, "iters", c->iters);
-    cJSON_AddNumberToObject(j, "learning_rate", c->learning_rate);
-    cJSON_AddStringToObject(j, "optimizer", OPTIMIZER_NAMES[c->optimizer]);
-    cJSON_AddNumberToObject(j, "val_batches", c->val_batches);
-    cJSON_AddNumberToObject(j, "steps_per_report", c->steps_per_report);
-    cJSON_AddNumberToObject(j, "steps_per_eval", c->steps_per_eval);
-    cJSON_AddNumberToObject(j, "save_every", c->save_every);
-    cJSON_AddStringToObject(j, "adapter_path", c->adapter_path);
-    cJSON_AddNumberToObject(j, "max_seq_length", c->max_seq_length);
-    cJSON_AddBoolToObject(j, "mask_prompt", c->mask_prompt);
-    cJSON_AddNumberToObject(j, "grad_accumulation_steps", c->grad_accumulation_steps);
-    cJSON_AddBoolToObject(j, "grad_checkpoint", c->grad_checkpoint);
-    cJSON_AddNumberToObject(j, "seed", (double)c->seed);
-    cJSON_AddStringToObject(j, "dtype", DTYPE_NAMES[c->dtype]);
-    if (c->cosine) {
-        cJSON *s = cJSON_AddObjectToObject(j, "lr_schedule");
-        cJSON_AddStringToObject(s, "name", "cosine_decay");
-        cJSON_AddNumberToObject(s, "warmup", c->warmup);
-    }
-    cJSON *lp = cJSON_AddObjectToObject(j, "lora_parameters");
-    cJSON_AddNumberToObject(lp, "rank", c->rank);
-    cJSON_AddNumberToObject(lp, "scale", c->scale);
-    cJSON_AddNumberToObject(lp, "dropout", c->dropout);
-    cJSON *keys = cJSON_AddArrayToObject(lp, "keys");
-    unsigned mask = 0x7f;
-    Error ignore;
-    if (c->lora_keys) lora_keys_parse(c->lora_keys, &mask, &ignore);
-    for (int p = 0; p < N_PROJ; p++) {
-        if (!(mask & (1u << p))) continue;
-        cJSON_AddItemToArray(keys, cJSON_CreateString(tn_proj_key((Proj)p).s));
-    }
+    cJSON *j = train_flags_json(c);  // every flag, from train's flag table
+    add_mlx_keys(j, c);
     return j;
 }
 
@@ -309,7 +301,12 @@ static int restore_tensors(const char *path, const TrainState *s, int has_grads,
 }
 
 static int same_settings(const cJSON *j, const TrainConfig *c, const char *path, Error *err) {
-    cJSON *now = train_config_json(c);
+    // printed and read back: its floats (raw "20.0") compare as the saved file's numbers
+    cJSON *gen = train_config_json(c);
+    char *text = cJSON_PrintUnformatted(gen);
+    cJSON *now = cJSON_Parse(text);
+    free(text);
+    cJSON_Delete(gen);
     const cJSON *saved = cJSON_GetObjectItemCaseSensitive(j, "config");
     int rc = 0;
     for (size_t i = 0; i < sizeof STATE_KEYS / sizeof STATE_KEYS[0] && !rc; i++) {

@@ -29,7 +29,8 @@ typedef struct {
 int adapter_dir_claim(AdapterDir *d, const char *dir, Error *err);
 void adapter_dir_release(AdapterDir *d, int failed);
 
-// adapter_config.json: every setting, as mlx-lm writes it.
+// adapter_config.json: every setting, as mlx-lm writes it: every flag of train's table
+// (train_flags_json) and mlx-lm's other keys (lr_schedule, optimizer_config, ...).
 cJSON *train_config_json(const TrainConfig *c);
 
 // Saves the weights as adapters.safetensors (and as NNNNNNN_adapters.safetensors when

@@ -30,6 +30,7 @@ typedef struct {
     int resume;                    // continue from adapter_path/training_state.json if present
     ComputeDtype dtype;            // --dtype: precision of the matrix products (auto)
     const char *device;            // --device: auto, cpu or cuda (NULL = cpu)
+    const char *config;            // -c/--config: the YAML file read, or NULL (recorded only)
 } TrainConfig;
 
 extern const char *const DTYPE_NAMES[];  // "auto", "f32", "bf16", "tf32"
@@ -45,6 +46,12 @@ int train_config_load_yaml(TrainConfig *c, const char *path, Error *err);
 // "train", then "--flag", "value" for each setting that is not the default. Free with
 // train_config_argv_free.
 char **train_config_argv(const TrainConfig *c);
+// adapter_config.json's settings, from the same flag table: every flag with a YAML key under
+// that key (dotted keys nest: lora_parameters.rank), its value from c with mlx-lm's JSON types
+// (floats written as Python writes them, "20.0"; unset strings null). The keys that are not
+// flags (lr_schedule, optimizer_config, ...) are train_config_json's (checkpoint.c).
+struct cJSON;
+struct cJSON *train_flags_json(const TrainConfig *c);
 void train_config_argv_free(char **argv);
 
 // Numbers a caller (the experiment report) wants back.
