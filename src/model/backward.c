@@ -141,7 +141,7 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
         const float *xn = s->attn_xn + a * NC, *fxn = s->ffn_xn + a * NC;
         const float *q = s->q + a * N * HD, *att = s->att_out + a * N * HD;
         const float *gate = s->gate + a * NF, *up = s->up + a * NF, *act = s->act + a * NF;
-        const float *probs = s->probs + a * (size_t)B * H * T * s->max_seq;
+        const float *probs = s->probs + a * s->probs_floats;
         const float *kc = s->k_cache + a * B * s->max_seq * KVD;  // one KV slot when ckpt
         const float *vc = s->v_cache + a * B * s->max_seq * KVD;
         const float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;

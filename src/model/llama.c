@@ -63,6 +63,7 @@ int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_se
     memset(s, 0, sizeof *s);
     s->B = B, s->T = T, s->max_seq = max_seq, s->keep_acts = keep_acts;
     s->lora_rank_max = max_lora_rank(m);
+    s->probs_floats = backend_attention_saved(m->be, B, T, max_seq, c->n_heads, c->head_dim);
     size_t N = (size_t)B * T, C = c->dim, F = c->hidden_dim, L = c->n_layers;
     size_t HD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim;
     size_t La = keep_acts == ACTS_ALL ? L : 1;         // layers whose activations are kept
@@ -75,7 +76,7 @@ int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_se
         Lkv * B * max_seq * KVD, Lkv * B * max_seq * KVD,  // k, v cache
         Lr * N * C,                                      // resid (+ final)
         La * N * C, La * N, La * N * HD,                 // attn_xn, attn_rstd, q
-        La * B * c->n_heads * T * max_seq,               // probs
+        La * s->probs_floats,                            // probs (attention's saved state)
         La * N * HD, La * N * C, La * N * C, La * N,     // att_out, resid_mid, ffn_xn, ffn_rstd
         La * N * F, La * N * F, La * N * F,              // gate, up, act
         La * N_PROJ * N * (size_t)s->lora_rank_max,      // lora_xa
@@ -152,7 +153,7 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     float *att = s->att_out + a * N * HD, *mid = s->resid_mid + a * N * C;
     float *fxn = s->ffn_xn + a * N * C;
     float *gate = s->gate + a * N * F, *up = s->up + a * N * F, *act = s->act + a * N * F;
-    float *probs = s->probs + a * (size_t)B * H * T * s->max_seq;
+    float *probs = s->probs + a * s->probs_floats;
     float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
     float *kc = s->k_cache + lkv * B * s->max_seq * KVD;
     float *vc = s->v_cache + lkv * B * s->max_seq * KVD;

@@ -147,7 +147,9 @@ typedef struct {
     float *attn_xn;     // (B*T, C)   RMSNorm output
     float *attn_rstd;   // (B*T)
     float *q;           // (B*T, H*D) post-rope
-    float *probs;       // (B, H, T, max_seq)
+    float *probs;       // attention's saved state, probs_floats a layer: (B, H, T, max_seq)
+                        // probabilities, or less where the backend's attention is fused
+    size_t probs_floats;
     float *att_out;     // (B*T, H*D)
     float *resid_mid;   // (B*T, C)
     float *ffn_xn;      // (B*T, C)

@@ -99,6 +99,10 @@ typedef struct Backend {
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
                                const float *probs, const float *q, const float *k, const float *v,
                                int B, int T, int S, int q_offset, int H, int Hkv, int D);
+    // The floats attention_forward keeps in `probs` for attention_backward at these sizes: NULL
+    // means the probabilities themselves, (B,H,T,S); a fused kernel keeps less (CUDA: each
+    // row's log-sum-exp and a copy of out) and recomputes them. backend_attention_saved below.
+    size_t (*attention_saved_floats)(int B, int T, int S, int H, int D);
     void (*swiglu_forward)(float *out, const float *gate, const float *up, int64_t n);
     void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate,
                             const float *up, int64_t n);
@@ -135,6 +139,13 @@ const Backend *backend_cuda(Error *err);
 
 // --device: "cpu", "cuda", or "auto" (CUDA when a GPU answers, else the CPU).
 int backend_select(const char *name, const Backend **out, Error *err);
+
+// The size of attention_forward's `probs` buffer (attention_saved_floats, or B*H*T*S).
+static inline size_t backend_attention_saved(const Backend *be, int B, int T, int S, int H,
+                                             int D) {
+    if (be->attention_saved_floats) return be->attention_saved_floats(B, T, S, H, D);
+    return (size_t)B * H * T * (size_t)S;
+}
 
 // be->alloc that never returns NULL: on failure prints "out of <device> memory" and exits 1.
 void *backend_xalloc(const Backend *be, size_t bytes);

@@ -90,8 +90,10 @@ static int use_dtype(Model *m, ComputeDtype want, int first, int frozen_below,
     // the backend prepares the weights for the dtype (or says why it cannot)
     if (model_prepare_linears(m, out->dtype, first, frozen_below, err)) return -1;
     if (out->dtype == DTYPE_BF16) {
-        printf("Compute: bf16 matrix products (AVX512-BF16, f32 sums; %.2f GB of bf16 copies), "
-               "f32 weights, gradients and optimizer\n", model_linear_bytes(m) / 1e9);
+        printf("Compute: bf16 matrix products (%s, f32 sums; %.2f GB of bf16 copies), "
+               "f32 weights, gradients and optimizer%s\n",
+               device ? "bf16 tensor cores" : "AVX512-BF16", model_linear_bytes(m) / 1e9,
+               device ? " (frozen weights held in bf16 only)" : "");
     } else if (out->dtype == DTYPE_TF32) {
         printf("Compute: %s, TF32 tensor-core matrix products (f32 sums), f32 weights, gradients "
                "and optimizer\n", m->be->device);
