@@ -121,7 +121,7 @@ static const FlagSpec FLAGS[] = {
     FLAG("--embeddings", NULL, FLAG_SWITCH, O(embeddings), NULL, 0, 0, NULL, NULL,
          "add layer -1 (the embedding output)", NULL),
     FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
-         "write {model, prompt, tokens, position, layers:[{layer,\ntop, entropy, kl_to_final, "
+         "write {model, prompt, tokens, [position,] layers:[{layer,\ntop, entropy, kl_to_final, "
          "tracked, diff}], final}\n(--position all: positions:[{position, layers,\nfinal}]; "
          "several variants: variants:{NAME: ...})\n('-' = stdout)", NULL),
     FLAG_DEVICE(O(device)),
@@ -158,8 +158,8 @@ typedef struct {
 } View;
 
 // {position, layers:[...], final} of one result
-static void result_json(cJSON *o, const View *w, const LensResult *r) {
-    cJSON_AddNumberToObject(o, "position", r->position);
+static void result_json(cJSON *o, const View *w, const LensResult *r, int with_position) {
+    if (with_position) cJSON_AddNumberToObject(o, "position", r->position);
     cJSON *layers = cJSON_AddArrayToObject(o, "layers");
     for (int l = 0; l < r->n_layers; l++) {
         const LensLayer *L = &r->layers[l];
@@ -187,17 +187,18 @@ static void result_json(cJSON *o, const View *w, const LensResult *r) {
 }
 
 // One variant's results (np positions) into o: the single position's keys, or positions:[...]
+// (the plain last-position lens keeps its keys as they were: no "position")
 static void variant_json(cJSON *o, const View *w, const LensResult *r, int np, int all,
-                         const int *ids) {
+                         const int *ids, int with_position) {
     if (!all) {
-        result_json(o, w, &r[0]);
+        result_json(o, w, &r[0], with_position);
         return;
     }
     cJSON *ps = cJSON_AddArrayToObject(o, "positions");
     for (int p = 0; p < np; p++) {
         cJSON *x = cJSON_CreateObject();
         cJSON_AddItemToObject(x, "token", token_json(w->tok, ids[r[p].position], 0, 0));
-        result_json(x, w, &r[p]);
+        result_json(x, w, &r[p], 1);
         cJSON_AddItemToArray(ps, x);
     }
 }
@@ -423,7 +424,7 @@ int cmd_lens(int argc, char **argv) {
         names[0] = "base", adapters[0] = NULL, nv = 1;
     }
     Error err;
-    for (int v = 0; v < nv; v++)  // fail before any model loads, not after the first variant
+    for (int v = 0; nv > 1 && v < nv; v++)  // fail before any model loads, not after the first
         if (adapters[v] && !file_exists(adapters[v]) && !dir_exists(adapters[v])) {
             err_set(&err, "%s: adapter '%s' cannot be read (no such file or folder)",
                     a.compare ? "--compare" : "--adapter", adapters[v]);
@@ -536,7 +537,7 @@ int cmd_lens(int argc, char **argv) {
             }
         }
         if (nv == 1 && !a.compare) {
-            variant_json(j, &w, res[0], nps, all, ids);
+            variant_json(j, &w, res[0], nps, all, ids, a.position != LENS_LAST);
         } else {
             cJSON *order = cJSON_AddArrayToObject(j, "variant_order");
             cJSON *vs = cJSON_AddObjectToObject(j, "variants");
@@ -545,7 +546,7 @@ int cmd_lens(int argc, char **argv) {
                 cJSON *x = cJSON_CreateObject();
                 if (adapters[v]) cJSON_AddStringToObject(x, "adapter", adapters[v]);
                 else cJSON_AddNullToObject(x, "adapter");
-                variant_json(x, &w, res[v], nps, all, ids);
+                variant_json(x, &w, res[v], nps, all, ids, a.position != LENS_LAST);
                 cJSON_AddItemToObject(vs, names[v], x);
             }
         }
