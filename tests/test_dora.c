@@ -17,7 +17,9 @@
 //     per-output-row norm), which loads back to the same model bit for bit;
 //  6. adapter_config.json (train_config_json, from train's flag table): every key of the one
 //     mlx-lm 0.32.2 wrote for the DoRA run, with the same JSON types (floats as floats), and
-//     the file read back as a -c config gives the same settings (every flag round-trips).
+//     the file read back as a -c config gives the same settings (every flag round-trips);
+//  7. the CUDA backend's DoRA ops and a DoRA model's loss and gradients against the CPU's
+//     (skipped without a GPU).
 #include <math.h>
 
 #include "formats/json_file.h"
@@ -694,6 +696,123 @@ static void test_adapter_config_round_trips(void **state) {
     tmp_dir_remove(dir);
 }
 
+// ---- 7. CUDA against the CPU
+
+// A buffer of be holding the n floats of x.
+static float *on_device(const Backend *be, const float *x, size_t n) {
+    float *d = backend_xalloc(be, sizeof(float) * (n ? n : 1));
+    be->upload(d, x, sizeof(float) * n);
+    return d;
+}
+
+static void test_cuda_ops_match_cpu(void **state) {
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    const int N = 37, IC = 300, OC = 131, r = 8;
+    const float scale = 2.0f;
+    rng_seed(99);
+    float *w = rand_floats((size_t)OC * IC, 0.1f), *A = rand_floats((size_t)IC * r, 0.05f);
+    float *B = rand_floats((size_t)r * OC, 0.05f), *mag = rand_floats(OC, 0.5f);
+    float *out = rand_floats((size_t)N * OC, 1.0f), *dout = rand_floats((size_t)N * OC, 1.0f);
+    float *dmag = rand_floats(OC, 1.0f);
+    for (int o = 0; o < OC; o++) mag[o] += 1.0f;
+    float *dw = on_device(be, w, (size_t)OC * IC), *dA = on_device(be, A, (size_t)IC * r);
+    float *dB = on_device(be, B, (size_t)r * OC), *dmg = on_device(be, mag, OC);
+    float *dout_d = on_device(be, out, (size_t)N * OC), *ddo = on_device(be, dout, (size_t)N * OC);
+    float *ddm = on_device(be, dmag, OC), *dnorm = on_device(be, mag, OC);
+    float *dy_d = on_device(be, out, (size_t)N * OC), *y_d = on_device(be, out, (size_t)N * OC);
+    float *norm = xmalloc(sizeof(float) * OC), *gn = xmalloc(sizeof(float) * OC);
+    float *y = xmalloc(sizeof(float) * N * OC), *dy = xmalloc(sizeof(float) * N * OC);
+    float *got = xmalloc(sizeof(float) * N * OC), *gdm = xmalloc(sizeof(float) * OC);
+    float *cout_ = copy_floats(out, (size_t)N * OC), *cdm = copy_floats(dmag, OC);
+    cpu_dora_norm(norm, w, A, B, IC, OC, r, scale);
+    be->dora_norm(dnorm, dw, dA, dB, IC, OC, r, scale);
+    be->download(gn, dnorm, sizeof(float) * OC);
+    for (int o = 0; o < OC; o++)  // the same f32 entries, squares summed in double on both
+        assert_true(fabs(gn[o] - norm[o]) <= 4 * F32_U * norm[o]);
+    // from the same norms, forward and backward do the same f32 operations: the same bits
+    be->upload(dnorm, norm, sizeof(float) * OC);
+    cpu_dora_forward(cout_, y, mag, norm, N, OC);
+    be->dora_forward(dout_d, y_d, dmg, dnorm, N, OC);
+    be->download(got, dout_d, sizeof(float) * N * OC);
+    assert_memory_equal(got, cout_, sizeof(float) * N * OC);
+    be->download(got, y_d, sizeof(float) * N * OC);
+    assert_memory_equal(got, y, sizeof(float) * N * OC);
+    cpu_dora_backward(dy, cdm, dout, y, mag, norm, N, OC);
+    be->dora_backward(dy_d, ddm, ddo, y_d, dmg, dnorm, N, OC);
+    be->download(got, dy_d, sizeof(float) * N * OC);
+    assert_memory_equal(got, dy, sizeof(float) * N * OC);
+    be->download(gdm, ddm, sizeof(float) * OC);
+    for (int o = 0; o < OC; o++) {  // double sums in another order: one f32 rounding apart
+        double sum_abs = fabs(dmag[o]);
+        for (int n = 0; n < N; n++) sum_abs += fabs(dout[n * OC + o] * y[n * OC + o]) / norm[o];
+        assert_true(fabs(gdm[o] - cdm[o]) <= 2 * F32_U * sum_abs);
+    }
+    float *bufs[] = {dw, dA, dB, dmg, dout_d, ddo, ddm, dnorm, dy_d, y_d};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(bufs[i]);
+    free(w), free(A), free(B), free(mag), free(out), free(dout), free(dmag), free(norm), free(gn);
+    free(y), free(dy), free(got), free(gdm), free(cout_), free(cdm);
+}
+
+// One step of mlx-lm's trained DoRA adapter on the reference batch, exact f32 products on both:
+// the losses within both forwards' rounding, the gradients' RMS difference within both
+// backwards' (relative to the largest gradient).
+static void test_cuda_model_matches_cpu(void **state) {
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    be->set_fast_matmul(0);
+    cJSON *ref = load_json_fixture(TRAIN "/reference.json");
+    int B, T;
+    int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
+    int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B, &T);
+    double loss[2], zmax = 0;
+    float *grads[2];
+    size_t n = 0;
+    ParamList pl0 = {0};
+    const ModelConfig *cfg = NULL;
+    Model ms[2];
+    for (int k = 0; k < 2; k++) {
+        Model *m = &ms[k];
+        *m = load_on(TINY, MLX "/dora", k ? be : &BACKEND_CPU);
+        cfg = &m->cfg;
+        ForwardState s;
+        Grads g;
+        assert_int_equal(forward_state_init(&s, m, B, T, T, ACTS_ALL), 0);
+        assert_int_equal(grads_init(&g, m, m->cfg.n_layers - 2, 0, B, T), 0);
+        if (!k) params_collect(&pl0, m, &g);
+        grads_zero(&g);
+        loss[k] = model_loss(m, &s, inputs, targets);
+        if (!k) zmax = max_abs_f(s.logits, (size_t)B * T * m->cfg.vocab_size);
+        model_backward(m, &s, targets, &g, 1.0f);
+        m->be->sync();
+        n = g.n_floats;
+        grads[k] = xmalloc(sizeof(float) * n);
+        m->be->download(grads[k], g.arena, sizeof(float) * n);
+        grads_free(&g);
+        forward_state_free(&s);
+    }
+    int n_targets = 0;
+    for (int i = 0; i < B * T; i++) n_targets += targets[i] >= 0;
+    double path = llama_path_terms(cfg->n_layers, cfg->dim, cfg->hidden_dim, cfg->n_heads,
+                                   cfg->head_dim, cfg->vocab_size, T, n_targets, 0) +
+                  2 * (dora_extra_terms(cfg, 4, 2) + lora_extra_terms(4) * 2);
+    double lb = 2 * loss_round_bound(f32_path_rel(path), zmax, n_targets);
+    double gmax = 0, dd = 0;
+    for (size_t i = 0; i < n; i++) {
+        gmax = fmax(gmax, fabs(grads[0][i]));
+        dd += (grads[1][i] - (double)grads[0][i]) * (grads[1][i] - (double)grads[0][i]);
+    }
+    double rms = sqrt(dd / n) / gmax, gb = 2 * f32_path_rel(path);
+    printf("  CUDA vs CPU: loss %.7f vs %.7f (|diff| %.1e, bound %.1e); gradients' RMS |diff| / "
+           "max|g| %.1e (bound %.1e)\n", loss[1], loss[0], fabs(loss[1] - loss[0]), lb, rms, gb);
+    assert_true(fabs(loss[1] - loss[0]) <= lb);
+    assert_true(rms <= gb);
+    model_free(&ms[0]), model_free(&ms[1]);
+    params_free(&pl0);
+    free(grads[0]), free(grads[1]), free(inputs), free(targets);
+    cJSON_Delete(ref);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ops_against_float64),
@@ -707,6 +826,8 @@ int main(void) {
         cmocka_unit_test(test_export_peft_dora),
         cmocka_unit_test(test_adapter_config_like_mlx),
         cmocka_unit_test(test_adapter_config_round_trips),
+        cmocka_unit_test(test_cuda_ops_match_cpu),
+        cmocka_unit_test(test_cuda_model_matches_cpu),
     };
     return cmocka_run_group_tests_name("dora", tests, NULL, NULL);
 }

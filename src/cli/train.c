@@ -37,8 +37,8 @@ static const FlagSpec FLAGS[] = {
     FLAG("--data", NULL, FLAG_STRING, O(data), "data", 0, 0, NULL, "DIR",
      "DIR/train.jsonl, valid.jsonl (and test.jsonl for --test)", "data"),
     FLAG("--fine-tune-type", NULL, FLAG_ENUM, O(fine_tune), "lora", 0, 0, FINE_TUNE_TYPE_NAMES, NULL,
-     "LoRA, every weight of the trained blocks, or DoRA\n(LoRA with mlx-lm's learned magnitudes, "
-     "CPU only)", "fine_tune_type"),
+     "LoRA, every weight of the trained blocks, or DoRA\n(LoRA with mlx-lm's learned magnitudes)",
+     "fine_tune_type"),
     FLAG("--num-layers", NULL, FLAG_INT, O(num_layers), "16", -1, 100000, NULL, "N",
      "train the last N blocks (-1 = all)", "num_layers"),
     FLAG("--batch-size", NULL, FLAG_INT, O(batch_size), "4", 1, 1 << 20, NULL, "N", "", "batch_size"),

@@ -28,15 +28,15 @@ int model_dora_refresh(const Model *m, Error *err) {
     const Backend *be = m->be;
     if (!model_has_dora(m)) return 0;
     if (!be->dora_norm)
-        return err_set(err, "DoRA adapters run on the CPU only: the %s backend has no DoRA ops "
-                       "(use --device cpu)", be->name);
+        return err_set(err, "DoRA: the %s backend has no DoRA ops (use --device cpu)", be->name);
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const Block *b = &m->blocks[l];
         for (int p = 0; p < N_PROJ; p++) {
             const LoraLinear *lo = &b->lora[p];
             if (!lo->m) continue;
-            if (!b->w[p])
-                return err_set(err, "DoRA: layer %d %s: the f32 weight was released", l, PROJ_NAMES[p]);
+            // a released f32 weight is a frozen block's (model_prepare_linears): its A, B and m
+            // never change, and its norms, computed when the adapter came, stand
+            if (!b->w[p]) continue;
             be->dora_norm(lo->norm, b->w[p], lo->A, lo->B, proj_in_dim(&m->cfg, p),
                           proj_out_dim(&m->cfg, p), lo->rank, lo->scale);
         }

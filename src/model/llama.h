@@ -86,8 +86,8 @@ int model_load_adapter(Model *m, const char *dir, Error *err);
 // DoRA: some adapted projection has a magnitude.
 int model_has_dora(const Model *m);
 // DoRA: recompute every adapted projection's row norms ||W + scale (A B)^T|| from the current
-// W, A and B (after loading or changing them; the f32 W must still be there). -1 with err set
-// when the model's backend has no DoRA ops.
+// W, A and B (after loading or changing them; projections whose f32 W the backend released,
+// those of frozen blocks, keep theirs). -1 with err set when the backend has no DoRA ops.
 int model_dora_refresh(const Model *m, Error *err);
 // mlx-lm's LoRA rank and scale from a parsed adapter_config.json (file names it in messages):
 // lora_parameters.rank and .scale are required, as mlx-lm's load_adapters requires them, and

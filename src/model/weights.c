@@ -410,8 +410,7 @@ int model_to_backend(Model *m, const Backend *be, Error *err) {
         return err_set(err, "weights prepared by the %s backend cannot move to %s", m->be->name,
                        be->name);
     if (model_has_dora(m) && !be->dora_forward)  // (DoRA's ops: ops/cpu/dora.c)
-        return err_set(err, "DoRA adapters run on the CPU only: the %s backend has no DoRA ops "
-                       "(use --device cpu)", be->name);
+        return err_set(err, "DoRA: the %s backend has no DoRA ops (use --device cpu)", be->name);
     if (move_arena(m, be, &m->arena, m->arena_floats, err) ||
         move_arena(m, be, &m->adapter_arena, m->adapter_floats, err))
         return -1;

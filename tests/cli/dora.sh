@@ -30,6 +30,11 @@ check "Ctrl-C saves a resumable DoRA state" 0 '"state_file"' cat "$TMP/run/train
 check "--resume continues the DoRA run" 0 "Resuming from iteration" "${R[@]}" --adapter-path "$TMP/run" --resume
 check "--resume ends bit for bit where one run does" 0 "" cmp "$TMP/ref/adapters.safetensors" "$TMP/run/adapters.safetensors"
 
+# --grad-checkpoint recomputes each block's forward (its kept unscaled outputs too): the same bits
+check "--grad-checkpoint DoRA run" 0 "Saved final weights" "${T[@]}" --iters 4 --dropout 0.2 --adapter-path "$TMP/gc" --grad-checkpoint
+check "DoRA run with dropout" 0 "Saved final weights" "${T[@]}" --iters 4 --dropout 0.2 --adapter-path "$TMP/nogc"
+check "--grad-checkpoint: the same DoRA adapter bit for bit" 0 "" cmp "$TMP/gc/adapters.safetensors" "$TMP/nogc/adapters.safetensors"
+
 # the adapter elsewhere
 check "lens with a DoRA adapter" 0 "Layer" "$BIN" lens --model "$TINY" --adapter "$MLX/dora" --prompt "7 * 8 = " --device cpu
 check "generate with a DoRA adapter" 0 "" "$BIN" generate --model "$TINY" --adapter "$MLX/dora" --prompt "7 * 8 = " --max-tokens 3 --device cpu

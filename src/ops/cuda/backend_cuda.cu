@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/cuda_dora.cuh"
 
 extern "C" {
 #include "common.h"
@@ -259,6 +260,9 @@ static void init(void) {
     backend.matmul_backward = cuda_matmul_backward;
     backend.lora_forward = cuda_lora_forward;
     backend.lora_backward = cuda_lora_backward;
+    backend.dora_norm = cuda_dora_norm;
+    backend.dora_forward = cuda_dora_forward;
+    backend.dora_backward = cuda_dora_backward;
     backend.rmsnorm_forward = cuda_rmsnorm_forward;
     backend.rmsnorm_backward = cuda_rmsnorm_backward;
     backend.rope_forward = cuda_rope_forward;
