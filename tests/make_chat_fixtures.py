@@ -149,6 +149,18 @@ SNIPPETS = [
     "{{ [[1, 2], [3]]|sum(start=[]) }}",
     "{% set s = '\u00c9a \u00ff \u0109\u0108 \u03c9\u03a9 \u0436\u0416 \u03ac\u00b5' %}{{ s|upper }}|{{ s|lower }}|"
     "{{ '\u00e9lan \u03c9mega \u0436'|title }}|{{ '\u00e9A'.capitalize() }}",
+    # select/reject/map/unique/reverse give iterators: always true, iterable, no len or index
+    "{{ none|selectattr('a')|list }}{% if messages|selectattr('role', 'equalto', 'nobody') %}T{% endif %}"
+    "{{ (messages|map(attribute='role'))[0] }}|{{ messages|map(attribute='role')|first }}|"
+    "{{ 'user' in messages|map(attribute='role') }}|{{ [1,2]|reverse|list }}{{ (1,2)|list }}"
+    "{{ messages|selectattr('role') is sequence }}",
+    # Markup: |safe + str escapes the str; ~ does not
+    "{{ 'a<'|safe + '<b>' }}|{{ '<x>' + 'y'|safe }}|{{ ('a'|safe) * 2 }}|{{ '<'|e }}|{{ '<'|e|e }}|"
+    "{{ ('<'|safe)|trim + '&' }}|{{ '<' ~ 'x'|safe }}|{{ ('  <a '|safe).strip() + '>' }}",
+    "{{ {'k\u00e9': '\u00e9\u65e5 \U0001F600 x\\n'}|tojson(ensure_ascii=true) }}|"
+    "{{ [1, '\u00e9']|tojson(indent=1, ensure_ascii=true) }}",
+    # an unknown filter or test inside if / a conditional expression fails only when it runs
+    "{% if false %}{{ x|nosuchfilter }}{% endif %}{{ 1 if true else (x|nosuch2) }}",
 ]
 SNIPPET_VARS = {"messages": CONVERSATIONS["system_user"], "add_generation_prompt": True, "tools": None,
                 "documents": None, "bos_token": BOS, "eos_token": EOS}

@@ -306,6 +306,7 @@ Value get_item(Render *r, Value obj, Value key) {
     switch (obj.t) {
     case V_UNDEF: fail_undef(r, obj);
     case V_LIST:
+        if (obj.l->gen) return v_undef(str_new(r, "'generator' object is not subscriptable", 39));
         if (key.t == V_INT || key.t == V_BOOL) {
             int64_t i = key.t == V_INT ? key.i : key.b;
             if (i < 0) i += obj.l->n;
@@ -364,7 +365,8 @@ int call_test(Render *r, const char *name, Value x, Args *a) {
     if (!strcmp(name, "false")) return x.t == V_BOOL && !x.b;
     if (!strcmp(name, "mapping")) return x.t == V_DICT;
     if (!strcmp(name, "iterable")) return x.t == V_LIST || x.t == V_DICT || x.t == V_STR || x.t == V_UNDEF;
-    if (!strcmp(name, "sequence")) return x.t == V_LIST || x.t == V_DICT || x.t == V_STR || x.t == V_UNDEF;
+    if (!strcmp(name, "sequence"))
+        return (x.t == V_LIST && !x.l->gen) || x.t == V_DICT || x.t == V_STR || x.t == V_UNDEF;
     if (!strcmp(name, "callable")) return x.t == V_FUNC || x.t == V_MACRO;
     if (!strcmp(name, "escaped")) return 0;
     if (!strcmp(name, "lower") || !strcmp(name, "upper")) {
@@ -416,7 +418,8 @@ static const char *const FILTERS[] = {
     "trim", "length", "count", "tojson", "upper", "lower", "capitalize", "title", "default", "d",
     "items", "string", "join", "list", "first", "last", "selectattr", "rejectattr", "select",
     "reject", "map", "replace", "int", "float", "abs", "round", "safe", "unique", "reverse",
-    "indent", "sort", "min", "max", "sum", "dictsort", "e", "escape", "wordcount", "batch", NULL};
+    "indent", "sort", "min", "max", "sum", "dictsort", "e", "escape", "forceescape", "wordcount", "batch",
+    NULL};
 
 int jinja_name_known(const char *name, int test) {
     for (const char *const *p = test ? TESTS : FILTERS; *p; p++)
@@ -443,8 +446,9 @@ static Value attr_path(Render *r, Value item, Value attr) {  // "a.b" attribute 
 
 // select/reject/selectattr/rejectattr: the items whose (attribute's) test passes (or fails).
 static Value select_items(Render *r, Value seq, Args *a, int by_attr, int keep) {
-    List *in = v_iter(r, seq), *out = list_new(r, in->n);
+    List *in = v_truthy(seq) ? v_iter(r, seq) : list_new(r, 0), *out = list_new(r, in->n);  // `if value:`
     out->n = 0;
+    out->gen = 1;
     int first = by_attr ? 1 : 0;
     Value testv = arg(a, first, NULL, v_undef(NULL));
     Args rest = {.n = a->n > first + 1 ? a->n - first - 1 : 0, .v = a->n > first + 1 ? a->v + first + 1 : NULL};
@@ -469,7 +473,9 @@ static void join_items(Render *r, StrBuf *b, List *l, Str *sep, Value attr) {
 static int64_t length(Render *r, Value x) {
     switch (x.t) {
     case V_STR: return (int64_t)utf8_count(x.s->s, x.s->len);
-    case V_LIST: return x.l->n;
+    case V_LIST:
+        if (x.l->gen) rfail(r, "object of type 'generator' has no len() (add |list)");
+        return x.l->n;
     case V_DICT: case V_NS: return x.d->n;
     case V_UNDEF: return 0;
     default: rfail(r, "object of type '%s' has no len()", type_name(x));
@@ -494,18 +500,23 @@ static Value sorted(Render *r, List *in, int reverse, Value attr) {
     return list_v(l);
 }
 
+// Markup in, Markup out: what markupsafe.Markup's own str methods return.
+static Value keep_markup(Value from, Value v) {
+    if (from.t == V_STR && from.markup && v.t == V_STR) v.markup = 1;
+    return v;
+}
+
 Value call_filter(Render *r, const char *name, Value x, Args *a) {
     if (!strcmp(name, "trim")) {
         max_args(r, a, 1, "trim");
         Str *chars = opt_chars(r, arg(a, 0, "chars", v_none()));
-        return strip(r, v_to_str(r, x), chars, 3);
+        return keep_markup(x, strip(r, v_to_str(r, x), chars, 3));
     }
     if (!strcmp(name, "length") || !strcmp(name, "count")) return v_int(length(r, x));
     if (!strcmp(name, "tojson")) {
         max_args(r, a, 5, "tojson");
         Value ind = arg(a, 0, "indent", v_none()), seps = arg(a, 2, "separators", v_none());
         Value sk = arg(a, 3, "sort_keys", v_bool(0)), ea = arg(a, 1, "ensure_ascii", v_bool(0));
-        if (v_truthy(ea)) rfail(r, "tojson: ensure_ascii=True is not supported");
         int indent = ind.t == V_NONE ? -1 : (int)need_int(r, ind, "tojson's indent");
         if (indent > 64) rfail(r, "tojson: indent %d is too large", indent);
         if (indent < -1) indent = 0;
@@ -516,13 +527,14 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
             key_sep = need_str(r, seps.l->v[1], "tojson's separators")->s;
         }
         StrBuf *b = tmp_begin(r);
-        v_tojson(r, b, x, indent, item_sep, key_sep, v_truthy(sk), 0);
+        v_tojson(r, b, x, indent, item_sep, key_sep,
+                 (v_truthy(sk) ? JSON_SORT_KEYS : 0) | (v_truthy(ea) ? JSON_ASCII : 0), 0);
         return tmp_str(r, b);
     }
-    if (!strcmp(name, "upper")) return case_map(r, v_to_str(r, x), 1);
-    if (!strcmp(name, "lower")) return case_map(r, v_to_str(r, x), 0);
-    if (!strcmp(name, "title")) return case_map(r, v_to_str(r, x), 2);
-    if (!strcmp(name, "capitalize")) return case_map(r, v_to_str(r, x), 3);
+    if (!strcmp(name, "upper")) return keep_markup(x, case_map(r, v_to_str(r, x), 1));
+    if (!strcmp(name, "lower")) return keep_markup(x, case_map(r, v_to_str(r, x), 0));
+    if (!strcmp(name, "title")) return keep_markup(x, case_map(r, v_to_str(r, x), 2));
+    if (!strcmp(name, "capitalize")) return keep_markup(x, case_map(r, v_to_str(r, x), 3));
     if (!strcmp(name, "default") || !strcmp(name, "d")) {
         Value dflt = arg(a, 0, "default_value", v_str(r, "", 0));
         int boolean = v_truthy(arg(a, 1, "boolean", v_bool(0)));
@@ -533,6 +545,7 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
         if (x.t == V_UNDEF) return list_v(list_new(r, 0));
         if (x.t != V_DICT) rfail(r, "can only get item pairs from a mapping, not %s", type_name(x));
         List *l = list_new(r, x.d->n);
+        l->gen = 1;  // the filter yields; dict.items() is a view with a len (call_method)
         for (int i = 0; i < x.d->n; i++) {
             List *p = list_new(r, 2);
             p->tuple = 1;
@@ -541,9 +554,17 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
         }
         return list_v(l);
     }
-    if (!strcmp(name, "string") || !strcmp(name, "safe") || !strcmp(name, "e") || !strcmp(name, "escape")) {
-        if (name[0] == 's' && name[1] == 'a') return x;
-        return v_strv(v_to_str(r, x));
+    if (!strcmp(name, "string")) return x.t == V_STR ? x : v_strv(v_to_str(r, x));
+    if (!strcmp(name, "safe")) {  // Markup(x)
+        Value v = v_strv(v_to_str(r, x));
+        v.markup = 1;
+        return v;
+    }
+    if (!strcmp(name, "e") || !strcmp(name, "escape") || !strcmp(name, "forceescape")) {
+        if (x.t == V_STR && x.markup && name[0] != 'f') return x;
+        Value v = v_strv(html_escape(r, v_to_str(r, x)));
+        v.markup = 1;
+        return v;
     }
     if (!strcmp(name, "join")) {
         Str *sep = v_to_str(r, arg(a, 0, "d", v_str(r, "", 0)));
@@ -551,9 +572,14 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
         join_items(r, b, v_iter(r, x), sep, arg(a, 1, "attribute", v_none()));
         return tmp_str(r, b);
     }
-    if (!strcmp(name, "list")) return list_v(v_iter(r, x));
+    if (!strcmp(name, "list")) {  // a fresh list, also of a tuple or a generator
+        List *in = v_iter(r, x), *out = list_new(r, in->n);
+        if (in->n) memcpy(out->v, in->v, sizeof(Value) * (size_t)in->n);
+        return list_v(out);
+    }
     if (!strcmp(name, "first") || !strcmp(name, "last")) {
         List *l = v_iter(r, x);
+        if (name[0] == 'l' && l->gen) rfail(r, "'generator' object is not reversible (add |list)");
         if (!l->n) return v_undef(str_new(r, "no first item, sequence was empty", 33));
         return l->v[name[0] == 'f' ? 0 : l->n - 1];
     }
@@ -562,7 +588,8 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
     if (!strcmp(name, "select")) return select_items(r, x, a, 0, 1);
     if (!strcmp(name, "reject")) return select_items(r, x, a, 0, 0);
     if (!strcmp(name, "map")) {
-        List *in = v_iter(r, x), *out = list_new(r, in->n);
+        List *in = v_truthy(x) ? v_iter(r, x) : list_new(r, 0), *out = list_new(r, in->n);
+        out->gen = 1;
         Value attr = arg(a, -1, "attribute", v_undef(NULL));
         for (int i = 0; i < in->n; i++) {
             if (attr.t != V_UNDEF) {
@@ -632,6 +659,7 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
     if (!strcmp(name, "unique")) {
         List *in = v_iter(r, x), *out = list_new(r, in->n);
         out->n = 0;
+        out->gen = 1;
         for (int i = 0; i < in->n; i++) {
             int seen = 0;
             for (int j = 0; j < out->n && !seen; j++) seen = v_equal(out->v[j], in->v[i]);
@@ -651,6 +679,7 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
         }
         List *in = v_iter(r, x), *out = list_new(r, in->n);
         for (int i = 0; i < in->n; i++) out->v[i] = in->v[in->n - 1 - i];
+        out->gen = !in->gen;  // reversed(seq) is an iterator; a generator becomes a reversed list
         return list_v(out);
     }
     if (!strcmp(name, "sort")) {
@@ -717,6 +746,7 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
         int64_t k = need_int(r, arg(a, 0, "linecount", v_int(1)), "batch's size");
         if (k <= 0) rfail(r, "batch: the size must be positive");
         List *in = v_iter(r, x), *out = list_new(r, (int)((in->n + k - 1) / k));
+        out->gen = 1;
         for (int i = 0; i < out->n; i++) {
             int m = (int)(in->n - i * k < k ? in->n - i * k : k);
             List *b = list_new(r, m);
@@ -814,12 +844,22 @@ static int mutating(const char *name) {
 
 Value call_method(Render *r, Value obj, const char *name, Args *a) {
     if (obj.t == V_UNDEF) fail_undef(r, obj);
-    if (obj.t == V_STR) return str_method(r, obj.s, name, a);
+    if (obj.t == V_STR) {
+        Value v = str_method(r, obj.s, name, a);
+        static const char *const kept[] = {"strip", "lstrip", "rstrip", "upper", "lower", "title", "capitalize", NULL};
+        for (const char *const *k = kept; *k; k++)
+            if (!strcmp(*k, name)) return keep_markup(obj, v);
+        return v;
+    }
     if (mutating(name) && (obj.t == V_LIST || obj.t == V_DICT))
         rfail(r, "access to attribute '%s' of '%s' object is unsafe (the sandbox is immutable)", name,
               type_name(obj));
     if (obj.t == V_DICT) {
-        if (!strcmp(name, "items")) return call_filter(r, "items", obj, &(Args){0});
+        if (!strcmp(name, "items")) {
+            Value v = call_filter(r, "items", obj, &(Args){0});
+            v.l->gen = 0;
+            return v;
+        }
         if (!strcmp(name, "keys") || !strcmp(name, "values")) {
             List *l = list_new(r, obj.d->n);
             for (int i = 0; i < obj.d->n; i++) l->v[i] = name[0] == 'k' ? obj.d->k[i] : obj.d->v[i];

@@ -17,6 +17,7 @@ struct Frame {
 };
 
 enum { FLOW_NEXT, FLOW_BREAK, FLOW_CONTINUE };
+#define MAX_RECURSION 4000  // eval/exec frames: a few MB of stack at most, sanitizers included
 
 _Noreturn void rfail(Render *r, const char *fmt, ...) {
     char msg[768];
@@ -177,6 +178,21 @@ static Value arith(Render *r, int op, Value a, Value b) {
             return v_float(pow(fx, fy));
         }
     }
+    int markup = (a.t == V_STR && a.markup) || (b.t == V_STR && b.markup);
+    if (op == OP_ADD && markup && a.t == V_STR && b.t == V_STR) {  // Markup + str escapes the str
+        Value x = a.markup ? a : v_strv(html_escape(r, a.s)), y = b.markup ? b : v_strv(html_escape(r, b.s));
+        x.markup = y.markup = 0;
+        Value v = arith(r, op, x, y);
+        v.markup = 1;
+        return v;
+    }
+    if (op == OP_MUL && markup) {
+        Value x = a, y = b;
+        x.markup = y.markup = 0;
+        Value v = arith(r, op, x, y);
+        v.markup = 1;
+        return v;
+    }
     if (op == OP_ADD && a.t == V_STR && b.t == V_STR) {
         if (a.s->len + b.s->len > r->lim.max_output) rfail(r, "a string longer than %zu bytes", r->lim.max_output);
         Str *s = arena_alloc(&r->mem, sizeof(Str) + a.s->len + b.s->len + 1);
@@ -185,14 +201,14 @@ static Value arith(Render *r, int op, Value a, Value b) {
         s->len = a.s->len + b.s->len;
         return v_strv(s);
     }
-    if (op == OP_ADD && a.t == V_LIST && b.t == V_LIST && a.l->tuple == b.l->tuple) {
+    if (op == OP_ADD && a.t == V_LIST && b.t == V_LIST && a.l->tuple == b.l->tuple && !a.l->gen && !b.l->gen) {
         List *l = list_new(r, a.l->n + b.l->n);
         l->tuple = a.l->tuple;
         if (a.l->n) memcpy(l->v, a.l->v, sizeof(Value) * (size_t)a.l->n);
         if (b.l->n) memcpy(l->v + a.l->n, b.l->v, sizeof(Value) * (size_t)b.l->n);
         return list_value(l);
     }
-    if (op == OP_MUL && ((a.t == V_STR || a.t == V_LIST) && bi)) {
+    if (op == OP_MUL && ((a.t == V_STR || (a.t == V_LIST && !a.l->gen)) && bi)) {
         int64_t k = y < 0 ? 0 : y;
         size_t unit = a.t == V_STR ? a.s->len : (size_t)a.l->n * sizeof(Value);
         if (unit && (uint64_t)k > r->lim.max_output / unit)
@@ -267,7 +283,7 @@ static void slice_indices(Render *r, Value *sv, int64_t n, int64_t *start, int64
 
 static Value do_slice(Render *r, Value obj, Value *sv) {
     int64_t start, stop, st;
-    if (obj.t == V_LIST) {
+    if (obj.t == V_LIST && !obj.l->gen) {
         slice_indices(r, sv, obj.l->n, &start, &stop, &st);
         int cnt = 0;
         for (int64_t i = start; st > 0 ? i < stop : i > stop; i += st) cnt++;
@@ -301,6 +317,7 @@ static Value eval(Render *r, Frame *f, const Node *n) {
     const Node *saved = r->at;
     r->at = n;
     step(r);
+    if (++r->rdepth > MAX_RECURSION) rfail(r, "the template recurses more than %d levels deep", MAX_RECURSION);
     Value v;
     switch (n->kind) {
     case E_STR: v = v_str(r, n->s, n->len); break;
@@ -446,6 +463,7 @@ static Value eval(Render *r, Frame *f, const Node *n) {
     }
     default: rfail(r, "internal error: a statement where an expression belongs");
     }
+    r->rdepth--;
     r->at = saved;
     return v;
 }
@@ -505,7 +523,16 @@ static int exec_for(Render *r, Frame *f, const Node *n, StrBuf *out) {
     return FLOW_NEXT;
 }
 
+static int exec_node(Render *r, Frame *f, const Node *n, StrBuf *out);
+
 static int exec(Render *r, Frame *f, const Node *n, StrBuf *out) {
+    if (++r->rdepth > MAX_RECURSION) rfail(r, "the template recurses more than %d levels deep", MAX_RECURSION);
+    int flow = exec_node(r, f, n, out);
+    r->rdepth--;
+    return flow;
+}
+
+static int exec_node(Render *r, Frame *f, const Node *n, StrBuf *out) {
     r->at = n;
     step(r);
     switch (n->kind) {

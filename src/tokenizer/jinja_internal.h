@@ -95,6 +95,7 @@ struct Node {
     size_t len;
     int64_t ival;
     double fval;
+    int depth;  // expressions: the height of the tree below (bounded: the evaluator recurses)
 };
 
 struct JinjaTemplate {
@@ -120,6 +121,7 @@ typedef struct LoopInfo LoopInfo;
 
 typedef struct {
     VType t;
+    uint8_t markup;  // V_STR: a markupsafe.Markup (from |safe or |escape): `+` escapes the other side
     union {
         int b;
         int64_t i;
@@ -133,7 +135,9 @@ typedef struct {
     };
 } Value;
 
-struct List { int n; int tuple; Value *v; };
+// gen: an iterator (what jinja2's select/reject/map/unique/reverse/items filters return): it
+// iterates, and is always true, but has no len(), no items by index, no JSON.
+struct List { int n; int tuple, gen; Value *v; };
 struct Dict { int n, cap; Value *k, *v; };
 struct LoopInfo { const List *items; int64_t index0; };
 
@@ -150,6 +154,7 @@ typedef struct {
     JinjaLimits lim;
     int64_t steps;
     int depth;               // macro calls in progress
+    int rdepth;              // eval/exec frames on the C stack (bounded: templates cannot overflow it)
     Frame *root;
     const Node *at;          // the node being run (for error positions)
     StrBuf **tmps;           // scratch buffers in use (a stack), freed when a render fails
@@ -187,9 +192,10 @@ int v_compare(Render *r, Value a, Value b);  // -1/0/1; fails for unordered type
 // str(v) appended to b (Python's str(), jinja2's output of a value; undefined is empty).
 void v_str_append(Render *r, StrBuf *b, Value v);
 Str *v_to_str(Render *r, Value v);
-// json.dumps(v, ensure_ascii=False, indent=indent (<0: None), separators, sort_keys).
+// json.dumps(v, ensure_ascii, indent=indent (<0: None), separators, sort_keys); flags: JSON_*.
+enum { JSON_SORT_KEYS = 1, JSON_ASCII = 2 };
 void v_tojson(Render *r, StrBuf *b, Value v, int indent, const char *item_sep,
-              const char *key_sep, int sort_keys, int depth);
+              const char *key_sep, int flags, int depth);
 Value v_from_json(Render *r, const cJSON *j);
 void float_repr(StrBuf *b, double f);  // Python's repr(float)
 size_t utf8_count(const char *s, size_t n);     // code points
@@ -216,7 +222,8 @@ Value get_attr(Render *r, Value obj, const char *name);
 Value get_item(Render *r, Value obj, Value key);
 // Iterating a value: a list of the items (dict → keys, string → characters).
 List *v_iter(Render *r, Value v);
-Value v_add(Render *r, Value a, Value b);  // a + b as Python adds (numbers, str, list, tuple)
+Value v_add(Render *r, Value a, Value b);
+Str *html_escape(Render *r, const Str *s);  // markupsafe.escape: & < > " '  // a + b as Python adds (numbers, str, list, tuple)
 // Runs a macro.
 Value call_macro(Render *r, const Node *m, Args *a);
 void step(Render *r);   // counts work against the limit

@@ -8,7 +8,8 @@
 
 #include "jinja_internal.h"
 
-#define MAX_NEST 200  // nested expressions and blocks (the evaluator recurses as deep)
+#define MAX_NEST 200    // nested expressions and blocks (the evaluator recurses as deep)
+#define MAX_HEIGHT 400  // operator chains (a + b + ... is a tree as tall as it is long)
 
 typedef struct {
     Arena *a;
@@ -105,6 +106,24 @@ static void enter(P *p) {
     if (++p->depth > MAX_NEST) pfail(p, cur(p), "nested too deeply (more than %d levels)", MAX_NEST);
 }
 
+// n's height from its children's; an expression too tall for the evaluator's recursion fails.
+static Node *grow(P *p, Node *n) {
+    int h = 0;
+    const Node *kids[3] = {n->a, n->b, n->c};
+    for (int i = 0; i < 3; i++)
+        if (kids[i] && kids[i]->depth > h) h = kids[i]->depth;
+    for (int i = 0; i < n->n_args; i++)
+        if (n->args[i] && n->args[i]->depth > h) h = n->args[i]->depth;
+    for (int i = 0; i < n->n_kw; i++)
+        if (n->kwvals[i] && n->kwvals[i]->depth > h) h = n->kwvals[i]->depth;
+    n->depth = h + 1;
+    if (n->depth > MAX_HEIGHT) {
+        const Tok at = {.line = n->line, .col = n->col};
+        pfail(p, &at, "expression nested too deeply (more than %d operations in a chain)", MAX_HEIGHT);
+    }
+    return n;
+}
+
 static Node *parse_expr(P *p, int with_cond);
 static Node *parse_unary(P *p, int with_filter);
 static Node *parse_or(P *p);
@@ -152,7 +171,7 @@ static Node *parse_tuple(P *p, int explicit_parens, int with_cond) {
     if (!items.n && !explicit_parens) expected(p, "an expression");
     Node *t = mk(p, E_TUPLE, at);
     t->args = items.v, t->n_args = items.n;
-    return t;
+    return grow(p, t);
 }
 
 static Node *parse_primary(P *p) {
@@ -207,6 +226,7 @@ static Node *parse_primary(P *p) {
         adv(p);
         n = mk(p, E_LIST, t);
         n->args = items.v, n->n_args = items.n;
+        grow(p, n);
     } else if (is_op(t, "{")) {
         adv(p);
         NodeVec keys = {0}, vals = {0};
@@ -220,6 +240,7 @@ static Node *parse_primary(P *p) {
         adv(p);
         n = mk(p, E_DICT, t);
         n->args = keys.v, n->n_args = keys.n, n->kwvals = vals.v, n->n_kw = vals.n;
+        grow(p, n);
     } else {
         expected(p, "an expression");
     }
@@ -267,21 +288,21 @@ static Node *parse_postfix(P *p, Node *n) {
                 adv(p);
                 Node *m = mk(p, E_ITEM, t);
                 m->a = n, m->b = k;
-                n = m;
+                n = grow(p, m);
                 continue;
             }
             Node *m = mk(p, E_ATTR, t);
             m->a = n;
             m->s = expect_ident(p);
-            n = m;
+            n = grow(p, m);
         } else if (is_op(t, "[")) {
             adv(p);
-            n = parse_subscript(p, n, t);
+            n = grow(p, parse_subscript(p, n, t));
         } else if (is_op(t, "(")) {
             Node *m = mk(p, E_CALL, t);
             m->a = n;
             parse_call_args(p, m);
-            n = m;
+            n = grow(p, m);
         } else {
             return n;
         }
@@ -297,17 +318,15 @@ static Node *parse_filter_expr(P *p, Node *n) {
             Node *f = mk(p, E_FILTER, nm);
             f->a = n;
             f->s = expect_ident(p);
-            if (!jinja_name_known(f->s, 0)) pfail(p, nm, "no filter named '%s'", f->s);
+            (void)nm;
             if (is_op(cur(p), "(")) parse_call_args(p, f);
-            n = f;
+            n = grow(p, f);
         } else if (is_name(t, "is")) {
             adv(p);
             Node *f = mk(p, E_TEST, cur(p));
             f->a = n;
             if (is_name(cur(p), "not")) f->ival = 1, adv(p);
-            const Tok *nm = cur(p);
             f->s = expect_ident(p);
-            if (!jinja_name_known(f->s, 1)) pfail(p, nm, "no test named '%s'", f->s);
             const Tok *c = cur(p);
             if (is_op(c, "(")) {
                 parse_call_args(p, f);
@@ -320,12 +339,12 @@ static Node *parse_filter_expr(P *p, Node *n) {
                 f->args[0] = arg;
                 f->n_args = 1;
             }
-            n = f;
+            n = grow(p, f);
         } else if (is_op(t, "(")) {
             Node *m = mk(p, E_CALL, t);
             m->a = n;
             parse_call_args(p, m);
-            n = m;
+            n = grow(p, m);
         } else {
             return n;
         }
@@ -341,6 +360,7 @@ static Node *parse_unary(P *p, int with_filter) {
         n = mk(p, E_UNARY, t);
         n->ival = t->s[0] == '-' ? OP_NEG : OP_POS;
         n->a = parse_unary(p, 0);
+        grow(p, n);
     } else {
         n = parse_primary(p);
     }
@@ -353,7 +373,7 @@ static Node *parse_unary(P *p, int with_filter) {
 static Node *binop(P *p, const Tok *at, int op, Node *a, Node *b) {
     Node *n = mk(p, E_BINOP, at);
     n->ival = op, n->a = a, n->b = b;
-    return n;
+    return grow(p, n);
 }
 
 static Node *parse_pow(P *p) {
@@ -414,7 +434,7 @@ static Node *parse_compare(P *p) {
         if (n) {
             Node *both = mk(p, E_AND, t);
             both->a = n, both->b = cmp;
-            cmp = both;
+            cmp = grow(p, both);
         }
         n = cmp;
         left = right;
@@ -430,7 +450,7 @@ static Node *parse_not(P *p) {
         n->ival = OP_NOT;
         n->a = parse_not(p);
         p->depth--;
-        return n;
+        return grow(p, n);
     }
     return parse_compare(p);
 }
@@ -442,7 +462,7 @@ static Node *parse_and(P *p) {
         adv(p);
         Node *m = mk(p, E_AND, t);
         m->a = n, m->b = parse_not(p);
-        n = m;
+        n = grow(p, m);
     }
     return n;
 }
@@ -454,7 +474,7 @@ static Node *parse_or(P *p) {
         adv(p);
         Node *m = mk(p, E_OR, t);
         m->a = n, m->b = parse_and(p);
-        n = m;
+        n = grow(p, m);
     }
     return n;
 }
@@ -472,7 +492,7 @@ static Node *parse_expr(P *p, int with_cond) {
             adv(p);
             c->c = parse_expr(p, 1);
         }
-        n = c;
+        n = grow(p, c);
     }
     p->depth--;
     return n;
@@ -648,7 +668,6 @@ static Node *parse_statement(P *p) {
         n = mk(p, N_FILTERBLOCK, at);
         Node *f = mk(p, E_FILTER, cur(p));
         f->s = expect_ident(p);
-        if (!jinja_name_known(f->s, 0)) pfail(p, at, "no filter named '%s'", f->s);
         if (is_op(cur(p), "(")) parse_call_args(p, f);
         n->a = f;
         expect_block_end(p);
@@ -713,7 +732,49 @@ static void parse_body(P *p, const char *const *ends, Node ***body, int *n_body,
     *body = v.v, *n_body = v.n;
 }
 
+// jinja2 rejects an unknown filter or test when it compiles the template, unless it sits in a
+// "soft" frame (an if statement's test and bodies, a conditional expression), where it fails
+// only if it runs (jinja2/compiler.py: Frame.soft, _filter_test_common). Loops, macros and
+// blocks inside those start hard frames again.
+static void check_names(P *p, const Node *n, int soft) {
+    if (!n) return;
+    int kids = soft;  // the softness of n's expression children
+    switch (n->kind) {
+    case N_IF:
+        check_names(p, n->a, 1);
+        for (int i = 0; i < n->n_body; i++) check_names(p, n->body[i], 1);
+        for (int i = 0; i < n->n_orelse; i++) check_names(p, n->orelse[i], 1);
+        return;
+    case N_FOR:
+        check_names(p, n->a, soft);
+        check_names(p, n->b, 0);
+        for (int i = 0; i < n->n_body; i++) check_names(p, n->body[i], 0);
+        for (int i = 0; i < n->n_orelse; i++) check_names(p, n->orelse[i], 0);
+        return;
+    case N_SET: case N_MACRO: case N_BLOCK: case N_FILTERBLOCK:
+        if (n->kind == N_SET) check_names(p, n->a, soft);
+        if (n->kind == N_FILTERBLOCK) check_names(p, n->a, 0);
+        for (int i = 0; i < n->n_args; i++) check_names(p, n->args[i], 0);
+        for (int i = 0; i < n->n_body; i++) check_names(p, n->body[i], 0);
+        return;
+    case E_COND: kids = 1; break;
+    case E_FILTER: case E_TEST:
+        if (!soft && !jinja_name_known(n->s, n->kind == E_TEST)) {
+            const Tok at = {.line = n->line, .col = n->col};
+            pfail(p, &at, "no %s named '%s'", n->kind == E_TEST ? "test" : "filter", n->s);
+        }
+        break;
+    default: break;
+    }
+    check_names(p, n->a, kids);
+    check_names(p, n->b, kids);
+    check_names(p, n->c, kids);
+    for (int i = 0; i < n->n_args; i++) check_names(p, n->args[i], kids);
+    for (int i = 0; i < n->n_kw; i++) check_names(p, n->kwvals[i], kids);
+}
+
 void jinja_parse_tokens(Arena *a, const Tok *toks, int n, Node ***body, int *n_body) {
     P p = {.a = a, .t = toks, .n = n};
     parse_body(&p, NULL, body, n_body, NULL);
+    for (int i = 0; i < *n_body; i++) check_names(&p, (*body)[i], 0);
 }

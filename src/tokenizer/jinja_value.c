@@ -65,6 +65,19 @@ Str *str_new(Render *r, const char *s, size_t n) {
 
 Value v_str(Render *r, const char *s, size_t n) { return v_strv(str_new(r, s, n)); }
 
+Str *html_escape(Render *r, const Str *s) {
+    StrBuf *b = tmp_begin(r);
+    for (size_t i = 0; i < s->len; i++) {
+        char c = s->s[i];
+        const char *e = c == '&' ? "&amp;" : c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '"' ? "&#34;"
+                      : c == '\'' ? "&#39;" : NULL;
+        if (e) sb_append(b, e, strlen(e));
+        else sb_append(b, &c, 1);
+    }
+    if (b->len > r->lim.max_output) rfail(r, "escape: the text is longer than %zu bytes", r->lim.max_output);
+    return tmp_str(r, b).s;
+}
+
 List *list_new(Render *r, int n) {
     List *l = arena_alloc(&r->mem, sizeof(List));
     l->n = n;
@@ -169,7 +182,7 @@ const char *type_name(Value v) {
     case V_INT: return "int";
     case V_FLOAT: return "float";
     case V_STR: return "str";
-    case V_LIST: return v.l->tuple ? "tuple" : "list";
+    case V_LIST: return v.l->gen ? "generator" : v.l->tuple ? "tuple" : "list";
     case V_DICT: return "dict";
     case V_NS: return "Namespace";
     case V_FUNC: return "function";
@@ -186,7 +199,7 @@ int v_truthy(Value v) {
     case V_INT: return v.i != 0;
     case V_FLOAT: return v.f != 0;
     case V_STR: return v.s->len != 0;
-    case V_LIST: return v.l->n != 0;
+    case V_LIST: return v.l->gen || v.l->n != 0;
     case V_DICT: return v.d->n != 0;
     default: return 1;
     }
@@ -206,6 +219,7 @@ int v_equal(Value a, Value b) {
     case V_UNDEF: case V_NONE: return 1;
     case V_STR: return a.s->len == b.s->len && !memcmp(a.s->s, b.s->s, a.s->len);
     case V_LIST:
+        if (a.l->gen || b.l->gen) return a.l == b.l;
         if (a.l->n != b.l->n || a.l->tuple != b.l->tuple) return 0;
         for (int i = 0; i < a.l->n; i++)
             if (!v_equal(a.l->v[i], b.l->v[i])) return 0;
@@ -240,7 +254,7 @@ int v_compare(Render *r, Value a, Value b) {
         if (c) return c < 0 ? -1 : 1;
         return (a.s->len > b.s->len) - (a.s->len < b.s->len);
     }
-    if (a.t == V_LIST && b.t == V_LIST && a.l->tuple == b.l->tuple) {
+    if (a.t == V_LIST && b.t == V_LIST && a.l->tuple == b.l->tuple && !a.l->gen && !b.l->gen) {
         for (int i = 0; i < a.l->n && i < b.l->n; i++)
             if (!v_equal(a.l->v[i], b.l->v[i])) return v_compare(r, a.l->v[i], b.l->v[i]);
         return (a.l->n > b.l->n) - (a.l->n < b.l->n);
@@ -303,6 +317,8 @@ static void repr_append(Render *r, StrBuf *b, Value v, int depth) {
     step(r);
     if (v.t == V_STR) {
         repr_str(b, v.s);
+    } else if (v.t == V_LIST && v.l->gen) {
+        rfail(r, "a generator has no text of its own (jinja2 prints <generator object ...>): add |list");
     } else if (v.t == V_LIST) {
         sb_append(b, v.l->tuple ? "(" : "[", 1);
         for (int i = 0; i < v.l->n; i++) {
@@ -355,11 +371,32 @@ Str *v_to_str(Render *r, Value v) {
     return tmp_str(r, b).s;
 }
 
-static void json_str(StrBuf *b, const char *s, size_t n) {
+// ensure_ascii: code points past ASCII as \uXXXX (UTF-16 surrogate pairs past U+FFFF).
+static size_t json_ascii(StrBuf *b, const char *s, size_t n, size_t i) {
+    unsigned char c = (unsigned char)s[i];
+    int k = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    if (c < 0xC0 || i + (size_t)k > n) {  // not UTF-8: the byte alone
+        sb_printf(b, "\\u%04x", c);
+        return 1;
+    }
+    uint32_t cp = c & (0x7F >> k);
+    for (int j = 1; j < k; j++) cp = cp << 6 | ((unsigned char)s[i + (size_t)j] & 0x3F);
+    if (cp >= 0x10000) sb_printf(b, "\\u%04x\\u%04x", 0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + ((cp - 0x10000) & 0x3FF));
+    else sb_printf(b, "\\u%04x", cp);
+    return (size_t)k;
+}
+
+static void json_str(StrBuf *b, const char *s, size_t n, int ascii) {
     sb_append(b, "\"", 1);
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (ascii && c >= 0x80) {
+            sb_append(b, s + run, i - run);
+            i += json_ascii(b, s, n, i) - 1;
+            run = i + 1;
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\') continue;
         sb_append(b, s + run, i - run);
         run = i + 1;
@@ -391,7 +428,8 @@ static int cmp_keys(const void *x, const void *y) {
 }
 
 void v_tojson(Render *r, StrBuf *b, Value v, int indent, const char *item_sep, const char *key_sep,
-              int sort_keys, int depth) {
+              int flags, int depth) {
+    int sort_keys = flags & JSON_SORT_KEYS, ascii = (flags & JSON_ASCII) != 0;
     if (depth > 100) rfail(r, "tojson: a value nested more than 100 levels deep");
     step(r);
     if (b->len > r->lim.max_output) rfail(r, "tojson: the text is longer than %zu bytes", r->lim.max_output);
@@ -404,8 +442,9 @@ void v_tojson(Render *r, StrBuf *b, Value v, int indent, const char *item_sep, c
         else if (isinf(v.f)) sb_printf(b, "%sInfinity", v.f < 0 ? "-" : "");
         else float_repr(b, v.f);
         return;
-    case V_STR: json_str(b, v.s->s, v.s->len); return;
+    case V_STR: json_str(b, v.s->s, v.s->len, ascii); return;
     case V_LIST:
+        if (v.l->gen) rfail(r, "tojson: Object of type generator is not JSON serializable (add |list)");
         if (!v.l->n) {
             sb_append(b, "[]", 2);
             return;
@@ -414,7 +453,7 @@ void v_tojson(Render *r, StrBuf *b, Value v, int indent, const char *item_sep, c
         for (int i = 0; i < v.l->n; i++) {
             if (i) sb_append(b, item_sep, strlen(item_sep));
             if (indent >= 0) json_newline(b, indent, depth + 1);
-            v_tojson(r, b, v.l->v[i], indent, item_sep, key_sep, sort_keys, depth + 1);
+            v_tojson(r, b, v.l->v[i], indent, item_sep, key_sep, flags, depth + 1);
         }
         if (indent >= 0) json_newline(b, indent, depth);
         sb_append(b, "]", 1);
@@ -457,9 +496,9 @@ void v_tojson(Render *r, StrBuf *b, Value v, int indent, const char *item_sep, c
             int i = order[k];
             if (k) sb_append(b, item_sep, strlen(item_sep));
             if (indent >= 0) json_newline(b, indent, depth + 1);
-            json_str(b, keys[i]->s, keys[i]->len);
+            json_str(b, keys[i]->s, keys[i]->len, ascii);
             sb_append(b, key_sep, strlen(key_sep));
-            v_tojson(r, b, d->v[i], indent, item_sep, key_sep, sort_keys, depth + 1);
+            v_tojson(r, b, d->v[i], indent, item_sep, key_sep, flags, depth + 1);
         }
         if (indent >= 0) json_newline(b, indent, depth);
         sb_append(b, "}", 1);
