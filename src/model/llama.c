@@ -99,9 +99,10 @@ int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_se
     if (!arena) return -1;
     s->arena = arena;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        *dst[i] = sizes[i] || dst[i] != &s->dora_y ? arena : NULL;  // dora_y NULL: not kept
+        *dst[i] = arena;
         arena += sizes[i];
     }
+    if (keep_acts == ACTS_NONE || !model_has_dora(m)) s->dora_y = NULL;  // DoRA keeps nothing
     s->tokens = (int *)arena, s->targets = s->tokens + N, s->pos_ids = s->targets + N;
     arena += id_floats;
     s->rope_cos = arena, s->rope_sin = arena + (size_t)max_seq * half;

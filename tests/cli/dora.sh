@@ -50,6 +50,7 @@ check "dora resuming a full fine-tune's run" 1 "fine_tune_type .*full.* this run
   p=$!; for _ in $(seq 600); do grep -q Training "'"$TMP"'/flog" && break; sleep 0.05; done; sleep 0.2
   kill -INT $p; wait $p
   "$@" --iters 300 --save-every 100000 --adapter-path "'"$TMP"'/full" --resume' _ "${T[@]}"
+check "--resume-adapter-file: a full fine-tune's weights for a DoRA run" 1 "full/adapters.safetensors: no tensor 'model.layers.2.self_attn.q_proj.lora_a'" "${T[@]}" --iters 2 --adapter-path "$TMP/x0" --resume-adapter-file "$MLX/full/adapters.safetensors"
 check "--resume-adapter-file: a LoRA adapter for a DoRA run" 1 "lora_start/adapters.safetensors: no tensor 'model.layers.2.self_attn.q_proj.m'" "${T[@]}" --iters 2 --adapter-path "$TMP/x1" --resume-adapter-file "$MLX/lora_start/adapters.safetensors"
 
 # a DoRA adapter whose .m has the wrong shape: the file, the key and the shape expected

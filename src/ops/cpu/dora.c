@@ -2,6 +2,7 @@
 //   out = (mag / norm) * (W x + scale (x A) B),   norm = ||W + scale (A B)^T|| per output row,
 // the norm a constant to the gradient (mlx-lm's stop_gradient). Three ops: the norms (once per
 // set of weights), the scaling of a linear's output, and its backward.
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -10,24 +11,21 @@
 
 void cpu_dora_norm(float *norm, const float *w, const float *A, const float *B, int IC, int OC,
                    int r, float scale) {
-    // (scale B)^T first, as mlx-lm forms it: adapted[o][i] = w[o][i] + sum_k (scale B[k][o]) A[i][k]
-    float *sbt = xmalloc(sizeof(float) * (size_t)OC * r);
-    for (int k = 0; k < r; k++)
-        for (int o = 0; o < OC; o++) sbt[(size_t)o * r + k] = scale * B[(size_t)k * OC + o];
+    // the update scale (A B)^T (OC,IC) as one product (BLAS), then ||w + update|| per row, the
+    // squares summed in double. (mlx-lm scales B before the product: the same to f32 rounding.)
+    float *d = xmalloc(sizeof(float) * (size_t)OC * IC);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, OC, IC, r, scale, B, OC, A, r, 0.0f, d, IC);
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < OC; o++) {
-        const float *wo = w + (size_t)o * IC, *so = sbt + (size_t)o * r;
+        const float *wo = w + (size_t)o * IC, *dn = d + (size_t)o * IC;
         double ss = 0;
         for (int i = 0; i < IC; i++) {
-            const float *ai = A + (size_t)i * r;
-            float d = 0;
-            for (int k = 0; k < r; k++) d += so[k] * ai[k];
-            float a = wo[i] + d;
+            float a = wo[i] + dn[i];
             ss += (double)a * a;
         }
         norm[o] = (float)sqrt(ss);
     }
-    free(sbt);
+    free(d);
 }
 
 void cpu_dora_forward(float *out, float *y, const float *mag, const float *norm, int N, int OC) {
