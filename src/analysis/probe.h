@@ -58,7 +58,8 @@ typedef struct {
     int n, n_train, n_test, K;
     ProbeLayer *layers;
     int n_layers;
-    double seconds_forward, seconds_fit;
+    double seconds_forward, seconds_fit;  // wall time of the two phases
+    double cpu_forward, cpu_fit;          // their CPU time (user + sys, all threads)
 } ProbeResult;
 
 // Texts already encoded (ids, len: n prompts) with labels y (0..K-1): last-position residuals

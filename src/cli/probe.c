@@ -57,7 +57,7 @@ static const FlagSpec FLAGS[] = {
     FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
          "write {model, data, labels, n, n_train, n_test, seed, C,\nlayers:[{layer, accuracy, "
          "control_accuracy,\nselectivity, train_accuracy, iterations,\ncontrol_iterations}], "
-         "seconds:{forward, fit}}\n('-' = stdout)", NULL),
+         "seconds:{forward, fit,\ncpu_forward, cpu_fit}}\n('-' = stdout)", NULL),
     FLAG("--save", NULL, FLAG_STRING, O(save), NULL, 0, 0, NULL, "PROBES.safetensors",
          "the task probes as safetensors: layer.{l}.weight\n(labels, dim), .bias, .mean, .std "
          "(logits =\nweight @ ((x - mean) / std) + bias); metadata names\nthe labels", NULL),
@@ -221,8 +221,8 @@ int cmd_probe(int argc, char **argv) {
         }
     }
     if (!rc)
-        fprintf(stderr, "Probed %d layers: forward passes %.2fs, fitting %.2fs\n", r.n_layers,
-                r.seconds_forward, r.seconds_fit);
+        fprintf(stderr, "Probed %d layers: forward passes %.2fs (CPU %.2fs), fitting %.2fs (CPU "
+                "%.2fs)\n", r.n_layers, r.seconds_forward, r.cpu_forward, r.seconds_fit, r.cpu_fit);
     if (!rc && json_path) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", m.path);
@@ -252,6 +252,8 @@ int cmd_probe(int argc, char **argv) {
         cJSON *sec = cJSON_AddObjectToObject(j, "seconds");
         cJSON_AddNumberToObject(sec, "forward", r.seconds_forward);
         cJSON_AddNumberToObject(sec, "fit", r.seconds_fit);
+        cJSON_AddNumberToObject(sec, "cpu_forward", r.cpu_forward);
+        cJSON_AddNumberToObject(sec, "cpu_fit", r.cpu_fit);
         rc = cli_write_json(json_path, j, &err);
         cJSON_Delete(j);
     }
