@@ -47,8 +47,8 @@ static const FlagSpec FLAGS[] = {
     FLAG("--test-per-op", NULL, FLAG_INT, O(per_op), NULL, 1, 1 << 30, NULL, "N",
          "evaluate N test problems per operation (default all)", "test_per_op"),
     FLAG("--probe-stride", NULL, FLAG_INT, O(c.probe_stride), "1", 0, 1 << 20, NULL, "N", "operation probes every N layers (0 = none)", "probe_stride"),
-    FLAG("--causal-per-op", NULL, FLAG_INT, O(c.causal_per_op), "40", 0, 1 << 30, NULL, "N", "causal tests on N problems per operation (0 = none)", "causal_per_op"),
-    FLAG("--emergence-per-op", NULL, FLAG_INT, O(c.emergence_per_op), "30", 0, 1 << 30, NULL, "N", "emergence over training on N problems per operation (0 = none)", "emergence_per_op"),
+    FLAG("--causal-per-op", NULL, FLAG_INT, O(c.causal_per_op), "20", 0, 1 << 30, NULL, "N", "causal tests on N problems per operation (0 = none)", "causal_per_op"),
+    FLAG("--emergence-per-op", NULL, FLAG_INT, O(c.emergence_per_op), "15", 0, 1 << 30, NULL, "N", "emergence over training on N problems per operation (0 = none)", "emergence_per_op"),
     FLAG_WITH(check_dtype, 0, "--dtype", NULL, FLAG_STRING, O(c.dtype), "auto", 0, 0, NULL,
               "auto|f32|bf16|tf32", "training's matrix products (as `train --dtype`; auto:\n"
               "bf16 on CPUs with AVX512-BF16, TF32 tensor cores on CUDA).\nThe evaluations "

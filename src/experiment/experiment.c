@@ -29,8 +29,8 @@ void experiment_defaults(ExperimentConfig *c) {
     c->dtype = "auto";
     c->device = "auto";
     c->probe_stride = 1;
-    c->causal_per_op = 40;
-    c->emergence_per_op = 30;
+    c->causal_per_op = 20;
+    c->emergence_per_op = 15;
 }
 
 typedef struct {

@@ -24,8 +24,8 @@ typedef struct {
     const char *device;      // where everything runs: "auto", "cpu" or "cuda"
     // the analyses beyond the study's (docs/EXPERIMENT.md); 0 leaves one out
     int probe_stride;        // operation probes every this many layers (default 1)
-    int causal_per_op;       // test problems per operation in each causal test (default 40)
-    int emergence_per_op;    // test problems per operation at each checkpoint (default 30)
+    int causal_per_op;       // test problems per operation in each causal test (default 20)
+    int emergence_per_op;    // test problems per operation at each checkpoint (default 15)
 } ExperimentConfig;
 
 void experiment_defaults(ExperimentConfig *c);
