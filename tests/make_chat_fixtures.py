@@ -20,6 +20,12 @@ Writes tests/fixtures/chat/:
                           "tools"), and the ids and mask offsets mlx-lm's ChatDataset and
                           CompletionsDataset give with mask_prompt off and on, its tokenizer
                           loaded by mlx_lm.tokenizer_utils.load from the folder above
+    /tmp/tlvenv/bin/python tests/make_chat_fixtures.py --check DIR [--tunelens BIN]
+renders every DIR/*.jinja over CONVERSATIONS (with and without add_generation_prompt and
+tools) with transformers and with `BIN tokenize --messages --show-text --json` and lists where
+they differ (a template both refuse counts as agreeing); writes nothing. The 57 templates of
+llama.cpp's models/templates (two forks of 2026-12: ye-NX/llama.cpp, Raudbjorn/ggml-llama.cpp)
+gave 1140 renders, none different.
 strftime_now is pinned to NOW (2023-11-15 12:00 UTC: the same date in every time zone from
 UTC-11 to UTC+11) by replacing the datetime that transformers' strftime_now reads.
 """
@@ -248,7 +254,44 @@ def data_fixtures(folder):
     return out
 
 
+def check(folder, binary):
+    import subprocess
+    ctu.datetime = dt.datetime  # both sides read today's date
+    bad = n = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(os.path.join(FIX, "tokenizer.json"), tmp)
+        for path in sorted(glob.glob(os.path.join(folder, "*.jinja"))):
+            src = open(path, encoding="utf-8").read()
+            with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+                json.dump({"bos_token": BOS, "eos_token": EOS, "chat_template": src}, f)
+            t = hf_tokenizer(os.path.join(tmp, "tokenizer.json"), src)
+            for conv, msgs in CONVERSATIONS.items():
+                for agp in (False, True):
+                    for tools in (None, TOOLS):
+                        try:
+                            want = t.apply_chat_template(msgs, tools=tools, add_generation_prompt=agp,
+                                                         tokenize=False)
+                        except Exception as e:
+                            want = None
+                        with open(os.path.join(tmp, "m.json"), "w", encoding="utf-8") as f:
+                            json.dump({"messages": msgs, "tools": tools}, f)
+                        args = [binary, "tokenize", "--model", tmp, "--messages", os.path.join(tmp, "m.json"),
+                                "--show-text", "--json"] + (["--add-generation-prompt"] if agp else [])
+                        p = subprocess.run(args, capture_output=True)
+                        got = json.loads(p.stdout)["text"] if p.returncode == 0 else None
+                        n += 1
+                        if got != want:
+                            bad += 1
+                            print(f"DIFF {os.path.basename(path)} {conv} agp={agp} tools={tools is not None}:"
+                                  f" {p.stderr.decode().strip()[:200] if got is None else repr(got[:120])}")
+    print(f"{n} renders, {bad} differ")
+    return 1 if bad else 0
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--check":
+        binary = sys.argv[sys.argv.index("--tunelens") + 1] if "--tunelens" in sys.argv else "./tunelens"
+        return check(sys.argv[2], binary)
     os.makedirs(os.path.join(FIX, "data"), exist_ok=True)
     tok_json = chat_tokenizer_json()
     tok_path = os.path.join(FIX, "tokenizer.json")
