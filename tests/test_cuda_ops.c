@@ -476,8 +476,12 @@ static void test_rope(void **state) {
 // carries 4D + 3S, dq S more; dk per_kv more, dv sums P dout over per_kv after P's D + S.
 static int fused_head(int D) { return D == 16 || D == 32 || D == 64 || D == 128; }
 
-static void attention_case(int B, int T, int S, int q_offset, int H, int Hkv, int D) {
-    char what[160], tag[96];
+// fast: the backend's reduced precision (set_fast_matmul): head sizes 32-128 take the TF32
+// tensor-core kernels, which round both inputs of the score, dP and the three tile products
+// (TF32_REL each): out carries two of them, the gradients four (P's score, dP, delta's out,
+// the final product) and, through P's exponent, the score's error once more.
+static void attention_case_p(int fast, int B, int T, int S, int q_offset, int H, int Hkv, int D) {
+    char what[160], tag[112];
     const int per_kv = T * (H / Hkv);  // query rows summed into one kv row
     const int fused = fused_head(D), tiles = S / 64 + 1;
     double tol_out = 2 * tol_signed(D + S), tol_p = 2 * tol_signed(D),
@@ -489,7 +493,14 @@ static void attention_case(int B, int T, int S, int q_offset, int H, int Hkv, in
         tol_dk = 2 * tol_signed(4 * D + 3 * S + 2 * tiles + per_kv);
         tol_dv = 2 * tol_signed(D + S + tiles + per_kv);
     }
-    snprintf(tag, sizeof tag, "%s B=%d T=%d S=%d off=%d H=%d Hkv=%d D=%d", fused ? "fused" : "plain",
+    const int tc = fast && fused && D >= 32;
+    if (tc) {
+        tol_out += 2 * TF32_REL;
+        tol_dq += 5 * TF32_REL, tol_dk += 5 * TF32_REL, tol_dv += 5 * TF32_REL;
+    }
+    G->set_fast_matmul(fast);
+    snprintf(tag, sizeof tag, "%s B=%d T=%d S=%d off=%d H=%d Hkv=%d D=%d",
+             tc ? "fused tf32" : fused ? "fused" : "plain",
              B, T, S, q_offset, H, Hkv, D);
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * S * Hkv * D, np = (size_t)B * H * T * S;
     size_t nsaved = backend_attention_saved(G, B, T, S, H, D);
@@ -538,8 +549,11 @@ static void attention_case(int B, int T, int S, int q_offset, int H, int Hkv, in
     }
     free(q), free(k), free(v), free(dout), free(out), free(probs), free(dq0), free(dk0), free(dv0);
     free(saved);
+    G->set_fast_matmul(0);
     gfree(d_q), gfree(d_k), gfree(d_v), gfree(d_dout), gfree(d_out), gfree(d_probs), gfree(d_out2);
 }
+
+#define attention_case(...) attention_case_p(0, __VA_ARGS__)
 
 static void test_attention(void **state) {
     (void)state;
@@ -561,6 +575,15 @@ static void test_attention(void **state) {
     attention_case(2, 1, 65, 64, 8, 8, 32);      // decoding: T = 1 at pos 64, H == Hkv
     attention_case(1, 64, 64, 0, 2, 1, 128);     // exactly one tile
     attention_case(1, 200, 200, 0, 32, 8, 64);   // Llama-3.2-1B's heads, longer
+    // the same on TF32 tensor cores (the TF32 and BF16 dtypes)
+    attention_case_p(1, 2, 100, 100, 0, 8, 2, 64);
+    attention_case_p(1, 1, 129, 129, 0, 4, 4, 32);
+    attention_case_p(1, 2, 7, 300, 293, 4, 1, 128);
+    attention_case_p(1, 2, 1, 65, 64, 8, 8, 32);
+    attention_case_p(1, 1, 1, 37, 36, 4, 2, 64);
+    attention_case_p(1, 3, 65, 75, 5, 6, 3, 64);
+    attention_case_p(1, 1, 200, 200, 0, 32, 8, 64);
+    attention_case_p(1, 3, 65, 75, 5, 6, 3, 16);  // D = 16: the f32 kernels still
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -852,7 +875,8 @@ static void run_benchmarks_8x512(void) {
     float *x = G->alloc((size_t)N * OC * 4), *w = G->alloc((size_t)OC * IC * 4);
     float *y = G->alloc((size_t)N * OC * 4);
     if (!q || !k || !v || !o || !sv || !dq || !dk || !dv || !x || !w || !y) return;
-    for (int kind = 0; kind < 6; kind++) {
+    for (int kf = 0; kf < 8; kf++) {
+        const int kind = kf < 4 ? kf % 2 : kf - 2, fast = kf >= 2 && kf < 4;
         LinearWeight *h = NULL;
         float *wp = w;
         const char *name[] = {"attn fwd B=8 T=512 H=32/8 D=64", "attn fwd+bwd B=8 T=512",
@@ -869,6 +893,7 @@ static void run_benchmarks_8x512(void) {
             double t0 = now_seconds();
             for (int i = 0; i < iters; i++) {
                 if (kind < 2) {
+                    G->set_fast_matmul(fast);
                     G->attention_forward(o, sv, q, k, v, B, T, T, 0, H, Hkv, D);
                     if (kind == 1)
                         G->attention_backward(dq, dk, dv, o, sv, q, k, v, B, T, T, 0, H, Hkv, D);
@@ -882,6 +907,7 @@ static void run_benchmarks_8x512(void) {
             if (t < best) best = t;
         }
         printf("  bench %-40s %9.1f us\n", name[kind], best * 1e6);
+        if (kind < 2) printf("        (%s)\n", fast ? "tf32 tensor cores" : "f32");
         G->linear_release(h);
     }
     G->set_fast_matmul(0);

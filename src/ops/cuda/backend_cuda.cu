@@ -195,6 +195,7 @@ void cuda_release_to_host(void *p, size_t bytes) {
     count_bytes(-(long long)(e - a));
 }
 void cuda_set_fast_matmul(int on) { cu_set_fast_matmul(on); }
+int cuda_fast_matmul(void) { return ctx.fast_matmul; }
 
 // ---- setup
 

@@ -110,6 +110,7 @@ void cuda_device_free(void *p);
 void cuda_release_to_host(void *p, size_t bytes);
 // TF32 tensor cores for the f32 cuBLAS products (Backend.set_fast_matmul)
 void cuda_set_fast_matmul(int on);
+int cuda_fast_matmul(void);  // ... is on: the fused attention takes its tensor-core kernels too
 
 // TUNELENS_CUDA_PROFILE=1: wrap the backend's ops in per-op timers (profile.cu)
 void cuda_profile_install(Backend *be);

@@ -10,7 +10,9 @@
 // [out (B,T,H,D)]. Backward recomputes the probabilities tile by tile from lse: delta =
 // dout . out per row, then one kernel per 64 keys (of a kv head: its query heads are summed
 // inside the block) for dk and dv, and one per 64 queries for dq — no atomics, so the
-// results are the same bits every run. f32 throughout, f32 sums.
+// results are the same bits every run. f32 throughout, f32 sums; in reduced precision
+// (set_fast_matmul on: the TF32 and BF16 dtypes) the tile products run on TF32 tensor cores
+// (flash_attention_tc.cuh).
 //
 // Thread layout (256 threads, 16 x 16): a thread holds a 4 x 4 tile of scores, rows ty + 16 i,
 // columns tx + 16 j; the 16 threads of a row are one half-warp, so row max and sum are
@@ -385,6 +387,15 @@ fa_bwd_q_kernel(float *dq, const float *dout, const float *lse, const float *del
     }
 }
 
+#include "ops/cuda/flash_attention_tc.cuh"
+
+// the tensor-core kernels, unless TUNELENS_CUDA_ATTENTION_F32=1 (for comparisons)
+static bool fa_use_tc(void) {
+    static int off = -1;
+    if (off < 0) off = getenv("TUNELENS_CUDA_ATTENTION_F32") && atoi(getenv("TUNELENS_CUDA_ATTENTION_F32"));
+    return !off && cuda_fast_matmul();
+}
+
 static size_t fa_fwd_shmem(int D) {
     return (3 * (size_t)FA_TILE * (D + 1) + FA_TILE * (FA_TILE + 1)) * sizeof(float);
 }
@@ -408,6 +419,19 @@ static void fa_forward_d(float *out, float *lse, float *sout, const float *q, co
     }
     const float scale_log2 = FA_LOG2E / sqrtf((float)D);
     dim3 grid((unsigned)((T + FA_TILE - 1) / FA_TILE), (unsigned)H, (unsigned)B);
+    if constexpr (D >= 32) if (fa_use_tc()) {  // reduced precision: TF32 tensor cores
+        static bool tc_ready;
+        if (!tc_ready) {
+            CUDA_CHECK(cudaFuncSetAttribute(fa_tc::fwd_kernel<D>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)fa_tc::fwd_shmem(D)));
+            tc_ready = true;
+        }
+        fa_tc::fwd_kernel<D><<<grid, FA_THREADS, fa_tc::fwd_shmem(D)>>>(
+            out, lse, sout, q, k, v, T, S, q_offset, H, Hkv, scale_log2);
+        CUDA_LAUNCH_CHECK();
+        return;
+    }
     fa_fwd_kernel<D><<<grid, FA_THREADS, fa_fwd_shmem(D)>>>(out, lse, sout, q, k, v, T, S,
                                                             q_offset, H, Hkv, scale_log2);
     CUDA_LAUNCH_CHECK();
@@ -428,6 +452,31 @@ static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, co
         ready = true;
     }
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = FA_LOG2E * scale;
+    if constexpr (D >= 32) if (fa_use_tc()) {  // reduced precision: TF32 tensor cores
+        static bool tc_ready;
+        if (!tc_ready) {
+            CUDA_CHECK(cudaFuncSetAttribute(fa_tc::bwd_kv_kernel<D>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)fa_tc::bwd_shmem(D)));
+            CUDA_CHECK(cudaFuncSetAttribute(fa_tc::bwd_q_kernel<D>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)fa_tc::bwd_shmem(D)));
+            tc_ready = true;
+        }
+        if (dk || dv) {
+            dim3 grid((unsigned)((S + FA_TILE - 1) / FA_TILE), (unsigned)Hkv, (unsigned)B);
+            fa_tc::bwd_kv_kernel<D><<<grid, FA_THREADS, fa_tc::bwd_shmem(D)>>>(
+                dk, dv, dout, lse, delta, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
+            CUDA_LAUNCH_CHECK();
+        }
+        if (dq) {
+            dim3 grid((unsigned)((T + FA_TILE - 1) / FA_TILE), (unsigned)H, (unsigned)B);
+            fa_tc::bwd_q_kernel<D><<<grid, FA_THREADS, fa_tc::bwd_shmem(D)>>>(
+                dq, dout, lse, delta, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
+            CUDA_LAUNCH_CHECK();
+        }
+        return;
+    }
     if (dk || dv) {
         dim3 grid((unsigned)((S + FA_TILE - 1) / FA_TILE), (unsigned)Hkv, (unsigned)B);
         fa_bwd_kv_kernel<D><<<grid, FA_THREADS, fa_kv_shmem(D)>>>(
