@@ -399,7 +399,7 @@ yc "wrong type: mapping for a number" "\.yaml:2: learning_rate: expected a numbe
 yc "wrong type: not a boolean" "\.yaml:1: mask_prompt: expected true or false, got 'sometimes'" 'mask_prompt: sometimes\n'
 yc "wrong type: list for a string" "\.yaml:1: resume_adapter_file: expected a string, got a list" 'resume_adapter_file: [a, b]\n'
 yc "out of range" "\.yaml:2: lora_parameters\.dropout: expects a number in \[0, 0\.999\], got '1\.5'" 'lora_parameters:\n  dropout: 1.5\n'
-yc "bad enum" "\.yaml:1: fine_tune_type: must be lora or full, got 'dora'" 'fine_tune_type: dora\n'
+yc "bad enum" "\.yaml:1: fine_tune_type: must be lora, full or dora, got 'lokr'" 'fine_tune_type: lokr\n'
 yc "bad LoRA key" "\.yaml:2: lora_parameters\.keys: unknown LoRA key 'r_proj'" 'lora_parameters:\n  keys: [q_proj, r_proj]\n'
 yc "YAML syntax error" "\.yaml:[34]:[0-9]+: invalid YAML" 'iters: 1\nlora_parameters:\n  keys: [q_proj\n'
 yc "not a mapping" "\.yaml:1: expected a mapping of flags" '- iters\n- 1\n'

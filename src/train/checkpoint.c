@@ -96,6 +96,32 @@ cJSON *train_config_json(const TrainConfig *c) {
     return j;
 }
 
+// adapter_config.json indented with spaces, as mlx-lm writes it (json.dump(indent=4)): the
+// file is also a YAML config (-c, here and in mlx-lm), and YAML forbids tabs in indentation,
+// which PyYAML enforces. cJSON's tabs are all formatting (a tab inside a string is escaped).
+static int write_config_json(const char *path, const cJSON *j, Error *err) {
+    char *text = cJSON_Print(j);
+    if (!text) return err_set(err, "%s: out of memory printing JSON", path);
+    size_t n = 0, cap = strlen(text) * 4 + 2;
+    char *out = xmalloc(cap);
+    int line_start = 1;
+    for (const char *p = text; *p; p++) {
+        if (*p == '\t') {
+            const char *pad = line_start ? "    " : " ";
+            memcpy(out + n, pad, strlen(pad));
+            n += strlen(pad);
+            continue;
+        }
+        line_start = *p == '\n';
+        out[n++] = *p;
+    }
+    out[n++] = '\n';
+    int rc = write_file_atomic(path, out, n, err);
+    free(text);
+    free(out);
+    return rc;
+}
+
 static int save_params(const char *path, const ParamList *pl, Error *err) {
     SafetensorsEntry *e = xcalloc((size_t)pl->n, sizeof *e);
     for (int i = 0; i < pl->n; i++)
@@ -117,7 +143,7 @@ int checkpoint_save_weights(const TrainConfig *c, int iter, int numbered, const 
                       : save_params(adapter, pl, err);
     if (rc == 0) {
         cJSON *j = train_config_json(c);
-        rc = json_write_file(config, j, err);
+        rc = write_config_json(config, j, err);
         cJSON_Delete(j);
     }
     free(adapter), free(config), free(ckpt);

@@ -14,6 +14,9 @@ T=("$BIN" train --model "$TINY" --train --data "$MLX/data" --fine-tune-type dora
 # training writes mlx-lm's DoRA files
 check "train --fine-tune-type dora" 0 "Saved final weights" "${T[@]}" --iters 4 --adapter-path "$TMP/d"
 check "adapter_config.json says dora" 0 '"fine_tune_type":[[:space:]]*"dora"' cat "$TMP/d/adapter_config.json"
+check "adapter_config.json indented with spaces (a YAML file: PyYAML refuses tabs)" 1 "" grep -q "$(printf '\t')" "$TMP/d/adapter_config.json"
+check "adapter_config.json as a -c config trains the same settings" 0 "Saved final weights" "$BIN" train -c "$TMP/d/adapter_config.json" --adapter-path "$TMP/d2" --quiet
+check "... a DoRA run again" 0 '"fine_tune_type":[[:space:]]*"dora"' cat "$TMP/d2/adapter_config.json"
 check "adapters.safetensors holds the magnitudes" 0 'model.layers.3.mlp.down_proj.m"' head -c 4000 "$TMP/d/adapters.safetensors"
 mkdir -p "$TMP/data" && cp "$MLX"/data/*.jsonl "$TMP/data/" && cp "$MLX/data/valid.jsonl" "$TMP/data/test.jsonl"
 check "--test evaluates the saved DoRA adapter" 0 "Test loss" "$BIN" train --model "$TINY" --test --data "$TMP/data" --adapter-path "$TMP/d" --device cpu
