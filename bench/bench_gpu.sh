@@ -3,7 +3,9 @@
 # Llama-3.2-1B shape (random bf16 weights, batch 8, all 16 blocks; LoRA rank 8 and full), then
 # the default `tunelens experiment` on that model, timed without its model loads.
 # The peer (bench/peer_torch_gpu.py) trains in bf16 on random 9-token rows; tunelens trains
-# f32 weights with TF32 products on the experiment's arithmetic data (about 9 tokens a row).
+# on the experiment's arithmetic data (about 9 tokens a row) with its defaults (bf16 products
+# of frozen bf16 weights, f32 master weights where trained). 8 x 512-token rows, the profile and
+# the before/after comparisons: bench/gpu_check.sh.
 # usage: sh bench/bench_gpu.sh   (env: BIN=./tunelens, TOK=folder with the Llama 3
 #        tokenizer.json, MODEL=where the random model is written, OUT=work folder, PEER=0 skips
 #        the PyTorch peer, EXP=0 skips the experiment)
