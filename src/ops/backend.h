@@ -14,8 +14,10 @@
 // The precision of the linear layers' matrix products. Which ones a backend has, and how it
 // stores a weight for one, is the backend's business (supports, linear_prepare below):
 //   F32   exact f32 (every backend);
-//   BF16  the CPU's AVX512-BF16 products on packed bf16 copies of the weights, f32 sums;
+//   BF16  bf16 copies of the weights times activations rounded to bf16, f32 sums (the CPU's
+//         AVX512-BF16 products on packed copies; CUDA's bf16 tensor cores, cublasGemmEx);
 //   TF32  CUDA's TF32 tensor cores (10-bit mantissa, f32 sums).
+// On CUDA, TF32 and BF16 also put the fused attention's tile products on TF32 tensor cores.
 typedef enum { DTYPE_AUTO, DTYPE_F32, DTYPE_BF16, DTYPE_TF32 } ComputeDtype;
 
 // A linear layer's weight as a backend prepared it for a compute dtype (opaque, owned by the
