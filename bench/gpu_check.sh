@@ -1,7 +1,7 @@
 #!/bin/sh
 # gpu_check.sh — on a CUDA machine, from a build carried in .gpucheck/ (tunelens,
-# libtunelens_cuda.so, tests/test_cuda_ops; their libraries in .devlibs.tar.xz, made by
-# bench/device_libs.sh): the CUDA op tests, then training steps on the Llama-3.2-1B shape at
+# libtunelens_cuda.so, tests/test_cuda_ops [, test_model, test_train]; their libraries in
+# .devlibs.tar.xz, made by bench/device_libs.sh): the CUDA op tests, then training steps on the Llama-3.2-1B shape at
 # 8 x 9 and 8 x ~512 tokens (before: TF32 products and the materialised attention; after: the
 # defaults), a per-op profile of the 8 x 512 LoRA step before and after, and the PyTorch+PEFT
 # peer at both lengths. Builds nothing.
@@ -25,6 +25,13 @@ if [ "$WHAT" != bench ]; then
         export TUNELENS_CUDA_ATTENTION_F32=1; echo "(bench with TUNELENS_CUDA_ATTENTION_F32=1)"
     fi
     grep -E "FAILED|PASSED|largest|bench|peak|fail|error" "$OUT/cuda_ops.log"
+    # the model-level tests' CUDA cases (transformers/PEFT references, trajectories, dropout and
+    # checkpointing on the GPU), where the build carried them
+    for t in test_model test_train; do
+        [ -x .gpucheck/tests/$t ] || continue
+        ./.gpucheck/tests/$t >"$OUT/$t.log" 2>&1
+        echo "$t rc=$?"; grep -E "FAILED|PASSED|CUDA|cuda" "$OUT/$t.log" | head -20
+    done
 fi
 [ "$WHAT" = tests ] && exit 0
 
