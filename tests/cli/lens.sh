@@ -41,8 +41,8 @@ TL=("$BIN" tuned-lens --model "$TINY")
 check "tuned-lens trains and reports the held-out KL per layer" 0 "Mean over the 4 translated layers: plain [0-9.]+, tuned" "${TL[@]}" --data "$FIX" --out "$TMP/tl.safetensors" --iters 30 --json "$TMP/tl.json"
 check "tuned-lens --json" 0 '"kl_tuned":' cat "$TMP/tl.json"
 check "lens --tuned" 0 "Tuned lens: $TMP/tl.safetensors" "${L[@]}" --tuned "$TMP/tl.safetensors"
-check "--init regression (the default): a least-squares start" 0 "Least-squares start: held-out KL" "${TL[@]}" --data "$FIX" --out "$TMP/tl2.safetensors" --iters 5
-check "--init identity: the logit lens, then Adam" 0 "The Adam steps lowered the KL of [0-9] of 4 layers" "${TL[@]}" --data "$FIX" --out "$TMP/tl3.safetensors" --iters 20 --init identity
+check "--init regression (the default): a least-squares start" 0 "Least-squares start: " "${TL[@]}" --data "$FIX" --out "$TMP/tl2.safetensors" --iters 5
+check "--init identity: the logit lens, then Adam" 0 "they lowered it at [0-9] of 4 layers" "${TL[@]}" --data "$FIX" --out "$TMP/tl3.safetensors" --iters 20 --init identity
 mkdir -p "$TMP/empty" "$TMP/one" "$TMP/emptyvalid" "$TMP/none"
 : > "$TMP/empty/train.jsonl"
 echo '{"text": "12 + 7 = 19"}' > "$TMP/one/train.jsonl"
