@@ -664,6 +664,18 @@ static void test_adapter_config_like_mlx(void **state) {
     free(want_text), free(got_text);
 }
 
+// Every flag reaches adapter_config.json: those with a YAML key through train_flags_json, the
+// others through train_config_json's mlx-lm keys, which know these two (lr_schedule). A new
+// flag without a YAML key fails here until the writer (checkpoint.c) records it.
+static void test_every_flag_recorded(void **state) {
+    const char *names[16];
+    int n = train_flags_without_yaml(names, 16);
+    assert_true(n <= 16);
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], "--lr-schedule") && strcmp(names[i], "--warmup"))
+            fail_msg("train's %s has no YAML key: adapter_config.json does not record it", names[i]);
+}
+
 // Written, then read as a -c config over the defaults: the same settings, printed identically
 // (for a run that sets every kind of flag away from its default: a flag the writer forgot
 // would come back as its default).
@@ -825,6 +837,7 @@ int main(void) {
         cmocka_unit_test(test_fuse_matches_mlx),
         cmocka_unit_test(test_export_peft_dora),
         cmocka_unit_test(test_adapter_config_like_mlx),
+        cmocka_unit_test(test_every_flag_recorded),
         cmocka_unit_test(test_adapter_config_round_trips),
         cmocka_unit_test(test_cuda_ops_match_cpu),
         cmocka_unit_test(test_cuda_model_matches_cpu),

@@ -211,6 +211,16 @@ static cJSON *key_parent(cJSON *root, const char *key, const char **leaf) {
     return key_parent(o, dot + 1, leaf);
 }
 
+int train_flags_without_yaml(const char **names, int cap) {
+    int n = 0;
+    for (int i = 0; i < TABLE.n; i++)
+        if (!TABLE.flags[i].yaml && TABLE.flags[i].type != FLAG_NOTE) {
+            if (n < cap) names[n] = TABLE.flags[i].name;
+            n++;
+        }
+    return n;
+}
+
 cJSON *train_flags_json(const TrainConfig *c) {
     cJSON *j = cJSON_CreateObject();
     for (int i = 0; i < TABLE.n; i++) {

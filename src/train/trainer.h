@@ -52,6 +52,9 @@ char **train_config_argv(const TrainConfig *c);
 // flags (lr_schedule, optimizer_config, ...) are train_config_json's (checkpoint.c).
 struct cJSON;
 struct cJSON *train_flags_json(const TrainConfig *c);
+// The flags of train's table that have no YAML key (up to cap names, the count returned):
+// train_config_json must write each of them some other way (tests check the list).
+int train_flags_without_yaml(const char **names, int cap);
 void train_config_argv_free(char **argv);
 
 // Numbers a caller (the experiment report) wants back.
