@@ -92,8 +92,9 @@ static const FlagSpec FLAGS[] = {
     FLAG("--dtype", NULL, FLAG_ENUM, O(dtype), "auto", 0, 0, DTYPES, NULL,
      "precision of the matrix products: bf16 multiplies bf16\ncopies of the weights (AVX512-BF16) "
      "with f32 sums;\nweights, gradients and optimizer stay f32. auto: bf16\nwhen the CPU has "
-     "AVX512-BF16 and the weights are not\nstored f32. On CUDA: auto = tf32 (TF32 tensor cores,\n"
-     "f32 sums), f32 = exact", "dtype"),
+     "AVX512-BF16 and the weights are not\nstored f32. On CUDA: bf16 tensor cores (frozen weights\n"
+     "held in bf16 only), auto = bf16 unless the weights are\nstored f32; tf32 = TF32 tensor "
+     "cores; f32 = exact", "dtype"),
     FLAG("--device", NULL, FLAG_STRING, O(device), "auto", 0, 0, NULL, "auto|cpu|cuda",
      "where training runs (auto: a CUDA GPU when one answers)", "device"),
     FLAG("--quiet", NULL, FLAG_SWITCH, O(quiet), NULL, 0, 0, NULL, NULL, "no progress bar", "quiet"),
