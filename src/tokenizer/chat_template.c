@@ -4,8 +4,10 @@
 // chat_template_utils.render_jinja_template): messages, tools (None unless given), documents
 // (None), add_generation_prompt, and the special tokens by string: bos_token (the tokenizer's
 // BOS) and eos_token (its configured EOS, the first tokenizer_eos_ids gives), each only when
-// the tokenizer has one. tokenize=True encodes the text with add_special_tokens=False, special
-// tokens matched in the text as encode() always does.
+// the tokenizer has one. Messages are normalized first (_normalize_chat_messages,
+// _alias_reasoning_fields). tokenize=True encodes the text with add_special_tokens=False,
+// special tokens matched in the text as encode() always does. The template gets the
+// conversation by reference (cJSON references), never a copy.
 #include "chat_template.h"
 
 #include <stdlib.h>

@@ -28,8 +28,10 @@ int chat_template_encode(const Tokenizer *t, const ChatMessage *msgs, int n,
 // Checks that messages is a non-empty JSON array of objects with string "role" and "content"
 // (other keys are allowed and reach the template); errors name the index: "messages[2]: ...".
 int chat_messages_check(const cJSON *messages, Error *err);
-// As chat_template_render, for messages as JSON (every key of each message reaches the
-// template, as with transformers) and tools (NULL or a JSON null: the template's tools is None).
+// As chat_template_render, for messages as JSON (each message's keys reach the template as
+// transformers normalizes them: keys whose value is null dropped, reasoning_content / thinking /
+// reasoning copied to "thinking" and "reasoning_content") and tools (NULL or a JSON null: the
+// template's tools is None).
 // extra: more template variables (apply_chat_template's **kwargs), a JSON object or NULL.
 // lim: NULL for jinja_default_limits().
 char *chat_template_render_json(const Tokenizer *t, const cJSON *messages, const cJSON *tools,
