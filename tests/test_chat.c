@@ -261,6 +261,10 @@ static void test_errors(void **state) {
     expect_error("{% for i in range(100000) %}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}", NULL,
                  "rendered text is longer than", NULL);
     expect_error("{{ 2 ** 64 }}", NULL, "integer overflow", NULL);
+    // scans that allocate nothing count their bytes: a loop over a huge string stops too
+    expect_error("{% set ns = namespace(s='x') %}{% for i in range(16) %}{% set ns.s = ns.s ~ ns.s %}"
+                 "{% endfor %}{% for i in range(100000) %}{% if 'z' in ns.s or ns.s|length < 0 %}"
+                 "{% endif %}{% endfor %}", NULL, "steps", NULL);
     char deep[4000];
     int k = sprintf(deep, "{{ ");
     for (int i = 0; i < 1000; i++) deep[k++] = '(';

@@ -138,11 +138,12 @@ static Value case_map(Render *r, const Str *s, int mode) {  // 0 lower, 1 upper,
     return tmp_str(r, b);
 }
 
-static int64_t find_sub(const Str *s, const Str *sub, size_t from) {
-    if (sub->len > s->len) return -1;
-    for (size_t i = from; i + sub->len <= s->len; i++)
-        if (!memcmp(s->s + i, sub->s, sub->len)) return (int64_t)i;
-    return -1;
+// The first sub in s at or after from (-1: none); the bytes scanned count as work.
+static int64_t find_sub(Render *r, const Str *s, const Str *sub, size_t from) {
+    if (from > s->len || sub->len > s->len - from) return -1;
+    const char *at = memmem(s->s + from, s->len - from, sub->s, sub->len);
+    work(r, at ? (size_t)(at - s->s) - from + sub->len : s->len - from);
+    return at ? at - s->s : -1;
 }
 
 static Value split(Render *r, const Str *s, Value sepv, int64_t maxsplit) {
@@ -177,7 +178,7 @@ static Value split(Render *r, const Str *s, Value sepv, int64_t maxsplit) {
         if (!sep->len) rfail(r, "empty separator");
         size_t st = 0;
         for (;;) {
-            int64_t at = maxsplit >= 0 && n >= maxsplit ? -1 : find_sub(s, sep, st);
+            int64_t at = maxsplit >= 0 && n >= maxsplit ? -1 : find_sub(r, s, sep, st);
             if (at < 0) {
                 PUSH(s->s + st, s->len - st);
                 break;
@@ -210,7 +211,7 @@ static Value replace(Render *r, const Str *s, const Str *old, const Str *new_, i
         return tmp_str(r, b);
     }
     while (i < s->len) {
-        int64_t at = count >= 0 && done >= count ? -1 : find_sub(s, old, i);
+        int64_t at = count >= 0 && done >= count ? -1 : find_sub(r, s, old, i);
         if (at < 0) break;
         sb_append(b, s->s + i, (size_t)at - i);
         sb_append(b, new_->s, new_->len);
@@ -236,6 +237,7 @@ static int starts_ends(Render *r, const Str *s, Value p, int ends) {
     }
     Str *x = need_str(r, p, ends ? "endswith" : "startswith");
     if (x->len > s->len) return 0;
+    work(r, x->len);
     return !memcmp(s->s + (ends ? s->len - x->len : 0), x->s, x->len);
 }
 
@@ -321,6 +323,7 @@ Value get_item(Render *r, Value obj, Value key) {
         break;
     case V_STR:
         if (key.t == V_INT || key.t == V_BOOL) {
+            work(r, obj.s->len);
             int64_t i = key.t == V_INT ? key.i : key.b, n = (int64_t)utf8_count(obj.s->s, obj.s->len);
             if (i < 0) i += n;
             if (i < 0 || i >= n) return v_undef(str_new(r, "string index out of range", 25));
@@ -329,7 +332,7 @@ Value get_item(Render *r, Value obj, Value key) {
         }
         break;
     case V_DICT: case V_NS: {
-        int i = dict_find(obj.d, key);
+        int i = dict_find(r, obj.d, key);
         if (i >= 0) return obj.d->v[i];
         break;
     }
@@ -387,17 +390,17 @@ int call_test(Render *r, const char *name, Value x, Args *a) {
         int64_t m = d == -1 ? 0 : ((v % d) + d) % d;
         return name[0] == 'o' ? m == 1 : m == 0;
     }
-    if (!strcmp(name, "eq") || !strcmp(name, "equalto") || !strcmp(name, "==")) return v_equal(x, y);
-    if (!strcmp(name, "ne") || !strcmp(name, "!=")) return !v_equal(x, y);
+    if (!strcmp(name, "eq") || !strcmp(name, "equalto") || !strcmp(name, "==")) return v_equal(r, x, y);
+    if (!strcmp(name, "ne") || !strcmp(name, "!=")) return !v_equal(r, x, y);
     if (!strcmp(name, "lt") || !strcmp(name, "<") || !strcmp(name, "lessthan")) return v_compare(r, x, y) < 0;
     if (!strcmp(name, "le") || !strcmp(name, "<=")) return v_compare(r, x, y) <= 0;
     if (!strcmp(name, "gt") || !strcmp(name, ">") || !strcmp(name, "greaterthan")) return v_compare(r, x, y) > 0;
     if (!strcmp(name, "ge") || !strcmp(name, ">=")) return v_compare(r, x, y) >= 0;
     if (!strcmp(name, "in")) {
-        if (y.t == V_STR) return x.t == V_STR && find_sub(y.s, x.s, 0) >= 0;
+        if (y.t == V_STR) return x.t == V_STR && find_sub(r, y.s, x.s, 0) >= 0;
         List *l = v_iter(r, y);
         for (int i = 0; i < l->n; i++)
-            if (v_equal(l->v[i], x)) return 1;
+            if (v_equal(r, l->v[i], x)) return 1;
         return 0;
     }
     if (!strcmp(name, "sameas")) {
@@ -406,7 +409,7 @@ int call_test(Render *r, const char *name, Value x, Args *a) {
         if (x.t == V_BOOL) return x.b == y.b;
         if (x.t == V_LIST) return x.l == y.l;
         if (x.t == V_DICT || x.t == V_NS) return x.d == y.d;
-        return v_equal(x, y);
+        return v_equal(r, x, y);
     }
     rfail(r, "no test named '%s'", name);
 }
@@ -472,7 +475,9 @@ static void join_items(Render *r, StrBuf *b, List *l, Str *sep, Value attr) {
 
 static int64_t length(Render *r, Value x) {
     switch (x.t) {
-    case V_STR: return (int64_t)utf8_count(x.s->s, x.s->len);
+    case V_STR:
+        work(r, x.s->len);
+        return (int64_t)utf8_count(x.s->s, x.s->len);
     case V_LIST:
         if (x.l->gen) rfail(r, "object of type 'generator' has no len() (add |list)");
         return x.l->n;
@@ -615,6 +620,7 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
         if (x.t == V_BOOL) return v_int(x.b);
         if (x.t == V_FLOAT) return isfinite(x.f) && fabs(x.f) < 9.2e18 ? v_int((int64_t)x.f) : dflt;
         if (x.t == V_STR) {
+            work(r, x.s->len);
             char *end;
             long long v = strtoll(x.s->s, &end, 10);
             while (*end == ' ') end++;
@@ -630,6 +636,7 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
         if (x.t == V_INT) return v_float((double)x.i);
         if (x.t == V_BOOL) return v_float(x.b);
         if (x.t == V_STR) {
+            work(r, x.s->len);
             char *end;
             double d = strtod(x.s->s, &end);
             if (end != x.s->s && !*end) return v_float(d);
@@ -662,7 +669,7 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
         out->gen = 1;
         for (int i = 0; i < in->n; i++) {
             int seen = 0;
-            for (int j = 0; j < out->n && !seen; j++) seen = v_equal(out->v[j], in->v[i]);
+            for (int j = 0; j < out->n && !seen; j++) seen = v_equal(r, out->v[j], in->v[i]);
             if (!seen) out->v[out->n++] = in->v[i];
             step(r);
         }
@@ -696,6 +703,7 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
         if (!l->n) return v_undef(str_new(r, "no min/max: the sequence is empty", 33));
         Value attr = arg(a, 1, "attribute", v_undef(NULL)), best = l->v[0];
         for (int i = 1; i < l->n; i++) {
+            step(r);
             Value kb = attr.t == V_UNDEF ? best : attr_path(r, best, attr);
             Value ki = attr.t == V_UNDEF ? l->v[i] : attr_path(r, l->v[i], attr);
             int c = v_compare(r, ki, kb);
@@ -707,6 +715,7 @@ Value call_filter(Render *r, const char *name, Value x, Args *a) {
         List *l = v_iter(r, x);
         Value attr = arg(a, 0, "attribute", v_undef(NULL)), acc = arg(a, 1, "start", v_int(0));
         for (int i = 0; i < l->n; i++) {
+            step(r);
             Value v = attr.t == V_UNDEF ? l->v[i] : attr_path(r, l->v[i], attr);
             acc = v_add(r, acc, v);
         }
@@ -792,14 +801,15 @@ static Value str_method(Render *r, Str *s, const char *name, Args *a) {
             if (!sub->len) return v_int((int64_t)utf8_count(s->s, s->len) + 1);
             int64_t c = 0, at;
             size_t from = 0;
-            while ((at = find_sub(s, sub, from)) >= 0) c++, from = (size_t)at + sub->len;
+            while ((at = find_sub(r, s, sub, from)) >= 0) c++, from = (size_t)at + sub->len;
             return v_int(c);
         }
-        int64_t at = find_sub(s, sub, 0), last = at;
+        int64_t at = find_sub(r, s, sub, 0), last = at;
         if (name[0] == 'r')
-            while (last >= 0 && (at = find_sub(s, sub, (size_t)last + 1)) >= 0) last = at;
+            while (last >= 0 && (at = find_sub(r, s, sub, (size_t)last + 1)) >= 0) last = at;
         at = name[0] == 'r' ? last : at;
         if (at < 0 && name[0] == 'i') rfail(r, "substring not found");
+        if (at > 0) work(r, (size_t)at);
         return v_int(at < 0 ? -1 : (int64_t)utf8_count(s->s, (size_t)at));
     }
     if (!strcmp(name, "join")) {
@@ -817,6 +827,7 @@ static Value str_method(Render *r, Str *s, const char *name, Args *a) {
         return parts;
     }
     if (!strncmp(name, "is", 2)) {
+        work(r, s->len);
         int any = 0, ok = 1;
         for (size_t i = 0; i < s->len; i++) {
             unsigned char c = (unsigned char)s->s[i];
@@ -867,7 +878,7 @@ Value call_method(Render *r, Value obj, const char *name, Args *a) {
         }
         if (!strcmp(name, "get")) {
             if (a->n < 1) rfail(r, "get expected at least 1 argument, got 0");
-            int i = dict_find(obj.d, a->v[0]);
+            int i = dict_find(r, obj.d, a->v[0]);
             return i >= 0 ? obj.d->v[i] : a->n > 1 ? a->v[1] : v_none();
         }
         if (!strcmp(name, "copy")) {
@@ -881,7 +892,7 @@ Value call_method(Render *r, Value obj, const char *name, Args *a) {
             if (a->n < 1) rfail(r, "%s() takes at least 1 argument", name);
             int64_t c = 0;
             for (int i = 0; i < obj.l->n; i++)
-                if (v_equal(obj.l->v[i], a->v[0])) {
+                if (v_equal(r, obj.l->v[i], a->v[0])) {
                     if (name[0] == 'i') return v_int(i);
                     c++;
                 }

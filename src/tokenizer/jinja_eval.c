@@ -35,6 +35,11 @@ void step(Render *r) {
         rfail(r, "the template ran more than %lld steps (an endless loop?)", (long long)r->lim.max_steps);
 }
 
+void work(Render *r, size_t n) {
+    r->steps += (int64_t)(n >> 6);
+    step(r);
+}
+
 StrBuf *tmp_begin(Render *r) {
     if (r->ntmp == r->cap_tmp) {
         r->cap_tmp = r->cap_tmp ? r->cap_tmp * 2 : 16;
@@ -239,16 +244,13 @@ static int contains(Render *r, Value item, Value c) {
     case V_STR:
         if (item.t != V_STR)
             rfail(r, "'in <string>' requires string as left operand, not %s", type_name(item));
-        if (!item.s->len) return 1;
-        if (item.s->len > c.s->len) return 0;
-        for (size_t i = 0; i + item.s->len <= c.s->len; i++)
-            if (!memcmp(c.s->s + i, item.s->s, item.s->len)) return 1;
-        return 0;
+        work(r, c.s->len);
+        return memmem(c.s->s, c.s->len, item.s->s, item.s->len) != NULL;
     case V_LIST:
         for (int i = 0; i < c.l->n; i++)
-            if (v_equal(c.l->v[i], item)) return 1;
+            if (v_equal(r, c.l->v[i], item)) return 1;
         return 0;
-    case V_DICT: case V_NS: return dict_find(c.d, item) >= 0;
+    case V_DICT: case V_NS: return dict_find(r, c.d, item) >= 0;
     case V_UNDEF: return 0;
     default: rfail(r, "argument of type '%s' is not iterable", type_name(c));
     }
@@ -294,6 +296,7 @@ static Value do_slice(Render *r, Value obj, Value *sv) {
         return list_value(l);
     }
     if (obj.t == V_STR) {
+        work(r, obj.s->len);
         int64_t n = (int64_t)utf8_count(obj.s->s, obj.s->len);
         slice_indices(r, sv, n, &start, &stop, &st);
         StrBuf *b = tmp_begin(r);
@@ -441,8 +444,8 @@ static Value eval(Render *r, Frame *f, const Node *n) {
         Value a = eval(r, f, n->a), b = eval(r, f, n->b);
         r->at = n;
         switch (n->ival) {
-        case OP_EQ: v = v_bool(v_equal(a, b)); break;
-        case OP_NE: v = v_bool(!v_equal(a, b)); break;
+        case OP_EQ: v = v_bool(v_equal(r, a, b)); break;
+        case OP_NE: v = v_bool(!v_equal(r, a, b)); break;
         case OP_LT: v = v_bool(v_compare(r, a, b) < 0); break;
         case OP_LE: v = v_bool(v_compare(r, a, b) <= 0); break;
         case OP_GT: v = v_bool(v_compare(r, a, b) > 0); break;

@@ -182,12 +182,12 @@ static inline Value v_cstr(Render *r, const char *s) { return v_str(r, s, strlen
 List *list_new(Render *r, int n);
 Dict *dict_new(Render *r);
 void dict_set(Render *r, Dict *d, Value k, Value v);
-int dict_find(const Dict *d, Value k);  // index or -1
+int dict_find(Render *r, const Dict *d, Value k);  // index or -1
 Value dict_get_str(const Dict *d, const char *key);  // V_UNDEF (why NULL) if absent
 
 const char *type_name(Value v);        // Python's type names: 'str', 'dict', 'NoneType', ...
 int v_truthy(Value v);
-int v_equal(Value a, Value b);
+int v_equal(Render *r, Value a, Value b);  // counts its work (lists, long strings)
 int v_compare(Render *r, Value a, Value b);  // -1/0/1; fails for unordered types
 // str(v) appended to b (Python's str(), jinja2's output of a value; undefined is empty).
 void v_str_append(Render *r, StrBuf *b, Value v);
@@ -227,3 +227,6 @@ Str *html_escape(Render *r, const Str *s);  // markupsafe.escape: & < > " '  // 
 // Runs a macro.
 Value call_macro(Render *r, const Node *m, Args *a);
 void step(Render *r);   // counts work against the limit
+// Counts a scan of n bytes that allocates nothing (what allocates is bounded by max_memory):
+// one step per 64 bytes, so that no loop of cheap-looking calls over a huge string hangs.
+void work(Render *r, size_t n);

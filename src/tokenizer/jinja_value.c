@@ -87,9 +87,9 @@ List *list_new(Render *r, int n) {
 
 Dict *dict_new(Render *r) { return arena_alloc(&r->mem, sizeof(Dict)); }
 
-int dict_find(const Dict *d, Value k) {
+int dict_find(Render *r, const Dict *d, Value k) {
     for (int i = 0; i < d->n; i++)
-        if (v_equal(d->k[i], k)) return i;
+        if (v_equal(r, d->k[i], k)) return i;
     return -1;
 }
 
@@ -102,7 +102,7 @@ Value dict_get_str(const Dict *d, const char *key) {
 }
 
 void dict_set(Render *r, Dict *d, Value k, Value v) {
-    int i = dict_find(d, k);
+    int i = dict_find(r, d, k);
     if (i >= 0) {
         d->v[i] = v;
         return;
@@ -208,7 +208,8 @@ int v_truthy(Value v) {
 static int is_num(Value v) { return v.t == V_BOOL || v.t == V_INT || v.t == V_FLOAT; }
 static double num(Value v) { return v.t == V_FLOAT ? v.f : v.t == V_INT ? (double)v.i : v.b; }
 
-int v_equal(Value a, Value b) {
+int v_equal(Render *r, Value a, Value b) {
+    step(r);
     if (is_num(a) && is_num(b)) {
         if (a.t != V_FLOAT && b.t != V_FLOAT)
             return (a.t == V_INT ? a.i : a.b) == (b.t == V_INT ? b.i : b.b);
@@ -217,18 +218,21 @@ int v_equal(Value a, Value b) {
     if (a.t != b.t) return 0;
     switch (a.t) {
     case V_UNDEF: case V_NONE: return 1;
-    case V_STR: return a.s->len == b.s->len && !memcmp(a.s->s, b.s->s, a.s->len);
+    case V_STR:
+        if (a.s->len != b.s->len) return 0;
+        work(r, a.s->len);
+        return !memcmp(a.s->s, b.s->s, a.s->len);
     case V_LIST:
         if (a.l->gen || b.l->gen) return a.l == b.l;
         if (a.l->n != b.l->n || a.l->tuple != b.l->tuple) return 0;
         for (int i = 0; i < a.l->n; i++)
-            if (!v_equal(a.l->v[i], b.l->v[i])) return 0;
+            if (!v_equal(r, a.l->v[i], b.l->v[i])) return 0;
         return 1;
     case V_DICT:
         if (a.d->n != b.d->n) return 0;
         for (int i = 0; i < a.d->n; i++) {
-            int j = dict_find(b.d, a.d->k[i]);
-            if (j < 0 || !v_equal(a.d->v[i], b.d->v[j])) return 0;
+            int j = dict_find(r, b.d, a.d->k[i]);
+            if (j < 0 || !v_equal(r, a.d->v[i], b.d->v[j])) return 0;
         }
         return 1;
     case V_NS: return a.d == b.d;
@@ -250,13 +254,14 @@ int v_compare(Render *r, Value a, Value b) {
     }
     if (a.t == V_STR && b.t == V_STR) {  // UTF-8 byte order is code point order
         size_t n = a.s->len < b.s->len ? a.s->len : b.s->len;
+        work(r, n);
         int c = memcmp(a.s->s, b.s->s, n);
         if (c) return c < 0 ? -1 : 1;
         return (a.s->len > b.s->len) - (a.s->len < b.s->len);
     }
     if (a.t == V_LIST && b.t == V_LIST && a.l->tuple == b.l->tuple && !a.l->gen && !b.l->gen) {
         for (int i = 0; i < a.l->n && i < b.l->n; i++)
-            if (!v_equal(a.l->v[i], b.l->v[i])) return v_compare(r, a.l->v[i], b.l->v[i]);
+            if (!v_equal(r, a.l->v[i], b.l->v[i])) return v_compare(r, a.l->v[i], b.l->v[i]);
         return (a.l->n > b.l->n) - (a.l->n < b.l->n);
     }
     if (a.t == V_UNDEF || b.t == V_UNDEF)
