@@ -130,10 +130,16 @@ int lora_keys_parse(const char *list, unsigned *mask, Error *err) {
     return 0;
 }
 
+void optimizer_settings_default(OptimizerKind kind, OptimizerSettings *s) {
+    *s = (OptimizerSettings){.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+                             .weight_decay = kind == OPT_ADAMW ? 0.01 : 0.0};
+}
+
 int optimizer_init(Optimizer *o, OptimizerKind kind, const ParamList *pl, const Backend *be) {
     memset(o, 0, sizeof *o);
     o->kind = kind;
     o->be = be;
+    optimizer_settings_default(kind, &o->set);
     o->weight_decay = kind == OPT_ADAMW ? 0.01f : 0.0f;
     o->n = pl->total;
     if (kind != OPT_SGD) {
@@ -147,20 +153,90 @@ int optimizer_init(Optimizer *o, OptimizerKind kind, const ParamList *pl, const 
     return 0;
 }
 
+static int sgd_plain(const OptimizerSettings *s) {
+    return s->momentum == 0 && s->weight_decay == 0 && s->dampening == 0 && !s->nesterov;
+}
+
+int optimizer_configure(Optimizer *o, const OptimizerSettings *s, Error *err) {
+    if (o->kind != OPT_SGD) {  // mlx's Adam checks
+        if (!(s->beta1 >= 0 && s->beta1 < 1) || !(s->beta2 >= 0 && s->beta2 < 1))
+            return err_set(err, "optimizer_config betas: each must be in [0, 1), got [%g, %g]",
+                           s->beta1, s->beta2);
+        if (!(s->eps >= 0)) return err_set(err, "optimizer_config eps: must be >= 0, got %g", s->eps);
+        if (o->kind == OPT_ADAM && s->weight_decay != 0)
+            return err_set(err, "optimizer_config weight_decay: adam has none (use adamw)");
+    } else {
+        if (s->nesterov && (s->momentum <= 0 || s->dampening != 0))
+            return err_set(err, "optimizer_config nesterov: needs a momentum and zero dampening "
+                           "(as mlx's SGD)");
+        if (!sgd_plain(s)) {
+            if (o->be->caps & BACKEND_CAP_DEVICE)
+                return err_set(err, "optimizer_config sgd: momentum, weight_decay, dampening and "
+                               "nesterov run on the CPU only (--device cpu)");
+            if (s->momentum > 0 && !o->v) {
+                o->v = o->be->alloc(sizeof(float) * (o->n ? (size_t)o->n : 1));
+                if (!o->v) return err_set(err, "out of memory for SGD's momentum");
+                memset(o->v, 0, sizeof(float) * (size_t)o->n);
+            }
+        }
+    }
+    o->set = *s;
+    o->weight_decay = o->kind == OPT_ADAMW ? (float)s->weight_decay : 0.0f;
+    return 0;
+}
+
 void optimizer_free(Optimizer *o) {
     if (o->be) o->be->free(o->m), o->be->free(o->v);
     memset(o, 0, sizeof *o);
 }
 
+// mlx's SGD with its options, on host memory, op by op as mlx.optimizers.SGD.apply_single:
+//   g += wd p;  v = mu v + (1 - dampening) g  (or + g);  update = nesterov ? g + mu v : v;
+//   p = p - lr update
+static void sgd_full(const OptimizerSettings *s, float *p, const float *grad, float *v, int64_t n,
+                     float lr) {
+    const float wd = (float)s->weight_decay, mu = (float)s->momentum;
+    const float damp = (float)(1 - s->dampening);
+    for (int64_t i = 0; i < n; i++) {
+        float g = grad[i];
+        if (s->weight_decay != 0) g = g + wd * p[i];
+        if (s->momentum <= 0) {
+            p[i] = p[i] - lr * g;
+            continue;
+        }
+        float vi = mu * v[i];
+        vi = s->dampening > 0 ? vi + damp * g : vi + g;
+        float up = s->nesterov ? g + mu * vi : vi;
+        v[i] = vi;
+        p[i] = p[i] - lr * up;
+    }
+}
+
 void optimizer_step(Optimizer *o, const ParamList *pl, float lr) {
+    const OptimizerSettings *s = &o->set;
+    float step_lr = lr, eps = (float)s->eps, wd = o->weight_decay;
+    if (o->kind != OPT_SGD && s->bias_correction) {
+        // mlx: p - (c1 m) / (sqrt(v) c2 + eps), c1 = lr / (1 - b1^t), c2 = rsqrt(1 - b2^t),
+        // t the step after its increment. The kernels compute p - (lr' m) / (sqrt(v) + eps'):
+        // lr' = c1 / c2, eps' = eps / c2 (the same quotient, a few roundings apart), and the
+        // weight decay keeps lr wd: wd' = lr wd / lr'.
+        float t = (float)(o->step + 1);
+        float c1 = lr / (1.0f - powf((float)s->beta1, t));
+        float c2 = 1.0f / sqrtf(1.0f - powf((float)s->beta2, t));
+        step_lr = c1 / c2;
+        eps = (float)((double)eps / c2);
+        if (wd != 0) wd = (float)((double)lr * (double)wd / step_lr);
+    }
     int64_t off = 0;
     for (int i = 0; i < pl->n; i++) {
         const Param *p = &pl->p[i];
-        if (o->kind == OPT_SGD)
+        if (o->kind == OPT_SGD && sgd_plain(s))
             o->be->sgd_update(p->data, p->grad, p->n, lr);
+        else if (o->kind == OPT_SGD)
+            sgd_full(s, p->data, p->grad, o->v ? o->v + off : NULL, p->n, lr);
         else
-            o->be->adam_update(p->data, p->grad, o->m + off, o->v + off, p->n, lr, 0.9f, 0.999f, 1e-8f,
-                        o->weight_decay);
+            o->be->adam_update(p->data, p->grad, o->m + off, o->v + off, p->n, step_lr,
+                               (float)s->beta1, (float)s->beta2, eps, wd);
         off += p->n;
     }
     o->step++;

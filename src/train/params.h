@@ -38,15 +38,33 @@ int lora_keys_parse(const char *list, unsigned *mask, Error *err);
 
 typedef enum { OPT_ADAM, OPT_ADAMW, OPT_SGD } OptimizerKind;
 
+// mlx.optimizers' settings (mlx-lm's optimizer_config), as Python floats: mlx forms (1 - beta)
+// and the like in double before they meet the float32 arrays.
+typedef struct {
+    double beta1, beta2, eps;   // Adam/AdamW: betas [0.9, 0.999], eps 1e-8
+    int bias_correction;        // Adam/AdamW: false
+    double weight_decay;        // AdamW 0.01; SGD 0 (an L2 term added to the gradient)
+    double momentum, dampening; // SGD: 0, 0
+    int nesterov;               // SGD: false
+} OptimizerSettings;
+void optimizer_settings_default(OptimizerKind kind, OptimizerSettings *s);
+
 typedef struct {
     OptimizerKind kind;
     const Backend *be;   // the model's: the moments are its buffers, the updates run there
-    float weight_decay;  // adamw: 0.01 (mlx's default)
-    float *m, *v;        // first and second moments, pl->total each (Adam/AdamW)
+    OptimizerSettings set;
+    float weight_decay;  // adamw: set.weight_decay (the kernels' argument); 0 otherwise
+    float *m, *v;        // first and second moments, pl->total each (Adam/AdamW); SGD with
+                         // momentum: v its velocity
     int64_t n;
     int64_t step;
 } Optimizer;
 
+// mlx's default settings for kind; optimizer_configure changes them before the first step.
 int optimizer_init(Optimizer *o, OptimizerKind kind, const ParamList *pl, const Backend *be);
+// Other settings (checked as mlx checks them); -1 with a message naming the setting when
+// they are out of range or this backend cannot run them (SGD's momentum, weight decay,
+// dampening and nesterov run on the CPU only).
+int optimizer_configure(Optimizer *o, const OptimizerSettings *s, Error *err);
 void optimizer_free(Optimizer *o);
 void optimizer_step(Optimizer *o, const ParamList *pl, float lr);
