@@ -17,7 +17,7 @@ for c in tokenize generate lens; do
   check "$c --help" 0 "usage: tunelens $c" $BIN $c --help
   check "$c unknown flag" 2 "unknown option '--bogus'" $BIN $c --bogus
   check "$c missing model" 2 "--model is required" $BIN $c $input x
-  check "$c missing input" 2 "$input is required" $BIN $c --model $TINY
+  check "$c missing input" 2 "$input( \\(or --messages\\))? is required" $BIN $c --model $TINY
   check "$c model not found" 1 "/no/such/model" $BIN $c --model /no/such/model $input x
 done
 check "lens bad top-k" 2 "--top-k expects an integer" $BIN lens --model $TINY --prompt x --top-k abc
@@ -46,7 +46,7 @@ check "generate with adapter" 0 "" $BIN generate --model $TINY --adapter $TINY/m
 check "data math" 0 "train.jsonl" $BIN data math --out "$TMP/data" --train 64 --valid 16 --test 16 --seed 1
 check "train --iters -3" 2 "--iters expects an integer" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters -3
 check "train bad lr" 2 "--learning-rate expects a number" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --learning-rate abc
-check "train bad type" 2 "--fine-tune-type must be lora or full" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --fine-tune-type half
+check "train bad type" 2 "--fine-tune-type must be lora, full or dora, got .half." $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --fine-tune-type half
 check "train nothing to do" 2 "nothing to do" $BIN train --model $TINY --num-layers -1 --data "$TMP/data"
 check "train missing data" 1 "train.jsonl" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/nodata"
 check "train lora" 0 "Saved final weights" $BIN train --model $TINY --num-layers -1 --train --data "$TMP/data" --iters 12 --batch-size 4 --learning-rate 1e-3 --steps-per-report 4 --steps-per-eval 6 --save-every 8 --num-layers 2 --adapter-path "$TMP/ad" --test --quiet
