@@ -63,8 +63,9 @@ typedef struct {
 } ProbeResult;
 
 // Texts already encoded (ids, len: n prompts) with labels y (0..K-1): last-position residuals
-// at every layer from batched forward passes (hook_run, chunk prompts a pass), then a task and a
-// control probe per layer in `layers` (n_layers of -1..L-1). The split is probe_split's with
+// at every layer from batched forward passes (hook_run, about 1024 token rows a pass), then a
+// task and a control probe per layer in `layers` (n_layers of -1..L-1), the layers' fits in
+// parallel (OpenMP, one layer a thread). The split is probe_split's with
 // test_frac 0.2 (a class of one example trains only). Errors: fewer than two classes, fewer
 // examples than classes, no held-out example, layers out of range.
 int probe_run(const Model *m, const int *const *ids, const int *len, const int *y, int n, int K,
