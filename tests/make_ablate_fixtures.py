@@ -19,7 +19,6 @@ Writes tests/fixtures/ablate/:
 """
 import json
 import os
-import struct
 import sys
 
 import numpy as np
@@ -97,32 +96,20 @@ def ablate_fixture():
             "runs": runs}
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        head = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for k, v in head.items():
-        if k == "__metadata__":
-            continue
-        a, b = v["data_offsets"]
-        if v["dtype"] == "BF16":
-            u = np.frombuffer(data[a:b], dtype=np.uint16).astype(np.uint32) << 16
-            x = u.view(np.float32)
-        else:
-            assert v["dtype"] == "F32", v["dtype"]
-            x = np.frombuffer(data[a:b], dtype=np.float32)
-        out[k] = x.astype(np.float64).reshape(v["shape"])
-    return out
-
-
 def effective_rank(s):
     s = s[s > 0]
     if len(s) == 0:
         return 0.0
     p = s / s.sum()
     return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def lora_pairs(t):
+    """(name, A, B) of each LoRA pair of an adapter's tensors, in name order."""
+    for k in sorted(t):
+        if k.endswith(".lora_a"):
+            base = k[:-len(".lora_a")]
+            yield base, t[k], t[base + ".lora_b"]
 
 
 def weight_diff_fixture():
@@ -132,13 +119,9 @@ def weight_diff_fixture():
         d = os.path.join(FIX, name)
         cfg = json.load(open(os.path.join(d, "adapter_config.json")))
         scale = cfg["lora_parameters"]["scale"]
-        t = read_safetensors(os.path.join(d, "adapters.safetensors"))
+        t = ref_llama.read_safetensors(os.path.join(d, "adapters.safetensors"))
         rows = []
-        for k in sorted(t):
-            if not k.endswith(".lora_a"):
-                continue
-            base = k[:-len(".lora_a")]
-            A, B = t[k], t[base + ".lora_b"]
+        for base, A, B in lora_pairs(t):
             dw = scale * A @ B  # (in, out): the update of W^T
             s = np.linalg.svd(dw, compute_uv=False)[:A.shape[1]]
             rows.append({"name": base, "norm": float(np.sqrt((dw * dw).sum())),
@@ -151,13 +134,10 @@ def weight_diff_fixture():
     # |W' - W|, lora_norm the LoRA part's, the singular values the LoRA part's
     d = os.path.join(FIX, "mlx/dora")
     scale = json.load(open(os.path.join(d, "adapter_config.json")))["lora_parameters"]["scale"]
-    t = read_safetensors(os.path.join(d, "adapters.safetensors"))
+    t = ref_llama.read_safetensors(os.path.join(d, "adapters.safetensors"))
     rows = []
-    for k in sorted(t):
-        if not k.endswith(".lora_a"):
-            continue
-        base = k[:-len(".lora_a")]
-        A, B, m = t[k], t[base + ".lora_b"], t[base + ".m"]
+    for base, A, B in lora_pairs(t):
+        m = t[base + ".m"]
         W = w[base + ".weight"]
         dw = scale * (A @ B).T
         V = W + dw
@@ -171,7 +151,7 @@ def weight_diff_fixture():
     print(f"weight-diff mlx/dora: {len(rows)} DoRA pairs, |W' - W| "
           f"{min(r['norm'] for r in rows):.3g}..{max(r['norm'] for r in rows):.3g}")
     for name in ("tiny/full_adapter", "mlx/full"):
-        t = read_safetensors(os.path.join(FIX, name, "adapters.safetensors"))
+        t = ref_llama.read_safetensors(os.path.join(FIX, name, "adapters.safetensors"))
         rows = []
         for k in sorted(t):
             dw = t[k] - w[k]

@@ -102,17 +102,15 @@ def greedy(w, cfg, ids, n, eos_ids):
     return out
 
 
-def load_folder(path):
-    """A Hugging Face folder with one model.safetensors (F32 or BF16 tensors) -> (w, cfg): the
-    float64 weights by name and the config forward_residuals reads."""
+def read_safetensors(path):
+    """A safetensors file of F32 or BF16 tensors -> {name: float64 array}."""
     import json
-    import os
     import struct
-    with open(os.path.join(path, "model.safetensors"), "rb") as f:
+    with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         head = json.loads(f.read(n))
         data = f.read()
-    w = {}
+    out = {}
     for k, v in head.items():
         if k == "__metadata__":
             continue
@@ -123,7 +121,16 @@ def load_folder(path):
         else:
             assert v["dtype"] == "F32", v["dtype"]
             x = np.frombuffer(data[a:b], dtype=np.float32)
-        w[k] = x.astype(np.float64).reshape(v["shape"])
+        out[k] = x.astype(np.float64).reshape(v["shape"])
+    return out
+
+
+def load_folder(path):
+    """A Hugging Face folder with one model.safetensors (F32 or BF16 tensors) -> (w, cfg): the
+    float64 weights by name and the config forward_residuals reads."""
+    import json
+    import os
+    w = read_safetensors(os.path.join(path, "model.safetensors"))
     cj = json.load(open(os.path.join(path, "config.json")))
     rp = dict(cj.get("rope_parameters") or {})
     theta = rp.pop("rope_theta", cj.get("rope_theta", 10000.0))

@@ -33,15 +33,7 @@ static const FlagSpec FLAGS[] = {
          "exact match per operation\nbefore and after, instead of --prompt", NULL),
     FLAG("--layer", NULL, FLAG_INT, O(layer), NULL, -1, 1000000, NULL, "L",
          "ablate after block L (-1 = the embedding output)\n(required)", NULL),
-    FLAG("--token", NULL, FLAG_STRING, O(token), NULL, 0, 0, NULL, "WORD",
-         "the direction the lens reads for WORD (one token):\nits unembedding row times the "
-         "final norm's weight", NULL),
-    FLAG("--direction", NULL, FLAG_STRING, O(direction), NULL, 0, 0, NULL, "FILE[:NAME]",
-         "a vector of the hidden size from a safetensors file\n(NAME: which tensor, when it "
-         "holds several)", NULL),
-    FLAG("--probe", NULL, FLAG_STRING, O(probe), NULL, 0, 0, NULL, "PROBES:LABEL",
-         "a label's direction in a file of probe --save, at\n--layer: (its row - the mean of "
-         "the rows) / std", NULL),
+    FLAG_DIRECTION(O(token), O(direction), O(probe)),
     FLAG("--mode", NULL, FLAG_ENUM, O(mode), "project", 0, 0, MODES, "project|mean",
          "project: remove the component along the direction;\nmean: set it to its mean "
          "(see below)", NULL),
@@ -77,35 +69,6 @@ static const FlagTable TABLE = {
     "  (2000 resamples; change: the paired difference). --position last ablates the last\n"
     "  position of each decoding step (prompt + answer so far, run without a KV cache).\n",
     FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
-
-static cJSON *top_json(const Model *m, const float *probs, int k) {
-    TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
-    top_k_probs(probs, m->cfg.vocab_size, k, t);
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < k; i++) {
-        cJSON *o = cJSON_CreateObject();
-        char *s = cli_token_text(m->tok, t[i].id);
-        cJSON_AddNumberToObject(o, "id", t[i].id);
-        cJSON_AddStringToObject(o, "token", s);
-        cJSON_AddNumberToObject(o, "prob", t[i].prob);
-        free(s);
-        cJSON_AddItemToArray(a, o);
-    }
-    free(t);
-    return a;
-}
-
-static void print_top(const Model *m, const float *probs, int k) {
-    TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
-    top_k_probs(probs, m->cfg.vocab_size, k, t);
-    for (int i = 0; i < k; i++) {
-        char *d = cli_token_display(m->tok, t[i].id);
-        printf(" %s %.1f%%", d, 100.0 * t[i].prob);
-        free(d);
-    }
-    printf("\n");
-    free(t);
-}
 
 static double norm_of(const float *v, int C) {
     double s = 0;
@@ -157,9 +120,9 @@ static int run_prompt(const Model *m, const AblateArgs *a, const Direction *d, A
         printf("Component along it at the last position: %.6g", comp);
         if (ab->mode == ABLATE_MEAN) printf(" (set to the mean, %.6g)", ab->mean);
         printf("\nBefore:");
-        print_top(m, before, k);
+        cli_print_top(m, before, k);
         printf("After: ");
-        print_top(m, after, k);
+        cli_print_top(m, after, k);
         if (tok >= 0) {
             char *t = cli_token_display(m->tok, tok);
             printf("P(%s): %.4g%% -> %.4g%%\n", t, 100.0 * before[tok], 100.0 * after[tok]);
@@ -173,8 +136,8 @@ static int run_prompt(const Model *m, const AblateArgs *a, const Direction *d, A
         cJSON_AddNumberToObject(j, "n_tokens", n);
         cJSON_AddNumberToObject(j, "component", comp);
         cJSON *b = cJSON_AddObjectToObject(j, "before"), *f = cJSON_AddObjectToObject(j, "after");
-        cJSON_AddItemToObject(b, "top", top_json(m, before, k));
-        cJSON_AddItemToObject(f, "top", top_json(m, after, k));
+        cJSON_AddItemToObject(b, "top", cli_top_json(m, before, k));
+        cJSON_AddItemToObject(f, "top", cli_top_json(m, after, k));
         if (tok >= 0) {
             cJSON_AddNumberToObject(b, "token_prob", before[tok]);
             cJSON_AddNumberToObject(f, "token_prob", after[tok]);
@@ -308,14 +271,7 @@ int cmd_ablate(int argc, char **argv) {
         return EXIT_USAGE;
     }
     if (a.layer == INT_MIN) return cli_missing(cmd, "--layer");
-    int given = !!a.token + !!a.direction + !!a.probe;
-    if (given != 1) {
-        fprintf(stderr, "tunelens %s: %s\n", cmd,
-                given ? "give one direction: --token, --direction or --probe, not several"
-                      : "missing the direction: --token WORD, --direction FILE[:NAME] or --probe "
-                        "PROBES.safetensors:LABEL");
-        return EXIT_USAGE;
-    }
+    if ((rc = cli_one_direction(cmd, a.token, a.direction, a.probe))) return rc;
     Error err;
     Model m;
     if (cli_load_model(&m, a.model, a.adapter, a.device, &err)) return cli_fail(&err);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../lens/lens.h"
 #include "../model/hub.h"
 
 int cli_unknown(const char *cmd, const char *flag) {
@@ -140,4 +141,44 @@ int cli_write_json(const char *path, const cJSON *j, Error *err) {
     }
     free(text);
     return rc;
+}
+
+cJSON *cli_top_json(const Model *m, const float *probs, int k) {
+    TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
+    top_k_probs(probs, m->cfg.vocab_size, k, t);
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < k; i++) {
+        cJSON *o = cJSON_CreateObject();
+        char *s = cli_token_text(m->tok, t[i].id);
+        cJSON_AddNumberToObject(o, "id", t[i].id);
+        cJSON_AddStringToObject(o, "token", s);
+        cJSON_AddNumberToObject(o, "prob", t[i].prob);
+        free(s);
+        cJSON_AddItemToArray(a, o);
+    }
+    free(t);
+    return a;
+}
+
+void cli_print_top(const Model *m, const float *probs, int k) {
+    TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
+    top_k_probs(probs, m->cfg.vocab_size, k, t);
+    for (int i = 0; i < k; i++) {
+        char *d = cli_token_display(m->tok, t[i].id);
+        printf(" %s %.1f%%", d, 100.0 * t[i].prob);
+        free(d);
+    }
+    printf("\n");
+    free(t);
+}
+
+int cli_one_direction(const char *cmd, const char *token, const char *direction,
+                      const char *probe) {
+    int given = !!token + !!direction + !!probe;
+    if (given == 1) return 0;
+    fprintf(stderr, "tunelens %s: %s\n", cmd,
+            given ? "give one direction: --token, --direction or --probe, not several"
+                  : "missing the direction: --token WORD, --direction FILE[:NAME] or --probe "
+                    "PROBES:LABEL");
+    return EXIT_USAGE;
 }

@@ -51,5 +51,13 @@ int cli_encode(const Model *m, const char *text, int **ids, int *n, Error *err);
 char *cli_token_display(const Tokenizer *t, int id);
 // A token's decoded text (heap string), for JSON.
 char *cli_token_text(const Tokenizer *t, int id);
+// The k most probable tokens of probs (V = the model's vocabulary): a JSON array of
+// {id, token, prob}, and a line " TOKEN P%..." on stdout.
+cJSON *cli_top_json(const Model *m, const float *probs, int k);
+void cli_print_top(const Model *m, const float *probs, int k);
+// The one direction of ablate and steer (--token, --direction, --probe): 0, or prints
+// "tunelens CMD: ..." and returns EXIT_USAGE when none or several are given.
+int cli_one_direction(const char *cmd, const char *token, const char *direction,
+                      const char *probe);
 // Write JSON atomically ("-" = stdout).
 int cli_write_json(const char *path, const cJSON *j, Error *err);

@@ -48,6 +48,17 @@ typedef struct FlagSpec {
 #define FLAG_DEVICE(field)                                                                   \
     FLAG("--device", NULL, FLAG_STRING, field, "auto", 0, 0, NULL, "auto|cpu|cuda",          \
          "where the model runs (auto: a CUDA GPU when one answers)", NULL)
+// The direction ablate and steer work with: exactly one of the three (cli_one_direction).
+#define FLAG_DIRECTION(token_field, direction_field, probe_field)                            \
+    FLAG("--token", NULL, FLAG_STRING, token_field, NULL, 0, 0, NULL, "WORD",                 \
+         "the direction the lens reads for WORD (one token):\nits unembedding row times the "  \
+         "final norm's weight", NULL),                                                        \
+    FLAG("--direction", NULL, FLAG_STRING, direction_field, NULL, 0, 0, NULL, "FILE[:NAME]",  \
+         "a vector of the hidden size from a safetensors file\n(NAME: which tensor, when it "  \
+         "holds several)", NULL),                                                             \
+    FLAG("--probe", NULL, FLAG_STRING, probe_field, NULL, 0, 0, NULL, "PROBES:LABEL",         \
+         "a label's direction in a file of probe --save, at\n--layer: (its row - the mean of " \
+         "the rows) / std", NULL)
 // The same with a setter (FLAG_CUSTOM) or a check (FLAG_STRING), and whether YAML gives a list.
 #define FLAG_WITH(set_fn, is_list, ...) {__VA_ARGS__, .set = set_fn, .list = is_list}
 

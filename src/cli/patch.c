@@ -81,35 +81,6 @@ static const FlagTable TABLE = {
     "  source's prediction exactly.\n",
     FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
-static cJSON *top_json(const Model *m, const float *probs, int k) {
-    TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
-    top_k_probs(probs, m->cfg.vocab_size, k, t);
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < k; i++) {
-        cJSON *o = cJSON_CreateObject();
-        char *s = cli_token_text(m->tok, t[i].id);
-        cJSON_AddNumberToObject(o, "id", t[i].id);
-        cJSON_AddStringToObject(o, "token", s);
-        cJSON_AddNumberToObject(o, "prob", t[i].prob);
-        free(s);
-        cJSON_AddItemToArray(a, o);
-    }
-    free(t);
-    return a;
-}
-
-static void print_top(const Model *m, const float *probs, int k) {
-    TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
-    top_k_probs(probs, m->cfg.vocab_size, k, t);
-    for (int i = 0; i < k; i++) {
-        char *d = cli_token_display(m->tok, t[i].id);
-        printf(" %s %.1f%%", d, 100.0 * t[i].prob);
-        free(d);
-    }
-    printf("\n");
-    free(t);
-}
-
 static int argmax(const float *p, int V) {
     int best = 0;
     for (int i = 1; i < V; i++)
@@ -148,13 +119,13 @@ int cmd_patch(int argc, char **argv) {
     int ans_t = rc ? 0 : argmax(r.target_probs, V), ans_s = rc ? 0 : argmax(r.source_probs, V);
     if (!rc && !json_stdout) {
         printf("Source: \"%s\" (%d tokens):", source, ns);
-        print_top(&m, r.source_probs, top_k);
+        cli_print_top(&m, r.source_probs, top_k);
         printf("Target: \"%s\" (%d tokens):", target, nt);
-        print_top(&m, r.target_probs, top_k);
+        cli_print_top(&m, r.target_probs, top_k);
         if (!sweep) {
             printf("Patched after layer %d (%s position%s):", layer, all_positions ? "every" : "last",
                    all_positions ? "" : "");
-            print_top(&m, r.patched[0].probs, top_k);
+            cli_print_top(&m, r.patched[0].probs, top_k);
         } else {
             char *dt = cli_token_display(m.tok, ans_t), *ds = cli_token_display(m.tok, ans_s);
             printf("\nPatched after each layer (%s position):\n", all_positions ? "every" : "last");
@@ -163,7 +134,7 @@ int cmd_patch(int argc, char **argv) {
                 printf("%5d  %*.1f%%  %*.1f%%  ", r.patched[i].layer, (int)strlen(dt) + 9,
                        100.0 * r.patched[i].probs[ans_t], (int)strlen(ds) + 9,
                        100.0 * r.patched[i].probs[ans_s]);
-                print_top(&m, r.patched[i].probs, top_k);
+                cli_print_top(&m, r.patched[i].probs, top_k);
             }
             free(dt), free(ds);
         }
@@ -176,15 +147,15 @@ int cmd_patch(int argc, char **argv) {
         cJSON *s = cJSON_AddObjectToObject(j, "source"), *t = cJSON_AddObjectToObject(j, "target");
         cJSON_AddStringToObject(s, "prompt", source);
         cJSON_AddNumberToObject(s, "n_tokens", ns);
-        cJSON_AddItemToObject(s, "top", top_json(&m, r.source_probs, top_k));
+        cJSON_AddItemToObject(s, "top", cli_top_json(&m, r.source_probs, top_k));
         cJSON_AddStringToObject(t, "prompt", target);
         cJSON_AddNumberToObject(t, "n_tokens", nt);
-        cJSON_AddItemToObject(t, "top", top_json(&m, r.target_probs, top_k));
+        cJSON_AddItemToObject(t, "top", cli_top_json(&m, r.target_probs, top_k));
         cJSON *arr = sweep ? cJSON_AddArrayToObject(j, "patched") : NULL;
         for (int i = 0; i < r.n_patched; i++) {
             cJSON *o = sweep ? cJSON_CreateObject() : cJSON_AddObjectToObject(j, "patched");
             cJSON_AddNumberToObject(o, "layer", r.patched[i].layer);
-            cJSON_AddItemToObject(o, "top", top_json(&m, r.patched[i].probs, top_k));
+            cJSON_AddItemToObject(o, "top", cli_top_json(&m, r.patched[i].probs, top_k));
             cJSON_AddNumberToObject(o, "target_answer_prob", r.patched[i].probs[ans_t]);
             cJSON_AddNumberToObject(o, "source_answer_prob", r.patched[i].probs[ans_s]);
             if (sweep) cJSON_AddItemToArray(arr, o);

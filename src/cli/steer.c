@@ -30,14 +30,7 @@ static const FlagSpec FLAGS[] = {
          "with --chat: a system message before it", NULL),
     FLAG("--layer", NULL, FLAG_INT, O(layer), NULL, -1, 1000000, NULL, "L",
          "steer after block L (-1 = the embedding output)\n(required)", NULL),
-    FLAG("--token", NULL, FLAG_STRING, O(token), NULL, 0, 0, NULL, "WORD",
-         "the direction the lens reads for WORD (one token):\nits unembedding row times the "
-         "final norm's weight", NULL),
-    FLAG("--direction", NULL, FLAG_STRING, O(direction), NULL, 0, 0, NULL, "FILE[:NAME]",
-         "a vector of the hidden size from a safetensors file\n(NAME: which tensor, when it "
-         "holds several)", NULL),
-    FLAG("--probe", NULL, FLAG_STRING, O(probe), NULL, 0, 0, NULL, "PROBES:LABEL",
-         "a label's direction in a file of probe --save, at\n--layer", NULL),
+    FLAG_DIRECTION(O(token), O(direction), O(probe)),
     FLAG("--alpha", NULL, FLAG_DOUBLE, O(alpha), NULL, -1e6, 1e6, NULL, "A",
          "the size of the push: alpha * the unit direction is\nadded (negative: away from it) "
          "(required)", NULL),
@@ -72,36 +65,6 @@ static const FlagTable TABLE = {
     "  alone. alpha 0 gives `generate`'s tokens exactly.\n",
     FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
-static cJSON *top_json(const Model *m, const float *probs, int k) {
-    TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
-    top_k_probs(probs, m->cfg.vocab_size, k, t);
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < k; i++) {
-        cJSON *o = cJSON_CreateObject();
-        char *s = cli_token_text(m->tok, t[i].id);
-        cJSON_AddNumberToObject(o, "id", t[i].id);
-        cJSON_AddStringToObject(o, "token", s);
-        cJSON_AddNumberToObject(o, "prob", t[i].prob);
-        free(s);
-        cJSON_AddItemToArray(a, o);
-    }
-    free(t);
-    return a;
-}
-
-static void print_top(const Model *m, const char *label, const float *probs, int k) {
-    TokenProb *t = xmalloc(sizeof(TokenProb) * (size_t)k);
-    top_k_probs(probs, m->cfg.vocab_size, k, t);
-    printf("  %-10s", label);
-    for (int i = 0; i < k; i++) {
-        char *d = cli_token_display(m->tok, t[i].id);
-        printf(" %s %.1f%%", d, 100.0 * t[i].prob);
-        free(d);
-    }
-    printf("\n");
-    free(t);
-}
-
 typedef struct {
     GenToken *out;
     int n;
@@ -114,7 +77,7 @@ static cJSON *run_json(const Model *m, const Run *r, int sampled, int k) {
     char *text = gen_text(m->tok, r->out, r->n);
     cJSON_AddStringToObject(j, "text", text);
     free(text);
-    if (k > 0) cJSON_AddItemToObject(j, "first_top", top_json(m, r->probs, k));
+    if (k > 0) cJSON_AddItemToObject(j, "first_top", cli_top_json(m, r->probs, k));
     return j;
 }
 
@@ -148,13 +111,7 @@ int cmd_steer(int argc, char **argv) {
                 "--chat\n");
         return EXIT_USAGE;
     }
-    int n_dir = !!a.token + !!a.direction + !!a.probe;
-    if (n_dir != 1) {
-        fprintf(stderr, "tunelens steer: %s\n", n_dir ? "give one direction: --token, --direction "
-                "and --probe exclude each other" : "a direction is required: --token WORD, "
-                "--direction FILE[:NAME] or --probe PROBES:LABEL");
-        return EXIT_USAGE;
-    }
+    if ((rc = cli_one_direction(cmd, a.token, a.direction, a.probe))) return rc;
     const int sampled = a.sampler.temp > 0, k = a.top_k_shown;
     GenerateOptions opt = GENERATE_DEFAULTS;
     opt.sampler = a.sampler;
@@ -242,7 +199,10 @@ int cmd_steer(int argc, char **argv) {
         }
         if (a.max_tokens > 0) {
             printf("\nFirst token, top %d:\n", k);
-            for (int r = 0; r < 2; r++) print_top(&m, names[r], run[r].probs, k);
+            for (int r = 0; r < 2; r++) {
+                printf("  %-10s", names[r]);
+                cli_print_top(&m, run[r].probs, k);
+            }
             for (int r = 0; r < 2; r++) {
                 printf("\n%s tokens:\n", names[r]);
                 gen_print_tokens(m.tok, run[r].out, run[r].n, sampled);

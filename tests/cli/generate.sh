@@ -74,8 +74,8 @@ if "$BIN" probe --model $TINY --data "$TMP/ops.jsonl" --layers 2 --save "$TMP/pr
 else echo "FAIL probe --save for steer --probe"; fails=$((fails+1)); fi
 check "steer at the embeddings" 0 "after layer -1" "${ST[@]}" --layer -1 --token "7" --alpha -3
 check "steer json to stdout" 0 '"residual_norm"' "${ST[@]}" --layer 0 --token "7" --alpha 2 --json -
-check "steer: no direction" 2 "a direction is required" "${ST[@]}" --layer 1 --alpha 1
-check "steer: two directions" 2 "exclude each other" "${ST[@]}" --layer 1 --alpha 1 --token 7 --direction "$TMP/dir.safetensors"
+check "steer: no direction" 2 "missing the direction" "${ST[@]}" --layer 1 --alpha 1
+check "steer: two directions" 2 "not several" "${ST[@]}" --layer 1 --alpha 1 --token 7 --direction "$TMP/dir.safetensors"
 check "steer: no --alpha" 2 "--alpha" "${ST[@]}" --layer 1 --token 7
 check "steer: no --layer" 2 "--layer" "${ST[@]}" --alpha 1 --token 7
 check "steer: bad --alpha" 2 "--alpha expects a number" "${ST[@]}" --layer 1 --token 7 --alpha big
