@@ -395,7 +395,7 @@ static cJSON *fake_eval(int L, double signal, int peak, double share, int crysta
 
 // Causal tests on a fake eval: ablating each operation's top token at `peak` changes exact match
 // by `own` points on that operation and `other` on the other two (intervals +-5 points).
-static cJSON *with_causal(cJSON *e, int peak, double own, double other) {
+static cJSON *with_causal_n(cJSON *e, int peak, double own, double other, int correct) {
     cJSON_AddNumberToObject(e, "causal_per_op", 40);
     cJSON *arr = cJSON_AddArrayToObject(e, "ablations");
     for (int op = 0; op < N_OPS; op++) {
@@ -408,7 +408,11 @@ static cJSON *with_causal(cJSON *e, int peak, double own, double other) {
             double d = (o == op ? own : other) / 100;
             cJSON *x = cJSON_AddObjectToObject(b, EXP_OP_NAMES[o]), *y = cJSON_AddObjectToObject(af, EXP_OP_NAMES[o]),
                   *z = cJSON_AddObjectToObject(ch, EXP_OP_NAMES[o]);
-            cJSON_AddNumberToObject(x, "accuracy", 0.8);
+            cJSON_AddNumberToObject(x, "accuracy", correct >= 0 ? correct / 20.0 : 0.8);
+            if (correct >= 0) {  // 20 problems per operation, `correct` of them right before
+                cJSON_AddNumberToObject(x, "n", 20);
+                cJSON_AddNumberToObject(x, "correct", correct);
+            }
             cJSON_AddNumberToObject(y, "accuracy", 0.8 + d);
             cJSON_AddNumberToObject(z, "delta", d);
             cJSON_AddNumberToObject(z, "ci_low", d - 0.05);
@@ -417,6 +421,10 @@ static cJSON *with_causal(cJSON *e, int peak, double own, double other) {
         cJSON_AddItemToArray(arr, a);
     }
     return e;
+}
+
+static cJSON *with_causal(cJSON *e, int peak, double own, double other) {
+    return with_causal_n(e, peak, own, other, -1);
 }
 
 static void write_json_file(const char *dir, const char *name, cJSON *j) {
@@ -497,6 +505,17 @@ static void test_findings_follow_the_numbers(void **state) {
     char *md = read_text_ok(path);
     assert_non_null(strstr(md, "no effect on its operation"));
     assert_non_null(strstr(md, "hurts other operations too"));
+    free(md);
+    // no correct answer before: a direction cannot show a drop, whatever the lens says
+    snprintf(dir, sizeof dir, "%s/floor", g_tmp);
+    verdicts(dir, fake_eval(L, 0.01, 10, 0.5, 14, 0.1),
+             with_causal_n(fake_eval(L, 0.54, 10, 0.95, 13, 0.9), 10, 0, 0, 0),
+             with_causal_n(fake_eval(L, 0.67, 10, 0.4, 14, 0.9), 10, 0, 0, 0),
+             fake_summary(5.6e6, 3.6, 450), fake_summary(973e6, 9.8, 300), v, sizeof v);
+    assert_string_equal(v, "partly,held,held,held,held");
+    snprintf(path, sizeof path, "%s/floor/REPORT.md", g_tmp);
+    md = read_text_ok(path);
+    assert_non_null(strstr(md, "untestable: its operation had no correct answer to lose"));
     free(md);
     // the opposite: no classifier beyond the base's, full more focused, LoRA no cheaper, the
     // peak elsewhere, answers early

@@ -73,17 +73,21 @@ static int lens_classifier(const Results *r, int v, int op) {
 // A causal test's outcome: the direction matters when removing it lowers its own operation's
 // exact match (the change's 95% interval lies below 0); it is specific when the other
 // operations' intervals reach 0 (no sure drop there).
-enum { CAUSAL_NONE, CAUSAL_BROAD, CAUSAL_SPECIFIC, CAUSAL_UNTESTED };
+// A direction whose operation had no correct answer before cannot show a drop: untestable.
+enum { CAUSAL_NONE, CAUSAL_BROAD, CAUSAL_SPECIFIC, CAUSAL_UNTESTED, CAUSAL_FLOOR };
 static int causal_outcome(const CausalTest *a) {
     if (!a) return CAUSAL_UNTESTED;
+    if (a->before[a->op].correct == 0 && a->before[a->op].n > 0) return CAUSAL_FLOOR;
     if (!(a->delta_hi[a->op] < 0)) return CAUSAL_NONE;
     for (int o = 0; o < N_OPS; o++)
         if (o != a->op && a->delta_hi[o] < 0) return CAUSAL_BROAD;
     return CAUSAL_SPECIFIC;
 }
-static const char *const CAUSAL_WORDS[4] = {"no effect on its operation",
+static const char *const CAUSAL_WORDS[5] = {"no effect on its operation",
                                             "hurts other operations too",
-                                            "hurts its own operation only", "not tested"};
+                                            "hurts its own operation only", "not tested",
+                                            "untestable: its operation had no correct answer "
+                                            "to lose"};
 
 // Variant v's causal test of op's classifier with a direction of this kind, or NULL.
 static const CausalTest *find_ablation(const Results *r, int v, int op, const char *kind) {
@@ -668,9 +672,15 @@ static void section_causal(StrBuf *b, const Results *r) {
                       VARIANT_TITLES[v], a->kind, a->layer, EXP_OP_NAMES[a->op]);
         }
     if (n_spec) sb_printf(b, ".\n");
-    sb_printf(b, "\n%d of the tested directions hurt their own operation and not the others; "
-                 "%d of them are token directions of classifiers the lens finds.\n\n",
-              n_spec, n_lens_spec);
+    int n_floor = 0, n_all = 0;
+    for (int v = 1; v < 3; v++)
+        for (int i = 0; i < r->eval[v].n_ablations; i++, n_all++)
+            n_floor += causal_outcome(&r->eval[v].ablations[i]) == CAUSAL_FLOOR;
+    sb_printf(b, "\n%d of the %d tested directions hurt their own operation and not the others; "
+                 "%d of them are token directions of classifiers the lens finds. %d could not "
+                 "show a drop: their operation had no correct answer on the subset "
+                 "(`--causal-per-op` raises the subset).\n\n",
+              n_spec, n_all, n_lens_spec, n_floor);
 }
 
 // The first checkpoint at which a curve reaches half of its rise from the first checkpoint to
