@@ -337,16 +337,9 @@ static void test_lens_matches_mlx_dora(void **state) {
         double path = llama_path_terms(L, m.cfg.dim, m.cfg.hidden_dim, m.cfg.n_heads,
                                        m.cfg.head_dim, V, n, 1, 1) +
                       lora_extra_terms(4) * 2 + dora_extra_terms(&m.cfg, 4, 2);
-        double dz = 2 * f32_path_rel(path) * zmax, worst = 0, worst_ratio = 0;
-        const cJSON *want = cJSON_GetObjectItem(c, "probs");
-        assert_int_equal(cJSON_GetArraySize(want), V);
-        const float *last = probs + (size_t)L * V;
-        int v = 0;
-        for (const cJSON *x = want->child; x; x = x->next, v++) {
-            double d = fabs(x->valuedouble - last[v]);
-            worst = fmax(worst, d);
-            worst_ratio = fmax(worst_ratio, d / (2 * x->valuedouble * dz + 2 * F32_U));
-        }
+        double dz = 2 * f32_path_rel(path) * zmax, worst, worst_ratio;
+        probs_vs_want(cJSON_GetObjectItem(c, "probs"), probs + (size_t)L * V, V, dz, &worst,
+                      &worst_ratio);
         printf("  dora %-12s max |p - p_mlx| %.1e over %d tokens; worst |diff| / f32 bound %.3f\n",
                prompt, worst, V, worst_ratio);
         assert_true(worst <= 1e-5);
@@ -357,28 +350,6 @@ static void test_lens_matches_mlx_dora(void **state) {
     free(probs);
     model_free(&m);
     cJSON_Delete(ref);
-}
-
-// The "train_loss" of each report line of out/metrics.jsonl (one per step here).
-static double *metrics_losses(const char *out, int iters) {
-    char *path = path_join(out, "metrics.jsonl");
-    char *text = read_text_ok(path);
-    double *loss = xcalloc((size_t)iters, sizeof(double));
-    int n = 0;
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-        cJSON *j = cJSON_Parse(line);
-        if (!j) fail_msg("%s: invalid line %s", path, line);
-        const cJSON *l = cJSON_GetObjectItem(j, "train_loss");
-        if (cJSON_IsNumber(l)) {
-            assert_true(n < iters);
-            loss[n++] = l->valuedouble;
-        }
-        cJSON_Delete(j);
-    }
-    assert_int_equal(n, iters);
-    free(text);
-    free(path);
-    return loss;
 }
 
 // `train --fine-tune-type dora` (train_run) from mlx-lm's initial adapter against mlx-lm's run:
@@ -496,14 +467,10 @@ static double probs_vs_mlx(const Model *m, double extra_terms, const char *what)
         forward_state_free(&s);
         double path = llama_path_terms(L, m->cfg.dim, m->cfg.hidden_dim, m->cfg.n_heads,
                                        m->cfg.head_dim, V, n, 1, 1) + extra_terms;
-        double dz = 2 * f32_path_rel(path) * zmax, worst = 0;
-        const float *last = probs + (size_t)L * V;
-        int v = 0;
-        for (const cJSON *x = cJSON_GetObjectItem(c, "probs")->child; x; x = x->next, v++) {
-            double d = fabs(x->valuedouble - last[v]);
-            worst = fmax(worst, d);
-            worst_ratio = fmax(worst_ratio, d / (2 * x->valuedouble * dz + 2 * F32_U));
-        }
+        double dz = 2 * f32_path_rel(path) * zmax, worst, ratio;
+        probs_vs_want(cJSON_GetObjectItem(c, "probs"), probs + (size_t)L * V, V, dz, &worst,
+                      &ratio);
+        worst_ratio = fmax(worst_ratio, ratio);
         printf("  %s: max |p - p_mlx| %.1e, worst |diff| / f32 bound %.3f\n", what, worst, worst_ratio);
         assert_true(worst <= 1e-5);
         free(ids);

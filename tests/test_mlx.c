@@ -131,16 +131,9 @@ static void lens_matches_mlx(const char *kind) {
         double path = llama_path_terms(L, m.cfg.dim, m.cfg.hidden_dim, m.cfg.n_heads,
                                        m.cfg.head_dim, V, n, 1, 1);
         double dz = 2 * f32_path_rel(path) * last_logits_max(&m, ids, n);
-        const cJSON *want = cJSON_GetObjectItem(c, "probs");
-        assert_int_equal(cJSON_GetArraySize(want), V);
         const float *last = probs + (size_t)L * V;  // the last layer: the model's prediction
-        double worst = 0, worst_ratio = 0;
-        int v = 0;
-        for (const cJSON *x = want->child; x; x = x->next, v++) {
-            double d = fabs(x->valuedouble - last[v]);
-            worst = fmax(worst, d);
-            worst_ratio = fmax(worst_ratio, d / (2 * x->valuedouble * dz + 2 * F32_U));
-        }
+        double worst, worst_ratio;
+        probs_vs_want(cJSON_GetObjectItem(c, "probs"), last, V, dz, &worst, &worst_ratio);
         printf("  %s %-12s max |p - p_mlx| %.1e over %d tokens (limit 1e-5); "
                "worst |diff| / f32 bound %.3f\n", kind, prompt, worst, V, worst_ratio);
         assert_true(worst <= 1e-5);  // the requirement
@@ -190,28 +183,6 @@ static void train_like_mlx(const cJSON *ref, int full, const char *out) {
     TrainSummary sum;
     Error err = {{0}};
     if (train_run(&tc, &sum, &err)) fail_msg("train: %s", err.msg);
-}
-
-// The "train_loss" of each report line of out/metrics.jsonl (one per step here).
-static double *metrics_losses(const char *out, int iters) {
-    char *path = path_join(out, "metrics.jsonl");
-    char *text = read_text_ok(path);
-    double *loss = xcalloc((size_t)iters, sizeof(double));
-    int n = 0;
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-        cJSON *j = cJSON_Parse(line);
-        if (!j) fail_msg("%s: invalid line %s", path, line);
-        const cJSON *l = cJSON_GetObjectItem(j, "train_loss");
-        if (cJSON_IsNumber(l)) {
-            assert_true(n < iters);
-            loss[n++] = l->valuedouble;
-        }
-        cJSON_Delete(j);
-    }
-    assert_int_equal(n, iters);
-    free(text);
-    free(path);
-    return loss;
 }
 
 // train_run's weights in out/adapters.safetensors, copied over pl's (the same names).

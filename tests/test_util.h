@@ -79,6 +79,29 @@ static inline char *read_text_ok(const char *path) {
     return text;
 }
 
+// The "train_loss" of each report line of out/metrics.jsonl (train_run's; one per step here):
+// exactly iters of them (heap).
+static inline double *metrics_losses(const char *out, int iters) {
+    char *path = path_join(out, "metrics.jsonl");
+    char *text = read_text_ok(path);
+    double *loss = (double *)xcalloc((size_t)iters, sizeof(double));
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        if (!j) fail_msg("%s: invalid line %s", path, line);
+        const cJSON *l = cJSON_GetObjectItem(j, "train_loss");
+        if (cJSON_IsNumber(l)) {
+            assert_true(n < iters);
+            loss[n++] = l->valuedouble;
+        }
+        cJSON_Delete(j);
+    }
+    assert_int_equal(n, iters);
+    free(text);
+    free(path);
+    return loss;
+}
+
 // ---- random test data: a seeded xorshift, the same sequence on every machine
 static uint64_t test_rng_state = 0x9E3779B97F4A7C15ull;
 static inline void rng_seed(uint64_t s) { test_rng_state = s * 0x9E3779B97F4A7C15ull + 1; }
@@ -321,6 +344,22 @@ static inline double lens_row_terms(const ModelConfig *c, int row, int T, double
 // scaling and the add, a relative error like that of r + 2 more terms in the product's own sum.
 // Both are within 4 (r + 2) terms a block.
 static inline double lora_extra_terms(int r) { return 4.0 * (r + 2); }
+
+// A softmax row p (V) against a reference's (want: a JSON array of V probabilities) when both
+// programs' logits are within dz/2 of exact: a softmax moves p_v by at most 2 p_v max|dz|, and
+// each side's own rounding adds u. The largest |p - want|, and the largest ratio of a difference
+// to that bound (<= 1 passes).
+static inline void probs_vs_want(const cJSON *want, const float *p, int V, double dz,
+                                 double *worst, double *worst_ratio) {
+    assert_int_equal(cJSON_GetArraySize(want), V);
+    *worst = *worst_ratio = 0;
+    int v = 0;
+    for (const cJSON *x = want->child; x; x = x->next, v++) {
+        double d = fabs(x->valuedouble - p[v]);
+        *worst = fmax(*worst, d);
+        *worst_ratio = fmax(*worst_ratio, d / (2 * x->valuedouble * dz + 2 * F32_U));
+    }
+}
 
 // Our softmax of one row on top of its logits' error, relative to each p: its normalizer, a sum
 // of V positive terms (lambda sqrt(V) u in f32, in any order), the rounding of exp's argument
