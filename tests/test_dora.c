@@ -352,6 +352,14 @@ static void test_lens_matches_mlx_dora(void **state) {
     cJSON_Delete(ref);
 }
 
+// train_run's weights in out (A, B and m) over pl's.
+static void load_checkpoint(const ParamList *pl, const char *out) {
+    char *saved = path_join(out, "adapters.safetensors");
+    Error err = {{0}};
+    if (checkpoint_load_params(pl, saved, &err)) fail_msg("%s", err.msg);
+    free(saved);
+}
+
 // `train --fine-tune-type dora` (train_run) from mlx-lm's initial adapter against mlx-lm's run:
 // the same steps also run here through the library for the bounds (test_mlx.c's way).
 static void test_training_matches_mlx(void **state) {
@@ -389,57 +397,9 @@ static void test_training_matches_mlx(void **state) {
     double *ours = metrics_losses(out, iters);
 
     Model m = load_ok(TINY, MLX "/dora_start");
-    Dataset d;
-    BatchIter it;
-    Batch b = {0};
-    if (dataset_load(&d, MLX "/data/train.jsonl", m.tok, m.cfg.vocab_size, 2048, 0, &err) ||
-        batch_iter_init(&it, &d, B, 0, 1, &err))
-        fail_msg("%s", err.msg);
-    assert_int_equal(it.n_batches, 1);
-    batch_iter_next(&it, &b);
-    ForwardState s;
-    Grads g;
-    ParamList pl;
-    Optimizer opt;
-    assert_int_equal(forward_state_init(&s, &m, B, b.T, b.T, ACTS_ALL), 0);
-    assert_int_equal(grads_init(&g, &m, m.cfg.n_layers - layers, 0, B, b.T), 0);
-    params_collect(&pl, &m, &g);
-    assert_int_equal(pl.n, layers * N_PROJ * 3);
-    assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl, &BACKEND_CPU), 0);
-    TrajBound tb;
-    traj_init(&tb, &pl, &m.cfg, b.T, b.n_targets);
     double extra = dora_extra_terms(&m.cfg, rank, layers) + lora_extra_terms(rank) * layers;
-    tb.path += 2 * extra, tb.path_fwd += extra;
-    const cJSON *want = cJSON_GetObjectItem(c, "losses")->child;
-    for (int step = 1; step <= iters; step++, want = want->next) {
-        assert_non_null(want);
-        if (model_dora_refresh(&m, &err)) fail_msg("%s", err.msg);
-        grads_zero(&g);
-        float loss = model_loss(&m, &s, b.inputs, b.targets);
-        double zmax = max_abs_f(s.logits, (size_t)B * b.T * m.cfg.vocab_size);
-        model_backward(&m, &s, b.targets, &g, 1.0f);
-        double bound = traj_loss_bound(&tb, &pl, zmax, b.n_targets);
-        double diff = fabs(ours[step - 1] - want->valuedouble);
-        printf("  dora step %d: loss %.6f, mlx-lm %.6f, |diff| %.1e, bound %.1e\n", step,
-               ours[step - 1], want->valuedouble, diff, bound);
-        assert_true(diff <= bound);
-        assert_true(fabs(loss - want->valuedouble) <= bound);
-        optimizer_step(&opt, &pl, lr);
-        traj_step(&tb, &pl, opt.m, opt.v, lr, step);
-    }
-    // train_run's saved weights (A, B and m) against mlx-lm's
-    char *saved = path_join(out, "adapters.safetensors");
-    if (checkpoint_load_params(&pl, saved, &err)) fail_msg("%s", err.msg);
-    assert_true(traj_weights_ratio(&tb, &pl, MLX "/dora/adapters.safetensors", "dora") <= 1.0);
-    free(saved);
-    traj_free(&tb);
-    optimizer_free(&opt);
-    params_free(&pl);
-    grads_free(&g);
-    forward_state_free(&s);
-    batch_free(&b);
-    batch_iter_free(&it);
-    dataset_free(&d);
+    replay_mlx_training(&m, ref, "dora", MLX "/data", 0, extra, layers * N_PROJ * 3, ours, out,
+                        load_checkpoint, MLX "/dora/adapters.safetensors");
     model_free(&m);
     free(ours);
     tmp_dir_remove(out);

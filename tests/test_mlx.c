@@ -202,70 +202,22 @@ static void load_saved_weights(const ParamList *pl, const char *out) {
     free(saved);
 }
 
-// `tunelens train` (train_run) against mlx-lm. The bounds of f32 arithmetic (TrajBound,
-// test_util.h) need each step's gradients and Adam state, so the same steps also run here
-// through the library on the batch train_run builds; they bound any f32 computation of these
-// steps, train_run's included (its buffers differ, so its sums may round differently).
+// `tunelens train` (train_run) against mlx-lm, within the bounds of f32 arithmetic
+// (replay_mlx_training, model_util.h; train_run's buffers differ from the library's steps, so
+// its sums may round differently).
 static void train_matches_mlx(int full) {
     const char *what = full ? "full" : "lora";
     cJSON *ref = load_json_fixture(MLX "/reference.json");
-    const cJSON *c = cJSON_GetObjectItem(ref, what);
     const int iters = cJSON_GetObjectItem(ref, "iters")->valueint;
-    const int B = cJSON_GetObjectItem(ref, "batch_size")->valueint;
-    const int layers = cJSON_GetObjectItem(c, "num_layers")->valueint;
-    const float lr = (float)cJSON_GetObjectItem(c, "lr")->valuedouble;
     char *out = temp_dir("mlxtrain");
     train_like_mlx(ref, full, out);
     double *ours = metrics_losses(out, iters);
 
     Model m = load_ok(TINY, full ? NULL : MLX "/lora_start");
-    Dataset d;
-    BatchIter it;
-    Batch b = {0};
-    Error err = {{0}};
-    if (dataset_load(&d, MLX "/data/train.jsonl", m.tok, m.cfg.vocab_size, 2048, 0, &err) ||
-        batch_iter_init(&it, &d, B, 0, 1, &err))
-        fail_msg("%s", err.msg);
-    assert_int_equal(it.n_batches, 1);  // one batch: the order of batches cannot matter
-    batch_iter_next(&it, &b);
-    ForwardState s;
-    Grads g;
-    ParamList pl;
-    Optimizer opt;
-    assert_int_equal(forward_state_init(&s, &m, B, b.T, b.T, ACTS_ALL), 0);
-    assert_int_equal(grads_init(&g, &m, m.cfg.n_layers - layers, full, B, b.T), 0);
-    params_collect(&pl, &m, &g);
-    assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl, &BACKEND_CPU), 0);
-    TrajBound tb;
-    traj_init(&tb, &pl, &m.cfg, b.T, b.n_targets);
-    const cJSON *want = cJSON_GetObjectItem(c, "losses")->child;
-    for (int step = 1; step <= iters; step++, want = want->next) {
-        assert_non_null(want);
-        grads_zero(&g);
-        float loss = model_loss(&m, &s, b.inputs, b.targets);
-        double zmax = max_abs_f(s.logits, (size_t)B * b.T * m.cfg.vocab_size);
-        model_backward(&m, &s, b.targets, &g, 1.0f);
-        double bound = traj_loss_bound(&tb, &pl, zmax, b.n_targets);
-        double diff = fabs(ours[step - 1] - want->valuedouble);
-        printf("  %s step %d: loss %.6f, mlx-lm %.6f, |diff| %.1e, bound %.1e\n", what, step,
-               ours[step - 1], want->valuedouble, diff, bound);
-        assert_true(diff <= bound);
-        assert_true(fabs(loss - want->valuedouble) <= bound);  // the steps run here, too
-        optimizer_step(&opt, &pl, lr);
-        traj_step(&tb, &pl, opt.m, opt.v, lr, step);
-    }
-    load_saved_weights(&pl, out);
     char *ref_weights = xasprintf(MLX "/%s/adapters.safetensors", what);
-    assert_true(traj_weights_ratio(&tb, &pl, ref_weights, what) <= 1.0);
+    replay_mlx_training(&m, ref, what, MLX "/data", full, 0, -1, ours, out, load_saved_weights,
+                        ref_weights);
     free(ref_weights);
-    traj_free(&tb);
-    optimizer_free(&opt);
-    params_free(&pl);
-    grads_free(&g);
-    forward_state_free(&s);
-    batch_free(&b);
-    batch_iter_free(&it);
-    dataset_free(&d);
     model_free(&m);
     free(ours);
     tmp_dir_remove(out);
