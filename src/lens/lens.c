@@ -11,25 +11,25 @@
 #include "../formats/tensor.h"
 #include "../ops/ops.h"
 
-int lens_residuals(const Model *m, const int *ids, int n_ids, float *rows, Error *err) {
+// One prompt's residual rows through the analyses' hooked path (analysis/hook.h), one prompt a
+// pass: model_forward's bits. last and/or every, as HookBatch takes them.
+static int hooked_residuals(const Model *m, const int *ids, int n_ids, float *last, float *every,
+                            Error *err) {
     const ModelConfig *c = &m->cfg;
     if (n_ids <= 0) return err_set(err, "the prompt has no tokens");
     if (n_ids > c->max_pos)
         return err_set(err, "the prompt has %d tokens, more than the model's %d positions", n_ids,
                        c->max_pos);
-    // the analyses' hooked path (analysis/hook.h), one prompt a pass: model_forward's bits
-    HookBatch hb = {.n = 1, .ids = &ids, .len = &n_ids, .chunk = 1, .last = rows};
+    HookBatch hb = {.n = 1, .ids = &ids, .len = &n_ids, .chunk = 1, .last = last, .every = every};
     return hook_run(m, &hb, err);
 }
 
+int lens_residuals(const Model *m, const int *ids, int n_ids, float *rows, Error *err) {
+    return hooked_residuals(m, ids, n_ids, rows, NULL, err);
+}
+
 int lens_residuals_every(const Model *m, const int *ids, int n_ids, float *rows, Error *err) {
-    const ModelConfig *c = &m->cfg;
-    if (n_ids <= 0) return err_set(err, "the prompt has no tokens");
-    if (n_ids > c->max_pos)
-        return err_set(err, "the prompt has %d tokens, more than the model's %d positions", n_ids,
-                       c->max_pos);
-    HookBatch hb = {.n = 1, .ids = &ids, .len = &n_ids, .chunk = 1, .every = rows};
-    return hook_run(m, &hb, err);
+    return hooked_residuals(m, ids, n_ids, NULL, rows, err);
 }
 
 void lens_unembed_logits(const Model *m, const float *rows, int n, float *logits, float *probs) {
