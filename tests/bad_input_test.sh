@@ -435,7 +435,7 @@ check "probe: runs" 0 "Layer  Accuracy  Control  Selectivity" $BIN probe --model
 check "patch: --position all, different lengths" 1 "the source has 7, the target 6" $BIN patch --model $TINY --source "12 + 7 = " --target "1 + 7 =" --layer 1 --position all
 check "patch: layer out of range" 1 "layer 4 does not exist" $BIN patch --model $TINY --source "12 + 7 = " --target "1 + 7 = " --layer 4
 check "patch: bad --layer" 2 "--layer expects a layer number" $BIN patch --model $TINY --source a --target b --layer two
-check "patch: bad --position" 2 "--position expects last or all, got 'first'" $BIN patch --model $TINY --source a --target b --layer 1 --position first
+check "patch: bad --position" 2 "--position must be last or all, got 'first'" $BIN patch --model $TINY --source a --target b --layer 1 --position first
 check "patch: missing --target" 2 "target" $BIN patch --model $TINY --source a --layer 1
 # ---- end of issue 16
 

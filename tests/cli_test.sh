@@ -239,7 +239,7 @@ check "probe --seed=-1" 2 "--seed expects a non-negative integer, got '-1'" $BIN
 check "probe --help lists its flags" 0 "^  --label-key KEY +" $BIN probe --help
 check "patch --layer=1 --top-k=2" 0 "Patched after layer 1 \(last position\)" $BIN patch --model=$TINY --source="12 + 7 = " --target="1 + 7 = " --layer=1 --top-k=2
 check "patch --layer=all --position=all" 0 "Patched after each layer \(every position\)" $BIN patch --model $TINY --source="12 + 7 = " --target="11 + 7 = " --layer=all --position=all
-check "patch --position=first" 2 "--position expects last or all, got 'first'" $BIN patch --model $TINY --source a --target b --layer 1 --position=first
+check "patch --position=first" 2 "--position must be last or all, got 'first'" $BIN patch --model $TINY --source a --target b --layer 1 --position=first
 check "patch --top-k=0" 2 "--top-k expects an integer in \[1, 1000\], got '0'" $BIN patch --model $TINY --source a --target b --layer 1 --top-k=0
 check "patch --help lists its flags" 0 "^  --position last\|all +" $BIN patch --help
 # ---- end of probe and patch --flag=value

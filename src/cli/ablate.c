@@ -20,7 +20,6 @@ typedef struct {
 } AblateArgs;
 
 static const char *const MODES[] = {"project", "mean", NULL};
-static const char *const POSITIONS[] = {"last", "all", NULL};
 
 #define O(field) offsetof(AblateArgs, field)
 static const FlagSpec FLAGS[] = {
@@ -37,8 +36,8 @@ static const FlagSpec FLAGS[] = {
     FLAG("--mode", NULL, FLAG_ENUM, O(mode), "project", 0, 0, MODES, "project|mean",
          "project: remove the component along the direction;\nmean: set it to its mean "
          "(see below)", NULL),
-    FLAG("--position", NULL, FLAG_ENUM, O(all_positions), "last", 0, 0, POSITIONS, "last|all",
-         "the last position (each decoding step's, with\n--data), or every position", NULL),
+    FLAG_POSITION(O(all_positions), "the last position (each decoding step's, with\n--data), "
+                  "or every position"),
     FLAG_ADAPTER(O(adapter)),
     FLAG("--top-k", NULL, FLAG_INT, O(top_k), "5", 1, 1000, NULL, "K", "tokens shown before and after",
          NULL),
@@ -86,7 +85,7 @@ static void add_header(cJSON *j, const Model *m, const AblateArgs *a, const Dire
     cJSON_AddNumberToObject(dj, "norm", norm_of(d->v, d->C));
     cJSON_AddNumberToObject(j, "layer", ab->layer);
     cJSON_AddStringToObject(j, "mode", MODES[ab->mode]);
-    cJSON_AddStringToObject(j, "position", POSITIONS[ab->all_positions]);
+    cJSON_AddStringToObject(j, "position", FLAG_POSITIONS[ab->all_positions]);
     if (ab->mode == ABLATE_MEAN) cJSON_AddNumberToObject(j, "mean", ab->mean);
 }
 

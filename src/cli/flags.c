@@ -102,6 +102,8 @@ int flags_set(const FlagSpec *f, void *cfg, const char *s, char *msg, size_t msg
     return -1;
 }
 
+const char *const FLAG_POSITIONS[] = {"last", "all", NULL};
+
 void flags_defaults(const FlagTable *t, void *cfg) {
     char msg[256];
     for (int i = 0; i < t->n; i++) {

@@ -48,6 +48,11 @@ typedef struct FlagSpec {
 #define FLAG_DEVICE(field)                                                                   \
     FLAG("--device", NULL, FLAG_STRING, field, "auto", 0, 0, NULL, "auto|cpu|cuda",          \
          "where the model runs (auto: a CUDA GPU when one answers)", NULL)
+// --position last|all: an int field, 0 the last position, 1 every position (ablate, patch).
+extern const char *const FLAG_POSITIONS[];
+#define FLAG_POSITION(field, help_text)                                                      \
+    FLAG("--position", NULL, FLAG_ENUM, field, "last", 0, 0, FLAG_POSITIONS, "last|all",     \
+         help_text, NULL)
 // The direction ablate and steer work with: exactly one of the three (cli_one_direction).
 #define FLAG_DIRECTION(token_field, direction_field, probe_field)                            \
     FLAG("--token", NULL, FLAG_STRING, token_field, NULL, 0, 0, NULL, "WORD",                 \

@@ -31,18 +31,6 @@ static int set_layer(const FlagSpec *f, void *cfg, const char *v, char *msg, siz
     return 0;
 }
 
-// --position: last or all
-static int set_position(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
-    PatchArgs *a = cfg;
-    if (!strcmp(v, "last")) a->all_positions = 0;
-    else if (!strcmp(v, "all")) a->all_positions = 1;
-    else {
-        snprintf(msg, n, "expects last or all, got '%s'", v);
-        return -1;
-    }
-    return 0;
-}
-
 #define O(field) offsetof(PatchArgs, field)
 static const FlagSpec FLAGS[] = {
     FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
@@ -54,8 +42,7 @@ static const FlagSpec FLAGS[] = {
     FLAG_WITH(set_layer, 0, "--layer", NULL, FLAG_CUSTOM, 0, NULL, 0, 0, NULL, "L|all",
               "patch after block L (-1 = the embedding output), or\nsweep every block "
               "(required)", NULL),
-    FLAG_WITH(set_position, 0, "--position", NULL, FLAG_CUSTOM, 0, "last", 0, 0, NULL, "last|all",
-              "the last position, or every position", NULL),
+    FLAG_POSITION(O(all_positions), "the last position, or every position"),
     FLAG_ADAPTER(O(adapter)),
     FLAG("--top-k", NULL, FLAG_INT, O(top_k), "5", 1, 1000, NULL, "K", "tokens shown per run", NULL),
     FLAG("--json", NULL, FLAG_STRING, O(json), NULL, 0, 0, NULL, "FILE",
