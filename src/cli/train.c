@@ -15,7 +15,6 @@
 
 static const char *const OPTIMIZERS[] = {"adam", "adamw", "sgd", NULL};  // OptimizerKind's order
 static const char *const DTYPES[] = {"auto", "f32", "bf16", "tf32", NULL};  // DTYPE_NAMES' order
-static const char *const SCHEDULES[] = {"none", "cosine", NULL};
 
 static int check_lora_keys(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
     unsigned mask;
@@ -27,6 +26,32 @@ static int check_lora_keys(const FlagSpec *f, void *cfg, const char *v, char *ms
 
 // -c/--config: read after the command line (flags_parse keeps its value in FlagState.config)
 static int set_nothing(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) { return 0; }
+
+// --lr-schedule-args A,B[,C]: mlx's positional arguments of the named schedule, numbers
+static int set_schedule_args(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
+    TrainConfig *c = cfg;
+    double a[3];
+    int k = 0;
+    const char *p = v;
+    while (*p) {
+        char *end;
+        double x = strtod(p, &end);
+        if (end == p || !isfinite(x) || (*end && *end != ',') || k == 3) {
+            snprintf(msg, n, "expects 1 to 3 numbers separated by commas (mlx's arguments of the "
+                     "schedule), got '%s'", v);
+            return -1;
+        }
+        a[k++] = x;
+        p = *end ? end + 1 : end;
+    }
+    if (!k) {
+        snprintf(msg, n, "expects 1 to 3 numbers separated by commas, got '%s'", v);
+        return -1;
+    }
+    memcpy(c->lr_schedule_args, a, sizeof(double) * (size_t)k);
+    c->lr_schedule_nargs = k;
+    return 0;
+}
 
 #define O(field) offsetof(TrainConfig, field)
 #define I32 (double)(1 << 30)
@@ -46,11 +71,38 @@ static const FlagSpec FLAGS[] = {
     FLAG("--learning-rate", NULL, FLAG_DOUBLE, O(learning_rate), "1e-5", 0, 1e3, NULL, "X", "",
      "learning_rate"),
     FLAG("--optimizer", NULL, FLAG_ENUM, O(optimizer), "adam", 0, 0, OPTIMIZERS, NULL,
-     "mlx's definitions: Adam without bias correction;\nAdamW adds weight decay 0.01", "optimizer"),
-    FLAG("--lr-schedule", NULL, FLAG_ENUM, O(cosine), "none", 0, 0, SCHEDULES, NULL,
-     "cosine: decay to 0 after --warmup linear warmup\nsteps (YAML: lr_schedule, mlx-lm's form)", NULL),
+     "mlx's definitions (by default Adam without bias\ncorrection; AdamW adds weight decay 0.01)",
+     "optimizer"),
+    FLAG("--lr-schedule", NULL, FLAG_ENUM, O(lr_schedule), "none", 0, 0, LR_SCHEDULE_CHOICES, NULL,
+     "none: --learning-rate throughout; cosine: from it to 0\nover the updates after --warmup "
+     "(mlx's cosine_decay);\nor one of mlx's schedules with --lr-schedule-args\n(YAML: "
+     "lr_schedule.name)", NULL),
+    FLAG_WITH(set_schedule_args, 0, "--lr-schedule-args", NULL, FLAG_CUSTOM, O(lr_schedule_args),
+     NULL, 0, 0, NULL, "A,B[,C]",
+     "mlx's arguments of the named schedule: cosine_decay\ninit,decay_steps[,end]; "
+     "linear_schedule init,end,steps;\nexponential_decay init,decay_rate; step_decay\n"
+     "init,decay_rate,step_size (YAML: lr_schedule.arguments)", NULL),
     FLAG("--warmup", NULL, FLAG_INT, O(warmup), "0", 0, I32, NULL, "N",
-     "linear warmup steps from 0 (YAML: lr_schedule.warmup)", NULL),
+     "linear warmup from --warmup-init to the schedule's\nfirst rate over updates 0..N, then the "
+     "schedule from\nits step 0, as mlx-lm (YAML: lr_schedule.warmup)", NULL),
+    FLAG("--warmup-init", NULL, FLAG_DOUBLE, O(warmup_init), "0", 0, 1e3, NULL, "X",
+     "the warmup's first rate (YAML: lr_schedule.warmup_init)", NULL),
+    FLAG("--beta1", NULL, FLAG_DOUBLE, O(beta1), "0.9", 0, 0.9999999999, NULL, "X",
+     "adam/adamw (YAML: optimizer_config.adam.betas[0])", NULL),
+    FLAG("--beta2", NULL, FLAG_DOUBLE, O(beta2), "0.999", 0, 0.9999999999, NULL, "X",
+     "adam/adamw (YAML: optimizer_config.adam.betas[1])", NULL),
+    FLAG("--eps", NULL, FLAG_DOUBLE, O(eps), "1e-8", 0, 1e3, NULL, "X",
+     "adam/adamw's epsilon (YAML: optimizer_config.adam.eps)", NULL),
+    FLAG("--bias-correction", NULL, FLAG_SWITCH, O(bias_correction), NULL, 0, 0, NULL, NULL,
+     "adam/adamw: mlx's bias correction (YAML:\noptimizer_config.adam.bias_correction)", NULL),
+    FLAG("--weight-decay", NULL, FLAG_DOUBLE, O(weight_decay), NULL, 0, 1e3, NULL, "X",
+     "adamw (default 0.01) or sgd (default 0): mlx's\n(YAML: optimizer_config.adamw.weight_decay)", NULL),
+    FLAG("--momentum", NULL, FLAG_DOUBLE, O(momentum), "0", 0, 1e3, NULL, "X",
+     "sgd, CPU only (YAML: optimizer_config.sgd.momentum)", NULL),
+    FLAG("--dampening", NULL, FLAG_DOUBLE, O(dampening), "0", 0, 1, NULL, "X",
+     "sgd's momentum dampening (YAML: optimizer_config.sgd\n.dampening)", NULL),
+    FLAG("--nesterov", NULL, FLAG_SWITCH, O(nesterov), NULL, 0, 0, NULL, NULL,
+     "sgd: Nesterov momentum (YAML: optimizer_config.sgd\n.nesterov)", NULL),
     FLAG("--val-batches", NULL, FLAG_INT, O(val_batches), "25", -1, I32, NULL, "N",
      "validation batches (-1 = all)", "val_batches"),
     FLAG("--steps-per-report", NULL, FLAG_INT, O(steps_per_report), "10", 1, I32, NULL, "N", "",
@@ -104,9 +156,10 @@ static const FlagSpec FLAGS[] = {
      "holds no unfinished run", "resume"),
     FLAG_WITH(set_nothing, 0, "--config", "-c", FLAG_CUSTOM, O(config), NULL, 0, 0, NULL, "FILE.yaml",
      "mlx_lm.lora's YAML config: any flag by its long name\nwith '_' (learning_rate: 1e-4), plus "
-     "lora_parameters\n{rank, scale, dropout, keys}, lr_schedule {name:\ncosine_decay, arguments: "
-     "[lr, decay_steps, 0], warmup,\nwarmup_init: 0} and optimizer_config {adamw:\n{weight_decay: "
-     "0.01}}. Flags on the command line win", "config"),
+     "lora_parameters\n{rank, scale, dropout, keys}, lr_schedule {name,\narguments, warmup, "
+     "warmup_init} and optimizer_config\n{adam: {betas, eps, bias_correction}, adamw: {...,\n"
+     "weight_decay}, sgd: {momentum, weight_decay, dampening,\nnesterov}}. Flags on the command "
+     "line win", "config"),
 };
 #undef O
 
@@ -137,7 +190,7 @@ char **train_config_argv(const TrainConfig *c) {
     for (int i = 0; i < TABLE.n; i++) {
         const FlagSpec *f = &TABLE.flags[i];
         const void *v = (const char *)c + f->offset, *dv = (const char *)&d + f->offset;
-        char buf[64];
+        char buf[96];
         const char *value = NULL;
         switch (f->type) {
         case FLAG_INT:
@@ -163,7 +216,16 @@ char **train_config_argv(const TrainConfig *c) {
         case FLAG_SWITCH:
             if (*(const int *)v) argv[n++] = xstrdup(f->name);
             break;
-        default: break;  // --config: the child gets every setting as a flag
+        case FLAG_CUSTOM:  // --lr-schedule-args (--config: the child gets every setting as a flag)
+            if (f->set == set_schedule_args && c->lr_schedule_nargs) {
+                int k = 0;
+                for (int a = 0; a < c->lr_schedule_nargs; a++)
+                    k += snprintf(buf + k, sizeof buf - (size_t)k, "%s%.17g", a ? "," : "",
+                                  c->lr_schedule_args[a]);
+                value = buf;
+            }
+            break;
+        default: break;
         }
         if (value) {
             argv[n++] = xstrdup(f->name);
@@ -175,7 +237,7 @@ char **train_config_argv(const TrainConfig *c) {
 
 // A double as Python's json writes a float (repr: the shortest digits that read back, with a
 // ".0" or an exponent, so mlx-lm reads a float where it wrote one): 20.0, 0.001, 1e-05.
-static cJSON *python_float(double v) {
+cJSON *train_python_float(double v) {
     char buf[40];
     if (!isfinite(v)) return cJSON_CreateNull();  // (never: the table's ranges are finite)
     for (int p = 1; p <= 17; p++) {
@@ -232,7 +294,7 @@ cJSON *train_flags_json(const TrainConfig *c) {
         cJSON *parent = key_parent(j, f->yaml, &leaf), *x = NULL;
         switch (f->type) {
         case FLAG_INT: x = cJSON_CreateNumber(*(const int *)v); break;
-        case FLAG_DOUBLE: x = python_float(*(const double *)v); break;
+        case FLAG_DOUBLE: x = train_python_float(*(const double *)v); break;
         case FLAG_U64: x = cJSON_CreateNumber((double)*(const uint64_t *)v); break;  // < 2^53
         case FLAG_SWITCH: x = cJSON_CreateBool(*(const int *)v); break;
         case FLAG_ENUM: x = cJSON_CreateString(f->choices[*(const int *)v]); break;
@@ -273,22 +335,30 @@ void train_config_argv_free(char **argv) {
     free(argv);
 }
 
-// ---- the YAML keys that are not one flag each: lr_schedule's name, arguments and warmup_init,
-// optimizer_config, and mlx-lm's keys tunelens has no use for.
+// ---- the YAML keys that are not one flag each: lr_schedule {name, arguments, warmup,
+// warmup_init}, optimizer_config {adam: {...}, adamw: {...}, sgd: {...}}, and mlx-lm's keys
+// tunelens has no use for. Each maps onto flags of the table (set unless the command line gave
+// them); optimizer_config's settings are kept per optimizer until the optimizer is known.
+enum { N_OPT = 3 };
 typedef struct {
     const FlagState *st;
     int schedule_line;           // lr_schedule was given (its line), 0 when not
-    int has_name;
-    int linear;                  // linear_schedule (constant: tunelens's warmup without cosine)
-    double init;                 // lr_schedule.arguments[0]
-    int args_line;               // lr_schedule.arguments' line, 0 when absent
-    double decay_steps, end;     // NAN when not given
+    int name_line, args_line;    // lr_schedule.name / .arguments lines, 0 when absent
+    int file_args;               // the arguments came from the file (not --lr-schedule-args)
+    TrainConfig opt[N_OPT];      // optimizer_config.<optimizer>'s settings, by OptimizerKind
+    unsigned char opt_set[N_OPT][FLAGS_MAX];  // which flags each entry set
+    int opt_line[N_OPT];
 } YamlCtx;
 
-static int given(const FlagState *st, const char *name) {
+static int flag_index(const char *name) {
     for (int i = 0; i < TABLE.n && i < FLAGS_MAX; i++)
-        if (!strcmp(TABLE.flags[i].name, name)) return st->given[i];
-    return 0;
+        if (!strcmp(TABLE.flags[i].name, name)) return i;
+    return -1;
+}
+
+static int given(const FlagState *st, const char *name) {
+    int i = flag_index(name);
+    return i >= 0 && st->given[i];
 }
 
 static int yaml_number(const char *file, const char *key, void *node, double *out, Error *err) {
@@ -302,6 +372,19 @@ static int yaml_number(const char *file, const char *key, void *node, double *ou
     return 0;
 }
 
+// YAML 1.1 booleans as PyYAML reads them
+static int yaml_boolean(const char *file, const char *key, void *node, int *out, Error *err) {
+    const char *s = flags_yaml_scalar(node);
+    static const char *const T[] = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"};
+    static const char *const F[] = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"};
+    for (int i = 0; s && i < 9; i++) {
+        if (!strcmp(s, T[i])) return *out = 1, 0;
+        if (!strcmp(s, F[i])) return *out = 0, 0;
+    }
+    return err_set(err, "%s:%d: %s: expected true or false, got %s%s%s", file, flags_yaml_line(node),
+                   key, s ? "'" : "", s ? s : "a mapping or list", s ? "'" : "");
+}
+
 static int empty_or_null(void *node) {
     const char *s = flags_yaml_scalar(node);
     if (s) return !*s || !strcmp(s, "~") || !strcmp(s, "null");
@@ -309,60 +392,128 @@ static int empty_or_null(void *node) {
     return n->type == YAML_MAPPING_NODE && n->data.mapping.pairs.top == n->data.mapping.pairs.start;
 }
 
+// A number for the flag `flag` (its range checked by the table) into cfg, naming key and line.
+static int set_number(TrainConfig *cfg, const char *flag, const char *file, const char *key,
+                      yaml_node_t *n, Error *err) {
+    double v;
+    if (yaml_number(file, key, n, &v, err)) return -1;
+    char text[40], msg[256];
+    snprintf(text, sizeof text, "%.17g", v);
+    if (flags_set(&TABLE.flags[flag_index(flag)], cfg, text, msg, sizeof msg))
+        return err_set(err, "%s:%d: %s: %s", file, flags_yaml_line(n), key, msg);
+    return 0;
+}
+
 static int schedule_key(YamlCtx *x, TrainConfig *c, const char *file, const char *key,
                         yaml_document_t *doc, yaml_node_t *n, Error *err) {
     int line = flags_yaml_line(n);
     if (!strcmp(key, "lr_schedule.name")) {
         const char *s = flags_yaml_scalar(n);
-        if (!s || (strcmp(s, "cosine_decay") && strcmp(s, "linear_schedule")))
-            return err_set(err, "%s:%d: %s: tunelens supports the schedule cosine_decay (with warmup), "
-                           "and linear_schedule from the rate to itself (a constant rate after a "
-                           "warmup), got %s%s%s", file, line, key, s ? "'" : "",
-                           s ? s : "a mapping or list", s ? "'" : "");
-        x->has_name = 1;
-        x->linear = !strcmp(s, "linear_schedule");
-        c->cosine = !x->linear;
+        int k = s ? schedule_kind(s) : -1;
+        if (k < 0)
+            return err_set(err, "%s:%d: %s: unknown schedule %s%s%s (mlx's: cosine_decay, "
+                           "linear_schedule, exponential_decay, step_decay)", file, line, key,
+                           s ? "'" : "", s ? s : "a mapping or list", s ? "'" : "");
+        x->name_line = line;
+        c->lr_schedule = LRS_MLX + k;
         return 0;
     }
     if (!strcmp(key, "lr_schedule.arguments")) {
-        // mlx's cosine_decay(init, decay_steps, end=0): init is the learning rate
-        int k = n->type == YAML_SEQUENCE_NODE ? (int)(n->data.sequence.items.top - n->data.sequence.items.start) : -1;
+        // mlx's positional arguments: schedule_fn(*arguments)
+        if (n->type != YAML_SEQUENCE_NODE)
+            return err_set(err, "%s:%d: %s: expected a list of numbers (the schedule's "
+                           "arguments, e.g. [1e-5, 1000, 1e-7]), got %s", file, line, key,
+                           n->type == YAML_MAPPING_NODE ? "a mapping" : "a scalar");
+        int k = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
         if (k < 1 || k > 3)
-            return err_set(err, "%s:%d: %s: expected a list [learning_rate, decay_steps, end] "
-                           "(cosine_decay's arguments)", file, line, key);
-        double v[3] = {NAN, NAN, NAN};
+            return err_set(err, "%s:%d: %s: mlx's schedules take 1 to 3 arguments, got %d", file,
+                           line, key, k);
+        x->args_line = line;
+        if (given(x->st, "--lr-schedule-args")) return 0;
         for (int i = 0; i < k; i++) {
             yaml_node_t *e = yaml_document_get_node(doc, n->data.sequence.items.start[i]);
-            if (yaml_number(file, key, e, &v[i], err)) return -1;
+            if (yaml_number(file, key, e, &c->lr_schedule_args[i], err)) return -1;
         }
-        if (!(v[0] >= 0 && v[0] <= 1e3))
-            return err_set(err, "%s:%d: %s: the learning rate (first argument) must be in [0, 1000], "
-                           "got %g", file, line, key, v[0]);
-        if (!given(x->st, "--learning-rate")) c->learning_rate = v[0];
-        x->args_line = line;
-        x->init = v[0];
-        x->decay_steps = v[1];
-        x->end = v[2];
+        c->lr_schedule_nargs = k;
+        x->file_args = 1;
         return 0;
     }
     if (!strcmp(key, "lr_schedule.warmup")) {
         double v;
         if (yaml_number(file, key, n, &v, err)) return -1;
         if (v != floor(v) || v < 0 || v > (1 << 30))
-            return err_set(err, "%s:%d: %s: expected an integer in [0, %d], got %g", file, line, key,
-                           1 << 30, v);
+            return err_set(err, "%s:%d: %s: expected a whole number of steps in [0, %d], got %g",
+                           file, line, key, 1 << 30, v);
         if (!given(x->st, "--warmup")) c->warmup = (int)v;
         return 0;
     }
-    if (!strcmp(key, "lr_schedule.warmup_init")) {
-        double v;
-        if (yaml_number(file, key, n, &v, err)) return -1;
-        if (v != 0)
-            return err_set(err, "%s:%d: %s: tunelens warms up from 0; got %g", file, line, key, v);
-        return 0;
-    }
+    if (!strcmp(key, "lr_schedule.warmup_init"))
+        return given(x->st, "--warmup-init") ? 0 : set_number(c, "--warmup-init", file, key, n, err);
     return err_set(err, "%s:%d: unknown key '%s' (lr_schedule takes name, arguments, warmup and "
                    "warmup_init)", file, line, key);
+}
+
+// One optimizer's settings: mlx's keyword arguments of that class.
+static int optimizer_entry(YamlCtx *x, int kind, const char *name, const char *file,
+                           yaml_document_t *doc, yaml_node_t *v, Error *err) {
+    static const char *const KEYS[N_OPT] = {"betas, eps, bias_correction",
+                                            "betas, eps, weight_decay, bias_correction",
+                                            "momentum, weight_decay, dampening, nesterov"};
+    TrainConfig *o = &x->opt[kind];
+    x->opt_line[kind] = flags_yaml_line(v);
+    if (v->type != YAML_MAPPING_NODE)
+        return err_set(err, "%s:%d: optimizer_config.%s: expected a mapping {%s}", file,
+                       flags_yaml_line(v), name, KEYS[kind]);
+    for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top; q++) {
+        yaml_node_t *kk = yaml_document_get_node(doc, q->key), *vv = yaml_document_get_node(doc, q->value);
+        const char *opt = flags_yaml_scalar(kk);
+        char key[128];
+        snprintf(key, sizeof key, "optimizer_config.%s.%s", name, opt ? opt : "?");
+        int adam = kind != OPT_SGD, rc = 0, line = flags_yaml_line(vv);
+        const char *flag = NULL;
+        if (!opt) {
+            rc = -2;
+        } else if (adam && !strcmp(opt, "betas")) {
+            int k = vv->type == YAML_SEQUENCE_NODE
+                        ? (int)(vv->data.sequence.items.top - vv->data.sequence.items.start) : -1;
+            if (k != 2)
+                return err_set(err, "%s:%d: %s: expected a list of two numbers [beta1, beta2]", file,
+                               line, key);
+            for (int i = 0; i < 2 && !rc; i++) {
+                yaml_node_t *e = yaml_document_get_node(doc, vv->data.sequence.items.start[i]);
+                double b;
+                if (yaml_number(file, key, e, &b, err)) return -1;
+                if (!(b >= 0 && b < 1))
+                    return err_set(err, "%s:%d: %s: each beta must be in [0, 1) (mlx's Adam), got %g",
+                                   file, flags_yaml_line(e), key, b);
+                rc = set_number(o, i ? "--beta2" : "--beta1", file, key, e, err);
+            }
+            x->opt_set[kind][flag_index("--beta1")] = x->opt_set[kind][flag_index("--beta2")] = 1;
+        } else if (adam && !strcmp(opt, "eps")) {
+            flag = "--eps";
+        } else if ((adam && !strcmp(opt, "bias_correction")) || (!adam && !strcmp(opt, "nesterov"))) {
+            const char *f = adam ? "--bias-correction" : "--nesterov";
+            rc = yaml_boolean(file, key, vv, adam ? &o->bias_correction : &o->nesterov, err);
+            x->opt_set[kind][flag_index(f)] = 1;
+        } else if (kind != OPT_ADAM && !strcmp(opt, "weight_decay")) {
+            flag = "--weight-decay";
+        } else if (!adam && !strcmp(opt, "momentum")) {
+            flag = "--momentum";
+        } else if (!adam && !strcmp(opt, "dampening")) {
+            flag = "--dampening";
+        } else {
+            rc = -2;
+        }
+        if (flag) {
+            rc = set_number(o, flag, file, key, vv, err);
+            x->opt_set[kind][flag_index(flag)] = 1;
+        }
+        if (rc == -2)
+            return err_set(err, "%s:%d: unknown key '%s' (mlx's %s takes %s)", file,
+                           flags_yaml_line(kk), key, name, KEYS[kind]);
+        if (rc) return -1;
+    }
+    return 0;
 }
 
 static int yaml_extra(void *vctx, void *vcfg, const char *file, const char *key, void *vdoc,
@@ -392,34 +543,24 @@ static int yaml_extra(void *vctx, void *vcfg, const char *file, const char *key,
     if (!strcmp(key, "optimizer_config")) {
         if (empty_or_null(node)) return 1;
         if (n->type != YAML_MAPPING_NODE)
-            return err_set(err, "%s:%d: %s: expected a mapping {adam: {}, adamw: {weight_decay: 0.01}}",
+            return err_set(err, "%s:%d: %s: expected a mapping {adam: {...}, adamw: {...}, sgd: {...}}",
                            file, line, key);
         for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
             yaml_node_t *k = yaml_document_get_node(doc, p->key), *v = yaml_document_get_node(doc, p->value);
             const char *name = flags_yaml_scalar(k);
-            int kl = flags_yaml_line(k);
-            if (!name || (strcmp(name, "adam") && strcmp(name, "adamw") && strcmp(name, "sgd") &&
-                          strcmp(name, "muon") && strcmp(name, "adafactor")))
+            int kl = flags_yaml_line(k), kind = -1;
+            for (int i = 0; name && OPTIMIZERS[i]; i++)
+                if (!strcmp(name, OPTIMIZERS[i])) kind = i;
+            if (kind < 0 && name && (!strcmp(name, "muon") || !strcmp(name, "adafactor"))) {
+                if (empty_or_null(v)) continue;  // mlx-lm's defaults list them empty
+                return err_set(err, "%s:%d: %s.%s: tunelens has no %s optimizer (adam, adamw and "
+                               "sgd); its settings would be unused", file, kl, key, name, name);
+            }
+            if (kind < 0)
                 return err_set(err, "%s:%d: unknown key '%s.%s' (mlx-lm's optimizers: adam, adamw, "
                                "sgd, muon, adafactor)", file, kl, key, name ? name : "?");
-            if (empty_or_null(v)) continue;  // mlx-lm's defaults: nothing to change
-            if (strcmp(name, "adamw") || v->type != YAML_MAPPING_NODE)
-                return err_set(err, "%s:%d: %s.%s: tunelens runs %s with mlx's default settings only "
-                               "(an empty mapping; adamw also takes weight_decay: 0.01)", file, kl,
-                               key, name, name);
-            for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top; q++) {
-                yaml_node_t *kk = yaml_document_get_node(doc, q->key), *vv = yaml_document_get_node(doc, q->value);
-                const char *opt = flags_yaml_scalar(kk);
-                double wd;
-                if (!opt || strcmp(opt, "weight_decay"))
-                    return err_set(err, "%s:%d: %s.adamw.%s: tunelens's adamw takes weight_decay only",
-                                   file, flags_yaml_line(kk), key, opt ? opt : "?");
-                if (yaml_number(file, "optimizer_config.adamw.weight_decay", vv, &wd, err)) return -1;
-                if (wd != 0.01)
-                    return err_set(err, "%s:%d: optimizer_config.adamw.weight_decay: tunelens's adamw "
-                                   "has weight decay 0.01 (mlx's default); got %g", file,
-                                   flags_yaml_line(vv), wd);
-            }
+            if (empty_or_null(v)) continue;
+            if (optimizer_entry(x, kind, name, file, doc, v, err)) return -1;
         }
         return 1;
     }
@@ -438,42 +579,95 @@ static int yaml_extra(void *vctx, void *vcfg, const char *file, const char *key,
     return 0;
 }
 
-// The schedule from the file, checked against the final settings (flags may have changed them).
-static int check_schedule(const TrainConfig *c, const char *file, const YamlCtx *x, Error *err) {
-    if (!x->schedule_line) return 0;
-    if (!x->has_name)
-        return err_set(err, "%s:%d: lr_schedule: missing 'name' (tunelens supports cosine_decay)", file,
-                       x->schedule_line);
-    if (!x->args_line)
-        return err_set(err, "%s:%d: lr_schedule: missing 'arguments' ([learning_rate, decay_steps, 0])",
-                       file, x->schedule_line);
-    if (x->linear) {  // mlx's linear_schedule(init, end, steps): constant when end = init
-        if (x->decay_steps != x->init)
-            return err_set(err, "%s:%d: lr_schedule.arguments: tunelens's linear_schedule is a "
-                           "constant rate: [lr, lr, steps] (got end %g for lr %g)", file,
-                           x->args_line, x->decay_steps, x->init);
-        return 0;
+// After the file: the schedule checked against the final settings (flags may have changed
+// them), and the chosen optimizer's settings applied (mlx-lm passes optimizer_config's entry
+// for the optimizer it runs, and ignores the others).
+static int finish_config(TrainConfig *c, const char *file, const YamlCtx *x, Error *err) {
+    int kind = c->optimizer;
+    for (int i = 0; i < TABLE.n && i < FLAGS_MAX; i++) {
+        if (!x->opt_set[kind][i] || x->st->given[i]) continue;
+        const FlagSpec *f = &TABLE.flags[i];
+        memcpy((char *)c + f->offset, (const char *)&x->opt[kind] + f->offset,
+               f->type == FLAG_DOUBLE ? sizeof(double) : sizeof(int));
     }
-    int decay = c->iters / c->grad_accumulation_steps - c->warmup;
-    if ((!isnan(x->decay_steps) && x->decay_steps != decay) || (!isnan(x->end) && x->end != 0))
-        return err_set(err, "%s:%d: lr_schedule.arguments: tunelens's cosine_decay goes from the "
-                       "learning rate to 0 over the updates after the warmup (here %d); got "
-                       "decay_steps %g and end %g. Give [lr, %d, 0] or just [lr]", file, x->args_line,
-                       decay, x->decay_steps, isnan(x->end) ? 0 : x->end, decay);
+    if (kind == OPT_SGD && c->nesterov && (c->momentum <= 0 || c->dampening != 0))
+        return err_set(err, "%s:%d: optimizer_config.sgd.nesterov: needs a momentum and zero "
+                       "dampening (as mlx's SGD)", file, x->opt_line[kind]);
+    if (!x->schedule_line) return 0;
+    if (!x->name_line)
+        return err_set(err, "%s:%d: lr_schedule: missing 'name' (mlx's cosine_decay, "
+                       "linear_schedule, exponential_decay or step_decay)", file, x->schedule_line);
+    if (!x->args_line && !given(x->st, "--lr-schedule-args"))
+        return err_set(err, "%s:%d: lr_schedule: missing 'arguments' (the schedule's, e.g. "
+                       "[1e-5, 1000, 1e-7] for cosine_decay)", file, x->schedule_line);
+    if (x->file_args) {  // arguments[0] is the initial rate: --learning-rate's, either way
+        if (given(x->st, "--learning-rate")) c->lr_schedule_args[0] = c->learning_rate;
+        else c->learning_rate = c->lr_schedule_args[0];
+    }
+    Schedule s;
+    Error e2 = {{0}};
+    if (train_schedule(c, &s, &e2)) {
+        const char *why = strchr(e2.msg, ':');
+        return err_set(err, "%s:%d: lr_schedule.arguments: %s", file,
+                       x->args_line ? x->args_line : x->schedule_line, why ? why + 2 : e2.msg);
+    }
     return 0;
 }
 
 // The file's settings over c, except the flags the command line gave (st->given).
 static int load_config(TrainConfig *c, const char *path, const FlagState *st, Error *err) {
-    YamlCtx x = {.st = st, .decay_steps = NAN, .end = NAN};
-    if (flags_load_yaml(&TABLE, c, path, st, yaml_extra, &x, err)) return -1;
-    return check_schedule(c, path, &x, err);
+    YamlCtx *x = xcalloc(1, sizeof *x);
+    x->st = st;
+    for (int i = 0; i < N_OPT; i++) x->opt[i] = *c;
+    int rc = flags_load_yaml(&TABLE, c, path, st, yaml_extra, x, err) ||
+             finish_config(c, path, x, err) ? -1 : 0;
+    free(x);
+    return rc;
 }
 
 int train_config_load_yaml(TrainConfig *c, const char *path, Error *err) {
     FlagState none;
     memset(&none, 0, sizeof none);
     return load_config(c, path, &none, err);
+}
+
+// The schedule and optimizer settings of the command line: a named schedule's arguments, and
+// each optimizer setting for an optimizer that has it (mlx's classes refuse the others).
+static int check_schedule_flags(TrainConfig *c, const FlagState *st) {
+    if (c->lr_schedule >= LRS_MLX && c->lr_schedule_nargs && given(st, "--lr-schedule-args")) {
+        if (given(st, "--learning-rate") && c->learning_rate != c->lr_schedule_args[0]) {
+            fprintf(stderr, "tunelens train: --learning-rate %g and --lr-schedule-args' first "
+                    "argument %g (the schedule's initial rate) differ: give one\n",
+                    c->learning_rate, c->lr_schedule_args[0]);
+            return -1;
+        }
+        c->learning_rate = c->lr_schedule_args[0];
+    }
+    Error err = {{0}};
+    Schedule s;
+    if (train_schedule(c, &s, &err)) {
+        fprintf(stderr, "tunelens train: %s\n", err.msg);
+        return -1;
+    }
+    static const char *const ADAM_ONLY[] = {"--beta1", "--beta2", "--eps", "--bias-correction", NULL};
+    static const char *const SGD_ONLY[] = {"--momentum", "--dampening", "--nesterov", NULL};
+    const char *const *wrong = c->optimizer == OPT_SGD ? ADAM_ONLY : SGD_ONLY;
+    for (int i = 0; wrong[i]; i++)
+        if (given(st, wrong[i])) {
+            fprintf(stderr, "tunelens train: %s is not a setting of --optimizer %s\n", wrong[i],
+                    OPTIMIZERS[c->optimizer]);
+            return -1;
+        }
+    if (c->optimizer == OPT_ADAM && given(st, "--weight-decay")) {
+        fprintf(stderr, "tunelens train: --weight-decay: mlx's adam has none (--optimizer adamw)\n");
+        return -1;
+    }
+    if (c->optimizer == OPT_SGD && c->nesterov && (c->momentum <= 0 || c->dampening != 0)) {
+        fprintf(stderr, "tunelens train: --nesterov needs a --momentum and no --dampening (as "
+                "mlx's SGD)\n");
+        return -1;
+    }
+    return 0;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -507,6 +701,7 @@ int cmd_train(int argc, char **argv) {
                 c.resume ? "--resume" : "--resume-adapter-file");
         return EXIT_USAGE;
     }
+    if (check_schedule_flags(&c, &st)) return EXIT_USAGE;
     if (c.test && !c.train && !c.adapter_path[0])
         fprintf(stderr, "note: --test with an empty --adapter-path evaluates the base model\n");
     TrainSummary sum;

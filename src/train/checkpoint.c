@@ -61,29 +61,62 @@ void adapter_dir_release(AdapterDir *d, int failed) {
 
 // ---- weights and config
 
-// mlx-lm's keys that are not flags here, at the values tunelens runs: the learning-rate
-// schedule in mlx-lm's form ({name, arguments, warmup, warmup_init}: what its -c reads back),
-// every optimizer's settings (mlx's defaults, AdamW's weight decay 0.01 among them), and the
-// keys tunelens accepts only at their defaults.
-static void add_mlx_keys(cJSON *j, const TrainConfig *c) {
-    if (c->cosine || c->warmup > 0) {
-        cJSON *s = cJSON_AddObjectToObject(j, "lr_schedule"), *a;
-        int decay = c->iters / c->grad_accumulation_steps - c->warmup;
-        // without cosine the rate after the warmup is constant: mlx's linear_schedule from the
-        // rate to itself
-        cJSON_AddStringToObject(s, "name", c->cosine ? "cosine_decay" : "linear_schedule");
-        a = cJSON_AddArrayToObject(s, "arguments");
-        cJSON_AddItemToArray(a, cJSON_CreateNumber(c->learning_rate));
-        cJSON_AddItemToArray(a, cJSON_CreateNumber(c->cosine ? (decay > 0 ? decay : 0) : c->learning_rate));
-        cJSON_AddItemToArray(a, cJSON_CreateNumber(c->cosine ? 0 : 1));
-        cJSON_AddNumberToObject(s, "warmup", c->warmup);
-        cJSON_AddItemToObject(s, "warmup_init", cJSON_CreateRaw("0.0"));
-    } else {
+// mlx-lm's keys that are not flags here, describing what runs, in mlx-lm's form (what its -c
+// reads back to run the same): the learning-rate schedule {name, arguments, warmup,
+// warmup_init} (null for a constant rate), optimizer_config with the settings of the optimizer
+// that runs where they are not mlx's defaults (mlx-lm writes {} for those), and the keys
+// tunelens accepts only at their defaults.
+static void add_schedule(cJSON *j, const TrainConfig *c) {
+    Schedule s;
+    Error ignore;
+    if (!train_has_schedule(c) || train_schedule(c, &s, &ignore)) {
         cJSON_AddNullToObject(j, "lr_schedule");
+        return;
     }
+    cJSON *o = cJSON_AddObjectToObject(j, "lr_schedule"), *a;
+    cJSON_AddStringToObject(o, "name", SCHEDULE_NAMES[s.kind]);
+    a = cJSON_AddArrayToObject(o, "arguments");
+    // step counts as integers (decay_steps, steps, step_size), rates as Python floats
+    int steps_at = s.kind == SCHED_COSINE_DECAY ? 1 : s.kind == SCHED_EXPONENTIAL ? -1 : 2;
+    for (int i = 0; i < s.nargs; i++)
+        cJSON_AddItemToArray(a, i == steps_at ? cJSON_CreateNumber(s.args[i])
+                                              : train_python_float(s.args[i]));
+    cJSON_AddNumberToObject(o, "warmup", s.warmup);
+    cJSON_AddItemToObject(o, "warmup_init", train_python_float(s.warmup_init));
+}
+
+static void add_optimizer_config(cJSON *j, const TrainConfig *c) {
     cJSON *o = cJSON_AddObjectToObject(j, "optimizer_config");
+    OptimizerSettings s, d;
+    train_optimizer_settings(c, &s);
+    optimizer_settings_default(c->optimizer, &d);
     const char *const opts[] = {"adam", "adamw", "muon", "sgd", "adafactor"};
-    for (int i = 0; i < 5; i++) cJSON_AddObjectToObject(o, opts[i]);
+    const char *const run = c->optimizer == OPT_ADAM ? "adam" : c->optimizer == OPT_ADAMW ? "adamw" : "sgd";
+    for (int i = 0; i < 5; i++) {
+        cJSON *e = cJSON_AddObjectToObject(o, opts[i]);
+        if (strcmp(opts[i], run)) continue;
+        if (c->optimizer != OPT_SGD) {
+            if (s.beta1 != d.beta1 || s.beta2 != d.beta2) {
+                cJSON *b = cJSON_AddArrayToObject(e, "betas");
+                cJSON_AddItemToArray(b, train_python_float(s.beta1));
+                cJSON_AddItemToArray(b, train_python_float(s.beta2));
+            }
+            if (s.eps != d.eps) cJSON_AddItemToObject(e, "eps", train_python_float(s.eps));
+            if (s.bias_correction) cJSON_AddBoolToObject(e, "bias_correction", 1);
+        } else {
+            if (s.momentum != d.momentum) cJSON_AddItemToObject(e, "momentum", train_python_float(s.momentum));
+            if (s.dampening != d.dampening)
+                cJSON_AddItemToObject(e, "dampening", train_python_float(s.dampening));
+            if (s.nesterov) cJSON_AddBoolToObject(e, "nesterov", 1);
+        }
+        if (s.weight_decay != d.weight_decay)
+            cJSON_AddItemToObject(e, "weight_decay", train_python_float(s.weight_decay));
+    }
+}
+
+static void add_mlx_keys(cJSON *j, const TrainConfig *c) {
+    add_schedule(j, c);
+    add_optimizer_config(j, c);
     cJSON_AddNumberToObject(j, "clear_cache_threshold", 0);
     cJSON_AddNullToObject(j, "project_name");
     cJSON_AddNullToObject(j, "report_to");
@@ -183,7 +216,7 @@ int checkpoint_load_params(const ParamList *pl, const char *path, Error *err) {
 // Settings that shape the trajectory: a resumed run must share them.
 static const char *const STATE_KEYS[] = {"model", "fine_tune_type", "num_layers", "data",
     "batch_size", "iters", "learning_rate", "optimizer", "max_seq_length", "mask_prompt",
-    "grad_accumulation_steps", "seed", "lr_schedule", "lora_parameters"};
+    "grad_accumulation_steps", "seed", "lr_schedule", "optimizer_config", "lora_parameters"};
 
 // training_state.json's accumulators, in the order of these fields.
 static const char *const ACC_KEYS[] = {"losses", "train_time", "last_loss", "n_tokens", "steps",

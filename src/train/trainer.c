@@ -28,21 +28,60 @@ int dtype_parse(const char *name) {
     return -1;
 }
 
+const char *const LR_SCHEDULE_CHOICES[] = {"none", "cosine", "cosine_decay", "linear_schedule",
+                                           "exponential_decay", "step_decay", NULL};
+
 void train_config_defaults(TrainConfig *c) {
     memset(c, 0, sizeof *c);
+    c->weight_decay = -1;     // the optimizer's own default (adamw 0.01, sgd 0)
     train_flags_defaults(c);  // the defaults are the train command's flag table's
 }
 
-double lr_at(const TrainConfig *c, int step) {
+int train_schedule(const TrainConfig *c, Schedule *s, Error *err) {
+    memset(s, 0, sizeof *s);
+    s->warmup = c->warmup;
+    s->warmup_init = c->warmup_init;
     double lr = c->learning_rate;
-    if (c->warmup > 0 && step <= c->warmup) return lr * step / c->warmup;
-    if (!c->cosine) return lr;
-    int n_updates = c->iters / c->grad_accumulation_steps;
-    int decay = n_updates - c->warmup;
-    if (decay <= 0) return lr;
-    double t = (double)(step - c->warmup) / decay;
-    return 0.5 * lr * (1.0 + cos(M_PI * fmin(t, 1.0)));
+    if (c->lr_schedule == LRS_NONE) {
+        *s = (Schedule){c->warmup > 0 ? SCHED_LINEAR : SCHED_CONSTANT, c->warmup > 0 ? 3 : 1,
+                        {lr, lr, 1}, c->warmup, c->warmup_init};
+    } else if (c->lr_schedule == LRS_COSINE) {
+        int decay = c->iters / c->grad_accumulation_steps - c->warmup;  // the updates after it
+        *s = (Schedule){SCHED_COSINE_DECAY, 3, {lr, decay > 1 ? decay : 1, 0}, c->warmup,
+                        c->warmup_init};
+    } else {
+        s->kind = (ScheduleKind)(c->lr_schedule - LRS_MLX);
+        s->nargs = c->lr_schedule_nargs;
+        memcpy(s->args, c->lr_schedule_args, sizeof s->args);
+        const char *names;
+        int lo, hi;
+        schedule_arity(s->kind, &lo, &hi, &names);
+        if (!s->nargs)
+            return err_set(err, "--lr-schedule %s needs --lr-schedule-args (%s)",
+                           LR_SCHEDULE_CHOICES[c->lr_schedule], names);
+        if (s->nargs < lo || s->nargs > hi)
+            return err_set(err, "--lr-schedule-args: %s takes %s: %d to %d numbers, got %d",
+                           LR_SCHEDULE_CHOICES[c->lr_schedule], names, lo, hi, s->nargs);
+    }
+    const char *why = schedule_check(s);
+    if (why) return err_set(err, "--lr-schedule %s: %s", LR_SCHEDULE_CHOICES[c->lr_schedule], why);
+    return 0;
 }
+
+int train_has_schedule(const TrainConfig *c) { return c->lr_schedule != LRS_NONE || c->warmup > 0; }
+
+void train_optimizer_settings(const TrainConfig *c, OptimizerSettings *s) {
+    optimizer_settings_default(c->optimizer, s);
+    if (c->optimizer != OPT_SGD) {
+        s->beta1 = c->beta1, s->beta2 = c->beta2, s->eps = c->eps;
+        s->bias_correction = c->bias_correction;
+    } else {
+        s->momentum = c->momentum, s->dampening = c->dampening, s->nesterov = c->nesterov;
+    }
+    if (c->weight_decay >= 0) s->weight_decay = c->weight_decay;
+}
+
+float lr_at(const Schedule *s, int64_t step) { return schedule_lr(s, (uint64_t)step); }
 
 // Separates the dropout masks' key from the other uses of the seed (LoRA init, data order).
 #define DROPOUT_DOMAIN 0x64726f706f7574ULL  // "dropout"
@@ -135,6 +174,7 @@ typedef struct {
     Grads g;
     ParamList pl;
     Optimizer opt;
+    Schedule sched;           // the learning rate of each update
     Metrics metrics;
     TrainAccum acc;
     int saved[2];             // the last two checkpoints' iterations, newest first
@@ -259,7 +299,7 @@ static int train_step(Trainer *t, const Batch *b, int iter, Error *err) {
     if (!isfinite(loss)) return diverged(t, iter, loss, err);
     model_backward(&t->m, &t->s, b->targets, &t->g, 1.0f / k);
     if (iter % k == 0 || iter == c->iters) {
-        optimizer_step(&t->opt, &t->pl, (float)lr_at(c, (int)t->opt.step + 1));
+        optimizer_step(&t->opt, &t->pl, lr_at(&t->sched, t->opt.step));
         if (c->fine_tune == FT_FULL) model_repack_bf16(&t->m, t->first);  // the bf16 copies follow
         grads_zero(&t->g);
     }
@@ -277,7 +317,8 @@ static int report(Trainer *t, int iter, Error *err) {
     TrainAccum *acc = &t->acc;
     TrainSummary *out = t->out;
     double train_loss = acc->losses / acc->steps;
-    double lr = lr_at(t->c, (int)(t->opt.step ? t->opt.step : 1));
+    // mlx-lm reports optimizer.learning_rate: the rate of the last update (before any, step 0's)
+    double lr = lr_at(&t->sched, t->opt.step ? t->opt.step - 1 : 0);
     double it_sec = acc->steps / acc->train_time, tok_sec = acc->n_tokens / acc->train_time;
     out->trained_tokens += acc->n_tokens;
     out->peak_mem_gb = peak_mem_gb(t->m.be);
@@ -321,6 +362,9 @@ static int train_loop(Trainer *t, Error *err) {
     const TrainConfig *c = t->c;
     if (optimizer_init(&t->opt, c->optimizer, &t->pl, t->m.be))
         return err_set(err, "out of memory for the optimizer state");
+    OptimizerSettings set;
+    train_optimizer_settings(c, &set);
+    if (optimizer_configure(&t->opt, &set, err) || train_schedule(c, &t->sched, err)) return -1;
     BatchIter it;
     if (batch_iter_init(&it, &t->train, c->batch_size, c->seed, 1, err)) return -1;
     Batch b = {0};

@@ -2,6 +2,7 @@
 #pragma once
 #include "../common.h"
 #include "params.h"
+#include "schedule.h"
 
 // --fine-tune-type, in the flag table's order (FINE_TUNE_TYPE_NAMES)
 typedef enum { FT_LORA, FT_FULL, FT_DORA } FineTune;
@@ -24,8 +25,19 @@ typedef struct {
     int rank;
     double scale, dropout;
     const char *lora_keys;         // NULL = all seven projections
-    int cosine;                    // --lr-schedule cosine
-    int warmup;                    // linear warmup steps (from 0)
+    // the learning-rate schedule (YAML: lr_schedule, mlx-lm's {name, arguments, warmup,
+    // warmup_init}); train_schedule resolves it
+    int lr_schedule;               // --lr-schedule: LR_SCHEDULE_CHOICES' index (LrScheduleChoice)
+    double lr_schedule_args[3];    // --lr-schedule-args: mlx's arguments for a named schedule
+    int lr_schedule_nargs;         // how many (0: none given)
+    int warmup;                    // linear warmup steps
+    double warmup_init;            // the warmup's first rate (mlx-lm's default 0)
+    // the optimizer's settings (YAML: optimizer_config.<optimizer>, mlx's keyword arguments)
+    double beta1, beta2, eps;      // adam, adamw
+    int bias_correction;           // adam, adamw
+    double weight_decay;           // adamw (0.01), sgd (0); < 0: the optimizer's default
+    double momentum, dampening;    // sgd
+    int nesterov;                  // sgd
     int quiet;                     // no progress bar (also when stdout is not a terminal)
     int resume;                    // continue from adapter_path/training_state.json if present
     ComputeDtype dtype;            // --dtype: precision of the matrix products (auto)
@@ -76,4 +88,22 @@ typedef struct {
 int train_summary_write(const char *path, const TrainConfig *c, const TrainSummary *s, Error *err);
 
 int train_run(const TrainConfig *c, TrainSummary *out, Error *err);
-double lr_at(const TrainConfig *c, int step);  // learning rate of optimizer step `step` (1-based)
+
+// --lr-schedule: tunelens's shorthands, then mlx's names (SCHEDULE_NAMES, in ScheduleKind's
+// order from LRS_MLX)
+typedef enum { LRS_NONE, LRS_COSINE, LRS_MLX } LrScheduleChoice;
+extern const char *const LR_SCHEDULE_CHOICES[];  // "none", "cosine", "cosine_decay", ...
+// The schedule c runs, in mlx-lm's form: a named schedule with its arguments, or a shorthand:
+// none = --learning-rate throughout (after a --warmup: linear_schedule [lr, lr, 1]); cosine =
+// cosine_decay [lr, updates after the warmup, 0]. -1 with a message naming the flag when the
+// arguments do not fit the name.
+int train_schedule(const TrainConfig *c, Schedule *s, Error *err);
+// Whether c runs a schedule at all (not a constant rate without warmup): adapter_config.json's
+// lr_schedule is null when not.
+int train_has_schedule(const TrainConfig *c);
+// The optimizer settings c runs (mlx's defaults for c->optimizer, changed by c's settings).
+void train_optimizer_settings(const TrainConfig *c, OptimizerSettings *s);
+// The learning rate of the update after `step` updates (mlx's optimizer: step 0 first).
+float lr_at(const Schedule *s, int64_t step);
+// A double as Python's json writes a float ("20.0", "1e-05"): mlx-lm's JSON types (train.c).
+struct cJSON *train_python_float(double v);
