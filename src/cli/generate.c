@@ -147,6 +147,21 @@ static void stream_end(Stream *st) {
     st->last = '\n';
 }
 
+int gen_check_chat(const char *cmd, const char *system_prompt, int chat) {
+    if (!system_prompt || chat) return 0;
+    fprintf(stderr, "tunelens %s: --system-prompt goes through the chat template: add --chat\n",
+            cmd);
+    return EXIT_USAGE;
+}
+
+int gen_prompt_ids(const Model *m, int chat, const char *system_prompt, const char *prompt,
+                   int **ids, int *n, char **chat_text, Error *err) {
+    if (!chat) return cli_encode(m, prompt, ids, n, err);
+    if (generate_chat_prompt(m, system_prompt, prompt, ids, n, err)) return -1;
+    *chat_text = tokenizer_decode(m->tok, *ids, *n, 0);
+    return 0;
+}
+
 int cmd_generate(int argc, char **argv) {
     const char *cmd = "generate";
     GenerateArgs a = {0};
@@ -158,11 +173,7 @@ int cmd_generate(int argc, char **argv) {
     int max_tokens = a.max_tokens, sampled = a.sampler.temp > 0;
     if (!a.model) return cli_missing(cmd, "--model");
     if (!a.prompt) return cli_missing(cmd, "--prompt");
-    if (a.system_prompt && !a.chat) {
-        fprintf(stderr, "tunelens generate: --system-prompt goes through the chat template: "
-                "add --chat\n");
-        return EXIT_USAGE;
-    }
+    if ((rc = gen_check_chat(cmd, a.system_prompt, a.chat))) return rc;
     GenerateOptions opt = GENERATE_DEFAULTS;
     opt.sampler = a.sampler;
     opt.seed = gen_seed(&a.seed);
@@ -175,10 +186,8 @@ int cmd_generate(int argc, char **argv) {
     int to_stdout_json = json_path && !strcmp(json_path, "-");
     Stream st = {m.tok, '\n'};
     rc = sampler_check(&opt.sampler, m.cfg.vocab_size, &err) ||
-         (a.chat ? generate_chat_prompt(&m, a.system_prompt, a.prompt, &ids, &n, &err)
-                 : cli_encode(&m, a.prompt, &ids, &n, &err));
+         gen_prompt_ids(&m, a.chat, a.system_prompt, a.prompt, &ids, &n, &chat_text, &err);
     if (rc) goto fail;
-    if (a.chat) chat_text = tokenizer_decode(m.tok, ids, n, 0);  // the prompt the model reads
     if (!to_stdout_json) stream_text(&st, a.chat ? chat_text : a.prompt);
     double t0 = now_seconds();
     rc = generate_run(&m, ids, n, max_tokens, &opt, out, &n_out,

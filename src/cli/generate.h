@@ -43,5 +43,11 @@ cJSON *gen_tokens_json(const Tokenizer *t, const GenToken *out, int n, int sampl
 char *gen_text(const Tokenizer *t, const GenToken *out, int n);
 // The sampler as JSON: {"temp","top_p","min_p","min_tokens_to_keep","top_k","seed"}.
 cJSON *gen_sampler_json(const SamplerConfig *c, uint64_t seed);
+// --system-prompt goes with --chat: 0, or prints "tunelens CMD: ..." and returns EXIT_USAGE.
+int gen_check_chat(const char *cmd, const char *system_prompt, int chat);
+// The prompt's ids (heap): through the chat template (system: a system message before it) when
+// chat, then *chat_text is the rendered text as the model reads it (heap); else encoded as is.
+int gen_prompt_ids(const Model *m, int chat, const char *system_prompt, const char *prompt,
+                   int **ids, int *n, char **chat_text, Error *err);
 // One line a token: number, token, its probability (and, when sampling, the sampling one).
 void gen_print_tokens(const Tokenizer *t, const GenToken *out, int n, int sampled);

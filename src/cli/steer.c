@@ -106,11 +106,7 @@ int cmd_steer(int argc, char **argv) {
     if (!a.prompt) return cli_missing(cmd, "--prompt");
     if (a.layer == STEER_NONE) return cli_missing(cmd, "--layer");
     if (isnan(a.alpha)) return cli_missing(cmd, "--alpha");
-    if (a.system_prompt && !a.chat) {
-        fprintf(stderr, "tunelens steer: --system-prompt goes through the chat template: add "
-                "--chat\n");
-        return EXIT_USAGE;
-    }
+    if ((rc = gen_check_chat(cmd, a.system_prompt, a.chat))) return rc;
     if ((rc = cli_one_direction(cmd, a.token, a.direction, a.probe))) return rc;
     const int sampled = a.sampler.temp > 0, k = a.top_k_shown;
     GenerateOptions opt = GENERATE_DEFAULTS;
@@ -136,10 +132,8 @@ int cmd_steer(int argc, char **argv) {
         goto fail;
     }
     if (sampler_check(&opt.sampler, V, &err) ||
-        (a.chat ? generate_chat_prompt(&m, a.system_prompt, a.prompt, &ids, &n, &err)
-                : cli_encode(&m, a.prompt, &ids, &n, &err)))
+        gen_prompt_ids(&m, a.chat, a.system_prompt, a.prompt, &ids, &n, &shown, &err))
         goto fail;
-    if (a.chat) shown = tokenizer_decode(m.tok, ids, n, 0);  // the prompt as the model reads it
     DirectionSpec spec = {a.token, a.direction, a.probe};
     if (direction_load(&m, &spec, a.layer, &dir, &err)) goto fail;
     if (dir.C != C) {
