@@ -205,7 +205,7 @@ python3 -c "
 import json,sys
 a=json.load(open('$TMP/yaml_ad/adapter_config.json')); b=json.load(open('$TMP/flag_ad/adapter_config.json'))
 d={k for k in set(a)|set(b) if a.get(k)!=b.get(k)}
-sys.exit(0 if d=={'adapter_path'} and a['lora_parameters']=={'rank':4,'scale':10,'dropout':0,'keys':['self_attn.q_proj','self_attn.v_proj']} and a['lr_schedule']=={'name':'cosine_decay','arguments':[0.001,4,0.0],'warmup':2,'warmup_init':0.0} and a['optimizer']=='adamw' else 1)" \
+sys.exit(0 if d=={'adapter_path','config'} and a['lora_parameters']=={'rank':4,'scale':10,'dropout':0,'keys':['self_attn.q_proj','self_attn.v_proj']} and a['lr_schedule']=={'name':'cosine_decay','arguments':[0.001,4,0.0],'warmup':2,'warmup_init':0.0} and a['optimizer']=='adamw' else 1)" \
   && echo "ok   YAML and flags write the same adapter_config.json" || { echo "FAIL adapter_config.json differs between YAML and flags"; fails=$((fails+1)); }
 # the command line wins over the file, whichever comes first
 check "flags override the file (before -c)" 0 "Saved final weights" $BIN train --batch-size 2 --rank 2 --optimizer adam --config "$TMP/lora.yaml" --adapter-path "$TMP/ovr_ad"
