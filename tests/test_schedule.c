@@ -2,7 +2,10 @@
 // settings against mlx itself: tests/fixtures/schedule/*.txt, from
 // tests/make_schedule_fixtures.py (mlx 0.32.4, mlx-lm 0.32.2, CPU).
 #include "test_util.h"
+#include "formats/json_file.h"
+#include "train/checkpoint.h"
 #include "train/schedule.h"
+#include "train/trainer.h"
 
 #define SCHED FIXTURE("schedule/")
 
@@ -168,11 +171,82 @@ static void test_optimizers_match_mlx(void **state) {
     free(text);
 }
 
+// The shorthands resolve to mlx's forms: none = a constant rate (linear_schedule [lr, lr, 1]
+// after a warmup), cosine = cosine_decay [lr, updates after the warmup, 0].
+static void test_shorthands(void **state) {
+    TrainConfig c;
+    train_config_defaults(&c);
+    c.learning_rate = 2e-4, c.iters = 20, c.grad_accumulation_steps = 2;
+    Schedule s;
+    Error err = {{0}};
+    assert_int_equal(train_schedule(&c, &s, &err), 0);
+    assert_int_equal(s.kind, SCHED_CONSTANT);
+    assert_true(schedule_lr(&s, 7) == (float)2e-4);
+    c.warmup = 3, c.warmup_init = 1e-6;
+    assert_int_equal(train_schedule(&c, &s, &err), 0);
+    assert_int_equal(s.kind, SCHED_LINEAR);
+    assert_true(schedule_lr(&s, 0) == (float)1e-6);  // mlx-lm: the first update warms from init
+    assert_true(schedule_lr(&s, 3) == (float)2e-4 && schedule_lr(&s, 9) == (float)2e-4);
+    c.lr_schedule = LRS_COSINE;
+    assert_int_equal(train_schedule(&c, &s, &err), 0);
+    assert_int_equal(s.kind, SCHED_COSINE_DECAY);
+    assert_true(s.args[1] == 7 && s.args[2] == 0);  // 20 / 2 updates, 3 of them warmup
+    c.lr_schedule = LRS_MLX + SCHED_STEP, c.lr_schedule_nargs = 2;
+    assert_int_equal(train_schedule(&c, &s, &err), -1);
+    assert_non_null(strstr(err.msg, "step_decay takes init, decay_rate, step_size"));
+}
+
+// Every schedule and optimizer setting written to adapter_config.json and read back as a -c
+// config gives the same settings, printed identically.
+static void test_config_round_trip(void **state) {
+    char dir[64];
+    tmp_dir_make(dir, sizeof dir, "schedcfg");
+    for (int k = 0; k < 7; k++) {
+        TrainConfig c;
+        train_config_defaults(&c);
+        c.model = "m", c.train = 1, c.iters = 30;
+        const double A[4][3] = {{1e-5, 1000, 1e-7}, {1e-4, 1e-6, 13}, {1e-3, 0.9, 0}, {5e-4, 0.5, 3}};
+        const int N[4] = {3, 3, 2, 3};
+        if (k < 4) {
+            c.lr_schedule = LRS_MLX + k, c.lr_schedule_nargs = N[k];
+            memcpy(c.lr_schedule_args, A[k], sizeof A[k]);
+            c.learning_rate = A[k][0], c.warmup = 5 * k, c.warmup_init = k ? 1e-7 : 0;
+        }
+        if (k == 4) c.optimizer = OPT_ADAMW, c.beta1 = 0.8, c.beta2 = 0.95, c.eps = 1e-6,
+                    c.bias_correction = 1, c.weight_decay = 0.1;
+        if (k == 5) c.optimizer = OPT_SGD, c.momentum = 0.9, c.nesterov = 1, c.weight_decay = 0.01;
+        if (k == 6) c.optimizer = OPT_SGD, c.momentum = 0.5, c.dampening = 0.25;
+        cJSON *j = train_config_json(&c);
+        char *text = cJSON_Print(j), *path = tmp_join(dir, "adapter_config.json");
+        Error err = {{0}};
+        if (json_write_file(path, j, &err)) fail_msg("%s", err.msg);
+        TrainConfig back;
+        train_config_defaults(&back);
+        if (train_config_load_yaml(&back, path, &err)) fail_msg("case %d: %s\n%s", k, err.msg, text);
+        cJSON *j2 = train_config_json(&back);
+        char *text2 = cJSON_Print(j2);
+        assert_string_equal(text, text2);
+        Schedule s1, s2;
+        assert_int_equal(train_schedule(&c, &s1, &err), 0);
+        assert_int_equal(train_schedule(&back, &s2, &err), 0);
+        for (uint64_t t = 0; t < 40; t++) assert_true(schedule_lr(&s1, t) == schedule_lr(&s2, t));
+        OptimizerSettings o1, o2;
+        train_optimizer_settings(&c, &o1);
+        train_optimizer_settings(&back, &o2);
+        assert_memory_equal(&o1, &o2, sizeof o1);
+        cJSON_Delete(j), cJSON_Delete(j2);
+        free(text), free(text2);
+    }
+    tmp_dir_remove(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schedules_match_mlx),
         cmocka_unit_test(test_schedule_check),
         cmocka_unit_test(test_optimizers_match_mlx),
+        cmocka_unit_test(test_shorthands),
+        cmocka_unit_test(test_config_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
