@@ -53,10 +53,7 @@ static void edit_read(void *ctx, int prompt, float *rows, int n_rows, int C) {
 }
 
 static int check_ablation(const Model *m, const Ablation *a, Error *err) {
-    const int L = m->cfg.n_layers;
-    if (a->layer < -1 || a->layer >= L)
-        return err_set(err, "layer %d does not exist (the model has layers 0..%d, and -1 for the "
-                       "embeddings)", a->layer, L - 1);
+    if (hook_check_layer(m, a->layer, err)) return -1;
     if (!(dir_norm(a->dir, m->cfg.dim) > 0)) return err_set(err, "the direction has length 0");
     return 0;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../formats/safetensors.h"
+#include "hook.h"
 
 // A token as readable text for messages: decoded, quoted, control bytes escaped.
 static char *token_display(const Tokenizer *t, int id) {
@@ -269,9 +270,7 @@ int direction_load(const Model *m, const DirectionSpec *spec, int layer, Directi
     if (spec->token) rc = load_token(m, spec->token, d, err);
     else if (spec->file) rc = load_file(m, spec->file, d, err);
     else {
-        if (layer < -1 || layer >= m->cfg.n_layers)
-            return err_set(err, "layer %d does not exist (the model has layers 0..%d, and -1 for "
-                           "the embeddings)", layer, m->cfg.n_layers - 1);
+        if (hook_check_layer(m, layer, err)) return -1;
         rc = load_probe(m, spec->probe, layer, d, err);
     }
     if (rc) direction_free(d);

@@ -52,6 +52,12 @@ static void on_residual(void *ctx, int layer, const float *resid, int rows, int 
     }
 }
 
+int hook_check_layer(const Model *m, int layer, Error *err) {
+    if (layer >= -1 && layer < m->cfg.n_layers) return 0;
+    return err_set(err, "layer %d does not exist (the model has layers 0..%d, and -1 for the "
+                   "embeddings)", layer, m->cfg.n_layers - 1);
+}
+
 int hook_run(const Model *m, HookBatch *hb, Error *err) {
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
@@ -69,18 +75,14 @@ int hook_run(const Model *m, HookBatch *hb, Error *err) {
         if (hb->len[i] > Tmax) Tmax = hb->len[i];
         const ResidPatch *p = hb->patch ? &hb->patch[i] : NULL;
         if (p && p->layer != HOOK_NO_PATCH) {
-            if (p->layer < -1 || p->layer >= L)
-                return err_set(err, "layer %d does not exist (the model has layers 0..%d, and -1 "
-                               "for the embeddings)", p->layer, L - 1);
+            if (hook_check_layer(m, p->layer, err)) return -1;
             if (p->pos != HOOK_ALL_POSITIONS && (p->pos < 0 || p->pos >= hb->len[i]))
                 return err_set(err, "position %d is outside prompt %d's %d tokens", p->pos,
                                i + 1, hb->len[i]);
             if (!p->rows) return err_set(err, "prompt %d's patch has no residual rows", i + 1);
         }
     }
-    if (hb->edit && (hb->edit_layer < -1 || hb->edit_layer >= L))
-        return err_set(err, "layer %d does not exist (the model has layers 0..%d, and -1 for the "
-                       "embeddings)", hb->edit_layer, L - 1);
+    if (hb->edit && hook_check_layer(m, hb->edit_layer, err)) return -1;
     if (hb->every) memset(hb->every, 0, sizeof(float) * (size_t)hb->n * R * Tmax * C);
     const int B = hb->n < chunk ? hb->n : chunk;
     ForwardState s;

@@ -52,3 +52,6 @@ typedef struct {
 // blocks L+1.. read; the earlier ones are computed as usual). Errors: empty or too-long prompts, ids outside the
 // embedding, a patch layer or position out of range, out of memory.
 int hook_run(const Model *m, HookBatch *hb, Error *err);
+// 0 when layer is one of m's in this numbering (-1..n_layers-1), else an error that names it
+// and the range.
+int hook_check_layer(const Model *m, int layer, Error *err);

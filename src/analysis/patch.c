@@ -10,9 +10,7 @@ int patch_run(const Model *m, const int *src, int n_src, const int *tgt, int n_t
     memset(out, 0, sizeof *out);
     if (n_layers < 1) return err_set(err, "no layer to patch");
     for (int i = 0; i < n_layers; i++)
-        if (layers[i] < -1 || layers[i] >= L)
-            return err_set(err, "layer %d does not exist (the model has layers 0..%d, and -1 for "
-                           "the embeddings)", layers[i], L - 1);
+        if (hook_check_layer(m, layers[i], err)) return -1;
     if (all_positions && n_src != n_tgt)
         return err_set(err, "--position all patches every position, so the source and the "
                        "target need the same number of tokens: the source has %d, the target %d",

@@ -277,10 +277,8 @@ int cmd_ablate(int argc, char **argv) {
     Direction d = {0};
     cJSON *j = NULL;
     DirectionSpec spec = {a.token, a.direction, a.probe};
-    if (a.layer >= m.cfg.n_layers) {
-        rc = err_set(&err, "--layer %d does not exist (the model has layers 0..%d, and -1 for the "
-                     "embeddings)", a.layer, m.cfg.n_layers - 1);
-    } else if (!(rc = direction_load(&m, &spec, a.layer, &d, &err))) {
+    if (!(rc = hook_check_layer(&m, a.layer, &err)) &&
+        !(rc = direction_load(&m, &spec, a.layer, &d, &err))) {
         Ablation ab = {a.layer, d.v, (AblateMode)a.mode, 0, a.all_positions};
         cJSON **jp = a.json ? &j : NULL;
         rc = a.data ? run_data(&m, &a, &d, &ab, jp, &err) : run_prompt(&m, &a, &d, &ab, jp, &err);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../analysis/direction.h"
+#include "../analysis/hook.h"
 #include "../lens/lens.h"
 #include "generate.h"
 
@@ -115,7 +116,7 @@ int cmd_steer(int argc, char **argv) {
     Error err;
     Model m;
     if (cli_load_model(&m, a.model, a.adapter, a.device, &err)) return cli_fail(&err);
-    const int L = m.cfg.n_layers, C = m.cfg.dim, V = m.cfg.vocab_size;
+    const int C = m.cfg.dim, V = m.cfg.vocab_size;
     int *ids = NULL, n = 0;
     Direction dir = {0};
     float *vec = NULL, *logits = xmalloc(sizeof(float) * (size_t)V);
@@ -126,11 +127,7 @@ int cmd_steer(int argc, char **argv) {
         run[r].out = xmalloc(sizeof(GenToken) * (size_t)(a.max_tokens ? a.max_tokens : 1));
         run[r].probs = xcalloc((size_t)V, sizeof(float));
     }
-    if (a.layer < -1 || a.layer >= L) {
-        err_set(&err, "layer %d does not exist (the model has layers 0..%d, and -1 for the "
-                "embeddings)", a.layer, L - 1);
-        goto fail;
-    }
+    if (hook_check_layer(&m, a.layer, &err)) goto fail;
     if (sampler_check(&opt.sampler, V, &err) ||
         gen_prompt_ids(&m, a.chat, a.system_prompt, a.prompt, &ids, &n, &shown, &err))
         goto fail;

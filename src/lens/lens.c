@@ -173,9 +173,7 @@ int lens_run_rows(const Model *m, const float *rows, int top_k, const int *layer
         if (opt.diff[i] < 0 || opt.diff[i] >= V)
             return err_set(err, "--diff token id %d is outside the vocabulary", opt.diff[i]);
     for (int i = 0; layers && i < n_layers; i++)
-        if (layers[i] < -1 || layers[i] >= c->n_layers)
-            return err_set(err, "layer %d does not exist (the model has layers 0..%d, and -1 for "
-                           "the embeddings)", layers[i], c->n_layers - 1);
+        if (hook_check_layer(m, layers[i], err)) return -1;
     if (opt.tuned && (opt.tuned->n_layers != c->n_layers || opt.tuned->dim != C))
         return err_set(err, "the tuned lens is for %d layers of width %d, the model has %d of %d",
                        opt.tuned->n_layers, opt.tuned->dim, c->n_layers, C);
