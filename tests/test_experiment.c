@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "analysis/ablate.h"
 #include "experiment/experiment.h"
 #include "formats/json_file.h"
 #include "model/generate.h"
@@ -213,6 +214,141 @@ static void test_op_probes_on_synthetic_residuals(void **state) {
     free(rows);
 }
 
+// causal_diff_ci on values whose paired differences are all equal: every resample's mean is
+// that difference; on an empty set NaN.
+static void test_causal_diff_ci(void **state) {
+    (void)state;
+    double b[5] = {0.1, 0.5, 0.2, 0.9, 0.3}, a[5], d, lo, hi;
+    for (int i = 0; i < 5; i++) a[i] = b[i] - 0.25;
+    causal_diff_ci(b, a, 5, 3, &d, &lo, &hi);
+    assert_true(fabs(d + 0.25) < 1e-12 && fabs(lo + 0.25) < 1e-12 && fabs(hi + 0.25) < 1e-12);
+    double a2[5] = {0.1, 0.5, 0.2, 0.9, 0.9};  // one problem moves: the interval reaches 0
+    causal_diff_ci(b, a2, 5, 3, &d, &lo, &hi);
+    assert_true(fabs(d - 0.12) < 1e-12 && lo == 0 && hi > d && hi <= 0.6 + 1e-12);
+    causal_diff_ci(b, a, 0, 3, &d, &lo, &hi);
+    assert_true(isnan(d) && isnan(lo) && isnan(hi));
+}
+
+// The causal tests on the tiny model: exact match runs on the problems the evaluation solved
+// (up to per_op of each operation, in order; before = 100%, or NaN when none), the answer's
+// probability on the first per_op of each operation, solved or not; each checked against
+// ablate.h run by hand on the same problems (ablate_exact_match, and ablate_run: one prompt
+// alone, the ablation at its last position).
+static void test_causal_tests_on_solved_problems(void **state) {
+    (void)state;
+    Model m = load_ok(TINY, NULL);
+    enum { N = 18, PER = 4, LAYER = 1 };
+    const int L = m.cfg.n_layers, C = m.cfg.dim, V = m.cfg.vocab_size;
+    Problem p[N];
+    int sel[N], solved[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = (Problem){1 + (i * 37) % 99, 1 + (i * 53) % 97, i % N_OPS, 0};
+        p[i].answer = p[i].op == 0 ? p[i].a + p[i].b : p[i].op == 1 ? p[i].a - p[i].b : (long)p[i].a * p[i].b;
+        sel[i] = i;
+        // addition: 5 solved (more than PER); subtraction: 2; multiplication: none
+        solved[i] = p[i].op == 0 ? 1 : p[i].op == 1 ? (i / N_OPS) % 3 == 0 : 0;
+    }
+    float *rows = xmalloc(sizeof(float) * N * (L + 1) * C);
+    Error err = {{0}};
+    if (problem_residuals(&m, p, sel, N, rows, &err)) fail_msg("%s", err.msg);
+    EvalResult e;
+    memset(&e, 0, sizeof e);
+    int n_tok[64] = {0};
+    TokenScore ts[64 * EXP_TOP_K];
+    memset(ts, 0, sizeof ts);
+    assert_true(L <= 64);
+    for (int op = 0; op < N_OPS; op++) {
+        e.cls[op].L = L, e.cls[op].peak_layer = LAYER;
+        e.cls[op].n_tokens = n_tok, e.cls[op].tokens = ts;
+    }
+    n_tok[LAYER] = 1;
+    ts[LAYER * EXP_TOP_K] = (TokenScore){"x", 30, 0, 0};
+    if (causal_tests(&m, p, sel, N, solved, rows, PER, 7, &e, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(e.n_ablations, 2 * N_OPS);
+    assert_int_equal(e.causal_per_op, PER);
+    // the sets as the tests must pick them
+    Problem sub[N];
+    int ysub[N], n_sub = 0, taken[N_OPS] = {0}, want_n[N_OPS] = {0};
+    for (int i = 0; i < N; i++)
+        if (solved[i] && taken[p[i].op] < PER) sub[n_sub] = p[i], ysub[n_sub++] = p[i].op, taken[p[i].op]++;
+    for (int op = 0; op < N_OPS; op++) want_n[op] = taken[op];
+    assert_int_equal(want_n[0], PER);
+    assert_int_equal(want_n[1], 2);
+    assert_int_equal(want_n[2], 0);
+    int **ids = xcalloc(N, sizeof(int *)), len[N], target[N], pick[N], n_pick = 0, ptaken[N_OPS] = {0};
+    for (int i = 0; i < N; i++)
+        if (ptaken[p[i].op] < PER) pick[n_pick++] = i, ptaken[p[i].op]++;
+    if (problem_prompts(&m, p, pick, n_pick, ids, len, target, &err)) fail_msg("%s", err.msg);
+    float *dir = xmalloc(sizeof(float) * C), *pb = xmalloc(sizeof(float) * V), *pa = xmalloc(sizeof(float) * V);
+    double worst = 0, worst_tol = 0;
+    int n_checked = 0;
+    for (int k = 0; k < e.n_ablations; k++) {
+        const CausalTest *t = &e.ablations[k];
+        assert_int_equal(t->layer, LAYER);
+        // the same direction by hand: the token's (head row times the final norm) or the probe's
+        if (!strcmp(t->kind, "token")) {
+            float *g = xmalloc(sizeof(float) * C);
+            m.be->download(dir, m.head + (size_t)30 * C, sizeof(float) * C);
+            m.be->download(g, m.final_norm, sizeof(float) * C);
+            for (int c = 0; c < C; c++) dir[c] *= g[c];
+            free(g);
+        } else {
+            int y[N];
+            for (int i = 0; i < N; i++) y[i] = p[i].op;
+            if (op_probe_direction(rows, y, N, L, C, LAYER, t->op, 7, dir, &err)) fail_msg("%s", err.msg);
+        }
+        int ok[N];
+        if (ablate_exact_match(&m, sub, n_sub, LAYER, dir, ABLATE_PROJECT, ok, &err)) fail_msg("%s", err.msg);
+        double psum_b[N_OPS] = {0}, psum_a[N_OPS] = {0};
+        int pn[N_OPS] = {0};
+        Ablation a = {LAYER, dir, ABLATE_PROJECT, 0, 0};
+        for (int i = 0; i < n_pick; i++) {
+            if (target[i] < 0) continue;
+            if (ablate_run(&m, ids[i], len[i], &a, pb, pa, NULL, &err)) fail_msg("%s", err.msg);
+            int op = p[pick[i]].op;
+            psum_b[op] += pb[target[i]], psum_a[op] += pa[target[i]], pn[op]++;
+        }
+        for (int op = 0; op < N_OPS; op++) {
+            const MatchCI *b = &t->before[op], *af = &t->after[op];
+            assert_int_equal(b->n, want_n[op]);
+            assert_int_equal(af->n, want_n[op]);
+            if (want_n[op]) {
+                assert_int_equal(b->correct, want_n[op]);
+                assert_true(b->accuracy == 1 && b->lo == 1 && b->hi == 1);
+                int c = 0;
+                for (int i = 0; i < n_sub; i++) c += ysub[i] == op && ok[i];
+                assert_int_equal(af->correct, c);
+                assert_true(t->delta_lo[op] <= t->delta[op] && t->delta[op] <= t->delta_hi[op]);
+            } else {
+                assert_true(isnan(b->accuracy) && isnan(t->delta[op]));
+            }
+            // the probability: every picked problem whose first answer token is known
+            const ProbChange *pc = &t->prob[op];
+            assert_int_equal(pc->n, pn[op]);
+            if (!pn[op]) continue;
+            double want_b = psum_b[op] / pn[op], want_a = psum_a[op] / pn[op];
+            // hook_run runs 8 prompts a pass, ablate_run one: the same sums up to f32 rounding
+            // along the forward path (relative to the probabilities, which are at most 1)
+            double tol = 2 * f32_path_rel(llama_path_terms(L, C, m.cfg.hidden_dim, m.cfg.n_heads,
+                                                            C / m.cfg.n_heads, V, 16, 1, 1));
+            worst = fmax(worst, fmax(fabs(pc->before - want_b), fabs(pc->after - want_a)));
+            worst_tol = tol, n_checked++;
+            if (fabs(pc->before - want_b) > tol || fabs(pc->after - want_a) > tol)
+                fail_msg("%s %s: probability %.9f -> %.9f, by hand %.9f -> %.9f (bound %.2g)",
+                         t->kind, EXP_OP_NAMES[op], pc->before, pc->after, want_b, want_a, tol);
+            assert_true(pc->lo <= pc->delta + 1e-12 && pc->delta <= pc->hi + 1e-12);
+        }
+    }
+    printf("  answer probability vs ablate_run: %d means, largest difference %.3g (bound %.3g)\n",
+           n_checked, worst, worst_tol);
+    assert_true(n_checked >= N_OPS);  // every operation's probability was measured
+    for (int i = 0; i < n_pick; i++) free(ids[i]);
+    free(ids), free(dir), free(pb), free(pa), free(rows);
+    for (int k = 0; k < e.n_ablations; k++) free(e.ablations[k].what);
+    free(e.ablations);
+    model_free(&m);
+}
+
 static void run_quick(const char *out, int iters, int expect_ok, const char *expect_msg) {
     ExperimentConfig c;
     experiment_defaults(&c);
@@ -313,8 +449,24 @@ static void test_quick_run_report_and_resume(void **state) {
                 double d = cJSON_GetObjectItem(ch, "delta")->valuedouble;
                 assert_true(cJSON_GetObjectItem(ch, "ci_low")->valuedouble <= d + 1e-12);
                 assert_true(cJSON_GetObjectItem(ch, "ci_high")->valuedouble >= d - 1e-12);
+                // exact match on the problems the variant solved (at most --causal-per-op's 20)
                 const cJSON *b = cJSON_GetObjectItem(cJSON_GetObjectItem(a, "before"), EXP_OP_NAMES[op]);
-                assert_int_equal(cJSON_GetObjectItem(b, "n")->valueint, 12);
+                int solved = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(e, "test_accuracy"),
+                                                                     EXP_OP_NAMES[op]), "correct")->valueint;
+                assert_int_equal(cJSON_GetObjectItem(b, "n")->valueint, solved < 20 ? solved : 20);
+                // the answer's probability on the first 12 problems, solved or not
+                const cJSON *pr = cJSON_GetObjectItem(cJSON_GetObjectItem(a, "answer_prob"), EXP_OP_NAMES[op]);
+                int pn = cJSON_GetObjectItem(pr, "n")->valueint;
+                assert_true(pn >= 0 && pn <= 12);
+                if (pn) {
+                    double pb = cJSON_GetObjectItem(pr, "before")->valuedouble,
+                           pa = cJSON_GetObjectItem(pr, "after")->valuedouble,
+                           pd = cJSON_GetObjectItem(pr, "delta")->valuedouble;
+                    assert_true(pb >= 0 && pb <= 1 && pa >= 0 && pa <= 1);
+                    assert_true(fabs(pd - (pa - pb)) < 1e-9);
+                    assert_true(cJSON_GetObjectItem(pr, "ci_low")->valuedouble <= pd + 1e-12);
+                    assert_true(cJSON_GetObjectItem(pr, "ci_high")->valuedouble >= pd - 1e-12);
+                }
             }
         }
         const cJSON *all = cJSON_GetObjectItem(cJSON_GetObjectItem(e, "test_accuracy"), "all");
@@ -537,6 +689,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lens_residuals_on_hook_path_are_bit_identical),
         cmocka_unit_test(test_op_probes_on_synthetic_residuals),
+        cmocka_unit_test(test_causal_diff_ci),
+        cmocka_unit_test(test_causal_tests_on_solved_problems),
         cmocka_unit_test(test_exact_match_agrees_with_greedy),
         cmocka_unit_test(test_quick_run_report_and_resume),
         cmocka_unit_test(test_findings_follow_the_numbers),

@@ -264,12 +264,13 @@ static int forced_match(const Model *m, const VocabFacts *vf, const Problem *pro
     return rc;
 }
 
+// ok (n_sel) out: each problem's exact match, which the causal tests reuse.
 static int exact_match(const Model *m, const VocabFacts *vf, const Problem *probs, const int *sel,
-                       int n_sel, ProgressFn progress, void *pctx, EvalResult *e, Error *err) {
-    int *ok = xmalloc(sizeof(int) * (size_t)n_sel);
+                       int n_sel, ProgressFn progress, void *pctx, EvalResult *e, int *ok,
+                       Error *err) {
     double *pc = xmalloc(sizeof(double) * (size_t)n_sel);
     if (forced_match(m, vf, probs, sel, n_sel, ok, pc, progress, pctx, err)) {
-        free(ok), free(pc);
+        free(pc);
         return -1;
     }
     int correct[N_OPS] = {0}, count[N_OPS] = {0};
@@ -278,7 +279,7 @@ static int exact_match(const Model *m, const VocabFacts *vf, const Problem *prob
         int op = probs[sel[i]].op;
         correct[op] += ok[i], count[op]++, p_sum[op] += pc[i];
     }
-    free(ok), free(pc);
+    free(pc);
     int all_c = 0, all_n = 0;
     for (int op = 0; op < N_OPS; op++) {
         e->acc[op] = (OpAccuracy){count[op], correct[op],
@@ -595,7 +596,7 @@ int evaluate_variant(const Model *m, const Problem *probs, int n_probs, const Ev
     for (int i = 0; i < n_probs; i++)
         if (opt->per_op <= 0 || taken[probs[i].op] < opt->per_op)
             sel[n_sel++] = i, taken[probs[i].op]++;
-    int *y = xmalloc(sizeof(int) * (size_t)n_sel);
+    int *y = xmalloc(sizeof(int) * (size_t)n_sel), *ok = xmalloc(sizeof(int) * (size_t)(n_sel ? n_sel : 1));
     for (int i = 0; i < n_sel; i++) y[i] = probs[sel[i]].op;
     LensStats st = {0};
     float *resid = NULL;
@@ -603,7 +604,7 @@ int evaluate_variant(const Model *m, const Problem *probs, int n_probs, const Ev
     if (progress) progress(pctx, "seed prompts", 0, 1);
     if (seven_prompts(m, e, err) || lens_prompts(m, e, err)) goto done;
     LAP(seed_prompts);
-    if (exact_match(m, &vf, probs, sel, n_sel, progress, pctx, e, err)) goto done;
+    if (exact_match(m, &vf, probs, sel, n_sel, progress, pctx, e, ok, err)) goto done;
     LAP(exact_match);
     resid = malloc(sizeof(float) * (size_t)n_sel * (L + 1) * C);
     if (!resid) {
@@ -627,7 +628,7 @@ int evaluate_variant(const Model *m, const Problem *probs, int n_probs, const Ev
     }
     if (opt->causal_per_op > 0) {
         if (progress) progress(pctx, "causal tests", 0, 1);
-        if (causal_tests(m, probs, sel, n_sel, resid, opt->causal_per_op, opt->seed, e, err))
+        if (causal_tests(m, probs, sel, n_sel, ok, resid, opt->causal_per_op, opt->seed, e, err))
             goto done;
         LAP(causal);
     }
@@ -636,7 +637,7 @@ int evaluate_variant(const Model *m, const Problem *probs, int n_probs, const Ev
 done:
     free(resid);
     free(st.mean), free(st.top1), free(st.p_answer);
-    free(sel), free(y);
+    free(sel), free(y), free(ok);
     vocab_facts_free(&vf);
     if (rc) eval_result_free(e);
     return rc;

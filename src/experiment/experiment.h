@@ -100,12 +100,19 @@ int op_probe_direction(const float *rows, const int *y, int n, int L, int C, int
                        uint64_t seed, float *dir, Error *err);
 
 // ---- causal.c: the causal tests of each operation's classifier candidate in e (its top
-// selective token at its peak layer, and the operation probe's direction there): exact match
-// on the first per_op problems of each operation of sel, before and with the direction removed
-// (analysis/ablate.h), with 95% bootstrap intervals. rows: the problems' residuals (n_sel, L+1,
-// C), for the probes. Appends to e->ablations.
+// selective token at its peak layer, and the operation probe's direction there), with the
+// direction removed (analysis/ablate.h): exact match on up to per_op problems of each operation
+// that the variant solved (solved (n_sel): the evaluation's per-problem exact match of sel),
+// and the answer's first-token probability on the first per_op problems of each operation,
+// before and after, with 95% paired bootstrap intervals. rows: the problems' residuals
+// (n_sel, L+1, C), for the probes. Appends to e->ablations.
 int causal_tests(const Model *m, const Problem *probs, const int *sel, int n_sel,
-                 const float *rows, int per_op, uint64_t seed, EvalResult *e, Error *err);
+                 const int *solved, const float *rows, int per_op, uint64_t seed, EvalResult *e,
+                 Error *err);
+// mean(after - before) of n paired values and its 95% percentile-bootstrap interval
+// (ABLATE_BOOTSTRAP resamples of problems, seeded); n = 0: NaN.
+void causal_diff_ci(const double *before, const double *after, int n, uint64_t seed,
+                    double *diff, double *lo, double *hi);
 
 // ---- emergence.c: the classifier signal, probe accuracy and exact match at every checkpoint.
 int emergence_run(const char *model, const char *device, const char *const adapter_dirs[2],

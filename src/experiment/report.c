@@ -71,17 +71,34 @@ static int lens_classifier(const Results *r, int v, int op) {
 }
 
 // A causal test's outcome: the direction matters when removing it lowers its own operation's
-// exact match (the change's 95% interval lies below 0); it is specific when the other
-// operations' intervals reach 0 (no sure drop there).
-// A direction whose operation had no correct answer before cannot show a drop: untestable.
+// exact match on problems the variant solved (the change's 95% interval lies below 0); it is
+// specific when the other operations' intervals reach 0 (no sure drop there). When its
+// operation had no solved problem, exact match cannot show a drop and the answer's probability
+// (which needs none) decides by the same rule; without that too it is untestable.
 enum { CAUSAL_NONE, CAUSAL_BROAD, CAUSAL_SPECIFIC, CAUSAL_UNTESTED, CAUSAL_FLOOR };
-static int causal_outcome(const CausalTest *a) {
-    if (!a) return CAUSAL_UNTESTED;
-    if (a->before[a->op].correct == 0 && a->before[a->op].n > 0) return CAUSAL_FLOOR;
-    if (!(a->delta_hi[a->op] < 0)) return CAUSAL_NONE;
+static int outcome_of(const double hi[N_OPS], int own) {
+    if (!(hi[own] < 0)) return CAUSAL_NONE;
     for (int o = 0; o < N_OPS; o++)
-        if (o != a->op && a->delta_hi[o] < 0) return CAUSAL_BROAD;
+        if (o != own && hi[o] < 0) return CAUSAL_BROAD;
     return CAUSAL_SPECIFIC;
+}
+static int prob_outcome(const CausalTest *a) {
+    if (!a || a->prob[a->op].n == 0) return CAUSAL_UNTESTED;
+    double hi[N_OPS];
+    for (int o = 0; o < N_OPS; o++) hi[o] = a->prob[o].hi;
+    return outcome_of(hi, a->op);
+}
+static int match_outcome(const CausalTest *a) {
+    if (!a) return CAUSAL_UNTESTED;
+    // no solved problem of its operation (accuracy NaN), or in older results none correct
+    if (!(a->before[a->op].accuracy > 0)) return CAUSAL_FLOOR;
+    return outcome_of(a->delta_hi, a->op);
+}
+static int causal_outcome(const CausalTest *a) {
+    int m = match_outcome(a);
+    if (m != CAUSAL_FLOOR) return m;
+    int p = prob_outcome(a);
+    return p == CAUSAL_UNTESTED ? CAUSAL_FLOOR : p;
 }
 static const char *const CAUSAL_WORDS[5] = {"no effect on its operation",
                                             "hurts other operations too",
@@ -128,10 +145,18 @@ static void finding_emergence(const Results *r, Finding *f) {
             sb_printf(&f->evidence, "%s%s %s: peak signal %.3f at layer %d (base %.3f)%s",
                       f->evidence.len ? "; " : "", VARIANT_TITLES[v], EXP_OP_NAMES[op], s, lt, base,
                       is ? " - a classifier by the lens" : "");
-            if (a)
-                sb_printf(&f->evidence, ", ablating its top token changes %s exact match by "
-                          "%+.1f points [%+.1f, %+.1f]: %s", EXP_OP_NAMES[op], 100 * a->delta[op],
-                          100 * a->delta_lo[op], 100 * a->delta_hi[op], CAUSAL_WORDS[out]);
+            if (a) {
+                sb_printf(&f->evidence, ", ablating its top token changes %s ", EXP_OP_NAMES[op]);
+                if (!isnan(a->delta[op]))
+                    sb_printf(&f->evidence, "exact match by %+.1f points [%+.1f, %+.1f]%s",
+                              100 * a->delta[op], 100 * a->delta_lo[op], 100 * a->delta_hi[op],
+                              a->prob[op].n ? " and " : "");
+                if (a->prob[op].n)
+                    sb_printf(&f->evidence, "its answer's probability by %+.3f [%+.3f, %+.3f]",
+                              a->prob[op].delta, a->prob[op].lo, a->prob[op].hi);
+                if (isnan(a->delta[op]) && !a->prob[op].n) sb_printf(&f->evidence, "nothing measurable");
+                sb_printf(&f->evidence, ": %s", CAUSAL_WORDS[out]);
+            }
         }
     for (int v = 0; v < 3; v++) {
         double best;
@@ -613,15 +638,48 @@ static void section_probes(StrBuf *b, const Results *r) {
 }
 
 static void sb_change(StrBuf *b, const CausalTest *a, int op) {
+    if (isnan(a->before[op].accuracy)) {
+        sb_printf(b, "none solved");
+        return;
+    }
     sb_printf(b, "%.0f%% -> %.0f%% (%+.0f [%+.0f, %+.0f])", 100 * a->before[op].accuracy,
               100 * a->after[op].accuracy, 100 * a->delta[op], 100 * a->delta_lo[op],
               100 * a->delta_hi[op]);
 }
 
+static void sb_prob_change(StrBuf *b, const CausalTest *a, int op) {
+    const ProbChange *p = &a->prob[op];
+    if (p->n == 0) {
+        sb_printf(b, "-");
+        return;
+    }
+    sb_printf(b, "%.3f -> %.3f (%+.3f [%+.3f, %+.3f])", p->before, p->after, p->delta, p->lo, p->hi);
+}
+
+// One row's first columns: model, operation, lens classifier?, what was removed, layer.
+static void sb_test_head(StrBuf *b, const Results *r, int v, const CausalTest *a) {
+    sb_printf(b, "| %s | %s | %s | ", VARIANT_TITLES[v], EXP_OP_NAMES[a->op],
+              lens_classifier(r, v, a->op) ? "yes" : "no");
+    if (!strcmp(a->kind, "token")) {
+        sb_printf(b, "token ");
+        const OpClassifier *c = &r->eval[v].cls[a->op];
+        const char *tok = a->layer >= 0 && a->layer < c->L && c->n_tokens[a->layer]
+                              ? c->tokens[(size_t)a->layer * EXP_TOP_K].token : "";
+        sb_token(b, tok ? tok : "");
+    } else {
+        sb_printf(b, "probe direction");
+    }
+    sb_printf(b, " | %d |", a->layer);
+}
+
 static void section_causal(StrBuf *b, const Results *r) {
     sb_printf(b, "## Causal tests: does the model use the classifier?\n\n");
-    int any = 0;
-    for (int v = 1; v < 3; v++) any |= r->eval[v].n_ablations > 0;
+    int any = 0, any_prob = 0;
+    for (int v = 1; v < 3; v++) {
+        any |= r->eval[v].n_ablations > 0;
+        for (int i = 0; i < r->eval[v].n_ablations; i++)
+            for (int op = 0; op < N_OPS; op++) any_prob |= r->eval[v].ablations[i].prob[op].n > 0;
+    }
     if (!any) {
         sb_printf(b, "Not measured (evaluations from an older tunelens, or causal tests turned "
                      "off).\n\n");
@@ -632,28 +690,20 @@ static void section_causal(StrBuf *b, const Results *r) {
                  "residual stream after that layer — its direction is the token's unembedding row "
                  "times the final norm's weight, the direction the lens reads — and so is the "
                  "operation probe's direction at the same layer. Exact match per operation before "
-                 "and after, on %d test problems per operation, in points with a 95%% paired "
-                 "bootstrap interval of the change. A classifier that matters hurts its own "
-                 "operation (the interval lies below 0) and not the others (their intervals "
-                 "reach 0).\n\n| Model | Operation | Lens classifier? | Removed | Layer |",
+                 "and after, on up to %d test problems per operation that the model solved in its "
+                 "own evaluation (so before is 100%% and a drop is the ablation's), in points with a "
+                 "95%% paired bootstrap interval of the change. A classifier that matters hurts its "
+                 "own operation (the interval lies below 0) and not the others (their intervals "
+                 "reach 0); where its operation had no solved problem, the answer's probability "
+                 "below decides by the same rule.\n\n| Model | Operation | Lens classifier? | "
+                 "Removed | Layer |",
               r->eval[1].causal_per_op ? r->eval[1].causal_per_op : r->eval[2].causal_per_op);
     for (int op = 0; op < N_OPS; op++) sb_printf(b, " %s |", EXP_OP_NAMES[op]);
     sb_printf(b, " Outcome |\n|---|---|---|---|---|---|---|---|---|\n");
     for (int v = 1; v < 3; v++)
         for (int i = 0; i < r->eval[v].n_ablations; i++) {
             const CausalTest *a = &r->eval[v].ablations[i];
-            sb_printf(b, "| %s | %s | %s | ", VARIANT_TITLES[v], EXP_OP_NAMES[a->op],
-                      lens_classifier(r, v, a->op) ? "yes" : "no");
-            if (!strcmp(a->kind, "token")) {
-                sb_printf(b, "token ");
-                const OpClassifier *c = &r->eval[v].cls[a->op];
-                const char *tok = a->layer >= 0 && a->layer < c->L && c->n_tokens[a->layer]
-                                      ? c->tokens[(size_t)a->layer * EXP_TOP_K].token : "";
-                sb_token(b, tok ? tok : "");
-            } else {
-                sb_printf(b, "probe direction");
-            }
-            sb_printf(b, " | %d |", a->layer);
+            sb_test_head(b, r, v, a);
             for (int op = 0; op < N_OPS; op++) {
                 sb_append(b, " ", 1);
                 sb_change(b, a, op);
@@ -661,6 +711,28 @@ static void section_causal(StrBuf *b, const Results *r) {
             }
             sb_printf(b, " %s |\n", CAUSAL_WORDS[causal_outcome(a)]);
         }
+    if (any_prob) {
+        sb_printf(b, "\nThe answer's probability: the mean probability of the correct answer's "
+                     "first token at the prompt's last position (teacher forced, the final "
+                     "distribution), before and after, on the first %d test problems of each "
+                     "operation whether solved or not, with a 95%% paired bootstrap interval of "
+                     "the change. It needs no correct answer, so it tests every direction.\n\n"
+                     "| Model | Operation | Lens classifier? | Removed | Layer |",
+                  r->eval[1].causal_per_op ? r->eval[1].causal_per_op : r->eval[2].causal_per_op);
+        for (int op = 0; op < N_OPS; op++) sb_printf(b, " %s |", EXP_OP_NAMES[op]);
+        sb_printf(b, " By probability |\n|---|---|---|---|---|---|---|---|---|\n");
+        for (int v = 1; v < 3; v++)
+            for (int i = 0; i < r->eval[v].n_ablations; i++) {
+                const CausalTest *a = &r->eval[v].ablations[i];
+                sb_test_head(b, r, v, a);
+                for (int op = 0; op < N_OPS; op++) {
+                    sb_append(b, " ", 1);
+                    sb_prob_change(b, a, op);
+                    sb_append(b, " |", 2);
+                }
+                sb_printf(b, " %s |\n", CAUSAL_WORDS[prob_outcome(a)]);
+            }
+    }
     int n_spec = 0, n_lens_spec = 0;
     for (int v = 1; v < 3; v++)
         for (int i = 0; i < r->eval[v].n_ablations; i++) {
@@ -672,15 +744,18 @@ static void section_causal(StrBuf *b, const Results *r) {
                       VARIANT_TITLES[v], a->kind, a->layer, EXP_OP_NAMES[a->op]);
         }
     if (n_spec) sb_printf(b, ".\n");
-    int n_floor = 0, n_all = 0;
+    int n_floor = 0, n_all = 0, n_prob = 0;
     for (int v = 1; v < 3; v++)
-        for (int i = 0; i < r->eval[v].n_ablations; i++, n_all++)
-            n_floor += causal_outcome(&r->eval[v].ablations[i]) == CAUSAL_FLOOR;
+        for (int i = 0; i < r->eval[v].n_ablations; i++, n_all++) {
+            const CausalTest *a = &r->eval[v].ablations[i];
+            n_floor += causal_outcome(a) == CAUSAL_FLOOR;
+            n_prob += match_outcome(a) == CAUSAL_FLOOR && causal_outcome(a) != CAUSAL_FLOOR;
+        }
     sb_printf(b, "\n%d of the %d tested directions hurt their own operation and not the others; "
-                 "%d of them are token directions of classifiers the lens finds. %d could not "
-                 "show a drop: their operation had no correct answer on the subset "
-                 "(`--causal-per-op` raises the subset).\n\n",
-              n_spec, n_all, n_lens_spec, n_floor);
+                 "%d of them are token directions of classifiers the lens finds. %d had no solved "
+                 "problem of their operation and were judged by the answer's probability; %d could "
+                 "not be tested at all.\n\n",
+              n_spec, n_all, n_lens_spec, n_prob, n_floor);
 }
 
 // The first checkpoint at which a curve reaches half of its rise from the first checkpoint to

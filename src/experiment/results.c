@@ -58,7 +58,7 @@ static cJSON *probes_json(const ProbeCurve *p) {
 
 static cJSON *causal_json(const CausalTest *a) {
     cJSON *o = cJSON_CreateObject(), *b = cJSON_CreateObject(), *af = cJSON_CreateObject(),
-          *d = cJSON_CreateObject();
+          *d = cJSON_CreateObject(), *pr = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "op", EXP_OP_NAMES[a->op]);
     cJSON_AddNumberToObject(o, "layer", a->layer);
     cJSON_AddStringToObject(o, "kind", a->kind);
@@ -71,10 +71,20 @@ static cJSON *causal_json(const CausalTest *a) {
         cJSON_AddNumberToObject(x, "delta", a->delta[op]);
         cJSON_AddNumberToObject(x, "ci_low", a->delta_lo[op]);
         cJSON_AddNumberToObject(x, "ci_high", a->delta_hi[op]);
+        const ProbChange *p = &a->prob[op];
+        cJSON *y = cJSON_AddObjectToObject(pr, EXP_OP_NAMES[op]);
+        cJSON_AddNumberToObject(y, "n", p->n);
+        cJSON_AddNumberToObject(y, "before", p->before);
+        cJSON_AddNumberToObject(y, "after", p->after);
+        cJSON_AddNumberToObject(y, "delta", p->delta);
+        cJSON_AddNumberToObject(y, "ci_low", p->lo);
+        cJSON_AddNumberToObject(y, "ci_high", p->hi);
     }
     cJSON_AddItemToObject(o, "before", b);
     cJSON_AddItemToObject(o, "after", af);
     cJSON_AddItemToObject(o, "change", d);
+    // the answer's first-token probability at the prompt's last position (any problem)
+    cJSON_AddItemToObject(o, "answer_prob", pr);
     return o;
 }
 
@@ -334,6 +344,9 @@ int eval_from_json(const cJSON *j, EvalResult *e, const char *file, Error *err) 
             a->delta[op] = num(d, "delta");
             a->delta_lo[op] = num(d, "ci_low");
             a->delta_hi[op] = num(d, "ci_high");
+            const cJSON *p = get(get(x, "answer_prob"), EXP_OP_NAMES[op]);
+            a->prob[op] = (ProbChange){inum(p, "n", 0), num(p, "before"), num(p, "after"),
+                                       num(p, "delta"), num(p, "ci_low"), num(p, "ci_high")};
         }
         e->n_ablations++;
     }

@@ -85,8 +85,17 @@ typedef struct {
     double accuracy, lo, hi;
 } MatchCI;
 
+// The answer's first-token probability per operation before and after an ablation (means over
+// n problems) and the paired change's 95% interval.
+typedef struct {
+    int n;
+    double before, after, delta, lo, hi;
+} ProbChange;
+
 // A causal test: one direction removed from the residual after `layer`, exact match per
-// operation before and after, and the change's interval (paired bootstrap over problems).
+// operation before and after on problems the variant solved (before = 100%; n = 0: none to
+// test), the change's interval (paired bootstrap over problems), and the answer's probability
+// before and after on the first problems of each operation, solved or not.
 typedef struct {
     int op;          // the operation whose classifier this is
     int layer;
@@ -95,6 +104,7 @@ typedef struct {
     int token_id;    // kind token: the token; else -1
     MatchCI before[N_OPS], after[N_OPS];
     double delta[N_OPS], delta_lo[N_OPS], delta_hi[N_OPS];  // after - before
+    ProbChange prob[N_OPS];  // n = 0: not measured (older results)
 } CausalTest;
 
 typedef struct {
