@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../model/generate.h"
 #include "../train/rng.h"
 
 static double dir_norm(const float *dir, int C) {
@@ -87,16 +88,6 @@ int ablate_run(const Model *m, const int *ids, int n, const Ablation *a, float *
 }
 
 // ---- exact match
-
-static int encode(const Model *m, const char *text, int **ids, int *n, Error *err) {
-    if (tokenizer_encode(m->tok, text, strlen(text), 1, ids, n, err)) return -1;
-    if (model_check_ids(m, *ids, *n, err)) {
-        free(*ids);
-        *ids = NULL;
-        return -1;
-    }
-    return 0;
-}
 
 // Ablation from a position on: each prompt's rows at first[prompt].. (the hook hands every row).
 typedef struct {
@@ -198,7 +189,8 @@ int ablate_exact_match_with(const Model *m, const Problem *probs, int n, const A
             snprintf(q, sizeof q, "%d %c %d =", p->a, EXP_OPS[p->op], p->b);
             snprintf(t, sizeof t, "%d %c %d = %ld", p->a, EXP_OPS[p->op], p->b, p->answer);
             int *qi = NULL, nq = 0;
-            rc = encode(m, t, &full[r], &n_full[r], err) || encode(m, q, &qi, &nq, err);
+            rc = generate_encode(m, t, &full[r], &n_full[r], err) ||
+                 generate_encode(m, q, &qi, &nq, err);
             if (rc) {
                 err_wrap(err, "problem %d", start + r + 1);
                 free(qi);
@@ -243,7 +235,7 @@ int ablate_exact_match(const Model *m, const Problem *probs, int n, int layer, c
         for (int i = 0; i < n && !rc; i++) {
             char q[96];
             snprintf(q, sizeof q, "%d %c %d =", probs[i].a, EXP_OPS[probs[i].op], probs[i].b);
-            rc = encode(m, q, &ids[i], &len[i], err);
+            rc = generate_encode(m, q, &ids[i], &len[i], err);
         }
         if (!rc)
             rc = ablate_mean_component(m, (const int *const *)ids, len, n, layer, dir, 0, &a.mean,

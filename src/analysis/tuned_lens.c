@@ -199,6 +199,20 @@ static void work_free(Work *w) {
     free(w->host), free(w->plogp);
 }
 
+// sum_v p_v log p_v of each of n rows of logits zs and their softmax ps (V each): log p =
+// z - logsumexp(z), and logsumexp = z_a - log p_a at the argmax a.
+static void rows_plogp(const float *zs, const float *ps, int n, int V, double *plogp) {
+    for (int r = 0; r < n; r++) {
+        const float *z = zs + (size_t)r * V, *p = ps + (size_t)r * V;
+        int a = 0;
+        for (int v = 1; v < V; v++) a = p[v] > p[a] ? v : a;
+        double lse = z[a] - log((double)p[a]), s = 0;
+        for (int v = 0; v < V; v++)
+            if (p[v] > 0) s += p[v] * (z[v] - lse);
+        plogp[r] = s;
+    }
+}
+
 // The final distribution of n rows already in w->hf: w->p, and w->plogp; w->z keeps their
 // logits.
 static void final_dist(Work *w, int n) {
@@ -209,15 +223,7 @@ static void final_dist(Work *w, int n) {
     be->matmul_forward(w->z, w->xn, m->head, n, C, V);
     be->softmax_forward(w->p, w->z, n, V);
     be->sync();
-    for (int r = 0; r < n; r++) {  // log p = z - logsumexp(z); logsumexp = z_v - log p_v at the argmax
-        const float *z = w->z + (size_t)r * V, *p = w->p + (size_t)r * V;
-        int a = 0;
-        for (int v = 1; v < V; v++) a = p[v] > p[a] ? v : a;
-        double lse = z[a] - log((double)p[a]), s = 0;
-        for (int v = 0; v < V; v++)
-            if (p[v] > 0) s += p[v] * (z[v] - lse);
-        w->plogp[r] = s;
-    }
+    rows_plogp(w->z, w->p, n, V, w->plogp);
 }
 
 // The loss of the translator in w->W, w->b on the n rows in w->h against w->p, per row into
@@ -281,15 +287,7 @@ double tuned_lens_loss(const Model *m, const float *W, const float *b, const flo
     be->upload(w.z, zf, sizeof(float) * (size_t)n * V);
     be->softmax_forward(w.p, w.z, n, V);
     be->sync();
-    for (int r = 0; r < n; r++) {
-        const float *z = w.z + (size_t)r * V, *p = w.p + (size_t)r * V;
-        int a = 0;
-        for (int v = 1; v < V; v++) a = p[v] > p[a] ? v : a;
-        double lse = z[a] - log((double)p[a]), s = 0;
-        for (int v = 0; v < V; v++)
-            if (p[v] > 0) s += p[v] * (z[v] - lse);
-        w.plogp[r] = s;
-    }
+    rows_plogp(w.z, w.p, n, V, w.plogp);
     int grad = dW && db;
     if (grad) {
         be->upload(w.dW, dW, sizeof(float) * (size_t)C * C);

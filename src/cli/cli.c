@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../lens/lens.h"
+#include "../model/generate.h"
 #include "../model/hub.h"
 
 int cli_unknown(const char *cmd, const char *flag) {
@@ -95,13 +96,7 @@ int cli_load_model(Model *m, const char *path, const char *adapter, const char *
 char *cli_resolve_model(const char *model, Error *err) { return hub_resolve_model(model, err); }
 
 int cli_encode(const Model *m, const char *text, int **ids, int *n, Error *err) {
-    if (tokenizer_encode(m->tok, text, strlen(text), 1, ids, n, err)) return -1;
-    if (model_check_ids(m, *ids, *n, err)) {
-        free(*ids);
-        *ids = NULL;
-        return -1;
-    }
-    return 0;
+    return generate_encode(m, text, ids, n, err);
 }
 
 char *cli_token_text(const Tokenizer *t, int id) { return tokenizer_decode(t, &id, 1, 0); }

@@ -112,6 +112,16 @@ int generate_greedy(const Model *m, const int *prompt, int n_prompt, int max_new
     return generate_run(m, prompt, n_prompt, max_new, NULL, out, n_out, cb, cb_ctx, err);
 }
 
+int generate_encode(const Model *m, const char *text, int **ids, int *n, Error *err) {
+    if (tokenizer_encode(m->tok, text, strlen(text), 1, ids, n, err)) return -1;
+    if (model_check_ids(m, *ids, *n, err)) {
+        free(*ids);
+        *ids = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 int generate_chat_prompt(const Model *m, const char *system, const char *prompt, int **ids,
                          int *n, Error *err) {
     *ids = NULL, *n = 0;

@@ -48,6 +48,9 @@ int generate_greedy(const Model *m, const int *prompt, int n_prompt, int max_new
                     int *n_out, TokenCallback cb, void *cb_ctx, Error *err);
 int model_is_eos(const Model *m, int id);
 
+// text encoded exactly as HF's tokenizer.encode(text) does (special tokens added), every id
+// checked against the model. *ids: heap (NULL on error).
+int generate_encode(const Model *m, const char *text, int **ids, int *n, Error *err);
 // mlx_lm.generate's chat prompt: a system message (when system is not NULL; "" is an empty
 // one) and the user's prompt through the tokenizer's chat template with add_generation_prompt,
 // encoded without adding special tokens again (transformers' apply_chat_template(...,
