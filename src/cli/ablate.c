@@ -23,8 +23,7 @@ static const char *const MODES[] = {"project", "mean", NULL};
 
 #define O(field) offsetof(AblateArgs, field)
 static const FlagSpec FLAGS[] = {
-    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
-         "a Hugging Face model folder or a .gguf file (required)", NULL),
+    FLAG_MODEL(O(model)),
     FLAG("--prompt", NULL, FLAG_STRING, O(prompt), NULL, 0, 0, NULL, "P",
          "the prompt (or --data)", NULL),
     FLAG("--data", NULL, FLAG_STRING, O(data), NULL, 0, 0, NULL, "FILE.jsonl",

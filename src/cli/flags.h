@@ -42,6 +42,9 @@ typedef struct FlagSpec {
 // A table entry: name, alias, type, offset, def, min, max, choices, metavar, help, yaml.
 #define FLAG(...) {__VA_ARGS__, .set = NULL}
 // The flags the model-running commands share, declared once (field: the offset, O(x)).
+#define FLAG_MODEL(field)                                                                    \
+    FLAG("--model", NULL, FLAG_STRING, field, NULL, 0, 0, NULL, "M",                          \
+         "a Hugging Face model folder or a .gguf file (required)", NULL)
 #define FLAG_ADAPTER(field)                                                                  \
     FLAG("--adapter", "--adapter-path", FLAG_STRING, field, NULL, 0, 0, NULL, "A",           \
          "an mlx-lm or PEFT adapter folder (or file)", NULL)

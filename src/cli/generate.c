@@ -85,8 +85,7 @@ typedef struct {
 
 #define O(field) offsetof(GenerateArgs, field)
 static const FlagSpec FLAGS[] = {
-    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
-         "a Hugging Face model folder or a .gguf file (required)", NULL),
+    FLAG_MODEL(O(model)),
     FLAG_ADAPTER(O(adapter)),
     FLAG("--prompt", "-p", FLAG_STRING, O(prompt), NULL, 0, 0, NULL, "P", "the prompt (required)", NULL),
     FLAG("--chat", NULL, FLAG_SWITCH, O(chat), NULL, 0, 0, NULL, NULL,

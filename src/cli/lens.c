@@ -96,8 +96,7 @@ static int set_diff(const FlagSpec *f, void *cfg, const char *v, char *msg, size
 
 #define O(field) offsetof(LensArgs, field)
 static const FlagSpec FLAGS[] = {
-    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
-         "a Hugging Face model folder or a .gguf file (required)", NULL),
+    FLAG_MODEL(O(model)),
     FLAG_WITH(add_adapter, 0, "--adapter", "--adapter-path", FLAG_CUSTOM, 0, NULL, 0, 0, NULL,
               "A", "an mlx-lm or PEFT adapter folder (or file); given\nmore than once, the "
               "adapters side by side", NULL),

@@ -33,8 +33,7 @@ static int set_layer(const FlagSpec *f, void *cfg, const char *v, char *msg, siz
 
 #define O(field) offsetof(PatchArgs, field)
 static const FlagSpec FLAGS[] = {
-    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
-         "a Hugging Face model folder or a .gguf file (required)", NULL),
+    FLAG_MODEL(O(model)),
     FLAG("--source", NULL, FLAG_STRING, O(source), NULL, 0, 0, NULL, "P1",
          "the prompt whose residual stream is patched in\n(required)", NULL),
     FLAG("--target", NULL, FLAG_STRING, O(target), NULL, 0, 0, NULL, "P2",

@@ -23,8 +23,7 @@ static const char *const INITS[] = {"identity", "regression", NULL};
 
 #define O(field) offsetof(TunedArgs, field)
 static const FlagSpec FLAGS[] = {
-    FLAG("--model", NULL, FLAG_STRING, O(model), NULL, 0, 0, NULL, "M",
-         "a Hugging Face model folder or a .gguf file (required)", NULL),
+    FLAG_MODEL(O(model)),
     FLAG_ADAPTER(O(adapter)),
     FLAG("--data", NULL, FLAG_STRING, O(data), NULL, 0, 0, NULL, "DIR",
          "a folder with train.jsonl ({\"text\"} or\n{\"prompt\", \"completion\"} lines) and "
