@@ -349,6 +349,27 @@ static void test_causal_tests_on_solved_problems(void **state) {
     model_free(&m);
 }
 
+// experiment_defaults applies the command's flag table (the one place the defaults live): the
+// study's settings as docs/EXPERIMENT.md describes them, unchanged by moving them there.
+static void test_defaults_from_the_flag_table(void **state) {
+    (void)state;
+    ExperimentConfig c;
+    experiment_defaults(&c);
+    assert_null(c.model);
+    assert_string_equal(c.out, "experiment");
+    assert_int_equal(c.iters, 500);
+    assert_int_equal(c.batch_size, 8);
+    assert_int_equal(c.num_layers, 16);
+    assert_int_equal(c.num_layers_given, 0);
+    assert_true(c.lora_lr == 1e-4 && c.full_lr == 1e-5);
+    assert_true(c.seed == 0 && c.quick == 0 && c.test_per_op == 0);
+    assert_true(c.n_train == 4500 && c.n_valid == 500 && c.n_test == 500);
+    assert_string_equal(c.exe, "/proc/self/exe");
+    assert_string_equal(c.dtype, "auto");
+    assert_string_equal(c.device, "auto");
+    assert_true(c.probe_stride == 1 && c.causal_per_op == 20 && c.emergence_per_op == 15);
+}
+
 static void run_quick(const char *out, int iters, int expect_ok, const char *expect_msg) {
     ExperimentConfig c;
     experiment_defaults(&c);
@@ -690,6 +711,7 @@ int main(void) {
         cmocka_unit_test(test_lens_residuals_on_hook_path_are_bit_identical),
         cmocka_unit_test(test_op_probes_on_synthetic_residuals),
         cmocka_unit_test(test_causal_diff_ci),
+        cmocka_unit_test(test_defaults_from_the_flag_table),
         cmocka_unit_test(test_causal_tests_on_solved_problems),
         cmocka_unit_test(test_exact_match_agrees_with_greedy),
         cmocka_unit_test(test_quick_run_report_and_resume),

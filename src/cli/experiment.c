@@ -12,8 +12,14 @@
 
 typedef struct {
     ExperimentConfig c;
-    int iters, per_op;            // -1: the defaults, which --quick changes
+    int per_op;  // --test-per-op; 0: not given (all, or --quick's)
 } ExperimentArgs;
+
+// --quick's values for the flags it changes when they are not given (its help names them).
+#define QUICK_ITERS 40
+#define QUICK_TEST_PER_OP 30
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 static int check_dtype(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
     if (dtype_parse(v) >= 0) return 0;
@@ -32,8 +38,8 @@ static const FlagSpec FLAGS[] = {
          "~/.cache/tunelens)", "model"),
     FLAG("--out", NULL, FLAG_STRING, O(c.out), "experiment", 0, 0, NULL, "DIR",
          "re-running with the same DIR skips the stages already done", "out"),
-    FLAG("--iters", NULL, FLAG_INT, O(iters), NULL, 1, 1 << 30, NULL, "N",
-         "training iterations per stage (default 500; 40 with --quick)", "iters"),
+    FLAG("--iters", NULL, FLAG_INT, O(c.iters), "500", 1, 1 << 30, NULL, "N",
+         "training iterations per stage (" STR(QUICK_ITERS) " with --quick)", "iters"),
     FLAG("--batch-size", NULL, FLAG_INT, O(c.batch_size), "8", 1, 1 << 20, NULL, "N", "", "batch_size"),
     FLAG("--lora-lr", NULL, FLAG_DOUBLE, O(c.lora_lr), "1e-4", 0, 1e3, NULL, "X",
          "LoRA's learning rate (rank 8, scale 20)", "lora_lr"),
@@ -43,11 +49,13 @@ static const FlagSpec FLAGS[] = {
          "train the last N blocks (-1 = all)", "num_layers"),
     FLAG("--seed", NULL, FLAG_U64, O(c.seed), "0", 0, 9007199254740992.0, NULL, "S", "", "seed"),
     FLAG("--quick", NULL, FLAG_SWITCH, O(c.quick), NULL, 0, 0, NULL, NULL,
-         "40 iterations and 30 test problems per operation\n(defaults it changes)", "quick"),
+         STR(QUICK_ITERS) " iterations and " STR(QUICK_TEST_PER_OP) " test problems per "
+         "operation\n(defaults it changes)", "quick"),
     FLAG("--test-per-op", NULL, FLAG_INT, O(per_op), NULL, 1, 1 << 30, NULL, "N",
-         "evaluate N test problems per operation (default all)", "test_per_op"),
+         "evaluate N test problems per operation (default all;\n" STR(QUICK_TEST_PER_OP)
+         " with --quick)", "test_per_op"),
     FLAG("--probe-stride", NULL, FLAG_INT, O(c.probe_stride), "1", 0, 1 << 20, NULL, "N", "operation probes every N layers (0 = none)", "probe_stride"),
-    FLAG("--causal-per-op", NULL, FLAG_INT, O(c.causal_per_op), "20", 0, 1 << 30, NULL, "N", "causal tests on N problems per operation (0 = none)", "causal_per_op"),
+    FLAG("--causal-per-op", NULL, FLAG_INT, O(c.causal_per_op), "20", 0, 1 << 30, NULL, "N", "causal tests on up to N solved problems per operation\n(exact match) and the first N (the answer's probability);\n0 = none", "causal_per_op"),
     FLAG("--emergence-per-op", NULL, FLAG_INT, O(c.emergence_per_op), "15", 0, 1 << 30, NULL, "N", "emergence over training on N problems per operation (0 = none)", "emergence_per_op"),
     FLAG_WITH(check_dtype, 0, "--dtype", NULL, FLAG_STRING, O(c.dtype), "auto", 0, 0, NULL,
               "auto|f32|bf16|tf32", "training's matrix products (as `train --dtype`; auto:\n"
@@ -63,9 +71,9 @@ static const FlagSpec FLAGS[] = {
 
 static const FlagTable TABLE = {
     "experiment",
-    "usage: tunelens experiment [--model M] [--out DIR] [--iters 500] [--batch-size 8]\n"
-    "                           [--lora-lr 1e-4] [--full-lr 1e-5] [--num-layers 16] [--seed S]\n"
-    "                           [--quick] [--test-per-op N] [--dtype auto] [--device auto]\n"
+    "usage: tunelens experiment [--model M] [--out DIR] [--iters N] [--batch-size N]\n"
+    "                           [--lora-lr X] [--full-lr X] [--num-layers N] [--seed S]\n"
+    "                           [--quick] [--test-per-op N] [--dtype D] [--device D]\n"
     "                           [-c FILE.yaml]\n"
     "  The classifier-emergence study: writes arithmetic data (4500/500/500), evaluates the\n"
     "  base model, trains LoRA (rank 8, scale 20) and full fine-tuning of the last\n"
@@ -74,26 +82,45 @@ static const FlagTable TABLE = {
     "  DIR/figures/*.svg.\n",
     FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
+// The table's defaults, and the settings without a flag (data sizes, the program's path).
+static void args_defaults(ExperimentArgs *a) {
+    memset(a, 0, sizeof *a);
+    a->c.n_train = 4500, a->c.n_valid = 500, a->c.n_test = 500;
+    a->c.exe = "/proc/self/exe";
+    flags_defaults(&TABLE, a);
+}
+
+void experiment_defaults(ExperimentConfig *c) {
+    ExperimentArgs a;
+    args_defaults(&a);
+    *c = a.c;  // test_per_op 0: all
+}
+
+static int given(const FlagState *st, const char *name) {
+    for (int i = 0; i < TABLE.n && i < FLAGS_MAX; i++)
+        if (st->given[i] && !strcmp(FLAGS[i].name, name)) return 1;
+    return 0;
+}
+
 int cmd_experiment(int argc, char **argv) {
-    ExperimentArgs a = {.iters = -1, .per_op = -1};
-    experiment_defaults(&a.c);  // the fields without a flag (data sizes, the program's path)
-    flags_defaults(&TABLE, &a);
+    ExperimentArgs a;
+    args_defaults(&a);
     FlagState st;
     int rc = flags_parse(&TABLE, &a, argc, argv, &st);
     if (rc) return rc == 1 ? 0 : rc;
     Error err;
-    int num_layers = a.c.num_layers, file_num_layers = 0;
+    int num_layers = a.c.num_layers, iters = a.c.iters, file_num_layers = 0, file_iters = 0;
     if (st.config) {
-        a.c.num_layers = INT_MIN;  // tells whether the file sets it
+        a.c.num_layers = a.c.iters = INT_MIN;  // tells whether the file sets them
         if (flags_load_yaml(&TABLE, &a, st.config, &st, NULL, NULL, &err)) return cli_fail(&err);
         if (a.c.num_layers != INT_MIN) file_num_layers = 1;
         else a.c.num_layers = num_layers;
+        if (a.c.iters != INT_MIN) file_iters = 1;
+        else a.c.iters = iters;
     }
     ExperimentConfig c = a.c;
-    int iters = a.iters, per_op = a.per_op;
-    c.num_layers_given = file_num_layers;  // given explicitly: beyond the model is an error
-    for (int i = 0; i < TABLE.n; i++)
-        if (st.given[i] && !strcmp(FLAGS[i].name, "--num-layers")) c.num_layers_given = 1;
+    // given explicitly: beyond the model is an error
+    c.num_layers_given = file_num_layers || given(&st, "--num-layers");
     if (c.num_layers == 0) {
         fprintf(stderr, "tunelens experiment: --num-layers must be -1 (all) or at least 1\n");
         return EXIT_USAGE;
@@ -103,8 +130,8 @@ int cmd_experiment(int argc, char **argv) {
     char *model = c.model ? cli_resolve_model(c.model, &err) : NULL;  // org/name: the hub cache
     if (c.model && !model) return cli_fail(&err);
     if (model) c.model = model;
-    c.iters = iters > 0 ? iters : c.quick ? 40 : 500;
-    c.test_per_op = per_op > 0 ? per_op : c.quick ? 30 : 0;
+    if (c.quick && !file_iters && !given(&st, "--iters")) c.iters = QUICK_ITERS;
+    c.test_per_op = a.per_op > 0 ? a.per_op : c.quick ? QUICK_TEST_PER_OP : 0;
     rc = experiment_run(&c, &err) ? cli_fail(&err) : 0;
     free(model);
     return rc;

@@ -16,23 +16,6 @@
 #include "../train/trainer.h"
 #include "../train/data.h"
 
-void experiment_defaults(ExperimentConfig *c) {
-    memset(c, 0, sizeof *c);
-    c->out = "experiment";
-    c->iters = 500;
-    c->batch_size = 8;
-    c->num_layers = 16;
-    c->lora_lr = 1e-4;
-    c->full_lr = 1e-5;
-    c->n_train = 4500, c->n_valid = 500, c->n_test = 500;
-    c->exe = "/proc/self/exe";
-    c->dtype = "auto";
-    c->device = "auto";
-    c->probe_stride = 1;
-    c->causal_per_op = 20;
-    c->emergence_per_op = 15;
-}
-
 typedef struct {
     const ExperimentConfig *c;
     const char *model;

@@ -23,11 +23,13 @@ typedef struct {
     const char *dtype;       // training's matrix products: "auto", "f32", "bf16" or "tf32"
     const char *device;      // where everything runs: "auto", "cpu" or "cuda"
     // the analyses beyond the study's (docs/EXPERIMENT.md); 0 leaves one out
-    int probe_stride;        // operation probes every this many layers (default 1)
-    int causal_per_op;       // test problems per operation in each causal test (default 20)
-    int emergence_per_op;    // test problems per operation at each checkpoint (default 15)
+    int probe_stride;        // operation probes every this many layers
+    int causal_per_op;       // test problems per operation in each causal test
+    int emergence_per_op;    // test problems per operation at each checkpoint
 } ExperimentConfig;
 
+// The defaults of `tunelens experiment` (src/cli/experiment.c: its flag table, the one place
+// they are declared, and the settings without a flag); quick 0, test_per_op 0 (all).
 void experiment_defaults(ExperimentConfig *c);
 int experiment_run(const ExperimentConfig *c, Error *err);
 
