@@ -226,6 +226,23 @@ static int load_model(Trainer *t, Error *err) {
     return model_dora_refresh(&t->m, err);  // (also: says so when the backend has no DoRA)
 }
 
+// The backend prepares the weights (use_dtype) before the activation, gradient and optimizer
+// buffers exist, so that on CUDA the frozen f32 originals have left the card (for their bf16
+// copies) before the peak is reached. Frozen weights never change, so this is right for a forward
+// pass, LoRA and DoRA, resumed or not; full fine-tuning's trained weights are what a restore
+// (--resume, --resume-adapter-file) writes, so there they are prepared after it, in train_loop.
+static int prepare_early(const TrainConfig *c) {
+    return !c->train || c->fine_tune != FT_FULL || (!c->resume && !c->resume_adapter_file);
+}
+
+static int prepare_weights(Trainer *t, Error *err) {
+    const TrainConfig *c = t->c;
+    int L = t->m.cfg.n_layers;
+    if (!c->train) return use_dtype(&t->m, c->dtype, L, L, t->out, err);  // forward only
+    // full fine-tuning and DoRA (its row norms) read the trained blocks' f32 weights
+    return use_dtype(&t->m, c->dtype, t->first, c->fine_tune != FT_LORA ? t->first : L, t->out, err);
+}
+
 static int load_data_and_buffers(Trainer *t, Error *err) {
     const TrainConfig *c = t->c;
     printf("Loading datasets\n");
@@ -237,6 +254,7 @@ static int load_data_and_buffers(Trainer *t, Error *err) {
     const Dataset *sets[] = {&t->train, &t->valid, &t->test};
     for (int i = 0; i < 3; i++)
         if (sets[i]->n && max_len(sets[i]) - 1 > T_max) T_max = max_len(sets[i]) - 1;
+    if (prepare_early(c) && prepare_weights(t, err)) return -1;
     int acts = c->grad_checkpoint ? ACTS_CHECKPOINT : ACTS_ALL;
     if (forward_state_init(&t->s, &t->m, c->batch_size, T_max, T_max, acts) ||
         (c->train && grads_init(&t->g, &t->m, t->first, c->fine_tune == FT_FULL, c->batch_size, T_max)))
@@ -380,10 +398,7 @@ static int train_loop(Trainer *t, Error *err) {
     if (c->resume && (start = checkpoint_restore_state(c, &st, err)) < 0) goto done;
     metrics_open(&t->metrics, c->adapter_path, start);
     if (start) printf("Resuming from iteration %d (%s/training_state.json)\n", start, c->adapter_path);
-    int L = t->m.cfg.n_layers;
-    // full fine-tuning and DoRA (its row norms) read the trained blocks' f32 weights
-    if (use_dtype(&t->m, c->dtype, t->first, c->fine_tune != FT_LORA ? t->first : L, t->out, err))
-        goto done;
+    if (!prepare_early(c) && prepare_weights(t, err)) goto done;  // full: after the restore
     printf("Training\n");
     for (int iter = start + 1; iter <= c->iters; iter++) {
         if (t->valid.n && (iter == 1 || iter % c->steps_per_eval == 0 || iter == c->iters) &&
@@ -423,8 +438,6 @@ done:
 
 static int test(Trainer *t, Error *err) {
     const TrainConfig *c = t->c;
-    int L = t->m.cfg.n_layers;
-    if (!c->train && use_dtype(&t->m, c->dtype, L, L, t->out, err)) return -1;  // forward only
     printf("Testing\n");
     err->msg[0] = 0;
     double loss = evaluate(&t->m, &t->test, c->batch_size, c->test_batches, &t->s, err);
