@@ -600,6 +600,27 @@ static cJSON *with_causal(cJSON *e, int peak, double own, double other) {
     return with_causal_n(e, peak, own, other, -1);
 }
 
+// The answer's probability in e's causal tests: each changes its own operation's by `own` and
+// the others' by `other` (intervals +-0.02), on 20 problems per operation.
+static cJSON *with_prob(cJSON *e, double own, double other) {
+    cJSON *a;
+    cJSON_ArrayForEach(a, cJSON_GetObjectItem(e, "ablations")) {
+        const char *op = cJSON_GetObjectItem(a, "op")->valuestring;
+        cJSON *pr = cJSON_AddObjectToObject(a, "answer_prob");
+        for (int o = 0; o < N_OPS; o++) {
+            double d = strcmp(op, EXP_OP_NAMES[o]) ? other : own;
+            cJSON *x = cJSON_AddObjectToObject(pr, EXP_OP_NAMES[o]);
+            cJSON_AddNumberToObject(x, "n", 20);
+            cJSON_AddNumberToObject(x, "before", 0.5);
+            cJSON_AddNumberToObject(x, "after", 0.5 + d);
+            cJSON_AddNumberToObject(x, "delta", d);
+            cJSON_AddNumberToObject(x, "ci_low", d - 0.02);
+            cJSON_AddNumberToObject(x, "ci_high", d + 0.02);
+        }
+    }
+    return e;
+}
+
 static void write_json_file(const char *dir, const char *name, cJSON *j) {
     char path[600], *text = cJSON_Print(j);
     Error err = {{0}};
@@ -690,6 +711,27 @@ static void test_findings_follow_the_numbers(void **state) {
     md = read_text_ok(path);
     assert_non_null(strstr(md, "untestable: its operation had no correct answer to lose"));
     free(md);
+    // nothing solved, but the answer's probability drops for its own operation only: the
+    // probability decides, and the classifier is used
+    snprintf(dir, sizeof dir, "%s/byprob", g_tmp);
+    verdicts(dir, fake_eval(L, 0.01, 10, 0.5, 14, 0.1),
+             with_prob(with_causal_n(fake_eval(L, 0.54, 10, 0.95, 13, 0.9), 10, 0, 0, 0), -0.2, 0),
+             with_prob(with_causal_n(fake_eval(L, 0.67, 10, 0.4, 14, 0.9), 10, 0, 0, 0), -0.2, 0),
+             fake_summary(5.6e6, 3.6, 450), fake_summary(973e6, 9.8, 300), v, sizeof v);
+    assert_string_equal(v, "held,held,held,held,held");
+    snprintf(path, sizeof path, "%s/byprob/REPORT.md", g_tmp);
+    md = read_text_ok(path);
+    assert_non_null(strstr(md, "6 had no solved problem of their operation and were judged by "
+                               "the answer's probability"));
+    assert_non_null(strstr(md, "0.500 -> 0.300 (-0.200 [-0.220, -0.180])"));
+    free(md);
+    // the same drop on every operation: not specific
+    snprintf(dir, sizeof dir, "%s/probbroad", g_tmp);
+    verdicts(dir, fake_eval(L, 0.01, 10, 0.5, 14, 0.1),
+             with_prob(with_causal_n(fake_eval(L, 0.54, 10, 0.95, 13, 0.9), 10, 0, 0, 0), -0.2, -0.2),
+             with_prob(with_causal_n(fake_eval(L, 0.67, 10, 0.4, 14, 0.9), 10, 0, 0, 0), -0.2, -0.2),
+             fake_summary(5.6e6, 3.6, 450), fake_summary(973e6, 9.8, 300), v, sizeof v);
+    assert_string_equal(v, "partly,held,held,held,held");
     // the opposite: no classifier beyond the base's, full more focused, LoRA no cheaper, the
     // peak elsewhere, answers early
     snprintf(dir, sizeof dir, "%s/not", g_tmp);

@@ -740,7 +740,7 @@ static void section_causal(StrBuf *b, const Results *r) {
             if (causal_outcome(a) != CAUSAL_SPECIFIC) continue;
             n_spec++;
             n_lens_spec += !strcmp(a->kind, "token") && lens_classifier(r, v, a->op);
-            sb_printf(b, "%s %s's %s direction at layer %d hurts %s only", n_spec == 1 ? "\n" : ";",
+            sb_printf(b, "%s%s's %s direction at layer %d hurts %s only", n_spec == 1 ? "\n" : "; ",
                       VARIANT_TITLES[v], a->kind, a->layer, EXP_OP_NAMES[a->op]);
         }
     if (n_spec) sb_printf(b, ".\n");
