@@ -713,7 +713,8 @@ static void section_causal(StrBuf *b, const Results *r) {
         }
     if (any_prob) {
         sb_printf(b, "\nThe answer's probability: the mean probability of the correct answer's "
-                     "first token at the prompt's last position (teacher forced, the final "
+                     "first token at the last position of the lens's prompt \"a op b = \" (its next "
+                     "token is the answer's first digit, not the space before it; the final "
                      "distribution), before and after, on the first %d test problems of each "
                      "operation whether solved or not, with a 95%% paired bootstrap interval of "
                      "the change. It needs no correct answer, so it tests every direction.\n\n"
