@@ -7,7 +7,10 @@ It writes into a temp folder, with the tiny fixtures (tests/make_fixtures.py):
   - the same for an adapter on only layers 2-3 (q_proj, down_proj), which exercises
     layers_to_transform, against PEFT's own adapter with the other modules zeroed;
   - fuse (f32) of the mlx-lm LoRA, fuse (f32 and bf16) of the full fine-tune, each loaded with
-    AutoModelForCausalLM (and AutoTokenizer, which must encode the prompt to the reference ids).
+    AutoModelForCausalLM (and AutoTokenizer, which must encode the prompt to the reference ids);
+  - export-peft and fuse of mlx-lm's own trained DoRA adapter (tests/fixtures/mlx/dora, by
+    tests/make_mlx_fixtures.py), loaded by PEFT (use_dora) and transformers, against the
+    probabilities mlx-lm itself gave (tests/fixtures/mlx/reference.json).
 Each is compared with reference.json: the lens at the last position of the reference prompt
 (every layer, the last row being softmax of the model's own last-position logits). Prints the
 max difference of each and fails past 1e-4.
@@ -127,6 +130,23 @@ def main():
                 f"{tmp}/fused_full_{dt}", "--dtype", dt)
             compare(f"fuse full fine-tune ({dt})", lens(load_model(f"{tmp}/fused_full_{dt}"), ref["full"]["ids"]),
                     ref["full"])
+        # 4. DoRA: mlx-lm's trained adapter, against mlx-lm's own last-position probabilities
+        mlx_ref = json.load(open("tests/fixtures/mlx/reference.json"))["dora"]["final"]
+        run(args.bin, "export-peft", "--adapter", "tests/fixtures/mlx/dora", "--out", f"{tmp}/peft_dora")
+        peft = PeftModel.from_pretrained(load_model(TINY), f"{tmp}/peft_dora").eval()
+        run(args.bin, "fuse", "--model", TINY, "--adapter", "tests/fixtures/mlx/dora", "--out",
+            f"{tmp}/fused_dora", "--dtype", "f32")
+        fused = load_model(f"{tmp}/fused_dora")
+        for r in mlx_ref:
+            want = np.array(r["probs"])
+            for what, model in (("export-peft (mlx DoRA) + PEFT", peft.base_model.model),
+                                ("fuse mlx DoRA (f32)", fused)):
+                got = lens(model, r["ids"])[-1]
+                diff = float(np.abs(got - want).max())
+                ok = diff <= TOL
+                print(f"{'ok  ' if ok else 'FAIL'} {what + ' ' + repr(r['prompt']):44s} max |dp| {diff:.2e} vs mlx-lm")
+                if not ok:
+                    failures.append(what)
     if failures:
         sys.exit(f"{len(failures)} check(s) failed: {', '.join(failures)}")
     print("all export checks passed")
