@@ -61,8 +61,8 @@ typedef struct {
 static const Command COMMANDS[] = {
     {"experiment", cmd_experiment, "the classifier-emergence study: data, LoRA + full training, lens, report"},
     {"tokenize", cmd_tokenize, "encode text as the model's tokenizer does (ids and pieces)"},
-    {"generate", cmd_generate, "greedy generation with a KV cache (optionally with an adapter)"},
-    {"lens", cmd_lens, "logit lens: every layer's top tokens at the last position"},
+    {"generate", cmd_generate, "generation with a KV cache: greedy or mlx-lm's samplers; --chat"},
+    {"lens", cmd_lens, "logit lens (or a tuned lens): every layer's top tokens, KL to the final"},
     {"probe", cmd_probe, "linear probes of a label on every layer's residual, with a control"},
     {"patch", cmd_patch, "activation patching: a source's residual into a target's run"},
     {"ablate", cmd_ablate, "remove a direction (token, probe, file) from the residual and continue"},
@@ -70,9 +70,9 @@ static const Command COMMANDS[] = {
     {"tuned-lens", cmd_tuned_lens, "train per-layer affine translators (a tuned lens) for lens --tuned"},
     {"weight-diff", cmd_weight_diff, "per layer and projection: the size and rank of an adapter's update"},
     {"data", cmd_data, "write training data (data math: arithmetic problems as jsonl)"},
-    {"train", cmd_train, "LoRA or full fine-tuning with mlx_lm.lora's flags"},
-    {"export-peft", cmd_export_peft, "convert an mlx-lm LoRA adapter to a PEFT adapter"},
-    {"fuse", cmd_fuse, "merge an adapter into the model and write a Hugging Face folder"},
+    {"train", cmd_train, "LoRA, DoRA or full fine-tuning with mlx_lm.lora's flags and YAML"},
+    {"export-peft", cmd_export_peft, "convert an mlx-lm LoRA or DoRA adapter to a PEFT adapter"},
+    {"fuse", cmd_fuse, "merge an adapter into the model: a Hugging Face folder, or a GGUF"},
 };
 
 static void usage(FILE *f) {
