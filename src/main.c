@@ -79,8 +79,9 @@ static void usage(FILE *f) {
     fprintf(f, "usage: tunelens COMMAND [options]   (tunelens COMMAND --help for details)\n\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         fprintf(f, "  %-11s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
-    fprintf(f, "\nModels: a Hugging Face folder (config.json, *.safetensors, tokenizer.json) or a "
-               ".gguf file.\n");
+    fprintf(f, "\nModels: a Hugging Face folder (config.json, *.safetensors, tokenizer.json), a "
+               ".gguf file, or a\nHugging Face id (org/name: from the Hugging Face cache, "
+               "downloaded into it when absent).\n");
 }
 
 // Output that never arrived (`lens ... > /dev/full`, a closed pipe) is a failed command: the
