@@ -62,6 +62,10 @@ int train_schedule(const TrainConfig *c, Schedule *s, Error *err) {
         if (s->nargs < lo || s->nargs > hi)
             return err_set(err, "--lr-schedule-args: %s takes %s: %d to %d numbers, got %d",
                            LR_SCHEDULE_CHOICES[c->lr_schedule], names, lo, hi, s->nargs);
+        // the first argument is the initial rate, which becomes --learning-rate: its range
+        if (!(s->args[0] >= 0 && s->args[0] <= 1e3))
+            return err_set(err, "--lr-schedule-args: the initial rate (the first argument) must "
+                           "be in [0, 1000] as --learning-rate's, got %g", s->args[0]);
     }
     const char *why = schedule_check(s);
     if (why) return err_set(err, "--lr-schedule %s: %s", LR_SCHEDULE_CHOICES[c->lr_schedule], why);
