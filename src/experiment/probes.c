@@ -129,47 +129,52 @@ int op_probes(const float *rows, const int *y, int n, int L, int C, int stride, 
     return 0;
 }
 
-int op_probe_accuracy(const float *rows, const int *y, int n, int L, int C, int layer,
-                      uint64_t seed, double *acc, Error *err) {
+// The operation probe at one layer, fitted on the fixed split's training rows; s keeps the
+// split (held-out rows for scoring). 0, or -1 with err set (nothing left to free).
+static int fit_layer_probe(const float *rows, const int *y, int n, int L, int C, int layer,
+                           uint64_t seed, Split *s, Probe *p, Error *err) {
     int *is_test = xmalloc(sizeof(int) * (size_t)n), n_test;
     if (make_split(y, n, seed, is_test, &n_test, err)) {
         free(is_test);
         return -1;
     }
+    split_alloc(s, n - n_test, n_test, C);
+    split_layer(rows, y, NULL, is_test, n, L, C, layer, s);
+    free(is_test);
+    *p = (Probe){0};
+    int rc = probe_fit(s->Xtr, s->ytr, s->n_train, C, N_OPS, 1.0, EXP_PROBE_GTOL, p, err);
+    if (rc) {
+        probe_free(p);
+        split_free(s);
+    }
+    return rc;
+}
+
+int op_probe_accuracy(const float *rows, const int *y, int n, int L, int C, int layer,
+                      uint64_t seed, double *acc, Error *err) {
     Split s;
-    split_alloc(&s, n - n_test, n_test, C);
-    split_layer(rows, y, NULL, is_test, n, L, C, layer, &s);
-    Probe p = {0};
-    int rc = probe_fit(s.Xtr, s.ytr, s.n_train, C, N_OPS, 1.0, EXP_PROBE_GTOL, &p, err);
-    if (!rc) *acc = accuracy(&p, s.Xte, s.yte, s.n_test);
+    Probe p;
+    if (fit_layer_probe(rows, y, n, L, C, layer, seed, &s, &p, err)) return -1;
+    *acc = accuracy(&p, s.Xte, s.yte, s.n_test);
     probe_free(&p);
     split_free(&s);
-    free(is_test);
-    return rc;
+    return 0;
 }
 
 int op_probe_direction(const float *rows, const int *y, int n, int L, int C, int layer, int op,
                        uint64_t seed, float *dir, Error *err) {
-    int *is_test = xmalloc(sizeof(int) * (size_t)n), n_test;
-    if (make_split(y, n, seed, is_test, &n_test, err)) {
-        free(is_test);
-        return -1;
-    }
     Split s;
-    split_alloc(&s, n - n_test, n_test, C);
-    split_layer(rows, y, NULL, is_test, n, L, C, layer, &s);
-    Probe p = {0};
-    int rc = probe_fit(s.Xtr, s.ytr, s.n_train, C, N_OPS, 1.0, EXP_PROBE_GTOL, &p, err);
+    Probe p;
+    if (fit_layer_probe(rows, y, n, L, C, layer, seed, &s, &p, err)) return -1;
     // logit_k - mean_j logit_j = sum_i (W_ki - mean_j W_ji) (x_i - mean_i) / std_i + const:
     // the direction in the residual stream along which op's centred logit grows (as
     // direction.c reads a saved probe)
-    for (int i = 0; i < C && !rc; i++) {
+    for (int i = 0; i < C; i++) {
         double mean = 0;
         for (int k = 0; k < N_OPS; k++) mean += p.W[(size_t)k * C + i];
         dir[i] = (float)((p.W[(size_t)op * C + i] - mean / N_OPS) / p.std[i]);
     }
     probe_free(&p);
     split_free(&s);
-    free(is_test);
-    return rc;
+    return 0;
 }
