@@ -13,11 +13,12 @@ TOK=${TOK:-.cache/llama3-tokenizer}
 mkdir -p "$OUT"
 [ -f .devlibs.tar.xz ] && tar xf .devlibs.tar.xz
 export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export TUNELENS_CUDA_LIB=$PWD/.gpucheck/libtunelens_cuda.so
-BIN=$PWD/.gpucheck/tunelens
+GC=${GC:-.gpucheck}   # the carried build folder
+export TUNELENS_CUDA_LIB=$PWD/$GC/libtunelens_cuda.so
+BIN=$PWD/$GC/tunelens
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 if [ "$WHAT" != bench ]; then
-    ./.gpucheck/tests/test_cuda_ops >"$OUT/cuda_ops.log" 2>&1
+    ./$GC/tests/test_cuda_ops >"$OUT/cuda_ops.log" 2>&1
     rc=$?
     echo "test_cuda_ops rc=$rc"
     # a failing tensor-core attention must not be timed: the f32 kernels then
@@ -28,8 +29,8 @@ if [ "$WHAT" != bench ]; then
     # the model-level tests' CUDA cases (transformers/PEFT references, trajectories, dropout and
     # checkpointing on the GPU), where the build carried them
     for t in test_model test_train; do
-        [ -x .gpucheck/tests/$t ] || continue
-        ./.gpucheck/tests/$t >"$OUT/$t.log" 2>&1
+        [ -x $GC/tests/$t ] || continue
+        ./$GC/tests/$t >"$OUT/$t.log" 2>&1
         echo "$t rc=$?"; grep -E "FAILED|PASSED|CUDA|cuda" "$OUT/$t.log" | head -20
     done
 fi
