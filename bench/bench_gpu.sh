@@ -1,29 +1,53 @@
 #!/bin/sh
-# bench_gpu.sh — on a CUDA machine, one run: tunelens vs PyTorch+PEFT training steps on the
-# Llama-3.2-1B shape (random bf16 weights, batch 8, all 16 blocks; LoRA rank 8 and full), then
-# the default `tunelens experiment` on that model, timed without its model loads.
-# The peer (bench/peer_torch_gpu.py) trains in bf16 on random 9-token rows; tunelens trains
-# on the experiment's arithmetic data (about 9 tokens a row) with its defaults (bf16 products
-# of frozen bf16 weights, f32 master weights where trained). 8 x 512-token rows, the profile and
-# the before/after comparisons: bench/gpu_check.sh.
-# usage: sh bench/bench_gpu.sh   (env: BIN=./tunelens, TOK=folder with the Llama 3
-#        tokenizer.json, MODEL=where the random model is written, OUT=work folder, PEER=0 skips
-#        the PyTorch peer, EXP=0 skips the experiment)
-set -e
-BIN=${BIN:-./tunelens}
-TOK=${TOK:-.benchcarry/llama3-tok}
-MODEL=${MODEL:-/tmp/tunelens-llama1b-random}
+# bench_gpu.sh — on a CUDA machine, one run: tunelens' training steps on the Llama-3.2-1B shape
+# (random bf16 weights, all 16 blocks; LoRA r8 on the 7 projections, or full) at 8 x 9,
+# 8 x ~512 and 1 x ~8200 tokens, the default `tunelens experiment` on that model, then the
+# PyTorch + PEFT peer (bench/peer_torch_gpu.py, bf16, eager and torch.compile) at 8 x 9 and
+# 8 x 512 — and a table of ratios against the peers and issue 15's targets (bench/gpu_table.py),
+# written to $OUT/results.md for bench/RESULTS.md. Builds nothing.
+# usage: sh bench/bench_gpu.sh   (env: GC=folder with tunelens + libtunelens_cuda.so [.gpucheck],
+#        or BIN=tunelens binary; TOK=Llama 3 tokenizer folder; OUT=work folder; PEER=0 skips
+#        the peer, COMPILE=0 its torch.compile runs, EXP=0 the experiment)
 OUT=${OUT:-/tmp/tunelens-bench-gpu}
+TOK=${TOK:-.cache/llama3-tokenizer}
+GC=${GC:-.gpucheck}
 mkdir -p "$OUT"
-[ -f "$MODEL/model.safetensors" ] || python3 bench/make_random_llama.py "$MODEL" "$TOK"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-"$BIN" data math --out "$OUT/data" >/dev/null
-for mode in lora full; do
-    lr=1e-4; [ $mode = full ] && lr=1e-5
-    "$BIN" train --model "$MODEL" --data "$OUT/data" --train --iters 60 --batch-size 8 \
-        --num-layers 16 --fine-tune-type $mode --learning-rate $lr --steps-per-report 20 \
-        --steps-per-eval 1000000 --val-batches 1 --save-every 1000000 --device cuda \
-        --adapter-path "$OUT/$mode" --quiet | grep -E "^Compute|^Trainable|Iter 60: Train"
-done
-[ "${PEER:-1}" = 0 ] || python3 bench/peer_torch_gpu.py
-[ "${EXP:-1}" = 0 ] || { rm -rf "$OUT/exp"; "$BIN" experiment --model "$MODEL" --out "$OUT/exp" --device cuda; python3 -c "import json,sys; [print(v, json.load(open(sys.argv[1]+'/eval/'+v+'.json'))['timing_seconds']) for v in ('base','lora','full')]" "$OUT/exp"; }
+[ -f .devlibs.tar.xz ] && tar xf .devlibs.tar.xz && export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+[ -f "$GC/libtunelens_cuda.so" ] && export TUNELENS_CUDA_LIB=$PWD/$GC/libtunelens_cuda.so
+BIN=${BIN:-$PWD/$GC/tunelens}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+. bench/gpu_data.sh
+
+# run NAME MODE DATA ITERS BATCH [flags]: the report line of the last ITERS/2 steps -> $OUT/NAME.log
+run() {
+    name=$1 mode=$2 data=$3 iters=$4 batch=$5; shift 5
+    lr=1e-4; [ "$mode" = full ] && lr=1e-5
+    rm -rf "$OUT/ad-$name"
+    "$BIN" train --model "$MODEL" --data "$data" --train --iters "$iters" --batch-size "$batch" \
+        --num-layers 16 --fine-tune-type "$mode" --learning-rate $lr \
+        --steps-per-report "$((iters / 2))" --steps-per-eval 1000000 --val-batches 1 \
+        --save-every 1000000 --device cuda --adapter-path "$OUT/ad-$name" --quiet "$@" \
+        >"$OUT/$name.log" 2>&1
+    echo "$name: $(grep -E "Iter $iters: Train|rror" "$OUT/$name.log")"
+    rm -rf "$OUT/ad-$name"
+}
+run lora_8x9 lora "$DATA/short" 60 8
+run full_8x9 full "$DATA/short" 60 8
+run lora_8x512 lora "$DATA/long" 30 8
+run full_8x512 full "$DATA/long" 30 8
+run lora_1x8k_ckpt lora "$DATA/8k" 6 1 --max-seq-length 9000 --grad-checkpoint
+run lora_1x8k lora "$DATA/8k" 6 1 --max-seq-length 9000
+if [ "${EXP:-1}" != 0 ]; then
+    rm -rf "$OUT/exp"
+    "$BIN" experiment --model "$MODEL" --out "$OUT/exp" --device cuda >"$OUT/experiment.log" 2>&1
+    echo "experiment rc=$? $(tail -1 "$OUT/experiment.log")"
+fi
+if [ "${PEER:-1}" != 0 ]; then
+    for T in 9 512; do
+        iters=40; [ $T = 512 ] && iters=20
+        B=8 T=$T ITERS=$iters COMPILE=${COMPILE:-1} OUT="$OUT" python3 bench/peer_torch_gpu.py \
+            2>"$OUT/peer_$T.err" | grep -E "^lora|^full|failed"
+        mv "$OUT/peer_torch.json" "$OUT/peer_$T.json"
+    done
+fi
+python3 bench/gpu_table.py "$OUT" | tee "$OUT/results.md"
