@@ -28,7 +28,7 @@ if [ "$WHAT" != profile ]; then
     grep -E "FAILED|PASSED|largest|bench|peak|fail|error" "$OUT/cuda_ops.log"
     # the model-level tests' CUDA cases (transformers/PEFT references, trajectories, dropout and
     # checkpointing on the GPU), where the build carried them
-    for t in test_model test_train; do
+    for t in test_model test_train test_dora test_generate; do
         [ -x $GC/tests/$t ] || continue
         ./$GC/tests/$t >"$OUT/$t.log" 2>&1
         echo "$t rc=$?"; grep -E "FAILED|PASSED|CUDA|cuda" "$OUT/$t.log" | head -20
