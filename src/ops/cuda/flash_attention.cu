@@ -10,9 +10,11 @@
 // [out (B,T,H,D)]. Backward recomputes the probabilities tile by tile from lse: delta =
 // dout . out per row, then one kernel per 64 keys (of a kv head: its query heads are summed
 // inside the block) for dk and dv, and one per 64 queries for dq — no atomics, so the
-// results are the same bits every run. f32 throughout, f32 sums; in reduced precision
-// (set_fast_matmul on: the TF32 and BF16 dtypes) the tile products run on TF32 tensor cores
-// (flash_attention_tc.cuh).
+// results are the same bits every run. f32 throughout, f32 sums; in reduced precision the
+// tile products run on tensor cores: TF32 (set_fast_matmul, the TF32 dtype;
+// flash_attention_tc.cuh) or, when the backend computes in BF16, bf16 with f32 sums and
+// statistics in registers (flash_attention_bf16.cuh). TUNELENS_CUDA_ATTENTION_F32=1 keeps
+// the f32 kernels in every precision (for comparisons).
 //
 // Thread layout (256 threads, 16 x 16): a thread holds a 4 x 4 tile of scores, rows ty + 16 i,
 // columns tx + 16 j; the 16 threads of a row are one half-warp, so row max and sum are
@@ -388,12 +390,32 @@ fa_bwd_q_kernel(float *dq, const float *dout, const float *lse, const float *del
 }
 
 #include "ops/cuda/flash_attention_tc.cuh"
+#include "ops/cuda/flash_attention_bf16.cuh"
 
-// the tensor-core kernels, unless TUNELENS_CUDA_ATTENTION_F32=1 (for comparisons)
-static bool fa_use_tc(void) {
+// TUNELENS_CUDA_ATTENTION_F32=1: the f32 kernels in every precision (for comparisons)
+static bool fa_f32_forced(void) {
     static int off = -1;
     if (off < 0) off = getenv("TUNELENS_CUDA_ATTENTION_F32") && atoi(getenv("TUNELENS_CUDA_ATTENTION_F32"));
-    return !off && cuda_fast_matmul();
+    return off;
+}
+// the TF32 tensor-core kernels: reduced precision other than BF16
+static bool fa_use_tc(void) { return !fa_f32_forced() && cuda_fast_matmul(); }
+
+static bool fa_aligned8(const void *p) { return ((uintptr_t)p & 7u) == 0; }
+// the bf16 kernels: the backend computes in BF16, and the tensors allow their vector accesses
+// (float4 loads of q, k, v, dout; float2 stores and updates of the rest; NULL passes)
+static bool fa_use_bf16(const float *in4[4], float *out2[3]) {
+    if (fa_f32_forced() || cuda_compute_dtype() != DTYPE_BF16) return false;
+    for (int i = 0; i < 4; i++)
+        if (in4[i] && !cuda_aligned16(in4[i])) return false;
+    for (int i = 0; i < 3; i++)
+        if (out2[i] && !fa_aligned8(out2[i])) return false;
+    return true;
+}
+
+template <typename K>
+static void fa_smem_opt_in(K kernel, size_t bytes) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
 static size_t fa_fwd_shmem(int D) {
@@ -419,6 +441,16 @@ static void fa_forward_d(float *out, float *lse, float *sout, const float *q, co
     }
     const float scale_log2 = FA_LOG2E / sqrtf((float)D);
     dim3 grid((unsigned)((T + FA_TILE - 1) / FA_TILE), (unsigned)H, (unsigned)B);
+    const float *in4[4] = {q, k, v, NULL};
+    float *out2[3] = {out, lse, sout};
+    if (fa_use_bf16(in4, out2)) {  // BF16: bf16 tensor cores
+        static bool bf_ready;
+        if (!bf_ready) fa_smem_opt_in(fa_bf::fwd_kernel<D>, fa_bf::fwd_shmem(D)), bf_ready = true;
+        fa_bf::fwd_kernel<D><<<grid, fa_bf::THREADS, fa_bf::fwd_shmem(D)>>>(
+            out, lse, sout, q, k, v, T, S, q_offset, H, Hkv, scale_log2);
+        CUDA_LAUNCH_CHECK();
+        return;
+    }
     if constexpr (D >= 32) if (fa_use_tc()) {  // reduced precision: TF32 tensor cores
         static bool tc_ready;
         if (!tc_ready) {
@@ -452,6 +484,30 @@ static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, co
         ready = true;
     }
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = FA_LOG2E * scale;
+    const float *in4[4] = {dout, q, k, v};
+    float *out2[3] = {dq, dk, dv};
+    if (fa_use_bf16(in4, out2)) {  // BF16: bf16 tensor cores
+        constexpr int BQ = fa_bf::bq(D);
+        static bool bf_ready;
+        if (!bf_ready) {
+            fa_smem_opt_in(fa_bf::bwd_kv_kernel<D, BQ>, fa_bf::kv_shmem(D));
+            fa_smem_opt_in(fa_bf::bwd_q_kernel<D, BQ>, fa_bf::q_shmem(D));
+            bf_ready = true;
+        }
+        if (dk || dv) {
+            dim3 grid((unsigned)((S + FA_TILE - 1) / FA_TILE), (unsigned)Hkv, (unsigned)B);
+            fa_bf::bwd_kv_kernel<D, BQ><<<grid, fa_bf::THREADS, fa_bf::kv_shmem(D)>>>(
+                dk, dv, dout, lse, delta, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
+            CUDA_LAUNCH_CHECK();
+        }
+        if (dq) {
+            dim3 grid((unsigned)((T + FA_TILE - 1) / FA_TILE), (unsigned)H, (unsigned)B);
+            fa_bf::bwd_q_kernel<D, BQ><<<grid, fa_bf::THREADS, fa_bf::q_shmem(D)>>>(
+                dq, dout, lse, delta, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
+            CUDA_LAUNCH_CHECK();
+        }
+        return;
+    }
     if constexpr (D >= 32) if (fa_use_tc()) {  // reduced precision: TF32 tensor cores
         static bool tc_ready;
         if (!tc_ready) {
