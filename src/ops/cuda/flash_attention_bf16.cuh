@@ -14,8 +14,12 @@
 // comes from ldmatrix.trans, so every tile is stored one way: rows of D bf16, padded by 8
 // (a row stride of D/2 + 4 words puts the 8 rows of a fragment load on distinct banks).
 //
-// Backward: one kernel per 64 keys (dk, dv; the query heads of the kv head summed inside the
-// block) and one per 64 queries (dq), as the f32 kernels: no atomics, the same bits every run.
+// Backward: one kernel per 64 queries (dq), which also computes delta = dout . out per row
+// (f32) from the f32 rows it loads, then one per 64 keys (dk, dv; the query heads of the kv
+// head summed inside the block), as the f32 kernels: no atomics, the same bits every run.
+// The forward and dq kernels take two query heads of one kv head per block where the group
+// is even (8 warps sharing each K, V tile: half the tile loads). Tile loads are f32 float4s
+// from L2/DRAM, rounded on the way into shared memory (no cp.async: the data changes type).
 // Included by flash_attention.cu (its helpers fa_keys, FA_LOG2E).
 #include <cuda_bf16.h>
 
@@ -82,11 +86,13 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float c0[4], const
 
 // rows [r0, r0 + R) of a (rows, stride) f32 tensor (D contiguous at src + row * stride), rounded
 // to bf16, into a row-major tile; zero past n
-template <int D, int R>
+// (NTHR threads, a constant: the loop unrolls and its loads are all in flight at once)
+template <int D, int R, int NTHR>
 __device__ __forceinline__ void load_tile(uint32_t *tile, const float *__restrict__ src,
                                           size_t stride, int r0, int n) {
     constexpr int W = stride_w<D>(), C4 = D / 4;
-    for (int i = threadIdx.x; i < R * C4; i += THREADS) {
+#pragma unroll
+    for (int i = threadIdx.x; i < R * C4; i += NTHR) {
         const int r = i / C4, c = i % C4, row = r0 + r;
         float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (row < n) x = __ldg(reinterpret_cast<const float4 *>(src + (size_t)row * stride) + c);
@@ -103,27 +109,32 @@ __device__ __forceinline__ float quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// grid (ceil(T/64), H, B), the last query tiles (the most keys) first. A thread holds rows
-// g and g+8 of its warp's 16: scores s[8][4] of a 64-key tile, out o[D/8][4].
-template <int D>
-__global__ void __launch_bounds__(THREADS)
+// grid (H/HG, B, ceil(T/64)), the last query tiles (the most keys) first; HG query heads of
+// one kv head per block (4 warps each), which share the K, V tiles. A thread holds rows g and
+// g+8 of its warp's 16: scores s[8][4] of a 64-key tile, out o[D/8][4].
+template <int D, int HG>
+__global__ void __launch_bounds__(THREADS * HG)
 fwd_kernel(float *__restrict__ out, float *__restrict__ saved_lse, float *__restrict__ saved_out,
            const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,
            int T, int S, int q_offset, int H, int Hkv, float scale_log2) {
     constexpr int W = stride_w<D>(), NT = D / 8, KD = D / 16;
     extern __shared__ __align__(16) uint32_t shw[];
-    uint32_t *Qs = shw, *Ks = Qs + ROWS * W, *Vs = Ks + ROWS * W;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
-    const int t0 = (gridDim.x - 1 - blockIdx.x) * ROWS, h = blockIdx.y, b = blockIdx.z;
+    uint32_t *Qs = shw, *Ks = Qs + HG * ROWS * W, *Vs = Ks + ROWS * W;
+    const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const int warp = (threadIdx.x >> 5) & 3, hw = threadIdx.x >> 7;  // rows, head of the warp
+    const int hb = blockIdx.x, b = blockIdx.y, t0 = (gridDim.z - 1 - blockIdx.z) * ROWS;
+    const int h = hb * HG + hw;
     const int kvh = h / (H / Hkv);
     const size_t qs = (size_t)H * D, ks = (size_t)Hkv * D;
-    const float *qb = q + ((size_t)b * T * H + h) * D;
     const float *kb = k + ((size_t)b * S * Hkv + kvh) * D, *vb = v + ((size_t)b * S * Hkv + kvh) * D;
-    load_tile<D, ROWS>(Qs, qb, qs, t0, T);
+#pragma unroll
+    for (int j = 0; j < HG; j++)
+        load_tile<D, ROWS, THREADS * HG>(Qs + j * ROWS * W, q + ((size_t)b * T * H + hb * HG + j) * D,
+                           qs, t0, T);
     __syncthreads();
     uint32_t qf[KD][4];
 #pragma unroll
-    for (int kk = 0; kk < KD; kk++) frag_a<W>(qf[kk], Qs, warp * 16, kk * 16);
+    for (int kk = 0; kk < KD; kk++) frag_a<W>(qf[kk], Qs + hw * ROWS * W, warp * 16, kk * 16);
     const int ra = t0 + warp * 16 + g, rb = ra + 8;  // this thread's rows
     const int lim_a = fa_keys(ra, S, q_offset), lim_b = fa_keys(rb, S, q_offset);
     const int lim_min = fa_keys(t0, S, q_offset);  // the block's first row sees the fewest
@@ -134,8 +145,8 @@ fwd_kernel(float *__restrict__ out, float *__restrict__ saved_lse, float *__rest
     const int n_keys = fa_keys(min(t0 + ROWS, T) - 1, S, q_offset);
     for (int k0 = 0; k0 < n_keys; k0 += ROWS) {
         __syncthreads();  // the previous tile's K, V are read
-        load_tile<D, ROWS>(Ks, kb, ks, k0, S);
-        load_tile<D, ROWS>(Vs, vb, ks, k0, S);
+        load_tile<D, ROWS, THREADS * HG>(Ks, kb, ks, k0, S);
+        load_tile<D, ROWS, THREADS * HG>(Vs, vb, ks, k0, S);
         __syncthreads();
         float s[8][4];
 #pragma unroll
@@ -206,11 +217,12 @@ fwd_kernel(float *__restrict__ out, float *__restrict__ saved_lse, float *__rest
     }
 }
 
-// dk, dv for keys [s0, s0+64) of kv head kvh: grid (ceil(S/64), Hkv, B). Query tiles of BQ
+// dk, dv for keys [s0, s0+64) of kv head kvh: grid (Hkv, B, ceil(S/64)), the first keys (the
+// most queries) first. Query tiles of BQ
 // rows; a thread holds keys g and g+8 of its warp's 16: P^T and dS^T (keys x queries) in
 // st/dpt, the gradients gk, gv (keys x D).
-template <int D, int BQ>
-__global__ void __launch_bounds__(THREADS)
+template <int D, int BQ, int MINB>  // MINB: blocks an SM that the registers must allow
+__global__ void __launch_bounds__(THREADS, MINB)
 bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__restrict__ dout,
               const float *__restrict__ lse, const float *__restrict__ delta,
               const float *__restrict__ q, const float *__restrict__ k,
@@ -221,11 +233,11 @@ bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__res
     uint32_t *Ks = shw, *Vs = Ks + ROWS * W, *Qs = Vs + ROWS * W, *dOs = Qs + BQ * W;
     float *lse_s = reinterpret_cast<float *>(dOs + BQ * W), *dl_s = lse_s + BQ;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
-    const int s0 = blockIdx.x * ROWS, kvh = blockIdx.y, b = blockIdx.z;
+    const int s0 = blockIdx.z * ROWS, kvh = blockIdx.x, b = blockIdx.y;
     const int group = H / Hkv;
     const size_t qs = (size_t)H * D, ks = (size_t)Hkv * D;
-    load_tile<D, ROWS>(Ks, k + ((size_t)b * S * Hkv + kvh) * D, ks, s0, S);
-    load_tile<D, ROWS>(Vs, v + ((size_t)b * S * Hkv + kvh) * D, ks, s0, S);
+    load_tile<D, ROWS, THREADS>(Ks, k + ((size_t)b * S * Hkv + kvh) * D, ks, s0, S);
+    load_tile<D, ROWS, THREADS>(Vs, v + ((size_t)b * S * Hkv + kvh) * D, ks, s0, S);
     const int key_a = s0 + warp * 16 + g, key_b = key_a + 8;
     float gk[NT][4], gv[NT][4];
 #pragma unroll
@@ -238,8 +250,8 @@ bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__res
         const size_t row0 = ((size_t)b * H + h) * T;
         for (int t0 = t_first / BQ * BQ; t0 < T; t0 += BQ) {
             __syncthreads();  // the previous tile is read
-            load_tile<D, BQ>(Qs, qb, qs, t0, T);
-            load_tile<D, BQ>(dOs, ob, qs, t0, T);
+            load_tile<D, BQ, THREADS>(Qs, qb, qs, t0, T);
+            load_tile<D, BQ, THREADS>(dOs, ob, qs, t0, T);
             for (int r = threadIdx.x; r < BQ; r += THREADS) {  // +inf, 0 past T: P = 0
                 const bool ok = t0 + r < T;
                 lse_s[r] = ok ? lse[row0 + t0 + r] : INFINITY;
@@ -315,29 +327,75 @@ bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__res
     }
 }
 
-// dq for queries [t0, t0+64) of head h: grid (ceil(T/64), H, B), the last tiles first. Key
-// tiles of BK rows; a thread holds rows g and g+8 of its warp's 16: P, dS in s/dp, dq in gq.
-template <int D, int BK>
-__global__ void __launch_bounds__(THREADS)
+// as load_tile, for dout's rows, and delta = dout . out of each row (f32, from the f32 values)
+// into dl_s and delta (rows < n). The C4 = D/4 threads of a row are adjacent lanes of a warp.
+template <int D, int NTHR>
+__device__ __forceinline__ void load_dout_delta(uint32_t *tile, float *dl_s, float *delta,
+                                                const float *__restrict__ src,
+                                                const float *__restrict__ outp, size_t stride,
+                                                int r0, int n) {
+    constexpr int W = stride_w<D>(), C4 = D / 4;
+#pragma unroll
+    for (int i = threadIdx.x; i < ROWS * C4; i += NTHR) {  // ROWS C4 = 16 D: whole warps
+        const int r = i / C4, c = i % C4, row = r0 + r;
+        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f), y = x;
+        if (row < n) {
+            x = __ldg(reinterpret_cast<const float4 *>(src + (size_t)row * stride) + c);
+            y = __ldg(reinterpret_cast<const float4 *>(outp + (size_t)row * stride) + c);
+        }
+        *reinterpret_cast<uint2 *>(tile + r * W + 2 * c) = make_uint2(pack(x.x, x.y), pack(x.z, x.w));
+        float d = x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+#pragma unroll
+        for (int o = C4 / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        if (c == 0) {
+            dl_s[r] = d;
+            if (row < n) delta[r] = d;
+        }
+    }
+}
+
+// dq for queries [t0, t0+64) of head h: grid (H/HG, B, ceil(T/64)), the last tiles first; HG
+// query heads of one kv head per block (4 warps each), sharing the K, V tiles. Key tiles of BK
+// rows; a thread holds rows g and g+8 of its warp's 16: P, dS in s/dp, dq in gq.
+// out (the saved f32 out) not NULL: delta = dout . out is computed here, from the f32 rows, and
+// written to delta for the kv kernel (which runs after); else delta is read.
+template <int D, int BK, int HG>
+__global__ void __launch_bounds__(THREADS * HG)
 bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
-             const float *__restrict__ lse, const float *__restrict__ delta,
-             const float *__restrict__ q, const float *__restrict__ k,
+             const float *__restrict__ lse, float *__restrict__ delta,
+             const float *__restrict__ out, const float *__restrict__ q, const float *__restrict__ k,
              const float *__restrict__ v, int T, int S, int q_offset, int H, int Hkv, float scale,
              float scale_log2) {
     constexpr int W = stride_w<D>(), NT = D / 8, KD = D / 16, NK = BK / 8;
     extern __shared__ __align__(16) uint32_t shw[];
-    uint32_t *Qs = shw, *dOs = Qs + ROWS * W, *Ks = dOs + ROWS * W, *Vs = Ks + BK * W;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
-    const int t0 = (gridDim.x - 1 - blockIdx.x) * ROWS, h = blockIdx.y, b = blockIdx.z;
+    uint32_t *Qh = shw, *dOh = Qh + HG * ROWS * W, *Ks = dOh + HG * ROWS * W, *Vs = Ks + BK * W;
+    float *dl_h = reinterpret_cast<float *>(Vs + BK * W);
+    const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+    const int warp = (threadIdx.x >> 5) & 3, hw = threadIdx.x >> 7;  // rows, head of the warp
+    const int hb = blockIdx.x, b = blockIdx.y, t0 = (gridDim.z - 1 - blockIdx.z) * ROWS;
+    const int h = hb * HG + hw;
     const int kvh = h / (H / Hkv);
     const size_t qs = (size_t)H * D, ks = (size_t)Hkv * D;
     const float *kb = k + ((size_t)b * S * Hkv + kvh) * D, *vb = v + ((size_t)b * S * Hkv + kvh) * D;
-    load_tile<D, ROWS>(Qs, q + ((size_t)b * T * H + h) * D, qs, t0, T);
-    load_tile<D, ROWS>(dOs, dout + ((size_t)b * T * H + h) * D, qs, t0, T);
-    const int ra = t0 + warp * 16 + g, rb = ra + 8;
+#pragma unroll
+    for (int j = 0; j < HG; j++) {
+        const int hj = hb * HG + j;
+        const size_t rj = ((size_t)b * H + hj) * T, aj = ((size_t)b * T * H + hj) * D;
+        load_tile<D, ROWS, THREADS * HG>(Qh + j * ROWS * W, q + aj, qs, t0, T);
+        if (out)
+            load_dout_delta<D, THREADS * HG>(dOh + j * ROWS * W, dl_h + j * ROWS, delta + rj + t0, dout + aj,
+                               out + aj, qs, t0, T);
+        else load_tile<D, ROWS, THREADS * HG>(dOh + j * ROWS * W, dout + aj, qs, t0, T);
+    }
+    __syncthreads();
+    const uint32_t *Qs = Qh + hw * ROWS * W, *dOs = dOh + hw * ROWS * W;  // this warp's head
+    const float *dl_s = dl_h + hw * ROWS;
     const size_t row0 = ((size_t)b * H + h) * T;
+    const int ra = t0 + warp * 16 + g, rb = ra + 8;
     const float lse_a = ra < T ? lse[row0 + ra] : INFINITY, lse_b = rb < T ? lse[row0 + rb] : INFINITY;
-    const float dl_a = ra < T ? delta[row0 + ra] : 0.0f, dl_b = rb < T ? delta[row0 + rb] : 0.0f;
+    float dl_a = 0.0f, dl_b = 0.0f;
+    if (out) dl_a = dl_s[ra - t0], dl_b = dl_s[rb - t0];  // 0 past T
+    else dl_a = ra < T ? delta[row0 + ra] : 0.0f, dl_b = rb < T ? delta[row0 + rb] : 0.0f;
     const int lim_a = fa_keys(ra, S, q_offset), lim_b = fa_keys(rb, S, q_offset);
     const int lim_min = fa_keys(t0, S, q_offset);
     float gq[NT][4];
@@ -346,8 +404,8 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
     const int n_keys = fa_keys(min(t0 + ROWS, T) - 1, S, q_offset);
     for (int k0 = 0; k0 < n_keys; k0 += BK) {
         __syncthreads();
-        load_tile<D, BK>(Ks, kb, ks, k0, S);
-        load_tile<D, BK>(Vs, vb, ks, k0, S);
+        load_tile<D, BK, THREADS * HG>(Ks, kb, ks, k0, S);
+        load_tile<D, BK, THREADS * HG>(Vs, vb, ks, k0, S);
         __syncthreads();
         float s[NK][4], dp[NK][4];
 #pragma unroll
@@ -408,9 +466,11 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
 // query rows per kv-kernel tile and key rows per dq-kernel tile: D = 128 halves them (the
 // accumulators of D = 128 leave no registers for 64-wide tiles)
 __host__ __device__ constexpr int bq(int D) { return D > 64 ? 32 : 64; }
-static size_t fwd_shmem(int D) { return 3 * (size_t)ROWS * (D / 2 + 4) * 4; }
-static size_t kv_shmem(int D) {
-    return ((2 * (size_t)ROWS + 2 * bq(D)) * (D / 2 + 4) + 2 * bq(D)) * 4;
+static size_t fwd_shmem(int D, int HG) { return (HG + 2) * (size_t)ROWS * (D / 2 + 4) * 4; }
+static size_t kv_shmem(int D, int BQ) {
+    return ((2 * (size_t)ROWS + 2 * BQ) * (D / 2 + 4) + 2 * BQ) * 4;
 }
-static size_t q_shmem(int D) { return (2 * (size_t)ROWS + 2 * bq(D)) * (D / 2 + 4) * 4; }
+static size_t q_shmem(int D, int HG) {
+    return ((2 * (size_t)HG * ROWS + 2 * bq(D)) * (D / 2 + 4) + HG * ROWS) * 4;
+}
 }  // namespace fa_bf
