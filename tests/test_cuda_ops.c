@@ -606,7 +606,7 @@ static void test_attention(void **state) {
     attention_case(2, 1, 65, 64, 8, 8, 32);      // decoding: T = 1 at pos 64, H == Hkv
     attention_case(1, 64, 64, 0, 2, 1, 128);     // exactly one tile
     attention_case(1, 200, 200, 0, 32, 8, 64);   // Llama-3.2-1B's heads, longer
-    // the same on TF32 tensor cores (the TF32 and BF16 dtypes)
+    // the same on TF32 tensor cores (the TF32 dtype; BF16: test_attention_bf16)
     attention_case_p(1, 2, 100, 100, 0, 8, 2, 64);
     attention_case_p(1, 1, 129, 129, 0, 4, 4, 32);
     attention_case_p(1, 2, 7, 300, 293, 4, 1, 128);
