@@ -17,7 +17,8 @@
 //   BF16  bf16 copies of the weights times activations rounded to bf16, f32 sums (the CPU's
 //         AVX512-BF16 products on packed copies; CUDA's bf16 tensor cores, cublasGemmEx);
 //   TF32  CUDA's TF32 tensor cores (10-bit mantissa, f32 sums).
-// On CUDA, TF32 and BF16 also put the fused attention's tile products on TF32 tensor cores.
+// On CUDA the fused attention's tile products follow: TF32 on TF32 tensor cores, BF16 on bf16
+// ones (q, k, v, dout and the probabilities rounded to bf16; f32 sums and softmax statistics).
 typedef enum { DTYPE_AUTO, DTYPE_F32, DTYPE_BF16, DTYPE_TF32 } ComputeDtype;
 
 // A linear layer's weight as a backend prepared it for a compute dtype (opaque, owned by the

@@ -19,6 +19,7 @@ static struct {
     size_t peak_bytes;  // ... at most
     size_t card_bytes;  // the GPU's memory: managed buffers never add up to more
     int fast_matmul;
+    ComputeDtype reduced;  // what fast_matmul stands for: DTYPE_F32, DTYPE_TF32 or DTYPE_BF16
     int prefetchable;   // cudaDevAttrConcurrentManagedAccess: prefetching is supported
     std::unordered_map<void *, size_t> *sizes;  // live buffer -> bytes, for free
     std::unordered_map<void *, size_t> *released;  // ranges moved to the host (not counted)
@@ -143,6 +144,7 @@ static size_t cu_peak_bytes(void) {
 
 static void cu_set_fast_matmul(int on) {
     ctx.fast_matmul = on != 0;
+    ctx.reduced = on ? DTYPE_TF32 : DTYPE_F32;
     CUBLAS_CHECK(cublasSetMathMode(ctx.handle, on ? CUBLAS_TF32_TENSOR_OP_MATH
                                                   : CUBLAS_DEFAULT_MATH));
 }
@@ -196,6 +198,11 @@ void cuda_release_to_host(void *p, size_t bytes) {
 }
 void cuda_set_fast_matmul(int on) { cu_set_fast_matmul(on); }
 int cuda_fast_matmul(void) { return ctx.fast_matmul; }
+void cuda_set_compute_dtype(ComputeDtype dtype) {
+    cu_set_fast_matmul(dtype == DTYPE_TF32 || dtype == DTYPE_BF16);
+    if (dtype == DTYPE_BF16) ctx.reduced = DTYPE_BF16;
+}
+ComputeDtype cuda_compute_dtype(void) { return ctx.reduced; }
 
 // ---- setup
 

@@ -111,6 +111,11 @@ void cuda_release_to_host(void *p, size_t bytes);
 // TF32 tensor cores for the f32 cuBLAS products (Backend.set_fast_matmul)
 void cuda_set_fast_matmul(int on);
 int cuda_fast_matmul(void);  // ... is on: the fused attention takes its tensor-core kernels too
+// The precision the linear layers were last prepared in (linear_prepare; set_fast_matmul alone
+// means TF32 or F32): DTYPE_F32, DTYPE_TF32 or DTYPE_BF16, which the fused attention follows
+// (BF16: its bf16 tensor-core kernels).
+void cuda_set_compute_dtype(ComputeDtype dtype);
+ComputeDtype cuda_compute_dtype(void);
 
 // TUNELENS_CUDA_PROFILE=1: wrap the backend's ops in per-op timers (profile.cu)
 void cuda_profile_install(Backend *be);

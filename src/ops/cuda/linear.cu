@@ -51,7 +51,7 @@ int cuda_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtyp
                         int needs_backward, int keep_f32) {
     (void)needs_backward;  // one bf16 copy serves both directions (cuBLAS transposes)
     *h = NULL;
-    cuda_set_fast_matmul(dtype == DTYPE_TF32 || dtype == DTYPE_BF16);
+    cuda_set_compute_dtype(dtype);
     if (dtype != DTYPE_BF16 || !*w) return 0;
     LinearWeight *lw = (LinearWeight *)calloc(1, sizeof *lw);
     if (!lw) return -1;
