@@ -133,13 +133,21 @@ static void test_memory(void **state) {
     float *a = G->alloc(n * sizeof(float)), *b = G->alloc(n * sizeof(float));
     assert_non_null(a);
     assert_non_null(b);
-    for (size_t i = 0; i < n; i++) assert_true(a[i] == 0.0f);  // zero-filled, host-readable
-    for (size_t i = 0; i < n; i++) a[i] = (float)i;  // host-writable
-    G->prefetch(a, n * sizeof(float));
-    G->copy(b, a, n * sizeof(float));
-    G->sync();
-    for (size_t i = 0; i < n; i += 997) assert_true(b[i] == (float)i);
     float *h = rand_floats(n, 1), *h2 = xmalloc(n * sizeof(float));
+    G->download(h2, a, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) assert_true(h2[i] == 0.0f);  // zero-filled
+    for (size_t i = 0; i < n; i++) h2[i] = (float)i;
+    G->upload(a, h2, n * sizeof(float));
+    G->copy(b, a, n * sizeof(float));
+    memset(h2, 0, n * sizeof(float));
+    G->download(h2, b, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) assert_true(h2[i] == (float)i);
+    // a freed buffer's memory comes back zero-filled to the next alloc, in stream order
+    G->free(a);
+    a = G->alloc(n * sizeof(float));
+    assert_non_null(a);
+    G->download(h2, a, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) assert_true(h2[i] == 0.0f);
     G->upload(b, h, n * sizeof(float));
     G->download(h2, b, n * sizeof(float));
     assert_memory_equal(h, h2, n * sizeof(float));
