@@ -233,12 +233,15 @@ void cuda_device_free(void *p) { cu_free(p); }
 // A range of a buffer nothing will read again (a frozen weight's f32 original once its bf16
 // copy exists; it may sit inside a larger buffer, the model's weight arena): its whole
 // ALIGN-sized blocks go back to the arena's free list now; the rest of the buffer stays
-// allocated until the buffer is freed.
+// allocated until the buffer is freed. A buffer's first block stays: its address names it
+// until then, and must not become another buffer's.
 void cuda_release_range(void *p, size_t bytes) {
-    const uintptr_t a = round_up((uintptr_t)p, ALIGN), e = ((uintptr_t)p + bytes) / ALIGN * ALIGN;
-    if (!p || e <= a) return;
     std::lock_guard<std::mutex> g(ctx.lock);
     Arena &A = *ctx.arena;
+    uintptr_t a = round_up((uintptr_t)p, ALIGN);
+    const uintptr_t e = ((uintptr_t)p + bytes) / ALIGN * ALIGN;
+    if (A.bufs.count(a)) a += ALIGN;
+    if (!p || e <= a) return;
     auto it = A.live.upper_bound(a);
     if (it == A.live.begin()) return;
     --it;
