@@ -190,17 +190,17 @@ static void cu_zero(void *p, size_t bytes) {
 }
 
 static void cu_copy(void *dst, const void *src, size_t bytes) {
-    if (bytes && dst != src) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0));
+    if (bytes && dst != src) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, 0));
 }
 
 // From pageable host memory the call returns once the host bytes were staged, so the caller
 // may reuse its buffer at once.
 static void cu_upload(void *dst, const void *host, size_t bytes) {
-    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, 0));
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyDefault, 0));
 }
 
 static void cu_download(void *host, const void *src, size_t bytes) {
-    if (bytes) CUDA_CHECK(cudaMemcpy(host, src, bytes, cudaMemcpyDeviceToHost));  // after queued ops
+    if (bytes) CUDA_CHECK(cudaMemcpy(host, src, bytes, cudaMemcpyDefault));  // after queued ops
 }
 
 static void cu_sync(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
