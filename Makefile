@@ -63,9 +63,11 @@ $(B)/%.o: %.cu $(wildcard src/ops/cuda/*.cuh) src/ops/backend.h src/ops/ops.h
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
 
-$(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(B)/libtunelens.a
+# Every test may run model code on the strict backend (tests/strict_backend.c: buffers the
+# host cannot touch outside the backend's own calls).
+$(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(B)/tests/strict_backend.o $(B)/libtunelens.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(B)/libtunelens.a $(TEST_LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(B)/tests/strict_backend.o $(B)/libtunelens.a $(TEST_LDLIBS)
 
 # The fuzz harnesses without libFuzzer: every seed and saved crasher, replayed as a test.
 $(B)/tests/test_fuzz_replay: tests/test_fuzz_replay.c $(FUZZ_SRC) tests/fuzz/fuzz_util.h $(wildcard tests/*.h) $(B)/libtunelens.a

@@ -59,7 +59,7 @@ static inline void replay_mlx_training(Model *m, const cJSON *ref, const char *w
     if (n_params >= 0) assert_int_equal(pl.n, n_params);
     assert_int_equal(optimizer_init(&opt, OPT_ADAM, &pl, &BACKEND_CPU), 0);
     TrajBound tb;
-    traj_init(&tb, &pl, &m->cfg, b.T, b.n_targets);
+    traj_init(&tb, &pl, &m->cfg, b.T, b.n_targets, m->be);
     tb.path += 2 * extra, tb.path_fwd += extra;
     const cJSON *want = cJSON_GetObjectItem(c, "losses")->child;
     for (int step = 1; step <= iters; step++, want = want->next) {
@@ -67,7 +67,7 @@ static inline void replay_mlx_training(Model *m, const cJSON *ref, const char *w
         if (model_dora_refresh(m, &err)) fail_msg("%s", err.msg);  // DoRA's norms (else nothing)
         grads_zero(&g);
         float loss = model_loss(m, &s, b.inputs, b.targets);
-        double zmax = max_abs_f(s.logits, (size_t)B * b.T * m->cfg.vocab_size);
+        double zmax = max_abs_on(m->be, s.logits, (size_t)B * b.T * m->cfg.vocab_size);
         model_backward(m, &s, b.targets, &g, 1.0f);
         double bound = traj_loss_bound(&tb, &pl, zmax, b.n_targets);
         double diff = fabs(ours[step - 1] - want->valuedouble);

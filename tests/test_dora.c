@@ -202,10 +202,10 @@ static void model_gradient(float p_drop) {
     const int N = B * T;
     int n_targets = 0;
     for (int i = 0; i < N; i++) n_targets += targets[i] >= 0;
-    double zmax = max_abs_f(s.logits, (size_t)N * m.cfg.vocab_size);
+    double zmax = max_abs_on(m.be, s.logits, (size_t)N * m.cfg.vocab_size);
     model_backward(&m, &s, targets, &g, 1.0f);
     TrajBound tb;
-    traj_init(&tb, &pl, &m.cfg, T, n_targets);
+    traj_init(&tb, &pl, &m.cfg, T, n_targets, m.be);
     double extra = dora_extra_terms(&m.cfg, rank, 2);
     tb.path += 2 * extra, tb.path_fwd += extra;
     double eps_l = traj_loss_bound(&tb, &pl, zmax, n_targets);
@@ -332,7 +332,7 @@ static void test_lens_matches_mlx_dora(void **state) {
         ForwardState s;
         assert_int_equal(forward_state_init(&s, &m, 1, n, n, 0), 0);
         model_forward(&m, &s, ids, 0, NULL, NULL);
-        double zmax = max_abs_f(s.logits, (size_t)V);
+        double zmax = max_abs_on(m.be, s.logits, (size_t)V);
         forward_state_free(&s);
         double path = llama_path_terms(L, m.cfg.dim, m.cfg.hidden_dim, m.cfg.n_heads,
                                        m.cfg.head_dim, V, n, 1, 1) +
@@ -423,7 +423,7 @@ static double probs_vs_mlx(const Model *m, double extra_terms, const char *what)
         ForwardState s;
         assert_int_equal(forward_state_init(&s, m, 1, n, n, 0), 0);
         model_forward(m, &s, ids, 0, NULL, NULL);
-        double zmax = max_abs_f(s.logits, (size_t)V);
+        double zmax = max_abs_on(m->be, s.logits, (size_t)V);
         forward_state_free(&s);
         double path = llama_path_terms(L, m->cfg.dim, m->cfg.hidden_dim, m->cfg.n_heads,
                                        m->cfg.head_dim, V, n, 1, 1) + extra_terms;
@@ -722,7 +722,7 @@ static void test_cuda_model_matches_cpu(void **state) {
         if (!k) params_collect(&pl0, m, &g);
         grads_zero(&g);
         loss[k] = model_loss(m, &s, inputs, targets);
-        if (!k) zmax = max_abs_f(s.logits, (size_t)B * T * m->cfg.vocab_size);
+        if (!k) zmax = max_abs_on(m->be, s.logits, (size_t)B * T * m->cfg.vocab_size);
         model_backward(m, &s, targets, &g, 1.0f);
         m->be->sync();
         n = g.n_floats;

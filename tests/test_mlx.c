@@ -104,7 +104,7 @@ static double last_logits_max(const Model *m, const int *ids, int n) {
     ForwardState s;
     assert_int_equal(forward_state_init(&s, m, 1, n, n, 0), 0);
     model_forward(m, &s, ids, 0, NULL, NULL);
-    double z = max_abs_f(s.logits, (size_t)m->cfg.vocab_size);
+    double z = max_abs_on(m->be, s.logits, (size_t)m->cfg.vocab_size);
     forward_state_free(&s);
     return z;
 }

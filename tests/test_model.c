@@ -8,6 +8,7 @@
 #include "lens/lens.h"
 #include "model/generate.h"
 #include "model_util.h"
+#include "strict_backend.h"
 
 #define TINY FIXTURE("tiny")
 #define SMOL CACHED("SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -104,6 +105,18 @@ static void test_cuda_matches_transformers(void **state) {
     lens_matches_transformers(be);
     greedy_matches_transformers(be);
     adapters_match_peft(be);
+}
+
+// The same on the strict backend (tests/strict_backend.c): the CPU's arithmetic on buffers the
+// host may not touch (as a GPU's), so a read that bypasses download is a SIGSEGV here.
+static void test_strict_backend_matches_transformers(void **state) {
+    for (int dev = 0; dev < 2; dev++) {
+        const Backend *be = strict_backend(dev ? BACKEND_CAP_DEVICE : 0);
+        lens_matches_transformers(be);
+        greedy_matches_transformers(be);
+        adapters_match_peft(be);
+    }
+    assert_int_equal(strict_live_buffers(), 0);
 }
 
 // A second LoRA adapter replaces the first. It covers one layer only: the others used to keep
@@ -519,6 +532,7 @@ int main(void) {
         cmocka_unit_test(test_tiny_adapters_match_peft),
         cmocka_unit_test(test_second_adapter_replaces_first),
         cmocka_unit_test(test_cuda_matches_transformers),
+        cmocka_unit_test(test_strict_backend_matches_transformers),
         cmocka_unit_test(test_tiny_other_layouts),
         cmocka_unit_test(test_bad_models_give_clear_errors),
         cmocka_unit_test(test_tensor_names),

@@ -117,7 +117,7 @@ static void test_optimizers_match_mlx(void **state) {
     Schedule sc = {SCHED_COSINE_DECAY, 3, {1e-2, 5, 1e-3}, 0, 0};
     Optimizer opt = {0};
     Param p = {.data = w, .grad = g, .n = 8, .ndim = 1, .shape = {8}};
-    ParamList pl = {&p, 1, 8};
+    ParamList pl = {&p, 1, 8, &BACKEND_CPU};
     double err_bound[8];
     float prev[8];
     int cases = 0, exact_sgd = 1;

@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "formats/safetensors.h"
+#include "strict_backend.h"
 #include "test_util.h"
 #include "train/params.h"
 
@@ -74,7 +75,7 @@ static void run_trajectory_on(int full, const Backend *be, int tf32) {
     int n_targets = 0;
     for (int i = 0; i < N; i++) n_targets += su->targets[i] >= 0;
     TrajBound tb;
-    traj_init(&tb, &su->pl, &su->m.cfg, su->s.T, n_targets);
+    traj_init(&tb, &su->pl, &su->m.cfg, su->s.T, n_targets, be);
     // TF32's relative error of the logits (attention products included), or -1
     int L = su->m.cfg.n_layers;
     double tf32_bound = tf32 ? rounded_inputs_rel(0x1p-11, llama_products(L, 1, 0)) : -1;
@@ -84,7 +85,7 @@ static void run_trajectory_on(int full, const Backend *be, int tf32) {
         grads_zero(&su->g);
         float loss = model_loss(&su->m, &su->s, su->inputs, su->targets);
         be->sync();
-        double zmax = max_abs_f(su->s.logits, (size_t)N * V);
+        double zmax = max_abs_on(be, su->s.logits, (size_t)N * V);
         model_backward(&su->m, &su->s, su->targets, &su->g, 1.0f);
         be->sync();
         double ref = want ? want->valuedouble
@@ -127,6 +128,16 @@ static void test_trajectories_on_cuda(void **state) {
     be->set_fast_matmul(0);
 }
 
+// On the strict backend (tests/strict_backend.c): the CPU's arithmetic on buffers the host may
+// not touch, so every read of the model's, the gradients' or the optimizer's memory must go
+// through download, as on a GPU; a direct one is a SIGSEGV here.
+static void test_trajectories_on_strict_backend(void **state) {
+    for (int dev = 0; dev < 2; dev++)
+        for (int full = 0; full < 2; full++)
+            run_trajectory_on(full, strict_backend(dev ? BACKEND_CAP_DEVICE : 0), 0);
+    assert_int_equal(strict_live_buffers(), 0);
+}
+
 // Loss and every gradient of one step: bf16 products against f32 (the kernels themselves are
 // checked exactly in test_ops; here, that the model routes each product through them: a
 // gradient computed from a stale or wrong packing would be off by far more than bf16's
@@ -139,7 +150,7 @@ static double loss_grads(Model *m, ForwardState *s, Grads *g, const int *in, con
                          double *zmax) {
     grads_zero(g);
     double loss = model_loss(m, s, in, tg);
-    *zmax = max_abs_f(s->logits, (size_t)s->B * s->T * m->cfg.vocab_size);
+    *zmax = max_abs_on(m->be, s->logits, (size_t)s->B * s->T * m->cfg.vocab_size);
     model_backward(m, s, tg, g, 1.0f);
     return loss;
 }
@@ -183,7 +194,7 @@ static void run_bf16_step(int full) {
     double after16 = model_loss(&u.m, &u.s, u.inputs, u.targets);
     model_drop_bf16(&u.m);
     double after32 = model_loss(&u.m, &u.s, u.inputs, u.targets);
-    double z_after = max_abs_f(u.s.logits, (size_t)u.s.B * u.s.T * u.m.cfg.vocab_size);
+    double z_after = max_abs_on(u.m.be, u.s.logits, (size_t)u.s.B * u.s.T * u.m.cfg.vocab_size);
     double after_bound = loss_round_bound(fwd_rel, z_after, n_targets);
     printf("  %s after a step: bf16 loss %.6f, f32 %.6f (before %.6f): |diff| %.1e, bound %.1e\n",
            what, after16, after32, loss32, fabs(after16 - after32), after_bound);
@@ -271,25 +282,24 @@ static Run run_steps_on(int full, int acts, float dropout, const Backend *be, fl
     int n_targets = 0;
     for (int i = 0; i < B * T; i++) n_targets += targets[i] >= 0;
     TrajBound tb;  // its weight errors stay 0: only each forward's own rounding is bounded
-    traj_init(&tb, &pl, &m.cfg, T, n_targets);
+    traj_init(&tb, &pl, &m.cfg, T, n_targets, be);
     for (int step = 0; step < 4; step++) {
         grads_zero(&g);
         if (dropout >= 0) s.lora_dropout = (Dropout){dropout, dropout_key(99, (uint64_t)step)};
         run.loss[step] = model_loss(&m, &s, inputs, targets);
         be->sync();
-        double zmax = max_abs_f(s.logits, (size_t)B * T * m.cfg.vocab_size);
+        double zmax = max_abs_on(be, s.logits, (size_t)B * T * m.cfg.vocab_size);
         model_backward(&m, &s, targets, &g, 1.0f);
         run.loss_err[step] = traj_loss_bound(&tb, &pl, zmax, n_targets);
         if (step < 3) optimizer_step(&opt, &pl, lr);
     }
     be->sync();
     traj_free(&tb);
-    run.grad_err = f32_path_rel(tb.path) * max_abs_f(g.arena, g.n_floats);
-    run.grads = xmalloc(sizeof(float) * g.n_floats);
-    memcpy(run.grads, g.arena, sizeof(float) * g.n_floats);
+    run.grads = host_floats(be, g.arena, g.n_floats);
+    run.grad_err = f32_path_rel(tb.path) * max_abs_f(run.grads, g.n_floats);
     run.params = xmalloc(sizeof(float) * (size_t)pl.total);
     for (int i = 0, off = 0; i < pl.n; off += (int)pl.p[i].n, i++)
-        memcpy(run.params + off, pl.p[i].data, sizeof(float) * (size_t)pl.p[i].n);
+        be->download(run.params + off, pl.p[i].data, sizeof(float) * (size_t)pl.p[i].n);
     optimizer_free(&opt);
     params_free(&pl);
     grads_free(&g);
@@ -404,10 +414,10 @@ static void test_dropout_model_gradient(void **state) {
     const int N = u.s.B * u.s.T;
     int n_targets = 0;
     for (int i = 0; i < N; i++) n_targets += u.targets[i] >= 0;
-    double zmax = max_abs_f(u.s.logits, (size_t)N * u.m.cfg.vocab_size);
+    double zmax = max_abs_on(u.m.be, u.s.logits, (size_t)N * u.m.cfg.vocab_size);
     model_backward(&u.m, &u.s, u.targets, &u.g, 1.0f);
     TrajBound tb;
-    traj_init(&tb, pl, &u.m.cfg, u.s.T, n_targets);
+    traj_init(&tb, pl, &u.m.cfg, u.s.T, n_targets, u.m.be);
     double eps_l = traj_loss_bound(&tb, pl, zmax, n_targets);  // no weight error yet
     float gmax = 0;
     for (size_t i = 0; i < u.g.n_floats; i++) gmax = fmaxf(gmax, fabsf(u.g.arena[i]));
@@ -523,6 +533,7 @@ int main(void) {
         cmocka_unit_test(test_lora_trajectory_matches_pytorch),
         cmocka_unit_test(test_full_trajectory_matches_pytorch),
         cmocka_unit_test(test_trajectories_on_cuda),
+        cmocka_unit_test(test_trajectories_on_strict_backend),
         cmocka_unit_test(test_dropout_checkpoint_on_cuda),
         cmocka_unit_test(test_lora_bf16_step),
         cmocka_unit_test(test_full_bf16_step),

@@ -244,10 +244,19 @@ typedef struct {
     AdamErr *e;             // per trained value, in ParamList order
     int64_t n;
     double path, path_fwd;  // terms along the chain (llama_path_terms)
+    const Backend *be;      // whose buffers the parameters, gradients and moments are
 } TrajBound;
 
+// A host copy of n floats of backend be's buffer x (free it).
+static inline float *host_floats(const Backend *be, const float *x, size_t n) {
+    float *h = (float *)xmalloc((n ? n : 1) * sizeof(float));
+    be->download(h, x, n * sizeof(float));
+    return h;
+}
+
 static inline void traj_init(TrajBound *t, const ParamList *pl, const ModelConfig *c, int T,
-                             int N) {
+                             int N, const Backend *be) {
+    t->be = be;
     t->n = pl->total;
     t->e = (AdamErr *)calloc((size_t)(t->n ? t->n : 1), sizeof(AdamErr));
     t->path = llama_path_terms(c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->head_dim,
@@ -264,6 +273,13 @@ static inline double max_abs_f(const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(x[i]));
     return mx;
 }
+// ... of a buffer of backend be
+static inline double max_abs_on(const Backend *be, const float *x, size_t n) {
+    float *h = host_floats(be, x, n);
+    double mx = max_abs_f(h, n);
+    free(h);
+    return mx;
+}
 
 // The bound on this step's loss: call after the step's backward (pl's gradients are this
 // step's), before the optimizer step. zmax: the largest |logit| of the step's forward;
@@ -271,8 +287,11 @@ static inline double max_abs_f(const float *x, size_t n) {
 static inline double traj_loss_bound(const TrajBound *t, const ParamList *pl, double zmax,
                                      int n_targets) {
     double moved = 0;
-    for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++)
-        for (int64_t k = 0; k < pl->p[i].n; k++) moved += fabs(pl->p[i].grad[k]) * t->e[off + k].dw;
+    for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++) {
+        float *g = host_floats(t->be, pl->p[i].grad, (size_t)pl->p[i].n);
+        for (int64_t k = 0; k < pl->p[i].n; k++) moved += fabs(g[k]) * t->e[off + k].dw;
+        free(g);
+    }
     return loss_round_bound(f32_path_rel(t->path_fwd), zmax, n_targets) + moved;
 }
 
@@ -280,14 +299,18 @@ static inline double traj_loss_bound(const TrajBound *t, const ParamList *pl, do
 static inline void traj_step(TrajBound *t, const ParamList *pl, const float *m, const float *v,
                              double lr, int step) {
     double rel = f32_path_rel(step * t->path);
+    float *mh = host_floats(t->be, m, (size_t)pl->total), *vh = host_floats(t->be, v, (size_t)pl->total);
     for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++) {
         const Param *p = &pl->p[i];
+        float *g = host_floats(t->be, p->grad, (size_t)p->n), *w = host_floats(t->be, p->data, (size_t)p->n);
         double gmax = 0;
-        for (int64_t k = 0; k < p->n; k++) gmax = fmax(gmax, fabs(p->grad[k]));
+        for (int64_t k = 0; k < p->n; k++) gmax = fmax(gmax, fabs(g[k]));
         for (int64_t k = 0; k < p->n; k++)
-            adam_err_step(&t->e[off + k], m[off + k], v[off + k], p->grad[k], p->data[k],
-                          rel * gmax, lr, step);
+            adam_err_step(&t->e[off + k], mh[off + k], vh[off + k], g[k], w[k], rel * gmax, lr,
+                          step);
+        free(g), free(w);
     }
+    free(mh), free(vh);
 }
 
 // Our final weights against a reference file of the same names, entry by entry: returns the
@@ -308,12 +331,13 @@ static inline double traj_weights_ratio(const TrajBound *t, const ParamList *pl,
                      (long long)tensor_numel(tv), (long long)p->n);
         float *want = (float *)xmalloc(sizeof(float) * (size_t)p->n);
         if (tensor_to_f32(tv, want, &err)) fail_msg("%s", err.msg);
+        float *ours = host_floats(t->be, p->data, (size_t)p->n);
         for (int64_t k = 0; k < p->n; k++) {
-            double d = fabs((double)want[k] - p->data[k]), b = t->e[off + k].dw;
+            double d = fabs((double)want[k] - ours[k]), b = t->e[off + k].dw;
             if (d > worst_diff) worst_diff = d, bound_at = b;
             if (d / b > worst_ratio || isnan(d)) worst_ratio = isnan(d) ? INFINITY : d / b;
         }
-        free(want);
+        free(want), free(ours);
     }
     tensorset_free(&ts);
     printf("  %s final weights: max |diff| %.2e (bound there %.2e); worst |diff| / bound %.3f "

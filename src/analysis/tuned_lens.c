@@ -176,6 +176,10 @@ typedef struct {
     float *h, *t, *xn, *rstd, *z, *q, *p, *dxn, *dt, *hf;  // backend buffers
     float *W, *b, *dW, *db;                                // one translator (backend)
     float *host;                                           // (B, C) gather buffer
+    // host copies of what the loss reads (backend buffers are not the host's to read): the
+    // final distribution p and the lens's logits z and softmax q (B, V) each; a (B, C) row
+    // block; a (C) vector
+    float *hp, *hz, *hq, *hc, *hv;
     double *plogp;                                         // (B) sum p log p of each row
 } Work;
 
@@ -191,12 +195,16 @@ static void work_init(Work *w, const Model *m, int B) {
     w->p = w->q + bv, w->W = w->p + bv, w->dW = w->W + (size_t)C * C, w->b = w->dW + (size_t)C * C;
     w->db = w->b + C;
     w->host = xmalloc(sizeof(float) * bc);
+    w->hp = xmalloc(sizeof(float) * bv), w->hz = xmalloc(sizeof(float) * bv);
+    w->hq = xmalloc(sizeof(float) * bv), w->hc = xmalloc(sizeof(float) * bc);
+    w->hv = xmalloc(sizeof(float) * C);
     w->plogp = xmalloc(sizeof(double) * B);
 }
 
 static void work_free(Work *w) {
     w->m->be->free(w->h);
     free(w->host), free(w->plogp);
+    free(w->hp), free(w->hz), free(w->hq), free(w->hc), free(w->hv);
 }
 
 // sum_v p_v log p_v of each of n rows of logits zs and their softmax ps (V each): log p =
@@ -213,17 +221,26 @@ static void rows_plogp(const float *zs, const float *ps, int n, int V, double *p
     }
 }
 
-// The final distribution of n rows already in w->hf: w->p, and w->plogp; w->z keeps their
-// logits.
+// w->p (n rows of softmax of the logits in w->z, on the backend) to the host (w->hp), and
+// w->plogp.
+static void final_plogp(Work *w, int n) {
+    const Backend *be = w->m->be;
+    const size_t nv = (size_t)n * w->V;
+    be->softmax_forward(w->p, w->z, n, w->V);
+    be->download(w->hz, w->z, sizeof(float) * nv);
+    be->download(w->hp, w->p, sizeof(float) * nv);
+    rows_plogp(w->hz, w->hp, n, w->V, w->plogp);
+}
+
+// The final distribution of n rows already in w->hf: w->p (and its host copy w->hp), and
+// w->plogp.
 static void final_dist(Work *w, int n) {
     const Backend *be = w->m->be;
     const Model *m = w->m;
     const int C = w->C, V = w->V;
     be->rmsnorm_forward(w->xn, NULL, w->hf, m->final_norm, n, C, m->cfg.norm_eps);
     be->matmul_forward(w->z, w->xn, m->head, n, C, V);
-    be->softmax_forward(w->p, w->z, n, V);
-    be->sync();
-    rows_plogp(w->z, w->p, n, V, w->plogp);
+    final_plogp(w, n);
 }
 
 // The loss of the translator in w->W, w->b on the n rows in w->h against w->p, per row into
@@ -234,24 +251,27 @@ static double work_loss(Work *w, int n, int translate, int grad, double *kl) {
     const Model *m = w->m;
     const int C = w->C, V = w->V;
     const float *x = w->h;
-    if (translate) {  // t = h + h W^T + b
+    if (translate) {  // t = h + h W^T + b (the bias added on the host: no broadcast op)
         be->matmul_forward(w->t, w->h, w->W, n, C, C);
         be->add_inplace(w->t, w->h, (int64_t)n * C);
-        be->sync();
+        be->download(w->hc, w->t, sizeof(float) * (size_t)n * C);
+        be->download(w->hv, w->b, sizeof(float) * C);
         for (int r = 0; r < n; r++)
-            for (int i = 0; i < C; i++) w->t[(size_t)r * C + i] += w->b[i];
+            for (int i = 0; i < C; i++) w->hc[(size_t)r * C + i] += w->hv[i];
+        be->upload(w->t, w->hc, sizeof(float) * (size_t)n * C);
         x = w->t;
     }
     be->rmsnorm_forward(w->xn, w->rstd, x, m->final_norm, n, C, m->cfg.norm_eps);
     be->matmul_forward(w->z, w->xn, m->head, n, C, V);
     be->softmax_forward(w->q, w->z, n, V);
-    be->sync();
+    be->download(w->hz, w->z, sizeof(float) * (size_t)n * V);
+    be->download(w->hq, w->q, sizeof(float) * (size_t)n * V);
     double total = 0;
     const float inv = 1.0f / n;
     for (int r = 0; r < n; r++) {
         // KL = sum p log p - sum p z + logsumexp(z), logsumexp = z_a - log q_a at q's argmax
-        float *z = w->z + (size_t)r * V, *q = w->q + (size_t)r * V;
-        const float *p = w->p + (size_t)r * V;
+        float *z = w->hz + (size_t)r * V, *q = w->hq + (size_t)r * V;
+        const float *p = w->hp + (size_t)r * V;
         int a = 0;
         for (int v = 1; v < V; v++) a = q[v] > q[a] ? v : a;
         double lse = z[a] - log((double)q[a]), pz = 0;
@@ -263,14 +283,17 @@ static double work_loss(Work *w, int n, int translate, int grad, double *kl) {
             for (int v = 0; v < V; v++) z[v] = (q[v] - p[v]) * inv;  // dz, over the logits
     }
     if (grad) {
+        be->upload(w->z, w->hz, sizeof(float) * (size_t)n * V);  // dz
         be->zero(w->dxn, sizeof(float) * (size_t)n * C);
         be->matmul_backward(w->dxn, NULL, w->z, w->xn, m->head, n, C, V);
         be->zero(w->dt, sizeof(float) * (size_t)n * C);
         be->rmsnorm_backward(w->dt, NULL, w->dxn, x, m->final_norm, w->rstd, n, C);
         be->matmul_backward(NULL, w->dW, w->dt, w->h, w->W, n, C, C);
-        be->sync();
+        be->download(w->hc, w->dt, sizeof(float) * (size_t)n * C);
+        be->download(w->hv, w->db, sizeof(float) * C);
         for (int r = 0; r < n; r++)
-            for (int i = 0; i < C; i++) w->db[i] += w->dt[(size_t)r * C + i];
+            for (int i = 0; i < C; i++) w->hv[i] += w->hc[(size_t)r * C + i];
+        be->upload(w->db, w->hv, sizeof(float) * C);
     }
     return total / n;
 }
@@ -285,9 +308,7 @@ double tuned_lens_loss(const Model *m, const float *W, const float *b, const flo
     be->upload(w.b, b, sizeof(float) * C);
     be->upload(w.h, h, sizeof(float) * (size_t)n * C);
     be->upload(w.z, zf, sizeof(float) * (size_t)n * V);
-    be->softmax_forward(w.p, w.z, n, V);
-    be->sync();
-    rows_plogp(w.z, w.p, n, V, w.plogp);
+    final_plogp(&w, n);
     int grad = dW && db;
     if (grad) {
         be->upload(w.dW, dW, sizeof(float) * (size_t)C * C);
@@ -352,6 +373,7 @@ int tuned_lens_fit_linear(const Model *m, TunedLens *t, const float *res, int64_
     float *X = buf, *Y = X + (size_t)B * K, *G = Y + (size_t)B * C, *P = G + (size_t)K * K;
     float *hx = xmalloc(sizeof(float) * (size_t)B * K), *hy = xmalloc(sizeof(float) * (size_t)B * C);
     double *Gd = xmalloc(sizeof(double) * (size_t)K * K), *Pd = xmalloc(sizeof(double) * (size_t)K * C);
+    float *hG = xmalloc(sizeof(float) * (size_t)K * K), *hP = xmalloc(sizeof(float) * (size_t)C * K);
     for (int r = 0; r < L; r++) {  // translator r: lens layer r - 1
         be->zero(G, sizeof(float) * (size_t)K * K);
         be->zero(P, sizeof(float) * (size_t)C * K);
@@ -373,18 +395,19 @@ int tuned_lens_fit_linear(const Model *m, TunedLens *t, const float *res, int64_
             be->matmul_backward(NULL, G, X, X, NULL, n, K, K);
             be->matmul_backward(NULL, P, Y, X, NULL, n, K, C);
         }
-        be->sync();
+        be->download(hG, G, sizeof(float) * (size_t)K * K);
+        be->download(hP, P, sizeof(float) * (size_t)C * K);
         double tr = 0;
-        for (int i = 0; i < K; i++) tr += G[(size_t)i * K + i];
-        for (size_t i = 0; i < (size_t)K * K; i++) Gd[i] = G[i];
+        for (int i = 0; i < K; i++) tr += hG[(size_t)i * K + i];
+        for (size_t i = 0; i < (size_t)K * K; i++) Gd[i] = hG[i];
         for (int i = 0; i < K; i++) Gd[(size_t)i * K + i] += ridge * tr / K + 1e-30;
         // G [A b]^T = X^T Y: right-hand sides are P's rows (column-major for LAPACK: P^T's
         // columns are P's rows, so P's row-major layout is already (K, C) column-major)
-        for (size_t i = 0; i < (size_t)C * K; i++) Pd[i] = P[i];
+        for (size_t i = 0; i < (size_t)C * K; i++) Pd[i] = hP[i];
         int n = K, nrhs = C, info = 0;
         dposv_("U", &n, &nrhs, Gd, &n, Pd, &n, &info);
         if (info != 0) {
-            be->free(buf), free(hx), free(hy), free(Gd), free(Pd);
+            be->free(buf), free(hx), free(hy), free(Gd), free(Pd), free(hG), free(hP);
             return err_set(err, "the least-squares fit of layer %d failed (LAPACK dposv info "
                            "%d): its residuals are degenerate", r - 1, info);
         }
@@ -395,7 +418,7 @@ int tuned_lens_fit_linear(const Model *m, TunedLens *t, const float *res, int64_
             b[o] = (float)row[C];
         }
     }
-    be->free(buf), free(hx), free(hy), free(Gd), free(Pd);
+    be->free(buf), free(hx), free(hy), free(Gd), free(Pd), free(hG), free(hP);
     return 0;
 }
 
@@ -431,15 +454,16 @@ int tuned_lens_train(const Model *m, TunedLens *t, const float *res, int64_t N,
         int64_t *sidx = xmalloc(sizeof(int64_t) * ns);
         for (int i = 0; i < ns; i++) sidx[i] = (int64_t)((double)i * N / ns);
         for (int r = 0; r < L; r++) {
-            gather(&w, w.h, res, sidx, ns, r);
+            gather(&w, w.h, res, sidx, ns, r);  // (w.host keeps the rows)
             be->matmul_forward(w.t, w.h, Wd + (size_t)r * cc, ns, C, C);
             be->add_inplace(w.t, w.h, (int64_t)ns * C);
-            be->sync();
+            be->download(w.hc, w.t, sizeof(float) * (size_t)ns * C);
+            const float *bias = t->bias + (size_t)r * C;
             double l1 = 0, ss = 0;
             for (int i = 0; i < ns; i++)
                 for (int j = 0; j < C; j++) {
-                    double tv = w.t[(size_t)i * C + j] + bd[(size_t)r * C + j];
-                    l1 += fabs(w.h[(size_t)i * C + j]), ss += tv * tv;
+                    double tv = w.hc[(size_t)i * C + j] + bias[j];
+                    l1 += fabs(w.host[(size_t)i * C + j]), ss += tv * tv;
                 }
             double rms = sqrt(ss / ((double)ns * C));
             scale_b[r] = rms, scale_w[r] = rms / (l1 / ns + 1e-30);

@@ -42,9 +42,13 @@ typedef struct Backend {
     int (*supports)(ComputeDtype dtype, char *why, size_t cap);
     ComputeDtype auto_dtype;
 
-    // ---- memory. Buffers come zero-filled and are readable and writable by the host too
-    // (CUDA: managed memory), so saving and loading code needs no copies; the host must call
-    // sync before it reads what ops wrote. Hot paths move data with upload/download instead.
+    // ---- memory. A buffer is the backend's memory (CUDA: device memory, cudaMalloc'd), not
+    // the host's: the host never dereferences one. It writes a buffer only through upload (or
+    // zero, or copy from another buffer) and reads one only through download, which waits for
+    // the ops queued before it; sync is for timing and for handing results to another thread,
+    // never a licence to read a buffer in place. Buffers come zero-filled. (The CPU's buffers
+    // are host memory and upload/download are memcpy, but code written for any backend must not
+    // count on it: tests/strict_backend.c runs the CPU's ops on buffers the host cannot touch.)
     void *(*alloc)(size_t bytes);  // NULL when out of memory
     void (*free)(void *p);
     void (*zero)(void *p, size_t bytes);
@@ -52,7 +56,6 @@ typedef struct Backend {
     void (*upload)(void *dst, const void *host, size_t bytes);    // host memory -> buffer
     void (*download)(void *host, const void *src, size_t bytes);  // buffer -> host memory (syncs)
     void (*sync)(void);                                           // queued ops have finished
-    void (*prefetch)(const void *p, size_t bytes);  // a buffer the host filled moves to the device
     size_t (*peak_bytes)(void);  // most bytes ever allocated at once (0: not tracked)
     // Matrix products in reduced precision where the hardware has it (CUDA: TF32 tensor cores,
     // 10-bit mantissa, f32 sums); 0: exact f32. The op tests' switch; model code asks for a

@@ -155,13 +155,29 @@ static int write_config_json(const char *path, const cJSON *j, Error *err) {
     return rc;
 }
 
+// A host copy of n floats of backend be's buffer (heap).
+static float *host_copy(const Backend *be, const float *buf, int64_t n) {
+    float *h = xmalloc(sizeof(float) * (size_t)(n ? n : 1));
+    be->download(h, buf, sizeof(float) * (size_t)n);
+    return h;
+}
+
+// The parameters' values on the host, in pl's order (heap, pl->total floats).
+static float *params_host(const ParamList *pl) {
+    float *h = xmalloc(sizeof(float) * (size_t)(pl->total ? pl->total : 1));
+    for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++)
+        pl->be->download(h + off, pl->p[i].data, sizeof(float) * (size_t)pl->p[i].n);
+    return h;
+}
+
 static int save_params(const char *path, const ParamList *pl, Error *err) {
     SafetensorsEntry *e = xcalloc((size_t)pl->n, sizeof *e);
-    for (int i = 0; i < pl->n; i++)
+    float *host = params_host(pl);
+    for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++)
         e[i] = (SafetensorsEntry){pl->p[i].name, DT_F32, pl->p[i].ndim,
-                                  {pl->p[i].shape[0], pl->p[i].shape[1]}, pl->p[i].data};
+                                  {pl->p[i].shape[0], pl->p[i].shape[1]}, host + off};
     int rc = safetensors_save(path, e, pl->n, NULL, NULL, 0, err);
-    free(e);
+    free(e), free(host);
     return rc;
 }
 
@@ -200,8 +216,13 @@ int checkpoint_load_params(const ParamList *pl, const char *path, Error *err) {
                          path, p->name, (long long)t->shape[0],
                          (long long)(t->ndim > 1 ? t->shape[1] : 1), (long long)p->shape[0],
                          (long long)(p->ndim > 1 ? p->shape[1] : 1));
-        else if ((rc = tensor_to_f32(t, p->data, err)) == 0)
-            rc = tensor_check_finite(t, p->data, p->n, err);
+        else {
+            float *h = xmalloc(sizeof(float) * (size_t)(p->n ? p->n : 1));
+            if ((rc = tensor_to_f32(t, h, err)) == 0 &&
+                (rc = tensor_check_finite(t, h, p->n, err)) == 0)
+                pl->be->upload(p->data, h, sizeof(float) * (size_t)p->n);
+            free(h);
+        }
     }
     if (rc == 0 && ts.n != pl->n)
         rc = err_set(err, "%s: holds %d tensors, this run trains %d (another --num-layers, rank "
@@ -256,21 +277,31 @@ static int save_state_tensors(const char *path, const TrainConfig *c, int iter,
     const ParamList *pl = s->pl;
     SafetensorsEntry *e = xcalloc((size_t)pl->n + 3, sizeof *e);
     char **names = xcalloc((size_t)pl->n, sizeof *names);
+    float *params = params_host(pl), *m = NULL, *v = NULL, *grads = NULL;  // host copies
     int k = 0;
-    for (int i = 0; i < pl->n; i++) {
+    for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++) {
         names[i] = xasprintf("param/%s", pl->p[i].name);
         e[k++] = (SafetensorsEntry){names[i], DT_F32, pl->p[i].ndim,
-                                    {pl->p[i].shape[0], pl->p[i].shape[1]}, pl->p[i].data};
+                                    {pl->p[i].shape[0], pl->p[i].shape[1]}, params + off};
     }
     const Optimizer *opt = s->opt;
-    if (opt->m) e[k++] = (SafetensorsEntry){"optimizer/m", DT_F32, 1, {opt->n}, opt->m};
-    if (opt->v) e[k++] = (SafetensorsEntry){"optimizer/v", DT_F32, 1, {opt->n}, opt->v};
-    if (mid_update)
-        e[k++] = (SafetensorsEntry){"grads", DT_F32, 1, {(int64_t)s->g->n_floats}, s->g->arena};
+    if (opt->m) {
+        m = host_copy(opt->be, opt->m, opt->n);
+        e[k++] = (SafetensorsEntry){"optimizer/m", DT_F32, 1, {opt->n}, m};
+    }
+    if (opt->v) {
+        v = host_copy(opt->be, opt->v, opt->n);
+        e[k++] = (SafetensorsEntry){"optimizer/v", DT_F32, 1, {opt->n}, v};
+    }
+    if (mid_update) {
+        grads = host_copy(s->g->be, s->g->arena, (int64_t)s->g->n_floats);
+        e[k++] = (SafetensorsEntry){"grads", DT_F32, 1, {(int64_t)s->g->n_floats}, grads};
+    }
     int rc = safetensors_save(path, e, k, NULL, NULL, 0, err);
     for (int i = 0; i < pl->n; i++) free(names[i]);
     free(names);
     free(e);
+    free(params), free(m), free(v), free(grads);
     return rc;
 }
 
@@ -331,13 +362,14 @@ static int state_number(const cJSON *obj, const char *key, double lo, double hi,
     return 0;
 }
 
-static int load_tensor(const TensorSet *ts, const char *path, const char *name, float *dst,
-                       int64_t n, Error *err) {
+// tensor name of ts into dst, n floats of backend be's buffer
+static int load_tensor(const TensorSet *ts, const char *path, const char *name, const Backend *be,
+                       float *dst, int64_t n, Error *err) {
     const TensorView *t = tensorset_find(ts, name);
     if (!t) return err_set(err, "%s: no tensor '%s'", path, name);
     if (t->dtype != DT_F32 || tensor_numel(t) != n)
         return err_set(err, "%s: tensor '%s' is not %lld f32 values", path, name, (long long)n);
-    memcpy(dst, t->data, sizeof(float) * (size_t)n);
+    be->upload(dst, t->data, sizeof(float) * (size_t)n);
     return 0;
 }
 
@@ -347,14 +379,14 @@ static int restore_tensors(const char *path, const TrainState *s, int has_grads,
     int bad = 0;
     for (int i = 0; i < s->pl->n && !bad; i++) {
         char *name = xasprintf("param/%s", s->pl->p[i].name);
-        bad = load_tensor(&ts, path, name, s->pl->p[i].data, s->pl->p[i].n, err);
+        bad = load_tensor(&ts, path, name, s->pl->be, s->pl->p[i].data, s->pl->p[i].n, err);
         free(name);
     }
     const Optimizer *opt = s->opt;
-    if (!bad && opt->m) bad = load_tensor(&ts, path, "optimizer/m", opt->m, opt->n, err);
-    if (!bad && opt->v) bad = load_tensor(&ts, path, "optimizer/v", opt->v, opt->n, err);
+    if (!bad && opt->m) bad = load_tensor(&ts, path, "optimizer/m", opt->be, opt->m, opt->n, err);
+    if (!bad && opt->v) bad = load_tensor(&ts, path, "optimizer/v", opt->be, opt->v, opt->n, err);
     if (!bad && has_grads)
-        bad = load_tensor(&ts, path, "grads", s->g->arena, (int64_t)s->g->n_floats, err);
+        bad = load_tensor(&ts, path, "grads", s->g->be, s->g->arena, (int64_t)s->g->n_floats, err);
     tensorset_free(&ts);
     return bad ? -1 : 0;
 }

@@ -81,6 +81,7 @@ static void add_param(ParamList *pl, const char *name, float *data, float *grad,
 void params_collect(ParamList *pl, Model *m, const Grads *g) {
     const ModelConfig *c = &m->cfg;
     memset(pl, 0, sizeof *pl);
+    pl->be = m->be;
     pl->p = xcalloc((size_t)c->n_layers * (2 + 3 * N_PROJ), sizeof(Param));
     for (int l = g->first_layer; l < c->n_layers; l++) {
         Block *b = &m->blocks[l];
@@ -175,8 +176,7 @@ int optimizer_configure(Optimizer *o, const OptimizerSettings *s, Error *err) {
                                "nesterov run on the CPU only (--device cpu)");
             if (s->momentum > 0 && !o->v) {
                 o->v = o->be->alloc(sizeof(float) * (o->n ? (size_t)o->n : 1));
-                if (!o->v) return err_set(err, "out of memory for SGD's momentum");
-                memset(o->v, 0, sizeof(float) * (size_t)o->n);
+                if (!o->v) return err_set(err, "out of memory for SGD's momentum");  // zeroed
             }
         }
     }
@@ -190,13 +190,19 @@ void optimizer_free(Optimizer *o) {
     memset(o, 0, sizeof *o);
 }
 
-// mlx's SGD with its options, on host memory, op by op as mlx.optimizers.SGD.apply_single:
+// mlx's SGD with its options, on the host, op by op as mlx.optimizers.SGD.apply_single:
 //   g += wd p;  v = mu v + (1 - dampening) g  (or + g);  update = nesterov ? g + mu v : v;
 //   p = p - lr update
-static void sgd_full(const OptimizerSettings *s, float *p, const float *grad, float *v, int64_t n,
-                     float lr) {
+// p, grad and v are be's buffers: worked on in host copies.
+static void sgd_full(const Backend *be, const OptimizerSettings *s, float *p_buf,
+                     const float *grad_buf, float *v_buf, int64_t n, float lr) {
     const float wd = (float)s->weight_decay, mu = (float)s->momentum;
     const float damp = (float)(1 - s->dampening);
+    const size_t bytes = sizeof(float) * (size_t)(n ? n : 1);
+    float *p = xmalloc(bytes), *grad = xmalloc(bytes), *v = v_buf ? xmalloc(bytes) : NULL;
+    be->download(p, p_buf, sizeof(float) * (size_t)n);
+    be->download(grad, grad_buf, sizeof(float) * (size_t)n);
+    if (v) be->download(v, v_buf, sizeof(float) * (size_t)n);
     for (int64_t i = 0; i < n; i++) {
         float g = grad[i];
         if (s->weight_decay != 0) g = g + wd * p[i];
@@ -210,6 +216,9 @@ static void sgd_full(const OptimizerSettings *s, float *p, const float *grad, fl
         v[i] = vi;
         p[i] = p[i] - lr * up;
     }
+    be->upload(p_buf, p, sizeof(float) * (size_t)n);
+    if (v) be->upload(v_buf, v, sizeof(float) * (size_t)n);
+    free(p), free(grad), free(v);
 }
 
 void optimizer_step(Optimizer *o, const ParamList *pl, float lr) {
@@ -233,7 +242,7 @@ void optimizer_step(Optimizer *o, const ParamList *pl, float lr) {
         if (o->kind == OPT_SGD && sgd_plain(s))
             o->be->sgd_update(p->data, p->grad, p->n, lr);
         else if (o->kind == OPT_SGD)
-            sgd_full(s, p->data, p->grad, o->v ? o->v + off : NULL, p->n, lr);
+            sgd_full(o->be, s, p->data, p->grad, o->v ? o->v + off : NULL, p->n, lr);
         else
             o->be->adam_update(p->data, p->grad, o->m + off, o->v + off, p->n, step_lr,
                                (float)s->beta1, (float)s->beta2, eps, wd);

@@ -17,7 +17,8 @@ typedef struct {
 typedef struct {
     Param *p;
     int n;
-    int64_t total;  // values
+    int64_t total;      // values
+    const Backend *be;  // the model's: data and grad are its buffers (read them by download)
 } ParamList;
 
 // Attach fresh LoRA matrices to the blocks [first_layer, L) for the projections in key_mask

@@ -367,7 +367,6 @@ static int report(Trainer *t, int iter, Error *err) {
 
 static int save_checkpoint(Trainer *t, int iter, BatchIter *it, Error *err) {
     const TrainConfig *c = t->c;
-    t->m.be->sync();  // the host reads the parameters
     TrainState st = {&t->pl, &t->opt, &t->g, it, &t->acc, t->out};
     // after the last iteration nothing is left to resume: no state (it would be removed right
     // away; for a full fine-tune it is gigabytes)
@@ -425,7 +424,6 @@ static int train_loop(Trainer *t, Error *err) {
             goto done;
         }
     }
-    t->m.be->sync();
     if (t->saved[0] != c->iters && checkpoint_save_weights(c, c->iters, 0, &t->pl, err)) goto done;
     printf("Saved final weights to %s/adapters.safetensors.\n", c->adapter_path);
     checkpoint_remove_state(c->adapter_path);  // finished: nothing left to resume

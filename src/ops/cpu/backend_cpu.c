@@ -16,7 +16,6 @@ static void *cpu_alloc(size_t bytes) { return calloc(bytes ? bytes : 1, 1); }
 static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
 static void cpu_copy(void *dst, const void *src, size_t bytes) { memmove(dst, src, bytes); }
 static void cpu_sync(void) {}
-static void cpu_prefetch(const void *p, size_t bytes) { (void)p, (void)bytes; }
 static size_t cpu_peak_bytes(void) { return 0; }  // the process's peak RSS says it
 static void cpu_set_fast_matmul(int on) { (void)on; }  // bf16 runs through packed weights
 
@@ -107,7 +106,6 @@ const Backend BACKEND_CPU = {
     .upload = cpu_copy,
     .download = cpu_copy,
     .sync = cpu_sync,
-    .prefetch = cpu_prefetch,
     .peak_bytes = cpu_peak_bytes,
     .set_fast_matmul = cpu_set_fast_matmul,
     .linear_prepare = cpu_linear_prepare,

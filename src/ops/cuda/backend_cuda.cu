@@ -1,6 +1,10 @@
-// backend_cuda.cu — the CUDA backend: managed memory on GPU 0 (weight handles: cudaMalloc), the ops of this folder, one
-// cuBLAS handle and one growable scratch workspace, all on the legacy default stream.
+// backend_cuda.cu — the CUDA backend: device memory of GPU 0 from one arena (cudaMalloc'd
+// segments), the ops of this folder, one cuBLAS handle and one growable scratch workspace, all
+// on the legacy default stream.
+#include <iterator>
+#include <map>
 #include <mutex>
+#include <set>
 #include <string.h>
 #include <unordered_map>
 
@@ -11,19 +15,36 @@ extern "C" {
 #include "common.h"
 }
 
+// ---- memory: one arena of cudaMalloc'd segments
+// Never managed memory: an allocation the card cannot hold fails (NULL, "out of cuda memory")
+// instead of oversubscribing the card, which can page it to death or hang it. Buffers are ranges
+// of large cudaMalloc'd segments, handed out best-fit from a free list; freeing returns the
+// range to the list at once (no cudaFree, which would wait for the device). Every op, copy and
+// memset runs on the one (legacy default) stream, so work queued on a freed range finishes
+// before any later op on a buffer that reuses it starts.
+static const size_t ALIGN = 256;                   // what cudaMalloc gives: any type, coalesced
+static const size_t SEGMENT = (size_t)256 << 20;   // segments are at least this big
+static const size_t SEG_GRAN = (size_t)2 << 20;    // larger ones are rounded to this
+
+struct Arena {
+    std::map<uintptr_t, size_t> segs;                      // segment start -> bytes
+    std::map<uintptr_t, size_t> free_by_addr;              // free range start -> bytes
+    std::set<std::pair<size_t, uintptr_t>> free_by_size;   // the same ranges, by size
+    std::map<uintptr_t, size_t> live;                      // allocated ranges (buffer pieces)
+    std::unordered_map<uintptr_t, size_t> bufs;            // buffer -> bytes it spanned at alloc
+};
+
 static struct {
     cublasHandle_t handle;
-    float *ws;          // device workspace (cudaMalloc), ws_floats long
+    float *ws;          // device workspace (from the arena), ws_floats long
     size_t ws_floats;
-    size_t cur_bytes;   // managed buffers + workspace, now
+    size_t cur_bytes;   // allocated from the arena (buffers, weight handles, workspace), now
     size_t peak_bytes;  // ... at most
-    size_t card_bytes;  // the GPU's memory: managed buffers never add up to more
+    size_t seg_bytes;   // cudaMalloc'd in segments
     int fast_matmul;
     ComputeDtype reduced;  // what fast_matmul stands for: DTYPE_F32, DTYPE_TF32 or DTYPE_BF16
-    int prefetchable;   // cudaDevAttrConcurrentManagedAccess: prefetching is supported
-    std::unordered_map<void *, size_t> *sizes;  // live buffer -> bytes, for free
-    std::unordered_map<void *, size_t> *released;  // ranges moved to the host (not counted)
-    std::mutex lock;                            // guards sizes and the byte counts
+    Arena *arena;
+    std::mutex lock;    // guards the arena and the byte counts
 } ctx;
 
 static Backend backend;
@@ -33,75 +54,136 @@ static std::once_flag init_once;
 
 cublasHandle_t cuda_cublas(void) { return ctx.handle; }
 
-static void count_bytes(long long delta) {  // with ctx.lock held
-    ctx.cur_bytes = (size_t)((long long)ctx.cur_bytes + delta);
+static size_t round_up(size_t n, size_t g) { return (n + g - 1) / g * g; }
+
+// (all arena_* with ctx.lock held)
+static void free_insert(uintptr_t a, size_t n) {  // merged with free neighbours of its segment
+    Arena &A = *ctx.arena;
+    auto next = A.free_by_addr.lower_bound(a);
+    if (next != A.free_by_addr.end() && next->first == a + n && !A.segs.count(a + n)) {
+        n += next->second;
+        A.free_by_size.erase({next->second, next->first});
+        next = A.free_by_addr.erase(next);
+    }
+    if (next != A.free_by_addr.begin() && !A.segs.count(a)) {
+        auto prev = std::prev(next);
+        if (prev->first + prev->second == a) {
+            a = prev->first, n += prev->second;
+            A.free_by_size.erase({prev->second, prev->first});
+            A.free_by_addr.erase(prev);
+        }
+    }
+    A.free_by_addr[a] = n;
+    A.free_by_size.insert({n, a});
+}
+
+static uintptr_t arena_take(size_t n) {  // best fit; 0 when no free range is big enough
+    Arena &A = *ctx.arena;
+    auto it = A.free_by_size.lower_bound({n, 0});
+    if (it == A.free_by_size.end()) return 0;
+    const size_t have = it->first;
+    const uintptr_t a = it->second;
+    A.free_by_size.erase(it);
+    A.free_by_addr.erase(a);
+    if (have > n) {  // the rest stays free (its neighbours are in use: nothing to merge)
+        A.free_by_addr[a + n] = have - n;
+        A.free_by_size.insert({have - n, a + n});
+    }
+    return a;
+}
+
+// Segments with nothing allocated go back to the driver (cudaFree waits for the device: only
+// when memory runs short).
+static void arena_trim(void) {
+    Arena &A = *ctx.arena;
+    for (auto s = A.segs.begin(); s != A.segs.end();) {
+        auto f = A.free_by_addr.find(s->first);
+        if (f == A.free_by_addr.end() || f->second != s->second) {
+            ++s;
+            continue;
+        }
+        A.free_by_size.erase({f->second, f->first});
+        A.free_by_addr.erase(f);
+        CUDA_CHECK(cudaFree((void *)s->first));
+        ctx.seg_bytes -= s->second;
+        s = A.segs.erase(s);
+    }
+}
+
+static int arena_grow(size_t n) {  // a new segment that holds n bytes; 0 when the card is full
+    const size_t exact = round_up(n, SEG_GRAN), sizes[2] = {exact < SEGMENT ? SEGMENT : exact, exact};
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < 2; i++) {
+            void *p = NULL;
+            if (cudaMalloc(&p, sizes[i]) == cudaSuccess) {
+                ctx.arena->segs[(uintptr_t)p] = sizes[i];
+                ctx.seg_bytes += sizes[i];
+                free_insert((uintptr_t)p, sizes[i]);
+                return 1;
+            }
+            (void)cudaGetLastError();  // out of memory is reported as NULL, not kept as an error
+        }
+        arena_trim();  // then try once more with the empty segments given back
+    }
+    return 0;
+}
+
+static void *arena_alloc(size_t bytes) {
+    const size_t n = round_up(bytes ? bytes : 1, ALIGN);
+    uintptr_t a = arena_take(n);
+    if (!a && arena_grow(n)) a = arena_take(n);
+    if (!a) return NULL;
+    ctx.arena->live[a] = n;
+    ctx.arena->bufs[a] = n;
+    ctx.cur_bytes += n;
     if (ctx.cur_bytes > ctx.peak_bytes) ctx.peak_bytes = ctx.cur_bytes;
+    return (void *)a;
+}
+
+static void arena_free(void *p) {  // every piece of the buffer that is still allocated
+    Arena &A = *ctx.arena;
+    auto b = A.bufs.find((uintptr_t)p);
+    if (b == A.bufs.end()) return;
+    const uintptr_t end = b->first + b->second;
+    for (auto it = A.live.lower_bound(b->first); it != A.live.end() && it->first < end;) {
+        free_insert(it->first, it->second);
+        ctx.cur_bytes -= it->second;
+        it = A.live.erase(it);
+    }
+    A.bufs.erase(b);
 }
 
 float *cuda_workspace(size_t floats) {
     if (floats <= ctx.ws_floats && ctx.ws) return ctx.ws;
     const size_t gran = (size_t)1 << 18;  // 1 MiB of floats
     size_t want = (floats + gran - 1) / gran * gran;
-    CUDA_CHECK(cudaDeviceSynchronize());  // queued ops may still use the old one
-    if (ctx.ws) CUDA_CHECK(cudaFree(ctx.ws));
-    {
-        std::lock_guard<std::mutex> g(ctx.lock);
-        count_bytes(-(long long)(ctx.ws_floats * sizeof(float)));
-    }
-    ctx.ws = NULL;
-    ctx.ws_floats = 0;
-    CUDA_CHECK(cudaMalloc((void **)&ctx.ws, want * sizeof(float)));
-    ctx.ws_floats = want;
     std::lock_guard<std::mutex> g(ctx.lock);
-    count_bytes((long long)(want * sizeof(float)));
+    if (ctx.ws) arena_free(ctx.ws);  // ops queued on it run before any reuse (one stream)
+    ctx.ws = (float *)arena_alloc(want * sizeof(float));
+    if (!ctx.ws) {
+        fprintf(stderr, "tunelens: out of %s memory (could not allocate a %zu-byte workspace)\n",
+                backend.device, want * sizeof(float));
+        exit(1);
+    }
+    ctx.ws_floats = want;
     return ctx.ws;
 }
 
-// ---- memory
-
 static void *cu_alloc(size_t bytes) {
-    void *p = NULL;
-    size_t n = bytes ? bytes : 1;
+    void *p;
     {
-        // managed memory would oversubscribe the card (and page it to death, or hang it):
-        // more than the card holds is out of memory, reported as NULL
         std::lock_guard<std::mutex> g(ctx.lock);
-        if (n > ctx.card_bytes || ctx.cur_bytes > ctx.card_bytes - n) return NULL;
+        p = arena_alloc(bytes);
     }
-    if (cudaMallocManaged(&p, n, cudaMemAttachGlobal) != cudaSuccess) {
-        (void)cudaGetLastError();  // clear it: out of memory is reported as NULL
-        return NULL;
-    }
-    // zero-filled; memset on managed memory is synchronous with the host, so the host may write
-    // the buffer as soon as this returns
-    CUDA_CHECK(cudaMemset(p, 0, n));
-    std::lock_guard<std::mutex> g(ctx.lock);
-    (*ctx.sizes)[p] = n;
-    count_bytes((long long)n);
+    // zero-filled, in stream order: before any later upload or op on it
+    if (p) CUDA_CHECK(cudaMemsetAsync(p, 0, bytes ? bytes : 1, 0));
     return p;
 }
 
 static void cu_free(void *p) {
     if (!p) return;
-    {
-        std::lock_guard<std::mutex> g(ctx.lock);
-        auto it = ctx.sizes->find(p);
-        if (it != ctx.sizes->end()) {
-            count_bytes(-(long long)it->second);
-            // ranges of it moved to the host were no longer counted
-            const uintptr_t lo = (uintptr_t)p, hi = lo + it->second;
-            for (auto r = ctx.released->begin(); r != ctx.released->end();) {
-                if ((uintptr_t)r->first >= lo && (uintptr_t)r->first < hi) {
-                    count_bytes((long long)r->second);
-                    r = ctx.released->erase(r);
-                } else {
-                    ++r;
-                }
-            }
-            ctx.sizes->erase(it);
-        }
-    }
-    CUDA_CHECK(cudaFree(p));  // waits for queued work that may still use it
+    std::lock_guard<std::mutex> g(ctx.lock);
+    arena_free(p);
 }
 
 static void cu_zero(void *p, size_t bytes) {
@@ -124,19 +206,6 @@ static void cu_download(void *host, const void *src, size_t bytes) {
 
 static void cu_sync(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
 
-static void cu_prefetch(const void *p, size_t bytes) {
-    if (!p || !bytes || !ctx.prefetchable) return;
-#if CUDART_VERSION >= 13000
-    cudaMemLocation loc;
-    memset(&loc, 0, sizeof loc);
-    loc.type = cudaMemLocationTypeDevice;
-    loc.id = 0;
-    CUDA_CHECK(cudaMemPrefetchAsync(p, bytes, loc, 0, 0));
-#else
-    CUDA_CHECK(cudaMemPrefetchAsync(p, bytes, 0, 0));
-#endif
-}
-
 static size_t cu_peak_bytes(void) {
     std::lock_guard<std::mutex> g(ctx.lock);
     return ctx.peak_bytes;
@@ -156,45 +225,35 @@ static int cu_supports(ComputeDtype dtype, char *why, size_t cap) {
     return dtype == DTYPE_F32 || dtype == DTYPE_TF32 || dtype == DTYPE_BF16 || dtype == DTYPE_AUTO;
 }
 
-// device memory of the backend's own (weight handles): plain cudaMalloc, counted in the peak
+// device memory of the backend's own (weight handles): from the arena, not zeroed
 void *cuda_device_alloc(size_t bytes) {
-    size_t n = bytes ? bytes : 1;
-    {
-        std::lock_guard<std::mutex> g(ctx.lock);
-        if (n > ctx.card_bytes || ctx.cur_bytes > ctx.card_bytes - n) return NULL;
-    }
-    void *p = NULL;
-    if (cudaMalloc(&p, n) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return NULL;
-    }
     std::lock_guard<std::mutex> g(ctx.lock);
-    (*ctx.sizes)[p] = n;
-    count_bytes((long long)n);
-    return p;
+    return arena_alloc(bytes);
 }
 void cuda_device_free(void *p) { cu_free(p); }
 
-// A managed range nothing on the device will read again (a frozen weight's f32 original once
-// its bf16 copy exists; it may sit inside a larger buffer, the model's weight arena): its
-// whole 64 KiB pages move to the host, which frees them on the card, and stop counting as
-// device memory. Should anything touch them later, managed memory brings them back.
-void cuda_release_to_host(void *p, size_t bytes) {
-    if (!ctx.prefetchable || !p) return;
-    const uintptr_t g = (uintptr_t)1 << 16;
-    const uintptr_t a = ((uintptr_t)p + g - 1) & ~(g - 1), e = ((uintptr_t)p + bytes) & ~(g - 1);
-    if (e <= a) return;
-#if CUDART_VERSION >= 13000
-    cudaMemLocation loc;
-    memset(&loc, 0, sizeof loc);
-    loc.type = cudaMemLocationTypeHost;
-    CUDA_CHECK(cudaMemPrefetchAsync((void *)a, e - a, loc, 0, 0));
-#else
-    CUDA_CHECK(cudaMemPrefetchAsync((void *)a, e - a, cudaCpuDeviceId, 0));
-#endif
-    std::lock_guard<std::mutex> lk(ctx.lock);
-    (*ctx.released)[(void *)a] = e - a;
-    count_bytes(-(long long)(e - a));
+// A range of a buffer nothing will read again (a frozen weight's f32 original once its bf16
+// copy exists; it may sit inside a larger buffer, the model's weight arena): its whole
+// ALIGN-sized blocks go back to the arena's free list now; the rest of the buffer stays
+// allocated until the buffer is freed. A buffer's first block stays: its address names it
+// until then, and must not become another buffer's.
+void cuda_release_range(void *p, size_t bytes) {
+    std::lock_guard<std::mutex> g(ctx.lock);
+    Arena &A = *ctx.arena;
+    uintptr_t a = round_up((uintptr_t)p, ALIGN);
+    const uintptr_t e = ((uintptr_t)p + bytes) / ALIGN * ALIGN;
+    if (A.bufs.count(a)) a += ALIGN;
+    if (!p || e <= a) return;
+    auto it = A.live.upper_bound(a);
+    if (it == A.live.begin()) return;
+    --it;
+    const uintptr_t s = it->first, end = s + it->second;
+    if (a >= end || e > end) return;  // not one allocated piece: nothing to release
+    A.live.erase(it);
+    if (a > s) A.live[s] = a - s;
+    if (end > e) A.live[e] = end - e;
+    free_insert(a, e - a);
+    ctx.cur_bytes -= e - a;
 }
 void cuda_set_fast_matmul(int on) { cu_set_fast_matmul(on); }
 int cuda_fast_matmul(void) { return ctx.fast_matmul; }
@@ -232,14 +291,9 @@ static void init(void) {
         init_state = -1;
         return;
     }
-    ctx.card_bytes = prop.totalGlobalMem;
     CUBLAS_CHECK(cublasSetStream(ctx.handle, 0));
     CUBLAS_CHECK(cublasSetMathMode(ctx.handle, CUBLAS_DEFAULT_MATH));  // exact f32 by default
-    int cma = 0;
-    if (cudaDeviceGetAttribute(&cma, cudaDevAttrConcurrentManagedAccess, 0) != cudaSuccess) cma = 0;
-    ctx.prefetchable = cma;
-    ctx.sizes = new std::unordered_map<void *, size_t>();
-    ctx.released = new std::unordered_map<void *, size_t>();
+    ctx.arena = new Arena();
 
     backend.name = "cuda";
     size_t len = strnlen(prop.name, sizeof backend.device - 1);  // long names are cut
@@ -252,7 +306,6 @@ static void init(void) {
     backend.upload = cu_upload;
     backend.download = cu_download;
     backend.sync = cu_sync;
-    backend.prefetch = cu_prefetch;
     backend.peak_bytes = cu_peak_bytes;
     backend.caps = BACKEND_CAP_DEVICE;
     backend.supports = cu_supports;

@@ -102,12 +102,12 @@ __device__ __forceinline__ float block_max(float v, float *red) {
     return v;
 }
 
-// Device memory outside the managed buffers (cudaMalloc, counted in peak_bytes); NULL when
-// out of memory.
+// Device memory of the backend's own (weight handles): from the arena like every buffer,
+// counted in peak_bytes, not zeroed; NULL when out of memory.
 void *cuda_device_alloc(size_t bytes);
 void cuda_device_free(void *p);
-// a managed range the device will not read again moves to the host (backend_cuda.cu)
-void cuda_release_to_host(void *p, size_t bytes);
+// a range of a buffer nothing will read again goes back to the arena (backend_cuda.cu)
+void cuda_release_range(void *p, size_t bytes);
 // TF32 tensor cores for the f32 cuBLAS products (Backend.set_fast_matmul)
 void cuda_set_fast_matmul(int on);
 int cuda_fast_matmul(void);  // ... is on: the fused attention takes its tensor-core kernels too

@@ -4,8 +4,9 @@
 //   BF16  a bf16 copy of the weight, made once (and after each optimizer step of a trained
 //         one), on bf16 tensor cores with f32 sums: cublasGemmEx, bf16 x bf16 -> f32. The
 //         f32 activations are rounded to bf16 on the way in (a scratch copy); outputs and
-//         gradients stay f32. A frozen weight's f32 original leaves the card (keep_f32 = 0:
-//         moved to the host), so a LoRA model holds its weights on the GPU once, in bf16.
+//         gradients stay f32. A frozen weight's f32 original is freed (keep_f32 = 0: its
+//         range of the weight buffer goes back to the arena), so a LoRA model holds its
+//         weights on the GPU once, in bf16.
 // In BF16 the LoRA products (lora.cu, f32 cuBLAS) run on TF32 tensor cores.
 #include <cuda_bf16.h>
 
@@ -62,9 +63,9 @@ int cuda_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtyp
         return -1;
     }
     to_bf16(lw->w, *w, (int64_t)OC * IC);
-    if (!keep_f32) {  // no reader left: the f32 original leaves the card (it may be part of
-        // a larger buffer, so it is not freed), and a stray reader fails on NULL
-        cuda_release_to_host(*w, (size_t)OC * IC * sizeof(float));
+    if (!keep_f32) {  // no reader left: the f32 original is freed (it may be part of a larger
+        // buffer: its range goes back to the arena), and a stray reader fails on NULL
+        cuda_release_range(*w, (size_t)OC * IC * sizeof(float));
         *w = NULL;
     }
     *h = lw;
