@@ -4,22 +4,29 @@
 //
 // At LoRA ranks the products are memory-bound: every flop touches a big operand once, so the
 // kernels stream the big matrices (x, out, dout, dinp: N rows of IC or OC) once each, in exact
-// f32, and keep the rank-r operands (A, B, xa, dxa) in registers and shared memory. cuBLAS's
-// skinny GEMMs (r columns) read them several times over. Two kernels, one block shape:
+// f32 whatever the matmul setting, and keep the rank-r operands (A, B, xa, dxa) in shared
+// memory and registers. cuBLAS's skinny GEMMs (r columns) were slower (f32) or as fast
+// (TF32). Two kernels, one block shape:
 //   lora_rowdot   M (N,C) -> d[n][k] = sum_c M[n][c] w(k,c)        (xa, dxa: sums across c)
 //                 and optionally colacc[k][c] = sum_n s[n][k] M[n][c] (dB: sums across n)
 //   lora_rowaxpy  O (N,C) (+)= alpha * sum_k s[n][k] w(k,c)         (out, dinp: r FMAs each)
 //                 and optionally colacc[k][c] = sum_n s[n][k] X[n][c] (dA)
 // where w(k,c) is B[k][c] (B (r,OC)) or A[c][k] (A (IC,r)) and s is xa or dxa (N,r).
-// A block is 8 warps over LORA_RB rows and 32 lanes over 32*W consecutive columns (W each, so
-// a warp reads whole 128/256-byte row segments); w for the block's columns sits in registers.
-// The sums over the block's rows and columns end in per-block partials, summed by lora_sum
-// in a fixed order: the results are deterministic, no float atomics.
+// A block is 8 warps over rows (each warp its own) and 32 lanes over chunks of 32*W
+// consecutive columns (W each: a warp reads whole 512-byte row segments); the weights of the
+// block's columns are staged in shared memory, read coalesced whichever layout they have.
+// Sums over a block's rows and columns end in per-block partials summed in a fixed order
+// (lora_sum, or xa's in the out pass that reads them): deterministic, no float atomics.
+// Forward: rowdot (x -> xa's partials), rowaxpy (sums them, saves xa, out +=). Backward:
+// rowdot with column sums (dout -> dxa's and dB's partials), lora_sum, rowaxpy with column
+// sums (x, dinp -> dinp, dA's partials), lora_sum.
 // Ranks above 16 run in chunks of 16 (each a pass over the big operand).
+// H100, N = 4096, r = 8, all of dinp/dA/dB (test_cuda_ops's LoRA benchmark): 1.8-2.4 TB/s
+// forward, 1.7-2.3 TB/s backward over the least traffic, against 2.6-2.8 TB/s for a copy.
 #include "ops/cuda/cuda_common.cuh"
 
-#define LORA_RB 128   // rows per block
-#define LORA_WARPS 8  // warps per block, each on its own rows
+#define LORA_RB 128   // rows a block (lora_rowdot without column sums: LORA_RB_DOTS)
+#define LORA_WARPS 8  // warps a block, each on its own rows
 
 static int dropping(const Dropout *d) { return d && d->p > 0.0f; }
 
@@ -59,25 +66,51 @@ __device__ __forceinline__ void st_cols(float *row, const float (&v)[W], int c0,
     }
 }
 
-// w(k0+kk, c0+e) for the thread's columns; 0 past r or C. wck: w is A (C,r), else B (r,C).
-template <int RC, int W>
-__device__ __forceinline__ void ld_w(float (&w)[RC][W], const float *Wt, int wck, int c0, int C,
-                                     int r, int k0) {
-#pragma unroll
-    for (int kk = 0; kk < RC; kk++)
-#pragma unroll
-        for (int e = 0; e < W; e++) {
-            const int k = k0 + kk, c = c0 + e;
-            w[kk][e] = k < r && c < C ? Wt[wck ? (size_t)c * r + k : (size_t)k * C + c] : 0.0f;
-        }
+// The weights of the block's columns into shared memory, read coalesced: wt[ch][kk][cl] =
+// w(k0+kk, cb + ch*WIDTH + cl) for ch < cpb chunks of WIDTH columns; 0 past r or C.
+// wck: w is A (C,r) (w(k,c) = A[c][k]), else B (r,C) (w(k,c) = B[k][c]).
+template <int RC, int WIDTH>
+__device__ __forceinline__ void ld_wt(float *wt, const float *Wt, int wck, int cb, int cpb, int C,
+                                      int r, int k0) {
+    for (int t = threadIdx.x; t < cpb * RC * WIDTH; t += blockDim.x) {
+        const int ch = t / (RC * WIDTH), q = t % (RC * WIDTH);
+        const int kk = wck ? q % RC : q / WIDTH, cl = wck ? q / RC : q % WIDTH;
+        const int k = k0 + kk, c = cb + ch * WIDTH + cl;
+        wt[(ch * RC + kk) * WIDTH + cl] =
+            k < r && c < C ? Wt[wck ? (size_t)c * r + k : (size_t)k * C + c] : 0.0f;
+    }
 }
 
-// s[n0 .. n0+LORA_RB)[k0 .. k0+RC) of s (N,r) into shared memory, 0 past N or r
+// a lane's W weights of rank kk (chunk ch) from wt
+template <int RC, int W>
+__device__ __forceinline__ void wt_get(float (&w)[W], const float *wt, int ch, int kk, int lane) {
+    const float *p = wt + (ch * RC + kk) * (32 * W) + lane * W;
+    if constexpr (W == 4) {
+        const float4 t = *reinterpret_cast<const float4 *>(p);
+        w[0] = t.x, w[1] = t.y, w[2] = t.z, w[3] = t.w;
+    } else if constexpr (W == 2) {
+        const float2 t = *reinterpret_cast<const float2 *>(p);
+        w[0] = t.x, w[1] = t.y;
+    } else {
+        w[0] = p[0];
+    }
+}
+
+// rows [n0, n0 + rows) x ranks [k0, k0 + RC) of S = sscale * sum_p Sp[p] (Sp (np, N, r): the
+// partials of lora_rowdot, or np = 1: S itself) into shared memory, 0 past N or r; the sums are
+// also written to Sout (N,r) when given
 template <int RC>
-__device__ __forceinline__ void ld_tile(float *tile, const float *S, int n0, int N, int r, int k0) {
-    for (int t = threadIdx.x; t < LORA_RB * RC; t += blockDim.x) {
+__device__ __forceinline__ void ld_tile(float *tile, const float *Sp, int np, float sscale,
+                                        float *Sout, int n0, int rows, int N, int r, int k0) {
+    for (int t = threadIdx.x; t < rows * RC; t += blockDim.x) {
         const int n = n0 + t / RC, k = k0 + t % RC;
-        tile[t] = n < N && k < r ? S[(size_t)n * r + k] : 0.0f;
+        float v = 0.0f;
+        if (n < N && k < r) {
+            for (int p = 0; p < np; p++) v += Sp[((size_t)p * N + n) * r + k];
+            v *= sscale;
+            if (Sout) Sout[(size_t)n * r + k] = v;
+        }
+        tile[t] = v;
     }
 }
 
@@ -123,44 +156,80 @@ __device__ __forceinline__ float warp_reduce_scatter32(float (&v)[32]) {
     return v[0];
 }
 
+// rows nb .. nb+STEP of M at the lane's W columns from c0 (0 past N or C)
+template <int STEP, int W, bool VEC>
+__device__ __forceinline__ void ld_rows(float (&m)[STEP][W], const float *M, int nb, int N, int C,
+                                        int c0) {
+#pragma unroll
+    for (int j = 0; j < STEP; j++) {
+        if (nb + j < N) {
+            ld_cols<W, VEC>(m[j], M + (size_t)(nb + j) * C, c0, C);
+        } else {
+#pragma unroll
+            for (int e = 0; e < W; e++) m[j][e] = 0.0f;
+        }
+    }
+}
+
+// v[j*RC + kk] += sum_e m[j][e] w(kk, e) for the lane's columns of chunk ch
+template <int RC, int W, int STEP>
+__device__ __forceinline__ void dots_add(float (&v)[32], const float (&m)[STEP][W], const float *wt,
+                                         int ch, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < RC; kk++) {
+        float w[W];
+        wt_get<RC, W>(w, wt, ch, kk, lane);
+#pragma unroll
+        for (int j = 0; j < STEP; j++)
+#pragma unroll
+            for (int e = 0; e < W; e++) v[j * RC + kk] = fmaf(m[j][e], w[e], v[j * RC + kk]);
+    }
+}
+
+// the warp's STEP x RC dot products summed over its lanes: Pd[blockIdx.x][nb + j][k0 + kk]
+template <int RC>
+__device__ __forceinline__ void dots_out(float *Pd, float (&v)[32], int nb, int N, int r, int k0,
+                                         float dscale, int lane) {
+    const float t = warp_reduce_scatter32(v);
+    const int n = nb + lane / RC, k = k0 + lane % RC;
+    if (n < N && k < r) Pd[((size_t)blockIdx.x * N + n) * r + k] = dscale * t;
+}
+
 // M (N,C) -> Pd[blockIdx.x][n][k0+kk] = dscale * sum over the block's columns c of
-// M[n][c] w(k0+kk, c)   (Pd (gx, N, r); NULL: not wanted)
-// and, with Pc: Pc[blockIdx.y][k0+kk][c] = sum over the block's rows n of S[n][k0+kk] M[n][c]
-// A warp takes STEP = 32 / RC rows at a time: its STEP x RC dot products are 32 values, one a
-// lane after the reduce-scatter.
-template <int RC, bool VEC>
+// M[n][c] w(k0+kk, c)   (Pd (gx, N, r); NULL with COLACC: column sums only)
+// and, COLACC: Pc[blockIdx.y][k0+kk][c] = sum over the block's rows n of S[n][k0+kk] M[n][c]
+// The block spans cpb chunks of WIDTH columns (COLACC: 1) and rb rows (COLACC: LORA_RB).
+// A warp takes STEP = 32 / RC rows at a time; their STEP x RC dot products, summed over the
+// chunks in each lane, are 32 values: one a lane after the reduce-scatter.
+#define LORA_CPB 8  // most chunks a block (the weights of all in shared memory)
+template <int RC, bool VEC, bool COLACC>
 __global__ void __launch_bounds__(LORA_WARPS * 32, 2)
 lora_rowdot_kernel(float *Pd, float *Pc, const float *M, const float *Wt, int wck,
-                   const float *S, int N, int C, int r, int k0, float dscale) {
+                   const float *S, int N, int C, int r, int k0, float dscale, int cpb, int rb) {
     constexpr int W = 32 / RC, STEP = 32 / RC, WIDTH = 32 * W;
-    __shared__ __align__(16) float tile[LORA_RB * RC];
-    __shared__ __align__(16) float red[LORA_WARPS * RC * WIDTH];
+    __shared__ __align__(16) float wt[(COLACC ? 1 : LORA_CPB) * RC * WIDTH];
+    __shared__ __align__(16) float tile[COLACC ? LORA_RB * RC : 1];
+    __shared__ __align__(16) float red[COLACC ? LORA_WARPS * RC * WIDTH : 1];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int n0 = blockIdx.y * LORA_RB, c0 = blockIdx.x * WIDTH + lane * W;
-    float w[RC][W], acc[RC][W];
-    if (Pd) ld_w<RC, W>(w, Wt, wck, c0, C, r, k0);
+    const int n0 = blockIdx.y * rb, cb = blockIdx.x * cpb * WIDTH;
+    if constexpr (COLACC) {
+        // One chunk; rows a step at a time, the next step's loads issued before this one's
+        // arithmetic (the first before the shared memory is filled).
+        const int c0 = cb + lane * W;
+        float m[STEP][W], acc[RC][W];
+        ld_rows<STEP, W, VEC>(m, M, n0 + warp * STEP, N, C, c0);
+        ld_wt<RC, WIDTH>(wt, Wt, wck, cb, 1, C, r, k0);
+        ld_tile<RC>(tile, S, 1, 1.0f, NULL, n0, LORA_RB, N, r, k0);
 #pragma unroll
-    for (int kk = 0; kk < RC; kk++)
+        for (int kk = 0; kk < RC; kk++)
 #pragma unroll
-        for (int e = 0; e < W; e++) acc[kk][e] = 0.0f;
-    if (Pc) {
-        ld_tile<RC>(tile, S, n0, N, r, k0);
+            for (int e = 0; e < W; e++) acc[kk][e] = 0.0f;
         __syncthreads();
-    }
-    for (int st = warp; st < LORA_RB / STEP; st += LORA_WARPS) {  // warp-uniform
-        const int nb = n0 + st * STEP;
-        if (nb >= N) break;
-        float m[STEP][W];
-#pragma unroll
-        for (int j = 0; j < STEP; j++) {
-            if (nb + j < N) {
-                ld_cols<W, VEC>(m[j], M + (size_t)(nb + j) * C, c0, C);
-            } else {
-#pragma unroll
-                for (int e = 0; e < W; e++) m[j][e] = 0.0f;
-            }
-        }
-        if (Pc) {
+        for (int st = warp; st < LORA_RB / STEP; st += LORA_WARPS) {  // warp-uniform
+            const int nb = n0 + st * STEP;
+            if (nb >= N) break;
+            float mn[STEP][W];
+            ld_rows<STEP, W, VEC>(mn, M, nb + LORA_WARPS * STEP, st + LORA_WARPS < LORA_RB / STEP ? N : 0, C, c0);
 #pragma unroll
             for (int j = 0; j < STEP; j++)
 #pragma unroll
@@ -169,48 +238,59 @@ lora_rowdot_kernel(float *Pd, float *Pc, const float *M, const float *Wt, int wc
 #pragma unroll
                     for (int e = 0; e < W; e++) acc[kk][e] = fmaf(s, m[j][e], acc[kk][e]);
                 }
-        }
-        if (Pd) {
-            float v[32];
+            if (Pd) {  // warp-uniform
+                float v[32];
+#pragma unroll
+                for (int i = 0; i < 32; i++) v[i] = 0.0f;
+                dots_add<RC, W, STEP>(v, m, wt, 0, lane);
+                dots_out<RC>(Pd, v, nb, N, r, k0, dscale, lane);
+            }
 #pragma unroll
             for (int j = 0; j < STEP; j++)
 #pragma unroll
-                for (int kk = 0; kk < RC; kk++) {
-                    float d = 0.0f;
+                for (int e = 0; e < W; e++) m[j][e] = mn[j][e];
+        }
+        colacc_out<RC, W>(Pc, red, acc, C, r, k0);
+    } else {
+        // cpb chunks, their weights all in shared memory; a step's rows over the chunks, four
+        // chunks' loads in flight at a time
+        ld_wt<RC, WIDTH>(wt, Wt, wck, cb, cpb, C, r, k0);
+        __syncthreads();
+        for (int st = warp; st < rb / STEP; st += LORA_WARPS) {  // warp-uniform
+            const int nb = n0 + st * STEP;
+            if (nb >= N) break;
+            float v[32];
 #pragma unroll
-                    for (int e = 0; e < W; e++) d = fmaf(m[j][e], w[kk][e], d);
-                    v[j * RC + kk] = d;
-                }
-            const float t = warp_reduce_scatter32(v);
-            const int n = nb + lane / RC, k = k0 + lane % RC;
-            if (n < N && k < r) Pd[((size_t)blockIdx.x * N + n) * r + k] = dscale * t;
+            for (int i = 0; i < 32; i++) v[i] = 0.0f;
+#pragma unroll 4
+            for (int ch = 0; ch < cpb; ch++) {
+                float m[STEP][W];
+                ld_rows<STEP, W, VEC>(m, M, nb, N, C, cb + ch * WIDTH + lane * W);
+                dots_add<RC, W, STEP>(v, m, wt, ch, lane);
+            }
+            dots_out<RC>(Pd, v, nb, N, r, k0, dscale, lane);
         }
     }
-    if (Pc) colacc_out<RC, W>(Pc, red, acc, C, r, k0);
 }
 
-// O (N,C) = [O +] alpha * sum_kk S[n][k0+kk] w(k0+kk, c)   (O NULL: not wanted)
-// and, with Pc: Pc[blockIdx.y][k0+kk][c] = sum over the block's rows n of S[n][k0+kk] X[n][c]
-template <int RC, bool VEC>
+// O (N,C) = [O +] alpha * sum_kk S[n][k0+kk] w(k0+kk, c)   (O NULL: not wanted), S summed
+// from np partials of lora_rowdot (Sp (np, N, r)) times sscale, written to Sout when given
+// (by the blocks of the first columns)
+// and, COLACC: Pc[blockIdx.y][k0+kk][c] = sum over the block's rows n of S[n][k0+kk] X[n][c]
+template <int RC, bool VEC, bool COLACC>
 __global__ void __launch_bounds__(LORA_WARPS * 32, 2)
-lora_rowaxpy_kernel(float *O, float *Pc, const float *X, const float *S, const float *Wt,
-                    int wck, int N, int C, int r, int k0, float alpha, int accumulate) {
+lora_rowaxpy_kernel(float *O, float *Pc, const float *X, const float *Sp, int np, float sscale,
+                    float *Sout, const float *Wt, int wck, int N, int C, int r, int k0,
+                    float alpha, int accumulate) {
     constexpr int W = 32 / RC, WIDTH = 32 * W, U = 4, ROWS = LORA_RB / LORA_WARPS;
+    __shared__ __align__(16) float wt[RC * WIDTH];
     __shared__ __align__(16) float tile[LORA_RB * RC];
-    __shared__ __align__(16) float red[LORA_WARPS * RC * WIDTH];
+    __shared__ __align__(16) float red[COLACC ? LORA_WARPS * RC * WIDTH : 1];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int n0 = blockIdx.y * LORA_RB, c0 = blockIdx.x * WIDTH + lane * W;
-    float w[RC][W], acc[RC][W];
-    if (O) ld_w<RC, W>(w, Wt, wck, c0, C, r, k0);
-#pragma unroll
-    for (int kk = 0; kk < RC; kk++)
-#pragma unroll
-        for (int e = 0; e < W; e++) acc[kk][e] = 0.0f;
-    ld_tile<RC>(tile, S, n0, N, r, k0);
-    __syncthreads();
-    for (int jb = 0; jb < ROWS; jb += U) {  // rows warp + LORA_WARPS * j of the block
-        if (n0 + warp + LORA_WARPS * jb >= N) break;
-        float o[U][W], x[U][W];
+    const int n0 = blockIdx.y * LORA_RB, cb = blockIdx.x * WIDTH, c0 = cb + lane * W;
+    // a group of U rows (warp + LORA_WARPS * (jb + u) of the block): O's and X's values
+    float o[U][W], x[U][W];
+    auto load = [&](int jb) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int n = n0 + warp + LORA_WARPS * (jb + u);
@@ -218,13 +298,32 @@ lora_rowaxpy_kernel(float *O, float *Pc, const float *X, const float *S, const f
             for (int e = 0; e < W; e++) o[u][e] = x[u][e] = 0.0f;
             if (n < N) {
                 if (O && accumulate) ld_cols<W, VEC>(o[u], O + (size_t)n * C, c0, C);
-                if (Pc) ld_cols<W, VEC>(x[u], X + (size_t)n * C, c0, C);
+                if (COLACC) ld_cols<W, VEC>(x[u], X + (size_t)n * C, c0, C);
             }
         }
+    };
+    load(0);  // in flight while the shared memory is filled
+    if (O) ld_wt<RC, WIDTH>(wt, Wt, wck, cb, 1, C, r, k0);
+    ld_tile<RC>(tile, Sp, np, sscale, blockIdx.x == 0 ? Sout : NULL, n0, LORA_RB, N, r, k0);
+    __syncthreads();
+    float w[RC][W], acc[RC][W];
+    if (O) {
+#pragma unroll
+        for (int kk = 0; kk < RC; kk++) wt_get<RC, W>(w[kk], wt, 0, kk, lane);
+    }
+    if constexpr (COLACC) {
+#pragma unroll
+        for (int kk = 0; kk < RC; kk++)
+#pragma unroll
+            for (int e = 0; e < W; e++) acc[kk][e] = 0.0f;
+    }
+    for (int jb = 0; jb < ROWS; jb += U) {
+        if (n0 + warp + LORA_WARPS * jb >= N) break;
+        if (jb) load(jb);
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int nl = warp + LORA_WARPS * (jb + u), n = n0 + nl;
-            if (Pc) {  // rows past N read as 0
+            if constexpr (COLACC) {  // rows past N read as 0
 #pragma unroll
                 for (int kk = 0; kk < RC; kk++) {
                     const float s = tile[nl * RC + kk];
@@ -248,7 +347,7 @@ lora_rowaxpy_kernel(float *O, float *Pc, const float *X, const float *S, const f
             }
         }
     }
-    if (Pc) colacc_out<RC, W>(Pc, red, acc, C, r, k0);
+    if constexpr (COLACC) colacc_out<RC, W>(Pc, red, acc, C, r, k0);
 }
 
 // dst[a * ds_a + b * ds_b] (+)= alpha * sum_p P[p][a][b], p in order: the partials of the
@@ -287,10 +386,25 @@ static void lora_sum(const LoraSum *j0, const LoraSum *j1) {
 
 // ---- launchers: rank chunks of RC = 8 (r <= 8) or 16; W = 32 / RC columns a lane
 
+// lora_rowdot without column sums (xa): LORA_RB_DOTS rows and lora_cpb chunks a block. Measured
+// on an H100 at N = 4096, r = 8 (x read at 2.2-2.4 TB/s): 128 rows beat 32 and 64 (the weights
+// staged once for more rows), 2 chunks a block at IC = 2048 and 4 at IC = 8192 beat 4 or 8
+// (fewer, longer blocks) and 2 at 8192 (32 partials then slow the sum in lora_rowaxpy).
+#define LORA_RB_DOTS 128
+static int lora_cpb(int chunks) {
+    const int c = chunks / 16;
+    return chunks <= 2 ? chunks : c < 2 ? 2 : c > LORA_CPB ? LORA_CPB : c;
+}
+
 static int lora_rc(int r) { return r <= 8 ? 8 : 16; }
-static int lora_width(int r) { return 32 * (32 / lora_rc(r)); }  // columns a block
-static int lora_gx(int C, int r) { return (C + lora_width(r) - 1) / lora_width(r); }
+static int lora_width(int r) { return 32 * (32 / lora_rc(r)); }  // columns a chunk
+static int lora_chunks(int C, int r) { return (C + lora_width(r) - 1) / lora_width(r); }
 static int lora_gy(int N) { return (N + LORA_RB - 1) / LORA_RB; }
+// lora_rowdot's column blocks: dots only, up to LORA_CPB chunks each; with column sums, one
+static int lora_gx_dots(int C, int r, bool colacc) {
+    const int ch = lora_chunks(C, r);
+    return colacc ? ch : (ch + lora_cpb(ch) - 1) / lora_cpb(ch);
+}
 
 // the big operands may be read W floats at a time
 static bool lora_vec(int C, int r, const float *p, const float *q) {
@@ -299,39 +413,59 @@ static bool lora_vec(int C, int r, const float *p, const float *q) {
     return C % W == 0 && !((uintptr_t)p & al) && !((uintptr_t)q & al);
 }
 
+// Pd (gx, N, r) partial dots (dscale times); with Pc (dB-like column sums, S needed) one chunk a
+// block; gx from lora_gx_dots
 static void lora_rowdot(float *Pd, float *Pc, const float *M, const float *Wt, int wck,
                         const float *S, int N, int C, int r, float dscale) {
-    const int rc = lora_rc(r);
+    const int rc = lora_rc(r), colacc = Pc != NULL;
     const bool vec = lora_vec(C, r, M, NULL);
-    const dim3 grid(lora_gx(C, r), lora_gy(N)), block(LORA_WARPS * 32);
+    const int cpb = colacc ? 1 : lora_cpb(lora_chunks(C, r));
+    const int rb = colacc ? LORA_RB : LORA_RB_DOTS;
+    const dim3 grid(lora_gx_dots(C, r, colacc), (N + rb - 1) / rb), block(LORA_WARPS * 32);
+#define LORA_ROWDOT(RC_, VEC_, CA_) \
+    lora_rowdot_kernel<RC_, VEC_, CA_><<<grid, block>>>(Pd, Pc, M, Wt, wck, S, N, C, r, k0, dscale, cpb, rb)
     for (int k0 = 0; k0 < r; k0 += rc) {
-        if (rc == 8 && vec) lora_rowdot_kernel<8, true><<<grid, block>>>(Pd, Pc, M, Wt, wck, S, N, C, r, k0, dscale);
-        else if (rc == 8) lora_rowdot_kernel<8, false><<<grid, block>>>(Pd, Pc, M, Wt, wck, S, N, C, r, k0, dscale);
-        else if (vec) lora_rowdot_kernel<16, true><<<grid, block>>>(Pd, Pc, M, Wt, wck, S, N, C, r, k0, dscale);
-        else lora_rowdot_kernel<16, false><<<grid, block>>>(Pd, Pc, M, Wt, wck, S, N, C, r, k0, dscale);
+        if (rc == 8) {
+            if (colacc) vec ? LORA_ROWDOT(8, true, true) : LORA_ROWDOT(8, false, true);
+            else vec ? LORA_ROWDOT(8, true, false) : LORA_ROWDOT(8, false, false);
+        } else {
+            if (colacc) vec ? LORA_ROWDOT(16, true, true) : LORA_ROWDOT(16, false, true);
+            else vec ? LORA_ROWDOT(16, true, false) : LORA_ROWDOT(16, false, false);
+        }
         CUDA_LAUNCH_CHECK();
     }
+#undef LORA_ROWDOT
 }
 
-static void lora_rowaxpy(float *O, float *Pc, const float *X, const float *S, const float *Wt,
-                         int wck, int N, int C, int r, float alpha, int accumulate) {
+// O (+)= alpha * S @ w^T (S = sscale * the sum of Sp's np partials, saved to Sout if given);
+// with Pc: dA-like column sums S^T X (gy, r, C)
+static void lora_rowaxpy(float *O, float *Pc, const float *X, const float *Sp, int np,
+                         float sscale, float *Sout, const float *Wt, int wck, int N, int C, int r,
+                         float alpha, int accumulate) {
     if (C <= 0) return;
-    const int rc = lora_rc(r);
+    const int rc = lora_rc(r), colacc = Pc != NULL;
     const bool vec = lora_vec(C, r, O, X);
-    const dim3 grid(lora_gx(C, r), lora_gy(N)), block(LORA_WARPS * 32);
+    const dim3 grid(lora_chunks(C, r), lora_gy(N)), block(LORA_WARPS * 32);
+#define LORA_ROWAXPY(RC_, VEC_, CA_)                                                      \
+    lora_rowaxpy_kernel<RC_, VEC_, CA_><<<grid, block>>>(O, Pc, X, Sp, np, sscale, Sout, Wt, \
+                                                         wck, N, C, r, k0, alpha, acc)
     for (int k0 = 0; k0 < r; k0 += rc) {
         const int acc = accumulate || k0 > 0;  // later chunks add to the first
-        if (rc == 8 && vec) lora_rowaxpy_kernel<8, true><<<grid, block>>>(O, Pc, X, S, Wt, wck, N, C, r, k0, alpha, acc);
-        else if (rc == 8) lora_rowaxpy_kernel<8, false><<<grid, block>>>(O, Pc, X, S, Wt, wck, N, C, r, k0, alpha, acc);
-        else if (vec) lora_rowaxpy_kernel<16, true><<<grid, block>>>(O, Pc, X, S, Wt, wck, N, C, r, k0, alpha, acc);
-        else lora_rowaxpy_kernel<16, false><<<grid, block>>>(O, Pc, X, S, Wt, wck, N, C, r, k0, alpha, acc);
+        if (rc == 8) {
+            if (colacc) vec ? LORA_ROWAXPY(8, true, true) : LORA_ROWAXPY(8, false, true);
+            else vec ? LORA_ROWAXPY(8, true, false) : LORA_ROWAXPY(8, false, false);
+        } else {
+            if (colacc) vec ? LORA_ROWAXPY(16, true, true) : LORA_ROWAXPY(16, false, true);
+            else vec ? LORA_ROWAXPY(16, true, false) : LORA_ROWAXPY(16, false, false);
+        }
         CUDA_LAUNCH_CHECK();
     }
+#undef LORA_ROWAXPY
 }
 
-// d (N,r) = alpha * M (N,C) @ w^T, w(k,c) as above; Pd: scratch of gx * N * r floats (unused
+// d (N,r) = alpha * M (N,C) @ w^T, w(k,c) as above; Pd: scratch of lora_pd_floats (unused
 // when one block spans C: the kernel then writes d itself). With dB: dB (r,C) += alpha *
-// S^T (r,N) @ M (N,C), through Pc (gy * r * C floats). One pass over M for both.
+// S^T (r,N) @ M (N,C), through Pc (lora_pc_floats). One pass over M for both.
 static void lora_rowdot_sum(float *d, float *Pd, float *dB, float *Pc, const float *M,
                             const float *Wt, int wck, const float *S, int N, int C, int r,
                             float alpha) {
@@ -339,7 +473,7 @@ static void lora_rowdot_sum(float *d, float *Pd, float *dB, float *Pc, const flo
         if (d) CUDA_CHECK(cudaMemsetAsync(d, 0, (size_t)N * r * sizeof(float)));
         return;
     }
-    const int gx = lora_gx(C, r), gy = lora_gy(N);
+    const int gx = lora_gx_dots(C, r, dB != NULL), gy = lora_gy(N);
     const bool direct = d && gx == 1;
     lora_rowdot(d ? (direct ? d : Pd) : NULL, dB ? Pc : NULL, M, Wt, wck, S, N, C, r,
                 direct ? alpha : 1.0f);
@@ -348,28 +482,34 @@ static void lora_rowdot_sum(float *d, float *Pd, float *dB, float *Pc, const flo
     lora_sum(d && !direct ? &jd : NULL, dB ? &jb : NULL);
 }
 
-static size_t lora_pd_floats(int N, int C, int r) { return (size_t)lora_gx(C, r) * N * r; }
+// scratch for lora_rowdot's partials (the most: one chunk a block) and column sums
+static size_t lora_pd_floats(int N, int C, int r) { return (size_t)lora_chunks(C, r) * N * r; }
 static size_t lora_pc_floats(int N, int C, int r) { return (size_t)lora_gy(N) * r * C; }
 
 // ---- the ops
 
 // inp (N,IC), A (IC,r), B (r,OC) -> out (N,OC) += scale * xa @ B; xa (N,r) saved (may be NULL)
-// Passes: x (read once) -> xa, then out (read and written once).
+// Passes: x (read once) -> xa's partials, then out (read and written once).
 void cuda_lora_forward(float *out, float *xa, const float *inp, const float *A, const float *B,
                        int N, int IC, int OC, int r, float scale, const Dropout *drop) {
     if (N <= 0 || OC <= 0 || r <= 0) return;
     const int drp = dropping(drop);
-    const size_t n_xd = drp ? (size_t)N * IC : 0, n_xa = xa ? 0 : (size_t)N * r;
-    const size_t n_pd = lora_pd_floats(N, IC, r);
-    float *ws = cuda_workspace(n_xd + n_xa + n_pd);
-    float *xd = drp ? ws : NULL;          // the dropped input (N,IC)
-    float *buf = xa ? xa : ws + n_xd;     // xa (N,r)
-    float *pd = ws + n_xd + n_xa;         // xa's partials
+    if (IC <= 0) {  // xa = 0, out unchanged
+        if (xa) CUDA_CHECK(cudaMemsetAsync(xa, 0, (size_t)N * r * sizeof(float)));
+        return;
+    }
+    const int gx = lora_gx_dots(IC, r, false);
+    const size_t n_xd = drp ? (size_t)N * IC : 0, n_pd = (size_t)gx * N * r;
+    float *ws = cuda_workspace(n_xd + n_pd);
+    float *xd = drp ? ws : NULL;  // the dropped input (N,IC)
+    float *pd = ws + n_xd;        // xa's partials (gx, N, r); with gx = 1 xa itself if not saved
     if (xd) cuda_dropout_forward(xd, inp, drop, N, IC);
-    // xa (N,r) = x (N,IC) @ A (IC,r)
-    lora_rowdot_sum(buf, pd, NULL, NULL, xd ? xd : inp, A, 1, NULL, N, IC, r, 1.0f);
+    // xa (N,r) = x (N,IC) @ A (IC,r), in gx partials over IC summed by the next kernel, which
+    // also saves xa
+    float *d = gx == 1 && xa ? xa : pd;
+    lora_rowdot(d, NULL, xd ? xd : inp, A, 1, NULL, N, IC, r, 1.0f);
     // out (N,OC) += scale * xa (N,r) @ B (r,OC)
-    lora_rowaxpy(out, NULL, NULL, buf, B, 0, N, OC, r, scale, 1);
+    lora_rowaxpy(out, NULL, NULL, d, gx, 1.0f, gx == 1 ? NULL : xa, B, 0, N, OC, r, scale, 1);
 }
 
 // dout (N,OC) -> dB (r,OC) += scale * xa^T @ dout; with dxa (N,r) = scale * dout @ B^T:
@@ -411,10 +551,10 @@ void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, co
     // and dA (IC,r) += x^T (IC,N) @ dxa (N,r), through Pc (r, IC) partials
     float *pc = pi;
     if (!drp) {
-        lora_rowaxpy(dinp, dA ? pc : NULL, x, dxa, A, 1, N, IC, r, 1.0f, 1);
+        lora_rowaxpy(dinp, dA ? pc : NULL, x, dxa, 1, 1.0f, NULL, A, 1, N, IC, r, 1.0f, 1);
     } else {  // dx goes over the dropped x in big: dA first (rank chunks would read dx as x)
-        if (dA) lora_rowaxpy(NULL, pc, x, dxa, A, 1, N, IC, r, 1.0f, 0);
-        if (dinp) lora_rowaxpy(big, NULL, NULL, dxa, A, 1, N, IC, r, 1.0f, 0);
+        if (dA) lora_rowaxpy(NULL, pc, x, dxa, 1, 1.0f, NULL, A, 1, N, IC, r, 1.0f, 0);
+        if (dinp) lora_rowaxpy(big, NULL, NULL, dxa, 1, 1.0f, NULL, A, 1, N, IC, r, 1.0f, 0);
     }
     if (dA) {
         LoraSum ja = {pc, dA, lora_gy(N), IC, 1, r, 1, (int64_t)r * IC, 1.0f};
