@@ -322,11 +322,14 @@ static void test_linear(void **state) {
 // ---------------------------------------------------------------------------------------------
 // LoRA (with and without dropout)
 
-// The chains of sums (both on cuBLAS and OpenBLAS in f32): xa = x A sums IC terms, out adds
-// (xa) B's r; dB = scale xa^T dout sums N more after xa's IC; dxa = scale dout B^T sums OC, and
-// from it dA = x^T dxa N more, dinp = dxa A^T r more. Dropout's mask and 1 / (1 - p) are
-// elementwise.
-static void lora_case(int N, int IC, int OC, int r, const Dropout *drop) {
+// The chains of sums (OpenBLAS's and the CUDA kernels', all in f32, each in its own order:
+// the kernels sum within a lane, then across lanes, warps and blocks): xa = x A sums IC terms,
+// out adds (xa) B's r; dB = scale xa^T dout sums N more after xa's IC; dxa = scale dout B^T
+// sums OC, and from it dA = x^T dxa N more, dinp = dxa A^T r more. Ranks above 16 go in chunks
+// of 16 on the GPU, out and dinp adding each chunk: one rounding a chunk, a few at most,
+// within ELEM_ROUNDINGS. Dropout's mask and 1 / (1 - p) are elementwise.
+// full = 0 (the large shapes): the all-gradients backward with xa saved only.
+static void lora_case(int N, int IC, int OC, int r, const Dropout *drop, int full) {
     char what[160];
     const float scale = 2.5f;
     const double tol_out = 2 * tol_signed(IC + r), tol_xa = 2 * tol_signed(IC),
@@ -354,8 +357,8 @@ static void lora_case(int N, int IC, int OC, int r, const Dropout *drop) {
 
     // backward: xa saved / NULL; all gradients, then each alone
     float *di0 = rand_floats(ni, 1), *dA0 = rand_floats(na, 1), *dB0 = rand_floats(nb, 1);
-    for (int pass = 0; pass < 2; pass++) {
-        for (int mode = 0; mode < 4; mode++) {  // 0: all, 1: dinp, 2: dA, 3: dB
+    for (int pass = 0; pass < (full ? 2 : 1); pass++) {
+        for (int mode = 0; mode < (full ? 4 : 1); mode++) {  // 0: all, 1: dinp, 2: dA, 3: dB
             int wi = mode == 0 || mode == 1, wa = mode == 0 || mode == 2, wb = mode == 0 || mode == 3;
             float *di = copy_floats(di0, ni), *dA = copy_floats(dA0, na), *dB = copy_floats(dB0, nb);
             float *d_di = dev(di0, ni), *d_dA = dev(dA0, na), *d_dB = dev(dB0, nb);
@@ -400,15 +403,78 @@ static void test_lora(void **state) {
     (void)state;
     rng_seed(2);
     G->set_fast_matmul(0);
-    const int shapes[][4] = {{7, 33, 19, 4}, {1, 64, 48, 8}, {40, 160, 64, 8}};  // N IC OC r
-    for (int k = 0; k < 3; k++) {
+    // N IC OC r: the first three as before; then odd sizes (columns read one by one, partial
+    // row and column blocks), ranks 1 to 64 (16 < r: chunks of 16), several row blocks (N > 128)
+    const int shapes[][4] = {{7, 33, 19, 4},    {1, 64, 48, 8},     {40, 160, 64, 8},
+                             {333, 257, 131, 1}, {333, 257, 131, 3}, {129, 96, 200, 16},
+                             {130, 130, 66, 17}, {257, 75, 301, 33}, {64, 128, 256, 64},
+                             {300, 2048, 512, 8}};
+    for (int k = 0; k < (int)(sizeof shapes / sizeof *shapes); k++) {
         int N = shapes[k][0], IC = shapes[k][1], OC = shapes[k][2], r = shapes[k][3];
-        lora_case(N, IC, OC, r, NULL);
+        lora_case(N, IC, OC, r, NULL, 1);
         Dropout zero = {0.0f, 12345};
-        lora_case(N, IC, OC, r, &zero);
+        if (k < 3) lora_case(N, IC, OC, r, &zero, 1);
         Dropout d = {0.3f, 0x0123456789abcdefull + (uint64_t)k};
-        lora_case(N, IC, OC, r, &d);
+        lora_case(N, IC, OC, r, &d, 1);
     }
+    // Llama-3.2-1B's projections at 8 x 512 tokens: q/o, k/v, gate/up, down
+    const int big[][2] = {{2048, 2048}, {2048, 512}, {2048, 8192}, {8192, 2048}};  // IC OC
+    for (int k = 0; k < 4; k++) {
+        lora_case(4096, big[k][0], big[k][1], 8, NULL, 0);
+        Dropout d = {0.1f, 0xfeedull + (uint64_t)k};
+        if (k == 0) lora_case(4096, big[k][0], big[k][1], 8, &d, 0);
+    }
+}
+
+// A printed (not asserted) timing of the LoRA ops at Llama-3.2-1B's projections, 8 x 512
+// tokens, rank 8, as a training step calls them (xa saved; backward with all gradients), with
+// the bandwidth each reaches over its least traffic: forward reads x and reads and writes out
+// (4 (N IC + 2 N OC) bytes), backward reads dout and x and reads and writes dinp (4 (N OC +
+// 3 N IC) bytes). Run under both matmul settings (the LoRA kernels do exact f32 either way;
+// an older library's cuBLAS path takes TF32 under the fast one).
+static void run_benchmarks_lora(void) {
+    const int N = 4096, r = 8;
+    const int shapes[][2] = {{2048, 2048}, {2048, 512}, {2048, 8192}, {8192, 2048}};  // IC OC
+    const char *names[] = {"q/o", "k/v", "gate/up", "down"};
+    const size_t mx = (size_t)N * 8192;
+    float *x = G->alloc(mx * 4), *out = G->alloc(mx * 4), *dinp = G->alloc(mx * 4);
+    float *A = G->alloc((size_t)8192 * r * 4), *B = G->alloc((size_t)8192 * r * 4);
+    float *dA = G->alloc((size_t)8192 * r * 4), *dB = G->alloc((size_t)8192 * r * 4);
+    float *xa = G->alloc((size_t)N * r * 4);
+    if (!x || !out || !dinp || !A || !B || !dA || !dB || !xa) return;
+    float *h = rand_floats(mx, 0.01f);  // finite values everywhere
+    G->upload(x, h, mx * 4), G->upload(out, h, mx * 4), G->upload(dinp, h, mx * 4);
+    G->upload(A, h, (size_t)8192 * r * 4), G->upload(B, h + 1, (size_t)8192 * r * 4);
+    G->upload(dA, h, (size_t)8192 * r * 4), G->upload(dB, h, (size_t)8192 * r * 4);
+    free(h);
+    for (int fast = 0; fast < 2; fast++) {
+        G->set_fast_matmul(fast);
+        for (int s = 0; s < 4; s++) {
+            const int IC = shapes[s][0], OC = shapes[s][1];
+            double best[2] = {1e30, 1e30};
+            for (int dir = 0; dir < 2; dir++) {
+                const int iters = 20;
+                for (int rep = 0; rep < 4; rep++) {  // the first warms up
+                    G->sync();
+                    double t0 = now_seconds();
+                    for (int i = 0; i < iters; i++) {
+                        if (!dir) G->lora_forward(out, xa, x, A, B, N, IC, OC, r, 0.5f, NULL);
+                        else G->lora_backward(dinp, dA, dB, out, x, xa, A, B, N, IC, OC, r, 0.5f, NULL);
+                    }
+                    G->sync();
+                    double t = (now_seconds() - t0) / iters;
+                    if (rep && t < best[dir]) best[dir] = t;
+                }
+            }
+            const double bf = 4.0 * ((double)N * IC + 2.0 * N * OC), bb = 4.0 * ((double)N * OC + 3.0 * N * IC);
+            printf("  bench lora %-7s N=%d %4dx%-4d r=%d %s: fwd %7.1f us %6.0f GB/s, bwd %7.1f us "
+                   "%6.0f GB/s\n", names[s], N, IC, OC, r, fast ? "tf32" : "f32 ", best[0] * 1e6,
+                   bf / best[0] * 1e-9, best[1] * 1e6, bb / best[1] * 1e-9);
+        }
+    }
+    G->set_fast_matmul(0);
+    G->free(x), G->free(out), G->free(dinp), G->free(A), G->free(B), G->free(dA), G->free(dB);
+    G->free(xa);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1069,6 +1135,9 @@ int main(void) {
         return 0;
     }
     G->set_fast_matmul(0);
+    // TUNELENS_TEST_FILTER=test_lora (or test_attention*): only the tests whose names match
+    // (cmocka's filter)
+    if (getenv("TUNELENS_TEST_FILTER")) cmocka_set_test_filter(getenv("TUNELENS_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_memory),    cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_linear),
@@ -1080,14 +1149,16 @@ int main(void) {
         cmocka_unit_test(test_argmax),
         cmocka_unit_test(test_cross_entropy), cmocka_unit_test(test_optimizers),
     };
-    if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));  // e.g. "test_attention*"
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     printf("largest measured / derived bound over %d checks: %.3f (%s)\n", n_checks, worst_ratio,
            worst_what);
-    const char *nb = getenv("TUNELENS_NO_BENCH");  // "attention": the attention timing only
-    if (!nb || !strcmp(nb, "attention")) {
-        if (!nb) run_benchmarks(), run_benchmarks_8x512();
-        bench_attention_1b();
+    // benchmarks after the checks: all; TUNELENS_BENCH=lora|attention: that one; none with
+    // TUNELENS_NO_BENCH set
+    const char *only = getenv("TUNELENS_BENCH");
+    if (!getenv("TUNELENS_NO_BENCH")) {
+        if (!only) run_benchmarks(), run_benchmarks_8x512();
+        if (!only || !strcmp(only, "attention")) bench_attention_1b();
+        if (!only || !strcmp(only, "lora")) run_benchmarks_lora();
     }
     printf("peak CUDA bytes: %zu\n", G->peak_bytes());
     return failed;

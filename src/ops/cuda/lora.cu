@@ -1,37 +1,526 @@
 // lora.cu — low-rank adapter added to a linear layer: out += scale * (dropout(inp) @ A) @ B,
-// as ops/cpu/lora.c, on cuBLAS plus the dropout kernels (the mask is regenerated in backward).
-// Shapes: inp (N,IC), A (IC,r), B (r,OC), xa = x @ A (N,r) with x = dropout(inp).
+// as ops/cpu/lora.c. Shapes: inp (N,IC), A (IC,r), B (r,OC), xa = x @ A (N,r) with
+// x = dropout(inp) (materialised when dropping; the mask is regenerated in backward).
+//
+// At LoRA ranks the products are memory-bound: every flop touches a big operand once, so the
+// kernels stream the big matrices (x, out, dout, dinp: N rows of IC or OC) once each, in exact
+// f32 whatever the matmul setting, and keep the rank-r operands (A, B, xa, dxa) in shared
+// memory and registers. cuBLAS's skinny GEMMs (r columns) were slower (f32) or as fast
+// (TF32). Two kernels, one block shape:
+//   lora_rowdot   M (N,C) -> d[n][k] = sum_c M[n][c] w(k,c)        (xa, dxa: sums across c)
+//                 and optionally colacc[k][c] = sum_n s[n][k] M[n][c] (dB: sums across n)
+//   lora_rowaxpy  O (N,C) (+)= alpha * sum_k s[n][k] w(k,c)         (out, dinp: r FMAs each)
+//                 and optionally colacc[k][c] = sum_n s[n][k] X[n][c] (dA)
+// where w(k,c) is B[k][c] (B (r,OC)) or A[c][k] (A (IC,r)) and s is xa or dxa (N,r).
+// A block is 8 warps over rows (each warp its own) and 32 lanes over chunks of 32*W
+// consecutive columns (W each: a warp reads whole 512-byte row segments); the weights of the
+// block's columns are staged in shared memory, read coalesced whichever layout they have.
+// Sums over a block's rows and columns end in per-block partials summed in a fixed order
+// (lora_sum, or xa's in the out pass that reads them): deterministic, no float atomics.
+// Forward: rowdot (x -> xa's partials), rowaxpy (sums them, saves xa, out +=). Backward:
+// rowdot with column sums (dout -> dxa's and dB's partials), lora_sum, rowaxpy with column
+// sums (x, dinp -> dinp, dA's partials), lora_sum.
+// Ranks above 16 run in chunks of 16 (each a pass over the big operand).
+// H100, N = 4096, r = 8, all of dinp/dA/dB (test_cuda_ops's LoRA benchmark): 1.8-2.4 TB/s
+// forward, 1.7-2.3 TB/s backward over the least traffic, against 2.6-2.8 TB/s for a copy.
 #include "ops/cuda/cuda_common.cuh"
+
+#define LORA_RB 128   // rows a block (lora_rowdot without column sums: LORA_RB_DOTS)
+#define LORA_WARPS 8  // warps a block, each on its own rows
 
 static int dropping(const Dropout *d) { return d && d->p > 0.0f; }
 
-// xa (N,r) = x (N,IC) @ A (IC,r)
-static void lora_xa(float *xa, const float *x, const float *A, int N, int IC, int r) {
-    gemm_rm(false, false, N, r, IC, 1.0f, x, IC, A, r, 0.0f, xa, r);
+// W consecutive floats of a row from column c0: vectorised (VEC: C % W == 0 and the rows
+// 4W-byte aligned) or one by one; columns past C read as 0
+template <int W, bool VEC>
+__device__ __forceinline__ void ld_cols(float (&v)[W], const float *row, int c0, int C) {
+    if constexpr (VEC) {
+        if (c0 >= C) {
+#pragma unroll
+            for (int e = 0; e < W; e++) v[e] = 0.0f;
+        } else if constexpr (W == 4) {
+            const float4 t = *reinterpret_cast<const float4 *>(row + c0);
+            v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+        } else if constexpr (W == 2) {
+            const float2 t = *reinterpret_cast<const float2 *>(row + c0);
+            v[0] = t.x, v[1] = t.y;
+        } else {
+            v[0] = row[c0];
+        }
+    } else {
+#pragma unroll
+        for (int e = 0; e < W; e++) v[e] = c0 + e < C ? row[c0 + e] : 0.0f;
+    }
+}
+template <int W, bool VEC>
+__device__ __forceinline__ void st_cols(float *row, const float (&v)[W], int c0, int C) {
+    if constexpr (VEC) {
+        if (c0 >= C) return;
+        if constexpr (W == 4) *reinterpret_cast<float4 *>(row + c0) = make_float4(v[0], v[1], v[2], v[3]);
+        else if constexpr (W == 2) *reinterpret_cast<float2 *>(row + c0) = make_float2(v[0], v[1]);
+        else row[c0] = v[0];
+    } else {
+#pragma unroll
+        for (int e = 0; e < W; e++)
+            if (c0 + e < C) row[c0 + e] = v[e];
+    }
 }
 
+// The weights of the block's columns into shared memory, read coalesced: wt[ch][kk][cl] =
+// w(k0+kk, cb + ch*WIDTH + cl) for ch < cpb chunks of WIDTH columns; 0 past r or C.
+// wck: w is A (C,r) (w(k,c) = A[c][k]), else B (r,C) (w(k,c) = B[k][c]).
+template <int RC, int WIDTH>
+__device__ __forceinline__ void ld_wt(float *wt, const float *Wt, int wck, int cb, int cpb, int C,
+                                      int r, int k0) {
+    for (int t = threadIdx.x; t < cpb * RC * WIDTH; t += blockDim.x) {
+        const int ch = t / (RC * WIDTH), q = t % (RC * WIDTH);
+        const int kk = wck ? q % RC : q / WIDTH, cl = wck ? q / RC : q % WIDTH;
+        const int k = k0 + kk, c = cb + ch * WIDTH + cl;
+        wt[(ch * RC + kk) * WIDTH + cl] =
+            k < r && c < C ? Wt[wck ? (size_t)c * r + k : (size_t)k * C + c] : 0.0f;
+    }
+}
+
+// a lane's W weights of rank kk (chunk ch) from wt
+template <int RC, int W>
+__device__ __forceinline__ void wt_get(float (&w)[W], const float *wt, int ch, int kk, int lane) {
+    const float *p = wt + (ch * RC + kk) * (32 * W) + lane * W;
+    if constexpr (W == 4) {
+        const float4 t = *reinterpret_cast<const float4 *>(p);
+        w[0] = t.x, w[1] = t.y, w[2] = t.z, w[3] = t.w;
+    } else if constexpr (W == 2) {
+        const float2 t = *reinterpret_cast<const float2 *>(p);
+        w[0] = t.x, w[1] = t.y;
+    } else {
+        w[0] = p[0];
+    }
+}
+
+// rows [n0, n0 + rows) x ranks [k0, k0 + RC) of S = sscale * sum_p Sp[p] (Sp (np, N, r): the
+// partials of lora_rowdot, or np = 1: S itself) into shared memory, 0 past N or r; the sums are
+// also written to Sout (N,r) when given
+template <int RC>
+__device__ __forceinline__ void ld_tile(float *tile, const float *Sp, int np, float sscale,
+                                        float *Sout, int n0, int rows, int N, int r, int k0) {
+    for (int t = threadIdx.x; t < rows * RC; t += blockDim.x) {
+        const int n = n0 + t / RC, k = k0 + t % RC;
+        float v = 0.0f;
+        if (n < N && k < r) {
+            for (int p = 0; p < np; p++) v += Sp[((size_t)p * N + n) * r + k];
+            v *= sscale;
+            if (Sout) Sout[(size_t)n * r + k] = v;
+        }
+        tile[t] = v;
+    }
+}
+
+// The warps' column accumulators acc[kk][e] (each over its own rows), summed over the warps in
+// order: Pc[blockIdx.y][k0+kk][c] (gy, r, C); red is LORA_WARPS * RC * 32 * W floats
+template <int RC, int W>
+__device__ __forceinline__ void colacc_out(float *Pc, float *red, const float (&acc)[RC][W],
+                                           int C, int r, int k0) {
+    constexpr int WIDTH = 32 * W;  // the block's columns
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int kk = 0; kk < RC; kk++)
+#pragma unroll
+        for (int e = 0; e < W; e++) red[(warp * RC + kk) * WIDTH + lane * W + e] = acc[kk][e];
+    __syncthreads();
+    for (int t = threadIdx.x; t < RC * WIDTH; t += blockDim.x) {
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < LORA_WARPS; w++) v += red[w * RC * WIDTH + t];
+        const int k = k0 + t / WIDTH, c = blockIdx.x * WIDTH + t % WIDTH;
+        if (k < r && c < C) Pc[((size_t)blockIdx.y * r + k) * C + c] = v;
+    }
+}
+
+// Sum of 32 values across the warp's lanes, scattered: lane L ends with the total of v[L].
+// Each step halves the values a lane holds (31 shuffles in all, not 32 * 5).
+template <int O>
+__device__ __forceinline__ void reduce_scatter_step(float (&v)[32], int lane) {
+    const bool up = lane & O;  // keeps the upper O values, sends the lower
+#pragma unroll
+    for (int i = 0; i < O; i++) {
+        const float send = up ? v[i] : v[i + O], keep = up ? v[i + O] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+    }
+}
+__device__ __forceinline__ float warp_reduce_scatter32(float (&v)[32]) {
+    const int lane = threadIdx.x & 31;
+    reduce_scatter_step<16>(v, lane);
+    reduce_scatter_step<8>(v, lane);
+    reduce_scatter_step<4>(v, lane);
+    reduce_scatter_step<2>(v, lane);
+    reduce_scatter_step<1>(v, lane);
+    return v[0];
+}
+
+// rows nb .. nb+STEP of M at the lane's W columns from c0 (0 past N or C)
+template <int STEP, int W, bool VEC>
+__device__ __forceinline__ void ld_rows(float (&m)[STEP][W], const float *M, int nb, int N, int C,
+                                        int c0) {
+#pragma unroll
+    for (int j = 0; j < STEP; j++) {
+        if (nb + j < N) {
+            ld_cols<W, VEC>(m[j], M + (size_t)(nb + j) * C, c0, C);
+        } else {
+#pragma unroll
+            for (int e = 0; e < W; e++) m[j][e] = 0.0f;
+        }
+    }
+}
+
+// v[j*RC + kk] += sum_e m[j][e] w(kk, e) for the lane's columns of chunk ch
+template <int RC, int W, int STEP>
+__device__ __forceinline__ void dots_add(float (&v)[32], const float (&m)[STEP][W], const float *wt,
+                                         int ch, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < RC; kk++) {
+        float w[W];
+        wt_get<RC, W>(w, wt, ch, kk, lane);
+#pragma unroll
+        for (int j = 0; j < STEP; j++)
+#pragma unroll
+            for (int e = 0; e < W; e++) v[j * RC + kk] = fmaf(m[j][e], w[e], v[j * RC + kk]);
+    }
+}
+
+// the warp's STEP x RC dot products summed over its lanes: Pd[blockIdx.x][nb + j][k0 + kk]
+template <int RC>
+__device__ __forceinline__ void dots_out(float *Pd, float (&v)[32], int nb, int N, int r, int k0,
+                                         float dscale, int lane) {
+    const float t = warp_reduce_scatter32(v);
+    const int n = nb + lane / RC, k = k0 + lane % RC;
+    if (n < N && k < r) Pd[((size_t)blockIdx.x * N + n) * r + k] = dscale * t;
+}
+
+// M (N,C) -> Pd[blockIdx.x][n][k0+kk] = dscale * sum over the block's columns c of
+// M[n][c] w(k0+kk, c)   (Pd (gx, N, r); NULL with COLACC: column sums only)
+// and, COLACC: Pc[blockIdx.y][k0+kk][c] = sum over the block's rows n of S[n][k0+kk] M[n][c]
+// The block spans cpb chunks of WIDTH columns (COLACC: 1) and rb rows (COLACC: LORA_RB).
+// A warp takes STEP = 32 / RC rows at a time; their STEP x RC dot products, summed over the
+// chunks in each lane, are 32 values: one a lane after the reduce-scatter.
+#define LORA_CPB 8  // most chunks a block (the weights of all in shared memory)
+template <int RC, bool VEC, bool COLACC>
+__global__ void __launch_bounds__(LORA_WARPS * 32, 2)
+lora_rowdot_kernel(float *Pd, float *Pc, const float *M, const float *Wt, int wck,
+                   const float *S, int N, int C, int r, int k0, float dscale, int cpb, int rb) {
+    constexpr int W = 32 / RC, STEP = 32 / RC, WIDTH = 32 * W;
+    __shared__ __align__(16) float wt[(COLACC ? 1 : LORA_CPB) * RC * WIDTH];
+    __shared__ __align__(16) float tile[COLACC ? LORA_RB * RC : 1];
+    __shared__ __align__(16) float red[COLACC ? LORA_WARPS * RC * WIDTH : 1];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int n0 = blockIdx.y * rb, cb = blockIdx.x * cpb * WIDTH;
+    if constexpr (COLACC) {
+        // One chunk; rows a step at a time, the next step's loads issued before this one's
+        // arithmetic (the first before the shared memory is filled).
+        const int c0 = cb + lane * W;
+        float m[STEP][W], acc[RC][W];
+        ld_rows<STEP, W, VEC>(m, M, n0 + warp * STEP, N, C, c0);
+        ld_wt<RC, WIDTH>(wt, Wt, wck, cb, 1, C, r, k0);
+        ld_tile<RC>(tile, S, 1, 1.0f, NULL, n0, LORA_RB, N, r, k0);
+#pragma unroll
+        for (int kk = 0; kk < RC; kk++)
+#pragma unroll
+            for (int e = 0; e < W; e++) acc[kk][e] = 0.0f;
+        __syncthreads();
+        for (int st = warp; st < LORA_RB / STEP; st += LORA_WARPS) {  // warp-uniform
+            const int nb = n0 + st * STEP;
+            if (nb >= N) break;
+            float mn[STEP][W];
+            ld_rows<STEP, W, VEC>(mn, M, nb + LORA_WARPS * STEP, st + LORA_WARPS < LORA_RB / STEP ? N : 0, C, c0);
+#pragma unroll
+            for (int j = 0; j < STEP; j++)
+#pragma unroll
+                for (int kk = 0; kk < RC; kk++) {
+                    const float s = tile[(st * STEP + j) * RC + kk];
+#pragma unroll
+                    for (int e = 0; e < W; e++) acc[kk][e] = fmaf(s, m[j][e], acc[kk][e]);
+                }
+            if (Pd) {  // warp-uniform
+                float v[32];
+#pragma unroll
+                for (int i = 0; i < 32; i++) v[i] = 0.0f;
+                dots_add<RC, W, STEP>(v, m, wt, 0, lane);
+                dots_out<RC>(Pd, v, nb, N, r, k0, dscale, lane);
+            }
+#pragma unroll
+            for (int j = 0; j < STEP; j++)
+#pragma unroll
+                for (int e = 0; e < W; e++) m[j][e] = mn[j][e];
+        }
+        colacc_out<RC, W>(Pc, red, acc, C, r, k0);
+    } else {
+        // cpb chunks, their weights all in shared memory; a step's rows over the chunks, four
+        // chunks' loads in flight at a time
+        ld_wt<RC, WIDTH>(wt, Wt, wck, cb, cpb, C, r, k0);
+        __syncthreads();
+        for (int st = warp; st < rb / STEP; st += LORA_WARPS) {  // warp-uniform
+            const int nb = n0 + st * STEP;
+            if (nb >= N) break;
+            float v[32];
+#pragma unroll
+            for (int i = 0; i < 32; i++) v[i] = 0.0f;
+#pragma unroll 4
+            for (int ch = 0; ch < cpb; ch++) {
+                float m[STEP][W];
+                ld_rows<STEP, W, VEC>(m, M, nb, N, C, cb + ch * WIDTH + lane * W);
+                dots_add<RC, W, STEP>(v, m, wt, ch, lane);
+            }
+            dots_out<RC>(Pd, v, nb, N, r, k0, dscale, lane);
+        }
+    }
+}
+
+// O (N,C) = [O +] alpha * sum_kk S[n][k0+kk] w(k0+kk, c)   (O NULL: not wanted), S summed
+// from np partials of lora_rowdot (Sp (np, N, r)) times sscale, written to Sout when given
+// (by the blocks of the first columns)
+// and, COLACC: Pc[blockIdx.y][k0+kk][c] = sum over the block's rows n of S[n][k0+kk] X[n][c]
+template <int RC, bool VEC, bool COLACC>
+__global__ void __launch_bounds__(LORA_WARPS * 32, 2)
+lora_rowaxpy_kernel(float *O, float *Pc, const float *X, const float *Sp, int np, float sscale,
+                    float *Sout, const float *Wt, int wck, int N, int C, int r, int k0,
+                    float alpha, int accumulate) {
+    constexpr int W = 32 / RC, WIDTH = 32 * W, U = 4, ROWS = LORA_RB / LORA_WARPS;
+    __shared__ __align__(16) float wt[RC * WIDTH];
+    __shared__ __align__(16) float tile[LORA_RB * RC];
+    __shared__ __align__(16) float red[COLACC ? LORA_WARPS * RC * WIDTH : 1];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int n0 = blockIdx.y * LORA_RB, cb = blockIdx.x * WIDTH, c0 = cb + lane * W;
+    // a group of U rows (warp + LORA_WARPS * (jb + u) of the block): O's and X's values
+    float o[U][W], x[U][W];
+    auto load = [&](int jb) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int n = n0 + warp + LORA_WARPS * (jb + u);
+#pragma unroll
+            for (int e = 0; e < W; e++) o[u][e] = x[u][e] = 0.0f;
+            if (n < N) {
+                if (O && accumulate) ld_cols<W, VEC>(o[u], O + (size_t)n * C, c0, C);
+                if (COLACC) ld_cols<W, VEC>(x[u], X + (size_t)n * C, c0, C);
+            }
+        }
+    };
+    load(0);  // in flight while the shared memory is filled
+    if (O) ld_wt<RC, WIDTH>(wt, Wt, wck, cb, 1, C, r, k0);
+    ld_tile<RC>(tile, Sp, np, sscale, blockIdx.x == 0 ? Sout : NULL, n0, LORA_RB, N, r, k0);
+    __syncthreads();
+    float w[RC][W], acc[RC][W];
+    if (O) {
+#pragma unroll
+        for (int kk = 0; kk < RC; kk++) wt_get<RC, W>(w[kk], wt, 0, kk, lane);
+    }
+    if constexpr (COLACC) {
+#pragma unroll
+        for (int kk = 0; kk < RC; kk++)
+#pragma unroll
+            for (int e = 0; e < W; e++) acc[kk][e] = 0.0f;
+    }
+    for (int jb = 0; jb < ROWS; jb += U) {
+        if (n0 + warp + LORA_WARPS * jb >= N) break;
+        if (jb) load(jb);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int nl = warp + LORA_WARPS * (jb + u), n = n0 + nl;
+            if constexpr (COLACC) {  // rows past N read as 0
+#pragma unroll
+                for (int kk = 0; kk < RC; kk++) {
+                    const float s = tile[nl * RC + kk];
+#pragma unroll
+                    for (int e = 0; e < W; e++) acc[kk][e] = fmaf(s, x[u][e], acc[kk][e]);
+                }
+            }
+            if (O && n < N) {
+                float y[W];
+#pragma unroll
+                for (int e = 0; e < W; e++) y[e] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < RC; kk++) {
+                    const float s = tile[nl * RC + kk];
+#pragma unroll
+                    for (int e = 0; e < W; e++) y[e] = fmaf(s, w[kk][e], y[e]);
+                }
+#pragma unroll
+                for (int e = 0; e < W; e++) o[u][e] = accumulate ? fmaf(alpha, y[e], o[u][e]) : alpha * y[e];
+                st_cols<W, VEC>(O + (size_t)n * C, o[u], c0, C);
+            }
+        }
+    }
+    if constexpr (COLACC) colacc_out<RC, W>(Pc, red, acc, C, r, k0);
+}
+
+// dst[a * ds_a + b * ds_b] (+)= alpha * sum_p P[p][a][b], p in order: the partials of the
+// kernels above (P (np, len), len = A1 * A2 taken row-major as (A1, A2)). Two jobs a launch.
+typedef struct {
+    const float *P;
+    float *dst;
+    int np, A2, ds_a, ds_b, accumulate;
+    int64_t len;
+    float alpha;
+} LoraSum;
+
+__global__ static void lora_sum_kernel(LoraSum j0, LoraSum j1, int blocks0) {
+    const bool f = (int)blockIdx.x < blocks0;  // fields picked one by one: no local copy
+    const int64_t len = f ? j0.len : j1.len, A2 = f ? j0.A2 : j1.A2;
+    const int64_t i = (int64_t)(f ? blockIdx.x : blockIdx.x - blocks0) * blockDim.x + threadIdx.x;
+    if (i >= len) return;
+    const float *P = f ? j0.P : j1.P;
+    const int np = f ? j0.np : j1.np;
+    float v = 0.0f;
+    for (int p = 0; p < np; p++) v += P[(size_t)p * len + i];
+    const int64_t a = i / A2, b = i - a * A2;
+    float *d = (f ? j0.dst : j1.dst) + a * (f ? j0.ds_a : j1.ds_a) + b * (f ? j0.ds_b : j1.ds_b);
+    const float alpha = f ? j0.alpha : j1.alpha;
+    *d = (f ? j0.accumulate : j1.accumulate) ? fmaf(alpha, v, *d) : alpha * v;
+}
+
+static void lora_sum(const LoraSum *j0, const LoraSum *j1) {
+    const int T = 256;
+    const int b0 = j0 ? (int)((j0->len + T - 1) / T) : 0, b1 = j1 ? (int)((j1->len + T - 1) / T) : 0;
+    if (b0 + b1 == 0) return;
+    LoraSum none{};
+    lora_sum_kernel<<<b0 + b1, T>>>(j0 ? *j0 : none, j1 ? *j1 : none, b0);
+    CUDA_LAUNCH_CHECK();
+}
+
+// ---- launchers: rank chunks of RC = 8 (r <= 8) or 16; W = 32 / RC columns a lane
+
+// lora_rowdot without column sums (xa): LORA_RB_DOTS rows and lora_cpb chunks a block. Measured
+// on an H100 at N = 4096, r = 8 (x read at 2.2-2.4 TB/s): 128 rows beat 32 and 64 (the weights
+// staged once for more rows), 2 chunks a block at IC = 2048 and 4 at IC = 8192 beat 4 or 8
+// (fewer, longer blocks) and 2 at 8192 (32 partials then slow the sum in lora_rowaxpy).
+#define LORA_RB_DOTS 128
+static int lora_cpb(int chunks) {
+    const int c = chunks / 16;
+    return chunks <= 2 ? chunks : c < 2 ? 2 : c > LORA_CPB ? LORA_CPB : c;
+}
+
+static int lora_rc(int r) { return r <= 8 ? 8 : 16; }
+static int lora_width(int r) { return 32 * (32 / lora_rc(r)); }  // columns a chunk
+static int lora_chunks(int C, int r) { return (C + lora_width(r) - 1) / lora_width(r); }
+static int lora_gy(int N) { return (N + LORA_RB - 1) / LORA_RB; }
+// lora_rowdot's column blocks: dots only, up to LORA_CPB chunks each; with column sums, one
+static int lora_gx_dots(int C, int r, bool colacc) {
+    const int ch = lora_chunks(C, r);
+    return colacc ? ch : (ch + lora_cpb(ch) - 1) / lora_cpb(ch);
+}
+
+// the big operands may be read W floats at a time
+static bool lora_vec(int C, int r, const float *p, const float *q) {
+    const int W = 32 / lora_rc(r);
+    const uintptr_t al = 4u * W - 1;
+    return C % W == 0 && !((uintptr_t)p & al) && !((uintptr_t)q & al);
+}
+
+// Pd (gx, N, r) partial dots (dscale times); with Pc (dB-like column sums, S needed) one chunk a
+// block; gx from lora_gx_dots
+static void lora_rowdot(float *Pd, float *Pc, const float *M, const float *Wt, int wck,
+                        const float *S, int N, int C, int r, float dscale) {
+    const int rc = lora_rc(r), colacc = Pc != NULL;
+    const bool vec = lora_vec(C, r, M, NULL);
+    const int cpb = colacc ? 1 : lora_cpb(lora_chunks(C, r));
+    const int rb = colacc ? LORA_RB : LORA_RB_DOTS;
+    const dim3 grid(lora_gx_dots(C, r, colacc), (N + rb - 1) / rb), block(LORA_WARPS * 32);
+#define LORA_ROWDOT(RC_, VEC_, CA_) \
+    lora_rowdot_kernel<RC_, VEC_, CA_><<<grid, block>>>(Pd, Pc, M, Wt, wck, S, N, C, r, k0, dscale, cpb, rb)
+    for (int k0 = 0; k0 < r; k0 += rc) {
+        if (rc == 8) {
+            if (colacc) vec ? LORA_ROWDOT(8, true, true) : LORA_ROWDOT(8, false, true);
+            else vec ? LORA_ROWDOT(8, true, false) : LORA_ROWDOT(8, false, false);
+        } else {
+            if (colacc) vec ? LORA_ROWDOT(16, true, true) : LORA_ROWDOT(16, false, true);
+            else vec ? LORA_ROWDOT(16, true, false) : LORA_ROWDOT(16, false, false);
+        }
+        CUDA_LAUNCH_CHECK();
+    }
+#undef LORA_ROWDOT
+}
+
+// O (+)= alpha * S @ w^T (S = sscale * the sum of Sp's np partials, saved to Sout if given);
+// with Pc: dA-like column sums S^T X (gy, r, C)
+static void lora_rowaxpy(float *O, float *Pc, const float *X, const float *Sp, int np,
+                         float sscale, float *Sout, const float *Wt, int wck, int N, int C, int r,
+                         float alpha, int accumulate) {
+    if (C <= 0) return;
+    const int rc = lora_rc(r), colacc = Pc != NULL;
+    const bool vec = lora_vec(C, r, O, X);
+    const dim3 grid(lora_chunks(C, r), lora_gy(N)), block(LORA_WARPS * 32);
+#define LORA_ROWAXPY(RC_, VEC_, CA_)                                                      \
+    lora_rowaxpy_kernel<RC_, VEC_, CA_><<<grid, block>>>(O, Pc, X, Sp, np, sscale, Sout, Wt, \
+                                                         wck, N, C, r, k0, alpha, acc)
+    for (int k0 = 0; k0 < r; k0 += rc) {
+        const int acc = accumulate || k0 > 0;  // later chunks add to the first
+        if (rc == 8) {
+            if (colacc) vec ? LORA_ROWAXPY(8, true, true) : LORA_ROWAXPY(8, false, true);
+            else vec ? LORA_ROWAXPY(8, true, false) : LORA_ROWAXPY(8, false, false);
+        } else {
+            if (colacc) vec ? LORA_ROWAXPY(16, true, true) : LORA_ROWAXPY(16, false, true);
+            else vec ? LORA_ROWAXPY(16, true, false) : LORA_ROWAXPY(16, false, false);
+        }
+        CUDA_LAUNCH_CHECK();
+    }
+#undef LORA_ROWAXPY
+}
+
+// d (N,r) = alpha * M (N,C) @ w^T, w(k,c) as above; Pd: scratch of lora_pd_floats (unused
+// when one block spans C: the kernel then writes d itself). With dB: dB (r,C) += alpha *
+// S^T (r,N) @ M (N,C), through Pc (lora_pc_floats). One pass over M for both.
+static void lora_rowdot_sum(float *d, float *Pd, float *dB, float *Pc, const float *M,
+                            const float *Wt, int wck, const float *S, int N, int C, int r,
+                            float alpha) {
+    if (C <= 0) {  // empty sums: d = 0, dB gets nothing
+        if (d) CUDA_CHECK(cudaMemsetAsync(d, 0, (size_t)N * r * sizeof(float)));
+        return;
+    }
+    const int gx = lora_gx_dots(C, r, dB != NULL), gy = lora_gy(N);
+    const bool direct = d && gx == 1;
+    lora_rowdot(d ? (direct ? d : Pd) : NULL, dB ? Pc : NULL, M, Wt, wck, S, N, C, r,
+                direct ? alpha : 1.0f);
+    LoraSum jd = {Pd, d, gx, r, r, 1, 0, (int64_t)N * r, alpha};
+    LoraSum jb = {Pc, dB, gy, C, C, 1, 1, (int64_t)r * C, alpha};
+    lora_sum(d && !direct ? &jd : NULL, dB ? &jb : NULL);
+}
+
+// scratch for lora_rowdot's partials (the most: one chunk a block) and column sums
+static size_t lora_pd_floats(int N, int C, int r) { return (size_t)lora_chunks(C, r) * N * r; }
+static size_t lora_pc_floats(int N, int C, int r) { return (size_t)lora_gy(N) * r * C; }
+
+// ---- the ops
+
 // inp (N,IC), A (IC,r), B (r,OC) -> out (N,OC) += scale * xa @ B; xa (N,r) saved (may be NULL)
+// Passes: x (read once) -> xa's partials, then out (read and written once).
 void cuda_lora_forward(float *out, float *xa, const float *inp, const float *A, const float *B,
                        int N, int IC, int OC, int r, float scale, const Dropout *drop) {
     if (N <= 0 || OC <= 0 || r <= 0) return;
     const int drp = dropping(drop);
-    const size_t n_xd = drp ? (size_t)N * IC : 0, n_xa = xa ? 0 : (size_t)N * r;
-    float *ws = (n_xd + n_xa) ? cuda_workspace(n_xd + n_xa) : NULL;
-    float *xd = drp ? ws : NULL;          // the dropped input (N,IC)
-    float *buf = xa ? xa : ws + n_xd;     // xa (N,r)
+    if (IC <= 0) {  // xa = 0, out unchanged
+        if (xa) CUDA_CHECK(cudaMemsetAsync(xa, 0, (size_t)N * r * sizeof(float)));
+        return;
+    }
+    const int gx = lora_gx_dots(IC, r, false);
+    const size_t n_xd = drp ? (size_t)N * IC : 0, n_pd = (size_t)gx * N * r;
+    float *ws = cuda_workspace(n_xd + n_pd);
+    float *xd = drp ? ws : NULL;  // the dropped input (N,IC)
+    float *pd = ws + n_xd;        // xa's partials (gx, N, r); with gx = 1 xa itself if not saved
     if (xd) cuda_dropout_forward(xd, inp, drop, N, IC);
-    lora_xa(buf, xd ? xd : inp, A, N, IC, r);
+    // xa (N,r) = x (N,IC) @ A (IC,r), in gx partials over IC summed by the next kernel, which
+    // also saves xa
+    float *d = gx == 1 && xa ? xa : pd;
+    lora_rowdot(d, NULL, xd ? xd : inp, A, 1, NULL, N, IC, r, 1.0f);
     // out (N,OC) += scale * xa (N,r) @ B (r,OC)
-    gemm_rm(false, false, N, OC, r, scale, buf, r, B, OC, 1.0f, out, OC);
+    lora_rowaxpy(out, NULL, NULL, d, gx, 1.0f, gx == 1 ? NULL : xa, B, 0, N, OC, r, scale, 1);
 }
 
 // dout (N,OC) -> dB (r,OC) += scale * xa^T @ dout; with dxa (N,r) = scale * dout @ B^T:
 // dA (IC,r) += x^T @ dxa; dinp (N,IC) += dxa @ A^T, through the dropout mask when dropping.
 // Any of dinp/dA/dB may be NULL; xa may be NULL (recomputed from x and A).
+// Passes: dout (read once) -> dB, dxa; then x and dinp (each read once, dinp written once)
+// -> dA, dinp.
 void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, const float *inp,
                         const float *xa, const float *A, const float *B, int N, int IC, int OC,
                         int r, float scale, const Dropout *drop) {
-    if (N <= 0 || r <= 0) return;
+    if (N <= 0 || r <= 0 || OC <= 0) return;  // OC = 0: dxa = 0, nothing to add anywhere
     const int drp = dropping(drop);
     const int need_x = drp && (dA || (dB && !xa));  // the dropped input is read
     const int need_dx = drp && dinp;                // dx (N,IC) before the mask's backward
@@ -39,30 +528,37 @@ void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, co
     const size_t n_xa = (dB && !xa) ? (size_t)N * r : 0;
     const size_t n_dxa = (dA || dinp) ? (size_t)N * r : 0;
     if (!dB && !n_dxa) return;
-    float *ws = (n_big + n_xa + n_dxa) ? cuda_workspace(n_big + n_xa + n_dxa) : NULL;
-    float *big = ws, *tmp_xa = ws + n_big, *dxa = ws + n_big + n_xa;
+    const size_t n_pi = (dA || n_xa) ? lora_pc_floats(N, IC, r) + lora_pd_floats(N, IC, r) : 0;
+    const size_t n_po = lora_pc_floats(N, OC, r) + lora_pd_floats(N, OC, r);
+    float *ws = cuda_workspace(n_big + n_xa + n_dxa + n_pi + n_po);
+    float *big = ws, *tmp_xa = big + n_big, *dxa = tmp_xa + n_xa, *pi = dxa + n_dxa, *po = pi + n_pi;
     const float *x = inp;
     if (need_x) {
         cuda_dropout_forward(big, inp, drop, N, IC);
         x = big;
     }
-    if (dB) {
-        if (!xa) {
-            lora_xa(tmp_xa, x, A, N, IC, r);
-            xa = tmp_xa;
-        }
-        // dB (r,OC) += scale * xa^T (r,N) @ dout (N,OC)
-        gemm_rm(true, false, r, OC, N, scale, xa, r, dout, OC, 1.0f, dB, OC);
+    if (dB && !xa) {
+        lora_rowdot_sum(tmp_xa, pi, NULL, NULL, x, A, 1, NULL, N, IC, r, 1.0f);
+        xa = tmp_xa;
     }
+    // one pass over dout: dxa (N,r) = scale * dout (N,OC) @ B^T (OC,r) and
+    // dB (r,OC) += scale * xa^T (r,N) @ dout (N,OC)
+    lora_rowdot_sum(n_dxa ? dxa : NULL, po, dB, po + lora_pd_floats(N, OC, r), dout, B, 0, xa, N,
+                    OC, r, scale);
     if (!dA && !dinp) return;
-    // dxa (N,r) = scale * dout (N,OC) @ B^T (OC,r)
-    gemm_rm(false, true, N, r, OC, scale, dout, OC, B, OC, 0.0f, dxa, r);
-    if (dA)  // dA (IC,r) += x^T (IC,N) @ dxa (N,r)
-        gemm_rm(true, false, IC, r, N, 1.0f, x, IC, dxa, r, 1.0f, dA, r);
-    if (dinp && !drp) {  // dinp (N,IC) += dxa (N,r) @ A^T (r,IC)
-        gemm_rm(false, true, N, IC, r, 1.0f, dxa, r, A, r, 1.0f, dinp, IC);
-    } else if (dinp) {   // dx (N,IC) = dxa @ A^T (x is no longer needed), dinp += mask * dx / (1-p)
-        gemm_rm(false, true, N, IC, r, 1.0f, dxa, r, A, r, 0.0f, big, IC);
-        cuda_dropout_backward(dinp, big, drop, N, IC);
+    // one pass over x and dinp: dinp (N,IC) += dxa (N,r) @ A^T (r,IC) (or with dropout,
+    // dx = dxa @ A^T written over x, which is not needed after it, then dinp += mask * dx / (1-p))
+    // and dA (IC,r) += x^T (IC,N) @ dxa (N,r), through Pc (r, IC) partials
+    float *pc = pi;
+    if (!drp) {
+        lora_rowaxpy(dinp, dA ? pc : NULL, x, dxa, 1, 1.0f, NULL, A, 1, N, IC, r, 1.0f, 1);
+    } else {  // dx goes over the dropped x in big: dA first (rank chunks would read dx as x)
+        if (dA) lora_rowaxpy(NULL, pc, x, dxa, 1, 1.0f, NULL, A, 1, N, IC, r, 1.0f, 0);
+        if (dinp) lora_rowaxpy(big, NULL, NULL, dxa, 1, 1.0f, NULL, A, 1, N, IC, r, 1.0f, 0);
     }
+    if (dA) {
+        LoraSum ja = {pc, dA, lora_gy(N), IC, 1, r, 1, (int64_t)r * IC, 1.0f};
+        lora_sum(&ja, NULL);
+    }
+    if (dinp && drp) cuda_dropout_backward(dinp, big, drop, N, IC);
 }
