@@ -260,7 +260,10 @@ static int load_data_and_buffers(Trainer *t, Error *err) {
         if (sets[i]->n && max_len(sets[i]) - 1 > T_max) T_max = max_len(sets[i]) - 1;
     if (prepare_early(c) && prepare_weights(t, err)) return -1;
     int acts = c->grad_checkpoint ? ACTS_CHECKPOINT : ACTS_ALL;
-    if (forward_state_init(&t->s, &t->m, c->batch_size, T_max, T_max, acts) ||
+    // the loss (training's and validation's) runs in chunks of rows whose logits fit
+    // LOSS_LOGITS_BUDGET: the full (N,V) logits never exist
+    int rows = model_loss_chunk_rows(&t->m.cfg, c->batch_size * T_max, LOSS_LOGITS_BUDGET);
+    if (forward_state_init_rows(&t->s, &t->m, c->batch_size, T_max, T_max, acts, rows) ||
         (c->train && grads_init(&t->g, &t->m, t->first, c->fine_tune == FT_FULL, c->batch_size, T_max)))
         return err_set(err, "out of memory for activations of batch %d x %d tokens",
                        c->batch_size, T_max);
@@ -317,9 +320,9 @@ static int train_step(Trainer *t, const Batch *b, int iter, Error *err) {
                                         (uint64_t)((iter - 1) % k));
     // DoRA's row norms follow the weights the last update (or a restored checkpoint) left
     if (model_dora_refresh(&t->m, err)) return -1;
-    float loss = model_loss(&t->m, &t->s, b->inputs, b->targets);
+    // forward, loss and backward in one pass (the head's backward fused with the loss)
+    float loss = model_loss_backward(&t->m, &t->s, b->inputs, b->targets, &t->g, 1.0f / k);
     if (!isfinite(loss)) return diverged(t, iter, loss, err);
-    model_backward(&t->m, &t->s, b->targets, &t->g, 1.0f / k);
     if (iter % k == 0 || iter == c->iters) {
         optimizer_step(&t->opt, &t->pl, lr_at(&t->sched, t->opt.step));
         if (c->fine_tune == FT_FULL) model_repack_bf16(&t->m, t->first);  // the bf16 copies follow
