@@ -516,6 +516,164 @@ static void test_lora_init_and_keys(void **state) {
     model_free(&m);
 }
 
+// The loss in chunks of rows (forward_state_init_rows: what the trainer runs) against every
+// row's logits at once, on backend be: the loss of model_loss, and the gradients of
+// model_loss_backward (the head's backward fused with the loss) and of model_backward after a
+// chunked model_loss (each chunk's logits made again), for chunk sizes of one row, ones that do
+// not divide N, one sequence, N - 1, N and more; the reference batch's targets, then with a
+// masked prompt, a sequence of padding alone (a whole chunk of it at 8 rows) and a padded last
+// target; one chunked case with checkpointed activations.
+// Bounds: the chunks change two things. (1) The head's products run over fewer rows, which
+// may change the order of each logit's sum of C terms (BLAS picks kernels by shape): both sides'
+// logits are within f32_path_rel(C) zmax of exact, so the losses within loss_round_bound of
+// twice that. (2) The mean: each chunk's mean is rounded to f32 before the chunks are summed
+// (in double): at most F32_U |loss| more, plus each side's own final rounding, F32_U |loss|.
+// The gradients: each side within f32_path_rel(path) of the tensor's largest |gradient| of
+// exact (the convention of TrajBound), so within twice that of each other. With one chunk
+// (R >= N) the same ops run on the same operands: on the CPU, the same bits.
+static void download_f(const Backend *be, float *dst, const float *src, size_t n) {
+    be->download(dst, src, sizeof(float) * n);
+}
+
+static double grads_worst(const Backend *be, const Grads *a, const float *want, double rel) {
+    float *got = xmalloc(sizeof(float) * a->n_floats);
+    download_f(be, got, a->arena, a->n_floats);
+    double gmax = 0, worst = 0;
+    for (size_t i = 0; i < a->n_floats; i++) gmax = fmax(gmax, fabs(want[i]));
+    for (size_t i = 0; i < a->n_floats; i++) {
+        double d = fabs((double)got[i] - want[i]), bound = 2 * rel * gmax;
+        if (!(d <= bound)) fail_msg("gradient %zu: %g, unchunked %g: |diff| %.2g > bound %.2g", i,
+                                    got[i], want[i], d, bound);
+        if (bound > 0 && d / bound > worst) worst = d / bound;
+    }
+    free(got);
+    return worst;
+}
+
+static void run_chunked_loss_on(const Backend *be) {
+    cJSON *ref = load_json_fixture(TRAIN "/reference.json");
+    int B, T;
+    int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
+    int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B, &T);
+    const int N = B * T;
+    Model m;
+    Error err;
+    if (model_load_on(&m, TINY, TRAIN "/lora_start", be, &err)) fail_msg("%s", err.msg);
+    const int V = m.cfg.vocab_size;
+    ForwardState su;
+    Grads gu;
+    assert_int_equal(forward_state_init(&su, &m, B, T, T, ACTS_ALL), 0);
+    assert_int_equal(su.logit_rows, N);
+    assert_int_equal(grads_init(&gu, &m, 2, 0, B, T), 0);
+    float *want = xmalloc(sizeof(float) * gu.n_floats), *logits = xmalloc(sizeof(float) * N * V);
+    TrajBound tb;
+    ParamList pl;
+    params_collect(&pl, &m, &gu);
+    int *tg = xmalloc(sizeof(int) * N);
+    const int sizes[] = {1, 5, 8, 13, N - 1, N, 3 * N};
+    double worst_loss = 0, worst_grad = 0;
+    for (int variant = 0; variant < 2; variant++) {
+        memcpy(tg, targets, sizeof(int) * N);
+        if (variant) {
+            for (int t = 0; t < 3; t++) tg[t] = -1;           // a masked prompt
+            for (int t = 0; t < T; t++) tg[2 * T + t] = -1;   // a sequence of padding alone
+            tg[N - 1] = -1;                                   // a padded last target
+        }
+        int n_targets = 0;
+        for (int i = 0; i < N; i++) n_targets += tg[i] >= 0;
+        traj_init(&tb, &pl, &m.cfg, T, n_targets);
+        // the unchunked reference: model_loss keeps every row's logits, model_backward
+        grads_zero(&gu);
+        float loss_u = model_loss(&m, &su, inputs, tg);
+        download_f(be, logits, su.logits, (size_t)N * V);
+        double zmax = max_abs_f(logits, (size_t)N * V);
+        model_backward(&m, &su, tg, &gu, 1.0f);
+        download_f(be, want, gu.arena, gu.n_floats);
+        double lbound = loss_round_bound(2 * f32_path_rel(m.cfg.dim), zmax, n_targets) +
+                        3 * F32_U * fabs(loss_u);
+        double grel = f32_path_rel(tb.path);
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0] + 1; k++) {
+            const int ckpt = k == sizeof sizes / sizeof sizes[0];  // last: 5 rows, checkpointed
+            const int R = ckpt ? 5 : sizes[k];
+            ForwardState sc;
+            Grads gc;
+            assert_int_equal(forward_state_init_rows(&sc, &m, B, T, T,
+                                                     ckpt ? ACTS_CHECKPOINT : ACTS_ALL, R), 0);
+            assert_int_equal(sc.logit_rows, R < N ? R : N);
+            assert_int_equal(grads_init(&gc, &m, 2, 0, B, T), 0);
+            // the loss alone (validation's)
+            float loss_c = model_loss(&m, &sc, inputs, tg);
+            double d = fabs((double)loss_c - loss_u);
+            if (!(d <= lbound))
+                fail_msg("%d rows a chunk: loss %.9g, unchunked %.9g: |diff| %.2g > bound %.2g",
+                         R, loss_c, loss_u, d, lbound);
+            worst_loss = fmax(worst_loss, d / lbound);
+            // model_backward after it
+            grads_zero(&gc);
+            model_backward(&m, &sc, tg, &gc, 1.0f);
+            worst_grad = fmax(worst_grad, grads_worst(be, &gc, want, grel));
+            // the fused pass: the same loss as model_loss's (the same ops), the same gradients
+            grads_zero(&gc);
+            float loss_f = model_loss_backward(&m, &sc, inputs, tg, &gc, 1.0f);
+            assert_true(loss_f == loss_c);
+            worst_grad = fmax(worst_grad, grads_worst(be, &gc, want, grel));
+            if (R >= N && be == &BACKEND_CPU) {
+                float *got = xmalloc(sizeof(float) * gc.n_floats);
+                download_f(be, got, gc.arena, gc.n_floats);
+                assert_true(loss_f == loss_u);
+                assert_memory_equal(got, want, sizeof(float) * gc.n_floats);
+                free(got);
+            }
+            grads_free(&gc);
+            forward_state_free(&sc);
+        }
+        traj_free(&tb);
+    }
+    printf("  %s: %d chunk sizes x 2 target sets (+ checkpointed): worst |diff| / bound: loss "
+           "%.3f, gradients %.3f\n", be->name, (int)(sizeof sizes / sizeof sizes[0]), worst_loss,
+           worst_grad);
+    // every target masked: no loss, no gradient, chunked or not
+    for (int i = 0; i < N; i++) tg[i] = -1;
+    ForwardState sc;
+    Grads gc;
+    assert_int_equal(forward_state_init_rows(&sc, &m, B, T, T, ACTS_ALL, 5), 0);
+    assert_int_equal(grads_init(&gc, &m, 2, 0, B, T), 0);
+    grads_zero(&gc);
+    assert_true(model_loss_backward(&m, &sc, inputs, tg, &gc, 1.0f) == 0.0f);
+    download_f(be, want, gc.arena, gc.n_floats);
+    for (size_t i = 0; i < gc.n_floats; i++) assert_true(want[i] == 0.0f);
+    grads_free(&gc);
+    forward_state_free(&sc);
+    params_free(&pl);
+    free(tg);
+    free(want);
+    free(logits);
+    grads_free(&gu);
+    forward_state_free(&su);
+    model_free(&m);
+    free(inputs);
+    free(targets);
+    cJSON_Delete(ref);
+}
+
+static void test_chunked_loss_matches_unchunked(void **state) {
+    run_chunked_loss_on(&BACKEND_CPU);
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    be->set_fast_matmul(0);
+    run_chunked_loss_on(be);
+}
+
+// The trainer's chunk: 256 MiB of f32 logits at Llama-3's 128256 words hold 523 rows: 512, in
+// multiples of 128; never fewer than 128 rows, never more than N.
+static void test_loss_chunk_rows(void **state) {
+    ModelConfig c = {.vocab_size = 128256};
+    assert_int_equal(model_loss_chunk_rows(&c, 8 * 512, LOSS_LOGITS_BUDGET), 512);
+    assert_int_equal(model_loss_chunk_rows(&c, 300, LOSS_LOGITS_BUDGET), 300);
+    assert_int_equal(model_loss_chunk_rows(&c, 8 * 512, 1000), LOSS_CHUNK_ALIGN);
+    assert_int_equal(model_loss_chunk_rows(&c, 100, 1000), 100);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trainable_counts),
@@ -531,6 +689,8 @@ int main(void) {
         cmocka_unit_test(test_dropout_zero_is_no_dropout),
         cmocka_unit_test(test_dropout_model_gradient),
         cmocka_unit_test(test_dropout_training_loss_decreases),
+        cmocka_unit_test(test_chunked_loss_matches_unchunked),
+        cmocka_unit_test(test_loss_chunk_rows),
     };
     return cmocka_run_group_tests_name("train", tests, NULL, NULL);
 }
