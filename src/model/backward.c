@@ -77,15 +77,19 @@ void grads_zero(Grads *g) { g->be->zero(g->arena, sizeof(float) * g->n_floats); 
 // per chunk the logits (the head's linear op, in the model's precision), the chunk's loss, and
 // with dxn (N,C) the loss's gradient scale * (softmax - onehot) in place of the logits and the
 // head's backward into the chunk's rows of dxn (accumulated; each row's own sum over V, as
-// unchunked). The head is frozen (no weight gradient). The loss: with one chunk the op's own
-// mean, bit for bit; with several, each chunk's f32 mean times its count summed in double over
-// the chunks in row order, over the count. That changes the summation order (chunk by chunk,
-// not the op's one reduction) and rounds each chunk's mean to f32 first: a relative difference
-// of at most about 2^-24 per chunk.
+// unchunked). The head is frozen (no weight gradient). The loss, a sum whose order changes:
+//  - two ops (cross_entropy_forward, _backward): with one chunk the op's own mean, bit for bit
+//    (the CPU's case: its results stay as they were); with several, each chunk's f32 mean times
+//    its count, summed in double over the chunks in row order, over the count: each chunk's
+//    mean rounded to f32 first, a relative difference of at most 2^-24 per chunk;
+//  - the fused op (a backend's cross_entropy_fused, with dxn): the rows' f32 losses summed in
+//    double in row order, over the count, after the last chunk (one download, no wait per
+//    chunk): each row's loss rounded to f32 first, at most 2^-24 relative.
 static float head_loss(const Model *m, ForwardState *s, const int *targets, float *dxn,
                        float scale) {
     const Backend *be = m->be;
     const int N = s->B * s->T, C = m->cfg.dim, V = m->cfg.vocab_size, R = s->logit_rows;
+    const int fused = dxn && be->cross_entropy_fused;
     double total = 0.0;
     int count = 0;
     float mean = 0.0f;
@@ -96,15 +100,28 @@ static float head_loss(const Model *m, ForwardState *s, const int *targets, floa
         if (!n) continue;  // a chunk of padding alone: no loss, a zero gradient
         const float *xn = s->final_xn + (size_t)r0 * C;
         be->linear_forward(s->logits, xn, m->head, m->head_lin, rows, C, V);
-        mean = be->cross_entropy_forward(NULL, s->logits, s->targets + r0, rows, V);
-        total += (double)mean * n;
-        count += n;
-        if (!dxn) continue;
-        be->cross_entropy_backward(s->logits, s->logits, s->targets + r0, rows, V, scale);
+        if (fused) {
+            be->cross_entropy_fused(s->row_losses + r0, s->logits, s->logits, s->targets + r0,
+                                    rows, V, scale);
+        } else {
+            mean = be->cross_entropy_forward(NULL, s->logits, s->targets + r0, rows, V);
+            total += (double)mean * n;
+            count += n;
+            if (!dxn) continue;
+            be->cross_entropy_backward(s->logits, s->logits, s->targets + r0, rows, V, scale);
+        }
         be->linear_backward(dxn + (size_t)r0 * C, NULL, s->logits, xn, m->head, m->head_lin, rows,
                             C, V);
     }
-    if (R >= N) return mean;
+    if (fused) {  // (rows of chunks skipped as padding alone are not read)
+        float *losses = xmalloc(sizeof(float) * (size_t)N);
+        be->download(losses, s->row_losses, sizeof(float) * (size_t)N);
+        for (int i = 0; i < N; i++)
+            if (targets[i] >= 0) total += losses[i], count++;
+        free(losses);
+    } else if (R >= N) {
+        return mean;
+    }
     return count ? (float)(total / count) : 0.0f;
 }
 

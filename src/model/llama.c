@@ -106,8 +106,8 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
                      &s->logits};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += sizes[i];
-    // ids: tokens, targets, positions (N each); rope tables (max_seq, D/2) twice
-    size_t half = (size_t)c->head_dim / 2, id_floats = 3 * N, rope_floats = 2 * (size_t)max_seq * half;
+    // ids: tokens, targets, positions, the rows' losses (N each); rope tables (max_seq, D/2) twice
+    size_t half = (size_t)c->head_dim / 2, id_floats = 4 * N, rope_floats = 2 * (size_t)max_seq * half;
     const Backend *be = m->be;
     s->be = be;
     float *arena = be->alloc(sizeof(float) * (total + id_floats + rope_floats));
@@ -119,6 +119,7 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     }
     if (keep_acts == ACTS_NONE || !model_has_dora(m)) s->dora_y = NULL;  // DoRA keeps nothing
     s->tokens = (int *)arena, s->targets = s->tokens + N, s->pos_ids = s->targets + N;
+    s->row_losses = (float *)(s->pos_ids + N);
     arena += id_floats;
     s->rope_cos = arena, s->rope_sin = arena + (size_t)max_seq * half;
     // rope tables for every position the state can hold, made once on the host

@@ -167,6 +167,7 @@ typedef struct {
     int logit_rows;
     int *tokens;        // (B*T) the batch's ids, uploaded by model_forward
     int *targets;       // (B*T) model_loss's targets (< 0: no loss)
+    float *row_losses;  // (B*T) each row's loss, where the fused cross-entropy makes them
     int *pos_ids;       // (B*T)
     float *rope_cos, *rope_sin;  // (max_seq, D/2)
     int lora_rank_max;

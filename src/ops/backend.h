@@ -117,6 +117,12 @@ typedef struct Backend {
                                    int V);
     void (*cross_entropy_backward)(float *dlogits, const float *logits, const int *targets, int N,
                                    int V, float scale);
+    // Both at once, for training's chunked loss (NULL where a backend has none: the two ops
+    // run): losses (N) as cross_entropy_forward's, dlogits as cross_entropy_backward's (may be
+    // logits), from one pass of row statistics; no mean, so no wait for the device. The CPU has
+    // none: its loss stays the double sum of its rows' double losses, bit for bit.
+    void (*cross_entropy_fused)(float *losses, float *dlogits, const float *logits,
+                                const int *targets, int N, int V, float scale);
     void (*adam_update)(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                         float beta1, float beta2, float eps, float weight_decay);
     void (*sgd_update)(float *param, const float *grad, int64_t n, float lr);

@@ -280,6 +280,7 @@ static void init(void) {
     backend.argmax_forward = cuda_argmax_forward;
     backend.cross_entropy_forward = cuda_cross_entropy_forward;
     backend.cross_entropy_backward = cuda_cross_entropy_backward;
+    backend.cross_entropy_fused = cuda_cross_entropy_fused;
     backend.adam_update = cuda_adam_update;
     backend.sgd_update = cuda_sgd_update;
     if (getenv("TUNELENS_CUDA_PROFILE") && atoi(getenv("TUNELENS_CUDA_PROFILE")))

@@ -175,6 +175,8 @@ float cuda_cross_entropy_forward(float *losses, const float *logits, const int *
                                  int V);
 void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int *targets, int N,
                                  int V, float scale);
+void cuda_cross_entropy_fused(float *losses, float *dlogits, const float *logits,
+                              const int *targets, int N, int V, float scale);
 void cuda_adam_update(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay);
 void cuda_sgd_update(float *param, const float *grad, int64_t n, float lr);

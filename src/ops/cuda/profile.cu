@@ -88,6 +88,7 @@ void cuda_profile_install(Backend *be) {
     PROF(argmax_forward);
     PROF(cross_entropy_forward);
     PROF(cross_entropy_backward);
+    PROF(cross_entropy_fused);
     PROF(adam_update);
     PROF(sgd_update);
     PROF(zero);
