@@ -666,9 +666,9 @@ static void run_chunked_loss_on(const Backend *be) {
 // A backend's fused cross-entropy (cross_entropy_fused) as the CPU's two ops would make it: the
 // model's path through it, on the CPU (the CPU backend itself has none).
 static void cpu_ce_fused(float *losses, float *dlogits, const float *logits, const int *targets,
-                         int N, int V, float scale) {
+                         int N, int V, const float *scale) {
     BACKEND_CPU.cross_entropy_forward(losses, logits, targets, N, V);
-    BACKEND_CPU.cross_entropy_backward(dlogits, logits, targets, N, V, scale);
+    BACKEND_CPU.cross_entropy_backward(dlogits, logits, targets, N, V, *scale);
 }
 
 static void test_chunked_loss_matches_unchunked(void **state) {
@@ -681,6 +681,82 @@ static void test_chunked_loss_matches_unchunked(void **state) {
     if (!be) return;
     be->set_fast_matmul(0);
     run_chunked_loss_on(be);
+}
+
+// Recorded steps (Backend.record_begin: CUDA graphs) equal plain ones bit for bit: each step's
+// loss and every gradient from model_step_run run plainly, then through the trainer's
+// record-once-replay-after (step_run), over batches of two lengths with other tokens every
+// step (each length recorded at its first step, replayed at later ones) while Adam moves the
+// weights; after the workspace moved, replay refuses the stale recording. On a backend that
+// records nothing, only the plain path runs.
+static void run_recorded_steps(const Backend *be, int full) {
+    Setup su;
+    setup_open_on(&su, full, be);
+    const int B = su.s.B, T = su.s.T, lens[2] = {T, T > 3 ? T - 2 : T};
+    const int order[] = {0, 0, 1, 1, 0, 1, 1, 0};
+    const size_t ng = su.g.n_floats;
+    float *plain = xmalloc(sizeof(float) * ng), *replayed = xmalloc(sizeof(float) * ng);
+    int *in = xmalloc(sizeof(int) * (size_t)B * T), *tg = xmalloc(sizeof(int) * (size_t)B * T);
+    Recording *rec[2] = {NULL, NULL};
+    int n_replays = 0;
+    for (int step = 0; step < (int)(sizeof order / sizeof order[0]); step++) {
+        const int w = order[step], t = lens[w];
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < t; i++) {
+                in[b * t + i] = su.inputs[b * T + (i + step) % T];
+                tg[b * t + i] = su.targets[b * T + (i + step) % T];
+            }
+        su.s.T = t;
+        grads_zero(&su.g);
+        model_step_stage(&su.m, &su.s, in, tg, 0.5f);
+        model_step_run(&su.m, &su.s, tg, &su.g);
+        float loss_plain = model_step_loss(&su.m, &su.s, tg);
+        download_f(be, plain, su.g.arena, ng);
+        if (!be->record_begin) continue;
+        grads_zero(&su.g);
+        model_step_stage(&su.m, &su.s, in, tg, 0.5f);
+        if (rec[w]) {
+            assert_int_equal(be->replay(rec[w]), 0);
+            n_replays++;
+        } else {
+            assert_int_equal(be->record_begin(), 0);
+            model_step_run(&su.m, &su.s, tg, &su.g);  // recorded, not run
+            rec[w] = be->record_end();
+            assert_non_null(rec[w]);
+            assert_int_equal(be->replay(rec[w]), 0);
+        }
+        float loss_rec = model_step_loss(&su.m, &su.s, tg);
+        download_f(be, replayed, su.g.arena, ng);
+        if (memcmp(&loss_rec, &loss_plain, sizeof loss_rec))
+            fail_msg("%s step %d (T=%d): recorded loss %.9g, plain %.9g", full ? "full" : "lora",
+                     step, t, loss_rec, loss_plain);
+        assert_memory_equal(replayed, plain, sizeof(float) * ng);
+        optimizer_step(&su.opt, &su.pl, 1e-3f);
+    }
+    if (be->record_begin) {
+        printf("  %s on %s: %d steps recorded, %d replayed, equal bit for bit\n",
+               full ? "full" : "lora", be->name, 2, n_replays);
+        assert_int_equal(n_replays, 6);
+        // a scratch-hungry op moves the workspace: the recordings are stale
+        const int rows = 1 << 23;
+        float *logits = be->alloc(sizeof(float) * rows);
+        int *targets = be->alloc(sizeof(int) * rows);
+        assert_non_null(logits), assert_non_null(targets);
+        (void)be->cross_entropy_forward(NULL, logits, targets, rows, 1);
+        assert_int_equal(be->replay(rec[0]), -1);
+        be->free(logits), be->free(targets);
+        be->recording_free(rec[0]), be->recording_free(rec[1]);
+    }
+    free(plain), free(replayed), free(in), free(tg);
+    setup_close(&su);
+}
+
+static void test_recorded_steps_equal_plain(void **state) {
+    for (int full = 0; full < 2; full++) run_recorded_steps(&BACKEND_CPU, full);
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    be->set_fast_matmul(0);
+    for (int full = 0; full < 2; full++) run_recorded_steps(be, full);
 }
 
 // The trainer's chunk: 256 MiB of f32 logits at Llama-3's 128256 words hold 523 rows: 512, in
@@ -700,6 +776,7 @@ int main(void) {
         cmocka_unit_test(test_lora_trajectory_matches_pytorch),
         cmocka_unit_test(test_full_trajectory_matches_pytorch),
         cmocka_unit_test(test_trajectories_on_cuda),
+        cmocka_unit_test(test_recorded_steps_equal_plain),
         cmocka_unit_test(test_dropout_checkpoint_on_cuda),
         cmocka_unit_test(test_lora_bf16_step),
         cmocka_unit_test(test_full_bf16_step),

@@ -5,6 +5,7 @@
 // With ACTS_CHECKPOINT (--grad-checkpoint) each block's forward is re-run from its kept input
 // residual just before its backward.
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "../ops/ops.h"
@@ -95,15 +96,16 @@ static float head_loss(const Model *m, ForwardState *s, const int *targets, floa
     float mean = 0.0f;
     for (int r0 = 0; r0 < N; r0 += R) {
         const int rows = N - r0 < R ? N - r0 : R;
-        int n = 0;
-        for (int i = r0; i < r0 + rows; i++) n += targets[i] >= 0;
-        if (!n) continue;  // a chunk of padding alone: no loss, a zero gradient
         const float *xn = s->final_xn + (size_t)r0 * C;
-        be->linear_forward(s->logits, xn, m->head, m->head_lin, rows, C, V);
-        if (fused) {
+        if (fused) {  // every chunk, padding alone too (its gradient is 0): nothing host-dependent
+            be->linear_forward(s->logits, xn, m->head, m->head_lin, rows, C, V);
             be->cross_entropy_fused(s->row_losses + r0, s->logits, s->logits, s->targets + r0,
-                                    rows, V, scale);
+                                    rows, V, s->loss_scale);
         } else {
+            int n = 0;
+            for (int i = r0; i < r0 + rows; i++) n += targets[i] >= 0;
+            if (!n) continue;  // a chunk of padding alone: no loss, a zero gradient
+            be->linear_forward(s->logits, xn, m->head, m->head_lin, rows, C, V);
             mean = be->cross_entropy_forward(NULL, s->logits, s->targets + r0, rows, V);
             total += (double)mean * n;
             count += n;
@@ -113,15 +115,21 @@ static float head_loss(const Model *m, ForwardState *s, const int *targets, floa
         be->linear_backward(dxn + (size_t)r0 * C, NULL, s->logits, xn, m->head, m->head_lin, rows,
                             C, V);
     }
-    if (fused) {  // (rows of chunks skipped as padding alone are not read)
-        float *losses = xmalloc(sizeof(float) * (size_t)N);
-        be->download(losses, s->row_losses, sizeof(float) * (size_t)N);
-        for (int i = 0; i < N; i++)
-            if (targets[i] >= 0) total += losses[i], count++;
-        free(losses);
-    } else if (R >= N) {
-        return mean;
-    }
+    if (fused) return NAN;  // the rows' losses wait in s->row_losses (fused_loss)
+    if (R >= N) return mean;
+    return count ? (float)(total / count) : 0.0f;
+}
+
+// The mean of the fused cross-entropy's row losses (rows with a target), waiting for them.
+static float fused_loss(const Model *m, const ForwardState *s, const int *targets) {
+    const int N = s->B * s->T;
+    float *losses = xmalloc(sizeof(float) * (size_t)N);
+    m->be->download(losses, s->row_losses, sizeof(float) * (size_t)N);
+    double total = 0.0;
+    int count = 0;
+    for (int i = 0; i < N; i++)
+        if (targets[i] >= 0) total += losses[i], count++;
+    free(losses);
     return count ? (float)(total / count) : 0.0f;
 }
 
@@ -253,22 +261,49 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
         be->cross_entropy_backward(s->logits, s->logits, s->targets, N, V, scale);
         be->linear_backward(dxn, NULL, s->logits, s->final_xn, m->head, m->head_lin, N, C, V);
     } else {
+        be->upload(s->loss_scale, &scale, sizeof scale);
         head_loss(m, s, targets, dxn, scale);  // chunked: each chunk's logits again
     }
     blocks_backward(m, s, g, dresid);
 }
 
-float model_loss_backward(const Model *m, ForwardState *s, const int *inputs, const int *targets,
-                          Grads *g, float loss_scale) {
-    const int N = s->B * s->T;
-    float *dresid = g->scratch, *dxn = dresid + (size_t)N * m->cfg.dim;
+void model_step_stage(const Model *m, ForwardState *s, const int *inputs, const int *targets,
+                      float loss_scale) {
+    const Backend *be = m->be;
+    const int B = s->B, T = s->T, N = B * T;
     int n_targets = 0;
     for (int i = 0; i < N; i++) n_targets += targets[i] >= 0;
+    s->step_scale = n_targets ? loss_scale / n_targets : 0.0f;
     s->pos = 0;
-    model_forward(m, s, inputs, FORWARD_FINAL_NORM, NULL, NULL);
-    m->be->upload(s->targets, targets, sizeof(int) * (size_t)N);
+    int *pos = xmalloc(sizeof(int) * (size_t)N);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) pos[b * T + t] = t;
+    be->upload(s->pos_ids, pos, sizeof(int) * (size_t)N);
+    free(pos);
+    be->upload(s->tokens, inputs, sizeof(int) * (size_t)N);
+    be->upload(s->targets, targets, sizeof(int) * (size_t)N);
+    be->upload(s->loss_scale, &s->step_scale, sizeof(float));
+}
+
+void model_step_run(const Model *m, ForwardState *s, const int *targets, Grads *g) {
+    const int N = s->B * s->T;
+    float *dresid = g->scratch, *dxn = dresid + (size_t)N * m->cfg.dim;
+    s->pos = 0;
+    model_forward(m, s, NULL, FORWARD_FINAL_NORM, NULL, NULL);
     m->be->zero(dresid, sizeof(float) * 2 * (size_t)N * m->cfg.dim);  // dresid and dxn
-    float loss = head_loss(m, s, targets, dxn, n_targets ? loss_scale / n_targets : 0.0f);
+    s->step_loss = head_loss(m, s, targets, dxn, s->step_scale);
     blocks_backward(m, s, g, dresid);
-    return loss;
+}
+
+float model_step_loss(const Model *m, ForwardState *s, const int *targets) {
+    return m->be->cross_entropy_fused ? fused_loss(m, s, targets) : s->step_loss;
+}
+
+int model_step_recordable(const Model *m) { return m->be->cross_entropy_fused != NULL; }
+
+float model_loss_backward(const Model *m, ForwardState *s, const int *inputs, const int *targets,
+                          Grads *g, float loss_scale) {
+    model_step_stage(m, s, inputs, targets, loss_scale);
+    model_step_run(m, s, targets, g);
+    return model_step_loss(m, s, targets);
 }

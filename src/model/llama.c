@@ -106,8 +106,11 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
                      &s->logits};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += sizes[i];
-    // ids: tokens, targets, positions, the rows' losses (N each); rope tables (max_seq, D/2) twice
-    size_t half = (size_t)c->head_dim / 2, id_floats = 4 * N, rope_floats = 2 * (size_t)max_seq * half;
+    // ids: tokens, targets, positions, the rows' losses (N each), the loss scale (4 floats, so the
+    // rope tables keep their alignment); rope tables
+    // (max_seq, D/2) twice
+    size_t half = (size_t)c->head_dim / 2, id_floats = 4 * N + 4;
+    size_t rope_floats = 2 * (size_t)max_seq * half;
     const Backend *be = m->be;
     s->be = be;
     float *arena = be->alloc(sizeof(float) * (total + id_floats + rope_floats));
@@ -120,6 +123,7 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     if (keep_acts == ACTS_NONE || !model_has_dora(m)) s->dora_y = NULL;  // DoRA keeps nothing
     s->tokens = (int *)arena, s->targets = s->tokens + N, s->pos_ids = s->targets + N;
     s->row_losses = (float *)(s->pos_ids + N);
+    s->loss_scale = s->row_losses + N;
     arena += id_floats;
     s->rope_cos = arena, s->rope_sin = arena + (size_t)max_seq * half;
     // rope tables for every position the state can hold, made once on the host
@@ -219,12 +223,14 @@ void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_l
         abort();
     }
 
-    int *pos = xmalloc(sizeof(int) * (size_t)N);
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) pos[b * T + t] = pos0 + t;
-    be->upload(s->pos_ids, pos, sizeof(int) * (size_t)N);
-    be->upload(s->tokens, tokens, sizeof(int) * (size_t)N);
-    free(pos);
+    if (tokens) {
+        int *pos = xmalloc(sizeof(int) * (size_t)N);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) pos[b * T + t] = pos0 + t;
+        be->upload(s->pos_ids, pos, sizeof(int) * (size_t)N);
+        be->upload(s->tokens, tokens, sizeof(int) * (size_t)N);
+        free(pos);
+    }
 
     be->embedding_forward(s->resid, s->tokens, m->tok_embd, N, C);
     if (hook) be->sync(), hook(hook_ctx, -1, s->resid, N, C);

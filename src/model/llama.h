@@ -168,6 +168,9 @@ typedef struct {
     int *tokens;        // (B*T) the batch's ids, uploaded by model_forward
     int *targets;       // (B*T) model_loss's targets (< 0: no loss)
     float *row_losses;  // (B*T) each row's loss, where the fused cross-entropy makes them
+    float *loss_scale;  // (1) the fused cross-entropy's gradient scale (model_step_stage)
+    float step_scale;   // the same on the host, and the loss where the loss is not fused
+    float step_loss;
     int *pos_ids;       // (B*T)
     float *rope_cos, *rope_sin;  // (max_seq, D/2)
     int lora_rank_max;
@@ -196,6 +199,7 @@ typedef void (*ResidualHook)(void *ctx, int layer, const float *resid, int rows,
 // row's (V) in s->logits; FORWARD_FINAL_NORM: every row's final norm in s->final_xn and no
 // logits (a chunked loss makes them). Advances s->pos by T.
 enum { FORWARD_FINAL_NORM = 2 };
+// tokens NULL: s->tokens and s->pos_ids hold the batch already (model_step_stage).
 void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_logits,
                    ResidualHook hook, void *hook_ctx);
 
@@ -255,3 +259,15 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
 // logits and makes none twice. Returns the loss (a non-finite one: g holds garbage).
 float model_loss_backward(const Model *m, ForwardState *s, const int *inputs, const int *targets,
                           Grads *g, float loss_scale);
+// model_loss_backward in three parts, so that a backend may record the middle one and replay it
+// (Backend.record_begin: the same buffers and arguments, other contents). model_step_stage
+// uploads the batch: ids, positions, targets and the loss scale. model_step_run queues the
+// forward, the loss and the backward into g; where the backend has cross_entropy_fused it
+// reads nothing on the host and waits for nothing (targets is then not read), else it also
+// computes the loss. model_step_loss returns the mean loss (waiting for it).
+void model_step_stage(const Model *m, ForwardState *s, const int *inputs, const int *targets,
+                      float loss_scale);
+void model_step_run(const Model *m, ForwardState *s, const int *targets, Grads *g);
+float model_step_loss(const Model *m, ForwardState *s, const int *targets);
+// Whether model_step_run of this model reads nothing on the host (recordable).
+int model_step_recordable(const Model *m);

@@ -166,6 +166,14 @@ static void progress(int it, int iters, double loss, double elapsed) {
     fflush(stdout);
 }
 
+// A recorded training step for batches of one padded length (step_run).
+#define MAX_RECORDINGS 16
+typedef struct {
+    int T;           // the batches' padded length
+    int seen;        // a step of this length ran (the backend's scratch is sized for it)
+    Recording *rec;  // NULL until recorded
+} StepRecording;
+
 // One run: the model, its data, the buffers of the forward and backward passes, and what the
 // loop accumulates.
 typedef struct {
@@ -184,6 +192,8 @@ typedef struct {
     int saved[2];             // the last two checkpoints' iterations, newest first
     int interactive;
     double t_start;
+    StepRecording recs[MAX_RECORDINGS];  // recorded steps by padded length (step_run)
+    int n_recs;
 } Trainer;
 
 static int load_split(Dataset *d, const TrainConfig *c, const Model *m, const char *split,
@@ -306,6 +316,36 @@ static int diverged(const Trainer *t, int iter, float loss, Error *err) {
                    "in %s is intact)", iter, loss, t->c->adapter_path);
 }
 
+// The staged step's forward, loss and backward (model_step_run), recorded where the backend
+// records (Backend.record_begin; CUDA graphs): at short rows a step's ~1500 launches cost more
+// than its work. Per padded length T, the second step of that length is recorded and every
+// later one replays it: the same buffers, only their contents (the staged batch and loss
+// scale) change. Not recorded: LoRA dropout (its key is an argument of the step's ops) and a
+// loss the host reads mid-step (no fused cross-entropy).
+static void step_run(Trainer *t, const Batch *b) {
+    const Backend *be = t->m.be;
+    StepRecording *r = NULL;
+    if (be->record_begin && t->c->dropout == 0 && model_step_recordable(&t->m)) {
+        for (int i = 0; i < t->n_recs && !r; i++)
+            if (t->recs[i].T == b->T) r = &t->recs[i];
+        if (!r && t->n_recs < MAX_RECORDINGS) {
+            r = &t->recs[t->n_recs++];
+            r->T = b->T;
+        }
+    }
+    if (r && r->rec) {
+        if (be->replay(r->rec) == 0) return;
+        be->recording_free(r->rec);  // stale (its scratch moved): run plainly, record again
+        r->rec = NULL;
+    } else if (r && r->seen && be->record_begin() == 0) {
+        model_step_run(&t->m, &t->s, b->targets, &t->g);  // recorded, not run
+        r->rec = be->record_end();
+        if (r->rec && be->replay(r->rec) == 0) return;
+    }
+    if (r) r->seen = 1;
+    model_step_run(&t->m, &t->s, b->targets, &t->g);
+}
+
 // Forward, backward and (every grad_accumulation_steps) the optimizer update of one batch.
 static int train_step(Trainer *t, const Batch *b, int iter, Error *err) {
     const TrainConfig *c = t->c;
@@ -320,8 +360,11 @@ static int train_step(Trainer *t, const Batch *b, int iter, Error *err) {
                                         (uint64_t)((iter - 1) % k));
     // DoRA's row norms follow the weights the last update (or a restored checkpoint) left
     if (model_dora_refresh(&t->m, err)) return -1;
-    // forward, loss and backward in one pass (the head's backward fused with the loss)
-    float loss = model_loss_backward(&t->m, &t->s, b->inputs, b->targets, &t->g, 1.0f / k);
+    // forward, loss and backward in one pass (the head's backward fused with the loss),
+    // recorded once per padded length where the backend records (step_run)
+    model_step_stage(&t->m, &t->s, b->inputs, b->targets, 1.0f / k);
+    step_run(t, b);
+    float loss = model_step_loss(&t->m, &t->s, b->targets);
     if (!isfinite(loss)) return diverged(t, iter, loss, err);
     if (iter % k == 0 || iter == c->iters) {
         optimizer_step(&t->opt, &t->pl, lr_at(&t->sched, t->opt.step));
@@ -463,6 +506,8 @@ static void trainer_free(Trainer *t) {
     optimizer_free(&t->opt);
     params_free(&t->pl);
     grads_free(&t->g);
+    for (int i = 0; i < t->n_recs; i++)
+        if (t->recs[i].rec) t->m.be->recording_free(t->recs[i].rec);
     if (t->s.k_cache) forward_state_free(&t->s);
     dataset_free(&t->train);
     dataset_free(&t->valid);

@@ -1,5 +1,6 @@
 // backend_cuda.cu — the CUDA backend: managed memory on GPU 0 (weight handles: cudaMalloc), the ops of this folder, one
-// cuBLAS handle and one growable scratch workspace, all on the legacy default stream.
+// cuBLAS handle and one growable scratch workspace, all on the calling thread's default stream
+// (per-thread: recordable, record.cu).
 #include <mutex>
 #include <string.h>
 #include <unordered_map>
@@ -15,6 +16,8 @@ static struct {
     cublasHandle_t handle;
     float *ws;          // device workspace (cudaMalloc), ws_floats long
     size_t ws_floats;
+    uint64_t ws_generation;  // bumped when ws moves (recordings hold its address)
+    void *cublas_ws;         // cuBLAS's workspace, set once (so recorded GEMMs allocate nothing)
     size_t cur_bytes;   // managed buffers + workspace, now
     size_t peak_bytes;  // ... at most
     size_t card_bytes;  // the GPU's memory: managed buffers never add up to more
@@ -37,8 +40,18 @@ static void count_bytes(long long delta) {  // with ctx.lock held
     if (ctx.cur_bytes > ctx.peak_bytes) ctx.peak_bytes = ctx.cur_bytes;
 }
 
+uint64_t cuda_workspace_generation(void) { return ctx.ws_generation; }
+
 float *cuda_workspace(size_t floats) {
     if (floats <= ctx.ws_floats && ctx.ws) return ctx.ws;
+    if (cuda_recording()) {
+        // growing means a wait and a new allocation, which a recording cannot hold: the
+        // recording fails (its ops never run, so the short scratch is never touched) and the
+        // step runs plainly, growing the workspace for the next recording
+        cuda_recording_broken();
+        return ctx.ws;
+    }
+    ctx.ws_generation++;
     const size_t gran = (size_t)1 << 18;  // 1 MiB of floats
     size_t want = (floats + gran - 1) / gran * gran;
     CUDA_CHECK(cudaDeviceSynchronize());  // queued ops may still use the old one
@@ -226,13 +239,18 @@ static void init(void) {
         return;
     }
     ctx.card_bytes = prop.totalGlobalMem;
-    CUBLAS_CHECK(cublasSetStream(ctx.handle, 0));
+    CUBLAS_CHECK(cublasSetStream(ctx.handle, cudaStreamPerThread));
     CUBLAS_CHECK(cublasSetMathMode(ctx.handle, CUBLAS_DEFAULT_MATH));  // exact f32 by default
     int cma = 0;
     if (cudaDeviceGetAttribute(&cma, cudaDevAttrConcurrentManagedAccess, 0) != cudaSuccess) cma = 0;
     ctx.prefetchable = cma;
     ctx.sizes = new std::unordered_map<void *, size_t>();
     ctx.released = new std::unordered_map<void *, size_t>();
+    // cuBLAS's workspace from our memory, set once: recorded GEMMs must not allocate (32 MiB,
+    // what cuBLAS asks for on Hopper)
+    const size_t cublas_ws_bytes = (size_t)32 << 20;
+    ctx.cublas_ws = cuda_device_alloc(cublas_ws_bytes);
+    if (ctx.cublas_ws) CUBLAS_CHECK(cublasSetWorkspace(ctx.handle, ctx.cublas_ws, cublas_ws_bytes));
 
     backend.name = "cuda";
     size_t len = strnlen(prop.name, sizeof backend.device - 1);  // long names are cut
@@ -283,6 +301,10 @@ static void init(void) {
     backend.cross_entropy_fused = cuda_cross_entropy_fused;
     backend.adam_update = cuda_adam_update;
     backend.sgd_update = cuda_sgd_update;
+    backend.record_begin = cuda_record_begin;
+    backend.record_end = cuda_record_end;
+    backend.replay = cuda_replay;
+    backend.recording_free = cuda_recording_free;
     if (getenv("TUNELENS_CUDA_PROFILE") && atoi(getenv("TUNELENS_CUDA_PROFILE")))
         cuda_profile_install(&backend);
     init_state = 1;
