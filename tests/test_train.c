@@ -687,11 +687,17 @@ static void test_chunked_loss_matches_unchunked(void **state) {
 // loss and every gradient from model_step_run run plainly, then through the trainer's
 // record-once-replay-after (step_run), over batches of two lengths with other tokens every
 // step (each length recorded at its first step, replayed at later ones) while Adam moves the
-// weights; after the workspace moved, replay refuses the stale recording. On a backend that
-// records nothing, only the plain path runs.
-static void run_recorded_steps(const Backend *be, int full) {
+// weights; after the workspace moved, replay refuses the stale recording. ckpt: gradient
+// checkpointing (blocks recomputed inside the backward). On a backend that records nothing,
+// only the plain path runs.
+static void run_recorded_steps(const Backend *be, int full, int ckpt) {
     Setup su;
     setup_open_on(&su, full, be);
+    if (ckpt) {
+        const int B0 = su.s.B, T0 = su.s.T;
+        forward_state_free(&su.s);
+        assert_int_equal(forward_state_init(&su.s, &su.m, B0, T0, T0, ACTS_CHECKPOINT), 0);
+    }
     const int B = su.s.B, T = su.s.T, lens[2] = {T, T > 3 ? T - 2 : T};
     const int order[] = {0, 0, 1, 1, 0, 1, 1, 0};
     const size_t ng = su.g.n_floats;
@@ -734,8 +740,8 @@ static void run_recorded_steps(const Backend *be, int full) {
         optimizer_step(&su.opt, &su.pl, 1e-3f);
     }
     if (be->record_begin) {
-        printf("  %s on %s: %d steps recorded, %d replayed, equal bit for bit\n",
-               full ? "full" : "lora", be->name, 2, n_replays);
+        printf("  %s%s on %s: %d steps recorded, %d replayed, equal bit for bit\n",
+               full ? "full" : "lora", ckpt ? " (grad checkpoint)" : "", be->name, 2, n_replays);
         assert_int_equal(n_replays, 6);
         // a scratch-hungry op moves the workspace: the recordings are stale
         const int rows = 1 << 23;
@@ -752,11 +758,12 @@ static void run_recorded_steps(const Backend *be, int full) {
 }
 
 static void test_recorded_steps_equal_plain(void **state) {
-    for (int full = 0; full < 2; full++) run_recorded_steps(&BACKEND_CPU, full);
+    for (int full = 0; full < 2; full++) run_recorded_steps(&BACKEND_CPU, full, 0);
     const Backend *be = cuda_or_skip();
     if (!be) return;
     be->set_fast_matmul(0);
-    for (int full = 0; full < 2; full++) run_recorded_steps(be, full);
+    for (int full = 0; full < 2; full++) run_recorded_steps(be, full, 0);
+    run_recorded_steps(be, 0, 1);
 }
 
 // The trainer's chunk: 256 MiB of f32 logits at Llama-3's 128256 words hold 523 rows: 512, in

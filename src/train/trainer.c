@@ -320,12 +320,13 @@ static int diverged(const Trainer *t, int iter, float loss, Error *err) {
 // records (Backend.record_begin; CUDA graphs): at short rows a step's ~1500 launches cost more
 // than its work. Per padded length T, the second step of that length is recorded and every
 // later one replays it: the same buffers, only their contents (the staged batch and loss
-// scale) change. Not recorded: LoRA dropout (its key is an argument of the step's ops) and a
-// loss the host reads mid-step (no fused cross-entropy).
+// scale) change. Not recorded: LoRA dropout (its key is an argument of the step's ops), DoRA
+// (not checked recorded yet) and a loss the host reads mid-step (no fused cross-entropy).
 static void step_run(Trainer *t, const Batch *b) {
     const Backend *be = t->m.be;
     StepRecording *r = NULL;
-    if (be->record_begin && t->c->dropout == 0 && model_step_recordable(&t->m)) {
+    if (be->record_begin && t->c->dropout == 0 && !model_has_dora(&t->m) &&
+        model_step_recordable(&t->m)) {
         for (int i = 0; i < t->n_recs && !r; i++)
             if (t->recs[i].T == b->T) r = &t->recs[i];
         if (!r && t->n_recs < MAX_RECORDINGS) {
