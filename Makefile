@@ -32,7 +32,8 @@ ALL_CFLAGS += -DTUNELENS_CUDA -DTUNELENS_CUDA_SO='"$(abspath $(CUDA_SO))"'
 CUDA_TARGETS = $(CUDA_SO) $(dir $(TUNELENS))libtunelens_cuda.so
 endif
 LDLIBS   += -ldl
-NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -Isrc -DTUNELENS_CUDA -Xcompiler -fPIC,-Wall
+# --default-stream per-thread: the ops' stream can be captured into CUDA graphs (record.cu)
+NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -Isrc -DTUNELENS_CUDA --default-stream per-thread -Xcompiler -fPIC,-Wall
 TESTS    := $(basename $(notdir $(wildcard tests/test_*.c)))
 TEST_BIN := $(TESTS:%=$(B)/tests/%)
 FUZZ_NAMES := safetensors safetensors_index gguf config tokenizer encode adapter data cli_num yaml_config chat_template

@@ -960,6 +960,14 @@ static void ce_case(int N, int V, const int *targets, float scale) {
         assert_true(gl[r] == 0.0f);
         for (int i = 0; i < V; i++) assert_true(g[(size_t)r * V + i] == 0.0f);
     }
+    // the fused op (in place, as the chunked loss runs it): the same rows' losses and the same
+    // gradient, bit for bit (the same arithmetic in one kernel)
+    float *d_fl = dev(losses, N), *d_in = dev(x, n), *d_scale = dev(&scale, 1);
+    G->cross_entropy_fused(d_fl, d_in, d_in, d_t, N, V, d_scale);
+    float *fg = host(d_in, n), *fl = host(d_fl, N);
+    assert_memory_equal(fl, gl, sizeof(float) * N);
+    assert_memory_equal(fg, g, sizeof(float) * n);
+    free(fg), free(fl), gfree(d_fl), gfree(d_in), gfree(d_scale);
     free(g), free(gl);
     free(x), free(losses), free(dl), gfree(d_x), gfree(d_losses), gfree(d_dl), gfree(d_t);
 }

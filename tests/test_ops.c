@@ -1254,6 +1254,11 @@ static void test_cross_entropy(void **state) {
                 for (int i = 0; i < V; i++) assert_true(dl[(size_t)r * V + i] == 0.0f);
         CeCtx x = {ld, targets, N, V, scale};
         check_fd(lbl(c, "ce", "dlogits"), ce_loss, &x, x.logits, n, dl, NULL, 1000, tol);
+        // in place (the chunked loss's gradient overwrites its logits): the same bits
+        float *inplace = copy_floats(logits, n);
+        cpu_cross_entropy_backward(inplace, inplace, targets, N, V, scale);
+        assert_memory_equal(inplace, dl, sizeof(float) * n);
+        free(inplace);
         free(logits), free(targets), free(rlosses), free(rdl), free(losses), free(ld), free(l2);
         free(dl);
     }

@@ -526,6 +526,266 @@ static void test_lora_init_and_keys(void **state) {
     model_free(&m);
 }
 
+// The loss in chunks of rows (forward_state_init_rows: what the trainer runs) against every
+// row's logits at once, on backend be: the loss of model_loss, and the gradients of
+// model_loss_backward (the head's backward fused with the loss) and of model_backward after a
+// chunked model_loss (each chunk's logits made again), for chunk sizes of one row, ones that do
+// not divide N, one sequence, N - 1, N and more; the reference batch's targets, then with a
+// masked prompt, a sequence of padding alone (a whole chunk of it at 8 rows) and a padded last
+// target; one chunked case with checkpointed activations.
+// Bounds: the chunks change two things. (1) The head's products run over fewer rows, which
+// may change the order of each logit's sum of C terms (BLAS picks kernels by shape): both sides'
+// logits are within f32_path_rel(C) zmax of exact, so the losses within loss_round_bound of
+// twice that. (2) The mean: each chunk's mean (with a fused cross-entropy, each row's loss) is
+// rounded to f32 before they are summed (in double): at most F32_U |loss| more, plus each
+// side's own final rounding, F32_U |loss|.
+// The gradients: each side within f32_path_rel(path) of the tensor's largest |gradient| of
+// exact (the convention of TrajBound), so within twice that of each other. With one chunk
+// (R >= N) the same ops run on the same operands: on the CPU, the same bits.
+static void download_f(const Backend *be, float *dst, const float *src, size_t n) {
+    be->download(dst, src, sizeof(float) * n);
+}
+
+static double grads_worst(const Backend *be, const Grads *a, const float *want, double rel) {
+    float *got = xmalloc(sizeof(float) * a->n_floats);
+    download_f(be, got, a->arena, a->n_floats);
+    double gmax = 0, worst = 0;
+    for (size_t i = 0; i < a->n_floats; i++) gmax = fmax(gmax, fabs(want[i]));
+    for (size_t i = 0; i < a->n_floats; i++) {
+        double d = fabs((double)got[i] - want[i]), bound = 2 * rel * gmax;
+        if (!(d <= bound)) fail_msg("gradient %zu: %g, unchunked %g: |diff| %.2g > bound %.2g", i,
+                                    got[i], want[i], d, bound);
+        if (bound > 0 && d / bound > worst) worst = d / bound;
+    }
+    free(got);
+    return worst;
+}
+
+static void run_chunked_loss_on(const Backend *be) {
+    cJSON *ref = load_json_fixture(TRAIN "/reference.json");
+    int B, T;
+    int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);
+    int *targets = flat_ints(cJSON_GetObjectItem(ref, "targets"), &B, &T);
+    const int N = B * T;
+    Model m;
+    Error err;
+    if (model_load_on(&m, TINY, TRAIN "/lora_start", be, &err)) fail_msg("%s", err.msg);
+    const int V = m.cfg.vocab_size;
+    ForwardState su;
+    Grads gu;
+    assert_int_equal(forward_state_init(&su, &m, B, T, T, ACTS_ALL), 0);
+    assert_int_equal(su.logit_rows, N);
+    assert_int_equal(grads_init(&gu, &m, 2, 0, B, T), 0);
+    float *want = xmalloc(sizeof(float) * gu.n_floats), *logits = xmalloc(sizeof(float) * N * V);
+    TrajBound tb;
+    ParamList pl;
+    params_collect(&pl, &m, &gu);
+    int *tg = xmalloc(sizeof(int) * N);
+    const int sizes[] = {1, 5, 8, 13, N - 1, N, 3 * N};
+    double worst_loss = 0, worst_grad = 0;
+    for (int variant = 0; variant < 2; variant++) {
+        memcpy(tg, targets, sizeof(int) * N);
+        if (variant) {
+            for (int t = 0; t < 3; t++) tg[t] = -1;           // a masked prompt
+            for (int t = 0; t < T; t++) tg[2 * T + t] = -1;   // a sequence of padding alone
+            tg[N - 1] = -1;                                   // a padded last target
+        }
+        int n_targets = 0;
+        for (int i = 0; i < N; i++) n_targets += tg[i] >= 0;
+        traj_init(&tb, &pl, &m.cfg, T, n_targets);
+        // the unchunked reference: model_loss keeps every row's logits, model_backward
+        grads_zero(&gu);
+        float loss_u = model_loss(&m, &su, inputs, tg);
+        download_f(be, logits, su.logits, (size_t)N * V);
+        double zmax = max_abs_f(logits, (size_t)N * V);
+        model_backward(&m, &su, tg, &gu, 1.0f);
+        download_f(be, want, gu.arena, gu.n_floats);
+        double lbound = loss_round_bound(2 * f32_path_rel(m.cfg.dim), zmax, n_targets) +
+                        3 * F32_U * fabs(loss_u);
+        double grel = f32_path_rel(tb.path);
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0] + 1; k++) {
+            const int ckpt = k == sizeof sizes / sizeof sizes[0];  // last: 5 rows, checkpointed
+            const int R = ckpt ? 5 : sizes[k];
+            ForwardState sc;
+            Grads gc;
+            assert_int_equal(forward_state_init_rows(&sc, &m, B, T, T,
+                                                     ckpt ? ACTS_CHECKPOINT : ACTS_ALL, R), 0);
+            assert_int_equal(sc.logit_rows, R < N ? R : N);
+            assert_int_equal(grads_init(&gc, &m, 2, 0, B, T), 0);
+            // the loss alone (validation's)
+            float loss_c = model_loss(&m, &sc, inputs, tg);
+            double d = fabs((double)loss_c - loss_u);
+            if (!(d <= lbound))
+                fail_msg("%d rows a chunk: loss %.9g, unchunked %.9g: |diff| %.2g > bound %.2g",
+                         R, loss_c, loss_u, d, lbound);
+            worst_loss = fmax(worst_loss, d / lbound);
+            // model_backward after it
+            grads_zero(&gc);
+            model_backward(&m, &sc, tg, &gc, 1.0f);
+            worst_grad = fmax(worst_grad, grads_worst(be, &gc, want, grel));
+            // the fused pass: the same gradients; the same loss as model_loss's (the same ops)
+            // unless the backend fuses the cross-entropy (then its rows' losses, summed)
+            grads_zero(&gc);
+            float loss_f = model_loss_backward(&m, &sc, inputs, tg, &gc, 1.0f);
+            if (!be->cross_entropy_fused) assert_true(loss_f == loss_c);
+            d = fabs((double)loss_f - loss_u);
+            if (!(d <= lbound))
+                fail_msg("%d rows a chunk, fused: loss %.9g, unchunked %.9g: |diff| %.2g > bound "
+                         "%.2g", R, loss_f, loss_u, d, lbound);
+            worst_loss = fmax(worst_loss, d / lbound);
+            worst_grad = fmax(worst_grad, grads_worst(be, &gc, want, grel));
+            if (R >= N && be == &BACKEND_CPU) {
+                float *got = xmalloc(sizeof(float) * gc.n_floats);
+                download_f(be, got, gc.arena, gc.n_floats);
+                assert_true(loss_f == loss_u);
+                assert_memory_equal(got, want, sizeof(float) * gc.n_floats);
+                free(got);
+            }
+            grads_free(&gc);
+            forward_state_free(&sc);
+        }
+        traj_free(&tb);
+    }
+    printf("  %s: %d chunk sizes x 2 target sets (+ checkpointed): worst |diff| / bound: loss "
+           "%.3f, gradients %.3f\n", be->name, (int)(sizeof sizes / sizeof sizes[0]), worst_loss,
+           worst_grad);
+    // every target masked: no loss, no gradient, chunked or not
+    for (int i = 0; i < N; i++) tg[i] = -1;
+    ForwardState sc;
+    Grads gc;
+    assert_int_equal(forward_state_init_rows(&sc, &m, B, T, T, ACTS_ALL, 5), 0);
+    assert_int_equal(grads_init(&gc, &m, 2, 0, B, T), 0);
+    grads_zero(&gc);
+    assert_true(model_loss_backward(&m, &sc, inputs, tg, &gc, 1.0f) == 0.0f);
+    download_f(be, want, gc.arena, gc.n_floats);
+    for (size_t i = 0; i < gc.n_floats; i++) assert_true(want[i] == 0.0f);
+    grads_free(&gc);
+    forward_state_free(&sc);
+    params_free(&pl);
+    free(tg);
+    free(want);
+    free(logits);
+    grads_free(&gu);
+    forward_state_free(&su);
+    model_free(&m);
+    free(inputs);
+    free(targets);
+    cJSON_Delete(ref);
+}
+
+// A backend's fused cross-entropy (cross_entropy_fused) as the CPU's two ops would make it: the
+// model's path through it, on the CPU (the CPU backend itself has none).
+static void cpu_ce_fused(float *losses, float *dlogits, const float *logits, const int *targets,
+                         int N, int V, const float *scale) {
+    BACKEND_CPU.cross_entropy_forward(losses, logits, targets, N, V);
+    BACKEND_CPU.cross_entropy_backward(dlogits, logits, targets, N, V, *scale);
+}
+
+static void test_chunked_loss_matches_unchunked(void **state) {
+    run_chunked_loss_on(&BACKEND_CPU);
+    Backend fused = BACKEND_CPU;
+    fused.name = "cpu (fused cross-entropy)";
+    fused.cross_entropy_fused = cpu_ce_fused;
+    run_chunked_loss_on(&fused);
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    be->set_fast_matmul(0);
+    run_chunked_loss_on(be);
+}
+
+// Recorded steps (Backend.record_begin: CUDA graphs) equal plain ones bit for bit: each step's
+// loss and every gradient from model_step_run run plainly, then through the trainer's
+// record-once-replay-after (step_run), over batches of two lengths with other tokens every
+// step (each length recorded at its first step, replayed at later ones) while Adam moves the
+// weights; after the workspace moved, replay refuses the stale recording. ckpt: gradient
+// checkpointing (blocks recomputed inside the backward). On a backend that records nothing,
+// only the plain path runs.
+static void run_recorded_steps(const Backend *be, int full, int ckpt) {
+    Setup su;
+    setup_open_on(&su, full, be);
+    if (ckpt) {
+        const int B0 = su.s.B, T0 = su.s.T;
+        forward_state_free(&su.s);
+        assert_int_equal(forward_state_init(&su.s, &su.m, B0, T0, T0, ACTS_CHECKPOINT), 0);
+    }
+    const int B = su.s.B, T = su.s.T, lens[2] = {T, T > 3 ? T - 2 : T};
+    const int order[] = {0, 0, 1, 1, 0, 1, 1, 0};
+    const size_t ng = su.g.n_floats;
+    float *plain = xmalloc(sizeof(float) * ng), *replayed = xmalloc(sizeof(float) * ng);
+    int *in = xmalloc(sizeof(int) * (size_t)B * T), *tg = xmalloc(sizeof(int) * (size_t)B * T);
+    Recording *rec[2] = {NULL, NULL};
+    int n_replays = 0;
+    for (int step = 0; step < (int)(sizeof order / sizeof order[0]); step++) {
+        const int w = order[step], t = lens[w];
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < t; i++) {
+                in[b * t + i] = su.inputs[b * T + (i + step) % T];
+                tg[b * t + i] = su.targets[b * T + (i + step) % T];
+            }
+        su.s.T = t;
+        grads_zero(&su.g);
+        model_step_stage(&su.m, &su.s, in, tg, 0.5f);
+        model_step_run(&su.m, &su.s, tg, &su.g);
+        float loss_plain = model_step_loss(&su.m, &su.s, tg);
+        download_f(be, plain, su.g.arena, ng);
+        if (!be->record_begin) continue;
+        grads_zero(&su.g);
+        model_step_stage(&su.m, &su.s, in, tg, 0.5f);
+        if (rec[w]) {
+            assert_int_equal(be->replay(rec[w]), 0);
+            n_replays++;
+        } else {
+            assert_int_equal(be->record_begin(), 0);
+            model_step_run(&su.m, &su.s, tg, &su.g);  // recorded, not run
+            rec[w] = be->record_end();
+            assert_non_null(rec[w]);
+            assert_int_equal(be->replay(rec[w]), 0);
+        }
+        float loss_rec = model_step_loss(&su.m, &su.s, tg);
+        download_f(be, replayed, su.g.arena, ng);
+        if (memcmp(&loss_rec, &loss_plain, sizeof loss_rec))
+            fail_msg("%s step %d (T=%d): recorded loss %.9g, plain %.9g", full ? "full" : "lora",
+                     step, t, loss_rec, loss_plain);
+        assert_memory_equal(replayed, plain, sizeof(float) * ng);
+        optimizer_step(&su.opt, &su.pl, 1e-3f);
+    }
+    if (be->record_begin) {
+        printf("  %s%s on %s: %d steps recorded, %d replayed, equal bit for bit\n",
+               full ? "full" : "lora", ckpt ? " (grad checkpoint)" : "", be->name, 2, n_replays);
+        assert_int_equal(n_replays, 6);
+        // a scratch-hungry op moves the workspace: the recordings are stale
+        const int rows = 1 << 23;
+        float *logits = be->alloc(sizeof(float) * rows);
+        int *targets = be->alloc(sizeof(int) * rows);
+        assert_non_null(logits), assert_non_null(targets);
+        (void)be->cross_entropy_forward(NULL, logits, targets, rows, 1);
+        assert_int_equal(be->replay(rec[0]), -1);
+        be->free(logits), be->free(targets);
+        be->recording_free(rec[0]), be->recording_free(rec[1]);
+    }
+    free(plain), free(replayed), free(in), free(tg);
+    setup_close(&su);
+}
+
+static void test_recorded_steps_equal_plain(void **state) {
+    for (int full = 0; full < 2; full++) run_recorded_steps(&BACKEND_CPU, full, 0);
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    be->set_fast_matmul(0);
+    for (int full = 0; full < 2; full++) run_recorded_steps(be, full, 0);
+    run_recorded_steps(be, 0, 1);
+}
+
+// The trainer's chunk: 256 MiB of f32 logits at Llama-3's 128256 words hold 523 rows: 512, in
+// multiples of 128; never fewer than 128 rows, never more than N.
+static void test_loss_chunk_rows(void **state) {
+    ModelConfig c = {.vocab_size = 128256};
+    assert_int_equal(model_loss_chunk_rows(&c, 8 * 512, LOSS_LOGITS_BUDGET), 512);
+    assert_int_equal(model_loss_chunk_rows(&c, 300, LOSS_LOGITS_BUDGET), 300);
+    assert_int_equal(model_loss_chunk_rows(&c, 8 * 512, 1000), LOSS_CHUNK_ALIGN);
+    assert_int_equal(model_loss_chunk_rows(&c, 100, 1000), 100);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trainable_counts),
@@ -534,6 +794,7 @@ int main(void) {
         cmocka_unit_test(test_full_trajectory_matches_pytorch),
         cmocka_unit_test(test_trajectories_on_cuda),
         cmocka_unit_test(test_trajectories_on_strict_backend),
+        cmocka_unit_test(test_recorded_steps_equal_plain),
         cmocka_unit_test(test_dropout_checkpoint_on_cuda),
         cmocka_unit_test(test_lora_bf16_step),
         cmocka_unit_test(test_full_bf16_step),
@@ -542,6 +803,8 @@ int main(void) {
         cmocka_unit_test(test_dropout_zero_is_no_dropout),
         cmocka_unit_test(test_dropout_model_gradient),
         cmocka_unit_test(test_dropout_training_loss_decreases),
+        cmocka_unit_test(test_chunked_loss_matches_unchunked),
+        cmocka_unit_test(test_loss_chunk_rows),
     };
     return cmocka_run_group_tests_name("train", tests, NULL, NULL);
 }

@@ -5,19 +5,22 @@
 // With ACTS_CHECKPOINT (--grad-checkpoint) each block's forward is re-run from its kept input
 // residual just before its backward.
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "../ops/ops.h"
 #include "llama.h"
 
+// Backward scratch, in this order: dresid (N,C), the residual's gradient, updated in place
+// from block to block; then what each block zeroes at once (one call, not six): dxn_f (N,C),
+// dact, dgate, dup (N,F), datt, dq (N,H*D), dk, dv (N,Hkv*D), dxn_a (N,C); then DoRA's dy
+// (N, widest). The head's gradient needs none: it is made in place of the logits.
 static size_t scratch_floats(const ModelConfig *c, int B, int T) {
     size_t N = (size_t)B * T, C = c->dim, F = c->hidden_dim;
     size_t HD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim;
-    // dresid, dnext, dxn, dmid, datt, dq, dk, dv, dact, dgate, dup, dlogits, DoRA's dy
     size_t widest = C > F ? C : F;
     if (HD > widest) widest = HD;
-    return 4 * N * C + 2 * N * HD + 2 * N * KVD + 3 * N * F + N * (size_t)c->vocab_size +
-           N * widest;
+    return 3 * N * C + 2 * N * HD + 2 * N * KVD + 3 * N * F + N * widest;
 }
 
 int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T) {
@@ -70,12 +73,77 @@ void grads_free(Grads *g) {
 
 void grads_zero(Grads *g) { g->be->zero(g->arena, sizeof(float) * g->n_floats); }
 
+// The head and the mean cross-entropy over the N rows of s->final_xn (targets: the host's copy
+// of s->targets), s->logit_rows rows at a time, so that the full (N,V) logits need not exist:
+// per chunk the logits (the head's linear op, in the model's precision), the chunk's loss, and
+// with dxn (N,C) the loss's gradient scale * (softmax - onehot) in place of the logits and the
+// head's backward into the chunk's rows of dxn (accumulated; each row's own sum over V, as
+// unchunked). The head is frozen (no weight gradient). The loss, a sum whose order changes:
+//  - two ops (cross_entropy_forward, _backward): with one chunk the op's own mean, bit for bit
+//    (the CPU's case: its results stay as they were); with several, each chunk's f32 mean times
+//    its count, summed in double over the chunks in row order, over the count: each chunk's
+//    mean rounded to f32 first, a relative difference of at most 2^-24 per chunk;
+//  - the fused op (a backend's cross_entropy_fused, with dxn): the rows' f32 losses summed in
+//    double in row order, over the count, after the last chunk (one download, no wait per
+//    chunk): each row's loss rounded to f32 first, at most 2^-24 relative.
+static float head_loss(const Model *m, ForwardState *s, const int *targets, float *dxn,
+                       float scale) {
+    const Backend *be = m->be;
+    const int N = s->B * s->T, C = m->cfg.dim, V = m->cfg.vocab_size, R = s->logit_rows;
+    const int fused = dxn && be->cross_entropy_fused;
+    double total = 0.0;
+    int count = 0;
+    float mean = 0.0f;
+    for (int r0 = 0; r0 < N; r0 += R) {
+        const int rows = N - r0 < R ? N - r0 : R;
+        const float *xn = s->final_xn + (size_t)r0 * C;
+        if (fused) {  // every chunk, padding alone too (its gradient is 0): nothing host-dependent
+            be->linear_forward(s->logits, xn, m->head, m->head_lin, rows, C, V);
+            be->cross_entropy_fused(s->row_losses + r0, s->logits, s->logits, s->targets + r0,
+                                    rows, V, s->loss_scale);
+        } else {
+            int n = 0;
+            for (int i = r0; i < r0 + rows; i++) n += targets[i] >= 0;
+            if (!n) continue;  // a chunk of padding alone: no loss, a zero gradient
+            be->linear_forward(s->logits, xn, m->head, m->head_lin, rows, C, V);
+            mean = be->cross_entropy_forward(NULL, s->logits, s->targets + r0, rows, V);
+            total += (double)mean * n;
+            count += n;
+            if (!dxn) continue;
+            be->cross_entropy_backward(s->logits, s->logits, s->targets + r0, rows, V, scale);
+        }
+        be->linear_backward(dxn + (size_t)r0 * C, NULL, s->logits, xn, m->head, m->head_lin, rows,
+                            C, V);
+    }
+    if (fused) return NAN;  // the rows' losses wait in s->row_losses (fused_loss)
+    if (R >= N) return mean;
+    return count ? (float)(total / count) : 0.0f;
+}
+
+// The mean of the fused cross-entropy's row losses (rows with a target), waiting for them.
+static float fused_loss(const Model *m, const ForwardState *s, const int *targets) {
+    const int N = s->B * s->T;
+    float *losses = xmalloc(sizeof(float) * (size_t)N);
+    m->be->download(losses, s->row_losses, sizeof(float) * (size_t)N);
+    double total = 0.0;
+    int count = 0;
+    for (int i = 0; i < N; i++)
+        if (targets[i] >= 0) total += losses[i], count++;
+    free(losses);
+    return count ? (float)(total / count) : 0.0f;
+}
+
 float model_loss(const Model *m, ForwardState *s, const int *inputs, const int *targets) {
-    s->pos = 0;
-    model_forward(m, s, inputs, 1, NULL, NULL);
     int N = s->B * s->T;
+    s->pos = 0;
+    if (s->logit_rows >= N) {  // every row's logits at once, kept for model_backward
+        model_forward(m, s, inputs, 1, NULL, NULL);
+        m->be->upload(s->targets, targets, sizeof(int) * (size_t)N);
+        return m->be->cross_entropy_forward(NULL, s->logits, s->targets, N, m->cfg.vocab_size);
+    }
+    model_forward(m, s, inputs, FORWARD_FINAL_NORM, NULL, NULL);
     m->be->upload(s->targets, targets, sizeof(int) * (size_t)N);
-    return m->be->cross_entropy_forward(NULL, s->logits, s->targets, N, m->cfg.vocab_size);
+    return head_loss(m, s, targets, NULL, 0.0f);
 }
 
 // dinp (N,IC) += dout @ W (+ LoRA); weight and LoRA gradients into bg. dinp may be NULL.
@@ -97,31 +165,27 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
                       lo->rank, lo->scale, drop);
 }
 
-void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *g,
-                    float loss_scale) {
+// The gradient below the head (dxn (N,C): the loss's gradient at the final norm's output) back
+// through the final norm and the trainable blocks into g.
+static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dresid) {
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
-    const int B = s->B, T = s->T, N = B * T, C = c->dim, F = c->hidden_dim, V = c->vocab_size;
+    const int B = s->B, T = s->T, N = B * T, C = c->dim, F = c->hidden_dim;
     const int H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, HD = H * D, KVD = Hkv * D;
     const int r = s->lora_rank_max;
     const size_t NC = (size_t)N * C, NF = (size_t)N * F;
-    float *dresid = g->scratch, *dnext = dresid + NC, *dxn = dnext + NC, *dmid = dxn + NC;
-    float *datt = dmid + NC, *dq = datt + (size_t)N * HD, *dk = dq + (size_t)N * HD;
-    float *dv = dk + (size_t)N * KVD, *dact = dv + (size_t)N * KVD, *dgate = dact + NF;
-    float *dup = dgate + NF, *dlogits = dup + NF, *ddora = dlogits + (size_t)N * V;
+    // scratch_floats' order; dxn_f .. dxn_a are zeroed together, once a block
+    float *dxn = dresid + NC, *dact = dxn + NC, *dgate = dact + NF, *dup = dgate + NF;
+    float *datt = dup + NF, *dq = datt + (size_t)N * HD, *dk = dq + (size_t)N * HD;
+    float *dv = dk + (size_t)N * KVD, *dxa = dv + (size_t)N * KVD, *ddora = dxa + NC;
+    const size_t zero_bytes = sizeof(float) * (size_t)(ddora - dxn);
 
     const float *cos_t = s->rope_cos, *sin_t = s->rope_sin;
 
-    // head and final norm (frozen): only the gradient flowing into the residual
-    int n_targets = 0;
-    for (int i = 0; i < N; i++) n_targets += targets[i] >= 0;
-    be->cross_entropy_backward(dlogits, s->logits, s->targets, N, V,
-                               n_targets ? loss_scale / n_targets : 0.0f);
-    be->zero(dxn, sizeof(float) * NC);
-    be->linear_backward(dxn, NULL, dlogits, s->final_xn, m->head, m->head_lin, N, C, V);
-    be->zero(dresid, sizeof(float) * NC);
+    // the final norm (frozen): only the gradient flowing into the residual (dresid is zero,
+    // dxn holds the head's gradient)
     be->rmsnorm_backward(dresid, NULL, dxn, s->resid + (size_t)c->n_layers * NC, m->final_norm,
-                     s->final_rstd, N, C);
+                         s->final_rstd, N, C);
 
     for (int l = c->n_layers - 1; l >= g->first_layer; l--) {
         const Block *blk = &m->blocks[l];
@@ -152,37 +216,94 @@ void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *
     linear_backward(be, blk, bg, p, c, dinp, dout, inp, XA(p), model_dora_y(m, s, a, p), ddora, N, \
                     &drop[p])
 
-        // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn)))
-        be->zero(dact, sizeof(float) * NF);
+        be->zero(dxn, zero_bytes);  // every gradient below accumulates (dX += ...)
+
+        // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
+        // becomes mid's in place: the residual passes it on, the norm adds its part.
         LINEAR_BACKWARD(PROJ_DOWN, dact, dresid, act);
-        be->zero(dgate, sizeof(float) * 2 * NF);  // dgate and dup are adjacent
         be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
-        be->zero(dxn, sizeof(float) * NC);
         LINEAR_BACKWARD(PROJ_GATE, dxn, dgate, fxn);
         LINEAR_BACKWARD(PROJ_UP, dxn, dup, fxn);
-        be->copy(dmid, dresid, sizeof(float) * NC);
-        be->rmsnorm_backward(dmid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N, N, C);
+        be->rmsnorm_backward(dresid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N,
+                             N, C);
 
-        // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn)))
-        be->zero(datt, sizeof(float) * (size_t)N * HD);
-        LINEAR_BACKWARD(PROJ_O, datt, dmid, att);
-        be->zero(dq, sizeof(float) * (size_t)N * (HD + 2 * KVD));  // dq, dk, dv adjacent
+        // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn))); dresid, mid's
+        // gradient, becomes x's in place
+        LINEAR_BACKWARD(PROJ_O, datt, dresid, att);
         be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D);
         be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
         be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
-        be->zero(dxn, sizeof(float) * NC);
-        LINEAR_BACKWARD(PROJ_Q, dxn, dq, xn);
-        LINEAR_BACKWARD(PROJ_K, dxn, dk, xn);
-        LINEAR_BACKWARD(PROJ_V, dxn, dv, xn);
+        LINEAR_BACKWARD(PROJ_Q, dxa, dq, xn);
+        LINEAR_BACKWARD(PROJ_K, dxa, dk, xn);
+        LINEAR_BACKWARD(PROJ_V, dxa, dv, xn);
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
-        if (below) be->copy(dnext, dmid, sizeof(float) * NC);
         if (below || bg->attn_norm)
-            be->rmsnorm_backward(below ? dnext : NULL, bg->attn_norm, dxn, x, blk->attn_norm,
-                             s->attn_rstd + a * N, N, C);
-        float *tmp = dresid;
-        dresid = dnext, dnext = tmp;
+            be->rmsnorm_backward(below ? dresid : NULL, bg->attn_norm, dxa, x, blk->attn_norm,
+                                 s->attn_rstd + a * N, N, C);
 #undef LINEAR_BACKWARD
 #undef XA
     }
+}
+
+void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *g,
+                    float loss_scale) {
+    const ModelConfig *c = &m->cfg;
+    const Backend *be = m->be;
+    const int N = s->B * s->T, C = c->dim, V = c->vocab_size;
+    float *dresid = g->scratch, *dxn = dresid + (size_t)N * C;
+    int n_targets = 0;
+    for (int i = 0; i < N; i++) n_targets += targets[i] >= 0;
+    const float scale = n_targets ? loss_scale / n_targets : 0.0f;
+    be->zero(dresid, sizeof(float) * 2 * (size_t)N * C);  // dresid and dxn (adjacent)
+    if (s->logit_rows >= N) {
+        // the head (frozen): model_loss left every row's logits; their gradient in place
+        be->cross_entropy_backward(s->logits, s->logits, s->targets, N, V, scale);
+        be->linear_backward(dxn, NULL, s->logits, s->final_xn, m->head, m->head_lin, N, C, V);
+    } else {
+        be->upload(s->loss_scale, &scale, sizeof scale);
+        head_loss(m, s, targets, dxn, scale);  // chunked: each chunk's logits again
+    }
+    blocks_backward(m, s, g, dresid);
+}
+
+void model_step_stage(const Model *m, ForwardState *s, const int *inputs, const int *targets,
+                      float loss_scale) {
+    const Backend *be = m->be;
+    const int B = s->B, T = s->T, N = B * T;
+    int n_targets = 0;
+    for (int i = 0; i < N; i++) n_targets += targets[i] >= 0;
+    s->step_scale = n_targets ? loss_scale / n_targets : 0.0f;
+    s->pos = 0;
+    int *pos = xmalloc(sizeof(int) * (size_t)N);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) pos[b * T + t] = t;
+    be->upload(s->pos_ids, pos, sizeof(int) * (size_t)N);
+    free(pos);
+    be->upload(s->tokens, inputs, sizeof(int) * (size_t)N);
+    be->upload(s->targets, targets, sizeof(int) * (size_t)N);
+    be->upload(s->loss_scale, &s->step_scale, sizeof(float));
+}
+
+void model_step_run(const Model *m, ForwardState *s, const int *targets, Grads *g) {
+    const int N = s->B * s->T;
+    float *dresid = g->scratch, *dxn = dresid + (size_t)N * m->cfg.dim;
+    s->pos = 0;
+    model_forward(m, s, NULL, FORWARD_FINAL_NORM, NULL, NULL);
+    m->be->zero(dresid, sizeof(float) * 2 * (size_t)N * m->cfg.dim);  // dresid and dxn
+    s->step_loss = head_loss(m, s, targets, dxn, s->step_scale);
+    blocks_backward(m, s, g, dresid);
+}
+
+float model_step_loss(const Model *m, ForwardState *s, const int *targets) {
+    return m->be->cross_entropy_fused ? fused_loss(m, s, targets) : s->step_loss;
+}
+
+int model_step_recordable(const Model *m) { return m->be->cross_entropy_fused != NULL; }
+
+float model_loss_backward(const Model *m, ForwardState *s, const int *inputs, const int *targets,
+                          Grads *g, float loss_scale) {
+    model_step_stage(m, s, inputs, targets, loss_scale);
+    model_step_run(m, s, targets, g);
+    return model_step_loss(m, s, targets);
 }

@@ -58,10 +58,25 @@ float *model_dora_y(const Model *m, const ForwardState *s, size_t a, Proj p) {
     return s->dora_y + a * dora_y_floats(&m->cfg, N) + off * N;
 }
 
+int model_loss_chunk_rows(const ModelConfig *c, int N, size_t budget_bytes) {
+    size_t row = sizeof(float) * (size_t)c->vocab_size;
+    size_t rows = budget_bytes / row / LOSS_CHUNK_ALIGN * LOSS_CHUNK_ALIGN;
+    if (rows < LOSS_CHUNK_ALIGN) rows = LOSS_CHUNK_ALIGN;
+    return rows < (size_t)N ? (int)rows : N;
+}
+
 int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_seq, int keep_acts) {
+    return forward_state_init_rows(s, m, B, T, max_seq, keep_acts, B * T);
+}
+
+int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int max_seq,
+                            int keep_acts, int logit_rows) {
     const ModelConfig *c = &m->cfg;
     memset(s, 0, sizeof *s);
     s->B = B, s->T = T, s->max_seq = max_seq, s->keep_acts = keep_acts;
+    if (keep_acts == ACTS_NONE || logit_rows < 1) logit_rows = 1;
+    if (logit_rows > B * T) logit_rows = B * T;
+    s->logit_rows = logit_rows;
     s->lora_rank_max = max_lora_rank(m);
     s->probs_floats = backend_attention_saved(m->be, B, T, max_seq, c->n_heads, c->head_dim);
     size_t N = (size_t)B * T, C = c->dim, F = c->hidden_dim, L = c->n_layers;
@@ -81,9 +96,9 @@ int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_se
         La * N * F, La * N * F, La * N * F,              // gate, up, act
         La * N_PROJ * N * (size_t)s->lora_rank_max,      // lora_xa
         keep_acts != ACTS_NONE && model_has_dora(m) ? La * dora_y_floats(c, N) : 0,  // dora_y
-        N * widest * 2,                                  // scratch (k/v of the new rows too)
+        N * widest,                                      // scratch
         N * C, N,                                        // final_xn, final_rstd
-        keep_acts != ACTS_NONE ? N * V : V,              // logits
+        (size_t)logit_rows * V,                          // logits
     };
     float **dst[] = {&s->k_cache, &s->v_cache, &s->resid, &s->attn_xn, &s->attn_rstd, &s->q,
                      &s->probs, &s->att_out, &s->resid_mid, &s->ffn_xn, &s->ffn_rstd, &s->gate,
@@ -91,8 +106,11 @@ int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_se
                      &s->logits};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += sizes[i];
-    // ids: tokens, targets, positions (N each); rope tables (max_seq, D/2) twice
-    size_t half = (size_t)c->head_dim / 2, id_floats = 3 * N, rope_floats = 2 * (size_t)max_seq * half;
+    // ids: tokens, targets, positions, the rows' losses (N each), the loss scale (4 floats, so the
+    // rope tables keep their alignment); rope tables
+    // (max_seq, D/2) twice
+    size_t half = (size_t)c->head_dim / 2, id_floats = 4 * N + 4;
+    size_t rope_floats = 2 * (size_t)max_seq * half;
     const Backend *be = m->be;
     s->be = be;
     float *arena = be->alloc(sizeof(float) * (total + id_floats + rope_floats));
@@ -104,6 +122,8 @@ int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_se
     }
     if (keep_acts == ACTS_NONE || !model_has_dora(m)) s->dora_y = NULL;  // DoRA keeps nothing
     s->tokens = (int *)arena, s->targets = s->tokens + N, s->pos_ids = s->targets + N;
+    s->row_losses = (float *)(s->pos_ids + N);
+    s->loss_scale = s->row_losses + N;
     arena += id_floats;
     s->rope_cos = arena, s->rope_sin = arena + (size_t)max_seq * half;
     // rope tables for every position the state can hold, made once on the host
@@ -158,7 +178,12 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
     float *kc = s->k_cache + lkv * B * s->max_seq * KVD;
     float *vc = s->v_cache + lkv * B * s->max_seq * KVD;
-    float *k_new = s->scratch, *v_new = s->scratch + (size_t)N * KVD;
+    // The new rows' keys and values go straight into the cache (no copies), where attention
+    // reads each sequence's S keys as contiguous rows: a lone sequence keeps its cache at
+    // stride max_seq (it grows: the T new rows follow its pos0 old ones); a batch always starts
+    // at position 0 and packs its sequences at stride S = T. Either way the N new rows are
+    // contiguous, at row pos0.
+    float *k_new = kc + (size_t)pos0 * KVD, *v_new = vc + (size_t)pos0 * KVD;
     Dropout drop[N_PROJ];
     for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
 #define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
@@ -171,14 +196,6 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     LINEAR(PROJ_V, v_new, xn);
     be->rope_forward(q, cos_t, sin_t, s->pos_ids, N, H, D);
     be->rope_forward(k_new, cos_t, sin_t, s->pos_ids, N, Hkv, D);
-    // attention reads each sequence's keys as S contiguous rows: a lone sequence keeps its
-    // cache at stride max_seq (it grows); a batch (always from position 0) packs at stride S
-    size_t seq_stride = B == 1 ? (size_t)s->max_seq : (size_t)S;
-    for (int b = 0; b < B; b++) {
-        size_t at = ((size_t)b * seq_stride + pos0) * KVD;
-        be->copy(kc + at, k_new + (size_t)b * T * KVD, sizeof(float) * (size_t)T * KVD);
-        be->copy(vc + at, v_new + (size_t)b * T * KVD, sizeof(float) * (size_t)T * KVD);
-    }
     be->attention_forward(att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D);
     LINEAR(PROJ_O, s->scratch, att);
     be->add_forward(mid, x, s->scratch, (int64_t)N * C);
@@ -200,13 +217,20 @@ void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_l
     const Backend *be = m->be;
     const int B = s->B, T = s->T, N = B * T, C = c->dim;
     const int pos0 = s->pos;
+    if (B > 1 && pos0 > 0) {  // the KV cache packs a batch's sequences at stride T (block_forward)
+        fprintf(stderr, "tunelens: model_forward: a batch of %d sequences must start at position 0 "
+                "(it starts at %d)\n", B, pos0);
+        abort();
+    }
 
-    int *pos = xmalloc(sizeof(int) * (size_t)N);
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) pos[b * T + t] = pos0 + t;
-    be->upload(s->pos_ids, pos, sizeof(int) * (size_t)N);
-    be->upload(s->tokens, tokens, sizeof(int) * (size_t)N);
-    free(pos);
+    if (tokens) {
+        int *pos = xmalloc(sizeof(int) * (size_t)N);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) pos[b * T + t] = pos0 + t;
+        be->upload(s->pos_ids, pos, sizeof(int) * (size_t)N);
+        be->upload(s->tokens, tokens, sizeof(int) * (size_t)N);
+        free(pos);
+    }
 
     be->embedding_forward(s->resid, s->tokens, m->tok_embd, N, C);
     if (hook) be->sync(), hook(hook_ctx, -1, s->resid, N, C);
@@ -221,7 +245,14 @@ void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_l
     float *final = s->resid + (s->keep_acts ? (size_t)c->n_layers * N * C : 0);
     if (all_logits) {
         be->rmsnorm_forward(s->final_xn, s->final_rstd, final, m->final_norm, N, C, c->norm_eps);
-        be->linear_forward(s->logits, s->final_xn, m->head, m->head_lin, N, C, c->vocab_size);
+        if (all_logits != FORWARD_FINAL_NORM) {
+            if (s->logit_rows < N) {
+                fprintf(stderr, "tunelens: model_forward: every row's logits asked of a state "
+                        "that holds %d rows of them (of %d)\n", s->logit_rows, N);
+                abort();
+            }
+            be->linear_forward(s->logits, s->final_xn, m->head, m->head_lin, N, C, c->vocab_size);
+        }
     } else {
         model_unembed(m, final + (size_t)(N - 1) * C, s->logits, s->final_xn);
     }

@@ -162,15 +162,31 @@ typedef struct {
     float *scratch;     // (B*T, max(C, F, H*D))
     float *final_xn;    // (B*T, C)
     float *final_rstd;  // (B*T)
-    float *logits;      // (B*T, V) or (V) when only the last position is wanted
+    float *logits;      // (logit_rows, V): every row's (B*T), (V) when only the last position is
+                        // wanted (ACTS_NONE), or a chunk's rows when the loss runs in chunks
+    int logit_rows;
     int *tokens;        // (B*T) the batch's ids, uploaded by model_forward
     int *targets;       // (B*T) model_loss's targets (< 0: no loss)
+    float *row_losses;  // (B*T) each row's loss, where the fused cross-entropy makes them
+    float *loss_scale;  // (1) the fused cross-entropy's gradient scale (model_step_stage)
+    float step_scale;   // the same on the host, and the loss where the loss is not fused
+    float step_loss;
     int *pos_ids;       // (B*T)
     float *rope_cos, *rope_sin;  // (max_seq, D/2)
     int lora_rank_max;
 } ForwardState;
 
 int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_seq, int keep_acts);
+// The same with room for only logit_rows rows of logits (of B*T; ACTS_NONE: 1): model_loss and
+// model_loss_backward then run the head and the loss logit_rows rows at a time, and the full
+// (B*T, V) logits never exist (at 8 x 512 tokens and Llama-3's 128256 words, 2.1 GB).
+int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int max_seq,
+                            int keep_acts, int logit_rows);
+// Rows of logits a chunked loss takes at a time: as many as budget_bytes of f32 logits hold, in
+// multiples of LOSS_CHUNK_ALIGN (at least that many), at most N.
+#define LOSS_CHUNK_ALIGN 128
+#define LOSS_LOGITS_BUDGET ((size_t)256 << 20)  // the trainer's: 512 rows at 128256 words
+int model_loss_chunk_rows(const ModelConfig *c, int N, size_t budget_bytes);
 void forward_state_free(ForwardState *s);
 
 // Called after the embedding (layer -1) and after each block i with the residual (B*T, C), a
@@ -179,8 +195,11 @@ typedef void (*ResidualHook)(void *ctx, int layer, const float *resid, int rows,
 
 // Run tokens (B, T) at positions s->pos.. (B must be 1 when s->pos > 0). s->T may be lowered
 // below the size the state was made for (shorter batches, one-token decoding). all_logits: logits
-// for every row (B*T, V) (the state must have keep_acts), else only the last row's (V) in
-// s->logits. Advances s->pos by T.
+// for every row (B*T, V) (the state must have keep_acts and room for them), else only the last
+// row's (V) in s->logits; FORWARD_FINAL_NORM: every row's final norm in s->final_xn and no
+// logits (a chunked loss makes them). Advances s->pos by T.
+enum { FORWARD_FINAL_NORM = 2 };
+// tokens NULL: s->tokens and s->pos_ids hold the batch already (model_step_stage).
 void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_logits,
                    ResidualHook hook, void *hook_ctx);
 
@@ -225,9 +244,30 @@ int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T
 void grads_free(Grads *g);
 void grads_zero(Grads *g);
 
-// Forward (keep_acts, all logits) + mean cross-entropy over targets >= 0. Returns the loss.
+// Forward (keep_acts) + mean cross-entropy over targets >= 0. Returns the loss. A state with
+// room for every row's logits keeps them in s->logits; else the head and the loss run in
+// chunks of s->logit_rows rows (model_backward then makes each chunk's logits again).
 float model_loss(const Model *m, ForwardState *s, const int *inputs, const int *targets);
 // Backward of model_loss's mean loss (call right after it): g += dLoss/dW, scaled by
-// loss_scale (1 for one step; 1/k to average k accumulated steps).
+// loss_scale (1 for one step; 1/k to average k accumulated steps). Overwrites s->logits with
+// their gradient.
 void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *g,
                     float loss_scale);
+// Training's step: model_loss + model_backward in one pass, the head's backward fused with the
+// loss: each chunk of s->logit_rows rows gets its logits, loss, their gradient (in place) and
+// the head's backward before the next, so a chunked state never holds more than one chunk's
+// logits and makes none twice. Returns the loss (a non-finite one: g holds garbage).
+float model_loss_backward(const Model *m, ForwardState *s, const int *inputs, const int *targets,
+                          Grads *g, float loss_scale);
+// model_loss_backward in three parts, so that a backend may record the middle one and replay it
+// (Backend.record_begin: the same buffers and arguments, other contents). model_step_stage
+// uploads the batch: ids, positions, targets and the loss scale. model_step_run queues the
+// forward, the loss and the backward into g; where the backend has cross_entropy_fused it
+// reads nothing on the host and waits for nothing (targets is then not read), else it also
+// computes the loss. model_step_loss returns the mean loss (waiting for it).
+void model_step_stage(const Model *m, ForwardState *s, const int *inputs, const int *targets,
+                      float loss_scale);
+void model_step_run(const Model *m, ForwardState *s, const int *targets, Grads *g);
+float model_step_loss(const Model *m, ForwardState *s, const int *targets);
+// Whether model_step_run of this model reads nothing on the host (recordable).
+int model_step_recordable(const Model *m);

@@ -25,6 +25,9 @@ typedef enum { DTYPE_AUTO, DTYPE_F32, DTYPE_BF16, DTYPE_TF32 } ComputeDtype;
 // backend that made it; NULL = none: the op multiplies the f32 weight exactly).
 typedef struct LinearWeight LinearWeight;
 
+// A recorded sequence of ops (record_begin below; opaque, owned by the backend that made it).
+typedef struct Recording Recording;
+
 // Backend capabilities (caps): what callers may ask instead of comparing backend pointers.
 enum {
     BACKEND_CAP_DEVICE = 1 << 0,  // its buffers live on a device of their own (a GPU), not in
@@ -121,6 +124,14 @@ typedef struct Backend {
                                    int V);
     void (*cross_entropy_backward)(float *dlogits, const float *logits, const int *targets, int N,
                                    int V, float scale);
+    // Both at once, for training's chunked loss (NULL where a backend has none: the two ops
+    // run): losses (N) as cross_entropy_forward's, dlogits as cross_entropy_backward's (may be
+    // logits), from one pass of row statistics; no mean, so no wait for the device. The scale
+    // is read from a buffer of this backend (one float), so that a recorded step (record_begin)
+    // replays with each batch's own. The CPU has none: its loss stays the double sum of its
+    // rows' double losses, bit for bit.
+    void (*cross_entropy_fused)(float *losses, float *dlogits, const float *logits,
+                                const int *targets, int N, int V, const float *scale);
     void (*adam_update)(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                         float beta1, float beta2, float eps, float weight_decay);
     void (*sgd_update)(float *param, const float *grad, int64_t n, float lr);
@@ -135,6 +146,20 @@ typedef struct Backend {
     void (*dora_forward)(float *out, float *y, const float *mag, const float *norm, int N, int OC);
     void (*dora_backward)(float *dy, float *dmag, const float *dout, const float *y,
                           const float *mag, const float *norm, int N, int OC);
+
+    // ---- recorded sequences of ops (NULL where a backend has none; CUDA: graphs). Between
+    // record_begin and record_end the ops called are recorded, not run; replay runs them again,
+    // on the same buffers with the same arguments (only the buffers' contents differ), for a
+    // step whose many small launches cost more than its work. Between begin and end only ops
+    // may be called (no alloc, free, upload, download or sync). record_begin: 0, or -1 when
+    // this backend records nothing now (switched off, or profiling). record_end: the recording,
+    // or NULL when it could not be made (e.g. the scratch it needs grew: run the ops plainly
+    // this time and record again the next). replay: 0, or -1 when the recording went stale (its
+    // scratch moved): free it and record again.
+    int (*record_begin)(void);
+    Recording *(*record_end)(void);
+    int (*replay)(const Recording *r);
+    void (*recording_free)(Recording *r);
 } Backend;
 
 extern const Backend BACKEND_CPU;

@@ -166,6 +166,14 @@ static void progress(int it, int iters, double loss, double elapsed) {
     fflush(stdout);
 }
 
+// A recorded training step for batches of one padded length (step_run).
+#define MAX_RECORDINGS 16
+typedef struct {
+    int T;           // the batches' padded length
+    int seen;        // a step of this length ran (the backend's scratch is sized for it)
+    Recording *rec;  // NULL until recorded
+} StepRecording;
+
 // One run: the model, its data, the buffers of the forward and backward passes, and what the
 // loop accumulates.
 typedef struct {
@@ -184,6 +192,8 @@ typedef struct {
     int saved[2];             // the last two checkpoints' iterations, newest first
     int interactive;
     double t_start;
+    StepRecording recs[MAX_RECORDINGS];  // recorded steps by padded length (step_run)
+    int n_recs;
 } Trainer;
 
 static int load_split(Dataset *d, const TrainConfig *c, const Model *m, const char *split,
@@ -260,7 +270,10 @@ static int load_data_and_buffers(Trainer *t, Error *err) {
         if (sets[i]->n && max_len(sets[i]) - 1 > T_max) T_max = max_len(sets[i]) - 1;
     if (prepare_early(c) && prepare_weights(t, err)) return -1;
     int acts = c->grad_checkpoint ? ACTS_CHECKPOINT : ACTS_ALL;
-    if (forward_state_init(&t->s, &t->m, c->batch_size, T_max, T_max, acts) ||
+    // the loss (training's and validation's) runs in chunks of rows whose logits fit
+    // LOSS_LOGITS_BUDGET: the full (N,V) logits never exist
+    int rows = model_loss_chunk_rows(&t->m.cfg, c->batch_size * T_max, LOSS_LOGITS_BUDGET);
+    if (forward_state_init_rows(&t->s, &t->m, c->batch_size, T_max, T_max, acts, rows) ||
         (c->train && grads_init(&t->g, &t->m, t->first, c->fine_tune == FT_FULL, c->batch_size, T_max)))
         return err_set(err, "out of memory for activations of batch %d x %d tokens",
                        c->batch_size, T_max);
@@ -303,6 +316,37 @@ static int diverged(const Trainer *t, int iter, float loss, Error *err) {
                    "in %s is intact)", iter, loss, t->c->adapter_path);
 }
 
+// The staged step's forward, loss and backward (model_step_run), recorded where the backend
+// records (Backend.record_begin; CUDA graphs): at short rows a step's ~1500 launches cost more
+// than its work. Per padded length T, the second step of that length is recorded and every
+// later one replays it: the same buffers, only their contents (the staged batch and loss
+// scale) change. Not recorded: LoRA dropout (its key is an argument of the step's ops), DoRA
+// (not checked recorded yet) and a loss the host reads mid-step (no fused cross-entropy).
+static void step_run(Trainer *t, const Batch *b) {
+    const Backend *be = t->m.be;
+    StepRecording *r = NULL;
+    if (be->record_begin && t->c->dropout == 0 && !model_has_dora(&t->m) &&
+        model_step_recordable(&t->m)) {
+        for (int i = 0; i < t->n_recs && !r; i++)
+            if (t->recs[i].T == b->T) r = &t->recs[i];
+        if (!r && t->n_recs < MAX_RECORDINGS) {
+            r = &t->recs[t->n_recs++];
+            r->T = b->T;
+        }
+    }
+    if (r && r->rec) {
+        if (be->replay(r->rec) == 0) return;
+        be->recording_free(r->rec);  // stale (its scratch moved): run plainly, record again
+        r->rec = NULL;
+    } else if (r && r->seen && be->record_begin() == 0) {
+        model_step_run(&t->m, &t->s, b->targets, &t->g);  // recorded, not run
+        r->rec = be->record_end();
+        if (r->rec && be->replay(r->rec) == 0) return;
+    }
+    if (r) r->seen = 1;
+    model_step_run(&t->m, &t->s, b->targets, &t->g);
+}
+
 // Forward, backward and (every grad_accumulation_steps) the optimizer update of one batch.
 static int train_step(Trainer *t, const Batch *b, int iter, Error *err) {
     const TrainConfig *c = t->c;
@@ -317,9 +361,12 @@ static int train_step(Trainer *t, const Batch *b, int iter, Error *err) {
                                         (uint64_t)((iter - 1) % k));
     // DoRA's row norms follow the weights the last update (or a restored checkpoint) left
     if (model_dora_refresh(&t->m, err)) return -1;
-    float loss = model_loss(&t->m, &t->s, b->inputs, b->targets);
+    // forward, loss and backward in one pass (the head's backward fused with the loss),
+    // recorded once per padded length where the backend records (step_run)
+    model_step_stage(&t->m, &t->s, b->inputs, b->targets, 1.0f / k);
+    step_run(t, b);
+    float loss = model_step_loss(&t->m, &t->s, b->targets);
     if (!isfinite(loss)) return diverged(t, iter, loss, err);
-    model_backward(&t->m, &t->s, b->targets, &t->g, 1.0f / k);
     if (iter % k == 0 || iter == c->iters) {
         optimizer_step(&t->opt, &t->pl, lr_at(&t->sched, t->opt.step));
         if (c->fine_tune == FT_FULL) model_repack_bf16(&t->m, t->first);  // the bf16 copies follow
@@ -458,6 +505,8 @@ static void trainer_free(Trainer *t) {
     optimizer_free(&t->opt);
     params_free(&t->pl);
     grads_free(&t->g);
+    for (int i = 0; i < t->n_recs; i++)
+        if (t->recs[i].rec) t->m.be->recording_free(t->recs[i].rec);
     if (t->s.k_cache) forward_state_free(&t->s);
     dataset_free(&t->train);
     dataset_free(&t->valid);

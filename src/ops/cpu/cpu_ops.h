@@ -105,7 +105,8 @@ void cpu_argmax_forward(int *out, const float *x, int N, int V);
 // targets (N) -> losses (N) (0 for ignored rows; may be NULL). Returns the mean (0 if none).
 float cpu_cross_entropy_forward(float *losses, const float *logits, const int *targets, int N, int V);
 // dlogits (N,V) = scale * (softmax(logits) - onehot(target)) for rows with target >= 0, 0 else.
-// (overwrites, not accumulates: it is the first gradient of the backward pass)
+// (overwrites, not accumulates: it is the first gradient of the backward pass; dlogits may be
+// logits: the chunked loss makes the gradient in place)
 void cpu_cross_entropy_backward(float *dlogits, const float *logits, const int *targets, int N, int V,
                                 float scale);
 

@@ -106,7 +106,7 @@ float cpu_cross_entropy_forward(float *losses, const float *logits, const int *t
 }
 
 // dlogits (N,V) = scale * (softmax(logits) - onehot(target)); rows with target < 0 get 0.
-// Overwrites dlogits (it is the first gradient of the backward pass).
+// Overwrites dlogits (it is the first gradient of the backward pass); dlogits may be logits.
 void cpu_cross_entropy_backward(float *dlogits, const float *logits, const int *targets, int N, int V,
                                 float scale) {
 #pragma omp parallel for schedule(static) if (N > 1 && (int64_t)N * V >= PAR_MIN)
@@ -121,9 +121,9 @@ void cpu_cross_entropy_backward(float *dlogits, const float *logits, const int *
         const float *x = logits + (size_t)n * V;
         const float maxv = max_of(x, V);
         const double sum = sum_exp(x, maxv, V);
-        const float inv = (float)(1.0 / sum);
+        const float inv = (float)(1.0 / sum), xt = x[tgt];  // (read before d overwrites it)
         for (int i = 0; i < V; i++) d[i] = scale * (expf(x[i] - maxv) * inv);
-        d[tgt] = (float)(scale * ((double)expf(x[tgt] - maxv) / sum - 1.0));
+        d[tgt] = (float)(scale * ((double)expf(xt - maxv) / sum - 1.0));
     }
 }
 

@@ -1,6 +1,6 @@
 // backend_cuda.cu — the CUDA backend: device memory of GPU 0 from one arena (cudaMalloc'd
 // segments), the ops of this folder, one cuBLAS handle and one growable scratch workspace, all
-// on the legacy default stream.
+// on the calling thread's default stream (per-thread: recordable, record.cu).
 #include <iterator>
 #include <map>
 #include <mutex>
@@ -20,8 +20,8 @@ extern "C" {
 // instead of oversubscribing the card, which can page it to death or hang it. Buffers are ranges
 // of large cudaMalloc'd segments, handed out best-fit from a free list; freeing returns the
 // range to the list at once (no cudaFree, which would wait for the device). Every op, copy and
-// memset runs on the one (legacy default) stream, so work queued on a freed range finishes
-// before any later op on a buffer that reuses it starts.
+// memset runs on the one stream (the calling thread's default stream), so work queued on a
+// freed range finishes before any later op on a buffer that reuses it starts.
 static const size_t ALIGN = 256;                   // what cudaMalloc gives: any type, coalesced
 static const size_t SEGMENT = (size_t)256 << 20;   // segments are at least this big
 static const size_t SEG_GRAN = (size_t)2 << 20;    // larger ones are rounded to this
@@ -38,6 +38,8 @@ static struct {
     cublasHandle_t handle;
     float *ws;          // device workspace (from the arena), ws_floats long
     size_t ws_floats;
+    uint64_t ws_generation;  // bumped when ws moves (recordings hold its address)
+    void *cublas_ws;         // cuBLAS's workspace, set once (so recorded GEMMs allocate nothing)
     size_t cur_bytes;   // allocated from the arena (buffers, weight handles, workspace), now
     size_t peak_bytes;  // ... at most
     size_t seg_bytes;   // cudaMalloc'd in segments
@@ -153,8 +155,18 @@ static void arena_free(void *p) {  // every piece of the buffer that is still al
     A.bufs.erase(b);
 }
 
+uint64_t cuda_workspace_generation(void) { return ctx.ws_generation; }
+
 float *cuda_workspace(size_t floats) {
     if (floats <= ctx.ws_floats && ctx.ws) return ctx.ws;
+    if (cuda_recording()) {
+        // growing means a wait and a new allocation, which a recording cannot hold: the
+        // recording fails (its ops never run, so the short scratch is never touched) and the
+        // step runs plainly, growing the workspace for the next recording
+        cuda_recording_broken();
+        return ctx.ws;
+    }
+    ctx.ws_generation++;
     const size_t gran = (size_t)1 << 18;  // 1 MiB of floats
     size_t want = (floats + gran - 1) / gran * gran;
     std::lock_guard<std::mutex> g(ctx.lock);
@@ -291,9 +303,14 @@ static void init(void) {
         init_state = -1;
         return;
     }
-    CUBLAS_CHECK(cublasSetStream(ctx.handle, 0));
+    CUBLAS_CHECK(cublasSetStream(ctx.handle, cudaStreamPerThread));
     CUBLAS_CHECK(cublasSetMathMode(ctx.handle, CUBLAS_DEFAULT_MATH));  // exact f32 by default
     ctx.arena = new Arena();
+    // cuBLAS's workspace from our memory, set once: recorded GEMMs must not allocate (32 MiB,
+    // what cuBLAS asks for on Hopper)
+    const size_t cublas_ws_bytes = (size_t)32 << 20;
+    ctx.cublas_ws = cuda_device_alloc(cublas_ws_bytes);
+    if (ctx.cublas_ws) CUBLAS_CHECK(cublasSetWorkspace(ctx.handle, ctx.cublas_ws, cublas_ws_bytes));
 
     backend.name = "cuda";
     size_t len = strnlen(prop.name, sizeof backend.device - 1);  // long names are cut
@@ -340,8 +357,13 @@ static void init(void) {
     backend.argmax_forward = cuda_argmax_forward;
     backend.cross_entropy_forward = cuda_cross_entropy_forward;
     backend.cross_entropy_backward = cuda_cross_entropy_backward;
+    backend.cross_entropy_fused = cuda_cross_entropy_fused;
     backend.adam_update = cuda_adam_update;
     backend.sgd_update = cuda_sgd_update;
+    backend.record_begin = cuda_record_begin;
+    backend.record_end = cuda_record_end;
+    backend.replay = cuda_replay;
+    backend.recording_free = cuda_recording_free;
     if (getenv("TUNELENS_CUDA_PROFILE") && atoi(getenv("TUNELENS_CUDA_PROFILE")))
         cuda_profile_install(&backend);
     init_state = 1;

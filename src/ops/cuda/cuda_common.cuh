@@ -2,8 +2,9 @@
 // a growable device workspace, small block reductions, and the declarations of every cuda_*
 // op (each keeps the contract of the CPU op of the same name, cpu_ prefixed, in
 // ops/cpu/cpu_ops.h).
-// All work is queued on the legacy default stream (stream 0), asynchronously; host code syncs
-// through Backend.sync / download.
+// All work is queued on the calling thread's default stream (stream 0 here: the library is
+// compiled with --default-stream per-thread, so record.cu can capture it; cuBLAS is given
+// cudaStreamPerThread), asynchronously; host code syncs through Backend.sync / download.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -44,6 +45,16 @@ cublasHandle_t cuda_cublas(void);
 // Device scratch of at least `floats` floats, valid until the next call (the previous one is
 // freed when it grows, after a device sync). One op takes it once and carves it up.
 float *cuda_workspace(size_t floats);
+// Bumped whenever the workspace moves: a recording made before is stale (record.cu).
+uint64_t cuda_workspace_generation(void);
+
+// ---- recordings (record.cu): CUDA graphs of the ops between record_begin and record_end
+int cuda_record_begin(void);
+Recording *cuda_record_end(void);
+int cuda_replay(const Recording *r);
+void cuda_recording_free(Recording *r);
+int cuda_recording(void);          // ops are being recorded now (nothing runs)
+void cuda_recording_broken(void);  // ... and one could not be: record_end gives NULL
 
 // Grid size for a grid-stride loop over n items with `threads` per block.
 static inline unsigned cuda_grid(int64_t n, int threads) {
@@ -180,6 +191,8 @@ float cuda_cross_entropy_forward(float *losses, const float *logits, const int *
                                  int V);
 void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int *targets, int N,
                                  int V, float scale);
+void cuda_cross_entropy_fused(float *losses, float *dlogits, const float *logits,
+                              const int *targets, int N, int V, const float *scale);
 void cuda_adam_update(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay);
 void cuda_sgd_update(float *param, const float *grad, int64_t n, float lr);

@@ -137,15 +137,19 @@ float cuda_cross_entropy_forward(float *losses, const float *logits, const int *
 }
 
 // dlogits (N,V) = scale * (softmax(logits) - onehot(target)); rows with target < 0 get 0
-// (overwritten, not accumulated)
-__global__ static void ce_bwd_kernel(float *dlogits, const float *logits, const int *targets,
-                                     int V, float scale) {
+// (overwritten, not accumulated). With losses (fused), each row's loss too, as ce_row_kernel
+// forms it (0 for an ignored row). scale_p (device; fused): the scale, read here (a recorded
+// step replays with each batch's own).
+__global__ static void ce_bwd_kernel(float *dlogits, float *losses, const float *logits,
+                                     const int *targets, int V, float scale,
+                                     const float *scale_p) {
     __shared__ float redf[32];
     __shared__ double redd[32];
     const int n = blockIdx.x, tgt = targets[n];
     float *d = dlogits + (size_t)n * V;
     if (tgt < 0) {
         for (int i = threadIdx.x; i < V; i += blockDim.x) d[i] = 0.0f;
+        if (losses && threadIdx.x == 0) losses[n] = 0.0f;
         return;
     }
     if (tgt >= V) {  // the CPU aborts; here the sticky error stops the run at the next check
@@ -154,6 +158,7 @@ __global__ static void ce_bwd_kernel(float *dlogits, const float *logits, const 
         __trap();
     }
     const float *x = logits + (size_t)n * V;
+    if (scale_p) scale = *scale_p;
     float m;
     double sum;
     row_stats(x, V, &m, &sum, redf, redd);
@@ -162,12 +167,24 @@ __global__ static void ce_bwd_kernel(float *dlogits, const float *logits, const 
     __syncthreads();  // x[tgt] is read before any entry is written (dlogits may be logits)
     for (int i = threadIdx.x; i < V; i += blockDim.x) d[i] = scale * (expf(x[i] - m) * inv);
     __syncthreads();
-    if (threadIdx.x == 0) d[tgt] = (float)(scale * ((double)expf(xt - m) / sum - 1.0));
+    if (threadIdx.x == 0) {
+        d[tgt] = (float)(scale * ((double)expf(xt - m) / sum - 1.0));
+        if (losses) losses[n] = (float)((double)m + log(sum) - (double)xt);
+    }
 }
 
 void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int *targets, int N,
                                  int V, float scale) {
     if (N <= 0 || V <= 0) return;
-    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, logits, targets, V, scale);
+    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, NULL, logits, targets, V, scale, NULL);
+    CUDA_LAUNCH_CHECK();
+}
+
+// Forward's per-row losses and the backward in one kernel: one pass of row statistics, and no
+// mean to wait for (the chunked loss sums the rows itself).
+void cuda_cross_entropy_fused(float *losses, float *dlogits, const float *logits,
+                              const int *targets, int N, int V, const float *scale) {
+    if (N <= 0 || V <= 0) return;
+    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, losses, logits, targets, V, 0.0f, scale);
     CUDA_LAUNCH_CHECK();
 }
