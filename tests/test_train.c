@@ -776,11 +776,12 @@ static void test_recorded_steps_equal_plain(void **state) {
     run_recorded_steps(be, 0, 1);
 }
 
-// The trainer's chunk: 256 MiB of f32 logits at Llama-3's 128256 words hold 523 rows: 512, in
+// The trainer's chunk: 512 MiB of f32 logits at Llama-3's 128256 words hold 1046 rows: 1024, in
 // multiples of 128; never fewer than 128 rows, never more than N.
 static void test_loss_chunk_rows(void **state) {
     ModelConfig c = {.vocab_size = 128256};
-    assert_int_equal(model_loss_chunk_rows(&c, 8 * 512, LOSS_LOGITS_BUDGET), 512);
+    assert_int_equal(model_loss_chunk_rows(&c, 8 * 512, LOSS_LOGITS_BUDGET), 1024);
+    assert_int_equal(model_loss_chunk_rows(&c, 8 * 512, (size_t)256 << 20), 512);
     assert_int_equal(model_loss_chunk_rows(&c, 300, LOSS_LOGITS_BUDGET), 300);
     assert_int_equal(model_loss_chunk_rows(&c, 8 * 512, 1000), LOSS_CHUNK_ALIGN);
     assert_int_equal(model_loss_chunk_rows(&c, 100, 1000), 100);

@@ -1,6 +1,7 @@
 // backward.c — gradients of the mean cross-entropy, model_forward's list reversed:
-// head -> final norm -> for each trainable block, last first (down -> swiglu -> gate/up ->
-// norm -> residual -> o -> attention -> rope -> q/k/v -> norm -> residual).
+// head (with the loss, in chunks of rows: head_loss) -> final norm -> for each trainable block,
+// last first (down -> swiglu -> gate/up -> norm -> residual -> o -> attention -> rope -> q/k/v
+// -> norm -> residual).
 // Frozen blocks below the first trainable one are never visited: nothing there learns.
 // With ACTS_CHECKPOINT (--grad-checkpoint) each block's forward is re-run from its kept input
 // residual just before its backward.
@@ -165,8 +166,9 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
                       lo->rank, lo->scale, drop);
 }
 
-// The gradient below the head (dxn (N,C): the loss's gradient at the final norm's output) back
-// through the final norm and the trainable blocks into g.
+// The loss's gradient at the final norm's output (the head's input gradient, in the dxn that
+// follows dresid in g->scratch; dresid (N,C) zero) back through the final norm and the
+// trainable blocks into g.
 static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dresid) {
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;

@@ -184,8 +184,13 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
                             int keep_acts, int logit_rows);
 // Rows of logits a chunked loss takes at a time: as many as budget_bytes of f32 logits hold, in
 // multiples of LOSS_CHUNK_ALIGN (at least that many), at most N.
+// The trainer's budget: 1024 rows at Llama-3's 128256 words (525 MB of logits, 2.1 GB unchunked
+// at 8 x 512 tokens). Smaller chunks cost speed: the head's input gradient of a chunk is a GEMM
+// of only rows x C outputs over K = V, which fills fewer of the GPU's SMs. Head, loss and head
+// backward of 4096 rows on an H100 (bf16): 11.5 ms a step in chunks of 512, 11.0 of 1024, 10.6
+// of 2048, 12.6 unchunked as before (two cross-entropy ops, a dlogits buffer).
 #define LOSS_CHUNK_ALIGN 128
-#define LOSS_LOGITS_BUDGET ((size_t)256 << 20)  // the trainer's: 512 rows at 128256 words
+#define LOSS_LOGITS_BUDGET ((size_t)512 << 20)
 int model_loss_chunk_rows(const ModelConfig *c, int N, size_t budget_bytes);
 void forward_state_free(ForwardState *s);
 

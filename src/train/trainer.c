@@ -271,7 +271,8 @@ static int load_data_and_buffers(Trainer *t, Error *err) {
     if (prepare_early(c) && prepare_weights(t, err)) return -1;
     int acts = c->grad_checkpoint ? ACTS_CHECKPOINT : ACTS_ALL;
     // the loss (training's and validation's) runs in chunks of rows whose logits fit
-    // LOSS_LOGITS_BUDGET: the full (N,V) logits never exist
+    // LOSS_LOGITS_BUDGET: the full (N,V) logits never exist (at 8 x 512 tokens, 2.1 GB, and
+    // their gradient as much again)
     int rows = model_loss_chunk_rows(&t->m.cfg, c->batch_size * T_max, LOSS_LOGITS_BUDGET);
     if (forward_state_init_rows(&t->s, &t->m, c->batch_size, T_max, T_max, acts, rows) ||
         (c->train && grads_init(&t->g, &t->m, t->first, c->fine_tune == FT_FULL, c->batch_size, T_max)))
