@@ -592,7 +592,7 @@ static void run_chunked_loss_on(const Backend *be) {
         }
         int n_targets = 0;
         for (int i = 0; i < N; i++) n_targets += tg[i] >= 0;
-        traj_init(&tb, &pl, &m.cfg, T, n_targets);
+        traj_init(&tb, &pl, &m.cfg, T, n_targets, be);
         // the unchunked reference: model_loss keeps every row's logits, model_backward
         grads_zero(&gu);
         float loss_u = model_loss(&m, &su, inputs, tg);
