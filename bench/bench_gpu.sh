@@ -7,7 +7,8 @@
 # written to $OUT/results.md for bench/RESULTS.md. Builds nothing.
 # usage: sh bench/bench_gpu.sh   (env: GC=folder with tunelens + libtunelens_cuda.so [.gpucheck],
 #        or BIN=tunelens binary; TOK=Llama 3 tokenizer folder; OUT=work folder; PEER=0 skips
-#        the peer, COMPILE=0 its torch.compile runs, EXP=0 the experiment)
+#        the peer, COMPILE=0 its torch.compile runs, EXP=0 the experiment, SKIP="name ..." those
+#        training runs)
 OUT=${OUT:-/tmp/tunelens-bench-gpu}
 TOK=${TOK:-.cache/llama3-tokenizer}
 GC=${GC:-.gpucheck}
@@ -21,6 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 # run NAME MODE DATA ITERS BATCH [flags]: the report line of the last ITERS/2 steps -> $OUT/NAME.log
 run() {
     name=$1 mode=$2 data=$3 iters=$4 batch=$5; shift 5
+    case " $SKIP " in *" $name "*) return ;; esac
     lr=1e-4; [ "$mode" = full ] && lr=1e-5
     rm -rf "$OUT/ad-$name"
     "$BIN" train --model "$MODEL" --data "$data" --train --iters "$iters" --batch-size "$batch" \
