@@ -78,6 +78,33 @@ __device__ __forceinline__ void frag_b2(uint32_t b[4], const uint32_t *tile, int
     ldsm_t(b, tile + (k0 + (lane & 15)) * W + n0 / 2 + (lane >> 4) * 4);
 }
 
+// The backward's two products of one warp's 16 rows over the head size (KD steps of 16):
+// x (16, 8N) = A1[r0..] @ B1^T and y = A2[r0..] @ B2^T, both from zero (the dk/dv kernel's
+// S^T = K Q^T and dP^T = V dO^T, the dq kernel's S = Q K^T and dP = dO V^T).
+template <int W, int N, int KD>
+__device__ __forceinline__ void paired_products(float x[N][4], float y[N][4], const uint32_t *A1,
+                                                const uint32_t *A2, const uint32_t *B1,
+                                                const uint32_t *B2, int r0) {
+#pragma unroll
+    for (int n = 0; n < N; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) x[n][e] = y[n][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < KD; kk++) {
+        uint32_t a1[4], a2[4];
+        frag_a<W>(a1, A1, r0, kk * 16);
+        frag_a<W>(a2, A2, r0, kk * 16);
+#pragma unroll
+        for (int n = 0; n < N; n++) {
+            uint32_t b0, b1;
+            frag_bt<W>(b0, b1, B1, n * 8, kk * 16);
+            mma(x[n], a1, b0, b1);
+            frag_bt<W>(b0, b1, B2, n * 8, kk * 16);
+            mma(y[n], a2, b0, b1);
+        }
+    }
+}
+
 // the A fragment of k-block j (columns 16j..16j+15) of a 16-row accumulator tile c[n][4]
 __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float c0[4], const float c1[4]) {
     a[0] = pack(c0[0], c0[1]), a[1] = pack(c0[2], c0[3]);
@@ -258,25 +285,8 @@ bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__res
                 dl_s[r] = ok ? delta[row0 + t0 + r] : 0.0f;
             }
             __syncthreads();
-            float st[NQ][4], dpt[NQ][4];
-#pragma unroll
-            for (int n = 0; n < NQ; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) st[n][e] = dpt[n][e] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < KD; kk++) {
-                uint32_t ak[4], av[4];
-                frag_a<W>(ak, Ks, warp * 16, kk * 16);
-                frag_a<W>(av, Vs, warp * 16, kk * 16);
-#pragma unroll
-                for (int n = 0; n < NQ; n++) {
-                    uint32_t b0, b1;
-                    frag_bt<W>(b0, b1, Qs, n * 8, kk * 16);
-                    mma(st[n], ak, b0, b1);   // S^T = K Q^T
-                    frag_bt<W>(b0, b1, dOs, n * 8, kk * 16);
-                    mma(dpt[n], av, b0, b1);  // dP^T = V dO^T
-                }
-            }
+            float st[NQ][4], dpt[NQ][4];  // S^T = K Q^T, dP^T = V dO^T
+            paired_products<W, NQ, KD>(st, dpt, Ks, Vs, Qs, dOs, warp * 16);
             // keys past S hold zero rows and their gradients are dropped; queries past T have
             // lse = +inf; so only the causal edge needs a mask
             const bool mask = s0 + ROWS - 1 > q_offset + t0;
@@ -407,25 +417,8 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
         load_tile<D, BK, THREADS * HG>(Ks, kb, ks, k0, S);
         load_tile<D, BK, THREADS * HG>(Vs, vb, ks, k0, S);
         __syncthreads();
-        float s[NK][4], dp[NK][4];
-#pragma unroll
-        for (int n = 0; n < NK; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < KD; kk++) {
-            uint32_t aq[4], ao[4];
-            frag_a<W>(aq, Qs, warp * 16, kk * 16);
-            frag_a<W>(ao, dOs, warp * 16, kk * 16);
-#pragma unroll
-            for (int n = 0; n < NK; n++) {
-                uint32_t b0, b1;
-                frag_bt<W>(b0, b1, Ks, n * 8, kk * 16);
-                mma(s[n], aq, b0, b1);   // S = Q K^T
-                frag_bt<W>(b0, b1, Vs, n * 8, kk * 16);
-                mma(dp[n], ao, b0, b1);  // dP = dO V^T
-            }
-        }
+        float s[NK][4], dp[NK][4];  // S = Q K^T, dP = dO V^T
+        paired_products<W, NK, KD>(s, dp, Qs, dOs, Ks, Vs, warp * 16);
         const bool mask = k0 + BK > lim_min;
 #pragma unroll
         for (int n = 0; n < NK; n++)
