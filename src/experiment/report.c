@@ -672,6 +672,27 @@ static void sb_test_head(StrBuf *b, const Results *r, int v, const CausalTest *a
     sb_printf(b, " | %d |", a->layer);
 }
 
+// A causal-test table's operation columns and its rows: one per fine-tune and removed
+// direction, a cell per operation (cell: exact match's change or the probability's) and the
+// verdict (outcome) under the column named verdict.
+static void sb_causal_rows(StrBuf *b, const Results *r, const char *verdict,
+                           void (*cell)(StrBuf *, const CausalTest *, int),
+                           int (*outcome)(const CausalTest *)) {
+    for (int op = 0; op < N_OPS; op++) sb_printf(b, " %s |", EXP_OP_NAMES[op]);
+    sb_printf(b, " %s |\n|---|---|---|---|---|---|---|---|---|\n", verdict);
+    for (int v = 1; v < 3; v++)
+        for (int i = 0; i < r->eval[v].n_ablations; i++) {
+            const CausalTest *a = &r->eval[v].ablations[i];
+            sb_test_head(b, r, v, a);
+            for (int op = 0; op < N_OPS; op++) {
+                sb_append(b, " ", 1);
+                cell(b, a, op);
+                sb_append(b, " |", 2);
+            }
+            sb_printf(b, " %s |\n", CAUSAL_WORDS[outcome(a)]);
+        }
+}
+
 static void section_causal(StrBuf *b, const Results *r) {
     sb_printf(b, "## Causal tests: does the model use the classifier?\n\n");
     int any = 0, any_prob = 0;
@@ -698,19 +719,7 @@ static void section_causal(StrBuf *b, const Results *r) {
                  "below decides by the same rule.\n\n| Model | Operation | Lens classifier? | "
                  "Removed | Layer |",
               r->eval[1].causal_per_op ? r->eval[1].causal_per_op : r->eval[2].causal_per_op);
-    for (int op = 0; op < N_OPS; op++) sb_printf(b, " %s |", EXP_OP_NAMES[op]);
-    sb_printf(b, " Outcome |\n|---|---|---|---|---|---|---|---|---|\n");
-    for (int v = 1; v < 3; v++)
-        for (int i = 0; i < r->eval[v].n_ablations; i++) {
-            const CausalTest *a = &r->eval[v].ablations[i];
-            sb_test_head(b, r, v, a);
-            for (int op = 0; op < N_OPS; op++) {
-                sb_append(b, " ", 1);
-                sb_change(b, a, op);
-                sb_append(b, " |", 2);
-            }
-            sb_printf(b, " %s |\n", CAUSAL_WORDS[causal_outcome(a)]);
-        }
+    sb_causal_rows(b, r, "Outcome", sb_change, causal_outcome);
     if (any_prob) {
         sb_printf(b, "\nThe answer's probability: the mean probability of the correct answer's "
                      "first token at the last position of the lens's prompt \"a op b = \" (its next "
@@ -720,19 +729,7 @@ static void section_causal(StrBuf *b, const Results *r) {
                      "the change. It needs no correct answer, so it tests every direction.\n\n"
                      "| Model | Operation | Lens classifier? | Removed | Layer |",
                   r->eval[1].causal_per_op ? r->eval[1].causal_per_op : r->eval[2].causal_per_op);
-        for (int op = 0; op < N_OPS; op++) sb_printf(b, " %s |", EXP_OP_NAMES[op]);
-        sb_printf(b, " By probability |\n|---|---|---|---|---|---|---|---|---|\n");
-        for (int v = 1; v < 3; v++)
-            for (int i = 0; i < r->eval[v].n_ablations; i++) {
-                const CausalTest *a = &r->eval[v].ablations[i];
-                sb_test_head(b, r, v, a);
-                for (int op = 0; op < N_OPS; op++) {
-                    sb_append(b, " ", 1);
-                    sb_prob_change(b, a, op);
-                    sb_append(b, " |", 2);
-                }
-                sb_printf(b, " %s |\n", CAUSAL_WORDS[prob_outcome(a)]);
-            }
+        sb_causal_rows(b, r, "By probability", sb_prob_change, prob_outcome);
     }
     int n_spec = 0, n_lens_spec = 0;
     for (int v = 1; v < 3; v++)
