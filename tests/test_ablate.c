@@ -125,7 +125,7 @@ static void test_direction_probe(void **state) {
     r.layers = xcalloc(2, sizeof(ProbeLayer));
     for (int li = 0; li < 2; li++) {
         Probe *p = &r.layers[li].probe;
-        r.layers[li].layer = li ? 3 : 1;
+        r.layers[li].s.layer = li ? 3 : 1;
         p->K = K, p->d = C;
         p->W = xmalloc(sizeof(double) * K * C), p->b = xcalloc(K, sizeof(double));
         p->mean = xmalloc(sizeof(double) * C), p->std = xmalloc(sizeof(double) * C);

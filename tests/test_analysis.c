@@ -215,7 +215,7 @@ static void test_probe_run_on_tiny(void **state) {
     assert_int_equal(r.n_layers, 3);
     assert_int_equal(r.n_train + r.n_test, NP);
     for (int i = 0; i < r.n_layers; i++) {
-        const ProbeLayer *pl = &r.layers[i];
+        const ProbeScores *pl = &r.layers[i].s;
         printf("  tiny probe layer %2d: accuracy %.3f control %.3f train %.3f (%d/%d iterations)\n",
                pl->layer, pl->accuracy, pl->control_accuracy, pl->train_accuracy, pl->iters,
                pl->control_iters);
@@ -223,7 +223,7 @@ static void test_probe_run_on_tiny(void **state) {
         assert_true(pl->accuracy >= 0 && pl->accuracy <= 1);
         assert_true(pl->control_accuracy >= 0 && pl->control_accuracy <= 1);
         assert_true(fabs(pl->selectivity - (pl->accuracy - pl->control_accuracy)) < 1e-12);
-        assert_true(pl->probe.grad_max <= PROBE_GTOL);
+        assert_true(r.layers[i].probe.grad_max <= PROBE_GTOL);
     }
     // saved probes: names, shapes, metadata
     char dir[128];

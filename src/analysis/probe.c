@@ -273,13 +273,35 @@ void probe_free(Probe *p) {
     memset(p, 0, sizeof *p);
 }
 
-static double accuracy(const Probe *p, const float *X, const int *y, int n) {
+double probe_accuracy(const Probe *p, const float *X, const int *y, int n) {
     if (n == 0) return 0;
     int *pred = xmalloc(sizeof(int) * (size_t)n), hit = 0;
     probe_predict(p, X, n, pred, NULL);
     for (int i = 0; i < n; i++) hit += pred[i] == y[i];
     free(pred);
     return (double)hit / n;
+}
+
+void probe_score(ProbeScores *q, const Probe *task, const Probe *control, const float *Xtr,
+                 const int *ytr, int n_train, const float *Xte, const int *yte, const int *cte,
+                 int n_test) {
+    q->accuracy = probe_accuracy(task, Xte, yte, n_test);
+    q->train_accuracy = probe_accuracy(task, Xtr, ytr, n_train);
+    q->control_accuracy = probe_accuracy(control, Xte, cte, n_test);
+    q->selectivity = q->accuracy - q->control_accuracy;
+    q->iters = task->iters, q->control_iters = control->iters;
+}
+
+cJSON *probe_scores_json(const ProbeScores *q) {
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddNumberToObject(x, "layer", q->layer);
+    cJSON_AddNumberToObject(x, "accuracy", q->accuracy);
+    cJSON_AddNumberToObject(x, "control_accuracy", q->control_accuracy);
+    cJSON_AddNumberToObject(x, "selectivity", q->selectivity);
+    cJSON_AddNumberToObject(x, "train_accuracy", q->train_accuracy);
+    cJSON_AddNumberToObject(x, "iterations", q->iters);
+    cJSON_AddNumberToObject(x, "control_iterations", q->control_iters);
+    return x;
 }
 
 static double clock_s(clockid_t id) {
@@ -367,17 +389,13 @@ int probe_run(const Model *m, const int *const *ids, const int *len, const int *
             }
         }
         ProbeLayer *pl = &out->layers[li];
-        pl->layer = l;
+        pl->s.layer = l;
         Probe ctl = {0};
         if (probe_fit(Xtr, ytr, n_train, Cd, K, C, 0, &pl->probe, &errs[li]) ||
             probe_fit(Xtr, cytr, n_train, Cd, K, C, 0, &ctl, &errs[li])) {
             bad[li] = 1;
         } else {
-            pl->accuracy = accuracy(&pl->probe, Xte, yte, n_test);
-            pl->train_accuracy = accuracy(&pl->probe, Xtr, ytr, n_train);
-            pl->control_accuracy = accuracy(&ctl, Xte, cyte, n_test);
-            pl->selectivity = pl->accuracy - pl->control_accuracy;
-            pl->iters = pl->probe.iters, pl->control_iters = ctl.iters;
+            probe_score(&pl->s, &pl->probe, &ctl, Xtr, ytr, n_train, Xte, yte, cyte, n_test);
         }
         probe_free(&ctl);
         free(ytr), free(yte), free(cytr), free(cyte), free(Xtr), free(Xte);
@@ -413,7 +431,7 @@ int probe_save(const char *path, const ProbeResult *r, const char *const *labels
             int i = li * 4 + k;
             bufs[i] = xmalloc(sizeof(float) * cnt[k]);
             for (size_t j = 0; j < cnt[k]; j++) bufs[i][j] = (float)src[k][j];
-            names[i] = xasprintf("layer.%d.%s", r->layers[li].layer, what[k]);
+            names[i] = xasprintf("layer.%d.%s", r->layers[li].s.layer, what[k]);
             e[i] = (SafetensorsEntry){names[i], DT_F32, k == 0 ? 2 : 1, {0}, bufs[i]};
             if (k == 0) e[i].shape[0] = p->K, e[i].shape[1] = p->d;
             else e[i].shape[0] = (int64_t)cnt[k];
@@ -422,7 +440,7 @@ int probe_save(const char *path, const ProbeResult *r, const char *const *labels
     cJSON *lab = cJSON_CreateArray(), *lay = cJSON_CreateArray();
     for (int k = 0; k < r->K; k++) cJSON_AddItemToArray(lab, cJSON_CreateString(labels[k]));
     for (int li = 0; li < r->n_layers; li++)
-        cJSON_AddItemToArray(lay, cJSON_CreateNumber(r->layers[li].layer));
+        cJSON_AddItemToArray(lay, cJSON_CreateNumber(r->layers[li].s.layer));
     char *ls = cJSON_PrintUnformatted(lab), *ys = cJSON_PrintUnformatted(lay);
     char *cs = xasprintf("%.17g", C), *ss = xasprintf("%llu", (unsigned long long)seed);
     const char *keys[] = {"labels", "layers", "C", "seed", "format"};

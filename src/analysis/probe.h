@@ -13,6 +13,8 @@
 // order 1, and its predictions are settled long before; the sklearn test asks 1e-9), or
 // PROBE_MAX_ITER iterations, or until no step decreases f (converged to rounding).
 #pragma once
+#include <cjson/cJSON.h>
+
 #include "../common.h"
 #include "hook.h"
 
@@ -46,11 +48,30 @@ int probe_split(const int *y, int n, int K, double test_frac, uint64_t seed, int
 // The control task's labels: y permuted by a seeded shuffle (the same class counts).
 void probe_shuffle_labels(const int *y, int n, uint64_t seed, int *out);
 
-// ---- the whole analysis over a model's layers
+// The share of the n rows X (n,d) that p predicts as y (0 when n is 0).
+double probe_accuracy(const Probe *p, const float *X, const int *y, int n);
+
+// One layer's probe scores: the task probe's held-out and training accuracy, the control
+// probe's (fitted to shuffled labels) held-out accuracy, selectivity = their difference, and
+// each fit's iterations. (The experiment keeps these per layer too: results.h.)
 typedef struct {
     int layer;  // -1 = the embedding output, i = after block i
     double accuracy, control_accuracy, selectivity, train_accuracy;
     int iters, control_iters;
+} ProbeScores;
+
+// q's scores (all but layer) of task and control on a split: training rows Xtr (n_train,d)
+// with labels ytr, held-out rows Xte (n_test,d) with labels yte and shuffled labels cte.
+void probe_score(ProbeScores *q, const Probe *task, const Probe *control, const float *Xtr,
+                 const int *ytr, int n_train, const float *Xte, const int *yte, const int *cte,
+                 int n_test);
+// {layer, accuracy, control_accuracy, selectivity, train_accuracy, iterations,
+// control_iterations}: probe --json's and the experiment's per-layer entry
+cJSON *probe_scores_json(const ProbeScores *q);
+
+// ---- the whole analysis over a model's layers
+typedef struct {
+    ProbeScores s;
     Probe probe;  // the task probe of this layer
 } ProbeLayer;
 

@@ -213,7 +213,7 @@ int cmd_probe(int argc, char **argv) {
         printf("; C %g, seed %llu\n\n", C, seed);
         printf("Layer  Accuracy  Control  Selectivity  Train\n");
         for (int i = 0; i < r.n_layers; i++) {
-            const ProbeLayer *pl = &r.layers[i];
+            const ProbeScores *pl = &r.layers[i].s;
             if (pl->layer < 0) printf("  emb");
             else printf("%5d", pl->layer);
             printf("  %8.3f  %7.3f  %11.3f  %5.3f\n", pl->accuracy, pl->control_accuracy,
@@ -237,18 +237,7 @@ int cmd_probe(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "seed", (double)seed);
         cJSON_AddNumberToObject(j, "C", C);
         cJSON *ls = cJSON_AddArrayToObject(j, "layers");
-        for (int i = 0; i < r.n_layers; i++) {
-            const ProbeLayer *pl = &r.layers[i];
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "layer", pl->layer);
-            cJSON_AddNumberToObject(o, "accuracy", pl->accuracy);
-            cJSON_AddNumberToObject(o, "control_accuracy", pl->control_accuracy);
-            cJSON_AddNumberToObject(o, "selectivity", pl->selectivity);
-            cJSON_AddNumberToObject(o, "train_accuracy", pl->train_accuracy);
-            cJSON_AddNumberToObject(o, "iterations", pl->iters);
-            cJSON_AddNumberToObject(o, "control_iterations", pl->control_iters);
-            cJSON_AddItemToArray(ls, o);
-        }
+        for (int i = 0; i < r.n_layers; i++) cJSON_AddItemToArray(ls, probe_scores_json(&r.layers[i].s));
         cJSON *sec = cJSON_AddObjectToObject(j, "seconds");
         cJSON_AddNumberToObject(sec, "forward", r.seconds_forward);
         cJSON_AddNumberToObject(sec, "fit", r.seconds_fit);

@@ -49,14 +49,6 @@ static void split_free(Split *s) {
     free(s->Xtr), free(s->Xte), free(s->ytr), free(s->yte), free(s->ctr), free(s->cte);
 }
 
-static double accuracy(const Probe *p, const float *X, const int *y, int n) {
-    if (n == 0) return 0;
-    int *pred = xmalloc(sizeof(int) * (size_t)n), hit = 0;
-    probe_predict(p, X, n, pred, NULL);
-    for (int i = 0; i < n; i++) hit += pred[i] == y[i];
-    free(pred);
-    return (double)hit / n;
-}
 
 // The split, with the errors probe_run gives for data a probe cannot be judged on.
 static int make_split(const int *y, int n, uint64_t seed, int *is_test, int *n_test, Error *err) {
@@ -89,7 +81,7 @@ int op_probes(const float *rows, const int *y, int n, int L, int C, int stride, 
     // operation), then every stride-th layer, counted back from the last (always in)
     layers[n_layers++] = -1;
     for (int l = (L - 1) % stride; l < L; l += stride) layers[n_layers++] = l;
-    ProbePoint *pts = xcalloc((size_t)n_layers, sizeof(ProbePoint));
+    ProbeScores *pts = xcalloc((size_t)n_layers, sizeof(ProbeScores));
     Error *errs = xcalloc((size_t)n_layers, sizeof(Error));
     int *bad = xcalloc((size_t)n_layers, sizeof(int));
     // layers are independent: one a thread (BLAS runs single-threaded inside the region)
@@ -99,17 +91,13 @@ int op_probes(const float *rows, const int *y, int n, int L, int C, int stride, 
         split_alloc(&s, n - n_test, n_test, C);
         split_layer(rows, y, ys, is_test, n, L, C, layers[li], &s);
         Probe task = {0}, ctl = {0};
-        ProbePoint *q = &pts[li];
+        ProbeScores *q = &pts[li];
         q->layer = layers[li];
         if (probe_fit(s.Xtr, s.ytr, s.n_train, C, N_OPS, 1.0, EXP_PROBE_GTOL, &task, &errs[li]) ||
             probe_fit(s.Xtr, s.ctr, s.n_train, C, N_OPS, 1.0, EXP_PROBE_GTOL, &ctl, &errs[li])) {
             bad[li] = 1;
         } else {
-            q->accuracy = accuracy(&task, s.Xte, s.yte, s.n_test);
-            q->train_accuracy = accuracy(&task, s.Xtr, s.ytr, s.n_train);
-            q->control_accuracy = accuracy(&ctl, s.Xte, s.cte, s.n_test);
-            q->selectivity = q->accuracy - q->control_accuracy;
-            q->iters = task.iters, q->control_iters = ctl.iters;
+            probe_score(q, &task, &ctl, s.Xtr, s.ytr, s.n_train, s.Xte, s.yte, s.cte, s.n_test);
         }
         probe_free(&task), probe_free(&ctl);
         split_free(&s);
@@ -155,7 +143,7 @@ int op_probe_accuracy(const float *rows, const int *y, int n, int L, int C, int 
     Split s;
     Probe p;
     if (fit_layer_probe(rows, y, n, L, C, layer, seed, &s, &p, err)) return -1;
-    *acc = accuracy(&p, s.Xte, s.yte, s.n_test);
+    *acc = probe_accuracy(&p, s.Xte, s.yte, s.n_test);
     probe_free(&p);
     split_free(&s);
     return 0;

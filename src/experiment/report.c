@@ -122,7 +122,7 @@ static int probe_first_decodable(const ProbeCurve *p, double *best, int *best_la
     int first = NEVER;
     *best = NAN, *best_layer = -1;
     for (int i = 0; i < p->n_layers; i++) {
-        const ProbePoint *q = &p->layers[i];
+        const ProbeScores *q = &p->layers[i];
         if (first == NEVER && q->accuracy >= DECODABLE) first = q->layer;
         if (isnan(*best) || q->accuracy > *best) *best = q->accuracy, *best_layer = q->layer;
     }

@@ -41,16 +41,7 @@ static cJSON *probes_json(const ProbeCurve *p) {
     cJSON_AddNumberToObject(o, "n_train", p->n_train);
     cJSON_AddNumberToObject(o, "n_test", p->n_test);
     for (int i = 0; i < p->n_layers; i++) {
-        const ProbePoint *q = &p->layers[i];
-        cJSON *x = cJSON_CreateObject();
-        cJSON_AddNumberToObject(x, "layer", q->layer);
-        cJSON_AddNumberToObject(x, "accuracy", q->accuracy);
-        cJSON_AddNumberToObject(x, "control_accuracy", q->control_accuracy);
-        cJSON_AddNumberToObject(x, "selectivity", q->selectivity);
-        cJSON_AddNumberToObject(x, "train_accuracy", q->train_accuracy);
-        cJSON_AddNumberToObject(x, "iterations", q->iters);
-        cJSON_AddNumberToObject(x, "control_iterations", q->control_iters);
-        cJSON_AddItemToArray(ls, x);
+        cJSON_AddItemToArray(ls, probe_scores_json(&p->layers[i]));
     }
     cJSON_AddItemToObject(o, "layers", ls);
     return o;
@@ -315,10 +306,10 @@ int eval_from_json(const cJSON *j, EvalResult *e, const char *file, Error *err) 
     e->probes.n_train = inum(p, "n_train", 0);
     e->probes.n_test = inum(p, "n_test", 0);
     int np = cJSON_GetArraySize(get(p, "layers"));
-    e->probes.layers = xcalloc((size_t)(np ? np : 1), sizeof(ProbePoint));
+    e->probes.layers = xcalloc((size_t)(np ? np : 1), sizeof(ProbeScores));
     cJSON_ArrayForEach(x, get(p, "layers")) {
-        ProbePoint *q = &e->probes.layers[e->probes.n_layers++];
-        *q = (ProbePoint){inum(x, "layer", -1), num(x, "accuracy"), num(x, "control_accuracy"),
+        ProbeScores *q = &e->probes.layers[e->probes.n_layers++];
+        *q = (ProbeScores){inum(x, "layer", -1), num(x, "accuracy"), num(x, "control_accuracy"),
                           num(x, "selectivity"), num(x, "train_accuracy"), inum(x, "iterations", 0),
                           inum(x, "control_iterations", 0)};
     }

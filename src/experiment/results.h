@@ -7,6 +7,7 @@
 #pragma once
 #include <cjson/cJSON.h>
 
+#include "../analysis/probe.h"
 #include "../common.h"
 
 #define N_OPS 3
@@ -66,16 +67,12 @@ typedef struct {
     double vocabulary, seed_prompts, exact_match, lens, analysis, probes, causal;
 } EvalTiming;
 
-// Operation probes (+ - *): per layer, held-out accuracy and the shuffled-label control.
-typedef struct {
-    int layer;
-    double accuracy, control_accuracy, selectivity, train_accuracy;
-    int iters, control_iters;
-} ProbePoint;
+// Operation probes (+ - *): per layer, held-out accuracy and the shuffled-label control
+// (ProbeScores, analysis/probe.h).
 
 typedef struct {
     int n, n_train, n_test;  // n = 0: not measured
-    ProbePoint *layers;
+    ProbeScores *layers;
     int n_layers;
 } ProbeCurve;
 
