@@ -706,6 +706,9 @@ static void section_causal(StrBuf *b, const Results *r) {
                      "off).\n\n");
         return;
     }
+    // problems per operation (the LoRA evaluation's setting, or the full one's)
+    const int per_op =
+        r->eval[1].causal_per_op ? r->eval[1].causal_per_op : r->eval[2].causal_per_op;
     sb_printf(b, "For each fine-tune and operation, the lens's most selective token at the "
                  "operation's peak layer (the classifier candidate above) is removed from the "
                  "residual stream after that layer — its direction is the token's unembedding row "
@@ -718,7 +721,7 @@ static void section_causal(StrBuf *b, const Results *r) {
                  "reach 0); where its operation had no solved problem, the answer's probability "
                  "below decides by the same rule.\n\n| Model | Operation | Lens classifier? | "
                  "Removed | Layer |",
-              r->eval[1].causal_per_op ? r->eval[1].causal_per_op : r->eval[2].causal_per_op);
+              per_op);
     sb_causal_rows(b, r, "Outcome", sb_change, causal_outcome);
     if (any_prob) {
         sb_printf(b, "\nThe answer's probability: the mean probability of the correct answer's "
@@ -728,7 +731,7 @@ static void section_causal(StrBuf *b, const Results *r) {
                      "operation whether solved or not, with a 95%% paired bootstrap interval of "
                      "the change. It needs no correct answer, so it tests every direction.\n\n"
                      "| Model | Operation | Lens classifier? | Removed | Layer |",
-                  r->eval[1].causal_per_op ? r->eval[1].causal_per_op : r->eval[2].causal_per_op);
+                  per_op);
         sb_causal_rows(b, r, "By probability", sb_prob_change, prob_outcome);
     }
     int n_spec = 0, n_lens_spec = 0;
