@@ -262,5 +262,6 @@ void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_l
 void model_unembed(const Model *m, const float *resid, float *logits, float *scratch_c) {
     const Backend *be = m->be;
     be->rmsnorm_forward(scratch_c, NULL, resid, m->final_norm, 1, m->cfg.dim, m->cfg.norm_eps);
-    be->matmul_forward(logits, scratch_c, m->head, 1, m->cfg.dim, m->cfg.vocab_size);
+    // in the model's prepared precision, as the head of model_forward's every-row logits
+    be->linear_forward(logits, scratch_c, m->head, m->head_lin, 1, m->cfg.dim, m->cfg.vocab_size);
 }

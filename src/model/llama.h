@@ -103,9 +103,16 @@ int adapter_mlx_lora_params(const struct cJSON *cfg, const char *file, int *rank
 // know which precision runs. Blocks >= first_backward (and the head) are prepared for the
 // input gradient too. The f32 weights of blocks below frozen_below may be released by the
 // backend (their pointers set NULL): nothing may read them after.
-// "auto" -> the backend's auto_dtype (CPU: bf16 where it has AVX512-BF16; CUDA: TF32 tensor
+// "auto" -> the backend's auto_dtype (CPU: bf16 where it has AVX512-BF16; CUDA: bf16 tensor
 // cores) unless the weights are stored as f32 or the backend lacks it; then f32.
 ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want);
+// Forward passes alone (lens, generation, the experiment's evaluations): "auto" -> the
+// backend's infer_dtype (CPU: f32; CUDA: bf16) unless the weights are stored as f32 or the
+// backend lacks it. model_prepare_inference prepares every block and the head in that dtype
+// for the forward only (the blocks' f32 originals may be released: no gradient, no update);
+// a later model_prepare_linears replaces it. err: an unsupported dtype, or out of memory.
+ComputeDtype model_inference_dtype(const Model *m, ComputeDtype want);
+int model_prepare_inference(Model *m, ComputeDtype want, Error *err);
 // dtype must be one the backend supports (be->supports); err says why not.
 int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int frozen_below,
                           Error *err);
