@@ -25,6 +25,9 @@ typedef struct {
     double load_seconds;  // this run's model loads (train stages report theirs)
     int on_gpu;           // --device resolved to CUDA
     int num_layers;       // blocks to train (--num-layers resolved against the model)
+    ComputeDtype dtype;   // --dtype: training's, and (model_prepare_inference) the evaluations'
+    Model base;           // on a GPU: the base model, kept from its evaluation for emergence's
+    int have_base;        // iteration 0 (device memory, not the training processes' host memory)
 } Run;
 
 static void progress(void *ctx, const char *what, int done, int total) {
@@ -104,7 +107,7 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     t.val_batches = c->quick ? 5 : 25;
     t.steps_per_eval = c->quick ? c->iters : 200;
     t.fine_tune = full ? FT_FULL : FT_LORA;
-    t.dtype = (ComputeDtype)dtype_parse(c->dtype);
+    t.dtype = r->dtype;
     t.device = c->device;
     // checkpoints every 100 iterations, as mlx-lm; on a GPU a stage takes seconds while a
     // full fine-tune's checkpoint of a 1B model (weights + Adam state) is gigabytes: final only
@@ -158,7 +161,56 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     return 0;
 }
 
-// ---- stage: one variant's evaluation
+// eval/emergence_VARIANT.json: the fine-tune's point of emergence over training at its final
+// checkpoint, measured by its evaluation on the model it loaded (emergence_stage reads it)
+static char *known_point_path(const Run *r, const char *variant) {
+    return xasprintf("%s/eval/emergence_%s.json", r->c->out, variant);
+}
+
+static int known_point_write(const Run *r, const char *variant, const Model *m, const EvalResult *e,
+                             const Problem *probs, int n_probs, Error *err) {
+    const ExperimentConfig *c = r->c;
+    int v = !strcmp(variant, "full");
+    // only where emergence will look: a numbered checkpoint at the last iteration
+    char *ck = xasprintf("%s/%s/%07d_adapters.safetensors", c->out, variant, c->iters);
+    int there = file_exists(ck);
+    free(ck);
+    if (c->emergence_per_op <= 0 || !there) return 0;
+    Emergence em = {0};
+    em.per_op = c->emergence_per_op;
+    EmergencePoint p = {.iter = c->iters};
+    for (int op = 0; op < N_OPS; op++) em.curve[v].peak_layer[op] = e->cls[op].peak_layer;
+    if (emergence_point(m, probs, n_probs, c->emergence_per_op, em.curve[v].peak_layer, c->seed,
+                        &p, err))
+        return -1;
+    em.curve[v].points = &p;
+    em.curve[v].n_points = 1;
+    cJSON *j = emergence_to_json(&em);
+    char *path = known_point_path(r, variant);
+    int rc = json_write_file(path, j, err);
+    free(path);
+    cJSON_Delete(j);
+    return rc;
+}
+
+// The point known_point_write saved for fine-tune v, if it matches this run's evaluation of it
+// (the same peak layers and problems); p gets it.
+static int known_point_read(const Run *r, int v, const EvalResult *fin, EmergencePoint *p) {
+    char *path = known_point_path(r, v ? "full" : "lora");
+    Emergence em;
+    Error ignored;
+    int ok = file_exists(path) && !emergence_read(path, &em, &ignored);
+    free(path);
+    if (!ok) return 0;
+    ok = em.per_op == r->c->emergence_per_op && em.curve[v].n_points == 1;
+    for (int op = 0; op < N_OPS && ok; op++)
+        ok = em.curve[v].peak_layer[op] == fin->cls[op].peak_layer;
+    if (ok) *p = em.curve[v].points[0];
+    emergence_free(&em);
+    return ok;
+}
+
+// ---- stage: one variant's evaluation, in the precision training used (model_prepare_inference)
 static int eval_stage(Run *r, const char *variant, const char *adapter_dir, const Problem *probs,
                       int n_probs, const char *out_path, Error *err) {
     Model m;
@@ -166,6 +218,10 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
     double t0 = now_seconds();
     if (backend_select(r->c->device, &be, err) || model_load_on(&m, r->model, adapter_dir, be, err))
         return -1;
+    if (model_prepare_inference(&m, r->dtype, err)) {
+        model_free(&m);
+        return -1;
+    }
     double load = now_seconds() - t0;
     r->load_seconds += load;
     r->variant = variant;
@@ -175,7 +231,11 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
                        c->seed};
     EvalResult e;
     int rc = evaluate_variant(&m, probs, n_probs, &opt, progress, r, &e, err);
-    model_free(&m);
+    if (!rc && adapter_dir) rc = known_point_write(r, variant, &m, &e, probs, n_probs, err);
+    if (!rc && !adapter_dir && r->on_gpu && c->emergence_per_op > 0 && !r->have_base)
+        r->base = m, r->have_base = 1;  // emergence's iteration 0, without a second load
+    else
+        model_free(&m);
     if (r->interactive) printf("\r%*s\r", 70, "");
     if (rc) return -1;
     e.seconds = now_seconds() - r->t_stage;
@@ -197,6 +257,8 @@ static int emergence_stage(Run *r, const char *lora, const char *full, const cha
                            const Problem *probs, int n_probs, Error *err) {
     char *path = path_join(eval_dir, "emergence.json"), *work = path_join(eval_dir, "checkpoints");
     EvalResult fin[2];
+    EmergencePoint known[2];
+    const EmergencePoint *kp[2] = {NULL, NULL};
     int rc = 0, n_read = 0;
     if (r->c->emergence_per_op <= 0) printf("  turned off (--emergence-per-op 0)\n");
     else if (file_exists(path)) printf("  done before: %s\n", path);
@@ -210,11 +272,14 @@ static int emergence_stage(Run *r, const char *lora, const char *full, const cha
         }
         Emergence em;
         const EvalResult *fp[2] = {&fin[0], &fin[1]};
+        for (int v = 0; v < 2 && !rc; v++)
+            if (known_point_read(r, v, &fin[v], &known[v])) kp[v] = &known[v];
         r->variant = "emergence";
         r->t_stage = now_seconds();
         if (!rc)
-            rc = emergence_run(r->model, r->c->device, dirs, work, fp, probs, n_probs,
-                               r->c->emergence_per_op, r->c->seed, progress, r, &em, err);
+            rc = emergence_run(r->model, r->c->device, r->dtype, r->have_base ? &r->base : NULL,
+                               kp, dirs, work, fp, probs, n_probs, r->c->emergence_per_op,
+                               r->c->seed, progress, r, &em, err);
         if (r->interactive) printf("\r%*s\r", 70, "");
         if (!rc) {
             cJSON *j = emergence_to_json(&em);
@@ -253,7 +318,8 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
     cJSON *settings = NULL;
     Problem *probs = NULL;
     int rc = -1, n_probs = 0;
-    Run r = {c, model, isatty(STDOUT_FILENO), 0, "", 0, 0, 0};
+    Run r = {.c = c, .model = model, .interactive = isatty(STDOUT_FILENO), .variant = "",
+             .dtype = (ComputeDtype)dtype_parse(c->dtype)};
     if (!model || make_dirs(c->out, err) || resolve_num_layers(c, model, &r.num_layers, err))
         goto done;
     settings = settings_json(c, model);
@@ -310,6 +376,7 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
            c->out, c->out);
     rc = 0;
 done:
+    if (r.have_base) model_free(&r.base);
     free(probs);
     cJSON_Delete(settings);
     free(model), free(data), free(test), free(lora), free(full), free(eval_dir);
