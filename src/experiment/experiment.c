@@ -26,8 +26,8 @@ typedef struct {
     int on_gpu;           // --device resolved to CUDA
     int num_layers;       // blocks to train (--num-layers resolved against the model)
     ComputeDtype dtype;   // --dtype: training's, and (model_prepare_inference) the evaluations'
-    Model base;           // on a GPU: the base model, kept from its evaluation for emergence's
-    int have_base;        // iteration 0 (device memory, not the training processes' host memory)
+    Model base;           // on a GPU: the base model, kept from its evaluation (eval_stage), in
+    int have_base;        // device memory (not the host memory the training processes use)
 } Run;
 
 static void progress(void *ctx, const char *what, int done, int total) {
@@ -210,16 +210,21 @@ static int known_point_read(const Run *r, int v, const EvalResult *fin, Emergenc
     return ok;
 }
 
-// ---- stage: one variant's evaluation, in the precision training used (model_prepare_inference)
+// ---- stage: one variant's evaluation, in the precision training used (model_prepare_inference).
+// On a GPU the base model stays loaded from its evaluation to the end of the run: LoRA is
+// evaluated on it with the adapter attached, and emergence's iteration 0 is measured on it.
 static int eval_stage(Run *r, const char *variant, const char *adapter_dir, const Problem *probs,
                       int n_probs, const char *out_path, Error *err) {
-    Model m;
+    Model own, *m = &own;
     const Backend *be;
+    Error ignored;
     double t0 = now_seconds();
-    if (backend_select(r->c->device, &be, err) || model_load_on(&m, r->model, adapter_dir, be, err))
-        return -1;
-    if (model_prepare_inference(&m, r->dtype, err)) {
-        model_free(&m);
+    if (backend_select(r->c->device, &be, err)) return -1;
+    int attached = r->have_base && adapter_dir && !model_attach_lora(&r->base, adapter_dir, &ignored);
+    if (attached) m = &r->base;
+    else if (model_load_on(m, r->model, adapter_dir, be, err)) return -1;
+    else if (model_prepare_inference(m, r->dtype, err)) {
+        model_free(m);
         return -1;
     }
     double load = now_seconds() - t0;
@@ -230,12 +235,11 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
     EvalOptions opt = {c->test_per_op, c->probe_stride, strcmp(variant, "base") ? c->causal_per_op : 0,
                        c->seed};
     EvalResult e;
-    int rc = evaluate_variant(&m, probs, n_probs, &opt, progress, r, &e, err);
-    if (!rc && adapter_dir) rc = known_point_write(r, variant, &m, &e, probs, n_probs, err);
-    if (!rc && !adapter_dir && r->on_gpu && c->emergence_per_op > 0 && !r->have_base)
-        r->base = m, r->have_base = 1;  // emergence's iteration 0, without a second load
-    else
-        model_free(&m);
+    int rc = evaluate_variant(m, probs, n_probs, &opt, progress, r, &e, err);
+    if (!rc && adapter_dir) rc = known_point_write(r, variant, m, &e, probs, n_probs, err);
+    if (attached) model_detach_adapter(m);
+    else if (!rc && !adapter_dir && r->on_gpu && !r->have_base) r->base = own, r->have_base = 1;
+    else model_free(m);
     if (r->interactive) printf("\r%*s\r", 70, "");
     if (rc) return -1;
     e.seconds = now_seconds() - r->t_stage;

@@ -76,6 +76,13 @@ int model_to_backend(Model *m, const Backend *be, Error *err);
 // nothing stays allocated.
 int model_load_on(Model *m, const char *path, const char *adapter, const Backend *be,
                   Error *err);
+// An mlx-lm LoRA adapter folder (fine_tune_type "lora": no DoRA, no replaced weights) onto m,
+// a model without one, wherever its weights are (on a backend, prepared): the adapter is read
+// on the host, then moved to m's backend; the base weights and their handles stay as they are.
+// model_detach_adapter takes it off again. (The experiment evaluates LoRA on the base model it
+// keeps loaded.)
+int model_attach_lora(Model *m, const char *dir, Error *err);
+void model_detach_adapter(Model *m);
 void model_free(Model *m);
 // Every id inside the embedding (tokenizers may know a few more tokens than the model).
 int model_check_ids(const Model *m, const int *ids, int n, Error *err);
