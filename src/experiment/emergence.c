@@ -149,6 +149,12 @@ int emergence_run(const char *model, const char *device, ComputeDtype dtype,
     int *iters[2], n_iters[2], total = 1, done = 0, rc = 0;
     for (int v = 0; v < 2; v++) {
         iters[v] = checkpoint_iters(adapter_dirs[v], &n_iters[v]);
+        // a known point past the numbered checkpoints is the final model's, saved unnumbered
+        // (a GPU run writes its final weights once): it ends the curve
+        if (known[v] && (!n_iters[v] || known[v]->iter > iters[v][n_iters[v] - 1])) {
+            iters[v] = xrealloc(iters[v], sizeof(int) * (size_t)(n_iters[v] + 1));
+            iters[v][n_iters[v]++] = known[v]->iter;
+        }
         total += n_iters[v];
         EmergenceCurve *c = &out->curve[v];
         for (int op = 0; op < N_OPS; op++) c->peak_layer[op] = final[v]->cls[op].peak_layer;

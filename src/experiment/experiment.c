@@ -110,9 +110,12 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     t.dtype = r->dtype;
     t.device = c->device;
     // checkpoints every 100 iterations, as mlx-lm; on a GPU a stage takes seconds while a
-    // full fine-tune's checkpoint of a 1B model (weights + Adam state) is gigabytes: final only
-    // (--quick: halfway and at the end, so that emergence over training has a curve)
-    t.save_every = r->on_gpu ? c->iters : c->quick ? (c->iters + 1) / 2 : 100;
+    // full fine-tune's checkpoint of a 1B model (weights + Adam state) is gigabytes: none, past
+    // the last iteration, so the final weights are written once (a numbered checkpoint at the
+    // end is a second copy: 3.9 GB more for a 1B full fine-tune); emergence's last point is
+    // the final model's, measured by its evaluation (--quick: halfway and at the end, so that
+    // emergence over training has a curve)
+    t.save_every = r->on_gpu ? c->iters + 1 : c->quick ? (c->iters + 1) / 2 : 100;
     t.quiet = !r->interactive;
     char *state = path_join(adapter_dir, "training_state.json");
     t.resume = file_exists(state);  // a killed stage continues from its checkpoint
@@ -171,9 +174,10 @@ static int known_point_write(const Run *r, const char *variant, const Model *m, 
                              const Problem *probs, int n_probs, Error *err) {
     const ExperimentConfig *c = r->c;
     int v = !strcmp(variant, "full");
-    // only where emergence will look: a numbered checkpoint at the last iteration
+    // only where emergence will look: a numbered checkpoint at the last iteration, or on a GPU
+    // the final weights (saved once, unnumbered: train_stage)
     char *ck = xasprintf("%s/%s/%07d_adapters.safetensors", c->out, variant, c->iters);
-    int there = file_exists(ck);
+    int there = file_exists(ck) || r->on_gpu;
     free(ck);
     if (c->emergence_per_op <= 0 || !there) return 0;
     Emergence em = {0};

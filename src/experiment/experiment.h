@@ -121,7 +121,8 @@ void causal_diff_ci(const double *before, const double *after, int n, uint64_t s
 // evaluations, on the first per_op test problems of each operation. Each checkpoint's model is
 // loaded and prepared in dtype (model_prepare_inference), except what the caller has at hand:
 // base_model (may be NULL) serves iteration 0, and known[v] (may be NULL) is fine-tune v's
-// point at its iteration, measured before (emergence_point) on the model as loaded then.
+// point at its iteration, measured before (emergence_point) on the model as loaded then; past
+// the numbered checkpoints, it is the final model's and ends the curve.
 int emergence_run(const char *model, const char *device, ComputeDtype dtype,
                   const Model *base_model, const EmergencePoint *const known[2],
                   const char *const adapter_dirs[2], const char *work_dir,
