@@ -249,6 +249,7 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
     e.seconds = now_seconds() - r->t_stage;
     e.load_seconds = load;
     e.device = xstrdup(be->device);
+    e.dtype = xstrdup(DTYPE_NAMES[model_inference_dtype(m, r->dtype)]);
     cJSON *j = eval_to_json(&e);
     rc = json_write_file(out_path, j, err);
     if (!rc)
