@@ -2,7 +2,7 @@
 # gpu_cli_smoke.sh — on a CUDA machine: every command that runs a model, on the tiny test
 # model (tests/fixtures/tiny), with --device cuda and --device cpu, so a missed host access
 # to device memory (a crash), a wrong result or a lost file shows up in one place. Compares
-# the two devices' printed results where they should agree (greedy generation; training's
+# the two devices' printed results where they should agree (greedy generation, and training's
 # losses to 3 decimals, in f32 on both: CUDA's default bf16 products print other digits) and
 # runs tests/resume_test.sh (kill and --resume). Builds nothing; run from the repository root.
 # usage: bash bench/gpu_cli_smoke.sh BIN   (env: OUT=work folder)
@@ -44,7 +44,7 @@ with open(f"{d}/probe.jsonl", "w") as o:
 PY
 run lens "$BIN" lens --model $TINY --prompt "12 + 7 =" --all-layers
 run lens_adapter "$BIN" lens --model $TINY --prompt "12 + 7 =" --adapter $TINY/mlx_adapter
-run generate "$BIN" generate --model $TINY --prompt "12 + 7 =" --max-tokens 8
+run generate "$BIN" generate --model $TINY --prompt "12 + 7 =" --max-tokens 8 --dtype f32
 same generate
 run generate_peft "$BIN" generate --model $TINY --prompt "1 + 1 =" --adapter $TINY/peft_adapter --max-tokens 4
 run patch "$BIN" patch --model $TINY --source "12 + 7 = " --target "3 + 4 = " --layer all

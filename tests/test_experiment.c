@@ -163,6 +163,39 @@ static void test_lens_residuals_on_hook_path_are_bit_identical(void **state) {
     model_free(&m);
 }
 
+// The experiment evaluates LoRA on the base model it keeps loaded, with the adapter attached
+// (model_attach_lora): its residuals must be the very bits of the model loaded with the
+// adapter, and detached, those of the base again. Only a LoRA adapter attaches.
+static void test_attached_lora_is_the_loaded_one(void **state) {
+    (void)state;
+    const char *adapter = TINY "/mlx_adapter";
+    Model with = load_ok(TINY, adapter), base = load_ok(TINY, NULL), m = load_ok(TINY, NULL);
+    Error err = {{0}};
+    enum { N = 9 };
+    const int L = m.cfg.n_layers, C = m.cfg.dim;
+    const size_t n = (size_t)N * (L + 1) * C;
+    Problem p[N];
+    for (int i = 0; i < N; i++) p[i] = (Problem){1 + (i * 41) % 99, 1 + (i * 29) % 97, i % N_OPS, 0};
+    float *want = xmalloc(sizeof(float) * n), *got = xmalloc(sizeof(float) * n);
+    if (model_prepare_inference(&m, DTYPE_AUTO, &err) || model_attach_lora(&m, adapter, &err))
+        fail_msg("%s", err.msg);
+    assert_int_not_equal(model_attach_lora(&m, adapter, &err), 0);  // one adapter at a time
+    if (problem_residuals(&with, p, NULL, N, want, &err) ||
+        problem_residuals(&m, p, NULL, N, got, &err))
+        fail_msg("%s", err.msg);
+    assert_memory_equal(want, got, sizeof(float) * n);
+    model_detach_adapter(&m);
+    if (problem_residuals(&base, p, NULL, N, want, &err) ||
+        problem_residuals(&m, p, NULL, N, got, &err))
+        fail_msg("%s", err.msg);
+    assert_memory_equal(want, got, sizeof(float) * n);
+    assert_int_not_equal(model_attach_lora(&m, TINY "/full_adapter", &err), 0);
+    assert_non_null(strstr(err.msg, "not an mlx-lm LoRA adapter"));
+    assert_null(m.adapter_arena);
+    free(want), free(got);
+    model_free(&with), model_free(&base), model_free(&m);
+}
+
 // Operation probes on synthetic residuals: layer 1 carries the operation (a one-hot plus
 // noise), layers 0 and 2 only noise. The probe must decode layer 1 perfectly and not the others,
 // the shuffled-label control must stay near chance everywhere, and the probe's direction for an
@@ -751,6 +784,7 @@ int main(void) {
     if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lens_residuals_on_hook_path_are_bit_identical),
+        cmocka_unit_test(test_attached_lora_is_the_loaded_one),
         cmocka_unit_test(test_op_probes_on_synthetic_residuals),
         cmocka_unit_test(test_causal_diff_ci),
         cmocka_unit_test(test_defaults_from_the_flag_table),

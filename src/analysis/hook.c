@@ -12,9 +12,9 @@ typedef struct {
     float *edit_rows;       // (Tmax, C) host: the rows hb->edit changes
 } Ctx;
 
-// Called after the embedding (layer -1) and after each block, after a sync: resid is the
-// buffer the next block reads, so a write here is what the rest of the model sees; the rows
-// read are those after the patch (what the model goes on with).
+// Called after the embedding (layer -1) and after each block, in stream order (a download waits
+// for the block): resid is the buffer the next block reads, so a write here is what the rest
+// of the model sees; the rows read are those after the patch (what the model goes on with).
 static void on_residual(void *ctx, int layer, const float *resid, int rows, int C) {
     Ctx *h = ctx;
     const Backend *be = h->be;

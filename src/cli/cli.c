@@ -9,6 +9,7 @@
 #include "../lens/lens.h"
 #include "../model/generate.h"
 #include "../model/hub.h"
+#include "flags.h"
 
 int cli_unknown(const char *cmd, const char *flag) {
     fprintf(stderr, "tunelens %s: unknown option '%s' (see tunelens %s --help)\n", cmd, flag, cmd);
@@ -78,8 +79,9 @@ int cli_fail(const Error *err) {
     return 1;
 }
 
-int cli_load_model(Model *m, const char *path, const char *adapter, const char *device,
-                   Error *err) {
+// dtype < 0: the f32 weights as loaded, no handles
+static int load_model(Model *m, const char *path, const char *adapter, const char *device,
+                      int dtype, Error *err) {
     double t0 = now_seconds();
     const Backend *be;
     char *resolved = hub_resolve_model(path, err);  // org/name: from the hub cache
@@ -87,10 +89,32 @@ int cli_load_model(Model *m, const char *path, const char *adapter, const char *
              model_load_on(m, resolved, adapter, be, err);
     free(resolved);
     if (rc) return -1;
+    char what[96];
+    snprintf(what, sizeof what, "%s", m->weight_dtype);
+    if (dtype >= 0) {
+        ComputeDtype d = model_inference_dtype(m, (ComputeDtype)dtype);
+        if (model_prepare_inference(m, d, err)) {
+            model_free(m);
+            return -1;
+        }
+        char *tail = strstr(what, ", computed in ");  // weights.c's description, made exact
+        if (tail) snprintf(tail, sizeof what - (size_t)(tail - what), ", computed in %s",
+                           FLAG_DTYPES[d]);
+    }
     fprintf(stderr, "Loaded %s (%d layers, hidden %d, vocab %d, %s)%s%s on %s in %.2fs\n",
-            m->name, m->cfg.n_layers, m->cfg.dim, m->cfg.vocab_size, m->weight_dtype,
+            m->name, m->cfg.n_layers, m->cfg.dim, m->cfg.vocab_size, what,
             adapter ? " + adapter " : "", adapter ? adapter : "", be->device, now_seconds() - t0);
     return 0;
+}
+
+int cli_load_model(Model *m, const char *path, const char *adapter, const char *device,
+                   Error *err) {
+    return load_model(m, path, adapter, device, -1, err);
+}
+
+int cli_load_model_dtype(Model *m, const char *path, const char *adapter, const char *device,
+                         int dtype, Error *err) {
+    return load_model(m, path, adapter, device, dtype, err);
 }
 
 char *cli_resolve_model(const char *model, Error *err) { return hub_resolve_model(model, err); }

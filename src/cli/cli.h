@@ -40,6 +40,10 @@ int cli_fail(const Error *err);
 // Hugging Face id (org/name), found in the hub cache or downloaded (model/hub.h).
 int cli_load_model(Model *m, const char *path, const char *adapter, const char *device,
                    Error *err);
+// The same, its linear layers then prepared for forward passes in dtype (a ComputeDtype,
+// FLAG_DTYPE's field; model_prepare_inference), which the line names.
+int cli_load_model_dtype(Model *m, const char *path, const char *adapter, const char *device,
+                         int dtype, Error *err);
 // What --model names as a path (heap string): a Hugging Face id (org/name) is found in the hub
 // cache or downloaded (model/hub.h); NULL with err on failure.
 char *cli_resolve_model(const char *model, Error *err);

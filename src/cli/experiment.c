@@ -58,9 +58,9 @@ static const FlagSpec FLAGS[] = {
     FLAG("--causal-per-op", NULL, FLAG_INT, O(c.causal_per_op), "20", 0, 1 << 30, NULL, "N", "causal tests on up to N solved problems per operation\n(exact match) and the first N (the answer's probability);\n0 = none", "causal_per_op"),
     FLAG("--emergence-per-op", NULL, FLAG_INT, O(c.emergence_per_op), "15", 0, 1 << 30, NULL, "N", "emergence over training on N problems per operation (0 = none)", "emergence_per_op"),
     FLAG_WITH(check_dtype, 0, "--dtype", NULL, FLAG_STRING, O(c.dtype), "auto", 0, 0, NULL,
-              "auto|f32|bf16|tf32", "training's matrix products (as `train --dtype`; auto:\n"
-              "bf16 on CPUs with AVX512-BF16, TF32 tensor cores on CUDA).\nThe evaluations "
-              "always run in f32", "dtype"),
+              "auto|f32|bf16|tf32", "the matrix products (as `train --dtype`; auto: bf16\n"
+              "tensor cores on CUDA; on a CPU, training in bf16 where it\nhas AVX512-BF16, the "
+              "evaluations in exact f32)", "dtype"),
     FLAG("--device", NULL, FLAG_STRING, O(c.device), "auto", 0, 0, NULL, "auto|cpu|cuda",
          "where training and evaluation run (auto: a CUDA GPU\nwhen one answers, else the CPU)", "device"),
     FLAG_WITH(set_nothing, 0, "--config", "-c", FLAG_CUSTOM, 0, NULL, 0, 0, NULL, "FILE.yaml",

@@ -78,7 +78,7 @@ void gen_print_tokens(const Tokenizer *t, const GenToken *out, int n, int sample
 
 typedef struct {
     const char *device, *model, *adapter, *prompt, *json, *system_prompt;
-    int max_tokens, chat;
+    int max_tokens, chat, dtype;
     SamplerConfig sampler;
     GenSeed seed;
 } GenerateArgs;
@@ -99,6 +99,7 @@ static const FlagSpec FLAGS[] = {
          "\"text\":T}; sampling adds each token's \"sample_prob\"\nand \"sampler\":{temp, top_p, "
          "min_p,\nmin_tokens_to_keep, top_k, seed}; --chat adds\n\"chat_prompt\" (the rendered "
          "text) (FILE '-' = stdout)", NULL),
+    FLAG_DTYPE(O(dtype)),
     FLAG_DEVICE(O(device)),
 };
 #undef O
@@ -107,7 +108,8 @@ static const FlagTable TABLE = {
     "generate",
     "usage: tunelens generate --model M [--adapter A] --prompt P [--max-tokens N] [--json FILE]\n"
     "                         [--chat [--system-prompt S]] [--temp T] [--top-p P] [--min-p M]\n"
-    "                         [--min-tokens-to-keep N] [--top-k K] [--seed S] [--device auto]\n"
+    "                         [--min-tokens-to-keep N] [--top-k K] [--seed S] [--dtype auto]\n"
+    "                         [--device auto]\n"
     "  Decoding with a KV cache; stops at EOS. Greedy when --temp is 0 (the default); otherwise\n"
     "  mlx_lm.generate's sampler: log-probabilities, then top-p, min-p and top-k in that order,\n"
     "  then a draw from softmax(logprobs / T). Prints the prompt and continuation (ending with\n"
@@ -178,7 +180,7 @@ int cmd_generate(int argc, char **argv) {
     opt.seed = gen_seed(&a.seed);
     Error err;
     Model m;
-    if (cli_load_model(&m, a.model, a.adapter, a.device, &err)) return cli_fail(&err);
+    if (cli_load_model_dtype(&m, a.model, a.adapter, a.device, a.dtype, &err)) return cli_fail(&err);
     int *ids = NULL, n = 0, n_out = 0;
     char *chat_text = NULL;
     GenToken *out = xmalloc(sizeof(GenToken) * (size_t)(max_tokens ? max_tokens : 1));

@@ -20,7 +20,7 @@ typedef struct {
     const char *device, *model, *prompt, *json, *tuned, *diff_s, *compare;
     const char *track_words[MAX_TRACK];
     const char *adapters[MAX_VARIANTS];
-    int top_k, n_track, embeddings, n_layers, n_adapters, position;
+    int top_k, n_track, embeddings, n_layers, n_adapters, position, dtype;
     int *layers;                  // NULL: every layer
     int layer_list[MAX_LAYERS];
     char diff_words[2][256];
@@ -123,6 +123,7 @@ static const FlagSpec FLAGS[] = {
          "write {model, prompt, tokens, [position,] layers:[{layer,\ntop, entropy, kl_to_final, "
          "tracked, diff}], final}\n(--position all: positions:[{position, layers,\nfinal}]; "
          "several variants: variants:{NAME: ...})\n('-' = stdout)", NULL),
+    FLAG_DTYPE(O(dtype)),
     FLAG_DEVICE(O(device)),
 };
 #undef O
@@ -132,7 +133,8 @@ static const FlagTable TABLE = {
     "usage: tunelens lens --model M [--adapter A]... [--compare base,A,B] --prompt P\n"
     "                     [--top-k K] [--all-layers | --layers 8,10] [--track WORD]...\n"
     "                     [--diff TOK1,TOK2] [--position last|all|N] [--tuned F]\n"
-    "                     [--embeddings] [--json FILE] [--device auto|cpu|cuda]\n"
+    "                     [--embeddings] [--json FILE] [--dtype auto|f32|bf16|tf32]\n"
+    "                     [--device auto|cpu|cuda]\n"
     "  Layer i is the output of block i, unembedded through the model's final RMSNorm and\n"
     "  head, softmax over the vocabulary, at the last position (the last layer is the model's\n"
     "  own prediction). kl_to_final is KL(final || layer) in nats, as tuned-lens defines it.\n",
@@ -431,7 +433,7 @@ int cmd_lens(int argc, char **argv) {
             return cli_fail(&err);
         }
     Model m, mv;
-    if (cli_load_model(&m, a.model, adapters[0], a.device, &err)) {
+    if (cli_load_model_dtype(&m, a.model, adapters[0], a.device, a.dtype, &err)) {
         if (nv > 1) err_wrap(&err, "variant '%s'", names[0]);
         free(compare_copy);
         return cli_fail(&err);
@@ -491,7 +493,7 @@ int cmd_lens(int argc, char **argv) {
         res[v] = xcalloc((size_t)n, sizeof(LensResult));
         const Model *mm = &m;
         if (v > 0) {
-            if (cli_load_model(&mv, a.model, adapters[v], a.device, &err)) {
+            if (cli_load_model_dtype(&mv, a.model, adapters[v], a.device, a.dtype, &err)) {
                 err_wrap(&err, "variant '%s'", names[v]);
                 goto fail;
             }

@@ -68,32 +68,30 @@ static void remove_folder(const char *dir) {
     free(lw), free(lc);
 }
 
-// One model (adapter NULL = base) on the subset: the numbers of k points, point j at the peak
-// layers peak[j] (the base model serves both fine-tunes' curves from one load and pass).
-static int measure(const char *model, const char *adapter, const Backend *be, const Problem *sub,
-                   const int *y, int n, const int (*peak)[N_OPS], int k, uint64_t seed,
-                   EmergencePoint *const *pts, Error *err) {
-    Model m;
-    if (model_load_on(&m, model, adapter, be, err)) return -1;
-    const int L = m.cfg.n_layers, C = m.cfg.dim;
+// One model on the subset: the numbers of k points, point j at the peak layers peak[j] (the
+// base model serves both fine-tunes' curves from one pass).
+static int measure_on(const Model *m, const Problem *sub, const int *y, int n,
+                      const int (*peak)[N_OPS], int k, uint64_t seed, EmergencePoint *const *pts,
+                      Error *err) {
+    const int L = m->cfg.n_layers, C = m->cfg.dim;
     float *rows = malloc(sizeof(float) * (size_t)n * (L + 1) * C);
     int *ok = xmalloc(sizeof(int) * (size_t)n);
     double *pc = xmalloc(sizeof(double) * (size_t)n);
     VocabFacts vf;
-    vocab_facts(&m, &vf);
+    vocab_facts(m, &vf);
     int rc = rows ? 0 : err_set(err, "out of memory for %d x %d residual rows", n, L + 1);
-    if (!rc) rc = problem_residuals(&m, sub, NULL, n, rows, err);
+    if (!rc) rc = problem_residuals(m, sub, NULL, n, rows, err);
     for (int j = 0; j < k; j++)
         for (int op = 0; op < N_OPS && !rc; op++) {
             EmergencePoint *p = pts[j];
             double sig[N_OPS];
             p->signal[op] = p->probe_accuracy[op] = NAN;
             if (peak[j][op] < 0) continue;
-            rc = classifier_signal_at(&m, &vf, rows, y, n, peak[j][op], sig, err) ||
+            rc = classifier_signal_at(m, &vf, rows, y, n, peak[j][op], sig, err) ||
                  op_probe_accuracy(rows, y, n, L, C, peak[j][op], seed, &p->probe_accuracy[op], err);
             p->signal[op] = sig[op];
         }
-    if (!rc) rc = evaluate_exact_match(&m, sub, n, ok, pc, err);
+    if (!rc) rc = evaluate_exact_match(m, sub, n, ok, pc, err);
     if (!rc) {
         int hit[N_OPS + 1] = {0}, cnt[N_OPS + 1] = {0};
         for (int i = 0; i < n; i++) hit[y[i]] += ok[i], cnt[y[i]]++, hit[N_OPS] += ok[i], cnt[N_OPS]++;
@@ -103,12 +101,43 @@ static int measure(const char *model, const char *adapter, const Backend *be, co
     }
     vocab_facts_free(&vf);
     free(rows), free(ok), free(pc);
+    return rc ? -1 : 0;
+}
+
+// The same on a model loaded for it (adapter NULL = base), in the evaluations' precision.
+static int measure(const char *model, const char *adapter, const Backend *be, ComputeDtype dtype,
+                   const Problem *sub, const int *y, int n, const int (*peak)[N_OPS], int k,
+                   uint64_t seed, EmergencePoint *const *pts, Error *err) {
+    Model m;
+    if (model_load_on(&m, model, adapter, be, err)) return -1;
+    int rc = model_prepare_inference(&m, dtype, err) ||
+             measure_on(&m, sub, y, n, peak, k, seed, pts, err);
     model_free(&m);
     return rc ? -1 : 0;
 }
 
-int emergence_run(const char *model, const char *device, const char *const adapter_dirs[2],
-                  const char *work_dir, const EvalResult *final[2], const Problem *probs,
+// The subset: the first per_op problems of each operation (sub, y: n_probs entries).
+static int subset(const Problem *probs, int n_probs, int per_op, Problem *sub, int *y) {
+    int n = 0, taken[N_OPS] = {0};
+    for (int i = 0; i < n_probs; i++)
+        if (taken[probs[i].op] < per_op) sub[n] = probs[i], y[n++] = probs[i].op, taken[probs[i].op]++;
+    return n;
+}
+
+int emergence_point(const Model *m, const Problem *probs, int n_probs, int per_op,
+                    const int peak[N_OPS], uint64_t seed, EmergencePoint *p, Error *err) {
+    Problem *sub = xmalloc(sizeof(Problem) * (size_t)n_probs);
+    int *y = xmalloc(sizeof(int) * (size_t)n_probs), n = subset(probs, n_probs, per_op, sub, y);
+    int pk[1][N_OPS];
+    memcpy(pk[0], peak, sizeof pk[0]);
+    int rc = measure_on(m, sub, y, n, (const int(*)[N_OPS])pk, 1, seed, &p, err);
+    free(sub), free(y);
+    return rc;
+}
+
+int emergence_run(const char *model, const char *device, ComputeDtype dtype,
+                  const Model *base_model, const EmergencePoint *const known[2],
+                  const char *const adapter_dirs[2], const char *work_dir, const EvalResult *final[2], const Problem *probs,
                   int n_probs, int per_op, uint64_t seed, ProgressFn progress, void *pctx,
                   Emergence *out, Error *err) {
     double t0 = now_seconds();
@@ -116,12 +145,16 @@ int emergence_run(const char *model, const char *device, const char *const adapt
     const Backend *be;
     if (backend_select(device, &be, err)) return -1;
     Problem *sub = xmalloc(sizeof(Problem) * (size_t)n_probs);
-    int *y = xmalloc(sizeof(int) * (size_t)n_probs), n = 0, taken[N_OPS] = {0};
-    for (int i = 0; i < n_probs; i++)
-        if (taken[probs[i].op] < per_op) sub[n] = probs[i], y[n++] = probs[i].op, taken[probs[i].op]++;
+    int *y = xmalloc(sizeof(int) * (size_t)n_probs), n = subset(probs, n_probs, per_op, sub, y);
     int *iters[2], n_iters[2], total = 1, done = 0, rc = 0;
     for (int v = 0; v < 2; v++) {
         iters[v] = checkpoint_iters(adapter_dirs[v], &n_iters[v]);
+        // a known point past the numbered checkpoints is the final model's, saved unnumbered
+        // (a GPU run writes its final weights once): it ends the curve
+        if (known[v] && (!n_iters[v] || known[v]->iter > iters[v][n_iters[v] - 1])) {
+            iters[v] = xrealloc(iters[v], sizeof(int) * (size_t)(n_iters[v] + 1));
+            iters[v][n_iters[v]++] = known[v]->iter;
+        }
         total += n_iters[v];
         EmergenceCurve *c = &out->curve[v];
         for (int op = 0; op < N_OPS; op++) c->peak_layer[op] = final[v]->cls[op].peak_layer;
@@ -135,7 +168,8 @@ int emergence_run(const char *model, const char *device, const char *const adapt
                                   out->curve[1].peak_layer[2]}};
     EmergencePoint *base[2] = {&out->curve[0].points[0], &out->curve[1].points[0]};
     if (progress) progress(pctx, "checkpoints", done, total);
-    if (!rc) rc = measure(model, NULL, be, sub, y, n, peaks, 2, seed, base, err);
+    if (!rc && base_model) rc = measure_on(base_model, sub, y, n, peaks, 2, seed, base, err);
+    else if (!rc) rc = measure(model, NULL, be, dtype, sub, y, n, peaks, 2, seed, base, err);
     done++;
     for (int v = 0; v < 2 && !rc; v++) {
         EmergenceCurve *c = &out->curve[v];
@@ -143,10 +177,15 @@ int emergence_run(const char *model, const char *device, const char *const adapt
         c->n_points = 1;
         for (int k = 0; k < n_iters[v] && !rc; k++) {
             if (progress) progress(pctx, "checkpoints", done, total);
-            char *dir = checkpoint_folder(work_dir, adapter_dirs[v], v, iters[v][k], err);
             EmergencePoint *p = &c->points[c->n_points];
+            if (known[v] && known[v]->iter == iters[v][k]) {  // measured where it was loaded
+                *p = *known[v];
+                c->n_points++, done++;
+                continue;
+            }
+            char *dir = checkpoint_folder(work_dir, adapter_dirs[v], v, iters[v][k], err);
             p->iter = iters[v][k];
-            rc = dir ? measure(model, dir, be, sub, y, n, &peaks[v], 1, seed, &p, err) : -1;
+            rc = dir ? measure(model, dir, be, dtype, sub, y, n, &peaks[v], 1, seed, &p, err) : -1;
             if (dir) remove_folder(dir);
             free(dir);
             if (!rc) c->n_points++;

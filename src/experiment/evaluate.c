@@ -353,7 +353,8 @@ typedef struct {
 
 // The residual rows (n_sel, L+1, C) of the problems' prompts come from one hooked pass
 // (problem_residuals); CHUNK problems' layers are unembedded in one GEMM, and the per-operation
-// sums stay on the backend: only argmaxes and the answer's probabilities come back per chunk.
+// sums stay on the backend: only argmaxes and the answer's probabilities come back, in one
+// download each per chunk (the probabilities gathered on the backend first).
 static int lens_stats(const Model *m, const Problem *probs, const int *sel, int n_sel,
                       const float *resid, LensStats *st, ProgressFn progress, void *pctx,
                       Error *err) {
@@ -366,11 +367,13 @@ static int lens_stats(const Model *m, const Problem *probs, const int *sel, int 
     int *target = xcalloc((size_t)n_sel, sizeof(int));
     int rc = problem_prompts(m, probs, sel, n_sel, ids, len, target, err);
     const size_t rows_c = (size_t)CHUNK * L * C, rows_v = (size_t)CHUNK * L * V;
-    float *buf = rc ? NULL : backend_xalloc(be, sizeof(float) * (2 * rows_c + rows_v + (size_t)N_OPS * L * V + CHUNK * L));
+    float *buf = rc ? NULL : backend_xalloc(be, sizeof(float) * (2 * rows_c + rows_v + (size_t)N_OPS * L * V + 2 * CHUNK * L));
     float *rows = buf, *xn = rows ? rows + rows_c : NULL, *p = xn ? xn + rows_c : NULL;
     float *mean = p ? p + rows_v : NULL;
     int *top_dev = mean ? (int *)(mean + (size_t)N_OPS * L * V) : NULL;
+    float *pt_dev = top_dev ? (float *)(top_dev + CHUNK * L) : NULL;
     int *top_host = xmalloc(sizeof(int) * CHUNK * (size_t)L);
+    float *pt_host = xmalloc(sizeof(float) * CHUNK * (size_t)L);
     if (mean) be->upload(mean, st->mean, sizeof(float) * (size_t)N_OPS * L * V);  // zeros
     for (int start = 0; start < n_sel && !rc; start += CHUNK) {
         int k = n_sel - start < CHUNK ? n_sel - start : CHUNK;
@@ -379,27 +382,30 @@ static int lens_stats(const Model *m, const Problem *probs, const int *sel, int 
                        sizeof(float) * (size_t)L * C);
         lens_unembed_on(m, rows, k * L, p, xn);
         be->argmax_forward(top_dev, p, k * L, V);
+        for (int r = 0; r < k; r++) {
+            int op = probs[sel[start + r]].op, t = target[start + r];
+            for (int l = 0; l < L; l++) {
+                const float *row = p + ((size_t)r * L + l) * V;
+                be->add_inplace(mean + ((size_t)op * L + l) * V, row, V);
+                if (t >= 0) be->copy(pt_dev + r * L + l, row + t, sizeof(float));
+            }
+        }
         be->download(top_host, top_dev, sizeof(int) * (size_t)k * L);
+        be->download(pt_host, pt_dev, sizeof(float) * (size_t)k * L);
         for (int r = 0; r < k; r++) {
             int op = probs[sel[start + r]].op, t = target[start + r];
             st->n[op]++;
             if (t < 0) st->n_skipped++;
             else st->known[op]++;
-            for (int l = 0; l < L; l++) {
-                const float *row = p + ((size_t)r * L + l) * V;
-                be->add_inplace(mean + ((size_t)op * L + l) * V, row, V);
-                if (t >= 0) {
-                    float pt;
-                    be->download(&pt, row + t, sizeof pt);
-                    st->top1[op * L + l] += top_host[r * L + l] == t;
-                    st->p_answer[op * L + l] += pt;
-                }
+            for (int l = 0; l < L && t >= 0; l++) {
+                st->top1[op * L + l] += top_host[r * L + l] == t;
+                st->p_answer[op * L + l] += pt_host[r * L + l];
             }
         }
         if (progress) progress(pctx, "lens", start + k, n_sel);
     }
     if (!rc) be->download(st->mean, mean, sizeof(float) * (size_t)N_OPS * L * V);
-    free(top_host);
+    free(top_host), free(pt_host);
     if (buf) be->free(buf);
     for (int i = 0; i < n_sel; i++) free(ids[i]);
     free(ids), free(len), free(target);

@@ -25,6 +25,9 @@ typedef struct {
     double load_seconds;  // this run's model loads (train stages report theirs)
     int on_gpu;           // --device resolved to CUDA
     int num_layers;       // blocks to train (--num-layers resolved against the model)
+    ComputeDtype dtype;   // --dtype: training's, and (model_prepare_inference) the evaluations'
+    Model base;           // on a GPU: the base model, kept from its evaluation (eval_stage), in
+    int have_base;        // device memory (not the host memory the training processes use)
 } Run;
 
 static void progress(void *ctx, const char *what, int done, int total) {
@@ -104,12 +107,15 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     t.val_batches = c->quick ? 5 : 25;
     t.steps_per_eval = c->quick ? c->iters : 200;
     t.fine_tune = full ? FT_FULL : FT_LORA;
-    t.dtype = (ComputeDtype)dtype_parse(c->dtype);
+    t.dtype = r->dtype;
     t.device = c->device;
     // checkpoints every 100 iterations, as mlx-lm; on a GPU a stage takes seconds while a
-    // full fine-tune's checkpoint of a 1B model (weights + Adam state) is gigabytes: final only
-    // (--quick: halfway and at the end, so that emergence over training has a curve)
-    t.save_every = r->on_gpu ? c->iters : c->quick ? (c->iters + 1) / 2 : 100;
+    // full fine-tune's checkpoint of a 1B model (weights + Adam state) is gigabytes: none, past
+    // the last iteration, so the final weights are written once (a numbered checkpoint at the
+    // end is a second copy: 3.9 GB more for a 1B full fine-tune); emergence's last point is
+    // the final model's, measured by its evaluation (--quick: halfway and at the end, so that
+    // emergence over training has a curve)
+    t.save_every = r->on_gpu ? c->iters + 1 : c->quick ? (c->iters + 1) / 2 : 100;
     t.quiet = !r->interactive;
     char *state = path_join(adapter_dir, "training_state.json");
     t.resume = file_exists(state);  // a killed stage continues from its checkpoint
@@ -158,14 +164,73 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     return 0;
 }
 
-// ---- stage: one variant's evaluation
+// eval/emergence_VARIANT.json: the fine-tune's point of emergence over training at its final
+// checkpoint, measured by its evaluation on the model it loaded (emergence_stage reads it)
+static char *known_point_path(const Run *r, const char *variant) {
+    return xasprintf("%s/eval/emergence_%s.json", r->c->out, variant);
+}
+
+static int known_point_write(const Run *r, const char *variant, const Model *m, const EvalResult *e,
+                             const Problem *probs, int n_probs, Error *err) {
+    const ExperimentConfig *c = r->c;
+    int v = !strcmp(variant, "full");
+    // only where emergence will look: a numbered checkpoint at the last iteration, or on a GPU
+    // the final weights (saved once, unnumbered: train_stage)
+    char *ck = xasprintf("%s/%s/%07d_adapters.safetensors", c->out, variant, c->iters);
+    int there = file_exists(ck) || r->on_gpu;
+    free(ck);
+    if (c->emergence_per_op <= 0 || !there) return 0;
+    Emergence em = {0};
+    em.per_op = c->emergence_per_op;
+    EmergencePoint p = {.iter = c->iters};
+    for (int op = 0; op < N_OPS; op++) em.curve[v].peak_layer[op] = e->cls[op].peak_layer;
+    if (emergence_point(m, probs, n_probs, c->emergence_per_op, em.curve[v].peak_layer, c->seed,
+                        &p, err))
+        return -1;
+    em.curve[v].points = &p;
+    em.curve[v].n_points = 1;
+    cJSON *j = emergence_to_json(&em);
+    char *path = known_point_path(r, variant);
+    int rc = json_write_file(path, j, err);
+    free(path);
+    cJSON_Delete(j);
+    return rc;
+}
+
+// The point known_point_write saved for fine-tune v, if it matches this run's evaluation of it
+// (the same peak layers and problems); p gets it.
+static int known_point_read(const Run *r, int v, const EvalResult *fin, EmergencePoint *p) {
+    char *path = known_point_path(r, v ? "full" : "lora");
+    Emergence em;
+    Error ignored;
+    int ok = file_exists(path) && !emergence_read(path, &em, &ignored);
+    free(path);
+    if (!ok) return 0;
+    ok = em.per_op == r->c->emergence_per_op && em.curve[v].n_points == 1;
+    for (int op = 0; op < N_OPS && ok; op++)
+        ok = em.curve[v].peak_layer[op] == fin->cls[op].peak_layer;
+    if (ok) *p = em.curve[v].points[0];
+    emergence_free(&em);
+    return ok;
+}
+
+// ---- stage: one variant's evaluation, in the precision training used (model_prepare_inference).
+// On a GPU the base model stays loaded from its evaluation to the end of the run: LoRA is
+// evaluated on it with the adapter attached, and emergence's iteration 0 is measured on it.
 static int eval_stage(Run *r, const char *variant, const char *adapter_dir, const Problem *probs,
                       int n_probs, const char *out_path, Error *err) {
-    Model m;
+    Model own, *m = &own;
     const Backend *be;
+    Error ignored;
     double t0 = now_seconds();
-    if (backend_select(r->c->device, &be, err) || model_load_on(&m, r->model, adapter_dir, be, err))
+    if (backend_select(r->c->device, &be, err)) return -1;
+    int attached = r->have_base && adapter_dir && !model_attach_lora(&r->base, adapter_dir, &ignored);
+    if (attached) m = &r->base;
+    else if (model_load_on(m, r->model, adapter_dir, be, err)) return -1;
+    else if (model_prepare_inference(m, r->dtype, err)) {
+        model_free(m);
         return -1;
+    }
     double load = now_seconds() - t0;
     r->load_seconds += load;
     r->variant = variant;
@@ -174,13 +239,17 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
     EvalOptions opt = {c->test_per_op, c->probe_stride, strcmp(variant, "base") ? c->causal_per_op : 0,
                        c->seed};
     EvalResult e;
-    int rc = evaluate_variant(&m, probs, n_probs, &opt, progress, r, &e, err);
-    model_free(&m);
+    int rc = evaluate_variant(m, probs, n_probs, &opt, progress, r, &e, err);
+    if (!rc && adapter_dir) rc = known_point_write(r, variant, m, &e, probs, n_probs, err);
+    if (attached) model_detach_adapter(m);
+    else if (!rc && !adapter_dir && r->on_gpu && !r->have_base) r->base = own, r->have_base = 1;
+    else model_free(m);
     if (r->interactive) printf("\r%*s\r", 70, "");
     if (rc) return -1;
     e.seconds = now_seconds() - r->t_stage;
     e.load_seconds = load;
     e.device = xstrdup(be->device);
+    e.dtype = xstrdup(DTYPE_NAMES[model_inference_dtype(m, r->dtype)]);
     cJSON *j = eval_to_json(&e);
     rc = json_write_file(out_path, j, err);
     if (!rc)
@@ -197,6 +266,8 @@ static int emergence_stage(Run *r, const char *lora, const char *full, const cha
                            const Problem *probs, int n_probs, Error *err) {
     char *path = path_join(eval_dir, "emergence.json"), *work = path_join(eval_dir, "checkpoints");
     EvalResult fin[2];
+    EmergencePoint known[2];
+    const EmergencePoint *kp[2] = {NULL, NULL};
     int rc = 0, n_read = 0;
     if (r->c->emergence_per_op <= 0) printf("  turned off (--emergence-per-op 0)\n");
     else if (file_exists(path)) printf("  done before: %s\n", path);
@@ -210,11 +281,14 @@ static int emergence_stage(Run *r, const char *lora, const char *full, const cha
         }
         Emergence em;
         const EvalResult *fp[2] = {&fin[0], &fin[1]};
+        for (int v = 0; v < 2 && !rc; v++)
+            if (known_point_read(r, v, &fin[v], &known[v])) kp[v] = &known[v];
         r->variant = "emergence";
         r->t_stage = now_seconds();
         if (!rc)
-            rc = emergence_run(r->model, r->c->device, dirs, work, fp, probs, n_probs,
-                               r->c->emergence_per_op, r->c->seed, progress, r, &em, err);
+            rc = emergence_run(r->model, r->c->device, r->dtype, r->have_base ? &r->base : NULL,
+                               kp, dirs, work, fp, probs, n_probs, r->c->emergence_per_op,
+                               r->c->seed, progress, r, &em, err);
         if (r->interactive) printf("\r%*s\r", 70, "");
         if (!rc) {
             cJSON *j = emergence_to_json(&em);
@@ -253,7 +327,8 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
     cJSON *settings = NULL;
     Problem *probs = NULL;
     int rc = -1, n_probs = 0;
-    Run r = {c, model, isatty(STDOUT_FILENO), 0, "", 0, 0, 0};
+    Run r = {.c = c, .model = model, .interactive = isatty(STDOUT_FILENO), .variant = "",
+             .dtype = (ComputeDtype)dtype_parse(c->dtype)};
     if (!model || make_dirs(c->out, err) || resolve_num_layers(c, model, &r.num_layers, err))
         goto done;
     settings = settings_json(c, model);
@@ -310,6 +385,7 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
            c->out, c->out);
     rc = 0;
 done:
+    if (r.have_base) model_free(&r.base);
     free(probs);
     cJSON_Delete(settings);
     free(model), free(data), free(test), free(lora), free(full), free(eval_dir);

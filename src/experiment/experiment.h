@@ -116,11 +116,21 @@ int causal_tests(const Model *m, const Problem *probs, const int *sel, int n_sel
 void causal_diff_ci(const double *before, const double *after, int n, uint64_t seed,
                     double *diff, double *lo, double *hi);
 
-// ---- emergence.c: the classifier signal, probe accuracy and exact match at every checkpoint.
-int emergence_run(const char *model, const char *device, const char *const adapter_dirs[2],
-                  const char *work_dir, const EvalResult *final[2], const Problem *probs,
-                  int n_probs, int per_op, uint64_t seed, ProgressFn progress, void *pctx,
-                  Emergence *out, Error *err);
+// ---- emergence.c: the classifier signal, probe accuracy and exact match at every checkpoint
+// of the two fine-tunes (adapter_dirs: LoRA, full), at the peak layers of their final
+// evaluations, on the first per_op test problems of each operation. Each checkpoint's model is
+// loaded and prepared in dtype (model_prepare_inference), except what the caller has at hand:
+// base_model (may be NULL) serves iteration 0, and known[v] (may be NULL) is fine-tune v's
+// point at its iteration, measured before (emergence_point) on the model as loaded then; past
+// the numbered checkpoints, it is the final model's and ends the curve.
+int emergence_run(const char *model, const char *device, ComputeDtype dtype,
+                  const Model *base_model, const EmergencePoint *const known[2],
+                  const char *const adapter_dirs[2], const char *work_dir,
+                  const EvalResult *final[2], const Problem *probs, int n_probs, int per_op,
+                  uint64_t seed, ProgressFn progress, void *pctx, Emergence *out, Error *err);
+// One point of that curve on a loaded model m, at the peak layers peak (the caller sets iter).
+int emergence_point(const Model *m, const Problem *probs, int n_probs, int per_op,
+                    const int peak[N_OPS], uint64_t seed, EmergencePoint *p, Error *err);
 
 // ---- report.c: REPORT.md, report.json and figures/*.svg from the stages' results.
 int report_write(const char *dir, const cJSON *settings, Error *err);

@@ -445,14 +445,15 @@ static void section_training(StrBuf *b, const Results *r) {
     if (!*dev2) dev2 = "CPU";
     sb_printf(b, "| Device | %s | %s |\n\n", dev1, dev2);
     int on_gpu = strcmp(dev1, "CPU") || strcmp(dev2, "CPU");
+    const char *eval_dtype = r->eval[0].dtype ? r->eval[0].dtype : "f32";
     sb_printf(b, "Peak memory is %s; tokens/s counts trained (target) tokens over the time spent "
                  "in training steps. Matrix products in bf16 multiply bf16 copies of the weights "
-                 "with f32 sums (AVX512-BF16), in tf32 run on TF32 tensor cores (10-bit mantissa "
-                 "inputs, f32 sums); weights, gradients and optimizer state are f32 either way, "
-                 "and the evaluations below run in f32.\n\n",
+                 "with f32 sums (a CPU's AVX512-BF16, CUDA's tensor cores), in tf32 run on TF32 "
+                 "tensor cores (10-bit mantissa inputs, f32 sums); weights, gradients and "
+                 "optimizer state are f32 either way, and the evaluations below run in %s.\n\n",
               on_gpu ? "the most GPU memory each training process's buffers held at once (on a "
                        "CPU: its peak resident set)"
-                     : "each training process's peak resident set");
+                     : "each training process's peak resident set", eval_dtype);
     sb_printf(b, "![Loss curves](figures/loss_curves.svg)\n\n");
 }
 

@@ -177,6 +177,7 @@ cJSON *eval_to_json(const EvalResult *e) {
     if (!isnan(e->seconds)) cJSON_AddNumberToObject(out, "seconds", e->seconds);
     if (!isnan(e->load_seconds)) cJSON_AddNumberToObject(out, "load_seconds", e->load_seconds);
     if (e->device) cJSON_AddStringToObject(out, "device", e->device);
+    if (e->dtype) cJSON_AddStringToObject(out, "dtype", e->dtype);
     return out;
 }
 
@@ -345,6 +346,8 @@ int eval_from_json(const cJSON *j, EvalResult *e, const char *file, Error *err) 
     e->load_seconds = num(j, "load_seconds");
     const cJSON *dv = get(j, "device");
     e->device = cJSON_IsString(dv) ? xstrdup(dv->valuestring) : NULL;
+    const cJSON *dt = get(j, "dtype");
+    e->dtype = cJSON_IsString(dt) ? xstrdup(dt->valuestring) : NULL;
     return 0;
 }
 
@@ -374,7 +377,7 @@ void eval_result_free(EvalResult *e) {
     free(e->probes.layers);
     for (int i = 0; i < e->n_ablations; i++) free(e->ablations[i].what);
     free(e->ablations);
-    free(e->device);
+    free(e->device), free(e->dtype);
     memset(e, 0, sizeof *e);
 }
 

@@ -119,6 +119,8 @@ typedef struct {
     int n_ablations, causal_per_op;  // causal_per_op: test problems per operation ablated
     double seconds, load_seconds;
     char *device;  // heap, or NULL
+    char *dtype;   // the matrix products' precision, "f32", "bf16"... (heap; NULL: f32, a file
+                   // from before evaluations followed --dtype)
 } EvalResult;
 
 // Emergence over training: per saved checkpoint of one fine-tune (iteration 0 = the base

@@ -41,7 +41,7 @@ void lens_unembed_logits(const Model *m, const float *rows, int n, float *logits
     be->upload(x, rows, sizeof(float) * nc);
     // lens_unembed_on's ops, the softmax out of place (the same bits as in place)
     be->rmsnorm_forward(xn, NULL, x, m->final_norm, n, c->dim, c->norm_eps);
-    be->matmul_forward(z, xn, m->head, n, c->dim, c->vocab_size);
+    be->linear_forward(z, xn, m->head, m->head_lin, n, c->dim, c->vocab_size);
     if (probs) be->softmax_forward(p, z, n, c->vocab_size);
     if (logits) be->download(logits, z, sizeof(float) * nv);
     if (probs) be->download(probs, p, sizeof(float) * nv);
@@ -65,7 +65,8 @@ void lens_unembed_on(const Model *m, const float *rows, int n, float *probs, flo
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
     be->rmsnorm_forward(xn, NULL, rows, m->final_norm, n, c->dim, c->norm_eps);
-    be->matmul_forward(probs, xn, m->head, n, c->dim, c->vocab_size);  // one GEMM for all rows
+    // one GEMM for all rows, in the model's prepared precision (model_prepare_inference)
+    be->linear_forward(probs, xn, m->head, m->head_lin, n, c->dim, c->vocab_size);
     be->softmax_forward(probs, probs, n, c->vocab_size);
 }
 

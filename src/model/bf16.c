@@ -12,6 +12,18 @@ ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want) {
     return m->be->supports(m->be->auto_dtype, why, sizeof why) ? m->be->auto_dtype : DTYPE_F32;
 }
 
+ComputeDtype model_inference_dtype(const Model *m, ComputeDtype want) {
+    if (want != DTYPE_AUTO) return want;
+    if (m->stored_dtype == DT_F32) return DTYPE_F32;
+    char why[256];
+    return m->be->supports(m->be->infer_dtype, why, sizeof why) ? m->be->infer_dtype : DTYPE_F32;
+}
+
+int model_prepare_inference(Model *m, ComputeDtype want, Error *err) {
+    const int L = m->cfg.n_layers;  // no block takes a gradient; none keeps its f32 original
+    return model_prepare_linears(m, model_inference_dtype(m, want), L, L, err);
+}
+
 int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int frozen_below,
                           Error *err) {
     const ModelConfig *c = &m->cfg;

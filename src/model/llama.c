@@ -232,15 +232,14 @@ void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_l
         free(pos);
     }
 
+    // no sync before a hook: it reads the residual with be->download, which waits for the ops
+    // before it, and whatever it queues runs in order (the device keeps working meanwhile)
     be->embedding_forward(s->resid, s->tokens, m->tok_embd, N, C);
-    if (hook) be->sync(), hook(hook_ctx, -1, s->resid, N, C);
+    if (hook) hook(hook_ctx, -1, s->resid, N, C);
 
     for (int l = 0; l < c->n_layers; l++) {
         model_block_forward(m, s, l);
-        if (hook) {
-            be->sync();
-            hook(hook_ctx, l, s->resid + (s->keep_acts ? (size_t)(l + 1) * N * C : 0), N, C);
-        }
+        if (hook) hook(hook_ctx, l, s->resid + (s->keep_acts ? (size_t)(l + 1) * N * C : 0), N, C);
     }
     float *final = s->resid + (s->keep_acts ? (size_t)c->n_layers * N * C : 0);
     if (all_logits) {
@@ -262,5 +261,6 @@ void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_l
 void model_unembed(const Model *m, const float *resid, float *logits, float *scratch_c) {
     const Backend *be = m->be;
     be->rmsnorm_forward(scratch_c, NULL, resid, m->final_norm, 1, m->cfg.dim, m->cfg.norm_eps);
-    be->matmul_forward(logits, scratch_c, m->head, 1, m->cfg.dim, m->cfg.vocab_size);
+    // in the model's prepared precision, as the head of model_forward's every-row logits
+    be->linear_forward(logits, scratch_c, m->head, m->head_lin, 1, m->cfg.dim, m->cfg.vocab_size);
 }

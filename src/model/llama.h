@@ -76,6 +76,13 @@ int model_to_backend(Model *m, const Backend *be, Error *err);
 // nothing stays allocated.
 int model_load_on(Model *m, const char *path, const char *adapter, const Backend *be,
                   Error *err);
+// An mlx-lm LoRA adapter folder (fine_tune_type "lora": no DoRA, no replaced weights) onto m,
+// a model without one, wherever its weights are (on a backend, prepared): the adapter is read
+// on the host, then moved to m's backend; the base weights and their handles stay as they are.
+// model_detach_adapter takes it off again. (The experiment evaluates LoRA on the base model it
+// keeps loaded.)
+int model_attach_lora(Model *m, const char *dir, Error *err);
+void model_detach_adapter(Model *m);
 void model_free(Model *m);
 // Every id inside the embedding (tokenizers may know a few more tokens than the model).
 int model_check_ids(const Model *m, const int *ids, int n, Error *err);
@@ -103,9 +110,16 @@ int adapter_mlx_lora_params(const struct cJSON *cfg, const char *file, int *rank
 // know which precision runs. Blocks >= first_backward (and the head) are prepared for the
 // input gradient too. The f32 weights of blocks below frozen_below may be released by the
 // backend (their pointers set NULL): nothing may read them after.
-// "auto" -> the backend's auto_dtype (CPU: bf16 where it has AVX512-BF16; CUDA: TF32 tensor
+// "auto" -> the backend's auto_dtype (CPU: bf16 where it has AVX512-BF16; CUDA: bf16 tensor
 // cores) unless the weights are stored as f32 or the backend lacks it; then f32.
 ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want);
+// Forward passes alone (lens, generation, the experiment's evaluations): "auto" -> the
+// backend's infer_dtype (CPU: f32; CUDA: bf16) unless the weights are stored as f32 or the
+// backend lacks it. model_prepare_inference prepares every block and the head in that dtype
+// for the forward only (the blocks' f32 originals may be released: no gradient, no update);
+// a later model_prepare_linears replaces it. err: an unsupported dtype, or out of memory.
+ComputeDtype model_inference_dtype(const Model *m, ComputeDtype want);
+int model_prepare_inference(Model *m, ComputeDtype want, Error *err);
 // dtype must be one the backend supports (be->supports); err says why not.
 int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int frozen_below,
                           Error *err);

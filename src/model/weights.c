@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/sysinfo.h>
 
+#include "../formats/json_file.h"
 #include "../formats/safetensors.h"
 #include "llama.h"
 
@@ -417,6 +418,37 @@ int model_to_backend(Model *m, const Backend *be, Error *err) {
     m->be = be;
     be->sync();
     return 0;
+}
+
+void model_detach_adapter(Model *m) {
+    if (m->be) m->be->free(m->adapter_arena);
+    m->adapter_arena = NULL;
+    m->adapter_floats = 0;
+    for (int l = 0; m->blocks && l < m->cfg.n_layers; l++)
+        memset(m->blocks[l].lora, 0, sizeof m->blocks[l].lora);
+}
+
+int model_attach_lora(Model *m, const char *dir, Error *err) {
+    if (m->adapter_arena) return err_set(err, "%s: the model has an adapter already", dir);
+    // LoRA only: a full fine-tune writes the (device) weights, DoRA's norms read released ones
+    char *cfg_path = path_join(dir, "adapter_config.json");
+    cJSON *cfg = file_exists(cfg_path) ? json_read_object(cfg_path, err) : NULL;
+    const cJSON *t = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "fine_tune_type") : NULL;
+    int lora = cJSON_IsString(t) && !strcmp(t->valuestring, "lora");
+    cJSON_Delete(cfg);
+    free(cfg_path);
+    if (!lora) return err_set(err, "%s: not an mlx-lm LoRA adapter (fine_tune_type \"lora\")", dir);
+    const Backend *be = m->be;
+    m->be = &BACKEND_CPU;  // the adapter's arena is read on the host, then moved
+    int rc = model_load_adapter(m, dir, err) ||
+             move_arena(m, be, &m->adapter_arena, m->adapter_floats, err);
+    if (rc) model_detach_adapter(m);  // (host memory still)
+    m->be = be;
+    if (!rc && model_has_dora(m)) {
+        model_detach_adapter(m);
+        return err_set(err, "%s: a DoRA adapter cannot be attached to a loaded model", dir);
+    }
+    return rc ? -1 : 0;
 }
 
 int model_load_on(Model *m, const char *path, const char *adapter, const Backend *be,

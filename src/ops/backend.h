@@ -41,9 +41,12 @@ typedef struct Backend {
 
     // ---- precision. supports: 1 if this backend computes linear layers in dtype, else 0
     // with the reason (for the user) in why. auto_dtype: what --dtype auto picks here when the
-    // weights are not stored as f32 (and supported); f32-stored weights keep f32.
+    // weights are not stored as f32 (and supported); f32-stored weights keep f32. infer_dtype:
+    // the same for forward passes alone (lens, generation, evaluations), where a product in
+    // reduced precision buys less: the CPU keeps exact f32 (the references' numbers), CUDA
+    // takes bf16 tensor cores as its training does.
     int (*supports)(ComputeDtype dtype, char *why, size_t cap);
-    ComputeDtype auto_dtype;
+    ComputeDtype auto_dtype, infer_dtype;
 
     // ---- memory. A buffer is the backend's memory (CUDA: device memory, cudaMalloc'd), not
     // the host's: the host never dereferences one. It writes a buffer only through upload (or

@@ -99,6 +99,7 @@ const Backend BACKEND_CPU = {
     .caps = 0,
     .supports = cpu_supports,
     .auto_dtype = DTYPE_BF16,
+    .infer_dtype = DTYPE_F32,
     .alloc = cpu_alloc,
     .free = free,
     .zero = cpu_zero,

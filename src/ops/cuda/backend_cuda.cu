@@ -327,6 +327,7 @@ static void init(void) {
     backend.caps = BACKEND_CAP_DEVICE;
     backend.supports = cu_supports;
     backend.auto_dtype = DTYPE_BF16;
+    backend.infer_dtype = DTYPE_BF16;
     backend.set_fast_matmul = cu_set_fast_matmul;
     backend.linear_prepare = cuda_linear_prepare;
     backend.linear_update = cuda_linear_update;
