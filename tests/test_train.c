@@ -799,7 +799,9 @@ static void run_masters(const Backend *be, int bf16, int steps, float lr, double
     int rc = bf16 ? model_prepare_bf16_masters(&su.m, first, &err)
                   : model_prepare_linears(&su.m, DTYPE_BF16, first, first, &err);
     if (rc) fail_msg("%s", err.msg);
-    assert_int_equal(forward_state_init(&su.s, &su.m, B, T, T, ACTS_ALL), 0);
+    // the trainer's state for bf16 masters (recomputed act: the same bits, test below)
+    assert_int_equal(forward_state_init(&su.s, &su.m, B, T, T,
+                                        ACTS_ALL | (bf16 ? ACTS_RECOMPUTE_ACT : 0)), 0);
     assert_int_equal(grads_init(&su.g, &su.m, first, 1, B, T), 0);
     assert_true(bf16 ? su.g.n16 > 0 : su.g.n16 == 0);
     params_collect(&su.pl, &su.m, &su.g);
@@ -846,6 +848,41 @@ static void test_bf16_masters_track_f32(void **state) {
     assert_true(b16[STEPS - 1] < b16[0]);
 }
 
+// ACTS_RECOMPUTE_ACT (one act slot, refilled in the backward) gives the loss and every
+// gradient of ACTS_ALL bit for bit, LoRA and full, on the CPU and on CUDA.
+static void run_recompute_act(const Backend *be, int full) {
+    Setup su;
+    setup_open_on(&su, full, be);
+    const int B = su.s.B, T = su.s.T;
+    const size_t ng = su.g.n_floats;
+    float *want = xmalloc(sizeof(float) * ng), *got = xmalloc(sizeof(float) * ng);
+    grads_zero(&su.g);
+    float l0 = model_loss_backward(&su.m, &su.s, su.inputs, su.targets, &su.g, 1.0f);
+    be->download(want, su.g.arena, sizeof(float) * ng);
+    ForwardState lean;
+    assert_int_equal(forward_state_init(&lean, &su.m, B, T, T, ACTS_ALL | ACTS_RECOMPUTE_ACT), 0);
+    assert_int_equal(lean.keep_acts, ACTS_ALL);
+    assert_true(lean.act_recompute);
+    grads_zero(&su.g);
+    float l1 = model_loss_backward(&su.m, &lean, su.inputs, su.targets, &su.g, 1.0f);
+    be->download(got, su.g.arena, sizeof(float) * ng);
+    assert_memory_equal(&l1, &l0, sizeof l0);
+    assert_memory_equal(got, want, sizeof(float) * ng);
+    forward_state_free(&lean);
+    free(want), free(got);
+    setup_close(&su);
+}
+
+static void test_recompute_act_bit_identical(void **state) {
+    for (int full = 0; full < 2; full++) run_recompute_act(&BACKEND_CPU, full);
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    be->set_fast_matmul(0);
+    for (int full = 0; full < 2; full++) run_recompute_act(be, full);
+    printf("  recomputed act: loss and gradients equal the kept ones bit for bit (cpu, %s)\n",
+           be->name);
+}
+
 // A backend without bf16 masters (the CPU) says so, and the model stays as it was.
 static void test_bf16_masters_declined_on_cpu(void **state) {
     Model m;
@@ -878,6 +915,7 @@ int main(void) {
         cmocka_unit_test(test_trajectories_on_cuda),
         cmocka_unit_test(test_bf16_masters_track_f32),
         cmocka_unit_test(test_bf16_masters_declined_on_cpu),
+        cmocka_unit_test(test_recompute_act_bit_identical),
         cmocka_unit_test(test_trajectories_on_strict_backend),
         cmocka_unit_test(test_recorded_steps_equal_plain),
         cmocka_unit_test(test_dropout_checkpoint_on_cuda),

@@ -217,7 +217,8 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         const float *x = s->resid + (size_t)l * NC, *mid = s->resid_mid + a * NC;
         const float *xn = s->attn_xn + a * NC, *fxn = s->ffn_xn + a * NC;
         const float *q = s->q + a * N * HD, *att = s->att_out + a * N * HD;
-        const float *gate = s->gate + a * NF, *up = s->up + a * NF, *act = s->act + a * NF;
+        const float *gate = s->gate + a * NF, *up = s->up + a * NF;
+        float *act = s->act + (s->act_recompute ? 0 : a) * NF;
         const float *probs = s->probs + a * s->probs_floats;
         const float *kc = s->k_cache + a * B * s->max_seq * KVD;  // one KV slot when ckpt
         const float *vc = s->v_cache + a * B * s->max_seq * KVD;
@@ -233,6 +234,8 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.
+        if (s->act_recompute && !ckpt)  // one act slot: this block's again (the same bits)
+            be->swiglu_forward(act, gate, up, (int64_t)NF);
         LINEAR_BACKWARD(PROJ_DOWN, dact, dresid, act);
         be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEAR_BACKWARD(PROJ_GATE, dxn, dgate, fxn);

@@ -21,8 +21,8 @@ typedef struct {
     Param *p;
     int n;
     int64_t total;      // values
-    int64_t total16;    // ... of them in bf16 master weights
     const Backend *be;  // the model's: data and grad are its buffers (read them by download)
+    int64_t total16;    // values in bf16 master weights (of total)
 } ParamList;
 
 // Attach fresh LoRA matrices to the blocks [first_layer, L) for the projections in key_mask
