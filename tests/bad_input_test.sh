@@ -188,6 +188,8 @@ check "flag: --iters huge" 2 "--iters expects an integer .*got '9999999999999999
 check "flag: --iters empty" 2 "--iters expects an integer" $BIN "${T[@]}" --iters ""
 check "flag: --batch-size 0" 2 "--batch-size expects an integer in \[1, [0-9]+\], got '0'" $BIN "${T[@]}" --batch-size 0
 check "flag: --learning-rate abc" 2 "--learning-rate expects a number .*got 'abc'" $BIN "${T[@]}" --learning-rate abc
+check "flag: --master-weights bf16 on the CPU" 2 "--master-weights bf16: the cpu backend trains f32 master weights only" $BIN "${T[@]}" --fine-tune-type full --master-weights bf16 --device cpu
+check "flag: --master-weights f16" 2 "--master-weights" $BIN "${T[@]}" --master-weights f16
 check "flag: --learning-rate nan" 2 "--learning-rate expects a number .*got 'nan'" $BIN "${T[@]}" --learning-rate nan
 check "flag: --learning-rate 1e999" 2 "--learning-rate expects a number .*got '1e999'" $BIN "${T[@]}" --learning-rate 1e999
 check "flag: --learning-rate -1" 2 "--learning-rate expects a number" $BIN "${T[@]}" --learning-rate -1

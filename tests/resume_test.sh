@@ -48,6 +48,17 @@ check_mode() {  # name, signal, extra train flags...
   if [ -e "$TMP/run/training_state.json" ]; then echo "FAIL $name: state left after a finished run"; fails=$((fails+1)); fi
 }
 
+# On a GPU (TUNELENS_RESUME_CUDA=1, only these): full fine-tuning with bf16 master weights, whose
+# weights, gradients and Adam state are bf16 on the device (more iterations: a GPU runs them fast)
+if [ "${TUNELENS_RESUME_CUDA:-0}" = 1 ]; then
+  B16=(--fine-tune-type full --num-layers 2 --device cuda --master-weights bf16 --iters 1500)
+  check_mode "full, bf16 masters" KILL "${B16[@]}"
+  check_mode "full, bf16 masters, adamw, grad accumulation 3" KILL "${B16[@]}" --optimizer adamw --grad-accumulation-steps 3 --save-every 26
+  grep -q "Master weights: bf16" "$TMP/log2" || { echo "FAIL: the resumed run did not train bf16 masters"; fails=$((fails+1)); }
+  [ $fails = 0 ] && echo "resume (cuda, bf16 masters): all passed" || echo "resume (cuda): $fails failed"
+  exit $((fails > 0))
+fi
+
 check_mode "lora" KILL
 check_mode "lora ctrl-c" INT
 check_mode "full, 2 layers" KILL --fine-tune-type full --num-layers 2

@@ -1040,6 +1040,108 @@ static void test_optimizers(void **state) {
     free(p), free(g), free(m), free(v), gfree(d_p), gfree(d_g), gfree(d_m), gfree(d_v);
 }
 
+// adam_multi (every tensor in one launch) against adam_update tensor by tensor, on the same
+// device: f32 tensors bit for bit (the same arithmetic, only the launches differ); bf16 tensors
+// (master weights) bit for bit against adam_update on their widened values, rounded to the
+// nearest bf16 on the host. Sizes: odd (scalar path), several chunks (vector path), tiny, and
+// misaligned by one element (scalar path); with and without weight decay, three steps.
+static void test_adam_multi(void **state) {
+    (void)state;
+    rng_seed(23);
+    enum { NT = 8 };
+    const int64_t sizes[NT] = {1001, 2 * 65536 + 12, 7, 4096, 1001, 2 * 65536 + 12, 7, 4096};
+    const int off[NT] = {0, 0, 0, 1, 0, 0, 0, 1};  // misaligned by one element
+    for (int wd = 0; wd < 2; wd++) {
+        AdamTensor t[NT];
+        float *ref[NT][3], *dref[NT][3];  // per tensor: p, m, v (host f32; device adam_update)
+        void *buf[NT][4];                 // adam_multi's p, g, m, v
+        for (int i = 0; i < NT; i++) {
+            const int bf = i >= NT / 2;
+            const int64_t n = sizes[i];
+            const size_t es = bf ? 2 : 4;
+            float *p = rand_floats(n, 1);
+            if (bf)
+                for (int64_t k = 0; k < n; k++) p[k] = bf16_to_f32(f32_to_bf16(p[k]));
+            ref[i][0] = p, ref[i][1] = xcalloc(n, 4), ref[i][2] = xcalloc(n, 4);
+            for (int a = 0; a < 3; a++) dref[i][a] = dev(ref[i][a], n);
+            for (int a = 0; a < 4; a++) {
+                buf[i][a] = G->alloc(es * (n + off[i]));
+                assert_non_null(buf[i][a]);
+            }
+            char *pb = (char *)buf[i][0] + es * off[i];
+            if (bf) {
+                uint16_t *h = xmalloc(2 * n);
+                for (int64_t k = 0; k < n; k++) h[k] = f32_to_bf16(p[k]);
+                G->upload(pb, h, 2 * n);
+                free(h);
+            } else {
+                G->upload(pb, p, 4 * n);
+            }
+            t[i] = (AdamTensor){pb, (char *)buf[i][1] + es * off[i], (char *)buf[i][2] + es * off[i],
+                                (char *)buf[i][3] + es * off[i], n, bf};
+        }
+        AdamTable *tab = G->adam_table(t, NT);
+        assert_non_null(tab);
+        for (int step = 0; step < 3; step++) {
+            for (int i = 0; i < NT; i++) {
+                const int bf = i >= NT / 2;
+                const int64_t n = sizes[i];
+                float *g = rand_floats(n, 1);
+                if (bf) {  // the same bf16 gradient both ways
+                    uint16_t *h = xmalloc(2 * n);
+                    for (int64_t k = 0; k < n; k++) h[k] = f32_to_bf16(g[k]), g[k] = bf16_to_f32(h[k]);
+                    G->upload((void *)t[i].grad, h, 2 * n);
+                    free(h);
+                } else {
+                    G->upload((void *)t[i].grad, g, 4 * n);
+                }
+                float *d_g = dev(g, n);
+                G->adam_update(dref[i][0], d_g, dref[i][1], dref[i][2], n, 1e-2f, 0.9f, 0.999f,
+                               1e-8f, wd ? 0.01f : 0.0f);
+                if (bf) {  // the reference's state rounded as the bf16 tensors keep theirs
+                    for (int a = 0; a < 3; a++) {
+                        float *h = host(dref[i][a], n);
+                        for (int64_t k = 0; k < n; k++) h[k] = bf16_to_f32(f32_to_bf16(h[k]));
+                        G->upload(dref[i][a], h, 4 * n);
+                        free(h);
+                    }
+                }
+                free(g), gfree(d_g);
+            }
+            G->adam_multi(tab, 1e-2f, 0.9f, 0.999f, 1e-8f, wd ? 0.01f : 0.0f);
+        }
+        for (int i = 0; i < NT; i++) {
+            const int bf = i >= NT / 2;
+            const int64_t n = sizes[i];
+            void *got[3] = {t[i].param, t[i].m, t[i].v};
+            for (int a = 0; a < 3; a++) {
+                float *want = host(dref[i][a], n), *have = xmalloc(4 * n);
+                if (bf) {
+                    uint16_t *h = xmalloc(2 * n);
+                    G->download(h, got[a], 2 * n);
+                    for (int64_t k = 0; k < n; k++) have[k] = bf16_to_f32(h[k]);
+                    free(h);
+                } else {
+                    G->download(have, got[a], 4 * n);
+                }
+                for (int64_t k = 0; k < n; k++)
+                    if (memcmp(&have[k], &want[k], 4))
+                        fail_msg("adam_multi %s n=%lld wd=%d %c[%lld]: %.9g, adam_update %.9g",
+                                 bf ? "bf16" : "f32", (long long)n, wd, "pmv"[a], (long long)k,
+                                 (double)have[k], (double)want[k]);
+                free(want), free(have);
+            }
+        }
+        printf("  adam_multi, %d tensors (%s weight decay): f32 and bf16 equal adam_update bit for "
+               "bit over 3 steps\n", NT, wd ? "with" : "no");
+        G->adam_table_free(tab);
+        for (int i = 0; i < NT; i++) {
+            for (int a = 0; a < 3; a++) free(ref[i][a]), gfree(dref[i][a]);
+            for (int a = 0; a < 4; a++) gfree(buf[i][a]);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // a printed (not asserted) timing of a few ops at Llama-3.2-1B sizes
 
@@ -1156,6 +1258,7 @@ int main(void) {
         cmocka_unit_test(test_add),       cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_argmax),
         cmocka_unit_test(test_cross_entropy), cmocka_unit_test(test_optimizers),
+        cmocka_unit_test(test_adam_multi),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     printf("largest measured / derived bound over %d checks: %.3f (%s)\n", n_checks, worst_ratio,

@@ -780,6 +780,183 @@ static void test_recorded_steps_equal_plain(void **state) {
     run_recorded_steps(be, 0, 1);
 }
 
+// Full fine-tuning with bf16 master weights (model_prepare_bf16_masters: the weights, their
+// gradients and Adam's moments in bf16) against f32 masters with the same bf16 products, on the
+// tiny model's last 2 blocks (its weights are stored in bf16, so both runs start from the same
+// values). MasterRun holds one run; run_step does one Adam step on the reference batch, its rows
+// and columns rotated by `shift` (another batch each step, as training sees).
+typedef struct {
+    Setup su;
+    int first;
+} MasterRun;
+
+static void master_open(MasterRun *r, const Backend *be, int bf16) {
+    Setup *su = &r->su;
+    su->ref = load_json_fixture(TRAIN "/reference.json");
+    int B, T, B2, T2;
+    su->inputs = flat_ints(cJSON_GetObjectItem(su->ref, "inputs"), &B, &T);
+    su->targets = flat_ints(cJSON_GetObjectItem(su->ref, "targets"), &B2, &T2);
+    Error err;
+    if (model_load_on(&su->m, TINY, NULL, be, &err)) fail_msg("%s", err.msg);
+    r->first = su->m.cfg.n_layers - 2;
+    int rc = bf16 ? model_prepare_bf16_masters(&su->m, r->first, &err)
+                  : model_prepare_linears(&su->m, DTYPE_BF16, r->first, r->first, &err);
+    if (rc) fail_msg("%s", err.msg);
+    // the trainer's state for bf16 masters (recomputed act: the same bits, test below)
+    assert_int_equal(forward_state_init(&su->s, &su->m, B, T, T,
+                                        ACTS_ALL | (bf16 ? ACTS_RECOMPUTE_ACT : 0)), 0);
+    assert_int_equal(grads_init(&su->g, &su->m, r->first, 1, B, T), 0);
+    assert_true(bf16 ? su->g.n16 > 0 : su->g.n16 == 0);
+    params_collect(&su->pl, &su->m, &su->g);
+    assert_true(bf16 ? su->pl.total16 > 0 : su->pl.total16 == 0);
+    assert_int_equal(optimizer_init(&su->opt, OPT_ADAM, &su->pl, be), 0);
+}
+
+static float master_step(MasterRun *r, int shift, float lr) {
+    Setup *su = &r->su;
+    const int B = su->s.B, T = su->s.T;
+    int *in = xmalloc(sizeof(int) * (size_t)B * T), *tg = xmalloc(sizeof(int) * (size_t)B * T);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++) {
+            const int src = ((b + shift) % B) * T + (i + shift) % T;
+            in[b * T + i] = su->inputs[src], tg[b * T + i] = su->targets[src];
+        }
+    grads_zero(&su->g);
+    float loss = model_loss_backward(&su->m, &su->s, in, tg, &su->g, 1.0f);
+    optimizer_step(&su->opt, &su->pl, lr);
+    if (!su->m.bf16_masters) model_update_linears(&su->m, r->first);  // the copies follow
+    free(in), free(tg);
+    return loss;
+}
+
+// One step from the same start. Both runs multiply the same bf16 weights by the same bf16
+// inputs, so the first loss and the input gradients agree bit for bit (the norms' gradients, and
+// so their f32 updates, too). The weight gradients are the same sums, one rounded to bf16; Adam's
+// first step is lr m / (sqrt(v) + eps) = lr 0.1 g / (sqrt(0.001) |g| + eps), +-3.162 lr whatever
+// |g| (for |g| >> eps), so the bf16 master after the step is the f32 master's weight rounded to
+// bf16, except where the f32 result lies within an f32 rounding of a bf16 tie or |g| is at eps's
+// scale or at the sums' rounding noise: at most 1 in 1000 values. Then the checkpoint helpers'
+// round trip of the bf16 weights (widened to f32, rounded back) is exact.
+static void test_bf16_masters_one_step(void **state) {
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    const float lr = 5e-4f;
+    MasterRun f, h;
+    master_open(&f, be, 0);
+    master_open(&h, be, 1);
+    float lf = master_step(&f, 0, lr), lh = master_step(&h, 0, lr);
+    if (memcmp(&lf, &lh, sizeof lf)) fail_msg("first loss: bf16 masters %.9g, f32 %.9g", lh, lf);
+    assert_int_equal(f.su.pl.n, h.su.pl.n);
+    int64_t n16 = 0, differ = 0, far = 0;
+    for (int i = 0; i < f.su.pl.n; i++) {
+        const Param *pf = &f.su.pl.p[i], *ph = &h.su.pl.p[i];
+        assert_string_equal(pf->name, ph->name);
+        float *a = xmalloc(sizeof(float) * pf->n), *b = xmalloc(sizeof(float) * pf->n);
+        param_download(&f.su.pl, pf, a);
+        param_download(&h.su.pl, ph, b);
+        if (!ph->data16) {  // a norm: f32 in both, the same bits
+            assert_memory_equal(a, b, sizeof(float) * pf->n);
+        } else {
+            n16 += pf->n;
+            for (int64_t k = 0; k < pf->n; k++) {
+                const uint16_t want = f32_to_bf16(a[k]), got = f32_to_bf16(b[k]);
+                if (want != got) differ++, far += abs((int)want - (int)got) > 1;
+            }
+            param_upload(&h.su.pl, ph, b);  // the round trip
+            float *c = xmalloc(sizeof(float) * pf->n);
+            param_download(&h.su.pl, ph, c);
+            assert_memory_equal(b, c, sizeof(float) * pf->n);
+            free(c);
+        }
+        free(a), free(b);
+    }
+    printf("  one step on %s: the first loss equal bit for bit, norms equal, bf16 masters = the "
+           "f32 masters rounded in all but %lld of %lld values (%lld more than one ulp apart)\n",
+           be->name, (long long)differ, (long long)n16, (long long)far);
+    assert_true(differ * 1000 <= n16);
+    setup_close(&f.su);
+    setup_close(&h.su);
+}
+
+// 20 Adam steps over rotated batches, bf16 masters against f32 masters: the loss trajectories
+// within 1e-2 relative (issue 15's bound for bf16 training), both descending. This holds where
+// Adam's steps (about lr each) are at least a few bf16 ulps of the weights they change: the tiny
+// model's weights are 0.1 to 0.8 (ulps 4e-4 to 3e-3), and at lr 5e-4 (a CPU emulation of the
+// rounding: 0.5% worst) they are. At lr 1e-4 most of its updates fall below half an ulp and
+// are lost, as in any bf16 training (the emulation: 18% apart after 17 steps): --master-weights
+// f32 is there for that.
+static void test_bf16_masters_track_f32(void **state) {
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    enum { STEPS = 20 };
+    const float lr = 5e-4f;
+    double f32[STEPS], b16[STEPS], worst = 0;
+    MasterRun f, h;
+    master_open(&f, be, 0);
+    master_open(&h, be, 1);
+    for (int i = 0; i < STEPS; i++) f32[i] = master_step(&f, i, lr), b16[i] = master_step(&h, i, lr);
+    setup_close(&f.su);
+    setup_close(&h.su);
+    for (int i = 0; i < STEPS; i++) {
+        double rel = fabs(b16[i] - f32[i]) / fabs(f32[i]);
+        if (rel > worst) worst = rel;
+    }
+    printf("  full, %d steps at lr %g on %s: bf16 masters %.4f -> %.4f, f32 masters %.4f -> %.4f, "
+           "worst relative difference %.2g (bound 1e-2)\n", STEPS, lr, be->name, b16[0],
+           b16[STEPS - 1], f32[0], f32[STEPS - 1], worst);
+    for (int i = 0; i < STEPS; i++)
+        if (!(fabs(b16[i] - f32[i]) <= 1e-2 * fabs(f32[i])))
+            fail_msg("step %d: bf16 masters loss %.6f, f32 masters %.6f", i + 1, b16[i], f32[i]);
+    assert_true(b16[STEPS - 1] < b16[0] && f32[STEPS - 1] < f32[0]);
+}
+
+// ACTS_RECOMPUTE_ACT (one act slot, refilled in the backward) gives the loss and every
+// gradient of ACTS_ALL bit for bit, LoRA and full, on the CPU and on CUDA.
+static void run_recompute_act(const Backend *be, int full) {
+    Setup su;
+    setup_open_on(&su, full, be);
+    const int B = su.s.B, T = su.s.T;
+    const size_t ng = su.g.n_floats;
+    float *want = xmalloc(sizeof(float) * ng), *got = xmalloc(sizeof(float) * ng);
+    grads_zero(&su.g);
+    float l0 = model_loss_backward(&su.m, &su.s, su.inputs, su.targets, &su.g, 1.0f);
+    be->download(want, su.g.arena, sizeof(float) * ng);
+    ForwardState lean;
+    assert_int_equal(forward_state_init(&lean, &su.m, B, T, T, ACTS_ALL | ACTS_RECOMPUTE_ACT), 0);
+    assert_int_equal(lean.keep_acts, ACTS_ALL);
+    assert_true(lean.act_recompute);
+    grads_zero(&su.g);
+    float l1 = model_loss_backward(&su.m, &lean, su.inputs, su.targets, &su.g, 1.0f);
+    be->download(got, su.g.arena, sizeof(float) * ng);
+    assert_memory_equal(&l1, &l0, sizeof l0);
+    assert_memory_equal(got, want, sizeof(float) * ng);
+    forward_state_free(&lean);
+    free(want), free(got);
+    setup_close(&su);
+}
+
+static void test_recompute_act_bit_identical(void **state) {
+    for (int full = 0; full < 2; full++) run_recompute_act(&BACKEND_CPU, full);
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    be->set_fast_matmul(0);
+    for (int full = 0; full < 2; full++) run_recompute_act(be, full);
+    printf("  recomputed act: loss and gradients equal the kept ones bit for bit (cpu, %s)\n",
+           be->name);
+}
+
+// A backend without bf16 masters (the CPU) says so, and the model stays as it was.
+static void test_bf16_masters_declined_on_cpu(void **state) {
+    Model m;
+    Error err = {{0}};
+    if (model_load_on(&m, TINY, NULL, &BACKEND_CPU, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(model_prepare_bf16_masters(&m, 2, &err), -1);
+    assert_non_null(strstr(err.msg, "trains f32 master weights only"));
+    assert_int_equal(m.bf16_masters, 0);
+    assert_non_null(m.blocks[2].w[0]);
+    model_free(&m);
+}
+
 // The trainer's chunk: 512 MiB of f32 logits at Llama-3's 128256 words hold 1046 rows: 1024, in
 // multiples of 128; never fewer than 128 rows, never more than N.
 static void test_loss_chunk_rows(void **state) {
@@ -798,6 +975,10 @@ int main(void) {
         cmocka_unit_test(test_lora_trajectory_matches_pytorch),
         cmocka_unit_test(test_full_trajectory_matches_pytorch),
         cmocka_unit_test(test_trajectories_on_cuda),
+        cmocka_unit_test(test_bf16_masters_one_step),
+        cmocka_unit_test(test_bf16_masters_track_f32),
+        cmocka_unit_test(test_bf16_masters_declined_on_cpu),
+        cmocka_unit_test(test_recompute_act_bit_identical),
         cmocka_unit_test(test_trajectories_on_strict_backend),
         cmocka_unit_test(test_recorded_steps_equal_plain),
         cmocka_unit_test(test_dropout_checkpoint_on_cuda),

@@ -15,6 +15,7 @@
 
 static const char *const OPTIMIZERS[] = {"adam", "adamw", "sgd", NULL};  // OptimizerKind's order
 static const char *const DTYPES[] = {"auto", "f32", "bf16", "tf32", NULL};  // DTYPE_NAMES' order
+static const char *const MASTERS[] = {"auto", "f32", "bf16", NULL};  // MASTER_WEIGHTS_NAMES' order
 
 static int check_lora_keys(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
     unsigned mask;
@@ -147,6 +148,13 @@ static const FlagSpec FLAGS[] = {
      "AVX512-BF16 and the weights are not\nstored f32. On CUDA: bf16 tensor cores (frozen weights\n"
      "held in bf16 only), auto = bf16 unless the weights are\nstored f32; tf32 = TF32 tensor "
      "cores; f32 = exact", "dtype"),
+    FLAG("--master-weights", NULL, FLAG_ENUM, O(master_weights), "auto", 0, 0, MASTERS, NULL,
+     "full fine-tuning: the trained weights' own precision.\nbf16 = as stored, like PyTorch and "
+     "mlx-lm: bf16 weights,\ngradients and Adam state (8 bytes a weight; updates in\nf32, "
+     "rounded to nearest: steps below half a bf16 ulp\nare lost). f32 = exact updates: f32 "
+     "weights, gradients\nand Adam state (16 bytes a weight, + 2 for a bf16 copy).\nauto: bf16 "
+     "when the weights are stored bf16, the\nproducts run in bf16 and the backend has bf16 "
+     "masters\n(CUDA), with adam/adamw; else f32. LoRA: adapters f32", "master_weights"),
     FLAG("--device", NULL, FLAG_STRING, O(device), "auto", 0, 0, NULL, "auto|cpu|cuda",
      "where training runs (auto: a CUDA GPU when one answers)", "device"),
     FLAG("--quiet", NULL, FLAG_SWITCH, O(quiet), NULL, 0, 0, NULL, NULL, "no progress bar", "quiet"),
@@ -707,6 +715,7 @@ int cmd_train(int argc, char **argv) {
     TrainSummary sum;
     if (train_run(&c, &sum, &err)) {
         cli_fail(&err);
+        if (sum.usage) return EXIT_USAGE;  // settings this run cannot honour
         return sum.interrupted ? 130 : 1;  // 130: the shell's code for an interrupted command
     }
     return 0;

@@ -29,9 +29,10 @@ int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T
     memset(g, 0, sizeof *g);
     g->first_layer = first_layer, g->full = full, g->B = B, g->T = T;
     g->blocks = xcalloc((size_t)c->n_layers, sizeof(BlockGrads));
-    size_t n = 0;  // first pass counts, second pass carves
+    size_t n = 0, n16 = 0;  // first pass counts, second pass carves
     for (int pass = 0; pass < 2; pass++) {
         float *p = g->arena;
+        uint16_t *p16 = g->arena16;
         for (int l = first_layer; l < c->n_layers; l++) {
             BlockGrads *bg = &g->blocks[l];
             const Block *b = &m->blocks[l];
@@ -41,7 +42,10 @@ int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T
             }
             for (int j = 0; j < N_PROJ; j++) {
                 size_t in = proj_in_dim(c, j), out = proj_out_dim(c, j);
-                if (full) {
+                if (full && m->bf16_masters) {  // bf16, in arena16
+                    if (pass) bg->w16[j] = p16;
+                    p16 += in * out, n16 += pass ? 0 : in * out;
+                } else if (full) {
                     if (pass) bg->w[j] = p;
                     p += in * out, n += pass ? 0 : in * out;
                 } else if (b->lora[j].rank) {
@@ -53,11 +57,12 @@ int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T
             }
         }
         if (!pass) {
-            g->n_floats = n;
+            g->n_floats = n, g->n16 = n16;
             g->be = m->be;
             g->arena = m->be->alloc(sizeof(float) * (n ? n : 1));
+            g->arena16 = n16 ? m->be->alloc(sizeof(uint16_t) * n16) : NULL;
             g->scratch = m->be->alloc(sizeof(float) * scratch_floats(c, B, T));
-            if (!g->arena || !g->scratch) {
+            if (!g->arena || !g->scratch || (n16 && !g->arena16)) {
                 grads_free(g);
                 return -1;
             }
@@ -67,12 +72,15 @@ int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T
 }
 
 void grads_free(Grads *g) {
-    if (g->be) g->be->free(g->arena), g->be->free(g->scratch);
+    if (g->be) g->be->free(g->arena), g->be->free(g->arena16), g->be->free(g->scratch);
     free(g->blocks);
     memset(g, 0, sizeof *g);
 }
 
-void grads_zero(Grads *g) { g->be->zero(g->arena, sizeof(float) * g->n_floats); }
+void grads_zero(Grads *g) {
+    g->be->zero(g->arena, sizeof(float) * g->n_floats);
+    if (g->n16) g->be->zero(g->arena16, sizeof(uint16_t) * g->n16);
+}
 
 // The head and the mean cross-entropy over the N rows of s->final_xn (targets: the host's copy
 // of s->targets), s->logit_rows rows at a time, so that the full (N,V) logits need not exist:
@@ -159,7 +167,10 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
         be->dora_backward(dy, bg->dora_m[p], dout, y, b->lora[p].m, b->lora[p].norm, N, OC);
         dout = dy;
     }
-    be->linear_backward(dinp, bg->w[p], dout, inp, b->w[p], b->lin[p], N, IC, OC);
+    if (bg->w16[p])  // a bf16 master weight: its handle is the weight, its gradient bf16
+        be->linear_backward_master(dinp, bg->w16[p], dout, inp, b->lin[p], N, IC, OC);
+    else
+        be->linear_backward(dinp, bg->w[p], dout, inp, b->w[p], b->lin[p], N, IC, OC);
     const LoraLinear *lo = &b->lora[p];
     if (lo->rank)
         be->lora_backward(dinp, bg->lora_A[p], bg->lora_B[p], dout, inp, xa, lo->A, lo->B, N, IC, OC,
@@ -206,7 +217,8 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         const float *x = s->resid + (size_t)l * NC, *mid = s->resid_mid + a * NC;
         const float *xn = s->attn_xn + a * NC, *fxn = s->ffn_xn + a * NC;
         const float *q = s->q + a * N * HD, *att = s->att_out + a * N * HD;
-        const float *gate = s->gate + a * NF, *up = s->up + a * NF, *act = s->act + a * NF;
+        const float *gate = s->gate + a * NF, *up = s->up + a * NF;
+        float *act = s->act + (s->act_recompute ? 0 : a) * NF;
         const float *probs = s->probs + a * s->probs_floats;
         const float *kc = s->k_cache + a * B * s->max_seq * KVD;  // one KV slot when ckpt
         const float *vc = s->v_cache + a * B * s->max_seq * KVD;
@@ -222,6 +234,8 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.
+        if (s->act_recompute && !ckpt)  // one act slot: this block's again (the same bits)
+            be->swiglu_forward(act, gate, up, (int64_t)NF);
         LINEAR_BACKWARD(PROJ_DOWN, dact, dresid, act);
         be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEAR_BACKWARD(PROJ_GATE, dxn, dgate, fxn);

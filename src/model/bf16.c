@@ -50,10 +50,23 @@ oom:
                    dtype == DTYPE_BF16 ? "bf16" : dtype == DTYPE_TF32 ? "tf32" : "f32");
 }
 
+int model_prepare_bf16_masters(Model *m, int first_backward, Error *err) {
+    const Backend *be = m->be;
+    if (!(be->caps & BACKEND_CAP_BF16_MASTER) || !be->linear_master)
+        return err_set(err, "bf16 master weights: the %s backend trains f32 master weights only "
+                       "(its bf16 products read packed copies of them); use --master-weights f32",
+                       be->name);
+    // every f32 original may go: frozen ones as always, trained ones because their bf16
+    // handle is the weight from now on
+    if (model_prepare_linears(m, DTYPE_BF16, first_backward, m->cfg.n_layers, err)) return -1;
+    m->bf16_masters = 1;
+    return 0;
+}
+
 void model_update_linears(Model *m, int first) {
     for (int l = first; l < m->cfg.n_layers; l++)
         for (int p = 0; p < N_PROJ; p++)
-            if (m->blocks[l].lin[p]) m->be->linear_update(m->blocks[l].lin[p], m->blocks[l].w[p]);
+            if (m->blocks[l].lin[p] && m->blocks[l].w[p]) m->be->linear_update(m->blocks[l].lin[p], m->blocks[l].w[p]);
 }
 
 void model_release_linears(Model *m) {

@@ -73,6 +73,8 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
                             int keep_acts, int logit_rows) {
     const ModelConfig *c = &m->cfg;
     memset(s, 0, sizeof *s);
+    s->act_recompute = (keep_acts & ACTS_RECOMPUTE_ACT) != 0;
+    keep_acts &= ~ACTS_RECOMPUTE_ACT;
     s->B = B, s->T = T, s->max_seq = max_seq, s->keep_acts = keep_acts;
     if (keep_acts == ACTS_NONE || logit_rows < 1) logit_rows = 1;
     if (logit_rows > B * T) logit_rows = B * T;
@@ -93,7 +95,7 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
         La * N * C, La * N, La * N * HD,                 // attn_xn, attn_rstd, q
         La * s->probs_floats,                            // probs (attention's saved state)
         La * N * HD, La * N * C, La * N * C, La * N,     // att_out, resid_mid, ffn_xn, ffn_rstd
-        La * N * F, La * N * F, La * N * F,              // gate, up, act
+        La * N * F, La * N * F, (s->act_recompute ? 1 : La) * N * F,  // gate, up, act
         La * N_PROJ * N * (size_t)s->lora_rank_max,      // lora_xa
         keep_acts != ACTS_NONE && model_has_dora(m) ? La * dora_y_floats(c, N) : 0,  // dora_y
         N * widest,                                      // scratch
@@ -173,7 +175,8 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     float *xn = s->attn_xn + a * N * C, *q = s->q + a * N * HD;
     float *att = s->att_out + a * N * HD, *mid = s->resid_mid + a * N * C;
     float *fxn = s->ffn_xn + a * N * C;
-    float *gate = s->gate + a * N * F, *up = s->up + a * N * F, *act = s->act + a * N * F;
+    float *gate = s->gate + a * N * F, *up = s->up + a * N * F;
+    float *act = s->act + (s->act_recompute ? 0 : a) * N * F;
     float *probs = s->probs + a * s->probs_floats;
     float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
     float *kc = s->k_cache + lkv * B * s->max_seq * KVD;

@@ -28,10 +28,26 @@ typedef struct LinearWeight LinearWeight;
 // A recorded sequence of ops (record_begin below; opaque, owned by the backend that made it).
 typedef struct Recording Recording;
 
+// One tensor of a multi-tensor Adam update (Backend.adam_table): its values, gradient and two
+// moments, n each, buffers of the backend. bf16: all four hold bf16 values (uint16_t bits;
+// the f32-free master weights of full fine-tuning), else all four are f32.
+typedef struct {
+    void *param;
+    const void *grad;
+    void *m, *v;
+    int64_t n;
+    int bf16;
+} AdamTensor;
+// Such tensors as the backend keeps them for one launch (opaque, owned by the backend).
+typedef struct AdamTable AdamTable;
+
 // Backend capabilities (caps): what callers may ask instead of comparing backend pointers.
 enum {
     BACKEND_CAP_DEVICE = 1 << 0,  // its buffers live on a device of their own (a GPU), not in
                                   // the host's memory; host work between ops costs transfers
+    BACKEND_CAP_BF16_MASTER = 1 << 1,  // bf16 master weights: a DTYPE_BF16 weight handle is a
+                                  // plain bf16 buffer that can be trained in place
+                                  // (linear_master, linear_backward_master, adam_table)
 };
 
 typedef struct Backend {
@@ -88,6 +104,18 @@ typedef struct Backend {
     void (*linear_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
                             const float *w, const LinearWeight *h, int N, int IC, int OC);
 
+    // ---- bf16 master weights (full fine-tuning in the weights' stored precision, as the peers
+    // train a bf16 model; BACKEND_CAP_BF16_MASTER; NULL where a backend has none). A weight
+    // prepared in DTYPE_BF16 with keep_f32 = 0 exists only as its handle's bf16 values, which
+    // are then the weight itself: the optimizer updates them in place (no linear_update).
+    // linear_master: those values, (OC,IC) bf16 bits, a buffer of this backend.
+    uint16_t *(*linear_master)(LinearWeight *h);
+    // dinp (N,IC) += dout @ W (as linear_backward); dweight (OC,IC), bf16, += dout^T @ inp:
+    // bf16 products, f32 sums, the sum with the old dweight rounded once to bf16 (a bf16
+    // .grad accumulating). Either may be NULL.
+    void (*linear_backward_master)(float *dinp, uint16_t *dweight, const float *dout,
+                                   const float *inp, const LinearWeight *h, int N, int IC, int OC);
+
     // ---- ops (their contracts: ops/cpu/cpu_ops.h)
     void (*matmul_forward)(float *out, const float *inp, const float *weight, int N, int IC, int OC);
     void (*matmul_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
@@ -138,6 +166,17 @@ typedef struct Backend {
     void (*adam_update)(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                         float beta1, float beta2, float eps, float weight_decay);
     void (*sgd_update)(float *param, const float *grad, int64_t n, float lr);
+    // Adam/AdamW over many tensors in one launch (NULL where a backend has none: adam_update
+    // tensor by tensor). adam_table: the tensors' pointers and sizes, kept by the backend
+    // (uploaded once; NULL when out of memory); adam_multi updates every tensor of it with
+    // adam_update's arguments: f32 tensors with adam_update's arithmetic, bit for bit; bf16 ones
+    // (BACKEND_CAP_BF16_MASTER) with the same f32 arithmetic on their widened values, each
+    // result rounded to the nearest bf16 when stored (an update below half a bf16 step of the
+    // weight is lost, as in the peers' bf16 training).
+    AdamTable *(*adam_table)(const AdamTensor *t, int n);
+    void (*adam_multi)(const AdamTable *t, float lr, float beta1, float beta2, float eps,
+                       float weight_decay);
+    void (*adam_table_free)(AdamTable *t);
 
     // ---- DoRA (mlx-lm's DoRALinear; NULL where a backend has none): a LoRA linear's output
     // out (N,OC) scaled per column by mag / norm, norm = ||W + scale (A B)^T|| per output row.

@@ -162,20 +162,29 @@ static float *host_copy(const Backend *be, const float *buf, int64_t n) {
     return h;
 }
 
+// n bf16 values of backend be's buffer, widened to f32 on the host (heap)
+static float *host_copy16(const Backend *be, const uint16_t *buf, int64_t n) {
+    float *h = xmalloc(sizeof(float) * (size_t)(n ? n : 1));
+    buf_download_f32(be, h, buf, n, 1);
+    return h;
+}
+
 // The parameters' values on the host, in pl's order (heap, pl->total floats).
 static float *params_host(const ParamList *pl) {
     float *h = xmalloc(sizeof(float) * (size_t)(pl->total ? pl->total : 1));
-    for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++)
-        pl->be->download(h + off, pl->p[i].data, sizeof(float) * (size_t)pl->p[i].n);
+    for (int64_t i = 0, off = 0; i < pl->n; off += pl->p[i].n, i++)
+        param_download(pl, &pl->p[i], h + off);
     return h;
 }
 
 static int save_params(const char *path, const ParamList *pl, Error *err) {
     SafetensorsEntry *e = xcalloc((size_t)pl->n, sizeof *e);
     float *host = params_host(pl);
-    for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++)
-        e[i] = (SafetensorsEntry){pl->p[i].name, DT_F32, pl->p[i].ndim,
-                                  {pl->p[i].shape[0], pl->p[i].shape[1]}, host + off};
+    // bf16 master weights as stored (bf16, as mlx-lm saves a bf16 model's), the rest f32
+    for (int64_t i = 0, off = 0; i < pl->n; off += pl->p[i].n, i++)
+        e[i] = (SafetensorsEntry){pl->p[i].name, pl->p[i].data16 ? DT_BF16 : DT_F32,
+                                  pl->p[i].ndim, {pl->p[i].shape[0], pl->p[i].shape[1]},
+                                  host + off};
     int rc = safetensors_save(path, e, pl->n, NULL, NULL, 0, err);
     free(e), free(host);
     return rc;
@@ -220,7 +229,7 @@ int checkpoint_load_params(const ParamList *pl, const char *path, Error *err) {
             float *h = xmalloc(sizeof(float) * (size_t)(p->n ? p->n : 1));
             if ((rc = tensor_to_f32(t, h, err)) == 0 &&
                 (rc = tensor_check_finite(t, h, p->n, err)) == 0)
-                pl->be->upload(p->data, h, sizeof(float) * (size_t)p->n);
+                param_upload(pl, p, h);
             free(h);
         }
     }
@@ -275,13 +284,14 @@ static char *named_state_file(const char *dir, const cJSON *j) {
 static int save_state_tensors(const char *path, const TrainConfig *c, int iter,
                               const TrainState *s, int mid_update, Error *err) {
     const ParamList *pl = s->pl;
-    SafetensorsEntry *e = xcalloc((size_t)pl->n + 3, sizeof *e);
+    SafetensorsEntry *e = xcalloc((size_t)pl->n + 6, sizeof *e);
     char **names = xcalloc((size_t)pl->n, sizeof *names);
     float *params = params_host(pl), *m = NULL, *v = NULL, *grads = NULL;  // host copies
+    float *m16 = NULL, *v16 = NULL, *grads16 = NULL;  // bf16 state, widened (exact)
     int k = 0;
-    for (int i = 0, off = 0; i < pl->n; off += (int)pl->p[i].n, i++) {
+    for (int64_t i = 0, off = 0; i < pl->n; off += pl->p[i].n, i++) {
         names[i] = xasprintf("param/%s", pl->p[i].name);
-        e[k++] = (SafetensorsEntry){names[i], DT_F32, pl->p[i].ndim,
+        e[k++] = (SafetensorsEntry){names[i], pl->p[i].data16 ? DT_BF16 : DT_F32, pl->p[i].ndim,
                                     {pl->p[i].shape[0], pl->p[i].shape[1]}, params + off};
     }
     const Optimizer *opt = s->opt;
@@ -293,15 +303,25 @@ static int save_state_tensors(const char *path, const TrainConfig *c, int iter,
         v = host_copy(opt->be, opt->v, opt->n);
         e[k++] = (SafetensorsEntry){"optimizer/v", DT_F32, 1, {opt->n}, v};
     }
+    if (opt->m16) {
+        m16 = host_copy16(opt->be, opt->m16, opt->n16);
+        v16 = host_copy16(opt->be, opt->v16, opt->n16);
+        e[k++] = (SafetensorsEntry){"optimizer/m_bf16", DT_BF16, 1, {opt->n16}, m16};
+        e[k++] = (SafetensorsEntry){"optimizer/v_bf16", DT_BF16, 1, {opt->n16}, v16};
+    }
     if (mid_update) {
         grads = host_copy(s->g->be, s->g->arena, (int64_t)s->g->n_floats);
         e[k++] = (SafetensorsEntry){"grads", DT_F32, 1, {(int64_t)s->g->n_floats}, grads};
+        if (s->g->n16) {
+            grads16 = host_copy16(s->g->be, s->g->arena16, (int64_t)s->g->n16);
+            e[k++] = (SafetensorsEntry){"grads_bf16", DT_BF16, 1, {(int64_t)s->g->n16}, grads16};
+        }
     }
     int rc = safetensors_save(path, e, k, NULL, NULL, 0, err);
     for (int i = 0; i < pl->n; i++) free(names[i]);
     free(names);
     free(e);
-    free(params), free(m), free(v), free(grads);
+    free(params), free(m), free(v), free(grads), free(m16), free(v16), free(grads16);
     return rc;
 }
 
@@ -373,20 +393,40 @@ static int load_tensor(const TensorSet *ts, const char *path, const char *name, 
     return 0;
 }
 
+// the same for n bf16 values (the state of bf16 master weights), copied bit for bit
+static int load_tensor16(const TensorSet *ts, const char *path, const char *name,
+                         const Backend *be, uint16_t *dst, int64_t n, Error *err) {
+    const TensorView *t = tensorset_find(ts, name);
+    if (!t) return err_set(err, "%s: no tensor '%s' (saved by a run with other "
+                           "--master-weights?)", path, name);
+    if (t->dtype != DT_BF16 || tensor_numel(t) != n)
+        return err_set(err, "%s: tensor '%s' is not %lld bf16 values", path, name, (long long)n);
+    be->upload(dst, t->data, sizeof(uint16_t) * (size_t)n);
+    return 0;
+}
+
 static int restore_tensors(const char *path, const TrainState *s, int has_grads, Error *err) {
     TensorSet ts = {0};
     if (safetensors_load(&ts, path, err)) return -1;
     int bad = 0;
     for (int i = 0; i < s->pl->n && !bad; i++) {
-        char *name = xasprintf("param/%s", s->pl->p[i].name);
-        bad = load_tensor(&ts, path, name, s->pl->be, s->pl->p[i].data, s->pl->p[i].n, err);
+        const Param *p = &s->pl->p[i];
+        char *name = xasprintf("param/%s", p->name);
+        bad = p->data16 ? load_tensor16(&ts, path, name, s->pl->be, p->data16, p->n, err)
+                        : load_tensor(&ts, path, name, s->pl->be, p->data, p->n, err);
         free(name);
     }
     const Optimizer *opt = s->opt;
     if (!bad && opt->m) bad = load_tensor(&ts, path, "optimizer/m", opt->be, opt->m, opt->n, err);
     if (!bad && opt->v) bad = load_tensor(&ts, path, "optimizer/v", opt->be, opt->v, opt->n, err);
+    if (!bad && opt->m16)
+        bad = load_tensor16(&ts, path, "optimizer/m_bf16", opt->be, opt->m16, opt->n16, err) ||
+              load_tensor16(&ts, path, "optimizer/v_bf16", opt->be, opt->v16, opt->n16, err);
     if (!bad && has_grads)
         bad = load_tensor(&ts, path, "grads", s->g->be, s->g->arena, (int64_t)s->g->n_floats, err);
+    if (!bad && has_grads && s->g->n16)
+        bad = load_tensor16(&ts, path, "grads_bf16", s->g->be, s->g->arena16,
+                            (int64_t)s->g->n16, err);
     tensorset_free(&ts);
     return bad ? -1 : 0;
 }

@@ -67,8 +67,8 @@ void adapter_attach(Model *m, int first_layer, int rank, float scale, unsigned k
     }
 }
 
-static void add_param(ParamList *pl, const char *name, float *data, float *grad, int64_t d0,
-                      int64_t d1) {
+static Param *add_param(ParamList *pl, const char *name, float *data, float *grad, int64_t d0,
+                        int64_t d1) {
     Param *p = &pl->p[pl->n++];
     snprintf(p->name, sizeof p->name, "%s", name);
     p->data = data, p->grad = grad;
@@ -76,6 +76,7 @@ static void add_param(ParamList *pl, const char *name, float *data, float *grad,
     p->shape[0] = d0, p->shape[1] = d1;
     p->n = d0 * (d1 ? d1 : 1);
     pl->total += p->n;
+    return p;
 }
 
 void params_collect(ParamList *pl, Model *m, const Grads *g) {
@@ -94,7 +95,12 @@ void params_collect(ParamList *pl, Model *m, const Grads *g) {
         }
         for (int j = 0; j < N_PROJ; j++) {
             int in = proj_in_dim(c, j), out = proj_out_dim(c, j);
-            if (g->full) {
+            if (g->full && bg->w16[j]) {  // a bf16 master weight: the backend's handle
+                Param *p = add_param(pl, tn_block(NAMES_HF, l, j).s, NULL, NULL, out, in);
+                p->data16 = m->be->linear_master(b->lin[j]);
+                p->grad16 = bg->w16[j];
+                pl->total16 += p->n;
+            } else if (g->full) {
                 add_param(pl, tn_block(NAMES_HF, l, j).s, b->w[j], bg->w[j], out, in);
             } else if (b->lora[j].rank) {
                 int r = b->lora[j].rank;
@@ -111,6 +117,39 @@ void params_collect(ParamList *pl, Model *m, const Grads *g) {
 void params_free(ParamList *pl) {
     free(pl->p);
     memset(pl, 0, sizeof *pl);
+}
+
+void buf_download_f32(const Backend *be, float *host, const void *buf, int64_t n, int bf16) {
+    if (!bf16) {
+        be->download(host, buf, sizeof(float) * (size_t)n);
+        return;
+    }
+    // the bf16 bits into the upper half of host's floats, then widened in place in order (each
+    // float written ends below the bits still to be read)
+    uint16_t *h16 = (uint16_t *)host + n;
+    be->download(h16, buf, sizeof(uint16_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) host[i] = bf16_to_f32(h16[i]);
+}
+
+void buf_upload_f32(const Backend *be, void *buf, const float *host, int64_t n, int bf16) {
+    if (!bf16) {
+        be->upload(buf, host, sizeof(float) * (size_t)n);
+        return;
+    }
+    uint16_t *h16 = xmalloc(sizeof(uint16_t) * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) h16[i] = f32_to_bf16(host[i]);
+    be->upload(buf, h16, sizeof(uint16_t) * (size_t)n);
+    free(h16);
+}
+
+void param_download(const ParamList *pl, const Param *p, float *host) {
+    if (p->data16) buf_download_f32(pl->be, host, p->data16, p->n, 1);
+    else buf_download_f32(pl->be, host, p->data, p->n, 0);
+}
+
+void param_upload(const ParamList *pl, const Param *p, const float *host) {
+    if (p->data16) buf_upload_f32(pl->be, p->data16, host, p->n, 1);
+    else buf_upload_f32(pl->be, p->data, host, p->n, 0);
 }
 
 int lora_keys_parse(const char *list, unsigned *mask, Error *err) {
@@ -142,11 +181,16 @@ int optimizer_init(Optimizer *o, OptimizerKind kind, const ParamList *pl, const 
     o->be = be;
     optimizer_settings_default(kind, &o->set);
     o->weight_decay = kind == OPT_ADAMW ? 0.01f : 0.0f;
-    o->n = pl->total;
+    o->n = pl->total - pl->total16;
+    o->n16 = pl->total16;
     if (kind != OPT_SGD) {
         o->m = be->alloc(sizeof(float) * (o->n ? (size_t)o->n : 1));
         o->v = be->alloc(sizeof(float) * (o->n ? (size_t)o->n : 1));
-        if (!o->m || !o->v) {
+        if (o->n16) {
+            o->m16 = be->alloc(sizeof(uint16_t) * (size_t)o->n16);
+            o->v16 = be->alloc(sizeof(uint16_t) * (size_t)o->n16);
+        }
+        if (!o->m || !o->v || (o->n16 && (!o->m16 || !o->v16))) {
             optimizer_free(o);
             return -1;
         }
@@ -186,7 +230,10 @@ int optimizer_configure(Optimizer *o, const OptimizerSettings *s, Error *err) {
 }
 
 void optimizer_free(Optimizer *o) {
-    if (o->be) o->be->free(o->m), o->be->free(o->v);
+    if (o->be) {
+        o->be->free(o->m), o->be->free(o->v), o->be->free(o->m16), o->be->free(o->v16);
+        if (o->table) o->be->adam_table_free(o->table);
+    }
     memset(o, 0, sizeof *o);
 }
 
@@ -221,6 +268,30 @@ static void sgd_full(const Backend *be, const OptimizerSettings *s, float *p_buf
     free(p), free(grad), free(v);
 }
 
+// Every parameter with its moments, for the backend's one-launch Adam (exits when the
+// backend has no memory for the table: the step cannot run).
+static AdamTable *adam_table(const Optimizer *o, const ParamList *pl) {
+    AdamTensor *t = xcalloc((size_t)(pl->n ? pl->n : 1), sizeof *t);
+    int64_t off = 0, off16 = 0;
+    for (int i = 0; i < pl->n; i++) {
+        const Param *p = &pl->p[i];
+        if (p->data16) {
+            t[i] = (AdamTensor){p->data16, p->grad16, o->m16 + off16, o->v16 + off16, p->n, 1};
+            off16 += p->n;
+        } else {
+            t[i] = (AdamTensor){p->data, p->grad, o->m + off, o->v + off, p->n, 0};
+            off += p->n;
+        }
+    }
+    AdamTable *tab = o->be->adam_table(t, pl->n);
+    free(t);
+    if (!tab) {
+        fprintf(stderr, "tunelens: out of %s memory for the optimizer's table\n", o->be->device);
+        exit(1);
+    }
+    return tab;
+}
+
 void optimizer_step(Optimizer *o, const ParamList *pl, float lr) {
     const OptimizerSettings *s = &o->set;
     float step_lr = lr, eps = (float)s->eps, wd = o->weight_decay;
@@ -235,6 +306,16 @@ void optimizer_step(Optimizer *o, const ParamList *pl, float lr) {
         step_lr = c1 / c2;
         eps = (float)((double)eps / c2);
         if (wd != 0) wd = (float)((double)lr * (double)wd / step_lr);
+    }
+    if (o->kind != OPT_SGD && o->be->adam_table) {  // every tensor in one launch
+        if (!o->table) o->table = adam_table(o, pl);
+        o->be->adam_multi(o->table, step_lr, (float)s->beta1, (float)s->beta2, eps, wd);
+        o->step++;
+        return;
+    }
+    if (o->n16) {
+        fprintf(stderr, "tunelens: bf16 master weights need the backend's adam_multi\n");
+        abort();
     }
     int64_t off = 0;
     for (int i = 0; i < pl->n; i++) {

@@ -20,6 +20,7 @@
 #include "metrics.h"
 
 const char *const DTYPE_NAMES[] = {"auto", "f32", "bf16", "tf32"};
+const char *const MASTER_WEIGHTS_NAMES[] = {"auto", "f32", "bf16", NULL};
 const char *const FINE_TUNE_TYPE_NAMES[] = {"lora", "full", "dora", NULL};
 
 int dtype_parse(const char *name) {
@@ -194,6 +195,7 @@ typedef struct {
     double t_start;
     StepRecording recs[MAX_RECORDINGS];  // recorded steps by padded length (step_run)
     int n_recs;
+    int bf16_masters;         // full fine-tuning of bf16 master weights (choose_masters)
 } Trainer;
 
 static int load_split(Dataset *d, const TrainConfig *c, const Model *m, const char *split,
@@ -245,13 +247,54 @@ static int load_model(Trainer *t, Error *err) {
 // copies) before the peak is reached. Frozen weights never change, so this is right for a forward
 // pass, LoRA and DoRA, resumed or not; full fine-tuning's trained weights are what a restore
 // (--resume, --resume-adapter-file) writes, so there they are prepared after it, in train_loop.
-static int prepare_early(const TrainConfig *c) {
-    return !c->train || c->fine_tune != FT_FULL || (!c->resume && !c->resume_adapter_file);
+// bf16 master weights are prepared early too: their handles are the weights a restore writes.
+static int prepare_early(const Trainer *t) {
+    const TrainConfig *c = t->c;
+    return !c->train || c->fine_tune != FT_FULL || t->bf16_masters ||
+           (!c->resume && !c->resume_adapter_file);
+}
+
+// --master-weights: whether full fine-tuning trains bf16 master weights (MasterWeights).
+static int choose_masters(Trainer *t, Error *err) {
+    const TrainConfig *c = t->c;
+    const Backend *be = t->m.be;
+    t->bf16_masters = 0;
+    if (!c->train || c->fine_tune != FT_FULL || c->master_weights == MASTER_F32) return 0;
+    const ComputeDtype dtype = model_resolve_dtype(&t->m, c->dtype);
+    const int cap = (be->caps & BACKEND_CAP_BF16_MASTER) && be->linear_master;
+    if (c->master_weights == MASTER_AUTO) {
+        t->bf16_masters = t->m.stored_dtype == DT_BF16 && dtype == DTYPE_BF16 && cap &&
+                          c->optimizer != OPT_SGD;
+        return 0;
+    }
+    t->out->usage = 1;  // --master-weights bf16 asked for what this run cannot do
+    if (!cap)
+        return err_set(err, "--master-weights bf16: the %s backend trains f32 master weights "
+                       "only (use --master-weights f32 or auto%s)", be->name,
+                       be->caps & BACKEND_CAP_DEVICE ? "" : ", or --device cuda");
+    if (dtype != DTYPE_BF16)
+        return err_set(err, "--master-weights bf16: the products of bf16 weights run in bf16, "
+                       "not %s (use --dtype bf16 or auto)", DTYPE_NAMES[dtype]);
+    if (c->optimizer == OPT_SGD)
+        return err_set(err, "--master-weights bf16: trains with adam or adamw (sgd keeps f32 "
+                       "master weights)");
+    t->out->usage = 0;
+    t->bf16_masters = 1;
+    return 0;
 }
 
 static int prepare_weights(Trainer *t, Error *err) {
     const TrainConfig *c = t->c;
     int L = t->m.cfg.n_layers;
+    if (t->bf16_masters) {
+        t->out->dtype = DTYPE_BF16;
+        snprintf(t->out->device, sizeof t->out->device, "%s", t->m.be->device);
+        if (model_prepare_bf16_masters(&t->m, t->first, err)) return -1;
+        printf("Compute: bf16 matrix products (bf16 tensor cores, f32 sums) of bf16 weights "
+               "(%.2f GB): the trained weights are bf16 master weights (--master-weights)\n",
+               model_linear_bytes(&t->m) / 1e9);
+        return 0;
+    }
     if (!c->train) return use_dtype(&t->m, c->dtype, L, L, t->out, err);  // forward only
     // full fine-tuning and DoRA (its row norms) read the trained blocks' f32 weights
     return use_dtype(&t->m, c->dtype, t->first, c->fine_tune != FT_LORA ? t->first : L, t->out, err);
@@ -268,8 +311,11 @@ static int load_data_and_buffers(Trainer *t, Error *err) {
     const Dataset *sets[] = {&t->train, &t->valid, &t->test};
     for (int i = 0; i < 3; i++)
         if (sets[i]->n && max_len(sets[i]) - 1 > T_max) T_max = max_len(sets[i]) - 1;
-    if (prepare_early(c) && prepare_weights(t, err)) return -1;
-    int acts = c->grad_checkpoint ? ACTS_CHECKPOINT : ACTS_ALL;
+    if (choose_masters(t, err) || (prepare_early(t) && prepare_weights(t, err))) return -1;
+    // bf16 master weights: the peers' footprint is the point, so the SwiGLU products are made
+    // again in the backward rather than kept
+    int acts = c->grad_checkpoint ? ACTS_CHECKPOINT
+                                  : ACTS_ALL | (t->bf16_masters ? ACTS_RECOMPUTE_ACT : 0);
     // the loss (training's and validation's) runs in chunks of rows whose logits fit
     // LOSS_LOGITS_BUDGET: the full (N,V) logits never exist (at 8 x 512 tokens, 2.1 GB, and
     // their gradient as much again)
@@ -427,6 +473,37 @@ static int save_checkpoint(Trainer *t, int iter, BatchIter *it, Error *err) {
     return 0;
 }
 
+// Which master weights train, and the memory the training state costs: the trained weights
+// (and the bf16 copies an f32 master keeps for the products), their gradients, the optimizer.
+static void master_summary(Trainer *t) {
+    const Backend *be = t->m.be;
+    const ParamList *pl = &t->pl;
+    double weights = 4.0 * (pl->total - pl->total16) + 2.0 * pl->total16, copies = 0;
+    if (t->c->fine_tune == FT_FULL)
+        for (int l = t->first; l < t->m.cfg.n_layers; l++)
+            for (int p = 0; p < N_PROJ; p++)
+                if (t->m.blocks[l].w[p]) copies += be->linear_bytes(t->m.blocks[l].lin[p]);
+    double grads = 4.0 * t->g.n_floats + 2.0 * t->g.n16;
+    const Optimizer *o = &t->opt;
+    double opt = (o->m ? 8.0 * o->n : o->v ? 4.0 * o->n : 0) + 4.0 * o->n16;
+    t->out->bf16_masters = t->bf16_masters;
+    t->out->state_gb = (weights + copies + grads + opt) / 1e9;
+    if (t->bf16_masters)
+        printf("Master weights: bf16, as stored (bf16 gradients and %s state; the update in f32, "
+               "rounded to the nearest bf16: steps below half a bf16 ulp of a weight are lost, "
+               "as in PyTorch's and mlx-lm's bf16 training; norms f32). Training state %.2f GB: "
+               "weights %.2f + gradients %.2f + optimizer %.2f\n",
+               o->kind == OPT_ADAMW ? "AdamW" : "Adam", t->out->state_gb, weights / 1e9,
+               grads / 1e9, opt / 1e9);
+    else {
+        char cp[64] = "";
+        if (copies > 0) snprintf(cp, sizeof cp, " + their bf16 copies %.2f", copies / 1e9);
+        printf("Master weights: f32 (exact updates). Training state %.2f GB: weights %.2f%s + "
+               "gradients %.2f + optimizer %.2f\n", t->out->state_gb, weights / 1e9, cp,
+               grads / 1e9, opt / 1e9);
+    }
+}
+
 static int train_loop(Trainer *t, Error *err) {
     const TrainConfig *c = t->c;
     if (optimizer_init(&t->opt, c->optimizer, &t->pl, t->m.be))
@@ -449,7 +526,8 @@ static int train_loop(Trainer *t, Error *err) {
     if (c->resume && (start = checkpoint_restore_state(c, &st, err)) < 0) goto done;
     metrics_open(&t->metrics, c->adapter_path, start);
     if (start) printf("Resuming from iteration %d (%s/training_state.json)\n", start, c->adapter_path);
-    if (!prepare_early(c) && prepare_weights(t, err)) goto done;  // full: after the restore
+    if (!prepare_early(t) && prepare_weights(t, err)) goto done;  // full: after the restore
+    master_summary(t);
     printf("Training\n");
     for (int iter = start + 1; iter <= c->iters; iter++) {
         if (t->valid.n && (iter == 1 || iter % c->steps_per_eval == 0 || iter == c->iters) &&
@@ -573,6 +651,8 @@ int train_summary_write(const char *path, const TrainConfig *c, const TrainSumma
     cJSON_AddNumberToObject(j, "load_seconds", s->load_seconds);
     cJSON_AddNumberToObject(j, "peak_mem_gb", s->peak_mem_gb);
     cJSON_AddStringToObject(j, "dtype", DTYPE_NAMES[s->dtype]);
+    cJSON_AddStringToObject(j, "master_weights", s->bf16_masters ? "bf16" : "f32");
+    cJSON_AddNumberToObject(j, "train_state_gb", s->state_gb);
     cJSON_AddStringToObject(j, "device", s->device[0] ? s->device : "CPU");
     int rc = json_write_file(path, j, err);
     cJSON_Delete(j);

@@ -41,10 +41,19 @@ typedef struct {
     int quiet;                     // no progress bar (also when stdout is not a terminal)
     int resume;                    // continue from adapter_path/training_state.json if present
     ComputeDtype dtype;            // --dtype: precision of the matrix products (auto)
+    int master_weights;            // --master-weights: MasterWeights (full fine-tuning)
     const char *device;            // --device: auto, cpu or cuda (NULL = cpu)
     const char *config;            // -c/--config: the YAML file read, or NULL (recorded only)
 } TrainConfig;
 
+// --master-weights: the trained weights' own precision in full fine-tuning (LoRA and DoRA
+// adapters are f32). F32: f32 weights, gradients and Adam state, bf16/TF32 copies for the
+// products (exact updates). BF16: the weights as stored, bf16, with bf16 gradients and Adam
+// state (the peers' way: PyTorch and mlx-lm train a bf16 model in bf16); norm weights f32.
+// AUTO: bf16 when the weights are stored in bf16, the products run in bf16 and the backend
+// has bf16 masters (BACKEND_CAP_BF16_MASTER) and the optimizer is Adam/AdamW; else f32.
+typedef enum { MASTER_AUTO, MASTER_F32, MASTER_BF16 } MasterWeights;
+extern const char *const MASTER_WEIGHTS_NAMES[];  // "auto", "f32", "bf16"
 extern const char *const DTYPE_NAMES[];  // "auto", "f32", "bf16", "tf32"
 // "auto" | "f32" | "bf16" | "tf32" -> ComputeDtype; -1 when the name is none of them
 int dtype_parse(const char *name);
@@ -79,6 +88,10 @@ typedef struct {
     double mean_tokens_per_sec;    // trained_tokens / train_seconds
     int interrupted;               // stopped by Ctrl-C / SIGTERM after saving a checkpoint
     ComputeDtype dtype;            // the precision the matrix products ran in (f32, bf16, tf32)
+    int bf16_masters;              // the trained weights were bf16 masters (--master-weights)
+    double state_gb;               // trained weights (+ their bf16 copies) + gradients +
+                                   // optimizer state, GB
+    int usage;                     // the error is the settings' (exit 2), not the run's
     char device[128];              // where it ran: "CPU" or the GPU's name
     double load_seconds;           // reading the model and moving it to the device
 } TrainSummary;

@@ -324,7 +324,7 @@ static void init(void) {
     backend.download = cu_download;
     backend.sync = cu_sync;
     backend.peak_bytes = cu_peak_bytes;
-    backend.caps = BACKEND_CAP_DEVICE;
+    backend.caps = BACKEND_CAP_DEVICE | BACKEND_CAP_BF16_MASTER;
     backend.supports = cu_supports;
     backend.auto_dtype = DTYPE_BF16;
     backend.infer_dtype = DTYPE_BF16;
@@ -361,6 +361,11 @@ static void init(void) {
     backend.cross_entropy_fused = cuda_cross_entropy_fused;
     backend.adam_update = cuda_adam_update;
     backend.sgd_update = cuda_sgd_update;
+    backend.adam_table = cuda_adam_table;
+    backend.adam_multi = cuda_adam_multi;
+    backend.adam_table_free = cuda_adam_table_free;
+    backend.linear_master = cuda_linear_master;
+    backend.linear_backward_master = cuda_linear_backward_master;
     backend.record_begin = cuda_record_begin;
     backend.record_end = cuda_record_end;
     backend.replay = cuda_replay;

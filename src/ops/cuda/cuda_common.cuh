@@ -196,3 +196,11 @@ void cuda_cross_entropy_fused(float *losses, float *dlogits, const float *logits
 void cuda_adam_update(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay);
 void cuda_sgd_update(float *param, const float *grad, int64_t n, float lr);
+AdamTable *cuda_adam_table(const AdamTensor *t, int n);
+void cuda_adam_multi(const AdamTable *t, float lr, float beta1, float beta2, float eps,
+                     float weight_decay);
+void cuda_adam_table_free(AdamTable *t);
+// bf16 master weights (linear_master.cu)
+uint16_t *cuda_linear_master(LinearWeight *h);
+void cuda_linear_backward_master(float *dinp, uint16_t *dweight, const float *dout,
+                                 const float *inp, const LinearWeight *h, int N, int IC, int OC);

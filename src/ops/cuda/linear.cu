@@ -117,3 +117,6 @@ void cuda_linear_backward(float *dinp, float *dweight, const float *dout, const 
         gemm_bf16_rm(true, false, OC, IC, N, 1.0f, g, OC, xi, IC, 1.0f, dweight, IC);
     }
 }
+
+// The handle's bf16 values (linear_master.cu: the master weight of bf16 full fine-tuning)
+__nv_bfloat16 *cuda_linear_bf16(const LinearWeight *h) { return h ? h->w : NULL; }

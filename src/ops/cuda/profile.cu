@@ -91,6 +91,8 @@ void cuda_profile_install(Backend *be) {
     PROF(cross_entropy_fused);
     PROF(adam_update);
     PROF(sgd_update);
+    PROF(adam_multi);
+    PROF(linear_backward_master);
     PROF(zero);
     PROF(copy);
     PROF(upload);
