@@ -776,11 +776,12 @@ static void run_recorded_steps(const Backend *be, int full, int ckpt, int bf16) 
         // a scratch-hungry op moves the workspace (ever larger ones until it has to grow): the
         // recordings are stale
         int stale = 0;
-        for (int rows = 1 << 20; rows <= 1 << 27 && !stale; rows <<= 2) {
+        // (up to 2^30 rows: each run above grew it past what the one before asked)
+        for (int64_t rows = 1 << 20; rows <= (int64_t)1 << 30 && !stale; rows <<= 2) {
             float *logits = be->alloc(sizeof(float) * rows);
             int *targets = be->alloc(sizeof(int) * rows);
             assert_non_null(logits), assert_non_null(targets);
-            (void)be->cross_entropy_forward(NULL, logits, targets, rows, 1);
+            (void)be->cross_entropy_forward(NULL, logits, targets, (int)rows, 1);
             stale = be->replay(rec[0]) == -1;
             be->free(logits), be->free(targets);
         }

@@ -251,10 +251,6 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         const float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
         Dropout drop[N_PROJ];
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
-#define LINEAR_BACKWARD(p, dinp, dout, inp) \
-    linear_backward(be, blk, bg, p, c, dinp, dout, inp, XA(p), model_dora_y(m, s, a, p), ddora, N, \
-                    &drop[p])
 #define LINEARS_BACKWARD(n, ps, douts, dinp, inp) \
     linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, dinp, inp, ddora, N, drop)
 
@@ -262,7 +258,7 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.
-        LINEAR_BACKWARD(PROJ_DOWN, dact, dresid, act);
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), dact, act);
         be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEARS_BACKWARD(2, ((const Proj[]){PROJ_GATE, PROJ_UP}),
                          ((const float *const[]){dgate, dup}), dxn, fxn);
@@ -271,7 +267,7 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
 
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn))); dresid, mid's
         // gradient, becomes x's in place
-        LINEAR_BACKWARD(PROJ_O, datt, dresid, att);
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), datt, att);
         be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D);
         be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
         be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
@@ -282,9 +278,7 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         if (below || bg->attn_norm)
             be->rmsnorm_backward(below ? dresid : NULL, bg->attn_norm, dxa, x, blk->attn_norm,
                                  s->attn_rstd + a * N, N, C);
-#undef LINEAR_BACKWARD
 #undef LINEARS_BACKWARD
-#undef XA
     }
 }
 

@@ -219,8 +219,6 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     float *k_new = kc + (size_t)pos0 * KVD, *v_new = vc + (size_t)pos0 * KVD;
     Dropout drop[N_PROJ];
     for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
-#define LINEAR(p, out, in) linear(be, blk, p, c, out, XA(p), model_dora_y(m, s, a, p), in, N, &drop[p])
 #define LINEARS(n, ps, outs, in) linear_group(m, s, blk, a, xa, n, ps, outs, in, N, drop)
 
     // attention
@@ -229,18 +227,16 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     be->rope_forward(q, cos_t, sin_t, s->pos_ids, N, H, D);
     be->rope_forward(k_new, cos_t, sin_t, s->pos_ids, N, Hkv, D);
     be->attention_forward(att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D);
-    LINEAR(PROJ_O, s->scratch, att);
+    LINEARS(1, ((const Proj[]){PROJ_O}), ((float *const[]){s->scratch}), att);
     be->add_forward(mid, x, s->scratch, (int64_t)N * C);
 
     // MLP
     be->rmsnorm_forward(fxn, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
     LINEARS(2, ((const Proj[]){PROJ_GATE, PROJ_UP}), ((float *const[]){gate, up}), fxn);
     be->swiglu_forward(act, gate, up, (int64_t)N * F);
-    LINEAR(PROJ_DOWN, s->scratch, act);
+    LINEARS(1, ((const Proj[]){PROJ_DOWN}), ((float *const[]){s->scratch}), act);
     be->add_forward(x_out, mid, s->scratch, (int64_t)N * C);
-#undef LINEAR
 #undef LINEARS
-#undef XA
 }
 
 void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_logits,
