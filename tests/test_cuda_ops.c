@@ -478,6 +478,249 @@ static void run_benchmarks_lora(void) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// LoRA folded into the linear layers' bf16 products (linear_lora_forward / linear_lora_backward)
+
+// A group of n layers reading one input (OC[i], rank r[i]; r = 0: no adapter), against the
+// CPU's f32 linear + LoRA. In bf16 every product of the folded GEMMs rounds both its inputs
+// (x and W; bf16(scale xa) and B; dout and W; bf16(dxa) and A): BF16_REL on top of the f32
+// sums' bounds, the sums being out's IC + r terms after xa's IC, dinp's sum over the layers of
+// OC + r terms after dxa's OC. xa, dA and dB stay exact f32: lora_case's bounds.
+// The group is also run twice (bit for bit the same), and, for a f32 group or one whose handles
+// have no room for the adapters, equals the unfolded ops (linear + lora) exactly.
+#define LF_MAX 3
+static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
+                             ComputeDtype dtype, int reserve) {
+    char what[200];
+    const float scale = 2.5f;
+    const int bf = dtype == DTYPE_BF16, folded = bf && reserve;
+    const double red = bf ? BF16_REL : 0.0;
+    int K_di = 0, OCmax = 0, rmax = 0;
+    for (int i = 0; i < n; i++) {
+        K_di += OC[i] + r[i];
+        if (OC[i] > OCmax) OCmax = OC[i];
+        if (r[i] > rmax) rmax = r[i];
+    }
+    const double tol_out = 2 * tol_signed(2 * IC + rmax) + red, tol_xa = 2 * tol_signed(IC),
+                 tol_di = 2 * tol_signed(K_di + OCmax) + red;
+    const size_t ni = (size_t)N * IC;
+    float *inp = rand_floats(ni, 1), *d_inp = dev(inp, ni);
+    float *di0 = rand_floats(ni, 1), *di = copy_floats(di0, ni);
+    float *w[LF_MAX], *A[LF_MAX], *B[LF_MAX], *dout[LF_MAX], *out[LF_MAX], *xa[LF_MAX];
+    float *dA0[LF_MAX], *dB0[LF_MAX], *dA[LF_MAX], *dB[LF_MAX];
+    float *d_w[LF_MAX], *d_wbuf[LF_MAX], *d_A[LF_MAX], *d_B[LF_MAX], *d_dout[LF_MAX];
+    float *d_out[LF_MAX], *d_xa[LF_MAX], *d_dA[LF_MAX], *d_dB[LF_MAX];
+    LinearWeight *h[LF_MAX];
+    LinearLora l[LF_MAX];
+    for (int i = 0; i < n; i++) {
+        const size_t nw = (size_t)OC[i] * IC, no = (size_t)N * OC[i], na = (size_t)IC * r[i],
+                     nb = (size_t)r[i] * OC[i], nx = (size_t)N * r[i];
+        w[i] = rand_floats(nw, 0.5f), A[i] = rand_floats(na, 0.5f), B[i] = rand_floats(nb, 0.5f);
+        dout[i] = rand_floats(no, 1), out[i] = xmalloc((no ? no : 1) * sizeof(float));
+        xa[i] = xmalloc((nx ? nx : 1) * sizeof(float));
+        dA0[i] = rand_floats(na, 1), dB0[i] = rand_floats(nb, 1);
+        dA[i] = copy_floats(dA0[i], na), dB[i] = copy_floats(dB0[i], nb);
+        d_w[i] = d_wbuf[i] = dev(w[i], nw), d_A[i] = dev(A[i], na), d_B[i] = dev(B[i], nb);
+        d_dout[i] = dev(dout[i], no), d_out[i] = dev(dout[i], no);  // garbage, overwritten
+        d_xa[i] = dev(dout[i], nx), d_dA[i] = dev(dA0[i], na), d_dB[i] = dev(dB0[i], nb);
+        assert_int_equal(G->linear_prepare(&h[i], &d_w[i], OC[i], IC, dtype, 1, 0), 0);
+        if (reserve) assert_int_equal(G->linear_lora_reserve(h[i], r[i]), 0);
+        // the reference: the CPU's f32 ops
+        C->matmul_forward(out[i], inp, w[i], N, IC, OC[i]);
+        C->matmul_backward(di, NULL, dout[i], inp, w[i], N, IC, OC[i]);
+        if (r[i]) {
+            C->lora_forward(out[i], xa[i], inp, A[i], B[i], N, IC, OC[i], r[i], scale, NULL);
+            C->lora_backward(di, dA[i], dB[i], dout[i], inp, xa[i], A[i], B[i], N, IC, OC[i],
+                             r[i], scale, NULL);
+        }
+        l[i] = (LinearLora){.w = d_w[i], .h = h[i], .OC = OC[i], .A = d_A[i], .B = d_B[i],
+                            .r = r[i], .scale = scale, .out = d_out[i], .xa = d_xa[i],
+                            .dout = d_dout[i], .dA = d_dA[i], .dB = d_dB[i]};
+    }
+    float *d_di = dev(di0, ni);
+    G->linear_lora_forward(l, n, d_inp, N, IC);
+    G->linear_lora_backward(l, n, d_di, d_inp, N, IC);
+    const char *dn = bf ? (reserve ? "bf16" : "bf16 no room") : "f32";
+    for (int i = 0; i < n; i++) {
+        const size_t no = (size_t)N * OC[i], na = (size_t)IC * r[i], nb = (size_t)r[i] * OC[i];
+        snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d [%d/%d] OC=%d r=%d out", dn, N, IC,
+                 i, n, OC[i], r[i]);
+        check(what, d_out[i], out[i], no, tol_out);
+        if (!r[i]) continue;
+        snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d [%d/%d] OC=%d r=%d xa", dn, N, IC,
+                 i, n, OC[i], r[i]);
+        check(what, d_xa[i], xa[i], (size_t)N * r[i], tol_xa);
+        snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d [%d/%d] OC=%d r=%d dA", dn, N, IC,
+                 i, n, OC[i], r[i]);
+        check_acc(what, d_dA[i], dA[i], dA0[i], na, 2 * tol_signed(OC[i] + N));
+        snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d [%d/%d] OC=%d r=%d dB", dn, N, IC,
+                 i, n, OC[i], r[i]);
+        check_acc(what, d_dB[i], dB[i], dB0[i], nb, 2 * tol_signed(IC + N));
+    }
+    snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d n=%d dinp", dn, N, IC, n);
+    check_acc(what, d_di, di, di0, ni, tol_di);
+
+    // again from the same prefills: the same bits (folded: fixed-order sums; else the ops')
+    float *got_out[LF_MAX], *got_dA[LF_MAX], *got_dB[LF_MAX], *got_di = host(d_di, ni);
+    for (int i = 0; i < n; i++) {
+        got_out[i] = host(d_out[i], (size_t)N * OC[i]);
+        got_dA[i] = host(d_dA[i], (size_t)IC * r[i]), got_dB[i] = host(d_dB[i], (size_t)r[i] * OC[i]);
+        G->upload(d_dA[i], dA0[i], (size_t)IC * r[i] * sizeof(float));
+        G->upload(d_dB[i], dB0[i], (size_t)r[i] * OC[i] * sizeof(float));
+    }
+    G->upload(d_di, di0, ni * sizeof(float));
+    G->linear_lora_forward(l, n, d_inp, N, IC);
+    G->linear_lora_backward(l, n, d_di, d_inp, N, IC);
+    snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d n=%d rerun", dn, N, IC, n);
+    for (int i = 0; i < n; i++) {
+        check_equal(what, d_out[i], got_out[i], (size_t)N * OC[i]);
+        check_equal(what, d_dA[i], got_dA[i], (size_t)IC * r[i]);
+        check_equal(what, d_dB[i], got_dB[i], (size_t)r[i] * OC[i]);
+    }
+    check_equal(what, d_di, got_di, ni);
+    if (!folded) {  // the unfolded ops, one layer at a time: exactly these results
+        G->upload(d_di, di0, ni * sizeof(float));
+        for (int i = 0; i < n; i++) {
+            G->upload(d_dA[i], dA0[i], (size_t)IC * r[i] * sizeof(float));
+            G->upload(d_dB[i], dB0[i], (size_t)r[i] * OC[i] * sizeof(float));
+            G->linear_forward(d_out[i], d_inp, d_w[i], h[i], N, IC, OC[i]);
+            G->linear_backward(d_di, NULL, d_dout[i], d_inp, d_w[i], h[i], N, IC, OC[i]);
+            if (r[i]) {
+                G->lora_forward(d_out[i], d_xa[i], d_inp, d_A[i], d_B[i], N, IC, OC[i], r[i], scale, NULL);
+                G->lora_backward(d_di, d_dA[i], d_dB[i], d_dout[i], d_inp, d_xa[i], d_A[i], d_B[i],
+                                 N, IC, OC[i], r[i], scale, NULL);
+            }
+        }
+        snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d n=%d = unfolded ops", dn, N, IC, n);
+        for (int i = 0; i < n; i++) {
+            check_equal(what, d_out[i], got_out[i], (size_t)N * OC[i]);
+            check_equal(what, d_dA[i], got_dA[i], (size_t)IC * r[i]);
+            check_equal(what, d_dB[i], got_dB[i], (size_t)r[i] * OC[i]);
+        }
+        check_equal(what, d_di, got_di, ni);
+    }
+    for (int i = 0; i < n; i++) {
+        G->linear_release(h[i]);
+        free(w[i]), free(A[i]), free(B[i]), free(dout[i]), free(out[i]), free(xa[i]);
+        free(dA0[i]), free(dB0[i]), free(dA[i]), free(dB[i]);
+        free(got_out[i]), free(got_dA[i]), free(got_dB[i]);
+        gfree(d_wbuf[i]), gfree(d_A[i]), gfree(d_B[i]), gfree(d_dout[i]), gfree(d_out[i]);
+        gfree(d_xa[i]), gfree(d_dA[i]), gfree(d_dB[i]);
+    }
+    free(inp), free(di0), free(di), free(got_di);
+    gfree(d_inp), gfree(d_di);
+}
+
+static void test_linear_lora(void **state) {
+    (void)state;
+    rng_seed(5);
+    G->set_fast_matmul(0);
+    // N IC n, then OC and r of each layer: odd sizes (nothing a multiple of 8), ranks 1 to 64
+    // (above 16 the xa / dA passes go in rank chunks; a group's ranks add up), layers without an
+    // adapter in a group, several row blocks, Llama-3.2-1B's q/k/v and gate/up at 999 rows
+    static const int cases[][3 + 2 * LF_MAX] = {
+        {7, 33, 1, 19, 4},
+        {1, 64, 2, 48, 8, 64, 0},
+        {333, 257, 3, 131, 1, 64, 3, 77, 0},
+        {130, 130, 2, 66, 17, 200, 16},
+        {257, 75, 1, 301, 33},
+        {64, 128, 3, 256, 64, 32, 2, 40, 5},
+        {999, 2048, 3, 2048, 8, 512, 8, 512, 8},
+        {300, 2048, 2, 8192, 8, 8192, 8},
+        {257, 8192, 1, 2048, 16},
+    };
+    for (int k = 0; k < (int)(sizeof cases / sizeof *cases); k++) {
+        const int N = cases[k][0], IC = cases[k][1], n = cases[k][2];
+        int OC[LF_MAX], r[LF_MAX];
+        for (int i = 0; i < n; i++) OC[i] = cases[k][3 + 2 * i], r[i] = cases[k][4 + 2 * i];
+        linear_lora_case(N, IC, n, OC, r, DTYPE_BF16, 1);
+        if (k < 4) {
+            linear_lora_case(N, IC, n, OC, r, DTYPE_BF16, 0);  // no room: the unfolded ops
+            linear_lora_case(N, IC, n, OC, r, DTYPE_F32, 0);   // f32: today's exact path
+        }
+    }
+}
+
+// A printed (not asserted) timing of LoRA-adapted layers at Llama-3.2-1B's shapes, 8 x 512
+// tokens, rank 8, bf16: the group op (folded) against linear + lora one layer at a time.
+static void run_benchmarks_linear_lora(void) {
+    const int N = 4096, r = 8;
+    const struct { const char *name; int IC, n, OC[3]; } g[] = {
+        {"q/k/v", 2048, 3, {2048, 512, 512}}, {"o", 2048, 1, {2048}},
+        {"gate/up", 2048, 2, {8192, 8192}},   {"down", 8192, 1, {2048}}};
+    const size_t mx = (size_t)N * 8192;
+    float *x = G->alloc(mx * 4), *dinp = G->alloc(mx * 4), *fill = rand_floats(mx + 8, 0.01f);
+    if (!x || !dinp) return;
+    G->upload(x, fill, mx * 4), G->upload(dinp, fill, mx * 4);
+    for (int s = 0; s < 4; s++) {
+        LinearLora l[3];
+        LinearWeight *h[3];
+        float *bufs[3][8];
+        for (int i = 0; i < g[s].n; i++) {
+            const int OC = g[s].OC[i], IC = g[s].IC;
+            float *w = G->alloc((size_t)OC * IC * 4);
+            G->upload(w, fill, (size_t)OC * IC * 4);
+            bufs[i][0] = w;
+            for (int b = 1; b < 8; b++) {  // A B out xa dout dA dB
+                size_t nb = b == 1 ? (size_t)IC * r : b == 2 || b == 7 ? (size_t)r * OC
+                          : b == 4 ? (size_t)N * r : b == 6 ? (size_t)IC * r : (size_t)N * OC;
+                bufs[i][b] = G->alloc(nb * 4);
+                G->upload(bufs[i][b], fill + b, nb * 4);
+            }
+            if (G->linear_prepare(&h[i], &w, OC, IC, DTYPE_BF16, 1, 1) ||
+                G->linear_lora_reserve(h[i], r))
+                return;
+            l[i] = (LinearLora){.w = w, .h = h[i], .OC = OC, .A = bufs[i][1], .B = bufs[i][2],
+                                .r = r, .scale = 2.0f, .out = bufs[i][3], .xa = bufs[i][4],
+                                .dout = bufs[i][5], .dA = bufs[i][6], .dB = bufs[i][7]};
+        }
+        double best[3][2] = {{1e30, 1e30}, {1e30, 1e30}, {1e30, 1e30}};  // [folded][dir]
+        for (int folded = 0; folded < 3; folded++)  // 2: the layers' GEMMs alone
+            for (int dir = 0; dir < 2; dir++)
+                for (int rep = 0; rep < 4; rep++) {
+                    const int iters = 10;
+                    G->sync();
+                    double t0 = now_seconds();
+                    for (int it = 0; it < iters; it++) {
+                        if (folded == 1 && !dir) G->linear_lora_forward(l, g[s].n, x, N, g[s].IC);
+                        else if (folded == 1) G->linear_lora_backward(l, g[s].n, dinp, x, N, g[s].IC);
+                        else if (folded == 2)
+                            for (int i = 0; i < g[s].n; i++) {
+                                if (!dir) G->linear_forward(l[i].out, x, l[i].w, l[i].h, N, g[s].IC, l[i].OC);
+                                else G->linear_backward(dinp, NULL, l[i].dout, x, l[i].w, l[i].h, N, g[s].IC, l[i].OC);
+                            }
+                        else
+                            for (int i = 0; i < g[s].n; i++) {
+                                const LinearLora *q = &l[i];
+                                if (!dir) {
+                                    G->linear_forward(q->out, x, q->w, q->h, N, g[s].IC, q->OC);
+                                    G->lora_forward(q->out, q->xa, x, q->A, q->B, N, g[s].IC,
+                                                    q->OC, r, q->scale, NULL);
+                                } else {
+                                    G->linear_backward(dinp, NULL, q->dout, x, q->w, q->h, N,
+                                                       g[s].IC, q->OC);
+                                    G->lora_backward(dinp, q->dA, q->dB, q->dout, x, q->xa, q->A,
+                                                     q->B, N, g[s].IC, q->OC, r, q->scale, NULL);
+                                }
+                            }
+                    }
+                    G->sync();
+                    double t = (now_seconds() - t0) / iters;
+                    if (rep && t < best[folded][dir]) best[folded][dir] = t;
+                }
+        printf("  bench linear+lora bf16 %-7s N=%d IC=%d r=%d: fwd %7.1f -> %7.1f us, bwd %7.1f "
+               "-> %7.1f us (unfolded -> folded; the linears alone %.1f, %.1f)\n", g[s].name, N,
+               g[s].IC, r, best[0][0] * 1e6, best[1][0] * 1e6, best[0][1] * 1e6,
+               best[1][1] * 1e6, best[2][0] * 1e6, best[2][1] * 1e6);
+        for (int i = 0; i < g[s].n; i++) {
+            G->linear_release(h[i]);
+            for (int b = 0; b < 8; b++) G->free(bufs[i][b]);
+        }
+    }
+    free(fill);
+    G->free(x), G->free(dinp);
+}
+
+// ---------------------------------------------------------------------------------------------
 // RMSNorm
 
 // Both backends sum each row's squares, its dot product and each column of dweight in double
@@ -1251,7 +1494,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_memory),    cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_linear),
-        cmocka_unit_test(test_lora),      cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_lora),      cmocka_unit_test(test_linear_lora),
+        cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),      cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_bf16),
         cmocka_unit_test(test_swiglu),    cmocka_unit_test(test_embedding),
@@ -1270,6 +1514,7 @@ int main(void) {
         if (!only) run_benchmarks(), run_benchmarks_8x512();
         if (!only || !strcmp(only, "attention")) bench_attention_1b();
         if (!only || !strcmp(only, "lora")) run_benchmarks_lora();
+        if (!only || !strcmp(only, "linear_lora")) run_benchmarks_linear_lora();
     }
     printf("peak CUDA bytes: %zu\n", G->peak_bytes());
     return failed;

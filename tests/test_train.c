@@ -155,36 +155,45 @@ static double loss_grads(Model *m, ForwardState *s, Grads *g, const int *in, con
     return loss;
 }
 
-static void run_bf16_step(int full) {
-    if (!bf16_cpu_supported()) {
+static void download_f(const Backend *be, float *dst, const float *src, size_t n) {
+    be->download(dst, src, sizeof(float) * n);
+}
+
+// On CUDA the fused attention's tile products follow the linears into bf16 (attention_too), and
+// a LoRA step folds the adapters' products into the layers' bf16 GEMMs (linear_lora_*): a stale
+// bf16 copy of A or B would show after the optimizer step.
+static void run_bf16_step_on(int full, const Backend *be) {
+    if (be == &BACKEND_CPU && !bf16_cpu_supported()) {
         printf("  (skipped: this CPU has no AVX512-BF16)\n");
         return;
     }
     Setup u;
-    setup_open(&u, full);
+    setup_open_on(&u, full, be);
     Grads *g = &u.g;
+    const int device = (be->caps & BACKEND_CAP_DEVICE) != 0;
     const char *what = full ? "full" : "lora";
     const double ub = 0x1p-8;
     int n_targets = 0, L = u.m.cfg.n_layers;
     for (int i = 0; i < u.s.B * u.s.T; i++) n_targets += u.targets[i] >= 0;
     double zmax, z16;  // the largest |logit| of the f32 and bf16 forwards
     double loss32 = loss_grads(&u.m, &u.s, g, u.inputs, u.targets, &zmax);
-    float *g32 = xmalloc(sizeof(float) * g->n_floats);
-    memcpy(g32, g->arena, sizeof(float) * g->n_floats);
+    float *g32 = xmalloc(sizeof(float) * g->n_floats), *g16 = xmalloc(sizeof(float) * g->n_floats);
+    download_f(be, g32, g->arena, g->n_floats);
     Error err;
     if (model_use_bf16(&u.m, 2, 0, &err)) fail_msg("%s", err.msg);  // keep f32 for the check below
     double loss16 = loss_grads(&u.m, &u.s, g, u.inputs, u.targets, &z16);
+    download_f(be, g16, g->arena, g->n_floats);
     double dd = 0, nn = 0;
     for (size_t i = 0; i < g->n_floats; i++) {
-        dd += (g->arena[i] - g32[i]) * (double)(g->arena[i] - g32[i]);
+        dd += (g16[i] - g32[i]) * (double)(g16[i] - g32[i]);
         nn += (double)g32[i] * g32[i];
     }
-    // attention stays f32 on the CPU; blocks 2..L-1 train (setup_open)
-    double fwd_rel = rounded_inputs_rel(ub, llama_products(L, 0, 0));
+    // attention stays f32 on the CPU (on CUDA it goes bf16 too); blocks 2..L-1 train
+    double fwd_rel = rounded_inputs_rel(ub, llama_products(L, device, 0));
     double loss_bound = loss_round_bound(fwd_rel, zmax, n_targets);
-    double grad_bound = rounded_inputs_rel(ub, llama_products(L, 0, L - 2));
-    printf("  %s bf16: loss %.6f (f32 %.6f): |diff| %.1e, bound %.1e; gradients' RMS |diff| / "
-           "|f32| %.1e, bound %.1e\n", what, loss16, loss32, fabs(loss16 - loss32), loss_bound,
+    double grad_bound = rounded_inputs_rel(ub, llama_products(L, device, L - 2));
+    printf("  %s bf16 on %s: loss %.6f (f32 %.6f): |diff| %.1e, bound %.1e; gradients' RMS |diff| / "
+           "|f32| %.1e, bound %.1e\n", what, be->name, loss16, loss32, fabs(loss16 - loss32), loss_bound,
            sqrt(dd / nn), grad_bound);
     assert_true(fabs(loss16 - loss32) <= loss_bound);
     assert_true(sqrt(dd / nn) <= grad_bound);
@@ -201,8 +210,17 @@ static void run_bf16_step(int full) {
     assert_true(fabs(after16 - after32) <= after_bound);
     // a stale copy would give the old loss: the bound must tell the two apart
     assert_true(after_bound < 0.5 * fabs(after32 - loss32));
-    free(g32);
+    free(g32), free(g16);
     setup_close(&u);
+}
+
+static void run_bf16_step(int full) {
+    run_bf16_step_on(full, &BACKEND_CPU);
+    const Backend *be = cuda_or_skip();
+    if (be) {
+        be->set_fast_matmul(0);
+        run_bf16_step_on(full, be);
+    }
 }
 static void test_lora_bf16_step(void **state) { run_bf16_step(0); }
 static void test_full_bf16_step(void **state) { run_bf16_step(1); }
@@ -542,9 +560,6 @@ static void test_lora_init_and_keys(void **state) {
 // The gradients: each side within f32_path_rel(path) of the tensor's largest |gradient| of
 // exact (the convention of TrajBound), so within twice that of each other. With one chunk
 // (R >= N) the same ops run on the same operands: on the CPU, the same bits.
-static void download_f(const Backend *be, float *dst, const float *src, size_t n) {
-    be->download(dst, src, sizeof(float) * n);
-}
 
 static double grads_worst(const Backend *be, const Grads *a, const float *want, double rel) {
     float *got = xmalloc(sizeof(float) * a->n_floats);
@@ -700,9 +715,13 @@ static void test_chunked_loss_matches_unchunked(void **state) {
 // weights; after the workspace moved, replay refuses the stale recording. ckpt: gradient
 // checkpointing (blocks recomputed inside the backward). On a backend that records nothing,
 // only the plain path runs.
-static void run_recorded_steps(const Backend *be, int full, int ckpt) {
+static void run_recorded_steps(const Backend *be, int full, int ckpt, int bf16) {
     Setup su;
     setup_open_on(&su, full, be);
+    if (bf16) {  // as the trainer prepares a LoRA model: frozen weights in bf16 only
+        Error err;
+        if (model_use_bf16(&su.m, 0, su.m.cfg.n_layers, &err)) fail_msg("%s", err.msg);
+    }
     if (ckpt) {
         const int B0 = su.s.B, T0 = su.s.T;
         forward_state_free(&su.s);
@@ -750,17 +769,19 @@ static void run_recorded_steps(const Backend *be, int full, int ckpt) {
         optimizer_step(&su.opt, &su.pl, 1e-3f);
     }
     if (be->record_begin) {
-        printf("  %s%s on %s: %d steps recorded, %d replayed, equal bit for bit\n",
-               full ? "full" : "lora", ckpt ? " (grad checkpoint)" : "", be->name, 2, n_replays);
+        printf("  %s%s%s on %s: %d steps recorded, %d replayed, equal bit for bit\n",
+               full ? "full" : "lora", ckpt ? " (grad checkpoint)" : "", bf16 ? " bf16" : "",
+               be->name, 2, n_replays);
         assert_int_equal(n_replays, 6);
         // a scratch-hungry op moves the workspace (ever larger ones until it has to grow): the
         // recordings are stale
         int stale = 0;
-        for (int rows = 1 << 20; rows <= 1 << 27 && !stale; rows <<= 2) {
+        // (up to 2^30 rows: each run above grew it past what the one before asked)
+        for (int64_t rows = 1 << 20; rows <= (int64_t)1 << 30 && !stale; rows <<= 2) {
             float *logits = be->alloc(sizeof(float) * rows);
             int *targets = be->alloc(sizeof(int) * rows);
             assert_non_null(logits), assert_non_null(targets);
-            (void)be->cross_entropy_forward(NULL, logits, targets, rows, 1);
+            (void)be->cross_entropy_forward(NULL, logits, targets, (int)rows, 1);
             stale = be->replay(rec[0]) == -1;
             be->free(logits), be->free(targets);
         }
@@ -772,12 +793,16 @@ static void run_recorded_steps(const Backend *be, int full, int ckpt) {
 }
 
 static void test_recorded_steps_equal_plain(void **state) {
-    for (int full = 0; full < 2; full++) run_recorded_steps(&BACKEND_CPU, full, 0);
+    for (int full = 0; full < 2; full++) run_recorded_steps(&BACKEND_CPU, full, 0, 0);
     const Backend *be = cuda_or_skip();
     if (!be) return;
     be->set_fast_matmul(0);
-    for (int full = 0; full < 2; full++) run_recorded_steps(be, full, 0);
-    run_recorded_steps(be, 0, 1);
+    for (int full = 0; full < 2; full++) run_recorded_steps(be, full, 0, 0);
+    run_recorded_steps(be, 0, 1, 0);
+    // LoRA in bf16: the adapters folded into the layers' GEMMs (linear_lora_*), with and
+    // without checkpointing
+    run_recorded_steps(be, 0, 0, 1);
+    run_recorded_steps(be, 0, 1, 1);
 }
 
 // Full fine-tuning with bf16 master weights (model_prepare_bf16_masters: the weights, their
@@ -992,5 +1017,7 @@ int main(void) {
         cmocka_unit_test(test_chunked_loss_matches_unchunked),
         cmocka_unit_test(test_loss_chunk_rows),
     };
+    // TUNELENS_TEST_FILTER=test_recorded* (cmocka's filter): only the tests whose names match
+    if (getenv("TUNELENS_TEST_FILTER")) cmocka_set_test_filter(getenv("TUNELENS_TEST_FILTER"));
     return cmocka_run_group_tests_name("train", tests, NULL, NULL);
 }

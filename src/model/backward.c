@@ -177,6 +177,44 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
                       lo->rank, lo->scale, drop);
 }
 
+// linear_backward for the layers ps[0..n) of block b, all reading inp (q/k/v; gate/up), with
+// the output gradients douts[0..n), into one dinp: with an adapter on any of them, and none
+// dropping its input, DoRA or with a weight gradient, one call of the backend's
+// linear_lora_backward (which may fold the adapters' products into the layers' own and read the
+// input once for all dA); else layer by layer. xa: the block's LoRA slot, or NULL.
+static void linear_group_backward(const Model *m, const ForwardState *s, const Block *b,
+                                  BlockGrads *bg, size_t a, const float *xa, int n,
+                                  const Proj *ps, const float *const *douts, float *dinp,
+                                  const float *inp, float *dy, int N, const Dropout *drop) {
+    const Backend *be = m->be;
+    const ModelConfig *c = &m->cfg;
+    const size_t xa_stride = (size_t)N * s->lora_rank_max;
+    int fold = be->linear_lora_backward != NULL && xa, ranked = 0;
+    for (int i = 0; i < n; i++) {
+        const LoraLinear *lo = &b->lora[ps[i]];
+        ranked |= lo->rank > 0;
+        if (lo->m || drop[ps[i]].p > 0.0f || bg->w[ps[i]] || bg->w16[ps[i]]) fold = 0;
+    }
+    if (fold && ranked) {
+        LinearLora l[N_PROJ];
+        for (int i = 0; i < n; i++) {
+            const Proj p = ps[i];
+            const LoraLinear *lo = &b->lora[p];
+            l[i] = (LinearLora){.w = b->w[p], .h = b->lin[p], .OC = proj_out_dim(c, p),
+                                .A = lo->A, .B = lo->B, .r = lo->rank, .scale = lo->scale,
+                                .xa = (float *)xa + (size_t)p * xa_stride,  // only read
+                                .dout = douts[i],
+                                .dA = bg->lora_A[p], .dB = bg->lora_B[p]};
+        }
+        be->linear_lora_backward(l, n, dinp, inp, N, proj_in_dim(c, ps[0]));
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        linear_backward(be, b, bg, ps[i], c, dinp, douts[i], inp,
+                        xa ? xa + (size_t)ps[i] * xa_stride : NULL, model_dora_y(m, s, a, ps[i]),
+                        dy, N, &drop[ps[i]]);
+}
+
 // The loss's gradient at the final norm's output (the head's input gradient, in the dxn that
 // follows dresid in g->scratch; dresid (N,C) zero) back through the final norm and the
 // trainable blocks into g.
@@ -225,10 +263,8 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         const float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
         Dropout drop[N_PROJ];
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
-#define LINEAR_BACKWARD(p, dinp, dout, inp) \
-    linear_backward(be, blk, bg, p, c, dinp, dout, inp, XA(p), model_dora_y(m, s, a, p), ddora, N, \
-                    &drop[p])
+#define LINEARS_BACKWARD(n, ps, douts, dinp, inp) \
+    linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, dinp, inp, ddora, N, drop)
 
         be->zero(dxn, zero_bytes);  // every gradient below accumulates (dX += ...)
 
@@ -236,29 +272,27 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         // becomes mid's in place: the residual passes it on, the norm adds its part.
         if (s->act_recompute && !ckpt)  // one act slot: this block's again (the same bits)
             be->swiglu_forward(act, gate, up, (int64_t)NF);
-        LINEAR_BACKWARD(PROJ_DOWN, dact, dresid, act);
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), dact, act);
         be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
-        LINEAR_BACKWARD(PROJ_GATE, dxn, dgate, fxn);
-        LINEAR_BACKWARD(PROJ_UP, dxn, dup, fxn);
+        LINEARS_BACKWARD(2, ((const Proj[]){PROJ_GATE, PROJ_UP}),
+                         ((const float *const[]){dgate, dup}), dxn, fxn);
         be->rmsnorm_backward(dresid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N,
                              N, C);
 
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn))); dresid, mid's
         // gradient, becomes x's in place
-        LINEAR_BACKWARD(PROJ_O, datt, dresid, att);
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), datt, att);
         be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D);
         be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
         be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
-        LINEAR_BACKWARD(PROJ_Q, dxa, dq, xn);
-        LINEAR_BACKWARD(PROJ_K, dxa, dk, xn);
-        LINEAR_BACKWARD(PROJ_V, dxa, dv, xn);
+        LINEARS_BACKWARD(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}),
+                         ((const float *const[]){dq, dk, dv}), dxa, xn);
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
         if (below || bg->attn_norm)
             be->rmsnorm_backward(below ? dresid : NULL, bg->attn_norm, dxa, x, blk->attn_norm,
                                  s->attn_rstd + a * N, N, C);
-#undef LINEAR_BACKWARD
-#undef XA
+#undef LINEARS_BACKWARD
     }
 }
 

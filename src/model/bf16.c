@@ -39,6 +39,11 @@ int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int 
             if (be->linear_prepare(&b->lin[p], &b->w[p], proj_out_dim(c, p), proj_in_dim(c, p),
                                    dtype, l >= first_backward, l >= frozen_below))
                 goto oom;
+            // room for the adapter in the handle, where the backend folds LoRA's products
+            // into the layer's (linear_lora_*)
+            if (b->lin[p] && b->lora[p].rank > 0 && be->linear_lora_reserve &&
+                be->linear_lora_reserve(b->lin[p], b->lora[p].rank))
+                goto oom;
         }
     }
     // the head keeps its f32 too: it is (or may be tied to) the embedding table

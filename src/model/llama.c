@@ -152,6 +152,39 @@ static void linear(const Backend *be, const Block *b, Proj p, const ModelConfig 
     if (lo->m) be->dora_forward(out, y, lo->m, lo->norm, N, OC);
 }
 
+// The layers ps[0..n) of block b, all reading `in` (q/k/v; gate/up), into outs[0..n): with an
+// adapter on any of them, and none dropping its input or DoRA, one call of the backend's
+// linear_lora_forward (which may fold the adapters' products into the layers' own and read the
+// input once); else layer by layer. xa: the block's LoRA slot (N_PROJ of N x r), or NULL.
+static void linear_group(const Model *m, const ForwardState *s, const Block *b, size_t a,
+                         float *xa, int n, const Proj *ps, float *const *outs, const float *in,
+                         int N, const Dropout *drop) {
+    const Backend *be = m->be;
+    const ModelConfig *c = &m->cfg;
+    const size_t xa_stride = (size_t)N * s->lora_rank_max;
+    int fold = be->linear_lora_forward != NULL, ranked = 0;
+    for (int i = 0; i < n; i++) {
+        const LoraLinear *lo = &b->lora[ps[i]];
+        ranked |= lo->rank > 0;
+        if (lo->m || drop[ps[i]].p > 0.0f) fold = 0;
+    }
+    if (fold && ranked) {
+        LinearLora l[N_PROJ];
+        for (int i = 0; i < n; i++) {
+            const Proj p = ps[i];
+            const LoraLinear *lo = &b->lora[p];
+            l[i] = (LinearLora){.w = b->w[p], .h = b->lin[p], .OC = proj_out_dim(c, p),
+                                .A = lo->A, .B = lo->B, .r = lo->rank, .scale = lo->scale,
+                                .out = outs[i], .xa = xa ? xa + (size_t)p * xa_stride : NULL};
+        }
+        be->linear_lora_forward(l, n, in, N, proj_in_dim(c, ps[0]));
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        linear(be, b, ps[i], c, outs[i], xa ? xa + (size_t)ps[i] * xa_stride : NULL,
+               model_dora_y(m, s, a, ps[i]), in, N, &drop[ps[i]]);
+}
+
 Dropout model_lora_dropout(const ForwardState *s, int l, Proj p) {
     Dropout d = s->lora_dropout;
     if (d.p > 0.0f) d.key = dropout_key(dropout_key(d.key, (uint64_t)l), (uint64_t)p);
@@ -189,29 +222,24 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     float *k_new = kc + (size_t)pos0 * KVD, *v_new = vc + (size_t)pos0 * KVD;
     Dropout drop[N_PROJ];
     for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define XA(p) (xa ? xa + (size_t)(p) * N * r : NULL)
-#define LINEAR(p, out, in) linear(be, blk, p, c, out, XA(p), model_dora_y(m, s, a, p), in, N, &drop[p])
+#define LINEARS(n, ps, outs, in) linear_group(m, s, blk, a, xa, n, ps, outs, in, N, drop)
 
     // attention
     be->rmsnorm_forward(xn, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
-    LINEAR(PROJ_Q, q, xn);
-    LINEAR(PROJ_K, k_new, xn);
-    LINEAR(PROJ_V, v_new, xn);
+    LINEARS(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}), ((float *const[]){q, k_new, v_new}), xn);
     be->rope_forward(q, cos_t, sin_t, s->pos_ids, N, H, D);
     be->rope_forward(k_new, cos_t, sin_t, s->pos_ids, N, Hkv, D);
     be->attention_forward(att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D);
-    LINEAR(PROJ_O, s->scratch, att);
+    LINEARS(1, ((const Proj[]){PROJ_O}), ((float *const[]){s->scratch}), att);
     be->add_forward(mid, x, s->scratch, (int64_t)N * C);
 
     // MLP
     be->rmsnorm_forward(fxn, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
-    LINEAR(PROJ_GATE, gate, fxn);
-    LINEAR(PROJ_UP, up, fxn);
+    LINEARS(2, ((const Proj[]){PROJ_GATE, PROJ_UP}), ((float *const[]){gate, up}), fxn);
     be->swiglu_forward(act, gate, up, (int64_t)N * F);
-    LINEAR(PROJ_DOWN, s->scratch, act);
+    LINEARS(1, ((const Proj[]){PROJ_DOWN}), ((float *const[]){s->scratch}), act);
     be->add_forward(x_out, mid, s->scratch, (int64_t)N * C);
-#undef LINEAR
-#undef XA
+#undef LINEARS
 }
 
 void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_logits,

@@ -40,6 +40,22 @@ typedef struct {
 } AdamTensor;
 // Such tensors as the backend keeps them for one launch (opaque, owned by the backend).
 typedef struct AdamTable AdamTable;
+// One linear layer of a group that reads one input (a model's q/k/v; gate/up), with its LoRA
+// adapter (r = 0: none), for linear_lora_forward / linear_lora_backward below.
+typedef struct {
+    const float *w;             // (OC,IC) the layer's weight (NULL once a handle replaced it)
+    const LinearWeight *h;      // w as linear_prepare made it (NULL: exact f32)
+    int OC;
+    const float *A, *B;         // the adapter: A (IC,r), B (r,OC)
+    int r;
+    float scale;
+    float *out;                 // forward: (N,OC) = inp W^T + scale (inp A) B, overwritten
+    float *xa;                  // (N,r) = inp A: forward saves it (NULL: not kept); backward
+                                // reads it (NULL: the backward takes the unfolded path)
+    const float *dout;          // backward: (N,OC), the gradient of out
+    float *dA, *dB;             // backward: dA (IC,r) += inp^T dxa, dB (r,OC) += scale xa^T dout,
+                                // dxa = scale dout B^T (either may be NULL)
+} LinearLora;
 
 // Backend capabilities (caps): what callers may ask instead of comparing backend pointers.
 enum {
@@ -115,6 +131,21 @@ typedef struct Backend {
     // .grad accumulating). Either may be NULL.
     void (*linear_backward_master)(float *dinp, uint16_t *dweight, const float *dout,
                                    const float *inp, const LinearWeight *h, int N, int IC, int OC);
+    // ---- LoRA-adapted linear layers, n of them reading one input inp (N,IC), each layer's
+    // LoRA products folded into its own where the backend can (CUDA in BF16: one bf16 GEMM a
+    // layer over [inp | bf16(scale xa)] and [W | B^T], [dout | bf16(dxa)] and [W ; A^T], the
+    // input rounded once for the group). NULL where a backend has none: the model runs
+    // linear_* and lora_* layer by layer, as it also does with dropout, DoRA or a trained
+    // weight. Results: linear_forward + lora_forward's (out, xa), linear_backward (no dweight)
+    // + lora_backward's (dinp, dA, dB) within the backend's precision; a handle-less (f32,
+    // TF32) group runs exactly those ops. linear_lora_reserve: room in the handle h (or none)
+    // for a rank-r adapter, which the folded products need (0, or -1 when out of memory;
+    // without it the group runs unfolded).
+    void (*linear_lora_forward)(const LinearLora *l, int n, const float *inp, int N, int IC);
+    // dinp (N,IC) += sum over the layers of dout @ W + dxa @ A^T (dinp may be NULL)
+    void (*linear_lora_backward)(const LinearLora *l, int n, float *dinp, const float *inp, int N,
+                                 int IC);
+    int (*linear_lora_reserve)(LinearWeight *h, int r);
 
     // ---- ops (their contracts: ops/cpu/cpu_ops.h)
     void (*matmul_forward)(float *out, const float *inp, const float *weight, int N, int IC, int OC);

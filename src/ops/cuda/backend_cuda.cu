@@ -339,6 +339,9 @@ static void init(void) {
     backend.matmul_backward = cuda_matmul_backward;
     backend.lora_forward = cuda_lora_forward;
     backend.lora_backward = cuda_lora_backward;
+    backend.linear_lora_forward = cuda_linear_lora_forward;
+    backend.linear_lora_backward = cuda_linear_lora_backward;
+    backend.linear_lora_reserve = cuda_linear_lora_reserve;
     backend.dora_norm = cuda_dora_norm;
     backend.dora_forward = cuda_dora_forward;
     backend.dora_backward = cuda_dora_backward;
@@ -370,6 +373,10 @@ static void init(void) {
     backend.record_end = cuda_record_end;
     backend.replay = cuda_replay;
     backend.recording_free = cuda_recording_free;
+    // TUNELENS_CUDA_LORA_FOLD=0: LoRA's products as passes of their own, as before they were
+    // folded into the bf16 GEMMs (lora.cu), for comparing the two
+    if (getenv("TUNELENS_CUDA_LORA_FOLD") && !atoi(getenv("TUNELENS_CUDA_LORA_FOLD")))
+        backend.linear_lora_forward = NULL, backend.linear_lora_backward = NULL;
     if (getenv("TUNELENS_CUDA_PROFILE") && atoi(getenv("TUNELENS_CUDA_PROFILE")))
         cuda_profile_install(&backend);
     init_state = 1;

@@ -149,6 +149,10 @@ void cuda_lora_forward(float *out, float *xa, const float *inp, const float *A, 
 void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, const float *inp,
                         const float *xa, const float *A, const float *B, int N, int IC, int OC,
                         int r, float scale, const Dropout *drop);
+void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, int N, int IC);
+void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp, int N,
+                               int IC);
+int cuda_linear_lora_reserve(LinearWeight *h, int r);
 // dropout on device buffers (used by lora.cu): inp (N,C) -> out (N,C) (may be inp);
 // dinp (N,C) += mask * dout / (1-p)
 void cuda_dropout_forward(float *out, const float *inp, const Dropout *d, int N, int C);

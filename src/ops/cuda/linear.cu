@@ -7,14 +7,17 @@
 //         gradients stay f32. A frozen weight's f32 original is freed (keep_f32 = 0: its
 //         range of the weight buffer goes back to the arena), so a LoRA model holds its
 //         weights on the GPU once, in bf16.
-// In BF16 the LoRA products (lora.cu, f32 cuBLAS) run on TF32 tensor cores.
-#include <cuda_bf16.h>
-
+// A LoRA-adapted layer's handle also holds its adapter in bf16 (linear_lora_reserve): w is
+// then (OC + rpad, IC + rpad) with row stride ld = IC + rpad, B^T in the columns after W and
+// A^T in the rows below it (written on each call of lora.cu's linear_lora_*), so that one GEMM
+// a direction adds the adapter's product (see lora.cu).
 #include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/linear.cuh"
 
 struct LinearWeight {
-    __nv_bfloat16 *w;  // (OC, IC), device memory
+    __nv_bfloat16 *w;  // (OC, IC) at row stride ld, device memory
     int OC, IC;
+    int ld, rpad;      // ld = IC + rpad; rpad: room for a LoRA adapter (0: none)
 };
 
 __global__ static void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int64_t n) {
@@ -29,25 +32,52 @@ static void to_bf16(__nv_bfloat16 *dst, const float *src, int64_t n) {
     CUDA_LAUNCH_CHECK();
 }
 
-// Row-major C (M,N) = alpha op(A) @ op(B) + beta C with bf16 A, B and f32 C, f32 sums (as
-// gemm_rm in cuda_common.cuh: the operands swapped for column-major cuBLAS).
+// dst (rows, cols) at row stride ldd = src (rows, cols), contiguous
+__global__ static void to_bf16_rows_kernel(__nv_bfloat16 *dst, int ldd, const float *src,
+                                           int64_t rows, int cols) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * cols;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dst[(i / cols) * ldd + i % cols] = __float2bfloat16_rn(src[i]);
+}
+
+static void to_bf16_rows(__nv_bfloat16 *dst, int ldd, const float *src, int rows, int cols) {
+    if (ldd == cols) return to_bf16(dst, src, (int64_t)rows * cols);
+    if (rows <= 0 || cols <= 0) return;
+    to_bf16_rows_kernel<<<cuda_grid((int64_t)rows * cols, 256), 256>>>(dst, ldd, src, rows, cols);
+    CUDA_LAUNCH_CHECK();
+}
+void cuda_to_bf16_rows(__nv_bfloat16 *dst, int ldd, const float *src, int rows, int cols) {
+    to_bf16_rows(dst, ldd, src, rows, cols);
+}
+
+// Row-major C (M,N) = alpha op(A) @ op(B) + beta C with bf16 A, B, C of type ct (f32 or
+// bf16), f32 sums (as gemm_rm in cuda_common.cuh: the operands swapped for column-major cuBLAS).
+void cuda_gemm_bf16_c(bool transA, bool transB, int M, int N, int K, float alpha,
+                      const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
+                      float beta, void *C, cudaDataType ct, int ldc) {
+    CUBLAS_CHECK(cublasGemmEx(cuda_cublas(), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                              transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_16BF,
+                              ldb, A, CUDA_R_16BF, lda, &beta, C, ct, ldc, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+}
 static void gemm_bf16_rm(bool transA, bool transB, int M, int N, int K, float alpha,
                          const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
                          float beta, float *C, int ldc) {
-    CUBLAS_CHECK(cublasGemmEx(cuda_cublas(), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
-                              transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_16BF,
-                              ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    cuda_gemm_bf16_c(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, CUDA_R_32F, ldc);
+}
+void cuda_gemm_bf16_rm(bool transA, bool transB, int M, int N, int K, float alpha,
+                       const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
+                       float beta, float *C, int ldc) {
+    gemm_bf16_rm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 // bf16 scratch for n1 + n2 values (two parts, 256-byte aligned) from the workspace
-static __nv_bfloat16 *bf16_scratch(size_t n1, size_t n2, __nv_bfloat16 **second) {
+__nv_bfloat16 *cuda_bf16_scratch(size_t n1, size_t n2, __nv_bfloat16 **second) {
     const size_t f1 = (n1 + 1) / 2 + 64 - ((n1 + 1) / 2) % 64;  // floats, rounded up to 256 B
     float *ws = cuda_workspace(f1 + (n2 + 1) / 2 + 1);
     if (second) *second = (__nv_bfloat16 *)(ws + f1);
     return (__nv_bfloat16 *)ws;
 }
-
 int cuda_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtype dtype,
                         int needs_backward, int keep_f32) {
     (void)needs_backward;  // one bf16 copy serves both directions (cuBLAS transposes)
@@ -56,7 +86,7 @@ int cuda_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtyp
     if (dtype != DTYPE_BF16 || !*w) return 0;
     LinearWeight *lw = (LinearWeight *)calloc(1, sizeof *lw);
     if (!lw) return -1;
-    lw->OC = OC, lw->IC = IC;
+    lw->OC = OC, lw->IC = IC, lw->ld = IC;
     lw->w = (__nv_bfloat16 *)cuda_device_alloc((size_t)OC * IC * sizeof(__nv_bfloat16));
     if (!lw->w) {
         free(lw);
@@ -73,7 +103,30 @@ int cuda_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtyp
 }
 
 void cuda_linear_update(LinearWeight *h, const float *w) {
-    if (h && w) to_bf16(h->w, w, (int64_t)h->OC * h->IC);
+    if (h && w) to_bf16_rows(h->w, h->ld, w, h->OC, h->IC);
+}
+
+// Room for a rank-r adapter: w becomes (OC + rpad, IC + rpad), rpad = r rounded up to 8 (rows
+// of whole 16-byte groups for the tensor cores), the padding zero; the weight moves once.
+int cuda_linear_lora_reserve(LinearWeight *h, int r) {
+    if (!h || r <= 0) return 0;
+    const int rpad = (r + 7) / 8 * 8;
+    if (h->rpad >= rpad) return 0;
+    const int ld = h->IC + rpad;
+    const size_t bytes = (size_t)(h->OC + rpad) * ld * sizeof(__nv_bfloat16);
+    __nv_bfloat16 *w = (__nv_bfloat16 *)cuda_device_alloc(bytes);
+    if (!w) return -1;
+    CUDA_CHECK(cudaMemsetAsync(w, 0, bytes));
+    CUDA_CHECK(cudaMemcpy2DAsync(w, (size_t)ld * sizeof *w, h->w, (size_t)h->ld * sizeof *w,
+                                 (size_t)h->IC * sizeof *w, h->OC, cudaMemcpyDeviceToDevice));
+    cuda_device_free(h->w);
+    h->w = w, h->ld = ld, h->rpad = rpad;
+    return 0;
+}
+
+__nv_bfloat16 *cuda_linear_bf16(const LinearWeight *h, int *ld, int *rpad) {
+    *ld = h->ld, *rpad = h->rpad;
+    return h->w;
 }
 
 void cuda_linear_release(LinearWeight *h) {
@@ -83,7 +136,7 @@ void cuda_linear_release(LinearWeight *h) {
 }
 
 size_t cuda_linear_bytes(const LinearWeight *h) {
-    return h ? (size_t)h->OC * h->IC * sizeof(__nv_bfloat16) : 0;
+    return h ? (size_t)(h->OC + h->rpad) * h->ld * sizeof(__nv_bfloat16) : 0;
 }
 
 // inp (N,IC) -> out (N,OC) = inp @ W^T, overwritten
@@ -94,9 +147,9 @@ void cuda_linear_forward(float *out, const float *inp, const float *w, const Lin
         return;
     }
     if (N <= 0 || OC <= 0) return;
-    __nv_bfloat16 *x = bf16_scratch((size_t)N * IC, 0, NULL);
+    __nv_bfloat16 *x = cuda_bf16_scratch((size_t)N * IC, 0, NULL);
     to_bf16(x, inp, (int64_t)N * IC);
-    gemm_bf16_rm(false, true, N, OC, IC, 1.0f, x, IC, h->w, IC, 0.0f, out, OC);
+    gemm_bf16_rm(false, true, N, OC, IC, 1.0f, x, IC, h->w, h->ld, 0.0f, out, OC);
 }
 
 // dinp (N,IC) += dout @ W; dweight (OC,IC) += dout^T @ inp (either NULL)
@@ -109,14 +162,11 @@ void cuda_linear_backward(float *dinp, float *dweight, const float *dout, const 
     }
     if (N <= 0 || OC <= 0 || IC <= 0) return;
     __nv_bfloat16 *xi = NULL;
-    __nv_bfloat16 *g = bf16_scratch((size_t)N * OC, dweight ? (size_t)N * IC : 0, &xi);
+    __nv_bfloat16 *g = cuda_bf16_scratch((size_t)N * OC, dweight ? (size_t)N * IC : 0, &xi);
     to_bf16(g, dout, (int64_t)N * OC);
-    if (dinp) gemm_bf16_rm(false, false, N, IC, OC, 1.0f, g, OC, h->w, IC, 1.0f, dinp, IC);
+    if (dinp) gemm_bf16_rm(false, false, N, IC, OC, 1.0f, g, OC, h->w, h->ld, 1.0f, dinp, IC);
     if (dweight) {
         to_bf16(xi, inp, (int64_t)N * IC);
         gemm_bf16_rm(true, false, OC, IC, N, 1.0f, g, OC, xi, IC, 1.0f, dweight, IC);
     }
 }
-
-// The handle's bf16 values (linear_master.cu: the master weight of bf16 full fine-tuning)
-__nv_bfloat16 *cuda_linear_bf16(const LinearWeight *h) { return h ? h->w : NULL; }

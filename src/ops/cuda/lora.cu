@@ -23,7 +23,10 @@
 // Ranks above 16 run in chunks of 16 (each a pass over the big operand).
 // H100, N = 4096, r = 8, all of dinp/dA/dB (test_cuda_ops's LoRA benchmark): 1.8-2.4 TB/s
 // forward, 1.7-2.3 TB/s backward over the least traffic, against 2.6-2.8 TB/s for a copy.
+#include <algorithm>
+
 #include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/linear.cuh"
 
 #define LORA_RB 128   // rows a block (lora_rowdot without column sums: LORA_RB_DOTS)
 #define LORA_WARPS 8  // warps a block, each on its own rows
@@ -195,17 +198,53 @@ __device__ __forceinline__ void dots_out(float *Pd, float (&v)[32], int nb, int 
     if (n < N && k < r) Pd[((size_t)blockIdx.x * N + n) * r + k] = dscale * t;
 }
 
+// rows nb .. nb+STEP of m, the lane's W columns from c0, rounded to bf16 into Mb (N, C) at row
+// stride ldb (past N or C: nothing); bvec: W values at once (C % W == 0, ldb % W == 0 and Mb
+// 2W-byte aligned)
+template <int STEP, int W>
+__device__ __forceinline__ void st_rows_bf16(__nv_bfloat16 *Mb, int ldb, bool bvec,
+                                             const float (&m)[STEP][W], int nb, int N, int C,
+                                             int c0) {
+#pragma unroll
+    for (int j = 0; j < STEP; j++) {
+        if (nb + j >= N || c0 >= C) continue;
+        __nv_bfloat16 *row = Mb + (size_t)(nb + j) * ldb + c0;
+        if constexpr (W == 4) {
+            if (bvec) {
+                const __nv_bfloat162 a = __floats2bfloat162_rn(m[j][0], m[j][1]);
+                const __nv_bfloat162 b = __floats2bfloat162_rn(m[j][2], m[j][3]);
+                uint2 u;
+                u.x = *reinterpret_cast<const unsigned *>(&a);
+                u.y = *reinterpret_cast<const unsigned *>(&b);
+                *reinterpret_cast<uint2 *>(row) = u;
+                continue;
+            }
+        } else if constexpr (W == 2) {
+            if (bvec) {
+                *reinterpret_cast<__nv_bfloat162 *>(row) = __floats2bfloat162_rn(m[j][0], m[j][1]);
+                continue;
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < W; e++)
+            if (c0 + e < C) row[e] = __float2bfloat16_rn(m[j][e]);
+    }
+}
+
 // M (N,C) -> Pd[blockIdx.x][n][k0+kk] = dscale * sum over the block's columns c of
 // M[n][c] w(k0+kk, c)   (Pd (gx, N, r); NULL with COLACC: column sums only)
 // and, COLACC: Pc[blockIdx.y][k0+kk][c] = sum over the block's rows n of S[n][k0+kk] M[n][c]
 // The block spans cpb chunks of WIDTH columns (COLACC: 1) and rb rows (COLACC: LORA_RB).
 // A warp takes STEP = 32 / RC rows at a time; their STEP x RC dot products, summed over the
 // chunks in each lane, are 32 values: one a lane after the reduce-scatter.
+// Mb (not NULL): M rounded to bf16 is also written there (row stride ldb), for the folded
+// products (linear_lora_*), which then need no pass of their own over M.
 #define LORA_CPB 8  // most chunks a block (the weights of all in shared memory)
 template <int RC, bool VEC, bool COLACC>
 __global__ void __launch_bounds__(LORA_WARPS * 32, 2)
 lora_rowdot_kernel(float *Pd, float *Pc, const float *M, const float *Wt, int wck,
-                   const float *S, int N, int C, int r, int k0, float dscale, int cpb, int rb) {
+                   const float *S, int N, int C, int r, int k0, float dscale, int cpb, int rb,
+                   __nv_bfloat16 *Mb, int ldb, bool bvec) {
     constexpr int W = 32 / RC, STEP = 32 / RC, WIDTH = 32 * W;
     __shared__ __align__(16) float wt[(COLACC ? 1 : LORA_CPB) * RC * WIDTH];
     __shared__ __align__(16) float tile[COLACC ? LORA_RB * RC : 1];
@@ -245,6 +284,7 @@ lora_rowdot_kernel(float *Pd, float *Pc, const float *M, const float *Wt, int wc
                 dots_add<RC, W, STEP>(v, m, wt, 0, lane);
                 dots_out<RC>(Pd, v, nb, N, r, k0, dscale, lane);
             }
+            if (Mb) st_rows_bf16<STEP, W>(Mb, ldb, bvec, m, nb, N, C, c0);
 #pragma unroll
             for (int j = 0; j < STEP; j++)
 #pragma unroll
@@ -267,6 +307,7 @@ lora_rowdot_kernel(float *Pd, float *Pc, const float *M, const float *Wt, int wc
                 float m[STEP][W];
                 ld_rows<STEP, W, VEC>(m, M, nb, N, C, cb + ch * WIDTH + lane * W);
                 dots_add<RC, W, STEP>(v, m, wt, ch, lane);
+                if (Mb) st_rows_bf16<STEP, W>(Mb, ldb, bvec, m, nb, N, C, cb + ch * WIDTH + lane * W);
             }
             dots_out<RC>(Pd, v, nb, N, r, k0, dscale, lane);
         }
@@ -351,13 +392,15 @@ lora_rowaxpy_kernel(float *O, float *Pc, const float *X, const float *Sp, int np
 }
 
 // dst[a * ds_a + b * ds_b] (+)= alpha * sum_p P[p][a][b], p in order: the partials of the
-// kernels above (P (np, len), len = A1 * A2 taken row-major as (A1, A2)). Two jobs a launch.
+// kernels above (P (np, len), len = A1 * A2 taken row-major as (A1, A2); pstride: floats from
+// one partial to the next, 0 = len). Two jobs a launch.
 typedef struct {
     const float *P;
     float *dst;
     int np, A2, ds_a, ds_b, accumulate;
     int64_t len;
     float alpha;
+    int64_t pstride;
 } LoraSum;
 
 __global__ static void lora_sum_kernel(LoraSum j0, LoraSum j1, int blocks0) {
@@ -367,8 +410,9 @@ __global__ static void lora_sum_kernel(LoraSum j0, LoraSum j1, int blocks0) {
     if (i >= len) return;
     const float *P = f ? j0.P : j1.P;
     const int np = f ? j0.np : j1.np;
+    const int64_t ps = (f ? j0.pstride : j1.pstride) ? (f ? j0.pstride : j1.pstride) : len;
     float v = 0.0f;
-    for (int p = 0; p < np; p++) v += P[(size_t)p * len + i];
+    for (int p = 0; p < np; p++) v += P[(size_t)p * ps + i];
     const int64_t a = i / A2, b = i - a * A2;
     float *d = (f ? j0.dst : j1.dst) + a * (f ? j0.ds_a : j1.ds_a) + b * (f ? j0.ds_b : j1.ds_b);
     const float alpha = f ? j0.alpha : j1.alpha;
@@ -415,15 +459,20 @@ static bool lora_vec(int C, int r, const float *p, const float *q) {
 
 // Pd (gx, N, r) partial dots (dscale times); with Pc (dB-like column sums, S needed) one chunk a
 // block; gx from lora_gx_dots
+// Mb: M in bf16 too, at row stride ldb (with the first rank chunk)
 static void lora_rowdot(float *Pd, float *Pc, const float *M, const float *Wt, int wck,
-                        const float *S, int N, int C, int r, float dscale) {
+                        const float *S, int N, int C, int r, float dscale,
+                        __nv_bfloat16 *Mb = NULL, int ldb = 0) {
     const int rc = lora_rc(r), colacc = Pc != NULL;
     const bool vec = lora_vec(C, r, M, NULL);
+    const int W = 32 / rc;
+    const bool bvec = vec && ldb % W == 0 && !((uintptr_t)Mb & (2u * W - 1));
     const int cpb = colacc ? 1 : lora_cpb(lora_chunks(C, r));
     const int rb = colacc ? LORA_RB : LORA_RB_DOTS;
     const dim3 grid(lora_gx_dots(C, r, colacc), (N + rb - 1) / rb), block(LORA_WARPS * 32);
 #define LORA_ROWDOT(RC_, VEC_, CA_) \
-    lora_rowdot_kernel<RC_, VEC_, CA_><<<grid, block>>>(Pd, Pc, M, Wt, wck, S, N, C, r, k0, dscale, cpb, rb)
+    lora_rowdot_kernel<RC_, VEC_, CA_><<<grid, block>>>(Pd, Pc, M, Wt, wck, S, N, C, r, k0, dscale, \
+                                                        cpb, rb, k0 ? NULL : Mb, ldb, bvec)
     for (int k0 = 0; k0 < r; k0 += rc) {
         if (rc == 8) {
             if (colacc) vec ? LORA_ROWDOT(8, true, true) : LORA_ROWDOT(8, false, true);
@@ -561,4 +610,241 @@ void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, co
         lora_sum(&ja, NULL);
     }
     if (dinp && drp) cuda_dropout_backward(dinp, big, drop, N, IC);
+}
+
+// ---- LoRA folded into the linear layers' bf16 products (Backend.linear_lora_*)
+//
+// In BF16 a LoRA layer's products would be separate memory-bound passes (out re-read and
+// re-written for out += scale xa B, dinp for dinp += dxa A^T). Folded, each direction is one
+// bf16 GEMM with r more columns in its sums, over the handle's padded copy (linear.cu):
+//   forward   out (N,OC)   = [x | bf16(scale xa)] (N, IC+rp) @ [W | B^T]^T   (W (OC,IC), B^T (OC,rp))
+//   backward  dinp (N,IC) += [dout | bf16(dxa)] (N, OC+rp) @ [W ; A^T]      (A^T (rp,IC))
+// rp = r rounded up to 8, the padding zero. The bf16 scratch of x (or dout) is written by the
+// pass that computes xa = x A (dxa = scale dout B^T, dB) from the f32 input, in exact f32 as
+// lora_forward/backward do (same kernels, fixed-order partial sums): the folded products round
+// scale xa and B (dxa and A) to bf16, as PyTorch + PEFT in bf16 do; xa, dxa, dA and dB stay
+// exact f32. The adapter's bf16 copies (B^T, A^T) are written into the handle's padding on each
+// call (A and B change every optimizer step; a few KB). A group sharing one input (q/k/v,
+// gate/up) rounds it once, computes all its xa in one pass over x (their A side by side) and
+// all its dA in one more (their dxa side by side).
+
+static int lora_pad(int r) { return r > 0 ? (r + 7) / 8 * 8 : 0; }
+
+// S (N, r) from np partials: S[n][k] = sscale * sum_p P[p * pstride + n * ldp + k], kept in Sout
+// (row stride lds) unless NULL, and bf16(xscale * S) into Xb[n * ldx + k] for k < pad (0 past r)
+// unless NULL
+typedef struct {
+    const float *P;
+    int64_t pstride;
+    int np, ldp;
+    float sscale;
+    float *Sout;
+    int lds;
+    __nv_bfloat16 *Xb;
+    int ldx;
+    float xscale;
+    int N, r, pad;
+} FoldS;
+// a bf16 copy of an adapter into a handle's padding: dst[a * da + b * db] = bf16(src[a A2 + b])
+typedef struct {
+    const float *src;
+    __nv_bfloat16 *dst;
+    int64_t len, da, db;
+    int A2;
+} FoldW;
+
+// Three jobs a launch: blocks [0, b0) FoldS, [b0, b0 + b1) FoldW, the rest a LoraSum (dB)
+__global__ static void lora_fold_kernel(FoldS s, FoldW w, LoraSum j, int b0, int b1) {
+    const int b = blockIdx.x;
+    if (b < b0) {
+        const int64_t i = (int64_t)b * blockDim.x + threadIdx.x;
+        if (i >= (int64_t)s.N * s.pad) return;
+        const int64_t n = i / s.pad;
+        const int k = (int)(i - n * s.pad);
+        float v = 0.0f;
+        if (k < s.r) {
+            for (int p = 0; p < s.np; p++) v += s.P[(size_t)p * s.pstride + n * s.ldp + k];
+            v *= s.sscale;
+            if (s.Sout) s.Sout[n * s.lds + k] = v;
+        }
+        if (s.Xb) s.Xb[n * s.ldx + k] = __float2bfloat16_rn(s.xscale * v);
+    } else if (b < b0 + b1) {
+        const int64_t i = (int64_t)(b - b0) * blockDim.x + threadIdx.x;
+        if (i >= w.len) return;
+        const int64_t a = i / w.A2, c = i - a * w.A2;
+        w.dst[a * w.da + c * w.db] = __float2bfloat16_rn(w.src[i]);
+    } else {
+        const int64_t i = (int64_t)(b - b0 - b1) * blockDim.x + threadIdx.x;
+        if (i >= j.len) return;
+        const int64_t ps = j.pstride ? j.pstride : j.len;
+        float v = 0.0f;
+        for (int p = 0; p < j.np; p++) v += j.P[(size_t)p * ps + i];
+        const int64_t a = i / j.A2, c = i - a * j.A2;
+        float *d = j.dst + a * j.ds_a + c * j.ds_b;
+        *d = j.accumulate ? fmaf(j.alpha, v, *d) : j.alpha * v;
+    }
+}
+
+static void lora_fold(const FoldS *s, const FoldW *w, const LoraSum *j) {
+    const int T = 256;
+    const int b0 = s && (s->Sout || s->Xb) ? (int)(((int64_t)s->N * s->pad + T - 1) / T) : 0;
+    const int b1 = w ? (int)((w->len + T - 1) / T) : 0;
+    const int b2 = j ? (int)((j->len + T - 1) / T) : 0;
+    if (b0 + b1 + b2 == 0) return;
+    FoldS s0{};
+    FoldW w0{};
+    LoraSum j0{};
+    lora_fold_kernel<<<b0 + b1 + b2, T>>>(s ? *s : s0, w ? *w : w0, j ? *j : j0, b0, b1);
+    CUDA_LAUNCH_CHECK();
+}
+
+// the group can take the folded path: bf16 handles with room for their adapters (and, backward,
+// the saved xa)
+static bool lora_foldable(const LinearLora *l, int n, int IC, bool backward) {
+    if (IC <= 0) return false;
+    for (int i = 0; i < n; i++) {
+        if (!l[i].h || l[i].OC <= 0) return false;
+        if (l[i].r > 0) {
+            int ld, rpad;
+            cuda_linear_bf16(l[i].h, &ld, &rpad);
+            if (rpad < lora_pad(l[i].r) || (backward && !l[i].xa)) return false;
+        }
+    }
+    return true;
+}
+
+// floats holding n bf16 values, rounded up to 256 bytes (the workspace's pieces stay aligned)
+static size_t bf16_floats(size_t n) { return ((n + 1) / 2 + 63) / 64 * 64; }
+
+void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, int N, int IC) {
+    if (N <= 0 || n <= 0) return;
+    if (!lora_foldable(l, n, IC, false)) {  // f32 / TF32 (or no room): the ops one by one
+        for (int i = 0; i < n; i++) {
+            cuda_linear_forward(l[i].out, inp, l[i].w, l[i].h, N, IC, l[i].OC);
+            if (l[i].r > 0)
+                cuda_lora_forward(l[i].out, l[i].xa, inp, l[i].A, l[i].B, N, IC, l[i].OC, l[i].r,
+                                  l[i].scale, NULL);
+        }
+        return;
+    }
+    int R = 0, rpmax = 0, ranked = 0, last = -1;
+    for (int i = 0; i < n; i++) {
+        R += l[i].r;
+        if (lora_pad(l[i].r) > rpmax) rpmax = lora_pad(l[i].r);
+        if (l[i].r > 0) ranked++, last = i;
+    }
+    const int ldx = IC + rpmax;  // x's bf16 scratch, then each layer's bf16(scale xa)
+    const int gx = R ? lora_gx_dots(IC, R, false) : 0;
+    const size_t n_x = bf16_floats((size_t)N * ldx), n_a = ranked > 1 ? (size_t)IC * R : 0;
+    float *ws = cuda_workspace(n_x + n_a + (size_t)gx * N * R);
+    __nv_bfloat16 *X = (__nv_bfloat16 *)ws;
+    float *Acat = ws + n_x, *Pd = Acat + n_a;
+    if (R == 0) {
+        cuda_to_bf16_rows(X, ldx, inp, N, IC);
+    } else {
+        // the A's side by side, Acat (IC, R) (one adapter: its A itself), then one pass over x:
+        // its bf16 copy and xa's partials (gx, N, R)
+        const float *Ac = l[last].A;
+        if (ranked > 1) {
+            for (int i = 0, off = 0; i < n; off += l[i].r, i++)
+                if (l[i].r > 0)
+                    CUDA_CHECK(cudaMemcpy2DAsync(Acat + off, (size_t)R * sizeof(float), l[i].A,
+                                                 (size_t)l[i].r * sizeof(float),
+                                                 (size_t)l[i].r * sizeof(float), IC,
+                                                 cudaMemcpyDeviceToDevice, cudaStreamPerThread));
+            Ac = Acat;
+        }
+        lora_rowdot(Pd, NULL, inp, Ac, 1, NULL, N, IC, R, 1.0f, X, ldx);
+    }
+    for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
+        int hld, hrp;
+        __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
+        const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r);
+        if (r > 0) {
+            // xa (N,r) saved, bf16(scale xa) into x's padding columns, B^T into the handle's
+            FoldS s = {Pd + off, (int64_t)N * R, gx, R, 1.0f, l[i].xa, r, X + IC, ldx,
+                       l[i].scale, N, r, pad};
+            FoldW w = {l[i].B, hw + IC, (int64_t)r * OC, 1, hld, OC};
+            lora_fold(&s, &w, NULL);
+        }
+        // out (N,OC) = [x | bf16(scale xa)] (N, IC+pad) @ [W | B^T]^T
+        cuda_gemm_bf16_rm(false, true, N, OC, IC + pad, 1.0f, X, ldx, hw, hld, 0.0f, l[i].out, OC);
+    }
+}
+
+void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp, int N,
+                               int IC) {
+    if (N <= 0 || n <= 0) return;
+    if (!lora_foldable(l, n, IC, true)) {
+        for (int i = 0; i < n; i++) {
+            if (dinp)
+                cuda_linear_backward(dinp, NULL, l[i].dout, inp, l[i].w, l[i].h, N, IC, l[i].OC);
+            if (l[i].r > 0)
+                cuda_lora_backward(dinp, l[i].dA, l[i].dB, l[i].dout, inp, l[i].xa, l[i].A,
+                                   l[i].B, N, IC, l[i].OC, l[i].r, l[i].scale, NULL);
+        }
+        return;
+    }
+    int R = 0, any_dA = 0;
+    size_t n_g = 0, n_pd = 0, n_pc = 0;
+    for (int i = 0; i < n; i++) {
+        const int r = l[i].r, OC = l[i].OC;
+        R += r;
+        any_dA |= r > 0 && l[i].dA;
+        n_g = std::max(n_g, bf16_floats((size_t)N * (OC + lora_pad(r))));
+        if (r > 0) {
+            n_pd = std::max(n_pd, lora_pd_floats(N, OC, r));
+            n_pc = std::max(n_pc, lora_pc_floats(N, OC, r));
+        }
+    }
+    const size_t n_dxa = any_dA ? (size_t)N * R : 0, n_pa = any_dA ? lora_pc_floats(N, IC, R) : 0;
+    float *ws = cuda_workspace(n_g + n_dxa + n_pd + n_pc + n_pa);
+    __nv_bfloat16 *G = (__nv_bfloat16 *)ws;  // one layer's [dout | bf16(dxa)] at a time
+    float *dxa = ws + n_g, *Pd = dxa + n_dxa, *Pc = Pd + n_pd, *Pa = Pc + n_pc;
+    for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
+        const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r), ldg = OC + pad;
+        const int wd = r > 0 && (dinp || l[i].dA);  // dxa wanted
+        if (!dinp && !wd && !(r > 0 && l[i].dB)) continue;
+        int hld, hrp;
+        __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
+        if (r > 0) {
+            // one pass over dout: its bf16 copy, dxa's partials and dB's
+            float *dB = l[i].dB;
+            const int gx = lora_gx_dots(OC, r, dB != NULL);
+            lora_rowdot(Pd, dB ? Pc : NULL, l[i].dout, l[i].B, 0, l[i].xa, N, OC, r, 1.0f,
+                        dinp ? G : NULL, ldg);
+            // dxa = scale dout B^T (N,r) into the group's dxa (N,R) (for dA) and, bf16, into
+            // dout's padding columns; A^T into the handle's padding rows; dB += scale xa^T dout
+            FoldS s = {Pd, (int64_t)N * r, gx, r, l[i].scale, any_dA ? dxa + off : NULL, R,
+                       dinp ? G + OC : NULL, ldg, 1.0f, N, r, pad};
+            FoldW w = {l[i].A, hw + (size_t)OC * hld, (int64_t)IC * r, 1, hld, r};
+            LoraSum jb = {Pc, dB, lora_gy(N), OC, OC, 1, 1, (int64_t)r * OC, l[i].scale};
+            lora_fold(&s, dinp ? &w : NULL, dB ? &jb : NULL);
+        } else {
+            cuda_to_bf16_rows(G, ldg, l[i].dout, N, OC);
+        }
+        // dinp (N,IC) += [dout | bf16(dxa)] (N, OC+pad) @ [W ; A^T] (OC+pad, IC)
+        if (dinp)
+            cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, G, ldg, hw, hld, 1.0f, dinp, IC);
+    }
+    if (!any_dA) return;
+    // one pass over x for every dA: Pa (gy, R, IC) = x^T (IC,N) @ dxa (N,R) in row blocks,
+    // then each layer's dA (IC,r) += its ranks' rows, summed over the blocks in order
+    lora_rowaxpy(NULL, Pa, inp, dxa, 1, 1.0f, NULL, NULL, 1, N, IC, R, 1.0f, 0);
+    const LoraSum *pend = NULL;
+    LoraSum js[2];
+    int nj = 0;
+    for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
+        if (l[i].r <= 0 || !l[i].dA) continue;
+        LoraSum &j = js[nj++ & 1];
+        j = LoraSum{Pa + (size_t)off * IC, l[i].dA, lora_gy(N), IC, 1, l[i].r, 1,
+                    (int64_t)l[i].r * IC, 1.0f, (int64_t)R * IC};
+        if (pend) {
+            lora_sum(pend, &j);
+            pend = NULL;
+        } else {
+            pend = &j;
+        }
+    }
+    if (pend) lora_sum(pend, NULL);
 }

@@ -73,6 +73,8 @@ void cuda_profile_install(Backend *be) {
     PROF(matmul_backward);
     PROF(lora_forward);
     PROF(lora_backward);
+    PROF(linear_lora_forward);
+    PROF(linear_lora_backward);
     PROF(rmsnorm_forward);
     PROF(rmsnorm_backward);
     PROF(rope_forward);

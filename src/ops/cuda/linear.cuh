@@ -1,0 +1,23 @@
+// linear.cuh — what linear.cu lends lora.cu's folded LoRA products (linear_lora_*): the bf16
+// copy in a handle, its GEMM and its rounding.
+#pragma once
+#include <cuda_bf16.h>
+
+#include "ops/cuda/cuda_common.cuh"
+
+// The handle's bf16 weight (OC + rpad, IC + rpad) at row stride ld (rpad = 0: (OC, IC));
+// linear_lora_reserve makes the room
+__nv_bfloat16 *cuda_linear_bf16(const LinearWeight *h, int *ld, int *rpad);
+// row-major C (M,N) = alpha op(A) @ op(B) + beta C, bf16 A and B, f32 C and sums
+void cuda_gemm_bf16_rm(bool transA, bool transB, int M, int N, int K, float alpha,
+                       const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
+                       float beta, float *C, int ldc);
+// the same with C of type ct (CUDA_R_32F or CUDA_R_16BF)
+void cuda_gemm_bf16_c(bool transA, bool transB, int M, int N, int K, float alpha,
+                      const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
+                      float beta, void *C, cudaDataType ct, int ldc);
+// bf16 scratch for n1 + n2 values (two parts, the second 256-byte aligned at *second) from the
+// backend's workspace
+__nv_bfloat16 *cuda_bf16_scratch(size_t n1, size_t n2, __nv_bfloat16 **second);
+// dst (rows, cols) at row stride ldd = src (rows, cols) rounded to nearest bf16
+void cuda_to_bf16_rows(__nv_bfloat16 *dst, int ldd, const float *src, int rows, int cols);
