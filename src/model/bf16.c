@@ -71,7 +71,8 @@ int model_prepare_bf16_masters(Model *m, int first_backward, Error *err) {
 void model_update_linears(Model *m, int first) {
     for (int l = first; l < m->cfg.n_layers; l++)
         for (int p = 0; p < N_PROJ; p++)
-            if (m->blocks[l].lin[p] && m->blocks[l].w[p]) m->be->linear_update(m->blocks[l].lin[p], m->blocks[l].w[p]);
+            if (m->blocks[l].lin[p] && m->blocks[l].w[p])  // (a bf16 master has no f32 w)
+                m->be->linear_update(m->blocks[l].lin[p], m->blocks[l].w[p]);
 }
 
 void model_release_linears(Model *m) {
