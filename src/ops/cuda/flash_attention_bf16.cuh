@@ -111,30 +111,6 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float c0[4], const
     a[2] = pack(c1[0], c1[1]), a[3] = pack(c1[2], c1[3]);
 }
 
-// acc (16 x 8 NT) += a (16 x 16, an A fragment) @ rows [k0, k0 + 16) of tile (k x 8 NT)
-template <int W, int NT>
-__device__ __forceinline__ void mma_rows(float acc[NT][4], const uint32_t a[4],
-                                         const uint32_t *tile, int k0) {
-#pragma unroll
-    for (int n = 0; n < NT; n += 2) {
-        uint32_t b[4];
-        frag_b2<W>(b, tile, k0, n * 8);
-        mma(acc[n], a, b[0], b[1]);
-        mma(acc[n + 1], a, b[2], b[3]);
-    }
-}
-
-// dst[8n + 2tq .. +1] += this thread's two values of accumulator row `half` (0: row g, 1: g + 8)
-// for every 8-column group n; dst points at the row's column 2tq
-template <int NT>
-__device__ __forceinline__ void add_acc_row(float *dst, const float acc[NT][4], int half) {
-#pragma unroll
-    for (int n = 0; n < NT; n++) {
-        float2 *p = reinterpret_cast<float2 *>(dst + n * 8), x = *p;
-        *p = make_float2(x.x + acc[n][2 * half], x.y + acc[n][2 * half + 1]);
-    }
-}
-
 // rows [r0, r0 + R) of a (rows, stride) f32 tensor (D contiguous at src + row * stride), rounded
 // to bf16, into a row-major tile; zero past n
 // (NTHR threads, a constant: the loop unrolls and its loads are all in flight at once)
@@ -240,7 +216,13 @@ fwd_kernel(float *__restrict__ out, float *__restrict__ saved_lse, float *__rest
         for (int j = 0; j < 4; j++) {  // o += P V, 16 keys at a time
             uint32_t a[4];
             acc_to_a(a, s[2 * j], s[2 * j + 1]);
-            mma_rows<W, NT>(o, a, Vs, j * 16);
+#pragma unroll
+            for (int n = 0; n < NT; n += 2) {
+                uint32_t bv[4];
+                frag_b2<W>(bv, Vs, j * 16, n * 8);
+                mma(o[n], a, bv[0], bv[1]);
+                mma(o[n + 1], a, bv[2], bv[3]);
+            }
         }
     }
     l_a = quad_sum(l_a), l_b = quad_sum(l_b);
@@ -323,8 +305,16 @@ bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__res
                 uint32_t ap[4], ad[4];
                 acc_to_a(ap, st[2 * j], st[2 * j + 1]);
                 acc_to_a(ad, dpt[2 * j], dpt[2 * j + 1]);
-                mma_rows<W, NT>(gv, ap, dOs, j * 16);
-                mma_rows<W, NT>(gk, ad, Qs, j * 16);
+#pragma unroll
+                for (int n = 0; n < NT; n += 2) {
+                    uint32_t bo[4], bq[4];
+                    frag_b2<W>(bo, dOs, j * 16, n * 8);
+                    mma(gv[n], ap, bo[0], bo[1]);
+                    mma(gv[n + 1], ap, bo[2], bo[3]);
+                    frag_b2<W>(bq, Qs, j * 16, n * 8);
+                    mma(gk[n], ad, bq[0], bq[1]);
+                    mma(gk[n + 1], ad, bq[2], bq[3]);
+                }
             }
         }
     }
@@ -333,8 +323,17 @@ bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__res
         const int s = half ? key_b : key_a;
         if (s >= S) continue;
         const size_t at = (((size_t)b * S + s) * Hkv + kvh) * D + 2 * tq;
-        if (dk) add_acc_row<NT>(dk + at, gk, half);
-        if (dv) add_acc_row<NT>(dv + at, gv, half);
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            if (dk) {
+                float2 *p = reinterpret_cast<float2 *>(dk + at + n * 8), x = *p;
+                *p = make_float2(x.x + gk[n][2 * half], x.y + gk[n][2 * half + 1]);
+            }
+            if (dv) {
+                float2 *p = reinterpret_cast<float2 *>(dv + at + n * 8), x = *p;
+                *p = make_float2(x.x + gv[n][2 * half], x.y + gv[n][2 * half + 1]);
+            }
+        }
     }
 }
 
@@ -435,14 +434,25 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
         for (int j = 0; j < BK / 16; j++) {  // dq += dS K
             uint32_t a[4];
             acc_to_a(a, s[2 * j], s[2 * j + 1]);
-            mma_rows<W, NT>(gq, a, Ks, j * 16);
+#pragma unroll
+            for (int n = 0; n < NT; n += 2) {
+                uint32_t bk[4];
+                frag_b2<W>(bk, Ks, j * 16, n * 8);
+                mma(gq[n], a, bk[0], bk[1]);
+                mma(gq[n + 1], a, bk[2], bk[3]);
+            }
         }
     }
 #pragma unroll
     for (int half = 0; half < 2; half++) {
         const int t = half ? rb : ra;
         if (t >= T) continue;
-        add_acc_row<NT>(dq + (((size_t)b * T + t) * H + h) * D + 2 * tq, gq, half);
+        const size_t at = (((size_t)b * T + t) * H + h) * D + 2 * tq;
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            float2 *p = reinterpret_cast<float2 *>(dq + at + n * 8), x = *p;
+            *p = make_float2(x.x + gq[n][2 * half], x.y + gq[n][2 * half + 1]);
+        }
     }
 }
 
