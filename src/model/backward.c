@@ -178,41 +178,26 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
 }
 
 // linear_backward for the layers ps[0..n) of block b, all reading inp (q/k/v; gate/up), with
-// the output gradients douts[0..n), into one dinp: with an adapter on any of them, and none
-// dropping its input, DoRA or with a weight gradient, one call of the backend's
-// linear_lora_backward (which may fold the adapters' products into the layers' own and read the
-// input once for all dA); else layer by layer. xa: the block's LoRA slot, or NULL.
+// the output gradients douts[0..n), into one dinp: through the backend's linear_lora_backward
+// where model_lora_group says so (which may fold the adapters' products into the layers' own
+// and read the input once for all dA), else layer by layer. xa: the block's LoRA slot, or NULL.
 static void linear_group_backward(const Model *m, const ForwardState *s, const Block *b,
                                   BlockGrads *bg, size_t a, const float *xa, int n,
                                   const Proj *ps, const float *const *douts, float *dinp,
                                   const float *inp, float *dy, int N, const Dropout *drop) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
-    const size_t xa_stride = (size_t)N * s->lora_rank_max;
-    int fold = be->linear_lora_backward != NULL && xa, ranked = 0;
-    for (int i = 0; i < n; i++) {
-        const LoraLinear *lo = &b->lora[ps[i]];
-        ranked |= lo->rank > 0;
-        if (lo->m || drop[ps[i]].p > 0.0f || bg->w[ps[i]] || bg->w16[ps[i]]) fold = 0;
-    }
-    if (fold && ranked) {
-        LinearLora l[N_PROJ];
-        for (int i = 0; i < n; i++) {
-            const Proj p = ps[i];
-            const LoraLinear *lo = &b->lora[p];
-            l[i] = (LinearLora){.w = b->w[p], .h = b->lin[p], .OC = proj_out_dim(c, p),
-                                .A = lo->A, .B = lo->B, .r = lo->rank, .scale = lo->scale,
-                                .xa = (float *)xa + (size_t)p * xa_stride,  // only read
-                                .dout = douts[i],
-                                .dA = bg->lora_A[p], .dB = bg->lora_B[p]};
-        }
+    LinearLora l[N_PROJ];
+    if (model_lora_group(m, s, b, bg, xa, n, ps, drop, be->linear_lora_backward != NULL && xa,
+                         l)) {
+        for (int i = 0; i < n; i++)
+            l[i].dout = douts[i], l[i].dA = bg->lora_A[ps[i]], l[i].dB = bg->lora_B[ps[i]];
         be->linear_lora_backward(l, n, dinp, inp, N, proj_in_dim(c, ps[0]));
         return;
     }
     for (int i = 0; i < n; i++)
-        linear_backward(be, b, bg, ps[i], c, dinp, douts[i], inp,
-                        xa ? xa + (size_t)ps[i] * xa_stride : NULL, model_dora_y(m, s, a, ps[i]),
-                        dy, N, &drop[ps[i]]);
+        linear_backward(be, b, bg, ps[i], c, dinp, douts[i], inp, l[i].xa,
+                        model_dora_y(m, s, a, ps[i]), dy, N, &drop[ps[i]]);
 }
 
 // The loss's gradient at the final norm's output (the head's input gradient, in the dxn that

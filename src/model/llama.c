@@ -152,37 +152,41 @@ static void linear(const Backend *be, const Block *b, Proj p, const ModelConfig 
     if (lo->m) be->dora_forward(out, y, lo->m, lo->norm, N, OC);
 }
 
-// The layers ps[0..n) of block b, all reading `in` (q/k/v; gate/up), into outs[0..n): with an
-// adapter on any of them, and none dropping its input or DoRA, one call of the backend's
-// linear_lora_forward (which may fold the adapters' products into the layers' own and read the
-// input once); else layer by layer. xa: the block's LoRA slot (N_PROJ of N x r), or NULL.
+int model_lora_group(const Model *m, const ForwardState *s, const Block *b, const BlockGrads *bg,
+                     const float *xa, int n, const Proj *ps, const Dropout *drop, int has_op,
+                     LinearLora *l) {
+    const ModelConfig *c = &m->cfg;
+    const size_t xa_stride = (size_t)s->B * s->T * s->lora_rank_max;
+    int ranked = 0;
+    for (int i = 0; i < n; i++) {
+        const Proj p = ps[i];
+        const LoraLinear *lo = &b->lora[p];
+        ranked |= lo->rank > 0;
+        if (lo->m || drop[p].p > 0.0f || (bg && (bg->w[p] || bg->w16[p]))) has_op = 0;
+        l[i] = (LinearLora){.w = b->w[p], .h = b->lin[p], .OC = proj_out_dim(c, p),
+                            .A = lo->A, .B = lo->B, .r = lo->rank, .scale = lo->scale,
+                            .xa = xa ? (float *)xa + (size_t)p * xa_stride : NULL};
+    }
+    return has_op && ranked;
+}
+
+// The layers ps[0..n) of block b, all reading `in` (q/k/v; gate/up), into outs[0..n): through
+// the backend's linear_lora_forward where model_lora_group says so (which may fold the
+// adapters' products into the layers' own and read the input once), else layer by layer. xa:
+// the block's LoRA slot (N_PROJ of N x r), or NULL.
 static void linear_group(const Model *m, const ForwardState *s, const Block *b, size_t a,
                          float *xa, int n, const Proj *ps, float *const *outs, const float *in,
                          int N, const Dropout *drop) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
-    const size_t xa_stride = (size_t)N * s->lora_rank_max;
-    int fold = be->linear_lora_forward != NULL, ranked = 0;
-    for (int i = 0; i < n; i++) {
-        const LoraLinear *lo = &b->lora[ps[i]];
-        ranked |= lo->rank > 0;
-        if (lo->m || drop[ps[i]].p > 0.0f) fold = 0;
-    }
-    if (fold && ranked) {
-        LinearLora l[N_PROJ];
-        for (int i = 0; i < n; i++) {
-            const Proj p = ps[i];
-            const LoraLinear *lo = &b->lora[p];
-            l[i] = (LinearLora){.w = b->w[p], .h = b->lin[p], .OC = proj_out_dim(c, p),
-                                .A = lo->A, .B = lo->B, .r = lo->rank, .scale = lo->scale,
-                                .out = outs[i], .xa = xa ? xa + (size_t)p * xa_stride : NULL};
-        }
+    LinearLora l[N_PROJ];
+    if (model_lora_group(m, s, b, NULL, xa, n, ps, drop, be->linear_lora_forward != NULL, l)) {
+        for (int i = 0; i < n; i++) l[i].out = outs[i];
         be->linear_lora_forward(l, n, in, N, proj_in_dim(c, ps[0]));
         return;
     }
     for (int i = 0; i < n; i++)
-        linear(be, b, ps[i], c, outs[i], xa ? xa + (size_t)ps[i] * xa_stride : NULL,
-               model_dora_y(m, s, a, ps[i]), in, N, &drop[ps[i]]);
+        linear(be, b, ps[i], c, outs[i], l[i].xa, model_dora_y(m, s, a, ps[i]), in, N, &drop[ps[i]]);
 }
 
 Dropout model_lora_dropout(const ForwardState *s, int l, Proj p) {

@@ -282,6 +282,15 @@ int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T
 void grads_free(Grads *g);
 void grads_zero(Grads *g);
 
+// The backend's LinearLora entries l[0..n) for block b's layers ps[0..n), which read one input
+// (q/k/v; gate/up): weights, handles, adapters and their xa slots in the block's LoRA slot xa
+// (NULL: none kept). Returns 1 when the group goes to the backend's linear_lora_* (has_op: the
+// backend has the op; some layer has an adapter; none drops its input, has DoRA or a weight
+// gradient in bg, NULL in a forward), else 0: the model runs the layers one by one.
+int model_lora_group(const Model *m, const ForwardState *s, const Block *b, const BlockGrads *bg,
+                     const float *xa, int n, const Proj *ps, const Dropout *drop, int has_op,
+                     LinearLora *l);
+
 // Forward (keep_acts) + mean cross-entropy over targets >= 0. Returns the loss. A state with
 // room for every row's logits keeps them in s->logits; else the head and the loss run in
 // chunks of s->logit_rows rows (model_backward then makes each chunk's logits again).

@@ -32,16 +32,22 @@ __global__ static void adam_kernel(float *param, const float *grad, float *m, fl
     }
 }
 
+// the four values of one float4 of each
+__device__ __forceinline__ void adam_four(float4 &p, const float4 g, float4 &m, float4 &v,
+                                          const AdamArgs &a) {
+    adam_one(p.x, g.x, m.x, v.x, a);
+    adam_one(p.y, g.y, m.y, v.y, a);
+    adam_one(p.z, g.z, m.z, v.z, a);
+    adam_one(p.w, g.w, m.w, v.w, a);
+}
+
 __global__ static void adam4_kernel(float4 *param, const float4 *grad, float4 *m, float4 *v,
                                     int64_t n4, AdamArgs a) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
         float4 p = param[i], mi = m[i], vi = v[i];
         const float4 g = grad[i];
-        adam_one(p.x, g.x, mi.x, vi.x, a);
-        adam_one(p.y, g.y, mi.y, vi.y, a);
-        adam_one(p.z, g.z, mi.z, vi.z, a);
-        adam_one(p.w, g.w, mi.w, vi.w, a);
+        adam_four(p, g, mi, vi, a);
         param[i] = p, m[i] = mi, v[i] = vi;
     }
 }
@@ -116,10 +122,7 @@ __global__ static void adam_multi_kernel(const AdamDevTensor *tensors, const Ada
             for (int i = threadIdx.x; i < ch.len / 4; i += blockDim.x) {
                 float4 p = P[i], mi = M[i], vi = V[i];
                 const float4 g = G[i];
-                adam_one(p.x, g.x, mi.x, vi.x, a);
-                adam_one(p.y, g.y, mi.y, vi.y, a);
-                adam_one(p.z, g.z, mi.z, vi.z, a);
-                adam_one(p.w, g.w, mi.w, vi.w, a);
+                adam_four(p, g, mi, vi, a);
                 P[i] = p, M[i] = mi, V[i] = vi;
             }
         } else if (t.kind == ADAM_F32) {
