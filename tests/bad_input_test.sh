@@ -190,6 +190,7 @@ check "flag: --batch-size 0" 2 "--batch-size expects an integer in \[1, [0-9]+\]
 check "flag: --learning-rate abc" 2 "--learning-rate expects a number .*got 'abc'" $BIN "${T[@]}" --learning-rate abc
 check "flag: --master-weights bf16 on the CPU" 2 "--master-weights bf16: the cpu backend trains f32 master weights only" $BIN "${T[@]}" --fine-tune-type full --master-weights bf16 --device cpu
 check "flag: --master-weights f16" 2 "--master-weights" $BIN "${T[@]}" --master-weights f16
+check "experiment: --master-weights bf16 on the CPU" 2 "--master-weights bf16: the cpu backend trains f32 master weights only" $BIN experiment --master-weights bf16 --device cpu --out "$TMP/exp-bf16"
 check "flag: --learning-rate nan" 2 "--learning-rate expects a number .*got 'nan'" $BIN "${T[@]}" --learning-rate nan
 check "flag: --learning-rate 1e999" 2 "--learning-rate expects a number .*got '1e999'" $BIN "${T[@]}" --learning-rate 1e999
 check "flag: --learning-rate -1" 2 "--learning-rate expects a number" $BIN "${T[@]}" --learning-rate -1

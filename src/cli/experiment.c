@@ -61,6 +61,10 @@ static const FlagSpec FLAGS[] = {
               "auto|f32|bf16|tf32", "the matrix products (as `train --dtype`; auto: bf16\n"
               "tensor cores on CUDA; on a CPU, training in bf16 where it\nhas AVX512-BF16, the "
               "evaluations in exact f32)", "dtype"),
+    FLAG("--master-weights", NULL, FLAG_ENUM, O(c.master_weights), "auto", 0, 0,
+         MASTER_WEIGHTS_NAMES, NULL, "the full fine-tune's master weights (as `train\n"
+         "--master-weights`; auto: bf16 for bf16-stored weights on\nCUDA, as mlx-lm trains "
+         "them; f32: exact updates)", "master_weights"),
     FLAG("--device", NULL, FLAG_STRING, O(c.device), "auto", 0, 0, NULL, "auto|cpu|cuda",
          "where training and evaluation run (auto: a CUDA GPU\nwhen one answers, else the CPU)", "device"),
     FLAG_WITH(set_nothing, 0, "--config", "-c", FLAG_CUSTOM, 0, NULL, 0, 0, NULL, "FILE.yaml",
@@ -127,6 +131,11 @@ int cmd_experiment(int argc, char **argv) {
     }
     const Backend *be;
     if (backend_select(c.device, &be, &err)) return cli_fail(&err);
+    if (c.master_weights == MASTER_BF16 && !(be->caps & BACKEND_CAP_BF16_MASTER)) {
+        fprintf(stderr, "tunelens experiment: --master-weights bf16: the %s backend trains f32 "
+                "master weights only (use f32 or auto)\n", be->name);
+        return EXIT_USAGE;
+    }
     char *model = c.model ? cli_resolve_model(c.model, &err) : NULL;  // org/name: the hub cache
     if (c.model && !model) return cli_fail(&err);
     if (model) c.model = model;

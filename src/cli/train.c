@@ -15,7 +15,6 @@
 
 static const char *const OPTIMIZERS[] = {"adam", "adamw", "sgd", NULL};  // OptimizerKind's order
 static const char *const DTYPES[] = {"auto", "f32", "bf16", "tf32", NULL};  // DTYPE_NAMES' order
-static const char *const MASTERS[] = {"auto", "f32", "bf16", NULL};  // MASTER_WEIGHTS_NAMES' order
 
 static int check_lora_keys(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
     unsigned mask;
@@ -148,7 +147,7 @@ static const FlagSpec FLAGS[] = {
      "AVX512-BF16 and the weights are not\nstored f32. On CUDA: bf16 tensor cores (frozen weights\n"
      "held in bf16 only), auto = bf16 unless the weights are\nstored f32; tf32 = TF32 tensor "
      "cores; f32 = exact", "dtype"),
-    FLAG("--master-weights", NULL, FLAG_ENUM, O(master_weights), "auto", 0, 0, MASTERS, NULL,
+    FLAG("--master-weights", NULL, FLAG_ENUM, O(master_weights), "auto", 0, 0, MASTER_WEIGHTS_NAMES, NULL,
      "full fine-tuning: the trained weights' own precision.\nbf16 = as stored, like PyTorch and "
      "mlx-lm: bf16 weights,\ngradients and Adam state (8 bytes a weight; updates in\nf32, "
      "rounded to nearest: steps below half a bf16 ulp\nare lost). f32 = exact updates: f32 "

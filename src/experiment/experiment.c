@@ -54,6 +54,7 @@ static cJSON *settings_json(const ExperimentConfig *c, const char *model) {
     cJSON_AddNumberToObject(j, "full_lr", c->full_lr);
     cJSON_AddNumberToObject(j, "seed", (double)c->seed);
     cJSON_AddStringToObject(j, "dtype", c->dtype);
+    cJSON_AddStringToObject(j, "master_weights", MASTER_WEIGHTS_NAMES[c->master_weights]);
     cJSON_AddNumberToObject(j, "test_per_op", c->test_per_op);
     cJSON_AddNumberToObject(j, "n_train", c->n_train);
     cJSON_AddNumberToObject(j, "n_valid", c->n_valid);
@@ -108,6 +109,7 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     t.steps_per_eval = c->quick ? c->iters : 200;
     t.fine_tune = full ? FT_FULL : FT_LORA;
     t.dtype = r->dtype;
+    if (full) t.master_weights = c->master_weights;
     t.device = c->device;
     // checkpoints every 100 iterations, as mlx-lm; on a GPU a stage takes seconds while a
     // full fine-tune's checkpoint of a 1B model (weights + Adam state) is gigabytes: none, past
@@ -331,10 +333,10 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
              .dtype = (ComputeDtype)dtype_parse(c->dtype)};
     if (!model || make_dirs(c->out, err) || resolve_num_layers(c, model, &r.num_layers, err))
         goto done;
-    settings = settings_json(c, model);
-    if (check_settings(c->out, settings, err)) goto done;
     const Backend *be;
     if (backend_select(c->device, &be, err)) goto done;
+    settings = settings_json(c, model);
+    if (check_settings(c->out, settings, err)) goto done;
     r.on_gpu = (be->caps & BACKEND_CAP_DEVICE) != 0;
     const int n_stages = 8;
     double t0 = now_seconds();

@@ -22,6 +22,8 @@ typedef struct {
     const char *exe;         // this program, to run `train` stages as child processes
     const char *dtype;       // training's matrix products: "auto", "f32", "bf16" or "tf32"
     const char *device;      // where everything runs: "auto", "cpu" or "cuda"
+    int master_weights;      // the full fine-tune's master weights (MasterWeights, train's
+                             // --master-weights)
     // the analyses beyond the study's (docs/EXPERIMENT.md); 0 leaves one out
     int probe_stride;        // operation probes every this many layers
     int causal_per_op;       // test problems per operation in each causal test
