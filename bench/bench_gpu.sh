@@ -1,6 +1,7 @@
 #!/bin/sh
 # bench_gpu.sh — on a CUDA machine, one run: tunelens' training steps on the Llama-3.2-1B shape
-# (random bf16 weights, all 16 blocks; LoRA r8 on the 7 projections, or full) at 8 x 9,
+# (random bf16 weights, all 16 blocks; LoRA r8 on the 7 projections, or full: bf16 master
+# weights, the default for this bf16 model, and f32 masters) at 8 x 9,
 # 8 x ~512 and 1 x ~8200 tokens, the default `tunelens experiment` on that model, then the
 # PyTorch + PEFT peer (bench/peer_torch_gpu.py, bf16, eager and torch.compile) at 8 x 9 and
 # 8 x 512 — and a table of ratios against the peers and issue 15's targets (bench/gpu_table.py),
@@ -37,6 +38,8 @@ run lora_8x9 lora "$DATA/short" 60 8
 run full_8x9 full "$DATA/short" 60 8
 run lora_8x512 lora "$DATA/long" 30 8
 run full_8x512 full "$DATA/long" 30 8
+run full_8x9_f32 full "$DATA/short" 60 8 --master-weights f32
+run full_8x512_f32 full "$DATA/long" 30 8 --master-weights f32
 run lora_1x8k_ckpt lora "$DATA/8k" 6 1 --max-seq-length 9000 --grad-checkpoint
 run lora_1x8k lora "$DATA/8k" 6 1 --max-seq-length 9000
 if [ "${EXP:-1}" != 0 ]; then
