@@ -577,6 +577,16 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
         check_equal(what, d_dB[i], got_dB[i], (size_t)r[i] * OC[i]);
     }
     check_equal(what, d_di, got_di, ni);
+    // a forward that keeps no xa (inference: lens, generate, evaluations): the same outputs
+    // within the bound (folded, xa is still computed, only not stored)
+    for (int i = 0; i < n; i++) l[i].xa = NULL;
+    G->linear_lora_forward(l, n, d_inp, N, IC);
+    for (int i = 0; i < n; i++) {
+        snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d [%d/%d] out, no xa kept", dn, N,
+                 IC, i, n);
+        check(what, d_out[i], out[i], (size_t)N * OC[i], tol_out);
+        l[i].xa = d_xa[i];
+    }
     if (!folded) {  // the unfolded ops, one layer at a time: exactly these results
         G->upload(d_di, di0, ni * sizeof(float));
         for (int i = 0; i < n; i++) {
