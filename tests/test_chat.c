@@ -226,6 +226,33 @@ static void expect_error(const char *src, const char *vars_json, ...) {
     va_end(ap);
 }
 
+// Rendering gives exactly want.
+static void expect_render(const char *src, const char *want) {
+    JinjaTemplate *t;
+    Error err = {{0}};
+    JinjaLimits lim = jinja_default_limits();
+    if (jinja_parse(&t, src, strlen(src), "tmpl", &err)) fail_msg("%.60s: %s", src, err.msg);
+    char *out = jinja_render(t, NULL, &lim, NULL, &err);
+    jinja_free(t);
+    if (!out) fail_msg("%.60s: %s", src, err.msg);
+    assert_string_equal(out, want);
+    free(out);
+}
+
+// A namespace can hold itself (directly or through a list): printed as jinja2 prints it (Python's
+// repr marks the container met again inside itself), compared without recursing forever. The
+// outputs are jinja2 3.1's (ImmutableSandboxedEnvironment, as transformers renders). The first
+// was a fuzzing crash: the repr recursed until the stack ran out.
+static void test_self_holding_values(void **state) {
+    (void)state;
+    expect_render("{% set ns = namespace(a=1, b='x') %}{% set ns.a = ns %}{{ ns.a }}{{ ns.b }}",
+                  "<Namespace {'a': <Namespace {...}>, 'b': 'x'}>x");
+    expect_render("{% set ns = namespace() %}{% set l = [ns, (ns,)] %}{% set ns.l = l %}{{ l }}|"
+                  "{{ l == l }}|{{ [l] == [l] }}|{{ {'k': l} }}",
+                  "[<Namespace {'l': [...]}>, (<Namespace {'l': [...]}>,)]|True|True|"
+                  "{'k': [<Namespace {'l': [...]}>, (<Namespace {'l': [...]}>,)]}");
+}
+
 static void test_errors(void **state) {
     (void)state;
     // syntax: template line:col and what was expected
@@ -302,6 +329,7 @@ int main(void) {
         cmocka_unit_test(test_snippets),
         cmocka_unit_test(test_template_sources),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_self_holding_values),
         cmocka_unit_test(test_messages_check),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -103,8 +103,8 @@ static int causal_outcome(const CausalTest *a) {
 static const char *const CAUSAL_WORDS[5] = {"no effect on its operation",
                                             "hurts other operations too",
                                             "hurts its own operation only", "not tested",
-                                            "untestable: its operation had no correct answer "
-                                            "to lose"};
+                                            ("untestable: its operation had no correct "
+                                             "answer to lose")};
 
 // Variant v's causal test of op's classifier with a direction of this kind, or NULL.
 static const CausalTest *find_ablation(const Results *r, int v, int op, const char *kind) {

@@ -208,7 +208,13 @@ int v_truthy(Value v) {
 static int is_num(Value v) { return v.t == V_BOOL || v.t == V_INT || v.t == V_FLOAT; }
 static double num(Value v) { return v.t == V_FLOAT ? v.f : v.t == V_INT ? (double)v.i : v.b; }
 
-int v_equal(Render *r, Value a, Value b) {
+// ==, as Python compares: lists and dicts item by item, the same one equal at once (a value
+// can hold itself only through a namespace, compared by identity); nested past Python's
+// recursion limit: an error, as its RecursionError
+#define EQUAL_MAX_DEPTH 1000
+static int equal_at(Render *r, Value a, Value b, int depth) {
+    if (depth > EQUAL_MAX_DEPTH)
+        rfail(r, "==: values nested more than %d levels deep", EQUAL_MAX_DEPTH);
     step(r);
     if (is_num(a) && is_num(b)) {
         if (a.t != V_FLOAT && b.t != V_FLOAT)
@@ -222,17 +228,19 @@ int v_equal(Render *r, Value a, Value b) {
         if (a.s->len != b.s->len) return 0;
         work(r, a.s->len);
         return !memcmp(a.s->s, b.s->s, a.s->len);
-    case V_LIST:
-        if (a.l->gen || b.l->gen) return a.l == b.l;
+    case V_LIST:  // the same list: equal (Python compares items by identity first)
+        if (a.l == b.l) return 1;
+        if (a.l->gen || b.l->gen) return 0;
         if (a.l->n != b.l->n || a.l->tuple != b.l->tuple) return 0;
         for (int i = 0; i < a.l->n; i++)
-            if (!v_equal(r, a.l->v[i], b.l->v[i])) return 0;
+            if (!equal_at(r, a.l->v[i], b.l->v[i], depth + 1)) return 0;
         return 1;
     case V_DICT:
+        if (a.d == b.d) return 1;
         if (a.d->n != b.d->n) return 0;
         for (int i = 0; i < a.d->n; i++) {
             int j = dict_find(r, b.d, a.d->k[i]);
-            if (j < 0 || !v_equal(r, a.d->v[i], b.d->v[j])) return 0;
+            if (j < 0 || !equal_at(r, a.d->v[i], b.d->v[j], depth + 1)) return 0;
         }
         return 1;
     case V_NS: return a.d == b.d;
@@ -242,6 +250,8 @@ int v_equal(Render *r, Value a, Value b) {
     default: return 0;
     }
 }
+
+int v_equal(Render *r, Value a, Value b) { return equal_at(r, a, b, 0); }
 
 int v_compare(Render *r, Value a, Value b) {
     if (is_num(a) && is_num(b)) {
@@ -317,9 +327,22 @@ static void repr_str(StrBuf *b, const Str *s) {
     sb_append(b, &q, 1);
 }
 
-static void repr_append(Render *r, StrBuf *b, Value v, int depth) {
-    if (depth > 100) rfail(r, "a value nested more than 100 levels deep");
+// active[0..depth): the lists and dicts being printed, outermost first; one met again inside
+// itself is printed as Python prints a recursive container ([...], {...})
+#define REPR_MAX_DEPTH 100
+static void repr_append(Render *r, StrBuf *b, Value v, const void **active, int depth) {
+    if (depth >= REPR_MAX_DEPTH) rfail(r, "a value nested more than %d levels deep", REPR_MAX_DEPTH);
     step(r);
+    active[depth] = NULL;  // (a namespace's level: its dict is the next one)
+    if (v.t == V_LIST || v.t == V_DICT) {
+        const void *self = v.t == V_LIST ? (const void *)v.l : (const void *)v.d;
+        for (int i = 0; i < depth; i++)
+            if (active[i] == self) {
+                sb_append(b, v.t == V_DICT ? "{...}" : v.l->tuple ? "(...)" : "[...]", 5);
+                return;
+            }
+        active[depth] = self;
+    }
     if (v.t == V_STR) {
         repr_str(b, v.s);
     } else if (v.t == V_LIST && v.l->gen) {
@@ -328,7 +351,7 @@ static void repr_append(Render *r, StrBuf *b, Value v, int depth) {
         sb_append(b, v.l->tuple ? "(" : "[", 1);
         for (int i = 0; i < v.l->n; i++) {
             if (i) sb_append(b, ", ", 2);
-            repr_append(r, b, v.l->v[i], depth + 1);
+            repr_append(r, b, v.l->v[i], active, depth + 1);
         }
         if (v.l->tuple && v.l->n == 1) sb_append(b, ",", 1);
         sb_append(b, v.l->tuple ? ")" : "]", 1);
@@ -336,17 +359,27 @@ static void repr_append(Render *r, StrBuf *b, Value v, int depth) {
         sb_append(b, "{", 1);
         for (int i = 0; i < v.d->n; i++) {
             if (i) sb_append(b, ", ", 2);
-            repr_append(r, b, v.d->k[i], depth + 1);
+            repr_append(r, b, v.d->k[i], active, depth + 1);
             sb_append(b, ": ", 2);
-            repr_append(r, b, v.d->v[i], depth + 1);
+            repr_append(r, b, v.d->v[i], active, depth + 1);
         }
         sb_append(b, "}", 1);
+    } else if (v.t == V_NS) {  // jinja2: f"<Namespace {attrs!r}>", attrs a dict
+        sb_append(b, "<Namespace ", 11);
+        repr_append(r, b, (Value){.t = V_DICT, .d = v.d}, active, depth + 1);
+        sb_append(b, ">", 1);
     } else if (v.t == V_UNDEF) {
         sb_append(b, "Undefined", 9);
     } else {
         v_str_append(r, b, v);
     }
     if (b->len > r->lim.max_output) rfail(r, "a value's text is longer than %zu bytes", r->lim.max_output);
+}
+
+// str() of a list, dict or namespace: its repr
+static void repr_top(Render *r, StrBuf *b, Value v) {
+    const void *active[REPR_MAX_DEPTH];
+    repr_append(r, b, v, active, 0);
 }
 
 void v_str_append(Render *r, StrBuf *b, Value v) {
@@ -357,12 +390,7 @@ void v_str_append(Render *r, StrBuf *b, Value v) {
     case V_INT: sb_printf(b, "%lld", (long long)v.i); return;
     case V_FLOAT: float_repr(b, v.f); return;
     case V_STR: sb_append(b, v.s->s, v.s->len); return;
-    case V_LIST: case V_DICT: repr_append(r, b, v, 0); return;
-    case V_NS:
-        sb_append(b, "<Namespace ", 11);
-        repr_append(r, b, (Value){.t = V_DICT, .d = v.d}, 0);
-        sb_append(b, ">", 1);
-        return;
+    case V_LIST: case V_DICT: case V_NS: repr_top(r, b, v); return;
     case V_FUNC: sb_append(b, "<function>", 10); return;
     case V_MACRO: sb_printf(b, "<Macro '%s'>", v.macro->s); return;
     case V_LOOP: sb_append(b, "<LoopContext>", 13); return;
