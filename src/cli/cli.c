@@ -9,7 +9,6 @@
 #include "../lens/lens.h"
 #include "../model/generate.h"
 #include "../model/hub.h"
-#include "flags.h"
 
 int cli_unknown(const char *cmd, const char *flag) {
     fprintf(stderr, "tunelens %s: unknown option '%s' (see tunelens %s --help)\n", cmd, flag, cmd);
@@ -89,21 +88,17 @@ static int load_model(Model *m, const char *path, const char *adapter, const cha
              model_load_on(m, resolved, adapter, be, err);
     free(resolved);
     if (rc) return -1;
-    char what[96];
-    snprintf(what, sizeof what, "%s", m->weight_dtype);
+    ComputeDtype d = DTYPE_F32;  // as loaded: f32 weights, no handles
     if (dtype >= 0) {
-        ComputeDtype d = model_inference_dtype(m, (ComputeDtype)dtype);
+        d = model_inference_dtype(m, (ComputeDtype)dtype);
         if (model_prepare_inference(m, d, err)) {
             model_free(m);
             return -1;
         }
-        char *tail = strstr(what, ", computed in ");  // weights.c's description, made exact
-        if (tail) snprintf(tail, sizeof what - (size_t)(tail - what), ", computed in %s",
-                           FLAG_DTYPES[d]);
     }
-    fprintf(stderr, "Loaded %s (%d layers, hidden %d, vocab %d, %s)%s%s on %s in %.2fs\n",
-            m->name, m->cfg.n_layers, m->cfg.dim, m->cfg.vocab_size, what,
-            adapter ? " + adapter " : "", adapter ? adapter : "", be->device, now_seconds() - t0);
+    fprintf(stderr, "Loaded %s (%d layers, hidden %d, vocab %d, %s, computed in %s)%s%s on %s "
+            "in %.2fs\n", m->name, m->cfg.n_layers, m->cfg.dim, m->cfg.vocab_size,
+            m->weight_dtype, DTYPE_NAMES[d], adapter ? " + adapter " : "", adapter ? adapter : "", be->device, now_seconds() - t0);
     return 0;
 }
 

@@ -131,9 +131,8 @@ int cmd_experiment(int argc, char **argv) {
     }
     const Backend *be;
     if (backend_select(c.device, &be, &err)) return cli_fail(&err);
-    if (c.master_weights == MASTER_BF16 && !(be->caps & BACKEND_CAP_BF16_MASTER)) {
-        fprintf(stderr, "tunelens experiment: --master-weights bf16: the %s backend trains f32 "
-                "master weights only (use f32 or auto)\n", be->name);
+    if (c.master_weights == MASTER_BF16 && backend_bf16_masters(be, &err)) {
+        fprintf(stderr, "tunelens experiment: %s\n", err.msg);
         return EXIT_USAGE;
     }
     char *model = c.model ? cli_resolve_model(c.model, &err) : NULL;  // org/name: the hub cache

@@ -103,7 +103,6 @@ int flags_set(const FlagSpec *f, void *cfg, const char *s, char *msg, size_t msg
 }
 
 const char *const FLAG_POSITIONS[] = {"last", "all", NULL};
-const char *const FLAG_DTYPES[] = {"auto", "f32", "bf16", "tf32", NULL};
 
 void flags_defaults(const FlagTable *t, void *cfg) {
     char msg[256];

@@ -51,11 +51,10 @@ typedef struct FlagSpec {
 #define FLAG_DEVICE(field)                                                                   \
     FLAG("--device", NULL, FLAG_STRING, field, "auto", 0, 0, NULL, "auto|cpu|cuda",          \
          "where the model runs (auto: a CUDA GPU when one answers)", NULL)
-// --dtype for the commands that run forward passes only (lens, generate): an int field, the
-// index of the value in FLAG_DTYPES (ComputeDtype's order; model_prepare_inference).
-extern const char *const FLAG_DTYPES[];
+// --dtype for the commands that run forward passes only (lens, generate): an int field, a
+// ComputeDtype (the index of the value in DTYPE_NAMES; model_prepare_inference).
 #define FLAG_DTYPE(field)                                                                    \
-    FLAG("--dtype", NULL, FLAG_ENUM, field, "auto", 0, 0, FLAG_DTYPES, "auto|f32|bf16|tf32",  \
+    FLAG("--dtype", NULL, FLAG_ENUM, field, "auto", 0, 0, DTYPE_NAMES, "auto|f32|bf16|tf32",  \
          "precision of the matrix products (as `train --dtype`);\nauto: bf16 tensor cores on "   \
          "CUDA unless the weights\nare stored f32, exact f32 on the CPU", NULL)
 // --position last|all: an int field, 0 the last position, 1 every position (ablate, patch).

@@ -14,7 +14,6 @@
 #include "flags.h"
 
 static const char *const OPTIMIZERS[] = {"adam", "adamw", "sgd", NULL};  // OptimizerKind's order
-static const char *const DTYPES[] = {"auto", "f32", "bf16", "tf32", NULL};  // DTYPE_NAMES' order
 
 static int check_lora_keys(const FlagSpec *f, void *cfg, const char *v, char *msg, size_t n) {
     unsigned mask;
@@ -141,7 +140,7 @@ static const FlagSpec FLAGS[] = {
     FLAG_WITH(check_lora_keys, 1, "--lora-keys", NULL, FLAG_STRING, O(lora_keys), NULL, 0, 0, NULL, "q_proj,v_proj,...",
      "the adapted projections (default: all seven linear\nlayers; YAML: lora_parameters.keys, a list)",
      "lora_parameters.keys"),
-    FLAG("--dtype", NULL, FLAG_ENUM, O(dtype), "auto", 0, 0, DTYPES, NULL,
+    FLAG("--dtype", NULL, FLAG_ENUM, O(dtype), "auto", 0, 0, DTYPE_NAMES, NULL,
      "precision of the matrix products: bf16 multiplies bf16\ncopies of the weights (AVX512-BF16) "
      "with f32 sums;\nweights, gradients and optimizer stay f32. auto: bf16\nwhen the CPU has "
      "AVX512-BF16 and the weights are not\nstored f32. On CUDA: bf16 tensor cores (frozen weights\n"

@@ -128,16 +128,15 @@ int emergence_point(const Model *m, const Problem *probs, int n_probs, int per_o
                     const int peak[N_OPS], uint64_t seed, EmergencePoint *p, Error *err) {
     Problem *sub = xmalloc(sizeof(Problem) * (size_t)n_probs);
     int *y = xmalloc(sizeof(int) * (size_t)n_probs), n = subset(probs, n_probs, per_op, sub, y);
-    int pk[1][N_OPS];
-    memcpy(pk[0], peak, sizeof pk[0]);
-    int rc = measure_on(m, sub, y, n, (const int(*)[N_OPS])pk, 1, seed, &p, err);
+    int rc = measure_on(m, sub, y, n, (const int(*)[N_OPS])peak, 1, seed, &p, err);
     free(sub), free(y);
     return rc;
 }
 
 int emergence_run(const char *model, const char *device, ComputeDtype dtype,
                   const Model *base_model, const EmergencePoint *const known[2],
-                  const char *const adapter_dirs[2], const char *work_dir, const EvalResult *final[2], const Problem *probs,
+                  const char *const adapter_dirs[2], const char *work_dir,
+                  const EvalResult *final[2], const Problem *probs,
                   int n_probs, int per_op, uint64_t seed, ProgressFn progress, void *pctx,
                   Emergence *out, Error *err) {
     double t0 = now_seconds();

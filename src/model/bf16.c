@@ -55,12 +55,15 @@ oom:
                    dtype == DTYPE_BF16 ? "bf16" : dtype == DTYPE_TF32 ? "tf32" : "f32");
 }
 
+int backend_bf16_masters(const Backend *be, Error *err) {
+    if ((be->caps & BACKEND_CAP_BF16_MASTER) && be->linear_master) return 0;
+    return err_set(err, "--master-weights bf16: the %s backend trains f32 master weights only "
+                   "(use --master-weights f32 or auto%s)", be->name,
+                   be->caps & BACKEND_CAP_DEVICE ? "" : ", or --device cuda");
+}
+
 int model_prepare_bf16_masters(Model *m, int first_backward, Error *err) {
-    const Backend *be = m->be;
-    if (!(be->caps & BACKEND_CAP_BF16_MASTER) || !be->linear_master)
-        return err_set(err, "bf16 master weights: the %s backend trains f32 master weights only "
-                       "(its bf16 products read packed copies of them); use --master-weights f32",
-                       be->name);
+    if (backend_bf16_masters(m->be, err)) return -1;
     // every f32 original may go: frozen ones as always, trained ones because their bf16
     // handle is the weight from now on
     if (model_prepare_linears(m, DTYPE_BF16, first_backward, m->cfg.n_layers, err)) return -1;

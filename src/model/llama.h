@@ -51,7 +51,7 @@ typedef struct {
     char *path;         // as given (heap; freed by model_free)
     char name[256];     // for reports: folder or file name
     int is_gguf;
-    char weight_dtype[48];     // as stored, e.g. "BF16, computed in f32"
+    char weight_dtype[48];     // as stored, e.g. "BF16" or "GGUF Q4_1"
     DType stored_dtype;        // the type most weights are stored in (DT_COUNT: unknown)
     int bf16_masters;          // full fine-tuning's linear weights live only in their bf16
                                // handles and train there (model_prepare_bf16_masters)
@@ -131,6 +131,8 @@ int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int 
 // handles are then their weights (be->linear_master): grads_init gives them bf16 gradients,
 // the optimizer updates them in place (no model_update_linears).
 int model_prepare_bf16_masters(Model *m, int first_backward, Error *err);
+// 0 when be can train bf16 master weights, else -1 with err saying so (for --master-weights).
+int backend_bf16_masters(const Backend *be, Error *err);
 // After an optimizer step changed the f32 weights of blocks >= first (full fine-tuning;
 // the head is frozen and keeps its handle).
 void model_update_linears(Model *m, int first);

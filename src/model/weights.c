@@ -279,7 +279,7 @@ static int load_gguf(Model *m, const char *path, Error *err) {
     for (int t = 1; t < DT_COUNT; t++)
         if (per_type[t] > per_type[main_type]) main_type = t;
     m->stored_dtype = (DType)main_type;
-    snprintf(m->weight_dtype, sizeof m->weight_dtype, "GGUF %s, computed in f32",
+    snprintf(m->weight_dtype, sizeof m->weight_dtype, "GGUF %s",
              dtype_name(main_type));
     rc = 0;
 done:
@@ -324,7 +324,7 @@ static int load_hf_folder(Model *m, const char *dir, Error *err) {
         return -1;
     const TensorView *emb = tensorset_find(&m->tensors, tn_model(NAMES_HF, TN_EMBED));
     m->stored_dtype = emb ? emb->dtype : DT_COUNT;
-    snprintf(m->weight_dtype, sizeof m->weight_dtype, "%s, computed in f32",
+    snprintf(m->weight_dtype, sizeof m->weight_dtype, "%s",
              emb ? dtype_name(emb->dtype) : "?");
     finish_config(m);
     return 0;

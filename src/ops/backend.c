@@ -5,6 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const DTYPE_NAMES[] = {"auto", "f32", "bf16", "tf32", NULL};
+
+int dtype_parse(const char *name) {
+    for (int i = 0; DTYPE_NAMES[i]; i++)
+        if (!strcmp(name, DTYPE_NAMES[i])) return i;
+    return -1;
+}
+
 int backend_select(const char *name, const Backend **out, Error *err) {
     if (!strcmp(name, "cpu")) {
         *out = &BACKEND_CPU;

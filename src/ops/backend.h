@@ -20,6 +20,10 @@
 // On CUDA the fused attention's tile products follow: TF32 on TF32 tensor cores, BF16 on bf16
 // ones (q, k, v, dout and the probabilities rounded to bf16; f32 sums and softmax statistics).
 typedef enum { DTYPE_AUTO, DTYPE_F32, DTYPE_BF16, DTYPE_TF32 } ComputeDtype;
+// Their names, in that order, NULL-terminated (--dtype's values)
+extern const char *const DTYPE_NAMES[];
+// "auto" | "f32" | "bf16" | "tf32" -> ComputeDtype; -1 when the name is none of them
+int dtype_parse(const char *name);
 
 // A linear layer's weight as a backend prepared it for a compute dtype (opaque, owned by the
 // backend that made it; NULL = none: the op multiplies the f32 weight exactly).

@@ -19,15 +19,8 @@
 #include "data.h"
 #include "metrics.h"
 
-const char *const DTYPE_NAMES[] = {"auto", "f32", "bf16", "tf32"};
 const char *const MASTER_WEIGHTS_NAMES[] = {"auto", "f32", "bf16", NULL};
 const char *const FINE_TUNE_TYPE_NAMES[] = {"lora", "full", "dora", NULL};
-
-int dtype_parse(const char *name) {
-    for (int i = 0; i < 4; i++)
-        if (!strcmp(name, DTYPE_NAMES[i])) return i;
-    return -1;
-}
 
 const char *const LR_SCHEDULE_CHOICES[] = {"none", "cosine", "cosine_decay", "linear_schedule",
                                            "exponential_decay", "step_decay", NULL};
@@ -261,17 +254,15 @@ static int choose_masters(Trainer *t, Error *err) {
     t->bf16_masters = 0;
     if (!c->train || c->fine_tune != FT_FULL || c->master_weights == MASTER_F32) return 0;
     const ComputeDtype dtype = model_resolve_dtype(&t->m, c->dtype);
-    const int cap = (be->caps & BACKEND_CAP_BF16_MASTER) && be->linear_master;
+    Error why;
+    const int cap = !backend_bf16_masters(be, &why);
     if (c->master_weights == MASTER_AUTO) {
         t->bf16_masters = t->m.stored_dtype == DT_BF16 && dtype == DTYPE_BF16 && cap &&
                           c->optimizer != OPT_SGD;
         return 0;
     }
     t->out->usage = 1;  // --master-weights bf16 asked for what this run cannot do
-    if (!cap)
-        return err_set(err, "--master-weights bf16: the %s backend trains f32 master weights "
-                       "only (use --master-weights f32 or auto%s)", be->name,
-                       be->caps & BACKEND_CAP_DEVICE ? "" : ", or --device cuda");
+    if (!cap) return err_set(err, "%s", why.msg);
     if (dtype != DTYPE_BF16)
         return err_set(err, "--master-weights bf16: the products of bf16 weights run in bf16, "
                        "not %s (use --dtype bf16 or auto)", DTYPE_NAMES[dtype]);

@@ -54,9 +54,6 @@ typedef struct {
 // has bf16 masters (BACKEND_CAP_BF16_MASTER) and the optimizer is Adam/AdamW; else f32.
 typedef enum { MASTER_AUTO, MASTER_F32, MASTER_BF16 } MasterWeights;
 extern const char *const MASTER_WEIGHTS_NAMES[];  // "auto", "f32", "bf16"
-extern const char *const DTYPE_NAMES[];  // "auto", "f32", "bf16", "tf32"
-// "auto" | "f32" | "bf16" | "tf32" -> ComputeDtype; -1 when the name is none of them
-int dtype_parse(const char *name);
 
 void train_config_defaults(TrainConfig *c);  // mlx-lm's defaults
 // Applies the defaults of `tunelens train`'s flag table (src/cli/train.c), their one source.

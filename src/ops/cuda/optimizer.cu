@@ -12,6 +12,14 @@ struct AdamArgs {
     int wd;                              // weight_decay != 0
 };
 
+static AdamArgs adam_args(float lr, float beta1, float beta2, float eps, float weight_decay) {
+    AdamArgs a;
+    a.lr = lr, a.beta1 = beta1, a.beta2 = beta2, a.eps = eps;
+    a.decay = 1.0f - lr * weight_decay;  // host float arithmetic, as the CPU forms it
+    a.wd = weight_decay != 0.0f;
+    return a;
+}
+
 // p = p * decay (AdamW); m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr m / (sqrt(v) + eps)
 __device__ __forceinline__ void adam_one(float &p, float g, float &m, float &v, const AdamArgs &a) {
     if (a.wd) p = __fmul_rn(p, a.decay);
@@ -56,10 +64,7 @@ __global__ static void adam4_kernel(float4 *param, const float4 *grad, float4 *m
 void cuda_adam_update(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay) {
     if (n <= 0) return;
-    AdamArgs a;
-    a.lr = lr, a.beta1 = beta1, a.beta2 = beta2, a.eps = eps;
-    a.decay = 1.0f - lr * weight_decay;  // host float arithmetic, as the CPU forms it
-    a.wd = weight_decay != 0.0f;
+    const AdamArgs a = adam_args(lr, beta1, beta2, eps, weight_decay);
     if (n % 4 == 0 && cuda_aligned16(param) && cuda_aligned16(grad) && cuda_aligned16(m) &&
         cuda_aligned16(v)) {
         adam4_kernel<<<cuda_grid(n / 4, 256), 256>>>((float4 *)param, (const float4 *)grad,
@@ -200,10 +205,7 @@ void cuda_adam_table_free(AdamTable *t) {
 void cuda_adam_multi(const AdamTable *t, float lr, float beta1, float beta2, float eps,
                      float weight_decay) {
     if (!t || t->n_chunks <= 0) return;
-    AdamArgs a;
-    a.lr = lr, a.beta1 = beta1, a.beta2 = beta2, a.eps = eps;
-    a.decay = 1.0f - lr * weight_decay;  // host float arithmetic, as the CPU forms it
-    a.wd = weight_decay != 0.0f;
+    const AdamArgs a = adam_args(lr, beta1, beta2, eps, weight_decay);
     const int grid = t->n_chunks < (1 << 20) ? t->n_chunks : (1 << 20);
     adam_multi_kernel<<<grid, 256>>>(t->tensors, t->chunks, t->n_chunks, a);
     CUDA_LAUNCH_CHECK();
