@@ -440,6 +440,9 @@ static void section_training(StrBuf *b, const Results *r) {
     sb_printf(b, "| Final val loss | %.3f | %.3f |\n", l->final_val_loss, f->final_val_loss);
     sb_printf(b, "| Training time | %.0f s | %.0f s |\n", l->train_seconds, f->train_seconds);
     sb_printf(b, "| Matrix products | %s | %s |\n", l->dtype, f->dtype);
+    sb_printf(b, "| Trained weights, gradients, Adam state | %s | %s |\n",
+              l->master_weights ? l->master_weights : "f32",
+              f->master_weights ? f->master_weights : "f32");
     const char *dev1 = l->device, *dev2 = f->device;
     if (!*dev1) dev1 = "CPU";  // summaries from before the CUDA backend
     if (!*dev2) dev2 = "CPU";
@@ -449,8 +452,10 @@ static void section_training(StrBuf *b, const Results *r) {
     sb_printf(b, "Peak memory is %s; tokens/s counts trained (target) tokens over the time spent "
                  "in training steps. Matrix products in bf16 multiply bf16 copies of the weights "
                  "with f32 sums (a CPU's AVX512-BF16, CUDA's tensor cores), in tf32 run on TF32 "
-                 "tensor cores (10-bit mantissa inputs, f32 sums); weights, gradients and "
-                 "optimizer state are f32 either way, and the evaluations below run in %s.\n\n",
+                 "tensor cores (10-bit mantissa inputs, f32 sums). LoRA's adapters, their gradients and "
+                 "Adam state are f32; full fine-tuning's are f32, or with bf16 master weights "
+                 "(`--master-weights`, as mlx-lm trains a bf16 model) bf16, each update rounded "
+                 "to the nearest bf16. The evaluations below run in %s.\n\n",
               on_gpu ? "the most GPU memory each training process's buffers held at once (on a "
                        "CPU: its peak resident set)"
                      : "each training process's peak resident set", eval_dtype);

@@ -459,12 +459,14 @@ int train_result_from_json(cJSON *j, TrainResult *t) {
     t->train_seconds = num(j, "train_seconds");
     t->dtype = str_dup(j, "dtype");
     t->device = str_dup(j, "device");
+    t->master_weights = str_dup(j, "master_weights");
+    if (!*t->master_weights) free(t->master_weights), t->master_weights = xstrdup("f32");
     return 0;
 }
 
 void train_result_free(TrainResult *t) {
     cJSON_Delete(t->raw);
-    free(t->dtype), free(t->device);
+    free(t->dtype), free(t->device), free(t->master_weights);
     memset(t, 0, sizeof *t);
 }
 

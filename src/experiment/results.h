@@ -149,6 +149,8 @@ typedef struct {
     double trainable_params, total_params, peak_mem_gb, tokens_per_sec, learning_rate,
         final_train_loss, final_val_loss, train_seconds;
     char *dtype, *device;  // heap ("" when missing)
+    char *master_weights;  // heap: "f32" or "bf16" (train --master-weights; "f32" when missing,
+                           // a summary from before bf16 masters)
     cJSON *raw;
 } TrainResult;
 
