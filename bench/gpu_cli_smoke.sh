@@ -45,7 +45,7 @@ PY
 run lens "$BIN" lens --model $TINY --prompt "12 + 7 =" --all-layers
 run lens_adapter "$BIN" lens --model $TINY --prompt "12 + 7 =" --adapter $TINY/mlx_adapter
 run generate "$BIN" generate --model $TINY --prompt "12 + 7 =" --max-tokens 8 --dtype f32
-same generate
+same generate '/^Loaded /d; / generated in /d; p'   # the text, not where or how fast
 run generate_peft "$BIN" generate --model $TINY --prompt "1 + 1 =" --adapter $TINY/peft_adapter --max-tokens 4
 run patch "$BIN" patch --model $TINY --source "12 + 7 = " --target "3 + 4 = " --layer all
 run probe "$BIN" probe --model $TINY --data "$OUT/probe.jsonl" --layers 1,3
