@@ -53,7 +53,7 @@ static void test_direction_token(void **state) {
 static void save_vectors(const char *path, const char *const *names, int n, int len, DType dt,
                          const float *v) {
     SafetensorsEntry e[4];
-    for (int i = 0; i < n; i++) e[i] = (SafetensorsEntry){names[i], dt, 1, {len}, v + (size_t)i * len};
+    for (int i = 0; i < n; i++) e[i] = (SafetensorsEntry){names[i], dt, 1, {len}, v + (size_t)i * len, NULL};
     Error err = {{0}};
     if (safetensors_save(path, e, n, NULL, NULL, 0, &err)) fail_msg("%s", err.msg);
 }

@@ -192,7 +192,7 @@ static void test_export_peft_subset(void **state) {
         if (strncmp(t->name, "model.layers.2.", 15) && strncmp(t->name, "model.layers.3.", 15)) continue;
         if (!strstr(t->name, "q_proj") && !strstr(t->name, "down_proj")) continue;
         vals[n] = to_f32(t);
-        e[n] = (SafetensorsEntry){t->name, DT_BF16, 2, {t->shape[0], t->shape[1]}, vals[n]};
+        e[n] = (SafetensorsEntry){t->name, DT_BF16, 2, {t->shape[0], t->shape[1]}, vals[n], NULL};
         n++;
     }
     assert_int_equal(n, 8);
@@ -689,7 +689,7 @@ static void test_fuse_gguf(void **state) {
         for (int64_t k = 0; k < d0 * d1; k++) vals[i][k] = 0.05f * ((float)rand() / RAND_MAX - 0.5f);
         snprintf(names[i], sizeof names[i], "model.layers.%d.%s.%s.%s", layers[i / 2],
                  PROJ_PARENTS[p], PROJ_NAMES[p], i % 2 ? "lora_b" : "lora_a");
-        e[i] = (SafetensorsEntry){names[i], DT_F32, 2, {d0, d1}, vals[i]};
+        e[i] = (SafetensorsEntry){names[i], DT_F32, 2, {d0, d1}, vals[i], NULL};
     }
     char path[512];
     snprintf(path, sizeof path, "%s/adapters.safetensors", adapter);

@@ -504,12 +504,12 @@ static void save_ref_entries(SafetensorsEntry *e) {
     for (int i = 0; i < 6; i++) v_emb[i] = (float)((i - 3) / 7.0);
     for (int i = 0; i < 4; i++) v_z[i] = (float)((i + 1) / 3.0);
     // deliberately not in the file's order
-    e[0] = (SafetensorsEntry){"z.bf16", DT_BF16, 2, {2, 2}, v_z};
-    e[1] = (SafetensorsEntry){"emb", DT_F16, 2, {2, 3}, v_emb};
-    e[2] = (SafetensorsEntry){"layers.0.w", DT_F32, 2, {3, 5}, v_w};
-    e[3] = (SafetensorsEntry){"a.scalar", DT_F32, 0, {0}, v_sc};
-    e[4] = (SafetensorsEntry){"layers.0.b", DT_BF16, 1, {7}, v_b};
-    e[5] = (SafetensorsEntry){ODD_NAME, DT_F32, 1, {2}, v_odd};
+    e[0] = (SafetensorsEntry){"z.bf16", DT_BF16, 2, {2, 2}, v_z, NULL};
+    e[1] = (SafetensorsEntry){"emb", DT_F16, 2, {2, 3}, v_emb, NULL};
+    e[2] = (SafetensorsEntry){"layers.0.w", DT_F32, 2, {3, 5}, v_w, NULL};
+    e[3] = (SafetensorsEntry){"a.scalar", DT_F32, 0, {0}, v_sc, NULL};
+    e[4] = (SafetensorsEntry){"layers.0.b", DT_BF16, 1, {7}, v_b, NULL};
+    e[5] = (SafetensorsEntry){ODD_NAME, DT_F32, 1, {2}, v_odd, NULL};
 }
 
 static void test_safetensors_save(void **state) {
@@ -570,28 +570,56 @@ static void expect_save_fail(SafetensorsEntry *e, int n, const char *what) {
     assert_false(file_exists(out));
 }
 
+// 16-bit tensors given as their bits (a bf16 model's weights, saved with no round trip through
+// f32) write the same file as the same values given as floats
+static void test_safetensors_save_bits(void **state) {
+    (void)state;
+    SafetensorsEntry e[6];
+    save_ref_entries(e);
+    uint16_t z[4], emb[6], b[7];
+    for (int i = 0; i < 4; i++) z[i] = f32_to_bf16(v_z[i]);
+    for (int i = 0; i < 6; i++) emb[i] = f32_to_f16(v_emb[i]);
+    for (int i = 0; i < 7; i++) b[i] = f32_to_bf16(v_b[i]);
+    e[0].data = NULL, e[0].bits = z;
+    e[1].data = NULL, e[1].bits = emb;
+    e[4].data = NULL, e[4].bits = b;
+    const char *keys[] = {"format"}, *vals[] = {"pt"};
+    const char *out = tmp("saved_bits.safetensors");
+    Error err = {{0}};
+    if (safetensors_save(out, e, 6, keys, vals, 1, &err) != 0) fail_msg("%s", err.msg);
+    size_t na, nb;
+    uint8_t *mine = slurp(out, &na), *ref = slurp(FX("save_ref.safetensors"), &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(mine, ref, na);
+    free(mine), free(ref);
+}
+
 static void test_safetensors_save_errors(void **state) {
     (void)state;
     float v[4] = {0};
-    SafetensorsEntry e[2] = {{"a", DT_F32, 1, {4}, v}, {"a", DT_F16, 1, {4}, v}};
+    SafetensorsEntry e[2] = {{"a", DT_F32, 1, {4}, v, NULL}, {"a", DT_F16, 1, {4}, v, NULL}};
     expect_save_fail(e, 2, "given twice");
-    SafetensorsEntry e3[3] = {{"a", DT_F32, 1, {4}, v}, {"b", DT_BF16, 1, {4}, v}, {"a", DT_F16, 1, {4}, v}};
+    SafetensorsEntry e3[3] = {{"a", DT_F32, 1, {4}, v, NULL}, {"b", DT_BF16, 1, {4}, v, NULL},
+                              {"a", DT_F16, 1, {4}, v, NULL}};
     expect_save_fail(e3, 3, "'a' given twice");  // not neighbours in the file's dtype-first order
     const char *mk[] = {"k", "j", "k"}, *mv[] = {"1", "2", "3"};
     Error err = {{0}};
     assert_int_equal(safetensors_save(tmp("meta.safetensors"), e, 1, mk, mv, 3, &err), -1);
     assert_non_null(strstr(err.msg, "metadata key 'k' given twice"));
-    e[1] = (SafetensorsEntry){"b", DT_Q4_K, 1, {256}, v};
+    e[1] = (SafetensorsEntry){"b", DT_Q4_K, 1, {256}, v, NULL};
     expect_save_fail(e, 2, "cannot save dtype");
-    e[1] = (SafetensorsEntry){"__metadata__", DT_F32, 1, {4}, v};
+    e[1] = (SafetensorsEntry){"__metadata__", DT_F32, 1, {4}, v, NULL};
     expect_save_fail(e, 2, "invalid tensor name");
-    e[1] = (SafetensorsEntry){"b", DT_F32, 1, {4}, NULL};
+    e[1] = (SafetensorsEntry){"b", DT_F32, 1, {4}, NULL, NULL};
     expect_save_fail(e, 2, "NULL");
-    e[1] = (SafetensorsEntry){"b", DT_F32, 1, {-1}, v};
+    uint16_t bits[4] = {0};
+    e[1] = (SafetensorsEntry){"b", DT_F32, 1, {4}, NULL, bits};
+    expect_save_fail(e, 2, "16-bit values for an F32 tensor");
+    e[1] = (SafetensorsEntry){"b", DT_F32, 1, {-1}, v, NULL};
     expect_save_fail(e, 2, "bad shape");
-    e[1] = (SafetensorsEntry){"b", DT_F32, 5, {1}, v};
+    e[1] = (SafetensorsEntry){"b", DT_F32, 5, {1}, v, NULL};
     expect_save_fail(e, 2, "ndim");
-    e[1] = (SafetensorsEntry){"b", DT_F32, 4, {1 << 20, 1 << 20, 1 << 20, 1 << 20}, v};
+    e[1] = (SafetensorsEntry){"b", DT_F32, 4, {1 << 20, 1 << 20, 1 << 20, 1 << 20}, v, NULL};
     expect_save_fail(e, 2, "bad shape");
     // unwritable destination
     assert_int_equal(safetensors_save("/nonexistent_dir/x.safetensors", e, 1, NULL, NULL, 0, &err), -1);
@@ -1154,6 +1182,7 @@ int main(void) {
         cmocka_unit_test(test_safetensors_tiny),
         cmocka_unit_test(test_safetensors_index),
         cmocka_unit_test(test_safetensors_save),
+        cmocka_unit_test(test_safetensors_save_bits),
         cmocka_unit_test(test_safetensors_save_errors),
         cmocka_unit_test(test_gguf_truncated),
         cmocka_unit_test(test_safetensors_truncated),

@@ -127,8 +127,8 @@ static void test_second_adapter_replaces_first(void **state) {
                             "echo '{\"lora_parameters\": {\"rank\": 2, \"scale\": 1.0}}' > "
                             "/tmp/tunelens_test_adapter2/adapter_config.json"), 0);
     float a[64 * 2] = {0}, b[2 * 64] = {0};  // q_proj of layer 1: (in 64, r 2) and (r 2, out 64)
-    SafetensorsEntry e[2] = {{"model.layers.1.self_attn.q_proj.lora_a", DT_F32, 2, {64, 2}, a},
-                             {"model.layers.1.self_attn.q_proj.lora_b", DT_F32, 2, {2, 64}, b}};
+    SafetensorsEntry e[2] = {{"model.layers.1.self_attn.q_proj.lora_a", DT_F32, 2, {64, 2}, a, NULL},
+                             {"model.layers.1.self_attn.q_proj.lora_b", DT_F32, 2, {2, 64}, b, NULL}};
     Error err = {{0}};
     assert_int_equal(safetensors_save("/tmp/tunelens_test_adapter2/adapters.safetensors", e, 2, NULL, NULL, 0, &err), 0);
     Model m = load_ok(TINY, TINY "/mlx_adapter");
@@ -185,7 +185,7 @@ static void write_variant(const char *dir, int classic_config, int shards, int w
         float *src = i < ts.n ? model_param_by_name(&m, name, shape, &ndim) : m.head;
         if (i == ts.n) ndim = 2, shape[0] = m.cfg.vocab_size, shape[1] = m.cfg.dim;
         assert_non_null(src);
-        e[i] = (SafetensorsEntry){name, DT_BF16, ndim, {shape[0], shape[1]}, src};
+        e[i] = (SafetensorsEntry){name, DT_BF16, ndim, {shape[0], shape[1]}, src, NULL};
     }
     if (shards == 1) {
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -364,7 +364,7 @@ static void write_peft_patterns(const char *dir, const char *rank_pattern, const
         const TensorView *t = &ts.tensors[i];
         float *v = xmalloc(sizeof(float) * (size_t)tensor_numel(t));
         assert_int_equal(tensor_to_f32(t, v, &err), 0);
-        e[i] = (SafetensorsEntry){t->name, DT_F32, 2, {t->shape[0], t->shape[1]}, v};
+        e[i] = (SafetensorsEntry){t->name, DT_F32, 2, {t->shape[0], t->shape[1]}, v, NULL};
         int64_t rows = t->shape[0], cols = t->shape[1];
         if (strstr(t->name, "layers.2.mlp.down_proj.lora_A")) {  // (r 4, in): rows are ranks
             assert_int_equal(rows, 4);

@@ -432,7 +432,7 @@ int probe_save(const char *path, const ProbeResult *r, const char *const *labels
             bufs[i] = xmalloc(sizeof(float) * cnt[k]);
             for (size_t j = 0; j < cnt[k]; j++) bufs[i][j] = (float)src[k][j];
             names[i] = xasprintf("layer.%d.%s", r->layers[li].s.layer, what[k]);
-            e[i] = (SafetensorsEntry){names[i], DT_F32, k == 0 ? 2 : 1, {0}, bufs[i]};
+            e[i] = (SafetensorsEntry){names[i], DT_F32, k == 0 ? 2 : 1, {0}, bufs[i], NULL};
             if (k == 0) e[i].shape[0] = p->K, e[i].shape[1] = p->d;
             else e[i].shape[0] = (int64_t)cnt[k];
         }

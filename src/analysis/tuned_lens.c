@@ -65,8 +65,8 @@ int tuned_lens_save(const TunedLens *t, const char *path, Error *err) {
     for (int i = 0; i < L; i++) {
         names[2 * i] = xasprintf("layer.%d.weight", i - 1);
         names[2 * i + 1] = xasprintf("layer.%d.bias", i - 1);
-        e[2 * i] = (SafetensorsEntry){names[2 * i], DT_F32, 2, {C, C}, t->weight + (size_t)i * C * C};
-        e[2 * i + 1] = (SafetensorsEntry){names[2 * i + 1], DT_F32, 1, {C}, t->bias + (size_t)i * C};
+        e[2 * i] = (SafetensorsEntry){names[2 * i], DT_F32, 2, {C, C}, t->weight + (size_t)i * C * C, NULL};
+        e[2 * i + 1] = (SafetensorsEntry){names[2 * i + 1], DT_F32, 1, {C}, t->bias + (size_t)i * C, NULL};
     }
     char *layers = xasprintf("%d", L), *dim = xasprintf("%d", C);
     char *kp = t->kl_plain ? kl_list(t->kl_plain, L + 1) : xstrdup("null");

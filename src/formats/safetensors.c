@@ -433,7 +433,10 @@ int safetensors_save(const char *path, const SafetensorsEntry *entries, int n,
                     numel > (int64_t)(MAX_EXACT / 8))
                     rc = err_set(err, "%s: tensor '%s': bad shape (dim %d = %lld)", path, name, d,
                                  (long long)e->shape[d]);
-            if (rc == 0 && numel > 0 && !e->data) rc = err_set(err, "%s: tensor '%s': data is NULL", path, name);
+            if (rc == 0 && e->bits && e->dtype == DT_F32)
+                rc = err_set(err, "%s: tensor '%s': 16-bit values for an F32 tensor", path, name);
+            if (rc == 0 && numel > 0 && !e->data && !e->bits)
+                rc = err_set(err, "%s: tensor '%s': data is NULL", path, name);
             nbytes[i] = (uint64_t)numel * (e->dtype == DT_F32 ? 4 : 2);
         }
     }
@@ -520,8 +523,9 @@ int safetensors_save(const char *path, const SafetensorsEntry *entries, int n,
     for (int i = 0; i < n && rc == 0; i++) {
         const SafetensorsEntry *e = &entries[ord[i]];
         size_t cnt = (size_t)nbytes[ord[i]] / (e->dtype == DT_F32 ? 4 : 2);
-        if (e->dtype == DT_F32) {
-            if (cnt) rc = atomic_write(&f, e->data, cnt * 4, err);
+        if (e->dtype == DT_F32 || !e->data) {  // f32, or 16-bit values as they are
+            if (cnt) rc = e->data ? atomic_write(&f, e->data, cnt * 4, err)
+                              : atomic_write(&f, e->bits, cnt * 2, err);
             continue;
         }
         for (size_t j = 0; j < cnt && rc == 0; j += CHUNK) {

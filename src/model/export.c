@@ -323,7 +323,7 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
         transpose(dst, tmp, t->shape[0], t->shape[1]);
         snprintf(names[n_entries], sizeof names[0], "%s", tn_lora(LORA_PEFT, layer, proj, is_b).s);
         entries[n_entries] = (SafetensorsEntry){names[n_entries], DT_F32, 2,
-                                                {t->shape[1], t->shape[0]}, dst};
+                                                {t->shape[1], t->shape[0]}, dst, NULL};
         dst += tensor_numel(t);
         n_entries++;
         const TensorView *mg = is_b ? mags[i / 2] : NULL;
@@ -335,7 +335,7 @@ int peft_export_mlx(const char *adapter_dir, const char *out_dir, const char *ba
             }
             snprintf(names[n_entries], sizeof names[0], "%s",
                      tn_lora(LORA_PEFT, layer, proj, LORA_M).s);
-            entries[n_entries] = (SafetensorsEntry){names[n_entries], DT_F32, 1, {mg->shape[0]}, dst};
+            entries[n_entries] = (SafetensorsEntry){names[n_entries], DT_F32, 1, {mg->shape[0]}, dst, NULL};
             dst += mg->shape[0];
             n_entries++;
         }
@@ -600,7 +600,7 @@ static int save_shard(const char *path, const Weight *w, int n, int shard, DType
     for (int i = 0; i < n; i++)
         if (w[i].shard == shard)
             e[k++] = (SafetensorsEntry){w[i].name, dtype, w[i].ndim,
-                                        {w[i].shape[0], w[i].shape[1]}, w[i].data};
+                                        {w[i].shape[0], w[i].shape[1]}, w[i].data, NULL};
     const char *meta_k[] = {"format"}, *meta_v[] = {"pt"};  // transformers checks "format"
     int rc = safetensors_save(path, e, k, meta_k, meta_v, 1, err);
     free(e);

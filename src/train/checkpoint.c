@@ -162,29 +162,41 @@ static float *host_copy(const Backend *be, const float *buf, int64_t n) {
     return h;
 }
 
-// n bf16 values of backend be's buffer, widened to f32 on the host (heap)
-static float *host_copy16(const Backend *be, const uint16_t *buf, int64_t n) {
-    float *h = xmalloc(sizeof(float) * (size_t)(n ? n : 1));
-    buf_download_f32(be, h, buf, n, 1);
+// n bf16 values of backend be's buffer, their bits on the host as they are (heap)
+static uint16_t *host_bits(const Backend *be, const uint16_t *buf, int64_t n) {
+    uint16_t *h = xmalloc(sizeof(uint16_t) * (size_t)(n ? n : 1));
+    be->download(h, buf, sizeof(uint16_t) * (size_t)n);
     return h;
 }
 
-// The parameters' values on the host, in pl's order (heap, pl->total floats).
-static float *params_host(const ParamList *pl) {
-    float *h = xmalloc(sizeof(float) * (size_t)(pl->total ? pl->total : 1));
-    for (int64_t i = 0, off = 0; i < pl->n; off += pl->p[i].n, i++)
-        param_download(pl, &pl->p[i], h + off);
-    return h;
+// The parameters' values on the host (one heap block, returned), and a safetensors entry for
+// each in pl's order, named names[i] (NULL: the parameter's name): f32 values, or a bf16
+// master's bits as they are (as mlx-lm saves a bf16 model's weights; a 1B model's 2 GB are
+// then written with no widening to f32 and rounding back).
+static void *params_host(const ParamList *pl, SafetensorsEntry *e, char *const *names) {
+    size_t bytes = 0;
+    for (int i = 0; i < pl->n; i++)  // (each part 4-byte aligned)
+        bytes += ((size_t)pl->p[i].n * (pl->p[i].data16 ? 2 : 4) + 3) / 4 * 4;
+    char *host = xmalloc(bytes ? bytes : 1), *at = host;
+    for (int i = 0; i < pl->n; i++) {
+        const Param *p = &pl->p[i];
+        e[i] = (SafetensorsEntry){names ? names[i] : p->name, p->data16 ? DT_BF16 : DT_F32, p->ndim,
+                                  {p->shape[0], p->shape[1]}, NULL, NULL};
+        if (p->data16) {
+            pl->be->download(at, p->data16, sizeof(uint16_t) * (size_t)p->n);
+            e[i].bits = (const uint16_t *)at;
+        } else {
+            pl->be->download(at, p->data, sizeof(float) * (size_t)p->n);
+            e[i].data = (const float *)at;
+        }
+        at += ((size_t)p->n * (p->data16 ? 2 : 4) + 3) / 4 * 4;
+    }
+    return host;
 }
 
 static int save_params(const char *path, const ParamList *pl, Error *err) {
     SafetensorsEntry *e = xcalloc((size_t)pl->n, sizeof *e);
-    float *host = params_host(pl);
-    // bf16 master weights as stored (bf16, as mlx-lm saves a bf16 model's), the rest f32
-    for (int64_t i = 0, off = 0; i < pl->n; off += pl->p[i].n, i++)
-        e[i] = (SafetensorsEntry){pl->p[i].name, pl->p[i].data16 ? DT_BF16 : DT_F32,
-                                  pl->p[i].ndim, {pl->p[i].shape[0], pl->p[i].shape[1]},
-                                  host + off};
+    void *host = params_host(pl, e, NULL);
     int rc = safetensors_save(path, e, pl->n, NULL, NULL, 0, err);
     free(e), free(host);
     return rc;
@@ -286,35 +298,32 @@ static int save_state_tensors(const char *path, const TrainConfig *c, int iter,
     const ParamList *pl = s->pl;
     SafetensorsEntry *e = xcalloc((size_t)pl->n + 6, sizeof *e);
     char **names = xcalloc((size_t)pl->n, sizeof *names);
-    float *params = params_host(pl), *m = NULL, *v = NULL, *grads = NULL;  // host copies
-    float *m16 = NULL, *v16 = NULL, *grads16 = NULL;  // bf16 state, widened (exact)
-    int k = 0;
-    for (int64_t i = 0, off = 0; i < pl->n; off += pl->p[i].n, i++) {
-        names[i] = xasprintf("param/%s", pl->p[i].name);
-        e[k++] = (SafetensorsEntry){names[i], pl->p[i].data16 ? DT_BF16 : DT_F32, pl->p[i].ndim,
-                                    {pl->p[i].shape[0], pl->p[i].shape[1]}, params + off};
-    }
+    for (int i = 0; i < pl->n; i++) names[i] = xasprintf("param/%s", pl->p[i].name);
+    void *params = params_host(pl, e, names);  // host copies
+    float *m = NULL, *v = NULL, *grads = NULL;
+    uint16_t *m16 = NULL, *v16 = NULL, *grads16 = NULL;  // bf16 state, its bits
+    int k = pl->n;
     const Optimizer *opt = s->opt;
     if (opt->m) {
         m = host_copy(opt->be, opt->m, opt->n);
-        e[k++] = (SafetensorsEntry){"optimizer/m", DT_F32, 1, {opt->n}, m};
+        e[k++] = (SafetensorsEntry){"optimizer/m", DT_F32, 1, {opt->n}, m, NULL};
     }
     if (opt->v) {
         v = host_copy(opt->be, opt->v, opt->n);
-        e[k++] = (SafetensorsEntry){"optimizer/v", DT_F32, 1, {opt->n}, v};
+        e[k++] = (SafetensorsEntry){"optimizer/v", DT_F32, 1, {opt->n}, v, NULL};
     }
     if (opt->m16) {
-        m16 = host_copy16(opt->be, opt->m16, opt->n16);
-        v16 = host_copy16(opt->be, opt->v16, opt->n16);
-        e[k++] = (SafetensorsEntry){"optimizer/m_bf16", DT_BF16, 1, {opt->n16}, m16};
-        e[k++] = (SafetensorsEntry){"optimizer/v_bf16", DT_BF16, 1, {opt->n16}, v16};
+        m16 = host_bits(opt->be, opt->m16, opt->n16);
+        v16 = host_bits(opt->be, opt->v16, opt->n16);
+        e[k++] = (SafetensorsEntry){"optimizer/m_bf16", DT_BF16, 1, {opt->n16}, NULL, m16};
+        e[k++] = (SafetensorsEntry){"optimizer/v_bf16", DT_BF16, 1, {opt->n16}, NULL, v16};
     }
     if (mid_update) {
         grads = host_copy(s->g->be, s->g->arena, (int64_t)s->g->n_floats);
-        e[k++] = (SafetensorsEntry){"grads", DT_F32, 1, {(int64_t)s->g->n_floats}, grads};
+        e[k++] = (SafetensorsEntry){"grads", DT_F32, 1, {(int64_t)s->g->n_floats}, grads, NULL};
         if (s->g->n16) {
-            grads16 = host_copy16(s->g->be, s->g->arena16, (int64_t)s->g->n16);
-            e[k++] = (SafetensorsEntry){"grads_bf16", DT_BF16, 1, {(int64_t)s->g->n16}, grads16};
+            grads16 = host_bits(s->g->be, s->g->arena16, (int64_t)s->g->n16);
+            e[k++] = (SafetensorsEntry){"grads_bf16", DT_BF16, 1, {(int64_t)s->g->n16}, NULL, grads16};
         }
     }
     int rc = safetensors_save(path, e, k, NULL, NULL, 0, err);
