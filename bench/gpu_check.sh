@@ -1,6 +1,7 @@
 #!/bin/sh
 # gpu_check.sh — on a CUDA machine, from a build carried in .gpucheck/ (tunelens,
-# libtunelens_cuda.so, tests/test_cuda_ops [, test_model, test_train]; their libraries in
+# libtunelens_cuda.so, tests/test_cuda_ops [, test_model, test_train, test_dora, test_generate,
+# test_experiment]; their libraries in
 # .devlibs.tar.xz, made by bench/device_libs.sh): the CUDA op tests, then training steps on the Llama-3.2-1B shape at
 # 8 x ~512 tokens, one change at a time from the seed's path (TF32 products, materialised
 # attention) to the defaults, and a per-op profile of that step before and after. Builds
@@ -18,20 +19,22 @@ export TUNELENS_CUDA_LIB=$PWD/$GC/libtunelens_cuda.so
 BIN=$PWD/$GC/tunelens
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 if [ "$WHAT" != profile ]; then
-    ./$GC/tests/test_cuda_ops >"$OUT/cuda_ops.log" 2>&1
-    rc=$?
-    echo "test_cuda_ops rc=$rc"
+    # every test binary the build carried at once (the GPU has room for all; on an H100 the
+    # set takes ~2 minutes together against ~4 one after another), the benchmarks off
+    t0=$(date +%s)
+    for t in test_cuda_ops test_model test_train test_dora test_generate test_experiment; do
+        [ -x $GC/tests/$t ] || continue
+        ( TUNELENS_NO_BENCH=1 ./$GC/tests/$t >"$OUT/$t.log" 2>&1
+          echo "$t rc=$? ($(( $(date +%s) - t0 )) s)" ) &
+    done
+    wait
     # a failing tensor-core attention must not be timed: the f32 kernels then
-    if [ $rc != 0 ] && grep -q "FAILED.*test_attention" "$OUT/cuda_ops.log"; then
+    if grep -q "FAILED.*test_attention" "$OUT/test_cuda_ops.log" 2>/dev/null; then
         export TUNELENS_CUDA_ATTENTION_F32=1; echo "(bench with TUNELENS_CUDA_ATTENTION_F32=1)"
     fi
-    grep -E "FAILED|PASSED|largest|bench|peak|fail|error" "$OUT/cuda_ops.log"
-    # the model-level tests' CUDA cases (transformers/PEFT references, trajectories, dropout and
-    # checkpointing on the GPU), where the build carried them
-    for t in test_model test_train test_dora test_generate; do
-        [ -x $GC/tests/$t ] || continue
-        ./$GC/tests/$t >"$OUT/$t.log" 2>&1
-        echo "$t rc=$?"; grep -E "FAILED|PASSED|CUDA|cuda" "$OUT/$t.log" | head -20
+    for t in test_cuda_ops test_model test_train test_dora test_generate test_experiment; do
+        [ -f "$OUT/$t.log" ] || continue
+        echo "-- $t"; grep -E "FAILED|PASSED|largest|peak|fail|error|CUDA|cuda" "$OUT/$t.log" | head -20
     done
 fi
 [ "$WHAT" = tests ] && exit 0
