@@ -169,14 +169,16 @@ static uint16_t *host_bits(const Backend *be, const uint16_t *buf, int64_t n) {
     return h;
 }
 
+// A parameter's host bytes in params_host: f32 values or bf16 bits, 4-byte aligned
+static size_t host_bytes(const Param *p) { return ((size_t)p->n * (p->data16 ? 2 : 4) + 3) / 4 * 4; }
+
 // The parameters' values on the host (one heap block, returned), and a safetensors entry for
 // each in pl's order, named names[i] (NULL: the parameter's name): f32 values, or a bf16
 // master's bits as they are (as mlx-lm saves a bf16 model's weights; a 1B model's 2 GB are
 // then written with no widening to f32 and rounding back).
 static void *params_host(const ParamList *pl, SafetensorsEntry *e, char *const *names) {
     size_t bytes = 0;
-    for (int i = 0; i < pl->n; i++)  // (each part 4-byte aligned)
-        bytes += ((size_t)pl->p[i].n * (pl->p[i].data16 ? 2 : 4) + 3) / 4 * 4;
+    for (int i = 0; i < pl->n; i++) bytes += host_bytes(&pl->p[i]);
     char *host = xmalloc(bytes ? bytes : 1), *at = host;
     for (int i = 0; i < pl->n; i++) {
         const Param *p = &pl->p[i];
@@ -189,7 +191,7 @@ static void *params_host(const ParamList *pl, SafetensorsEntry *e, char *const *
             pl->be->download(at, p->data, sizeof(float) * (size_t)p->n);
             e[i].data = (const float *)at;
         }
-        at += ((size_t)p->n * (p->data16 ? 2 : 4) + 3) / 4 * 4;
+        at += host_bytes(p);
     }
     return host;
 }
