@@ -397,7 +397,6 @@ static void test_defaults_from_the_flag_table(void **state) {
     assert_true(c.lora_lr == 1e-4 && c.full_lr == 1e-5);
     assert_true(c.seed == 0 && c.quick == 0 && c.test_per_op == 0);
     assert_true(c.n_train == 4500 && c.n_valid == 500 && c.n_test == 500);
-    assert_string_equal(c.exe, "/proc/self/exe");
     assert_string_equal(c.dtype, "auto");
     assert_string_equal(c.device, "auto");
     assert_true(c.probe_stride == 1 && c.causal_per_op == 20 && c.emergence_per_op == 15);
@@ -411,7 +410,6 @@ static void run_quick(const char *out, int iters, int expect_ok, const char *exp
     c.quick = 1;
     c.iters = iters;
     c.test_per_op = 12;
-    c.exe = "./tunelens";  // tests run from the repo root after `make tunelens`
     Error err = {{0}};
     int rc = experiment_run(&c, &err);
     if (expect_ok && rc) fail_msg("%s", err.msg);

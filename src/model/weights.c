@@ -428,6 +428,15 @@ void model_detach_adapter(Model *m) {
         memset(m->blocks[l].lora, 0, sizeof m->blocks[l].lora);
 }
 
+int model_adapter_to_backend(Model *m, Error *err) {
+    const Backend *be = m->be;
+    m->be = &BACKEND_CPU;  // the arena's owner until it moves
+    int rc = move_arena(m, be, &m->adapter_arena, m->adapter_floats, err);
+    if (rc) model_detach_adapter(m);  // (host memory still)
+    m->be = be;
+    return rc;
+}
+
 int model_attach_lora(Model *m, const char *dir, Error *err) {
     if (m->adapter_arena) return err_set(err, "%s: the model has an adapter already", dir);
     // LoRA only: a full fine-tune writes the (device) weights, DoRA's norms read released ones
@@ -440,15 +449,15 @@ int model_attach_lora(Model *m, const char *dir, Error *err) {
     if (!lora) return err_set(err, "%s: not an mlx-lm LoRA adapter (fine_tune_type \"lora\")", dir);
     const Backend *be = m->be;
     m->be = &BACKEND_CPU;  // the adapter's arena is read on the host, then moved
-    int rc = model_load_adapter(m, dir, err) ||
-             move_arena(m, be, &m->adapter_arena, m->adapter_floats, err);
+    int rc = model_load_adapter(m, dir, err);
     if (rc) model_detach_adapter(m);  // (host memory still)
     m->be = be;
-    if (!rc && model_has_dora(m)) {
+    if (rc || model_adapter_to_backend(m, err)) return -1;
+    if (model_has_dora(m)) {
         model_detach_adapter(m);
         return err_set(err, "%s: a DoRA adapter cannot be attached to a loaded model", dir);
     }
-    return rc ? -1 : 0;
+    return 0;
 }
 
 int model_load_on(Model *m, const char *path, const char *adapter, const Backend *be,
