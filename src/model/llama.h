@@ -83,8 +83,8 @@ int model_load_on(Model *m, const char *path, const char *adapter, const Backend
 // An mlx-lm LoRA adapter folder (fine_tune_type "lora": no DoRA, no replaced weights) onto m,
 // a model without one, wherever its weights are (on a backend, prepared): the adapter is read
 // on the host, then moved to m's backend; the base weights and their handles stay as they are.
-// model_detach_adapter takes it off again. (The experiment evaluates LoRA on the base model it
-// keeps loaded.)
+// model_detach_adapter takes it off again (and the room an adapter had in the handles:
+// model_reserve_lora). (The experiment evaluates LoRA on the base model it keeps loaded.)
 int model_attach_lora(Model *m, const char *dir, Error *err);
 void model_detach_adapter(Model *m);
 // An adapter arena made on the host (adapter_attach, model_load_adapter) for a model whose
