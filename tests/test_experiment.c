@@ -397,7 +397,6 @@ static void test_defaults_from_the_flag_table(void **state) {
     assert_true(c.lora_lr == 1e-4 && c.full_lr == 1e-5);
     assert_true(c.seed == 0 && c.quick == 0 && c.test_per_op == 0);
     assert_true(c.n_train == 4500 && c.n_valid == 500 && c.n_test == 500);
-    assert_string_equal(c.exe, "/proc/self/exe");
     assert_string_equal(c.dtype, "auto");
     assert_string_equal(c.device, "auto");
     assert_true(c.probe_stride == 1 && c.causal_per_op == 20 && c.emergence_per_op == 15);
@@ -411,7 +410,6 @@ static void run_quick(const char *out, int iters, int expect_ok, const char *exp
     c.quick = 1;
     c.iters = iters;
     c.test_per_op = 12;
-    c.exe = "./tunelens";  // tests run from the repo root after `make tunelens`
     Error err = {{0}};
     int rc = experiment_run(&c, &err);
     if (expect_ok && rc) fail_msg("%s", err.msg);
@@ -526,13 +524,17 @@ static void test_quick_run_report_and_resume(void **state) {
         const cJSON *all = cJSON_GetObjectItem(cJSON_GetObjectItem(e, "test_accuracy"), "all");
         assert_int_equal(cJSON_GetObjectItem(all, "n")->valueint, 3 * 12);
     }
-    // emergence: base + the two checkpoints --quick saves, for each fine-tune
+    // emergence: base + the two checkpoints --quick saves, for each fine-tune (on a GPU, where
+    // the default --device auto runs it, the final weights alone: base + final)
+    const Backend *be;
+    if (backend_select("auto", &be, &err)) fail_msg("%s", err.msg);
+    const int n_cps = be->caps & BACKEND_CAP_DEVICE ? 2 : 3;
     const cJSON *em = cJSON_GetObjectItem(r, "emergence");
     for (int v = 0; v < 2; v++) {
         const cJSON *cps = cJSON_GetObjectItem(cJSON_GetObjectItem(em, v ? "full" : "lora"), "checkpoints");
-        assert_int_equal(cJSON_GetArraySize(cps), 3);
+        assert_int_equal(cJSON_GetArraySize(cps), n_cps);
         assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(cps, 0), "iter")->valueint, 0);
-        assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(cps, 2), "iter")->valueint, 6);
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(cps, n_cps - 1), "iter")->valueint, 6);
     }
     cJSON_Delete(r);
 
@@ -546,6 +548,88 @@ static void test_quick_run_report_and_resume(void **state) {
     assert_int_equal(before.st_mtime, after.st_mtime);
     // other settings in the same folder are refused, naming the setting
     run_quick(out, 7, 0, "other settings (iters: 6 there, 7 now)");
+}
+
+// A file's bytes (n of them), or NULL when it cannot be read.
+static char *file_bytes(const char *path, long *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = xmalloc((size_t)*n + 1);
+    if (fread(b, 1, (size_t)*n, f) != (size_t)*n) free(b), b = NULL;
+    fclose(f);
+    return b;
+}
+
+static void same_file(const char *a_dir, const char *b_dir, const char *name) {
+    char a[700], b[700];
+    long na = 0, nb = 0;
+    snprintf(a, sizeof a, "%s/%s", a_dir, name);
+    snprintf(b, sizeof b, "%s/%s", b_dir, name);
+    char *x = file_bytes(a, &na), *y = file_bytes(b, &nb);
+    if (!x || !y) fail_msg("%s: %s", x ? b : a, "cannot read");
+    if (na != nb || memcmp(x, y, (size_t)na)) fail_msg("%s and %s differ", a, b);
+    free(x), free(y);
+}
+
+static double summary_number(const char *dir, const char *key) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/train_summary.json", dir);
+    Error err = {{0}};
+    cJSON *j = json_read_object(path, &err);
+    if (!j) fail_msg("%s", err.msg);
+    const cJSON *v = cJSON_GetObjectItem(j, key);
+    assert_true(cJSON_IsNumber(v));
+    double x = v->valuedouble;
+    cJSON_Delete(j);
+    return x;
+}
+
+// The experiment trains in this process (train_run_on), on a GPU on the base model it keeps
+// from its evaluation (prepared for inference in bf16: LoRA, then the full fine-tune with bf16
+// master weights, in place), on the CPU on a model each stage loads. Either way a stage's
+// weights, checkpoints and losses are `tunelens train`'s (train_run, a fresh load) with the
+// stage's settings (experiment_train_config), bit for bit.
+static void test_stages_train_as_train_does(void **state) {
+    (void)state;
+    char out[512], data[600], mine[600], theirs[600];
+    snprintf(out, sizeof out, "%s/exp_train", g_tmp);
+    ExperimentConfig c;
+    experiment_defaults(&c);
+    c.model = TINY, c.out = out, c.quick = 1, c.iters = 6, c.test_per_op = 6, c.num_layers = 2;
+    c.causal_per_op = 0, c.probe_stride = 0;
+    Error err = {{0}};
+    if (experiment_run(&c, &err)) fail_msg("%s", err.msg);
+    const Backend *be;
+    if (backend_select(c.device, &be, &err)) fail_msg("%s", err.msg);
+    const int on_gpu = (be->caps & BACKEND_CAP_DEVICE) != 0;
+    snprintf(data, sizeof data, "%s/data", out);
+    for (int full = 0; full < 2; full++) {
+        const char *v = full ? "full" : "lora";
+        snprintf(mine, sizeof mine, "%s/%s", out, v);
+        snprintf(theirs, sizeof theirs, "%s/train_%s", g_tmp, v);
+        TrainConfig t;
+        experiment_train_config(&c, TINY, 2, on_gpu, full, data, theirs, &t);
+        t.quiet = 1;
+        TrainSummary sum;
+        if (train_run(&t, &sum, &err)) fail_msg("train %s: %s", v, err.msg);
+        same_file(mine, theirs, "adapters.safetensors");
+        if (!on_gpu) same_file(mine, theirs, "0000003_adapters.safetensors");
+        const char *keys[] = {"final_train_loss", "final_val_loss", "trained_tokens",
+                              "trainable_params"};
+        for (int k = 0; k < 4; k++)
+            if (summary_number(mine, keys[k]) != summary_number(theirs, keys[k]))
+                fail_msg("%s: %s %.9g, train's %.9g", v, keys[k], summary_number(mine, keys[k]),
+                         summary_number(theirs, keys[k]));
+        // on a GPU the kept base model trained (the tiny model's weights are bf16: bf16
+        // masters for the full fine-tune), loading nothing
+        double load = summary_number(mine, "load_seconds");
+        printf("  %s on %s: the stage's weights are train's bit for bit (%s)\n", v, be->name,
+               load == 0 ? "trained in place on the kept base model" : "loaded for the stage");
+        if (on_gpu) assert_true(load == 0);
+    }
 }
 
 // ---- the findings are computed from the numbers: a synthetic experiment folder whose numbers
@@ -791,6 +875,7 @@ int main(void) {
         cmocka_unit_test(test_causal_tests_on_solved_problems),
         cmocka_unit_test(test_exact_match_agrees_with_greedy),
         cmocka_unit_test(test_quick_run_report_and_resume),
+        cmocka_unit_test(test_stages_train_as_train_does),
         cmocka_unit_test(test_findings_follow_the_numbers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

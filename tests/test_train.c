@@ -5,7 +5,9 @@
 #include "formats/safetensors.h"
 #include "strict_backend.h"
 #include "test_util.h"
+#include "train/data.h"
 #include "train/params.h"
+#include "train/trainer.h"
 
 #define TINY FIXTURE("tiny")
 #define TRAIN FIXTURE("train")
@@ -982,6 +984,97 @@ static void test_bf16_masters_declined_on_cpu(void **state) {
     model_free(&m);
 }
 
+// ---- training a model the caller holds (train_run_on), as the experiment trains the base model
+// it keeps from its evaluation: prepared for inference, then LoRA in place (its adapter
+// detached after), then full fine-tuning with bf16 master weights in place. Each must give
+// train_run's weights (a fresh load and its own preparation) bit for bit.
+static char *file_bytes(const char *path, long *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s: cannot read", path);
+    fseek(f, 0, SEEK_END);
+    *n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = xmalloc((size_t)*n + 1);
+    assert_int_equal(fread(b, 1, (size_t)*n, f), (size_t)*n);
+    fclose(f);
+    return b;
+}
+
+static void same_adapters(const char *a_dir, const char *b_dir) {
+    char a[600], b[600];
+    long na, nb;
+    snprintf(a, sizeof a, "%s/adapters.safetensors", a_dir);
+    snprintf(b, sizeof b, "%s/adapters.safetensors", b_dir);
+    char *x = file_bytes(a, &na), *y = file_bytes(b, &nb);
+    if (na != nb || memcmp(x, y, (size_t)na)) fail_msg("%s and %s differ", a, b);
+    free(x), free(y);
+}
+
+// A few steps of the tiny model's last 2 blocks on arithmetic data (data_math_write), saved to
+// dir/NAME.
+static void in_place_config(TrainConfig *t, const char *dir, const char *name, int full,
+                            const char *device, char *path, size_t cap) {
+    train_config_defaults(t);
+    snprintf(path, cap, "%s/%s", dir, name);
+    t->model = TINY, t->train = 1, t->data = dir, t->iters = 4, t->batch_size = 2;
+    t->num_layers = 2, t->val_batches = 2, t->steps_per_eval = 4, t->save_every = 100;
+    t->fine_tune = full ? FT_FULL : FT_LORA, t->learning_rate = full ? 1e-3 : 1e-2;
+    t->adapter_path = path, t->device = device, t->quiet = 1;
+}
+
+static void run_in_place(const Backend *be, const char *device) {
+    char dir[256], mine[600], theirs[600];
+    tmp_dir_make(dir, sizeof dir, "test_train_in_place");
+    Error err = {{0}};
+    MathDataSpec spec = {40, 8, 8, 99, "+-*", 3, 1};
+    if (data_math_write(dir, &spec, &err)) fail_msg("%s", err.msg);
+    Model m;
+    if (model_load_on(&m, TINY, NULL, be, &err) || model_prepare_inference(&m, DTYPE_AUTO, &err))
+        fail_msg("%s", err.msg);
+    TrainSummary sum;
+    TrainConfig t;
+    for (int full = 0; full < 2; full++) {
+        in_place_config(&t, dir, full ? "full_fresh" : "lora_fresh", full, device, theirs,
+                        sizeof theirs);
+        if (train_run(&t, &sum, &err)) fail_msg("%s", err.msg);
+        in_place_config(&t, dir, full ? "full_kept" : "lora_kept", full, device, mine, sizeof mine);
+        if (!(be->caps & BACKEND_CAP_LINEAR_ONE_COPY)) {
+            // the CPU prepares a forward-only copy for inference: nothing to train in place
+            assert_int_equal(train_fits(&t, &m), 0);
+            assert_int_equal(train_run_on(&t, &m, &sum, &err), -1);
+            assert_non_null(strstr(err.msg, "cannot be trained as it is prepared"));
+            break;
+        }
+        assert_int_equal(train_fits(&t, &m), 1);
+        if (train_run_on(&t, &m, &sum, &err)) fail_msg("%s", err.msg);
+        same_adapters(mine, theirs);
+        assert_true(sum.load_seconds == 0);
+        if (full) {
+            assert_int_equal(sum.bf16_masters, 1);
+        } else {  // LoRA stays attached for the caller: then off, and the room given back
+            assert_non_null(m.adapter_arena);
+            assert_int_equal(train_fits(&t, &m), 0);
+            model_detach_adapter(&m);
+        }
+        printf("  %s on %s, trained in place on a model prepared for inference: the weights of "
+               "a fresh load's run bit for bit\n", full ? "full (bf16 masters)" : "LoRA", be->name);
+    }
+    // f32 master weights need the f32 weights the inference preparation released
+    in_place_config(&t, dir, "full_f32", 1, device, mine, sizeof mine);
+    t.master_weights = MASTER_F32;
+    assert_int_equal(train_fits(&t, &m), 0);
+    model_free(&m);
+    tmp_dir_remove(dir);
+}
+
+static void test_train_in_place_equals_fresh_load(void **state) {
+    run_in_place(&BACKEND_CPU, "cpu");
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    be->set_fast_matmul(0);
+    run_in_place(be, "cuda");
+}
+
 // The trainer's chunk: 512 MiB of f32 logits at Llama-3's 128256 words hold 1046 rows: 1024, in
 // multiples of 128; never fewer than 128 rows, never more than N.
 static void test_loss_chunk_rows(void **state) {
@@ -1003,6 +1096,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_masters_one_step),
         cmocka_unit_test(test_bf16_masters_track_f32),
         cmocka_unit_test(test_bf16_masters_declined_on_cpu),
+        cmocka_unit_test(test_train_in_place_equals_fresh_load),
         cmocka_unit_test(test_recompute_act_bit_identical),
         cmocka_unit_test(test_trajectories_on_strict_backend),
         cmocka_unit_test(test_recorded_steps_equal_plain),

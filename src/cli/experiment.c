@@ -86,11 +86,10 @@ static const FlagTable TABLE = {
     "  DIR/figures/*.svg.\n",
     FLAGS, (int)(sizeof FLAGS / sizeof FLAGS[0]), NULL};
 
-// The table's defaults, and the settings without a flag (data sizes, the program's path).
+// The table's defaults, and the settings without a flag (data sizes).
 static void args_defaults(ExperimentArgs *a) {
     memset(a, 0, sizeof *a);
     a->c.n_train = 4500, a->c.n_valid = 500, a->c.n_test = 500;
-    a->c.exe = "/proc/self/exe";
     flags_defaults(&TABLE, a);
 }
 

@@ -183,64 +183,6 @@ static const FlagTable TABLE = {
 
 void train_flags_defaults(TrainConfig *c) { flags_defaults(&TABLE, c); }
 
-// A child `tunelens train` running c: "tunelens", "train", then "--flag", "value" for every
-// flag whose value differs from the table's default (a bare --flag for switches), NULL-ended.
-// (Two words, not --flag=value: a tunelens built before --flag=value still reads them.)
-char **train_config_argv(const TrainConfig *c) {
-    TrainConfig d;
-    train_config_defaults(&d);
-    char **argv = xcalloc(2 * (size_t)TABLE.n + 3, sizeof *argv);
-    int n = 0;
-    argv[n++] = xstrdup("tunelens");
-    argv[n++] = xstrdup("train");
-    for (int i = 0; i < TABLE.n; i++) {
-        const FlagSpec *f = &TABLE.flags[i];
-        const void *v = (const char *)c + f->offset, *dv = (const char *)&d + f->offset;
-        char buf[96];
-        const char *value = NULL;
-        switch (f->type) {
-        case FLAG_INT:
-            if (*(const int *)v != *(const int *)dv)
-                snprintf(buf, sizeof buf, "%d", *(const int *)v), value = buf;
-            break;
-        case FLAG_ENUM:
-            if (*(const int *)v != *(const int *)dv) value = f->choices[*(const int *)v];
-            break;
-        case FLAG_DOUBLE:
-            if (*(const double *)v != *(const double *)dv)
-                snprintf(buf, sizeof buf, "%.17g", *(const double *)v), value = buf;
-            break;
-        case FLAG_U64:
-            if (*(const uint64_t *)v != *(const uint64_t *)dv)
-                snprintf(buf, sizeof buf, "%llu", (unsigned long long)*(const uint64_t *)v), value = buf;
-            break;
-        case FLAG_STRING: {
-            const char *x = *(const char *const *)v, *dx = *(const char *const *)dv;
-            if (x && (!dx || strcmp(x, dx))) value = x;
-            break;
-        }
-        case FLAG_SWITCH:
-            if (*(const int *)v) argv[n++] = xstrdup(f->name);
-            break;
-        case FLAG_CUSTOM:  // --lr-schedule-args (--config: the child gets every setting as a flag)
-            if (f->set == set_schedule_args && c->lr_schedule_nargs) {
-                int k = 0;
-                for (int a = 0; a < c->lr_schedule_nargs; a++)
-                    k += snprintf(buf + k, sizeof buf - (size_t)k, "%s%.17g", a ? "," : "",
-                                  c->lr_schedule_args[a]);
-                value = buf;
-            }
-            break;
-        default: break;
-        }
-        if (value) {
-            argv[n++] = xstrdup(f->name);
-            argv[n++] = xstrdup(value);
-        }
-    }
-    return argv;
-}
-
 // A double as Python's json writes a float (repr: the shortest digits that read back, with a
 // ".0" or an exponent, so mlx-lm reads a float where it wrote one): 20.0, 0.001, 1e-05.
 cJSON *train_python_float(double v) {
@@ -334,11 +276,6 @@ cJSON *train_flags_json(const TrainConfig *c) {
         cJSON_AddItemToObject(parent, leaf, x);
     }
     return j;
-}
-
-void train_config_argv_free(char **argv) {
-    for (int i = 0; argv && argv[i]; i++) free(argv[i]);
-    free(argv);
 }
 
 // ---- the YAML keys that are not one flag each: lr_schedule {name, arguments, warmup,

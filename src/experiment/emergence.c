@@ -68,40 +68,63 @@ static void remove_folder(const char *dir) {
     free(lw), free(lc);
 }
 
-// One model on the subset: the numbers of k points, point j at the peak layers peak[j] (the
-// base model serves both fine-tunes' curves from one pass).
-static int measure_on(const Model *m, const Problem *sub, const int *y, int n,
-                      const int (*peak)[N_OPS], int k, uint64_t seed, EmergencePoint *const *pts,
-                      Error *err) {
+// What a point needs of one model on the subset: the last position's residual rows
+// (n, L+1, C) and exact match ok (n).
+static int measure_rows(const Model *m, const Problem *sub, int n, EmergenceBase *b, Error *err) {
     const int L = m->cfg.n_layers, C = m->cfg.dim;
-    float *rows = malloc(sizeof(float) * (size_t)n * (L + 1) * C);
-    int *ok = xmalloc(sizeof(int) * (size_t)n);
-    double *pc = xmalloc(sizeof(double) * (size_t)n);
+    memset(b, 0, sizeof *b);
+    b->n = n;
+    b->rows = malloc(sizeof(float) * (size_t)n * (L + 1) * C);
+    b->ok = xmalloc(sizeof(int) * (size_t)(n ? n : 1));
+    double *pc = xmalloc(sizeof(double) * (size_t)(n ? n : 1));
+    int rc = b->rows ? 0 : err_set(err, "out of memory for %d x %d residual rows", n, L + 1);
+    if (!rc) rc = problem_residuals(m, sub, NULL, n, b->rows, err);
+    if (!rc) rc = evaluate_exact_match(m, sub, n, b->ok, pc, err);
+    free(pc);
+    if (rc) emergence_base_free(b);
+    return rc ? -1 : 0;
+}
+
+// k points from those measurements, point j at the peak layers peak[j]; the lens (final norm,
+// head) and vocabulary are m's.
+static int points_from(const Model *m, const EmergenceBase *b, const int *y, const int (*peak)[N_OPS],
+                       int k, uint64_t seed, EmergencePoint *const *pts, Error *err) {
+    const int L = m->cfg.n_layers, C = m->cfg.dim, n = b->n;
     VocabFacts vf;
     vocab_facts(m, &vf);
-    int rc = rows ? 0 : err_set(err, "out of memory for %d x %d residual rows", n, L + 1);
-    if (!rc) rc = problem_residuals(m, sub, NULL, n, rows, err);
+    int rc = 0;
     for (int j = 0; j < k; j++)
         for (int op = 0; op < N_OPS && !rc; op++) {
             EmergencePoint *p = pts[j];
             double sig[N_OPS];
             p->signal[op] = p->probe_accuracy[op] = NAN;
             if (peak[j][op] < 0) continue;
-            rc = classifier_signal_at(m, &vf, rows, y, n, peak[j][op], sig, err) ||
-                 op_probe_accuracy(rows, y, n, L, C, peak[j][op], seed, &p->probe_accuracy[op], err);
+            rc = classifier_signal_at(m, &vf, b->rows, y, n, peak[j][op], sig, err) ||
+                 op_probe_accuracy(b->rows, y, n, L, C, peak[j][op], seed, &p->probe_accuracy[op], err);
             p->signal[op] = sig[op];
         }
-    if (!rc) rc = evaluate_exact_match(m, sub, n, ok, pc, err);
     if (!rc) {
         int hit[N_OPS + 1] = {0}, cnt[N_OPS + 1] = {0};
-        for (int i = 0; i < n; i++) hit[y[i]] += ok[i], cnt[y[i]]++, hit[N_OPS] += ok[i], cnt[N_OPS]++;
+        for (int i = 0; i < n; i++)
+            hit[y[i]] += b->ok[i], cnt[y[i]]++, hit[N_OPS] += b->ok[i], cnt[N_OPS]++;
         for (int j = 0; j < k; j++)
             for (int op = 0; op <= N_OPS; op++)
                 pts[j]->accuracy[op] = cnt[op] ? (double)hit[op] / cnt[op] : NAN;
     }
     vocab_facts_free(&vf);
-    free(rows), free(ok), free(pc);
     return rc ? -1 : 0;
+}
+
+// One model on the subset: the numbers of k points, point j at the peak layers peak[j] (the
+// base model serves both fine-tunes' curves from one pass).
+static int measure_on(const Model *m, const Problem *sub, const int *y, int n,
+                      const int (*peak)[N_OPS], int k, uint64_t seed, EmergencePoint *const *pts,
+                      Error *err) {
+    EmergenceBase b;
+    if (measure_rows(m, sub, n, &b, err)) return -1;
+    int rc = points_from(m, &b, y, peak, k, seed, pts, err);
+    emergence_base_free(&b);
+    return rc;
 }
 
 // The same on a model loaded for it (adapter NULL = base), in the evaluations' precision.
@@ -133,8 +156,23 @@ int emergence_point(const Model *m, const Problem *probs, int n_probs, int per_o
     return rc;
 }
 
+int emergence_base_measure(const Model *m, const Problem *probs, int n_probs, int per_op,
+                           EmergenceBase *b, Error *err) {
+    Problem *sub = xmalloc(sizeof(Problem) * (size_t)n_probs);
+    int *y = xmalloc(sizeof(int) * (size_t)n_probs), n = subset(probs, n_probs, per_op, sub, y);
+    int rc = measure_rows(m, sub, n, b, err);
+    free(sub), free(y);
+    return rc;
+}
+
+void emergence_base_free(EmergenceBase *b) {
+    free(b->rows), free(b->ok);
+    memset(b, 0, sizeof *b);
+}
+
 int emergence_run(const char *model, const char *device, ComputeDtype dtype,
-                  const Model *base_model, const EmergencePoint *const known[2],
+                  const Model *base_model, const EmergenceBase *base_ahead,
+                  const EmergencePoint *const known[2],
                   const char *const adapter_dirs[2], const char *work_dir,
                   const EvalResult *final[2], const Problem *probs,
                   int n_probs, int per_op, uint64_t seed, ProgressFn progress, void *pctx,
@@ -167,7 +205,10 @@ int emergence_run(const char *model, const char *device, ComputeDtype dtype,
                                   out->curve[1].peak_layer[2]}};
     EmergencePoint *base[2] = {&out->curve[0].points[0], &out->curve[1].points[0]};
     if (progress) progress(pctx, "checkpoints", done, total);
-    if (!rc && base_model) rc = measure_on(base_model, sub, y, n, peaks, 2, seed, base, err);
+    if (!rc && base_ahead && base_ahead->n != n)
+        rc = err_set(err, "the base model was measured on %d problems, not %d", base_ahead->n, n);
+    else if (!rc && base_ahead) rc = points_from(base_model, base_ahead, y, peaks, 2, seed, base, err);
+    else if (!rc && base_model) rc = measure_on(base_model, sub, y, n, peaks, 2, seed, base, err);
     else if (!rc) rc = measure(model, NULL, be, dtype, sub, y, n, peaks, 2, seed, base, err);
     done++;
     for (int v = 0; v < 2 && !rc; v++) {

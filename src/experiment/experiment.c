@@ -1,14 +1,16 @@
 // experiment.c — the stages of `tunelens experiment`, each saved as it finishes so that a re-run
-// with the same --out carries on where the last one stopped. Training runs as a child
-// `tunelens train` process: its output is mlx-lm's, and its peak memory is its own.
+// with the same --out carries on where the last one stopped. Training runs in this process, as
+// `tunelens train` runs it (train_run_on: the same output and files). On a GPU the base model
+// is loaded once: kept from its evaluation (in bf16, prepared for inference), it trains LoRA in
+// place, evaluates it with the trained adapter still attached, then trains the full fine-tune
+// in place (bf16 master weights: its handles are those weights) and evaluates that; only a
+// full fine-tune with f32 master weights loads the model again (the f32 weights it trains were
+// released). On the CPU each stage loads the model itself.
 #include "experiment.h"
 
-#include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../formats/json_file.h"
@@ -27,7 +29,11 @@ typedef struct {
     int num_layers;       // blocks to train (--num-layers resolved against the model)
     ComputeDtype dtype;   // --dtype: training's, and (model_prepare_inference) the evaluations'
     Model base;           // on a GPU: the base model, kept from its evaluation (eval_stage), in
-    int have_base;        // device memory (not the host memory the training processes use)
+    int have_base;        // device memory, prepared for inference
+    int lora_on_base;     // base carries the LoRA adapter just trained on it (train_stage)
+    int base_trained;     // base is the full fine-tune now, trained in place: no base any more
+    EmergenceBase em_base;  // the base model's emergence measurements, taken before it was
+    int have_em_base;       // trained in place (or freed)
 } Run;
 
 static void progress(void *ctx, const char *what, int done, int total) {
@@ -89,80 +95,70 @@ static int check_settings(const char *dir, const cJSON *settings, Error *err) {
     return 0;
 }
 
-// ---- stage: training, as a child `tunelens train`
-static int train_stage(Run *r, int full, const char *data, const char *adapter_dir, Error *err) {
-    const ExperimentConfig *c = r->c;
-    // The child's flags come from train's flag table (train_config_argv): the settings below,
-    // each written only when it is not train's default.
-    TrainConfig t;
-    train_config_defaults(&t);
-    t.model = r->model;
-    t.train = 1;
-    t.data = data;
-    t.iters = c->iters;
-    t.batch_size = c->batch_size;
-    t.learning_rate = full ? c->full_lr : c->lora_lr;
-    t.num_layers = r->num_layers;
-    t.seed = c->seed;
-    t.adapter_path = adapter_dir;
-    t.val_batches = c->quick ? 5 : 25;
-    t.steps_per_eval = c->quick ? c->iters : 200;
-    t.fine_tune = full ? FT_FULL : FT_LORA;
-    t.dtype = r->dtype;
-    if (full) t.master_weights = c->master_weights;
-    t.device = c->device;
+void experiment_train_config(const ExperimentConfig *c, const char *model, int num_layers,
+                             int on_gpu, int full, const char *data, const char *adapter_dir,
+                             TrainConfig *t) {
+    train_config_defaults(t);
+    t->model = model;
+    t->train = 1;
+    t->data = data;
+    t->iters = c->iters;
+    t->batch_size = c->batch_size;
+    t->learning_rate = full ? c->full_lr : c->lora_lr;
+    t->num_layers = num_layers;
+    t->seed = c->seed;
+    t->adapter_path = adapter_dir;
+    t->val_batches = c->quick ? 5 : 25;
+    t->steps_per_eval = c->quick ? c->iters : 200;
+    t->fine_tune = full ? FT_FULL : FT_LORA;
+    t->dtype = (ComputeDtype)dtype_parse(c->dtype);
+    if (full) t->master_weights = c->master_weights;
+    t->device = c->device;
     // checkpoints every 100 iterations, as mlx-lm; on a GPU a stage takes seconds while a
     // full fine-tune's checkpoint of a 1B model (weights + Adam state) is gigabytes: none, past
     // the last iteration, so the final weights are written once (a numbered checkpoint at the
     // end is a second copy: 3.9 GB more for a 1B full fine-tune); emergence's last point is
     // the final model's, measured by its evaluation (--quick: halfway and at the end, so that
     // emergence over training has a curve)
-    t.save_every = r->on_gpu ? c->iters + 1 : c->quick ? (c->iters + 1) / 2 : 100;
+    t->save_every = on_gpu ? c->iters + 1 : c->quick ? (c->iters + 1) / 2 : 100;
+}
+
+// ---- stage: training, in this process (train_run_on), on the kept base model where it can
+// train as it is prepared (train_fits), else on a model the stage loads
+static int train_stage(Run *r, int full, const char *data, const char *adapter_dir,
+                       const Problem *probs, int n_probs, Error *err) {
+    const ExperimentConfig *c = r->c;
+    if (r->lora_on_base) model_detach_adapter(&r->base), r->lora_on_base = 0;  // (evaluated)
+    TrainConfig t;
+    experiment_train_config(c, r->model, r->num_layers, r->on_gpu, full, data, adapter_dir, &t);
     t.quiet = !r->interactive;
     char *state = path_join(adapter_dir, "training_state.json");
     t.resume = file_exists(state);  // a killed stage continues from its checkpoint
     free(state);
-    char **argv = train_config_argv(&t);
-    fflush(stdout);
-    fflush(stderr);
-    // Ctrl-C reaches the child too, which saves a checkpoint and exits 130; this process waits
-    // for that instead of dying first.
-    struct sigaction ignore = {0}, old_int, old_term;
-    ignore.sa_handler = SIG_IGN;
-    sigaction(SIGINT, &ignore, &old_int);
-    sigaction(SIGTERM, &ignore, &old_term);
-    pid_t pid = fork();
-    if (pid == 0) {
-        signal(SIGINT, SIG_DFL);  // ignored dispositions would survive exec
-        signal(SIGTERM, SIG_DFL);
-        execv(c->exe, argv);
-        fprintf(stderr, "tunelens: cannot run %s: %s\n", c->exe, strerror(errno));
-        _exit(127);
+    const int in_place = r->have_base && !r->base_trained && train_fits(&t, &r->base);
+    // A full fine-tune in place changes the base model: emergence's iteration 0 is measured on
+    // it first (its points follow once the fine-tunes' peak layers are known: emergence_run)
+    char *em_path = xasprintf("%s/eval/emergence.json", c->out);
+    if (in_place && full && c->emergence_per_op > 0 && !file_exists(em_path) && !r->have_em_base) {
+        if (emergence_base_measure(&r->base, probs, n_probs, c->emergence_per_op, &r->em_base,
+                                   err)) {
+            free(em_path);
+            return -1;
+        }
+        r->have_em_base = 1;
     }
-    int status = 0, rc = 0;
-    if (pid < 0) rc = err_set(err, "cannot start the training process: %s", strerror(errno));
-    while (!rc && waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) rc = err_set(err, "waiting for the training process: %s", strerror(errno));
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    train_config_argv_free(argv);
-    if (rc) return -1;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 130)
+    free(em_path);
+    fflush(stdout);
+    TrainSummary sum;
+    int rc = train_run_on(&t, in_place ? &r->base : NULL, &sum, err);
+    if (in_place && full) r->base_trained = 1;  // (even when it failed: the weights changed)
+    if (in_place && !full) r->lora_on_base = !rc;
+    if (in_place && !full && rc) model_detach_adapter(&r->base);
+    if (rc && sum.interrupted)
         return err_set(err, "interrupted during %s training; its checkpoint is saved: run the "
                        "same command again to continue", full ? "full" : "LoRA");
-    if (WIFSIGNALED(status))
-        return err_set(err, "%s training was killed by signal %d; re-run the same command to "
-                       "start this stage again", full ? "full" : "LoRA", WTERMSIG(status));
-    if (WEXITSTATUS(status))
-        return err_set(err, "%s training failed (exit %d; its message is above)",
-                       full ? "full" : "LoRA", WEXITSTATUS(status));
-    char *path = path_join(adapter_dir, "train_summary.json");
-    cJSON *summary = json_read_object(path, err);
-    free(path);
-    if (!summary) return -1;
-    const cJSON *ls = cJSON_GetObjectItem(summary, "load_seconds");
-    if (cJSON_IsNumber(ls)) r->load_seconds += ls->valuedouble;
-    cJSON_Delete(summary);
+    if (rc) return err_wrap(err, "%s training", full ? "full" : "LoRA");
+    r->load_seconds += sum.load_seconds;
     return 0;
 }
 
@@ -217,8 +213,10 @@ static int known_point_read(const Run *r, int v, const EvalResult *fin, Emergenc
 }
 
 // ---- stage: one variant's evaluation, in the precision training used (model_prepare_inference).
-// On a GPU the base model stays loaded from its evaluation to the end of the run: LoRA is
-// evaluated on it with the adapter attached, and emergence's iteration 0 is measured on it.
+// On a GPU the base model stays loaded from its evaluation to the end of the run (train_stage
+// trains it in place): LoRA is evaluated on it with the adapter the LoRA stage trained still
+// attached (or the saved one attached, when that stage ran before), the full fine-tune on it
+// when it was trained in place, and emergence's iteration 0 is measured on it.
 static int eval_stage(Run *r, const char *variant, const char *adapter_dir, const Problem *probs,
                       int n_probs, const char *out_path, Error *err) {
     Model own, *m = &own;
@@ -226,8 +224,12 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
     Error ignored;
     double t0 = now_seconds();
     if (backend_select(r->c->device, &be, err)) return -1;
-    int attached = r->have_base && adapter_dir && !model_attach_lora(&r->base, adapter_dir, &ignored);
-    if (attached) m = &r->base;
+    const int full = adapter_dir && !strcmp(variant, "full");
+    int attached = 0, on_base = full ? r->base_trained : adapter_dir && r->lora_on_base;
+    if (!on_base && !full)
+        attached = r->have_base && !r->base_trained && adapter_dir &&
+                   !model_attach_lora(&r->base, adapter_dir, &ignored);
+    if (on_base || attached) m = &r->base;
     else if (model_load_on(m, r->model, adapter_dir, be, err)) return -1;
     else if (model_prepare_inference(m, r->dtype, err)) {
         model_free(m);
@@ -243,15 +245,16 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
     EvalResult e;
     int rc = evaluate_variant(m, probs, n_probs, &opt, progress, r, &e, err);
     if (!rc && adapter_dir) rc = known_point_write(r, variant, m, &e, probs, n_probs, err);
-    if (attached) model_detach_adapter(m);
+    const ComputeDtype dtype = model_inference_dtype(m, r->dtype);  // (before m is freed)
+    if (attached || (on_base && !full)) model_detach_adapter(m), r->lora_on_base = 0;
     else if (!rc && !adapter_dir && r->on_gpu && !r->have_base) r->base = own, r->have_base = 1;
-    else model_free(m);
+    else if (m == &own) model_free(m);
     if (r->interactive) printf("\r%*s\r", 70, "");
     if (rc) return -1;
     e.seconds = now_seconds() - r->t_stage;
     e.load_seconds = load;
     e.device = xstrdup(be->device);
-    e.dtype = xstrdup(DTYPE_NAMES[model_inference_dtype(m, r->dtype)]);
+    e.dtype = xstrdup(DTYPE_NAMES[dtype]);
     cJSON *j = eval_to_json(&e);
     rc = json_write_file(out_path, j, err);
     if (!rc)
@@ -287,10 +290,15 @@ static int emergence_stage(Run *r, const char *lora, const char *full, const cha
             if (known_point_read(r, v, &fin[v], &known[v])) kp[v] = &known[v];
         r->variant = "emergence";
         r->t_stage = now_seconds();
-        if (!rc)
-            rc = emergence_run(r->model, r->c->device, r->dtype, r->have_base ? &r->base : NULL,
+        if (!rc) {
+            // the kept base model; trained in place, only its lens, with what was measured
+            // on it before (train_stage)
+            const int ahead = r->base_trained && r->have_em_base;
+            const Model *base = r->have_base && (!r->base_trained || ahead) ? &r->base : NULL;
+            rc = emergence_run(r->model, r->c->device, r->dtype, base, ahead ? &r->em_base : NULL,
                                kp, dirs, work, fp, probs, n_probs, r->c->emergence_per_op,
                                r->c->seed, progress, r, &em, err);
+        }
         if (r->interactive) printf("\r%*s\r", 70, "");
         if (!rc) {
             cJSON *j = emergence_to_json(&em);
@@ -368,7 +376,7 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
         if (file_exists(path))
             printf("  done before: %s\n", stages[k].train ? stages[k].adapter : path);
         else if (stages[k].train)
-            failed = train_stage(&r, stages[k].full, data, stages[k].adapter, err);
+            failed = train_stage(&r, stages[k].full, data, stages[k].adapter, probs, n_probs, err);
         else
             failed = eval_stage(&r, stages[k].variant, stages[k].adapter, probs, n_probs, path, err);
         free(path);
@@ -388,6 +396,7 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
     rc = 0;
 done:
     if (r.have_base) model_free(&r.base);
+    if (r.have_em_base) emergence_base_free(&r.em_base);
     free(probs);
     cJSON_Delete(settings);
     free(model), free(data), free(test), free(lora), free(full), free(eval_dir);

@@ -7,6 +7,7 @@
 
 #include "../common.h"
 #include "../model/llama.h"
+#include "../train/trainer.h"
 #include "results.h"
 
 typedef struct {
@@ -19,7 +20,6 @@ typedef struct {
     int quick;               // fewer iterations and test prompts
     int test_per_op;         // test prompts per operation for the evaluations (0 = all)
     int n_train, n_valid, n_test;
-    const char *exe;         // this program, to run `train` stages as child processes
     const char *dtype;       // training's matrix products: "auto", "f32", "bf16" or "tf32"
     const char *device;      // where everything runs: "auto", "cpu" or "cuda"
     int master_weights;      // the full fine-tune's master weights (MasterWeights, train's
@@ -34,6 +34,13 @@ typedef struct {
 // they are declared, and the settings without a flag); quick 0, test_per_op 0 (all).
 void experiment_defaults(ExperimentConfig *c);
 int experiment_run(const ExperimentConfig *c, Error *err);
+// A training stage's settings, as `tunelens train`'s (t): LoRA (full = 0) or full fine-tuning of
+// model's last num_layers blocks (resolved against the model) on the data folder, saved to
+// adapter_dir; on_gpu: the checkpoints of a GPU run (the final weights alone). The stage sets
+// quiet and resume itself.
+void experiment_train_config(const ExperimentConfig *c, const char *model, int num_layers,
+                             int on_gpu, int full, const char *data, const char *adapter_dir,
+                             TrainConfig *t);
 
 // ---- pieces (evaluate.c): one model variant's measurements, as typed results (results.h).
 extern const char EXP_OPS[N_OPS + 1];       // "+-*"
@@ -124,9 +131,22 @@ void causal_diff_ci(const double *before, const double *after, int n, uint64_t s
 // loaded and prepared in dtype (model_prepare_inference), except what the caller has at hand:
 // base_model (may be NULL) serves iteration 0, and known[v] (may be NULL) is fine-tune v's
 // point at its iteration, measured before (emergence_point) on the model as loaded then; past
-// the numbered checkpoints, it is the final model's and ends the curve.
+// the numbered checkpoints, it is the final model's and ends the curve. base_ahead (may be
+// NULL): the base model's measurements taken before a stage changed it (emergence_base_measure;
+// the experiment trains its kept base model in place), iteration 0's points computed from them
+// with base_model's lens (its final norm, head and vocabulary: a full fine-tune trains the
+// blocks alone, so the fine-tuned model's lens is the base's).
+typedef struct {
+    float *rows;  // (n, L+1, C) the last position's residual after each layer
+    int *ok;      // (n) exact match
+    int n;        // problems: the first per_op of each operation
+} EmergenceBase;
+int emergence_base_measure(const Model *m, const Problem *probs, int n_probs, int per_op,
+                           EmergenceBase *b, Error *err);
+void emergence_base_free(EmergenceBase *b);
 int emergence_run(const char *model, const char *device, ComputeDtype dtype,
-                  const Model *base_model, const EmergencePoint *const known[2],
+                  const Model *base_model, const EmergenceBase *base_ahead,
+                  const EmergencePoint *const known[2],
                   const char *const adapter_dirs[2], const char *work_dir,
                   const EvalResult *final[2], const Problem *probs, int n_probs, int per_op,
                   uint64_t seed, ProgressFn progress, void *pctx, Emergence *out, Error *err);

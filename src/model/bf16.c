@@ -24,6 +24,13 @@ int model_prepare_inference(Model *m, ComputeDtype want, Error *err) {
     return model_prepare_linears(m, model_inference_dtype(m, want), L, L, err);
 }
 
+// Room in h for the adapter lo (none: the room given back), zero-filled: a room another adapter
+// used is given back first.
+static int reserve_room(const Backend *be, LinearWeight *h, const LoraLinear *lo) {
+    if (!h || !be->linear_lora_reserve) return 0;
+    return be->linear_lora_reserve(h, 0) || (lo->rank > 0 && be->linear_lora_reserve(h, lo->rank));
+}
+
 int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int frozen_below,
                           Error *err) {
     const ModelConfig *c = &m->cfg;
@@ -41,18 +48,27 @@ int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int 
                 goto oom;
             // room for the adapter in the handle, where the backend folds LoRA's products
             // into the layer's (linear_lora_*)
-            if (b->lin[p] && b->lora[p].rank > 0 && be->linear_lora_reserve &&
-                be->linear_lora_reserve(b->lin[p], b->lora[p].rank))
-                goto oom;
+            if (b->lora[p].rank > 0 && reserve_room(be, b->lin[p], &b->lora[p])) goto oom;
         }
     }
     // the head keeps its f32 too: it is (or may be tied to) the embedding table
     if (be->linear_prepare(&m->head_lin, &m->head, c->vocab_size, c->dim, dtype, 1, 1)) goto oom;
+    m->linear_dtype = dtype;
+    m->linear_first_backward = first_backward, m->linear_frozen_below = frozen_below;
     return 0;
 oom:
     model_release_linears(m);
     return err_set(err, "out of memory for the %s copies of the weights (use --dtype f32)",
                    dtype == DTYPE_BF16 ? "bf16" : dtype == DTYPE_TF32 ? "tf32" : "f32");
+}
+
+int model_reserve_lora(Model *m, Error *err) {
+    for (int l = 0; m->blocks && l < m->cfg.n_layers; l++)
+        for (int p = 0; p < N_PROJ; p++)
+            if (reserve_room(m->be, m->blocks[l].lin[p], &m->blocks[l].lora[p]))
+                return err_set(err, "out of %s memory for the adapter's room in the weights",
+                               m->be->device);
+    return 0;
 }
 
 int backend_bf16_masters(const Backend *be, Error *err) {
@@ -62,11 +78,23 @@ int backend_bf16_masters(const Backend *be, Error *err) {
                    be->caps & BACKEND_CAP_DEVICE ? "" : ", or --device cuda");
 }
 
+int model_linears_serve(const Model *m, ComputeDtype dtype, int first_backward, int frozen_below) {
+    return m->linear_dtype != DTYPE_AUTO && m->linear_dtype == dtype &&
+           m->linear_frozen_below == frozen_below &&
+           (m->linear_first_backward <= first_backward ||
+            (m->be->caps & BACKEND_CAP_LINEAR_ONE_COPY));
+}
+
 int model_prepare_bf16_masters(Model *m, int first_backward, Error *err) {
     if (backend_bf16_masters(m->be, err)) return -1;
     // every f32 original may go: frozen ones as always, trained ones because their bf16
-    // handle is the weight from now on
-    if (model_prepare_linears(m, DTYPE_BF16, first_backward, m->cfg.n_layers, err)) return -1;
+    // handle is the weight from now on. Handles made so already (a model prepared for
+    // inference in bf16) are those weights, rounded once from the same f32: they stay, only
+    // the room an adapter had in them goes back.
+    const int L = m->cfg.n_layers;
+    if (model_linears_serve(m, DTYPE_BF16, first_backward, L) ? model_reserve_lora(m, err)
+                                                             : model_prepare_linears(m, DTYPE_BF16, first_backward, L, err))
+        return -1;
     m->bf16_masters = 1;
     return 0;
 }
@@ -88,6 +116,7 @@ void model_release_linears(Model *m) {
             }
     m->be->linear_release(m->head_lin);
     m->head_lin = NULL;
+    m->linear_dtype = DTYPE_AUTO;
 }
 
 size_t model_linear_bytes(const Model *m) {

@@ -55,6 +55,8 @@ typedef struct {
     DType stored_dtype;        // the type most weights are stored in (DT_COUNT: unknown)
     int bf16_masters;          // full fine-tuning's linear weights live only in their bf16
                                // handles and train there (model_prepare_bf16_masters)
+    ComputeDtype linear_dtype; // what model_prepare_linears last prepared (DTYPE_AUTO: nothing),
+    int linear_first_backward, linear_frozen_below;  // and its blocks' arguments
     // between model_open and model_materialize: the mapped files and what goes where
     int is_open_only;
     GGUFFile gguf;
@@ -81,10 +83,13 @@ int model_load_on(Model *m, const char *path, const char *adapter, const Backend
 // An mlx-lm LoRA adapter folder (fine_tune_type "lora": no DoRA, no replaced weights) onto m,
 // a model without one, wherever its weights are (on a backend, prepared): the adapter is read
 // on the host, then moved to m's backend; the base weights and their handles stay as they are.
-// model_detach_adapter takes it off again. (The experiment evaluates LoRA on the base model it
-// keeps loaded.)
+// model_detach_adapter takes it off again (and the room an adapter had in the handles:
+// model_reserve_lora). (The experiment evaluates LoRA on the base model it keeps loaded.)
 int model_attach_lora(Model *m, const char *dir, Error *err);
 void model_detach_adapter(Model *m);
+// An adapter arena made on the host (adapter_attach, model_load_adapter) for a model whose
+// weights are on its backend already: moved there (on failure it is freed, m has no adapter).
+int model_adapter_to_backend(Model *m, Error *err);
 void model_free(Model *m);
 // Every id inside the embedding (tokenizers may know a few more tokens than the model).
 int model_check_ids(const Model *m, const int *ids, int n, Error *err);
@@ -125,12 +130,26 @@ int model_prepare_inference(Model *m, ComputeDtype want, Error *err);
 // dtype must be one the backend supports (be->supports); err says why not.
 int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int frozen_below,
                           Error *err);
+// Whether m's handles are already what model_prepare_linears(m, dtype, first_backward,
+// frozen_below) would make of the weights as loaded: prepared in dtype with the same f32
+// originals released, and for the input gradient from first_backward on (or by a backend
+// whose handles serve both directions, BACKEND_CAP_LINEAR_ONE_COPY). A model prepared for
+// inference (model_prepare_inference) can then be trained as it is: nothing is prepared again
+// (its released f32 weights could not be).
+int model_linears_serve(const Model *m, ComputeDtype dtype, int first_backward, int frozen_below);
 // Full fine-tuning in the weights' stored precision (bf16 master weights, where the backend
 // has BACKEND_CAP_BF16_MASTER; err says why not): every linear weight prepared in bf16 with its
-// f32 released, blocks >= first_backward prepared for the input gradient. The trained blocks'
-// handles are then their weights (be->linear_master): grads_init gives them bf16 gradients,
-// the optimizer updates them in place (no model_update_linears).
+// f32 released, blocks >= first_backward prepared for the input gradient (handles that serve so
+// already stay: model_linears_serve). The trained blocks' handles are then their weights
+// (be->linear_master): grads_init gives them bf16 gradients, the optimizer updates them in
+// place (no model_update_linears).
 int model_prepare_bf16_masters(Model *m, int first_backward, Error *err);
+// Each handle's room for its layer's adapter (be->linear_lora_reserve, where the backend folds
+// LoRA's products into the layer's): exactly the attached adapter's rank, zero-filled, and
+// none where no adapter is attached (the room given back: a handle as linear_prepare made
+// it, e.g. a bf16 master weight). model_prepare_linears reserves it already for the adapter
+// attached then; this follows an adapter attached or detached later. err: out of memory.
+int model_reserve_lora(Model *m, Error *err);
 // 0 when be can train bf16 master weights, else -1 with err saying so (for --master-weights).
 int backend_bf16_masters(const Backend *be, Error *err);
 // After an optimizer step changed the f32 weights of blocks >= first (full fine-tuning;

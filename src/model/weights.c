@@ -420,12 +420,30 @@ int model_to_backend(Model *m, const Backend *be, Error *err) {
     return 0;
 }
 
-void model_detach_adapter(Model *m) {
+// The adapter's arena (a buffer of m->be) and the blocks' pointers into it.
+static void drop_adapter(Model *m) {
     if (m->be) m->be->free(m->adapter_arena);
     m->adapter_arena = NULL;
     m->adapter_floats = 0;
     for (int l = 0; m->blocks && l < m->cfg.n_layers; l++)
         memset(m->blocks[l].lora, 0, sizeof m->blocks[l].lora);
+}
+
+void model_detach_adapter(Model *m) {
+    drop_adapter(m);
+    // the handles give the adapter's room back: the products are the base model's again, from
+    // the weights as prepared (out of memory, the room stays: unused, harmless for a forward)
+    Error ignored;
+    if (m->be && model_has_linears(m)) model_reserve_lora(m, &ignored);
+}
+
+int model_adapter_to_backend(Model *m, Error *err) {
+    const Backend *be = m->be;
+    m->be = &BACKEND_CPU;  // the arena's owner until it moves
+    int rc = move_arena(m, be, &m->adapter_arena, m->adapter_floats, err);
+    if (rc) drop_adapter(m);  // (host memory still)
+    m->be = be;
+    return rc;
 }
 
 int model_attach_lora(Model *m, const char *dir, Error *err) {
@@ -440,15 +458,15 @@ int model_attach_lora(Model *m, const char *dir, Error *err) {
     if (!lora) return err_set(err, "%s: not an mlx-lm LoRA adapter (fine_tune_type \"lora\")", dir);
     const Backend *be = m->be;
     m->be = &BACKEND_CPU;  // the adapter's arena is read on the host, then moved
-    int rc = model_load_adapter(m, dir, err) ||
-             move_arena(m, be, &m->adapter_arena, m->adapter_floats, err);
-    if (rc) model_detach_adapter(m);  // (host memory still)
+    int rc = model_load_adapter(m, dir, err);
+    if (rc) drop_adapter(m);  // (host memory still)
     m->be = be;
-    if (!rc && model_has_dora(m)) {
+    if (rc || model_adapter_to_backend(m, err)) return -1;
+    if (model_has_dora(m)) {
         model_detach_adapter(m);
         return err_set(err, "%s: a DoRA adapter cannot be attached to a loaded model", dir);
     }
-    return rc ? -1 : 0;
+    return 0;
 }
 
 int model_load_on(Model *m, const char *path, const char *adapter, const Backend *be,

@@ -68,6 +68,10 @@ enum {
     BACKEND_CAP_BF16_MASTER = 1 << 1,  // bf16 master weights: a DTYPE_BF16 weight handle is a
                                   // plain bf16 buffer that can be trained in place
                                   // (linear_master, linear_backward_master, adam_table)
+    BACKEND_CAP_LINEAR_ONE_COPY = 1 << 2,  // linear_prepare makes the same handle whatever
+                                  // needs_backward says: one prepared for a forward pass serves
+                                  // training's backward too (a model prepared for inference can
+                                  // be trained as it is)
 };
 
 typedef struct Backend {
@@ -99,6 +103,8 @@ typedef struct Backend {
     void (*download)(void *host, const void *src, size_t bytes);  // buffer -> host memory (syncs)
     void (*sync)(void);                                           // queued ops have finished
     size_t (*peak_bytes)(void);  // most bytes ever allocated at once (0: not tracked)
+    void (*peak_reset)(void);    // the peak counts again from what is allocated now (the CPU:
+                                 // the process's peak resident set, which it reports)
     // Matrix products in reduced precision where the hardware has it (CUDA: TF32 tensor cores,
     // 10-bit mantissa, f32 sums); 0: exact f32. The op tests' switch; model code asks for a
     // precision through linear_prepare instead.
@@ -144,7 +150,8 @@ typedef struct Backend {
     // + lora_backward's (dinp, dA, dB) within the backend's precision; a handle-less (f32,
     // TF32) group runs exactly those ops. linear_lora_reserve: room in the handle h (or none)
     // for a rank-r adapter, which the folded products need (0, or -1 when out of memory;
-    // without it the group runs unfolded).
+    // without it the group runs unfolded); r = 0 gives the room back (the adapter detached:
+    // the handle holds the weight alone again, as linear_prepare made it).
     void (*linear_lora_forward)(const LinearLora *l, int n, const float *inp, int N, int IC);
     // dinp (N,IC) += sum over the layers of dout @ W + dxa @ A^T (dinp may be NULL)
     void (*linear_lora_backward)(const LinearLora *l, int n, float *dinp, const float *inp, int N,

@@ -119,13 +119,18 @@ static double evaluate(const Model *m, const Dataset *d, int batch_size, int max
 
 // Say where and in which precision the matrix products run; the backend prepares the weights
 // for it (on the CPU in bf16: the packed bf16 copies) once they hold their final starting values.
+// A model prepared so already (one trained in place, train_fits) keeps its handles, with room
+// for the adapter attached since.
 static int use_dtype(Model *m, ComputeDtype want, int first, int frozen_below,
                      TrainSummary *out, Error *err) {
     const int device = (m->be->caps & BACKEND_CAP_DEVICE) != 0;
     out->dtype = model_resolve_dtype(m, want);
     snprintf(out->device, sizeof out->device, "%s", m->be->device);
     // the backend prepares the weights for the dtype (or says why it cannot)
-    if (model_prepare_linears(m, out->dtype, first, frozen_below, err)) return -1;
+    if (model_linears_serve(m, out->dtype, first, frozen_below)
+            ? model_reserve_lora(m, err)
+            : model_prepare_linears(m, out->dtype, first, frozen_below, err))
+        return -1;
     if (out->dtype == DTYPE_BF16) {
         printf("Compute: bf16 matrix products (%s, f32 sums; %.2f GB of bf16 copies), "
                "f32 weights, gradients and optimizer%s\n",
@@ -173,7 +178,8 @@ typedef struct {
 typedef struct {
     const TrainConfig *c;
     TrainSummary *out;
-    Model m;
+    Model *m;                 // own, or the caller's (train_run_on: trained in place)
+    Model own;
     int model_loaded, first;  // first: the first trained block
     Dataset train, valid, test;
     ForwardState s;
@@ -213,10 +219,11 @@ static int load_model(Trainer *t, Error *err) {
     int test_adapter = !c->train && c->adapter_path[0];
     printf("Loading pretrained model\n");
     if (backend_select(c->device ? c->device : "cpu", &be, err) ||
-        hub_model_load(&t->m, c->model, err))  // an id: from the hub cache
+        hub_model_load(&t->own, c->model, err))  // an id: from the hub cache
         return -1;
+    t->m = &t->own;
     t->model_loaded = 1;
-    int L = t->m.cfg.n_layers;
+    int L = t->m->cfg.n_layers;
     if (c->train && c->num_layers > L)
         return err_set(err, "--num-layers %d: %s has %d layers (-1 trains all of them)",
                        c->num_layers, c->model, L);
@@ -224,15 +231,30 @@ static int load_model(Trainer *t, Error *err) {
     unsigned key_mask = 0x7f;
     if (c->lora_keys && lora_keys_parse(c->lora_keys, &key_mask, err)) return -1;
     if (test_adapter) {
-        if (model_load_adapter(&t->m, c->adapter_path, err))
+        if (model_load_adapter(t->m, c->adapter_path, err))
             return err_wrap(err, "--test evaluates the adapter in --adapter-path");
         printf("Loaded the adapter in %s\n", c->adapter_path);
     } else if (c->train && c->fine_tune != FT_FULL) {
-        adapter_attach(&t->m, t->first, c->rank, (float)c->scale, key_mask, c->seed,
+        adapter_attach(t->m, t->first, c->rank, (float)c->scale, key_mask, c->seed,
                        c->fine_tune == FT_DORA);
     }
-    if (model_to_backend(&t->m, be, err)) return -1;
-    return model_dora_refresh(&t->m, err);  // (also: says so when the backend has no DoRA)
+    if (model_to_backend(t->m, be, err)) return -1;
+    return model_dora_refresh(t->m, err);  // (also: says so when the backend has no DoRA)
+}
+
+// The caller's model, trained in place (train_fits): on its backend already, prepared for
+// inference. LoRA gets fresh matrices as load_model attaches them (the same seeded values),
+// moved to the backend; the preparation (prepare_weights) keeps the handles.
+static int adopt_model(Trainer *t, Model *m, Error *err) {
+    const TrainConfig *c = t->c;
+    printf("Training the model in memory (%s: loaded and prepared before)\n", m->path);
+    t->m = m;
+    t->first = c->num_layers < 0 ? 0 : m->cfg.n_layers - c->num_layers;
+    unsigned key_mask = 0x7f;
+    if (c->lora_keys && lora_keys_parse(c->lora_keys, &key_mask, err)) return -1;
+    if (c->fine_tune != FT_LORA) return 0;
+    adapter_attach(m, t->first, c->rank, (float)c->scale, key_mask, c->seed, 0);  // (host)
+    return model_adapter_to_backend(m, err);
 }
 
 // The backend prepares the weights (use_dtype) before the activation, gradient and optimizer
@@ -247,21 +269,17 @@ static int prepare_early(const Trainer *t) {
            (!c->resume && !c->resume_adapter_file);
 }
 
-// --master-weights: whether full fine-tuning trains bf16 master weights (MasterWeights).
-static int choose_masters(Trainer *t, Error *err) {
-    const TrainConfig *c = t->c;
-    const Backend *be = t->m.be;
-    t->bf16_masters = 0;
+// --master-weights: whether full fine-tuning of m trains bf16 master weights (MasterWeights):
+// 1 or 0, or -1 with err when --master-weights bf16 asks for what this run cannot do (*usage
+// set: the settings' error).
+static int masters_bf16(const TrainConfig *c, const Model *m, int *usage, Error *err) {
     if (!c->train || c->fine_tune != FT_FULL || c->master_weights == MASTER_F32) return 0;
-    const ComputeDtype dtype = model_resolve_dtype(&t->m, c->dtype);
+    const ComputeDtype dtype = model_resolve_dtype(m, c->dtype);
     Error why;
-    const int cap = !backend_bf16_masters(be, &why);
-    if (c->master_weights == MASTER_AUTO) {
-        t->bf16_masters = t->m.stored_dtype == DT_BF16 && dtype == DTYPE_BF16 && cap &&
-                          c->optimizer != OPT_SGD;
-        return 0;
-    }
-    t->out->usage = 1;  // --master-weights bf16 asked for what this run cannot do
+    const int cap = !backend_bf16_masters(m->be, &why);
+    if (c->master_weights == MASTER_AUTO)
+        return m->stored_dtype == DT_BF16 && dtype == DTYPE_BF16 && cap && c->optimizer != OPT_SGD;
+    *usage = 1;
     if (!cap) return err_set(err, "%s", why.msg);
     if (dtype != DTYPE_BF16)
         return err_set(err, "--master-weights bf16: the products of bf16 weights run in bf16, "
@@ -269,34 +287,55 @@ static int choose_masters(Trainer *t, Error *err) {
     if (c->optimizer == OPT_SGD)
         return err_set(err, "--master-weights bf16: trains with adam or adamw (sgd keeps f32 "
                        "master weights)");
-    t->out->usage = 0;
-    t->bf16_masters = 1;
-    return 0;
+    *usage = 0;
+    return 1;
+}
+
+static int choose_masters(Trainer *t, Error *err) {
+    int bf16 = masters_bf16(t->c, t->m, &t->out->usage, err);
+    t->bf16_masters = bf16 > 0;
+    return bf16 < 0 ? -1 : 0;
+}
+
+int train_fits(const TrainConfig *c, const Model *m) {
+    const Backend *be;
+    Error ignored;
+    const int L = m->cfg.n_layers, first = c->num_layers < 0 ? 0 : L - c->num_layers;
+    if (!c->train || c->fine_tune == FT_DORA || c->num_layers > L || m->adapter_arena ||
+        m->bf16_masters || backend_select(c->device ? c->device : "cpu", &be, &ignored) ||
+        be != m->be)
+        return 0;
+    // the handles the run's own preparation (prepare_weights) would make of a fresh load
+    int usage = 0;
+    if (c->fine_tune == FT_FULL)
+        return masters_bf16(c, m, &usage, &ignored) == 1 &&
+               model_linears_serve(m, DTYPE_BF16, first, L);
+    return model_linears_serve(m, model_resolve_dtype(m, c->dtype), first, L);
 }
 
 static int prepare_weights(Trainer *t, Error *err) {
     const TrainConfig *c = t->c;
-    int L = t->m.cfg.n_layers;
+    int L = t->m->cfg.n_layers;
     if (t->bf16_masters) {
         t->out->dtype = DTYPE_BF16;
-        snprintf(t->out->device, sizeof t->out->device, "%s", t->m.be->device);
-        if (model_prepare_bf16_masters(&t->m, t->first, err)) return -1;
+        snprintf(t->out->device, sizeof t->out->device, "%s", t->m->be->device);
+        if (model_prepare_bf16_masters(t->m, t->first, err)) return -1;
         printf("Compute: bf16 matrix products (bf16 tensor cores, f32 sums) of bf16 weights "
                "(%.2f GB): the trained weights are bf16 master weights (--master-weights)\n",
-               model_linear_bytes(&t->m) / 1e9);
+               model_linear_bytes(t->m) / 1e9);
         return 0;
     }
-    if (!c->train) return use_dtype(&t->m, c->dtype, L, L, t->out, err);  // forward only
+    if (!c->train) return use_dtype(t->m, c->dtype, L, L, t->out, err);  // forward only
     // full fine-tuning and DoRA (its row norms) read the trained blocks' f32 weights
-    return use_dtype(&t->m, c->dtype, t->first, c->fine_tune != FT_LORA ? t->first : L, t->out, err);
+    return use_dtype(t->m, c->dtype, t->first, c->fine_tune != FT_LORA ? t->first : L, t->out, err);
 }
 
 static int load_data_and_buffers(Trainer *t, Error *err) {
     const TrainConfig *c = t->c;
     printf("Loading datasets\n");
-    if (load_split(&t->train, c, &t->m, "train", c->train, err) ||
-        load_split(&t->valid, c, &t->m, "valid", c->train, err) ||
-        load_split(&t->test, c, &t->m, "test", c->test, err))
+    if (load_split(&t->train, c, t->m, "train", c->train, err) ||
+        load_split(&t->valid, c, t->m, "valid", c->train, err) ||
+        load_split(&t->test, c, t->m, "test", c->test, err))
         return -1;
     int T_max = 1;
     const Dataset *sets[] = {&t->train, &t->valid, &t->test};
@@ -310,9 +349,9 @@ static int load_data_and_buffers(Trainer *t, Error *err) {
     // the loss (training's and validation's) runs in chunks of rows whose logits fit
     // LOSS_LOGITS_BUDGET: the full (N,V) logits never exist (at 8 x 512 tokens, 2.1 GB, and
     // their gradient as much again)
-    int rows = model_loss_chunk_rows(&t->m.cfg, c->batch_size * T_max, LOSS_LOGITS_BUDGET);
-    if (forward_state_init_rows(&t->s, &t->m, c->batch_size, T_max, T_max, acts, rows) ||
-        (c->train && grads_init(&t->g, &t->m, t->first, c->fine_tune == FT_FULL, c->batch_size, T_max)))
+    int rows = model_loss_chunk_rows(&t->m->cfg, c->batch_size * T_max, LOSS_LOGITS_BUDGET);
+    if (forward_state_init_rows(&t->s, t->m, c->batch_size, T_max, T_max, acts, rows) ||
+        (c->train && grads_init(&t->g, t->m, t->first, c->fine_tune == FT_FULL, c->batch_size, T_max)))
         return err_set(err, "out of memory for activations of batch %d x %d tokens",
                        c->batch_size, T_max);
     return 0;
@@ -322,7 +361,7 @@ static int validate(Trainer *t, int iter, Error *err) {
     const TrainConfig *c = t->c;
     double t0 = now_seconds();
     err->msg[0] = 0;
-    double val = evaluate(&t->m, &t->valid, c->batch_size, c->val_batches, &t->s, err);
+    double val = evaluate(t->m, &t->valid, c->batch_size, c->val_batches, &t->s, err);
     if (!isfinite(val)) {
         if (!err->msg[0])
             err_set(err, "iteration %d: the validation loss is %f; stopping (the last saved "
@@ -361,10 +400,10 @@ static int diverged(const Trainer *t, int iter, float loss, Error *err) {
 // scale) change. Not recorded: LoRA dropout (its key is an argument of the step's ops), DoRA
 // (not checked recorded yet) and a loss the host reads mid-step (no fused cross-entropy).
 static void step_run(Trainer *t, const Batch *b) {
-    const Backend *be = t->m.be;
+    const Backend *be = t->m->be;
     StepRecording *r = NULL;
-    if (be->record_begin && t->c->dropout == 0 && !model_has_dora(&t->m) &&
-        model_step_recordable(&t->m)) {
+    if (be->record_begin && t->c->dropout == 0 && !model_has_dora(t->m) &&
+        model_step_recordable(t->m)) {
         for (int i = 0; i < t->n_recs && !r; i++)
             if (t->recs[i].T == b->T) r = &t->recs[i];
         if (!r && t->n_recs < MAX_RECORDINGS) {
@@ -377,12 +416,12 @@ static void step_run(Trainer *t, const Batch *b) {
         be->recording_free(r->rec);  // stale (its scratch moved): run plainly, record again
         r->rec = NULL;
     } else if (r && r->seen && be->record_begin() == 0) {
-        model_step_run(&t->m, &t->s, b->targets, &t->g);  // recorded, not run
+        model_step_run(t->m, &t->s, b->targets, &t->g);  // recorded, not run
         r->rec = be->record_end();
         if (r->rec && be->replay(r->rec) == 0) return;
     }
     if (r) r->seen = 1;
-    model_step_run(&t->m, &t->s, b->targets, &t->g);
+    model_step_run(t->m, &t->s, b->targets, &t->g);
 }
 
 // Forward, backward and (every grad_accumulation_steps) the optimizer update of one batch.
@@ -398,16 +437,16 @@ static int train_step(Trainer *t, const Batch *b, int iter, Error *err) {
                                                     (uint64_t)t->opt.step + 1),
                                         (uint64_t)((iter - 1) % k));
     // DoRA's row norms follow the weights the last update (or a restored checkpoint) left
-    if (model_dora_refresh(&t->m, err)) return -1;
+    if (model_dora_refresh(t->m, err)) return -1;
     // forward, loss and backward in one pass (the head's backward fused with the loss),
     // recorded once per padded length where the backend records (step_run)
-    model_step_stage(&t->m, &t->s, b->inputs, b->targets, 1.0f / k);
+    model_step_stage(t->m, &t->s, b->inputs, b->targets, 1.0f / k);
     step_run(t, b);
-    float loss = model_step_loss(&t->m, &t->s, b->targets);
+    float loss = model_step_loss(t->m, &t->s, b->targets);
     if (!isfinite(loss)) return diverged(t, iter, loss, err);
     if (iter % k == 0 || iter == c->iters) {
         optimizer_step(&t->opt, &t->pl, lr_at(&t->sched, t->opt.step));
-        if (c->fine_tune == FT_FULL) model_repack_bf16(&t->m, t->first);  // the bf16 copies follow
+        if (c->fine_tune == FT_FULL) model_repack_bf16(t->m, t->first);  // the bf16 copies follow
         grads_zero(&t->g);
     }
     TrainAccum *acc = &t->acc;
@@ -428,7 +467,7 @@ static int report(Trainer *t, int iter, Error *err) {
     double lr = lr_at(&t->sched, t->opt.step ? t->opt.step - 1 : 0);
     double it_sec = acc->steps / acc->train_time, tok_sec = acc->n_tokens / acc->train_time;
     out->trained_tokens += acc->n_tokens;
-    out->peak_mem_gb = peak_mem_gb(t->m.be);
+    out->peak_mem_gb = peak_mem_gb(t->m->be);
     if (t->interactive) printf("\r%*s\r", 70, "");
     printf("Iter %d: Train loss %.3f, Learning Rate %.3e, It/sec %.3f, Tokens/sec %.3f, "
            "Trained Tokens %lld, Peak mem %.3f GB\n", iter, train_loss, lr, it_sec, tok_sec,
@@ -467,13 +506,13 @@ static int save_checkpoint(Trainer *t, int iter, BatchIter *it, Error *err) {
 // Which master weights train, and the memory the training state costs: the trained weights
 // (and the bf16 copies an f32 master keeps for the products), their gradients, the optimizer.
 static void master_summary(Trainer *t) {
-    const Backend *be = t->m.be;
+    const Backend *be = t->m->be;
     const ParamList *pl = &t->pl;
     double weights = 4.0 * (pl->total - pl->total16) + 2.0 * pl->total16, copies = 0;
     if (t->c->fine_tune == FT_FULL)
-        for (int l = t->first; l < t->m.cfg.n_layers; l++)
+        for (int l = t->first; l < t->m->cfg.n_layers; l++)
             for (int p = 0; p < N_PROJ; p++)
-                if (t->m.blocks[l].w[p]) copies += be->linear_bytes(t->m.blocks[l].lin[p]);
+                if (t->m->blocks[l].w[p]) copies += be->linear_bytes(t->m->blocks[l].lin[p]);
     double grads = 4.0 * t->g.n_floats + 2.0 * t->g.n16;
     const Optimizer *o = &t->opt;
     double opt = (o->m ? 8.0 * o->n : o->v ? 4.0 * o->n : 0) + 4.0 * o->n16;
@@ -497,7 +536,7 @@ static void master_summary(Trainer *t) {
 
 static int train_loop(Trainer *t, Error *err) {
     const TrainConfig *c = t->c;
-    if (optimizer_init(&t->opt, c->optimizer, &t->pl, t->m.be))
+    if (optimizer_init(&t->opt, c->optimizer, &t->pl, t->m->be))
         return err_set(err, "out of memory for the optimizer state");
     OptimizerSettings set;
     train_optimizer_settings(c, &set);
@@ -559,7 +598,7 @@ static int test(Trainer *t, Error *err) {
     const TrainConfig *c = t->c;
     printf("Testing\n");
     err->msg[0] = 0;
-    double loss = evaluate(&t->m, &t->test, c->batch_size, c->test_batches, &t->s, err);
+    double loss = evaluate(t->m, &t->test, c->batch_size, c->test_batches, &t->s, err);
     if (!isfinite(loss)) {
         if (!err->msg[0])
             err_set(err, "the test loss is %f: the model's outputs overflow (a diverged adapter?)", loss);
@@ -576,37 +615,43 @@ static void trainer_free(Trainer *t) {
     params_free(&t->pl);
     grads_free(&t->g);
     for (int i = 0; i < t->n_recs; i++)
-        if (t->recs[i].rec) t->m.be->recording_free(t->recs[i].rec);
+        if (t->recs[i].rec) t->m->be->recording_free(t->recs[i].rec);
     if (t->s.k_cache) forward_state_free(&t->s);
     dataset_free(&t->train);
     dataset_free(&t->valid);
     dataset_free(&t->test);
-    if (t->model_loaded) model_free(&t->m);
+    if (t->model_loaded) model_free(&t->own);
 }
 
-int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
+int train_run_on(const TrainConfig *c, Model *m, TrainSummary *out, Error *err) {
     memset(out, 0, sizeof *out);
     Trainer t = {.c = c, .out = out, .t_start = now_seconds()};
     t.interactive = !c->quiet && isatty(STDOUT_FILENO);
     AdapterDir dir = {NULL, -1, 0};
+    const Backend *be;
     int rc = -1;
+    if (m && !train_fits(c, m))
+        return err_set(err, "%s: this model cannot be trained as it is prepared (train_fits)",
+                       m->path);
     // the folder is claimed before the model loads: a bad --adapter-path fails at once
     if (c->train && adapter_dir_claim(&dir, c->adapter_path, err)) return -1;
-    if (load_model(&t, err)) goto done;
-    out->load_seconds = now_seconds() - t.t_start;
+    // peak memory from here on (with a model trained in place, the model's own included)
+    if (!backend_select(c->device ? c->device : "cpu", &be, err) && be->peak_reset) be->peak_reset();
+    if (m ? adopt_model(&t, m, err) : load_model(&t, err)) goto done;
+    out->load_seconds = m ? 0 : now_seconds() - t.t_start;
     if (load_data_and_buffers(&t, err)) goto done;
     if (c->train) {
-        params_collect(&t.pl, &t.m, &t.g);
+        params_collect(&t.pl, t.m, &t.g);
         if (c->resume_adapter_file && checkpoint_load_params(&t.pl, c->resume_adapter_file, err))
             goto done;
         out->trainable = t.pl.total;
-        out->total = config_param_count(&t.m.cfg);
+        out->total = config_param_count(&t.m->cfg);
         printf("Trainable parameters: %.3f%% (%.3fM/%.3fM)\n", 100.0 * out->trainable / out->total,
                out->trainable / 1e6, out->total / 1e6);
         if (train_loop(&t, err)) goto done;
     }
     if (c->test && test(&t, err)) goto done;
-    out->peak_mem_gb = peak_mem_gb(t.m.be);
+    out->peak_mem_gb = peak_mem_gb(t.m->be);
     out->seconds = now_seconds() - t.t_start;
     if (c->train) {
         char *summary = path_join(c->adapter_path, "train_summary.json");
@@ -619,6 +664,10 @@ done:
     trainer_free(&t);
     adapter_dir_release(&dir, rc != 0);
     return rc;
+}
+
+int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {
+    return train_run_on(c, NULL, out, err);
 }
 
 int train_summary_write(const char *path, const TrainConfig *c, const TrainSummary *s, Error *err) {

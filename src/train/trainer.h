@@ -60,10 +60,6 @@ void train_config_defaults(TrainConfig *c);  // mlx-lm's defaults
 void train_flags_defaults(TrainConfig *c);
 // Reads a YAML config (`train -c FILE`, mlx_lm.lora's keys) over c; errors name file:line, key.
 int train_config_load_yaml(TrainConfig *c, const char *path, Error *err);
-// The argv of a child `tunelens train` that runs c (from the same flag table): "tunelens",
-// "train", then "--flag", "value" for each setting that is not the default. Free with
-// train_config_argv_free.
-char **train_config_argv(const TrainConfig *c);
 // adapter_config.json's settings, from the same flag table: every flag with a YAML key under
 // that key (dotted keys nest: lora_parameters.rank), its value from c with mlx-lm's JSON types
 // (floats written as Python writes them, "20.0"; unset strings null). The keys that are not
@@ -73,7 +69,6 @@ struct cJSON *train_flags_json(const TrainConfig *c);
 // The flags of train's table that have no YAML key (up to cap names, the count returned):
 // train_config_json must write each of them some other way (tests check the list).
 int train_flags_without_yaml(const char **names, int cap);
-void train_config_argv_free(char **argv);
 
 // Numbers a caller (the experiment report) wants back.
 typedef struct {
@@ -97,7 +92,24 @@ typedef struct {
 // train_summary.json, which `tunelens experiment` reads back.
 int train_summary_write(const char *path, const TrainConfig *c, const TrainSummary *s, Error *err);
 
+// `tunelens train`: loads c->model on c->device and trains it (or --test alone evaluates it).
 int train_run(const TrainConfig *c, TrainSummary *out, Error *err);
+// The same on a model the caller holds (m NULL: train_run's own load), trained in place with
+// train_run's every step and output (the experiment trains the base model it keeps between
+// stages): m must be c->model on c->device's backend, prepared for inference
+// (model_prepare_inference) and nothing since, as train_fits checks. LoRA attaches fresh
+// matrices (the seed's, as a fresh load gets them) that stay attached afterwards, for the
+// caller to evaluate and detach (model_detach_adapter); full fine-tuning trains m's weights
+// themselves. After a failure m's weights may be partly trained: the caller frees it.
+int train_run_on(const TrainConfig *c, Model *m, TrainSummary *out, Error *err);
+// Whether train_run_on can train m as it is, without loading or preparing anything again: the
+// handles of a model prepared for inference are the very ones the run's own preparation would
+// make of a fresh load (model_linears_serve: the same dtype, the f32 originals released alike,
+// handles that serve both directions). LoRA in the precision m was prepared in; full
+// fine-tuning with bf16 master weights (--master-weights auto or bf16, where they are chosen);
+// not DoRA (its norms read the released f32 weights) nor f32 master weights (they need the f32
+// weights the preparation released).
+int train_fits(const TrainConfig *c, const Model *m);
 
 // --lr-schedule: tunelens's shorthands, then mlx's names (SCHEDULE_NAMES, in ScheduleKind's
 // order from LRS_MLX)

@@ -17,6 +17,12 @@ static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
 static void cpu_copy(void *dst, const void *src, size_t bytes) { memmove(dst, src, bytes); }
 static void cpu_sync(void) {}
 static size_t cpu_peak_bytes(void) { return 0; }  // the process's peak RSS says it
+// The process's peak resident set (getrusage's ru_maxrss) starts again from the current one
+// (Linux: clear_refs 5); elsewhere it stays the process's peak.
+static void cpu_peak_reset(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) fputs("5", f), fclose(f);
+}
 static void cpu_set_fast_matmul(int on) { (void)on; }  // bf16 runs through packed weights
 
 static int cpu_supports(ComputeDtype dtype, char *why, size_t cap) {
@@ -108,6 +114,7 @@ const Backend BACKEND_CPU = {
     .download = cpu_copy,
     .sync = cpu_sync,
     .peak_bytes = cpu_peak_bytes,
+    .peak_reset = cpu_peak_reset,
     .set_fast_matmul = cpu_set_fast_matmul,
     .linear_prepare = cpu_linear_prepare,
     .linear_update = cpu_linear_update,

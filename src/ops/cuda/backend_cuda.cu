@@ -223,6 +223,11 @@ static size_t cu_peak_bytes(void) {
     return ctx.peak_bytes;
 }
 
+static void cu_peak_reset(void) {
+    std::lock_guard<std::mutex> g(ctx.lock);
+    ctx.peak_bytes = ctx.cur_bytes;
+}
+
 static void cu_set_fast_matmul(int on) {
     ctx.fast_matmul = on != 0;
     ctx.reduced = on ? DTYPE_TF32 : DTYPE_F32;
@@ -324,7 +329,9 @@ static void init(void) {
     backend.download = cu_download;
     backend.sync = cu_sync;
     backend.peak_bytes = cu_peak_bytes;
-    backend.caps = BACKEND_CAP_DEVICE | BACKEND_CAP_BF16_MASTER;
+    backend.peak_reset = cu_peak_reset;
+    // one bf16 copy of a weight serves both directions (cuBLAS transposes: linear.cu)
+    backend.caps = BACKEND_CAP_DEVICE | BACKEND_CAP_BF16_MASTER | BACKEND_CAP_LINEAR_ONE_COPY;
     backend.supports = cu_supports;
     backend.auto_dtype = DTYPE_BF16;
     backend.infer_dtype = DTYPE_BF16;

@@ -108,15 +108,17 @@ void cuda_linear_update(LinearWeight *h, const float *w) {
 
 // Room for a rank-r adapter: w becomes (OC + rpad, IC + rpad), rpad = r rounded up to 8 (rows
 // of whole 16-byte groups for the tensor cores), the padding zero; the weight moves once.
+// r = 0: the room goes back, w (OC, IC) contiguous again (the same bits: a bf16 master weight
+// or a handle as linear_prepare made it).
 int cuda_linear_lora_reserve(LinearWeight *h, int r) {
-    if (!h || r <= 0) return 0;
+    if (!h || r < 0) return 0;
     const int rpad = (r + 7) / 8 * 8;
-    if (h->rpad >= rpad) return 0;
+    if (r > 0 ? h->rpad >= rpad : h->rpad == 0) return 0;
     const int ld = h->IC + rpad;
     const size_t bytes = (size_t)(h->OC + rpad) * ld * sizeof(__nv_bfloat16);
     __nv_bfloat16 *w = (__nv_bfloat16 *)cuda_device_alloc(bytes);
     if (!w) return -1;
-    CUDA_CHECK(cudaMemsetAsync(w, 0, bytes));
+    if (rpad) CUDA_CHECK(cudaMemsetAsync(w, 0, bytes));
     CUDA_CHECK(cudaMemcpy2DAsync(w, (size_t)ld * sizeof *w, h->w, (size_t)h->ld * sizeof *w,
                                  (size_t)h->IC * sizeof *w, h->OC, cudaMemcpyDeviceToDevice));
     cuda_device_free(h->w);
