@@ -20,7 +20,8 @@
 // Forward: rowdot (x -> xa's partials), rowaxpy (sums them, saves xa, out +=). Backward:
 // rowdot with column sums (dout -> dxa's and dB's partials), lora_sum, rowaxpy with column
 // sums (x, dinp -> dinp, dA's partials), lora_sum.
-// Ranks above 16 run in chunks of 16 (each a pass over the big operand).
+// Ranks above 16 run in chunks of 16 (each a pass over the big operand; one launch where the
+// chunks are independent: blockIdx.z).
 // H100, N = 4096, r = 8, all of dinp/dA/dB (test_cuda_ops's LoRA benchmark): 1.8-2.4 TB/s
 // forward, 1.7-2.3 TB/s backward over the least traffic, against 2.6-2.8 TB/s for a copy.
 #include <algorithm>
@@ -734,10 +735,12 @@ void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, co
     // and dA (IC,r) += x^T (IC,N) @ dxa (N,r), through Pc (r, IC) partials
     float *pc = pi;
     if (!drp) {
-        lora_rowaxpy(dinp, dA ? pc : NULL, x, dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC, r, 1.0f, 1);
+        lora_rowaxpy(dinp, dA ? pc : NULL, x, dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC, r, 1.0f,
+                     1);
     } else {  // dx goes over the dropped x in big: dA first (rank chunks would read dx as x)
         if (dA) lora_rowaxpy(NULL, pc, x, dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC, r, 1.0f, 0);
-        if (dinp) lora_rowaxpy(big, NULL, NULL, dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC, r, 1.0f, 0);
+        if (dinp)
+            lora_rowaxpy(big, NULL, NULL, dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC, r, 1.0f, 0);
     }
     if (dA) {
         LoraSum ja = {pc, dA, lora_gy(N), IC, 1, r, 1, (int64_t)r * IC, 1.0f};
@@ -1000,7 +1003,8 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     const bool direct_dA = gy == 1 && ranked <= LORA_SEGS;
     const size_t n_dxa = any_dA ? (size_t)N * R : 0;
     const size_t n_pa = any_dA && !direct_dA ? lora_pc_floats(N, IC, R) : 0;
-    const size_t g_all = batch ? s_g : n_g, pd_all = batch ? s_pd : n_pd, pc_all = batch ? s_pc : n_pc;
+    const size_t g_all = batch ? s_g : n_g, pd_all = batch ? s_pd : n_pd;
+    const size_t pc_all = batch ? s_pc : n_pc;
     float *ws = cuda_workspace(g_all + n_dxa + pd_all + pc_all + n_pa);
     // [dout | bf16(dxa)]: each layer its own (batched) or one layer's at a time
     float *dxa = ws + g_all, *Pd = dxa + n_dxa, *Pc = Pd + pd_all, *Pa = Pc + pc_all;
