@@ -487,7 +487,7 @@ static void run_benchmarks_lora(void) {
 // OC + r terms after dxa's OC. xa, dA and dB stay exact f32: lora_case's bounds.
 // The group is also run twice (bit for bit the same), and, for a f32 group or one whose handles
 // have no room for the adapters, equals the unfolded ops (linear + lora) exactly.
-#define LF_MAX 3
+#define LF_MAX 5
 static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
                              ComputeDtype dtype, int reserve) {
     char what[200];
@@ -643,6 +643,12 @@ static void test_linear_lora(void **state) {
         {72, 2048, 3, 2048, 8, 512, 8, 512, 8},
         {72, 2048, 2, 8192, 8, 8192, 8},
         {40, 96, 3, 50, 3, 70, 0, 33, 6},
+        {100, 96, 2, 50, 17, 70, 24},  // batched, ranks above 16: dB straight from rank chunks
+        // more layers than a launch takes (LORA_SEGS = 4): 5 adapters (the A's copied side by
+        // side, dA through partials, the backward layer by layer); 4 in a group of 5 (A's read
+        // in place and dA straight to 4 destinations, a rank 17 across the rank chunks)
+        {40, 96, 5, 50, 3, 70, 8, 33, 6, 20, 2, 64, 4},
+        {72, 96, 5, 50, 3, 70, 0, 33, 17, 20, 2, 64, 4},
     };
     for (int k = 0; k < (int)(sizeof cases / sizeof *cases); k++) {
         const int N = cases[k][0], IC = cases[k][1], n = cases[k][2];
