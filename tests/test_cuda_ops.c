@@ -487,7 +487,7 @@ static void run_benchmarks_lora(void) {
 // OC + r terms after dxa's OC. xa, dA and dB stay exact f32: lora_case's bounds.
 // The group is also run twice (bit for bit the same), and, for a f32 group or one whose handles
 // have no room for the adapters, equals the unfolded ops (linear + lora) exactly.
-#define LF_MAX 3
+#define LF_MAX 5
 static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
                              ComputeDtype dtype, int reserve) {
     char what[200];
@@ -637,6 +637,18 @@ static void test_linear_lora(void **state) {
         {999, 2048, 3, 2048, 8, 512, 8, 512, 8},
         {300, 2048, 2, 8192, 8, 8192, 8},
         {257, 8192, 1, 2048, 16},
+        // 8 x 9 tokens: a group batched (each layer its own bf16 copy, one launch a group for
+        // the folds and the douts' passes; dA and dB straight from their one row block), also
+        // with a layer without an adapter
+        {72, 2048, 3, 2048, 8, 512, 8, 512, 8},
+        {72, 2048, 2, 8192, 8, 8192, 8},
+        {40, 96, 3, 50, 3, 70, 0, 33, 6},
+        {100, 96, 2, 50, 17, 70, 24},  // batched, ranks above 16: dB straight from rank chunks
+        // more layers than a launch takes (LORA_SEGS = 4): 5 adapters (the A's copied side by
+        // side, dA through partials, the backward layer by layer); 4 in a group of 5 (A's read
+        // in place and dA straight to 4 destinations, a rank 17 across the rank chunks)
+        {40, 96, 5, 50, 3, 70, 8, 33, 6, 20, 2, 64, 4},
+        {72, 96, 5, 50, 3, 70, 0, 33, 17, 20, 2, 64, 4},
     };
     for (int k = 0; k < (int)(sizeof cases / sizeof *cases); k++) {
         const int N = cases[k][0], IC = cases[k][1], n = cases[k][2];
@@ -650,18 +662,46 @@ static void test_linear_lora(void **state) {
     }
 }
 
+// one timed op of run_benchmarks_linear_lora: folded 0 linear + lora layer by layer, 1 the
+// group op, 2 the layers' GEMMs alone; dir 0 forward, 1 backward
+static void linear_lora_bench_op(const LinearLora *l, int n, int folded, int dir, float *x,
+                                 float *dinp, int N, int IC, int r) {
+    if (folded == 1 && !dir) G->linear_lora_forward(l, n, x, N, IC);
+    else if (folded == 1) G->linear_lora_backward(l, n, dinp, x, N, IC);
+    else if (folded == 2)
+        for (int i = 0; i < n; i++) {
+            if (!dir) G->linear_forward(l[i].out, x, l[i].w, l[i].h, N, IC, l[i].OC);
+            else G->linear_backward(dinp, NULL, l[i].dout, x, l[i].w, l[i].h, N, IC, l[i].OC);
+        }
+    else
+        for (int i = 0; i < n; i++) {
+            const LinearLora *q = &l[i];
+            if (!dir) {
+                G->linear_forward(q->out, x, q->w, q->h, N, IC, q->OC);
+                G->lora_forward(q->out, q->xa, x, q->A, q->B, N, IC, q->OC, r, q->scale, NULL);
+            } else {
+                G->linear_backward(dinp, NULL, q->dout, x, q->w, q->h, N, IC, q->OC);
+                G->lora_backward(dinp, q->dA, q->dB, q->dout, x, q->xa, q->A, q->B, N, IC, q->OC,
+                                 r, q->scale, NULL);
+            }
+        }
+}
+
 // A printed (not asserted) timing of LoRA-adapted layers at Llama-3.2-1B's shapes, 8 x 512
-// tokens, rank 8, bf16: the group op (folded) against linear + lora one layer at a time.
+// tokens (N = 4096) and 8 x 9 (N = 72), rank 8, bf16: the group op (folded) against linear +
+// lora one layer at a time. N = 72 is timed as a training step runs it, recorded (CUDA graphs:
+// no host launch costs) where the backend records.
 static void run_benchmarks_linear_lora(void) {
-    const int N = 4096, r = 8;
+    const int r = 8, Ns[2] = {72, 4096};
     const struct { const char *name; int IC, n, OC[3]; } g[] = {
         {"q/k/v", 2048, 3, {2048, 512, 512}}, {"o", 2048, 1, {2048}},
         {"gate/up", 2048, 2, {8192, 8192}},   {"down", 8192, 1, {2048}}};
-    const size_t mx = (size_t)N * 8192;
+    const size_t mx = (size_t)4096 * 8192;
     float *x = G->alloc(mx * 4), *dinp = G->alloc(mx * 4), *fill = rand_floats(mx + 8, 0.01f);
     if (!x || !dinp) return;
     G->upload(x, fill, mx * 4), G->upload(dinp, fill, mx * 4);
-    for (int s = 0; s < 4; s++) {
+    for (int q = 0; q < 8; q++) {
+        const int N = Ns[q / 4], s = q % 4;
         LinearLora l[3];
         LinearWeight *h[3];
         float *bufs[3][8];
@@ -684,43 +724,41 @@ static void run_benchmarks_linear_lora(void) {
                                 .dout = bufs[i][5], .dA = bufs[i][6], .dB = bufs[i][7]};
         }
         double best[3][2] = {{1e30, 1e30}, {1e30, 1e30}, {1e30, 1e30}};  // [folded][dir]
+        int graphed = 0;
         for (int folded = 0; folded < 3; folded++)  // 2: the layers' GEMMs alone
-            for (int dir = 0; dir < 2; dir++)
+            for (int dir = 0; dir < 2; dir++) {
+                if (folded == 1 && (!G->linear_lora_forward || !G->linear_lora_backward)) continue;
+                const int iters = N < 4096 ? 50 : 10;
+                Recording *rec = NULL;
+                if (N < 4096 && G->record_begin) {  // plainly once (the workspace grows), then recorded
+                    linear_lora_bench_op(l, g[s].n, folded, dir, x, dinp, N, g[s].IC, r);
+                    G->sync();
+                    if (!G->record_begin()) {
+                        for (int it = 0; it < iters; it++)
+                            linear_lora_bench_op(l, g[s].n, folded, dir, x, dinp, N, g[s].IC, r);
+                        rec = G->record_end();
+                    }
+                }
+                graphed |= rec != NULL;
                 for (int rep = 0; rep < 4; rep++) {
-                    const int iters = 10;
                     G->sync();
                     double t0 = now_seconds();
-                    for (int it = 0; it < iters; it++) {
-                        if (folded == 1 && !dir) G->linear_lora_forward(l, g[s].n, x, N, g[s].IC);
-                        else if (folded == 1) G->linear_lora_backward(l, g[s].n, dinp, x, N, g[s].IC);
-                        else if (folded == 2)
-                            for (int i = 0; i < g[s].n; i++) {
-                                if (!dir) G->linear_forward(l[i].out, x, l[i].w, l[i].h, N, g[s].IC, l[i].OC);
-                                else G->linear_backward(dinp, NULL, l[i].dout, x, l[i].w, l[i].h, N, g[s].IC, l[i].OC);
-                            }
-                        else
-                            for (int i = 0; i < g[s].n; i++) {
-                                const LinearLora *q = &l[i];
-                                if (!dir) {
-                                    G->linear_forward(q->out, x, q->w, q->h, N, g[s].IC, q->OC);
-                                    G->lora_forward(q->out, q->xa, x, q->A, q->B, N, g[s].IC,
-                                                    q->OC, r, q->scale, NULL);
-                                } else {
-                                    G->linear_backward(dinp, NULL, q->dout, x, q->w, q->h, N,
-                                                       g[s].IC, q->OC);
-                                    G->lora_backward(dinp, q->dA, q->dB, q->dout, x, q->xa, q->A,
-                                                     q->B, N, g[s].IC, q->OC, r, q->scale, NULL);
-                                }
-                            }
+                    if (rec) {
+                        if (G->replay(rec)) break;
+                    } else {
+                        for (int it = 0; it < iters; it++)
+                            linear_lora_bench_op(l, g[s].n, folded, dir, x, dinp, N, g[s].IC, r);
                     }
                     G->sync();
                     double t = (now_seconds() - t0) / iters;
                     if (rep && t < best[folded][dir]) best[folded][dir] = t;
                 }
-        printf("  bench linear+lora bf16 %-7s N=%d IC=%d r=%d: fwd %7.1f -> %7.1f us, bwd %7.1f "
-               "-> %7.1f us (unfolded -> folded; the linears alone %.1f, %.1f)\n", g[s].name, N,
-               g[s].IC, r, best[0][0] * 1e6, best[1][0] * 1e6, best[0][1] * 1e6,
-               best[1][1] * 1e6, best[2][0] * 1e6, best[2][1] * 1e6);
+                if (rec) G->recording_free(rec);
+            }
+        printf("  bench linear+lora bf16 %-7s N=%-4d IC=%d r=%d%s: fwd %7.1f -> %7.1f us, bwd "
+               "%7.1f -> %7.1f us (unfolded -> folded; the linears alone %.1f, %.1f)\n", g[s].name,
+               N, g[s].IC, r, graphed ? " (graphs)" : "", best[0][0] * 1e6, best[1][0] * 1e6,
+               best[0][1] * 1e6, best[1][1] * 1e6, best[2][0] * 1e6, best[2][1] * 1e6);
         for (int i = 0; i < g[s].n; i++) {
             G->linear_release(h[i]);
             for (int b = 0; b < 8; b++) G->free(bufs[i][b]);

@@ -20,7 +20,8 @@
 // Forward: rowdot (x -> xa's partials), rowaxpy (sums them, saves xa, out +=). Backward:
 // rowdot with column sums (dout -> dxa's and dB's partials), lora_sum, rowaxpy with column
 // sums (x, dinp -> dinp, dA's partials), lora_sum.
-// Ranks above 16 run in chunks of 16 (each a pass over the big operand).
+// Ranks above 16 run in chunks of 16 (each a pass over the big operand; one launch where the
+// chunks are independent: blockIdx.z).
 // H100, N = 4096, r = 8, all of dinp/dA/dB (test_cuda_ops's LoRA benchmark): 1.8-2.4 TB/s
 // forward, 1.7-2.3 TB/s backward over the least traffic, against 2.6-2.8 TB/s for a copy.
 #include <algorithm>
@@ -69,18 +70,61 @@ __device__ __forceinline__ void st_cols(float *row, const float (&v)[W], int c0,
     }
 }
 
+// The weights w(k,c): B (r,C) (w(k,c) = B[k][c]: wck 0, one segment) or A (C,r) (w(k,c) =
+// A[c][k]: wck 1), or a group's A's side by side (n segments, segment i the ranks off[i] ..
+// off[i+1] of A_i (C, off[i+1] - off[i])): read in place, no concatenated copy
+#define LORA_SEGS 4  // most segments (and jobs a launch, below)
+typedef struct {
+    const float *p[LORA_SEGS];
+    int off[LORA_SEGS + 1];
+    int n, wck;
+} WSrc;
+static WSrc wsrc1(const float *p, int wck, int r) {
+    WSrc w{};
+    w.p[0] = p, w.off[1] = r, w.n = 1, w.wck = wck;
+    return w;
+}
+__device__ __forceinline__ float wsrc_get(const WSrc &w, int k, int c, int C) {
+    if (!w.wck) return w.p[0][(size_t)k * C + c];
+    int i = 0;
+    while (i + 1 < w.n && k >= w.off[i + 1]) i++;
+    return w.p[i][(size_t)c * (w.off[i + 1] - w.off[i]) + (k - w.off[i])];
+}
+
+// Column sums (dA, dB) written straight to their destinations where a launch has one row
+// block (no partials to sum: the work of lora_sum with np = 1, the same bits): d = fmaf(alpha,
+// v, d) at d[0][k * C + c] (kmajor: dB (r,C)) or d[i][c * r_i + k - off[i]] (dA's (C, r_i) side
+// by side as WSrc's segments; NULL: not wanted). n = 0: none (partials Pc instead).
+typedef struct {
+    float *d[LORA_SEGS];
+    int off[LORA_SEGS + 1];
+    int n, kmajor;
+    float alpha;
+} ColDst;
+__device__ __forceinline__ void coldst_add(const ColDst &D, int k, int c, int C, float v) {
+    float *p;
+    if (D.kmajor) {
+        p = D.d[0] + (size_t)k * C + c;
+    } else {
+        int i = 0;
+        while (i + 1 < D.n && k >= D.off[i + 1]) i++;
+        if (!D.d[i]) return;
+        p = D.d[i] + (size_t)c * (D.off[i + 1] - D.off[i]) + (k - D.off[i]);
+    }
+    *p = fmaf(D.alpha, v, *p);
+}
+
 // The weights of the block's columns into shared memory, read coalesced: wt[ch][kk][cl] =
 // w(k0+kk, cb + ch*WIDTH + cl) for ch < cpb chunks of WIDTH columns; 0 past r or C.
-// wck: w is A (C,r) (w(k,c) = A[c][k]), else B (r,C) (w(k,c) = B[k][c]).
 template <int RC, int WIDTH>
-__device__ __forceinline__ void ld_wt(float *wt, const float *Wt, int wck, int cb, int cpb, int C,
-                                      int r, int k0) {
+__device__ __forceinline__ void ld_wt(float *wt, const WSrc &Wt, int cb, int cpb, int C, int r,
+                                      int k0) {
+    const int wck = Wt.wck;
     for (int t = threadIdx.x; t < cpb * RC * WIDTH; t += blockDim.x) {
         const int ch = t / (RC * WIDTH), q = t % (RC * WIDTH);
         const int kk = wck ? q % RC : q / WIDTH, cl = wck ? q / RC : q % WIDTH;
         const int k = k0 + kk, c = cb + ch * WIDTH + cl;
-        wt[(ch * RC + kk) * WIDTH + cl] =
-            k < r && c < C ? Wt[wck ? (size_t)c * r + k : (size_t)k * C + c] : 0.0f;
+        wt[(ch * RC + kk) * WIDTH + cl] = k < r && c < C ? wsrc_get(Wt, k, c, C) : 0.0f;
     }
 }
 
@@ -118,10 +162,12 @@ __device__ __forceinline__ void ld_tile(float *tile, const float *Sp, int np, fl
 }
 
 // The warps' column accumulators acc[kk][e] (each over its own rows), summed over the warps in
-// order: Pc[blockIdx.y][k0+kk][c] (gy, r, C); red is LORA_WARPS * RC * 32 * W floats
+// order: Pc[by][k0+kk][c] (gy, r, C), or with D straight to D's destinations; bx, by: the
+// block's column and row block; red is LORA_WARPS * RC * 32 * W floats
 template <int RC, int W>
-__device__ __forceinline__ void colacc_out(float *Pc, float *red, const float (&acc)[RC][W],
-                                           int C, int r, int k0) {
+__device__ __forceinline__ void colacc_out(float *Pc, const ColDst *D, float *red,
+                                           const float (&acc)[RC][W], int C, int r, int k0,
+                                           int bx, int by) {
     constexpr int WIDTH = 32 * W;  // the block's columns
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
@@ -133,8 +179,11 @@ __device__ __forceinline__ void colacc_out(float *Pc, float *red, const float (&
         float v = 0.0f;
 #pragma unroll
         for (int w = 0; w < LORA_WARPS; w++) v += red[w * RC * WIDTH + t];
-        const int k = k0 + t / WIDTH, c = blockIdx.x * WIDTH + t % WIDTH;
-        if (k < r && c < C) Pc[((size_t)blockIdx.y * r + k) * C + c] = v;
+        const int k = k0 + t / WIDTH, c = bx * WIDTH + t % WIDTH;
+        if (k < r && c < C) {
+            if (D) coldst_add(*D, k, c, C, v);
+            else Pc[((size_t)by * r + k) * C + c] = v;
+        }
     }
 }
 
@@ -189,13 +238,13 @@ __device__ __forceinline__ void dots_add(float (&v)[32], const float (&m)[STEP][
     }
 }
 
-// the warp's STEP x RC dot products summed over its lanes: Pd[blockIdx.x][nb + j][k0 + kk]
+// the warp's STEP x RC dot products summed over its lanes: Pd[bx][nb + j][k0 + kk]
 template <int RC>
 __device__ __forceinline__ void dots_out(float *Pd, float (&v)[32], int nb, int N, int r, int k0,
-                                         float dscale, int lane) {
+                                         float dscale, int lane, int bx) {
     const float t = warp_reduce_scatter32(v);
     const int n = nb + lane / RC, k = k0 + lane % RC;
-    if (n < N && k < r) Pd[((size_t)blockIdx.x * N + n) * r + k] = dscale * t;
+    if (n < N && k < r) Pd[((size_t)bx * N + n) * r + k] = dscale * t;
 }
 
 // rows nb .. nb+STEP of m, the lane's W columns from c0, rounded to bf16 into Mb (N, C) at row
@@ -231,34 +280,63 @@ __device__ __forceinline__ void st_rows_bf16(__nv_bfloat16 *Mb, int ldb, bool bv
     }
 }
 
-// M (N,C) -> Pd[blockIdx.x][n][k0+kk] = dscale * sum over the block's columns c of
-// M[n][c] w(k0+kk, c)   (Pd (gx, N, r); NULL with COLACC: column sums only)
-// and, COLACC: Pc[blockIdx.y][k0+kk][c] = sum over the block's rows n of S[n][k0+kk] M[n][c]
-// The block spans cpb chunks of WIDTH columns (COLACC: 1) and rb rows (COLACC: LORA_RB).
+// A job of lora_rowdot: M (N,C) -> Pd[bx][n][k0+kk] = dscale * sum over the block's columns c
+// of M[n][c] w(k0+kk, c)   (Pd (gx, N, r); NULL with column sums: those only)
+// and, with column sums (Pc or cd): Pc[by][k0+kk][c] = sum over the block's rows n of
+// S[n][k0+kk] M[n][c] (or straight to cd's destinations: one row block).
+// The block spans cpb chunks of WIDTH columns (column sums: 1) and rb rows (column sums:
+// LORA_RB); blockIdx.z is the rank chunk (k0 = RC z: the chunks are independent).
 // A warp takes STEP = 32 / RC rows at a time; their STEP x RC dot products, summed over the
 // chunks in each lane, are 32 values: one a lane after the reduce-scatter.
-// Mb (not NULL): M rounded to bf16 is also written there (row stride ldb), for the folded
-// products (linear_lora_*), which then need no pass of their own over M.
+// Mb (not NULL): M rounded to bf16 is also written there (row stride ldb; nmb copies, mbs
+// values apart), for the folded products (linear_lora_*), which then need no pass of their own
+// over M.
+typedef struct {
+    float *Pd, *Pc;
+    const float *M, *S;
+    WSrc w;
+    ColDst cd;
+    __nv_bfloat16 *Mb;
+    int64_t mbs;
+    int ldb, nmb, C, r, cpb, gx, bvec;
+    float dscale;
+} RowdotJob;
+// up to LORA_SEGS jobs of one RC (a group's layers, backward): blockIdx.x runs over the jobs'
+// gx column blocks in turn
+typedef struct {
+    RowdotJob j[LORA_SEGS];
+    int nj, N, rb;
+} RowdotArgs;
+
 #define LORA_CPB 8  // most chunks a block (the weights of all in shared memory)
 template <int RC, bool VEC, bool COLACC>
 __global__ void __launch_bounds__(LORA_WARPS * 32, 2)
-lora_rowdot_kernel(float *Pd, float *Pc, const float *M, const float *Wt, int wck,
-                   const float *S, int N, int C, int r, int k0, float dscale, int cpb, int rb,
-                   __nv_bfloat16 *Mb, int ldb, bool bvec) {
+lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
     constexpr int W = 32 / RC, STEP = 32 / RC, WIDTH = 32 * W;
     __shared__ __align__(16) float wt[(COLACC ? 1 : LORA_CPB) * RC * WIDTH];
     __shared__ __align__(16) float tile[COLACC ? LORA_RB * RC : 1];
     __shared__ __align__(16) float red[COLACC ? LORA_WARPS * RC * WIDTH : 1];
+    int bx = blockIdx.x, ji = 0;
+    while (ji + 1 < a.nj && bx >= a.j[ji].gx) bx -= a.j[ji].gx, ji++;
+    const RowdotJob &J = a.j[ji];
+    const int N = a.N, C = J.C, r = J.r, k0 = blockIdx.z * RC, by = blockIdx.y;
+    if (k0 >= r || bx >= J.gx) return;  // a job with fewer rank chunks than the launch's
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int n0 = blockIdx.y * rb, cb = blockIdx.x * cpb * WIDTH;
+    const int cpb = COLACC ? 1 : J.cpb, rb = COLACC ? LORA_RB : a.rb;
+    const int n0 = by * rb, cb = bx * cpb * WIDTH;
+    float *Pd = J.Pd;
+    const float *M = J.M;
+    __nv_bfloat16 *Mb = blockIdx.z ? NULL : J.Mb;  // written with the first rank chunk
+    const int nmb = J.nmb, ldb = J.ldb;
+    const bool bvec = J.bvec;
     if constexpr (COLACC) {
         // One chunk; rows a step at a time, the next step's loads issued before this one's
         // arithmetic (the first before the shared memory is filled).
         const int c0 = cb + lane * W;
         float m[STEP][W], acc[RC][W];
         ld_rows<STEP, W, VEC>(m, M, n0 + warp * STEP, N, C, c0);
-        ld_wt<RC, WIDTH>(wt, Wt, wck, cb, 1, C, r, k0);
-        ld_tile<RC>(tile, S, 1, 1.0f, NULL, n0, LORA_RB, N, r, k0);
+        ld_wt<RC, WIDTH>(wt, J.w, cb, 1, C, r, k0);
+        ld_tile<RC>(tile, J.S, 1, 1.0f, NULL, n0, LORA_RB, N, r, k0);
 #pragma unroll
         for (int kk = 0; kk < RC; kk++)
 #pragma unroll
@@ -282,19 +360,21 @@ lora_rowdot_kernel(float *Pd, float *Pc, const float *M, const float *Wt, int wc
 #pragma unroll
                 for (int i = 0; i < 32; i++) v[i] = 0.0f;
                 dots_add<RC, W, STEP>(v, m, wt, 0, lane);
-                dots_out<RC>(Pd, v, nb, N, r, k0, dscale, lane);
+                dots_out<RC>(Pd, v, nb, N, r, k0, J.dscale, lane, bx);
             }
-            if (Mb) st_rows_bf16<STEP, W>(Mb, ldb, bvec, m, nb, N, C, c0);
+            if (Mb)
+                for (int q = 0; q < nmb; q++)
+                    st_rows_bf16<STEP, W>(Mb + q * J.mbs, ldb, bvec, m, nb, N, C, c0);
 #pragma unroll
             for (int j = 0; j < STEP; j++)
 #pragma unroll
                 for (int e = 0; e < W; e++) m[j][e] = mn[j][e];
         }
-        colacc_out<RC, W>(Pc, red, acc, C, r, k0);
+        colacc_out<RC, W>(J.Pc, J.cd.n ? &J.cd : NULL, red, acc, C, r, k0, bx, by);
     } else {
         // cpb chunks, their weights all in shared memory; a step's rows over the chunks, four
         // chunks' loads in flight at a time
-        ld_wt<RC, WIDTH>(wt, Wt, wck, cb, cpb, C, r, k0);
+        ld_wt<RC, WIDTH>(wt, J.w, cb, cpb, C, r, k0);
         __syncthreads();
         for (int st = warp; st < rb / STEP; st += LORA_WARPS) {  // warp-uniform
             const int nb = n0 + st * STEP;
@@ -307,9 +387,12 @@ lora_rowdot_kernel(float *Pd, float *Pc, const float *M, const float *Wt, int wc
                 float m[STEP][W];
                 ld_rows<STEP, W, VEC>(m, M, nb, N, C, cb + ch * WIDTH + lane * W);
                 dots_add<RC, W, STEP>(v, m, wt, ch, lane);
-                if (Mb) st_rows_bf16<STEP, W>(Mb, ldb, bvec, m, nb, N, C, cb + ch * WIDTH + lane * W);
+                if (Mb)
+                    for (int q = 0; q < nmb; q++)
+                        st_rows_bf16<STEP, W>(Mb + q * J.mbs, ldb, bvec, m, nb, N, C,
+                                              cb + ch * WIDTH + lane * W);
             }
-            dots_out<RC>(Pd, v, nb, N, r, k0, dscale, lane);
+            dots_out<RC>(Pd, v, nb, N, r, k0, J.dscale, lane, bx);
         }
     }
 }
@@ -318,11 +401,15 @@ lora_rowdot_kernel(float *Pd, float *Pc, const float *M, const float *Wt, int wc
 // from np partials of lora_rowdot (Sp (np, N, r)) times sscale, written to Sout when given
 // (by the blocks of the first columns)
 // and, COLACC: Pc[blockIdx.y][k0+kk][c] = sum over the block's rows n of S[n][k0+kk] X[n][c]
+// (or straight to cd's destinations: one row block). k0 = kb + RC blockIdx.z (O NULL: the rank
+// chunks are independent, one launch for all).
 template <int RC, bool VEC, bool COLACC>
 __global__ void __launch_bounds__(LORA_WARPS * 32, 2)
 lora_rowaxpy_kernel(float *O, float *Pc, const float *X, const float *Sp, int np, float sscale,
-                    float *Sout, const float *Wt, int wck, int N, int C, int r, int k0,
-                    float alpha, int accumulate) {
+                    float *Sout, const __grid_constant__ WSrc Wt,
+                    const __grid_constant__ ColDst cd, int N, int C, int r, int kb, float alpha,
+                    int accumulate) {
+    const int k0 = kb + RC * blockIdx.z;
     constexpr int W = 32 / RC, WIDTH = 32 * W, U = 4, ROWS = LORA_RB / LORA_WARPS;
     __shared__ __align__(16) float wt[RC * WIDTH];
     __shared__ __align__(16) float tile[LORA_RB * RC];
@@ -344,7 +431,7 @@ lora_rowaxpy_kernel(float *O, float *Pc, const float *X, const float *Sp, int np
         }
     };
     load(0);  // in flight while the shared memory is filled
-    if (O) ld_wt<RC, WIDTH>(wt, Wt, wck, cb, 1, C, r, k0);
+    if (O) ld_wt<RC, WIDTH>(wt, Wt, cb, 1, C, r, k0);
     ld_tile<RC>(tile, Sp, np, sscale, blockIdx.x == 0 ? Sout : NULL, n0, LORA_RB, N, r, k0);
     __syncthreads();
     float w[RC][W], acc[RC][W];
@@ -388,7 +475,8 @@ lora_rowaxpy_kernel(float *O, float *Pc, const float *X, const float *Sp, int np
             }
         }
     }
-    if constexpr (COLACC) colacc_out<RC, W>(Pc, red, acc, C, r, k0);
+    if constexpr (COLACC)
+        colacc_out<RC, W>(Pc, cd.n ? &cd : NULL, red, acc, C, r, k0, blockIdx.x, blockIdx.y);
 }
 
 // dst[a * ds_a + b * ds_b] (+)= alpha * sum_p P[p][a][b], p in order: the partials of the
@@ -457,48 +545,94 @@ static bool lora_vec(int C, int r, const float *p, const float *q) {
     return C % W == 0 && !((uintptr_t)p & al) && !((uintptr_t)q & al);
 }
 
-// Pd (gx, N, r) partial dots (dscale times); with Pc (dB-like column sums, S needed) one chunk a
-// block; gx from lora_gx_dots
-// Mb: M in bf16 too, at row stride ldb (with the first rank chunk)
-static void lora_rowdot(float *Pd, float *Pc, const float *M, const float *Wt, int wck,
-                        const float *S, int N, int C, int r, float dscale,
-                        __nv_bfloat16 *Mb = NULL, int ldb = 0) {
-    const int rc = lora_rc(r), colacc = Pc != NULL;
-    const bool vec = lora_vec(C, r, M, NULL);
-    const int W = 32 / rc;
-    const bool bvec = vec && ldb % W == 0 && !((uintptr_t)Mb & (2u * W - 1));
-    const int cpb = colacc ? 1 : lora_cpb(lora_chunks(C, r));
-    const int rb = colacc ? LORA_RB : LORA_RB_DOTS;
-    const dim3 grid(lora_gx_dots(C, r, colacc), (N + rb - 1) / rb), block(LORA_WARPS * 32);
-#define LORA_ROWDOT(RC_, VEC_, CA_) \
-    lora_rowdot_kernel<RC_, VEC_, CA_><<<grid, block>>>(Pd, Pc, M, Wt, wck, S, N, C, r, k0, dscale, \
-                                                        cpb, rb, k0 ? NULL : Mb, ldb, bvec)
-    for (int k0 = 0; k0 < r; k0 += rc) {
-        if (rc == 8) {
-            if (colacc) vec ? LORA_ROWDOT(8, true, true) : LORA_ROWDOT(8, false, true);
-            else vec ? LORA_ROWDOT(8, true, false) : LORA_ROWDOT(8, false, false);
-        } else {
-            if (colacc) vec ? LORA_ROWDOT(16, true, true) : LORA_ROWDOT(16, false, true);
-            else vec ? LORA_ROWDOT(16, true, false) : LORA_ROWDOT(16, false, false);
-        }
-        CUDA_LAUNCH_CHECK();
+static int lora_sms(void) {
+    int dev = 0, sms = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    return sms > 0 ? sms : 1;
+}
+
+// A job of lora_rowdot: Pd (gx, N, r) partial dots (dscale times); with Pc or cd (dB-like column
+// sums, S needed) one chunk a block; gx from lora_gx_dots. Mb: M in bf16 too, at row stride ldb
+// (with the first rank chunk), nmb copies mbs values apart.
+static RowdotJob rowdot_job(float *Pd, float *Pc, const ColDst *cd, const float *M, WSrc w,
+                            const float *S, int C, int r, float dscale,
+                            __nv_bfloat16 *Mb = NULL, int ldb = 0, int nmb = 1, int64_t mbs = 0) {
+    RowdotJob j{};
+    const int colacc = Pc || (cd && cd->n), W = 32 / lora_rc(r);
+    j.Pd = Pd, j.Pc = Pc, j.M = M, j.S = S, j.w = w, j.C = C, j.r = r, j.dscale = dscale;
+    if (cd) j.cd = *cd;
+    j.Mb = Mb, j.ldb = ldb, j.nmb = nmb, j.mbs = mbs;
+    j.bvec = lora_vec(C, r, M, NULL) && ldb % W == 0 && !((uintptr_t)Mb & (2u * W - 1)) &&
+             !(mbs % W);
+    j.cpb = colacc ? 1 : lora_cpb(lora_chunks(C, r));
+    j.gx = lora_gx_dots(C, r, colacc);
+    return j;
+}
+
+// The jobs (one RC: lora_rc of each r the same; all with column sums or none) in one launch.
+// Dots only, rows a block shrink from LORA_RB_DOTS while the grid has fewer than two blocks an
+// SM, down to one step a warp: at N = 72 (8 x 9 tokens) 128 rows gave q/k/v's pass 16 blocks of
+// 132 SMs, each warp 4-5 dependent steps (ncu: 12.5 us a pass). The rows are independent: the
+// same bits for any rb.
+static void lora_rowdot_run(const RowdotJob *js, int nj, int N) {
+    if (nj <= 0 || N <= 0) return;
+    RowdotArgs a{};
+    const int rc = lora_rc(js[0].r), colacc = js[0].Pc || js[0].cd.n;
+    bool vec = true;
+    int gx = 0, gz = 0;
+    for (int i = 0; i < nj; i++) {
+        a.j[i] = js[i];
+        gx += js[i].gx;
+        gz = std::max(gz, (js[i].r + rc - 1) / rc);
+        vec = vec && lora_vec(js[i].C, js[i].r, js[i].M, NULL);
     }
+    a.nj = nj, a.N = N;
+    int rb = colacc ? LORA_RB : LORA_RB_DOTS;
+    if (!colacc) {
+        const int64_t want = 2 * (int64_t)lora_sms();
+        while (rb > (32 / rc) * LORA_WARPS && (int64_t)gx * ((N + rb - 1) / rb) * gz < want)
+            rb /= 2;
+    }
+    a.rb = rb;
+    const dim3 grid(gx, (N + rb - 1) / rb, gz), block(LORA_WARPS * 32);
+#define LORA_ROWDOT(RC_, VEC_, CA_) lora_rowdot_kernel<RC_, VEC_, CA_><<<grid, block>>>(a)
+    if (rc == 8) {
+        if (colacc) vec ? LORA_ROWDOT(8, true, true) : LORA_ROWDOT(8, false, true);
+        else vec ? LORA_ROWDOT(8, true, false) : LORA_ROWDOT(8, false, false);
+    } else {
+        if (colacc) vec ? LORA_ROWDOT(16, true, true) : LORA_ROWDOT(16, false, true);
+        else vec ? LORA_ROWDOT(16, true, false) : LORA_ROWDOT(16, false, false);
+    }
+    CUDA_LAUNCH_CHECK();
 #undef LORA_ROWDOT
 }
 
+// one job
+static void lora_rowdot(float *Pd, float *Pc, const float *M, const float *Wt, int wck,
+                        const float *S, int N, int C, int r, float dscale) {
+    const RowdotJob j = rowdot_job(Pd, Pc, NULL, M, wsrc1(Wt, wck, r), S, C, r, dscale);
+    lora_rowdot_run(&j, 1, N);
+}
+
 // O (+)= alpha * S @ w^T (S = sscale * the sum of Sp's np partials, saved to Sout if given);
-// with Pc: dA-like column sums S^T X (gy, r, C)
+// with Pc (or cd: one row block): dA-like column sums S^T X (gy, r, C)
 static void lora_rowaxpy(float *O, float *Pc, const float *X, const float *Sp, int np,
-                         float sscale, float *Sout, const float *Wt, int wck, int N, int C, int r,
-                         float alpha, int accumulate) {
+                         float sscale, float *Sout, WSrc w, int N, int C, int r, float alpha,
+                         int accumulate, const ColDst *cd = NULL) {
     if (C <= 0) return;
-    const int rc = lora_rc(r), colacc = Pc != NULL;
+    const int rc = lora_rc(r), colacc = Pc || (cd && cd->n);
     const bool vec = lora_vec(C, r, O, X);
-    const dim3 grid(lora_chunks(C, r), lora_gy(N)), block(LORA_WARPS * 32);
+    // without O the rank chunks are independent: one launch (blockIdx.z); with O each adds to
+    // the one before
+    const int nz = (r + rc - 1) / rc, gz = O ? 1 : nz;
+    const dim3 grid(lora_chunks(C, r), lora_gy(N), gz), block(LORA_WARPS * 32);
+    ColDst none{};
+    const ColDst &D = cd ? *cd : none;
 #define LORA_ROWAXPY(RC_, VEC_, CA_)                                                      \
-    lora_rowaxpy_kernel<RC_, VEC_, CA_><<<grid, block>>>(O, Pc, X, Sp, np, sscale, Sout, Wt, \
-                                                         wck, N, C, r, k0, alpha, acc)
-    for (int k0 = 0; k0 < r; k0 += rc) {
+    lora_rowaxpy_kernel<RC_, VEC_, CA_><<<grid, block>>>(O, Pc, X, Sp, np, sscale, Sout, w, D, \
+                                                         N, C, r, k0, alpha, acc)
+    for (int k0 = 0; k0 < r; k0 += rc * gz) {
         const int acc = accumulate || k0 > 0;  // later chunks add to the first
         if (rc == 8) {
             if (colacc) vec ? LORA_ROWAXPY(8, true, true) : LORA_ROWAXPY(8, false, true);
@@ -558,7 +692,8 @@ void cuda_lora_forward(float *out, float *xa, const float *inp, const float *A, 
     float *d = gx == 1 && xa ? xa : pd;
     lora_rowdot(d, NULL, xd ? xd : inp, A, 1, NULL, N, IC, r, 1.0f);
     // out (N,OC) += scale * xa (N,r) @ B (r,OC)
-    lora_rowaxpy(out, NULL, NULL, d, gx, 1.0f, gx == 1 ? NULL : xa, B, 0, N, OC, r, scale, 1);
+    lora_rowaxpy(out, NULL, NULL, d, gx, 1.0f, gx == 1 ? NULL : xa, wsrc1(B, 0, r), N, OC, r,
+                 scale, 1);
 }
 
 // dout (N,OC) -> dB (r,OC) += scale * xa^T @ dout; with dxa (N,r) = scale * dout @ B^T:
@@ -600,10 +735,12 @@ void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, co
     // and dA (IC,r) += x^T (IC,N) @ dxa (N,r), through Pc (r, IC) partials
     float *pc = pi;
     if (!drp) {
-        lora_rowaxpy(dinp, dA ? pc : NULL, x, dxa, 1, 1.0f, NULL, A, 1, N, IC, r, 1.0f, 1);
+        lora_rowaxpy(dinp, dA ? pc : NULL, x, dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC, r, 1.0f,
+                     1);
     } else {  // dx goes over the dropped x in big: dA first (rank chunks would read dx as x)
-        if (dA) lora_rowaxpy(NULL, pc, x, dxa, 1, 1.0f, NULL, A, 1, N, IC, r, 1.0f, 0);
-        if (dinp) lora_rowaxpy(big, NULL, NULL, dxa, 1, 1.0f, NULL, A, 1, N, IC, r, 1.0f, 0);
+        if (dA) lora_rowaxpy(NULL, pc, x, dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC, r, 1.0f, 0);
+        if (dinp)
+            lora_rowaxpy(big, NULL, NULL, dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC, r, 1.0f, 0);
     }
     if (dA) {
         LoraSum ja = {pc, dA, lora_gy(N), IC, 1, r, 1, (int64_t)r * IC, 1.0f};
@@ -653,11 +790,21 @@ typedef struct {
     int A2;
 } FoldW;
 
-// Three jobs a launch: blocks [0, b0) FoldS, [b0, b0 + b1) FoldW, the rest a LoraSum (dB)
-__global__ static void lora_fold_kernel(FoldS s, FoldW w, LoraSum j, int b0, int b1) {
-    const int b = blockIdx.x;
-    if (b < b0) {
-        const int64_t i = (int64_t)b * blockDim.x + threadIdx.x;
+// Up to LORA_SEGS jobs of each kind a launch (a group's layers): job t's blocks are
+// [b[t], b[t+1]), the FoldS jobs first, then the FoldW, then the LoraSum (dB)
+typedef struct {
+    FoldS s[LORA_SEGS];
+    FoldW w[LORA_SEGS];
+    LoraSum j[LORA_SEGS];
+    int b[3 * LORA_SEGS + 1];
+} FoldArgs;
+
+__global__ static void lora_fold_kernel(const __grid_constant__ FoldArgs a) {
+    int t = 0;
+    while ((int)blockIdx.x >= a.b[t + 1]) t++;
+    const int64_t i = (int64_t)(blockIdx.x - a.b[t]) * blockDim.x + threadIdx.x;
+    if (t < LORA_SEGS) {
+        const FoldS &s = a.s[t];
         if (i >= (int64_t)s.N * s.pad) return;
         const int64_t n = i / s.pad;
         const int k = (int)(i - n * s.pad);
@@ -668,33 +815,49 @@ __global__ static void lora_fold_kernel(FoldS s, FoldW w, LoraSum j, int b0, int
             if (s.Sout) s.Sout[n * s.lds + k] = v;
         }
         if (s.Xb) s.Xb[n * s.ldx + k] = __float2bfloat16_rn(s.xscale * v);
-    } else if (b < b0 + b1) {
-        const int64_t i = (int64_t)(b - b0) * blockDim.x + threadIdx.x;
+    } else if (t < 2 * LORA_SEGS) {
+        const FoldW &w = a.w[t - LORA_SEGS];
         if (i >= w.len) return;
-        const int64_t a = i / w.A2, c = i - a * w.A2;
-        w.dst[a * w.da + c * w.db] = __float2bfloat16_rn(w.src[i]);
+        const int64_t r = i / w.A2, c = i - r * w.A2;
+        w.dst[r * w.da + c * w.db] = __float2bfloat16_rn(w.src[i]);
     } else {
-        const int64_t i = (int64_t)(b - b0 - b1) * blockDim.x + threadIdx.x;
+        const LoraSum &j = a.j[t - 2 * LORA_SEGS];
         if (i >= j.len) return;
         const int64_t ps = j.pstride ? j.pstride : j.len;
         float v = 0.0f;
         for (int p = 0; p < j.np; p++) v += j.P[(size_t)p * ps + i];
-        const int64_t a = i / j.A2, c = i - a * j.A2;
-        float *d = j.dst + a * j.ds_a + c * j.ds_b;
+        const int64_t r = i / j.A2, c = i - r * j.A2;
+        float *d = j.dst + r * j.ds_a + c * j.ds_b;
         *d = j.accumulate ? fmaf(j.alpha, v, *d) : j.alpha * v;
     }
 }
 
-static void lora_fold(const FoldS *s, const FoldW *w, const LoraSum *j) {
+// a launch's jobs, added one by one (at most LORA_SEGS of each kind)
+typedef struct {
+    FoldArgs a;
+    int ns, nw, nj;
+} Fold;
+static void fold_s(Fold *f, const FoldS &s) {
+    if (s.Sout || s.Xb) f->a.s[f->ns++] = s;
+}
+static void fold_w(Fold *f, const FoldW &w) { f->a.w[f->nw++] = w; }
+static void fold_j(Fold *f, const LoraSum &j) { f->a.j[f->nj++] = j; }
+static void lora_fold(Fold *f) {
     const int T = 256;
-    const int b0 = s && (s->Sout || s->Xb) ? (int)(((int64_t)s->N * s->pad + T - 1) / T) : 0;
-    const int b1 = w ? (int)((w->len + T - 1) / T) : 0;
-    const int b2 = j ? (int)((j->len + T - 1) / T) : 0;
-    if (b0 + b1 + b2 == 0) return;
-    FoldS s0{};
-    FoldW w0{};
-    LoraSum j0{};
-    lora_fold_kernel<<<b0 + b1 + b2, T>>>(s ? *s : s0, w ? *w : w0, j ? *j : j0, b0, b1);
+    FoldArgs &a = f->a;
+    int b = 0;
+    for (int t = 0; t < 3 * LORA_SEGS; t++) {
+        const int q = t % LORA_SEGS;
+        const int64_t len = t < LORA_SEGS       ? (q < f->ns ? (int64_t)a.s[q].N * a.s[q].pad : 0)
+                            : t < 2 * LORA_SEGS ? (q < f->nw ? a.w[q].len : 0)
+                                                : (q < f->nj ? a.j[q].len : 0);
+        a.b[t] = b;
+        b += (int)((len + T - 1) / T);
+    }
+    a.b[3 * LORA_SEGS] = b;
+    f->ns = f->nw = f->nj = 0;
+    if (!b) return;
+    lora_fold_kernel<<<b, T>>>(a);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -716,6 +879,15 @@ static bool lora_foldable(const LinearLora *l, int n, int IC, bool backward) {
 // floats holding n bf16 values, rounded up to 256 bytes (the workspace's pieces stay aligned)
 static size_t bf16_floats(size_t n) { return ((n + 1) / 2 + 63) / 64 * 64; }
 
+// A small group (N x 9 tokens, 1 x 512) batches its layers: each ranked layer its own copy of
+// [x | bf16(scale xa)] (forward; the pass over x writes them all) or [dout | bf16(dxa)]
+// (backward), so that the group's folds, and backward its passes over the douts, are one
+// launch each instead of one a layer. Forward that costs the copies' writes, backward only
+// workspace: batched while the extra bytes are at most LORA_BATCH_BYTES (~1.5 us of writes at
+// 2.5-3 TB/s, below the ~2-4 us a launch in a step takes at N = 72 (ncu: lora_fold 3.5-4.8 us);
+// N = 4096's q/k/v (8.6 MB more) runs its layers one by one as before).
+#define LORA_BATCH_BYTES ((size_t)4 << 20)
+
 void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, int N, int IC) {
     if (N <= 0 || n <= 0) return;
     if (!lora_foldable(l, n, IC, false)) {  // f32 / TF32 (or no room): the ops one by one
@@ -727,48 +899,72 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, int 
         }
         return;
     }
-    int R = 0, rpmax = 0, ranked = 0, last = -1;
+    int R = 0, rpmax = 0, ranked = 0;
     for (int i = 0; i < n; i++) {
         R += l[i].r;
         if (lora_pad(l[i].r) > rpmax) rpmax = lora_pad(l[i].r);
-        if (l[i].r > 0) ranked++, last = i;
+        if (l[i].r > 0) ranked++;
     }
     const int ldx = IC + rpmax;  // x's bf16 scratch, then each layer's bf16(scale xa)
+    const size_t sx = bf16_floats((size_t)N * ldx);  // floats of one copy
+    const int nx = ranked > 1 && ranked <= LORA_SEGS &&
+                   (size_t)(ranked - 1) * sx * sizeof(float) <= LORA_BATCH_BYTES ? ranked : 1;
     const int gx = R ? lora_gx_dots(IC, R, false) : 0;
-    const size_t n_x = bf16_floats((size_t)N * ldx), n_a = ranked > 1 ? (size_t)IC * R : 0;
-    float *ws = cuda_workspace(n_x + n_a + (size_t)gx * N * R);
+    const size_t n_a = ranked > LORA_SEGS ? (size_t)IC * R : 0;
+    float *ws = cuda_workspace(nx * sx + n_a + (size_t)gx * N * R);
     __nv_bfloat16 *X = (__nv_bfloat16 *)ws;
-    float *Acat = ws + n_x, *Pd = Acat + n_a;
+    float *Acat = ws + nx * sx, *Pd = Acat + n_a;
     if (R == 0) {
         cuda_to_bf16_rows(X, ldx, inp, N, IC);
     } else {
-        // the A's side by side, Acat (IC, R) (one adapter: its A itself), then one pass over x:
-        // its bf16 copy and xa's partials (gx, N, R)
-        const float *Ac = l[last].A;
-        if (ranked > 1) {
+        // the A's side by side (read in place; more than LORA_SEGS layers: copied to Acat
+        // (IC, R)), then one pass over x: its bf16 copies and xa's partials (gx, N, R)
+        WSrc w{};
+        if (ranked <= LORA_SEGS) {
+            w.wck = 1;
+            for (int i = 0; i < n; i++)
+                if (l[i].r > 0) w.p[w.n] = l[i].A, w.off[w.n + 1] = w.off[w.n] + l[i].r, w.n++;
+        } else {
             for (int i = 0, off = 0; i < n; off += l[i].r, i++)
                 if (l[i].r > 0)
                     CUDA_CHECK(cudaMemcpy2DAsync(Acat + off, (size_t)R * sizeof(float), l[i].A,
                                                  (size_t)l[i].r * sizeof(float),
                                                  (size_t)l[i].r * sizeof(float), IC,
                                                  cudaMemcpyDeviceToDevice, cudaStreamPerThread));
-            Ac = Acat;
+            w = wsrc1(Acat, 1, R);
         }
-        lora_rowdot(Pd, NULL, inp, Ac, 1, NULL, N, IC, R, 1.0f, X, ldx);
+        const RowdotJob j = rowdot_job(Pd, NULL, NULL, inp, w, NULL, IC, R, 1.0f, X, ldx, nx,
+                                       (int64_t)2 * sx);
+        lora_rowdot_run(&j, 1, N);
     }
-    for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
+    // layer i's fold: xa (N,r) saved, bf16(scale xa) into its copy's padding columns, B^T into
+    // the handle's; batched all at once, else each before its GEMM
+    Fold f{};
+    auto fold = [&](int i, int off, __nv_bfloat16 *Xi) {
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
-        const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r);
-        if (r > 0) {
-            // xa (N,r) saved, bf16(scale xa) into x's padding columns, B^T into the handle's
-            FoldS s = {Pd + off, (int64_t)N * R, gx, R, 1.0f, l[i].xa, r, X + IC, ldx,
-                       l[i].scale, N, r, pad};
-            FoldW w = {l[i].B, hw + IC, (int64_t)r * OC, 1, hld, OC};
-            lora_fold(&s, &w, NULL);
+        const int r = l[i].r, OC = l[i].OC;
+        fold_s(&f, FoldS{Pd + off, (int64_t)N * R, gx, R, 1.0f, l[i].xa, r, Xi + IC, ldx,
+                         l[i].scale, N, r, lora_pad(r)});
+        fold_w(&f, FoldW{l[i].B, hw + IC, (int64_t)r * OC, 1, hld, OC});
+    };
+    if (nx > 1) {
+        for (int i = 0, off = 0, xi = 0; i < n; off += l[i].r, i++)
+            if (l[i].r > 0) fold(i, off, X + (size_t)2 * sx * xi++);
+        lora_fold(&f);
+    }
+    for (int i = 0, off = 0, xi = 0; i < n; off += l[i].r, i++) {
+        int hld, hrp;
+        __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
+        const int r = l[i].r, pad = lora_pad(r);
+        const __nv_bfloat16 *Xi = nx > 1 && r > 0 ? X + (size_t)2 * sx * xi++ : X;
+        if (nx == 1 && r > 0) {
+            fold(i, off, X);
+            lora_fold(&f);
         }
         // out (N,OC) = [x | bf16(scale xa)] (N, IC+pad) @ [W | B^T]^T
-        cuda_gemm_bf16_rm(false, true, N, OC, IC + pad, 1.0f, X, ldx, hw, hld, 0.0f, l[i].out, OC);
+        cuda_gemm_bf16_rm(false, true, N, l[i].OC, IC + pad, 1.0f, Xi, ldx, hw, hld, 0.0f,
+                          l[i].out, l[i].OC);
     }
 }
 
@@ -785,59 +981,114 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         }
         return;
     }
-    int R = 0, any_dA = 0;
-    size_t n_g = 0, n_pd = 0, n_pc = 0;
+    const int gy = lora_gy(N);  // 1: dA and dB straight to their destinations (ColDst)
+    int R = 0, any_dA = 0, ranked = 0, same = 1, rc0 = 0, db0 = 0;
+    size_t n_g = 0, s_g = 0, n_pd = 0, s_pd = 0, n_pc = 0, s_pc = 0;
     for (int i = 0; i < n; i++) {
         const int r = l[i].r, OC = l[i].OC;
+        const size_t g = bf16_floats((size_t)N * (OC + lora_pad(r)));
         R += r;
         any_dA |= r > 0 && l[i].dA;
-        n_g = std::max(n_g, bf16_floats((size_t)N * (OC + lora_pad(r))));
+        n_g = std::max(n_g, g), s_g += g;
         if (r > 0) {
-            n_pd = std::max(n_pd, lora_pd_floats(N, OC, r));
-            n_pc = std::max(n_pc, lora_pc_floats(N, OC, r));
+            const size_t pd = lora_pd_floats(N, OC, r), pc = gy > 1 ? lora_pc_floats(N, OC, r) : 0;
+            n_pd = std::max(n_pd, pd), s_pd += pd;
+            n_pc = std::max(n_pc, pc), s_pc += pc;
+            if (!ranked++) rc0 = lora_rc(r), db0 = l[i].dB != NULL;
+            same &= lora_rc(r) == rc0 && (l[i].dB != NULL) == db0;  // one launch: one kind
         }
     }
-    const size_t n_dxa = any_dA ? (size_t)N * R : 0, n_pa = any_dA ? lora_pc_floats(N, IC, R) : 0;
-    float *ws = cuda_workspace(n_g + n_dxa + n_pd + n_pc + n_pa);
-    __nv_bfloat16 *G = (__nv_bfloat16 *)ws;  // one layer's [dout | bf16(dxa)] at a time
-    float *dxa = ws + n_g, *Pd = dxa + n_dxa, *Pc = Pd + n_pd, *Pa = Pc + n_pc;
-    for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
+    const bool batch = ranked > 1 && n <= LORA_SEGS && same &&
+                       (s_g - n_g) * sizeof(float) <= LORA_BATCH_BYTES;
+    const bool direct_dA = gy == 1 && ranked <= LORA_SEGS;
+    const size_t n_dxa = any_dA ? (size_t)N * R : 0;
+    const size_t n_pa = any_dA && !direct_dA ? lora_pc_floats(N, IC, R) : 0;
+    const size_t g_all = batch ? s_g : n_g, pd_all = batch ? s_pd : n_pd;
+    const size_t pc_all = batch ? s_pc : n_pc;
+    float *ws = cuda_workspace(g_all + n_dxa + pd_all + pc_all + n_pa);
+    // [dout | bf16(dxa)]: each layer its own (batched) or one layer's at a time
+    float *dxa = ws + g_all, *Pd = dxa + n_dxa, *Pc = Pd + pd_all, *Pa = Pc + pc_all;
+    Fold f{};
+    RowdotJob js[LORA_SEGS];
+    int nj = 0;
+    // layer i (ranked): one pass over dout: its bf16 copy, dxa's partials and dB's; its fold:
+    // dxa = scale dout B^T (N,r) into the group's dxa (N,R) (for dA) and, bf16, into dout's
+    // padding columns; A^T into the handle's padding rows; dB += scale xa^T dout (summed from
+    // the partials, or straight from the pass with one row block). false: nothing wanted
+    auto layer = [&](int i, int off, __nv_bfloat16 *Gi, float *Pdi, float *Pci) {
         const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r), ldg = OC + pad;
-        const int wd = r > 0 && (dinp || l[i].dA);  // dxa wanted
-        if (!dinp && !wd && !(r > 0 && l[i].dB)) continue;
+        float *dB = l[i].dB;
+        if (!dinp && !l[i].dA && !dB) return false;
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
-        if (r > 0) {
-            // one pass over dout: its bf16 copy, dxa's partials and dB's
-            float *dB = l[i].dB;
-            const int gx = lora_gx_dots(OC, r, dB != NULL);
-            lora_rowdot(Pd, dB ? Pc : NULL, l[i].dout, l[i].B, 0, l[i].xa, N, OC, r, 1.0f,
-                        dinp ? G : NULL, ldg);
-            // dxa = scale dout B^T (N,r) into the group's dxa (N,R) (for dA) and, bf16, into
-            // dout's padding columns; A^T into the handle's padding rows; dB += scale xa^T dout
-            FoldS s = {Pd, (int64_t)N * r, gx, r, l[i].scale, any_dA ? dxa + off : NULL, R,
-                       dinp ? G + OC : NULL, ldg, 1.0f, N, r, pad};
-            FoldW w = {l[i].A, hw + (size_t)OC * hld, (int64_t)IC * r, 1, hld, r};
-            LoraSum jb = {Pc, dB, lora_gy(N), OC, OC, 1, 1, (int64_t)r * OC, l[i].scale};
-            lora_fold(&s, dinp ? &w : NULL, dB ? &jb : NULL);
-        } else {
-            cuda_to_bf16_rows(G, ldg, l[i].dout, N, OC);
+        ColDst cb{};
+        if (dB && gy == 1) cb.d[0] = dB, cb.n = 1, cb.kmajor = 1, cb.alpha = l[i].scale;
+        js[nj] = rowdot_job(Pdi, dB && gy > 1 ? Pci : NULL, &cb, l[i].dout, wsrc1(l[i].B, 0, r),
+                            l[i].xa, OC, r, 1.0f, dinp ? Gi : NULL, ldg);
+        fold_s(&f, FoldS{Pdi, (int64_t)N * r, js[nj].gx, r, l[i].scale, any_dA ? dxa + off : NULL,
+                         R, dinp ? Gi + OC : NULL, ldg, 1.0f, N, r, pad});
+        if (dinp) fold_w(&f, FoldW{l[i].A, hw + (size_t)OC * hld, (int64_t)IC * r, 1, hld, r});
+        if (dB && gy > 1)
+            fold_j(&f, LoraSum{Pci, dB, gy, OC, OC, 1, 1, (int64_t)r * OC, l[i].scale});
+        nj++;
+        return true;
+    };
+    // dinp (N,IC) += [dout | bf16(dxa)] (N, OC+pad) @ [W ; A^T] (OC+pad, IC), the layers in order
+    auto gemm = [&](int i, __nv_bfloat16 *Gi) {
+        const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r);
+        if (!dinp) return;
+        if (r <= 0) cuda_to_bf16_rows(Gi, OC + pad, l[i].dout, N, OC);
+        int hld, hrp;
+        __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
+        cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, Gi, OC + pad, hw, hld, 1.0f, dinp,
+                          IC);
+    };
+    if (batch) {
+        __nv_bfloat16 *Gs[LORA_SEGS];
+        size_t go = 0, po = 0, co = 0;
+        for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
+            const int r = l[i].r, OC = l[i].OC;
+            Gs[i] = (__nv_bfloat16 *)(ws + go);
+            go += bf16_floats((size_t)N * (OC + lora_pad(r)));
+            if (r <= 0) continue;
+            layer(i, off, Gs[i], Pd + po, Pc + co);
+            po += lora_pd_floats(N, OC, r), co += gy > 1 ? lora_pc_floats(N, OC, r) : 0;
         }
-        // dinp (N,IC) += [dout | bf16(dxa)] (N, OC+pad) @ [W ; A^T] (OC+pad, IC)
-        if (dinp)
-            cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, G, ldg, hw, hld, 1.0f, dinp, IC);
+        lora_rowdot_run(js, nj, N);
+        lora_fold(&f);
+        for (int i = 0; i < n; i++) gemm(i, Gs[i]);
+    } else {
+        __nv_bfloat16 *G = (__nv_bfloat16 *)ws;
+        for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
+            nj = 0;
+            if (l[i].r > 0) {
+                if (!layer(i, off, G, Pd, Pc)) continue;
+                lora_rowdot_run(js, nj, N);
+                lora_fold(&f);
+            }
+            gemm(i, G);
+        }
     }
     if (!any_dA) return;
-    // one pass over x for every dA: Pa (gy, R, IC) = x^T (IC,N) @ dxa (N,R) in row blocks,
-    // then each layer's dA (IC,r) += its ranks' rows, summed over the blocks in order
-    lora_rowaxpy(NULL, Pa, inp, dxa, 1, 1.0f, NULL, NULL, 1, N, IC, R, 1.0f, 0);
+    // one pass over x for every dA: x^T (IC,N) @ dxa (N,R), straight into the dA's with one
+    // row block, else in row blocks Pa (gy, R, IC), then each layer's dA (IC,r) += its ranks'
+    // rows, summed over the blocks in order
+    if (direct_dA) {
+        ColDst ca{};
+        ca.alpha = 1.0f;
+        for (int i = 0; i < n; i++)
+            if (l[i].r > 0) ca.d[ca.n] = l[i].dA, ca.off[ca.n + 1] = ca.off[ca.n] + l[i].r, ca.n++;
+        lora_rowaxpy(NULL, NULL, inp, dxa, 1, 1.0f, NULL, WSrc{}, N, IC, R, 1.0f, 0, &ca);
+        return;
+    }
+    lora_rowaxpy(NULL, Pa, inp, dxa, 1, 1.0f, NULL, WSrc{}, N, IC, R, 1.0f, 0);
     const LoraSum *pend = NULL;
-    LoraSum js[2];
-    int nj = 0;
+    LoraSum jsum[2];
+    int nsum = 0;
     for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
         if (l[i].r <= 0 || !l[i].dA) continue;
-        LoraSum &j = js[nj++ & 1];
-        j = LoraSum{Pa + (size_t)off * IC, l[i].dA, lora_gy(N), IC, 1, l[i].r, 1,
+        LoraSum &j = jsum[nsum++ & 1];
+        j = LoraSum{Pa + (size_t)off * IC, l[i].dA, gy, IC, 1, l[i].r, 1,
                     (int64_t)l[i].r * IC, 1.0f, (int64_t)R * IC};
         if (pend) {
             lora_sum(pend, &j);
