@@ -1141,6 +1141,17 @@ static void test_embedding(void **state) {
     C->embedding_forward(out, ids, table, N, Cc);
     G->embedding_forward(d_out, d_ids, d_table, N, Cc);
     check_equal("embedding fwd", d_out, out, (size_t)N * Cc);
+    // the rows of a table that exists only as its bf16 handle (linear_rows): the lookup of the
+    // table rounded to bf16, exactly
+    LinearWeight *h;
+    float *w = d_table;
+    assert_int_equal(G->linear_prepare(&h, &w, V, Cc, DTYPE_BF16, 1, 0), 0);
+    assert_null(w);  // released for the handle
+    for (int64_t k = 0; k < (int64_t)V * Cc; k++) table[k] = bf16_to_f32(f32_to_bf16(table[k]));
+    C->embedding_forward(out, ids, table, N, Cc);
+    G->linear_rows(d_out, d_ids, h, N);
+    check_equal("embedding from a bf16 handle", d_out, out, (size_t)N * Cc);
+    G->linear_release(h);
     free(table), free(out), gfree(d_table), gfree(d_out), gfree(d_ids);
 }
 

@@ -119,6 +119,93 @@ static void test_strict_backend_matches_transformers(void **state) {
     assert_int_equal(strict_live_buffers(), 0);
 }
 
+// Every row's logits of one forward over a few tokens (heap, V * n)
+static float *all_logits(const Model *m, const int *toks, int n) {
+    ForwardState s;
+    assert_int_equal(forward_state_init(&s, m, 1, n, n, ACTS_ALL), 0);
+    model_forward(m, &s, toks, 1, NULL, NULL);
+    float *z = xmalloc(sizeof(float) * (size_t)n * (size_t)m->cfg.vocab_size);
+    m->be->download(z, s.logits, sizeof(float) * (size_t)n * (size_t)m->cfg.vocab_size);
+    forward_state_free(&s);
+    return z;
+}
+
+// model_to_backend_prepared (the weights prepared on their way to be, the frozen ones one at a
+// time) against model_to_backend + model_prepare_linears: the same logits, bit for bit, with
+// and without an adapter. Returns the peak memory of each (where be tracks it).
+static void prepared_move_matches(const Backend *be, const char *adapter, LinearPlan plan,
+                                  size_t *peak_eager, size_t *peak_prepared,
+                                  int *table_released) {
+    Error err = {{0}};
+    Model a, b;
+    const int toks[5] = {1, 17, 300, 42, 5};
+    if (be->peak_reset) be->peak_reset();
+    a = load_on(TINY, adapter, be);
+    if (model_prepare_linears(&a, plan.dtype, plan.first_backward, plan.frozen_below, &err))
+        fail_msg("%s", err.msg);
+    *peak_eager = be->peak_bytes ? be->peak_bytes() : 0;
+    float *za = all_logits(&a, toks, 5);
+    model_free(&a);
+    if (be->peak_reset) be->peak_reset();
+    assert_int_equal(model_load(&b, TINY, &err), 0);
+    if (adapter && model_load_adapter(&b, adapter, &err)) fail_msg("%s", err.msg);
+    if (model_to_backend_prepared(&b, be, &plan, &err)) fail_msg("%s", err.msg);
+    *peak_prepared = be->peak_bytes ? be->peak_bytes() : 0;
+    assert_true(b.linear_dtype == plan.dtype);
+    assert_true(model_linears_serve(&b, plan.dtype, plan.first_backward, plan.frozen_below));
+    *table_released = b.tok_embd == NULL;
+    // every frozen weight went up alone: f32 keeps it in a buffer of its own, bf16 its handle
+    assert_int_equal(b.n_own_bufs, plan.dtype == DTYPE_F32 ? plan.frozen_below * N_PROJ : 0);
+    float *zb = all_logits(&b, toks, 5);
+    assert_memory_equal(za, zb, sizeof(float) * 5 * (size_t)b.cfg.vocab_size);
+    for (int l = 0; l < b.cfg.n_layers; l++)  // the trained blocks' f32 weights are there
+        for (int p = 0; p < N_PROJ; p++)
+            if (l >= plan.frozen_below) assert_non_null(b.blocks[l].w[p]);
+    model_free(&b);
+    free(za), free(zb);
+}
+
+// On the strict backend (a device whose buffers the host may not read): f32, whose handles
+// keep every weight (the frozen ones then in buffers of their own), for inference and for
+// training the last 2 blocks; no table released (the CPU reads no handle's rows).
+static void test_prepared_move_strict(void **state) {
+    const Backend *be = strict_backend(BACKEND_CAP_DEVICE);
+    const int L = 4;
+    const LinearPlan plans[] = {{DTYPE_F32, L, L, 0}, {DTYPE_F32, 2, 2, 1}, {DTYPE_F32, 2, L, 1}};
+    const char *adapters[] = {NULL, TINY "/mlx_adapter", TINY "/full_adapter"};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) {
+            size_t pe, pp;
+            int released;
+            prepared_move_matches(be, adapters[j], plans[i], &pe, &pp, &released);
+            assert_false(released);
+        }
+    assert_int_equal(strict_live_buffers(), 0);
+}
+
+// On CUDA in bf16: the same logits, the table of a bf16 model held only as its handle where
+// nothing reads its f32 (head_rows_only: training), and the peak below the f32 model's.
+static void test_prepared_move_cuda(void **state) {
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    const int L = 4;
+    const LinearPlan plans[] = {{DTYPE_BF16, L, L, 0}, {DTYPE_BF16, 2, L, 1}, {DTYPE_BF16, 2, 2, 1},
+                                {DTYPE_F32, 2, L, 1}};
+    const char *adapters[] = {NULL, TINY "/mlx_adapter"};
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 2; j++) {
+            size_t pe, pp;
+            int released;
+            prepared_move_matches(be, adapters[j], plans[i], &pe, &pp, &released);
+            printf("  cuda %s, blocks >= %d trained%s%s: peak %zu bytes moved then prepared, %zu "
+                   "prepared on the way%s\n", plans[i].dtype == DTYPE_BF16 ? "bf16" : "f32",
+                   plans[i].frozen_below, plans[i].head_rows_only ? ", head rows only" : "",
+                   adapters[j] ? ", LoRA" : "", pe, pp, released ? " (table as its handle)" : "");
+            assert_int_equal(released, plans[i].dtype == DTYPE_BF16 && plans[i].head_rows_only);
+            if (plans[i].dtype == DTYPE_BF16) assert_true(pp < pe);
+        }
+}
+
 // A second LoRA adapter replaces the first. It covers one layer only: the others used to keep
 // rank 4 and pointers into the freed arena of the first (found writing fuzz_adapter's reset).
 static void test_second_adapter_replaces_first(void **state) {
@@ -533,6 +620,8 @@ int main(void) {
         cmocka_unit_test(test_second_adapter_replaces_first),
         cmocka_unit_test(test_cuda_matches_transformers),
         cmocka_unit_test(test_strict_backend_matches_transformers),
+        cmocka_unit_test(test_prepared_move_strict),
+        cmocka_unit_test(test_prepared_move_cuda),
         cmocka_unit_test(test_tiny_other_layouts),
         cmocka_unit_test(test_bad_models_give_clear_errors),
         cmocka_unit_test(test_tensor_names),

@@ -85,17 +85,12 @@ static int load_model(Model *m, const char *path, const char *adapter, const cha
     const Backend *be;
     char *resolved = hub_resolve_model(path, err);  // org/name: from the hub cache
     int rc = !resolved || backend_select(device, &be, err) ||
-             model_load_on(m, resolved, adapter, be, err);
+             (dtype < 0 ? model_load_on(m, resolved, adapter, be, err)
+                        : model_load_for_inference(m, resolved, adapter, be, (ComputeDtype)dtype, err));
     free(resolved);
     if (rc) return -1;
-    ComputeDtype d = DTYPE_F32;  // as loaded: f32 weights, no handles
-    if (dtype >= 0) {
-        d = model_inference_dtype(m, (ComputeDtype)dtype);
-        if (model_prepare_inference(m, d, err)) {
-            model_free(m);
-            return -1;
-        }
-    }
+    // as loaded (f32 weights, no handles), or as prepared
+    const ComputeDtype d = dtype < 0 ? DTYPE_F32 : m->linear_dtype;
     fprintf(stderr, "Loaded %s (%d layers, hidden %d, vocab %d, %s, computed in %s)%s%s on %s "
             "in %.2fs\n", m->name, m->cfg.n_layers, m->cfg.dim, m->cfg.vocab_size,
             m->weight_dtype, DTYPE_NAMES[d], adapter ? " + adapter " : "", adapter ? adapter : "", be->device, now_seconds() - t0);

@@ -132,9 +132,8 @@ static int measure(const char *model, const char *adapter, const Backend *be, Co
                    const Problem *sub, const int *y, int n, const int (*peak)[N_OPS], int k,
                    uint64_t seed, EmergencePoint *const *pts, Error *err) {
     Model m;
-    if (model_load_on(&m, model, adapter, be, err)) return -1;
-    int rc = model_prepare_inference(&m, dtype, err) ||
-             measure_on(&m, sub, y, n, peak, k, seed, pts, err);
+    if (model_load_for_inference(&m, model, adapter, be, dtype, err)) return -1;
+    int rc = measure_on(&m, sub, y, n, peak, k, seed, pts, err);
     model_free(&m);
     return rc ? -1 : 0;
 }

@@ -230,11 +230,7 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
         attached = r->have_base && !r->base_trained && adapter_dir &&
                    !model_attach_lora(&r->base, adapter_dir, &ignored);
     if (on_base || attached) m = &r->base;
-    else if (model_load_on(m, r->model, adapter_dir, be, err)) return -1;
-    else if (model_prepare_inference(m, r->dtype, err)) {
-        model_free(m);
-        return -1;
-    }
+    else if (model_load_for_inference(m, r->model, adapter_dir, be, r->dtype, err)) return -1;
     double load = now_seconds() - t0;
     r->load_seconds += load;
     r->variant = variant;

@@ -5,18 +5,26 @@
 // holds, and whether the f32 weight goes, is the backend's business.
 #include "llama.h"
 
-ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want) {
+// want, or for DTYPE_AUTO the backend's preference for stored weights: f32 weights stay f32
+static ComputeDtype resolve(const Backend *be, const Model *m, ComputeDtype want,
+                            ComputeDtype preferred) {
     if (want != DTYPE_AUTO) return want;
     if (m->stored_dtype == DT_F32) return DTYPE_F32;  // the user chose f32: keep its precision
     char why[256];
-    return m->be->supports(m->be->auto_dtype, why, sizeof why) ? m->be->auto_dtype : DTYPE_F32;
+    return be->supports(preferred, why, sizeof why) ? preferred : DTYPE_F32;
 }
 
+ComputeDtype model_resolve_dtype_on(const Model *m, const Backend *be, ComputeDtype want) {
+    return resolve(be, m, want, be->auto_dtype);
+}
+ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want) {
+    return model_resolve_dtype_on(m, m->be, want);
+}
+ComputeDtype model_inference_dtype_on(const Model *m, const Backend *be, ComputeDtype want) {
+    return resolve(be, m, want, be->infer_dtype);
+}
 ComputeDtype model_inference_dtype(const Model *m, ComputeDtype want) {
-    if (want != DTYPE_AUTO) return want;
-    if (m->stored_dtype == DT_F32) return DTYPE_F32;
-    char why[256];
-    return m->be->supports(m->be->infer_dtype, why, sizeof why) ? m->be->infer_dtype : DTYPE_F32;
+    return model_inference_dtype_on(m, m->be, want);
 }
 
 int model_prepare_inference(Model *m, ComputeDtype want, Error *err) {
@@ -31,35 +39,91 @@ static int reserve_room(const Backend *be, LinearWeight *h, const LoraLinear *lo
     return be->linear_lora_reserve(h, 0) || (lo->rank > 0 && be->linear_lora_reserve(h, lo->rank));
 }
 
-int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int frozen_below,
-                          Error *err) {
+// A weight still in host memory, in [host, host_end) (model_to_backend_prepared left it there),
+// goes up through a buffer of its own for its handle: freed when the backend released it,
+// else the weight's from then on (m->own_bufs).
+static int prepare_one(Model *m, LinearWeight **h, float **w, int OC, int IC, ComputeDtype dtype,
+                       int needs_backward, int keep_f32, const float *host, const float *host_end) {
+    const Backend *be = m->be;
+    const size_t bytes = sizeof(float) * (size_t)OC * (size_t)IC;
+    if (!host || !*w || *w < host || *w >= host_end)
+        return be->linear_prepare(h, w, OC, IC, dtype, needs_backward, keep_f32);
+    float *buf = be->alloc(bytes), *up = buf;
+    if (!buf) return -1;
+    be->upload(buf, *w, bytes);
+    if (be->linear_prepare(h, &up, OC, IC, dtype, needs_backward, keep_f32)) {
+        be->free(buf);
+        return -1;
+    }
+    if (!up) {
+        be->free(buf);
+    } else {
+        m->own_bufs = xrealloc(m->own_bufs, sizeof(float *) * (size_t)(m->n_own_bufs + 1));
+        m->own_bufs[m->n_own_bufs++] = buf;
+    }
+    *w = up;
+    return 0;
+}
+
+// The handles of model_prepare_linears; weights in [host, host_end) go up on the way
+// (prepare_one). The head first: a tied table going up is the largest buffer. A head whose f32
+// is gone keeps its handle: it could not be made again.
+static int prepare_all(Model *m, ComputeDtype dtype, int first_backward, int frozen_below,
+                       const float *host, const float *host_end, Error *err) {
     const ModelConfig *c = &m->cfg;
     const Backend *be = m->be;
     char why[256];
     if (!be->supports(dtype, why, sizeof why)) return err_set(err, "%s", why);
+    LinearWeight *head_lin = m->head ? NULL : m->head_lin;
+    if (head_lin) m->head_lin = NULL;  // (kept through the release below)
     model_release_linears(m);
+    m->head_lin = head_lin;
+    const int tied = m->head == m->tok_embd;
+    // the head keeps its f32 too: it is (or may be tied to) the embedding table, which the
+    // lookup and the lens's analyses read; unless it is a table model_to_backend_prepared left
+    // on the host for its handle alone (LinearPlan's head_rows_only: then tied, and exactly
+    // its bf16 values)
+    const int head_keep = !(host && m->head >= host && m->head < host_end);
+    if (m->head && prepare_one(m, &m->head_lin, &m->head, c->vocab_size, c->dim, dtype, 1,
+                               head_keep, host, host_end))
+        goto oom;
+    if (tied) m->tok_embd = m->head;
     // weight by weight, each frozen f32 original (possibly) released as soon as its handle
-    // exists: the peak memory stays that of the f32 model
+    // exists: the peak memory stays that of the f32 model (or, weights going up one at a time,
+    // of the handles)
     for (int l = 0; l < c->n_layers; l++) {
         for (int p = 0; p < N_PROJ; p++) {
             Block *b = &m->blocks[l];
-            if (be->linear_prepare(&b->lin[p], &b->w[p], proj_out_dim(c, p), proj_in_dim(c, p),
-                                   dtype, l >= first_backward, l >= frozen_below))
+            if (prepare_one(m, &b->lin[p], &b->w[p], proj_out_dim(c, p), proj_in_dim(c, p), dtype,
+                            l >= first_backward, l >= frozen_below, host, host_end))
                 goto oom;
             // room for the adapter in the handle, where the backend folds LoRA's products
             // into the layer's (linear_lora_*)
             if (b->lora[p].rank > 0 && reserve_room(be, b->lin[p], &b->lora[p])) goto oom;
         }
     }
-    // the head keeps its f32 too: it is (or may be tied to) the embedding table
-    if (be->linear_prepare(&m->head_lin, &m->head, c->vocab_size, c->dim, dtype, 1, 1)) goto oom;
     m->linear_dtype = dtype;
     m->linear_first_backward = first_backward, m->linear_frozen_below = frozen_below;
     return 0;
 oom:
     model_release_linears(m);
-    return err_set(err, "out of memory for the %s copies of the weights (use --dtype f32)",
-                   dtype == DTYPE_BF16 ? "bf16" : dtype == DTYPE_TF32 ? "tf32" : "f32");
+    for (int l = 0; host && l < c->n_layers; l++)  // nothing points into the host arena after
+        for (int p = 0; p < N_PROJ; p++)
+            if (m->blocks[l].w[p] >= host && m->blocks[l].w[p] < host_end) m->blocks[l].w[p] = NULL;
+    if (host && m->head >= host && m->head < host_end) m->head = m->tok_embd = NULL;
+    return err_set(err, "out of %s memory for the %s copies of the weights (use --dtype f32)",
+                   be->device, dtype == DTYPE_BF16 ? "bf16" : dtype == DTYPE_TF32 ? "tf32" : "f32");
+}
+
+int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int frozen_below,
+                          Error *err) {
+    return prepare_all(m, dtype, first_backward, frozen_below, NULL, NULL, err);
+}
+
+int model_prepare_planned(Model *m, const LinearPlan *plan, const float *host,
+                          const float *host_end, Error *err) {
+    return prepare_all(m, plan->dtype, plan->first_backward, plan->frozen_below, host, host_end,
+                       err);
 }
 
 int model_reserve_lora(Model *m, Error *err) {

@@ -269,7 +269,8 @@ void model_forward(const Model *m, ForwardState *s, const int *tokens, int all_l
 
     // no sync before a hook: it reads the residual with be->download, which waits for the ops
     // before it, and whatever it queues runs in order (the device keeps working meanwhile)
-    be->embedding_forward(s->resid, s->tokens, m->tok_embd, N, C);
+    if (m->tok_embd) be->embedding_forward(s->resid, s->tokens, m->tok_embd, N, C);
+    else be->linear_rows(s->resid, s->tokens, m->head_lin, N);  // the table is its handle
     if (hook) hook(hook_ctx, -1, s->resid, N, C);
 
     for (int l = 0; l < c->n_layers; l++) {

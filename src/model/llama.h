@@ -48,6 +48,8 @@ typedef struct {
     size_t arena_floats;
     float *adapter_arena;
     size_t adapter_floats;
+    float **own_bufs;   // weights in buffers of their own (model_to_backend_prepared's that the
+    int n_own_bufs;     // backend kept for their handles), freed with the model
     char *path;         // as given (heap; freed by model_free)
     char name[256];     // for reports: folder or file name
     int is_gguf;
@@ -76,10 +78,29 @@ int model_load(Model *m, const char *path, Error *err);
 // Move the weights (and any adapter) to backend be: every op on the model then runs there.
 // Call it last, once adapters are attached or loaded: those steps work on host memory.
 int model_to_backend(Model *m, const Backend *be, Error *err);
+// How model_prepare_linears is to prepare the weights (its arguments), for a move that
+// prepares them on the way. head_rows_only: nothing will read the f32 head once its handle
+// exists (training: the head's products and the embedding lookup read the handle, be->
+// linear_rows; the lens's analyses read the f32 rows), so a tied table may exist only as its
+// handle where the backend can read its rows.
+typedef struct {
+    ComputeDtype dtype;
+    int first_backward, frozen_below;
+    int head_rows_only;
+} LinearPlan;
+// model_to_backend + model_prepare_linears(plan): the same handles, but the weights whose f32
+// the backend releases (the frozen blocks'; with head_rows_only, a tied table) go to the
+// backend one at a time for their handles, so that the device never holds the f32 model (the
+// 1B model in bf16 on a GPU: 2.5 GB instead of 5). On failure m is still whole enough to free.
+int model_to_backend_prepared(Model *m, const Backend *be, const LinearPlan *plan, Error *err);
 // model_load + model_load_adapter (when adapter is not NULL) + model_to_backend; on failure
 // nothing stays allocated.
 int model_load_on(Model *m, const char *path, const char *adapter, const Backend *be,
                   Error *err);
+// The same, prepared for inference in want (model_prepare_inference) on the way
+// (model_to_backend_prepared: the device never holds the f32 model).
+int model_load_for_inference(Model *m, const char *path, const char *adapter, const Backend *be,
+                             ComputeDtype want, Error *err);
 // An mlx-lm LoRA adapter folder (fine_tune_type "lora": no DoRA, no replaced weights) onto m,
 // a model without one, wherever its weights are (on a backend, prepared): the adapter is read
 // on the host, then moved to m's backend; the base weights and their handles stay as they are.
@@ -120,6 +141,9 @@ int adapter_mlx_lora_params(const struct cJSON *cfg, const char *file, int *rank
 // "auto" -> the backend's auto_dtype (CPU: bf16 where it has AVX512-BF16; CUDA: bf16 tensor
 // cores) unless the weights are stored as f32 or the backend lacks it; then f32.
 ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want);
+// The same choices on backend be (the model still on another: a move that prepares on the way)
+ComputeDtype model_resolve_dtype_on(const Model *m, const Backend *be, ComputeDtype want);
+ComputeDtype model_inference_dtype_on(const Model *m, const Backend *be, ComputeDtype want);
 // Forward passes alone (lens, generation, the experiment's evaluations): "auto" -> the
 // backend's infer_dtype (CPU: f32; CUDA: bf16) unless the weights are stored as f32 or the
 // backend lacks it. model_prepare_inference prepares every block and the head in that dtype
@@ -127,9 +151,14 @@ ComputeDtype model_resolve_dtype(const Model *m, ComputeDtype want);
 // a later model_prepare_linears replaces it. err: an unsupported dtype, or out of memory.
 ComputeDtype model_inference_dtype(const Model *m, ComputeDtype want);
 int model_prepare_inference(Model *m, ComputeDtype want, Error *err);
-// dtype must be one the backend supports (be->supports); err says why not.
+// dtype must be one the backend supports (be->supports); err says why not. A head whose f32
+// was released (LinearPlan's head_rows_only) keeps the handle it has.
 int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int frozen_below,
                           Error *err);
+// The same for model_to_backend_prepared: weights still in [host, host_end), host memory, go
+// to the backend one at a time for their handles.
+int model_prepare_planned(Model *m, const LinearPlan *plan, const float *host,
+                          const float *host_end, Error *err);
 // Whether m's handles are already what model_prepare_linears(m, dtype, first_backward,
 // frozen_below) would make of the weights as loaded: prepared in dtype with the same f32
 // originals released, and for the input gradient from first_backward on (or by a backend

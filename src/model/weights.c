@@ -123,6 +123,11 @@ static Binding *plan_bindings(Model *m, int gguf, int has_head, int *n_out) {
         Block *b = &m->blocks[l];
         add_binding(list, &n, tn_block(st, l, TN_ATTN_NORM).s, &b->attn_norm, &off, C, 0, 0);
         add_binding(list, &n, tn_block(st, l, TN_FFN_NORM).s, &b->ffn_norm, &off, C, 0, 0);
+    }
+    // the linear weights last, block by block: those of the frozen blocks below some block are
+    // then one range, which model_to_backend_prepared leaves out of the device's arena
+    for (int l = 0; l < c->n_layers; l++) {
+        Block *b = &m->blocks[l];
         for (int j = 0; j < N_PROJ; j++) {
             int64_t out = proj_out_dim(c, j), in = proj_in_dim(c, j);
             int unpermute = !gguf ? 0 : j == PROJ_Q ? c->n_heads : j == PROJ_K ? c->n_kv_heads : 0;
@@ -366,58 +371,158 @@ void model_free(Model *m) {
     }
     if (m->tok) tokenizer_free(m->tok);
     if (m->be) m->be->free(m->arena), m->be->free(m->adapter_arena);
+    for (int i = 0; i < m->n_own_bufs; i++) m->be->free(m->own_bufs[i]);
+    free(m->own_bufs);
     free(m->blocks);
     free(m->inv_freq);
     free(m->path);
     memset(m, 0, sizeof *m);
 }
 
-// p, a pointer into [from, from + n), to the same offset in to (NULL and others unchanged)
-static void rebase(float **p, const float *from, size_t n, float *to) {
-    if (*p && *p >= from && *p < from + n) *p = to + (*p - from);
+// Ranges of an arena, [lo, hi) in floats, ascending and disjoint, that a move leaves behind.
+typedef struct {
+    size_t lo, hi;
+} Span;
+
+// p, a pointer into [from, from + n), to its offset in to with the skipped ranges before it
+// taken out (NULL, pointers elsewhere and those inside a skipped range unchanged)
+static void rebase(float **p, const float *from, size_t n, float *to, const Span *skip,
+                   int n_skip) {
+    if (!*p || *p < from || *p >= from + n) return;
+    size_t off = (size_t)(*p - from), shift = 0;
+    for (int i = 0; i < n_skip; i++) {
+        if (off >= skip[i].hi) shift += skip[i].hi - skip[i].lo;
+        else if (off >= skip[i].lo) return;
+    }
+    *p = to + (off - shift);
 }
 
-static int move_arena(Model *m, const Backend *be, float **arena, size_t n, Error *err) {
+// The arena *arena (n floats, of m->be) to backend be but for the skipped ranges, and every
+// pointer into it. The old arena is freed, or handed to *old (its skipped ranges still read
+// there: the caller frees it with m->be's free).
+static int move_arena(Model *m, const Backend *be, float **arena, size_t n, const Span *skip,
+                      int n_skip, float **old, Error *err) {
     if (!*arena) return 0;
-    float *moved = be->alloc(sizeof(float) * (n ? n : 1));
+    size_t kept = n;
+    for (int i = 0; i < n_skip; i++) kept -= skip[i].hi - skip[i].lo;
+    float *moved = be->alloc(sizeof(float) * (kept ? kept : 1));
     if (!moved)
         return err_set(err, "%s: not enough %s memory for %.2f GB of f32 weights", m->path,
-                       be->device, (double)n * sizeof(float) / 1e9);
-    be->upload(moved, *arena, sizeof(float) * n);
-    const float *old = *arena;
-    rebase(&m->tok_embd, old, n, moved);
-    rebase(&m->final_norm, old, n, moved);
-    rebase(&m->head, old, n, moved);
+                       be->device, (double)kept * sizeof(float) / 1e9);
+    const float *from = *arena;
+    for (size_t at = 0, to = 0, i = 0; at < n; i++) {  // the pieces between the skipped ranges
+        const size_t end = i < (size_t)n_skip ? skip[i].lo : n;
+        be->upload(moved + to, from + at, sizeof(float) * (end - at));
+        to += end - at;
+        at = i < (size_t)n_skip ? skip[i].hi : n;
+    }
+    rebase(&m->tok_embd, from, n, moved, skip, n_skip);
+    rebase(&m->final_norm, from, n, moved, skip, n_skip);
+    rebase(&m->head, from, n, moved, skip, n_skip);
     for (int l = 0; l < m->cfg.n_layers; l++) {
         Block *b = &m->blocks[l];
-        rebase(&b->attn_norm, old, n, moved);
-        rebase(&b->ffn_norm, old, n, moved);
+        rebase(&b->attn_norm, from, n, moved, skip, n_skip);
+        rebase(&b->ffn_norm, from, n, moved, skip, n_skip);
         for (int p = 0; p < N_PROJ; p++) {
-            rebase(&b->w[p], old, n, moved);
-            rebase(&b->lora[p].A, old, n, moved);
-            rebase(&b->lora[p].B, old, n, moved);
-            rebase(&b->lora[p].m, old, n, moved);
-            rebase(&b->lora[p].norm, old, n, moved);
+            rebase(&b->w[p], from, n, moved, skip, n_skip);
+            rebase(&b->lora[p].A, from, n, moved, skip, n_skip);
+            rebase(&b->lora[p].B, from, n, moved, skip, n_skip);
+            rebase(&b->lora[p].m, from, n, moved, skip, n_skip);
+            rebase(&b->lora[p].norm, from, n, moved, skip, n_skip);
         }
     }
-    m->be->free(*arena);
+    if (old) *old = *arena;
+    else m->be->free(*arena);
     *arena = moved;
     return 0;
 }
 
-int model_to_backend(Model *m, const Backend *be, Error *err) {
-    if (be == m->be) return 0;
+static int movable(const Model *m, const Backend *be, Error *err) {
     if (model_has_linears(m))
         return err_set(err, "weights prepared by the %s backend cannot move to %s", m->be->name,
                        be->name);
     if (model_has_dora(m) && !be->dora_forward)  // (DoRA's ops: ops/cpu/dora.c)
         return err_set(err, "DoRA: the %s backend has no DoRA ops (use --device cpu)", be->name);
-    if (move_arena(m, be, &m->arena, m->arena_floats, err) ||
-        move_arena(m, be, &m->adapter_arena, m->adapter_floats, err))
-        return -1;
+    return 0;
+}
+
+static void drop_adapter(Model *m);
+
+// The adapter's arena after the base weights' (on be now): on failure the adapter is dropped
+// (host memory still) and m is be's, without it.
+static int move_adapter(Model *m, const Backend *be, Error *err) {
+    int rc = move_arena(m, be, &m->adapter_arena, m->adapter_floats, NULL, 0, NULL, err);
+    if (rc) drop_adapter(m);
     m->be = be;
+    return rc;
+}
+
+int model_to_backend(Model *m, const Backend *be, Error *err) {
+    if (be == m->be) return 0;
+    if (movable(m, be, err) || move_arena(m, be, &m->arena, m->arena_floats, NULL, 0, NULL, err) ||
+        move_adapter(m, be, err))
+        return -1;
     be->sync();
     return 0;
+}
+
+// Whether every value of x is a bf16 value (its low 16 bits zero): a table whose bf16 copy is
+// exactly it (a bf16 model's embedding), which only that copy may then hold.
+static int bf16_exact(const float *x, size_t n) {
+    uint32_t low = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], sizeof u);
+        low |= u & 0xffffu;
+    }
+    return low == 0;
+}
+
+// The frozen blocks' linear weights (below plan->frozen_below) as one range of the arena
+// (plan_bindings puts the linear weights last, block by block), and the tied embedding table
+// when only its handle will be read and a bf16 handle is exactly it (head_rows_only, a backend
+// that reads a handle's rows, bf16 values): what model_to_backend_prepared leaves on the host.
+// Returns how many ranges (0: the arena is not laid out so, everything moves).
+static int planned_skips(const Model *m, const Backend *be, const LinearPlan *plan, Span *skip) {
+    const ModelConfig *c = &m->cfg;
+    const float *a = m->arena;
+    const size_t n = m->arena_floats;
+    const int frozen = plan->frozen_below < c->n_layers ? plan->frozen_below : c->n_layers;
+    if (frozen <= 0 || !a) return 0;
+    size_t lo = (size_t)(m->blocks[0].w[0] - a), hi, sum = 0;
+    hi = frozen < c->n_layers ? (size_t)(m->blocks[frozen].w[0] - a) : n;
+    for (int l = 0; l < frozen; l++)
+        for (int p = 0; p < N_PROJ; p++) {
+            const float *w = m->blocks[l].w[p];
+            if (!w || w < a + lo || w >= a + hi) return 0;
+            sum += (size_t)proj_out_dim(c, p) * (size_t)proj_in_dim(c, p);
+        }
+    if (lo > hi || hi > n || sum != hi - lo) return 0;  // something else between them
+    int k = 0;
+    const size_t VC = (size_t)c->vocab_size * (size_t)c->dim;
+    if (plan->head_rows_only && be->linear_rows && plan->dtype == DTYPE_BF16 &&
+        m->head == m->tok_embd && m->tok_embd == a && VC <= lo && bf16_exact(a, VC))
+        skip[k++] = (Span){0, VC};
+    skip[k++] = (Span){lo, hi};
+    return k;
+}
+
+int model_to_backend_prepared(Model *m, const Backend *be, const LinearPlan *plan, Error *err) {
+    Span skip[2];
+    const int n_skip = be == m->be ? 0 : planned_skips(m, be, plan, skip);
+    if (n_skip == 0)
+        return model_to_backend(m, be, err) ||
+               model_prepare_linears(m, plan->dtype, plan->first_backward, plan->frozen_below, err);
+    float *host = NULL;
+    const float *host_end = m->arena + m->arena_floats;
+    if (movable(m, be, err) || move_arena(m, be, &m->arena, m->arena_floats, skip, n_skip, &host, err))
+        return -1;
+    // the skipped weights go up one at a time, each released for its handle (on failure the
+    // pointers still into the host arena are cleared)
+    int rc = move_adapter(m, be, err) || model_prepare_planned(m, plan, host, host_end, err);
+    BACKEND_CPU.free(host);
+    be->sync();
+    return rc ? -1 : 0;
 }
 
 // The adapter's arena (a buffer of m->be) and the blocks' pointers into it.
@@ -440,10 +545,7 @@ void model_detach_adapter(Model *m) {
 int model_adapter_to_backend(Model *m, Error *err) {
     const Backend *be = m->be;
     m->be = &BACKEND_CPU;  // the arena's owner until it moves
-    int rc = move_arena(m, be, &m->adapter_arena, m->adapter_floats, err);
-    if (rc) drop_adapter(m);  // (host memory still)
-    m->be = be;
-    return rc;
+    return move_adapter(m, be, err);
 }
 
 int model_attach_lora(Model *m, const char *dir, Error *err) {
@@ -469,14 +571,29 @@ int model_attach_lora(Model *m, const char *dir, Error *err) {
     return 0;
 }
 
-int model_load_on(Model *m, const char *path, const char *adapter, const Backend *be,
-                  Error *err) {
+// model_load + the adapter, then the move (infer NULL: model_to_backend, else prepared for
+// inference in *infer on the way); on failure nothing stays allocated
+static int load_and_move(Model *m, const char *path, const char *adapter, const Backend *be,
+                         const ComputeDtype *infer, Error *err) {
     if (model_load(m, path, err)) return -1;
-    if ((adapter && model_load_adapter(m, adapter, err)) || model_to_backend(m, be, err)) {
+    const int L = m->cfg.n_layers;
+    const LinearPlan plan = {infer ? model_inference_dtype_on(m, be, *infer) : DTYPE_F32, L, L, 0};
+    if ((adapter && model_load_adapter(m, adapter, err)) ||
+        (infer ? model_to_backend_prepared(m, be, &plan, err) : model_to_backend(m, be, err))) {
         model_free(m);
         return -1;
     }
     return 0;
+}
+
+int model_load_on(Model *m, const char *path, const char *adapter, const Backend *be,
+                  Error *err) {
+    return load_and_move(m, path, adapter, be, NULL, err);
+}
+
+int model_load_for_inference(Model *m, const char *path, const char *adapter, const Backend *be,
+                             ComputeDtype want, Error *err) {
+    return load_and_move(m, path, adapter, be, &want, err);
 }
 
 int model_check_ids(const Model *m, const int *ids, int n, Error *err) {

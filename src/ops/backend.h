@@ -157,6 +157,10 @@ typedef struct Backend {
     void (*linear_lora_backward)(const LinearLora *l, int n, float *dinp, const float *inp, int N,
                                  int IC);
     int (*linear_lora_reserve)(LinearWeight *h, int r);
+    // out (N,IC) = rows ids (N, a buffer of this backend) of the handle's weight as f32: the
+    // embedding lookup of a table that exists only as its handle (the head's, tied, prepared
+    // with keep_f32 = 0). NULL where a backend has none (the model then keeps the f32 table).
+    void (*linear_rows)(float *out, const int *ids, const LinearWeight *h, int N);
 
     // ---- ops (their contracts: ops/cpu/cpu_ops.h)
     void (*matmul_forward)(float *out, const float *inp, const float *weight, int N, int IC, int OC);

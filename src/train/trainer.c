@@ -211,6 +211,29 @@ static int load_split(Dataset *d, const TrainConfig *c, const Model *m, const ch
     return rc;
 }
 
+static int masters_bf16(const TrainConfig *c, const Model *m, const Backend *be, int *usage,
+                        Error *err);
+
+// What prepare_weights will ask of the weights on backend be, where the move can do it on the
+// way (model_to_backend_prepared: on a GPU the card never holds the f32 model): 1 with *p, or
+// 0 where the preparation waits for a restore (full fine-tuning's f32 weights, resumed) or
+// will fail (it says why then). Training reads the head's handle alone (head_rows_only).
+static int plan_weights(const Trainer *t, const Backend *be, LinearPlan *p) {
+    const TrainConfig *c = t->c;
+    const int L = t->m->cfg.n_layers;
+    int usage = 0;
+    Error ignored;
+    const int bf16 = masters_bf16(c, t->m, be, &usage, &ignored);
+    const ComputeDtype dtype = model_resolve_dtype_on(t->m, be, c->dtype);
+    char why[256];
+    if (bf16 < 0 || !be->supports(dtype, why, sizeof why)) return 0;
+    if (bf16) *p = (LinearPlan){DTYPE_BF16, t->first, L, 1};
+    else if (!c->train) *p = (LinearPlan){dtype, L, L, 1};
+    else if (c->fine_tune == FT_FULL && (c->resume || c->resume_adapter_file)) return 0;
+    else *p = (LinearPlan){dtype, t->first, c->fine_tune != FT_LORA ? t->first : L, 1};
+    return 1;
+}
+
 // The model on its backend: with fresh LoRA matrices to train, or (--test alone) with the
 // adapter in --adapter-path, as mlx_lm.lora tests a saved adapter ("" = the base model).
 static int load_model(Trainer *t, Error *err) {
@@ -238,7 +261,10 @@ static int load_model(Trainer *t, Error *err) {
         adapter_attach(t->m, t->first, c->rank, (float)c->scale, key_mask, c->seed,
                        c->fine_tune == FT_DORA);
     }
-    if (model_to_backend(t->m, be, err)) return -1;
+    LinearPlan plan;
+    if (plan_weights(t, be, &plan) ? model_to_backend_prepared(t->m, be, &plan, err)
+                                   : model_to_backend(t->m, be, err))
+        return -1;
     return model_dora_refresh(t->m, err);  // (also: says so when the backend has no DoRA)
 }
 
@@ -272,11 +298,12 @@ static int prepare_early(const Trainer *t) {
 // --master-weights: whether full fine-tuning of m trains bf16 master weights (MasterWeights):
 // 1 or 0, or -1 with err when --master-weights bf16 asks for what this run cannot do (*usage
 // set: the settings' error).
-static int masters_bf16(const TrainConfig *c, const Model *m, int *usage, Error *err) {
+static int masters_bf16(const TrainConfig *c, const Model *m, const Backend *be, int *usage,
+                        Error *err) {
     if (!c->train || c->fine_tune != FT_FULL || c->master_weights == MASTER_F32) return 0;
-    const ComputeDtype dtype = model_resolve_dtype(m, c->dtype);
+    const ComputeDtype dtype = model_resolve_dtype_on(m, be, c->dtype);
     Error why;
-    const int cap = !backend_bf16_masters(m->be, &why);
+    const int cap = !backend_bf16_masters(be, &why);
     if (c->master_weights == MASTER_AUTO)
         return m->stored_dtype == DT_BF16 && dtype == DTYPE_BF16 && cap && c->optimizer != OPT_SGD;
     *usage = 1;
@@ -292,7 +319,7 @@ static int masters_bf16(const TrainConfig *c, const Model *m, int *usage, Error 
 }
 
 static int choose_masters(Trainer *t, Error *err) {
-    int bf16 = masters_bf16(t->c, t->m, &t->out->usage, err);
+    int bf16 = masters_bf16(t->c, t->m, t->m->be, &t->out->usage, err);
     t->bf16_masters = bf16 > 0;
     return bf16 < 0 ? -1 : 0;
 }
@@ -308,7 +335,7 @@ int train_fits(const TrainConfig *c, const Model *m) {
     // the handles the run's own preparation (prepare_weights) would make of a fresh load
     int usage = 0;
     if (c->fine_tune == FT_FULL)
-        return masters_bf16(c, m, &usage, &ignored) == 1 &&
+        return masters_bf16(c, m, m->be, &usage, &ignored) == 1 &&
                model_linears_serve(m, DTYPE_BF16, first, L);
     return model_linears_serve(m, model_resolve_dtype(m, c->dtype), first, L);
 }

@@ -349,6 +349,7 @@ static void init(void) {
     backend.linear_lora_forward = cuda_linear_lora_forward;
     backend.linear_lora_backward = cuda_linear_lora_backward;
     backend.linear_lora_reserve = cuda_linear_lora_reserve;
+    backend.linear_rows = cuda_linear_rows;
     backend.dora_norm = cuda_dora_norm;
     backend.dora_forward = cuda_dora_forward;
     backend.dora_backward = cuda_dora_backward;
