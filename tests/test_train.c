@@ -1075,6 +1075,45 @@ static void test_train_in_place_equals_fresh_load(void **state) {
     run_in_place(be, "cuda");
 }
 
+// train_run_on_pending: the run returns with its final weights still being written; nothing
+// of the run's end (summary, the state's removal) is there before train_finish, and after it
+// the files are train_run's bit for bit. Its model may go before the weights land.
+static void test_train_pending_end(void **state) {
+    char dir[256], mine[600], theirs[600];
+    tmp_dir_make(dir, sizeof dir, "test_train_pending");
+    Error err = {{0}};
+    MathDataSpec spec = {40, 8, 8, 99, "+-*", 3, 1};
+    if (data_math_write(dir, &spec, &err)) fail_msg("%s", err.msg);
+    TrainSummary sum, sum2;
+    TrainConfig t;
+    for (int full = 0; full < 2; full++) {
+        in_place_config(&t, dir, full ? "full_ref" : "lora_ref", full, "cpu", theirs, sizeof theirs);
+        if (train_run(&t, &sum, &err)) fail_msg("%s", err.msg);
+        in_place_config(&t, dir, full ? "full_pending" : "lora_pending", full, "cpu", mine,
+                        sizeof mine);
+        TrainPending *p;
+        if (train_run_on_pending(&t, NULL, &sum2, &p, &err)) fail_msg("%s", err.msg);
+        assert_non_null(p);
+        char summary[700];
+        snprintf(summary, sizeof summary, "%s/train_summary.json", mine);
+        assert_false(file_exists(summary));
+        if (train_finish(p, &err)) fail_msg("%s", err.msg);
+        assert_true(file_exists(summary));
+        same_adapters(mine, theirs);
+        assert_true(sum2.final_train_loss == sum.final_train_loss);
+    }
+    // a failed write is the run's error at train_finish (the folder gone under it)
+    in_place_config(&t, dir, "gone", 0, "cpu", mine, sizeof mine);
+    TrainPending *p;
+    if (train_run_on_pending(&t, NULL, &sum, &p, &err)) fail_msg("%s", err.msg);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", mine);
+    (void)!system(cmd);  // (the write may have landed already: then the summary's write fails)
+    assert_int_equal(train_finish(p, &err), -1);
+    printf("  a vanished adapter folder at train_finish: %s\n", err.msg);
+    tmp_dir_remove(dir);
+}
+
 // The trainer's chunk: 512 MiB of f32 logits at Llama-3's 128256 words hold 1046 rows: 1024, in
 // multiples of 128; never fewer than 128 rows, never more than N.
 static void test_loss_chunk_rows(void **state) {
@@ -1097,6 +1136,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_masters_track_f32),
         cmocka_unit_test(test_bf16_masters_declined_on_cpu),
         cmocka_unit_test(test_train_in_place_equals_fresh_load),
+        cmocka_unit_test(test_train_pending_end),
         cmocka_unit_test(test_recompute_act_bit_identical),
         cmocka_unit_test(test_trajectories_on_strict_backend),
         cmocka_unit_test(test_recorded_steps_equal_plain),

@@ -32,6 +32,8 @@ typedef struct {
     int have_base;        // device memory, prepared for inference
     int lora_on_base;     // base carries the LoRA adapter just trained on it (train_stage)
     int base_trained;     // base is the full fine-tune now, trained in place: no base any more
+    TrainPending *pending;  // the last training stage's end, its final weights still being
+                            // written (finish_training: after the evaluation that runs meanwhile)
     EmergenceBase em_base;  // the base model's emergence measurements, taken before it was
     int have_em_base;       // trained in place (or freed)
 } Run;
@@ -123,6 +125,13 @@ void experiment_train_config(const ExperimentConfig *c, const char *model, int n
     t->save_every = on_gpu ? c->iters + 1 : c->quick ? (c->iters + 1) / 2 : 100;
 }
 
+// The last training stage's end: its final weights written, its summary with them.
+static int finish_training(Run *r, Error *err) {
+    int rc = train_finish(r->pending, err);
+    r->pending = NULL;
+    return rc;
+}
+
 // ---- stage: training, in this process (train_run_on), on the kept base model where it can
 // train as it is prepared (train_fits), else on a model the stage loads
 static int train_stage(Run *r, int full, const char *data, const char *adapter_dir,
@@ -150,7 +159,7 @@ static int train_stage(Run *r, int full, const char *data, const char *adapter_d
     free(em_path);
     fflush(stdout);
     TrainSummary sum;
-    int rc = train_run_on(&t, in_place ? &r->base : NULL, &sum, err);
+    int rc = train_run_on_pending(&t, in_place ? &r->base : NULL, &sum, &r->pending, err);
     if (in_place && full) r->base_trained = 1;  // (even when it failed: the weights changed)
     if (in_place && !full) r->lora_on_base = !rc;
     if (in_place && !full && rc) model_detach_adapter(&r->base);
@@ -226,6 +235,7 @@ static int eval_stage(Run *r, const char *variant, const char *adapter_dir, cons
     if (backend_select(r->c->device, &be, err)) return -1;
     const int full = adapter_dir && !strcmp(variant, "full");
     int attached = 0, on_base = full ? r->base_trained : adapter_dir && r->lora_on_base;
+    if (!on_base && finish_training(r, err)) return -1;  // (its weights are read from the file)
     if (!on_base && !full)
         attached = r->have_base && !r->base_trained && adapter_dir &&
                    !model_attach_lora(&r->base, adapter_dir, &ignored);
@@ -375,6 +385,8 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
             failed = train_stage(&r, stages[k].full, data, stages[k].adapter, probs, n_probs, err);
         else
             failed = eval_stage(&r, stages[k].variant, stages[k].adapter, probs, n_probs, path, err);
+        // a training stage ends once the evaluation that ran while its weights were written has
+        if (!failed && !stages[k].train) failed = finish_training(&r, err);
         free(path);
         if (failed) goto done;
     }
@@ -391,6 +403,10 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
            c->out, c->out);
     rc = 0;
 done:
+    if (r.pending) {  // a failure after training: the trained weights still land
+        Error ignored;
+        finish_training(&r, &ignored);
+    }
     if (r.have_base) model_free(&r.base);
     if (r.have_em_base) emergence_base_free(&r.em_base);
     free(probs);

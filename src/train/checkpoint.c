@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -204,15 +205,61 @@ static int save_params(const char *path, const ParamList *pl, Error *err) {
     return rc;
 }
 
-int checkpoint_save_weights(const TrainConfig *c, int iter, int numbered, const ParamList *pl,
-                            Error *err) {
+// ---- the final weights, written by a thread of their own (checkpoint_write_begin)
+struct CheckpointWrite {
+    pthread_t thread;
+    int threaded;            // 0: no thread could start, the files were written at begin
+    char *adapter, *config;  // adapters.safetensors, adapter_config.json
+    SafetensorsEntry *e;     // the values, on the host (host), named by names: copies, as
+    int n;                   // the run's parameters may be gone before the write ends
+    void *host;
+    char **names;
+    cJSON *settings;
+    int rc;
+    Error err;
+};
+
+static void *write_weights(void *arg) {
+    CheckpointWrite *w = arg;
+    w->rc = safetensors_save(w->adapter, w->e, w->n, NULL, NULL, 0, &w->err) ||
+            write_config_json(w->config, w->settings, &w->err);
+    return NULL;
+}
+
+CheckpointWrite *checkpoint_write_begin(const TrainConfig *c, const ParamList *pl) {
+    CheckpointWrite *w = xcalloc(1, sizeof *w);
+    w->adapter = path_join(c->adapter_path, "adapters.safetensors");
+    w->config = path_join(c->adapter_path, "adapter_config.json");
+    w->e = xcalloc((size_t)(pl->n ? pl->n : 1), sizeof *w->e);
+    w->n = pl->n;
+    w->names = xcalloc((size_t)(pl->n ? pl->n : 1), sizeof *w->names);
+    for (int i = 0; i < pl->n; i++) w->names[i] = xstrdup(pl->p[i].name);
+    w->host = params_host(pl, w->e, w->names);  // (waits for the device: the values as they are)
+    w->settings = train_config_json(c);
+    w->threaded = pthread_create(&w->thread, NULL, write_weights, w) == 0;
+    if (!w->threaded) write_weights(w);  // written here and now
+    return w;
+}
+
+int checkpoint_write_end(CheckpointWrite *w, Error *err) {
+    if (!w) return 0;
+    if (w->threaded) pthread_join(w->thread, NULL);
+    int rc = w->rc;
+    if (rc) *err = w->err;
+    for (int i = 0; i < w->n; i++) free(w->names[i]);
+    free(w->adapter), free(w->config), free(w->e), free(w->host), free(w->names);
+    cJSON_Delete(w->settings);
+    free(w);
+    return rc ? -1 : 0;
+}
+
+int checkpoint_save_weights(const TrainConfig *c, int iter, const ParamList *pl, Error *err) {
     char *adapter = path_join(c->adapter_path, "adapters.safetensors");
     char *config = path_join(c->adapter_path, "adapter_config.json");
     char *ckpt = xasprintf("%s/%07d_adapters.safetensors", c->adapter_path, iter);
     // adapters.safetensors is a copy, not a link: restoring a checkpoint with `cp` over it
     // must not change the numbered file too
-    int rc = numbered ? save_params(ckpt, pl, err) || copy_file_atomic(ckpt, adapter, err)
-                      : save_params(adapter, pl, err);
+    int rc = save_params(ckpt, pl, err) || copy_file_atomic(ckpt, adapter, err);
     if (rc == 0) {
         cJSON *j = train_config_json(c);
         rc = write_config_json(config, j, err);

@@ -33,10 +33,16 @@ void adapter_dir_release(AdapterDir *d, int failed);
 // (train_flags_json) and mlx-lm's other keys (lr_schedule, optimizer_config, ...).
 cJSON *train_config_json(const TrainConfig *c);
 
-// Saves the weights as adapters.safetensors (and as NNNNNNN_adapters.safetensors when
-// numbered), then adapter_config.json.
-int checkpoint_save_weights(const TrainConfig *c, int iter, int numbered, const ParamList *pl,
-                            Error *err);
+// A checkpoint: the weights as NNNNNNN_adapters.safetensors, copied to adapters.safetensors,
+// then adapter_config.json.
+int checkpoint_save_weights(const TrainConfig *c, int iter, const ParamList *pl, Error *err);
+
+// The final weights (unnumbered) and adapter_config.json, written by a thread of their own
+// while the caller goes on: the values are copied to the host before begin returns, so the
+// model may change or go; end waits for the files (0, or -1 with the write's error).
+typedef struct CheckpointWrite CheckpointWrite;
+CheckpointWrite *checkpoint_write_begin(const TrainConfig *c, const ParamList *pl);
+int checkpoint_write_end(CheckpointWrite *w, Error *err);
 
 // The resumable state at iteration `iter`; the previous state file is removed once the new
 // pair is in place, so a kill at any moment leaves a consistent pair.

@@ -195,6 +195,7 @@ typedef struct {
     StepRecording recs[MAX_RECORDINGS];  // recorded steps by padded length (step_run)
     int n_recs;
     int bf16_masters;         // full fine-tuning of bf16 master weights (choose_masters)
+    CheckpointWrite *final_write;  // the final weights being written (train_loop's end)
 } Trainer;
 
 static int load_split(Dataset *d, const TrainConfig *c, const Model *m, const char *split,
@@ -521,7 +522,7 @@ static int save_checkpoint(Trainer *t, int iter, BatchIter *it, Error *err) {
     TrainState st = {&t->pl, &t->opt, &t->g, it, &t->acc, t->out};
     // after the last iteration nothing is left to resume: no state (it would be removed right
     // away; for a full fine-tune it is gigabytes)
-    if (checkpoint_save_weights(c, iter, 1, &t->pl, err) ||
+    if (checkpoint_save_weights(c, iter, &t->pl, err) ||
         (iter < c->iters && checkpoint_save_state(c, iter, &st, err)))
         return -1;
     printf("Iter %d: Saved adapter weights to %s/adapters.safetensors and "
@@ -607,9 +608,9 @@ static int train_loop(Trainer *t, Error *err) {
             goto done;
         }
     }
-    if (t->saved[0] != c->iters && checkpoint_save_weights(c, c->iters, 0, &t->pl, err)) goto done;
-    printf("Saved final weights to %s/adapters.safetensors.\n", c->adapter_path);
-    checkpoint_remove_state(c->adapter_path);  // finished: nothing left to resume
+    // the final weights go to the host now and to their file meanwhile (--test, and the
+    // experiment's evaluation, run on); train_finish waits for them
+    if (t->saved[0] != c->iters) t->final_write = checkpoint_write_begin(c, &t->pl);
     TrainSummary *out = t->out;
     if (out->train_seconds > 0) out->mean_tokens_per_sec = out->trained_tokens / out->train_seconds;
     rc = 0;
@@ -650,8 +651,17 @@ static void trainer_free(Trainer *t) {
     if (t->model_loaded) model_free(&t->own);
 }
 
-int train_run_on(const TrainConfig *c, Model *m, TrainSummary *out, Error *err) {
+struct TrainPending {
+    CheckpointWrite *final_write;  // NULL: the last checkpoint holds the final weights
+    TrainConfig c;
+    TrainSummary out;
+    AdapterDir dir;
+};
+
+int train_run_on_pending(const TrainConfig *c, Model *m, TrainSummary *out, TrainPending **pending,
+                         Error *err) {
     memset(out, 0, sizeof *out);
+    *pending = NULL;
     Trainer t = {.c = c, .out = out, .t_start = now_seconds()};
     t.interactive = !c->quiet && isatty(STDOUT_FILENO);
     AdapterDir dir = {NULL, -1, 0};
@@ -680,17 +690,40 @@ int train_run_on(const TrainConfig *c, Model *m, TrainSummary *out, Error *err) 
     if (c->test && test(&t, err)) goto done;
     out->peak_mem_gb = peak_mem_gb(t.m->be);
     out->seconds = now_seconds() - t.t_start;
-    if (c->train) {
-        char *summary = path_join(c->adapter_path, "train_summary.json");
-        rc = train_summary_write(summary, c, out, err);
-        free(summary);
-        if (rc) goto done;
-    }
     rc = 0;
 done:
     trainer_free(&t);
+    if (rc == 0 && c->train) {  // the run's end waits for train_finish
+        TrainPending *p = xcalloc(1, sizeof *p);
+        *p = (TrainPending){t.final_write, *c, *out, dir};
+        *pending = p;
+        return 0;
+    }
+    Error ignored;
+    checkpoint_write_end(t.final_write, &ignored);  // (a failure after it began: let it land)
     adapter_dir_release(&dir, rc != 0);
     return rc;
+}
+
+int train_finish(TrainPending *p, Error *err) {
+    if (!p) return 0;
+    const TrainConfig *c = &p->c;
+    int rc = checkpoint_write_end(p->final_write, err);
+    if (rc == 0) {
+        printf("Saved final weights to %s/adapters.safetensors.\n", c->adapter_path);
+        checkpoint_remove_state(c->adapter_path);  // finished: nothing left to resume
+        char *summary = path_join(c->adapter_path, "train_summary.json");
+        rc = train_summary_write(summary, c, &p->out, err);
+        free(summary);
+    }
+    adapter_dir_release(&p->dir, rc != 0);
+    free(p);
+    return rc;
+}
+
+int train_run_on(const TrainConfig *c, Model *m, TrainSummary *out, Error *err) {
+    TrainPending *p;
+    return train_run_on_pending(c, m, out, &p, err) || train_finish(p, err) ? -1 : 0;
 }
 
 int train_run(const TrainConfig *c, TrainSummary *out, Error *err) {

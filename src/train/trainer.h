@@ -102,6 +102,15 @@ int train_run(const TrainConfig *c, TrainSummary *out, Error *err);
 // caller to evaluate and detach (model_detach_adapter); full fine-tuning trains m's weights
 // themselves. After a failure m's weights may be partly trained: the caller frees it.
 int train_run_on(const TrainConfig *c, Model *m, TrainSummary *out, Error *err);
+// train_run_on, returning while the final weights are still being written by a thread of their
+// own (*pending): the experiment evaluates the trained model meanwhile. train_finish(*pending)
+// must follow: it waits for the weights, then ends the run as train_run_on does (the resumable
+// state removed, train_summary.json written, the folder's claim released). c's strings must
+// live until then. After a failure nothing is pending (*pending NULL; train_finish(NULL) is 0).
+typedef struct TrainPending TrainPending;
+int train_run_on_pending(const TrainConfig *c, Model *m, TrainSummary *out, TrainPending **pending,
+                         Error *err);
+int train_finish(TrainPending *pending, Error *err);
 // Whether train_run_on can train m as it is, without loading or preparing anything again: the
 // handles of a model prepared for inference are the very ones the run's own preparation would
 // make of a fresh load (model_linears_serve: the same dtype, the f32 originals released alike,
