@@ -194,6 +194,37 @@ static void test_prepared_move_strict(void **state) {
     assert_int_equal(strict_live_buffers(), 0);
 }
 
+// The strict backend with an allocation that fails: the (n+1)-th from now returns NULL.
+static Backend failing_be;
+static int allocs_left;
+static void *failing_alloc(size_t bytes) {
+    return allocs_left-- > 0 ? strict_backend(BACKEND_CAP_DEVICE)->alloc(bytes) : NULL;
+}
+
+// model_to_backend_prepared out of device memory for the adapter (the base weights moved, the
+// frozen ones still in the host arena it then frees): the error, and no pointer left into that
+// arena (the model is freed as any other).
+static void test_prepared_move_adapter_oom(void **state) {
+    failing_be = *strict_backend(BACKEND_CAP_DEVICE);
+    failing_be.alloc = failing_alloc;
+    Error err = {{0}};
+    Model b;
+    assert_int_equal(model_load(&b, TINY, &err), 0);
+    if (model_load_adapter(&b, TINY "/mlx_adapter", &err)) fail_msg("%s", err.msg);
+    const float *host = b.arena, *host_end = b.arena + b.arena_floats;
+    const LinearPlan plan = {DTYPE_F32, 2, 2, 1};
+    allocs_left = 1;  // the base weights' arena; the adapter's fails
+    assert_int_equal(model_to_backend_prepared(&b, &failing_be, &plan, &err), -1);
+    printf("  %s\n", err.msg);
+#define OUTSIDE(p) assert_true(!(p) || (p) < host || (p) >= host_end)
+    OUTSIDE(b.tok_embd), OUTSIDE(b.head), OUTSIDE(b.final_norm);
+    for (int l = 0; l < b.cfg.n_layers; l++)
+        for (int p = 0; p < N_PROJ; p++) OUTSIDE(b.blocks[l].w[p]);
+#undef OUTSIDE
+    model_free(&b);
+    assert_int_equal(strict_live_buffers(), 0);
+}
+
 // On CUDA in bf16: the same logits, the table of a bf16 model held only as its handle where
 // nothing reads its f32 (head_rows_only: training), and the peak below the f32 model's.
 static void test_prepared_move_cuda(void **state) {
@@ -642,6 +673,7 @@ int main(void) {
         cmocka_unit_test(test_cuda_matches_transformers),
         cmocka_unit_test(test_strict_backend_matches_transformers),
         cmocka_unit_test(test_prepared_move_strict),
+        cmocka_unit_test(test_prepared_move_adapter_oom),
         cmocka_unit_test(test_prepared_move_cuda),
         cmocka_unit_test(test_tiny_other_layouts),
         cmocka_unit_test(test_bad_models_give_clear_errors),

@@ -1,6 +1,12 @@
 // test_train.c — training against PyTorch (tests/make_train_fixtures.py): from a fixed start,
 // 5 steps of mlx-lm's Adam on a fixed batch; every loss and the final weights must match.
+#include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "formats/safetensors.h"
 #include "strict_backend.h"
@@ -1102,15 +1108,99 @@ static void test_train_pending_end(void **state) {
         same_adapters(mine, theirs);
         assert_true(sum2.final_train_loss == sum.final_train_loss);
     }
-    // a failed write is the run's error at train_finish (the folder gone under it)
-    in_place_config(&t, dir, "gone", 0, "cpu", mine, sizeof mine);
+    // a failed write is the run's error at train_finish, and no summary follows it (a folder
+    // where the weights' file goes: removing the adapter folder while the thread writes raced
+    // with the thread's temp file, rm then leaving the folder and the run succeeding)
+    in_place_config(&t, dir, "blocked", 0, "cpu", mine, sizeof mine);
+    char blocker[700], summary[700];
+    snprintf(blocker, sizeof blocker, "%s/adapters.safetensors", mine);
+    snprintf(summary, sizeof summary, "%s/train_summary.json", mine);
+    assert_int_equal(make_dirs(blocker, &err), 0);
     TrainPending *p;
     if (train_run_on_pending(&t, NULL, &sum, &p, &err)) fail_msg("%s", err.msg);
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", mine);
-    (void)!system(cmd);  // (the write may have landed already: then the summary's write fails)
     assert_int_equal(train_finish(p, &err), -1);
-    printf("  a vanished adapter folder at train_finish: %s\n", err.msg);
+    assert_false(file_exists(summary));
+    printf("  the final weights' write failing, at train_finish: %s\n", err.msg);
+    tmp_dir_remove(dir);
+}
+
+// The child of test_signal_during_final_write (this program again, run fresh): trains into
+// DIR/sig, whose adapters.safetensors is a FIFO (the final write waits there for the parent),
+// then a SIGTERM while the weights are being written; a byte on fd once it survived it.
+static int signal_child(const char *dir, int fd) {
+    TrainConfig t;
+    TrainSummary sum;
+    TrainPending *p;
+    Error err = {{0}};
+    char path[600];
+    in_place_config(&t, dir, "sig", 0, "cpu", path, sizeof path);
+    if (train_run_on_pending(&t, NULL, &sum, &p, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 2;
+    }
+    pthread_kill(pthread_self(), SIGTERM);
+    (void)!write(fd, "x", 1);
+    train_finish(p, &err);
+    return 3;  // (not reached: the SIGTERM ends the process once the weights are in)
+}
+
+// Ctrl-C / SIGTERM while the final weights are written by their thread: the process ends as
+// the signal says, but only once the weights are in their file, whole (as train_run's).
+static void test_signal_during_final_write(void **state) {
+    char dir[256], ref[600], sig[600], fifo[700], *want, *got = NULL;
+    size_t n_want, n_got = 0;
+    tmp_dir_make(dir, sizeof dir, "test_train_signal");
+    Error err = {{0}};
+    MathDataSpec spec = {40, 8, 8, 99, "+-*", 3, 1};
+    if (data_math_write(dir, &spec, &err)) fail_msg("%s", err.msg);
+    TrainConfig t;
+    TrainSummary sum;
+    in_place_config(&t, dir, "ref", 0, "cpu", ref, sizeof ref);
+    if (train_run(&t, &sum, &err)) fail_msg("%s", err.msg);
+    snprintf(fifo, sizeof fifo, "%s/adapters.safetensors", ref);
+    if (read_file(fifo, &want, &n_want, &err)) fail_msg("%s", err.msg);
+    snprintf(sig, sizeof sig, "%s/sig", dir);
+    snprintf(fifo, sizeof fifo, "%s/adapters.safetensors", sig);
+    assert_int_equal(make_dirs(sig, &err), 0);
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char fd[16];
+        snprintf(fd, sizeof fd, "%d", fds[1]);
+        close(fds[0]);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, STDOUT_FILENO);
+        execl("/proc/self/exe", "test_train", "--signal-child", dir, fd, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    alarm(120);  // (a hang here fails the test)
+    char ch;
+    const ssize_t alive = read(fds[0], &ch, 1);  // 0: the signal ended the child at once
+    close(fds[0]);
+    if (alive == 1) {  // the weights, as they come through the FIFO
+        int in = open(fifo, O_RDONLY);
+        assert_true(in >= 0);
+        char buf[1 << 16];
+        for (ssize_t r; (r = read(in, buf, sizeof buf)) > 0; n_got += (size_t)r) {
+            got = xrealloc(got, n_got + (size_t)r);
+            memcpy(got + n_got, buf, (size_t)r);
+        }
+        close(in);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    alarm(0);
+    assert_int_equal(alive, 1);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+    assert_int_equal(n_got, n_want);
+    assert_memory_equal(got, want, n_want);
+    printf("  SIGTERM during the final write: the process ended once its %zu bytes were in\n",
+           n_got);
+    free(want), free(got);
     tmp_dir_remove(dir);
 }
 
@@ -1125,7 +1215,8 @@ static void test_loss_chunk_rows(void **state) {
     assert_int_equal(model_loss_chunk_rows(&c, 100, 1000), 100);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "--signal-child")) return signal_child(argv[2], atoi(argv[3]));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trainable_counts),
         cmocka_unit_test(test_lora_init_and_keys),
@@ -1137,6 +1228,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_masters_declined_on_cpu),
         cmocka_unit_test(test_train_in_place_equals_fresh_load),
         cmocka_unit_test(test_train_pending_end),
+        cmocka_unit_test(test_signal_during_final_write),
         cmocka_unit_test(test_recompute_act_bit_identical),
         cmocka_unit_test(test_trajectories_on_strict_backend),
         cmocka_unit_test(test_recorded_steps_equal_plain),

@@ -518,8 +518,17 @@ int model_to_backend_prepared(Model *m, const Backend *be, const LinearPlan *pla
     if (movable(m, be, err) || move_arena(m, be, &m->arena, m->arena_floats, skip, n_skip, &host, err))
         return -1;
     // the skipped weights go up one at a time, each released for its handle (on failure the
-    // pointers still into the host arena are cleared)
+    // pointers still into the host arena are cleared: the adapter's move too may fail first)
     int rc = move_adapter(m, be, err) || model_prepare_planned(m, plan, host, host_end, err);
+    if (rc) {
+        for (int l = 0; l < m->cfg.n_layers; l++)
+            for (int p = 0; p < N_PROJ; p++) {
+                float **w = &m->blocks[l].w[p];
+                if (*w >= host && *w < host_end) *w = NULL;
+            }
+        if (m->head >= host && m->head < host_end) m->head = NULL;
+        if (m->tok_embd >= host && m->tok_embd < host_end) m->tok_embd = NULL;
+    }
     BACKEND_CPU.free(host);
     be->sync();
     return rc ? -1 : 0;

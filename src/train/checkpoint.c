@@ -215,6 +215,7 @@ struct CheckpointWrite {
     void *host;
     char **names;
     cJSON *settings;
+    void (*landed)(void);
     int rc;
     Error err;
 };
@@ -223,11 +224,14 @@ static void *write_weights(void *arg) {
     CheckpointWrite *w = arg;
     w->rc = safetensors_save(w->adapter, w->e, w->n, NULL, NULL, 0, &w->err) ||
             write_config_json(w->config, w->settings, &w->err);
+    if (w->landed) w->landed();
     return NULL;
 }
 
-CheckpointWrite *checkpoint_write_begin(const TrainConfig *c, const ParamList *pl) {
+CheckpointWrite *checkpoint_write_begin(const TrainConfig *c, const ParamList *pl,
+                                        void (*landed)(void)) {
     CheckpointWrite *w = xcalloc(1, sizeof *w);
+    w->landed = landed;
     w->adapter = path_join(c->adapter_path, "adapters.safetensors");
     w->config = path_join(c->adapter_path, "adapter_config.json");
     w->e = xcalloc((size_t)(pl->n ? pl->n : 1), sizeof *w->e);

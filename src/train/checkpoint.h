@@ -39,9 +39,11 @@ int checkpoint_save_weights(const TrainConfig *c, int iter, const ParamList *pl,
 
 // The final weights (unnumbered) and adapter_config.json, written by a thread of their own
 // while the caller goes on: the values are copied to the host before begin returns, so the
-// model may change or go; end waits for the files (0, or -1 with the write's error).
+// model may change or go; end waits for the files (0, or -1 with the write's error). landed
+// (NULL: none) runs on the writing thread once the write is over, written or failed.
 typedef struct CheckpointWrite CheckpointWrite;
-CheckpointWrite *checkpoint_write_begin(const TrainConfig *c, const ParamList *pl);
+CheckpointWrite *checkpoint_write_begin(const TrainConfig *c, const ParamList *pl,
+                                        void (*landed)(void));
 int checkpoint_write_end(CheckpointWrite *w, Error *err);
 
 // The resumable state at iteration `iter`; the previous state file is removed once the new

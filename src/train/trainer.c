@@ -153,9 +153,20 @@ static int max_len(const Dataset *d) {
 }
 
 // Ctrl-C / SIGTERM: the loop saves a checkpoint at the end of the step and stops. The flag is
-// the one piece of global state: a signal handler can reach nothing else.
+// the one piece of global state a signal handler can reach; the dispositions train_loop
+// replaced wait beside it for the final weights' thread (final_write_landed).
 static volatile sig_atomic_t g_stop_signal;
+static struct sigaction g_old_int, g_old_term;
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// The final weights are in their file (or failed): the dispositions come back, and a Ctrl-C /
+// SIGTERM held back while they were written (the process would have ended with the file half
+// written) takes effect now. Runs on the writing thread (checkpoint_write_begin's landed).
+static void final_write_landed(void) {
+    sigaction(SIGINT, &g_old_int, NULL);
+    sigaction(SIGTERM, &g_old_term, NULL);
+    if (g_stop_signal) raise(g_stop_signal);
+}
 
 static void progress(int it, int iters, double loss, double elapsed) {
     double eta = it > 0 ? elapsed / it * (iters - it) : 0;
@@ -574,11 +585,11 @@ static int train_loop(Trainer *t, Error *err) {
     Batch b = {0};
     t->acc = (TrainAccum){0, 0, NAN, 0, 0};
     int start = 0, rc = -1;
-    struct sigaction sa = {0}, old_int, old_term;
+    struct sigaction sa = {0};
     sa.sa_handler = on_stop_signal;
     g_stop_signal = 0;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGINT, &sa, &g_old_int);
+    sigaction(SIGTERM, &sa, &g_old_term);
     grads_zero(&t->g);
     TrainState st = {&t->pl, &t->opt, &t->g, &it, &t->acc, t->out};
     if (c->resume && (start = checkpoint_restore_state(c, &st, err)) < 0) goto done;
@@ -609,14 +620,18 @@ static int train_loop(Trainer *t, Error *err) {
         }
     }
     // the final weights go to the host now and to their file meanwhile (--test, and the
-    // experiment's evaluation, run on); train_finish waits for them
-    if (t->saved[0] != c->iters) t->final_write = checkpoint_write_begin(c, &t->pl);
+    // experiment's evaluation, run on); train_finish waits for them. The signals stay held
+    // back until they are in (final_write_landed gives the dispositions back).
+    if (t->saved[0] != c->iters)
+        t->final_write = checkpoint_write_begin(c, &t->pl, final_write_landed);
     TrainSummary *out = t->out;
     if (out->train_seconds > 0) out->mean_tokens_per_sec = out->trained_tokens / out->train_seconds;
     rc = 0;
 done:
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    if (!t->final_write) {
+        sigaction(SIGINT, &g_old_int, NULL);
+        sigaction(SIGTERM, &g_old_term, NULL);
+    }
     batch_free(&b);
     batch_iter_free(&it);
     return rc;
