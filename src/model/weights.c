@@ -512,7 +512,10 @@ int model_to_backend_prepared(Model *m, const Backend *be, const LinearPlan *pla
     const int n_skip = be == m->be ? 0 : planned_skips(m, be, plan, skip);
     if (n_skip == 0)
         return model_to_backend(m, be, err) ||
-               model_prepare_linears(m, plan->dtype, plan->first_backward, plan->frozen_below, err);
+                       model_prepare_linears(m, plan->dtype, plan->first_backward,
+                                             plan->frozen_below, err)
+                   ? -1
+                   : 0;
     float *host = NULL;
     const float *host_end = m->arena + m->arena_floats;
     if (movable(m, be, err) || move_arena(m, be, &m->arena, m->arena_floats, skip, n_skip, &host, err))

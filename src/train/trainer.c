@@ -715,7 +715,10 @@ done:
         return 0;
     }
     Error ignored;
-    checkpoint_write_end(t.final_write, &ignored);  // (a failure after it began: let it land)
+    // a failure after the final write began (--test): let it land; once it has, nothing is
+    // left to resume
+    if (t.final_write && checkpoint_write_end(t.final_write, &ignored) == 0)
+        checkpoint_remove_state(c->adapter_path);
     adapter_dir_release(&dir, rc != 0);
     return rc;
 }

@@ -84,6 +84,7 @@ void cuda_profile_install(Backend *be) {
     PROF(swiglu_forward);
     PROF(swiglu_backward);
     PROF(embedding_forward);
+    PROF(linear_rows);
     PROF(add_forward);
     PROF(add_inplace);
     PROF(softmax_forward);
