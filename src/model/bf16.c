@@ -106,11 +106,7 @@ static int prepare_all(Model *m, ComputeDtype dtype, int first_backward, int fro
     m->linear_first_backward = first_backward, m->linear_frozen_below = frozen_below;
     return 0;
 oom:
-    model_release_linears(m);
-    for (int l = 0; host && l < c->n_layers; l++)  // nothing points into the host arena after
-        for (int p = 0; p < N_PROJ; p++)
-            if (m->blocks[l].w[p] >= host && m->blocks[l].w[p] < host_end) m->blocks[l].w[p] = NULL;
-    if (host && m->head >= host && m->head < host_end) m->head = m->tok_embd = NULL;
+    model_release_linears(m);  // (pointers left into the host arena: the caller clears them)
     return err_set(err, "out of %s memory for the %s copies of the weights (use --dtype f32)",
                    be->device, dtype == DTYPE_BF16 ? "bf16" : dtype == DTYPE_TF32 ? "tf32" : "f32");
 }

@@ -156,7 +156,8 @@ int model_prepare_inference(Model *m, ComputeDtype want, Error *err);
 int model_prepare_linears(Model *m, ComputeDtype dtype, int first_backward, int frozen_below,
                           Error *err);
 // The same for model_to_backend_prepared: weights still in [host, host_end), host memory, go
-// to the backend one at a time for their handles.
+// to the backend one at a time for their handles (on failure, pointers into that range are
+// left for the caller, who owns it, to clear).
 int model_prepare_planned(Model *m, const LinearPlan *plan, const float *host,
                           const float *host_end, Error *err);
 // Whether m's handles are already what model_prepare_linears(m, dtype, first_backward,
