@@ -403,9 +403,9 @@ int experiment_run(const ExperimentConfig *c, Error *err) {
            c->out, c->out);
     rc = 0;
 done:
-    if (r.pending) {  // a failure after training: the trained weights still land
-        Error ignored;
-        finish_training(&r, &ignored);
+    if (r.pending) {  // a failure after training: the trained weights still land, and a
+        Error also;   // failure to write them is said too (the first error stays the result)
+        if (finish_training(&r, &also)) fprintf(stderr, "tunelens: also: %s\n", also.msg);
     }
     if (r.have_base) model_free(&r.base);
     if (r.have_em_base) emergence_base_free(&r.em_base);

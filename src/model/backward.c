@@ -106,6 +106,12 @@ static float head_loss(const Model *m, ForwardState *s, const int *targets, floa
     for (int r0 = 0; r0 < N; r0 += R) {
         const int rows = N - r0 < R ? N - r0 : R;
         const float *xn = s->final_xn + (size_t)r0 * C;
+        if (fused && be->linear_cross_entropy) {  // the three below in one op
+            be->linear_cross_entropy(dxn + (size_t)r0 * C, s->row_losses + r0, s->logits, xn,
+                                     m->head, m->head_lin, s->targets + r0, rows, C, V,
+                                     s->loss_scale);
+            continue;
+        }
         if (fused) {  // every chunk, padding alone too (its gradient is 0): nothing host-dependent
             be->linear_forward(s->logits, xn, m->head, m->head_lin, rows, C, V);
             be->cross_entropy_fused(s->row_losses + r0, s->logits, s->logits, s->targets + r0,
@@ -210,11 +216,11 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
     const int H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, HD = H * D, KVD = Hkv * D;
     const int r = s->lora_rank_max;
     const size_t NC = (size_t)N * C, NF = (size_t)N * F;
-    // scratch_floats' order; dxn_f .. dxn_a are zeroed together, once a block
+    // scratch_floats' order; once a block dxn, dact and datt .. dxa are zeroed (their ops
+    // accumulate), dgate and dup not (swiglu_backward overwrites them)
     float *dxn = dresid + NC, *dact = dxn + NC, *dgate = dact + NF, *dup = dgate + NF;
     float *datt = dup + NF, *dq = datt + (size_t)N * HD, *dk = dq + (size_t)N * HD;
     float *dv = dk + (size_t)N * KVD, *dxa = dv + (size_t)N * KVD, *ddora = dxa + NC;
-    const size_t zero_bytes = sizeof(float) * (size_t)(ddora - dxn);
 
     const float *cos_t = s->rope_cos, *sin_t = s->rope_sin;
 
@@ -251,7 +257,8 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
 #define LINEARS_BACKWARD(n, ps, douts, dinp, inp) \
     linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, dinp, inp, ddora, N, drop)
 
-        be->zero(dxn, zero_bytes);  // every gradient below accumulates (dX += ...)
+        be->zero(dxn, sizeof(float) * (size_t)(dgate - dxn));  // these gradients accumulate
+        be->zero(datt, sizeof(float) * (size_t)(ddora - datt));  // (dX += ...)
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.

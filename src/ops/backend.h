@@ -209,6 +209,15 @@ typedef struct Backend {
     // rows' double losses, bit for bit.
     void (*cross_entropy_fused)(float *losses, float *dlogits, const float *logits,
                                 const int *targets, int N, int V, const float *scale);
+    // One chunk of training's loss through the frozen head, where a backend has
+    // cross_entropy_fused and can do better than its three ops (NULL: linear_forward,
+    // cross_entropy_fused, linear_backward run): logits (N,V) = xn (N,C) @ W^T (the caller's
+    // scratch, overwritten), losses (N) as cross_entropy_fused's, dxn (N,C) += dlogits @ W with
+    // dlogits as linear_backward would round it (CUDA in BF16: written in bf16 by the loss
+    // kernel itself, never in f32). The same results as the three ops, bit for bit.
+    void (*linear_cross_entropy)(float *dxn, float *losses, float *logits, const float *xn,
+                                 const float *w, const LinearWeight *h, const int *targets, int N,
+                                 int C, int V, const float *scale);
     void (*adam_update)(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                         float beta1, float beta2, float eps, float weight_decay);
     void (*sgd_update)(float *param, const float *grad, int64_t n, float lr);

@@ -370,6 +370,7 @@ static void init(void) {
     backend.cross_entropy_forward = cuda_cross_entropy_forward;
     backend.cross_entropy_backward = cuda_cross_entropy_backward;
     backend.cross_entropy_fused = cuda_cross_entropy_fused;
+    backend.linear_cross_entropy = cuda_linear_cross_entropy;
     backend.adam_update = cuda_adam_update;
     backend.sgd_update = cuda_sgd_update;
     backend.adam_table = cuda_adam_table;

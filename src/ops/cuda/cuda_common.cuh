@@ -7,6 +7,7 @@
 // cudaStreamPerThread), asynchronously; host code syncs through Backend.sync / download.
 #pragma once
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -198,6 +199,12 @@ void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int 
                                  int V, float scale);
 void cuda_cross_entropy_fused(float *losses, float *dlogits, const float *logits,
                               const int *targets, int N, int V, const float *scale);
+void cuda_cross_entropy_fused_bf16(float *losses, __nv_bfloat16 *dlogits, size_t ldd,
+                                   const float *logits, const int *targets, int N, int V,
+                                   const float *scale);
+void cuda_linear_cross_entropy(float *dxn, float *losses, float *logits, const float *xn,
+                               const float *w, const LinearWeight *h, const int *targets, int N,
+                               int C, int V, const float *scale);
 void cuda_adam_update(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay);
 void cuda_sgd_update(float *param, const float *grad, int64_t n, float lr);

@@ -92,6 +92,7 @@ void cuda_profile_install(Backend *be) {
     PROF(cross_entropy_forward);
     PROF(cross_entropy_backward);
     PROF(cross_entropy_fused);
+    PROF(linear_cross_entropy);
     PROF(adam_update);
     PROF(sgd_update);
     PROF(adam_multi);

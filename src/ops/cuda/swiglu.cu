@@ -14,8 +14,8 @@ __global__ static void swiglu_fwd_kernel(float *out, const float *gate, const fl
     }
 }
 
-// dgate (n) += dout * up * silu'(gate), silu'(g) = sig(g) (1 + g (1 - sig(g)));
-// dup (n) += dout * silu(gate) (either NULL)
+// dgate (n) = dout * up * silu'(gate), silu'(g) = sig(g) (1 + g (1 - sig(g)));
+// dup (n) = dout * silu(gate) (either NULL), overwritten (as on the CPU)
 __global__ static void swiglu_bwd_kernel(float *dgate, float *dup, const float *dout,
                                          const float *gate, const float *up, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -23,9 +23,9 @@ __global__ static void swiglu_bwd_kernel(float *dgate, float *dup, const float *
         const float g = gate[i], sg = sigmoidf_(g), dy = dout[i];
         if (dgate) {
             const float d = __fmul_rn(sg, __fadd_rn(1.0f, __fmul_rn(g, 1.0f - sg)));
-            dgate[i] = __fadd_rn(dgate[i], __fmul_rn(__fmul_rn(dy, up[i]), d));
+            dgate[i] = __fmul_rn(__fmul_rn(dy, up[i]), d);
         }
-        if (dup) dup[i] = __fadd_rn(dup[i], __fmul_rn(dy, g * sg));
+        if (dup) dup[i] = __fmul_rn(dy, g * sg);
     }
 }
 
