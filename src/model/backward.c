@@ -92,8 +92,9 @@ void grads_zero(Grads *g) {
 //    (the CPU's case: its results stay as they were); with several, each chunk's f32 mean times
 //    its count, summed in double over the chunks in row order, over the count: each chunk's
 //    mean rounded to f32 first, a relative difference of at most 2^-24 per chunk;
-//  - the fused op (a backend's cross_entropy_fused, with dxn): the rows' f32 losses summed in
-//    double in row order, over the count, after the last chunk (one download, no wait per
+//  - the fused op (a backend's cross_entropy_fused, with dxn; its linear_cross_entropy, where it
+//    has one, runs the chunk's three ops at once, the same bits): the rows' f32 losses summed
+//    in double in row order, over the count, after the last chunk (one download, no wait per
 //    chunk): each row's loss rounded to f32 first, at most 2^-24 relative.
 static float head_loss(const Model *m, ForwardState *s, const int *targets, float *dxn,
                        float scale) {
