@@ -248,6 +248,18 @@ static int plan_weights(const Trainer *t, const Backend *be, LinearPlan *p) {
 
 // The model on its backend: with fresh LoRA matrices to train, or (--test alone) with the
 // adapter in --adapter-path, as mlx_lm.lora tests a saved adapter ("" = the base model).
+// The first trained block of a model of L blocks (--num-layers; -1: all) and the projections
+// LoRA adapts (--lora-keys), for load_model and adopt_model alike.
+static int trained_blocks(Trainer *t, int L, unsigned *key_mask, Error *err) {
+    const TrainConfig *c = t->c;
+    if (c->train && c->num_layers > L)
+        return err_set(err, "--num-layers %d: %s has %d layers (-1 trains all of them)",
+                       c->num_layers, c->model, L);
+    t->first = c->num_layers < 0 ? 0 : L - c->num_layers;
+    *key_mask = 0x7f;
+    return c->lora_keys ? lora_keys_parse(c->lora_keys, key_mask, err) : 0;
+}
+
 static int load_model(Trainer *t, Error *err) {
     const TrainConfig *c = t->c;
     const Backend *be;
@@ -258,13 +270,8 @@ static int load_model(Trainer *t, Error *err) {
         return -1;
     t->m = &t->own;
     t->model_loaded = 1;
-    int L = t->m->cfg.n_layers;
-    if (c->train && c->num_layers > L)
-        return err_set(err, "--num-layers %d: %s has %d layers (-1 trains all of them)",
-                       c->num_layers, c->model, L);
-    t->first = c->num_layers < 0 ? 0 : L - c->num_layers;
-    unsigned key_mask = 0x7f;
-    if (c->lora_keys && lora_keys_parse(c->lora_keys, &key_mask, err)) return -1;
+    unsigned key_mask;
+    if (trained_blocks(t, t->m->cfg.n_layers, &key_mask, err)) return -1;
     if (test_adapter) {
         if (model_load_adapter(t->m, c->adapter_path, err))
             return err_wrap(err, "--test evaluates the adapter in --adapter-path");
@@ -287,9 +294,8 @@ static int adopt_model(Trainer *t, Model *m, Error *err) {
     const TrainConfig *c = t->c;
     printf("Training the model in memory (%s: loaded and prepared before)\n", m->path);
     t->m = m;
-    t->first = c->num_layers < 0 ? 0 : m->cfg.n_layers - c->num_layers;
-    unsigned key_mask = 0x7f;
-    if (c->lora_keys && lora_keys_parse(c->lora_keys, &key_mask, err)) return -1;
+    unsigned key_mask;
+    if (trained_blocks(t, m->cfg.n_layers, &key_mask, err)) return -1;
     if (c->fine_tune != FT_LORA) return 0;
     adapter_attach(m, t->first, c->rank, (float)c->scale, key_mask, c->seed, 0);  // (host)
     return model_adapter_to_backend(m, err);

@@ -388,6 +388,8 @@ static void init(void) {
         backend.linear_lora_forward = NULL, backend.linear_lora_backward = NULL;
     if (getenv("TUNELENS_CUDA_PROFILE") && atoi(getenv("TUNELENS_CUDA_PROFILE")))
         cuda_profile_install(&backend);
+    if (getenv("TUNELENS_CUDA_NCU_STEP"))
+        cuda_ncu_step_install(&backend, atoi(getenv("TUNELENS_CUDA_NCU_STEP")));
     init_state = 1;
 }
 

@@ -131,6 +131,8 @@ ComputeDtype cuda_compute_dtype(void);
 
 // TUNELENS_CUDA_PROFILE=1: wrap the backend's ops in per-op timers (profile.cu)
 void cuda_profile_install(Backend *be);
+// TUNELENS_CUDA_NCU_STEP=k: the CUDA profiler on for the k-th optimizer step only (profile.cu)
+void cuda_ncu_step_install(Backend *be, int step);
 
 // ---- ops (signatures as in Backend)
 int cuda_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtype dtype,

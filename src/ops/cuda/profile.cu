@@ -3,6 +3,7 @@
 // The syncs cost a step its overlap of launches and work, so the split shows where the time
 // goes, not the step time; bench/PROFILE.md has the 8 x 512 tables.
 #include <algorithm>
+#include <cuda_profiler_api.h>
 #include <time.h>
 #include <type_traits>
 
@@ -103,4 +104,28 @@ void cuda_profile_install(Backend *be) {
     PROF(download);
     be->record_begin = NULL;  // the timers wait for the device after every op: nothing to record
     atexit(prof_report);
+}
+
+// TUNELENS_CUDA_NCU_STEP=k: the profiler is on for the k-th optimizer step alone, for
+// `ncu --profile-from-start off` (bench/gpu_kernels.sh): cudaProfilerStart after the
+// (k-1)-th multi-tensor Adam launch (k = 1: from the start), cudaProfilerStop after the k-th,
+// so ncu times one step's kernels and runs the rest at full speed. Steps are not recorded as
+// graphs then (each kernel its own launch). Adam/AdamW only (adam_multi marks the steps).
+static void (*ncu_adam_orig)(const AdamTable *, float, float, float, float, float);
+static int ncu_step, ncu_steps_seen;
+static void ncu_adam(const AdamTable *t, float lr, float beta1, float beta2, float eps,
+                     float weight_decay) {
+    ncu_adam_orig(t, lr, beta1, beta2, eps, weight_decay);
+    ncu_steps_seen++;
+    if (ncu_steps_seen == ncu_step - 1) CUDA_CHECK(cudaProfilerStart());
+    if (ncu_steps_seen == ncu_step) CUDA_CHECK(cudaProfilerStop());
+}
+
+void cuda_ncu_step_install(Backend *be, int step) {
+    if (step < 1 || !be->adam_multi) return;
+    ncu_step = step;
+    ncu_adam_orig = be->adam_multi;
+    be->adam_multi = ncu_adam;
+    be->record_begin = NULL;
+    if (step == 1) CUDA_CHECK(cudaProfilerStart());
 }
