@@ -246,8 +246,6 @@ static int plan_weights(const Trainer *t, const Backend *be, LinearPlan *p) {
     return 1;
 }
 
-// The model on its backend: with fresh LoRA matrices to train, or (--test alone) with the
-// adapter in --adapter-path, as mlx_lm.lora tests a saved adapter ("" = the base model).
 // The first trained block of a model of L blocks (--num-layers; -1: all) and the projections
 // LoRA adapts (--lora-keys), for load_model and adopt_model alike.
 static int trained_blocks(Trainer *t, int L, unsigned *key_mask, Error *err) {
@@ -260,6 +258,8 @@ static int trained_blocks(Trainer *t, int L, unsigned *key_mask, Error *err) {
     return c->lora_keys ? lora_keys_parse(c->lora_keys, key_mask, err) : 0;
 }
 
+// The model on its backend: with fresh LoRA matrices to train, or (--test alone) with the
+// adapter in --adapter-path, as mlx_lm.lora tests a saved adapter ("" = the base model).
 static int load_model(Trainer *t, Error *err) {
     const TrainConfig *c = t->c;
     const Backend *be;

@@ -201,9 +201,8 @@ void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int 
                                  int V, float scale);
 void cuda_cross_entropy_fused(float *losses, float *dlogits, const float *logits,
                               const int *targets, int N, int V, const float *scale);
-void cuda_cross_entropy_fused_bf16(float *losses, __nv_bfloat16 *dlogits, size_t ldd,
-                                   const float *logits, const int *targets, int N, int V,
-                                   const float *scale);
+void cuda_cross_entropy_fused_bf16(float *losses, __nv_bfloat16 *dlogits, const float *logits,
+                                   const int *targets, int N, int V, const float *scale);
 void cuda_linear_cross_entropy(float *dxn, float *losses, float *logits, const float *xn,
                                const float *w, const LinearWeight *h, const int *targets, int N,
                                int C, int V, const float *scale);

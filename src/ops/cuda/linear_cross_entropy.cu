@@ -21,6 +21,6 @@ void cuda_linear_cross_entropy(float *dxn, float *losses, float *logits, const f
     int ld, rpad;
     const __nv_bfloat16 *wb = cuda_linear_bf16(h, &ld, &rpad);
     __nv_bfloat16 *g = cuda_bf16_scratch((size_t)N * V, 0, NULL);
-    cuda_cross_entropy_fused_bf16(losses, g, (size_t)V, logits, targets, N, V, scale);
+    cuda_cross_entropy_fused_bf16(losses, g, logits, targets, N, V, scale);
     cuda_gemm_bf16_rm(false, false, N, C, V, 1.0f, g, V, wb, ld, 1.0f, dxn, C);
 }

@@ -137,8 +137,8 @@ float cuda_cross_entropy_forward(float *losses, const float *logits, const int *
 }
 
 // max and sum_i exp(x_i - max) (double) of one row in one pass over it (each thread keeps its
-// own running max, rescaling its sum when the max grows), for the loss's gradient, which then
-// reads the row once more: two reads of the row instead of row_stats' three
+// own running max, rescaling its sum when the max grows): with the gradient's pass after it, the
+// row is read twice instead of three times (row_stats reads it twice itself)
 __device__ static void row_stats_online(const float *x, int V, float *maxv, double *sum,
                                         float *redf, double *redd) {
     float m = -INFINITY;
@@ -163,19 +163,19 @@ __device__ __forceinline__ void store_grad(__nv_bfloat16 *d, float v) {
     *d = __float2bfloat16_rn(v);
 }
 
-// dlogits (N,V) at row stride ldd = scale * (softmax(logits) - onehot(target)); rows with
+// dlogits (N,V) = scale * (softmax(logits) - onehot(target)); rows with
 // target < 0 get 0 (overwritten, not accumulated). With losses (fused), each row's loss too,
 // as ce_row_kernel forms it (0 for an ignored row). scale_p (device; fused): the scale, read
 // here (a recorded step replays with each batch's own). G: f32, or bf16 (the gradient the head's
 // bf16 GEMM reads, rounded once).
 template <typename G>
-__global__ static void ce_bwd_kernel(G *dlogits, size_t ldd, float *losses, const float *logits,
+__global__ static void ce_bwd_kernel(G *dlogits, float *losses, const float *logits,
                                      const int *targets, int V, float scale,
                                      const float *scale_p) {
     __shared__ float redf[32];
     __shared__ double redd[32];
     const int n = blockIdx.x, tgt = targets[n];
-    G *d = dlogits + (size_t)n * ldd;
+    G *d = dlogits + (size_t)n * V;
     if (tgt < 0) {
         for (int i = threadIdx.x; i < V; i += blockDim.x) store_grad(d + i, 0.0f);
         if (losses && threadIdx.x == 0) losses[n] = 0.0f;
@@ -206,7 +206,7 @@ __global__ static void ce_bwd_kernel(G *dlogits, size_t ldd, float *losses, cons
 void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int *targets, int N,
                                  int V, float scale) {
     if (N <= 0 || V <= 0) return;
-    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, (size_t)V, NULL, logits, targets, V, scale, NULL);
+    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, NULL, logits, targets, V, scale, NULL);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -215,16 +215,14 @@ void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int 
 void cuda_cross_entropy_fused(float *losses, float *dlogits, const float *logits,
                               const int *targets, int N, int V, const float *scale) {
     if (N <= 0 || V <= 0) return;
-    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, (size_t)V, losses, logits, targets, V, 0.0f, scale);
+    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, losses, logits, targets, V, 0.0f, scale);
     CUDA_LAUNCH_CHECK();
 }
 
-// The same with the gradient rounded to bf16, at row stride ldd (for the head's bf16 GEMM:
-// linear_cross_entropy.cu)
-void cuda_cross_entropy_fused_bf16(float *losses, __nv_bfloat16 *dlogits, size_t ldd,
-                                   const float *logits, const int *targets, int N, int V,
-                                   const float *scale) {
+// The same with the gradient rounded to bf16 (for the head's bf16 GEMM: linear_cross_entropy.cu)
+void cuda_cross_entropy_fused_bf16(float *losses, __nv_bfloat16 *dlogits, const float *logits,
+                                   const int *targets, int N, int V, const float *scale) {
     if (N <= 0 || V <= 0) return;
-    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, ldd, losses, logits, targets, V, 0.0f, scale);
+    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, losses, logits, targets, V, 0.0f, scale);
     CUDA_LAUNCH_CHECK();
 }
