@@ -147,12 +147,13 @@ WRAP(rope_backward,
      (dx, cos_t, sin_t, pos, N, H, D))
 WRAP(attention_forward,
      (float *out, float *probs, const float *q, const float *k, const float *v, int B, int T,
-      int S, int q_offset, int H, int Hkv, int D),
-     (out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D))
+      int S, int q_offset, int H, int Hkv, int D, ComputeDtype dt),
+     (out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D, dt))
 WRAP(attention_backward,
      (float *dq, float *dk, float *dv, const float *dout, const float *probs, const float *q,
-      const float *k, const float *v, int B, int T, int S, int q_offset, int H, int Hkv, int D),
-     (dq, dk, dv, dout, probs, q, k, v, B, T, S, q_offset, H, Hkv, D))
+      const float *k, const float *v, int B, int T, int S, int q_offset, int H, int Hkv, int D,
+      ComputeDtype dt),
+     (dq, dk, dv, dout, probs, q, k, v, B, T, S, q_offset, H, Hkv, D, dt))
 WRAP(swiglu_forward, (float *out, const float *gate, const float *up, int64_t n),
      (out, gate, up, n))
 WRAP(swiglu_backward,

@@ -1,8 +1,8 @@
 // test_cuda_ops.c — the CUDA backend (src/ops/cuda/) against the CPU backend (BACKEND_CPU):
 // for every Backend op, random inputs on the host, the CPU op on host copies and the CUDA op
 // on buffers from be->alloc / upload / download, compared with a bound relative to the
-// output's scale derived from the arithmetic of each op (below; matmuls in exact f32 via
-// set_fast_matmul(0); one TF32 check). Gradient
+// output's scale derived from the arithmetic of each op (below; matmuls in exact f32, TF32 and
+// bf16 through weight handles, attention in the dtype each call names). Gradient
 // buffers are pre-filled to check the accumulate (dX += ...) semantics, optional outputs are
 // passed as NULL, and the LoRA dropout mask must be the CPU's exactly.
 // Without a GPU (backend_cuda() returns NULL) it prints "skipped" and passes.
@@ -198,7 +198,19 @@ static void test_memory(void **state) {
 // ---------------------------------------------------------------------------------------------
 // matmul
 
-// out sums IC terms, dinp OC, dweight N; TF32 (fast) rounds the inputs of every product too
+// A TF32 handle of the f32 weight d_w (OC,IC): it holds no copy, the weight stays.
+static LinearWeight *tf32_handle(float *d_w, int OC, int IC) {
+    LinearWeight *h = NULL;
+    float *w = d_w;
+    assert_int_equal(G->linear_prepare(&h, &w, OC, IC, DTYPE_TF32, 1, 0), 0);
+    assert_non_null(h);
+    assert_ptr_equal(w, d_w);
+    return h;
+}
+
+// out sums IC terms, dinp OC, dweight N; TF32 (fast: the products through a TF32 handle,
+// linear_forward / _backward) rounds the inputs of every product too. With a TF32 handle
+// alive, matmul_* stay exact f32: precision is per call, no mode between calls.
 static void matmul_case(int N, int IC, int OC, int fast) {
     char what[128];
     const double tf32 = fast ? TF32_REL : 0.0;
@@ -210,19 +222,29 @@ static void matmul_case(int N, int IC, int OC, int fast) {
     float *d_inp = dev(inp, ni), *d_w = dev(w, nw), *d_dout = dev(dout, no);
     float *d_out = dev(dout, no);  // garbage: overwritten
     float *out = xmalloc(no * sizeof(float));
-    G->set_fast_matmul(fast);
+    LinearWeight *h = fast ? tf32_handle(d_w, OC, IC) : NULL;
     C->matmul_forward(out, inp, w, N, IC, OC);
-    G->matmul_forward(d_out, d_inp, d_w, N, IC, OC);
+    if (h) G->linear_forward(d_out, d_inp, d_w, h, N, IC, OC);
+    else G->matmul_forward(d_out, d_inp, d_w, N, IC, OC);
     snprintf(what, sizeof what, "matmul%s fwd N=%d IC=%d OC=%d", fast ? " tf32" : "", N, IC, OC);
     check(what, d_out, out, no, tol_out);
+    if (h) {  // the plain op beside the handle: exact
+        G->matmul_forward(d_out, d_inp, d_w, N, IC, OC);
+        snprintf(what, sizeof what, "matmul beside a tf32 handle N=%d IC=%d OC=%d", N, IC, OC);
+        check(what, d_out, out, no, 2 * tol_signed(IC));
+    }
     // backward: both gradients, then each alone
     for (int mode = 0; mode < 3; mode++) {
         int want_di = mode != 2, want_dw = mode != 1;
         float *di = copy_floats(di0, ni), *dw = copy_floats(dw0, nw);
         float *d_di = dev(di0, ni), *d_dw = dev(dw0, nw);
         C->matmul_backward(want_di ? di : NULL, want_dw ? dw : NULL, dout, inp, w, N, IC, OC);
-        G->matmul_backward(want_di ? d_di : NULL, want_dw ? d_dw : NULL, d_dout, d_inp, d_w, N,
-                           IC, OC);
+        if (h)
+            G->linear_backward(want_di ? d_di : NULL, want_dw ? d_dw : NULL, d_dout, d_inp, d_w,
+                               h, N, IC, OC);
+        else
+            G->matmul_backward(want_di ? d_di : NULL, want_dw ? d_dw : NULL, d_dout, d_inp, d_w,
+                               N, IC, OC);
         snprintf(what, sizeof what, "matmul%s bwd N=%d IC=%d OC=%d mode %d dinp",
                  fast ? " tf32" : "", N, IC, OC, mode);
         if (want_di) check_acc(what, d_di, di, di0, ni, tol_di);
@@ -233,7 +255,7 @@ static void matmul_case(int N, int IC, int OC, int fast) {
         else check_equal(what, d_dw, dw0, nw);
         free(di), free(dw), gfree(d_di), gfree(d_dw);
     }
-    G->set_fast_matmul(0);
+    G->linear_release(h);
     free(inp), free(w), free(dout), free(di0), free(dw0), free(out);
     gfree(d_inp), gfree(d_w), gfree(d_dout), gfree(d_out);
 }
@@ -271,9 +293,9 @@ static void linear_case(int N, int IC, int OC, ComputeDtype dtype, int keep_f32)
     char why[256];
     assert_true(G->supports(dtype, why, sizeof why));
     assert_int_equal(G->linear_prepare(&h, &d_w, OC, IC, dtype, 1, keep_f32), 0);
-    assert_true(dtype == DTYPE_BF16 ? h != NULL : h == NULL);
+    assert_true(dtype == DTYPE_F32 ? h == NULL : h != NULL);  // TF32: a handle, no copy
     assert_true(keep_f32 || dtype != DTYPE_BF16 ? d_w != NULL : d_w == NULL);  // released
-    assert_true(G->linear_bytes(h) == (h ? nw * 2 : 0));
+    assert_true(G->linear_bytes(h) == (dtype == DTYPE_BF16 ? nw * 2 : 0));
     C->matmul_forward(out, inp, w, N, IC, OC);
     G->linear_forward(d_out, d_inp, d_w, h, N, IC, OC);
     snprintf(what, sizeof what, "linear %s fwd N=%d IC=%d OC=%d", dn, N, IC, OC);
@@ -303,7 +325,6 @@ static void linear_case(int N, int IC, int OC, ComputeDtype dtype, int keep_f32)
         check(what, d_out, out, no, tol_out);
     }
     G->linear_release(h);
-    G->set_fast_matmul(0);
     free(inp), free(w), free(dout), free(di0), free(dw0), free(out);
     gfree(d_inp), gfree(d_w_buffer), gfree(d_dout), gfree(d_out);
 }
@@ -313,6 +334,7 @@ static void test_linear(void **state) {
     rng_seed(11);
     linear_case(7, 33, 19, DTYPE_F32, 1);
     linear_case(64, 256, 320, DTYPE_TF32, 1);
+    linear_case(64, 256, 320, DTYPE_TF32, 0);   // frozen: the f32 weight stays (no copy)
     linear_case(64, 256, 320, DTYPE_BF16, 1);   // trained: f32 master kept, dweight in bf16
     linear_case(64, 256, 320, DTYPE_BF16, 0);   // frozen: held in bf16 only
     linear_case(1, 64, 100, DTYPE_BF16, 0);     // decoding
@@ -402,7 +424,6 @@ static void lora_case(int N, int IC, int OC, int r, const Dropout *drop, int ful
 static void test_lora(void **state) {
     (void)state;
     rng_seed(2);
-    G->set_fast_matmul(0);
     // N IC OC r: the first three as before; then odd sizes (columns read one by one, partial
     // row and column blocks), ranks 1 to 64 (16 < r: chunks of 16), several row blocks (N > 128)
     const int shapes[][4] = {{7, 33, 19, 4},    {1, 64, 48, 8},     {40, 160, 64, 8},
@@ -430,8 +451,7 @@ static void test_lora(void **state) {
 // tokens, rank 8, as a training step calls them (xa saved; backward with all gradients), with
 // the bandwidth each reaches over its least traffic: forward reads x and reads and writes out
 // (4 (N IC + 2 N OC) bytes), backward reads dout and x and reads and writes dinp (4 (N OC +
-// 3 N IC) bytes). Run under both matmul settings (the LoRA kernels do exact f32 either way;
-// an older library's cuBLAS path takes TF32 under the fast one).
+// 3 N IC) bytes). The LoRA kernels do exact f32 whatever the model's dtype.
 static void run_benchmarks_lora(void) {
     const int N = 4096, r = 8;
     const int shapes[][2] = {{2048, 2048}, {2048, 512}, {2048, 8192}, {8192, 2048}};  // IC OC
@@ -447,8 +467,7 @@ static void run_benchmarks_lora(void) {
     G->upload(A, h, (size_t)8192 * r * 4), G->upload(B, h + 1, (size_t)8192 * r * 4);
     G->upload(dA, h, (size_t)8192 * r * 4), G->upload(dB, h, (size_t)8192 * r * 4);
     free(h);
-    for (int fast = 0; fast < 2; fast++) {
-        G->set_fast_matmul(fast);
+    {
         for (int s = 0; s < 4; s++) {
             const int IC = shapes[s][0], OC = shapes[s][1];
             double best[2] = {1e30, 1e30};
@@ -468,11 +487,10 @@ static void run_benchmarks_lora(void) {
             }
             const double bf = 4.0 * ((double)N * IC + 2.0 * N * OC), bb = 4.0 * ((double)N * OC + 3.0 * N * IC);
             printf("  bench lora %-7s N=%d %4dx%-4d r=%d %s: fwd %7.1f us %6.0f GB/s, bwd %7.1f us "
-                   "%6.0f GB/s\n", names[s], N, IC, OC, r, fast ? "tf32" : "f32 ", best[0] * 1e6,
+                   "%6.0f GB/s\n", names[s], N, IC, OC, r, "f32 ", best[0] * 1e6,
                    bf / best[0] * 1e-9, best[1] * 1e6, bb / best[1] * 1e-9);
         }
     }
-    G->set_fast_matmul(0);
     G->free(x), G->free(out), G->free(dinp), G->free(A), G->free(B), G->free(dA), G->free(dB);
     G->free(xa);
 }
@@ -484,7 +502,8 @@ static void run_benchmarks_lora(void) {
 // CPU's f32 linear + LoRA. In bf16 every product of the folded GEMMs rounds both its inputs
 // (x and W; bf16(scale xa) and B; dout and W; bf16(dxa) and A): BF16_REL on top of the f32
 // sums' bounds, the sums being out's IC + r terms after xa's IC, dinp's sum over the layers of
-// OC + r terms after dxa's OC. xa, dA and dB stay exact f32: lora_case's bounds.
+// OC + r terms after dxa's OC. xa, dA and dB stay exact f32: lora_case's bounds. A TF32
+// group (handles without room) runs the unfolded ops: TF32_REL for the layers' products.
 // The group is also run twice (bit for bit the same), and, for a f32 group or one whose handles
 // have no room for the adapters, equals the unfolded ops (linear + lora) exactly.
 #define LF_MAX 5
@@ -493,7 +512,7 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
     char what[200];
     const float scale = 2.5f;
     const int bf = dtype == DTYPE_BF16, folded = bf && reserve;
-    const double red = bf ? BF16_REL : 0.0;
+    const double red = bf ? BF16_REL : dtype == DTYPE_TF32 ? TF32_REL : 0.0;
     int K_di = 0, OCmax = 0, rmax = 0;
     for (int i = 0; i < n; i++) {
         K_di += OC[i] + r[i];
@@ -539,7 +558,7 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
     float *d_di = dev(di0, ni);
     G->linear_lora_forward(l, n, d_inp, N, IC);
     G->linear_lora_backward(l, n, d_di, d_inp, N, IC);
-    const char *dn = bf ? (reserve ? "bf16" : "bf16 no room") : "f32";
+    const char *dn = bf ? (reserve ? "bf16" : "bf16 no room") : dtype == DTYPE_TF32 ? "tf32" : "f32";
     for (int i = 0; i < n; i++) {
         const size_t no = (size_t)N * OC[i], na = (size_t)IC * r[i], nb = (size_t)r[i] * OC[i];
         snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d [%d/%d] OC=%d r=%d out", dn, N, IC,
@@ -623,7 +642,6 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
 static void test_linear_lora(void **state) {
     (void)state;
     rng_seed(5);
-    G->set_fast_matmul(0);
     // N IC n, then OC and r of each layer: odd sizes (nothing a multiple of 8), ranks 1 to 64
     // (above 16 the xa / dA passes go in rank chunks; a group's ranks add up), layers without an
     // adapter in a group, several row blocks, Llama-3.2-1B's q/k/v and gate/up at 999 rows
@@ -658,6 +676,7 @@ static void test_linear_lora(void **state) {
         if (k < 4) {
             linear_lora_case(N, IC, n, OC, r, DTYPE_BF16, 0);  // no room: the unfolded ops
             linear_lora_case(N, IC, n, OC, r, DTYPE_F32, 0);   // f32: today's exact path
+            linear_lora_case(N, IC, n, OC, r, DTYPE_TF32, 1);  // TF32 handles: no room, unfolded
         }
     }
 }
@@ -873,12 +892,12 @@ static void test_rope(void **state) {
 // carries 4D + 3S, dq S more; dk per_kv more, dv sums P dout over per_kv after P's D + S.
 static int fused_head(int D) { return D == 16 || D == 32 || D == 64 || D == 128; }
 
-// fast: the backend's reduced precision (set_fast_matmul): head sizes 32-128 take the TF32
+// fast = 1: attention in TF32 (its dtype argument): head sizes 32-128 take the TF32
 // tensor-core kernels, which round both inputs of the score, dP and the three tile products
 // (TF32_REL each): out carries two of them, the gradients four (P's score, dP, delta's out,
 // the final product) and, through P's exponent, the score's error once more.
 //
-// fast = ATT_BF16: the backend computes in BF16 (linear_prepare's dtype), and every fused
+// fast = ATT_BF16: attention in BF16 (as a model prepared in bf16 asks), and every fused
 // head size (16-128) takes the bf16 tensor-core kernels (flash_attention_bf16.cuh). They round
 // q, k, v, dout and the probabilities P (and dS) to bf16, to nearest: u = 2^-8 per rounded
 // operand, and each product of the five tile products (S = q k, P v; dP = dout v, dv = P^T
@@ -895,12 +914,9 @@ static int fused_head(int D) { return D == 16 || D == 32 || D == 64 || D == 128;
 #define ATT_BF16 2
 #define BF16_REL rounded_inputs_rel(0x1p-8, 1)
 
-// a backend-wide compute dtype, as the model sets it: linear_prepare without a weight
-static void set_compute_dtype(ComputeDtype dt) {
-    LinearWeight *h = NULL;
-    float *none = NULL;
-    assert_int_equal(G->linear_prepare(&h, &none, 1, 1, dt, 0, 1), 0);
-    assert_null(h);
+// attention_case_p's fast as the dtype the calls name
+static ComputeDtype att_dtype(int fast) {
+    return fast == ATT_BF16 ? DTYPE_BF16 : fast ? DTYPE_TF32 : DTYPE_F32;
 }
 
 static void attention_case_p(int fast, int B, int T, int S, int q_offset, int H, int Hkv, int D) {
@@ -925,8 +941,7 @@ static void attention_case_p(int fast, int B, int T, int S, int q_offset, int H,
         tol_out += 2 * BF16_REL;
         tol_dq += 6 * BF16_REL, tol_dk += 6 * BF16_REL, tol_dv += 6 * BF16_REL;
     }
-    if (fast == ATT_BF16) set_compute_dtype(DTYPE_BF16);
-    else G->set_fast_matmul(fast);
+    const ComputeDtype dt = att_dtype(fast);
     snprintf(tag, sizeof tag, "%s B=%d T=%d S=%d off=%d H=%d Hkv=%d D=%d",
              bf ? "fused bf16" : tc ? "fused tf32" : fused ? "fused" : "plain",
              B, T, S, q_offset, H, Hkv, D);
@@ -939,14 +954,14 @@ static void attention_case_p(int fast, int B, int T, int S, int q_offset, int H,
     float *saved = rand_floats(nsaved, 1);
     float *d_q = dev(q, nq), *d_k = dev(k, nk), *d_v = dev(v, nk), *d_dout = dev(dout, nq);
     float *d_out = dev(dout, nq), *d_probs = dev(saved, nsaved);  // garbage: overwritten
-    C->attention_forward(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
-    G->attention_forward(d_out, d_probs, d_q, d_k, d_v, B, T, S, q_offset, H, Hkv, D);
+    C->attention_forward(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D, DTYPE_F32);
+    G->attention_forward(d_out, d_probs, d_q, d_k, d_v, B, T, S, q_offset, H, Hkv, D, dt);
     snprintf(what, sizeof what, "attn fwd %s out", tag);
     check(what, d_out, out, nq, tol_out);
     snprintf(what, sizeof what, "attn fwd %s probs", tag);
     if (!fused) check(what, d_probs, probs, np, tol_p);
     float *d_out2 = dev(dout, nq);
-    G->attention_forward(d_out2, NULL, d_q, d_k, d_v, B, T, S, q_offset, H, Hkv, D);
+    G->attention_forward(d_out2, NULL, d_q, d_k, d_v, B, T, S, q_offset, H, Hkv, D, dt);
     snprintf(what, sizeof what, "attn fwd %s (probs NULL)", tag);
     check(what, d_out2, out, nq, tol_out);
 
@@ -958,10 +973,10 @@ static void attention_case_p(int fast, int B, int T, int S, int q_offset, int H,
             float *dq = copy_floats(dq0, nq), *dk = copy_floats(dk0, nk), *dv = copy_floats(dv0, nk);
             float *d_dq = dev(dq0, nq), *d_dk = dev(dk0, nk), *d_dv = dev(dv0, nk);
             C->attention_backward(wq ? dq : NULL, wk ? dk : NULL, wv ? dv : NULL, dout, probs, q,
-                                  k, v, B, T, S, q_offset, H, Hkv, D);
+                                  k, v, B, T, S, q_offset, H, Hkv, D, DTYPE_F32);
             G->attention_backward(wq ? d_dq : NULL, wk ? d_dk : NULL, wv ? d_dv : NULL, d_dout,
                                   pass ? NULL : d_probs, d_q, d_k, d_v, B, T, S, q_offset, H, Hkv,
-                                  D);
+                                  D, dt);
             const char *ps = pass ? "probs NULL" : "mode";
             snprintf(what, sizeof what, "attn bwd %s %s %d dq", tag, ps, mode);
             if (wq) check_acc(what, d_dq, dq, dq0, nq, tol_dq);
@@ -977,7 +992,6 @@ static void attention_case_p(int fast, int B, int T, int S, int q_offset, int H,
     }
     free(q), free(k), free(v), free(dout), free(out), free(probs), free(dq0), free(dk0), free(dv0);
     free(saved);
-    G->set_fast_matmul(0);
     gfree(d_q), gfree(d_k), gfree(d_v), gfree(d_dout), gfree(d_out), gfree(d_probs), gfree(d_out2);
 }
 
@@ -1049,17 +1063,17 @@ static void bench_attention_1b(void) {
     if (!sv) fail_msg("cuda alloc of %zu floats failed", nsaved);
     const char *names[] = {"f32", "tf32", "bf16"};
     for (int prec = 0; prec < 3; prec++) {
-        if (prec == 2) set_compute_dtype(DTYPE_BF16);
-        else G->set_fast_matmul(prec);
+        const ComputeDtype dt = att_dtype(prec == 2 ? ATT_BF16 : prec);
         double best[2] = {1e30, 1e30};
         for (int bwd = 0; bwd < 2; bwd++) {
-            G->attention_forward(o, sv, q, k, v, B, T, T, 0, H, Hkv, D);
+            G->attention_forward(o, sv, q, k, v, B, T, T, 0, H, Hkv, D, dt);
             for (int rep = 0; rep < 3; rep++) {
                 G->sync();
                 const double t0 = now_seconds();
                 for (int i = 0; i < 10; i++) {
-                    if (bwd) G->attention_backward(dq, dk, dv, o, sv, q, k, v, B, T, T, 0, H, Hkv, D);
-                    else G->attention_forward(o, sv, q, k, v, B, T, T, 0, H, Hkv, D);
+                    if (bwd)
+                        G->attention_backward(dq, dk, dv, o, sv, q, k, v, B, T, T, 0, H, Hkv, D, dt);
+                    else G->attention_forward(o, sv, q, k, v, B, T, T, 0, H, Hkv, D, dt);
                 }
                 G->sync();
                 best[bwd] = fmin(best[bwd], (now_seconds() - t0) / 10);
@@ -1076,7 +1090,7 @@ static void bench_attention_1b(void) {
                     const double t0 = now_seconds();
                     for (int i = 0; i < 10; i++)
                         G->attention_backward(part ? NULL : dq, part ? dk : NULL, part ? dv : NULL,
-                                              o, sv, q, k, v, B, T, T, 0, H, Hkv, D);
+                                              o, sv, q, k, v, B, T, T, 0, H, Hkv, D, dt);
                     G->sync();
                     b1 = fmin(b1, (now_seconds() - t0) / 10);
                 }
@@ -1084,7 +1098,6 @@ static void bench_attention_1b(void) {
             }
         }
     }
-    G->set_fast_matmul(0);
     free(hq), free(hk);
     gfree(q), gfree(k), gfree(v), gfree(o), gfree(dq), gfree(dk), gfree(dv), gfree(sv);
 }
@@ -1307,7 +1320,6 @@ static void linear_ce_case(int N, int Cc, int V, const int *targets, int bf16) {
     printf("    linear_cross_entropy N=%d C=%d V=%d %s: as the three ops, bit for bit\n", N, Cc, V,
            bf16 ? "bf16" : "f32");
     G->linear_release(h);
-    G->set_fast_matmul(0);  // linear_prepare set the products' mode for bf16
     free(l1), free(l2), free(g1), free(g2), free(x), free(w), free(dx);
     gfree(d_w), gfree(d_x), gfree(d_dx1), gfree(d_dx2), gfree(d_l1), gfree(d_l2);
     gfree(d_scale), gfree(d_lg), gfree(d_t);
@@ -1503,22 +1515,25 @@ static void run_benchmarks(void) {
                  {"rmsnorm fwd N=512 C=2048", 2},     {"swiglu fwd n=512*8192", 3},
                  {"softmax N=128 V=128256", 4},       {"adam n=512*8192", 5},
                  {"attn fwd+bwd B=4 T=128 H=32/8", 6}};
+    LinearWeight *tf32 = NULL;  // the tf32 case's products: a TF32 handle of w
+    float *wp = w;
+    if (G->linear_prepare(&tf32, &wp, F, Cm, DTYPE_TF32, 1, 1)) return;
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        G->set_fast_matmul(cases[c].kind == 1);
         int iters = 20;
         for (int rep = 0; rep < 2; rep++) {  // warm up, then time
             double t0 = now_seconds();
             for (int i = 0; i < iters; i++) {
                 switch (cases[c].kind) {
-                case 0:
-                case 1: G->matmul_forward(o, x, w, N, Cm, F); break;
+                case 0: G->matmul_forward(o, x, w, N, Cm, F); break;
+                case 1: G->linear_forward(o, x, w, tf32, N, Cm, F); break;
                 case 2: G->rmsnorm_forward(o, NULL, x, w, N, Cm, 1e-5f); break;
                 case 3: G->swiglu_forward(o, x, w, (int64_t)N * F); break;
                 case 4: G->softmax_forward(lg, lg, 128, V); break;
                 case 5: G->adam_update(w, x, o, lg, (int64_t)N * F, 1e-3f, 0.9f, 0.99f, 1e-8f, 0); break;
                 case 6:
-                    G->attention_forward(o, lg, x, w, w, 4, 128, 128, 0, 32, 8, 64);
-                    G->attention_backward(x, w, w, o, lg, x, w, w, 4, 128, 128, 0, 32, 8, 64);
+                    G->attention_forward(o, lg, x, w, w, 4, 128, 128, 0, 32, 8, 64, DTYPE_F32);
+                    G->attention_backward(x, w, w, o, lg, x, w, w, 4, 128, 128, 0, 32, 8, 64,
+                                          DTYPE_F32);
                     break;
                 }
             }
@@ -1526,7 +1541,7 @@ static void run_benchmarks(void) {
             if (rep) printf("  bench %-34s %9.1f us\n", cases[c].name, (now_seconds() - t0) / iters * 1e6);
         }
     }
-    G->set_fast_matmul(0);
+    G->linear_release(tf32);
     G->free(x), G->free(w), G->free(o), G->free(lg), G->free(tg);
 }
 
@@ -1560,10 +1575,11 @@ static void run_benchmarks_8x512(void) {
             double t0 = now_seconds();
             for (int i = 0; i < iters; i++) {
                 if (kind < 2) {
-                    G->set_fast_matmul(fast);
-                    G->attention_forward(o, sv, q, k, v, B, T, T, 0, H, Hkv, D);
+                    const ComputeDtype dt = fast ? DTYPE_TF32 : DTYPE_F32;
+                    G->attention_forward(o, sv, q, k, v, B, T, T, 0, H, Hkv, D, dt);
                     if (kind == 1)
-                        G->attention_backward(dq, dk, dv, o, sv, q, k, v, B, T, T, 0, H, Hkv, D);
+                        G->attention_backward(dq, dk, dv, o, sv, q, k, v, B, T, T, 0, H, Hkv, D,
+                                              dt);
                 } else {
                     G->linear_forward(y, x, wp, h, N, IC, OC);
                     if (kind < 5) G->linear_backward(x, NULL, y, x, wp, h, N, IC, OC);
@@ -1577,7 +1593,6 @@ static void run_benchmarks_8x512(void) {
         if (kind < 2) printf("        (%s)\n", fast ? "tf32 tensor cores" : "f32");
         G->linear_release(h);
     }
-    G->set_fast_matmul(0);
     G->free(q), G->free(k), G->free(v), G->free(o), G->free(sv), G->free(dq), G->free(dk);
     G->free(dv), G->free(x), G->free(w), G->free(y);
 }
@@ -1589,7 +1604,6 @@ int main(void) {
         printf("test_cuda_ops: skipped (%s)\n", err.msg);
         return 0;
     }
-    G->set_fast_matmul(0);
     // TUNELENS_TEST_FILTER=test_lora (or test_attention*): only the tests whose names match
     // (cmocka's filter)
     if (getenv("TUNELENS_TEST_FILTER")) cmocka_set_test_filter(getenv("TUNELENS_TEST_FILTER"));

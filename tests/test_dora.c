@@ -700,7 +700,6 @@ static void test_cuda_ops_match_cpu(void **state) {
 static void test_cuda_model_matches_cpu(void **state) {
     const Backend *be = cuda_or_skip();
     if (!be) return;
-    be->set_fast_matmul(0);
     cJSON *ref = load_json_fixture(TRAIN "/reference.json");
     int B, T;
     int *inputs = flat_ints(cJSON_GetObjectItem(ref, "inputs"), &B, &T);

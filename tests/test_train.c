@@ -70,12 +70,19 @@ static void setup_close(Setup *u) {
 
 // Five steps from the reference's start, every loss and the final weights within the bounds
 // of f32 arithmetic (TrajBound, test_util.h), whatever order OpenBLAS or cuBLAS sums in.
-// tf32: the products round their inputs to TF32 (u = 2^-11; rounded_inputs_rel): only the
+// tf32: the model's linear layers prepared in TF32 (handles that hold no copy; attention
+// follows), their products rounding inputs to TF32 (u = 2^-11; rounded_inputs_rel): only the
 // first loss is held to its bound, since later steps amplify that rounding on this tiny,
 // sharply trained model; the trajectory must still descend.
 static void run_trajectory_on(int full, const Backend *be, int tf32) {
     Setup su_, *su = &su_;
     setup_open_on(su, full, be);
+    if (tf32) {  // the last 2 blocks train; a full fine-tuning's keep their f32 weights
+        const int nl = su->m.cfg.n_layers;
+        Error err;
+        if (model_prepare_linears(&su->m, DTYPE_TF32, nl - 2, full ? nl - 2 : nl, &err))
+            fail_msg("%s", err.msg);
+    }
     const char *what = full ? "full" : "lora";
     const cJSON *case_ = cJSON_GetObjectItem(su->ref, what);
     float lr = (float)cJSON_GetObjectItem(case_, "lr")->valuedouble;
@@ -129,11 +136,8 @@ static void test_full_trajectory_matches_pytorch(void **state) { run_trajectory(
 static void test_trajectories_on_cuda(void **state) {
     const Backend *be = cuda_or_skip();
     if (!be) return;
-    be->set_fast_matmul(0);
     for (int full = 0; full < 2; full++) run_trajectory_on(full, be, 0);
-    be->set_fast_matmul(1);
     for (int full = 0; full < 2; full++) run_trajectory_on(full, be, 1);
-    be->set_fast_matmul(0);
 }
 
 // On the strict backend (tests/strict_backend.c): the CPU's arithmetic on buffers the host may
@@ -225,10 +229,7 @@ static void run_bf16_step_on(int full, const Backend *be) {
 static void run_bf16_step(int full) {
     run_bf16_step_on(full, &BACKEND_CPU);
     const Backend *be = cuda_or_skip();
-    if (be) {
-        be->set_fast_matmul(0);
-        run_bf16_step_on(full, be);
-    }
+    if (be) run_bf16_step_on(full, be);
 }
 static void test_lora_bf16_step(void **state) { run_bf16_step(0); }
 static void test_full_bf16_step(void **state) { run_bf16_step(1); }
@@ -380,7 +381,6 @@ static void test_grad_checkpoint_bit_identical(void **state) {
 static void test_dropout_checkpoint_on_cuda(void **state) {
     const Backend *be = cuda_or_skip();
     if (!be) return;
-    be->set_fast_matmul(0);
     Run cpu = run_steps_on(0, ACTS_ALL, 0.3f, &BACKEND_CPU, 0.0f);
     Run gpu = run_steps_on(0, ACTS_ALL, 0.3f, be, 0.0f);
     double dl = 0, dg = 0;
@@ -712,7 +712,6 @@ static void test_chunked_loss_matches_unchunked(void **state) {
     run_chunked_loss_on(&fused);
     const Backend *be = cuda_or_skip();
     if (!be) return;
-    be->set_fast_matmul(0);
     run_chunked_loss_on(be);
 }
 
@@ -804,7 +803,6 @@ static void test_recorded_steps_equal_plain(void **state) {
     for (int full = 0; full < 2; full++) run_recorded_steps(&BACKEND_CPU, full, 0, 0);
     const Backend *be = cuda_or_skip();
     if (!be) return;
-    be->set_fast_matmul(0);
     for (int full = 0; full < 2; full++) run_recorded_steps(be, full, 0, 0);
     run_recorded_steps(be, 0, 1, 0);
     // LoRA in bf16: the adapters folded into the layers' GEMMs (linear_lora_*), with and
@@ -972,7 +970,6 @@ static void test_recompute_act_bit_identical(void **state) {
     for (int full = 0; full < 2; full++) run_recompute_act(&BACKEND_CPU, full);
     const Backend *be = cuda_or_skip();
     if (!be) return;
-    be->set_fast_matmul(0);
     for (int full = 0; full < 2; full++) run_recompute_act(be, full);
     printf("  recomputed act: loss and gradients equal the kept ones bit for bit (cpu, %s)\n",
            be->name);
@@ -1077,7 +1074,6 @@ static void test_train_in_place_equals_fresh_load(void **state) {
     run_in_place(&BACKEND_CPU, "cpu");
     const Backend *be = cuda_or_skip();
     if (!be) return;
-    be->set_fast_matmul(0);
     run_in_place(be, "cuda");
 }
 

@@ -167,7 +167,8 @@ int model_lora_group(const Model *m, const ForwardState *s, const Block *b, cons
                             .A = lo->A, .B = lo->B, .r = lo->rank, .scale = lo->scale,
                             .xa = xa ? (float *)xa + (size_t)p * xa_stride : NULL};
     }
-    return has_op && ranked;
+    // a forward without adapters too: the backend rounds the shared input once for the group
+    return has_op && (ranked || !bg);
 }
 
 // The layers ps[0..n) of block b, all reading `in` (q/k/v; gate/up), into outs[0..n): through
@@ -233,7 +234,7 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     LINEARS(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}), ((float *const[]){q, k_new, v_new}), xn);
     be->rope_forward(q, cos_t, sin_t, s->pos_ids, N, H, D);
     be->rope_forward(k_new, cos_t, sin_t, s->pos_ids, N, Hkv, D);
-    be->attention_forward(att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D);
+    be->attention_forward(att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D, m->linear_dtype);
     LINEARS(1, ((const Proj[]){PROJ_O}), ((float *const[]){s->scratch}), att);
     be->add_forward(mid, x, s->scratch, (int64_t)N * C);
 

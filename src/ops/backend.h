@@ -17,8 +17,11 @@
 //   BF16  bf16 copies of the weights times activations rounded to bf16, f32 sums (the CPU's
 //         AVX512-BF16 products on packed copies; CUDA's bf16 tensor cores, cublasGemmEx);
 //   TF32  CUDA's TF32 tensor cores (10-bit mantissa, f32 sums).
-// On CUDA the fused attention's tile products follow: TF32 on TF32 tensor cores, BF16 on bf16
-// ones (q, k, v, dout and the probabilities rounded to bf16; f32 sums and softmax statistics).
+// Each call says its precision: the linear ops by the handle they are given (a weight prepared
+// for a dtype), attention by its dtype argument (the model passes the dtype its linear layers
+// were prepared in). On CUDA the fused attention's tile products then run on TF32 tensor cores
+// (TF32) or bf16 ones (BF16: q, k, v, dout and the probabilities rounded to bf16; f32 sums and
+// softmax statistics). No backend keeps a precision of its own between calls.
 typedef enum { DTYPE_AUTO, DTYPE_F32, DTYPE_BF16, DTYPE_TF32 } ComputeDtype;
 // Their names, in that order, NULL-terminated (--dtype's values)
 extern const char *const DTYPE_NAMES[];
@@ -105,19 +108,15 @@ typedef struct Backend {
     size_t (*peak_bytes)(void);  // most bytes ever allocated at once (0: not tracked)
     void (*peak_reset)(void);    // the peak counts again from what is allocated now (the CPU:
                                  // the process's peak resident set, which it reports)
-    // Matrix products in reduced precision where the hardware has it (CUDA: TF32 tensor cores,
-    // 10-bit mantissa, f32 sums); 0: exact f32. The op tests' switch; model code asks for a
-    // precision through linear_prepare instead.
-    void (*set_fast_matmul)(int on);
-
     // ---- linear layers in the backend's precision. linear_prepare readies the weight *w
     // (OC,IC), a buffer of this backend, for products in dtype: *h gets the backend's handle,
     // or NULL when the f32 weight itself is what the products read. needs_backward: gradients
     // will flow through it (linear_backward's dinp). keep_f32 = 0: nothing will read the f32
-    // weight again, and the backend may release it (it then sets *w to NULL). Returns -1 when
+    // weight again, and the backend may release it (it then sets *w to NULL; a handle that
+    // reads the f32 weight itself, CUDA's TF32, keeps it). Returns -1 when
     // out of memory. linear_update: the f32 weight changed (an optimizer step), the handle
     // follows. The products take both the f32 weight and the handle (h NULL: exact f32, the
-    // arithmetic of matmul_forward / matmul_backward).
+    // arithmetic of matmul_forward / matmul_backward, which are always exact f32).
     int (*linear_prepare)(LinearWeight **h, float **w, int OC, int IC, ComputeDtype dtype,
                           int needs_backward, int keep_f32);
     void (*linear_update)(LinearWeight *h, const float *w);
@@ -179,12 +178,14 @@ typedef struct Backend {
                          int H, int D);
     void (*rope_backward)(float *dx, const float *cos_t, const float *sin_t, const int *pos, int N,
                           int H, int D);
+    // attention in dtype (above; DTYPE_AUTO and F32: exact f32; the CPU computes f32 always)
     void (*attention_forward)(float *out, float *probs, const float *q, const float *k,
                               const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
-                              int D);
+                              int D, ComputeDtype dtype);
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
                                const float *probs, const float *q, const float *k, const float *v,
-                               int B, int T, int S, int q_offset, int H, int Hkv, int D);
+                               int B, int T, int S, int q_offset, int H, int Hkv, int D,
+                               ComputeDtype dtype);
     // The floats attention_forward keeps in `probs` for attention_backward at these sizes: NULL
     // means the probabilities themselves, (B,H,T,S); a fused kernel keeps less (CUDA: each
     // row's log-sum-exp and a copy of out) and recomputes them. backend_attention_saved below.

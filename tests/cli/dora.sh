@@ -22,7 +22,8 @@ mkdir -p "$TMP/data" && cp "$MLX"/data/*.jsonl "$TMP/data/" && cp "$MLX/data/val
 check "--test evaluates the saved DoRA adapter" 0 "Test loss" "$BIN" train --model "$TINY" --test --data "$TMP/data" --adapter-path "$TMP/d" --device cpu
 
 # --resume: stopped with Ctrl-C and resumed, the same adapter bit for bit as one run
-R=("${T[@]}" --iters 300 --save-every 100000 --steps-per-eval 100000)
+# (5000 steps: the tiny model runs ~1000 a second; the kill must land mid-run on any machine)
+R=("${T[@]}" --iters 5000 --save-every 100000 --steps-per-eval 100000)
 "${R[@]}" --adapter-path "$TMP/ref" >/dev/null 2>&1
 "${R[@]}" --adapter-path "$TMP/run" >"$TMP/log" 2>&1 &
 pid=$!
@@ -49,10 +50,10 @@ check "the PEFT DoRA adapter loads" 0 "Layer" "$BIN" lens --model "$TINY" --adap
 # bad usage and bad input
 check "--fine-tune-type misspelt" 2 "fine-tune-type" "$BIN" train --model "$TINY" --train --fine-tune-type dorra
 check "dora resuming a full fine-tune's run" 1 "fine_tune_type .*full.* this run has .*dora" bash -c '
-  "$@" --fine-tune-type full --iters 300 --save-every 100000 --adapter-path "'"$TMP"'/full" >"'"$TMP"'/flog" 2>&1 &
+  "$@" --fine-tune-type full --iters 5000 --save-every 100000 --adapter-path "'"$TMP"'/full" >"'"$TMP"'/flog" 2>&1 &
   p=$!; for _ in $(seq 600); do grep -q Training "'"$TMP"'/flog" && break; sleep 0.05; done; sleep 0.2
   kill -INT $p; wait $p
-  "$@" --iters 300 --save-every 100000 --adapter-path "'"$TMP"'/full" --resume' _ "${T[@]}"
+  "$@" --iters 5000 --save-every 100000 --adapter-path "'"$TMP"'/full" --resume' _ "${T[@]}"
 check "--resume-adapter-file: a full fine-tune's weights for a DoRA run" 1 "full/adapters.safetensors: no tensor 'model.layers.2.self_attn.q_proj.lora_a'" "${T[@]}" --iters 2 --adapter-path "$TMP/x0" --resume-adapter-file "$MLX/full/adapters.safetensors"
 check "--resume-adapter-file: a LoRA adapter for a DoRA run" 1 "lora_start/adapters.safetensors: no tensor 'model.layers.2.self_attn.q_proj.m'" "${T[@]}" --iters 2 --adapter-path "$TMP/x1" --resume-adapter-file "$MLX/lora_start/adapters.safetensors"
 

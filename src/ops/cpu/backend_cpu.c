@@ -23,7 +23,20 @@ static void cpu_peak_reset(void) {
     FILE *f = fopen("/proc/self/clear_refs", "w");
     if (f) fputs("5", f), fclose(f);
 }
-static void cpu_set_fast_matmul(int on) { (void)on; }  // bf16 runs through packed weights
+// attention in f32 whatever the dtype: bf16 runs through packed weights, the linear layers'
+static void cpu_attention_fwd(float *out, float *probs, const float *q, const float *k,
+                              const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
+                              int D, ComputeDtype dtype) {
+    (void)dtype;
+    cpu_attention_forward(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
+}
+static void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout,
+                              const float *probs, const float *q, const float *k, const float *v,
+                              int B, int T, int S, int q_offset, int H, int Hkv, int D,
+                              ComputeDtype dtype) {
+    (void)dtype;
+    cpu_attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
+}
 
 static int cpu_supports(ComputeDtype dtype, char *why, size_t cap) {
     if (dtype == DTYPE_F32 || dtype == DTYPE_AUTO) return 1;
@@ -115,7 +128,6 @@ const Backend BACKEND_CPU = {
     .sync = cpu_sync,
     .peak_bytes = cpu_peak_bytes,
     .peak_reset = cpu_peak_reset,
-    .set_fast_matmul = cpu_set_fast_matmul,
     .linear_prepare = cpu_linear_prepare,
     .linear_update = cpu_linear_update,
     .linear_release = cpu_linear_release,
@@ -130,8 +142,8 @@ const Backend BACKEND_CPU = {
     .rmsnorm_backward = cpu_rmsnorm_backward,
     .rope_forward = cpu_rope_forward,
     .rope_backward = cpu_rope_backward,
-    .attention_forward = cpu_attention_forward,
-    .attention_backward = cpu_attention_backward,
+    .attention_forward = cpu_attention_fwd,
+    .attention_backward = cpu_attention_bwd,
     .swiglu_forward = cpu_swiglu_forward,
     .swiglu_backward = cpu_swiglu_backward,
     .embedding_forward = cpu_embedding_forward,

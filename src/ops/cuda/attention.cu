@@ -209,10 +209,10 @@ size_t cuda_attention_saved_floats(int B, int T, int S, int H, int D) {
 // -> out (B,T,H,D); probs: cuda_attention_saved_floats (may be NULL: the workspace holds them)
 void cuda_attention_forward(float *out, float *probs, const float *q, const float *k,
                             const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
-                            int D) {
+                            int D, ComputeDtype dtype) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
     if (cuda_flash_attention_supported(D)) {
-        cuda_flash_attention_forward(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
+        cuda_flash_attention_forward(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D, dtype);
         return;
     }
     if (!probs) probs = cuda_workspace((size_t)B * H * T * (S > 0 ? S : 1));
@@ -223,12 +223,13 @@ void cuda_attention_forward(float *out, float *probs, const float *q, const floa
 // (any may be NULL)
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *probs, const float *q, const float *k, const float *v,
-                             int B, int T, int S, int q_offset, int H, int Hkv, int D) {
+                             int B, int T, int S, int q_offset, int H, int Hkv, int D,
+                             ComputeDtype dtype) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return;
     if (!dq && !dk && !dv) return;
     if (cuda_flash_attention_supported(D)) {
         cuda_flash_attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, S, q_offset, H,
-                                      Hkv, D);
+                                      Hkv, D, dtype);
         return;
     }
     const size_t np = (size_t)B * H * T * S, no = (size_t)B * T * H * D;

@@ -43,8 +43,6 @@ static struct {
     size_t cur_bytes;   // allocated from the arena (buffers, weight handles, workspace), now
     size_t peak_bytes;  // ... at most
     size_t seg_bytes;   // cudaMalloc'd in segments
-    int fast_matmul;
-    ComputeDtype reduced;  // what fast_matmul stands for: DTYPE_F32, DTYPE_TF32 or DTYPE_BF16
     Arena *arena;
     std::mutex lock;    // guards the arena and the byte counts
 } ctx;
@@ -228,13 +226,6 @@ static void cu_peak_reset(void) {
     ctx.peak_bytes = ctx.cur_bytes;
 }
 
-static void cu_set_fast_matmul(int on) {
-    ctx.fast_matmul = on != 0;
-    ctx.reduced = on ? DTYPE_TF32 : DTYPE_F32;
-    CUBLAS_CHECK(cublasSetMathMode(ctx.handle, on ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                  : CUBLAS_DEFAULT_MATH));
-}
-
 // ---- precision: F32, TF32 or BF16 (linear.cu). auto: bf16 tensor cores for weights stored
 // in bf16 (the f32 master copy of trained weights stays, frozen ones are held in bf16 only).
 static int cu_supports(ComputeDtype dtype, char *why, size_t cap) {
@@ -272,13 +263,6 @@ void cuda_release_range(void *p, size_t bytes) {
     free_insert(a, e - a);
     ctx.cur_bytes -= e - a;
 }
-void cuda_set_fast_matmul(int on) { cu_set_fast_matmul(on); }
-int cuda_fast_matmul(void) { return ctx.fast_matmul; }
-void cuda_set_compute_dtype(ComputeDtype dtype) {
-    cu_set_fast_matmul(dtype == DTYPE_TF32 || dtype == DTYPE_BF16);
-    if (dtype == DTYPE_BF16) ctx.reduced = DTYPE_BF16;
-}
-ComputeDtype cuda_compute_dtype(void) { return ctx.reduced; }
 
 // ---- setup
 
@@ -309,7 +293,8 @@ static void init(void) {
         return;
     }
     CUBLAS_CHECK(cublasSetStream(ctx.handle, cudaStreamPerThread));
-    CUBLAS_CHECK(cublasSetMathMode(ctx.handle, CUBLAS_DEFAULT_MATH));  // exact f32 by default
+    // exact f32 unless a call asks for TF32 (gemm_rm's compute type): no mode between calls
+    CUBLAS_CHECK(cublasSetMathMode(ctx.handle, CUBLAS_DEFAULT_MATH));
     ctx.arena = new Arena();
     // cuBLAS's workspace from our memory, set once: recorded GEMMs must not allocate (32 MiB,
     // what cuBLAS asks for on Hopper)
@@ -335,7 +320,6 @@ static void init(void) {
     backend.supports = cu_supports;
     backend.auto_dtype = DTYPE_BF16;
     backend.infer_dtype = DTYPE_BF16;
-    backend.set_fast_matmul = cu_set_fast_matmul;
     backend.linear_prepare = cuda_linear_prepare;
     backend.linear_update = cuda_linear_update;
     backend.linear_release = cuda_linear_release;

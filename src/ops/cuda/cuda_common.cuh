@@ -70,12 +70,19 @@ static inline int cuda_aligned16(const void *p) { return ((uintptr_t)p & 15u) ==
 // Row-major GEMM on cuBLAS (column-major): C (M,N) = alpha op(A) @ op(B) + beta C, where A, B,
 // C are row-major with row strides lda, ldb, ldc. Row-major C is column-major C^T, so this is
 // C^T = op(B)^T @ op(A)^T with the operands swapped.
+// tf32: on TF32 tensor cores (f32 sums), else exact f32 (the handle's math mode is the default).
 static inline void gemm_rm(bool transA, bool transB, int M, int N, int K, float alpha,
                            const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                           int ldc) {
-    CUBLAS_CHECK(cublasSgemm(cuda_cublas(), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
-                             transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, ldb, A, lda,
-                             &beta, C, ldc));
+                           int ldc, bool tf32 = false) {
+    const cublasOperation_t ta = transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            tb = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (tf32)
+        CUBLAS_CHECK(cublasGemmEx(cuda_cublas(), ta, tb, N, M, K, &alpha, B, CUDA_R_32F, ldb, A,
+                                  CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
+                                  CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+    else
+        CUBLAS_CHECK(cublasSgemm(cuda_cublas(), ta, tb, N, M, K, &alpha, B, ldb, A, lda, &beta, C,
+                                 ldc));
 }
 
 // ---- block reductions (blockDim.x a multiple of 32, at most 1024; every thread calls them
@@ -120,14 +127,6 @@ void *cuda_device_alloc(size_t bytes);
 void cuda_device_free(void *p);
 // a range of a buffer nothing will read again goes back to the arena (backend_cuda.cu)
 void cuda_release_range(void *p, size_t bytes);
-// TF32 tensor cores for the f32 cuBLAS products (Backend.set_fast_matmul)
-void cuda_set_fast_matmul(int on);
-int cuda_fast_matmul(void);  // ... is on: the fused attention takes its tensor-core kernels too
-// The precision the linear layers were last prepared in (linear_prepare; set_fast_matmul alone
-// means TF32 or F32): DTYPE_F32, DTYPE_TF32 or DTYPE_BF16, which the fused attention follows
-// (BF16: its bf16 tensor-core kernels).
-void cuda_set_compute_dtype(ComputeDtype dtype);
-ComputeDtype cuda_compute_dtype(void);
 
 // TUNELENS_CUDA_PROFILE=1: wrap the backend's ops in per-op timers (profile.cu)
 void cuda_profile_install(Backend *be);
@@ -147,6 +146,13 @@ void cuda_linear_backward(float *dinp, float *dweight, const float *dout, const 
 void cuda_matmul_forward(float *out, const float *inp, const float *weight, int N, int IC, int OC);
 void cuda_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                           const float *weight, int N, int IC, int OC);
+// the same on TF32 tensor cores (a TF32 handle's products)
+void cuda_matmul_forward_tf32(float *out, const float *inp, const float *weight, int N, int IC,
+                              int OC);
+void cuda_matmul_backward_tf32(float *dinp, float *dweight, const float *dout, const float *inp,
+                               const float *weight, int N, int IC, int OC);
+// the handle holds a bf16 weight (linear_prepare in DTYPE_BF16), not TF32's mark or none
+bool cuda_linear_is_bf16(const LinearWeight *h);
 void cuda_lora_forward(float *out, float *xa, const float *inp, const float *A, const float *B,
                        int N, int IC, int OC, int r, float scale, const Dropout *drop);
 void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, const float *inp,
@@ -170,22 +176,23 @@ void cuda_rope_backward(float *dx, const float *cos_t, const float *sin_t, const
                         int H, int D);
 void cuda_attention_forward(float *out, float *probs, const float *q, const float *k,
                             const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
-                            int D);
+                            int D, ComputeDtype dtype);
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *probs, const float *q, const float *k, const float *v,
-                             int B, int T, int S, int q_offset, int H, int Hkv, int D);
+                             int B, int T, int S, int q_offset, int H, int Hkv, int D,
+                             ComputeDtype dtype);
 size_t cuda_attention_saved_floats(int B, int T, int S, int H, int D);
 // the fused path (flash_attention.cu), for the head sizes it has: saved = [lse (B,H,T)]
-// [out (B,T,H,D)] instead of probs
+// [out (B,T,H,D)] instead of probs; dtype picks the tile products' precision
 int cuda_flash_attention_supported(int D);
 size_t cuda_flash_attention_saved_floats(int B, int T, int H, int D);
 void cuda_flash_attention_forward(float *out, float *saved, const float *q, const float *k,
                                   const float *v, int B, int T, int S, int q_offset, int H,
-                                  int Hkv, int D);
+                                  int Hkv, int D, ComputeDtype dtype);
 void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                    const float *saved, const float *q, const float *k,
                                    const float *v, int B, int T, int S, int q_offset, int H,
-                                   int Hkv, int D);
+                                   int Hkv, int D, ComputeDtype dtype);
 void cuda_swiglu_forward(float *out, const float *gate, const float *up, int64_t n);
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                           const float *up, int64_t n);

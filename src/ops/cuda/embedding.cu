@@ -35,6 +35,10 @@ __global__ static void embedding_bf16_kernel(float *out, const int *ids,
 void cuda_linear_rows(float *out, const int *ids, const LinearWeight *h, int N) {
     int ld, rpad;
     const __nv_bfloat16 *w = cuda_linear_bf16(h, &ld, &rpad);
+    if (!w) {  // the model calls this only for a table that exists as a bf16 handle alone
+        fprintf(stderr, "tunelens: linear_rows without a bf16 weight handle\n");
+        abort();
+    }
     const int C = ld - rpad;
     const int64_t total = (int64_t)N * C;
     if (total <= 0) return;

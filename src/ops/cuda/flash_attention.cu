@@ -11,8 +11,8 @@
 // dout . out per row, then one kernel per 64 keys (of a kv head: its query heads are summed
 // inside the block) for dk and dv, and one per 64 queries for dq — no atomics, so the
 // results are the same bits every run. f32 throughout, f32 sums; in reduced precision the
-// tile products run on tensor cores: TF32 (set_fast_matmul, the TF32 dtype;
-// flash_attention_tc.cuh) or, when the backend computes in BF16, bf16 with f32 sums and
+// tile products run on tensor cores: TF32 (the TF32 dtype; flash_attention_tc.cuh) or, in
+// BF16 (the dtype argument, the model's linear layers'), bf16 with f32 sums and
 // statistics in registers (flash_attention_bf16.cuh). TUNELENS_CUDA_ATTENTION_F32=1 keeps
 // the f32 kernels in every precision (for comparisons).
 //
@@ -398,8 +398,10 @@ static bool fa_f32_forced(void) {
     if (off < 0) off = getenv("TUNELENS_CUDA_ATTENTION_F32") && atoi(getenv("TUNELENS_CUDA_ATTENTION_F32"));
     return off;
 }
-// the TF32 tensor-core kernels: reduced precision other than BF16
-static bool fa_use_tc(void) { return !fa_f32_forced() && cuda_fast_matmul(); }
+// the TF32 tensor-core kernels: reduced precision (TF32, or BF16 where its kernels cannot run)
+static bool fa_use_tc(ComputeDtype dtype) {
+    return !fa_f32_forced() && (dtype == DTYPE_TF32 || dtype == DTYPE_BF16);
+}
 
 // The bf16 kernels' blocks: heads fastest, then batch rows, then tiles (the heaviest tiles
 // first, as a kernel numbers them). At the 1B shape this beats tiles fastest (the blocks of
@@ -410,8 +412,8 @@ static dim3 fa_grid(int tiles, int heads, int B) {
 static bool fa_aligned8(const void *p) { return ((uintptr_t)p & 7u) == 0; }
 // the bf16 kernels: the backend computes in BF16, and the tensors allow their vector accesses
 // (float4 loads of q, k, v, dout; float2 stores and updates of the rest; NULL passes)
-static bool fa_use_bf16(const float *in4[4], float *out2[3]) {
-    if (fa_f32_forced() || cuda_compute_dtype() != DTYPE_BF16) return false;
+static bool fa_use_bf16(ComputeDtype dtype, const float *in4[4], float *out2[3]) {
+    if (fa_f32_forced() || dtype != DTYPE_BF16) return false;
     for (int i = 0; i < 4; i++)
         if (in4[i] && !cuda_aligned16(in4[i])) return false;
     for (int i = 0; i < 3; i++)
@@ -438,7 +440,8 @@ static size_t fa_q_shmem(int D) {
 
 template <int D>
 static void fa_forward_d(float *out, float *lse, float *sout, const float *q, const float *k,
-                         const float *v, int B, int T, int S, int q_offset, int H, int Hkv) {
+                         const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
+                         ComputeDtype dtype) {
     static bool ready;  // the shared-memory opt-in above 48 KiB, once per instantiation
     if (!ready) {
         CUDA_CHECK(cudaFuncSetAttribute(fa_fwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -449,7 +452,7 @@ static void fa_forward_d(float *out, float *lse, float *sout, const float *q, co
     dim3 grid((unsigned)((T + FA_TILE - 1) / FA_TILE), (unsigned)H, (unsigned)B);
     const float *in4[4] = {q, k, v, NULL};
     float *out2[3] = {out, lse, sout};
-    if (fa_use_bf16(in4, out2)) {  // BF16: bf16 tensor cores
+    if (fa_use_bf16(dtype, in4, out2)) {  // BF16: bf16 tensor cores
         static bool bf_ready;
         if (!bf_ready) {
             fa_smem_opt_in(fa_bf::fwd_kernel<D, 1>, fa_bf::fwd_shmem(D, 1));
@@ -469,7 +472,7 @@ static void fa_forward_d(float *out, float *lse, float *sout, const float *q, co
         CUDA_LAUNCH_CHECK();
         return;
     }
-    if constexpr (D >= 32) if (fa_use_tc()) {  // reduced precision: TF32 tensor cores
+    if constexpr (D >= 32) if (fa_use_tc(dtype)) {  // reduced precision: TF32 tensor cores
         static bool tc_ready;
         if (!tc_ready) {
             CUDA_CHECK(cudaFuncSetAttribute(fa_tc::fwd_kernel<D>,
@@ -499,7 +502,8 @@ static void fa_delta(float *delta, const float *dout, const float *out, int B, i
 template <int D>
 static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, const float *lse,
                           const float *out, float *delta, const float *q, const float *k,
-                          const float *v, int B, int T, int S, int q_offset, int H, int Hkv) {
+                          const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
+                         ComputeDtype dtype) {
     static bool ready;
     if (!ready) {
         CUDA_CHECK(cudaFuncSetAttribute(fa_bwd_kv_kernel<D>,
@@ -513,7 +517,7 @@ static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, co
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = FA_LOG2E * scale;
     const float *in4[4] = {dout, q, k, v};
     float *out2[3] = {dq, dk, dv};
-    if (fa_use_bf16(in4, out2)) {  // BF16: bf16 tensor cores
+    if (fa_use_bf16(dtype, in4, out2)) {  // BF16: bf16 tensor cores
         // the kv kernel held to 3 blocks an SM (168 registers) where that spills little:
         // 7% faster than 2 at the 1B shape (D = 128 would spill more)
         constexpr int BQ = fa_bf::bq(D), MINB = D <= 64 ? 3 : 1;
@@ -551,7 +555,7 @@ static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, co
         return;
     }
     fa_delta(delta, dout, out, B, T, H, D);
-    if constexpr (D >= 32) if (fa_use_tc()) {  // reduced precision: TF32 tensor cores
+    if constexpr (D >= 32) if (fa_use_tc(dtype)) {  // reduced precision: TF32 tensor cores
         static bool tc_ready;
         if (!tc_ready) {
             CUDA_CHECK(cudaFuncSetAttribute(fa_tc::bwd_kv_kernel<D>,
@@ -601,21 +605,21 @@ static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, co
 // -> out (B,T,H,D); saved (attention_saved_floats, NULL: not kept)
 void cuda_flash_attention_forward(float *out, float *saved, const float *q, const float *k,
                                   const float *v, int B, int T, int S, int q_offset, int H,
-                                  int Hkv, int D) {
+                                  int Hkv, int D, ComputeDtype dtype) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
     float *lse = saved, *sout = saved ? saved + (size_t)B * H * T : NULL;
     if (S <= 0) {  // no key at all: the CPU's zero rows
         CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * (size_t)B * T * H * D, 0));
         return;
     }
-    FA_DISPATCH(fa_forward_d, D, out, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv);
+    FA_DISPATCH(fa_forward_d, D, out, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv, dtype);
 }
 
 // dout (B,T,H,D), saved (NULL: recomputed) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) += (any NULL)
 void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                    const float *saved, const float *q, const float *k,
                                    const float *v, int B, int T, int S, int q_offset, int H,
-                                   int Hkv, int D) {
+                                   int Hkv, int D, ComputeDtype dtype) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return;
     if (!dq && !dk && !dv) return;
     const size_t rows = (size_t)B * H * T, nsaved = cuda_flash_attention_saved_floats(B, T, H, D);
@@ -623,10 +627,11 @@ void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float 
     float *delta = ws;
     if (!saved) {  // not kept: run the forward again (into a throwaway out)
         float *tmp = ws + rows;
-        cuda_flash_attention_forward(tmp + nsaved, tmp, q, k, v, B, T, S, q_offset, H, Hkv, D);
+        cuda_flash_attention_forward(tmp + nsaved, tmp, q, k, v, B, T, S, q_offset, H, Hkv, D,
+                                     dtype);
         saved = tmp;
     }
     const float *lse = saved, *out = saved + rows;
     FA_DISPATCH(fa_backward_d, D, dq, dk, dv, dout, lse, out, delta, q, k, v, B, T, S, q_offset,
-                H, Hkv);
+                H, Hkv, dtype);
 }

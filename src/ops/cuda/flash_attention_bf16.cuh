@@ -1,5 +1,5 @@
 // flash_attention_bf16.cuh — the fused attention of flash_attention.cu on bf16 tensor cores
-// (mma.sync m16n8k16, bf16 x bf16 -> f32), taken when the backend computes in BF16; head sizes
+// (mma.sync m16n8k16, bf16 x bf16 -> f32), taken for attention in BF16 (its dtype); head sizes
 // 16, 32, 64, 128. Same contract, same saved state ([lse (B,H,T)] [out (B,T,H,D)]), same masks.
 // q, k, v, dout stay f32 in global memory: tiles are rounded to bf16 (nearest) as they are
 // loaded (float4 loads), into shared memory; sums, softmax statistics, lse, out and the

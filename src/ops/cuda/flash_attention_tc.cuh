@@ -1,6 +1,6 @@
 // flash_attention_tc.cuh — the fused attention of flash_attention.cu with its tile products on
 // TF32 tensor cores (wmma m16n16k8: 10-bit mantissa inputs, f32 sums), for head sizes 32, 64,
-// 128, taken when the backend computes in TF32 (set_fast_matmul; BF16 takes the bf16 kernels of
+// 128, taken for attention in TF32 (its dtype argument; BF16 takes the bf16 kernels of
 // flash_attention_bf16.cuh); f32 keeps the exact kernels. Same saved state, same masks, same results up to
 // TF32's rounding of the inputs. The softmax, masks and rescaling stay on the CUDA cores: the
 // products go through shared memory (the score tile, and in the forward the output tile,

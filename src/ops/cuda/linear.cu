@@ -1,6 +1,7 @@
 // linear.cu — the linear layers in the backend's precision (Backend.linear_*):
 //   F32   exact f32 cuBLAS products of the f32 weight (no handle);
-//   TF32  the same products on TF32 tensor cores (the cuBLAS handle's math mode; no handle);
+//   TF32  the same products on TF32 tensor cores (a handle that holds no copy: it says the
+//         precision; the f32 weight stays and is what the products read);
 //   BF16  a bf16 copy of the weight, made once (and after each optimizer step of a trained
 //         one), on bf16 tensor cores with f32 sums: cublasGemmEx, bf16 x bf16 -> f32. The
 //         f32 activations are rounded to bf16 on the way in (a scratch copy); outputs and
@@ -15,7 +16,8 @@
 #include "ops/cuda/linear.cuh"
 
 struct LinearWeight {
-    __nv_bfloat16 *w;  // (OC, IC) at row stride ld, device memory
+    ComputeDtype dtype; // DTYPE_BF16 or DTYPE_TF32
+    __nv_bfloat16 *w;  // BF16: (OC, IC) at row stride ld, device memory; TF32: NULL
     int OC, IC;
     int ld, rpad;      // ld = IC + rpad; rpad: room for a LoRA adapter (0: none)
 };
@@ -82,11 +84,14 @@ int cuda_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtyp
                         int needs_backward, int keep_f32) {
     (void)needs_backward;  // one bf16 copy serves both directions (cuBLAS transposes)
     *h = NULL;
-    cuda_set_compute_dtype(dtype);
-    if (dtype != DTYPE_BF16 || !*w) return 0;
+    if ((dtype != DTYPE_BF16 && dtype != DTYPE_TF32) || !*w) return 0;
     LinearWeight *lw = (LinearWeight *)calloc(1, sizeof *lw);
     if (!lw) return -1;
-    lw->OC = OC, lw->IC = IC, lw->ld = IC;
+    lw->dtype = dtype, lw->OC = OC, lw->IC = IC, lw->ld = IC;
+    if (dtype == DTYPE_TF32) {  // the f32 weight is what the products read: it stays
+        *h = lw;
+        return 0;
+    }
     lw->w = (__nv_bfloat16 *)cuda_device_alloc((size_t)OC * IC * sizeof(__nv_bfloat16));
     if (!lw->w) {
         free(lw);
@@ -103,15 +108,17 @@ int cuda_linear_prepare(LinearWeight **h, float **w, int OC, int IC, ComputeDtyp
 }
 
 void cuda_linear_update(LinearWeight *h, const float *w) {
-    if (h && w) to_bf16_rows(h->w, h->ld, w, h->OC, h->IC);
+    if (cuda_linear_is_bf16(h) && w) to_bf16_rows(h->w, h->ld, w, h->OC, h->IC);
 }
+
+bool cuda_linear_is_bf16(const LinearWeight *h) { return h && h->dtype == DTYPE_BF16; }
 
 // Room for a rank-r adapter: w becomes (OC + rpad, IC + rpad), rpad = r rounded up to 8 (rows
 // of whole 16-byte groups for the tensor cores), the padding zero; the weight moves once.
 // r = 0: the room goes back, w (OC, IC) contiguous again (the same bits: a bf16 master weight
 // or a handle as linear_prepare made it).
 int cuda_linear_lora_reserve(LinearWeight *h, int r) {
-    if (!h || r < 0) return 0;
+    if (!cuda_linear_is_bf16(h) || r < 0) return 0;  // TF32: LoRA's products unfolded
     const int rpad = (r + 7) / 8 * 8;
     if (r > 0 ? h->rpad >= rpad : h->rpad == 0) return 0;
     const int ld = h->IC + rpad;
@@ -127,25 +134,26 @@ int cuda_linear_lora_reserve(LinearWeight *h, int r) {
 }
 
 __nv_bfloat16 *cuda_linear_bf16(const LinearWeight *h, int *ld, int *rpad) {
-    *ld = h->ld, *rpad = h->rpad;
-    return h->w;
+    *ld = h ? h->ld : 0, *rpad = h ? h->rpad : 0;
+    return cuda_linear_is_bf16(h) ? h->w : NULL;
 }
 
 void cuda_linear_release(LinearWeight *h) {
     if (!h) return;
-    cuda_device_free(h->w);
+    if (h->w) cuda_device_free(h->w);
     free(h);
 }
 
 size_t cuda_linear_bytes(const LinearWeight *h) {
-    return h ? (size_t)(h->OC + h->rpad) * h->ld * sizeof(__nv_bfloat16) : 0;
+    return cuda_linear_is_bf16(h) ? (size_t)(h->OC + h->rpad) * h->ld * sizeof(__nv_bfloat16) : 0;
 }
 
 // inp (N,IC) -> out (N,OC) = inp @ W^T, overwritten
 void cuda_linear_forward(float *out, const float *inp, const float *w, const LinearWeight *h,
                          int N, int IC, int OC) {
-    if (!h) {
-        cuda_matmul_forward(out, inp, w, N, IC, OC);
+    if (!cuda_linear_is_bf16(h)) {  // exact f32, or TF32 tensor cores on the f32 weight
+        if (h) cuda_matmul_forward_tf32(out, inp, w, N, IC, OC);
+        else cuda_matmul_forward(out, inp, w, N, IC, OC);
         return;
     }
     if (N <= 0 || OC <= 0) return;
@@ -158,8 +166,9 @@ void cuda_linear_forward(float *out, const float *inp, const float *w, const Lin
 void cuda_linear_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                           const float *w, const LinearWeight *h, int N, int IC, int OC) {
     if (!dinp && !dweight) return;
-    if (!h) {
-        cuda_matmul_backward(dinp, dweight, dout, inp, w, N, IC, OC);
+    if (!cuda_linear_is_bf16(h)) {
+        if (h) cuda_matmul_backward_tf32(dinp, dweight, dout, inp, w, N, IC, OC);
+        else cuda_matmul_backward(dinp, dweight, dout, inp, w, N, IC, OC);
         return;
     }
     if (N <= 0 || OC <= 0 || IC <= 0) return;

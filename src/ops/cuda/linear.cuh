@@ -6,7 +6,7 @@
 #include "ops/cuda/cuda_common.cuh"
 
 // The handle's bf16 weight (OC + rpad, IC + rpad) at row stride ld (rpad = 0: (OC, IC));
-// linear_lora_reserve makes the room
+// linear_lora_reserve makes the room. NULL for a handle without one (TF32) or none.
 __nv_bfloat16 *cuda_linear_bf16(const LinearWeight *h, int *ld, int *rpad);
 // row-major C (M,N) = alpha op(A) @ op(B) + beta C, bf16 A and B, f32 C and sums
 void cuda_gemm_bf16_rm(bool transA, bool transB, int M, int N, int K, float alpha,

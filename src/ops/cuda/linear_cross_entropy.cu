@@ -12,7 +12,8 @@ void cuda_linear_cross_entropy(float *dxn, float *losses, float *logits, const f
                                const float *w, const LinearWeight *h, const int *targets, int N,
                                int C, int V, const float *scale) {
     cuda_linear_forward(logits, xn, w, h, N, C, V);
-    if (!h) {  // f32 or TF32: the gradient in place of the logits, as the ops one by one
+    if (!cuda_linear_is_bf16(h)) {  // f32 or TF32: the gradient in place of the logits, as
+                                    // the ops one by one
         cuda_cross_entropy_fused(losses, logits, logits, targets, N, V, scale);
         cuda_linear_backward(dxn, NULL, logits, xn, w, h, N, C, V);
         return;

@@ -866,7 +866,7 @@ static void lora_fold(Fold *f) {
 static bool lora_foldable(const LinearLora *l, int n, int IC, bool backward) {
     if (IC <= 0) return false;
     for (int i = 0; i < n; i++) {
-        if (!l[i].h || l[i].OC <= 0) return false;
+        if (!cuda_linear_is_bf16(l[i].h) || l[i].OC <= 0) return false;
         if (l[i].r > 0) {
             int ld, rpad;
             cuda_linear_bf16(l[i].h, &ld, &rpad);
