@@ -681,6 +681,73 @@ static void test_linear_lora(void **state) {
     }
 }
 
+// bf16 master weights (full fine-tuning's, no adapters) as a group reading one input: the
+// group op (linear_lora_backward with dw16) gives what linear_backward_master gives layer by
+// layer, bit for bit (the input rounded once for the group instead of once a layer), dinp
+// given or not.
+static void master_group_case(int N, int IC, int n, const int *OC) {
+    char what[128];
+    const size_t ni = (size_t)N * IC;
+    float *inp = rand_floats(ni, 1), *di0 = rand_floats(ni, 1);
+    float *d_inp = dev(inp, ni), *d_di[2] = {dev(di0, ni), dev(di0, ni)};
+    LinearWeight *h[LF_MAX];
+    float *d_dout[LF_MAX];
+    uint16_t *d_dw[2][LF_MAX];
+    LinearLora l[LF_MAX];
+    for (int i = 0; i < n; i++) {
+        const size_t nw = (size_t)OC[i] * IC, no = (size_t)N * OC[i];
+        float *w = rand_floats(nw, 0.5f), *dout = rand_floats(no, 1), *pre = rand_floats(nw, 1);
+        float *d_w = dev(w, nw), *d_wbuf = d_w;
+        assert_int_equal(G->linear_prepare(&h[i], &d_w, OC[i], IC, DTYPE_BF16, 1, 0), 0);
+        assert_null(d_w);  // the handle is the weight
+        d_dout[i] = dev(dout, no);
+        uint16_t *pre16 = xmalloc(nw * sizeof(uint16_t));
+        for (size_t k = 0; k < nw; k++) pre16[k] = f32_to_bf16(pre[k]);
+        for (int run = 0; run < 2; run++) {
+            d_dw[run][i] = G->alloc(nw * sizeof(uint16_t));
+            G->upload(d_dw[run][i], pre16, nw * sizeof(uint16_t));
+        }
+        l[i] = (LinearLora){.h = h[i], .OC = OC[i], .dout = d_dout[i], .dw16 = d_dw[1][i]};
+        free(w), free(dout), free(pre), free(pre16), gfree(d_wbuf);
+    }
+    for (int with_dinp = 1; with_dinp >= 0; with_dinp--) {
+        for (int i = 0; i < n; i++)
+            G->linear_backward_master(with_dinp ? d_di[0] : NULL, d_dw[0][i], d_dout[i], d_inp,
+                                      h[i], N, IC, OC[i]);
+        G->linear_lora_backward(l, n, with_dinp ? d_di[1] : NULL, d_inp, N, IC);
+        float *a = host(d_di[0], ni);
+        snprintf(what, sizeof what, "master group N=%d IC=%d n=%d dinp%s", N, IC, n,
+                 with_dinp ? "" : " (none)");
+        check_equal(what, d_di[1], a, ni);
+        free(a);
+        for (int i = 0; i < n; i++) {
+            const size_t bytes = (size_t)OC[i] * IC * sizeof(uint16_t);
+            uint16_t *x = xmalloc(bytes), *y = xmalloc(bytes);
+            G->download(x, d_dw[0][i], bytes), G->download(y, d_dw[1][i], bytes);
+            if (memcmp(x, y, bytes))
+                fail_msg("master group N=%d IC=%d layer %d: dweight differs from "
+                         "linear_backward_master's", N, IC, i);
+            free(x), free(y);
+        }
+    }
+    printf("    master group N=%d IC=%d n=%d: as linear_backward_master, bit for bit\n", N, IC, n);
+    for (int i = 0; i < n; i++) {
+        G->linear_release(h[i]);
+        gfree(d_dout[i]), gfree(d_dw[0][i]), gfree(d_dw[1][i]);
+    }
+    free(inp), free(di0), gfree(d_inp), gfree(d_di[0]), gfree(d_di[1]);
+}
+
+static void test_master_group(void **state) {
+    (void)state;
+    rng_seed(8);
+    const int qkv[3] = {96, 40, 40}, odd[2] = {77, 131}, big[3] = {2048, 512, 512};
+    master_group_case(33, 64, 3, qkv);
+    master_group_case(57, 130, 2, odd);
+    master_group_case(1, 64, 3, qkv);       // decoding-sized
+    master_group_case(512, 2048, 3, big);   // Llama-3.2-1B's q/k/v
+}
+
 // one timed op of run_benchmarks_linear_lora: folded 0 linear + lora layer by layer, 1 the
 // group op, 2 the layers' GEMMs alone; dir 0 forward, 1 backward
 static void linear_lora_bench_op(const LinearLora *l, int n, int folded, int dir, float *x,
@@ -1131,6 +1198,28 @@ static void swiglu_case(int64_t n) {
         else check_equal(what, d_du, du0, n);
         free(dg), free(du), gfree(d_dg), gfree(d_du);
     }
+    // the 4-a-thread kernels (aligned, n % 4 == 0) and the one-a-thread ones (the same values
+    // one float further on: misaligned) give the same bits
+    float *sh[3] = {xmalloc((n + 1) * 4), xmalloc((n + 1) * 4), xmalloc((n + 1) * 4)};
+    const float *src[3] = {g, u, dout};
+    float *d_sh[3];
+    for (int k = 0; k < 3; k++) sh[k][0] = 0.0f, memcpy(sh[k] + 1, src[k], n * 4), d_sh[k] = dev(sh[k], n + 1);
+    float *o1 = G->alloc((n + 1) * 4), *o2 = G->alloc((n + 1) * 4);
+    G->swiglu_forward(d_out, d_g, d_u, n);
+    G->swiglu_forward(o1 + 1, d_sh[0] + 1, d_sh[1] + 1, n);
+    float *a = host(d_out, n), *b = host(o1, n + 1);
+    snprintf(what, sizeof what, "swiglu n=%lld: vector and scalar kernels", (long long)n);
+    if (memcmp(a, b + 1, n * 4)) fail_msg("%s differ (forward)", what);
+    free(a), free(b);
+    float *d_dg = G->alloc(n * 4), *d_du = G->alloc(n * 4);
+    G->swiglu_backward(d_dg, d_du, d_dout, d_g, d_u, n);
+    G->swiglu_backward(o1 + 1, o2 + 1, d_sh[2] + 1, d_sh[0] + 1, d_sh[1] + 1, n);
+    float *x[4] = {host(d_dg, n), host(o1, n + 1), host(d_du, n), host(o2, n + 1)};
+    if (memcmp(x[0], x[1] + 1, n * 4) || memcmp(x[2], x[3] + 1, n * 4))
+        fail_msg("%s differ (backward)", what);
+    for (int k = 0; k < 4; k++) free(x[k]);
+    for (int k = 0; k < 3; k++) free(sh[k]), gfree(d_sh[k]);
+    gfree(o1), gfree(o2), gfree(d_dg), gfree(d_du);
     free(g), free(u), free(dout), free(out), free(dg0), free(du0);
     gfree(d_g), gfree(d_u), gfree(d_dout), gfree(d_out);
 }
@@ -1140,6 +1229,7 @@ static void test_swiglu(void **state) {
     rng_seed(6);
     swiglu_case(1);
     swiglu_case(1001);
+    swiglu_case(1000);
     swiglu_case(300000);
 }
 
@@ -1611,6 +1701,7 @@ int main(void) {
         cmocka_unit_test(test_memory),    cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_lora),      cmocka_unit_test(test_linear_lora),
+        cmocka_unit_test(test_master_group),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),      cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_bf16),

@@ -62,6 +62,9 @@ typedef struct {
     const float *dout;          // backward: (N,OC), the gradient of out
     float *dA, *dB;             // backward: dA (IC,r) += inp^T dxa, dB (r,OC) += scale xa^T dout,
                                 // dxa = scale dout B^T (either may be NULL)
+    uint16_t *dw16;             // backward, a bf16 master weight (h is the weight; r = 0): its
+                                // bf16 gradient (OC,IC) += dout^T @ inp as linear_backward_master
+                                // (NULL: none)
 } LinearLora;
 
 // Backend capabilities (caps): what callers may ask instead of comparing backend pointers.
@@ -152,7 +155,9 @@ typedef struct Backend {
     // without it the group runs unfolded); r = 0 gives the room back (the adapter detached:
     // the handle holds the weight alone again, as linear_prepare made it).
     void (*linear_lora_forward)(const LinearLora *l, int n, const float *inp, int N, int IC);
-    // dinp (N,IC) += sum over the layers of dout @ W + dxa @ A^T (dinp may be NULL)
+    // dinp (N,IC) += sum over the layers of dout @ W + dxa @ A^T (dinp may be NULL); a layer
+    // with dw16 (a bf16 master weight) also its weight's gradient, as linear_backward_master
+    // gives it bit for bit, the input rounded once for the group
     void (*linear_lora_backward)(const LinearLora *l, int n, float *dinp, const float *inp, int N,
                                  int IC);
     int (*linear_lora_reserve)(LinearWeight *h, int r);

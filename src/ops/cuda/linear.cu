@@ -22,32 +22,54 @@ struct LinearWeight {
     int ld, rpad;      // ld = IC + rpad; rpad: room for a LoRA adapter (0: none)
 };
 
-__global__ static void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = __float2bfloat16_rn(src[i]);
+// 4 values a thread (float4 in, 4 x bf16 out): a grid-stride loop of scalars reached ~1.9
+// TB/s on an H100 (ncu, the full fine-tune's 8 x 512 step: 12 ms of roundings), this one the
+// copy rate. dst (rows, cols) at row stride ldd = src (rows, cols) rounded to nearest; cols
+// and ldd multiples of 4, src 16-byte and dst 8-byte aligned.
+__global__ static void to_bf16_rows4_kernel(__nv_bfloat16 *dst, int64_t ldd, const float *src,
+                                            int64_t rows, int64_t cols) {
+    const int64_t c4 = cols / 4, n4 = rows * c4;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float4 v = reinterpret_cast<const float4 *>(src)[i];
+        const int64_t at = ldd == cols ? i * 4 : (i / c4) * ldd + (i % c4) * 4;  // (no division
+                                                                             // when contiguous)
+        __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+        uint2 packed;
+        packed.x = *reinterpret_cast<uint32_t *>(&lo);
+        packed.y = *reinterpret_cast<uint32_t *>(&hi);
+        *reinterpret_cast<uint2 *>(dst + at) = packed;
+    }
 }
 
-static void to_bf16(__nv_bfloat16 *dst, const float *src, int64_t n) {
-    if (n <= 0) return;
-    to_bf16_kernel<<<cuda_grid(n, 256), 256>>>(dst, src, n);
-    CUDA_LAUNCH_CHECK();
-}
-
-// dst (rows, cols) at row stride ldd = src (rows, cols), contiguous
-__global__ static void to_bf16_rows_kernel(__nv_bfloat16 *dst, int ldd, const float *src,
-                                           int64_t rows, int cols) {
+// the same, any sizes: one value a thread
+__global__ static void to_bf16_rows_kernel(__nv_bfloat16 *dst, int64_t ldd, const float *src,
+                                           int64_t rows, int64_t cols) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * cols;
          i += (int64_t)gridDim.x * blockDim.x)
         dst[(i / cols) * ldd + i % cols] = __float2bfloat16_rn(src[i]);
 }
 
-static void to_bf16_rows(__nv_bfloat16 *dst, int ldd, const float *src, int rows, int cols) {
-    if (ldd == cols) return to_bf16(dst, src, (int64_t)rows * cols);
+static void to_bf16_rows64(__nv_bfloat16 *dst, int64_t ldd, const float *src, int64_t rows,
+                           int64_t cols) {
     if (rows <= 0 || cols <= 0) return;
-    to_bf16_rows_kernel<<<cuda_grid((int64_t)rows * cols, 256), 256>>>(dst, ldd, src, rows, cols);
+    const int64_t n = rows * cols;
+    if (cols % 4 == 0 && ldd % 4 == 0 && cuda_aligned16(src) && ((uintptr_t)dst & 7u) == 0)
+        to_bf16_rows4_kernel<<<cuda_grid(n / 4, 256), 256>>>(dst, ldd, src, rows, cols);
+    else
+        to_bf16_rows_kernel<<<cuda_grid(n, 256), 256>>>(dst, ldd, src, rows, cols);
     CUDA_LAUNCH_CHECK();
 }
+
+static void to_bf16_rows(__nv_bfloat16 *dst, int ldd, const float *src, int rows, int cols) {
+    to_bf16_rows64(dst, ldd, src, rows, cols);
+}
+
+// dst (n) = src (n) rounded to nearest bf16 (one row)
+static void to_bf16(__nv_bfloat16 *dst, const float *src, int64_t n) {
+    to_bf16_rows64(dst, n, src, 1, n);
+}
+
 void cuda_to_bf16_rows(__nv_bfloat16 *dst, int ldd, const float *src, int rows, int cols) {
     to_bf16_rows(dst, ldd, src, rows, cols);
 }

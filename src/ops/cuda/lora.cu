@@ -973,7 +973,10 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     if (N <= 0 || n <= 0) return;
     if (!lora_foldable(l, n, IC, true)) {
         for (int i = 0; i < n; i++) {
-            if (dinp)
+            if (l[i].dw16)
+                cuda_linear_backward_master(dinp, l[i].dw16, l[i].dout, inp, l[i].h, N, IC,
+                                            l[i].OC);
+            else if (dinp)
                 cuda_linear_backward(dinp, NULL, l[i].dout, inp, l[i].w, l[i].h, N, IC, l[i].OC);
             if (l[i].r > 0)
                 cuda_lora_backward(dinp, l[i].dA, l[i].dB, l[i].dout, inp, l[i].xa, l[i].A,
@@ -982,13 +985,14 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         return;
     }
     const int gy = lora_gy(N);  // 1: dA and dB straight to their destinations (ColDst)
-    int R = 0, any_dA = 0, ranked = 0, same = 1, rc0 = 0, db0 = 0;
+    int R = 0, any_dA = 0, ranked = 0, same = 1, rc0 = 0, db0 = 0, any_w16 = 0;
     size_t n_g = 0, s_g = 0, n_pd = 0, s_pd = 0, n_pc = 0, s_pc = 0;
     for (int i = 0; i < n; i++) {
         const int r = l[i].r, OC = l[i].OC;
         const size_t g = bf16_floats((size_t)N * (OC + lora_pad(r)));
         R += r;
         any_dA |= r > 0 && l[i].dA;
+        any_w16 |= l[i].dw16 != NULL;  // (a master weight has no adapter: r = 0)
         n_g = std::max(n_g, g), s_g += g;
         if (r > 0) {
             const size_t pd = lora_pd_floats(N, OC, r), pc = gy > 1 ? lora_pc_floats(N, OC, r) : 0;
@@ -1005,7 +1009,13 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     const size_t n_pa = any_dA && !direct_dA ? lora_pc_floats(N, IC, R) : 0;
     const size_t g_all = batch ? s_g : n_g, pd_all = batch ? s_pd : n_pd;
     const size_t pc_all = batch ? s_pc : n_pc;
-    float *ws = cuda_workspace(g_all + n_dxa + pd_all + pc_all + n_pa);
+    // the masters' weight gradients: bf16(inp) once for the group, first (256-byte aligned, as
+    // linear_backward_master's own copy: the same GEMMs, the same bits)
+    const size_t n_x = any_w16 ? bf16_floats((size_t)N * IC) : 0;
+    float *ws = cuda_workspace(n_x + g_all + n_dxa + pd_all + pc_all + n_pa);
+    __nv_bfloat16 *X = (__nv_bfloat16 *)ws;
+    if (any_w16) cuda_to_bf16_rows(X, IC, inp, N, IC);
+    ws += n_x;
     // [dout | bf16(dxa)]: each layer its own (batched) or one layer's at a time
     float *dxa = ws + g_all, *Pd = dxa + n_dxa, *Pc = Pd + pd_all, *Pa = Pc + pc_all;
     Fold f{};
@@ -1033,15 +1043,20 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         nj++;
         return true;
     };
-    // dinp (N,IC) += [dout | bf16(dxa)] (N, OC+pad) @ [W ; A^T] (OC+pad, IC), the layers in order
+    // dinp (N,IC) += [dout | bf16(dxa)] (N, OC+pad) @ [W ; A^T] (OC+pad, IC), the layers in
+    // order; a master's dw16 (OC,IC) += bf16(dout)^T @ bf16(inp), bf16 sum
     auto gemm = [&](int i, __nv_bfloat16 *Gi) {
         const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r);
-        if (!dinp) return;
+        if (!dinp && !l[i].dw16) return;
         if (r <= 0) cuda_to_bf16_rows(Gi, OC + pad, l[i].dout, N, OC);
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
-        cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, Gi, OC + pad, hw, hld, 1.0f, dinp,
-                          IC);
+        if (dinp)
+            cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, Gi, OC + pad, hw, hld, 1.0f,
+                              dinp, IC);
+        if (l[i].dw16)
+            cuda_gemm_bf16_c(true, false, OC, IC, N, 1.0f, Gi, OC, X, IC, 1.0f, l[i].dw16,
+                             CUDA_R_16BF, IC);
     };
     if (batch) {
         __nv_bfloat16 *Gs[LORA_SEGS];
