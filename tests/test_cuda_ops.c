@@ -193,6 +193,26 @@ static void test_memory(void **state) {
     void *after = G->alloc(1 << 20);
     assert_non_null(after);
     G->free(after);
+    // a frozen weight's f32 range given back (linear_prepare, keep_f32 = 0) and taken by a new
+    // buffer; freeing the weight's buffer then frees its own pieces only: the new buffer keeps
+    // its memory (a later buffer must not land on it)
+    const int OC = 512, IC = 1024;
+    const size_t nw = (size_t)OC * IC, nb = nw / 2;
+    float *wv = rand_floats(nw, 1), *d_w = dev(wv, nw), *d_wbuf = d_w;
+    LinearWeight *frozen = NULL;
+    assert_int_equal(G->linear_prepare(&frozen, &d_w, OC, IC, DTYPE_BF16, 0, 0), 0);
+    assert_null(d_w);
+    int *pat = xmalloc(nb * sizeof(int)), *got = xmalloc(nb * sizeof(int));
+    for (size_t k = 0; k < nb; k++) pat[k] = (int)k * 3 + 1;
+    int *inside = G->alloc(nb * sizeof(int));  // (best fit: likely the given-back range)
+    G->upload(inside, pat, nb * sizeof(int));
+    G->free(d_wbuf);
+    int *later = G->alloc(nb * sizeof(int));
+    G->zero(later, nb * sizeof(int));
+    G->download(got, inside, nb * sizeof(int));
+    assert_memory_equal(got, pat, nb * sizeof(int));
+    G->free(inside), G->free(later), G->linear_release(frozen);
+    free(wv), free(pat), free(got);
 }
 
 // ---------------------------------------------------------------------------------------------

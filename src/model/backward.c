@@ -195,9 +195,8 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
-    // (without the saved xa only the masters' groups, which have no adapter)
-    if (model_lora_group(m, s, b, bg, xa, n, ps, drop,
-                         be->linear_lora_backward != NULL && (xa || m->bf16_masters), l)) {
+    if (model_lora_group(m, s, b, bg, xa, n, ps, drop, be->linear_lora_backward != NULL && xa,
+                         l)) {
         for (int i = 0; i < n; i++)
             l[i].dout = douts[i], l[i].dA = bg->lora_A[ps[i]], l[i].dB = bg->lora_B[ps[i]];
         be->linear_lora_backward(l, n, dinp, inp, N, proj_in_dim(c, ps[0]));

@@ -157,21 +157,19 @@ int model_lora_group(const Model *m, const ForwardState *s, const Block *b, cons
                      LinearLora *l) {
     const ModelConfig *c = &m->cfg;
     const size_t xa_stride = (size_t)s->B * s->T * s->lora_rank_max;
-    int ranked = 0, masters = 0;
+    int ranked = 0;
     for (int i = 0; i < n; i++) {
         const Proj p = ps[i];
         const LoraLinear *lo = &b->lora[p];
         ranked |= lo->rank > 0;
-        if (lo->m || drop[p].p > 0.0f || (bg && bg->w[p])) has_op = 0;
+        // (bf16 masters stay layer by layer: the group op's dw16 awaits its GPU check)
+        if (lo->m || drop[p].p > 0.0f || (bg && (bg->w[p] || bg->w16[p]))) has_op = 0;
         l[i] = (LinearLora){.w = b->w[p], .h = b->lin[p], .OC = proj_out_dim(c, p),
                             .A = lo->A, .B = lo->B, .r = lo->rank, .scale = lo->scale,
-                            .xa = xa ? (float *)xa + (size_t)p * xa_stride : NULL,
-                            .dw16 = bg ? bg->w16[p] : NULL};
-        masters += l[i].dw16 != NULL;
+                            .xa = xa ? (float *)xa + (size_t)p * xa_stride : NULL};
     }
-    // a forward without adapters too, and bf16 master weights' backward (without adapters):
-    // the backend rounds the shared input once for the group
-    return has_op && (ranked ? !masters : !bg || masters == n);
+    // a forward without adapters too: the backend rounds the shared input once for the group
+    return has_op && (ranked || !bg);
 }
 
 // The layers ps[0..n) of block b, all reading `in` (q/k/v; gate/up), into outs[0..n): through

@@ -156,8 +156,9 @@ typedef struct Backend {
     // the handle holds the weight alone again, as linear_prepare made it).
     void (*linear_lora_forward)(const LinearLora *l, int n, const float *inp, int N, int IC);
     // dinp (N,IC) += sum over the layers of dout @ W + dxa @ A^T (dinp may be NULL); a layer
-    // with dw16 (a bf16 master weight) also its weight's gradient, as linear_backward_master
-    // gives it bit for bit, the input rounded once for the group
+    // with dw16 (a bf16 master weight) also its weight's gradient, the same GEMMs as
+    // linear_backward_master's with the input rounded once for the group (test_master_group
+    // holds them bit for bit; the model does not use it yet: see llama.c)
     void (*linear_lora_backward)(const LinearLora *l, int n, float *dinp, const float *inp, int N,
                                  int IC);
     int (*linear_lora_reserve)(LinearWeight *h, int r);

@@ -30,7 +30,13 @@ struct Arena {
     std::map<uintptr_t, size_t> segs;                      // segment start -> bytes
     std::map<uintptr_t, size_t> free_by_addr;              // free range start -> bytes
     std::set<std::pair<size_t, uintptr_t>> free_by_size;   // the same ranges, by size
-    std::map<uintptr_t, size_t> live;                      // allocated ranges (buffer pieces)
+    struct Piece {
+        size_t bytes;
+        uintptr_t owner;  // the buffer it belongs to (its start: the key of bufs)
+    };
+    // allocated ranges: a buffer's pieces (one, or more once cuda_release_range gave parts of
+    // it back, and those parts may since be pieces of other buffers inside its span)
+    std::map<uintptr_t, Piece> live;
     std::unordered_map<uintptr_t, size_t> bufs;            // buffer -> bytes it spanned at alloc
 };
 
@@ -133,21 +139,27 @@ static void *arena_alloc(size_t bytes) {
     uintptr_t a = arena_take(n);
     if (!a && arena_grow(n)) a = arena_take(n);
     if (!a) return NULL;
-    ctx.arena->live[a] = n;
+    ctx.arena->live[a] = {n, a};
     ctx.arena->bufs[a] = n;
     ctx.cur_bytes += n;
     if (ctx.cur_bytes > ctx.peak_bytes) ctx.peak_bytes = ctx.cur_bytes;
     return (void *)a;
 }
 
-static void arena_free(void *p) {  // every piece of the buffer that is still allocated
+// every piece of the buffer that is still allocated, and nothing else: a range it gave back
+// (cuda_release_range) may have become another buffer's since
+static void arena_free(void *p) {
     Arena &A = *ctx.arena;
     auto b = A.bufs.find((uintptr_t)p);
     if (b == A.bufs.end()) return;
     const uintptr_t end = b->first + b->second;
     for (auto it = A.live.lower_bound(b->first); it != A.live.end() && it->first < end;) {
-        free_insert(it->first, it->second);
-        ctx.cur_bytes -= it->second;
+        if (it->second.owner != b->first) {
+            ++it;
+            continue;
+        }
+        free_insert(it->first, it->second.bytes);
+        ctx.cur_bytes -= it->second.bytes;
         it = A.live.erase(it);
     }
     A.bufs.erase(b);
@@ -255,11 +267,11 @@ void cuda_release_range(void *p, size_t bytes) {
     auto it = A.live.upper_bound(a);
     if (it == A.live.begin()) return;
     --it;
-    const uintptr_t s = it->first, end = s + it->second;
+    const uintptr_t s = it->first, end = s + it->second.bytes, owner = it->second.owner;
     if (a >= end || e > end) return;  // not one allocated piece: nothing to release
     A.live.erase(it);
-    if (a > s) A.live[s] = a - s;
-    if (end > e) A.live[e] = end - e;
+    if (a > s) A.live[s] = {a - s, owner};
+    if (end > e) A.live[e] = {end - e, owner};
     free_insert(a, e - a);
     ctx.cur_bytes -= e - a;
 }

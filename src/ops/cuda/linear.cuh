@@ -16,6 +16,10 @@ void cuda_gemm_bf16_rm(bool transA, bool transB, int M, int N, int K, float alph
 void cuda_gemm_bf16_c(bool transA, bool transB, int M, int N, int K, float alpha,
                       const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
                       float beta, void *C, cudaDataType ct, int ldc);
+// The row stride of a bf16 operand with cols columns that carries a LoRA adapter's padding
+// (cols > the layer's own): cols, or rounded up to 64 elements (128 bytes) with
+// TUNELENS_CUDA_LORA_LD64=1 (an experiment: cuBLAS's kernels with aligned rows)
+int cuda_lora_ld(int cols);
 // bf16 scratch for n1 + n2 values (two parts, the second 256-byte aligned at *second) from the
 // backend's workspace
 __nv_bfloat16 *cuda_bf16_scratch(size_t n1, size_t n2, __nv_bfloat16 **second);

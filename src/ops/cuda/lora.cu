@@ -766,6 +766,8 @@ void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, co
 // all its dA in one more (their dxa side by side).
 
 static int lora_pad(int r) { return r > 0 ? (r + 7) / 8 * 8 : 0; }
+// the row stride of a layer's [dout | bf16(dxa)] (an unranked layer's: OC)
+static int lora_ldg(int OC, int r) { return r > 0 ? cuda_lora_ld(OC + lora_pad(r)) : OC; }
 
 // S (N, r) from np partials: S[n][k] = sscale * sum_p P[p * pstride + n * ldp + k], kept in Sout
 // (row stride lds) unless NULL, and bf16(xscale * S) into Xb[n * ldx + k] for k < pad (0 past r)
@@ -905,7 +907,8 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, int 
         if (lora_pad(l[i].r) > rpmax) rpmax = lora_pad(l[i].r);
         if (l[i].r > 0) ranked++;
     }
-    const int ldx = IC + rpmax;  // x's bf16 scratch, then each layer's bf16(scale xa)
+    // x's bf16 scratch, then each layer's bf16(scale xa)
+    const int ldx = rpmax ? cuda_lora_ld(IC + rpmax) : IC;
     const size_t sx = bf16_floats((size_t)N * ldx);  // floats of one copy
     const int nx = ranked > 1 && ranked <= LORA_SEGS &&
                    (size_t)(ranked - 1) * sx * sizeof(float) <= LORA_BATCH_BYTES ? ranked : 1;
@@ -989,7 +992,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     size_t n_g = 0, s_g = 0, n_pd = 0, s_pd = 0, n_pc = 0, s_pc = 0;
     for (int i = 0; i < n; i++) {
         const int r = l[i].r, OC = l[i].OC;
-        const size_t g = bf16_floats((size_t)N * (OC + lora_pad(r)));
+        const size_t g = bf16_floats((size_t)N * lora_ldg(OC, r));
         R += r;
         any_dA |= r > 0 && l[i].dA;
         any_w16 |= l[i].dw16 != NULL;  // (a master weight has no adapter: r = 0)
@@ -1026,7 +1029,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     // padding columns; A^T into the handle's padding rows; dB += scale xa^T dout (summed from
     // the partials, or straight from the pass with one row block). false: nothing wanted
     auto layer = [&](int i, int off, __nv_bfloat16 *Gi, float *Pdi, float *Pci) {
-        const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r), ldg = OC + pad;
+        const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r), ldg = lora_ldg(OC, r);
         float *dB = l[i].dB;
         if (!dinp && !l[i].dA && !dB) return false;
         int hld, hrp;
@@ -1046,16 +1049,16 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     // dinp (N,IC) += [dout | bf16(dxa)] (N, OC+pad) @ [W ; A^T] (OC+pad, IC), the layers in
     // order; a master's dw16 (OC,IC) += bf16(dout)^T @ bf16(inp), bf16 sum
     auto gemm = [&](int i, __nv_bfloat16 *Gi) {
-        const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r);
+        const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r), ldg = lora_ldg(OC, r);
         if (!dinp && !l[i].dw16) return;
-        if (r <= 0) cuda_to_bf16_rows(Gi, OC + pad, l[i].dout, N, OC);
+        if (r <= 0) cuda_to_bf16_rows(Gi, ldg, l[i].dout, N, OC);
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
         if (dinp)
-            cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, Gi, OC + pad, hw, hld, 1.0f,
-                              dinp, IC);
+            cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, Gi, ldg, hw, hld, 1.0f, dinp,
+                              IC);
         if (l[i].dw16)
-            cuda_gemm_bf16_c(true, false, OC, IC, N, 1.0f, Gi, OC, X, IC, 1.0f, l[i].dw16,
+            cuda_gemm_bf16_c(true, false, OC, IC, N, 1.0f, Gi, ldg, X, IC, 1.0f, l[i].dw16,
                              CUDA_R_16BF, IC);
     };
     if (batch) {
@@ -1064,7 +1067,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
             const int r = l[i].r, OC = l[i].OC;
             Gs[i] = (__nv_bfloat16 *)(ws + go);
-            go += bf16_floats((size_t)N * (OC + lora_pad(r)));
+            go += bf16_floats((size_t)N * lora_ldg(OC, r));
             if (r <= 0) continue;
             layer(i, off, Gs[i], Pd + po, Pc + co);
             po += lora_pd_floats(N, OC, r), co += gy > 1 ? lora_pc_floats(N, OC, r) : 0;
