@@ -135,10 +135,13 @@ void cuda_linear_update(LinearWeight *h, const float *w) {
 
 bool cuda_linear_is_bf16(const LinearWeight *h) { return h && h->dtype == DTYPE_BF16; }
 
-int cuda_lora_ld(int cols) {
-    static int on = -1;
-    if (on < 0) on = getenv("TUNELENS_CUDA_LORA_LD64") && atoi(getenv("TUNELENS_CUDA_LORA_LD64"));
-    return on ? (cols + 63) / 64 * 64 : cols;
+int cuda_lora_ld(int cols, int weight) {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *v = getenv("TUNELENS_CUDA_LORA_LD64");
+        mode = v ? atoi(v) : 0;
+    }
+    return mode == 1 || (mode == 2 && !weight) ? (cols + 63) / 64 * 64 : cols;
 }
 
 // Room for a rank-r adapter: w becomes (OC + rpad, IC + rpad), rpad = r rounded up to 8 (rows
@@ -148,7 +151,7 @@ int cuda_lora_ld(int cols) {
 // or a handle as linear_prepare made it).
 int cuda_linear_lora_reserve(LinearWeight *h, int r) {
     if (!cuda_linear_is_bf16(h) || r < 0) return 0;  // TF32: LoRA's products unfolded
-    const int rpad = r > 0 ? cuda_lora_ld(h->IC + (r + 7) / 8 * 8) - h->IC : 0;
+    const int rpad = r > 0 ? cuda_lora_ld(h->IC + (r + 7) / 8 * 8, 1) - h->IC : 0;
     if (r > 0 ? h->rpad >= rpad : h->rpad == 0) return 0;
     const int ld = h->IC + rpad;
     const size_t bytes = (size_t)(h->OC + rpad) * ld * sizeof(__nv_bfloat16);

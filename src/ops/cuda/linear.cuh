@@ -18,8 +18,10 @@ void cuda_gemm_bf16_c(bool transA, bool transB, int M, int N, int K, float alpha
                       float beta, void *C, cudaDataType ct, int ldc);
 // The row stride of a bf16 operand with cols columns that carries a LoRA adapter's padding
 // (cols > the layer's own): cols, or rounded up to 64 elements (128 bytes) with
-// TUNELENS_CUDA_LORA_LD64=1 (an experiment: cuBLAS's kernels with aligned rows)
-int cuda_lora_ld(int cols);
+// TUNELENS_CUDA_LORA_LD64 (an experiment: cuBLAS's kernels with aligned rows; =1 the
+// activations' [x | xa], [dout | dxa] and the handles' room, weight: 1 too; =2 the
+// activations' alone, weight: 0 the handles' room keeps r rounded to 8)
+int cuda_lora_ld(int cols, int weight);
 // bf16 scratch for n1 + n2 values (two parts, the second 256-byte aligned at *second) from the
 // backend's workspace
 __nv_bfloat16 *cuda_bf16_scratch(size_t n1, size_t n2, __nv_bfloat16 **second);

@@ -767,7 +767,7 @@ void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, co
 
 static int lora_pad(int r) { return r > 0 ? (r + 7) / 8 * 8 : 0; }
 // the row stride of a layer's [dout | bf16(dxa)] (an unranked layer's: OC)
-static int lora_ldg(int OC, int r) { return r > 0 ? cuda_lora_ld(OC + lora_pad(r)) : OC; }
+static int lora_ldg(int OC, int r) { return r > 0 ? cuda_lora_ld(OC + lora_pad(r), 0) : OC; }
 
 // S (N, r) from np partials: S[n][k] = sscale * sum_p P[p * pstride + n * ldp + k], kept in Sout
 // (row stride lds) unless NULL, and bf16(xscale * S) into Xb[n * ldx + k] for k < pad (0 past r)
@@ -908,7 +908,7 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, int 
         if (l[i].r > 0) ranked++;
     }
     // x's bf16 scratch, then each layer's bf16(scale xa)
-    const int ldx = rpmax ? cuda_lora_ld(IC + rpmax) : IC;
+    const int ldx = rpmax ? cuda_lora_ld(IC + rpmax, 0) : IC;
     const size_t sx = bf16_floats((size_t)N * ldx);  // floats of one copy
     const int nx = ranked > 1 && ranked <= LORA_SEGS &&
                    (size_t)(ranked - 1) * sx * sizeof(float) <= LORA_BATCH_BYTES ? ranked : 1;
