@@ -410,7 +410,7 @@ static dim3 fa_grid(int tiles, int heads, int B) {
     return dim3((unsigned)heads, (unsigned)B, (unsigned)tiles);
 }
 static bool fa_aligned8(const void *p) { return ((uintptr_t)p & 7u) == 0; }
-// the bf16 kernels: the backend computes in BF16, and the tensors allow their vector accesses
+// the bf16 kernels: attention in BF16, and the tensors allow their vector accesses
 // (float4 loads of q, k, v, dout; float2 stores and updates of the rest; NULL passes)
 static bool fa_use_bf16(ComputeDtype dtype, const float *in4[4], float *out2[3]) {
     if (fa_f32_forced() || dtype != DTYPE_BF16) return false;
@@ -503,7 +503,7 @@ template <int D>
 static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, const float *lse,
                           const float *out, float *delta, const float *q, const float *k,
                           const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
-                         ComputeDtype dtype) {
+                          ComputeDtype dtype) {
     static bool ready;
     if (!ready) {
         CUDA_CHECK(cudaFuncSetAttribute(fa_bwd_kv_kernel<D>,
