@@ -146,11 +146,11 @@ void cuda_linear_backward(float *dinp, float *dweight, const float *dout, const 
 void cuda_matmul_forward(float *out, const float *inp, const float *weight, int N, int IC, int OC);
 void cuda_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                           const float *weight, int N, int IC, int OC);
-// the same on TF32 tensor cores (a TF32 handle's products)
-void cuda_matmul_forward_tf32(float *out, const float *inp, const float *weight, int N, int IC,
-                              int OC);
-void cuda_matmul_backward_tf32(float *dinp, float *dweight, const float *dout, const float *inp,
-                               const float *weight, int N, int IC, int OC);
+// the same, on TF32 tensor cores with tf32 (a TF32 handle's products)
+void cuda_matmul_fwd(float *out, const float *inp, const float *weight, int N, int IC, int OC,
+                     bool tf32);
+void cuda_matmul_bwd(float *dinp, float *dweight, const float *dout, const float *inp,
+                     const float *weight, int N, int IC, int OC, bool tf32);
 // the handle holds a bf16 weight (linear_prepare in DTYPE_BF16), not TF32's mark or none
 bool cuda_linear_is_bf16(const LinearWeight *h);
 void cuda_lora_forward(float *out, float *xa, const float *inp, const float *A, const float *B,

@@ -50,8 +50,8 @@ __global__ static void to_bf16_rows_kernel(__nv_bfloat16 *dst, int64_t ldd, cons
         dst[(i / cols) * ldd + i % cols] = __float2bfloat16_rn(src[i]);
 }
 
-static void to_bf16_rows64(__nv_bfloat16 *dst, int64_t ldd, const float *src, int64_t rows,
-                           int64_t cols) {
+static void to_bf16_rows(__nv_bfloat16 *dst, int64_t ldd, const float *src, int64_t rows,
+                         int64_t cols) {
     if (rows <= 0 || cols <= 0) return;
     const int64_t n = rows * cols;
     if (cols % 4 == 0 && ldd % 4 == 0 && cuda_aligned16(src) && ((uintptr_t)dst & 7u) == 0)
@@ -61,13 +61,9 @@ static void to_bf16_rows64(__nv_bfloat16 *dst, int64_t ldd, const float *src, in
     CUDA_LAUNCH_CHECK();
 }
 
-static void to_bf16_rows(__nv_bfloat16 *dst, int ldd, const float *src, int rows, int cols) {
-    to_bf16_rows64(dst, ldd, src, rows, cols);
-}
-
 // dst (n) = src (n) rounded to nearest bf16 (one row)
 static void to_bf16(__nv_bfloat16 *dst, const float *src, int64_t n) {
-    to_bf16_rows64(dst, n, src, 1, n);
+    to_bf16_rows(dst, n, src, 1, n);
 }
 
 void cuda_to_bf16_rows(__nv_bfloat16 *dst, int ldd, const float *src, int rows, int cols) {
@@ -184,8 +180,7 @@ size_t cuda_linear_bytes(const LinearWeight *h) {
 void cuda_linear_forward(float *out, const float *inp, const float *w, const LinearWeight *h,
                          int N, int IC, int OC) {
     if (!cuda_linear_is_bf16(h)) {  // exact f32, or TF32 tensor cores on the f32 weight
-        if (h) cuda_matmul_forward_tf32(out, inp, w, N, IC, OC);
-        else cuda_matmul_forward(out, inp, w, N, IC, OC);
+        cuda_matmul_fwd(out, inp, w, N, IC, OC, h != NULL);
         return;
     }
     if (N <= 0 || OC <= 0) return;
@@ -199,8 +194,7 @@ void cuda_linear_backward(float *dinp, float *dweight, const float *dout, const 
                           const float *w, const LinearWeight *h, int N, int IC, int OC) {
     if (!dinp && !dweight) return;
     if (!cuda_linear_is_bf16(h)) {
-        if (h) cuda_matmul_backward_tf32(dinp, dweight, dout, inp, w, N, IC, OC);
-        else cuda_matmul_backward(dinp, dweight, dout, inp, w, N, IC, OC);
+        cuda_matmul_bwd(dinp, dweight, dout, inp, w, N, IC, OC, h != NULL);
         return;
     }
     if (N <= 0 || OC <= 0 || IC <= 0) return;

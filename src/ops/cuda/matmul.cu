@@ -1,12 +1,12 @@
 // matmul.cu — linear layer without bias, HF weight layout (OC, IC): out = inp @ weight^T, on
-// cuBLAS: exact f32 (matmul_*), or TF32 tensor cores (the _tf32 pair, a TF32 handle's
-// products: linear.cu). N = 1 (decoding) runs as a matrix-vector product that streams the
+// cuBLAS: exact f32 (matmul_*), or TF32 tensor cores (cuda_matmul_fwd / _bwd with tf32, a
+// TF32 handle's products: linear.cu). N = 1 (decoding) runs as a matrix-vector product that streams the
 // weight once, in f32 either way (a GEMV reads each weight once: tensor cores buy nothing).
 #include "ops/cuda/cuda_common.cuh"
 
 // inp (N,IC), weight (OC,IC) -> out (N,OC), overwritten
-static void matmul_fwd(float *out, const float *inp, const float *weight, int N, int IC, int OC,
-                       bool tf32) {
+void cuda_matmul_fwd(float *out, const float *inp, const float *weight, int N, int IC, int OC,
+                     bool tf32) {
     if (N <= 0 || OC <= 0) return;
     if (N == 1) {
         // out (OC) = weight (OC,IC) @ inp (IC): the row-major weight is column-major (IC,OC)
@@ -20,8 +20,8 @@ static void matmul_fwd(float *out, const float *inp, const float *weight, int N,
 }
 
 // dout (N,OC) -> dinp (N,IC) += dout @ weight; dweight (OC,IC) += dout^T @ inp (either NULL)
-static void matmul_bwd(float *dinp, float *dweight, const float *dout, const float *inp,
-                       const float *weight, int N, int IC, int OC, bool tf32) {
+void cuda_matmul_bwd(float *dinp, float *dweight, const float *dout, const float *inp,
+                     const float *weight, int N, int IC, int OC, bool tf32) {
     if (N <= 0 || OC <= 0 || IC <= 0) return;
     if (dinp) {
         if (N == 1) {  // dinp (IC) += weight^T (IC,OC) @ dout (OC)
@@ -39,17 +39,9 @@ static void matmul_bwd(float *dinp, float *dweight, const float *dout, const flo
 
 void cuda_matmul_forward(float *out, const float *inp, const float *weight, int N, int IC,
                          int OC) {
-    matmul_fwd(out, inp, weight, N, IC, OC, false);
+    cuda_matmul_fwd(out, inp, weight, N, IC, OC, false);
 }
 void cuda_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                           const float *weight, int N, int IC, int OC) {
-    matmul_bwd(dinp, dweight, dout, inp, weight, N, IC, OC, false);
-}
-void cuda_matmul_forward_tf32(float *out, const float *inp, const float *weight, int N, int IC,
-                              int OC) {
-    matmul_fwd(out, inp, weight, N, IC, OC, true);
-}
-void cuda_matmul_backward_tf32(float *dinp, float *dweight, const float *dout, const float *inp,
-                               const float *weight, int N, int IC, int OC) {
-    matmul_bwd(dinp, dweight, dout, inp, weight, N, IC, OC, true);
+    cuda_matmul_bwd(dinp, dweight, dout, inp, weight, N, IC, OC, false);
 }
