@@ -121,6 +121,21 @@ static void check_equal(const char *what, const float *got_dev, const float *wan
 
 static void gfree(void *p) { G->free(p); }
 
+// got16 (n bf16 values on the device) is want (n floats on the device) rounded to nearest,
+// bit for bit (the *_forward16 ops against their f32 forms)
+static void check_bf16_of(const char *what, const uint16_t *got16_dev, const float *want_dev,
+                          size_t n) {
+    uint16_t *g = xmalloc(n * sizeof(uint16_t));
+    float *w = xmalloc(n * sizeof(float));
+    G->download(g, got16_dev, n * sizeof(uint16_t));
+    G->download(w, want_dev, n * sizeof(float));
+    for (size_t k = 0; k < n; k++)
+        if (g[k] != f32_to_bf16(w[k]))
+            fail_msg("%s: [%zu] = 0x%04x, want 0x%04x (%g rounded)", what, k, g[k],
+                     f32_to_bf16(w[k]), w[k]);
+    free(g), free(w);
+}
+
 // ---------------------------------------------------------------------------------------------
 // memory
 
@@ -576,8 +591,8 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
                             .dout = d_dout[i], .dA = d_dA[i], .dB = d_dB[i]};
     }
     float *d_di = dev(di0, ni);
-    G->linear_lora_forward(l, n, d_inp, N, IC);
-    G->linear_lora_backward(l, n, d_di, d_inp, N, IC);
+    G->linear_lora_forward(l, n, d_inp, NULL, N, IC);
+    G->linear_lora_backward(l, n, d_di, d_inp, NULL, N, IC);
     const char *dn = bf ? (reserve ? "bf16" : "bf16 no room") : dtype == DTYPE_TF32 ? "tf32" : "f32";
     for (int i = 0; i < n; i++) {
         const size_t no = (size_t)N * OC[i], na = (size_t)IC * r[i], nb = (size_t)r[i] * OC[i];
@@ -607,8 +622,8 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
         G->upload(d_dB[i], dB0[i], (size_t)r[i] * OC[i] * sizeof(float));
     }
     G->upload(d_di, di0, ni * sizeof(float));
-    G->linear_lora_forward(l, n, d_inp, N, IC);
-    G->linear_lora_backward(l, n, d_di, d_inp, N, IC);
+    G->linear_lora_forward(l, n, d_inp, NULL, N, IC);
+    G->linear_lora_backward(l, n, d_di, d_inp, NULL, N, IC);
     snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d n=%d rerun", dn, N, IC, n);
     for (int i = 0; i < n; i++) {
         check_equal(what, d_out[i], got_out[i], (size_t)N * OC[i]);
@@ -619,7 +634,7 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
     // a forward that keeps no xa (inference: lens, generate, evaluations): the same outputs
     // within the bound (folded, xa is still computed, only not stored)
     for (int i = 0; i < n; i++) l[i].xa = NULL;
-    G->linear_lora_forward(l, n, d_inp, N, IC);
+    G->linear_lora_forward(l, n, d_inp, NULL, N, IC);
     for (int i = 0; i < n; i++) {
         snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d [%d/%d] out, no xa kept", dn, N,
                  IC, i, n);
@@ -734,7 +749,7 @@ static void master_group_case(int N, int IC, int n, const int *OC) {
         for (int i = 0; i < n; i++)
             G->linear_backward_master(with_dinp ? d_di[0] : NULL, d_dw[0][i], d_dout[i], d_inp,
                                       h[i], N, IC, OC[i]);
-        G->linear_lora_backward(l, n, with_dinp ? d_di[1] : NULL, d_inp, N, IC);
+        G->linear_lora_backward(l, n, with_dinp ? d_di[1] : NULL, d_inp, NULL, N, IC);
         float *a = host(d_di[0], ni);
         snprintf(what, sizeof what, "master group N=%d IC=%d n=%d dinp%s", N, IC, n,
                  with_dinp ? "" : " (none)");
@@ -751,6 +766,44 @@ static void master_group_case(int N, int IC, int n, const int *OC) {
         }
     }
     printf("    master group N=%d IC=%d n=%d: as linear_backward_master, bit for bit\n", N, IC, n);
+    // the input kept in bf16 (linear_input16: the model's inputs16): the same products as the
+    // f32 input's, bit for bit, forward and backward
+    if (G->linear_input16) {
+        uint16_t *in16 = xmalloc(ni * sizeof(uint16_t)), *d_in16 = G->alloc(ni * sizeof(uint16_t));
+        for (size_t k = 0; k < ni; k++) in16[k] = f32_to_bf16(inp[k]);
+        G->upload(d_in16, in16, ni * sizeof(uint16_t));
+        LinearLora l16[LF_MAX];
+        float *d_o[2][LF_MAX], *d_d[2] = {dev(di0, ni), dev(di0, ni)};
+        for (int i = 0; i < n; i++) {
+            assert_true(G->linear_input16(h[i]));
+            const size_t bytes = (size_t)OC[i] * IC * sizeof(uint16_t);
+            for (int run = 0; run < 2; run++) d_o[run][i] = G->alloc((size_t)N * OC[i] * sizeof(float));
+            G->copy(d_dw[1][i], d_dw[0][i], bytes);  // both from the same gradient
+            l16[i] = l[i], l[i].dw16 = d_dw[0][i], l16[i].dw16 = d_dw[1][i];
+            l[i].out = d_o[0][i], l16[i].out = d_o[1][i];
+        }
+        G->linear_lora_forward(l, n, d_inp, NULL, N, IC);
+        G->linear_lora_forward(l16, n, NULL, d_in16, N, IC);
+        G->linear_lora_backward(l, n, d_d[0], d_inp, NULL, N, IC);
+        G->linear_lora_backward(l16, n, d_d[1], NULL, d_in16, N, IC);
+        float *a = host(d_d[0], ni);
+        snprintf(what, sizeof what, "group N=%d IC=%d n=%d, bf16 input: dinp", N, IC, n);
+        check_equal(what, d_d[1], a, ni);
+        free(a);
+        for (int i = 0; i < n; i++) {
+            const size_t no = (size_t)N * OC[i], bytes = (size_t)OC[i] * IC * sizeof(uint16_t);
+            float *o = host(d_o[0][i], no);
+            snprintf(what, sizeof what, "group N=%d IC=%d layer %d, bf16 input: out", N, IC, i);
+            check_equal(what, d_o[1][i], o, no);
+            uint16_t *x = xmalloc(bytes), *y = xmalloc(bytes);
+            G->download(x, d_dw[0][i], bytes), G->download(y, d_dw[1][i], bytes);
+            if (memcmp(x, y, bytes))
+                fail_msg("group N=%d IC=%d layer %d, bf16 input: dweight differs", N, IC, i);
+            free(o), free(x), free(y), gfree(d_o[0][i]), gfree(d_o[1][i]);
+        }
+        free(in16), gfree(d_in16), gfree(d_d[0]), gfree(d_d[1]);
+        printf("    group N=%d IC=%d n=%d, input in bf16: the same bits\n", N, IC, n);
+    }
     for (int i = 0; i < n; i++) {
         G->linear_release(h[i]);
         gfree(d_dout[i]), gfree(d_dw[0][i]), gfree(d_dw[1][i]);
@@ -772,8 +825,8 @@ static void test_master_group(void **state) {
 // group op, 2 the layers' GEMMs alone; dir 0 forward, 1 backward
 static void linear_lora_bench_op(const LinearLora *l, int n, int folded, int dir, float *x,
                                  float *dinp, int N, int IC, int r) {
-    if (folded == 1 && !dir) G->linear_lora_forward(l, n, x, N, IC);
-    else if (folded == 1) G->linear_lora_backward(l, n, dinp, x, N, IC);
+    if (folded == 1 && !dir) G->linear_lora_forward(l, n, x, NULL, N, IC);
+    else if (folded == 1) G->linear_lora_backward(l, n, dinp, x, NULL, N, IC);
     else if (folded == 2)
         for (int i = 0; i < n; i++) {
             if (!dir) G->linear_forward(l[i].out, x, l[i].w, l[i].h, N, IC, l[i].OC);
@@ -900,6 +953,16 @@ static void rmsnorm_case(int N, int Cc) {
     G->rmsnorm_forward(d_out2, NULL, d_x, d_w, N, Cc, eps);
     snprintf(what, sizeof what, "rmsnorm fwd N=%d C=%d (rstd NULL)", N, Cc);
     check(what, d_out2, out, n, tol);
+    if (G->rmsnorm_forward16) {  // out rounded to bf16: the f32 output's values, rounded
+        uint16_t *d16 = G->alloc(n * sizeof(uint16_t));
+        float *d_r16 = dev(dout, N), *r = host(d_rstd, N);
+        G->rmsnorm_forward16(d16, d_r16, d_x, d_w, N, Cc, eps);
+        snprintf(what, sizeof what, "rmsnorm fwd16 N=%d C=%d", N, Cc);
+        check_bf16_of(what, d16, d_out2, n);
+        strcat(what, " rstd");
+        check_equal(what, d_r16, r, N);
+        free(r), gfree(d16), gfree(d_r16);
+    }
     float *di0 = rand_floats(n, 1), *dw0 = rand_floats(Cc, 1);
     for (int mode = 0; mode < 3; mode++) {
         int wi = mode != 2, ww = mode != 1;
@@ -1227,6 +1290,17 @@ static void swiglu_case(int64_t n) {
     float *o1 = G->alloc((n + 1) * 4), *o2 = G->alloc((n + 1) * 4);
     G->swiglu_forward(d_out, d_g, d_u, n);
     G->swiglu_forward(o1 + 1, d_sh[0] + 1, d_sh[1] + 1, n);
+    if (G->swiglu_forward16) {  // rounded to bf16: the f32 output's values, rounded, by the
+        // 4-a-thread kernel (aligned) and the one-a-thread one (one value further on)
+        uint16_t *d16 = G->alloc((n + 1) * sizeof(uint16_t));
+        G->swiglu_forward16(d16, d_g, d_u, n);
+        snprintf(what, sizeof what, "swiglu fwd16 n=%lld", (long long)n);
+        check_bf16_of(what, d16, d_out, n);
+        G->swiglu_forward16(d16 + 1, d_sh[0] + 1, d_sh[1] + 1, n);
+        strcat(what, " (scalar)");
+        check_bf16_of(what, d16 + 1, d_out, n);
+        gfree(d16);
+    }
     float *a = host(d_out, n), *b = host(o1, n + 1);
     snprintf(what, sizeof what, "swiglu n=%lld: vector and scalar kernels", (long long)n);
     if (memcmp(a, b + 1, n * 4)) fail_msg("%s differ (forward)", what);
@@ -1709,6 +1783,7 @@ static void run_benchmarks_8x512(void) {
 
 int main(void) {
     Error err = {{0}};
+    setenv("TUNELENS_CUDA_INPUTS16", "1", 0);  // (off by default until run on a GPU: its test)
     G = backend_cuda(&err);
     if (!G) {
         printf("test_cuda_ops: skipped (%s)\n", err.msg);

@@ -975,6 +975,71 @@ static void test_recompute_act_bit_identical(void **state) {
            be->name);
 }
 
+// ForwardState.inputs16 (the layers' inputs kept in bf16 where the products read them so):
+// bf16 masters' loss and gradients, and an inference pass's logits, are those of the same
+// model with its inputs kept f32 (the backend's linear_input16 hidden), bit for bit; the CPU
+// keeps f32 inputs.
+static void loss_grads16(Setup *su, ForwardState *s, float *loss, float *g, uint16_t *g16) {
+    grads_zero(&su->g);
+    *loss = model_loss_backward(&su->m, s, su->inputs, su->targets, &su->g, 1.0f);
+    su->m.be->download(g, su->g.arena, sizeof(float) * su->g.n_floats);
+    su->m.be->download(g16, su->g.arena16, sizeof(uint16_t) * su->g.n16);
+}
+
+static void test_inputs16_bit_identical(void **state) {
+    {
+        Setup su;
+        setup_open_on(&su, 1, &BACKEND_CPU);
+        assert_int_equal(su.s.inputs16, 0);
+        setup_close(&su);
+    }
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    if (!be->linear_input16 || !(be->caps & BACKEND_CAP_MASTER_GROUPS)) {
+        printf("  inputs in bf16: off in this run (TUNELENS_CUDA_INPUTS16, _MASTER_GROUPS)\n");
+        return;
+    }
+    MasterRun h;
+    master_open(&h, be, 1);
+    Setup *su = &h.su;
+    assert_int_equal(su->s.inputs16, 1);
+    Backend plain = *be;
+    plain.linear_input16 = NULL;
+    const int B = su->s.B, T = su->s.T, V = su->m.cfg.vocab_size;
+    ForwardState s32;
+    su->m.be = &plain;
+    assert_int_equal(forward_state_init(&s32, &su->m, B, T, T, ACTS_ALL | ACTS_RECOMPUTE_ACT), 0);
+    su->m.be = be;
+    assert_int_equal(s32.inputs16, 0);
+    float l16, l32, *g16 = xmalloc(sizeof(float) * su->g.n_floats), *g32 = xmalloc(sizeof(float) * su->g.n_floats);
+    uint16_t *h16 = xmalloc(sizeof(uint16_t) * su->g.n16), *h32 = xmalloc(sizeof(uint16_t) * su->g.n16);
+    loss_grads16(su, &su->s, &l16, g16, h16);
+    loss_grads16(su, &s32, &l32, g32, h32);
+    assert_memory_equal(&l16, &l32, sizeof l16);
+    assert_memory_equal(g16, g32, sizeof(float) * su->g.n_floats);
+    assert_memory_equal(h16, h32, sizeof(uint16_t) * su->g.n16);
+    forward_state_free(&s32);
+    // inference: every row's logits
+    ForwardState i16, i32;
+    assert_int_equal(forward_state_init_rows(&i16, &su->m, B, T, T, ACTS_NONE, B * T), 0);
+    su->m.be = &plain;
+    assert_int_equal(forward_state_init_rows(&i32, &su->m, B, T, T, ACTS_NONE, B * T), 0);
+    su->m.be = be;
+    assert_true(i16.inputs16 && !i32.inputs16);
+    const size_t nl = (size_t)i16.logit_rows * V;
+    float *a = xmalloc(sizeof(float) * nl), *b = xmalloc(sizeof(float) * nl);
+    model_forward(&su->m, &i16, su->inputs, 1, NULL, NULL);
+    be->download(a, i16.logits, sizeof(float) * nl);
+    model_forward(&su->m, &i32, su->inputs, 1, NULL, NULL);
+    be->download(b, i32.logits, sizeof(float) * nl);
+    assert_memory_equal(a, b, sizeof(float) * nl);
+    printf("  inputs in bf16 (%s): bf16 masters' loss and gradients, and the logits, equal the "
+           "f32 inputs' bit for bit\n", be->name);
+    forward_state_free(&i16), forward_state_free(&i32);
+    free(a), free(b), free(g16), free(g32), free(h16), free(h32);
+    setup_close(su);
+}
+
 // A backend without bf16 masters (the CPU) says so, and the model stays as it was.
 static void test_bf16_masters_declined_on_cpu(void **state) {
     Model m;
@@ -1213,6 +1278,10 @@ static void test_loss_chunk_rows(void **state) {
 
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "--signal-child")) return signal_child(argv[2], atoi(argv[3]));
+    // bf16 masters' groups and inputs kept in bf16, off in the CUDA backend by default until
+    // their first GPU run: these tests run them (=0 in the environment: the default path)
+    setenv("TUNELENS_CUDA_MASTER_GROUPS", "1", 0);
+    setenv("TUNELENS_CUDA_INPUTS16", "1", 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trainable_counts),
         cmocka_unit_test(test_lora_init_and_keys),
@@ -1226,6 +1295,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_train_pending_end),
         cmocka_unit_test(test_signal_during_final_write),
         cmocka_unit_test(test_recompute_act_bit_identical),
+        cmocka_unit_test(test_inputs16_bit_identical),
         cmocka_unit_test(test_trajectories_on_strict_backend),
         cmocka_unit_test(test_recorded_steps_equal_plain),
         cmocka_unit_test(test_dropout_checkpoint_on_cuda),

@@ -215,7 +215,7 @@ static int forced_match(const Model *m, const VocabFacts *vf, const Problem *pro
     const Backend *be = m->be;
     ForwardState s;
     int have_state = 0;
-    if (!rc && forward_state_init(&s, m, B, T, T, 1))  // 1: room for every row's logits
+    if (!rc && forward_state_init_rows(&s, m, B, T, T, ACTS_NONE, BT))  // every row's logits
         rc = err_set(err, "out of memory for a %d x %d evaluation batch", B, T);
     else have_state = !rc;
     float *nll_dev = have_state ? backend_xalloc(be, sizeof(float) * (size_t)BT) : NULL;

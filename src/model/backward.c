@@ -191,17 +191,20 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
 static void linear_group_backward(const Model *m, const ForwardState *s, const Block *b,
                                   BlockGrads *bg, size_t a, const float *xa, int n,
                                   const Proj *ps, const float *const *douts, float *dinp,
-                                  const float *inp, float *dy, int N, const Dropout *drop) {
+                                  const float *inp, const uint16_t *inp16, float *dy, int N,
+                                  const Dropout *drop) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
-    if (model_lora_group(m, s, b, bg, xa, n, ps, drop, be->linear_lora_backward != NULL && xa,
-                         l)) {
+    // (without the saved xa only the masters' groups, which have no adapter)
+    if (model_lora_group(m, s, b, bg, xa, n, ps, drop, be->linear_lora_backward != NULL &&
+                         (xa || (m->bf16_masters && (be->caps & BACKEND_CAP_MASTER_GROUPS))), l)) {
         for (int i = 0; i < n; i++)
             l[i].dout = douts[i], l[i].dA = bg->lora_A[ps[i]], l[i].dB = bg->lora_B[ps[i]];
-        be->linear_lora_backward(l, n, dinp, inp, N, proj_in_dim(c, ps[0]));
+        be->linear_lora_backward(l, n, dinp, inp, inp16, N, proj_in_dim(c, ps[0]));
         return;
     }
+    model_require_f32_input(inp, "backward");
     for (int i = 0; i < n; i++)
         linear_backward(be, b, bg, ps[i], c, dinp, douts[i], inp, l[i].xa,
                         model_dora_y(m, s, a, ps[i]), dy, N, &drop[ps[i]]);
@@ -245,42 +248,51 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         }
         const size_t a = ckpt ? 0 : (size_t)l;  // activation slot
         const float *x = s->resid + (size_t)l * NC, *mid = s->resid_mid + a * NC;
-        const float *xn = s->attn_xn + a * NC, *fxn = s->ffn_xn + a * NC;
+        const size_t aa = s->act_recompute ? 0 : a;  // act's slot
+        const int in16 = s->inputs16;  // the layers' inputs in bf16 (ForwardState.inputs16)
+        const float *xn = in16 ? NULL : s->attn_xn + a * NC, *fxn = in16 ? NULL : s->ffn_xn + a * NC;
         const float *q = s->q + a * N * HD, *att = s->att_out + a * N * HD;
         const float *gate = s->gate + a * NF, *up = s->up + a * NF;
-        float *act = s->act + (s->act_recompute ? 0 : a) * NF;
+        float *act = in16 ? NULL : s->act + aa * NF;
+        const uint16_t *xn16 = in16 ? s->attn_xn16 + a * NC : NULL;
+        const uint16_t *fxn16 = in16 ? s->ffn_xn16 + a * NC : NULL;
+        uint16_t *act16 = in16 ? s->act16 + aa * NF : NULL;
         const float *probs = s->probs + a * s->probs_floats;
         const float *kc = s->k_cache + a * B * s->max_seq * KVD;  // one KV slot when ckpt
         const float *vc = s->v_cache + a * B * s->max_seq * KVD;
         const float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
         Dropout drop[N_PROJ];
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define LINEARS_BACKWARD(n, ps, douts, dinp, inp) \
-    linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, dinp, inp, ddora, N, drop)
+#define LINEARS_BACKWARD(n, ps, douts, dinp, inp, inp16) \
+    linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, dinp, inp, inp16, ddora, N, drop)
 
         be->zero(dxn, sizeof(float) * (size_t)(dgate - dxn));  // these gradients accumulate
         be->zero(datt, sizeof(float) * (size_t)(ddora - datt));  // (dX += ...)
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.
-        if (s->act_recompute && !ckpt)  // one act slot: this block's again (the same bits)
-            be->swiglu_forward(act, gate, up, (int64_t)NF);
-        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), dact, act);
+        if (s->act_recompute && !ckpt) {  // one act slot: this block's again (the same bits)
+            if (act16) be->swiglu_forward16(act16, gate, up, (int64_t)NF);
+            else be->swiglu_forward(act, gate, up, (int64_t)NF);
+        }
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), dact,
+                         act, act16);
         be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEARS_BACKWARD(2, ((const Proj[]){PROJ_GATE, PROJ_UP}),
-                         ((const float *const[]){dgate, dup}), dxn, fxn);
+                         ((const float *const[]){dgate, dup}), dxn, fxn, fxn16);
         be->rmsnorm_backward(dresid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N,
                              N, C);
 
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn))); dresid, mid's
         // gradient, becomes x's in place
-        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), datt, att);
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), datt, att,
+                         NULL);
         be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D,
                                m->linear_dtype);
         be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
         be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
         LINEARS_BACKWARD(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}),
-                         ((const float *const[]){dq, dk, dv}), dxa, xn);
+                         ((const float *const[]){dq, dk, dv}), dxa, xn, xn16);
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
         if (below || bg->attn_norm)

@@ -65,8 +65,30 @@ int model_loss_chunk_rows(const ModelConfig *c, int N, size_t budget_bytes) {
     return rows < (size_t)N ? (int)rows : N;
 }
 
+// Whether a state keeps the linear layers' inputs in bf16 (ForwardState.inputs16): the backend
+// has the ops, every layer's products read their input as bf16 (linear_input16), no layer has
+// an adapter (LoRA's rank products read the f32 input), and a backward, if any, goes through
+// the group ops: bf16 master weights (f32 masters' layer-by-layer backward reads f32 inputs).
+static int model_inputs16(const Model *m, int keep_acts) {
+    const Backend *be = m->be;
+    if (!be->linear_input16 || !be->rmsnorm_forward16 || !be->swiglu_forward16 ||
+        !be->linear_lora_forward || max_lora_rank(m) > 0 || model_has_dora(m))
+        return 0;
+    if (keep_acts != ACTS_NONE && (!m->bf16_masters || !be->linear_lora_backward ||
+                                   !(be->caps & BACKEND_CAP_MASTER_GROUPS)))
+        return 0;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int p = 0; p < N_PROJ; p++)
+            if (!be->linear_input16(m->blocks[l].lin[p])) return 0;
+    return 1;
+}
+
+// floats holding n bf16 values, rounded up to 256 bytes (what follows stays as aligned)
+static size_t bf16_floats(size_t n) { return ((n + 1) / 2 + 63) / 64 * 64; }
+
 int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_seq, int keep_acts) {
-    return forward_state_init_rows(s, m, B, T, max_seq, keep_acts, B * T);
+    return forward_state_init_rows(s, m, B, T, max_seq, keep_acts,
+                                   (keep_acts & ~ACTS_RECOMPUTE_ACT) == ACTS_NONE ? 1 : B * T);
 }
 
 int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int max_seq,
@@ -76,7 +98,7 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     s->act_recompute = (keep_acts & ACTS_RECOMPUTE_ACT) != 0;
     keep_acts &= ~ACTS_RECOMPUTE_ACT;
     s->B = B, s->T = T, s->max_seq = max_seq, s->keep_acts = keep_acts;
-    if (keep_acts == ACTS_NONE || logit_rows < 1) logit_rows = 1;
+    if (logit_rows < 1) logit_rows = 1;
     if (logit_rows > B * T) logit_rows = B * T;
     s->logit_rows = logit_rows;
     s->lora_rank_max = max_lora_rank(m);
@@ -89,20 +111,27 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     size_t widest = C > F ? C : F;
     if (HD > widest) widest = HD;
     size_t V = c->vocab_size;
+    s->inputs16 = model_inputs16(m, keep_acts);
+    const size_t Lact = s->act_recompute ? 1 : La, in16 = s->inputs16;  // act's slots
     size_t sizes[] = {
+        // inputs16: attn_xn16, ffn_xn16, act16 first (256-byte aligned for the products)
+        in16 * bf16_floats(La * N * C), in16 * bf16_floats(La * N * C),
+        in16 * bf16_floats(Lact * N * F),
         Lkv * B * max_seq * KVD, Lkv * B * max_seq * KVD,  // k, v cache
         Lr * N * C,                                      // resid (+ final)
-        La * N * C, La * N, La * N * HD,                 // attn_xn, attn_rstd, q
+        !in16 * La * N * C, La * N, La * N * HD,         // attn_xn, attn_rstd, q
         La * s->probs_floats,                            // probs (attention's saved state)
-        La * N * HD, La * N * C, La * N * C, La * N,     // att_out, resid_mid, ffn_xn, ffn_rstd
-        La * N * F, La * N * F, (s->act_recompute ? 1 : La) * N * F,  // gate, up, act
+        La * N * HD, La * N * C, !in16 * La * N * C, La * N,  // att_out, resid_mid, ffn_xn,
+                                                              // ffn_rstd
+        La * N * F, La * N * F, !in16 * Lact * N * F,     // gate, up, act
         La * N_PROJ * N * (size_t)s->lora_rank_max,      // lora_xa
         keep_acts != ACTS_NONE && model_has_dora(m) ? La * dora_y_floats(c, N) : 0,  // dora_y
         N * widest,                                      // scratch
         N * C, N,                                        // final_xn, final_rstd
         (size_t)logit_rows * V,                          // logits
     };
-    float **dst[] = {&s->k_cache, &s->v_cache, &s->resid, &s->attn_xn, &s->attn_rstd, &s->q,
+    float *in16p[3];
+    float **dst[] = {&in16p[0], &in16p[1], &in16p[2], &s->k_cache, &s->v_cache, &s->resid, &s->attn_xn, &s->attn_rstd, &s->q,
                      &s->probs, &s->att_out, &s->resid_mid, &s->ffn_xn, &s->ffn_rstd, &s->gate,
                      &s->up, &s->act, &s->lora_xa, &s->dora_y, &s->scratch, &s->final_xn, &s->final_rstd,
                      &s->logits};
@@ -123,6 +152,11 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
         arena += sizes[i];
     }
     if (keep_acts == ACTS_NONE || !model_has_dora(m)) s->dora_y = NULL;  // DoRA keeps nothing
+    if (s->inputs16) {
+        s->attn_xn16 = (uint16_t *)in16p[0], s->ffn_xn16 = (uint16_t *)in16p[1];
+        s->act16 = (uint16_t *)in16p[2];
+        s->attn_xn = s->ffn_xn = s->act = NULL;
+    }
     s->tokens = (int *)arena, s->targets = s->tokens + N, s->pos_ids = s->targets + N;
     s->row_losses = (float *)(s->pos_ids + N);
     s->loss_scale = s->row_losses + N;
@@ -157,19 +191,22 @@ int model_lora_group(const Model *m, const ForwardState *s, const Block *b, cons
                      LinearLora *l) {
     const ModelConfig *c = &m->cfg;
     const size_t xa_stride = (size_t)s->B * s->T * s->lora_rank_max;
-    int ranked = 0;
+    int ranked = 0, masters = 0;
     for (int i = 0; i < n; i++) {
         const Proj p = ps[i];
         const LoraLinear *lo = &b->lora[p];
         ranked |= lo->rank > 0;
-        // (bf16 masters stay layer by layer: the group op's dw16 awaits its GPU check)
-        if (lo->m || drop[p].p > 0.0f || (bg && (bg->w[p] || bg->w16[p]))) has_op = 0;
+        if (lo->m || drop[p].p > 0.0f || (bg && bg->w[p])) has_op = 0;
         l[i] = (LinearLora){.w = b->w[p], .h = b->lin[p], .OC = proj_out_dim(c, p),
                             .A = lo->A, .B = lo->B, .r = lo->rank, .scale = lo->scale,
-                            .xa = xa ? (float *)xa + (size_t)p * xa_stride : NULL};
+                            .xa = xa ? (float *)xa + (size_t)p * xa_stride : NULL,
+                            .dw16 = bg ? bg->w16[p] : NULL};
+        masters += l[i].dw16 != NULL;
     }
-    // a forward without adapters too: the backend rounds the shared input once for the group
-    return has_op && (ranked || !bg);
+    // a forward without adapters too, and bf16 master weights' backward (without adapters)
+    // where the backend takes them: the backend rounds the shared input once for the group
+    const int master_groups = (m->be->caps & BACKEND_CAP_MASTER_GROUPS) != 0;
+    return has_op && (ranked ? !masters : !bg || (master_groups && masters == n));
 }
 
 // The layers ps[0..n) of block b, all reading `in` (q/k/v; gate/up), into outs[0..n): through
@@ -178,17 +215,25 @@ int model_lora_group(const Model *m, const ForwardState *s, const Block *b, cons
 // the block's LoRA slot (N_PROJ of N x r), or NULL.
 static void linear_group(const Model *m, const ForwardState *s, const Block *b, size_t a,
                          float *xa, int n, const Proj *ps, float *const *outs, const float *in,
-                         int N, const Dropout *drop) {
+                         const uint16_t *in16, int N, const Dropout *drop) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
     if (model_lora_group(m, s, b, NULL, xa, n, ps, drop, be->linear_lora_forward != NULL, l)) {
         for (int i = 0; i < n; i++) l[i].out = outs[i];
-        be->linear_lora_forward(l, n, in, N, proj_in_dim(c, ps[0]));
+        be->linear_lora_forward(l, n, in, in16, N, proj_in_dim(c, ps[0]));
         return;
     }
+    model_require_f32_input(in, "forward");
     for (int i = 0; i < n; i++)
         linear(be, b, ps[i], c, outs[i], l[i].xa, model_dora_y(m, s, a, ps[i]), in, N, &drop[ps[i]]);
+}
+
+void model_require_f32_input(const float *in, const char *pass) {
+    if (in) return;  // (model_inputs16 admits only layers the group ops take)
+    fprintf(stderr, "tunelens: %s: a linear layer outside the group ops with its input in bf16\n",
+            pass);
+    abort();
 }
 
 Dropout model_lora_dropout(const ForwardState *s, int l, Proj p) {
@@ -211,11 +256,15 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     size_t lkv = s->keep_acts == ACTS_CHECKPOINT ? 0 : (size_t)l;
     float *x = s->resid + lr * N * C;
     float *x_out = s->resid + (s->keep_acts != ACTS_NONE ? lr + 1 : 0) * N * C;
-    float *xn = s->attn_xn + a * N * C, *q = s->q + a * N * HD;
+    const size_t aa = s->act_recompute ? 0 : a;  // act's slot
+    float *xn = s->inputs16 ? NULL : s->attn_xn + a * N * C, *q = s->q + a * N * HD;
     float *att = s->att_out + a * N * HD, *mid = s->resid_mid + a * N * C;
-    float *fxn = s->ffn_xn + a * N * C;
+    float *fxn = s->inputs16 ? NULL : s->ffn_xn + a * N * C;
     float *gate = s->gate + a * N * F, *up = s->up + a * N * F;
-    float *act = s->act + (s->act_recompute ? 0 : a) * N * F;
+    float *act = s->inputs16 ? NULL : s->act + aa * N * F;
+    uint16_t *xn16 = s->inputs16 ? s->attn_xn16 + a * N * C : NULL;  // (inputs16: these)
+    uint16_t *fxn16 = s->inputs16 ? s->ffn_xn16 + a * N * C : NULL;
+    uint16_t *act16 = s->inputs16 ? s->act16 + aa * N * F : NULL;
     float *probs = s->probs + a * s->probs_floats;
     float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
     float *kc = s->k_cache + lkv * B * s->max_seq * KVD;
@@ -228,22 +277,26 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     float *k_new = kc + (size_t)pos0 * KVD, *v_new = vc + (size_t)pos0 * KVD;
     Dropout drop[N_PROJ];
     for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define LINEARS(n, ps, outs, in) linear_group(m, s, blk, a, xa, n, ps, outs, in, N, drop)
+#define LINEARS(n, ps, outs, in, in16) linear_group(m, s, blk, a, xa, n, ps, outs, in, in16, N, drop)
 
     // attention
-    be->rmsnorm_forward(xn, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
-    LINEARS(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}), ((float *const[]){q, k_new, v_new}), xn);
+    if (xn16) be->rmsnorm_forward16(xn16, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
+    else be->rmsnorm_forward(xn, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
+    LINEARS(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}), ((float *const[]){q, k_new, v_new}), xn,
+            xn16);
     be->rope_forward(q, cos_t, sin_t, s->pos_ids, N, H, D);
     be->rope_forward(k_new, cos_t, sin_t, s->pos_ids, N, Hkv, D);
     be->attention_forward(att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D, m->linear_dtype);
-    LINEARS(1, ((const Proj[]){PROJ_O}), ((float *const[]){s->scratch}), att);
+    LINEARS(1, ((const Proj[]){PROJ_O}), ((float *const[]){s->scratch}), att, NULL);
     be->add_forward(mid, x, s->scratch, (int64_t)N * C);
 
     // MLP
-    be->rmsnorm_forward(fxn, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
-    LINEARS(2, ((const Proj[]){PROJ_GATE, PROJ_UP}), ((float *const[]){gate, up}), fxn);
-    be->swiglu_forward(act, gate, up, (int64_t)N * F);
-    LINEARS(1, ((const Proj[]){PROJ_DOWN}), ((float *const[]){s->scratch}), act);
+    if (fxn16) be->rmsnorm_forward16(fxn16, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
+    else be->rmsnorm_forward(fxn, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
+    LINEARS(2, ((const Proj[]){PROJ_GATE, PROJ_UP}), ((float *const[]){gate, up}), fxn, fxn16);
+    if (act16) be->swiglu_forward16(act16, gate, up, (int64_t)N * F);
+    else be->swiglu_forward(act, gate, up, (int64_t)N * F);
+    LINEARS(1, ((const Proj[]){PROJ_DOWN}), ((float *const[]){s->scratch}), act, act16);
     be->add_forward(x_out, mid, s->scratch, (int64_t)N * C);
 #undef LINEARS
 }

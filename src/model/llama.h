@@ -235,6 +235,11 @@ typedef struct {
     float *ffn_rstd;    // (B*T)
     float *gate, *up;   // (B*T, F)
     float *act;         // (B*T, F)   silu(gate) * up
+    // inputs16 (model_inputs16): the linear layers' inputs attn_xn, ffn_xn and act are kept in
+    // bf16 instead, as the backend's products read them (linear_input16), same sizes; the f32
+    // buffers are then NULL
+    int inputs16;
+    uint16_t *attn_xn16, *ffn_xn16, *act16;
     float *lora_xa;     // (B*T, r) per projection, when LoRA is on
     float *dora_y;      // (B*T, out) per projection, when DoRA is on and acts are kept: the
                         // output before its magnitude scaling (backward's gradient of m)
@@ -255,8 +260,10 @@ typedef struct {
     int lora_rank_max;
 } ForwardState;
 
+// Room for every row's logits (B*T; ACTS_NONE: the last position's alone).
 int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_seq, int keep_acts);
-// The same with room for only logit_rows rows of logits (of B*T; ACTS_NONE: 1): model_loss and
+// The same with room for logit_rows rows of logits (of B*T; ACTS_NONE with B*T: a forward
+// pass that wants every row's, as the experiment's teacher-forced evaluation): model_loss and
 // model_loss_backward then run the head and the loss logit_rows rows at a time, and the full
 // (B*T, V) logits never exist (at 8 x 512 tokens and Llama-3's 128256 words, 2.1 GB).
 int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int max_seq,
@@ -342,6 +349,10 @@ void grads_zero(Grads *g);
 int model_lora_group(const Model *m, const ForwardState *s, const Block *b, const BlockGrads *bg,
                      const float *xa, int n, const Proj *ps, const Dropout *drop, int has_op,
                      LinearLora *l);
+
+// Aborts, saying so, where a layer outside the group ops would read a NULL f32 input (a state
+// with inputs16 has only the bf16 ones; model_inputs16 admits none such: a bug otherwise).
+void model_require_f32_input(const float *in, const char *pass);
 
 // Forward (keep_acts) + mean cross-entropy over targets >= 0. Returns the loss. A state with
 // room for every row's logits keeps them in s->logits; else the head and the loss run in

@@ -74,6 +74,8 @@ enum {
     BACKEND_CAP_BF16_MASTER = 1 << 1,  // bf16 master weights: a DTYPE_BF16 weight handle is a
                                   // plain bf16 buffer that can be trained in place
                                   // (linear_master, linear_backward_master, adam_table)
+    BACKEND_CAP_MASTER_GROUPS = 1 << 3,  // linear_lora_backward takes bf16 master weights
+                                  // (dw16): a group of them rounds its input once
     BACKEND_CAP_LINEAR_ONE_COPY = 1 << 2,  // linear_prepare makes the same handle whatever
                                   // needs_backward says: one prepared for a forward pass serves
                                   // training's backward too (a model prepared for inference can
@@ -154,13 +156,26 @@ typedef struct Backend {
     // for a rank-r adapter, which the folded products need (0, or -1 when out of memory;
     // without it the group runs unfolded); r = 0 gives the room back (the adapter detached:
     // the handle holds the weight alone again, as linear_prepare made it).
-    void (*linear_lora_forward)(const LinearLora *l, int n, const float *inp, int N, int IC);
+    // inp16: the input kept in bf16 (linear_input16 below; inp then unused, may be NULL): a
+    // group without adapters only
+    void (*linear_lora_forward)(const LinearLora *l, int n, const float *inp,
+                                const uint16_t *inp16, int N, int IC);
     // dinp (N,IC) += sum over the layers of dout @ W + dxa @ A^T (dinp may be NULL); a layer
-    // with dw16 (a bf16 master weight) also its weight's gradient, the same GEMMs as
-    // linear_backward_master's with the input rounded once for the group (test_master_group
-    // holds them bit for bit; the model does not use it yet: see llama.c)
-    void (*linear_lora_backward)(const LinearLora *l, int n, float *dinp, const float *inp, int N,
-                                 int IC);
+    // with dw16 (a bf16 master weight; BACKEND_CAP_MASTER_GROUPS) also its weight's gradient,
+    // the same GEMMs as linear_backward_master's with the input rounded once for the group
+    // (test_master_group holds them bit for bit); inp16 as in linear_lora_forward
+    void (*linear_lora_backward)(const LinearLora *l, int n, float *dinp, const float *inp,
+                                 const uint16_t *inp16, int N, int IC);
+    // ---- inputs of linear layers kept in the precision the products read them in. 1 where
+    // the products of h read their input rounded to bf16 (nearest): an input kept as those
+    // bf16 values gives them the same numbers in half the bytes, without a rounding pass
+    // before each product. The ops below then write such inputs directly (rmsnorm_forward's
+    // and swiglu_forward's outputs, rounded); NULL where a backend has none (the model keeps
+    // its inputs f32: the CPU).
+    int (*linear_input16)(const LinearWeight *h);
+    void (*rmsnorm_forward16)(uint16_t *out, float *rstd, const float *inp, const float *weight,
+                              int N, int C, float eps);
+    void (*swiglu_forward16)(uint16_t *out, const float *gate, const float *up, int64_t n);
     int (*linear_lora_reserve)(LinearWeight *h, int r);
     // out (N,IC) = rows ids (N, a buffer of this backend) of the handle's weight as f32: the
     // embedding lookup of a table that exists only as its handle (the head's, tied, prepared

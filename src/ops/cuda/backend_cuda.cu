@@ -345,6 +345,16 @@ static void init(void) {
     backend.linear_lora_forward = cuda_linear_lora_forward;
     backend.linear_lora_backward = cuda_linear_lora_backward;
     backend.linear_lora_reserve = cuda_linear_lora_reserve;
+    // Until their first run on a GPU (written session 13; the tests: test_master_group,
+    // test_inputs16_bit_identical), bf16 masters' groups and inputs kept in bf16 are off
+    // unless TUNELENS_CUDA_MASTER_GROUPS=1 / TUNELENS_CUDA_INPUTS16=1 (the latter needs the
+    // former for training)
+    if (getenv("TUNELENS_CUDA_MASTER_GROUPS") && atoi(getenv("TUNELENS_CUDA_MASTER_GROUPS")))
+        backend.caps |= BACKEND_CAP_MASTER_GROUPS;
+    if (getenv("TUNELENS_CUDA_INPUTS16") && atoi(getenv("TUNELENS_CUDA_INPUTS16")))
+        backend.linear_input16 = cuda_linear_input16;
+    backend.rmsnorm_forward16 = cuda_rmsnorm_forward16;
+    backend.swiglu_forward16 = cuda_swiglu_forward16;
     backend.linear_rows = cuda_linear_rows;
     backend.dora_norm = cuda_dora_norm;
     backend.dora_forward = cuda_dora_forward;
@@ -381,7 +391,8 @@ static void init(void) {
     // TUNELENS_CUDA_LORA_FOLD=0: LoRA's products as passes of their own, as before they were
     // folded into the bf16 GEMMs (lora.cu), for comparing the two
     if (getenv("TUNELENS_CUDA_LORA_FOLD") && !atoi(getenv("TUNELENS_CUDA_LORA_FOLD")))
-        backend.linear_lora_forward = NULL, backend.linear_lora_backward = NULL;
+        backend.linear_lora_forward = NULL, backend.linear_lora_backward = NULL,
+        backend.linear_input16 = NULL;  // (an input kept in bf16 goes through the group ops)
     if (getenv("TUNELENS_CUDA_PROFILE") && atoi(getenv("TUNELENS_CUDA_PROFILE")))
         cuda_profile_install(&backend);
     if (getenv("TUNELENS_CUDA_NCU_STEP"))

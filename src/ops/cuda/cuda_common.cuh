@@ -158,9 +158,11 @@ void cuda_lora_forward(float *out, float *xa, const float *inp, const float *A, 
 void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, const float *inp,
                         const float *xa, const float *A, const float *B, int N, int IC, int OC,
                         int r, float scale, const Dropout *drop);
-void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, int N, int IC);
-void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp, int N,
-                               int IC);
+void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, const uint16_t *inp16,
+                              int N, int IC);
+void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp,
+                               const uint16_t *inp16, int N, int IC);
+int cuda_linear_input16(const LinearWeight *h);
 int cuda_linear_lora_reserve(LinearWeight *h, int r);
 // dropout on device buffers (used by lora.cu): inp (N,C) -> out (N,C) (may be inp);
 // dinp (N,C) += mask * dout / (1-p)
@@ -168,6 +170,8 @@ void cuda_dropout_forward(float *out, const float *inp, const Dropout *d, int N,
 void cuda_dropout_backward(float *dinp, const float *dout, const Dropout *d, int N, int C);
 void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
                           int C, float eps);
+void cuda_rmsnorm_forward16(uint16_t *out, float *rstd, const float *inp, const float *weight,
+                            int N, int C, float eps);
 void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                            const float *weight, const float *rstd, int N, int C);
 void cuda_rope_forward(float *x, const float *cos_t, const float *sin_t, const int *pos, int N,
@@ -194,6 +198,7 @@ void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float 
                                    const float *v, int B, int T, int S, int q_offset, int H,
                                    int Hkv, int D, ComputeDtype dtype);
 void cuda_swiglu_forward(float *out, const float *gate, const float *up, int64_t n);
+void cuda_swiglu_forward16(uint16_t *out, const float *gate, const float *up, int64_t n);
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                           const float *up, int64_t n);
 void cuda_embedding_forward(float *out, const int *ids, const float *table, int N, int C);

@@ -890,8 +890,33 @@ static size_t bf16_floats(size_t n) { return ((n + 1) / 2 + 63) / 64 * 64; }
 // N = 4096's q/k/v (8.6 MB more) runs its layers one by one as before).
 #define LORA_BATCH_BYTES ((size_t)4 << 20)
 
-void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, int N, int IC) {
+// a group reading its input kept in bf16 (inp16): bf16 handles, no adapters (the model keeps
+// an input in bf16 only for such layers: linear_input16)
+static void require_input16(const LinearLora *l, int n, int IC, const char *op) {
+    bool ok = IC > 0;
+    for (int i = 0; i < n; i++) ok = ok && cuda_linear_is_bf16(l[i].h) && l[i].r == 0;
+    if (!ok) {
+        fprintf(stderr, "tunelens: %s: an input in bf16 needs bf16 weights without adapters\n",
+                op);
+        abort();
+    }
+}
+
+int cuda_linear_input16(const LinearWeight *h) { return cuda_linear_is_bf16(h); }
+
+void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, const uint16_t *inp16,
+                              int N, int IC) {
     if (N <= 0 || n <= 0) return;
+    if (inp16) {  // out (N,OC) = inp16 (N,IC) @ W^T, the products the f32 input would get
+        require_input16(l, n, IC, "linear_lora_forward");
+        for (int i = 0; i < n; i++) {
+            int hld, hrp;
+            const __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
+            cuda_gemm_bf16_rm(false, true, N, l[i].OC, IC, 1.0f, (const __nv_bfloat16 *)inp16,
+                              IC, hw, hld, 0.0f, l[i].out, l[i].OC);
+        }
+        return;
+    }
     if (!lora_foldable(l, n, IC, false)) {  // f32 / TF32 (or no room): the ops one by one
         for (int i = 0; i < n; i++) {
             cuda_linear_forward(l[i].out, inp, l[i].w, l[i].h, N, IC, l[i].OC);
@@ -971,10 +996,11 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, int 
     }
 }
 
-void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp, int N,
-                               int IC) {
+void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp,
+                               const uint16_t *inp16, int N, int IC) {
     if (N <= 0 || n <= 0) return;
-    if (!lora_foldable(l, n, IC, true)) {
+    if (inp16) require_input16(l, n, IC, "linear_lora_backward");
+    if (!inp16 && !lora_foldable(l, n, IC, true)) {
         for (int i = 0; i < n; i++) {
             if (l[i].dw16)
                 cuda_linear_backward_master(dinp, l[i].dw16, l[i].dout, inp, l[i].h, N, IC,
@@ -1014,10 +1040,11 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     const size_t pc_all = batch ? s_pc : n_pc;
     // the masters' weight gradients: bf16(inp) once for the group, first (256-byte aligned, as
     // linear_backward_master's own copy: the same GEMMs, the same bits)
-    const size_t n_x = any_w16 ? bf16_floats((size_t)N * IC) : 0;
+    // (inp16: that rounding is the input itself)
+    const size_t n_x = any_w16 && !inp16 ? bf16_floats((size_t)N * IC) : 0;
     float *ws = cuda_workspace(n_x + g_all + n_dxa + pd_all + pc_all + n_pa);
-    __nv_bfloat16 *X = (__nv_bfloat16 *)ws;
-    if (any_w16) cuda_to_bf16_rows(X, IC, inp, N, IC);
+    const __nv_bfloat16 *X = inp16 ? (const __nv_bfloat16 *)inp16 : (__nv_bfloat16 *)ws;
+    if (any_w16 && !inp16) cuda_to_bf16_rows((__nv_bfloat16 *)ws, IC, inp, N, IC);
     ws += n_x;
     // [dout | bf16(dxa)]: each layer its own (batched) or one layer's at a time
     float *dxa = ws + g_all, *Pd = dxa + n_dxa, *Pc = Pd + pd_all, *Pa = Pc + pc_all;

@@ -83,6 +83,8 @@ void cuda_profile_install(Backend *be) {
     PROF(attention_forward);
     PROF(attention_backward);
     PROF(swiglu_forward);
+    PROF(swiglu_forward16);
+    PROF(rmsnorm_forward16);
     PROF(swiglu_backward);
     PROF(embedding_forward);
     PROF(linear_rows);

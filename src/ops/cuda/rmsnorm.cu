@@ -6,18 +6,23 @@
 #define RMS_THREADS 256
 #define RMS_ROWS 32  // rows per partial sum of dweight
 
-// inp (N,C), weight (C) -> out (N,C); rstd (N) (may be NULL)
-__global__ static void rmsnorm_fwd_kernel(float *out, float *rstd, const float *inp,
+__device__ __forceinline__ void rms_store(float *o, float v) { *o = v; }
+__device__ __forceinline__ void rms_store(__nv_bfloat16 *o, float v) { *o = __float2bfloat16_rn(v); }
+
+// inp (N,C), weight (C) -> out (N,C) (f32, or bf16: the f32 value rounded to nearest); rstd
+// (N) (may be NULL)
+template <typename OUT>
+__global__ static void rmsnorm_fwd_kernel(OUT *out, float *rstd, const float *inp,
                                           const float *weight, int C, float eps) {
     __shared__ double red[32];
     const int64_t n = blockIdx.x;
     const float *x = inp + n * C;
-    float *o = out + n * C;
+    OUT *o = out + n * C;
     double ss = 0.0;
     for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)x[i] * x[i];
     ss = block_sum(ss, red);
     const float r = (float)(1.0 / sqrt(ss / C + (double)eps));
-    for (int i = threadIdx.x; i < C; i += blockDim.x) o[i] = __fmul_rn(x[i] * r, weight[i]);
+    for (int i = threadIdx.x; i < C; i += blockDim.x) rms_store(o + i, __fmul_rn(x[i] * r, weight[i]));
     if (rstd && threadIdx.x == 0) rstd[n] = r;
 }
 
@@ -65,6 +70,14 @@ void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float
                           int C, float eps) {
     if (N <= 0 || C <= 0) return;
     rmsnorm_fwd_kernel<<<N, RMS_THREADS>>>(out, rstd, inp, weight, C, eps);
+    CUDA_LAUNCH_CHECK();
+}
+
+// the same, out rounded to bf16 (the input of bf16 products: linear_input16)
+void cuda_rmsnorm_forward16(uint16_t *out, float *rstd, const float *inp, const float *weight,
+                            int N, int C, float eps) {
+    if (N <= 0 || C <= 0) return;
+    rmsnorm_fwd_kernel<<<N, RMS_THREADS>>>((__nv_bfloat16 *)out, rstd, inp, weight, C, eps);
     CUDA_LAUNCH_CHECK();
 }
 

@@ -33,6 +33,24 @@ __global__ static void swiglu_fwd4_kernel(float4 *out, const float4 *gate, const
     }
 }
 
+// the same, out rounded to bf16 (the input of bf16 products: linear_input16)
+__global__ static void swiglu_fwd16_kernel(__nv_bfloat16 *out, const float *gate, const float *up,
+                                           int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16_rn(swiglu_value(gate[i], up[i]));
+}
+__global__ static void swiglu_fwd16x4_kernel(uint2 *out, const float4 *gate, const float4 *up,
+                                             int64_t n4) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float4 g = gate[i], u = up[i];
+        __nv_bfloat162 lo = __floats2bfloat162_rn(swiglu_value(g.x, u.x), swiglu_value(g.y, u.y));
+        __nv_bfloat162 hi = __floats2bfloat162_rn(swiglu_value(g.z, u.z), swiglu_value(g.w, u.w));
+        out[i] = make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+    }
+}
+
 // dgate (n), dup (n) (either NULL), overwritten (as on the CPU)
 __global__ static void swiglu_bwd_kernel(float *dgate, float *dup, const float *dout,
                                          const float *gate, const float *up, int64_t n) {
@@ -75,6 +93,16 @@ void cuda_swiglu_forward(float *out, const float *gate, const float *up, int64_t
                                                            (const float4 *)up, n / 4);
     else
         swiglu_fwd_kernel<<<cuda_grid(n, 256), 256>>>(out, gate, up, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_swiglu_forward16(uint16_t *out, const float *gate, const float *up, int64_t n) {
+    if (n <= 0) return;
+    if (vec4(n, gate, up, NULL, NULL, NULL) && !((uintptr_t)out & 7u))
+        swiglu_fwd16x4_kernel<<<cuda_grid(n / 4, 256), 256>>>(
+            (uint2 *)out, (const float4 *)gate, (const float4 *)up, n / 4);
+    else
+        swiglu_fwd16_kernel<<<cuda_grid(n, 256), 256>>>((__nv_bfloat16 *)out, gate, up, n);
     CUDA_LAUNCH_CHECK();
 }
 
