@@ -131,8 +131,8 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
         (size_t)logit_rows * V,                          // logits
     };
     float *in16p[3];
-    float **dst[] = {&in16p[0], &in16p[1], &in16p[2], &s->k_cache, &s->v_cache, &s->resid, &s->attn_xn, &s->attn_rstd, &s->q,
-                     &s->probs, &s->att_out, &s->resid_mid, &s->ffn_xn, &s->ffn_rstd, &s->gate,
+    float **dst[] = {&in16p[0], &in16p[1], &in16p[2], &s->k_cache, &s->v_cache, &s->resid,
+                     &s->attn_xn, &s->attn_rstd, &s->q, &s->probs, &s->att_out, &s->resid_mid, &s->ffn_xn, &s->ffn_rstd, &s->gate,
                      &s->up, &s->act, &s->lora_xa, &s->dora_y, &s->scratch, &s->final_xn, &s->final_rstd,
                      &s->logits};
     size_t total = 0;

@@ -74,12 +74,12 @@ enum {
     BACKEND_CAP_BF16_MASTER = 1 << 1,  // bf16 master weights: a DTYPE_BF16 weight handle is a
                                   // plain bf16 buffer that can be trained in place
                                   // (linear_master, linear_backward_master, adam_table)
-    BACKEND_CAP_MASTER_GROUPS = 1 << 3,  // linear_lora_backward takes bf16 master weights
-                                  // (dw16): a group of them rounds its input once
     BACKEND_CAP_LINEAR_ONE_COPY = 1 << 2,  // linear_prepare makes the same handle whatever
                                   // needs_backward says: one prepared for a forward pass serves
                                   // training's backward too (a model prepared for inference can
                                   // be trained as it is)
+    BACKEND_CAP_MASTER_GROUPS = 1 << 3,  // linear_lora_backward takes bf16 master weights
+                                  // (dw16): a group of them rounds its input once
 };
 
 typedef struct Backend {
