@@ -344,8 +344,9 @@ void grads_zero(Grads *g);
 // (q/k/v; gate/up): weights, handles, adapters and their xa slots in the block's LoRA slot xa
 // (NULL: none kept). Returns 1 when the group goes to the backend's linear_lora_* (has_op: the
 // backend has the op; some layer has an adapter, or none has and bg is NULL (a forward: the
-// group shares its input's rounding); none drops its input, has DoRA or a weight gradient in
-// bg), else 0: the model runs the layers one by one.
+// group shares its input's rounding) or every layer is a bf16 master weight (bg's w16) and the
+// backend takes those (BACKEND_CAP_MASTER_GROUPS); none drops its input, has DoRA or an f32
+// weight gradient in bg), else 0: the model runs the layers one by one.
 int model_lora_group(const Model *m, const ForwardState *s, const Block *b, const BlockGrads *bg,
                      const float *xa, int n, const Proj *ps, const Dropout *drop, int has_op,
                      LinearLora *l);
