@@ -1147,6 +1147,43 @@ static void attention_case_p(int fast, int B, int T, int S, int q_offset, int H,
 
 #define attention_case(...) attention_case_p(0, __VA_ARGS__)
 
+// attention_forward16 (out rounded to bf16, the input of bf16 products): attention_forward's
+// f32 out rounded, bit for bit, and the same saved state, in each dtype (BF16: the bf16
+// kernel writes bf16 itself; else, and for head sizes without a fused kernel, a rounding pass)
+static void attention16_case(int B, int T, int S, int q_off, int H, int Hkv, int D,
+                             ComputeDtype dtype) {
+    char what[128];
+    const size_t nq = (size_t)B * T * H * D, nk = (size_t)B * S * Hkv * D;
+    const size_t ns = G->attention_saved_floats ? G->attention_saved_floats(B, T, S, H, D)
+                                                : (size_t)B * H * T * S;
+    float *q = rand_floats(nq, 1), *k = rand_floats(nk, 1), *v = rand_floats(nk, 1);
+    float *d_q = dev(q, nq), *d_k = dev(k, nk), *d_v = dev(v, nk);
+    float *d_out = G->alloc(nq * sizeof(float)), *d_s[2] = {G->alloc(ns * 4), G->alloc(ns * 4)};
+    uint16_t *d16 = G->alloc(nq * sizeof(uint16_t));
+    G->attention_forward(d_out, d_s[0], d_q, d_k, d_v, B, T, S, q_off, H, Hkv, D, dtype);
+    G->attention_forward16(d16, d_s[1], d_q, d_k, d_v, B, T, S, q_off, H, Hkv, D, dtype);
+    snprintf(what, sizeof what, "attention fwd16 B=%d T=%d S=%d H=%d/%d D=%d %s", B, T, S, H,
+             Hkv, D, DTYPE_NAMES[dtype]);
+    check_bf16_of(what, d16, d_out, nq);
+    float *saved = host(d_s[0], ns);
+    strcat(what, " saved");
+    check_equal(what, d_s[1], saved, ns);
+    free(q), free(k), free(v), free(saved);
+    gfree(d_q), gfree(d_k), gfree(d_v), gfree(d_out), gfree(d_s[0]), gfree(d_s[1]), gfree(d16);
+}
+
+static void test_attention_forward16(void **state) {
+    (void)state;
+    if (!G->attention_forward16) return;
+    rng_seed(12);
+    attention16_case(2, 100, 100, 0, 8, 2, 64, DTYPE_BF16);  // two query heads a block
+    attention16_case(1, 129, 129, 0, 4, 4, 32, DTYPE_BF16);
+    attention16_case(3, 65, 75, 5, 6, 3, 16, DTYPE_BF16);     // one head a block
+    attention16_case(1, 7, 300, 293, 4, 1, 128, DTYPE_BF16);
+    attention16_case(1, 64, 64, 0, 32, 8, 64, DTYPE_F32);    // the rounding pass
+    attention16_case(2, 5, 5, 0, 4, 2, 33, DTYPE_BF16);      // no fused kernel for D = 33
+}
+
 static void test_attention(void **state) {
     (void)state;
     rng_seed(5);
@@ -1800,6 +1837,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),      cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_bf16),
+        cmocka_unit_test(test_attention_forward16),
         cmocka_unit_test(test_swiglu),    cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_add),       cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_argmax),

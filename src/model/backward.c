@@ -251,11 +251,12 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         const size_t aa = s->act_recompute ? 0 : a;  // act's slot
         const int in16 = s->inputs16;  // the layers' inputs in bf16 (ForwardState.inputs16)
         const float *xn = in16 ? NULL : s->attn_xn + a * NC, *fxn = in16 ? NULL : s->ffn_xn + a * NC;
-        const float *q = s->q + a * N * HD, *att = s->att_out + a * N * HD;
+        const float *q = s->q + a * N * HD, *att = in16 ? NULL : s->att_out + a * N * HD;
         const float *gate = s->gate + a * NF, *up = s->up + a * NF;
         float *act = in16 ? NULL : s->act + aa * NF;
         const uint16_t *xn16 = in16 ? s->attn_xn16 + a * NC : NULL;
         const uint16_t *fxn16 = in16 ? s->ffn_xn16 + a * NC : NULL;
+        const uint16_t *att16 = in16 ? s->att_out16 + a * N * HD : NULL;
         uint16_t *act16 = in16 ? s->act16 + aa * NF : NULL;
         const float *probs = s->probs + a * s->probs_floats;
         const float *kc = s->k_cache + a * B * s->max_seq * KVD;  // one KV slot when ckpt
@@ -286,7 +287,7 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn))); dresid, mid's
         // gradient, becomes x's in place
         LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), datt, att,
-                         NULL);
+                         att16);
         be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D,
                                m->linear_dtype);
         be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);

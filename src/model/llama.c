@@ -72,7 +72,8 @@ int model_loss_chunk_rows(const ModelConfig *c, int N, size_t budget_bytes) {
 static int model_inputs16(const Model *m, int keep_acts) {
     const Backend *be = m->be;
     if (!be->linear_input16 || !be->rmsnorm_forward16 || !be->swiglu_forward16 ||
-        !be->linear_lora_forward || max_lora_rank(m) > 0 || model_has_dora(m))
+        !be->attention_forward16 || !be->linear_lora_forward || max_lora_rank(m) > 0 ||
+        model_has_dora(m))
         return 0;
     if (keep_acts != ACTS_NONE && (!m->bf16_masters || !be->linear_lora_backward ||
                                    !(be->caps & BACKEND_CAP_MASTER_GROUPS)))
@@ -114,26 +115,28 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     s->inputs16 = model_inputs16(m, keep_acts);
     const size_t Lact = s->act_recompute ? 1 : La, in16 = s->inputs16;  // act's slots
     size_t sizes[] = {
-        // inputs16: attn_xn16, ffn_xn16, act16 first (256-byte aligned for the products)
-        in16 * bf16_floats(La * N * C), in16 * bf16_floats(La * N * C),
-        in16 * bf16_floats(Lact * N * F),
+        // inputs16: attn_xn16, att_out16, ffn_xn16, act16 first (256-byte aligned for the
+        // products)
+        in16 * bf16_floats(La * N * C), in16 * bf16_floats(La * N * HD),
+        in16 * bf16_floats(La * N * C), in16 * bf16_floats(Lact * N * F),
         Lkv * B * max_seq * KVD, Lkv * B * max_seq * KVD,  // k, v cache
         Lr * N * C,                                      // resid (+ final)
         !in16 * La * N * C, La * N, La * N * HD,         // attn_xn, attn_rstd, q
         La * s->probs_floats,                            // probs (attention's saved state)
-        La * N * HD, La * N * C, !in16 * La * N * C, La * N,  // att_out, resid_mid, ffn_xn,
-                                                              // ffn_rstd
-        La * N * F, La * N * F, !in16 * Lact * N * F,     // gate, up, act
+        !in16 * La * N * HD, La * N * C,                 // att_out, resid_mid
+        !in16 * La * N * C, La * N,                      // ffn_xn, ffn_rstd
+        La * N * F, La * N * F, !in16 * Lact * N * F,    // gate, up, act
         La * N_PROJ * N * (size_t)s->lora_rank_max,      // lora_xa
         keep_acts != ACTS_NONE && model_has_dora(m) ? La * dora_y_floats(c, N) : 0,  // dora_y
         N * widest,                                      // scratch
         N * C, N,                                        // final_xn, final_rstd
         (size_t)logit_rows * V,                          // logits
     };
-    float *in16p[3];
-    float **dst[] = {&in16p[0], &in16p[1], &in16p[2], &s->k_cache, &s->v_cache, &s->resid,
-                     &s->attn_xn, &s->attn_rstd, &s->q, &s->probs, &s->att_out, &s->resid_mid, &s->ffn_xn, &s->ffn_rstd, &s->gate,
-                     &s->up, &s->act, &s->lora_xa, &s->dora_y, &s->scratch, &s->final_xn, &s->final_rstd,
+    float *in16p[4];
+    float **dst[] = {&in16p[0], &in16p[1], &in16p[2], &in16p[3], &s->k_cache, &s->v_cache,
+                     &s->resid, &s->attn_xn, &s->attn_rstd, &s->q, &s->probs, &s->att_out,
+                     &s->resid_mid, &s->ffn_xn, &s->ffn_rstd, &s->gate, &s->up, &s->act,
+                     &s->lora_xa, &s->dora_y, &s->scratch, &s->final_xn, &s->final_rstd,
                      &s->logits};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += sizes[i];
@@ -153,9 +156,9 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     }
     if (keep_acts == ACTS_NONE || !model_has_dora(m)) s->dora_y = NULL;  // DoRA keeps nothing
     if (s->inputs16) {
-        s->attn_xn16 = (uint16_t *)in16p[0], s->ffn_xn16 = (uint16_t *)in16p[1];
-        s->act16 = (uint16_t *)in16p[2];
-        s->attn_xn = s->ffn_xn = s->act = NULL;
+        s->attn_xn16 = (uint16_t *)in16p[0], s->att_out16 = (uint16_t *)in16p[1];
+        s->ffn_xn16 = (uint16_t *)in16p[2], s->act16 = (uint16_t *)in16p[3];
+        s->attn_xn = s->att_out = s->ffn_xn = s->act = NULL;
     }
     s->tokens = (int *)arena, s->targets = s->tokens + N, s->pos_ids = s->targets + N;
     s->row_losses = (float *)(s->pos_ids + N);
@@ -258,11 +261,12 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     float *x_out = s->resid + (s->keep_acts != ACTS_NONE ? lr + 1 : 0) * N * C;
     const size_t aa = s->act_recompute ? 0 : a;  // act's slot
     float *xn = s->inputs16 ? NULL : s->attn_xn + a * N * C, *q = s->q + a * N * HD;
-    float *att = s->att_out + a * N * HD, *mid = s->resid_mid + a * N * C;
+    float *att = s->inputs16 ? NULL : s->att_out + a * N * HD, *mid = s->resid_mid + a * N * C;
     float *fxn = s->inputs16 ? NULL : s->ffn_xn + a * N * C;
     float *gate = s->gate + a * N * F, *up = s->up + a * N * F;
     float *act = s->inputs16 ? NULL : s->act + aa * N * F;
     uint16_t *xn16 = s->inputs16 ? s->attn_xn16 + a * N * C : NULL;  // (inputs16: these)
+    uint16_t *att16 = s->inputs16 ? s->att_out16 + a * N * HD : NULL;
     uint16_t *fxn16 = s->inputs16 ? s->ffn_xn16 + a * N * C : NULL;
     uint16_t *act16 = s->inputs16 ? s->act16 + aa * N * F : NULL;
     float *probs = s->probs + a * s->probs_floats;
@@ -286,8 +290,10 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
             xn16);
     be->rope_forward(q, cos_t, sin_t, s->pos_ids, N, H, D);
     be->rope_forward(k_new, cos_t, sin_t, s->pos_ids, N, Hkv, D);
-    be->attention_forward(att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D, m->linear_dtype);
-    LINEARS(1, ((const Proj[]){PROJ_O}), ((float *const[]){s->scratch}), att, NULL);
+    if (att16)
+        be->attention_forward16(att16, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D, m->linear_dtype);
+    else be->attention_forward(att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D, m->linear_dtype);
+    LINEARS(1, ((const Proj[]){PROJ_O}), ((float *const[]){s->scratch}), att, att16);
     be->add_forward(mid, x, s->scratch, (int64_t)N * C);
 
     // MLP

@@ -235,11 +235,11 @@ typedef struct {
     float *ffn_rstd;    // (B*T)
     float *gate, *up;   // (B*T, F)
     float *act;         // (B*T, F)   silu(gate) * up
-    // inputs16 (model_inputs16): the linear layers' inputs attn_xn, ffn_xn and act are kept in
-    // bf16 instead, as the backend's products read them (linear_input16), same sizes; the f32
-    // buffers are then NULL
+    // inputs16 (model_inputs16): the linear layers' inputs attn_xn, att_out, ffn_xn and act
+    // are kept in bf16 instead, as the backend's products read them (linear_input16), same
+    // sizes; the f32 buffers are then NULL
     int inputs16;
-    uint16_t *attn_xn16, *ffn_xn16, *act16;
+    uint16_t *attn_xn16, *att_out16, *ffn_xn16, *act16;
     float *lora_xa;     // (B*T, r) per projection, when LoRA is on
     float *dora_y;      // (B*T, out) per projection, when DoRA is on and acts are kept: the
                         // output before its magnitude scaling (backward's gradient of m)

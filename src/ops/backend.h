@@ -169,13 +169,16 @@ typedef struct Backend {
     // ---- inputs of linear layers kept in the precision the products read them in. 1 where
     // the products of h read their input rounded to bf16 (nearest): an input kept as those
     // bf16 values gives them the same numbers in half the bytes, without a rounding pass
-    // before each product. The ops below then write such inputs directly (rmsnorm_forward's
-    // and swiglu_forward's outputs, rounded); NULL where a backend has none (the model keeps
-    // its inputs f32: the CPU).
+    // before each product. The ops below then write such inputs directly (rmsnorm_forward's,
+    // swiglu_forward's and attention_forward's outputs, rounded); NULL where a backend has
+    // none (the model keeps its inputs f32: the CPU).
     int (*linear_input16)(const LinearWeight *h);
     void (*rmsnorm_forward16)(uint16_t *out, float *rstd, const float *inp, const float *weight,
                               int N, int C, float eps);
     void (*swiglu_forward16)(uint16_t *out, const float *gate, const float *up, int64_t n);
+    void (*attention_forward16)(uint16_t *out, float *probs, const float *q, const float *k,
+                                const float *v, int B, int T, int S, int q_offset, int H,
+                                int Hkv, int D, ComputeDtype dtype);
     int (*linear_lora_reserve)(LinearWeight *h, int r);
     // out (N,IC) = rows ids (N, a buffer of this backend) of the handle's weight as f32: the
     // embedding lookup of a table that exists only as its handle (the head's, tied, prepared

@@ -12,6 +12,7 @@
 // dk/dv element sums over the query rows (and the query heads of its kv group) that see its
 // key, so nothing needs atomics.
 #include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/linear.cuh"
 
 #define ATT_THREADS 256
 
@@ -217,6 +218,21 @@ void cuda_attention_forward(float *out, float *probs, const float *q, const floa
     }
     if (!probs) probs = cuda_workspace((size_t)B * H * T * (S > 0 ? S : 1));
     attn_fwd(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
+}
+
+// the same, out rounded to bf16 (the input of bf16 products: linear_input16)
+void cuda_attention_forward16(uint16_t *out, float *probs, const float *q, const float *k,
+                              const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
+                              int D, ComputeDtype dtype) {
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
+    if (cuda_flash_attention_supported(D)) {
+        cuda_flash_attention_forward16(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D, dtype);
+        return;
+    }
+    const size_t n = (size_t)B * T * H * D, np = probs ? 0 : (size_t)B * H * T * (S > 0 ? S : 1);
+    float *tmp = cuda_workspace(n + np);  // f32 out [, the probabilities]
+    attn_fwd(tmp, probs ? probs : tmp + n, q, k, v, B, T, S, q_offset, H, Hkv, D);
+    cuda_to_bf16_rows((__nv_bfloat16 *)out, H * D, tmp, B * T, H * D);
 }
 
 // dout (B,T,H,D), probs (B,H,T,S) (NULL: recomputed) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) +=

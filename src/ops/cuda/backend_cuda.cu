@@ -355,6 +355,7 @@ static void init(void) {
         backend.linear_input16 = cuda_linear_input16;
     backend.rmsnorm_forward16 = cuda_rmsnorm_forward16;
     backend.swiglu_forward16 = cuda_swiglu_forward16;
+    backend.attention_forward16 = cuda_attention_forward16;
     backend.linear_rows = cuda_linear_rows;
     backend.dora_norm = cuda_dora_norm;
     backend.dora_forward = cuda_dora_forward;

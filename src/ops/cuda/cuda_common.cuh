@@ -185,6 +185,9 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *probs, const float *q, const float *k, const float *v,
                              int B, int T, int S, int q_offset, int H, int Hkv, int D,
                              ComputeDtype dtype);
+void cuda_attention_forward16(uint16_t *out, float *probs, const float *q, const float *k,
+                              const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
+                              int D, ComputeDtype dtype);
 size_t cuda_attention_saved_floats(int B, int T, int S, int H, int D);
 // the fused path (flash_attention.cu), for the head sizes it has: saved = [lse (B,H,T)]
 // [out (B,T,H,D)] instead of probs; dtype picks the tile products' precision
@@ -193,6 +196,9 @@ size_t cuda_flash_attention_saved_floats(int B, int T, int H, int D);
 void cuda_flash_attention_forward(float *out, float *saved, const float *q, const float *k,
                                   const float *v, int B, int T, int S, int q_offset, int H,
                                   int Hkv, int D, ComputeDtype dtype);
+void cuda_flash_attention_forward16(uint16_t *out, float *saved, const float *q, const float *k,
+                                    const float *v, int B, int T, int S, int q_offset, int H,
+                                    int Hkv, int D, ComputeDtype dtype);
 void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                    const float *saved, const float *q, const float *k,
                                    const float *v, int B, int T, int S, int q_offset, int H,

@@ -21,6 +21,7 @@
 // shuffles. Tiles sit in shared memory row-major with a row stride of D + 1 floats, so both a
 // row and a column are read without bank conflicts.
 #include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/linear.cuh"
 
 #define FA_TILE 64
 #define FA_THREADS 256
@@ -438,6 +439,43 @@ static size_t fa_q_shmem(int D) {
            sizeof(float);
 }
 
+// The bf16 kernel's launch, out f32 or bf16 (OUT)
+template <int D, typename OUT>
+static void fa_bf_forward(OUT *out, float *lse, float *sout, const float *q, const float *k,
+                          const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
+                          float scale_log2) {
+    static bool bf_ready;  // (once per instantiation)
+    if (!bf_ready) {
+        fa_smem_opt_in(fa_bf::fwd_kernel<D, 1, OUT>, fa_bf::fwd_shmem(D, 1));
+        fa_smem_opt_in(fa_bf::fwd_kernel<D, 2, OUT>, fa_bf::fwd_shmem(D, 2));
+        bf_ready = true;
+    }
+    const int nt = (T + FA_TILE - 1) / FA_TILE;
+    if ((H / Hkv) % 2 == 0) {  // two query heads on one K, V tile (fwd 6% faster at 1B)
+        fa_bf::fwd_kernel<D, 2, OUT><<<fa_grid(nt, H / 2, B), 2 * fa_bf::THREADS,
+                                       fa_bf::fwd_shmem(D, 2)>>>(out, lse, sout, q, k, v, T, S,
+                                                                 q_offset, H, Hkv, scale_log2);
+    } else {
+        fa_bf::fwd_kernel<D, 1, OUT><<<fa_grid(nt, H, B), fa_bf::THREADS,
+                                       fa_bf::fwd_shmem(D, 1)>>>(out, lse, sout, q, k, v, T, S,
+                                                                 q_offset, H, Hkv, scale_log2);
+    }
+    CUDA_LAUNCH_CHECK();
+}
+
+// out in bf16 straight from the bf16 kernel where it runs (true), else nothing (false)
+template <int D>
+static void fa_forward16_d(bool *done, __nv_bfloat16 *out, float *lse, float *sout,
+                           const float *q, const float *k, const float *v, int B, int T, int S,
+                           int q_offset, int H, int Hkv, ComputeDtype dtype) {
+    const float *in4[4] = {q, k, v, NULL};
+    float *out2[3] = {(float *)out, lse, sout};  // (out: 4-byte stores; 8-aligned asked)
+    *done = fa_use_bf16(dtype, in4, out2);
+    if (*done)
+        fa_bf_forward<D>(out, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv,
+                         FA_LOG2E / sqrtf((float)D));
+}
+
 template <int D>
 static void fa_forward_d(float *out, float *lse, float *sout, const float *q, const float *k,
                          const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
@@ -453,23 +491,7 @@ static void fa_forward_d(float *out, float *lse, float *sout, const float *q, co
     const float *in4[4] = {q, k, v, NULL};
     float *out2[3] = {out, lse, sout};
     if (fa_use_bf16(dtype, in4, out2)) {  // BF16: bf16 tensor cores
-        static bool bf_ready;
-        if (!bf_ready) {
-            fa_smem_opt_in(fa_bf::fwd_kernel<D, 1>, fa_bf::fwd_shmem(D, 1));
-            fa_smem_opt_in(fa_bf::fwd_kernel<D, 2>, fa_bf::fwd_shmem(D, 2));
-            bf_ready = true;
-        }
-        const int nt = (T + FA_TILE - 1) / FA_TILE;
-        if ((H / Hkv) % 2 == 0) {  // two query heads on one K, V tile (fwd 6% faster at 1B)
-            fa_bf::fwd_kernel<D, 2><<<fa_grid(nt, H / 2, B), 2 * fa_bf::THREADS,
-                                      fa_bf::fwd_shmem(D, 2)>>>(out, lse, sout, q, k, v, T, S,
-                                                                q_offset, H, Hkv, scale_log2);
-        } else {
-            fa_bf::fwd_kernel<D, 1><<<fa_grid(nt, H, B), fa_bf::THREADS,
-                                      fa_bf::fwd_shmem(D, 1)>>>(out, lse, sout, q, k, v, T, S,
-                                                                q_offset, H, Hkv, scale_log2);
-        }
-        CUDA_LAUNCH_CHECK();
+        fa_bf_forward<D>(out, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv, scale_log2);
         return;
     }
     if constexpr (D >= 32) if (fa_use_tc(dtype)) {  // reduced precision: TF32 tensor cores
@@ -613,6 +635,24 @@ void cuda_flash_attention_forward(float *out, float *saved, const float *q, cons
         return;
     }
     FA_DISPATCH(fa_forward_d, D, out, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv, dtype);
+}
+
+// the same, out rounded to bf16 (the input of bf16 products: linear_input16): by the bf16
+// kernel itself where it runs (its f32 values, rounded), else f32 in the workspace, rounded
+void cuda_flash_attention_forward16(uint16_t *out, float *saved, const float *q, const float *k,
+                                    const float *v, int B, int T, int S, int q_offset, int H,
+                                    int Hkv, int D, ComputeDtype dtype) {
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
+    const size_t n = (size_t)B * T * H * D;
+    float *lse = saved, *sout = saved ? saved + (size_t)B * H * T : NULL;
+    bool done = false;
+    if (S > 0)
+        FA_DISPATCH(fa_forward16_d, D, &done, (__nv_bfloat16 *)out, lse, sout, q, k, v, B, T, S,
+                    q_offset, H, Hkv, dtype);
+    if (done) return;
+    float *tmp = cuda_workspace(n);
+    cuda_flash_attention_forward(tmp, saved, q, k, v, B, T, S, q_offset, H, Hkv, D, dtype);
+    cuda_to_bf16_rows((__nv_bfloat16 *)out, (int)(H * D), tmp, B * T, H * D);
 }
 
 // dout (B,T,H,D), saved (NULL: recomputed) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) += (any NULL)

@@ -81,6 +81,7 @@ void cuda_profile_install(Backend *be) {
     PROF(rope_forward);
     PROF(rope_backward);
     PROF(attention_forward);
+    PROF(attention_forward16);
     PROF(attention_backward);
     PROF(swiglu_forward);
     PROF(swiglu_forward16);
