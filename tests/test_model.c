@@ -168,6 +168,145 @@ static void prepared_move_matches(const Backend *be, const char *path, const cha
 // On the strict backend (a device whose buffers the host may not read): f32, whose handles
 // keep every weight (the frozen ones then in buffers of their own), for inference and for
 // training the last 2 blocks; no table released (the CPU reads no handle's rows).
+// ---- ForwardState.inputs16 on the CPU. A backend that emulates bf16 products (each linear
+// layer rounds its input to bf16, then the CPU's exact f32 product) and keeps the inputs in
+// bf16 where the model asks (the *16 ops: the CPU's f32 op, rounded; the group ops read a bf16
+// input widened): the model's plumbing of inputs16 (the state's bf16 buffers and their slots,
+// every op that writes or reads them) runs here, and its results must equal those of the same
+// backend with f32 inputs (linear_input16 NULL) bit for bit. The CUDA backend's own ops are
+// held to their f32 forms in test_cuda_ops.
+static float *emu_round(const float *x, size_t n) {
+    float *y = xmalloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) y[i] = bf16_to_f32(f32_to_bf16(x[i]));
+    return y;
+}
+static float *emu_widen(const uint16_t *x, size_t n) {
+    float *y = xmalloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) y[i] = bf16_to_f32(x[i]);
+    return y;
+}
+static void emu_narrow(uint16_t *out, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = f32_to_bf16(x[i]);
+}
+static void emu_linear_forward(float *out, const float *inp, const float *w, const LinearWeight *h,
+                               int N, int IC, int OC) {
+    float *x = emu_round(inp, (size_t)N * IC);
+    BACKEND_CPU.linear_forward(out, x, w, h, N, IC, OC);
+    free(x);
+}
+static void emu_linear_lora_forward(const LinearLora *l, int n, const float *inp,
+                                    const uint16_t *inp16, int N, int IC) {
+    float *x = inp16 ? emu_widen(inp16, (size_t)N * IC) : NULL;
+    for (int i = 0; i < n; i++) {
+        emu_linear_forward(l[i].out, x ? x : inp, l[i].w, l[i].h, N, IC, l[i].OC);
+        if (l[i].r) {
+            assert_null(inp16);  // (model_inputs16 keeps adapters' inputs f32)
+            BACKEND_CPU.lora_forward(l[i].out, l[i].xa, inp, l[i].A, l[i].B, N, IC, l[i].OC,
+                                     l[i].r, l[i].scale, NULL);
+        }
+    }
+    free(x);
+}
+static int emu_input16(const LinearWeight *h) { (void)h; return 1; }
+static void emu_rmsnorm16(uint16_t *out, float *rstd, const float *inp, const float *w, int N,
+                          int C, float eps) {
+    float *t = xmalloc(sizeof(float) * (size_t)N * C);
+    BACKEND_CPU.rmsnorm_forward(t, rstd, inp, w, N, C, eps);
+    emu_narrow(out, t, (size_t)N * C);
+    free(t);
+}
+static void emu_swiglu16(uint16_t *out, const float *gate, const float *up, int64_t n) {
+    float *t = xmalloc(sizeof(float) * (size_t)n);
+    BACKEND_CPU.swiglu_forward(t, gate, up, n);
+    emu_narrow(out, t, (size_t)n);
+    free(t);
+}
+static void emu_attention16(uint16_t *out, float *probs, const float *q, const float *k,
+                            const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
+                            int D, ComputeDtype dtype) {
+    const size_t n = (size_t)B * T * H * D;
+    float *t = xmalloc(sizeof(float) * n);
+    BACKEND_CPU.attention_forward(t, probs, q, k, v, B, T, S, q_offset, H, Hkv, D, dtype);
+    emu_narrow(out, t, n);
+    free(t);
+}
+static void emu_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp,
+                                     const uint16_t *inp16, int N, int IC) {
+    (void)l, (void)n, (void)dinp, (void)inp, (void)inp16, (void)N, (void)IC;
+    fail_msg("the emulation runs forward passes only");
+}
+
+// the emulating backend: inputs in bf16 (with16) or not
+static Backend emu_backend(int with16) {
+    Backend b = BACKEND_CPU;
+    b.linear_forward = emu_linear_forward;
+    b.linear_lora_forward = emu_linear_lora_forward;
+    b.linear_lora_backward = emu_linear_lora_backward;  // (model_inputs16's training states)
+    b.caps |= BACKEND_CAP_MASTER_GROUPS;
+    b.linear_input16 = with16 ? emu_input16 : NULL;
+    b.rmsnorm_forward16 = emu_rmsnorm16, b.swiglu_forward16 = emu_swiglu16;
+    b.attention_forward16 = emu_attention16;
+    return b;
+}
+
+// logits of every row (ACTS_NONE, then ACTS_ALL and ACTS_CHECKPOINT as a bf16-master training
+// state has them: model_loss's forward), a one-token decoding step after, in both backends
+static void inputs16_run(Model *m, const Backend *be, int keep, float *logits, float *loss,
+                         float *next, int want16) {
+    const int B = 2, T = 5, V = m->cfg.vocab_size;
+    int tokens[10] = {1, 17, 23, 5, 9, 1, 4, 8, 15, 16}, targets[10];
+    for (int i = 0; i < 10; i++) targets[i] = (tokens[i] * 7 + 3) % V;
+    m->be = be;
+    ForwardState s;
+    if (keep == ACTS_NONE) {
+        assert_int_equal(forward_state_init_rows(&s, m, B, T, T + 1, ACTS_NONE, B * T), 0);
+        assert_int_equal(s.inputs16, want16);
+        model_forward(m, &s, tokens, 1, NULL, NULL);
+        memcpy(logits, s.logits, sizeof(float) * (size_t)B * T * V);
+        forward_state_free(&s);
+        // a lone sequence decoding: its prompt, then one token at position T
+        assert_int_equal(forward_state_init(&s, m, 1, T, T + 1, ACTS_NONE), 0);
+        model_forward(m, &s, tokens, 0, NULL, NULL);
+        s.T = 1;
+        model_forward(m, &s, tokens + 7, 0, NULL, NULL);
+        memcpy(next, s.logits, sizeof(float) * (size_t)V);
+    } else {
+        assert_int_equal(forward_state_init(&s, m, B, T, T, keep), 0);
+        assert_int_equal(s.inputs16, want16);
+        *loss = model_loss(m, &s, tokens, targets);
+    }
+    forward_state_free(&s);
+    m->be = &BACKEND_CPU;
+}
+
+static void test_inputs16_emulated_on_cpu(void **state) {
+    (void)state;
+    Model m = load_on(TINY, NULL, &BACKEND_CPU);
+    const Backend b16 = emu_backend(1), b32 = emu_backend(0);
+    const int V = m.cfg.vocab_size;
+    float *l16 = xmalloc(sizeof(float) * 10 * V), *l32 = xmalloc(sizeof(float) * 10 * V);
+    float n16[4096], n32[4096], loss16, loss32;
+    assert_true(V <= 4096);
+    inputs16_run(&m, &b16, ACTS_NONE, l16, NULL, n16, 1);
+    inputs16_run(&m, &b32, ACTS_NONE, l32, NULL, n32, 0);
+    assert_memory_equal(l16, l32, sizeof(float) * 10 * V);
+    assert_memory_equal(n16, n32, sizeof(float) * V);
+    // training states: the bf16-master model's (m.bf16_masters: model_inputs16's condition;
+    // forward passes only, so no master weight is needed)
+    m.bf16_masters = 1;
+    const int keeps[3] = {ACTS_ALL, ACTS_ALL | ACTS_RECOMPUTE_ACT, ACTS_CHECKPOINT};
+    for (int i = 0; i < 3; i++) {
+        inputs16_run(&m, &b16, keeps[i], NULL, &loss16, NULL, 1);
+        inputs16_run(&m, &b32, keeps[i], NULL, &loss32, NULL, 0);
+        assert_memory_equal(&loss16, &loss32, sizeof loss16);
+    }
+    m.bf16_masters = 0;
+    printf("  inputs in bf16 (CPU emulation of bf16 products): logits, a decoding step and the "
+           "training states' losses equal the f32 inputs' bit for bit\n");
+    free(l16), free(l32);
+    model_free(&m);
+}
+
 static void test_prepared_move_strict(void **state) {
     const Backend *be = strict_backend(BACKEND_CAP_DEVICE);
     const int L = 4;
@@ -673,6 +812,7 @@ int main(void) {
         cmocka_unit_test(test_cuda_matches_transformers),
         cmocka_unit_test(test_strict_backend_matches_transformers),
         cmocka_unit_test(test_prepared_move_strict),
+        cmocka_unit_test(test_inputs16_emulated_on_cpu),
         cmocka_unit_test(test_prepared_move_adapter_oom),
         cmocka_unit_test(test_prepared_move_cuda),
         cmocka_unit_test(test_tiny_other_layouts),
