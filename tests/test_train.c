@@ -1142,9 +1142,10 @@ static void test_train_in_place_equals_fresh_load(void **state) {
     run_in_place(be, "cuda");
 }
 
-// train_run_on_pending: the run returns with its final weights still being written; nothing
-// of the run's end (summary, the state's removal) is there before train_finish, and after it
-// the files are train_run's bit for bit. Its model may go before the weights land.
+// train_run_on_pending: the run returns with its final weights still being written; their
+// thread writes train_summary.json once they are in, without waiting for train_finish (a run
+// killed after them, as the experiment evaluates, has finished its training), and after
+// train_finish the files are train_run's bit for bit. Its model may go before the weights land.
 static void test_train_pending_end(void **state) {
     char dir[256], mine[600], theirs[600];
     tmp_dir_make(dir, sizeof dir, "test_train_pending");
@@ -1163,7 +1164,8 @@ static void test_train_pending_end(void **state) {
         assert_non_null(p);
         char summary[700];
         snprintf(summary, sizeof summary, "%s/train_summary.json", mine);
-        assert_false(file_exists(summary));
+        for (int i = 0; i < 6000 && !file_exists(summary); i++) usleep(10000);
+        assert_true(file_exists(summary));  // (before train_finish: the weights' thread's)
         if (train_finish(p, &err)) fail_msg("%s", err.msg);
         assert_true(file_exists(summary));
         same_adapters(mine, theirs);
@@ -1259,6 +1261,9 @@ static void test_signal_during_final_write(void **state) {
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
     assert_int_equal(n_got, n_want);
     assert_memory_equal(got, want, n_want);
+    char summary[700];  // and its end: the summary, written before the signal took effect
+    snprintf(summary, sizeof summary, "%s/train_summary.json", sig);
+    assert_true(file_exists(summary));
     printf("  SIGTERM during the final write: the process ended once its %zu bytes were in\n",
            n_got);
     free(want), free(got);

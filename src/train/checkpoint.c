@@ -218,14 +218,34 @@ struct CheckpointWrite {
     void (*landed)(void);
     int rc;
     Error err;
+    // checkpoint_write_then's step, and whether the files are in (both under mu)
+    pthread_mutex_t mu;
+    int done;
+    int (*then)(void *ctx, Error *err);
+    void *then_ctx;
 };
 
 static void *write_weights(void *arg) {
     CheckpointWrite *w = arg;
-    w->rc = safetensors_save(w->adapter, w->e, w->n, NULL, NULL, 0, &w->err) ||
-            write_config_json(w->config, w->settings, &w->err);
+    int rc = safetensors_save(w->adapter, w->e, w->n, NULL, NULL, 0, &w->err) ||
+             write_config_json(w->config, w->settings, &w->err);
+    pthread_mutex_lock(&w->mu);
+    if (!rc && w->then) rc = w->then(w->then_ctx, &w->err);
+    w->rc = rc, w->done = 1;
+    pthread_mutex_unlock(&w->mu);
     if (w->landed) w->landed();
     return NULL;
+}
+
+int checkpoint_write_then(CheckpointWrite *w, int (*fn)(void *ctx, Error *err), void *ctx,
+                          Error *err) {
+    pthread_mutex_lock(&w->mu);
+    int rc = 0;
+    if (!w->done) w->then = fn, w->then_ctx = ctx;  // the writing thread runs it
+    else if (!w->rc) rc = w->rc = fn(ctx, &w->err);  // the files are in: now
+    if (rc) *err = w->err;
+    pthread_mutex_unlock(&w->mu);
+    return rc ? -1 : 0;
 }
 
 CheckpointWrite *checkpoint_write_begin(const TrainConfig *c, const ParamList *pl,
@@ -240,6 +260,7 @@ CheckpointWrite *checkpoint_write_begin(const TrainConfig *c, const ParamList *p
     for (int i = 0; i < pl->n; i++) w->names[i] = xstrdup(pl->p[i].name);
     w->host = params_host(pl, w->e, w->names);  // (waits for the device: the values as they are)
     w->settings = train_config_json(c);
+    pthread_mutex_init(&w->mu, NULL);
     w->threaded = pthread_create(&w->thread, NULL, write_weights, w) == 0;
     if (!w->threaded) write_weights(w);  // written here and now
     return w;
@@ -253,6 +274,7 @@ int checkpoint_write_end(CheckpointWrite *w, Error *err) {
     for (int i = 0; i < w->n; i++) free(w->names[i]);
     free(w->adapter), free(w->config), free(w->e), free(w->host), free(w->names);
     cJSON_Delete(w->settings);
+    pthread_mutex_destroy(&w->mu);
     free(w);
     return rc ? -1 : 0;
 }

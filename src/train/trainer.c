@@ -679,6 +679,15 @@ struct TrainPending {
     AdapterDir dir;
 };
 
+// train_summary.json: the run's end (TrainPending as ctx)
+static int write_summary(void *ctx, Error *err) {
+    const TrainPending *p = ctx;
+    char *path = path_join(p->c.adapter_path, "train_summary.json");
+    int rc = train_summary_write(path, &p->c, &p->out, err);
+    free(path);
+    return rc;
+}
+
 int train_run_on_pending(const TrainConfig *c, Model *m, TrainSummary *out, TrainPending **pending,
                          Error *err) {
     memset(out, 0, sizeof *out);
@@ -717,6 +726,10 @@ done:
     if (rc == 0 && c->train) {  // the run's end waits for train_finish
         TrainPending *p = xcalloc(1, sizeof *p);
         *p = (TrainPending){t.final_write, *c, *out, dir};
+        // train_summary.json as soon as the final weights are in, by their thread: a run
+        // killed after them (the experiment evaluating meanwhile) has finished its training
+        Error later;  // (a failure comes back from train_finish)
+        if (p->final_write) checkpoint_write_then(p->final_write, write_summary, p, &later);
         *pending = p;
         return 0;
     }
@@ -732,13 +745,12 @@ done:
 int train_finish(TrainPending *p, Error *err) {
     if (!p) return 0;
     const TrainConfig *c = &p->c;
-    int rc = checkpoint_write_end(p->final_write, err);
+    int rc = checkpoint_write_end(p->final_write, err);  // (with train_summary.json)
     if (rc == 0) {
         printf("Saved final weights to %s/adapters.safetensors.\n", c->adapter_path);
         checkpoint_remove_state(c->adapter_path);  // finished: nothing left to resume
-        char *summary = path_join(c->adapter_path, "train_summary.json");
-        rc = train_summary_write(summary, c, &p->out, err);
-        free(summary);
+        // the last checkpoint held the final weights: no thread wrote the summary
+        if (!p->final_write) rc = write_summary(p, err);
     }
     adapter_dir_release(&p->dir, rc != 0);
     free(p);
