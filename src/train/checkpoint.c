@@ -237,15 +237,11 @@ static void *write_weights(void *arg) {
     return NULL;
 }
 
-int checkpoint_write_then(CheckpointWrite *w, int (*fn)(void *ctx, Error *err), void *ctx,
-                          Error *err) {
+void checkpoint_write_then(CheckpointWrite *w, int (*fn)(void *ctx, Error *err), void *ctx) {
     pthread_mutex_lock(&w->mu);
-    int rc = 0;
     if (!w->done) w->then = fn, w->then_ctx = ctx;  // the writing thread runs it
-    else if (!w->rc) rc = w->rc = fn(ctx, &w->err);  // the files are in: now
-    if (rc) *err = w->err;
+    else if (!w->rc) w->rc = fn(ctx, &w->err);      // the files are in: now
     pthread_mutex_unlock(&w->mu);
-    return rc ? -1 : 0;
 }
 
 CheckpointWrite *checkpoint_write_begin(const TrainConfig *c, const ParamList *pl,

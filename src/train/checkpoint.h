@@ -46,10 +46,9 @@ CheckpointWrite *checkpoint_write_begin(const TrainConfig *c, const ParamList *p
                                         void (*landed)(void));
 int checkpoint_write_end(CheckpointWrite *w, Error *err);
 // fn(ctx) runs once the files are in, written (not after a failed write): on the writing thread
-// before landed where it is given before the files are in, else here and now. Its error is
-// end's (the files' own first). At most one; ctx must live until end.
-int checkpoint_write_then(CheckpointWrite *w, int (*fn)(void *ctx, Error *err), void *ctx,
-                          Error *err);
+// before landed where it is given before the files are in, else here and now. Its error comes
+// back from end (the files' own first). At most one; ctx must live until end.
+void checkpoint_write_then(CheckpointWrite *w, int (*fn)(void *ctx, Error *err), void *ctx);
 
 // The resumable state at iteration `iter`; the previous state file is removed once the new
 // pair is in place, so a kill at any moment leaves a consistent pair.

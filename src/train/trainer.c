@@ -728,8 +728,8 @@ done:
         *p = (TrainPending){t.final_write, *c, *out, dir};
         // train_summary.json as soon as the final weights are in, by their thread: a run
         // killed after them (the experiment evaluating meanwhile) has finished its training
-        Error later;  // (a failure comes back from train_finish)
-        if (p->final_write) checkpoint_write_then(p->final_write, write_summary, p, &later);
+        // (a failure to write it comes back from train_finish)
+        if (p->final_write) checkpoint_write_then(p->final_write, write_summary, p);
         *pending = p;
         return 0;
     }
