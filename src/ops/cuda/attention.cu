@@ -225,13 +225,17 @@ void cuda_attention_forward16(uint16_t *out, float *probs, const float *q, const
                               const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
                               int D, ComputeDtype dtype) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
-    if (cuda_flash_attention_supported(D)) {
-        cuda_flash_attention_forward16(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D, dtype);
+    const bool flash = cuda_flash_attention_supported(D);
+    if (flash && cuda_flash_attention_forward16(out, probs, q, k, v, B, T, S, q_offset, H, Hkv,
+                                                D, dtype))
         return;
-    }
-    const size_t n = (size_t)B * T * H * D, np = probs ? 0 : (size_t)B * H * T * (S > 0 ? S : 1);
-    float *tmp = cuda_workspace(n + np);  // f32 out [, the probabilities]
-    attn_fwd(tmp, probs ? probs : tmp + n, q, k, v, B, T, S, q_offset, H, Hkv, D);
+    // else attention_forward's f32 out, rounded: out [, the probabilities the materialised
+    // path needs] in one workspace (attention_forward then takes none of its own)
+    const size_t n = (size_t)B * T * H * D;
+    const size_t np = probs || flash ? 0 : (size_t)B * H * T * (S > 0 ? S : 1);
+    float *tmp = cuda_workspace(n + np);
+    cuda_attention_forward(tmp, probs ? probs : np ? tmp + n : NULL, q, k, v, B, T, S, q_offset,
+                           H, Hkv, D, dtype);
     cuda_to_bf16_rows((__nv_bfloat16 *)out, H * D, tmp, B * T, H * D);
 }
 

@@ -196,7 +196,7 @@ size_t cuda_flash_attention_saved_floats(int B, int T, int H, int D);
 void cuda_flash_attention_forward(float *out, float *saved, const float *q, const float *k,
                                   const float *v, int B, int T, int S, int q_offset, int H,
                                   int Hkv, int D, ComputeDtype dtype);
-void cuda_flash_attention_forward16(uint16_t *out, float *saved, const float *q, const float *k,
+bool cuda_flash_attention_forward16(uint16_t *out, float *saved, const float *q, const float *k,
                                     const float *v, int B, int T, int S, int q_offset, int H,
                                     int Hkv, int D, ComputeDtype dtype);
 void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,

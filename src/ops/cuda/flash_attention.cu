@@ -21,7 +21,6 @@
 // shuffles. Tiles sit in shared memory row-major with a row stride of D + 1 floats, so both a
 // row and a column are read without bank conflicts.
 #include "ops/cuda/cuda_common.cuh"
-#include "ops/cuda/linear.cuh"
 
 #define FA_TILE 64
 #define FA_THREADS 256
@@ -637,22 +636,17 @@ void cuda_flash_attention_forward(float *out, float *saved, const float *q, cons
     FA_DISPATCH(fa_forward_d, D, out, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv, dtype);
 }
 
-// the same, out rounded to bf16 (the input of bf16 products: linear_input16): by the bf16
-// kernel itself where it runs (its f32 values, rounded), else f32 in the workspace, rounded
-void cuda_flash_attention_forward16(uint16_t *out, float *saved, const float *q, const float *k,
+// the same with out in bf16, by the bf16 kernel itself (its f32 values, rounded) where it runs:
+// true; else nothing (false: cuda_attention_forward16 rounds an f32 out)
+bool cuda_flash_attention_forward16(uint16_t *out, float *saved, const float *q, const float *k,
                                     const float *v, int B, int T, int S, int q_offset, int H,
                                     int Hkv, int D, ComputeDtype dtype) {
-    if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
-    const size_t n = (size_t)B * T * H * D;
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return false;
     float *lse = saved, *sout = saved ? saved + (size_t)B * H * T : NULL;
     bool done = false;
-    if (S > 0)
-        FA_DISPATCH(fa_forward16_d, D, &done, (__nv_bfloat16 *)out, lse, sout, q, k, v, B, T, S,
-                    q_offset, H, Hkv, dtype);
-    if (done) return;
-    float *tmp = cuda_workspace(n);
-    cuda_flash_attention_forward(tmp, saved, q, k, v, B, T, S, q_offset, H, Hkv, D, dtype);
-    cuda_to_bf16_rows((__nv_bfloat16 *)out, (int)(H * D), tmp, B * T, H * D);
+    FA_DISPATCH(fa_forward16_d, D, &done, (__nv_bfloat16 *)out, lse, sout, q, k, v, B, T, S,
+                q_offset, H, Hkv, dtype);
+    return done;
 }
 
 // dout (B,T,H,D), saved (NULL: recomputed) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) += (any NULL)
