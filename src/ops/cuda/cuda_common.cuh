@@ -67,6 +67,12 @@ static inline unsigned cuda_grid(int64_t n, int threads) {
 
 static inline int cuda_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
+// four values rounded to bf16 (nearest), packed in order for one 8-byte store
+__device__ __forceinline__ uint2 cuda_bf16x4(float a, float b, float c, float d) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+    return make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+}
+
 // Row-major GEMM on cuBLAS (column-major): C (M,N) = alpha op(A) @ op(B) + beta C, where A, B,
 // C are row-major with row strides lda, ldb, ldc. Row-major C is column-major C^T, so this is
 // C^T = op(B)^T @ op(A)^T with the operands swapped.

@@ -34,11 +34,7 @@ __global__ static void to_bf16_rows4_kernel(__nv_bfloat16 *dst, int64_t ldd, con
         const float4 v = reinterpret_cast<const float4 *>(src)[i];
         const int64_t at = ldd == cols ? i * 4 : (i / c4) * ldd + (i % c4) * 4;  // (no division
                                                                              // when contiguous)
-        __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
-        uint2 packed;
-        packed.x = *reinterpret_cast<uint32_t *>(&lo);
-        packed.y = *reinterpret_cast<uint32_t *>(&hi);
-        *reinterpret_cast<uint2 *>(dst + at) = packed;
+        *reinterpret_cast<uint2 *>(dst + at) = cuda_bf16x4(v.x, v.y, v.z, v.w);
     }
 }
 

@@ -260,12 +260,7 @@ __device__ __forceinline__ void st_rows_bf16(__nv_bfloat16 *Mb, int ldb, bool bv
         __nv_bfloat16 *row = Mb + (size_t)(nb + j) * ldb + c0;
         if constexpr (W == 4) {
             if (bvec) {
-                const __nv_bfloat162 a = __floats2bfloat162_rn(m[j][0], m[j][1]);
-                const __nv_bfloat162 b = __floats2bfloat162_rn(m[j][2], m[j][3]);
-                uint2 u;
-                u.x = *reinterpret_cast<const unsigned *>(&a);
-                u.y = *reinterpret_cast<const unsigned *>(&b);
-                *reinterpret_cast<uint2 *>(row) = u;
+                *reinterpret_cast<uint2 *>(row) = cuda_bf16x4(m[j][0], m[j][1], m[j][2], m[j][3]);
                 continue;
             }
         } else if constexpr (W == 2) {

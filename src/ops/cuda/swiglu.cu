@@ -45,9 +45,8 @@ __global__ static void swiglu_fwd16x4_kernel(uint2 *out, const float4 *gate, con
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
         const float4 g = gate[i], u = up[i];
-        __nv_bfloat162 lo = __floats2bfloat162_rn(swiglu_value(g.x, u.x), swiglu_value(g.y, u.y));
-        __nv_bfloat162 hi = __floats2bfloat162_rn(swiglu_value(g.z, u.z), swiglu_value(g.w, u.w));
-        out[i] = make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+        out[i] = cuda_bf16x4(swiglu_value(g.x, u.x), swiglu_value(g.y, u.y),
+                             swiglu_value(g.z, u.z), swiglu_value(g.w, u.w));
     }
 }
 
