@@ -248,16 +248,9 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         }
         const size_t a = ckpt ? 0 : (size_t)l;  // activation slot
         const float *x = s->resid + (size_t)l * NC, *mid = s->resid_mid + a * NC;
-        const size_t aa = s->act_recompute ? 0 : a;  // act's slot
-        const int in16 = s->inputs16;  // the layers' inputs in bf16 (ForwardState.inputs16)
-        const float *xn = in16 ? NULL : s->attn_xn + a * NC, *fxn = in16 ? NULL : s->ffn_xn + a * NC;
-        const float *q = s->q + a * N * HD, *att = in16 ? NULL : s->att_out + a * N * HD;
+        const LayerInputs in = model_layer_inputs(m, s, a);
+        const float *q = s->q + a * N * HD;
         const float *gate = s->gate + a * NF, *up = s->up + a * NF;
-        float *act = in16 ? NULL : s->act + aa * NF;
-        const uint16_t *xn16 = in16 ? s->attn_xn16 + a * NC : NULL;
-        const uint16_t *fxn16 = in16 ? s->ffn_xn16 + a * NC : NULL;
-        const uint16_t *att16 = in16 ? s->att_out16 + a * N * HD : NULL;
-        uint16_t *act16 = in16 ? s->act16 + aa * NF : NULL;
         const float *probs = s->probs + a * s->probs_floats;
         const float *kc = s->k_cache + a * B * s->max_seq * KVD;  // one KV slot when ckpt
         const float *vc = s->v_cache + a * B * s->max_seq * KVD;
@@ -273,27 +266,27 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.
         if (s->act_recompute && !ckpt) {  // one act slot: this block's again (the same bits)
-            if (act16) be->swiglu_forward16(act16, gate, up, (int64_t)NF);
-            else be->swiglu_forward(act, gate, up, (int64_t)NF);
+            if (in.act16) be->swiglu_forward16(in.act16, gate, up, (int64_t)NF);
+            else be->swiglu_forward(in.act, gate, up, (int64_t)NF);
         }
         LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), dact,
-                         act, act16);
+                         in.act, in.act16);
         be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEARS_BACKWARD(2, ((const Proj[]){PROJ_GATE, PROJ_UP}),
-                         ((const float *const[]){dgate, dup}), dxn, fxn, fxn16);
+                         ((const float *const[]){dgate, dup}), dxn, in.fxn, in.fxn16);
         be->rmsnorm_backward(dresid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N,
                              N, C);
 
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn))); dresid, mid's
         // gradient, becomes x's in place
-        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), datt, att,
-                         att16);
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), datt,
+                         in.att, in.att16);
         be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D,
                                m->linear_dtype);
         be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
         be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
         LINEARS_BACKWARD(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}),
-                         ((const float *const[]){dq, dk, dv}), dxa, xn, xn16);
+                         ((const float *const[]){dq, dk, dv}), dxa, in.xn, in.xn16);
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
         if (below || bg->attn_norm)

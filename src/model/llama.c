@@ -232,6 +232,21 @@ static void linear_group(const Model *m, const ForwardState *s, const Block *b, 
         linear(be, b, ps[i], c, outs[i], l[i].xa, model_dora_y(m, s, a, ps[i]), in, N, &drop[ps[i]]);
 }
 
+LayerInputs model_layer_inputs(const Model *m, const ForwardState *s, size_t a) {
+    const ModelConfig *c = &m->cfg;
+    const size_t N = (size_t)s->B * s->T, C = c->dim, F = c->hidden_dim;
+    const size_t HD = (size_t)c->n_heads * c->head_dim, aa = s->act_recompute ? 0 : a;
+    LayerInputs in = {0};
+    if (s->inputs16) {
+        in.xn16 = s->attn_xn16 + a * N * C, in.att16 = s->att_out16 + a * N * HD;
+        in.fxn16 = s->ffn_xn16 + a * N * C, in.act16 = s->act16 + aa * N * F;
+    } else {
+        in.xn = s->attn_xn + a * N * C, in.att = s->att_out + a * N * HD;
+        in.fxn = s->ffn_xn + a * N * C, in.act = s->act + aa * N * F;
+    }
+    return in;
+}
+
 void model_require_f32_input(const float *in, const char *pass) {
     if (in) return;  // (model_inputs16 admits only layers the group ops take)
     fprintf(stderr, "tunelens: %s: a linear layer outside the group ops with its input in bf16\n",
@@ -259,16 +274,9 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     size_t lkv = s->keep_acts == ACTS_CHECKPOINT ? 0 : (size_t)l;
     float *x = s->resid + lr * N * C;
     float *x_out = s->resid + (s->keep_acts != ACTS_NONE ? lr + 1 : 0) * N * C;
-    const size_t aa = s->act_recompute ? 0 : a;  // act's slot
-    float *xn = s->inputs16 ? NULL : s->attn_xn + a * N * C, *q = s->q + a * N * HD;
-    float *att = s->inputs16 ? NULL : s->att_out + a * N * HD, *mid = s->resid_mid + a * N * C;
-    float *fxn = s->inputs16 ? NULL : s->ffn_xn + a * N * C;
+    const LayerInputs in = model_layer_inputs(m, s, a);
+    float *q = s->q + a * N * HD, *mid = s->resid_mid + a * N * C;
     float *gate = s->gate + a * N * F, *up = s->up + a * N * F;
-    float *act = s->inputs16 ? NULL : s->act + aa * N * F;
-    uint16_t *xn16 = s->inputs16 ? s->attn_xn16 + a * N * C : NULL;  // (inputs16: these)
-    uint16_t *att16 = s->inputs16 ? s->att_out16 + a * N * HD : NULL;
-    uint16_t *fxn16 = s->inputs16 ? s->ffn_xn16 + a * N * C : NULL;
-    uint16_t *act16 = s->inputs16 ? s->act16 + aa * N * F : NULL;
     float *probs = s->probs + a * s->probs_floats;
     float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
     float *kc = s->k_cache + lkv * B * s->max_seq * KVD;
@@ -284,25 +292,29 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
 #define LINEARS(n, ps, outs, in, in16) linear_group(m, s, blk, a, xa, n, ps, outs, in, in16, N, drop)
 
     // attention
-    if (xn16) be->rmsnorm_forward16(xn16, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
-    else be->rmsnorm_forward(xn, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
-    LINEARS(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}), ((float *const[]){q, k_new, v_new}), xn,
-            xn16);
+    if (in.xn16)
+        be->rmsnorm_forward16(in.xn16, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
+    else be->rmsnorm_forward(in.xn, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
+    LINEARS(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}), ((float *const[]){q, k_new, v_new}),
+            in.xn, in.xn16);
     be->rope_forward(q, cos_t, sin_t, s->pos_ids, N, H, D);
     be->rope_forward(k_new, cos_t, sin_t, s->pos_ids, N, Hkv, D);
-    if (att16)
-        be->attention_forward16(att16, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D, m->linear_dtype);
-    else be->attention_forward(att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D, m->linear_dtype);
-    LINEARS(1, ((const Proj[]){PROJ_O}), ((float *const[]){s->scratch}), att, att16);
+    if (in.att16)
+        be->attention_forward16(in.att16, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D,
+                                m->linear_dtype);
+    else be->attention_forward(in.att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D, m->linear_dtype);
+    LINEARS(1, ((const Proj[]){PROJ_O}), ((float *const[]){s->scratch}), in.att, in.att16);
     be->add_forward(mid, x, s->scratch, (int64_t)N * C);
 
     // MLP
-    if (fxn16) be->rmsnorm_forward16(fxn16, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
-    else be->rmsnorm_forward(fxn, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
-    LINEARS(2, ((const Proj[]){PROJ_GATE, PROJ_UP}), ((float *const[]){gate, up}), fxn, fxn16);
-    if (act16) be->swiglu_forward16(act16, gate, up, (int64_t)N * F);
-    else be->swiglu_forward(act, gate, up, (int64_t)N * F);
-    LINEARS(1, ((const Proj[]){PROJ_DOWN}), ((float *const[]){s->scratch}), act, act16);
+    if (in.fxn16)
+        be->rmsnorm_forward16(in.fxn16, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
+    else be->rmsnorm_forward(in.fxn, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
+    LINEARS(2, ((const Proj[]){PROJ_GATE, PROJ_UP}), ((float *const[]){gate, up}), in.fxn,
+            in.fxn16);
+    if (in.act16) be->swiglu_forward16(in.act16, gate, up, (int64_t)N * F);
+    else be->swiglu_forward(in.act, gate, up, (int64_t)N * F);
+    LINEARS(1, ((const Proj[]){PROJ_DOWN}), ((float *const[]){s->scratch}), in.act, in.act16);
     be->add_forward(x_out, mid, s->scratch, (int64_t)N * C);
 #undef LINEARS
 }

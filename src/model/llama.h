@@ -351,6 +351,14 @@ int model_lora_group(const Model *m, const ForwardState *s, const Block *b, cons
                      const float *xa, int n, const Proj *ps, const Dropout *drop, int has_op,
                      LinearLora *l);
 
+// The linear layers' inputs in activation slot a (act in its own slot: one with
+// act_recompute), f32, or bf16 with s->inputs16 (the other pointer of each pair NULL).
+typedef struct {
+    float *xn, *att, *fxn, *act;           // q/k/v's, o's, gate/up's and down's input
+    uint16_t *xn16, *att16, *fxn16, *act16;
+} LayerInputs;
+LayerInputs model_layer_inputs(const Model *m, const ForwardState *s, size_t a);
+
 // Aborts, saying so, where a layer outside the group ops would read a NULL f32 input (a state
 // with inputs16 has only the bf16 ones; model_inputs16 admits none such: a bug otherwise).
 void model_require_f32_input(const float *in, const char *pass);
