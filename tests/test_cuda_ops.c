@@ -766,43 +766,67 @@ static void master_group_case(int N, int IC, int n, const int *OC) {
         }
     }
     printf("    master group N=%d IC=%d n=%d: as linear_backward_master, bit for bit\n", N, IC, n);
-    // the input kept in bf16 (linear_input16: the model's inputs16): the same products as the
-    // f32 input's, bit for bit, forward and backward
+    // the input kept in bf16 (linear_input16: the model's inputs16), and backward the output
+    // gradients too (dout16: swiglu_backward16's): the same products as the f32 ones', bit for
+    // bit, forward and backward (variants: bf16 input; bf16 input and output gradients; bf16
+    // output gradients with the f32 input)
     if (G->linear_input16) {
         uint16_t *in16 = xmalloc(ni * sizeof(uint16_t)), *d_in16 = G->alloc(ni * sizeof(uint16_t));
         for (size_t k = 0; k < ni; k++) in16[k] = f32_to_bf16(inp[k]);
         G->upload(d_in16, in16, ni * sizeof(uint16_t));
         LinearLora l16[LF_MAX];
         float *d_o[2][LF_MAX], *d_d[2] = {dev(di0, ni), dev(di0, ni)};
+        uint16_t *d_dout16[LF_MAX];
         for (int i = 0; i < n; i++) {
             assert_true(G->linear_input16(h[i]));
-            const size_t bytes = (size_t)OC[i] * IC * sizeof(uint16_t);
-            for (int run = 0; run < 2; run++) d_o[run][i] = G->alloc((size_t)N * OC[i] * sizeof(float));
-            G->copy(d_dw[1][i], d_dw[0][i], bytes);  // both from the same gradient
+            const size_t no = (size_t)N * OC[i];
+            for (int run = 0; run < 2; run++) d_o[run][i] = G->alloc(no * sizeof(float));
+            float *dout = host(d_dout[i], no);
+            uint16_t *dout16 = xmalloc(no * sizeof(uint16_t));
+            for (size_t k = 0; k < no; k++) dout16[k] = f32_to_bf16(dout[k]);
+            d_dout16[i] = G->alloc(no * sizeof(uint16_t));
+            G->upload(d_dout16[i], dout16, no * sizeof(uint16_t));
+            free(dout), free(dout16);
             l16[i] = l[i], l[i].dw16 = d_dw[0][i], l16[i].dw16 = d_dw[1][i];
             l[i].out = d_o[0][i], l16[i].out = d_o[1][i];
         }
         G->linear_lora_forward(l, n, d_inp, NULL, N, IC);
         G->linear_lora_forward(l16, n, NULL, d_in16, N, IC);
-        G->linear_lora_backward(l, n, d_d[0], d_inp, NULL, N, IC);
-        G->linear_lora_backward(l16, n, d_d[1], NULL, d_in16, N, IC);
-        float *a = host(d_d[0], ni);
-        snprintf(what, sizeof what, "group N=%d IC=%d n=%d, bf16 input: dinp", N, IC, n);
-        check_equal(what, d_d[1], a, ni);
-        free(a);
         for (int i = 0; i < n; i++) {
-            const size_t no = (size_t)N * OC[i], bytes = (size_t)OC[i] * IC * sizeof(uint16_t);
+            const size_t no = (size_t)N * OC[i];
             float *o = host(d_o[0][i], no);
             snprintf(what, sizeof what, "group N=%d IC=%d layer %d, bf16 input: out", N, IC, i);
             check_equal(what, d_o[1][i], o, no);
-            uint16_t *x = xmalloc(bytes), *y = xmalloc(bytes);
-            G->download(x, d_dw[0][i], bytes), G->download(y, d_dw[1][i], bytes);
-            if (memcmp(x, y, bytes))
-                fail_msg("group N=%d IC=%d layer %d, bf16 input: dweight differs", N, IC, i);
-            free(o), free(x), free(y), gfree(d_o[0][i]), gfree(d_o[1][i]);
+            free(o), gfree(d_o[0][i]), gfree(d_o[1][i]);
         }
+        static const char *variant[3] = {"bf16 input", "bf16 input and dout", "bf16 dout"};
+        for (int v = 0; v < 3; v++) {
+            G->copy(d_d[0], d_d[1], ni * sizeof(float));  // both from the same dinp
+            for (int i = 0; i < n; i++) {  // and the same weight gradients
+                G->copy(d_dw[1][i], d_dw[0][i], (size_t)OC[i] * IC * sizeof(uint16_t));
+                l16[i].dout = v ? NULL : d_dout[i], l16[i].dout16 = v ? d_dout16[i] : NULL;
+            }
+            G->linear_lora_backward(l, n, d_d[0], d_inp, NULL, N, IC);
+            G->linear_lora_backward(l16, n, d_d[1], v < 2 ? NULL : d_inp, v < 2 ? d_in16 : NULL,
+                                    N, IC);
+            float *a = host(d_d[0], ni);
+            snprintf(what, sizeof what, "group N=%d IC=%d n=%d, %s: dinp", N, IC, n, variant[v]);
+            check_equal(what, d_d[1], a, ni);
+            free(a);
+            for (int i = 0; i < n; i++) {
+                const size_t bytes = (size_t)OC[i] * IC * sizeof(uint16_t);
+                uint16_t *x = xmalloc(bytes), *y = xmalloc(bytes);
+                G->download(x, d_dw[0][i], bytes), G->download(y, d_dw[1][i], bytes);
+                if (memcmp(x, y, bytes))
+                    fail_msg("group N=%d IC=%d layer %d, %s: dweight differs", N, IC, i,
+                             variant[v]);
+                free(x), free(y);
+            }
+        }
+        for (int i = 0; i < n; i++) gfree(d_dout16[i]);
         free(in16), gfree(d_in16), gfree(d_d[0]), gfree(d_d[1]);
-        printf("    group N=%d IC=%d n=%d, input in bf16: the same bits\n", N, IC, n);
+        printf("    group N=%d IC=%d n=%d, input and output gradients in bf16: the same bits\n",
+               N, IC, n);
     }
     for (int i = 0; i < n; i++) {
         G->linear_release(h[i]);
@@ -1348,6 +1372,18 @@ static void swiglu_case(int64_t n) {
     float *x[4] = {host(d_dg, n), host(o1, n + 1), host(d_du, n), host(o2, n + 1)};
     if (memcmp(x[0], x[1] + 1, n * 4) || memcmp(x[2], x[3] + 1, n * 4))
         fail_msg("%s differ (backward)", what);
+    if (G->swiglu_backward16) {  // the gradients rounded to bf16, both kernels, as forward16
+        uint16_t *g16 = G->alloc((n + 1) * sizeof(uint16_t)), *u16 = G->alloc((n + 1) * sizeof(uint16_t));
+        for (int sc = 0; sc < 2; sc++) {
+            if (sc) G->swiglu_backward16(g16 + 1, u16 + 1, d_sh[2] + 1, d_sh[0] + 1, d_sh[1] + 1, n);
+            else G->swiglu_backward16(g16, u16, d_dout, d_g, d_u, n);
+            snprintf(what, sizeof what, "swiglu bwd16 n=%lld dgate%s", (long long)n, sc ? " (scalar)" : "");
+            check_bf16_of(what, g16 + sc, d_dg, n);
+            snprintf(what, sizeof what, "swiglu bwd16 n=%lld dup%s", (long long)n, sc ? " (scalar)" : "");
+            check_bf16_of(what, u16 + sc, d_du, n);
+        }
+        gfree(g16), gfree(u16);
+    }
     for (int k = 0; k < 4; k++) free(x[k]);
     for (int k = 0; k < 3; k++) free(sh[k]), gfree(d_sh[k]);
     gfree(o1), gfree(o2), gfree(d_dg), gfree(d_du);

@@ -185,26 +185,30 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
 }
 
 // linear_backward for the layers ps[0..n) of block b, all reading inp (q/k/v; gate/up), with
-// the output gradients douts[0..n), into one dinp: through the backend's linear_lora_backward
+// the output gradients douts[0..n) (or douts16, in bf16: a state with inputs16), into one
+// dinp: through the backend's linear_lora_backward
 // where model_lora_group says so (which may fold the adapters' products into the layers' own
 // and read the input once for all dA), else layer by layer. xa: the block's LoRA slot, or NULL.
 static void linear_group_backward(const Model *m, const ForwardState *s, const Block *b,
                                   BlockGrads *bg, size_t a, const float *xa, int n,
-                                  const Proj *ps, const float *const *douts, float *dinp,
-                                  const float *inp, const uint16_t *inp16, float *dy, int N,
-                                  const Dropout *drop) {
+                                  const Proj *ps, const float *const *douts,
+                                  const uint16_t *const *douts16, float *dinp, const float *inp,
+                                  const uint16_t *inp16, float *dy, int N, const Dropout *drop) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
     // (without the saved xa only the masters' groups, which have no adapter)
     if (model_lora_group(m, s, b, bg, xa, n, ps, drop, be->linear_lora_backward != NULL &&
                          (xa || (m->bf16_masters && (be->caps & BACKEND_CAP_MASTER_GROUPS))), l)) {
-        for (int i = 0; i < n; i++)
-            l[i].dout = douts[i], l[i].dA = bg->lora_A[ps[i]], l[i].dB = bg->lora_B[ps[i]];
+        for (int i = 0; i < n; i++) {
+            l[i].dout = douts16 ? NULL : douts[i], l[i].dout16 = douts16 ? douts16[i] : NULL;
+            l[i].dA = bg->lora_A[ps[i]], l[i].dB = bg->lora_B[ps[i]];
+        }
         be->linear_lora_backward(l, n, dinp, inp, inp16, N, proj_in_dim(c, ps[0]));
         return;
     }
     model_require_f32_input(inp, "backward");
+    if (douts16) model_require_f32_input(NULL, "backward");
     for (int i = 0; i < n; i++)
         linear_backward(be, b, bg, ps[i], c, dinp, douts[i], inp, l[i].xa,
                         model_dora_y(m, s, a, ps[i]), dy, N, &drop[ps[i]]);
@@ -225,6 +229,12 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
     float *dxn = dresid + NC, *dact = dxn + NC, *dgate = dact + NF, *dup = dgate + NF;
     float *datt = dup + NF, *dq = datt + (size_t)N * HD, *dk = dq + (size_t)N * HD;
     float *dv = dk + (size_t)N * KVD, *dxa = dv + (size_t)N * KVD, *ddora = dxa + NC;
+
+    // a state with inputs16 (no adapters, bf16 masters' groups): gate's and up's output
+    // gradients in bf16, as their products read them, in the first halves of dgate and dup
+    uint16_t *dgate16 = NULL, *dup16 = NULL;
+    if (s->inputs16 && be->swiglu_backward16)
+        dgate16 = (uint16_t *)dgate, dup16 = (uint16_t *)dup;
 
     const float *cos_t = s->rope_cos, *sin_t = s->rope_sin;
 
@@ -257,8 +267,9 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         const float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
         Dropout drop[N_PROJ];
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define LINEARS_BACKWARD(n, ps, douts, dinp, inp, inp16) \
-    linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, dinp, inp, inp16, ddora, N, drop)
+#define LINEARS_BACKWARD(n, ps, douts, douts16, dinp, inp, inp16)                           \
+    linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, douts16, dinp, inp, inp16, ddora, \
+                          N, drop)
 
         be->zero(dxn, sizeof(float) * (size_t)(dgate - dxn));  // these gradients accumulate
         be->zero(datt, sizeof(float) * (size_t)(ddora - datt));  // (dX += ...)
@@ -269,24 +280,27 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
             if (in.act16) be->swiglu_forward16(in.act16, gate, up, (int64_t)NF);
             else be->swiglu_forward(in.act, gate, up, (int64_t)NF);
         }
-        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), dact,
-                         in.act, in.act16);
-        be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), NULL,
+                         dact, in.act, in.act16);
+        if (dgate16) be->swiglu_backward16(dgate16, dup16, dact, gate, up, (int64_t)NF);
+        else be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEARS_BACKWARD(2, ((const Proj[]){PROJ_GATE, PROJ_UP}),
-                         ((const float *const[]){dgate, dup}), dxn, in.fxn, in.fxn16);
+                         ((const float *const[]){dgate, dup}),
+                         dgate16 ? ((const uint16_t *const[]){dgate16, dup16}) : NULL, dxn,
+                         in.fxn, in.fxn16);
         be->rmsnorm_backward(dresid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N,
                              N, C);
 
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn))); dresid, mid's
         // gradient, becomes x's in place
-        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), datt,
-                         in.att, in.att16);
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), NULL,
+                         datt, in.att, in.att16);
         be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D,
                                m->linear_dtype);
         be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
         be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
         LINEARS_BACKWARD(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}),
-                         ((const float *const[]){dq, dk, dv}), dxa, in.xn, in.xn16);
+                         ((const float *const[]){dq, dk, dv}), NULL, dxa, in.xn, in.xn16);
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
         if (below || bg->attn_norm)

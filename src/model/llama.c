@@ -249,8 +249,8 @@ LayerInputs model_layer_inputs(const Model *m, const ForwardState *s, size_t a) 
 
 void model_require_f32_input(const float *in, const char *pass) {
     if (in) return;  // (model_inputs16 admits only layers the group ops take)
-    fprintf(stderr, "tunelens: %s: a linear layer outside the group ops with its input in bf16\n",
-            pass);
+    fprintf(stderr, "tunelens: %s: a linear layer outside the group ops with its input or output "
+            "gradient in bf16\n", pass);
     abort();
 }
 

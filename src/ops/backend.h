@@ -62,6 +62,8 @@ typedef struct {
     const float *dout;          // backward: (N,OC), the gradient of out
     float *dA, *dB;             // backward: dA (IC,r) += inp^T dxa, dB (r,OC) += scale xa^T dout,
                                 // dxa = scale dout B^T (either may be NULL)
+    const uint16_t *dout16;     // backward: dout kept in bf16 instead (dout NULL), as the
+                                // products read it (swiglu_backward16): a layer without adapter
     uint16_t *dw16;             // backward, a bf16 master weight (h is the weight; r = 0): its
                                 // bf16 gradient (OC,IC) += dout^T @ inp as linear_backward_master
                                 // (NULL: none)
@@ -217,6 +219,11 @@ typedef struct Backend {
     void (*swiglu_forward)(float *out, const float *gate, const float *up, int64_t n);
     void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate,
                             const float *up, int64_t n);
+    // swiglu_backward's dgate and dup rounded to bf16: the output gradients of gate and up as
+    // their products read them (LinearLora.dout16), for a state with inputs16 (the same
+    // conditions: no adapters, bf16 masters' groups). NULL where a backend has none.
+    void (*swiglu_backward16)(uint16_t *dgate, uint16_t *dup, const float *dout,
+                              const float *gate, const float *up, int64_t n);
     void (*embedding_forward)(float *out, const int *ids, const float *table, int N, int C);
     void (*add_forward)(float *out, const float *a, const float *b, int64_t n);
     void (*add_inplace)(float *x, const float *y, int64_t n);

@@ -369,6 +369,7 @@ static void init(void) {
     backend.attention_saved_floats = cuda_attention_saved_floats;
     backend.swiglu_forward = cuda_swiglu_forward;
     backend.swiglu_backward = cuda_swiglu_backward;
+    backend.swiglu_backward16 = cuda_swiglu_backward16;
     backend.embedding_forward = cuda_embedding_forward;
     backend.add_forward = cuda_add_forward;
     backend.add_inplace = cuda_add_inplace;

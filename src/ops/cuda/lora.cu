@@ -885,14 +885,14 @@ static size_t bf16_floats(size_t n) { return ((n + 1) / 2 + 63) / 64 * 64; }
 // N = 4096's q/k/v (8.6 MB more) runs its layers one by one as before).
 #define LORA_BATCH_BYTES ((size_t)4 << 20)
 
-// a group reading its input kept in bf16 (inp16): bf16 handles, no adapters (the model keeps
-// an input in bf16 only for such layers: linear_input16)
+// a group reading its input kept in bf16 (inp16), or backward an output gradient (dout16):
+// bf16 handles, no adapters (the model keeps them in bf16 only for such layers: linear_input16)
 static void require_input16(const LinearLora *l, int n, int IC, const char *op) {
     bool ok = IC > 0;
     for (int i = 0; i < n; i++) ok = ok && cuda_linear_is_bf16(l[i].h) && l[i].r == 0;
     if (!ok) {
-        fprintf(stderr, "tunelens: %s: an input in bf16 needs bf16 weights without adapters\n",
-                op);
+        fprintf(stderr, "tunelens: %s: an input or output gradient in bf16 needs bf16 weights "
+                "without adapters\n", op);
         abort();
     }
 }
@@ -994,8 +994,10 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
 void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp,
                                const uint16_t *inp16, int N, int IC) {
     if (N <= 0 || n <= 0) return;
-    if (inp16) require_input16(l, n, IC, "linear_lora_backward");
-    if (!inp16 && !lora_foldable(l, n, IC, true)) {
+    bool in16 = inp16 != NULL;  // an input or an output gradient in bf16
+    for (int i = 0; i < n; i++) in16 |= l[i].dout16 != NULL;
+    if (in16) require_input16(l, n, IC, "linear_lora_backward");
+    if (!in16 && !lora_foldable(l, n, IC, true)) {
         for (int i = 0; i < n; i++) {
             if (l[i].dw16)
                 cuda_linear_backward_master(dinp, l[i].dw16, l[i].dout, inp, l[i].h, N, IC,
@@ -1013,7 +1015,8 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     size_t n_g = 0, s_g = 0, n_pd = 0, s_pd = 0, n_pc = 0, s_pc = 0;
     for (int i = 0; i < n; i++) {
         const int r = l[i].r, OC = l[i].OC;
-        const size_t g = bf16_floats((size_t)N * lora_ldg(OC, r));
+        // [dout | bf16(dxa)]'s room (dout16: none, the GEMMs read it)
+        const size_t g = l[i].dout16 ? 0 : bf16_floats((size_t)N * lora_ldg(OC, r));
         R += r;
         any_dA |= r > 0 && l[i].dA;
         any_w16 |= l[i].dw16 != NULL;  // (a master weight has no adapter: r = 0)
@@ -1073,14 +1076,16 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     auto gemm = [&](int i, __nv_bfloat16 *Gi) {
         const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r), ldg = lora_ldg(OC, r);
         if (!dinp && !l[i].dw16) return;
-        if (r <= 0) cuda_to_bf16_rows(Gi, ldg, l[i].dout, N, OC);
+        const __nv_bfloat16 *G = Gi;  // (dout16: the rounding is there already, row stride OC)
+        if (l[i].dout16) G = (const __nv_bfloat16 *)l[i].dout16;
+        else if (r <= 0) cuda_to_bf16_rows(Gi, ldg, l[i].dout, N, OC);
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
         if (dinp)
-            cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, Gi, ldg, hw, hld, 1.0f, dinp,
+            cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, G, ldg, hw, hld, 1.0f, dinp,
                               IC);
         if (l[i].dw16)
-            cuda_gemm_bf16_c(true, false, OC, IC, N, 1.0f, Gi, ldg, X, IC, 1.0f, l[i].dw16,
+            cuda_gemm_bf16_c(true, false, OC, IC, N, 1.0f, G, ldg, X, IC, 1.0f, l[i].dw16,
                              CUDA_R_16BF, IC);
     };
     if (batch) {
@@ -1089,7 +1094,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
             const int r = l[i].r, OC = l[i].OC;
             Gs[i] = (__nv_bfloat16 *)(ws + go);
-            go += bf16_floats((size_t)N * lora_ldg(OC, r));
+            go += l[i].dout16 ? 0 : bf16_floats((size_t)N * lora_ldg(OC, r));
             if (r <= 0) continue;
             layer(i, off, Gs[i], Pd + po, Pc + co);
             po += lora_pd_floats(N, OC, r), co += gy > 1 ? lora_pc_floats(N, OC, r) : 0;
