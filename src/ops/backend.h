@@ -178,6 +178,10 @@ typedef struct Backend {
     void (*rmsnorm_forward16)(uint16_t *out, float *rstd, const float *inp, const float *weight,
                               int N, int C, float eps);
     void (*swiglu_forward16)(uint16_t *out, const float *gate, const float *up, int64_t n);
+    // swiglu_backward's dgate and dup rounded to bf16 likewise: the output gradients of gate
+    // and up as their products read them (LinearLora.dout16; NULL: the model rounds none)
+    void (*swiglu_backward16)(uint16_t *dgate, uint16_t *dup, const float *dout,
+                              const float *gate, const float *up, int64_t n);
     void (*attention_forward16)(uint16_t *out, float *probs, const float *q, const float *k,
                                 const float *v, int B, int T, int S, int q_offset, int H,
                                 int Hkv, int D, ComputeDtype dtype);
@@ -219,11 +223,6 @@ typedef struct Backend {
     void (*swiglu_forward)(float *out, const float *gate, const float *up, int64_t n);
     void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate,
                             const float *up, int64_t n);
-    // swiglu_backward's dgate and dup rounded to bf16: the output gradients of gate and up as
-    // their products read them (LinearLora.dout16), for a state with inputs16 (the same
-    // conditions: no adapters, bf16 masters' groups). NULL where a backend has none.
-    void (*swiglu_backward16)(uint16_t *dgate, uint16_t *dup, const float *dout,
-                              const float *gate, const float *up, int64_t n);
     void (*embedding_forward)(float *out, const int *ids, const float *table, int N, int C);
     void (*add_forward)(float *out, const float *a, const float *b, int64_t n);
     void (*add_inplace)(float *x, const float *y, int64_t n);
