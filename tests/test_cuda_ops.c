@@ -376,6 +376,60 @@ static void test_linear(void **state) {
     linear_case(37, 130, 77, DTYPE_BF16, 1);    // odd sizes
 }
 
+// Few rows (gemm_small.cu: M <= 128, split over K, the partial sums added in a fixed order):
+// against the CPU as linear_case, at the 8 x 9 step's shapes (72 rows; q, k/v, gate/up and
+// down, whose K of 8192 takes the most splits); then a row's result does not depend on the
+// rows computed with it (the split depends on N and K alone), and a second run gives the same
+// bits (no order set by timing)
+static void small_rows_invariant(int N, int IC, int OC) {
+    char what[128];
+    const size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
+    float *inp = rand_floats(ni, 1), *w = rand_floats(nw, 0.5f), *dout = rand_floats(no, 1);
+    float *di0 = rand_floats(ni, 1);
+    float *d_inp = dev(inp, ni), *d_w = dev(w, nw), *d_dout = dev(dout, no), *d_wbuf = d_w;
+    LinearWeight *h = NULL;
+    assert_int_equal(G->linear_prepare(&h, &d_w, OC, IC, DTYPE_BF16, 1, 0), 0);
+    float *d_out[2] = {dev(dout, no), dev(dout, no)}, *d_di[2] = {dev(di0, ni), dev(di0, ni)};
+    for (int run = 0; run < 2; run++) {
+        G->linear_forward(d_out[run], d_inp, NULL, h, N, IC, OC);
+        G->linear_backward(d_di[run], NULL, d_dout, d_inp, NULL, h, N, IC, OC);
+    }
+    float *out = host(d_out[0], no), *di = host(d_di[0], ni);
+    snprintf(what, sizeof what, "small rows N=%d IC=%d OC=%d: second run", N, IC, OC);
+    check_equal(what, d_out[1], out, no);
+    check_equal(what, d_di[1], di, ni);
+    const int rows[3] = {0, N / 2, N - 1};  // each alone, its own inputs' rows
+    for (int k = 0; k < 3; k++) {
+        const int r = rows[k];
+        float *o1 = G->alloc((size_t)OC * sizeof(float)), *g1 = dev(di0 + (size_t)r * IC, IC);
+        G->linear_forward(o1, d_inp + (size_t)r * IC, NULL, h, 1, IC, OC);
+        G->linear_backward(g1, NULL, d_dout + (size_t)r * OC, NULL, NULL, h, 1, IC, OC);
+        snprintf(what, sizeof what, "small rows N=%d IC=%d OC=%d: row %d alone", N, IC, OC, r);
+        check_equal(what, o1, out + (size_t)r * OC, OC);
+        check_equal(what, g1, di + (size_t)r * IC, IC);
+        gfree(o1), gfree(g1);
+    }
+    printf("    small rows N=%d IC=%d OC=%d: the same bits alone and again\n", N, IC, OC);
+    G->linear_release(h);
+    free(inp), free(w), free(dout), free(di0), free(out), free(di);
+    gfree(d_inp), gfree(d_wbuf), gfree(d_dout);
+    for (int run = 0; run < 2; run++) gfree(d_out[run]), gfree(d_di[run]);
+}
+
+static void test_gemm_small(void **state) {
+    (void)state;
+    rng_seed(12);
+    linear_case(72, 2048, 2048, DTYPE_BF16, 0);  // q, o
+    linear_case(72, 2048, 512, DTYPE_BF16, 0);   // k, v
+    linear_case(72, 2048, 8192, DTYPE_BF16, 0);  // gate, up
+    linear_case(72, 8192, 2048, DTYPE_BF16, 0);  // down: K = 8192
+    linear_case(128, 520, 136, DTYPE_BF16, 1);   // the most rows; columns past a tile
+    linear_case(17, 64, 8, DTYPE_BF16, 0);       // one k step, a narrow tile
+    small_rows_invariant(72, 8192, 2048);
+    small_rows_invariant(72, 2048, 512);
+    small_rows_invariant(128, 1032, 200);
+}
+
 // ---------------------------------------------------------------------------------------------
 // LoRA (with and without dropout)
 
@@ -1867,7 +1921,7 @@ int main(void) {
     if (getenv("TUNELENS_TEST_FILTER")) cmocka_set_test_filter(getenv("TUNELENS_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_memory),    cmocka_unit_test(test_matmul),
-        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_linear), cmocka_unit_test(test_gemm_small),
         cmocka_unit_test(test_lora),      cmocka_unit_test(test_linear_lora),
         cmocka_unit_test(test_master_group),
         cmocka_unit_test(test_rmsnorm),

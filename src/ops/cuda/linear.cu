@@ -67,10 +67,14 @@ void cuda_to_bf16_rows(__nv_bfloat16 *dst, int ldd, const float *src, int rows, 
 }
 
 // Row-major C (M,N) = alpha op(A) @ op(B) + beta C with bf16 A, B, C of type ct (f32 or
-// bf16), f32 sums (as gemm_rm in cuda_common.cuh: the operands swapped for column-major cuBLAS).
+// bf16), f32 sums (as gemm_rm in cuda_common.cuh: the operands swapped for column-major cuBLAS);
+// few rows into f32 on gemm_small.cu's kernels.
 void cuda_gemm_bf16_c(bool transA, bool transB, int M, int N, int K, float alpha,
                       const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
                       float beta, void *C, cudaDataType ct, int ldc) {
+    if (!transA && ct == CUDA_R_32F &&
+        cuda_gemm_small(transB, M, N, K, alpha, A, lda, B, ldb, beta, (float *)C, ldc))
+        return;
     CUBLAS_CHECK(cublasGemmEx(cuda_cublas(), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
                               transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_16BF,
                               ldb, A, CUDA_R_16BF, lda, &beta, C, ct, ldc, CUBLAS_COMPUTE_32F,

@@ -12,6 +12,11 @@ __nv_bfloat16 *cuda_linear_bf16(const LinearWeight *h, int *ld, int *rpad);
 void cuda_gemm_bf16_rm(bool transA, bool transB, int M, int N, int K, float alpha,
                        const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
                        float beta, float *C, int ldc);
+// The same for few rows (M <= GS_MAX_M, !transA; gemm_small.cu): false where the shapes or
+// alignment do not suit it (cuBLAS then). cuda_gemm_bf16_* take it where it does.
+#define GS_MAX_M 128
+bool cuda_gemm_small(bool transB, int M, int N, int K, float alpha, const __nv_bfloat16 *A,
+                     int lda, const __nv_bfloat16 *B, int ldb, float beta, float *C, int ldc);
 // the same with C of type ct (CUDA_R_32F or CUDA_R_16BF)
 void cuda_gemm_bf16_c(bool transA, bool transB, int M, int N, int K, float alpha,
                       const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
