@@ -210,7 +210,8 @@ __global__ void __launch_bounds__(THREADS) gemm_small_kernel(const __grid_consta
     if (threadIdx.x == 0) a.cnt[bx] = 0;  // ready for the next launch (a graph's replay too)
 }
 
-// the device's partial tiles and counters, made on first use (never while recording)
+// the device's partial tiles and counters, made on first use (never while recording); one
+// set for the process: the small GEMMs run on one thread's stream at a time (the model's)
 struct Scratch {
     float *P = nullptr;
     int *cnt = nullptr;
@@ -220,15 +221,19 @@ static Scratch scratch;
 
 template <int MT, bool NT>
 static void launch(const Args &a, dim3 grid) {
-    static bool attr = false;  // the opt-in to more than 48 KB of shared memory, once
-    if (!attr) {
-        CUDA_CHECK(cudaFuncSetAttribute(gemm_small_kernel<MT, NT>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        smem_bytes<MT>()));
-        attr = true;
-    }
     gemm_small_kernel<MT, NT><<<grid, THREADS, smem_bytes<MT>()>>>(a);
     CUDA_LAUNCH_CHECK();
+}
+
+// the kernels' opt-in to more than 48 KB of shared memory (once, with the scratch: never while
+// recording)
+template <int MT>
+static void allow_smem() {
+    CUDA_CHECK(cudaFuncSetAttribute(gemm_small_kernel<MT, true>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<MT>()));
+    CUDA_CHECK(cudaFuncSetAttribute(gemm_small_kernel<MT, false>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<MT>()));
+    if constexpr (MT > 1) allow_smem<MT - 1>();
 }
 
 template <bool NT>
@@ -291,6 +296,7 @@ bool cuda_gemm_small(bool transB, int M, int N, int K, float alpha, const __nv_b
             exit(1);
         }
         CUDA_CHECK(cudaMemsetAsync(S.cnt, 0, gs::MAX_TILES * sizeof(int)));
+        gs::allow_smem<GS_MAX_M / 16>();
     }
     const int tiles = (N + gs::BN - 1) / gs::BN, ksteps = (K + gs::BK - 1) / gs::BK;
     const int kper = small_kper(N, K, S.sms), splits = (ksteps + kper - 1) / kper;
