@@ -1287,6 +1287,7 @@ int main(int argc, char **argv) {
     // their first GPU run: these tests run them (=0 in the environment: the default path)
     setenv("TUNELENS_CUDA_MASTER_GROUPS", "1", 0);
     setenv("TUNELENS_CUDA_INPUTS16", "1", 0);
+    setenv("TUNELENS_CUDA_SMALL_GEMM", "1", 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trainable_counts),
         cmocka_unit_test(test_lora_init_and_keys),

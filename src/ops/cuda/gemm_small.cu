@@ -252,10 +252,11 @@ static void launch_mt(int MT, const Args &a, dim3 grid) {
 
 }  // namespace gs
 
-// TUNELENS_CUDA_SMALL_GEMM=0: cuBLAS for every shape (for comparisons)
+// Until its first run on a GPU (written session 14; the tests: test_gemm_small), off unless
+// TUNELENS_CUDA_SMALL_GEMM=1: cuBLAS for every shape
 static bool small_gemm_on(void) {
     static int on = -1;
-    if (on < 0) on = !(getenv("TUNELENS_CUDA_SMALL_GEMM") && !strcmp(getenv("TUNELENS_CUDA_SMALL_GEMM"), "0"));
+    if (on < 0) on = getenv("TUNELENS_CUDA_SMALL_GEMM") && !strcmp(getenv("TUNELENS_CUDA_SMALL_GEMM"), "1");
     return on;
 }
 
