@@ -136,6 +136,16 @@ static void check_bf16_of(const char *what, const uint16_t *got16_dev, const flo
     free(g), free(w);
 }
 
+// two bf16 device buffers of n values, equal bit for bit
+static void check_equal16(const char *what, const uint16_t *a_dev, const uint16_t *b_dev,
+                          size_t n) {
+    uint16_t *x = xmalloc(n * sizeof(uint16_t)), *y = xmalloc(n * sizeof(uint16_t));
+    G->download(x, a_dev, n * sizeof(uint16_t)), G->download(y, b_dev, n * sizeof(uint16_t));
+    for (size_t k = 0; k < n; k++)
+        if (x[k] != y[k]) fail_msg("%s: [%zu] 0x%04x, want 0x%04x", what, k, y[k], x[k]);
+    free(x), free(y);
+}
+
 // ---------------------------------------------------------------------------------------------
 // memory
 
@@ -810,13 +820,9 @@ static void master_group_case(int N, int IC, int n, const int *OC) {
         check_equal(what, d_di[1], a, ni);
         free(a);
         for (int i = 0; i < n; i++) {
-            const size_t bytes = (size_t)OC[i] * IC * sizeof(uint16_t);
-            uint16_t *x = xmalloc(bytes), *y = xmalloc(bytes);
-            G->download(x, d_dw[0][i], bytes), G->download(y, d_dw[1][i], bytes);
-            if (memcmp(x, y, bytes))
-                fail_msg("master group N=%d IC=%d layer %d: dweight differs from "
-                         "linear_backward_master's", N, IC, i);
-            free(x), free(y);
+            snprintf(what, sizeof what, "master group N=%d IC=%d layer %d: dweight (as "
+                     "linear_backward_master's)", N, IC, i);
+            check_equal16(what, d_dw[0][i], d_dw[1][i], (size_t)OC[i] * IC);
         }
     }
     printf("    master group N=%d IC=%d n=%d: as linear_backward_master, bit for bit\n", N, IC, n);
@@ -868,13 +874,9 @@ static void master_group_case(int N, int IC, int n, const int *OC) {
             check_equal(what, d_d[1], a, ni);
             free(a);
             for (int i = 0; i < n; i++) {
-                const size_t bytes = (size_t)OC[i] * IC * sizeof(uint16_t);
-                uint16_t *x = xmalloc(bytes), *y = xmalloc(bytes);
-                G->download(x, d_dw[0][i], bytes), G->download(y, d_dw[1][i], bytes);
-                if (memcmp(x, y, bytes))
-                    fail_msg("group N=%d IC=%d layer %d, %s: dweight differs", N, IC, i,
-                             variant[v]);
-                free(x), free(y);
+                snprintf(what, sizeof what, "group N=%d IC=%d layer %d, %s: dweight", N, IC, i,
+                         variant[v]);
+                check_equal16(what, d_dw[0][i], d_dw[1][i], (size_t)OC[i] * IC);
             }
         }
         for (int i = 0; i < n; i++) gfree(d_dout16[i]);

@@ -160,35 +160,30 @@ __global__ void __launch_bounds__(THREADS) gemm_small_kernel(const __grid_consta
     }
     cp_wait<0>();
 
-    // accumulator (mt, t, i): row mt*16 + g (+8 for i >= 2), column wn + 8t + 2tq (+1 for odd i)
-    if (a.splits == 1) {
+    // f(row, column in the tile, value) for each accumulator: (mt, t, i) is row mt*16 + g (+8
+    // for i >= 2), column wn + 8t + 2tq (+1 for odd i)
+    auto each_acc = [&](auto &&f) {
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int t = 0; t < 2; t++)
 #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const int row = mt * 16 + g + (i >= 2 ? 8 : 0);
-                    const int col = n0 + wn + 8 * t + 2 * tq + (i & 1);
-                    if (row < a.M && col < a.N) {
-                        float *c = a.C + (size_t)row * a.ldc + col;
-                        const float v = a.alpha * acc[mt][t][i];
-                        *c = a.beta == 0.0f ? v : v + a.beta * *c;
-                    }
-                }
+                for (int i = 0; i < 4; i++)
+                    f(mt * 16 + g + (i >= 2 ? 8 : 0), wn + 8 * t + 2 * tq + (i & 1), acc[mt][t][i]);
+    };
+    if (a.splits == 1) {
+        each_acc([&](int row, int c, float v) {
+            if (row < a.M && n0 + c < a.N) {
+                float *p = a.C + (size_t)row * a.ldc + n0 + c;
+                v *= a.alpha;
+                *p = a.beta == 0.0f ? v : v + a.beta * *p;
+            }
+        });
         return;
     }
     // split: this block's partial tile, then the tile's last block sums them in split order
     float *P = a.P + (size_t)(s * a.tiles + bx) * (MT * 16) * BN;
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-        for (int t = 0; t < 2; t++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int row = mt * 16 + g + (i >= 2 ? 8 : 0);
-                P[row * BN + wn + 8 * t + 2 * tq + (i & 1)] = acc[mt][t][i];
-            }
+    each_acc([&](int row, int c, float v) { P[row * BN + c] = v; });
     __threadfence();
     __syncthreads();
     __shared__ int last;
