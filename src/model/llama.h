@@ -206,6 +206,7 @@ enum { ACTS_NONE = 0, ACTS_ALL = 1, ACTS_CHECKPOINT = 2 };
 // kept; one slot holds them, and the backward makes each block's again from its kept gate and
 // up (the same op on the same inputs: the same bits) just before the down projection's
 // backward. 2.2 GB less at the 1B shape and 8 x 512 tokens, for one more swiglu pass a block.
+// A state whose acts are bf16 (inputs16) keeps them all regardless: half the bytes.
 #define ACTS_RECOMPUTE_ACT 0x100
 
 // Buffers for a forward pass over B sequences of T new tokens.
@@ -215,7 +216,8 @@ typedef struct {
     float *arena;
     int B, T, max_seq;  // max_seq: KV capacity per sequence
     int keep_acts;      // ACTS_*
-    int act_recompute;  // ACTS_RECOMPUTE_ACT was given: act has one slot, backward refills it
+    int act_recompute;  // ACTS_RECOMPUTE_ACT was given (and act is f32: not inputs16): act has
+                        // one slot, backward refills it
     int pos;            // tokens already in the KV cache (single-sequence decoding)
     float *k_cache, *v_cache;  // (L or 1 with ACTS_CHECKPOINT, B, max_seq, Hkv*D); post-rope keys
     // LoRA input dropout of this pass (training passes only; p = 0, the default: none); key

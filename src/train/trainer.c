@@ -388,10 +388,9 @@ static int load_data_and_buffers(Trainer *t, Error *err) {
         if (sets[i]->n && max_len(sets[i]) - 1 > T_max) T_max = max_len(sets[i]) - 1;
     if (choose_masters(t, err) || (prepare_early(t) && prepare_weights(t, err))) return -1;
     // bf16 master weights: the peers' footprint is the point, so the SwiGLU products are made
-    // again in the backward rather than kept
+    // again in the backward rather than kept (where they are f32: ACTS_RECOMPUTE_ACT)
     int acts = c->grad_checkpoint ? ACTS_CHECKPOINT
                                   : ACTS_ALL | (t->bf16_masters ? ACTS_RECOMPUTE_ACT : 0);
-    if (getenv("TUNELENS_KEEP_ACT")) acts &= ~ACTS_RECOMPUTE_ACT;  // MEASURE ONLY, remove
     // the loss (training's and validation's) runs in chunks of rows whose logits fit
     // LOSS_LOGITS_BUDGET: the full (N,V) logits never exist (at 8 x 512 tokens, 2.1 GB, and
     // their gradient as much again)

@@ -345,13 +345,12 @@ static void init(void) {
     backend.linear_lora_forward = cuda_linear_lora_forward;
     backend.linear_lora_backward = cuda_linear_lora_backward;
     backend.linear_lora_reserve = cuda_linear_lora_reserve;
-    // Until their first run on a GPU (written session 13; the tests: test_master_group,
-    // test_inputs16_bit_identical), bf16 masters' groups and inputs kept in bf16 are off
-    // unless TUNELENS_CUDA_MASTER_GROUPS=1 / TUNELENS_CUDA_INPUTS16=1 (the latter needs the
-    // former for training)
-    if (getenv("TUNELENS_CUDA_MASTER_GROUPS") && atoi(getenv("TUNELENS_CUDA_MASTER_GROUPS")))
+    // bf16 masters' groups and inputs kept in bf16 (passed on an H100 in session 14:
+    // test_master_group, test_inputs16_bit_identical); TUNELENS_CUDA_MASTER_GROUPS=0 /
+    // TUNELENS_CUDA_INPUTS16=0 turn them off (for comparisons)
+    if (!getenv("TUNELENS_CUDA_MASTER_GROUPS") || atoi(getenv("TUNELENS_CUDA_MASTER_GROUPS")))
         backend.caps |= BACKEND_CAP_MASTER_GROUPS;
-    if (getenv("TUNELENS_CUDA_INPUTS16") && atoi(getenv("TUNELENS_CUDA_INPUTS16")))
+    if (!getenv("TUNELENS_CUDA_INPUTS16") || atoi(getenv("TUNELENS_CUDA_INPUTS16")))
         backend.linear_input16 = cuda_linear_input16;
     backend.rmsnorm_forward16 = cuda_rmsnorm_forward16;
     backend.swiglu_forward16 = cuda_swiglu_forward16;
