@@ -1283,9 +1283,9 @@ static void test_loss_chunk_rows(void **state) {
 
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "--signal-child")) return signal_child(argv[2], atoi(argv[3]));
-    // bf16 masters' groups and inputs kept in bf16, off in the CUDA backend by default until
-    // their first GPU run: these tests run them (=0 in the environment: the default path)
-    setenv("TUNELENS_CUDA_SMALL_GEMM", "1", 0);  // (off by default until run on a GPU: its test)
+    // the small GEMMs, off in the CUDA backend by default until they measure faster than
+    // cuBLAS: these tests run them (=0 in the environment: cuBLAS)
+    setenv("TUNELENS_CUDA_SMALL_GEMM", "1", 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trainable_counts),
         cmocka_unit_test(test_lora_init_and_keys),
