@@ -1912,7 +1912,7 @@ static void run_benchmarks_8x512(void) {
 
 int main(void) {
     Error err = {{0}};
-    setenv("TUNELENS_CUDA_SMALL_GEMM", "1", 0);  // (off by default until run on a GPU: its test)
+    setenv("TUNELENS_CUDA_SMALL_GEMM", "1", 0);  // (off by default: test_gemm_small runs it)
     G = backend_cuda(&err);
     if (!G) {
         printf("test_cuda_ops: skipped (%s)\n", err.msg);
