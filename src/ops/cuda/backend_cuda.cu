@@ -348,10 +348,8 @@ static void init(void) {
     // bf16 masters' groups and inputs kept in bf16 (passed on an H100 in session 14:
     // test_master_group, test_inputs16_bit_identical); TUNELENS_CUDA_MASTER_GROUPS=0 /
     // TUNELENS_CUDA_INPUTS16=0 turn them off (for comparisons)
-    if (!getenv("TUNELENS_CUDA_MASTER_GROUPS") || atoi(getenv("TUNELENS_CUDA_MASTER_GROUPS")))
-        backend.caps |= BACKEND_CAP_MASTER_GROUPS;
-    if (!getenv("TUNELENS_CUDA_INPUTS16") || atoi(getenv("TUNELENS_CUDA_INPUTS16")))
-        backend.linear_input16 = cuda_linear_input16;
+    if (cuda_env_int("TUNELENS_CUDA_MASTER_GROUPS", 1)) backend.caps |= BACKEND_CAP_MASTER_GROUPS;
+    if (cuda_env_int("TUNELENS_CUDA_INPUTS16", 1)) backend.linear_input16 = cuda_linear_input16;
     backend.rmsnorm_forward16 = cuda_rmsnorm_forward16;
     backend.swiglu_forward16 = cuda_swiglu_forward16;
     backend.attention_forward16 = cuda_attention_forward16;
@@ -391,10 +389,10 @@ static void init(void) {
     backend.recording_free = cuda_recording_free;
     // TUNELENS_CUDA_LORA_FOLD=0: LoRA's products as passes of their own, as before they were
     // folded into the bf16 GEMMs (lora.cu), for comparing the two
-    if (getenv("TUNELENS_CUDA_LORA_FOLD") && !atoi(getenv("TUNELENS_CUDA_LORA_FOLD")))
+    if (!cuda_env_int("TUNELENS_CUDA_LORA_FOLD", 1))
         backend.linear_lora_forward = NULL, backend.linear_lora_backward = NULL,
         backend.linear_input16 = NULL;  // (an input kept in bf16 goes through the group ops)
-    if (getenv("TUNELENS_CUDA_PROFILE") && atoi(getenv("TUNELENS_CUDA_PROFILE")))
+    if (cuda_env_int("TUNELENS_CUDA_PROFILE", 0))
         cuda_profile_install(&backend);
     if (getenv("TUNELENS_CUDA_NCU_STEP"))
         cuda_ncu_step_install(&backend, atoi(getenv("TUNELENS_CUDA_NCU_STEP")));

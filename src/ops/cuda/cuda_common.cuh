@@ -67,11 +67,28 @@ static inline unsigned cuda_grid(int64_t n, int threads) {
 
 static inline int cuda_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
+// An environment switch's value (atoi), or dflt when it is not set
+static inline int cuda_env_int(const char *name, int dflt) {
+    const char *v = getenv(name);
+    return v ? atoi(v) : dflt;
+}
+
 // four values rounded to bf16 (nearest), packed in order for one 8-byte store
 __device__ __forceinline__ uint2 cuda_bf16x4(float a, float b, float c, float d) {
     __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
     return make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
 }
+
+// An op's output stored as f32, or rounded to bf16 (nearest: the input of bf16 products, the
+// *16 ops): one value, two (8 or 4 bytes) or four (a float4, or uint2 of packed bf16)
+__device__ __forceinline__ void cuda_store(float *p, float v) { *p = v; }
+__device__ __forceinline__ void cuda_store(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void cuda_store2(float *p, float2 y) { *reinterpret_cast<float2 *>(p) = y; }
+__device__ __forceinline__ void cuda_store2(__nv_bfloat16 *p, float2 y) {
+    *reinterpret_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(y.x, y.y);
+}
+__device__ __forceinline__ void cuda_store4(float4 *p, float4 v) { *p = v; }
+__device__ __forceinline__ void cuda_store4(uint2 *p, float4 v) { *p = cuda_bf16x4(v.x, v.y, v.z, v.w); }
 
 // Row-major GEMM on cuBLAS (column-major): C (M,N) = alpha op(A) @ op(B) + beta C, where A, B,
 // C are row-major with row strides lda, ldb, ldc. Row-major C is column-major C^T, so this is

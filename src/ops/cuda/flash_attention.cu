@@ -30,7 +30,7 @@
 // TUNELENS_CUDA_PLAIN_ATTENTION=1 keeps every size on the materialised path (for comparisons).
 int cuda_flash_attention_supported(int D) {
     static int plain = -1;
-    if (plain < 0) plain = getenv("TUNELENS_CUDA_PLAIN_ATTENTION") && atoi(getenv("TUNELENS_CUDA_PLAIN_ATTENTION"));
+    if (plain < 0) plain = cuda_env_int("TUNELENS_CUDA_PLAIN_ATTENTION", 0) != 0;
     return !plain && (D == 16 || D == 32 || D == 64 || D == 128);
 }
 
@@ -395,7 +395,7 @@ fa_bwd_q_kernel(float *dq, const float *dout, const float *lse, const float *del
 // TUNELENS_CUDA_ATTENTION_F32=1: the f32 kernels in every precision (for comparisons)
 static bool fa_f32_forced(void) {
     static int off = -1;
-    if (off < 0) off = getenv("TUNELENS_CUDA_ATTENTION_F32") && atoi(getenv("TUNELENS_CUDA_ATTENTION_F32"));
+    if (off < 0) off = cuda_env_int("TUNELENS_CUDA_ATTENTION_F32", 0) != 0;
     return off;
 }
 // the TF32 tensor-core kernels: reduced precision (TF32, or BF16 where its kernels cannot run)

@@ -139,12 +139,6 @@ __device__ __forceinline__ float quad_sum(float v) {
 // grid (H/HG, B, ceil(T/64)), the last query tiles (the most keys) first; HG query heads of
 // one kv head per block (4 warps each), which share the K, V tiles. A thread holds rows g and
 // g+8 of its warp's 16: scores s[8][4] of a 64-key tile, out o[D/8][4].
-// two values of out (f32, or bf16: rounded to nearest, the input of bf16 products)
-__device__ __forceinline__ void store2(float *p, float2 y) { *reinterpret_cast<float2 *>(p) = y; }
-__device__ __forceinline__ void store2(__nv_bfloat16 *p, float2 y) {
-    *reinterpret_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(y.x, y.y);
-}
-
 template <int D, int HG, typename OUT = float>
 __global__ void __launch_bounds__(THREADS * HG)
 fwd_kernel(OUT *__restrict__ out, float *__restrict__ saved_lse, float *__restrict__ saved_out,
@@ -242,7 +236,7 @@ fwd_kernel(OUT *__restrict__ out, float *__restrict__ saved_lse, float *__restri
 #pragma unroll
         for (int n = 0; n < NT; n++) {
             const float2 y = make_float2(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
-            store2(out + at + n * 8, y);
+            cuda_store2(out + at + n * 8, y);
             if (saved_out) *reinterpret_cast<float2 *>(saved_out + at + n * 8) = y;
         }
         if (saved_lse && tq == 0)

@@ -133,10 +133,7 @@ bool cuda_linear_is_bf16(const LinearWeight *h) { return h && h->dtype == DTYPE_
 
 int cuda_lora_ld(int cols, int weight) {
     static int mode = -1;
-    if (mode < 0) {
-        const char *v = getenv("TUNELENS_CUDA_LORA_LD64");
-        mode = v ? atoi(v) : 0;
-    }
+    if (mode < 0) mode = cuda_env_int("TUNELENS_CUDA_LORA_LD64", 0);
     return mode == 1 || (mode == 2 && !weight) ? (cols + 63) / 64 * 64 : cols;
 }
 

@@ -6,9 +6,6 @@
 #define RMS_THREADS 256
 #define RMS_ROWS 32  // rows per partial sum of dweight
 
-__device__ __forceinline__ void rms_store(float *o, float v) { *o = v; }
-__device__ __forceinline__ void rms_store(__nv_bfloat16 *o, float v) { *o = __float2bfloat16_rn(v); }
-
 // inp (N,C), weight (C) -> out (N,C) (f32, or bf16: the f32 value rounded to nearest); rstd
 // (N) (may be NULL)
 template <typename OUT>
@@ -22,7 +19,7 @@ __global__ static void rmsnorm_fwd_kernel(OUT *out, float *rstd, const float *in
     for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)x[i] * x[i];
     ss = block_sum(ss, red);
     const float r = (float)(1.0 / sqrt(ss / C + (double)eps));
-    for (int i = threadIdx.x; i < C; i += blockDim.x) rms_store(o + i, __fmul_rn(x[i] * r, weight[i]));
+    for (int i = threadIdx.x; i < C; i += blockDim.x) cuda_store(o + i, __fmul_rn(x[i] * r, weight[i]));
     if (rstd && threadIdx.x == 0) rstd[n] = r;
 }
 

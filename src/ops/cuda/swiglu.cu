@@ -17,18 +17,12 @@ __device__ __forceinline__ void swiglu_grads(float dy, float g, float u, float *
     *du = __fmul_rn(dy, g * sg);
 }
 
-// one value, or four, stored as f32 or rounded to bf16 (the input of bf16 products)
-__device__ __forceinline__ void store1(float *p, float v) { *p = v; }
-__device__ __forceinline__ void store1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
-__device__ __forceinline__ void store4(float4 *p, float4 v) { *p = v; }
-__device__ __forceinline__ void store4(uint2 *p, float4 v) { *p = cuda_bf16x4(v.x, v.y, v.z, v.w); }
-
 // gate (n), up (n) -> out (n); O: float or __nv_bfloat16 (O4: float4 or uint2, four of them)
 template <typename O>
 __global__ static void swiglu_fwd_kernel(O *out, const float *gate, const float *up, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        store1(out + i, swiglu_value(gate[i], up[i]));
+        cuda_store(out + i, swiglu_value(gate[i], up[i]));
 }
 template <typename O4>
 __global__ static void swiglu_fwd4_kernel(O4 *out, const float4 *gate, const float4 *up,
@@ -36,7 +30,7 @@ __global__ static void swiglu_fwd4_kernel(O4 *out, const float4 *gate, const flo
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
         const float4 g = gate[i], u = up[i];
-        store4(out + i, make_float4(swiglu_value(g.x, u.x), swiglu_value(g.y, u.y),
+        cuda_store4(out + i, make_float4(swiglu_value(g.x, u.x), swiglu_value(g.y, u.y),
                                     swiglu_value(g.z, u.z), swiglu_value(g.w, u.w)));
     }
 }
@@ -49,8 +43,8 @@ __global__ static void swiglu_bwd_kernel(O *dgate, O *dup, const float *dout, co
          i += (int64_t)gridDim.x * blockDim.x) {
         float dg, du;
         swiglu_grads(dout[i], gate[i], up[i], &dg, &du);
-        if (dgate) store1(dgate + i, dg);
-        if (dup) store1(dup + i, du);
+        if (dgate) cuda_store(dgate + i, dg);
+        if (dup) cuda_store(dup + i, du);
     }
 }
 template <typename O4>
@@ -64,8 +58,8 @@ __global__ static void swiglu_bwd4_kernel(O4 *dgate, O4 *dup, const float4 *dout
         swiglu_grads(dy.y, g.y, u.y, &dg.y, &du.y);
         swiglu_grads(dy.z, g.z, u.z, &dg.z, &du.z);
         swiglu_grads(dy.w, g.w, u.w, &dg.w, &du.w);
-        if (dgate) store4(dgate + i, dg);
-        if (dup) store4(dup + i, du);
+        if (dgate) cuda_store4(dgate + i, dg);
+        if (dup) cuda_store4(dup + i, du);
     }
 }
 
