@@ -109,6 +109,13 @@ __device__ __forceinline__ void load_stage(const Args &a, __nv_bfloat16 *As, __n
     }
 }
 
+// C[row][col] = alpha v + beta C[row][col] (beta 0: C not read)
+__device__ __forceinline__ void store_c(const Args &a, int row, int col, float v) {
+    float *p = a.C + (size_t)row * a.ldc + col;
+    v *= a.alpha;
+    *p = a.beta == 0.0f ? v : v + a.beta * *p;
+}
+
 // grid (tiles, splits), clusters (1, splits): block (x, s) sums k in [s kper, (s+1) kper) for
 // columns [128x, +128)
 template <int MT, bool NT>
@@ -177,11 +184,7 @@ __global__ void __launch_bounds__(THREADS) gemm_small_kernel(const __grid_consta
     };
     if (a.splits == 1) {
         each_acc([&](int row, int c, float v) {
-            if (row < a.M && n0 + c < a.N) {
-                float *p = a.C + (size_t)row * a.ldc + n0 + c;
-                v *= a.alpha;
-                *p = a.beta == 0.0f ? v : v + a.beta * *p;
-            }
+            if (row < a.M && n0 + c < a.N) store_c(a, row, n0 + c, v);
         });
         return;
     }
@@ -200,11 +203,7 @@ __global__ void __launch_bounds__(THREADS) gemm_small_kernel(const __grid_consta
         const int row = e / BN, col = n0 + e % BN;
         float v = 0.0f;
         for (int q = 0; q < a.splits; q++) v += cluster.map_shared_rank(part, q)[e];
-        if (col < a.N) {
-            float *p = a.C + (size_t)row * a.ldc + col;
-            v *= a.alpha;
-            *p = a.beta == 0.0f ? v : v + a.beta * *p;
-        }
+        if (col < a.N) store_c(a, row, col, v);
     }
     cluster.sync();  // no block leaves while another reads its shared memory
 #else
