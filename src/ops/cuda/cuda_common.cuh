@@ -90,6 +90,24 @@ __device__ __forceinline__ void cuda_store2(__nv_bfloat16 *p, float2 y) {
 __device__ __forceinline__ void cuda_store4(float4 *p, float4 v) { *p = v; }
 __device__ __forceinline__ void cuda_store4(uint2 *p, float4 v) { *p = cuda_bf16x4(v.x, v.y, v.z, v.w); }
 
+// cp.async (sm_80+): 16 (or 4) bytes global -> shared without a register on the way, so a
+// tile's loads run while the block computes on the previous one; zeros where !valid (nothing
+// read: src need only be a valid address). A thread commits its copies as a group and waits
+// until at most N groups are in flight; a __syncthreads() after the wait shows them to the block.
+__device__ __forceinline__ void cuda_cp16(void *dst, const void *src, bool valid) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cuda_cp4(void *dst, const void *src, bool valid) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(src),
+                 "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cuda_cp_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cuda_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
 // Row-major GEMM on cuBLAS (column-major): C (M,N) = alpha op(A) @ op(B) + beta C, where A, B,
 // C are row-major with row strides lda, ldb, ldc. Row-major C is column-major C^T, so this is
 // C^T = op(B)^T @ op(A)^T with the operands swapped.

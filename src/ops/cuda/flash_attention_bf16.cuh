@@ -18,8 +18,11 @@
 // (f32) from the f32 rows it loads, then one per 64 keys (dk, dv; the query heads of the kv
 // head summed inside the block), as the f32 kernels: no atomics, the same bits every run.
 // The forward and dq kernels take two query heads of one kv head per block where the group
-// is even (8 warps sharing each K, V tile: half the tile loads). Tile loads are f32 float4s
-// from L2/DRAM, rounded on the way into shared memory (no cp.async: the data changes type).
+// is even (8 warps sharing each K, V tile: half the tile loads). The tiles a block walks over
+// (K, V in the forward and dq kernels; Q, dO, lse, delta in the kv kernel) come in by cp.async
+// as f32 into a staging area while the block computes on the previous tile, and are rounded
+// into the bf16 tiles when it is done with it (the same bf16 values as a rounding load: the
+// bits do not depend on the staging). The block's own tile is loaded once, rounded on the way.
 // Included by flash_attention.cu (its helpers fa_keys, FA_LOG2E).
 #include <cuda_bf16.h>
 
@@ -31,6 +34,11 @@ constexpr int ROWS = 64;      // rows of the block's own tile
 // a row-major tile of `rows` rows of D bf16: words per row
 template <int D>
 __host__ __device__ constexpr int stride_w() { return D / 2 + 4; }
+
+// blocks of HG heads an SM that the forward and dq kernels' registers must allow: 512 threads
+// (128 registers each) up to D = 64, where the staging's addresses would otherwise take the
+// registers of a second block; D = 128 needs its registers for its accumulators
+__host__ __device__ constexpr int min_blocks(int D, int HG) { return D <= 64 ? 4 / HG : 1; }
 
 __device__ __forceinline__ uint32_t pack(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
@@ -127,6 +135,31 @@ __device__ __forceinline__ void load_tile(uint32_t *tile, const float *__restric
     }
 }
 
+// rows [r0, r0 + R) of a (rows, stride) f32 tensor into a staging tile (R x D f32, dense),
+// asynchronously (16 B copies; zeros past n); the caller commits and waits
+template <int D, int R, int NTHR>
+__device__ __forceinline__ void stage_tile(float *st, const float *__restrict__ src, size_t stride,
+                                           int r0, int n) {
+    constexpr int C4 = D / 4;
+#pragma unroll
+    for (int i = threadIdx.x; i < R * C4; i += NTHR) {
+        const int r = i / C4, c = i % C4, row = r0 + r;
+        cuda_cp16(st + r * D + 4 * c, src + (size_t)(row < n ? row : 0) * stride + 4 * c, row < n);
+    }
+}
+
+// a staged tile rounded to bf16 into a row-major tile (what load_tile writes for those rows)
+template <int D, int R, int NTHR>
+__device__ __forceinline__ void unstage_tile(uint32_t *tile, const float *st) {
+    constexpr int W = stride_w<D>(), C4 = D / 4;
+#pragma unroll
+    for (int i = threadIdx.x; i < R * C4; i += NTHR) {
+        const int r = i / C4, c = i % C4;
+        const float4 x = *reinterpret_cast<const float4 *>(st + r * D + 4 * c);
+        *reinterpret_cast<uint2 *>(tile + r * W + 2 * c) = make_uint2(pack(x.x, x.y), pack(x.z, x.w));
+    }
+}
+
 __device__ __forceinline__ float quad_max(float v) {
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
     return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
@@ -140,13 +173,15 @@ __device__ __forceinline__ float quad_sum(float v) {
 // one kv head per block (4 warps each), which share the K, V tiles. A thread holds rows g and
 // g+8 of its warp's 16: scores s[8][4] of a 64-key tile, out o[D/8][4].
 template <int D, int HG, typename OUT = float>
-__global__ void __launch_bounds__(THREADS * HG)
+__global__ void __launch_bounds__(THREADS * HG, min_blocks(D, HG))
 fwd_kernel(OUT *__restrict__ out, float *__restrict__ saved_lse, float *__restrict__ saved_out,
            const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,
            int T, int S, int q_offset, int H, int Hkv, float scale_log2) {
     constexpr int W = stride_w<D>(), NT = D / 8, KD = D / 16;
     extern __shared__ __align__(16) uint32_t shw[];
+    constexpr int NTHR = THREADS * HG;
     uint32_t *Qs = shw, *Ks = Qs + HG * ROWS * W, *Vs = Ks + ROWS * W;
+    float *Kst = reinterpret_cast<float *>(Vs + ROWS * W), *Vst = Kst + ROWS * D;  // staging
     const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     const int warp = (threadIdx.x >> 5) & 3, hw = threadIdx.x >> 7;  // rows, head of the warp
     const int hb = blockIdx.x, b = blockIdx.y, t0 = (gridDim.z - 1 - blockIdx.z) * ROWS;
@@ -154,10 +189,14 @@ fwd_kernel(OUT *__restrict__ out, float *__restrict__ saved_lse, float *__restri
     const int kvh = h / (H / Hkv);
     const size_t qs = (size_t)H * D, ks = (size_t)Hkv * D;
     const float *kb = k + ((size_t)b * S * Hkv + kvh) * D, *vb = v + ((size_t)b * S * Hkv + kvh) * D;
+    const int n_keys = fa_keys(min(t0 + ROWS, T) - 1, S, q_offset);
+    stage_tile<D, ROWS, NTHR>(Kst, kb, ks, 0, S);  // the first K, V tile, while Q loads
+    stage_tile<D, ROWS, NTHR>(Vst, vb, ks, 0, S);
+    cuda_cp_commit();
 #pragma unroll
     for (int j = 0; j < HG; j++)
-        load_tile<D, ROWS, THREADS * HG>(Qs + j * ROWS * W, q + ((size_t)b * T * H + hb * HG + j) * D,
-                           qs, t0, T);
+        load_tile<D, ROWS, NTHR>(Qs + j * ROWS * W, q + ((size_t)b * T * H + hb * HG + j) * D, qs,
+                                 t0, T);
     __syncthreads();
     uint32_t qf[KD][4];
 #pragma unroll
@@ -169,12 +208,17 @@ fwd_kernel(OUT *__restrict__ out, float *__restrict__ saved_lse, float *__restri
     float o[NT][4];
 #pragma unroll
     for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    const int n_keys = fa_keys(min(t0 + ROWS, T) - 1, S, q_offset);
     for (int k0 = 0; k0 < n_keys; k0 += ROWS) {
-        __syncthreads();  // the previous tile's K, V are read
-        load_tile<D, ROWS, THREADS * HG>(Ks, kb, ks, k0, S);
-        load_tile<D, ROWS, THREADS * HG>(Vs, vb, ks, k0, S);
-        __syncthreads();
+        cuda_cp_wait<0>();
+        __syncthreads();  // the staged tile is in; the previous tile's K, V are read
+        unstage_tile<D, ROWS, NTHR>(Ks, Kst);
+        unstage_tile<D, ROWS, NTHR>(Vs, Vst);
+        __syncthreads();  // K, V ready; the staging area free for the next tile
+        if (k0 + ROWS < n_keys) {
+            stage_tile<D, ROWS, NTHR>(Kst, kb, ks, k0 + ROWS, S);
+            stage_tile<D, ROWS, NTHR>(Vst, vb, ks, k0 + ROWS, S);
+        }
+        cuda_cp_commit();
         float s[8][4];
 #pragma unroll
         for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
@@ -225,6 +269,7 @@ fwd_kernel(OUT *__restrict__ out, float *__restrict__ saved_lse, float *__restri
             }
         }
     }
+    cuda_cp_wait<0>();  // (none in flight but where the block has no key)
     l_a = quad_sum(l_a), l_b = quad_sum(l_b);
 #pragma unroll
     for (int half = 0; half < 2; half++) {
@@ -259,10 +304,29 @@ bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__res
     extern __shared__ __align__(16) uint32_t shw[];
     uint32_t *Ks = shw, *Vs = Ks + ROWS * W, *Qs = Vs + ROWS * W, *dOs = Qs + BQ * W;
     float *lse_s = reinterpret_cast<float *>(dOs + BQ * W), *dl_s = lse_s + BQ;
+    float *Qst = dl_s + BQ, *dOst = Qst + BQ * D, *lse_st = dOst + BQ * D, *dl_st = lse_st + BQ;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
     const int s0 = blockIdx.z * ROWS, kvh = blockIdx.x, b = blockIdx.y;
     const int group = H / Hkv;
     const size_t qs = (size_t)H * D, ks = (size_t)Hkv * D;
+    // the block walks over (query head of the group, query tile) pairs: `tiles` tiles a head
+    // from the first that sees key s0
+    const int t_start = max(0, s0 - q_offset) / BQ * BQ;
+    const int tiles = t_start < T ? (T - t_start + BQ - 1) / BQ : 0, n_items = group * tiles;
+    // stage item i's Q, dO rows and their lse, delta (the caller commits)
+    auto stage = [&](int i) {
+        const int h = kvh * group + i / tiles, t0 = t_start + i % tiles * BQ;
+        const size_t at = ((size_t)b * T * H + h) * D, row0 = ((size_t)b * H + h) * T;
+        stage_tile<D, BQ, THREADS>(Qst, q + at, qs, t0, T);
+        stage_tile<D, BQ, THREADS>(dOst, dout + at, qs, t0, T);
+        for (int r = threadIdx.x; r < BQ; r += THREADS) {
+            const bool ok = t0 + r < T;
+            cuda_cp4(lse_st + r, lse + row0 + (ok ? t0 + r : 0), ok);
+            cuda_cp4(dl_st + r, delta + row0 + (ok ? t0 + r : 0), ok);
+        }
+    };
+    if (n_items) stage(0);
+    cuda_cp_commit();
     load_tile<D, ROWS, THREADS>(Ks, k + ((size_t)b * S * Hkv + kvh) * D, ks, s0, S);
     load_tile<D, ROWS, THREADS>(Vs, v + ((size_t)b * S * Hkv + kvh) * D, ks, s0, S);
     const int key_a = s0 + warp * 16 + g, key_b = key_a + 8;
@@ -271,50 +335,49 @@ bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__res
     for (int n = 0; n < NT; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++) gk[n][e] = gv[n][e] = 0.0f;
-    const int t_first = max(0, s0 - q_offset);  // the first query that sees key s0
-    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-        const float *qb = q + ((size_t)b * T * H + h) * D, *ob = dout + ((size_t)b * T * H + h) * D;
-        const size_t row0 = ((size_t)b * H + h) * T;
-        for (int t0 = t_first / BQ * BQ; t0 < T; t0 += BQ) {
-            __syncthreads();  // the previous tile is read
-            load_tile<D, BQ, THREADS>(Qs, qb, qs, t0, T);
-            load_tile<D, BQ, THREADS>(dOs, ob, qs, t0, T);
-            for (int r = threadIdx.x; r < BQ; r += THREADS) {  // +inf, 0 past T: P = 0
-                const bool ok = t0 + r < T;
-                lse_s[r] = ok ? lse[row0 + t0 + r] : INFINITY;
-                dl_s[r] = ok ? delta[row0 + t0 + r] : 0.0f;
+    for (int item = 0; item < n_items; item++) {
+        const int t0 = t_start + item % tiles * BQ;
+        cuda_cp_wait<0>();
+        __syncthreads();  // the staged item is in; the previous tile is read
+        unstage_tile<D, BQ, THREADS>(Qs, Qst);
+        unstage_tile<D, BQ, THREADS>(dOs, dOst);
+        for (int r = threadIdx.x; r < BQ; r += THREADS) {  // +inf, 0 past T: P = 0
+            const bool ok = t0 + r < T;
+            lse_s[r] = ok ? lse_st[r] : INFINITY;
+            dl_s[r] = ok ? dl_st[r] : 0.0f;
+        }
+        __syncthreads();  // the tiles ready; the staging area free for the next item
+        if (item + 1 < n_items) stage(item + 1);
+        cuda_cp_commit();
+        float st[NQ][4], dpt[NQ][4];  // S^T = K Q^T, dP^T = V dO^T
+        paired_products<W, NQ, KD>(st, dpt, Ks, Vs, Qs, dOs, warp * 16);
+        // keys past S hold zero rows and their gradients are dropped; queries past T have
+        // lse = +inf; so only the causal edge needs a mask
+        const bool mask = s0 + ROWS - 1 > q_offset + t0;
+#pragma unroll
+        for (int n = 0; n < NQ; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int c = n * 8 + 2 * tq + (e & 1), key = e < 2 ? key_a : key_b;
+                float p = exp2f(st[n][e] * scale_log2 - lse_s[c]);
+                if (mask && key > q_offset + t0 + c) p = 0.0f;
+                st[n][e] = p;
+                dpt[n][e] = (scale * p) * (dpt[n][e] - dl_s[c]);
             }
-            __syncthreads();
-            float st[NQ][4], dpt[NQ][4];  // S^T = K Q^T, dP^T = V dO^T
-            paired_products<W, NQ, KD>(st, dpt, Ks, Vs, Qs, dOs, warp * 16);
-            // keys past S hold zero rows and their gradients are dropped; queries past T have
-            // lse = +inf; so only the causal edge needs a mask
-            const bool mask = s0 + ROWS - 1 > q_offset + t0;
 #pragma unroll
-            for (int n = 0; n < NQ; n++)
+        for (int j = 0; j < BQ / 16; j++) {  // dv += P^T dO, dk += dS^T Q
+            uint32_t ap[4], ad[4];
+            acc_to_a(ap, st[2 * j], st[2 * j + 1]);
+            acc_to_a(ad, dpt[2 * j], dpt[2 * j + 1]);
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int c = n * 8 + 2 * tq + (e & 1), key = e < 2 ? key_a : key_b;
-                    float p = exp2f(st[n][e] * scale_log2 - lse_s[c]);
-                    if (mask && key > q_offset + t0 + c) p = 0.0f;
-                    st[n][e] = p;
-                    dpt[n][e] = (scale * p) * (dpt[n][e] - dl_s[c]);
-                }
-#pragma unroll
-            for (int j = 0; j < BQ / 16; j++) {  // dv += P^T dO, dk += dS^T Q
-                uint32_t ap[4], ad[4];
-                acc_to_a(ap, st[2 * j], st[2 * j + 1]);
-                acc_to_a(ad, dpt[2 * j], dpt[2 * j + 1]);
-#pragma unroll
-                for (int n = 0; n < NT; n += 2) {
-                    uint32_t bo[4], bq[4];
-                    frag_b2<W>(bo, dOs, j * 16, n * 8);
-                    mma(gv[n], ap, bo[0], bo[1]);
-                    mma(gv[n + 1], ap, bo[2], bo[3]);
-                    frag_b2<W>(bq, Qs, j * 16, n * 8);
-                    mma(gk[n], ad, bq[0], bq[1]);
-                    mma(gk[n + 1], ad, bq[2], bq[3]);
-                }
+            for (int n = 0; n < NT; n += 2) {
+                uint32_t bo[4], bq[4];
+                frag_b2<W>(bo, dOs, j * 16, n * 8);
+                mma(gv[n], ap, bo[0], bo[1]);
+                mma(gv[n + 1], ap, bo[2], bo[3]);
+                frag_b2<W>(bq, Qs, j * 16, n * 8);
+                mma(gk[n], ad, bq[0], bq[1]);
+                mma(gk[n + 1], ad, bq[2], bq[3]);
             }
         }
     }
@@ -370,7 +433,7 @@ __device__ __forceinline__ void load_dout_delta(uint32_t *tile, float *dl_s, flo
 // out (the saved f32 out) not NULL: delta = dout . out is computed here, from the f32 rows, and
 // written to delta for the kv kernel (which runs after); else delta is read.
 template <int D, int BK, int HG>
-__global__ void __launch_bounds__(THREADS * HG)
+__global__ void __launch_bounds__(THREADS * HG, min_blocks(D, HG))
 bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
              const float *__restrict__ lse, float *__restrict__ delta,
              const float *__restrict__ out, const float *__restrict__ q, const float *__restrict__ k,
@@ -378,8 +441,10 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
              float scale_log2) {
     constexpr int W = stride_w<D>(), NT = D / 8, KD = D / 16, NK = BK / 8;
     extern __shared__ __align__(16) uint32_t shw[];
+    constexpr int NTHR = THREADS * HG;
     uint32_t *Qh = shw, *dOh = Qh + HG * ROWS * W, *Ks = dOh + HG * ROWS * W, *Vs = Ks + BK * W;
     float *dl_h = reinterpret_cast<float *>(Vs + BK * W);
+    float *Kst = dl_h + HG * ROWS, *Vst = Kst + BK * D;  // staging
     const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
     const int warp = (threadIdx.x >> 5) & 3, hw = threadIdx.x >> 7;  // rows, head of the warp
     const int hb = blockIdx.x, b = blockIdx.y, t0 = (gridDim.z - 1 - blockIdx.z) * ROWS;
@@ -387,15 +452,19 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
     const int kvh = h / (H / Hkv);
     const size_t qs = (size_t)H * D, ks = (size_t)Hkv * D;
     const float *kb = k + ((size_t)b * S * Hkv + kvh) * D, *vb = v + ((size_t)b * S * Hkv + kvh) * D;
+    const int n_keys = fa_keys(min(t0 + ROWS, T) - 1, S, q_offset);
+    stage_tile<D, BK, NTHR>(Kst, kb, ks, 0, S);  // the first K, V tile, while Q and dO load
+    stage_tile<D, BK, NTHR>(Vst, vb, ks, 0, S);
+    cuda_cp_commit();
 #pragma unroll
     for (int j = 0; j < HG; j++) {
         const int hj = hb * HG + j;
         const size_t rj = ((size_t)b * H + hj) * T, aj = ((size_t)b * T * H + hj) * D;
-        load_tile<D, ROWS, THREADS * HG>(Qh + j * ROWS * W, q + aj, qs, t0, T);
+        load_tile<D, ROWS, NTHR>(Qh + j * ROWS * W, q + aj, qs, t0, T);
         if (out)
-            load_dout_delta<D, THREADS * HG>(dOh + j * ROWS * W, dl_h + j * ROWS, delta + rj + t0, dout + aj,
-                               out + aj, qs, t0, T);
-        else load_tile<D, ROWS, THREADS * HG>(dOh + j * ROWS * W, dout + aj, qs, t0, T);
+            load_dout_delta<D, NTHR>(dOh + j * ROWS * W, dl_h + j * ROWS, delta + rj + t0,
+                                     dout + aj, out + aj, qs, t0, T);
+        else load_tile<D, ROWS, NTHR>(dOh + j * ROWS * W, dout + aj, qs, t0, T);
     }
     __syncthreads();
     const uint32_t *Qs = Qh + hw * ROWS * W, *dOs = dOh + hw * ROWS * W;  // this warp's head
@@ -411,12 +480,17 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
     float gq[NT][4];
 #pragma unroll
     for (int n = 0; n < NT; n++) gq[n][0] = gq[n][1] = gq[n][2] = gq[n][3] = 0.0f;
-    const int n_keys = fa_keys(min(t0 + ROWS, T) - 1, S, q_offset);
     for (int k0 = 0; k0 < n_keys; k0 += BK) {
-        __syncthreads();
-        load_tile<D, BK, THREADS * HG>(Ks, kb, ks, k0, S);
-        load_tile<D, BK, THREADS * HG>(Vs, vb, ks, k0, S);
-        __syncthreads();
+        cuda_cp_wait<0>();
+        __syncthreads();  // the staged tile is in; the previous tile's K, V are read
+        unstage_tile<D, BK, NTHR>(Ks, Kst);
+        unstage_tile<D, BK, NTHR>(Vs, Vst);
+        __syncthreads();  // K, V ready; the staging area free for the next tile
+        if (k0 + BK < n_keys) {
+            stage_tile<D, BK, NTHR>(Kst, kb, ks, k0 + BK, S);
+            stage_tile<D, BK, NTHR>(Vst, vb, ks, k0 + BK, S);
+        }
+        cuda_cp_commit();
         float s[NK][4], dp[NK][4];  // S = Q K^T, dP = dO V^T
         paired_products<W, NK, KD>(s, dp, Qs, dOs, Ks, Vs, warp * 16);
         const bool mask = k0 + BK > lim_min;
@@ -443,6 +517,7 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
             }
         }
     }
+    cuda_cp_wait<0>();  // (none in flight but where the block has no key)
 #pragma unroll
     for (int half = 0; half < 2; half++) {
         const int t = half ? rb : ra;
@@ -459,11 +534,14 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
 // query rows per kv-kernel tile and key rows per dq-kernel tile: D = 128 halves them (the
 // accumulators of D = 128 leave no registers for 64-wide tiles)
 __host__ __device__ constexpr int bq(int D) { return D > 64 ? 32 : 64; }
-static size_t fwd_shmem(int D, int HG) { return (HG + 2) * (size_t)ROWS * (D / 2 + 4) * 4; }
+// (bf16 tiles, then the f32 staging area of the tiles walked over)
+static size_t fwd_shmem(int D, int HG) {
+    return ((HG + 2) * (size_t)ROWS * (D / 2 + 4) + 2 * (size_t)ROWS * D) * 4;
+}
 static size_t kv_shmem(int D, int BQ) {
-    return ((2 * (size_t)ROWS + 2 * BQ) * (D / 2 + 4) + 2 * BQ) * 4;
+    return ((2 * (size_t)ROWS + 2 * BQ) * (D / 2 + 4) + 2 * BQ + 2 * (size_t)BQ * D + 2 * BQ) * 4;
 }
 static size_t q_shmem(int D, int HG) {
-    return ((2 * (size_t)HG * ROWS + 2 * bq(D)) * (D / 2 + 4) + HG * ROWS) * 4;
+    return ((2 * (size_t)HG * ROWS + 2 * bq(D)) * (D / 2 + 4) + HG * ROWS + 2 * (size_t)bq(D) * D) * 4;
 }
 }  // namespace fa_bf

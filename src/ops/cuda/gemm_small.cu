@@ -52,16 +52,6 @@ struct Args {
     float alpha, beta;
 };
 
-// 16 bytes global -> shared, asynchronously; zeros when !valid (nothing read)
-__device__ __forceinline__ void cp16(void *dst, const void *src, bool valid) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src),
-                 "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n"); }
-template <int N>
-__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
 // four 8 x 8 bf16 matrices; lane l gives the address of row l & 7 of matrix l >> 3
 __device__ __forceinline__ void ldsm(uint32_t r[4], const __nv_bfloat16 *p) {
     const unsigned a = (unsigned)__cvta_generic_to_shared(p);
@@ -92,19 +82,19 @@ __device__ __forceinline__ void load_stage(const Args &a, __nv_bfloat16 *As, __n
     for (int c = threadIdx.x; c < MT * 16 * (BK / 8); c += THREADS) {
         const int row = c / (BK / 8), k = k0 + (c % (BK / 8)) * 8;
         const bool ok = row < a.M && k < ke;
-        cp16(As + row * LDA + (c % (BK / 8)) * 8, ok ? a.A + (size_t)row * a.lda + k : a.A, ok);
+        cuda_cp16(As + row * LDA + (c % (BK / 8)) * 8, ok ? a.A + (size_t)row * a.lda + k : a.A, ok);
     }
     if constexpr (NT) {  // B (N,K): BN rows of BK
         for (int c = threadIdx.x; c < BN * (BK / 8); c += THREADS) {
             const int row = c / (BK / 8), n = n0 + row, k = k0 + (c % (BK / 8)) * 8;
             const bool ok = n < a.N && k < ke;
-            cp16(Bs + row * LDA + (c % (BK / 8)) * 8, ok ? a.B + (size_t)n * a.ldb + k : a.B, ok);
+            cuda_cp16(Bs + row * LDA + (c % (BK / 8)) * 8, ok ? a.B + (size_t)n * a.ldb + k : a.B, ok);
         }
     } else {  // B (K,N): BK rows of BN
         for (int c = threadIdx.x; c < BK * (BN / 8); c += THREADS) {
             const int row = c / (BN / 8), k = k0 + row, n = n0 + (c % (BN / 8)) * 8;
             const bool ok = k < ke && n < a.N;
-            cp16(Bs + row * LDN + (c % (BN / 8)) * 8, ok ? a.B + (size_t)k * a.ldb + n : a.B, ok);
+            cuda_cp16(Bs + row * LDN + (c % (BN / 8)) * 8, ok ? a.B + (size_t)k * a.ldb + n : a.B, ok);
         }
     }
 }
@@ -140,16 +130,16 @@ __global__ void __launch_bounds__(THREADS) gemm_small_kernel(const __grid_consta
     for (int st = 0; st < STAGES - 1; st++) {
         if (st < nk)
             load_stage<MT, NT>(a, As + st * a_elems<MT>(), Bs + st * b_elems(), n0, kb + st * BK, ke);
-        cp_commit();
+        cuda_cp_commit();
     }
     for (int kt = 0; kt < nk; kt++) {
-        cp_wait<STAGES - 2>();
+        cuda_cp_wait<STAGES - 2>();
         __syncthreads();  // stage kt is in; every warp is done with stage kt - 1
         const int nt = kt + STAGES - 1;
         if (nt < nk)
             load_stage<MT, NT>(a, As + (nt % STAGES) * a_elems<MT>(), Bs + (nt % STAGES) * b_elems(),
                                n0, kb + nt * BK, ke);
-        cp_commit();
+        cuda_cp_commit();
         const __nv_bfloat16 *as = As + (kt % STAGES) * a_elems<MT>();
         const __nv_bfloat16 *bs = Bs + (kt % STAGES) * b_elems();
 #pragma unroll
@@ -169,7 +159,7 @@ __global__ void __launch_bounds__(THREADS) gemm_small_kernel(const __grid_consta
             }
         }
     }
-    cp_wait<0>();
+    cuda_cp_wait<0>();
 
     // f(row, column in the tile, value) for each accumulator: (mt, t, i) is row mt*16 + g (+8
     // for i >= 2), column wn + 8t + 2tq (+1 for odd i)
