@@ -104,6 +104,7 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     s->logit_rows = logit_rows;
     s->lora_rank_max = max_lora_rank(m);
     s->probs_floats = backend_attention_saved(m->be, B, T, max_seq, c->n_heads, c->head_dim);
+    s->probs_floats = (s->probs_floats + 63) / 64 * 64;  // (each layer's slot aligned)
     size_t N = (size_t)B * T, C = c->dim, F = c->hidden_dim, L = c->n_layers;
     size_t HD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim;
     size_t La = keep_acts == ACTS_ALL ? L : 1;         // layers whose activations are kept
@@ -141,8 +142,12 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
                      &s->resid_mid, &s->ffn_xn, &s->ffn_rstd, &s->gate, &s->up, &s->act,
                      &s->lora_xa, &s->dora_y, &s->scratch, &s->final_xn, &s->final_rstd,
                      &s->logits};
+    // every buffer starts on 256 bytes, whatever the sizes before it (an odd B T of rstd's
+    // floats would leave the rest unaligned, and the backends' vector kernels would give way
+    // to slower ones); the model's per-layer slots inside them are multiples of 64 floats too
     size_t total = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += sizes[i];
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        total += sizes[i] = (sizes[i] + 63) / 64 * 64;
     // ids: tokens, targets, positions, the rows' losses (N each), the loss scale (4 floats, so the
     // rope tables keep their alignment); rope tables
     // (max_seq, D/2) twice

@@ -34,8 +34,13 @@ int cuda_flash_attention_supported(int D) {
     return !plain && (D == 16 || D == 32 || D == 64 || D == 128);
 }
 
+// The saved state is [lse (B,H,T)] [out (B,T,H,D)], lse's part rounded up to 256 bytes so that
+// out keeps the alignment of the buffer (the bf16 kernels' vector accesses ask for it: with an
+// odd B H T they would otherwise give way to the slower kernels); the whole rounded likewise,
+// so that a model's per-layer slots stay aligned too.
+static size_t fa_lse_floats(int B, int T, int H) { return ((size_t)B * H * T + 63) / 64 * 64; }
 size_t cuda_flash_attention_saved_floats(int B, int T, int H, int D) {
-    return (size_t)B * H * T + (size_t)B * T * H * D;
+    return fa_lse_floats(B, T, H) + ((size_t)B * T * H * D + 63) / 64 * 64;
 }
 
 // the last key query t may see, +1 (keys [0, n))
@@ -628,7 +633,7 @@ void cuda_flash_attention_forward(float *out, float *saved, const float *q, cons
                                   const float *v, int B, int T, int S, int q_offset, int H,
                                   int Hkv, int D, ComputeDtype dtype) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
-    float *lse = saved, *sout = saved ? saved + (size_t)B * H * T : NULL;
+    float *lse = saved, *sout = saved ? saved + fa_lse_floats(B, T, H) : NULL;
     if (S <= 0) {  // no key at all: the CPU's zero rows
         CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float) * (size_t)B * T * H * D, 0));
         return;
@@ -642,7 +647,7 @@ bool cuda_flash_attention_forward16(uint16_t *out, float *saved, const float *q,
                                     const float *v, int B, int T, int S, int q_offset, int H,
                                     int Hkv, int D, ComputeDtype dtype) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return false;
-    float *lse = saved, *sout = saved ? saved + (size_t)B * H * T : NULL;
+    float *lse = saved, *sout = saved ? saved + fa_lse_floats(B, T, H) : NULL;
     bool done = false;
     FA_DISPATCH(fa_forward16_d, D, &done, (__nv_bfloat16 *)out, lse, sout, q, k, v, B, T, S,
                 q_offset, H, Hkv, dtype);
@@ -656,7 +661,7 @@ void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float 
                                    int Hkv, int D, ComputeDtype dtype) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return;
     if (!dq && !dk && !dv) return;
-    const size_t rows = (size_t)B * H * T, nsaved = cuda_flash_attention_saved_floats(B, T, H, D);
+    const size_t rows = fa_lse_floats(B, T, H), nsaved = cuda_flash_attention_saved_floats(B, T, H, D);
     float *ws = cuda_workspace(rows + (saved ? 0 : 2 * nsaved));
     float *delta = ws;
     if (!saved) {  // not kept: run the forward again (into a throwaway out)
