@@ -1375,6 +1375,46 @@ static void bench_attention_1b(void) {
 // SwiGLU, embedding, adds
 
 // Elementwise, no sums: silu(g) = g / (1 + expf(-g)) and the products around it.
+// gate and up in bf16 (swiglu16_forward, swiglu16_backward): the same bits as the *16 ops of
+// f32 inputs holding those bf16 values (the same arithmetic on the same f32 values), by the
+// 4-a-thread kernels (aligned) and the one-a-thread ones (everything one value further on).
+// g, u: host; d_dout: device.
+static void swiglu16_case(const float *g, const float *u, const float *d_dout, int64_t n) {
+    const size_t b = (size_t)n * sizeof(uint16_t);
+    uint16_t *h16[2] = {xmalloc(b), xmalloc(b)};
+    float *hf[2] = {xmalloc(n * 4), xmalloc(n * 4)};
+    const float *src[2] = {g, u};
+    for (int k = 0; k < 2; k++)
+        for (int64_t i = 0; i < n; i++)
+            h16[k][i] = f32_to_bf16(src[k][i]), hf[k][i] = bf16_to_f32(h16[k][i]);
+    float *df[2] = {dev(hf[0], n), dev(hf[1], n)};
+    uint16_t *ref[3], *got[3], *want = xmalloc(b), *have = xmalloc(b);
+    for (int k = 0; k < 3; k++) ref[k] = G->alloc(b), got[k] = G->alloc(b + 2);
+    G->swiglu_forward16(ref[0], df[0], df[1], n);
+    G->swiglu_backward16(ref[1], ref[2], d_dout, df[0], df[1], n);
+    for (int off = 0; off < 2; off++) {
+        uint16_t *d16[2];
+        for (int k = 0; k < 2; k++) {
+            d16[k] = G->alloc(b + 2);
+            G->upload(d16[k] + off, h16[k], b);
+        }
+        G->swiglu16_forward(got[0] + off, d16[0] + off, d16[1] + off, n);
+        G->swiglu16_backward(got[1] + off, got[2] + off, d_dout, d16[0] + off, d16[1] + off, n);
+        static const char *part[3] = {"forward", "dgate", "dup"};
+        for (int k = 0; k < 3; k++) {
+            G->download(want, ref[k], b);
+            G->download(have, got[k] + off, b);
+            if (memcmp(want, have, b))
+                fail_msg("swiglu16 n=%lld %s%s: not the f32-input op's bits", (long long)n,
+                         part[k], off ? " (scalar)" : "");
+        }
+        gfree(d16[0]), gfree(d16[1]);
+    }
+    for (int k = 0; k < 3; k++) gfree(ref[k]), gfree(got[k]);
+    for (int k = 0; k < 2; k++) free(h16[k]), free(hf[k]), gfree(df[k]);
+    free(want), free(have);
+}
+
 static void swiglu_case(int64_t n) {
     char what[96];
     const double tol = 2 * tol_signed(1);
@@ -1442,6 +1482,7 @@ static void swiglu_case(int64_t n) {
         }
         gfree(g16), gfree(u16);
     }
+    if (G->swiglu16_forward) swiglu16_case(g, u, d_dout, n);
     for (int k = 0; k < 4; k++) free(x[k]);
     for (int k = 0; k < 3; k++) free(sh[k]), gfree(d_sh[k]);
     gfree(o1), gfree(o2), gfree(d_dg), gfree(d_du);

@@ -986,6 +986,17 @@ static void loss_grads16(Setup *su, ForwardState *s, float *loss, float *g, uint
     su->m.be->download(g16, su->g.arena16, sizeof(uint16_t) * su->g.n16);
 }
 
+// RMS of a - b over RMS of b (n values; bf16 bits when a16, b16)
+static double rel_rms(const float *a, const float *b, const uint16_t *a16, const uint16_t *b16,
+                      size_t n) {
+    double d = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double x = a16 ? bf16_to_f32(a16[i]) : a[i], y = b16 ? bf16_to_f32(b16[i]) : b[i];
+        d += (x - y) * (x - y), r += y * y;
+    }
+    return r > 0.0 ? sqrt(d / r) : sqrt(d);
+}
+
 static void test_inputs16_bit_identical(void **state) {
     {
         Setup su;
@@ -1003,40 +1014,81 @@ static void test_inputs16_bit_identical(void **state) {
     master_open(&h, be, 1);
     Setup *su = &h.su;
     assert_int_equal(su->s.inputs16, 1);
-    Backend plain = *be;
+    assert_true(!be->swiglu16_forward || su->s.gate16);
+    // inputs in bf16 with gate and up in f32 (nog) against f32 inputs (plain): bit for bit
+    Backend plain = *be, nog = *be;
     plain.linear_input16 = NULL;
+    nog.swiglu16_forward = NULL, nog.swiglu16_backward = NULL;
     const int B = su->s.B, T = su->s.T, V = su->m.cfg.vocab_size;
-    ForwardState s32;
+    const int keep = ACTS_ALL | ACTS_RECOMPUTE_ACT;
+    ForwardState s16, s32;
+    su->m.be = &nog;
+    assert_int_equal(forward_state_init(&s16, &su->m, B, T, T, keep), 0);
     su->m.be = &plain;
-    assert_int_equal(forward_state_init(&s32, &su->m, B, T, T, ACTS_ALL | ACTS_RECOMPUTE_ACT), 0);
+    assert_int_equal(forward_state_init(&s32, &su->m, B, T, T, keep), 0);
     su->m.be = be;
-    assert_int_equal(s32.inputs16, 0);
-    float l16, l32, *g16 = xmalloc(sizeof(float) * su->g.n_floats), *g32 = xmalloc(sizeof(float) * su->g.n_floats);
-    uint16_t *h16 = xmalloc(sizeof(uint16_t) * su->g.n16), *h32 = xmalloc(sizeof(uint16_t) * su->g.n16);
-    loss_grads16(su, &su->s, &l16, g16, h16);
+    assert_true(s16.inputs16 && !s16.gate16 && !s32.inputs16);
+    const size_t nf = su->g.n_floats, nh = su->g.n16;
+    float l16, l32, lg = 0.0f, *g16 = xmalloc(sizeof(float) * nf), *g32 = xmalloc(sizeof(float) * nf);
+    float *gg = xmalloc(sizeof(float) * nf);
+    uint16_t *h16 = xmalloc(sizeof(uint16_t) * nh), *h32 = xmalloc(sizeof(uint16_t) * nh);
+    uint16_t *hg = xmalloc(sizeof(uint16_t) * nh);
+    loss_grads16(su, &s16, &l16, g16, h16);
     loss_grads16(su, &s32, &l32, g32, h32);
     assert_memory_equal(&l16, &l32, sizeof l16);
-    assert_memory_equal(g16, g32, sizeof(float) * su->g.n_floats);
-    assert_memory_equal(h16, h32, sizeof(uint16_t) * su->g.n16);
-    forward_state_free(&s32);
+    assert_memory_equal(g16, g32, sizeof(float) * nf);
+    assert_memory_equal(h16, h32, sizeof(uint16_t) * nh);
+    // gate and up in bf16 too (su->s): two more products' outputs rounded to bf16 a block
+    // (u = 2^-8), read by SwiGLU forward and, in the trained blocks, backward: bounds as
+    // test_*_bf16_step's (test_util.h) over those extra roundings alone
+    const int L = su->m.cfg.n_layers, trained = L - h.first;
+    const double rel_fwd = rounded_inputs_rel(0x1p-8, 2.0 * L);
+    const double rel_grad = rounded_inputs_rel(0x1p-8, 2.0 * L + 2.0 * trained);
+    double dg = 0.0, dh = 0.0;
+    if (su->s.gate16) {
+        loss_grads16(su, &su->s, &lg, gg, hg);
+        dg = rel_rms(gg, g16, NULL, NULL, nf), dh = rel_rms(NULL, NULL, hg, h16, nh);
+        printf("  gate and up in bf16: gradients' relative RMS difference %.1e (f32) %.1e (bf16 "
+               "masters), bound %.1e\n", dg, dh, rel_grad);
+        assert_true(dg <= rel_grad && dh <= rel_grad);
+    }
+    forward_state_free(&s16), forward_state_free(&s32);
     // inference: every row's logits
-    ForwardState i16, i32;
+    ForwardState i16, i32, ig;
+    su->m.be = &nog;
     assert_int_equal(forward_state_init_rows(&i16, &su->m, B, T, T, ACTS_NONE, B * T), 0);
     su->m.be = &plain;
     assert_int_equal(forward_state_init_rows(&i32, &su->m, B, T, T, ACTS_NONE, B * T), 0);
     su->m.be = be;
-    assert_true(i16.inputs16 && !i32.inputs16);
+    assert_int_equal(forward_state_init_rows(&ig, &su->m, B, T, T, ACTS_NONE, B * T), 0);
+    assert_true(i16.inputs16 && !i32.inputs16 && !i16.gate16);
     const size_t nl = (size_t)i16.logit_rows * V;
     float *a = xmalloc(sizeof(float) * nl), *b = xmalloc(sizeof(float) * nl);
+    float *c = xmalloc(sizeof(float) * nl);
     model_forward(&su->m, &i16, su->inputs, 1, NULL, NULL);
     be->download(a, i16.logits, sizeof(float) * nl);
     model_forward(&su->m, &i32, su->inputs, 1, NULL, NULL);
     be->download(b, i32.logits, sizeof(float) * nl);
     assert_memory_equal(a, b, sizeof(float) * nl);
+    if (ig.gate16) {  // the logits, and the training state's loss (the rows' logsumexp)
+        model_forward(&su->m, &ig, su->inputs, 1, NULL, NULL);
+        be->download(c, ig.logits, sizeof(float) * nl);
+        const double dc = rel_rms(c, a, NULL, NULL, nl);
+        double zmax = 0.0;
+        int n_targets = 0;
+        for (size_t i = 0; i < nl; i++) zmax = fmax(zmax, fabs(a[i]));
+        for (int i = 0; i < B * T; i++) n_targets += su->targets[i] >= 0;
+        const double lb = loss_round_bound(rel_fwd, zmax, n_targets);
+        printf("  gate and up in bf16: logits' relative RMS difference %.1e (bound %.1e); loss "
+               "%.7g vs %.7g, |diff| %.1e (bound %.1e)\n", dc, rel_fwd, (double)lg, (double)l16,
+               fabs((double)lg - l16), lb);
+        assert_true(dc <= rel_fwd);
+        assert_true(!su->s.gate16 || fabs((double)lg - l16) <= lb);
+    }
     printf("  inputs in bf16 (%s): bf16 masters' loss and gradients, and the logits, equal the "
            "f32 inputs' bit for bit\n", be->name);
-    forward_state_free(&i16), forward_state_free(&i32);
-    free(a), free(b), free(g16), free(g32), free(h16), free(h32);
+    forward_state_free(&i16), forward_state_free(&i32), forward_state_free(&ig);
+    free(a), free(b), free(c), free(g16), free(g32), free(gg), free(h16), free(h32), free(hg);
     setup_close(su);
 }
 

@@ -260,7 +260,10 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         const float *x = s->resid + (size_t)l * NC, *mid = s->resid_mid + a * NC;
         const LayerInputs in = model_layer_inputs(m, s, a);
         const float *q = s->q + a * N * HD;
-        const float *gate = s->gate + a * NF, *up = s->up + a * NF;
+        const float *gate = s->gate ? s->gate + a * NF : NULL;  // (gate16: bf16 instead)
+        const float *up = s->up ? s->up + a * NF : NULL;
+        const uint16_t *gate16 = s->gate16 ? s->gate16 + a * NF : NULL;
+        const uint16_t *up16 = s->up16 ? s->up16 + a * NF : NULL;
         const float *probs = s->probs + a * s->probs_floats;
         const float *kc = s->k_cache + a * B * s->max_seq * KVD;  // one KV slot when ckpt
         const float *vc = s->v_cache + a * B * s->max_seq * KVD;
@@ -282,7 +285,8 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         }
         LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), NULL,
                          dact, in.act, in.act16);
-        if (dgate16) be->swiglu_backward16(dgate16, dup16, dact, gate, up, (int64_t)NF);
+        if (gate16) be->swiglu16_backward(dgate16, dup16, dact, gate16, up16, (int64_t)NF);
+        else if (dgate16) be->swiglu_backward16(dgate16, dup16, dact, gate, up, (int64_t)NF);
         else be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEARS_BACKWARD(2, ((const Proj[]){PROJ_GATE, PROJ_UP}),
                          ((const float *const[]){dgate, dup}),

@@ -118,26 +118,31 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     // on an H100 at full 8 x 512: 1.6 ms a step faster for 1.05 GB, within PyTorch's footprint)
     if (s->inputs16) s->act_recompute = 0;
     const size_t Lact = s->act_recompute ? 1 : La, in16 = s->inputs16;  // act's slots
+    const Backend *be = m->be;
+    const size_t g16 = in16 && be->swiglu16_forward &&  // gate16, up16
+                       (keep_acts == ACTS_NONE || (be->swiglu16_backward && be->swiglu_backward16));
     size_t sizes[] = {
-        // inputs16: attn_xn16, att_out16, ffn_xn16, act16 first (256-byte aligned for the
-        // products)
+        // inputs16: attn_xn16, att_out16, ffn_xn16, act16, gate16, up16 first (256-byte
+        // aligned for the products)
         in16 * bf16_floats(La * N * C), in16 * bf16_floats(La * N * HD),
         in16 * bf16_floats(La * N * C), in16 * bf16_floats(Lact * N * F),
+        g16 * bf16_floats(La * N * F), g16 * bf16_floats(La * N * F),
         Lkv * B * max_seq * KVD, Lkv * B * max_seq * KVD,  // k, v cache
         Lr * N * C,                                      // resid (+ final)
         !in16 * La * N * C, La * N, La * N * HD,         // attn_xn, attn_rstd, q
         La * s->probs_floats,                            // probs (attention's saved state)
         !in16 * La * N * HD, La * N * C,                 // att_out, resid_mid
         !in16 * La * N * C, La * N,                      // ffn_xn, ffn_rstd
-        La * N * F, La * N * F, !in16 * Lact * N * F,    // gate, up, act
+        !g16 * La * N * F, !g16 * La * N * F, !in16 * Lact * N * F,  // gate, up, act
         La * N_PROJ * N * (size_t)s->lora_rank_max,      // lora_xa
         keep_acts != ACTS_NONE && model_has_dora(m) ? La * dora_y_floats(c, N) : 0,  // dora_y
         N * widest,                                      // scratch
         N * C, N,                                        // final_xn, final_rstd
         (size_t)logit_rows * V,                          // logits
     };
-    float *in16p[4];
-    float **dst[] = {&in16p[0], &in16p[1], &in16p[2], &in16p[3], &s->k_cache, &s->v_cache,
+    float *in16p[6];
+    float **dst[] = {&in16p[0], &in16p[1], &in16p[2], &in16p[3], &in16p[4], &in16p[5],
+                     &s->k_cache, &s->v_cache,
                      &s->resid, &s->attn_xn, &s->attn_rstd, &s->q, &s->probs, &s->att_out,
                      &s->resid_mid, &s->ffn_xn, &s->ffn_rstd, &s->gate, &s->up, &s->act,
                      &s->lora_xa, &s->dora_y, &s->scratch, &s->final_xn, &s->final_rstd,
@@ -153,7 +158,6 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     // (max_seq, D/2) twice
     size_t half = (size_t)c->head_dim / 2, id_floats = 4 * N + 4;
     size_t rope_floats = 2 * (size_t)max_seq * half;
-    const Backend *be = m->be;
     s->be = be;
     float *arena = be->alloc(sizeof(float) * (total + id_floats + rope_floats));
     if (!arena) return -1;
@@ -167,6 +171,10 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
         s->attn_xn16 = (uint16_t *)in16p[0], s->att_out16 = (uint16_t *)in16p[1];
         s->ffn_xn16 = (uint16_t *)in16p[2], s->act16 = (uint16_t *)in16p[3];
         s->attn_xn = s->att_out = s->ffn_xn = s->act = NULL;
+    }
+    if (g16) {
+        s->gate16 = (uint16_t *)in16p[4], s->up16 = (uint16_t *)in16p[5];
+        s->gate = s->up = NULL;
     }
     s->tokens = (int *)arena, s->targets = s->tokens + N, s->pos_ids = s->targets + N;
     s->row_losses = (float *)(s->pos_ids + N);
@@ -220,22 +228,26 @@ int model_lora_group(const Model *m, const ForwardState *s, const Block *b, cons
     return has_op && (ranked ? !masters : !bg || (master_groups && masters == n));
 }
 
-// The layers ps[0..n) of block b, all reading `in` (q/k/v; gate/up), into outs[0..n): through
-// the backend's linear_lora_forward where model_lora_group says so (which may fold the
-// adapters' products into the layers' own and read the input once), else layer by layer. xa:
-// the block's LoRA slot (N_PROJ of N x r), or NULL.
+// The layers ps[0..n) of block b, all reading `in` (q/k/v; gate/up), into outs[0..n) (or,
+// outs16 not NULL, in bf16 into outs16[0..n): a state with gate16): through the backend's
+// linear_lora_forward where model_lora_group says so (which may fold the adapters' products
+// into the layers' own and read the input once), else layer by layer. xa: the block's LoRA
+// slot (N_PROJ of N x r), or NULL.
 static void linear_group(const Model *m, const ForwardState *s, const Block *b, size_t a,
-                         float *xa, int n, const Proj *ps, float *const *outs, const float *in,
-                         const uint16_t *in16, int N, const Dropout *drop) {
+                         float *xa, int n, const Proj *ps, float *const *outs,
+                         uint16_t *const *outs16, const float *in, const uint16_t *in16, int N,
+                         const Dropout *drop) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
     if (model_lora_group(m, s, b, NULL, xa, n, ps, drop, be->linear_lora_forward != NULL, l)) {
-        for (int i = 0; i < n; i++) l[i].out = outs[i];
+        for (int i = 0; i < n; i++)
+            l[i].out = outs16 ? NULL : outs[i], l[i].out16 = outs16 ? outs16[i] : NULL;
         be->linear_lora_forward(l, n, in, in16, N, proj_in_dim(c, ps[0]));
         return;
     }
     model_require_f32_input(in, "forward");
+    if (outs16) model_require_f32_input(NULL, "forward (gate and up in bf16)");
     for (int i = 0; i < n; i++)
         linear(be, b, ps[i], c, outs[i], l[i].xa, model_dora_y(m, s, a, ps[i]), in, N, &drop[ps[i]]);
 }
@@ -284,7 +296,9 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     float *x_out = s->resid + (s->keep_acts != ACTS_NONE ? lr + 1 : 0) * N * C;
     const LayerInputs in = model_layer_inputs(m, s, a);
     float *q = s->q + a * N * HD, *mid = s->resid_mid + a * N * C;
-    float *gate = s->gate + a * N * F, *up = s->up + a * N * F;
+    float *gate = s->gate ? s->gate + a * N * F : NULL, *up = s->up ? s->up + a * N * F : NULL;
+    uint16_t *gate16 = s->gate16 ? s->gate16 + a * N * F : NULL;
+    uint16_t *up16 = s->up16 ? s->up16 + a * N * F : NULL;
     float *probs = s->probs + a * s->probs_floats;
     float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
     float *kc = s->k_cache + lkv * B * s->max_seq * KVD;
@@ -297,7 +311,8 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     float *k_new = kc + (size_t)pos0 * KVD, *v_new = vc + (size_t)pos0 * KVD;
     Dropout drop[N_PROJ];
     for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define LINEARS(n, ps, outs, in, in16) linear_group(m, s, blk, a, xa, n, ps, outs, in, in16, N, drop)
+#define LINEARS(n, ps, outs, in, in16) \
+    linear_group(m, s, blk, a, xa, n, ps, outs, NULL, in, in16, N, drop)
 
     // attention
     if (in.xn16)
@@ -318,10 +333,16 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     if (in.fxn16)
         be->rmsnorm_forward16(in.fxn16, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
     else be->rmsnorm_forward(in.fxn, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
-    LINEARS(2, ((const Proj[]){PROJ_GATE, PROJ_UP}), ((float *const[]){gate, up}), in.fxn,
-            in.fxn16);
-    if (in.act16) be->swiglu_forward16(in.act16, gate, up, (int64_t)N * F);
-    else be->swiglu_forward(in.act, gate, up, (int64_t)N * F);
+    if (gate16) {  // gate and up in bf16 (inputs16: act16 too)
+        linear_group(m, s, blk, a, xa, 2, ((const Proj[]){PROJ_GATE, PROJ_UP}), NULL,
+                     ((uint16_t *const[]){gate16, up16}), in.fxn, in.fxn16, N, drop);
+        be->swiglu16_forward(in.act16, gate16, up16, (int64_t)N * F);
+    } else {
+        LINEARS(2, ((const Proj[]){PROJ_GATE, PROJ_UP}), ((float *const[]){gate, up}), in.fxn,
+                in.fxn16);
+        if (in.act16) be->swiglu_forward16(in.act16, gate, up, (int64_t)N * F);
+        else be->swiglu_forward(in.act, gate, up, (int64_t)N * F);
+    }
     LINEARS(1, ((const Proj[]){PROJ_DOWN}), ((float *const[]){s->scratch}), in.act, in.act16);
     be->add_forward(x_out, mid, s->scratch, (int64_t)N * C);
 #undef LINEARS

@@ -242,6 +242,9 @@ typedef struct {
     // sizes; the f32 buffers are then NULL
     int inputs16;
     uint16_t *attn_xn16, *att_out16, *ffn_xn16, *act16;
+    // with inputs16 where the backend has swiglu16_forward (and, keeping acts,
+    // swiglu16_backward): gate and up in bf16 too, as the products write them (gate, up NULL)
+    uint16_t *gate16, *up16;
     float *lora_xa;     // (B*T, r) per projection, when LoRA is on
     float *dora_y;      // (B*T, out) per projection, when DoRA is on and acts are kept: the
                         // output before its magnitude scaling (backward's gradient of m)

@@ -57,6 +57,8 @@ typedef struct {
     int r;
     float scale;
     float *out;                 // forward: (N,OC) = inp W^T + scale (inp A) B, overwritten
+    uint16_t *out16;            // forward: out rounded to bf16 instead (out NULL), as the op
+                                // after it reads it (swiglu16_forward): a group with inp16
     float *xa;                  // (N,r) = inp A: forward saves it (NULL: not kept); backward
                                 // reads it (NULL: the backward takes the unfolded path)
     const float *dout;          // backward: (N,OC), the gradient of out
@@ -182,6 +184,13 @@ typedef struct Backend {
     // and up as their products read them (LinearLora.dout16; NULL: the model rounds none)
     void (*swiglu_backward16)(uint16_t *dgate, uint16_t *dup, const float *dout,
                               const float *gate, const float *up, int64_t n);
+    // gate's and up's outputs kept in bf16 as well (the products write them rounded:
+    // LinearLora.out16): SwiGLU over bf16 gate, up (out rounded to bf16, as swiglu_forward16),
+    // and its backward reading them (dgate, dup in bf16, as swiglu_backward16). NULL where a
+    // backend has none (gate and up stay f32).
+    void (*swiglu16_forward)(uint16_t *out, const uint16_t *gate, const uint16_t *up, int64_t n);
+    void (*swiglu16_backward)(uint16_t *dgate, uint16_t *dup, const float *dout,
+                              const uint16_t *gate, const uint16_t *up, int64_t n);
     void (*attention_forward16)(uint16_t *out, float *probs, const float *q, const float *k,
                                 const float *v, int B, int T, int S, int q_offset, int H,
                                 int Hkv, int D, ComputeDtype dtype);

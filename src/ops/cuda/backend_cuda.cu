@@ -352,6 +352,11 @@ static void init(void) {
     if (cuda_env_int("TUNELENS_CUDA_INPUTS16", 1)) backend.linear_input16 = cuda_linear_input16;
     backend.rmsnorm_forward16 = cuda_rmsnorm_forward16;
     backend.swiglu_forward16 = cuda_swiglu_forward16;
+    // gate's and up's outputs in bf16 where the layers' inputs are (TUNELENS_CUDA_GATE16=0: f32)
+    if (cuda_env_int("TUNELENS_CUDA_GATE16", 1)) {
+        backend.swiglu16_forward = cuda_swiglu16_forward;
+        backend.swiglu16_backward = cuda_swiglu16_backward;
+    }
     backend.attention_forward16 = cuda_attention_forward16;
     backend.linear_rows = cuda_linear_rows;
     backend.dora_norm = cuda_dora_norm;

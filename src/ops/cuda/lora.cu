@@ -904,11 +904,12 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
     if (N <= 0 || n <= 0) return;
     if (inp16) {  // out (N,OC) = inp16 (N,IC) @ W^T, the products the f32 input would get
         require_input16(l, n, IC, "linear_lora_forward");
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < n; i++) {  // (out16: the f32 sums rounded to bf16 as they are stored)
             int hld, hrp;
             const __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
-            cuda_gemm_bf16_rm(false, true, N, l[i].OC, IC, 1.0f, (const __nv_bfloat16 *)inp16,
-                              IC, hw, hld, 0.0f, l[i].out, l[i].OC);
+            cuda_gemm_bf16_c(false, true, N, l[i].OC, IC, 1.0f, (const __nv_bfloat16 *)inp16, IC,
+                             hw, hld, 0.0f, l[i].out16 ? (void *)l[i].out16 : (void *)l[i].out,
+                             l[i].out16 ? CUDA_R_16BF : CUDA_R_32F, l[i].OC);
         }
         return;
     }

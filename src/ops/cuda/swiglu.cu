@@ -4,7 +4,19 @@
 // 33.5M values: scalar loads held the forward to ~2.1 TB/s on an H100), else one. The same
 // arithmetic per value either way: the same bits. The *16 ops write their outputs rounded to
 // bf16, as the bf16 products that read them next would round them (linear_input16; dout16).
+// The swiglu16 ops read gate and up in bf16 (the products wrote them so: LinearLora.out16), the
+// same arithmetic on their f32 values.
 #include "ops/cuda/cuda_common.cuh"
+
+// an input's value(s) as f32: one (f32 or bf16), or four (a float4, or uint2 of packed bf16)
+__device__ __forceinline__ float ld1(const float *p) { return *p; }
+__device__ __forceinline__ float ld1(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float4 ld4(const float4 *p) { return *p; }
+__device__ __forceinline__ float4 ld4(const uint2 *p) {
+    const uint2 v = *p;
+    return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
+                       __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
+}
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
@@ -17,42 +29,42 @@ __device__ __forceinline__ void swiglu_grads(float dy, float g, float u, float *
     *du = __fmul_rn(dy, g * sg);
 }
 
-// gate (n), up (n) -> out (n); O: float or __nv_bfloat16 (O4: float4 or uint2, four of them)
-template <typename O>
-__global__ static void swiglu_fwd_kernel(O *out, const float *gate, const float *up, int64_t n) {
+// gate (n), up (n) -> out (n); O, I: float or __nv_bfloat16 (O4, I4: float4 or uint2, four of
+// them)
+template <typename O, typename I>
+__global__ static void swiglu_fwd_kernel(O *out, const I *gate, const I *up, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        cuda_store(out + i, swiglu_value(gate[i], up[i]));
+        cuda_store(out + i, swiglu_value(ld1(gate + i), ld1(up + i)));
 }
-template <typename O4>
-__global__ static void swiglu_fwd4_kernel(O4 *out, const float4 *gate, const float4 *up,
-                                          int64_t n4) {
+template <typename O4, typename I4>
+__global__ static void swiglu_fwd4_kernel(O4 *out, const I4 *gate, const I4 *up, int64_t n4) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
-        const float4 g = gate[i], u = up[i];
+        const float4 g = ld4(gate + i), u = ld4(up + i);
         cuda_store4(out + i, make_float4(swiglu_value(g.x, u.x), swiglu_value(g.y, u.y),
                                     swiglu_value(g.z, u.z), swiglu_value(g.w, u.w)));
     }
 }
 
 // dgate (n), dup (n) (either NULL), overwritten (as on the CPU)
-template <typename O>
-__global__ static void swiglu_bwd_kernel(O *dgate, O *dup, const float *dout, const float *gate,
-                                         const float *up, int64_t n) {
+template <typename O, typename I>
+__global__ static void swiglu_bwd_kernel(O *dgate, O *dup, const float *dout, const I *gate,
+                                         const I *up, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         float dg, du;
-        swiglu_grads(dout[i], gate[i], up[i], &dg, &du);
+        swiglu_grads(dout[i], ld1(gate + i), ld1(up + i), &dg, &du);
         if (dgate) cuda_store(dgate + i, dg);
         if (dup) cuda_store(dup + i, du);
     }
 }
-template <typename O4>
-__global__ static void swiglu_bwd4_kernel(O4 *dgate, O4 *dup, const float4 *dout,
-                                          const float4 *gate, const float4 *up, int64_t n4) {
+template <typename O4, typename I4>
+__global__ static void swiglu_bwd4_kernel(O4 *dgate, O4 *dup, const float4 *dout, const I4 *gate,
+                                          const I4 *up, int64_t n4) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
-        const float4 dy = dout[i], g = gate[i], u = up[i];
+        const float4 dy = dout[i], g = ld4(gate + i), u = ld4(up + i);
         float4 dg, du;
         swiglu_grads(dy.x, g.x, u.x, &dg.x, &du.x);
         swiglu_grads(dy.y, g.y, u.y, &dg.y, &du.y);
@@ -63,45 +75,43 @@ __global__ static void swiglu_bwd4_kernel(O4 *dgate, O4 *dup, const float4 *dout
     }
 }
 
-// the inputs 16-byte aligned, n a multiple of 4
-static bool vec4(int64_t n, const float *a, const float *b, const float *c) {
-    const float *p[3] = {a, b, c};
-    for (int i = 0; i < 3; i++)
-        if (p[i] && !cuda_aligned16(p[i])) return false;
-    return n % 4 == 0;
-}
+// a pointer (NULL passes) aligned for four values: 16 bytes as f32, 8 as bf16
+static bool al4(const float *p) { return !p || cuda_aligned16(p); }
+static bool al4(const uint16_t *p) { return !((uintptr_t)p & 7u); }
+template <typename T> struct Vec4;  // the four-value and one-value types of a buffer
+template <> struct Vec4<float> { typedef float4 T4; typedef float T1; };
+template <> struct Vec4<uint16_t> { typedef uint2 T4; typedef __nv_bfloat16 T1; };
 
-// the outputs (NULL passes) 16-byte aligned as f32, 8-byte as bf16
-static bool out4(const float *p) { return !p || cuda_aligned16(p); }
-static bool out4(const uint16_t *p) { return !((uintptr_t)p & 7u); }
-template <typename O> struct Out4;  // the four-value type of an output
-template <> struct Out4<float> { typedef float4 T; typedef float E; };
-template <> struct Out4<uint16_t> { typedef uint2 T; typedef __nv_bfloat16 E; };
-
-template <typename O>
-static void swiglu_forward(O *out, const float *gate, const float *up, int64_t n) {
+// O (out): float or uint16_t (bf16 bits); I (gate, up) likewise
+template <typename O, typename I>
+static void swiglu_forward(O *out, const I *gate, const I *up, int64_t n) {
     if (n <= 0) return;
-    if (vec4(n, gate, up, NULL) && out4(out))
+    typedef typename Vec4<I>::T4 I4;
+    typedef typename Vec4<I>::T1 I1;
+    if (n % 4 == 0 && al4(gate) && al4(up) && al4(out))
         swiglu_fwd4_kernel<<<cuda_grid(n / 4, 256), 256>>>(
-            (typename Out4<O>::T *)out, (const float4 *)gate, (const float4 *)up, n / 4);
+            (typename Vec4<O>::T4 *)out, (const I4 *)gate, (const I4 *)up, n / 4);
     else
-        swiglu_fwd_kernel<<<cuda_grid(n, 256), 256>>>((typename Out4<O>::E *)out, gate, up, n);
+        swiglu_fwd_kernel<<<cuda_grid(n, 256), 256>>>((typename Vec4<O>::T1 *)out,
+                                                      (const I1 *)gate, (const I1 *)up, n);
     CUDA_LAUNCH_CHECK();
 }
 
-template <typename O>
-static void swiglu_backward(O *dgate, O *dup, const float *dout, const float *gate,
-                            const float *up, int64_t n) {
+template <typename O, typename I>
+static void swiglu_backward(O *dgate, O *dup, const float *dout, const I *gate, const I *up,
+                            int64_t n) {
     if (n <= 0 || (!dgate && !dup)) return;
-    typedef typename Out4<O>::T O4;
-    typedef typename Out4<O>::E O1;
-    if (vec4(n, dout, gate, up) && out4(dgate) && out4(dup))
+    typedef typename Vec4<O>::T4 O4;
+    typedef typename Vec4<O>::T1 O1;
+    typedef typename Vec4<I>::T4 I4;
+    typedef typename Vec4<I>::T1 I1;
+    if (n % 4 == 0 && al4(dout) && al4(gate) && al4(up) && al4(dgate) && al4(dup))
         swiglu_bwd4_kernel<<<cuda_grid(n / 4, 256), 256>>>((O4 *)dgate, (O4 *)dup,
-                                                           (const float4 *)dout,
-                                                           (const float4 *)gate,
-                                                           (const float4 *)up, n / 4);
+                                                           (const float4 *)dout, (const I4 *)gate,
+                                                           (const I4 *)up, n / 4);
     else
-        swiglu_bwd_kernel<<<cuda_grid(n, 256), 256>>>((O1 *)dgate, (O1 *)dup, dout, gate, up, n);
+        swiglu_bwd_kernel<<<cuda_grid(n, 256), 256>>>((O1 *)dgate, (O1 *)dup, dout,
+                                                      (const I1 *)gate, (const I1 *)up, n);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -117,5 +127,12 @@ void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const flo
 }
 void cuda_swiglu_backward16(uint16_t *dgate, uint16_t *dup, const float *dout, const float *gate,
                             const float *up, int64_t n) {
+    swiglu_backward(dgate, dup, dout, gate, up, n);
+}
+void cuda_swiglu16_forward(uint16_t *out, const uint16_t *gate, const uint16_t *up, int64_t n) {
+    swiglu_forward(out, gate, up, n);
+}
+void cuda_swiglu16_backward(uint16_t *dgate, uint16_t *dup, const float *dout,
+                            const uint16_t *gate, const uint16_t *up, int64_t n) {
     swiglu_backward(dgate, dup, dout, gate, up, n);
 }
