@@ -160,6 +160,24 @@ __device__ __forceinline__ void unstage_tile(uint32_t *tile, const float *st) {
     }
 }
 
+// The K, V tile at k0 (R rows) into Ks, Vs from the staging area, then the next one (k0 + R,
+// if below n_keys) staged while the block computes on this one
+template <int D, int R, int NTHR>
+__device__ __forceinline__ void next_kv_tile(uint32_t *Ks, uint32_t *Vs, float *Kst, float *Vst,
+                                             const float *kb, const float *vb, size_t ks, int k0,
+                                             int n_keys, int S) {
+    cuda_cp_wait<0>();
+    __syncthreads();  // the staged tile is in; the previous tile's K, V are read
+    unstage_tile<D, R, NTHR>(Ks, Kst);
+    unstage_tile<D, R, NTHR>(Vs, Vst);
+    __syncthreads();  // K, V ready; the staging area free for the next tile
+    if (k0 + R < n_keys) {
+        stage_tile<D, R, NTHR>(Kst, kb, ks, k0 + R, S);
+        stage_tile<D, R, NTHR>(Vst, vb, ks, k0 + R, S);
+    }
+    cuda_cp_commit();
+}
+
 __device__ __forceinline__ float quad_max(float v) {
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
     return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
@@ -209,16 +227,7 @@ fwd_kernel(OUT *__restrict__ out, float *__restrict__ saved_lse, float *__restri
 #pragma unroll
     for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     for (int k0 = 0; k0 < n_keys; k0 += ROWS) {
-        cuda_cp_wait<0>();
-        __syncthreads();  // the staged tile is in; the previous tile's K, V are read
-        unstage_tile<D, ROWS, NTHR>(Ks, Kst);
-        unstage_tile<D, ROWS, NTHR>(Vs, Vst);
-        __syncthreads();  // K, V ready; the staging area free for the next tile
-        if (k0 + ROWS < n_keys) {
-            stage_tile<D, ROWS, NTHR>(Kst, kb, ks, k0 + ROWS, S);
-            stage_tile<D, ROWS, NTHR>(Vst, vb, ks, k0 + ROWS, S);
-        }
-        cuda_cp_commit();
+        next_kv_tile<D, ROWS, NTHR>(Ks, Vs, Kst, Vst, kb, vb, ks, k0, n_keys, S);
         float s[8][4];
 #pragma unroll
         for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
@@ -481,16 +490,7 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
 #pragma unroll
     for (int n = 0; n < NT; n++) gq[n][0] = gq[n][1] = gq[n][2] = gq[n][3] = 0.0f;
     for (int k0 = 0; k0 < n_keys; k0 += BK) {
-        cuda_cp_wait<0>();
-        __syncthreads();  // the staged tile is in; the previous tile's K, V are read
-        unstage_tile<D, BK, NTHR>(Ks, Kst);
-        unstage_tile<D, BK, NTHR>(Vs, Vst);
-        __syncthreads();  // K, V ready; the staging area free for the next tile
-        if (k0 + BK < n_keys) {
-            stage_tile<D, BK, NTHR>(Kst, kb, ks, k0 + BK, S);
-            stage_tile<D, BK, NTHR>(Vst, vb, ks, k0 + BK, S);
-        }
-        cuda_cp_commit();
+        next_kv_tile<D, BK, NTHR>(Ks, Vs, Kst, Vst, kb, vb, ks, k0, n_keys, S);
         float s[NK][4], dp[NK][4];  // S = Q K^T, dP = dO V^T
         paired_products<W, NK, KD>(s, dp, Qs, dOs, Ks, Vs, warp * 16);
         const bool mask = k0 + BK > lim_min;
