@@ -198,7 +198,10 @@ static void emu_linear_lora_forward(const LinearLora *l, int n, const float *inp
                                     const uint16_t *inp16, int N, int IC) {
     float *x = inp16 ? emu_widen(inp16, (size_t)N * IC) : NULL;
     for (int i = 0; i < n; i++) {
-        emu_linear_forward(l[i].out, x ? x : inp, l[i].w, l[i].h, N, IC, l[i].OC);
+        const size_t no = (size_t)N * l[i].OC;
+        float *out = l[i].out16 ? xmalloc(sizeof(float) * no) : l[i].out;  // out16: rounded
+        emu_linear_forward(out, x ? x : inp, l[i].w, l[i].h, N, IC, l[i].OC);
+        if (l[i].out16) emu_narrow(l[i].out16, out, no), free(out);
         if (l[i].r) {
             assert_null(inp16);  // (model_inputs16 keeps adapters' inputs f32)
             BACKEND_CPU.lora_forward(l[i].out, l[i].xa, inp, l[i].A, l[i].B, N, IC, l[i].OC,
@@ -221,6 +224,29 @@ static void emu_swiglu16(uint16_t *out, const float *gate, const float *up, int6
     emu_narrow(out, t, (size_t)n);
     free(t);
 }
+// swiglu_forward16 with gate and up rounded to bf16 first: what the gate16 path computes from
+// the rounded products' outputs
+static void emu_swiglu16_rounding(uint16_t *out, const float *gate, const float *up, int64_t n) {
+    float *g = emu_round(gate, (size_t)n), *u = emu_round(up, (size_t)n);
+    emu_swiglu16(out, g, u, n);
+    free(g), free(u);
+}
+static void emu_swiglu16_forward(uint16_t *out, const uint16_t *gate, const uint16_t *up,
+                                 int64_t n) {
+    float *g = emu_widen(gate, (size_t)n), *u = emu_widen(up, (size_t)n);
+    emu_swiglu16(out, g, u, n);
+    free(g), free(u);
+}
+static void emu_swiglu16_backward(uint16_t *dgate, uint16_t *dup, const float *dout,
+                                  const uint16_t *gate, const uint16_t *up, int64_t n) {
+    (void)dgate, (void)dup, (void)dout, (void)gate, (void)up, (void)n;
+    fail_msg("the emulation runs forward passes only");
+}
+static void emu_swiglu_backward16(uint16_t *dgate, uint16_t *dup, const float *dout,
+                                  const float *gate, const float *up, int64_t n) {
+    (void)dgate, (void)dup, (void)dout, (void)gate, (void)up, (void)n;
+    fail_msg("the emulation runs forward passes only");
+}
 static void emu_attention16(uint16_t *out, float *probs, const float *q, const float *k,
                             const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
                             int D, ComputeDtype dtype) {
@@ -236,7 +262,7 @@ static void emu_linear_lora_backward(const LinearLora *l, int n, float *dinp, co
     fail_msg("the emulation runs forward passes only");
 }
 
-// the emulating backend: inputs in bf16 (with16) or not
+// the emulating backend: inputs in bf16 (with16) or not; emu_gate16 below: gate and up too
 static Backend emu_backend(int with16) {
     Backend b = BACKEND_CPU;
     b.linear_forward = emu_linear_forward;
@@ -246,6 +272,12 @@ static Backend emu_backend(int with16) {
     b.linear_input16 = with16 ? emu_input16 : NULL;
     b.rmsnorm_forward16 = emu_rmsnorm16, b.swiglu_forward16 = emu_swiglu16;
     b.attention_forward16 = emu_attention16;
+    return b;
+}
+static Backend emu_gate16(void) {
+    Backend b = emu_backend(1);
+    b.swiglu16_forward = emu_swiglu16_forward, b.swiglu16_backward = emu_swiglu16_backward;
+    b.swiglu_backward16 = emu_swiglu_backward16;
     return b;
 }
 
@@ -261,6 +293,7 @@ static void inputs16_run(Model *m, const Backend *be, int keep, float *logits, f
     if (keep == ACTS_NONE) {
         assert_int_equal(forward_state_init_rows(&s, m, B, T, T + 1, ACTS_NONE, B * T), 0);
         assert_int_equal(s.inputs16, want16);
+        assert_true((s.gate16 != NULL) == (want16 && be->swiglu16_forward));
         model_forward(m, &s, tokens, 1, NULL, NULL);
         memcpy(logits, s.logits, sizeof(float) * (size_t)B * T * V);
         forward_state_free(&s);
@@ -273,6 +306,7 @@ static void inputs16_run(Model *m, const Backend *be, int keep, float *logits, f
     } else {
         assert_int_equal(forward_state_init(&s, m, B, T, T, keep), 0);
         assert_int_equal(s.inputs16, want16);
+        assert_true((s.gate16 != NULL) == (want16 && be->swiglu16_forward));
         *loss = model_loss(m, &s, tokens, targets);
     }
     forward_state_free(&s);
@@ -300,9 +334,24 @@ static void test_inputs16_emulated_on_cpu(void **state) {
         inputs16_run(&m, &b32, keeps[i], NULL, &loss32, NULL, 0);
         assert_memory_equal(&loss16, &loss32, sizeof loss16);
     }
+    // gate and up in bf16 too (the state's gate16, up16 and their slots, the group writing
+    // them, SwiGLU reading them) = f32 gate and up rounded where SwiGLU reads them, bit for bit
+    Backend bg = emu_gate16(), br = emu_backend(1);
+    br.swiglu_forward16 = emu_swiglu16_rounding;
+    inputs16_run(&m, &bg, ACTS_NONE, l16, NULL, n16, 1);
+    inputs16_run(&m, &br, ACTS_NONE, l32, NULL, n32, 1);
+    assert_memory_equal(l16, l32, sizeof(float) * 10 * V);
+    assert_memory_equal(n16, n32, sizeof(float) * V);
+    m.bf16_masters = 1;
+    for (int i = 0; i < 3; i++) {
+        inputs16_run(&m, &bg, keeps[i], NULL, &loss16, NULL, 1);
+        inputs16_run(&m, &br, keeps[i], NULL, &loss32, NULL, 1);
+        assert_memory_equal(&loss16, &loss32, sizeof loss16);
+    }
     m.bf16_masters = 0;
     printf("  inputs in bf16 (CPU emulation of bf16 products): logits, a decoding step and the "
-           "training states' losses equal the f32 inputs' bit for bit\n");
+           "training states' losses equal the f32 inputs' bit for bit; with gate and up in bf16, "
+           "those of f32 gate and up rounded before SwiGLU\n");
     free(l16), free(l32);
     model_free(&m);
 }
