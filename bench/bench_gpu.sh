@@ -8,8 +8,8 @@
 # written to $OUT/results.md for bench/RESULTS.md. Builds nothing.
 # usage: sh bench/bench_gpu.sh   (env: GC=folder with tunelens + libtunelens_cuda.so [.gpucheck],
 #        or BIN=tunelens binary; TOK=Llama 3 tokenizer folder; OUT=work folder; PEER=0 skips
-#        the peer, COMPILE=0 its torch.compile runs, EXP=0 the experiment, SKIP="name ..." those
-#        training runs)
+#        the peer, COMPILE=0 its torch.compile runs, PEER_TIMEOUT seconds a peer mode [150],
+#        EXP=0 the experiment, SKIP="name ..." those training runs)
 OUT=${OUT:-/tmp/tunelens-bench-gpu}
 TOK=${TOK:-.cache/llama3-tokenizer}
 GC=${GC:-.gpucheck}
@@ -48,11 +48,26 @@ if [ "${EXP:-1}" != 0 ]; then
     echo "experiment rc=$? $(tail -1 "$OUT/experiment.log")"
 fi
 if [ "${PEER:-1}" != 0 ]; then
+    # one process a mode, each with its own time limit (PEER_TIMEOUT seconds; torch.compile of the
+    # full fine-tune took ~60 s at each shape on an H100, and all four modes in one process ran
+    # past 150 s), their results merged into peer_T.json
+    modes="lora full"; [ "${COMPILE:-1}" != 0 ] && modes="$modes lora+compile full+compile"
     for T in 9 512; do
         iters=40; [ $T = 512 ] && iters=20
-        B=8 T=$T ITERS=$iters COMPILE=${COMPILE:-1} OUT="$OUT" python3 bench/peer_torch_gpu.py \
-            2>"$OUT/peer_$T.err" | grep -E "^lora|^full|failed"
-        mv "$OUT/peer_torch.json" "$OUT/peer_$T.json"
+        rm -f "$OUT/peer_$T.json"
+        for mode in $modes; do
+            rm -f "$OUT/peer_torch.json"
+            B=8 T=$T ITERS=$iters MODES=$mode OUT="$OUT" timeout "${PEER_TIMEOUT:-150}" \
+                python3 bench/peer_torch_gpu.py 2>>"$OUT/peer_$T.err" | grep -E "^lora|^full|failed"
+            [ -f "$OUT/peer_torch.json" ] || echo "peer $mode at T=$T: no result (rc or time limit)"
+            python3 - "$OUT/peer_torch.json" "$OUT/peer_$T.json" <<'PY'
+import json, os, sys
+new, acc = sys.argv[1], sys.argv[2]
+r = json.load(open(acc)) if os.path.exists(acc) else {}
+if os.path.exists(new): r.update(json.load(open(new)))
+json.dump(r, open(acc, "w"), indent=1)
+PY
+        done
     done
 fi
 python3 bench/gpu_table.py "$OUT" | tee "$OUT/results.md"
