@@ -84,8 +84,9 @@ static int model_inputs16(const Model *m, int keep_acts) {
     return 1;
 }
 
-// floats holding n bf16 values, rounded up to 256 bytes (what follows stays as aligned)
-static size_t bf16_floats(size_t n) { return ((n + 1) / 2 + 63) / 64 * 64; }
+// n floats rounded up to 256 bytes; floats holding n bf16 values
+static size_t floats256(size_t n) { return (n + 63) / 64 * 64; }
+static size_t bf16_floats(size_t n) { return (n + 1) / 2; }
 
 int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_seq, int keep_acts) {
     return forward_state_init_rows(s, m, B, T, max_seq, keep_acts,
@@ -103,8 +104,8 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     if (logit_rows > B * T) logit_rows = B * T;
     s->logit_rows = logit_rows;
     s->lora_rank_max = max_lora_rank(m);
-    s->probs_floats = backend_attention_saved(m->be, B, T, max_seq, c->n_heads, c->head_dim);
-    s->probs_floats = (s->probs_floats + 63) / 64 * 64;  // (each layer's slot aligned)
+    s->probs_floats = floats256(  // (each layer's slot aligned)
+        backend_attention_saved(m->be, B, T, max_seq, c->n_heads, c->head_dim));
     size_t N = (size_t)B * T, C = c->dim, F = c->hidden_dim, L = c->n_layers;
     size_t HD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim;
     size_t La = keep_acts == ACTS_ALL ? L : 1;         // layers whose activations are kept
@@ -122,8 +123,7 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     const size_t g16 = in16 && be->swiglu16_forward &&  // gate16, up16
                        (keep_acts == ACTS_NONE || (be->swiglu16_backward && be->swiglu_backward16));
     size_t sizes[] = {
-        // inputs16: attn_xn16, att_out16, ffn_xn16, act16, gate16, up16 first (256-byte
-        // aligned for the products)
+        // inputs16: attn_xn16, att_out16, ffn_xn16, act16, gate16, up16 first
         in16 * bf16_floats(La * N * C), in16 * bf16_floats(La * N * HD),
         in16 * bf16_floats(La * N * C), in16 * bf16_floats(Lact * N * F),
         g16 * bf16_floats(La * N * F), g16 * bf16_floats(La * N * F),
@@ -152,7 +152,7 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     // to slower ones); the model's per-layer slots inside them are multiples of 64 floats too
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-        total += sizes[i] = (sizes[i] + 63) / 64 * 64;
+        total += sizes[i] = floats256(sizes[i]);
     // ids: tokens, targets, positions, the rows' losses (N each), the loss scale (4 floats, so the
     // rope tables keep their alignment); rope tables
     // (max_seq, D/2) twice
