@@ -150,6 +150,17 @@ static void test_trajectories_on_strict_backend(void **state) {
     assert_int_equal(strict_live_buffers(), 0);
 }
 
+// RMS of a - b over RMS of b (n values; bf16 bits when a16, b16)
+static double rel_rms(const float *a, const float *b, const uint16_t *a16, const uint16_t *b16,
+                      size_t n) {
+    double d = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double x = a16 ? bf16_to_f32(a16[i]) : a[i], y = b16 ? bf16_to_f32(b16[i]) : b[i];
+        d += (x - y) * (x - y), r += y * y;
+    }
+    return r > 0.0 ? sqrt(d / r) : sqrt(d);
+}
+
 // Loss and every gradient of one step: bf16 products against f32 (the kernels themselves are
 // checked exactly in test_ops; here, that the model routes each product through them: a
 // gradient computed from a stale or wrong packing would be off by far more than bf16's
@@ -195,20 +206,16 @@ static void run_bf16_step_on(int full, const Backend *be) {
     if (model_use_bf16(&u.m, 2, 0, &err)) fail_msg("%s", err.msg);  // keep f32 for the check below
     double loss16 = loss_grads(&u.m, &u.s, g, u.inputs, u.targets, &z16);
     download_f(be, g16, g->arena, g->n_floats);
-    double dd = 0, nn = 0;
-    for (size_t i = 0; i < g->n_floats; i++) {
-        dd += (g16[i] - g32[i]) * (double)(g16[i] - g32[i]);
-        nn += (double)g32[i] * g32[i];
-    }
+    const double grad_rel = rel_rms(g16, g32, NULL, NULL, g->n_floats);
     // attention stays f32 on the CPU (on CUDA it goes bf16 too); blocks 2..L-1 train
     double fwd_rel = rounded_inputs_rel(ub, llama_products(L, device, 0));
     double loss_bound = loss_round_bound(fwd_rel, zmax, n_targets);
     double grad_bound = rounded_inputs_rel(ub, llama_products(L, device, L - 2));
     printf("  %s bf16 on %s: loss %.6f (f32 %.6f): |diff| %.1e, bound %.1e; gradients' RMS |diff| / "
            "|f32| %.1e, bound %.1e\n", what, be->name, loss16, loss32, fabs(loss16 - loss32), loss_bound,
-           sqrt(dd / nn), grad_bound);
+           grad_rel, grad_bound);
     assert_true(fabs(loss16 - loss32) <= loss_bound);
-    assert_true(sqrt(dd / nn) <= grad_bound);
+    assert_true(grad_rel <= grad_bound);
     // one update; the bf16 copies are repacked; bf16 and f32 agree on the new weights
     optimizer_step(&u.opt, &u.pl, 1e-3f);
     if (full) model_repack_bf16(&u.m, 2);
@@ -984,17 +991,6 @@ static void loss_grads16(Setup *su, ForwardState *s, float *loss, float *g, uint
     *loss = model_loss_backward(&su->m, s, su->inputs, su->targets, &su->g, 1.0f);
     su->m.be->download(g, su->g.arena, sizeof(float) * su->g.n_floats);
     su->m.be->download(g16, su->g.arena16, sizeof(uint16_t) * su->g.n16);
-}
-
-// RMS of a - b over RMS of b (n values; bf16 bits when a16, b16)
-static double rel_rms(const float *a, const float *b, const uint16_t *a16, const uint16_t *b16,
-                      size_t n) {
-    double d = 0.0, r = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const double x = a16 ? bf16_to_f32(a16[i]) : a[i], y = b16 ? bf16_to_f32(b16[i]) : b[i];
-        d += (x - y) * (x - y), r += y * y;
-    }
-    return r > 0.0 ? sqrt(d / r) : sqrt(d);
 }
 
 static void test_inputs16_bit_identical(void **state) {
