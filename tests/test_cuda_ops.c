@@ -146,6 +146,20 @@ static void check_equal16(const char *what, const uint16_t *a_dev, const uint16_
     free(x), free(y);
 }
 
+// rows N x C of a bf16 device buffer at row stride ld equal those of a contiguous one (the
+// *16 ops writing an input kept with room for adapters' columns: lora_input16_ld)
+static void check_rows16(const char *what, const uint16_t *rows_dev, int ld,
+                         const uint16_t *flat_dev, int N, int C) {
+    uint16_t *x = xmalloc((size_t)N * ld * sizeof(uint16_t) + 2);
+    uint16_t *y = xmalloc((size_t)N * C * sizeof(uint16_t) + 2);
+    G->download(x, rows_dev, ((size_t)(N - 1) * ld + C) * sizeof(uint16_t));
+    G->download(y, flat_dev, (size_t)N * C * sizeof(uint16_t));
+    for (int n = 0; n < N; n++)
+        if (memcmp(x + (size_t)n * ld, y + (size_t)n * C, (size_t)C * sizeof(uint16_t)))
+            fail_msg("%s: row %d at stride %d differs from the contiguous one's", what, n, ld);
+    free(x), free(y);
+}
+
 // ---------------------------------------------------------------------------------------------
 // memory
 
@@ -606,6 +620,101 @@ static void run_benchmarks_lora(void) {
 // The group is also run twice (bit for bit the same), and, for a f32 group or one whose handles
 // have no room for the adapters, equals the unfolded ops (linear + lora) exactly.
 #define LF_MAX 5
+
+// A folded group (l: device buffers, adapters with room) reading its input kept in bf16 with
+// room for the adapters' columns (lora_input16_ld; NaN there before the op), and backward its
+// output gradients in bf16: out, xa, dinp, dA and dB are the bits of the f32 ops fed the same
+// bf16 values (the rank products read the same values in the same order; the GEMMs the same
+// bf16 operands). Variants: bf16 input; bf16 input and dout; bf16 dout with the f32 input.
+// inp (N,IC), di0, dA0, dB0: host values; d_dout the layers' f32 douts.
+static void lora_input16_case(LinearLora *l, int n, int N, int IC, const float *inp,
+                              float *const *d_dout, const float *di0, float *const *dA0,
+                              float *const *dB0) {
+    char what[160];
+    int rmax = 0;
+    for (int i = 0; i < n; i++) rmax = l[i].r > rmax ? l[i].r : rmax;
+    const int ld = G->lora_input16_ld(IC, rmax);
+    assert_true(ld >= IC + rmax);
+    const size_t ni = (size_t)N * IC, n16 = (size_t)N * ld;
+    float *xr = xmalloc(ni * sizeof(float));
+    uint16_t *x16 = xmalloc(n16 * sizeof(uint16_t));
+    for (size_t k = 0; k < n16; k++) x16[k] = 0x7fc0;  // NaN in the room
+    for (int r = 0; r < N; r++)
+        for (int c = 0; c < IC; c++) {
+            x16[(size_t)r * ld + c] = f32_to_bf16(inp[(size_t)r * IC + c]);
+            xr[(size_t)r * IC + c] = bf16_to_f32(x16[(size_t)r * ld + c]);
+        }
+    float *d_xr = dev(xr, ni);
+    uint16_t *d_x16 = G->alloc(n16 * sizeof(uint16_t));
+    float *d_di[2] = {dev(di0, ni), dev(di0, ni)};
+    LinearLora l16[LF_MAX];
+    float *d_doutr[LF_MAX];
+    uint16_t *d_dout16[LF_MAX];
+    for (int i = 0; i < n; i++) {  // the douts rounded: f32 and bf16; l16 its own outputs
+        const size_t no = (size_t)N * l[i].OC, nx = (size_t)N * l[i].r, na = (size_t)IC * l[i].r;
+        float *d = host(d_dout[i], no);
+        uint16_t *d16 = xmalloc(no * sizeof(uint16_t) + 2);
+        for (size_t k = 0; k < no; k++) d16[k] = f32_to_bf16(d[k]), d[k] = bf16_to_f32(d16[k]);
+        d_doutr[i] = dev(d, no), d_dout16[i] = G->alloc(no * sizeof(uint16_t) + 2);
+        G->upload(d_dout16[i], d16, no * sizeof(uint16_t));
+        free(d), free(d16);
+        l16[i] = l[i];
+        l16[i].out = G->alloc(no * sizeof(float) + 4), l16[i].xa = G->alloc(nx * sizeof(float) + 4);
+        l16[i].dA = G->alloc(na * sizeof(float) + 4);
+        l16[i].dB = G->alloc((size_t)l[i].r * l[i].OC * sizeof(float) + 4);
+        l[i].dout = d_doutr[i];
+    }
+    // the reference: the f32 input and douts holding the bf16 values
+    for (int i = 0; i < n; i++) {
+        G->upload(l[i].dA, dA0[i], (size_t)IC * l[i].r * sizeof(float));
+        G->upload(l[i].dB, dB0[i], (size_t)l[i].r * l[i].OC * sizeof(float));
+    }
+    G->linear_lora_forward(l, n, d_xr, NULL, 0, N, IC);
+    G->linear_lora_backward(l, n, d_di[0], d_xr, NULL, 0, N, IC);
+    static const char *variant[3] = {"bf16 input", "bf16 input and dout", "bf16 dout"};
+    for (int v = 0; v < 3; v++) {
+        G->upload(d_x16, x16, n16 * sizeof(uint16_t));
+        G->upload(d_di[1], di0, ni * sizeof(float));
+        for (int i = 0; i < n; i++) {
+            G->upload(l16[i].dA, dA0[i], (size_t)IC * l[i].r * sizeof(float));
+            G->upload(l16[i].dB, dB0[i], (size_t)l[i].r * l[i].OC * sizeof(float));
+            l16[i].dout = v ? NULL : d_doutr[i], l16[i].dout16 = v ? d_dout16[i] : NULL;
+        }
+        const int in16 = v < 2;
+        G->linear_lora_forward(l16, n, in16 ? NULL : d_xr, in16 ? d_x16 : NULL, in16 ? ld : 0, N,
+                               IC);
+        G->linear_lora_backward(l16, n, d_di[1], in16 ? NULL : d_xr, in16 ? d_x16 : NULL,
+                                in16 ? ld : 0, N, IC);
+        for (int i = 0; i < n; i++) {
+            const size_t no = (size_t)N * l[i].OC, nx = (size_t)N * l[i].r;
+            const size_t na = (size_t)IC * l[i].r, nb = (size_t)l[i].r * l[i].OC;
+            float *const got[4] = {l16[i].out, l16[i].xa, l16[i].dA, l16[i].dB};
+            float *const want[4] = {l[i].out, l[i].xa, l[i].dA, l[i].dB};
+            const size_t len[4] = {no, nx, na, nb};
+            static const char *part[4] = {"out", "xa", "dA", "dB"};
+            for (int k = 0; k < 4; k++) {
+                float *w = host(want[k], len[k]);
+                snprintf(what, sizeof what, "group N=%d IC=%d layer %d (r=%d), %s: %s", N, IC, i,
+                         l[i].r, variant[v], part[k]);
+                check_equal(what, got[k], w, len[k]);
+                free(w);
+            }
+        }
+        float *w = host(d_di[0], ni);
+        snprintf(what, sizeof what, "group N=%d IC=%d n=%d, %s: dinp", N, IC, n, variant[v]);
+        check_equal(what, d_di[1], w, ni);
+        free(w);
+    }
+    for (int i = 0; i < n; i++) {
+        l[i].dout = d_dout[i];
+        gfree(d_doutr[i]), gfree(d_dout16[i]);
+        gfree(l16[i].out), gfree(l16[i].xa), gfree(l16[i].dA), gfree(l16[i].dB);
+    }
+    free(xr), free(x16), gfree(d_xr), gfree(d_x16), gfree(d_di[0]), gfree(d_di[1]);
+    printf("    group N=%d IC=%d n=%d with adapters, input (rows %d apart) and output gradients "
+           "in bf16: the same bits\n", N, IC, n, ld);
+}
+
 static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
                              ComputeDtype dtype, int reserve) {
     char what[200];
@@ -655,8 +764,8 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
                             .dout = d_dout[i], .dA = d_dA[i], .dB = d_dB[i]};
     }
     float *d_di = dev(di0, ni);
-    G->linear_lora_forward(l, n, d_inp, NULL, N, IC);
-    G->linear_lora_backward(l, n, d_di, d_inp, NULL, N, IC);
+    G->linear_lora_forward(l, n, d_inp, NULL, 0, N, IC);
+    G->linear_lora_backward(l, n, d_di, d_inp, NULL, 0, N, IC);
     const char *dn = bf ? (reserve ? "bf16" : "bf16 no room") : dtype == DTYPE_TF32 ? "tf32" : "f32";
     for (int i = 0; i < n; i++) {
         const size_t no = (size_t)N * OC[i], na = (size_t)IC * r[i], nb = (size_t)r[i] * OC[i];
@@ -686,8 +795,8 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
         G->upload(d_dB[i], dB0[i], (size_t)r[i] * OC[i] * sizeof(float));
     }
     G->upload(d_di, di0, ni * sizeof(float));
-    G->linear_lora_forward(l, n, d_inp, NULL, N, IC);
-    G->linear_lora_backward(l, n, d_di, d_inp, NULL, N, IC);
+    G->linear_lora_forward(l, n, d_inp, NULL, 0, N, IC);
+    G->linear_lora_backward(l, n, d_di, d_inp, NULL, 0, N, IC);
     snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d n=%d rerun", dn, N, IC, n);
     for (int i = 0; i < n; i++) {
         check_equal(what, d_out[i], got_out[i], (size_t)N * OC[i]);
@@ -698,7 +807,7 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
     // a forward that keeps no xa (inference: lens, generate, evaluations): the same outputs
     // within the bound (folded, xa is still computed, only not stored)
     for (int i = 0; i < n; i++) l[i].xa = NULL;
-    G->linear_lora_forward(l, n, d_inp, NULL, N, IC);
+    G->linear_lora_forward(l, n, d_inp, NULL, 0, N, IC);
     for (int i = 0; i < n; i++) {
         snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d [%d/%d] out, no xa kept", dn, N,
                  IC, i, n);
@@ -726,6 +835,8 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
         }
         check_equal(what, d_di, got_di, ni);
     }
+    if (folded && G->linear_input16 && G->lora_input16_ld)
+        lora_input16_case(l, n, N, IC, inp, d_dout, di0, dA0, dB0);
     for (int i = 0; i < n; i++) {
         G->linear_release(h[i]);
         free(w[i]), free(A[i]), free(B[i]), free(dout[i]), free(out[i]), free(xa[i]);
@@ -813,7 +924,7 @@ static void master_group_case(int N, int IC, int n, const int *OC) {
         for (int i = 0; i < n; i++)
             G->linear_backward_master(with_dinp ? d_di[0] : NULL, d_dw[0][i], d_dout[i], d_inp,
                                       h[i], N, IC, OC[i]);
-        G->linear_lora_backward(l, n, with_dinp ? d_di[1] : NULL, d_inp, NULL, N, IC);
+        G->linear_lora_backward(l, n, with_dinp ? d_di[1] : NULL, d_inp, NULL, 0, N, IC);
         float *a = host(d_di[0], ni);
         snprintf(what, sizeof what, "master group N=%d IC=%d n=%d dinp%s", N, IC, n,
                  with_dinp ? "" : " (none)");
@@ -850,8 +961,8 @@ static void master_group_case(int N, int IC, int n, const int *OC) {
             l16[i] = l[i], l[i].dw16 = d_dw[0][i], l16[i].dw16 = d_dw[1][i];
             l[i].out = d_o[0][i], l16[i].out = d_o[1][i];
         }
-        G->linear_lora_forward(l, n, d_inp, NULL, N, IC);
-        G->linear_lora_forward(l16, n, NULL, d_in16, N, IC);
+        G->linear_lora_forward(l, n, d_inp, NULL, 0, N, IC);
+        G->linear_lora_forward(l16, n, NULL, d_in16, IC, N, IC);
         for (int i = 0; i < n; i++) {
             const size_t no = (size_t)N * OC[i];
             float *o = host(d_o[0][i], no);
@@ -866,9 +977,9 @@ static void master_group_case(int N, int IC, int n, const int *OC) {
                 G->copy(d_dw[1][i], d_dw[0][i], (size_t)OC[i] * IC * sizeof(uint16_t));
                 l16[i].dout = v ? NULL : d_dout[i], l16[i].dout16 = v ? d_dout16[i] : NULL;
             }
-            G->linear_lora_backward(l, n, d_d[0], d_inp, NULL, N, IC);
+            G->linear_lora_backward(l, n, d_d[0], d_inp, NULL, 0, N, IC);
             G->linear_lora_backward(l16, n, d_d[1], v < 2 ? NULL : d_inp, v < 2 ? d_in16 : NULL,
-                                    N, IC);
+                                    IC, N, IC);
             float *a = host(d_d[0], ni);
             snprintf(what, sizeof what, "group N=%d IC=%d n=%d, %s: dinp", N, IC, n, variant[v]);
             check_equal(what, d_d[1], a, ni);
@@ -905,8 +1016,8 @@ static void test_master_group(void **state) {
 // group op, 2 the layers' GEMMs alone; dir 0 forward, 1 backward
 static void linear_lora_bench_op(const LinearLora *l, int n, int folded, int dir, float *x,
                                  float *dinp, int N, int IC, int r) {
-    if (folded == 1 && !dir) G->linear_lora_forward(l, n, x, NULL, N, IC);
-    else if (folded == 1) G->linear_lora_backward(l, n, dinp, x, NULL, N, IC);
+    if (folded == 1 && !dir) G->linear_lora_forward(l, n, x, NULL, 0, N, IC);
+    else if (folded == 1) G->linear_lora_backward(l, n, dinp, x, NULL, 0, N, IC);
     else if (folded == 2)
         for (int i = 0; i < n; i++) {
             if (!dir) G->linear_forward(l[i].out, x, l[i].w, l[i].h, N, IC, l[i].OC);
@@ -1036,12 +1147,16 @@ static void rmsnorm_case(int N, int Cc) {
     if (G->rmsnorm_forward16) {  // out rounded to bf16: the f32 output's values, rounded
         uint16_t *d16 = G->alloc(n * sizeof(uint16_t));
         float *d_r16 = dev(dout, N), *r = host(d_rstd, N);
-        G->rmsnorm_forward16(d16, d_r16, d_x, d_w, N, Cc, eps);
+        G->rmsnorm_forward16(d16, Cc, d_r16, d_x, d_w, N, Cc, eps);
         snprintf(what, sizeof what, "rmsnorm fwd16 N=%d C=%d", N, Cc);
         check_bf16_of(what, d16, d_out2, n);
         strcat(what, " rstd");
         check_equal(what, d_r16, r, N);
-        free(r), gfree(d16), gfree(d_r16);
+        uint16_t *d16s = G->alloc((size_t)N * (Cc + 8) * sizeof(uint16_t));  // rows Cc + 8 apart
+        G->rmsnorm_forward16(d16s, Cc + 8, d_r16, d_x, d_w, N, Cc, eps);
+        strcat(what, " at a row stride");
+        check_rows16(what, d16s, Cc + 8, d16, N, Cc);
+        free(r), gfree(d16), gfree(d16s), gfree(d_r16);
     }
     float *di0 = rand_floats(n, 1), *dw0 = rand_floats(Cc, 1);
     for (int mode = 0; mode < 3; mode++) {
@@ -1243,15 +1358,21 @@ static void attention16_case(int B, int T, int S, int q_off, int H, int Hkv, int
     float *d_out = G->alloc(nq * sizeof(float)), *d_s[2] = {G->alloc(ns * 4), G->alloc(ns * 4)};
     uint16_t *d16 = G->alloc(nq * sizeof(uint16_t));
     G->attention_forward(d_out, d_s[0], d_q, d_k, d_v, B, T, S, q_off, H, Hkv, D, dtype);
-    G->attention_forward16(d16, d_s[1], d_q, d_k, d_v, B, T, S, q_off, H, Hkv, D, dtype);
+    G->attention_forward16(d16, H * D, d_s[1], d_q, d_k, d_v, B, T, S, q_off, H, Hkv, D, dtype);
     snprintf(what, sizeof what, "attention fwd16 B=%d T=%d S=%d H=%d/%d D=%d %s", B, T, S, H,
              Hkv, D, DTYPE_NAMES[dtype]);
     check_bf16_of(what, d16, d_out, nq);
     float *saved = host(d_s[0], ns);
     strcat(what, " saved");
     check_equal(what, d_s[1], saved, ns);
+    const int ld = H * D + 8;  // out's rows with room after them
+    uint16_t *d16s = G->alloc((size_t)B * T * ld * sizeof(uint16_t));
+    G->attention_forward16(d16s, ld, d_s[1], d_q, d_k, d_v, B, T, S, q_off, H, Hkv, D, dtype);
+    strcat(what, ", out at a row stride");
+    check_rows16(what, d16s, ld, d16, B * T, H * D);
     free(q), free(k), free(v), free(saved);
     gfree(d_q), gfree(d_k), gfree(d_v), gfree(d_out), gfree(d_s[0]), gfree(d_s[1]), gfree(d16);
+    gfree(d16s);
 }
 
 static void test_attention_forward16(void **state) {
@@ -1390,7 +1511,7 @@ static void swiglu16_case(const float *g, const float *u, const float *d_dout, i
     float *df[2] = {dev(hf[0], n), dev(hf[1], n)};
     uint16_t *ref[3], *got[3], *want = xmalloc(b), *have = xmalloc(b);
     for (int k = 0; k < 3; k++) ref[k] = G->alloc(b), got[k] = G->alloc(b + 2);
-    G->swiglu_forward16(ref[0], df[0], df[1], n);
+    G->swiglu_forward16(ref[0], (int)n, df[0], df[1], 1, (int)n);
     G->swiglu_backward16(ref[1], ref[2], d_dout, df[0], df[1], n);
     for (int off = 0; off < 2; off++) {
         uint16_t *d16[2];
@@ -1398,7 +1519,7 @@ static void swiglu16_case(const float *g, const float *u, const float *d_dout, i
             d16[k] = G->alloc(b + 2);
             G->upload(d16[k] + off, h16[k], b);
         }
-        G->swiglu16_forward(got[0] + off, d16[0] + off, d16[1] + off, n);
+        G->swiglu16_forward(got[0] + off, (int)n, d16[0] + off, d16[1] + off, 1, (int)n);
         G->swiglu16_backward(got[1] + off, got[2] + off, d_dout, d16[0] + off, d16[1] + off, n);
         static const char *part[3] = {"forward", "dgate", "dup"};
         for (int k = 0; k < 3; k++) {
@@ -1407,6 +1528,16 @@ static void swiglu16_case(const float *g, const float *u, const float *d_dout, i
             if (memcmp(want, have, b))
                 fail_msg("swiglu16 n=%lld %s%s: not the f32-input op's bits", (long long)n,
                          part[k], off ? " (scalar)" : "");
+        }
+        // as 4 rows of n/4 at strides n/4 + 8 (4 a thread) and + 1 (one): the same rows
+        for (int s = 0; s < 2 && n % 4 == 0 && !off; s++) {
+            const int F = (int)(n / 4), ld = F + (s ? 1 : 8);
+            uint16_t *rows = G->alloc((size_t)4 * ld * sizeof(uint16_t));
+            G->swiglu16_forward(rows, ld, d16[0], d16[1], 4, F);
+            check_rows16("swiglu16 forward at a row stride", rows, ld, ref[0], 4, F);
+            G->swiglu_forward16(rows, ld, df[0], df[1], 4, F);
+            check_rows16("swiglu forward16 at a row stride", rows, ld, ref[0], 4, F);
+            gfree(rows);
         }
         gfree(d16[0]), gfree(d16[1]);
     }
@@ -1452,10 +1583,10 @@ static void swiglu_case(int64_t n) {
     if (G->swiglu_forward16) {  // rounded to bf16: the f32 output's values, rounded, by the
         // 4-a-thread kernel (aligned) and the one-a-thread one (one value further on)
         uint16_t *d16 = G->alloc((n + 1) * sizeof(uint16_t));
-        G->swiglu_forward16(d16, d_g, d_u, n);
+        G->swiglu_forward16(d16, (int)n, d_g, d_u, 1, (int)n);
         snprintf(what, sizeof what, "swiglu fwd16 n=%lld", (long long)n);
         check_bf16_of(what, d16, d_out, n);
-        G->swiglu_forward16(d16 + 1, d_sh[0] + 1, d_sh[1] + 1, n);
+        G->swiglu_forward16(d16 + 1, (int)n, d_sh[0] + 1, d_sh[1] + 1, 1, (int)n);
         strcat(what, " (scalar)");
         check_bf16_of(what, d16 + 1, d_out, n);
         gfree(d16);

@@ -188,53 +188,85 @@ static float *emu_widen(const uint16_t *x, size_t n) {
 static void emu_narrow(uint16_t *out, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = f32_to_bf16(x[i]);
 }
+// the same over N rows of C values, the bf16 side's rows ld apart
+static float *emu_widen_rows(const uint16_t *x, int ld, int N, int C) {
+    float *y = xmalloc(sizeof(float) * ((size_t)N * C + 1));
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) y[(size_t)n * C + c] = bf16_to_f32(x[(size_t)n * ld + c]);
+    return y;
+}
+static void emu_narrow_rows(uint16_t *out, int ld, const float *x, int N, int C) {
+    for (int n = 0; n < N; n++) emu_narrow(out + (size_t)n * ld, x + (size_t)n * C, (size_t)C);
+}
 static void emu_linear_forward(float *out, const float *inp, const float *w, const LinearWeight *h,
                                int N, int IC, int OC) {
     float *x = emu_round(inp, (size_t)N * IC);
     BACKEND_CPU.linear_forward(out, x, w, h, N, IC, OC);
     free(x);
 }
-static void emu_linear_lora_forward(const LinearLora *l, int n, const float *inp,
-                                    const uint16_t *inp16, int N, int IC) {
-    float *x = inp16 ? emu_widen(inp16, (size_t)N * IC) : NULL;
+// The group op: each layer's product over the input rounded (f32 inp) or widened (inp16), and
+// its adapter's over that input too where lora16 (what the bf16 inputs give the adapters: as
+// CUDA's rank products read them), else over the f32 inp. With inp16 the room past IC is the
+// op's: it is filled with NaN, so that any other reader of it shows.
+static int emu_lora_input16_ld(int IC, int r) { return IC + (r + 7) / 8 * 8 + 8; }
+static void emu_group_forward(const LinearLora *l, int n, const float *inp, const uint16_t *inp16,
+                              int ld16, int N, int IC, int lora16) {
+    for (int i = 0; inp16 && i < n; i++)  // (the room the backend asked for)
+        if (l[i].r) assert_true(ld16 >= emu_lora_input16_ld(IC, l[i].r));
+    float *x = inp16 ? emu_widen_rows(inp16, ld16, N, IC) : emu_round(inp, (size_t)N * IC);
     for (int i = 0; i < n; i++) {
         const size_t no = (size_t)N * l[i].OC;
         float *out = l[i].out16 ? xmalloc(sizeof(float) * no) : l[i].out;  // out16: rounded
-        emu_linear_forward(out, x ? x : inp, l[i].w, l[i].h, N, IC, l[i].OC);
-        if (l[i].out16) emu_narrow(l[i].out16, out, no), free(out);
+        emu_linear_forward(out, x, l[i].w, l[i].h, N, IC, l[i].OC);
         if (l[i].r) {
-            assert_null(inp16);  // (model_inputs16 keeps adapters' inputs f32)
-            BACKEND_CPU.lora_forward(l[i].out, l[i].xa, inp, l[i].A, l[i].B, N, IC, l[i].OC,
-                                     l[i].r, l[i].scale, NULL);
+            assert_true(lora16 || !inp16);
+            BACKEND_CPU.lora_forward(out, l[i].xa, lora16 ? x : inp, l[i].A, l[i].B, N, IC,
+                                     l[i].OC, l[i].r, l[i].scale, NULL);
         }
+        if (l[i].out16) emu_narrow(l[i].out16, out, no), free(out);
     }
+    if (inp16)
+        for (int r = 0; r < N; r++)
+            for (int c = IC; c < ld16; c++) ((uint16_t *)inp16)[(size_t)r * ld16 + c] = 0x7fc0;
     free(x);
 }
+static void emu_linear_lora_forward(const LinearLora *l, int n, const float *inp,
+                                    const uint16_t *inp16, int ld16, int N, int IC) {
+    emu_group_forward(l, n, inp, inp16, ld16, N, IC, inp16 != NULL);
+}
+// f32 inputs, the adapters' products over them rounded: the reference of bf16 inputs with
+// adapters
+static void emu_linear_lora_forward_rounding(const LinearLora *l, int n, const float *inp,
+                                             const uint16_t *inp16, int ld16, int N, int IC) {
+    emu_group_forward(l, n, inp, inp16, ld16, N, IC, 1);
+}
 static int emu_input16(const LinearWeight *h) { (void)h; return 1; }
-static void emu_rmsnorm16(uint16_t *out, float *rstd, const float *inp, const float *w, int N,
-                          int C, float eps) {
+static void emu_rmsnorm16(uint16_t *out, int ldo, float *rstd, const float *inp, const float *w,
+                          int N, int C, float eps) {
     float *t = xmalloc(sizeof(float) * (size_t)N * C);
     BACKEND_CPU.rmsnorm_forward(t, rstd, inp, w, N, C, eps);
-    emu_narrow(out, t, (size_t)N * C);
+    emu_narrow_rows(out, ldo, t, N, C);
     free(t);
 }
-static void emu_swiglu16(uint16_t *out, const float *gate, const float *up, int64_t n) {
-    float *t = xmalloc(sizeof(float) * (size_t)n);
-    BACKEND_CPU.swiglu_forward(t, gate, up, n);
-    emu_narrow(out, t, (size_t)n);
+static void emu_swiglu16(uint16_t *out, int ldo, const float *gate, const float *up, int N,
+                         int F) {
+    float *t = xmalloc(sizeof(float) * (size_t)N * F);
+    BACKEND_CPU.swiglu_forward(t, gate, up, (int64_t)N * F);
+    emu_narrow_rows(out, ldo, t, N, F);
     free(t);
 }
 // swiglu_forward16 with gate and up rounded to bf16 first: what the gate16 path computes from
 // the rounded products' outputs
-static void emu_swiglu16_rounding(uint16_t *out, const float *gate, const float *up, int64_t n) {
-    float *g = emu_round(gate, (size_t)n), *u = emu_round(up, (size_t)n);
-    emu_swiglu16(out, g, u, n);
+static void emu_swiglu16_rounding(uint16_t *out, int ldo, const float *gate, const float *up,
+                                  int N, int F) {
+    float *g = emu_round(gate, (size_t)N * F), *u = emu_round(up, (size_t)N * F);
+    emu_swiglu16(out, ldo, g, u, N, F);
     free(g), free(u);
 }
-static void emu_swiglu16_forward(uint16_t *out, const uint16_t *gate, const uint16_t *up,
-                                 int64_t n) {
-    float *g = emu_widen(gate, (size_t)n), *u = emu_widen(up, (size_t)n);
-    emu_swiglu16(out, g, u, n);
+static void emu_swiglu16_forward(uint16_t *out, int ldo, const uint16_t *gate, const uint16_t *up,
+                                 int N, int F) {
+    float *g = emu_widen(gate, (size_t)N * F), *u = emu_widen(up, (size_t)N * F);
+    emu_swiglu16(out, ldo, g, u, N, F);
     free(g), free(u);
 }
 static void emu_swiglu16_backward(uint16_t *dgate, uint16_t *dup, const float *dout,
@@ -247,18 +279,18 @@ static void emu_swiglu_backward16(uint16_t *dgate, uint16_t *dup, const float *d
     (void)dgate, (void)dup, (void)dout, (void)gate, (void)up, (void)n;
     fail_msg("the emulation runs forward passes only");
 }
-static void emu_attention16(uint16_t *out, float *probs, const float *q, const float *k,
+static void emu_attention16(uint16_t *out, int ldo, float *probs, const float *q, const float *k,
                             const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
                             int D, ComputeDtype dtype) {
     const size_t n = (size_t)B * T * H * D;
     float *t = xmalloc(sizeof(float) * n);
     BACKEND_CPU.attention_forward(t, probs, q, k, v, B, T, S, q_offset, H, Hkv, D, dtype);
-    emu_narrow(out, t, n);
+    emu_narrow_rows(out, ldo, t, B * T, H * D);
     free(t);
 }
 static void emu_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp,
-                                     const uint16_t *inp16, int N, int IC) {
-    (void)l, (void)n, (void)dinp, (void)inp, (void)inp16, (void)N, (void)IC;
+                                     const uint16_t *inp16, int ld16, int N, int IC) {
+    (void)l, (void)n, (void)dinp, (void)inp, (void)inp16, (void)ld16, (void)N, (void)IC;
     fail_msg("the emulation runs forward passes only");
 }
 
@@ -349,11 +381,46 @@ static void test_inputs16_emulated_on_cpu(void **state) {
         assert_memory_equal(&loss16, &loss32, sizeof loss16);
     }
     m.bf16_masters = 0;
+    model_free(&m);
+
+    // LoRA adapters whose products take bf16 inputs (lora_input16_ld: each input's rows with
+    // room past its width, which the group op fills with NaN) = f32 inputs with the adapters'
+    // products over them rounded, bit for bit: the state's strides, slots and the ops writing
+    // them; for inference and the training states of frozen weights under adapters, and with
+    // gate and up in bf16 too
+    Model ml = load_on(TINY, TINY "/mlx_adapter", &BACKEND_CPU);
+    assert_true(ml.blocks[ml.cfg.n_layers - 1].lora[PROJ_Q].rank > 0);
+    Backend bl = emu_backend(1), blr = emu_backend(0), bgl = emu_gate16(), bgr = emu_backend(1);
+    bl.lora_input16_ld = bgl.lora_input16_ld = bgr.lora_input16_ld = emu_lora_input16_ld;
+    blr.linear_lora_forward = emu_linear_lora_forward_rounding;
+    bgr.swiglu_forward16 = emu_swiglu16_rounding;
+    const Backend *pairs[2][2] = {{&bl, &blr}, {&bgl, &bgr}};
+    for (int p = 0; p < 2; p++) {
+        inputs16_run(&ml, pairs[p][0], ACTS_NONE, l16, NULL, n16, 1);
+        inputs16_run(&ml, pairs[p][1], ACTS_NONE, l32, NULL, n32, p);
+        assert_memory_equal(l16, l32, sizeof(float) * 10 * V);
+        assert_memory_equal(n16, n32, sizeof(float) * V);
+        for (int i = 0; i < 3; i++) {
+            inputs16_run(&ml, pairs[p][0], keeps[i], NULL, &loss16, NULL, 1);
+            inputs16_run(&ml, pairs[p][1], keeps[i], NULL, &loss32, NULL, p);
+            assert_memory_equal(&loss16, &loss32, sizeof loss16);
+        }
+    }
+    // none where the backend's adapters read f32 inputs, or where the passes drop their inputs
+    const Backend b16l = emu_backend(1);
+    inputs16_run(&ml, &b16l, ACTS_NONE, l16, NULL, n16, 0);
+    ml.be = &bl;
+    ForwardState s;
+    assert_int_equal(forward_state_init(&s, &ml, 2, 5, 5, ACTS_ALL | ACTS_LORA_DROPOUT), 0);
+    assert_false(s.inputs16);
+    forward_state_free(&s);
+    ml.be = &BACKEND_CPU;
     printf("  inputs in bf16 (CPU emulation of bf16 products): logits, a decoding step and the "
            "training states' losses equal the f32 inputs' bit for bit; with gate and up in bf16, "
-           "those of f32 gate and up rounded before SwiGLU\n");
+           "those of f32 gate and up rounded before SwiGLU; with LoRA adapters, those of their "
+           "products over rounded inputs\n");
     free(l16), free(l32);
-    model_free(&m);
+    model_free(&ml);
 }
 
 // Every buffer of a forward state, and every layer's slot of attention's saved state, starts

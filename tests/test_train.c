@@ -1088,6 +1088,63 @@ static void test_inputs16_bit_identical(void **state) {
     setup_close(su);
 }
 
+// LoRA adapters taking bf16 inputs (the backend's lora_input16_ld: a LoRA model's state with
+// inputs16): loss and gradients against the same model with f32 inputs (lora_input16_ld
+// hidden), within bf16's rounding of what changes: each adapter's xa from the rounded input
+// (one more rounded input a ranked projection, forward, and its dA backward), gate and up
+// kept in bf16 (two outputs a block) and their output gradients (two a trained block); bounds
+// as test_*_bf16_step's (test_util.h). A state whose passes drop the adapters' inputs keeps
+// them f32.
+static void test_lora_inputs16_on_cuda(void **state) {
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    if (!be->linear_input16 || !be->lora_input16_ld) {
+        printf("  LoRA inputs in bf16: off in this run (TUNELENS_CUDA_LORA_INPUTS16)\n");
+        return;
+    }
+    Setup u;
+    setup_open_on(&u, 0, be);
+    Error err;
+    if (model_use_bf16(&u.m, 2, 0, &err)) fail_msg("%s", err.msg);
+    Backend plain = *be;
+    plain.lora_input16_ld = NULL;
+    const int B = u.s.B, T = u.s.T, L = u.m.cfg.n_layers, trained = L - 2;
+    int ranked = 0, n_targets = 0;
+    for (int l = 2; l < L; l++)
+        for (int p = 0; p < N_PROJ; p++) ranked += u.m.blocks[l].lora[p].rank > 0;
+    for (int i = 0; i < B * T; i++) n_targets += u.targets[i] >= 0;
+    assert_true(ranked > 0);
+    ForwardState s16, s32, sd;
+    assert_int_equal(forward_state_init(&s16, &u.m, B, T, T, ACTS_ALL), 0);
+    assert_int_equal(forward_state_init(&sd, &u.m, B, T, T, ACTS_ALL | ACTS_LORA_DROPOUT), 0);
+    u.m.be = &plain;
+    assert_int_equal(forward_state_init(&s32, &u.m, B, T, T, ACTS_ALL), 0);
+    u.m.be = be;
+    assert_true(s16.inputs16 && !s32.inputs16 && !sd.inputs16);
+    forward_state_free(&sd);
+    const size_t nf = u.g.n_floats;
+    float *g16 = xmalloc(sizeof(float) * nf), *g32 = xmalloc(sizeof(float) * nf);
+    double z16, z32;
+    const double l16 = loss_grads(&u.m, &s16, &u.g, u.inputs, u.targets, &z16);
+    download_f(be, g16, u.g.arena, nf);
+    u.m.be = &plain;
+    const double l32 = loss_grads(&u.m, &s32, &u.g, u.inputs, u.targets, &z32);
+    u.m.be = be;
+    download_f(be, g32, u.g.arena, nf);
+    const double ub = 0x1p-8;
+    const double rel_fwd = rounded_inputs_rel(ub, 2.0 * L + ranked);
+    const double rel_grad = rounded_inputs_rel(ub, 2.0 * L + 2.0 * ranked + 2.0 * trained);
+    const double lb = loss_round_bound(rel_fwd, z32, n_targets), dg = rel_rms(g16, g32, NULL, NULL, nf);
+    printf("  LoRA inputs in bf16 (%d adapters): loss %.7g vs %.7g, |diff| %.1e (bound %.1e); "
+           "gradients' relative RMS difference %.1e (bound %.1e)\n", ranked, l16, l32,
+           fabs(l16 - l32), lb, dg, rel_grad);
+    assert_true(fabs(l16 - l32) <= lb);
+    assert_true(dg <= rel_grad);
+    forward_state_free(&s16), forward_state_free(&s32);
+    free(g16), free(g32);
+    setup_close(&u);
+}
+
 // A backend without bf16 masters (the CPU) says so, and the model stays as it was.
 static void test_bf16_masters_declined_on_cpu(void **state) {
     Model m;
@@ -1348,6 +1405,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_signal_during_final_write),
         cmocka_unit_test(test_recompute_act_bit_identical),
         cmocka_unit_test(test_inputs16_bit_identical),
+        cmocka_unit_test(test_lora_inputs16_on_cuda),
         cmocka_unit_test(test_trajectories_on_strict_backend),
         cmocka_unit_test(test_recorded_steps_equal_plain),
         cmocka_unit_test(test_dropout_checkpoint_on_cuda),

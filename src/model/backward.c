@@ -193,7 +193,8 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
                                   BlockGrads *bg, size_t a, const float *xa, int n,
                                   const Proj *ps, const float *const *douts,
                                   const uint16_t *const *douts16, float *dinp, const float *inp,
-                                  const uint16_t *inp16, float *dy, int N, const Dropout *drop) {
+                                  const uint16_t *inp16, int ld16, float *dy, int N,
+                                  const Dropout *drop) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
@@ -204,7 +205,7 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
             l[i].dout = douts16 ? NULL : douts[i], l[i].dout16 = douts16 ? douts16[i] : NULL;
             l[i].dA = bg->lora_A[ps[i]], l[i].dB = bg->lora_B[ps[i]];
         }
-        be->linear_lora_backward(l, n, dinp, inp, inp16, N, proj_in_dim(c, ps[0]));
+        be->linear_lora_backward(l, n, dinp, inp, inp16, ld16, N, proj_in_dim(c, ps[0]));
         return;
     }
     model_require_f32_input(inp, "backward");
@@ -230,8 +231,9 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
     float *datt = dup + NF, *dq = datt + (size_t)N * HD, *dk = dq + (size_t)N * HD;
     float *dv = dk + (size_t)N * KVD, *dxa = dv + (size_t)N * KVD, *ddora = dxa + NC;
 
-    // a state with inputs16 (no adapters, bf16 masters' groups): gate's and up's output
-    // gradients in bf16, as their products read them, in the first halves of dgate and dup
+    // a state with inputs16 (bf16 masters' groups, or adapters whose products take bf16):
+    // gate's and up's output gradients in bf16, as their products read them, in the first
+    // halves of dgate and dup
     uint16_t *dgate16 = NULL, *dup16 = NULL;
     if (s->inputs16 && be->swiglu_backward16)
         dgate16 = (uint16_t *)dgate, dup16 = (uint16_t *)dup;
@@ -270,9 +272,9 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         const float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
         Dropout drop[N_PROJ];
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define LINEARS_BACKWARD(n, ps, douts, douts16, dinp, inp, inp16)                           \
-    linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, douts16, dinp, inp, inp16, ddora, \
-                          N, drop)
+#define LINEARS_BACKWARD(n, ps, douts, douts16, dinp, inp, inp16, ld16)                       \
+    linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, douts16, dinp, inp, inp16, ld16, \
+                          ddora, N, drop)
 
         be->zero(dxn, sizeof(float) * (size_t)(dgate - dxn));  // these gradients accumulate
         be->zero(datt, sizeof(float) * (size_t)(ddora - datt));  // (dX += ...)
@@ -280,31 +282,32 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.
         if (s->act_recompute && !ckpt) {  // one act slot: this block's again (the same bits)
-            if (in.act16) be->swiglu_forward16(in.act16, gate, up, (int64_t)NF);
+            if (in.act16) be->swiglu_forward16(in.act16, in.ld_f, gate, up, N, F);
             else be->swiglu_forward(in.act, gate, up, (int64_t)NF);
         }
         LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), NULL,
-                         dact, in.act, in.act16);
+                         dact, in.act, in.act16, in.ld_f);
         if (gate16) be->swiglu16_backward(dgate16, dup16, dact, gate16, up16, (int64_t)NF);
         else if (dgate16) be->swiglu_backward16(dgate16, dup16, dact, gate, up, (int64_t)NF);
         else be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEARS_BACKWARD(2, ((const Proj[]){PROJ_GATE, PROJ_UP}),
                          ((const float *const[]){dgate, dup}),
                          dgate16 ? ((const uint16_t *const[]){dgate16, dup16}) : NULL, dxn,
-                         in.fxn, in.fxn16);
+                         in.fxn, in.fxn16, in.ld_c);
         be->rmsnorm_backward(dresid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N,
                              N, C);
 
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn))); dresid, mid's
         // gradient, becomes x's in place
         LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), NULL,
-                         datt, in.att, in.att16);
+                         datt, in.att, in.att16, in.ld_hd);
         be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D,
                                m->linear_dtype);
         be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
         be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
         LINEARS_BACKWARD(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}),
-                         ((const float *const[]){dq, dk, dv}), NULL, dxa, in.xn, in.xn16);
+                         ((const float *const[]){dq, dk, dv}), NULL, dxa, in.xn, in.xn16,
+                         in.ld_c);
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
         if (below || bg->attn_norm)

@@ -66,17 +66,21 @@ int model_loss_chunk_rows(const ModelConfig *c, int N, size_t budget_bytes) {
 }
 
 // Whether a state keeps the linear layers' inputs in bf16 (ForwardState.inputs16): the backend
-// has the ops, every layer's products read their input as bf16 (linear_input16), no layer has
-// an adapter (LoRA's rank products read the f32 input), and a backward, if any, goes through
-// the group ops: bf16 master weights (f32 masters' layer-by-layer backward reads f32 inputs).
-static int model_inputs16(const Model *m, int keep_acts) {
+// has the ops, every layer's products read their input as bf16 (linear_input16), an adapter
+// only where the backend's rank products take bf16 inputs (lora_input16_ld) and nothing drops
+// their input (lora_dropout), no DoRA, and a backward, if any, goes through the group ops: bf16
+// master weights or frozen ones under adapters (f32 masters' layer-by-layer backward reads f32
+// inputs).
+static int model_inputs16(const Model *m, int keep_acts, int lora_dropout) {
     const Backend *be = m->be;
+    const int ranked = max_lora_rank(m) > 0;
     if (!be->linear_input16 || !be->rmsnorm_forward16 || !be->swiglu_forward16 ||
-        !be->attention_forward16 || !be->linear_lora_forward || max_lora_rank(m) > 0 ||
-        model_has_dora(m))
+        !be->attention_forward16 || !be->linear_lora_forward || model_has_dora(m) ||
+        (ranked && (!be->lora_input16_ld || lora_dropout)))
         return 0;
-    if (keep_acts != ACTS_NONE && (!m->bf16_masters || !be->linear_lora_backward ||
-                                   !(be->caps & BACKEND_CAP_MASTER_GROUPS)))
+    if (keep_acts != ACTS_NONE &&
+        (!be->linear_lora_backward ||
+         (m->bf16_masters ? !(be->caps & BACKEND_CAP_MASTER_GROUPS) : !ranked)))
         return 0;
     for (int l = 0; l < m->cfg.n_layers; l++)
         for (int p = 0; p < N_PROJ; p++)
@@ -88,9 +92,17 @@ static int model_inputs16(const Model *m, int keep_acts) {
 static size_t floats256(size_t n) { return (n + 63) / 64 * 64; }
 static size_t bf16_floats(size_t n) { return (n + 1) / 2; }
 
+// the row stride of an input of IC columns kept in bf16 (inputs16): room for the adapters'
+// columns where the backend asks for it
+static int input16_ld(const Model *m, int IC) {
+    const int r = max_lora_rank(m);
+    return r > 0 && m->be->lora_input16_ld ? m->be->lora_input16_ld(IC, r) : IC;
+}
+
 int forward_state_init(ForwardState *s, const Model *m, int B, int T, int max_seq, int keep_acts) {
     return forward_state_init_rows(s, m, B, T, max_seq, keep_acts,
-                                   (keep_acts & ~ACTS_RECOMPUTE_ACT) == ACTS_NONE ? 1 : B * T);
+                                   (keep_acts & ~(ACTS_RECOMPUTE_ACT | ACTS_LORA_DROPOUT)) == ACTS_NONE
+                                       ? 1 : B * T);
 }
 
 int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int max_seq,
@@ -98,7 +110,8 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     const ModelConfig *c = &m->cfg;
     memset(s, 0, sizeof *s);
     s->act_recompute = (keep_acts & ACTS_RECOMPUTE_ACT) != 0;
-    keep_acts &= ~ACTS_RECOMPUTE_ACT;
+    const int lora_dropout = (keep_acts & ACTS_LORA_DROPOUT) != 0;
+    keep_acts &= ~(ACTS_RECOMPUTE_ACT | ACTS_LORA_DROPOUT);
     s->B = B, s->T = T, s->max_seq = max_seq, s->keep_acts = keep_acts;
     if (logit_rows < 1) logit_rows = 1;
     if (logit_rows > B * T) logit_rows = B * T;
@@ -114,7 +127,11 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     size_t widest = C > F ? C : F;
     if (HD > widest) widest = HD;
     size_t V = c->vocab_size;
-    s->inputs16 = model_inputs16(m, keep_acts);
+    s->inputs16 = model_inputs16(m, keep_acts, lora_dropout);
+    s->ld16_c = s->inputs16 ? input16_ld(m, (int)C) : (int)C;
+    s->ld16_hd = s->inputs16 ? input16_ld(m, (int)HD) : (int)HD;
+    s->ld16_f = s->inputs16 ? input16_ld(m, (int)F) : (int)F;
+    const size_t ldc = s->ld16_c, ldhd = s->ld16_hd, ldf = s->ld16_f;
     // kept in bf16, act costs half: every layer's is kept (ACTS_RECOMPUTE_ACT is for f32 acts;
     // on an H100 at full 8 x 512: 1.6 ms a step faster for 1.05 GB, within PyTorch's footprint)
     if (s->inputs16) s->act_recompute = 0;
@@ -124,8 +141,8 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
                        (keep_acts == ACTS_NONE || (be->swiglu16_backward && be->swiglu_backward16));
     size_t sizes[] = {
         // inputs16: attn_xn16, att_out16, ffn_xn16, act16, gate16, up16 first
-        in16 * bf16_floats(La * N * C), in16 * bf16_floats(La * N * HD),
-        in16 * bf16_floats(La * N * C), in16 * bf16_floats(Lact * N * F),
+        in16 * bf16_floats(La * N * ldc), in16 * bf16_floats(La * N * ldhd),
+        in16 * bf16_floats(La * N * ldc), in16 * bf16_floats(Lact * N * ldf),
         g16 * bf16_floats(La * N * F), g16 * bf16_floats(La * N * F),
         Lkv * B * max_seq * KVD, Lkv * B * max_seq * KVD,  // k, v cache
         Lr * N * C,                                      // resid (+ final)
@@ -235,15 +252,15 @@ int model_lora_group(const Model *m, const ForwardState *s, const Block *b, cons
 // slot (N_PROJ of N x r), or NULL.
 static void linear_group(const Model *m, const ForwardState *s, const Block *b, size_t a,
                          float *xa, int n, const Proj *ps, float *const *outs,
-                         uint16_t *const *outs16, const float *in, const uint16_t *in16, int N,
-                         const Dropout *drop) {
+                         uint16_t *const *outs16, const float *in, const uint16_t *in16, int ld16,
+                         int N, const Dropout *drop) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
     if (model_lora_group(m, s, b, NULL, xa, n, ps, drop, be->linear_lora_forward != NULL, l)) {
         for (int i = 0; i < n; i++)
             l[i].out = outs16 ? NULL : outs[i], l[i].out16 = outs16 ? outs16[i] : NULL;
-        be->linear_lora_forward(l, n, in, in16, N, proj_in_dim(c, ps[0]));
+        be->linear_lora_forward(l, n, in, in16, ld16, N, proj_in_dim(c, ps[0]));
         return;
     }
     model_require_f32_input(in, "forward");
@@ -258,8 +275,9 @@ LayerInputs model_layer_inputs(const Model *m, const ForwardState *s, size_t a) 
     const size_t HD = (size_t)c->n_heads * c->head_dim, aa = s->act_recompute ? 0 : a;
     LayerInputs in = {0};
     if (s->inputs16) {
-        in.xn16 = s->attn_xn16 + a * N * C, in.att16 = s->att_out16 + a * N * HD;
-        in.fxn16 = s->ffn_xn16 + a * N * C, in.act16 = s->act16 + aa * N * F;
+        in.xn16 = s->attn_xn16 + a * N * s->ld16_c, in.att16 = s->att_out16 + a * N * s->ld16_hd;
+        in.fxn16 = s->ffn_xn16 + a * N * s->ld16_c, in.act16 = s->act16 + aa * N * s->ld16_f;
+        in.ld_c = s->ld16_c, in.ld_hd = s->ld16_hd, in.ld_f = s->ld16_f;
     } else {
         in.xn = s->attn_xn + a * N * C, in.att = s->att_out + a * N * HD;
         in.fxn = s->ffn_xn + a * N * C, in.act = s->act + aa * N * F;
@@ -311,39 +329,43 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     float *k_new = kc + (size_t)pos0 * KVD, *v_new = vc + (size_t)pos0 * KVD;
     Dropout drop[N_PROJ];
     for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define LINEARS(n, ps, outs, in, in16) \
-    linear_group(m, s, blk, a, xa, n, ps, outs, NULL, in, in16, N, drop)
+#define LINEARS(n, ps, outs, in, in16, ld16) \
+    linear_group(m, s, blk, a, xa, n, ps, outs, NULL, in, in16, ld16, N, drop)
 
     // attention
     if (in.xn16)
-        be->rmsnorm_forward16(in.xn16, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
+        be->rmsnorm_forward16(in.xn16, in.ld_c, s->attn_rstd + a * N, x, blk->attn_norm, N, C,
+                              c->norm_eps);
     else be->rmsnorm_forward(in.xn, s->attn_rstd + a * N, x, blk->attn_norm, N, C, c->norm_eps);
     LINEARS(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}), ((float *const[]){q, k_new, v_new}),
-            in.xn, in.xn16);
+            in.xn, in.xn16, in.ld_c);
     be->rope_forward(q, cos_t, sin_t, s->pos_ids, N, H, D);
     be->rope_forward(k_new, cos_t, sin_t, s->pos_ids, N, Hkv, D);
     if (in.att16)
-        be->attention_forward16(in.att16, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D,
+        be->attention_forward16(in.att16, in.ld_hd, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D,
                                 m->linear_dtype);
     else be->attention_forward(in.att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D, m->linear_dtype);
-    LINEARS(1, ((const Proj[]){PROJ_O}), ((float *const[]){s->scratch}), in.att, in.att16);
+    LINEARS(1, ((const Proj[]){PROJ_O}), ((float *const[]){s->scratch}), in.att, in.att16,
+            in.ld_hd);
     be->add_forward(mid, x, s->scratch, (int64_t)N * C);
 
     // MLP
     if (in.fxn16)
-        be->rmsnorm_forward16(in.fxn16, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
+        be->rmsnorm_forward16(in.fxn16, in.ld_c, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C,
+                              c->norm_eps);
     else be->rmsnorm_forward(in.fxn, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
     if (gate16) {  // gate and up in bf16 (inputs16: act16 too)
         linear_group(m, s, blk, a, xa, 2, ((const Proj[]){PROJ_GATE, PROJ_UP}), NULL,
-                     ((uint16_t *const[]){gate16, up16}), in.fxn, in.fxn16, N, drop);
-        be->swiglu16_forward(in.act16, gate16, up16, (int64_t)N * F);
+                     ((uint16_t *const[]){gate16, up16}), in.fxn, in.fxn16, in.ld_c, N, drop);
+        be->swiglu16_forward(in.act16, in.ld_f, gate16, up16, N, F);
     } else {
         LINEARS(2, ((const Proj[]){PROJ_GATE, PROJ_UP}), ((float *const[]){gate, up}), in.fxn,
-                in.fxn16);
-        if (in.act16) be->swiglu_forward16(in.act16, gate, up, (int64_t)N * F);
+                in.fxn16, in.ld_c);
+        if (in.act16) be->swiglu_forward16(in.act16, in.ld_f, gate, up, N, F);
         else be->swiglu_forward(in.act, gate, up, (int64_t)N * F);
     }
-    LINEARS(1, ((const Proj[]){PROJ_DOWN}), ((float *const[]){s->scratch}), in.act, in.act16);
+    LINEARS(1, ((const Proj[]){PROJ_DOWN}), ((float *const[]){s->scratch}), in.act, in.act16,
+            in.ld_f);
     be->add_forward(x_out, mid, s->scratch, (int64_t)N * C);
 #undef LINEARS
 }

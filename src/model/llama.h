@@ -208,6 +208,9 @@ enum { ACTS_NONE = 0, ACTS_ALL = 1, ACTS_CHECKPOINT = 2 };
 // backward. 2.2 GB less at the 1B shape and 8 x 512 tokens, for one more swiglu pass a block.
 // A state whose acts are bf16 (inputs16) keeps them all regardless: half the bytes.
 #define ACTS_RECOMPUTE_ACT 0x100
+// ORed in likewise where the state's passes will drop LoRA's inputs (lora_dropout.p > 0): the
+// adapters' products then read f32 inputs (no inputs16 for a model with adapters).
+#define ACTS_LORA_DROPOUT 0x200
 
 // Buffers for a forward pass over B sequences of T new tokens.
 // Every buffer lives on the model's backend (one allocation, arena).
@@ -238,10 +241,12 @@ typedef struct {
     float *gate, *up;   // (B*T, F)
     float *act;         // (B*T, F)   silu(gate) * up
     // inputs16 (model_inputs16): the linear layers' inputs attn_xn, att_out, ffn_xn and act
-    // are kept in bf16 instead, as the backend's products read them (linear_input16), same
-    // sizes; the f32 buffers are then NULL
+    // are kept in bf16 instead, as the backend's products read them (linear_input16); the f32
+    // buffers are then NULL. Their rows are ld16_c (attn_xn, ffn_xn), ld16_hd (att_out) and
+    // ld16_f (act) values apart: the width, or with adapters the backend's lora_input16_ld
     int inputs16;
     uint16_t *attn_xn16, *att_out16, *ffn_xn16, *act16;
+    int ld16_c, ld16_hd, ld16_f;
     // with inputs16 where the backend has swiglu16_forward (and, keeping acts,
     // swiglu16_backward): gate and up in bf16 too, as the products write them (gate, up NULL)
     uint16_t *gate16, *up16;
@@ -361,6 +366,7 @@ int model_lora_group(const Model *m, const ForwardState *s, const Block *b, cons
 typedef struct {
     float *xn, *att, *fxn, *act;           // q/k/v's, o's, gate/up's and down's input
     uint16_t *xn16, *att16, *fxn16, *act16;
+    int ld_c, ld_hd, ld_f;                 // the bf16 ones' row strides (xn and fxn: ld_c)
 } LayerInputs;
 LayerInputs model_layer_inputs(const Model *m, const ForwardState *s, size_t a);
 

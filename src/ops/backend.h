@@ -160,26 +160,36 @@ typedef struct Backend {
     // for a rank-r adapter, which the folded products need (0, or -1 when out of memory;
     // without it the group runs unfolded); r = 0 gives the room back (the adapter detached:
     // the handle holds the weight alone again, as linear_prepare made it).
-    // inp16: the input kept in bf16 (linear_input16 below; inp then unused, may be NULL): a
-    // group without adapters only
+    // inp16: the input kept in bf16 (linear_input16 below; inp then unused, may be NULL), its
+    // rows ld16 values apart: a group without adapters (ld16 >= IC), or where the backend has
+    // lora_input16_ld, with them (ld16 = lora_input16_ld(IC, r) for the group's largest rank
+    // r; the columns past IC are the op's scratch, overwritten)
     void (*linear_lora_forward)(const LinearLora *l, int n, const float *inp,
-                                const uint16_t *inp16, int N, int IC);
+                                const uint16_t *inp16, int ld16, int N, int IC);
     // dinp (N,IC) += sum over the layers of dout @ W + dxa @ A^T (dinp may be NULL); a layer
     // with dw16 (a bf16 master weight; BACKEND_CAP_MASTER_GROUPS) also its weight's gradient,
     // the same GEMMs as linear_backward_master's with the input rounded once for the group
     // (test_master_group holds them bit for bit); inp16 as in linear_lora_forward
     void (*linear_lora_backward)(const LinearLora *l, int n, float *dinp, const float *inp,
-                                 const uint16_t *inp16, int N, int IC);
+                                 const uint16_t *inp16, int ld16, int N, int IC);
     // ---- inputs of linear layers kept in the precision the products read them in. 1 where
     // the products of h read their input rounded to bf16 (nearest): an input kept as those
     // bf16 values gives them the same numbers in half the bytes, without a rounding pass
     // before each product. The ops below then write such inputs directly (rmsnorm_forward's,
     // swiglu_forward's and attention_forward's outputs, rounded); NULL where a backend has
     // none (the model keeps its inputs f32: the CPU).
+    // The outputs' rows are ldo values apart (>= their width).
     int (*linear_input16)(const LinearWeight *h);
-    void (*rmsnorm_forward16)(uint16_t *out, float *rstd, const float *inp, const float *weight,
-                              int N, int C, float eps);
-    void (*swiglu_forward16)(uint16_t *out, const float *gate, const float *up, int64_t n);
+    // Where not NULL, layers with LoRA adapters take such inputs too (and their output
+    // gradients, LinearLora.dout16), as long as there is no dropout or DoRA: their rank products
+    // then read the bf16 input (xa = bf16(x) A, as PyTorch + PEFT in bf16 compute it, instead of
+    // the f32 x; within bf16 tolerance of it). An input of IC columns for layers of ranks up
+    // to r then has rows lora_input16_ld(IC, r) values apart (room for bf16(xa) beside x).
+    int (*lora_input16_ld)(int IC, int r);
+    void (*rmsnorm_forward16)(uint16_t *out, int ldo, float *rstd, const float *inp,
+                              const float *weight, int N, int C, float eps);
+    void (*swiglu_forward16)(uint16_t *out, int ldo, const float *gate, const float *up, int N,
+                             int F);
     // swiglu_backward's dgate and dup rounded to bf16 likewise: the output gradients of gate
     // and up as their products read them (LinearLora.dout16; NULL: the model rounds none)
     void (*swiglu_backward16)(uint16_t *dgate, uint16_t *dup, const float *dout,
@@ -188,12 +198,13 @@ typedef struct Backend {
     // LinearLora.out16): SwiGLU over bf16 gate, up (out rounded to bf16, as swiglu_forward16),
     // and its backward reading them (dgate, dup in bf16, as swiglu_backward16). NULL where a
     // backend has none (gate and up stay f32).
-    void (*swiglu16_forward)(uint16_t *out, const uint16_t *gate, const uint16_t *up, int64_t n);
+    void (*swiglu16_forward)(uint16_t *out, int ldo, const uint16_t *gate, const uint16_t *up,
+                             int N, int F);
     void (*swiglu16_backward)(uint16_t *dgate, uint16_t *dup, const float *dout,
                               const uint16_t *gate, const uint16_t *up, int64_t n);
-    void (*attention_forward16)(uint16_t *out, float *probs, const float *q, const float *k,
-                                const float *v, int B, int T, int S, int q_offset, int H,
-                                int Hkv, int D, ComputeDtype dtype);
+    void (*attention_forward16)(uint16_t *out, int ldo, float *probs, const float *q,
+                                const float *k, const float *v, int B, int T, int S,
+                                int q_offset, int H, int Hkv, int D, ComputeDtype dtype);
     int (*linear_lora_reserve)(LinearWeight *h, int r);
     // out (N,IC) = rows ids (N, a buffer of this backend) of the handle's weight as f32: the
     // embedding lookup of a table that exists only as its handle (the head's, tied, prepared

@@ -391,6 +391,7 @@ static int load_data_and_buffers(Trainer *t, Error *err) {
     // again in the backward rather than kept (where they are f32: ACTS_RECOMPUTE_ACT)
     int acts = c->grad_checkpoint ? ACTS_CHECKPOINT
                                   : ACTS_ALL | (t->bf16_masters ? ACTS_RECOMPUTE_ACT : 0);
+    if (c->dropout > 0) acts |= ACTS_LORA_DROPOUT;  // (set on the state below: lora_dropout)
     // the loss (training's and validation's) runs in chunks of rows whose logits fit
     // LOSS_LOGITS_BUDGET: the full (N,V) logits never exist (at 8 x 512 tokens, 2.1 GB, and
     // their gradient as much again)

@@ -220,14 +220,15 @@ void cuda_attention_forward(float *out, float *probs, const float *q, const floa
     attn_fwd(out, probs, q, k, v, B, T, S, q_offset, H, Hkv, D);
 }
 
-// the same, out rounded to bf16 (the input of bf16 products: linear_input16)
-void cuda_attention_forward16(uint16_t *out, float *probs, const float *q, const float *k,
-                              const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
-                              int D, ComputeDtype dtype) {
+// the same, out rounded to bf16 (the input of bf16 products: linear_input16), rows (B T of them)
+// ldo apart
+void cuda_attention_forward16(uint16_t *out, int ldo, float *probs, const float *q,
+                              const float *k, const float *v, int B, int T, int S, int q_offset,
+                              int H, int Hkv, int D, ComputeDtype dtype) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
     const bool flash = cuda_flash_attention_supported(D);
-    if (flash && cuda_flash_attention_forward16(out, probs, q, k, v, B, T, S, q_offset, H, Hkv,
-                                                D, dtype))
+    if (flash && cuda_flash_attention_forward16(out, ldo, probs, q, k, v, B, T, S, q_offset, H,
+                                                Hkv, D, dtype))
         return;
     // else attention_forward's f32 out, rounded: out [, the probabilities the materialised
     // path needs] in one workspace (attention_forward then takes none of its own)
@@ -236,7 +237,7 @@ void cuda_attention_forward16(uint16_t *out, float *probs, const float *q, const
     float *tmp = cuda_workspace(n + np);
     cuda_attention_forward(tmp, probs ? probs : np ? tmp + n : NULL, q, k, v, B, T, S, q_offset,
                            H, Hkv, D, dtype);
-    cuda_to_bf16_rows((__nv_bfloat16 *)out, H * D, tmp, B * T, H * D);
+    cuda_to_bf16_rows((__nv_bfloat16 *)out, ldo, tmp, B * T, H * D);
 }
 
 // dout (B,T,H,D), probs (B,H,T,S) (NULL: recomputed) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) +=

@@ -350,6 +350,9 @@ static void init(void) {
     // TUNELENS_CUDA_INPUTS16=0 turn them off (for comparisons)
     if (cuda_env_int("TUNELENS_CUDA_MASTER_GROUPS", 1)) backend.caps |= BACKEND_CAP_MASTER_GROUPS;
     if (cuda_env_int("TUNELENS_CUDA_INPUTS16", 1)) backend.linear_input16 = cuda_linear_input16;
+    // LoRA layers' inputs (and gate's and up's output gradients) in bf16 too
+    // (TUNELENS_CUDA_LORA_INPUTS16=0: f32, the rank products from the f32 input)
+    if (cuda_env_int("TUNELENS_CUDA_LORA_INPUTS16", 1)) backend.lora_input16_ld = cuda_lora_input16_ld;
     backend.rmsnorm_forward16 = cuda_rmsnorm_forward16;
     backend.swiglu_forward16 = cuda_swiglu_forward16;
     // gate's and up's outputs in bf16 where the layers' inputs are (TUNELENS_CUDA_GATE16=0: f32)
@@ -396,7 +399,8 @@ static void init(void) {
     // folded into the bf16 GEMMs (lora.cu), for comparing the two
     if (!cuda_env_int("TUNELENS_CUDA_LORA_FOLD", 1))
         backend.linear_lora_forward = NULL, backend.linear_lora_backward = NULL,
-        backend.linear_input16 = NULL;  // (an input kept in bf16 goes through the group ops)
+        backend.linear_input16 = NULL,  // (an input kept in bf16 goes through the group ops)
+        backend.lora_input16_ld = NULL;
     if (cuda_env_int("TUNELENS_CUDA_PROFILE", 0))
         cuda_profile_install(&backend);
     if (getenv("TUNELENS_CUDA_NCU_STEP"))

@@ -200,10 +200,11 @@ void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, co
                         const float *xa, const float *A, const float *B, int N, int IC, int OC,
                         int r, float scale, const Dropout *drop);
 void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, const uint16_t *inp16,
-                              int N, int IC);
+                              int ld16, int N, int IC);
 void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp,
-                               const uint16_t *inp16, int N, int IC);
+                               const uint16_t *inp16, int ld16, int N, int IC);
 int cuda_linear_input16(const LinearWeight *h);
+int cuda_lora_input16_ld(int IC, int r);
 int cuda_linear_lora_reserve(LinearWeight *h, int r);
 // dropout on device buffers (used by lora.cu): inp (N,C) -> out (N,C) (may be inp);
 // dinp (N,C) += mask * dout / (1-p)
@@ -211,8 +212,8 @@ void cuda_dropout_forward(float *out, const float *inp, const Dropout *d, int N,
 void cuda_dropout_backward(float *dinp, const float *dout, const Dropout *d, int N, int C);
 void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
                           int C, float eps);
-void cuda_rmsnorm_forward16(uint16_t *out, float *rstd, const float *inp, const float *weight,
-                            int N, int C, float eps);
+void cuda_rmsnorm_forward16(uint16_t *out, int ldo, float *rstd, const float *inp,
+                            const float *weight, int N, int C, float eps);
 void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                            const float *weight, const float *rstd, int N, int C);
 void cuda_rope_forward(float *x, const float *cos_t, const float *sin_t, const int *pos, int N,
@@ -226,9 +227,9 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *probs, const float *q, const float *k, const float *v,
                              int B, int T, int S, int q_offset, int H, int Hkv, int D,
                              ComputeDtype dtype);
-void cuda_attention_forward16(uint16_t *out, float *probs, const float *q, const float *k,
-                              const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
-                              int D, ComputeDtype dtype);
+void cuda_attention_forward16(uint16_t *out, int ldo, float *probs, const float *q,
+                              const float *k, const float *v, int B, int T, int S, int q_offset,
+                              int H, int Hkv, int D, ComputeDtype dtype);
 size_t cuda_attention_saved_floats(int B, int T, int S, int H, int D);
 // the fused path (flash_attention.cu), for the head sizes it has: saved = [lse (B,H,T)]
 // [out (B,T,H,D)] instead of probs; dtype picks the tile products' precision
@@ -237,20 +238,22 @@ size_t cuda_flash_attention_saved_floats(int B, int T, int H, int D);
 void cuda_flash_attention_forward(float *out, float *saved, const float *q, const float *k,
                                   const float *v, int B, int T, int S, int q_offset, int H,
                                   int Hkv, int D, ComputeDtype dtype);
-bool cuda_flash_attention_forward16(uint16_t *out, float *saved, const float *q, const float *k,
-                                    const float *v, int B, int T, int S, int q_offset, int H,
-                                    int Hkv, int D, ComputeDtype dtype);
+bool cuda_flash_attention_forward16(uint16_t *out, int ldo, float *saved, const float *q,
+                                    const float *k, const float *v, int B, int T, int S,
+                                    int q_offset, int H, int Hkv, int D, ComputeDtype dtype);
 void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                    const float *saved, const float *q, const float *k,
                                    const float *v, int B, int T, int S, int q_offset, int H,
                                    int Hkv, int D, ComputeDtype dtype);
 void cuda_swiglu_forward(float *out, const float *gate, const float *up, int64_t n);
-void cuda_swiglu_forward16(uint16_t *out, const float *gate, const float *up, int64_t n);
+void cuda_swiglu_forward16(uint16_t *out, int ldo, const float *gate, const float *up, int N,
+                           int F);
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                           const float *up, int64_t n);
 void cuda_swiglu_backward16(uint16_t *dgate, uint16_t *dup, const float *dout, const float *gate,
                             const float *up, int64_t n);
-void cuda_swiglu16_forward(uint16_t *out, const uint16_t *gate, const uint16_t *up, int64_t n);
+void cuda_swiglu16_forward(uint16_t *out, int ldo, const uint16_t *gate, const uint16_t *up,
+                           int N, int F);
 void cuda_swiglu16_backward(uint16_t *dgate, uint16_t *dup, const float *dout,
                             const uint16_t *gate, const uint16_t *up, int64_t n);
 void cuda_embedding_forward(float *out, const int *ids, const float *table, int N, int C);

@@ -445,9 +445,9 @@ static size_t fa_q_shmem(int D) {
 
 // The bf16 kernel's launch, out f32 or bf16 (OUT)
 template <int D, typename OUT>
-static void fa_bf_forward(OUT *out, float *lse, float *sout, const float *q, const float *k,
-                          const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
-                          float scale_log2) {
+static void fa_bf_forward(OUT *out, int64_t ldo, float *lse, float *sout, const float *q,
+                          const float *k, const float *v, int B, int T, int S, int q_offset, int H,
+                          int Hkv, float scale_log2) {
     static bool bf_ready;  // (once per instantiation)
     if (!bf_ready) {
         fa_smem_opt_in(fa_bf::fwd_kernel<D, 1, OUT>, fa_bf::fwd_shmem(D, 1));
@@ -457,26 +457,26 @@ static void fa_bf_forward(OUT *out, float *lse, float *sout, const float *q, con
     const int nt = (T + FA_TILE - 1) / FA_TILE;
     if ((H / Hkv) % 2 == 0) {  // two query heads on one K, V tile (fwd 6% faster at 1B)
         fa_bf::fwd_kernel<D, 2, OUT><<<fa_grid(nt, H / 2, B), 2 * fa_bf::THREADS,
-                                       fa_bf::fwd_shmem(D, 2)>>>(out, lse, sout, q, k, v, T, S,
-                                                                 q_offset, H, Hkv, scale_log2);
+                                       fa_bf::fwd_shmem(D, 2)>>>(out, ldo, lse, sout, q, k, v, T,
+                                                                 S, q_offset, H, Hkv, scale_log2);
     } else {
         fa_bf::fwd_kernel<D, 1, OUT><<<fa_grid(nt, H, B), fa_bf::THREADS,
-                                       fa_bf::fwd_shmem(D, 1)>>>(out, lse, sout, q, k, v, T, S,
-                                                                 q_offset, H, Hkv, scale_log2);
+                                       fa_bf::fwd_shmem(D, 1)>>>(out, ldo, lse, sout, q, k, v, T,
+                                                                 S, q_offset, H, Hkv, scale_log2);
     }
     CUDA_LAUNCH_CHECK();
 }
 
 // out in bf16 straight from the bf16 kernel where it runs (true), else nothing (false)
 template <int D>
-static void fa_forward16_d(bool *done, __nv_bfloat16 *out, float *lse, float *sout,
+static void fa_forward16_d(bool *done, __nv_bfloat16 *out, int ldo, float *lse, float *sout,
                            const float *q, const float *k, const float *v, int B, int T, int S,
                            int q_offset, int H, int Hkv, ComputeDtype dtype) {
     const float *in4[4] = {q, k, v, NULL};
     float *out2[3] = {(float *)out, lse, sout};  // (out: 4-byte stores; 8-aligned asked)
     *done = fa_use_bf16(dtype, in4, out2);
     if (*done)
-        fa_bf_forward<D>(out, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv,
+        fa_bf_forward<D>(out, ldo, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv,
                          FA_LOG2E / sqrtf((float)D));
 }
 
@@ -495,7 +495,8 @@ static void fa_forward_d(float *out, float *lse, float *sout, const float *q, co
     const float *in4[4] = {q, k, v, NULL};
     float *out2[3] = {out, lse, sout};
     if (fa_use_bf16(dtype, in4, out2)) {  // BF16: bf16 tensor cores
-        fa_bf_forward<D>(out, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv, scale_log2);
+        fa_bf_forward<D>(out, (int64_t)H * D, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv,
+                         scale_log2);
         return;
     }
     if constexpr (D >= 32) if (fa_use_tc(dtype)) {  // reduced precision: TF32 tensor cores
@@ -641,16 +642,16 @@ void cuda_flash_attention_forward(float *out, float *saved, const float *q, cons
     FA_DISPATCH(fa_forward_d, D, out, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv, dtype);
 }
 
-// the same with out in bf16, by the bf16 kernel itself (its f32 values, rounded) where it runs:
-// true; else nothing (false: cuda_attention_forward16 rounds an f32 out)
-bool cuda_flash_attention_forward16(uint16_t *out, float *saved, const float *q, const float *k,
-                                    const float *v, int B, int T, int S, int q_offset, int H,
-                                    int Hkv, int D, ComputeDtype dtype) {
+// the same with out in bf16 (rows ldo apart), by the bf16 kernel itself (its f32 values,
+// rounded) where it runs: true; else nothing (false: cuda_attention_forward16 rounds an f32 out)
+bool cuda_flash_attention_forward16(uint16_t *out, int ldo, float *saved, const float *q,
+                                    const float *k, const float *v, int B, int T, int S,
+                                    int q_offset, int H, int Hkv, int D, ComputeDtype dtype) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return false;
     float *lse = saved, *sout = saved ? saved + fa_lse_floats(B, T, H) : NULL;
     bool done = false;
-    FA_DISPATCH(fa_forward16_d, D, &done, (__nv_bfloat16 *)out, lse, sout, q, k, v, B, T, S,
-                q_offset, H, Hkv, dtype);
+    FA_DISPATCH(fa_forward16_d, D, &done, (__nv_bfloat16 *)out, ldo, lse, sout, q, k, v, B, T,
+                S, q_offset, H, Hkv, dtype);
     return done;
 }
 

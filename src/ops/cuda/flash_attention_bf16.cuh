@@ -189,10 +189,12 @@ __device__ __forceinline__ float quad_sum(float v) {
 
 // grid (H/HG, B, ceil(T/64)), the last query tiles (the most keys) first; HG query heads of
 // one kv head per block (4 warps each), which share the K, V tiles. A thread holds rows g and
-// g+8 of its warp's 16: scores s[8][4] of a 64-key tile, out o[D/8][4].
+// g+8 of its warp's 16: scores s[8][4] of a 64-key tile, out o[D/8][4]; out's rows (b, t) are
+// ldo values apart (saved_out's H D).
 template <int D, int HG, typename OUT = float>
 __global__ void __launch_bounds__(THREADS * HG, min_blocks(D, HG))
-fwd_kernel(OUT *__restrict__ out, float *__restrict__ saved_lse, float *__restrict__ saved_out,
+fwd_kernel(OUT *__restrict__ out, int64_t ldo, float *__restrict__ saved_lse,
+           float *__restrict__ saved_out,
            const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,
            int T, int S, int q_offset, int H, int Hkv, float scale_log2) {
     constexpr int W = stride_w<D>(), NT = D / 8, KD = D / 16;
@@ -287,10 +289,11 @@ fwd_kernel(OUT *__restrict__ out, float *__restrict__ saved_lse, float *__restri
         const float l = half ? l_b : l_a, m = half ? m_b : m_a;
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
         const size_t at = (((size_t)b * T + t) * H + h) * D + 2 * tq;
+        const size_t ato = ((size_t)b * T + t) * ldo + (size_t)h * D + 2 * tq;
 #pragma unroll
         for (int n = 0; n < NT; n++) {
             const float2 y = make_float2(o[n][2 * half] * inv, o[n][2 * half + 1] * inv);
-            cuda_store2(out + at + n * 8, y);
+            cuda_store2(out + ato + n * 8, y);
             if (saved_out) *reinterpret_cast<float2 *>(saved_out + at + n * 8) = y;
         }
         if (saved_lse && tq == 0)

@@ -56,6 +56,29 @@ __device__ __forceinline__ void ld_cols(float (&v)[W], const float *row, int c0,
         for (int e = 0; e < W; e++) v[e] = c0 + e < C ? row[c0 + e] : 0.0f;
     }
 }
+// the same from a bf16 row (VEC: C % W == 0 and the rows 2W-byte aligned), widened exactly
+__device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+template <int W, bool VEC>
+__device__ __forceinline__ void ld_cols(float (&v)[W], const __nv_bfloat16 *row, int c0, int C) {
+    if constexpr (VEC) {
+        if (c0 >= C) {
+#pragma unroll
+            for (int e = 0; e < W; e++) v[e] = 0.0f;
+        } else if constexpr (W == 4) {
+            const uint2 t = *reinterpret_cast<const uint2 *>(row + c0);
+            v[0] = bf16_lo(t.x), v[1] = bf16_hi(t.x), v[2] = bf16_lo(t.y), v[3] = bf16_hi(t.y);
+        } else if constexpr (W == 2) {
+            const uint32_t t = *reinterpret_cast<const uint32_t *>(row + c0);
+            v[0] = bf16_lo(t), v[1] = bf16_hi(t);
+        } else {
+            v[0] = __bfloat162float(row[c0]);
+        }
+    } else {
+#pragma unroll
+        for (int e = 0; e < W; e++) v[e] = c0 + e < C ? __bfloat162float(row[c0 + e]) : 0.0f;
+    }
+}
 template <int W, bool VEC>
 __device__ __forceinline__ void st_cols(float *row, const float (&v)[W], int c0, int C) {
     if constexpr (VEC) {
@@ -208,14 +231,14 @@ __device__ __forceinline__ float warp_reduce_scatter32(float (&v)[32]) {
     return v[0];
 }
 
-// rows nb .. nb+STEP of M at the lane's W columns from c0 (0 past N or C)
-template <int STEP, int W, bool VEC>
-__device__ __forceinline__ void ld_rows(float (&m)[STEP][W], const float *M, int nb, int N, int C,
-                                        int c0) {
+// rows nb .. nb+STEP of M (rows ld values apart) at the lane's W columns from c0 (0 past N or C)
+template <int STEP, int W, bool VEC, typename TM>
+__device__ __forceinline__ void ld_rows(float (&m)[STEP][W], const TM *M, int64_t ld, int nb, int N,
+                                        int C, int c0) {
 #pragma unroll
     for (int j = 0; j < STEP; j++) {
         if (nb + j < N) {
-            ld_cols<W, VEC>(m[j], M + (size_t)(nb + j) * C, c0, C);
+            ld_cols<W, VEC>(m[j], M + (size_t)(nb + j) * ld, c0, C);
         } else {
 #pragma unroll
             for (int e = 0; e < W; e++) m[j][e] = 0.0f;
@@ -285,10 +308,12 @@ __device__ __forceinline__ void st_rows_bf16(__nv_bfloat16 *Mb, int ldb, bool bv
 // chunks in each lane, are 32 values: one a lane after the reduce-scatter.
 // Mb (not NULL): M rounded to bf16 is also written there (row stride ldb; nmb copies, mbs
 // values apart), for the folded products (linear_lora_*), which then need no pass of their own
-// over M.
+// over M. M is f32 or bf16 (the kernel's TM), its rows ldm values apart.
 typedef struct {
     float *Pd, *Pc;
-    const float *M, *S;
+    const void *M;
+    const float *S;
+    int64_t ldm;
     WSrc w;
     ColDst cd;
     __nv_bfloat16 *Mb;
@@ -304,7 +329,7 @@ typedef struct {
 } RowdotArgs;
 
 #define LORA_CPB 8  // most chunks a block (the weights of all in shared memory)
-template <int RC, bool VEC, bool COLACC>
+template <int RC, bool VEC, bool COLACC, typename TM>
 __global__ void __launch_bounds__(LORA_WARPS * 32, 2)
 lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
     constexpr int W = 32 / RC, STEP = 32 / RC, WIDTH = 32 * W;
@@ -320,7 +345,8 @@ lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
     const int cpb = COLACC ? 1 : J.cpb, rb = COLACC ? LORA_RB : a.rb;
     const int n0 = by * rb, cb = bx * cpb * WIDTH;
     float *Pd = J.Pd;
-    const float *M = J.M;
+    const TM *M = (const TM *)J.M;
+    const int64_t ldm = J.ldm;
     __nv_bfloat16 *Mb = blockIdx.z ? NULL : J.Mb;  // written with the first rank chunk
     const int nmb = J.nmb, ldb = J.ldb;
     const bool bvec = J.bvec;
@@ -329,7 +355,7 @@ lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
         // arithmetic (the first before the shared memory is filled).
         const int c0 = cb + lane * W;
         float m[STEP][W], acc[RC][W];
-        ld_rows<STEP, W, VEC>(m, M, n0 + warp * STEP, N, C, c0);
+        ld_rows<STEP, W, VEC>(m, M, ldm, n0 + warp * STEP, N, C, c0);
         ld_wt<RC, WIDTH>(wt, J.w, cb, 1, C, r, k0);
         ld_tile<RC>(tile, J.S, 1, 1.0f, NULL, n0, LORA_RB, N, r, k0);
 #pragma unroll
@@ -341,7 +367,8 @@ lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
             const int nb = n0 + st * STEP;
             if (nb >= N) break;
             float mn[STEP][W];
-            ld_rows<STEP, W, VEC>(mn, M, nb + LORA_WARPS * STEP, st + LORA_WARPS < LORA_RB / STEP ? N : 0, C, c0);
+            ld_rows<STEP, W, VEC>(mn, M, ldm, nb + LORA_WARPS * STEP,
+                                  st + LORA_WARPS < LORA_RB / STEP ? N : 0, C, c0);
 #pragma unroll
             for (int j = 0; j < STEP; j++)
 #pragma unroll
@@ -380,7 +407,7 @@ lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
 #pragma unroll 4
             for (int ch = 0; ch < cpb; ch++) {
                 float m[STEP][W];
-                ld_rows<STEP, W, VEC>(m, M, nb, N, C, cb + ch * WIDTH + lane * W);
+                ld_rows<STEP, W, VEC>(m, M, ldm, nb, N, C, cb + ch * WIDTH + lane * W);
                 dots_add<RC, W, STEP>(v, m, wt, ch, lane);
                 if (Mb)
                     for (int q = 0; q < nmb; q++)
@@ -397,11 +424,11 @@ lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
 // (by the blocks of the first columns)
 // and, COLACC: Pc[blockIdx.y][k0+kk][c] = sum over the block's rows n of S[n][k0+kk] X[n][c]
 // (or straight to cd's destinations: one row block). k0 = kb + RC blockIdx.z (O NULL: the rank
-// chunks are independent, one launch for all).
-template <int RC, bool VEC, bool COLACC>
+// chunks are independent, one launch for all). X: f32 or bf16 (TX), rows ldx values apart.
+template <int RC, bool VEC, bool COLACC, typename TX>
 __global__ void __launch_bounds__(LORA_WARPS * 32, 2)
-lora_rowaxpy_kernel(float *O, float *Pc, const float *X, const float *Sp, int np, float sscale,
-                    float *Sout, const __grid_constant__ WSrc Wt,
+lora_rowaxpy_kernel(float *O, float *Pc, const TX *X, int64_t ldx, const float *Sp, int np,
+                    float sscale, float *Sout, const __grid_constant__ WSrc Wt,
                     const __grid_constant__ ColDst cd, int N, int C, int r, int kb, float alpha,
                     int accumulate) {
     const int k0 = kb + RC * blockIdx.z;
@@ -421,7 +448,7 @@ lora_rowaxpy_kernel(float *O, float *Pc, const float *X, const float *Sp, int np
             for (int e = 0; e < W; e++) o[u][e] = x[u][e] = 0.0f;
             if (n < N) {
                 if (O && accumulate) ld_cols<W, VEC>(o[u], O + (size_t)n * C, c0, C);
-                if (COLACC) ld_cols<W, VEC>(x[u], X + (size_t)n * C, c0, C);
+                if (COLACC) ld_cols<W, VEC>(x[u], X + (size_t)n * ldx, c0, C);
             }
         }
     };
@@ -540,6 +567,22 @@ static bool lora_vec(int C, int r, const float *p, const float *q) {
     return C % W == 0 && !((uintptr_t)p & al) && !((uintptr_t)q & al);
 }
 
+// A pass's big operand read as rows: N rows of C values from p, ld values apart, f32 or bf16
+// (an input the model keeps in bf16: linear_lora_*'s inp16, or a layer's dout16)
+typedef struct {
+    const void *p;
+    int64_t ld;
+    int bf16;
+} Rows;
+static Rows rows_f32(const float *p, int C) { return Rows{p, C, 0}; }
+static Rows rows_bf16(const uint16_t *p, int64_t ld) { return Rows{p, ld, 1}; }
+// its rows may be read W values at a time (NULL: nothing read, no constraint)
+static bool rows_vec(const Rows &m, int C, int r) {
+    const int W = 32 / lora_rc(r);
+    const uintptr_t al = (m.bf16 ? 2u : 4u) * W - 1;
+    return !m.p || (C % W == 0 && m.ld % W == 0 && !((uintptr_t)m.p & al));
+}
+
 static int lora_sms(void) {
     int dev = 0, sms = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
@@ -550,16 +593,16 @@ static int lora_sms(void) {
 // A job of lora_rowdot: Pd (gx, N, r) partial dots (dscale times); with Pc or cd (dB-like column
 // sums, S needed) one chunk a block; gx from lora_gx_dots. Mb: M in bf16 too, at row stride ldb
 // (with the first rank chunk), nmb copies mbs values apart.
-static RowdotJob rowdot_job(float *Pd, float *Pc, const ColDst *cd, const float *M, WSrc w,
+static RowdotJob rowdot_job(float *Pd, float *Pc, const ColDst *cd, Rows M, WSrc w,
                             const float *S, int C, int r, float dscale,
                             __nv_bfloat16 *Mb = NULL, int ldb = 0, int nmb = 1, int64_t mbs = 0) {
     RowdotJob j{};
     const int colacc = Pc || (cd && cd->n), W = 32 / lora_rc(r);
-    j.Pd = Pd, j.Pc = Pc, j.M = M, j.S = S, j.w = w, j.C = C, j.r = r, j.dscale = dscale;
+    j.Pd = Pd, j.Pc = Pc, j.M = M.p, j.ldm = M.ld, j.S = S, j.w = w, j.C = C, j.r = r;
+    j.dscale = dscale;
     if (cd) j.cd = *cd;
     j.Mb = Mb, j.ldb = ldb, j.nmb = nmb, j.mbs = mbs;
-    j.bvec = lora_vec(C, r, M, NULL) && ldb % W == 0 && !((uintptr_t)Mb & (2u * W - 1)) &&
-             !(mbs % W);
+    j.bvec = rows_vec(M, C, r) && ldb % W == 0 && !((uintptr_t)Mb & (2u * W - 1)) && !(mbs % W);
     j.cpb = colacc ? 1 : lora_cpb(lora_chunks(C, r));
     j.gx = lora_gx_dots(C, r, colacc);
     return j;
@@ -570,7 +613,20 @@ static RowdotJob rowdot_job(float *Pd, float *Pc, const ColDst *cd, const float 
 // SM, down to one step a warp: at N = 72 (8 x 9 tokens) 128 rows gave q/k/v's pass 16 blocks of
 // 132 SMs, each warp 4-5 dependent steps (ncu: 12.5 us a pass). The rows are independent: the
 // same bits for any rb.
-static void lora_rowdot_run(const RowdotJob *js, int nj, int N) {
+template <typename TM>
+static void rowdot_launch(int rc, bool colacc, bool vec, dim3 grid, const RowdotArgs &a) {
+#define LORA_ROWDOT(RC_, VEC_, CA_) lora_rowdot_kernel<RC_, VEC_, CA_, TM><<<grid, LORA_WARPS * 32>>>(a)
+    if (rc == 8) {
+        if (colacc) vec ? LORA_ROWDOT(8, true, true) : LORA_ROWDOT(8, false, true);
+        else vec ? LORA_ROWDOT(8, true, false) : LORA_ROWDOT(8, false, false);
+    } else {
+        if (colacc) vec ? LORA_ROWDOT(16, true, true) : LORA_ROWDOT(16, false, true);
+        else vec ? LORA_ROWDOT(16, true, false) : LORA_ROWDOT(16, false, false);
+    }
+#undef LORA_ROWDOT
+}
+// (the jobs' M all f32 or all bf16: m16)
+static void lora_rowdot_run(const RowdotJob *js, int nj, int N, bool m16 = false) {
     if (nj <= 0 || N <= 0) return;
     RowdotArgs a{};
     const int rc = lora_rc(js[0].r), colacc = js[0].Pc || js[0].cd.n;
@@ -580,7 +636,7 @@ static void lora_rowdot_run(const RowdotJob *js, int nj, int N) {
         a.j[i] = js[i];
         gx += js[i].gx;
         gz = std::max(gz, (js[i].r + rc - 1) / rc);
-        vec = vec && lora_vec(js[i].C, js[i].r, js[i].M, NULL);
+        vec = vec && rows_vec(Rows{js[i].M, js[i].ldm, m16}, js[i].C, js[i].r);
     }
     a.nj = nj, a.N = N;
     int rb = colacc ? LORA_RB : LORA_RB_DOTS;
@@ -590,54 +646,53 @@ static void lora_rowdot_run(const RowdotJob *js, int nj, int N) {
             rb /= 2;
     }
     a.rb = rb;
-    const dim3 grid(gx, (N + rb - 1) / rb, gz), block(LORA_WARPS * 32);
-#define LORA_ROWDOT(RC_, VEC_, CA_) lora_rowdot_kernel<RC_, VEC_, CA_><<<grid, block>>>(a)
-    if (rc == 8) {
-        if (colacc) vec ? LORA_ROWDOT(8, true, true) : LORA_ROWDOT(8, false, true);
-        else vec ? LORA_ROWDOT(8, true, false) : LORA_ROWDOT(8, false, false);
-    } else {
-        if (colacc) vec ? LORA_ROWDOT(16, true, true) : LORA_ROWDOT(16, false, true);
-        else vec ? LORA_ROWDOT(16, true, false) : LORA_ROWDOT(16, false, false);
-    }
+    const dim3 grid(gx, (N + rb - 1) / rb, gz);
+    if (m16) rowdot_launch<__nv_bfloat16>(rc, colacc, vec, grid, a);
+    else rowdot_launch<float>(rc, colacc, vec, grid, a);
     CUDA_LAUNCH_CHECK();
-#undef LORA_ROWDOT
 }
 
 // one job
 static void lora_rowdot(float *Pd, float *Pc, const float *M, const float *Wt, int wck,
                         const float *S, int N, int C, int r, float dscale) {
-    const RowdotJob j = rowdot_job(Pd, Pc, NULL, M, wsrc1(Wt, wck, r), S, C, r, dscale);
+    const RowdotJob j = rowdot_job(Pd, Pc, NULL, rows_f32(M, C), wsrc1(Wt, wck, r), S, C, r,
+                                   dscale);
     lora_rowdot_run(&j, 1, N);
 }
 
 // O (+)= alpha * S @ w^T (S = sscale * the sum of Sp's np partials, saved to Sout if given);
 // with Pc (or cd: one row block): dA-like column sums S^T X (gy, r, C)
-static void lora_rowaxpy(float *O, float *Pc, const float *X, const float *Sp, int np,
-                         float sscale, float *Sout, WSrc w, int N, int C, int r, float alpha,
-                         int accumulate, const ColDst *cd = NULL) {
+static void lora_rowaxpy(float *O, float *Pc, Rows X, const float *Sp, int np, float sscale,
+                         float *Sout, WSrc w, int N, int C, int r, float alpha, int accumulate,
+                         const ColDst *cd = NULL) {
     if (C <= 0) return;
     const int rc = lora_rc(r), colacc = Pc || (cd && cd->n);
-    const bool vec = lora_vec(C, r, O, X);
+    const bool vec = lora_vec(C, r, O, NULL) && rows_vec(X, C, r);
     // without O the rank chunks are independent: one launch (blockIdx.z); with O each adds to
     // the one before
     const int nz = (r + rc - 1) / rc, gz = O ? 1 : nz;
     const dim3 grid(lora_chunks(C, r), lora_gy(N), gz), block(LORA_WARPS * 32);
     ColDst none{};
     const ColDst &D = cd ? *cd : none;
-#define LORA_ROWAXPY(RC_, VEC_, CA_)                                                      \
-    lora_rowaxpy_kernel<RC_, VEC_, CA_><<<grid, block>>>(O, Pc, X, Sp, np, sscale, Sout, w, D, \
-                                                         N, C, r, k0, alpha, acc)
+    const float *Xf = (const float *)X.p;
+    const __nv_bfloat16 *Xb = (const __nv_bfloat16 *)X.p;
+#define LORA_ROWAXPY(RC_, VEC_, CA_, X_)                                                      \
+    lora_rowaxpy_kernel<RC_, VEC_, CA_><<<grid, block>>>(O, Pc, X_, X.ld, Sp, np, sscale, Sout, \
+                                                         w, D, N, C, r, k0, alpha, acc)
+#define LORA_ROWAXPY_X(RC_, VEC_)                                                   \
+    (X.bf16 ? LORA_ROWAXPY(RC_, VEC_, true, Xb) : LORA_ROWAXPY(RC_, VEC_, true, Xf))
     for (int k0 = 0; k0 < r; k0 += rc * gz) {
         const int acc = accumulate || k0 > 0;  // later chunks add to the first
         if (rc == 8) {
-            if (colacc) vec ? LORA_ROWAXPY(8, true, true) : LORA_ROWAXPY(8, false, true);
-            else vec ? LORA_ROWAXPY(8, true, false) : LORA_ROWAXPY(8, false, false);
+            if (colacc) vec ? LORA_ROWAXPY_X(8, true) : LORA_ROWAXPY_X(8, false);
+            else vec ? LORA_ROWAXPY(8, true, false, Xf) : LORA_ROWAXPY(8, false, false, Xf);
         } else {
-            if (colacc) vec ? LORA_ROWAXPY(16, true, true) : LORA_ROWAXPY(16, false, true);
-            else vec ? LORA_ROWAXPY(16, true, false) : LORA_ROWAXPY(16, false, false);
+            if (colacc) vec ? LORA_ROWAXPY_X(16, true) : LORA_ROWAXPY_X(16, false);
+            else vec ? LORA_ROWAXPY(16, true, false, Xf) : LORA_ROWAXPY(16, false, false, Xf);
         }
         CUDA_LAUNCH_CHECK();
     }
+#undef LORA_ROWAXPY_X
 #undef LORA_ROWAXPY
 }
 
@@ -687,8 +742,8 @@ void cuda_lora_forward(float *out, float *xa, const float *inp, const float *A, 
     float *d = gx == 1 && xa ? xa : pd;
     lora_rowdot(d, NULL, xd ? xd : inp, A, 1, NULL, N, IC, r, 1.0f);
     // out (N,OC) += scale * xa (N,r) @ B (r,OC)
-    lora_rowaxpy(out, NULL, NULL, d, gx, 1.0f, gx == 1 ? NULL : xa, wsrc1(B, 0, r), N, OC, r,
-                 scale, 1);
+    lora_rowaxpy(out, NULL, rows_f32(NULL, OC), d, gx, 1.0f, gx == 1 ? NULL : xa, wsrc1(B, 0, r),
+                 N, OC, r, scale, 1);
 }
 
 // dout (N,OC) -> dB (r,OC) += scale * xa^T @ dout; with dxa (N,r) = scale * dout @ B^T:
@@ -730,12 +785,15 @@ void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, co
     // and dA (IC,r) += x^T (IC,N) @ dxa (N,r), through Pc (r, IC) partials
     float *pc = pi;
     if (!drp) {
-        lora_rowaxpy(dinp, dA ? pc : NULL, x, dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC, r, 1.0f,
-                     1);
+        lora_rowaxpy(dinp, dA ? pc : NULL, rows_f32(x, IC), dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N,
+                     IC, r, 1.0f, 1);
     } else {  // dx goes over the dropped x in big: dA first (rank chunks would read dx as x)
-        if (dA) lora_rowaxpy(NULL, pc, x, dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC, r, 1.0f, 0);
+        if (dA)
+            lora_rowaxpy(NULL, pc, rows_f32(x, IC), dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC, r,
+                         1.0f, 0);
         if (dinp)
-            lora_rowaxpy(big, NULL, NULL, dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC, r, 1.0f, 0);
+            lora_rowaxpy(big, NULL, rows_f32(NULL, IC), dxa, 1, 1.0f, NULL, wsrc1(A, 1, r), N, IC,
+                         r, 1.0f, 0);
     }
     if (dA) {
         LoraSum ja = {pc, dA, lora_gy(N), IC, 1, r, 1, (int64_t)r * IC, 1.0f};
@@ -885,35 +943,53 @@ static size_t bf16_floats(size_t n) { return ((n + 1) / 2 + 63) / 64 * 64; }
 // N = 4096's q/k/v (8.6 MB more) runs its layers one by one as before).
 #define LORA_BATCH_BYTES ((size_t)4 << 20)
 
-// a group reading its input kept in bf16 (inp16), or backward an output gradient (dout16):
-// bf16 handles, no adapters (the model keeps them in bf16 only for such layers: linear_input16)
-static void require_input16(const LinearLora *l, int n, int IC, const char *op) {
-    bool ok = IC > 0;
-    for (int i = 0; i < n; i++) ok = ok && cuda_linear_is_bf16(l[i].h) && l[i].r == 0;
+// An input the model keeps in bf16 (inp16; linear_input16) has rows of ld16 values: IC, or with
+// adapters cuda_lora_input16_ld's room for [x | bf16(scale xa)] (the columns past IC are this
+// op's scratch: the folds write each layer's in turn). Such a group, and backward a layer with
+// its output gradient in bf16 (dout16), needs bf16 handles with room for their adapters (and
+// backward the saved xa); the model asks linear_input16 and lora_input16_ld before keeping them.
+static void require_input16(const LinearLora *l, int n, int IC, int ld16, bool backward,
+                            const char *op) {
+    bool ok = lora_foldable(l, n, IC, backward);  // (backward: the room is not written)
+    for (int i = 0; i < n; i++) ok = ok && IC + (backward ? 0 : lora_pad(l[i].r)) <= ld16;
     if (!ok) {
         fprintf(stderr, "tunelens: %s: an input or output gradient in bf16 needs bf16 weights "
-                "without adapters\n", op);
+                "with room for their adapters (and rows of room for bf16(xa))\n", op);
         abort();
     }
 }
 
 int cuda_linear_input16(const LinearWeight *h) { return cuda_linear_is_bf16(h); }
+int cuda_lora_input16_ld(int IC, int r) { return r > 0 ? cuda_lora_ld(IC + lora_pad(r), 0) : IC; }
+
+// out (N,OC) = X (N,K) @ W^T (W (OC,K) at row stride ldw): f32, or rounded to bf16 as stored
+// (out16: the op after it reads bf16)
+static void lora_out_gemm(const LinearLora &l, int N, int K, const __nv_bfloat16 *X, int ldx,
+                          const __nv_bfloat16 *w, int ldw) {
+    cuda_gemm_bf16_c(false, true, N, l.OC, K, 1.0f, X, ldx, w, ldw, 0.0f,
+                     l.out16 ? (void *)l.out16 : (void *)l.out,
+                     l.out16 ? CUDA_R_16BF : CUDA_R_32F, l.OC);
+}
 
 void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, const uint16_t *inp16,
-                              int N, int IC) {
+                              int ld16, int N, int IC) {
     if (N <= 0 || n <= 0) return;
-    if (inp16) {  // out (N,OC) = inp16 (N,IC) @ W^T, the products the f32 input would get
-        require_input16(l, n, IC, "linear_lora_forward");
+    int R = 0, rpmax = 0, ranked = 0;
+    for (int i = 0; i < n; i++) {
+        R += l[i].r;
+        if (lora_pad(l[i].r) > rpmax) rpmax = lora_pad(l[i].r);
+        if (l[i].r > 0) ranked++;
+    }
+    if (inp16) require_input16(l, n, IC, ld16, false, "linear_lora_forward");
+    if (inp16 && !ranked) {  // out (N,OC) = inp16 (N,IC) @ W^T: the f32 input's products
         for (int i = 0; i < n; i++) {  // (out16: the f32 sums rounded to bf16 as they are stored)
             int hld, hrp;
             const __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
-            cuda_gemm_bf16_c(false, true, N, l[i].OC, IC, 1.0f, (const __nv_bfloat16 *)inp16, IC,
-                             hw, hld, 0.0f, l[i].out16 ? (void *)l[i].out16 : (void *)l[i].out,
-                             l[i].out16 ? CUDA_R_16BF : CUDA_R_32F, l[i].OC);
+            lora_out_gemm(l[i], N, IC, (const __nv_bfloat16 *)inp16, ld16, hw, hld);
         }
         return;
     }
-    if (!lora_foldable(l, n, IC, false)) {  // f32 / TF32 (or no room): the ops one by one
+    if (!inp16 && !lora_foldable(l, n, IC, false)) {  // f32 / TF32 (or no room): one by one
         for (int i = 0; i < n; i++) {
             cuda_linear_forward(l[i].out, inp, l[i].w, l[i].h, N, IC, l[i].OC);
             if (l[i].r > 0)
@@ -922,22 +998,20 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
         }
         return;
     }
-    int R = 0, rpmax = 0, ranked = 0;
-    for (int i = 0; i < n; i++) {
-        R += l[i].r;
-        if (lora_pad(l[i].r) > rpmax) rpmax = lora_pad(l[i].r);
-        if (l[i].r > 0) ranked++;
-    }
-    // x's bf16 scratch, then each layer's bf16(scale xa)
-    const int ldx = rpmax ? cuda_lora_ld(IC + rpmax, 0) : IC;
+    // x's bf16 scratch (copies of it: nx; none where inp16 is read in place), then each layer's
+    // bf16(scale xa)
+    int ldx = rpmax ? cuda_lora_ld(IC + rpmax, 0) : IC;
     const size_t sx = bf16_floats((size_t)N * ldx);  // floats of one copy
     const int nx = ranked > 1 && ranked <= LORA_SEGS &&
-                   (size_t)(ranked - 1) * sx * sizeof(float) <= LORA_BATCH_BYTES ? ranked : 1;
+                   (size_t)(ranked - (inp16 ? 0 : 1)) * sx * sizeof(float) <= LORA_BATCH_BYTES
+                       ? ranked : 1;
+    const bool in_place = inp16 && nx == 1;  // the folds write into inp16's room
     const int gx = R ? lora_gx_dots(IC, R, false) : 0;
-    const size_t n_a = ranked > LORA_SEGS ? (size_t)IC * R : 0;
-    float *ws = cuda_workspace(nx * sx + n_a + (size_t)gx * N * R);
-    __nv_bfloat16 *X = (__nv_bfloat16 *)ws;
-    float *Acat = ws + nx * sx, *Pd = Acat + n_a;
+    const size_t n_a = ranked > LORA_SEGS ? (size_t)IC * R : 0, n_x = in_place ? 0 : nx * sx;
+    float *ws = cuda_workspace(n_x + n_a + (size_t)gx * N * R);
+    __nv_bfloat16 *X = in_place ? (__nv_bfloat16 *)inp16 : (__nv_bfloat16 *)ws;
+    if (in_place) ldx = ld16;
+    float *Acat = ws + n_x, *Pd = Acat + n_a;
     if (R == 0) {
         cuda_to_bf16_rows(X, ldx, inp, N, IC);
     } else {
@@ -957,9 +1031,10 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
                                                  cudaMemcpyDeviceToDevice, cudaStreamPerThread));
             w = wsrc1(Acat, 1, R);
         }
-        const RowdotJob j = rowdot_job(Pd, NULL, NULL, inp, w, NULL, IC, R, 1.0f, X, ldx, nx,
-                                       (int64_t)2 * sx);
-        lora_rowdot_run(&j, 1, N);
+        const Rows x = inp16 ? rows_bf16(inp16, ld16) : rows_f32(inp, IC);
+        const RowdotJob j = rowdot_job(Pd, NULL, NULL, x, w, NULL, IC, R, 1.0f,
+                                       in_place ? NULL : X, ldx, nx, (int64_t)2 * sx);
+        lora_rowdot_run(&j, 1, N, inp16 != NULL);
     }
     // layer i's fold: xa (N,r) saved, bf16(scale xa) into its copy's padding columns, B^T into
     // the handle's; batched all at once, else each before its GEMM
@@ -987,17 +1062,16 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
             lora_fold(&f);
         }
         // out (N,OC) = [x | bf16(scale xa)] (N, IC+pad) @ [W | B^T]^T
-        cuda_gemm_bf16_rm(false, true, N, l[i].OC, IC + pad, 1.0f, Xi, ldx, hw, hld, 0.0f,
-                          l[i].out, l[i].OC);
+        lora_out_gemm(l[i], N, IC + pad, Xi, ldx, hw, hld);
     }
 }
 
 void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp,
-                               const uint16_t *inp16, int N, int IC) {
+                               const uint16_t *inp16, int ld16, int N, int IC) {
     if (N <= 0 || n <= 0) return;
     bool in16 = inp16 != NULL;  // an input or an output gradient in bf16
     for (int i = 0; i < n; i++) in16 |= l[i].dout16 != NULL;
-    if (in16) require_input16(l, n, IC, "linear_lora_backward");
+    if (in16) require_input16(l, n, IC, inp16 ? ld16 : IC, true, "linear_lora_backward");
     if (!in16 && !lora_foldable(l, n, IC, true)) {
         for (int i = 0; i < n; i++) {
             if (l[i].dw16)
@@ -1012,12 +1086,12 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         return;
     }
     const int gy = lora_gy(N);  // 1: dA and dB straight to their destinations (ColDst)
-    int R = 0, any_dA = 0, ranked = 0, same = 1, rc0 = 0, db0 = 0, any_w16 = 0;
+    int R = 0, any_dA = 0, ranked = 0, same = 1, rc0 = 0, db0 = 0, g160 = 0, any_w16 = 0;
     size_t n_g = 0, s_g = 0, n_pd = 0, s_pd = 0, n_pc = 0, s_pc = 0;
     for (int i = 0; i < n; i++) {
         const int r = l[i].r, OC = l[i].OC;
-        // [dout | bf16(dxa)]'s room (dout16: none, the GEMMs read it)
-        const size_t g = l[i].dout16 ? 0 : bf16_floats((size_t)N * lora_ldg(OC, r));
+        // [dout | bf16(dxa)]'s room (an unranked layer's dout16: none, the GEMMs read it)
+        const size_t g = l[i].dout16 && r <= 0 ? 0 : bf16_floats((size_t)N * lora_ldg(OC, r));
         R += r;
         any_dA |= r > 0 && l[i].dA;
         any_w16 |= l[i].dw16 != NULL;  // (a master weight has no adapter: r = 0)
@@ -1026,8 +1100,9 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
             const size_t pd = lora_pd_floats(N, OC, r), pc = gy > 1 ? lora_pc_floats(N, OC, r) : 0;
             n_pd = std::max(n_pd, pd), s_pd += pd;
             n_pc = std::max(n_pc, pc), s_pc += pc;
-            if (!ranked++) rc0 = lora_rc(r), db0 = l[i].dB != NULL;
-            same &= lora_rc(r) == rc0 && (l[i].dB != NULL) == db0;  // one launch: one kind
+            const int g16 = l[i].dout16 != NULL;  // (one launch reads one type)
+            if (!ranked++) rc0 = lora_rc(r), db0 = l[i].dB != NULL, g160 = g16;
+            same &= lora_rc(r) == rc0 && (l[i].dB != NULL) == db0 && g16 == g160;  // one kind
         }
     }
     const bool batch = ranked > 1 && n <= LORA_SEGS && same &&
@@ -1043,6 +1118,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     const size_t n_x = any_w16 && !inp16 ? bf16_floats((size_t)N * IC) : 0;
     float *ws = cuda_workspace(n_x + g_all + n_dxa + pd_all + pc_all + n_pa);
     const __nv_bfloat16 *X = inp16 ? (const __nv_bfloat16 *)inp16 : (__nv_bfloat16 *)ws;
+    const int ldX = inp16 ? ld16 : IC;
     if (any_w16 && !inp16) cuda_to_bf16_rows((__nv_bfloat16 *)ws, IC, inp, N, IC);
     ws += n_x;
     // [dout | bf16(dxa)]: each layer its own (batched) or one layer's at a time
@@ -1062,8 +1138,9 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
         ColDst cb{};
         if (dB && gy == 1) cb.d[0] = dB, cb.n = 1, cb.kmajor = 1, cb.alpha = l[i].scale;
-        js[nj] = rowdot_job(Pdi, dB && gy > 1 ? Pci : NULL, &cb, l[i].dout, wsrc1(l[i].B, 0, r),
-                            l[i].xa, OC, r, 1.0f, dinp ? Gi : NULL, ldg);
+        const Rows g = l[i].dout16 ? rows_bf16(l[i].dout16, OC) : rows_f32(l[i].dout, OC);
+        js[nj] = rowdot_job(Pdi, dB && gy > 1 ? Pci : NULL, &cb, g, wsrc1(l[i].B, 0, r), l[i].xa,
+                            OC, r, 1.0f, dinp ? Gi : NULL, ldg);
         fold_s(&f, FoldS{Pdi, (int64_t)N * r, js[nj].gx, r, l[i].scale, any_dA ? dxa + off : NULL,
                          R, dinp ? Gi + OC : NULL, ldg, 1.0f, N, r, pad});
         if (dinp) fold_w(&f, FoldW{l[i].A, hw + (size_t)OC * hld, (int64_t)IC * r, 1, hld, r});
@@ -1078,7 +1155,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r), ldg = lora_ldg(OC, r);
         if (!dinp && !l[i].dw16) return;
         const __nv_bfloat16 *G = Gi;  // (dout16: the rounding is there already, row stride OC)
-        if (l[i].dout16) G = (const __nv_bfloat16 *)l[i].dout16;
+        if (l[i].dout16 && r <= 0) G = (const __nv_bfloat16 *)l[i].dout16;
         else if (r <= 0) cuda_to_bf16_rows(Gi, ldg, l[i].dout, N, OC);
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
@@ -1086,7 +1163,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
             cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, G, ldg, hw, hld, 1.0f, dinp,
                               IC);
         if (l[i].dw16)
-            cuda_gemm_bf16_c(true, false, OC, IC, N, 1.0f, G, ldg, X, IC, 1.0f, l[i].dw16,
+            cuda_gemm_bf16_c(true, false, OC, IC, N, 1.0f, G, ldg, X, ldX, 1.0f, l[i].dw16,
                              CUDA_R_16BF, IC);
     };
     if (batch) {
@@ -1095,12 +1172,12 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
             const int r = l[i].r, OC = l[i].OC;
             Gs[i] = (__nv_bfloat16 *)(ws + go);
-            go += l[i].dout16 ? 0 : bf16_floats((size_t)N * lora_ldg(OC, r));
+            go += l[i].dout16 && r <= 0 ? 0 : bf16_floats((size_t)N * lora_ldg(OC, r));
             if (r <= 0) continue;
             layer(i, off, Gs[i], Pd + po, Pc + co);
             po += lora_pd_floats(N, OC, r), co += gy > 1 ? lora_pc_floats(N, OC, r) : 0;
         }
-        lora_rowdot_run(js, nj, N);
+        lora_rowdot_run(js, nj, N, g160);
         lora_fold(&f);
         for (int i = 0; i < n; i++) gemm(i, Gs[i]);
     } else {
@@ -1109,13 +1186,14 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
             nj = 0;
             if (l[i].r > 0) {
                 if (!layer(i, off, G, Pd, Pc)) continue;
-                lora_rowdot_run(js, nj, N);
+                lora_rowdot_run(js, nj, N, l[i].dout16 != NULL);
                 lora_fold(&f);
             }
             gemm(i, G);
         }
     }
     if (!any_dA) return;
+    const Rows x = inp16 ? rows_bf16(inp16, ld16) : rows_f32(inp, IC);
     // one pass over x for every dA: x^T (IC,N) @ dxa (N,R), straight into the dA's with one
     // row block, else in row blocks Pa (gy, R, IC), then each layer's dA (IC,r) += its ranks'
     // rows, summed over the blocks in order
@@ -1124,10 +1202,10 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         ca.alpha = 1.0f;
         for (int i = 0; i < n; i++)
             if (l[i].r > 0) ca.d[ca.n] = l[i].dA, ca.off[ca.n + 1] = ca.off[ca.n] + l[i].r, ca.n++;
-        lora_rowaxpy(NULL, NULL, inp, dxa, 1, 1.0f, NULL, WSrc{}, N, IC, R, 1.0f, 0, &ca);
+        lora_rowaxpy(NULL, NULL, x, dxa, 1, 1.0f, NULL, WSrc{}, N, IC, R, 1.0f, 0, &ca);
         return;
     }
-    lora_rowaxpy(NULL, Pa, inp, dxa, 1, 1.0f, NULL, WSrc{}, N, IC, R, 1.0f, 0);
+    lora_rowaxpy(NULL, Pa, x, dxa, 1, 1.0f, NULL, WSrc{}, N, IC, R, 1.0f, 0);
     const LoraSum *pend = NULL;
     LoraSum jsum[2];
     int nsum = 0;

@@ -6,15 +6,15 @@
 #define RMS_THREADS 256
 #define RMS_ROWS 32  // rows per partial sum of dweight
 
-// inp (N,C), weight (C) -> out (N,C) (f32, or bf16: the f32 value rounded to nearest); rstd
-// (N) (may be NULL)
+// inp (N,C), weight (C) -> out (N,C) at row stride ldo (f32, or bf16: the f32 value rounded to
+// nearest); rstd (N) (may be NULL)
 template <typename OUT>
-__global__ static void rmsnorm_fwd_kernel(OUT *out, float *rstd, const float *inp,
+__global__ static void rmsnorm_fwd_kernel(OUT *out, int64_t ldo, float *rstd, const float *inp,
                                           const float *weight, int C, float eps) {
     __shared__ double red[32];
     const int64_t n = blockIdx.x;
     const float *x = inp + n * C;
-    OUT *o = out + n * C;
+    OUT *o = out + n * ldo;
     double ss = 0.0;
     for (int i = threadIdx.x; i < C; i += blockDim.x) ss += (double)x[i] * x[i];
     ss = block_sum(ss, red);
@@ -66,15 +66,15 @@ __global__ static void rmsnorm_bwd_dw_sum(float *dweight, const double *part, in
 void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
                           int C, float eps) {
     if (N <= 0 || C <= 0) return;
-    rmsnorm_fwd_kernel<<<N, RMS_THREADS>>>(out, rstd, inp, weight, C, eps);
+    rmsnorm_fwd_kernel<<<N, RMS_THREADS>>>(out, C, rstd, inp, weight, C, eps);
     CUDA_LAUNCH_CHECK();
 }
 
-// the same, out rounded to bf16 (the input of bf16 products: linear_input16)
-void cuda_rmsnorm_forward16(uint16_t *out, float *rstd, const float *inp, const float *weight,
-                            int N, int C, float eps) {
+// the same, out rounded to bf16 (the input of bf16 products: linear_input16), rows ldo apart
+void cuda_rmsnorm_forward16(uint16_t *out, int ldo, float *rstd, const float *inp,
+                            const float *weight, int N, int C, float eps) {
     if (N <= 0 || C <= 0) return;
-    rmsnorm_fwd_kernel<<<N, RMS_THREADS>>>((__nv_bfloat16 *)out, rstd, inp, weight, C, eps);
+    rmsnorm_fwd_kernel<<<N, RMS_THREADS>>>((__nv_bfloat16 *)out, ldo, rstd, inp, weight, C, eps);
     CUDA_LAUNCH_CHECK();
 }
 

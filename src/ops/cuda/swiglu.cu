@@ -6,6 +6,9 @@
 // bf16, as the bf16 products that read them next would round them (linear_input16; dout16).
 // The swiglu16 ops read gate and up in bf16 (the products wrote them so: LinearLora.out16), the
 // same arithmetic on their f32 values.
+#include <algorithm>
+#include <type_traits>
+
 #include "ops/cuda/cuda_common.cuh"
 
 // an input's value(s) as f32: one (f32 or bf16), or four (a float4, or uint2 of packed bf16)
@@ -45,6 +48,28 @@ __global__ static void swiglu_fwd4_kernel(O4 *out, const I4 *gate, const I4 *up,
         cuda_store4(out + i, make_float4(swiglu_value(g.x, u.x), swiglu_value(g.y, u.y),
                                     swiglu_value(g.z, u.z), swiglu_value(g.w, u.w)));
     }
+}
+
+// the same over rows: gate, up (N,F) -> out (N,F) at row stride ldo (an input kept with room
+// for its adapters' columns: linear_lora_forward's inp16), V = 4 values a thread (I4: float4 or
+// uint2; F and ldo multiples of 4, the pointers aligned) or 1
+template <int V, typename I>
+__global__ static void swiglu_fwd_rows_kernel(__nv_bfloat16 *out, int64_t ldo, const I *gate,
+                                              const I *up, int N, int F) {
+    typedef typename std::conditional<sizeof(I) == 4, float4, uint2>::type I4;
+    for (int n = blockIdx.y; n < N; n += gridDim.y)
+        for (int c = V * (blockIdx.x * blockDim.x + threadIdx.x); c < F;
+             c += V * gridDim.x * blockDim.x) {
+            const size_t i = (size_t)n * F + c;
+            __nv_bfloat16 *o = out + (size_t)n * ldo + c;
+            if constexpr (V == 4) {
+                const float4 g = ld4((const I4 *)(gate + i)), u = ld4((const I4 *)(up + i));
+                cuda_store4((uint2 *)o, make_float4(swiglu_value(g.x, u.x), swiglu_value(g.y, u.y),
+                                                    swiglu_value(g.z, u.z), swiglu_value(g.w, u.w)));
+            } else {
+                cuda_store(o, swiglu_value(ld1(gate + i), ld1(up + i)));
+            }
+        }
 }
 
 // dgate (n), dup (n) (either NULL), overwritten (as on the CPU)
@@ -97,6 +122,22 @@ static void swiglu_forward(O *out, const I *gate, const I *up, int64_t n) {
     CUDA_LAUNCH_CHECK();
 }
 
+// bf16 out at row stride ldo (ldo = F: the flat kernels above)
+template <typename I>
+static void swiglu_forward_rows(uint16_t *out, int64_t ldo, const I *gate, const I *up, int N,
+                                int F) {
+    if (ldo == F) return swiglu_forward(out, gate, up, (int64_t)N * F);
+    if (N <= 0 || F <= 0) return;
+    typedef typename Vec4<I>::T1 I1;
+    const int vec = F % 4 == 0 && ldo % 4 == 0 && al4(gate) && al4(up) && al4(out) ? 4 : 1;
+    const int bx = std::min((F / vec + 255) / 256, 1024);
+    const dim3 grid(bx, std::min(N, 65535));
+    __nv_bfloat16 *o = (__nv_bfloat16 *)out;
+    if (vec == 4) swiglu_fwd_rows_kernel<4><<<grid, 256>>>(o, ldo, (const I1 *)gate, (const I1 *)up, N, F);
+    else swiglu_fwd_rows_kernel<1><<<grid, 256>>>(o, ldo, (const I1 *)gate, (const I1 *)up, N, F);
+    CUDA_LAUNCH_CHECK();
+}
+
 template <typename O, typename I>
 static void swiglu_backward(O *dgate, O *dup, const float *dout, const I *gate, const I *up,
                             int64_t n) {
@@ -118,8 +159,9 @@ static void swiglu_backward(O *dgate, O *dup, const float *dout, const I *gate, 
 void cuda_swiglu_forward(float *out, const float *gate, const float *up, int64_t n) {
     swiglu_forward(out, gate, up, n);
 }
-void cuda_swiglu_forward16(uint16_t *out, const float *gate, const float *up, int64_t n) {
-    swiglu_forward(out, gate, up, n);
+void cuda_swiglu_forward16(uint16_t *out, int ldo, const float *gate, const float *up, int N,
+                           int F) {
+    swiglu_forward_rows(out, ldo, gate, up, N, F);
 }
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                           const float *up, int64_t n) {
@@ -129,8 +171,9 @@ void cuda_swiglu_backward16(uint16_t *dgate, uint16_t *dup, const float *dout, c
                             const float *up, int64_t n) {
     swiglu_backward(dgate, dup, dout, gate, up, n);
 }
-void cuda_swiglu16_forward(uint16_t *out, const uint16_t *gate, const uint16_t *up, int64_t n) {
-    swiglu_forward(out, gate, up, n);
+void cuda_swiglu16_forward(uint16_t *out, int ldo, const uint16_t *gate, const uint16_t *up,
+                           int N, int F) {
+    swiglu_forward_rows(out, ldo, gate, up, N, F);
 }
 void cuda_swiglu16_backward(uint16_t *dgate, uint16_t *dup, const float *dout,
                             const uint16_t *gate, const uint16_t *up, int64_t n) {
