@@ -208,8 +208,8 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
         be->linear_lora_backward(l, n, dinp, inp, inp16, ld16, N, proj_in_dim(c, ps[0]));
         return;
     }
-    model_require_f32_input(inp, "backward");
-    if (douts16) model_require_f32_input(NULL, "backward");
+    model_require_f32(inp != NULL, "backward", "input");
+    model_require_f32(!douts16, "backward", "output gradient (gate's and up's)");
     for (int i = 0; i < n; i++)
         linear_backward(be, b, bg, ps[i], c, dinp, douts[i], inp, l[i].xa,
                         model_dora_y(m, s, a, ps[i]), dy, N, &drop[ps[i]]);

@@ -263,8 +263,8 @@ static void linear_group(const Model *m, const ForwardState *s, const Block *b, 
         be->linear_lora_forward(l, n, in, in16, ld16, N, proj_in_dim(c, ps[0]));
         return;
     }
-    model_require_f32_input(in, "forward");
-    if (outs16) model_require_f32_input(NULL, "forward (gate and up in bf16)");
+    model_require_f32(in != NULL, "forward", "input");
+    model_require_f32(!outs16, "forward", "output (gate's and up's)");
     for (int i = 0; i < n; i++)
         linear(be, b, ps[i], c, outs[i], l[i].xa, model_dora_y(m, s, a, ps[i]), in, N, &drop[ps[i]]);
 }
@@ -285,10 +285,10 @@ LayerInputs model_layer_inputs(const Model *m, const ForwardState *s, size_t a) 
     return in;
 }
 
-void model_require_f32_input(const float *in, const char *pass) {
-    if (in) return;  // (model_inputs16 admits only layers the group ops take)
-    fprintf(stderr, "tunelens: %s: a linear layer outside the group ops with its input or output "
-            "gradient in bf16\n", pass);
+void model_require_f32(int is_f32, const char *pass, const char *what) {
+    if (is_f32) return;  // (model_inputs16 admits only layers the group ops take)
+    fprintf(stderr, "tunelens: %s: a linear layer outside the group ops with its %s in bf16\n",
+            pass, what);
     abort();
 }
 

@@ -370,9 +370,11 @@ typedef struct {
 } LayerInputs;
 LayerInputs model_layer_inputs(const Model *m, const ForwardState *s, size_t a);
 
-// Aborts, saying so, where a layer outside the group ops would read a NULL f32 input (a state
-// with inputs16 has only the bf16 ones; model_inputs16 admits none such: a bug otherwise).
-void model_require_f32_input(const float *in, const char *pass);
+// Aborts, saying so, unless is_f32: where a layer outside the group ops would meet one of a
+// state's bf16 buffers (what: its input, gate's and up's outputs or output gradients) as a NULL
+// f32 one. A state with inputs16 has only the bf16 ones; model_inputs16 admits no such layer:
+// a bug otherwise.
+void model_require_f32(int is_f32, const char *pass, const char *what);
 
 // Forward (keep_acts) + mean cross-entropy over targets >= 0. Returns the loss. A state with
 // room for every row's logits keeps them in s->logits; else the head and the loss run in

@@ -56,6 +56,11 @@ int cuda_replay(const Recording *r);
 void cuda_recording_free(Recording *r);
 int cuda_recording(void);          // ops are being recorded now (nothing runs)
 void cuda_recording_broken(void);  // ... and one could not be: record_end gives NULL
+// One-time setup of kernels that need sm_90 (clusters, more shared memory): *ready is the
+// caller's state (-1: not yet). 1: they run here (enabled, and the device is sm_90 or later;
+// opt_in, if any, has made its opt-ins), 0: they do not; -1: first met while recording (the
+// recording is marked broken: the step runs plainly, and sets them up then).
+int cuda_sm90_setup(int *ready, bool enabled, void (*opt_in)(void));
 
 // Grid size for a grid-stride loop over n items with `threads` per block.
 static inline unsigned cuda_grid(int64_t n, int threads) {

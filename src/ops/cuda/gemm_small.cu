@@ -247,18 +247,14 @@ static bool small_gemm_on(void) {
     return on;
 }
 
-// Whether the device takes the kernels (sm_90: clusters) and its SMs, the kernels' shared-memory
-// opt-in made: once, never while recording (-1: not yet)
+// Whether the device takes the kernels (sm_90: clusters), the kernels' shared-memory opt-in
+// made and the device's SMs counted (cuda_sm90_setup)
 static int small_ready = -1, small_sms = 0;
-static int small_setup(void) {
-    if (small_ready >= 0) return small_ready;
-    int dev = 0, major = 0;
+static void small_opt_in(void) {
+    int dev = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&small_sms, cudaDevAttrMultiProcessorCount, dev));
-    small_ready = major >= 9;
-    if (small_ready) gs::allow_smem<GS_MAX_M / 16>();
-    return small_ready;
+    gs::allow_smem<GS_MAX_M / 16>();
 }
 
 // k steps a split: about two blocks an SM in one wave, at least MIN_KSTEPS each (N and K alone
@@ -278,11 +274,9 @@ bool cuda_gemm_small(bool transB, int M, int N, int K, float alpha, const __nv_b
     if (K % 8 || (!transB && N % 8) || lda % 8 || ldb % 8 || !cuda_aligned16(A) ||
         !cuda_aligned16(B))
         return false;
-    if (small_ready < 0 && cuda_recording()) {  // set up outside a recording: this one fails,
-        cuda_recording_broken();                // the step runs plainly and sets it up
-        return true;
-    }
-    if (!small_setup()) return false;
+    const int ready = cuda_sm90_setup(&small_ready, true, small_opt_in);
+    if (ready < 0) return true;  // (a recording broken: nothing runs)
+    if (!ready) return false;
     const int tiles = (N + gs::BN - 1) / gs::BN, ksteps = (K + gs::BK - 1) / gs::BK;
     const int kper = small_kper(N, K, small_sms), splits = (ksteps + kper - 1) / kper;
     gs::Args a{A, B, C, M, N, K, lda, ldb, ldc, kper * gs::BK, splits, alpha, beta};

@@ -20,6 +20,20 @@ static int recording_broken;  // an op could not be recorded as it would run (wo
 int cuda_recording(void) { return recording_now; }
 void cuda_recording_broken(void) { recording_broken = 1; }
 
+int cuda_sm90_setup(int *ready, bool enabled, void (*opt_in)(void)) {
+    if (*ready >= 0) return *ready;
+    if (cuda_recording()) {  // (the opt-ins are not ops a graph records)
+        cuda_recording_broken();
+        return -1;
+    }
+    int dev = 0, major = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    *ready = enabled && major >= 9;
+    if (*ready && opt_in) opt_in();
+    return *ready;
+}
+
 // TUNELENS_CUDA_GRAPHS=0: never record (for comparisons)
 static int switched_off(void) {
     static int off = -1;

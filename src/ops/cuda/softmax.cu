@@ -306,21 +306,13 @@ ce_bwd_cluster_kernel(G *dlogits, float *losses, const float *logits, const int 
 }
 
 // Whether the cluster kernel runs here (sm_90; TUNELENS_CUDA_CE_CLUSTER=0 keeps one block a
-// row, for comparisons), its shared-memory opt-in made: once, outside a recording (-1: not yet)
+// row, for comparisons), its shared-memory opt-in made (cuda_sm90_setup)
 static int ce_cluster_ready = -1;
-static int ce_cluster_setup(void) {
-    if (ce_cluster_ready >= 0) return ce_cluster_ready;
-    int dev = 0, major = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    ce_cluster_ready = major >= 9 && cuda_env_int("TUNELENS_CUDA_CE_CLUSTER", 1) != 0;
-    if (ce_cluster_ready) {
-        CUDA_CHECK(cudaFuncSetAttribute(ce_bwd_cluster_kernel<float>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, CE_MAX_SMEM));
-        CUDA_CHECK(cudaFuncSetAttribute(ce_bwd_cluster_kernel<__nv_bfloat16>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, CE_MAX_SMEM));
-    }
-    return ce_cluster_ready;
+static void ce_cluster_opt_in(void) {
+    CUDA_CHECK(cudaFuncSetAttribute(ce_bwd_cluster_kernel<float>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, CE_MAX_SMEM));
+    CUDA_CHECK(cudaFuncSetAttribute(ce_bwd_cluster_kernel<__nv_bfloat16>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, CE_MAX_SMEM));
 }
 
 // ce_bwd_kernel's work by the cluster kernel: true where it ran (or, first met in a recording,
@@ -331,11 +323,11 @@ static bool ce_bwd_cluster(G *dlogits, float *losses, const float *logits, const
                            int N, int V, float scale, const float *scale_p) {
     const int per = ((V + CE_SPLIT - 1) / CE_SPLIT + 3) / 4 * 4;  // whole float4s a slice
     if ((size_t)per * sizeof(float) > CE_MAX_SMEM || (int64_t)N * CE_SPLIT > INT32_MAX) return false;
-    if (ce_cluster_ready < 0 && cuda_recording()) {
-        cuda_recording_broken();
-        return true;
-    }
-    if (!ce_cluster_setup()) return false;
+    const int ready = cuda_sm90_setup(&ce_cluster_ready,
+                                      cuda_env_int("TUNELENS_CUDA_CE_CLUSTER", 1) != 0,
+                                      ce_cluster_opt_in);
+    if (ready < 0) return true;  // (a recording broken: nothing runs)
+    if (!ready) return false;
     const bool vec = V % 4 == 0 && cuda_aligned16(logits) && cuda_aligned16(dlogits);
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)(N * CE_SPLIT)), cfg.blockDim = dim3(CE_THREADS);
