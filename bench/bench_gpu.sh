@@ -9,6 +9,7 @@
 # usage: sh bench/bench_gpu.sh   (env: GC=folder with tunelens + libtunelens_cuda.so [.gpucheck],
 #        or BIN=tunelens binary; TOK=Llama 3 tokenizer folder; OUT=work folder; PEER=0 skips
 #        the peer, COMPILE=0 its torch.compile runs, PEER_TIMEOUT seconds a peer mode [150],
+#        PEER_T="9 512" its row lengths, PEER_MODES="lora full ..." its modes,
 #        EXP=0 the experiment, SKIP="name ..." those training runs)
 OUT=${OUT:-/tmp/tunelens-bench-gpu}
 TOK=${TOK:-.cache/llama3-tokenizer}
@@ -52,7 +53,8 @@ if [ "${PEER:-1}" != 0 ]; then
     # full fine-tune took ~60 s at each shape on an H100, and all four modes in one process ran
     # past 150 s), their results merged into peer_T.json
     modes="lora full"; [ "${COMPILE:-1}" != 0 ] && modes="$modes lora+compile full+compile"
-    for T in 9 512; do
+    modes=${PEER_MODES:-$modes}
+    for T in ${PEER_T:-9 512}; do
         iters=40; [ $T = 512 ] && iters=20
         rm -f "$OUT/peer_$T.json"
         for mode in $modes; do
