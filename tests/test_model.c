@@ -9,6 +9,7 @@
 #include "model/generate.h"
 #include "model_util.h"
 #include "strict_backend.h"
+#include "train/params.h"
 
 #define TINY FIXTURE("tiny")
 #define SMOL CACHED("SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -269,15 +270,33 @@ static void emu_swiglu16_forward(uint16_t *out, int ldo, const uint16_t *gate, c
     emu_swiglu16(out, ldo, g, u, N, F);
     free(g), free(u);
 }
-static void emu_swiglu16_backward(uint16_t *dgate, uint16_t *dup, const float *dout,
-                                  const uint16_t *gate, const uint16_t *up, int64_t n) {
-    (void)dgate, (void)dup, (void)dout, (void)gate, (void)up, (void)n;
-    fail_msg("the emulation runs forward passes only");
-}
+// SwiGLU's backward with dgate and dup rounded to bf16 (swiglu_backward16); over gate and up
+// in bf16 (swiglu16_backward); over f32 gate and up rounded first (the reference of the
+// latter); and f32 outputs holding the rounded values (the reference of the first)
 static void emu_swiglu_backward16(uint16_t *dgate, uint16_t *dup, const float *dout,
                                   const float *gate, const float *up, int64_t n) {
-    (void)dgate, (void)dup, (void)dout, (void)gate, (void)up, (void)n;
-    fail_msg("the emulation runs forward passes only");
+    float *dg = xmalloc(sizeof(float) * (size_t)n), *du = xmalloc(sizeof(float) * (size_t)n);
+    BACKEND_CPU.swiglu_backward(dg, du, dout, gate, up, n);
+    emu_narrow(dgate, dg, (size_t)n), emu_narrow(dup, du, (size_t)n);
+    free(dg), free(du);
+}
+static void emu_swiglu16_backward(uint16_t *dgate, uint16_t *dup, const float *dout,
+                                  const uint16_t *gate, const uint16_t *up, int64_t n) {
+    float *g = emu_widen(gate, (size_t)n), *u = emu_widen(up, (size_t)n);
+    emu_swiglu_backward16(dgate, dup, dout, g, u, n);
+    free(g), free(u);
+}
+static void emu_swiglu_backward16_rounding(uint16_t *dgate, uint16_t *dup, const float *dout,
+                                           const float *gate, const float *up, int64_t n) {
+    float *g = emu_round(gate, (size_t)n), *u = emu_round(up, (size_t)n);
+    emu_swiglu_backward16(dgate, dup, dout, g, u, n);
+    free(g), free(u);
+}
+static void emu_swiglu_backward_rounding(float *dgate, float *dup, const float *dout,
+                                         const float *gate, const float *up, int64_t n) {
+    BACKEND_CPU.swiglu_backward(dgate, dup, dout, gate, up, n);
+    for (int64_t i = 0; i < n; i++)
+        dgate[i] = bf16_to_f32(f32_to_bf16(dgate[i])), dup[i] = bf16_to_f32(f32_to_bf16(dup[i]));
 }
 static void emu_attention16(uint16_t *out, int ldo, float *probs, const float *q, const float *k,
                             const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
@@ -288,10 +307,34 @@ static void emu_attention16(uint16_t *out, int ldo, float *probs, const float *q
     emu_narrow_rows(out, ldo, t, B * T, H * D);
     free(t);
 }
+// The group op's backward over the values emu_group_forward read: the input widened (inp16)
+// or, lora16, rounded, and the output gradients widened (dout16) or as given; each layer's
+// dinp += dout W, then its adapter's dinp, dA, dB (the CPU's f32 ops, the model's order). LoRA
+// training states only: no master weight.
+static void emu_group_backward(const LinearLora *l, int n, float *dinp, const float *inp,
+                               const uint16_t *inp16, int ld16, int N, int IC, int lora16) {
+    float *x = inp16 ? emu_widen_rows(inp16, ld16, N, IC)
+                     : lora16 ? emu_round(inp, (size_t)N * IC) : NULL;
+    for (int i = 0; i < n; i++) {
+        assert_null(l[i].dw16);
+        float *d = l[i].dout16 ? emu_widen(l[i].dout16, (size_t)N * l[i].OC) : NULL;
+        const float *dout = d ? d : l[i].dout, *in = x ? x : inp;
+        if (dinp) BACKEND_CPU.linear_backward(dinp, NULL, dout, in, l[i].w, l[i].h, N, IC, l[i].OC);
+        if (l[i].r)
+            BACKEND_CPU.lora_backward(dinp, l[i].dA, l[i].dB, dout, in, l[i].xa, l[i].A, l[i].B,
+                                      N, IC, l[i].OC, l[i].r, l[i].scale, NULL);
+        free(d);
+    }
+    free(x);
+}
 static void emu_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp,
                                      const uint16_t *inp16, int ld16, int N, int IC) {
-    (void)l, (void)n, (void)dinp, (void)inp, (void)inp16, (void)ld16, (void)N, (void)IC;
-    fail_msg("the emulation runs forward passes only");
+    emu_group_backward(l, n, dinp, inp, inp16, ld16, N, IC, inp16 != NULL);
+}
+static void emu_linear_lora_backward_rounding(const LinearLora *l, int n, float *dinp,
+                                              const float *inp, const uint16_t *inp16, int ld16,
+                                              int N, int IC) {
+    emu_group_backward(l, n, dinp, inp, inp16, ld16, N, IC, 1);
 }
 
 // the emulating backend: inputs in bf16 (with16) or not; emu_gate16 below: gate and up too
@@ -421,6 +464,78 @@ static void test_inputs16_emulated_on_cpu(void **state) {
            "products over rounded inputs\n");
     free(l16), free(l32);
     model_free(&ml);
+}
+
+// A LoRA training step's loss and gradients (blocks 2.. trained) on backend be, into a new
+// host array of *nf floats; the state's inputs16 as want16 says
+static float *inputs16_lora_step(Model *m, const Backend *be, int keep, float *loss, size_t *nf,
+                                 int want16) {
+    const int B = 2, T = 5, V = m->cfg.vocab_size;
+    int tokens[10] = {1, 17, 23, 5, 9, 1, 4, 8, 15, 16}, targets[10];
+    for (int i = 0; i < 10; i++) targets[i] = (tokens[i] * 7 + 3) % V;
+    m->be = be;
+    ForwardState s;
+    Grads g;
+    assert_int_equal(forward_state_init(&s, m, B, T, T, keep), 0);
+    assert_int_equal(s.inputs16, want16);
+    assert_int_equal(grads_init(&g, m, 2, 0, B, T), 0);
+    grads_zero(&g);
+    *loss = model_loss_backward(m, &s, tokens, targets, &g, 1.0f);
+    float *out = xmalloc(sizeof(float) * g.n_floats);
+    memcpy(out, g.arena, sizeof(float) * g.n_floats);
+    *nf = g.n_floats;
+    grads_free(&g);
+    forward_state_free(&s);
+    m->be = &BACKEND_CPU;
+    return out;
+}
+
+// The same emulation through the backward: a LoRA step's loss and gradients with the inputs
+// (and gate's and up's output gradients, and with gate16 their outputs) in bf16 equal those of
+// f32 inputs with the adapters' products over them rounded and those gradients rounded, bit
+// for bit: the backward's strides, slots and bf16 output gradients. Adapters on all seven
+// projections, and on q and v alone (--lora-keys q_proj,v_proj): the frozen layers beside them,
+// with no f32 input to read, go through the group op (model_lora_group).
+static void test_inputs16_backward_emulated_on_cpu(void **state) {
+    (void)state;
+    const unsigned masks[2] = {0x7fu, (1u << PROJ_Q) | (1u << PROJ_V)};
+    const int keeps[3] = {ACTS_ALL, ACTS_ALL | ACTS_RECOMPUTE_ACT, ACTS_CHECKPOINT};
+    Backend bl = emu_backend(1), blr = emu_backend(0), bgl = emu_gate16(), bgr = emu_backend(1);
+    bl.lora_input16_ld = bgl.lora_input16_ld = bgr.lora_input16_ld = emu_lora_input16_ld;
+    bl.swiglu_backward16 = emu_swiglu_backward16;
+    blr.linear_lora_forward = emu_linear_lora_forward_rounding;
+    blr.linear_lora_backward = emu_linear_lora_backward_rounding;
+    blr.swiglu_backward = emu_swiglu_backward_rounding;
+    bgr.swiglu_forward16 = emu_swiglu16_rounding;
+    bgr.swiglu_backward16 = emu_swiglu_backward16_rounding;
+    const Backend *pairs[2][2] = {{&bl, &blr}, {&bgl, &bgr}};
+    for (int k = 0; k < 2; k++) {
+        Model m = load_on(TINY, NULL, &BACKEND_CPU);
+        adapter_attach(&m, 2, 4, 2.0f, masks[k], 7, 0);
+        for (int l = 2; l < m.cfg.n_layers; l++)  // B away from 0 (its start), so that dA is not
+            for (int p = 0; p < N_PROJ; p++) {
+                LoraLinear *lo = &m.blocks[l].lora[p];
+                for (int i = 0; lo->rank && i < lo->rank * proj_out_dim(&m.cfg, p); i++)
+                    lo->B[i] = 0.05f * sinf(0.7f * (float)i + (float)(p + 7 * l));
+            }
+        for (int p = 0; p < 2; p++)
+            for (int i = 0; i < 3; i++) {
+                float l16, l32;
+                size_t n16, n32;
+                float *g16 = inputs16_lora_step(&m, pairs[p][0], keeps[i], &l16, &n16, 1);
+                float *g32 = inputs16_lora_step(&m, pairs[p][1], keeps[i], &l32, &n32, p);
+                assert_int_equal(n16, n32);
+                assert_true(n16 > 0);
+                if (memcmp(&l16, &l32, sizeof l16) || memcmp(g16, g32, sizeof(float) * n16))
+                    fail_msg("keys 0x%x, %s, keep %d: loss %.9g vs %.9g, or the gradients differ",
+                             masks[k], p ? "gate16" : "inputs16", keeps[i], l16, l32);
+                free(g16), free(g32);
+            }
+        model_free(&m);
+    }
+    printf("  LoRA steps with inputs and gate/up gradients in bf16 (CPU emulation): loss and "
+           "gradients equal the rounding reference's bit for bit (all seven projections, and "
+           "q and v alone)\n");
 }
 
 // Every buffer of a forward state, and every layer's slot of attention's saved state, starts
@@ -956,6 +1071,7 @@ int main(void) {
         cmocka_unit_test(test_strict_backend_matches_transformers),
         cmocka_unit_test(test_prepared_move_strict),
         cmocka_unit_test(test_inputs16_emulated_on_cpu),
+        cmocka_unit_test(test_inputs16_backward_emulated_on_cpu),
         cmocka_unit_test(test_state_buffers_aligned),
         cmocka_unit_test(test_prepared_move_adapter_oom),
         cmocka_unit_test(test_prepared_move_cuda),

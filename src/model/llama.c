@@ -240,9 +240,12 @@ int model_lora_group(const Model *m, const ForwardState *s, const Block *b, cons
         masters += l[i].dw16 != NULL;
     }
     // a forward without adapters too, and bf16 master weights' backward (without adapters)
-    // where the backend takes them: the backend rounds the shared input once for the group
+    // where the backend takes them: the backend rounds the shared input once for the group;
+    // and where the state keeps its inputs in bf16 only (inputs16), the backward of frozen
+    // layers without adapters beside adapted ones (--lora-keys): there is no f32 input
     const int master_groups = (m->be->caps & BACKEND_CAP_MASTER_GROUPS) != 0;
-    return has_op && (ranked ? !masters : !bg || (master_groups && masters == n));
+    return has_op &&
+           (ranked ? !masters : !bg || (master_groups && masters == n) || s->inputs16);
 }
 
 // The layers ps[0..n) of block b, all reading `in` (q/k/v; gate/up), into outs[0..n) (or,

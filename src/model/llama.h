@@ -355,7 +355,8 @@ void grads_zero(Grads *g);
 // (NULL: none kept). Returns 1 when the group goes to the backend's linear_lora_* (has_op: the
 // backend has the op; some layer has an adapter, or none has and bg is NULL (a forward: the
 // group shares its input's rounding) or every layer is a bf16 master weight (bg's w16) and the
-// backend takes those (BACKEND_CAP_MASTER_GROUPS); none drops its input, has DoRA or an f32
+// backend takes those (BACKEND_CAP_MASTER_GROUPS) or the state's inputs are bf16 only
+// (s->inputs16: frozen layers beside adapted ones); none drops its input, has DoRA or an f32
 // weight gradient in bg), else 0: the model runs the layers one by one.
 int model_lora_group(const Model *m, const ForwardState *s, const Block *b, const BlockGrads *bg,
                      const float *xa, int n, const Proj *ps, const Dropout *drop, int has_op,
