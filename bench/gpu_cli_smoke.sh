@@ -65,6 +65,15 @@ for ft in lora dora full; do
     same train_$ft 's/.*\(Train loss [0-9.]*\).*/\1/p; s/.*\(Val loss [0-9.]*\).*/\1/p'
     run lens_trained_$ft "$BIN" lens --model $TINY --prompt "12 + 7 =" --adapter "$OUT/ad_$ft.${DEVICES##* }"
 done
+# LoRA in the device's own precision (CUDA: bf16, the inputs kept in bf16 with room for the
+# adapters' columns) with adapters on q and v alone (the frozen layers beside them take the
+# group op's backward), and with --dropout (the inputs then stay f32): they train and save
+for extra in "--lora-keys q_proj,v_proj" "--dropout 0.1"; do
+    name=train_own_$(echo "$extra" | tr -cd 'a-z')
+    run $name "$BIN" train --model $TINY --data "$OUT/data" --train --iters 4 --batch-size 4 \
+        --num-layers 2 --steps-per-report 2 --steps-per-eval 4 --save-every 4 \
+        --adapter-path "$OUT/ad_$name" $extra
+done
 "$BIN" fuse --model $TINY --adapter "$OUT/ad_lora.${DEVICES##* }" --out "$OUT/fused" >"$OUT/fuse.log" 2>&1 ||
     { echo "FAIL fuse"; tail -3 "$OUT/fuse.log"; fails=$((fails+1)); }
 run lens_fused "$BIN" lens --model "$OUT/fused" --prompt "12 + 7 ="
