@@ -45,13 +45,19 @@ static int py_space(uint32_t c) {
            c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
+// The code point at byte i of s (n bytes) and its length: its lead byte and the continuation
+// bytes after it, as utf8_count counts code points. Malformed UTF-8 (a lead byte without all
+// its continuation bytes) gives the lead byte's value and stops at the first byte that does
+// not continue it: stepping utf8_count times through s stays within its n bytes (a lead
+// byte's declared length once walked past the end: a fuzzer's crash).
 static uint32_t cp_at(const char *s, size_t n, size_t i, size_t *len) {
     unsigned char c = (unsigned char)s[i];
-    int k = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-    if (i + (size_t)k > n) k = 1;
+    int k = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4, m = 1;
+    while (m < k && i + (size_t)m < n && ((unsigned char)s[i + (size_t)m] & 0xC0) == 0x80) m++;
+    *len = (size_t)m;
+    if (m < k) return c;
     uint32_t cp = k == 1 ? c : c & (0x7F >> k);
     for (int j = 1; j < k; j++) cp = cp << 6 | ((unsigned char)s[i + (size_t)j] & 0x3F);
-    *len = (size_t)k;
     return cp;
 }
 
