@@ -83,6 +83,12 @@ __device__ __forceinline__ uint2 cuda_bf16x4(float a, float b, float c, float d)
     __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
     return make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
 }
+// and back, exactly: the lower and upper bf16 of a packed pair, and four packed values
+__device__ __forceinline__ float cuda_bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float cuda_bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+__device__ __forceinline__ float4 cuda_widen_bf16x4(uint2 v) {
+    return make_float4(cuda_bf16_lo(v.x), cuda_bf16_hi(v.x), cuda_bf16_lo(v.y), cuda_bf16_hi(v.y));
+}
 
 // An op's output stored as f32, or rounded to bf16 (nearest: the input of bf16 products, the
 // *16 ops): one value, two (8 or 4 bytes) or four (a float4, or uint2 of packed bf16)

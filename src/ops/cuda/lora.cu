@@ -57,8 +57,6 @@ __device__ __forceinline__ void ld_cols(float (&v)[W], const float *row, int c0,
     }
 }
 // the same from a bf16 row (VEC: C % W == 0 and the rows 2W-byte aligned), widened exactly
-__device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
 template <int W, bool VEC>
 __device__ __forceinline__ void ld_cols(float (&v)[W], const __nv_bfloat16 *row, int c0, int C) {
     if constexpr (VEC) {
@@ -66,11 +64,11 @@ __device__ __forceinline__ void ld_cols(float (&v)[W], const __nv_bfloat16 *row,
 #pragma unroll
             for (int e = 0; e < W; e++) v[e] = 0.0f;
         } else if constexpr (W == 4) {
-            const uint2 t = *reinterpret_cast<const uint2 *>(row + c0);
-            v[0] = bf16_lo(t.x), v[1] = bf16_hi(t.x), v[2] = bf16_lo(t.y), v[3] = bf16_hi(t.y);
+            const float4 t = cuda_widen_bf16x4(*reinterpret_cast<const uint2 *>(row + c0));
+            v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
         } else if constexpr (W == 2) {
             const uint32_t t = *reinterpret_cast<const uint32_t *>(row + c0);
-            v[0] = bf16_lo(t), v[1] = bf16_hi(t);
+            v[0] = cuda_bf16_lo(t), v[1] = cuda_bf16_hi(t);
         } else {
             v[0] = __bfloat162float(row[c0]);
         }

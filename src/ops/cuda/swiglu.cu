@@ -15,15 +15,15 @@
 __device__ __forceinline__ float ld1(const float *p) { return *p; }
 __device__ __forceinline__ float ld1(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 __device__ __forceinline__ float4 ld4(const float4 *p) { return *p; }
-__device__ __forceinline__ float4 ld4(const uint2 *p) {
-    const uint2 v = *p;
-    return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
-                       __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
-}
+__device__ __forceinline__ float4 ld4(const uint2 *p) { return cuda_widen_bf16x4(*p); }
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 __device__ __forceinline__ float swiglu_value(float g, float u) { return (g * sigmoidf_(g)) * u; }
+__device__ __forceinline__ float4 swiglu_value4(float4 g, float4 u) {
+    return make_float4(swiglu_value(g.x, u.x), swiglu_value(g.y, u.y), swiglu_value(g.z, u.z),
+                       swiglu_value(g.w, u.w));
+}
 
 // dgate = dout * up * silu'(gate), silu'(g) = sig(g) (1 + g (1 - sig(g))); dup = dout * silu(g)
 __device__ __forceinline__ void swiglu_grads(float dy, float g, float u, float *dg, float *du) {
@@ -45,8 +45,7 @@ __global__ static void swiglu_fwd4_kernel(O4 *out, const I4 *gate, const I4 *up,
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
         const float4 g = ld4(gate + i), u = ld4(up + i);
-        cuda_store4(out + i, make_float4(swiglu_value(g.x, u.x), swiglu_value(g.y, u.y),
-                                    swiglu_value(g.z, u.z), swiglu_value(g.w, u.w)));
+        cuda_store4(out + i, swiglu_value4(g, u));
     }
 }
 
@@ -64,8 +63,7 @@ __global__ static void swiglu_fwd_rows_kernel(__nv_bfloat16 *out, int64_t ldo, c
             __nv_bfloat16 *o = out + (size_t)n * ldo + c;
             if constexpr (V == 4) {
                 const float4 g = ld4((const I4 *)(gate + i)), u = ld4((const I4 *)(up + i));
-                cuda_store4((uint2 *)o, make_float4(swiglu_value(g.x, u.x), swiglu_value(g.y, u.y),
-                                                    swiglu_value(g.z, u.z), swiglu_value(g.w, u.w)));
+                cuda_store4((uint2 *)o, swiglu_value4(g, u));
             } else {
                 cuda_store(o, swiglu_value(ld1(gate + i), ld1(up + i)));
             }
