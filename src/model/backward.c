@@ -185,7 +185,8 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
 }
 
 // linear_backward for the layers ps[0..n) of block b, all reading inp (q/k/v; gate/up), with
-// the output gradients douts[0..n) (or douts16, in bf16: a state with inputs16), into one
+// the output gradients douts[0..n) (or douts16, in bf16, rows ld_dout16 apart: a state with
+// inputs16), into one
 // dinp: through the backend's linear_lora_backward
 // where model_lora_group says so (which may fold the adapters' products into the layers' own
 // and read the input once for all dA), else layer by layer. xa: the block's LoRA slot, or NULL.
@@ -193,8 +194,8 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
                                   BlockGrads *bg, size_t a, const float *xa, int n,
                                   const Proj *ps, const float *const *douts,
                                   const uint16_t *const *douts16, float *dinp, const float *inp,
-                                  const uint16_t *inp16, int ld16, float *dy, int N,
-                                  const Dropout *drop) {
+                                  const uint16_t *inp16, int ld16, int ld_dout16, float *dy,
+                                  int N, const Dropout *drop) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
@@ -203,6 +204,7 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
                          (xa || (m->bf16_masters && (be->caps & BACKEND_CAP_MASTER_GROUPS))), l)) {
         for (int i = 0; i < n; i++) {
             l[i].dout = douts16 ? NULL : douts[i], l[i].dout16 = douts16 ? douts16[i] : NULL;
+            l[i].ld_dout16 = douts16 ? ld_dout16 : 0;
             l[i].dA = bg->lora_A[ps[i]], l[i].dB = bg->lora_B[ps[i]];
         }
         be->linear_lora_backward(l, n, dinp, inp, inp16, ld16, N, proj_in_dim(c, ps[0]));
@@ -233,7 +235,9 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
 
     // a state with inputs16 (bf16 masters' groups, or adapters whose products take bf16):
     // gate's and up's output gradients in bf16, as their products read them, in the first
-    // halves of dgate and dup
+    // halves of dgate and dup, their rows ld16_f apart (F columns with room for the adapters'
+    // ranks, as act's: lora_input16_ld(F, r))
+    const int ldg16 = s->ld16_f;
     uint16_t *dgate16 = NULL, *dup16 = NULL;
     if (s->inputs16 && be->swiglu_backward16)
         dgate16 = (uint16_t *)dgate, dup16 = (uint16_t *)dup;
@@ -274,7 +278,7 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
 #define LINEARS_BACKWARD(n, ps, douts, douts16, dinp, inp, inp16, ld16)                       \
     linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, douts16, dinp, inp, inp16, ld16, \
-                          ddora, N, drop)
+                          ldg16, ddora, N, drop)
 
         be->zero(dxn, sizeof(float) * (size_t)(dgate - dxn));  // these gradients accumulate
         be->zero(datt, sizeof(float) * (size_t)(ddora - datt));  // (dX += ...)
@@ -287,8 +291,8 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         }
         LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), NULL,
                          dact, in.act, in.act16, in.ld_f);
-        if (gate16) be->swiglu16_backward(dgate16, dup16, dact, gate16, up16, (int64_t)NF);
-        else if (dgate16) be->swiglu_backward16(dgate16, dup16, dact, gate, up, (int64_t)NF);
+        if (gate16) be->swiglu16_backward(dgate16, dup16, ldg16, dact, gate16, up16, N, F);
+        else if (dgate16) be->swiglu_backward16(dgate16, dup16, ldg16, dact, gate, up, N, F);
         else be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEARS_BACKWARD(2, ((const Proj[]){PROJ_GATE, PROJ_UP}),
                          ((const float *const[]){dgate, dup}),

@@ -261,12 +261,12 @@ void cuda_swiglu_forward16(uint16_t *out, int ldo, const float *gate, const floa
                            int F);
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                           const float *up, int64_t n);
-void cuda_swiglu_backward16(uint16_t *dgate, uint16_t *dup, const float *dout, const float *gate,
-                            const float *up, int64_t n);
+void cuda_swiglu_backward16(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
+                            const float *gate, const float *up, int N, int F);
 void cuda_swiglu16_forward(uint16_t *out, int ldo, const uint16_t *gate, const uint16_t *up,
                            int N, int F);
-void cuda_swiglu16_backward(uint16_t *dgate, uint16_t *dup, const float *dout,
-                            const uint16_t *gate, const uint16_t *up, int64_t n);
+void cuda_swiglu16_backward(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
+                            const uint16_t *gate, const uint16_t *up, int N, int F);
 void cuda_embedding_forward(float *out, const int *ids, const float *table, int N, int C);
 void cuda_linear_rows(float *out, const int *ids, const LinearWeight *h, int N);
 void cuda_add_forward(float *out, const float *a, const float *b, int64_t n);
