@@ -719,6 +719,28 @@ static void lora_input16_case(LinearLora *l, int n, int N, int IC, const float *
         check_equal(what, d_di[1], w, ni);
         free(w);
     }
+    // dinp_set: the last variant over a dinp of NaN sets it to the sum the reference adds to
+    // zeros (the same products; their sums may come in another order: f32 bounds of the
+    // layers' OC + r terms)
+    {
+        int K = 0;
+        float *nan_di = xmalloc(ni * sizeof(float)), *zero_di = xcalloc(ni, sizeof(float));
+        for (size_t k = 0; k < ni; k++) nan_di[k] = NAN;
+        for (int i = 0; i < n; i++) {
+            K += l[i].OC + l[i].r;
+            G->upload(d_dout16s[i], h16s[i], (size_t)N * ldd[i] * sizeof(uint16_t));
+        }
+        G->upload(d_di[0], zero_di, ni * sizeof(float));
+        G->linear_lora_backward(l, n, d_di[0], d_xr, NULL, 0, N, IC);
+        G->upload(d_di[1], nan_di, ni * sizeof(float));
+        l16[0].dinp_set = 1;
+        G->linear_lora_backward(l16, n, d_di[1], NULL, d_x16, ld, N, IC);
+        l16[0].dinp_set = 0;
+        float *w = host(d_di[0], ni);
+        snprintf(what, sizeof what, "group N=%d IC=%d n=%d, dinp set over NaN", N, IC, n);
+        check(what, d_di[1], w, ni, 2 * tol_signed(K));
+        free(w), free(nan_di), free(zero_di);
+    }
     for (int i = 0; i < n; i++) {
         l[i].dout = d_dout[i];
         gfree(d_doutr[i]), gfree(d_dout16[i]), gfree(d_dout16s[i]), free(h16s[i]);
@@ -818,6 +840,23 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
         check_equal(what, d_dB[i], got_dB[i], (size_t)r[i] * OC[i]);
     }
     check_equal(what, d_di, got_di, ni);
+    // dinp_set: over a dinp of NaN the group sets it to what it adds to zeros (the same
+    // products; f32 sums of the layers' OC + r terms, perhaps in another order)
+    {
+        float *nan_di = xmalloc(ni * sizeof(float)), *zero_di = xcalloc(ni, sizeof(float));
+        for (size_t k = 0; k < ni; k++) nan_di[k] = NAN;
+        G->upload(d_di, zero_di, ni * sizeof(float));
+        G->linear_lora_backward(l, n, d_di, d_inp, NULL, 0, N, IC);
+        float *want = host(d_di, ni);
+        G->upload(d_di, nan_di, ni * sizeof(float));
+        l[0].dinp_set = 1;
+        G->linear_lora_backward(l, n, d_di, d_inp, NULL, 0, N, IC);
+        l[0].dinp_set = 0;
+        snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d n=%d dinp set over NaN", dn, N,
+                 IC, n);
+        check(what, d_di, want, ni, 2 * tol_signed(K_di));
+        free(want), free(nan_di), free(zero_di);
+    }
     // a forward that keeps no xa (inference: lens, generate, evaluations): the same outputs
     // within the bound (folded, xa is still computed, only not stored)
     for (int i = 0; i < n; i++) l[i].xa = NULL;

@@ -319,6 +319,7 @@ static void emu_group_backward(const LinearLora *l, int n, float *dinp, const fl
                                const uint16_t *inp16, int ld16, int N, int IC, int lora16) {
     float *x = inp16 ? emu_widen_rows(inp16, ld16, N, IC)
                      : lora16 & 1 ? emu_round(inp, (size_t)N * IC) : NULL;
+    if (dinp && l[0].dinp_set) memset(dinp, 0, sizeof(float) * (size_t)N * IC);
     for (int i = 0; i < n; i++) {
         assert_null(l[i].dw16);
         const int ldd = l[i].ld_dout16 > 0 ? l[i].ld_dout16 : l[i].OC;

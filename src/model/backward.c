@@ -186,10 +186,10 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
 
 // linear_backward for the layers ps[0..n) of block b, all reading inp (q/k/v; gate/up), with
 // the output gradients douts[0..n) (or douts16, in bf16, rows ld_dout16 apart: a state with
-// inputs16), into one
-// dinp: through the backend's linear_lora_backward
-// where model_lora_group says so (which may fold the adapters' products into the layers' own
-// and read the input once for all dA), else layer by layer. xa: the block's LoRA slot, or NULL.
+// inputs16), into one dinp (N,IC) =, their sum (its old values need not be zero): through the
+// backend's linear_lora_backward where model_lora_group says so (which may fold the adapters'
+// products into the layers' own and read the input once for all dA), else layer by layer
+// after zeroing it. xa: the block's LoRA slot, or NULL.
 static void linear_group_backward(const Model *m, const ForwardState *s, const Block *b,
                                   BlockGrads *bg, size_t a, const float *xa, int n,
                                   const Proj *ps, const float *const *douts,
@@ -206,12 +206,14 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
             l[i].dout = douts16 ? NULL : douts[i], l[i].dout16 = douts16 ? douts16[i] : NULL;
             l[i].ld_dout16 = douts16 ? ld_dout16 : 0;
             l[i].dA = bg->lora_A[ps[i]], l[i].dB = bg->lora_B[ps[i]];
+            l[i].dinp_set = 1;
         }
         be->linear_lora_backward(l, n, dinp, inp, inp16, ld16, N, proj_in_dim(c, ps[0]));
         return;
     }
     model_require_f32(inp != NULL, "backward", "input");
     model_require_f32(!douts16, "backward", "output gradient (gate's and up's)");
+    if (dinp) be->zero(dinp, sizeof(float) * (size_t)N * proj_in_dim(c, ps[0]));
     for (int i = 0; i < n; i++)
         linear_backward(be, b, bg, ps[i], c, dinp, douts[i], inp, l[i].xa,
                         model_dora_y(m, s, a, ps[i]), dy, N, &drop[ps[i]]);
@@ -237,8 +239,8 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
     const int H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, HD = H * D, KVD = Hkv * D;
     const int r = s->lora_rank_max;
     const size_t NC = (size_t)N * C, NF = (size_t)N * F;
-    // scratch_floats' order; once a block dxn, dact and datt .. dxa are zeroed (their ops
-    // accumulate), dgate and dup not (swiglu_backward overwrites them)
+    // scratch_floats' order; once a block dq, dk and dv are zeroed (attention's backward
+    // accumulates), the others not (their ops overwrite them)
     float *dxn = dresid + NC, *dact = dxn + NC, *dgate = dact + NF, *dup = dgate + NF;
     float *datt = dup + NF, *dq = datt + (size_t)N * HD, *dk = dq + (size_t)N * HD;
     float *dv = dk + (size_t)N * KVD, *dxa = dv + (size_t)N * KVD, *ddora = dxa + NC;
@@ -299,8 +301,9 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
     linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, douts16, dinp, inp, inp16, ld16, \
                           ldd16, ddora, N, drop)
 
-        be->zero(dxn, sizeof(float) * (size_t)(dgate - dxn));  // these gradients accumulate
-        be->zero(datt, sizeof(float) * (size_t)(ddora - datt));  // (dX += ...)
+        // attention's gradients accumulate (dX += ...); the groups set theirs (dact, dxn,
+        // datt, dxa)
+        be->zero(dq, sizeof(float) * (size_t)(dxa - dq));
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.

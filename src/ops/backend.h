@@ -71,6 +71,9 @@ typedef struct {
     uint16_t *dw16;             // backward, a bf16 master weight (h is the weight; r = 0): its
                                 // bf16 gradient (OC,IC) += dout^T @ inp as linear_backward_master
                                 // (NULL: none)
+    int dinp_set;               // backward, the group's (read from l[0]): dinp is set to the
+                                // sum (=), not added to: its old values need not be zero (the
+                                // first product then writes it: no zeroing pass, no read)
 } LinearLora;
 
 // Backend capabilities (caps): what callers may ask instead of comparing backend pointers.

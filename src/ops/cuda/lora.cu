@@ -1110,6 +1110,15 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     bool in16 = inp16 != NULL;  // an input or an output gradient in bf16
     for (int i = 0; i < n; i++) in16 |= l[i].dout16 != NULL;
     if (in16) require_input16(l, n, IC, inp16 ? ld16 : IC, true, "linear_lora_backward");
+    // dinp_set: the first product into dinp sets it (beta 0: the old values are not read);
+    // else, or with TUNELENS_CUDA_DINP_SET=0 (for comparisons), zeros first
+    static int set_by_product = -1;
+    if (set_by_product < 0) set_by_product = cuda_env_int("TUNELENS_CUDA_DINP_SET", 1);
+    bool dinp_first = dinp && l[0].dinp_set;
+    if (dinp_first && (!set_by_product || (!in16 && !lora_foldable(l, n, IC, true)))) {
+        CUDA_CHECK(cudaMemsetAsync(dinp, 0, (size_t)N * IC * sizeof(float)));
+        dinp_first = false;
+    }
     if (!in16 && !lora_foldable(l, n, IC, true)) {
         for (int i = 0; i < n; i++) {
             if (l[i].dw16)
@@ -1212,9 +1221,11 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         else if (r <= 0) cuda_to_bf16_rows(Gi, ldg, l[i].dout, N, OC);
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
-        if (dinp)
-            cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, G, ldg, hw, hld, 1.0f, dinp,
-                              IC);
+        if (dinp) {
+            cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, G, ldg, hw, hld,
+                              dinp_first ? 0.0f : 1.0f, dinp, IC);
+            dinp_first = false;
+        }
         if (l[i].dw16)
             cuda_gemm_bf16_c(true, false, OC, IC, N, 1.0f, G, ldg, X, ldX, 1.0f, l[i].dw16,
                              CUDA_R_16BF, IC);
