@@ -563,9 +563,10 @@ static void lora_sum(const LoraSum *j0, const LoraSum *j1) {
 // staged once for more rows), 2 chunks a block at IC = 2048 and 4 at IC = 8192 beat 4 or 8
 // (fewer, longer blocks) and 2 at 8192 (32 partials then slow the sum in lora_rowaxpy).
 #define LORA_RB_DOTS 128
-// bf16 rows (m16): twice the chunks, the same bytes a block.
-static int lora_cpb(int chunks, bool m16) {
-    const int c = chunks / (m16 ? 8 : 16);
+// The same for bf16 rows: their partials then sum in the f32 rows' order, and a bf16 input
+// gives the bits of its f32 values (test_cuda_ops' lora_input16_case).
+static int lora_cpb(int chunks) {
+    const int c = chunks / 16;
     return chunks <= 2 ? chunks : c < 2 ? 2 : c > LORA_CPB ? LORA_CPB : c;
 }
 
@@ -573,9 +574,9 @@ static int lora_rc(int r) { return r <= 8 ? 8 : 16; }
 static int lora_width(int r) { return 32 * (32 / lora_rc(r)); }  // columns a chunk
 static int lora_chunks(int C, int r) { return (C + lora_width(r) - 1) / lora_width(r); }
 // lora_rowdot's column blocks: dots only, up to LORA_CPB chunks each; with column sums, one
-static int lora_gx_dots(int C, int r, bool colacc, bool m16 = false) {
+static int lora_gx_dots(int C, int r, bool colacc) {
     const int ch = lora_chunks(C, r);
-    return colacc ? ch : (ch + lora_cpb(ch, m16) - 1) / lora_cpb(ch, m16);
+    return colacc ? ch : (ch + lora_cpb(ch) - 1) / lora_cpb(ch);
 }
 
 // the big operands may be read W floats at a time
@@ -617,6 +618,7 @@ static int lora_sms(void) {
 static int lora_tiles(int N) { return (N + LORA_RB - 1) / LORA_RB; }
 static int lora_rt(int N, int C, int r) {
     const int tiles = lora_tiles(N);
+    if (r <= 0) return tiles;  // (no pass: a group of master weights' R = 0)
     const int64_t blocks = (int64_t)lora_chunks(C, r) * ((r + lora_rc(r) - 1) / lora_rc(r));
     const int64_t want = 2 * (int64_t)lora_sms();
     const int gy = (int)std::min<int64_t>(tiles, std::max<int64_t>(1, (want + blocks - 1) / blocks));
@@ -640,8 +642,8 @@ static RowdotJob rowdot_job(float *Pd, float *Pc, const ColDst *cd, Rows M, WSrc
     if (cd) j.cd = *cd;
     j.Mb = Mb, j.ldb = ldb, j.nmb = nmb, j.mbs = mbs;
     j.bvec = rows_vec(M, C, r) && ldb % W == 0 && !((uintptr_t)Mb & (2u * W - 1)) && !(mbs % W);
-    j.cpb = colacc ? 1 : lora_cpb(lora_chunks(C, r), M.bf16);
-    j.gx = lora_gx_dots(C, r, colacc, M.bf16);
+    j.cpb = colacc ? 1 : lora_cpb(lora_chunks(C, r));
+    j.gx = lora_gx_dots(C, r, colacc);
     return j;
 }
 
@@ -1044,7 +1046,7 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
                    (size_t)(ranked - (inp16 ? 0 : 1)) * sx * sizeof(float) <= LORA_BATCH_BYTES
                        ? ranked : 1;
     const bool in_place = inp16 && nx == 1;  // the folds write into inp16's room
-    const int gx = R ? lora_gx_dots(IC, R, false, inp16 != NULL) : 0;
+    const int gx = R ? lora_gx_dots(IC, R, false) : 0;
     const size_t n_a = ranked > LORA_SEGS ? (size_t)IC * R : 0, n_x = in_place ? 0 : nx * sx;
     float *ws = cuda_workspace(n_x + n_a + (size_t)gx * N * R);
     __nv_bfloat16 *X = in_place ? (__nv_bfloat16 *)inp16 : (__nv_bfloat16 *)ws;
