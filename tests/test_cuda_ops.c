@@ -1180,9 +1180,14 @@ static void rmsnorm_case(int N, int Cc) {
 static void test_rmsnorm(void **state) {
     (void)state;
     rng_seed(3);
-    rmsnorm_case(7, 33);
-    rmsnorm_case(1, 2048);
-    rmsnorm_case(100, 2048);  // more than one chunk of rows for dweight
+    rmsnorm_case(7, 33);      // the scalar kernels (C not a multiple of 4)
+    rmsnorm_case(1, 2048);    // the float4 kernels: one float4 a thread, 512 threads
+    rmsnorm_case(100, 2048);  // more than one chunk of rows for dweight (scalar kernels: 32)
+    rmsnorm_case(600, 576);   // SmolLM2's width: 160 threads for 144 float4; 2 rows a block
+    rmsnorm_case(4133, 64);   // 16 rows a backward block, the last one 5; one warp a row
+    rmsnorm_case(3, 8192);    // four float4 a thread
+    rmsnorm_case(70, 6000);   // 1500 float4 over 512 threads: the fourth partly past the row
+    rmsnorm_case(5, 8200);    // wider than the float4 kernels take: the scalar ones
 }
 
 // ---------------------------------------------------------------------------------------------
