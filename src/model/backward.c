@@ -80,6 +80,13 @@ void grads_free(Grads *g) {
 void grads_zero(Grads *g) {
     g->be->zero(g->arena, sizeof(float) * g->n_floats);
     if (g->n16) g->be->zero(g->arena16, sizeof(uint16_t) * g->n16);
+    g->set16 = 0;
+}
+
+void grads_zero_for_one_backward(Grads *g) {
+    g->be->zero(g->arena, sizeof(float) * g->n_floats);
+    g->set16 = g->n16 > 0;  // (every bf16 gradient is a trained block's projection: each
+                            // backward writes every one of them once)
 }
 
 // The head and the mean cross-entropy over the N rows of s->final_xn (targets: the host's copy
@@ -168,12 +175,13 @@ float model_loss(const Model *m, ForwardState *s, const int *inputs, const int *
 static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, Proj p,
                             const ModelConfig *c, float *dinp, const float *dout,
                             const float *inp, const float *xa, const float *y, float *dy, int N,
-                            const Dropout *drop) {
+                            const Dropout *drop, int set16) {
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
     if (b->lora[p].m) {
         be->dora_backward(dy, bg->dora_m[p], dout, y, b->lora[p].m, b->lora[p].norm, N, OC);
         dout = dy;
     }
+    if (bg->w16[p] && set16) be->zero(bg->w16[p], sizeof(uint16_t) * (size_t)OC * IC);
     if (bg->w16[p])  // a bf16 master weight: its handle is the weight, its gradient bf16
         be->linear_backward_master(dinp, bg->w16[p], dout, inp, b->lin[p], N, IC, OC);
     else
@@ -189,13 +197,14 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
 // inputs16), into one dinp (N,IC) =, their sum (its old values need not be zero): through the
 // backend's linear_lora_backward where model_lora_group says so (which may fold the adapters'
 // products into the layers' own and read the input once for all dA), else layer by layer
-// after zeroing it. xa: the block's LoRA slot, or NULL.
+// after zeroing it. xa: the block's LoRA slot, or NULL. set16: the bf16 weight gradients are
+// set, not added to (Grads.set16).
 static void linear_group_backward(const Model *m, const ForwardState *s, const Block *b,
                                   BlockGrads *bg, size_t a, const float *xa, int n,
                                   const Proj *ps, const float *const *douts,
                                   const uint16_t *const *douts16, float *dinp, const float *inp,
                                   const uint16_t *inp16, int ld16, int ld_dout16, float *dy,
-                                  int N, const Dropout *drop) {
+                                  int N, const Dropout *drop, int set16) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
@@ -206,7 +215,7 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
             l[i].dout = douts16 ? NULL : douts[i], l[i].dout16 = douts16 ? douts16[i] : NULL;
             l[i].ld_dout16 = douts16 ? ld_dout16 : 0;
             l[i].dA = bg->lora_A[ps[i]], l[i].dB = bg->lora_B[ps[i]];
-            l[i].dinp_set = 1;
+            l[i].dinp_set = 1, l[i].dw16_set = set16;
         }
         be->linear_lora_backward(l, n, dinp, inp, inp16, ld16, N, proj_in_dim(c, ps[0]));
         return;
@@ -216,7 +225,7 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
     if (dinp) be->zero(dinp, sizeof(float) * (size_t)N * proj_in_dim(c, ps[0]));
     for (int i = 0; i < n; i++)
         linear_backward(be, b, bg, ps[i], c, dinp, douts[i], inp, l[i].xa,
-                        model_dora_y(m, s, a, ps[i]), dy, N, &drop[ps[i]]);
+                        model_dora_y(m, s, a, ps[i]), dy, N, &drop[ps[i]], set16);
 }
 
 // rmsnorm_backward; with dinp16 (a state whose products read the residual's gradient in bf16)
@@ -299,7 +308,7 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
 #define LINEARS_BACKWARD(n, ps, douts, douts16, ldd16, dinp, inp, inp16, ld16)                \
     linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, douts16, dinp, inp, inp16, ld16, \
-                          ldd16, ddora, N, drop)
+                          ldd16, ddora, N, drop, g->set16)
 
         // attention's gradients accumulate (dX += ...); the groups set theirs (dact, dxn,
         // datt, dxa)

@@ -74,6 +74,7 @@ typedef struct {
     int dinp_set;               // backward, the group's (read from l[0]): dinp is set to the
                                 // sum (=), not added to: its old values need not be zero (the
                                 // first product then writes it: no zeroing pass, no read)
+    int dw16_set;               // backward: dw16 is set (=), not added to, likewise
 } LinearLora;
 
 // Backend capabilities (caps): what callers may ask instead of comparing backend pointers.

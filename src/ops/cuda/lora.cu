@@ -1123,6 +1123,8 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     }
     if (!in16 && !lora_foldable(l, n, IC, true)) {
         for (int i = 0; i < n; i++) {
+            if (l[i].dw16 && l[i].dw16_set)
+                CUDA_CHECK(cudaMemsetAsync(l[i].dw16, 0, (size_t)l[i].OC * IC * sizeof(uint16_t)));
             if (l[i].dw16)
                 cuda_linear_backward_master(dinp, l[i].dw16, l[i].dout, inp, l[i].h, N, IC,
                                             l[i].OC);
@@ -1228,9 +1230,9 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
                               dinp_first ? 0.0f : 1.0f, dinp, IC);
             dinp_first = false;
         }
-        if (l[i].dw16)
-            cuda_gemm_bf16_c(true, false, OC, IC, N, 1.0f, G, ldg, X, ldX, 1.0f, l[i].dw16,
-                             CUDA_R_16BF, IC);
+        if (l[i].dw16)  // (dw16_set: beta 0, its old values not read)
+            cuda_gemm_bf16_c(true, false, OC, IC, N, 1.0f, G, ldg, X, ldX,
+                             l[i].dw16_set ? 0.0f : 1.0f, l[i].dw16, CUDA_R_16BF, IC);
     };
     if (batch) {
         __nv_bfloat16 *Gs[LORA_SEGS];
