@@ -248,8 +248,8 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
     const int H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, HD = H * D, KVD = Hkv * D;
     const int r = s->lora_rank_max;
     const size_t NC = (size_t)N * C, NF = (size_t)N * F;
-    // scratch_floats' order; once a block dq, dk and dv are zeroed (attention's backward
-    // accumulates), the others not (their ops overwrite them)
+    // scratch_floats' order; none zeroed: their ops set them (the groups dact, dxn, datt and
+    // dxa; attention dq, dk, dv; swiglu dgate, dup)
     float *dxn = dresid + NC, *dact = dxn + NC, *dgate = dact + NF, *dup = dgate + NF;
     float *datt = dup + NF, *dq = datt + (size_t)N * HD, *dk = dq + (size_t)N * HD;
     float *dv = dk + (size_t)N * KVD, *dxa = dv + (size_t)N * KVD, *ddora = dxa + NC;
@@ -310,9 +310,6 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
     linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, douts16, dinp, inp, inp16, ld16, \
                           ldd16, ddora, N, drop, g->set16)
 
-        // attention's gradients accumulate (dX += ...); the groups set theirs (dact, dxn,
-        // datt, dxa)
-        be->zero(dq, sizeof(float) * (size_t)(dxa - dq));
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.

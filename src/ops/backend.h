@@ -245,6 +245,7 @@ typedef struct Backend {
     void (*attention_forward)(float *out, float *probs, const float *q, const float *k,
                               const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
                               int D, ComputeDtype dtype);
+    // (dq, dk, dv are set, not added to)
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
                                const float *probs, const float *q, const float *k, const float *v,
                                int B, int T, int S, int q_offset, int H, int Hkv, int D,

@@ -237,6 +237,8 @@ void cuda_rope_backward(float *dx, const float *cos_t, const float *sin_t, const
 void cuda_attention_forward(float *out, float *probs, const float *q, const float *k,
                             const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
                             int D, ComputeDtype dtype);
+void cuda_attention_zero_grads(float *dq, float *dk, float *dv, int B, int T, int S, int H,
+                               int Hkv, int D);
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *probs, const float *q, const float *k, const float *v,
                              int B, int T, int S, int q_offset, int H, int Hkv, int D,
