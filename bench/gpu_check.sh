@@ -12,10 +12,7 @@ WHAT=${1:-all}
 OUT=${OUT:-/tmp/gpucheck}
 TOK=${TOK:-.cache/llama3-tokenizer}
 mkdir -p "$OUT"
-# the carried libraries, unpacked once (unpacking them again under a running process that
-# maps them kills it: SIGBUS)
-[ -f .devlibs.tar.xz ] && { [ ! -d .devlibs ] || [ .devlibs.tar.xz -nt .devlibs ]; } && tar xmf .devlibs.tar.xz
-export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. bench/devlibs.sh
 GC=${GC:-.gpucheck}   # the carried build folder
 export TUNELENS_CUDA_LIB=$PWD/$GC/libtunelens_cuda.so
 BIN=$PWD/$GC/tunelens

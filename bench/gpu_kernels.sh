@@ -12,10 +12,7 @@ TOK=${TOK:-.cache/llama3-tokenizer}
 GC=${GC:-.gpucheck}
 STEP=${STEP:-3}
 mkdir -p "$OUT"
-# the carried libraries, unpacked once (unpacking them again under a running process that
-# maps them kills it: SIGBUS)
-[ -f .devlibs.tar.xz ] && { [ ! -d .devlibs ] || [ .devlibs.tar.xz -nt .devlibs ]; } && tar xmf .devlibs.tar.xz
-[ -d .devlibs ] && export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. bench/devlibs.sh
 [ -f "$GC/libtunelens_cuda.so" ] && export TUNELENS_CUDA_LIB=$PWD/$GC/libtunelens_cuda.so
 BIN=${BIN:-$PWD/$GC/tunelens}
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
