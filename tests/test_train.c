@@ -874,14 +874,20 @@ static float master_step(MasterRun *r, int shift, float lr) {
 // |g| (for |g| >> eps), so the bf16 master after the step is the f32 master's weight rounded to
 // bf16, except where the f32 result lies within an f32 rounding of a bf16 tie or |g| is at eps's
 // scale or at the sums' rounding noise: at most 1 in 1000 values. Then the checkpoint helpers'
-// round trip of the bf16 weights (widened to f32, rounded back) is exact.
+// round trip of the bf16 weights (widened to f32, rounded back) is exact. The bf16 masters' run
+// keeps gate's and up's outputs in f32 (the backend's swiglu16 ops hidden, as
+// test_inputs16_bit_identical does): with them rounded to bf16 (its default, which f32 masters'
+// states do not have) the first losses differ by ~1e-2 (23.3766 vs 23.3675 on an H100).
 static void test_bf16_masters_one_step(void **state) {
     const Backend *be = cuda_or_skip();
     if (!be) return;
     const float lr = 5e-4f;
+    Backend nog = *be;  // (outlives both runs)
+    nog.swiglu16_forward = NULL, nog.swiglu16_backward = NULL;
     MasterRun f, h;
     master_open(&f, be, 0);
-    master_open(&h, be, 1);
+    master_open(&h, &nog, 1);
+    assert_false(h.su.s.gate16);
     float lf = master_step(&f, 0, lr), lh = master_step(&h, 0, lr);
     if (memcmp(&lf, &lh, sizeof lf)) fail_msg("first loss: bf16 masters %.9g, f32 %.9g", lh, lf);
     assert_int_equal(f.su.pl.n, h.su.pl.n);
