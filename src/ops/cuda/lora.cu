@@ -323,7 +323,7 @@ typedef struct {
 // gx column blocks in turn
 typedef struct {
     RowdotJob j[LORA_SEGS];
-    int nj, N, rb, rt;  // rows a block (dots only); with column sums, LORA_RB-row tiles a block
+    int nj, N, rb;
 } RowdotArgs;
 
 #define LORA_CPB 8  // most chunks a block (the weights of all in shared memory)
@@ -340,7 +340,7 @@ lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
     const int N = a.N, C = J.C, r = J.r, k0 = blockIdx.z * RC, by = blockIdx.y;
     if (k0 >= r || bx >= J.gx) return;  // a job with fewer rank chunks than the launch's
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int cpb = COLACC ? 1 : J.cpb, rb = COLACC ? LORA_RB * a.rt : a.rb;
+    const int cpb = COLACC ? 1 : J.cpb, rb = COLACC ? LORA_RB : a.rb;
     const int n0 = by * rb, cb = bx * cpb * WIDTH;
     float *Pd = J.Pd;
     const TM *M = (const TM *)J.M;
@@ -349,53 +349,46 @@ lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
     const int nmb = J.nmb, ldb = J.ldb;
     const bool bvec = J.bvec;
     if constexpr (COLACC) {
-        // One chunk; a.rt tiles of LORA_RB rows (S's rows staged in shared memory a tile at a
-        // time), rows a step at a time, the next step's loads issued before this one's
-        // arithmetic (the first before the shared memory is filled); the column sums stay in
-        // registers across the tiles.
+        // One chunk; rows a step at a time, the next step's loads issued before this one's
+        // arithmetic (the first before the shared memory is filled).
         const int c0 = cb + lane * W;
         float m[STEP][W], acc[RC][W];
+        ld_rows<STEP, W, VEC>(m, M, ldm, n0 + warp * STEP, N, C, c0);
+        ld_wt<RC, WIDTH>(wt, J.w, cb, 1, C, r, k0);
+        ld_tile<RC>(tile, J.S, 1, 1.0f, NULL, n0, LORA_RB, N, r, k0);
 #pragma unroll
         for (int kk = 0; kk < RC; kk++)
 #pragma unroll
             for (int e = 0; e < W; e++) acc[kk][e] = 0.0f;
-        for (int t = 0; t < a.rt; t++) {
-            const int n0t = n0 + t * LORA_RB;
-            if (n0t >= N) break;  // block-uniform
-            ld_rows<STEP, W, VEC>(m, M, ldm, n0t + warp * STEP, N, C, c0);
-            if (t) __syncthreads();  // every warp done with the last tile
-            else ld_wt<RC, WIDTH>(wt, J.w, cb, 1, C, r, k0);
-            ld_tile<RC>(tile, J.S, 1, 1.0f, NULL, n0t, LORA_RB, N, r, k0);
-            __syncthreads();
-            for (int st = warp; st < LORA_RB / STEP; st += LORA_WARPS) {  // warp-uniform
-                const int nb = n0t + st * STEP;
-                if (nb >= N) break;
-                float mn[STEP][W];
-                ld_rows<STEP, W, VEC>(mn, M, ldm, nb + LORA_WARPS * STEP,
-                                      st + LORA_WARPS < LORA_RB / STEP ? N : 0, C, c0);
+        __syncthreads();
+        for (int st = warp; st < LORA_RB / STEP; st += LORA_WARPS) {  // warp-uniform
+            const int nb = n0 + st * STEP;
+            if (nb >= N) break;
+            float mn[STEP][W];
+            ld_rows<STEP, W, VEC>(mn, M, ldm, nb + LORA_WARPS * STEP,
+                                  st + LORA_WARPS < LORA_RB / STEP ? N : 0, C, c0);
 #pragma unroll
-                for (int j = 0; j < STEP; j++)
+            for (int j = 0; j < STEP; j++)
 #pragma unroll
-                    for (int kk = 0; kk < RC; kk++) {
-                        const float s = tile[(st * STEP + j) * RC + kk];
+                for (int kk = 0; kk < RC; kk++) {
+                    const float s = tile[(st * STEP + j) * RC + kk];
 #pragma unroll
-                        for (int e = 0; e < W; e++) acc[kk][e] = fmaf(s, m[j][e], acc[kk][e]);
-                    }
-                if (Pd) {  // warp-uniform
-                    float v[32];
-#pragma unroll
-                    for (int i = 0; i < 32; i++) v[i] = 0.0f;
-                    dots_add<RC, W, STEP>(v, m, wt, 0, lane);
-                    dots_out<RC>(Pd, v, nb, N, r, k0, J.dscale, lane, bx);
+                    for (int e = 0; e < W; e++) acc[kk][e] = fmaf(s, m[j][e], acc[kk][e]);
                 }
-                if (Mb)
-                    for (int q = 0; q < nmb; q++)
-                        st_rows_bf16<STEP, W>(Mb + q * J.mbs, ldb, bvec, m, nb, N, C, c0);
+            if (Pd) {  // warp-uniform
+                float v[32];
 #pragma unroll
-                for (int j = 0; j < STEP; j++)
-#pragma unroll
-                    for (int e = 0; e < W; e++) m[j][e] = mn[j][e];
+                for (int i = 0; i < 32; i++) v[i] = 0.0f;
+                dots_add<RC, W, STEP>(v, m, wt, 0, lane);
+                dots_out<RC>(Pd, v, nb, N, r, k0, J.dscale, lane, bx);
             }
+            if (Mb)
+                for (int q = 0; q < nmb; q++)
+                    st_rows_bf16<STEP, W>(Mb + q * J.mbs, ldb, bvec, m, nb, N, C, c0);
+#pragma unroll
+            for (int j = 0; j < STEP; j++)
+#pragma unroll
+                for (int e = 0; e < W; e++) m[j][e] = mn[j][e];
         }
         colacc_out<RC, W>(J.Pc, J.cd.n ? &J.cd : NULL, red, acc, C, r, k0, bx, by);
     } else {
@@ -435,19 +428,17 @@ __global__ void __launch_bounds__(LORA_WARPS * 32, 2)
 lora_rowaxpy_kernel(float *O, float *Pc, const TX *X, int64_t ldx, const float *Sp, int np,
                     float sscale, float *Sout, const __grid_constant__ WSrc Wt,
                     const __grid_constant__ ColDst cd, int N, int C, int r, int kb, float alpha,
-                    int accumulate, int rt) {
+                    int accumulate) {
     const int k0 = kb + RC * blockIdx.z;
-    // U rows a warp in flight at a time: 8 of bf16 X (the same bytes as 4 of f32)
-    constexpr int W = 32 / RC, WIDTH = 32 * W, U = sizeof(TX) == 2 ? 8 : 4;
-    constexpr int ROWS = LORA_RB / LORA_WARPS;
+    constexpr int W = 32 / RC, WIDTH = 32 * W, U = 4, ROWS = LORA_RB / LORA_WARPS;
     __shared__ __align__(16) float wt[RC * WIDTH];
     __shared__ __align__(16) float tile[LORA_RB * RC];
     __shared__ __align__(16) float red[COLACC ? LORA_WARPS * RC * WIDTH : 1];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int cb = blockIdx.x * WIDTH, c0 = cb + lane * W;
-    // a group of U rows (warp + LORA_WARPS * (jb + u) of tile n0): O's and X's values
+    const int n0 = blockIdx.y * LORA_RB, cb = blockIdx.x * WIDTH, c0 = cb + lane * W;
+    // a group of U rows (warp + LORA_WARPS * (jb + u) of the block): O's and X's values
     float o[U][W], x[U][W];
-    auto load = [&](int n0, int jb) {
+    auto load = [&](int jb) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int n = n0 + warp + LORA_WARPS * (jb + u);
@@ -459,59 +450,48 @@ lora_rowaxpy_kernel(float *O, float *Pc, const TX *X, int64_t ldx, const float *
             }
         }
     };
+    load(0);  // in flight while the shared memory is filled
+    if (O) ld_wt<RC, WIDTH>(wt, Wt, cb, 1, C, r, k0);
+    ld_tile<RC>(tile, Sp, np, sscale, blockIdx.x == 0 ? Sout : NULL, n0, LORA_RB, N, r, k0);
+    __syncthreads();
     float w[RC][W], acc[RC][W];
+    if (O) {
+#pragma unroll
+        for (int kk = 0; kk < RC; kk++) wt_get<RC, W>(w[kk], wt, 0, kk, lane);
+    }
     if constexpr (COLACC) {
 #pragma unroll
         for (int kk = 0; kk < RC; kk++)
 #pragma unroll
             for (int e = 0; e < W; e++) acc[kk][e] = 0.0f;
     }
-    // rt tiles of LORA_RB rows, S's rows staged a tile at a time; the column sums stay in
-    // registers across them
-    for (int t = 0; t < rt; t++) {
-        const int n0 = (blockIdx.y * rt + t) * LORA_RB;
-        if (n0 >= N) break;  // block-uniform
-        load(n0, 0);  // in flight while the shared memory is filled
-        if (t) {
-            __syncthreads();  // every warp done with the last tile
-        } else if (O) {
-            ld_wt<RC, WIDTH>(wt, Wt, cb, 1, C, r, k0);
-        }
-        ld_tile<RC>(tile, Sp, np, sscale, blockIdx.x == 0 ? Sout : NULL, n0, LORA_RB, N, r, k0);
-        __syncthreads();
-        if (O && !t) {
+    for (int jb = 0; jb < ROWS; jb += U) {
+        if (n0 + warp + LORA_WARPS * jb >= N) break;
+        if (jb) load(jb);
 #pragma unroll
-            for (int kk = 0; kk < RC; kk++) wt_get<RC, W>(w[kk], wt, 0, kk, lane);
-        }
-        for (int jb = 0; jb < ROWS; jb += U) {
-            if (n0 + warp + LORA_WARPS * jb >= N) break;
-            if (jb) load(n0, jb);
+        for (int u = 0; u < U; u++) {
+            const int nl = warp + LORA_WARPS * (jb + u), n = n0 + nl;
+            if constexpr (COLACC) {  // rows past N read as 0
 #pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int nl = warp + LORA_WARPS * (jb + u), n = n0 + nl;
-                if constexpr (COLACC) {  // rows past N read as 0
+                for (int kk = 0; kk < RC; kk++) {
+                    const float s = tile[nl * RC + kk];
 #pragma unroll
-                    for (int kk = 0; kk < RC; kk++) {
-                        const float s = tile[nl * RC + kk];
-#pragma unroll
-                        for (int e = 0; e < W; e++) acc[kk][e] = fmaf(s, x[u][e], acc[kk][e]);
-                    }
+                    for (int e = 0; e < W; e++) acc[kk][e] = fmaf(s, x[u][e], acc[kk][e]);
                 }
-                if (O && n < N) {
-                    float y[W];
+            }
+            if (O && n < N) {
+                float y[W];
 #pragma unroll
-                    for (int e = 0; e < W; e++) y[e] = 0.0f;
+                for (int e = 0; e < W; e++) y[e] = 0.0f;
 #pragma unroll
-                    for (int kk = 0; kk < RC; kk++) {
-                        const float s = tile[nl * RC + kk];
+                for (int kk = 0; kk < RC; kk++) {
+                    const float s = tile[nl * RC + kk];
 #pragma unroll
-                        for (int e = 0; e < W; e++) y[e] = fmaf(s, w[kk][e], y[e]);
-                    }
-#pragma unroll
-                    for (int e = 0; e < W; e++)
-                        o[u][e] = accumulate ? fmaf(alpha, y[e], o[u][e]) : alpha * y[e];
-                    st_cols<W, VEC>(O + (size_t)n * C, o[u], c0, C);
+                    for (int e = 0; e < W; e++) y[e] = fmaf(s, w[kk][e], y[e]);
                 }
+#pragma unroll
+                for (int e = 0; e < W; e++) o[u][e] = accumulate ? fmaf(alpha, y[e], o[u][e]) : alpha * y[e];
+                st_cols<W, VEC>(O + (size_t)n * C, o[u], c0, C);
             }
         }
     }
@@ -563,8 +543,6 @@ static void lora_sum(const LoraSum *j0, const LoraSum *j1) {
 // staged once for more rows), 2 chunks a block at IC = 2048 and 4 at IC = 8192 beat 4 or 8
 // (fewer, longer blocks) and 2 at 8192 (32 partials then slow the sum in lora_rowaxpy).
 #define LORA_RB_DOTS 128
-// The same for bf16 rows: their partials then sum in the f32 rows' order, and a bf16 input
-// gives the bits of its f32 values (test_cuda_ops' lora_input16_case).
 static int lora_cpb(int chunks) {
     const int c = chunks / 16;
     return chunks <= 2 ? chunks : c < 2 ? 2 : c > LORA_CPB ? LORA_CPB : c;
@@ -573,6 +551,7 @@ static int lora_cpb(int chunks) {
 static int lora_rc(int r) { return r <= 8 ? 8 : 16; }
 static int lora_width(int r) { return 32 * (32 / lora_rc(r)); }  // columns a chunk
 static int lora_chunks(int C, int r) { return (C + lora_width(r) - 1) / lora_width(r); }
+static int lora_gy(int N) { return (N + LORA_RB - 1) / LORA_RB; }
 // lora_rowdot's column blocks: dots only, up to LORA_CPB chunks each; with column sums, one
 static int lora_gx_dots(int C, int r, bool colacc) {
     const int ch = lora_chunks(C, r);
@@ -607,26 +586,6 @@ static int lora_sms(void) {
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     return sms > 0 ? sms : 1;
-}
-
-// Row blocks of a pass over N rows of C columns at rank r (lora_rowaxpy; lora_rowdot with
-// column sums): tiles of LORA_RB rows, rt of them a block, with as few blocks as make about
-// two an SM beside the pass's column blocks and rank chunks. A block's fixed work (staging
-// the weights, the column sums' reduction and partials) then covers more rows: with one tile
-// a block and bf16 rows, the passes over the 1B shape's 8 x 512 rows ran at 0.5-1.6 TB/s.
-// The partials (one a row block) are summed in a fixed order: the same bits every run.
-static int lora_tiles(int N) { return (N + LORA_RB - 1) / LORA_RB; }
-static int lora_rt(int N, int C, int r) {
-    const int tiles = lora_tiles(N);
-    if (r <= 0) return tiles;  // (no pass: a group of master weights' R = 0)
-    const int64_t blocks = (int64_t)lora_chunks(C, r) * ((r + lora_rc(r) - 1) / lora_rc(r));
-    const int64_t want = 2 * (int64_t)lora_sms();
-    const int gy = (int)std::min<int64_t>(tiles, std::max<int64_t>(1, (want + blocks - 1) / blocks));
-    return (tiles + gy - 1) / gy;
-}
-static int lora_gy(int N, int C, int r) {
-    const int rt = lora_rt(N, C, r);
-    return (lora_tiles(N) + rt - 1) / rt;
 }
 
 // A job of lora_rowdot: Pd (gx, N, r) partial dots (dscale times); with Pc or cd (dB-like column
@@ -677,8 +636,8 @@ static void lora_rowdot_run(const RowdotJob *js, int nj, int N, bool m16 = false
         gz = std::max(gz, (js[i].r + rc - 1) / rc);
         vec = vec && rows_vec(Rows{js[i].M, js[i].ldm, m16}, js[i].C, js[i].r);
     }
-    a.nj = nj, a.N = N, a.rt = colacc ? lora_rt(N, js[0].C, js[0].r) : 1;
-    int rb = colacc ? LORA_RB * a.rt : LORA_RB_DOTS;  // (jobs with column sums: one gy, rt)
+    a.nj = nj, a.N = N;
+    int rb = colacc ? LORA_RB : LORA_RB_DOTS;
     if (!colacc) {
         const int64_t want = 2 * (int64_t)lora_sms();
         while (rb > (32 / rc) * LORA_WARPS && (int64_t)gx * ((N + rb - 1) / rb) * gz < want)
@@ -710,15 +669,14 @@ static void lora_rowaxpy(float *O, float *Pc, Rows X, const float *Sp, int np, f
     // without O the rank chunks are independent: one launch (blockIdx.z); with O each adds to
     // the one before
     const int nz = (r + rc - 1) / rc, gz = O ? 1 : nz;
-    const int rt = lora_rt(N, C, r);
-    const dim3 grid(lora_chunks(C, r), lora_gy(N, C, r), gz), block(LORA_WARPS * 32);
+    const dim3 grid(lora_chunks(C, r), lora_gy(N), gz), block(LORA_WARPS * 32);
     ColDst none{};
     const ColDst &D = cd ? *cd : none;
     const float *Xf = (const float *)X.p;
     const __nv_bfloat16 *Xb = (const __nv_bfloat16 *)X.p;
 #define LORA_ROWAXPY(RC_, VEC_, CA_, X_)                                                      \
     lora_rowaxpy_kernel<RC_, VEC_, CA_><<<grid, block>>>(O, Pc, X_, X.ld, Sp, np, sscale, Sout, \
-                                                         w, D, N, C, r, k0, alpha, acc, rt)
+                                                         w, D, N, C, r, k0, alpha, acc)
 #define LORA_ROWAXPY_X(RC_, VEC_)                                                   \
     (X.bf16 ? LORA_ROWAXPY(RC_, VEC_, true, Xb) : LORA_ROWAXPY(RC_, VEC_, true, Xf))
     for (int k0 = 0; k0 < r; k0 += rc * gz) {
@@ -746,7 +704,7 @@ static void lora_rowdot_sum(float *d, float *Pd, float *dB, float *Pc, const flo
         if (d) CUDA_CHECK(cudaMemsetAsync(d, 0, (size_t)N * r * sizeof(float)));
         return;
     }
-    const int gx = lora_gx_dots(C, r, dB != NULL), gy = lora_gy(N, C, r);
+    const int gx = lora_gx_dots(C, r, dB != NULL), gy = lora_gy(N);
     const bool direct = d && gx == 1;
     lora_rowdot(d ? (direct ? d : Pd) : NULL, dB ? Pc : NULL, M, Wt, wck, S, N, C, r,
                 direct ? alpha : 1.0f);
@@ -757,7 +715,7 @@ static void lora_rowdot_sum(float *d, float *Pd, float *dB, float *Pc, const flo
 
 // scratch for lora_rowdot's partials (the most: one chunk a block) and column sums
 static size_t lora_pd_floats(int N, int C, int r) { return (size_t)lora_chunks(C, r) * N * r; }
-static size_t lora_pc_floats(int N, int C, int r) { return (size_t)lora_gy(N, C, r) * r * C; }
+static size_t lora_pc_floats(int N, int C, int r) { return (size_t)lora_gy(N) * r * C; }
 
 // ---- the ops
 
@@ -836,7 +794,7 @@ void cuda_lora_backward(float *dinp, float *dA, float *dB, const float *dout, co
                          r, 1.0f, 0);
     }
     if (dA) {
-        LoraSum ja = {pc, dA, lora_gy(N, IC, r), IC, 1, r, 1, (int64_t)r * IC, 1.0f};
+        LoraSum ja = {pc, dA, lora_gy(N), IC, 1, r, 1, (int64_t)r * IC, 1.0f};
         lora_sum(&ja, NULL);
     }
     if (dinp && drp) cuda_dropout_backward(dinp, big, drop, N, IC);
@@ -1136,8 +1094,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         }
         return;
     }
-    // row blocks of a layer's pass over its dout (1: dB straight to its destination, ColDst)
-    auto gyl = [&](int i) { return lora_gy(N, l[i].OC, l[i].r); };
+    const int gy = lora_gy(N);  // 1: dA and dB straight to their destinations (ColDst)
     // a dout16 read in place by the GEMM: a layer without adapter, or one whose rows have room
     // for bf16(dxa) (ld_dout16); else [dout | bf16(dxa)] is a copy in the workspace
     auto in_place = [&](int i) {
@@ -1145,8 +1102,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     };
     auto ld_dout16 = [&](int i) { return l[i].ld_dout16 > 0 ? l[i].ld_dout16 : l[i].OC; };
     auto ldg_of = [&](int i) { return in_place(i) ? ld_dout16(i) : lora_ldg(l[i].OC, l[i].r); };
-    int R = 0, any_dA = 0, ranked = 0, same = 1, rc0 = 0, db0 = 0, g160 = 0, gy0 = 0;
-    int any_w16 = 0;
+    int R = 0, any_dA = 0, ranked = 0, same = 1, rc0 = 0, db0 = 0, g160 = 0, any_w16 = 0;
     size_t n_g = 0, s_g = 0, n_pd = 0, s_pd = 0, n_pc = 0, s_pc = 0;
     for (int i = 0; i < n; i++) {
         const int r = l[i].r, OC = l[i].OC;
@@ -1157,19 +1113,17 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         any_w16 |= l[i].dw16 != NULL;  // (a master weight has no adapter: r = 0)
         n_g = std::max(n_g, g), s_g += g;
         if (r > 0) {
-            const size_t pd = lora_pd_floats(N, OC, r);
-            const size_t pc = gyl(i) > 1 ? lora_pc_floats(N, OC, r) : 0;
+            const size_t pd = lora_pd_floats(N, OC, r), pc = gy > 1 ? lora_pc_floats(N, OC, r) : 0;
             n_pd = std::max(n_pd, pd), s_pd += pd;
             n_pc = std::max(n_pc, pc), s_pc += pc;
-            const int g16 = l[i].dout16 != NULL;  // (one launch: one type, one gy)
-            if (!ranked++) rc0 = lora_rc(r), db0 = l[i].dB != NULL, g160 = g16, gy0 = gyl(i);
-            same &= lora_rc(r) == rc0 && (l[i].dB != NULL) == db0 && g16 == g160 && gyl(i) == gy0;
+            const int g16 = l[i].dout16 != NULL;  // (one launch reads one type)
+            if (!ranked++) rc0 = lora_rc(r), db0 = l[i].dB != NULL, g160 = g16;
+            same &= lora_rc(r) == rc0 && (l[i].dB != NULL) == db0 && g16 == g160;  // one kind
         }
     }
     const bool batch = ranked > 1 && n <= LORA_SEGS && same &&
                        (s_g - n_g) * sizeof(float) <= LORA_BATCH_BYTES;
-    const int gy_a = lora_gy(N, IC, R);  // the pass over x for every dA (1: straight to them)
-    const bool direct_dA = gy_a == 1 && ranked <= LORA_SEGS;
+    const bool direct_dA = gy == 1 && ranked <= LORA_SEGS;
     const size_t n_dxa = any_dA ? (size_t)N * R : 0;
     const size_t n_pa = any_dA && !direct_dA ? lora_pc_floats(N, IC, R) : 0;
     const size_t g_all = batch ? s_g : n_g, pd_all = batch ? s_pd : n_pd;
@@ -1201,7 +1155,6 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
         ColDst cb{};
-        const int gy = gyl(i);
         if (dB && gy == 1) cb.d[0] = dB, cb.n = 1, cb.kmajor = 1, cb.alpha = l[i].scale;
         const Rows g = l[i].dout16 ? rows_bf16(l[i].dout16, ld_dout16(i))
                                    : rows_f32(l[i].dout, OC);
@@ -1243,7 +1196,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
             go += in_place(i) ? 0 : bf16_floats((size_t)N * lora_ldg(OC, r));
             if (r <= 0) continue;
             layer(i, off, Gs[i], Pd + po, Pc + co);
-            po += lora_pd_floats(N, OC, r), co += gyl(i) > 1 ? lora_pc_floats(N, OC, r) : 0;
+            po += lora_pd_floats(N, OC, r), co += gy > 1 ? lora_pc_floats(N, OC, r) : 0;
         }
         lora_rowdot_run(js, nj, N, g160);
         lora_fold(&f);
@@ -1280,7 +1233,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
         if (l[i].r <= 0 || !l[i].dA) continue;
         LoraSum &j = jsum[nsum++ & 1];
-        j = LoraSum{Pa + (size_t)off * IC, l[i].dA, gy_a, IC, 1, l[i].r, 1,
+        j = LoraSum{Pa + (size_t)off * IC, l[i].dA, gy, IC, 1, l[i].r, 1,
                     (int64_t)l[i].r * IC, 1.0f, (int64_t)R * IC};
         if (pend) {
             lora_sum(pend, &j);
