@@ -1230,26 +1230,6 @@ static void rmsnorm_case(int N, int Cc) {
         else check_equal(what, d_dw, dw0, Cc);
         free(di), free(dw), gfree(d_di), gfree(d_dw);
     }
-    if (G->rmsnorm_backward16) {  // the same dinp and dweight, and dinp's new rows in bf16
-        float *d_di = dev(di0, n), *d_dw = dev(dw0, Cc), *d_di2 = dev(di0, n), *d_dw2 = dev(dw0, Cc);
-        uint16_t *d16 = G->alloc(n * sizeof(uint16_t));
-        uint16_t *d16s = G->alloc((size_t)N * (Cc + 8) * sizeof(uint16_t));
-        G->rmsnorm_backward(d_di, d_dw, d_dout, d_x, d_w, d_rstd, N, Cc);
-        G->rmsnorm_backward16(d_di2, d16, Cc, d_dw2, d_dout, d_x, d_w, d_rstd, N, Cc);
-        float *h_di = host(d_di, n), *h_dw = host(d_dw, Cc);
-        snprintf(what, sizeof what, "rmsnorm bwd16 N=%d C=%d dinp", N, Cc);
-        check_equal(what, d_di2, h_di, n);
-        snprintf(what, sizeof what, "rmsnorm bwd16 N=%d C=%d dweight", N, Cc);
-        check_equal(what, d_dw2, h_dw, Cc);
-        snprintf(what, sizeof what, "rmsnorm bwd16 N=%d C=%d dinp16", N, Cc);
-        check_bf16_of(what, d16, d_di2, n);
-        float *d_di3 = dev(di0, n);  // rows Cc + 8 apart, dinp alone
-        G->rmsnorm_backward16(d_di3, d16s, Cc + 8, NULL, d_dout, d_x, d_w, d_rstd, N, Cc);
-        strcat(what, " at a row stride");
-        check_rows16(what, d16s, Cc + 8, d16, N, Cc);
-        free(h_di), free(h_dw);
-        gfree(d_di), gfree(d_dw), gfree(d_di2), gfree(d_dw2), gfree(d_di3), gfree(d16), gfree(d16s);
-    }
     free(x), free(w), free(dout), free(out), free(rstd), free(di0), free(dw0);
     gfree(d_x), gfree(d_w), gfree(d_dout), gfree(d_out), gfree(d_rstd), gfree(d_out2);
 }

@@ -228,16 +228,6 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
                         model_dora_y(m, s, a, ps[i]), dy, N, &drop[ps[i]], set16);
 }
 
-// rmsnorm_backward; with dinp16 (a state whose products read the residual's gradient in bf16)
-// dinp's new values rounded into it as well
-static void rmsnorm_backward(const Backend *be, float *dinp, uint16_t *dinp16, int ld16,
-                             float *dweight, const float *dout, const float *inp,
-                             const float *weight, const float *rstd, int N, int C) {
-    if (dinp16 && dinp)
-        be->rmsnorm_backward16(dinp, dinp16, ld16, dweight, dout, inp, weight, rstd, N, C);
-    else be->rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C);
-}
-
 // The loss's gradient at the final norm's output (the head's input gradient, in the dxn that
 // follows dresid in g->scratch; dresid (N,C) zero) back through the final norm and the
 // trainable blocks into g.
@@ -262,22 +252,13 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
     uint16_t *dgate16 = NULL, *dup16 = NULL;
     if (s->inputs16 && be->swiglu_backward16)
         dgate16 = (uint16_t *)dgate, dup16 = (uint16_t *)dup;
-    // and the residual's gradient in bf16 beside its f32 sum (rmsnorm_backward16 writes both),
-    // rows ld16_c apart, as the products of o and down read it: in dgate, whose bf16 values
-    // are never live at the same time (swiglu's backward writes them after down's product
-    // has read the residual's, gate's and up's products read them before the norm writes it)
-    const int ldr16 = s->ld16_c;
-    uint16_t *dres16 = NULL;
-    if (dgate16 && be->rmsnorm_backward16 && (size_t)ldr16 <= 2 * (size_t)F)
-        dres16 = (uint16_t *)dgate;
-    const uint16_t *const *douts_res16 = dres16 ? (const uint16_t *const[]){dres16} : NULL;
 
     const float *cos_t = s->rope_cos, *sin_t = s->rope_sin;
 
     // the final norm (frozen): only the gradient flowing into the residual (dresid is zero,
     // dxn holds the head's gradient)
-    rmsnorm_backward(be, dresid, dres16, ldr16, NULL, dxn, s->resid + (size_t)c->n_layers * NC,
-                     m->final_norm, s->final_rstd, N, C);
+    be->rmsnorm_backward(dresid, NULL, dxn, s->resid + (size_t)c->n_layers * NC, m->final_norm,
+                         s->final_rstd, N, C);
 
     for (int l = c->n_layers - 1; l >= g->first_layer; l--) {
         const Block *blk = &m->blocks[l];
@@ -306,10 +287,9 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         const float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
         Dropout drop[N_PROJ];
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define LINEARS_BACKWARD(n, ps, douts, douts16, ldd16, dinp, inp, inp16, ld16)                \
+#define LINEARS_BACKWARD(n, ps, douts, douts16, dinp, inp, inp16, ld16)                       \
     linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, douts16, dinp, inp, inp16, ld16, \
-                          ldd16, ddora, N, drop, g->set16)
-
+                          ldg16, ddora, N, drop, g->set16)
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.
@@ -317,34 +297,34 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
             if (in.act16) be->swiglu_forward16(in.act16, in.ld_f, gate, up, N, F);
             else be->swiglu_forward(in.act, gate, up, (int64_t)NF);
         }
-        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}),
-                         douts_res16, ldr16, dact, in.act, in.act16, in.ld_f);
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), NULL,
+                         dact, in.act, in.act16, in.ld_f);
         if (gate16) be->swiglu16_backward(dgate16, dup16, ldg16, dact, gate16, up16, N, F);
         else if (dgate16) be->swiglu_backward16(dgate16, dup16, ldg16, dact, gate, up, N, F);
         else be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEARS_BACKWARD(2, ((const Proj[]){PROJ_GATE, PROJ_UP}),
                          ((const float *const[]){dgate, dup}),
-                         dgate16 ? ((const uint16_t *const[]){dgate16, dup16}) : NULL, ldg16,
-                         dxn, in.fxn, in.fxn16, in.ld_c);
-        rmsnorm_backward(be, dresid, dres16, ldr16, bg->ffn_norm, dxn, mid, blk->ffn_norm,
-                         s->ffn_rstd + a * N, N, C);
+                         dgate16 ? ((const uint16_t *const[]){dgate16, dup16}) : NULL, dxn,
+                         in.fxn, in.fxn16, in.ld_c);
+        be->rmsnorm_backward(dresid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N,
+                             N, C);
 
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn))); dresid, mid's
         // gradient, becomes x's in place
-        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}),
-                         douts_res16, ldr16, datt, in.att, in.att16, in.ld_hd);
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), NULL,
+                         datt, in.att, in.att16, in.ld_hd);
         be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D,
                                m->linear_dtype);
         be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
         be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
         LINEARS_BACKWARD(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}),
-                         ((const float *const[]){dq, dk, dv}), NULL, 0, dxa, in.xn, in.xn16,
+                         ((const float *const[]){dq, dk, dv}), NULL, dxa, in.xn, in.xn16,
                          in.ld_c);
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
         if (below || bg->attn_norm)
-            rmsnorm_backward(be, below ? dresid : NULL, dres16, ldr16, bg->attn_norm, dxa, x,
-                             blk->attn_norm, s->attn_rstd + a * N, N, C);
+            be->rmsnorm_backward(below ? dresid : NULL, bg->attn_norm, dxa, x, blk->attn_norm,
+                                 s->attn_rstd + a * N, N, C);
 #undef LINEARS_BACKWARD
     }
 }

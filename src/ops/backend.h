@@ -196,12 +196,6 @@ typedef struct Backend {
                               const float *weight, int N, int C, float eps);
     void (*swiglu_forward16)(uint16_t *out, int ldo, const float *gate, const float *up, int N,
                              int F);
-    // rmsnorm_backward, and dinp's new values rounded to bf16 into dinp16 as well, rows ld16
-    // apart: the residual's gradient as the products of o and down read it (their
-    // LinearLora.dout16). NULL where a backend has none (those products round it themselves).
-    void (*rmsnorm_backward16)(float *dinp, uint16_t *dinp16, int ld16, float *dweight,
-                               const float *dout, const float *inp, const float *weight,
-                               const float *rstd, int N, int C);
     // swiglu_backward's dgate and dup rounded to bf16 likewise, rows ldd apart: the output
     // gradients of gate and up as their products read them (LinearLora.dout16; NULL: the model
     // rounds none)

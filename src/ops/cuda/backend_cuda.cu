@@ -354,9 +354,6 @@ static void init(void) {
     // (TUNELENS_CUDA_LORA_INPUTS16=0: f32, the rank products from the f32 input)
     if (cuda_env_int("TUNELENS_CUDA_LORA_INPUTS16", 1)) backend.lora_input16_ld = cuda_lora_input16_ld;
     backend.rmsnorm_forward16 = cuda_rmsnorm_forward16;
-    // the residual's gradient in bf16 beside its f32 sum, for the products of o and down
-    // (TUNELENS_CUDA_DRESID16=0: they round it themselves)
-    if (cuda_env_int("TUNELENS_CUDA_DRESID16", 1)) backend.rmsnorm_backward16 = cuda_rmsnorm_backward16;
     backend.swiglu_forward16 = cuda_swiglu_forward16;
     // gate's and up's outputs in bf16 where the layers' inputs are (TUNELENS_CUDA_GATE16=0: f32)
     if (cuda_env_int("TUNELENS_CUDA_GATE16", 1)) {

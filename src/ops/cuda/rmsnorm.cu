@@ -11,7 +11,6 @@
 #include <algorithm>
 
 #include "ops/cuda/cuda_common.cuh"
-#include "ops/cuda/linear.cuh"
 
 #define RMS_THREADS 256
 #define RMS_ROWS 32          // rows per partial sum of dweight (scalar kernels)
@@ -125,14 +124,12 @@ __device__ __forceinline__ float rms_dx(float dx, float w, float dy, float x, fl
     return __fadd_rn(dx, __fmul_rn(r, __fmul_rn(w, dy) - __fmul_rn(x * r, m)));
 }
 
-// the backward: block p walks rows [p rows, (p+1) rows) in order: DX: dinp += as above (and
-// d16, if given, = its new rows rounded to bf16, ld16 apart); DW: part[p] (C doubles) = the
-// block's column sums of dout * xhat
+// the backward: block p walks rows [p rows, (p+1) rows) in order: DX: dinp += as above; DW:
+// part[p] (C doubles) = the block's column sums of dout * xhat
 template <int V, bool DX, bool DW>
 __global__ static void __launch_bounds__(RMS_VEC_THREADS)
-rmsnorm_bwd4_kernel(float *dinp, __nv_bfloat16 *d16, int64_t ld16, double *part,
-                    const float *dout, const float *inp, const float *weight, const float *rstd,
-                    int N, int C, int rows) {
+rmsnorm_bwd4_kernel(float *dinp, double *part, const float *dout, const float *inp,
+                    const float *weight, const float *rstd, int N, int C, int rows) {
     __shared__ double red[32];
     const int C4 = C / 4;
     const int n0 = blockIdx.x * rows, n1 = min(N, n0 + rows);
@@ -174,12 +171,10 @@ rmsnorm_bwd4_kernel(float *dinp, __nv_bfloat16 *d16, int64_t ld16, double *part,
                 const int j = threadIdx.x + k * blockDim.x;
                 if (j >= C4) break;
                 if (V > 2) d[k] = dx4[j];
-                const float4 v = make_float4(rms_dx(d[k].x, w[k].x, dy[k].x, x[k].x, r, m),
-                                             rms_dx(d[k].y, w[k].y, dy[k].y, x[k].y, r, m),
-                                             rms_dx(d[k].z, w[k].z, dy[k].z, x[k].z, r, m),
-                                             rms_dx(d[k].w, w[k].w, dy[k].w, x[k].w, r, m));
-                dx4[j] = v;
-                if (d16) store4(d16 + n * ld16 + 4 * j, v);
+                dx4[j] = make_float4(rms_dx(d[k].x, w[k].x, dy[k].x, x[k].x, r, m),
+                                     rms_dx(d[k].y, w[k].y, dy[k].y, x[k].y, r, m),
+                                     rms_dx(d[k].z, w[k].z, dy[k].z, x[k].z, r, m),
+                                     rms_dx(d[k].w, w[k].w, dy[k].w, x[k].w, r, m));
             }
         }
     }
@@ -238,35 +233,30 @@ void cuda_rmsnorm_forward16(uint16_t *out, int ldo, float *rstd, const float *in
 }
 
 template <int V>
-static void rms_bwd4(float *dinp, __nv_bfloat16 *d16, int ld16, double *part, const float *dout,
-                     const float *inp, const float *weight, const float *rstd, int N, int C,
-                     int rows, int t) {
+static void rms_bwd4(float *dinp, double *part, const float *dout, const float *inp,
+                     const float *weight, const float *rstd, int N, int C, int rows, int t) {
     const int blocks = (N + rows - 1) / rows;
-#define RMS_BWD4(DX_, DW_)                                                                     \
-    rmsnorm_bwd4_kernel<V, DX_, DW_><<<blocks, t>>>(dinp, d16, ld16, part, dout, inp, weight, \
-                                                    rstd, N, C, rows)
-    if (dinp && part) RMS_BWD4(true, true);
-    else if (dinp) RMS_BWD4(true, false);
-    else RMS_BWD4(false, true);
-#undef RMS_BWD4
+    if (dinp && part)
+        rmsnorm_bwd4_kernel<V, true, true><<<blocks, t>>>(dinp, part, dout, inp, weight, rstd, N, C, rows);
+    else if (dinp)
+        rmsnorm_bwd4_kernel<V, true, false><<<blocks, t>>>(dinp, part, dout, inp, weight, rstd, N, C, rows);
+    else
+        rmsnorm_bwd4_kernel<V, false, true><<<blocks, t>>>(dinp, part, dout, inp, weight, rstd, N, C, rows);
     CUDA_LAUNCH_CHECK();
 }
 
-// dout (N,C), inp (N,C), weight (C), rstd (N) -> dinp (N,C) +=, dweight (C) += (either NULL);
-// with dinp16: dinp's new rows rounded to bf16 there too, rows ld16 apart
-static void rmsnorm_backward_rows(float *dinp, uint16_t *dinp16, int ld16, float *dweight,
-                                  const float *dout, const float *inp, const float *weight,
-                                  const float *rstd, int N, int C) {
+// dout (N,C), inp (N,C), weight (C), rstd (N) -> dinp (N,C) +=, dweight (C) += (either NULL)
+void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                           const float *weight, const float *rstd, int N, int C) {
     if (N <= 0 || C <= 0 || (!dinp && !dweight)) return;
-    __nv_bfloat16 *d16 = dinp ? (__nv_bfloat16 *)dinp16 : NULL;
     int t = 0;
     const int V = rms_vec_v(C, &t, dout, inp, dinp ? (const void *)dinp : weight);
-    if (V && cuda_aligned16(weight) && (!d16 || (ld16 % 4 == 0 && ((uintptr_t)d16 & 7u) == 0))) {
+    if (V && cuda_aligned16(weight)) {
         const int rows = rms_bwd_rows(N, dweight != NULL), P = (N + rows - 1) / rows;
         double *part = dweight ? (double *)cuda_workspace((size_t)P * C * 2) : NULL;
-        if (V == 1) rms_bwd4<1>(dinp, d16, ld16, part, dout, inp, weight, rstd, N, C, rows, t);
-        else if (V == 2) rms_bwd4<2>(dinp, d16, ld16, part, dout, inp, weight, rstd, N, C, rows, t);
-        else rms_bwd4<4>(dinp, d16, ld16, part, dout, inp, weight, rstd, N, C, rows, t);
+        if (V == 1) rms_bwd4<1>(dinp, part, dout, inp, weight, rstd, N, C, rows, t);
+        else if (V == 2) rms_bwd4<2>(dinp, part, dout, inp, weight, rstd, N, C, rows, t);
+        else rms_bwd4<4>(dinp, part, dout, inp, weight, rstd, N, C, rows, t);
         if (dweight) {
             rmsnorm_bwd_dw_sum<<<(C + 255) / 256, 256>>>(dweight, part, P, C);
             CUDA_LAUNCH_CHECK();
@@ -276,7 +266,6 @@ static void rmsnorm_backward_rows(float *dinp, uint16_t *dinp16, int ld16, float
     if (dinp) {
         rmsnorm_bwd_dinp_kernel<<<N, RMS_THREADS>>>(dinp, dout, inp, weight, rstd, C);
         CUDA_LAUNCH_CHECK();
-        if (d16) cuda_to_bf16_rows(d16, ld16, dinp, N, C);
     }
     if (dweight) {
         const int P = (N + RMS_ROWS - 1) / RMS_ROWS;
@@ -287,17 +276,4 @@ static void rmsnorm_backward_rows(float *dinp, uint16_t *dinp16, int ld16, float
         rmsnorm_bwd_dw_sum<<<(C + 255) / 256, 256>>>(dweight, part, P, C);
         CUDA_LAUNCH_CHECK();
     }
-}
-
-void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                           const float *weight, const float *rstd, int N, int C) {
-    rmsnorm_backward_rows(dinp, NULL, 0, dweight, dout, inp, weight, rstd, N, C);
-}
-
-// the same, dinp's new rows rounded to bf16 into dinp16 as well (rows ld16 apart): the
-// residual's gradient as the next products read it
-void cuda_rmsnorm_backward16(float *dinp, uint16_t *dinp16, int ld16, float *dweight,
-                             const float *dout, const float *inp, const float *weight,
-                             const float *rstd, int N, int C) {
-    rmsnorm_backward_rows(dinp, dinp16, ld16, dweight, dout, inp, weight, rstd, N, C);
 }
