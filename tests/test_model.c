@@ -273,23 +273,25 @@ static void emu_swiglu16_forward(uint16_t *out, int ldo, const uint16_t *gate, c
 // SwiGLU's backward with dgate and dup rounded to bf16 (swiglu_backward16); over gate and up
 // in bf16 (swiglu16_backward); over f32 gate and up rounded first (the reference of the
 // latter); and f32 outputs holding the rounded values (the reference of the first)
-static void emu_swiglu_backward16(uint16_t *dgate, uint16_t *dup, const float *dout,
-                                  const float *gate, const float *up, int64_t n) {
-    float *dg = xmalloc(sizeof(float) * (size_t)n), *du = xmalloc(sizeof(float) * (size_t)n);
-    BACKEND_CPU.swiglu_backward(dg, du, dout, gate, up, n);
-    emu_narrow(dgate, dg, (size_t)n), emu_narrow(dup, du, (size_t)n);
+static void emu_swiglu_backward16(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
+                                  const float *gate, const float *up, int N, int F) {
+    const size_t n = (size_t)N * F;
+    float *dg = xmalloc(sizeof(float) * n), *du = xmalloc(sizeof(float) * n);
+    BACKEND_CPU.swiglu_backward(dg, du, dout, gate, up, (int64_t)n);
+    emu_narrow_rows(dgate, ldd, dg, N, F), emu_narrow_rows(dup, ldd, du, N, F);
     free(dg), free(du);
 }
-static void emu_swiglu16_backward(uint16_t *dgate, uint16_t *dup, const float *dout,
-                                  const uint16_t *gate, const uint16_t *up, int64_t n) {
-    float *g = emu_widen(gate, (size_t)n), *u = emu_widen(up, (size_t)n);
-    emu_swiglu_backward16(dgate, dup, dout, g, u, n);
+static void emu_swiglu16_backward(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
+                                  const uint16_t *gate, const uint16_t *up, int N, int F) {
+    float *g = emu_widen(gate, (size_t)N * F), *u = emu_widen(up, (size_t)N * F);
+    emu_swiglu_backward16(dgate, dup, ldd, dout, g, u, N, F);
     free(g), free(u);
 }
-static void emu_swiglu_backward16_rounding(uint16_t *dgate, uint16_t *dup, const float *dout,
-                                           const float *gate, const float *up, int64_t n) {
-    float *g = emu_round(gate, (size_t)n), *u = emu_round(up, (size_t)n);
-    emu_swiglu_backward16(dgate, dup, dout, g, u, n);
+static void emu_swiglu_backward16_rounding(uint16_t *dgate, uint16_t *dup, int ldd,
+                                           const float *dout, const float *gate, const float *up,
+                                           int N, int F) {
+    float *g = emu_round(gate, (size_t)N * F), *u = emu_round(up, (size_t)N * F);
+    emu_swiglu_backward16(dgate, dup, ldd, dout, g, u, N, F);
     free(g), free(u);
 }
 static void emu_swiglu_backward_rounding(float *dgate, float *dup, const float *dout,
@@ -308,16 +310,23 @@ static void emu_attention16(uint16_t *out, int ldo, float *probs, const float *q
     free(t);
 }
 // The group op's backward over the values emu_group_forward read: the input widened (inp16)
-// or, lora16, rounded, and the output gradients widened (dout16) or as given; each layer's
-// dinp += dout W, then its adapter's dinp, dA, dB (the CPU's f32 ops, the model's order). LoRA
-// training states only: no master weight.
+// or, lora16, rounded, and the output gradients widened (dout16, rows ld_dout16 apart: the room
+// past OC is the op's, filled with NaN after) or as given; each layer's dinp += dout W, then
+// its adapter's dinp, dA, dB (the CPU's f32 ops, the model's order). LoRA training states
+// only: no master weight.
 static void emu_group_backward(const LinearLora *l, int n, float *dinp, const float *inp,
                                const uint16_t *inp16, int ld16, int N, int IC, int lora16) {
     float *x = inp16 ? emu_widen_rows(inp16, ld16, N, IC)
                      : lora16 ? emu_round(inp, (size_t)N * IC) : NULL;
+    if (dinp && l[0].dinp_set) memset(dinp, 0, sizeof(float) * (size_t)N * IC);
     for (int i = 0; i < n; i++) {
         assert_null(l[i].dw16);
-        float *d = l[i].dout16 ? emu_widen(l[i].dout16, (size_t)N * l[i].OC) : NULL;
+        const int ldd = l[i].ld_dout16 > 0 ? l[i].ld_dout16 : l[i].OC;
+        if (l[i].dout16 && l[i].r) assert_true(ldd >= emu_lora_input16_ld(l[i].OC, l[i].r));
+        float *d = l[i].dout16 ? emu_widen_rows(l[i].dout16, ldd, N, l[i].OC) : NULL;
+        for (int r = 0; l[i].dout16 && r < N; r++)
+            for (int c = l[i].OC; c < ldd; c++)
+                ((uint16_t *)l[i].dout16)[(size_t)r * ldd + c] = 0x7fc0;
         const float *dout = d ? d : l[i].dout, *in = x ? x : inp;
         if (dinp) BACKEND_CPU.linear_backward(dinp, NULL, dout, in, l[i].w, l[i].h, N, IC, l[i].OC);
         if (l[i].r)

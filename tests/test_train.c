@@ -922,6 +922,48 @@ static void test_bf16_masters_one_step(void **state) {
     setup_close(&h.su);
 }
 
+// A window of one backward (grads_zero_for_one_backward, the trainer's with no gradient
+// accumulation): the backward sets the bf16 weight gradients, over whatever arena16 held (NaN
+// here), to what it adds to zeroed ones: the same products, beta 0 instead of 1 (at most a
+// bf16 ulp apart, should the library sum them in another order); the loss and the f32 (norm)
+// gradients the same bits.
+static void test_bf16_grads_set_by_backward(void **state) {
+    const Backend *be = cuda_or_skip();
+    if (!be) return;
+    MasterRun h;
+    master_open(&h, be, 1);
+    Setup *su = &h.su;
+    Grads *g = &su->g;
+    const size_t n16 = g->n16, nf = g->n_floats;
+    uint16_t *want16 = xmalloc(n16 * sizeof(uint16_t)), *got16 = xmalloc(n16 * sizeof(uint16_t));
+    float *wantf = xmalloc(nf * sizeof(float)), *gotf = xmalloc(nf * sizeof(float));
+    grads_zero(g);
+    assert_int_equal(g->set16, 0);
+    const float l0 = model_loss_backward(&su->m, &su->s, su->inputs, su->targets, g, 1.0f);
+    be->download(want16, g->arena16, n16 * sizeof(uint16_t));
+    be->download(wantf, g->arena, nf * sizeof(float));
+    for (size_t k = 0; k < n16; k++) got16[k] = 0x7fc0;  // NaN: nothing may read it
+    be->upload(g->arena16, got16, n16 * sizeof(uint16_t));
+    grads_zero_for_one_backward(g);
+    assert_int_equal(g->set16, 1);
+    const float l1 = model_loss_backward(&su->m, &su->s, su->inputs, su->targets, g, 1.0f);
+    be->download(got16, g->arena16, n16 * sizeof(uint16_t));
+    be->download(gotf, g->arena, nf * sizeof(float));
+    if (memcmp(&l0, &l1, sizeof l0)) fail_msg("loss %.9g, set: %.9g", l0, l1);
+    assert_memory_equal(wantf, gotf, nf * sizeof(float));
+    size_t differ = 0;
+    for (size_t k = 0; k < n16; k++) {
+        const float a = bf16_to_f32(want16[k]), b = bf16_to_f32(got16[k]);
+        if (isnan(b) || fabsf(a - b) > 0x1p-8f * fabsf(a) + 1e-30f)
+            fail_msg("bf16 gradient [%zu]: added to zeros %.9g, set %.9g", k, a, b);
+        differ += want16[k] != got16[k];
+    }
+    printf("  a backward setting the bf16 weight gradients (over NaN) = adding to zeroed ones: "
+           "the same loss and norm gradients, %zu of %zu bf16 values an ulp apart\n", differ, n16);
+    free(want16), free(got16), free(wantf), free(gotf);
+    setup_close(su);
+}
+
 // 20 Adam steps over rotated batches, bf16 masters against f32 masters: the loss trajectories
 // within 1e-2 relative (issue 15's bound for bf16 training), both descending. This holds where
 // Adam's steps (about lr each) are at least a few bf16 ulps of the weights they change: the tiny
@@ -1404,6 +1446,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_full_trajectory_matches_pytorch),
         cmocka_unit_test(test_trajectories_on_cuda),
         cmocka_unit_test(test_bf16_masters_one_step),
+        cmocka_unit_test(test_bf16_grads_set_by_backward),
         cmocka_unit_test(test_bf16_masters_track_f32),
         cmocka_unit_test(test_bf16_masters_declined_on_cpu),
         cmocka_unit_test(test_train_in_place_equals_fresh_load),

@@ -80,6 +80,13 @@ void grads_free(Grads *g) {
 void grads_zero(Grads *g) {
     g->be->zero(g->arena, sizeof(float) * g->n_floats);
     if (g->n16) g->be->zero(g->arena16, sizeof(uint16_t) * g->n16);
+    g->set16 = 0;
+}
+
+void grads_zero_for_one_backward(Grads *g) {
+    g->be->zero(g->arena, sizeof(float) * g->n_floats);
+    g->set16 = g->n16 > 0;  // (every bf16 gradient is a trained block's projection: each
+                            // backward writes every one of them once)
 }
 
 // The head and the mean cross-entropy over the N rows of s->final_xn (targets: the host's copy
@@ -168,12 +175,13 @@ float model_loss(const Model *m, ForwardState *s, const int *inputs, const int *
 static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, Proj p,
                             const ModelConfig *c, float *dinp, const float *dout,
                             const float *inp, const float *xa, const float *y, float *dy, int N,
-                            const Dropout *drop) {
+                            const Dropout *drop, int set16) {
     int IC = proj_in_dim(c, p), OC = proj_out_dim(c, p);
     if (b->lora[p].m) {
         be->dora_backward(dy, bg->dora_m[p], dout, y, b->lora[p].m, b->lora[p].norm, N, OC);
         dout = dy;
     }
+    if (bg->w16[p] && set16) be->zero(bg->w16[p], sizeof(uint16_t) * (size_t)OC * IC);
     if (bg->w16[p])  // a bf16 master weight: its handle is the weight, its gradient bf16
         be->linear_backward_master(dinp, bg->w16[p], dout, inp, b->lin[p], N, IC, OC);
     else
@@ -185,16 +193,18 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
 }
 
 // linear_backward for the layers ps[0..n) of block b, all reading inp (q/k/v; gate/up), with
-// the output gradients douts[0..n) (or douts16, in bf16: a state with inputs16), into one
-// dinp: through the backend's linear_lora_backward
-// where model_lora_group says so (which may fold the adapters' products into the layers' own
-// and read the input once for all dA), else layer by layer. xa: the block's LoRA slot, or NULL.
+// the output gradients douts[0..n) (or douts16, in bf16, rows ld_dout16 apart: a state with
+// inputs16), into one dinp (N,IC) =, their sum (its old values need not be zero): through the
+// backend's linear_lora_backward where model_lora_group says so (which may fold the adapters'
+// products into the layers' own and read the input once for all dA), else layer by layer
+// after zeroing it. xa: the block's LoRA slot, or NULL. set16: the bf16 weight gradients are
+// set, not added to (Grads.set16).
 static void linear_group_backward(const Model *m, const ForwardState *s, const Block *b,
                                   BlockGrads *bg, size_t a, const float *xa, int n,
                                   const Proj *ps, const float *const *douts,
                                   const uint16_t *const *douts16, float *dinp, const float *inp,
-                                  const uint16_t *inp16, int ld16, float *dy, int N,
-                                  const Dropout *drop) {
+                                  const uint16_t *inp16, int ld16, int ld_dout16, float *dy,
+                                  int N, const Dropout *drop, int set16) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
@@ -203,16 +213,19 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
                          (xa || (m->bf16_masters && (be->caps & BACKEND_CAP_MASTER_GROUPS))), l)) {
         for (int i = 0; i < n; i++) {
             l[i].dout = douts16 ? NULL : douts[i], l[i].dout16 = douts16 ? douts16[i] : NULL;
+            l[i].ld_dout16 = douts16 ? ld_dout16 : 0;
             l[i].dA = bg->lora_A[ps[i]], l[i].dB = bg->lora_B[ps[i]];
+            l[i].dinp_set = 1, l[i].dw16_set = set16;
         }
         be->linear_lora_backward(l, n, dinp, inp, inp16, ld16, N, proj_in_dim(c, ps[0]));
         return;
     }
     model_require_f32(inp != NULL, "backward", "input");
     model_require_f32(!douts16, "backward", "output gradient (gate's and up's)");
+    if (dinp) be->zero(dinp, sizeof(float) * (size_t)N * proj_in_dim(c, ps[0]));
     for (int i = 0; i < n; i++)
         linear_backward(be, b, bg, ps[i], c, dinp, douts[i], inp, l[i].xa,
-                        model_dora_y(m, s, a, ps[i]), dy, N, &drop[ps[i]]);
+                        model_dora_y(m, s, a, ps[i]), dy, N, &drop[ps[i]], set16);
 }
 
 // The loss's gradient at the final norm's output (the head's input gradient, in the dxn that
@@ -225,15 +238,17 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
     const int H = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, HD = H * D, KVD = Hkv * D;
     const int r = s->lora_rank_max;
     const size_t NC = (size_t)N * C, NF = (size_t)N * F;
-    // scratch_floats' order; once a block dxn, dact and datt .. dxa are zeroed (their ops
-    // accumulate), dgate and dup not (swiglu_backward overwrites them)
+    // scratch_floats' order; none zeroed: their ops set them (the groups dact, dxn, datt and
+    // dxa; attention dq, dk, dv; swiglu dgate, dup)
     float *dxn = dresid + NC, *dact = dxn + NC, *dgate = dact + NF, *dup = dgate + NF;
     float *datt = dup + NF, *dq = datt + (size_t)N * HD, *dk = dq + (size_t)N * HD;
     float *dv = dk + (size_t)N * KVD, *dxa = dv + (size_t)N * KVD, *ddora = dxa + NC;
 
     // a state with inputs16 (bf16 masters' groups, or adapters whose products take bf16):
     // gate's and up's output gradients in bf16, as their products read them, in the first
-    // halves of dgate and dup
+    // halves of dgate and dup, their rows ld16_f apart (F columns with room for the adapters'
+    // ranks, as act's: lora_input16_ld(F, r))
+    const int ldg16 = s->ld16_f;
     uint16_t *dgate16 = NULL, *dup16 = NULL;
     if (s->inputs16 && be->swiglu_backward16)
         dgate16 = (uint16_t *)dgate, dup16 = (uint16_t *)dup;
@@ -274,10 +289,7 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
 #define LINEARS_BACKWARD(n, ps, douts, douts16, dinp, inp, inp16, ld16)                       \
     linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, douts16, dinp, inp, inp16, ld16, \
-                          ddora, N, drop)
-
-        be->zero(dxn, sizeof(float) * (size_t)(dgate - dxn));  // these gradients accumulate
-        be->zero(datt, sizeof(float) * (size_t)(ddora - datt));  // (dX += ...)
+                          ldg16, ddora, N, drop, g->set16)
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.
@@ -287,8 +299,8 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         }
         LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), NULL,
                          dact, in.act, in.act16, in.ld_f);
-        if (gate16) be->swiglu16_backward(dgate16, dup16, dact, gate16, up16, (int64_t)NF);
-        else if (dgate16) be->swiglu_backward16(dgate16, dup16, dact, gate, up, (int64_t)NF);
+        if (gate16) be->swiglu16_backward(dgate16, dup16, ldg16, dact, gate16, up16, N, F);
+        else if (dgate16) be->swiglu_backward16(dgate16, dup16, ldg16, dact, gate, up, N, F);
         else be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEARS_BACKWARD(2, ((const Proj[]){PROJ_GATE, PROJ_UP}),
                          ((const float *const[]){dgate, dup}),

@@ -339,6 +339,9 @@ typedef struct {
     size_t n_floats;
     uint16_t *arena16; // the bf16 gradients (w16; model->bf16_masters), contiguous
     size_t n16;
+    int set16;         // 1: arena16 holds stale values, and the next backward sets each bf16
+                       // gradient (its product writes it, no zeroing pass and no read of it):
+                       // grads_zero_for_one_backward; 0: the backward adds to them
     // backward scratch for B x T rows
     int B, T;
     float *scratch;
@@ -349,6 +352,10 @@ typedef struct {
 int grads_init(Grads *g, const Model *m, int first_layer, int full, int B, int T);
 void grads_free(Grads *g);
 void grads_zero(Grads *g);
+// grads_zero for a window of one backward (no gradient accumulation): the f32 gradients
+// zeroed, the bf16 ones (arena16) left for that backward to set (set16). A step recorded
+// (Backend.record_begin) in this state replays right only in this state again.
+void grads_zero_for_one_backward(Grads *g);
 
 // The backend's LinearLora entries l[0..n) for block b's layers ps[0..n), which read one input
 // (q/k/v; gate/up): weights, handles, adapters and their xa slots in the block's LoRA slot xa

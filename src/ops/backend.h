@@ -65,10 +65,16 @@ typedef struct {
     float *dA, *dB;             // backward: dA (IC,r) += inp^T dxa, dB (r,OC) += scale xa^T dout,
                                 // dxa = scale dout B^T (either may be NULL)
     const uint16_t *dout16;     // backward: dout kept in bf16 instead (dout NULL), as the
-                                // products read it (swiglu_backward16): a layer without adapter
+                                // products read it (swiglu_backward16), its rows ld_dout16
+    int ld_dout16;              // values apart (0: OC); with an adapter, lora_input16_ld(OC, r)
+                                // at least: the room past OC is the op's (it writes bf16(dxa))
     uint16_t *dw16;             // backward, a bf16 master weight (h is the weight; r = 0): its
                                 // bf16 gradient (OC,IC) += dout^T @ inp as linear_backward_master
                                 // (NULL: none)
+    int dinp_set;               // backward, the group's (read from l[0]): dinp is set to the
+                                // sum (=), not added to: its old values need not be zero (the
+                                // first product then writes it: no zeroing pass, no read)
+    int dw16_set;               // backward: dw16 is set (=), not added to, likewise
 } LinearLora;
 
 // Backend capabilities (caps): what callers may ask instead of comparing backend pointers.
@@ -190,18 +196,19 @@ typedef struct Backend {
                               const float *weight, int N, int C, float eps);
     void (*swiglu_forward16)(uint16_t *out, int ldo, const float *gate, const float *up, int N,
                              int F);
-    // swiglu_backward's dgate and dup rounded to bf16 likewise: the output gradients of gate
-    // and up as their products read them (LinearLora.dout16; NULL: the model rounds none)
-    void (*swiglu_backward16)(uint16_t *dgate, uint16_t *dup, const float *dout,
-                              const float *gate, const float *up, int64_t n);
+    // swiglu_backward's dgate and dup rounded to bf16 likewise, rows ldd apart: the output
+    // gradients of gate and up as their products read them (LinearLora.dout16; NULL: the model
+    // rounds none)
+    void (*swiglu_backward16)(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
+                              const float *gate, const float *up, int N, int F);
     // gate's and up's outputs kept in bf16 as well (the products write them rounded:
     // LinearLora.out16): SwiGLU over bf16 gate, up (out rounded to bf16, as swiglu_forward16),
     // and its backward reading them (dgate, dup in bf16, as swiglu_backward16). NULL where a
     // backend has none (gate and up stay f32).
     void (*swiglu16_forward)(uint16_t *out, int ldo, const uint16_t *gate, const uint16_t *up,
                              int N, int F);
-    void (*swiglu16_backward)(uint16_t *dgate, uint16_t *dup, const float *dout,
-                              const uint16_t *gate, const uint16_t *up, int64_t n);
+    void (*swiglu16_backward)(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
+                              const uint16_t *gate, const uint16_t *up, int N, int F);
     void (*attention_forward16)(uint16_t *out, int ldo, float *probs, const float *q,
                                 const float *k, const float *v, int B, int T, int S,
                                 int q_offset, int H, int Hkv, int D, ComputeDtype dtype);
@@ -232,6 +239,7 @@ typedef struct Backend {
     void (*attention_forward)(float *out, float *probs, const float *q, const float *k,
                               const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
                               int D, ComputeDtype dtype);
+    // (dq, dk, dv are set, not added to)
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout,
                                const float *probs, const float *q, const float *k, const float *v,
                                int B, int T, int S, int q_offset, int H, int Hkv, int D,

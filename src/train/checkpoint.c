@@ -504,9 +504,11 @@ static int restore_tensors(const char *path, const TrainState *s, int has_grads,
               load_tensor16(&ts, path, "optimizer/v_bf16", opt->be, opt->v16, opt->n16, err);
     if (!bad && has_grads)
         bad = load_tensor(&ts, path, "grads", s->g->be, s->g->arena, (int64_t)s->g->n_floats, err);
-    if (!bad && has_grads && s->g->n16)
+    if (!bad && has_grads && s->g->n16) {
         bad = load_tensor16(&ts, path, "grads_bf16", s->g->be, s->g->arena16,
                             (int64_t)s->g->n16, err);
+        s->g->set16 = 0;  // (the next backward adds to them)
+    }
     tensorset_free(&ts);
     return bad ? -1 : 0;
 }

@@ -470,6 +470,15 @@ static void step_run(Trainer *t, const Batch *b) {
     model_step_run(t->m, &t->s, b->targets, &t->g);
 }
 
+// The gradients zeroed for the next optimizer step's window of grad_accumulation_steps
+// backwards: with one, its backward sets the bf16 gradients instead (no zeroing pass over them,
+// no read of them in their products: ~1.4 ms of a full 1B step on an H100). Every step is in
+// the same state then, as its recording (step_run) must be.
+static void grads_zero_window(Trainer *t) {
+    if (t->c->grad_accumulation_steps == 1) grads_zero_for_one_backward(&t->g);
+    else grads_zero(&t->g);
+}
+
 // Forward, backward and (every grad_accumulation_steps) the optimizer update of one batch.
 static int train_step(Trainer *t, const Batch *b, int iter, Error *err) {
     const TrainConfig *c = t->c;
@@ -493,7 +502,7 @@ static int train_step(Trainer *t, const Batch *b, int iter, Error *err) {
     if (iter % k == 0 || iter == c->iters) {
         optimizer_step(&t->opt, &t->pl, lr_at(&t->sched, t->opt.step));
         if (c->fine_tune == FT_FULL) model_repack_bf16(t->m, t->first);  // the bf16 copies follow
-        grads_zero(&t->g);
+        grads_zero_window(t);
     }
     TrainAccum *acc = &t->acc;
     acc->train_time += now_seconds() - t0;
@@ -597,7 +606,7 @@ static int train_loop(Trainer *t, Error *err) {
     g_stop_signal = 0;
     sigaction(SIGINT, &sa, &g_old_int);
     sigaction(SIGTERM, &sa, &g_old_term);
-    grads_zero(&t->g);
+    grads_zero_window(t);
     TrainState st = {&t->pl, &t->opt, &t->g, &it, &t->acc, t->out};
     if (c->resume && (start = checkpoint_restore_state(c, &st, err)) < 0) goto done;
     metrics_open(&t->metrics, c->adapter_path, start);

@@ -117,12 +117,14 @@ void cpu_attention_forward(float *out, float *probs, const float *q, const float
 //   dq_t += scale sum_s dS_ts k_s,  dk_s += scale sum_t dS_ts q_t,  dv_s += sum_t P_ts dout_t
 // Pass 1 runs over query rows (b,h,t) and owns dq_t; pass 2 runs over keys (b,kvh,s) and owns
 // dk_s, dv_s (summing over the query heads of the group), so neither pass races. Sums start
-// from 0 in local buffers and are added to the gradients once, so pre-filled (accumulating)
-// gradients lose no precision.
-// dout (B,T,H,D), probs (B,H,T,S) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) += (any may be NULL)
+// from 0 in local buffers and are added once to the gradients, zeroed first.
+// dout (B,T,H,D), probs (B,H,T,S) -> dq (B,T,H,D) =, dk, dv (B,S,Hkv,D) = (any may be NULL)
 void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
                             const float *q, const float *k, const float *v, int B, int T, int S,
                             int q_offset, int H, int Hkv, int D) {
+    if (dq) memset(dq, 0, (size_t)B * T * H * D * sizeof(float));
+    if (dk) memset(dk, 0, (size_t)B * S * Hkv * D * sizeof(float));
+    if (dv) memset(dv, 0, (size_t)B * S * Hkv * D * sizeof(float));
     const int group = H / Hkv;
     const float scale = 1.0f / sqrtf((float)D);
     const size_t stride = (size_t)Hkv * D;

@@ -78,7 +78,7 @@ void cpu_rope_backward(float *dx, const float *cos_t, const float *sin_t, const 
 // -> out (B,T,H,D); probs (B,H,T,S) saved for backward (may be NULL).
 void cpu_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                            int B, int T, int S, int q_offset, int H, int Hkv, int D);
-// dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) +=
+// dq (B,T,H,D) =, dk, dv (B,S,Hkv,D) = (set, not added to: their old values need not be zero)
 void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
                             const float *q, const float *k, const float *v, int B, int T, int S,
                             int q_offset, int H, int Hkv, int D);

@@ -242,17 +242,32 @@ void cuda_attention_forward16(uint16_t *out, int ldo, float *probs, const float 
 
 // dout (B,T,H,D), probs (B,H,T,S) (NULL: recomputed) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) +=
 // (any may be NULL)
+// dq (B,T,H,D), dk, dv (B,S,Hkv,D) = 0 (those not NULL): the kernels that add to them start
+// from there, as the op sets them
+void cuda_attention_zero_grads(float *dq, float *dk, float *dv, int B, int T, int S, int H,
+                               int Hkv, int D) {
+    if (dq) CUDA_CHECK(cudaMemsetAsync(dq, 0, (size_t)B * T * H * D * sizeof(float)));
+    const size_t nk = (size_t)B * S * Hkv * D * sizeof(float);
+    if (dk && nk) CUDA_CHECK(cudaMemsetAsync(dk, 0, nk));
+    if (dv && nk) CUDA_CHECK(cudaMemsetAsync(dv, 0, nk));
+}
+
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *probs, const float *q, const float *k, const float *v,
                              int B, int T, int S, int q_offset, int H, int Hkv, int D,
                              ComputeDtype dtype) {
-    if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return;
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
     if (!dq && !dk && !dv) return;
+    if (S <= 0) {  // no key: dq is 0 (dk, dv have no rows)
+        cuda_attention_zero_grads(dq, NULL, NULL, B, T, S, H, Hkv, D);
+        return;
+    }
     if (cuda_flash_attention_supported(D)) {
         cuda_flash_attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, S, q_offset, H,
                                       Hkv, D, dtype);
         return;
     }
+    cuda_attention_zero_grads(dq, dk, dv, B, T, S, H, Hkv, D);  // (the kernels below add)
     const size_t np = (size_t)B * H * T * S, no = (size_t)B * T * H * D;
     const int need_ds = dq || dk;
     const size_t n_ws = (need_ds ? np : 0) + (probs ? 0 : np + no);

@@ -234,6 +234,8 @@ void cuda_rope_backward(float *dx, const float *cos_t, const float *sin_t, const
 void cuda_attention_forward(float *out, float *probs, const float *q, const float *k,
                             const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
                             int D, ComputeDtype dtype);
+void cuda_attention_zero_grads(float *dq, float *dk, float *dv, int B, int T, int S, int H,
+                               int Hkv, int D);
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *probs, const float *q, const float *k, const float *v,
                              int B, int T, int S, int q_offset, int H, int Hkv, int D,
@@ -261,12 +263,12 @@ void cuda_swiglu_forward16(uint16_t *out, int ldo, const float *gate, const floa
                            int F);
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                           const float *up, int64_t n);
-void cuda_swiglu_backward16(uint16_t *dgate, uint16_t *dup, const float *dout, const float *gate,
-                            const float *up, int64_t n);
+void cuda_swiglu_backward16(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
+                            const float *gate, const float *up, int N, int F);
 void cuda_swiglu16_forward(uint16_t *out, int ldo, const uint16_t *gate, const uint16_t *up,
                            int N, int F);
-void cuda_swiglu16_backward(uint16_t *dgate, uint16_t *dup, const float *dout,
-                            const uint16_t *gate, const uint16_t *up, int64_t n);
+void cuda_swiglu16_backward(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
+                            const uint16_t *gate, const uint16_t *up, int N, int F);
 void cuda_embedding_forward(float *out, const int *ids, const float *table, int N, int C);
 void cuda_linear_rows(float *out, const int *ids, const LinearWeight *h, int N);
 void cuda_add_forward(float *out, const float *a, const float *b, int64_t n);

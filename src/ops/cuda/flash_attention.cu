@@ -581,6 +581,8 @@ static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, co
         }
         return;
     }
+    // the TF32 and f32 kernels below add to dq, dk, dv: zeroed first (the op sets them)
+    cuda_attention_zero_grads(dq, dk, dv, B, T, S, H, Hkv, D);
     fa_delta(delta, dout, out, B, T, H, D);
     if constexpr (D >= 32) if (fa_use_tc(dtype)) {  // reduced precision: TF32 tensor cores
         static bool tc_ready;

@@ -400,14 +400,12 @@ bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__res
         const size_t at = (((size_t)b * S + s) * Hkv + kvh) * D + 2 * tq;
 #pragma unroll
         for (int n = 0; n < NT; n++) {
-            if (dk) {
-                float2 *p = reinterpret_cast<float2 *>(dk + at + n * 8), x = *p;
-                *p = make_float2(x.x + gk[n][2 * half], x.y + gk[n][2 * half + 1]);
-            }
-            if (dv) {
-                float2 *p = reinterpret_cast<float2 *>(dv + at + n * 8), x = *p;
-                *p = make_float2(x.x + gv[n][2 * half], x.y + gv[n][2 * half + 1]);
-            }
+            if (dk)  // (set: every key row of the tile is written, those no query sees 0)
+                *reinterpret_cast<float2 *>(dk + at + n * 8) =
+                    make_float2(gk[n][2 * half], gk[n][2 * half + 1]);
+            if (dv)
+                *reinterpret_cast<float2 *>(dv + at + n * 8) =
+                    make_float2(gv[n][2 * half], gv[n][2 * half + 1]);
         }
     }
 }
@@ -527,10 +525,9 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
         if (t >= T) continue;
         const size_t at = (((size_t)b * T + t) * H + h) * D + 2 * tq;
 #pragma unroll
-        for (int n = 0; n < NT; n++) {
-            float2 *p = reinterpret_cast<float2 *>(dq + at + n * 8), x = *p;
-            *p = make_float2(x.x + gq[n][2 * half], x.y + gq[n][2 * half + 1]);
-        }
+        for (int n = 0; n < NT; n++)  // (set: every query row of the tile is written)
+            *reinterpret_cast<float2 *>(dq + at + n * 8) =
+                make_float2(gq[n][2 * half], gq[n][2 * half + 1]);
     }
 }
 

@@ -1070,8 +1070,19 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     bool in16 = inp16 != NULL;  // an input or an output gradient in bf16
     for (int i = 0; i < n; i++) in16 |= l[i].dout16 != NULL;
     if (in16) require_input16(l, n, IC, inp16 ? ld16 : IC, true, "linear_lora_backward");
+    // dinp_set: the first product into dinp sets it (beta 0: the old values are not read);
+    // else, or with TUNELENS_CUDA_DINP_SET=0 (for comparisons), zeros first
+    static int set_by_product = -1;
+    if (set_by_product < 0) set_by_product = cuda_env_int("TUNELENS_CUDA_DINP_SET", 1);
+    bool dinp_first = dinp && l[0].dinp_set;
+    if (dinp_first && (!set_by_product || (!in16 && !lora_foldable(l, n, IC, true)))) {
+        CUDA_CHECK(cudaMemsetAsync(dinp, 0, (size_t)N * IC * sizeof(float)));
+        dinp_first = false;
+    }
     if (!in16 && !lora_foldable(l, n, IC, true)) {
         for (int i = 0; i < n; i++) {
+            if (l[i].dw16 && l[i].dw16_set)
+                CUDA_CHECK(cudaMemsetAsync(l[i].dw16, 0, (size_t)l[i].OC * IC * sizeof(uint16_t)));
             if (l[i].dw16)
                 cuda_linear_backward_master(dinp, l[i].dw16, l[i].dout, inp, l[i].h, N, IC,
                                             l[i].OC);
@@ -1084,12 +1095,19 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         return;
     }
     const int gy = lora_gy(N);  // 1: dA and dB straight to their destinations (ColDst)
+    // a dout16 read in place by the GEMM: a layer without adapter, or one whose rows have room
+    // for bf16(dxa) (ld_dout16); else [dout | bf16(dxa)] is a copy in the workspace
+    auto in_place = [&](int i) {
+        return l[i].dout16 && (l[i].r <= 0 || l[i].ld_dout16 >= l[i].OC + lora_pad(l[i].r));
+    };
+    auto ld_dout16 = [&](int i) { return l[i].ld_dout16 > 0 ? l[i].ld_dout16 : l[i].OC; };
+    auto ldg_of = [&](int i) { return in_place(i) ? ld_dout16(i) : lora_ldg(l[i].OC, l[i].r); };
     int R = 0, any_dA = 0, ranked = 0, same = 1, rc0 = 0, db0 = 0, g160 = 0, any_w16 = 0;
     size_t n_g = 0, s_g = 0, n_pd = 0, s_pd = 0, n_pc = 0, s_pc = 0;
     for (int i = 0; i < n; i++) {
         const int r = l[i].r, OC = l[i].OC;
-        // [dout | bf16(dxa)]'s room (an unranked layer's dout16: none, the GEMMs read it)
-        const size_t g = l[i].dout16 && r <= 0 ? 0 : bf16_floats((size_t)N * lora_ldg(OC, r));
+        // [dout | bf16(dxa)]'s room (none where the GEMM reads dout16 in place)
+        const size_t g = in_place(i) ? 0 : bf16_floats((size_t)N * lora_ldg(OC, r));
         R += r;
         any_dA |= r > 0 && l[i].dA;
         any_w16 |= l[i].dw16 != NULL;  // (a master weight has no adapter: r = 0)
@@ -1129,16 +1147,19 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     // padding columns; A^T into the handle's padding rows; dB += scale xa^T dout (summed from
     // the partials, or straight from the pass with one row block). false: nothing wanted
     auto layer = [&](int i, int off, __nv_bfloat16 *Gi, float *Pdi, float *Pci) {
-        const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r), ldg = lora_ldg(OC, r);
+        const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r), ldg = ldg_of(i);
+        const bool ip = in_place(i);  // (the folds write bf16(dxa) into dout16's room)
+        if (ip) Gi = (__nv_bfloat16 *)l[i].dout16;
         float *dB = l[i].dB;
         if (!dinp && !l[i].dA && !dB) return false;
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
         ColDst cb{};
         if (dB && gy == 1) cb.d[0] = dB, cb.n = 1, cb.kmajor = 1, cb.alpha = l[i].scale;
-        const Rows g = l[i].dout16 ? rows_bf16(l[i].dout16, OC) : rows_f32(l[i].dout, OC);
+        const Rows g = l[i].dout16 ? rows_bf16(l[i].dout16, ld_dout16(i))
+                                   : rows_f32(l[i].dout, OC);
         js[nj] = rowdot_job(Pdi, dB && gy > 1 ? Pci : NULL, &cb, g, wsrc1(l[i].B, 0, r), l[i].xa,
-                            OC, r, 1.0f, dinp ? Gi : NULL, ldg);
+                            OC, r, 1.0f, dinp && !ip ? Gi : NULL, ldg);
         fold_s(&f, FoldS{Pdi, (int64_t)N * r, js[nj].gx, r, l[i].scale, any_dA ? dxa + off : NULL,
                          R, dinp ? Gi + OC : NULL, ldg, 1.0f, N, r, pad});
         if (dinp) fold_w(&f, FoldW{l[i].A, hw + (size_t)OC * hld, (int64_t)IC * r, 1, hld, r});
@@ -1150,19 +1171,21 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     // dinp (N,IC) += [dout | bf16(dxa)] (N, OC+pad) @ [W ; A^T] (OC+pad, IC), the layers in
     // order; a master's dw16 (OC,IC) += bf16(dout)^T @ bf16(inp), bf16 sum
     auto gemm = [&](int i, __nv_bfloat16 *Gi) {
-        const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r), ldg = lora_ldg(OC, r);
+        const int r = l[i].r, OC = l[i].OC, pad = lora_pad(r), ldg = ldg_of(i);
         if (!dinp && !l[i].dw16) return;
-        const __nv_bfloat16 *G = Gi;  // (dout16: the rounding is there already, row stride OC)
-        if (l[i].dout16 && r <= 0) G = (const __nv_bfloat16 *)l[i].dout16;
+        const __nv_bfloat16 *G = Gi;  // (dout16: the rounding is there already)
+        if (in_place(i)) G = (const __nv_bfloat16 *)l[i].dout16;
         else if (r <= 0) cuda_to_bf16_rows(Gi, ldg, l[i].dout, N, OC);
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
-        if (dinp)
-            cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, G, ldg, hw, hld, 1.0f, dinp,
-                              IC);
-        if (l[i].dw16)
-            cuda_gemm_bf16_c(true, false, OC, IC, N, 1.0f, G, ldg, X, ldX, 1.0f, l[i].dw16,
-                             CUDA_R_16BF, IC);
+        if (dinp) {
+            cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, G, ldg, hw, hld,
+                              dinp_first ? 0.0f : 1.0f, dinp, IC);
+            dinp_first = false;
+        }
+        if (l[i].dw16)  // (dw16_set: beta 0, its old values not read)
+            cuda_gemm_bf16_c(true, false, OC, IC, N, 1.0f, G, ldg, X, ldX,
+                             l[i].dw16_set ? 0.0f : 1.0f, l[i].dw16, CUDA_R_16BF, IC);
     };
     if (batch) {
         __nv_bfloat16 *Gs[LORA_SEGS];
@@ -1170,7 +1193,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         for (int i = 0, off = 0; i < n; off += l[i].r, i++) {
             const int r = l[i].r, OC = l[i].OC;
             Gs[i] = (__nv_bfloat16 *)(ws + go);
-            go += l[i].dout16 && r <= 0 ? 0 : bf16_floats((size_t)N * lora_ldg(OC, r));
+            go += in_place(i) ? 0 : bf16_floats((size_t)N * lora_ldg(OC, r));
             if (r <= 0) continue;
             layer(i, off, Gs[i], Pd + po, Pc + co);
             po += lora_pd_floats(N, OC, r), co += gy > 1 ? lora_pc_floats(N, OC, r) : 0;

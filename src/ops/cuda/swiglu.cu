@@ -70,6 +70,36 @@ __global__ static void swiglu_fwd_rows_kernel(__nv_bfloat16 *out, int64_t ldo, c
         }
 }
 
+// the backward over rows: dgate, dup (N,F) in bf16 at row stride ldd (an output gradient kept
+// with room for the adapter's columns: LinearLora.ld_dout16), V as in the forward's
+template <int V, typename I>
+__global__ static void swiglu_bwd_rows_kernel(__nv_bfloat16 *dgate, __nv_bfloat16 *dup,
+                                              int64_t ldd, const float *dout, const I *gate,
+                                              const I *up, int N, int F) {
+    typedef typename std::conditional<sizeof(I) == 4, float4, uint2>::type I4;
+    for (int n = blockIdx.y; n < N; n += gridDim.y)
+        for (int c = V * (blockIdx.x * blockDim.x + threadIdx.x); c < F;
+             c += V * gridDim.x * blockDim.x) {
+            const size_t i = (size_t)n * F + c, o = (size_t)n * ldd + c;
+            if constexpr (V == 4) {
+                const float4 dy = *(const float4 *)(dout + i);
+                const float4 g = ld4((const I4 *)(gate + i)), u = ld4((const I4 *)(up + i));
+                float4 dg, du;
+                swiglu_grads(dy.x, g.x, u.x, &dg.x, &du.x);
+                swiglu_grads(dy.y, g.y, u.y, &dg.y, &du.y);
+                swiglu_grads(dy.z, g.z, u.z, &dg.z, &du.z);
+                swiglu_grads(dy.w, g.w, u.w, &dg.w, &du.w);
+                if (dgate) cuda_store4((uint2 *)(dgate + o), dg);
+                if (dup) cuda_store4((uint2 *)(dup + o), du);
+            } else {
+                float dg, du;
+                swiglu_grads(dout[i], ld1(gate + i), ld1(up + i), &dg, &du);
+                if (dgate) cuda_store(dgate + o, dg);
+                if (dup) cuda_store(dup + o, du);
+            }
+        }
+}
+
 // dgate (n), dup (n) (either NULL), overwritten (as on the CPU)
 template <typename O, typename I>
 __global__ static void swiglu_bwd_kernel(O *dgate, O *dup, const float *dout, const I *gate,
@@ -154,6 +184,24 @@ static void swiglu_backward(O *dgate, O *dup, const float *dout, const I *gate, 
     CUDA_LAUNCH_CHECK();
 }
 
+// bf16 dgate, dup at row stride ldd (ldd = F: the flat kernels above)
+template <typename I>
+static void swiglu_backward_rows(uint16_t *dgate, uint16_t *dup, int64_t ldd, const float *dout,
+                                 const I *gate, const I *up, int N, int F) {
+    if (ldd == F) return swiglu_backward(dgate, dup, dout, gate, up, (int64_t)N * F);
+    if (N <= 0 || F <= 0 || (!dgate && !dup)) return;
+    typedef typename Vec4<I>::T1 I1;
+    const int vec = F % 4 == 0 && ldd % 4 == 0 && al4(dout) && al4(gate) && al4(up) &&
+                    al4(dgate) && al4(dup) ? 4 : 1;
+    const dim3 grid(std::min((F / vec + 255) / 256, 1024), std::min(N, 65535));
+    __nv_bfloat16 *g = (__nv_bfloat16 *)dgate, *u = (__nv_bfloat16 *)dup;
+    if (vec == 4)
+        swiglu_bwd_rows_kernel<4><<<grid, 256>>>(g, u, ldd, dout, (const I1 *)gate, (const I1 *)up, N, F);
+    else
+        swiglu_bwd_rows_kernel<1><<<grid, 256>>>(g, u, ldd, dout, (const I1 *)gate, (const I1 *)up, N, F);
+    CUDA_LAUNCH_CHECK();
+}
+
 void cuda_swiglu_forward(float *out, const float *gate, const float *up, int64_t n) {
     swiglu_forward(out, gate, up, n);
 }
@@ -165,15 +213,15 @@ void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const flo
                           const float *up, int64_t n) {
     swiglu_backward(dgate, dup, dout, gate, up, n);
 }
-void cuda_swiglu_backward16(uint16_t *dgate, uint16_t *dup, const float *dout, const float *gate,
-                            const float *up, int64_t n) {
-    swiglu_backward(dgate, dup, dout, gate, up, n);
+void cuda_swiglu_backward16(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
+                            const float *gate, const float *up, int N, int F) {
+    swiglu_backward_rows(dgate, dup, ldd, dout, gate, up, N, F);
 }
 void cuda_swiglu16_forward(uint16_t *out, int ldo, const uint16_t *gate, const uint16_t *up,
                            int N, int F) {
     swiglu_forward_rows(out, ldo, gate, up, N, F);
 }
-void cuda_swiglu16_backward(uint16_t *dgate, uint16_t *dup, const float *dout,
-                            const uint16_t *gate, const uint16_t *up, int64_t n) {
-    swiglu_backward(dgate, dup, dout, gate, up, n);
+void cuda_swiglu16_backward(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
+                            const uint16_t *gate, const uint16_t *up, int N, int F) {
+    swiglu_backward_rows(dgate, dup, ldd, dout, gate, up, N, F);
 }
