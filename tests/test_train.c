@@ -821,8 +821,8 @@ static void test_recorded_steps_equal_plain(void **state) {
 // Full fine-tuning with bf16 master weights (model_prepare_bf16_masters: the weights, their
 // gradients and Adam's moments in bf16) against f32 masters with the same bf16 products, on the
 // tiny model's last 2 blocks (its weights are stored in bf16, so both runs start from the same
-// values). MasterRun holds one run; run_step does one Adam step on the reference batch, its rows
-// and columns rotated by `shift` (another batch each step, as training sees).
+// values). MasterRun holds one run; master_step does one Adam step (rotated_step) and updates
+// the f32 masters' bf16 copies.
 typedef struct {
     Setup su;
     int first;
@@ -850,9 +850,10 @@ static void master_open(MasterRun *r, const Backend *be, int bf16) {
     assert_int_equal(optimizer_init(&su->opt, OPT_ADAM, &su->pl, be), 0);
 }
 
-static float master_step(MasterRun *r, int shift, float lr) {
-    Setup *su = &r->su;
-    const int B = su->s.B, T = su->s.T;
+// One Adam step on the reference batch with its rows and columns rotated by shift (another
+// batch each step, as training sees), through state s: the loss
+static float rotated_step(Setup *su, ForwardState *s, int shift, float lr) {
+    const int B = s->B, T = s->T;
     int *in = xmalloc(sizeof(int) * (size_t)B * T), *tg = xmalloc(sizeof(int) * (size_t)B * T);
     for (int b = 0; b < B; b++)
         for (int i = 0; i < T; i++) {
@@ -860,10 +861,15 @@ static float master_step(MasterRun *r, int shift, float lr) {
             in[b * T + i] = su->inputs[src], tg[b * T + i] = su->targets[src];
         }
     grads_zero(&su->g);
-    float loss = model_loss_backward(&su->m, &su->s, in, tg, &su->g, 1.0f);
+    float loss = model_loss_backward(&su->m, s, in, tg, &su->g, 1.0f);
     optimizer_step(&su->opt, &su->pl, lr);
-    if (!su->m.bf16_masters) model_update_linears(&su->m, r->first);  // the copies follow
     free(in), free(tg);
+    return loss;
+}
+
+static float master_step(MasterRun *r, int shift, float lr) {
+    const float loss = rotated_step(&r->su, &r->su.s, shift, lr);
+    if (!r->su.m.bf16_masters) model_update_linears(&r->su.m, r->first);  // the copies follow
     return loss;
 }
 
@@ -996,7 +1002,7 @@ static void test_bf16_masters_track_f32(void **state) {
     assert_true(b16[STEPS - 1] < b16[0] && f32[STEPS - 1] < f32[0]);
 }
 
-// LoRA over 20 Adam steps on rotated batches (master_step's), bf16 products against f32's: the
+// LoRA over 20 Adam steps on rotated batches (rotated_step), bf16 products against f32's: the
 // loss trajectories within 1e-2 relative of each other (issue 15's bound for bf16 training),
 // both descending. The state is made after the model's bf16 handles, as train makes it, so on
 // CUDA the layers' and adapters' inputs are kept in bf16 too. The adapters are f32 in both runs
@@ -1005,21 +1011,6 @@ static void test_bf16_masters_track_f32(void **state) {
 // (1e-3) takes this tiny model's loss from 22.9 to 0.7 in five steps. At lr 2e-4 the CPU's runs
 // stay within 0.55% (1e-4: 0.19%); at 5e-4 they part by 2.6% at step 13 and at 1e-3 by 9% at
 // step 10: there the steps are large against the weights, and the rounding moves each one.
-static float lora_rotated_step(Setup *su, ForwardState *s, int shift, float lr) {
-    const int B = s->B, T = s->T;
-    int *in = xmalloc(sizeof(int) * (size_t)B * T), *tg = xmalloc(sizeof(int) * (size_t)B * T);
-    for (int b = 0; b < B; b++)
-        for (int i = 0; i < T; i++) {
-            const int src = ((b + shift) % B) * T + (i + shift) % T;
-            in[b * T + i] = su->inputs[src], tg[b * T + i] = su->targets[src];
-        }
-    grads_zero(&su->g);
-    float loss = model_loss_backward(&su->m, s, in, tg, &su->g, 1.0f);
-    optimizer_step(&su->opt, &su->pl, lr);
-    free(in), free(tg);
-    return loss;
-}
-
 static void run_lora_bf16_tracks_f32(const Backend *be) {
     if (be == &BACKEND_CPU && !bf16_cpu_supported()) {
         printf("  (skipped on the CPU: no AVX512-BF16)\n");
@@ -1036,7 +1027,7 @@ static void run_lora_bf16_tracks_f32(const Backend *be) {
     ForwardState s16;
     assert_int_equal(forward_state_init(&s16, &h.m, h.s.B, h.s.T, h.s.T, ACTS_ALL), 0);
     for (int i = 0; i < STEPS; i++)
-        f32[i] = lora_rotated_step(&f, &f.s, i, lr), b16[i] = lora_rotated_step(&h, &s16, i, lr);
+        f32[i] = rotated_step(&f, &f.s, i, lr), b16[i] = rotated_step(&h, &s16, i, lr);
     const int inputs16 = s16.inputs16;
     forward_state_free(&s16);
     setup_close(&f);
