@@ -930,8 +930,8 @@ static void test_linear_lora(void **state) {
         // in place and dA straight to 4 destinations, a rank 17 across the rank chunks)
         {40, 96, 5, 50, 3, 70, 8, 33, 6, 20, 2, 64, 4},
         {72, 96, 5, 50, 3, 70, 0, 33, 17, 20, 2, 64, 4},
-        // 12 row tiles, the last partial, in the column sums' passes: dB over 8192 columns;
-        // dA over 8192
+        // 12 row blocks of 128, the last partial, in the column sums' passes: dB over 8192
+        // columns; dA over 8192
         {1500, 512, 2, 8192, 8, 2048, 8},
         {1500, 8192, 1, 2048, 8},
     };

@@ -181,11 +181,12 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
         be->dora_backward(dy, bg->dora_m[p], dout, y, b->lora[p].m, b->lora[p].norm, N, OC);
         dout = dy;
     }
-    if (bg->w16[p] && set16) be->zero(bg->w16[p], sizeof(uint16_t) * (size_t)OC * IC);
-    if (bg->w16[p])  // a bf16 master weight: its handle is the weight, its gradient bf16
+    if (bg->w16[p]) {  // a bf16 master weight: its handle is the weight, its gradient bf16
+        if (set16) be->zero(bg->w16[p], sizeof(uint16_t) * (size_t)OC * IC);
         be->linear_backward_master(dinp, bg->w16[p], dout, inp, b->lin[p], N, IC, OC);
-    else
+    } else {
         be->linear_backward(dinp, bg->w[p], dout, inp, b->w[p], b->lin[p], N, IC, OC);
+    }
     const LoraLinear *lo = &b->lora[p];
     if (lo->rank)
         be->lora_backward(dinp, bg->lora_A[p], bg->lora_B[p], dout, inp, xa, lo->A, lo->B, N, IC, OC,

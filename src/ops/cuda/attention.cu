@@ -240,8 +240,6 @@ void cuda_attention_forward16(uint16_t *out, int ldo, float *probs, const float 
     cuda_to_bf16_rows((__nv_bfloat16 *)out, ldo, tmp, B * T, H * D);
 }
 
-// dout (B,T,H,D), probs (B,H,T,S) (NULL: recomputed) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) +=
-// (any may be NULL)
 // dq (B,T,H,D), dk, dv (B,S,Hkv,D) = 0 (those not NULL): the kernels that add to them start
 // from there, as the op sets them
 void cuda_attention_zero_grads(float *dq, float *dk, float *dv, int B, int T, int S, int H,
@@ -252,6 +250,8 @@ void cuda_attention_zero_grads(float *dq, float *dk, float *dv, int B, int T, in
     if (dv && nk) CUDA_CHECK(cudaMemsetAsync(dv, 0, nk));
 }
 
+// dout (B,T,H,D), probs (B,H,T,S) (NULL: recomputed) -> dq (B,T,H,D) =, dk, dv (B,S,Hkv,D) =
+// (set, not added to; any may be NULL)
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *probs, const float *q, const float *k, const float *v,
                              int B, int T, int S, int q_offset, int H, int Hkv, int D,

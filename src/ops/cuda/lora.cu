@@ -1074,12 +1074,13 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     // else, or with TUNELENS_CUDA_DINP_SET=0 (for comparisons), zeros first
     static int set_by_product = -1;
     if (set_by_product < 0) set_by_product = cuda_env_int("TUNELENS_CUDA_DINP_SET", 1);
+    const bool unfolded = !in16 && !lora_foldable(l, n, IC, true);  // (the ops, layer by layer)
     bool dinp_first = dinp && l[0].dinp_set;
-    if (dinp_first && (!set_by_product || (!in16 && !lora_foldable(l, n, IC, true)))) {
+    if (dinp_first && (!set_by_product || unfolded)) {
         CUDA_CHECK(cudaMemsetAsync(dinp, 0, (size_t)N * IC * sizeof(float)));
         dinp_first = false;
     }
-    if (!in16 && !lora_foldable(l, n, IC, true)) {
+    if (unfolded) {
         for (int i = 0; i < n; i++) {
             if (l[i].dw16 && l[i].dw16_set)
                 CUDA_CHECK(cudaMemsetAsync(l[i].dw16, 0, (size_t)l[i].OC * IC * sizeof(uint16_t)));
