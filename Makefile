@@ -45,7 +45,7 @@ $(TUNELENS): $(B)/src/main.o $(B)/libtunelens.a
 	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
 
 $(CUDA_SO): $(CU_OBJ)
-	$(NVCC) -shared -o $@ $^ -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart
+	$(NVCC) -shared -o $@ $^ -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart
 
 ifneq ($(dir $(TUNELENS)),$(dir $(CUDA_SO)))
 $(dir $(TUNELENS))libtunelens_cuda.so: $(CUDA_SO)

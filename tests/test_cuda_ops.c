@@ -889,6 +889,19 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
         check(what, d_out[i], out[i], (size_t)N * OC[i], tol_out);
         l[i].xa = d_xa[i];
     }
+    if (n == 1) {  // out = res + the layer (o's and down's residual add; cuBLASLt's epilogue in
+                   // bf16): the layer's bound and the add's rounding
+        const size_t no = (size_t)N * OC[0];
+        float *res = rand_floats(no, 1), *d_res = dev(res, no), *want = xmalloc(no * sizeof(float));
+        for (size_t k = 0; k < no; k++) want[k] = res[k] + out[0][k];
+        l[0].res = d_res;
+        G->linear_lora_forward(l, 1, d_inp, NULL, 0, N, IC);
+        l[0].res = NULL;
+        snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d OC=%d r=%d out = res + layer", dn,
+                 N, IC, OC[0], r[0]);
+        check(what, d_out[0], want, no, tol_out + tol_signed(2));
+        free(res), free(want), gfree(d_res);
+    }
     if (!folded) {  // the unfolded ops, one layer at a time: exactly these results
         G->upload(d_di, di0, ni * sizeof(float));
         for (int i = 0; i < n; i++) {
@@ -1523,6 +1536,84 @@ static void test_attention_bf16(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const int *c = cases[i];
         attention_case_p(ATT_BF16, c[0], c[1], c[2], c[3], c[4], c[5], c[6]);
+    }
+}
+
+// attention_backward_rope: dq and dk rotated back inside the op are the bits of
+// attention_backward followed by rope_backward, in every precision (the bf16 kernels rotate
+// each row in registers before storing it; the others run the rope passes), head sizes 16 to
+// 128 and one without a fused kernel, GQA with even and odd groups, each gradient alone
+static void attention_rope_case(int prec, int B, int T, int H, int Hkv, int D) {
+    char what[160];
+    const ComputeDtype dt = att_dtype(prec);
+    const int N = B * T, half = D / 2, max_pos = T + 7;
+    const size_t nq = (size_t)N * H * D, nk = (size_t)N * Hkv * D, nt = (size_t)max_pos * half;
+    float *inv = xmalloc(half * sizeof(float));
+    for (int i = 0; i < half; i++) inv[i] = (float)pow(500000.0, -2.0 * i / D);
+    float *ct = xmalloc(nt * sizeof(float)), *st = xmalloc(nt * sizeof(float));
+    rope_tables(ct, st, inv, max_pos, D);
+    int *pos = xmalloc(N * sizeof(int));
+    for (int i = 0; i < N; i++) pos[i] = rng_int(max_pos);
+    float *hq = rand_floats(nq, 1), *hk = rand_floats(nk, 1), *hv = rand_floats(nk, 1);
+    float *hd = rand_floats(nq, 1);
+    float *q = dev(hq, nq), *k = dev(hk, nk), *v = dev(hv, nk), *dout = dev(hd, nq);
+    float *out = dev(hd, nq), *d_ct = dev(ct, nt), *d_st = dev(st, nt);
+    int *d_pos = dev_ints(pos, N);
+    const size_t ns = backend_attention_saved(G, B, T, T, H, D);
+    float *saved = G->alloc(ns * sizeof(float));
+    G->attention_forward(out, saved, q, k, v, B, T, T, 0, H, Hkv, D, dt);
+    const size_t len[3] = {nq, nk, nk};
+    float *g[2][3];  // [rotated by the op][dq dk dv]
+    for (int w = 0; w < 2; w++)
+        for (int j = 0; j < 3; j++) g[w][j] = dev(hd, len[j]);
+    static const char *part_name[4] = {"dq dk dv", "dq alone", "dk alone", "dv alone"};
+    static const char *grad[3] = {"dq", "dk", "dv"};
+    for (int part = 0; part < 4; part++) {
+        float *p0[3], *p1[3];
+        for (int j = 0; j < 3; j++) {
+            const int on = part == 0 || part == j + 1;
+            p0[j] = on ? g[0][j] : NULL, p1[j] = on ? g[1][j] : NULL;
+        }
+        G->attention_backward(p0[0], p0[1], p0[2], dout, saved, q, k, v, B, T, T, 0, H, Hkv, D,
+                              dt);
+        if (p0[0]) G->rope_backward(p0[0], d_ct, d_st, d_pos, N, H, D);
+        if (p0[1]) G->rope_backward(p0[1], d_ct, d_st, d_pos, N, Hkv, D);
+        G->attention_backward_rope(p1[0], p1[1], p1[2], dout, saved, q, k, v, B, T, H, Hkv, D,
+                                   dt, d_ct, d_st, d_pos);
+        for (int j = 0; j < 3; j++) {
+            if (!p0[j]) continue;
+            float *want = host(g[0][j], len[j]);
+            snprintf(what, sizeof what, "attention+rope %s B=%d T=%d H=%d/%d D=%d, %s: %s",
+                     prec == ATT_BF16 ? "bf16" : prec ? "tf32" : "f32", B, T, H, Hkv, D,
+                     part_name[part], grad[j]);
+            check_equal(what, g[1][j], want, len[j]);
+            free(want);
+        }
+    }
+    printf("    attention+rope %s B=%d T=%d H=%d/%d D=%d: dq, dk, dv the same bits\n",
+           prec == ATT_BF16 ? "bf16" : prec ? "tf32" : "f32", B, T, H, Hkv, D);
+    for (int w = 0; w < 2; w++)
+        for (int j = 0; j < 3; j++) gfree(g[w][j]);
+    free(inv), free(ct), free(st), free(pos), free(hq), free(hk), free(hv), free(hd);
+    gfree(q), gfree(k), gfree(v), gfree(dout), gfree(out), gfree(d_ct), gfree(d_st);
+    gfree(d_pos), gfree(saved);
+}
+
+static void test_attention_backward_rope(void **state) {
+    (void)state;
+    if (!G->attention_backward_rope) {
+        printf("  attention_backward_rope: off in this run (TUNELENS_CUDA_ROPE_FUSED=0)\n");
+        return;
+    }
+    rng_seed(17);
+    static const int cases[][6] = {  // precision, B, T, H, Hkv, D
+        {ATT_BF16, 2, 77, 4, 2, 64},  {ATT_BF16, 1, 130, 8, 2, 128}, {ATT_BF16, 2, 65, 2, 2, 32},
+        {ATT_BF16, 3, 40, 4, 1, 16},  {ATT_BF16, 2, 33, 6, 2, 64},   {ATT_BF16, 2, 20, 2, 1, 8},
+        {1, 2, 70, 4, 2, 64},         {0, 2, 50, 4, 2, 32},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const int *c = cases[i];
+        attention_rope_case(c[0], c[1], c[2], c[3], c[4], c[5]);
     }
 }
 
@@ -2200,6 +2291,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),      cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_bf16),
+        cmocka_unit_test(test_attention_backward_rope),
         cmocka_unit_test(test_attention_forward16),
         cmocka_unit_test(test_swiglu),    cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_add),       cmocka_unit_test(test_softmax),

@@ -224,6 +224,7 @@ static void emu_group_forward(const LinearLora *l, int n, const float *inp, cons
             BACKEND_CPU.lora_forward(out, l[i].xa, lora16 ? x : inp, l[i].A, l[i].B, N, IC,
                                      l[i].OC, l[i].r, l[i].scale, NULL);
         }
+        if (l[i].res) BACKEND_CPU.add_forward(out, l[i].res, out, (int64_t)no);  // (o, down)
         if (l[i].out16) emu_narrow(l[i].out16, out, no), free(out);
     }
     if (inp16)

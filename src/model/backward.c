@@ -314,10 +314,15 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         // gradient, becomes x's in place
         LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), NULL,
                          datt, in.att, in.att16, in.ld_hd);
-        be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D,
-                               m->linear_dtype);
-        be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
-        be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
+        if (be->attention_backward_rope) {  // (dq, dk rotated back by the op)
+            be->attention_backward_rope(dq, dk, dv, datt, probs, q, kc, vc, B, T, H, Hkv, D,
+                                        m->linear_dtype, cos_t, sin_t, s->pos_ids);
+        } else {
+            be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D,
+                                   m->linear_dtype);
+            be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
+            be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
+        }
         LINEARS_BACKWARD(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}),
                          ((const float *const[]){dq, dk, dv}), NULL, dxa, in.xn, in.xn16,
                          in.ld_c);

@@ -252,24 +252,28 @@ int model_lora_group(const Model *m, const ForwardState *s, const Block *b, cons
 // outs16 not NULL, in bf16 into outs16[0..n): a state with gate16): through the backend's
 // linear_lora_forward where model_lora_group says so (which may fold the adapters' products
 // into the layers' own and read the input once), else layer by layer. xa: the block's LoRA
-// slot (N_PROJ of N x r), or NULL.
-static void linear_group(const Model *m, const ForwardState *s, const Block *b, size_t a,
-                         float *xa, int n, const Proj *ps, float *const *outs,
-                         uint16_t *const *outs16, const float *in, const uint16_t *in16, int ld16,
-                         int N, const Dropout *drop) {
+// slot (N_PROJ of N x r), or NULL. res (one layer, f32 out): the residual its output joins;
+// the group op adds it (into the product's epilogue), the layer-by-layer path does not: the
+// return value says whether it was added.
+static int linear_group(const Model *m, const ForwardState *s, const Block *b, size_t a,
+                        float *xa, int n, const Proj *ps, float *const *outs,
+                        uint16_t *const *outs16, const float *in, const uint16_t *in16, int ld16,
+                        int N, const Dropout *drop, const float *res) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
     if (model_lora_group(m, s, b, NULL, xa, n, ps, drop, be->linear_lora_forward != NULL, l)) {
         for (int i = 0; i < n; i++)
             l[i].out = outs16 ? NULL : outs[i], l[i].out16 = outs16 ? outs16[i] : NULL;
+        if (n == 1 && !outs16) l[0].res = res;
         be->linear_lora_forward(l, n, in, in16, ld16, N, proj_in_dim(c, ps[0]));
-        return;
+        return res != NULL;
     }
     model_require_f32(in != NULL, "forward", "input");
     model_require_f32(!outs16, "forward", "output (gate's and up's)");
     for (int i = 0; i < n; i++)
         linear(be, b, ps[i], c, outs[i], l[i].xa, model_dora_y(m, s, a, ps[i]), in, N, &drop[ps[i]]);
+    return 0;
 }
 
 LayerInputs model_layer_inputs(const Model *m, const ForwardState *s, size_t a) {
@@ -333,7 +337,7 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     Dropout drop[N_PROJ];
     for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
 #define LINEARS(n, ps, outs, in, in16, ld16) \
-    linear_group(m, s, blk, a, xa, n, ps, outs, NULL, in, in16, ld16, N, drop)
+    linear_group(m, s, blk, a, xa, n, ps, outs, NULL, in, in16, ld16, N, drop, NULL)
 
     // attention
     if (in.xn16)
@@ -348,9 +352,10 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
         be->attention_forward16(in.att16, in.ld_hd, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D,
                                 m->linear_dtype);
     else be->attention_forward(in.att, probs, q, kc, vc, B, T, S, pos0, H, Hkv, D, m->linear_dtype);
-    LINEARS(1, ((const Proj[]){PROJ_O}), ((float *const[]){s->scratch}), in.att, in.att16,
-            in.ld_hd);
-    be->add_forward(mid, x, s->scratch, (int64_t)N * C);
+    // mid = x + o(att): o's product adds x itself where the group op runs it
+    if (!linear_group(m, s, blk, a, xa, 1, ((const Proj[]){PROJ_O}), ((float *const[]){mid}),
+                      NULL, in.att, in.att16, in.ld_hd, N, drop, x))
+        be->add_forward(mid, x, mid, (int64_t)N * C);
 
     // MLP
     if (in.fxn16)
@@ -359,7 +364,8 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
     else be->rmsnorm_forward(in.fxn, s->ffn_rstd + a * N, mid, blk->ffn_norm, N, C, c->norm_eps);
     if (gate16) {  // gate and up in bf16 (inputs16: act16 too)
         linear_group(m, s, blk, a, xa, 2, ((const Proj[]){PROJ_GATE, PROJ_UP}), NULL,
-                     ((uint16_t *const[]){gate16, up16}), in.fxn, in.fxn16, in.ld_c, N, drop);
+                     ((uint16_t *const[]){gate16, up16}), in.fxn, in.fxn16, in.ld_c, N, drop,
+                     NULL);
         be->swiglu16_forward(in.act16, in.ld_f, gate16, up16, N, F);
     } else {
         LINEARS(2, ((const Proj[]){PROJ_GATE, PROJ_UP}), ((float *const[]){gate, up}), in.fxn,
@@ -367,9 +373,10 @@ void model_block_forward(const Model *m, ForwardState *s, int l) {
         if (in.act16) be->swiglu_forward16(in.act16, in.ld_f, gate, up, N, F);
         else be->swiglu_forward(in.act, gate, up, (int64_t)N * F);
     }
-    LINEARS(1, ((const Proj[]){PROJ_DOWN}), ((float *const[]){s->scratch}), in.act, in.act16,
-            in.ld_f);
-    be->add_forward(x_out, mid, s->scratch, (int64_t)N * C);
+    // x_out = mid + down(act), likewise
+    if (!linear_group(m, s, blk, a, xa, 1, ((const Proj[]){PROJ_DOWN}), ((float *const[]){x_out}),
+                      NULL, in.act, in.act16, in.ld_f, N, drop, mid))
+        be->add_forward(x_out, mid, x_out, (int64_t)N * C);
 #undef LINEARS
 }
 

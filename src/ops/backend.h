@@ -59,6 +59,9 @@ typedef struct {
     float *out;                 // forward: (N,OC) = inp W^T + scale (inp A) B, overwritten
     uint16_t *out16;            // forward: out rounded to bf16 instead (out NULL), as the op
                                 // after it reads it (swiglu16_forward): a group with inp16
+    const float *res;           // forward: (N,OC), added to out (out = res + inp W^T + ...; not
+                                // out itself): the residual stream's add (NULL: none; never
+                                // with out16)
     float *xa;                  // (N,r) = inp A: forward saves it (NULL: not kept); backward
                                 // reads it (NULL: the backward takes the unfolded path)
     const float *dout;          // backward: (N,OC), the gradient of out
@@ -244,6 +247,15 @@ typedef struct Backend {
                                const float *probs, const float *q, const float *k, const float *v,
                                int B, int T, int S, int q_offset, int H, int Hkv, int D,
                                ComputeDtype dtype);
+    // attention_backward over a training batch's own keys (S = T, q_offset 0) whose q and k
+    // were rotated by rope_forward at positions pos (N = B T rows): dq and dk come back rotated
+    // back (rope_backward's results, the same bits), so the caller needs no rope passes of its
+    // own. NULL: the caller runs attention_backward and rope_backward.
+    void (*attention_backward_rope)(float *dq, float *dk, float *dv, const float *dout,
+                                    const float *probs, const float *q, const float *k,
+                                    const float *v, int B, int T, int H, int Hkv, int D,
+                                    ComputeDtype dtype, const float *cos_t, const float *sin_t,
+                                    const int *pos);
     // The floats attention_forward keeps in `probs` for attention_backward at these sizes: NULL
     // means the probabilities themselves, (B,H,T,S); a fused kernel keeps less (CUDA: each
     // row's log-sum-exp and a copy of out) and recomputes them. backend_attention_saved below.

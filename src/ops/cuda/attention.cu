@@ -264,7 +264,7 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
     }
     if (cuda_flash_attention_supported(D)) {
         cuda_flash_attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, S, q_offset, H,
-                                      Hkv, D, dtype);
+                                      Hkv, D, dtype, NULL);
         return;
     }
     cuda_attention_zero_grads(dq, dk, dv, B, T, S, H, Hkv, D);  // (the kernels below add)
@@ -290,4 +290,25 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                                            q_offset, H, Hkv, D);
         CUDA_LAUNCH_CHECK();
     }
+}
+
+// attention_backward with S = T, q_offset 0, whose q and k were rotated at positions pos: dq and
+// dk rotated back (rope_backward's bits). The bf16 kernels rotate each row in registers before
+// they store it (the pairs (i, i + D/2) sit in one thread): the rope passes over dq and dk, two
+// launches and a read and write of each, go. Elsewhere the passes run here.
+void cuda_attention_backward_rope(float *dq, float *dk, float *dv, const float *dout,
+                                  const float *probs, const float *q, const float *k,
+                                  const float *v, int B, int T, int H, int Hkv, int D,
+                                  ComputeDtype dtype, const float *cos_t, const float *sin_t,
+                                  const int *pos) {
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || (!dq && !dk && !dv)) return;
+    const CudaRope rope = {cos_t, sin_t, pos};
+    if (cuda_flash_attention_supported(D) &&
+        cuda_flash_attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, T, 0, H, Hkv, D,
+                                      dtype, &rope))
+        return;
+    if (!cuda_flash_attention_supported(D))
+        cuda_attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, T, 0, H, Hkv, D, dtype);
+    if (dq) cuda_rope_backward(dq, cos_t, sin_t, pos, B * T, H, D);
+    if (dk) cuda_rope_backward(dk, cos_t, sin_t, pos, B * T, Hkv, D);
 }

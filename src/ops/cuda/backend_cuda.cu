@@ -42,6 +42,7 @@ struct Arena {
 
 static struct {
     cublasHandle_t handle;
+    cublasLtHandle_t lt;  // cuBLASLt: GEMMs whose epilogue reads another matrix (C apart from D)
     float *ws;          // device workspace (from the arena), ws_floats long
     size_t ws_floats;
     uint64_t ws_generation;  // bumped when ws moves (recordings hold its address)
@@ -59,6 +60,7 @@ static char init_err[512];
 static std::once_flag init_once;
 
 cublasHandle_t cuda_cublas(void) { return ctx.handle; }
+cublasLtHandle_t cuda_cublaslt(void) { return ctx.lt; }
 
 static size_t round_up(size_t n, size_t g) { return (n + g - 1) / g * g; }
 
@@ -305,6 +307,7 @@ static void init(void) {
         return;
     }
     CUBLAS_CHECK(cublasSetStream(ctx.handle, cudaStreamPerThread));
+    CUBLAS_CHECK(cublasLtCreate(&ctx.lt));
     // exact f32 unless a call asks for TF32 (gemm_rm's compute type): no mode between calls
     CUBLAS_CHECK(cublasSetMathMode(ctx.handle, CUBLAS_DEFAULT_MATH));
     ctx.arena = new Arena();
@@ -371,6 +374,10 @@ static void init(void) {
     backend.rope_backward = cuda_rope_backward;
     backend.attention_forward = cuda_attention_forward;
     backend.attention_backward = cuda_attention_backward;
+    // dq and dk rotated back inside attention's backward (TUNELENS_CUDA_ROPE_FUSED=0, for
+    // comparisons: the model's rope passes)
+    if (cuda_env_int("TUNELENS_CUDA_ROPE_FUSED", 1))
+        backend.attention_backward_rope = cuda_attention_backward_rope;
     backend.attention_saved_floats = cuda_attention_saved_floats;
     backend.swiglu_forward = cuda_swiglu_forward;
     backend.swiglu_backward = cuda_swiglu_backward;

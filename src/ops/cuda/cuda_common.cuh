@@ -6,6 +6,7 @@
 // compiled with --default-stream per-thread, so record.cu can capture it; cuBLAS is given
 // cudaStreamPerThread), asynchronously; host code syncs through Backend.sync / download.
 #pragma once
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -43,6 +44,7 @@ extern "C" {
 
 // ---- context (backend_cuda.cu)
 cublasHandle_t cuda_cublas(void);
+cublasLtHandle_t cuda_cublaslt(void);
 // Device scratch of at least `floats` floats, valid until the next call (the previous one is
 // freed when it grows, after a device sync). One op takes it once and carves it up.
 float *cuda_workspace(size_t floats);
@@ -240,6 +242,12 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                              const float *probs, const float *q, const float *k, const float *v,
                              int B, int T, int S, int q_offset, int H, int Hkv, int D,
                              ComputeDtype dtype);
+// attention_backward with S = T, q_offset 0, and dq, dk rotated back by rope (backend.h)
+void cuda_attention_backward_rope(float *dq, float *dk, float *dv, const float *dout,
+                                  const float *probs, const float *q, const float *k,
+                                  const float *v, int B, int T, int H, int Hkv, int D,
+                                  ComputeDtype dtype, const float *cos_t, const float *sin_t,
+                                  const int *pos);
 void cuda_attention_forward16(uint16_t *out, int ldo, float *probs, const float *q,
                               const float *k, const float *v, int B, int T, int S, int q_offset,
                               int H, int Hkv, int D, ComputeDtype dtype);
@@ -254,10 +262,17 @@ void cuda_flash_attention_forward(float *out, float *saved, const float *q, cons
 bool cuda_flash_attention_forward16(uint16_t *out, int ldo, float *saved, const float *q,
                                     const float *k, const float *v, int B, int T, int S,
                                     int q_offset, int H, int Hkv, int D, ComputeDtype dtype);
-void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+// rope's tables and the rows' positions (rope_forward's arguments)
+typedef struct {
+    const float *cos_t, *sin_t;
+    const int *pos;
+} CudaRope;
+// rope not NULL (S = T): dq and dk rotated back by the kernels where the bf16 ones run: true;
+// false: not rotated (the caller runs rope_backward)
+bool cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                    const float *saved, const float *q, const float *k,
                                    const float *v, int B, int T, int S, int q_offset, int H,
-                                   int Hkv, int D, ComputeDtype dtype);
+                                   int Hkv, int D, ComputeDtype dtype, const CudaRope *rope);
 void cuda_swiglu_forward(float *out, const float *gate, const float *up, int64_t n);
 void cuda_swiglu_forward16(uint16_t *out, int ldo, const float *gate, const float *up, int N,
                            int F);

@@ -526,11 +526,12 @@ static void fa_delta(float *delta, const float *dout, const float *out, int B, i
 }
 
 // out: the forward's (saved); delta: B*H*T floats of scratch
+// rope (S = T): the bf16 kernels rotate dq and dk back before they store them (*rotated)
 template <int D>
 static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, const float *lse,
                           const float *out, float *delta, const float *q, const float *k,
                           const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
-                          ComputeDtype dtype) {
+                          ComputeDtype dtype, const CudaRope *rope, bool *rotated) {
     static bool ready;
     if (!ready) {
         CUDA_CHECK(cudaFuncSetAttribute(fa_bwd_kv_kernel<D>,
@@ -559,24 +560,28 @@ static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, co
         // kernel after it; without dq (or an unaligned out) a kernel of its own does
         const bool fuse = dq && cuda_aligned16(out);
         if (!fuse) fa_delta(delta, dout, out, B, T, H, D);
+        const CudaRope r = rope ? *rope : CudaRope{};
+        *rotated = rope != NULL;
         if (dq) {
             const int nt = (T + FA_TILE - 1) / FA_TILE;
             const float *o = fuse ? out : NULL;
             if ((H / Hkv) % 2 == 0)  // two query heads on one K, V tile
                 fa_bf::bwd_q_kernel<D, BQ, 2><<<fa_grid(nt, H / 2, B), 2 * fa_bf::THREADS,
                                                 fa_bf::q_shmem(D, 2)>>>(
-                    dq, dout, lse, delta, o, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
+                    dq, dout, lse, delta, o, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2,
+                    r.cos_t, r.sin_t, r.pos);
             else
                 fa_bf::bwd_q_kernel<D, BQ, 1><<<fa_grid(nt, H, B), fa_bf::THREADS,
                                                 fa_bf::q_shmem(D, 1)>>>(
-                    dq, dout, lse, delta, o, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
+                    dq, dout, lse, delta, o, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2,
+                    r.cos_t, r.sin_t, r.pos);
             CUDA_LAUNCH_CHECK();
         }
         if (dk || dv) {
             fa_bf::bwd_kv_kernel<D, BQ, MINB>
                 <<<fa_grid((S + FA_TILE - 1) / FA_TILE, Hkv, B), fa_bf::THREADS,
                    fa_bf::kv_shmem(D, BQ)>>>(dk, dv, dout, lse, delta, q, k, v, T, S, q_offset, H,
-                                             Hkv, scale, scale_log2);
+                                             Hkv, scale, scale_log2, r.cos_t, r.sin_t, r.pos);
             CUDA_LAUNCH_CHECK();
         }
         return;
@@ -657,13 +662,14 @@ bool cuda_flash_attention_forward16(uint16_t *out, int ldo, float *saved, const 
     return done;
 }
 
-// dout (B,T,H,D), saved (NULL: recomputed) -> dq (B,T,H,D) +=, dk, dv (B,S,Hkv,D) += (any NULL)
-void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+// dout (B,T,H,D), saved (NULL: recomputed) -> dq (B,T,H,D) =, dk, dv (B,S,Hkv,D) = (any NULL);
+// rope (S = T): dq and dk rotated back where the bf16 kernels run (true)
+bool cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                    const float *saved, const float *q, const float *k,
                                    const float *v, int B, int T, int S, int q_offset, int H,
-                                   int Hkv, int D, ComputeDtype dtype) {
-    if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return;
-    if (!dq && !dk && !dv) return;
+                                   int Hkv, int D, ComputeDtype dtype, const CudaRope *rope) {
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return false;
+    if (!dq && !dk && !dv) return false;
     const size_t rows = fa_lse_floats(B, T, H), nsaved = cuda_flash_attention_saved_floats(B, T, H, D);
     float *ws = cuda_workspace(rows + (saved ? 0 : 2 * nsaved));
     float *delta = ws;
@@ -674,6 +680,8 @@ void cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float 
         saved = tmp;
     }
     const float *lse = saved, *out = saved + rows;
+    bool rotated = false;
     FA_DISPATCH(fa_backward_d, D, dq, dk, dv, dout, lse, out, delta, q, k, v, B, T, S, q_offset,
-                H, Hkv, dtype);
+                H, Hkv, dtype, S == T ? rope : NULL, &rotated);
+    return rotated;
 }

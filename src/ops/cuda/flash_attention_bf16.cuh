@@ -301,17 +301,39 @@ fwd_kernel(OUT *__restrict__ out, int64_t ldo, float *__restrict__ saved_lse,
     }
 }
 
+// rope's backward of a row held in mma accumulators g[n][2 half + e] (columns n 8 + 2 tq + e):
+// the pairs (i, i + D/2) are columns of one thread (n and n + NT/2), rotated back as rope.cu
+// does, the same f32 arithmetic on the same values: the same bits. tab: the row's position
+// times D/2 (its row of the tables).
+template <int NT>
+__device__ __forceinline__ void rope_back_row(float (&g)[NT][4], int half,
+                                              const float *__restrict__ cos_t,
+                                              const float *__restrict__ sin_t, size_t tab, int tq) {
+#pragma unroll
+    for (int n = 0; n < NT / 2; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const size_t t = tab + n * 8 + 2 * tq + e;
+            const float c = cos_t[t], s = sin_t[t];
+            const float a = g[n][2 * half + e], b = g[n + NT / 2][2 * half + e];
+            g[n][2 * half + e] = __fmul_rn(a, c) + __fmul_rn(b, s);
+            g[n + NT / 2][2 * half + e] = __fmul_rn(b, c) - __fmul_rn(a, s);
+        }
+}
+
 // dk, dv for keys [s0, s0+64) of kv head kvh: grid (Hkv, B, ceil(S/64)), the first keys (the
 // most queries) first. Query tiles of BQ
 // rows; a thread holds keys g and g+8 of its warp's 16: P^T and dS^T (keys x queries) in
-// st/dpt, the gradients gk, gv (keys x D).
+// st/dpt, the gradients gk, gv (keys x D). rcos not NULL (S = T): dk rotated back by rope
+// (tables rcos, rsin; key row b S + s at position rpos[b S + s]).
 template <int D, int BQ, int MINB>  // MINB: blocks an SM that the registers must allow
 __global__ void __launch_bounds__(THREADS, MINB)
 bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__restrict__ dout,
               const float *__restrict__ lse, const float *__restrict__ delta,
               const float *__restrict__ q, const float *__restrict__ k,
               const float *__restrict__ v, int T, int S, int q_offset, int H, int Hkv,
-              float scale, float scale_log2) {
+              float scale, float scale_log2, const float *__restrict__ rcos,
+              const float *__restrict__ rsin, const int *__restrict__ rpos) {
     constexpr int W = stride_w<D>(), NT = D / 8, KD = D / 16, NQ = BQ / 8;
     extern __shared__ __align__(16) uint32_t shw[];
     uint32_t *Ks = shw, *Vs = Ks + ROWS * W, *Qs = Vs + ROWS * W, *dOs = Qs + BQ * W;
@@ -398,6 +420,8 @@ bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__res
         const int s = half ? key_b : key_a;
         if (s >= S) continue;
         const size_t at = (((size_t)b * S + s) * Hkv + kvh) * D + 2 * tq;
+        if (dk && rcos)
+            rope_back_row<NT>(gk, half, rcos, rsin, (size_t)rpos[(size_t)b * S + s] * (D / 2), tq);
 #pragma unroll
         for (int n = 0; n < NT; n++) {
             if (dk)  // (set: every key row of the tile is written, those no query sees 0)
@@ -441,14 +465,16 @@ __device__ __forceinline__ void load_dout_delta(uint32_t *tile, float *dl_s, flo
 // query heads of one kv head per block (4 warps each), sharing the K, V tiles. Key tiles of BK
 // rows; a thread holds rows g and g+8 of its warp's 16: P, dS in s/dp, dq in gq.
 // out (the saved f32 out) not NULL: delta = dout . out is computed here, from the f32 rows, and
-// written to delta for the kv kernel (which runs after); else delta is read.
+// written to delta for the kv kernel (which runs after); else delta is read. rcos not NULL: dq
+// rotated back by rope (query row b T + t at position rpos[b T + t]).
 template <int D, int BK, int HG>
 __global__ void __launch_bounds__(THREADS * HG, min_blocks(D, HG))
 bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
              const float *__restrict__ lse, float *__restrict__ delta,
              const float *__restrict__ out, const float *__restrict__ q, const float *__restrict__ k,
              const float *__restrict__ v, int T, int S, int q_offset, int H, int Hkv, float scale,
-             float scale_log2) {
+             float scale_log2, const float *__restrict__ rcos, const float *__restrict__ rsin,
+             const int *__restrict__ rpos) {
     constexpr int W = stride_w<D>(), NT = D / 8, KD = D / 16, NK = BK / 8;
     extern __shared__ __align__(16) uint32_t shw[];
     constexpr int NTHR = THREADS * HG;
@@ -524,6 +550,7 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
         const int t = half ? rb : ra;
         if (t >= T) continue;
         const size_t at = (((size_t)b * T + t) * H + h) * D + 2 * tq;
+        if (rcos) rope_back_row<NT>(gq, half, rcos, rsin, (size_t)rpos[(size_t)b * T + t] * (D / 2), tq);
 #pragma unroll
         for (int n = 0; n < NT; n++)  // (set: every query row of the tile is written)
             *reinterpret_cast<float2 *>(dq + at + n * 8) =

@@ -12,6 +12,9 @@
 // then (OC + rpad, IC + rpad) with row stride ld = IC + rpad, B^T in the columns after W and
 // A^T in the rows below it (written on each call of lora.cu's linear_lora_*), so that one GEMM
 // a direction adds the adapter's product (see lora.cu).
+#include <stddef.h>
+#include <string.h>
+
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/linear.cuh"
 
@@ -80,6 +83,78 @@ void cuda_gemm_bf16_c(bool transA, bool transB, int M, int N, int K, float alpha
                               ldb, A, CUDA_R_16BF, lda, &beta, C, ct, ldc, CUBLAS_COMPUTE_32F,
                               CUBLAS_GEMM_DEFAULT));
 }
+// D = A op(B) + R through cuBLASLt, whose C (read) and D (written) may be apart: the add that
+// followed o's and down's products (out, then mid = x + out: three f32 passes over (N, C)) is
+// the epilogue's read of R. Its algorithm is cuBLASLt's first heuristic choice for the shape
+// and the operands' alignments, no workspace (so a recording may capture it), cached: one
+// query a shape, not one a call (the experiment's evaluations run without graphs).
+static int align_bytes(const void *p) {
+    const uintptr_t a = (uintptr_t)p;
+    int b = 256;
+    while (b > 4 && a % b) b /= 2;
+    return b;
+}
+void cuda_gemm_bf16_res(bool transB, int M, int N, int K, const __nv_bfloat16 *A, int lda,
+                        const __nv_bfloat16 *B, int ldb, const float *R, int ldr, float *D,
+                        int ldd) {
+    // column-major view (as cublasGemmEx's callers): D^T (N,M) = op(B)^T (N,K) @ A^T (K,M) + R^T
+    const cublasOperation_t ta = transB ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t lb, la, lr, ld;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, transB ? K : N, transB ? N : K, ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, K, M, lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lr, CUDA_R_32F, N, M, ldr));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, N, M, ldd));
+    typedef struct {
+        int M, N, K, lda, ldb, ldr, ldd, transB, al[4];
+        cublasLtMatmulAlgo_t algo;
+    } Choice;
+    static Choice cache[32];
+    static int cached = 0;
+    const Choice key = {M, N, K, lda, ldb, ldr, ldd, transB,
+                        {align_bytes(A), align_bytes(B), align_bytes(R), align_bytes(D)}, {}};
+    const Choice *c = NULL;
+    for (int i = 0; i < cached && !c; i++)
+        if (!memcmp(&cache[i], &key, offsetof(Choice, algo))) c = &cache[i];
+    Choice found = key;
+    if (!c) {
+        cublasLtMatmulPreference_t pref;
+        CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+        const size_t ws = 0;
+        const uint32_t al[4] = {(uint32_t)key.al[1], (uint32_t)key.al[0], (uint32_t)key.al[2],
+                                (uint32_t)key.al[3]};  // (Lt's A is our B)
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+            pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+        static const cublasLtMatmulPreferenceAttributes_t which[4] = {
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+        for (int i = 0; i < 4; i++)
+            CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]));
+        cublasLtMatmulHeuristicResult_t res;
+        int got = 0;
+        CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(cuda_cublaslt(), op, lb, la, lr, ld, pref, 1,
+                                                    &res, &got));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+        if (got < 1) {
+            fprintf(stderr, "tunelens: cuBLASLt has no algorithm for a %d x %d x %d product\n", M,
+                    N, K);
+            exit(1);
+        }
+        found.algo = res.algo;
+        if (cached < 32) cache[cached++] = found;
+        c = &found;
+    }
+    const float one = 1.0f;
+    CUBLAS_CHECK(cublasLtMatmul(cuda_cublaslt(), op, &one, B, lb, A, la, &one, R, lr, D, ld,
+                                &c->algo, NULL, 0, cudaStreamPerThread));
+    cublasLtMatrixLayoutDestroy(ld), cublasLtMatrixLayoutDestroy(lr);
+    cublasLtMatrixLayoutDestroy(la), cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatmulDescDestroy(op);
+}
+
 static void gemm_bf16_rm(bool transA, bool transB, int M, int N, int K, float alpha,
                          const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
                          float beta, float *C, int ldc) {

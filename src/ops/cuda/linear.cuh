@@ -17,6 +17,11 @@ void cuda_gemm_bf16_rm(bool transA, bool transB, int M, int N, int K, float alph
 #define GS_MAX_M 128
 bool cuda_gemm_small(bool transB, int M, int N, int K, float alpha, const __nv_bfloat16 *A,
                      int lda, const __nv_bfloat16 *B, int ldb, float beta, float *C, int ldc);
+// row-major D (M,N) = A (M,K) @ op(B) + R (M,N) (rows ldr apart; R may be D), f32 R and D:
+// one GEMM whose epilogue adds R (the residual stream's add after o and down)
+void cuda_gemm_bf16_res(bool transB, int M, int N, int K, const __nv_bfloat16 *A, int lda,
+                        const __nv_bfloat16 *B, int ldb, const float *R, int ldr, float *D,
+                        int ldd);
 // the same with C of type ct (CUDA_R_32F or CUDA_R_16BF)
 void cuda_gemm_bf16_c(bool transA, bool transB, int M, int N, int K, float alpha,
                       const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,

@@ -829,20 +829,14 @@ static int lora_ldg(int OC, int r) { return r > 0 ? cuda_lora_ld(OC + lora_pad(r
 // or rows): hi + lo is v within 2^-16 relative, the bf16 rows are exact, the products exact in
 // f32, summed in f32; the fold (or lora_sum) adds the two parts' sums. So the results stay
 // within f32's rounding plus 2^-16 relative a term, not bf16's 2^-8. Sums over the rows (dA,
-// dB) may go in K slices, partials summed in a fixed order. TUNELENS_CUDA_RANK_GEMM=0: the
-// kernels above for every N (the bits of the f32 input's path).
+// TUNELENS_CUDA_RANK_GEMM=0: the kernels above for every N (the bits of the f32 input's path).
+// (Sums over the rows cut in K slices, two or four, made the 8 x 512 LoRA step 0.7 and 1.6 ms
+// slower on an H100: cuBLAS splits them itself.)
 #define LORA_GEMM_ROWS 128
 static bool rank_gemm(int N) {
     static int on = -1;
     if (on < 0) on = cuda_env_int("TUNELENS_CUDA_RANK_GEMM", 1);
     return on && N > LORA_GEMM_ROWS;
-}
-// K slices of a rank GEMM summing over K terms: TUNELENS_CUDA_RANK_SLICES (for measurements;
-// default 1), each slice at least 512 terms
-static int rank_slices(int K) {
-    static int want = -1;
-    if (want < 0) want = std::max(1, std::min(16, cuda_env_int("TUNELENS_CUDA_RANK_SLICES", 1)));
-    return std::max(1, std::min(want, K / 512));
 }
 // floats rounded up to 64 (256 bytes: the workspace's pieces stay aligned for cuBLAS)
 static size_t al64(size_t floats) { return (floats + 63) / 64 * 64; }
@@ -894,25 +888,15 @@ static void split_run(SplitArgs *a) {
     a->n = 0;
 }
 
-// P[s] (M, Nc) = op(A) @ op(B) over slice s of the K terms (S slices, the last takes the rest;
-// partials pstride floats apart, row stride ldp): bf16 operands at row strides lda, ldb
+// P (M, Nc) = op(A) @ op(B), bf16 operands at row strides lda, ldb, P's rows ldp apart
 static void rank_gemm_run(bool ta, bool tb, int M, int Nc, int K, const __nv_bfloat16 *A,
-                          int lda, const __nv_bfloat16 *B, int ldb, float *P, int ldp,
-                          int64_t pstride, int S) {
-    const int ks = (K + S - 1) / S;
-    for (int s = 0; s < S; s++) {
-        const int k0 = s * ks, kn = std::min(K, k0 + ks) - k0;
-        const __nv_bfloat16 *As = ta ? A + (size_t)k0 * lda : A + k0;
-        const __nv_bfloat16 *Bs = tb ? B + k0 : B + (size_t)k0 * ldb;
-        cuda_gemm_bf16_rm(ta, tb, M, Nc, kn, 1.0f, As, lda, Bs, ldb, 0.0f, P + s * pstride, ldp);
-    }
+                          int lda, const __nv_bfloat16 *B, int ldb, float *P, int ldp) {
+    cuda_gemm_bf16_rm(ta, tb, M, Nc, K, 1.0f, A, lda, B, ldb, 0.0f, P, ldp);
 }
 
-// S (N, r) from np partials: S[n][k] = sscale * sum_p P[p * pstride + n * ldp + k] (lo_off > 0:
-// each partial a rank GEMM's two parts, P[..] + P[.. + lo_off]), kept in Sout (row stride lds)
-// unless NULL, and bf16(xscale * S) into Xb[n * ldx + k] for k < pad (0 past r) unless NULL,
-// and S split in two bf16 parts into Hs[n * ldh + k] (hi) and Hs[n * ldh + hoff + k] (lo) for
-// the next rank GEMM unless NULL
+// S (N, r) from np partials: S[n][k] = sscale * sum_p P[p * pstride + n * ldp + k] (a rank
+// GEMM's: its two parts, pstride = r), kept in Sout (row stride lds) unless NULL, and
+// bf16(xscale * S) into Xb[n * ldx + k] for k < pad (0 past r) unless NULL
 typedef struct {
     const float *P;
     int64_t pstride;
@@ -924,9 +908,6 @@ typedef struct {
     int ldx;
     float xscale;
     int N, r, pad;
-    int64_t lo_off;
-    __nv_bfloat16 *Hs;
-    int ldh, hoff;
 } FoldS;
 // a bf16 copy of an adapter into a handle's padding: dst[a * da + b * db] = bf16(src[a A2 + b])
 typedef struct {
@@ -956,13 +937,9 @@ __global__ static void lora_fold_kernel(const __grid_constant__ FoldArgs a) {
         const int k = (int)(i - n * s.pad);
         float v = 0.0f;
         if (k < s.r) {
-            for (int p = 0; p < s.np; p++) {
-                const float *q = s.P + (size_t)p * s.pstride + n * s.ldp + k;
-                v += s.lo_off ? q[0] + q[s.lo_off] : q[0];
-            }
+            for (int p = 0; p < s.np; p++) v += s.P[(size_t)p * s.pstride + n * s.ldp + k];
             v *= s.sscale;
             if (s.Sout) s.Sout[n * s.lds + k] = v;
-            if (s.Hs) split_bf16(s.Hs + n * s.ldh + k, s.hoff, v);
         }
         if (s.Xb) s.Xb[n * s.ldx + k] = __float2bfloat16_rn(s.xscale * v);
     } else if (t < 2 * LORA_SEGS) {
@@ -988,7 +965,7 @@ typedef struct {
     int ns, nw, nj;
 } Fold;
 static void fold_s(Fold *f, const FoldS &s) {
-    if (s.Sout || s.Xb || s.Hs) f->a.s[f->ns++] = s;
+    if (s.Sout || s.Xb) f->a.s[f->ns++] = s;
 }
 static void fold_w(Fold *f, const FoldW &w) { f->a.w[f->nw++] = w; }
 static void fold_j(Fold *f, const LoraSum &j) { f->a.j[f->nj++] = j; }
@@ -1061,9 +1038,18 @@ int cuda_lora_input16_ld(int IC, int r) { return r > 0 ? cuda_lora_ld(IC + lora_
 // (out16: the op after it reads bf16)
 static void lora_out_gemm(const LinearLora &l, int N, int K, const __nv_bfloat16 *X, int ldx,
                           const __nv_bfloat16 *w, int ldw) {
+    // out = res + the product: the add in the GEMM's epilogue (TUNELENS_CUDA_RES_GEMM=0, for
+    // comparisons: an add after it)
+    static int res_gemm = -1;
+    if (res_gemm < 0) res_gemm = cuda_env_int("TUNELENS_CUDA_RES_GEMM", 1);
+    if (l.res && res_gemm) {
+        cuda_gemm_bf16_res(true, N, l.OC, K, X, ldx, w, ldw, l.res, l.OC, l.out, l.OC);
+        return;
+    }
     cuda_gemm_bf16_c(false, true, N, l.OC, K, 1.0f, X, ldx, w, ldw, 0.0f,
                      l.out16 ? (void *)l.out16 : (void *)l.out,
                      l.out16 ? CUDA_R_16BF : CUDA_R_32F, l.OC);
+    if (l.res) cuda_add_forward(l.out, l.res, l.out, (int64_t)N * l.OC);
 }
 
 void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, const uint16_t *inp16,
@@ -1090,6 +1076,7 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
             if (l[i].r > 0)
                 cuda_lora_forward(l[i].out, l[i].xa, inp, l[i].A, l[i].B, N, IC, l[i].OC, l[i].r,
                                   l[i].scale, NULL);
+            if (l[i].res) cuda_add_forward(l[i].out, l[i].res, l[i].out, (int64_t)N * l[i].OC);
         }
         return;
     }
@@ -1103,28 +1090,29 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
                    (size_t)(ranked - (inp16 ? 0 : 1)) * sx * sizeof(float) <= LORA_BATCH_BYTES
                        ? ranked : 1;
     const bool in_place = inp16 && nx == 1;  // the folds write into inp16's room
-    const int gx = R && !gemm ? lora_gx_dots(IC, R, false) : 0, S = gemm ? rank_slices(IC) : 0;
+    const int gx = R && !gemm ? lora_gx_dots(IC, R, false) : 0;
     const size_t n_a = !gemm && ranked > LORA_SEGS ? (size_t)IC * R : 0;
     const size_t n_x = in_place ? 0 : nx * sx;
-    const size_t n_p = gemm ? al64((size_t)S * N * 2 * R) + bf16_floats((size_t)IC * 2 * R)
+    const size_t n_p = gemm ? al64((size_t)N * 2 * R) + bf16_floats((size_t)IC * 2 * R)
                             : (size_t)gx * N * R;
     float *ws = cuda_workspace(n_x + n_a + n_p);
     __nv_bfloat16 *X = in_place ? (__nv_bfloat16 *)inp16 : (__nv_bfloat16 *)ws;
     if (in_place) ldx = ld16;
     float *Acat = ws + n_x, *Pd = Acat + n_a;
-    // xa's partials as the folds read them: P[p * pstride + n * ldp + k] (+ the lo part's)
-    int64_t pstride = (int64_t)N * R, lo_off = 0;
+    // xa's partials as the folds read them: P[p * pstride + n * ldp + k]
+    int64_t pstride = (int64_t)N * R;
     int np = gx, ldp = R;
     if (gemm) {
-        // P (S, N, 2R) = x (N,IC) @ [A_hi | A_lo] (IC, 2R), the A's split side by side
-        __nv_bfloat16 *SA = (__nv_bfloat16 *)(Pd + al64((size_t)S * N * 2 * R));
+        // P (N, 2R) = x (N,IC) @ [A_hi | A_lo] (IC, 2R), the A's split side by side: two
+        // partials, R columns apart
+        __nv_bfloat16 *SA = (__nv_bfloat16 *)(Pd + al64((size_t)N * 2 * R));
         SplitArgs sa{};
         for (int i = 0, off = 0; i < n; off += l[i].r, i++)
             split_add(&sa, SplitJob{l[i].A, SA + off, l[i].r, 2 * R, R, IC, l[i].r});
         split_run(&sa);
         rank_gemm_run(false, false, N, 2 * R, IC, (const __nv_bfloat16 *)inp16, ld16, SA, 2 * R,
-                      Pd, 2 * R, (int64_t)N * 2 * R, S);
-        pstride = (int64_t)N * 2 * R, np = S, ldp = 2 * R, lo_off = R;
+                      Pd, 2 * R);
+        pstride = R, np = 2, ldp = 2 * R;
     } else if (R == 0) {
         cuda_to_bf16_rows(X, ldx, inp, N, IC);
     } else {
@@ -1157,7 +1145,7 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
         const int r = l[i].r, OC = l[i].OC;
         fold_s(&f, FoldS{Pd + off, pstride, np, ldp, 1.0f, l[i].xa, r, Xi + IC, ldx, l[i].scale,
-                         N, r, lora_pad(r), lo_off});
+                         N, r, lora_pad(r)});
         fold_w(&f, FoldW{l[i].B, hw + IC, (int64_t)r * OC, 1, hld, OC});
     };
     if (nx > 1) {
@@ -1219,19 +1207,17 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     auto ld_dout16 = [&](int i) { return l[i].ld_dout16 > 0 ? l[i].ld_dout16 : l[i].OC; };
     auto ldg_of = [&](int i) { return in_place(i) ? ld_dout16(i) : lora_ldg(l[i].OC, l[i].r); };
     // a layer whose dxa and dB are rank GEMMs over its bf16 dout (many rows), and its scratch:
-    // Pd [dxa's parts (S1, N, 2r) | bf16 [xa_hi | xa_lo] (N, 2r)], Pc [dB's parts (S2, 2r, OC)
-    // | bf16 [B_hi ; B_lo] (2r, OC)]; else lora_rowdot's partials
+    // Pd [dxa's parts (N, 2r) | bf16 [xa_hi | xa_lo] (N, 2r)], Pc [dB's parts (2r, OC) | bf16
+    // [B_hi ; B_lo] (2r, OC)]; else lora_rowdot's partials
     auto rank_layer = [&](int i) { return l[i].r > 0 && l[i].dout16 && rank_gemm(N); };
     auto pd_of = [&](int i) {
         const int r = l[i].r;
-        return rank_layer(i) ? al64((size_t)rank_slices(l[i].OC) * N * 2 * r) +
-                                   bf16_floats((size_t)N * 2 * r)
+        return rank_layer(i) ? al64((size_t)N * 2 * r) + bf16_floats((size_t)N * 2 * r)
                              : al64(lora_pd_floats(N, l[i].OC, r));
     };
     auto pc_of = [&](int i) {
         const int r = l[i].r, OC = l[i].OC;
-        return rank_layer(i) ? al64((size_t)rank_slices(N) * 2 * r * OC) +
-                                   bf16_floats((size_t)2 * r * OC)
+        return rank_layer(i) ? al64((size_t)2 * r * OC) + bf16_floats((size_t)2 * r * OC)
                              : gy > 1 ? al64(lora_pc_floats(N, OC, r)) : 0;
     };
     int R = 0, any_dA = 0, ranked = 0, same = 1, rc0 = 0, db0 = 0, g160 = 0, any_w16 = 0;
@@ -1256,13 +1242,12 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     const bool batch = ranked > 1 && n <= LORA_SEGS && same &&
                        (s_g - n_g) * sizeof(float) <= LORA_BATCH_BYTES;
     const bool direct_dA = gy == 1 && ranked <= LORA_SEGS;
-    // dA as a rank GEMM over the bf16 input: the folds write dxa split, [dxa_hi | dxa_lo]
-    // (N, 2R), for it; its parts Pa (S3, 2R, IC)
+    // dA as a rank GEMM over the bf16 input: dxa split, [dxa_hi | dxa_lo] (N, 2R), after dxa;
+    // its parts Pa (2R, IC)
     const bool gemm_dA = any_dA && inp16 && rank_gemm(N);
-    const int S3 = gemm_dA ? rank_slices(N) : 0;
-    const size_t n_dxa = !any_dA ? 0 : gemm_dA ? bf16_floats((size_t)N * 2 * R) : al64((size_t)N * R);
+    const size_t n_dxa = !any_dA ? 0 : al64((size_t)N * R) + (gemm_dA ? bf16_floats((size_t)N * 2 * R) : 0);
     const size_t n_pa = !any_dA || direct_dA ? 0
-                        : gemm_dA ? al64((size_t)S3 * 2 * R * IC) : lora_pc_floats(N, IC, R);
+                        : gemm_dA ? al64((size_t)2 * R * IC) : lora_pc_floats(N, IC, R);
     const size_t g_all = batch ? s_g : n_g, pd_all = batch ? s_pd : n_pd;
     const size_t pc_all = batch ? s_pc : n_pc;
     // the masters' weight gradients: bf16(inp) once for the group, first (256-byte aligned, as
@@ -1276,14 +1261,13 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     ws += n_x;
     // [dout | bf16(dxa)]: each layer its own (batched) or one layer's at a time
     float *dxa = ws + g_all, *Pd = dxa + n_dxa, *Pc = Pd + pd_all, *Pa = Pc + pc_all;
-    __nv_bfloat16 *dxs = gemm_dA ? (__nv_bfloat16 *)dxa : NULL;  // (then dxa itself is not kept)
-    if (gemm_dA) dxa = NULL;
+    __nv_bfloat16 *dxs = gemm_dA ? (__nv_bfloat16 *)(dxa + al64((size_t)N * R)) : NULL;
     Fold f{};
     RowdotJob js[LORA_SEGS];
     int nj = 0;
     // the rank GEMM layers waiting for their products (after their operands' split)
     typedef struct {
-        int i, S1, S2;
+        int i;
         float *P, *Pb;
         const __nv_bfloat16 *xs, *SB;
     } RankJob;
@@ -1296,13 +1280,10 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
             const RankJob &k = rk[q];
             const int r = l[k.i].r, OC = l[k.i].OC, ldd = ld_dout16(k.i);
             const __nv_bfloat16 *D = (const __nv_bfloat16 *)l[k.i].dout16;
-            // dxa's parts (S1, N, 2r) = dout (N,OC) @ [B_hi ; B_lo]^T (OC, 2r)
-            rank_gemm_run(false, true, N, 2 * r, OC, D, ldd, k.SB, OC, k.P, 2 * r,
-                          (int64_t)N * 2 * r, k.S1);
-            // dB's parts (S2, 2r, OC) = [xa_hi | xa_lo]^T (2r, N) @ dout (N,OC)
-            if (l[k.i].dB)
-                rank_gemm_run(true, false, 2 * r, OC, N, k.xs, 2 * r, D, ldd, k.Pb, OC,
-                              (int64_t)2 * r * OC, k.S2);
+            // dxa's parts (N, 2r) = dout (N,OC) @ [B_hi ; B_lo]^T (OC, 2r)
+            rank_gemm_run(false, true, N, 2 * r, OC, D, ldd, k.SB, OC, k.P, 2 * r);
+            // dB's parts (2r, OC) = [xa_hi | xa_lo]^T (2r, N) @ dout (N,OC)
+            if (l[k.i].dB) rank_gemm_run(true, false, 2 * r, OC, N, k.xs, 2 * r, D, ldd, k.Pb, OC);
         }
         nrk = 0;
     };
@@ -1319,23 +1300,20 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
         if (rank_layer(i)) {
-            const int S1 = rank_slices(OC), S2 = rank_slices(N);
-            __nv_bfloat16 *xs = (__nv_bfloat16 *)(Pdi + al64((size_t)S1 * N * 2 * r));
-            __nv_bfloat16 *SB = (__nv_bfloat16 *)(Pci + al64((size_t)S2 * 2 * r * OC));
+            __nv_bfloat16 *xs = (__nv_bfloat16 *)(Pdi + al64((size_t)N * 2 * r));
+            __nv_bfloat16 *SB = (__nv_bfloat16 *)(Pci + al64((size_t)2 * r * OC));
             split_add(&sp, SplitJob{l[i].B, SB, OC, OC, (int64_t)r * OC, r, OC});
             if (dB) split_add(&sp, SplitJob{l[i].xa, xs, r, 2 * r, r, N, r});
-            rk[nrk++] = RankJob{i, S1, S2, Pdi, Pci, xs, SB};
+            rk[nrk++] = RankJob{i, Pdi, Pci, xs, SB};
             if (dinp && !ip)  // [dout | bf16(dxa)]'s copy (no pass over dout writes it)
                 CUDA_CHECK(cudaMemcpy2DAsync(Gi, (size_t)ldg * 2, l[i].dout16,
                                              (size_t)ld_dout16(i) * 2, (size_t)OC * 2, N,
                                              cudaMemcpyDeviceToDevice, cudaStreamPerThread));
-            fold_s(&f, FoldS{Pdi, (int64_t)N * 2 * r, S1, 2 * r, l[i].scale,
-                             dxa ? dxa + off : NULL, R, dinp ? Gi + OC : NULL, ldg, 1.0f, N, r,
-                             pad, r, dxs ? dxs + off : NULL, 2 * R, R});
+            fold_s(&f, FoldS{Pdi, r, 2, 2 * r, l[i].scale, any_dA ? dxa + off : NULL, R,
+                             dinp ? Gi + OC : NULL, ldg, 1.0f, N, r, pad});
             if (dinp) fold_w(&f, FoldW{l[i].A, hw + (size_t)OC * hld, (int64_t)IC * r, 1, hld, r});
             if (dB)
-                fold_j(&f, LoraSum{Pci, dB, 2 * S2, OC, OC, 1, 1, (int64_t)r * OC, l[i].scale,
-                                   (int64_t)r * OC});
+                fold_j(&f, LoraSum{Pci, dB, 2, OC, OC, 1, 1, (int64_t)r * OC, l[i].scale});
             return true;
         }
         ColDst cb{};
@@ -1344,9 +1322,8 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
                                    : rows_f32(l[i].dout, OC);
         js[nj] = rowdot_job(Pdi, dB && gy > 1 ? Pci : NULL, &cb, g, wsrc1(l[i].B, 0, r), l[i].xa,
                             OC, r, 1.0f, dinp && !ip ? Gi : NULL, ldg);
-        fold_s(&f, FoldS{Pdi, (int64_t)N * r, js[nj].gx, r, l[i].scale, dxa ? dxa + off : NULL,
-                         R, dinp ? Gi + OC : NULL, ldg, 1.0f, N, r, pad, 0,
-                         dxs ? dxs + off : NULL, 2 * R, R});
+        fold_s(&f, FoldS{Pdi, (int64_t)N * r, js[nj].gx, r, l[i].scale, any_dA ? dxa + off : NULL,
+                         R, dinp ? Gi + OC : NULL, ldg, 1.0f, N, r, pad});
         if (dinp) fold_w(&f, FoldW{l[i].A, hw + (size_t)OC * hld, (int64_t)IC * r, 1, hld, r});
         if (dB && gy > 1)
             fold_j(&f, LoraSum{Pci, dB, gy, OC, OC, 1, 1, (int64_t)r * OC, l[i].scale});
@@ -1414,10 +1391,12 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         return;
     }
     int np_a = gy;  // Pa's partials
-    if (gemm_dA) {  // Pa (S3, 2R, IC) = [dxa_hi | dxa_lo]^T (2R, N) @ x (N,IC)
+    if (gemm_dA) {  // Pa (2R, IC) = [dxa_hi | dxa_lo]^T (2R, N) @ x (N,IC): two partials
+        split_add(&sp, SplitJob{dxa, dxs, R, 2 * R, R, N, R});
+        split_run(&sp);
         rank_gemm_run(true, false, 2 * R, IC, N, dxs, 2 * R, (const __nv_bfloat16 *)inp16, ld16,
-                      Pa, IC, (int64_t)2 * R * IC, S3);
-        np_a = 2 * S3;
+                      Pa, IC);
+        np_a = 2;
     } else {
         lora_rowaxpy(NULL, Pa, x, dxa, 1, 1.0f, NULL, WSrc{}, N, IC, R, 1.0f, 0);
     }

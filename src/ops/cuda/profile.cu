@@ -83,6 +83,7 @@ void cuda_profile_install(Backend *be) {
     PROF(attention_forward);
     PROF(attention_forward16);
     PROF(attention_backward);
+    PROF(attention_backward_rope);
     PROF(swiglu_forward);
     PROF(swiglu_forward16);
     PROF(rmsnorm_forward16);
