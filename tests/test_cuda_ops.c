@@ -1287,16 +1287,26 @@ static void test_rmsnorm(void **state) {
 // ---------------------------------------------------------------------------------------------
 // RoPE
 
-static void rope_case(int N, int H, int D, int max_pos) {
-    char what[128];
-    int half = D / 2;
-    size_t n = (size_t)N * H * D, nt = (size_t)max_pos * half;
+// rope's tables for head size D over max_pos positions (Llama 3's base, no scaling), and N
+// random positions in them
+static void rope_test_tables(int D, int max_pos, int N, float **ct, float **st, int **pos) {
+    const int half = D / 2;
+    const size_t nt = (size_t)max_pos * half;
     float *inv = xmalloc(half * sizeof(float));
     for (int i = 0; i < half; i++) inv[i] = (float)pow(500000.0, -2.0 * i / D);
-    float *ct = xmalloc(nt * sizeof(float)), *st = xmalloc(nt * sizeof(float));
-    rope_tables(ct, st, inv, max_pos, D);
-    int *pos = xmalloc(N * sizeof(int));
-    for (int i = 0; i < N; i++) pos[i] = rng_int(max_pos);
+    *ct = xmalloc(nt * sizeof(float)), *st = xmalloc(nt * sizeof(float));
+    rope_tables(*ct, *st, inv, max_pos, D);
+    free(inv);
+    *pos = xmalloc(N * sizeof(int));
+    for (int i = 0; i < N; i++) (*pos)[i] = rng_int(max_pos);
+}
+
+static void rope_case(int N, int H, int D, int max_pos) {
+    char what[128];
+    size_t n = (size_t)N * H * D, nt = (size_t)max_pos * (D / 2);
+    float *ct, *st;
+    int *pos;
+    rope_test_tables(D, max_pos, N, &ct, &st, &pos);
     float *x = rand_floats(n, 1), *y = copy_floats(x, n), *dy = copy_floats(x, n);
     float *d_ct = dev(ct, nt), *d_st = dev(st, nt), *d_y = dev(x, n), *d_dy = dev(x, n);
     int *d_pos = dev_ints(pos, N);
@@ -1308,7 +1318,7 @@ static void rope_case(int N, int H, int D, int max_pos) {
     G->rope_backward(d_dy, d_ct, d_st, d_pos, N, H, D);
     snprintf(what, sizeof what, "rope bwd N=%d H=%d D=%d", N, H, D);
     check(what, d_dy, dy, n, 2 * tol_signed(2));
-    free(inv), free(ct), free(st), free(pos), free(x), free(y), free(dy);
+    free(ct), free(st), free(pos), free(x), free(y), free(dy);
     gfree(d_ct), gfree(d_st), gfree(d_y), gfree(d_dy), gfree(d_pos);
 }
 
@@ -1546,14 +1556,11 @@ static void test_attention_bf16(void **state) {
 static void attention_rope_case(int prec, int B, int T, int H, int Hkv, int D) {
     char what[160];
     const ComputeDtype dt = att_dtype(prec);
-    const int N = B * T, half = D / 2, max_pos = T + 7;
-    const size_t nq = (size_t)N * H * D, nk = (size_t)N * Hkv * D, nt = (size_t)max_pos * half;
-    float *inv = xmalloc(half * sizeof(float));
-    for (int i = 0; i < half; i++) inv[i] = (float)pow(500000.0, -2.0 * i / D);
-    float *ct = xmalloc(nt * sizeof(float)), *st = xmalloc(nt * sizeof(float));
-    rope_tables(ct, st, inv, max_pos, D);
-    int *pos = xmalloc(N * sizeof(int));
-    for (int i = 0; i < N; i++) pos[i] = rng_int(max_pos);
+    const int N = B * T, max_pos = T + 7;
+    const size_t nq = (size_t)N * H * D, nk = (size_t)N * Hkv * D, nt = (size_t)max_pos * (D / 2);
+    float *ct, *st;
+    int *pos;
+    rope_test_tables(D, max_pos, N, &ct, &st, &pos);
     float *hq = rand_floats(nq, 1), *hk = rand_floats(nk, 1), *hv = rand_floats(nk, 1);
     float *hd = rand_floats(nq, 1);
     float *q = dev(hq, nq), *k = dev(hk, nk), *v = dev(hv, nk), *dout = dev(hd, nq);
@@ -1594,7 +1601,7 @@ static void attention_rope_case(int prec, int B, int T, int H, int Hkv, int D) {
            prec == ATT_BF16 ? "bf16" : prec ? "tf32" : "f32", B, T, H, Hkv, D);
     for (int w = 0; w < 2; w++)
         for (int j = 0; j < 3; j++) gfree(g[w][j]);
-    free(inv), free(ct), free(st), free(pos), free(hq), free(hk), free(hv), free(hd);
+    free(ct), free(st), free(pos), free(hq), free(hk), free(hv), free(hd);
     gfree(q), gfree(k), gfree(v), gfree(dout), gfree(out), gfree(d_ct), gfree(d_st);
     gfree(d_pos), gfree(saved);
 }
