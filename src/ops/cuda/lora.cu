@@ -828,7 +828,8 @@ static int lora_ldg(int OC, int r) { return r > 0 ? cuda_lora_ld(OC + lora_pad(r
 // operand goes in two bf16 parts, hi = bf16(v) and lo = bf16(v - hi), side by side (2r columns
 // or rows): hi + lo is v within 2^-16 relative, the bf16 rows are exact, the products exact in
 // f32, summed in f32; the fold (or lora_sum) adds the two parts' sums. So the results stay
-// within f32's rounding plus 2^-16 relative a term, not bf16's 2^-8. Sums over the rows (dA,
+// within f32's rounding plus 2^-16 relative a term, not bf16's 2^-8. The splits of A, B and xa
+// are one small pass a group (lora_split), dxa's one more before dA.
 // TUNELENS_CUDA_RANK_GEMM=0: the kernels above for every N (the bits of the f32 input's path).
 // (Sums over the rows cut in K slices, two or four, made the 8 x 512 LoRA step 0.7 and 1.6 ms
 // slower on an H100: cuBLAS splits them itself.)
