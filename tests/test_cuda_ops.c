@@ -621,7 +621,8 @@ static void run_benchmarks_lora(void) {
 // have no room for the adapters, equals the unfolded ops (linear + lora) exactly.
 #define LF_MAX 5
 
-// Over more than RANK_GEMM_ROWS rows (lora.cu's LORA_GEMM_ROWS) the rank products that read
+// Over more than RANK_GEMM_ROWS rows (lora.cu's LORA_GEMM_ROWS; any with TUNELENS_CUDA_RANK_GEMM=2,
+// for measurements) the rank products that read
 // a bf16 operand (xa = x A, dxa = s dout B^T, dB = s xa^T dout, dA = x^T dxa) are cuBLAS GEMMs
 // with the f32 operand split in two bf16 parts: each term off by at most 2^-16 of itself (the
 // split; rounded to nearest, of random sign: rounded_inputs_rel), and the sums on tensor cores,
@@ -645,7 +646,8 @@ static double rank_gemm_rel(double K) {
 static void lora_input16_case(LinearLora *l, int n, int N, int IC, const float *inp,
                               float *const *d_dout, const float *di0, float *const *dA0,
                               float *const *dB0, double tol_out, double tol_di) {
-    const int gemm = N > RANK_GEMM_ROWS;
+    const char *rg = getenv("TUNELENS_CUDA_RANK_GEMM");
+    const int gemm = N > RANK_GEMM_ROWS || (rg && atoi(rg) == 2);
     char what[160];
     int rmax = 0;
     for (int i = 0; i < n; i++) rmax = l[i].r > rmax ? l[i].r : rmax;

@@ -830,14 +830,16 @@ static int lora_ldg(int OC, int r) { return r > 0 ? cuda_lora_ld(OC + lora_pad(r
 // f32, summed in f32; the fold (or lora_sum) adds the two parts' sums. So the results stay
 // within f32's rounding plus 2^-16 relative a term, not bf16's 2^-8. The splits of A, B and xa
 // are one small pass a group (lora_split), dxa's one more before dA.
-// TUNELENS_CUDA_RANK_GEMM=0: the kernels above for every N (the bits of the f32 input's path).
+// TUNELENS_CUDA_RANK_GEMM=0: the kernels above for every N (the bits of the f32 input's path);
+// =2: the GEMMs for every N too, dA but where one row block takes it straight (not yet
+// measured at 8 x 9's 72 rows, where the kernels' launches, not their bytes, are the cost).
 // (Sums over the rows cut in K slices, two or four, made the 8 x 512 LoRA step 0.7 and 1.6 ms
 // slower on an H100: cuBLAS splits them itself.)
 #define LORA_GEMM_ROWS 128
 static bool rank_gemm(int N) {
     static int on = -1;
     if (on < 0) on = cuda_env_int("TUNELENS_CUDA_RANK_GEMM", 1);
-    return on && N > LORA_GEMM_ROWS;
+    return on == 2 || (on && N > LORA_GEMM_ROWS);
 }
 // floats rounded up to 64 (256 bytes: the workspace's pieces stay aligned for cuBLAS)
 static size_t al64(size_t floats) { return (floats + 63) / 64 * 64; }
@@ -1245,8 +1247,9 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
     const bool direct_dA = gy == 1 && ranked <= LORA_SEGS;
     // dA as a rank GEMM over the bf16 input: dxa split, [dxa_hi | dxa_lo] (N, 2R), after dxa;
     // its parts Pa (2R, IC)
-    const bool gemm_dA = any_dA && inp16 && rank_gemm(N);
-    const size_t n_dxa = !any_dA ? 0 : al64((size_t)N * R) + (gemm_dA ? bf16_floats((size_t)N * 2 * R) : 0);
+    const bool gemm_dA = any_dA && inp16 && rank_gemm(N) && !direct_dA;
+    const size_t n_dxa = !any_dA ? 0
+                         : al64((size_t)N * R) + (gemm_dA ? bf16_floats((size_t)N * 2 * R) : 0);
     const size_t n_pa = !any_dA || direct_dA ? 0
                         : gemm_dA ? al64((size_t)2 * R * IC) : lora_pc_floats(N, IC, R);
     const size_t g_all = batch ? s_g : n_g, pd_all = batch ? s_pd : n_pd;
