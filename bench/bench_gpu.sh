@@ -21,18 +21,35 @@ BIN=${BIN:-$PWD/$GC/tunelens}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
 . bench/gpu_data.sh
 
+# The card's SM clock and power, sampled every 250 ms while a run trains (-> $OUT/NAME.smi), and
+# their summary over the busy samples (above 200 W): an H100 holds the 8 x 512 steps at its
+# 700 W limit with lower clocks (bench/PROFILE.md, session 20), which the times then include
+smi_start() {
+    nvidia-smi --query-gpu=clocks.sm,power.draw,clocks_throttle_reasons.active \
+        --format=csv,noheader,nounits -lms 250 >"$OUT/$1.smi" 2>/dev/null &
+    SMI_PID=$!
+}
+smi_stop() {
+    kill "$SMI_PID" 2>/dev/null; wait "$SMI_PID" 2>/dev/null
+    awk -F', *' '$2 > 200 { n++; c += $1; if (!m || $1 < m) m = $1; if ($2 > p) p = $2
+                            if ($3 != "0x0000000000000000") t++ }
+        END { if (n) printf "[SM %.0f MHz mean, %d min; %.0f W max; throttled %d/%d samples]",
+                            c / n, m, p, t, n }' "$OUT/$1.smi"
+}
+
 # run NAME MODE DATA ITERS BATCH [flags]: the report line of the last ITERS/2 steps -> $OUT/NAME.log
 run() {
     name=$1 mode=$2 data=$3 iters=$4 batch=$5; shift 5
     case " $SKIP " in *" $name "*) return ;; esac
     lr=1e-4; [ "$mode" = full ] && lr=1e-5
     rm -rf "$OUT/ad-$name"
+    smi_start "$name"
     "$BIN" train --model "$MODEL" --data "$data" --train --iters "$iters" --batch-size "$batch" \
         --num-layers 16 --fine-tune-type "$mode" --learning-rate $lr \
         --steps-per-report "$((iters / 2))" --steps-per-eval 1000000 --val-batches 1 \
         --save-every 1000000 --device cuda --adapter-path "$OUT/ad-$name" --quiet "$@" \
         >"$OUT/$name.log" 2>&1
-    echo "$name: $(grep -E "Iter $iters: Train|rror" "$OUT/$name.log")"
+    echo "$name: $(grep -E "Iter $iters: Train|rror" "$OUT/$name.log") $(smi_stop "$name")"
     rm -rf "$OUT/ad-$name"
 }
 run lora_8x9 lora "$DATA/short" 60 8
