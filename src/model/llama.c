@@ -265,9 +265,10 @@ static int linear_group(const Model *m, const ForwardState *s, const Block *b, s
     if (model_lora_group(m, s, b, NULL, xa, n, ps, drop, be->linear_lora_forward != NULL, l)) {
         for (int i = 0; i < n; i++)
             l[i].out = outs16 ? NULL : outs[i], l[i].out16 = outs16 ? outs16[i] : NULL;
-        if (n == 1 && !outs16) l[0].res = res;
+        const int adds = res && n == 1 && !outs16;  // (one layer's f32 output)
+        if (adds) l[0].res = res;
         be->linear_lora_forward(l, n, in, in16, ld16, N, proj_in_dim(c, ps[0]));
-        return res != NULL;
+        return adds;
     }
     model_require_f32(in != NULL, "forward", "input");
     model_require_f32(!outs16, "forward", "output (gate's and up's)");

@@ -1045,14 +1045,14 @@ static void lora_out_gemm(const LinearLora &l, int N, int K, const __nv_bfloat16
     // comparisons: an add after it)
     static int res_gemm = -1;
     if (res_gemm < 0) res_gemm = cuda_env_int("TUNELENS_CUDA_RES_GEMM", 1);
-    if (l.res && res_gemm) {
+    if (l.res && !l.out16 && res_gemm) {
         cuda_gemm_bf16_res(true, N, l.OC, K, X, ldx, w, ldw, l.res, l.OC, l.out, l.OC);
         return;
     }
     cuda_gemm_bf16_c(false, true, N, l.OC, K, 1.0f, X, ldx, w, ldw, 0.0f,
                      l.out16 ? (void *)l.out16 : (void *)l.out,
                      l.out16 ? CUDA_R_16BF : CUDA_R_32F, l.OC);
-    if (l.res) cuda_add_forward(l.out, l.res, l.out, (int64_t)N * l.OC);
+    if (l.res && !l.out16) cuda_add_forward(l.out, l.res, l.out, (int64_t)N * l.OC);
 }
 
 void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, const uint16_t *inp16,
