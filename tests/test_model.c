@@ -564,7 +564,7 @@ static void test_state_buffers_aligned(void **state) {
             assert_int_equal(forward_state_init(&s, &m, B, T, T + 3, keeps[k]), 0);
             const float *bufs[] = {s.k_cache, s.v_cache, s.resid, s.attn_xn, s.attn_rstd, s.q,
                                    s.probs, s.att_out, s.resid_mid, s.ffn_xn, s.ffn_rstd, s.gate,
-                                   s.up, s.act, s.scratch, s.final_xn, s.final_rstd, s.logits};
+                                   s.up, s.act, s.final_xn, s.final_rstd, s.logits};
             for (size_t j = 0; j < sizeof bufs / sizeof bufs[0]; j++)
                 if (bufs[j] && ((uintptr_t)bufs[j] - (uintptr_t)s.arena) % 256)
                     fail_msg("keep %d, %d x %d: buffer %zu at arena + %zu bytes", keeps[k], B, T,

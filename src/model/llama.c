@@ -124,8 +124,6 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     size_t La = keep_acts == ACTS_ALL ? L : 1;         // layers whose activations are kept
     size_t Lr = keep_acts != ACTS_NONE ? L + 1 : 1;    // residuals kept (+ the final one)
     size_t Lkv = keep_acts == ACTS_CHECKPOINT ? 1 : L; // KV caches (decoding needs every layer)
-    size_t widest = C > F ? C : F;
-    if (HD > widest) widest = HD;
     size_t V = c->vocab_size;
     s->inputs16 = model_inputs16(m, keep_acts, lora_dropout);
     s->ld16_c = s->inputs16 ? input16_ld(m, (int)C) : (int)C;
@@ -153,7 +151,6 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
         !g16 * La * N * F, !g16 * La * N * F, !in16 * Lact * N * F,  // gate, up, act
         La * N_PROJ * N * (size_t)s->lora_rank_max,      // lora_xa
         keep_acts != ACTS_NONE && model_has_dora(m) ? La * dora_y_floats(c, N) : 0,  // dora_y
-        N * widest,                                      // scratch
         N * C, N,                                        // final_xn, final_rstd
         (size_t)logit_rows * V,                          // logits
     };
@@ -162,7 +159,7 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
                      &s->k_cache, &s->v_cache,
                      &s->resid, &s->attn_xn, &s->attn_rstd, &s->q, &s->probs, &s->att_out,
                      &s->resid_mid, &s->ffn_xn, &s->ffn_rstd, &s->gate, &s->up, &s->act,
-                     &s->lora_xa, &s->dora_y, &s->scratch, &s->final_xn, &s->final_rstd,
+                     &s->lora_xa, &s->dora_y, &s->final_xn, &s->final_rstd,
                      &s->logits};
     // every buffer starts on 256 bytes, whatever the sizes before it (an odd B T of rstd's
     // floats would leave the rest unaligned, and the backends' vector kernels would give way

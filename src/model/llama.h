@@ -253,7 +253,6 @@ typedef struct {
     float *lora_xa;     // (B*T, r) per projection, when LoRA is on
     float *dora_y;      // (B*T, out) per projection, when DoRA is on and acts are kept: the
                         // output before its magnitude scaling (backward's gradient of m)
-    float *scratch;     // (B*T, max(C, F, H*D))
     float *final_xn;    // (B*T, C)
     float *final_rstd;  // (B*T)
     float *logits;      // (logit_rows, V): every row's (B*T), (V) when only the last position is
