@@ -303,12 +303,11 @@ void cuda_attention_backward_rope(float *dq, float *dk, float *dv, const float *
                                   const int *pos) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || (!dq && !dk && !dv)) return;
     const CudaRope rope = {cos_t, sin_t, pos};
-    if (cuda_flash_attention_supported(D) &&
-        cuda_flash_attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, T, 0, H, Hkv, D,
-                                      dtype, &rope))
-        return;
     if (!cuda_flash_attention_supported(D))
         cuda_attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, T, 0, H, Hkv, D, dtype);
+    else if (cuda_flash_attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, T, 0, H, Hkv,
+                                           D, dtype, &rope))
+        return;
     if (dq) cuda_rope_backward(dq, cos_t, sin_t, pos, B * T, H, D);
     if (dk) cuda_rope_backward(dk, cos_t, sin_t, pos, B * T, Hkv, D);
 }
