@@ -92,6 +92,7 @@ __device__ static void att_dots(float *p, const float *x, const float *rows, siz
 __global__ static void attn_fwd_kernel(float *out, float *probs, const float *q, const float *k,
                                        const float *v, int T, int S, int q_offset, int H,
                                        int Hkv, int D, float scale) {
+    cuda_pdl_wait();
     extern __shared__ float sh[];
     float *qs = sh, *part = sh + D;
     __shared__ float redf[32];
@@ -135,6 +136,7 @@ __global__ static void attn_bwd_row_kernel(float *dq, float *dS, const float *do
                                            const float *probs, const float *k, const float *v,
                                            int T, int S, int q_offset, int H, int Hkv, int D,
                                            float scale) {
+    cuda_pdl_wait();
     extern __shared__ float sh[];
     float *dos = sh, *part = sh + D;
     __shared__ double redd[32];
@@ -165,6 +167,7 @@ __global__ static void attn_bwd_kv_kernel(float *dk, float *dv, const float *dS,
                                           const float *probs, const float *dout, const float *q,
                                           int B, int T, int S, int q_offset, int H, int Hkv,
                                           int D) {
+    cuda_pdl_wait();
     const int64_t total = (int64_t)B * S * Hkv * D;
     const int group = H / Hkv;
     for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < total;
@@ -195,9 +198,8 @@ static void attn_fwd(float *out, float *probs, const float *q, const float *k, c
                      int B, int T, int S, int q_offset, int H, int Hkv, int D) {
     const int64_t rows = (int64_t)B * H * T;
     const float scale = 1.0f / sqrtf((float)D);
-    attn_fwd_kernel<<<(unsigned)rows, ATT_THREADS, att_shmem(D)>>>(out, probs, q, k, v, T, S,
-                                                                   q_offset, H, Hkv, D, scale);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(attn_fwd_kernel, (unsigned)rows, ATT_THREADS, att_shmem(D), out, probs, q, k, v, T,
+                S, q_offset, H, Hkv, D, scale);
 }
 
 // What attention_forward keeps for the backward pass: the fused kernels' (flash_attention.cu)
@@ -280,15 +282,13 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
     }
     const float scale = 1.0f / sqrtf((float)D);
     if (need_ds) {
-        attn_bwd_row_kernel<<<(unsigned)((int64_t)B * H * T), ATT_THREADS, att_shmem(D)>>>(
-            dq, dS, dout, probs, k, v, T, S, q_offset, H, Hkv, D, scale);
-        CUDA_LAUNCH_CHECK();
+        cuda_launch(attn_bwd_row_kernel, (unsigned)((int64_t)B * H * T), ATT_THREADS, att_shmem(D),
+                    dq, dS, dout, probs, k, v, T, S, q_offset, H, Hkv, D, scale);
     }
     if (dk || dv) {
         const int64_t total = (int64_t)B * S * Hkv * D;
-        attn_bwd_kv_kernel<<<cuda_grid(total, 256), 256>>>(dk, dv, dS, probs, dout, q, B, T, S,
-                                                           q_offset, H, Hkv, D);
-        CUDA_LAUNCH_CHECK();
+        cuda_launch(attn_bwd_kv_kernel, cuda_grid(total, 256), 256, 0, dk, dv, dS, probs, dout, q,
+                    B, T, S, q_offset, H, Hkv, D);
     }
 }
 

@@ -52,6 +52,7 @@ static struct {
     size_t seg_bytes;   // cudaMalloc'd in segments
     Arena *arena;
     std::mutex lock;    // guards the arena and the byte counts
+    bool pdl;           // kernels launched with PDL (cuda_launch: sm_90, TUNELENS_CUDA_PDL)
 } ctx;
 
 static Backend backend;
@@ -61,6 +62,7 @@ static std::once_flag init_once;
 
 cublasHandle_t cuda_cublas(void) { return ctx.handle; }
 cublasLtHandle_t cuda_cublaslt(void) { return ctx.lt; }
+bool cuda_pdl(void) { return ctx.pdl; }
 
 static size_t round_up(size_t n, size_t g) { return (n + g - 1) / g * g; }
 
@@ -307,6 +309,7 @@ static void init(void) {
         return;
     }
     CUBLAS_CHECK(cublasSetStream(ctx.handle, cudaStreamPerThread));
+    ctx.pdl = prop.major >= 9 && cuda_env_int("TUNELENS_CUDA_PDL", 0) != 0;
     CUBLAS_CHECK(cublasLtCreate(&ctx.lt));
     // exact f32 unless a call asks for TF32 (gemm_rm's compute type): no mode between calls
     CUBLAS_CHECK(cublasSetMathMode(ctx.handle, CUBLAS_DEFAULT_MATH));

@@ -39,9 +39,6 @@ extern "C" {
         }                                                                                   \
     } while (0)
 
-// after a kernel launch: a bad configuration shows up here
-#define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
-
 // ---- context (backend_cuda.cu)
 cublasHandle_t cuda_cublas(void);
 cublasLtHandle_t cuda_cublaslt(void);
@@ -63,6 +60,43 @@ void cuda_recording_broken(void);  // ... and one could not be: record_end gives
 // opt_in, if any, has made its opt-ins), 0: they do not; -1: first met while recording (the
 // recording is marked broken: the step runs plainly, and sets them up then).
 int cuda_sm90_setup(int *ready, bool enabled, void (*opt_in)(void));
+
+// ---- launches: programmatic dependent launch (sm_90 and later)
+// Between dependent kernels of a stream the GPU idles while one drains and the next is
+// launched and set up: ~1-2 us a boundary, and a step at 8 x 9 tokens has ~800 of them. With
+// programmatic dependent launch (PDL) the next kernel of ours is launched while the one before
+// it finishes, and waits on the device until it has. The rule that makes it safe: every kernel
+// of ours calls cuda_pdl_wait() first, before it reads or writes global memory, in every block
+// (so a kernel never completes before the one it follows, and completion is transitive). The
+// wait returns when the kernel before has completed and its writes are visible (griddepcontrol
+// .wait); no-op for a kernel launched without PDL. Each then lets the next one launch
+// (launch_dependents): that one's blocks only take free slots and wait.
+// cuBLAS's kernels are launched without it: ordinary stream order before and after them, as
+// for copies and memsets (PDL only overlaps a kernel with the kernel before it).
+// TUNELENS_CUDA_PDL=1 turns it on. Off by default until it has run on a GPU: it was written
+// in a session without one (the waits are no-ops in kernels launched without it).
+__device__ __forceinline__ void cuda_pdl_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+bool cuda_pdl(void);  // the launches use PDL (sm_90 and the switch; backend_cuda.cu)
+
+// kernel<<<grid, block, smem>>>(args...) on the calling thread's stream, with PDL where on; a
+// bad configuration is an error here
+template <typename... P, typename... A>
+static inline void cuda_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                               A &&...args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem;
+    cfg.stream = cudaStreamPerThread;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at, cfg.numAttrs = cuda_pdl() ? 1 : 0;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<A &&>(args)...));
+}
 
 // Grid size for a grid-stride loop over n items with `threads` per block.
 static inline unsigned cuda_grid(int64_t n, int threads) {

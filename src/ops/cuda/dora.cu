@@ -7,6 +7,7 @@
 // norm[o] = sqrt(sum_i (w[o][i] + sum_k (scale B[k][o]) A[i][k])^2), squares summed in double
 __global__ static void dora_norm_kernel(float *norm, const float *w, const float *A,
                                         const float *B, int IC, int OC, int r, float scale) {
+    cuda_pdl_wait();
     __shared__ double red[32];
     const int o = blockIdx.x;
     const float *wo = w + (size_t)o * IC;
@@ -24,6 +25,7 @@ __global__ static void dora_norm_kernel(float *norm, const float *w, const float
 
 __global__ static void dora_fwd_kernel(float *out, float *y, const float *mag, const float *norm,
                                        int64_t n, int OC) {
+    cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         const int o = (int)(i % OC);
@@ -35,6 +37,7 @@ __global__ static void dora_fwd_kernel(float *out, float *y, const float *mag, c
 
 __global__ static void dora_dy_kernel(float *dy, const float *dout, const float *mag,
                                       const float *norm, int64_t n, int OC) {
+    cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         const int o = (int)(i % OC);
@@ -45,6 +48,7 @@ __global__ static void dora_dy_kernel(float *dy, const float *dout, const float 
 // dmag[o] += sum_n dout[n][o] y[n][o] / norm[o]: consecutive threads read consecutive columns
 __global__ static void dora_dmag_kernel(float *dmag, const float *dout, const float *y,
                                         const float *norm, int N, int OC) {
+    cuda_pdl_wait();
     const int o = blockIdx.x * blockDim.x + threadIdx.x;
     if (o >= OC) return;
     double s = 0;
@@ -55,24 +59,20 @@ __global__ static void dora_dmag_kernel(float *dmag, const float *dout, const fl
 void cuda_dora_norm(float *norm, const float *w, const float *A, const float *B, int IC, int OC,
                     int r, float scale) {
     if (OC <= 0) return;
-    dora_norm_kernel<<<OC, 256>>>(norm, w, A, B, IC, OC, r, scale);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(dora_norm_kernel, OC, 256, 0, norm, w, A, B, IC, OC, r, scale);
 }
 
 void cuda_dora_forward(float *out, float *y, const float *mag, const float *norm, int N, int OC) {
     const int64_t n = (int64_t)N * OC;
     if (n <= 0) return;
-    dora_fwd_kernel<<<cuda_grid(n, 256), 256>>>(out, y, mag, norm, n, OC);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(dora_fwd_kernel, cuda_grid(n, 256), 256, 0, out, y, mag, norm, n, OC);
 }
 
 void cuda_dora_backward(float *dy, float *dmag, const float *dout, const float *y,
                         const float *mag, const float *norm, int N, int OC) {
     const int64_t n = (int64_t)N * OC;
     if (n <= 0) return;
-    dora_dy_kernel<<<cuda_grid(n, 256), 256>>>(dy, dout, mag, norm, n, OC);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(dora_dy_kernel, cuda_grid(n, 256), 256, 0, dy, dout, mag, norm, n, OC);
     if (!dmag) return;
-    dora_dmag_kernel<<<(OC + 127) / 128, 128>>>(dmag, dout, y, norm, N, OC);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(dora_dmag_kernel, (OC + 127) / 128, 128, 0, dmag, dout, y, norm, N, OC);
 }

@@ -6,6 +6,7 @@
 
 // inp (N,C) -> out (N,C) = mask * inp / (1-p); out may be inp
 __global__ static void dropout_fwd_kernel(float *out, const float *inp, DropMask m, int N, int C) {
+    cuda_pdl_wait();
     const int64_t n_all = (int64_t)N * C;
     for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < n_all;
          j += (int64_t)gridDim.x * blockDim.x) {
@@ -16,6 +17,7 @@ __global__ static void dropout_fwd_kernel(float *out, const float *inp, DropMask
 
 // dinp (N,C) += mask * dout / (1-p)
 __global__ static void dropout_bwd_kernel(float *dinp, const float *dout, DropMask m, int N, int C) {
+    cuda_pdl_wait();
     const int64_t n_all = (int64_t)N * C;
     for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < n_all;
          j += (int64_t)gridDim.x * blockDim.x) {
@@ -27,13 +29,11 @@ __global__ static void dropout_bwd_kernel(float *dinp, const float *dout, DropMa
 void cuda_dropout_forward(float *out, const float *inp, const Dropout *d, int N, int C) {
     const int64_t n = (int64_t)N * C;
     if (n <= 0) return;
-    dropout_fwd_kernel<<<cuda_grid(n, 256), 256>>>(out, inp, drop_mask(d), N, C);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(dropout_fwd_kernel, cuda_grid(n, 256), 256, 0, out, inp, drop_mask(d), N, C);
 }
 
 void cuda_dropout_backward(float *dinp, const float *dout, const Dropout *d, int N, int C) {
     const int64_t n = (int64_t)N * C;
     if (n <= 0) return;
-    dropout_bwd_kernel<<<cuda_grid(n, 256), 256>>>(dinp, dout, drop_mask(d), N, C);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(dropout_bwd_kernel, cuda_grid(n, 256), 256, 0, dinp, dout, drop_mask(d), N, C);
 }

@@ -4,6 +4,7 @@
 
 // out (n) = a (n) + b (n); out may be a or b
 __global__ static void add_kernel(float *out, const float *a, const float *b, int64_t n) {
+    cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         out[i] = a[i] + b[i];
@@ -11,6 +12,7 @@ __global__ static void add_kernel(float *out, const float *a, const float *b, in
 
 // the same over n4 float4s
 __global__ static void add4_kernel(float4 *out, const float4 *a, const float4 *b, int64_t n4) {
+    cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
         const float4 x = a[i], y = b[i];
@@ -21,12 +23,11 @@ __global__ static void add4_kernel(float4 *out, const float4 *a, const float4 *b
 static void add(float *out, const float *a, const float *b, int64_t n) {
     if (n <= 0) return;
     if (n % 4 == 0 && cuda_aligned16(out) && cuda_aligned16(a) && cuda_aligned16(b)) {
-        add4_kernel<<<cuda_grid(n / 4, 256), 256>>>((float4 *)out, (const float4 *)a,
-                                                    (const float4 *)b, n / 4);
+        cuda_launch(add4_kernel, cuda_grid(n / 4, 256), 256, 0, (float4 *)out, (const float4 *)a,
+                    (const float4 *)b, n / 4);
     } else {
-        add_kernel<<<cuda_grid(n, 256), 256>>>(out, a, b, n);
+        cuda_launch(add_kernel, cuda_grid(n, 256), 256, 0, out, a, b, n);
     }
-    CUDA_LAUNCH_CHECK();
 }
 
 // out (n) = a (n) + b (n)

@@ -6,6 +6,7 @@
 // ids (N), table (V,C) -> out (N,C)
 __global__ static void embedding_fwd_kernel(float *out, const int *ids, const float *table, int N,
                                             int C) {
+    cuda_pdl_wait();
     const int64_t total = (int64_t)N * C;
     for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < total;
          j += (int64_t)gridDim.x * blockDim.x) {
@@ -17,13 +18,13 @@ __global__ static void embedding_fwd_kernel(float *out, const int *ids, const fl
 void cuda_embedding_forward(float *out, const int *ids, const float *table, int N, int C) {
     const int64_t total = (int64_t)N * C;
     if (total <= 0) return;
-    embedding_fwd_kernel<<<cuda_grid(total, 256), 256>>>(out, ids, table, N, C);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(embedding_fwd_kernel, cuda_grid(total, 256), 256, 0, out, ids, table, N, C);
 }
 
 // ids (N), w (V rows of ld, bf16: a handle's weight) -> out (N,C) f32, exactly the bf16 values
 __global__ static void embedding_bf16_kernel(float *out, const int *ids,
                                              const __nv_bfloat16 *w, int ld, int N, int C) {
+    cuda_pdl_wait();
     const int64_t total = (int64_t)N * C;
     for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < total;
          j += (int64_t)gridDim.x * blockDim.x) {
@@ -42,6 +43,5 @@ void cuda_linear_rows(float *out, const int *ids, const LinearWeight *h, int N) 
     const int C = ld - rpad;
     const int64_t total = (int64_t)N * C;
     if (total <= 0) return;
-    embedding_bf16_kernel<<<cuda_grid(total, 256), 256>>>(out, ids, w, ld, N, C);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(embedding_bf16_kernel, cuda_grid(total, 256), 256, 0, out, ids, w, ld, N, C);
 }

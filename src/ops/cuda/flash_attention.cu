@@ -74,6 +74,7 @@ template <int D>
 __global__ void __launch_bounds__(FA_THREADS)
 fa_fwd_kernel(float *out, float *saved_lse, float *saved_out, const float *q, const float *k,
               const float *v, int T, int S, int q_offset, int H, int Hkv, float scale_log2) {
+    cuda_pdl_wait();
     constexpr int P = D + 1, DJ = D / 16;
     extern __shared__ float sh[];
     float *Qs = sh, *Ks = Qs + FA_TILE * P, *Vs = Ks + FA_TILE * P, *Ps = Vs + FA_TILE * P;
@@ -174,6 +175,7 @@ fa_fwd_kernel(float *out, float *saved_lse, float *saved_out, const float *q, co
 // delta (B,H,T) = dout . out per query row: one warp a row
 __global__ static void fa_delta_kernel(float *delta, const float *dout, const float *out, int B,
                                        int T, int H, int D) {
+    cuda_pdl_wait();
     const int64_t rows = (int64_t)B * H * T;
     const int lane = threadIdx.x & 31;
     for (int64_t row = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5; row < rows;
@@ -207,6 +209,7 @@ __global__ void __launch_bounds__(FA_THREADS)
 fa_bwd_kv_kernel(float *dk, float *dv, const float *dout, const float *lse, const float *delta,
                  const float *q, const float *k, const float *v, int T, int S, int q_offset,
                  int H, int Hkv, float scale, float scale_log2) {
+    cuda_pdl_wait();
     constexpr int P = D + 1, DJ = D / 16, PP = FA_TILE + 1;
     extern __shared__ float sh[];
     float *Ks = sh, *Vs = Ks + FA_TILE * P, *Qs = Vs + FA_TILE * P, *dOs = Qs + FA_TILE * P;
@@ -311,6 +314,7 @@ __global__ void __launch_bounds__(FA_THREADS)
 fa_bwd_q_kernel(float *dq, const float *dout, const float *lse, const float *delta,
                 const float *q, const float *k, const float *v, int T, int S, int q_offset,
                 int H, int Hkv, float scale, float scale_log2) {
+    cuda_pdl_wait();
     constexpr int P = D + 1, DJ = D / 16, PP = FA_TILE + 1;
     extern __shared__ float sh[];
     float *Qs = sh, *dOs = Qs + FA_TILE * P, *Ks = dOs + FA_TILE * P, *Vs = Ks + FA_TILE * P;
@@ -456,15 +460,14 @@ static void fa_bf_forward(OUT *out, int64_t ldo, float *lse, float *sout, const 
     }
     const int nt = (T + FA_TILE - 1) / FA_TILE;
     if ((H / Hkv) % 2 == 0) {  // two query heads on one K, V tile (fwd 6% faster at 1B)
-        fa_bf::fwd_kernel<D, 2, OUT><<<fa_grid(nt, H / 2, B), 2 * fa_bf::THREADS,
-                                       fa_bf::fwd_shmem(D, 2)>>>(out, ldo, lse, sout, q, k, v, T,
-                                                                 S, q_offset, H, Hkv, scale_log2);
+        cuda_launch(fa_bf::fwd_kernel<D, 2, OUT>, fa_grid(nt, H / 2, B), 2 * fa_bf::THREADS,
+                    fa_bf::fwd_shmem(D, 2), out, ldo, lse, sout, q, k, v, T, S, q_offset, H, Hkv,
+                    scale_log2);
     } else {
-        fa_bf::fwd_kernel<D, 1, OUT><<<fa_grid(nt, H, B), fa_bf::THREADS,
-                                       fa_bf::fwd_shmem(D, 1)>>>(out, ldo, lse, sout, q, k, v, T,
-                                                                 S, q_offset, H, Hkv, scale_log2);
+        cuda_launch(fa_bf::fwd_kernel<D, 1, OUT>, fa_grid(nt, H, B), fa_bf::THREADS,
+                    fa_bf::fwd_shmem(D, 1), out, ldo, lse, sout, q, k, v, T, S, q_offset, H, Hkv,
+                    scale_log2);
     }
-    CUDA_LAUNCH_CHECK();
 }
 
 // out in bf16 straight from the bf16 kernel where it runs (true), else nothing (false)
@@ -507,22 +510,19 @@ static void fa_forward_d(float *out, float *lse, float *sout, const float *q, co
                                             (int)fa_tc::fwd_shmem(D)));
             tc_ready = true;
         }
-        fa_tc::fwd_kernel<D><<<grid, FA_THREADS, fa_tc::fwd_shmem(D)>>>(
-            out, lse, sout, q, k, v, T, S, q_offset, H, Hkv, scale_log2);
-        CUDA_LAUNCH_CHECK();
+        cuda_launch(fa_tc::fwd_kernel<D>, grid, FA_THREADS, fa_tc::fwd_shmem(D), out, lse, sout, q,
+                    k, v, T, S, q_offset, H, Hkv, scale_log2);
         return;
     }
-    fa_fwd_kernel<D><<<grid, FA_THREADS, fa_fwd_shmem(D)>>>(out, lse, sout, q, k, v, T, S,
-                                                            q_offset, H, Hkv, scale_log2);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(fa_fwd_kernel<D>, grid, FA_THREADS, fa_fwd_shmem(D), out, lse, sout, q, k, v, T, S,
+                q_offset, H, Hkv, scale_log2);
 }
 
 // delta (B,H,T) = dout . out per row, for the kernels that read it
 static void fa_delta(float *delta, const float *dout, const float *out, int B, int T, int H,
                      int D) {
     const int64_t rows = (int64_t)B * H * T;
-    fa_delta_kernel<<<cuda_grid(rows * 32, 256), 256>>>(delta, dout, out, B, T, H, D);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(fa_delta_kernel, cuda_grid(rows * 32, 256), 256, 0, delta, dout, out, B, T, H, D);
 }
 
 // out: the forward's (saved); delta: B*H*T floats of scratch
@@ -566,23 +566,19 @@ static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, co
             const int nt = (T + FA_TILE - 1) / FA_TILE;
             const float *o = fuse ? out : NULL;
             if ((H / Hkv) % 2 == 0)  // two query heads on one K, V tile
-                fa_bf::bwd_q_kernel<D, BQ, 2><<<fa_grid(nt, H / 2, B), 2 * fa_bf::THREADS,
-                                                fa_bf::q_shmem(D, 2)>>>(
-                    dq, dout, lse, delta, o, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2,
-                    r.cos_t, r.sin_t, r.pos);
+                cuda_launch(fa_bf::bwd_q_kernel<D, BQ, 2>, fa_grid(nt, H / 2, B),
+                            2 * fa_bf::THREADS, fa_bf::q_shmem(D, 2), dq, dout, lse, delta, o, q, k,
+                            v, T, S, q_offset, H, Hkv, scale, scale_log2, r.cos_t, r.sin_t, r.pos);
             else
-                fa_bf::bwd_q_kernel<D, BQ, 1><<<fa_grid(nt, H, B), fa_bf::THREADS,
-                                                fa_bf::q_shmem(D, 1)>>>(
-                    dq, dout, lse, delta, o, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2,
-                    r.cos_t, r.sin_t, r.pos);
-            CUDA_LAUNCH_CHECK();
+                cuda_launch(fa_bf::bwd_q_kernel<D, BQ, 1>, fa_grid(nt, H, B), fa_bf::THREADS,
+                            fa_bf::q_shmem(D, 1), dq, dout, lse, delta, o, q, k, v, T, S, q_offset,
+                            H, Hkv, scale, scale_log2, r.cos_t, r.sin_t, r.pos);
         }
         if (dk || dv) {
-            fa_bf::bwd_kv_kernel<D, BQ, MINB>
-                <<<fa_grid((S + FA_TILE - 1) / FA_TILE, Hkv, B), fa_bf::THREADS,
-                   fa_bf::kv_shmem(D, BQ)>>>(dk, dv, dout, lse, delta, q, k, v, T, S, q_offset, H,
-                                             Hkv, scale, scale_log2, r.cos_t, r.sin_t, r.pos);
-            CUDA_LAUNCH_CHECK();
+            cuda_launch(fa_bf::bwd_kv_kernel<D, BQ, MINB>,
+                        fa_grid((S + FA_TILE - 1) / FA_TILE, Hkv, B), fa_bf::THREADS,
+                        fa_bf::kv_shmem(D, BQ), dk, dv, dout, lse, delta, q, k, v, T, S, q_offset,
+                        H, Hkv, scale, scale_log2, r.cos_t, r.sin_t, r.pos);
         }
         return;
     }
@@ -602,29 +598,25 @@ static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, co
         }
         if (dk || dv) {
             dim3 grid((unsigned)((S + FA_TILE - 1) / FA_TILE), (unsigned)Hkv, (unsigned)B);
-            fa_tc::bwd_kv_kernel<D><<<grid, FA_THREADS, fa_tc::bwd_shmem(D)>>>(
-                dk, dv, dout, lse, delta, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
-            CUDA_LAUNCH_CHECK();
+            cuda_launch(fa_tc::bwd_kv_kernel<D>, grid, FA_THREADS, fa_tc::bwd_shmem(D), dk, dv,
+                        dout, lse, delta, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
         }
         if (dq) {
             dim3 grid((unsigned)((T + FA_TILE - 1) / FA_TILE), (unsigned)H, (unsigned)B);
-            fa_tc::bwd_q_kernel<D><<<grid, FA_THREADS, fa_tc::bwd_shmem(D)>>>(
-                dq, dout, lse, delta, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
-            CUDA_LAUNCH_CHECK();
+            cuda_launch(fa_tc::bwd_q_kernel<D>, grid, FA_THREADS, fa_tc::bwd_shmem(D), dq, dout,
+                        lse, delta, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
         }
         return;
     }
     if (dk || dv) {
         dim3 grid((unsigned)((S + FA_TILE - 1) / FA_TILE), (unsigned)Hkv, (unsigned)B);
-        fa_bwd_kv_kernel<D><<<grid, FA_THREADS, fa_kv_shmem(D)>>>(
-            dk, dv, dout, lse, delta, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
-        CUDA_LAUNCH_CHECK();
+        cuda_launch(fa_bwd_kv_kernel<D>, grid, FA_THREADS, fa_kv_shmem(D), dk, dv, dout, lse, delta,
+                    q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
     }
     if (dq) {
         dim3 grid((unsigned)((T + FA_TILE - 1) / FA_TILE), (unsigned)H, (unsigned)B);
-        fa_bwd_q_kernel<D><<<grid, FA_THREADS, fa_q_shmem(D)>>>(
-            dq, dout, lse, delta, q, k, v, T, S, q_offset, H, Hkv, scale, scale_log2);
-        CUDA_LAUNCH_CHECK();
+        cuda_launch(fa_bwd_q_kernel<D>, grid, FA_THREADS, fa_q_shmem(D), dq, dout, lse, delta, q, k,
+                    v, T, S, q_offset, H, Hkv, scale, scale_log2);
     }
 }
 

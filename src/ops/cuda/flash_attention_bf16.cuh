@@ -197,6 +197,7 @@ fwd_kernel(OUT *__restrict__ out, int64_t ldo, float *__restrict__ saved_lse,
            float *__restrict__ saved_out,
            const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,
            int T, int S, int q_offset, int H, int Hkv, float scale_log2) {
+    cuda_pdl_wait();
     constexpr int W = stride_w<D>(), NT = D / 8, KD = D / 16;
     extern __shared__ __align__(16) uint32_t shw[];
     constexpr int NTHR = THREADS * HG;
@@ -334,6 +335,7 @@ bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__res
               const float *__restrict__ v, int T, int S, int q_offset, int H, int Hkv,
               float scale, float scale_log2, const float *__restrict__ rcos,
               const float *__restrict__ rsin, const int *__restrict__ rpos) {
+    cuda_pdl_wait();
     constexpr int W = stride_w<D>(), NT = D / 8, KD = D / 16, NQ = BQ / 8;
     extern __shared__ __align__(16) uint32_t shw[];
     uint32_t *Ks = shw, *Vs = Ks + ROWS * W, *Qs = Vs + ROWS * W, *dOs = Qs + BQ * W;
@@ -475,6 +477,7 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
              const float *__restrict__ v, int T, int S, int q_offset, int H, int Hkv, float scale,
              float scale_log2, const float *__restrict__ rcos, const float *__restrict__ rsin,
              const int *__restrict__ rpos) {
+    cuda_pdl_wait();
     constexpr int W = stride_w<D>(), NT = D / 8, KD = D / 16, NK = BK / 8;
     extern __shared__ __align__(16) uint32_t shw[];
     constexpr int NTHR = THREADS * HG;

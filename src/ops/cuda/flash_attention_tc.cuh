@@ -97,6 +97,7 @@ template <int D>
 __global__ void __launch_bounds__(FA_THREADS)
 fwd_kernel(float *out, float *saved_lse, float *saved_out, const float *q, const float *k,
            const float *v, int T, int S, int q_offset, int H, int Hkv, float scale_log2) {
+    cuda_pdl_wait();
     constexpr int P = D + 4, DJ = D / 16;
     extern __shared__ __align__(128) float sh[];
     float *Qs = sh, *Ks = Qs + FA_TILE * P, *Vs = Ks + FA_TILE * P, *Os = Vs + FA_TILE * P;
@@ -178,6 +179,7 @@ __global__ void __launch_bounds__(FA_THREADS)
 bwd_kv_kernel(float *dk, float *dv, const float *dout, const float *lse, const float *delta,
               const float *q, const float *k, const float *v, int T, int S, int q_offset, int H,
               int Hkv, float scale, float scale_log2) {
+    cuda_pdl_wait();
     constexpr int P = D + 4, DJ = D / 16, FC = D / 32;
     extern __shared__ __align__(128) float sh[];
     float *Ks = sh, *Vs = Ks + FA_TILE * P, *Qs = Vs + FA_TILE * P, *dOs = Qs + FA_TILE * P;
@@ -244,6 +246,7 @@ __global__ void __launch_bounds__(FA_THREADS)
 bwd_q_kernel(float *dq, const float *dout, const float *lse, const float *delta, const float *q,
              const float *k, const float *v, int T, int S, int q_offset, int H, int Hkv,
              float scale, float scale_log2) {
+    cuda_pdl_wait();
     constexpr int P = D + 4, DJ = D / 16, FC = D / 32;
     extern __shared__ __align__(128) float sh[];
     float *Qs = sh, *dOs = Qs + FA_TILE * P, *Ks = dOs + FA_TILE * P, *Vs = Ks + FA_TILE * P;

@@ -110,6 +110,7 @@ __device__ __forceinline__ void store_c(const Args &a, int row, int col, float v
 // columns [128x, +128)
 template <int MT, bool NT>
 __global__ void __launch_bounds__(THREADS) gemm_small_kernel(const __grid_constant__ Args a) {
+    cuda_pdl_wait();
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __nv_bfloat16 *As = reinterpret_cast<__nv_bfloat16 *>(smem_raw);
     __nv_bfloat16 *Bs = As + STAGES * a_elems<MT>();

@@ -31,6 +31,7 @@ struct LinearWeight {
 // and ldd multiples of 4, src 16-byte and dst 8-byte aligned.
 __global__ static void to_bf16_rows4_kernel(__nv_bfloat16 *dst, int64_t ldd, const float *src,
                                             int64_t rows, int64_t cols) {
+    cuda_pdl_wait();
     const int64_t c4 = cols / 4, n4 = rows * c4;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -44,6 +45,7 @@ __global__ static void to_bf16_rows4_kernel(__nv_bfloat16 *dst, int64_t ldd, con
 // the same, any sizes: one value a thread
 __global__ static void to_bf16_rows_kernel(__nv_bfloat16 *dst, int64_t ldd, const float *src,
                                            int64_t rows, int64_t cols) {
+    cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * cols;
          i += (int64_t)gridDim.x * blockDim.x)
         dst[(i / cols) * ldd + i % cols] = __float2bfloat16_rn(src[i]);
@@ -54,10 +56,9 @@ static void to_bf16_rows(__nv_bfloat16 *dst, int64_t ldd, const float *src, int6
     if (rows <= 0 || cols <= 0) return;
     const int64_t n = rows * cols;
     if (cols % 4 == 0 && ldd % 4 == 0 && cuda_aligned16(src) && ((uintptr_t)dst & 7u) == 0)
-        to_bf16_rows4_kernel<<<cuda_grid(n / 4, 256), 256>>>(dst, ldd, src, rows, cols);
+        cuda_launch(to_bf16_rows4_kernel, cuda_grid(n / 4, 256), 256, 0, dst, ldd, src, rows, cols);
     else
-        to_bf16_rows_kernel<<<cuda_grid(n, 256), 256>>>(dst, ldd, src, rows, cols);
-    CUDA_LAUNCH_CHECK();
+        cuda_launch(to_bf16_rows_kernel, cuda_grid(n, 256), 256, 0, dst, ldd, src, rows, cols);
 }
 
 // dst (n) = src (n) rounded to nearest bf16 (one row)

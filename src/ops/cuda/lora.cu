@@ -25,6 +25,7 @@
 // H100, N = 4096, r = 8, all of dinp/dA/dB (test_cuda_ops's LoRA benchmark): 1.8-2.4 TB/s
 // forward, 1.7-2.3 TB/s backward over the least traffic, against 2.6-2.8 TB/s for a copy.
 #include <algorithm>
+#include <type_traits>
 
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/linear.cuh"
@@ -330,6 +331,7 @@ typedef struct {
 template <int RC, bool VEC, bool COLACC, typename TM>
 __global__ void __launch_bounds__(LORA_WARPS * 32, 2)
 lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
+    cuda_pdl_wait();
     constexpr int W = 32 / RC, STEP = 32 / RC, WIDTH = 32 * W;
     __shared__ __align__(16) float wt[(COLACC ? 1 : LORA_CPB) * RC * WIDTH];
     __shared__ __align__(16) float tile[COLACC ? LORA_RB * RC : 1];
@@ -429,6 +431,7 @@ lora_rowaxpy_kernel(float *O, float *Pc, const TX *X, int64_t ldx, const float *
                     float sscale, float *Sout, const __grid_constant__ WSrc Wt,
                     const __grid_constant__ ColDst cd, int N, int C, int r, int kb, float alpha,
                     int accumulate) {
+    cuda_pdl_wait();
     const int k0 = kb + RC * blockIdx.z;
     constexpr int W = 32 / RC, WIDTH = 32 * W, U = 4, ROWS = LORA_RB / LORA_WARPS;
     __shared__ __align__(16) float wt[RC * WIDTH];
@@ -512,6 +515,7 @@ typedef struct {
 } LoraSum;
 
 __global__ static void lora_sum_kernel(LoraSum j0, LoraSum j1, int blocks0) {
+    cuda_pdl_wait();
     const bool f = (int)blockIdx.x < blocks0;  // fields picked one by one: no local copy
     const int64_t len = f ? j0.len : j1.len, A2 = f ? j0.A2 : j1.A2;
     const int64_t i = (int64_t)(f ? blockIdx.x : blockIdx.x - blocks0) * blockDim.x + threadIdx.x;
@@ -532,8 +536,7 @@ static void lora_sum(const LoraSum *j0, const LoraSum *j1) {
     const int b0 = j0 ? (int)((j0->len + T - 1) / T) : 0, b1 = j1 ? (int)((j1->len + T - 1) / T) : 0;
     if (b0 + b1 == 0) return;
     LoraSum none{};
-    lora_sum_kernel<<<b0 + b1, T>>>(j0 ? *j0 : none, j1 ? *j1 : none, b0);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(lora_sum_kernel, b0 + b1, T, 0, j0 ? *j0 : none, j1 ? *j1 : none, b0);
 }
 
 // ---- launchers: rank chunks of RC = 8 (r <= 8) or 16; W = 32 / RC columns a lane
@@ -613,7 +616,8 @@ static RowdotJob rowdot_job(float *Pd, float *Pc, const ColDst *cd, Rows M, WSrc
 // same bits for any rb.
 template <typename TM>
 static void rowdot_launch(int rc, bool colacc, bool vec, dim3 grid, const RowdotArgs &a) {
-#define LORA_ROWDOT(RC_, VEC_, CA_) lora_rowdot_kernel<RC_, VEC_, CA_, TM><<<grid, LORA_WARPS * 32>>>(a)
+#define LORA_ROWDOT(RC_, VEC_, CA_) \
+    cuda_launch(lora_rowdot_kernel<RC_, VEC_, CA_, TM>, grid, LORA_WARPS * 32, 0, a)
     if (rc == 8) {
         if (colacc) vec ? LORA_ROWDOT(8, true, true) : LORA_ROWDOT(8, false, true);
         else vec ? LORA_ROWDOT(8, true, false) : LORA_ROWDOT(8, false, false);
@@ -647,7 +651,6 @@ static void lora_rowdot_run(const RowdotJob *js, int nj, int N, bool m16 = false
     const dim3 grid(gx, (N + rb - 1) / rb, gz);
     if (m16) rowdot_launch<__nv_bfloat16>(rc, colacc, vec, grid, a);
     else rowdot_launch<float>(rc, colacc, vec, grid, a);
-    CUDA_LAUNCH_CHECK();
 }
 
 // one job
@@ -674,9 +677,10 @@ static void lora_rowaxpy(float *O, float *Pc, Rows X, const float *Sp, int np, f
     const ColDst &D = cd ? *cd : none;
     const float *Xf = (const float *)X.p;
     const __nv_bfloat16 *Xb = (const __nv_bfloat16 *)X.p;
-#define LORA_ROWAXPY(RC_, VEC_, CA_, X_)                                                      \
-    lora_rowaxpy_kernel<RC_, VEC_, CA_><<<grid, block>>>(O, Pc, X_, X.ld, Sp, np, sscale, Sout, \
-                                                         w, D, N, C, r, k0, alpha, acc)
+#define LORA_ROWAXPY(RC_, VEC_, CA_, X_)                                                   \
+    cuda_launch(lora_rowaxpy_kernel<RC_, VEC_, CA_,                                        \
+                                    std::remove_cv_t<std::remove_pointer_t<decltype(X_)>>>, \
+                grid, block, 0, O, Pc, X_, X.ld, Sp, np, sscale, Sout, w, D, N, C, r, k0, alpha, acc)
 #define LORA_ROWAXPY_X(RC_, VEC_)                                                   \
     (X.bf16 ? LORA_ROWAXPY(RC_, VEC_, true, Xb) : LORA_ROWAXPY(RC_, VEC_, true, Xf))
     for (int k0 = 0; k0 < r; k0 += rc * gz) {
@@ -688,7 +692,6 @@ static void lora_rowaxpy(float *O, float *Pc, Rows X, const float *Sp, int np, f
             if (colacc) vec ? LORA_ROWAXPY_X(16, true) : LORA_ROWAXPY_X(16, false);
             else vec ? LORA_ROWAXPY(16, true, false, Xf) : LORA_ROWAXPY(16, false, false, Xf);
         }
-        CUDA_LAUNCH_CHECK();
     }
 #undef LORA_ROWAXPY_X
 #undef LORA_ROWAXPY
@@ -865,6 +868,7 @@ typedef struct {
 } SplitArgs;
 
 __global__ static void lora_split_kernel(const __grid_constant__ SplitArgs a) {
+    cuda_pdl_wait();
     int t = 0;
     while (t + 1 < a.n && (int)blockIdx.x >= a.b[t + 1]) t++;
     const SplitJob &j = a.j[t];
@@ -885,8 +889,7 @@ static void split_run(SplitArgs *a) {
     }
     a->b[a->n] = b;
     if (b) {
-        lora_split_kernel<<<b, T>>>(*a);
-        CUDA_LAUNCH_CHECK();
+        cuda_launch(lora_split_kernel, b, T, 0, *a);
     }
     a->n = 0;
 }
@@ -930,6 +933,7 @@ typedef struct {
 } FoldArgs;
 
 __global__ static void lora_fold_kernel(const __grid_constant__ FoldArgs a) {
+    cuda_pdl_wait();
     int t = 0;
     while ((int)blockIdx.x >= a.b[t + 1]) t++;
     const int64_t i = (int64_t)(blockIdx.x - a.b[t]) * blockDim.x + threadIdx.x;
@@ -987,8 +991,7 @@ static void lora_fold(Fold *f) {
     a.b[3 * LORA_SEGS] = b;
     f->ns = f->nw = f->nj = 0;
     if (!b) return;
-    lora_fold_kernel<<<b, T>>>(a);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(lora_fold_kernel, b, T, 0, a);
 }
 
 // the group can take the folded path: bf16 handles with room for their adapters (and, backward,

@@ -32,6 +32,7 @@ __device__ __forceinline__ void adam_one(float &p, float g, float &m, float &v, 
 
 __global__ static void adam_kernel(float *param, const float *grad, float *m, float *v, int64_t n,
                                    AdamArgs a) {
+    cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         float p = param[i], mi = m[i], vi = v[i];
@@ -51,6 +52,7 @@ __device__ __forceinline__ void adam_four(float4 &p, const float4 g, float4 &m, 
 
 __global__ static void adam4_kernel(float4 *param, const float4 *grad, float4 *m, float4 *v,
                                     int64_t n4, AdamArgs a) {
+    cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
         float4 p = param[i], mi = m[i], vi = v[i];
@@ -67,12 +69,11 @@ void cuda_adam_update(float *param, const float *grad, float *m, float *v, int64
     const AdamArgs a = adam_args(lr, beta1, beta2, eps, weight_decay);
     if (n % 4 == 0 && cuda_aligned16(param) && cuda_aligned16(grad) && cuda_aligned16(m) &&
         cuda_aligned16(v)) {
-        adam4_kernel<<<cuda_grid(n / 4, 256), 256>>>((float4 *)param, (const float4 *)grad,
-                                                     (float4 *)m, (float4 *)v, n / 4, a);
+        cuda_launch(adam4_kernel, cuda_grid(n / 4, 256), 256, 0, (float4 *)param,
+                    (const float4 *)grad, (float4 *)m, (float4 *)v, n / 4, a);
     } else {
-        adam_kernel<<<cuda_grid(n, 256), 256>>>(param, grad, m, v, n, a);
+        cuda_launch(adam_kernel, cuda_grid(n, 256), 256, 0, param, grad, m, v, n, a);
     }
-    CUDA_LAUNCH_CHECK();
 }
 
 // ---- Adam over many tensors in one launch (adam_table, adam_multi): each tensor cut into
@@ -117,6 +118,7 @@ union Bf16x4 {
 
 __global__ static void adam_multi_kernel(const AdamDevTensor *tensors, const AdamChunk *chunks,
                                          int n_chunks, AdamArgs a) {
+    cuda_pdl_wait();
     for (int c = blockIdx.x; c < n_chunks; c += gridDim.x) {
         const AdamChunk ch = chunks[c];
         const AdamDevTensor t = tensors[ch.tensor];
@@ -207,12 +209,12 @@ void cuda_adam_multi(const AdamTable *t, float lr, float beta1, float beta2, flo
     if (!t || t->n_chunks <= 0) return;
     const AdamArgs a = adam_args(lr, beta1, beta2, eps, weight_decay);
     const int grid = t->n_chunks < (1 << 20) ? t->n_chunks : (1 << 20);
-    adam_multi_kernel<<<grid, 256>>>(t->tensors, t->chunks, t->n_chunks, a);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(adam_multi_kernel, grid, 256, 0, t->tensors, t->chunks, t->n_chunks, a);
 }
 
 // p = p - lr g
 __global__ static void sgd_kernel(float *param, const float *grad, int64_t n, float lr) {
+    cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         param[i] = __fsub_rn(param[i], __fmul_rn(lr, grad[i]));
@@ -221,6 +223,5 @@ __global__ static void sgd_kernel(float *param, const float *grad, int64_t n, fl
 // param, grad (n)
 void cuda_sgd_update(float *param, const float *grad, int64_t n, float lr) {
     if (n <= 0) return;
-    sgd_kernel<<<cuda_grid(n, 256), 256>>>(param, grad, n, lr);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(sgd_kernel, cuda_grid(n, 256), 256, 0, param, grad, n, lr);
 }

@@ -23,6 +23,7 @@
 template <typename OUT>
 __global__ static void rmsnorm_fwd_kernel(OUT *out, int64_t ldo, float *rstd, const float *inp,
                                           const float *weight, int C, float eps) {
+    cuda_pdl_wait();
     __shared__ double red[32];
     const int64_t n = blockIdx.x;
     const float *x = inp + n * C;
@@ -38,6 +39,7 @@ __global__ static void rmsnorm_fwd_kernel(OUT *out, int64_t ldo, float *rstd, co
 // dinp (N,C) += rstd * (w dout - xhat * mean(w dout xhat)), xhat = x * rstd
 __global__ static void rmsnorm_bwd_dinp_kernel(float *dinp, const float *dout, const float *inp,
                                                const float *weight, const float *rstd, int C) {
+    cuda_pdl_wait();
     __shared__ double red[32];
     const int64_t n = blockIdx.x;
     const float *x = inp + n * C, *dy = dout + n * C;
@@ -55,6 +57,7 @@ __global__ static void rmsnorm_bwd_dinp_kernel(float *dinp, const float *dout, c
 // part (P,C) (double): part[p][i] = sum over rows p*RMS_ROWS.. of dout * xhat
 __global__ static void rmsnorm_bwd_dw_partial(double *part, const float *dout, const float *inp,
                                               const float *rstd, int N, int C) {
+    cuda_pdl_wait();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= C) return;
     const int n0 = blockIdx.y * RMS_ROWS, n1 = min(N, n0 + RMS_ROWS);
@@ -68,6 +71,7 @@ __global__ static void rmsnorm_bwd_dw_partial(double *part, const float *dout, c
 
 // dweight (C) += sum_p part[p] (in order)
 __global__ static void rmsnorm_bwd_dw_sum(float *dweight, const double *part, int P, int C) {
+    cuda_pdl_wait();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= C) return;
     double acc = 0.0;
@@ -95,6 +99,7 @@ template <int V, typename OUT>
 __global__ static void __launch_bounds__(RMS_VEC_THREADS)
 rmsnorm_fwd4_kernel(OUT *out, int64_t ldo, float *rstd, const float *inp, const float *weight,
                     int C, float eps) {
+    cuda_pdl_wait();
     __shared__ double red[32];
     const int64_t n = blockIdx.x;
     const int C4 = C / 4;
@@ -130,6 +135,7 @@ template <int V, bool DX, bool DW>
 __global__ static void __launch_bounds__(RMS_VEC_THREADS)
 rmsnorm_bwd4_kernel(float *dinp, double *part, const float *dout, const float *inp,
                     const float *weight, const float *rstd, int N, int C, int rows) {
+    cuda_pdl_wait();
     __shared__ double red[32];
     const int C4 = C / 4;
     const int n0 = blockIdx.x * rows, n1 = min(N, n0 + rows);
@@ -213,11 +219,14 @@ static void rmsnorm_forward_rows(OUT *out, int64_t ldo, float *rstd, const float
     if (N <= 0 || C <= 0) return;
     int t = 0;
     const int V = ldo % 4 ? 0 : rms_vec_v(C, &t, inp, weight, out);
-    if (V == 1) rmsnorm_fwd4_kernel<1, OUT><<<N, t>>>(out, ldo, rstd, inp, weight, C, eps);
-    else if (V == 2) rmsnorm_fwd4_kernel<2, OUT><<<N, t>>>(out, ldo, rstd, inp, weight, C, eps);
-    else if (V == 4) rmsnorm_fwd4_kernel<4, OUT><<<N, t>>>(out, ldo, rstd, inp, weight, C, eps);
-    else rmsnorm_fwd_kernel<<<N, RMS_THREADS>>>(out, ldo, rstd, inp, weight, C, eps);
-    CUDA_LAUNCH_CHECK();
+    if (V == 1)
+        cuda_launch(rmsnorm_fwd4_kernel<1, OUT>, N, t, 0, out, ldo, rstd, inp, weight, C, eps);
+    else if (V == 2)
+        cuda_launch(rmsnorm_fwd4_kernel<2, OUT>, N, t, 0, out, ldo, rstd, inp, weight, C, eps);
+    else if (V == 4)
+        cuda_launch(rmsnorm_fwd4_kernel<4, OUT>, N, t, 0, out, ldo, rstd, inp, weight, C, eps);
+    else
+        cuda_launch(rmsnorm_fwd_kernel<OUT>, N, RMS_THREADS, 0, out, ldo, rstd, inp, weight, C, eps);
 }
 
 void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
@@ -237,12 +246,14 @@ static void rms_bwd4(float *dinp, double *part, const float *dout, const float *
                      const float *weight, const float *rstd, int N, int C, int rows, int t) {
     const int blocks = (N + rows - 1) / rows;
     if (dinp && part)
-        rmsnorm_bwd4_kernel<V, true, true><<<blocks, t>>>(dinp, part, dout, inp, weight, rstd, N, C, rows);
+        cuda_launch(rmsnorm_bwd4_kernel<V, true, true>, blocks, t, 0, dinp, part, dout, inp, weight,
+                    rstd, N, C, rows);
     else if (dinp)
-        rmsnorm_bwd4_kernel<V, true, false><<<blocks, t>>>(dinp, part, dout, inp, weight, rstd, N, C, rows);
+        cuda_launch(rmsnorm_bwd4_kernel<V, true, false>, blocks, t, 0, dinp, part, dout, inp,
+                    weight, rstd, N, C, rows);
     else
-        rmsnorm_bwd4_kernel<V, false, true><<<blocks, t>>>(dinp, part, dout, inp, weight, rstd, N, C, rows);
-    CUDA_LAUNCH_CHECK();
+        cuda_launch(rmsnorm_bwd4_kernel<V, false, true>, blocks, t, 0, dinp, part, dout, inp,
+                    weight, rstd, N, C, rows);
 }
 
 // dout (N,C), inp (N,C), weight (C), rstd (N) -> dinp (N,C) +=, dweight (C) += (either NULL)
@@ -258,22 +269,18 @@ void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const
         else if (V == 2) rms_bwd4<2>(dinp, part, dout, inp, weight, rstd, N, C, rows, t);
         else rms_bwd4<4>(dinp, part, dout, inp, weight, rstd, N, C, rows, t);
         if (dweight) {
-            rmsnorm_bwd_dw_sum<<<(C + 255) / 256, 256>>>(dweight, part, P, C);
-            CUDA_LAUNCH_CHECK();
+            cuda_launch(rmsnorm_bwd_dw_sum, (C + 255) / 256, 256, 0, dweight, part, P, C);
         }
         return;
     }
     if (dinp) {
-        rmsnorm_bwd_dinp_kernel<<<N, RMS_THREADS>>>(dinp, dout, inp, weight, rstd, C);
-        CUDA_LAUNCH_CHECK();
+        cuda_launch(rmsnorm_bwd_dinp_kernel, N, RMS_THREADS, 0, dinp, dout, inp, weight, rstd, C);
     }
     if (dweight) {
         const int P = (N + RMS_ROWS - 1) / RMS_ROWS;
         double *part = (double *)cuda_workspace((size_t)P * C * 2);
         dim3 grid((C + 255) / 256, P);
-        rmsnorm_bwd_dw_partial<<<grid, 256>>>(part, dout, inp, rstd, N, C);
-        CUDA_LAUNCH_CHECK();
-        rmsnorm_bwd_dw_sum<<<(C + 255) / 256, 256>>>(dweight, part, P, C);
-        CUDA_LAUNCH_CHECK();
+        cuda_launch(rmsnorm_bwd_dw_partial, grid, 256, 0, part, dout, inp, rstd, N, C);
+        cuda_launch(rmsnorm_bwd_dw_sum, (C + 255) / 256, 256, 0, dweight, part, P, C);
     }
 }

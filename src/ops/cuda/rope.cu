@@ -8,6 +8,7 @@
 template <int DIR>
 __global__ static void rope_kernel(float *x, const float *cos_t, const float *sin_t,
                                    const int *pos, int N, int H, int D) {
+    cuda_pdl_wait();
     const int half = D / 2;
     const int64_t total = (int64_t)N * H * half;
     for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < total;
@@ -34,8 +35,7 @@ void cuda_rope_forward(float *x, const float *cos_t, const float *sin_t, const i
                        int H, int D) {
     const int64_t total = (int64_t)N * H * (D / 2);
     if (total <= 0) return;
-    rope_kernel<1><<<cuda_grid(total, 256), 256>>>(x, cos_t, sin_t, pos, N, H, D);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(rope_kernel<1>, cuda_grid(total, 256), 256, 0, x, cos_t, sin_t, pos, N, H, D);
 }
 
 // dx (N, H*D) rotated back in place (the transpose of the forward rotation)
@@ -43,6 +43,5 @@ void cuda_rope_backward(float *dx, const float *cos_t, const float *sin_t, const
                         int H, int D) {
     const int64_t total = (int64_t)N * H * (D / 2);
     if (total <= 0) return;
-    rope_kernel<-1><<<cuda_grid(total, 256), 256>>>(dx, cos_t, sin_t, pos, N, H, D);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(rope_kernel<-1>, cuda_grid(total, 256), 256, 0, dx, cos_t, sin_t, pos, N, H, D);
 }

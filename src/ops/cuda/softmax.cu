@@ -23,6 +23,7 @@ __device__ static void row_stats(const float *x, int V, float *maxv, double *sum
 // logits (N,V) -> probs (N,V); probs may be logits (each entry is read, then written, by the
 // same thread)
 __global__ static void softmax_kernel(float *probs, const float *logits, int V) {
+    cuda_pdl_wait();
     __shared__ float redf[32];
     __shared__ double redd[32];
     const float *x = logits + (size_t)blockIdx.x * V;
@@ -36,12 +37,12 @@ __global__ static void softmax_kernel(float *probs, const float *logits, int V) 
 
 void cuda_softmax_forward(float *probs, const float *logits, int N, int V) {
     if (N <= 0 || V <= 0) return;
-    softmax_kernel<<<N, SM_THREADS>>>(probs, logits, V);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(softmax_kernel, N, SM_THREADS, 0, probs, logits, V);
 }
 
 // x (N,V) -> out (N): one block per row; ties go to the lower index, as on the CPU
 __global__ static void argmax_kernel(int *out, const float *x, int V) {
+    cuda_pdl_wait();
     __shared__ float best_v[SM_THREADS];
     __shared__ int best_i[SM_THREADS];
     const float *r = x + (size_t)blockIdx.x * V;
@@ -65,14 +66,14 @@ __global__ static void argmax_kernel(int *out, const float *x, int V) {
 
 void cuda_argmax_forward(int *out, const float *x, int N, int V) {
     if (N <= 0 || V <= 0) return;
-    argmax_kernel<<<N, SM_THREADS>>>(out, x, V);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(argmax_kernel, N, SM_THREADS, 0, out, x, V);
 }
 
 // Per row: loss (double) = max + log(sum exp(x - max)) - x[target]; rows (N) gets the loss,
 // flags (N): 0 ignored, 1 counted, 2 target >= V (an error, as on the CPU)
 __global__ static void ce_row_kernel(float *losses, double *rows, int *flags, const float *logits,
                                      const int *targets, int V) {
+    cuda_pdl_wait();
     __shared__ float redf[32];
     __shared__ double redd[32];
     const int n = blockIdx.x, tgt = targets[n];
@@ -98,6 +99,7 @@ __global__ static void ce_row_kernel(float *losses, double *rows, int *flags, co
 // res[0] = sum of counted losses, res[1] = their count, res[2] = a bad target's row + 1 (0:
 // none); one block, fixed order, so the result is deterministic
 __global__ static void ce_reduce_kernel(double *res, const double *rows, const int *flags, int N) {
+    cuda_pdl_wait();
     __shared__ double redd[32];
     double tot = 0.0, cnt = 0.0, bad = 0.0;
     for (int n = threadIdx.x; n < N; n += blockDim.x) {
@@ -124,10 +126,8 @@ float cuda_cross_entropy_forward(float *losses, const float *logits, const int *
     double *ws = (double *)cuda_workspace(((size_t)N + 3) * 2 + (size_t)N);
     double *rows = ws, *res = ws + N;
     int *flags = (int *)(ws + N + 3);
-    ce_row_kernel<<<N, SM_THREADS>>>(losses, rows, flags, logits, targets, V);
-    CUDA_LAUNCH_CHECK();
-    ce_reduce_kernel<<<1, SM_THREADS>>>(res, rows, flags, N);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(ce_row_kernel, N, SM_THREADS, 0, losses, rows, flags, logits, targets, V);
+    cuda_launch(ce_reduce_kernel, 1, SM_THREADS, 0, res, rows, flags, N);
     double h[3];
     CUDA_CHECK(cudaMemcpy(h, res, sizeof h, cudaMemcpyDeviceToHost));
     if (h[2] > 0.0) {
@@ -177,6 +177,7 @@ template <typename G>
 __global__ static void ce_bwd_kernel(G *dlogits, float *losses, const float *logits,
                                      const int *targets, int V, float scale,
                                      const float *scale_p) {
+    cuda_pdl_wait();
     __shared__ float redf[32];
     __shared__ double redd[32];
     const int n = blockIdx.x, tgt = targets[n];
@@ -231,6 +232,7 @@ template <typename G>
 __global__ void __launch_bounds__(CE_THREADS)
 ce_bwd_cluster_kernel(G *dlogits, float *losses, const float *logits, const int *targets, int V,
                       int per, bool vec, float scale, const float *scale_p) {
+    cuda_pdl_wait();
 #if __CUDA_ARCH__ >= 900
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
@@ -345,8 +347,8 @@ void cuda_cross_entropy_backward(float *dlogits, const float *logits, const int 
                                  int V, float scale) {
     if (N <= 0 || V <= 0) return;
     if (ce_bwd_cluster(dlogits, (float *)NULL, logits, targets, N, V, scale, NULL)) return;
-    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, NULL, logits, targets, V, scale, NULL);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(ce_bwd_kernel<float>, N, SM_THREADS, 0, dlogits, nullptr, logits, targets, V,
+                scale, nullptr);
 }
 
 // Forward's per-row losses and the backward in one kernel: one pass of row statistics, and no
@@ -355,8 +357,7 @@ void cuda_cross_entropy_fused(float *losses, float *dlogits, const float *logits
                               const int *targets, int N, int V, const float *scale) {
     if (N <= 0 || V <= 0) return;
     if (ce_bwd_cluster(dlogits, losses, logits, targets, N, V, 0.0f, scale)) return;
-    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, losses, logits, targets, V, 0.0f, scale);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(ce_bwd_kernel<float>, N, SM_THREADS, 0, dlogits, losses, logits, targets, V, 0.0f, scale);
 }
 
 // The same with the gradient rounded to bf16 (for the head's bf16 GEMM: linear_cross_entropy.cu)
@@ -364,6 +365,6 @@ void cuda_cross_entropy_fused_bf16(float *losses, __nv_bfloat16 *dlogits, const 
                                    const int *targets, int N, int V, const float *scale) {
     if (N <= 0 || V <= 0) return;
     if (ce_bwd_cluster(dlogits, losses, logits, targets, N, V, 0.0f, scale)) return;
-    ce_bwd_kernel<<<N, SM_THREADS>>>(dlogits, losses, logits, targets, V, 0.0f, scale);
-    CUDA_LAUNCH_CHECK();
+    cuda_launch(ce_bwd_kernel<__nv_bfloat16>, N, SM_THREADS, 0, dlogits, losses, logits,
+                targets, V, 0.0f, scale);
 }

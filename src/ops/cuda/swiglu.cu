@@ -36,12 +36,14 @@ __device__ __forceinline__ void swiglu_grads(float dy, float g, float u, float *
 // them)
 template <typename O, typename I>
 __global__ static void swiglu_fwd_kernel(O *out, const I *gate, const I *up, int64_t n) {
+    cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         cuda_store(out + i, swiglu_value(ld1(gate + i), ld1(up + i)));
 }
 template <typename O4, typename I4>
 __global__ static void swiglu_fwd4_kernel(O4 *out, const I4 *gate, const I4 *up, int64_t n4) {
+    cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
         const float4 g = ld4(gate + i), u = ld4(up + i);
@@ -55,6 +57,7 @@ __global__ static void swiglu_fwd4_kernel(O4 *out, const I4 *gate, const I4 *up,
 template <int V, typename I>
 __global__ static void swiglu_fwd_rows_kernel(__nv_bfloat16 *out, int64_t ldo, const I *gate,
                                               const I *up, int N, int F) {
+    cuda_pdl_wait();
     typedef typename std::conditional<sizeof(I) == 4, float4, uint2>::type I4;
     for (int n = blockIdx.y; n < N; n += gridDim.y)
         for (int c = V * (blockIdx.x * blockDim.x + threadIdx.x); c < F;
@@ -76,6 +79,7 @@ template <int V, typename I>
 __global__ static void swiglu_bwd_rows_kernel(__nv_bfloat16 *dgate, __nv_bfloat16 *dup,
                                               int64_t ldd, const float *dout, const I *gate,
                                               const I *up, int N, int F) {
+    cuda_pdl_wait();
     typedef typename std::conditional<sizeof(I) == 4, float4, uint2>::type I4;
     for (int n = blockIdx.y; n < N; n += gridDim.y)
         for (int c = V * (blockIdx.x * blockDim.x + threadIdx.x); c < F;
@@ -104,6 +108,7 @@ __global__ static void swiglu_bwd_rows_kernel(__nv_bfloat16 *dgate, __nv_bfloat1
 template <typename O, typename I>
 __global__ static void swiglu_bwd_kernel(O *dgate, O *dup, const float *dout, const I *gate,
                                          const I *up, int64_t n) {
+    cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         float dg, du;
@@ -115,6 +120,7 @@ __global__ static void swiglu_bwd_kernel(O *dgate, O *dup, const float *dout, co
 template <typename O4, typename I4>
 __global__ static void swiglu_bwd4_kernel(O4 *dgate, O4 *dup, const float4 *dout, const I4 *gate,
                                           const I4 *up, int64_t n4) {
+    cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
         const float4 dy = dout[i], g = ld4(gate + i), u = ld4(up + i);
@@ -142,12 +148,11 @@ static void swiglu_forward(O *out, const I *gate, const I *up, int64_t n) {
     typedef typename Vec4<I>::T4 I4;
     typedef typename Vec4<I>::T1 I1;
     if (n % 4 == 0 && al4(gate) && al4(up) && al4(out))
-        swiglu_fwd4_kernel<<<cuda_grid(n / 4, 256), 256>>>(
-            (typename Vec4<O>::T4 *)out, (const I4 *)gate, (const I4 *)up, n / 4);
+        cuda_launch(swiglu_fwd4_kernel<typename Vec4<O>::T4, I4>, cuda_grid(n / 4, 256), 256, 0, (typename Vec4<O>::T4 *)out,
+                    (const I4 *)gate, (const I4 *)up, n / 4);
     else
-        swiglu_fwd_kernel<<<cuda_grid(n, 256), 256>>>((typename Vec4<O>::T1 *)out,
-                                                      (const I1 *)gate, (const I1 *)up, n);
-    CUDA_LAUNCH_CHECK();
+        cuda_launch(swiglu_fwd_kernel<typename Vec4<O>::T1, I1>, cuda_grid(n, 256), 256, 0, (typename Vec4<O>::T1 *)out,
+                    (const I1 *)gate, (const I1 *)up, n);
 }
 
 // bf16 out at row stride ldo (ldo = F: the flat kernels above)
@@ -161,9 +166,12 @@ static void swiglu_forward_rows(uint16_t *out, int64_t ldo, const I *gate, const
     const int bx = std::min((F / vec + 255) / 256, 1024);
     const dim3 grid(bx, std::min(N, 65535));
     __nv_bfloat16 *o = (__nv_bfloat16 *)out;
-    if (vec == 4) swiglu_fwd_rows_kernel<4><<<grid, 256>>>(o, ldo, (const I1 *)gate, (const I1 *)up, N, F);
-    else swiglu_fwd_rows_kernel<1><<<grid, 256>>>(o, ldo, (const I1 *)gate, (const I1 *)up, N, F);
-    CUDA_LAUNCH_CHECK();
+    if (vec == 4)
+        cuda_launch(swiglu_fwd_rows_kernel<4, I1>, grid, 256, 0, o, ldo, (const I1 *)gate,
+                    (const I1 *)up, N, F);
+    else
+        cuda_launch(swiglu_fwd_rows_kernel<1, I1>, grid, 256, 0, o, ldo, (const I1 *)gate,
+                    (const I1 *)up, N, F);
 }
 
 template <typename O, typename I>
@@ -175,13 +183,11 @@ static void swiglu_backward(O *dgate, O *dup, const float *dout, const I *gate, 
     typedef typename Vec4<I>::T4 I4;
     typedef typename Vec4<I>::T1 I1;
     if (n % 4 == 0 && al4(dout) && al4(gate) && al4(up) && al4(dgate) && al4(dup))
-        swiglu_bwd4_kernel<<<cuda_grid(n / 4, 256), 256>>>((O4 *)dgate, (O4 *)dup,
-                                                           (const float4 *)dout, (const I4 *)gate,
-                                                           (const I4 *)up, n / 4);
+        cuda_launch(swiglu_bwd4_kernel<O4, I4>, cuda_grid(n / 4, 256), 256, 0, (O4 *)dgate, (O4 *)dup,
+                    (const float4 *)dout, (const I4 *)gate, (const I4 *)up, n / 4);
     else
-        swiglu_bwd_kernel<<<cuda_grid(n, 256), 256>>>((O1 *)dgate, (O1 *)dup, dout,
-                                                      (const I1 *)gate, (const I1 *)up, n);
-    CUDA_LAUNCH_CHECK();
+        cuda_launch(swiglu_bwd_kernel<O1, I1>, cuda_grid(n, 256), 256, 0, (O1 *)dgate, (O1 *)dup, dout,
+                    (const I1 *)gate, (const I1 *)up, n);
 }
 
 // bf16 dgate, dup at row stride ldd (ldd = F: the flat kernels above)
@@ -196,10 +202,11 @@ static void swiglu_backward_rows(uint16_t *dgate, uint16_t *dup, int64_t ldd, co
     const dim3 grid(std::min((F / vec + 255) / 256, 1024), std::min(N, 65535));
     __nv_bfloat16 *g = (__nv_bfloat16 *)dgate, *u = (__nv_bfloat16 *)dup;
     if (vec == 4)
-        swiglu_bwd_rows_kernel<4><<<grid, 256>>>(g, u, ldd, dout, (const I1 *)gate, (const I1 *)up, N, F);
+        cuda_launch(swiglu_bwd_rows_kernel<4, I1>, grid, 256, 0, g, u, ldd, dout, (const I1 *)gate,
+                    (const I1 *)up, N, F);
     else
-        swiglu_bwd_rows_kernel<1><<<grid, 256>>>(g, u, ldd, dout, (const I1 *)gate, (const I1 *)up, N, F);
-    CUDA_LAUNCH_CHECK();
+        cuda_launch(swiglu_bwd_rows_kernel<1, I1>, grid, 256, 0, g, u, ldd, dout, (const I1 *)gate,
+                    (const I1 *)up, N, F);
 }
 
 void cuda_swiglu_forward(float *out, const float *gate, const float *up, int64_t n) {
