@@ -634,6 +634,24 @@ static double rank_gemm_rel(double K) {
     return rounded_inputs_rel(0x1p-16, 1) + F32_LAMBDA * K * 0x1p-23;
 }
 
+// TUNELENS_CUDA_FOLD_FUSED, which the LoRA group ops read on each call, set to v ("0": the
+// folds' own launches; "1": the passes over x and dout do them where they can, which must give
+// the same bits); returns the old value for fold_fused_restore
+static char *fold_fused_set(const char *v) {
+    const char *old = getenv("TUNELENS_CUDA_FOLD_FUSED");
+    char *kept = old ? xmalloc(strlen(old) + 1) : NULL;
+    if (kept) strcpy(kept, old);
+    setenv("TUNELENS_CUDA_FOLD_FUSED", v, 1);
+    return kept;
+}
+static void fold_fused_restore(char *old) {
+    if (old)
+        setenv("TUNELENS_CUDA_FOLD_FUSED", old, 1);
+    else
+        unsetenv("TUNELENS_CUDA_FOLD_FUSED");
+    free(old);
+}
+
 // A folded group (l: device buffers, adapters with room) reading its input kept in bf16 with
 // room for the adapters' columns (lora_input16_ld; NaN there before the op), and backward its
 // output gradients in bf16: out, xa, dinp, dA and dB are the bits of the f32 ops fed the same
@@ -695,11 +713,20 @@ static void lora_input16_case(LinearLora *l, int n, int N, int IC, const float *
         G->upload(l[i].dA, dA0[i], (size_t)IC * l[i].r * sizeof(float));
         G->upload(l[i].dB, dB0[i], (size_t)l[i].r * l[i].OC * sizeof(float));
     }
+    char *fused_env = fold_fused_set("0");
     G->linear_lora_forward(l, n, d_xr, NULL, 0, N, IC);
     G->linear_lora_backward(l, n, d_di[0], d_xr, NULL, 0, N, IC);
-    static const char *variant[4] = {"bf16 input", "bf16 input and dout", "bf16 dout",
-                                     "bf16 input and dout with room"};
-    for (int v = 0; v < 4; v++) {
+    static const char *variant[8] = {"bf16 input",
+                                     "bf16 input and dout",
+                                     "bf16 dout",
+                                     "bf16 input and dout with room",
+                                     "bf16 input, folds in the passes",
+                                     "bf16 input and dout, folds in the passes",
+                                     "bf16 dout, folds in the passes",
+                                     "bf16 input and dout with room, folds in the passes"};
+    for (int vf = 0; vf < 8; vf++) {  // (vf >= 4: TUNELENS_CUDA_FOLD_FUSED=1, the same bits)
+        const int v = vf % 4;
+        if (vf == 4) setenv("TUNELENS_CUDA_FOLD_FUSED", "1", 1);
         G->upload(d_x16, x16, n16 * sizeof(uint16_t));
         G->upload(d_di[1], di0, ni * sizeof(float));
         for (int i = 0; i < n; i++) {
@@ -731,14 +758,14 @@ static void lora_input16_case(LinearLora *l, int n, int N, int IC, const float *
             for (int k = 0; k < 4; k++) {
                 float *w = host(want[k], len[k]);
                 snprintf(what, sizeof what, "group N=%d IC=%d layer %d (r=%d), %s: %s", N, IC, i,
-                         l[i].r, variant[v], part[k]);
+                         l[i].r, variant[vf], part[k]);
                 if (gemm) check_acc(what, got[k], w, base[k], len[k], tol[k]);
                 else check_equal(what, got[k], w, len[k]);
                 free(w);
             }
         }
         float *w = host(d_di[0], ni);
-        snprintf(what, sizeof what, "group N=%d IC=%d n=%d, %s: dinp", N, IC, n, variant[v]);
+        snprintf(what, sizeof what, "group N=%d IC=%d n=%d, %s: dinp", N, IC, n, variant[vf]);
         if (gemm) check_acc(what, d_di[1], w, di0, ni, tol_di);
         else check_equal(what, d_di[1], w, ni);
         free(w);
@@ -765,6 +792,7 @@ static void lora_input16_case(LinearLora *l, int n, int N, int IC, const float *
         check(what, d_di[1], w, ni, gemm ? tol_di : 2 * tol_signed(K));
         free(w), free(nan_di), free(zero_di);
     }
+    fold_fused_restore(fused_env);
     for (int i = 0; i < n; i++) {
         l[i].dout = d_dout[i];
         gfree(d_doutr[i]), gfree(d_dout16[i]), gfree(d_dout16s[i]), free(h16s[i]);
@@ -864,6 +892,34 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
         check_equal(what, d_dB[i], got_dB[i], (size_t)r[i] * OC[i]);
     }
     check_equal(what, d_di, got_di, ni);
+    // the folds in their own launches and in the passes over x and dout (small groups): the
+    // same bits either way, xa too
+    if (folded) {
+        float *got_xa[LF_MAX];
+        for (int i = 0; i < n; i++) got_xa[i] = host(d_xa[i], (size_t)N * r[i]);
+        char *fused_env = fold_fused_set("0");
+        for (int fused = 0; fused < 2; fused++) {
+            setenv("TUNELENS_CUDA_FOLD_FUSED", fused ? "1" : "0", 1);
+            for (int i = 0; i < n; i++) {
+                G->upload(d_dA[i], dA0[i], (size_t)IC * r[i] * sizeof(float));
+                G->upload(d_dB[i], dB0[i], (size_t)r[i] * OC[i] * sizeof(float));
+            }
+            G->upload(d_di, di0, ni * sizeof(float));
+            G->linear_lora_forward(l, n, d_inp, NULL, 0, N, IC);
+            G->linear_lora_backward(l, n, d_di, d_inp, NULL, 0, N, IC);
+            snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d n=%d, folds %s", dn, N, IC, n,
+                     fused ? "in the passes" : "on their own");
+            for (int i = 0; i < n; i++) {
+                check_equal(what, d_out[i], got_out[i], (size_t)N * OC[i]);
+                check_equal(what, d_xa[i], got_xa[i], (size_t)N * r[i]);
+                check_equal(what, d_dA[i], got_dA[i], (size_t)IC * r[i]);
+                check_equal(what, d_dB[i], got_dB[i], (size_t)r[i] * OC[i]);
+            }
+            check_equal(what, d_di, got_di, ni);
+        }
+        fold_fused_restore(fused_env);
+        for (int i = 0; i < n; i++) free(got_xa[i]);
+    }
     // dinp_set: over a dinp of NaN the group sets it to what it adds to zeros (the same
     // products; f32 sums of the layers' OC + r terms, perhaps in another order)
     {

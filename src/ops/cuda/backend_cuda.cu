@@ -53,6 +53,7 @@ static struct {
     Arena *arena;
     std::mutex lock;    // guards the arena and the byte counts
     bool pdl;           // kernels launched with PDL (cuda_launch: sm_90, TUNELENS_CUDA_PDL)
+    int *counters;      // cuda_block_counters: CUDA_BLOCK_COUNTERS ints, zero between launches
 } ctx;
 
 static Backend backend;
@@ -63,6 +64,7 @@ static std::once_flag init_once;
 cublasHandle_t cuda_cublas(void) { return ctx.handle; }
 cublasLtHandle_t cuda_cublaslt(void) { return ctx.lt; }
 bool cuda_pdl(void) { return ctx.pdl; }
+int *cuda_block_counters(void) { return ctx.counters; }
 
 static size_t round_up(size_t n, size_t g) { return (n + g - 1) / g * g; }
 
@@ -319,6 +321,14 @@ static void init(void) {
     const size_t cublas_ws_bytes = (size_t)32 << 20;
     ctx.cublas_ws = cuda_device_alloc(cublas_ws_bytes);
     if (ctx.cublas_ws) CUBLAS_CHECK(cublasSetWorkspace(ctx.handle, ctx.cublas_ws, cublas_ws_bytes));
+    // the last-block counters, allocated here so that no recording allocates them
+    ctx.counters = (int *)cuda_device_alloc(CUDA_BLOCK_COUNTERS * sizeof(int));
+    if (!ctx.counters) {
+        snprintf(init_err, sizeof init_err, "out of cuda memory at start");
+        init_state = -1;
+        return;
+    }
+    CUDA_CHECK(cudaMemset(ctx.counters, 0, CUDA_BLOCK_COUNTERS * sizeof(int)));
 
     backend.name = "cuda";
     size_t len = strnlen(prop.name, sizeof backend.device - 1);  // long names are cut

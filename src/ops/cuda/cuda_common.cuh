@@ -83,6 +83,13 @@ __device__ __forceinline__ void cuda_pdl_wait(void) {
 }
 bool cuda_pdl(void);  // the launches use PDL (sm_90 and the switch; backend_cuda.cu)
 
+// Counters for a kernel whose last block to finish a piece of work does what follows it (a
+// sum over the others' partials): CUDA_BLOCK_COUNTERS ints on the device, zero between
+// launches (the last block resets the counter it took), for one launch at a time (the ops
+// run in stream order).
+#define CUDA_BLOCK_COUNTERS 1024
+int *cuda_block_counters(void);
+
 // kernel<<<grid, block, smem>>>(args...) on the calling thread's stream, with PDL where on; a
 // bad configuration is an error here
 template <typename... P, typename... A>

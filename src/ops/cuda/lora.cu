@@ -297,6 +297,111 @@ __device__ __forceinline__ void st_rows_bf16(__nv_bfloat16 *Mb, int ldb, bool bv
     }
 }
 
+// ---- the folds' jobs (lora_fold below, or lora_rowdot's own epilogue)
+// S (N, r) from np partials: S[n][k] = sscale * sum_p P[p * pstride + n * ldp + k] (a rank
+// GEMM's: its two parts, pstride = r), kept in Sout (row stride lds) unless NULL, and
+// bf16(xscale * S) into Xb[n * ldx + k] for k < pad (0 past r) unless NULL
+typedef struct {
+    const float *P;
+    int64_t pstride;
+    int np, ldp;
+    float sscale;
+    float *Sout;
+    int lds;
+    __nv_bfloat16 *Xb;
+    int ldx;
+    float xscale;
+    int N, r, pad;
+} FoldS;
+// a bf16 copy of an adapter into a handle's padding: dst[a * da + b * db] = bf16(src[a A2 + b])
+typedef struct {
+    const float *src;
+    __nv_bfloat16 *dst;
+    int64_t len, da, db;
+    int A2;
+} FoldW;
+// one value of each: S[n][k] (k < pad; the partials read from L2, as the last block of
+// lora_rowdot reads what other blocks wrote) and element i of a copy
+__device__ __forceinline__ void fold_s_at(const FoldS &s, int64_t n, int k) {
+    float v = 0.0f;
+    if (k < s.r) {
+        for (int p = 0; p < s.np; p++) v += __ldcg(s.P + (size_t)p * s.pstride + n * s.ldp + k);
+        v *= s.sscale;
+        if (s.Sout) s.Sout[n * s.lds + k] = v;
+    }
+    if (s.Xb) s.Xb[n * s.ldx + k] = __float2bfloat16_rn(s.xscale * v);
+}
+__device__ __forceinline__ void fold_w_at(const FoldW &w, int64_t i) {
+    const int64_t r = i / w.A2, c = i - r * w.A2;
+    w.dst[r * w.da + c * w.db] = __float2bfloat16_rn(w.src[i]);
+}
+
+// The fold done by lora_rowdot itself (TUNELENS_CUDA_FOLD_FUSED=1; small groups: the 8 x 9
+// step's 128 fold launches). Every block of the launch first takes its share of the copies
+// (w); the FoldS segments (s[i]: ranks soff[i].. of job sj[i]'s partials Pd) are summed by
+// the last block to finish of each (job, row block, rank chunk), counted in cnt: that block
+// sums its rows and ranks over the job's column blocks in order (the fold kernel's sum: the
+// same bits) and resets its counter for the next launch. No partial sums over row blocks
+// (LoraSum): those groups take lora_fold.
+typedef struct {
+    FoldS s[LORA_SEGS];
+    int sj[LORA_SEGS], soff[LORA_SEGS], ns;
+    FoldW w[LORA_SEGS];
+    int nw;
+    int64_t wlen;  // the copies' elements, all jobs
+    int *cnt;      // (nj, gy, gz) counters, zero between launches
+} RowdotFold;
+typedef struct {
+} NoFold;
+template <bool FOLD>
+using FoldOf = typename std::conditional<FOLD, RowdotFold, NoFold>::type;
+
+// the block's share of the copies: element i of all of them, strided over the launch
+__device__ __forceinline__ void rowdot_fold_copies(const RowdotFold &f) {
+    const int64_t nthreads = (int64_t)gridDim.x * gridDim.y * gridDim.z * blockDim.x;
+    const int64_t b = ((int64_t)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+    for (int64_t i = b * blockDim.x + threadIdx.x; i < f.wlen; i += nthreads) {
+        int t = 0;
+        int64_t j = i;
+        while (t + 1 < f.nw && j >= f.w[t].len) j -= f.w[t].len, t++;
+        fold_w_at(f.w[t], j);
+    }
+}
+// after the block's partials (job ji, rows [n0, n0 + rows), ranks [k0, k0 + RC)) are written:
+// the last block of the (job, row block, rank chunk) folds those rows and ranks; gx: the job's
+// column blocks. The padding columns (r <= k < pad) go with rank chunk 0.
+template <int RC>
+__device__ __forceinline__ void rowdot_fold_last(const RowdotFold &f, int ji, int gx, int n0,
+                                                 int rows, int N, int k0) {
+    __shared__ int last;
+    __threadfence();  // this block's partials visible before it counts
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int *c = f.cnt + ((size_t)ji * gridDim.y + blockIdx.y) * gridDim.z + blockIdx.z;
+        last = atomicAdd(c, 1) == gx - 1;
+        if (last) *c = 0;  // (every block of this one has counted)
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int i = 0; i < f.ns; i++) {
+        if (f.sj[i] != ji) continue;
+        const FoldS &s = f.s[i];
+        const int off = f.soff[i];
+        // the segment's ranks in this chunk, and the padding with chunk 0
+        const int ka = max(k0 - off, 0), kb = min(k0 + RC - off, s.r);
+        const int ke = k0 == 0 ? s.pad : kb;
+        if (k0 != 0 && ka >= kb) continue;
+        const int ks = k0 == 0 ? 0 : ka, kn = ke - ks;
+        if (kn <= 0) continue;
+        for (int t = threadIdx.x; t < rows * kn; t += blockDim.x) {
+            const int n = n0 + t / kn, k = ks + t % kn;
+            if (n >= N || (k < s.r && (k < ka || k >= kb))) continue;
+            fold_s_at(s, n, k);
+        }
+    }
+}
+
 // A job of lora_rowdot: M (N,C) -> Pd[bx][n][k0+kk] = dscale * sum over the block's columns c
 // of M[n][c] w(k0+kk, c)   (Pd (gx, N, r); NULL with column sums: those only)
 // and, with column sums (Pc or cd): Pc[by][k0+kk][c] = sum over the block's rows n of
@@ -328,10 +433,13 @@ typedef struct {
 } RowdotArgs;
 
 #define LORA_CPB 8  // most chunks a block (the weights of all in shared memory)
-template <int RC, bool VEC, bool COLACC, typename TM>
+// FOLD: the fold's work too (f: RowdotFold, rowdot_fold_*)
+template <int RC, bool VEC, bool COLACC, typename TM, bool FOLD>
 __global__ void __launch_bounds__(LORA_WARPS * 32, 2)
-lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
+    lora_rowdot_kernel(const __grid_constant__ RowdotArgs a,
+                       const __grid_constant__ FoldOf<FOLD> f) {
     cuda_pdl_wait();
+    if constexpr (FOLD) rowdot_fold_copies(f);
     constexpr int W = 32 / RC, STEP = 32 / RC, WIDTH = 32 * W;
     __shared__ __align__(16) float wt[(COLACC ? 1 : LORA_CPB) * RC * WIDTH];
     __shared__ __align__(16) float tile[COLACC ? LORA_RB * RC : 1];
@@ -393,6 +501,7 @@ lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
                 for (int e = 0; e < W; e++) m[j][e] = mn[j][e];
         }
         colacc_out<RC, W>(J.Pc, J.cd.n ? &J.cd : NULL, red, acc, C, r, k0, bx, by);
+        if constexpr (FOLD) rowdot_fold_last<RC>(f, ji, J.gx, n0, LORA_RB, N, k0);
     } else {
         // cpb chunks, their weights all in shared memory; a step's rows over the chunks, four
         // chunks' loads in flight at a time
@@ -416,6 +525,7 @@ lora_rowdot_kernel(const __grid_constant__ RowdotArgs a) {
             }
             dots_out<RC>(Pd, v, nb, N, r, k0, J.dscale, lane, bx);
         }
+        if constexpr (FOLD) rowdot_fold_last<RC>(f, ji, J.gx, n0, rb, N, k0);
     }
 }
 
@@ -539,6 +649,68 @@ static void lora_sum(const LoraSum *j0, const LoraSum *j1) {
     cuda_launch(lora_sum_kernel, b0 + b1, T, 0, j0 ? *j0 : none, j1 ? *j1 : none, b0);
 }
 
+// Up to LORA_SEGS jobs of each kind a launch (a group's layers): job t's blocks are
+// [b[t], b[t+1]), the FoldS jobs first, then the FoldW, then the LoraSum (dB)
+typedef struct {
+    FoldS s[LORA_SEGS];
+    FoldW w[LORA_SEGS];
+    LoraSum j[LORA_SEGS];
+    int b[3 * LORA_SEGS + 1];
+} FoldArgs;
+
+__global__ static void lora_fold_kernel(const __grid_constant__ FoldArgs a) {
+    cuda_pdl_wait();
+    int t = 0;
+    while ((int)blockIdx.x >= a.b[t + 1]) t++;
+    const int64_t i = (int64_t)(blockIdx.x - a.b[t]) * blockDim.x + threadIdx.x;
+    if (t < LORA_SEGS) {
+        const FoldS &s = a.s[t];
+        if (i >= (int64_t)s.N * s.pad) return;
+        const int64_t n = i / s.pad;
+        fold_s_at(s, n, (int)(i - n * s.pad));
+    } else if (t < 2 * LORA_SEGS) {
+        const FoldW &w = a.w[t - LORA_SEGS];
+        if (i < w.len) fold_w_at(w, i);
+    } else {
+        const LoraSum &j = a.j[t - 2 * LORA_SEGS];
+        if (i >= j.len) return;
+        const int64_t ps = j.pstride ? j.pstride : j.len;
+        float v = 0.0f;
+        for (int p = 0; p < j.np; p++) v += j.P[(size_t)p * ps + i];
+        const int64_t r = i / j.A2, c = i - r * j.A2;
+        float *d = j.dst + r * j.ds_a + c * j.ds_b;
+        *d = j.accumulate ? fmaf(j.alpha, v, *d) : j.alpha * v;
+    }
+}
+
+// a launch's jobs, added one by one (at most LORA_SEGS of each kind)
+typedef struct {
+    FoldArgs a;
+    int ns, nw, nj;
+} Fold;
+static void fold_s(Fold *f, const FoldS &s) {
+    if (s.Sout || s.Xb) f->a.s[f->ns++] = s;
+}
+static void fold_w(Fold *f, const FoldW &w) { f->a.w[f->nw++] = w; }
+static void fold_j(Fold *f, const LoraSum &j) { f->a.j[f->nj++] = j; }
+static void lora_fold(Fold *f) {
+    const int T = 256;
+    FoldArgs &a = f->a;
+    int b = 0;
+    for (int t = 0; t < 3 * LORA_SEGS; t++) {
+        const int q = t % LORA_SEGS;
+        const int64_t len = t < LORA_SEGS       ? (q < f->ns ? (int64_t)a.s[q].N * a.s[q].pad : 0)
+                            : t < 2 * LORA_SEGS ? (q < f->nw ? a.w[q].len : 0)
+                                                : (q < f->nj ? a.j[q].len : 0);
+        a.b[t] = b;
+        b += (int)((len + T - 1) / T);
+    }
+    a.b[3 * LORA_SEGS] = b;
+    f->ns = f->nw = f->nj = 0;
+    if (!b) return;
+    cuda_launch(lora_fold_kernel, b, T, 0, a);
+}
+
 // ---- launchers: rank chunks of RC = 8 (r <= 8) or 16; W = 32 / RC columns a lane
 
 // lora_rowdot without column sums (xa): LORA_RB_DOTS rows and lora_cpb chunks a block. Measured
@@ -614,10 +786,11 @@ static RowdotJob rowdot_job(float *Pd, float *Pc, const ColDst *cd, Rows M, WSrc
 // SM, down to one step a warp: at N = 72 (8 x 9 tokens) 128 rows gave q/k/v's pass 16 blocks of
 // 132 SMs, each warp 4-5 dependent steps (ncu: 12.5 us a pass). The rows are independent: the
 // same bits for any rb.
-template <typename TM>
-static void rowdot_launch(int rc, bool colacc, bool vec, dim3 grid, const RowdotArgs &a) {
+template <typename TM, bool FOLD>
+static void rowdot_launch(int rc, bool colacc, bool vec, dim3 grid, const RowdotArgs &a,
+                          const FoldOf<FOLD> &f) {
 #define LORA_ROWDOT(RC_, VEC_, CA_) \
-    cuda_launch(lora_rowdot_kernel<RC_, VEC_, CA_, TM>, grid, LORA_WARPS * 32, 0, a)
+    cuda_launch(lora_rowdot_kernel<RC_, VEC_, CA_, TM, FOLD>, grid, LORA_WARPS * 32, 0, a, f)
     if (rc == 8) {
         if (colacc) vec ? LORA_ROWDOT(8, true, true) : LORA_ROWDOT(8, false, true);
         else vec ? LORA_ROWDOT(8, true, false) : LORA_ROWDOT(8, false, false);
@@ -627,8 +800,32 @@ static void rowdot_launch(int rc, bool colacc, bool vec, dim3 grid, const Rowdot
     }
 #undef LORA_ROWDOT
 }
-// (the jobs' M all f32 or all bf16: m16)
-static void lora_rowdot_run(const RowdotJob *js, int nj, int N, bool m16 = false) {
+// f's jobs as a RowdotFold of the jobs js (one row block of LORA_RB rows for column sums, rb
+// rows otherwise): false where lora_fold must do them (partial sums over row blocks, a
+// segment that is not a job's partials, TUNELENS_CUDA_FOLD_FUSED not 1)
+static bool rowdot_fold(const Fold &f, const RowdotJob *js, int nj, int N, RowdotFold *rf) {
+    if (cuda_env_int("TUNELENS_CUDA_FOLD_FUSED", 0) != 1 || f.nj || (!f.ns && !f.nw)) return false;
+    *rf = RowdotFold{};
+    for (int i = 0; i < f.ns; i++) {
+        const FoldS &s = f.a.s[i];
+        int ji = 0;
+        while (ji < nj && !(js[ji].Pd && s.P >= js[ji].Pd && s.P < js[ji].Pd + js[ji].r)) ji++;
+        if (ji == nj) return false;
+        const RowdotJob &j = js[ji];
+        const int off = (int)(s.P - j.Pd);
+        if (s.N != N || s.np != j.gx || s.ldp != j.r || s.pstride != (int64_t)N * j.r ||
+            off + s.r > j.r)
+            return false;
+        rf->s[rf->ns] = s, rf->sj[rf->ns] = ji, rf->soff[rf->ns] = off, rf->ns++;
+    }
+    for (int i = 0; i < f.nw; i++) rf->w[rf->nw++] = f.a.w[i], rf->wlen += f.a.w[i].len;
+    rf->cnt = cuda_block_counters();
+    return true;
+}
+
+// (the jobs' M all f32 or all bf16: m16). f: the fold's jobs after it (lora_fold), done by
+// this launch where rowdot_fold takes them (then f is left empty)
+static void lora_rowdot_run(const RowdotJob *js, int nj, int N, bool m16 = false, Fold *f = NULL) {
     if (nj <= 0 || N <= 0) return;
     RowdotArgs a{};
     const int rc = lora_rc(js[0].r), colacc = js[0].Pc || js[0].cd.n;
@@ -649,8 +846,20 @@ static void lora_rowdot_run(const RowdotJob *js, int nj, int N, bool m16 = false
     }
     a.rb = rb;
     const dim3 grid(gx, (N + rb - 1) / rb, gz);
-    if (m16) rowdot_launch<__nv_bfloat16>(rc, colacc, vec, grid, a);
-    else rowdot_launch<float>(rc, colacc, vec, grid, a);
+    RowdotFold rf;
+    if (f && (int64_t)nj * grid.y * grid.z <= CUDA_BLOCK_COUNTERS &&
+        rowdot_fold(*f, js, nj, N, &rf)) {
+        f->ns = f->nw = 0;
+        if (m16)
+            rowdot_launch<__nv_bfloat16, true>(rc, colacc, vec, grid, a, rf);
+        else
+            rowdot_launch<float, true>(rc, colacc, vec, grid, a, rf);
+        return;
+    }
+    if (m16)
+        rowdot_launch<__nv_bfloat16, false>(rc, colacc, vec, grid, a, NoFold{});
+    else
+        rowdot_launch<float, false>(rc, colacc, vec, grid, a, NoFold{});
 }
 
 // one job
@@ -900,100 +1109,6 @@ static void rank_gemm_run(bool ta, bool tb, int M, int Nc, int K, const __nv_bfl
     cuda_gemm_bf16_rm(ta, tb, M, Nc, K, 1.0f, A, lda, B, ldb, 0.0f, P, ldp);
 }
 
-// S (N, r) from np partials: S[n][k] = sscale * sum_p P[p * pstride + n * ldp + k] (a rank
-// GEMM's: its two parts, pstride = r), kept in Sout (row stride lds) unless NULL, and
-// bf16(xscale * S) into Xb[n * ldx + k] for k < pad (0 past r) unless NULL
-typedef struct {
-    const float *P;
-    int64_t pstride;
-    int np, ldp;
-    float sscale;
-    float *Sout;
-    int lds;
-    __nv_bfloat16 *Xb;
-    int ldx;
-    float xscale;
-    int N, r, pad;
-} FoldS;
-// a bf16 copy of an adapter into a handle's padding: dst[a * da + b * db] = bf16(src[a A2 + b])
-typedef struct {
-    const float *src;
-    __nv_bfloat16 *dst;
-    int64_t len, da, db;
-    int A2;
-} FoldW;
-
-// Up to LORA_SEGS jobs of each kind a launch (a group's layers): job t's blocks are
-// [b[t], b[t+1]), the FoldS jobs first, then the FoldW, then the LoraSum (dB)
-typedef struct {
-    FoldS s[LORA_SEGS];
-    FoldW w[LORA_SEGS];
-    LoraSum j[LORA_SEGS];
-    int b[3 * LORA_SEGS + 1];
-} FoldArgs;
-
-__global__ static void lora_fold_kernel(const __grid_constant__ FoldArgs a) {
-    cuda_pdl_wait();
-    int t = 0;
-    while ((int)blockIdx.x >= a.b[t + 1]) t++;
-    const int64_t i = (int64_t)(blockIdx.x - a.b[t]) * blockDim.x + threadIdx.x;
-    if (t < LORA_SEGS) {
-        const FoldS &s = a.s[t];
-        if (i >= (int64_t)s.N * s.pad) return;
-        const int64_t n = i / s.pad;
-        const int k = (int)(i - n * s.pad);
-        float v = 0.0f;
-        if (k < s.r) {
-            for (int p = 0; p < s.np; p++) v += s.P[(size_t)p * s.pstride + n * s.ldp + k];
-            v *= s.sscale;
-            if (s.Sout) s.Sout[n * s.lds + k] = v;
-        }
-        if (s.Xb) s.Xb[n * s.ldx + k] = __float2bfloat16_rn(s.xscale * v);
-    } else if (t < 2 * LORA_SEGS) {
-        const FoldW &w = a.w[t - LORA_SEGS];
-        if (i >= w.len) return;
-        const int64_t r = i / w.A2, c = i - r * w.A2;
-        w.dst[r * w.da + c * w.db] = __float2bfloat16_rn(w.src[i]);
-    } else {
-        const LoraSum &j = a.j[t - 2 * LORA_SEGS];
-        if (i >= j.len) return;
-        const int64_t ps = j.pstride ? j.pstride : j.len;
-        float v = 0.0f;
-        for (int p = 0; p < j.np; p++) v += j.P[(size_t)p * ps + i];
-        const int64_t r = i / j.A2, c = i - r * j.A2;
-        float *d = j.dst + r * j.ds_a + c * j.ds_b;
-        *d = j.accumulate ? fmaf(j.alpha, v, *d) : j.alpha * v;
-    }
-}
-
-// a launch's jobs, added one by one (at most LORA_SEGS of each kind)
-typedef struct {
-    FoldArgs a;
-    int ns, nw, nj;
-} Fold;
-static void fold_s(Fold *f, const FoldS &s) {
-    if (s.Sout || s.Xb) f->a.s[f->ns++] = s;
-}
-static void fold_w(Fold *f, const FoldW &w) { f->a.w[f->nw++] = w; }
-static void fold_j(Fold *f, const LoraSum &j) { f->a.j[f->nj++] = j; }
-static void lora_fold(Fold *f) {
-    const int T = 256;
-    FoldArgs &a = f->a;
-    int b = 0;
-    for (int t = 0; t < 3 * LORA_SEGS; t++) {
-        const int q = t % LORA_SEGS;
-        const int64_t len = t < LORA_SEGS       ? (q < f->ns ? (int64_t)a.s[q].N * a.s[q].pad : 0)
-                            : t < 2 * LORA_SEGS ? (q < f->nw ? a.w[q].len : 0)
-                                                : (q < f->nj ? a.j[q].len : 0);
-        a.b[t] = b;
-        b += (int)((len + T - 1) / T);
-    }
-    a.b[3 * LORA_SEGS] = b;
-    f->ns = f->nw = f->nj = 0;
-    if (!b) return;
-    cuda_launch(lora_fold_kernel, b, T, 0, a);
-}
-
 // the group can take the folded path: bf16 handles with room for their adapters (and, backward,
 // the saved xa)
 static bool lora_foldable(const LinearLora *l, int n, int IC, bool backward) {
@@ -1108,6 +1223,7 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
     // xa's partials as the folds read them: P[p * pstride + n * ldp + k]
     int64_t pstride = (int64_t)N * R;
     int np = gx, ldp = R;
+    WSrc wx{};  // (the pass over x: the A's)
     if (gemm) {
         // P (N, 2R) = x (N,IC) @ [A_hi | A_lo] (IC, 2R), the A's split side by side: two
         // partials, R columns apart
@@ -1123,12 +1239,12 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
         cuda_to_bf16_rows(X, ldx, inp, N, IC);
     } else {
         // the A's side by side (read in place; more than LORA_SEGS layers: copied to Acat
-        // (IC, R)), then one pass over x: its bf16 copies and xa's partials (gx, N, R)
-        WSrc w{};
+        // (IC, R)) for the pass over x below
         if (ranked <= LORA_SEGS) {
-            w.wck = 1;
+            wx.wck = 1;
             for (int i = 0; i < n; i++)
-                if (l[i].r > 0) w.p[w.n] = l[i].A, w.off[w.n + 1] = w.off[w.n] + l[i].r, w.n++;
+                if (l[i].r > 0)
+                    wx.p[wx.n] = l[i].A, wx.off[wx.n + 1] = wx.off[wx.n] + l[i].r, wx.n++;
         } else {
             for (int i = 0, off = 0; i < n; off += l[i].r, i++)
                 if (l[i].r > 0)
@@ -1136,15 +1252,11 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
                                                  (size_t)l[i].r * sizeof(float),
                                                  (size_t)l[i].r * sizeof(float), IC,
                                                  cudaMemcpyDeviceToDevice, cudaStreamPerThread));
-            w = wsrc1(Acat, 1, R);
+            wx = wsrc1(Acat, 1, R);
         }
-        const Rows x = inp16 ? rows_bf16(inp16, ld16) : rows_f32(inp, IC);
-        const RowdotJob j = rowdot_job(Pd, NULL, NULL, x, w, NULL, IC, R, 1.0f,
-                                       in_place ? NULL : X, ldx, nx, (int64_t)2 * sx);
-        lora_rowdot_run(&j, 1, N, inp16 != NULL);
     }
     // layer i's fold: xa (N,r) saved, bf16(scale xa) into its copy's padding columns, B^T into
-    // the handle's; batched all at once, else each before its GEMM
+    // the handle's; batched all at once (or the one ranked layer's), else each before its GEMM
     Fold f{};
     auto fold = [&](int i, int off, __nv_bfloat16 *Xi) {
         int hld, hrp;
@@ -1154,17 +1266,25 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
                          N, r, lora_pad(r)});
         fold_w(&f, FoldW{l[i].B, hw + IC, (int64_t)r * OC, 1, hld, OC});
     };
-    if (nx > 1) {
+    const bool fold_first = nx > 1 || ranked == 1;
+    if (fold_first)
         for (int i = 0, off = 0, xi = 0; i < n; off += l[i].r, i++)
-            if (l[i].r > 0) fold(i, off, X + (size_t)2 * sx * xi++);
-        lora_fold(&f);
+            if (l[i].r > 0) fold(i, off, nx > 1 ? X + (size_t)2 * sx * xi++ : X);
+    if (R > 0 && !gemm) {
+        // one pass over x: its bf16 copies and xa's partials (gx, N, R) (and the folds, where
+        // the pass takes them: rowdot_fold)
+        const Rows x = inp16 ? rows_bf16(inp16, ld16) : rows_f32(inp, IC);
+        const RowdotJob j = rowdot_job(Pd, NULL, NULL, x, wx, NULL, IC, R, 1.0f,
+                                       in_place ? NULL : X, ldx, nx, (int64_t)2 * sx);
+        lora_rowdot_run(&j, 1, N, inp16 != NULL, &f);
     }
+    if (fold_first) lora_fold(&f);
     for (int i = 0, off = 0, xi = 0; i < n; off += l[i].r, i++) {
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
         const int r = l[i].r, pad = lora_pad(r);
         const __nv_bfloat16 *Xi = nx > 1 && r > 0 ? X + (size_t)2 * sx * xi++ : X;
-        if (nx == 1 && r > 0) {
+        if (!fold_first && r > 0) {
             fold(i, off, X);
             lora_fold(&f);
         }
@@ -1368,7 +1488,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
             po += pd_of(i), co += pc_of(i);
         }
         rank_run();
-        lora_rowdot_run(js, nj, N, g160);
+        lora_rowdot_run(js, nj, N, g160, &f);
         lora_fold(&f);
         for (int i = 0; i < n; i++) gemm(i, Gs[i]);
     } else {
@@ -1378,7 +1498,7 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
             if (l[i].r > 0) {
                 if (!layer(i, off, G, Pd, Pc)) continue;
                 rank_run();
-                lora_rowdot_run(js, nj, N, l[i].dout16 != NULL);
+                lora_rowdot_run(js, nj, N, l[i].dout16 != NULL, &f);
                 lora_fold(&f);
             }
             gemm(i, G);
