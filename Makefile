@@ -146,5 +146,5 @@ fuzz: $(FUZZ_BIN)
 clean:
 	rm -rf build build-asan build-vg build-fuzz tunelens
 
--include $(OBJ:.o=.d) $(FUZZ_OBJ:.o=.d)
+-include $(OBJ:.o=.d) $(FUZZ_OBJ:.o=.d) $(B)/tests/strict_backend.d
 .PHONY: all test asan valgrind fuzz fuzz-build clean

@@ -1657,6 +1657,52 @@ static void attention_rope_case(int prec, int B, int T, int H, int Hkv, int D) {
     }
     printf("    attention+rope %s B=%d T=%d H=%d/%d D=%d: dq, dk, dv the same bits\n",
            prec == ATT_BF16 ? "bf16" : prec ? "tf32" : "f32", B, T, H, Hkv, D);
+    // attention_backward_rope16: the same values rounded to bf16 (nearest), into rows with 10
+    // values of room (left as they were), where the bf16 kernels run; elsewhere nothing
+    if (G->attention_backward_rope16) {
+        const int width[3] = {H * D, Hkv * D, Hkv * D}, ldq = H * D + 10, ldkv = Hkv * D + 10;
+        const int ld[3] = {ldq, ldkv, ldkv};
+        uint16_t *h16[3], *d16[3];
+        for (int j = 0; j < 3; j++) {
+            const size_t n16 = (size_t)N * ld[j];
+            h16[j] = xmalloc(n16 * sizeof(uint16_t));
+            for (size_t e = 0; e < n16; e++) h16[j][e] = 0x7fc1;  // (a NaN no rounding gives)
+            d16[j] = G->alloc(n16 * sizeof(uint16_t));
+            G->upload(d16[j], h16[j], n16 * sizeof(uint16_t));
+        }
+        const int done =
+            G->attention_backward_rope16(d16[0], d16[1], d16[2], ldq, ldkv, dout, saved, q, k, v, B,
+                                         T, H, Hkv, D, dt, d_ct, d_st, d_pos);
+        const int want_done = prec == ATT_BF16 && (D == 16 || D == 32 || D == 64 || D == 128);
+        snprintf(what, sizeof what, "attention+rope16 %s B=%d T=%d H=%d/%d D=%d",
+                 prec == ATT_BF16 ? "bf16"
+                 : prec           ? "tf32"
+                                  : "f32",
+                 B, T, H, Hkv, D);
+        if (done != want_done) fail_msg("%s: returned %d, wanted %d", what, done, want_done);
+        for (int j = 0; j < 3; j++) {
+            const size_t n16 = (size_t)N * ld[j];
+            uint16_t *got = xmalloc(n16 * sizeof(uint16_t));
+            G->download(got, d16[j], n16 * sizeof(uint16_t));
+            float *want = host(g[0][j], len[j]);
+            for (int r = 0; r < N; r++)
+                for (int c = 0; c < ld[j]; c++) {
+                    const uint16_t w =
+                        done && c < width[j] ? f32_to_bf16(want[(size_t)r * width[j] + c]) : 0x7fc1;
+                    if (got[(size_t)r * ld[j] + c] != w)
+                        fail_msg("%s: %s row %d column %d: 0x%04x, wanted 0x%04x", what, grad[j], r,
+                                 c, got[(size_t)r * ld[j] + c], w);
+                }
+            free(got), free(want), free(h16[j]), gfree(d16[j]);
+        }
+        printf("    attention+rope16 %s B=%d T=%d H=%d/%d D=%d: %s\n",
+               prec == ATT_BF16 ? "bf16"
+               : prec           ? "tf32"
+                                : "f32",
+               B, T, H, Hkv, D,
+               done ? "dq, dk, dv rounded to bf16, bit for bit; the room untouched"
+                    : "not taken (nothing written)");
+    }
     for (int w = 0; w < 2; w++)
         for (int j = 0; j < 3; j++) gfree(g[w][j]);
     free(ct), free(st), free(pos), free(hq), free(hk), free(hv), free(hd);

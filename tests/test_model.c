@@ -310,6 +310,50 @@ static void emu_attention16(uint16_t *out, int ldo, float *probs, const float *q
     emu_narrow_rows(out, ldo, t, B * T, H * D);
     free(t);
 }
+// attention's backward over the batch's own keys, dq and dk rotated back (the model's
+// attention_backward + rope_backward); attention_backward_rope16's form of it, rounded to bf16
+// into rows ldq, ldkv apart (counted: emu_qkv16_calls); and the reference of that: f32 dq, dk,
+// dv holding the rounded values
+static int emu_qkv16_calls;
+static void emu_attention_backward_rope(float *dq, float *dk, float *dv, const float *dout,
+                                        const float *probs, const float *q, const float *k,
+                                        const float *v, int B, int T, int H, int Hkv, int D,
+                                        ComputeDtype dtype, const float *cos_t, const float *sin_t,
+                                        const int *pos) {
+    BACKEND_CPU.attention_backward(dq, dk, dv, dout, probs, q, k, v, B, T, T, 0, H, Hkv, D, dtype);
+    BACKEND_CPU.rope_backward(dq, cos_t, sin_t, pos, B * T, H, D);
+    BACKEND_CPU.rope_backward(dk, cos_t, sin_t, pos, B * T, Hkv, D);
+}
+static int emu_attention_backward_rope16(uint16_t *dq16, uint16_t *dk16, uint16_t *dv16, int ldq,
+                                         int ldkv, const float *dout, const float *probs,
+                                         const float *q, const float *k, const float *v, int B,
+                                         int T, int H, int Hkv, int D, ComputeDtype dtype,
+                                         const float *cos_t, const float *sin_t, const int *pos) {
+    const int N = B * T;
+    const size_t nq = (size_t)N * H * D, nk = (size_t)N * Hkv * D;
+    float *dq = xmalloc(sizeof(float) * nq), *dk = xmalloc(sizeof(float) * nk);
+    float *dv = xmalloc(sizeof(float) * nk);
+    emu_attention_backward_rope(dq, dk, dv, dout, probs, q, k, v, B, T, H, Hkv, D, dtype, cos_t,
+                                sin_t, pos);
+    emu_narrow_rows(dq16, ldq, dq, N, H * D);
+    emu_narrow_rows(dk16, ldkv, dk, N, Hkv * D), emu_narrow_rows(dv16, ldkv, dv, N, Hkv * D);
+    free(dq), free(dk), free(dv);
+    emu_qkv16_calls++;
+    return 1;
+}
+static void emu_attention_backward_rope_rounding(float *dq, float *dk, float *dv, const float *dout,
+                                                 const float *probs, const float *q, const float *k,
+                                                 const float *v, int B, int T, int H, int Hkv,
+                                                 int D, ComputeDtype dtype, const float *cos_t,
+                                                 const float *sin_t, const int *pos) {
+    emu_attention_backward_rope(dq, dk, dv, dout, probs, q, k, v, B, T, H, Hkv, D, dtype, cos_t,
+                                sin_t, pos);
+    const size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * Hkv * D;
+    for (size_t i = 0; i < nq; i++) dq[i] = bf16_to_f32(f32_to_bf16(dq[i]));
+    for (size_t i = 0; i < nk; i++)
+        dk[i] = bf16_to_f32(f32_to_bf16(dk[i])), dv[i] = bf16_to_f32(f32_to_bf16(dv[i]));
+}
+
 // The group op's backward over the values emu_group_forward read: the input widened (inp16)
 // or, lora16, rounded, and the output gradients widened (dout16, rows ld_dout16 apart: the room
 // past OC is the op's, filled with NaN after) or as given; each layer's dinp += dout W, then
@@ -501,9 +545,10 @@ static float *inputs16_lora_step(Model *m, const Backend *be, int keep, float *l
 }
 
 // The same emulation through the backward: a LoRA step's loss and gradients with the inputs
-// (and gate's and up's output gradients, and with gate16 their outputs) in bf16 equal those of
-// f32 inputs with the adapters' products over them rounded and those gradients rounded, bit
-// for bit: the backward's strides, slots and bf16 output gradients. Adapters on all seven
+// (and gate's, up's, q's, k's and v's output gradients, and with gate16 gate's and up's
+// outputs) in bf16 equal those of f32 inputs with the adapters' products over them rounded and
+// those gradients rounded, bit for bit: the backward's strides, slots and bf16 output
+// gradients. Adapters on all seven
 // projections, and on q and v alone (--lora-keys q_proj,v_proj): the frozen layers beside them,
 // with no f32 input to read, go through the group op (model_lora_group).
 static void test_inputs16_backward_emulated_on_cpu(void **state) {
@@ -513,9 +558,12 @@ static void test_inputs16_backward_emulated_on_cpu(void **state) {
     Backend bl = emu_backend(1), blr = emu_backend(0), bgl = emu_gate16(), bgr = emu_backend(1);
     bl.lora_input16_ld = bgl.lora_input16_ld = bgr.lora_input16_ld = emu_lora_input16_ld;
     bl.swiglu_backward16 = emu_swiglu_backward16;
+    bl.attention_backward_rope16 = bgl.attention_backward_rope16 = emu_attention_backward_rope16;
     blr.linear_lora_forward = emu_linear_lora_forward_rounding;
     blr.linear_lora_backward = emu_linear_lora_backward_rounding;
     blr.swiglu_backward = emu_swiglu_backward_rounding;
+    blr.attention_backward_rope = bgr.attention_backward_rope =
+        emu_attention_backward_rope_rounding;
     bgr.swiglu_forward16 = emu_swiglu16_rounding;
     bgr.swiglu_backward16 = emu_swiglu_backward16_rounding;
     const Backend *pairs[2][2] = {{&bl, &blr}, {&bgl, &bgr}};
@@ -532,7 +580,9 @@ static void test_inputs16_backward_emulated_on_cpu(void **state) {
             for (int i = 0; i < 3; i++) {
                 float l16, l32;
                 size_t n16, n32;
+                emu_qkv16_calls = 0;
                 float *g16 = inputs16_lora_step(&m, pairs[p][0], keeps[i], &l16, &n16, 1);
+                assert_true(emu_qkv16_calls > 0);  // (q, k, v's output gradients in bf16)
                 float *g32 = inputs16_lora_step(&m, pairs[p][1], keeps[i], &l32, &n32, p);
                 assert_int_equal(n16, n32);
                 assert_true(n16 > 0);
@@ -543,9 +593,10 @@ static void test_inputs16_backward_emulated_on_cpu(void **state) {
             }
         model_free(&m);
     }
-    printf("  LoRA steps with inputs and gate/up gradients in bf16 (CPU emulation): loss and "
-           "gradients equal the rounding reference's bit for bit (all seven projections, and "
-           "q and v alone)\n");
+    printf(
+        "  LoRA steps with inputs and gate/up/q/k/v gradients in bf16 (CPU emulation): loss and "
+        "gradients equal the rounding reference's bit for bit (all seven projections, and "
+        "q and v alone)\n");
 }
 
 // Every buffer of a forward state, and every layer's slot of attention's saved state, starts

@@ -194,18 +194,18 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
 }
 
 // linear_backward for the layers ps[0..n) of block b, all reading inp (q/k/v; gate/up), with
-// the output gradients douts[0..n) (or douts16, in bf16, rows ld_dout16 apart: a state with
-// inputs16), into one dinp (N,IC) =, their sum (its old values need not be zero): through the
-// backend's linear_lora_backward where model_lora_group says so (which may fold the adapters'
-// products into the layers' own and read the input once for all dA), else layer by layer
-// after zeroing it. xa: the block's LoRA slot, or NULL. set16: the bf16 weight gradients are
+// the output gradients douts[0..n) (or douts16, in bf16, layer i's rows ld_dout16[i] apart: a
+// state with inputs16), into one dinp (N,IC) =, their sum (its old values need not be zero):
+// through the backend's linear_lora_backward where model_lora_group says so (which may fold the
+// adapters' products into the layers' own and read the input once for all dA), else layer by
+// layer after zeroing it. xa: the block's LoRA slot, or NULL. set16: the bf16 weight gradients are
 // set, not added to (Grads.set16).
 static void linear_group_backward(const Model *m, const ForwardState *s, const Block *b,
-                                  BlockGrads *bg, size_t a, const float *xa, int n,
-                                  const Proj *ps, const float *const *douts,
-                                  const uint16_t *const *douts16, float *dinp, const float *inp,
-                                  const uint16_t *inp16, int ld16, int ld_dout16, float *dy,
-                                  int N, const Dropout *drop, int set16) {
+                                  BlockGrads *bg, size_t a, const float *xa, int n, const Proj *ps,
+                                  const float *const *douts, const uint16_t *const *douts16,
+                                  float *dinp, const float *inp, const uint16_t *inp16, int ld16,
+                                  const int *ld_dout16, float *dy, int N, const Dropout *drop,
+                                  int set16) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
@@ -214,7 +214,7 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
                          (xa || (m->bf16_masters && (be->caps & BACKEND_CAP_MASTER_GROUPS))), l)) {
         for (int i = 0; i < n; i++) {
             l[i].dout = douts16 ? NULL : douts[i], l[i].dout16 = douts16 ? douts16[i] : NULL;
-            l[i].ld_dout16 = douts16 ? ld_dout16 : 0;
+            l[i].ld_dout16 = douts16 ? ld_dout16[i] : 0;
             l[i].dA = bg->lora_A[ps[i]], l[i].dB = bg->lora_B[ps[i]];
             l[i].dinp_set = 1, l[i].dw16_set = set16;
         }
@@ -222,7 +222,7 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
         return;
     }
     model_require_f32(inp != NULL, "backward", "input");
-    model_require_f32(!douts16, "backward", "output gradient (gate's and up's)");
+    model_require_f32(!douts16, "backward", "output gradient (gate's, up's, q's, k's, v's)");
     if (dinp) be->zero(dinp, sizeof(float) * (size_t)N * proj_in_dim(c, ps[0]));
     for (int i = 0; i < n; i++)
         linear_backward(be, b, bg, ps[i], c, dinp, douts[i], inp, l[i].xa,
@@ -253,6 +253,15 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
     uint16_t *dgate16 = NULL, *dup16 = NULL;
     if (s->inputs16 && be->swiglu_backward16)
         dgate16 = (uint16_t *)dgate, dup16 = (uint16_t *)dup;
+    // likewise q's, k's and v's (attention_backward_rope16), side by side in bf16 where the f32
+    // dq, dk, dv lie (rows ld16_hd and ldkv16 apart, with the adapters' room as att's)
+    const int ldkv16 = r > 0 && be->lora_input16_ld ? be->lora_input16_ld(KVD, r) : KVD;
+    uint16_t *dq16 = NULL, *dk16 = NULL, *dv16 = NULL;
+    if (s->inputs16 && be->attention_backward_rope16 &&
+        (size_t)s->ld16_hd + 2 * (size_t)ldkv16 <= 2 * ((size_t)HD + 2 * KVD)) {
+        dq16 = (uint16_t *)dq, dk16 = dq16 + (size_t)N * s->ld16_hd;
+        dv16 = dk16 + (size_t)N * ldkv16;
+    }
 
     const float *cos_t = s->rope_cos, *sin_t = s->rope_sin;
 
@@ -288,9 +297,9 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         const float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
         Dropout drop[N_PROJ];
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define LINEARS_BACKWARD(n, ps, douts, douts16, dinp, inp, inp16, ld16)                       \
+#define LINEARS_BACKWARD(n, ps, douts, douts16, ld_douts16, dinp, inp, inp16, ld16)            \
     linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, douts16, dinp, inp, inp16, ld16, \
-                          ldg16, ddora, N, drop, g->set16)
+                          ld_douts16, ddora, N, drop, g->set16)
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.
@@ -299,33 +308,39 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
             else be->swiglu_forward(in.act, gate, up, (int64_t)NF);
         }
         LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), NULL,
-                         dact, in.act, in.act16, in.ld_f);
+                         NULL, dact, in.act, in.act16, in.ld_f);
         if (gate16) be->swiglu16_backward(dgate16, dup16, ldg16, dact, gate16, up16, N, F);
         else if (dgate16) be->swiglu_backward16(dgate16, dup16, ldg16, dact, gate, up, N, F);
         else be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEARS_BACKWARD(2, ((const Proj[]){PROJ_GATE, PROJ_UP}),
                          ((const float *const[]){dgate, dup}),
-                         dgate16 ? ((const uint16_t *const[]){dgate16, dup16}) : NULL, dxn,
-                         in.fxn, in.fxn16, in.ld_c);
+                         dgate16 ? ((const uint16_t *const[]){dgate16, dup16}) : NULL,
+                         ((const int[]){ldg16, ldg16}), dxn, in.fxn, in.fxn16, in.ld_c);
         be->rmsnorm_backward(dresid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N,
                              N, C);
 
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn))); dresid, mid's
         // gradient, becomes x's in place
-        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), NULL,
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), NULL, NULL,
                          datt, in.att, in.att16, in.ld_hd);
-        if (be->attention_backward_rope) {  // (dq, dk rotated back by the op)
+        // dq, dk, dv: in bf16 where the op rounds them (then rotated back by it), else f32,
+        // rotated back by the op where it has the rope
+        const int qkv16 = dq16 && be->attention_backward_rope16(
+                                      dq16, dk16, dv16, s->ld16_hd, ldkv16, datt, probs, q, kc, vc,
+                                      B, T, H, Hkv, D, m->linear_dtype, cos_t, sin_t, s->pos_ids);
+        if (!qkv16 && be->attention_backward_rope) {
             be->attention_backward_rope(dq, dk, dv, datt, probs, q, kc, vc, B, T, H, Hkv, D,
                                         m->linear_dtype, cos_t, sin_t, s->pos_ids);
-        } else {
+        } else if (!qkv16) {
             be->attention_backward(dq, dk, dv, datt, probs, q, kc, vc, B, T, T, 0, H, Hkv, D,
                                    m->linear_dtype);
             be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
             be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
         }
         LINEARS_BACKWARD(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}),
-                         ((const float *const[]){dq, dk, dv}), NULL, dxa, in.xn, in.xn16,
-                         in.ld_c);
+                         ((const float *const[]){dq, dk, dv}),
+                         qkv16 ? ((const uint16_t *const[]){dq16, dk16, dv16}) : NULL,
+                         ((const int[]){s->ld16_hd, ldkv16, ldkv16}), dxa, in.xn, in.xn16, in.ld_c);
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
         if (below || bg->attn_norm)

@@ -256,6 +256,16 @@ typedef struct Backend {
                                     const float *v, int B, int T, int H, int Hkv, int D,
                                     ComputeDtype dtype, const float *cos_t, const float *sin_t,
                                     const int *pos);
+    // attention_backward_rope with dq, dk and dv rounded to bf16 (nearest) as the q, k and v
+    // products read them (LinearLora.dout16): the same values rounded once, dq's rows ldq values
+    // apart (>= H D), dk's and dv's ldkv (>= Hkv D; the columns past the width untouched).
+    // Returns 0 where the backend cannot at these sizes, alignments or dtype (nothing written:
+    // the caller runs attention_backward_rope). NULL where a backend has none.
+    int (*attention_backward_rope16)(uint16_t *dq, uint16_t *dk, uint16_t *dv, int ldq, int ldkv,
+                                     const float *dout, const float *probs, const float *q,
+                                     const float *k, const float *v, int B, int T, int H, int Hkv,
+                                     int D, ComputeDtype dtype, const float *cos_t,
+                                     const float *sin_t, const int *pos);
     // The floats attention_forward keeps in `probs` for attention_backward at these sizes: NULL
     // means the probabilities themselves, (B,H,T,S); a fused kernel keeps less (CUDA: each
     // row's log-sum-exp and a copy of out) and recomputes them. backend_attention_saved below.

@@ -311,3 +311,16 @@ void cuda_attention_backward_rope(float *dq, float *dk, float *dv, const float *
     if (dq) cuda_rope_backward(dq, cos_t, sin_t, pos, B * T, H, D);
     if (dk) cuda_rope_backward(dk, cos_t, sin_t, pos, B * T, Hkv, D);
 }
+
+// the same with dq, dk, dv rounded to bf16 (rows ldq, ldkv apart) by the bf16 kernels as they
+// store them: 1 where those run, else 0 and nothing written (the model then runs the f32 op)
+int cuda_attention_backward_rope16(uint16_t *dq, uint16_t *dk, uint16_t *dv, int ldq, int ldkv,
+                                   const float *dout, const float *probs, const float *q,
+                                   const float *k, const float *v, int B, int T, int H, int Hkv,
+                                   int D, ComputeDtype dtype, const float *cos_t,
+                                   const float *sin_t, const int *pos) {
+    if (!cuda_flash_attention_supported(D)) return 0;
+    const CudaRope rope = {cos_t, sin_t, pos};
+    return cuda_flash_attention_backward16(dq, dk, dv, ldq, ldkv, dout, probs, q, k, v, B, T, T, 0,
+                                           H, Hkv, D, dtype, &rope);
+}

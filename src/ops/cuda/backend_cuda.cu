@@ -391,6 +391,10 @@ static void init(void) {
     // comparisons: the model's rope passes)
     if (cuda_env_int("TUNELENS_CUDA_ROPE_FUSED", 1))
         backend.attention_backward_rope = cuda_attention_backward_rope;
+    // ... and q's, k's and v's output gradients stored in bf16 by it, as their products read
+    // them (TUNELENS_CUDA_QKV_GRAD16=1: off until it has run on a GPU)
+    if (cuda_env_int("TUNELENS_CUDA_ROPE_FUSED", 1) && cuda_env_int("TUNELENS_CUDA_QKV_GRAD16", 0))
+        backend.attention_backward_rope16 = cuda_attention_backward_rope16;
     backend.attention_saved_floats = cuda_attention_saved_floats;
     backend.swiglu_forward = cuda_swiglu_forward;
     backend.swiglu_backward = cuda_swiglu_backward;

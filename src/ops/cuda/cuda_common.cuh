@@ -289,6 +289,11 @@ void cuda_attention_backward_rope(float *dq, float *dk, float *dv, const float *
                                   const float *v, int B, int T, int H, int Hkv, int D,
                                   ComputeDtype dtype, const float *cos_t, const float *sin_t,
                                   const int *pos);
+int cuda_attention_backward_rope16(uint16_t *dq, uint16_t *dk, uint16_t *dv, int ldq, int ldkv,
+                                   const float *dout, const float *probs, const float *q,
+                                   const float *k, const float *v, int B, int T, int H, int Hkv,
+                                   int D, ComputeDtype dtype, const float *cos_t,
+                                   const float *sin_t, const int *pos);
 void cuda_attention_forward16(uint16_t *out, int ldo, float *probs, const float *q,
                               const float *k, const float *v, int B, int T, int S, int q_offset,
                               int H, int Hkv, int D, ComputeDtype dtype);
@@ -314,6 +319,11 @@ bool cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float 
                                    const float *saved, const float *q, const float *k,
                                    const float *v, int B, int T, int S, int q_offset, int H,
                                    int Hkv, int D, ComputeDtype dtype, const CudaRope *rope);
+bool cuda_flash_attention_backward16(uint16_t *dq, uint16_t *dk, uint16_t *dv, int ldq, int ldkv,
+                                     const float *dout, const float *saved, const float *q,
+                                     const float *k, const float *v, int B, int T, int S,
+                                     int q_offset, int H, int Hkv, int D, ComputeDtype dtype,
+                                     const CudaRope *rope);
 void cuda_swiglu_forward(float *out, const float *gate, const float *up, int64_t n);
 void cuda_swiglu_forward16(uint16_t *out, int ldo, const float *gate, const float *up, int N,
                            int F);

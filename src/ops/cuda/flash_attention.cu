@@ -525,6 +525,48 @@ static void fa_delta(float *delta, const float *dout, const float *out, int B, i
     cuda_launch(fa_delta_kernel, cuda_grid(rows * 32, 256), 256, 0, delta, dout, out, B, T, H, D);
 }
 
+// The bf16 kernels' backward: dq (rows ldq apart), dk, dv (ldkv) of type OUT (f32, or rounded
+// to bf16 as they are stored); rope (S = T): dq and dk rotated back before they are stored
+template <int D, typename OUT>
+static void fa_bf_backward(OUT *dq, OUT *dk, OUT *dv, int64_t ldq, int64_t ldkv, const float *dout,
+                           const float *lse, const float *out, float *delta, const float *q,
+                           const float *k, const float *v, int B, int T, int S, int q_offset, int H,
+                           int Hkv, const CudaRope *rope) {
+    const float scale = 1.0f / sqrtf((float)D), scale_log2 = FA_LOG2E * scale;
+    // the kv kernel held to 3 blocks an SM (168 registers) where that spills little: 7% faster
+    // than 2 at the 1B shape (D = 128 would spill more)
+    constexpr int BQ = fa_bf::bq(D), MINB = D <= 64 ? 3 : 1;
+    static bool bf_ready;
+    if (!bf_ready) {
+        fa_smem_opt_in(fa_bf::bwd_kv_kernel<D, BQ, MINB, OUT>, fa_bf::kv_shmem(D, BQ));
+        fa_smem_opt_in(fa_bf::bwd_q_kernel<D, BQ, 1, OUT>, fa_bf::q_shmem(D, 1));
+        fa_smem_opt_in(fa_bf::bwd_q_kernel<D, BQ, 2, OUT>, fa_bf::q_shmem(D, 2));
+        bf_ready = true;
+    }
+    // the dq kernel computes delta on its way (from out's rows, float4 loads) for the kv kernel
+    // after it; without dq (or an unaligned out) a kernel of its own does
+    const bool fuse = dq && cuda_aligned16(out);
+    if (!fuse) fa_delta(delta, dout, out, B, T, H, D);
+    const CudaRope r = rope ? *rope : CudaRope{};
+    if (dq) {
+        const int nt = (T + FA_TILE - 1) / FA_TILE;
+        const float *o = fuse ? out : NULL;
+        if ((H / Hkv) % 2 == 0)  // two query heads on one K, V tile
+            cuda_launch(fa_bf::bwd_q_kernel<D, BQ, 2, OUT>, fa_grid(nt, H / 2, B),
+                        2 * fa_bf::THREADS, fa_bf::q_shmem(D, 2), dq, ldq, dout, lse, delta, o, q,
+                        k, v, T, S, q_offset, H, Hkv, scale, scale_log2, r.cos_t, r.sin_t, r.pos);
+        else
+            cuda_launch(fa_bf::bwd_q_kernel<D, BQ, 1, OUT>, fa_grid(nt, H, B), fa_bf::THREADS,
+                        fa_bf::q_shmem(D, 1), dq, ldq, dout, lse, delta, o, q, k, v, T, S, q_offset,
+                        H, Hkv, scale, scale_log2, r.cos_t, r.sin_t, r.pos);
+    }
+    if (dk || dv)
+        cuda_launch(fa_bf::bwd_kv_kernel<D, BQ, MINB, OUT>,
+                    fa_grid((S + FA_TILE - 1) / FA_TILE, Hkv, B), fa_bf::THREADS,
+                    fa_bf::kv_shmem(D, BQ), dk, dv, ldkv, dout, lse, delta, q, k, v, T, S, q_offset,
+                    H, Hkv, scale, scale_log2, r.cos_t, r.sin_t, r.pos);
+}
+
 // out: the forward's (saved); delta: B*H*T floats of scratch
 // rope (S = T): the bf16 kernels rotate dq and dk back before they store them (*rotated)
 template <int D>
@@ -546,40 +588,9 @@ static void fa_backward_d(float *dq, float *dk, float *dv, const float *dout, co
     const float *in4[4] = {dout, q, k, v};
     float *out2[3] = {dq, dk, dv};
     if (fa_use_bf16(dtype, in4, out2)) {  // BF16: bf16 tensor cores
-        // the kv kernel held to 3 blocks an SM (168 registers) where that spills little:
-        // 7% faster than 2 at the 1B shape (D = 128 would spill more)
-        constexpr int BQ = fa_bf::bq(D), MINB = D <= 64 ? 3 : 1;
-        static bool bf_ready;
-        if (!bf_ready) {
-            fa_smem_opt_in(fa_bf::bwd_kv_kernel<D, BQ, MINB>, fa_bf::kv_shmem(D, BQ));
-            fa_smem_opt_in(fa_bf::bwd_q_kernel<D, BQ, 1>, fa_bf::q_shmem(D, 1));
-            fa_smem_opt_in(fa_bf::bwd_q_kernel<D, BQ, 2>, fa_bf::q_shmem(D, 2));
-            bf_ready = true;
-        }
-        // the dq kernel computes delta on its way (from out's rows, float4 loads) for the kv
-        // kernel after it; without dq (or an unaligned out) a kernel of its own does
-        const bool fuse = dq && cuda_aligned16(out);
-        if (!fuse) fa_delta(delta, dout, out, B, T, H, D);
-        const CudaRope r = rope ? *rope : CudaRope{};
+        fa_bf_backward<D, float>(dq, dk, dv, (int64_t)H * D, (int64_t)Hkv * D, dout, lse, out,
+                                 delta, q, k, v, B, T, S, q_offset, H, Hkv, rope);
         *rotated = rope != NULL;
-        if (dq) {
-            const int nt = (T + FA_TILE - 1) / FA_TILE;
-            const float *o = fuse ? out : NULL;
-            if ((H / Hkv) % 2 == 0)  // two query heads on one K, V tile
-                cuda_launch(fa_bf::bwd_q_kernel<D, BQ, 2>, fa_grid(nt, H / 2, B),
-                            2 * fa_bf::THREADS, fa_bf::q_shmem(D, 2), dq, dout, lse, delta, o, q, k,
-                            v, T, S, q_offset, H, Hkv, scale, scale_log2, r.cos_t, r.sin_t, r.pos);
-            else
-                cuda_launch(fa_bf::bwd_q_kernel<D, BQ, 1>, fa_grid(nt, H, B), fa_bf::THREADS,
-                            fa_bf::q_shmem(D, 1), dq, dout, lse, delta, o, q, k, v, T, S, q_offset,
-                            H, Hkv, scale, scale_log2, r.cos_t, r.sin_t, r.pos);
-        }
-        if (dk || dv) {
-            cuda_launch(fa_bf::bwd_kv_kernel<D, BQ, MINB>,
-                        fa_grid((S + FA_TILE - 1) / FA_TILE, Hkv, B), fa_bf::THREADS,
-                        fa_bf::kv_shmem(D, BQ), dk, dv, dout, lse, delta, q, k, v, T, S, q_offset,
-                        H, Hkv, scale, scale_log2, r.cos_t, r.sin_t, r.pos);
-        }
         return;
     }
     // the TF32 and f32 kernels below add to dq, dk, dv: zeroed first (the op sets them)
@@ -654,6 +665,24 @@ bool cuda_flash_attention_forward16(uint16_t *out, int ldo, float *saved, const 
     return done;
 }
 
+// The backward's scratch *delta (B H T floats, the workspace's) and the forward's saved lse and
+// out: `saved`, or (not kept) the forward run again into the workspace
+static void fa_backward_state(float **delta, const float **lse, const float **out,
+                              const float *saved, const float *q, const float *k, const float *v,
+                              int B, int T, int S, int q_offset, int H, int Hkv, int D,
+                              ComputeDtype dtype) {
+    const size_t rows = fa_lse_floats(B, T, H), nsaved = cuda_flash_attention_saved_floats(B, T, H, D);
+    float *ws = cuda_workspace(rows + (saved ? 0 : 2 * nsaved));
+    *delta = ws;
+    if (!saved) {  // not kept: run the forward again (into a throwaway out)
+        float *tmp = ws + rows;
+        cuda_flash_attention_forward(tmp + nsaved, tmp, q, k, v, B, T, S, q_offset, H, Hkv, D,
+                                     dtype);
+        saved = tmp;
+    }
+    *lse = saved, *out = saved + rows;
+}
+
 // dout (B,T,H,D), saved (NULL: recomputed) -> dq (B,T,H,D) =, dk, dv (B,S,Hkv,D) = (any NULL);
 // rope (S = T): dq and dk rotated back where the bf16 kernels run (true)
 bool cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
@@ -662,18 +691,37 @@ bool cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float 
                                    int Hkv, int D, ComputeDtype dtype, const CudaRope *rope) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return false;
     if (!dq && !dk && !dv) return false;
-    const size_t rows = fa_lse_floats(B, T, H), nsaved = cuda_flash_attention_saved_floats(B, T, H, D);
-    float *ws = cuda_workspace(rows + (saved ? 0 : 2 * nsaved));
-    float *delta = ws;
-    if (!saved) {  // not kept: run the forward again (into a throwaway out)
-        float *tmp = ws + rows;
-        cuda_flash_attention_forward(tmp + nsaved, tmp, q, k, v, B, T, S, q_offset, H, Hkv, D,
-                                     dtype);
-        saved = tmp;
-    }
-    const float *lse = saved, *out = saved + rows;
+    float *delta;
+    const float *lse, *out;
+    fa_backward_state(&delta, &lse, &out, saved, q, k, v, B, T, S, q_offset, H, Hkv, D, dtype);
     bool rotated = false;
     FA_DISPATCH(fa_backward_d, D, dq, dk, dv, dout, lse, out, delta, q, k, v, B, T, S, q_offset,
                 H, Hkv, dtype, S == T ? rope : NULL, &rotated);
     return rotated;
+}
+
+// the same with dq, dk, dv rounded to bf16 as the bf16 kernels store them (rows ldq and ldkv
+// values apart; rope (S = T): dq and dk rotated back) where those kernels run (BF16, the
+// tensors aligned for their vector accesses: bf16 pairs, 4 bytes): true; else nothing (false)
+bool cuda_flash_attention_backward16(uint16_t *dq, uint16_t *dk, uint16_t *dv, int ldq, int ldkv,
+                                     const float *dout, const float *saved, const float *q,
+                                     const float *k, const float *v, int B, int T, int S,
+                                     int q_offset, int H, int Hkv, int D, ComputeDtype dtype,
+                                     const CudaRope *rope) {
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || S <= 0) return false;
+    if (!dq && !dk && !dv) return false;
+    const float *in4[4] = {dout, q, k, v};
+    float *none[3] = {NULL, NULL, NULL};
+    if (!fa_use_bf16(dtype, in4, none) || ldq % 2 || ldkv % 2 || ldq < H * D || ldkv < Hkv * D)
+        return false;
+    const uint16_t *outs[3] = {dq, dk, dv};
+    for (int i = 0; i < 3; i++)
+        if ((uintptr_t)outs[i] & 3u) return false;
+    float *delta;
+    const float *lse, *out;
+    fa_backward_state(&delta, &lse, &out, saved, q, k, v, B, T, S, q_offset, H, Hkv, D, dtype);
+    FA_DISPATCH(fa_bf_backward, D, (__nv_bfloat16 *)dq, (__nv_bfloat16 *)dk, (__nv_bfloat16 *)dv,
+                (int64_t)ldq, (int64_t)ldkv, dout, lse, out, delta, q, k, v, B, T, S, q_offset, H,
+                Hkv, S == T ? rope : NULL);
+    return true;
 }

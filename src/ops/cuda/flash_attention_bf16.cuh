@@ -326,15 +326,17 @@ __device__ __forceinline__ void rope_back_row(float (&g)[NT][4], int half,
 // most queries) first. Query tiles of BQ
 // rows; a thread holds keys g and g+8 of its warp's 16: P^T and dS^T (keys x queries) in
 // st/dpt, the gradients gk, gv (keys x D). rcos not NULL (S = T): dk rotated back by rope
-// (tables rcos, rsin; key row b S + s at position rpos[b S + s]).
-template <int D, int BQ, int MINB>  // MINB: blocks an SM that the registers must allow
+// (tables rcos, rsin; key row b S + s at position rpos[b S + s]). dk, dv: f32 or rounded to
+// bf16 (OUT) as they are stored, key row b S + s at (b S + s) ldkv (Hkv D: (B,S,Hkv,D)).
+template <int D, int BQ, int MINB, typename OUT>  // MINB: blocks an SM the registers must allow
 __global__ void __launch_bounds__(THREADS, MINB)
-bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__restrict__ dout,
-              const float *__restrict__ lse, const float *__restrict__ delta,
-              const float *__restrict__ q, const float *__restrict__ k,
-              const float *__restrict__ v, int T, int S, int q_offset, int H, int Hkv,
-              float scale, float scale_log2, const float *__restrict__ rcos,
-              const float *__restrict__ rsin, const int *__restrict__ rpos) {
+bwd_kv_kernel(OUT *__restrict__ dk, OUT *__restrict__ dv, int64_t ldkv,
+              const float *__restrict__ dout, const float *__restrict__ lse,
+              const float *__restrict__ delta, const float *__restrict__ q,
+              const float *__restrict__ k, const float *__restrict__ v, int T, int S,
+              int q_offset, int H, int Hkv, float scale, float scale_log2,
+              const float *__restrict__ rcos, const float *__restrict__ rsin,
+              const int *__restrict__ rpos) {
     cuda_pdl_wait();
     constexpr int W = stride_w<D>(), NT = D / 8, KD = D / 16, NQ = BQ / 8;
     extern __shared__ __align__(16) uint32_t shw[];
@@ -421,17 +423,14 @@ bwd_kv_kernel(float *__restrict__ dk, float *__restrict__ dv, const float *__res
     for (int half = 0; half < 2; half++) {
         const int s = half ? key_b : key_a;
         if (s >= S) continue;
-        const size_t at = (((size_t)b * S + s) * Hkv + kvh) * D + 2 * tq;
+        const size_t at = ((size_t)b * S + s) * ldkv + (size_t)kvh * D + 2 * tq;
         if (dk && rcos)
             rope_back_row<NT>(gk, half, rcos, rsin, (size_t)rpos[(size_t)b * S + s] * (D / 2), tq);
 #pragma unroll
         for (int n = 0; n < NT; n++) {
             if (dk)  // (set: every key row of the tile is written, those no query sees 0)
-                *reinterpret_cast<float2 *>(dk + at + n * 8) =
-                    make_float2(gk[n][2 * half], gk[n][2 * half + 1]);
-            if (dv)
-                *reinterpret_cast<float2 *>(dv + at + n * 8) =
-                    make_float2(gv[n][2 * half], gv[n][2 * half + 1]);
+                cuda_store2(dk + at + n * 8, make_float2(gk[n][2 * half], gk[n][2 * half + 1]));
+            if (dv) cuda_store2(dv + at + n * 8, make_float2(gv[n][2 * half], gv[n][2 * half + 1]));
         }
     }
 }
@@ -468,14 +467,16 @@ __device__ __forceinline__ void load_dout_delta(uint32_t *tile, float *dl_s, flo
 // rows; a thread holds rows g and g+8 of its warp's 16: P, dS in s/dp, dq in gq.
 // out (the saved f32 out) not NULL: delta = dout . out is computed here, from the f32 rows, and
 // written to delta for the kv kernel (which runs after); else delta is read. rcos not NULL: dq
-// rotated back by rope (query row b T + t at position rpos[b T + t]).
-template <int D, int BK, int HG>
+// rotated back by rope (query row b T + t at position rpos[b T + t]). dq: f32 or rounded to bf16
+// (OUT) as it is stored, query row b T + t at (b T + t) ldq (H D: (B,T,H,D)).
+template <int D, int BK, int HG, typename OUT>
 __global__ void __launch_bounds__(THREADS * HG, min_blocks(D, HG))
-bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
+bwd_q_kernel(OUT *__restrict__ dq, int64_t ldq, const float *__restrict__ dout,
              const float *__restrict__ lse, float *__restrict__ delta,
-             const float *__restrict__ out, const float *__restrict__ q, const float *__restrict__ k,
-             const float *__restrict__ v, int T, int S, int q_offset, int H, int Hkv, float scale,
-             float scale_log2, const float *__restrict__ rcos, const float *__restrict__ rsin,
+             const float *__restrict__ out, const float *__restrict__ q,
+             const float *__restrict__ k, const float *__restrict__ v, int T, int S,
+             int q_offset, int H, int Hkv, float scale, float scale_log2,
+             const float *__restrict__ rcos, const float *__restrict__ rsin,
              const int *__restrict__ rpos) {
     cuda_pdl_wait();
     constexpr int W = stride_w<D>(), NT = D / 8, KD = D / 16, NK = BK / 8;
@@ -552,12 +553,11 @@ bwd_q_kernel(float *__restrict__ dq, const float *__restrict__ dout,
     for (int half = 0; half < 2; half++) {
         const int t = half ? rb : ra;
         if (t >= T) continue;
-        const size_t at = (((size_t)b * T + t) * H + h) * D + 2 * tq;
+        const size_t at = ((size_t)b * T + t) * ldq + (size_t)h * D + 2 * tq;
         if (rcos) rope_back_row<NT>(gq, half, rcos, rsin, (size_t)rpos[(size_t)b * T + t] * (D / 2), tq);
 #pragma unroll
         for (int n = 0; n < NT; n++)  // (set: every query row of the tile is written)
-            *reinterpret_cast<float2 *>(dq + at + n * 8) =
-                make_float2(gq[n][2 * half], gq[n][2 * half + 1]);
+            cuda_store2(dq + at + n * 8, make_float2(gq[n][2 * half], gq[n][2 * half + 1]));
     }
 }
 

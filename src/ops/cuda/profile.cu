@@ -84,6 +84,7 @@ void cuda_profile_install(Backend *be) {
     PROF(attention_forward16);
     PROF(attention_backward);
     PROF(attention_backward_rope);
+    PROF(attention_backward_rope16);
     PROF(swiglu_forward);
     PROF(swiglu_forward16);
     PROF(rmsnorm_forward16);
