@@ -11,7 +11,8 @@
 WHAT=${1:-all}
 GC=${GC:-.gpucheck}
 OUT=${OUT:-/tmp/gpu-switches}
-SWITCHES=${SWITCHES:-TUNELENS_CUDA_PDL=1 TUNELENS_CUDA_FOLD_FUSED=1 TUNELENS_CUDA_QKV_GRAD16=1}
+SWITCHES=${SWITCHES:-TUNELENS_CUDA_PDL=1 TUNELENS_CUDA_FOLD_FUSED=1 TUNELENS_CUDA_QKV_GRAD16=1
+TUNELENS_CUDA_DRES16=1}
 mkdir -p "$OUT"
 . bench/devlibs.sh
 if [ "$WHAT" != times ]; then
@@ -26,7 +27,8 @@ if [ "$WHAT" != times ]; then
     wait
     for t in test_cuda_ops test_model test_train test_dora test_generate test_experiment; do
         [ -f "$OUT/$t.log" ] || continue
-        echo "-- $t"; grep -E "FAILED|PASSED|rope16|folds|fail|error" "$OUT/$t.log" | head -20
+        echo "-- $t"
+        grep -E "FAILED|PASSED|rope16|folds|bwd16|fail|error" "$OUT/$t.log" | head -20
     done
 fi
 [ "$WHAT" = tests ] && exit 0

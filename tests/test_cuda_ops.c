@@ -1323,6 +1323,27 @@ static void rmsnorm_case(int N, int Cc) {
         snprintf(what, sizeof what, "rmsnorm bwd N=%d C=%d mode %d dweight", N, Cc, mode);
         if (ww) check_acc(what, d_dw, dw, dw0, Cc, tol);
         else check_equal(what, d_dw, dw0, Cc);
+        if (G->rmsnorm_backward16 && wi) {  // dinp's new values also in bf16: the same dinp
+            // and dweight, and dinp rounded, contiguous and at a row stride (Cc + 8: the
+            // kernel's own stores where it is a multiple of 4, else a pass after)
+            float *got_di = host(d_di, n), *got_dw = host(d_dw, Cc);
+            uint16_t *d16 = G->alloc(n * sizeof(uint16_t));
+            uint16_t *d16s = G->alloc((size_t)N * (Cc + 8) * sizeof(uint16_t));
+            for (int st = 0; st < 2; st++) {
+                G->upload(d_di, di0, n * sizeof(float)), G->upload(d_dw, dw0, Cc * sizeof(float));
+                G->rmsnorm_backward16(d_di, st ? d16s : d16, st ? Cc + 8 : Cc, ww ? d_dw : NULL,
+                                      d_dout, d_x, d_w, d_rstd, N, Cc);
+                snprintf(what, sizeof what, "rmsnorm bwd16 N=%d C=%d mode %d%s", N, Cc, mode,
+                         st ? " at a row stride" : "");
+                check_equal(what, d_di, got_di, n);
+                check_equal(what, d_dw, got_dw, Cc);
+                if (st)
+                    check_rows16(what, d16s, Cc + 8, d16, N, Cc);
+                else
+                    check_bf16_of(what, d16, d_di, n);
+            }
+            free(got_di), free(got_dw), gfree(d16), gfree(d16s);
+        }
         free(di), free(dw), gfree(d_di), gfree(d_dw);
     }
     free(x), free(w), free(dout), free(out), free(rstd), free(di0), free(dw0);

@@ -360,7 +360,8 @@ static void emu_attention_backward_rope_rounding(float *dq, float *dk, float *dv
 // its adapter's dinp, dA, dB (the CPU's f32 ops, the model's order). LoRA training states
 // only: no master weight.
 static void emu_group_backward(const LinearLora *l, int n, float *dinp, const float *inp,
-                               const uint16_t *inp16, int ld16, int N, int IC, int lora16) {
+                               const uint16_t *inp16, int ld16, int N, int IC, int lora16,
+                               int round_dout) {
     float *x = inp16 ? emu_widen_rows(inp16, ld16, N, IC)
                      : lora16 ? emu_round(inp, (size_t)N * IC) : NULL;
     if (dinp && l[0].dinp_set) memset(dinp, 0, sizeof(float) * (size_t)N * IC);
@@ -368,7 +369,9 @@ static void emu_group_backward(const LinearLora *l, int n, float *dinp, const fl
         assert_null(l[i].dw16);
         const int ldd = l[i].ld_dout16 > 0 ? l[i].ld_dout16 : l[i].OC;
         if (l[i].dout16 && l[i].r) assert_true(ldd >= emu_lora_input16_ld(l[i].OC, l[i].r));
-        float *d = l[i].dout16 ? emu_widen_rows(l[i].dout16, ldd, N, l[i].OC) : NULL;
+        float *d = l[i].dout16  ? emu_widen_rows(l[i].dout16, ldd, N, l[i].OC)
+                   : round_dout ? emu_round(l[i].dout, (size_t)N * l[i].OC)
+                                : NULL;
         for (int r = 0; l[i].dout16 && r < N; r++)
             for (int c = l[i].OC; c < ldd; c++)
                 ((uint16_t *)l[i].dout16)[(size_t)r * ldd + c] = 0x7fc0;
@@ -383,12 +386,42 @@ static void emu_group_backward(const LinearLora *l, int n, float *dinp, const fl
 }
 static void emu_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp,
                                      const uint16_t *inp16, int ld16, int N, int IC) {
-    emu_group_backward(l, n, dinp, inp, inp16, ld16, N, IC, inp16 != NULL);
+    emu_group_backward(l, n, dinp, inp, inp16, ld16, N, IC, inp16 != NULL, 0);
 }
-static void emu_linear_lora_backward_rounding(const LinearLora *l, int n, float *dinp,
-                                              const float *inp, const uint16_t *inp16, int ld16,
-                                              int N, int IC) {
-    emu_group_backward(l, n, dinp, inp, inp16, ld16, N, IC, 1);
+// the references of output gradients in bf16 (o's and down's, the residual's gradient, which
+// stays f32 in the model): the f32 ones rounded where the products read them
+static void emu_linear_lora_backward_dround(const LinearLora *l, int n, float *dinp,
+                                            const float *inp, const uint16_t *inp16, int ld16,
+                                            int N, int IC) {
+    emu_group_backward(l, n, dinp, inp, inp16, ld16, N, IC, inp16 != NULL, 1);
+}
+static void emu_linear_lora_backward_rounding_dround(const LinearLora *l, int n, float *dinp,
+                                                     const float *inp, const uint16_t *inp16,
+                                                     int ld16, int N, int IC) {
+    emu_group_backward(l, n, dinp, inp, inp16, ld16, N, IC, 1, 1);
+}
+// and of a frozen layer outside the group ops: an f32 state's o and down without adapters, the
+// layers whose output is the residual stream (OC = the model's dim; not the head's, OC = V)
+static int emu_dim;
+static void emu_linear_backward_dround(float *dinp, float *dweight, const float *dout,
+                                       const float *inp, const float *w, const LinearWeight *h,
+                                       int N, int IC, int OC) {
+    if (OC != emu_dim) {
+        BACKEND_CPU.linear_backward(dinp, dweight, dout, inp, w, h, N, IC, OC);
+        return;
+    }
+    float *d = emu_round(dout, (size_t)N * OC);
+    BACKEND_CPU.linear_backward(dinp, dweight, d, inp, w, h, N, IC, OC);
+    free(d);
+}
+// rmsnorm_backward leaving dinp's new values in bf16 too (rmsnorm_backward16; counted)
+static int emu_dres16_calls;
+static void emu_rmsnorm_backward16(float *dinp, uint16_t *dinp16, int ld16, float *dweight,
+                                   const float *dout, const float *inp, const float *weight,
+                                   const float *rstd, int N, int C) {
+    BACKEND_CPU.rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C);
+    emu_narrow_rows(dinp16, ld16, dinp, N, C);
+    emu_dres16_calls++;
 }
 
 // the emulating backend: inputs in bf16 (with16) or not; emu_gate16 below: gate and up too
@@ -545,10 +578,10 @@ static float *inputs16_lora_step(Model *m, const Backend *be, int keep, float *l
 }
 
 // The same emulation through the backward: a LoRA step's loss and gradients with the inputs
-// (and gate's, up's, q's, k's and v's output gradients, and with gate16 gate's and up's
-// outputs) in bf16 equal those of f32 inputs with the adapters' products over them rounded and
-// those gradients rounded, bit for bit: the backward's strides, slots and bf16 output
-// gradients. Adapters on all seven
+// (and every layer's output gradient: gate's, up's, q's, k's, v's, and o's and down's, the
+// residual's, and with gate16 gate's and up's outputs) in bf16 equal those of f32 inputs with
+// the adapters' products over them rounded and those gradients rounded where the products read
+// them, bit for bit: the backward's strides, slots and bf16 output gradients. Adapters on all seven
 // projections, and on q and v alone (--lora-keys q_proj,v_proj): the frozen layers beside them,
 // with no f32 input to read, go through the group op (model_lora_group).
 static void test_inputs16_backward_emulated_on_cpu(void **state) {
@@ -559,8 +592,11 @@ static void test_inputs16_backward_emulated_on_cpu(void **state) {
     bl.lora_input16_ld = bgl.lora_input16_ld = bgr.lora_input16_ld = emu_lora_input16_ld;
     bl.swiglu_backward16 = emu_swiglu_backward16;
     bl.attention_backward_rope16 = bgl.attention_backward_rope16 = emu_attention_backward_rope16;
+    bl.rmsnorm_backward16 = bgl.rmsnorm_backward16 = emu_rmsnorm_backward16;
     blr.linear_lora_forward = emu_linear_lora_forward_rounding;
-    blr.linear_lora_backward = emu_linear_lora_backward_rounding;
+    blr.linear_lora_backward = emu_linear_lora_backward_rounding_dround;
+    blr.linear_backward = emu_linear_backward_dround;
+    bgr.linear_lora_backward = emu_linear_lora_backward_dround;
     blr.swiglu_backward = emu_swiglu_backward_rounding;
     blr.attention_backward_rope = bgr.attention_backward_rope =
         emu_attention_backward_rope_rounding;
@@ -569,6 +605,8 @@ static void test_inputs16_backward_emulated_on_cpu(void **state) {
     const Backend *pairs[2][2] = {{&bl, &blr}, {&bgl, &bgr}};
     for (int k = 0; k < 2; k++) {
         Model m = load_on(TINY, NULL, &BACKEND_CPU);
+        emu_dim = m.cfg.dim;
+        assert_true(m.cfg.vocab_size != m.cfg.dim);
         adapter_attach(&m, 2, 4, 2.0f, masks[k], 7, 0);
         for (int l = 2; l < m.cfg.n_layers; l++)  // B away from 0 (its start), so that dA is not
             for (int p = 0; p < N_PROJ; p++) {
@@ -580,9 +618,10 @@ static void test_inputs16_backward_emulated_on_cpu(void **state) {
             for (int i = 0; i < 3; i++) {
                 float l16, l32;
                 size_t n16, n32;
-                emu_qkv16_calls = 0;
+                emu_qkv16_calls = emu_dres16_calls = 0;
                 float *g16 = inputs16_lora_step(&m, pairs[p][0], keeps[i], &l16, &n16, 1);
-                assert_true(emu_qkv16_calls > 0);  // (q, k, v's output gradients in bf16)
+                // (q's, k's, v's, and o's and down's output gradients in bf16)
+                assert_true(emu_qkv16_calls > 0 && emu_dres16_calls > 0);
                 float *g32 = inputs16_lora_step(&m, pairs[p][1], keeps[i], &l32, &n32, p);
                 assert_int_equal(n16, n32);
                 assert_true(n16 > 0);
@@ -594,9 +633,9 @@ static void test_inputs16_backward_emulated_on_cpu(void **state) {
         model_free(&m);
     }
     printf(
-        "  LoRA steps with inputs and gate/up/q/k/v gradients in bf16 (CPU emulation): loss and "
-        "gradients equal the rounding reference's bit for bit (all seven projections, and "
-        "q and v alone)\n");
+        "  LoRA steps with inputs and every layer's output gradient in bf16 (CPU emulation): "
+        "loss and gradients equal the rounding reference's bit for bit (all seven projections, "
+        "and q and v alone)\n");
 }
 
 // Every buffer of a forward state, and every layer's slot of attention's saved state, starts

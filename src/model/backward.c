@@ -263,12 +263,23 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         dv16 = dk16 + (size_t)N * ldkv16;
     }
 
+    // and the residual stream's, dresid, as o's and down's products read it: a bf16 copy
+    // (rows ld16_c apart) left by each norm's backward that updates dresid (rmsnorm_backward16),
+    // in dgate's memory (free from gate/up's backward to the next block's SwiGLU backward)
+    uint16_t *dres16 = NULL;
+    if (s->inputs16 && be->rmsnorm_backward16 && (size_t)s->ld16_c <= 2 * (size_t)F)
+        dres16 = (uint16_t *)dgate;
+#define NORM_BACKWARD(dinp, dweight, dout, inp, weight, rstd)                                      \
+    (dres16 && (dinp)                                                                              \
+         ? be->rmsnorm_backward16(dinp, dres16, s->ld16_c, dweight, dout, inp, weight, rstd, N, C) \
+         : be->rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C))
+
     const float *cos_t = s->rope_cos, *sin_t = s->rope_sin;
 
     // the final norm (frozen): only the gradient flowing into the residual (dresid is zero,
     // dxn holds the head's gradient)
-    be->rmsnorm_backward(dresid, NULL, dxn, s->resid + (size_t)c->n_layers * NC, m->final_norm,
-                         s->final_rstd, N, C);
+    NORM_BACKWARD(dresid, NULL, dxn, s->resid + (size_t)c->n_layers * NC, m->final_norm,
+                  s->final_rstd);
 
     for (int l = c->n_layers - 1; l >= g->first_layer; l--) {
         const Block *blk = &m->blocks[l];
@@ -307,8 +318,9 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
             if (in.act16) be->swiglu_forward16(in.act16, in.ld_f, gate, up, N, F);
             else be->swiglu_forward(in.act, gate, up, (int64_t)NF);
         }
-        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}), NULL,
-                         NULL, dact, in.act, in.act16, in.ld_f);
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}),
+                         dres16 ? ((const uint16_t *const[]){dres16}) : NULL,
+                         ((const int[]){s->ld16_c}), dact, in.act, in.act16, in.ld_f);
         if (gate16) be->swiglu16_backward(dgate16, dup16, ldg16, dact, gate16, up16, N, F);
         else if (dgate16) be->swiglu_backward16(dgate16, dup16, ldg16, dact, gate, up, N, F);
         else be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
@@ -316,13 +328,13 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
                          ((const float *const[]){dgate, dup}),
                          dgate16 ? ((const uint16_t *const[]){dgate16, dup16}) : NULL,
                          ((const int[]){ldg16, ldg16}), dxn, in.fxn, in.fxn16, in.ld_c);
-        be->rmsnorm_backward(dresid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N,
-                             N, C);
+        NORM_BACKWARD(dresid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N);
 
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn))); dresid, mid's
         // gradient, becomes x's in place
-        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}), NULL, NULL,
-                         datt, in.att, in.att16, in.ld_hd);
+        LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}),
+                         dres16 ? ((const uint16_t *const[]){dres16}) : NULL,
+                         ((const int[]){s->ld16_c}), datt, in.att, in.att16, in.ld_hd);
         // dq, dk, dv: in bf16 where the op rounds them (then rotated back by it), else f32,
         // rotated back by the op where it has the rope
         const int qkv16 = dq16 && be->attention_backward_rope16(
@@ -344,10 +356,11 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
         if (below || bg->attn_norm)
-            be->rmsnorm_backward(below ? dresid : NULL, bg->attn_norm, dxa, x, blk->attn_norm,
-                                 s->attn_rstd + a * N, N, C);
+            NORM_BACKWARD(below ? dresid : NULL, bg->attn_norm, dxa, x, blk->attn_norm,
+                          s->attn_rstd + a * N);
 #undef LINEARS_BACKWARD
     }
+#undef NORM_BACKWARD
 }
 
 void model_backward(const Model *m, ForwardState *s, const int *targets, Grads *g,

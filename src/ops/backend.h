@@ -204,6 +204,13 @@ typedef struct Backend {
     // rounds none)
     void (*swiglu_backward16)(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
                               const float *gate, const float *up, int N, int F);
+    // rmsnorm_backward whose dinp's new values are also left rounded to bf16 in dinp16 (rows
+    // ld16 apart; dinp not NULL): the residual stream's gradient as the products of the layers
+    // that write into it (o, down) read it as their output gradient (LinearLora.dout16). NULL
+    // where a backend has none (the model rounds none).
+    void (*rmsnorm_backward16)(float *dinp, uint16_t *dinp16, int ld16, float *dweight,
+                               const float *dout, const float *inp, const float *weight,
+                               const float *rstd, int N, int C);
     // gate's and up's outputs kept in bf16 as well (the products write them rounded:
     // LinearLora.out16): SwiGLU over bf16 gate, up (out rounded to bf16, as swiglu_forward16),
     // and its backward reading them (dgate, dup in bf16, as swiglu_backward16). NULL where a

@@ -399,6 +399,10 @@ static void init(void) {
     backend.swiglu_forward = cuda_swiglu_forward;
     backend.swiglu_backward = cuda_swiglu_backward;
     backend.swiglu_backward16 = cuda_swiglu_backward16;
+    // the residual's gradient in bf16 too, for o's and down's products
+    // (TUNELENS_CUDA_DRES16=1: off until it has run on a GPU)
+    if (cuda_env_int("TUNELENS_CUDA_DRES16", 0))
+        backend.rmsnorm_backward16 = cuda_rmsnorm_backward16;
     backend.embedding_forward = cuda_embedding_forward;
     backend.add_forward = cuda_add_forward;
     backend.add_inplace = cuda_add_inplace;

@@ -270,6 +270,9 @@ void cuda_rmsnorm_forward16(uint16_t *out, int ldo, float *rstd, const float *in
                             const float *weight, int N, int C, float eps);
 void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                            const float *weight, const float *rstd, int N, int C);
+void cuda_rmsnorm_backward16(float *dinp, uint16_t *dinp16, int ld16, float *dweight,
+                             const float *dout, const float *inp, const float *weight,
+                             const float *rstd, int N, int C);
 void cuda_rope_forward(float *x, const float *cos_t, const float *sin_t, const int *pos, int N,
                        int H, int D);
 void cuda_rope_backward(float *dx, const float *cos_t, const float *sin_t, const int *pos, int N,

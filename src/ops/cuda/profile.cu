@@ -78,6 +78,7 @@ void cuda_profile_install(Backend *be) {
     PROF(linear_lora_backward);
     PROF(rmsnorm_forward);
     PROF(rmsnorm_backward);
+    PROF(rmsnorm_backward16);
     PROF(rope_forward);
     PROF(rope_backward);
     PROF(attention_forward);

@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/linear.cuh"
 
 #define RMS_THREADS 256
 #define RMS_ROWS 32          // rows per partial sum of dweight (scalar kernels)
@@ -129,12 +130,14 @@ __device__ __forceinline__ float rms_dx(float dx, float w, float dy, float x, fl
     return __fadd_rn(dx, __fmul_rn(r, __fmul_rn(w, dy) - __fmul_rn(x * r, m)));
 }
 
-// the backward: block p walks rows [p rows, (p+1) rows) in order: DX: dinp += as above; DW:
-// part[p] (C doubles) = the block's column sums of dout * xhat
+// the backward: block p walks rows [p rows, (p+1) rows) in order: DX: dinp += as above (and,
+// dx16 not NULL, the new values rounded to bf16 into dx16's rows, ld16 apart); DW: part[p] (C
+// doubles) = the block's column sums of dout * xhat
 template <int V, bool DX, bool DW>
 __global__ static void __launch_bounds__(RMS_VEC_THREADS)
-rmsnorm_bwd4_kernel(float *dinp, double *part, const float *dout, const float *inp,
-                    const float *weight, const float *rstd, int N, int C, int rows) {
+    rmsnorm_bwd4_kernel(float *dinp, __nv_bfloat16 *dx16, int64_t ld16, double *part,
+                        const float *dout, const float *inp, const float *weight, const float *rstd,
+                        int N, int C, int rows) {
     cuda_pdl_wait();
     __shared__ double red[32];
     const int C4 = C / 4;
@@ -177,10 +180,12 @@ rmsnorm_bwd4_kernel(float *dinp, double *part, const float *dout, const float *i
                 const int j = threadIdx.x + k * blockDim.x;
                 if (j >= C4) break;
                 if (V > 2) d[k] = dx4[j];
-                dx4[j] = make_float4(rms_dx(d[k].x, w[k].x, dy[k].x, x[k].x, r, m),
-                                     rms_dx(d[k].y, w[k].y, dy[k].y, x[k].y, r, m),
-                                     rms_dx(d[k].z, w[k].z, dy[k].z, x[k].z, r, m),
-                                     rms_dx(d[k].w, w[k].w, dy[k].w, x[k].w, r, m));
+                const float4 y = make_float4(rms_dx(d[k].x, w[k].x, dy[k].x, x[k].x, r, m),
+                                             rms_dx(d[k].y, w[k].y, dy[k].y, x[k].y, r, m),
+                                             rms_dx(d[k].z, w[k].z, dy[k].z, x[k].z, r, m),
+                                             rms_dx(d[k].w, w[k].w, dy[k].w, x[k].w, r, m));
+                dx4[j] = y;
+                if (dx16) store4(dx16 + n * ld16 + 4 * j, y);
             }
         }
     }
@@ -242,39 +247,47 @@ void cuda_rmsnorm_forward16(uint16_t *out, int ldo, float *rstd, const float *in
 }
 
 template <int V>
-static void rms_bwd4(float *dinp, double *part, const float *dout, const float *inp,
-                     const float *weight, const float *rstd, int N, int C, int rows, int t) {
+static void rms_bwd4(float *dinp, __nv_bfloat16 *dx16, int64_t ld16, double *part,
+                     const float *dout, const float *inp, const float *weight, const float *rstd,
+                     int N, int C, int rows, int t) {
     const int blocks = (N + rows - 1) / rows;
     if (dinp && part)
-        cuda_launch(rmsnorm_bwd4_kernel<V, true, true>, blocks, t, 0, dinp, part, dout, inp, weight,
-                    rstd, N, C, rows);
+        cuda_launch(rmsnorm_bwd4_kernel<V, true, true>, blocks, t, 0, dinp, dx16, ld16, part, dout,
+                    inp, weight, rstd, N, C, rows);
     else if (dinp)
-        cuda_launch(rmsnorm_bwd4_kernel<V, true, false>, blocks, t, 0, dinp, part, dout, inp,
-                    weight, rstd, N, C, rows);
+        cuda_launch(rmsnorm_bwd4_kernel<V, true, false>, blocks, t, 0, dinp, dx16, ld16, part, dout,
+                    inp, weight, rstd, N, C, rows);
     else
-        cuda_launch(rmsnorm_bwd4_kernel<V, false, true>, blocks, t, 0, dinp, part, dout, inp,
-                    weight, rstd, N, C, rows);
+        cuda_launch(rmsnorm_bwd4_kernel<V, false, true>, blocks, t, 0, dinp, dx16, ld16, part, dout,
+                    inp, weight, rstd, N, C, rows);
 }
 
-// dout (N,C), inp (N,C), weight (C), rstd (N) -> dinp (N,C) +=, dweight (C) += (either NULL)
-void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                           const float *weight, const float *rstd, int N, int C) {
+// dout (N,C), inp (N,C), weight (C), rstd (N) -> dinp (N,C) +=, dweight (C) += (either NULL);
+// dx16 (needs dinp): dinp's new values rounded to bf16 too, rows ld16 apart (by the float4
+// kernel as it stores them where its 8-byte stores fit, else a pass after)
+static void rmsnorm_backward_rows(float *dinp, __nv_bfloat16 *dx16, int ld16, float *dweight,
+                                  const float *dout, const float *inp, const float *weight,
+                                  const float *rstd, int N, int C) {
     if (N <= 0 || C <= 0 || (!dinp && !dweight)) return;
     int t = 0;
     const int V = rms_vec_v(C, &t, dout, inp, dinp ? (const void *)dinp : weight);
     if (V && cuda_aligned16(weight)) {
         const int rows = rms_bwd_rows(N, dweight != NULL), P = (N + rows - 1) / rows;
         double *part = dweight ? (double *)cuda_workspace((size_t)P * C * 2) : NULL;
-        if (V == 1) rms_bwd4<1>(dinp, part, dout, inp, weight, rstd, N, C, rows, t);
-        else if (V == 2) rms_bwd4<2>(dinp, part, dout, inp, weight, rstd, N, C, rows, t);
-        else rms_bwd4<4>(dinp, part, dout, inp, weight, rstd, N, C, rows, t);
-        if (dweight) {
-            cuda_launch(rmsnorm_bwd_dw_sum, (C + 255) / 256, 256, 0, dweight, part, P, C);
-        }
+        __nv_bfloat16 *d16 = dx16 && ld16 % 4 == 0 && !((uintptr_t)dx16 & 7u) ? dx16 : NULL;
+        if (V == 1)
+            rms_bwd4<1>(dinp, d16, ld16, part, dout, inp, weight, rstd, N, C, rows, t);
+        else if (V == 2)
+            rms_bwd4<2>(dinp, d16, ld16, part, dout, inp, weight, rstd, N, C, rows, t);
+        else
+            rms_bwd4<4>(dinp, d16, ld16, part, dout, inp, weight, rstd, N, C, rows, t);
+        if (dweight) cuda_launch(rmsnorm_bwd_dw_sum, (C + 255) / 256, 256, 0, dweight, part, P, C);
+        if (dx16 && !d16) cuda_to_bf16_rows(dx16, ld16, dinp, N, C);
         return;
     }
     if (dinp) {
         cuda_launch(rmsnorm_bwd_dinp_kernel, N, RMS_THREADS, 0, dinp, dout, inp, weight, rstd, C);
+        if (dx16) cuda_to_bf16_rows(dx16, ld16, dinp, N, C);
     }
     if (dweight) {
         const int P = (N + RMS_ROWS - 1) / RMS_ROWS;
@@ -283,4 +296,18 @@ void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const
         cuda_launch(rmsnorm_bwd_dw_partial, grid, 256, 0, part, dout, inp, rstd, N, C);
         cuda_launch(rmsnorm_bwd_dw_sum, (C + 255) / 256, 256, 0, dweight, part, P, C);
     }
+}
+
+void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                           const float *weight, const float *rstd, int N, int C) {
+    rmsnorm_backward_rows(dinp, NULL, 0, dweight, dout, inp, weight, rstd, N, C);
+}
+
+// the same with dinp's new values rounded to bf16 into dinp16 too (rows ld16 apart): the
+// output gradient of the layers below the norm as their products read it
+void cuda_rmsnorm_backward16(float *dinp, uint16_t *dinp16, int ld16, float *dweight,
+                             const float *dout, const float *inp, const float *weight,
+                             const float *rstd, int N, int C) {
+    rmsnorm_backward_rows(dinp, dinp ? (__nv_bfloat16 *)dinp16 : NULL, ld16, dweight, dout, inp,
+                          weight, rstd, N, C);
 }
