@@ -12,7 +12,7 @@ WHAT=${1:-all}
 GC=${GC:-.gpucheck}
 OUT=${OUT:-/tmp/gpu-switches}
 SWITCHES=${SWITCHES:-TUNELENS_CUDA_PDL=1 TUNELENS_CUDA_FOLD_FUSED=1 TUNELENS_CUDA_QKV_GRAD16=1
-TUNELENS_CUDA_DRES16=1}
+TUNELENS_CUDA_DRES16=1 TUNELENS_CUDA_DACT16=1}
 mkdir -p "$OUT"
 . bench/devlibs.sh
 if [ "$WHAT" != times ]; then
@@ -28,7 +28,7 @@ if [ "$WHAT" != times ]; then
     for t in test_cuda_ops test_model test_train test_dora test_generate test_experiment; do
         [ -f "$OUT/$t.log" ] || continue
         echo "-- $t"
-        grep -E "FAILED|PASSED|rope16|folds|bwd16|fail|error" "$OUT/$t.log" | head -20
+        grep -E "FAILED|PASSED|rope16|folds|bwd16|d16|dinp16|fail|error" "$OUT/$t.log" | head -20
     done
 fi
 [ "$WHAT" = tests ] && exit 0

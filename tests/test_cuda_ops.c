@@ -935,6 +935,27 @@ static void linear_lora_case(int N, int IC, int n, const int *OC, const int *r,
         snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d n=%d dinp set over NaN", dn, N,
                  IC, n);
         check(what, d_di, want, ni, 2 * tol_signed(K_di));
+        // dinp16 (one layer; BACKEND_CAP_DINP16): the set dinp left in bf16 instead, rows
+        // IC + 4 apart (by the bf16 product itself where folded, else rounded after): the f32
+        // one's values within the sums' bounds and bf16's rounding
+        if (n == 1 && (G->caps & BACKEND_CAP_DINP16)) {
+            const int ld = IC + 4;
+            uint16_t *d16 = G->alloc((size_t)N * ld * sizeof(uint16_t)),
+                     *h16 = xmalloc((size_t)N * ld * 2);
+            float *w16 = xmalloc(ni * sizeof(float));
+            G->upload(d_di, nan_di, ni * sizeof(float));
+            l[0].dinp_set = 1, l[0].dinp16 = d16, l[0].ld_dinp16 = ld;
+            G->linear_lora_backward(l, n, d_di, d_inp, NULL, 0, N, IC);
+            l[0].dinp_set = 0, l[0].dinp16 = NULL, l[0].ld_dinp16 = 0;
+            G->download(h16, d16, (size_t)N * ld * sizeof(uint16_t));
+            for (int r0 = 0; r0 < N; r0++)
+                for (int c0 = 0; c0 < IC; c0++)
+                    w16[(size_t)r0 * IC + c0] = bf16_to_f32(h16[(size_t)r0 * ld + c0]);
+            float *d_w16 = dev(w16, ni);
+            snprintf(what, sizeof what, "linear+lora %s N=%d IC=%d n=%d dinp16", dn, N, IC, n);
+            check(what, d_w16, want, ni, 2 * tol_signed(K_di) + BF16_REL);
+            free(h16), free(w16), gfree(d16), gfree(d_w16);
+        }
         free(want), free(nan_di), free(zero_di);
     }
     // a forward that keeps no xa (inference: lens, generate, evaluations): the same outputs
@@ -1858,6 +1879,39 @@ static void swiglu16_case(const float *g, const float *u, const float *d_dout, i
             gfree(rows), gfree(rows2);
         }
         gfree(d16[0]), gfree(d16[1]);
+    }
+    // the output gradient in bf16 too (swiglu_backward_d16), with gate and up f32 or bf16: the
+    // bits of swiglu_backward16 over its rounded values, flat and at a row stride
+    if (G->swiglu_backward_d16) {
+        float *hd = host(d_dout, n);
+        uint16_t *hd16 = xmalloc(b);
+        for (int64_t i = 0; i < n; i++) hd16[i] = f32_to_bf16(hd[i]), hd[i] = bf16_to_f32(hd16[i]);
+        float *d_dr = dev(hd, n);
+        uint16_t *d_d16 = G->alloc(b), *g16 = G->alloc(b), *u16 = G->alloc(b);
+        G->upload(d_d16, hd16, b), G->upload(g16, h16[0], b), G->upload(u16, h16[1], b);
+        G->swiglu_backward16(ref[1], ref[2], (int)n, d_dr, df[0], df[1], 1, (int)n);
+        for (int k16 = 0; k16 < 2; k16++) {
+            G->swiglu_backward_d16(got[1], got[2], (int)n, d_d16, k16 ? NULL : df[0],
+                                   k16 ? NULL : df[1], k16 ? g16 : NULL, k16 ? u16 : NULL, 1,
+                                   (int)n);
+            for (int k = 1; k < 3; k++) {
+                G->download(want, ref[k], b);
+                G->download(have, got[k], b);
+                if (memcmp(want, have, b))
+                    fail_msg("swiglu backward_d16 n=%lld %s%s: not the rounded dout's bits",
+                             (long long)n, k == 1 ? "dgate" : "dup", k16 ? " (bf16 gate, up)" : "");
+            }
+            if (n % 4) continue;
+            const int F = (int)(n / 4), ld = F + 8;
+            uint16_t *rows = G->alloc((size_t)4 * ld * sizeof(uint16_t));
+            uint16_t *rows2 = G->alloc((size_t)4 * ld * sizeof(uint16_t));
+            G->swiglu_backward_d16(rows, rows2, ld, d_d16, k16 ? NULL : df[0], k16 ? NULL : df[1],
+                                   k16 ? g16 : NULL, k16 ? u16 : NULL, 4, F);
+            check_rows16("swiglu backward_d16 at a row stride: dgate", rows, ld, ref[1], 4, F);
+            check_rows16("swiglu backward_d16 at a row stride: dup", rows2, ld, ref[2], 4, F);
+            gfree(rows), gfree(rows2);
+        }
+        free(hd), free(hd16), gfree(d_dr), gfree(d_d16), gfree(g16), gfree(u16);
     }
     for (int k = 0; k < 3; k++) gfree(ref[k]), gfree(got[k]);
     for (int k = 0; k < 2; k++) free(h16[k]), free(hf[k]), gfree(df[k]);

@@ -272,8 +272,9 @@ static void emu_swiglu16_forward(uint16_t *out, int ldo, const uint16_t *gate, c
     free(g), free(u);
 }
 // SwiGLU's backward with dgate and dup rounded to bf16 (swiglu_backward16); over gate and up
-// in bf16 (swiglu16_backward); over f32 gate and up rounded first (the reference of the
-// latter); and f32 outputs holding the rounded values (the reference of the first)
+// in bf16 (swiglu16_backward); over dout in bf16 (swiglu_backward_d16); over f32 gate, up and
+// dout rounded first (the reference of the latter two); and f32 outputs holding the rounded
+// values, over dout rounded (the reference of the first and the last)
 static void emu_swiglu_backward16(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
                                   const float *gate, const float *up, int N, int F) {
     const size_t n = (size_t)N * F;
@@ -288,18 +289,33 @@ static void emu_swiglu16_backward(uint16_t *dgate, uint16_t *dup, int ldd, const
     emu_swiglu_backward16(dgate, dup, ldd, dout, g, u, N, F);
     free(g), free(u);
 }
+static int emu_dact16_calls;
+static void emu_swiglu_backward_d16(uint16_t *dgate, uint16_t *dup, int ldd, const uint16_t *dout16,
+                                    const float *gate, const float *up, const uint16_t *gate16,
+                                    const uint16_t *up16, int N, int F) {
+    float *d = emu_widen(dout16, (size_t)N * F);
+    if (gate16)
+        emu_swiglu16_backward(dgate, dup, ldd, d, gate16, up16, N, F);
+    else
+        emu_swiglu_backward16(dgate, dup, ldd, d, gate, up, N, F);
+    free(d);
+    emu_dact16_calls++;
+}
 static void emu_swiglu_backward16_rounding(uint16_t *dgate, uint16_t *dup, int ldd,
                                            const float *dout, const float *gate, const float *up,
                                            int N, int F) {
     float *g = emu_round(gate, (size_t)N * F), *u = emu_round(up, (size_t)N * F);
-    emu_swiglu_backward16(dgate, dup, ldd, dout, g, u, N, F);
-    free(g), free(u);
+    float *d = emu_round(dout, (size_t)N * F);
+    emu_swiglu_backward16(dgate, dup, ldd, d, g, u, N, F);
+    free(g), free(u), free(d);
 }
 static void emu_swiglu_backward_rounding(float *dgate, float *dup, const float *dout,
                                          const float *gate, const float *up, int64_t n) {
-    BACKEND_CPU.swiglu_backward(dgate, dup, dout, gate, up, n);
+    float *d = emu_round(dout, (size_t)n);
+    BACKEND_CPU.swiglu_backward(dgate, dup, d, gate, up, n);
     for (int64_t i = 0; i < n; i++)
         dgate[i] = bf16_to_f32(f32_to_bf16(dgate[i])), dup[i] = bf16_to_f32(f32_to_bf16(dup[i]));
+    free(d);
 }
 static void emu_attention16(uint16_t *out, int ldo, float *probs, const float *q, const float *k,
                             const float *v, int B, int T, int S, int q_offset, int H, int Hkv,
@@ -381,6 +397,10 @@ static void emu_group_backward(const LinearLora *l, int n, float *dinp, const fl
             BACKEND_CPU.lora_backward(dinp, l[i].dA, l[i].dB, dout, in, l[i].xa, l[i].A, l[i].B,
                                       N, IC, l[i].OC, l[i].r, l[i].scale, NULL);
         free(d);
+    }
+    if (dinp && l[0].dinp16) {  // (dinp is then the op's scratch: NaN, so any reader shows)
+        emu_narrow_rows(l[0].dinp16, l[0].ld_dinp16, dinp, N, IC);
+        for (size_t k = 0; k < (size_t)N * IC; k++) dinp[k] = NAN;
     }
     free(x);
 }
@@ -593,6 +613,8 @@ static void test_inputs16_backward_emulated_on_cpu(void **state) {
     bl.swiglu_backward16 = emu_swiglu_backward16;
     bl.attention_backward_rope16 = bgl.attention_backward_rope16 = emu_attention_backward_rope16;
     bl.rmsnorm_backward16 = bgl.rmsnorm_backward16 = emu_rmsnorm_backward16;
+    bl.swiglu_backward_d16 = bgl.swiglu_backward_d16 = emu_swiglu_backward_d16;
+    bl.caps |= BACKEND_CAP_DINP16, bgl.caps |= BACKEND_CAP_DINP16;
     blr.linear_lora_forward = emu_linear_lora_forward_rounding;
     blr.linear_lora_backward = emu_linear_lora_backward_rounding_dround;
     blr.linear_backward = emu_linear_backward_dround;
@@ -618,10 +640,10 @@ static void test_inputs16_backward_emulated_on_cpu(void **state) {
             for (int i = 0; i < 3; i++) {
                 float l16, l32;
                 size_t n16, n32;
-                emu_qkv16_calls = emu_dres16_calls = 0;
+                emu_qkv16_calls = emu_dres16_calls = emu_dact16_calls = 0;
                 float *g16 = inputs16_lora_step(&m, pairs[p][0], keeps[i], &l16, &n16, 1);
-                // (q's, k's, v's, and o's and down's output gradients in bf16)
-                assert_true(emu_qkv16_calls > 0 && emu_dres16_calls > 0);
+                // (q's, k's, v's, o's, down's and SwiGLU's output gradients in bf16)
+                assert_true(emu_qkv16_calls > 0 && emu_dres16_calls > 0 && emu_dact16_calls > 0);
                 float *g32 = inputs16_lora_step(&m, pairs[p][1], keeps[i], &l32, &n32, p);
                 assert_int_equal(n16, n32);
                 assert_true(n16 > 0);

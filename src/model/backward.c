@@ -195,7 +195,8 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
 
 // linear_backward for the layers ps[0..n) of block b, all reading inp (q/k/v; gate/up), with
 // the output gradients douts[0..n) (or douts16, in bf16, layer i's rows ld_dout16[i] apart: a
-// state with inputs16), into one dinp (N,IC) =, their sum (its old values need not be zero):
+// state with inputs16), into one dinp (N,IC) =, their sum (its old values need not be zero; with
+// dinp16, the sum rounded to bf16 there instead, rows IC apart, dinp then scratch):
 // through the backend's linear_lora_backward where model_lora_group says so (which may fold the
 // adapters' products into the layers' own and read the input once for all dA), else layer by
 // layer after zeroing it. xa: the block's LoRA slot, or NULL. set16: the bf16 weight gradients are
@@ -203,9 +204,9 @@ static void linear_backward(const Backend *be, const Block *b, BlockGrads *bg, P
 static void linear_group_backward(const Model *m, const ForwardState *s, const Block *b,
                                   BlockGrads *bg, size_t a, const float *xa, int n, const Proj *ps,
                                   const float *const *douts, const uint16_t *const *douts16,
-                                  float *dinp, const float *inp, const uint16_t *inp16, int ld16,
-                                  const int *ld_dout16, float *dy, int N, const Dropout *drop,
-                                  int set16) {
+                                  float *dinp, uint16_t *dinp16, const float *inp,
+                                  const uint16_t *inp16, int ld16, const int *ld_dout16, float *dy,
+                                  int N, const Dropout *drop, int set16) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     LinearLora l[N_PROJ];
@@ -217,12 +218,14 @@ static void linear_group_backward(const Model *m, const ForwardState *s, const B
             l[i].ld_dout16 = douts16 ? ld_dout16[i] : 0;
             l[i].dA = bg->lora_A[ps[i]], l[i].dB = bg->lora_B[ps[i]];
             l[i].dinp_set = 1, l[i].dw16_set = set16;
+            l[i].dinp16 = dinp16, l[i].ld_dinp16 = proj_in_dim(c, ps[0]);
         }
         be->linear_lora_backward(l, n, dinp, inp, inp16, ld16, N, proj_in_dim(c, ps[0]));
         return;
     }
     model_require_f32(inp != NULL, "backward", "input");
     model_require_f32(!douts16, "backward", "output gradient (gate's, up's, q's, k's, v's)");
+    model_require_f32(!dinp16, "backward", "input gradient (down's)");
     if (dinp) be->zero(dinp, sizeof(float) * (size_t)N * proj_in_dim(c, ps[0]));
     for (int i = 0; i < n; i++)
         linear_backward(be, b, bg, ps[i], c, dinp, douts[i], inp, l[i].xa,
@@ -269,6 +272,13 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
     uint16_t *dres16 = NULL;
     if (s->inputs16 && be->rmsnorm_backward16 && (size_t)s->ld16_c <= 2 * (size_t)F)
         dres16 = (uint16_t *)dgate;
+    // and down's input gradient, SwiGLU's output gradient, left in bf16 by down's product (rows
+    // F apart) where SwiGLU's backward reads it so (swiglu_backward_d16). Not in dact's memory:
+    // the op may round an f32 dact into it, which must not overlap it; in DoRA's dy instead, N
+    // rows of the widest (no DoRA in a state with inputs16)
+    uint16_t *dact16 = NULL;
+    if (dgate16 && (be->caps & BACKEND_CAP_DINP16) && be->swiglu_backward_d16)
+        dact16 = (uint16_t *)ddora;
 #define NORM_BACKWARD(dinp, dweight, dout, inp, weight, rstd)                                      \
     (dres16 && (dinp)                                                                              \
          ? be->rmsnorm_backward16(dinp, dres16, s->ld16_c, dweight, dout, inp, weight, rstd, N, C) \
@@ -308,9 +318,9 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         const float *xa = r ? s->lora_xa + a * N_PROJ * (size_t)N * r : NULL;
         Dropout drop[N_PROJ];
         for (int p = 0; p < N_PROJ; p++) drop[p] = model_lora_dropout(s, l, p);
-#define LINEARS_BACKWARD(n, ps, douts, douts16, ld_douts16, dinp, inp, inp16, ld16)            \
-    linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, douts16, dinp, inp, inp16, ld16, \
-                          ld_douts16, ddora, N, drop, g->set16)
+#define LINEARS_BACKWARD(n, ps, douts, douts16, ld_douts16, dinp, dinp16, inp, inp16, ld16)      \
+    linear_group_backward(m, s, blk, bg, a, xa, n, ps, douts, douts16, dinp, dinp16, inp, inp16, \
+                          ld16, ld_douts16, ddora, N, drop, g->set16)
 
         // MLP: x_out = mid + down(swiglu(gate(fxn), up(fxn))). dresid, the gradient of x_out,
         // becomes mid's in place: the residual passes it on, the norm adds its part.
@@ -320,21 +330,24 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
         }
         LINEARS_BACKWARD(1, ((const Proj[]){PROJ_DOWN}), ((const float *const[]){dresid}),
                          dres16 ? ((const uint16_t *const[]){dres16}) : NULL,
-                         ((const int[]){s->ld16_c}), dact, in.act, in.act16, in.ld_f);
-        if (gate16) be->swiglu16_backward(dgate16, dup16, ldg16, dact, gate16, up16, N, F);
+                         ((const int[]){s->ld16_c}), dact, dact16, in.act, in.act16, in.ld_f);
+        if (dact16)
+            be->swiglu_backward_d16(dgate16, dup16, ldg16, dact16, gate, up, gate16, up16, N, F);
+        else if (gate16)
+            be->swiglu16_backward(dgate16, dup16, ldg16, dact, gate16, up16, N, F);
         else if (dgate16) be->swiglu_backward16(dgate16, dup16, ldg16, dact, gate, up, N, F);
         else be->swiglu_backward(dgate, dup, dact, gate, up, (int64_t)NF);
         LINEARS_BACKWARD(2, ((const Proj[]){PROJ_GATE, PROJ_UP}),
                          ((const float *const[]){dgate, dup}),
                          dgate16 ? ((const uint16_t *const[]){dgate16, dup16}) : NULL,
-                         ((const int[]){ldg16, ldg16}), dxn, in.fxn, in.fxn16, in.ld_c);
+                         ((const int[]){ldg16, ldg16}), dxn, NULL, in.fxn, in.fxn16, in.ld_c);
         NORM_BACKWARD(dresid, bg->ffn_norm, dxn, mid, blk->ffn_norm, s->ffn_rstd + a * N);
 
         // attention: mid = x + o(attention(rope(q(xn)), rope(k(xn)), v(xn))); dresid, mid's
         // gradient, becomes x's in place
         LINEARS_BACKWARD(1, ((const Proj[]){PROJ_O}), ((const float *const[]){dresid}),
                          dres16 ? ((const uint16_t *const[]){dres16}) : NULL,
-                         ((const int[]){s->ld16_c}), datt, in.att, in.att16, in.ld_hd);
+                         ((const int[]){s->ld16_c}), datt, NULL, in.att, in.att16, in.ld_hd);
         // dq, dk, dv: in bf16 where the op rounds them (then rotated back by it), else f32,
         // rotated back by the op where it has the rope
         const int qkv16 = dq16 && be->attention_backward_rope16(
@@ -349,10 +362,10 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
             be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
             be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
         }
-        LINEARS_BACKWARD(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}),
-                         ((const float *const[]){dq, dk, dv}),
-                         qkv16 ? ((const uint16_t *const[]){dq16, dk16, dv16}) : NULL,
-                         ((const int[]){s->ld16_hd, ldkv16, ldkv16}), dxa, in.xn, in.xn16, in.ld_c);
+        LINEARS_BACKWARD(
+            3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}), ((const float *const[]){dq, dk, dv}),
+            qkv16 ? ((const uint16_t *const[]){dq16, dk16, dv16}) : NULL,
+            ((const int[]){s->ld16_hd, ldkv16, ldkv16}), dxa, NULL, in.xn, in.xn16, in.ld_c);
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
         if (below || bg->attn_norm)

@@ -78,6 +78,11 @@ typedef struct {
                                 // sum (=), not added to: its old values need not be zero (the
                                 // first product then writes it: no zeroing pass, no read)
     int dw16_set;               // backward: dw16 is set (=), not added to, likewise
+    uint16_t *dinp16;           // backward, the group's (l[0]; BACKEND_CAP_DINP16): dinp also
+    int ld_dinp16;              // rounded to bf16 there, rows ld_dinp16 apart, as the op after
+                                // it reads it (swiglu_backward_d16); dinp is then the op's
+                                // scratch (its values undefined; it must not overlap dinp16).
+                                // NULL: none
 } LinearLora;
 
 // Backend capabilities (caps): what callers may ask instead of comparing backend pointers.
@@ -93,6 +98,8 @@ enum {
                                   // be trained as it is)
     BACKEND_CAP_MASTER_GROUPS = 1 << 3,  // linear_lora_backward takes bf16 master weights
                                   // (dw16): a group of them rounds its input once
+    BACKEND_CAP_DINP16 = 1 << 4,  // linear_lora_backward leaves its input gradient in bf16
+                                  // where asked (LinearLora.dinp16)
 };
 
 typedef struct Backend {
@@ -219,6 +226,12 @@ typedef struct Backend {
                              int N, int F);
     void (*swiglu16_backward)(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
                               const uint16_t *gate, const uint16_t *up, int N, int F);
+    // swiglu_backward16 (gate, up f32) or swiglu16_backward (gate16, up16 not NULL) over the
+    // output gradient kept in bf16 (dout16, rows F apart: a linear_lora_backward's dinp16):
+    // the same arithmetic on its values. NULL where a backend has none.
+    void (*swiglu_backward_d16)(uint16_t *dgate, uint16_t *dup, int ldd, const uint16_t *dout16,
+                                const float *gate, const float *up, const uint16_t *gate16,
+                                const uint16_t *up16, int N, int F);
     void (*attention_forward16)(uint16_t *out, int ldo, float *probs, const float *q,
                                 const float *k, const float *v, int B, int T, int S,
                                 int q_offset, int H, int Hkv, int D, ComputeDtype dtype);

@@ -403,6 +403,12 @@ static void init(void) {
     // (TUNELENS_CUDA_DRES16=1: off until it has run on a GPU)
     if (cuda_env_int("TUNELENS_CUDA_DRES16", 0))
         backend.rmsnorm_backward16 = cuda_rmsnorm_backward16;
+    // down's input gradient (SwiGLU's output gradient) left in bf16 by its product, and SwiGLU's
+    // backward reading it so (TUNELENS_CUDA_DACT16=1: off until it has run on a GPU)
+    if (cuda_env_int("TUNELENS_CUDA_DACT16", 0)) {
+        backend.caps |= BACKEND_CAP_DINP16;
+        backend.swiglu_backward_d16 = cuda_swiglu_backward_d16;
+    }
     backend.embedding_forward = cuda_embedding_forward;
     backend.add_forward = cuda_add_forward;
     backend.add_inplace = cuda_add_inplace;

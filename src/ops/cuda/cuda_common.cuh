@@ -338,6 +338,9 @@ void cuda_swiglu16_forward(uint16_t *out, int ldo, const uint16_t *gate, const u
                            int N, int F);
 void cuda_swiglu16_backward(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
                             const uint16_t *gate, const uint16_t *up, int N, int F);
+void cuda_swiglu_backward_d16(uint16_t *dgate, uint16_t *dup, int ldd, const uint16_t *dout16,
+                              const float *gate, const float *up, const uint16_t *gate16,
+                              const uint16_t *up16, int N, int F);
 void cuda_embedding_forward(float *out, const int *ids, const float *table, int N, int C);
 void cuda_linear_rows(float *out, const int *ids, const LinearWeight *h, int N);
 void cuda_add_forward(float *out, const float *a, const float *b, int64_t n);

@@ -1293,8 +1293,9 @@ void cuda_linear_lora_forward(const LinearLora *l, int n, const float *inp, cons
     }
 }
 
-void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp,
-                               const uint16_t *inp16, int ld16, int N, int IC) {
+// (*wrote16: the GEMM wrote l[0].dinp16 itself, instead of dinp)
+static void lora_group_backward(const LinearLora *l, int n, float *dinp, const float *inp,
+                                const uint16_t *inp16, int ld16, int N, int IC, bool *wrote16) {
     if (N <= 0 || n <= 0) return;
     bool in16 = inp16 != NULL;  // an input or an output gradient in bf16
     for (int i = 0; i < n; i++) in16 |= l[i].dout16 != NULL;
@@ -1467,7 +1468,11 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         else if (r <= 0) cuda_to_bf16_rows(Gi, ldg, l[i].dout, N, OC);
         int hld, hrp;
         __nv_bfloat16 *hw = cuda_linear_bf16(l[i].h, &hld, &hrp);
-        if (dinp) {
+        if (dinp && l[0].dinp16 && n == 1 && dinp_first) {  // set in bf16 by the product
+            cuda_gemm_bf16_c(false, false, N, IC, OC + pad, 1.0f, G, ldg, hw, hld, 0.0f,
+                             l[0].dinp16, CUDA_R_16BF, l[0].ld_dinp16);
+            *wrote16 = true, dinp_first = false;
+        } else if (dinp) {
             cuda_gemm_bf16_rm(false, false, N, IC, OC + pad, 1.0f, G, ldg, hw, hld,
                               dinp_first ? 0.0f : 1.0f, dinp, IC);
             dinp_first = false;
@@ -1543,4 +1548,14 @@ void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const fl
         }
     }
     if (pend) lora_sum(pend, NULL);
+}
+
+// dinp16 (l[0]): a one-layer group's input gradient set in bf16 by its product where the group
+// is folded; otherwise the f32 one, rounded after
+void cuda_linear_lora_backward(const LinearLora *l, int n, float *dinp, const float *inp,
+                               const uint16_t *inp16, int ld16, int N, int IC) {
+    bool wrote16 = false;
+    lora_group_backward(l, n, dinp, inp, inp16, ld16, N, IC, &wrote16);
+    if (n > 0 && N > 0 && dinp && l[0].dinp16 && !wrote16)
+        cuda_to_bf16_rows((__nv_bfloat16 *)l[0].dinp16, l[0].ld_dinp16, dinp, N, IC);
 }

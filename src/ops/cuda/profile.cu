@@ -90,6 +90,7 @@ void cuda_profile_install(Backend *be) {
     PROF(swiglu_forward16);
     PROF(rmsnorm_forward16);
     PROF(swiglu_backward);
+    PROF(swiglu_backward_d16);
     PROF(embedding_forward);
     PROF(linear_rows);
     PROF(add_forward);

@@ -74,19 +74,21 @@ __global__ static void swiglu_fwd_rows_kernel(__nv_bfloat16 *out, int64_t ldo, c
 }
 
 // the backward over rows: dgate, dup (N,F) in bf16 at row stride ldd (an output gradient kept
-// with room for the adapter's columns: LinearLora.ld_dout16), V as in the forward's
-template <int V, typename I>
-__global__ static void swiglu_bwd_rows_kernel(__nv_bfloat16 *dgate, __nv_bfloat16 *dup,
-                                              int64_t ldd, const float *dout, const I *gate,
-                                              const I *up, int N, int F) {
+// with room for the adapter's columns: LinearLora.ld_dout16), V as in the forward's; dout (N,F)
+// f32 or bf16 (DT)
+template <int V, typename I, typename DT>
+__global__ static void swiglu_bwd_rows_kernel(__nv_bfloat16 *dgate, __nv_bfloat16 *dup, int64_t ldd,
+                                              const DT *dout, const I *gate, const I *up, int N,
+                                              int F) {
     cuda_pdl_wait();
     typedef typename std::conditional<sizeof(I) == 4, float4, uint2>::type I4;
+    typedef typename std::conditional<sizeof(DT) == 4, float4, uint2>::type D4;
     for (int n = blockIdx.y; n < N; n += gridDim.y)
         for (int c = V * (blockIdx.x * blockDim.x + threadIdx.x); c < F;
              c += V * gridDim.x * blockDim.x) {
             const size_t i = (size_t)n * F + c, o = (size_t)n * ldd + c;
             if constexpr (V == 4) {
-                const float4 dy = *(const float4 *)(dout + i);
+                const float4 dy = ld4((const D4 *)(dout + i));
                 const float4 g = ld4((const I4 *)(gate + i)), u = ld4((const I4 *)(up + i));
                 float4 dg, du;
                 swiglu_grads(dy.x, g.x, u.x, &dg.x, &du.x);
@@ -97,33 +99,33 @@ __global__ static void swiglu_bwd_rows_kernel(__nv_bfloat16 *dgate, __nv_bfloat1
                 if (dup) cuda_store4((uint2 *)(dup + o), du);
             } else {
                 float dg, du;
-                swiglu_grads(dout[i], ld1(gate + i), ld1(up + i), &dg, &du);
+                swiglu_grads(ld1(dout + i), ld1(gate + i), ld1(up + i), &dg, &du);
                 if (dgate) cuda_store(dgate + o, dg);
                 if (dup) cuda_store(dup + o, du);
             }
         }
 }
 
-// dgate (n), dup (n) (either NULL), overwritten (as on the CPU)
-template <typename O, typename I>
-__global__ static void swiglu_bwd_kernel(O *dgate, O *dup, const float *dout, const I *gate,
+// dgate (n), dup (n) (either NULL), overwritten (as on the CPU); dout f32 or bf16 (DT, D4)
+template <typename O, typename I, typename DT>
+__global__ static void swiglu_bwd_kernel(O *dgate, O *dup, const DT *dout, const I *gate,
                                          const I *up, int64_t n) {
     cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         float dg, du;
-        swiglu_grads(dout[i], ld1(gate + i), ld1(up + i), &dg, &du);
+        swiglu_grads(ld1(dout + i), ld1(gate + i), ld1(up + i), &dg, &du);
         if (dgate) cuda_store(dgate + i, dg);
         if (dup) cuda_store(dup + i, du);
     }
 }
-template <typename O4, typename I4>
-__global__ static void swiglu_bwd4_kernel(O4 *dgate, O4 *dup, const float4 *dout, const I4 *gate,
+template <typename O4, typename I4, typename D4>
+__global__ static void swiglu_bwd4_kernel(O4 *dgate, O4 *dup, const D4 *dout, const I4 *gate,
                                           const I4 *up, int64_t n4) {
     cuda_pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
-        const float4 dy = dout[i], g = ld4(gate + i), u = ld4(up + i);
+        const float4 dy = ld4(dout + i), g = ld4(gate + i), u = ld4(up + i);
         float4 dg, du;
         swiglu_grads(dy.x, g.x, u.x, &dg.x, &du.x);
         swiglu_grads(dy.y, g.y, u.y, &dg.y, &du.y);
@@ -174,39 +176,43 @@ static void swiglu_forward_rows(uint16_t *out, int64_t ldo, const I *gate, const
                     (const I1 *)up, N, F);
 }
 
-template <typename O, typename I>
-static void swiglu_backward(O *dgate, O *dup, const float *dout, const I *gate, const I *up,
+// D (dout): float or uint16_t (bf16 bits), as O and I
+template <typename O, typename I, typename D>
+static void swiglu_backward(O *dgate, O *dup, const D *dout, const I *gate, const I *up,
                             int64_t n) {
     if (n <= 0 || (!dgate && !dup)) return;
     typedef typename Vec4<O>::T4 O4;
     typedef typename Vec4<O>::T1 O1;
     typedef typename Vec4<I>::T4 I4;
     typedef typename Vec4<I>::T1 I1;
+    typedef typename Vec4<D>::T4 D4;
+    typedef typename Vec4<D>::T1 D1;
     if (n % 4 == 0 && al4(dout) && al4(gate) && al4(up) && al4(dgate) && al4(dup))
-        cuda_launch(swiglu_bwd4_kernel<O4, I4>, cuda_grid(n / 4, 256), 256, 0, (O4 *)dgate, (O4 *)dup,
-                    (const float4 *)dout, (const I4 *)gate, (const I4 *)up, n / 4);
+        cuda_launch(swiglu_bwd4_kernel<O4, I4, D4>, cuda_grid(n / 4, 256), 256, 0, (O4 *)dgate,
+                    (O4 *)dup, (const D4 *)dout, (const I4 *)gate, (const I4 *)up, n / 4);
     else
-        cuda_launch(swiglu_bwd_kernel<O1, I1>, cuda_grid(n, 256), 256, 0, (O1 *)dgate, (O1 *)dup, dout,
-                    (const I1 *)gate, (const I1 *)up, n);
+        cuda_launch(swiglu_bwd_kernel<O1, I1, D1>, cuda_grid(n, 256), 256, 0, (O1 *)dgate,
+                    (O1 *)dup, (const D1 *)dout, (const I1 *)gate, (const I1 *)up, n);
 }
 
-// bf16 dgate, dup at row stride ldd (ldd = F: the flat kernels above)
-template <typename I>
-static void swiglu_backward_rows(uint16_t *dgate, uint16_t *dup, int64_t ldd, const float *dout,
+// bf16 dgate, dup at row stride ldd (ldd = F: the flat kernels above); dout's rows F apart
+template <typename I, typename D>
+static void swiglu_backward_rows(uint16_t *dgate, uint16_t *dup, int64_t ldd, const D *dout,
                                  const I *gate, const I *up, int N, int F) {
     if (ldd == F) return swiglu_backward(dgate, dup, dout, gate, up, (int64_t)N * F);
     if (N <= 0 || F <= 0 || (!dgate && !dup)) return;
     typedef typename Vec4<I>::T1 I1;
+    typedef typename Vec4<D>::T1 D1;
     const int vec = F % 4 == 0 && ldd % 4 == 0 && al4(dout) && al4(gate) && al4(up) &&
                     al4(dgate) && al4(dup) ? 4 : 1;
     const dim3 grid(std::min((F / vec + 255) / 256, 1024), std::min(N, 65535));
     __nv_bfloat16 *g = (__nv_bfloat16 *)dgate, *u = (__nv_bfloat16 *)dup;
     if (vec == 4)
-        cuda_launch(swiglu_bwd_rows_kernel<4, I1>, grid, 256, 0, g, u, ldd, dout, (const I1 *)gate,
-                    (const I1 *)up, N, F);
+        cuda_launch(swiglu_bwd_rows_kernel<4, I1, D1>, grid, 256, 0, g, u, ldd, (const D1 *)dout,
+                    (const I1 *)gate, (const I1 *)up, N, F);
     else
-        cuda_launch(swiglu_bwd_rows_kernel<1, I1>, grid, 256, 0, g, u, ldd, dout, (const I1 *)gate,
-                    (const I1 *)up, N, F);
+        cuda_launch(swiglu_bwd_rows_kernel<1, I1, D1>, grid, 256, 0, g, u, ldd, (const D1 *)dout,
+                    (const I1 *)gate, (const I1 *)up, N, F);
 }
 
 void cuda_swiglu_forward(float *out, const float *gate, const float *up, int64_t n) {
@@ -231,4 +237,13 @@ void cuda_swiglu16_forward(uint16_t *out, int ldo, const uint16_t *gate, const u
 void cuda_swiglu16_backward(uint16_t *dgate, uint16_t *dup, int ldd, const float *dout,
                             const uint16_t *gate, const uint16_t *up, int N, int F) {
     swiglu_backward_rows(dgate, dup, ldd, dout, gate, up, N, F);
+}
+// either over the output gradient in bf16 (rows F apart): gate, up f32, or gate16, up16
+void cuda_swiglu_backward_d16(uint16_t *dgate, uint16_t *dup, int ldd, const uint16_t *dout16,
+                              const float *gate, const float *up, const uint16_t *gate16,
+                              const uint16_t *up16, int N, int F) {
+    if (gate16)
+        swiglu_backward_rows(dgate, dup, ldd, dout16, gate16, up16, N, F);
+    else
+        swiglu_backward_rows(dgate, dup, ldd, dout16, gate, up, N, F);
 }
