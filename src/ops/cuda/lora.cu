@@ -889,7 +889,8 @@ static void lora_rowaxpy(float *O, float *Pc, Rows X, const float *Sp, int np, f
 #define LORA_ROWAXPY(RC_, VEC_, CA_, X_)                                                   \
     cuda_launch(lora_rowaxpy_kernel<RC_, VEC_, CA_,                                        \
                                     std::remove_cv_t<std::remove_pointer_t<decltype(X_)>>>, \
-                grid, block, 0, O, Pc, X_, X.ld, Sp, np, sscale, Sout, w, D, N, C, r, k0, alpha, acc)
+                grid, block, 0, O, Pc, X_, X.ld, Sp, np, sscale, Sout, w, D, N, C, r, k0, alpha, \
+                acc)
 #define LORA_ROWAXPY_X(RC_, VEC_)                                                   \
     (X.bf16 ? LORA_ROWAXPY(RC_, VEC_, true, Xb) : LORA_ROWAXPY(RC_, VEC_, true, Xf))
     for (int k0 = 0; k0 < r; k0 += rc * gz) {

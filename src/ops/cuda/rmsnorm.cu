@@ -231,7 +231,8 @@ static void rmsnorm_forward_rows(OUT *out, int64_t ldo, float *rstd, const float
     else if (V == 4)
         cuda_launch(rmsnorm_fwd4_kernel<4, OUT>, N, t, 0, out, ldo, rstd, inp, weight, C, eps);
     else
-        cuda_launch(rmsnorm_fwd_kernel<OUT>, N, RMS_THREADS, 0, out, ldo, rstd, inp, weight, C, eps);
+        cuda_launch(rmsnorm_fwd_kernel<OUT>, N, RMS_THREADS, 0, out, ldo, rstd, inp, weight, C,
+                    eps);
 }
 
 void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,

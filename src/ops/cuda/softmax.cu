@@ -357,7 +357,8 @@ void cuda_cross_entropy_fused(float *losses, float *dlogits, const float *logits
                               const int *targets, int N, int V, const float *scale) {
     if (N <= 0 || V <= 0) return;
     if (ce_bwd_cluster(dlogits, losses, logits, targets, N, V, 0.0f, scale)) return;
-    cuda_launch(ce_bwd_kernel<float>, N, SM_THREADS, 0, dlogits, losses, logits, targets, V, 0.0f, scale);
+    cuda_launch(ce_bwd_kernel<float>, N, SM_THREADS, 0, dlogits, losses, logits, targets, V, 0.0f,
+                scale);
 }
 
 // The same with the gradient rounded to bf16 (for the head's bf16 GEMM: linear_cross_entropy.cu)

@@ -150,11 +150,11 @@ static void swiglu_forward(O *out, const I *gate, const I *up, int64_t n) {
     typedef typename Vec4<I>::T4 I4;
     typedef typename Vec4<I>::T1 I1;
     if (n % 4 == 0 && al4(gate) && al4(up) && al4(out))
-        cuda_launch(swiglu_fwd4_kernel<typename Vec4<O>::T4, I4>, cuda_grid(n / 4, 256), 256, 0, (typename Vec4<O>::T4 *)out,
-                    (const I4 *)gate, (const I4 *)up, n / 4);
+        cuda_launch(swiglu_fwd4_kernel<typename Vec4<O>::T4, I4>, cuda_grid(n / 4, 256), 256, 0,
+                    (typename Vec4<O>::T4 *)out, (const I4 *)gate, (const I4 *)up, n / 4);
     else
-        cuda_launch(swiglu_fwd_kernel<typename Vec4<O>::T1, I1>, cuda_grid(n, 256), 256, 0, (typename Vec4<O>::T1 *)out,
-                    (const I1 *)gate, (const I1 *)up, n);
+        cuda_launch(swiglu_fwd_kernel<typename Vec4<O>::T1, I1>, cuda_grid(n, 256), 256, 0,
+                    (typename Vec4<O>::T1 *)out, (const I1 *)gate, (const I1 *)up, n);
 }
 
 // bf16 out at row stride ldo (ldo = F: the flat kernels above)
