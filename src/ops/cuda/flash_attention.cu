@@ -477,7 +477,7 @@ static void fa_forward16_d(bool *done, __nv_bfloat16 *out, int ldo, float *lse, 
                            int q_offset, int H, int Hkv, ComputeDtype dtype) {
     const float *in4[4] = {q, k, v, NULL};
     float *out2[3] = {(float *)out, lse, sout};  // (out: 4-byte stores; 8-aligned asked)
-    *done = fa_use_bf16(dtype, in4, out2);
+    *done = fa_use_bf16(dtype, in4, out2) && ldo % 2 == 0 && ldo >= H * D;  // (aligned pairs)
     if (*done)
         fa_bf_forward<D>(out, ldo, lse, sout, q, k, v, B, T, S, q_offset, H, Hkv,
                          FA_LOG2E / sqrtf((float)D));
