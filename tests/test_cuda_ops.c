@@ -1642,6 +1642,10 @@ static void test_attention_bf16(void **state) {
         {3, 65, 75, 5, 6, 3, 16},     {2, 7, 300, 293, 4, 1, 128}, {2, 1, 65, 64, 8, 8, 32},
         {1, 64, 64, 0, 2, 1, 128},    {1, 200, 200, 0, 32, 8, 64}, {1, 2, 2, 0, 2, 1, 64},
         {1, 130, 130, 0, 2, 2, 128},  {2, 77, 200, 123, 4, 2, 32}, {1, 1, 4100, 4099, 4, 4, 128},
+        // short rows over their own keys (TUNELENS_CUDA_ATT_SMALL=1: one launch): the 8 x 9
+        // step's, one token, 8 query heads a kv head, and one past its shared memory
+        {8, 9, 9, 0, 32, 8, 64},      {3, 1, 1, 0, 6, 2, 32},     {2, 13, 13, 0, 8, 1, 16},
+        {2, 16, 16, 0, 8, 1, 128},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const int *c = cases[i];
@@ -1762,7 +1766,8 @@ static void test_attention_backward_rope(void **state) {
     static const int cases[][6] = {  // precision, B, T, H, Hkv, D
         {ATT_BF16, 2, 77, 4, 2, 64},  {ATT_BF16, 1, 130, 8, 2, 128}, {ATT_BF16, 2, 65, 2, 2, 32},
         {ATT_BF16, 3, 40, 4, 1, 16},  {ATT_BF16, 2, 33, 6, 2, 64},   {ATT_BF16, 2, 20, 2, 1, 8},
-        {1, 2, 70, 4, 2, 64},         {0, 2, 50, 4, 2, 32},
+        {1, 2, 70, 4, 2, 64},         {0, 2, 50, 4, 2, 32},          {ATT_BF16, 8, 9, 32, 8, 64},
+        {ATT_BF16, 2, 16, 6, 3, 128}, {ATT_BF16, 3, 5, 4, 4, 16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const int *c = cases[i];

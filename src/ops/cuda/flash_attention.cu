@@ -398,8 +398,9 @@ fa_bwd_q_kernel(float *dq, const float *dout, const float *lse, const float *del
     }
 }
 
-#include "ops/cuda/flash_attention_tc.cuh"
+#include "ops/cuda/attention_small.cuh"
 #include "ops/cuda/flash_attention_bf16.cuh"
+#include "ops/cuda/flash_attention_tc.cuh"
 
 // TUNELENS_CUDA_ATTENTION_F32=1: the f32 kernels in every precision (for comparisons)
 static bool fa_f32_forced(void) {
@@ -533,6 +534,25 @@ static void fa_bf_backward(OUT *dq, OUT *dk, OUT *dv, int64_t ldq, int64_t ldkv,
                            const float *k, const float *v, int B, int T, int S, int q_offset, int H,
                            int Hkv, const CudaRope *rope) {
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = FA_LOG2E * scale;
+    // short rows over their own keys: one launch, a block a kv head of a row, a warp a query
+    // head (attention_small.cuh; TUNELENS_CUDA_ATT_SMALL=1, off until it has run on a GPU)
+    static int small = -1;
+    if (small < 0) small = cuda_env_int("TUNELENS_CUDA_ATT_SMALL", 0);
+    const int G = H / Hkv;
+    const size_t small_max = (size_t)96 << 10;  // (within every sm_80+ card's opt-in)
+    if (small && S == T && q_offset == 0 && T <= fa_small::SMALL_T && H % Hkv == 0 && G <= 8 &&
+        fa_small::smem_bytes(T, D, G) <= small_max) {
+        static bool small_ready;
+        if (!small_ready) {
+            fa_smem_opt_in(fa_small::bwd_kernel<D, OUT>, small_max);
+            small_ready = true;
+        }
+        const CudaRope r = rope ? *rope : CudaRope{};
+        cuda_launch(fa_small::bwd_kernel<D, OUT>, dim3(Hkv, B), 32 * G,
+                    fa_small::smem_bytes(T, D, G), dq, dk, dv, ldq, ldkv, dout, lse, out, q, k, v,
+                    T, H, Hkv, scale, scale_log2, r.cos_t, r.sin_t, r.pos);
+        return;
+    }
     // the kv kernel held to 3 blocks an SM (168 registers) where that spills little: 7% faster
     // than 2 at the 1B shape (D = 128 would spill more)
     constexpr int BQ = fa_bf::bq(D), MINB = D <= 64 ? 3 : 1;
