@@ -257,13 +257,12 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
     if (s->inputs16 && be->swiglu_backward16)
         dgate16 = (uint16_t *)dgate, dup16 = (uint16_t *)dup;
     // likewise q's, k's and v's (attention_backward_rope16), side by side in bf16 where the f32
-    // dq, dk, dv lie (rows ld16_hd and ldkv16 apart, with the adapters' room as att's)
-    const int ldkv16 = r > 0 && be->lora_input16_ld ? be->lora_input16_ld(KVD, r) : KVD;
+    // dq, dk, dv lie (rows ld16_hd and ld16_kvd apart, with the adapters' room as att's)
     uint16_t *dq16 = NULL, *dk16 = NULL, *dv16 = NULL;
     if (s->inputs16 && be->attention_backward_rope16 &&
-        (size_t)s->ld16_hd + 2 * (size_t)ldkv16 <= 2 * ((size_t)HD + 2 * KVD)) {
+        (size_t)s->ld16_hd + 2 * (size_t)s->ld16_kvd <= 2 * ((size_t)HD + 2 * KVD)) {
         dq16 = (uint16_t *)dq, dk16 = dq16 + (size_t)N * s->ld16_hd;
-        dv16 = dk16 + (size_t)N * ldkv16;
+        dv16 = dk16 + (size_t)N * s->ld16_kvd;
     }
 
     // and the residual stream's, dresid, as o's and down's products read it: a bf16 copy
@@ -350,9 +349,10 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
                          ((const int[]){s->ld16_c}), datt, NULL, in.att, in.att16, in.ld_hd);
         // dq, dk, dv: in bf16 where the op rounds them (then rotated back by it), else f32,
         // rotated back by the op where it has the rope
-        const int qkv16 = dq16 && be->attention_backward_rope16(
-                                      dq16, dk16, dv16, s->ld16_hd, ldkv16, datt, probs, q, kc, vc,
-                                      B, T, H, Hkv, D, m->linear_dtype, cos_t, sin_t, s->pos_ids);
+        const int qkv16 =
+            dq16 && be->attention_backward_rope16(dq16, dk16, dv16, s->ld16_hd, s->ld16_kvd, datt,
+                                                  probs, q, kc, vc, B, T, H, Hkv, D,
+                                                  m->linear_dtype, cos_t, sin_t, s->pos_ids);
         if (!qkv16 && be->attention_backward_rope) {
             be->attention_backward_rope(dq, dk, dv, datt, probs, q, kc, vc, B, T, H, Hkv, D,
                                         m->linear_dtype, cos_t, sin_t, s->pos_ids);
@@ -362,10 +362,11 @@ static void blocks_backward(const Model *m, ForwardState *s, Grads *g, float *dr
             be->rope_backward(dq, cos_t, sin_t, s->pos_ids, N, H, D);
             be->rope_backward(dk, cos_t, sin_t, s->pos_ids, N, Hkv, D);
         }
-        LINEARS_BACKWARD(
-            3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}), ((const float *const[]){dq, dk, dv}),
-            qkv16 ? ((const uint16_t *const[]){dq16, dk16, dv16}) : NULL,
-            ((const int[]){s->ld16_hd, ldkv16, ldkv16}), dxa, NULL, in.xn, in.xn16, in.ld_c);
+        LINEARS_BACKWARD(3, ((const Proj[]){PROJ_Q, PROJ_K, PROJ_V}),
+                         ((const float *const[]){dq, dk, dv}),
+                         qkv16 ? ((const uint16_t *const[]){dq16, dk16, dv16}) : NULL,
+                         ((const int[]){s->ld16_hd, s->ld16_kvd, s->ld16_kvd}), dxa, NULL, in.xn,
+                         in.xn16, in.ld_c);
         // below the first trainable block nothing learns: stop the residual gradient there
         int below = l > g->first_layer;
         if (below || bg->attn_norm)

@@ -128,6 +128,7 @@ int forward_state_init_rows(ForwardState *s, const Model *m, int B, int T, int m
     s->inputs16 = model_inputs16(m, keep_acts, lora_dropout);
     s->ld16_c = s->inputs16 ? input16_ld(m, (int)C) : (int)C;
     s->ld16_hd = s->inputs16 ? input16_ld(m, (int)HD) : (int)HD;
+    s->ld16_kvd = s->inputs16 ? input16_ld(m, (int)KVD) : (int)KVD;
     s->ld16_f = s->inputs16 ? input16_ld(m, (int)F) : (int)F;
     const size_t ldc = s->ld16_c, ldhd = s->ld16_hd, ldf = s->ld16_f;
     // kept in bf16, act costs half: every layer's is kept (ACTS_RECOMPUTE_ACT is for f32 acts;

@@ -247,6 +247,7 @@ typedef struct {
     int inputs16;
     uint16_t *attn_xn16, *att_out16, *ffn_xn16, *act16;
     int ld16_c, ld16_hd, ld16_f;
+    int ld16_kvd;  // likewise for Hkv D columns (the backward's k and v output gradients)
     // with inputs16 where the backend has swiglu16_forward (and, keeping acts,
     // swiglu16_backward): gate and up in bf16 too, as the products write them (gate, up NULL)
     uint16_t *gate16, *up16;
