@@ -24,6 +24,26 @@ __device__ __forceinline__ float rd(float x) {
     return BF ? __bfloat162float(__float2bfloat16_rn(x)) : x;
 }
 
+// out[s][d] = sum over t >= s of A[t][s] X[t][d] (A (T,T), X and out rows LD apart): the
+// warp's dK = dS^T Q and dV = P^T dO over its causal rows
+template <int D, int LD>
+__device__ __forceinline__ void causal_tmul(float *out, const float *A, const float *X, int T) {
+    for (int i = threadIdx.x & 31; i < T * D; i += 32) {
+        const int s = i / D, d = i % D;
+        float a = 0.0f;
+        for (int t = s; t < T; t++) a = fmaf(A[t * T + s], X[t * LD + d], a);
+        out[s * LD + d] = a;
+    }
+}
+// (x1, x2) of row n rotated back by rope at its position (rcos NULL: no rope)
+template <int D>
+__device__ __forceinline__ void rope_back(float &x1, float &x2, const float *rcos,
+                                          const float *rsin, const int *rpos, size_t n, int j) {
+    if (!rcos) return;
+    const size_t tab = (size_t)rpos[n] * (D / 2) + j;
+    cuda_rope_pair<-1>(x1, x2, rcos[tab], rsin[tab]);
+}
+
 // floats of shared memory: K, V (T rows of D, LD = D + 1 apart: a warp's lanes on distinct
 // rows fall on distinct banks), then per warp Q, dO, dQ (likewise), P, dS (T x T), lse, delta
 __host__ __device__ constexpr int warp_floats(int T, int D) {
@@ -101,30 +121,15 @@ __global__ void __launch_bounds__(256) bwd_kernel(
         for (int i = lane; i < T * half; i += 32) {
             const int t = i / half, j = i % half;
             float x1 = dQs[t * LD + j], x2 = dQs[t * LD + j + half];
-            if (rcos) {
-                const size_t tab = (size_t)rpos[(size_t)b * T + t] * half + j;
-                const float c = rcos[tab], sn = rsin[tab];
-                const float y1 = __fmul_rn(x1, c) + __fmul_rn(x2, sn);
-                x2 = __fmul_rn(x2, c) - __fmul_rn(x1, sn), x1 = y1;
-            }
+            rope_back<D>(x1, x2, rcos, rsin, rpos, (size_t)b * T + t, j);
             OUT *row = dq + ((size_t)b * T + t) * ldq + (size_t)h * D;
             cuda_store(row + j, x1), cuda_store(row + j + half, x2);
         }
     __syncwarp();
     // the head's dK = dS^T Q (into dQs) and dV = P^T dO (into Qs, once dK has read it)
-    for (int i = lane; i < T * D; i += 32) {
-        const int s = i / D, d = i % D;
-        float a = 0.0f;
-        for (int t = s; t < T; t++) a = fmaf(dSs[t * T + s], Qs[t * LD + d], a);
-        dQs[s * LD + d] = a;
-    }
+    causal_tmul<D, LD>(dQs, dSs, Qs, T);
     __syncwarp();
-    for (int i = lane; i < T * D; i += 32) {
-        const int s = i / D, d = i % D;
-        float a = 0.0f;
-        for (int t = s; t < T; t++) a = fmaf(Ps[t * T + s], dOs[t * LD + d], a);
-        Qs[s * LD + d] = a;
-    }
+    causal_tmul<D, LD>(Qs, Ps, dOs, T);
     __syncthreads();
     // dK, dV: the heads' sums in head order; dK rotated back
     const float *base = Vs + TD;
@@ -138,12 +143,7 @@ __global__ void __launch_bounds__(256) bwd_kernel(
         }
         const size_t at = ((size_t)b * T + s) * ldkv + (size_t)kvh * D;
         if (dk) {
-            if (rcos) {
-                const size_t tab = (size_t)rpos[(size_t)b * T + s] * half + j;
-                const float c = rcos[tab], sn = rsin[tab];
-                const float y1 = __fmul_rn(k1, c) + __fmul_rn(k2, sn);
-                k2 = __fmul_rn(k2, c) - __fmul_rn(k1, sn), k1 = y1;
-            }
+            rope_back<D>(k1, k2, rcos, rsin, rpos, (size_t)b * T + s, j);
             cuda_store(dk + at + j, k1), cuda_store(dk + at + j + half, k2);
         }
         if (dv) cuda_store(dv + at + j, v1), cuda_store(dv + at + j + half, v2);

@@ -133,6 +133,21 @@ __device__ __forceinline__ float4 cuda_widen_bf16x4(uint2 v) {
     return make_float4(cuda_bf16_lo(v.x), cuda_bf16_hi(v.x), cuda_bf16_lo(v.y), cuda_bf16_hi(v.y));
 }
 
+// rope's rotation of one pair (x1, x2) = (x_i, x_{i + D/2}) by the angle of cos c, sin s: DIR +1
+// forward (x1 c - x2 s, x2 c + x1 s), -1 back (the transpose); every rope pass and kernel rotates
+// through it, so a rotation inside another kernel has the rope pass's bits
+template <int DIR>
+__device__ __forceinline__ void cuda_rope_pair(float &x1, float &x2, float c, float s) {
+    const float a = x1, b = x2;
+    if (DIR > 0) {
+        x1 = __fmul_rn(a, c) - __fmul_rn(b, s);
+        x2 = __fmul_rn(b, c) + __fmul_rn(a, s);
+    } else {
+        x1 = __fmul_rn(a, c) + __fmul_rn(b, s);
+        x2 = __fmul_rn(b, c) - __fmul_rn(a, s);
+    }
+}
+
 // An op's output stored as f32, or rounded to bf16 (nearest: the input of bf16 products, the
 // *16 ops): one value, two (8 or 4 bytes) or four (a float4, or uint2 of packed bf16)
 __device__ __forceinline__ void cuda_store(float *p, float v) { *p = v; }

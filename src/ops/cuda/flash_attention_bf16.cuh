@@ -315,10 +315,7 @@ __device__ __forceinline__ void rope_back_row(float (&g)[NT][4], int half,
 #pragma unroll
         for (int e = 0; e < 2; e++) {
             const size_t t = tab + n * 8 + 2 * tq + e;
-            const float c = cos_t[t], s = sin_t[t];
-            const float a = g[n][2 * half + e], b = g[n + NT / 2][2 * half + e];
-            g[n][2 * half + e] = __fmul_rn(a, c) + __fmul_rn(b, s);
-            g[n + NT / 2][2 * half + e] = __fmul_rn(b, c) - __fmul_rn(a, s);
+            cuda_rope_pair<-1>(g[n][2 * half + e], g[n + NT / 2][2 * half + e], cos_t[t], sin_t[t]);
         }
 }
 

@@ -19,14 +19,9 @@ __global__ static void rope_kernel(float *x, const float *cos_t, const float *si
         const size_t t = (size_t)pos[n] * half + i;
         const float c = cos_t[t], s = sin_t[t];
         float *x1 = x + nh * D + i, *x2 = x1 + half;
-        const float a = *x1, b = *x2;
-        if (DIR > 0) {  // x1 cos - x2 sin, x2 cos + x1 sin
-            *x1 = __fmul_rn(a, c) - __fmul_rn(b, s);
-            *x2 = __fmul_rn(b, c) + __fmul_rn(a, s);
-        } else {        // dy1 cos + dy2 sin, dy2 cos - dy1 sin
-            *x1 = __fmul_rn(a, c) + __fmul_rn(b, s);
-            *x2 = __fmul_rn(b, c) - __fmul_rn(a, s);
-        }
+        float a = *x1, b = *x2;
+        cuda_rope_pair<DIR>(a, b, c, s);
+        *x1 = a, *x2 = b;
     }
 }
 
